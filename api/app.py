@@ -1,0 +1,55 @@
+"""The HTTP surface: Litestar for /api, /admin and /health; the gateway's own ASGI app for /v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar
+
+from api.errors import EXCEPTION_HANDLERS
+from api.routes.accounts import AccountController
+from api.routes.admin import AdminController
+from api.routes.billing import BillingController
+from api.routes.health import health
+from api.routes.keys import KeyController
+from api.runtime import Runtime
+
+
+def create_litestar(runtime: Runtime) -> Litestar:
+    app = Litestar(
+        route_handlers=[AccountController, KeyController, BillingController, AdminController, health],
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
+    app.state.runtime = runtime
+    return app
+
+
+class MeshASGI:
+    """Routes /v1/* to the gateway and everything else to Litestar; runs the runtime in the lifespan."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.litestar = create_litestar(runtime)
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.runtime.gateway(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.litestar(scope, receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.runtime.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

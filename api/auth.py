@@ -1,0 +1,38 @@
+"""Who is calling the JSON API: an account (management token) or the operator."""
+
+from __future__ import annotations
+
+import hmac
+from uuid import UUID
+
+from litestar import Request
+
+from api.errors import ApiError
+from api.runtime import Runtime
+from domain.credentials import API_KEY_PREFIX, hash_token
+from projections import directory
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing credentials: send 'Authorization: Bearer <management token>'", "unauthorized")
+    return token.strip()
+
+
+async def current_account(request: Request) -> UUID:
+    token = _bearer(request)
+    if token.startswith(API_KEY_PREFIX):
+        raise ApiError(403, "API keys only reach /v1/*; use the account's management token for /api/*", "forbidden")
+    runtime: Runtime = request.app.state.runtime
+    async with runtime.pool.connection() as conn:
+        account_id = await directory.account_for_token(conn, hash_token(token))
+    if account_id is None:
+        raise ApiError(401, "invalid management token", "unauthorized")
+    return account_id
+
+
+async def operator(request: Request) -> None:
+    runtime: Runtime = request.app.state.runtime
+    if not hmac.compare_digest(_bearer(request).encode(), runtime.operator_token.encode()):
+        raise ApiError(403, "this route needs the operator token", "forbidden")

@@ -1,0 +1,189 @@
+"""The `mesh` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from api.settings import Settings, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mesh", description="Mesh: LLM gateway with prepaid billing")
+    parser.add_argument("--config", type=Path, help="mesh.toml (default: $MESH_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run everything: embedded NATS and PostgreSQL unless MESH_NATS_URL / "
+                                   "MESH_DATABASE_URL are set, then API, gateway and projections")
+    up.add_argument("--no-projections", action="store_true", help="serve API and gateway only (run "
+                    "`mesh projections` elsewhere)")
+    sub.add_parser("projections", help="run the projection workers only (needs MESH_NATS_URL and MESH_DATABASE_URL)")
+    rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
+    rebuild.add_argument("read_model", help="directory | billing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env(config=args.config)
+        if args.command == "up":
+            return up(settings, run_projections=not args.no_projections)
+        if args.command == "projections":
+            return asyncio.run(_projections_only(settings))
+        if args.command == "rebuild":
+            return asyncio.run(_rebuild(settings, args.read_model))
+    except (SettingsError, MeshError) as exc:
+        print(f"mesh: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+class MeshError(RuntimeError):
+    pass
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise MeshError(f"cannot listen on {host}:{port}: {exc.strerror}; set MESH_PORT to another port") from None
+
+
+class Servers:
+    """The NATS and PostgreSQL this process uses: external ones from the settings, or embedded ones it starts."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.started: list = []
+
+    def __enter__(self) -> "Servers":
+        from api.embedded import EmbeddedServerError, NatsServer, PostgresServer
+
+        s = self.settings
+        try:
+            if s.nats_url:
+                self.nats_url = s.nats_url
+            else:
+                nats_server = NatsServer(s.data_path / "nats").start()
+                self.started.append(nats_server)
+                self.nats_url = nats_server.url
+            if s.database_url:
+                self.database_url = s.database_url
+            else:
+                pg = PostgresServer(s.data_path / "postgres").start()
+                self.started.append(pg)
+                self.database_url = pg.url
+        except EmbeddedServerError as exc:
+            self.__exit__()
+            raise MeshError(str(exc)) from None
+        return self
+
+    def __exit__(self, *_) -> None:
+        for server in reversed(self.started):
+            server.stop()
+
+
+def _load_catalog(settings: Settings):
+    from api.config import ConfigError, load_catalog
+
+    try:
+        return load_catalog(settings.config_path)
+    except ConfigError as exc:
+        raise MeshError(str(exc)) from None
+
+
+def up(settings: Settings, run_projections: bool = True) -> int:
+    import uvicorn
+
+    from api.app import MeshASGI
+    from api.runtime import Runtime
+
+    started = time.monotonic()
+    catalog = _load_catalog(settings)
+    _check_port_free(settings.host, settings.port)
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    token = settings.resolved_operator_token()
+    with Servers(settings) as servers:
+        runtime = Runtime(nats_url=servers.nats_url, database_url=servers.database_url, catalog=catalog,
+                          operator_token=token, stream=settings.stream, run_projections=run_projections)
+        config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="on",
+                                log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
+
+        async def serve() -> None:
+            task = asyncio.create_task(server.serve())
+            while not server.started and not task.done():
+                await asyncio.sleep(0.01)
+            if server.started:
+                url = f"http://{settings.host}:{settings.port}"
+                print(f"Mesh is up in {time.monotonic() - started:.1f}s", flush=True)
+                print(f"  API and dashboard: {url}/api  (health: {url}/health)", flush=True)
+                print(f"  OpenAI-compatible: {url}/v1", flush=True)
+                print(f"  operator token:    {token}", flush=True)
+                print(f"  data:              {settings.data_path.resolve()}", flush=True)
+                print(f"  models:            {', '.join(sorted(catalog.models))}", flush=True)
+            await task
+
+        asyncio.run(serve())
+        if not server.started:
+            raise MeshError("Mesh did not start; see the message above")
+    return 0
+
+
+async def _projections_only(settings: Settings) -> int:
+    from api.runtime import READ_MODELS, connect_nats, open_pool
+    from projections.readmodel import ensure_schema
+    from projections.runner import ProjectionRunner
+    from projections.source import StreamSource
+    from commands.stream import ensure_stream
+
+    if not settings.nats_url or not settings.database_url:
+        raise MeshError("`mesh projections` needs MESH_NATS_URL and MESH_DATABASE_URL")
+    nc = await connect_nats(settings.nats_url)
+    await ensure_stream(nc, settings.stream)
+    pool = await open_pool(settings.database_url)
+    async with pool.connection() as conn:
+        await ensure_schema(conn, READ_MODELS)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    source = StreamSource(nc, settings.stream)
+    print(f"projections running: {', '.join(m.name for m in READ_MODELS)}", flush=True)
+    await asyncio.gather(*(ProjectionRunner(m, source, pool).run(stop) for m in READ_MODELS))
+    await pool.close()
+    await nc.drain()
+    return 0
+
+
+async def _rebuild(settings: Settings, name: str) -> int:
+    from api.runtime import READ_MODELS, connect_nats, open_pool
+    from projections.rebuild import rebuild
+
+    models = {m.name: m for m in READ_MODELS}
+    if name not in models:
+        raise MeshError(f"unknown read model {name!r}; choose one of: {', '.join(models)}")
+    with Servers(settings) as servers:
+        nc = await connect_nats(servers.nats_url)
+        pool = await open_pool(servers.database_url)
+        try:
+            def progress(position: int, head: int) -> None:
+                print(f"\r  {name}: {position}/{head} events", end="", flush=True)
+
+            generation = await rebuild(models[name], nc, pool, settings.stream, progress)
+            print(f"\n{name} rebuilt as generation {generation} and now in service", flush=True)
+        finally:
+            await pool.close()
+            await nc.drain()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""mesh.toml: providers and models with prices. Secrets stay in the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from domain.money import InvalidAmount
+from domain.pricing import Price
+from gateway.catalog import ECHO_MODEL, Catalog, Model, Provider
+
+PROVIDER_KINDS = ("openai", "anthropic", "gemini", "openai-compatible")
+
+
+class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
+    kind: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    connect_timeout: float = 5.0
+    timeout: float = 600.0
+
+
+class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    provider: str
+    upstream: str
+    prompt_usd_per_1k: str | None = None
+    completion_usd_per_1k: str | None = None
+    enabled: bool = True
+
+
+class MeshConfig(msgspec.Struct, forbid_unknown_fields=True):
+    providers: dict[str, ProviderConfig] = {}
+    models: list[ModelConfig] = []
+
+
+class ConfigError(ValueError):
+    pass
+
+
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+}
+
+
+def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalog:
+    """Read mesh.toml into a catalog; without a file only `mesh/echo` exists."""
+    if path is None:
+        return Catalog([], [])
+    env = os.environ if env is None else env
+    try:
+        config = msgspec.toml.decode(Path(path).read_bytes(), type=MeshConfig)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    providers = []
+    for name, p in config.providers.items():
+        if p.kind not in PROVIDER_KINDS:
+            raise ConfigError(f"{path}: provider {name!r} has kind {p.kind!r}; allowed: {', '.join(PROVIDER_KINDS)}")
+        base_url = p.base_url or DEFAULT_BASE_URLS.get(p.kind)
+        if not base_url:
+            raise ConfigError(f"{path}: provider {name!r} needs base_url")
+        api_key = None
+        if p.api_key_env:
+            api_key = env.get(p.api_key_env)
+            if not api_key:
+                raise ConfigError(f"{path}: provider {name!r} reads its API key from ${p.api_key_env}, which is not set")
+        providers.append(Provider(name, p.kind, base_url, api_key, p.connect_timeout, p.timeout))
+    known = {p.name for p in providers}
+    models, seen = [], {ECHO_MODEL}
+    for m in config.models:
+        if m.id in seen:
+            raise ConfigError(f"{path}: model {m.id!r} is declared twice")
+        seen.add(m.id)
+        if m.provider not in known:
+            raise ConfigError(f"{path}: model {m.id!r} uses provider {m.provider!r}, which is not declared")
+        if m.prompt_usd_per_1k is None or m.completion_usd_per_1k is None:
+            raise ConfigError(f"{path}: model {m.id!r} has no price; set prompt_usd_per_1k and "
+                              "completion_usd_per_1k (\"0\" for a free model)")
+        try:
+            price = Price.from_usd(m.prompt_usd_per_1k, m.completion_usd_per_1k)
+        except InvalidAmount as exc:
+            raise ConfigError(f"{path}: model {m.id!r}: {exc}") from None
+        models.append(Model(m.id, m.provider, m.upstream, price, m.enabled))
+    return Catalog(providers, models)

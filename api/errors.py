@@ -1,0 +1,96 @@
+"""Every error leaves the API as {"error": {"message", "type", "code"}} with a precise message."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException
+from litestar.exceptions import ValidationException, MethodNotAllowedException
+
+from commands.accounts import BadCredentials, EmailTaken, InvalidPassword
+from commands.app import Conflict, NotFound
+from domain.account import InvalidCreditGrant, InvalidEmail
+from domain.apikey import InvalidKeySettings
+from domain.money import InvalidAmount
+from gateway.errors import ErrorBody, ErrorResponse
+
+log = logging.getLogger("mesh.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str, type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.code, self.type = status, message, code, type
+
+
+# Domain and use-case errors, and the HTTP answer each one gets.
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    InvalidEmail: (400, "invalid_email"),
+    InvalidPassword: (400, "invalid_password"),
+    InvalidAmount: (400, "invalid_amount"),
+    InvalidCreditGrant: (400, "invalid_amount"),
+    InvalidKeySettings: (400, "invalid_key_settings"),
+    EmailTaken: (409, "email_taken"),
+    BadCredentials: (401, "bad_credentials"),
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+}
+
+
+def error_response(status: int, message: str, code: str | None, type: str = "invalid_request_error") -> Response:
+    body = ErrorResponse(ErrorBody(message=message, type=type, code=code))
+    return Response(content=msgspec.json.encode(body), status_code=status, media_type="application/json")
+
+
+def handle_api_error(_: Request, exc: ApiError) -> Response:
+    return error_response(exc.status, exc.message, exc.code, exc.type)
+
+
+def handle_domain_error(_: Request, exc: Exception) -> Response:
+    for cls, (status, code) in DOMAIN_ERRORS.items():
+        if isinstance(exc, cls):
+            return error_response(status, str(exc), code)
+    raise exc
+
+
+def handle_http_exception(request: Request, exc: HTTPException) -> Response:
+    if isinstance(exc, ValidationException):
+        return error_response(400, _validation_message(exc), "invalid_request")
+    if isinstance(exc, NotFoundException):
+        return error_response(404, exc.detail if exc.detail != "Not Found" else f"no route {request.url.path}",
+                              "not_found")
+    if isinstance(exc, MethodNotAllowedException):
+        return error_response(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed")
+    if isinstance(exc, NotAuthorizedException):
+        return error_response(401, exc.detail, "unauthorized")
+    if isinstance(exc, PermissionDeniedException):
+        return error_response(403, exc.detail, "forbidden")
+    return error_response(exc.status_code, exc.detail, "http_error")
+
+
+def handle_unexpected(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal error; it has been logged", "internal_error", "api_error")
+
+
+def _validation_message(exc: ValidationException) -> str:
+    problems = []
+    for item in exc.extra or []:
+        if isinstance(item, dict):
+            key = item.get("key")
+            message = item.get("message", "")
+            problems.append(f"{key}: {message}" if key else message)
+    detail = "; ".join(p for p in problems if p)
+    if "JSON" in (exc.detail or "") or "decode" in (exc.detail or "").lower():
+        return f"request body is not valid JSON: {detail or exc.detail}"
+    return f"invalid request body: {detail}" if detail else exc.detail
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: handle_api_error,
+    HTTPException: handle_http_exception,
+    **{cls: handle_domain_error for cls in DOMAIN_ERRORS},
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,160 @@
+"""The composition root: connects NATS and PostgreSQL and wires commands, projections and the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from uuid import UUID
+
+import nats
+from nats.aio.client import Client as NATS
+from psycopg_pool import AsyncConnectionPool
+
+from commands.accounts import AccountCommands
+from commands.app import MeshApplication
+from commands.keys import KeyCommands
+from commands.stream import ensure_stream
+from gateway.admission import KeyInfo
+from gateway.app import Gateway
+from gateway.catalog import Catalog
+from gateway.providers.base import Adapter
+from gateway.providers.echo import EchoAdapter
+from gateway.providers.openai import OpenAIAdapter
+from gateway.usage import UsagePublisher
+from projections import billing, directory
+from projections.billing import Billing
+from projections.directory import Directory
+from projections.readmodel import ReadModel, ensure_schema
+from projections.runner import ProjectionRunner
+from projections.source import StreamSource
+
+log = logging.getLogger("mesh")
+
+DIRECTORY = Directory()
+BILLING = Billing()
+READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING]
+
+
+class StartupError(RuntimeError):
+    """Mesh could not start; the message is one line for the operator."""
+
+
+async def connect_nats(url: str) -> NATS:
+    try:
+        return await nats.connect(
+            url, connect_timeout=3, max_reconnect_attempts=-1, reconnect_time_wait=0.5, allow_reconnect=True,
+        )
+    except Exception as exc:
+        raise StartupError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
+
+
+async def open_pool(url: str, max_size: int = 20) -> AsyncConnectionPool:
+    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10)
+    try:
+        await pool.open(wait=True, timeout=10)
+    except Exception as exc:
+        await pool.close()
+        raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {exc}") from None
+    return pool
+
+
+def _redact(url: str) -> str:
+    # postgresql://user:secret@host/db -> postgresql://user:***@host/db
+    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+        head, tail = url.split("@", 1)
+        return head.rsplit(":", 1)[0] + ":***@" + tail
+    return url
+
+
+class PgKeyDirectory:
+    """The gateway's view of keys and balances, read from the read models.
+
+    Keys are cached for a second (only found keys), so a hot key costs no query.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool, ttl: float = 1.0):
+        self.pool = pool
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, KeyInfo]] = {}
+
+    async def key(self, key_hash: str) -> KeyInfo | None:
+        now = time.monotonic()
+        hit = self._cache.get(key_hash)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        async with self.pool.connection() as conn:
+            row = await directory.key_by_hash(conn, key_hash)
+        if row is None:
+            return None
+        info = KeyInfo(row.key_id, row.account_id, row.default_model, row.status, row.spend_cap)
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[key_hash] = (now + self.ttl, info)
+        return info
+
+    async def available(self, account_id: UUID) -> int:
+        async with self.pool.connection() as conn:
+            return (await billing.balance_of(conn, account_id)).available
+
+
+def make_adapter(provider) -> Adapter:
+    if provider.kind == "mesh":
+        return EchoAdapter()
+    if provider.kind in ("openai", "openai-compatible"):
+        return OpenAIAdapter(provider)
+    raise StartupError(f"provider {provider.name!r}: kind {provider.kind!r} is not supported yet")
+
+
+class Runtime:
+    """Everything one Mesh process holds. `start()` is idempotent on the servers: it creates
+    the stream and the schema if missing and keeps whatever data is there."""
+
+    def __init__(self, *, nats_url: str, database_url: str, catalog: Catalog, operator_token: str,
+                 stream: str = "MESH", run_projections: bool = True):
+        self.nats_url = nats_url
+        self.database_url = database_url
+        self.catalog = catalog
+        self.operator_token = operator_token
+        self.stream = stream
+        self.run_projections = run_projections
+        self.runners: list[ProjectionRunner] = []
+        self._tasks: list[asyncio.Task] = []
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        self.nc = await connect_nats(self.nats_url)
+        try:
+            await ensure_stream(self.nc, self.stream)
+        except Exception as exc:
+            raise StartupError(f"cannot create the JetStream stream {self.stream}: {exc}") from None
+        self.pool = await open_pool(self.database_url)
+        async with self.pool.connection() as conn:
+            await ensure_schema(conn, READ_MODELS)
+        self.app = await asyncio.to_thread(MeshApplication, self.nats_url, self.stream)
+        self.accounts = AccountCommands(self.app)
+        self.keys = KeyCommands(self.app)
+        self.source = StreamSource(self.nc, self.stream)
+        self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
+        self.gateway = Gateway(self.catalog, self.adapters, PgKeyDirectory(self.pool),
+                               UsagePublisher(self.nc.jetstream(), self.stream))
+        if self.run_projections:
+            self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
+            self._tasks = [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
+                           for r in self.runners]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 10)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        for adapter in getattr(self, "adapters", {}).values():
+            await adapter.aclose()
+        if hasattr(self, "app"):
+            await asyncio.to_thread(self.app.close)
+        if hasattr(self, "pool"):
+            await self.pool.close()
+        if hasattr(self, "nc"):
+            await self.nc.drain()

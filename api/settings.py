@@ -1,0 +1,62 @@
+"""Settings from MESH_* environment variables (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import msgspec
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: str = ".mesh"
+    nats_url: str | None = None  # None: start the embedded nats-server
+    database_url: str | None = None  # None: start the embedded PostgreSQL
+    operator_token: str | None = None  # None: generated on first start, kept in the data dir
+    config: str | None = None  # mesh.toml
+    stream: str = "MESH"
+    stripe_secret_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict = {}
+        for field in cls.__struct_fields__:
+            raw = env.get("MESH_" + field.upper())
+            if raw:
+                values[field] = raw
+        values.update({k: str(v) if isinstance(v, Path) else v for k, v in overrides.items() if v is not None})
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(f"bad setting: {exc} (check the MESH_* environment variables)") from None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def config_path(self) -> Path | None:
+        return Path(self.config) if self.config else None
+
+    def resolved_operator_token(self) -> str:
+        """The operator token: from MESH_OPERATOR_TOKEN, else the one generated on first start."""
+        if self.operator_token:
+            return self.operator_token
+        path = self.data_path / "operator_token"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_path.mkdir(parents=True, exist_ok=True)
+        token = "mo-" + secrets.token_urlsafe(32)
+        path.write_text(token)
+        path.chmod(0o600)
+        return token
+
+
+class SettingsError(ValueError):
+    pass

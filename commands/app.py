@@ -1,0 +1,54 @@
+"""The command side: one eventsourcing Application whose event store is the JetStream stream."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import RecordConflictError
+
+T = TypeVar("T")
+
+
+class Conflict(RuntimeError):
+    """Another writer changed the same aggregate at the same time, and retrying did not help."""
+
+
+class NotFound(LookupError):
+    pass
+
+
+class MeshApplication(Application):
+    """Holds the aggregates of every use case. Saving returns the stream position reached,
+    so callers can wait for read models to catch up before answering."""
+
+    name = "Mesh"
+
+    def __init__(self, nats_url: str, stream: str = "MESH", env: dict[str, str] | None = None):
+        super().__init__(env={
+            "PERSISTENCE_MODULE": "commands.eventstore",
+            "MAPPER_TOPIC": "commands.mapper:MsgspecMapper",
+            "MESH_NATS_URL": nats_url,
+            "MESH_STREAM": stream,
+            **(env or {}),
+        })
+
+    def save_all(self, *aggregates: Any) -> int:
+        """Save atomically; return the stream position of the last event written."""
+        recordings = self.save(*aggregates)
+        return max((r.notification.id for r in recordings), default=0)
+
+    def retrying(self, use_case: Callable[[], T], attempts: int = 5) -> T:
+        """Run a load-decide-save use case again when a concurrent writer got there first."""
+        for _ in range(attempts - 1):
+            try:
+                return use_case()
+            except RecordConflictError:
+                continue
+        try:
+            return use_case()
+        except RecordConflictError:
+            raise Conflict("the resource was changed concurrently; try again") from None
+
+    def close(self) -> None:
+        super().close()

@@ -1,0 +1,80 @@
+"""The event catalogue: every event on the stream has a stable name.
+
+The name travels in the message header `Mesh-Topic`; the body is the event's
+fields as JSON (msgspec). Versioning rule: names never change, a field never
+changes type, and a new field must have a default, so old events always decode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from domain.account import Account, EmailClaim
+from domain.apikey import ApiKey
+from domain.usage import UsageRecorded
+
+EVENT_TYPES: dict[str, type] = {
+    "account.registered": Account.Registered,
+    "account.token_issued": Account.TokenIssued,
+    "account.credits_granted": Account.CreditsGranted,
+    "email.claimed": EmailClaim.Claimed,
+    "key.created": ApiKey.Created,
+    "usage.recorded": UsageRecorded,
+}
+
+EVENT_NAMES: dict[type, str] = {cls: name for name, cls in EVENT_TYPES.items()}
+
+
+class UnknownEvent(LookupError):
+    pass
+
+
+def event_type(name: str) -> type:
+    try:
+        return EVENT_TYPES[name]
+    except KeyError:
+        raise UnknownEvent(f"no event named {name!r} in the catalogue") from None
+
+
+def event_name(cls: type) -> str:
+    try:
+        return EVENT_NAMES[cls]
+    except KeyError:
+        raise UnknownEvent(f"{cls.__qualname__} is not in the event catalogue") from None
+
+
+def decode_event(name: str, body: bytes, originator_id: Any, originator_version: int) -> Any:
+    """Rebuild an event from its stored form: catalogue name, JSON body and envelope fields.
+
+    Aggregate events (eventsourcing dataclasses) get their envelope fields back from
+    the message headers; stand-alone events (msgspec Structs) carry everything in the body.
+    """
+    cls = event_type(name)
+    if issubclass(cls, msgspec.Struct):
+        return msgspec.json.decode(body, type=cls)
+    raw = msgspec.json.decode(body)
+    raw["originator_id"] = originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id))
+    raw["originator_version"] = originator_version
+    return msgspec.convert(raw, type=cls)
+
+
+# The wire contract of the stream: every message carries these headers, and
+# its subject names the aggregate (one subject per aggregate) or the account.
+HEADER_TOPIC = "Mesh-Topic"
+HEADER_ORIGINATOR_ID = "Mesh-Originator-Id"
+HEADER_ORIGINATOR_VERSION = "Mesh-Originator-Version"
+
+
+def subject_prefix(stream: str) -> str:
+    return stream.lower()
+
+
+def aggregate_subject(stream: str, originator_id: Any) -> str:
+    return f"{subject_prefix(stream)}.agg.{originator_id}"
+
+
+def usage_subject(stream: str, account_id: Any) -> str:
+    return f"{subject_prefix(stream)}.usage.{account_id}"

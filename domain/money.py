@@ -1,0 +1,45 @@
+"""Exact money.
+
+Amounts are integers of pico-USD (10**-12 USD). A price per 1,000 tokens with
+at most nine decimals then costs an exact integer per token, so every charge is
+exact and a replay reproduces it to the unit. JSON carries USD as decimal strings.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+PICO_PER_USD = 10**12
+MAX_USD_DECIMALS = 12
+
+
+class InvalidAmount(ValueError):
+    """An amount of money that is not a finite decimal number we can represent exactly."""
+
+
+def usd_to_pico(value: str | int | Decimal, *, field: str = "amount_usd", decimals: int = MAX_USD_DECIMALS) -> int:
+    """Parse a USD amount given as a decimal string (or int) into pico-USD, exactly.
+
+    Floats are refused: they cannot carry money exactly.
+    """
+    if isinstance(value, bool) or isinstance(value, float):
+        raise InvalidAmount(f"{field} must be a decimal string such as \"12.50\", not a {type(value).__name__}")
+    try:
+        amount = Decimal(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise InvalidAmount(f"{field} must be a decimal number such as \"12.50\", got {str(value)[:40]!r}") from None
+    if not amount.is_finite():
+        raise InvalidAmount(f"{field} must be a finite decimal number, got {str(value)[:40]!r}")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > decimals:
+        raise InvalidAmount(f"{field} allows at most {decimals} decimal places, got {str(value)[:40]!r}")
+    return int(amount * PICO_PER_USD)
+
+
+def pico_to_usd(pico: int) -> str:
+    """Format pico-USD as a decimal USD string with at least six decimals, never losing a unit."""
+    sign = "-" if pico < 0 else ""
+    whole, frac = divmod(abs(pico), PICO_PER_USD)
+    digits = f"{frac:012d}".rstrip("0")
+    digits = digits.ljust(6, "0")
+    return f"{sign}{whole}.{digits}"

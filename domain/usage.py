@@ -1,0 +1,38 @@
+"""What the gateway reports after every request. It is the only event the gateway emits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+
+class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    """One request through the gateway, with everything needed to bill and explain it.
+
+    The prices applied travel with the event, so a replay reproduces every charge
+    even after prices change. `cost` is pico-USD. Durations are microseconds.
+    """
+
+    trace_id: UUID
+    account_id: UUID
+    key_id: UUID
+    model: str  # the resolved model id, as listed in the catalog
+    requested_model: str | None
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+    prompt_per_1k: int  # pico-USD per 1K tokens, as charged
+    completion_per_1k: int
+    cost: int
+    status: str  # "ok" | "error"
+    http_status: int
+    timestamp: datetime
+    latency_us: int
+    upstream_us: int = 0
+    first_token_us: int | None = None
+    stream: bool = False
+    estimated: bool = False  # token counts estimated because the upstream reported none
+    request_id: str | None = None  # the client's x-request-id, kept alongside our trace id
+    error: str | None = None

@@ -1,0 +1,215 @@
+"""The OpenAI-compatible endpoint, as a plain ASGI app (the hot path skips the web framework).
+
+Per request: authenticate the key, validate the body, resolve the model and its
+price, check the balance, call the provider, answer, then publish one
+UsageRecorded event. The gateway never changes state itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+import msgspec
+
+from domain.credentials import hash_token
+from domain.usage import UsageRecorded
+from gateway.admission import KeyDirectory, KeyInfo, bearer_token
+from gateway.catalog import Catalog, Model
+from gateway.errors import GatewayError, invalid
+from gateway.providers.base import Adapter, Reply, StreamReply, Usage
+from gateway.usage import UsagePublisher
+
+log = logging.getLogger("mesh.gateway")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+class ChatRequest(msgspec.Struct):
+    """The fields the gateway itself checks; everything else passes through to the provider."""
+
+    messages: list[dict[str, Any]]
+    model: str | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    n: int | None = None
+
+
+class Gateway:
+    def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyDirectory, usage: UsagePublisher):
+        self.catalog = catalog
+        self.adapters = adapters
+        self.keys = keys
+        self.usage = usage
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        trace_id = uuid.uuid4()
+        started = time.perf_counter_ns()
+        headers = [(b"content-type", b"application/json"), (b"x-mesh-trace-id", str(trace_id).encode())]
+        request_id = _header(scope, b"x-request-id")
+        if request_id is not None:
+            headers.append((b"x-request-id", request_id.encode("latin-1")))
+        path, method = scope["path"], scope["method"]
+        try:
+            if path == "/v1/chat/completions" and method == "POST":
+                await self._chat(scope, receive, send, headers, trace_id, started, request_id)
+            elif path == "/v1/models" and method == "GET":
+                await self._authenticate(scope)
+                await _respond(send, 200, headers, self._models())
+            elif path in ("/v1/chat/completions", "/v1/models"):
+                raise GatewayError(405, f"{method} is not allowed on {path}", "invalid_request_error",
+                                   "method_not_allowed")
+            else:
+                raise GatewayError(404, f"unknown endpoint {path}", "invalid_request_error", "unknown_url")
+        except GatewayError as exc:
+            await _respond(send, exc.status, headers, exc.body())
+
+    async def _authenticate(self, scope: Scope) -> KeyInfo:
+        token = bearer_token(scope["headers"])
+        key = await self.keys.key(hash_token(token))
+        if key is None:
+            raise GatewayError(401, "invalid API key", "invalid_request_error", "invalid_api_key")
+        if key.status != "active":
+            raise GatewayError(402, f"this API key is {key.status}", "insufficient_quota", f"key_{key.status}")
+        return key
+
+    def _models(self) -> bytes:
+        return msgspec.json.encode({"object": "list", "data": [
+            {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider} for m in self.catalog.enabled()
+        ]})
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, headers: list, trace_id: uuid.UUID,
+                    started: int, request_id: str | None) -> None:
+        key = await self._authenticate(scope)
+        body, request = _parse_chat(await _read_body(receive))
+        model = self._resolve(request, key)
+        if not model.price.is_free and await self.keys.available(key.account_id) <= 0:
+            raise GatewayError(402, "the account balance is used up (available: 0.000000 USD); top up to continue",
+                               "insufficient_quota", "account_balance")
+        adapter = self.adapters[model.provider]
+        record = _Record(trace_id, key, model, request.model, started, request_id, request.stream)
+        if request.stream:
+            include_usage = bool((request.stream_options or {}).get("include_usage"))
+            try:
+                reply = await adapter.chat_stream(model, body, include_usage)
+            except GatewayError as exc:
+                await self.usage.publish(record.failed(exc))
+                raise
+            await self._stream(send, headers, reply, record)
+        else:
+            try:
+                result: Reply = await adapter.chat(model, body)
+            except GatewayError as exc:
+                await _respond(send, exc.status, headers, exc.body())
+                await self.usage.publish(record.failed(exc))
+                return
+            await _respond(send, 200, headers, result.body)
+            await self.usage.publish(record.done(result.usage, result.upstream_us, None))
+
+    async def _stream(self, send: Send, headers: list, reply: StreamReply, record: "_Record") -> None:
+        stream_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *headers[1:]]
+        await send({"type": "http.response.start", "status": 200, "headers": stream_headers})
+        error: str | None = None
+        try:
+            async for frame in reply:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except GatewayError as exc:
+            error = exc.message
+        except OSError as exc:  # the client went away: stop the upstream, bill what was generated
+            error = f"client disconnected ({type(exc).__name__})"
+        finally:
+            await reply.aclose()
+        await self.usage.publish(record.done(reply.usage, reply.upstream_us, reply.first_token_us, error))
+
+    def _resolve(self, request: ChatRequest, key: KeyInfo) -> Model:
+        model_id = request.model or key.default_model
+        if not model_id:
+            raise invalid("no model: send 'model' or give this API key a default model", "model_required", "model")
+        model = self.catalog.get(model_id)
+        if model is None:
+            raise GatewayError(404, f"model {model_id!r} does not exist; GET /v1/models lists the models you can use",
+                               "invalid_request_error", "model_not_found", "model")
+        return model
+
+
+class _Record:
+    """Builds the UsageRecorded event for one request."""
+
+    def __init__(self, trace_id: uuid.UUID, key: KeyInfo, model: Model, requested: str | None, started: int,
+                 request_id: str | None, stream: bool):
+        self.trace_id, self.key, self.model, self.requested = trace_id, key, model, requested
+        self.started, self.request_id, self.stream = started, request_id, stream
+
+    def done(self, usage: Usage, upstream_us: int, first_token_us: int | None, error: str | None = None,
+             http_status: int = 200) -> UsageRecorded:
+        price = self.model.price
+        return UsageRecorded(
+            trace_id=self.trace_id, account_id=self.key.account_id, key_id=self.key.key_id, model=self.model.id,
+            requested_model=self.requested, provider=self.model.provider, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, prompt_per_1k=price.prompt_per_1k,
+            completion_per_1k=price.completion_per_1k, cost=price.cost(usage.prompt_tokens, usage.completion_tokens),
+            status="ok" if error is None else "error", http_status=http_status,
+            timestamp=datetime.now(timezone.utc), latency_us=(time.perf_counter_ns() - self.started) // 1000,
+            upstream_us=upstream_us, first_token_us=first_token_us, stream=self.stream, estimated=usage.estimated,
+            request_id=self.request_id, error=error,
+        )
+
+    def failed(self, exc: GatewayError) -> UsageRecorded:
+        return self.done(Usage(), 0, None, exc.message, exc.status)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")[:200]
+    return None
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise GatewayError(413, f"request body is larger than {MAX_BODY // (1024 * 1024)} MiB",
+                               "invalid_request_error", "body_too_large")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _parse_chat(raw: bytes) -> tuple[dict, ChatRequest]:
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise invalid(f"request body is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise invalid("request body must be a JSON object", "invalid_json")
+    try:
+        request = msgspec.convert(body, ChatRequest)
+    except msgspec.ValidationError as exc:
+        raise invalid(f"invalid request: {exc}", "invalid_request") from None
+    if not request.messages:
+        raise invalid("'messages' must contain at least one message", "invalid_request", "messages")
+    for limit in ("max_tokens", "max_completion_tokens", "n"):
+        value = getattr(request, limit)
+        if value is not None and value < 1:
+            raise invalid(f"'{limit}' must be at least 1, got {value}", "invalid_request", limit)
+    return body, request
+
+
+async def _respond(send: Send, status: int, headers: list, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,36 @@
+"""Errors in the OpenAI shape: {"error": {"message", "type", "code"}}."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ErrorBody(msgspec.Struct):
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorBody
+
+
+class GatewayError(Exception):
+    """A request the gateway refuses or cannot serve; becomes an OpenAI-style error response."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+
+    def body(self) -> bytes:
+        return msgspec.json.encode(ErrorResponse(ErrorBody(self.message, self.type, self.code, self.param)))
+
+
+def invalid(message: str, code: str = "invalid_request", param: str | None = None) -> GatewayError:
+    return GatewayError(400, message, "invalid_request_error", code, param)

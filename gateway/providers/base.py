@@ -1,0 +1,79 @@
+"""What every provider adapter gives the gateway: OpenAI-shaped bytes plus the usage to bill."""
+
+from __future__ import annotations
+
+import time
+from typing import AsyncIterator, Protocol
+
+import msgspec
+
+from gateway.catalog import Model
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False  # the upstream reported no usage; counts come from our estimate
+
+
+class Reply(msgspec.Struct):
+    body: bytes  # an OpenAI chat.completion (or embeddings) JSON document
+    usage: Usage
+    upstream_us: int
+
+
+class StreamReply:
+    """An OpenAI-shaped SSE stream. Iterate it for `data: ...` frames; usage is final once it ends."""
+
+    def __init__(self, frames: AsyncIterator[bytes]):
+        self._frames = frames
+        self.usage = Usage()
+        self.started_ns = time.perf_counter_ns()
+        self.first_token_us: int | None = None
+        self.upstream_us = 0
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._frames
+
+    def mark_first_token(self) -> None:
+        if self.first_token_us is None:
+            self.first_token_us = (time.perf_counter_ns() - self.started_ns) // 1000
+
+    def mark_done(self) -> None:
+        self.upstream_us = (time.perf_counter_ns() - self.started_ns) // 1000
+
+    async def aclose(self) -> None:
+        close = getattr(self._frames, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class Adapter(Protocol):
+    async def chat(self, model: Model, body: dict) -> Reply: ...
+
+    async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply: ...
+
+    async def aclose(self) -> None: ...
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough count (about four characters a token) for upstreams that report no usage."""
+    return (len(text) + 3) // 4 if text else 0
+
+
+def message_text(messages: list) -> str:
+    parts: list[str] = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "\n".join(parts)
+
+
+def sse(data: bytes) -> bytes:
+    return b"data: " + data + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"

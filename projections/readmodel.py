@@ -1,0 +1,108 @@
+"""What a read model is, and the bookkeeping every read model shares.
+
+A read model owns some tables. Each build of it (a generation) writes to its
+own physical tables, `<table>_g<N>`, and queries read views named `<table>`
+that point at the generation in service. A rebuild fills generation N+1 from
+position 0 while N keeps serving, then swaps the views in one transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+import psycopg
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """One decoded event with its place in the stream."""
+
+    position: int
+    time: datetime
+    topic: str
+    event: Any
+
+
+class ReadModel(Protocol):
+    name: str
+    tables: tuple[str, ...]  # logical table names; queries use these (views)
+    topics: frozenset[str]  # the events it reads; others are skipped undecoded
+
+    def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> Any:
+        """Create this generation's tables; `t` maps logical names to physical ones."""
+
+    def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> Any:
+        """Apply a batch of events, in order, inside the caller's transaction."""
+
+
+SCHEMA = """
+create table if not exists projection_positions (
+    name text primary key,
+    position bigint not null,
+    event_time timestamptz,
+    updated_at timestamptz not null default now()
+);
+create table if not exists read_model_generations (
+    read_model text primary key,
+    generation int not null
+);
+"""
+
+
+def physical_tables(model: ReadModel, generation: int) -> dict[str, str]:
+    return {table: f"{table}_g{generation}" for table in model.tables}
+
+
+def tracking_name(model: ReadModel, generation: int) -> str:
+    return f"{model.name}_g{generation}"
+
+
+async def ensure_schema(conn: psycopg.AsyncConnection, models: list[ReadModel]) -> None:
+    """Create bookkeeping and first-generation tables and views if they do not exist. Idempotent."""
+    async with conn.transaction():
+        await conn.execute("select pg_advisory_xact_lock(7246001)")  # one installer at a time
+        await conn.execute(SCHEMA)
+        for model in models:
+            cur = await conn.execute(
+                "select generation from read_model_generations where read_model = %s", (model.name,)
+            )
+            if await cur.fetchone() is None:
+                await create_generation(conn, model, 1)
+                await point_views(conn, model, 1)
+                await conn.execute(
+                    "insert into read_model_generations (read_model, generation) values (%s, 1)", (model.name,)
+                )
+
+
+async def create_generation(conn: psycopg.AsyncConnection, model: ReadModel, generation: int) -> None:
+    async with conn.cursor() as cur:
+        await model.create_tables(cur, physical_tables(model, generation))
+        await cur.execute(
+            "insert into projection_positions (name, position) values (%s, 0) on conflict (name) do nothing",
+            (tracking_name(model, generation),),
+        )
+
+
+async def point_views(conn: psycopg.AsyncConnection, model: ReadModel, generation: int) -> None:
+    for table, physical in physical_tables(model, generation).items():
+        await conn.execute(f"drop view if exists {table}")
+        await conn.execute(f"create view {table} as select * from {physical}")
+
+
+async def active_generation(conn: psycopg.AsyncConnection, model: ReadModel) -> int:
+    cur = await conn.execute("select generation from read_model_generations where read_model = %s", (model.name,))
+    row = await cur.fetchone()
+    return row[0] if row else 1
+
+
+async def position_of(conn: psycopg.AsyncConnection, model: ReadModel) -> tuple[int, datetime | None]:
+    """Position and event time the model in service reflects (its `as_of`)."""
+    cur = await conn.execute(
+        """select p.position, p.event_time from projection_positions p
+           join read_model_generations g on p.name = g.read_model || '_g' || g.generation
+           where g.read_model = %s""",
+        (model.name,),
+    )
+    row = await cur.fetchone()
+    return (row[0], row[1]) if row else (0, None)

@@ -1,0 +1,143 @@
+"""Applies the stream to a read model exactly once.
+
+Each batch is applied in one PostgreSQL transaction together with the new
+stream position, so a crash anywhere leaves either the whole batch or none of
+it; the runner resumes from the stored position. The position row is locked
+and re-checked inside the transaction, so two runners of the same read model
+(say, two workers) cannot apply a batch twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable
+
+from psycopg_pool import AsyncConnectionPool
+
+from domain.events import decode_event
+from projections.readmodel import (
+    Envelope,
+    ReadModel,
+    active_generation,
+    physical_tables,
+    position_of,
+    tracking_name,
+)
+from projections.source import StoredMessage, StreamSource
+
+log = logging.getLogger("mesh.projections")
+
+BeforeCommit = Callable[[list[StoredMessage]], Awaitable[None]]
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        model: ReadModel,
+        source: StreamSource,
+        pool: AsyncConnectionPool,
+        *,
+        generation: int | None = None,
+        batch_size: int = 1000,
+        before_commit: BeforeCommit | None = None,
+    ):
+        self.model = model
+        self.source = source
+        self.pool = pool
+        self.fixed_generation = generation  # None: follow the generation in service
+        self.batch_size = batch_size
+        self.before_commit = before_commit  # a test hook: runs after the rows are written, before COMMIT
+        self.position = 0
+
+    async def run(self, stop: asyncio.Event, idle_sleep: float = 0.025) -> None:
+        """Apply batches until `stop` is set; poll briefly when caught up."""
+        while not stop.is_set():
+            try:
+                applied = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("projection %s failed a batch; retrying", self.model.name)
+                applied = 0
+                await asyncio.sleep(1)
+            if not applied:
+                try:
+                    await asyncio.wait_for(stop.wait(), idle_sleep)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Apply everything up to the stream head as it is now; return the position reached."""
+        head = await self.source.head()
+        while True:
+            applied = await self.step()
+            if progress:
+                progress(self.position, head)
+            if not applied or self.position >= head:
+                return self.position
+
+    async def step(self) -> int:
+        """Apply one batch; return how many stream messages it covered (0: nothing new)."""
+        async with self.pool.connection() as conn:
+            generation = self.fixed_generation or await active_generation(conn, self.model)
+            name = tracking_name(self.model, generation)
+            cur = await conn.execute("select position from projection_positions where name = %s", (name,))
+            row = await cur.fetchone()
+            start = row[0] if row else 0
+            await conn.commit()
+            messages = await self.source.read(start + 1, self.batch_size)
+            if not messages:
+                self.position = start
+                return 0
+            batch = [
+                Envelope(m.position, m.time, m.topic,
+                         decode_event(m.topic, m.body, m.originator_id, m.originator_version))
+                for m in messages
+                if m.topic in self.model.topics
+            ]
+            last = messages[-1]
+            async with conn.transaction():
+                if self.fixed_generation is None:
+                    # Holding this row shared keeps a rebuild from swapping generations mid-batch.
+                    cur = await conn.execute(
+                        "select generation from read_model_generations where read_model = %s for share",
+                        (self.model.name,),
+                    )
+                    row = await cur.fetchone()
+                    if row is None or row[0] != generation:
+                        return 0  # a rebuild swapped generations: start over on the new one
+                cur = await conn.execute(
+                    "select position from projection_positions where name = %s for update", (name,)
+                )
+                row = await cur.fetchone()
+                if row is None or row[0] != start:
+                    return 0  # another runner moved it (or a swap dropped it): read again
+                async with conn.cursor() as cur:
+                    if batch:
+                        await self.model.apply(cur, physical_tables(self.model, generation), batch)
+                    await cur.execute(
+                        "update projection_positions set position = %s, event_time = %s, updated_at = now()"
+                        " where name = %s",
+                        (last.position, last.time, name),
+                    )
+                if self.before_commit is not None:
+                    await self.before_commit(messages)
+            self.position = last.position
+            return len(messages)
+
+
+async def wait_for_position(pool: AsyncConnectionPool, model: ReadModel, position: int, timeout: float = 5.0) -> bool:
+    """Wait until the read model in service reflects `position` (read-your-writes for the API)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        async with pool.connection() as conn:
+            reached, _ = await position_of(conn, model)
+        if reached >= position:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.02)

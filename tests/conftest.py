@@ -1,0 +1,50 @@
+"""Session-wide real servers: nats-server (JetStream) and PostgreSQL from the wheels, on free loopback ports."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from api.embedded import NatsServer, PostgresServer
+
+
+@pytest.fixture(scope="session")
+def servers_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def nats_server(servers_dir):
+    server = NatsServer(servers_dir / "nats").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server) -> str:
+    return nats_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server(servers_dir):
+    server = PostgresServer(servers_dir / "pg").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database_url(postgres_server) -> str:
+    """A fresh, empty database per test, on the shared server."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    return postgres_server.url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+def stream_name() -> str:
+    """A fresh stream name per test, so tests never see each other's events."""
+    return "T" + uuid.uuid4().hex[:10].upper()

@@ -1,0 +1,102 @@
+"""Runs the real product (`mesh up`, embedded NATS and PostgreSQL) as a subprocess, and fakes upstreams."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.embedded import free_port
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.server import BackgroundServer
+
+UPSTREAM_KEY = "sk-upstream-secret-do-not-log"
+
+
+class MeshProcess:
+    def __init__(self, data_dir: Path, config: Path, env: dict[str, str] | None = None):
+        self.data_dir = data_dir
+        self.config = config
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.process: subprocess.Popen | None = None
+        self.log = data_dir.parent / f"mesh-{self.port}.log"
+
+    def start(self, timeout: float = 60) -> float:
+        """Start `mesh up`; return seconds until /health says ok."""
+        env = {**os.environ, "MESH_DATA_DIR": str(self.data_dir), "MESH_PORT": str(self.port),
+               "MESH_CONFIG": str(self.config), "ACME_API_KEY": UPSTREAM_KEY, **self.extra_env}
+        env.pop("MESH_NATS_URL", None)
+        env.pop("MESH_DATABASE_URL", None)
+        started = time.monotonic()
+        self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "up"], env=env,
+                                        stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mesh up exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"mesh up not healthy after {timeout}s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> int:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                return self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait()
+        return self.process.returncode if self.process else 0
+
+    @property
+    def operator_token(self) -> str:
+        return (self.data_dir / "operator_token").read_text().strip()
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture(scope="session")
+def fake_openai():
+    fake = FakeOpenAI(reply_words=7, api_key=UPSTREAM_KEY)
+    with BackgroundServer(fake) as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def mesh_config(tmp_path_factory, fake_openai) -> Path:
+    path = tmp_path_factory.mktemp("config") / "mesh.toml"
+    path.write_text(f"""
+[providers.acme]
+kind = "openai-compatible"
+base_url = "{fake_openai.url}/v1"
+api_key_env = "ACME_API_KEY"
+
+[[models]]
+id = "acme/gpt-test"
+provider = "acme"
+upstream = "gpt-test"
+prompt_usd_per_1k = "0.5"
+completion_usd_per_1k = "1.5"
+""")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory, mesh_config):
+    process = MeshProcess(tmp_path_factory.mktemp("mesh") / "data", mesh_config)
+    process.startup_seconds = process.start()
+    yield process
+    process.stop()

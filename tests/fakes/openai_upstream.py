@@ -1,0 +1,92 @@
+"""A fake OpenAI-compatible upstream speaking the real wire format of POST /v1/chat/completions.
+
+Non-stream: a `chat.completion` with `usage`. Stream: `chat.completion.chunk` SSE frames
+(`data: {...}\\n\\n`), a usage chunk with empty `choices` only when
+`stream_options.include_usage` is true, then `data: [DONE]`. Errors use OpenAI's
+error body. The reply and its token counts are deterministic so tests can
+compute the exact cost: prompt tokens = words in all messages, completion
+tokens = words in the reply (the reply is `reply_words` words long).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+
+def count_words(messages: list) -> int:
+    total = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            total += len(content.split())
+        elif isinstance(content, list):
+            total += sum(len(p.get("text", "").split()) for p in content if p.get("type") == "text")
+    return total
+
+
+class FakeOpenAI:
+    def __init__(self, reply_words: int = 7, api_key: str | None = None):
+        self.reply_words = reply_words
+        self.api_key = api_key
+        self.requests: list[dict] = []
+        self.fail_with: tuple[int, str] | None = None  # (status, message) to answer the next requests with
+
+    def reply_for(self, body: dict) -> str:
+        n = body.get("max_tokens") or self.reply_words
+        return " ".join(f"w{i}" for i in range(min(n, self.reply_words)))
+
+    async def __call__(self, scope, receive, send):
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = dict(scope["headers"])
+        if self.api_key and headers.get(b"authorization") != f"Bearer {self.api_key}".encode():
+            return await self._json(send, 401, {"error": {"message": "Incorrect API key provided", "type":
+                                                          "invalid_request_error", "code": "invalid_api_key"}})
+        if scope["path"] != "/v1/chat/completions":
+            return await self._json(send, 404, {"error": {"message": "Unknown URL", "type": "invalid_request_error"}})
+        request = json.loads(body)
+        self.requests.append(request)
+        if self.fail_with:
+            status, text = self.fail_with
+            return await self._json(send, status, {"error": {"message": text, "type": "server_error", "code": None}})
+        text = self.reply_for(request)
+        prompt, completion = count_words(request["messages"]), len(text.split())
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        base = {"id": "chatcmpl-" + uuid.uuid4().hex, "created": int(time.time()), "model": request["model"],
+                "system_fingerprint": "fp_fake"}
+        if not request.get("stream"):
+            return await self._json(send, 200, {**base, "object": "chat.completion", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                 "logprobs": None, "finish_reason": "stop"}], "usage": usage})
+        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
+        chunk = {**base, "object": "chat.completion.chunk"}
+
+        async def frame(data: dict) -> None:
+            if include_usage:
+                data = {**data, "usage": data.get("usage")}
+            await send({"type": "http.response.body", "body": f"data: {json.dumps(data)}\n\n".encode(),
+                        "more_body": True})
+
+        await frame({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                           "logprobs": None, "finish_reason": None}]})
+        for i, word in enumerate(text.split()):
+            await frame({**chunk, "choices": [{"index": 0, "delta": {"content": word if i == 0 else " " + word},
+                                               "logprobs": None, "finish_reason": None}]})
+        await frame({**chunk, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
+        if include_usage:
+            await frame({**chunk, "choices": [], "usage": usage})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    @staticmethod
+    async def _json(send, status: int, document: dict) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps(document).encode()})

@@ -1,0 +1,39 @@
+import pytest
+
+from domain.account import Account, EmailClaim, InvalidCreditGrant, InvalidEmail, normalise_email
+from domain.credentials import hash_password, new_api_key, new_management_token, verify_password
+
+
+def test_credits_accumulate_and_bad_grants_change_nothing():
+    account = Account(email="a@example.com", password_hash="x", token_hash="t")
+    account.grant_credits(5 * 10**12, "welcome", "operator")
+    for amount, reason in [(0, "zero"), (-1, "negative"), (10**19, "too much"), (1, "  ")]:
+        with pytest.raises(InvalidCreditGrant):
+            account.grant_credits(amount, reason, "operator")
+    assert account.credits == 5 * 10**12
+    assert [type(e).__name__ for e in account.collect_events()] == ["Registered", "CreditsGranted"]
+
+
+def test_email_claim_id_is_derived_from_the_normalised_email():
+    assert EmailClaim.create_id(normalise_email(" A@Example.COM ")) == EmailClaim.create_id("a@example.com")
+
+
+@pytest.mark.parametrize("bad", ["", "no-at-sign", "a@b", "a b@c.d", "x" * 300 + "@a.co"])
+def test_bad_emails_are_refused(bad):
+    with pytest.raises(InvalidEmail):
+        normalise_email(bad)
+
+
+def test_passwords_verify_only_with_the_right_password():
+    stored = hash_password("correct horse")
+    assert verify_password("correct horse", stored)
+    assert not verify_password("wrong horse", stored)
+    assert not verify_password("correct horse", "garbage")
+
+
+def test_secrets_are_prefixed_and_only_their_hash_is_kept():
+    key = new_api_key()
+    assert key.plain.startswith("mk-") and len(key.plain) > 40
+    assert key.plain not in key.hash and key.prefix == key.plain[:10]
+    assert new_management_token().plain.startswith("mt-")
+    assert new_api_key().plain != key.plain

@@ -1,0 +1,60 @@
+import uuid
+from datetime import datetime, timezone
+
+import msgspec
+import pytest
+
+from commands.mapper import MsgspecMapper
+from domain.account import Account, EmailClaim
+from domain.apikey import ApiKey
+from domain.events import EVENT_TYPES, UnknownEvent, decode_event, event_name
+from domain.usage import UsageRecorded
+
+
+def aggregate_events():
+    account = Account(email="a@example.com", password_hash="h", token_hash="t")
+    account.issue_token("t2")
+    account.grant_credits(10**12, "welcome", "operator")
+    claim = EmailClaim(email="a@example.com", account_id=account.id)
+    key = ApiKey(account_id=account.id, label="ci", key_hash="k", prefix="mk-abc", spend_cap=None,
+                 default_model="mesh/echo")
+    return account.collect_events() + claim.collect_events() + key.collect_events()
+
+
+def test_every_aggregate_event_round_trips_through_the_mapper():
+    mapper = MsgspecMapper(transcoder=None)
+    events = aggregate_events()
+    assert {event_name(type(e)) for e in events} == set(EVENT_TYPES) - {"usage.recorded"}
+    for event in events:
+        stored = mapper.to_stored_event(event)
+        assert stored.topic == event_name(type(event))
+        assert b"originator_id" not in stored.state  # the envelope travels in headers
+        again = mapper.to_domain_event(stored)
+        assert again == event and type(again) is type(event)
+        assert isinstance(again.originator_id, uuid.UUID)
+
+
+def test_usage_event_round_trips_with_exact_integers():
+    event = UsageRecorded(
+        trace_id=uuid.uuid4(), account_id=uuid.uuid4(), key_id=uuid.uuid4(), model="m", requested_model=None,
+        provider="p", prompt_tokens=3, completion_tokens=4, prompt_per_1k=10**18, completion_per_1k=7,
+        cost=10**18 + 1, status="ok", http_status=200, timestamp=datetime.now(timezone.utc), latency_us=12,
+    )
+    again = decode_event("usage.recorded", msgspec.json.encode(event), str(event.trace_id), 1)
+    assert again == event
+
+
+def test_old_events_decode_when_new_fields_have_defaults():
+    minimal = {
+        "trace_id": str(uuid.uuid4()), "account_id": str(uuid.uuid4()), "key_id": str(uuid.uuid4()),
+        "model": "m", "requested_model": None, "provider": "p", "prompt_tokens": 1, "completion_tokens": 1,
+        "prompt_per_1k": 0, "completion_per_1k": 0, "cost": 0, "status": "ok", "http_status": 200,
+        "timestamp": "2026-01-01T00:00:00Z", "latency_us": 1,
+    }
+    event = decode_event("usage.recorded", msgspec.json.encode(minimal), minimal["trace_id"], 1)
+    assert event.stream is False and event.estimated is False and event.error is None
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(UnknownEvent):
+        decode_event("account.exploded", b"{}", str(uuid.uuid4()), 1)
