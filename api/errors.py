@@ -12,7 +12,7 @@ from litestar.exceptions import ValidationException, MethodNotAllowedException
 from commands.accounts import BadCredentials, EmailTaken, InvalidPassword
 from commands.app import Conflict, NotFound
 from domain.account import InvalidCreditGrant, InvalidEmail
-from domain.apikey import InvalidKeySettings
+from domain.apikey import InvalidKeySettings, KeyRevoked
 from domain.money import InvalidAmount
 from gateway.errors import ErrorBody, ErrorResponse
 
@@ -32,6 +32,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidAmount: (400, "invalid_amount"),
     InvalidCreditGrant: (400, "invalid_amount"),
     InvalidKeySettings: (400, "invalid_key_settings"),
+    KeyRevoked: (409, "key_revoked"),
     EmailTaken: (409, "email_taken"),
     BadCredentials: (401, "bad_credentials"),
     NotFound: (404, "not_found"),

@@ -1,34 +1,114 @@
-"""API key use cases."""
+"""API key use cases: each loads the key, lets the aggregate decide, and saves."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
 from uuid import UUID
 
 import msgspec
+from eventsourcing.application import AggregateNotFoundError
 
-from commands.app import MeshApplication
-from domain.apikey import ApiKey, check_label, check_spend_cap
+from commands.app import MeshApplication, NotFound
+from domain.apikey import (
+    ApiKey,
+    InvalidKeySettings,
+    check_allowed_models,
+    check_cap_period,
+    check_label,
+    check_spend_cap,
+)
 from domain.credentials import new_api_key
 
+UNSET: Any = msgspec.UNSET
 
-class CreatedKey(msgspec.Struct, frozen=True):
+
+class KeyResult(msgspec.Struct, frozen=True):
     key: ApiKey
-    secret: str  # plain text, shown once
     position: int
+    secret: str | None = None  # plain text, only after create and rotate
+
+
+class KeyChanges(msgspec.Struct, frozen=True):
+    """What a PATCH may change; UNSET fields stay as they are."""
+
+    label: Any = UNSET
+    spend_cap: Any = UNSET  # int | None
+    cap_reset: Any = UNSET  # str | None
+    default_model: Any = UNSET
+    allowed_models: Any = UNSET
+    expires_at: Any = UNSET
 
 
 class KeyCommands:
     def __init__(self, app: MeshApplication):
         self.app = app
 
-    def create(self, account_id: UUID, label: str, spend_cap: int | None, default_model: str | None) -> CreatedKey:
+    def create(self, account_id: UUID, label: str, spend_cap: int | None, default_model: str | None,
+               allowed_models: list[str] | None = None, expires_at: datetime | None = None,
+               cap_reset: str | None = None) -> KeyResult:
         secret = new_api_key()
+        if cap_reset is not None and spend_cap is None:
+            raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
         key = ApiKey(
-            account_id=account_id,
-            label=check_label(label),
-            key_hash=secret.hash,
-            prefix=secret.prefix,
-            spend_cap=check_spend_cap(spend_cap),
-            default_model=default_model,
+            account_id=account_id, label=check_label(label), key_hash=secret.hash, prefix=secret.prefix,
+            spend_cap=check_spend_cap(spend_cap), default_model=default_model,
+            allowed_models=check_allowed_models(allowed_models), expires_at=expires_at,
+            cap_reset=check_cap_period(cap_reset),
         )
-        return CreatedKey(key, secret.plain, self.app.save_all(key))
+        return KeyResult(key, self.app.save_all(key), secret.plain)
+
+    def update(self, account_id: UUID, key_id: UUID, changes: KeyChanges) -> KeyResult:
+        def decide(key: ApiKey) -> None:
+            if changes.label is not UNSET:
+                key.relabel(changes.label)
+            if changes.spend_cap is not UNSET or changes.cap_reset is not UNSET:
+                key.change_spend_cap(
+                    key.spend_cap if changes.spend_cap is UNSET else changes.spend_cap,
+                    key.cap_reset if changes.cap_reset is UNSET else changes.cap_reset,
+                )
+            if changes.default_model is not UNSET:
+                key.change_default_model(changes.default_model)
+            if changes.allowed_models is not UNSET:
+                key.change_allowed_models(changes.allowed_models)
+            if changes.expires_at is not UNSET:
+                key.change_expiry(changes.expires_at)
+
+        return self._change(account_id, key_id, decide)
+
+    def disable(self, account_id: UUID, key_id: UUID, by: str) -> KeyResult:
+        return self._change(account_id, key_id, lambda key: key.disable(by))
+
+    def enable(self, account_id: UUID, key_id: UUID, by: str) -> KeyResult:
+        return self._change(account_id, key_id, lambda key: key.enable(by))
+
+    def revoke(self, account_id: UUID, key_id: UUID, by: str) -> KeyResult:
+        return self._change(account_id, key_id, lambda key: key.revoke(by))
+
+    def rotate(self, account_id: UUID, key_id: UUID, grace: timedelta) -> KeyResult:
+        secret = new_api_key()
+        result = self._change(account_id, key_id,
+                              lambda key: key.rotate(secret.hash, secret.prefix, datetime.now(timezone.utc), grace))
+        return KeyResult(result.key, result.position, secret.plain)
+
+    def history(self, account_id: UUID, key_id: UUID) -> list[Any]:
+        self._load(account_id, key_id)
+        return list(self.app.events.get(key_id))
+
+    def _change(self, account_id: UUID, key_id: UUID, decide: Callable[[ApiKey], None]) -> KeyResult:
+        def use_case() -> KeyResult:
+            key = self._load(account_id, key_id)
+            decide(key)
+            position = self.app.save_all(key) if key.pending_events else 0
+            return KeyResult(key, position)
+
+        return self.app.retrying(use_case)
+
+    def _load(self, account_id: UUID, key_id: UUID) -> ApiKey:
+        try:
+            key = self.app.repository.get(key_id)
+        except AggregateNotFoundError:
+            key = None
+        if not isinstance(key, ApiKey) or key.account_id != account_id:
+            raise NotFound(f"no API key {key_id} in this account")
+        return key

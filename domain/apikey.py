@@ -1,16 +1,28 @@
-"""API keys: what a customer's app uses to call /v1/*. The secret itself is never stored."""
+"""API keys: what a customer's app uses to call /v1/*. The secret itself is never stored.
+
+A key is active until it is disabled (reversible), revoked (final) or past its
+expiry. Rotation replaces the secret; the old one can keep working for a
+grace period so deployed apps can switch over.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 MAX_LABEL_LENGTH = 100
+MAX_ROTATION_GRACE = timedelta(days=30)
+CAP_PERIODS = ("daily", "weekly", "monthly")
 
 
 class InvalidKeySettings(ValueError):
     pass
+
+
+class KeyRevoked(ValueError):
+    """A revoked key is final: it cannot be changed, enabled or rotated."""
 
 
 def check_label(label: str) -> str:
@@ -26,6 +38,21 @@ def check_spend_cap(spend_cap: int | None) -> int | None:
     return spend_cap
 
 
+def check_cap_period(period: str | None) -> str | None:
+    if period is not None and period not in CAP_PERIODS:
+        raise InvalidKeySettings(f"cap_reset must be one of {', '.join(CAP_PERIODS)} (or null), got {period!r}")
+    return period
+
+
+def check_allowed_models(models: list[str] | None) -> list[str] | None:
+    if models is None:
+        return None
+    cleaned = sorted({m.strip() for m in models if m.strip()})
+    if not cleaned:
+        raise InvalidKeySettings("allowed_models must name at least one model, or be null for all models")
+    return cleaned
+
+
 class ApiKey(Aggregate):
     class Created(Aggregate.Created):
         account_id: UUID
@@ -34,20 +61,151 @@ class ApiKey(Aggregate):
         prefix: str
         spend_cap: int | None  # pico-USD, None = no cap beyond the account balance
         default_model: str | None
+        allowed_models: list[str] | None = None  # None = every enabled model
+        expires_at: datetime | None = None
+        cap_reset: str | None = None  # daily | weekly | monthly (UTC), None = the cap is for all time
+
+    class Relabeled(Aggregate.Event):
+        label: str
+
+    class SpendCapChanged(Aggregate.Event):
+        spend_cap: int | None
+        cap_reset: str | None = None
+
+    class DefaultModelChanged(Aggregate.Event):
+        default_model: str | None
+
+    class AllowedModelsChanged(Aggregate.Event):
+        allowed_models: list[str] | None
+
+    class ExpiryChanged(Aggregate.Event):
+        expires_at: datetime | None
+
+    class Disabled(Aggregate.Event):
+        by: str
+
+    class Enabled(Aggregate.Event):
+        by: str
+
+    class Revoked(Aggregate.Event):
+        by: str
+
+    class Rotated(Aggregate.Event):
+        key_hash: str
+        prefix: str
+        previous_hash: str
+        previous_valid_until: datetime  # the old secret works until then (== rotation time: stops at once)
 
     @event(Created)
-    def __init__(
-        self,
-        account_id: UUID,
-        label: str,
-        key_hash: str,
-        prefix: str,
-        spend_cap: int | None,
-        default_model: str | None,
-    ):
+    def __init__(self, account_id: UUID, label: str, key_hash: str, prefix: str, spend_cap: int | None,
+                 default_model: str | None, allowed_models: list[str] | None = None,
+                 expires_at: datetime | None = None, cap_reset: str | None = None):
         self.account_id = account_id
         self.label = label
         self.key_hash = key_hash
         self.prefix = prefix
         self.spend_cap = spend_cap
         self.default_model = default_model
+        self.allowed_models = allowed_models
+        self.expires_at = expires_at
+        self.cap_reset = cap_reset
+        self.disabled = False
+        self.revoked = False
+
+    @property
+    def status(self) -> str:
+        return "revoked" if self.revoked else "disabled" if self.disabled else "active"
+
+    def _check_not_revoked(self) -> None:
+        if self.revoked:
+            raise KeyRevoked(f"API key {self.id} is revoked; revoked keys cannot be changed")
+
+    def relabel(self, label: str) -> None:
+        self._check_not_revoked()
+        label = check_label(label)
+        if label != self.label:
+            self._relabel(label)
+
+    @event(Relabeled)
+    def _relabel(self, label: str) -> None:
+        self.label = label
+
+    def change_spend_cap(self, spend_cap: int | None, cap_reset: str | None) -> None:
+        self._check_not_revoked()
+        spend_cap, cap_reset = check_spend_cap(spend_cap), check_cap_period(cap_reset)
+        if cap_reset is not None and spend_cap is None:
+            raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
+        if (spend_cap, cap_reset) != (self.spend_cap, self.cap_reset):
+            self._change_spend_cap(spend_cap, cap_reset)
+
+    @event(SpendCapChanged)
+    def _change_spend_cap(self, spend_cap: int | None, cap_reset: str | None) -> None:
+        self.spend_cap = spend_cap
+        self.cap_reset = cap_reset
+
+    def change_default_model(self, default_model: str | None) -> None:
+        self._check_not_revoked()
+        if default_model != self.default_model:
+            self._change_default_model(default_model)
+
+    @event(DefaultModelChanged)
+    def _change_default_model(self, default_model: str | None) -> None:
+        self.default_model = default_model
+
+    def change_allowed_models(self, allowed_models: list[str] | None) -> None:
+        self._check_not_revoked()
+        allowed_models = check_allowed_models(allowed_models)
+        if allowed_models != self.allowed_models:
+            self._change_allowed_models(allowed_models)
+
+    @event(AllowedModelsChanged)
+    def _change_allowed_models(self, allowed_models: list[str] | None) -> None:
+        self.allowed_models = allowed_models
+
+    def change_expiry(self, expires_at: datetime | None) -> None:
+        self._check_not_revoked()
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise InvalidKeySettings("expires_at must include a time zone, e.g. 2027-01-01T00:00:00Z")
+        if expires_at != self.expires_at:
+            self._change_expiry(expires_at)
+
+    @event(ExpiryChanged)
+    def _change_expiry(self, expires_at: datetime | None) -> None:
+        self.expires_at = expires_at
+
+    def disable(self, by: str) -> None:
+        self._check_not_revoked()
+        if not self.disabled:
+            self._disable(by)
+
+    @event(Disabled)
+    def _disable(self, by: str) -> None:
+        self.disabled = True
+
+    def enable(self, by: str) -> None:
+        self._check_not_revoked()
+        if self.disabled:
+            self._enable(by)
+
+    @event(Enabled)
+    def _enable(self, by: str) -> None:
+        self.disabled = False
+
+    def revoke(self, by: str) -> None:
+        if not self.revoked:
+            self._revoke(by)
+
+    @event(Revoked)
+    def _revoke(self, by: str) -> None:
+        self.revoked = True
+
+    def rotate(self, key_hash: str, prefix: str, now: datetime, grace: timedelta) -> None:
+        self._check_not_revoked()
+        if grace < timedelta(0) or grace > MAX_ROTATION_GRACE:
+            raise InvalidKeySettings(f"grace period must be 0 to {MAX_ROTATION_GRACE.days} days")
+        self._rotate(key_hash, prefix, self.key_hash, now + grace)
+
+    @event(Rotated)
+    def _rotate(self, key_hash: str, prefix: str, previous_hash: str, previous_valid_until: datetime) -> None:
+        self.key_hash = key_hash
+        self.prefix = prefix

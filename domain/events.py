@@ -22,6 +22,15 @@ EVENT_TYPES: dict[str, type] = {
     "account.credits_granted": Account.CreditsGranted,
     "email.claimed": EmailClaim.Claimed,
     "key.created": ApiKey.Created,
+    "key.relabeled": ApiKey.Relabeled,
+    "key.spend_cap_changed": ApiKey.SpendCapChanged,
+    "key.default_model_changed": ApiKey.DefaultModelChanged,
+    "key.allowed_models_changed": ApiKey.AllowedModelsChanged,
+    "key.expiry_changed": ApiKey.ExpiryChanged,
+    "key.disabled": ApiKey.Disabled,
+    "key.enabled": ApiKey.Enabled,
+    "key.revoked": ApiKey.Revoked,
+    "key.rotated": ApiKey.Rotated,
     "usage.recorded": UsageRecorded,
 }
 

@@ -5,11 +5,14 @@ Authentication reads it: a management token or an API key is looked up by hash.
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any, Callable
 from uuid import UUID
 
 import msgspec
 import psycopg
 
+from domain.events import EVENT_TYPES
 from projections.readmodel import Envelope
 
 
@@ -21,13 +24,17 @@ class KeyRow(msgspec.Struct, frozen=True):
     spend_cap: int | None
     default_model: str | None
     status: str
-    created_at: object
+    created_at: datetime
+    allowed_models: list[str] | None
+    expires_at: datetime | None
+    cap_reset: str | None
+    updated_at: datetime
 
 
 class Directory:
     name = "directory"
-    tables = ("accounts", "management_tokens", "api_keys")
-    topics = frozenset({"account.registered", "account.token_issued", "key.created"})
+    tables = ("accounts", "management_tokens", "api_keys", "api_key_secrets")
+    topics = frozenset({"account.registered", "account.token_issued"} | {t for t in EVENT_TYPES if t.startswith("key.")})
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -45,12 +52,20 @@ class Directory:
                 key_id uuid primary key,
                 account_id uuid not null,
                 label text not null,
-                key_hash text not null unique,
                 prefix text not null,
-                spend_cap numeric,
+                spend_cap numeric(40, 0),
                 default_model text,
                 status text not null default 'active',
-                created_at timestamptz not null
+                created_at timestamptz not null,
+                allowed_models text[],
+                expires_at timestamptz,
+                cap_reset text,
+                updated_at timestamptz not null
+            );
+            create table if not exists {t['api_key_secrets']} (
+                key_hash text primary key,
+                key_id uuid not null,
+                valid_until timestamptz  -- null: valid while the key is
             );
             create index if not exists {t['api_keys']}_account on {t['api_keys']} (account_id, created_at);
         """)
@@ -74,12 +89,40 @@ class Directory:
                 )
             elif item.topic == "key.created":
                 await cur.execute(
-                    f"""insert into {t['api_keys']}
-                        (key_id, account_id, label, key_hash, prefix, spend_cap, default_model, created_at)
-                        values (%s, %s, %s, %s, %s, %s, %s, %s)""",
-                    (e.originator_id, e.account_id, e.label, e.key_hash, e.prefix, e.spend_cap,
-                     e.default_model, e.timestamp),
+                    f"""insert into {t['api_keys']} (key_id, account_id, label, prefix, spend_cap, default_model,
+                        created_at, allowed_models, expires_at, cap_reset, updated_at)
+                        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                    (e.originator_id, e.account_id, e.label, e.prefix, e.spend_cap, e.default_model, e.timestamp,
+                     e.allowed_models, e.expires_at, e.cap_reset, e.timestamp),
                 )
+                await cur.execute(f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
+                                  (e.key_hash, e.originator_id))
+            elif item.topic == "key.rotated":
+                await cur.execute(f"update {t['api_key_secrets']} set valid_until = %s where key_hash = %s",
+                                  (e.previous_valid_until, e.previous_hash))
+                await cur.execute(f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
+                                  (e.key_hash, e.originator_id))
+                await self._set(cur, t, e, prefix=e.prefix)
+            elif item.topic in KEY_CHANGES:
+                await self._set(cur, t, e, **KEY_CHANGES[item.topic](e))
+
+    async def _set(self, cur: psycopg.AsyncCursor, t: dict[str, str], e, **columns) -> None:
+        assignments = ", ".join(f"{name} = %s" for name in columns)
+        await cur.execute(f"update {t['api_keys']} set {assignments}, updated_at = %s where key_id = %s",
+                          (*columns.values(), e.timestamp, e.originator_id))
+
+
+# How each key event changes the key's row.
+KEY_CHANGES: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "key.relabeled": lambda e: {"label": e.label},
+    "key.spend_cap_changed": lambda e: {"spend_cap": e.spend_cap, "cap_reset": e.cap_reset},
+    "key.default_model_changed": lambda e: {"default_model": e.default_model},
+    "key.allowed_models_changed": lambda e: {"allowed_models": e.allowed_models},
+    "key.expiry_changed": lambda e: {"expires_at": e.expires_at},
+    "key.disabled": lambda e: {"status": "disabled"},
+    "key.enabled": lambda e: {"status": "active"},
+    "key.revoked": lambda e: {"status": "revoked"},
+}
 
 
 # Queries (they read the views, i.e. the generation in service).
@@ -95,7 +138,8 @@ async def account_exists(conn: psycopg.AsyncConnection, account_id: UUID) -> boo
     return await cur.fetchone() is not None
 
 
-_KEY_COLUMNS = "key_id, account_id, label, prefix, spend_cap, default_model, status, created_at"
+_KEY_COLUMNS = ("k.key_id, k.account_id, k.label, k.prefix, k.spend_cap, k.default_model, k.status, k.created_at, "
+                "k.allowed_models, k.expires_at, k.cap_reset, k.updated_at")
 
 
 def _key_row(row: tuple) -> KeyRow:
@@ -106,20 +150,25 @@ def _key_row(row: tuple) -> KeyRow:
 
 async def keys_of(conn: psycopg.AsyncConnection, account_id: UUID) -> list[KeyRow]:
     cur = await conn.execute(
-        f"select {_KEY_COLUMNS} from api_keys where account_id = %s order by created_at", (account_id,)
+        f"select {_KEY_COLUMNS} from api_keys k where account_id = %s order by created_at", (account_id,)
     )
     return [_key_row(r) for r in await cur.fetchall()]
 
 
 async def key_of(conn: psycopg.AsyncConnection, account_id: UUID, key_id: UUID) -> KeyRow | None:
     cur = await conn.execute(
-        f"select {_KEY_COLUMNS} from api_keys where account_id = %s and key_id = %s", (account_id, key_id)
+        f"select {_KEY_COLUMNS} from api_keys k where account_id = %s and key_id = %s", (account_id, key_id)
     )
     row = await cur.fetchone()
     return _key_row(row) if row else None
 
 
 async def key_by_hash(conn: psycopg.AsyncConnection, key_hash: str) -> KeyRow | None:
-    cur = await conn.execute(f"select {_KEY_COLUMNS} from api_keys where key_hash = %s", (key_hash,))
+    """The key a secret belongs to, if the secret is still valid (a rotated-out secret has a deadline)."""
+    cur = await conn.execute(
+        f"""select {_KEY_COLUMNS} from api_key_secrets s join api_keys k on k.key_id = s.key_id
+            where s.key_hash = %s and (s.valid_until is null or s.valid_until > now())""",
+        (key_hash,),
+    )
     row = await cur.fetchone()
     return _key_row(row) if row else None

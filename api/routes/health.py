@@ -23,7 +23,7 @@ class HealthOut(msgspec.Struct):
     projections: list[ProjectionHealth]
 
 
-@get("/health", sync_to_thread=False)
+@get("/health")
 async def health(request: Request) -> Response[HealthOut]:
     runtime: Runtime = request.app.state.runtime
     head: int | None = None

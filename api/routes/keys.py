@@ -3,27 +3,49 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, get, patch, post
 from litestar.di import Provide
 
 from api.auth import current_account
 from api.errors import ApiError
 from api.routes.bodies import AsOf
 from api.runtime import DIRECTORY, Runtime
+from commands.keys import KeyChanges
+from domain.apikey import ApiKey
+from domain.events import event_name
 from domain.money import pico_to_usd, usd_to_pico
 from projections import directory
 from projections.readmodel import position_of
 from projections.runner import wait_for_position
 
 
+Money = str | int | float  # floats are refused with a clear message: money travels as decimal strings
+
+
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
     label: str
-    spend_cap_usd: str | int | float | None = None
+    spend_cap_usd: Money | None = None
+    cap_reset: str | None = None
     default_model: str | None = None
+    allowed_models: list[str] | None = None
+    expires_at: datetime | None = None
+
+
+class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
+    label: str | msgspec.UnsetType = msgspec.UNSET
+    spend_cap_usd: Money | None | msgspec.UnsetType = msgspec.UNSET
+    cap_reset: str | None | msgspec.UnsetType = msgspec.UNSET
+    default_model: str | None | msgspec.UnsetType = msgspec.UNSET
+    allowed_models: list[str] | None | msgspec.UnsetType = msgspec.UNSET
+    expires_at: datetime | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class RotateIn(msgspec.Struct, forbid_unknown_fields=True):
+    grace_seconds: int = 0  # how long the old secret keeps working; 0 = it stops at once
 
 
 class KeyOut(msgspec.Struct):
@@ -32,7 +54,10 @@ class KeyOut(msgspec.Struct):
     prefix: str
     status: str
     spend_cap_usd: str | None
+    cap_reset: str | None
     default_model: str | None
+    allowed_models: list[str] | None
+    expires_at: datetime | None
     created_at: datetime
 
 
@@ -45,10 +70,32 @@ class KeyListOut(msgspec.Struct):
     as_of: AsOf
 
 
+def _usd(pico: int | None) -> str | None:
+    return pico_to_usd(pico) if pico is not None else None
+
+
 def key_out(row: directory.KeyRow) -> KeyOut:
-    return KeyOut(row.key_id, row.label, row.prefix, row.status,
-                  pico_to_usd(row.spend_cap) if row.spend_cap is not None else None, row.default_model,
-                  row.created_at)
+    return KeyOut(row.key_id, row.label, row.prefix, row.status, _usd(row.spend_cap), row.cap_reset,
+                  row.default_model, row.allowed_models, row.expires_at, row.created_at)
+
+
+def aggregate_out(key: ApiKey, secret: str | None = None) -> KeyOut:
+    fields = (key.id, key.label, key.prefix, key.status, _usd(key.spend_cap), key.cap_reset, key.default_model,
+              key.allowed_models, key.expires_at, key.created_on)
+    return CreatedKeyOut(*fields, key=secret) if secret else KeyOut(*fields)
+
+
+class KeyEventOut(msgspec.Struct):
+    type: str
+    time: datetime
+    version: int
+    details: dict
+
+
+def _check_model(runtime: Runtime, model: str | None, field: str) -> None:
+    if model is not None and runtime.catalog.get(model) is None:
+        raise ApiError(400, f"{field} {model!r} is not an enabled model; GET /api/models lists them",
+                       "model_not_found")
 
 
 class KeyController(Controller):
@@ -59,15 +106,13 @@ class KeyController(Controller):
     async def create(self, request: Request, account_id: UUID, data: KeyIn) -> CreatedKeyOut:
         runtime: Runtime = request.app.state.runtime
         cap = usd_to_pico(data.spend_cap_usd, field="spend_cap_usd") if data.spend_cap_usd is not None else None
-        if data.default_model is not None and runtime.catalog.get(data.default_model) is None:
-            raise ApiError(400, f"default_model {data.default_model!r} is not an enabled model; "
-                                f"GET /api/models lists them", "model_not_found")
-        created = await asyncio.to_thread(runtime.keys.create, account_id, data.label, cap, data.default_model)
+        _check_model(runtime, data.default_model, "default_model")
+        for model in data.allowed_models or []:
+            _check_model(runtime, model, "allowed_models entry")
+        created = await asyncio.to_thread(runtime.keys.create, account_id, data.label, cap, data.default_model,
+                                          data.allowed_models, data.expires_at, data.cap_reset)
         await wait_for_position(runtime.pool, DIRECTORY, created.position)
-        k = created.key
-        return CreatedKeyOut(k.id, k.label, k.prefix, "active",
-                             pico_to_usd(k.spend_cap) if k.spend_cap is not None else None, k.default_model,
-                             k.created_on, created.secret)
+        return aggregate_out(created.key, created.secret)
 
     @get("/")
     async def list_keys(self, request: Request, account_id: UUID) -> KeyListOut:
@@ -85,3 +130,66 @@ class KeyController(Controller):
         if row is None:
             raise ApiError(404, f"no API key {key_id} in this account", "not_found")
         return key_out(row)
+
+    @patch("/{key_id:uuid}")
+    async def update(self, request: Request, account_id: UUID, key_id: UUID, data: KeyPatch) -> KeyOut:
+        runtime: Runtime = request.app.state.runtime
+        changes = msgspec.structs.asdict(data)
+        if isinstance(data.spend_cap_usd, (str, int, float)):
+            changes["spend_cap_usd"] = usd_to_pico(data.spend_cap_usd, field="spend_cap_usd")
+        if isinstance(data.default_model, str):
+            _check_model(runtime, data.default_model, "default_model")
+        for model in data.allowed_models or [] if isinstance(data.allowed_models, list) else []:
+            _check_model(runtime, model, "allowed_models entry")
+        changes["spend_cap"] = changes.pop("spend_cap_usd")
+        result = await asyncio.to_thread(runtime.keys.update, account_id, key_id, KeyChanges(**changes))
+        return await self._answer(runtime, result)
+
+    @post("/{key_id:uuid}/revoke", status_code=200)
+    async def revoke(self, request: Request, account_id: UUID, key_id: UUID) -> KeyOut:
+        runtime: Runtime = request.app.state.runtime
+        result = await asyncio.to_thread(runtime.keys.revoke, account_id, key_id, "account")
+        return await self._answer(runtime, result)
+
+    @post("/{key_id:uuid}/disable", status_code=200)
+    async def disable(self, request: Request, account_id: UUID, key_id: UUID) -> KeyOut:
+        runtime: Runtime = request.app.state.runtime
+        result = await asyncio.to_thread(runtime.keys.disable, account_id, key_id, "account")
+        return await self._answer(runtime, result)
+
+    @post("/{key_id:uuid}/enable", status_code=200)
+    async def enable(self, request: Request, account_id: UUID, key_id: UUID) -> KeyOut:
+        runtime: Runtime = request.app.state.runtime
+        result = await asyncio.to_thread(runtime.keys.enable, account_id, key_id, "account")
+        return await self._answer(runtime, result)
+
+    @post("/{key_id:uuid}/rotate", status_code=200)
+    async def rotate(self, request: Request, account_id: UUID, key_id: UUID,
+                     data: RotateIn | None = None) -> CreatedKeyOut:
+        runtime: Runtime = request.app.state.runtime
+        grace = timedelta(seconds=(data or RotateIn()).grace_seconds)
+        result = await asyncio.to_thread(runtime.keys.rotate, account_id, key_id, grace)
+        await wait_for_position(runtime.pool, DIRECTORY, result.position)
+        return aggregate_out(result.key, result.secret)
+
+    @get("/{key_id:uuid}/events")
+    async def history(self, request: Request, account_id: UUID, key_id: UUID) -> list[KeyEventOut]:
+        runtime: Runtime = request.app.state.runtime
+        events = await asyncio.to_thread(runtime.keys.history, account_id, key_id)
+        return [KeyEventOut(event_name(type(e)), e.timestamp, e.originator_version, _public(e)) for e in events]
+
+    async def _answer(self, runtime: Runtime, result) -> KeyOut:
+        await wait_for_position(runtime.pool, DIRECTORY, result.position)
+        return aggregate_out(result.key)
+
+
+_PRIVATE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "key_hash",
+                   "previous_hash", "account_id"}
+
+
+def _public(event) -> dict:
+    """An event's fields without secrets (hashes) or envelope; money as USD strings."""
+    details = {k: v for k, v in vars(event).items() if k not in _PRIVATE_FIELDS}
+    if "spend_cap" in details:
+        details["spend_cap_usd"] = _usd(details.pop("spend_cap"))
+    return msgspec.to_builtins(details)

@@ -1,5 +1,5 @@
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import msgspec
 import pytest
@@ -18,6 +18,16 @@ def aggregate_events():
     claim = EmailClaim(email="a@example.com", account_id=account.id)
     key = ApiKey(account_id=account.id, label="ci", key_hash="k", prefix="mk-abc", spend_cap=None,
                  default_model="mesh/echo")
+    now = datetime.now(timezone.utc)
+    key.relabel("prod")
+    key.change_spend_cap(5 * 10**12, "daily")
+    key.change_default_model(None)
+    key.change_allowed_models(["mesh/echo"])
+    key.change_expiry(now + timedelta(days=1))
+    key.disable("me")
+    key.enable("me")
+    key.rotate("k2", "mk-def", now, timedelta(hours=1))
+    key.revoke("me")
     return account.collect_events() + claim.collect_events() + key.collect_events()
 
 

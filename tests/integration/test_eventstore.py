@@ -1,0 +1,135 @@
+"""The JetStream event store against a real nats-server: eventsourcing's own recorder test cases,
+plus concurrency and atomicity checks of our own."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.tests.persistence import AggregateRecorderTestCase, ApplicationRecorderTestCase
+
+from commands.eventstore import JetStreamAggregateRecorder, JetStreamApplicationRecorder
+
+
+@pytest.fixture(autouse=True)
+def _servers(request, nats_url, stream_name):
+    if request.instance is not None:
+        request.instance.nats_url = nats_url
+        request.instance.stream_name = stream_name
+
+
+class TestAggregateRecorder(AggregateRecorderTestCase):
+    def create_recorder(self) -> JetStreamAggregateRecorder:
+        recorder = JetStreamAggregateRecorder(self.nats_url, self.stream_name)
+        self.addCleanup(recorder.close)
+        return recorder
+
+
+class TestApplicationRecorder(ApplicationRecorderTestCase):
+    def create_recorder(self) -> JetStreamApplicationRecorder:
+        recorder = JetStreamApplicationRecorder(self.nats_url, self.stream_name)
+        self.addCleanup(recorder.close)
+        return recorder
+
+
+
+@pytest.fixture
+def recorder(nats_url, stream_name):
+    r = JetStreamApplicationRecorder(nats_url, stream_name)
+    yield r
+    r.close()
+
+
+def stored(originator_id, version, topic="t", state=b"{}"):
+    return StoredEvent(originator_id=originator_id, originator_version=version, topic=topic, state=state)
+
+
+def test_two_writers_to_one_aggregate_exactly_one_wins(nats_url, stream_name, recorder):
+    aggregate = uuid.uuid4()
+    recorder.insert_events([stored(aggregate, 1)])
+    writers = [JetStreamApplicationRecorder(nats_url, stream_name) for _ in range(8)]
+    outcomes: list[str] = []
+    barrier = threading.Barrier(len(writers))
+
+    def write(r, i):
+        barrier.wait()
+        try:
+            r.insert_events([stored(aggregate, 2, state=b'{"writer": %d}' % i)])
+            outcomes.append("won")
+        except IntegrityError:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=write, args=(r, i)) for i, r in enumerate(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in writers:
+        r.close()
+    assert sorted(outcomes) == ["conflict"] * 7 + ["won"]
+    assert [e.originator_version for e in recorder.select_events(aggregate)] == [1, 2]
+
+
+def test_a_batch_with_one_stale_expectation_stores_nothing(recorder):
+    a, b = uuid.uuid4(), uuid.uuid4()
+    recorder.insert_events([stored(a, 1)])
+    head = recorder.max_notification_id()
+    with pytest.raises(IntegrityError):
+        # b is new and fine, but a already has version 1
+        recorder.insert_events([stored(b, 1), stored(b, 2), stored(a, 1)])
+    assert recorder.max_notification_id() == head
+    assert recorder.select_events(b) == []
+
+
+def test_a_multi_aggregate_batch_is_stored_with_contiguous_positions(recorder):
+    a, b = uuid.uuid4(), uuid.uuid4()
+    ids = recorder.insert_events([stored(a, 1), stored(b, 1), stored(a, 2)])
+    assert ids == list(range(ids[0], ids[0] + 3))
+    notifications = recorder.select_notifications(ids[0], 10)
+    assert [(n.id, n.originator_id, n.originator_version) for n in notifications] == [
+        (ids[0], a, 1), (ids[0] + 1, b, 1), (ids[0] + 2, a, 2)]
+
+
+def test_a_stale_writer_whose_cache_is_behind_is_refused(nats_url, stream_name, recorder):
+    aggregate = uuid.uuid4()
+    recorder.insert_events([stored(aggregate, 1)])
+    other = JetStreamApplicationRecorder(nats_url, stream_name)
+    try:
+        other.insert_events([stored(aggregate, 2)])  # the first recorder's cache still says version 1
+    finally:
+        other.close()
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([stored(aggregate, 2)])
+
+
+class Dog(Aggregate):
+    def __init__(self, name: str):
+        self.name = name
+        self.tricks: list[str] = []
+
+    def add_trick(self, trick: str) -> None:
+        self._add_trick(trick)
+
+    @event("TrickAdded")
+    def _add_trick(self, trick: str) -> None:
+        self.tricks.append(trick)
+
+
+def test_an_application_round_trips_aggregates(nats_url, stream_name):
+    app = Application(env={"PERSISTENCE_MODULE": "commands.eventstore", "MESH_NATS_URL": nats_url,
+                           "MESH_STREAM": stream_name})
+    try:
+        dog = Dog("Fido")
+        dog.add_trick("roll over")
+        dog.add_trick("play dead")
+        recordings = app.save(dog)
+        assert [r.notification.id for r in recordings] == [1, 2, 3]
+        again = app.repository.get(dog.id)
+        assert again.name == "Fido" and again.tricks == ["roll over", "play dead"]
+        assert again.version == 3
+    finally:
+        app.close()
