@@ -18,9 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mesh", description="Mesh: LLM gateway with prepaid billing")
     parser.add_argument("--config", type=Path, help="mesh.toml (default: $MESH_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="run everything: embedded NATS and PostgreSQL unless MESH_NATS_URL / "
+    up_parser = sub.add_parser("up", help="run everything: embedded NATS and PostgreSQL unless MESH_NATS_URL / "
                                    "MESH_DATABASE_URL are set, then API, gateway and projections")
-    up.add_argument("--no-projections", action="store_true", help="serve API and gateway only (run "
+    up_parser.add_argument("--no-projections", action="store_true", help="serve API and gateway only (run "
                     "`mesh projections` elsewhere)")
     sub.add_parser("projections", help="run the projection workers only (needs MESH_NATS_URL and MESH_DATABASE_URL)")
     rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
@@ -99,13 +99,20 @@ def _load_catalog(settings: Settings):
         raise MeshError(str(exc)) from None
 
 
+def _exit_on_signal(signum, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def up(settings: Settings, run_projections: bool = True) -> int:
     import uvicorn
 
     from api.app import MeshASGI
-    from api.runtime import Runtime
+    from api.runtime import Runtime, StartupError
 
     started = time.monotonic()
+    # uvicorn re-raises the signal that stopped it; make SIGTERM unwind like Ctrl-C so the
+    # embedded servers are stopped on the way out.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     catalog = _load_catalog(settings)
     _check_port_free(settings.host, settings.port)
     settings.data_path.mkdir(parents=True, exist_ok=True)
@@ -113,11 +120,22 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     with Servers(settings) as servers:
         runtime = Runtime(nats_url=servers.nats_url, database_url=servers.database_url, catalog=catalog,
                           operator_token=token, stream=settings.stream, run_projections=run_projections)
-        config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="on",
+        config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False)
         server = uvicorn.Server(config)
 
         async def serve() -> None:
+            try:
+                await runtime.start()
+            except StartupError as exc:
+                await runtime.stop()
+                raise MeshError(str(exc)) from None
+            try:
+                await _serve_until_stopped()
+            finally:
+                await runtime.stop()
+
+        async def _serve_until_stopped() -> None:
             task = asyncio.create_task(server.serve())
             while not server.started and not task.done():
                 await asyncio.sleep(0.01)
@@ -131,7 +149,10 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                 print(f"  models:            {', '.join(sorted(catalog.models))}", flush=True)
             await task
 
-        asyncio.run(serve())
+        try:
+            asyncio.run(serve())
+        except KeyboardInterrupt:
+            pass  # Ctrl-C: uvicorn has shut down gracefully; the servers stop on the way out
         if not server.started:
             raise MeshError("Mesh did not start; see the message above")
     return 0

@@ -12,6 +12,7 @@ import os
 import pwd
 import stat
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +41,16 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
         except OSError:
             time.sleep(0.02)
     raise EmbeddedServerError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if `mesh up` dies (even by SIGKILL), the server gets SIGTERM."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _stop(process: subprocess.Popen | None, timeout: float = 10) -> None:
@@ -84,6 +95,7 @@ class NatsServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         try:
@@ -162,7 +174,7 @@ class PostgresServer:
         self.process = subprocess.Popen(
             [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-h", self.host, "-p", str(self.port),
              "-k", str(self.data_dir), "-c", "max_connections=200", "-c", "fsync=on"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **run_as,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent, **run_as,
         )
         log.close()
         try:
@@ -192,7 +204,7 @@ class PostgresServer:
     def stop(self) -> None:
         # SIGTERM is PostgreSQL's "smart" shutdown; SIGINT ("fast") does not wait for clients.
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(2)
+            self.process.send_signal(signal.SIGINT)
         _stop(self.process, timeout=20)
 
 

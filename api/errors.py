@@ -68,6 +68,8 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
         return error_response(401, exc.detail, "unauthorized")
     if isinstance(exc, PermissionDeniedException):
         return error_response(403, exc.detail, "forbidden")
+    if exc.status_code == 400:
+        return error_response(400, f"request body is not valid: {exc.detail}", "invalid_request")
     return error_response(exc.status_code, exc.detail, "http_error")
 
 

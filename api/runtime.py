@@ -7,7 +7,7 @@ import logging
 import time
 from uuid import UUID
 
-import nats
+import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
@@ -40,22 +40,40 @@ class StartupError(RuntimeError):
     """Mesh could not start; the message is one line for the operator."""
 
 
-async def connect_nats(url: str) -> NATS:
+async def _nats_error(exc: Exception) -> None:
+    log.debug("NATS: %s", exc or type(exc).__name__)
+
+
+async def connect_nats(url: str, timeout: float = 5) -> NATS:
+    """Connect, reconnecting for ever once connected; an unreachable server at start is an error."""
+    nc = NATS()
+
+    async def disconnected() -> None:
+        if not (nc.is_closed or nc.is_draining):
+            log.warning("lost the connection to NATS; reconnecting")
+
+    async def reconnected() -> None:
+        log.warning("reconnected to NATS")
+
     try:
-        return await nats.connect(
-            url, connect_timeout=3, max_reconnect_attempts=-1, reconnect_time_wait=0.5, allow_reconnect=True,
-        )
+        await asyncio.wait_for(nc.connect(
+            url, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=_nats_error,
+            disconnected_cb=disconnected, reconnected_cb=reconnected,
+        ), timeout)
     except Exception as exc:
-        raise StartupError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
+        raise StartupError(f"cannot reach NATS at {url} ({type(exc).__name__}); is it running?") from None
+    return nc
 
 
 async def open_pool(url: str, max_size: int = 20) -> AsyncConnectionPool:
-    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10)
     try:
-        await pool.open(wait=True, timeout=10)
+        probe = await psycopg.AsyncConnection.connect(url, connect_timeout=5)
+        await probe.close()
     except Exception as exc:
-        await pool.close()
-        raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {exc}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {reason}") from None
+    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10)
+    await pool.open(wait=True, timeout=10)
     return pool
 
 
@@ -144,6 +162,7 @@ class Runtime:
                            for r in self.runners]
 
     async def stop(self) -> None:
+        """Stop whatever `start` got to; safe to call after a failed start."""
         self._stop.set()
         for task in self._tasks:
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any, Callable, TypeVar
 
 from eventsourcing.application import Application
@@ -38,17 +40,15 @@ class MeshApplication(Application):
         recordings = self.save(*aggregates)
         return max((r.notification.id for r in recordings), default=0)
 
-    def retrying(self, use_case: Callable[[], T], attempts: int = 5) -> T:
-        """Run a load-decide-save use case again when a concurrent writer got there first."""
-        for _ in range(attempts - 1):
+    def retrying(self, use_case: Callable[[], T], attempts: int = 12) -> T:
+        """Run a load-decide-save use case again, after a jittered backoff, when a concurrent writer
+        got there first; report a Conflict only if it keeps losing."""
+        for attempt in range(attempts):
             try:
                 return use_case()
             except RecordConflictError:
-                continue
-        try:
-            return use_case()
-        except RecordConflictError:
-            raise Conflict("the resource was changed concurrently; try again") from None
+                time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
+        raise Conflict("the resource was changed concurrently too often; try again")
 
     def close(self) -> None:
         super().close()

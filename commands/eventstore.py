@@ -17,6 +17,7 @@ nats-py on a private event loop in a daemon thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -46,6 +47,7 @@ from commands.stream import ensure_stream
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, aggregate_subject
 
 T = TypeVar("T")
+log = logging.getLogger("mesh.eventstore")
 
 WRONG_LAST_SEQUENCE = (10071, 10164)
 TIMEOUT = 10.0
@@ -75,6 +77,10 @@ class _LoopThread:
             self.loop.close()
 
 
+async def _log_nats_error(exc: Exception) -> None:
+    log.debug("NATS: %s", exc or type(exc).__name__)
+
+
 def _originator_id(value: str) -> UUID | str:
     try:
         return UUID(value)
@@ -99,7 +105,8 @@ class JetStreamAggregateRecorder(AggregateRecorder):
         self._direct = f"$JS.API.DIRECT.GET.{stream}"
         self._runner = _LoopThread()
         try:
-            self.nc = self._runner.run(nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=-1))
+            self.nc = self._runner.run(asyncio.wait_for(nats.connect(
+                nats_url, connect_timeout=2, max_reconnect_attempts=-1, error_cb=_log_nats_error), 5))
             self._runner.run(ensure_stream(self.nc, stream))
         except Exception as exc:
             self._runner.stop()

@@ -1,0 +1,85 @@
+"""`mesh up` as an operator meets it: restarts keep data, and start-up problems are one clear line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+import httpx
+
+from api.embedded import free_port
+from tests.e2e.conftest import MeshProcess
+
+
+def run_mesh(env: dict[str, str], tmp_path, timeout: float = 30) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    full.update({"MESH_DATA_DIR": str(tmp_path / "data"), **env})
+    return subprocess.run([sys.executable, "-m", "api.cli", "up"], env=full, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mesh: ") and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        one_line_error(run_mesh({"MESH_PORT": str(port)}, tmp_path), f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_an_unreachable_nats_is_one_line(tmp_path):
+    result = run_mesh({"MESH_PORT": str(free_port()), "MESH_NATS_URL": f"nats://127.0.0.1:{free_port()}"}, tmp_path)
+    one_line_error(result, "cannot reach NATS")
+
+
+def test_an_unreachable_postgres_is_one_line_without_the_password(tmp_path):
+    url = f"postgresql://mesh:hunter2@127.0.0.1:{free_port()}/mesh"
+    result = run_mesh({"MESH_PORT": str(free_port()), "MESH_DATABASE_URL": url}, tmp_path)
+    one_line_error(result, "cannot reach PostgreSQL")
+    assert "hunter2" not in result.stderr
+
+
+def test_a_bad_config_is_one_line(tmp_path):
+    config = tmp_path / "mesh.toml"
+    config.write_text('[[models]]\nid = "x/y"\nprovider = "nowhere"\nupstream = "y"\n')
+    result = run_mesh({"MESH_PORT": str(free_port()), "MESH_CONFIG": str(config)}, tmp_path)
+    one_line_error(result, "provider 'nowhere', which is not declared")
+
+
+def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
+    mesh = MeshProcess(tmp_path / "data", mesh_config)
+    first_start = mesh.start()
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    session = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
+    auth = {"authorization": f"Bearer {session['management_token']}"}
+    operator = {"authorization": f"Bearer {mesh.operator_token}"}
+    granted = httpx.post(f"{mesh.url}/admin/accounts/{session['account_id']}/credits", headers=operator,
+                         json={"amount_usd": "2.5", "reason": "test"})
+    assert granted.status_code == 201
+    key = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "kept"}).json()
+    token = mesh.operator_token
+    assert "Mesh is up" in mesh.output() and token in mesh.output()
+    assert mesh.stop() == 0
+
+    restart = mesh.start()
+    assert mesh.operator_token == token  # generated once, then kept
+    balance = httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()
+    assert balance["balance_usd"] == "2.500000"
+    keys = httpx.get(mesh.url + "/api/keys", headers=auth).json()["data"]
+    assert [k["id"] for k in keys] == [key["id"]]
+    chat = httpx.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key['key']}"},
+                      json={"model": "mesh/echo", "messages": [{"role": "user", "content": "still here"}]})
+    assert chat.json()["choices"][0]["message"]["content"] == "still here"
+    health = httpx.get(mesh.url + "/health").json()
+    assert health["status"] == "ok" and all(p["lag"] == 0 for p in health["projections"])
+    assert mesh.stop() == 0
+    print(f"\nmesh up healthy after {first_start:.2f}s on a fresh data dir, {restart:.2f}s on restart")
