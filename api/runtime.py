@@ -15,8 +15,11 @@ from commands.accounts import AccountCommands
 from commands.app import MeshApplication
 from commands.keys import KeyCommands
 from commands.stream import ensure_stream
+from commands.budget import BudgetCommands
 from gateway.admission import KeyInfo
 from gateway.app import Gateway
+from gateway.budget import LEASE_TTL, Budgets, LeaseGrant
+from gateway.keys import KeyCache, follow_key_events
 from gateway.catalog import Catalog
 from gateway.providers.base import Adapter
 from gateway.providers.echo import EchoAdapter
@@ -85,35 +88,35 @@ def _redact(url: str) -> str:
     return url
 
 
-class PgKeyDirectory:
-    """The gateway's view of keys and balances, read from the read models.
+class ReadModelKeys:
+    """Loads a key for the gateway's cache from the directory read model (once per key and process)."""
 
-    Keys are cached for a second (only found keys), so a hot key costs no query.
-    """
-
-    def __init__(self, pool: AsyncConnectionPool, ttl: float = 1.0):
+    def __init__(self, pool: AsyncConnectionPool):
         self.pool = pool
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, KeyInfo]] = {}
 
-    async def key(self, key_hash: str) -> KeyInfo | None:
-        now = time.monotonic()
-        hit = self._cache.get(key_hash)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+    async def __call__(self, key_hash: str) -> KeyInfo | None:
         async with self.pool.connection() as conn:
-            row = await directory.key_by_hash(conn, key_hash)
-        if row is None:
+            found = await directory.key_by_hash(conn, key_hash)
+        if found is None:
             return None
-        info = KeyInfo(row.key_id, row.account_id, row.default_model, row.status, row.spend_cap)
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        self._cache[key_hash] = (now + self.ttl, info)
-        return info
+        row, valid_until = found
+        allowed = frozenset(row.allowed_models) if row.allowed_models is not None else None
+        return KeyInfo(row.key_id, row.account_id, row.default_model, row.status, row.spend_cap, allowed,
+                       row.expires_at, valid_until)
 
-    async def available(self, account_id: UUID) -> int:
-        async with self.pool.connection() as conn:
-            return (await billing.balance_of(conn, account_id)).available
+
+class CommandLeases:
+    """The gateway's lease broker: the budget use cases, run off the event loop."""
+
+    def __init__(self, budget: BudgetCommands):
+        self.budget = budget
+
+    async def acquire(self, account_id: UUID, key_id: UUID, wanted: int, minimum: int) -> LeaseGrant:
+        lease = await asyncio.to_thread(self.budget.lease, account_id, key_id, wanted, minimum, LEASE_TTL)
+        return LeaseGrant(lease.lease_id, lease.amount, lease.expires_at)
+
+    async def settle(self, account_id: UUID, key_id: UUID, lease_id: UUID, spent: int) -> None:
+        await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
 
 
 def make_adapter(provider) -> Adapter:
@@ -154,16 +157,45 @@ class Runtime:
         self.keys = KeyCommands(self.app)
         self.source = StreamSource(self.nc, self.stream)
         self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
-        self.gateway = Gateway(self.catalog, self.adapters, PgKeyDirectory(self.pool),
+        self.budget = BudgetCommands(self.app)
+        self.budgets = Budgets(CommandLeases(self.budget))
+        self.key_cache = KeyCache(ReadModelKeys(self.pool))
+        self.key_cache.on_change = self._key_changed
+        self._key_events = await follow_key_events(self.nc, self.stream, self.key_cache)
+        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets,
                                UsagePublisher(self.nc.jetstream(), self.stream))
+        self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper")]
         if self.run_projections:
             self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
-            self._tasks = [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
-                           for r in self.runners]
+            self._tasks += [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
+                            for r in self.runners]
+            self._tasks.append(asyncio.create_task(self._reap_expired_leases(), name="lease-reaper"))
+
+    def _key_changed(self, key: KeyInfo) -> None:
+        if key.status != "active":
+            self.budgets.forget_key(key.key_id)
+
+    async def _reap_expired_leases(self, interval: float = 5.0, grace: float = 30.0) -> None:
+        """Settle leases whose holder vanished (a crashed gateway), with what their usage events paid."""
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), interval)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                async with self.pool.connection() as conn:
+                    expired = await billing.expired_leases(conn, grace)
+                for lease_id, account_id, key_id, spent in expired:
+                    await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
+            except Exception:
+                log.exception("settling expired leases failed; will retry")
 
     async def stop(self) -> None:
         """Stop whatever `start` got to; safe to call after a failed start."""
         self._stop.set()
+        if hasattr(self, "budgets"):
+            await self.budgets.sweep(everything=True)  # give back what this process still holds
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, 10)

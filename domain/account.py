@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
+
+from domain.budget import BudgetExceeded, LeaseBook
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_CREDIT_GRANT = 10**6 * 10**12  # one million USD in pico-USD, per grant
@@ -40,12 +43,32 @@ class Account(Aggregate):
         reason: str
         granted_by: str
 
+    class BudgetLeased(Aggregate.Event):
+        lease_id: UUID
+        amount: int  # pico-USD reserved for the holder until settled
+        key_id: UUID
+        expires_at: datetime
+
+    class LeaseSettled(Aggregate.Event):
+        lease_id: UUID
+        spent: int  # what the lease really paid for; the rest returns to the balance
+
     @event(Registered)
     def __init__(self, email: str, password_hash: str, token_hash: str):
         self.email = email
         self.password_hash = password_hash
         self.token_hashes = [token_hash]
         self.credits = 0
+        self.leases = LeaseBook()
+
+    @property
+    def spent_and_reserved(self) -> int:
+        return self.leases.settled + self.leases.reserved
+
+    @property
+    def available(self) -> int:
+        """Credits not yet spent nor reserved by an open lease."""
+        return self.credits - self.spent_and_reserved
 
     def issue_token(self, token_hash: str) -> None:
         self._issue_token(token_hash)
@@ -66,6 +89,27 @@ class Account(Aggregate):
     @event(CreditsGranted)
     def _grant_credits(self, amount: int, reason: str, granted_by: str) -> None:
         self.credits += amount
+
+
+    def lease(self, lease_id: UUID, amount: int, key_id: UUID, expires_at: datetime) -> None:
+        if amount <= 0 or amount > self.available:
+            raise BudgetExceeded("account_balance", f"cannot reserve {amount} of {self.available} available")
+        self._lease(lease_id, amount, key_id, expires_at)
+
+    @event(BudgetLeased)
+    def _lease(self, lease_id: UUID, amount: int, key_id: UUID, expires_at: datetime) -> None:
+        self.leases.grant(lease_id, amount, expires_at)
+
+    def settle_lease(self, lease_id: UUID, spent: int) -> None:
+        """Idempotent: settling a lease that is not open changes nothing."""
+        if spent < 0:
+            raise ValueError("spent must not be negative")
+        if lease_id in self.leases.open:
+            self._settle_lease(lease_id, spent)
+
+    @event(LeaseSettled)
+    def _settle_lease(self, lease_id: UUID, spent: int) -> None:
+        self.leases.settle(lease_id, spent)
 
 
 class EmailClaim(Aggregate):

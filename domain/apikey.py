@@ -12,6 +12,8 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.budget import BudgetExceeded, LeaseBook, period_start
+
 MAX_LABEL_LENGTH = 100
 MAX_ROTATION_GRACE = timedelta(days=30)
 CAP_PERIODS = ("daily", "weekly", "monthly")
@@ -90,6 +92,20 @@ class ApiKey(Aggregate):
     class Revoked(Aggregate.Event):
         by: str
 
+    class BudgetLeased(Aggregate.Event):
+        lease_id: UUID
+        amount: int
+        expires_at: datetime
+
+    class LeaseSettled(Aggregate.Event):
+        lease_id: UUID
+        spent: int
+
+    class SpendPeriodStarted(Aggregate.Event):
+        """A periodic cap starts afresh: spend settled before this no longer counts against it."""
+
+        period_start: datetime
+
     class Rotated(Aggregate.Event):
         key_hash: str
         prefix: str
@@ -111,6 +127,60 @@ class ApiKey(Aggregate):
         self.cap_reset = cap_reset
         self.disabled = False
         self.revoked = False
+        self.leases = LeaseBook()
+        self.period: datetime | None = None
+
+    @property
+    def spent_and_reserved(self) -> int:
+        return self.leases.settled + self.leases.reserved
+
+    @property
+    def available(self) -> int | None:
+        """What the cap still allows (None: no cap)."""
+        return None if self.spend_cap is None else self.spend_cap - self.spent_and_reserved
+
+    def usable_at(self, now: datetime) -> str | None:
+        """Why the key cannot be used now (key_revoked, key_disabled, key_expired), or None."""
+        if self.revoked:
+            return "key_revoked"
+        if self.disabled:
+            return "key_disabled"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "key_expired"
+        return None
+
+    def start_period_if_due(self, now: datetime) -> None:
+        start = period_start(self.cap_reset, now)
+        if start is not None and start != self.period:
+            self._start_period(start)
+
+    @event(SpendPeriodStarted)
+    def _start_period(self, period_start: datetime) -> None:
+        self.period = period_start
+        self.leases.settled = 0
+
+    def lease(self, lease_id: UUID, amount: int, expires_at: datetime, now: datetime) -> None:
+        refusal = self.usable_at(now)
+        if refusal is not None:
+            raise BudgetExceeded(refusal, f"this API key is {refusal.removeprefix('key_')}")
+        available = self.available
+        if amount <= 0 or (available is not None and amount > available):
+            raise BudgetExceeded("key_spend_cap", f"cannot reserve {amount} of {available} available")
+        self._lease(lease_id, amount, expires_at)
+
+    @event(BudgetLeased)
+    def _lease(self, lease_id: UUID, amount: int, expires_at: datetime) -> None:
+        self.leases.grant(lease_id, amount, expires_at)
+
+    def settle_lease(self, lease_id: UUID, spent: int) -> None:
+        if spent < 0:
+            raise ValueError("spent must not be negative")
+        if lease_id in self.leases.open:
+            self._settle_lease(lease_id, spent)
+
+    @event(LeaseSettled)
+    def _settle_lease(self, lease_id: UUID, spent: int) -> None:
+        self.leases.settle(lease_id, spent)
 
     @property
     def status(self) -> str:

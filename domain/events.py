@@ -20,6 +20,8 @@ EVENT_TYPES: dict[str, type] = {
     "account.registered": Account.Registered,
     "account.token_issued": Account.TokenIssued,
     "account.credits_granted": Account.CreditsGranted,
+    "account.budget_leased": Account.BudgetLeased,
+    "account.lease_settled": Account.LeaseSettled,
     "email.claimed": EmailClaim.Claimed,
     "key.created": ApiKey.Created,
     "key.relabeled": ApiKey.Relabeled,
@@ -31,6 +33,9 @@ EVENT_TYPES: dict[str, type] = {
     "key.enabled": ApiKey.Enabled,
     "key.revoked": ApiKey.Revoked,
     "key.rotated": ApiKey.Rotated,
+    "key.budget_leased": ApiKey.BudgetLeased,
+    "key.lease_settled": ApiKey.LeaseSettled,
+    "key.spend_period_started": ApiKey.SpendPeriodStarted,
     "usage.recorded": UsageRecorded,
 }
 

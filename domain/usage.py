@@ -36,3 +36,4 @@ class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
     estimated: bool = False  # token counts estimated because the upstream reported none
     request_id: str | None = None  # the client's x-request-id, kept alongside our trace id
     error: str | None = None
+    lease_id: UUID | None = None  # the budget lease that paid for it

@@ -6,6 +6,7 @@ backed by the read models.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
@@ -18,16 +19,34 @@ class KeyInfo(msgspec.Struct, frozen=True):
     key_id: UUID
     account_id: UUID
     default_model: str | None
-    status: str
+    status: str  # active | disabled | revoked
     spend_cap: int | None
+    allowed_models: frozenset[str] | None = None
+    expires_at: datetime | None = None
+    secret_valid_until: datetime | None = None  # a rotated-out secret works until then
+
+    def refusal(self, now: datetime) -> GatewayError | None:
+        """Why this key may not be used now, as the error to answer with; None if it may."""
+        if self.status == "revoked":
+            return GatewayError(402, "this API key has been revoked", "insufficient_quota", "key_revoked")
+        if self.status == "disabled":
+            return GatewayError(402, "this API key is disabled; enable it in the dashboard or with "
+                                     "POST /api/keys/{id}/enable", "insufficient_quota", "key_disabled")
+        if self.expires_at is not None and now >= self.expires_at:
+            return GatewayError(402, f"this API key expired at {self.expires_at.isoformat()}",
+                                "insufficient_quota", "key_expired")
+        if self.secret_valid_until is not None and now >= self.secret_valid_until:
+            return GatewayError(401, "this API key was rotated; use the new secret", "invalid_request_error",
+                                "invalid_api_key")
+        return None
+
+    def may_use(self, model_id: str) -> bool:
+        return self.allowed_models is None or model_id in self.allowed_models
 
 
-class KeyDirectory(Protocol):
-    async def key(self, key_hash: str) -> KeyInfo | None:
-        """The key with this hash, or None."""
-
-    async def available(self, account_id: UUID) -> int:
-        """Credits minus spend, pico-USD."""
+class KeyLoader(Protocol):
+    async def __call__(self, key_hash: str) -> KeyInfo | None:
+        """The key a secret hash belongs to, from the read model, or None."""
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str:

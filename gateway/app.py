@@ -17,8 +17,10 @@ import msgspec
 
 from domain.credentials import hash_token
 from domain.usage import UsageRecorded
-from gateway.admission import KeyDirectory, KeyInfo, bearer_token
+from gateway.admission import KeyInfo, bearer_token
+from gateway.budget import FREE, Budgets, Ticket
 from gateway.catalog import Catalog, Model
+from gateway.keys import KeyCache
 from gateway.errors import GatewayError, invalid
 from gateway.providers.base import Adapter, Reply, StreamReply, Usage
 from gateway.usage import UsagePublisher
@@ -30,6 +32,8 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 MAX_BODY = 16 * 1024 * 1024
+DEFAULT_MAX_COMPLETION = 4096  # tokens reserved for a request that sets no max_tokens
+PROMPT_OVERHEAD = 64  # tokens a provider may add around the messages (roles, formatting)
 
 
 class ChatRequest(msgspec.Struct):
@@ -45,10 +49,12 @@ class ChatRequest(msgspec.Struct):
 
 
 class Gateway:
-    def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyDirectory, usage: UsagePublisher):
+    def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyCache, budgets: Budgets,
+                 usage: UsagePublisher):
         self.catalog = catalog
         self.adapters = adapters
         self.keys = keys
+        self.budgets = budgets
         self.usage = usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,8 +69,7 @@ class Gateway:
             if path == "/v1/chat/completions" and method == "POST":
                 await self._chat(scope, receive, send, headers, trace_id, started, request_id)
             elif path == "/v1/models" and method == "GET":
-                await self._authenticate(scope)
-                await _respond(send, 200, headers, self._models())
+                await _respond(send, 200, headers, self._models(await self._authenticate(scope)))
             elif path in ("/v1/chat/completions", "/v1/models"):
                 raise GatewayError(405, f"{method} is not allowed on {path}", "invalid_request_error",
                                    "method_not_allowed")
@@ -75,45 +80,80 @@ class Gateway:
 
     async def _authenticate(self, scope: Scope) -> KeyInfo:
         token = bearer_token(scope["headers"])
-        key = await self.keys.key(hash_token(token))
+        key = await self.keys.get(hash_token(token))
         if key is None:
             raise GatewayError(401, "invalid API key", "invalid_request_error", "invalid_api_key")
-        if key.status != "active":
-            raise GatewayError(402, f"this API key is {key.status}", "insufficient_quota", f"key_{key.status}")
+        refusal = key.refusal(datetime.now(timezone.utc))
+        if refusal is not None:
+            raise refusal
         return key
 
-    def _models(self) -> bytes:
+    def _models(self, key: KeyInfo) -> bytes:
         return msgspec.json.encode({"object": "list", "data": [
-            {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider} for m in self.catalog.enabled()
+            {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider}
+            for m in self.catalog.enabled() if key.may_use(m.id)
         ]})
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send, headers: list, trace_id: uuid.UUID,
                     started: int, request_id: str | None) -> None:
         key = await self._authenticate(scope)
-        body, request = _parse_chat(await _read_body(receive))
+        raw = await _read_body(receive)
+        body, request = _parse_chat(raw)
         model = self._resolve(request, key)
-        if not model.price.is_free and await self.keys.available(key.account_id) <= 0:
-            raise GatewayError(402, "the account balance is used up (available: 0.000000 USD); top up to continue",
-                               "insufficient_quota", "account_balance")
+        ticket = await self._reserve(key, model, request, body, len(raw))
+        record = _Record(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
         adapter = self.adapters[model.provider]
-        record = _Record(trace_id, key, model, request.model, started, request_id, request.stream)
-        if request.stream:
-            include_usage = bool((request.stream_options or {}).get("include_usage"))
-            try:
-                reply = await adapter.chat_stream(model, body, include_usage)
-            except GatewayError as exc:
-                await self.usage.publish(record.failed(exc))
-                raise
-            await self._stream(send, headers, reply, record)
-        else:
-            try:
-                result: Reply = await adapter.chat(model, body)
-            except GatewayError as exc:
-                await _respond(send, exc.status, headers, exc.body())
-                await self.usage.publish(record.failed(exc))
-                return
-            await _respond(send, 200, headers, result.body)
-            await self.usage.publish(record.done(result.usage, result.upstream_us, None))
+        try:
+            if request.stream:
+                include_usage = bool((request.stream_options or {}).get("include_usage"))
+                try:
+                    reply = await adapter.chat_stream(model, body, include_usage)
+                except GatewayError as exc:
+                    await self._emit(record, record.failed(exc))
+                    raise
+                await self._stream(send, headers, reply, record)
+            else:
+                try:
+                    result: Reply = await adapter.chat(model, body)
+                except GatewayError as exc:
+                    await _respond(send, exc.status, headers, exc.body())
+                    await self._emit(record, record.failed(exc))
+                    return
+                await _respond(send, 200, headers, result.body)
+                await self._emit(record, record.done(result.usage, result.upstream_us, None))
+        finally:
+            if not record.emitted:  # an unexpected failure: free the reservation all the same
+                self.budgets.release(record.ticket, 0)
+
+    async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest, body: dict, size: int) -> Ticket:
+        """Reserve the request's worst-case cost; cap its max_tokens to what the reservation affords."""
+        price = model.price
+        if price.is_free:
+            return FREE
+        prompt_bound = size + PROMPT_OVERHEAD  # a token is at least one byte of the request
+        choices = request.n or 1
+        asked = request.max_completion_tokens or request.max_tokens
+        completion = asked or DEFAULT_MAX_COMPLETION
+        ticket = await self.budgets.reserve(key, minimum=price.cost(prompt_bound, choices),
+                                            wanted=price.cost(prompt_bound, completion * choices))
+        if price.completion_per_1k:
+            per_token = price.completion_per_1k // 1000
+            affordable = (ticket.amount - price.cost(prompt_bound, 0)) // (per_token * choices)
+            if affordable < completion:
+                field = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+                body[field] = max(1, affordable)
+            elif asked is None:
+                body["max_tokens"] = completion
+        return ticket
+
+    async def _emit(self, record: "_Record", event: UsageRecorded) -> None:
+        """The request is over: swap its reservation for its cost and publish what it cost."""
+        record.emitted = True
+        self.budgets.release(record.ticket, event.cost)
+        try:
+            await self.usage.publish(event)
+        except Exception:
+            log.exception("could not publish usage event %s", event.trace_id)
 
     async def _stream(self, send: Send, headers: list, reply: StreamReply, record: "_Record") -> None:
         stream_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *headers[1:]]
@@ -129,7 +169,7 @@ class Gateway:
             error = f"client disconnected ({type(exc).__name__})"
         finally:
             await reply.aclose()
-        await self.usage.publish(record.done(reply.usage, reply.upstream_us, reply.first_token_us, error))
+        await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error))
 
     def _resolve(self, request: ChatRequest, key: KeyInfo) -> Model:
         model_id = request.model or key.default_model
@@ -139,6 +179,10 @@ class Gateway:
         if model is None:
             raise GatewayError(404, f"model {model_id!r} does not exist; GET /v1/models lists the models you can use",
                                "invalid_request_error", "model_not_found", "model")
+        if not key.may_use(model.id):
+            allowed = ", ".join(sorted(key.allowed_models or ()))
+            raise GatewayError(402, f"this API key may not use {model.id!r}; it may use: {allowed}",
+                               "insufficient_quota", "model_not_allowed", "model")
         return model
 
 
@@ -146,9 +190,10 @@ class _Record:
     """Builds the UsageRecorded event for one request."""
 
     def __init__(self, trace_id: uuid.UUID, key: KeyInfo, model: Model, requested: str | None, started: int,
-                 request_id: str | None, stream: bool):
+                 request_id: str | None, stream: bool, ticket: Ticket):
         self.trace_id, self.key, self.model, self.requested = trace_id, key, model, requested
-        self.started, self.request_id, self.stream = started, request_id, stream
+        self.started, self.request_id, self.stream, self.ticket = started, request_id, stream, ticket
+        self.emitted = False
 
     def done(self, usage: Usage, upstream_us: int, first_token_us: int | None, error: str | None = None,
              http_status: int = 200) -> UsageRecorded:
@@ -162,6 +207,7 @@ class _Record:
             timestamp=datetime.now(timezone.utc), latency_us=(time.perf_counter_ns() - self.started) // 1000,
             upstream_us=upstream_us, first_token_us=first_token_us, stream=self.stream, estimated=usage.estimated,
             request_id=self.request_id, error=error,
+            lease_id=self.ticket.lease.id if self.ticket.lease is not None else None,
         )
 
     def failed(self, exc: GatewayError) -> UsageRecorded:

@@ -28,8 +28,9 @@ class Balance(msgspec.Struct, frozen=True):
 
 class Billing:
     name = "billing"
-    tables = ("balances", "key_spend", "usage", "credit_grants")
-    topics = frozenset({"account.registered", "account.credits_granted", "usage.recorded"})
+    tables = ("balances", "key_spend", "usage", "credit_grants", "leases")
+    topics = frozenset({"account.registered", "account.credits_granted", "usage.recorded",
+                        "account.budget_leased", "account.lease_settled"})
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -77,9 +78,20 @@ class Billing:
                 stream boolean not null,
                 estimated boolean not null,
                 request_id text,
-                error text
+                error text,
+                lease_id uuid
             );
             create index if not exists {t['usage']}_account_time on {t['usage']} (account_id, time);
+            create table if not exists {t['leases']} (
+                lease_id uuid primary key,
+                account_id uuid not null,
+                key_id uuid not null,
+                amount numeric(40, 0) not null,
+                spent numeric(40, 0) not null default 0,  -- from usage events paid by this lease
+                expires_at timestamptz not null,
+                settled boolean not null default false
+            );
+            create index if not exists {t['leases']}_open on {t['leases']} (expires_at) where not settled;
         """)
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
@@ -96,12 +108,20 @@ class Billing:
                     " values (%s, %s, %s, %s, %s, %s)",
                     (item.position, e.originator_id, e.amount, e.reason, e.granted_by, e.timestamp),
                 )
+            elif item.topic == "account.budget_leased":
+                await cur.execute(
+                    f"insert into {t['leases']} (lease_id, account_id, key_id, amount, expires_at)"
+                    " values (%s, %s, %s, %s, %s) on conflict do nothing",
+                    (e.lease_id, e.originator_id, e.key_id, e.amount, e.expires_at),
+                )
+            elif item.topic == "account.lease_settled":
+                await cur.execute(f"update {t['leases']} set settled = true where lease_id = %s", (e.lease_id,))
             elif item.topic == "usage.recorded":
                 usage_rows.append((
                     e.trace_id, item.position, e.account_id, e.key_id, e.model, e.requested_model, e.provider,
                     e.prompt_tokens, e.completion_tokens, e.prompt_per_1k, e.completion_per_1k, e.cost,
                     e.status, e.http_status, e.timestamp, e.latency_us, e.upstream_us, e.first_token_us,
-                    e.stream, e.estimated, e.request_id, e.error,
+                    e.stream, e.estimated, e.request_id, e.error, e.lease_id,
                 ))
         if credits:
             await cur.executemany(
@@ -114,19 +134,22 @@ class Billing:
 
     async def _apply_usage(self, cur: psycopg.AsyncCursor, t: dict[str, str], rows: list[tuple]) -> None:
         await cur.executemany(
-            f"""insert into {t['usage']} values ({', '.join(['%s'] * 22)})
+            f"""insert into {t['usage']} values ({', '.join(['%s'] * 23)})
                 on conflict (trace_id) do nothing returning account_id, key_id, prompt_tokens,
-                completion_tokens, cost, status""",
+                completion_tokens, cost, status, lease_id""",
             rows,
             returning=True,
         )
         spend: dict[UUID, int] = defaultdict(int)
+        lease_spend: dict[UUID, int] = defaultdict(int)
         keys: dict[UUID, list] = {}
         while True:
             inserted = await cur.fetchone()
             if inserted is not None:
-                account_id, key_id, prompt, completion, cost, status = inserted
+                account_id, key_id, prompt, completion, cost, status, lease_id = inserted
                 spend[account_id] += int(cost)
+                if lease_id is not None:
+                    lease_spend[lease_id] += int(cost)
                 k = keys.setdefault(key_id, [account_id, 0, 0, 0, 0, 0])
                 k[1] += 1
                 k[2] += status != "ok"
@@ -141,6 +164,9 @@ class Billing:
                     on conflict (account_id) do update set spend = {t['balances']}.spend + excluded.spend""",
                 list(spend.items()),
             )
+        if lease_spend:
+            await cur.executemany(f"update {t['leases']} set spent = spent + %s where lease_id = %s",
+                                  [(amount, lease_id) for lease_id, amount in lease_spend.items()])
         if keys:
             await cur.executemany(
                 f"""insert into {t['key_spend']} as k
@@ -160,7 +186,11 @@ async def balance_of(conn: psycopg.AsyncConnection, account_id: UUID) -> Balance
     return Balance(int(row[0]), int(row[1])) if row else Balance(0, 0)
 
 
-async def usage_count(conn: psycopg.AsyncConnection, account_id: UUID, since: datetime | None = None) -> int:
-    cur = await conn.execute("select count(*) from usage where account_id = %s", (account_id,))
-    row = await cur.fetchone()
-    return int(row[0])
+async def expired_leases(conn: psycopg.AsyncConnection, grace_seconds: float) -> list[tuple[UUID, UUID, UUID, int]]:
+    """Open leases past their expiry (their holder is gone): (lease, account, key, spent by its usage)."""
+    cur = await conn.execute(
+        "select lease_id, account_id, key_id, spent from leases where not settled"
+        " and expires_at < now() - make_interval(secs => %s) order by expires_at limit 100",
+        (grace_seconds,),
+    )
+    return [(r[0], r[1], r[2], int(r[3])) for r in await cur.fetchall()]

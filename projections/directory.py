@@ -163,12 +163,12 @@ async def key_of(conn: psycopg.AsyncConnection, account_id: UUID, key_id: UUID) 
     return _key_row(row) if row else None
 
 
-async def key_by_hash(conn: psycopg.AsyncConnection, key_hash: str) -> KeyRow | None:
-    """The key a secret belongs to, if the secret is still valid (a rotated-out secret has a deadline)."""
+async def key_by_hash(conn: psycopg.AsyncConnection, key_hash: str) -> tuple[KeyRow, datetime | None] | None:
+    """The key a secret belongs to and until when the secret works (None: as long as the key), if it still does."""
     cur = await conn.execute(
-        f"""select {_KEY_COLUMNS} from api_key_secrets s join api_keys k on k.key_id = s.key_id
+        f"""select {_KEY_COLUMNS}, s.valid_until from api_key_secrets s join api_keys k on k.key_id = s.key_id
             where s.key_hash = %s and (s.valid_until is null or s.valid_until > now())""",
         (key_hash,),
     )
     row = await cur.fetchone()
-    return _key_row(row) if row else None
+    return (_key_row(row[:-1]), row[-1]) if row else None

@@ -27,6 +27,12 @@ def aggregate_events():
     key.disable("me")
     key.enable("me")
     key.rotate("k2", "mk-def", now, timedelta(hours=1))
+    key.start_period_if_due(now)
+    lease = uuid.uuid4()
+    key.lease(lease, 10**11, now + timedelta(minutes=15), now)
+    account.lease(lease, 10**11, key.id, now + timedelta(minutes=15))
+    key.settle_lease(lease, 5)
+    account.settle_lease(lease, 5)
     key.revoke("me")
     return account.collect_events() + claim.collect_events() + key.collect_events()
 

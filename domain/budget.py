@@ -1,0 +1,86 @@
+"""Budget leases: how spend caps and balances hold with many gateway processes and no per-request I/O.
+
+A gateway process asks for a lease: a slice of a key's spend cap and of its
+account's credits, recorded on both aggregates in one atomic save (each with
+optimistic concurrency). It then admits requests from that slice in memory and
+later settles the lease with what it really spent, giving the rest back.
+Because every open lease is counted against both limits until it is settled,
+
+    key:     settled spend + open leases <= spend cap
+    account: settled spend + open leases <= credits
+
+hold whatever the number of gateways, and a request is only admitted when its
+worst-case cost fits in its gateway's lease.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from uuid import UUID
+
+from domain.money import pico_to_usd
+
+
+class BudgetExceeded(Exception):
+    """A limit refuses the lease; `code` names it (key_spend_cap or account_balance)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class LeaseBook:
+    """The open leases and settled spend one aggregate keeps (plain state, changed only by its events)."""
+
+    def __init__(self) -> None:
+        self.open: dict[UUID, int] = {}
+        self.expires: dict[UUID, datetime] = {}
+        self.settled = 0
+
+    @property
+    def reserved(self) -> int:
+        return sum(self.open.values())
+
+    def grant(self, lease_id: UUID, amount: int, expires_at: datetime) -> None:
+        self.open[lease_id] = amount
+        self.expires[lease_id] = expires_at
+
+    def settle(self, lease_id: UUID, spent: int) -> None:
+        self.open.pop(lease_id, None)
+        self.expires.pop(lease_id, None)
+        self.settled += spent
+
+
+def lease_amount(wanted: int, minimum: int, key_available: int | None, account_available: int,
+                 key_cap: int | None, key_spend: int, credits: int, account_spend: int) -> int:
+    """How much to lease: as much as wanted, as far as both limits allow, and at least `minimum`."""
+    if key_available is not None and key_available < minimum:
+        raise BudgetExceeded(
+            "key_spend_cap",
+            f"this API key's spend cap of {pico_to_usd(key_cap or 0)} USD is reached "
+            f"(spent and reserved: {pico_to_usd(key_spend)} USD)",
+        )
+    if account_available < minimum:
+        raise BudgetExceeded(
+            "account_balance",
+            f"the account balance is used up: credits {pico_to_usd(credits)} USD, spent and reserved "
+            f"{pico_to_usd(account_spend)} USD; top up to continue",
+        )
+    limits = [wanted, account_available] + ([key_available] if key_available is not None else [])
+    return min(limits)
+
+
+def period_start(period: str | None, now: datetime) -> datetime | None:
+    """The start (UTC) of the cap period `now` falls in; None for a cap that never resets."""
+    if period is None:
+        return None
+    now = now.astimezone(timezone.utc)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "daily":
+        return day
+    if period == "weekly":
+        return day.fromordinal(day.toordinal() - day.weekday()).replace(tzinfo=timezone.utc)
+    if period == "monthly":
+        return day.replace(day=1)
+    raise ValueError(f"unknown cap period {period!r}")

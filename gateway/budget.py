@@ -1,0 +1,174 @@
+"""Admission from budget leases, in memory (see domain/budget.py for why the limits hold).
+
+Each gateway process holds at most one current lease per key. A request
+reserves its worst-case cost from it; when it ends, the reservation is swapped
+for the real cost. A lease that cannot fit a request is retired (settled once
+its requests finish) and a new one is taken. Idle leases are settled after a
+second so other processes can use the budget; expiry covers a crashed process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Protocol
+from uuid import UUID
+
+import msgspec
+
+from domain.budget import BudgetExceeded
+from gateway.admission import KeyInfo
+from gateway.errors import GatewayError
+
+log = logging.getLogger("mesh.gateway")
+
+LEASE_TTL = timedelta(minutes=15)
+EXPIRY_MARGIN = 120.0  # seconds: stop admitting on a lease this long before it expires
+IDLE_RETURN = 1.0  # seconds without requests before an idle lease is settled
+
+
+class LeaseGrant(msgspec.Struct, frozen=True):
+    lease_id: UUID
+    amount: int
+    expires_at: datetime
+
+
+class LeaseBroker(Protocol):
+    async def acquire(self, account_id: UUID, key_id: UUID, wanted: int, minimum: int) -> LeaseGrant:
+        """Raises BudgetExceeded when a limit refuses even `minimum`."""
+
+    async def settle(self, account_id: UUID, key_id: UUID, lease_id: UUID, spent: int) -> None: ...
+
+
+class Lease:
+    __slots__ = ("id", "account_id", "key_id", "amount", "reserved", "spent", "inflight", "deadline", "last_used")
+
+    def __init__(self, grant: LeaseGrant, account_id: UUID, key_id: UUID):
+        self.id = grant.lease_id
+        self.account_id, self.key_id = account_id, key_id
+        self.amount = grant.amount
+        self.reserved = 0
+        self.spent = 0
+        self.inflight = 0
+        self.deadline = time.monotonic() + (grant.expires_at - datetime.now(grant.expires_at.tzinfo)).total_seconds()
+        self.last_used = time.monotonic()
+
+    @property
+    def free(self) -> int:
+        return self.amount - self.spent - self.reserved
+
+    def usable(self, now: float) -> bool:
+        return now < self.deadline - EXPIRY_MARGIN
+
+
+class Ticket:
+    """One admitted request's reservation."""
+
+    __slots__ = ("lease", "amount")
+
+    def __init__(self, lease: Lease | None, amount: int):
+        self.lease, self.amount = lease, amount
+
+
+FREE = Ticket(None, 0)
+
+
+class _KeyState:
+    __slots__ = ("current", "retired", "lock")
+
+    def __init__(self) -> None:
+        self.current: Lease | None = None
+        self.retired: list[Lease] = []
+        self.lock = asyncio.Lock()
+
+
+class Budgets:
+    def __init__(self, broker: LeaseBroker, lease_multiple: int = 32):
+        self.broker = broker
+        self.lease_multiple = lease_multiple  # a new lease aims to cover this many worst-case requests
+        self._keys: dict[UUID, _KeyState] = {}
+        self._unsettled: list[Lease] = []
+
+    async def reserve(self, key: KeyInfo, minimum: int, wanted: int) -> Ticket:
+        """Reserve between `minimum` and `wanted` (worst-case costs) for one request."""
+        state = self._keys.get(key.key_id)
+        if state is None:
+            state = self._keys[key.key_id] = _KeyState()
+        ticket = self._take(state.current, minimum, wanted)
+        if ticket is not None:
+            return ticket
+        async with state.lock:
+            ticket = self._take(state.current, minimum, wanted)  # another request may have refilled it
+            if ticket is not None:
+                return ticket
+            self._retire(state)
+            try:
+                grant = await self.broker.acquire(key.account_id, key.key_id,
+                                                  wanted=wanted * self.lease_multiple, minimum=minimum)
+            except BudgetExceeded as refused:
+                raise GatewayError(402, refused.message, "insufficient_quota", refused.code) from None
+            state.current = Lease(grant, key.account_id, key.key_id)
+            ticket = self._take(state.current, minimum, wanted)
+            assert ticket is not None, "a fresh lease covers at least the minimum"
+            return ticket
+
+    @staticmethod
+    def _take(lease: Lease | None, minimum: int, wanted: int) -> Ticket | None:
+        if lease is None or lease.free < minimum or not lease.usable(time.monotonic()):
+            return None
+        amount = min(wanted, lease.free)
+        lease.reserved += amount
+        lease.inflight += 1
+        return Ticket(lease, amount)
+
+    def release(self, ticket: Ticket, cost: int) -> None:
+        """The request is over: its reservation becomes its real cost."""
+        lease = ticket.lease
+        if lease is None:
+            return
+        if cost > ticket.amount:
+            log.warning("request cost %d exceeded its reservation %d on lease %s", cost, ticket.amount, lease.id)
+        lease.reserved -= ticket.amount
+        lease.spent += cost
+        lease.inflight -= 1
+        lease.last_used = time.monotonic()
+
+    def _retire(self, state: _KeyState) -> None:
+        if state.current is not None:
+            state.retired.append(state.current)
+            state.current = None
+
+    async def sweep(self, everything: bool = False) -> None:
+        """Settle retired leases whose requests are done, and idle ones (all of them when `everything`)."""
+        now = time.monotonic()
+        for state in list(self._keys.values()):
+            lease = state.current
+            if lease is not None and lease.inflight == 0 and (
+                    everything or now - lease.last_used > IDLE_RETURN or not lease.usable(now)):
+                self._retire(state)
+            done = [lease for lease in state.retired if lease.inflight == 0]
+            state.retired = [lease for lease in state.retired if lease.inflight > 0]
+            self._unsettled.extend(done)
+        pending, self._unsettled = self._unsettled, []
+        for lease in pending:
+            try:
+                await self.broker.settle(lease.account_id, lease.key_id, lease.id, lease.spent)
+            except Exception:
+                log.exception("settling lease %s failed; will retry", lease.id)
+                self._unsettled.append(lease)
+
+    async def run(self, stop: asyncio.Event, interval: float = 0.25) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+            await self.sweep()
+
+    def forget_key(self, key_id: UUID) -> None:
+        """A revoked or disabled key: admit nothing more on its lease; settle it when its requests end."""
+        state = self._keys.get(key_id)
+        if state is not None:
+            self._retire(state)
