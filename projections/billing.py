@@ -194,3 +194,28 @@ async def expired_leases(conn: psycopg.AsyncConnection, grace_seconds: float) ->
         (grace_seconds,),
     )
     return [(r[0], r[1], r[2], int(r[3])) for r in await cur.fetchall()]
+
+
+class KeyStats(msgspec.Struct, frozen=True):
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    spend: int = 0  # pico-USD
+
+
+async def key_stats(conn: psycopg.AsyncConnection, account_id: UUID, start: datetime | None = None,
+                    end: datetime | None = None) -> dict[UUID, KeyStats]:
+    """Per-key totals for the account: all time, or over [start, end) when either is given."""
+    if start is None and end is None:
+        cur = await conn.execute(
+            "select key_id, requests, errors, prompt_tokens, completion_tokens, spend from key_spend"
+            " where account_id = %s", (account_id,))
+    else:
+        cur = await conn.execute(
+            """select key_id, count(*), count(*) filter (where status <> 'ok'), coalesce(sum(prompt_tokens), 0),
+                      coalesce(sum(completion_tokens), 0), coalesce(sum(cost), 0)
+               from usage where account_id = %s and time >= coalesce(%s, '-infinity'::timestamptz)
+               and time < coalesce(%s, 'infinity'::timestamptz) group by key_id""",
+            (account_id, start, end))
+    return {r[0]: KeyStats(int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in await cur.fetchall()}

@@ -9,16 +9,17 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, get, patch, post
 from litestar.di import Provide
+from litestar.params import Parameter
 
 from api.auth import current_account
 from api.errors import ApiError
 from api.routes.bodies import AsOf
-from api.runtime import DIRECTORY, Runtime
+from api.runtime import BILLING, DIRECTORY, Runtime
 from commands.keys import KeyChanges
 from domain.apikey import ApiKey
 from domain.events import event_name
 from domain.money import pico_to_usd, usd_to_pico
-from projections import directory
+from projections import billing, directory
 from projections.readmodel import position_of
 from projections.runner import wait_for_position
 
@@ -48,6 +49,22 @@ class RotateIn(msgspec.Struct, forbid_unknown_fields=True):
     grace_seconds: int = 0  # how long the old secret keeps working; 0 = it stops at once
 
 
+class StatsOut(msgspec.Struct):
+    requests: int
+    successes: int
+    errors: int
+    error_rate: float  # errors / requests, 0 when there were none
+    prompt_tokens: int
+    completion_tokens: int
+    spend_usd: str
+
+    @classmethod
+    def of(cls, s: billing.KeyStats) -> "StatsOut":
+        rate = round(s.errors / s.requests, 4) if s.requests else 0.0
+        return cls(s.requests, s.requests - s.errors, s.errors, rate, s.prompt_tokens, s.completion_tokens,
+                   pico_to_usd(s.spend))
+
+
 class KeyOut(msgspec.Struct):
     id: UUID
     label: str
@@ -59,9 +76,12 @@ class KeyOut(msgspec.Struct):
     allowed_models: list[str] | None
     expires_at: datetime | None
     created_at: datetime
+    spend_usd: str = "0.000000"  # all time
+    stats: StatsOut | None = None  # all time
+    window: StatsOut | None = None  # over ?from=&to=, when asked
 
 
-class CreatedKeyOut(KeyOut):
+class CreatedKeyOut(KeyOut, kw_only=True):
     key: str  # the secret: shown in this response only
 
 
@@ -74,9 +94,18 @@ def _usd(pico: int | None) -> str | None:
     return pico_to_usd(pico) if pico is not None else None
 
 
-def key_out(row: directory.KeyRow) -> KeyOut:
+def key_out(row: directory.KeyRow, stats: billing.KeyStats | None = None,
+            window: billing.KeyStats | None = None) -> KeyOut:
+    totals = stats or billing.KeyStats()
     return KeyOut(row.key_id, row.label, row.prefix, row.status, _usd(row.spend_cap), row.cap_reset,
-                  row.default_model, row.allowed_models, row.expires_at, row.created_at)
+                  row.default_model, row.allowed_models, row.expires_at, row.created_at, pico_to_usd(totals.spend),
+                  StatsOut.of(totals), StatsOut.of(window or billing.KeyStats()) if window is not None else None)
+
+
+async def _stats(conn, account_id: UUID, start: datetime | None, end: datetime | None):
+    totals = await billing.key_stats(conn, account_id)
+    window = await billing.key_stats(conn, account_id, start, end) if start or end else None
+    return totals, window
 
 
 def aggregate_out(key: ApiKey, secret: str | None = None) -> KeyOut:
@@ -115,21 +144,31 @@ class KeyController(Controller):
         return aggregate_out(created.key, created.secret)
 
     @get("/")
-    async def list_keys(self, request: Request, account_id: UUID) -> KeyListOut:
+    async def list_keys(self, request: Request, account_id: UUID,
+                        start: datetime | None = Parameter(query="from", default=None),
+                        end: datetime | None = Parameter(query="to", default=None)) -> KeyListOut:
         runtime: Runtime = request.app.state.runtime
         async with runtime.pool.connection() as conn:
             rows = await directory.keys_of(conn, account_id)
-            position, time = await position_of(conn, DIRECTORY)
-        return KeyListOut([key_out(r) for r in rows], AsOf(position, time))
+            totals, window = await _stats(conn, account_id, start, end)
+            # the answer joins two read models: it is as current as the one further behind
+            position, time = min([await position_of(conn, DIRECTORY), await position_of(conn, BILLING)],
+                                 key=lambda p: p[0])
+        return KeyListOut([key_out(r, totals.get(r.key_id), (window or {}).get(r.key_id, billing.KeyStats())
+                                   if window is not None else None) for r in rows], AsOf(position, time))
 
     @get("/{key_id:uuid}")
-    async def get_key(self, request: Request, account_id: UUID, key_id: UUID) -> KeyOut:
+    async def get_key(self, request: Request, account_id: UUID, key_id: UUID,
+                      start: datetime | None = Parameter(query="from", default=None),
+                      end: datetime | None = Parameter(query="to", default=None)) -> KeyOut:
         runtime: Runtime = request.app.state.runtime
         async with runtime.pool.connection() as conn:
             row = await directory.key_of(conn, account_id, key_id)
-        if row is None:
-            raise ApiError(404, f"no API key {key_id} in this account", "not_found")
-        return key_out(row)
+            if row is None:
+                raise ApiError(404, f"no API key {key_id} in this account", "not_found")
+            totals, window = await _stats(conn, account_id, start, end)
+        return key_out(row, totals.get(key_id), (window or {}).get(key_id, billing.KeyStats())
+                       if window is not None else None)
 
     @patch("/{key_id:uuid}")
     async def update(self, request: Request, account_id: UUID, key_id: UUID, data: KeyPatch) -> KeyOut:
