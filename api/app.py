@@ -19,6 +19,7 @@ def create_litestar(runtime: Runtime) -> Litestar:
     app = Litestar(
         route_handlers=[AccountController, KeyController, BillingController, AdminController, health],
         exception_handlers=EXCEPTION_HANDLERS,
+        logging_config=None,  # `mesh` configures logging once, for every part
     )
     app.state.runtime = runtime
     return app

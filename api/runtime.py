@@ -12,13 +12,14 @@ from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
 from commands.accounts import AccountCommands
-from commands.app import MeshApplication
+from commands.app import Conflict, MeshApplication
+from eventsourcing.persistence import OperationalError
 from commands.keys import KeyCommands
 from commands.stream import ensure_stream
 from commands.budget import BudgetCommands
 from gateway.admission import KeyInfo
 from gateway.app import Gateway
-from gateway.budget import LEASE_TTL, Budgets, LeaseGrant
+from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from gateway.keys import KeyCache, follow_key_events
 from gateway.catalog import Catalog
 from gateway.providers.base import Adapter
@@ -112,7 +113,10 @@ class CommandLeases:
         self.budget = budget
 
     async def acquire(self, account_id: UUID, key_id: UUID, wanted: int, minimum: int) -> LeaseGrant:
-        lease = await asyncio.to_thread(self.budget.lease, account_id, key_id, wanted, minimum, LEASE_TTL)
+        try:
+            lease = await asyncio.to_thread(self.budget.lease, account_id, key_id, wanted, minimum, LEASE_TTL)
+        except (Conflict, OperationalError) as exc:
+            raise LeaseUnavailable(str(exc)) from None
         return LeaseGrant(lease.lease_id, lease.amount, lease.expires_at)
 
     async def settle(self, account_id: UUID, key_id: UUID, lease_id: UUID, spent: int) -> None:

@@ -24,10 +24,12 @@ from domain.money import pico_to_usd
 class BudgetExceeded(Exception):
     """A limit refuses the lease; `code` names it (key_spend_cap or account_balance)."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, held_by_leases: bool = False):
         super().__init__(message)
         self.code = code
         self.message = message
+        # part of the limit is only reserved by open leases, which give back what they do not spend
+        self.held_by_leases = held_by_leases
 
 
 class LeaseBook:
@@ -53,22 +55,27 @@ class LeaseBook:
 
 
 def lease_amount(wanted: int, minimum: int, key_available: int | None, account_available: int,
-                 key_cap: int | None, key_spend: int, credits: int, account_spend: int) -> int:
-    """How much to lease: as much as wanted, as far as both limits allow, and at least `minimum`."""
+                 key_cap: int | None, key_spend: int, credits: int, account_spend: int,
+                 key_reserved: int = 0, account_reserved: int = 0) -> int:
+    """How much to lease: up to `wanted`, at most half of what both limits leave, and at least `minimum`."""
     if key_available is not None and key_available < minimum:
         raise BudgetExceeded(
             "key_spend_cap",
             f"this API key's spend cap of {pico_to_usd(key_cap or 0)} USD is reached "
             f"(spent and reserved: {pico_to_usd(key_spend)} USD)",
+            held_by_leases=key_reserved > 0,
         )
     if account_available < minimum:
         raise BudgetExceeded(
             "account_balance",
             f"the account balance is used up: credits {pico_to_usd(credits)} USD, spent and reserved "
             f"{pico_to_usd(account_spend)} USD; top up to continue",
+            held_by_leases=account_reserved > 0,
         )
-    limits = [wanted, account_available] + ([key_available] if key_available is not None else [])
-    return min(limits)
+    available = min([account_available] + ([key_available] if key_available is not None else []))
+    # Never more than half of what is left (unless that is below the minimum): with several gateways
+    # each asking, leases shrink as the budget runs out, so what one holds unused stays small.
+    return min(wanted, max(minimum, available // 2))
 
 
 def period_start(period: str | None, now: datetime) -> datetime | None:

@@ -33,7 +33,8 @@ Send = Callable[[dict], Awaitable[None]]
 
 MAX_BODY = 16 * 1024 * 1024
 DEFAULT_MAX_COMPLETION = 4096  # tokens reserved for a request that sets no max_tokens
-PROMPT_OVERHEAD = 64  # tokens a provider may add around the messages (roles, formatting)
+PROMPT_OVERHEAD = 16  # tokens a provider adds to a prompt (priming the reply)
+MESSAGE_OVERHEAD = 8  # tokens a provider adds around each message (role, separators)
 
 
 class ChatRequest(msgspec.Struct):
@@ -100,7 +101,7 @@ class Gateway:
         raw = await _read_body(receive)
         body, request = _parse_chat(raw)
         model = self._resolve(request, key)
-        ticket = await self._reserve(key, model, request, body, len(raw))
+        ticket = await self._reserve(key, model, request, body)
         record = _Record(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
         adapter = self.adapters[model.provider]
         try:
@@ -125,12 +126,12 @@ class Gateway:
             if not record.emitted:  # an unexpected failure: free the reservation all the same
                 self.budgets.release(record.ticket, 0)
 
-    async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest, body: dict, size: int) -> Ticket:
+    async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest, body: dict) -> Ticket:
         """Reserve the request's worst-case cost; cap its max_tokens to what the reservation affords."""
         price = model.price
         if price.is_free:
             return FREE
-        prompt_bound = size + PROMPT_OVERHEAD  # a token is at least one byte of the request
+        prompt_bound = _prompt_bound(body)
         choices = request.n or 1
         asked = request.max_completion_tokens or request.max_tokens
         completion = asked or DEFAULT_MAX_COMPLETION
@@ -219,6 +220,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")[:200]
     return None
+
+
+def _prompt_bound(body: dict) -> int:
+    """An upper bound of the prompt's tokens: a token is at least one byte of text, and providers add a few
+    tokens around each message; tools and response formats count as their JSON."""
+    size = PROMPT_OVERHEAD
+    for message in body["messages"]:
+        size += MESSAGE_OVERHEAD + len(msgspec.json.encode(message))
+    for extra in ("tools", "functions", "response_format"):
+        if body.get(extra):
+            size += len(msgspec.json.encode(body[extra]))
+    return size
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -35,9 +35,13 @@ class LeaseGrant(msgspec.Struct, frozen=True):
     expires_at: datetime
 
 
+class LeaseUnavailable(Exception):
+    """The lease could not be taken just now (say, other writers kept winning); worth retrying."""
+
+
 class LeaseBroker(Protocol):
     async def acquire(self, account_id: UUID, key_id: UUID, wanted: int, minimum: int) -> LeaseGrant:
-        """Raises BudgetExceeded when a limit refuses even `minimum`."""
+        """Raises BudgetExceeded when a limit refuses even `minimum`, LeaseUnavailable for a passing failure."""
 
     async def settle(self, account_id: UUID, key_id: UUID, lease_id: UUID, spent: int) -> None: ...
 
@@ -76,43 +80,85 @@ FREE = Ticket(None, 0)
 
 
 class _KeyState:
-    __slots__ = ("current", "retired", "lock")
+    __slots__ = ("current", "retired", "lock", "changed")
 
     def __init__(self) -> None:
         self.current: Lease | None = None
         self.retired: list[Lease] = []
         self.lock = asyncio.Lock()
+        self.changed = asyncio.Event()  # set (and replaced) whenever budget comes back
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    @property
+    def inflight(self) -> int:
+        return sum(lease.inflight for lease in self.retired) + (self.current.inflight if self.current else 0)
 
 
 class Budgets:
-    def __init__(self, broker: LeaseBroker, lease_multiple: int = 32):
+    def __init__(self, broker: LeaseBroker, lease_multiple: int = 32, patience: float = 3.0):
         self.broker = broker
         self.lease_multiple = lease_multiple  # a new lease aims to cover this many worst-case requests
+        self.patience = patience  # how long a request may wait for reservations of its own process to return
         self._keys: dict[UUID, _KeyState] = {}
         self._unsettled: list[Lease] = []
 
     async def reserve(self, key: KeyInfo, minimum: int, wanted: int) -> Ticket:
-        """Reserve between `minimum` and `wanted` (worst-case costs) for one request."""
+        """Reserve between `minimum` and `wanted` (worst-case costs) for one request.
+
+        When the budget is only tied up by this process's own requests in flight, wait for them
+        (up to `patience`) instead of refusing; refuse when a limit is really reached.
+        """
         state = self._keys.get(key.key_id)
         if state is None:
             state = self._keys[key.key_id] = _KeyState()
-        ticket = self._take(state.current, minimum, wanted)
-        if ticket is not None:
-            return ticket
-        async with state.lock:
-            ticket = self._take(state.current, minimum, wanted)  # another request may have refilled it
+        deadline = time.monotonic() + self.patience
+        while True:
+            ticket = self._take(state.current, minimum, wanted)
             if ticket is not None:
                 return ticket
-            self._retire(state)
-            try:
-                grant = await self.broker.acquire(key.account_id, key.key_id,
-                                                  wanted=wanted * self.lease_multiple, minimum=minimum)
-            except BudgetExceeded as refused:
-                raise GatewayError(402, refused.message, "insufficient_quota", refused.code) from None
-            state.current = Lease(grant, key.account_id, key.key_id)
-            ticket = self._take(state.current, minimum, wanted)
-            assert ticket is not None, "a fresh lease covers at least the minimum"
-            return ticket
+            lease = state.current
+            if lease is not None and lease.inflight and lease.usable(time.monotonic()) \
+                    and lease.amount - lease.spent >= minimum:
+                await self._wait(state, deadline, None)  # it fits once reservations come back
+                continue
+            async with state.lock:
+                if self._take_possible(state.current, minimum):
+                    continue
+                self._retire(state)
+                try:
+                    grant = await self.broker.acquire(key.account_id, key.key_id,
+                                                      wanted=wanted * self.lease_multiple, minimum=minimum)
+                except BudgetExceeded as exc:
+                    refused = exc
+                except LeaseUnavailable:
+                    refused = None
+                else:
+                    state.current = Lease(grant, key.account_id, key.key_id)
+                    continue
+            if refused is not None and not state.inflight and not refused.held_by_leases:
+                raise GatewayError(402, refused.message, "insufficient_quota", refused.code)
+            # else: wait; our own requests, or other holders' leases, give back what they do not spend
+            await self._wait(state, deadline, refused)
+
+    async def _wait(self, state: _KeyState, deadline: float, refused: BudgetExceeded | None) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            if refused is None:
+                raise GatewayError(429, "could not reserve budget for this API key in time (too many requests "
+                                        "in flight or too much contention); retry shortly",
+                                   "rate_limit_error", "budget_busy")
+            raise GatewayError(402, refused.message, "insufficient_quota", refused.code)
+        try:
+            await asyncio.wait_for(state.changed.wait(), min(remaining, 0.25))
+        except asyncio.TimeoutError:
+            pass
+
+    @staticmethod
+    def _take_possible(lease: Lease | None, minimum: int) -> bool:
+        return lease is not None and lease.free >= minimum and lease.usable(time.monotonic())
 
     @staticmethod
     def _take(lease: Lease | None, minimum: int, wanted: int) -> Ticket | None:
@@ -134,30 +180,41 @@ class Budgets:
         lease.spent += cost
         lease.inflight -= 1
         lease.last_used = time.monotonic()
+        state = self._keys[lease.key_id]
+        if lease.inflight == 0 and lease in state.retired:
+            state.retired.remove(lease)
+            asyncio.get_running_loop().create_task(self._settle([lease]))
+        state.notify()
 
     def _retire(self, state: _KeyState) -> None:
         if state.current is not None:
-            state.retired.append(state.current)
+            if state.current.inflight:
+                state.retired.append(state.current)
+            else:
+                self._unsettled.append(state.current)
             state.current = None
 
+    async def _settle(self, leases: list[Lease]) -> None:
+        for lease in leases:
+            state = self._keys[lease.key_id]
+            try:
+                async with state.lock:  # one lease operation per key at a time in this process
+                    await self.broker.settle(lease.account_id, lease.key_id, lease.id, lease.spent)
+            except Exception as exc:
+                log.warning("settling lease %s failed (%s); will retry", lease.id, exc)
+                self._unsettled.append(lease)
+            state.notify()
+
     async def sweep(self, everything: bool = False) -> None:
-        """Settle retired leases whose requests are done, and idle ones (all of them when `everything`)."""
+        """Settle idle leases (all unused ones when `everything`) and settlements that failed before."""
         now = time.monotonic()
         for state in list(self._keys.values()):
             lease = state.current
             if lease is not None and lease.inflight == 0 and (
                     everything or now - lease.last_used > IDLE_RETURN or not lease.usable(now)):
                 self._retire(state)
-            done = [lease for lease in state.retired if lease.inflight == 0]
-            state.retired = [lease for lease in state.retired if lease.inflight > 0]
-            self._unsettled.extend(done)
         pending, self._unsettled = self._unsettled, []
-        for lease in pending:
-            try:
-                await self.broker.settle(lease.account_id, lease.key_id, lease.id, lease.spent)
-            except Exception:
-                log.exception("settling lease %s failed; will retry", lease.id)
-                self._unsettled.append(lease)
+        await self._settle(pending)
 
     async def run(self, stop: asyncio.Event, interval: float = 0.25) -> None:
         while not stop.is_set():

@@ -20,9 +20,11 @@ UPSTREAM_KEY = "sk-upstream-secret-do-not-log"
 
 
 class MeshProcess:
-    def __init__(self, data_dir: Path, config: Path, env: dict[str, str] | None = None):
+    def __init__(self, data_dir: Path, config: Path, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()):
         self.data_dir = data_dir
         self.config = config
+        self.args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
@@ -33,10 +35,11 @@ class MeshProcess:
         """Start `mesh up`; return seconds until /health says ok."""
         env = {**os.environ, "MESH_DATA_DIR": str(self.data_dir), "MESH_PORT": str(self.port),
                "MESH_CONFIG": str(self.config), "ACME_API_KEY": UPSTREAM_KEY, **self.extra_env}
-        env.pop("MESH_NATS_URL", None)
-        env.pop("MESH_DATABASE_URL", None)
+        for name in ("MESH_NATS_URL", "MESH_DATABASE_URL", "MESH_STREAM", "MESH_OPERATOR_TOKEN"):
+            if name not in self.extra_env:  # embedded servers unless the test names external ones
+                env.pop(name, None)
         started = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "up"], env=env,
+        self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "up", *self.args], env=env,
                                         stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
@@ -61,7 +64,7 @@ class MeshProcess:
 
     @property
     def operator_token(self) -> str:
-        return (self.data_dir / "operator_token").read_text().strip()
+        return self.extra_env.get("MESH_OPERATOR_TOKEN") or (self.data_dir / "operator_token").read_text().strip()
 
     def output(self) -> str:
         return self.log.read_text()

@@ -41,8 +41,10 @@ def test_open_leases_count_against_both_limits_until_settled():
 
 
 def test_lease_amount_names_the_limit_that_refuses():
-    assert lease_amount(500, 10, None, 300, None, 0, 300, 0) == 300
-    assert lease_amount(500, 10, 200, 300, 200, 0, 300, 0) == 200
+    assert lease_amount(500, 10, None, 300, None, 0, 300, 0) == 150  # half of what is left
+    assert lease_amount(500, 10, 200, 300, 200, 0, 300, 0) == 100
+    assert lease_amount(50, 10, None, 3000, None, 0, 3000, 0) == 50
+    assert lease_amount(500, 10, None, 15, None, 0, 15, 0) == 10  # the minimum, while it fits
     with pytest.raises(BudgetExceeded) as cap:
         lease_amount(500, 10, 5, 300, 100, 95, 300, 0)
     assert cap.value.code == "key_spend_cap" and "spend cap of 0.0000000001 USD" in cap.value.message

@@ -1,0 +1,144 @@
+"""The budget invariant under load: two gateway processes, hundreds of concurrent requests, one key.
+
+Neither the key's spend cap nor the account's credits is ever exceeded, and the
+budget is used up to within one lease (DESIGN.md §4). Also: a revocation reaches
+every gateway process within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import MeshProcess
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.server import BackgroundServer
+
+REQUESTS = 400
+PROMPT_PER_1K, COMPLETION_PER_1K = Decimal("0.5"), Decimal("1.5")
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    fake = FakeOpenAI(reply_words=40)
+    with BackgroundServer(fake) as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateways(tmp_path_factory, nats_url, postgres_server, upstream):
+    """Two `mesh up` processes on one NATS stream and one database; only the first runs projections."""
+    import psycopg
+
+    database = "budget_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f'create database "{database}"')
+    config = tmp_path_factory.mktemp("budget") / "mesh.toml"
+    config.write_text(f"""
+[providers.acme]
+kind = "openai-compatible"
+base_url = "{upstream.url}/v1"
+
+[[models]]
+id = "acme/gpt-test"
+provider = "acme"
+upstream = "gpt-test"
+prompt_usd_per_1k = "{PROMPT_PER_1K}"
+completion_usd_per_1k = "{COMPLETION_PER_1K}"
+""")
+    env = {"MESH_NATS_URL": nats_url, "MESH_DATABASE_URL": postgres_server.url.rsplit("/", 1)[0] + "/" + database,
+           "MESH_STREAM": "B" + uuid.uuid4().hex[:8].upper(), "MESH_OPERATOR_TOKEN": "mo-test-" + uuid.uuid4().hex}
+    processes = [MeshProcess(tmp_path_factory.mktemp("gw") / "data", config, env, args)
+                 for args in [(), ("--no-projections",)]]
+    for p in processes:
+        p.start()
+    yield processes
+    for p in processes:
+        p.stop()
+
+
+def setup_key(gw: MeshProcess, credits: str, cap: str | None) -> tuple[str, str, str]:
+    s = httpx.post(gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
+                                                 "password": "long enough"}).json()
+    httpx.post(f"{gw.url}/admin/accounts/{s['account_id']}/credits",
+               headers={"authorization": f"Bearer {gw.operator_token}"}, json={"amount_usd": credits, "reason": "t"})
+    body = {"label": "load"} | ({"spend_cap_usd": cap} if cap else {})
+    key = httpx.post(gw.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"},
+                     json=body).json()
+    return s["management_token"], key["id"], key["key"]
+
+
+async def fire(gateways: list[MeshProcess], key: str) -> list[httpx.Response]:
+    rng = random.Random(42)
+    limits = httpx.Limits(max_connections=REQUESTS, max_keepalive_connections=REQUESTS)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        async def one(i: int) -> httpx.Response:
+            gw = gateways[i % len(gateways)]
+            return await client.post(gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                                     json={"model": "acme/gpt-test", "max_tokens": rng.randint(1, 40),
+                                           "messages": [{"role": "user", "content": "count to forty please"}]})
+        return await asyncio.gather(*(one(i) for i in range(REQUESTS)))
+
+
+def settled_spend(gw: MeshProcess, token: str, key_id: str, served: int) -> Decimal:
+    """The key's spend from the projection, once it has counted every served request."""
+    deadline = time.monotonic() + 30
+    while True:
+        body = httpx.get(f"{gw.url}/api/keys/{key_id}", headers={"authorization": f"Bearer {token}"}).json()
+        if body["stats"]["requests"] == served or time.monotonic() > deadline:
+            assert body["stats"]["requests"] == served
+            return Decimal(body["spend_usd"])
+        time.sleep(0.1)
+
+
+def worst_case(max_tokens: int = 40) -> Decimal:
+    # the gateway reserves prompt bytes + 64 tokens and max_tokens completion tokens
+    prompt_bound = 16 + 8 + 60  # overheads and the JSON of the one message
+    return (prompt_bound * PROMPT_PER_1K + max_tokens * COMPLETION_PER_1K) / 1000
+
+
+@pytest.mark.parametrize("limit, credits, cap", [("key_spend_cap", "1000", "6.5"), ("account_balance", "6.5", None)])
+def test_hundreds_of_concurrent_requests_never_overspend(gateways, upstream, limit, credits, cap):
+    token, key_id, key = setup_key(gateways[0], credits, cap)
+    budget = Decimal(cap or credits)
+    responses = asyncio.run(fire(gateways, key))
+    served = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 402]
+    assert len(served) + len(refused) == REQUESTS, {r.status_code for r in responses}
+    assert {r.json()["error"]["code"] for r in refused} == {limit}
+    assert all("USD" in r.json()["error"]["message"] for r in refused)
+    assert 0.3 * REQUESTS < len(served) < 0.8 * REQUESTS  # the budget affords roughly half of them
+
+    spend = settled_spend(gateways[0], token, key_id, len(served))
+    lease = 32 * worst_case()  # one lease: Budgets.lease_multiple worst-case requests
+    print(f"\n{limit}: {len(served)} served, {len(refused)} refused; spend {spend} of {budget} USD "
+          f"(unused {budget - spend}, one lease <= {lease})")
+    assert spend <= budget
+    assert budget - spend <= lease
+
+
+def test_revocation_reaches_every_gateway_within_a_second(gateways):
+    token, key_id, key = setup_key(gateways[0], "10", None)
+    headers = {"authorization": f"Bearer {key}"}
+    body = {"model": "acme/gpt-test", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    for gw in gateways:  # both processes know (and cache) the key
+        assert httpx.post(gw.url + "/v1/chat/completions", headers=headers, json=body).status_code == 200
+    started = time.monotonic()
+    revoked = httpx.post(f"{gateways[0].url}/api/keys/{key_id}/revoke", headers={"authorization": f"Bearer {token}"})
+    assert revoked.status_code == 200
+    while True:
+        r = httpx.post(gateways[1].url + "/v1/chat/completions", headers=headers, json=body)
+        if r.status_code == 402:
+            break
+        assert time.monotonic() - started < 5, "revocation never arrived"
+    elapsed = time.monotonic() - started
+    print(f"\nrevocation reached the other gateway process in {elapsed * 1000:.0f} ms")
+    assert r.json()["error"]["code"] == "key_revoked"
+    assert elapsed < 1.0
