@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import logging
 import signal
 import socket
@@ -67,6 +69,12 @@ class Servers:
         from api.embedded import EmbeddedServerError, NatsServer, PostgresServer
 
         s = self.settings
+        running = self._running()
+        if running is not None and not (s.nats_url and s.database_url):
+            # `mesh up` already runs the embedded servers of this data dir: use them, start nothing
+            self.nats_url = s.nats_url or running["nats_url"]
+            self.database_url = s.database_url or running["database_url"]
+            return self
         try:
             if s.nats_url:
                 self.nats_url = s.nats_url
@@ -83,11 +91,29 @@ class Servers:
         except EmbeddedServerError as exc:
             self.__exit__()
             raise MeshError(str(exc)) from None
+        if self.started:
+            self._run_file.write_text(json.dumps({"pid": os.getpid(), "nats_url": self.nats_url,
+                                                  "database_url": self.database_url}))
         return self
 
     def __exit__(self, *_) -> None:
+        if self.started:
+            self._run_file.unlink(missing_ok=True)
         for server in reversed(self.started):
             server.stop()
+
+    @property
+    def _run_file(self) -> Path:
+        return self.settings.data_path / "running.json"
+
+    def _running(self) -> dict | None:
+        """The embedded servers a live `mesh up` started for this data dir, if any."""
+        try:
+            running = json.loads(self._run_file.read_text())
+            os.kill(running["pid"], 0)
+            return running
+        except (OSError, ValueError, KeyError):
+            return None
 
 
 def _load_catalog(settings: Settings):

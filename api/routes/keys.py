@@ -79,6 +79,7 @@ class KeyOut(msgspec.Struct):
     spend_usd: str = "0.000000"  # all time
     stats: StatsOut | None = None  # all time
     window: StatsOut | None = None  # over ?from=&to=, when asked
+    as_of: AsOf | None = None
 
 
 class CreatedKeyOut(KeyOut, kw_only=True):
@@ -102,6 +103,13 @@ def key_out(row: directory.KeyRow, stats: billing.KeyStats | None = None,
                   StatsOut.of(totals), StatsOut.of(window or billing.KeyStats()) if window is not None else None)
 
 
+async def _as_of(conn) -> AsOf:
+    """Key answers join two read models: they are as current as the one further behind."""
+    position, time = min([await position_of(conn, DIRECTORY), await position_of(conn, BILLING)],
+                         key=lambda p: p[0])
+    return AsOf(position, time)
+
+
 async def _stats(conn, account_id: UUID, start: datetime | None, end: datetime | None):
     totals = await billing.key_stats(conn, account_id)
     window = await billing.key_stats(conn, account_id, start, end) if start or end else None
@@ -118,6 +126,7 @@ class KeyEventOut(msgspec.Struct):
     type: str
     time: datetime
     version: int
+    by: str  # account | operator | gateway
     details: dict
 
 
@@ -151,11 +160,9 @@ class KeyController(Controller):
         async with runtime.pool.connection() as conn:
             rows = await directory.keys_of(conn, account_id)
             totals, window = await _stats(conn, account_id, start, end)
-            # the answer joins two read models: it is as current as the one further behind
-            position, time = min([await position_of(conn, DIRECTORY), await position_of(conn, BILLING)],
-                                 key=lambda p: p[0])
+            as_of = await _as_of(conn)
         return KeyListOut([key_out(r, totals.get(r.key_id), (window or {}).get(r.key_id, billing.KeyStats())
-                                   if window is not None else None) for r in rows], AsOf(position, time))
+                                   if window is not None else None) for r in rows], as_of)
 
     @get("/{key_id:uuid}")
     async def get_key(self, request: Request, account_id: UUID, key_id: UUID,
@@ -167,8 +174,11 @@ class KeyController(Controller):
             if row is None:
                 raise ApiError(404, f"no API key {key_id} in this account", "not_found")
             totals, window = await _stats(conn, account_id, start, end)
-        return key_out(row, totals.get(key_id), (window or {}).get(key_id, billing.KeyStats())
-                       if window is not None else None)
+            as_of = await _as_of(conn)
+        out = key_out(row, totals.get(key_id), (window or {}).get(key_id, billing.KeyStats())
+                      if window is not None else None)
+        out.as_of = as_of
+        return out
 
     @patch("/{key_id:uuid}")
     async def update(self, request: Request, account_id: UUID, key_id: UUID, data: KeyPatch) -> KeyOut:
@@ -215,13 +225,22 @@ class KeyController(Controller):
     async def history(self, request: Request, account_id: UUID, key_id: UUID) -> list[KeyEventOut]:
         runtime: Runtime = request.app.state.runtime
         events = await asyncio.to_thread(runtime.keys.history, account_id, key_id)
-        return [KeyEventOut(event_name(type(e)), e.timestamp, e.originator_version, _public(e)) for e in events]
+        history = []
+        for e in events:
+            name = event_name(type(e))
+            if name in _BUDGET_EVENTS:  # the gateways' budget bookkeeping, not changes to the key
+                continue
+            details = _public(e)
+            history.append(KeyEventOut(name, e.timestamp, e.originator_version, details.pop("by", "account"),
+                                       details))
+        return history
 
     async def _answer(self, runtime: Runtime, result) -> KeyOut:
         await wait_for_position(runtime.pool, DIRECTORY, result.position)
         return aggregate_out(result.key)
 
 
+_BUDGET_EVENTS = {"key.budget_leased", "key.lease_settled", "key.spend_period_started"}
 _PRIVATE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "key_hash",
                    "previous_hash", "account_id"}
 

@@ -69,6 +69,8 @@ def test_a_key_lives_through_its_whole_lifecycle(mesh, owner):
     assert history.status_code == 200
     types = [e["type"] for e in history.json()]
     assert types[:2] == ["key.created", "key.relabeled"] and "key.revoked" in types
+    assert {e["by"] for e in history.json()} == {"account"}
+    assert "key.budget_leased" not in types
     assert types.count("key.rotated") == 2
     text = history.text
     for secret in (key["key"], rotated["key"], graceful["key"]):
