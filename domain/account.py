@@ -102,9 +102,7 @@ class Account(Aggregate):
 
     def settle_lease(self, lease_id: UUID, spent: int) -> None:
         """Idempotent: settling a lease that is not open changes nothing."""
-        if spent < 0:
-            raise ValueError("spent must not be negative")
-        if lease_id in self.leases.open:
+        if self.leases.must_settle(lease_id, spent):
             self._settle_lease(lease_id, spent)
 
     @event(LeaseSettled)

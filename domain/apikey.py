@@ -173,9 +173,7 @@ class ApiKey(Aggregate):
         self.leases.grant(lease_id, amount, expires_at)
 
     def settle_lease(self, lease_id: UUID, spent: int) -> None:
-        if spent < 0:
-            raise ValueError("spent must not be negative")
-        if lease_id in self.leases.open:
+        if self.leases.must_settle(lease_id, spent):
             self._settle_lease(lease_id, spent)
 
     @event(LeaseSettled)

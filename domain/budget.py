@@ -48,6 +48,12 @@ class LeaseBook:
         self.open[lease_id] = amount
         self.expires[lease_id] = expires_at
 
+    def must_settle(self, lease_id: UUID, spent: int) -> bool:
+        """Whether settling changes anything: a lease that is not open (already settled) is left alone."""
+        if spent < 0:
+            raise ValueError("spent must not be negative")
+        return lease_id in self.open
+
     def settle(self, lease_id: UUID, spent: int) -> None:
         self.open.pop(lease_id, None)
         self.expires.pop(lease_id, None)
