@@ -145,7 +145,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     token = settings.resolved_operator_token()
     with Servers(settings) as servers:
         runtime = Runtime(nats_url=servers.nats_url, database_url=servers.database_url, catalog=catalog,
-                          operator_token=token, stream=settings.stream, run_projections=run_projections)
+                          operator_token=token, stream=settings.stream, run_projections=run_projections,
+                          spool_dir=settings.data_path / "spool")
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False)
         server = uvicorn.Server(config)

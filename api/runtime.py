@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from uuid import UUID
 
 import psycopg
@@ -17,17 +18,21 @@ from eventsourcing.persistence import OperationalError
 from commands.keys import KeyCommands
 from commands.stream import ensure_stream
 from commands.budget import BudgetCommands
+from commands.catalog import CatalogCommands
 from gateway.admission import KeyInfo
 from gateway.app import Gateway
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
-from gateway.keys import KeyCache, follow_key_events
+from gateway import feed
+from gateway.keys import KeyCache
 from gateway.catalog import Catalog
 from gateway.providers.base import Adapter
 from gateway.providers.echo import EchoAdapter
 from gateway.providers.openai import OpenAIAdapter
 from gateway.usage import UsagePublisher
 from projections import billing, directory
+from projections import catalog as catalog_read_model
 from projections.billing import Billing
+from projections.catalog import CatalogModel
 from projections.directory import Directory
 from projections.readmodel import ReadModel, ensure_schema
 from projections.runner import ProjectionRunner
@@ -37,7 +42,8 @@ log = logging.getLogger("mesh")
 
 DIRECTORY = Directory()
 BILLING = Billing()
-READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING]
+CATALOG = CatalogModel()
+READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG]
 
 
 class StartupError(RuntimeError):
@@ -136,13 +142,14 @@ class Runtime:
     the stream and the schema if missing and keeps whatever data is there."""
 
     def __init__(self, *, nats_url: str, database_url: str, catalog: Catalog, operator_token: str,
-                 stream: str = "MESH", run_projections: bool = True):
+                 stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool")):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
         self.operator_token = operator_token
         self.stream = stream
         self.run_projections = run_projections
+        self.spool_dir = spool_dir
         self.runners: list[ProjectionRunner] = []
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
@@ -162,13 +169,21 @@ class Runtime:
         self.source = StreamSource(self.nc, self.stream)
         self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
         self.budget = BudgetCommands(self.app)
+        self.catalog_commands = CatalogCommands(self.app)
         self.budgets = Budgets(CommandLeases(self.budget))
         self.key_cache = KeyCache(ReadModelKeys(self.pool))
         self.key_cache.on_change = self._key_changed
-        self._key_events = await follow_key_events(self.nc, self.stream, self.key_cache)
-        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets,
-                               UsagePublisher(self.nc.jetstream(), self.stream))
-        self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper")]
+        self._feed = await feed.follow(self.nc, self.stream, feed.handlers(self.key_cache, self.catalog))
+        if self.run_projections:
+            for model in READ_MODELS:  # serve from read models that have seen the whole log
+                await ProjectionRunner(model, self.source, self.pool).catch_up()
+        async with self.pool.connection() as conn:
+            for model_id, (price, enabled) in (await catalog_read_model.overrides(conn)).items():
+                self.catalog.apply(model_id, price, enabled)
+        self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
+        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage)
+        self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
+                       asyncio.create_task(self.usage.run(self._stop), name="usage-spool")]
         if self.run_projections:
             self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
             self._tasks += [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")

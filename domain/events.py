@@ -14,6 +14,7 @@ import msgspec
 
 from domain.account import Account, EmailClaim
 from domain.apikey import ApiKey
+from domain.catalog import ModelSettings
 from domain.usage import UsageRecorded
 
 EVENT_TYPES: dict[str, type] = {
@@ -36,6 +37,10 @@ EVENT_TYPES: dict[str, type] = {
     "key.budget_leased": ApiKey.BudgetLeased,
     "key.lease_settled": ApiKey.LeaseSettled,
     "key.spend_period_started": ApiKey.SpendPeriodStarted,
+    "model.registered": ModelSettings.Registered,
+    "model.price_changed": ModelSettings.PriceChanged,
+    "model.enabled": ModelSettings.Enabled,
+    "model.disabled": ModelSettings.Disabled,
     "usage.recorded": UsageRecorded,
 }
 

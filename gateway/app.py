@@ -7,6 +7,7 @@ UsageRecorded event. The gateway never changes state itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -112,7 +113,7 @@ class Gateway:
                 except GatewayError as exc:
                     await self._emit(record, record.failed(exc))
                     raise
-                await self._stream(send, headers, reply, record)
+                await self._stream(send, receive, headers, reply, record)
             else:
                 try:
                     result: Reply = await adapter.chat(model, body)
@@ -151,26 +152,35 @@ class Gateway:
         """The request is over: swap its reservation for its cost and publish what it cost."""
         record.emitted = True
         self.budgets.release(record.ticket, event.cost)
-        try:
-            await self.usage.publish(event)
-        except Exception:
-            log.exception("could not publish usage event %s", event.trace_id)
+        await self.usage.publish(event)
 
-    async def _stream(self, send: Send, headers: list, reply: StreamReply, record: "_Record") -> None:
+    async def _stream(self, send: Send, receive: Receive, headers: list, reply: StreamReply,
+                      record: "_Record") -> None:
+        """Relay the stream; if the client goes away, stop the upstream and bill what was generated."""
         stream_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *headers[1:]]
         await send({"type": "http.response.start", "status": 200, "headers": stream_headers})
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         error: str | None = None
+        status = 200
         try:
             async for frame in reply:
+                if gone.is_set():
+                    break
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not gone.is_set():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except GatewayError as exc:
-            error = exc.message
-        except OSError as exc:  # the client went away: stop the upstream, bill what was generated
+            error, status = exc.message, exc.status
+        except OSError as exc:
+            gone.set()
             error = f"client disconnected ({type(exc).__name__})"
         finally:
-            await reply.aclose()
-        await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error))
+            watcher.cancel()
+            await reply.aclose()  # closes the upstream response: it stops generating
+        if gone.is_set():
+            error, status = error or "client disconnected mid-stream", 499
+        await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error, status))
 
     def _resolve(self, request: ChatRequest, key: KeyInfo) -> Model:
         model_id = request.model or key.default_model
@@ -213,6 +223,14 @@ class _Record:
 
     def failed(self, exc: GatewayError) -> UsageRecorded:
         return self.done(Usage(), 0, None, exc.message, exc.status)
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -44,3 +44,13 @@ class Catalog:
 
     def enabled(self) -> list[Model]:
         return [m for m in self.models.values() if m.enabled]
+
+    def apply(self, model_id: str, price: Price | None = None, enabled: bool | None = None) -> None:
+        """An operator's change: effective for requests that resolve their model after it
+        (a request in flight keeps the model, and so the price, it started with)."""
+        model = self.models.get(model_id)
+        if model is None:
+            return
+        changes = {k: v for k, v in (("price", price), ("enabled", enabled)) if v is not None}
+        if changes:
+            self.models[model_id] = msgspec.structs.replace(model, **changes)

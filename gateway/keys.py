@@ -1,27 +1,20 @@
 """The gateway's API keys, in memory: loaded once from the read model, then kept current by key events.
 
-Key events reach every gateway process straight from NATS (a core subscription
-on the aggregate subjects), so a revoked or disabled key stops everywhere within
-milliseconds, without a database read per request. Changes seen on the wire are
+Key events reach every gateway process straight from NATS (gateway/feed.py), so a
+revoked or disabled key stops everywhere within milliseconds, without a database
+read per request. Changes seen on the wire are
 also remembered per key, so a load from a read model that has not caught up yet
 cannot bring back an old state.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, Callable
 from uuid import UUID
 
 import msgspec
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-
-from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, decode_event, subject_prefix
 from gateway.admission import KeyInfo, KeyLoader
-
-log = logging.getLogger("mesh.gateway")
 
 # How each key event changes what the gateway knows of the key.
 CHANGES: dict[str, Callable[[Any], dict[str, Any]]] = {
@@ -84,22 +77,3 @@ class KeyCache:
     def clear(self) -> None:
         """Forget everything (after a gap in the event feed): the next request reloads."""
         self._by_hash.clear()
-
-
-async def follow_key_events(nc: NATS, stream: str, cache: KeyCache):
-    """Subscribe to aggregate events and feed key changes to the cache; returns the subscription."""
-
-    async def on_message(msg: Msg) -> None:
-        headers = msg.headers or {}
-        topic = headers.get(HEADER_TOPIC, "")
-        if topic != "key.rotated" and topic not in CHANGES:
-            return
-        try:
-            event = decode_event(topic, msg.data, headers.get(HEADER_ORIGINATOR_ID, ""),
-                                 int(headers.get(HEADER_ORIGINATOR_VERSION) or 0))
-        except Exception:
-            log.exception("undecodable %s event on %s", topic, msg.subject)
-            return
-        cache.apply(topic, event)
-
-    return await nc.subscribe(f"{subject_prefix(stream)}.agg.>", cb=on_message)

@@ -6,12 +6,15 @@ import asyncio
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, post
+from litestar import Controller, Request, get, post, put
 from litestar.di import Provide
 
 from api.auth import operator
+from api.errors import ApiError
+from api.routes.models import ModelListOut, ModelOut, model_out
 from api.runtime import BILLING, Runtime
 from domain.money import pico_to_usd, usd_to_pico
+from domain.pricing import Price
 from projections.runner import wait_for_position
 
 
@@ -24,6 +27,12 @@ class CreditGrantOut(msgspec.Struct):
     account_id: UUID
     amount_usd: str
     position: int
+
+
+class ModelChangeIn(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool | None = None
+    prompt_usd_per_1k: str | int | float | None = None
+    completion_usd_per_1k: str | int | float | None = None
 
 
 class AdminController(Controller):
@@ -39,3 +48,27 @@ class AdminController(Controller):
                                            "operator")
         await wait_for_position(runtime.pool, BILLING, position)
         return CreditGrantOut(account_id, pico_to_usd(amount), position)
+
+    @get("/models")
+    async def models(self, request: Request, _operator: None) -> ModelListOut:
+        runtime: Runtime = request.app.state.runtime
+        return ModelListOut([model_out(m) for m in sorted(runtime.catalog.models.values(), key=lambda m: m.id)])
+
+    @put("/models/{model_id:path}")
+    async def change_model(self, request: Request, _operator: None, model_id: str, data: ModelChangeIn) -> ModelOut:
+        """Change a model's price and/or switch it on or off; requests that start afterwards see it."""
+        runtime: Runtime = request.app.state.runtime
+        model_id = model_id.lstrip("/")
+        model = runtime.catalog.models.get(model_id)
+        if model is None:
+            raise ApiError(404, f"no model {model_id!r} in mesh.toml; GET /admin/models lists them", "not_found")
+        price = None
+        if data.prompt_usd_per_1k is not None or data.completion_usd_per_1k is not None:
+            current = model.price.as_usd()
+            price = Price.from_usd(
+                data.prompt_usd_per_1k if data.prompt_usd_per_1k is not None else current["prompt_usd_per_1k"],
+                data.completion_usd_per_1k if data.completion_usd_per_1k is not None
+                else current["completion_usd_per_1k"])
+        await asyncio.to_thread(runtime.catalog_commands.change, model_id, price, data.enabled, "operator")
+        runtime.catalog.apply(model_id, price, data.enabled)  # at once here; other processes hear the event
+        return model_out(runtime.catalog.models[model_id])

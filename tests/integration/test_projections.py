@@ -35,6 +35,11 @@ class Crash(Exception):
 
 
 @pytest.fixture
+def spool_path(tmp_path):
+    return tmp_path / "spool.jsonl"
+
+
+@pytest.fixture
 async def env(nats_url, database_url, stream_name):
     nc = await nats.connect(nats_url)
     await ensure_stream(nc, stream_name)
@@ -91,9 +96,9 @@ async def balances(pool) -> dict[uuid.UUID, int]:
         return {row[0]: int(row[1]) for row in await cur.fetchall()}
 
 
-async def test_a_crash_between_rows_and_commit_applies_nothing_and_resume_is_exact(env):
+async def test_a_crash_between_rows_and_commit_applies_nothing_and_resume_is_exact(env, spool_path):
     nc, pool, app, stream = env
-    expected = await seed(app, UsagePublisher(nc.jetstream(), stream))
+    expected = await seed(app, UsagePublisher(nc, stream, spool_path))
     source = StreamSource(nc, stream)
     head = await source.head()
     crashes = 0
@@ -124,9 +129,9 @@ async def test_a_crash_between_rows_and_commit_applies_nothing_and_resume_is_exa
     assert await balances(pool) == expected
 
 
-async def test_two_runners_of_one_model_never_apply_a_batch_twice(env):
+async def test_two_runners_of_one_model_never_apply_a_batch_twice(env, spool_path):
     nc, pool, app, stream = env
-    expected = await seed(app, UsagePublisher(nc.jetstream(), stream), usages=400, duplicates=0)
+    expected = await seed(app, UsagePublisher(nc, stream, spool_path), usages=400, duplicates=0)
     source = StreamSource(nc, stream)
     runners = [ProjectionRunner(BILLING, source, pool, batch_size=25) for _ in range(2)]
     head = await source.head()
@@ -138,9 +143,9 @@ async def test_two_runners_of_one_model_never_apply_a_batch_twice(env):
     assert await balances(pool) == expected
 
 
-async def test_catch_up_uses_batches_not_a_transaction_per_event(env):
+async def test_catch_up_uses_batches_not_a_transaction_per_event(env, spool_path):
     nc, pool, app, stream = env
-    await seed(app, UsagePublisher(nc.jetstream(), stream), accounts=1, usages=500, duplicates=0)
+    await seed(app, UsagePublisher(nc, stream, spool_path), accounts=1, usages=500, duplicates=0)
     source = StreamSource(nc, stream)
     commits = 0
 
@@ -154,9 +159,9 @@ async def test_catch_up_uses_batches_not_a_transaction_per_event(env):
     assert head > 500 and commits == 1
 
 
-async def test_rebuild_fills_new_tables_while_the_old_serve_then_swaps(env, database_url):
+async def test_rebuild_fills_new_tables_while_the_old_serve_then_swaps(env, spool_path, database_url):
     nc, pool, app, stream = env
-    publisher = UsagePublisher(nc.jetstream(), stream)
+    publisher = UsagePublisher(nc, stream, spool_path)
     expected = await seed(app, publisher)
     source = StreamSource(nc, stream)
     live = ProjectionRunner(BILLING, source, pool)

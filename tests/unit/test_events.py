@@ -7,6 +7,8 @@ import pytest
 from commands.mapper import MsgspecMapper
 from domain.account import Account, EmailClaim
 from domain.apikey import ApiKey
+from domain.catalog import ModelSettings
+from domain.pricing import Price
 from domain.events import EVENT_TYPES, UnknownEvent, decode_event, event_name
 from domain.usage import UsageRecorded
 
@@ -34,7 +36,11 @@ def aggregate_events():
     key.settle_lease(lease, 5)
     account.settle_lease(lease, 5)
     key.revoke("me")
-    return account.collect_events() + claim.collect_events() + key.collect_events()
+    settings = ModelSettings(model_id="acme/gpt")
+    settings.change_price(Price(1000, 2000), "operator")
+    settings.disable("operator")
+    settings.enable("operator")
+    return account.collect_events() + claim.collect_events() + key.collect_events() + settings.collect_events()
 
 
 def test_every_aggregate_event_round_trips_through_the_mapper():

@@ -1,0 +1,42 @@
+"""Models and their current prices."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.di import Provide
+
+from api.auth import current_account
+from api.runtime import Runtime
+from gateway.catalog import Model
+
+
+class ModelOut(msgspec.Struct):
+    id: str
+    provider: str
+    prompt_usd_per_1k: str
+    completion_usd_per_1k: str
+    free: bool
+    enabled: bool
+
+
+class ModelListOut(msgspec.Struct):
+    data: list[ModelOut]
+
+
+def model_out(model: Model) -> ModelOut:
+    return ModelOut(model.id, model.provider, **model.price.as_usd(), free=model.price.is_free,
+                    enabled=model.enabled)
+
+
+class ModelController(Controller):
+    path = "/api/models"
+    dependencies = {"account_id": Provide(current_account)}
+
+    @get("/")
+    async def list_models(self, request: Request, account_id: UUID, free: bool = False) -> ModelListOut:
+        runtime: Runtime = request.app.state.runtime
+        models = [m for m in runtime.catalog.enabled() if m.price.is_free or not free]
+        return ModelListOut([model_out(m) for m in sorted(models, key=lambda m: m.id)])

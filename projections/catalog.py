@@ -1,0 +1,48 @@
+"""Catalog read model: the operator's runtime changes to model prices and availability."""
+
+from __future__ import annotations
+
+import psycopg
+
+from domain.pricing import Price
+from projections.readmodel import Envelope
+
+
+class CatalogModel:
+    name = "catalog"
+    tables = ("model_overrides",)
+    topics = frozenset({"model.price_changed", "model.enabled", "model.disabled"})
+
+    async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
+        await cur.execute(f"""
+            create table if not exists {t['model_overrides']} (
+                model_id text primary key,
+                prompt_per_1k numeric(40, 0),
+                completion_per_1k numeric(40, 0),
+                enabled boolean,
+                updated_at timestamptz not null
+            )""")
+
+    async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
+        for item in batch:
+            e = item.event
+            if item.topic == "model.price_changed":
+                columns = {"prompt_per_1k": e.prompt_per_1k, "completion_per_1k": e.completion_per_1k}
+            else:
+                columns = {"enabled": item.topic == "model.enabled"}
+            names = ", ".join(columns)
+            updates = ", ".join(f"{name} = excluded.{name}" for name in columns)
+            await cur.execute(
+                f"""insert into {t['model_overrides']} (model_id, {names}, updated_at)
+                    values (%s, {', '.join(['%s'] * len(columns))}, %s)
+                    on conflict (model_id) do update set {updates}, updated_at = excluded.updated_at""",
+                (e.model_id, *columns.values(), e.timestamp),
+            )
+
+
+async def overrides(conn: psycopg.AsyncConnection) -> dict[str, tuple[Price | None, bool | None]]:
+    cur = await conn.execute("select model_id, prompt_per_1k, completion_per_1k, enabled from model_overrides")
+    return {
+        r[0]: (Price(int(r[1]), int(r[2])) if r[1] is not None else None, r[3])
+        for r in await cur.fetchall()
+    }
