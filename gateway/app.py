@@ -50,6 +50,11 @@ class ChatRequest(msgspec.Struct):
     n: int | None = None
 
 
+class EmbeddingsRequest(msgspec.Struct):
+    input: str | list[Any]  # a string, strings, token ids, or lists of token ids
+    model: str | None = None
+
+
 class Gateway:
     def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyCache, budgets: Budgets,
                  usage: UsagePublisher):
@@ -70,9 +75,11 @@ class Gateway:
         try:
             if path == "/v1/chat/completions" and method == "POST":
                 await self._chat(scope, receive, send, headers, trace_id, started, request_id)
+            elif path == "/v1/embeddings" and method == "POST":
+                await self._embeddings(scope, receive, send, headers, trace_id, started, request_id)
             elif path == "/v1/models" and method == "GET":
                 await _respond(send, 200, headers, self._models(await self._authenticate(scope)))
-            elif path in ("/v1/chat/completions", "/v1/models"):
+            elif path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models"):
                 raise GatewayError(405, f"{method} is not allowed on {path}", "invalid_request_error",
                                    "method_not_allowed")
             else:
@@ -126,6 +133,40 @@ class Gateway:
         finally:
             if not record.emitted:  # an unexpected failure: free the reservation all the same
                 self.budgets.release(record.ticket, 0)
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send, headers: list, trace_id: uuid.UUID,
+                          started: int, request_id: str | None) -> None:
+        key = await self._authenticate(scope)
+        body = _decode_object(await _read_body(receive))
+        try:
+            request = msgspec.convert(body, EmbeddingsRequest)
+        except msgspec.ValidationError as exc:
+            raise invalid(f"invalid request: {exc}", "invalid_request") from None
+        if not request.input or (isinstance(request.input, list) and not all(
+                isinstance(i, (str, int)) or (isinstance(i, list) and all(isinstance(t, int) for t in i))
+                for i in request.input)):
+            raise invalid("'input' must be a non-empty string, list of strings, or token ids", "invalid_request",
+                          "input")
+        model = self._resolve(request, key)
+        adapter = self.adapters[model.provider]
+        serve = getattr(adapter, "embeddings", None)
+        if serve is None:
+            raise invalid(f"model {model.id!r} does not serve embeddings", "unsupported_endpoint", "model")
+        bound = PROMPT_OVERHEAD + len(msgspec.json.encode(request.input))
+        cost = model.price.cost(bound, 0)
+        ticket = await self.budgets.reserve(key, cost, cost) if cost else FREE
+        record = _Record(trace_id, key, model, request.model, started, request_id, False, ticket)
+        try:
+            result: Reply = await serve(model, body)
+        except GatewayError as exc:
+            await _respond(send, exc.status, headers, exc.body())
+            await self._emit(record, record.failed(exc))
+            return
+        except BaseException:
+            self.budgets.release(ticket, 0)
+            raise
+        await _respond(send, 200, headers, result.body)
+        await self._emit(record, record.done(result.usage, result.upstream_us, None))
 
     async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest, body: dict) -> Ticket:
         """Reserve the request's worst-case cost; cap its max_tokens to what the reservation affords."""
@@ -182,7 +223,7 @@ class Gateway:
             error, status = error or "client disconnected mid-stream", 499
         await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error, status))
 
-    def _resolve(self, request: ChatRequest, key: KeyInfo) -> Model:
+    def _resolve(self, request: "ChatRequest | EmbeddingsRequest", key: KeyInfo) -> Model:
         model_id = request.model or key.default_model
         if not model_id:
             raise invalid("no model: send 'model' or give this API key a default model", "model_required", "model")
@@ -267,13 +308,18 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _parse_chat(raw: bytes) -> tuple[dict, ChatRequest]:
+def _decode_object(raw: bytes) -> dict:
     try:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise invalid(f"request body is not valid JSON: {exc}", "invalid_json") from None
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object", "invalid_json")
+    return body
+
+
+def _parse_chat(raw: bytes) -> tuple[dict, ChatRequest]:
+    body = _decode_object(raw)
     try:
         request = msgspec.convert(body, ChatRequest)
     except msgspec.ValidationError as exc:

@@ -5,6 +5,7 @@ It counts tokens as whitespace-separated words, which is exact for itself.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from typing import AsyncIterator
@@ -72,6 +73,19 @@ class EchoAdapter:
         reply = StreamReply(frames())
         reply.usage.prompt_tokens = _count(message_text(messages))
         return reply
+
+    async def embeddings(self, model: Model, body: dict) -> Reply:
+        """Eight numbers derived from each input's hash: deterministic, so tests can check them."""
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = []
+        for index, item in enumerate(inputs):
+            digest = hashlib.sha256(str(item).encode()).digest()
+            data.append({"object": "embedding", "index": index,
+                         "embedding": [round(b / 255 - 0.5, 6) for b in digest[:8]]})
+        tokens = sum(_count(str(item)) for item in inputs)
+        document = {"object": "list", "data": data, "model": model.id,
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return Reply(msgspec.json.encode(document), Usage(tokens, 0), 0)
 
     async def aclose(self) -> None:
         pass

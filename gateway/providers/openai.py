@@ -124,6 +124,25 @@ class OpenAIAdapter:
         reply = StreamReply(frames())
         return reply
 
+    async def embeddings(self, model: Model, body: dict) -> Reply:
+        started = time.perf_counter_ns()
+        try:
+            response = await self.client.post("/embeddings", content=msgspec.json.encode({**body, "model": model.upstream}))
+        except httpx.TimeoutException:
+            raise self._timeout() from None
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            raise self._upstream_error(response.status_code, response.content)
+        try:
+            usage = _decode_document(response.content).usage
+        except msgspec.DecodeError:
+            raise GatewayError(502, f"provider {self.provider.name} sent a response that is not an embedding list",
+                               "upstream_error", "bad_upstream_response") from None
+        counted = Usage(usage.prompt_tokens, 0) if usage is not None else Usage(
+            estimate_tokens(str(body.get("input", ""))), 0, True)
+        return Reply(response.content, counted, (time.perf_counter_ns() - started) // 1000)
+
     def _usage(self, document: _Document, body: dict) -> Usage:
         if document.usage is not None:
             return Usage(document.usage.prompt_tokens, document.usage.completion_tokens)

@@ -10,6 +10,7 @@ tokens = words in the reply (the reply is `reply_words` words long).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -32,6 +33,9 @@ class FakeOpenAI:
         self.api_key = api_key
         self.requests: list[dict] = []
         self.fail_with: tuple[int, str] | None = None  # (status, message) to answer the next requests with
+        self.delay = 0.0  # seconds before answering
+        self.chunk_delay = 0.0  # seconds between stream chunks
+        self.streams_cut_short = 0  # streams whose reader went away before the end
 
     def reply_for(self, body: dict) -> str:
         n = body.get("max_tokens") or self.reply_words
@@ -48,10 +52,18 @@ class FakeOpenAI:
         if self.api_key and headers.get(b"authorization") != f"Bearer {self.api_key}".encode():
             return await self._json(send, 401, {"error": {"message": "Incorrect API key provided", "type":
                                                           "invalid_request_error", "code": "invalid_api_key"}})
-        if scope["path"] != "/v1/chat/completions":
+        if scope["path"] not in ("/v1/chat/completions", "/v1/embeddings"):
             return await self._json(send, 404, {"error": {"message": "Unknown URL", "type": "invalid_request_error"}})
         request = json.loads(body)
         self.requests.append(request)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if scope["path"] == "/v1/embeddings":
+            inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
+            tokens = sum(len(str(i).split()) for i in inputs)
+            return await self._json(send, 200, {"object": "list", "model": request["model"], "data": [
+                {"object": "embedding", "index": n, "embedding": [0.1, 0.2, 0.3]} for n in range(len(inputs))],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
         if self.fail_with:
             status, text = self.fail_with
             return await self._json(send, status, {"error": {"message": text, "type": "server_error", "code": None}})
@@ -68,13 +80,35 @@ class FakeOpenAI:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
         chunk = {**base, "object": "chat.completion.chunk"}
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
 
         async def frame(data: dict) -> None:
+            if gone.is_set():
+                raise ConnectionResetError("reader went away")
             if include_usage:
                 data = {**data, "usage": data.get("usage")}
             await send({"type": "http.response.body", "body": f"data: {json.dumps(data)}\n\n".encode(),
                         "more_body": True})
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
 
+        try:
+            await self._stream_frames(frame, chunk, text, usage, include_usage)
+        except ConnectionResetError:
+            self.streams_cut_short += 1
+            return
+        finally:
+            watcher.cancel()
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    async def _stream_frames(self, frame, chunk: dict, text: str, usage: dict, include_usage: bool) -> None:
         await frame({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                            "logprobs": None, "finish_reason": None}]})
         for i, word in enumerate(text.split()):
@@ -83,7 +117,6 @@ class FakeOpenAI:
         await frame({**chunk, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
         if include_usage:
             await frame({**chunk, "choices": [], "usage": usage})
-        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
     @staticmethod
     async def _json(send, status: int, document: dict) -> None:

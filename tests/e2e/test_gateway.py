@@ -1,0 +1,284 @@
+"""The OpenAI-compatible gateway over real HTTP: exact metering of streams, disconnects, upstream errors,
+embeddings, runtime price changes, and no usage event lost when NATS goes away."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import openai
+import psycopg
+import pytest
+
+from api.embedded import NatsServer, free_port
+from tests.e2e.conftest import MeshProcess
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.server import BackgroundServer
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    fake = FakeOpenAI(reply_words=7)
+    with BackgroundServer(fake) as server:
+        fake.url = server.url
+        yield fake
+
+
+def write_config(path: Path, upstream_url: str) -> Path:
+    path.write_text(f"""
+[providers.acme]
+kind = "openai-compatible"
+base_url = "{upstream_url}/v1"
+
+[providers.slow]
+kind = "openai-compatible"
+base_url = "{upstream_url}/v1"
+timeout = 0.5
+
+[[models]]
+id = "acme/gpt-test"
+provider = "acme"
+upstream = "gpt-test"
+prompt_usd_per_1k = "0.5"
+completion_usd_per_1k = "1.5"
+
+[[models]]
+id = "slow/gpt-test"
+provider = "slow"
+upstream = "gpt-test"
+prompt_usd_per_1k = "0.5"
+completion_usd_per_1k = "1.5"
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory, upstream):
+    base = tmp_path_factory.mktemp("gateway")
+    process = MeshProcess(base / "data", write_config(base / "mesh.toml", upstream.url))
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def key(gw):
+    s = httpx.post(gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
+                                                 "password": "long enough"}).json()
+    httpx.post(f"{gw.url}/admin/accounts/{s['account_id']}/credits",
+               headers={"authorization": f"Bearer {gw.operator_token}"}, json={"amount_usd": "50", "reason": "t"})
+    k = httpx.post(gw.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"},
+                   json={"label": "gw"}).json()
+    return k["key"]
+
+
+@pytest.fixture(autouse=True)
+def calm_upstream(upstream):
+    upstream.fail_with, upstream.delay, upstream.chunk_delay = None, 0.0, 0.0
+    yield
+    upstream.fail_with, upstream.delay, upstream.chunk_delay = None, 0.0, 0.0
+
+
+def database_url(mesh: MeshProcess) -> str:
+    return json.loads((mesh.data_dir / "running.json").read_text())["database_url"]
+
+
+def usage_row(mesh: MeshProcess, trace_id: str, timeout: float = 10) -> dict:
+    """The billed usage of one request, once the projection has it."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url(mesh)) as conn:
+        while True:
+            cur = conn.execute("select * from usage where trace_id = %s", (trace_id,))
+            row = cur.fetchone()
+            if row is not None:
+                names = [c.name for c in cur.description]
+                return dict(zip(names, row))
+            assert time.monotonic() < deadline, f"no usage for {trace_id}"
+            time.sleep(0.05)
+            conn.commit()
+
+
+def post(mesh, key, body, **kwargs) -> httpx.Response:
+    return httpx.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body,
+                      timeout=30, **kwargs)
+
+
+MESSAGES = [{"role": "system", "content": "answer briefly"}, {"role": "user", "content": "what is mesh"}]
+
+
+def test_streamed_usage_equals_non_streamed_usage(gw, key):
+    plain = post(gw, key, {"model": "acme/gpt-test", "messages": MESSAGES})
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                      json={"model": "acme/gpt-test", "messages": MESSAGES, "stream": True}) as streamed:
+        frames = [line for line in streamed.iter_lines() if line.startswith("data:")]
+        stream_trace = streamed.headers["x-mesh-trace-id"]
+    assert frames[-1] == "data: [DONE]"
+    a, b = usage_row(gw, plain.headers["x-mesh-trace-id"]), usage_row(gw, stream_trace)
+    for field in ("prompt_tokens", "completion_tokens", "cost", "prompt_per_1k", "completion_per_1k"):
+        assert a[field] == b[field], field
+    assert (a["stream"], b["stream"]) == (False, True) and not a["estimated"] and not b["estimated"]
+    assert b["first_token_us"] is not None and b["latency_us"] >= b["first_token_us"]
+
+
+def test_a_client_that_disconnects_mid_stream_is_billed_once_for_what_was_generated(gw, key, upstream):
+    upstream.chunk_delay = 0.2
+    cut_before = upstream.streams_cut_short
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                      json={"model": "acme/gpt-test", "messages": MESSAGES, "stream": True}) as response:
+        trace = response.headers["x-mesh-trace-id"]
+        lines = response.iter_lines()
+        received = [next(lines) for _ in range(5)]  # role chunk and a word or two, then hang up
+    assert any("w0" in line for line in received)
+    row = usage_row(gw, trace)
+    assert row["status"] == "error" and row["http_status"] == 499 and "disconnect" in row["error"]
+    assert 1 <= row["completion_tokens"] < 7 and row["estimated"]  # what was generated, not the whole reply
+    assert row["cost"] > 0
+    deadline = time.monotonic() + 5
+    while upstream.streams_cut_short == cut_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert upstream.streams_cut_short == cut_before + 1  # the upstream stream was stopped too
+    with psycopg.connect(database_url(gw)) as conn:
+        assert conn.execute("select count(*) from usage where trace_id = %s", (trace,)).fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("upstream_status, status, code", [
+    (400, 400, "upstream_rejected"), (429, 429, "upstream_rate_limited"), (500, 502, "upstream_error"),
+    (503, 502, "upstream_error")])
+def test_upstream_errors_are_mapped_and_recorded(gw, key, upstream, upstream_status, status, code):
+    upstream.fail_with = (upstream_status, "the upstream says no")
+    r = post(gw, key, {"model": "acme/gpt-test", "messages": MESSAGES})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code and "acme" in error["message"] and "the upstream says no" in error["message"]
+    row = usage_row(gw, r.headers["x-mesh-trace-id"])
+    assert (row["status"], row["http_status"], row["cost"]) == ("error", status, 0)
+
+
+def test_an_upstream_timeout_is_a_504_naming_the_provider(gw, key, upstream):
+    upstream.delay = 1.5
+    r = post(gw, key, {"model": "slow/gpt-test", "messages": MESSAGES})
+    assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+    assert "slow" in r.json()["error"]["message"]
+
+
+def test_embeddings_are_metered(gw, key):
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    raw = client.embeddings.with_raw_response.create(model="acme/gpt-test", input=["one two", "three"])
+    result = raw.parse()
+    assert len(result.data) == 2 and result.usage.prompt_tokens == 3
+    row = usage_row(gw, raw.headers["x-mesh-trace-id"])
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (3, 0) and row["cost"] == 3 * 500_000_000_000 // 1000
+    echo = client.embeddings.create(model="mesh/echo", input="hello")
+    assert len(echo.data[0].embedding) == 8
+
+
+def test_a_price_change_applies_to_requests_that_start_after_it(gw, key, upstream):
+    operator = {"authorization": f"Bearer {gw.operator_token}"}
+    upstream.chunk_delay = 0.1
+    traces = {}
+
+    def slow_stream():
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                          json={"model": "acme/gpt-test", "messages": MESSAGES, "stream": True}, timeout=30) as r:
+            traces["before"] = r.headers["x-mesh-trace-id"]
+            for _ in r.iter_lines():
+                pass
+
+    thread = threading.Thread(target=slow_stream)
+    thread.start()
+    time.sleep(0.3)  # the stream has started at the old price
+    try:
+        changed = httpx.put(gw.url + "/admin/models/acme/gpt-test", headers=operator,
+                            json={"prompt_usd_per_1k": "2", "completion_usd_per_1k": "4"})
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["prompt_usd_per_1k"] == "2.000000"
+        thread.join()
+        upstream.chunk_delay = 0
+        after = post(gw, key, {"model": "acme/gpt-test", "messages": MESSAGES})
+        old, new = usage_row(gw, traces["before"]), usage_row(gw, after.headers["x-mesh-trace-id"])
+        assert (old["prompt_per_1k"], old["completion_per_1k"]) == (500_000_000_000, 1_500_000_000_000)
+        assert (new["prompt_per_1k"], new["completion_per_1k"]) == (2 * 10**12, 4 * 10**12)
+        models = httpx.get(gw.url + "/api/models", headers={"authorization": f"Bearer {key}"})
+        assert models.status_code == 403  # an API key does not reach /api
+    finally:
+        httpx.put(gw.url + "/admin/models/acme/gpt-test", headers=operator,
+                  json={"prompt_usd_per_1k": "0.5", "completion_usd_per_1k": "1.5"})
+
+
+def test_the_operator_switches_models_off_and_on(gw, key):
+    operator = {"authorization": f"Bearer {gw.operator_token}"}
+    s = httpx.post(gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
+                                                 "password": "long enough"}).json()
+    account = {"authorization": f"Bearer {s['management_token']}"}
+    listed = httpx.get(gw.url + "/api/models", headers=account).json()["data"]
+    assert {m["id"]: m["prompt_usd_per_1k"] for m in listed}["acme/gpt-test"] == "0.500000"
+    free = httpx.get(gw.url + "/api/models", headers=account, params={"free": "true"}).json()["data"]
+    assert [m["id"] for m in free] == ["mesh/echo"]
+    assert httpx.put(gw.url + "/admin/models/slow/gpt-test", headers=operator,
+                     json={"enabled": False}).json()["enabled"] is False
+    try:
+        r = post(gw, key, {"model": "slow/gpt-test", "messages": MESSAGES})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+        assert "slow/gpt-test" not in [m["id"] for m in httpx.get(gw.url + "/api/models", headers=account).json()["data"]]
+    finally:
+        httpx.put(gw.url + "/admin/models/slow/gpt-test", headers=operator, json={"enabled": True})
+    bad = httpx.put(gw.url + "/admin/models/acme/gpt-test", headers=operator, json={"prompt_usd_per_1k": "-1"})
+    assert bad.status_code == 400
+    assert httpx.put(gw.url + "/admin/models/none/such", headers=operator, json={"enabled": True}).status_code == 404
+
+
+def test_no_usage_event_is_lost_or_doubled_when_nats_goes_away(tmp_path, postgres_server, upstream):
+    nats_dir, port = tmp_path / "nats", free_port()
+    nats_server = NatsServer(nats_dir, port=port).start()
+    database = "outage_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f'create database "{database}"')
+    db_url = postgres_server.url.rsplit("/", 1)[0] + "/" + database
+    mesh = MeshProcess(tmp_path / "data", write_config(tmp_path / "mesh.toml", upstream.url),
+                       {"MESH_NATS_URL": nats_server.url, "MESH_DATABASE_URL": db_url,
+                        "MESH_OPERATOR_TOKEN": "mo-outage"})
+    mesh.start()
+    try:
+        s = httpx.post(mesh.url + "/api/signup", json={"email": "outage@example.com", "password": "long enough"})
+        k = httpx.post(mesh.url + "/api/keys", headers={"authorization": f"Bearer {s.json()['management_token']}"},
+                       json={"label": "outage"}).json()["key"]
+        served = []
+
+        def burst(n):
+            for i in range(n):
+                r = post(mesh, k, {"model": "mesh/echo", "messages": [{"role": "user", "content": f"hi {i}"}]})
+                assert r.status_code == 200, r.text
+                served.append(r.headers["x-mesh-trace-id"])
+
+        burst(20)
+        nats_server.stop()
+        burst(20)  # NATS is down: the gateway keeps serving and spools
+        assert (mesh.data_dir / "spool" / "usage.jsonl").exists()
+        nats_server = NatsServer(nats_dir, port=port).start()
+        burst(20)
+        deadline = time.monotonic() + 30
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            while True:
+                rows = conn.execute("select count(*), count(distinct trace_id) from usage").fetchone()
+                if rows[0] >= len(served) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            billed = {str(r[0]) for r in conn.execute("select trace_id from usage")}
+        assert rows == (60, 60) and billed == set(served)
+        import asyncio
+        import nats
+
+        async def usage_messages() -> int:
+            nc = await nats.connect(nats_server.url)
+            info = await nc.jetstream().stream_info("MESH", subjects_filter="mesh.usage.>")
+            await nc.close()
+            return sum((info.state.subjects or {}).values())
+
+        assert asyncio.run(usage_messages()) == 60  # on the stream too: none lost, none twice
+    finally:
+        mesh.stop()
+        nats_server.stop()
