@@ -219,3 +219,55 @@ async def key_stats(conn: psycopg.AsyncConnection, account_id: UUID, start: date
                and time < coalesce(%s, 'infinity'::timestamptz) group by key_id""",
             (account_id, start, end))
     return {r[0]: KeyStats(int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in await cur.fetchall()}
+
+
+async def balance_at(conn: psycopg.AsyncConnection, account_id: UUID, at: datetime) -> Balance:
+    """Credits and spend as they stood at `at`, from the full history of grants and metered requests."""
+    cur = await conn.execute(
+        """select (select coalesce(sum(amount), 0) from credit_grants where account_id = %s and time <= %s),
+                  (select coalesce(sum(cost), 0) from usage where account_id = %s and time <= %s)""",
+        (account_id, at, account_id, at),
+    )
+    credits, spend = await cur.fetchone()
+    return Balance(int(credits), int(spend))
+
+
+SPEND_GROUPS = {
+    "provider": "provider",
+    "model": "model",
+    "key": "key_id",
+    "day": "date_trunc('day', time at time zone 'UTC')",
+    "hour": "date_trunc('hour', time at time zone 'UTC')",
+}
+
+
+class SpendRow(msgspec.Struct):
+    group: dict[str, str]
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    spend: int  # pico-USD
+
+
+async def spend_history(conn: psycopg.AsyncConnection, account_id: UUID, group_by: list[str],
+                        start: datetime | None, end: datetime | None) -> list[SpendRow]:
+    """Spend over [start, end) grouped by any of provider, model, key, day, hour (UTC)."""
+    columns = [SPEND_GROUPS[g] for g in group_by]
+    select = "".join(f"{c} as g{i}, " for i, c in enumerate(columns))
+    group = f"group by {', '.join(f'g{i}' for i in range(len(columns)))} order by 1" if columns else ""
+    cur = await conn.execute(
+        f"""select {select} count(*), count(*) filter (where status <> 'ok'), coalesce(sum(prompt_tokens), 0),
+                   coalesce(sum(completion_tokens), 0), coalesce(sum(cost), 0)
+            from usage where account_id = %s and time >= coalesce(%s, '-infinity'::timestamptz)
+            and time < coalesce(%s, 'infinity'::timestamptz) {group}""",
+        (account_id, start, end),
+    )
+    rows = []
+    for r in await cur.fetchall():
+        keys = r[:len(columns)]
+        values = r[len(columns):]
+        group_values = {g: (v.isoformat() + "Z" if isinstance(v, datetime) else str(v)) for g, v in zip(group_by, keys)}
+        rows.append(SpendRow(group_values, int(values[0]), int(values[1]), int(values[2]), int(values[3]),
+                             int(values[4])))
+    return [row for row in rows if row.requests]
