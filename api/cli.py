@@ -125,6 +125,32 @@ def _load_catalog(settings: Settings):
         raise MeshError(str(exc)) from None
 
 
+def _payments(settings: Settings) -> dict:
+    from datetime import timedelta
+
+    from api.payments import BankTransfer, StripePayments
+
+    providers: dict = {"bank_transfer": BankTransfer(timedelta(days=settings.bank_transfer_days),
+                                                     settings.bank_account_details)}
+    if settings.stripe_secret_key:
+        providers["stripe"] = StripePayments(settings.stripe_secret_key, settings.stripe_webhook_secret,
+                                             settings.stripe_api_base)
+    return providers
+
+
+def _topup_limits(settings: Settings) -> tuple[int, int]:
+    from domain.money import InvalidAmount, usd_to_pico
+
+    try:
+        low = usd_to_pico(settings.topup_min_usd, field="MESH_TOPUP_MIN_USD")
+        high = usd_to_pico(settings.topup_max_usd, field="MESH_TOPUP_MAX_USD")
+    except InvalidAmount as exc:
+        raise MeshError(str(exc)) from None
+    if not 0 < low <= high:
+        raise MeshError("MESH_TOPUP_MIN_USD must be above 0 and at most MESH_TOPUP_MAX_USD")
+    return low, high
+
+
 def _exit_on_signal(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -146,7 +172,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     with Servers(settings) as servers:
         runtime = Runtime(nats_url=servers.nats_url, database_url=servers.database_url, catalog=catalog,
                           operator_token=token, stream=settings.stream, run_projections=run_projections,
-                          spool_dir=settings.data_path / "spool")
+                          spool_dir=settings.data_path / "spool", payments=_payments(settings),
+                          topup_limits=_topup_limits(settings))
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False)
         server = uvicorn.Server(config)

@@ -14,6 +14,8 @@ from commands.app import Conflict, NotFound
 from domain.account import InvalidCreditGrant, InvalidEmail
 from domain.apikey import InvalidKeySettings, KeyRevoked
 from domain.money import InvalidAmount
+from domain.topup import TopUpError
+from api.payments import PaymentError
 from gateway.errors import ErrorBody, ErrorResponse
 
 log = logging.getLogger("mesh.api")
@@ -37,6 +39,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     BadCredentials: (401, "bad_credentials"),
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
+    TopUpError: (409, "topup_state"),
+    PaymentError: (502, "payment_provider_error"),
 }
 
 

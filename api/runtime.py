@@ -19,9 +19,11 @@ from commands.keys import KeyCommands
 from commands.stream import ensure_stream
 from commands.budget import BudgetCommands
 from commands.catalog import CatalogCommands
+from commands.topups import TopUpCommands
 from gateway.admission import KeyInfo
 from gateway.app import Gateway
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
+from api.payments import PaymentProvider
 from gateway import feed
 from gateway.keys import KeyCache
 from gateway.catalog import Catalog
@@ -142,7 +144,8 @@ class Runtime:
     the stream and the schema if missing and keeps whatever data is there."""
 
     def __init__(self, *, nats_url: str, database_url: str, catalog: Catalog, operator_token: str,
-                 stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool")):
+                 stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool"),
+                 payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0)):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -150,6 +153,8 @@ class Runtime:
         self.stream = stream
         self.run_projections = run_projections
         self.spool_dir = spool_dir
+        self.payments = payments or {}
+        self.topup_limits = topup_limits
         self.runners: list[ProjectionRunner] = []
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
@@ -170,6 +175,7 @@ class Runtime:
         self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
         self.budget = BudgetCommands(self.app)
         self.catalog_commands = CatalogCommands(self.app)
+        self.topups = TopUpCommands(self.app)
         self.budgets = Budgets(CommandLeases(self.budget))
         self.key_cache = KeyCache(ReadModelKeys(self.pool))
         self.key_cache.on_change = self._key_changed
@@ -189,6 +195,7 @@ class Runtime:
             self._tasks += [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
                             for r in self.runners]
             self._tasks.append(asyncio.create_task(self._reap_expired_leases(), name="lease-reaper"))
+            self._tasks.append(asyncio.create_task(self._expire_topups(), name="topup-expiry"))
 
     def _key_changed(self, key: KeyInfo) -> None:
         if key.status != "active":
@@ -209,6 +216,22 @@ class Runtime:
                     await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
             except Exception:
                 log.exception("settling expired leases failed; will retry")
+
+    async def _expire_topups(self, interval: float = 30.0) -> None:
+        """Pending bank-transfer top-ups past their deadline expire (they can no longer be confirmed)."""
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), interval)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                async with self.pool.connection() as conn:
+                    due = await billing.due_to_expire(conn)
+                for provider, reference in due:
+                    await asyncio.to_thread(self.topups.expire, provider, reference)
+            except Exception:
+                log.exception("expiring top-ups failed; will retry")
 
     async def stop(self) -> None:
         """Stop whatever `start` got to; safe to call after a failed start."""

@@ -21,6 +21,10 @@ class Settings(msgspec.Struct, kw_only=True):
     stripe_secret_key: str | None = None
     stripe_webhook_secret: str | None = None
     stripe_api_base: str | None = None
+    topup_min_usd: str = "5"
+    topup_max_usd: str = "10000"
+    bank_transfer_days: int = 14  # a bank-transfer top-up not confirmed by then expires
+    bank_account_details: str = "the bank account shown on your invoice"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":

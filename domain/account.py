@@ -43,6 +43,14 @@ class Account(Aggregate):
         reason: str
         granted_by: str
 
+    class StripeCustomerLinked(Aggregate.Event):
+        customer_id: str
+
+    class CreditsDebited(Aggregate.Event):
+        amount: int  # pico-USD taken back (a refund, a dispute), > 0
+        reason: str
+        debited_by: str
+
     class BudgetLeased(Aggregate.Event):
         lease_id: UUID
         amount: int  # pico-USD reserved for the holder until settled
@@ -60,6 +68,7 @@ class Account(Aggregate):
         self.token_hashes = [token_hash]
         self.credits = 0
         self.leases = LeaseBook()
+        self.stripe_customer: str | None = None
 
     @property
     def spent_and_reserved(self) -> int:
@@ -90,6 +99,24 @@ class Account(Aggregate):
     def _grant_credits(self, amount: int, reason: str, granted_by: str) -> None:
         self.credits += amount
 
+
+    def link_stripe_customer(self, customer_id: str) -> None:
+        if customer_id != self.stripe_customer:
+            self._link_stripe_customer(customer_id)
+
+    @event(StripeCustomerLinked)
+    def _link_stripe_customer(self, customer_id: str) -> None:
+        self.stripe_customer = customer_id
+
+    def debit_credits(self, amount: int, reason: str, debited_by: str) -> None:
+        """Money taken back. The balance may go below zero: then nothing more is admitted."""
+        if amount <= 0:
+            raise InvalidCreditGrant("a debit must be greater than zero")
+        self._debit_credits(amount, reason, debited_by)
+
+    @event(CreditsDebited)
+    def _debit_credits(self, amount: int, reason: str, debited_by: str) -> None:
+        self.credits -= amount
 
     def lease(self, lease_id: UUID, amount: int, key_id: UUID, expires_at: datetime) -> None:
         if amount <= 0 or amount > self.available:

@@ -15,12 +15,15 @@ import msgspec
 from domain.account import Account, EmailClaim
 from domain.apikey import ApiKey
 from domain.catalog import ModelSettings
+from domain.topup import TopUp
 from domain.usage import UsageRecorded
 
 EVENT_TYPES: dict[str, type] = {
     "account.registered": Account.Registered,
     "account.token_issued": Account.TokenIssued,
     "account.credits_granted": Account.CreditsGranted,
+    "account.credits_debited": Account.CreditsDebited,
+    "account.stripe_customer_linked": Account.StripeCustomerLinked,
     "account.budget_leased": Account.BudgetLeased,
     "account.lease_settled": Account.LeaseSettled,
     "email.claimed": EmailClaim.Claimed,
@@ -41,6 +44,12 @@ EVENT_TYPES: dict[str, type] = {
     "model.price_changed": ModelSettings.PriceChanged,
     "model.enabled": ModelSettings.Enabled,
     "model.disabled": ModelSettings.Disabled,
+    "topup.requested": TopUp.Requested,
+    "topup.succeeded": TopUp.Succeeded,
+    "topup.failed": TopUp.Failed,
+    "topup.expired": TopUp.Expired,
+    "topup.refunded": TopUp.Refunded,
+    "topup.disputed": TopUp.Disputed,
     "usage.recorded": UsageRecorded,
 }
 

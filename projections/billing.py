@@ -14,6 +14,7 @@ from uuid import UUID
 import msgspec
 import psycopg
 
+from domain.events import EVENT_TYPES
 from projections.readmodel import Envelope
 
 
@@ -28,9 +29,10 @@ class Balance(msgspec.Struct, frozen=True):
 
 class Billing:
     name = "billing"
-    tables = ("balances", "key_spend", "usage", "credit_grants", "leases")
-    topics = frozenset({"account.registered", "account.credits_granted", "usage.recorded",
-                        "account.budget_leased", "account.lease_settled"})
+    tables = ("balances", "key_spend", "usage", "credit_grants", "leases", "topups")
+    topics = frozenset({"account.registered", "account.credits_granted", "account.credits_debited",
+                        "usage.recorded", "account.budget_leased", "account.lease_settled"}
+                       | {name for name in EVENT_TYPES if name.startswith("topup.")})
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -92,6 +94,23 @@ class Billing:
                 settled boolean not null default false
             );
             create index if not exists {t['leases']}_open on {t['leases']} (expires_at) where not settled;
+            create table if not exists {t['topups']} (
+                topup_id uuid primary key,
+                account_id uuid not null,
+                provider text not null,
+                reference text not null,
+                amount numeric(40, 0) not null,
+                status text not null,
+                received numeric(40, 0) not null default 0,
+                refunded numeric(40, 0) not null default 0,
+                disputed numeric(40, 0) not null default 0,
+                failures int not null default 0,
+                last_failure text,
+                expires_at timestamptz,
+                created_at timestamptz not null,
+                updated_at timestamptz not null
+            );
+            create index if not exists {t['topups']}_account on {t['topups']} (account_id, created_at);
         """)
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
@@ -108,6 +127,15 @@ class Billing:
                     " values (%s, %s, %s, %s, %s, %s)",
                     (item.position, e.originator_id, e.amount, e.reason, e.granted_by, e.timestamp),
                 )
+            elif item.topic == "account.credits_debited":
+                credits[e.originator_id] -= e.amount
+                await cur.execute(
+                    f"insert into {t['credit_grants']} (position, account_id, amount, reason, granted_by, time)"
+                    " values (%s, %s, %s, %s, %s, %s)",
+                    (item.position, e.originator_id, -e.amount, e.reason, e.debited_by, e.timestamp),
+                )
+            elif item.topic.startswith("topup."):
+                await self._apply_topup(cur, t, item)
             elif item.topic == "account.budget_leased":
                 await cur.execute(
                     f"insert into {t['leases']} (lease_id, account_id, key_id, amount, expires_at)"
@@ -131,6 +159,26 @@ class Billing:
             )
         if usage_rows:
             await self._apply_usage(cur, t, usage_rows)
+
+    async def _apply_topup(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
+        e = item.event
+        if item.topic == "topup.requested":
+            await cur.execute(
+                f"""insert into {t['topups']} (topup_id, account_id, provider, reference, amount, status,
+                    expires_at, created_at, updated_at) values (%s, %s, %s, %s, %s, 'pending', %s, %s, %s)""",
+                (e.originator_id, e.account_id, e.provider, e.reference, e.amount, e.expires_at, e.timestamp,
+                 e.timestamp),
+            )
+            return
+        change = {
+            "topup.succeeded": ("status = 'succeeded', received = %s", lambda: (e.amount,)),
+            "topup.failed": ("failures = failures + 1, last_failure = %s", lambda: (e.reason,)),
+            "topup.expired": ("status = 'expired'", lambda: ()),
+            "topup.refunded": ("refunded = %s", lambda: (e.total_refunded,)),
+            "topup.disputed": ("disputed = disputed + %s", lambda: (e.amount,)),
+        }[item.topic]
+        await cur.execute(f"update {t['topups']} set {change[0]}, updated_at = %s where topup_id = %s",
+                          (*change[1](), e.timestamp, e.originator_id))
 
     async def _apply_usage(self, cur: psycopg.AsyncCursor, t: dict[str, str], rows: list[tuple]) -> None:
         await cur.executemany(
@@ -271,3 +319,33 @@ async def spend_history(conn: psycopg.AsyncConnection, account_id: UUID, group_b
         rows.append(SpendRow(group_values, int(values[0]), int(values[1]), int(values[2]), int(values[3]),
                              int(values[4])))
     return [row for row in rows if row.requests]
+
+
+class TopUpRow(msgspec.Struct):
+    id: UUID
+    provider: str
+    reference: str
+    amount: int
+    status: str
+    received: int
+    refunded: int
+    disputed: int
+    failures: int
+    last_failure: str | None
+    expires_at: datetime | None
+    created_at: datetime
+
+
+async def topups_of(conn: psycopg.AsyncConnection, account_id: UUID) -> list[TopUpRow]:
+    cur = await conn.execute(
+        """select topup_id, provider, reference, amount, status, received, refunded, disputed, failures,
+                  last_failure, expires_at, created_at from topups where account_id = %s order by created_at desc""",
+        (account_id,))
+    return [TopUpRow(r[0], r[1], r[2], int(r[3]), r[4], int(r[5]), int(r[6]), int(r[7]), r[8], r[9], r[10], r[11])
+            for r in await cur.fetchall()]
+
+
+async def due_to_expire(conn: psycopg.AsyncConnection) -> list[tuple[str, str]]:
+    cur = await conn.execute(
+        "select provider, reference from topups where status = 'pending' and expires_at < now() limit 100")
+    return [(r[0], r[1]) for r in await cur.fetchall()]

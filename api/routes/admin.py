@@ -35,6 +35,18 @@ class ModelChangeIn(msgspec.Struct, forbid_unknown_fields=True):
     completion_usd_per_1k: str | int | float | None = None
 
 
+class TransferIn(msgspec.Struct, forbid_unknown_fields=True):
+    amount_usd: str | int | float | None = None  # what arrived; default: the amount asked for
+
+
+class TransferOut(msgspec.Struct):
+    id: UUID
+    account_id: UUID
+    status: str
+    credited_usd: str  # by this call: 0 when it was already confirmed
+    received_usd: str
+
+
 class AdminController(Controller):
     path = "/admin"
     dependencies = {"_operator": Provide(operator)}
@@ -48,6 +60,18 @@ class AdminController(Controller):
                                            "operator")
         await wait_for_position(runtime.pool, BILLING, position)
         return CreditGrantOut(account_id, pico_to_usd(amount), position)
+
+    @post("/topups/{reference:str}/confirm", status_code=200)
+    async def confirm_transfer(self, request: Request, _operator: None, reference: str,
+                               data: TransferIn | None = None) -> TransferOut:
+        """The money of a bank-transfer top-up arrived: credit it (once; a second confirm changes nothing)."""
+        runtime: Runtime = request.app.state.runtime
+        topup = await asyncio.to_thread(runtime.topups.load, "bank_transfer", reference)
+        amount = usd_to_pico(data.amount_usd, decimals=2) if data and data.amount_usd is not None else topup.amount
+        result = await asyncio.to_thread(runtime.topups.confirm, "bank_transfer", reference, amount, "operator")
+        await wait_for_position(runtime.pool, BILLING, result.position)
+        return TransferOut(result.topup.id, result.topup.account_id, result.topup.status,
+                           pico_to_usd(result.credited), pico_to_usd(result.topup.received))
 
     @get("/models")
     async def models(self, request: Request, _operator: None) -> ModelListOut:

@@ -9,6 +9,7 @@ from domain.account import Account, EmailClaim
 from domain.apikey import ApiKey
 from domain.catalog import ModelSettings
 from domain.pricing import Price
+from domain.topup import TopUp
 from domain.events import EVENT_TYPES, UnknownEvent, decode_event, event_name
 from domain.usage import UsageRecorded
 
@@ -36,11 +37,22 @@ def aggregate_events():
     key.settle_lease(lease, 5)
     account.settle_lease(lease, 5)
     key.revoke("me")
+    account.link_stripe_customer("cus_123")
+    account.debit_credits(10, "refund", "stripe")
+    topup = TopUp(account_id=account.id, provider="stripe", reference="pi_1", amount=10**12)
+    topup.fail("card declined")
+    topup.succeed(10**12, now)
+    topup.refund_to(10**11)
+    topup.dispute("dp_1", 10**11)
+    lapsed = TopUp(account_id=account.id, provider="bank_transfer", reference="MESH-1", amount=10**12,
+                   expires_at=now)
+    lapsed.expire(now)
     settings = ModelSettings(model_id="acme/gpt")
     settings.change_price(Price(1000, 2000), "operator")
     settings.disable("operator")
     settings.enable("operator")
-    return account.collect_events() + claim.collect_events() + key.collect_events() + settings.collect_events()
+    return (account.collect_events() + claim.collect_events() + key.collect_events() + settings.collect_events()
+            + topup.collect_events() + lapsed.collect_events())
 
 
 def test_every_aggregate_event_round_trips_through_the_mapper():

@@ -1,0 +1,111 @@
+"""Payment providers: how money comes in. Stripe (cards) and bank transfer plug in side by side;
+a regional gateway is one more class with the same `start` method.
+
+A provider starts a payment and names it with its own reference; the top-up
+use cases (commands/topups.py) record and credit it, keyed by that reference.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+from uuid import UUID
+
+import msgspec
+import stripe
+
+from domain.money import PICO_PER_USD, pico_to_usd
+
+PICO_PER_CENT = PICO_PER_USD // 100
+
+
+class PaymentStart(msgspec.Struct, frozen=True):
+    reference: str  # the provider's id for the payment
+    client_secret: str | None = None  # Stripe: what the browser confirms the card payment with
+    instructions: str | None = None  # bank transfer: what to send where
+    expires_at: datetime | None = None
+
+
+class PaymentProvider(Protocol):
+    name: str
+
+    def start(self, account_id: UUID, amount: int, customer: str | None) -> PaymentStart:
+        """Start a payment of `amount` pico-USD for the account."""
+
+
+class PaymentError(RuntimeError):
+    """The provider refused or failed; the message is safe to show (no secrets)."""
+
+
+class BankTransfer:
+    """A pending top-up with a payment reference; the operator confirms it when the money arrives."""
+
+    name = "bank_transfer"
+
+    def __init__(self, valid_for: timedelta, account_details: str):
+        self.valid_for = valid_for
+        self.account_details = account_details
+
+    def start(self, account_id: UUID, amount: int, customer: str | None) -> PaymentStart:
+        reference = "MESH-" + secrets.token_hex(5).upper()
+        expires_at = datetime.now(timezone.utc) + self.valid_for
+        instructions = (f"Transfer {pico_to_usd(amount)} USD to {self.account_details} with the reference "
+                        f"{reference} before {expires_at:%Y-%m-%d %H:%M} UTC.")
+        return PaymentStart(reference, instructions=instructions, expires_at=expires_at)
+
+
+class StripePayments:
+    """Card payments with Stripe PaymentIntents; one Stripe customer per account."""
+
+    name = "stripe"
+
+    def __init__(self, secret_key: str, webhook_secret: str | None, api_base: str | None = None):
+        self.client = stripe.StripeClient(secret_key, base_addresses={"api": api_base} if api_base else {})
+        self.webhook_secret = webhook_secret
+
+    def customer(self, account_id: UUID, email: str | None = None) -> str:
+        try:
+            created = self.client.v1.customers.create(params={
+                "metadata": {"mesh_account_id": str(account_id)}, **({"email": email} if email else {})})
+        except stripe.StripeError as exc:
+            raise PaymentError(f"Stripe could not create a customer: {exc.user_message or type(exc).__name__}")
+        return created.id
+
+    def start(self, account_id: UUID, amount: int, customer: str | None) -> PaymentStart:
+        try:
+            intent = self.client.v1.payment_intents.create(params={
+                "amount": amount // PICO_PER_CENT, "currency": "usd", "customer": customer,
+                "payment_method_types": ["card"], "metadata": {"mesh_account_id": str(account_id)},
+            })
+        except stripe.StripeError as exc:
+            raise PaymentError(f"Stripe refused the payment: {exc.user_message or type(exc).__name__}")
+        return PaymentStart(intent.id, client_secret=intent.client_secret)
+
+    def charge_saved_card(self, account_id: UUID, customer: str, payment_method: str, amount: int,
+                          idempotency_key: str) -> tuple[str, str]:
+        """An off-session charge (auto-refill); returns (payment intent id, status). A retry with the
+        same idempotency key never charges twice."""
+        try:
+            intent = self.client.v1.payment_intents.create(params={
+                "amount": amount // PICO_PER_CENT, "currency": "usd", "customer": customer,
+                "payment_method": payment_method, "confirm": True, "off_session": True,
+                "metadata": {"mesh_account_id": str(account_id), "mesh_auto_refill": "1"},
+            }, options={"idempotency_key": idempotency_key})
+        except stripe.CardError as exc:
+            raise PaymentError(f"the card was declined ({exc.code or 'card_error'})") from None
+        except stripe.StripeError as exc:
+            raise PaymentError(f"Stripe failed: {exc.user_message or type(exc).__name__}") from None
+        return intent.id, intent.status
+
+    def verify(self, payload: bytes, signature: str | None) -> dict:
+        """The event, if Stripe signed it with our secret within the last five minutes; else ValueError."""
+        if not self.webhook_secret:
+            raise ValueError("webhooks are not configured (MESH_STRIPE_WEBHOOK_SECRET is unset)")
+        if not signature:
+            raise ValueError("missing Stripe-Signature header")
+        try:
+            stripe.WebhookSignature.verify_header(payload.decode(), signature, self.webhook_secret, tolerance=300)
+        except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
+            raise ValueError(f"invalid signature: {exc}") from None
+        return msgspec.json.decode(payload)

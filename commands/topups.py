@@ -1,0 +1,121 @@
+"""Top-up use cases: a payment is requested, then confirmed (credited once), failed, expired,
+refunded or disputed. Crediting saves the top-up and the account together, atomically."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from uuid import UUID
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import RecordConflictError
+
+from commands.app import MeshApplication, NotFound
+from domain.account import Account
+from domain.topup import TopUp
+
+
+class TopUpResult(msgspec.Struct, frozen=True):
+    topup: TopUp
+    position: int
+    credited: int = 0  # pico-USD this call credited (negative: debited)
+
+
+class TopUpCommands:
+    def __init__(self, app: MeshApplication):
+        self.app = app
+
+    def link_stripe_customer(self, account_id: UUID, customer_id: str) -> int:
+        def use_case() -> int:
+            account = self._account(account_id)
+            account.link_stripe_customer(customer_id)
+            return self.app.save_all(account) if account.pending_events else 0
+
+        return self.app.retrying(use_case)
+
+    def stripe_customer(self, account_id: UUID) -> str | None:
+        return self._account(account_id).stripe_customer
+
+    def request(self, account_id: UUID, provider: str, reference: str, amount: int,
+                expires_at: datetime | None = None) -> TopUpResult:
+        """Record a payment the account started. Recording the same one again changes nothing."""
+        self._account(account_id)
+        topup = TopUp(account_id=account_id, provider=provider, reference=reference, amount=amount,
+                      expires_at=expires_at)
+        try:
+            return TopUpResult(topup, self.app.save_all(topup))
+        except RecordConflictError:
+            return TopUpResult(self.load(provider, reference), 0)
+
+    def confirm(self, provider: str, reference: str, amount: int, by: str,
+                account_id: UUID | None = None) -> TopUpResult:
+        """The payment arrived: credit it, once. An unknown payment is recorded first when the
+        provider names the account (e.g. an off-session charge whose request was not saved)."""
+
+        def use_case() -> TopUpResult:
+            try:
+                topup = self.load(provider, reference)
+            except NotFound:
+                if account_id is None:
+                    raise
+                topup = TopUp(account_id=account_id, provider=provider, reference=reference, amount=amount)
+            if not topup.succeed(amount, datetime.now(timezone.utc)):
+                return TopUpResult(topup, 0)
+            account = self._account(topup.account_id)
+            account.grant_credits(amount, f"top-up via {provider} ({reference})", by)
+            return TopUpResult(topup, self.app.save_all(topup, account), amount)
+
+        return self.app.retrying(use_case)
+
+    def fail(self, provider: str, reference: str, reason: str) -> TopUpResult:
+        return self._change(provider, reference, lambda topup: topup.fail(reason))
+
+    def expire(self, provider: str, reference: str) -> TopUpResult:
+        return self._change(provider, reference, lambda topup: topup.expire(datetime.now(timezone.utc)))
+
+    def refund(self, provider: str, reference: str, total_refunded: int, by: str) -> TopUpResult:
+        def use_case() -> TopUpResult:
+            topup = self.load(provider, reference)
+            amount = topup.refund_to(total_refunded)
+            return self._debit(topup, amount, f"refund of top-up {reference}", by)
+
+        return self.app.retrying(use_case)
+
+    def dispute(self, provider: str, reference: str, dispute_id: str, amount: int, by: str) -> TopUpResult:
+        def use_case() -> TopUpResult:
+            topup = self.load(provider, reference)
+            taken = topup.dispute(dispute_id, amount)
+            return self._debit(topup, taken, f"dispute {dispute_id} on top-up {reference}", by)
+
+        return self.app.retrying(use_case)
+
+    def load(self, provider: str, reference: str) -> TopUp:
+        try:
+            topup = self.app.repository.get(TopUp.create_id(provider, reference))
+        except AggregateNotFoundError:
+            raise NotFound(f"no {provider} top-up {reference}") from None
+        return topup
+
+    def _debit(self, topup: TopUp, amount: int, reason: str, by: str) -> TopUpResult:
+        if amount <= 0:
+            return TopUpResult(topup, 0)
+        account = self._account(topup.account_id)
+        account.debit_credits(amount, reason, by)
+        return TopUpResult(topup, self.app.save_all(topup, account), -amount)
+
+    def _change(self, provider: str, reference: str, decide) -> TopUpResult:
+        def use_case() -> TopUpResult:
+            topup = self.load(provider, reference)
+            decide(topup)
+            return TopUpResult(topup, self.app.save_all(topup) if topup.pending_events else 0)
+
+        return self.app.retrying(use_case)
+
+    def _account(self, account_id: UUID) -> Account:
+        try:
+            account = self.app.repository.get(account_id)
+        except AggregateNotFoundError:
+            account = None
+        if not isinstance(account, Account):
+            raise NotFound(f"no account with id {account_id}")
+        return account

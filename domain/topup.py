@@ -1,0 +1,121 @@
+"""Top-ups: money coming in from a payment provider, credited exactly once.
+
+A top-up's id derives from the provider and its own reference (a Stripe
+PaymentIntent id, a bank-transfer reference), so however often and however
+late a provider reports the same payment, it lands on the same aggregate, and
+the aggregate credits it once. Refunds and disputes take money back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+
+class TopUpError(ValueError):
+    pass
+
+
+class TopUp(Aggregate):
+    class Requested(Aggregate.Created):
+        account_id: UUID
+        provider: str  # stripe | bank_transfer
+        reference: str  # the provider's id for this payment
+        amount: int  # pico-USD asked for
+        expires_at: datetime | None = None
+
+    class Succeeded(Aggregate.Event):
+        amount: int  # pico-USD received and credited
+
+    class Failed(Aggregate.Event):
+        reason: str
+
+    class Expired(Aggregate.Event):
+        pass
+
+    class Refunded(Aggregate.Event):
+        amount: int  # pico-USD taken back by this refund
+        total_refunded: int
+
+    class Disputed(Aggregate.Event):
+        dispute_id: str
+        amount: int
+
+    @staticmethod
+    def create_id(provider: str, reference: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"mesh:topup:{provider}:{reference}")
+
+    @event(Requested)
+    def __init__(self, account_id: UUID, provider: str, reference: str, amount: int,
+                 expires_at: datetime | None = None):
+        if amount <= 0:
+            raise TopUpError("amount_usd must be greater than zero")
+        self.account_id = account_id
+        self.provider = provider
+        self.reference = reference
+        self.amount = amount
+        self.expires_at = expires_at
+        self.status = "pending"
+        self.received = 0
+        self.refunded = 0
+        self.disputes: set[str] = set()
+        self.failures = 0
+
+    def succeed(self, amount: int, now: datetime) -> bool:
+        """Record the payment; True if this call credited it (False: it already was)."""
+        if self.status == "succeeded":
+            return False
+        if self.status == "expired" or (self.expires_at is not None and now >= self.expires_at):
+            raise TopUpError(f"top-up {self.reference} expired at {self.expires_at}; it can no longer be confirmed")
+        if amount <= 0:
+            raise TopUpError("a payment must be greater than zero")
+        self._succeed(amount)
+        return True
+
+    @event(Succeeded)
+    def _succeed(self, amount: int) -> None:
+        self.status = "succeeded"
+        self.received = amount
+
+    def fail(self, reason: str) -> None:
+        if self.status == "pending":
+            self._fail(reason[:500])
+
+    @event(Failed)
+    def _fail(self, reason: str) -> None:
+        self.failures += 1
+
+    def expire(self, now: datetime) -> None:
+        if self.status == "pending" and self.expires_at is not None and now >= self.expires_at:
+            self._expire()
+
+    @event(Expired)
+    def _expire(self) -> None:
+        self.status = "expired"
+
+    def refund_to(self, total_refunded: int) -> int:
+        """The provider says `total_refunded` has been refunded in all; returns what this adds (0: nothing new)."""
+        total_refunded = min(total_refunded, self.received)
+        if self.status != "succeeded" or total_refunded <= self.refunded:
+            return 0
+        amount = total_refunded - self.refunded
+        self._refund(amount, total_refunded)
+        return amount
+
+    @event(Refunded)
+    def _refund(self, amount: int, total_refunded: int) -> None:
+        self.refunded = total_refunded
+
+    def dispute(self, dispute_id: str, amount: int) -> int:
+        """A chargeback: returns what it takes back (0 if this dispute was already recorded)."""
+        if self.status != "succeeded" or dispute_id in self.disputes:
+            return 0
+        amount = min(amount, self.received - self.refunded)
+        self._dispute(dispute_id, amount)
+        return amount
+
+    @event(Disputed)
+    def _dispute(self, dispute_id: str, amount: int) -> None:
+        self.disputes.add(dispute_id)

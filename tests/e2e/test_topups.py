@@ -1,0 +1,198 @@
+"""Top-ups against localstripe (a stateful fake Stripe server) driven by the stripe library, and bank
+transfers confirmed by the operator. Money is credited exactly once, whatever the webhook traffic."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import time
+import uuid
+from decimal import Decimal
+
+import httpx
+import pytest
+import stripe
+
+from api.embedded import free_port, wait_for_port
+from tests.e2e.conftest import MeshProcess
+from tests.e2e.test_walking_skeleton import api, sign_up
+
+WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def localstripe(tmp_path_factory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("localstripe") / "localstripe.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port)], stdout=log,
+                               stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.1", port, 30, process)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def billing_mesh(tmp_path_factory, localstripe, mesh_config):
+    data = tmp_path_factory.mktemp("topups") / "data"
+    mesh = MeshProcess(data, mesh_config, {
+        "MESH_STRIPE_SECRET_KEY": "sk_test_mesh", "MESH_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "MESH_STRIPE_API_BASE": localstripe, "MESH_TOPUP_MIN_USD": "5", "MESH_TOPUP_MAX_USD": "500",
+        "MESH_BANK_ACCOUNT_DETAILS": "IBAN DE00 1234 5678 9012 3456 78"})
+    httpx.post(f"{localstripe}/_config/webhooks/mesh",
+               data={"url": f"{mesh.url}/api/billing/stripe/webhook", "secret": WEBHOOK_SECRET}).raise_for_status()
+    mesh.start()
+    yield mesh
+    mesh.stop()
+
+
+@pytest.fixture(scope="module")
+def stripe_client(localstripe):
+    return stripe.StripeClient("sk_test_mesh", base_addresses={"api": localstripe})
+
+
+def balance(mesh, token) -> Decimal:
+    return Decimal(api(mesh, "GET", "/api/billing/balance", token).json()["balance_usd"])
+
+
+def wait_until(predicate, timeout: float = 15):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def pay(stripe_client: stripe.StripeClient, payment_intent: str, card: str = "4242424242424242"):
+    """What the dashboard does with the client secret (stripe.js confirmCardPayment), done with the API."""
+    method = stripe_client.v1.payment_methods.create(params={
+        "type": "card", "card": {"number": card, "exp_month": 12, "exp_year": 2030, "cvc": "123"}})
+    stripe_client.v1.payment_intents.update(payment_intent, params={"payment_method": method.id})
+    return stripe_client.v1.payment_intents.confirm(payment_intent)
+
+
+def signed(event: dict, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> tuple[bytes, str]:
+    payload = json.dumps(event).encode()
+    t = timestamp or int(time.time())
+    signature = hmac.new(secret.encode(), b"%d." % t + payload, hashlib.sha256).hexdigest()
+    return payload, f"t={t},v1={signature}"
+
+
+def deliver(mesh, event: dict, **kwargs) -> httpx.Response:
+    payload, header = signed(event, **kwargs)
+    return httpx.post(mesh.url + "/api/billing/stripe/webhook", content=payload,
+                      headers={"stripe-signature": header, "content-type": "application/json"})
+
+
+@pytest.fixture(scope="module")
+def paid(billing_mesh, stripe_client) -> dict:
+    """An account that topped up 20 USD by card, as the dashboard does it."""
+    mesh = billing_mesh
+    _, token = sign_up(mesh)
+    r = api(mesh, "POST", "/api/billing/topups", token, json={"amount_usd": "20.00", "provider": "stripe"})
+    assert r.status_code == 201, r.text
+    topup = r.json()
+    assert topup["status"] == "pending" and topup["client_secret"].startswith(topup["payment_intent_id"])
+    assert balance(mesh, token) == 0
+    assert pay(stripe_client, topup["payment_intent_id"]).status == "succeeded"
+    wait_until(lambda: balance(mesh, token) == 20)  # localstripe's own signed webhook arrived
+    intent = stripe_client.v1.payment_intents.retrieve(topup["payment_intent_id"])
+    event = {"id": "evt_" + uuid.uuid4().hex, "type": "payment_intent.succeeded",
+             "data": {"object": intent.to_dict()}}
+    return {"token": token, "intent": intent, "event": event}
+
+
+def test_a_stripe_top_up_credits_once_however_often_the_webhook_comes(billing_mesh, paid):
+    for _ in range(5):  # Stripe retries: the same event again and again
+        assert deliver(billing_mesh, paid["event"]).json() == {"received": True, "handled": True}
+    assert balance(billing_mesh, paid["token"]) == 20
+    listed = api(billing_mesh, "GET", "/api/billing/topups", paid["token"]).json()
+    assert [(t["status"], t["received_usd"]) for t in listed] == [("succeeded", "20.000000")]
+
+
+def test_the_same_webhook_after_a_restart_days_later_still_credits_once(billing_mesh, paid):
+    mesh, shared = billing_mesh, paid
+    assert mesh.stop() == 0
+    mesh.start()
+    # days later: a fresh delivery (a new signature timestamp) of the same payment
+    assert deliver(mesh, {**shared["event"], "id": "evt_" + uuid.uuid4().hex}).status_code == 200
+    assert balance(mesh, shared["token"]) == 20
+
+
+def test_unsigned_forged_and_stale_webhooks_are_refused_and_change_nothing(billing_mesh, paid):
+    mesh, shared = billing_mesh, paid
+    before = httpx.get(mesh.url + "/health").json()["stream_head"]
+    event = {**shared["event"], "data": {"object": {**shared["intent"].to_dict(), "id": "pi_forged",
+                                                     "amount": 1_000_000}}}
+    payload = json.dumps(event).encode()
+    unsigned = httpx.post(mesh.url + "/api/billing/stripe/webhook", content=payload)
+    forged = deliver(mesh, event, secret="whsec_wrong")
+    stale = deliver(mesh, event, timestamp=int(time.time()) - 3600)
+    for response in (unsigned, forged, stale):
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_signature"
+    assert httpx.get(mesh.url + "/health").json()["stream_head"] == before
+    assert balance(mesh, shared["token"]) == 20
+
+
+def test_refunds_and_disputes_debit_once_each(billing_mesh, stripe_client, paid):
+    mesh, shared = billing_mesh, paid
+    intent = shared["intent"]
+    charge_id = intent.latest_charge if isinstance(intent.latest_charge, str) else intent.latest_charge.id
+    stripe_client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 500})
+    charge = {"id": charge_id, "object": "charge", "payment_intent": intent.id, "amount": 2000,
+              "amount_refunded": 500}
+    refund_event = {"id": "evt_r", "type": "charge.refunded", "data": {"object": charge}}
+    for _ in range(3):
+        deliver(mesh, refund_event)
+    assert balance(mesh, shared["token"]) == 15
+    dispute = {"id": "evt_d", "type": "charge.dispute.created", "data": {"object": {
+        "id": "dp_" + uuid.uuid4().hex[:10], "object": "dispute", "payment_intent": intent.id, "amount": 1500,
+        "charge": charge_id}}}
+    deliver(mesh, dispute)
+    deliver(mesh, dispute)
+    assert balance(mesh, shared["token"]) == 0
+    listed = api(mesh, "GET", "/api/billing/topups", shared["token"]).json()[0]
+    assert (listed["refunded_usd"], listed["disputed_usd"]) == ("5.000000", "15.000000")
+
+
+def test_a_declined_card_is_recorded_and_credits_nothing(billing_mesh, stripe_client):
+    mesh = billing_mesh
+    _, token = sign_up(mesh)
+    topup = api(mesh, "POST", "/api/billing/topups", token, json={"amount_usd": 10, "provider": "stripe"}).json()
+    with pytest.raises(stripe.CardError):
+        pay(stripe_client, topup["payment_intent_id"], card="4000000000000341")
+    wait_until(lambda: api(mesh, "GET", "/api/billing/topups", token).json()[0]["failures"] == 1)
+    assert balance(mesh, token) == 0
+
+
+def test_top_up_bodies_are_validated(billing_mesh):
+    mesh = billing_mesh
+    _, token = sign_up(mesh)
+    for body, code in [({"amount_usd": "4.99"}, "invalid_amount"), ({"amount_usd": "501"}, "invalid_amount"),
+                       ({"amount_usd": "10.001"}, "invalid_amount"), ({"amount_usd": 10.5}, "invalid_amount"),
+                       ({"amount_usd": "10", "provider": "paypal"}, "invalid_provider"),
+                       ({"amount": "10"}, "invalid_request")]:
+        r = api(mesh, "POST", "/api/billing/topups", token, json=body)
+        assert r.status_code == 400 and r.json()["error"]["code"] == code, (body, r.text)
+    assert api(mesh, "GET", "/api/billing/topups", token).json() == []
+
+
+def test_a_bank_transfer_is_credited_once_when_the_operator_confirms_it(billing_mesh):
+    mesh = billing_mesh
+    _, token = sign_up(mesh)
+    r = api(mesh, "POST", "/api/billing/topups", token, json={"amount_usd": "50", "provider": "bank_transfer"})
+    assert r.status_code == 201, r.text
+    transfer = r.json()
+    assert transfer["reference"].startswith("MESH-") and "IBAN DE00" in transfer["instructions"]
+    assert transfer["reference"] in transfer["instructions"] and transfer["expires_at"]
+    assert balance(mesh, token) == 0
+    path = f"/admin/topups/{transfer['reference']}/confirm"
+    first = api(mesh, "POST", path, mesh.operator_token)
+    assert first.status_code == 200 and first.json()["credited_usd"] == "50.000000"
+    again = api(mesh, "POST", path, mesh.operator_token)
+    assert again.json()["credited_usd"] == "0.000000"
+    assert balance(mesh, token) == 50
+    assert api(mesh, "POST", path, token).status_code == 403
+    assert api(mesh, "POST", "/admin/topups/MESH-NOPE/confirm", mesh.operator_token).status_code == 404
