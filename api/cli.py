@@ -130,7 +130,7 @@ def _payments(settings: Settings) -> dict:
 
     from api.payments import BankTransfer, StripePayments
 
-    providers: dict = {"bank_transfer": BankTransfer(timedelta(days=settings.bank_transfer_days),
+    providers: dict = {"bank_transfer": BankTransfer(timedelta(seconds=settings.bank_transfer_seconds),
                                                      settings.bank_account_details)}
     if settings.stripe_secret_key:
         providers["stripe"] = StripePayments(settings.stripe_secret_key, settings.stripe_webhook_secret,
@@ -173,7 +173,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
         runtime = Runtime(nats_url=servers.nats_url, database_url=servers.database_url, catalog=catalog,
                           operator_token=token, stream=settings.stream, run_projections=run_projections,
                           spool_dir=settings.data_path / "spool", payments=_payments(settings),
-                          topup_limits=_topup_limits(settings))
+                          topup_limits=_topup_limits(settings),
+                          auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds))
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False)
         server = uvicorn.Server(config)

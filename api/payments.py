@@ -72,6 +72,20 @@ class StripePayments:
             raise PaymentError(f"Stripe could not create a customer: {exc.user_message or type(exc).__name__}")
         return created.id
 
+    def save_card(self, customer: str, payment_method: str) -> None:
+        """Attach a PaymentMethod to the customer so it can be charged off-session."""
+        try:
+            method = self.client.v1.payment_methods.retrieve(payment_method)
+            if getattr(method, "customer", None) != customer:
+                self.client.v1.payment_methods.attach(payment_method, params={"customer": customer})
+        except stripe.InvalidRequestError as exc:
+            raise PaymentError(f"Stripe does not know payment method {payment_method}: "
+                               f"{exc.user_message or exc.code}") from None
+        except stripe.CardError as exc:
+            raise PaymentError(f"the card was declined ({exc.code or 'card_error'})") from None
+        except stripe.StripeError as exc:
+            raise PaymentError(f"Stripe failed: {exc.user_message or type(exc).__name__}") from None
+
     def start(self, account_id: UUID, amount: int, customer: str | None) -> PaymentStart:
         try:
             intent = self.client.v1.payment_intents.create(params={

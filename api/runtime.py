@@ -19,11 +19,13 @@ from commands.keys import KeyCommands
 from commands.stream import ensure_stream
 from commands.budget import BudgetCommands
 from commands.catalog import CatalogCommands
+from commands.autorefill import AutoRefillCommands
 from commands.topups import TopUpCommands
 from gateway.admission import KeyInfo
 from gateway.app import Gateway
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
-from api.payments import PaymentProvider
+from api.autorefill import AutoRefillManager
+from api.payments import PaymentProvider, StripePayments
 from gateway import feed
 from gateway.keys import KeyCache
 from gateway.catalog import Catalog
@@ -145,7 +147,8 @@ class Runtime:
 
     def __init__(self, *, nats_url: str, database_url: str, catalog: Catalog, operator_token: str,
                  stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool"),
-                 payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0)):
+                 payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
+                 auto_refill: tuple[int, float] = (3, 60.0)):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -155,6 +158,7 @@ class Runtime:
         self.spool_dir = spool_dir
         self.payments = payments or {}
         self.topup_limits = topup_limits
+        self.auto_refill_max_failures, self.auto_refill_retry = auto_refill
         self.runners: list[ProjectionRunner] = []
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
@@ -176,6 +180,7 @@ class Runtime:
         self.budget = BudgetCommands(self.app)
         self.catalog_commands = CatalogCommands(self.app)
         self.topups = TopUpCommands(self.app)
+        self.auto_refill = AutoRefillCommands(self.app)
         self.budgets = Budgets(CommandLeases(self.budget))
         self.key_cache = KeyCache(ReadModelKeys(self.pool))
         self.key_cache.on_change = self._key_changed
@@ -196,6 +201,10 @@ class Runtime:
                             for r in self.runners]
             self._tasks.append(asyncio.create_task(self._reap_expired_leases(), name="lease-reaper"))
             self._tasks.append(asyncio.create_task(self._expire_topups(), name="topup-expiry"))
+            stripe = self.payments.get("stripe")
+            if isinstance(stripe, StripePayments):
+                manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)
+                self._tasks.append(asyncio.create_task(manager.run(self._stop), name="auto-refill"))
 
     def _key_changed(self, key: KeyInfo) -> None:
         if key.status != "active":

@@ -23,8 +23,10 @@ class Settings(msgspec.Struct, kw_only=True):
     stripe_api_base: str | None = None
     topup_min_usd: str = "5"
     topup_max_usd: str = "10000"
-    bank_transfer_days: int = 14  # a bank-transfer top-up not confirmed by then expires
+    bank_transfer_seconds: int = 14 * 24 * 3600  # a bank-transfer top-up not confirmed by then expires
     bank_account_details: str = "the bank account shown on your invoice"
+    auto_refill_max_failures: int = 3  # failed charges in a row before auto-refill turns itself off
+    auto_refill_retry_seconds: float = 60.0  # wait between attempts for one crossing
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":

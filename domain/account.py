@@ -51,6 +51,30 @@ class Account(Aggregate):
         reason: str
         debited_by: str
 
+    class AutoRefillConfigured(Aggregate.Event):
+        threshold: int  # pico-USD: refill when the balance falls below this
+        amount: int  # pico-USD to charge each time
+        payment_method: str  # a Stripe PaymentMethod saved on the account's customer
+        max_failures: int
+
+    class AutoRefillDisabled(Aggregate.Event):
+        reason: str
+
+    class AutoRefillTriggered(Aggregate.Event):
+        refill_id: UUID  # also the Stripe idempotency key of the charge
+        balance: int  # what the balance was when it crossed below the threshold
+
+    class AutoRefillSucceeded(Aggregate.Event):
+        refill_id: UUID
+        payment_intent: str
+
+    class AutoRefillFailed(Aggregate.Event):
+        refill_id: UUID
+        reason: str
+
+    class AutoRefillArmed(Aggregate.Event):
+        """The balance is back at or above the threshold: the next crossing below refills again."""
+
     class BudgetLeased(Aggregate.Event):
         lease_id: UUID
         amount: int  # pico-USD reserved for the holder until settled
@@ -69,6 +93,10 @@ class Account(Aggregate):
         self.credits = 0
         self.leases = LeaseBook()
         self.stripe_customer: str | None = None
+        self.auto_refill: _AutoRefill | None = None
+        self.auto_refill_armed = True
+        self.refill_pending: UUID | None = None
+        self.refill_failures = 0
 
     @property
     def spent_and_reserved(self) -> int:
@@ -118,6 +146,77 @@ class Account(Aggregate):
     def _debit_credits(self, amount: int, reason: str, debited_by: str) -> None:
         self.credits -= amount
 
+    # Auto-refill: one charge per crossing below the threshold; off after `max_failures` failures in a row.
+
+    def configure_auto_refill(self, threshold: int, amount: int, payment_method: str, max_failures: int) -> None:
+        if threshold <= 0 or amount <= 0:
+            raise InvalidCreditGrant("threshold_usd and amount_usd must be greater than zero")
+        if not payment_method.startswith("pm_"):
+            raise InvalidCreditGrant("payment_method must be a Stripe PaymentMethod id (pm_...)")
+        self._configure_auto_refill(threshold, amount, payment_method, max_failures)
+
+    @event(AutoRefillConfigured)
+    def _configure_auto_refill(self, threshold: int, amount: int, payment_method: str, max_failures: int) -> None:
+        self.auto_refill = _AutoRefill(threshold, amount, payment_method, max_failures)
+        self.auto_refill_armed = True
+        self.refill_failures = 0
+
+    def disable_auto_refill(self, reason: str) -> None:
+        if self.auto_refill is not None:
+            self._disable_auto_refill(reason[:500])
+
+    @event(AutoRefillDisabled)
+    def _disable_auto_refill(self, reason: str) -> None:
+        self.auto_refill = None
+        self.refill_pending = None
+
+    def trigger_auto_refill(self, refill_id: UUID, balance: int) -> bool:
+        """The balance was seen below the threshold; True if this starts a refill."""
+        refill = self.auto_refill
+        if refill is None or self.refill_pending is not None or not self.auto_refill_armed \
+                or balance >= refill.threshold:
+            return False
+        self._trigger_auto_refill(refill_id, balance)
+        return True
+
+    @event(AutoRefillTriggered)
+    def _trigger_auto_refill(self, refill_id: UUID, balance: int) -> None:
+        self.refill_pending = refill_id
+        self.auto_refill_armed = False
+
+    def auto_refill_succeeded(self, refill_id: UUID, payment_intent: str) -> None:
+        if self.refill_pending == refill_id:
+            self._auto_refill_succeeded(refill_id, payment_intent)
+
+    @event(AutoRefillSucceeded)
+    def _auto_refill_succeeded(self, refill_id: UUID, payment_intent: str) -> None:
+        self.refill_pending = None
+        self.refill_failures = 0
+
+    def auto_refill_failed(self, refill_id: UUID, reason: str) -> None:
+        """A failed charge; the same crossing is tried again until `max_failures` in a row turn it off."""
+        if self.refill_pending != refill_id or self.auto_refill is None:
+            return
+        self._auto_refill_failed(refill_id, reason[:500])
+        if self.refill_failures >= self.auto_refill.max_failures:
+            self.disable_auto_refill(f"turned off after {self.refill_failures} failed charges in a row; "
+                                     f"last: {reason[:300]}")
+
+    @event(AutoRefillFailed)
+    def _auto_refill_failed(self, refill_id: UUID, reason: str) -> None:
+        self.refill_pending = None
+        self.auto_refill_armed = True  # the balance is still below: the same crossing is retried
+        self.refill_failures += 1
+
+    def rearm_auto_refill(self, balance: int) -> None:
+        if self.auto_refill is not None and not self.auto_refill_armed and self.refill_pending is None \
+                and balance >= self.auto_refill.threshold:
+            self._rearm_auto_refill()
+
+    @event(AutoRefillArmed)
+    def _rearm_auto_refill(self) -> None:
+        self.auto_refill_armed = True
+
     def lease(self, lease_id: UUID, amount: int, key_id: UUID, expires_at: datetime) -> None:
         if amount <= 0 or amount > self.available:
             raise BudgetExceeded("account_balance", f"cannot reserve {amount} of {self.available} available")
@@ -135,6 +234,14 @@ class Account(Aggregate):
     @event(LeaseSettled)
     def _settle_lease(self, lease_id: UUID, spent: int) -> None:
         self.leases.settle(lease_id, spent)
+
+
+class _AutoRefill:
+    __slots__ = ("threshold", "amount", "payment_method", "max_failures")
+
+    def __init__(self, threshold: int, amount: int, payment_method: str, max_failures: int):
+        self.threshold, self.amount = threshold, amount
+        self.payment_method, self.max_failures = payment_method, max_failures
 
 
 class EmailClaim(Aggregate):

@@ -29,10 +29,11 @@ class Balance(msgspec.Struct, frozen=True):
 
 class Billing:
     name = "billing"
-    tables = ("balances", "key_spend", "usage", "credit_grants", "leases", "topups")
+    tables = ("balances", "key_spend", "usage", "credit_grants", "leases", "topups", "auto_refills")
     topics = frozenset({"account.registered", "account.credits_granted", "account.credits_debited",
                         "usage.recorded", "account.budget_leased", "account.lease_settled"}
-                       | {name for name in EVENT_TYPES if name.startswith("topup.")})
+                       | {name for name in EVENT_TYPES if name.startswith(("topup.", "account.auto_refill_"))}
+                       | {"account.stripe_customer_linked"})
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -111,6 +112,21 @@ class Billing:
                 updated_at timestamptz not null
             );
             create index if not exists {t['topups']}_account on {t['topups']} (account_id, created_at);
+            create table if not exists {t['auto_refills']} (
+                account_id uuid primary key,
+                customer text,
+                threshold numeric(40, 0),
+                amount numeric(40, 0),
+                payment_method text,
+                max_failures int,
+                enabled boolean not null default false,
+                armed boolean not null default true,
+                pending uuid,
+                failures int not null default 0,
+                last_failure text,
+                disabled_reason text,
+                updated_at timestamptz not null
+            );
         """)
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
@@ -136,6 +152,8 @@ class Billing:
                 )
             elif item.topic.startswith("topup."):
                 await self._apply_topup(cur, t, item)
+            elif item.topic.startswith("account.auto_refill_") or item.topic == "account.stripe_customer_linked":
+                await self._apply_auto_refill(cur, t, item)
             elif item.topic == "account.budget_leased":
                 await cur.execute(
                     f"insert into {t['leases']} (lease_id, account_id, key_id, amount, expires_at)"
@@ -179,6 +197,33 @@ class Billing:
         }[item.topic]
         await cur.execute(f"update {t['topups']} set {change[0]}, updated_at = %s where topup_id = %s",
                           (*change[1](), e.timestamp, e.originator_id))
+
+    async def _apply_auto_refill(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
+        e = item.event
+        columns = {
+            "account.stripe_customer_linked": lambda: {"customer": e.customer_id},
+            "account.auto_refill_configured": lambda: {
+                "threshold": e.threshold, "amount": e.amount, "payment_method": e.payment_method,
+                "max_failures": e.max_failures, "enabled": True, "armed": True, "pending": None, "failures": 0,
+                "disabled_reason": None},
+            "account.auto_refill_disabled": lambda: {"enabled": False, "pending": None, "disabled_reason": e.reason},
+            "account.auto_refill_triggered": lambda: {"pending": e.refill_id, "armed": False},
+            "account.auto_refill_succeeded": lambda: {"pending": None, "failures": 0},
+            "account.auto_refill_failed": lambda: {"pending": None, "armed": True, "last_failure": e.reason},
+            "account.auto_refill_armed": lambda: {"armed": True},
+        }[item.topic]()
+        if item.topic == "account.auto_refill_failed":
+            increment = ", failures = a.failures + 1"
+        else:
+            increment = ""
+        names = list(columns)
+        await cur.execute(
+            f"""insert into {t['auto_refills']} as a (account_id, {', '.join(names)}, updated_at)
+                values (%s, {', '.join(['%s'] * len(names))}, %s)
+                on conflict (account_id) do update set
+                {', '.join(f'{n} = excluded.{n}' for n in names)}{increment}, updated_at = excluded.updated_at""",
+            (e.originator_id, *columns.values(), e.timestamp),
+        )
 
     async def _apply_usage(self, cur: psycopg.AsyncCursor, t: dict[str, str], rows: list[tuple]) -> None:
         await cur.executemany(
@@ -349,3 +394,46 @@ async def due_to_expire(conn: psycopg.AsyncConnection) -> list[tuple[str, str]]:
     cur = await conn.execute(
         "select provider, reference from topups where status = 'pending' and expires_at < now() limit 100")
     return [(r[0], r[1]) for r in await cur.fetchall()]
+
+
+class AutoRefillRow(msgspec.Struct):
+    account_id: UUID
+    customer: str | None
+    threshold: int | None
+    amount: int | None
+    payment_method: str | None
+    enabled: bool
+    armed: bool
+    pending: UUID | None
+    failures: int
+    last_failure: str | None
+    disabled_reason: str | None
+    updated_at: datetime
+    balance: int
+
+
+_REFILL_COLUMNS = """a.account_id, a.customer, a.threshold, a.amount, a.payment_method, a.enabled, a.armed, a.pending,
+    a.failures, a.last_failure, a.disabled_reason, a.updated_at, coalesce(b.credits - b.spend, 0)"""
+
+
+def _refill_row(r: tuple) -> AutoRefillRow:
+    values = list(r)
+    for i in (2, 3, 12):
+        values[i] = int(values[i]) if values[i] is not None else None
+    return AutoRefillRow(*values)
+
+
+async def auto_refill_of(conn: psycopg.AsyncConnection, account_id: UUID) -> AutoRefillRow | None:
+    cur = await conn.execute(f"select {_REFILL_COLUMNS} from auto_refills a left join balances b using (account_id)"
+                             " where a.account_id = %s", (account_id,))
+    row = await cur.fetchone()
+    return _refill_row(row) if row else None
+
+
+async def auto_refills_to_check(conn: psycopg.AsyncConnection) -> list[AutoRefillRow]:
+    """Enabled auto-refills that may need a step: below the threshold, pending, or waiting to re-arm."""
+    cur = await conn.execute(
+        f"""select {_REFILL_COLUMNS} from auto_refills a join balances b using (account_id)
+            where a.enabled and (a.pending is not null or (a.armed and b.credits - b.spend < a.threshold)
+                                 or (not a.armed and b.credits - b.spend >= a.threshold))""")
+    return [_refill_row(r) for r in await cur.fetchall()]

@@ -8,7 +8,7 @@ from datetime import datetime
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, get, post, put
 from litestar.di import Provide
 
 from api.auth import current_account
@@ -142,3 +142,72 @@ def _apply(runtime: Runtime, event: dict) -> bool:
         return False
     return True
 
+
+
+class AutoRefillIn(msgspec.Struct, forbid_unknown_fields=True):
+    enabled: bool = True
+    threshold_usd: str | int | float | None = None
+    amount_usd: str | int | float | None = None
+    payment_method_id: str | None = None  # a Stripe PaymentMethod (pm_...) the dashboard collected
+
+
+class AutoRefillOut(msgspec.Struct):
+    enabled: bool
+    threshold_usd: str | None = None
+    amount_usd: str | None = None
+    payment_method_id: str | None = None
+    refilling: bool = False
+    failures: int = 0
+    last_failure: str | None = None
+    disabled_reason: str | None = None
+
+
+class AutoRefillController(Controller):
+    path = "/api/billing/auto-refill"
+    dependencies = {"account_id": Provide(current_account)}
+
+    @get("/")
+    async def show(self, request: Request, account_id: UUID) -> AutoRefillOut:
+        return await _auto_refill_out(request.app.state.runtime, account_id)
+
+    @put("/")
+    async def configure(self, request: Request, account_id: UUID, data: AutoRefillIn) -> AutoRefillOut:
+        runtime: Runtime = request.app.state.runtime
+        if not data.enabled:
+            position = await asyncio.to_thread(runtime.auto_refill.disable, account_id, "turned off by the account")
+        else:
+            stripe = runtime.payments.get("stripe")
+            if not isinstance(stripe, StripePayments):
+                raise ApiError(400, "auto-refill needs Stripe, which is not configured on this server",
+                               "invalid_provider")
+            if data.threshold_usd is None or data.amount_usd is None or not data.payment_method_id:
+                raise ApiError(400, "threshold_usd, amount_usd and payment_method_id are required to turn "
+                                    "auto-refill on", "invalid_request")
+            threshold = usd_to_pico(data.threshold_usd, field="threshold_usd", decimals=2)
+            amount = usd_to_pico(data.amount_usd, field="amount_usd", decimals=2)
+            low, high = runtime.topup_limits
+            if not low <= amount <= high:
+                raise InvalidAmount(f"amount_usd must be between {pico_to_usd(low)} and {pico_to_usd(high)}")
+            if threshold <= 0:
+                raise InvalidAmount("threshold_usd must be greater than zero")
+            if not data.payment_method_id.startswith("pm_"):
+                raise ApiError(400, "payment_method_id must be a Stripe PaymentMethod id (pm_...)",
+                               "invalid_request")
+            customer = await asyncio.to_thread(runtime.topups.stripe_customer, account_id)
+            if customer is None:
+                customer = await asyncio.to_thread(stripe.customer, account_id)
+                await asyncio.to_thread(runtime.topups.link_stripe_customer, account_id, customer)
+            await asyncio.to_thread(stripe.save_card, customer, data.payment_method_id)
+            position = await asyncio.to_thread(runtime.auto_refill.configure, account_id, threshold, amount,
+                                               data.payment_method_id, runtime.auto_refill_max_failures)
+        await wait_for_position(runtime.pool, BILLING, position)
+        return await _auto_refill_out(runtime, account_id)
+
+
+async def _auto_refill_out(runtime: Runtime, account_id: UUID) -> AutoRefillOut:
+    async with runtime.pool.connection() as conn:
+        row = await billing.auto_refill_of(conn, account_id)
+    if row is None or row.threshold is None:
+        return AutoRefillOut(False, disabled_reason=row.disabled_reason if row else None)
+    return AutoRefillOut(row.enabled, pico_to_usd(row.threshold), pico_to_usd(row.amount or 0), row.payment_method,
+                         row.pending is not None, row.failures, row.last_failure, row.disabled_reason)

@@ -41,7 +41,8 @@ def billing_mesh(tmp_path_factory, localstripe, mesh_config):
     mesh = MeshProcess(data, mesh_config, {
         "MESH_STRIPE_SECRET_KEY": "sk_test_mesh", "MESH_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "MESH_STRIPE_API_BASE": localstripe, "MESH_TOPUP_MIN_USD": "5", "MESH_TOPUP_MAX_USD": "500",
-        "MESH_BANK_ACCOUNT_DETAILS": "IBAN DE00 1234 5678 9012 3456 78"})
+        "MESH_BANK_ACCOUNT_DETAILS": "IBAN DE00 1234 5678 9012 3456 78", "MESH_AUTO_REFILL_RETRY_SECONDS": "0.2",
+        "MESH_AUTO_REFILL_MAX_FAILURES": "3", "MESH_BANK_TRANSFER_SECONDS": "2"})
     httpx.post(f"{localstripe}/_config/webhooks/mesh",
                data={"url": f"{mesh.url}/api/billing/stripe/webhook", "secret": WEBHOOK_SECRET}).raise_for_status()
     mesh.start()
@@ -196,3 +197,69 @@ def test_a_bank_transfer_is_credited_once_when_the_operator_confirms_it(billing_
     assert balance(mesh, token) == 50
     assert api(mesh, "POST", path, token).status_code == 403
     assert api(mesh, "POST", "/admin/topups/MESH-NOPE/confirm", mesh.operator_token).status_code == 404
+
+
+def test_an_expired_bank_transfer_cannot_be_confirmed(billing_mesh):
+    mesh = billing_mesh
+    _, token = sign_up(mesh)
+    transfer = api(mesh, "POST", "/api/billing/topups", token,
+                   json={"amount_usd": "50", "provider": "bank_transfer"}).json()
+    time.sleep(2.2)  # MESH_BANK_TRANSFER_SECONDS=2 in this server
+    late = api(mesh, "POST", f"/admin/topups/{transfer['reference']}/confirm", mesh.operator_token)
+    assert late.status_code == 409 and late.json()["error"]["code"] == "topup_state"
+    assert balance(mesh, token) == 0
+
+
+def card(stripe_client: stripe.StripeClient, number: str) -> str:
+    return stripe_client.v1.payment_methods.create(params={
+        "type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}).id
+
+
+def funded_account(mesh, usd: str) -> tuple[str, str, str]:
+    account_id, token = sign_up(mesh)
+    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
+        json={"amount_usd": usd, "reason": "seed"})
+    key = api(mesh, "POST", "/api/keys", token, json={"label": "refill"}).json()["key"]
+    return account_id, token, key
+
+
+def test_auto_refill_fires_once_per_crossing_under_concurrent_usage(billing_mesh, stripe_client):
+    import asyncio
+
+    mesh = billing_mesh
+    _, token, key = funded_account(mesh, "1")
+    r = api(mesh, "PUT", "/api/billing/auto-refill", token, json={
+        "threshold_usd": "0.9", "amount_usd": "10", "payment_method_id": card(stripe_client, "4242424242424242")})
+    assert r.status_code == 200, r.text
+    assert r.json()["enabled"] is True and r.json()["threshold_usd"] == "0.900000"
+
+    async def spend(n: int) -> list[int]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def one(i):
+                r = await client.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                                      json={"model": "acme/gpt-test", "messages": [{"role": "user", "content": "go"}]})
+                return r.status_code
+            return await asyncio.gather(*(one(i) for i in range(n)))
+
+    assert set(asyncio.run(spend(40))) == {200}  # 40 x 0.0111 USD: well below the threshold
+    wait_until(lambda: balance(mesh, token) > 5)
+    time.sleep(1.5)  # time enough for a wrong second refill to show
+    refills = [t for t in api(mesh, "GET", "/api/billing/topups", token).json() if t["provider"] == "stripe"]
+    assert [(t["status"], t["received_usd"]) for t in refills] == [("succeeded", "10.000000")]
+    spent = Decimal(api(mesh, "GET", "/api/billing/balance", token).json()["spend_usd"])
+    assert balance(mesh, token) == Decimal("11") - spent
+
+
+def test_a_failing_card_turns_auto_refill_off_after_n_tries(billing_mesh, stripe_client):
+    mesh = billing_mesh
+    _, token, _ = funded_account(mesh, "1")
+    r = api(mesh, "PUT", "/api/billing/auto-refill", token, json={
+        "threshold_usd": "2", "amount_usd": "10", "payment_method_id": card(stripe_client, "4000000000000341")})
+    assert r.status_code == 200, r.text
+    wait_until(lambda: api(mesh, "GET", "/api/billing/auto-refill", token).json()["enabled"] is False)
+    state = api(mesh, "GET", "/api/billing/auto-refill", token).json()
+    assert "3 failed charges" in state["disabled_reason"] and "declined" in state["disabled_reason"]
+    assert balance(mesh, token) == 1
+    bad = api(mesh, "PUT", "/api/billing/auto-refill", token, json={"threshold_usd": "2", "amount_usd": "10",
+                                                                   "payment_method_id": "tok_visa"})
+    assert bad.status_code == 400
