@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 from uuid import UUID
 
@@ -199,8 +198,8 @@ class Runtime:
             self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
             self._tasks += [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
                             for r in self.runners]
-            self._tasks.append(asyncio.create_task(self._reap_expired_leases(), name="lease-reaper"))
-            self._tasks.append(asyncio.create_task(self._expire_topups(), name="topup-expiry"))
+            self._tasks.append(asyncio.create_task(self._every(5.0, self._reap_expired_leases), name="lease-reaper"))
+            self._tasks.append(asyncio.create_task(self._every(30.0, self._expire_topups), name="topup-expiry"))
             stripe = self.payments.get("stripe")
             if isinstance(stripe, StripePayments):
                 manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)
@@ -210,8 +209,8 @@ class Runtime:
         if key.status != "active":
             self.budgets.forget_key(key.key_id)
 
-    async def _reap_expired_leases(self, interval: float = 5.0, grace: float = 30.0) -> None:
-        """Settle leases whose holder vanished (a crashed gateway), with what their usage events paid."""
+    async def _every(self, interval: float, job) -> None:
+        """Run `job` every `interval` seconds until stopped; a failure is logged and tried again."""
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), interval)
@@ -219,28 +218,23 @@ class Runtime:
             except asyncio.TimeoutError:
                 pass
             try:
-                async with self.pool.connection() as conn:
-                    expired = await billing.expired_leases(conn, grace)
-                for lease_id, account_id, key_id, spent in expired:
-                    await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
+                await job()
             except Exception:
-                log.exception("settling expired leases failed; will retry")
+                log.exception("%s failed; will retry", job.__name__)
 
-    async def _expire_topups(self, interval: float = 30.0) -> None:
+    async def _reap_expired_leases(self, grace: float = 30.0) -> None:
+        """Settle leases whose holder vanished (a crashed gateway), with what their usage events paid."""
+        async with self.pool.connection() as conn:
+            expired = await billing.expired_leases(conn, grace)
+        for lease_id, account_id, key_id, spent in expired:
+            await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
+
+    async def _expire_topups(self) -> None:
         """Pending bank-transfer top-ups past their deadline expire (they can no longer be confirmed)."""
-        while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._stop.wait(), interval)
-                return
-            except asyncio.TimeoutError:
-                pass
-            try:
-                async with self.pool.connection() as conn:
-                    due = await billing.due_to_expire(conn)
-                for provider, reference in due:
-                    await asyncio.to_thread(self.topups.expire, provider, reference)
-            except Exception:
-                log.exception("expiring top-ups failed; will retry")
+        async with self.pool.connection() as conn:
+            due = await billing.due_to_expire(conn)
+        for provider, reference in due:
+            await asyncio.to_thread(self.topups.expire, provider, reference)
 
     async def stop(self) -> None:
         """Stop whatever `start` got to; safe to call after a failed start."""

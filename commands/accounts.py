@@ -8,7 +8,7 @@ import msgspec
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import RecordConflictError
 
-from commands.app import MeshApplication, NotFound
+from commands.app import MeshApplication
 from domain.account import Account, EmailClaim, normalise_email
 from domain.credentials import MIN_PASSWORD_LENGTH, hash_password, new_management_token, verify_password
 
@@ -65,17 +65,8 @@ class AccountCommands:
 
     def grant_credits(self, account_id: UUID, amount: int, reason: str, granted_by: str) -> int:
         def use_case() -> int:
-            account = self._account(account_id)
+            account = self.app.account(account_id)
             account.grant_credits(amount, reason, granted_by)
             return self.app.save_all(account)
 
         return self.app.retrying(use_case)
-
-    def _account(self, account_id: UUID) -> Account:
-        try:
-            account = self.app.repository.get(account_id)
-        except AggregateNotFoundError:
-            raise NotFound(f"no account with id {account_id}") from None
-        if not isinstance(account, Account):
-            raise NotFound(f"no account with id {account_id}")
-        return account

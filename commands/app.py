@@ -6,8 +6,12 @@ import random
 import time
 from typing import Any, Callable, TypeVar
 
-from eventsourcing.application import Application
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import RecordConflictError
+
+from domain.account import Account
 
 T = TypeVar("T")
 
@@ -50,5 +54,12 @@ class MeshApplication(Application):
                 time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
         raise Conflict("the resource was changed concurrently too often; try again")
 
-    def close(self) -> None:
-        super().close()
+    def account(self, account_id: UUID) -> Account:
+        """Load an account, or raise NotFound."""
+        try:
+            account = self.repository.get(account_id)
+        except AggregateNotFoundError:
+            account = None
+        if not isinstance(account, Account):
+            raise NotFound(f"no account with id {account_id}")
+        return account

@@ -8,8 +8,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from commands.app import MeshApplication, NotFound
-from domain.account import Account
+from commands.app import MeshApplication
 from domain.topup import TopUp
 
 
@@ -37,7 +36,7 @@ class AutoRefillCommands:
         """Credit the charge (once, keyed by its PaymentIntent like any top-up) and close the refill."""
 
         def use_case() -> int:
-            account = self._account(account_id)
+            account = self.app.account(account_id)
             try:
                 topup = self.app.repository.get(TopUp.create_id("stripe", payment_intent))
             except AggregateNotFoundError:
@@ -58,17 +57,8 @@ class AutoRefillCommands:
 
     def _change(self, account_id: UUID, decide) -> int:
         def use_case() -> int:
-            account = self._account(account_id)
+            account = self.app.account(account_id)
             decide(account)
             return self.app.save_all(account) if account.pending_events else 0
 
         return self.app.retrying(use_case)
-
-    def _account(self, account_id: UUID) -> Account:
-        try:
-            account = self.app.repository.get(account_id)
-        except AggregateNotFoundError:
-            account = None
-        if not isinstance(account, Account):
-            raise NotFound(f"no account with id {account_id}")
-        return account

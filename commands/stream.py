@@ -6,12 +6,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from domain.events import (  # noqa: F401  (re-exported: the wire contract lives in domain)
-    HEADER_ORIGINATOR_ID as ORIGINATOR_ID,
-    HEADER_ORIGINATOR_VERSION as ORIGINATOR_VERSION,
-    HEADER_TOPIC as TOPIC,
-    subject_prefix,
-)
+from domain.events import subject_prefix
 
 
 def stream_config(stream: str) -> StreamConfig:

@@ -11,7 +11,6 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import RecordConflictError
 
 from commands.app import MeshApplication, NotFound
-from domain.account import Account
 from domain.topup import TopUp
 
 
@@ -27,19 +26,19 @@ class TopUpCommands:
 
     def link_stripe_customer(self, account_id: UUID, customer_id: str) -> int:
         def use_case() -> int:
-            account = self._account(account_id)
+            account = self.app.account(account_id)
             account.link_stripe_customer(customer_id)
             return self.app.save_all(account) if account.pending_events else 0
 
         return self.app.retrying(use_case)
 
     def stripe_customer(self, account_id: UUID) -> str | None:
-        return self._account(account_id).stripe_customer
+        return self.app.account(account_id).stripe_customer
 
     def request(self, account_id: UUID, provider: str, reference: str, amount: int,
                 expires_at: datetime | None = None) -> TopUpResult:
         """Record a payment the account started. Recording the same one again changes nothing."""
-        self._account(account_id)
+        self.app.account(account_id)
         topup = TopUp(account_id=account_id, provider=provider, reference=reference, amount=amount,
                       expires_at=expires_at)
         try:
@@ -61,7 +60,7 @@ class TopUpCommands:
                 topup = TopUp(account_id=account_id, provider=provider, reference=reference, amount=amount)
             if not topup.succeed(amount, datetime.now(timezone.utc)):
                 return TopUpResult(topup, 0)
-            account = self._account(topup.account_id)
+            account = self.app.account(topup.account_id)
             account.grant_credits(amount, f"top-up via {provider} ({reference})", by)
             return TopUpResult(topup, self.app.save_all(topup, account), amount)
 
@@ -99,7 +98,7 @@ class TopUpCommands:
     def _debit(self, topup: TopUp, amount: int, reason: str, by: str) -> TopUpResult:
         if amount <= 0:
             return TopUpResult(topup, 0)
-        account = self._account(topup.account_id)
+        account = self.app.account(topup.account_id)
         account.debit_credits(amount, reason, by)
         return TopUpResult(topup, self.app.save_all(topup, account), -amount)
 
@@ -110,12 +109,3 @@ class TopUpCommands:
             return TopUpResult(topup, self.app.save_all(topup) if topup.pending_events else 0)
 
         return self.app.retrying(use_case)
-
-    def _account(self, account_id: UUID) -> Account:
-        try:
-            account = self.app.repository.get(account_id)
-        except AggregateNotFoundError:
-            account = None
-        if not isinstance(account, Account):
-            raise NotFound(f"no account with id {account_id}")
-        return account

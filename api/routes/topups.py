@@ -13,7 +13,7 @@ from litestar.di import Provide
 
 from api.auth import current_account
 from api.errors import ApiError
-from api.payments import PICO_PER_CENT, PaymentError, StripePayments
+from api.payments import PICO_PER_CENT, StripePayments
 from api.runtime import BILLING, Runtime
 from commands.app import NotFound
 from domain.money import InvalidAmount, pico_to_usd, usd_to_pico

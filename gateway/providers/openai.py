@@ -50,17 +50,21 @@ class OpenAIAdapter:
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
         )
 
-    async def chat(self, model: Model, body: dict) -> Reply:
-        started = time.perf_counter_ns()
-        payload = msgspec.json.encode({**body, "model": model.upstream, "stream": False})
+    async def _post(self, path: str, document: dict) -> httpx.Response:
+        """POST to the upstream; transport failures and error statuses become GatewayErrors."""
         try:
-            response = await self.client.post("/chat/completions", content=payload)
+            response = await self.client.post(path, content=msgspec.json.encode(document))
         except httpx.TimeoutException:
             raise self._timeout() from None
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
         if response.status_code >= 400:
             raise self._upstream_error(response.status_code, response.content)
+        return response
+
+    async def chat(self, model: Model, body: dict) -> Reply:
+        started = time.perf_counter_ns()
+        response = await self._post("/chat/completions", {**body, "model": model.upstream, "stream": False})
         try:
             document = _decode_document(response.content)
         except msgspec.DecodeError:
@@ -126,14 +130,7 @@ class OpenAIAdapter:
 
     async def embeddings(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
-        try:
-            response = await self.client.post("/embeddings", content=msgspec.json.encode({**body, "model": model.upstream}))
-        except httpx.TimeoutException:
-            raise self._timeout() from None
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from None
-        if response.status_code >= 400:
-            raise self._upstream_error(response.status_code, response.content)
+        response = await self._post("/embeddings", {**body, "model": model.upstream})
         try:
             usage = _decode_document(response.content).usage
         except msgspec.DecodeError:
