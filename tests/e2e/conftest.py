@@ -103,3 +103,31 @@ def mesh(tmp_path_factory, mesh_config):
     process.startup_seconds = process.start()
     yield process
     process.stop()
+
+
+# Events a running Mesh appends on its own (an idle gateway hands back its budget leases).
+BACKGROUND_TOPICS = {"account.lease_settled", "key.lease_settled"}
+
+
+def events_after(mesh: MeshProcess, position: int) -> list[str]:
+    """The topics of the events appended after `position`, leaving out Mesh's own background bookkeeping."""
+    import asyncio
+    import json
+
+    import nats
+
+    nats_url = json.loads((mesh.data_dir / "running.json").read_text())["nats_url"]
+
+    async def read() -> list[str]:
+        nc = await nats.connect(nats_url)
+        try:
+            info = await nc.jetstream().stream_info("MESH")
+            topics = []
+            for seq in range(position + 1, info.state.last_seq + 1):
+                msg = await nc.jetstream().get_msg("MESH", seq)
+                topics.append((msg.headers or {}).get("Mesh-Topic", ""))
+            return [t for t in topics if t not in BACKGROUND_TOPICS]
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
