@@ -50,6 +50,7 @@ class MeshProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"mesh up not healthy after {timeout}s: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> int:

@@ -58,37 +58,40 @@ def test_a_bad_config_is_one_line(tmp_path):
 
 def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
     mesh = MeshProcess(tmp_path / "data", mesh_config)
-    first_start = mesh.start()
-    email = f"{uuid.uuid4().hex[:8]}@example.com"
-    session = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
-    auth = {"authorization": f"Bearer {session['management_token']}"}
-    operator = {"authorization": f"Bearer {mesh.operator_token}"}
-    granted = httpx.post(f"{mesh.url}/admin/accounts/{session['account_id']}/credits", headers=operator,
-                         json={"amount_usd": "2.5", "reason": "test"})
-    assert granted.status_code == 201
-    key = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "kept"}).json()
-    token = mesh.operator_token
-    assert "Mesh is up" in mesh.output() and token in mesh.output()
-    assert mesh.stop() == 0
+    try:
+        first_start = mesh.start()
+        email = f"{uuid.uuid4().hex[:8]}@example.com"
+        session = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
+        auth = {"authorization": f"Bearer {session['management_token']}"}
+        operator = {"authorization": f"Bearer {mesh.operator_token}"}
+        granted = httpx.post(f"{mesh.url}/admin/accounts/{session['account_id']}/credits", headers=operator,
+                             json={"amount_usd": "2.5", "reason": "test"})
+        assert granted.status_code == 201
+        key = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "kept"}).json()
+        token = mesh.operator_token
+        assert "Mesh is up" in mesh.output() and token in mesh.output()
+        assert mesh.stop() == 0
 
-    restart = mesh.start()
-    assert mesh.operator_token == token  # generated once, then kept
-    balance = httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()
-    assert balance["balance_usd"] == "2.500000"
-    keys = httpx.get(mesh.url + "/api/keys", headers=auth).json()["data"]
-    assert [k["id"] for k in keys] == [key["id"]]
-    chat = httpx.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key['key']}"},
-                      json={"model": "mesh/echo", "messages": [{"role": "user", "content": "still here"}]})
-    assert chat.json()["choices"][0]["message"]["content"] == "still here"
-    deadline = time.monotonic() + 10
-    while True:  # the usage event of that request is applied within moments
-        health = httpx.get(mesh.url + "/health").json()
-        if all(p["lag"] == 0 for p in health["projections"]) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert health["status"] == "ok" and all(p["lag"] == 0 for p in health["projections"])
-    assert mesh.stop() == 0
-    print(f"\nmesh up healthy after {first_start:.2f}s on a fresh data dir, {restart:.2f}s on restart")
+        restart = mesh.start()
+        assert mesh.operator_token == token  # generated once, then kept
+        balance = httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()
+        assert balance["balance_usd"] == "2.500000"
+        keys = httpx.get(mesh.url + "/api/keys", headers=auth).json()["data"]
+        assert [k["id"] for k in keys] == [key["id"]]
+        chat = httpx.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key['key']}"},
+                          json={"model": "mesh/echo", "messages": [{"role": "user", "content": "still here"}]})
+        assert chat.json()["choices"][0]["message"]["content"] == "still here"
+        deadline = time.monotonic() + 10
+        while True:  # the usage event of that request is applied within moments
+            health = httpx.get(mesh.url + "/health").json()
+            if all(p["lag"] == 0 for p in health["projections"]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert health["status"] == "ok" and all(p["lag"] == 0 for p in health["projections"])
+        assert mesh.stop() == 0
+        print(f"\nmesh up healthy after {first_start:.2f}s on a fresh data dir, {restart:.2f}s on restart")
+    finally:
+        mesh.stop()
 
 
 def test_rebuild_while_serving_swaps_in_an_identical_read_model(mesh):
