@@ -6,7 +6,7 @@ events, so the only difference is admission: reserving from a budget lease and
 settling the reservation. The lease broker runs the real domain decisions in
 memory (no NATS round trip), as a lease is taken once per many requests.
 
-    python bench/admission.py [requests]
+    python -m bench.admission [requests]
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What Mesh adds in front of an upstream: latency, throughput and CPU per request, beside the same mock called directly.
 
-    python bench/gateway.py                                   # defaults: 3 s per cell, 1/16/64 in flight, 0 and 20 ms
-    python bench/gateway.py --duration 1 --concurrency 1,16   # a quick run
-    python bench/gateway.py --profile /tmp/mesh.prof          # Mesh under cProfile (slower): prints its hot spots
+    python -m bench.gateway                                   # defaults: 3 s per cell, 1/16/64 in flight, 0 and 20 ms
+    python -m bench.gateway --duration 1 --concurrency 1,16   # a quick run
+    python -m bench.gateway --profile /tmp/mesh.prof          # Mesh under cProfile (slower): prints its hot spots
 
 Processes (each its own, so none shares an event loop with another):
   * this script: starts the others, samples CPU with psutil, prints the table;
@@ -14,31 +14,20 @@ Processes (each its own, so none shares an event loop with another):
     temp mesh.toml declaring provider `bench` and the models `bench/model` and `bench/model-slow`;
   * a load generator: N concurrent workers, each on its own keep-alive connection, for --duration seconds (after
     --warmup seconds not counted) or --requests requests, whichever comes first. `--client raw` (default) is a
-    minimal asyncio HTTP/1.1 client; `--client httpx` uses httpx.AsyncClient, which costs several times more CPU
-    per request than Mesh's own upstream call and so, on a small machine, measures the client (see "client CPU");
+    minimal asyncio HTTP/1.1 client (10-60 µs CPU per request); `--client httpx` uses httpx.AsyncClient, which
+    here costs 0.4 ms per request at 1 in flight and 4 ms at 64 (httpcore's pool walks every connection, several
+    times, per request) and so measures itself rather than the gateway (see the "client" column);
   * LiteLLM proxy (if the `litellm` command is installed), one worker, against the same mock, for the ratios.
 
 Columns: p50/p99 latency of one whole request (for streams: until [DONE]), "+p50/+p99" what the gateway adds over
 the direct call at the same in-flight count, CPU time per request of the gateway process ("gw CPU", Mesh: the
 `mesh up` Python process, projections included) and of its helper processes ("helpers": NATS and PostgreSQL), the
 load generator and the mock. The CPU is read after the gateway has gone quiet, so work done after the responses
-(publishing and projecting usage events) is counted.
+(publishing and projecting usage events) is counted; the gateway's idle use (timers, polling), measured once before
+the cells, is subtracted.
 """
 
 from __future__ import annotations
-
-if __name__ == "gateway":
-    # Imported as `gateway`: `python bench/<script>.py` puts bench/ first on sys.path, so `import gateway` (Mesh's
-    # package) finds this file. Hand over the real package; the rest of this file only defines things.
-    import importlib.util as _util
-    import sys as _sys
-    from pathlib import Path as _Path
-
-    _package = _Path(__file__).resolve().parent.parent / "gateway"
-    _spec = _util.spec_from_file_location("gateway", _package / "__init__.py",
-                                          submodule_search_locations=[str(_package)])
-    _sys.modules["gateway"] = _util.module_from_spec(_spec)
-    _spec.loader.exec_module(_sys.modules["gateway"])
 
 import argparse
 import asyncio
@@ -565,7 +554,9 @@ def _mesh_under_cprofile(out: str) -> int:
     from api.cli import main
 
     profiler = cProfile.Profile()
-    profiler.enable()
+    # the bench turns it on for the measured cells only (SIGUSR1) and off after them (SIGUSR2)
+    signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())
+    signal.signal(signal.SIGUSR2, lambda *_: profiler.disable())
     try:
         return main(["up"])
     finally:
@@ -590,13 +581,14 @@ def _print_profile(path: Path, requests: int, top: int = 25) -> None:
         return f"{file}:{line} {func}"
 
     total = sum(v[2] for v in stats.values())
-    print(f"\nMesh under cProfile, {requests} requests through it; total {total * per:.0f} µs/request "
-          "of profiled CPU (main thread; cProfile inflates small functions)")
+    print(f"\nMesh under cProfile during the measured cells ({requests} requests, warm-ups included; the event loop's "
+          f"thread only): {total * per:.0f} µs/request in all, epoll waits included; cProfile inflates small "
+          "functions")
     print(f"  top {top} by own time (µs/request, calls/request):")
     for k, v in sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]:
         print(f"    {v[2] * per:8.1f}  {v[1] / max(1, requests):6.2f}  {where(k)}")
     own = [(k, v) for k, v in stats.items() if k[0].startswith(str(REPO)) and "/bench/" not in k[0]]
-    print(f"  Mesh's own functions by cumulative time (µs/request, calls/request):")
+    print("  Mesh's own functions by cumulative time (µs/request, calls/request):")
     for k, v in sorted(own, key=lambda kv: -kv[1][3])[:top]:
         print(f"    {v[3] * per:8.1f}  {v[1] / max(1, requests):6.2f}  {where(k)}")
 
@@ -612,6 +604,10 @@ def _body(model: str, stream: bool) -> bytes:
     if stream:
         document.update(stream=True, stream_options={"include_usage": True})
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 and not math.isnan(a) else float("nan")
 
 
 def _fmt(value, spec: str, width: int) -> str:
@@ -709,6 +705,9 @@ def main() -> int:
             server_before = _cpu_tree(server_pid) if server_pid else {}
             began = time.monotonic()
             mock_before = sum(mock_ps.cpu_times()[:2])
+            profiling = args.profile is not None and target == "mesh" and duration > 0
+            if profiling:
+                os.kill(server_pid, signal.SIGUSR1)
             loadgen_end.send(spec)
             result = loadgen_end.recv()
             if "failed" in result:
@@ -724,6 +723,9 @@ def main() -> int:
                 result["gw_cpu_us"] = max(0.0, own - idle_own * wall) * per
                 result["helpers_cpu_us"] = max(0.0, sum(deltas.values()) - idle_helpers * wall) * per
                 result["coarse"] = own < 0.2  # psutil counts in 10 ms ticks
+                if profiling:
+                    os.kill(server_pid, signal.SIGUSR2)
+                    served["profiled"] = served.get("profiled", 0) + result["total"]
             result["mock_cpu_us"] = (sum(mock_ps.cpu_times()[:2]) - mock_before) * 1e6 / max(1, result["total"])
             served[target] = served.get(target, 0) + result["total"]
             return result
@@ -801,11 +803,11 @@ def main() -> int:
             for latency in latencies:
                 for mode in modes:
                     m1, l1, d1 = (results[latency, mode, 1, t] for t in ("mesh", "litellm", "direct"))
-                    added = (l1["p50"] - d1["p50"]) / max(1e-9, m1["p50"] - d1["p50"])
-                    rps = [results[latency, mode, c, "mesh"]["rps"] / results[latency, mode, c, "litellm"]["rps"]
+                    added = _ratio(l1["p50"] - d1["p50"], m1["p50"] - d1["p50"])
+                    rps = [_ratio(results[latency, mode, c, "mesh"]["rps"], results[latency, mode, c, "litellm"]["rps"])
                            for c in concurrencies]
-                    cpu = [results[latency, mode, c, "litellm"]["gw_cpu_us"] / results[latency, mode, c, "mesh"]["gw_cpu_us"]
-                           for c in concurrencies]
+                    cpu = [_ratio(results[latency, mode, c, "litellm"]["gw_cpu_us"],
+                                  results[latency, mode, c, "mesh"]["gw_cpu_us"]) for c in concurrencies]
                     print(f"  upstream {latency:g} ms, {mode:<10}: added p50 at 1 in flight x{added:.2f}; "
                           f"Mesh req/s over LiteLLM's " + ", ".join(f"{c}: x{x:.2f}" for c, x in zip(concurrencies, rps))
                           + "; CPU/req " + ", ".join(f"{c}: x{x:.2f}" for c, x in zip(concurrencies, cpu)))
@@ -823,9 +825,12 @@ def main() -> int:
                 loadgen_end.send(None)
         except Exception:
             pass
+        if not completed and exit_code == 0:  # a failure: show what the servers said before their logs go
+            for log in sorted(tmp.glob("*.log")):
+                print(f"--- last lines of {log.name}:\n{log.read_text(errors='replace')[-4000:]}", file=sys.stderr)
         procs.stop()
         if args.profile is not None and args.profile.exists() and completed:
-            _print_profile(args.profile, served.get("mesh", 0))
+            _print_profile(args.profile, served.get("profiled", 0))
         shutil.rmtree(tmp, ignore_errors=True)
     return exit_code
 

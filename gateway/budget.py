@@ -106,41 +106,43 @@ class Budgets:
         self._unsettled: list[Lease] = []
 
     async def reserve(self, key: KeyInfo, minimum: int, wanted: int) -> Ticket:
-        """Reserve between `minimum` and `wanted` (worst-case costs) for one request.
+        """Reserve `wanted` (a request's worst-case cost) or, when the budget is nearly used up, as little as
+        `minimum` (the caller then caps max_tokens to what it got).
 
-        When the budget is only tied up by this process's own requests in flight, wait for them
-        (up to `patience`) instead of refusing; refuse when a limit is really reached.
+        The current lease serves while it can cover `wanted`; otherwise a new lease is taken. Only when the
+        limits refuse a new lease does a request make do with the rest of the current one, wait for budget tied
+        up in leases to come back (up to `patience`), or get a 402.
         """
         state = self._keys.get(key.key_id)
         if state is None:
             state = self._keys[key.key_id] = _KeyState()
         deadline = time.monotonic() + self.patience
         while True:
-            ticket = self._take(state.current, minimum, wanted)
+            ticket = self._take(state.current, wanted, wanted)
             if ticket is not None:
                 return ticket
-            lease = state.current
-            if lease is not None and lease.inflight and lease.usable(time.monotonic()) \
-                    and lease.amount - lease.spent >= minimum:
-                await self._wait(state, deadline, None)  # it fits once reservations come back
-                continue
             async with state.lock:
-                if self._take_possible(state.current, minimum):
-                    continue
-                self._retire(state)
+                ticket = self._take(state.current, wanted, wanted)  # another request may have refilled it
+                if ticket is not None:
+                    return ticket
+                refused: BudgetExceeded | None = None
                 try:
-                    grant = await self.broker.acquire(key.account_id, key.key_id,
-                                                      wanted=wanted * self.lease_multiple, minimum=minimum)
+                    grant = await self.broker.acquire(key.account_id, key.key_id, minimum=minimum,
+                                                      wanted=wanted * max(self.lease_multiple, 4 * state.inflight))
                 except BudgetExceeded as exc:
                     refused = exc
                 except LeaseUnavailable:
-                    refused = None
+                    pass
                 else:
+                    self._retire(state)
                     state.current = Lease(grant, key.account_id, key.key_id)
                     continue
+                ticket = self._take(state.current, minimum, wanted)  # the budget is scarce: what is left
+                if ticket is not None:
+                    return ticket
             if refused is not None and not state.inflight and not refused.held_by_leases:
                 raise GatewayError(402, refused.message, "insufficient_quota", refused.code)
-            # else: wait; our own requests, or other holders' leases, give back what they do not spend
+            # else wait: our own requests, or other holders' leases, give back what they do not spend
             await self._wait(state, deadline, refused)
 
     async def _wait(self, state: _KeyState, deadline: float, refused: BudgetExceeded | None) -> None:
@@ -155,10 +157,6 @@ class Budgets:
             await asyncio.wait_for(state.changed.wait(), min(remaining, 0.25))
         except asyncio.TimeoutError:
             pass
-
-    @staticmethod
-    def _take_possible(lease: Lease | None, minimum: int) -> bool:
-        return lease is not None and lease.free >= minimum and lease.usable(time.monotonic())
 
     @staticmethod
     def _take(lease: Lease | None, minimum: int, wanted: int) -> Ticket | None:
