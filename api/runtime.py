@@ -38,7 +38,7 @@ from projections.billing import Billing
 from projections.catalog import CatalogModel
 from projections.directory import Directory
 from projections.readmodel import ReadModel, ensure_schema
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionRunner, wait_for_position
 from projections.source import StreamSource
 
 log = logging.getLogger("mesh")
@@ -204,6 +204,16 @@ class Runtime:
             if isinstance(stripe, StripePayments):
                 manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)
                 self._tasks.append(asyncio.create_task(manager.run(self._stop), name="auto-refill"))
+
+    def nudge(self) -> None:
+        """Something was just appended: let idle projection runners look now."""
+        for runner in self.runners:
+            runner.wake()
+
+    async def caught_up(self, model: ReadModel, position: int) -> None:
+        """Read-your-writes: wait (briefly) until `model` reflects `position`."""
+        self.nudge()
+        await wait_for_position(self.pool, model, position)
 
     def _key_changed(self, key: KeyInfo) -> None:
         if key.status != "active":

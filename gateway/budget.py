@@ -136,7 +136,9 @@ class Budgets:
                 else:
                     self._retire(state)
                     state.current = Lease(grant, key.account_id, key.key_id)
-                    continue
+                    ticket = self._take(state.current, minimum, wanted)
+                    assert ticket is not None, "a fresh lease covers at least the minimum"
+                    return ticket
                 ticket = self._take(state.current, minimum, wanted)  # the budget is scarce: what is left
                 if ticket is not None:
                     return ticket

@@ -50,9 +50,12 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.before_commit = before_commit  # a test hook: runs after the rows are written, before COMMIT
         self.position = 0
+        self._woken = asyncio.Event()
 
-    async def run(self, stop: asyncio.Event, idle_sleep: float = 0.025) -> None:
-        """Apply batches until `stop` is set; poll briefly when caught up."""
+    async def run(self, stop: asyncio.Event, max_idle: float = 0.25) -> None:
+        """Apply batches until `stop` is set. When caught up, poll less and less often (up to `max_idle`),
+        unless `wake()` says there is something new (a command this process just saved)."""
+        idle = 0.005
         while not stop.is_set():
             try:
                 applied = await self.step()
@@ -62,11 +65,18 @@ class ProjectionRunner:
                 log.exception("projection %s failed a batch; retrying", self.model.name)
                 applied = 0
                 await asyncio.sleep(1)
-            if not applied:
-                try:
-                    await asyncio.wait_for(stop.wait(), idle_sleep)
-                except asyncio.TimeoutError:
-                    pass
+            if applied:
+                idle = 0.005
+                continue
+            self._woken.clear()
+            try:
+                await asyncio.wait_for(_first(stop.wait(), self._woken.wait()), idle)
+                idle = 0.005
+            except asyncio.TimeoutError:
+                idle = min(idle * 2, max_idle)
+
+    def wake(self) -> None:
+        self._woken.set()
 
     async def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Apply everything up to the stream head as it is now; return the position reached."""
@@ -126,6 +136,15 @@ class ProjectionRunner:
                     await self.before_commit(messages)
             self.position = last.position
             return len(messages)
+
+
+async def _first(*waits) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def wait_for_position(pool: AsyncConnectionPool, model: ReadModel, position: int, timeout: float = 5.0) -> bool:

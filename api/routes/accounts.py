@@ -9,7 +9,6 @@ import msgspec
 from litestar import Controller, Request, post
 
 from api.runtime import DIRECTORY, Runtime
-from projections.runner import wait_for_position
 
 
 class Credentials(msgspec.Struct, forbid_unknown_fields=True):
@@ -29,12 +28,12 @@ class AccountController(Controller):
     async def signup(self, request: Request, data: Credentials) -> SessionOut:
         runtime: Runtime = request.app.state.runtime
         session = await asyncio.to_thread(runtime.accounts.sign_up, data.email, data.password)
-        await wait_for_position(runtime.pool, DIRECTORY, session.position)
+        await runtime.caught_up(DIRECTORY, session.position)
         return SessionOut(session.account_id, session.management_token)
 
     @post("/login", status_code=200)
     async def login(self, request: Request, data: Credentials) -> SessionOut:
         runtime: Runtime = request.app.state.runtime
         session = await asyncio.to_thread(runtime.accounts.log_in, data.email, data.password)
-        await wait_for_position(runtime.pool, DIRECTORY, session.position)
+        await runtime.caught_up(DIRECTORY, session.position)
         return SessionOut(session.account_id, session.management_token)

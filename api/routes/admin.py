@@ -15,7 +15,6 @@ from api.routes.models import ModelListOut, ModelOut, model_out
 from api.runtime import BILLING, Runtime
 from domain.money import pico_to_usd, usd_to_pico
 from domain.pricing import Price
-from projections.runner import wait_for_position
 
 
 class CreditGrantIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -58,7 +57,7 @@ class AdminController(Controller):
         amount = usd_to_pico(data.amount_usd)
         position = await asyncio.to_thread(runtime.accounts.grant_credits, account_id, amount, data.reason,
                                            "operator")
-        await wait_for_position(runtime.pool, BILLING, position)
+        await runtime.caught_up(BILLING, position)
         return CreditGrantOut(account_id, pico_to_usd(amount), position)
 
     @post("/topups/{reference:str}/confirm", status_code=200)
@@ -69,7 +68,7 @@ class AdminController(Controller):
         topup = await asyncio.to_thread(runtime.topups.load, "bank_transfer", reference)
         amount = usd_to_pico(data.amount_usd, decimals=2) if data and data.amount_usd is not None else topup.amount
         result = await asyncio.to_thread(runtime.topups.confirm, "bank_transfer", reference, amount, "operator")
-        await wait_for_position(runtime.pool, BILLING, result.position)
+        await runtime.caught_up(BILLING, result.position)
         return TransferOut(result.topup.id, result.topup.account_id, result.topup.status,
                            pico_to_usd(result.credited), pico_to_usd(result.topup.received))
 

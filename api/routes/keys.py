@@ -21,7 +21,6 @@ from domain.events import event_name
 from domain.money import pico_to_usd, usd_to_pico
 from projections import billing, directory
 from projections.readmodel import position_of
-from projections.runner import wait_for_position
 
 
 Money = str | int | float  # floats are refused with a clear message: money travels as decimal strings
@@ -149,7 +148,7 @@ class KeyController(Controller):
             _check_model(runtime, model, "allowed_models entry")
         created = await asyncio.to_thread(runtime.keys.create, account_id, data.label, cap, data.default_model,
                                           data.allowed_models, data.expires_at, data.cap_reset)
-        await wait_for_position(runtime.pool, DIRECTORY, created.position)
+        await runtime.caught_up(DIRECTORY, created.position)
         return aggregate_out(created.key, created.secret)
 
     @get("/")
@@ -218,7 +217,7 @@ class KeyController(Controller):
         runtime: Runtime = request.app.state.runtime
         grace = timedelta(seconds=(data or RotateIn()).grace_seconds)
         result = await asyncio.to_thread(runtime.keys.rotate, account_id, key_id, grace)
-        await wait_for_position(runtime.pool, DIRECTORY, result.position)
+        await runtime.caught_up(DIRECTORY, result.position)
         return aggregate_out(result.key, result.secret)
 
     @get("/{key_id:uuid}/events")
@@ -236,7 +235,7 @@ class KeyController(Controller):
         return history
 
     async def _answer(self, runtime: Runtime, result) -> KeyOut:
-        await wait_for_position(runtime.pool, DIRECTORY, result.position)
+        await runtime.caught_up(DIRECTORY, result.position)
         return aggregate_out(result.key)
 
 

@@ -18,7 +18,6 @@ from api.runtime import BILLING, Runtime
 from commands.app import NotFound
 from domain.money import InvalidAmount, pico_to_usd, usd_to_pico
 from projections import billing
-from projections.runner import wait_for_position
 
 log = logging.getLogger("mesh.api")
 
@@ -79,7 +78,7 @@ class TopUpController(Controller):
         started = await asyncio.to_thread(provider.start, account_id, amount, customer)
         result = await asyncio.to_thread(runtime.topups.request, account_id, provider.name, started.reference,
                                          amount, started.expires_at)
-        await wait_for_position(runtime.pool, BILLING, result.position)
+        await runtime.caught_up(BILLING, result.position)
         stripe = provider.name == "stripe"
         return TopUpOut(result.topup.id, result.topup.status, provider.name, pico_to_usd(amount),
                         payment_intent_id=started.reference if stripe else None,
@@ -116,6 +115,7 @@ async def stripe_webhook(request: Request) -> WebhookOut:
         raise ApiError(400, f"webhook refused: {exc}", "invalid_signature") from None
     try:
         handled = await asyncio.to_thread(_apply, runtime, event)
+        runtime.nudge()
     except NotFound as exc:
         log.warning("Stripe event %s ignored: %s", event.get("id"), exc)
         handled = False
@@ -200,7 +200,7 @@ class AutoRefillController(Controller):
             await asyncio.to_thread(stripe.save_card, customer, data.payment_method_id)
             position = await asyncio.to_thread(runtime.auto_refill.configure, account_id, threshold, amount,
                                                data.payment_method_id, runtime.auto_refill_max_failures)
-        await wait_for_position(runtime.pool, BILLING, position)
+        await runtime.caught_up(BILLING, position)
         return await _auto_refill_out(runtime, account_id)
 
 
