@@ -29,6 +29,7 @@ from gateway import feed
 from gateway.keys import KeyCache
 from gateway.catalog import Catalog
 from gateway.providers.base import Adapter
+from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.echo import EchoAdapter
 from gateway.providers.openai import OpenAIAdapter
 from gateway.usage import UsagePublisher
@@ -137,6 +138,8 @@ def make_adapter(provider) -> Adapter:
         return EchoAdapter()
     if provider.kind in ("openai", "openai-compatible"):
         return OpenAIAdapter(provider)
+    if provider.kind == "anthropic":
+        return AnthropicAdapter(provider)
     raise StartupError(f"provider {provider.name!r}: kind {provider.kind!r} is not supported yet")
 
 

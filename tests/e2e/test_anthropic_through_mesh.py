@@ -1,0 +1,71 @@
+"""An Anthropic model behind Mesh, used with the official openai SDK: plain, streamed, tools, metered."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import MeshProcess
+from tests.e2e.test_walking_skeleton import wait_for_balance
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.server import BackgroundServer
+
+
+@pytest.fixture(scope="module")
+def claude_mesh(tmp_path_factory):
+    fake = FakeAnthropic(reply_words=6, api_key="sk-ant-secret")
+    with BackgroundServer(fake) as server:
+        base = tmp_path_factory.mktemp("claude")
+        config = base / "mesh.toml"
+        config.write_text(f"""
+[providers.claude]
+kind = "anthropic"
+base_url = "{server.url}/v1"
+api_key_env = "ANTHROPIC_TEST_KEY"
+
+[[models]]
+id = "claude/test"
+provider = "claude"
+upstream = "claude-test-1"
+prompt_usd_per_1k = "3"
+completion_usd_per_1k = "15"
+""")
+        mesh = MeshProcess(base / "data", config, {"ANTHROPIC_TEST_KEY": "sk-ant-secret"})
+        mesh.start()
+        yield mesh, fake
+        mesh.stop()
+
+
+def test_the_openai_sdk_talks_to_an_anthropic_model(claude_mesh):
+    mesh, fake = claude_mesh
+    s = httpx.post(mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
+                                                   "password": "long enough"}).json()
+    httpx.post(f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
+               headers={"authorization": f"Bearer {mesh.operator_token}"}, json={"amount_usd": "5", "reason": "t"})
+    key = httpx.post(mesh.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"},
+                     json={"label": "claude"}).json()["key"]
+    client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
+    plain = client.chat.completions.create(model="claude/test", messages=messages, max_tokens=50)
+    assert plain.choices[0].message.content == "a0 a1 a2 a3 a4 a5"
+    assert (plain.usage.prompt_tokens, plain.usage.completion_tokens) == (4, 6)
+    assert fake.requests[-1]["system"] == "be brief" and fake.headers[-1]["x-api-key"] == "sk-ant-secret"
+    chunks = list(client.chat.completions.create(model="claude/test", messages=messages, max_tokens=50,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "a0 a1 a2 a3 a4 a5"
+    assert chunks[-1].usage.completion_tokens == 6
+    tool = client.chat.completions.create(model="claude/test", max_tokens=50, tools=[{
+        "type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        messages=[{"role": "user", "content": "weather in Paris?"}])
+    call = tool.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    # 3 requests: (4 + 6) + (4 + 6) + (3 + 5) tokens at 3 / 15 USD per 1K
+    spent = (Decimal(4 + 4 + 3) * 3 + Decimal(6 + 6 + 5) * 15) / 1000
+    body = wait_for_balance(mesh, s["management_token"], Decimal(5) - spent)
+    assert Decimal(body["balance_usd"]) == Decimal(5) - spent
+    assert "sk-ant-secret" not in mesh.output()
