@@ -31,6 +31,7 @@ from gateway.catalog import Catalog
 from gateway.providers.base import Adapter
 from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.echo import EchoAdapter
+from gateway.providers.gemini import GeminiAdapter
 from gateway.providers.openai import OpenAIAdapter
 from gateway.usage import UsagePublisher
 from projections import billing, directory
@@ -140,7 +141,9 @@ def make_adapter(provider) -> Adapter:
         return OpenAIAdapter(provider)
     if provider.kind == "anthropic":
         return AnthropicAdapter(provider)
-    raise StartupError(f"provider {provider.name!r}: kind {provider.kind!r} is not supported yet")
+    if provider.kind == "gemini":
+        return GeminiAdapter(provider)
+    raise StartupError(f"provider {provider.name!r}: kind {provider.kind!r} is not supported")
 
 
 class Runtime:

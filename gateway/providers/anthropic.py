@@ -20,7 +20,18 @@ import msgspec
 
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError
-from gateway.providers.base import SSE_DONE, Reply, StreamReply, Usage, estimate_tokens, message_text, sse
+from gateway.providers.base import (
+    SSE_DONE,
+    Reply,
+    StreamReply,
+    Usage,
+    estimate_tokens,
+    message_text,
+    sse,
+    upstream_error,
+    upstream_timeout,
+    upstream_unreachable,
+)
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -145,9 +156,9 @@ class AnthropicAdapter:
         try:
             response = await self.client.post("/messages", content=msgspec.json.encode(to_anthropic(model, body, False)))
         except httpx.TimeoutException:
-            raise self._timeout() from None
+            raise upstream_timeout(self.provider) from None
         except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from None
+            raise upstream_unreachable(self.provider, exc) from None
         if response.status_code >= 400:
             raise self._error(response.status_code, response.content)
         document, usage = to_openai(model, msgspec.json.decode(response.content))
@@ -159,9 +170,9 @@ class AnthropicAdapter:
         try:
             response = await self.client.send(request, stream=True)
         except httpx.TimeoutException:
-            raise self._timeout() from None
+            raise upstream_timeout(self.provider) from None
         except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from None
+            raise upstream_unreachable(self.provider, exc) from None
         if response.status_code >= 400:
             content = await response.aread()
             await response.aclose()
@@ -240,23 +251,7 @@ class AnthropicAdapter:
             message = msgspec.json.decode(content)["error"]["message"]
         except Exception:
             message = content[:200].decode(errors="replace") or "no details"
-        name = self.provider.name
-        if status == 429:
-            return GatewayError(429, f"provider {name} is rate limiting: {message}", "rate_limit_error",
-                                "upstream_rate_limited")
-        if status >= 500:  # 529: overloaded
-            return GatewayError(502, f"provider {name} failed with HTTP {status}: {message}", "upstream_error",
-                                "upstream_error")
-        return GatewayError(status, f"provider {name} refused the request: {message}", "invalid_request_error",
-                            "upstream_rejected")
-
-    def _timeout(self) -> GatewayError:
-        return GatewayError(504, f"provider {self.provider.name} did not answer within {self.provider.timeout:g}s",
-                            "upstream_error", "upstream_timeout")
-
-    def _unreachable(self, exc: Exception) -> GatewayError:
-        return GatewayError(502, f"provider {self.provider.name} is unreachable ({type(exc).__name__})",
-                            "upstream_error", "upstream_unreachable")
+        return upstream_error(self.provider, status, str(message)[:500])
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -7,7 +7,8 @@ from typing import AsyncIterator, Protocol
 
 import msgspec
 
-from gateway.catalog import Model
+from gateway.catalog import Model, Provider
+from gateway.errors import GatewayError
 
 
 class Usage(msgspec.Struct):
@@ -77,3 +78,27 @@ def sse(data: bytes) -> bytes:
 
 
 SSE_DONE = b"data: [DONE]\n\n"
+
+
+# What an upstream failure becomes, the same for every provider: the status a client can act on and a
+# message that names the provider.
+
+def upstream_error(provider: Provider, status: int, message: str) -> GatewayError:
+    if status == 429:
+        return GatewayError(429, f"provider {provider.name} is rate limiting: {message}", "rate_limit_error",
+                            "upstream_rate_limited")
+    if status >= 500:
+        return GatewayError(502, f"provider {provider.name} failed with HTTP {status}: {message}", "upstream_error",
+                            "upstream_error")
+    return GatewayError(status, f"provider {provider.name} refused the request: {message}", "invalid_request_error",
+                        "upstream_rejected")
+
+
+def upstream_timeout(provider: Provider) -> GatewayError:
+    return GatewayError(504, f"provider {provider.name} did not answer within {provider.timeout:g}s",
+                        "upstream_error", "upstream_timeout")
+
+
+def upstream_unreachable(provider: Provider, exc: Exception) -> GatewayError:
+    return GatewayError(502, f"provider {provider.name} is unreachable ({type(exc).__name__})", "upstream_error",
+                        "upstream_unreachable")

@@ -10,7 +10,18 @@ import msgspec
 
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError
-from gateway.providers.base import SSE_DONE, Reply, StreamReply, Usage, estimate_tokens, message_text, sse
+from gateway.providers.base import (
+    SSE_DONE,
+    Reply,
+    StreamReply,
+    Usage,
+    estimate_tokens,
+    message_text,
+    sse,
+    upstream_error,
+    upstream_timeout,
+    upstream_unreachable,
+)
 
 
 class _Usage(msgspec.Struct):
@@ -55,11 +66,11 @@ class OpenAIAdapter:
         try:
             response = await self.client.post(path, content=msgspec.json.encode(document))
         except httpx.TimeoutException:
-            raise self._timeout() from None
+            raise upstream_timeout(self.provider) from None
         except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from None
+            raise upstream_unreachable(self.provider, exc) from None
         if response.status_code >= 400:
-            raise self._upstream_error(response.status_code, response.content)
+            raise upstream_error(self.provider, response.status_code, _error_message(response.content))
         return response
 
     async def chat(self, model: Model, body: dict) -> Reply:
@@ -83,13 +94,13 @@ class OpenAIAdapter:
         try:
             response = await self.client.send(request, stream=True)
         except httpx.TimeoutException:
-            raise self._timeout() from None
+            raise upstream_timeout(self.provider) from None
         except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from None
+            raise upstream_unreachable(self.provider, exc) from None
         if response.status_code >= 400:
             content = await response.aread()
             await response.aclose()
-            raise self._upstream_error(response.status_code, content)
+            raise upstream_error(self.provider, response.status_code, _error_message(content))
         reply: StreamReply
         prompt_text = message_text(body.get("messages") or [])
 
@@ -145,26 +156,6 @@ class OpenAIAdapter:
             return Usage(document.usage.prompt_tokens, document.usage.completion_tokens)
         text = "".join((c.message.content or "") for c in document.choices if c.message is not None)
         return Usage(estimate_tokens(message_text(body.get("messages") or [])), estimate_tokens(text), True)
-
-    def _upstream_error(self, status: int, content: bytes) -> GatewayError:
-        message = _error_message(content)
-        name = self.provider.name
-        if status == 429:
-            return GatewayError(429, f"provider {name} is rate limiting: {message}", "rate_limit_error",
-                                "upstream_rate_limited")
-        if status >= 500:
-            return GatewayError(502, f"provider {name} failed with HTTP {status}: {message}", "upstream_error",
-                                "upstream_error")
-        return GatewayError(status, f"provider {name} refused the request: {message}", "invalid_request_error",
-                            "upstream_rejected")
-
-    def _timeout(self) -> GatewayError:
-        return GatewayError(504, f"provider {self.provider.name} did not answer within {self.provider.timeout:g}s",
-                            "upstream_error", "upstream_timeout")
-
-    def _unreachable(self, exc: Exception) -> GatewayError:
-        return GatewayError(502, f"provider {self.provider.name} is unreachable ({type(exc).__name__})",
-                            "upstream_error", "upstream_unreachable")
 
     async def aclose(self) -> None:
         await self.client.aclose()
