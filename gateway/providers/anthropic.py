@@ -15,7 +15,6 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
-import httpx
 import msgspec
 
 from gateway.catalog import Model, Provider
@@ -24,13 +23,13 @@ from gateway.providers.base import (
     SSE_DONE,
     Reply,
     StreamReply,
+    Upstream,
     Usage,
+    error_field,
     estimate_tokens,
     message_text,
     sse,
-    upstream_error,
-    upstream_timeout,
-    upstream_unreachable,
+    usage_chunk,
 )
 
 API_VERSION = "2023-06-01"
@@ -142,41 +141,17 @@ def to_openai(model: Model, message: dict) -> tuple[dict, Usage]:
 class AnthropicAdapter:
     def __init__(self, provider: Provider):
         self.provider = provider
-        headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
-        if provider.api_key:
-            headers["x-api-key"] = provider.api_key
-        self.client = httpx.AsyncClient(
-            base_url=provider.base_url.rstrip("/"), headers=headers,
-            timeout=httpx.Timeout(provider.timeout, connect=provider.connect_timeout),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-        )
+        headers = {"anthropic-version": API_VERSION, **({"x-api-key": provider.api_key} if provider.api_key else {})}
+        self.upstream = Upstream(provider, headers, error_field)
 
     async def chat(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
-        try:
-            response = await self.client.post("/messages", content=msgspec.json.encode(to_anthropic(model, body, False)))
-        except httpx.TimeoutException:
-            raise upstream_timeout(self.provider) from None
-        except httpx.HTTPError as exc:
-            raise upstream_unreachable(self.provider, exc) from None
-        if response.status_code >= 400:
-            raise self._error(response.status_code, response.content)
+        response = await self.upstream.post("/messages", to_anthropic(model, body, False))
         document, usage = to_openai(model, msgspec.json.decode(response.content))
         return Reply(msgspec.json.encode(document), usage, (time.perf_counter_ns() - started) // 1000)
 
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply:
-        request = self.client.build_request("POST", "/messages",
-                                            content=msgspec.json.encode(to_anthropic(model, body, True)))
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException:
-            raise upstream_timeout(self.provider) from None
-        except httpx.HTTPError as exc:
-            raise upstream_unreachable(self.provider, exc) from None
-        if response.status_code >= 400:
-            content = await response.aread()
-            await response.aclose()
-            raise self._error(response.status_code, content)
+        response = await self.upstream.stream("/messages", to_anthropic(model, body, True))
         prompt_text = message_text(body.get("messages") or [])
         reply: StreamReply
 
@@ -231,10 +206,7 @@ class AnthropicAdapter:
                 reply.usage = final if reported else Usage(final.prompt_tokens or estimate_tokens(prompt_text),
                                                            estimate_tokens("".join(generated)), True)
                 if include_usage:
-                    u = reply.usage
-                    yield sse(msgspec.json.encode({**base, "choices": [], "usage": {
-                        "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                        "total_tokens": u.prompt_tokens + u.completion_tokens}}))
+                    yield usage_chunk(base, reply.usage)
                 yield SSE_DONE
             finally:
                 if not reported:  # cut short: bill what was generated, flagged as estimated
@@ -246,12 +218,5 @@ class AnthropicAdapter:
         reply = StreamReply(frames())
         return reply
 
-    def _error(self, status: int, content: bytes) -> GatewayError:
-        try:
-            message = msgspec.json.decode(content)["error"]["message"]
-        except Exception:
-            message = content[:200].decode(errors="replace") or "no details"
-        return upstream_error(self.provider, status, str(message)[:500])
-
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.upstream.aclose()

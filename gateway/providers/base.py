@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Callable, Protocol
 
+import httpx
 import msgspec
 
 from gateway.catalog import Model, Provider
@@ -102,3 +103,67 @@ def upstream_timeout(provider: Provider) -> GatewayError:
 def upstream_unreachable(provider: Provider, exc: Exception) -> GatewayError:
     return GatewayError(502, f"provider {provider.name} is unreachable ({type(exc).__name__})", "upstream_error",
                         "upstream_unreachable")
+
+
+class Upstream:
+    """One pooled HTTP client per provider, with its connect and total timeouts; transport failures and
+    error statuses come out as GatewayErrors. `error_message` pulls the provider's message out of its error body."""
+
+    def __init__(self, provider: Provider, headers: dict[str, str], error_message: Callable[[bytes], str]):
+        self.provider = provider
+        self.error_message = error_message
+        self.client = httpx.AsyncClient(
+            base_url=provider.base_url.rstrip("/"), headers={"content-type": "application/json", **headers},
+            timeout=httpx.Timeout(provider.timeout, connect=provider.connect_timeout),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        )
+
+    async def post(self, path: str, document: dict) -> httpx.Response:
+        try:
+            response = await self.client.post(path, content=msgspec.json.encode(document))
+        except httpx.TimeoutException:
+            raise upstream_timeout(self.provider) from None
+        except httpx.HTTPError as exc:
+            raise upstream_unreachable(self.provider, exc) from None
+        if response.status_code >= 400:
+            raise upstream_error(self.provider, response.status_code, self.error_message(response.content))
+        return response
+
+    async def stream(self, path: str, document: dict, params: dict | None = None) -> httpx.Response:
+        """Open a streamed POST; the caller reads it and must close it."""
+        request = self.client.build_request("POST", path, params=params, content=msgspec.json.encode(document))
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.TimeoutException:
+            raise upstream_timeout(self.provider) from None
+        except httpx.HTTPError as exc:
+            raise upstream_unreachable(self.provider, exc) from None
+        if response.status_code >= 400:
+            content = await response.aread()
+            await response.aclose()
+            raise upstream_error(self.provider, response.status_code, self.error_message(content))
+        return response
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def usage_chunk(base: dict, usage: Usage) -> bytes:
+    """The final OpenAI stream chunk with usage (sent only to clients that asked for it)."""
+    return sse(msgspec.json.encode({**base, "choices": [], "usage": {
+        "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens}}))
+
+
+def error_field(content: bytes) -> str:
+    """The message of an `{"error": {"message": ...}}` body (OpenAI, Anthropic and Google all use it)."""
+    try:
+        document = msgspec.json.decode(content)
+        error = document.get("error") if isinstance(document, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:500]
+        if isinstance(error, str):
+            return error[:500]
+    except msgspec.DecodeError:
+        pass
+    return content[:200].decode(errors="replace") or "no details"

@@ -13,7 +13,7 @@ from typing import AsyncIterator
 import msgspec
 
 from gateway.catalog import Model
-from gateway.providers.base import SSE_DONE, Reply, StreamReply, Usage, message_text, sse
+from gateway.providers.base import SSE_DONE, Reply, StreamReply, Usage, message_text, sse, usage_chunk
 
 
 def _last_user_text(messages: list) -> str:
@@ -64,10 +64,7 @@ class EchoAdapter:
             yield sse(msgspec.json.encode({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
             reply.mark_done()
             if include_usage:
-                u = reply.usage
-                yield sse(msgspec.json.encode({**base, "choices": [], "usage": {
-                    "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                    "total_tokens": u.prompt_tokens + u.completion_tokens}}))
+                yield usage_chunk(base, reply.usage)
             yield SSE_DONE
 
         reply = StreamReply(frames())

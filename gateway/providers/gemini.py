@@ -14,22 +14,20 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
-import httpx
 import msgspec
 
 from gateway.catalog import Model, Provider
-from gateway.errors import GatewayError
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
     StreamReply,
+    Upstream,
     Usage,
+    error_field,
     estimate_tokens,
     message_text,
     sse,
-    upstream_error,
-    upstream_timeout,
-    upstream_unreachable,
+    usage_chunk,
 )
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
@@ -129,26 +127,12 @@ def _choice(candidate: dict) -> tuple[str, list[dict]]:
 class GeminiAdapter:
     def __init__(self, provider: Provider):
         self.provider = provider
-        headers = {"content-type": "application/json"}
-        if provider.api_key:
-            headers["x-goog-api-key"] = provider.api_key
-        self.client = httpx.AsyncClient(
-            base_url=provider.base_url.rstrip("/"), headers=headers,
-            timeout=httpx.Timeout(provider.timeout, connect=provider.connect_timeout),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-        )
+        self.upstream = Upstream(provider, {"x-goog-api-key": provider.api_key} if provider.api_key else {},
+                                 error_field)
 
     async def chat(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
-        try:
-            response = await self.client.post(f"/models/{model.upstream}:generateContent",
-                                              content=msgspec.json.encode(to_gemini(body)))
-        except httpx.TimeoutException:
-            raise upstream_timeout(self.provider) from None
-        except httpx.HTTPError as exc:
-            raise upstream_unreachable(self.provider, exc) from None
-        if response.status_code >= 400:
-            raise self._error(response.status_code, response.content)
+        response = await self.upstream.post(f"/models/{model.upstream}:generateContent", to_gemini(body))
         document = msgspec.json.decode(response.content)
         choices = []
         for n, candidate in enumerate(document.get("candidates") or []):
@@ -168,18 +152,8 @@ class GeminiAdapter:
         return Reply(msgspec.json.encode(out), usage, (time.perf_counter_ns() - started) // 1000)
 
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply:
-        request = self.client.build_request("POST", f"/models/{model.upstream}:streamGenerateContent",
-                                            params={"alt": "sse"}, content=msgspec.json.encode(to_gemini(body)))
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException:
-            raise upstream_timeout(self.provider) from None
-        except httpx.HTTPError as exc:
-            raise upstream_unreachable(self.provider, exc) from None
-        if response.status_code >= 400:
-            content = await response.aread()
-            await response.aclose()
-            raise self._error(response.status_code, content)
+        response = await self.upstream.stream(f"/models/{model.upstream}:streamGenerateContent", to_gemini(body),
+                                              params={"alt": "sse"})
         prompt_text = message_text(body.get("messages") or [])
         reply: StreamReply
 
@@ -214,10 +188,7 @@ class GeminiAdapter:
                             "finish_reason": ("tool_calls" if calls else FINISH.get(finish, "stop")) if finish else None}]}))
                 reply.usage = usage or Usage(estimate_tokens(prompt_text), estimate_tokens("".join(generated)), True)
                 if include_usage:
-                    u = reply.usage
-                    yield sse(msgspec.json.encode({**base, "choices": [], "usage": {
-                        "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                        "total_tokens": u.prompt_tokens + u.completion_tokens}}))
+                    yield usage_chunk(base, reply.usage)
                 yield SSE_DONE
             finally:
                 if usage is None:
@@ -228,12 +199,5 @@ class GeminiAdapter:
         reply = StreamReply(frames())
         return reply
 
-    def _error(self, status: int, content: bytes) -> GatewayError:
-        try:
-            message = msgspec.json.decode(content)["error"]["message"]
-        except Exception:
-            message = content[:200].decode(errors="replace") or "no details"
-        return upstream_error(self.provider, status, str(message)[:500])
-
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.upstream.aclose()

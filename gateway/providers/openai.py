@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import AsyncIterator
 
-import httpx
 import msgspec
 
 from gateway.catalog import Model, Provider
@@ -14,13 +13,12 @@ from gateway.providers.base import (
     SSE_DONE,
     Reply,
     StreamReply,
+    Upstream,
     Usage,
+    error_field,
     estimate_tokens,
     message_text,
     sse,
-    upstream_error,
-    upstream_timeout,
-    upstream_unreachable,
 )
 
 
@@ -51,31 +49,12 @@ _decode_document = msgspec.json.Decoder(_Document).decode
 class OpenAIAdapter:
     def __init__(self, provider: Provider):
         self.provider = provider
-        headers = {"content-type": "application/json"}
-        if provider.api_key:
-            headers["authorization"] = f"Bearer {provider.api_key}"
-        self.client = httpx.AsyncClient(
-            base_url=provider.base_url.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(provider.timeout, connect=provider.connect_timeout),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-        )
-
-    async def _post(self, path: str, document: dict) -> httpx.Response:
-        """POST to the upstream; transport failures and error statuses become GatewayErrors."""
-        try:
-            response = await self.client.post(path, content=msgspec.json.encode(document))
-        except httpx.TimeoutException:
-            raise upstream_timeout(self.provider) from None
-        except httpx.HTTPError as exc:
-            raise upstream_unreachable(self.provider, exc) from None
-        if response.status_code >= 400:
-            raise upstream_error(self.provider, response.status_code, _error_message(response.content))
-        return response
+        auth = {"authorization": f"Bearer {provider.api_key}"} if provider.api_key else {}
+        self.upstream = Upstream(provider, auth, error_field)
 
     async def chat(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
-        response = await self._post("/chat/completions", {**body, "model": model.upstream, "stream": False})
+        response = await self.upstream.post("/chat/completions", {**body, "model": model.upstream, "stream": False})
         try:
             document = _decode_document(response.content)
         except msgspec.DecodeError:
@@ -86,21 +65,10 @@ class OpenAIAdapter:
 
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply:
         # Always ask for usage; forward the usage chunk only if the client asked for it.
-        payload = msgspec.json.encode({
+        response = await self.upstream.stream("/chat/completions", {
             **body, "model": model.upstream, "stream": True,
             "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
         })
-        request = self.client.build_request("POST", "/chat/completions", content=payload)
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException:
-            raise upstream_timeout(self.provider) from None
-        except httpx.HTTPError as exc:
-            raise upstream_unreachable(self.provider, exc) from None
-        if response.status_code >= 400:
-            content = await response.aread()
-            await response.aclose()
-            raise upstream_error(self.provider, response.status_code, _error_message(content))
         reply: StreamReply
         prompt_text = message_text(body.get("messages") or [])
 
@@ -141,7 +109,7 @@ class OpenAIAdapter:
 
     async def embeddings(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
-        response = await self._post("/embeddings", {**body, "model": model.upstream})
+        response = await self.upstream.post("/embeddings", {**body, "model": model.upstream})
         try:
             usage = _decode_document(response.content).usage
         except msgspec.DecodeError:
@@ -158,17 +126,5 @@ class OpenAIAdapter:
         return Usage(estimate_tokens(message_text(body.get("messages") or [])), estimate_tokens(text), True)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.upstream.aclose()
 
-
-def _error_message(content: bytes) -> str:
-    try:
-        document = msgspec.json.decode(content)
-        error = document.get("error") if isinstance(document, dict) else None
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:500]
-        if isinstance(error, str):
-            return error[:500]
-    except msgspec.DecodeError:
-        pass
-    return content[:200].decode(errors="replace") or "no details"
