@@ -1,4 +1,4 @@
-"""An Anthropic model behind Mesh, used with the official openai SDK: plain, streamed, tools, metered."""
+"""Anthropic and Gemini models behind Mesh, used with the official openai SDK: plain, streamed, tools, metered."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.conftest import MeshProcess
 from tests.e2e.test_walking_skeleton import wait_for_balance
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.server import BackgroundServer
 
 
@@ -69,3 +70,48 @@ def test_the_openai_sdk_talks_to_an_anthropic_model(claude_mesh):
     body = wait_for_balance(mesh, s["management_token"], Decimal(5) - spent)
     assert Decimal(body["balance_usd"]) == Decimal(5) - spent
     assert "sk-ant-secret" not in mesh.output()
+
+
+@pytest.fixture(scope="module")
+def gemini_mesh(tmp_path_factory):
+    fake = FakeGemini(reply_words=5, api_key="g-secret")
+    with BackgroundServer(fake) as server:
+        base = tmp_path_factory.mktemp("gemini")
+        config = base / "mesh.toml"
+        config.write_text(f"""
+[providers.google]
+kind = "gemini"
+base_url = "{server.url}/v1beta"
+api_key_env = "GEMINI_TEST_KEY"
+
+[[models]]
+id = "google/flash"
+provider = "google"
+upstream = "gemini-test"
+prompt_usd_per_1k = "0.1"
+completion_usd_per_1k = "0.4"
+""")
+        mesh = MeshProcess(base / "data", config, {"GEMINI_TEST_KEY": "g-secret"})
+        mesh.start()
+        yield mesh, fake
+        mesh.stop()
+
+
+def test_the_openai_sdk_talks_to_a_gemini_model(gemini_mesh):
+    mesh, fake = gemini_mesh
+    s = httpx.post(mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
+                                                   "password": "long enough"}).json()
+    httpx.post(f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
+               headers={"authorization": f"Bearer {mesh.operator_token}"}, json={"amount_usd": "1", "reason": "t"})
+    key = httpx.post(mesh.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"},
+                     json={"label": "gemini"}).json()["key"]
+    client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
+    messages = [{"role": "user", "content": "say five words"}]
+    plain = client.chat.completions.create(model="google/flash", messages=messages)
+    assert plain.choices[0].message.content == "g0 g1 g2 g3 g4" and plain.usage.prompt_tokens == 3
+    streamed = list(client.chat.completions.create(model="google/flash", messages=messages, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "g0 g1 g2 g3 g4"
+    assert fake.requests[-1]["_model"] == "gemini-test"
+    spent = (Decimal(3 + 3) * Decimal("0.1") + Decimal(5 + 5) * Decimal("0.4")) / 1000
+    body = wait_for_balance(mesh, s["management_token"], Decimal(1) - spent)
+    assert Decimal(body["balance_usd"]) == Decimal(1) - spent
