@@ -7,6 +7,7 @@ data where it left it.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import pwd
@@ -43,14 +44,23 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
     raise EmbeddedServerError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
 
 
+def _load_libc():
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()  # loaded here: the child may run as another user that cannot read Python's files
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: if `mesh up` dies (even by SIGKILL), the server gets SIGTERM."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    if _LIBC is not None:
+        try:
+            _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
 
 
 def _stop(process: subprocess.Popen | None, timeout: float = 10) -> None:
