@@ -10,6 +10,7 @@ import msgspec
 
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError
+from gateway.transport import LeanTransport
 
 
 class Usage(msgspec.Struct):
@@ -112,10 +113,12 @@ class Upstream:
     def __init__(self, provider: Provider, headers: dict[str, str], error_message: Callable[[bytes], str]):
         self.provider = provider
         self.error_message = error_message
+        lean = provider.base_url.startswith("http://")
         self.client = httpx.AsyncClient(
             base_url=provider.base_url.rstrip("/"), headers={"content-type": "application/json", **headers},
             timeout=httpx.Timeout(provider.timeout, connect=provider.connect_timeout),
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            transport=LeanTransport() if lean else None,
         )
 
     async def post(self, path: str, document: dict) -> httpx.Response:
