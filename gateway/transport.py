@@ -95,12 +95,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self.max_idle = max_idle_per_host
         self._idle: dict[tuple, deque[_Connection]] = {}
 
-    async def _connect(self, key: tuple, timeout: float | None) -> _Connection:
+    async def _connect(self, key: tuple, timeout: float | None) -> tuple[_Connection, bool]:
+        """A connection to the host, and whether it is a kept-alive one (which the upstream may have closed)."""
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
             if not connection.reader.at_eof() and not connection.writer.is_closing():
-                return connection
+                return connection, True
             connection.close()
         host, port = key
         try:
@@ -109,7 +110,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectTimeout(f"could not connect to {host}:{port} in time") from None
         except OSError as exc:
             raise httpx.ConnectError(str(exc)) from None
-        return _Connection(reader, writer)
+        return _Connection(reader, writer), False
 
     def _release(self, key: tuple, connection: _Connection) -> None:
         idle = self._idle.setdefault(key, deque())
@@ -128,10 +129,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
         if b"content-length" not in {name.lower() for name, _ in request.headers.raw}:
             head.append(b"content-length: " + str(len(body)).encode() + b"\r\n")
         payload = b"".join(head) + b"\r\n" + body
-        for attempt in range(2):  # a kept-alive connection the upstream had just closed: try a fresh one
-            connection = await self._connect(key, timeouts.get("connect"))
+        while True:
+            connection, reused = await self._connect(key, timeouts.get("connect"))
             state = _Response()
             parser = state.parser = httptools.HttpResponseParser(state)
+            received = False
             try:
                 connection.writer.write(payload)
                 await connection.writer.drain()
@@ -139,11 +141,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     data = await _read(connection, timeouts.get("read"))
                     if not data:
                         raise httpx.RemoteProtocolError("the upstream closed the connection")
+                    received = True
                     parser.feed_data(data)
             except (httpx.RemoteProtocolError, httpx.ReadError, OSError):
                 connection.close()
-                if attempt == 0:
-                    continue
+                if reused and not received:
+                    continue  # a kept-alive connection the upstream had already closed: the request never ran
                 raise
             except httptools.HttpParserError as exc:
                 connection.close()
@@ -151,7 +154,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
             stream = _Body(self, key, connection, parser, state, timeouts.get("read"))
             return httpx.Response(parser.get_status_code(), headers=state.headers, stream=stream,
                                   extensions={"http_version": b"HTTP/1.1"})
-        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         for idle in self._idle.values():
