@@ -34,6 +34,7 @@ import asyncio
 import math
 import multiprocessing
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -515,7 +516,7 @@ def _litellm_command() -> str | None:
                                        if (Path(sys.executable).parent / "litellm").exists() else None)
 
 
-def _start_litellm(procs: Processes, tmp: Path, mock_port: int, command: str) -> tuple[subprocess.Popen, int]:
+def _start_litellm(procs: Processes, tmp: Path, mock_port: int, command: str) -> tuple[subprocess.Popen, int, str]:
     config = tmp / "litellm.yaml"
     entries = "".join(f"""  - model_name: bench/{upstream}
     litellm_params:
@@ -534,15 +535,18 @@ general_settings:
 """)
     port = _free_port()
     env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MODE": "PRODUCTION", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    for name in ("DATABASE_URL", "LITELLM_MASTER_KEY", "REDIS_HOST", "REDIS_URL"):
-        env.pop(name, None)  # no DB, no auth, no cache
+    for name in ("DATABASE_URL", "REDIS_HOST", "REDIS_URL"):
+        env.pop(name, None)  # no DB, no cache
+    # Recent LiteLLM refuses to start without a strong master key; clients authenticate with it, as with Mesh.
+    master_key = "sk-" + secrets.token_hex(32)
+    env["LITELLM_MASTER_KEY"] = master_key
     log = tmp / "litellm.log"
     process = procs.popen("litellm", [command, "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
                                       "--num_workers", "1"], env, log)
     seconds = _wait_http(f"http://127.0.0.1:{port}/health/liveliness", process, log, 180, "litellm")
     procs.remember_descendants(process)
     print(f"litellm healthy in {seconds:.1f} s on :{port} (pid {process.pid}; log {log})", flush=True)
-    return process, port
+    return process, port, master_key
 
 
 def _mesh_under_cprofile(out: str) -> int:
@@ -689,8 +693,8 @@ def main() -> int:
                    "mesh": ("127.0.0.1", mesh_port, key, mesh.pid, "bench/")}
         litellm = None if args.no_litellm else _litellm_command()
         if litellm:
-            process, port = _start_litellm(procs, tmp, mock_port, litellm)
-            targets["litellm"] = ("127.0.0.1", port, "sk-bench", process.pid, "bench/")
+            process, port, master_key = _start_litellm(procs, tmp, mock_port, litellm)
+            targets["litellm"] = ("127.0.0.1", port, master_key, process.pid, "bench/")
         litellm_note = None if litellm else (
             "LiteLLM: skipped (--no-litellm)" if args.no_litellm else
             "LiteLLM: not installed, so no ratios against it; to include it: pip install 'litellm[proxy]' "
