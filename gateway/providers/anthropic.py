@@ -1,12 +1,18 @@
-"""Anthropic's Messages API behind the OpenAI shape.
+"""Anthropic's Messages API (POST {base_url}/messages, `anthropic-version: 2023-06-01`) behind the OpenAI shape.
 
-Request: system/developer messages → `system`; user/assistant turns with text and image parts (data: URLs →
-base64 sources, http(s) URLs → url sources); assistant `tool_calls` → `tool_use` blocks; `tool` messages →
-`tool_result` blocks in a user turn; `max_tokens` (required by Anthropic: max_completion_tokens, max_tokens, else
-4096), `stop` → `stop_sequences`, temperature, top_p, function tools → `tools` with `input_schema`, tool_choice,
-`user` → metadata.user_id. Response: text and tool_use blocks → message content and tool_calls; stop reasons
-→ finish_reason; usage input (+ cache) / output tokens → prompt / completion tokens. Streams: message_start,
-content_block_start/delta/stop, message_delta, message_stop, ping and error events → chat.completion.chunk frames.
+Request: system/developer messages → top-level `system`; user/assistant turns (consecutive same-role turns merged,
+empty ones dropped) with text and image parts (data: URLs → base64 sources, other URLs → url sources); assistant
+`tool_calls` → `tool_use` blocks; `tool` messages → `tool_result` blocks in one user turn; `max_tokens` (required
+there: max_completion_tokens, max_tokens, else 4096); `stop` → `stop_sequences`; temperature, top_p; function tools
+→ `tools` with `input_schema`; tool_choice auto/required/none/named → auto/any/none/tool, and
+parallel_tool_calls=false → `disable_parallel_tool_use`; `user` → metadata.user_id.
+Response: text and tool_use blocks → message content and tool_calls (arguments as a JSON string); stop_reason →
+finish_reason; usage input (+ cache creation + cache read) / output tokens → prompt / completion tokens.
+Stream: message_start (input usage) → role chunk; content_block_start of a tool_use → tool call id and name;
+text_delta / input_json_delta → content / argument fragments; message_delta (stop_reason, cumulative output
+usage) → the finish chunk; message_stop ends it; ping is ignored; an `error` event fails the stream. A stream
+that breaks off before message_delta is billed from an estimate, flagged as such.
+Wire format as documented at docs.anthropic.com/en/api/messages, /messages-streaming and /errors.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
+import httpx
 import msgspec
 
 from gateway.catalog import Model, Provider
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, invalid
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
@@ -29,13 +36,16 @@ from gateway.providers.base import (
     estimate_tokens,
     message_text,
     sse,
+    upstream_timeout,
+    upstream_unreachable,
     usage_chunk,
 )
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
-FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
-          "pause_turn": "stop", "refusal": "content_filter"}
+FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+          "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
+TOOL_CHOICE = {"auto": "auto", "required": "any", "none": "none"}
 
 
 def _image(url: str) -> dict:
@@ -50,12 +60,36 @@ def _blocks(content: Any) -> list[dict]:
         return [{"type": "text", "text": content}] if content else []
     blocks = []
     for part in content or []:
-        if part.get("type") == "text":
-            blocks.append({"type": "text", "text": part.get("text", "")})
+        if part.get("type") == "text" and part.get("text"):
+            blocks.append({"type": "text", "text": part["text"]})
         elif part.get("type") == "image_url":
             image = part.get("image_url") or {}
             blocks.append(_image(image.get("url", "") if isinstance(image, dict) else image))
     return blocks
+
+
+def _tool_use(call: dict) -> dict:
+    function = call.get("function") or {}
+    arguments = function.get("arguments") or "{}"
+    try:
+        tool_input = msgspec.json.decode(arguments) if isinstance(arguments, str) else arguments
+    except msgspec.DecodeError:
+        raise invalid(f"the arguments of tool call {call.get('id')!r} are not JSON", "invalid_tool_call",
+                      "messages") from None
+    return {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": tool_input}
+
+
+def _tool_choice(body: dict) -> dict | None:
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and (choice.get("function") or {}).get("name"):
+        result = {"type": "tool", "name": choice["function"]["name"]}
+    elif choice in TOOL_CHOICE:
+        result = {"type": TOOL_CHOICE[choice]}
+    else:
+        result = None
+    if body.get("parallel_tool_calls") is False and body.get("tools") and (result or {}).get("type") != "none":
+        result = {**(result or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return result
 
 
 def to_anthropic(model: Model, body: dict, stream: bool) -> dict:
@@ -63,7 +97,9 @@ def to_anthropic(model: Model, body: dict, stream: bool) -> dict:
     turns: list[dict] = []
 
     def add(role: str, blocks: list[dict]) -> None:
-        if turns and turns[-1]["role"] == role:  # Anthropic wants alternating turns: merge
+        if not blocks:  # Anthropic refuses empty turns
+            return
+        if turns and turns[-1]["role"] == role:  # and wants tool results of one turn in one user message
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": role, "content": blocks})
@@ -76,13 +112,7 @@ def to_anthropic(model: Model, body: dict, stream: bool) -> dict:
             add("user", [{"type": "tool_result", "tool_use_id": message.get("tool_call_id", ""),
                           "content": message_text([message])}])
         elif role == "assistant":
-            blocks = _blocks(message.get("content"))
-            for call in message.get("tool_calls") or []:
-                function = call.get("function", {})
-                arguments = function.get("arguments") or "{}"
-                blocks.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
-                               "input": msgspec.json.decode(arguments) if isinstance(arguments, str) else arguments})
-            add("assistant", blocks)
+            add("assistant", _blocks(message.get("content")) + [_tool_use(c) for c in message.get("tool_calls") or []])
         else:
             add("user", _blocks(message.get("content")))
     request: dict[str, Any] = {
@@ -101,13 +131,9 @@ def to_anthropic(model: Model, body: dict, stream: bool) -> dict:
         request["tools"] = [{"name": t["function"]["name"], "description": t["function"].get("description", ""),
                              "input_schema": t["function"].get("parameters") or {"type": "object"}}
                             for t in body["tools"] if t.get("type") == "function"]
-    choice = body.get("tool_choice")
-    if choice == "required":
-        request["tool_choice"] = {"type": "any"}
-    elif choice == "auto":
-        request["tool_choice"] = {"type": "auto"}
-    elif isinstance(choice, dict) and choice.get("function"):
-        request["tool_choice"] = {"type": "tool", "name": choice["function"]["name"]}
+    tool_choice = _tool_choice(body)
+    if tool_choice:
+        request["tool_choice"] = tool_choice
     if body.get("user"):
         request["metadata"] = {"user_id": str(body["user"])}
     return request
@@ -119,17 +145,21 @@ def _usage(usage: dict) -> Usage:
     return Usage(prompt, usage.get("output_tokens") or 0)
 
 
-def to_openai(model: Model, message: dict) -> tuple[dict, Usage]:
-    text = "".join(b.get("text", "") for b in message.get("content", []) if b.get("type") == "text")
-    calls = [{"id": b["id"], "type": "function", "function": {"name": b["name"],
-                                                               "arguments": msgspec.json.encode(b.get("input", {})).decode()}}
-             for b in message.get("content", []) if b.get("type") == "tool_use"]
-    usage = _usage(message.get("usage") or {})
+def to_openai(model: Model, message: dict, body: dict) -> tuple[dict, Usage]:
+    content = message.get("content") or []
+    text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
+    calls = [{"id": b["id"], "type": "function", "function": {
+        "name": b["name"], "arguments": msgspec.json.encode(b.get("input", {})).decode()}}
+        for b in content if b.get("type") == "tool_use"]
+    if message.get("usage"):
+        usage = _usage(message["usage"])
+    else:
+        usage = Usage(estimate_tokens(message_text(body["messages"])), estimate_tokens(text), True)
     reply: dict[str, Any] = {"role": "assistant", "content": text or None}
     if calls:
         reply["tool_calls"] = calls
     document = {
-        "id": "chatcmpl-" + str(message.get("id", uuid.uuid4().hex)), "object": "chat.completion",
+        "id": "chatcmpl-" + str(message.get("id") or uuid.uuid4().hex), "object": "chat.completion",
         "created": int(time.time()), "model": model.id,
         "choices": [{"index": 0, "message": reply, "finish_reason": FINISH.get(message.get("stop_reason"), "stop")}],
         "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
@@ -144,10 +174,17 @@ class AnthropicAdapter:
         headers = {"anthropic-version": API_VERSION, **({"x-api-key": provider.api_key} if provider.api_key else {})}
         self.upstream = Upstream(provider, headers, error_field)
 
+    def _broken(self, what: str) -> GatewayError:
+        return GatewayError(502, f"provider {self.provider.name} {what}", "upstream_error", "bad_upstream_response")
+
     async def chat(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
         response = await self.upstream.post("/messages", to_anthropic(model, body, False))
-        document, usage = to_openai(model, msgspec.json.decode(response.content))
+        try:
+            message = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            raise self._broken("sent a response that is not a message") from None
+        document, usage = to_openai(model, message, body)
         return Reply(msgspec.json.encode(document), usage, (time.perf_counter_ns() - started) // 1000)
 
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply:
@@ -158,60 +195,72 @@ class AnthropicAdapter:
         async def frames() -> AsyncIterator[bytes]:
             base = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk",
                     "created": int(time.time()), "model": model.id}
-            usage = {"input_tokens": 0, "output_tokens": 0}
-            reported, generated = False, []
-            tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
+            usage: dict = {}
+            finished = False  # message_delta seen: the usage is final
+            generated: list[str] = []
+            tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
 
             def chunk(delta: dict, finish: str | None = None) -> bytes:
                 return sse(msgspec.json.encode({**base, "choices": [
                     {"index": 0, "delta": delta, "finish_reason": finish}]}))
 
+            def settle() -> None:
+                reported = _usage(usage)
+                reply.usage = reported if finished else Usage(  # cut short: bill an estimate, flagged
+                    reported.prompt_tokens or estimate_tokens(prompt_text), estimate_tokens("".join(generated)), True)
+
             try:
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    event = msgspec.json.decode(line[5:].strip())
-                    kind = event.get("type")
-                    if kind == "message_start":
-                        usage.update(event["message"].get("usage") or {})
-                        yield chunk({"role": "assistant", "content": ""})
-                    elif kind == "content_block_start" and event["content_block"].get("type") == "tool_use":
-                        block = event["content_block"]
-                        tools[event["index"]] = len(tools)
-                        yield chunk({"tool_calls": [{"index": tools[event["index"]], "id": block["id"],
-                                                     "type": "function",
-                                                     "function": {"name": block["name"], "arguments": ""}}]})
-                    elif kind == "content_block_delta":
-                        delta = event["delta"]
-                        reply.mark_first_token()
-                        if delta.get("type") == "text_delta":
-                            generated.append(delta["text"])
-                            yield chunk({"content": delta["text"]})
-                        elif delta.get("type") == "input_json_delta":
-                            generated.append(delta.get("partial_json", ""))
-                            yield chunk({"tool_calls": [{"index": tools.get(event["index"], 0),
-                                                         "function": {"arguments": delta.get("partial_json", "")}}]})
-                    elif kind == "message_delta":
-                        usage.update(event.get("usage") or {})
-                        reported = True
-                        yield chunk({}, FINISH.get((event.get("delta") or {}).get("stop_reason"), "stop"))
-                    elif kind == "error":
-                        error = event.get("error") or {}
-                        raise GatewayError(502, f"provider {self.provider.name} failed mid-stream: "
-                                                f"{error.get('message', 'unknown error')}", "upstream_error",
-                                           "upstream_error")
-                    elif kind == "message_stop":
-                        break
-                final = _usage(usage)
-                reply.usage = final if reported else Usage(final.prompt_tokens or estimate_tokens(prompt_text),
-                                                           estimate_tokens("".join(generated)), True)
+                try:
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):  # `event:` lines repeat the type the data carries
+                            continue
+                        event = msgspec.json.decode(line[5:].strip())
+                        kind = event.get("type")
+                        if kind == "message_start":
+                            usage.update(event["message"].get("usage") or {})
+                            yield chunk({"role": "assistant", "content": ""})
+                        elif kind == "content_block_start" and event["content_block"].get("type") == "tool_use":
+                            block = event["content_block"]
+                            tools[event["index"]] = len(tools)
+                            yield chunk({"tool_calls": [{"index": tools[event["index"]], "id": block["id"],
+                                                         "type": "function",
+                                                         "function": {"name": block["name"], "arguments": ""}}]})
+                        elif kind == "content_block_delta":
+                            delta = event["delta"]
+                            if delta.get("type") == "text_delta":
+                                reply.mark_first_token()
+                                generated.append(delta["text"])
+                                yield chunk({"content": delta["text"]})
+                            elif delta.get("type") == "input_json_delta":
+                                reply.mark_first_token()
+                                generated.append(delta.get("partial_json", ""))
+                                yield chunk({"tool_calls": [{"index": tools.get(event["index"], 0), "function": {
+                                    "arguments": delta.get("partial_json", "")}}]})
+                        elif kind == "message_delta":
+                            usage.update(event.get("usage") or {})
+                            finished = True
+                            yield chunk({}, FINISH.get((event.get("delta") or {}).get("stop_reason"), "stop"))
+                        elif kind == "message_stop":
+                            break
+                        elif kind == "error":
+                            error = event.get("error") or {}
+                            raise GatewayError(502, f"provider {self.provider.name} failed mid-stream: "
+                                                    f"{error.get('message', 'unknown error')}", "upstream_error",
+                                               "upstream_error")
+                except httpx.TimeoutException:
+                    raise upstream_timeout(self.provider) from None
+                except httpx.HTTPError as exc:
+                    raise upstream_unreachable(self.provider, exc) from None
+                except msgspec.DecodeError:
+                    raise self._broken("sent a stream event that is not JSON") from None
+                if not finished:
+                    raise self._broken("ended the stream before the message was complete")
+                settle()
                 if include_usage:
                     yield usage_chunk(base, reply.usage)
                 yield SSE_DONE
             finally:
-                if not reported:  # cut short: bill what was generated, flagged as estimated
-                    reply.usage = Usage(usage["input_tokens"] or estimate_tokens(prompt_text),
-                                        estimate_tokens("".join(generated)), True)
+                settle()
                 reply.mark_done()
                 await response.aclose()
 

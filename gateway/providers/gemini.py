@@ -1,11 +1,23 @@
-"""Google Gemini (`generateContent` / `streamGenerateContent?alt=sse`) behind the OpenAI shape.
+"""Google Gemini (`models/{model}:generateContent`, `:streamGenerateContent?alt=sse`, key in `x-goog-api-key`)
+behind the OpenAI shape.
 
-Request: turns → `contents` (roles user/model) with text, inlineData (data: image URLs) and fileData (other
-URLs) parts; system messages → `systemInstruction`; `generationConfig` from max tokens, temperature, top_p, stop,
-n (candidateCount) and response_format (JSON mime type and schema); function tools → `functionDeclarations`;
-assistant tool_calls → functionCall parts; tool messages → functionResponse parts. Response: candidates →
-choices (text and tool_calls), finishReason → finish_reason, usageMetadata → usage (thinking tokens bill as
-completion). Streams: each SSE chunk is a GenerateContentResponse; the last usageMetadata is the usage.
+Request: turns → `contents` (roles user/model, consecutive same-role turns merged) with text, inlineData (data:
+image URLs) and fileData (other URLs) parts; system/developer messages → `systemInstruction`; `generationConfig`
+from max tokens, temperature, top_p, stop, n (candidateCount), seed, presence/frequency penalties and
+response_format (JSON mime type, plus `responseJsonSchema` for json_schema); function tools → `functionDeclarations`
+with `parametersJsonSchema`; tool_choice → `toolConfig.functionCallingConfig`; assistant tool_calls → functionCall
+parts; tool messages → functionResponse parts (named after the call they answer).
+Response: candidates → choices (text without thought parts, functionCall → tool_calls), finishReason →
+finish_reason, a blocked prompt → content_filter; usageMetadata → usage (tool-use prompt tokens bill as prompt,
+thinking tokens as completion). A functionCall's `thoughtSignature` travels in the tool call as
+`extra_content.google.thought_signature` (as Google's own OpenAI endpoint does) and goes back with the call:
+Gemini 3 refuses a function-calling turn without it. Stream: each SSE `data:` is a GenerateContentResponse; its
+parts become deltas, the last usageMetadata is the usage; a stream with no finishReason broke off and is billed
+from an estimate, flagged as such.
+Wire format as documented at ai.google.dev/api/generate-content, /gemini-api/docs/function-calling,
+/gemini-api/docs/thought-signatures and /gemini-api/docs/structured-output. The JSON Schema fields
+(`parametersJsonSchema`, `responseJsonSchema`) are used because OpenAI clients send JSON Schema, which the older
+OpenAPI-subset fields (`parameters`, `responseSchema`) refuse (e.g. `additionalProperties`).
 """
 
 from __future__ import annotations
@@ -14,9 +26,11 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
+import httpx
 import msgspec
 
 from gateway.catalog import Model, Provider
+from gateway.errors import GatewayError, invalid
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
@@ -27,11 +41,16 @@ from gateway.providers.base import (
     estimate_tokens,
     message_text,
     sse,
+    upstream_timeout,
+    upstream_unreachable,
     usage_chunk,
 )
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
-          "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter"}
+          "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
+          "IMAGE_SAFETY": "content_filter"}
+TOOL_MODE = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+BLOCKED = {"finishReason": "SAFETY"}  # the candidate a blocked prompt (promptFeedback.blockReason) stands for
 
 
 def _parts(content: Any) -> list[dict]:
@@ -39,8 +58,8 @@ def _parts(content: Any) -> list[dict]:
         return [{"text": content}] if content else []
     parts = []
     for part in content or []:
-        if part.get("type") == "text":
-            parts.append({"text": part.get("text", "")})
+        if part.get("type") == "text" and part.get("text"):
+            parts.append({"text": part["text"]})
         elif part.get("type") == "image_url":
             url = (part.get("image_url") or {}).get("url", "")
             if url.startswith("data:"):
@@ -51,36 +70,59 @@ def _parts(content: Any) -> list[dict]:
     return parts
 
 
+def _function_call(call: dict) -> dict:
+    function = call.get("function") or {}
+    arguments = function.get("arguments") or "{}"
+    try:
+        args = msgspec.json.decode(arguments) if isinstance(arguments, str) else arguments
+    except msgspec.DecodeError:
+        raise invalid(f"the arguments of tool call {call.get('id')!r} are not JSON", "invalid_tool_call",
+                      "messages") from None
+    part: dict[str, Any] = {"functionCall": {"name": function.get("name"), "args": args}}
+    signature = ((call.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+    if signature:
+        part["thoughtSignature"] = signature
+    return part
+
+
 def to_gemini(body: dict) -> dict:
-    system, contents, names = [], [], {}
+    system: list[dict] = []
+    contents: list[dict] = []
+    names: dict[str, str] = {}  # tool call id -> function name, for the functionResponse that answers it
+
+    def add(role: str, parts: list[dict]) -> None:
+        if not parts:
+            return
+        if contents and contents[-1]["role"] == role:  # parallel calls' responses belong in one turn
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+
     for message in body["messages"]:
         role = message.get("role")
         if role in ("system", "developer"):
             system.append({"text": message_text([message])})
         elif role == "assistant":
-            parts = _parts(message.get("content"))
-            for call in message.get("tool_calls") or []:
-                function = call.get("function", {})
-                names[call.get("id")] = function.get("name")
-                arguments = function.get("arguments") or "{}"
-                parts.append({"functionCall": {"name": function.get("name"), "args": msgspec.json.decode(arguments)
-                                               if isinstance(arguments, str) else arguments}})
-            contents.append({"role": "model", "parts": parts})
+            calls = message.get("tool_calls") or []
+            names.update((c.get("id"), (c.get("function") or {}).get("name")) for c in calls)
+            add("model", _parts(message.get("content")) + [_function_call(c) for c in calls])
         elif role == "tool":
             result = message_text([message])
             try:
                 response = msgspec.json.decode(result)
             except msgspec.DecodeError:
                 response = None
-            contents.append({"role": "user", "parts": [{"functionResponse": {
+            add("user", [{"functionResponse": {
                 "name": names.get(message.get("tool_call_id"), "tool"),
-                "response": response if isinstance(response, dict) else {"result": result}}}]})
+                "response": response if isinstance(response, dict) else {"result": result}}}])
         else:
-            contents.append({"role": "user", "parts": _parts(message.get("content"))})
+            add("user", _parts(message.get("content")))
     config: dict[str, Any] = {}
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    for key, value in (("maxOutputTokens", limit), ("temperature", body.get("temperature")),
-                       ("topP", body.get("top_p")), ("candidateCount", body.get("n"))):
+    for key, value in (("maxOutputTokens", body.get("max_completion_tokens") or body.get("max_tokens")),
+                       ("temperature", body.get("temperature")), ("topP", body.get("top_p")),
+                       ("candidateCount", body.get("n")), ("seed", body.get("seed")),
+                       ("presencePenalty", body.get("presence_penalty")),
+                       ("frequencyPenalty", body.get("frequency_penalty"))):
         if value is not None:
             config[key] = value
     stop = body.get("stop")
@@ -91,36 +133,50 @@ def to_gemini(body: dict) -> dict:
         config["responseMimeType"] = "application/json"
         schema = (response_format.get("json_schema") or {}).get("schema")
         if schema:
-            config["responseSchema"] = schema
+            config["responseJsonSchema"] = schema
     request: dict[str, Any] = {"contents": contents}
     if system:
         request["systemInstruction"] = {"parts": system}
     if config:
         request["generationConfig"] = config
-    if body.get("tools"):
+    functions = [t["function"] for t in body.get("tools") or [] if t.get("type") == "function"]
+    if functions:
         request["tools"] = [{"functionDeclarations": [
-            {"name": t["function"]["name"], "description": t["function"].get("description", ""),
-             **({"parameters": t["function"]["parameters"]} if t["function"].get("parameters") else {})}
-            for t in body["tools"] if t.get("type") == "function"]}]
+            {"name": f["name"], **({"description": f["description"]} if f.get("description") else {}),
+             **({"parametersJsonSchema": f["parameters"]} if f.get("parameters") else {})} for f in functions]}]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and (choice.get("function") or {}).get("name"):
+        request["toolConfig"] = {"functionCallingConfig": {"mode": "ANY",
+                                                           "allowedFunctionNames": [choice["function"]["name"]]}}
+    elif choice in TOOL_MODE:
+        request["toolConfig"] = {"functionCallingConfig": {"mode": TOOL_MODE[choice]}}
     return request
 
 
-def _usage(metadata: dict | None) -> Usage | None:
-    if not metadata:
-        return None
-    return Usage(metadata.get("promptTokenCount") or 0,
+def _usage(metadata: dict) -> Usage:
+    return Usage((metadata.get("promptTokenCount") or 0) + (metadata.get("toolUsePromptTokenCount") or 0),
                  (metadata.get("candidatesTokenCount") or 0) + (metadata.get("thoughtsTokenCount") or 0))
 
 
-def _choice(candidate: dict) -> tuple[str, list[dict]]:
+def _candidates(document: dict) -> list[dict]:
+    if document.get("candidates"):
+        return document["candidates"]
+    return [BLOCKED] if (document.get("promptFeedback") or {}).get("blockReason") else []
+
+
+def _content(candidate: dict) -> tuple[str, list[dict]]:
+    """A candidate's answer text (thought summaries left out) and its function calls as OpenAI tool calls."""
     text, calls = [], []
     for part in (candidate.get("content") or {}).get("parts") or []:
         if "text" in part and not part.get("thought"):
             text.append(part["text"])
         elif "functionCall" in part:
             call = part["functionCall"]
-            calls.append({"id": "call_" + uuid.uuid4().hex[:12], "type": "function", "function": {
-                "name": call["name"], "arguments": msgspec.json.encode(call.get("args") or {}).decode()}})
+            tool_call: dict[str, Any] = {"id": "call_" + uuid.uuid4().hex[:24], "type": "function", "function": {
+                "name": call["name"], "arguments": msgspec.json.encode(call.get("args") or {}).decode()}}
+            if part.get("thoughtSignature"):
+                tool_call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
+            calls.append(tool_call)
     return "".join(text), calls
 
 
@@ -130,23 +186,31 @@ class GeminiAdapter:
         self.upstream = Upstream(provider, {"x-goog-api-key": provider.api_key} if provider.api_key else {},
                                  error_field)
 
+    def _broken(self, what: str) -> GatewayError:
+        return GatewayError(502, f"provider {self.provider.name} {what}", "upstream_error", "bad_upstream_response")
+
     async def chat(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
         response = await self.upstream.post(f"/models/{model.upstream}:generateContent", to_gemini(body))
-        document = msgspec.json.decode(response.content)
+        try:
+            document = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            raise self._broken("sent a response that is not a GenerateContentResponse") from None
         choices = []
-        for n, candidate in enumerate(document.get("candidates") or []):
-            text, calls = _choice(candidate)
+        for n, candidate in enumerate(_candidates(document)):
+            text, calls = _content(candidate)
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
             if calls:
                 message["tool_calls"] = calls
             finish = "tool_calls" if calls else FINISH.get(candidate.get("finishReason"), "stop")
             choices.append({"index": candidate.get("index", n), "message": message, "finish_reason": finish})
-        usage = _usage(document.get("usageMetadata")) or Usage(
-            estimate_tokens(message_text(body["messages"])),
-            estimate_tokens("".join((c["message"]["content"] or "") for c in choices)), True)
-        out = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion", "created": int(time.time()),
-               "model": model.id, "choices": choices,
+        if document.get("usageMetadata"):
+            usage = _usage(document["usageMetadata"])
+        else:
+            usage = Usage(estimate_tokens(message_text(body["messages"])),
+                          estimate_tokens("".join((c["message"]["content"] or "") for c in choices)), True)
+        out = {"id": "chatcmpl-" + str(document.get("responseId") or uuid.uuid4().hex), "object": "chat.completion",
+               "created": int(time.time()), "model": model.id, "choices": choices,
                "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                          "total_tokens": usage.prompt_tokens + usage.completion_tokens}}
         return Reply(msgspec.json.encode(out), usage, (time.perf_counter_ns() - started) // 1000)
@@ -160,39 +224,65 @@ class GeminiAdapter:
         async def frames() -> AsyncIterator[bytes]:
             base = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk",
                     "created": int(time.time()), "model": model.id}
-            usage: Usage | None = None
+            metadata: dict = {}
+            finished = False  # a finishReason seen: the usage is final
             generated: list[str] = []
-            started_roles: set[int] = set()
+            calls_so_far: dict[int, int] = {}  # choice index -> tool calls sent, so each call gets its own index
+
+            def settle() -> None:
+                reported = _usage(metadata)
+                reply.usage = reported if finished and metadata else Usage(  # cut short: an estimate, flagged
+                    reported.prompt_tokens or estimate_tokens(prompt_text), estimate_tokens("".join(generated)), True)
+
             try:
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    chunk = msgspec.json.decode(line[5:].strip())
-                    usage = _usage(chunk.get("usageMetadata")) or usage
-                    for n, candidate in enumerate(chunk.get("candidates") or []):
-                        index = candidate.get("index", n)
-                        text, calls = _choice(candidate)
-                        delta: dict[str, Any] = {}
-                        if index not in started_roles:
-                            started_roles.add(index)
-                            delta["role"] = "assistant"
-                        if text:
-                            reply.mark_first_token()
-                            generated.append(text)
-                            delta["content"] = text
-                        if calls:
-                            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
-                        finish = candidate.get("finishReason")
-                        yield sse(msgspec.json.encode({**base, "choices": [{
-                            "index": index, "delta": delta,
-                            "finish_reason": ("tool_calls" if calls else FINISH.get(finish, "stop")) if finish else None}]}))
-                reply.usage = usage or Usage(estimate_tokens(prompt_text), estimate_tokens("".join(generated)), True)
+                try:
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        document = msgspec.json.decode(line[5:].strip())
+                        if document.get("error"):
+                            raise GatewayError(502, f"provider {self.provider.name} failed mid-stream: "
+                                                    f"{document['error'].get('message', 'unknown error')}",
+                                               "upstream_error", "upstream_error")
+                        metadata = document.get("usageMetadata") or metadata
+                        for n, candidate in enumerate(_candidates(document)):
+                            index = candidate.get("index", n)
+                            text, calls = _content(candidate)
+                            delta: dict[str, Any] = {}
+                            if index not in calls_so_far:
+                                calls_so_far[index] = 0
+                                delta["role"] = "assistant"
+                            if text:
+                                reply.mark_first_token()
+                                generated.append(text)
+                                delta["content"] = text
+                            if calls:
+                                reply.mark_first_token()
+                                generated.extend(c["function"]["arguments"] for c in calls)
+                                delta["tool_calls"] = [{"index": calls_so_far[index] + i, **c}
+                                                       for i, c in enumerate(calls)]
+                                calls_so_far[index] += len(calls)
+                            finish = None
+                            if candidate.get("finishReason"):
+                                finished = True
+                                finish = "tool_calls" if calls_so_far[index] else FINISH.get(
+                                    candidate["finishReason"], "stop")
+                            yield sse(msgspec.json.encode({**base, "choices": [
+                                {"index": index, "delta": delta, "finish_reason": finish}]}))
+                except httpx.TimeoutException:
+                    raise upstream_timeout(self.provider) from None
+                except httpx.HTTPError as exc:
+                    raise upstream_unreachable(self.provider, exc) from None
+                except msgspec.DecodeError:
+                    raise self._broken("sent a stream chunk that is not JSON") from None
+                if not finished:
+                    raise self._broken("ended the stream before any candidate finished")
+                settle()
                 if include_usage:
                     yield usage_chunk(base, reply.usage)
                 yield SSE_DONE
             finally:
-                if usage is None:
-                    reply.usage = Usage(estimate_tokens(prompt_text), estimate_tokens("".join(generated)), True)
+                settle()
                 reply.mark_done()
                 await response.aclose()
 

@@ -1,14 +1,25 @@
 """A fake Anthropic Messages API (POST /v1/messages) speaking its documented wire format.
 
-Non-stream: a `message` with content blocks and usage {input_tokens, output_tokens}. Stream: SSE with
-`event: <type>` and `data: <json>` lines, in Anthropic's order: message_start, content_block_start, ping,
-content_block_delta…, content_block_stop, message_delta (stop_reason, usage.output_tokens), message_stop.
-Errors: {"type": "error", "error": {"type", "message"}}. It answers with `tool_use` when tools are offered and
-the last user turn mentions "weather". Token counts are words, so tests can compute them.
+What it relies on (docs.anthropic.com/en/api/messages, /messages-streaming, /errors):
+- requests carry `x-api-key` and `anthropic-version`; `max_tokens` is required; a `tool_result` must answer a
+  `tool_use` of the assistant turn just before it (else 400 invalid_request_error);
+- non-stream: a `message` with content blocks, stop_reason (end_turn, max_tokens, stop_sequence, tool_use),
+  stop_sequence and usage {input_tokens, output_tokens}; a matched stop sequence is not part of the text;
+- stream: SSE events framed `event: <type>\\ndata: <json>\\n\\n` in the documented order: message_start (empty
+  content, usage with input_tokens and output_tokens 1), then per block content_block_start, content_block_delta…
+  (text_delta, or input_json_delta with partial_json fragments), content_block_stop, with a ping after the first
+  block start; then message_delta (stop_reason, cumulative usage.output_tokens) and message_stop;
+- errors: {"type": "error", "error": {"type", "message"}} with HTTP status (429 rate_limit_error, 529
+  overloaded_error, …), and an `event: error` frame when a stream fails after it started.
+
+The reply is deterministic: `reply_words` words "a0 a1 …" (fewer if max_tokens is lower), or a tool_use of the first
+tool with {"city": "Paris"} (5 output tokens) when tools are offered and the last user turn mentions "weather".
+Input tokens = words in system + message text (tool results included), output tokens = words in the reply.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -20,6 +31,20 @@ def _words(content) -> int:
                len(str(b.get("content", "")).split()) if b.get("type") == "tool_result" else 0 for b in content)
 
 
+def _unanswered(messages: list[dict]) -> str | None:
+    """A tool_result whose tool_use is not in the assistant turn before it, as the real API refuses it."""
+    for n, message in enumerate(messages):
+        results = [b for b in message["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
+        previous = messages[n - 1]["content"] if n and messages[n - 1]["role"] == "assistant" else []
+        asked = {b.get("id") for b in previous if isinstance(b, dict) and b.get("type") == "tool_use"}
+        for result in results:
+            if result["tool_use_id"] not in asked:
+                return (f"messages.{n}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                        f"{result['tool_use_id']}. Each `tool_result` block must have a corresponding `tool_use` "
+                        f"block in the previous message.")
+    return None
+
+
 class FakeAnthropic:
     def __init__(self, reply_words: int = 6, api_key: str | None = None):
         self.reply_words = reply_words
@@ -27,6 +52,9 @@ class FakeAnthropic:
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.fail_with: tuple[int, str, str] | None = None  # (status, error type, message)
+        self.fail_mid_stream: str | None = None  # an `error` event with this overloaded_error message after a delta
+        self.delay = 0.0  # seconds before answering
+        self.chunk_delay = 0.0  # seconds between stream events
 
     async def __call__(self, scope, receive, send):
         body = b""
@@ -38,30 +66,38 @@ class FakeAnthropic:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.headers.append(headers)
         if self.api_key and headers.get("x-api-key") != self.api_key:
-            return await self._json(send, 401, {"type": "error", "error": {
-                "type": "authentication_error", "message": "invalid x-api-key"}})
+            return await self._error(send, 401, "authentication_error", "invalid x-api-key")
         if scope["path"] != "/v1/messages" or "anthropic-version" not in headers:
-            return await self._json(send, 400, {"type": "error", "error": {
-                "type": "invalid_request_error", "message": "bad path or missing anthropic-version"}})
+            return await self._error(send, 400, "invalid_request_error", "bad path or missing anthropic-version")
         request = json.loads(body)
         self.requests.append(request)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.fail_with:
-            status, kind, text = self.fail_with
-            return await self._json(send, status, {"type": "error", "error": {"type": kind, "message": text}})
+            return await self._error(send, *self.fail_with)
+        if not isinstance(request.get("max_tokens"), int):
+            return await self._error(send, 400, "invalid_request_error", "max_tokens: Field required")
+        refusal = _unanswered(request["messages"])
+        if refusal:
+            return await self._error(send, 400, "invalid_request_error", refusal)
         input_tokens = _words(request.get("system", "")) + sum(_words(m["content"]) for m in request["messages"])
-        last = request["messages"][-1]
-        wants_tool = request.get("tools") and "weather" in json.dumps(last["content"])
-        if wants_tool:
-            blocks = [{"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:12], "name": request["tools"][0]["name"],
+        last = request["messages"][-1]["content"]
+        last_text = last if isinstance(last, str) else " ".join(b.get("text", "") for b in last)
+        if request.get("tools") and "weather" in last_text:
+            blocks = [{"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": request["tools"][0]["name"],
                        "input": {"city": "Paris"}}]
-            stop_reason, output_tokens = "tool_use", 5
+            stop_reason, stop_sequence, output_tokens = "tool_use", None, 5
         else:
-            n = min(self.reply_words, request["max_tokens"])
-            text = " ".join(f"a{i}" for i in range(n))
-            blocks = [{"type": "text", "text": text}]
-            stop_reason, output_tokens = ("max_tokens" if n < self.reply_words else "end_turn"), n
-        message = {"id": "msg_" + uuid.uuid4().hex[:12], "type": "message", "role": "assistant",
-                   "model": request["model"], "content": blocks, "stop_reason": stop_reason, "stop_sequence": None,
+            words = [f"a{i}" for i in range(min(self.reply_words, request["max_tokens"]))]
+            stop_reason = "max_tokens" if len(words) < self.reply_words else "end_turn"
+            stop_sequence = next((w for w in words if w in (request.get("stop_sequences") or [])), None)
+            if stop_sequence:
+                words, stop_reason = words[:words.index(stop_sequence)], "stop_sequence"
+            blocks = [{"type": "text", "text": " ".join(words)}]
+            output_tokens = len(words)
+        message = {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
+                   "model": request["model"], "content": blocks, "stop_reason": stop_reason,
+                   "stop_sequence": stop_sequence,
                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}
         if not request.get("stream"):
             return await self._json(send, 200, message)
@@ -70,27 +106,36 @@ class FakeAnthropic:
         async def event(kind: str, data: dict) -> None:
             payload = f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
             await send({"type": "http.response.body", "body": payload, "more_body": True})
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
 
-        await event("message_start", {"message": {**message, "content": [], "stop_reason": None,
+        await event("message_start", {"message": {**message, "content": [], "stop_reason": None, "stop_sequence": None,
                                                    "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})
         block = blocks[0]
         if block["type"] == "text":
             await event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
             await event("ping", {})
-            for i, word in enumerate(block["text"].split()):
-                await event("content_block_delta", {"index": 0, "delta": {
-                    "type": "text_delta", "text": word if i == 0 else " " + word}})
+            deltas = [{"type": "text_delta", "text": w if i == 0 else " " + w}
+                      for i, w in enumerate(block["text"].split())]
         else:
             await event("content_block_start", {"index": 0, "content_block": {**block, "input": {}}})
-            await event("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta",
-                                                                       "partial_json": '{"city": '}})
-            await event("content_block_delta", {"index": 0, "delta": {"type": "input_json_delta",
-                                                                       "partial_json": '"Paris"}'}})
+            await event("ping", {})
+            deltas = [{"type": "input_json_delta", "partial_json": ""},
+                      {"type": "input_json_delta", "partial_json": '{"city": '},
+                      {"type": "input_json_delta", "partial_json": '"Paris"}'}]
+        for n, delta in enumerate(deltas):
+            await event("content_block_delta", {"index": 0, "delta": delta})
+            if n == 0 and self.fail_mid_stream:
+                await event("error", {"error": {"type": "overloaded_error", "message": self.fail_mid_stream}})
+                return await send({"type": "http.response.body", "body": b"", "more_body": False})
         await event("content_block_stop", {"index": 0})
-        await event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": None},
+        await event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                                       "usage": {"output_tokens": output_tokens}})
         await event("message_stop", {})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _error(self, send, status: int, kind: str, text: str) -> None:
+        await self._json(send, status, {"type": "error", "error": {"type": kind, "message": text}})
 
     @staticmethod
     async def _json(send, status: int, document: dict) -> None:
