@@ -21,7 +21,6 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
-import httpx
 import msgspec
 
 from gateway.catalog import Model, Provider
@@ -36,8 +35,6 @@ from gateway.providers.base import (
     estimate_tokens,
     message_text,
     sse,
-    upstream_timeout,
-    upstream_unreachable,
     usage_chunk,
 )
 
@@ -174,16 +171,13 @@ class AnthropicAdapter:
         headers = {"anthropic-version": API_VERSION, **({"x-api-key": provider.api_key} if provider.api_key else {})}
         self.upstream = Upstream(provider, headers, error_field)
 
-    def _broken(self, what: str) -> GatewayError:
-        return GatewayError(502, f"provider {self.provider.name} {what}", "upstream_error", "bad_upstream_response")
-
     async def chat(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
         response = await self.upstream.post("/messages", to_anthropic(model, body, False))
         try:
             message = msgspec.json.decode(response.content)
         except msgspec.DecodeError:
-            raise self._broken("sent a response that is not a message") from None
+            raise self.upstream.broken("sent a response that is not a message") from None
         document, usage = to_openai(model, message, body)
         return Reply(msgspec.json.encode(document), usage, (time.perf_counter_ns() - started) // 1000)
 
@@ -211,7 +205,7 @@ class AnthropicAdapter:
 
             try:
                 try:
-                    async for line in response.aiter_lines():
+                    async for line in self.upstream.lines(response):
                         if not line.startswith("data:"):  # `event:` lines repeat the type the data carries
                             continue
                         event = msgspec.json.decode(line[5:].strip())
@@ -247,14 +241,10 @@ class AnthropicAdapter:
                             raise GatewayError(502, f"provider {self.provider.name} failed mid-stream: "
                                                     f"{error.get('message', 'unknown error')}", "upstream_error",
                                                "upstream_error")
-                except httpx.TimeoutException:
-                    raise upstream_timeout(self.provider) from None
-                except httpx.HTTPError as exc:
-                    raise upstream_unreachable(self.provider, exc) from None
                 except msgspec.DecodeError:
-                    raise self._broken("sent a stream event that is not JSON") from None
+                    raise self.upstream.broken("sent a stream event that is not JSON") from None
                 if not finished:
-                    raise self._broken("ended the stream before the message was complete")
+                    raise self.upstream.broken("ended the stream before the message was complete")
                 settle()
                 if include_usage:
                     yield usage_chunk(base, reply.usage)

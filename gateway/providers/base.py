@@ -147,6 +147,20 @@ class Upstream:
             raise upstream_error(self.provider, response.status_code, self.error_message(content))
         return response
 
+    async def lines(self, response: httpx.Response) -> AsyncIterator[str]:
+        """The lines of a streamed response; a timeout or a dropped connection mid-stream is a GatewayError."""
+        try:
+            async for line in response.aiter_lines():
+                yield line
+        except httpx.TimeoutException:
+            raise upstream_timeout(self.provider) from None
+        except httpx.HTTPError as exc:
+            raise upstream_unreachable(self.provider, exc) from None
+
+    def broken(self, what: str) -> GatewayError:
+        """The upstream answered, but not with what its API promises."""
+        return GatewayError(502, f"provider {self.provider.name} {what}", "upstream_error", "bad_upstream_response")
+
     async def aclose(self) -> None:
         await self.client.aclose()
 

@@ -26,7 +26,6 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
-import httpx
 import msgspec
 
 from gateway.catalog import Model, Provider
@@ -41,8 +40,6 @@ from gateway.providers.base import (
     estimate_tokens,
     message_text,
     sse,
-    upstream_timeout,
-    upstream_unreachable,
     usage_chunk,
 )
 
@@ -186,16 +183,13 @@ class GeminiAdapter:
         self.upstream = Upstream(provider, {"x-goog-api-key": provider.api_key} if provider.api_key else {},
                                  error_field)
 
-    def _broken(self, what: str) -> GatewayError:
-        return GatewayError(502, f"provider {self.provider.name} {what}", "upstream_error", "bad_upstream_response")
-
     async def chat(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
         response = await self.upstream.post(f"/models/{model.upstream}:generateContent", to_gemini(body))
         try:
             document = msgspec.json.decode(response.content)
         except msgspec.DecodeError:
-            raise self._broken("sent a response that is not a GenerateContentResponse") from None
+            raise self.upstream.broken("sent a response that is not a GenerateContentResponse") from None
         choices = []
         for n, candidate in enumerate(_candidates(document)):
             text, calls = _content(candidate)
@@ -236,7 +230,7 @@ class GeminiAdapter:
 
             try:
                 try:
-                    async for line in response.aiter_lines():
+                    async for line in self.upstream.lines(response):
                         if not line.startswith("data:"):
                             continue
                         document = msgspec.json.decode(line[5:].strip())
@@ -269,14 +263,10 @@ class GeminiAdapter:
                                     candidate["finishReason"], "stop")
                             yield sse(msgspec.json.encode({**base, "choices": [
                                 {"index": index, "delta": delta, "finish_reason": finish}]}))
-                except httpx.TimeoutException:
-                    raise upstream_timeout(self.provider) from None
-                except httpx.HTTPError as exc:
-                    raise upstream_unreachable(self.provider, exc) from None
                 except msgspec.DecodeError:
-                    raise self._broken("sent a stream chunk that is not JSON") from None
+                    raise self.upstream.broken("sent a stream chunk that is not JSON") from None
                 if not finished:
-                    raise self._broken("ended the stream before any candidate finished")
+                    raise self.upstream.broken("ended the stream before any candidate finished")
                 settle()
                 if include_usage:
                     yield usage_chunk(base, reply.usage)

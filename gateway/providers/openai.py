@@ -8,7 +8,6 @@ from typing import AsyncIterator
 import msgspec
 
 from gateway.catalog import Model, Provider
-from gateway.errors import GatewayError
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
@@ -58,8 +57,7 @@ class OpenAIAdapter:
         try:
             document = _decode_document(response.content)
         except msgspec.DecodeError:
-            raise GatewayError(502, f"provider {self.provider.name} sent a response that is not a chat completion",
-                               "upstream_error", "bad_upstream_response") from None
+            raise self.upstream.broken("sent a response that is not a chat completion") from None
         usage = self._usage(document, body)
         return Reply(response.content, usage, (time.perf_counter_ns() - started) // 1000)
 
@@ -76,7 +74,7 @@ class OpenAIAdapter:
             generated: list[str] = []
             reported = False
             try:
-                async for line in response.aiter_lines():
+                async for line in self.upstream.lines(response):
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
@@ -113,8 +111,7 @@ class OpenAIAdapter:
         try:
             usage = _decode_document(response.content).usage
         except msgspec.DecodeError:
-            raise GatewayError(502, f"provider {self.provider.name} sent a response that is not an embedding list",
-                               "upstream_error", "bad_upstream_response") from None
+            raise self.upstream.broken("sent a response that is not an embedding list") from None
         counted = Usage(usage.prompt_tokens, 0) if usage is not None else Usage(
             estimate_tokens(str(body.get("input", ""))), 0, True)
         return Reply(response.content, counted, (time.perf_counter_ns() - started) // 1000)
