@@ -27,7 +27,8 @@ WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
 def localstripe(tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("localstripe") / "localstripe.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port)], stdout=log,
+    # --from-scratch: not the state another localstripe left in /tmp/localstripe.pickle (a torn file kills start-up)
+    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"], stdout=log,
                                stderr=subprocess.STDOUT)
     wait_for_port("127.0.0.1", port, 30, process)
     yield f"http://127.0.0.1:{port}"
