@@ -1,116 +1,234 @@
-"""A lean HTTP/1.1 transport for httpx: keep-alive connections over asyncio streams, parsed by httptools.
+"""A lean HTTP/1.1 client for the upstreams: pooled keep-alive connections, asyncio protocols, httptools parsing.
 
-httpx stays the client API; this replaces httpcore's connection pool, whose bookkeeping walks every
-connection (with a syscall each) on every request and dominated the gateway's CPU under load
-(bench/gateway.py). Plain http:// upstreams use it; https:// ones keep httpx's own transport.
+The gateway's hot path calls `LeanTransport.request` / `open` directly: one prebuilt header block, one write,
+one timer per request. `LeanTransport` is also an httpx transport, so an `httpx.AsyncClient` mounted on it
+shares the same pool (the providers' streaming path uses that). httpx's own client (request building, URL
+merging, cookies, httpcore's pool walking every connection with a syscall each) cost the gateway more than
+everything else together on a request (bench/gateway.py --profile); this does the same work in a few µs.
+TLS (https://) runs over the same protocol with asyncio's SSL support.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from typing import AsyncIterator
+from urllib.parse import urlsplit
 
 import httptools
 import httpx
 
-
-class _Connection:
-    __slots__ = ("reader", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
-
-    def close(self) -> None:
-        self.writer.close()
+_MAX_IDLE = 128
 
 
-class _Response:
-    """Parser callbacks for one response; body chunks are queued for the reader."""
+class UpstreamTimeout(Exception):
+    """The upstream did not connect or answer in time."""
+
+
+class UpstreamClosed(Exception):
+    """The connection failed or the upstream closed it mid-response."""
+
+
+class UpstreamUnreachable(UpstreamClosed):
+    """No connection could be made."""
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; parses one response at a time and hands its parts to the waiting reader."""
 
     def __init__(self) -> None:
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.headers_done = asyncio.Event()
-        self.chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.parser: httptools.HttpResponseParser | None = None
-        self.keep_alive = False  # read at the end of the headers: llhttp forgets it once the message is done
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.error: Exception | None = None
+        self._reset()
 
+    def _reset(self) -> None:
+        self.error = None
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.received = False
+        self.chunks: deque[bytes] = deque()
+        self.waiter: asyncio.Future | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamClosed(f"bad HTTP from the upstream: {exc}"))
+            self.close()
+            return
+        if self.chunks or self.headers_done:
+            self._wake()
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if not self.complete:
+            self._fail(UpstreamClosed("the upstream closed the connection"))
+
+    # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.keep_alive = self.parser.should_keep_alive()
-        self.headers_done.set()
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is done
+        self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
-        self.chunks.put_nowait(body)
+        self.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        self.chunks.put_nowait(None)
+        self.complete = True
+        self._wake()
 
+    # for the reader
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, transport: "LeanTransport", key: tuple, connection: _Connection, parser, state: _Response,
-                 read_timeout: float | None):
-        self.transport, self.key, self.connection = transport, key, connection
-        self.parser, self.state, self.read_timeout = parser, state, read_timeout
-        self.done = False
+    def _fail(self, exc: Exception) -> None:
+        self.error = exc
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def wait(self, timeout: float | None) -> None:
+        """Until something new arrived (or the deadline passes)."""
+        if self.error is not None:
+            raise self.error
+        loop = asyncio.get_running_loop()
+        self.waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter) if timeout is not None else None
         try:
-            while True:
-                while not self.state.chunks.empty():
-                    chunk = self.state.chunks.get_nowait()
-                    if chunk is None:
-                        self.done = True
-                        return
-                    yield chunk
-                data = await _read(self.connection, self.read_timeout)
-                if not data:
-                    raise httpx.RemoteProtocolError("the upstream closed the connection mid-response")
-                self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            raise httpx.RemoteProtocolError(f"bad HTTP from the upstream: {exc}") from None
+            await waiter
+        finally:
+            self.waiter = None
+            if timer is not None:
+                timer.cancel()
 
-    async def aclose(self) -> None:
-        if self.done and self.state.keep_alive:
-            self.transport._release(self.key, self.connection)
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def reusable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(UpstreamTimeout("the upstream did not answer in time"))
+
+
+class LeanResponse:
+    """A response whose headers have arrived. Read the body whole (`read`) or in pieces (`iter_chunks`);
+    `close` returns the connection to the pool if the body was read to the end."""
+
+    def __init__(self, transport: "LeanTransport", key: tuple, connection: _Connection, read_timeout: float | None):
+        self._transport, self._key, self._connection = transport, key, connection
+        self._read_timeout = read_timeout
+        self.status = connection.status
+        self.headers = connection.headers
+        self._released = False
+
+    async def read(self) -> bytes:
+        connection = self._connection
+        while not connection.complete:
+            await connection.wait(self._read_timeout)
+        body = b"".join(connection.chunks)
+        connection.chunks.clear()
+        self.close()
+        return body
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        while True:
+            while connection.chunks:
+                yield connection.chunks.popleft()
+            if connection.complete:
+                return
+            await connection.wait(self._read_timeout)
+
+    def close(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        connection = self._connection
+        if connection.complete and connection.keep_alive and not connection.chunks and connection.reusable:
+            self._transport._release(self._key, connection)
         else:
-            self.connection.close()
-
-
-async def _read(connection: _Connection, timeout: float | None) -> bytes:
-    try:
-        return await asyncio.wait_for(connection.reader.read(65536), timeout)
-    except asyncio.TimeoutError:
-        connection.close()
-        raise httpx.ReadTimeout("the upstream did not answer in time") from None
-    except OSError as exc:
-        connection.close()
-        raise httpx.ReadError(str(exc)) from None
+            connection.close()
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
-    def __init__(self, max_idle_per_host: int = 128):
+    def __init__(self, max_idle_per_host: int = _MAX_IDLE, ssl_context: ssl.SSLContext | None = None):
         self.max_idle = max_idle_per_host
+        self._ssl = ssl_context
         self._idle: dict[tuple, deque[_Connection]] = {}
 
-    async def _connect(self, key: tuple, timeout: float | None) -> tuple[_Connection, bool]:
-        """A connection to the host, and whether it is a kept-alive one (which the upstream may have closed)."""
-        idle = self._idle.get(key)
+    async def open(self, method: bytes, url: "Target", head: bytes, body: bytes, *, connect_timeout: float | None,
+                   read_timeout: float | None) -> LeanResponse:
+        """Send a request and wait for the response's headers. `head` holds the header lines after the request
+        line (each ending in CRLF, content-length excluded). A kept-alive connection that the upstream had
+        already closed (nothing came back on it) is replaced once; a request that may have run is never resent."""
+        payload = b"%s %s HTTP/1.1\r\n%scontent-length: %d\r\n\r\n%s" % (method, url.target, head, len(body), body)
+        while True:
+            connection, reused = await self._connect(url, connect_timeout)
+            connection._reset()
+            connection.transport.write(payload)
+            try:
+                while not connection.headers_done:
+                    await connection.wait(read_timeout)
+            except UpstreamClosed:
+                connection.close()
+                if reused and not connection.received:
+                    continue
+                raise
+            except BaseException:
+                connection.close()
+                raise
+            return LeanResponse(self, url.key, connection, read_timeout)
+
+    async def request(self, method: bytes, url: "Target", head: bytes, body: bytes, *,
+                      connect_timeout: float | None, timeout: float | None) -> tuple[int, bytes]:
+        """A whole request: (status, body)."""
+        response = await self.open(method, url, head, body, connect_timeout=connect_timeout, read_timeout=timeout)
+        try:
+            return response.status, await response.read()
+        finally:
+            response.close()
+
+    async def _connect(self, url: "Target", timeout: float | None) -> tuple[_Connection, bool]:
+        idle = self._idle.get(url.key)
         while idle:
             connection = idle.pop()
-            if not connection.reader.at_eof() and not connection.writer.is_closing():
+            if connection.reusable:
                 return connection, True
             connection.close()
-        host, port = key
+        loop = asyncio.get_running_loop()
+        context = None
+        if url.tls:
+            context = self._ssl = self._ssl or ssl.create_default_context()
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            _, connection = await asyncio.wait_for(loop.create_connection(
+                _Connection, url.host, url.port, ssl=context, server_hostname=url.host if url.tls else None), timeout)
         except asyncio.TimeoutError:
-            raise httpx.ConnectTimeout(f"could not connect to {host}:{port} in time") from None
+            raise UpstreamTimeout(f"could not connect to {url.host}:{url.port} in time") from None
         except OSError as exc:
-            raise httpx.ConnectError(str(exc)) from None
-        return _Connection(reader, writer), False
+            raise UpstreamUnreachable(f"could not connect to {url.host}:{url.port}: {exc}") from None
+        return connection, False
 
     def _release(self, key: tuple, connection: _Connection) -> None:
         idle = self._idle.setdefault(key, deque())
@@ -119,43 +237,63 @@ class LeanTransport(httpx.AsyncBaseTransport):
         else:
             connection.close()
 
+    # httpx.AsyncBaseTransport, for an httpx.AsyncClient mounted on this pool
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
-        url = request.url
-        key = (url.host, url.port or 80)
-        body = await request.aread()
-        head = [f"{request.method} {url.raw_path.decode()} HTTP/1.1\r\n".encode()]
-        head.extend(name + b": " + value + b"\r\n" for name, value in request.headers.raw)
-        if b"content-length" not in {name.lower() for name, _ in request.headers.raw}:
-            head.append(b"content-length: " + str(len(body)).encode() + b"\r\n")
-        payload = b"".join(head) + b"\r\n" + body
-        while True:
-            connection, reused = await self._connect(key, timeouts.get("connect"))
-            state = _Response()
-            parser = state.parser = httptools.HttpResponseParser(state)
-            received = False
-            try:
-                connection.writer.write(payload)
-                await connection.writer.drain()
-                while not state.headers_done.is_set():
-                    data = await _read(connection, timeouts.get("read"))
-                    if not data:
-                        raise httpx.RemoteProtocolError("the upstream closed the connection")
-                    received = True
-                    parser.feed_data(data)
-            except (httpx.RemoteProtocolError, httpx.ReadError, OSError):
-                connection.close()
-                if reused and not received:
-                    continue  # a kept-alive connection the upstream had already closed: the request never ran
-                raise
-            except httptools.HttpParserError as exc:
-                connection.close()
-                raise httpx.RemoteProtocolError(f"bad HTTP from the upstream: {exc}") from None
-            stream = _Body(self, key, connection, parser, state, timeouts.get("read"))
-            return httpx.Response(parser.get_status_code(), headers=state.headers, stream=stream,
-                                  extensions={"http_version": b"HTTP/1.1"})
+        url = Target(str(request.url))
+        head = b"".join(name + b": " + value + b"\r\n" for name, value in request.headers.raw
+                        if name.lower() != b"content-length")
+        try:
+            response = await self.open(request.method.encode(), url, head, await request.aread(),
+                                       connect_timeout=timeouts.get("connect"), read_timeout=timeouts.get("read"))
+        except UpstreamTimeout as exc:
+            raise httpx.ReadTimeout(str(exc)) from None
+        except UpstreamUnreachable as exc:
+            raise httpx.ConnectError(str(exc)) from None
+        except UpstreamClosed as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from None
+        return httpx.Response(response.status, headers=response.headers, stream=_HttpxBody(response),
+                              extensions={"http_version": b"HTTP/1.1"})
 
     async def aclose(self) -> None:
         for idle in self._idle.values():
             while idle:
                 idle.pop().close()
+
+
+class Target:
+    """A parsed upstream URL: where to connect, and the request target to send."""
+
+    __slots__ = ("host", "port", "tls", "target", "key")
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if self.tls else 80)
+        self.target = ((parts.path or "/") + (f"?{parts.query}" if parts.query else "")).encode()
+        self.key = (self.host, self.port, self.tls)
+
+    def join(self, path: str) -> "Target":
+        """This URL with `path` appended (and its own query, if any)."""
+        joined = Target.__new__(Target)
+        joined.host, joined.port, joined.tls, joined.key = self.host, self.port, self.tls, self.key
+        joined.target = self.target.rstrip(b"/") + path.encode()
+        return joined
+
+
+class _HttpxBody(httpx.AsyncByteStream):
+    def __init__(self, response: LeanResponse):
+        self.response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.response.iter_chunks():
+                yield chunk
+        except UpstreamTimeout as exc:
+            raise httpx.ReadTimeout(str(exc)) from None
+        except UpstreamClosed as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from None
+
+    async def aclose(self) -> None:
+        self.response.close()

@@ -42,6 +42,7 @@ class ProjectionRunner:
         generation: int | None = None,
         batch_size: int = 1000,
         before_commit: BeforeCommit | None = None,
+        checkpoint_every: float = 1.0,
     ):
         self.model = model
         self.source = source
@@ -49,12 +50,18 @@ class ProjectionRunner:
         self.fixed_generation = generation  # None: follow the generation in service
         self.batch_size = batch_size
         self.before_commit = before_commit  # a test hook: runs after the rows are written, before COMMIT
-        self.position = 0
+        self.checkpoint_every = checkpoint_every
+        self.position = 0  # how far this runner has read
+        self._generation: int | None = None  # what this runner believes is stored; None: look it up
+        self._stored = 0
+        self._stored_at = 0.0
+        self._position_time = None
         self._woken = asyncio.Event()
 
-    async def run(self, stop: asyncio.Event, max_idle: float = 0.25) -> None:
+    async def run(self, stop: asyncio.Event, max_idle: float = 0.25, linger: float = 0.02) -> None:
         """Apply batches until `stop` is set. When caught up, poll less and less often (up to `max_idle`),
-        unless `wake()` says there is something new (a command this process just saved)."""
+        unless `wake()` says there is something new (a command this process just saved). After a short
+        batch, wait `linger` seconds: under load the next batch then carries many events in one transaction."""
         idle = 0.005
         while not stop.is_set():
             try:
@@ -63,51 +70,61 @@ class ProjectionRunner:
                 raise
             except Exception:
                 log.exception("projection %s failed a batch; retrying", self.model.name)
+                self._generation = None
                 applied = 0
                 await asyncio.sleep(1)
-            if applied:
-                idle = 0.005
+            if applied >= self.batch_size:
                 continue
             self._woken.clear()
+            wait = linger if applied else idle
             try:
-                await asyncio.wait_for(_first(stop.wait(), self._woken.wait()), idle)
+                await asyncio.wait_for(_first(stop.wait(), self._woken.wait()), wait)
                 idle = 0.005
             except asyncio.TimeoutError:
-                idle = min(idle * 2, max_idle)
+                idle = 0.005 if applied else min(idle * 2, max_idle)
 
     def wake(self) -> None:
+        """Something was just appended that a reader is waiting for: read now, and store the position."""
+        self._stored_at = 0.0
         self._woken.set()
 
     async def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Apply everything up to the stream head as it is now; return the position reached."""
+        """Apply everything up to the stream head as it is now, position stored; return the position reached."""
         head = await self.source.head()
         while True:
             applied = await self.step()
             if progress:
                 progress(self.position, head)
             if not applied or self.position >= head:
-                return self.position
+                break
+        await self.step(checkpoint=True)
+        return self.position
 
-    async def step(self) -> int:
-        """Apply one batch; return how many stream messages it covered (0: nothing new)."""
+    async def step(self, checkpoint: bool = False) -> int:
+        """Apply one batch; return how many stream messages it covered (0: nothing new).
+
+        A batch with no event this read model reads moves only the position in memory; it is stored with the
+        next batch that does, or after `checkpoint_every` seconds (skipping such messages again is harmless)."""
         async with self.pool.connection() as conn:
-            generation = self.fixed_generation or await active_generation(conn, self.model)
-            name = tracking_name(self.model, generation)
-            cur = await conn.execute("select position from projection_positions where name = %s", (name,))
-            row = await cur.fetchone()
-            start = row[0] if row else 0
-            await conn.commit()
-            messages = await self.source.read(start + 1, self.batch_size)
-            if not messages:
-                self.position = start
-                return 0
+            if self._generation is None:
+                await self._load(conn)
+            messages = await self.source.read(self.position + 1, self.batch_size)
             batch = [
                 Envelope(m.position, m.time, m.topic,
                          decode_event(m.topic, m.body, m.originator_id, m.originator_version))
                 for m in messages
                 if m.topic in self.model.topics
             ]
-            last = messages[-1]
+            last = messages[-1] if messages else None
+            due = time.monotonic() - self._stored_at >= self.checkpoint_every
+            if not batch and not ((checkpoint or due) and (last or self.position > self._stored)):
+                if last is not None:
+                    self.position, self._position_time = last.position, last.time
+                return len(messages)
+            position = last.position if last else self.position
+            event_time = last.time if last else self._position_time
+            generation = self._generation
+            name = tracking_name(self.model, generation)
             async with conn.transaction():
                 if self.fixed_generation is None:
                     # Holding this row shared keeps a rebuild from swapping generations mid-batch.
@@ -117,25 +134,38 @@ class ProjectionRunner:
                     )
                     row = await cur.fetchone()
                     if row is None or row[0] != generation:
+                        self._generation = None
                         return 0  # a rebuild swapped generations: start over on the new one
                 cur = await conn.execute(
                     "select position from projection_positions where name = %s for update", (name,)
                 )
                 row = await cur.fetchone()
-                if row is None or row[0] != start:
+                if row is None or row[0] != self._stored:
+                    self._generation = None
                     return 0  # another runner moved it (or a swap dropped it): read again
                 async with conn.cursor() as cur:
                     if batch:
                         await self.model.apply(cur, physical_tables(self.model, generation), batch)
                     await cur.execute(
-                        "update projection_positions set position = %s, event_time = %s, updated_at = now()"
-                        " where name = %s",
-                        (last.position, last.time, name),
+                        "update projection_positions set position = %s, event_time = coalesce(%s::timestamptz, event_time),"
+                        " updated_at = now() where name = %s",
+                        (position, event_time, name),
                     )
-                if self.before_commit is not None:
+                if self.before_commit is not None and messages:
                     await self.before_commit(messages)
-            self.position = last.position
+            self.position = self._stored = position
+            self._position_time = event_time
+            self._stored_at = time.monotonic()
             return len(messages)
+
+    async def _load(self, conn) -> None:
+        generation = self.fixed_generation or await active_generation(conn, self.model)
+        cur = await conn.execute("select position from projection_positions where name = %s",
+                                 (tracking_name(self.model, generation),))
+        row = await cur.fetchone()
+        await conn.commit()
+        self._generation, self.position = generation, row[0] if row else 0
+        self._stored = self.position
 
 
 async def _first(*waits) -> None:

@@ -10,7 +10,7 @@ import msgspec
 
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError
-from gateway.transport import LeanTransport
+from gateway.transport import LeanTransport, Target, UpstreamClosed, UpstreamTimeout
 
 
 class Usage(msgspec.Struct):
@@ -49,6 +49,13 @@ class StreamReply:
         close = getattr(self._frames, "aclose", None)
         if close is not None:
             await close()
+
+
+class Posted(msgspec.Struct):
+    """An upstream's answer to a plain POST."""
+
+    status_code: int
+    content: bytes
 
 
 class Adapter(Protocol):
@@ -102,35 +109,44 @@ def upstream_timeout(provider: Provider) -> GatewayError:
 
 
 def upstream_unreachable(provider: Provider, exc: Exception) -> GatewayError:
-    return GatewayError(502, f"provider {provider.name} is unreachable ({type(exc).__name__})", "upstream_error",
-                        "upstream_unreachable")
+    """The connection failed: the message says how, never the URL's secrets (there are none in it: keys travel
+    in headers)."""
+    return GatewayError(502, f"provider {provider.name} is unreachable ({type(exc).__name__}: {exc})",
+                        "upstream_error", "upstream_unreachable")
 
 
 class Upstream:
     """One pooled HTTP client per provider, with its connect and total timeouts; transport failures and
-    error statuses come out as GatewayErrors. `error_message` pulls the provider's message out of its error body."""
+    error statuses come out as GatewayErrors. `error_message` pulls the provider's message out of its error body.
+
+    Plain POSTs (the hot path) go straight to the lean connection pool with a header block built once;
+    streams go through an httpx.AsyncClient mounted on the same pool."""
 
     def __init__(self, provider: Provider, headers: dict[str, str], error_message: Callable[[bytes], str]):
         self.provider = provider
         self.error_message = error_message
-        lean = provider.base_url.startswith("http://")
+        headers = {"content-type": "application/json", **headers}
+        self.base = Target(provider.base_url)
+        self.transport = LeanTransport()
+        self._head = (f"host: {self.base.host}:{self.base.port}\r\n".encode()
+                      + b"".join(f"{name}: {value}\r\n".encode() for name, value in headers.items()))
         self.client = httpx.AsyncClient(
-            base_url=provider.base_url.rstrip("/"), headers={"content-type": "application/json", **headers},
-            timeout=httpx.Timeout(provider.timeout, connect=provider.connect_timeout),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-            transport=LeanTransport() if lean else None,
+            base_url=provider.base_url.rstrip("/"), headers=headers,
+            timeout=httpx.Timeout(provider.timeout, connect=provider.connect_timeout), transport=self.transport,
         )
 
-    async def post(self, path: str, document: dict) -> httpx.Response:
+    async def post(self, path: str, document: dict) -> "Posted":
         try:
-            response = await self.client.post(path, content=msgspec.json.encode(document))
-        except httpx.TimeoutException:
+            status, content = await self.transport.request(
+                b"POST", self.base.join(path), self._head, msgspec.json.encode(document),
+                connect_timeout=self.provider.connect_timeout, timeout=self.provider.timeout)
+        except UpstreamTimeout:
             raise upstream_timeout(self.provider) from None
-        except httpx.HTTPError as exc:
+        except UpstreamClosed as exc:
             raise upstream_unreachable(self.provider, exc) from None
-        if response.status_code >= 400:
-            raise upstream_error(self.provider, response.status_code, self.error_message(response.content))
-        return response
+        if status >= 400:
+            raise upstream_error(self.provider, status, self.error_message(content))
+        return Posted(status, content)
 
     async def stream(self, path: str, document: dict, params: dict | None = None) -> httpx.Response:
         """Open a streamed POST; the caller reads it and must close it."""

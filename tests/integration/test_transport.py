@@ -70,8 +70,8 @@ async def test_a_kept_alive_connection_the_server_dropped_is_replaced(server):
     transport = LeanTransport()
     async with httpx.AsyncClient(transport=transport, base_url=server.url) as client:
         assert (await client.post("/echo", content=b"a")).content == b"a"
-        for connection in transport._idle[("127.0.0.1", int(server.url.rsplit(":", 1)[1]))]:
-            connection.writer.transport.abort()  # as if the upstream had closed it meanwhile
+        for connection in transport._idle[("127.0.0.1", int(server.url.rsplit(":", 1)[1]), False)]:
+            connection.transport.abort()  # as if the upstream had closed it meanwhile
         assert (await client.post("/echo", content=b"b")).content == b"b"
     assert server.connections == 2
 
