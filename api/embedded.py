@@ -225,3 +225,28 @@ def _pid_alive(pid_file: Path) -> bool:
         return True
     except (ValueError, IndexError, ProcessLookupError, PermissionError, OSError):
         return False
+
+
+class ProjectionProcess:
+    """`mesh projections` as a child of `mesh up`: the read models are built in their own process, so their
+    batches never hold up a request on the gateway's event loop (p99 in bench/gateway.py)."""
+
+    def __init__(self, nats_url: str, database_url: str, stream: str):
+        self.env = {**os.environ, "MESH_NATS_URL": nats_url, "MESH_DATABASE_URL": database_url,
+                    "MESH_STREAM": stream}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "ProjectionProcess":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "projections"], env=self.env, stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        ready = self.process.stdout.readline() if self.process.stdout else b""  # "projections running: ..."
+        if not ready.startswith(b"projections running"):
+            self.stop()
+            raise EmbeddedServerError("the projection worker did not start (its error is above)")
+        self.process.stdout.close()  # it prints nothing more
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process, timeout=30)

@@ -24,6 +24,7 @@ from gateway.admission import KeyInfo
 from gateway.app import Gateway
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from api.autorefill import AutoRefillManager
+from api.embedded import EmbeddedServerError, ProjectionProcess
 from api.payments import PaymentProvider, StripePayments
 from gateway import feed
 from gateway.keys import KeyCache
@@ -153,7 +154,7 @@ class Runtime:
     def __init__(self, *, nats_url: str, database_url: str, catalog: Catalog, operator_token: str,
                  stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool"),
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
-                 auto_refill: tuple[int, float] = (3, 60.0)):
+                 auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -164,7 +165,9 @@ class Runtime:
         self.payments = payments or {}
         self.topup_limits = topup_limits
         self.auto_refill_max_failures, self.auto_refill_retry = auto_refill
+        self.projection_process = projection_process  # run the projections in a child process
         self.runners: list[ProjectionRunner] = []
+        self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
 
@@ -200,10 +203,17 @@ class Runtime:
         self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage)
         self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
                        asyncio.create_task(self.usage.run(self._stop), name="usage-spool")]
-        if self.run_projections:
+        if self.run_projections and self.projection_process:
+            try:
+                self._worker = await asyncio.to_thread(
+                    ProjectionProcess(self.nats_url, self.database_url, self.stream).start)
+            except EmbeddedServerError as exc:
+                raise StartupError(str(exc)) from None
+        elif self.run_projections:
             self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
             self._tasks += [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
                             for r in self.runners]
+        if self.run_projections:
             self._tasks.append(asyncio.create_task(self._every(5.0, self._reap_expired_leases), name="lease-reaper"))
             self._tasks.append(asyncio.create_task(self._every(30.0, self._expire_topups), name="topup-expiry"))
             stripe = self.payments.get("stripe")
@@ -212,7 +222,8 @@ class Runtime:
                 self._tasks.append(asyncio.create_task(manager.run(self._stop), name="auto-refill"))
 
     def nudge(self) -> None:
-        """Something was just appended: let idle projection runners look now."""
+        """Something was just appended: let idle projection runners look now (a projection process wakes
+        by itself on every command)."""
         for runner in self.runners:
             runner.wake()
 
@@ -262,6 +273,8 @@ class Runtime:
                 await asyncio.wait_for(task, 10)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 task.cancel()
+        if self._worker is not None:
+            await asyncio.to_thread(self._worker.stop)
         for adapter in getattr(self, "adapters", {}).values():
             await adapter.aclose()
         if hasattr(self, "app"):

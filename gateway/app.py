@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from datetime import datetime, timezone
@@ -38,6 +39,23 @@ PROMPT_OVERHEAD = 16  # tokens a provider adds to a prompt (priming the reply)
 MESSAGE_OVERHEAD = 8  # tokens a provider adds around each message (role, separators)
 
 
+class _TraceIds:
+    """Random (version 4) UUIDs from one os.urandom read per 256 of them (uuid4() makes a syscall each)."""
+
+    def __init__(self) -> None:
+        self._pool, self._at = b"", 0
+
+    def __call__(self) -> uuid.UUID:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(4096), 0
+        raw = self._pool[self._at:self._at + 16]
+        self._at += 16
+        return uuid.UUID(bytes=raw, version=4)
+
+
+new_trace_id = _TraceIds()
+
+
 class ChatRequest(msgspec.Struct):
     """The fields the gateway itself checks; everything else passes through to the provider."""
 
@@ -65,7 +83,7 @@ class Gateway:
         self.usage = usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        trace_id = uuid.uuid4()
+        trace_id = new_trace_id()
         started = time.perf_counter_ns()
         headers = [(b"content-type", b"application/json"), (b"x-mesh-trace-id", str(trace_id).encode())]
         request_id = _header(scope, b"x-request-id")
@@ -118,7 +136,7 @@ class Gateway:
                 try:
                     reply = await adapter.chat_stream(model, body, include_usage)
                 except GatewayError as exc:
-                    await self._emit(record, record.failed(exc))
+                    self._emit(record, record.failed(exc))
                     raise
                 await self._stream(send, receive, headers, reply, record)
             else:
@@ -126,10 +144,10 @@ class Gateway:
                     result: Reply = await adapter.chat(model, body)
                 except GatewayError as exc:
                     await _respond(send, exc.status, headers, exc.body())
-                    await self._emit(record, record.failed(exc))
+                    self._emit(record, record.failed(exc))
                     return
                 await _respond(send, 200, headers, result.body)
-                await self._emit(record, record.done(result.usage, result.upstream_us, None))
+                self._emit(record, record.done(result.usage, result.upstream_us, None))
         finally:
             if not record.emitted:  # an unexpected failure: free the reservation all the same
                 self.budgets.release(record.ticket, 0)
@@ -160,13 +178,13 @@ class Gateway:
             result: Reply = await serve(model, body)
         except GatewayError as exc:
             await _respond(send, exc.status, headers, exc.body())
-            await self._emit(record, record.failed(exc))
+            self._emit(record, record.failed(exc))
             return
         except BaseException:
             self.budgets.release(ticket, 0)
             raise
         await _respond(send, 200, headers, result.body)
-        await self._emit(record, record.done(result.usage, result.upstream_us, None))
+        self._emit(record, record.done(result.usage, result.upstream_us, None))
 
     async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest, body: dict) -> Ticket:
         """Reserve the request's worst-case cost; cap its max_tokens to what the reservation affords."""
@@ -189,11 +207,11 @@ class Gateway:
                 body["max_tokens"] = completion
         return ticket
 
-    async def _emit(self, record: "_Record", event: UsageRecorded) -> None:
+    def _emit(self, record: "_Record", event: UsageRecorded) -> None:
         """The request is over: swap its reservation for its cost and publish what it cost."""
         record.emitted = True
         self.budgets.release(record.ticket, event.cost)
-        await self.usage.publish(event)
+        self.usage.submit(event)
 
     async def _stream(self, send: Send, receive: Receive, headers: list, reply: StreamReply,
                       record: "_Record") -> None:
@@ -221,7 +239,7 @@ class Gateway:
             await reply.aclose()  # closes the upstream response: it stops generating
         if gone.is_set():
             error, status = error or "client disconnected mid-stream", 499
-        await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error, status))
+        self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error, status))
 
     def _resolve(self, request: "ChatRequest | EmbeddingsRequest", key: KeyInfo) -> Model:
         model_id = request.model or key.default_model

@@ -27,6 +27,8 @@ log = logging.getLogger("mesh.gateway")
 LEASE_TTL = timedelta(minutes=15)
 EXPIRY_MARGIN = 120.0  # seconds: stop admitting on a lease this long before it expires
 IDLE_RETURN = 1.0  # seconds without requests before an idle lease is settled
+LEASE_AIM = (2.0, 10.0)  # seconds a lease should last under steady traffic
+MAX_MULTIPLE = 1 << 16
 
 
 class LeaseGrant(msgspec.Struct, frozen=True):
@@ -47,7 +49,8 @@ class LeaseBroker(Protocol):
 
 
 class Lease:
-    __slots__ = ("id", "account_id", "key_id", "amount", "reserved", "spent", "inflight", "deadline", "last_used")
+    __slots__ = ("id", "account_id", "key_id", "amount", "reserved", "spent", "inflight", "deadline", "last_used",
+                 "taken_at")
 
     def __init__(self, grant: LeaseGrant, account_id: UUID, key_id: UUID):
         self.id = grant.lease_id
@@ -57,7 +60,7 @@ class Lease:
         self.spent = 0
         self.inflight = 0
         self.deadline = time.monotonic() + (grant.expires_at - datetime.now(grant.expires_at.tzinfo)).total_seconds()
-        self.last_used = time.monotonic()
+        self.last_used = self.taken_at = time.monotonic()
 
     @property
     def free(self) -> int:
@@ -80,9 +83,10 @@ FREE = Ticket(None, 0)
 
 
 class _KeyState:
-    __slots__ = ("current", "retired", "lock", "changed")
+    __slots__ = ("current", "retired", "lock", "changed", "multiple")
 
-    def __init__(self) -> None:
+    def __init__(self, multiple: int) -> None:
+        self.multiple = multiple  # how many worst-case requests the next lease aims to cover
         self.current: Lease | None = None
         self.retired: list[Lease] = []
         self.lock = asyncio.Lock()
@@ -95,6 +99,19 @@ class _KeyState:
     @property
     def inflight(self) -> int:
         return sum(lease.inflight for lease in self.retired) + (self.current.inflight if self.current else 0)
+
+    def adapt(self, floor: int, now: float) -> None:
+        """Size the next lease by how fast the last one went: a busy key leases for seconds of traffic at a
+        time (a lease is two events and a round trip), a quiet one for a few requests. The domain still caps
+        every lease at half of what the limits leave, so a large multiple never holds much of a small budget."""
+        lease = self.current
+        if lease is None:
+            return
+        lasted = now - lease.taken_at
+        if lasted < LEASE_AIM[0]:
+            self.multiple = min(self.multiple * 2, MAX_MULTIPLE)
+        elif lasted > LEASE_AIM[1]:
+            self.multiple = max(self.multiple // 2, floor)
 
 
 class Budgets:
@@ -115,7 +132,7 @@ class Budgets:
         """
         state = self._keys.get(key.key_id)
         if state is None:
-            state = self._keys[key.key_id] = _KeyState()
+            state = self._keys[key.key_id] = _KeyState(self.lease_multiple)
         deadline = time.monotonic() + self.patience
         while True:
             ticket = self._take(state.current, wanted, wanted)
@@ -126,9 +143,10 @@ class Budgets:
                 if ticket is not None:
                     return ticket
                 refused: BudgetExceeded | None = None
+                state.adapt(self.lease_multiple, time.monotonic())
                 try:
                     grant = await self.broker.acquire(key.account_id, key.key_id, minimum=minimum,
-                                                      wanted=wanted * max(self.lease_multiple, 4 * state.inflight))
+                                                      wanted=wanted * max(state.multiple, 4 * state.inflight))
                 except BudgetExceeded as exc:
                     refused = exc
                 except LeaseUnavailable:

@@ -1,20 +1,26 @@
 """Publishes UsageRecorded events to JetStream, deduplicated by trace id, and never loses one.
 
-When NATS cannot take an event (disconnected, or no ack in time), it goes to a
-local spool file (fsynced), which is replayed once NATS is back. A replayed
-event keeps its trace id as `Nats-Msg-Id`, and the billing read model counts a
-trace id once, so a spooled event that had in fact been stored is not billed twice.
+The gateway hands an event over with `submit` once its response is out and goes on; a background task
+publishes what has queued up in one go and waits for all their acks together (one timer, one wait),
+which costs a fraction of awaiting each publish on its own request. `publish` does the same for one
+event and waits for it.
+
+When NATS cannot take an event (disconnected, or no ack in time), it goes to a local spool file (fsynced),
+which is replayed once NATS is back. A replayed event keeps its trace id as `Nats-Msg-Id`, and the billing
+read model counts a trace id once, so a spooled event that had in fact been stored is not billed twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from pathlib import Path
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, usage_subject
 from domain.usage import UsageRecorded
@@ -24,37 +30,104 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(UsageRecorded).decode
 
 ACK_TIMEOUT = 2.0
+MAX_BATCH = 512  # events in flight at once
+
+
+class _Ack(msgspec.Struct):
+    seq: int = 0
+    error: dict | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_Ack).decode
+
+
+class NotStored(Exception):
+    """JetStream refused the event, or did not acknowledge it in time."""
 
 
 class UsagePublisher:
     def __init__(self, nc: NATS, stream: str, spool: Path):
         self.nc = nc
-        self.js = nc.jetstream()
         self.stream = stream
         self.spool = spool
         self._lock = asyncio.Lock()
+        self._queue: list[UsageRecorded] = []
+        self._ready = asyncio.Event()
+        self._acks: dict[str, asyncio.Future] = {}
+        self._tokens = itertools.count()
+        self._inbox: str | None = None
+
+    def submit(self, event: UsageRecorded) -> None:
+        """Queue an event; the running publisher (`run`) sends it within a moment."""
+        self._queue.append(event)
+        self._ready.set()
 
     async def publish(self, event: UsageRecorded) -> None:
-        data = _encode(event)
+        """Publish one event now and wait until JetStream (or, failing that, the spool) has it."""
+        await self._publish([event])
+
+    async def _publish(self, events: list[UsageRecorded]) -> None:
+        datas = [_encode(event) for event in events]
         if not self.nc.is_connected:
-            return await self._to_spool(data)
+            return await self._to_spool(datas)
         try:
-            await self._send(event, data)
-        except Exception as exc:  # no ack: maybe stored, maybe not; the spool replays it under the same id
-            log.warning("usage event %s not acknowledged (%s); spooled", event.trace_id, type(exc).__name__)
-            await self._to_spool(data)
+            results = await self._send(events, datas)
+        except Exception as exc:  # e.g. the connection dropped while sending
+            results = [exc] * len(events)
+        failed = [data for data, result in zip(datas, results) if result is not None]
+        if failed:
+            first = next(result for result in results if result is not None)
+            log.warning("%d usage events not acknowledged (%s); spooled", len(failed), first)
+            await self._to_spool(failed)
 
-    async def _send(self, event: UsageRecorded, data: bytes) -> None:
-        trace = str(event.trace_id)
-        await self.js.publish(
-            usage_subject(self.stream, event.account_id), data, stream=self.stream, timeout=ACK_TIMEOUT,
-            headers={"Nats-Msg-Id": trace, HEADER_TOPIC: "usage.recorded", HEADER_ORIGINATOR_ID: trace,
-                     HEADER_ORIGINATOR_VERSION: "1"},
-        )
+    async def _send(self, events: list[UsageRecorded], datas: list[bytes]) -> list[Exception | None]:
+        """Publish with a reply subject each; wait for all acks at once. Per event: None (stored) or why not."""
+        if self._inbox is None:
+            self._inbox = self.nc.new_inbox()
+            await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
+        loop = asyncio.get_running_loop()
+        waiting: list[tuple[str, asyncio.Future]] = []
+        try:
+            for event, data in zip(events, datas):
+                token = str(next(self._tokens))
+                future = self._acks[token] = loop.create_future()
+                waiting.append((token, future))
+                trace = str(event.trace_id)
+                await self.nc.publish(
+                    usage_subject(self.stream, event.account_id), data, reply=f"{self._inbox}.{token}",
+                    headers={"Nats-Msg-Id": trace, HEADER_TOPIC: "usage.recorded", HEADER_ORIGINATOR_ID: trace,
+                             HEADER_ORIGINATOR_VERSION: "1"},
+                )
+            await asyncio.wait([future for _, future in waiting], timeout=ACK_TIMEOUT)
+        finally:
+            for token, _ in waiting:
+                self._acks.pop(token, None)
+        results: list[Exception | None] = []
+        for _, future in waiting:
+            if not future.done():
+                future.cancel()
+                results.append(NotStored("no ack in time"))
+            else:
+                results.append(future.exception())
+        return results
 
-    async def _to_spool(self, data: bytes) -> None:
+    async def _on_ack(self, msg: Msg) -> None:
+        future = self._acks.get(msg.subject.rsplit(".", 1)[-1])
+        if future is None or future.done():
+            return
+        try:
+            ack = _decode_ack(msg.data)
+        except msgspec.DecodeError:
+            future.set_exception(NotStored(f"unreadable ack {msg.data[:100]!r}"))
+            return
+        if ack.error is not None:
+            future.set_exception(NotStored(str(ack.error.get("description") or ack.error)))
+        else:
+            future.set_result(None)
+
+    async def _to_spool(self, datas: list[bytes]) -> None:
         async with self._lock:
-            await asyncio.to_thread(_append, self.spool, data)
+            await asyncio.to_thread(_append, self.spool, datas)
 
     @property
     def spooled(self) -> bool:
@@ -67,35 +140,60 @@ class UsagePublisher:
                 return 0
             lines = [line for line in self.spool.read_bytes().splitlines() if line.strip()]
             sent = 0
-            for line in lines:
+            while sent < len(lines):
+                chunk = lines[sent:sent + MAX_BATCH]
+                events, readable = [], []
+                for line in chunk:
+                    try:
+                        events.append(_decode(line))
+                        readable.append(line)
+                    except msgspec.DecodeError:
+                        log.error("dropping an unreadable spool line: %r", line[:200])
                 try:
-                    await self._send(_decode(line), line)
-                except msgspec.DecodeError:
-                    log.error("dropping an unreadable spool line: %r", line[:200])
+                    results = await self._send(events, readable)
                 except Exception:
                     break
-                sent += 1
+                if any(result is not None for result in results):
+                    break  # NATS is still not taking them: keep the chunk for the next try
+                sent += len(chunk)
             await asyncio.to_thread(_rewrite, self.spool, lines[sent:])
             if sent:
                 log.warning("replayed %d spooled usage events; %d left", sent, len(lines) - sent)
             return sent
 
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
-            try:
-                await self.replay()
-            except Exception:
-                log.exception("replaying the usage spool failed; will retry")
+        """Send what `submit` queued, as it comes; replay the spool every `interval` seconds. On `stop`,
+        send what is still queued, then return."""
+        loop = asyncio.get_running_loop()
+        next_replay = loop.time() + interval
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                if self._queue:
+                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                    await self._publish(batch)
+                    continue
+                if stop.is_set():
+                    return
+                self._ready.clear()
+                ready = asyncio.ensure_future(self._ready.wait())
+                await asyncio.wait([ready, stopping], timeout=max(0.0, next_replay - loop.time()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                ready.cancel()
+                if loop.time() >= next_replay:
+                    next_replay = loop.time() + interval
+                    try:
+                        await self.replay()
+                    except Exception:
+                        log.exception("replaying the usage spool failed; will retry")
+        finally:
+            stopping.cancel()
 
 
-def _append(path: Path, data: bytes) -> None:
+def _append(path: Path, datas: list[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as spool:
-        spool.write(data + b"\n")
+        spool.write(b"".join(data + b"\n" for data in datas))
         spool.flush()
         os.fsync(spool.fileno())
 

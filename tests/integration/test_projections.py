@@ -84,9 +84,10 @@ async def seed(app: MeshApplication, publisher: UsagePublisher, accounts: int = 
         await publisher.publish(event)
     for event in rng.sample(published, duplicates):
         # the same trace id again, past JetStream's dedup (a different message id): counted once anyway
-        await publisher.js.publish(usage_subject(stream, event.account_id), msgspec.json.encode(event),
-                                   headers={"Mesh-Topic": "usage.recorded", "Mesh-Originator-Id": str(event.trace_id),
-                                            "Mesh-Originator-Version": "1"})
+        await publisher.nc.jetstream().publish(
+            usage_subject(stream, event.account_id), msgspec.json.encode(event),
+            headers={"Mesh-Topic": "usage.recorded", "Mesh-Originator-Id": str(event.trace_id),
+                     "Mesh-Originator-Version": "1"})
     return expected
 
 
