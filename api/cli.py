@@ -263,7 +263,7 @@ async def _projections_only(settings: Settings) -> int:
 
     await nc.subscribe(f"{subject_prefix(settings.stream)}.agg.>", cb=wake)
     print(f"projections running: {', '.join(m.name for m in READ_MODELS)}", flush=True)
-    await asyncio.gather(*(runner.run(stop) for runner in runners))
+    await asyncio.gather(*(runner.run(stop, linger=0.1) for runner in runners))
     await pool.close()
     await nc.drain()
     return 0

@@ -227,6 +227,13 @@ def _pid_alive(pid_file: Path) -> bool:
         return False
 
 
+def _background() -> None:
+    """Runs in the projection worker before exec: die with `mesh up`, and yield the CPU to the gateway when
+    both want it (read models may lag by milliseconds; a request should not wait for them)."""
+    _die_with_parent()
+    os.nice(10)
+
+
 class ProjectionProcess:
     """`mesh projections` as a child of `mesh up`: the read models are built in their own process, so their
     batches never hold up a request on the gateway's event loop (p99 in bench/gateway.py)."""
@@ -239,7 +246,7 @@ class ProjectionProcess:
     def start(self) -> "ProjectionProcess":
         self.process = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "projections"], env=self.env, stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_background,
         )
         ready = self.process.stdout.readline() if self.process.stdout else b""  # "projections running: ..."
         if not ready.startswith(b"projections running"):

@@ -54,7 +54,7 @@ class ProjectionRunner:
         self.position = 0  # how far this runner has read
         self._generation: int | None = None  # what this runner believes is stored; None: look it up
         self._stored = 0
-        self._stored_at = 0.0
+        self._stored_at = float("-inf")
         self._position_time = None
         self._woken = asyncio.Event()
 
@@ -85,7 +85,7 @@ class ProjectionRunner:
 
     def wake(self) -> None:
         """Something was just appended that a reader is waiting for: read now, and store the position."""
-        self._stored_at = 0.0
+        self._stored_at = float("-inf")
         self._woken.set()
 
     async def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:

@@ -192,3 +192,40 @@ async def test_rebuild_fills_new_tables_while_the_old_serve_then_swaps(env, spoo
     expected[account_id] -= 123
     await live.catch_up()
     assert await balances(pool) == expected
+
+
+async def test_runners_of_one_process_share_reads_and_store_positions_only_when_it_matters(env, spool_path):
+    nc, pool, app, stream = env
+    publisher = UsagePublisher(nc, stream, spool_path)
+    expected = await seed(app, publisher, accounts=1, usages=200, duplicates=0)
+    source = StreamSource(nc, stream)
+    fetches = 0
+    fetch = source._fetch
+
+    async def counted(*args):
+        nonlocal fetches
+        fetches += 1
+        return await fetch(*args)
+
+    source._fetch = counted
+    billing = ProjectionRunner(BILLING, source, pool)
+    directory = ProjectionRunner(DIRECTORY, source, pool, checkpoint_every=3600)
+    head = await source.head()
+    await asyncio.gather(billing.step(), directory.step())
+    assert fetches == 1  # one read from JetStream served both read models
+    assert billing.position == directory.position == head
+    assert await balances(pool) == expected
+
+    # usage events mean nothing to the directory: it moves on in memory and stores its position later
+    account_id = next(iter(expected))
+    for _ in range(3):
+        await publisher.publish(usage(account_id, 7))
+    await asyncio.gather(billing.step(), directory.step())
+    assert fetches == 2 and directory.position == billing.position == head + 3
+    async with pool.connection() as conn:
+        assert (await position_of(conn, DIRECTORY))[0] == head
+        assert (await position_of(conn, BILLING))[0] == head + 3
+    directory.wake()  # someone waits for the directory: it stores where it is
+    assert await directory.step() == 0
+    async with pool.connection() as conn:
+        assert (await position_of(conn, DIRECTORY))[0] == head + 3
