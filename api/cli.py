@@ -160,17 +160,6 @@ def _topup_limits(settings: Settings) -> tuple[int, int]:
     return low, high
 
 
-def _settle_garbage_collector() -> None:
-    """Everything loaded at start lives for good: move it out of the collector's sight, and collect the young
-    generation less often. A full collection over the libraries' objects stalls the event loop for
-    milliseconds, which the slowest requests would pay (p99 in bench/gateway.py)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
-
-
 def _exit_on_signal(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -216,7 +205,6 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             while not server.started and not task.done():
                 await asyncio.sleep(0.01)
             if server.started:
-                _settle_garbage_collector()
                 url = f"http://{settings.host}:{settings.port}"
                 print(f"Mesh is up in {time.monotonic() - started:.1f}s", flush=True)
                 print(f"  API and dashboard: {url}/api  (health: {url}/health)", flush=True)

@@ -21,7 +21,8 @@ Processes (each its own, so none shares an event loop with another):
 
 Columns: p50/p99 latency of one whole request (for streams: until [DONE]), "+p50/+p99" what the gateway adds over
 the direct call at the same in-flight count, CPU time per request of the gateway process ("gw CPU", Mesh: the
-`mesh up` Python process, projections included) and of its helper processes ("helpers": NATS and PostgreSQL), the
+`mesh up` Python process: API and gateway) and of its helper processes ("helpers": NATS, PostgreSQL and the
+projection worker, which reads every usage event into the billing read model), the
 load generator and the mock. The CPU is read after the gateway has gone quiet, so work done after the responses
 (publishing and projecting usage events) is counted; the gateway's idle use (timers, polling), measured once before
 the cells, is subtracted.

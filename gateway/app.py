@@ -143,11 +143,12 @@ class Gateway:
                 try:
                     result: Reply = await adapter.chat(model, body)
                 except GatewayError as exc:
-                    await _respond(send, exc.status, headers, exc.body())
                     self._emit(record, record.failed(exc))
+                    await _respond(send, exc.status, headers, exc.body())
                     return
-                await _respond(send, 200, headers, result.body)
+                # billed first: a client gone while the answer is written still owes what the upstream did
                 self._emit(record, record.done(result.usage, result.upstream_us, None))
+                await _respond(send, 200, headers, result.body)
         finally:
             if not record.emitted:  # an unexpected failure: free the reservation all the same
                 self.budgets.release(record.ticket, 0)
@@ -177,14 +178,14 @@ class Gateway:
         try:
             result: Reply = await serve(model, body)
         except GatewayError as exc:
-            await _respond(send, exc.status, headers, exc.body())
             self._emit(record, record.failed(exc))
+            await _respond(send, exc.status, headers, exc.body())
             return
         except BaseException:
             self.budgets.release(ticket, 0)
             raise
-        await _respond(send, 200, headers, result.body)
         self._emit(record, record.done(result.usage, result.upstream_us, None))
+        await _respond(send, 200, headers, result.body)
 
     async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest, body: dict) -> Ticket:
         """Reserve the request's worst-case cost; cap its max_tokens to what the reservation affords."""

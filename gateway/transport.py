@@ -1,10 +1,10 @@
 """A lean HTTP/1.1 client for the upstreams: pooled keep-alive connections, asyncio protocols, httptools parsing.
 
-The gateway's hot path calls `LeanTransport.request` / `open` directly: one prebuilt header block, one write,
-one timer per request. `LeanTransport` is also an httpx transport, so an `httpx.AsyncClient` mounted on it
-shares the same pool (the providers' streaming path uses that). httpx's own client (request building, URL
-merging, cookies, httpcore's pool walking every connection with a syscall each) cost the gateway more than
-everything else together on a request (bench/gateway.py --profile); this does the same work in a few µs.
+The providers call `LeanTransport.request` / `open` directly: one prebuilt header block, one write, one
+timer per wait. httpx's client (request building, URL merging, cookies, httpcore's pool walking every
+connection with a syscall each) cost the gateway more than everything else together on a request
+(bench/gateway.py --profile); this does the same work in a few µs. `LeanTransport` is also an httpx
+transport, for code that wants an `httpx.AsyncClient` on the same kind of pool.
 TLS (https://) runs over the same protocol with asyncio's SSL support.
 """
 
@@ -160,6 +160,9 @@ class LeanResponse:
             if connection.complete:
                 return
             await connection.wait(self._read_timeout)
+
+    async def aclose(self) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._released:
