@@ -267,7 +267,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
 class Target:
     """A parsed upstream URL: where to connect, and the request target to send."""
 
-    __slots__ = ("host", "port", "tls", "target", "key")
+    __slots__ = ("host", "port", "tls", "target", "key", "authority")
 
     def __init__(self, url: str):
         parts = urlsplit(url)
@@ -276,11 +276,14 @@ class Target:
         self.port = parts.port or (443 if self.tls else 80)
         self.target = ((parts.path or "/") + (f"?{parts.query}" if parts.query else "")).encode()
         self.key = (self.host, self.port, self.tls)
+        default_port = parts.port is None or parts.port == (443 if self.tls else 80)
+        self.authority = self.host if default_port else f"{self.host}:{self.port}"  # for the Host header
 
     def join(self, path: str) -> "Target":
-        """This URL with `path` appended (and its own query, if any)."""
+        """This URL (a base URL, without a query) with `path` (which may carry one) appended."""
         joined = Target.__new__(Target)
         joined.host, joined.port, joined.tls, joined.key = self.host, self.port, self.tls, self.key
+        joined.authority = self.authority
         joined.target = self.target.rstrip(b"/") + path.encode()
         return joined
 

@@ -147,8 +147,8 @@ class ProjectionRunner:
                     if batch:
                         await self.model.apply(cur, physical_tables(self.model, generation), batch)
                     await cur.execute(
-                        "update projection_positions set position = %s, event_time = coalesce(%s::timestamptz, event_time),"
-                        " updated_at = now() where name = %s",
+                        "update projection_positions set position = %s,"
+                        " event_time = coalesce(%s::timestamptz, event_time), updated_at = now() where name = %s",
                         (position, event_time, name),
                     )
                 if self.before_commit is not None and messages:

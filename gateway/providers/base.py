@@ -128,13 +128,20 @@ class Upstream:
         self.base = Target(provider.base_url)
         self.transport = LeanTransport()
         headers = {"content-type": "application/json", **headers}
-        self._head = (f"host: {self.base.host}:{self.base.port}\r\n".encode()
+        self._head = (f"host: {self.base.authority}\r\n".encode()
                       + b"".join(f"{name}: {value}\r\n".encode() for name, value in headers.items()))
+        self._targets: dict[str, Target] = {}  # per path, so a request parses and joins nothing
+
+    def _target(self, path: str) -> Target:
+        target = self._targets.get(path)
+        if target is None:
+            target = self._targets[path] = self.base.join(path)
+        return target
 
     async def post(self, path: str, document: dict) -> "Posted":
         try:
             status, content = await self.transport.request(
-                b"POST", self.base.join(path), self._head, msgspec.json.encode(document),
+                b"POST", self._target(path), self._head, msgspec.json.encode(document),
                 connect_timeout=self.provider.connect_timeout, timeout=self.provider.timeout)
         except UpstreamTimeout:
             raise upstream_timeout(self.provider) from None
@@ -146,7 +153,7 @@ class Upstream:
 
     async def stream(self, path: str, document: dict, params: dict | None = None) -> LeanResponse:
         """Open a streamed POST; the caller reads it (`lines`) and must close it (`aclose`)."""
-        target = self.base.join(path + (f"?{urlencode(params)}" if params else ""))
+        target = self._target(path + (f"?{urlencode(params)}" if params else ""))
         try:
             response = await self.transport.open(
                 b"POST", target, self._head, msgspec.json.encode(document),
