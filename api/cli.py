@@ -94,7 +94,7 @@ class Servers:
             if s.database_url:
                 self.database_url = s.database_url
             else:
-                pg = PostgresServer(s.data_path / "postgres").start()
+                pg = PostgresServer(s.data_path / "postgres", background=True).start()
                 self.started.append(pg)
                 self.database_url = pg.url
         except EmbeddedServerError as exc:

@@ -378,8 +378,11 @@ class Processes:
         self.children: list[multiprocessing.Process] = []
 
     def popen(self, name: str, cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+        # In the bench's own session (a process group of its own, for Ctrl-C), as a service started from this
+        # shell would be: the kernel then weighs the server's background processes (idle priority under
+        # `mesh up`) against the load generator and the mock, instead of giving each session an equal share.
         process = subprocess.Popen(cmd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+                                   stdin=subprocess.DEVNULL, process_group=0, preexec_fn=_die_with_parent)
         self.popens.append((name, process, []))
         return process
 

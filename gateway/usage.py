@@ -52,15 +52,19 @@ class UsagePublisher:
         self.spool = spool
         self._lock = asyncio.Lock()
         self._queue: list[UsageRecorded] = []
-        self._ready = asyncio.Event()
-        self._acks: dict[str, asyncio.Future] = {}
+        self._waiter: asyncio.Future | None = None  # `run` sleeps on it when there is nothing to do
+        self._acks: dict[str, tuple[_Batch, int]] = {}  # reply token -> its batch and place in it
         self._tokens = itertools.count()
         self._inbox: str | None = None
 
     def submit(self, event: UsageRecorded) -> None:
         """Queue an event; the running publisher (`run`) sends it within a moment."""
         self._queue.append(event)
-        self._ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def publish(self, event: UsageRecorded) -> None:
         """Publish one event now and wait until JetStream (or, failing that, the spool) has it."""
@@ -85,45 +89,39 @@ class UsagePublisher:
         if self._inbox is None:
             self._inbox = self.nc.new_inbox()
             await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_ack)
-        loop = asyncio.get_running_loop()
-        waiting: list[tuple[str, asyncio.Future]] = []
+        batch = _Batch(len(events))
+        tokens = []
+        timer = asyncio.get_running_loop().call_later(ACK_TIMEOUT, batch.expire)
         try:
-            for event, data in zip(events, datas):
+            for i, (event, data) in enumerate(zip(events, datas)):
                 token = str(next(self._tokens))
-                future = self._acks[token] = loop.create_future()
-                waiting.append((token, future))
+                self._acks[token] = (batch, i)
+                tokens.append(token)
                 trace = str(event.trace_id)
                 await self.nc.publish(
                     usage_subject(self.stream, event.account_id), data, reply=f"{self._inbox}.{token}",
                     headers={"Nats-Msg-Id": trace, HEADER_TOPIC: "usage.recorded", HEADER_ORIGINATOR_ID: trace,
                              HEADER_ORIGINATOR_VERSION: "1"},
                 )
-            await asyncio.wait([future for _, future in waiting], timeout=ACK_TIMEOUT)
+            await batch.done
         finally:
-            for token, _ in waiting:
+            timer.cancel()
+            for token in tokens:
                 self._acks.pop(token, None)
-        results: list[Exception | None] = []
-        for _, future in waiting:
-            if not future.done():
-                future.cancel()
-                results.append(NotStored("no ack in time"))
-            else:
-                results.append(future.exception())
-        return results
+        return batch.results
 
     async def _on_ack(self, msg: Msg) -> None:
-        future = self._acks.get(msg.subject.rsplit(".", 1)[-1])
-        if future is None or future.done():
-            return
+        waiting = self._acks.pop(msg.subject.rsplit(".", 1)[-1], None)
+        if waiting is None:
+            return  # late: its batch timed out and was spooled
+        batch, i = waiting
         try:
             ack = _decode_ack(msg.data)
         except msgspec.DecodeError:
-            future.set_exception(NotStored(f"unreadable ack {msg.data[:100]!r}"))
-            return
+            return batch.answer(i, NotStored(f"unreadable ack {msg.data[:100]!r}"))
         if ack.error is not None:
-            future.set_exception(NotStored(str(ack.error.get("description") or ack.error)))
-        else:
-            future.set_result(None)
+            return batch.answer(i, NotStored(str(ack.error.get("description") or ack.error)))
+        batch.answer(i, None)
 
     async def _to_spool(self, datas: list[bytes]) -> None:
         async with self._lock:
@@ -167,6 +165,7 @@ class UsagePublisher:
         loop = asyncio.get_running_loop()
         next_replay = loop.time() + interval
         stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _: self._wake())
         try:
             while True:
                 if self._queue:
@@ -175,19 +174,43 @@ class UsagePublisher:
                     continue
                 if stop.is_set():
                     return
-                self._ready.clear()
-                ready = asyncio.ensure_future(self._ready.wait())
-                await asyncio.wait([ready, stopping], timeout=max(0.0, next_replay - loop.time()),
-                                   return_when=asyncio.FIRST_COMPLETED)
-                ready.cancel()
                 if loop.time() >= next_replay:
                     next_replay = loop.time() + interval
                     try:
                         await self.replay()
                     except Exception:
                         log.exception("replaying the usage spool failed; will retry")
+                    continue
+                self._waiter = loop.create_future()
+                alarm = loop.call_at(next_replay, self._wake)
+                try:
+                    await self._waiter
+                finally:
+                    alarm.cancel()
+                    self._waiter = None
         finally:
             stopping.cancel()
+
+
+class _Batch:
+    """The acks one `_send` waits for: one future for all of them, resolved by the last."""
+
+    def __init__(self, size: int):
+        self.results: list[Exception | None] = [NotStored("no ack in time")] * size
+        self.missing = size
+        self.done = asyncio.get_running_loop().create_future()
+        if not size:
+            self.done.set_result(None)
+
+    def answer(self, i: int, result: Exception | None) -> None:
+        self.results[i] = result
+        self.missing -= 1
+        if self.missing == 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def expire(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 def _append(path: Path, datas: list[bytes]) -> None:

@@ -229,3 +229,29 @@ async def test_runners_of_one_process_share_reads_and_store_positions_only_when_
     assert await directory.step() == 0
     async with pool.connection() as conn:
         assert (await position_of(conn, DIRECTORY))[0] == head + 3
+
+
+async def test_one_batch_counts_each_trace_id_once_in_every_total(env, spool_path):
+    nc, pool, app, stream = env
+    publisher = UsagePublisher(nc, stream, spool_path)
+    expected = await seed(app, publisher, accounts=1, usages=0, duplicates=0)
+    account_id = next(iter(expected))
+    first, second = usage(account_id, 5), usage(account_id, 11)
+    failed = msgspec.structs.replace(usage(account_id, 0), key_id=first.key_id, status="error", http_status=502)
+    for event in (first, second, failed):
+        await publisher.publish(event)
+    # `first` again in the same batch, past JetStream's dedup (another message id)
+    await nc.jetstream().publish(
+        usage_subject(stream, account_id), msgspec.json.encode(first),
+        headers={"Mesh-Topic": "usage.recorded", "Mesh-Originator-Id": str(first.trace_id),
+                 "Mesh-Originator-Version": "1"})
+    runner = ProjectionRunner(BILLING, StreamSource(nc, stream), pool)
+    await runner.catch_up()
+    assert await balances(pool) == {account_id: expected[account_id] - 16}
+    async with pool.connection() as conn:
+        cur = await conn.execute("select count(*) from usage")
+        assert (await cur.fetchone())[0] == 3
+        cur = await conn.execute(
+            "select key_id, requests, errors, prompt_tokens, completion_tokens, spend from key_spend")
+        totals = {row[0]: tuple(int(v) for v in row[1:]) for row in await cur.fetchall()}
+    assert totals == {first.key_id: (2, 1, 5, 2, 5), second.key_id: (1, 0, 11, 1, 11)}
