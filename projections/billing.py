@@ -226,7 +226,8 @@ class Billing:
         (encoded by msgspec): binding 23 columns per row costs the worker several times more."""
         await cur.execute(
             f"""with new as (
-                    insert into {t['usage']} ({_USAGE_COLUMNS}) select {_USAGE_FIELDS} from json_to_recordset(%s::json) as r({_USAGE_RECORD})
+                    insert into {t['usage']} ({_USAGE_COLUMNS})
+                    select {_USAGE_FIELDS} from json_to_recordset(%s::json) as r({_USAGE_RECORD})
                     on conflict (trace_id) do nothing
                     returning account_id, key_id, prompt_tokens, completion_tokens, cost, status, lease_id
                 ), accounts as (

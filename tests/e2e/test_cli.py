@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 
@@ -88,6 +89,13 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
                 break
             time.sleep(0.05)
         assert health["status"] == "ok" and all(p["lag"] == 0 for p in health["projections"])
+        # the read models' processes take only the CPU that requests leave over; NATS is not held back
+        children = _children(mesh.process.pid)
+        names = {name for name, _ in children}
+        assert {"nats-server", "postgres"} <= names and any(name.startswith("python") for name in names), names
+        for name, pid in children:
+            expected = os.SCHED_OTHER if name == "nats-server" else os.SCHED_IDLE
+            assert os.sched_getscheduler(pid) == expected, name
         assert mesh.stop() == 0
         print(f"\nmesh up healthy after {first_start:.2f}s on a fresh data dir, {restart:.2f}s on restart")
     finally:
@@ -110,3 +118,17 @@ def test_rebuild_while_serving_swaps_in_an_identical_read_model(mesh):
     after = httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()
     assert after["balance_usd"] == before["balance_usd"] == "3.000000"
     assert httpx.get(mesh.url + "/health").json()["status"] == "ok"
+
+
+def _children(pid: int) -> list[tuple[str, int]]:
+    """(executable name, pid) of each direct child process, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name, rest = (entry / "stat").read_text().rsplit(")", 1)
+            except OSError:
+                continue
+            if int(rest.split()[1]) == pid:
+                found.append((name.split("(", 1)[1].split()[0].rstrip(":"), int(entry.name)))
+    return found
