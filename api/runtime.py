@@ -203,17 +203,17 @@ class Runtime:
         self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage)
         self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
                        asyncio.create_task(self.usage.run(self._stop), name="usage-spool")]
-        if self.run_projections and self.projection_process:
-            try:
-                self._worker = await asyncio.to_thread(
-                    ProjectionProcess(self.nats_url, self.database_url, self.stream).start)
-            except EmbeddedServerError as exc:
-                raise StartupError(str(exc)) from None
-        elif self.run_projections:
-            self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
-            self._tasks += [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
-                            for r in self.runners]
         if self.run_projections:
+            if self.projection_process:
+                try:
+                    self._worker = await asyncio.to_thread(
+                        ProjectionProcess(self.nats_url, self.database_url, self.stream).start)
+                except EmbeddedServerError as exc:
+                    raise StartupError(str(exc)) from None
+            else:
+                self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
+                self._tasks += [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
+                                for r in self.runners]
             self._tasks.append(asyncio.create_task(self._every(5.0, self._reap_expired_leases), name="lease-reaper"))
             self._tasks.append(asyncio.create_task(self._every(30.0, self._expire_topups), name="topup-expiry"))
             stripe = self.payments.get("stripe")

@@ -11,6 +11,7 @@ TLS (https://) runs over the same protocol with asyncio's SSL support.
 from __future__ import annotations
 
 import asyncio
+import copy
 import ssl
 from collections import deque
 from typing import AsyncIterator
@@ -281,9 +282,7 @@ class Target:
 
     def join(self, path: str) -> "Target":
         """This URL (a base URL, without a query) with `path` (which may carry one) appended."""
-        joined = Target.__new__(Target)
-        joined.host, joined.port, joined.tls, joined.key = self.host, self.port, self.tls, self.key
-        joined.authority = self.authority
+        joined = copy.copy(self)
         joined.target = self.target.rstrip(b"/") + path.encode()
         return joined
 

@@ -1,6 +1,6 @@
 """Publishes UsageRecorded events to JetStream, deduplicated by trace id, and never loses one.
 
-The gateway hands an event over with `submit` once its response is out and goes on; a background task
+The gateway hands an event over with `submit` just before it writes the response, and goes on; a background task
 publishes what has queued up in one go and waits for all their acks together (one timer, one wait),
 which costs a fraction of awaiting each publish on its own request. `publish` does the same for one
 event and waits for it.

@@ -63,8 +63,7 @@ class StreamSource:
                 self._recent = (recent + messages)[-RECENT:]
             else:
                 self._recent = messages[-RECENT:]
-        if not pending.done():
-            pending.set_result(messages)
+        pending.set_result(messages)
         return messages
 
     async def _fetch(self, start: int, limit: int, timeout: float) -> list[StoredMessage]:
