@@ -278,7 +278,8 @@ class Target:
         self.target = ((parts.path or "/") + (f"?{parts.query}" if parts.query else "")).encode()
         self.key = (self.host, self.port, self.tls)
         default_port = parts.port is None or parts.port == (443 if self.tls else 80)
-        self.authority = self.host if default_port else f"{self.host}:{self.port}"  # for the Host header
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal keeps its brackets
+        self.authority = host if default_port else f"{host}:{self.port}"  # for the Host header
 
     def join(self, path: str) -> "Target":
         """This URL (a base URL, without a query) with `path` (which may carry one) appended."""

@@ -16,3 +16,9 @@ def test_join_appends_the_path_and_its_query_to_the_base_path():
     joined = base.join("/models/gemini:streamGenerateContent?alt=sse")
     assert joined.target == b"/v1beta/models/gemini:streamGenerateContent?alt=sse"
     assert joined.key == base.key and joined.authority == base.authority
+
+
+def test_an_ipv6_upstream_keeps_its_brackets_in_the_host_header():
+    local = Target("http://[::1]:8000/v1")
+    assert (local.host, local.port, local.authority) == ("::1", 8000, "[::1]:8000")
+    assert Target("https://[2001:db8::1]/v1").authority == "[2001:db8::1]"
