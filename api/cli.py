@@ -73,6 +73,7 @@ class Servers:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.started: list = []
+        self.postgres_pid: int | None = None  # the embedded postmaster this process started
 
     def __enter__(self) -> "Servers":
         from api.embedded import EmbeddedServerError, NatsServer, PostgresServer
@@ -97,6 +98,7 @@ class Servers:
                 pg = PostgresServer(s.data_path / "postgres", background=True).start()
                 self.started.append(pg)
                 self.database_url = pg.url
+                self.postgres_pid = pg.process.pid
         except EmbeddedServerError as exc:
             self.__exit__()
             raise MeshError(str(exc)) from None
@@ -184,7 +186,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           spool_dir=settings.data_path / "spool", payments=_payments(settings),
                           topup_limits=_topup_limits(settings),
                           auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds),
-                          projection_process=True)
+                          projection_process=True, background_postgres=servers.postgres_pid)
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)
@@ -224,6 +226,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
 
 
 async def _projections_only(settings: Settings) -> int:
+    from api.embedded import BACKGROUND_POSTGRES, PostgresPriority
     from api.runtime import READ_MODELS, connect_nats, open_pool
     from projections.readmodel import ensure_schema
     from projections.runner import ProjectionRunner
@@ -235,7 +238,13 @@ async def _projections_only(settings: Settings) -> int:
         raise MeshError("`mesh projections` needs MESH_NATS_URL and MESH_DATABASE_URL")
     nc = await connect_nats(settings.nats_url)
     await ensure_stream(nc, settings.stream)
-    pool = await open_pool(settings.database_url)
+    postmaster = os.environ.get(BACKGROUND_POSTGRES)  # set by `mesh up` for its embedded PostgreSQL
+    priority = PostgresPriority(int(postmaster)) if postmaster else None
+
+    async def lower_backend(conn) -> None:
+        priority.lower(conn.info.backend_pid)
+
+    pool = await open_pool(settings.database_url, configure=lower_backend if priority else None)
     async with pool.connection() as conn:
         await ensure_schema(conn, READ_MODELS)
     stop = asyncio.Event()
@@ -251,7 +260,17 @@ async def _projections_only(settings: Settings) -> int:
 
     await nc.subscribe(f"{subject_prefix(settings.stream)}.agg.>", cb=wake)
     print(f"projections running: {', '.join(m.name for m in READ_MODELS)}", flush=True)
-    await asyncio.gather(*(runner.run(stop, linger=0.1) for runner in runners))
+
+    async def keep_maintenance_low() -> None:  # autovacuum workers come and go
+        while not stop.is_set():
+            priority.lower_maintenance()
+            try:
+                await asyncio.wait_for(stop.wait(), 5)
+            except asyncio.TimeoutError:
+                pass
+
+    jobs = [runner.run(stop, linger=0.1) for runner in runners]
+    await asyncio.gather(*jobs, *([keep_maintenance_low()] if priority else []))
     await pool.close()
     await nc.drain()
     return 0

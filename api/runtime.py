@@ -81,14 +81,14 @@ async def connect_nats(url: str, timeout: float = 5) -> NATS:
     return nc
 
 
-async def open_pool(url: str, max_size: int = 20) -> AsyncConnectionPool:
+async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnectionPool:
     try:
         probe = await psycopg.AsyncConnection.connect(url, connect_timeout=5)
         await probe.close()
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {reason}") from None
-    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10)
+    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure)
     await pool.open(wait=True, timeout=10)
     return pool
 
@@ -154,7 +154,8 @@ class Runtime:
     def __init__(self, *, nats_url: str, database_url: str, catalog: Catalog, operator_token: str,
                  stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool"),
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
-                 auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False):
+                 auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
+                 background_postgres: int | None = None):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -166,6 +167,7 @@ class Runtime:
         self.topup_limits = topup_limits
         self.auto_refill_max_failures, self.auto_refill_retry = auto_refill
         self.projection_process = projection_process  # run the projections in a child process
+        self.background_postgres = background_postgres  # the embedded postmaster's pid: see PostgresPriority
         self.runners: list[ProjectionRunner] = []
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -207,7 +209,7 @@ class Runtime:
             if self.projection_process:
                 try:
                     self._worker = await asyncio.to_thread(
-                        ProjectionProcess(self.nats_url, self.database_url, self.stream).start)
+                        ProjectionProcess(self.nats_url, self.database_url, self.stream, self.background_postgres).start)
                 except EmbeddedServerError as exc:
                     raise StartupError(str(exc)) from None
             else:

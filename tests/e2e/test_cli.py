@@ -96,6 +96,15 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
         for name, pid in children:
             expected = os.SCHED_OTHER if name == "nats-server" else os.SCHED_IDLE
             assert os.sched_getscheduler(pid) == expected, name
+        if Path("/proc/self/autogroup").exists():
+            # PostgreSQL's children each call setsid(): the worker's connections and the maintenance processes
+            # get the lowest share across autogroups; the I/O workers and other connections keep theirs
+            postmaster = next(pid for name, pid in children if name == "postgres")
+            nice = {title: _autogroup_nice(pid) for title, pid in _postgres_children(postmaster)}
+            assert nice["checkpointer"] == nice["walwriter"] == 19, nice
+            assert all(n == 0 for title, n in nice.items() if title.startswith("io worker")), nice
+            connections = [n for title, n in nice.items() if title.startswith("postgres postgres")]
+            assert 19 in connections and 0 in connections, nice
         assert mesh.stop() == 0
         print(f"\nmesh up healthy after {first_start:.2f}s on a fresh data dir, {restart:.2f}s on restart")
     finally:
@@ -118,6 +127,23 @@ def test_rebuild_while_serving_swaps_in_an_identical_read_model(mesh):
     after = httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()
     assert after["balance_usd"] == before["balance_usd"] == "3.000000"
     assert httpx.get(mesh.url + "/health").json()["status"] == "ok"
+
+
+def _postgres_children(postmaster: int) -> list[tuple[str, int]]:
+    """(process title without "postgres: ", pid) of each child of the postmaster."""
+    found = []
+    for _, pid in _children(postmaster):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode().strip()
+        except OSError:
+            continue
+        found.append((f"{title.removeprefix('postgres: ')} {pid}" if title.startswith("postgres: postgres")
+                      else title.removeprefix("postgres: "), pid))
+    return found
+
+
+def _autogroup_nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
 
 
 def _children(pid: int) -> list[tuple[str, int]]:
