@@ -154,13 +154,18 @@ class LeanResponse:
         return body
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: whatever came in since the last piece, in one piece."""
         connection = self._connection
+        chunks = connection.chunks
         while True:
-            while connection.chunks:
-                yield connection.chunks.popleft()
-            if connection.complete:
+            if chunks:
+                piece = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                yield piece
+            elif connection.complete:
                 return
-            await connection.wait(self._read_timeout)
+            else:
+                await connection.wait(self._read_timeout)
 
     async def aclose(self) -> None:
         self.close()

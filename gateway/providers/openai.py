@@ -71,30 +71,38 @@ class OpenAIAdapter:
         prompt_text = message_text(body.get("messages") or [])
 
         async def frames() -> AsyncIterator[bytes]:
+            """The client's SSE frames; those of chunks that arrived together go out together."""
             generated: list[str] = []
             reported = False
             try:
-                async for line in self.upstream.lines(response):
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    raw = data.encode()
-                    try:
-                        chunk = _decode_document(raw)
-                    except msgspec.DecodeError:
-                        continue
-                    for choice in chunk.choices:
-                        if choice.delta is not None and choice.delta.content:
-                            reply.mark_first_token()
-                            generated.append(choice.delta.content)
-                    if chunk.usage is not None:
-                        reported = True
-                        reply.usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                        if not chunk.choices and not include_usage:
+                async for lines in self.upstream.line_batches(response):
+                    out: list[bytes] = []
+                    for line in lines:
+                        if not line.startswith("data:"):
                             continue
-                    yield sse(raw)
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            out.append(SSE_DONE)
+                            break
+                        raw = data.encode()
+                        try:
+                            chunk = _decode_document(raw)
+                        except msgspec.DecodeError:
+                            continue
+                        for choice in chunk.choices:
+                            if choice.delta is not None and choice.delta.content:
+                                reply.mark_first_token()
+                                generated.append(choice.delta.content)
+                        if chunk.usage is not None:
+                            reported = True
+                            reply.usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                            if not chunk.choices and not include_usage:
+                                continue
+                        out.append(sse(raw))
+                    if out:
+                        yield b"".join(out)
+                    if out and out[-1] is SSE_DONE:
+                        return
                 yield SSE_DONE
             finally:
                 reply.mark_done()

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from gateway.transport import LeanTransport
+from gateway.transport import LeanTransport, Target
 
 
 class Server:
@@ -17,6 +17,7 @@ class Server:
         self.connections = 0
         self.close_after_each = False  # answer with "connection: close" and hang up
         self.chunked = False
+        self.staged = False  # chunked, two chunks in one write and a third one a moment later
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -26,7 +27,13 @@ class Server:
                 length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                                if line.lower().startswith(b"content-length")), 0)
                 body = await reader.readexactly(length)
-                if self.chunked:
+                if self.staged:
+                    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                                 b"b\r\ndata: one\n\n\r\nb\r\ndata: two\n\n\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    writer.write(b"d\r\ndata: three\n\n\r\n0\r\n\r\n")
+                elif self.chunked:
                     parts = [b"data: one\n\n", b"data: two\n\n"]
                     payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
                     writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + payload)
@@ -82,6 +89,15 @@ async def test_chunked_streams_arrive_in_pieces(server):
         async with client.stream("POST", "/sse", content=b"{}") as response:
             lines = [line async for line in response.aiter_lines() if line]
     assert lines == ["data: one", "data: two"]
+
+
+async def test_what_arrived_together_is_one_piece_and_nothing_waits_for_more(server):
+    server.staged = True
+    port = int(server.url.rsplit(":", 1)[1])
+    response = await LeanTransport().open(b"POST", Target(f"{server.url}/sse"), f"host: 127.0.0.1:{port}\r\n".encode(),
+                                          b"{}", connect_timeout=1, read_timeout=1)
+    pieces = [piece async for piece in response.iter_chunks()]
+    assert pieces == [b"data: one\n\ndata: two\n\n", b"data: three\n\n"]
 
 
 async def test_connect_failures_are_httpx_errors():
