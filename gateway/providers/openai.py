@@ -69,40 +69,48 @@ class OpenAIAdapter:
         })
         reply: StreamReply
         prompt_text = message_text(body.get("messages") or [])
+        generated: list[str] = []
+        reported = False
+
+        def frame(line: str) -> bytes | None:
+            """What the client gets for one upstream line (None: nothing); SSE_DONE ends the stream."""
+            nonlocal reported
+            if not line.startswith("data:"):
+                return None
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return SSE_DONE
+            raw = data.encode()
+            try:
+                chunk = _decode_document(raw)
+            except msgspec.DecodeError:
+                return None
+            for choice in chunk.choices:
+                if choice.delta is not None and choice.delta.content:
+                    reply.mark_first_token()
+                    generated.append(choice.delta.content)
+            if chunk.usage is not None:
+                reported = True
+                reply.usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                if not chunk.choices and not include_usage:
+                    return None
+            return sse(raw)
 
         async def frames() -> AsyncIterator[bytes]:
-            """The client's SSE frames; those of chunks that arrived together go out together."""
-            generated: list[str] = []
-            reported = False
+            """The client's SSE frames; those of lines that arrived together go out together."""
             try:
                 async for lines in self.upstream.line_batches(response):
                     out: list[bytes] = []
                     for line in lines:
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            out.append(SSE_DONE)
+                        relayed = frame(line)
+                        if relayed is not None:
+                            out.append(relayed)
+                        if relayed is SSE_DONE:
                             break
-                        raw = data.encode()
-                        try:
-                            chunk = _decode_document(raw)
-                        except msgspec.DecodeError:
-                            continue
-                        for choice in chunk.choices:
-                            if choice.delta is not None and choice.delta.content:
-                                reply.mark_first_token()
-                                generated.append(choice.delta.content)
-                        if chunk.usage is not None:
-                            reported = True
-                            reply.usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                            if not chunk.choices and not include_usage:
-                                continue
-                        out.append(sse(raw))
                     if out:
                         yield b"".join(out)
-                    if out and out[-1] is SSE_DONE:
-                        return
+                        if out[-1] is SSE_DONE:
+                            return
                 yield SSE_DONE
             finally:
                 reply.mark_done()
