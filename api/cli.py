@@ -272,7 +272,9 @@ async def _projections_only(settings: Settings) -> int:
     # under load, a batch every half second: fewer, larger transactions, and less NATS and PostgreSQL work
     # competing with requests (p99 in bench/gateway.py: linger 0.03 s +1.03 ms, 0.1 s +0.69, 0.5 s +0.58)
     jobs = [runner.run(stop, linger=0.5) for runner in runners]
-    await asyncio.gather(*jobs, *([keep_maintenance_low()] if priority else []))
+    if priority is not None:
+        jobs.append(keep_maintenance_low())
+    await asyncio.gather(*jobs)
     await pool.close()
     await nc.drain()
     return 0

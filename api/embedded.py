@@ -262,15 +262,20 @@ class PostgresPriority:
 
     def __init__(self, postmaster: int):
         self.postmaster = postmaster
+        try:
+            self.own_group: str | None = Path("/proc/self/autogroup").read_text().split()[0]
+        except (OSError, IndexError):
+            self.own_group = None  # no autogroups here
 
     def lower(self, pid: int) -> bool:
         """Lower `pid`'s group if it is a child of our postmaster (never some other process of that pid)."""
+        if self.own_group is None:
+            return False
         proc = Path(f"/proc/{pid}")
         try:
             if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != self.postmaster:
                 return False
-            group = (proc / "autogroup").read_text().split()[0]
-            if group == Path("/proc/self/autogroup").read_text().split()[0]:
+            if (proc / "autogroup").read_text().split()[0] == self.own_group:
                 return False  # it shares our session (it did not call setsid): lowering it would lower us
             (proc / "autogroup").write_text("19")
             return True
