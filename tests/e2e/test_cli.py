@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from api.embedded import free_port
+from api.embedded import PostgresPriority, free_port
 from tests.e2e.conftest import MeshProcess
 
 
@@ -96,7 +96,7 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
         for name, pid in children:
             expected = os.SCHED_OTHER if name == "nats-server" else os.SCHED_IDLE
             assert os.sched_getscheduler(pid) == expected, name
-        if Path("/proc/self/autogroup").exists():
+        if PostgresPriority(postmaster=0).own_group is not None:  # autogroups are in effect here
             # PostgreSQL's children each call setsid(): the worker's connections and the maintenance processes
             # get the lowest share across autogroups; the I/O workers and other connections keep theirs
             postmaster = next(pid for name, pid in children if name == "postgres")
