@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Coroutine, Sequence, TypeVar
 from uuid import UUID
@@ -63,18 +64,37 @@ class _LoopThread:
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = TIMEOUT * 3) -> T:
+        if not self.thread.is_alive():
+            coro.close()
+            raise OperationalError("the event store is closed")
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result(timeout)
         except FutureTimeout:
             future.cancel()
             raise OperationalError("NATS did not answer in time") from None
+        except FutureCancelled:
+            raise OperationalError("the event store was closed during the call") from None
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        """Cancel what other threads still wait for (they get OperationalError at once, not after the
+        timeout), then end the loop."""
+        if self.thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(_cancel_others(), self.loop).result(5)
+            except Exception:
+                pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
         if not self.thread.is_alive():
             self.loop.close()
+
+
+async def _cancel_others() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _log_nats_error(exc: Exception) -> None:
