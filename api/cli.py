@@ -71,9 +71,15 @@ class Servers:
     """The NATS and PostgreSQL this process uses: external ones from the settings, or embedded ones it starts."""
 
     def __init__(self, settings: Settings):
+        from api.embedded import background_cpus
+
         self.settings = settings
         self.started: list = []
         self.postgres_pid: int | None = None  # the embedded postmaster this process started
+        try:  # where the servers and the projection worker run
+            self.background_cpus = background_cpus(settings.background_cpus)
+        except ValueError as exc:
+            raise MeshError(f"MESH_BACKGROUND_CPUS={settings.background_cpus!r}: {exc}") from None
 
     def __enter__(self) -> "Servers":
         from api.embedded import EmbeddedServerError, NatsServer, PostgresServer
@@ -89,13 +95,13 @@ class Servers:
             if s.nats_url:
                 self.nats_url = s.nats_url
             else:
-                nats_server = NatsServer(s.data_path / "nats").start()
+                nats_server = NatsServer(s.data_path / "nats", cpus=self.background_cpus).start()
                 self.started.append(nats_server)
                 self.nats_url = nats_server.url
             if s.database_url:
                 self.database_url = s.database_url
             else:
-                pg = PostgresServer(s.data_path / "postgres", background=True).start()
+                pg = PostgresServer(s.data_path / "postgres", background=True, cpus=self.background_cpus).start()
                 self.started.append(pg)
                 self.database_url = pg.url
                 self.postgres_pid = pg.process.pid
@@ -178,15 +184,17 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     catalog = _load_catalog(settings)
     _check_port_free(settings.host, settings.port)
+    servers = Servers(settings)
     settings.data_path.mkdir(parents=True, exist_ok=True)
     token = settings.resolved_operator_token()
-    with Servers(settings) as servers:
+    with servers:
         runtime = Runtime(nats_url=servers.nats_url, database_url=servers.database_url, catalog=catalog,
                           operator_token=token, stream=settings.stream, run_projections=run_projections,
                           spool_dir=settings.data_path / "spool", payments=_payments(settings),
                           topup_limits=_topup_limits(settings),
                           auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds),
-                          projection_process=True, background_postgres=servers.postgres_pid)
+                          projection_process=True, background_postgres=servers.postgres_pid,
+                          background_cpus=servers.background_cpus)
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)

@@ -155,7 +155,7 @@ class Runtime:
                  stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool"),
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
                  auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
-                 background_postgres: int | None = None):
+                 background_postgres: int | None = None, background_cpus: frozenset[int] | None = None):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -168,6 +168,7 @@ class Runtime:
         self.auto_refill_max_failures, self.auto_refill_retry = auto_refill
         self.projection_process = projection_process  # run the projections in a child process
         self.background_postgres = background_postgres  # the embedded postmaster's pid: see PostgresPriority
+        self.background_cpus = background_cpus  # where the projection worker runs: see api.embedded.background_cpus
         self.runners: list[ProjectionRunner] = []
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -209,7 +210,8 @@ class Runtime:
             if self.projection_process:
                 try:
                     self._worker = await asyncio.to_thread(
-                        ProjectionProcess(self.nats_url, self.database_url, self.stream, self.background_postgres).start)
+                        ProjectionProcess(self.nats_url, self.database_url, self.stream, self.background_postgres,
+                                          self.background_cpus).start)
                 except EmbeddedServerError as exc:
                     raise StartupError(str(exc)) from None
             else:

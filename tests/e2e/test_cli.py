@@ -96,10 +96,17 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
         for name, pid in children:
             expected = os.SCHED_OTHER if name == "nats-server" else os.SCHED_IDLE
             assert os.sched_getscheduler(pid) == expected, name
+        # ... and run on every CPU but the first (by default), which the gateway always finds free of their bursts
+        allowed = sorted(os.sched_getaffinity(0))
+        background = set(allowed[1:] if len(allowed) >= 2 else allowed)
+        postmaster = next(pid for name, pid in children if name == "postgres")
+        for pid in [pid for _, pid in children] + [pid for _, pid in _children(postmaster)]:
+            for thread in Path(f"/proc/{pid}/task").iterdir():  # nats-server's threads too
+                assert os.sched_getaffinity(int(thread.name)) == background, (pid, thread.name)
+        assert os.sched_getaffinity(mesh.process.pid) == set(allowed)
         if PostgresPriority(postmaster=0).own_group is not None:  # autogroups are in effect here
             # PostgreSQL's children each call setsid(): the worker's connections and the maintenance processes
             # get the lowest share across autogroups; the I/O workers and other connections keep theirs
-            postmaster = next(pid for name, pid in children if name == "postgres")
             titled = [(title, _autogroup_nice(pid)) for title, pid in _postgres_children(postmaster)]
             nice = {title: n for title, n in titled if not title.startswith("postgres postgres")}
             assert nice["checkpointer"] == nice["walwriter"] == 19, titled
