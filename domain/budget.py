@@ -67,21 +67,29 @@ def lease_amount(wanted: int, minimum: int, key_available: int | None, account_a
     if key_available is not None and key_available < minimum:
         raise BudgetExceeded(
             "key_spend_cap",
-            f"this API key's spend cap of {pico_to_usd(key_cap or 0)} USD is reached "
-            f"(spent and reserved: {pico_to_usd(key_spend)} USD)",
+            f"this API key's spend cap of {pico_to_usd(key_cap or 0)} USD is reached: "
+            f"{_spent(key_spend, key_reserved)}",
             held_by_leases=key_reserved > 0,
         )
     if account_available < minimum:
         raise BudgetExceeded(
             "account_balance",
-            f"the account balance is used up: credits {pico_to_usd(credits)} USD, spent and reserved "
-            f"{pico_to_usd(account_spend)} USD; top up to continue",
+            f"the account balance is used up: credits {pico_to_usd(credits)} USD, "
+            f"{_spent(account_spend, account_reserved)}; top up to continue",
             held_by_leases=account_reserved > 0,
         )
     available = min([account_available] + ([key_available] if key_available is not None else []))
     # Never more than half of what is left (unless that is below the minimum): with several gateways
     # each asking, leases shrink as the budget runs out, so what one holds unused stays small.
     return min(wanted, max(minimum, available // 2))
+
+
+def _spent(spent_and_reserved: int, reserved: int) -> str:
+    spent = f"{pico_to_usd(spent_and_reserved - reserved)} USD spent"
+    if not reserved:
+        return spent
+    return f"{spent} and {pico_to_usd(reserved)} USD reserved for requests in flight (what they do not spend " \
+           f"comes back when they finish)"
 
 
 def period_start(period: str | None, now: datetime) -> datetime | None:

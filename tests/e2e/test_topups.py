@@ -242,11 +242,14 @@ def test_auto_refill_fires_once_per_crossing_under_concurrent_usage(billing_mesh
         async with httpx.AsyncClient(timeout=60) as client:
             async def one(i):
                 r = await client.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-                                      json={"model": "acme/gpt-test", "messages": [{"role": "user", "content": "go"}]})
+                                      json={"model": "acme/gpt-test", "max_tokens": 20,
+                                            "messages": [{"role": "user", "content": "go"}]})
                 return r.status_code
             return await asyncio.gather(*(one(i) for i in range(n)))
 
-    assert set(asyncio.run(spend(40))) == {200}  # 40 x 0.0111 USD: well below the threshold
+    # 40 x 0.0111 USD: well below the threshold. max_tokens bounds each request's worst case (no max_tokens:
+    # 4,096 tokens, 6.15 USD, more than the whole balance, so 40 at once would take turns for it)
+    assert set(asyncio.run(spend(40))) == {200}
     wait_until(lambda: balance(mesh, token) > 5)
     time.sleep(1.5)  # time enough for a wrong second refill to show
     refills = [t for t in api(mesh, "GET", "/api/billing/topups", token).json() if t["provider"] == "stripe"]

@@ -50,7 +50,15 @@ def test_lease_amount_names_the_limit_that_refuses():
     assert cap.value.code == "key_spend_cap" and "spend cap of 0.0000000001 USD" in cap.value.message
     with pytest.raises(BudgetExceeded) as balance:
         lease_amount(500, 10, None, 9, None, 0, 100, 91)
-    assert balance.value.code == "account_balance"
+    assert balance.value.code == "account_balance" and not balance.value.held_by_leases
+    assert "credits 0.0000000001 USD, 0.000000000091 USD spent; top up" in balance.value.message
+
+
+def test_a_refusal_says_how_much_is_only_reserved_by_requests_in_flight():
+    with pytest.raises(BudgetExceeded) as balance:
+        lease_amount(500, 10, None, 9, None, 0, 100, 91, account_reserved=41)
+    assert balance.value.held_by_leases
+    assert "0.00000000005 USD spent and 0.000000000041 USD reserved for requests in flight" in balance.value.message
 
 
 def test_inactive_keys_get_no_lease():
