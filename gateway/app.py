@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterable, Awaitable, Callable
 
 import msgspec
 
@@ -24,7 +24,7 @@ from gateway.budget import FREE, Budgets, Ticket
 from gateway.catalog import Catalog, Model
 from gateway.keys import KeyCache
 from gateway.errors import GatewayError, invalid
-from gateway.providers.base import Adapter, Reply, StreamReply, Usage
+from gateway.providers.base import SSE_DONE, Adapter, Reply, StreamReply, Usage
 from gateway.usage import UsagePublisher
 
 log = logging.getLogger("mesh.gateway")
@@ -224,12 +224,7 @@ class Gateway:
         error: str | None = None
         status = 200
         try:
-            async for frame in reply:
-                if gone.is_set():
-                    break
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
-            if not gone.is_set():
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await relay(reply, send, gone)
         except GatewayError as exc:
             error, status = exc.message, exc.status
         except OSError as exc:
@@ -283,6 +278,20 @@ class _Record:
 
     def failed(self, exc: GatewayError) -> UsageRecorded:
         return self.done(Usage(), 0, None, exc.message, exc.status)
+
+
+async def relay(frames: AsyncIterable[bytes], send: Send, gone: asyncio.Event) -> None:
+    """Send a stream's frames as they come, until it ends or the client is gone. The last frame ([DONE]) goes
+    out with the end of the response: one write, not two."""
+    async for frame in frames:
+        if gone.is_set():
+            return
+        ended = frame.endswith(SSE_DONE)
+        await send({"type": "http.response.body", "body": frame, "more_body": not ended})
+        if ended:
+            return
+    if not gone.is_set():
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
