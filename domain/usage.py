@@ -37,3 +37,11 @@ class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str | None = None  # the client's x-request-id, kept alongside our trace id
     error: str | None = None
     lease_id: UUID | None = None  # the budget lease that paid for it
+    # Breakdown of the counts above (each already included in prompt_tokens / completion_tokens):
+    cached_prompt_tokens: int = 0  # prompt tokens read from the provider's prompt cache
+    cache_write_tokens: int = 0  # prompt tokens written to the provider's prompt cache
+    reasoning_tokens: int = 0  # completion tokens spent on reasoning / thinking
+    cached_per_1k: int | None = None  # pico-USD per 1K cached prompt tokens, as charged (None: prompt price)
+    cache_write_per_1k: int | None = None  # pico-USD per 1K cache-write tokens, as charged (None: prompt price)
+    template_id: UUID | None = None  # the prompt template the request used, if any
+    template_version: int | None = None
