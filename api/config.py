@@ -9,7 +9,7 @@ import msgspec
 
 from domain.money import InvalidAmount
 from domain.pricing import Price
-from gateway.catalog import ECHO_MODEL, Catalog, Model, Provider
+from gateway.catalog import ECHO_MODEL, LIMIT_DEFAULTS, Catalog, Model, Provider, image_tokens
 
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "openai-compatible")
 
@@ -29,6 +29,9 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     prompt_usd_per_1k: str | None = None
     completion_usd_per_1k: str | None = None
     enabled: bool = True
+    max_output_tokens: int | None = None  # default by provider kind: gateway.catalog.LIMIT_DEFAULTS
+    context_tokens: int | None = None
+    image_tokens: int | None = None  # default by provider kind and model: gateway.catalog.image_tokens
 
 
 class MeshConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -86,5 +89,22 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
             price = Price.from_usd(m.prompt_usd_per_1k, m.completion_usd_per_1k)
         except InvalidAmount as exc:
             raise ConfigError(f"{path}: model {m.id!r}: {exc}") from None
-        models.append(Model(m.id, m.provider, m.upstream, price, m.enabled))
+        kind = next(p.kind for p in providers if p.name == m.provider)
+        max_output, context = _limits(path, m, kind)
+        images = m.image_tokens if m.image_tokens is not None else image_tokens(kind, m.upstream, context)
+        if images < 0:
+            raise ConfigError(f"{path}: model {m.id!r}: image_tokens must not be negative")
+        models.append(Model(m.id, m.provider, m.upstream, price, m.enabled, max_output, context, images))
     return Catalog(providers, models)
+
+
+def _limits(path: Path, m: ModelConfig, kind: str) -> tuple[int, int]:
+    default_output, default_context = LIMIT_DEFAULTS[kind]
+    context = m.context_tokens if m.context_tokens is not None else max(default_context, m.max_output_tokens or 0)
+    max_output = m.max_output_tokens if m.max_output_tokens is not None else min(default_output, context)
+    if max_output < 1 or context < 1:
+        raise ConfigError(f"{path}: model {m.id!r}: max_output_tokens and context_tokens must be at least 1")
+    if max_output > context:
+        raise ConfigError(f"{path}: model {m.id!r}: max_output_tokens ({max_output}) is larger than its "
+                          f"context_tokens ({context})")
+    return max_output, context

@@ -115,7 +115,7 @@ class ReadModelKeys:
         row, valid_until = found
         allowed = frozenset(row.allowed_models) if row.allowed_models is not None else None
         return KeyInfo(row.key_id, row.account_id, row.default_model, row.status, row.spend_cap, allowed,
-                       row.expires_at, valid_until)
+                       row.expires_at, valid_until, row.fit_to_budget)
 
 
 class CommandLeases:

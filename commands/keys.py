@@ -38,6 +38,7 @@ class KeyChanges(msgspec.Struct, frozen=True):
     default_model: Any = UNSET
     allowed_models: Any = UNSET
     expires_at: Any = UNSET
+    fit_to_budget: Any = UNSET  # bool
 
 
 class KeyCommands:
@@ -46,7 +47,7 @@ class KeyCommands:
 
     def create(self, account_id: UUID, label: str, spend_cap: int | None, default_model: str | None,
                allowed_models: list[str] | None = None, expires_at: datetime | None = None,
-               cap_reset: str | None = None) -> KeyResult:
+               cap_reset: str | None = None, fit_to_budget: bool = False) -> KeyResult:
         secret = new_api_key()
         if cap_reset is not None and spend_cap is None:
             raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
@@ -54,7 +55,7 @@ class KeyCommands:
             account_id=account_id, label=check_label(label), key_hash=secret.hash, prefix=secret.prefix,
             spend_cap=check_spend_cap(spend_cap), default_model=default_model,
             allowed_models=check_allowed_models(allowed_models), expires_at=expires_at,
-            cap_reset=check_cap_period(cap_reset),
+            cap_reset=check_cap_period(cap_reset), fit_to_budget=fit_to_budget,
         )
         return KeyResult(key, self.app.save_all(key), secret.plain)
 
@@ -73,6 +74,8 @@ class KeyCommands:
                 key.change_allowed_models(changes.allowed_models)
             if changes.expires_at is not UNSET:
                 key.change_expiry(changes.expires_at)
+            if changes.fit_to_budget is not UNSET:
+                key.change_fit_to_budget(changes.fit_to_budget)
 
         return self._change(account_id, key_id, decide)
 

@@ -66,6 +66,7 @@ class ApiKey(Aggregate):
         allowed_models: list[str] | None = None  # None = every enabled model
         expires_at: datetime | None = None
         cap_reset: str | None = None  # daily | weekly | monthly (UTC), None = the cap is for all time
+        fit_to_budget: bool = False  # see FitToBudgetChanged
 
     class Relabeled(Aggregate.Event):
         label: str
@@ -106,6 +107,12 @@ class ApiKey(Aggregate):
 
         period_start: datetime
 
+    class FitToBudgetChanged(Aggregate.Event):
+        """Whether a request the budget cannot cover gets its completion limit fitted to what is left (the
+        answer then says so) instead of a 402."""
+
+        fit_to_budget: bool
+
     class Rotated(Aggregate.Event):
         key_hash: str
         prefix: str
@@ -115,7 +122,7 @@ class ApiKey(Aggregate):
     @event(Created)
     def __init__(self, account_id: UUID, label: str, key_hash: str, prefix: str, spend_cap: int | None,
                  default_model: str | None, allowed_models: list[str] | None = None,
-                 expires_at: datetime | None = None, cap_reset: str | None = None):
+                 expires_at: datetime | None = None, cap_reset: str | None = None, fit_to_budget: bool = False):
         self.account_id = account_id
         self.label = label
         self.key_hash = key_hash
@@ -125,6 +132,7 @@ class ApiKey(Aggregate):
         self.allowed_models = allowed_models
         self.expires_at = expires_at
         self.cap_reset = cap_reset
+        self.fit_to_budget = fit_to_budget
         self.disabled = False
         self.revoked = False
         self.leases = LeaseBook()
@@ -229,6 +237,15 @@ class ApiKey(Aggregate):
     @event(AllowedModelsChanged)
     def _change_allowed_models(self, allowed_models: list[str] | None) -> None:
         self.allowed_models = allowed_models
+
+    def change_fit_to_budget(self, fit_to_budget: bool) -> None:
+        self._check_not_revoked()
+        if fit_to_budget != self.fit_to_budget:
+            self._change_fit_to_budget(fit_to_budget)
+
+    @event(FitToBudgetChanged)
+    def _change_fit_to_budget(self, fit_to_budget: bool) -> None:
+        self.fit_to_budget = fit_to_budget
 
     def change_expiry(self, expires_at: datetime | None) -> None:
         self._check_not_revoked()

@@ -24,12 +24,13 @@ from domain.money import pico_to_usd
 class BudgetExceeded(Exception):
     """A limit refuses the lease; `code` names it (key_spend_cap or account_balance)."""
 
-    def __init__(self, code: str, message: str, held_by_leases: bool = False):
+    def __init__(self, code: str, message: str, held_by_leases: bool = False, available: int | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         # part of the limit is only reserved by open leases, which give back what they do not spend
         self.held_by_leases = held_by_leases
+        self.available = available  # pico-USD both limits still allow (None: not a matter of money)
 
 
 class LeaseBook:
@@ -64,21 +65,22 @@ def lease_amount(wanted: int, minimum: int, key_available: int | None, account_a
                  key_cap: int | None, key_spend: int, credits: int, account_spend: int,
                  key_reserved: int = 0, account_reserved: int = 0) -> int:
     """How much to lease: up to `wanted`, at most half of what both limits leave, and at least `minimum`."""
+    available = min([account_available] + ([key_available] if key_available is not None else []))
     if key_available is not None and key_available < minimum:
         raise BudgetExceeded(
             "key_spend_cap",
-            f"this API key's spend cap of {pico_to_usd(key_cap or 0)} USD is reached: "
+            f"this API key's spend cap of {pico_to_usd(key_cap or 0)} USD "
+            f"{'does not cover this request' if key_available > 0 else 'is reached'}: "
             f"{_spent(key_spend, key_reserved)}",
-            held_by_leases=key_reserved > 0,
+            held_by_leases=key_reserved > 0, available=max(0, available),
         )
     if account_available < minimum:
         raise BudgetExceeded(
             "account_balance",
-            f"the account balance is used up: credits {pico_to_usd(credits)} USD, "
-            f"{_spent(account_spend, account_reserved)}; top up to continue",
-            held_by_leases=account_reserved > 0,
+            f"the account balance {'does not cover this request' if account_available > 0 else 'is used up'}: "
+            f"credits {pico_to_usd(credits)} USD, {_spent(account_spend, account_reserved)}; top up to continue",
+            held_by_leases=account_reserved > 0, available=max(0, available),
         )
-    available = min([account_available] + ([key_available] if key_available is not None else []))
     # Never more than half of what is left (unless that is below the minimum): with several gateways
     # each asking, leases shrink as the budget runs out, so what one holds unused stays small.
     return min(wanted, max(minimum, available // 2))

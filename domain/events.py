@@ -46,6 +46,7 @@ EVENT_TYPES: dict[str, type] = {
     "key.budget_leased": ApiKey.BudgetLeased,
     "key.lease_settled": ApiKey.LeaseSettled,
     "key.spend_period_started": ApiKey.SpendPeriodStarted,
+    "key.fit_to_budget_changed": ApiKey.FitToBudgetChanged,
     "model.registered": ModelSettings.Registered,
     "model.price_changed": ModelSettings.PriceChanged,
     "model.enabled": ModelSettings.Enabled,

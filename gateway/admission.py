@@ -24,6 +24,7 @@ class KeyInfo(msgspec.Struct, frozen=True):
     allowed_models: frozenset[str] | None = None
     expires_at: datetime | None = None
     secret_valid_until: datetime | None = None  # a rotated-out secret works until then
+    fit_to_budget: bool = False  # a request the budget does not cover gets a smaller limit instead of a 402
 
     def refusal(self, now: datetime) -> GatewayError | None:
         """Why this key may not be used now, as the error to answer with; None if it may."""

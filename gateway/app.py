@@ -20,8 +20,11 @@ import msgspec
 from domain.credentials import hash_token
 from domain.usage import UsageRecorded
 from gateway.admission import KeyInfo, bearer_token
-from gateway.budget import FREE, Budgets, Ticket
+from domain.money import pico_to_usd
+from domain.pricing import Price
+from gateway.budget import FREE, BudgetRefusal, Budgets, Ticket
 from gateway.catalog import Catalog, Model
+from gateway.fields import check_fields
 from gateway.keys import KeyCache
 from gateway.errors import GatewayError, invalid
 from gateway.providers.base import SSE_DONE, Adapter, Reply, StreamReply, Usage
@@ -34,9 +37,12 @@ Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
 MAX_BODY = 16 * 1024 * 1024
-DEFAULT_MAX_COMPLETION = 4096  # tokens reserved for a request that sets no max_tokens
 PROMPT_OVERHEAD = 16  # tokens a provider adds to a prompt (priming the reply)
 MESSAGE_OVERHEAD = 8  # tokens a provider adds around each message (role, separators)
+# Tokens a provider adds to a prompt with tools (the tool-use preamble): the largest Anthropic publishes is 530
+# (Claude 3 Opus, tool_choice auto); the others' are smaller.
+TOOLS_OVERHEAD = 530
+FILE_URL_KINDS = frozenset({"gemini"})  # providers that fetch any URL as a file part (a PDF, a video), not an image
 
 
 class _TraceIds:
@@ -57,7 +63,8 @@ new_trace_id = _TraceIds()
 
 
 class ChatRequest(msgspec.Struct):
-    """The fields the gateway itself checks; everything else passes through to the provider."""
+    """The fields the gateway itself checks; the others go to the provider through its allow-list
+    (gateway/fields.py)."""
 
     messages: list[dict[str, Any]]
     model: str | None = None
@@ -127,9 +134,12 @@ class Gateway:
         raw = await _read_body(receive)
         body, request = _parse_chat(raw)
         model = self._resolve(request, key)
-        ticket = await self._reserve(key, model, request, body)
-        record = _Record(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
         adapter = self.adapters[model.provider]
+        check_fields(body, adapter.chat_fields, model.id)
+        ticket, fitted = await self._reserve(key, model, request, body)
+        if fitted is not None:  # the key fits limits to its budget: the answer says to what
+            headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
+        record = _Record(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
         try:
             if request.stream:
                 include_usage = bool((request.stream_options or {}).get("include_usage"))
@@ -171,6 +181,7 @@ class Gateway:
         serve = getattr(adapter, "embeddings", None)
         if serve is None:
             raise invalid(f"model {model.id!r} does not serve embeddings", "unsupported_endpoint", "model")
+        check_fields(body, adapter.embeddings_fields, model.id)
         bound = PROMPT_OVERHEAD + len(msgspec.json.encode(request.input))
         cost = model.price.cost(bound, 0)
         ticket = await self.budgets.reserve(key, cost, cost) if cost else FREE
@@ -187,26 +198,46 @@ class Gateway:
         self._emit(record, record.done(result.usage, result.upstream_us, None))
         await _respond(send, 200, headers, result.body)
 
-    async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest, body: dict) -> Ticket:
-        """Reserve the request's worst-case cost; cap its max_tokens to what the reservation affords."""
+    async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest,
+                       body: dict) -> tuple[Ticket, int | None]:
+        """Reserve the request's worst case: its prompt bound and its completion limit, or the model's
+        max_output_tokens when it sets none (and then no limit goes upstream). When the budget does not cover
+        that, a 402 names the completion tokens it does cover; only a key with fit_to_budget gets its limit set
+        to that instead. Returns the reservation and the limit the gateway set, if it set one."""
+        field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+        asked = request.max_completion_tokens or request.max_tokens
+        if asked is not None and asked > model.max_output_tokens:
+            raise invalid(f"'{field}' is {asked}; model {model.id!r} writes at most {model.max_output_tokens} "
+                          f"completion tokens: send {field} <= {model.max_output_tokens}", "invalid_request", field)
         price = model.price
         if price.is_free:
-            return FREE
-        prompt_bound = _prompt_bound(body)
+            return FREE, None
+        prompt_bound = _prompt_bound(body, model, self.catalog.providers[model.provider].kind)
         choices = request.n or 1
-        asked = request.max_completion_tokens or request.max_tokens
-        completion = asked or DEFAULT_MAX_COMPLETION
-        ticket = await self.budgets.reserve(key, minimum=price.cost(prompt_bound, choices),
-                                            wanted=price.cost(prompt_bound, completion * choices))
-        if price.completion_per_1k:
-            per_token = price.completion_per_1k // 1000
-            affordable = (ticket.amount - price.cost(prompt_bound, 0)) // (per_token * choices)
-            if affordable < completion:
-                field = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
-                body[field] = max(1, affordable)
-            elif asked is None:
-                body["max_tokens"] = completion
-        return ticket
+        completion = asked or model.max_output_tokens
+        worst = price.cost(prompt_bound, completion * choices)
+        try:
+            return await self.budgets.reserve(key, minimum=worst, wanted=worst), None
+        except BudgetRefusal as refusal:
+            affordable = _affordable(refusal.available, price, prompt_bound, choices, completion)
+            if affordable is None:
+                raise
+            if not key.fit_to_budget or affordable < 1:
+                raise _unaffordable(refusal, worst, prompt_bound, completion, choices, affordable) from None
+        fitted = price.cost(prompt_bound, affordable * choices)
+        try:
+            ticket = await self.budgets.reserve(key, minimum=fitted, wanted=fitted)
+        except BudgetRefusal as refusal:  # spent by others meanwhile: what is left now, said the same way
+            affordable = _affordable(refusal.available, price, prompt_bound, choices, completion)
+            if affordable is None:
+                raise
+            raise _unaffordable(refusal, worst, prompt_bound, completion, choices, affordable) from None
+        for name in ("max_tokens", "max_completion_tokens"):
+            if getattr(request, name) is not None:
+                body[name] = affordable
+        if asked is None:
+            body["max_tokens"] = affordable
+        return ticket, affordable
 
     def _emit(self, record: "_Record", event: UsageRecorded) -> None:
         """The request is over: swap its reservation for its cost and publish what it cost."""
@@ -309,16 +340,65 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _prompt_bound(body: dict) -> int:
-    """An upper bound of the prompt's tokens: a token is at least one byte of text, and providers add a few
-    tokens around each message; tools and response formats count as their JSON."""
+def _prompt_bound(body: dict, model: Model, kind: str) -> int:
+    """An upper bound of the prompt's tokens, never more than the model's context (a longer prompt is refused
+    upstream): a token of text is at least one byte of its JSON and providers add a few tokens around each
+    message; an image counts the most its provider publishes for one (`model.image_tokens`); audio, files and
+    anything else count the whole context, as nothing smaller is safe; tools count their JSON and the tool-use
+    preamble, response formats their JSON."""
     size = PROMPT_OVERHEAD
     for message in body["messages"]:
-        size += MESSAGE_OVERHEAD + len(msgspec.json.encode(message))
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            size += MESSAGE_OVERHEAD + len(msgspec.json.encode(message))
+            continue
+        size += MESSAGE_OVERHEAD + len(msgspec.json.encode({k: v for k, v in message.items() if k != "content"}))
+        for part in content:
+            part_type = part.get("type") if isinstance(part, dict) else None
+            if part_type == "text":
+                size += len(msgspec.json.encode(part))
+            elif part_type == "image_url" and not (kind in FILE_URL_KINDS and not _image_data_url(part)):
+                size += model.image_tokens
+            else:
+                return model.context_tokens
+    if body.get("tools") or body.get("functions"):
+        size += TOOLS_OVERHEAD
     for extra in ("tools", "functions", "response_format"):
         if body.get(extra):
             size += len(msgspec.json.encode(body[extra]))
-    return size
+    return min(size, model.context_tokens)
+
+
+def _image_data_url(part: dict) -> bool:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    return isinstance(url, str) and url.startswith("data:image/")
+
+
+def _affordable(available: int | None, price: Price, prompt_bound: int, choices: int, completion: int) -> int | None:
+    """How many completion tokens (per choice) `available` pico-USD pays for after the prompt's worst case; None
+    when the refusal was not about money."""
+    if available is None:
+        return None
+    left = available - price.cost(prompt_bound, 0)
+    if left < 0:
+        return 0
+    per_token = price.cost(0, choices)  # exact: a price is a whole number of pico-USD per token
+    return min(completion, left // per_token) if per_token else completion
+
+
+def _unaffordable(refusal: BudgetRefusal, worst: int, prompt_bound: int, completion: int, choices: int,
+                  affordable: int) -> GatewayError:
+    """The 402 that says what the budget does cover. It never shrinks the request itself (see fit_to_budget)."""
+    cost = f"this request can cost up to {pico_to_usd(worst)} USD (a prompt of up to {prompt_bound} tokens and " \
+           f"{completion} completion tokens{f' for each of {choices} choices' if choices > 1 else ''})"
+    if affordable < 1:
+        advice = "what is left does not cover even its prompt"
+    else:
+        advice = f"what is left affords {affordable} completion tokens{' per choice' if choices > 1 else ''}: " \
+                 f"send max_tokens ≤ {affordable}"
+    return GatewayError(402, f"{refusal.message}; {cost}; {advice}", "insufficient_quota", refusal.code,
+                        "max_tokens")
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -358,6 +438,11 @@ def _parse_chat(raw: bytes) -> tuple[dict, ChatRequest]:
         value = getattr(request, limit)
         if value is not None and value < 1:
             raise invalid(f"'{limit}' must be at least 1, got {value}", "invalid_request", limit)
+    if None not in (request.max_tokens, request.max_completion_tokens) and \
+            request.max_tokens != request.max_completion_tokens:
+        raise invalid(f"'max_tokens' ({request.max_tokens}) and 'max_completion_tokens' "
+                      f"({request.max_completion_tokens}) disagree; send one of them (or both equal)",
+                      "invalid_request", "max_completion_tokens")
     return body, request
 
 

@@ -82,6 +82,15 @@ class Ticket:
 FREE = Ticket(None, 0)
 
 
+class BudgetRefusal(GatewayError):
+    """402: the limits do not cover the reservation. `available` is what they still allow (pico-USD, with what
+    this process's own leases hold unreserved), None when the refusal is not about money (say, a revoked key)."""
+
+    def __init__(self, message: str, code: str, available: int | None):
+        super().__init__(402, message, "insufficient_quota", code)
+        self.available = available
+
+
 class _KeyState:
     __slots__ = ("current", "retired", "lock", "changed", "multiple")
 
@@ -114,6 +123,13 @@ class _KeyState:
             self.multiple = max(self.multiple // 2, floor)
 
 
+def _refusal(refused: BudgetExceeded, state: "_KeyState") -> BudgetRefusal:
+    if refused.available is None:
+        return BudgetRefusal(refused.message, refused.code, None)
+    own = [lease for lease in [state.current, *state.retired] if lease is not None]
+    return BudgetRefusal(refused.message, refused.code, refused.available + sum(max(0, l.free) for l in own))
+
+
 class Budgets:
     def __init__(self, broker: LeaseBroker, lease_multiple: int = 32, patience: float = 3.0):
         self.broker = broker
@@ -124,11 +140,12 @@ class Budgets:
 
     async def reserve(self, key: KeyInfo, minimum: int, wanted: int) -> Ticket:
         """Reserve `wanted` (a request's worst-case cost) or, when the budget is nearly used up, as little as
-        `minimum` (the caller then caps max_tokens to what it got).
+        `minimum` (a caller that passes less than `wanted` fits the request to what it got).
 
-        The current lease serves while it can cover `wanted`; otherwise a new lease is taken. Only when the
-        limits refuse a new lease does a request make do with the rest of the current one, wait for budget tied
-        up in leases to come back (up to `patience`), or get a 402.
+        The current lease serves while it can cover `wanted`; otherwise this key's idle leases are given back and
+        a new lease is taken, so it is sized from all that is left. Only when the limits refuse a new lease does
+        a request make do with the rest of the current one, wait for budget tied up in leases to come back (up
+        to `patience`), or get a 402 (a BudgetRefusal saying what the limits still allow).
         """
         state = self._keys.get(key.key_id)
         if state is None:
@@ -144,6 +161,7 @@ class Budgets:
                     return ticket
                 refused: BudgetExceeded | None = None
                 state.adapt(self.lease_multiple, time.monotonic())
+                await self._give_back_idle(state, key.key_id)
                 try:
                     grant = await self.broker.acquire(key.account_id, key.key_id, minimum=minimum,
                                                       wanted=wanted * max(state.multiple, 4 * state.inflight))
@@ -161,9 +179,27 @@ class Budgets:
                 if ticket is not None:
                     return ticket
             if refused is not None and not state.inflight and not refused.held_by_leases:
-                raise GatewayError(402, refused.message, "insufficient_quota", refused.code)
+                raise _refusal(refused, state)
             # else wait: our own requests, or other holders' leases, give back what they do not spend
             await self._wait(state, deadline, refused)
+
+    async def _give_back_idle(self, state: _KeyState, key_id: UUID) -> None:
+        """Settle this key's leases no request uses (the current one and any waiting for the sweep) before a new
+        lease is asked for: what they hold unspent counts as available again, so this process's own leftovers
+        never make a request that the remaining budget covers wait, shrink or fail. Called under the key's lock."""
+        idle = [lease for lease in self._unsettled if lease.key_id == key_id]
+        if state.current is not None and not state.current.inflight:
+            idle.append(state.current)
+            state.current = None
+        if not idle:
+            return
+        self._unsettled = [lease for lease in self._unsettled if lease.key_id != key_id]
+        for lease in idle:
+            try:
+                await self.broker.settle(lease.account_id, lease.key_id, lease.id, lease.spent)
+            except Exception as exc:
+                log.warning("settling lease %s failed (%s); will retry", lease.id, exc)
+                self._unsettled.append(lease)
 
     async def _wait(self, state: _KeyState, deadline: float, refused: BudgetExceeded | None) -> None:
         remaining = deadline - time.monotonic()
@@ -172,7 +208,7 @@ class Budgets:
                 raise GatewayError(429, "could not reserve budget for this API key in time (too many requests "
                                         "in flight or too much contention); retry shortly",
                                    "rate_limit_error", "budget_busy")
-            raise GatewayError(402, refused.message, "insufficient_quota", refused.code)
+            raise _refusal(refused, state)
         try:
             await asyncio.wait_for(state.changed.wait(), min(remaining, 0.25))
         except asyncio.TimeoutError:

@@ -21,12 +21,44 @@ class Provider(msgspec.Struct, frozen=True):
         return f"Provider(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
 
 
+# When mesh.toml does not say: (max_output_tokens, context_tokens) per provider kind, the published limits of
+# the kind's common current models (OpenAI gpt-4o/4.1: 16,384 out of 128K; Claude: 8,192 out of 200K; Gemini:
+# 8,192 out of 1M) and a conservative pair for self-hosted OpenAI-compatible servers.
+LIMIT_DEFAULTS = {
+    "openai": (16_384, 128_000),
+    "anthropic": (8_192, 200_000),
+    "gemini": (8_192, 1_048_576),
+    "openai-compatible": (4_096, 32_768),
+    "mesh": (4_096, 32_768),
+}
+
+# The most prompt tokens one image part can count, per provider kind, as each provider publishes it (None: the
+# model's context_tokens, as nothing smaller is safe). OpenAI: a high-detail image is at most 8 tiles of 512 px
+# (85 + 8 x 170 = 1,445 for gpt-4o) or 1,536 patches of 32 px times the model's multiplier (at most 2.46:
+# 3,779); gpt-4o-mini counts 2,833 + 8 x 5,667 = 48,169. Anthropic: images are scaled to about 1.15 megapixels,
+# about 1,600 tokens. Gemini: 258 tokens per 768 px tile, images scaled to at most 3,072 px: 16 tiles.
+IMAGE_TOKENS = {"openai": 3_779, "anthropic": 1_600, "gemini": 16 * 258, "openai-compatible": None, "mesh": 0}
+IMAGE_TOKENS_BY_NAME = {"gpt-4o-mini": 48_169}  # OpenAI models whose images count more (by upstream name)
+
+
+def image_tokens(kind: str, upstream: str, context_tokens: int) -> int:
+    """The most tokens one image can count for this model (a bound for the prompt's reservation)."""
+    for name, tokens in IMAGE_TOKENS_BY_NAME.items():
+        if kind == "openai" and name in upstream:
+            return tokens
+    tokens = IMAGE_TOKENS.get(kind)
+    return context_tokens if tokens is None else min(tokens, context_tokens)
+
+
 class Model(msgspec.Struct, frozen=True):
     id: str  # what clients send as "model"
     provider: str
     upstream: str  # the provider's own model name
     price: Price
     enabled: bool = True
+    max_output_tokens: int = LIMIT_DEFAULTS["mesh"][0]  # the most completion tokens a request may ask for
+    context_tokens: int = LIMIT_DEFAULTS["mesh"][1]  # prompt + completion: bounds every prompt's reservation
+    image_tokens: int = 0  # the most prompt tokens one image part counts (see image_tokens())
 
 
 ECHO_PROVIDER = Provider(name="mesh", kind="mesh")

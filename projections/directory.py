@@ -29,6 +29,7 @@ class KeyRow(msgspec.Struct, frozen=True):
     expires_at: datetime | None
     cap_reset: str | None
     updated_at: datetime
+    fit_to_budget: bool = False
 
 
 class Directory:
@@ -60,7 +61,8 @@ class Directory:
                 allowed_models text[],
                 expires_at timestamptz,
                 cap_reset text,
-                updated_at timestamptz not null
+                updated_at timestamptz not null,
+                fit_to_budget boolean not null default false
             );
             create table if not exists {t['api_key_secrets']} (
                 key_hash text primary key,
@@ -69,6 +71,15 @@ class Directory:
             );
             create index if not exists {t['api_keys']}_account on {t['api_keys']} (account_id, created_at);
         """)
+
+    async def upgrade(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> bool:
+        """Tables made before fit_to_budget existed get the column (false until a key's event says otherwise)."""
+        await cur.execute("select 1 from information_schema.columns where table_name = %s and column_name = %s",
+                          (t["api_keys"], "fit_to_budget"))
+        if await cur.fetchone() is not None:
+            return False
+        await cur.execute(f"alter table {t['api_keys']} add column fit_to_budget boolean not null default false")
+        return True
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
@@ -90,10 +101,10 @@ class Directory:
             elif item.topic == "key.created":
                 await cur.execute(
                     f"""insert into {t['api_keys']} (key_id, account_id, label, prefix, spend_cap, default_model,
-                        created_at, allowed_models, expires_at, cap_reset, updated_at)
-                        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                        created_at, allowed_models, expires_at, cap_reset, updated_at, fit_to_budget)
+                        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                     (e.originator_id, e.account_id, e.label, e.prefix, e.spend_cap, e.default_model, e.timestamp,
-                     e.allowed_models, e.expires_at, e.cap_reset, e.timestamp),
+                     e.allowed_models, e.expires_at, e.cap_reset, e.timestamp, e.fit_to_budget),
                 )
                 await cur.execute(f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
                                   (e.key_hash, e.originator_id))
@@ -119,6 +130,7 @@ KEY_CHANGES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "key.default_model_changed": lambda e: {"default_model": e.default_model},
     "key.allowed_models_changed": lambda e: {"allowed_models": e.allowed_models},
     "key.expiry_changed": lambda e: {"expires_at": e.expires_at},
+    "key.fit_to_budget_changed": lambda e: {"fit_to_budget": e.fit_to_budget},
     "key.disabled": lambda e: {"status": "disabled"},
     "key.enabled": lambda e: {"status": "active"},
     "key.revoked": lambda e: {"status": "revoked"},
@@ -139,7 +151,7 @@ async def account_exists(conn: psycopg.AsyncConnection, account_id: UUID) -> boo
 
 
 _KEY_COLUMNS = ("k.key_id, k.account_id, k.label, k.prefix, k.spend_cap, k.default_model, k.status, k.created_at, "
-                "k.allowed_models, k.expires_at, k.cap_reset, k.updated_at")
+                "k.allowed_models, k.expires_at, k.cap_reset, k.updated_at, k.fit_to_budget")
 
 
 def _key_row(row: tuple) -> KeyRow:

@@ -33,6 +33,7 @@ class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
     default_model: str | None = None
     allowed_models: list[str] | None = None
     expires_at: datetime | None = None
+    fit_to_budget: bool = False  # fit a request's limit to what is left instead of refusing it (402)
 
 
 class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -42,6 +43,7 @@ class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
     default_model: str | None | msgspec.UnsetType = msgspec.UNSET
     allowed_models: list[str] | None | msgspec.UnsetType = msgspec.UNSET
     expires_at: datetime | None | msgspec.UnsetType = msgspec.UNSET
+    fit_to_budget: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class RotateIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -79,6 +81,7 @@ class KeyOut(msgspec.Struct):
     stats: StatsOut | None = None  # all time
     window: StatsOut | None = None  # over ?from=&to=, when asked
     as_of: AsOf | None = None
+    fit_to_budget: bool = False
 
 
 class CreatedKeyOut(KeyOut, kw_only=True):
@@ -99,7 +102,8 @@ def key_out(row: directory.KeyRow, stats: billing.KeyStats | None = None,
     totals = stats or billing.KeyStats()
     return KeyOut(row.key_id, row.label, row.prefix, row.status, _usd(row.spend_cap), row.cap_reset,
                   row.default_model, row.allowed_models, row.expires_at, row.created_at, pico_to_usd(totals.spend),
-                  StatsOut.of(totals), StatsOut.of(window or billing.KeyStats()) if window is not None else None)
+                  StatsOut.of(totals), StatsOut.of(window or billing.KeyStats()) if window is not None else None,
+                  fit_to_budget=row.fit_to_budget)
 
 
 async def _as_of(conn) -> AsOf:
@@ -118,7 +122,9 @@ async def _stats(conn, account_id: UUID, start: datetime | None, end: datetime |
 def aggregate_out(key: ApiKey, secret: str | None = None) -> KeyOut:
     fields = (key.id, key.label, key.prefix, key.status, _usd(key.spend_cap), key.cap_reset, key.default_model,
               key.allowed_models, key.expires_at, key.created_on)
-    return CreatedKeyOut(*fields, key=secret) if secret else KeyOut(*fields)
+    if secret:
+        return CreatedKeyOut(*fields, key=secret, fit_to_budget=key.fit_to_budget)
+    return KeyOut(*fields, fit_to_budget=key.fit_to_budget)
 
 
 class KeyEventOut(msgspec.Struct):
@@ -147,7 +153,7 @@ class KeyController(Controller):
         for model in data.allowed_models or []:
             _check_model(runtime, model, "allowed_models entry")
         created = await asyncio.to_thread(runtime.keys.create, account_id, data.label, cap, data.default_model,
-                                          data.allowed_models, data.expires_at, data.cap_reset)
+                                          data.allowed_models, data.expires_at, data.cap_reset, data.fit_to_budget)
         await runtime.caught_up(DIRECTORY, created.position)
         return aggregate_out(created.key, created.secret)
 

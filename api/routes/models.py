@@ -20,6 +20,8 @@ class ModelOut(msgspec.Struct):
     completion_usd_per_1k: str
     free: bool
     enabled: bool
+    max_output_tokens: int = 0  # the most completion tokens a request may ask for (max_tokens)
+    context_tokens: int = 0  # prompt and completion together
 
 
 class ModelListOut(msgspec.Struct):
@@ -28,7 +30,8 @@ class ModelListOut(msgspec.Struct):
 
 def model_out(model: Model) -> ModelOut:
     return ModelOut(model.id, model.provider, **model.price.as_usd(), free=model.price.is_free,
-                    enabled=model.enabled)
+                    enabled=model.enabled, max_output_tokens=model.max_output_tokens,
+                    context_tokens=model.context_tokens)
 
 
 class ModelController(Controller):

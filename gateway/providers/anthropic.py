@@ -3,7 +3,7 @@
 Request: system/developer messages → top-level `system`; user/assistant turns (consecutive same-role turns merged,
 empty ones dropped) with text and image parts (data: URLs → base64 sources, other URLs → url sources); assistant
 `tool_calls` → `tool_use` blocks; `tool` messages → `tool_result` blocks in one user turn; `max_tokens` (required
-there: max_completion_tokens, max_tokens, else 4096); `stop` → `stop_sequences`; temperature, top_p; function tools
+there: max_completion_tokens, max_tokens, else the model's max_output_tokens); `stop` → `stop_sequences`; temperature, top_p; function tools
 → `tools` with `input_schema`; tool_choice auto/required/none/named → auto/any/none/tool, and
 parallel_tool_calls=false → `disable_parallel_tool_use`; `user` → metadata.user_id.
 Response: text and tool_use blocks → message content and tool_calls (arguments as a JSON string); stop_reason →
@@ -25,6 +25,7 @@ import msgspec
 
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError, invalid
+from gateway.fields import ANTHROPIC_CHAT_FIELDS
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
@@ -39,7 +40,6 @@ from gateway.providers.base import (
 )
 
 API_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 4096
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
           "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
 TOOL_CHOICE = {"auto": "auto", "required": "any", "none": "none"}
@@ -90,6 +90,8 @@ def _tool_choice(body: dict) -> dict | None:
 
 
 def to_anthropic(model: Model, body: dict, stream: bool) -> dict:
+    if (body.get("n") or 1) > 1:
+        raise invalid(f"model {model.id!r} answers with one choice: n must be 1", "unsupported_parameter", "n")
     system: list[str] = []
     turns: list[dict] = []
 
@@ -114,7 +116,7 @@ def to_anthropic(model: Model, body: dict, stream: bool) -> dict:
             add("user", _blocks(message.get("content")))
     request: dict[str, Any] = {
         "model": model.upstream, "messages": turns, "stream": stream,
-        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or model.max_output_tokens,
     }
     if system:
         request["system"] = "\n\n".join(system)
@@ -166,6 +168,8 @@ def to_openai(model: Model, message: dict, body: dict) -> tuple[dict, Usage]:
 
 
 class AnthropicAdapter:
+    chat_fields = ANTHROPIC_CHAT_FIELDS
+
     def __init__(self, provider: Provider):
         self.provider = provider
         headers = {"anthropic-version": API_VERSION, **({"x-api-key": provider.api_key} if provider.api_key else {})}

@@ -59,6 +59,8 @@ class Posted(msgspec.Struct):
 
 
 class Adapter(Protocol):
+    chat_fields: frozenset[str]  # the request fields it takes (gateway/fields.py)
+
     async def chat(self, model: Model, body: dict) -> Reply: ...
 
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply: ...

@@ -13,6 +13,7 @@ from typing import AsyncIterator
 import msgspec
 
 from gateway.catalog import Model
+from gateway.fields import OPENAI_CHAT_FIELDS
 from gateway.providers.base import SSE_DONE, Reply, StreamReply, Usage, message_text, sse, usage_chunk
 
 
@@ -28,6 +29,8 @@ def _count(text: str) -> int:
 
 
 class EchoAdapter:
+    chat_fields = OPENAI_CHAT_FIELDS
+
     async def chat(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
         messages = body["messages"]

@@ -30,6 +30,7 @@ import msgspec
 
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError, invalid
+from gateway.fields import GEMINI_CHAT_FIELDS
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
@@ -178,6 +179,8 @@ def _content(candidate: dict) -> tuple[str, list[dict]]:
 
 
 class GeminiAdapter:
+    chat_fields = GEMINI_CHAT_FIELDS
+
     def __init__(self, provider: Provider):
         self.provider = provider
         self.upstream = Upstream(provider, {"x-goog-api-key": provider.api_key} if provider.api_key else {},

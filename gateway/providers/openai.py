@@ -8,6 +8,7 @@ from typing import AsyncIterator
 import msgspec
 
 from gateway.catalog import Model, Provider
+from gateway.fields import OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
@@ -46,14 +47,20 @@ _decode_document = msgspec.json.Decoder(_Document).decode
 
 
 class OpenAIAdapter:
+    chat_fields = OPENAI_CHAT_FIELDS
+    embeddings_fields = OPENAI_EMBEDDINGS_FIELDS
+
     def __init__(self, provider: Provider):
         self.provider = provider
+        # OpenAI's own API takes the completion limit as max_completion_tokens on every chat model, and its gpt-5
+        # family and o-series refuse max_tokens; other servers get the limit in the field the client used.
+        self.renames_max_tokens = provider.kind == "openai"
         auth = {"authorization": f"Bearer {provider.api_key}"} if provider.api_key else {}
         self.upstream = Upstream(provider, auth, error_field)
 
     async def chat(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
-        response = await self.upstream.post("/chat/completions", {**body, "model": model.upstream, "stream": False})
+        response = await self.upstream.post("/chat/completions", self._document(body, model, False))
         try:
             document = _decode_document(response.content)
         except msgspec.DecodeError:
@@ -63,10 +70,9 @@ class OpenAIAdapter:
 
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply:
         # Always ask for usage; forward the usage chunk only if the client asked for it.
-        response = await self.upstream.stream("/chat/completions", {
-            **body, "model": model.upstream, "stream": True,
-            "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
-        })
+        document = self._document(body, model, True)
+        document["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        response = await self.upstream.stream("/chat/completions", document)
         reply: StreamReply
         prompt_text = message_text(body.get("messages") or [])
         generated: list[str] = []
@@ -120,6 +126,14 @@ class OpenAIAdapter:
 
         reply = StreamReply(frames())
         return reply
+
+    def _document(self, body: dict, model: Model, stream: bool) -> dict:
+        document = {**body, "model": model.upstream, "stream": stream}
+        if self.renames_max_tokens and "max_tokens" in document:
+            limit = document.pop("max_tokens")  # equal to max_completion_tokens when both are given (checked)
+            if limit is not None:
+                document["max_completion_tokens"] = limit
+        return document
 
     async def embeddings(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()

@@ -27,6 +27,7 @@ def aggregate_events():
     key.change_default_model(None)
     key.change_allowed_models(["mesh/echo"])
     key.change_expiry(now + timedelta(days=1))
+    key.change_fit_to_budget(True)
     key.disable("me")
     key.enable("me")
     key.rotate("k2", "mk-def", now, timedelta(hours=1))
