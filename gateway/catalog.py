@@ -43,10 +43,9 @@ IMAGE_TOKENS_BY_NAME = {"gpt-4o-mini": 48_169}  # OpenAI models whose images cou
 
 def image_tokens(kind: str, upstream: str, context_tokens: int) -> int:
     """The most tokens one image can count for this model (a bound for the prompt's reservation)."""
-    for name, tokens in IMAGE_TOKENS_BY_NAME.items():
-        if kind == "openai" and name in upstream:
-            return tokens
     tokens = IMAGE_TOKENS.get(kind)
+    if kind == "openai":
+        tokens = next((t for name, t in IMAGE_TOKENS_BY_NAME.items() if name in upstream), tokens)
     return context_tokens if tokens is None else min(tokens, context_tokens)
 
 

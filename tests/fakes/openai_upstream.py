@@ -5,15 +5,21 @@ Non-stream: a `chat.completion` with `usage`. Stream: `chat.completion.chunk` SS
 `stream_options.include_usage` is true, then `data: [DONE]`. Errors use OpenAI's
 error body. The reply and its token counts are deterministic so tests can
 compute the exact cost: prompt tokens = words in all messages, completion
-tokens = words in the reply (the reply is `reply_words` words long).
+tokens = words in the reply (the reply is `reply_words` words long, fewer when
+max_completion_tokens or max_tokens is lower). Like OpenAI, it refuses `max_tokens`
+for the gpt-5 family and the o-series (400 unsupported_parameter).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
+
+# OpenAI's reasoning models take only max_completion_tokens
+REFUSES_MAX_TOKENS = re.compile(r"^(gpt-5|o\d)")
 
 
 def count_words(messages: list) -> int:
@@ -38,7 +44,7 @@ class FakeOpenAI:
         self.streams_cut_short = 0  # streams whose reader went away before the end
 
     def reply_for(self, body: dict) -> str:
-        n = body.get("max_tokens") or self.reply_words
+        n = body.get("max_completion_tokens") or body.get("max_tokens") or self.reply_words
         return " ".join(f"w{i}" for i in range(min(n, self.reply_words)))
 
     async def __call__(self, scope, receive, send):
@@ -64,6 +70,11 @@ class FakeOpenAI:
             return await self._json(send, 200, {"object": "list", "model": request["model"], "data": [
                 {"object": "embedding", "index": n, "embedding": [0.1, 0.2, 0.3]} for n in range(len(inputs))],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        if "max_tokens" in request and REFUSES_MAX_TOKENS.match(str(request.get("model"))):
+            return await self._json(send, 400, {"error": {
+                "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                           "Use 'max_completion_tokens' instead.",
+                "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}})
         if self.fail_with:
             status, text = self.fail_with
             return await self._json(send, status, {"error": {"message": text, "type": "server_error", "code": None}})

@@ -64,3 +64,33 @@ def test_settings_come_from_mesh_variables(tmp_path):
     assert token == s.resolved_operator_token()  # generated once, then kept
     with pytest.raises(SettingsError):
         Settings.from_env({"MESH_PORT": "eighty"})
+
+
+def test_output_limits_default_by_provider_kind_and_can_be_set(tmp_path):
+    text = GOOD.replace('kind = "openai-compatible"', 'kind = "openai"') + """
+[[models]]
+id = "acme/small"
+provider = "acme"
+upstream = "gpt-4o-mini"
+prompt_usd_per_1k = "0.15"
+completion_usd_per_1k = "0.6"
+max_output_tokens = 1000
+context_tokens = 8000
+"""
+    catalog = load_catalog(write(tmp_path, text), env={"ACME_KEY": "k"})
+    default, small = catalog.get("acme/gpt"), catalog.get("acme/small")
+    assert (default.max_output_tokens, default.context_tokens, default.image_tokens) == (16384, 128000, 3779)
+    assert (small.max_output_tokens, small.context_tokens) == (1000, 8000)
+    assert small.image_tokens == 8000  # gpt-4o-mini counts 48,169 for one image; the context bounds it
+    compatible = load_catalog(write(tmp_path, GOOD), env={"ACME_KEY": "k"}).get("acme/gpt")
+    assert (compatible.max_output_tokens, compatible.context_tokens) == (4096, 32768)
+    assert compatible.image_tokens == 32768  # unknown servers: nothing smaller than the context is safe
+
+
+@pytest.mark.parametrize("limits, message", [
+    ("max_output_tokens = 0", "at least 1"),
+    ("max_output_tokens = 9000\ncontext_tokens = 8000", r"larger than its context_tokens \(8000\)"),
+])
+def test_bad_output_limits_are_named(tmp_path, limits, message):
+    with pytest.raises(ConfigError, match=message):
+        load_catalog(write(tmp_path, GOOD + limits + "\n"), env={"ACME_KEY": "k"})

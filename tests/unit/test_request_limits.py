@@ -1,0 +1,92 @@
+"""The gateway's pure rules for limits: the prompt bound, what a budget affords, which fields go upstream."""
+
+import pytest
+
+from domain.pricing import Price
+from gateway.app import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, TOOLS_OVERHEAD, _affordable, _parse_chat, _prompt_bound
+from gateway.catalog import Model
+from gateway.errors import GatewayError
+from gateway.fields import ANTHROPIC_CHAT_FIELDS, OPENAI_CHAT_FIELDS, check_fields
+
+PRICE = Price.from_usd("0.5", "1.5")
+MODEL = Model("p/m", "p", "m", PRICE, max_output_tokens=1000, context_tokens=50_000, image_tokens=1600)
+TEXT = {"role": "user", "content": "hi"}
+
+
+def bound(messages, kind="anthropic", **extra):
+    return _prompt_bound({"messages": messages, **extra}, MODEL, kind)
+
+
+def test_text_counts_its_json_bytes_and_the_overheads():
+    assert bound([TEXT]) == PROMPT_OVERHEAD + MESSAGE_OVERHEAD + len(b'{"role":"user","content":"hi"}')
+
+
+def test_an_image_counts_the_providers_worst_case_not_its_bytes():
+    data = "data:image/png;base64," + "A" * 100_000
+    parts = [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": data}}]
+    with_image = bound([{"role": "user", "content": parts}])
+    text_only = bound([{"role": "user", "content": parts[:1]}])
+    assert with_image - text_only == 1600
+
+
+def test_audio_files_and_gemini_url_parts_count_the_whole_context():
+    for part in ({"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}},
+                 {"type": "file", "file": {"file_id": "file-1"}}):
+        assert bound([{"role": "user", "content": [part]}]) == MODEL.context_tokens
+    url = {"type": "image_url", "image_url": {"url": "https://example.com/talk.mp4"}}
+    assert bound([{"role": "user", "content": [url]}], kind="gemini") == MODEL.context_tokens
+    assert bound([{"role": "user", "content": [url]}], kind="anthropic") < MODEL.context_tokens
+
+
+def test_tools_count_their_json_and_the_tool_use_preamble():
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    assert bound([TEXT], tools=tools) - bound([TEXT]) >= TOOLS_OVERHEAD + len('{"name":"f"}')
+
+
+def test_the_bound_never_exceeds_the_context():
+    assert bound([{"role": "user", "content": "x" * 100_000}]) == MODEL.context_tokens
+
+
+def test_what_a_budget_affords():
+    prompt = PRICE.cost(100, 0)
+    assert _affordable(prompt + PRICE.cost(0, 37), PRICE, 100, 1, 1000) == 37
+    assert _affordable(prompt + PRICE.cost(0, 37), PRICE, 100, 2, 1000) == 18  # per choice
+    assert _affordable(prompt - 1, PRICE, 100, 1, 1000) == 0
+    assert _affordable(10**15, PRICE, 100, 1, 1000) == 1000  # never more than the request's own limit
+    assert _affordable(None, PRICE, 100, 1, 1000) is None
+
+
+def test_the_two_limit_fields_never_disagree():
+    assert _parse_chat(b'{"messages":[{"role":"user","content":"x"}],"max_tokens":5,"max_completion_tokens":5}')
+    with pytest.raises(GatewayError) as refused:
+        _parse_chat(b'{"messages":[{"role":"user","content":"x"}],"max_tokens":5,"max_completion_tokens":6}')
+    assert refused.value.status == 400 and "'max_tokens' (5)" in refused.value.message
+    assert "'max_completion_tokens' (6)" in refused.value.message
+
+
+def test_unknown_fields_are_refused_naming_them_and_what_is_allowed():
+    with pytest.raises(GatewayError) as refused:
+        check_fields({"messages": [], "logit_bias": {}}, ANTHROPIC_CHAT_FIELDS, "claude/x")
+    assert refused.value.param == "logit_bias" and "claude/x" in refused.value.message
+    assert "temperature" in refused.value.message
+    check_fields({"messages": [], "logit_bias": {}}, OPENAI_CHAT_FIELDS, "gpt/x")
+
+
+def test_fields_the_gateway_consumes_do_not_go_upstream():
+    body = {"messages": [], "template": "greeting@2", "variables": {"name": "Ada"}}
+    check_fields(body, OPENAI_CHAT_FIELDS, "gpt/x")
+    assert body == {"messages": []}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("service_tier", "priority"), ("service_tier", "flex"), ("web_search_options", {}),
+    ("audio", {"voice": "alloy", "format": "wav"}), ("modalities", ["text", "audio"]),
+])
+def test_fields_that_change_the_price_are_refused(field, value):
+    with pytest.raises(GatewayError) as refused:
+        check_fields({"messages": [], field: value}, OPENAI_CHAT_FIELDS, "gpt/x")
+    assert refused.value.status == 400 and refused.value.param == field
+
+
+def test_fields_at_the_configured_price_pass():
+    check_fields({"messages": [], "service_tier": "default", "modalities": ["text"]}, OPENAI_CHAT_FIELDS, "gpt/x")
