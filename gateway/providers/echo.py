@@ -13,7 +13,7 @@ from typing import AsyncIterator
 import msgspec
 
 from gateway.catalog import Model
-from gateway.fields import OPENAI_CHAT_FIELDS
+from gateway.fields import OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS
 from gateway.providers.base import SSE_DONE, Reply, StreamReply, Usage, message_text, sse, usage_chunk
 
 
@@ -30,6 +30,7 @@ def _count(text: str) -> int:
 
 class EchoAdapter:
     chat_fields = OPENAI_CHAT_FIELDS
+    embeddings_fields = OPENAI_EMBEDDINGS_FIELDS
 
     async def chat(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()

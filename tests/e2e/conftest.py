@@ -94,6 +94,7 @@ provider = "acme"
 upstream = "gpt-test"
 prompt_usd_per_1k = "0.5"
 completion_usd_per_1k = "1.5"
+max_output_tokens = 256
 """)
     return path
 

@@ -90,6 +90,7 @@ provider = "google"
 upstream = "gemini-test"
 prompt_usd_per_1k = "0.1"
 completion_usd_per_1k = "0.4"
+max_output_tokens = 1000
 """)
         mesh = MeshProcess(base / "data", config, {"GEMINI_TEST_KEY": "g-secret"})
         mesh.start()
