@@ -347,26 +347,28 @@ def _prompt_bound(body: dict, model: Model, kind: str) -> int:
     anything else count the whole context, as nothing smaller is safe; tools count their JSON and the tool-use
     preamble, response formats their JSON."""
     size = PROMPT_OVERHEAD
+    encode = msgspec.json.encode
     for message in body["messages"]:
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, list):
-            size += MESSAGE_OVERHEAD + len(msgspec.json.encode(message))
+        content = message.get("content") if type(message) is dict else None
+        if type(content) is not list:
+            size += MESSAGE_OVERHEAD + len(encode(message))
             continue
-        size += MESSAGE_OVERHEAD + len(msgspec.json.encode({k: v for k, v in message.items() if k != "content"}))
+        size += MESSAGE_OVERHEAD + len(encode({k: v for k, v in message.items() if k != "content"}))
         for part in content:
             part_type = part.get("type") if isinstance(part, dict) else None
             if part_type == "text":
-                size += len(msgspec.json.encode(part))
+                size += len(encode(part))
             elif part_type == "image_url" and not (kind in FILE_URL_KINDS and not _image_data_url(part)):
                 size += model.image_tokens
             else:
                 return model.context_tokens
-    if body.get("tools") or body.get("functions"):
-        size += TOOLS_OVERHEAD
-    for extra in ("tools", "functions", "response_format"):
-        if body.get(extra):
-            size += len(msgspec.json.encode(body[extra]))
-    return min(size, model.context_tokens)
+    if "tools" in body or "functions" in body or "response_format" in body:
+        if body.get("tools") or body.get("functions"):
+            size += TOOLS_OVERHEAD
+        for extra in ("tools", "functions", "response_format"):
+            if body.get(extra):
+                size += len(encode(body[extra]))
+    return size if size < model.context_tokens else model.context_tokens
 
 
 def _image_data_url(part: dict) -> bool:
