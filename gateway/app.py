@@ -216,22 +216,24 @@ class Gateway:
         choices = request.n or 1
         completion = asked or model.max_output_tokens
         worst = price.cost(prompt_bound, completion * choices)
+
+        def unaffordable(refusal: BudgetRefusal) -> tuple[GatewayError, int | None]:
+            affordable = _affordable(refusal.available, price, prompt_bound, choices, completion)
+            if affordable is None:  # not about money (say, the key was revoked meanwhile)
+                return refusal, None
+            return _unaffordable(refusal, worst, prompt_bound, completion, choices, affordable), affordable
+
         try:
             return await self.budgets.reserve(key, minimum=worst, wanted=worst), None
         except BudgetRefusal as refusal:
-            affordable = _affordable(refusal.available, price, prompt_bound, choices, completion)
-            if affordable is None:
-                raise
-            if not key.fit_to_budget or affordable < 1:
-                raise _unaffordable(refusal, worst, prompt_bound, completion, choices, affordable) from None
+            error, affordable = unaffordable(refusal)
+            if not key.fit_to_budget or not affordable:
+                raise error from None
         fitted = price.cost(prompt_bound, affordable * choices)
         try:
             ticket = await self.budgets.reserve(key, minimum=fitted, wanted=fitted)
         except BudgetRefusal as refusal:  # spent by others meanwhile: what is left now, said the same way
-            affordable = _affordable(refusal.available, price, prompt_bound, choices, completion)
-            if affordable is None:
-                raise
-            raise _unaffordable(refusal, worst, prompt_bound, completion, choices, affordable) from None
+            raise unaffordable(refusal)[0] from None
         for name in ("max_tokens", "max_completion_tokens"):
             if getattr(request, name) is not None:
                 body[name] = affordable

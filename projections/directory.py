@@ -61,8 +61,7 @@ class Directory:
                 allowed_models text[],
                 expires_at timestamptz,
                 cap_reset text,
-                updated_at timestamptz not null,
-                fit_to_budget boolean not null default false
+                updated_at timestamptz not null
             );
             create table if not exists {t['api_key_secrets']} (
                 key_hash text primary key,
@@ -70,16 +69,8 @@ class Directory:
                 valid_until timestamptz  -- null: valid while the key is
             );
             create index if not exists {t['api_keys']}_account on {t['api_keys']} (account_id, created_at);
+            alter table {t['api_keys']} add column if not exists fit_to_budget boolean not null default false;
         """)
-
-    async def upgrade(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> bool:
-        """Tables made before fit_to_budget existed get the column (false until a key's event says otherwise)."""
-        await cur.execute("select 1 from information_schema.columns where table_name = %s and column_name = %s",
-                          (t["api_keys"], "fit_to_budget"))
-        if await cur.fetchone() is not None:
-            return False
-        await cur.execute(f"alter table {t['api_keys']} add column fit_to_budget boolean not null default false")
-        return True
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:

@@ -35,9 +35,6 @@ class ReadModel(Protocol):
     def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> Any:
         """Apply a batch of events, in order, inside the caller's transaction."""
 
-    # Optional: `async def upgrade(cur, t) -> bool` brings the tables of the generation in service up to the
-    # current code (say, a column added with its default) and says whether it changed anything.
-
 
 SCHEMA = """
 create table if not exists projection_positions (
@@ -70,18 +67,12 @@ async def ensure_schema(conn: psycopg.AsyncConnection, models: list[ReadModel]) 
             cur = await conn.execute(
                 "select generation from read_model_generations where read_model = %s", (model.name,)
             )
-            row = await cur.fetchone()
-            if row is None:
+            if await cur.fetchone() is None:
                 await create_generation(conn, model, 1)
                 await point_views(conn, model, 1)
                 await conn.execute(
                     "insert into read_model_generations (read_model, generation) values (%s, 1)", (model.name,)
                 )
-            elif getattr(model, "upgrade", None) is not None:
-                async with conn.cursor() as cur:
-                    changed = await model.upgrade(cur, physical_tables(model, row[0]))
-                if changed:  # a view lists the columns its table had when it was made
-                    await point_views(conn, model, row[0])
 
 
 async def create_generation(conn: psycopg.AsyncConnection, model: ReadModel, generation: int) -> None:

@@ -139,7 +139,7 @@ async def test_anthropic_request_and_response(claude, adapter):
     assert completion.choices[0].finish_reason == "stop"
     assert usage == Usage(11, 6) and completion.usage.total_tokens == 17  # 2 + 3 + 2 + 1 + 2 + 1 words in, 6 out
     await adapter.chat(CLAUDE, {"messages": [{"role": "user", "content": "x"}]})
-    assert claude.sent["max_tokens"] == 4096  # required by Anthropic; our default when the client sets none
+    assert claude.sent["max_tokens"] == CLAUDE.max_output_tokens  # required there: the model's maximum if unset
 
 
 async def test_gemini_request_and_response(gemini, adapter):
