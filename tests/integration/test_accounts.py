@@ -8,14 +8,11 @@ import hashlib
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import nats
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from commands.accounts import AccountCommands, BadCredentials, WrongPassword
 from commands.app import MeshApplication
-from commands.stream import ensure_stream
 from domain import credentials
 from domain.account import Account, EmailClaim
 from domain.credentials import PASSWORD_KDF, hash_token, needs_rehash
@@ -24,6 +21,7 @@ from projections.directory import Directory
 from projections.readmodel import ensure_schema
 from projections.runner import ProjectionRunner
 from projections.source import StreamSource
+from tests.integration.test_projections import env  # noqa: F401  (the fixture: NATS, PostgreSQL, the app)
 
 DIRECTORY = Directory()
 PASSWORD = "correct horse battery"
@@ -92,14 +90,8 @@ def topics(app: MeshApplication, aggregate_id: uuid.UUID) -> list[str]:
     return [stored.topic for stored in app.recorder.select_events(aggregate_id)]
 
 
-async def test_tokens_in_the_directory_expire_slide_and_are_revoked(nats_url, database_url, stream_name):
-    nc = await nats.connect(nats_url)
-    await ensure_stream(nc, stream_name)
-    pool = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False)
-    await pool.open()
-    async with pool.connection() as conn:
-        await ensure_schema(conn, [DIRECTORY])
-    app = await asyncio.to_thread(MeshApplication, nats_url, stream_name)
+async def test_tokens_in_the_directory_expire_slide_and_are_revoked(env):
+    nc, pool, app, stream_name = env
     now = [datetime.now(timezone.utc)]
     commands = AccountCommands(app, session=timedelta(hours=1), clock=lambda: now[0])
     runner = ProjectionRunner(DIRECTORY, StreamSource(nc, stream_name), pool)
@@ -109,51 +101,46 @@ async def test_tokens_in_the_directory_expire_slide_and_are_revoked(nats_url, da
         async with pool.connection() as conn:
             return await directory.session_for_token(conn, hash_token(token))
 
-    try:
-        address = email()
-        first = await asyncio.to_thread(commands.sign_up, address, PASSWORD)
-        second = await asyncio.to_thread(commands.log_in, address, PASSWORD)
-        account_id, expires = await session_of(first.management_token)
-        assert account_id == first.account_id and expires == now[0] + timedelta(hours=1)
+    address = email()
+    first = await asyncio.to_thread(commands.sign_up, address, PASSWORD)
+    second = await asyncio.to_thread(commands.log_in, address, PASSWORD)
+    account_id, expires = await session_of(first.management_token)
+    assert account_id == first.account_id and expires == now[0] + timedelta(hours=1)
 
-        now[0] -= timedelta(hours=2)  # a token issued two hours ago, with a one-hour session, has expired
-        stale = await asyncio.to_thread(commands.log_in, address, PASSWORD)
-        assert await session_of(stale.management_token) is None
-        now[0] += timedelta(hours=2)
+    now[0] -= timedelta(hours=2)  # a token issued two hours ago, with a one-hour session, has expired
+    stale = await asyncio.to_thread(commands.log_in, address, PASSWORD)
+    assert await session_of(stale.management_token) is None
+    now[0] += timedelta(hours=2)
 
-        await asyncio.to_thread(commands.renew_session, first.account_id, hash_token(first.management_token))
-        assert (await session_of(first.management_token))[1] == now[0] + timedelta(hours=1)
+    await asyncio.to_thread(commands.renew_session, first.account_id, hash_token(first.management_token))
+    assert (await session_of(first.management_token))[1] == now[0] + timedelta(hours=1)
 
-        await asyncio.to_thread(commands.log_out, first.account_id, hash_token(first.management_token))
-        assert await session_of(first.management_token) is None
-        assert await session_of(second.management_token) is not None
-        await asyncio.to_thread(commands.log_out, first.account_id, hash_token(first.management_token))  # idempotent
-        # a revoked token is never renewed back to life
-        await asyncio.to_thread(commands.renew_session, first.account_id, hash_token(first.management_token))
-        assert await session_of(first.management_token) is None
+    await asyncio.to_thread(commands.log_out, first.account_id, hash_token(first.management_token))
+    assert await session_of(first.management_token) is None
+    assert await session_of(second.management_token) is not None
+    await asyncio.to_thread(commands.log_out, first.account_id, hash_token(first.management_token))  # idempotent
+    # a revoked token is never renewed back to life
+    await asyncio.to_thread(commands.renew_session, first.account_id, hash_token(first.management_token))
+    assert await session_of(first.management_token) is None
 
-        with pytest.raises(WrongPassword):
-            await asyncio.to_thread(commands.change_password, first.account_id, "not the password", "a new password")
-        changed = await asyncio.to_thread(commands.change_password, first.account_id, PASSWORD, "a new password")
-        assert await session_of(second.management_token) is None
-        assert await session_of(stale.management_token) is None
-        assert (await session_of(changed.management_token))[0] == first.account_id
-        with pytest.raises(BadCredentials):
-            await asyncio.to_thread(commands.log_in, address, PASSWORD)
-        await asyncio.to_thread(commands.log_in, address, "a new password")
+    with pytest.raises(WrongPassword):
+        await asyncio.to_thread(commands.change_password, first.account_id, "not the password", "a new password")
+    changed = await asyncio.to_thread(commands.change_password, first.account_id, PASSWORD, "a new password")
+    assert await session_of(second.management_token) is None
+    assert await session_of(stale.management_token) is None
+    assert (await session_of(changed.management_token))[0] == first.account_id
+    with pytest.raises(BadCredentials):
+        await asyncio.to_thread(commands.log_in, address, PASSWORD)
+    await asyncio.to_thread(commands.log_in, address, "a new password")
 
-        # no password and no token in plain text in any event, only hashes
-        secrets = [PASSWORD, "a new password", first.management_token, second.management_token,
-                   changed.management_token]
-        js = nc.jetstream()
-        info = await js.stream_info(stream_name)
-        for seq in range(1, info.state.last_seq + 1):
-            body = (await js.get_msg(stream_name, seq)).data.decode()
-            assert not [s for s in secrets if s in body]
-    finally:
-        await asyncio.to_thread(app.close)
-        await pool.close()
-        await nc.close()
+    # no password and no token in plain text in any event, only hashes
+    secrets = [PASSWORD, "a new password", first.management_token, second.management_token,
+               changed.management_token]
+    js = nc.jetstream()
+    info = await js.stream_info(stream_name)
+    for seq in range(1, info.state.last_seq + 1):
+        body = (await js.get_msg(stream_name, seq)).data.decode()
+        assert not [s for s in secrets if s in body]
 
 
 async def test_an_upgrade_adds_the_expiry_column_to_a_directory_built_before_it(database_url):
