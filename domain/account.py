@@ -135,12 +135,10 @@ class Account(Aggregate):
     def _issue_token(self, token_hash: str, expires_at: datetime | None) -> None:
         self.token_hashes.add(token_hash)
 
-    def renew_token(self, token_hash: str, expires_at: datetime) -> bool:
-        """Only a live token is renewed; True if it was."""
-        if token_hash not in self.token_hashes:
-            return False
-        self._renew_token(token_hash, expires_at)
-        return True
+    def renew_token(self, token_hash: str, expires_at: datetime) -> None:
+        """Only a live token is renewed: a revoked one never comes back."""
+        if token_hash in self.token_hashes:
+            self._renew_token(token_hash, expires_at)
 
     @event(TokenRenewed)
     def _renew_token(self, token_hash: str, expires_at: datetime) -> None:
