@@ -56,6 +56,11 @@ class AttemptWindow:
 
     def _sweep(self, now: float) -> None:
         """Forget keys with no attempt left in the window, so memory stays bounded by recent attempts."""
-        for key in [k for k, hits in self._hits.items() if self._expire(hits, now) or not hits]:
+        stale = []
+        for key, hits in self._hits.items():
+            self._expire(hits, now)
+            if not hits:
+                stale.append(key)
+        for key in stale:
             del self._hits[key]
         self._next_sweep = max(_MIN_SWEEP, 2 * len(self._hits))
