@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -11,7 +12,7 @@ import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
-from commands.accounts import AccountCommands
+from commands.accounts import DEFAULT_SESSION, AccountCommands
 from commands.app import Conflict, MeshApplication
 from eventsourcing.persistence import OperationalError
 from commands.keys import KeyCommands
@@ -25,6 +26,7 @@ from gateway.app import Gateway
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from api.autorefill import AutoRefillManager
 from api.embedded import EmbeddedServerError, ProjectionProcess
+from api.logins import LoginGuard
 from api.payments import PaymentProvider, StripePayments
 from gateway import feed
 from gateway.keys import KeyCache
@@ -155,7 +157,8 @@ class Runtime:
                  stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool"),
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
                  auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
-                 background_postgres: int | None = None, background_cpus: frozenset[int] | None = None):
+                 background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
+                 session: timedelta = DEFAULT_SESSION, logins: LoginGuard | None = None):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -169,6 +172,9 @@ class Runtime:
         self.projection_process = projection_process  # run the projections in a child process
         self.background_postgres = background_postgres  # the embedded postmaster's pid: see PostgresPriority
         self.background_cpus = background_cpus  # where the projection worker runs: see api.embedded.background_cpus
+        self.session = session  # how long a management token lives unused (MESH_SESSION_DAYS)
+        self.logins = logins or LoginGuard()  # attempt limits and the KDF's thread pool
+        self._renewing: dict[str, asyncio.Task] = {}  # token hash -> the task saving its renewal
         self.runners: list[ProjectionRunner] = []
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -184,7 +190,7 @@ class Runtime:
         async with self.pool.connection() as conn:
             await ensure_schema(conn, READ_MODELS)
         self.app = await asyncio.to_thread(MeshApplication, self.nats_url, self.stream)
-        self.accounts = AccountCommands(self.app)
+        self.accounts = AccountCommands(self.app, self.session)
         self.keys = KeyCommands(self.app)
         self.source = StreamSource(self.nc, self.stream)
         self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
@@ -236,6 +242,22 @@ class Runtime:
         self.nudge()
         await wait_for_position(self.pool, model, position)
 
+    def renew_session(self, account_id: UUID, token_hash: str) -> None:
+        """Slide a token's expiry in the background, once however many requests ask at the same time."""
+        if token_hash in self._renewing or self._stop.is_set():
+            return
+
+        async def renew() -> None:
+            try:
+                position = await asyncio.to_thread(self.accounts.renew_session, account_id, token_hash)
+                await self.caught_up(DIRECTORY, position)  # until then the read model still shows it due
+            except Exception as exc:
+                log.warning("could not renew a management token of account %s: %s", account_id, exc)
+            finally:
+                del self._renewing[token_hash]
+
+        self._renewing[token_hash] = asyncio.create_task(renew(), name="session-renewal")
+
     def _key_changed(self, key: KeyInfo) -> None:
         if key.status != "active":
             self.budgets.forget_key(key.key_id)
@@ -277,8 +299,11 @@ class Runtime:
                 await asyncio.wait_for(task, 10)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 task.cancel()
+        if self._renewing:
+            await asyncio.wait(list(self._renewing.values()), timeout=10)
         if self._worker is not None:
             await asyncio.to_thread(self._worker.stop)
+        self.logins.close()
         for adapter in getattr(self, "adapters", {}).values():
             await adapter.aclose()
         if hasattr(self, "app"):

@@ -28,6 +28,11 @@ class Settings(msgspec.Struct, kw_only=True):
     auto_refill_max_failures: int = 3  # failed charges in a row before auto-refill turns itself off
     auto_refill_retry_seconds: float = 60.0  # wait between attempts for one crossing
     background_cpus: str = "auto"  # where the embedded servers and the projection worker run: "auto", "all", "1-3"
+    session_days: float = 30.0  # a management token unused this long expires; each use extends it
+    login_failures_per_email: int = 10  # failed logins (or sign-ups of a taken email) per email and window
+    login_failures_per_address: int = 50  # failed logins per client address and window
+    signups_per_address: int = 20  # sign-ups per client address and window
+    login_window_seconds: float = 900.0  # the window of the three limits above
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
