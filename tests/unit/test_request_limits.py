@@ -90,3 +90,28 @@ def test_fields_that_change_the_price_are_refused(field, value):
 
 def test_fields_at_the_configured_price_pass():
     check_fields({"messages": [], "service_tier": "default", "modalities": ["text"]}, OPENAI_CHAT_FIELDS, "gpt/x")
+
+
+def test_anthropic_answers_one_choice_and_gets_the_models_maximum_when_no_limit_is_set():
+    from gateway.providers.anthropic import to_anthropic
+
+    assert to_anthropic(MODEL, {"messages": [TEXT]}, False)["max_tokens"] == MODEL.max_output_tokens
+    assert to_anthropic(MODEL, {"messages": [TEXT], "max_tokens": 7}, False)["max_tokens"] == 7
+    with pytest.raises(GatewayError) as refused:
+        to_anthropic(MODEL, {"messages": [TEXT], "n": 2}, False)
+    assert refused.value.param == "n"
+
+
+def test_openai_gets_the_limit_as_max_completion_tokens_other_servers_as_sent():
+    from gateway.catalog import Provider
+    from gateway.providers.openai import OpenAIAdapter
+
+    body = {"messages": [TEXT], "max_tokens": 9}
+    openai = OpenAIAdapter(Provider("o", "openai", "http://127.0.0.1:9/v1"))._document(body, MODEL, False)
+    assert openai["max_completion_tokens"] == 9 and "max_tokens" not in openai and body["max_tokens"] == 9
+    compatible = OpenAIAdapter(Provider("c", "openai-compatible", "http://127.0.0.1:9/v1"))._document(body, MODEL,
+                                                                                                    False)
+    assert compatible["max_tokens"] == 9 and "max_completion_tokens" not in compatible
+    unlimited = OpenAIAdapter(Provider("o", "openai", "http://127.0.0.1:9/v1"))._document({"messages": [TEXT]}, MODEL,
+                                                                                          True)
+    assert "max_tokens" not in unlimited and "max_completion_tokens" not in unlimited
