@@ -123,6 +123,12 @@ class _KeyState:
             self.multiple = max(self.multiple // 2, floor)
 
 
+def busy() -> GatewayError:
+    """429: the budget would cover the request, but not in time (it is tied up by requests in flight)."""
+    return GatewayError(429, "could not reserve budget for this API key in time (too many requests in flight or "
+                             "too much contention); retry shortly", "rate_limit_error", "budget_busy")
+
+
 def _refusal(refused: BudgetExceeded, state: "_KeyState") -> BudgetRefusal:
     if refused.available is None:
         return BudgetRefusal(refused.message, refused.code, None)
@@ -205,9 +211,7 @@ class Budgets:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             if refused is None:
-                raise GatewayError(429, "could not reserve budget for this API key in time (too many requests "
-                                        "in flight or too much contention); retry shortly",
-                                   "rate_limit_error", "budget_busy")
+                raise busy()
             raise _refusal(refused, state)
         try:
             await asyncio.wait_for(state.changed.wait(), min(remaining, 0.25))

@@ -115,3 +115,17 @@ def test_openai_gets_the_limit_as_max_completion_tokens_other_servers_as_sent():
     unlimited = OpenAIAdapter(Provider("o", "openai", "http://127.0.0.1:9/v1"))._document({"messages": [TEXT]}, MODEL,
                                                                                           True)
     assert "max_tokens" not in unlimited and "max_completion_tokens" not in unlimited
+
+
+def test_an_unaffordable_request_is_told_the_max_tokens_it_affords():
+    from gateway.app import _unaffordable
+    from gateway.budget import BudgetRefusal
+
+    refusal = BudgetRefusal("the account balance does not cover this request", "account_balance", 0)
+    error = _unaffordable(refusal, PRICE.cost(54, 100), 54, 100, 1, 65)
+    assert (error.status, error.code, error.param) == (402, "account_balance", "max_tokens")
+    assert error.message.endswith("what is left affords 65 completion tokens: send max_tokens ≤ 65")
+    assert "a prompt of up to 54 tokens and 100 completion tokens" in error.message
+    assert "does not cover even its prompt" in _unaffordable(refusal, 1, 54, 100, 1, 0).message
+    # all of it is covered once this key's requests in flight give back what they do not spend: retry, not 402
+    assert _unaffordable(refusal, 1, 54, 100, 1, 100).status == 429
