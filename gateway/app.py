@@ -22,7 +22,7 @@ from domain.usage import UsageRecorded
 from gateway.admission import KeyInfo, bearer_token
 from domain.money import pico_to_usd
 from domain.pricing import Price
-from gateway.budget import FREE, BudgetRefusal, Budgets, Ticket, busy
+from gateway.budget import FREE, BudgetRefusal, Budgets, Ticket
 from gateway.catalog import Catalog, Model
 from gateway.fields import check_fields
 from gateway.keys import KeyCache
@@ -393,15 +393,13 @@ def _affordable(available: int | None, price: Price, prompt_bound: int, choices:
 
 def _unaffordable(refusal: BudgetRefusal, worst: int, prompt_bound: int, completion: int, choices: int,
                   affordable: int) -> GatewayError:
-    """The 402 that says what the budget does cover. It never shrinks the request itself (see fit_to_budget).
-    When what is left would cover it all, only not yet (the key's requests in flight still hold their worst
-    cases, say a long stream), it is a 429 to retry instead."""
-    if affordable >= completion:
-        return busy()
+    """The 402 that says what the budget does cover. It never shrinks the request itself (see fit_to_budget)."""
     cost = f"this request can cost up to {pico_to_usd(worst)} USD (a prompt of up to {prompt_bound} tokens and " \
            f"{completion} completion tokens{f' for each of {choices} choices' if choices > 1 else ''})"
     if affordable < 1:
         advice = "what is left does not cover even its prompt"
+    elif affordable >= completion:  # what is left covers it, but requests in flight still hold their worst cases
+        advice = "part of what is left is held by this API key's requests in flight until they finish; retry then"
     else:
         advice = f"what is left affords {affordable} completion tokens{' per choice' if choices > 1 else ''}: " \
                  f"send max_tokens ≤ {affordable}"
