@@ -113,6 +113,7 @@ def test_the_openai_sdk_talks_to_a_gemini_model(gemini_mesh):
     streamed = list(client.chat.completions.create(model="google/flash", messages=messages, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "g0 g1 g2 g3 g4"
     assert fake.requests[-1]["_model"] == "gemini-test"
+    assert "maxOutputTokens" not in fake.requests[-1].get("generationConfig", {})  # no limit added
     spent = (Decimal(3 + 3) * Decimal("0.1") + Decimal(5 + 5) * Decimal("0.4")) / 1000
     body = wait_for_balance(mesh, s["management_token"], Decimal(1) - spent)
     assert Decimal(body["balance_usd"]) == Decimal(1) - spent
