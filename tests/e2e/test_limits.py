@@ -5,6 +5,7 @@ a header, and images, files and tools count in the reservation."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from decimal import Decimal
@@ -189,6 +190,18 @@ def test_a_fit_to_budget_key_gets_the_limit_the_budget_affords_and_is_told(limit
     assert raw.headers["x-mesh-max-tokens"] == "12"
     assert raw.parse().usage.completion_tokens == 12
     assert fake.requests[-1]["max_completion_tokens"] == 12 and "max_tokens" not in fake.requests[-1]
+    wait_for_balance(mesh, s["management_token"], credits - usd(1, 12))
+    more = usd(1, 5)  # what is left is then the prompt's worst case and 5 completion tokens
+    httpx.post(f"{mesh.url}/admin/accounts/{s['account_id']}/credits", json={"amount_usd": str(more), "reason": "t"},
+               headers={"authorization": f"Bearer {mesh.operator_token}"}).raise_for_status()
+    assert Decimal(wait_for_balance(mesh, s["management_token"], usd(HI_BOUND, 5))["balance_usd"]) == usd(HI_BOUND, 5)
+    with httpx.stream("POST", mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key['key']}"},
+                      json={"model": MODEL, "messages": HI, "stream": True}) as streamed:
+        fitted = int(streamed.headers["x-mesh-max-tokens"])
+        chunks = [json.loads(line[6:]) for line in streamed.iter_lines() if line.startswith("data: {")]
+    assert fitted == 5  # what is left now
+    words = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]).split()
+    assert len(words) == fitted
     created = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "fits", "fit_to_budget": True}).json()
     assert created["fit_to_budget"] is True
 
