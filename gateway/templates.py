@@ -44,7 +44,7 @@ class TemplateHead(msgspec.Struct):
     revision: int
 
 
-class TemplateVersion:
+class CompiledVersion:
     """One version, compiled: rendering it only joins strings."""
 
     __slots__ = ("template_id", "number", "messages", "defaults")
@@ -75,10 +75,10 @@ class TemplateCache:
         self.load = load
         self.ttl = ttl  # a safety net only: events keep heads current
         self._heads: dict[tuple[UUID, str], tuple[float, TemplateHead | None]] = {}
-        self._versions: dict[tuple[UUID, int], TemplateVersion] = {}
+        self._versions: dict[tuple[UUID, int], CompiledVersion] = {}
         self._recent: deque[tuple[float, str, Any]] = deque()  # (heard at, topic, event)
 
-    async def resolve(self, account_id: UUID, reference: str) -> TemplateVersion:
+    async def resolve(self, account_id: UUID, reference: str) -> CompiledVersion:
         """The version a reference names in the account; GatewayError 404 if there is none."""
         name, selector = parse_reference(reference)
         head = await self._head(account_id, name)
@@ -135,7 +135,7 @@ class TemplateCache:
         self._heads[(account_id, name)] = (now + (self.ttl if head is not None else MISSING_SECONDS), head)
         return head if head is not None and not head.archived else None
 
-    async def _version(self, template_id: UUID, number: int) -> TemplateVersion:
+    async def _version(self, template_id: UUID, number: int) -> CompiledVersion:
         found = self._versions.get((template_id, number))
         if found is not None:
             return found
@@ -145,7 +145,7 @@ class TemplateCache:
                                "api_error", "template_unavailable", "template")
         if len(self._versions) > MAX_ENTRIES:
             self._versions.clear()
-        found = self._versions[(template_id, number)] = TemplateVersion(template_id, number, *content)
+        found = self._versions[(template_id, number)] = CompiledVersion(template_id, number, *content)
         return found
 
     def apply(self, topic: str, event: Any) -> None:
@@ -176,7 +176,7 @@ class TemplateCache:
         if topic == "template.version_saved":
             head.latest = e.version
             self._versions.setdefault((head.template_id, e.version),
-                                      TemplateVersion(head.template_id, e.version, e.messages, e.defaults))
+                                      CompiledVersion(head.template_id, e.version, e.messages, e.defaults))
         elif topic == "template.renamed":
             head.name = e.name
         elif topic == "template.labeled":
