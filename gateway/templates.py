@@ -21,7 +21,7 @@ from uuid import UUID
 import msgspec
 
 from domain.rendering import CompiledMessages, TemplateRenderError
-from domain.template import TemplateNotFound, parse_reference, pick_version
+from domain.template import MAX_NAME_LENGTH, TemplateNotFound, parse_reference, pick_version
 from gateway.errors import GatewayError, invalid
 
 RECENT_SECONDS = 60.0  # how long events heard on the wire are kept to correct a lagging read model
@@ -81,7 +81,7 @@ class TemplateCache:
     async def resolve(self, account_id: UUID, reference: str) -> CompiledVersion:
         """The version a reference names in the account; GatewayError 404 if there is none."""
         name, selector = parse_reference(reference)
-        head = await self._head(account_id, name)
+        head = await self._head(account_id, name) if len(name) <= MAX_NAME_LENGTH else None
         if head is None:
             raise GatewayError(404, f"no template named {name[:100]!r} in this account; GET /api/templates lists "
                                     f"them", "invalid_request_error", "template_not_found", "template")

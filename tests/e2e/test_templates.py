@@ -98,10 +98,12 @@ def test_the_request_overrides_defaults_and_the_template_supplies_the_model(mesh
     _, token = owner
     template = create(mesh, token)
     key = new_key(mesh, token, default_model="mesh/echo")["key"]
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     r = chat(mesh, key, {"template": template["name"], "variables": {"persona": "kind", "name": "Bo"},
-                         "temperature": 1.0, "max_tokens": 3})
+                         "temperature": 1.0, "max_tokens": 3, "tools": tools})
     assert r.status_code == 200, r.text
     sent = fake_openai.requests[-1]
+    assert sent["tools"] == tools
     assert sent["model"] == "gpt-test"  # the template's model, not the key's default
     assert sent["temperature"] == 1.0 and sent["stop"] == ["END"] and sent["max_tokens"] == 3
     assert [m["content"] for m in sent["messages"]] == ["You are kind.", "My name is Bo."]  # no own messages
@@ -124,6 +126,21 @@ def test_a_streamed_request_with_a_template_is_recorded_with_it(mesh, fake_opena
     assert fake_openai.requests[-1]["stream"] is True and fake_openai.requests[-1]["stop"] == ["END"]
     usage = usage_event(mesh, account_id, trace)
     assert usage.stream and str(usage.template_id) == template["id"] and usage.template_version == 1
+
+
+def test_the_budget_reservation_counts_the_rendered_prompt(mesh, fake_openai, owner):  # noqa: F811
+    _, token = owner
+    template = create(mesh, token)
+    key = new_key(mesh, token, spend_cap_usd="1")["key"]
+    small = chat(mesh, key, {"template": template["name"], "variables": {"persona": "p", "name": "n"},
+                             "max_tokens": 5})
+    assert small.status_code == 200, small.text
+    before = len(fake_openai.requests)
+    # 100,000 characters of prompt may be 100,000 tokens: up to $50 at $0.5 per 1K, beyond the $1 cap
+    huge = chat(mesh, key, {"template": template["name"], "variables": {"persona": "p " * 50_000, "name": "n"},
+                            "max_tokens": 5})
+    assert huge.status_code == 402 and huge.json()["error"]["code"] == "key_spend_cap", huge.text
+    assert len(fake_openai.requests) == before
 
 
 @pytest.mark.parametrize("variables, code, named", [
