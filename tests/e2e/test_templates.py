@@ -212,6 +212,16 @@ def test_versions_are_immutable_and_labels_follow_their_version(mesh, fake_opena
     assert history[1]["details"]["changed"] == ["messages"] and history[1]["details"]["version"] == 2
     assert history[3]["details"] == {"label": "production", "version": 2, "previous_version": 1}
 
+    assert api(mesh, "PUT", f"/api/templates/{tid}/labels/staging", token, json={"version": 1}).json()["labels"] \
+        == {"production": 2, "staging": 1}
+    r = api(mesh, "DELETE", f"/api/templates/{tid}/labels/staging", token)
+    assert r.status_code == 200 and r.json()["labels"] == {"production": 2}
+    gone = chat(mesh, key, {"template": f"{name}@staging", "variables": variables})
+    assert gone.status_code == 404 and "production" in gone.json()["error"]["message"]
+    for label, version, code in [("3", 1, "invalid_template"), ("ok", 7, "template_version_not_found")]:
+        r = api(mesh, "PUT", f"/api/templates/{tid}/labels/{label}", token, json={"version": version})
+        assert r.status_code in (400, 404) and r.json()["error"]["code"] == code, r.text
+
 
 def test_names_are_unique_per_account_even_when_created_at_once(mesh, owner):  # noqa: F811
     _, token = owner
