@@ -26,7 +26,8 @@ from gateway.errors import GatewayError, invalid
 
 RECENT_SECONDS = 60.0  # how long events heard on the wire are kept to correct a lagging read model
 MISSING_SECONDS = 5.0  # how long "no such template" is believed before the read model is asked again
-MAX_ENTRIES = 50_000  # per cache; beyond it, start afresh
+MAX_ENTRIES = 50_000  # names held; beyond it, start afresh
+MAX_VERSION_CHARS = 64_000_000  # characters of compiled versions held; beyond it, start afresh
 TEMPLATE_FIELD, VARIABLES_FIELD = b'"template"', b'"variables"'  # a body without either skips the JSON work
 TOPICS = ("template.created", "template.version_saved", "template.renamed", "template.labeled",
           "template.unlabeled", "template.archived")
@@ -47,12 +48,13 @@ class TemplateHead(msgspec.Struct):
 class CompiledVersion:
     """One version, compiled: rendering it only joins strings."""
 
-    __slots__ = ("template_id", "number", "messages", "defaults")
+    __slots__ = ("template_id", "number", "messages", "defaults", "size")
 
     def __init__(self, template_id: UUID, number: int, messages: list[dict[str, str]], defaults: dict[str, Any]):
         self.template_id, self.number = template_id, number
         self.messages = CompiledMessages(messages)
         self.defaults = defaults
+        self.size = sum(len(m["content"]) for m in messages)
 
 
 class TemplateLoader(Protocol):
@@ -74,8 +76,11 @@ class TemplateCache:
     def __init__(self, load: TemplateLoader, ttl: float = 300.0):
         self.load = load
         self.ttl = ttl  # a safety net only: events keep heads current
-        self._heads: dict[tuple[UUID, str], tuple[float, TemplateHead | None]] = {}
+        self._heads: dict[tuple[UUID, str], tuple[float, TemplateHead]] = {}  # (account, name) -> until, head
+        self._where: dict[UUID, tuple[UUID, str]] = {}  # template id -> its key in _heads
+        self._missing: dict[str, dict[UUID, float]] = {}  # name -> account -> until: no such template
         self._versions: dict[tuple[UUID, int], CompiledVersion] = {}
+        self._version_chars = 0
         self._recent: deque[tuple[float, str, Any]] = deque()  # (heard at, topic, event)
 
     async def resolve(self, account_id: UUID, reference: str) -> CompiledVersion:
@@ -127,13 +132,22 @@ class TemplateCache:
         now = time.monotonic()
         hit = self._heads.get((account_id, name))
         if hit is not None and hit[0] > now:
-            return hit[1] if hit[1] is not None and not hit[1].archived else None
-        head = await self.load.head(account_id, name)
-        head = self._brought_forward(account_id, name, head)
-        if len(self._heads) > MAX_ENTRIES:
-            self._heads.clear()
-        self._heads[(account_id, name)] = (now + (self.ttl if head is not None else MISSING_SECONDS), head)
-        return head if head is not None and not head.archived else None
+            return hit[1] if not hit[1].archived else None
+        if self._missing.get(name, {}).get(account_id, 0.0) > now:
+            return None
+        head = self._brought_forward(account_id, name, await self.load.head(account_id, name))
+        if len(self._heads) + len(self._missing) > MAX_ENTRIES:
+            self.clear()
+        if head is None:
+            self._missing.setdefault(name, {})[account_id] = now + MISSING_SECONDS
+            return None
+        self._hold(head, now + self.ttl)
+        return head if not head.archived else None
+
+    def _hold(self, head: TemplateHead, deadline: float) -> None:
+        self._heads[(head.account_id, head.name)] = (deadline, head)
+        self._where[head.template_id] = (head.account_id, head.name)
+        self._missing.get(head.name, {}).pop(head.account_id, None)
 
     async def _version(self, template_id: UUID, number: int) -> CompiledVersion:
         found = self._versions.get((template_id, number))
@@ -143,10 +157,15 @@ class TemplateCache:
         if content is None:
             raise GatewayError(503, f"version {number} of this template is not readable yet; try again",
                                "api_error", "template_unavailable", "template")
-        if len(self._versions) > MAX_ENTRIES:
+        return self._keep(CompiledVersion(template_id, number, *content))
+
+    def _keep(self, version: CompiledVersion) -> CompiledVersion:
+        if self._version_chars > MAX_VERSION_CHARS:
             self._versions.clear()
-        found = self._versions[(template_id, number)] = CompiledVersion(template_id, number, *content)
-        return found
+            self._version_chars = 0
+        self._versions[(version.template_id, version.number)] = version
+        self._version_chars += version.size
+        return version
 
     def apply(self, topic: str, event: Any) -> None:
         """A template event heard on the wire: move the cached head it concerns, and remember it a while."""
@@ -154,29 +173,35 @@ class TemplateCache:
         self._recent.append((now, topic, event))
         while self._recent and self._recent[0][0] < now - RECENT_SECONDS:
             self._recent.popleft()
-        if topic == "template.created":
-            self._heads.pop((event.account_id, event.name), None)  # a "no such template" answer no longer holds
+        if topic == "template.created":  # the name is taken now: "no such template" or an archived one is stale
+            self._missing.get(event.name, {}).pop(event.account_id, None)
+            self._heads.pop((event.account_id, event.name), None)
             return
-        for key, (deadline, head) in list(self._heads.items()):
-            if head is not None and head.template_id == event.originator_id:
-                self._advance(head, topic, event)
-                if head.name != key[1]:  # renamed
-                    del self._heads[key]
-                    self._heads[(head.account_id, head.name)] = (deadline, head)
-            elif head is None and topic == "template.renamed" and key[1] == event.name:
-                del self._heads[key]
+        if topic == "template.renamed":
+            self._missing.pop(event.name, None)  # whichever account it was in
+        where = self._where.get(event.originator_id)
+        hit = self._heads.get(where) if where is not None else None
+        if hit is None or hit[1].template_id != event.originator_id:
+            return  # not cached here: a later load reads it, brought forward by the recent events
+        deadline, head = hit
+        self._advance(head, topic, event)
+        if head.name != where[1]:
+            del self._heads[where]
+            self._hold(head, deadline)
 
     def clear(self) -> None:
         """Forget the heads (after a gap in the event feed): the next request reloads. Versions never change."""
         self._heads.clear()
+        self._missing.clear()
+        self._where.clear()
 
     def _advance(self, head: TemplateHead, topic: str, e: Any) -> None:
         if e.originator_version <= head.revision:
             return  # the head already reflects it
         if topic == "template.version_saved":
             head.latest = e.version
-            self._versions.setdefault((head.template_id, e.version),
-                                      CompiledVersion(head.template_id, e.version, e.messages, e.defaults))
+            if (head.template_id, e.version) not in self._versions:
+                self._keep(CompiledVersion(head.template_id, e.version, e.messages, e.defaults))
         elif topic == "template.renamed":
             head.name = e.name
         elif topic == "template.labeled":
@@ -188,18 +213,23 @@ class TemplateCache:
         head.revision = e.originator_version
 
     def _brought_forward(self, account_id: UUID, name: str, head: TemplateHead | None) -> TemplateHead | None:
-        """A loaded head with the events heard since that the read model may not have applied yet."""
-        if head is None:
-            created = [e for _, topic, e in self._recent
-                       if topic == "template.created" and e.account_id == account_id and e.name == name]
-            if not created:
-                return None
-            e = created[-1]
-            head = TemplateHead(e.originator_id, account_id, name, 1, {}, False, e.originator_version)
+        """A loaded head with the events heard since that the read model may not have applied yet; or, when
+        it no longer holds the name, the template created under the name meanwhile."""
+        if head is not None and self._replayed(head, name) is not None:
+            return head
+        created = [e for _, topic, e in self._recent
+                   if topic == "template.created" and e.account_id == account_id and e.name == name]
+        if not created:
+            return None
+        e = created[-1]
+        return self._replayed(TemplateHead(e.originator_id, account_id, name, 1, {}, False, e.originator_version),
+                              name)
+
+    def _replayed(self, head: TemplateHead, name: str) -> TemplateHead | None:
         for _, topic, e in self._recent:
             if e.originator_id == head.template_id and topic != "template.created":
                 self._advance(head, topic, e)
-        return head if head.name == name else None
+        return head if head.name == name and not head.archived else None
 
     def _heard_version(self, template_id: UUID, number: int) -> tuple[list, dict] | None:
         for _, topic, e in self._recent:

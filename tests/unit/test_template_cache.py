@@ -122,6 +122,20 @@ def test_archived_and_renamed_templates_stop_answering_to_their_old_name():
         rendered(cache, "hello")
 
 
+def test_a_name_freed_by_archiving_resolves_to_the_template_that_takes_it():
+    store, old = ReadModel(), new_template()
+    store.reflect(old)
+    old.collect_events()
+    cache = TemplateCache(store)
+    rendered(cache, "greet")
+    old.archive("account")
+    hear(cache, old)
+    successor = Template.create(ACCOUNT, "greet", None, [{"role": "user", "content": "new {{x}}"}], None, "account")
+    hear(cache, successor)  # before the read model has it
+    assert rendered(cache, "greet") == "new 1"
+    old.collect_events()
+
+
 def test_another_account_never_resolves_the_template():
     store, template = ReadModel(), new_template()
     store.reflect(template)
