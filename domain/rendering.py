@@ -119,25 +119,30 @@ class CompiledMessages:
 
 def text_values(variables: Mapping[str, Any], used: frozenset[str], order: tuple[str, ...]) -> dict[str, str]:
     """Check the variables against the names a template uses and turn each value into its text."""
-    for name in order:
-        if name not in variables:
-            missing = [n for n in order if n not in variables]
-            raise TemplateVariableMissing(f"variable {name!r} is missing; this template needs: {', '.join(missing)}"
-                                          if len(missing) > 1 else f"variable {name!r} is missing", name)
+    if len(variables) != len(used) or not used.issubset(variables):
+        _refuse_names(variables, used, order)
     values: dict[str, str] = {}
     for name, value in variables.items():
-        if name not in used:
-            known = ", ".join(order) or "no variables"
-            raise TemplateVariableUnknown(f"variable {str(name)[:80]!r} is not used by this template; it uses: "
-                                          f"{known}", str(name)[:80])
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
             values[name] = value
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif kind is int or kind is float:  # a bool is not a number here, and type() tells them apart
             values[name] = str(value)
         else:
             raise TemplateVariableInvalid(f"variable {name!r} must be a string or a number, got "
                                           f"{_json_type(value)}", name)
     return values
+
+
+def _refuse_names(variables: Mapping[str, Any], used: frozenset[str], order: tuple[str, ...]) -> None:
+    missing = [n for n in order if n not in variables]
+    if missing:
+        name = missing[0]
+        raise TemplateVariableMissing(f"variable {name!r} is missing; this template needs: {', '.join(missing)}"
+                                      if len(missing) > 1 else f"variable {name!r} is missing", name)
+    name = str(next(n for n in variables if n not in used))[:80]
+    raise TemplateVariableUnknown(f"variable {name!r} is not used by this template; it uses: "
+                                  f"{', '.join(order) or 'no variables'}", name)
 
 
 def _json_type(value: Any) -> str:
