@@ -20,6 +20,7 @@ from uuid import UUID
 
 import msgspec
 
+from domain.events import EVENT_TYPES
 from domain.rendering import CompiledMessages, TemplateRenderError
 from domain.template import MAX_NAME_LENGTH, TemplateNotFound, parse_reference, pick_version
 from gateway.errors import GatewayError, invalid
@@ -29,8 +30,7 @@ MISSING_SECONDS = 5.0  # how long "no such template" is believed before the read
 MAX_ENTRIES = 50_000  # names held; beyond it, start afresh
 MAX_VERSION_CHARS = 64_000_000  # characters of compiled versions held; beyond it, start afresh
 TEMPLATE_FIELD, VARIABLES_FIELD = b'"template"', b'"variables"'  # a body without either skips the JSON work
-TOPICS = ("template.created", "template.version_saved", "template.renamed", "template.labeled",
-          "template.unlabeled", "template.archived")
+TOPICS = tuple(t for t in EVENT_TYPES if t.startswith("template."))  # what moves a template's head
 
 
 class TemplateHead(msgspec.Struct):

@@ -15,6 +15,7 @@ import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
+from domain.events import EVENT_TYPES
 from projections.readmodel import Envelope
 
 
@@ -42,8 +43,7 @@ class VersionRow(msgspec.Struct, frozen=True):
 class Templates:
     name = "templates"
     tables = ("templates", "template_versions")
-    topics = frozenset({"template.created", "template.version_saved", "template.renamed", "template.labeled",
-                        "template.unlabeled", "template.archived"})
+    topics = frozenset(t for t in EVENT_TYPES if t.startswith("template."))
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -89,8 +89,10 @@ class Templates:
                 change, values = "labels = labels || jsonb_build_object(%s::text, %s::int)", (e.label, e.version)
             elif item.topic == "template.unlabeled":
                 change, values = "labels = labels - %s::text", (e.label,)
-            else:  # template.archived
+            elif item.topic == "template.archived":
                 change, values = "archived = true", ()
+            else:
+                continue
             await cur.execute(
                 f"update {t['templates']} set {change}, revision = %s, updated_at = %s where template_id = %s",
                 (*values, e.originator_version, e.timestamp, e.originator_id))
