@@ -45,6 +45,14 @@ def hear(cache: TemplateCache, template: Template) -> None:
         cache.apply(event_name(type(e)), e)
 
 
+def stored(template: Template) -> tuple[ReadModel, TemplateCache]:
+    """A read model that has applied the template's events so far, and a cache reading from it."""
+    store = ReadModel()
+    store.reflect(template)
+    template.collect_events()
+    return store, TemplateCache(store)
+
+
 def new_template(name="greet") -> Template:
     return Template.create(ACCOUNT, name, None, [{"role": "user", "content": "v1 {{x}}"}], {"temperature": 0.3},
                            "account")
@@ -60,9 +68,8 @@ def rendered(cache: TemplateCache, reference: str, account=ACCOUNT) -> str:
 
 
 def test_a_template_is_read_once_then_served_from_memory():
-    store, template = ReadModel(), new_template()
-    store.reflect(template)
-    cache = TemplateCache(store)
+    template = new_template()
+    store, cache = stored(template)
     assert rendered(cache, "greet") == "v1 1"
     reads = store.reads
     for _ in range(5):
@@ -71,10 +78,8 @@ def test_a_template_is_read_once_then_served_from_memory():
 
 
 def test_events_move_a_cached_head_without_a_read():
-    store, template = ReadModel(), new_template()
-    store.reflect(template)
-    template.collect_events()
-    cache = TemplateCache(store)
+    template = new_template()
+    store, cache = stored(template)
     rendered(cache, "greet")
     reads = store.reads
     save(template, "v2 {{x}}")
@@ -85,12 +90,10 @@ def test_events_move_a_cached_head_without_a_read():
 
 
 def test_a_load_from_a_lagging_read_model_is_brought_forward_by_events_heard():
-    store, template = ReadModel(), new_template()
-    store.reflect(template)
-    template.collect_events()
+    template = new_template()
+    _, cache = stored(template)
     save(template, "v2 {{x}}")
     template.label("production", 2, "account")
-    cache = TemplateCache(store)
     hear(cache, template)  # heard before the gateway ever loaded the template; the read model still lags
     assert rendered(cache, "greet") == "v2 1" and rendered(cache, "greet@production") == "v2 1"
 
@@ -106,10 +109,8 @@ def test_a_template_created_but_not_yet_in_the_read_model_is_found_from_its_even
 
 
 def test_archived_and_renamed_templates_stop_answering_to_their_old_name():
-    store, template = ReadModel(), new_template()
-    store.reflect(template)
-    template.collect_events()
-    cache = TemplateCache(store)
+    template = new_template()
+    store, cache = stored(template)
     rendered(cache, "greet")
     template.rename("hello", "account")
     hear(cache, template)
@@ -123,10 +124,8 @@ def test_archived_and_renamed_templates_stop_answering_to_their_old_name():
 
 
 def test_a_name_freed_by_archiving_resolves_to_the_template_that_takes_it():
-    store, old = ReadModel(), new_template()
-    store.reflect(old)
-    old.collect_events()
-    cache = TemplateCache(store)
+    old = new_template()
+    _, cache = stored(old)
     rendered(cache, "greet")
     old.archive("account")
     hear(cache, old)
@@ -137,17 +136,15 @@ def test_a_name_freed_by_archiving_resolves_to_the_template_that_takes_it():
 
 
 def test_another_account_never_resolves_the_template():
-    store, template = ReadModel(), new_template()
-    store.reflect(template)
-    cache = TemplateCache(store)
+    template = new_template()
+    store, cache = stored(template)
     with pytest.raises(GatewayError):
         rendered(cache, "greet", account=uuid.uuid4())
 
 
 def test_unknown_versions_and_labels_are_404s_that_say_what_exists():
-    store, template = ReadModel(), new_template()
-    store.reflect(template)
-    cache = TemplateCache(store)
+    template = new_template()
+    store, cache = stored(template)
     for reference, says in [("greet@2", "1 to 1"), ("greet@prod", "labels: none yet")]:
         with pytest.raises(GatewayError) as caught:
             rendered(cache, reference)
@@ -155,9 +152,8 @@ def test_unknown_versions_and_labels_are_404s_that_say_what_exists():
 
 
 def test_expand_puts_the_template_first_and_lets_the_request_win():
-    store, template = ReadModel(), new_template()
-    store.reflect(template)
-    cache = TemplateCache(store)
+    template = new_template()
+    store, cache = stored(template)
     raw = msgspec.json.encode({"template": "greet", "variables": {"x": 7}, "temperature": 1,
                                "messages": [{"role": "user", "content": "own"}]})
     out, used = asyncio.run(cache.expand(ACCOUNT, raw))
