@@ -15,6 +15,8 @@ from domain.account import InvalidCreditGrant, InvalidEmail
 from domain.apikey import InvalidKeySettings, KeyRevoked
 from domain.money import InvalidAmount
 from domain.ratelimit import RateLimited
+from domain.rendering import InvalidTemplate, TemplateVariableInvalid, TemplateVariableMissing, TemplateVariableUnknown
+from domain.template import TemplateArchived, TemplateNameTaken, TemplateNotFound
 from domain.topup import TopUpError
 from api.payments import PaymentError
 from gateway.errors import ErrorBody, ErrorResponse
@@ -43,12 +45,19 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     Conflict: (409, "conflict"),
     TopUpError: (409, "topup_state"),
     PaymentError: (502, "payment_provider_error"),
+    InvalidTemplate: (400, "invalid_template"),
+    TemplateVariableMissing: (400, TemplateVariableMissing.code),
+    TemplateVariableUnknown: (400, TemplateVariableUnknown.code),
+    TemplateVariableInvalid: (400, TemplateVariableInvalid.code),
+    TemplateNameTaken: (409, "template_name_taken"),
+    TemplateArchived: (409, "template_archived"),
+    TemplateNotFound: (404, "template_version_not_found"),
 }
 
 
 def error_response(status: int, message: str, code: str | None, type: str = "invalid_request_error",
-                   headers: dict[str, str] | None = None) -> Response:
-    body = ErrorResponse(ErrorBody(message=message, type=type, code=code))
+                   headers: dict[str, str] | None = None, param: str | None = None) -> Response:
+    body = ErrorResponse(ErrorBody(message=message, type=type, code=code, param=param))
     return Response(content=msgspec.json.encode(body), status_code=status, media_type="application/json",
                     headers=headers)
 
@@ -60,7 +69,7 @@ def handle_api_error(_: Request, exc: ApiError) -> Response:
 def handle_domain_error(_: Request, exc: Exception) -> Response:
     for cls, (status, code) in DOMAIN_ERRORS.items():
         if isinstance(exc, cls):
-            return error_response(status, str(exc), code)
+            return error_response(status, str(exc), code, param=getattr(exc, "param", None))
     raise exc
 
 

@@ -16,6 +16,7 @@ from commands.accounts import DEFAULT_SESSION, AccountCommands
 from commands.app import Conflict, MeshApplication
 from eventsourcing.persistence import OperationalError
 from commands.keys import KeyCommands
+from commands.templates import TemplateCommands
 from commands.stream import ensure_stream
 from commands.budget import BudgetCommands
 from commands.catalog import CatalogCommands
@@ -30,6 +31,7 @@ from api.logins import LoginGuard
 from api.payments import PaymentProvider, StripePayments
 from gateway import feed
 from gateway.keys import KeyCache
+from gateway.templates import TemplateCache, TemplateHead
 from gateway.catalog import Catalog
 from gateway.providers.base import Adapter
 from gateway.providers.anthropic import AnthropicAdapter
@@ -38,10 +40,12 @@ from gateway.providers.gemini import GeminiAdapter
 from gateway.providers.openai import OpenAIAdapter
 from gateway.usage import UsagePublisher
 from projections import billing, directory
+from projections import templates as templates_read_model
 from projections import catalog as catalog_read_model
 from projections.billing import Billing
 from projections.catalog import CatalogModel
 from projections.directory import Directory
+from projections.templates import Templates
 from projections.readmodel import ReadModel, ensure_schema
 from projections.runner import ProjectionRunner, wait_for_position
 from projections.source import StreamSource
@@ -51,7 +55,8 @@ log = logging.getLogger("mesh")
 DIRECTORY = Directory()
 BILLING = Billing()
 CATALOG = CatalogModel()
-READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG]
+TEMPLATES = Templates()
+READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG, TEMPLATES]
 
 
 class StartupError(RuntimeError):
@@ -118,6 +123,24 @@ class ReadModelKeys:
         allowed = frozenset(row.allowed_models) if row.allowed_models is not None else None
         return KeyInfo(row.key_id, row.account_id, row.default_model, row.status, row.spend_cap, allowed,
                        row.expires_at, valid_until)
+
+
+class ReadModelTemplates:
+    """Loads templates for the gateway's cache from the templates read model (once per name and process)."""
+
+    def __init__(self, pool: AsyncConnectionPool):
+        self.pool = pool
+
+    async def head(self, account_id: UUID, name: str) -> TemplateHead | None:
+        async with self.pool.connection() as conn:
+            row = await templates_read_model.template_named(conn, account_id, name)
+        return None if row is None else TemplateHead(row.template_id, row.account_id, row.name, row.latest_version,
+                                                     dict(row.labels), row.archived, row.revision)
+
+    async def version(self, template_id: UUID, version: int):
+        async with self.pool.connection() as conn:
+            row = await templates_read_model.version_of(conn, template_id, version)
+        return None if row is None else (row.messages, row.defaults)
 
 
 class CommandLeases:
@@ -192,6 +215,7 @@ class Runtime:
         self.app = await asyncio.to_thread(MeshApplication, self.nats_url, self.stream)
         self.accounts = AccountCommands(self.app, self.session)
         self.keys = KeyCommands(self.app)
+        self.templates = TemplateCommands(self.app)
         self.source = StreamSource(self.nc, self.stream)
         self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
         self.budget = BudgetCommands(self.app)
@@ -201,7 +225,9 @@ class Runtime:
         self.budgets = Budgets(CommandLeases(self.budget))
         self.key_cache = KeyCache(ReadModelKeys(self.pool))
         self.key_cache.on_change = self._key_changed
-        self._feed = await feed.follow(self.nc, self.stream, feed.handlers(self.key_cache, self.catalog))
+        self.template_cache = TemplateCache(ReadModelTemplates(self.pool))
+        self._feed = await feed.follow(self.nc, self.stream,
+                                       feed.handlers(self.key_cache, self.catalog, self.template_cache))
         if self.run_projections:
             for model in READ_MODELS:  # serve from read models that have seen the whole log
                 await ProjectionRunner(model, self.source, self.pool).catch_up()
@@ -209,7 +235,8 @@ class Runtime:
             for model_id, (price, enabled) in (await catalog_read_model.overrides(conn)).items():
                 self.catalog.apply(model_id, price, enabled)
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
-        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage)
+        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage,
+                               self.template_cache)
         self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
                        asyncio.create_task(self.usage.run(self._stop), name="usage-spool")]
         if self.run_projections:

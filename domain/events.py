@@ -15,6 +15,7 @@ import msgspec
 from domain.account import Account, EmailClaim
 from domain.apikey import ApiKey
 from domain.catalog import ModelSettings
+from domain.template import Template, TemplateName
 from domain.topup import TopUp
 from domain.usage import UsageRecorded
 
@@ -61,6 +62,15 @@ EVENT_TYPES: dict[str, type] = {
     "topup.refunded": TopUp.Refunded,
     "topup.disputed": TopUp.Disputed,
     "usage.recorded": UsageRecorded,
+    "template.created": Template.Created,
+    "template.version_saved": Template.VersionSaved,
+    "template.renamed": Template.Renamed,
+    "template.labeled": Template.Labeled,
+    "template.unlabeled": Template.Unlabeled,
+    "template.archived": Template.Archived,
+    "template_name.claimed": TemplateName.Claimed,
+    "template_name.reclaimed": TemplateName.Reclaimed,
+    "template_name.released": TemplateName.Released,
 }
 
 EVENT_NAMES: dict[type, str] = {cls: name for name, cls in EVENT_TYPES.items()}

@@ -23,6 +23,7 @@ from gateway.admission import KeyInfo, bearer_token
 from gateway.budget import FREE, Budgets, Ticket
 from gateway.catalog import Catalog, Model
 from gateway.keys import KeyCache
+from gateway.templates import TemplateCache, TemplateUse
 from gateway.errors import GatewayError, invalid
 from gateway.providers.base import SSE_DONE, Adapter, Reply, StreamReply, Usage
 from gateway.usage import UsagePublisher
@@ -75,12 +76,13 @@ class EmbeddingsRequest(msgspec.Struct):
 
 class Gateway:
     def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyCache, budgets: Budgets,
-                 usage: UsagePublisher):
+                 usage: UsagePublisher, templates: TemplateCache | None = None):
         self.catalog = catalog
         self.adapters = adapters
         self.keys = keys
         self.budgets = budgets
         self.usage = usage
+        self.templates = templates
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = new_trace_id()
@@ -125,10 +127,12 @@ class Gateway:
                     started: int, request_id: str | None) -> None:
         key = await self._authenticate(scope)
         raw = await _read_body(receive)
+        raw, template = await self._template(key, raw, headers)
         body, request = _parse_chat(raw)
         model = self._resolve(request, key)
         ticket = await self._reserve(key, model, request, body)
         record = _Record(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
+        record.template = template
         adapter = self.adapters[model.provider]
         try:
             if request.stream:
@@ -186,6 +190,15 @@ class Gateway:
             raise
         self._emit(record, record.done(result.usage, result.upstream_us, None))
         await _respond(send, 200, headers, result.body)
+
+    async def _template(self, key: KeyInfo, raw: bytes, headers: list) -> tuple[bytes, TemplateUse | None]:
+        """Apply the prompt template the body names, if any; the answer says which version ran."""
+        if self.templates is None:
+            return raw, None
+        raw, template = await self.templates.expand(key.account_id, raw)
+        if template is not None:
+            headers.append((b"x-mesh-template", f"{template.template_id}@{template.version}".encode()))
+        return raw, template
 
     async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest, body: dict) -> Ticket:
         """Reserve the request's worst-case cost; cap its max_tokens to what the reservation affords."""
@@ -260,6 +273,7 @@ class _Record:
         self.trace_id, self.key, self.model, self.requested = trace_id, key, model, requested
         self.started, self.request_id, self.stream, self.ticket = started, request_id, stream, ticket
         self.emitted = False
+        self.template: TemplateUse | None = None
 
     def done(self, usage: Usage, upstream_us: int, first_token_us: int | None, error: str | None = None,
              http_status: int = 200) -> UsageRecorded:
@@ -274,6 +288,8 @@ class _Record:
             upstream_us=upstream_us, first_token_us=first_token_us, stream=self.stream, estimated=usage.estimated,
             request_id=self.request_id, error=error,
             lease_id=self.ticket.lease.id if self.ticket.lease is not None else None,
+            template_id=self.template.template_id if self.template is not None else None,
+            template_version=self.template.version if self.template is not None else None,
         )
 
     def failed(self, exc: GatewayError) -> UsageRecorded:
