@@ -15,7 +15,7 @@ import httpx
 
 from api.embedded import PostgresServer, free_port
 from domain.money import pico_to_usd
-from tests.e2e.conftest import MeshProcess
+from tests.e2e.conftest import MeshProcess, events_after
 
 RECOVERY_SECONDS = 45  # a killed child is back, and requests are served, within this
 PROMPT_PICO_PER_TOKEN = 500_000_000  # acme/gpt-test: 0.5 USD per 1K prompt tokens
@@ -113,6 +113,7 @@ def test_each_killed_child_comes_back_and_every_answer_is_billed_once(tmp_path, 
         with Load(mesh, key) as load:
             for name in ("nats-server", "postgres", "projections"):
                 before = children(mesh)[name]
+                head = httpx.get(mesh.url + "/health", timeout=15).json()["stream_head"]
                 served = len(load.served)
                 os.kill(before["pid"], signal.SIGKILL)
                 killed = time.monotonic()
@@ -126,6 +127,8 @@ def test_each_killed_child_comes_back_and_every_answer_is_billed_once(tmp_path, 
                 balance = httpx.get(mesh.url + "/api/billing/balance", headers=auth, timeout=15)
                 assert balance.status_code == 200, balance.text
                 print(f"\n{name}: back and serving {time.monotonic() - killed:.1f}s after kill -9")
+                if name == "nats-server":  # budget leases are taken again once the current one is used up
+                    wait_until(lambda: "key.budget_leased" in events_after(mesh, head), "a new lease", timeout=120)
                 assert not zombies(mesh.process.pid)
         assert load.served and not [s for s in load.refused if s not in (429, 503)], load.refused
 
