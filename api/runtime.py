@@ -274,6 +274,9 @@ class Runtime:
                 pass
             try:
                 await job()
+            except (psycopg.OperationalError, OperationalError) as exc:  # a server away (restarting): one line
+                log.warning("%s: %s unreachable (%s); will retry", job.__name__,
+                            "PostgreSQL" if isinstance(exc, psycopg.OperationalError) else "NATS", type(exc).__name__)
             except Exception:
                 log.exception("%s failed; will retry", job.__name__)
 
