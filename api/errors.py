@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 
 import msgspec
+import nats.errors
+import psycopg
+from eventsourcing.persistence import OperationalError as EventStoreUnavailable
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.exceptions import ValidationException, MethodNotAllowedException
@@ -95,6 +98,24 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     return error_response(exc.status_code, exc.detail, "http_error")
 
 
+# A backing server that cannot be reached (it may be restarting: see api/supervisor.py) and what it holds.
+UNAVAILABLE: dict[type[Exception], str] = {
+    psycopg.OperationalError: "the read models (PostgreSQL)",  # PoolTimeout included
+    EventStoreUnavailable: "the event log (NATS)",
+    nats.errors.Error: "the event log (NATS)",
+}
+RETRY_AFTER_SECONDS = 2
+
+
+def handle_unavailable(request: Request, exc: Exception) -> Response:
+    what = next(name for cls, name in UNAVAILABLE.items() if isinstance(exc, cls))
+    log.warning("%s %s: %s unreachable (%s)", request.method, request.url.path, what, type(exc).__name__)
+    response = error_response(503, f"{what} cannot be reached right now; Mesh is reconnecting, retry shortly",
+                              "service_unavailable", "api_error")
+    response.headers["retry-after"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def handle_unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal error; it has been logged", "internal_error", "api_error")
@@ -118,5 +139,6 @@ EXCEPTION_HANDLERS = {
     RateLimited: handle_rate_limited,
     HTTPException: handle_http_exception,
     **{cls: handle_domain_error for cls in DOMAIN_ERRORS},
+    **{cls: handle_unavailable for cls in UNAVAILABLE},
     Exception: handle_unexpected,
 }

@@ -26,13 +26,15 @@ from gateway.admission import KeyInfo
 from gateway.app import Gateway
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from api.autorefill import AutoRefillManager
-from api.embedded import EmbeddedServerError, ProjectionProcess
+from api.embedded import BACKGROUND_POSTGRES, EmbeddedServerError, ProjectionProcess
 from api.logins import LoginGuard
+from api.supervisor import Child, Supervisor
 from api.payments import PaymentProvider, StripePayments
 from gateway import feed
 from gateway.keys import KeyCache
 from gateway.templates import TemplateCache, TemplateHead
 from gateway.catalog import Catalog
+from gateway.errors import GatewayError
 from gateway.providers.base import Adapter
 from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.echo import EchoAdapter
@@ -84,7 +86,7 @@ async def connect_nats(url: str, timeout: float = 5) -> NATS:
             disconnected_cb=disconnected, reconnected_cb=reconnected,
         ), timeout)
     except Exception as exc:
-        raise StartupError(f"cannot reach NATS at {url} ({type(exc).__name__}); is it running?") from None
+        raise StartupError(f"cannot reach NATS at {_redact(url)} ({type(exc).__name__}); is it running?") from None
     return nc
 
 
@@ -95,7 +97,9 @@ async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnec
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {reason}") from None
-    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure)
+    # `check`: a connection that died with its server (PostgreSQL restarted) is replaced, not handed out
+    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure,
+                               check=AsyncConnectionPool.check_connection)
     await pool.open(wait=True, timeout=10)
     return pool
 
@@ -115,8 +119,12 @@ class ReadModelKeys:
         self.pool = pool
 
     async def __call__(self, key_hash: str) -> KeyInfo | None:
-        async with self.pool.connection() as conn:
-            found = await directory.key_by_hash(conn, key_hash)
+        try:
+            async with self.pool.connection() as conn:
+                found = await directory.key_by_hash(conn, key_hash)
+        except psycopg.OperationalError:
+            raise GatewayError(503, "cannot check this API key right now: the read models are unreachable; "
+                                    "Mesh is reconnecting, retry shortly", "api_error", "service_unavailable") from None
         if found is None:
             return None
         row, valid_until = found
@@ -181,7 +189,8 @@ class Runtime:
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
                  auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
                  background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
-                 session: timedelta = DEFAULT_SESSION, logins: LoginGuard | None = None):
+                 session: timedelta = DEFAULT_SESSION, logins: LoginGuard | None = None,
+                 children: dict[str, Child] | None = None):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -198,6 +207,8 @@ class Runtime:
         self.session = session  # how long a management token lives unused (MESH_SESSION_DAYS)
         self.logins = logins or LoginGuard()  # attempt limits and the KDF's thread pool
         self._renewing: dict[str, asyncio.Task] = {}  # token hash -> the task saving its renewal
+        self.children = children or {}  # the embedded servers `mesh up` started, by name: kept running
+        self.supervisor = Supervisor()
         self.runners: list[ProjectionRunner] = []
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -257,6 +268,19 @@ class Runtime:
             if isinstance(stripe, StripePayments):
                 manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)
                 self._tasks.append(asyncio.create_task(manager.run(self._stop), name="auto-refill"))
+        for name, child in self.children.items():
+            self.supervisor.watch(name, child, self._postgres_restarted if name == "postgres" else None)
+        if self._worker is not None:
+            self.supervisor.watch("projections", self._worker)
+        self._tasks.append(asyncio.create_task(self.supervisor.run(self._stop), name="supervisor"))
+
+    async def _postgres_restarted(self) -> None:
+        """The projection worker starts again too, to lower the priority of the new postmaster's children."""
+        if self._worker is not None and self.background_postgres is not None:
+            self.background_postgres = self.children["postgres"].process.pid
+            self._worker.env[BACKGROUND_POSTGRES] = str(self.background_postgres)
+            log.warning("stopping the projection worker: it starts again beside the new PostgreSQL")
+            await asyncio.to_thread(self._worker.stop)
 
     def nudge(self) -> None:
         """Something was just appended: let idle projection runners look now (a projection process wakes
@@ -299,6 +323,9 @@ class Runtime:
                 pass
             try:
                 await job()
+            except (psycopg.OperationalError, OperationalError) as exc:  # a server away (restarting): one line
+                log.warning("%s: %s unreachable (%s); will retry", job.__name__,
+                            "PostgreSQL" if isinstance(exc, psycopg.OperationalError) else "NATS", type(exc).__name__)
             except Exception:
                 log.exception("%s failed; will retry", job.__name__)
 

@@ -60,15 +60,26 @@ class Settings(msgspec.Struct, kw_only=True):
         """The operator token: from MESH_OPERATOR_TOKEN, else the one generated on first start."""
         if self.operator_token:
             return self.operator_token
-        path = self.data_path / "operator_token"
-        if path.exists():
-            return path.read_text().strip()
-        self.data_path.mkdir(parents=True, exist_ok=True)
-        token = "mo-" + secrets.token_urlsafe(32)
-        path.write_text(token)
-        path.chmod(0o600)
-        return token
+        return kept_secret(self.data_path / "operator_token", prefix="mo-")
 
 
 class SettingsError(ValueError):
     pass
+
+
+def kept_secret(path: Path, prefix: str = "") -> str:
+    """The secret kept in `path`, generated (URL-safe) on first use; the file is readable by its owner only."""
+    try:
+        path.chmod(0o600)  # also tightens a file an older version wrote
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = prefix + secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process wrote it just now
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(secret)
+    return secret
