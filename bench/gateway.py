@@ -788,7 +788,8 @@ def main() -> int:
         latencies = [0.0, args.latency_ms] if args.latency_ms else [0.0]
         where = (f"mesh up on CPU {min(server_cpus)} only (gateway, NATS, PostgreSQL, worker); mock and load "
                  f"generator on CPUs {','.join(map(str, sorted(others)))}; " if args.one_cpu else "")
-        print(f"\n{where}{os.cpu_count()} CPUs; client {args.client}; {args.duration:g} s per cell after {args.warmup:g} s "
+        print(f"\n{where}{os.cpu_count()} CPUs; client {args.client}; {args.duration:g} s per cell "
+              f"after {args.warmup:g} s "
               f"warm-up{f', at most {args.requests} requests' if args.requests else ''}; "
               "latency of one whole request (stream: until [DONE]);\n+p50/+p99: over direct at the same in-flight count; "
               "CPU per request net of idle use (~: under 0.2 s measured, psutil counts 10 ms ticks)\n", flush=True)

@@ -6,8 +6,9 @@ all their acks together (one timer, one wait): a group commit, so requests finis
 trip instead of paying one each. `publish` does the same for one event.
 
 When NATS cannot take an event (disconnected, or no ack in time), it goes to a local spool file (fsynced)
-before its request is told it is stored, and is replayed once NATS is back. A replayed event keeps its trace id as `Nats-Msg-Id`, and the billing
-read model counts a trace id once, so a spooled event that had in fact been stored is not billed twice.
+before its request is told it is stored, and is replayed once NATS is back. A replayed event keeps its trace id
+as `Nats-Msg-Id`, and the billing read model counts a trace id once, so a spooled event that had in fact been
+stored is not billed twice.
 """
 
 from __future__ import annotations
