@@ -209,18 +209,13 @@ class Gateway:
                 body["max_tokens"] = completion
         return ticket
 
-    async def _emit(self, record: "_Record", event: UsageRecorded) -> None:
-        """The request is over: swap its reservation for its cost and publish what it cost. Returns once the
-        event is durable (acknowledged by JetStream, or in the fsynced spool), shared with every request
-        finishing alongside; await it before the answer's last byte, so no answer leaves unbilled."""
+    def _emit(self, record: "_Record", event: UsageRecorded) -> Awaitable[None]:
+        """The request is over: swap its reservation for its cost and publish what it cost (both at once, awaited
+        or not). Await what it returns before the answer's last byte: it is done once the event is durable
+        (acknowledged by JetStream, or in the fsynced spool), shared with every request finishing alongside."""
         record.emitted = True
         self.budgets.release(record.ticket, event.cost)
-        try:
-            await self.usage.submit(event)
-        except NotStored as exc:
-            log.error("usage of %s not recorded, its answer withheld: %s", event.trace_id, exc)
-            raise GatewayError(503, "this request's usage could not be recorded, so its answer is withheld; "
-                               "try again later", "api_error", "usage_not_recorded") from None
+        return _durable(self.usage.submit(event), event.trace_id)
 
     async def _stream(self, send: Send, receive: Receive, headers: list, reply: StreamReply,
                       record: "_Record") -> None:
@@ -295,6 +290,16 @@ class _Record:
 
     def failed(self, exc: GatewayError) -> UsageRecorded:
         return self.done(Usage(), 0, None, exc.message, exc.status)
+
+
+async def _durable(stored: Awaitable[None], trace_id: uuid.UUID) -> None:
+    """Wait until a usage event is stored; if it cannot be, the answer must not leave (503)."""
+    try:
+        await stored
+    except NotStored as exc:
+        log.error("usage of %s not recorded, its answer withheld: %s", trace_id, exc)
+        raise GatewayError(503, "this request's usage could not be recorded, so its answer is withheld; "
+                           "try again later", "api_error", "usage_not_recorded") from None
 
 
 async def relay(frames: AsyncIterable[bytes], send: Send, gone: asyncio.Event,
