@@ -54,6 +54,7 @@ class UsagePublisher:
         self._lock = asyncio.Lock()
         self._queue: list[tuple[UsageRecorded, asyncio.Future]] = []  # each event and who waits for it
         self._closed = False  # `run` has returned: `submit` stores on its own
+        self._late: set[asyncio.Task] = set()  # what it stores on its own (held: the loop keeps only weak refs)
         self._waiter: asyncio.Future | None = None  # `run` sleeps on it when there is nothing to do
         self._acks: dict[str, tuple[_Batch, int]] = {}  # reply token -> its batch and place in it
         self._tokens = itertools.count()
@@ -65,7 +66,7 @@ class UsagePublisher:
         stored = asyncio.get_running_loop().create_future()
         self._queue.append((event, stored))
         if self._closed:
-            asyncio.ensure_future(self._store_queued())
+            self._store_late()
         else:
             self._wake()
         return stored
@@ -100,8 +101,8 @@ class UsagePublisher:
         except OSError as exc:
             log.error("%d usage events are neither in JetStream nor in the spool %s: %s", len(failed), self.spool,
                       exc)
-            return [NotStored(f"not acknowledged ({results[i]}) and not spooled ({exc})") if i in failed else None
-                    for i in range(len(events))]
+            return [None if result is None else NotStored(f"not acknowledged ({result}) and not spooled ({exc})")
+                    for result in results]
         return [None] * len(events)
 
     async def _store_queued(self) -> None:
@@ -111,6 +112,9 @@ class UsagePublisher:
             return
         try:
             results = await self._publish([event for event, _ in queued])
+        except Exception as exc:  # a defect: tell the requests, keep the publisher going
+            log.exception("storing %d usage events failed", len(queued))
+            results = [NotStored(f"storing failed ({type(exc).__name__}: {exc})")] * len(queued)
         except BaseException as exc:  # cancelled (a stop that took too long): nobody may wait forever
             _tell(queued, [NotStored(f"the usage publisher stopped ({type(exc).__name__})")] * len(queued))
             raise
@@ -223,7 +227,12 @@ class UsagePublisher:
             stopping.cancel()
             self._closed = True
             if self._queue:  # left by a cancellation
-                asyncio.ensure_future(self._store_queued())
+                self._store_late()
+
+    def _store_late(self) -> None:
+        task = asyncio.ensure_future(self._store_queued())
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
 
 
 class _Batch:
