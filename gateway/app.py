@@ -268,12 +268,16 @@ class _Record:
             trace_id=self.trace_id, account_id=self.key.account_id, key_id=self.key.key_id, model=self.model.id,
             requested_model=self.requested, provider=self.model.provider, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, prompt_per_1k=price.prompt_per_1k,
-            completion_per_1k=price.completion_per_1k, cost=price.cost(usage.prompt_tokens, usage.completion_tokens),
+            completion_per_1k=price.completion_per_1k,
+            cost=price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens,
+                            usage.cache_write_tokens),
             status="ok" if error is None else "error", http_status=http_status,
             timestamp=datetime.now(timezone.utc), latency_us=(time.perf_counter_ns() - self.started) // 1000,
             upstream_us=upstream_us, first_token_us=first_token_us, stream=self.stream, estimated=usage.estimated,
             request_id=self.request_id, error=error,
             lease_id=self.ticket.lease.id if self.ticket.lease is not None else None,
+            cached_prompt_tokens=usage.cached_prompt_tokens, cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens, cached_per_1k=price.cached, cache_write_per_1k=price.cache_write,
         )
 
     def failed(self, exc: GatewayError) -> UsageRecorded:

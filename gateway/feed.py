@@ -26,7 +26,7 @@ def handlers(keys: KeyCache, catalog: Catalog) -> dict[str, Handler]:
     """The events the gateway follows, and what each one changes."""
     table: dict[str, Handler] = {topic: keys.apply for topic in [*KEY_CHANGES, "key.rotated"]}
     table["model.price_changed"] = lambda _, e: catalog.apply(
-        e.model_id, price=Price(e.prompt_per_1k, e.completion_per_1k))
+        e.model_id, price=Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k))
     table["model.enabled"] = lambda _, e: catalog.apply(e.model_id, enabled=True)
     table["model.disabled"] = lambda _, e: catalog.apply(e.model_id, enabled=False)
     return table
