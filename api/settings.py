@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, kw_only=True):
     auto_refill_max_failures: int = 3  # failed charges in a row before auto-refill turns itself off
     auto_refill_retry_seconds: float = 60.0  # wait between attempts for one crossing
     background_cpus: str = "auto"  # where the embedded servers and the projection worker run: "auto", "all", "1-3"
+    disconnect_drain_seconds: float = 30.0  # a stream whose client left is read this long more, for its real usage
+    lease_ttl_seconds: float = 900.0  # a budget lease's life; a holder renews it while its requests run
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":

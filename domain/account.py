@@ -85,6 +85,12 @@ class Account(Aggregate):
         lease_id: UUID
         spent: int  # what the lease really paid for; the rest returns to the balance
 
+    class LeaseExtended(Aggregate.Event):
+        """The lease's holder still has requests running on it: it expires later (the reaper waits)."""
+
+        lease_id: UUID
+        expires_at: datetime
+
     @event(Registered)
     def __init__(self, email: str, password_hash: str, token_hash: str):
         self.email = email
@@ -234,6 +240,15 @@ class Account(Aggregate):
     @event(LeaseSettled)
     def _settle_lease(self, lease_id: UUID, spent: int) -> None:
         self.leases.settle(lease_id, spent)
+
+    def extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
+        """A later expiry for an open lease; a settled one (or an earlier expiry) changes nothing."""
+        if self.leases.must_extend(lease_id, expires_at):
+            self._extend_lease(lease_id, expires_at)
+
+    @event(LeaseExtended)
+    def _extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
+        self.leases.extend(lease_id, expires_at)
 
 
 class _AutoRefill:

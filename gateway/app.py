@@ -37,6 +37,7 @@ MAX_BODY = 16 * 1024 * 1024
 DEFAULT_MAX_COMPLETION = 4096  # tokens reserved for a request that sets no max_tokens
 PROMPT_OVERHEAD = 16  # tokens a provider adds to a prompt (priming the reply)
 MESSAGE_OVERHEAD = 8  # tokens a provider adds around each message (role, separators)
+DISCONNECT_DRAIN_SECONDS = 30.0  # how long a stream whose client left is still read, for the upstream's own usage
 
 
 class _TraceIds:
@@ -75,12 +76,13 @@ class EmbeddingsRequest(msgspec.Struct):
 
 class Gateway:
     def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyCache, budgets: Budgets,
-                 usage: UsagePublisher):
+                 usage: UsagePublisher, drain_seconds: float = DISCONNECT_DRAIN_SECONDS):
         self.catalog = catalog
         self.adapters = adapters
         self.keys = keys
         self.budgets = budgets
         self.usage = usage
+        self.drain_seconds = drain_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = new_trace_id()
@@ -216,7 +218,9 @@ class Gateway:
 
     async def _stream(self, send: Send, receive: Receive, headers: list, reply: StreamReply,
                       record: "_Record") -> None:
-        """Relay the stream; if the client goes away, stop the upstream and bill what was generated."""
+        """Relay the stream. If the client goes away, the upstream keeps going (it bills what it generates all
+        the same): it is read to its end, up to `drain_seconds`, for its own usage; only a stream that does not end
+        by then is closed and billed from an estimate."""
         stream_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *headers[1:]]
         await send({"type": "http.response.start", "status": 200, "headers": stream_headers})
         gone = asyncio.Event()
@@ -224,15 +228,18 @@ class Gateway:
         error: str | None = None
         status = 200
         try:
-            await relay(reply, send, gone)
-        except GatewayError as exc:
-            error, status = exc.message, exc.status
-        except OSError as exc:
-            gone.set()
-            error = f"client disconnected ({type(exc).__name__})"
+            try:
+                await relay(reply, send, gone)
+            except GatewayError as exc:
+                error, status = exc.message, exc.status
+            except OSError as exc:
+                gone.set()
+                error = f"client disconnected ({type(exc).__name__})"
+            if gone.is_set():
+                await drain(reply, self.drain_seconds)
         finally:
             watcher.cancel()
-            await reply.aclose()  # closes the upstream response: it stops generating
+            await reply.aclose()  # closes the upstream response (if still open): it stops generating
         if gone.is_set():
             error, status = error or "client disconnected mid-stream", 499
         self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error, status))
@@ -296,6 +303,19 @@ async def relay(frames: AsyncIterable[bytes], send: Send, gone: asyncio.Event) -
             return
     if not gone.is_set():
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def drain(frames: AsyncIterable[bytes], seconds: float) -> None:
+    """Read what is left of a stream nobody receives any more (the adapter counts it), for at most `seconds`."""
+
+    async def read() -> None:
+        async for _ in frames:
+            pass
+
+    try:
+        await asyncio.wait_for(read(), seconds)
+    except (asyncio.TimeoutError, GatewayError):
+        pass  # cut off (or the upstream failed): the adapter has billed an estimate of what it saw
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
