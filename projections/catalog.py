@@ -25,6 +25,11 @@ class CatalogModel:
                 cache_write_per_1k numeric(40, 0)
             )""")
 
+    async def upgrade(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
+        """Tables made before cache prices existed get their columns (null: the prompt price)."""
+        await cur.execute(f"""alter table {t['model_overrides']} add column if not exists cached_per_1k numeric(40, 0),
+                              add column if not exists cache_write_per_1k numeric(40, 0)""")
+
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
             e = item.event

@@ -67,12 +67,17 @@ async def ensure_schema(conn: psycopg.AsyncConnection, models: list[ReadModel]) 
             cur = await conn.execute(
                 "select generation from read_model_generations where read_model = %s", (model.name,)
             )
-            if await cur.fetchone() is None:
+            row = await cur.fetchone()
+            if row is None:
                 await create_generation(conn, model, 1)
                 await point_views(conn, model, 1)
                 await conn.execute(
                     "insert into read_model_generations (read_model, generation) values (%s, 1)", (model.name,)
                 )
+            elif hasattr(model, "upgrade"):  # tables made by an older version: add what it lacks
+                async with conn.cursor() as upgrade:
+                    await model.upgrade(upgrade, physical_tables(model, row[0]))
+                await point_views(conn, model, row[0])  # a view's `select *` lists the columns it was made with
 
 
 async def create_generation(conn: psycopg.AsyncConnection, model: ReadModel, generation: int) -> None:
