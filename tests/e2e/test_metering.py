@@ -17,38 +17,30 @@ import pytest
 from tests.e2e.conftest import MeshProcess
 from tests.e2e.test_gateway import usage_row
 from tests.e2e.test_walking_skeleton import api, sign_up, wait_for_balance
-from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.fakes.gemini_upstream import FakeGemini
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.caching import MESSAGES, REPORTED, caching_fakes
 from tests.fakes.server import BackgroundServer
 
 LEASE_SECONDS = 4  # so a stream of ~10 s outlives two lease lives and the reaper's grace (2 s)
 
-MESSAGES = [{"role": "system", "content": "you are terse"},
-            {"role": "user", "content": "tell me about prompt caching please"}]  # 9 words: 9 prompt tokens
-
-# model -> (USD per 1K: prompt, completion, cached read, cache write; tokens one request bills as
-#           (fresh prompt, cache read, cache write, completion)), from what each fake reports below
+# model -> (USD per 1K: prompt, completion, cached read, cache write; tokens one request over MESSAGES bills as
+#           (fresh prompt, cache read, cache write, completion, reasoning) by what its fake reports)
 MODELS = {
-    "oai/gpt": (("2", "8", "0.5", None), (9 - 6, 6, 0, 7 + 20)),  # cached_tokens 6 of 9; 20 reasoning on top of 7
-    "claude/sonnet": (("3", "15", "0.3", "3.75"), (2, 5, 2, 6 + 9)),  # input_tokens 2 + read 5 + write 2; 9 thinking
-    "google/flash": (("0.3", "2.5", "0.075", None), (9 - 4, 4, 0, 5 + 30)),  # cachedContent 4 of 9; 30 thoughts
+    "oai/gpt": (("2", "8", "0.5", None), REPORTED["openai"]),
+    "claude/sonnet": (("3", "15", "0.3", "3.75"), REPORTED["anthropic"]),
+    "google/flash": (("0.3", "2.5", "0.075", None), REPORTED["gemini"]),
 }
 
 
 def request_cost(model: str) -> Decimal:
-    (prompt, completion, cached, write), (fresh, read, written, out) = MODELS[model]
+    (prompt, completion, cached, write), (fresh, read, written, out, _) = MODELS[model]
     return (fresh * Decimal(prompt) + read * Decimal(cached) + written * Decimal(write or prompt)
             + out * Decimal(completion)) / 1000
 
 
 @pytest.fixture(scope="module")
 def metered(tmp_path_factory):
-    fakes = {"oai": FakeOpenAI(reply_words=7), "claude": FakeAnthropic(reply_words=6),
-             "google": FakeGemini(reply_words=5)}
-    fakes["oai"].cached_tokens, fakes["oai"].reasoning_tokens = 6, 20
-    fakes["claude"].cache_read, fakes["claude"].cache_write, fakes["claude"].thinking_tokens = 5, 2, 9
-    fakes["google"].cached_tokens, fakes["google"].thoughts_tokens = 4, 30
+    kinds = caching_fakes()
+    fakes = {"oai": kinds["openai"], "claude": kinds["anthropic"], "google": kinds["gemini"]}
     with BackgroundServer(fakes["oai"]) as oai, BackgroundServer(fakes["claude"]) as claude, \
             BackgroundServer(fakes["google"]) as google:
         base = tmp_path_factory.mktemp("metering")
@@ -116,7 +108,7 @@ def test_the_operator_changes_a_cache_price_at_runtime(metered):
         assert refused.status_code == 400 and "at most 9 decimal places" in refused.text
         client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
         client.chat.completions.create(model="google/flash", messages=MESSAGES, max_tokens=100)
-        _, (fresh, read, _, out) = MODELS["google/flash"]
+        _, (fresh, read, _, out, _) = MODELS["google/flash"]
         spent = (fresh * Decimal("0.3") + read * Decimal("0.01") + out * Decimal("2.5")) / 1000
         assert Decimal(wait_for_balance(mesh, token, Decimal(10) - spent)["balance_usd"]) == Decimal(10) - spent
     finally:
@@ -128,7 +120,7 @@ def test_cached_tokens_are_billed_at_the_cache_price(metered, model):
     mesh, _ = metered
     _, token, key = funded_key(mesh, "10")
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
-    _, (fresh, read, written, out) = MODELS[model]
+    _, (fresh, read, written, out, reasoning) = MODELS[model]
     plain = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=100)
     assert (plain.usage.prompt_tokens, plain.usage.completion_tokens) == (fresh + read + written, out)
     assert plain.usage.prompt_tokens_details.cached_tokens == read
@@ -136,8 +128,7 @@ def test_cached_tokens_are_billed_at_the_cache_price(metered, model):
                                                  stream_options={"include_usage": True}))
     assert chunks[-1].usage.prompt_tokens_details.cached_tokens == read
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (fresh + read + written, out)
-    if model != "claude/sonnet":  # Anthropic does not count thinking apart from output
-        assert plain.usage.completion_tokens_details.reasoning_tokens == out - {"oai/gpt": 7, "google/flash": 5}[model]
+    assert plain.usage.completion_tokens_details.reasoning_tokens == reasoning  # 0 for Anthropic: not counted apart
     expected = Decimal(10) - 2 * request_cost(model)
     body = wait_for_balance(mesh, token, expected)
     assert Decimal(body["balance_usd"]) == expected

@@ -14,23 +14,16 @@ from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.base import Usage
 from gateway.providers.gemini import GeminiAdapter
 from gateway.providers.openai import OpenAIAdapter
-from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.fakes.gemini_upstream import FakeGemini
-from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.caching import MESSAGES, REPORTED, caching_fakes
 from tests.fakes.server import BackgroundServer
 
 PRICE = Price.from_usd("1", "2", "0.1", "1.25")
-BODY = {"messages": [{"role": "system", "content": "you are terse"},
-                     {"role": "user", "content": "tell me about prompt caching please"}]}  # 9 words
+BODY = {"messages": MESSAGES}
 
 
 @pytest.fixture(scope="module")
 def fakes():
-    fakes = {"openai": FakeOpenAI(reply_words=7), "anthropic": FakeAnthropic(reply_words=6),
-             "gemini": FakeGemini(reply_words=5)}
-    fakes["openai"].cached_tokens, fakes["openai"].reasoning_tokens = 6, 20
-    fakes["anthropic"].cache_read, fakes["anthropic"].cache_write, fakes["anthropic"].thinking_tokens = 5, 2, 9
-    fakes["gemini"].cached_tokens, fakes["gemini"].thoughts_tokens = 4, 30
+    fakes = caching_fakes()
     with BackgroundServer(fakes["openai"]) as o, BackgroundServer(fakes["anthropic"]) as a, \
             BackgroundServer(fakes["gemini"]) as g:
         yield {"openai": (OpenAIAdapter, Provider("acme", "openai", o.url + "/v1")),
@@ -38,11 +31,10 @@ def fakes():
                "gemini": (GeminiAdapter, Provider("google", "gemini", g.url + "/v1beta"))}
 
 
-EXPECTED = {  # what each fake reports for BODY, as Mesh counts it
-    "openai": Usage(9, 7 + 20, cached_prompt_tokens=6, reasoning_tokens=20),  # details are parts of the totals
-    "anthropic": Usage(9, 6 + 9, cached_prompt_tokens=5, cache_write_tokens=2),  # input_tokens was 9 - 5 - 2
-    "gemini": Usage(9, 5 + 30, cached_prompt_tokens=4, reasoning_tokens=30),  # thoughts added to candidates
-}
+EXPECTED = {  # what each fake reports for BODY, as Mesh counts it: the parts are within the totals
+    kind: Usage(fresh + read + written, out, cached_prompt_tokens=read, cache_write_tokens=written,
+                reasoning_tokens=reasoning)
+    for kind, (fresh, read, written, out, reasoning) in REPORTED.items()}
 
 
 @pytest.fixture(params=["openai", "anthropic", "gemini"])
