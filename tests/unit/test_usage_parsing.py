@@ -8,7 +8,7 @@ import msgspec
 from domain.pricing import Price
 from gateway.catalog import Model
 from gateway.providers import anthropic, gemini, openai
-from gateway.providers.base import Usage
+from gateway.providers.base import Usage, prompt_text
 
 
 def test_openai_cached_and_reasoning_tokens_are_parts_of_the_totals():
@@ -63,3 +63,19 @@ def test_a_part_larger_than_its_whole_is_cut_to_what_is_left():
     assert Usage(10, 5, cached_prompt_tokens=8, cache_write_tokens=8, reasoning_tokens=9) == Usage(
         10, 5, cached_prompt_tokens=8, cache_write_tokens=2, reasoning_tokens=5)
     assert msgspec.json.decode(b'{"prompt_tokens": 3, "cached_prompt_tokens": 7}', type=Usage).cached_prompt_tokens == 3
+
+
+def test_an_estimate_counts_everything_sent_but_images():
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    body = {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "weather?"},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 999}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}],
+        "tools": [tool], "response_format": {"type": "json_object"}}
+    text = prompt_text(body)
+    for sent in ("weather?", "get_weather", '{"city":"Paris"}', "sunny", msgspec.json.encode([tool]).decode(),
+                 '{"type":"json_object"}'):
+        assert sent in text
+    assert "AAAA" not in text  # an image's tokens depend on the provider, not on its base64 length
