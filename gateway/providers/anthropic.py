@@ -10,9 +10,9 @@ Response: text and tool_use blocks → message content and tool_calls (arguments
 finish_reason; usage input (+ cache creation + cache read, which input_tokens leaves out) / output tokens (thinking
 included) → prompt / completion tokens, with cache_read_input_tokens → cached and cache_creation_input_tokens →
 cache-write prompt tokens.
-Stream: message_start (input usage) → role chunk; content_block_start of a tool_use → tool call id and name;
-text_delta / input_json_delta → content / argument fragments; message_delta (stop_reason, cumulative output
-usage) → the finish chunk; message_stop ends it; ping is ignored; an `error` event fails the stream. A stream
+Stream: message_start (input and cache usage) → role chunk; content_block_start of a tool_use → tool call id and name;
+text_delta / input_json_delta → content / argument fragments; message_delta (stop_reason, cumulative usage:
+output tokens, and in newer answers input and cache counts too) → the finish chunk; message_stop ends it; ping is ignored; an `error` event fails the stream. A stream
 that breaks off before message_delta is billed from an estimate (of the whole prompt, unless message_start counted
 it, and everything generated, thinking included), flagged as such.
 Wire format as documented at docs.anthropic.com/en/api/messages, /messages-streaming and /errors.
@@ -238,8 +238,8 @@ class AnthropicAdapter:
                                 generated.append(delta.get("partial_json", ""))
                                 yield chunk({"tool_calls": [{"index": tools.get(event["index"], 0), "function": {
                                     "arguments": delta.get("partial_json", "")}}]})
-                        elif kind == "message_delta":
-                            usage.update(event.get("usage") or {})
+                        elif kind == "message_delta":  # cumulative counts; a count left null stays as it was
+                            usage.update((k, v) for k, v in (event.get("usage") or {}).items() if v is not None)
                             finished = True
                             yield chunk({}, FINISH.get((event.get("delta") or {}).get("stop_reason"), "stop"))
                         elif kind == "message_stop":

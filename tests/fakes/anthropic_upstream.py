@@ -12,7 +12,7 @@ What it relies on (docs.anthropic.com/en/api/messages, /messages-streaming, /err
 - stream: SSE events framed `event: <type>\\ndata: <json>\\n\\n` in the documented order: message_start (empty
   content, usage with input_tokens and output_tokens 1), then per block content_block_start, content_block_delta…
   (text_delta, or input_json_delta with partial_json fragments), content_block_stop, with a ping after the first
-  block start; then message_delta (stop_reason, cumulative usage.output_tokens) and message_stop;
+  block start; then message_delta (stop_reason, cumulative usage: input, cache and output tokens) and message_stop;
 - errors: {"type": "error", "error": {"type", "message"}} with HTTP status (429 rate_limit_error, 529
   overloaded_error, …), and an `event: error` frame when a stream fails after it started.
 
@@ -64,6 +64,7 @@ class FakeAnthropic:
         self.cache_read = 0  # prompt tokens reported as cache_read_input_tokens
         self.cache_write = 0  # prompt tokens reported as cache_creation_input_tokens
         self.thinking_tokens = 0  # tokens of a thinking block before the answer (counted in output_tokens)
+        self.full_delta_usage = True  # message_delta repeats all counts, as the API now does; False: output only
 
     async def __call__(self, scope, receive, send):
         body = b""
@@ -156,7 +157,7 @@ class FakeAnthropic:
                 return await send({"type": "http.response.body", "body": b"", "more_body": False})
         await event("content_block_stop", {"index": index})
         await event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                                      "usage": {"output_tokens": output_tokens}})
+                                      "usage": usage if self.full_delta_usage else {"output_tokens": output_tokens}})
         await event("message_stop", {})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -26,7 +26,7 @@ def fakes():
     fakes = caching_fakes()
     with BackgroundServer(fakes["openai"]) as o, BackgroundServer(fakes["anthropic"]) as a, \
             BackgroundServer(fakes["gemini"]) as g:
-        yield {"openai": (OpenAIAdapter, Provider("acme", "openai", o.url + "/v1")),
+        yield {"fakes": fakes, "openai": (OpenAIAdapter, Provider("acme", "openai", o.url + "/v1")),
                "anthropic": (AnthropicAdapter, Provider("claude", "anthropic", a.url + "/v1")),
                "gemini": (GeminiAdapter, Provider("google", "gemini", g.url + "/v1beta"))}
 
@@ -79,3 +79,17 @@ async def test_the_cost_charges_each_part_at_its_price(case):
                       usage.cache_write_tokens) == (fresh * pico + usage.cached_prompt_tokens * pico // 10
                                                     + usage.cache_write_tokens * pico * 5 // 4
                                                     + usage.completion_tokens * 2 * pico)
+
+
+async def test_an_anthropic_stream_whose_final_usage_has_output_tokens_only_keeps_the_cache_counts(fakes):
+    fake = fakes["fakes"]["anthropic"]
+    make, provider = fakes["anthropic"]
+    adapter = make(provider)
+    fake.full_delta_usage = False  # as older answers: message_delta carries output_tokens only
+    try:
+        reply = await adapter.chat_stream(Model("m", "claude", "model-1", PRICE), BODY, include_usage=False)
+        [frame async for frame in reply]
+    finally:
+        fake.full_delta_usage = True
+        await adapter.aclose()
+    assert reply.usage == EXPECTED["anthropic"]
