@@ -36,9 +36,10 @@ class _Usage(msgspec.Struct):
     completion_tokens_details: _CompletionDetails | None = None
 
     def counted(self) -> Usage:
+        prompt, completion = self.prompt_tokens_details, self.completion_tokens_details
         return Usage(self.prompt_tokens, self.completion_tokens,
-                     cached_prompt_tokens=(self.prompt_tokens_details or _PromptDetails()).cached_tokens or 0,
-                     reasoning_tokens=(self.completion_tokens_details or _CompletionDetails()).reasoning_tokens or 0)
+                     cached_prompt_tokens=(prompt.cached_tokens or 0) if prompt is not None else 0,
+                     reasoning_tokens=(completion.reasoning_tokens or 0) if completion is not None else 0)
 
 
 class _Function(msgspec.Struct):
