@@ -10,9 +10,9 @@ parts; tool messages → functionResponse parts (named after the call they answe
 Response: candidates → choices (text without thought parts, functionCall → tool_calls), finishReason →
 finish_reason, a blocked prompt → content_filter; usageMetadata → usage (tool-use prompt tokens bill as prompt;
 cachedContentTokenCount, already part of promptTokenCount, as cached prompt tokens; thoughtsTokenCount, which
-candidatesTokenCount leaves out, is added to completion tokens as reasoning). A functionCall's `thoughtSignature` travels in the tool call as
-`extra_content.google.thought_signature` (as Google's own OpenAI endpoint does) and goes back with the call:
-Gemini 3 refuses a function-calling turn without it. Stream: each SSE `data:` is a GenerateContentResponse; its
+candidatesTokenCount leaves out, is added to completion tokens as reasoning). A functionCall's `thoughtSignature`
+travels in the tool call as `extra_content.google.thought_signature` (as Google's own OpenAI endpoint does) and goes
+back with the call: Gemini 3 refuses a function-calling turn without it. Stream: each SSE `data:` is a GenerateContentResponse; its
 parts become deltas, the last usageMetadata is the usage; a stream with no finishReason broke off and is billed
 from an estimate (of the whole prompt and everything generated, thoughts included), flagged as such.
 Wire format as documented at ai.google.dev/api/generate-content, /gemini-api/docs/function-calling,
