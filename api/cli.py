@@ -169,6 +169,22 @@ def _topup_limits(settings: Settings) -> tuple[int, int]:
     return low, high
 
 
+def _accounts(settings: Settings) -> dict:
+    """Session length and login limits for the Runtime."""
+    from datetime import timedelta
+
+    from api.logins import LoginGuard
+
+    if not settings.session_days > 0:
+        raise MeshError("MESH_SESSION_DAYS must be above 0")
+    try:
+        logins = LoginGuard(settings.login_failures_per_email, settings.login_failures_per_address,
+                            settings.signups_per_address, settings.login_window_seconds)
+    except ValueError as exc:
+        raise MeshError(f"MESH_LOGIN_*/MESH_SIGNUPS_PER_ADDRESS: {exc}") from None
+    return {"session": timedelta(days=settings.session_days), "logins": logins}
+
+
 def _exit_on_signal(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -195,7 +211,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           topup_limits=_topup_limits(settings),
                           auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds),
                           projection_process=True, background_postgres=servers.postgres_pid,
-                          background_cpus=servers.background_cpus,
+                          background_cpus=servers.background_cpus, **_accounts(settings),
                           lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
                           disconnect_drain_seconds=settings.disconnect_drain_seconds)
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",

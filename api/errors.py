@@ -9,11 +9,12 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.exceptions import ValidationException, MethodNotAllowedException
 
-from commands.accounts import BadCredentials, EmailTaken, InvalidPassword
+from commands.accounts import BadCredentials, EmailTaken, InvalidPassword, WrongPassword
 from commands.app import Conflict, NotFound
 from domain.account import InvalidCreditGrant, InvalidEmail
 from domain.apikey import InvalidKeySettings, KeyRevoked
 from domain.money import InvalidAmount
+from domain.ratelimit import RateLimited
 from domain.topup import TopUpError
 from api.payments import PaymentError
 from gateway.errors import ErrorBody, ErrorResponse
@@ -37,6 +38,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     KeyRevoked: (409, "key_revoked"),
     EmailTaken: (409, "email_taken"),
     BadCredentials: (401, "bad_credentials"),
+    WrongPassword: (403, "wrong_password"),
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
     TopUpError: (409, "topup_state"),
@@ -44,9 +46,11 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
 }
 
 
-def error_response(status: int, message: str, code: str | None, type: str = "invalid_request_error") -> Response:
+def error_response(status: int, message: str, code: str | None, type: str = "invalid_request_error",
+                   headers: dict[str, str] | None = None) -> Response:
     body = ErrorResponse(ErrorBody(message=message, type=type, code=code))
-    return Response(content=msgspec.json.encode(body), status_code=status, media_type="application/json")
+    return Response(content=msgspec.json.encode(body), status_code=status, media_type="application/json",
+                    headers=headers)
 
 
 def handle_api_error(_: Request, exc: ApiError) -> Response:
@@ -58,6 +62,11 @@ def handle_domain_error(_: Request, exc: Exception) -> Response:
         if isinstance(exc, cls):
             return error_response(status, str(exc), code)
     raise exc
+
+
+def handle_rate_limited(_: Request, exc: RateLimited) -> Response:
+    return error_response(429, str(exc), "rate_limited", "rate_limit_error",
+                          headers={"retry-after": str(exc.retry_after)})
 
 
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:
@@ -97,6 +106,7 @@ def _validation_message(exc: ValidationException) -> str:
 
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
+    RateLimited: handle_rate_limited,
     HTTPException: handle_http_exception,
     **{cls: handle_domain_error for cls in DOMAIN_ERRORS},
     Exception: handle_unexpected,

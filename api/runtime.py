@@ -12,7 +12,7 @@ import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
-from commands.accounts import AccountCommands
+from commands.accounts import DEFAULT_SESSION, AccountCommands
 from commands.app import Conflict, MeshApplication
 from eventsourcing.persistence import OperationalError
 from commands.keys import KeyCommands
@@ -26,6 +26,7 @@ from gateway.app import DISCONNECT_DRAIN_SECONDS, Gateway
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from api.autorefill import AutoRefillManager
 from api.embedded import EmbeddedServerError, ProjectionProcess
+from api.logins import LoginGuard
 from api.payments import PaymentProvider, StripePayments
 from gateway import feed
 from gateway.keys import KeyCache
@@ -164,6 +165,7 @@ class Runtime:
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
                  auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
                  background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
+                 session: timedelta = DEFAULT_SESSION, logins: LoginGuard | None = None,
                  lease_ttl: timedelta = LEASE_TTL, disconnect_drain_seconds: float = DISCONNECT_DRAIN_SECONDS):
         self.nats_url = nats_url
         self.database_url = database_url
@@ -178,6 +180,9 @@ class Runtime:
         self.projection_process = projection_process  # run the projections in a child process
         self.background_postgres = background_postgres  # the embedded postmaster's pid: see PostgresPriority
         self.background_cpus = background_cpus  # where the projection worker runs: see api.embedded.background_cpus
+        self.session = session  # how long a management token lives unused (MESH_SESSION_DAYS)
+        self.logins = logins or LoginGuard()  # attempt limits and the KDF's thread pool
+        self._renewing: dict[str, asyncio.Task] = {}  # token hash -> the task saving its renewal
         self.lease_ttl = lease_ttl
         self.disconnect_drain_seconds = disconnect_drain_seconds
         self.runners: list[ProjectionRunner] = []
@@ -195,7 +200,7 @@ class Runtime:
         async with self.pool.connection() as conn:
             await ensure_schema(conn, READ_MODELS)
         self.app = await asyncio.to_thread(MeshApplication, self.nats_url, self.stream)
-        self.accounts = AccountCommands(self.app)
+        self.accounts = AccountCommands(self.app, self.session)
         self.keys = KeyCommands(self.app)
         self.source = StreamSource(self.nc, self.stream)
         self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
@@ -249,6 +254,22 @@ class Runtime:
         self.nudge()
         await wait_for_position(self.pool, model, position)
 
+    def renew_session(self, account_id: UUID, token_hash: str) -> None:
+        """Slide a token's expiry in the background, once however many requests ask at the same time."""
+        if token_hash in self._renewing or self._stop.is_set():
+            return
+
+        async def renew() -> None:
+            try:
+                position = await asyncio.to_thread(self.accounts.renew_session, account_id, token_hash)
+                await self.caught_up(DIRECTORY, position)  # until then the read model still shows it due
+            except Exception as exc:
+                log.warning("could not renew a management token of account %s: %s", account_id, exc)
+            finally:
+                del self._renewing[token_hash]
+
+        self._renewing[token_hash] = asyncio.create_task(renew(), name="session-renewal")
+
     def _key_changed(self, key: KeyInfo) -> None:
         if key.status != "active":
             self.budgets.forget_key(key.key_id)
@@ -297,8 +318,11 @@ class Runtime:
                 await asyncio.wait_for(task, 10)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 task.cancel()
+        if self._renewing:
+            await asyncio.wait(list(self._renewing.values()), timeout=10)
         if self._worker is not None:
             await asyncio.to_thread(self._worker.stop)
+        self.logins.close()
         for adapter in getattr(self, "adapters", {}).values():
             await adapter.aclose()
         if hasattr(self, "app"):

@@ -30,6 +30,11 @@ class Settings(msgspec.Struct, kw_only=True):
     background_cpus: str = "auto"  # where the embedded servers and the projection worker run: "auto", "all", "1-3"
     disconnect_drain_seconds: float = 30.0  # a stream whose client left is read this long more, for its real usage
     lease_ttl_seconds: float = 900.0  # a budget lease's life; a holder renews it while its requests run
+    session_days: float = 30.0  # a management token unused this long expires; each use extends it
+    login_failures_per_email: int = 10  # failed logins (or sign-ups of a taken email) per email and window
+    login_failures_per_address: int = 50  # failed logins per client address and window
+    signups_per_address: int = 20  # sign-ups per client address and window
+    login_window_seconds: float = 900.0  # the window of the three limits above
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":

@@ -20,15 +20,11 @@ class CatalogModel:
                 prompt_per_1k numeric(40, 0),
                 completion_per_1k numeric(40, 0),
                 enabled boolean,
-                updated_at timestamptz not null,
-                cached_per_1k numeric(40, 0),  -- null: the prompt price
-                cache_write_per_1k numeric(40, 0)
-            )""")
-
-    async def upgrade(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
-        """Tables made before cache prices existed get their columns (null: the prompt price)."""
-        await cur.execute(f"""alter table {t['model_overrides']} add column if not exists cached_per_1k numeric(40, 0),
-                              add column if not exists cache_write_per_1k numeric(40, 0)""")
+                updated_at timestamptz not null
+            );
+            -- cache prices (null: the prompt price), added to tables made before them
+            alter table {t['model_overrides']} add column if not exists cached_per_1k numeric(40, 0),
+                add column if not exists cache_write_per_1k numeric(40, 0)""")
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
