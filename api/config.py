@@ -29,6 +29,8 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     prompt_usd_per_1k: str | None = None
     completion_usd_per_1k: str | None = None
     enabled: bool = True
+    cached_prompt_usd_per_1k: str | None = None  # default: the prompt price
+    cache_write_usd_per_1k: str | None = None  # default: the prompt price
     max_output_tokens: int | None = None  # default by provider kind: gateway.catalog.LIMIT_DEFAULTS
     context_tokens: int | None = None
     image_tokens: int | None = None  # default by provider kind and model: gateway.catalog.image_tokens
@@ -86,7 +88,8 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
             raise ConfigError(f"{path}: model {m.id!r} has no price; set prompt_usd_per_1k and "
                               "completion_usd_per_1k (\"0\" for a free model)")
         try:
-            price = Price.from_usd(m.prompt_usd_per_1k, m.completion_usd_per_1k)
+            price = Price.from_usd(m.prompt_usd_per_1k, m.completion_usd_per_1k, m.cached_prompt_usd_per_1k,
+                                   m.cache_write_usd_per_1k)
         except InvalidAmount as exc:
             raise ConfigError(f"{path}: model {m.id!r}: {exc}") from None
         kind = next(p.kind for p in providers if p.name == m.provider)

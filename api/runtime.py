@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -16,21 +16,25 @@ from commands.accounts import DEFAULT_SESSION, AccountCommands
 from commands.app import Conflict, MeshApplication
 from eventsourcing.persistence import OperationalError
 from commands.keys import KeyCommands
+from commands.templates import TemplateCommands
 from commands.stream import ensure_stream
 from commands.budget import BudgetCommands
 from commands.catalog import CatalogCommands
 from commands.autorefill import AutoRefillCommands
 from commands.topups import TopUpCommands
 from gateway.admission import KeyInfo
-from gateway.app import Gateway
+from gateway.app import DISCONNECT_DRAIN_SECONDS, Gateway
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from api.autorefill import AutoRefillManager
-from api.embedded import EmbeddedServerError, ProjectionProcess
+from api.embedded import BACKGROUND_POSTGRES, EmbeddedServerError, ProjectionProcess
 from api.logins import LoginGuard
+from api.supervisor import Child, Supervisor
 from api.payments import PaymentProvider, StripePayments
 from gateway import feed
 from gateway.keys import KeyCache
+from gateway.templates import TemplateCache, TemplateHead
 from gateway.catalog import Catalog
+from gateway.errors import GatewayError
 from gateway.providers.base import Adapter
 from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.echo import EchoAdapter
@@ -38,20 +42,26 @@ from gateway.providers.gemini import GeminiAdapter
 from gateway.providers.openai import OpenAIAdapter
 from gateway.usage import UsagePublisher
 from projections import billing, directory
+from projections import templates as templates_read_model
 from projections import catalog as catalog_read_model
 from projections.billing import Billing
 from projections.catalog import CatalogModel
 from projections.directory import Directory
+from projections.templates import Templates
 from projections.readmodel import ReadModel, ensure_schema
 from projections.runner import ProjectionRunner, wait_for_position
 from projections.source import StreamSource
 
 log = logging.getLogger("mesh")
 
+REAP_GRACE = 30.0  # seconds past its expiry (at most half a lease's life) before the reaper settles a lease
+REAP_EVERY = 5.0  # seconds between the reaper's looks (at most a quarter of a lease's life)
+
 DIRECTORY = Directory()
 BILLING = Billing()
 CATALOG = CatalogModel()
-READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG]
+TEMPLATES = Templates()
+READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG, TEMPLATES]
 
 
 class StartupError(RuntimeError):
@@ -79,7 +89,7 @@ async def connect_nats(url: str, timeout: float = 5) -> NATS:
             disconnected_cb=disconnected, reconnected_cb=reconnected,
         ), timeout)
     except Exception as exc:
-        raise StartupError(f"cannot reach NATS at {url} ({type(exc).__name__}); is it running?") from None
+        raise StartupError(f"cannot reach NATS at {_redact(url)} ({type(exc).__name__}); is it running?") from None
     return nc
 
 
@@ -90,7 +100,9 @@ async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnec
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {reason}") from None
-    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure)
+    # `check`: a connection that died with its server (PostgreSQL restarted) is replaced, not handed out
+    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure,
+                               check=AsyncConnectionPool.check_connection)
     await pool.open(wait=True, timeout=10)
     return pool
 
@@ -110,8 +122,12 @@ class ReadModelKeys:
         self.pool = pool
 
     async def __call__(self, key_hash: str) -> KeyInfo | None:
-        async with self.pool.connection() as conn:
-            found = await directory.key_by_hash(conn, key_hash)
+        try:
+            async with self.pool.connection() as conn:
+                found = await directory.key_by_hash(conn, key_hash)
+        except psycopg.OperationalError:
+            raise GatewayError(503, "cannot check this API key right now: the read models are unreachable; "
+                                    "Mesh is reconnecting, retry shortly", "api_error", "service_unavailable") from None
         if found is None:
             return None
         row, valid_until = found
@@ -120,21 +136,43 @@ class ReadModelKeys:
                        row.expires_at, valid_until, row.fit_to_budget)
 
 
+class ReadModelTemplates:
+    """Loads templates for the gateway's cache from the templates read model (once per name and process)."""
+
+    def __init__(self, pool: AsyncConnectionPool):
+        self.pool = pool
+
+    async def head(self, account_id: UUID, name: str) -> TemplateHead | None:
+        async with self.pool.connection() as conn:
+            row = await templates_read_model.template_named(conn, account_id, name)
+        return None if row is None else TemplateHead(row.template_id, row.account_id, row.name, row.latest_version,
+                                                     dict(row.labels), row.archived, row.revision)
+
+    async def version(self, template_id: UUID, version: int):
+        async with self.pool.connection() as conn:
+            row = await templates_read_model.version_of(conn, template_id, version)
+        return None if row is None else (row.messages, row.defaults)
+
+
 class CommandLeases:
     """The gateway's lease broker: the budget use cases, run off the event loop."""
 
-    def __init__(self, budget: BudgetCommands):
+    def __init__(self, budget: BudgetCommands, ttl: timedelta = LEASE_TTL):
         self.budget = budget
+        self.ttl = ttl
 
     async def acquire(self, account_id: UUID, key_id: UUID, wanted: int, minimum: int) -> LeaseGrant:
         try:
-            lease = await asyncio.to_thread(self.budget.lease, account_id, key_id, wanted, minimum, LEASE_TTL)
+            lease = await asyncio.to_thread(self.budget.lease, account_id, key_id, wanted, minimum, self.ttl)
         except (Conflict, OperationalError) as exc:
             raise LeaseUnavailable(str(exc)) from None
         return LeaseGrant(lease.lease_id, lease.amount, lease.expires_at)
 
     async def settle(self, account_id: UUID, key_id: UUID, lease_id: UUID, spent: int) -> None:
         await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
+
+    async def extend(self, account_id: UUID, key_id: UUID, lease_id: UUID) -> datetime | None:
+        return await asyncio.to_thread(self.budget.extend, account_id, key_id, lease_id, self.ttl)
 
 
 def make_adapter(provider) -> Adapter:
@@ -158,7 +196,9 @@ class Runtime:
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
                  auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
                  background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
-                 session: timedelta = DEFAULT_SESSION, logins: LoginGuard | None = None):
+                 session: timedelta = DEFAULT_SESSION, logins: LoginGuard | None = None,
+                 children: dict[str, Child] | None = None, lease_ttl: timedelta = LEASE_TTL,
+                 disconnect_drain_seconds: float = DISCONNECT_DRAIN_SECONDS):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -175,6 +215,10 @@ class Runtime:
         self.session = session  # how long a management token lives unused (MESH_SESSION_DAYS)
         self.logins = logins or LoginGuard()  # attempt limits and the KDF's thread pool
         self._renewing: dict[str, asyncio.Task] = {}  # token hash -> the task saving its renewal
+        self.children = children or {}  # the embedded servers `mesh up` started, by name: kept running
+        self.supervisor = Supervisor()
+        self.lease_ttl = lease_ttl
+        self.disconnect_drain_seconds = disconnect_drain_seconds
         self.runners: list[ProjectionRunner] = []
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -192,16 +236,19 @@ class Runtime:
         self.app = await asyncio.to_thread(MeshApplication, self.nats_url, self.stream)
         self.accounts = AccountCommands(self.app, self.session)
         self.keys = KeyCommands(self.app)
+        self.templates = TemplateCommands(self.app)
         self.source = StreamSource(self.nc, self.stream)
         self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
         self.budget = BudgetCommands(self.app)
         self.catalog_commands = CatalogCommands(self.app)
         self.topups = TopUpCommands(self.app)
         self.auto_refill = AutoRefillCommands(self.app)
-        self.budgets = Budgets(CommandLeases(self.budget))
+        self.budgets = Budgets(CommandLeases(self.budget, self.lease_ttl))
         self.key_cache = KeyCache(ReadModelKeys(self.pool))
         self.key_cache.on_change = self._key_changed
-        self._feed = await feed.follow(self.nc, self.stream, feed.handlers(self.key_cache, self.catalog))
+        self.template_cache = TemplateCache(ReadModelTemplates(self.pool))
+        self._feed = await feed.follow(self.nc, self.stream,
+                                       feed.handlers(self.key_cache, self.catalog, self.template_cache))
         if self.run_projections:
             for model in READ_MODELS:  # serve from read models that have seen the whole log
                 await ProjectionRunner(model, self.source, self.pool).catch_up()
@@ -209,7 +256,8 @@ class Runtime:
             for model_id, (price, enabled) in (await catalog_read_model.overrides(conn)).items():
                 self.catalog.apply(model_id, price, enabled)
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
-        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage)
+        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage,
+                               self.template_cache, self.disconnect_drain_seconds)
         self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
                        asyncio.create_task(self.usage.run(self._stop), name="usage-spool")]
         if self.run_projections:
@@ -224,12 +272,26 @@ class Runtime:
                 self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
                 self._tasks += [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
                                 for r in self.runners]
-            self._tasks.append(asyncio.create_task(self._every(5.0, self._reap_expired_leases), name="lease-reaper"))
+            self._tasks.append(asyncio.create_task(self._every(self._reap_timing[1], self._reap_expired_leases),
+                                                   name="lease-reaper"))
             self._tasks.append(asyncio.create_task(self._every(30.0, self._expire_topups), name="topup-expiry"))
             stripe = self.payments.get("stripe")
             if isinstance(stripe, StripePayments):
                 manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)
                 self._tasks.append(asyncio.create_task(manager.run(self._stop), name="auto-refill"))
+        for name, child in self.children.items():
+            self.supervisor.watch(name, child, self._postgres_restarted if name == "postgres" else None)
+        if self._worker is not None:
+            self.supervisor.watch("projections", self._worker)
+        self._tasks.append(asyncio.create_task(self.supervisor.run(self._stop), name="supervisor"))
+
+    async def _postgres_restarted(self) -> None:
+        """The projection worker starts again too, to lower the priority of the new postmaster's children."""
+        if self._worker is not None and self.background_postgres is not None:
+            self.background_postgres = self.children["postgres"].process.pid
+            self._worker.env[BACKGROUND_POSTGRES] = str(self.background_postgres)
+            log.warning("stopping the projection worker: it starts again beside the new PostgreSQL")
+            await asyncio.to_thread(self._worker.stop)
 
     def nudge(self) -> None:
         """Something was just appended: let idle projection runners look now (a projection process wakes
@@ -272,13 +334,23 @@ class Runtime:
                 pass
             try:
                 await job()
+            except (psycopg.OperationalError, OperationalError) as exc:  # a server away (restarting): one line
+                log.warning("%s: %s unreachable (%s); will retry", job.__name__,
+                            "PostgreSQL" if isinstance(exc, psycopg.OperationalError) else "NATS", type(exc).__name__)
             except Exception:
                 log.exception("%s failed; will retry", job.__name__)
 
-    async def _reap_expired_leases(self, grace: float = 30.0) -> None:
-        """Settle leases whose holder vanished (a crashed gateway), with what their usage events paid."""
+    @property
+    def _reap_timing(self) -> tuple[float, float]:
+        """(grace, interval) of the lease reaper: shorter for leases that live shorter."""
+        life = self.lease_ttl.total_seconds()
+        return min(REAP_GRACE, life / 2), min(REAP_EVERY, life / 4)
+
+    async def _reap_expired_leases(self) -> None:
+        """Settle leases whose holder vanished (a crashed gateway), with what their usage events paid. A live
+        holder renews a lease while requests run on it, so only a vanished one lets it expire."""
         async with self.pool.connection() as conn:
-            expired = await billing.expired_leases(conn, grace)
+            expired = await billing.expired_leases(conn, self._reap_timing[0])
         for lease_id, account_id, key_id, spent in expired:
             await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
 

@@ -15,6 +15,7 @@ import msgspec
 from domain.account import Account, EmailClaim
 from domain.apikey import ApiKey
 from domain.catalog import ModelSettings
+from domain.template import Template, TemplateName
 from domain.topup import TopUp
 from domain.usage import UsageRecorded
 
@@ -32,6 +33,7 @@ EVENT_TYPES: dict[str, type] = {
     "account.auto_refill_armed": Account.AutoRefillArmed,
     "account.budget_leased": Account.BudgetLeased,
     "account.lease_settled": Account.LeaseSettled,
+    "account.lease_extended": Account.LeaseExtended,
     "account.token_renewed": Account.TokenRenewed,
     "account.token_revoked": Account.TokenRevoked,
     "account.password_changed": Account.PasswordChanged,
@@ -49,6 +51,7 @@ EVENT_TYPES: dict[str, type] = {
     "key.rotated": ApiKey.Rotated,
     "key.budget_leased": ApiKey.BudgetLeased,
     "key.lease_settled": ApiKey.LeaseSettled,
+    "key.lease_extended": ApiKey.LeaseExtended,
     "key.spend_period_started": ApiKey.SpendPeriodStarted,
     "key.fit_to_budget_changed": ApiKey.FitToBudgetChanged,
     "model.registered": ModelSettings.Registered,
@@ -62,6 +65,15 @@ EVENT_TYPES: dict[str, type] = {
     "topup.refunded": TopUp.Refunded,
     "topup.disputed": TopUp.Disputed,
     "usage.recorded": UsageRecorded,
+    "template.created": Template.Created,
+    "template.version_saved": Template.VersionSaved,
+    "template.renamed": Template.Renamed,
+    "template.labeled": Template.Labeled,
+    "template.unlabeled": Template.Unlabeled,
+    "template.archived": Template.Archived,
+    "template_name.claimed": TemplateName.Claimed,
+    "template_name.reclaimed": TemplateName.Reclaimed,
+    "template_name.released": TemplateName.Released,
 }
 
 EVENT_NAMES: dict[type, str] = {cls: name for name, cls in EVENT_TYPES.items()}

@@ -9,6 +9,7 @@ from domain.account import Account, EmailClaim
 from domain.apikey import ApiKey
 from domain.catalog import ModelSettings
 from domain.pricing import Price
+from domain.template import Template, TemplateName
 from domain.topup import TopUp
 from domain.events import EVENT_TYPES, UnknownEvent, decode_event, event_name
 from domain.usage import UsageRecorded
@@ -35,6 +36,8 @@ def aggregate_events():
     lease = uuid.uuid4()
     key.lease(lease, 10**11, now + timedelta(minutes=15), now)
     account.lease(lease, 10**11, key.id, now + timedelta(minutes=15))
+    key.extend_lease(lease, now + timedelta(minutes=30))
+    account.extend_lease(lease, now + timedelta(minutes=30))
     key.settle_lease(lease, 5)
     account.settle_lease(lease, 5)
     key.revoke("me")
@@ -62,10 +65,21 @@ def aggregate_events():
     lapsed.expire(now)
     settings = ModelSettings(model_id="acme/gpt")
     settings.change_price(Price(1000, 2000), "operator")
+    settings.change_price(Price(1000, 2000, 100, 1250), "operator")
     settings.disable("operator")
     settings.enable("operator")
+    template = Template.create(account.id, "greet", None, [{"role": "user", "content": "Hi {{ name }}"}],
+                               {"temperature": 0.3, "stop": ["END"]}, "account")
+    template.save("v2", [{"role": "system", "content": "Be {{persona}}"}], {"max_tokens": 5}, "account")
+    template.rename("hello", "account")
+    template.label("production", 1, "account")
+    template.unlabel("production", "account")
+    template.archive("account")
+    name = TemplateName(account_id=account.id, name="greet", template_id=template.id)
+    name.release(template.id)
+    name.claim(template.id)
     return (account.collect_events() + claim.collect_events() + key.collect_events() + settings.collect_events()
-            + topup.collect_events() + lapsed.collect_events())
+            + topup.collect_events() + lapsed.collect_events() + template.collect_events() + name.collect_events())
 
 
 def test_every_aggregate_event_round_trips_through_the_mapper():
