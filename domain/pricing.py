@@ -64,6 +64,12 @@ class Price(msgspec.Struct, frozen=True):
         return (fresh * self.prompt_per_1k + cached_tokens * self.cached + cache_write_tokens * self.cache_write
                 + completion_tokens * self.completion_per_1k) // 1000
 
+    def worst_cost(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """The most these tokens can cost: every prompt token at the dearest of its prices (a cache write can cost
+        more than a fresh token), what a reservation must cover."""
+        per_1k = max(self.prompt_per_1k, self.cached, self.cache_write)
+        return (prompt_tokens * per_1k + completion_tokens * self.completion_per_1k) // 1000
+
     def as_usd(self) -> dict[str, str]:
         return {
             "prompt_usd_per_1k": pico_to_usd(self.prompt_per_1k),

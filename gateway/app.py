@@ -232,7 +232,7 @@ class Gateway:
         prompt_bound = _prompt_bound(body, model, self.catalog.providers[model.provider].kind)
         choices = request.n or 1
         completion = asked or model.max_output_tokens
-        worst = price.cost(prompt_bound, completion * choices)
+        worst = price.worst_cost(prompt_bound, completion * choices)
 
         def unaffordable(refusal: BudgetRefusal) -> tuple[GatewayError, int | None]:
             affordable = _affordable(refusal.available, price, prompt_bound, choices, completion)
@@ -246,7 +246,7 @@ class Gateway:
             error, affordable = unaffordable(refusal)
             if not key.fit_to_budget or not affordable:
                 raise error from None
-        fitted = price.cost(prompt_bound, affordable * choices)
+        fitted = price.worst_cost(prompt_bound, affordable * choices)
         try:
             ticket = await self.budgets.reserve(key, minimum=fitted, wanted=fitted)
         except BudgetRefusal as refusal:  # spent by others meanwhile: what is left now, said the same way
@@ -453,7 +453,7 @@ def _affordable(available: int | None, price: Price, prompt_bound: int, choices:
     when the refusal was not about money."""
     if available is None:
         return None
-    left = available - price.cost(prompt_bound, 0)
+    left = available - price.worst_cost(prompt_bound, 0)
     if left < 0:
         return 0
     per_token = price.cost(0, choices)  # exact: a price is a whole number of pico-USD per token

@@ -129,3 +129,11 @@ def test_an_unaffordable_request_is_told_the_max_tokens_it_affords():
     assert "does not cover even its prompt" in _unaffordable(refusal, 1, 54, 100, 1, 0).message
     # all of it is covered once this key's requests in flight give back what they do not spend: retry then
     assert "held by this API key's requests in flight" in _unaffordable(refusal, 1, 54, 100, 1, 100).message
+
+
+def test_a_reservation_prices_every_prompt_token_at_the_dearest_prompt_price():
+    anthropic = Price.from_usd("3", "15", cached_prompt_usd_per_1k="0.3", cache_write_usd_per_1k="3.75")
+    assert anthropic.worst_cost(1000, 10) == anthropic.cost(1000, 10, cache_write_tokens=1000)  # all written
+    assert anthropic.worst_cost(1000, 10) > anthropic.cost(1000, 10)
+    assert PRICE.worst_cost(1000, 10) == PRICE.cost(1000, 10)  # no cache prices: the prompt price
+    assert _affordable(anthropic.worst_cost(100, 7), anthropic, 100, 1, 1000) == 7
