@@ -142,7 +142,9 @@ class NatsServer:
         self.cpus = cpus  # see background_cpus
         self.host = host
         self.port = port or free_port(host)
-        self.password = kept_secret(_password_file(self.data_dir))
+        # nats-server types a variable's value as it would a literal: a password starting with a digit can read
+        # as a number or a date and fail to parse; a letter first keeps it a string
+        self.password = kept_secret(_password_file(self.data_dir), prefix="mn-")
         self.process: subprocess.Popen | None = None
 
     @property
