@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Litestar
 
-from api.errors import EXCEPTION_HANDLERS
+from api.errors import EXCEPTION_HANDLERS, MeshRequest
 from api.routes.accounts import AccountController
 from api.routes.admin import AdminController
 from api.routes.billing import BillingController
@@ -23,6 +23,7 @@ def create_litestar(runtime: Runtime) -> Litestar:
                         ModelController,
                         AdminController, stripe_webhook, health],
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=MeshRequest,
         logging_config=None,  # `mesh` configures logging once, for every part
     )
     app.state.runtime = runtime

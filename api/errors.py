@@ -6,6 +6,7 @@ import logging
 
 import msgspec
 from litestar import Request, Response
+from litestar.exceptions import ClientException
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.exceptions import ValidationException, MethodNotAllowedException
 
@@ -13,6 +14,7 @@ from commands.accounts import BadCredentials, EmailTaken, InvalidPassword
 from commands.app import Conflict, NotFound
 from domain.account import InvalidCreditGrant, InvalidEmail
 from domain.apikey import InvalidKeySettings, KeyRevoked
+from domain.bounds import InvalidText
 from domain.money import InvalidAmount
 from domain.topup import TopUpError
 from api.payments import PaymentError
@@ -34,6 +36,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidAmount: (400, "invalid_amount"),
     InvalidCreditGrant: (400, "invalid_amount"),
     InvalidKeySettings: (400, "invalid_key_settings"),
+    InvalidText: (400, "invalid_request"),
     KeyRevoked: (409, "key_revoked"),
     EmailTaken: (409, "email_taken"),
     BadCredentials: (401, "bad_credentials"),
@@ -42,6 +45,20 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     TopUpError: (409, "topup_state"),
     PaymentError: (502, "payment_provider_error"),
 }
+
+
+NESTED_TOO_DEEPLY = "JSON nests too deeply"
+
+
+class MeshRequest(Request):
+    """Decodes JSON bodies as Litestar does, and answers 400 for a body nested so deeply that decoding it would
+    exhaust the interpreter's recursion limit (msgspec raises RecursionError, which would otherwise be a 500)."""
+
+    async def json(self):
+        try:
+            return await super().json()
+        except RecursionError:
+            raise ClientException(NESTED_TOO_DEEPLY) from None
 
 
 def error_response(status: int, message: str, code: str | None, type: str = "invalid_request_error") -> Response:

@@ -341,6 +341,8 @@ def _decode_object(raw: bytes) -> dict:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise invalid(f"request body is not valid JSON: {exc}", "invalid_json") from None
+    except RecursionError:  # msgspec's answer to a body nested deeper than the interpreter's recursion limit
+        raise invalid("request body is not valid JSON: it nests too deeply", "invalid_json") from None
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object", "invalid_json")
     return body

@@ -9,11 +9,12 @@ import msgspec
 from litestar import Controller, Request, post
 
 from api.runtime import DIRECTORY, Runtime
+from domain.bounds import Email, Password
 
 
 class Credentials(msgspec.Struct, forbid_unknown_fields=True):
-    email: str
-    password: str
+    email: Email
+    password: Password
 
 
 class SessionOut(msgspec.Struct):

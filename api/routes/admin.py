@@ -13,13 +13,14 @@ from api.auth import operator
 from api.errors import ApiError
 from api.routes.models import ModelListOut, ModelOut, model_out
 from api.runtime import BILLING, Runtime
+from domain.bounds import AmountIn, Reason, Reference
 from domain.money import pico_to_usd, usd_to_pico
 from domain.pricing import Price
 
 
 class CreditGrantIn(msgspec.Struct, forbid_unknown_fields=True):
-    amount_usd: str | int | float
-    reason: str
+    amount_usd: AmountIn
+    reason: Reason
 
 
 class CreditGrantOut(msgspec.Struct):
@@ -30,12 +31,12 @@ class CreditGrantOut(msgspec.Struct):
 
 class ModelChangeIn(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool | None = None
-    prompt_usd_per_1k: str | int | float | None = None
-    completion_usd_per_1k: str | int | float | None = None
+    prompt_usd_per_1k: AmountIn | None = None
+    completion_usd_per_1k: AmountIn | None = None
 
 
 class TransferIn(msgspec.Struct, forbid_unknown_fields=True):
-    amount_usd: str | int | float | None = None  # what arrived; default: the amount asked for
+    amount_usd: AmountIn | None = None  # what arrived; default: the amount asked for
 
 
 class TransferOut(msgspec.Struct):
@@ -61,7 +62,7 @@ class AdminController(Controller):
         return CreditGrantOut(account_id, pico_to_usd(amount), position)
 
     @post("/topups/{reference:str}/confirm", status_code=200)
-    async def confirm_transfer(self, request: Request, _operator: None, reference: str,
+    async def confirm_transfer(self, request: Request, _operator: None, reference: Reference,
                                data: TransferIn | None = None) -> TransferOut:
         """The money of a bank-transfer top-up arrived: credit it (once; a second confirm changes nothing)."""
         runtime: Runtime = request.app.state.runtime

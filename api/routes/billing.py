@@ -14,6 +14,7 @@ from api.auth import current_account
 from api.errors import ApiError
 from api.routes.bodies import AsOf
 from api.runtime import BILLING, Runtime
+from domain.bounds import AwareDatetime
 from domain.money import pico_to_usd
 from projections import billing
 from projections.readmodel import position_of
@@ -49,7 +50,7 @@ class BillingController(Controller):
 
     @get("/balance")
     async def balance(self, request: Request, account_id: UUID,
-                      at: datetime | None = Parameter(query="at", default=None)) -> BalanceOut:
+                      at: AwareDatetime | None = Parameter(query="at", default=None)) -> BalanceOut:
         """The balance now, or at any past instant (`?at=` an ISO 8601 time)."""
         runtime: Runtime = request.app.state.runtime
         if at is not None and at.tzinfo is None:
@@ -65,8 +66,8 @@ class BillingController(Controller):
 
     @get("/spend")
     async def spend(self, request: Request, account_id: UUID, group_by: str = "day",
-                    start: datetime | None = Parameter(query="from", default=None),
-                    end: datetime | None = Parameter(query="to", default=None)) -> SpendOut:
+                    start: AwareDatetime | None = Parameter(query="from", default=None),
+                    end: AwareDatetime | None = Parameter(query="to", default=None)) -> SpendOut:
         """Spend grouped by any of provider, model, key, day, hour (comma-separated), over [from, to)."""
         runtime: Runtime = request.app.state.runtime
         groups = [g.strip() for g in group_by.split(",") if g.strip()]
