@@ -24,7 +24,12 @@ def main(argv: list[str] | None = None) -> int:
                                    "MESH_DATABASE_URL are set, then API, gateway and projections")
     up_parser.add_argument("--no-projections", action="store_true", help="serve API and gateway only (run "
                     "`mesh projections` elsewhere)")
-    sub.add_parser("projections", help="run the projection workers only (needs MESH_NATS_URL and MESH_DATABASE_URL)")
+    projections = sub.add_parser("projections", help="run the projection workers only (needs MESH_NATS_URL and "
+                                 "MESH_DATABASE_URL); `quarantine` lists the events a projection set aside, "
+                                 "`retry` applies them again after a fix")
+    projections.add_argument("action", nargs="?", choices=("quarantine", "retry"),
+                             help="quarantine: list set-aside events; retry: apply them again")
+    projections.add_argument("--read-model", help="only this read model (directory | billing | catalog)")
     rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
     rebuild.add_argument("read_model", help="directory | billing")
     args = parser.parse_args(argv)
@@ -33,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(config=args.config)
         if args.command == "up":
             return up(settings, run_projections=not args.no_projections)
+        if args.command == "projections" and args.action:
+            return _run(_quarantine(settings, args.action, args.read_model))
         if args.command == "projections":
             return _run(_projections_only(settings))
         if args.command == "rebuild":
@@ -286,6 +293,44 @@ async def _projections_only(settings: Settings) -> int:
     await pool.close()
     await nc.drain()
     return 0
+
+
+async def _quarantine(settings: Settings, action: str, name: str | None) -> int:
+    """List the events the projections set aside, or apply them again; exit 1 while any remains."""
+    from api.runtime import READ_MODELS, connect_nats, open_pool
+    from projections.quarantine import quarantined, retry
+    from projections.source import StreamSource
+
+    models = {m.name: m for m in READ_MODELS}
+    if name is not None and name not in models:
+        raise MeshError(f"unknown read model {name!r}; choose one of: {', '.join(models)}")
+    with Servers(settings) as servers:
+        nc = await connect_nats(servers.nats_url)
+        pool = await open_pool(servers.database_url)
+        try:
+            if action == "retry":
+                source = StreamSource(nc, settings.stream)
+                for model in [models[name]] if name else READ_MODELS:
+                    def progress(item, error: str | None) -> None:
+                        outcome = "applied" if error is None else f"still fails: {error}"
+                        print(f"  {item.read_model} position {item.position} {item.event_name}: {outcome}",
+                              flush=True)
+
+                    applied, failing = await retry(model, source, pool, progress)
+                    if applied or failing:
+                        print(f"{model.name}: {applied} applied, {failing} still quarantined", flush=True)
+            async with pool.connection() as conn:
+                left = await quarantined(conn, name)
+            if action == "quarantine":
+                for q in left:
+                    print(f"{q.read_model}\t{q.position}\t{q.event_name}\t{q.quarantined_at.isoformat()}\t"
+                          f"{q.error}", flush=True)
+            if not left:
+                print("no quarantined events", flush=True)
+        finally:
+            await pool.close()
+            await nc.drain()
+    return 1 if left else 0
 
 
 async def _rebuild(settings: Settings, name: str) -> int:

@@ -25,7 +25,6 @@ MAX_LABEL_LENGTH = 100
 MAX_REASON_LENGTH = 500
 MAX_MODEL_ID_LENGTH = 200
 MAX_REFERENCE_LENGTH = 255  # payment references, provider names, Stripe ids
-MAX_PASSWORD_LENGTH = 1024
 MAX_AMOUNT_TEXT = 64  # characters of a decimal amount string
 MAX_LIST_LENGTH = 200  # entries of a list such as allowed_models
 
@@ -61,7 +60,6 @@ def text(max_length: int, *, min_length: int = 0, multiline: bool = False) -> ms
 
 
 Email = Annotated[str, text(MAX_EMAIL_LENGTH)]
-Password = Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD_LENGTH)]  # any character: it is only hashed
 Label = Annotated[str, text(MAX_LABEL_LENGTH)]
 Reason = Annotated[str, text(MAX_REASON_LENGTH, multiline=True)]
 ModelId = Annotated[str, text(MAX_MODEL_ID_LENGTH)]

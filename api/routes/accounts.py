@@ -9,12 +9,12 @@ import msgspec
 from litestar import Controller, Request, post
 
 from api.runtime import DIRECTORY, Runtime
-from domain.bounds import Email, Password
+from domain.bounds import Email
 
 
 class Credentials(msgspec.Struct, forbid_unknown_fields=True):
     email: Email
-    password: Password
+    password: str
 
 
 class SessionOut(msgspec.Struct):
