@@ -201,7 +201,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           topup_limits=_topup_limits(settings),
                           auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds),
                           projection_process=True, background_postgres=servers.postgres_pid,
-                          background_cpus=servers.background_cpus)
+                          background_cpus=servers.background_cpus, free_rpm=settings.free_rpm)
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)

@@ -29,6 +29,7 @@ from api.payments import PaymentProvider, StripePayments
 from gateway import feed
 from gateway.keys import KeyCache
 from gateway.catalog import Catalog
+from gateway.freelimit import DEFAULT_FREE_RPM
 from gateway.providers.base import Adapter
 from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.echo import EchoAdapter
@@ -155,7 +156,8 @@ class Runtime:
                  stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool"),
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
                  auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
-                 background_postgres: int | None = None, background_cpus: frozenset[int] | None = None):
+                 background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
+                 free_rpm: int = DEFAULT_FREE_RPM):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -169,6 +171,7 @@ class Runtime:
         self.projection_process = projection_process  # run the projections in a child process
         self.background_postgres = background_postgres  # the embedded postmaster's pid: see PostgresPriority
         self.background_cpus = background_cpus  # where the projection worker runs: see api.embedded.background_cpus
+        self.free_rpm = free_rpm  # requests a minute per key to a free model
         self.runners: list[ProjectionRunner] = []
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -203,7 +206,8 @@ class Runtime:
             for model_id, (price, enabled) in (await catalog_read_model.overrides(conn)).items():
                 self.catalog.apply(model_id, price, enabled)
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
-        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage)
+        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage,
+                               self.free_rpm)
         self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
                        asyncio.create_task(self.usage.run(self._stop), name="usage-spool")]
         if self.run_projections:

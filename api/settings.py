@@ -8,6 +8,8 @@ from pathlib import Path
 
 import msgspec
 
+from gateway.freelimit import DEFAULT_FREE_RPM
+
 
 class Settings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
@@ -28,6 +30,7 @@ class Settings(msgspec.Struct, kw_only=True):
     auto_refill_max_failures: int = 3  # failed charges in a row before auto-refill turns itself off
     auto_refill_retry_seconds: float = 60.0  # wait between attempts for one crossing
     background_cpus: str = "auto"  # where the embedded servers and the projection worker run: "auto", "all", "1-3"
+    free_rpm: int = DEFAULT_FREE_RPM  # requests a minute per key to a free model (such as mesh/echo); 0: no limit
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":

@@ -22,6 +22,7 @@ from domain.usage import UsageRecorded
 from gateway.admission import KeyInfo, bearer_token
 from gateway.budget import FREE, Budgets, Ticket
 from gateway.catalog import Catalog, Model
+from gateway.freelimit import DEFAULT_FREE_RPM, FreeRateLimit
 from gateway.keys import KeyCache
 from gateway.errors import GatewayError, invalid
 from gateway.providers.base import SSE_DONE, Adapter, Reply, StreamReply, Usage
@@ -75,8 +76,9 @@ class EmbeddingsRequest(msgspec.Struct):
 
 class Gateway:
     def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyCache, budgets: Budgets,
-                 usage: UsagePublisher):
+                 usage: UsagePublisher, free_rpm: int = DEFAULT_FREE_RPM):
         self.catalog = catalog
+        self.free_limit = FreeRateLimit(free_rpm)
         self.adapters = adapters
         self.keys = keys
         self.budgets = budgets
@@ -103,7 +105,7 @@ class Gateway:
             else:
                 raise GatewayError(404, f"unknown endpoint {path}", "invalid_request_error", "unknown_url")
         except GatewayError as exc:
-            await _respond(send, exc.status, headers, exc.body())
+            await _respond(send, exc.status, headers + exc.headers, exc.body())
 
     async def _authenticate(self, scope: Scope) -> KeyInfo:
         token = bearer_token(scope["headers"])
@@ -127,6 +129,8 @@ class Gateway:
         raw = await _read_body(receive)
         body, request = _parse_chat(raw)
         model = self._resolve(request, key)
+        if model.price.is_free:  # refused before anything is recorded
+            self.free_limit.admit(key.key_id, model.id)
         ticket = await self._reserve(key, model, request, body)
         record = _Record(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
         adapter = self.adapters[model.provider]
@@ -167,6 +171,8 @@ class Gateway:
             raise invalid("'input' must be a non-empty string, list of strings, or token ids", "invalid_request",
                           "input")
         model = self._resolve(request, key)
+        if model.price.is_free:
+            self.free_limit.admit(key.key_id, model.id)
         adapter = self.adapters[model.provider]
         serve = getattr(adapter, "embeddings", None)
         if serve is None:
