@@ -13,7 +13,7 @@ from api.auth import operator
 from api.errors import ApiError
 from api.routes.models import ModelListOut, ModelOut, model_out
 from api.runtime import BILLING, Runtime
-from domain.bounds import AmountIn, Reason, Reference
+from domain.bounds import AmountIn, Reason
 from domain.money import pico_to_usd, usd_to_pico
 from domain.pricing import Price
 
@@ -62,7 +62,7 @@ class AdminController(Controller):
         return CreditGrantOut(account_id, pico_to_usd(amount), position)
 
     @post("/topups/{reference:str}/confirm", status_code=200)
-    async def confirm_transfer(self, request: Request, _operator: None, reference: Reference,
+    async def confirm_transfer(self, request: Request, _operator: None, reference: str,
                                data: TransferIn | None = None) -> TransferOut:
         """The money of a bank-transfer top-up arrived: credit it (once; a second confirm changes nothing)."""
         runtime: Runtime = request.app.state.runtime

@@ -14,7 +14,7 @@ from api.auth import current_account
 from api.errors import ApiError
 from api.routes.bodies import AsOf
 from api.runtime import BILLING, Runtime
-from domain.bounds import AwareDatetime
+from domain.bounds import check_aware
 from domain.money import pico_to_usd
 from projections import billing
 from projections.readmodel import position_of
@@ -50,11 +50,10 @@ class BillingController(Controller):
 
     @get("/balance")
     async def balance(self, request: Request, account_id: UUID,
-                      at: AwareDatetime | None = Parameter(query="at", default=None)) -> BalanceOut:
+                      at: datetime | None = Parameter(query="at", default=None)) -> BalanceOut:
         """The balance now, or at any past instant (`?at=` an ISO 8601 time)."""
         runtime: Runtime = request.app.state.runtime
-        if at is not None and at.tzinfo is None:
-            raise ApiError(400, "at must include a time zone, e.g. 2026-11-24T12:00:00Z", "invalid_request")
+        check_aware(at, "at")
         async with runtime.pool.connection() as conn:
             async with conn.transaction():  # balance and position from one snapshot
                 await conn.execute("set transaction isolation level repeatable read")
@@ -66,10 +65,11 @@ class BillingController(Controller):
 
     @get("/spend")
     async def spend(self, request: Request, account_id: UUID, group_by: str = "day",
-                    start: AwareDatetime | None = Parameter(query="from", default=None),
-                    end: AwareDatetime | None = Parameter(query="to", default=None)) -> SpendOut:
+                    start: datetime | None = Parameter(query="from", default=None),
+                    end: datetime | None = Parameter(query="to", default=None)) -> SpendOut:
         """Spend grouped by any of provider, model, key, day, hour (comma-separated), over [from, to)."""
         runtime: Runtime = request.app.state.runtime
+        check_aware(start, "from"), check_aware(end, "to")
         groups = [g.strip() for g in group_by.split(",") if g.strip()]
         unknown = [g for g in groups if g not in billing.SPEND_GROUPS]
         if unknown or len(set(groups)) != len(groups):

@@ -18,7 +18,7 @@ from api.routes.bodies import AsOf
 from api.runtime import BILLING, DIRECTORY, Runtime
 from commands.keys import KeyChanges
 from domain.apikey import MAX_ROTATION_GRACE, ApiKey
-from domain.bounds import AmountIn, AwareDatetime, Label, ModelId, ModelIds
+from domain.bounds import AmountIn, AwareDatetime, Label, ModelId, ModelIds, check_aware
 from domain.events import event_name
 from domain.money import pico_to_usd, usd_to_pico
 from projections import billing, directory
@@ -112,6 +112,7 @@ async def _as_of(conn) -> AsOf:
 
 
 async def _stats(conn, account_id: UUID, start: datetime | None, end: datetime | None):
+    check_aware(start, "from"), check_aware(end, "to")
     totals = await billing.key_stats(conn, account_id)
     window = await billing.key_stats(conn, account_id, start, end) if start or end else None
     return totals, window
@@ -155,8 +156,8 @@ class KeyController(Controller):
 
     @get("/")
     async def list_keys(self, request: Request, account_id: UUID,
-                        start: AwareDatetime | None = Parameter(query="from", default=None),
-                        end: AwareDatetime | None = Parameter(query="to", default=None)) -> KeyListOut:
+                        start: datetime | None = Parameter(query="from", default=None),
+                        end: datetime | None = Parameter(query="to", default=None)) -> KeyListOut:
         runtime: Runtime = request.app.state.runtime
         async with runtime.pool.connection() as conn:
             rows = await directory.keys_of(conn, account_id)
@@ -167,8 +168,8 @@ class KeyController(Controller):
 
     @get("/{key_id:uuid}")
     async def get_key(self, request: Request, account_id: UUID, key_id: UUID,
-                      start: AwareDatetime | None = Parameter(query="from", default=None),
-                      end: AwareDatetime | None = Parameter(query="to", default=None)) -> KeyOut:
+                      start: datetime | None = Parameter(query="from", default=None),
+                      end: datetime | None = Parameter(query="to", default=None)) -> KeyOut:
         runtime: Runtime = request.app.state.runtime
         async with runtime.pool.connection() as conn:
             row = await directory.key_of(conn, account_id, key_id)
