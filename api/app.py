@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Litestar
 
+from api.docs import docs_assets, openapi_config
 from api.errors import EXCEPTION_HANDLERS, MeshRequest
 from api.routes.accounts import AccountController
 from api.routes.admin import AdminController
@@ -21,7 +22,8 @@ def create_litestar(runtime: Runtime) -> Litestar:
     app = Litestar(
         route_handlers=[AccountController, KeyController, BillingController, TopUpController, AutoRefillController,
                         ModelController,
-                        AdminController, stripe_webhook, health],
+                        AdminController, stripe_webhook, health, docs_assets],
+        openapi_config=openapi_config(),
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=MeshRequest,
         logging_config=None,  # `mesh` configures logging once, for every part

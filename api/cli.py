@@ -224,8 +224,9 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             if server.started:
                 url = f"http://{settings.host}:{settings.port}"
                 print(f"Mesh is up in {time.monotonic() - started:.1f}s", flush=True)
-                print(f"  API and dashboard: {url}/api  (health: {url}/health)", flush=True)
-                print(f"  OpenAI-compatible: {url}/v1", flush=True)
+                print(f"  API docs:          {url}/schema  (OpenAPI: {url}/schema/openapi.json)", flush=True)
+                print(f"  health:            {url}/health", flush=True)
+                print(f"  OpenAI-compatible: {url}/v1/models  and  {url}/v1/chat/completions", flush=True)
                 print(f"  operator token:    {token}", flush=True)
                 print(f"  data:              {settings.data_path.resolve()}", flush=True)
                 print(f"  models:            {', '.join(sorted(catalog.models))}", flush=True)

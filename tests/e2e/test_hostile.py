@@ -224,3 +224,26 @@ def test_a_poisoned_event_is_quarantined_and_the_service_goes_on_across_a_restar
     health = wait_for_health(mesh, lambda h: all(p["lag"] == 0 for p in h["projections"]))
     assert health["status"] == "degraded" and [q["position"] for q in health["quarantined"]] == [position]
     assert all(p["lag"] == 0 for p in health["projections"])
+
+
+def test_mesh_up_prints_only_urls_that_answer(mesh):
+    import re
+
+    urls = re.findall(r"http://[^\s,)]+", mesh.output().split("Mesh is up")[-1])
+    assert any(u.endswith("/schema") for u in urls) and any("/v1/" in u for u in urls), urls
+    for url in urls:
+        assert httpx.get(url, timeout=10).status_code != 404, url
+
+
+def test_the_openapi_docs_are_titled_mesh_and_load_nothing_from_elsewhere(mesh):
+    import re
+    from importlib.metadata import version
+
+    document = httpx.get(mesh.url + "/schema/openapi.json").json()
+    assert document["info"] == {"title": "Mesh", "version": version("mesh-gateway")}
+    page = httpx.get(mesh.url + "/schema").text
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page)
+    assert len(assets) >= 3, page[:500]
+    for asset in assets:
+        assert asset.startswith("/"), asset  # served by Mesh: no CDN, works offline
+        assert httpx.get(mesh.url + asset).status_code == 200, asset
