@@ -85,28 +85,16 @@ def test_hostile_api_bodies_are_refused_and_record_nothing(mesh):
 
 
 @pytest.fixture(scope="module")
-def hostile_mesh(tmp_path_factory, fake_openai):
-    """A Mesh of its own (its stream gets a poisoned event): a provider with a wrong key, one that is down,
-    and a low free-model rate limit."""
+def hostile_mesh(tmp_path_factory, mesh_config):
+    """A Mesh of its own (its stream gets a poisoned event): the shared config's provider with a wrong key, a
+    provider that is down, and a low free-model rate limit."""
     down = free_port()
     config = tmp_path_factory.mktemp("hostile") / "mesh.toml"
-    config.write_text(f"""
-[providers.acme]
-kind = "openai-compatible"
-base_url = "{fake_openai.url}/v1"
-api_key_env = "WRONG_UPSTREAM_KEY"
-
+    config.write_text(mesh_config.read_text() + f"""
 [providers.down]
 kind = "openai-compatible"
 base_url = "http://127.0.0.1:{down}/v1"
-api_key_env = "WRONG_UPSTREAM_KEY"
-
-[[models]]
-id = "acme/gpt-test"
-provider = "acme"
-upstream = "gpt-test"
-prompt_usd_per_1k = "0.5"
-completion_usd_per_1k = "1.5"
+api_key_env = "ACME_API_KEY"
 
 [[models]]
 id = "down/gpt-test"
@@ -116,7 +104,7 @@ prompt_usd_per_1k = "0.5"
 completion_usd_per_1k = "1.5"
 """)
     process = MeshProcess(tmp_path_factory.mktemp("hostile-mesh") / "data", config,
-                          env={"WRONG_UPSTREAM_KEY": WRONG_UPSTREAM_KEY, "MESH_FREE_RPM": str(FREE_RPM)})
+                          env={"ACME_API_KEY": WRONG_UPSTREAM_KEY, "MESH_FREE_RPM": str(FREE_RPM)})
     process.down_port = down
     process.start()
     yield process

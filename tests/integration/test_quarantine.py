@@ -9,37 +9,16 @@ import asyncio
 import json
 import uuid
 
-import nats
-import pytest
-from psycopg_pool import AsyncConnectionPool
-
 from commands.accounts import AccountCommands
-from commands.app import MeshApplication
 from commands.keys import KeyCommands
-from commands.stream import ensure_stream
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, aggregate_subject
 from projections.directory import Directory
 from projections.quarantine import quarantined, retry
-from projections.readmodel import ensure_schema
 from projections.runner import ProjectionRunner
 from projections.source import StreamSource
+from tests.integration.test_projections import env  # noqa: F401  (the fixture: NATS, PostgreSQL, the app)
 
 DIRECTORY = Directory()
-
-
-@pytest.fixture
-async def env(nats_url, database_url, stream_name):
-    nc = await nats.connect(nats_url)
-    await ensure_stream(nc, stream_name)
-    pool = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False)
-    await pool.open()
-    async with pool.connection() as conn:
-        await ensure_schema(conn, [DIRECTORY])
-    app = await asyncio.to_thread(MeshApplication, nats_url, stream_name)
-    yield nc, pool, app, stream_name
-    await asyncio.to_thread(app.close)
-    await pool.close()
-    await nc.close()
 
 
 async def inject(nc, stream: str, like_position: int, topic: str, **changes) -> int:
