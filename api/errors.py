@@ -14,7 +14,7 @@ from commands.accounts import BadCredentials, EmailTaken, InvalidPassword
 from commands.app import Conflict, NotFound
 from domain.account import InvalidCreditGrant, InvalidEmail
 from domain.apikey import InvalidKeySettings, KeyRevoked
-from domain.bounds import InvalidText
+from domain.bounds import PATTERN_RULES, InvalidText
 from domain.money import InvalidAmount
 from domain.topup import TopUpError
 from api.payments import PaymentError
@@ -105,6 +105,11 @@ def _validation_message(exc: ValidationException) -> str:
         if isinstance(item, dict):
             key = item.get("key")
             message = item.get("message", "")
+            if key == "data" and message == "'data'":  # Litestar's word for a missing body
+                message = "a JSON body is required"
+            for pattern, rule in PATTERN_RULES.items():
+                message = message.replace(f"Expected `str` matching regex {pattern!r}", f"contains a character that "
+                                                                                      f"is not allowed; {rule}")
             problems.append(f"{key}: {message}" if key else message)
     detail = "; ".join(p for p in problems if p)
     if "JSON" in (exc.detail or "") or "decode" in (exc.detail or "").lower():

@@ -19,6 +19,9 @@ SINGLE_LINE = r"^[^\x00-\x1f\x7f]*$"
 MULTI_LINE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 _SINGLE_LINE = re.compile(SINGLE_LINE)
 _MULTI_LINE = re.compile(MULTI_LINE)
+SINGLE_LINE_RULE = "control characters (such as NUL, tab or newline) are not allowed"
+MULTI_LINE_RULE = "tab and newlines are the only control characters allowed"
+PATTERN_RULES = {SINGLE_LINE: SINGLE_LINE_RULE, MULTI_LINE: MULTI_LINE_RULE}  # to explain a refused pattern
 
 MAX_EMAIL_LENGTH = 254
 MAX_LABEL_LENGTH = 100
@@ -40,8 +43,7 @@ def check_text(value: str, field: str, max_length: int, *, multiline: bool = Fal
     if len(value) > max_length:
         raise error(f"{field} must be at most {max_length} characters, got {len(value)}")
     if not (_MULTI_LINE if multiline else _SINGLE_LINE).match(value):
-        allowed = "tab and newlines are the only control characters allowed" if multiline \
-            else "control characters (such as NUL, tab or newline) are not allowed"
+        allowed = MULTI_LINE_RULE if multiline else SINGLE_LINE_RULE
         raise error(f"{field} contains a control character; {allowed}")
     return value
 
