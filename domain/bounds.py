@@ -9,7 +9,7 @@ shows them and a bad body is refused before anything runs. Money bounds live in 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated
 
 import msgspec
@@ -30,6 +30,10 @@ MAX_MODEL_ID_LENGTH = 200
 MAX_REFERENCE_LENGTH = 255  # payment references, provider names, Stripe ids
 MAX_AMOUNT_TEXT = 64  # characters of a decimal amount string
 MAX_LIST_LENGTH = 200  # entries of a list such as allowed_models
+# Times a client may send. Beyond these, a time with a far offset is no valid UTC datetime in Python: PostgreSQL
+# stores 9999-12-31T23:59:59-14:00, and reading it back (as UTC, year 10000) would fail every query that loads it.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 
 class InvalidText(ValueError):
@@ -49,9 +53,15 @@ def check_text(value: str, field: str, max_length: int, *, multiline: bool = Fal
 
 
 def check_aware(when: datetime | None, field: str, error: type[ValueError] = InvalidText) -> datetime | None:
-    """A time must say its zone: a naive time means different instants on different machines."""
-    if when is not None and when.utcoffset() is None:
+    """A time must say its zone (a naive time means different instants on different machines) and lie between
+    EARLIEST_TIME and LATEST_TIME."""
+    if when is None:
+        return None
+    if when.utcoffset() is None:
         raise error(f"{field} must include a time zone, e.g. 2027-01-01T00:00:00Z")
+    if not EARLIEST_TIME <= when <= LATEST_TIME:
+        raise error(f"{field} must be between {EARLIEST_TIME:%Y-%m-%d} and {LATEST_TIME:%Y-%m-%d} (UTC), "
+                    f"got {when.isoformat()}")
     return when
 
 

@@ -60,6 +60,8 @@ def test_hostile_api_bodies_are_refused_and_record_nothing(mesh):
             code="invalid_amount")
     refused(api(mesh, "POST", "/api/keys", token, json={"label": "k", "expires_at": "2030-01-01T00:00:00"}))
     refused(api(mesh, "PATCH", f"/api/keys/{key['id']}", token, json={"expires_at": "2030-01-01T00:00:00"}))
+    for far in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):  # no valid UTC time: a 500 on reading
+        refused(api(mesh, "POST", "/api/keys", token, json={"label": "k", "expires_at": far}), code="invalid_key_settings")
     refused(api(mesh, "POST", "/api/keys", token, json={"label": "k", "allowed_models": ["mesh/echo\u0000"]}))
     refused(httpx.post(f"{mesh.url}/api/keys/{key['id']}/rotate", content=b'{"grace_seconds": 1e20}',
                        headers={"authorization": f"Bearer {token}", "content-type": "application/json"}))

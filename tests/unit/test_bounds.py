@@ -56,6 +56,14 @@ def test_times_need_a_zone():
         check_aware(datetime(2027, 1, 1), "expires_at")
 
 
+def test_times_are_bounded_so_every_one_is_a_valid_utc_time():
+    far = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))  # year 10000 in UTC
+    for when in (far, datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))), datetime(9000, 1, 2, tzinfo=timezone.utc)):
+        with pytest.raises(InvalidText, match="expires_at must be between 1970-01-01 and 9000-01-01"):
+            check_aware(when, "expires_at")
+    assert check_aware(datetime(8999, 1, 1, tzinfo=timezone.utc), "expires_at")
+
+
 def test_every_amount_is_bounded_by_a_million_usd():
     assert usd_to_pico("1000000") == MAX_AMOUNT
     for value in ("1e28", "1000000.01", "1e999999", "-1e28"):
