@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "`retry` applies them again after a fix")
     projections.add_argument("action", nargs="?", choices=("quarantine", "retry"),
                              help="quarantine: list set-aside events; retry: apply them again")
-    projections.add_argument("--read-model", help="only this read model (directory | billing | catalog)")
+    projections.add_argument("--read-model", help="only this read model (a name as in `mesh rebuild`)")
     rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
     rebuild.add_argument("read_model", help="directory | billing")
     args = parser.parse_args(argv)
@@ -82,6 +82,7 @@ class Servers:
 
         self.settings = settings
         self.started: list = []
+        self.children: dict = {}  # what `mesh up` keeps running (api.supervisor), by name
         self.postgres_pid: int | None = None  # the embedded postmaster this process started
         try:  # where the servers and the projection worker run
             self.background_cpus = background_cpus(settings.background_cpus)
@@ -98,26 +99,31 @@ class Servers:
             self.nats_url = s.nats_url or running["nats_url"]
             self.database_url = s.database_url or running["database_url"]
             return self
+        private_dir(s.data_path)
         try:
             if s.nats_url:
                 self.nats_url = s.nats_url
             else:
                 nats_server = NatsServer(s.data_path / "nats", cpus=self.background_cpus).start()
                 self.started.append(nats_server)
+                self.children["nats-server"] = nats_server
                 self.nats_url = nats_server.url
             if s.database_url:
                 self.database_url = s.database_url
             else:
                 pg = PostgresServer(s.data_path / "postgres", background=True, cpus=self.background_cpus).start()
                 self.started.append(pg)
+                self.children["postgres"] = pg
                 self.database_url = pg.url
                 self.postgres_pid = pg.process.pid
         except EmbeddedServerError as exc:
             self.__exit__()
             raise MeshError(str(exc)) from None
-        if self.started:
-            self._run_file.write_text(json.dumps({"pid": os.getpid(), "nats_url": self.nats_url,
-                                                  "database_url": self.database_url}))
+        if self.started:  # the URLs carry the passwords: for this user only
+            self._run_file.unlink(missing_ok=True)
+            fd = os.open(self._run_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as file:
+                json.dump({"pid": os.getpid(), "nats_url": self.nats_url, "database_url": self.database_url}, file)
         return self
 
     def __exit__(self, *_) -> None:
@@ -138,6 +144,13 @@ class Servers:
             return running
         except (OSError, ValueError, KeyError):
             return None
+
+
+def private_dir(path: Path) -> None:
+    """Make the data dir readable by this user only (it holds the servers' data and their passwords)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o067:  # one an older version made (group traversal is the embedded PostgreSQL's)
+        path.chmod(0o700)
 
 
 def _load_catalog(settings: Settings):
@@ -175,6 +188,22 @@ def _topup_limits(settings: Settings) -> tuple[int, int]:
     return low, high
 
 
+def _accounts(settings: Settings) -> dict:
+    """Session length and login limits for the Runtime."""
+    from datetime import timedelta
+
+    from api.logins import LoginGuard
+
+    if not settings.session_days > 0:
+        raise MeshError("MESH_SESSION_DAYS must be above 0")
+    try:
+        logins = LoginGuard(settings.login_failures_per_email, settings.login_failures_per_address,
+                            settings.signups_per_address, settings.login_window_seconds)
+    except ValueError as exc:
+        raise MeshError(f"MESH_LOGIN_*/MESH_SIGNUPS_PER_ADDRESS: {exc}") from None
+    return {"session": timedelta(days=settings.session_days), "logins": logins}
+
+
 def _exit_on_signal(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -192,7 +221,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     catalog = _load_catalog(settings)
     _check_port_free(settings.host, settings.port)
     servers = Servers(settings)
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_path)
     token = settings.resolved_operator_token()
     with servers:
         runtime = Runtime(nats_url=servers.nats_url, database_url=servers.database_url, catalog=catalog,
@@ -201,7 +230,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           topup_limits=_topup_limits(settings),
                           auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds),
                           projection_process=True, background_postgres=servers.postgres_pid,
-                          background_cpus=servers.background_cpus, free_rpm=settings.free_rpm)
+                          background_cpus=servers.background_cpus, children=servers.children,
+                          free_rpm=settings.free_rpm, **_accounts(settings))
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)

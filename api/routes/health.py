@@ -8,6 +8,7 @@ from litestar import Request, Response, get
 
 from api.runtime import READ_MODELS, Runtime
 from projections.quarantine import quarantined
+from api.supervisor import ChildStatus
 from projections.readmodel import position_of
 
 
@@ -30,6 +31,7 @@ class HealthOut(msgspec.Struct):
     postgres: str
     stream_head: int | None
     projections: list[ProjectionHealth]
+    children: list[ChildStatus] = []  # the processes `mesh up` keeps running (none with external servers)
     quarantined: list[QuarantineHealth] = []  # events a projection could not apply: `mesh projections retry`
 
 
@@ -54,7 +56,8 @@ async def health(request: Request) -> Response[HealthOut]:
                          for q in await quarantined(conn)]
     except Exception as exc:
         pg_state = f"unreachable: {type(exc).__name__}"
-    reachable = nats_state == "ok" and pg_state == "ok"
-    status = "ok" if reachable and not set_aside else "degraded"
-    body = HealthOut(status, nats_state, pg_state, head, projections, set_aside)
+    children = runtime.supervisor.status()
+    reachable = nats_state == "ok" and pg_state == "ok" and all(child.state == "running" for child in children)
+    status = "ok" if reachable and not set_aside else "degraded"  # set-aside events: the service still works
+    body = HealthOut(status, nats_state, pg_state, head, projections, children, set_aside)
     return Response(body, status_code=200 if reachable else 503)

@@ -110,3 +110,17 @@ def test_topup_rules():
     with pytest.raises(TopUpError, match="time zone"):
         TopUp(account_id=uuid.uuid4(), provider="bank_transfer", reference="r", amount=10**12,
               expires_at=datetime.now() + timedelta(days=1))
+
+
+def test_template_text_refuses_nul_but_keeps_multi_line_content():
+    from domain.rendering import InvalidTemplate
+    from domain.template import check_defaults, check_description, check_messages
+
+    assert check_messages([{"role": "user", "content": "line\n\tline {{x}}"}])
+    assert check_defaults({"stop": ["\n\n"]}) == {"stop": ["\n\n"]}
+    for refused in (lambda: check_messages([{"role": "user", "content": "a\x00"}]),
+                    lambda: check_description("a\x00"),
+                    lambda: check_defaults({"model": "m\x00"}),
+                    lambda: check_defaults({"stop": "\x00"})):
+        with pytest.raises(InvalidTemplate, match="control character"):
+            refused()
