@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from api.settings import Settings, SettingsError
@@ -231,7 +232,10 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds),
                           projection_process=True, background_postgres=servers.postgres_pid,
                           background_cpus=servers.background_cpus, children=servers.children,
-                          free_rpm=settings.free_rpm, **_accounts(settings))
+                          **_accounts(settings),
+                          lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
+                          disconnect_drain_seconds=settings.disconnect_drain_seconds,
+                          free_rpm=settings.free_rpm)
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)
