@@ -6,7 +6,8 @@ from typing import Any
 
 from litestar import Litestar
 
-from api.errors import EXCEPTION_HANDLERS
+from api.docs import docs_assets, openapi_config
+from api.errors import EXCEPTION_HANDLERS, MeshRequest
 from api.routes.accounts import AccountController
 from api.routes.admin import AdminController
 from api.routes.billing import BillingController
@@ -22,8 +23,10 @@ def create_litestar(runtime: Runtime) -> Litestar:
     app = Litestar(
         route_handlers=[AccountController, KeyController, BillingController, TopUpController, AutoRefillController,
                         ModelController, TemplateController,
-                        AdminController, stripe_webhook, health],
+                        AdminController, stripe_webhook, health, docs_assets],
+        openapi_config=openapi_config(),
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=MeshRequest,
         logging_config=None,  # `mesh` configures logging once, for every part
     )
     app.state.runtime = runtime

@@ -25,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
                                    "MESH_DATABASE_URL are set, then API, gateway and projections")
     up_parser.add_argument("--no-projections", action="store_true", help="serve API and gateway only (run "
                     "`mesh projections` elsewhere)")
-    sub.add_parser("projections", help="run the projection workers only (needs MESH_NATS_URL and MESH_DATABASE_URL)")
+    projections = sub.add_parser("projections", help="run the projection workers only (needs MESH_NATS_URL and "
+                                 "MESH_DATABASE_URL); `quarantine` lists the events a projection set aside, "
+                                 "`retry` applies them again after a fix")
+    projections.add_argument("action", nargs="?", choices=("quarantine", "retry"),
+                             help="quarantine: list set-aside events; retry: apply them again")
+    projections.add_argument("--read-model", help="only this read model (a name as in `mesh rebuild`)")
     rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
     rebuild.add_argument("read_model", help="directory | billing")
     args = parser.parse_args(argv)
@@ -34,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(config=args.config)
         if args.command == "up":
             return up(settings, run_projections=not args.no_projections)
+        if args.command == "projections" and args.action:
+            return _run(_quarantine(settings, args.action, args.read_model))
         if args.command == "projections":
             return _run(_projections_only(settings))
         if args.command == "rebuild":
@@ -227,7 +234,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           background_cpus=servers.background_cpus, children=servers.children,
                           **_accounts(settings),
                           lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
-                          disconnect_drain_seconds=settings.disconnect_drain_seconds)
+                          disconnect_drain_seconds=settings.disconnect_drain_seconds,
+                          free_rpm=settings.free_rpm)
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)
@@ -250,8 +258,9 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             if server.started:
                 url = f"http://{settings.host}:{settings.port}"
                 print(f"Mesh is up in {time.monotonic() - started:.1f}s", flush=True)
-                print(f"  API and dashboard: {url}/api  (health: {url}/health)", flush=True)
-                print(f"  OpenAI-compatible: {url}/v1", flush=True)
+                print(f"  API docs:          {url}/schema  (OpenAPI: {url}/schema/openapi.json)", flush=True)
+                print(f"  health:            {url}/health", flush=True)
+                print(f"  OpenAI-compatible: {url}/v1/models  and  {url}/v1/chat/completions", flush=True)
                 print(f"  operator token:    {token}", flush=True)
                 print(f"  data:              {settings.data_path.resolve()}", flush=True)
                 print(f"  models:            {', '.join(sorted(catalog.models))}", flush=True)
@@ -319,6 +328,44 @@ async def _projections_only(settings: Settings) -> int:
     await pool.close()
     await nc.drain()
     return 0
+
+
+async def _quarantine(settings: Settings, action: str, name: str | None) -> int:
+    """List the events the projections set aside, or apply them again; exit 1 while any remains."""
+    from api.runtime import READ_MODELS, connect_nats, open_pool
+    from projections.quarantine import quarantined, retry
+    from projections.source import StreamSource
+
+    models = {m.name: m for m in READ_MODELS}
+    if name is not None and name not in models:
+        raise MeshError(f"unknown read model {name!r}; choose one of: {', '.join(models)}")
+    with Servers(settings) as servers:
+        nc = await connect_nats(servers.nats_url)
+        pool = await open_pool(servers.database_url)
+        try:
+            if action == "retry":
+                source = StreamSource(nc, settings.stream)
+                for model in [models[name]] if name else READ_MODELS:
+                    def progress(item, error: str | None) -> None:
+                        outcome = "applied" if error is None else f"still fails: {error}"
+                        print(f"  {item.read_model} position {item.position} {item.event_name}: {outcome}",
+                              flush=True)
+
+                    applied, failing = await retry(model, source, pool, progress)
+                    if applied or failing:
+                        print(f"{model.name}: {applied} applied, {failing} still quarantined", flush=True)
+            async with pool.connection() as conn:
+                left = await quarantined(conn, name)
+            if action == "quarantine":
+                for q in left:
+                    print(f"{q.read_model}\t{q.position}\t{q.event_name}\t{q.quarantined_at.isoformat()}\t"
+                          f"{q.error}", flush=True)
+            if not left:
+                print("no quarantined events", flush=True)
+        finally:
+            await pool.close()
+            await nc.drain()
+    return 1 if left else 0
 
 
 async def _rebuild(settings: Settings, name: str) -> int:

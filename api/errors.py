@@ -9,6 +9,7 @@ import nats.errors
 import psycopg
 from eventsourcing.persistence import OperationalError as EventStoreUnavailable
 from litestar import Request, Response
+from litestar.exceptions import ClientException
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.exceptions import ValidationException, MethodNotAllowedException
 
@@ -16,6 +17,7 @@ from commands.accounts import BadCredentials, EmailTaken, InvalidPassword, Wrong
 from commands.app import Conflict, NotFound
 from domain.account import InvalidCreditGrant, InvalidEmail
 from domain.apikey import InvalidKeySettings, KeyRevoked
+from domain.bounds import PATTERN_RULES, InvalidText
 from domain.money import InvalidAmount
 from domain.ratelimit import RateLimited
 from domain.rendering import InvalidTemplate, TemplateVariableInvalid, TemplateVariableMissing, TemplateVariableUnknown
@@ -40,6 +42,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidAmount: (400, "invalid_amount"),
     InvalidCreditGrant: (400, "invalid_amount"),
     InvalidKeySettings: (400, "invalid_key_settings"),
+    InvalidText: (400, "invalid_request"),
     KeyRevoked: (409, "key_revoked"),
     EmailTaken: (409, "email_taken"),
     BadCredentials: (401, "bad_credentials"),
@@ -56,6 +59,20 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     TemplateArchived: (409, "template_archived"),
     TemplateNotFound: (404, "template_version_not_found"),
 }
+
+
+NESTED_TOO_DEEPLY = "JSON nests too deeply"
+
+
+class MeshRequest(Request):
+    """Decodes JSON bodies as Litestar does, and answers 400 for a body nested so deeply that decoding it would
+    exhaust the interpreter's recursion limit (msgspec raises RecursionError, which would otherwise be a 500)."""
+
+    async def json(self):
+        try:
+            return await super().json()
+        except RecursionError:
+            raise ClientException(NESTED_TOO_DEEPLY) from None
 
 
 def error_response(status: int, message: str, code: str | None, type: str = "invalid_request_error",
@@ -127,6 +144,11 @@ def _validation_message(exc: ValidationException) -> str:
         if isinstance(item, dict):
             key = item.get("key")
             message = item.get("message", "")
+            if key == "data" and message == "'data'":  # Litestar's word for a missing body
+                message = "a JSON body is required"
+            for pattern, rule in PATTERN_RULES.items():
+                message = message.replace(f"Expected `str` matching regex {pattern!r}", f"contains a character that "
+                                                                                      f"is not allowed; {rule}")
             problems.append(f"{key}: {message}" if key else message)
     detail = "; ".join(p for p in problems if p)
     if "JSON" in (exc.detail or "") or "decode" in (exc.detail or "").lower():

@@ -35,6 +35,7 @@ from gateway.keys import KeyCache
 from gateway.templates import TemplateCache, TemplateHead
 from gateway.catalog import Catalog
 from gateway.errors import GatewayError
+from gateway.freelimit import DEFAULT_FREE_RPM
 from gateway.providers.base import Adapter
 from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.echo import EchoAdapter
@@ -198,7 +199,8 @@ class Runtime:
                  background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
                  session: timedelta = DEFAULT_SESSION, logins: LoginGuard | None = None,
                  children: dict[str, Child] | None = None, lease_ttl: timedelta = LEASE_TTL,
-                 disconnect_drain_seconds: float = DISCONNECT_DRAIN_SECONDS):
+                 disconnect_drain_seconds: float = DISCONNECT_DRAIN_SECONDS,
+                 free_rpm: int = DEFAULT_FREE_RPM):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -219,6 +221,7 @@ class Runtime:
         self.supervisor = Supervisor()
         self.lease_ttl = lease_ttl
         self.disconnect_drain_seconds = disconnect_drain_seconds
+        self.free_rpm = free_rpm  # requests a minute per key to a free model
         self.runners: list[ProjectionRunner] = []
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -257,7 +260,7 @@ class Runtime:
                 self.catalog.apply(model_id, price, enabled)
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
         self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage,
-                               self.template_cache, self.disconnect_drain_seconds)
+                               self.template_cache, self.disconnect_drain_seconds, self.free_rpm)
         self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
                        asyncio.create_task(self.usage.run(self._stop), name="usage-spool")]
         if self.run_projections:

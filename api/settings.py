@@ -8,6 +8,8 @@ from pathlib import Path
 
 import msgspec
 
+from gateway.freelimit import DEFAULT_FREE_RPM
+
 
 class Settings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
@@ -35,6 +37,7 @@ class Settings(msgspec.Struct, kw_only=True):
     login_failures_per_address: int = 50  # failed logins per client address and window
     signups_per_address: int = 20  # sign-ups per client address and window
     login_window_seconds: float = 900.0  # the window of the three limits above
+    free_rpm: int = DEFAULT_FREE_RPM  # requests a minute per key to a free model (such as mesh/echo); 0: no limit
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":

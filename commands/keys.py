@@ -15,7 +15,9 @@ from domain.apikey import (
     InvalidKeySettings,
     check_allowed_models,
     check_cap_period,
+    check_expiry,
     check_label,
+    check_model_id,
     check_spend_cap,
 )
 from domain.credentials import new_api_key
@@ -53,8 +55,8 @@ class KeyCommands:
             raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
         key = ApiKey(
             account_id=account_id, label=check_label(label), key_hash=secret.hash, prefix=secret.prefix,
-            spend_cap=check_spend_cap(spend_cap), default_model=default_model,
-            allowed_models=check_allowed_models(allowed_models), expires_at=expires_at,
+            spend_cap=check_spend_cap(spend_cap), default_model=check_model_id(default_model),
+            allowed_models=check_allowed_models(allowed_models), expires_at=check_expiry(expires_at),
             cap_reset=check_cap_period(cap_reset), fit_to_budget=fit_to_budget,
         )
         return KeyResult(key, self.app.save_all(key), secret.plain)

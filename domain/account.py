@@ -8,10 +8,12 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.bounds import MAX_EMAIL_LENGTH, MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH, check_text
 from domain.budget import BudgetExceeded, LeaseBook
+from domain.money import MAX_AMOUNT, MAX_USD, check_amount
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-MAX_CREDIT_GRANT = 10**6 * 10**12  # one million USD in pico-USD, per grant
+MAX_CREDIT_GRANT = MAX_AMOUNT  # per grant
 
 
 class InvalidEmail(ValueError):
@@ -23,8 +25,8 @@ class InvalidCreditGrant(ValueError):
 
 
 def normalise_email(email: str) -> str:
-    email = email.strip().lower()
-    if len(email) > 254 or not EMAIL_PATTERN.match(email):
+    email = check_text(email.strip().lower(), "email", MAX_EMAIL_LENGTH, error=InvalidEmail)
+    if not EMAIL_PATTERN.match(email):
         raise InvalidEmail(f"email must look like name@example.com, got {email[:60]!r}")
     return email
 
@@ -180,9 +182,10 @@ class Account(Aggregate):
         if amount <= 0:
             raise InvalidCreditGrant("amount_usd must be greater than zero")
         if amount > MAX_CREDIT_GRANT:
-            raise InvalidCreditGrant("amount_usd must be at most 1000000 per grant")
-        if not reason.strip() or len(reason) > 500:
-            raise InvalidCreditGrant("reason must be 1 to 500 characters")
+            raise InvalidCreditGrant(f"amount_usd must be at most {MAX_USD} per grant")
+        if not reason.strip():
+            raise InvalidCreditGrant(f"reason must be 1 to {MAX_REASON_LENGTH} characters")
+        check_text(reason, "reason", MAX_REASON_LENGTH, multiline=True, error=InvalidCreditGrant)
         self._grant_credits(amount, reason.strip(), granted_by)
 
     @event(CreditsGranted)
@@ -213,6 +216,9 @@ class Account(Aggregate):
     def configure_auto_refill(self, threshold: int, amount: int, payment_method: str, max_failures: int) -> None:
         if threshold <= 0 or amount <= 0:
             raise InvalidCreditGrant("threshold_usd and amount_usd must be greater than zero")
+        check_amount(threshold, "threshold_usd", InvalidCreditGrant)
+        check_amount(amount, "amount_usd", InvalidCreditGrant)
+        check_text(payment_method, "payment_method", MAX_REFERENCE_LENGTH, error=InvalidCreditGrant)
         if not payment_method.startswith("pm_"):
             raise InvalidCreditGrant("payment_method must be a Stripe PaymentMethod id (pm_...)")
         self._configure_auto_refill(threshold, amount, payment_method, max_failures)

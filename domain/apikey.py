@@ -12,9 +12,10 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.bounds import MAX_LABEL_LENGTH, MAX_LIST_LENGTH, MAX_MODEL_ID_LENGTH, check_aware, check_text
 from domain.budget import BudgetExceeded, LeaseBook, period_start
+from domain.money import check_amount
 
-MAX_LABEL_LENGTH = 100
 MAX_ROTATION_GRACE = timedelta(days=30)
 CAP_PERIODS = ("daily", "weekly", "monthly")
 
@@ -31,13 +32,21 @@ def check_label(label: str) -> str:
     label = label.strip()
     if not label or len(label) > MAX_LABEL_LENGTH:
         raise InvalidKeySettings(f"label must be 1 to {MAX_LABEL_LENGTH} characters")
-    return label
+    return check_text(label, "label", MAX_LABEL_LENGTH, error=InvalidKeySettings)
 
 
 def check_spend_cap(spend_cap: int | None) -> int | None:
     if spend_cap is not None and spend_cap < 0:
         raise InvalidKeySettings("spend_cap_usd must not be negative")
-    return spend_cap
+    return spend_cap if spend_cap is None else check_amount(spend_cap, "spend_cap_usd", InvalidKeySettings)
+
+
+def check_model_id(model: str | None, field: str = "default_model") -> str | None:
+    return model if model is None else check_text(model, field, MAX_MODEL_ID_LENGTH, error=InvalidKeySettings)
+
+
+def check_expiry(expires_at: datetime | None) -> datetime | None:
+    return check_aware(expires_at, "expires_at", InvalidKeySettings)
 
 
 def check_cap_period(period: str | None) -> str | None:
@@ -49,7 +58,9 @@ def check_cap_period(period: str | None) -> str | None:
 def check_allowed_models(models: list[str] | None) -> list[str] | None:
     if models is None:
         return None
-    cleaned = sorted({m.strip() for m in models if m.strip()})
+    if len(models) > MAX_LIST_LENGTH:
+        raise InvalidKeySettings(f"allowed_models may name at most {MAX_LIST_LENGTH} models")
+    cleaned = sorted({check_model_id(m.strip(), "allowed_models entry") for m in models if m.strip()})
     if not cleaned:
         raise InvalidKeySettings("allowed_models must name at least one model, or be null for all models")
     return cleaned
@@ -236,6 +247,7 @@ class ApiKey(Aggregate):
 
     def change_default_model(self, default_model: str | None) -> None:
         self._check_not_revoked()
+        default_model = check_model_id(default_model)
         if default_model != self.default_model:
             self._change_default_model(default_model)
 
@@ -264,8 +276,7 @@ class ApiKey(Aggregate):
 
     def change_expiry(self, expires_at: datetime | None) -> None:
         self._check_not_revoked()
-        if expires_at is not None and expires_at.tzinfo is None:
-            raise InvalidKeySettings("expires_at must include a time zone, e.g. 2027-01-01T00:00:00Z")
+        expires_at = check_expiry(expires_at)
         if expires_at != self.expires_at:
             self._change_expiry(expires_at)
 

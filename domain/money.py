@@ -11,6 +11,8 @@ from decimal import Decimal, InvalidOperation
 
 PICO_PER_USD = 10**12
 MAX_USD_DECIMALS = 12
+MAX_USD = 1_000_000  # the bound of every amount a client or operator sends: a grant, cap, top-up, threshold, price
+MAX_AMOUNT = MAX_USD * PICO_PER_USD
 
 
 class InvalidAmount(ValueError):
@@ -33,7 +35,16 @@ def usd_to_pico(value: str | int | Decimal, *, field: str = "amount_usd", decima
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and -exponent > decimals:
         raise InvalidAmount(f"{field} allows at most {decimals} decimal places, got {str(value)[:40]!r}")
+    if abs(amount) > MAX_USD:  # compared before converting: "1e999999" must not build a million-digit integer
+        raise InvalidAmount(f"{field} must be at most {MAX_USD} USD, got {str(value)[:40]!r}")
     return int(amount * PICO_PER_USD)
+
+
+def check_amount(amount: int, field: str = "amount_usd", error: type[ValueError] = InvalidAmount) -> int:
+    """An amount in pico-USD within 0..MAX_AMOUNT (what the read models store as numeric(40, 0) and more)."""
+    if amount < 0 or amount > MAX_AMOUNT:
+        raise error(f"{field} must be between 0 and {MAX_USD} USD")
+    return amount
 
 
 def pico_to_usd(pico: int) -> str:

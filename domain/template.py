@@ -15,6 +15,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.bounds import MAX_MODEL_ID_LENGTH, check_text
 from domain.rendering import CompiledMessages, InvalidTemplate
 
 MAX_NAME_LENGTH = 100
@@ -63,6 +64,8 @@ def check_name(name: str) -> str:
 def check_description(description: str | None) -> str | None:
     if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
         raise InvalidTemplate(f"description must be at most {MAX_DESCRIPTION_LENGTH} characters")
+    if description is not None:
+        check_text(description, "description", MAX_DESCRIPTION_LENGTH, multiline=True, error=InvalidTemplate)
     return description or None
 
 
@@ -77,6 +80,7 @@ def check_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
             raise InvalidTemplate(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {str(role)[:40]!r}")
         if not isinstance(content, str) or len(content) > MAX_MESSAGE_CHARS:
             raise InvalidTemplate(f"messages[{i}].content must be text of at most {MAX_MESSAGE_CHARS} characters")
+        check_text(content, f"messages[{i}].content", MAX_MESSAGE_CHARS, multiline=True, error=InvalidTemplate)
         total += len(content)
         cleaned.append({"role": role, "content": content})
     if total > MAX_TEMPLATE_CHARS:
@@ -99,6 +103,8 @@ def check_defaults(defaults: dict[str, Any] | None) -> dict[str, Any]:
             continue
         if field == "model" and not (isinstance(value, str) and value.strip()):
             raise InvalidTemplate("defaults.model must be a model id")
+        elif field == "model":
+            check_text(value, "defaults.model", MAX_MODEL_ID_LENGTH, error=InvalidTemplate)
         elif field in _RANGES:
             low, high = _RANGES[field]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
@@ -111,6 +117,8 @@ def check_defaults(defaults: dict[str, Any] | None) -> dict[str, Any]:
                     isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stops):
                 raise InvalidTemplate(f"defaults.stop must be a string or 1 to {MAX_STOP_SEQUENCES} strings of "
                                       f"1 to {MAX_STOP_CHARS} characters")
+            for stop in stops:
+                check_text(stop, "defaults.stop", MAX_STOP_CHARS, multiline=True, error=InvalidTemplate)
         cleaned[field] = value.strip() if field == "model" else value
     return cleaned
 

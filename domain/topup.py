@@ -13,6 +13,9 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.bounds import MAX_REFERENCE_LENGTH, check_aware, check_text
+from domain.money import check_amount
+
 
 class TopUpError(ValueError):
     pass
@@ -52,6 +55,10 @@ class TopUp(Aggregate):
                  expires_at: datetime | None = None):
         if amount <= 0:
             raise TopUpError("amount_usd must be greater than zero")
+        check_amount(amount, "amount_usd", TopUpError)
+        check_text(provider, "provider", MAX_REFERENCE_LENGTH, error=TopUpError)
+        check_text(reference, "reference", MAX_REFERENCE_LENGTH, error=TopUpError)
+        check_aware(expires_at, "expires_at", TopUpError)
         self.account_id = account_id
         self.provider = provider
         self.reference = reference
@@ -71,6 +78,7 @@ class TopUp(Aggregate):
             raise TopUpError(f"top-up {self.reference} expired at {self.expires_at}; it can no longer be confirmed")
         if amount <= 0:
             raise TopUpError("a payment must be greater than zero")
+        check_amount(amount, "amount_usd", TopUpError)
         self._succeed(amount)
         return True
 

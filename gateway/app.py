@@ -26,6 +26,7 @@ from domain.pricing import Price
 from gateway.budget import FREE, BudgetRefusal, Budgets, Ticket
 from gateway.catalog import Catalog, Model
 from gateway.fields import check_fields
+from gateway.freelimit import DEFAULT_FREE_RPM, FreeRateLimit
 from gateway.keys import KeyCache
 from gateway.templates import TemplateCache, TemplateUse
 from gateway.errors import GatewayError, invalid
@@ -86,8 +87,10 @@ class EmbeddingsRequest(msgspec.Struct):
 class Gateway:
     def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyCache, budgets: Budgets,
                  usage: UsagePublisher, templates: TemplateCache | None = None,
-                 drain_seconds: float = DISCONNECT_DRAIN_SECONDS):
+                 drain_seconds: float = DISCONNECT_DRAIN_SECONDS,
+                 free_rpm: int = DEFAULT_FREE_RPM):
         self.catalog = catalog
+        self.free_limit = FreeRateLimit(free_rpm)
         self.adapters = adapters
         self.keys = keys
         self.budgets = budgets
@@ -116,7 +119,7 @@ class Gateway:
             else:
                 raise GatewayError(404, f"unknown endpoint {path}", "invalid_request_error", "unknown_url")
         except GatewayError as exc:
-            await _respond(send, exc.status, headers, exc.body())
+            await _respond(send, exc.status, headers + exc.headers, exc.body())
 
     async def _authenticate(self, scope: Scope) -> KeyInfo:
         token = bearer_token(scope["headers"])
@@ -143,6 +146,8 @@ class Gateway:
         model = self._resolve(request, key)
         adapter = self.adapters[model.provider]
         check_fields(body, adapter.chat_fields, model.id)
+        if model.price.is_free:  # refused before anything is recorded
+            self.free_limit.admit(key.key_id, model.id)
         ticket, fitted = await self._reserve(key, model, request, body)
         if fitted is not None:  # the key fits limits to its budget: the answer says to what
             headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
@@ -185,6 +190,8 @@ class Gateway:
             raise invalid("'input' must be a non-empty string, list of strings, or token ids", "invalid_request",
                           "input")
         model = self._resolve(request, key)
+        if model.price.is_free:
+            self.free_limit.admit(key.key_id, model.id)
         adapter = self.adapters[model.provider]
         serve = getattr(adapter, "embeddings", None)
         if serve is None:
@@ -496,6 +503,8 @@ def _decode_object(raw: bytes) -> dict:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise invalid(f"request body is not valid JSON: {exc}", "invalid_json") from None
+    except RecursionError:  # msgspec's answer to a body nested deeper than the interpreter's recursion limit
+        raise invalid("request body is not valid JSON: it nests too deeply", "invalid_json") from None
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object", "invalid_json")
     return body

@@ -20,13 +20,14 @@ class GatewayError(Exception):
     """A request the gateway refuses or cannot serve; becomes an OpenAI-style error response."""
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None):
+                 param: str | None = None, headers: list[tuple[bytes, bytes]] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type
         self.code = code
         self.param = param
+        self.headers = headers or []  # extra response headers, such as Retry-After
 
     def body(self) -> bytes:
         return msgspec.json.encode(ErrorResponse(ErrorBody(self.message, self.type, self.code, self.param)))

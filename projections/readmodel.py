@@ -47,6 +47,15 @@ create table if not exists read_model_generations (
     read_model text primary key,
     generation int not null
 );
+create table if not exists projection_quarantine (
+    read_model text not null,
+    generation int not null,
+    position bigint not null,
+    event_name text not null,
+    error text not null,
+    quarantined_at timestamptz not null default now(),
+    primary key (read_model, generation, position)
+);
 """
 
 

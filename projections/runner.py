@@ -5,6 +5,10 @@ stream position, so a crash anywhere leaves either the whole batch or none of
 it; the runner resumes from the stored position. The position row is locked
 and re-checked inside the transaction, so two runners of the same read model
 (say, two workers) cannot apply a batch twice.
+
+An event the read model cannot apply (it cannot be decoded, or applying it fails) is quarantined
+(projections/quarantine.py) in the same transaction as the position, and the rest of the batch applies:
+one such event never stops the read model.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Awaitable, Callable
 from psycopg_pool import AsyncConnectionPool
 
 from domain.events import decode_event
+from projections import quarantine
 from projections.readmodel import (
     Envelope,
     ReadModel,
@@ -109,15 +114,10 @@ class ProjectionRunner:
             if self._generation is None:
                 await self._load(conn)
             messages = await self.source.read(self.position + 1, self.batch_size)
-            batch = [
-                Envelope(m.position, m.time, m.topic,
-                         decode_event(m.topic, m.body, m.originator_id, m.originator_version))
-                for m in messages
-                if m.topic in self.model.topics
-            ]
+            batch, undecodable = _decode([m for m in messages if m.topic in self.model.topics])
             last = messages[-1] if messages else None
             due = time.monotonic() - self._stored_at >= self.checkpoint_every
-            if not batch and not ((checkpoint or due) and (last or self.position > self._stored)):
+            if not batch and not undecodable and not ((checkpoint or due) and (last or self.position > self._stored)):
                 if last is not None:
                     self.position, self._position_time = last.position, last.time
                 return len(messages)
@@ -144,8 +144,14 @@ class ProjectionRunner:
                     self._generation = None
                     return 0  # another runner moved it (or a swap dropped it): read again
                 async with conn.cursor() as cur:
+                    failed = undecodable
                     if batch:
-                        await self.model.apply(cur, physical_tables(self.model, generation), batch)
+                        failed = failed + await quarantine.apply_isolating(
+                            cur, self.model, physical_tables(self.model, generation), batch)
+                    for item, error in failed:
+                        log.error("projection %s cannot apply event %s at position %d; quarantined: %s",
+                                  self.model.name, item.topic, item.position, quarantine.describe(error))
+                        await quarantine.record(cur, self.model, generation, item.position, item.topic, error)
                     await cur.execute(
                         "update projection_positions set position = %s,"
                         " event_time = coalesce(%s::timestamptz, event_time), updated_at = now() where name = %s",
@@ -166,6 +172,18 @@ class ProjectionRunner:
         await conn.commit()
         self._generation, self.position = generation, row[0] if row else 0
         self._stored = self.position
+
+
+def _decode(messages: list[StoredMessage]) -> tuple[list[Envelope], list[tuple[StoredMessage, BaseException]]]:
+    """The messages as events, and those that cannot be decoded (they are quarantined)."""
+    batch, undecodable = [], []
+    for m in messages:
+        try:
+            batch.append(Envelope(m.position, m.time, m.topic,
+                                  decode_event(m.topic, m.body, m.originator_id, m.originator_version)))
+        except Exception as exc:
+            undecodable.append((m, exc))
+    return batch, undecodable
 
 
 async def _first(*waits) -> None:

@@ -15,10 +15,11 @@ from litestar.di import Provide
 
 from api.auth import current_account, presented_token_hash
 from api.runtime import DIRECTORY, Runtime
+from domain.bounds import Email
 
 
 class Credentials(msgspec.Struct, forbid_unknown_fields=True):
-    email: str
+    email: Email
     password: str
 
 

@@ -13,13 +13,14 @@ from api.auth import operator
 from api.errors import ApiError
 from api.routes.models import ModelListOut, ModelOut, model_out
 from api.runtime import BILLING, Runtime
+from domain.bounds import AmountIn, Reason
 from domain.money import pico_to_usd, usd_to_pico
 from domain.pricing import Price
 
 
 class CreditGrantIn(msgspec.Struct, forbid_unknown_fields=True):
-    amount_usd: str | int | float
-    reason: str
+    amount_usd: AmountIn
+    reason: Reason
 
 
 class CreditGrantOut(msgspec.Struct):
@@ -30,10 +31,10 @@ class CreditGrantOut(msgspec.Struct):
 
 class ModelChangeIn(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool | None = None
-    prompt_usd_per_1k: str | int | float | None = None
-    completion_usd_per_1k: str | int | float | None = None
-    cached_prompt_usd_per_1k: str | int | float | None = None
-    cache_write_usd_per_1k: str | int | float | None = None
+    prompt_usd_per_1k: AmountIn | None = None
+    completion_usd_per_1k: AmountIn | None = None
+    cached_prompt_usd_per_1k: AmountIn | None = None
+    cache_write_usd_per_1k: AmountIn | None = None
 
 
 PRICE_FIELDS = (  # in the order of Price's fields
@@ -45,7 +46,7 @@ def _usd_or_none(pico: int | None) -> str | None:
 
 
 class TransferIn(msgspec.Struct, forbid_unknown_fields=True):
-    amount_usd: str | int | float | None = None  # what arrived; default: the amount asked for
+    amount_usd: AmountIn | None = None  # what arrived; default: the amount asked for
 
 
 class TransferOut(msgspec.Struct):

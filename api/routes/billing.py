@@ -14,6 +14,7 @@ from api.auth import current_account
 from api.errors import ApiError
 from api.routes.bodies import AsOf
 from api.runtime import BILLING, Runtime
+from domain.bounds import check_aware
 from domain.money import pico_to_usd
 from projections import billing
 from projections.readmodel import position_of
@@ -52,8 +53,7 @@ class BillingController(Controller):
                       at: datetime | None = Parameter(query="at", default=None)) -> BalanceOut:
         """The balance now, or at any past instant (`?at=` an ISO 8601 time)."""
         runtime: Runtime = request.app.state.runtime
-        if at is not None and at.tzinfo is None:
-            raise ApiError(400, "at must include a time zone, e.g. 2026-11-24T12:00:00Z", "invalid_request")
+        check_aware(at, "at")
         async with runtime.pool.connection() as conn:
             async with conn.transaction():  # balance and position from one snapshot
                 await conn.execute("set transaction isolation level repeatable read")
@@ -69,6 +69,7 @@ class BillingController(Controller):
                     end: datetime | None = Parameter(query="to", default=None)) -> SpendOut:
         """Spend grouped by any of provider, model, key, day, hour (comma-separated), over [from, to)."""
         runtime: Runtime = request.app.state.runtime
+        check_aware(start, "from"), check_aware(end, "to")
         groups = [g.strip() for g in group_by.split(",") if g.strip()]
         unknown = [g for g in groups if g not in billing.SPEND_GROUPS]
         if unknown or len(set(groups)) != len(groups):

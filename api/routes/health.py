@@ -1,4 +1,5 @@
-"""GET /health: are NATS and PostgreSQL reachable, and how far behind is each projection."""
+"""GET /health: are NATS and PostgreSQL reachable, how far behind is each projection, and has any set an event
+aside (quarantined: `degraded`, answered with 200 since the service still works; a person should look)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import msgspec
 from litestar import Request, Response, get
 
 from api.runtime import READ_MODELS, Runtime
+from projections.quarantine import quarantined
 from api.supervisor import ChildStatus
 from projections.readmodel import position_of
 
@@ -16,6 +18,13 @@ class ProjectionHealth(msgspec.Struct):
     lag: int  # events behind the stream head
 
 
+class QuarantineHealth(msgspec.Struct):
+    projection: str
+    position: int  # the stream position of the event set aside
+    event: str
+    error: str
+
+
 class HealthOut(msgspec.Struct):
     status: str  # "ok" | "degraded"
     nats: str
@@ -23,6 +32,7 @@ class HealthOut(msgspec.Struct):
     stream_head: int | None
     projections: list[ProjectionHealth]
     children: list[ChildStatus] = []  # the processes `mesh up` keeps running (none with external servers)
+    quarantined: list[QuarantineHealth] = []  # events a projection could not apply: `mesh projections retry`
 
 
 @get("/health")
@@ -36,14 +46,18 @@ async def health(request: Request) -> Response[HealthOut]:
         nats_state = f"unreachable: {type(exc).__name__}"
     pg_state = "ok"
     projections = []
+    set_aside: list[QuarantineHealth] = []
     try:
         async with runtime.pool.connection(timeout=2) as conn:
             for model in READ_MODELS:
                 position, _ = await position_of(conn, model)
                 projections.append(ProjectionHealth(model.name, position, max(0, (head or position) - position)))
+            set_aside = [QuarantineHealth(q.read_model, q.position, q.event_name, q.error)
+                         for q in await quarantined(conn)]
     except Exception as exc:
         pg_state = f"unreachable: {type(exc).__name__}"
     children = runtime.supervisor.status()
-    ok = nats_state == "ok" and pg_state == "ok" and all(child.state == "running" for child in children)
-    body = HealthOut("ok" if ok else "degraded", nats_state, pg_state, head, projections, children)
-    return Response(body, status_code=200 if ok else 503)
+    reachable = nats_state == "ok" and pg_state == "ok" and all(child.state == "running" for child in children)
+    status = "ok" if reachable and not set_aside else "degraded"  # set-aside events: the service still works
+    body = HealthOut(status, nats_state, pg_state, head, projections, children, set_aside)
+    return Response(body, status_code=200 if reachable else 503)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
@@ -16,38 +17,39 @@ from api.errors import ApiError
 from api.routes.bodies import AsOf
 from api.runtime import BILLING, DIRECTORY, Runtime
 from commands.keys import KeyChanges
-from domain.apikey import ApiKey
+from domain.apikey import MAX_ROTATION_GRACE, ApiKey
+from domain.bounds import AmountIn, AwareDatetime, Label, ModelId, ModelIds, check_aware
 from domain.events import event_name
 from domain.money import pico_to_usd, usd_to_pico
 from projections import billing, directory
 from projections.readmodel import position_of
 
 
-Money = str | int | float  # floats are refused with a clear message: money travels as decimal strings
-
-
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
-    label: str
-    spend_cap_usd: Money | None = None
-    cap_reset: str | None = None
-    default_model: str | None = None
-    allowed_models: list[str] | None = None
-    expires_at: datetime | None = None
+    label: Label
+    spend_cap_usd: AmountIn | None = None
+    cap_reset: Label | None = None
+    default_model: ModelId | None = None
+    allowed_models: ModelIds | None = None
+    expires_at: AwareDatetime | None = None
     fit_to_budget: bool = False  # fit a request's limit to what is left instead of refusing it (402)
 
 
 class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
-    label: str | msgspec.UnsetType = msgspec.UNSET
-    spend_cap_usd: Money | None | msgspec.UnsetType = msgspec.UNSET
-    cap_reset: str | None | msgspec.UnsetType = msgspec.UNSET
-    default_model: str | None | msgspec.UnsetType = msgspec.UNSET
-    allowed_models: list[str] | None | msgspec.UnsetType = msgspec.UNSET
-    expires_at: datetime | None | msgspec.UnsetType = msgspec.UNSET
+    label: Label | msgspec.UnsetType = msgspec.UNSET
+    spend_cap_usd: AmountIn | None | msgspec.UnsetType = msgspec.UNSET
+    cap_reset: Label | None | msgspec.UnsetType = msgspec.UNSET
+    default_model: ModelId | None | msgspec.UnsetType = msgspec.UNSET
+    allowed_models: ModelIds | None | msgspec.UnsetType = msgspec.UNSET
+    expires_at: AwareDatetime | None | msgspec.UnsetType = msgspec.UNSET
     fit_to_budget: bool | msgspec.UnsetType = msgspec.UNSET
 
 
+GraceSeconds = Annotated[int, msgspec.Meta(ge=0, le=int(MAX_ROTATION_GRACE.total_seconds()))]
+
+
 class RotateIn(msgspec.Struct, forbid_unknown_fields=True):
-    grace_seconds: int = 0  # how long the old secret keeps working; 0 = it stops at once
+    grace_seconds: GraceSeconds = 0  # how long the old secret keeps working; 0 = it stops at once
 
 
 class StatsOut(msgspec.Struct):
@@ -114,6 +116,7 @@ async def _as_of(conn) -> AsOf:
 
 
 async def _stats(conn, account_id: UUID, start: datetime | None, end: datetime | None):
+    check_aware(start, "from"), check_aware(end, "to")
     totals = await billing.key_stats(conn, account_id)
     window = await billing.key_stats(conn, account_id, start, end) if start or end else None
     return totals, window

@@ -16,6 +16,7 @@ from api.errors import ApiError
 from api.payments import PICO_PER_CENT, StripePayments
 from api.runtime import BILLING, Runtime
 from commands.app import NotFound
+from domain.bounds import AmountIn, Reference
 from domain.money import InvalidAmount, pico_to_usd, usd_to_pico
 from projections import billing
 
@@ -23,8 +24,8 @@ log = logging.getLogger("mesh.api")
 
 
 class TopUpIn(msgspec.Struct, forbid_unknown_fields=True):
-    amount_usd: str | int | float
-    provider: str = "stripe"
+    amount_usd: AmountIn
+    provider: Reference = "stripe"
 
 
 class TopUpOut(msgspec.Struct):
@@ -146,9 +147,9 @@ def _apply(runtime: Runtime, event: dict) -> bool:
 
 class AutoRefillIn(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
-    threshold_usd: str | int | float | None = None
-    amount_usd: str | int | float | None = None
-    payment_method_id: str | None = None  # a Stripe PaymentMethod (pm_...) the dashboard collected
+    threshold_usd: AmountIn | None = None
+    amount_usd: AmountIn | None = None
+    payment_method_id: Reference | None = None  # a Stripe PaymentMethod (pm_...) the dashboard collected
 
 
 class AutoRefillOut(msgspec.Struct):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+import ssl
 import time
 from typing import AsyncIterator, Callable, Protocol
 from urllib.parse import urlencode
@@ -10,7 +13,20 @@ import msgspec
 
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError
-from gateway.transport import LeanResponse, LeanTransport, Target, UpstreamClosed, UpstreamTimeout
+from gateway.transport import (
+    LeanResponse,
+    LeanTransport,
+    Target,
+    UpstreamClosed,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+log = logging.getLogger("mesh.gateway")
+
+# The provider refused Mesh's own credentials for it: the operator's problem, never the client's, and its text
+# (which may quote part of the key) stays in the server log.
+UPSTREAM_AUTH_STATUSES = (401, 403)
 
 
 class Usage(msgspec.Struct):
@@ -128,6 +144,11 @@ SSE_DONE = b"data: [DONE]\n\n"
 # message that names the provider.
 
 def upstream_error(provider: Provider, status: int, message: str) -> GatewayError:
+    if status in UPSTREAM_AUTH_STATUSES:
+        log.error("provider %s refused Mesh's credentials with HTTP %d; check its API key", provider.name, status)
+        return GatewayError(502, f"provider {provider.name} refused Mesh's credentials for it (HTTP {status}); "
+                                 "the operator must check the provider's API key", "upstream_error",
+                            "upstream_auth_failed")
     if status == 429:
         return GatewayError(429, f"provider {provider.name} is rate limiting: {message}", "rate_limit_error",
                             "upstream_rate_limited")
@@ -144,10 +165,24 @@ def upstream_timeout(provider: Provider) -> GatewayError:
 
 
 def upstream_unreachable(provider: Provider, exc: Exception) -> GatewayError:
-    """The connection failed: the message says how, never the URL's secrets (there are none in it: keys travel
-    in headers)."""
-    return GatewayError(502, f"provider {provider.name} is unreachable ({type(exc).__name__}: {exc})",
-                        "upstream_error", "upstream_unreachable")
+    """The connection failed: the client learns which provider and how; its address (internal, often) goes to the
+    server log only."""
+    log.warning("provider %s unreachable: %s", provider.name, exc)
+    return GatewayError(502, f"provider {provider.name} is unreachable: {_how(exc)}", "upstream_error",
+                        "upstream_unreachable")
+
+
+def _how(exc: Exception) -> str:
+    cause = exc.__context__  # the OSError behind UpstreamUnreachable
+    if isinstance(cause, ConnectionRefusedError):
+        return "the connection was refused"
+    if isinstance(cause, socket.gaierror):
+        return "its host name does not resolve"
+    if isinstance(cause, ssl.SSLError):
+        return "the TLS handshake failed"
+    if isinstance(exc, UpstreamUnreachable):
+        return "no connection could be made"
+    return "the connection broke before the answer was complete"
 
 
 class Upstream:

@@ -152,5 +152,5 @@ def test_key_bodies_are_validated(mesh, owner):
         refused(api(mesh, "POST", "/api/keys", token, json=body), 400, code)
     refused(api(mesh, "PATCH", f"/api/keys/{key['id']}", token, json={"colour": "red"}), 400, "invalid_request")
     refused(api(mesh, "POST", f"/api/keys/{key['id']}/rotate", token, json={"grace_seconds": 10**9}), 400,
-            "invalid_key_settings")
+            "invalid_request")  # the body's bound (30 days, the domain's MAX_ROTATION_GRACE)
     refused(api(mesh, "GET", f"/api/keys/{uuid.uuid4()}", token), 404, "not_found")

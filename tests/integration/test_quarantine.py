@@ -1,0 +1,87 @@
+"""Projections never wedge: an event a read model cannot apply is quarantined, the rest goes on, retry after a fix.
+
+Real nats-server and PostgreSQL; the bad events are put on the stream the way a buggy or older writer would:
+a copy of a real event's message with one field changed, published with the stream's own headers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from commands.accounts import AccountCommands
+from commands.keys import KeyCommands
+from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, aggregate_subject
+from projections.directory import Directory
+from projections.quarantine import quarantined, retry
+from projections.runner import ProjectionRunner
+from projections.source import StreamSource
+from tests.integration.test_projections import env  # noqa: F401  (the fixture: NATS, PostgreSQL, the app)
+
+DIRECTORY = Directory()
+
+
+async def inject(nc, stream: str, like_position: int, topic: str, **changes) -> int:
+    """Publish a copy of the event at `like_position` as a new aggregate, with `changes` to its body."""
+    original = await nc.jetstream().get_msg(stream, like_position)
+    assert original.headers[HEADER_TOPIC] == topic
+    body = json.loads(original.data)
+    body.update(changes)
+    aggregate = uuid.uuid4()
+    headers = {HEADER_TOPIC: topic, HEADER_ORIGINATOR_ID: str(aggregate), HEADER_ORIGINATOR_VERSION: "1"}
+    ack = await nc.jetstream().publish(aggregate_subject(stream, aggregate), json.dumps(body).encode(),
+                                       headers=headers)
+    return ack.seq
+
+
+async def rows(pool, sql: str, *args):
+    async with pool.connection() as conn:
+        return await (await conn.execute(sql, args)).fetchall()
+
+
+async def test_an_event_the_directory_cannot_apply_is_quarantined_and_the_rest_applies(env):
+    nc, pool, app, stream = env
+    accounts, keys = AccountCommands(app), KeyCommands(app)
+    first = await asyncio.to_thread(accounts.sign_up, "first@example.com", "long enough")
+    key = await asyncio.to_thread(keys.create, first.account_id, "k", 10**12, None)
+    # PostgreSQL text cannot hold NUL; numeric(40, 0) cannot hold 10**45; a body without its fields cannot decode.
+    nul = await inject(nc, stream, first.position - 1, "account.registered", email="evil\u0000@a.io",
+                       token_hash=uuid.uuid4().hex)
+    huge = await inject(nc, stream, key.position, "key.created", spend_cap=10**45, key_hash=uuid.uuid4().hex)
+    broken = await inject(nc, stream, first.position - 1, "account.registered", email=None)
+    later = await asyncio.to_thread(accounts.sign_up, "later@example.com", "long enough")
+
+    runner = ProjectionRunner(DIRECTORY, StreamSource(nc, stream), pool)
+    assert await runner.catch_up() == later.position
+    emails = {r[0] for r in await rows(pool, "select email from accounts")}
+    assert emails == {"first@example.com", "later@example.com"}  # the later signup applied
+    async with pool.connection() as conn:
+        set_aside = await quarantined(conn)
+    assert [(q.read_model, q.position, q.event_name) for q in set_aside] == [
+        ("directory", nul, "account.registered"), ("directory", huge, "key.created"),
+        ("directory", broken, "account.registered")]
+    assert "NUL" in set_aside[0].error and "\x00" not in set_aside[0].error
+    assert "NumericValueOutOfRange" in set_aside[1].error
+
+    # A restart resumes after them: nothing applied twice, nothing quarantined twice, new events apply.
+    again = await asyncio.to_thread(accounts.sign_up, "again@example.com", "long enough")
+    restarted = ProjectionRunner(DIRECTORY, StreamSource(nc, stream), pool)
+    assert await restarted.catch_up() == again.position
+    assert len(await rows(pool, "select 1 from accounts")) == 3
+    assert len(await rows(pool, "select 1 from projection_quarantine")) == 3
+
+    # Retry before a fix: all still fail and stay. Then fix the cause of one (a wider column) and retry.
+    source = StreamSource(nc, stream)
+    assert await retry(DIRECTORY, source, pool) == (0, 3)
+    async with pool.connection() as conn:
+        await conn.execute("drop view api_keys")
+        await conn.execute("alter table api_keys_g1 alter column spend_cap type numeric")
+        await conn.execute("create view api_keys as select * from api_keys_g1")
+    seen = []
+    assert await retry(DIRECTORY, source, pool, lambda item, error: seen.append((item.position, error))) == (1, 2)
+    assert [p for p, error in seen if error is None] == [huge]
+    assert await rows(pool, "select spend_cap from api_keys where spend_cap > 10^40") == [(10**45,)]
+    async with pool.connection() as conn:
+        assert [q.position for q in await quarantined(conn)] == [nul, broken]
+    assert await retry(DIRECTORY, source, pool) == (0, 2)  # a retry never applies an event twice
+    assert len(await rows(pool, "select 1 from api_keys")) == 2
