@@ -22,9 +22,10 @@ log = logging.getLogger("mesh.api")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str, type: str = "invalid_request_error"):
+    def __init__(self, status: int, message: str, code: str, type: str = "invalid_request_error",
+                 param: str | None = None):
         super().__init__(message)
-        self.status, self.message, self.code, self.type = status, message, code, type
+        self.status, self.message, self.code, self.type, self.param = status, message, code, type, param
 
 
 # Domain and use-case errors, and the HTTP answer each one gets.
@@ -44,13 +45,14 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
 }
 
 
-def error_response(status: int, message: str, code: str | None, type: str = "invalid_request_error") -> Response:
-    body = ErrorResponse(ErrorBody(message=message, type=type, code=code))
+def error_response(status: int, message: str, code: str | None, type: str = "invalid_request_error",
+                   param: str | None = None) -> Response:
+    body = ErrorResponse(ErrorBody(message=message, type=type, code=code, param=param))
     return Response(content=msgspec.json.encode(body), status_code=status, media_type="application/json")
 
 
 def handle_api_error(_: Request, exc: ApiError) -> Response:
-    return error_response(exc.status, exc.message, exc.code, exc.type)
+    return error_response(exc.status, exc.message, exc.code, exc.type, exc.param)
 
 
 def handle_domain_error(_: Request, exc: Exception) -> Response:

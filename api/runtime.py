@@ -35,12 +35,14 @@ from gateway.providers.echo import EchoAdapter
 from gateway.providers.gemini import GeminiAdapter
 from gateway.providers.openai import OpenAIAdapter
 from gateway.usage import UsagePublisher
-from projections import billing, directory
+from projections import billing, directory, logs
 from projections import catalog as catalog_read_model
 from projections.billing import Billing
 from projections.catalog import CatalogModel
 from projections.directory import Directory
+from projections.logs import Logs
 from projections.readmodel import ReadModel, ensure_schema
+from projections.rebuild import outdated, rebuild
 from projections.runner import ProjectionRunner, wait_for_position
 from projections.source import StreamSource
 
@@ -49,7 +51,9 @@ log = logging.getLogger("mesh")
 DIRECTORY = Directory()
 BILLING = Billing()
 CATALOG = CatalogModel()
-READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG]
+LOGS = Logs()
+READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG, LOGS]
+RETENTION_EVERY = 3600.0  # seconds between two retention passes over the logs
 
 
 class StartupError(RuntimeError):
@@ -155,7 +159,8 @@ class Runtime:
                  stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool"),
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
                  auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
-                 background_postgres: int | None = None, background_cpus: frozenset[int] | None = None):
+                 background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
+                 log_retention_days: int = logs.RETENTION_DAYS):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -169,6 +174,7 @@ class Runtime:
         self.projection_process = projection_process  # run the projections in a child process
         self.background_postgres = background_postgres  # the embedded postmaster's pid: see PostgresPriority
         self.background_cpus = background_cpus  # where the projection worker runs: see api.embedded.background_cpus
+        self.log_retention_days = log_retention_days
         self.runners: list[ProjectionRunner] = []
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -197,6 +203,9 @@ class Runtime:
         self.key_cache.on_change = self._key_changed
         self._feed = await feed.follow(self.nc, self.stream, feed.handlers(self.key_cache, self.catalog))
         if self.run_projections:
+            for model in await outdated(self.pool, READ_MODELS):
+                log.warning("read model %s was built by an older Mesh; rebuilding it from the log", model.name)
+                await rebuild(model, self.nc, self.pool, self.stream)
             for model in READ_MODELS:  # serve from read models that have seen the whole log
                 await ProjectionRunner(model, self.source, self.pool).catch_up()
         async with self.pool.connection() as conn:
@@ -218,6 +227,8 @@ class Runtime:
                 self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
                 self._tasks += [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
                                 for r in self.runners]
+                self._tasks.append(asyncio.create_task(self._every(RETENTION_EVERY, self._trim_logs),
+                                                       name="log-retention"))
             self._tasks.append(asyncio.create_task(self._every(5.0, self._reap_expired_leases), name="lease-reaper"))
             self._tasks.append(asyncio.create_task(self._every(30.0, self._expire_topups), name="topup-expiry"))
             stripe = self.payments.get("stripe")
@@ -259,6 +270,10 @@ class Runtime:
             expired = await billing.expired_leases(conn, grace)
         for lease_id, account_id, key_id, spent in expired:
             await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
+
+    async def _trim_logs(self) -> None:
+        """Retention: drop log months past MESH_LOG_RETENTION_DAYS (the projection worker does it in `mesh up`)."""
+        await logs.trim(self.pool, LOGS, self.log_retention_days)
 
     async def _expire_topups(self) -> None:
         """Pending bank-transfer top-ups past their deadline expire (they can no longer be confirmed)."""
