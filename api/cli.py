@@ -195,7 +195,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds),
                           projection_process=True, background_postgres=servers.postgres_pid,
                           background_cpus=servers.background_cpus,
-                          log_retention_days=settings.log_retention_days)
+                          log_retention_days=settings.log_retention_days, log_bodies=settings.bodies_logged)
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)
@@ -236,7 +236,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
 
 async def _projections_only(settings: Settings) -> int:
     from api.embedded import BACKGROUND_POSTGRES, PostgresPriority
-    from api.runtime import LOGS, READ_MODELS, RETENTION_EVERY, connect_nats, open_pool
+    from api.runtime import LOG_BODIES, LOGS, READ_MODELS, RETENTION_EVERY, connect_nats, open_pool
+    from commands.stream import bodies_stream, ensure_bodies_stream
     from projections.logs import trim
     from projections.readmodel import ensure_schema
     from projections.rebuild import outdated, rebuild
@@ -249,6 +250,8 @@ async def _projections_only(settings: Settings) -> int:
         raise MeshError("`mesh projections` needs MESH_NATS_URL and MESH_DATABASE_URL")
     nc = await connect_nats(settings.nats_url)
     await ensure_stream(nc, settings.stream)
+    if settings.bodies_logged:
+        await ensure_bodies_stream(nc, settings.stream, settings.log_retention_days)
     postmaster = os.environ.get(BACKGROUND_POSTGRES)  # set by `mesh up` for its embedded PostgreSQL
     priority = PostgresPriority(int(postmaster)) if postmaster else None
 
@@ -257,7 +260,7 @@ async def _projections_only(settings: Settings) -> int:
 
     pool = await open_pool(settings.database_url, configure=lower_backend if priority else None)
     async with pool.connection() as conn:
-        await ensure_schema(conn, READ_MODELS)
+        await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
     for model in await outdated(pool, READ_MODELS):
         logging.getLogger("mesh").warning("read model %s was built by an older Mesh; rebuilding it", model.name)
         await rebuild(model, nc, pool, settings.stream)
@@ -267,6 +270,8 @@ async def _projections_only(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     source = StreamSource(nc, settings.stream)
     runners = [ProjectionRunner(m, source, pool) for m in READ_MODELS]
+    if settings.bodies_logged:
+        runners.append(ProjectionRunner(LOG_BODIES, StreamSource(nc, bodies_stream(settings.stream)), pool))
 
     async def wake(_msg) -> None:  # a command was saved: someone may be waiting to read it
         for runner in runners:
@@ -288,7 +293,8 @@ async def _projections_only(settings: Settings) -> int:
     async def retention() -> None:  # log months past MESH_LOG_RETENTION_DAYS go, whole partitions at a time
         while not stop.is_set():
             try:
-                dropped = await trim(pool, LOGS, settings.log_retention_days)
+                dropped = [name for model in (LOGS, LOG_BODIES)
+                           for name in await trim(pool, model, settings.log_retention_days)]
                 if dropped:  # (not printed: `mesh up` reads only the worker's first line)
                     logging.getLogger("mesh").info("log retention dropped %s", ", ".join(dropped))
             except Exception:

@@ -91,6 +91,38 @@ async def insert(cur: psycopg.AsyncCursor, table: str, events: list) -> None:
 
 _encode = msgspec.json.Encoder().encode
 
+
+class LogBodies:
+    """Request and response bodies (MESH_LOG_BODIES=on), read from the bodies stream (not the log), kept
+    apart from the log rows and trimmed by the same retention."""
+
+    name = "log_bodies"
+    tables = ("log_bodies",)
+    topics = frozenset({"usage.body_recorded"})
+
+    async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
+        await cur.execute(f"""
+            create table if not exists {t['log_bodies']} (
+                trace_id uuid not null,
+                time timestamptz not null,
+                account_id uuid not null,
+                request text not null,
+                response text,
+                truncated boolean not null,
+                primary key (trace_id, time)
+            ) partition by range (time);
+        """)
+
+    async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
+        bodies = [item.event for item in batch if item.topic == "usage.body_recorded"]
+        if not bodies:
+            return
+        await ensure_months(cur, t["log_bodies"], (b.timestamp for b in bodies))
+        await cur.executemany(
+            f"insert into {t['log_bodies']} (trace_id, time, account_id, request, response, truncated)"
+            " values (%s, %s, %s, %s, %s, %s) on conflict (trace_id, time) do nothing",
+            [(b.trace_id, b.timestamp, b.account_id, b.request, b.response, b.truncated) for b in bodies])
+
 # How json_to_recordset reads a usage event into a log row; the event's `timestamp` goes to the column `time`.
 _TYPES = {
     "trace_id": "uuid", "timestamp": "timestamptz", "account_id": "uuid", "key_id": "uuid", "model": "text",
@@ -205,6 +237,20 @@ async def entry(conn: psycopg.AsyncConnection, trace_id: UUID, account_id: UUID 
                              [*params, trace_id])
     row = await cur.fetchone()
     return _row(row) if row else None
+
+
+class Bodies(msgspec.Struct, frozen=True):
+    request: str
+    response: str | None
+    truncated: bool
+
+
+async def bodies_of(conn: psycopg.AsyncConnection, trace_id: UUID, account_id: UUID | None) -> Bodies | None:
+    cur = await conn.execute(
+        "select request, response, truncated from log_bodies where trace_id = %s"
+        " and (%s::uuid is null or account_id = %s) limit 1", (trace_id, account_id, account_id))
+    row = await cur.fetchone()
+    return Bodies(*row) if row else None
 
 
 async def every(conn: psycopg.AsyncConnection, f: LogFilter, chunk: int = 2000) -> AsyncIterator[LogRow]:

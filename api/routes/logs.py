@@ -74,6 +74,9 @@ class LogPageOut(msgspec.Struct):
 
 class LogEntryDetailOut(LogEntryOut, kw_only=True):
     as_of: AsOf
+    request: str | None = None  # the bodies, when MESH_LOG_BODIES=on (kept for MESH_LOG_RETENTION_DAYS)
+    response: str | None = None
+    bodies_truncated: bool = False
 
 
 def _ms(us: int | None) -> float | None:
@@ -242,10 +245,14 @@ class LogController(Controller):
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")
                 row = await logs.entry(conn, trace_id, account_id)
+                bodies = await logs.bodies_of(conn, trace_id, account_id) if row is not None else None
                 position, time = await position_of(conn, LOGS)
         if row is None:
             raise ApiError(404, f"no request {trace_id} in this account's logs", "not_found")
-        return LogEntryDetailOut(**msgspec.structs.asdict(entry_out(row)), as_of=AsOf(position, time))
+        return LogEntryDetailOut(**msgspec.structs.asdict(entry_out(row)), as_of=AsOf(position, time),
+                                 request=bodies.request if bodies else None,
+                                 response=bodies.response if bodies else None,
+                                 bodies_truncated=bodies.truncated if bodies else False)
 
 
 class AdminLogController(Controller):

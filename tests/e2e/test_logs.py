@@ -152,7 +152,9 @@ def test_every_call_is_logged_exactly_and_found_by_every_filter(mesh, upstream):
 
     one = api(mesh, "GET", f"/api/logs/{newest_first[0]}", token)
     assert one.status_code == 200 and one.json()["trace_id"] == newest_first[0] and one.json()["as_of"]["position"]
-    assert {k: v for k, v in one.json().items() if k != "as_of"} == entries[0]
+    detail = {k: v for k, v in one.json().items() if k not in ("as_of", "request", "response", "bodies_truncated")}
+    assert detail == entries[0]
+    assert one.json()["request"] is None and one.json()["response"] is None  # MESH_LOG_BODIES is off
 
     jsonl = api(mesh, "GET", "/api/logs/export", token, params={"format": "jsonl"})
     assert jsonl.status_code == 200 and jsonl.headers["content-type"].startswith("application/x-ndjson")
@@ -209,3 +211,54 @@ def test_rebuilding_the_logs_leaves_balances_and_entries_as_they_were(mesh):
     assert "logs rebuilt as generation 2" in result.stdout
     after = (logs(mesh, token)["data"], api(mesh, "GET", "/api/billing/balance", token).json()["balance_usd"])
     assert after == before and len(before[0]) == 2
+
+
+def test_bodies_are_logged_apart_when_turned_on(mesh, tmp_path):
+    process = MeshProcess(tmp_path / "data", mesh.config, env={"MESH_LOG_BODIES": "on",
+                                                               "MESH_LOG_RETENTION_DAYS": "30"})
+    process.start()
+    try:
+        account_id, token = sign_up(process)
+        api(process, "POST", f"/admin/accounts/{account_id}/credits", process.operator_token,
+            json={"amount_usd": "1000", "reason": "bodies"})
+        key = api(process, "POST", "/api/keys", token, json={"label": "bodies"}).json()
+        client = openai.OpenAI(base_url=process.url + "/v1", api_key=key["key"], max_retries=0)
+        plain = client.chat.completions.with_raw_response.create(
+            model="acme/small", messages=[{"role": "user", "content": "tell me plainly"}])
+        with client.chat.completions.with_streaming_response.create(
+                model="acme/small", messages=[{"role": "user", "content": "tell me in a stream"}],
+                stream=True) as streamed:
+            stream_trace = streamed.headers["x-mesh-trace-id"]
+            list(streamed.iter_lines())
+        details = {}
+        deadline = time.monotonic() + 15
+        for trace in (plain.headers["x-mesh-trace-id"], stream_trace):
+            while True:
+                detail = api(process, "GET", f"/api/logs/{trace}", token)
+                if (detail.status_code == 200 and detail.json()["request"]) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            details[trace] = detail.json()
+        first, second = details.values()
+        assert "tell me plainly" in first["request"] and "w0 w1" in first["response"]
+        assert "tell me in a stream" in second["request"] and second["response"].rstrip().endswith("[DONE]")
+        assert not first["bodies_truncated"]
+        _, stranger = sign_up(process)
+        assert api(process, "GET", f"/api/logs/{stream_trace}", stranger).status_code == 404
+
+        import asyncio
+        import nats
+
+        async def streams() -> dict:
+            nc = await nats.connect(json.loads((process.data_dir / "running.json").read_text())["nats_url"])
+            try:
+                js = nc.jetstream()
+                return {name: await js.stream_info(name) for name in ("MESH", "MESH_BODIES")}
+            finally:
+                await nc.close()
+
+        info = asyncio.run(streams())
+        assert info["MESH_BODIES"].config.max_age == 30 * 86_400 and info["MESH_BODIES"].state.messages == 2
+        assert info["MESH"].config.max_age in (0, None)  # the billing log never expires, and holds no bodies
+    finally:
+        process.stop()

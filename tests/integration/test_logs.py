@@ -212,3 +212,38 @@ async def test_rebuilding_logs_leaves_billing_untouched_and_the_logs_equal(env):
     assert await rebuild(LOGS, nc, pool, publisher.stream) == 2
     assert await money(pool, ids) == before
     assert await walk(pool, LogFilter(), 500) == logged
+
+
+async def test_bodies_come_from_their_own_stream_and_go_with_retention(env):
+    from commands.stream import bodies_stream, ensure_bodies_stream
+    from gateway.bodies import BodyPublisher
+    from projections.logs import LogBodies
+
+    nc, pool, app, publisher = env
+    model = LogBodies()
+    async with pool.connection() as conn:
+        await ensure_schema(conn, [model])
+    await ensure_bodies_stream(nc, publisher.stream, 90)
+    bodies = BodyPublisher(nc, publisher.stream)
+    account_id = uuid.uuid4()
+    old, recent, long = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    bodies.submit(old, account_id, NOW - timedelta(days=200), b'{"messages": "old"}', b'{"answer": 1}')
+    bodies.submit(recent, account_id, NOW, b'{"messages": "new"}', None)
+    bodies.submit(long, account_id, NOW, b"x" * 300_000, b"y")
+    await bodies.flush()
+    await nc.flush()
+    source = StreamSource(nc, bodies_stream(publisher.stream))
+    for _ in range(50):  # core publishes: stored a moment later
+        if await source.head() >= 3:
+            break
+        await asyncio.sleep(0.05)
+    await ProjectionRunner(model, source, pool).catch_up()
+    async with pool.connection() as conn:
+        assert (await logs.bodies_of(conn, old, account_id)).response == '{"answer": 1}'
+        cut = await logs.bodies_of(conn, long, account_id)
+        assert cut.truncated and len(cut.request) == 256 * 1024
+        assert await logs.bodies_of(conn, recent, uuid.uuid4()) is None  # another account's
+    assert await logs.trim(pool, model, 90)
+    async with pool.connection() as conn:
+        assert await logs.bodies_of(conn, old, account_id) is None
+        assert (await logs.bodies_of(conn, recent, account_id)).request == '{"messages": "new"}'
