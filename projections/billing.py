@@ -53,6 +53,17 @@ class Billing:
                        | {"account.stripe_customer_linked"})
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
+        rollups = "".join(f"""
+            create table if not exists {t[table]} (
+                account_id uuid not null,
+                time timestamptz not null,  -- the {unit} the requests began in (UTC)
+                key_id uuid not null,
+                provider text not null,
+                model text not null,
+                {', '.join(f'{c} bigint not null' for c in _ROLLUP_SUMS.split(', ')[:-1])},
+                spend numeric(40, 0) not null,
+                primary key (account_id, time, key_id, provider, model)
+            );""" for table, unit in _ROLLUPS.items())
         await cur.execute(f"""
             create table if not exists {t['balances']} (
                 account_id uuid primary key,
@@ -94,38 +105,7 @@ class Billing:
                 primary key (trace_id, time)
             ) partition by range (time);
             create index if not exists {t['usage_recent']}_account_time on {t['usage_recent']} (account_id, time);
-            create table if not exists {t['spend_hourly']} (
-                account_id uuid not null,
-                time timestamptz not null,  -- the hour the requests began in (UTC)
-                key_id uuid not null,
-                provider text not null,
-                model text not null,
-                requests bigint not null,
-                errors bigint not null,
-                prompt_tokens bigint not null,
-                completion_tokens bigint not null,
-                cached_prompt_tokens bigint not null,
-                cache_write_tokens bigint not null,
-                reasoning_tokens bigint not null,
-                spend numeric(40, 0) not null,
-                primary key (account_id, time, key_id, provider, model)
-            );
-            create table if not exists {t['spend_daily']} (
-                account_id uuid not null,
-                time timestamptz not null,  -- the day the requests began in (UTC)
-                key_id uuid not null,
-                provider text not null,
-                model text not null,
-                requests bigint not null,
-                errors bigint not null,
-                prompt_tokens bigint not null,
-                completion_tokens bigint not null,
-                cached_prompt_tokens bigint not null,
-                cache_write_tokens bigint not null,
-                reasoning_tokens bigint not null,
-                spend numeric(40, 0) not null,
-                primary key (account_id, time, key_id, provider, model)
-            );
+            {rollups}
             create table if not exists {t['leases']} (
                 lease_id uuid primary key,
                 account_id uuid not null,
@@ -279,7 +259,7 @@ class Billing:
                     from new group by 1, 2, 3, 4, 5
                     on conflict (account_id, time, key_id, provider, model) do update set
                         {', '.join(f'{c} = s.{c} + excluded.{c}' for c in _ROLLUP_SUMS.split(', '))}"""
-                          for table, unit in (("spend_hourly", "hour"), ("spend_daily", "day")))
+                          for table, unit in _ROLLUPS.items())
         await cur.execute(
             f"""with new as (
                     insert into {t['usage_recent']} ({_RECENT_COLUMNS})
@@ -320,6 +300,7 @@ _RECENT_FIELDS = ", ".join(f'r."{name}"' for name in _RECENT_TYPES)
 _RECENT_RECORD = ", ".join(f'"{name}" {kind}' for name, kind in _RECENT_TYPES.items())
 _TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
 _ROLLUP_SUMS = ", ".join(("requests", "errors", *_TOKENS, "spend"))
+_ROLLUPS = {"spend_hourly": "hour", "spend_daily": "day"}  # rollup table: the time unit it sums over
 
 
 async def balance_of(conn: psycopg.AsyncConnection, account_id: UUID) -> Balance:
