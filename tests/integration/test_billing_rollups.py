@@ -46,3 +46,22 @@ async def test_spend_over_any_window_and_balance_at_any_instant_are_exact(env):
             assert at.spend == sum(e.cost for e in events if e.timestamp <= moment)
         hourly = await billing.spend_history(conn, account_id, ["hour"], None, None)
         assert all(r.group["hour"].endswith(":00:00Z") for r in hourly)
+
+
+async def test_a_billing_model_built_before_the_rollups_is_found_and_rebuilt(env):
+    from projections.rebuild import outdated, rebuild
+    from tests.integration.test_logs import DIRECTORY, LOGS, money
+
+    nc, pool, app, publisher = env
+    (account_id,) = await accounts(app, 1)
+    rng = random.Random(6)
+    for _ in range(20):
+        await publisher.publish(usage(account_id, NOW, rng, [uuid.uuid4()]))
+    await catch_up(nc, pool, publisher.stream, BILLING)
+    before = await money(pool, [account_id])
+    assert await outdated(pool, [BILLING, DIRECTORY, LOGS]) == []
+    async with pool.connection() as conn:  # what an older Mesh left: no daily rollup
+        await conn.execute("drop table spend_daily_g1 cascade")
+    assert await outdated(pool, [BILLING, DIRECTORY, LOGS]) == [BILLING]
+    await rebuild(BILLING, nc, pool, publisher.stream)
+    assert await outdated(pool, [BILLING]) == [] and await money(pool, [account_id]) == before
