@@ -1,10 +1,11 @@
 """Request logs read model: one row per request through the gateway, for finding and explaining calls.
 
 Separate from billing on purpose: rebuilding it, or dropping old months (retention), never touches money.
-`logs` is partitioned by month of the request's time; every filter the API offers has an index that starts
-with the account and ends with (time, trace_id), the order pages are read in (newest first), so a page is an
-index range scan that stops after `limit` rows, however deep the cursor. Key labels are joined at query time
-from the directory (a label changed later shows everywhere).
+`logs` is partitioned by month of the request's time. Its indexes start with the account (and the key, the
+model, or only failed requests), then (time, trace_id), the order pages are read in (newest first), then
+every other filtered column: the remaining filters are checked inside the index, so a page reads the heap
+only for the rows it returns, and stops after `limit` of them however deep the cursor. Key labels are joined
+at query time from the directory (a label changed later shows everywhere).
 
 A usage event published twice (see projections/billing.py) is kept once: (trace_id, time) is the key.
 """
@@ -64,12 +65,14 @@ class Logs:
                 template_version int,
                 primary key (trace_id, time)
             ) partition by range (time);
-            create index if not exists {logs}_account on {logs} (account_id, time, trace_id);
-            create index if not exists {logs}_errors on {logs} (account_id, time, trace_id) where status <> 'ok';
-            create index if not exists {logs}_model on {logs} (account_id, model, time, trace_id);
-            create index if not exists {logs}_provider on {logs} (account_id, provider, time, trace_id);
-            create index if not exists {logs}_key on {logs} (account_id, key_id, time, trace_id);
-            create index if not exists {logs}_latency on {logs} (account_id, latency_us);
+            create index if not exists {logs}_account on {logs}
+                (account_id, time, trace_id, model, key_id, provider, latency_us, status);
+            create index if not exists {logs}_errors on {logs}
+                (account_id, time, trace_id, model, key_id, provider, latency_us) where status <> 'ok';
+            create index if not exists {logs}_key on {logs}
+                (account_id, key_id, time, trace_id, model, provider, latency_us, status);
+            create index if not exists {logs}_model on {logs}
+                (account_id, model, time, trace_id, key_id, latency_us, status);
             create index if not exists {logs}_time on {logs} (time, trace_id);
         """)
 
