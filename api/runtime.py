@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -11,10 +12,11 @@ import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
-from commands.accounts import AccountCommands
+from commands.accounts import DEFAULT_SESSION, AccountCommands
 from commands.app import Conflict, MeshApplication
 from eventsourcing.persistence import OperationalError
 from commands.keys import KeyCommands
+from commands.templates import TemplateCommands
 from commands.stream import bodies_stream, ensure_bodies_stream, ensure_stream
 from commands.budget import BudgetCommands
 from commands.catalog import CatalogCommands
@@ -25,11 +27,15 @@ from gateway.app import Gateway
 from gateway.bodies import BodyPublisher
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from api.autorefill import AutoRefillManager
-from api.embedded import EmbeddedServerError, ProjectionProcess
+from api.embedded import BACKGROUND_POSTGRES, EmbeddedServerError, ProjectionProcess
+from api.logins import LoginGuard
+from api.supervisor import Child, Supervisor
 from api.payments import PaymentProvider, StripePayments
 from gateway import feed
 from gateway.keys import KeyCache
+from gateway.templates import TemplateCache, TemplateHead
 from gateway.catalog import Catalog
+from gateway.errors import GatewayError
 from gateway.providers.base import Adapter
 from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.echo import EchoAdapter
@@ -37,13 +43,15 @@ from gateway.providers.gemini import GeminiAdapter
 from gateway.providers.openai import OpenAIAdapter
 from gateway.usage import UsagePublisher
 from projections import billing, directory, logs
+from projections import templates as templates_read_model
 from projections import catalog as catalog_read_model
 from projections.billing import Billing
 from projections.catalog import CatalogModel
 from projections.directory import Directory
 from projections.logs import LogBodies, Logs
+from projections.templates import Templates
 from projections.readmodel import ReadModel, ensure_schema
-from projections.rebuild import outdated, rebuild
+from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner, wait_for_position
 from projections.source import StreamSource
 
@@ -52,8 +60,9 @@ log = logging.getLogger("mesh")
 DIRECTORY = Directory()
 BILLING = Billing()
 CATALOG = CatalogModel()
+TEMPLATES = Templates()
 LOGS = Logs()
-READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG, LOGS]
+READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG, TEMPLATES, LOGS]
 LOG_BODIES = LogBodies()  # read from the bodies stream, not the log (MESH_LOG_BODIES=on)
 RETENTION_EVERY = 3600.0  # seconds between two retention passes over the logs
 
@@ -83,7 +92,7 @@ async def connect_nats(url: str, timeout: float = 5) -> NATS:
             disconnected_cb=disconnected, reconnected_cb=reconnected,
         ), timeout)
     except Exception as exc:
-        raise StartupError(f"cannot reach NATS at {url} ({type(exc).__name__}); is it running?") from None
+        raise StartupError(f"cannot reach NATS at {_redact(url)} ({type(exc).__name__}); is it running?") from None
     return nc
 
 
@@ -94,7 +103,9 @@ async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnec
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {reason}") from None
-    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure)
+    # `check`: a connection that died with its server (PostgreSQL restarted) is replaced, not handed out
+    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure,
+                               check=AsyncConnectionPool.check_connection)
     await pool.open(wait=True, timeout=10)
     return pool
 
@@ -114,14 +125,36 @@ class ReadModelKeys:
         self.pool = pool
 
     async def __call__(self, key_hash: str) -> KeyInfo | None:
-        async with self.pool.connection() as conn:
-            found = await directory.key_by_hash(conn, key_hash)
+        try:
+            async with self.pool.connection() as conn:
+                found = await directory.key_by_hash(conn, key_hash)
+        except psycopg.OperationalError:
+            raise GatewayError(503, "cannot check this API key right now: the read models are unreachable; "
+                                    "Mesh is reconnecting, retry shortly", "api_error", "service_unavailable") from None
         if found is None:
             return None
         row, valid_until = found
         allowed = frozenset(row.allowed_models) if row.allowed_models is not None else None
         return KeyInfo(row.key_id, row.account_id, row.default_model, row.status, row.spend_cap, allowed,
                        row.expires_at, valid_until)
+
+
+class ReadModelTemplates:
+    """Loads templates for the gateway's cache from the templates read model (once per name and process)."""
+
+    def __init__(self, pool: AsyncConnectionPool):
+        self.pool = pool
+
+    async def head(self, account_id: UUID, name: str) -> TemplateHead | None:
+        async with self.pool.connection() as conn:
+            row = await templates_read_model.template_named(conn, account_id, name)
+        return None if row is None else TemplateHead(row.template_id, row.account_id, row.name, row.latest_version,
+                                                     dict(row.labels), row.archived, row.revision)
+
+    async def version(self, template_id: UUID, version: int):
+        async with self.pool.connection() as conn:
+            row = await templates_read_model.version_of(conn, template_id, version)
+        return None if row is None else (row.messages, row.defaults)
 
 
 class CommandLeases:
@@ -162,7 +195,9 @@ class Runtime:
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
                  auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
                  background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
-                 log_retention_days: int = logs.RETENTION_DAYS, log_bodies: bool = False):
+                 session: timedelta = DEFAULT_SESSION, logins: LoginGuard | None = None,
+                 children: dict[str, Child] | None = None, log_retention_days: int = logs.RETENTION_DAYS,
+                 log_bodies: bool = False):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -176,6 +211,11 @@ class Runtime:
         self.projection_process = projection_process  # run the projections in a child process
         self.background_postgres = background_postgres  # the embedded postmaster's pid: see PostgresPriority
         self.background_cpus = background_cpus  # where the projection worker runs: see api.embedded.background_cpus
+        self.session = session  # how long a management token lives unused (MESH_SESSION_DAYS)
+        self.logins = logins or LoginGuard()  # attempt limits and the KDF's thread pool
+        self._renewing: dict[str, asyncio.Task] = {}  # token hash -> the task saving its renewal
+        self.children = children or {}  # the embedded servers `mesh up` started, by name: kept running
+        self.supervisor = Supervisor()
         self.log_retention_days = log_retention_days
         self.log_bodies = log_bodies
         self.runners: list[ProjectionRunner] = []
@@ -197,10 +237,11 @@ class Runtime:
                     from None
         self.pool = await open_pool(self.database_url)
         async with self.pool.connection() as conn:
-            await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
+            outdated = await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
         self.app = await asyncio.to_thread(MeshApplication, self.nats_url, self.stream)
-        self.accounts = AccountCommands(self.app)
+        self.accounts = AccountCommands(self.app, self.session)
         self.keys = KeyCommands(self.app)
+        self.templates = TemplateCommands(self.app)
         self.source = StreamSource(self.nc, self.stream)
         self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
         self.budget = BudgetCommands(self.app)
@@ -210,9 +251,11 @@ class Runtime:
         self.budgets = Budgets(CommandLeases(self.budget))
         self.key_cache = KeyCache(ReadModelKeys(self.pool))
         self.key_cache.on_change = self._key_changed
-        self._feed = await feed.follow(self.nc, self.stream, feed.handlers(self.key_cache, self.catalog))
+        self.template_cache = TemplateCache(ReadModelTemplates(self.pool))
+        self._feed = await feed.follow(self.nc, self.stream,
+                                       feed.handlers(self.key_cache, self.catalog, self.template_cache))
         if self.run_projections:
-            for model in await outdated(self.pool, READ_MODELS):
+            for model in outdated:
                 log.warning("read model %s was built by an older Mesh; rebuilding it from the log", model.name)
                 await rebuild(model, self.nc, self.pool, self.stream)
             for model in READ_MODELS:  # serve from read models that have seen the whole log
@@ -224,7 +267,8 @@ class Runtime:
                 self.catalog.apply(model_id, price, enabled)
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
         self.bodies = BodyPublisher(self.nc, self.stream) if self.log_bodies else None
-        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage, self.bodies)
+        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage,
+                               self.template_cache, self.bodies)
         self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
                        asyncio.create_task(self.usage.run(self._stop), name="usage-spool")]
         if self.bodies is not None:
@@ -251,6 +295,19 @@ class Runtime:
             if isinstance(stripe, StripePayments):
                 manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)
                 self._tasks.append(asyncio.create_task(manager.run(self._stop), name="auto-refill"))
+        for name, child in self.children.items():
+            self.supervisor.watch(name, child, self._postgres_restarted if name == "postgres" else None)
+        if self._worker is not None:
+            self.supervisor.watch("projections", self._worker)
+        self._tasks.append(asyncio.create_task(self.supervisor.run(self._stop), name="supervisor"))
+
+    async def _postgres_restarted(self) -> None:
+        """The projection worker starts again too, to lower the priority of the new postmaster's children."""
+        if self._worker is not None and self.background_postgres is not None:
+            self.background_postgres = self.children["postgres"].process.pid
+            self._worker.env[BACKGROUND_POSTGRES] = str(self.background_postgres)
+            log.warning("stopping the projection worker: it starts again beside the new PostgreSQL")
+            await asyncio.to_thread(self._worker.stop)
 
     def _bodies_runner(self) -> ProjectionRunner:
         return ProjectionRunner(LOG_BODIES, StreamSource(self.nc, bodies_stream(self.stream)), self.pool)
@@ -266,6 +323,22 @@ class Runtime:
         self.nudge()
         await wait_for_position(self.pool, model, position)
 
+    def renew_session(self, account_id: UUID, token_hash: str) -> None:
+        """Slide a token's expiry in the background, once however many requests ask at the same time."""
+        if token_hash in self._renewing or self._stop.is_set():
+            return
+
+        async def renew() -> None:
+            try:
+                position = await asyncio.to_thread(self.accounts.renew_session, account_id, token_hash)
+                await self.caught_up(DIRECTORY, position)  # until then the read model still shows it due
+            except Exception as exc:
+                log.warning("could not renew a management token of account %s: %s", account_id, exc)
+            finally:
+                del self._renewing[token_hash]
+
+        self._renewing[token_hash] = asyncio.create_task(renew(), name="session-renewal")
+
     def _key_changed(self, key: KeyInfo) -> None:
         if key.status != "active":
             self.budgets.forget_key(key.key_id)
@@ -280,6 +353,9 @@ class Runtime:
                 pass
             try:
                 await job()
+            except (psycopg.OperationalError, OperationalError) as exc:  # a server away (restarting): one line
+                log.warning("%s: %s unreachable (%s); will retry", job.__name__,
+                            "PostgreSQL" if isinstance(exc, psycopg.OperationalError) else "NATS", type(exc).__name__)
             except Exception:
                 log.exception("%s failed; will retry", job.__name__)
 
@@ -312,8 +388,11 @@ class Runtime:
                 await asyncio.wait_for(task, 10)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 task.cancel()
+        if self._renewing:
+            await asyncio.wait(list(self._renewing.values()), timeout=10)
         if self._worker is not None:
             await asyncio.to_thread(self._worker.stop)
+        self.logins.close()
         for adapter in getattr(self, "adapters", {}).values():
             await adapter.aclose()
         if hasattr(self, "app"):

@@ -15,6 +15,7 @@ import msgspec
 from domain.account import Account, EmailClaim
 from domain.apikey import ApiKey
 from domain.catalog import ModelSettings
+from domain.template import Template, TemplateName
 from domain.topup import TopUp
 from domain.usage import BodyRecorded, UsageRecorded
 
@@ -32,6 +33,10 @@ EVENT_TYPES: dict[str, type] = {
     "account.auto_refill_armed": Account.AutoRefillArmed,
     "account.budget_leased": Account.BudgetLeased,
     "account.lease_settled": Account.LeaseSettled,
+    "account.token_renewed": Account.TokenRenewed,
+    "account.token_revoked": Account.TokenRevoked,
+    "account.password_changed": Account.PasswordChanged,
+    "account.password_rehashed": Account.PasswordRehashed,
     "email.claimed": EmailClaim.Claimed,
     "key.created": ApiKey.Created,
     "key.relabeled": ApiKey.Relabeled,
@@ -57,6 +62,15 @@ EVENT_TYPES: dict[str, type] = {
     "topup.refunded": TopUp.Refunded,
     "topup.disputed": TopUp.Disputed,
     "usage.recorded": UsageRecorded,
+    "template.created": Template.Created,
+    "template.version_saved": Template.VersionSaved,
+    "template.renamed": Template.Renamed,
+    "template.labeled": Template.Labeled,
+    "template.unlabeled": Template.Unlabeled,
+    "template.archived": Template.Archived,
+    "template_name.claimed": TemplateName.Claimed,
+    "template_name.reclaimed": TemplateName.Reclaimed,
+    "template_name.released": TemplateName.Released,
     "usage.body_recorded": BodyRecorded,  # on the bodies stream (see commands.stream.bodies_stream)
 }
 

@@ -1,4 +1,4 @@
-"""What the gateway hears from the event stream: key and catalog changes, live.
+"""What the gateway hears from the event stream: key, catalog and template changes, live.
 
 A core NATS subscription on the aggregate subjects reaches every gateway
 process within milliseconds of an append, with no database read.
@@ -16,15 +16,18 @@ from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADE
 from domain.pricing import Price
 from gateway.catalog import Catalog
 from gateway.keys import CHANGES as KEY_CHANGES, KeyCache
+from gateway.templates import TOPICS as TEMPLATE_TOPICS, TemplateCache
 
 log = logging.getLogger("mesh.gateway")
 
 Handler = Callable[[str, Any], None]
 
 
-def handlers(keys: KeyCache, catalog: Catalog) -> dict[str, Handler]:
+def handlers(keys: KeyCache, catalog: Catalog, templates: TemplateCache | None = None) -> dict[str, Handler]:
     """The events the gateway follows, and what each one changes."""
     table: dict[str, Handler] = {topic: keys.apply for topic in [*KEY_CHANGES, "key.rotated"]}
+    if templates is not None:
+        table.update({topic: templates.apply for topic in TEMPLATE_TOPICS})
     table["model.price_changed"] = lambda _, e: catalog.apply(
         e.model_id, price=Price(e.prompt_per_1k, e.completion_per_1k))
     table["model.enabled"] = lambda _, e: catalog.apply(e.model_id, enabled=True)

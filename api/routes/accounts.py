@@ -1,4 +1,8 @@
-"""Sign up and log in."""
+"""Sign up, log in and out, change the password.
+
+The password routes run their use case in the KDF's own thread pool, behind attempt limits per email and per
+client address (see api/logins.py).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, post
+from litestar.di import Provide
 
+from api.auth import current_account, presented_token_hash
 from api.runtime import DIRECTORY, Runtime
 
 
@@ -16,9 +22,19 @@ class Credentials(msgspec.Struct, forbid_unknown_fields=True):
     password: str
 
 
+class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: str
+    new_password: str
+
+
 class SessionOut(msgspec.Struct):
     account_id: UUID
     management_token: str
+
+
+def client_address(request: Request) -> str:
+    """Who is asking, for attempt limits: the peer address (behind a proxy, the proxy's)."""
+    return request.client.host if request.client else "unknown"
 
 
 class AccountController(Controller):
@@ -27,13 +43,32 @@ class AccountController(Controller):
     @post("/signup", status_code=201)
     async def signup(self, request: Request, data: Credentials) -> SessionOut:
         runtime: Runtime = request.app.state.runtime
-        session = await asyncio.to_thread(runtime.accounts.sign_up, data.email, data.password)
+        with runtime.logins.signup(client_address(request), data.email):
+            session = await runtime.logins.run(runtime.accounts.sign_up, data.email, data.password)
         await runtime.caught_up(DIRECTORY, session.position)
         return SessionOut(session.account_id, session.management_token)
 
     @post("/login", status_code=200)
     async def login(self, request: Request, data: Credentials) -> SessionOut:
         runtime: Runtime = request.app.state.runtime
-        session = await asyncio.to_thread(runtime.accounts.log_in, data.email, data.password)
+        with runtime.logins.login(client_address(request), data.email):
+            session = await runtime.logins.run(runtime.accounts.log_in, data.email, data.password)
+        await runtime.caught_up(DIRECTORY, session.position)
+        return SessionOut(session.account_id, session.management_token)
+
+    @post("/logout", status_code=204, dependencies={"account_id": Provide(current_account)})
+    async def logout(self, request: Request, account_id: UUID) -> None:
+        """Revoke the management token this request carries."""
+        runtime: Runtime = request.app.state.runtime
+        position = await asyncio.to_thread(runtime.accounts.log_out, account_id, presented_token_hash(request))
+        await runtime.caught_up(DIRECTORY, position)
+
+    @post("/password", status_code=200, dependencies={"account_id": Provide(current_account)})
+    async def change_password(self, request: Request, account_id: UUID, data: PasswordChange) -> SessionOut:
+        """A new password revokes every management token of the account; the answer carries a fresh one."""
+        runtime: Runtime = request.app.state.runtime
+        with runtime.logins.password_change(account_id):
+            session = await runtime.logins.run(runtime.accounts.change_password, account_id, data.current_password,
+                                               data.new_password)
         await runtime.caught_up(DIRECTORY, session.position)
         return SessionOut(session.account_id, session.management_token)

@@ -9,6 +9,7 @@ from domain.account import Account, EmailClaim
 from domain.apikey import ApiKey
 from domain.catalog import ModelSettings
 from domain.pricing import Price
+from domain.template import Template, TemplateName
 from domain.topup import TopUp
 from domain.events import EVENT_TYPES, UnknownEvent, decode_event, event_name
 from domain.usage import UsageRecorded
@@ -47,6 +48,10 @@ def aggregate_events():
     account.auto_refill_failed(second, "declined")
     account.debit_credits(10, "refund", "stripe")
     account.disable_auto_refill("by hand")
+    account.renew_token("t2", now + timedelta(days=30))
+    account.revoke_token("t2")
+    account.rehash_password("h2")
+    account.change_password("h3", "t3", now + timedelta(days=30))
     topup = TopUp(account_id=account.id, provider="stripe", reference="pi_1", amount=10**12)
     topup.fail("card declined")
     topup.succeed(10**12, now)
@@ -59,8 +64,18 @@ def aggregate_events():
     settings.change_price(Price(1000, 2000), "operator")
     settings.disable("operator")
     settings.enable("operator")
+    template = Template.create(account.id, "greet", None, [{"role": "user", "content": "Hi {{ name }}"}],
+                               {"temperature": 0.3, "stop": ["END"]}, "account")
+    template.save("v2", [{"role": "system", "content": "Be {{persona}}"}], {"max_tokens": 5}, "account")
+    template.rename("hello", "account")
+    template.label("production", 1, "account")
+    template.unlabel("production", "account")
+    template.archive("account")
+    name = TemplateName(account_id=account.id, name="greet", template_id=template.id)
+    name.release(template.id)
+    name.claim(template.id)
     return (account.collect_events() + claim.collect_events() + key.collect_events() + settings.collect_events()
-            + topup.collect_events() + lapsed.collect_events())
+            + topup.collect_events() + lapsed.collect_events() + template.collect_events() + name.collect_events())
 
 
 def test_every_aggregate_event_round_trips_through_the_mapper():
