@@ -67,7 +67,7 @@ def error_response(status: int, message: str, code: str | None, type: str = "inv
 
 
 def handle_api_error(_: Request, exc: ApiError) -> Response:
-    return error_response(exc.status, exc.message, exc.code, exc.type, exc.param)
+    return error_response(exc.status, exc.message, exc.code, exc.type, param=exc.param)
 
 
 def handle_domain_error(_: Request, exc: Exception) -> Response:
