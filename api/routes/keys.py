@@ -239,7 +239,7 @@ class KeyController(Controller):
         return aggregate_out(result.key)
 
 
-_BUDGET_EVENTS = {"key.budget_leased", "key.lease_settled", "key.spend_period_started"}
+_BUDGET_EVENTS = {"key.budget_leased", "key.lease_extended", "key.lease_settled", "key.spend_period_started"}
 _PRIVATE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "key_hash",
                    "previous_hash", "account_id"}
 
