@@ -103,7 +103,7 @@ def usage_row(mesh: MeshProcess, trace_id: str, timeout: float = 10) -> dict:
             conn.commit()
 
 
-def billed(mesh: MeshProcess, trace_id: str, timeout: float = 10) -> int:
+def times_billed(mesh: MeshProcess, trace_id: str, timeout: float = 10) -> int:
     """How often billing counted a request (its rows in usage_recent), once billing's runner has it."""
     deadline = time.monotonic() + timeout
     with psycopg.connect(database_url(mesh), autocommit=True) as conn:
@@ -160,7 +160,7 @@ def test_a_client_that_disconnects_mid_stream_is_billed_once_with_the_upstreams_
     assert row["cost"] == 5 * 500_000_000 + 7 * 1_500_000_000
     assert upstream.streams_cut_short == cut_before  # read to its end, not stopped
     assert upstream.requests[requests_before]["stream_options"] == {"include_usage": True}  # asked for upstream
-    assert billed(gw, trace) == 1
+    assert times_billed(gw, trace) == 1
 
 
 def test_a_stream_that_runs_on_past_the_drain_window_is_billed_from_an_estimate_of_everything_sent(gw, key,
@@ -180,7 +180,7 @@ def test_a_stream_that_runs_on_past_the_drain_window_is_billed_from_an_estimate_
     while upstream.streams_cut_short == cut_before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert upstream.streams_cut_short == cut_before + 1  # then the upstream stream was stopped
-    assert billed(gw, trace) == 1
+    assert times_billed(gw, trace) == 1
 
 
 @pytest.mark.parametrize("upstream_status, status, code", [
