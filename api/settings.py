@@ -38,6 +38,8 @@ class Settings(msgspec.Struct, kw_only=True):
     signups_per_address: int = 20  # sign-ups per client address and window
     login_window_seconds: float = 900.0  # the window of the three limits above
     free_rpm: int = DEFAULT_FREE_RPM  # requests a minute per key to a free model (such as mesh/echo); 0: no limit
+    log_retention_days: int = 90  # request logs older than this are dropped (whole months); money is not
+    log_bodies: str = "off"  # "on": keep prompts and answers too (their own stream, same retention)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -52,6 +54,12 @@ class Settings(msgspec.Struct, kw_only=True):
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise SettingsError(f"bad setting: {exc} (check the MESH_* environment variables)") from None
+
+    @property
+    def bodies_logged(self) -> bool:
+        if self.log_bodies not in ("on", "off"):
+            raise SettingsError(f"MESH_LOG_BODIES takes on or off; got {self.log_bodies!r}")
+        return self.log_bodies == "on"
 
     @property
     def data_path(self) -> Path:

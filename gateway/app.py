@@ -24,6 +24,7 @@ from gateway.admission import KeyInfo, bearer_token
 from domain.money import pico_to_usd
 from domain.pricing import Price
 from gateway.budget import FREE, BudgetRefusal, Budgets, Ticket
+from gateway.bodies import BodyPublisher
 from gateway.catalog import Catalog, Model
 from gateway.fields import check_fields
 from gateway.freelimit import DEFAULT_FREE_RPM, FreeRateLimit
@@ -88,7 +89,7 @@ class Gateway:
     def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyCache, budgets: Budgets,
                  usage: UsagePublisher, templates: TemplateCache | None = None,
                  drain_seconds: float = DISCONNECT_DRAIN_SECONDS,
-                 free_rpm: int = DEFAULT_FREE_RPM):
+                 free_rpm: int = DEFAULT_FREE_RPM, bodies: BodyPublisher | None = None):
         self.catalog = catalog
         self.free_limit = FreeRateLimit(free_rpm)
         self.adapters = adapters
@@ -97,6 +98,7 @@ class Gateway:
         self.usage = usage
         self.templates = templates
         self.drain_seconds = drain_seconds
+        self.bodies = bodies  # None: bodies are not logged (MESH_LOG_BODIES=off), and cost nothing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = new_trace_id()
@@ -153,6 +155,8 @@ class Gateway:
             headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
         record = _Record(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
         record.template = template
+        if self.bodies is not None:
+            record.request_body = raw
         try:
             if request.stream:
                 include_usage = bool((request.stream_options or {}).get("include_usage"))
@@ -170,11 +174,15 @@ class Gateway:
                     await _respond(send, exc.status, headers, exc.body())
                     return
                 # billed first: a client gone while the answer is written still owes what the upstream did
+                record.response_body = result.body
                 await self._emit(record, record.done(result.usage, result.upstream_us, None))
                 await _respond(send, 200, headers, result.body)
         finally:
             if not record.emitted:  # an unexpected failure: free the reservation all the same
                 self.budgets.release(record.ticket, 0)
+            elif record.request_body is not None:  # bodies logged: the request is over, its answer complete
+                self.bodies.submit(trace_id, key.account_id, datetime.now(timezone.utc), record.request_body,
+                                   record.response_body)
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send, headers: list, trace_id: uuid.UUID,
                           started: int, request_id: str | None) -> None:
@@ -284,6 +292,7 @@ class Gateway:
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         error: str | None = None
         status = 200
+        frames: list[bytes] | None = [] if record.request_body is not None else None  # the logged answer
 
         async def bill() -> None:  # the stream is complete: its bill is durable before its last frame leaves
             await reply.aclose()  # the adapter settles the usage and the upstream time as it closes
@@ -291,7 +300,7 @@ class Gateway:
 
         try:
             try:
-                await relay(reply, send, gone, bill)
+                await relay(reply if frames is None else _recording(reply, frames), send, gone, bill)
             except GatewayError as exc:
                 error, status = exc.message, exc.status
             except OSError as exc:
@@ -302,6 +311,8 @@ class Gateway:
         finally:
             watcher.cancel()
             await reply.aclose()  # closes the upstream response (if still open): it stops generating
+        if frames is not None:
+            record.response_body = b"".join(frames)
         if record.emitted:
             return
         if gone.is_set():
@@ -334,6 +345,8 @@ class _Record:
         self.started, self.request_id, self.stream, self.ticket = started, request_id, stream, ticket
         self.emitted = False
         self.template: TemplateUse | None = None
+        self.request_body: bytes | None = None  # set when bodies are logged
+        self.response_body: bytes | None = None
 
     def done(self, usage: Usage, upstream_us: int, first_token_us: int | None, error: str | None = None,
              http_status: int = 200) -> UsageRecorded:
@@ -401,6 +414,13 @@ async def drain(frames: AsyncIterable[bytes], seconds: float) -> None:
         await asyncio.wait_for(read(), seconds)
     except (asyncio.TimeoutError, GatewayError):
         pass  # cut off (or the upstream failed): the adapter has billed an estimate of what it saw
+
+
+async def _recording(frames: AsyncIterable[bytes], into: list[bytes]) -> AsyncIterable[bytes]:
+    """The frames as they pass, kept in `into` (for the logged response body)."""
+    async for frame in frames:
+        into.append(frame)
+        yield frame
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:

@@ -200,7 +200,7 @@ completion_usd_per_1k = "1.5"
         deadline = time.monotonic() + 30
         with psycopg.connect(database_url, autocommit=True) as conn:
             while time.monotonic() < deadline:  # the spool is replayed and the worker catches up
-                rows = conn.execute("select trace_id, http_status, cost from usage where account_id = %s",
+                rows = conn.execute("select trace_id, http_status, cost from logs where account_id = %s",
                                     (session["account_id"],)).fetchall()
                 recorded = {str(trace): (status, int(cost)) for trace, status, cost in rows}
                 lag = [p["lag"] for p in httpx.get(restarted.url + "/health").json()["projections"]]
@@ -238,7 +238,7 @@ completion_usd_per_1k = "1.5"
         trace = raw.headers["x-mesh-trace-id"]
         with psycopg.connect(database_url, autocommit=True) as conn:
             deadline = time.monotonic() + 10
-            while not conn.execute("select 1 from usage where trace_id = %s", (trace,)).fetchone():
+            while not conn.execute("select 1 from usage_recent where trace_id = %s", (trace,)).fetchone():
                 assert time.monotonic() < deadline, "the request after the restart was not billed"
                 time.sleep(0.1)
     finally:
