@@ -324,12 +324,18 @@ class PostgresServer:
 
 
 def _pid_alive(pid_file: Path) -> bool:
+    """Whether the process a pid file names still runs. A killed one whose parent died too can stay a zombie
+    (where nothing reaps orphans): signals still reach its pid, but it holds nothing and will never run again."""
     try:
         pid = int(pid_file.read_text().splitlines()[0])
         os.kill(pid, 0)
-        return True
     except (ValueError, IndexError, ProcessLookupError, PermissionError, OSError):
         return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc to ask: signals reach it, so take it as running
+    return state not in ("Z", "X")
 
 
 def _background() -> None:
