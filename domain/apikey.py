@@ -60,7 +60,8 @@ def check_allowed_models(models: list[str] | None) -> list[str] | None:
         return None
     if len(models) > MAX_LIST_LENGTH:
         raise InvalidKeySettings(f"allowed_models may name at most {MAX_LIST_LENGTH} models")
-    cleaned = sorted({check_model_id(m.strip(), "allowed_models entry") for m in models if m.strip()})
+    cleaned = sorted({check_text(m.strip(), "allowed_models entry", MAX_MODEL_ID_LENGTH, error=InvalidKeySettings)
+                      for m in models if m.strip()})
     if not cleaned:
         raise InvalidKeySettings("allowed_models must name at least one model, or be null for all models")
     return cleaned

@@ -28,14 +28,16 @@ class Price(msgspec.Struct, frozen=True):
     @classmethod
     def from_usd(cls, prompt_usd_per_1k: str, completion_usd_per_1k: str, cached_prompt_usd_per_1k: str | None = None,
                  cache_write_usd_per_1k: str | None = None) -> "Price":
-        prices = [usd_to_pico(value, field=field, decimals=_PRICE_DECIMALS) if value is not None else None
-                  for field, value in (("prompt_usd_per_1k", prompt_usd_per_1k),
-                                       ("completion_usd_per_1k", completion_usd_per_1k),
-                                       ("cached_prompt_usd_per_1k", cached_prompt_usd_per_1k),
-                                       ("cache_write_usd_per_1k", cache_write_usd_per_1k))]
-        if any(p is not None and p < 0 for p in prices):
-            raise InvalidAmount("prices must not be negative")
-        return cls(*prices)
+        def pico(field: str, value: str) -> int:
+            price = usd_to_pico(value, field=field, decimals=_PRICE_DECIMALS)
+            if price < 0:
+                raise InvalidAmount("prices must not be negative")
+            return price
+
+        return cls(pico("prompt_usd_per_1k", prompt_usd_per_1k), pico("completion_usd_per_1k", completion_usd_per_1k),
+                   None if cached_prompt_usd_per_1k is None else pico("cached_prompt_usd_per_1k",
+                                                                      cached_prompt_usd_per_1k),
+                   None if cache_write_usd_per_1k is None else pico("cache_write_usd_per_1k", cache_write_usd_per_1k))
 
     @property
     def cached(self) -> int:

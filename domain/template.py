@@ -236,9 +236,11 @@ class Template(Aggregate):
              by: str) -> None:
         """A new version, even when nothing differs: every save is a version of its own."""
         self._check_not_archived()
-        content = {"description": check_description(description), "messages": check_messages(messages),
-                   "defaults": check_defaults(defaults)}
-        self._save(len(self.versions) + 1, changed=changed_fields(self.latest.content(), content), by=by, **content)
+        description, messages = check_description(description), check_messages(messages)
+        checked_defaults = check_defaults(defaults)
+        content = {"description": description, "messages": messages, "defaults": checked_defaults}
+        self._save(len(self.versions) + 1, description, messages, checked_defaults,
+                   changed=changed_fields(self.latest.content(), content), by=by)
 
     @event(VersionSaved)
     def _save(self, version: int, description: str | None, messages: list[dict[str, str]],
