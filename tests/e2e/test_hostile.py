@@ -107,6 +107,7 @@ provider = "down"
 upstream = "gpt-test"
 prompt_usd_per_1k = "0.5"
 completion_usd_per_1k = "1.5"
+max_output_tokens = 256
 """)
     process = MeshProcess(tmp_path_factory.mktemp("hostile-mesh") / "data", config,
                           env={"ACME_API_KEY": WRONG_UPSTREAM_KEY, "MESH_FREE_RPM": str(FREE_RPM)})
