@@ -12,6 +12,7 @@ from api.routes.admin import AdminController
 from api.routes.billing import BillingController
 from api.routes.health import health
 from api.routes.keys import KeyController
+from api.routes.logs import AdminLogController, LogController
 from api.routes.models import ModelController
 from api.routes.templates import TemplateController
 from api.routes.topups import AutoRefillController, TopUpController, stripe_webhook
@@ -21,7 +22,7 @@ from api.runtime import Runtime
 def create_litestar(runtime: Runtime) -> Litestar:
     app = Litestar(
         route_handlers=[AccountController, KeyController, BillingController, TopUpController, AutoRefillController,
-                        ModelController, TemplateController,
+                        ModelController, TemplateController, LogController, AdminLogController,
                         AdminController, stripe_webhook, health],
         exception_handlers=EXCEPTION_HANDLERS,
         logging_config=None,  # `mesh` configures logging once, for every part

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
                     "`mesh projections` elsewhere)")
     sub.add_parser("projections", help="run the projection workers only (needs MESH_NATS_URL and MESH_DATABASE_URL)")
     rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
-    rebuild.add_argument("read_model", help="directory | billing")
+    rebuild.add_argument("read_model", help="directory | billing | catalog | templates | logs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -194,7 +194,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           topup_limits=_topup_limits(settings),
                           auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds),
                           projection_process=True, background_postgres=servers.postgres_pid,
-                          background_cpus=servers.background_cpus)
+                          background_cpus=servers.background_cpus,
+                          log_retention_days=settings.log_retention_days, log_bodies=settings.bodies_logged)
         config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)
@@ -235,8 +236,11 @@ def up(settings: Settings, run_projections: bool = True) -> int:
 
 async def _projections_only(settings: Settings) -> int:
     from api.embedded import BACKGROUND_POSTGRES, PostgresPriority
-    from api.runtime import READ_MODELS, connect_nats, open_pool
+    from api.runtime import LOG_BODIES, LOGS, READ_MODELS, RETENTION_EVERY, connect_nats, open_pool
+    from commands.stream import bodies_stream, ensure_bodies_stream
+    from projections.logs import trim
     from projections.readmodel import ensure_schema
+    from projections.rebuild import outdated, rebuild
     from projections.runner import ProjectionRunner
     from projections.source import StreamSource
     from commands.stream import ensure_stream
@@ -246,6 +250,8 @@ async def _projections_only(settings: Settings) -> int:
         raise MeshError("`mesh projections` needs MESH_NATS_URL and MESH_DATABASE_URL")
     nc = await connect_nats(settings.nats_url)
     await ensure_stream(nc, settings.stream)
+    if settings.bodies_logged:
+        await ensure_bodies_stream(nc, settings.stream, settings.log_retention_days)
     postmaster = os.environ.get(BACKGROUND_POSTGRES)  # set by `mesh up` for its embedded PostgreSQL
     priority = PostgresPriority(int(postmaster)) if postmaster else None
 
@@ -254,13 +260,18 @@ async def _projections_only(settings: Settings) -> int:
 
     pool = await open_pool(settings.database_url, configure=lower_backend if priority else None)
     async with pool.connection() as conn:
-        await ensure_schema(conn, READ_MODELS)
+        await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
+    for model in await outdated(pool, READ_MODELS):
+        logging.getLogger("mesh").warning("read model %s was built by an older Mesh; rebuilding it", model.name)
+        await rebuild(model, nc, pool, settings.stream)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     source = StreamSource(nc, settings.stream)
     runners = [ProjectionRunner(m, source, pool) for m in READ_MODELS]
+    if settings.bodies_logged:
+        runners.append(ProjectionRunner(LOG_BODIES, StreamSource(nc, bodies_stream(settings.stream)), pool))
 
     async def wake(_msg) -> None:  # a command was saved: someone may be waiting to read it
         for runner in runners:
@@ -279,7 +290,21 @@ async def _projections_only(settings: Settings) -> int:
 
     # under load, a batch every half second: fewer, larger transactions, and less NATS and PostgreSQL work
     # competing with requests (p99 in bench/gateway.py: linger 0.03 s +1.03 ms, 0.1 s +0.69, 0.5 s +0.58)
-    jobs = [runner.run(stop, linger=0.5) for runner in runners]
+    async def retention() -> None:  # log months past MESH_LOG_RETENTION_DAYS go, whole partitions at a time
+        while not stop.is_set():
+            try:
+                dropped = [name for model in (LOGS, LOG_BODIES)
+                           for name in await trim(pool, model, settings.log_retention_days)]
+                if dropped:  # (not printed: `mesh up` reads only the worker's first line)
+                    logging.getLogger("mesh").info("log retention dropped %s", ", ".join(dropped))
+            except Exception:
+                logging.getLogger("mesh").exception("log retention failed; will retry")
+            try:
+                await asyncio.wait_for(stop.wait(), RETENTION_EVERY)
+            except asyncio.TimeoutError:
+                pass
+
+    jobs = [runner.run(stop, linger=0.5) for runner in runners] + [retention()]
     if priority is not None:
         jobs.append(keep_maintenance_low())
     await asyncio.gather(*jobs)
@@ -289,7 +314,8 @@ async def _projections_only(settings: Settings) -> int:
 
 
 async def _rebuild(settings: Settings, name: str) -> int:
-    from api.runtime import READ_MODELS, connect_nats, open_pool
+    from api.runtime import LOGS, READ_MODELS, connect_nats, open_pool
+    from projections.logs import trim
     from projections.rebuild import rebuild
 
     models = {m.name: m for m in READ_MODELS}
@@ -304,6 +330,8 @@ async def _rebuild(settings: Settings, name: str) -> int:
 
             generation = await rebuild(models[name], nc, pool, settings.stream, progress)
             print(f"\n{name} rebuilt as generation {generation} and now in service", flush=True)
+            if name == LOGS.name:  # the log holds every request; what retention had dropped goes again
+                await trim(pool, LOGS, settings.log_retention_days)
         finally:
             await pool.close()
             await nc.drain()

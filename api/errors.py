@@ -24,9 +24,10 @@ log = logging.getLogger("mesh.api")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str, type: str = "invalid_request_error"):
+    def __init__(self, status: int, message: str, code: str, type: str = "invalid_request_error",
+                 param: str | None = None):
         super().__init__(message)
-        self.status, self.message, self.code, self.type = status, message, code, type
+        self.status, self.message, self.code, self.type, self.param = status, message, code, type, param
 
 
 # Domain and use-case errors, and the HTTP answer each one gets.
@@ -60,7 +61,7 @@ def error_response(status: int, message: str, code: str | None, type: str = "inv
 
 
 def handle_api_error(_: Request, exc: ApiError) -> Response:
-    return error_response(exc.status, exc.message, exc.code, exc.type)
+    return error_response(exc.status, exc.message, exc.code, exc.type, exc.param)
 
 
 def handle_domain_error(_: Request, exc: Exception) -> Response:

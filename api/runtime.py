@@ -16,13 +16,14 @@ from commands.app import Conflict, MeshApplication
 from eventsourcing.persistence import OperationalError
 from commands.keys import KeyCommands
 from commands.templates import TemplateCommands
-from commands.stream import ensure_stream
+from commands.stream import bodies_stream, ensure_bodies_stream, ensure_stream
 from commands.budget import BudgetCommands
 from commands.catalog import CatalogCommands
 from commands.autorefill import AutoRefillCommands
 from commands.topups import TopUpCommands
 from gateway.admission import KeyInfo
 from gateway.app import Gateway
+from gateway.bodies import BodyPublisher
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from api.autorefill import AutoRefillManager
 from api.embedded import EmbeddedServerError, ProjectionProcess
@@ -37,14 +38,16 @@ from gateway.providers.echo import EchoAdapter
 from gateway.providers.gemini import GeminiAdapter
 from gateway.providers.openai import OpenAIAdapter
 from gateway.usage import UsagePublisher
-from projections import billing, directory
+from projections import billing, directory, logs
 from projections import templates as templates_read_model
 from projections import catalog as catalog_read_model
 from projections.billing import Billing
 from projections.catalog import CatalogModel
 from projections.directory import Directory
 from projections.templates import Templates
+from projections.logs import LogBodies, Logs
 from projections.readmodel import ReadModel, ensure_schema
+from projections.rebuild import outdated, rebuild
 from projections.runner import ProjectionRunner, wait_for_position
 from projections.source import StreamSource
 
@@ -54,7 +57,10 @@ DIRECTORY = Directory()
 BILLING = Billing()
 CATALOG = CatalogModel()
 TEMPLATES = Templates()
-READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG, TEMPLATES]
+LOGS = Logs()
+READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG, LOGS, TEMPLATES]
+LOG_BODIES = LogBodies()  # read from the bodies stream, not the log (MESH_LOG_BODIES=on)
+RETENTION_EVERY = 3600.0  # seconds between two retention passes over the logs
 
 
 class StartupError(RuntimeError):
@@ -178,7 +184,8 @@ class Runtime:
                  stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool"),
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
                  auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
-                 background_postgres: int | None = None, background_cpus: frozenset[int] | None = None):
+                 background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
+                 log_retention_days: int = logs.RETENTION_DAYS, log_bodies: bool = False):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -192,6 +199,8 @@ class Runtime:
         self.projection_process = projection_process  # run the projections in a child process
         self.background_postgres = background_postgres  # the embedded postmaster's pid: see PostgresPriority
         self.background_cpus = background_cpus  # where the projection worker runs: see api.embedded.background_cpus
+        self.log_retention_days = log_retention_days
+        self.log_bodies = log_bodies
         self.runners: list[ProjectionRunner] = []
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -203,9 +212,15 @@ class Runtime:
             await ensure_stream(self.nc, self.stream)
         except Exception as exc:
             raise StartupError(f"cannot create the JetStream stream {self.stream}: {exc}") from None
+        if self.log_bodies:
+            try:
+                await ensure_bodies_stream(self.nc, self.stream, self.log_retention_days)
+            except Exception as exc:
+                raise StartupError(f"cannot create the JetStream stream {bodies_stream(self.stream)}: {exc}") \
+                    from None
         self.pool = await open_pool(self.database_url)
         async with self.pool.connection() as conn:
-            await ensure_schema(conn, READ_MODELS)
+            await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
         self.app = await asyncio.to_thread(MeshApplication, self.nats_url, self.stream)
         self.accounts = AccountCommands(self.app)
         self.keys = KeyCommands(self.app)
@@ -223,16 +238,24 @@ class Runtime:
         self._feed = await feed.follow(self.nc, self.stream,
                                        feed.handlers(self.key_cache, self.catalog, self.template_cache))
         if self.run_projections:
+            for model in await outdated(self.pool, READ_MODELS):
+                log.warning("read model %s was built by an older Mesh; rebuilding it from the log", model.name)
+                await rebuild(model, self.nc, self.pool, self.stream)
             for model in READ_MODELS:  # serve from read models that have seen the whole log
                 await ProjectionRunner(model, self.source, self.pool).catch_up()
+            if self.log_bodies:
+                await self._bodies_runner().catch_up()
         async with self.pool.connection() as conn:
             for model_id, (price, enabled) in (await catalog_read_model.overrides(conn)).items():
                 self.catalog.apply(model_id, price, enabled)
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
+        self.bodies = BodyPublisher(self.nc, self.stream) if self.log_bodies else None
         self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage,
-                               self.template_cache)
+                               self.template_cache, self.bodies)
         self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
                        asyncio.create_task(self.usage.run(self._stop), name="usage-spool")]
+        if self.bodies is not None:
+            self._tasks.append(asyncio.create_task(self.bodies.run(self._stop), name="log-bodies"))
         if self.run_projections:
             if self.projection_process:
                 try:
@@ -243,14 +266,21 @@ class Runtime:
                     raise StartupError(str(exc)) from None
             else:
                 self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
+                if self.log_bodies:
+                    self.runners.append(self._bodies_runner())
                 self._tasks += [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
                                 for r in self.runners]
+                self._tasks.append(asyncio.create_task(self._every(RETENTION_EVERY, self._trim_logs),
+                                                       name="log-retention"))
             self._tasks.append(asyncio.create_task(self._every(5.0, self._reap_expired_leases), name="lease-reaper"))
             self._tasks.append(asyncio.create_task(self._every(30.0, self._expire_topups), name="topup-expiry"))
             stripe = self.payments.get("stripe")
             if isinstance(stripe, StripePayments):
                 manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)
                 self._tasks.append(asyncio.create_task(manager.run(self._stop), name="auto-refill"))
+
+    def _bodies_runner(self) -> ProjectionRunner:
+        return ProjectionRunner(LOG_BODIES, StreamSource(self.nc, bodies_stream(self.stream)), self.pool)
 
     def nudge(self) -> None:
         """Something was just appended: let idle projection runners look now (a projection process wakes
@@ -286,6 +316,11 @@ class Runtime:
             expired = await billing.expired_leases(conn, grace)
         for lease_id, account_id, key_id, spent in expired:
             await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
+
+    async def _trim_logs(self) -> None:
+        """Retention: drop log months past MESH_LOG_RETENTION_DAYS (the projection worker does it in `mesh up`)."""
+        for model in (LOGS, LOG_BODIES):
+            await logs.trim(self.pool, model, self.log_retention_days)
 
     async def _expire_topups(self) -> None:
         """Pending bank-transfer top-ups past their deadline expire (they can no longer be confirmed)."""

@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, kw_only=True):
     auto_refill_max_failures: int = 3  # failed charges in a row before auto-refill turns itself off
     auto_refill_retry_seconds: float = 60.0  # wait between attempts for one crossing
     background_cpus: str = "auto"  # where the embedded servers and the projection worker run: "auto", "all", "1-3"
+    log_retention_days: int = 90  # request logs older than this are dropped (whole months); money is not
+    log_bodies: str = "off"  # "on": keep prompts and answers too (their own stream, same retention)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -42,6 +44,12 @@ class Settings(msgspec.Struct, kw_only=True):
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
             raise SettingsError(f"bad setting: {exc} (check the MESH_* environment variables)") from None
+
+    @property
+    def bodies_logged(self) -> bool:
+        if self.log_bodies not in ("on", "off"):
+            raise SettingsError(f"MESH_LOG_BODIES takes on or off; got {self.log_bodies!r}")
+        return self.log_bodies == "on"
 
     @property
     def data_path(self) -> Path:

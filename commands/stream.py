@@ -6,7 +6,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from domain.events import subject_prefix
+from domain.events import bodies_subject, subject_prefix
 
 
 def stream_config(stream: str) -> StreamConfig:
@@ -22,6 +22,33 @@ def stream_config(stream: str) -> StreamConfig:
         allow_direct=True,
         allow_atomic=True,
     )
+
+
+def bodies_stream(stream: str) -> str:
+    """The stream of request and response bodies (MESH_LOG_BODIES=on) beside the log `stream`."""
+    return f"{stream}_BODIES"
+
+
+def bodies_stream_config(stream: str, max_age_days: int) -> StreamConfig:
+    """Bodies are not the log: they expire after `max_age_days` (the logs' retention) and may be purged."""
+    return StreamConfig(
+        name=bodies_stream(stream),
+        subjects=[bodies_subject(stream, ">")],
+        storage=StorageType.FILE,
+        max_age=max_age_days * 86_400,
+        allow_direct=True,
+    )
+
+
+async def ensure_bodies_stream(nc: NATS, stream: str, max_age_days: int) -> None:
+    js = nc.jetstream()
+    config = bodies_stream_config(stream, max_age_days)
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    await js.update_stream(config)
 
 
 async def ensure_stream(nc: NATS, stream: str = "MESH") -> None:

@@ -17,7 +17,7 @@ from domain.apikey import ApiKey
 from domain.catalog import ModelSettings
 from domain.template import Template, TemplateName
 from domain.topup import TopUp
-from domain.usage import UsageRecorded
+from domain.usage import BodyRecorded, UsageRecorded
 
 EVENT_TYPES: dict[str, type] = {
     "account.registered": Account.Registered,
@@ -67,6 +67,7 @@ EVENT_TYPES: dict[str, type] = {
     "template_name.claimed": TemplateName.Claimed,
     "template_name.reclaimed": TemplateName.Reclaimed,
     "template_name.released": TemplateName.Released,
+    "usage.body_recorded": BodyRecorded,  # on the bodies stream (see commands.stream.bodies_stream)
 }
 
 EVENT_NAMES: dict[type, str] = {cls: name for name, cls in EVENT_TYPES.items()}
@@ -114,6 +115,10 @@ HEADER_ORIGINATOR_VERSION = "Mesh-Originator-Version"
 
 def subject_prefix(stream: str) -> str:
     return stream.lower()
+
+
+def bodies_subject(stream: str, account_id: Any) -> str:
+    return f"{subject_prefix(stream)}-bodies.{account_id}"
 
 
 def aggregate_subject(stream: str, originator_id: Any) -> str:

@@ -45,3 +45,18 @@ class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
     cache_write_per_1k: int | None = None  # pico-USD per 1K cache-write tokens, as charged (None: prompt price)
     template_id: UUID | None = None  # the prompt template the request used, if any
     template_version: int | None = None
+
+
+class BodyRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    """What a request sent and got back, kept only when the operator turns body logging on
+    (MESH_LOG_BODIES=on). It travels on a stream of its own with a maximum age, never on the billing log."""
+
+    trace_id: UUID
+    account_id: UUID
+    timestamp: datetime
+    request: str  # the client's JSON body, as sent (cut at MAX_LOGGED_BODY bytes)
+    response: str | None = None  # the answer (a stream: its SSE frames); None when there was none
+    truncated: bool = False  # a body was longer than MAX_LOGGED_BODY and is cut there
+
+
+MAX_LOGGED_BODY = 256 * 1024  # bytes of each body kept (a NATS message holds 1 MiB by default)

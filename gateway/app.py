@@ -20,6 +20,7 @@ import msgspec
 from domain.credentials import hash_token
 from domain.usage import UsageRecorded
 from gateway.admission import KeyInfo, bearer_token
+from gateway.bodies import BodyPublisher
 from gateway.budget import FREE, Budgets, Ticket
 from gateway.catalog import Catalog, Model
 from gateway.keys import KeyCache
@@ -76,13 +77,15 @@ class EmbeddingsRequest(msgspec.Struct):
 
 class Gateway:
     def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyCache, budgets: Budgets,
-                 usage: UsagePublisher, templates: TemplateCache | None = None):
+                 usage: UsagePublisher, templates: TemplateCache | None = None,
+                 bodies: BodyPublisher | None = None):
         self.catalog = catalog
         self.adapters = adapters
         self.keys = keys
         self.budgets = budgets
         self.usage = usage
         self.templates = templates
+        self.bodies = bodies  # None: bodies are not logged (MESH_LOG_BODIES=off), and cost nothing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = new_trace_id()
@@ -133,6 +136,8 @@ class Gateway:
         ticket = await self._reserve(key, model, request, body)
         record = _Record(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
         record.template = template
+        if self.bodies is not None:
+            record.request_body = raw
         adapter = self.adapters[model.provider]
         try:
             if request.stream:
@@ -151,6 +156,7 @@ class Gateway:
                     await _respond(send, exc.status, headers, exc.body())
                     return
                 # billed first: a client gone while the answer is written still owes what the upstream did
+                record.response_body = result.body
                 self._emit(record, record.done(result.usage, result.upstream_us, None))
                 await _respond(send, 200, headers, result.body)
         finally:
@@ -226,6 +232,9 @@ class Gateway:
         record.emitted = True
         self.budgets.release(record.ticket, event.cost)
         self.usage.submit(event)
+        if record.request_body is not None:
+            self.bodies.submit(event.trace_id, event.account_id, event.timestamp, record.request_body,
+                               record.response_body)
 
     async def _stream(self, send: Send, receive: Receive, headers: list, reply: StreamReply,
                       record: "_Record") -> None:
@@ -236,8 +245,9 @@ class Gateway:
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         error: str | None = None
         status = 200
+        frames: list[bytes] | None = [] if record.request_body is not None else None
         try:
-            await relay(reply, send, gone)
+            await relay(reply if frames is None else _recording(reply, frames), send, gone)
         except GatewayError as exc:
             error, status = exc.message, exc.status
         except OSError as exc:
@@ -248,6 +258,8 @@ class Gateway:
             await reply.aclose()  # closes the upstream response: it stops generating
         if gone.is_set():
             error, status = error or "client disconnected mid-stream", 499
+        if frames is not None:
+            record.response_body = b"".join(frames)
         self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error, status))
 
     def _resolve(self, request: "ChatRequest | EmbeddingsRequest", key: KeyInfo) -> Model:
@@ -274,6 +286,8 @@ class _Record:
         self.started, self.request_id, self.stream, self.ticket = started, request_id, stream, ticket
         self.emitted = False
         self.template: TemplateUse | None = None
+        self.request_body: bytes | None = None  # set when bodies are logged
+        self.response_body: bytes | None = None
 
     def done(self, usage: Usage, upstream_us: int, first_token_us: int | None, error: str | None = None,
              http_status: int = 200) -> UsageRecorded:
@@ -308,6 +322,13 @@ async def relay(frames: AsyncIterable[bytes], send: Send, gone: asyncio.Event) -
             return
     if not gone.is_set():
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _recording(frames: AsyncIterable[bytes], into: list[bytes]) -> AsyncIterable[bytes]:
+    """The frames as they pass, kept in `into` (for the logged response body)."""
+    async for frame in frames:
+        into.append(frame)
+        yield frame
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:

@@ -1,21 +1,37 @@
-"""Billing read model: per-account credits and spend, per-key spend, and every metered request.
+"""Billing read model: per-account credits and spend, per-key spend, and spend rolled up by hour and by day.
 
-A usage event is counted once: its trace id is the primary key of `usage`, and
-only rows actually inserted move a balance. So a usage event published twice
-(a retried publish, a replayed spool) never charges twice.
+Per-request rows are not kept here for long: the request logs are a read model of their own
+(projections/logs.py), so trimming or rebuilding them never touches money. What billing keeps of each request
+is a compact row in `usage_recent` (trace id, time, what money groups by, tokens, cost), for two jobs:
+
+- Exactly once. A usage event is counted once: (trace id, event time) is the key of `usage_recent`, and only
+  rows actually inserted move a balance or a rollup. A usage event appears twice on the stream only when the
+  gateway re-publishes the same encoded event (a retried publish past JetStream's 2-minute duplicate window,
+  a replayed spool), so the copy has the same trace id and the same time.
+- Instants between hours. `?at=` balances and `from`/`to` windows are answered from the daily and hourly
+  rollups for whole days and hours, and from `usage_recent` for the part of an hour at either edge.
+
+`usage_recent` is partitioned by month and keeps RECENT_DAYS: a month is dropped once the stream's own time
+(not the clock, so a rebuild drops at the same events as the live model did) is RECENT_DAYS past its end.
+Consequences, both only for events or instants older than that: a usage event re-published more than
+RECENT_DAYS after it happened (a spool kept that long) is counted even if its first copy was; and an `at`,
+`from` or `to` older than that is answered to the hour (the partial hour at that edge is left out).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 import msgspec
 import psycopg
 
 from domain.events import EVENT_TYPES
+from projections.partitions import drop_months_before, ensure_months
 from projections.readmodel import Envelope
+
+RECENT_DAYS = 35  # how long billing keeps a compact row per request (see the module docstring)
 
 
 class Balance(msgspec.Struct, frozen=True):
@@ -29,13 +45,25 @@ class Balance(msgspec.Struct, frozen=True):
 
 class Billing:
     name = "billing"
-    tables = ("balances", "key_spend", "usage", "credit_grants", "leases", "topups", "auto_refills")
+    tables = ("balances", "key_spend", "usage_recent", "spend_hourly", "spend_daily", "credit_grants", "leases",
+              "topups", "auto_refills")
     topics = frozenset({"account.registered", "account.credits_granted", "account.credits_debited",
                         "usage.recorded", "account.budget_leased", "account.lease_settled"}
                        | {name for name in EVENT_TYPES if name.startswith(("topup.", "account.auto_refill_"))}
                        | {"account.stripe_customer_linked"})
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
+        rollups = "".join(f"""
+            create table if not exists {t[table]} (
+                account_id uuid not null,
+                time timestamptz not null,  -- the {unit} the requests began in (UTC)
+                key_id uuid not null,
+                provider text not null,
+                model text not null,
+                {', '.join(f'{c} bigint not null' for c in _ROLLUP_SUMS.split(', ')[:-1])},
+                spend numeric(40, 0) not null,
+                primary key (account_id, time, key_id, provider, model)
+            );""" for table, unit in _ROLLUPS.items())
         await cur.execute(f"""
             create table if not exists {t['balances']} (
                 account_id uuid primary key,
@@ -59,32 +87,25 @@ class Billing:
                 granted_by text not null,
                 time timestamptz not null
             );
-            create table if not exists {t['usage']} (
-                trace_id uuid primary key,
-                position bigint not null,
+            create table if not exists {t['usage_recent']} (
+                trace_id uuid not null,
+                time timestamptz not null,
                 account_id uuid not null,
                 key_id uuid not null,
-                model text not null,
-                requested_model text,
                 provider text not null,
+                model text not null,
+                status text not null,
                 prompt_tokens bigint not null,
                 completion_tokens bigint not null,
-                prompt_per_1k numeric(40, 0) not null,
-                completion_per_1k numeric(40, 0) not null,
+                cached_prompt_tokens bigint not null,
+                cache_write_tokens bigint not null,
+                reasoning_tokens bigint not null,
                 cost numeric(40, 0) not null,
-                status text not null,
-                http_status int not null,
-                time timestamptz not null,
-                latency_us bigint not null,
-                upstream_us bigint not null,
-                first_token_us bigint,
-                stream boolean not null,
-                estimated boolean not null,
-                request_id text,
-                error text,
-                lease_id uuid
-            );
-            create index if not exists {t['usage']}_account_time on {t['usage']} (account_id, time);
+                lease_id uuid,
+                primary key (trace_id, time)
+            ) partition by range (time);
+            create index if not exists {t['usage_recent']}_account_time on {t['usage_recent']} (account_id, time);
+            {rollups}
             create table if not exists {t['leases']} (
                 lease_id uuid primary key,
                 account_id uuid not null,
@@ -132,6 +153,7 @@ class Billing:
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         credits: dict[UUID, int] = defaultdict(int)
         usage_rows = []
+        usage_times = []
         for item in batch:
             e = item.event
             if item.topic == "account.registered":
@@ -163,7 +185,8 @@ class Billing:
             elif item.topic == "account.lease_settled":
                 await cur.execute(f"update {t['leases']} set settled = true where lease_id = %s", (e.lease_id,))
             elif item.topic == "usage.recorded":
-                usage_rows.append({"position": item.position, **msgspec.structs.asdict(e)})
+                usage_rows.append(msgspec.structs.asdict(e))
+                usage_times.append((item.time, e.timestamp))
         if credits:
             await cur.executemany(
                 f"""insert into {t['balances']} (account_id, credits) values (%s, %s)
@@ -171,6 +194,9 @@ class Billing:
                 list(credits.items()),
             )
         if usage_rows:
+            stream_time = min(streamed for streamed, _ in usage_times)
+            await drop_months_before(cur, t["usage_recent"], stream_time - timedelta(days=RECENT_DAYS))
+            await ensure_months(cur, t["usage_recent"], (happened for _, happened in usage_times))
             await self._apply_usage(cur, t, usage_rows)
 
     async def _apply_topup(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
@@ -221,15 +247,25 @@ class Billing:
         )
 
     async def _apply_usage(self, cur: psycopg.AsyncCursor, t: dict[str, str], rows: list[dict]) -> None:
-        """The whole batch in one statement: insert the requests not seen before (by trace id), and add only
-        what was inserted to the balances, leases and per-key totals. The rows travel as one JSON array
-        (encoded by msgspec): binding 23 columns per row costs the worker several times more."""
+        """The whole batch in one statement: insert the requests not seen before (by trace id and time), and add
+        only what was inserted to the balances, leases, per-key totals and the hourly and daily rollups. The
+        rows travel as one JSON array (encoded by msgspec): binding each column of each row costs the worker
+        several times more."""
+        rollups = "".join(f"""
+                ), {table} as (
+                    insert into {t[table]} as s (account_id, time, key_id, provider, model, {_ROLLUP_SUMS})
+                    select account_id, date_trunc('{unit}', time, 'UTC'), key_id, provider, model, count(*),
+                        count(*) filter (where status <> 'ok'), {', '.join(f'sum({c})' for c in _TOKENS)}, sum(cost)
+                    from new group by 1, 2, 3, 4, 5
+                    on conflict (account_id, time, key_id, provider, model) do update set
+                        {', '.join(f'{c} = s.{c} + excluded.{c}' for c in _ROLLUP_SUMS.split(', '))}"""
+                          for table, unit in _ROLLUPS.items())
         await cur.execute(
             f"""with new as (
-                    insert into {t['usage']} ({_USAGE_COLUMNS})
-                    select {_USAGE_FIELDS} from json_to_recordset(%s::json) as r({_USAGE_RECORD})
-                    on conflict (trace_id) do nothing
-                    returning account_id, key_id, prompt_tokens, completion_tokens, cost, status, lease_id
+                    insert into {t['usage_recent']} ({_RECENT_COLUMNS})
+                    select {_RECENT_FIELDS} from json_to_recordset(%s::json) as r({_RECENT_RECORD})
+                    on conflict (trace_id, time) do nothing
+                    returning *
                 ), accounts as (
                     insert into {t['balances']} as b (account_id, spend)
                     select account_id, sum(cost) from new group by account_id
@@ -237,7 +273,7 @@ class Billing:
                 ), lease_spend as (
                     update {t['leases']} l set spent = l.spent + s.amount
                     from (select lease_id, sum(cost) as amount from new where lease_id is not null group by lease_id) s
-                    where l.lease_id = s.lease_id
+                    where l.lease_id = s.lease_id{rollups}
                 )
                 insert into {t['key_spend']} as k
                     (key_id, account_id, requests, errors, prompt_tokens, completion_tokens, spend)
@@ -251,19 +287,20 @@ class Billing:
         )
 
 
-# How json_to_recordset reads a usage row: the event's fields (plus position) and their column types;
+# How json_to_recordset reads what billing keeps of a usage event: the event's fields and their column types;
 # the event's `timestamp` goes to the column `time`.
-_USAGE_TYPES = {
-    "trace_id": "uuid", "position": "bigint", "account_id": "uuid", "key_id": "uuid", "model": "text",
-    "requested_model": "text", "provider": "text", "prompt_tokens": "bigint", "completion_tokens": "bigint",
-    "prompt_per_1k": "numeric", "completion_per_1k": "numeric", "cost": "numeric", "status": "text",
-    "http_status": "int", "timestamp": "timestamptz", "latency_us": "bigint", "upstream_us": "bigint",
-    "first_token_us": "bigint", "stream": "boolean", "estimated": "boolean", "request_id": "text", "error": "text",
-    "lease_id": "uuid",
+_RECENT_TYPES = {
+    "trace_id": "uuid", "timestamp": "timestamptz", "account_id": "uuid", "key_id": "uuid", "provider": "text",
+    "model": "text", "status": "text", "prompt_tokens": "bigint", "completion_tokens": "bigint",
+    "cached_prompt_tokens": "bigint", "cache_write_tokens": "bigint", "reasoning_tokens": "bigint",
+    "cost": "numeric", "lease_id": "uuid",
 }
-_USAGE_COLUMNS = ", ".join("time" if name == "timestamp" else name for name in _USAGE_TYPES)
-_USAGE_FIELDS = ", ".join(f'r."{name}"' for name in _USAGE_TYPES)
-_USAGE_RECORD = ", ".join(f'"{name}" {kind}' for name, kind in _USAGE_TYPES.items())
+_RECENT_COLUMNS = ", ".join("time" if name == "timestamp" else name for name in _RECENT_TYPES)
+_RECENT_FIELDS = ", ".join(f'r."{name}"' for name in _RECENT_TYPES)
+_RECENT_RECORD = ", ".join(f'"{name}" {kind}' for name, kind in _RECENT_TYPES.items())
+_TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
+_ROLLUP_SUMS = ", ".join(("requests", "errors", *_TOKENS, "spend"))
+_ROLLUPS = {"spend_hourly": "hour", "spend_daily": "day"}  # rollup table: the time unit it sums over
 
 
 async def balance_of(conn: psycopg.AsyncConnection, account_id: UUID) -> Balance:
@@ -297,25 +334,20 @@ async def key_stats(conn: psycopg.AsyncConnection, account_id: UUID, start: date
         cur = await conn.execute(
             "select key_id, requests, errors, prompt_tokens, completion_tokens, spend from key_spend"
             " where account_id = %s", (account_id,))
-    else:
-        cur = await conn.execute(
-            """select key_id, count(*), count(*) filter (where status <> 'ok'), coalesce(sum(prompt_tokens), 0),
-                      coalesce(sum(completion_tokens), 0), coalesce(sum(cost), 0)
-               from usage where account_id = %s and time >= coalesce(%s, '-infinity'::timestamptz)
-               and time < coalesce(%s, 'infinity'::timestamptz) group by key_id""",
-            (account_id, start, end))
-    return {r[0]: KeyStats(int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in await cur.fetchall()}
+        return {r[0]: KeyStats(*(int(v) for v in r[1:])) for r in await cur.fetchall()}
+    return {UUID(row.group["key"]): KeyStats(row.requests, row.errors, row.prompt_tokens, row.completion_tokens,
+                                             row.spend)
+            for row in await spend_history(conn, account_id, ["key"], start, end)}
 
 
 async def balance_at(conn: psycopg.AsyncConnection, account_id: UUID, at: datetime) -> Balance:
-    """Credits and spend as they stood at `at`, from the full history of grants and metered requests."""
+    """Credits and spend as they stood at `at` (inclusive): grants up to then, spend from the rollups and
+    `usage_recent` (see the module docstring for instants older than RECENT_DAYS)."""
     cur = await conn.execute(
-        """select (select coalesce(sum(amount), 0) from credit_grants where account_id = %s and time <= %s),
-                  (select coalesce(sum(cost), 0) from usage where account_id = %s and time <= %s)""",
-        (account_id, at, account_id, at),
-    )
-    credits, spend = await cur.fetchone()
-    return Balance(int(credits), int(spend))
+        "select coalesce(sum(amount), 0) from credit_grants where account_id = %s and time <= %s", (account_id, at))
+    credits = (await cur.fetchone())[0]
+    spent = await spend_history(conn, account_id, [], None, at + timedelta(microseconds=1))
+    return Balance(int(credits), spent[0].spend if spent else 0)
 
 
 SPEND_GROUPS = {
@@ -334,28 +366,73 @@ class SpendRow(msgspec.Struct):
     prompt_tokens: int
     completion_tokens: int
     spend: int  # pico-USD
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+# Where spend over a window comes from, coarsest first: whole days, whole hours, then single requests.
+_DAY, _HOUR = timedelta(days=1), timedelta(hours=1)
+_EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
+_LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
+_ROLLUP_VALUES = _ROLLUP_SUMS
+_RECENT_VALUES = ("1, (status <> 'ok')::int, " + ", ".join(_TOKENS) + ", cost")
+
+
+def _floor(t: datetime, unit: timedelta) -> datetime:
+    t = t.astimezone(timezone.utc)
+    return t.replace(hour=0 if unit == _DAY else t.hour, minute=0, second=0, microsecond=0)
+
+
+def _ceil(t: datetime, unit: timedelta) -> datetime:
+    floor = _floor(t, unit)
+    return floor if floor == t else floor + unit
+
+
+def _spend_sources(start: datetime | None, end: datetime | None, by_hour: bool) -> list[tuple[str, str, tuple]]:
+    """(table, value columns, (from, to, hole from, hole to)) for each source that has a part of
+    [start, end): each covers its range less the range of the coarser source before it (the hole)."""
+    start, end = start or _EARLIEST, end or _LATEST
+    ranges = [("spend_daily", _ROLLUP_VALUES, (_ceil(start, _DAY), _floor(end, _DAY)) if not by_hour else None),
+              ("spend_hourly", _ROLLUP_VALUES, (_ceil(start, _HOUR), _floor(end, _HOUR))),
+              ("usage_recent", _RECENT_VALUES, (start, end))]
+    sources, hole = [], None
+    for table, values, span in ranges:
+        if span is None or span[0] >= span[1]:
+            continue
+        if hole is None or span[0] < hole[0] or span[1] > hole[1]:
+            sources.append((table, values, (*span, *(hole or (_LATEST, _LATEST)))))
+        hole = span
+    return sources
 
 
 async def spend_history(conn: psycopg.AsyncConnection, account_id: UUID, group_by: list[str],
                         start: datetime | None, end: datetime | None) -> list[SpendRow]:
-    """Spend over [start, end) grouped by any of provider, model, key, day, hour (UTC)."""
+    """Spend over [start, end) grouped by any of provider, model, key, day, hour (UTC), exact to the request:
+    whole days from `spend_daily`, whole hours from `spend_hourly`, the partial hours at the edges from
+    `usage_recent` (older edges: see the module docstring)."""
     columns = [SPEND_GROUPS[g] for g in group_by]
     select = "".join(f"{c} as g{i}, " for i, c in enumerate(columns))
     group = f"group by {', '.join(f'g{i}' for i in range(len(columns)))} order by 1" if columns else ""
+    parts, params = [], []
+    for table, values, bounds in _spend_sources(start, end, "hour" in group_by):
+        parts.append(f"""select key_id, provider, model, time, {values} from {table}
+                         where account_id = %s and time >= %s and time < %s and (time < %s or time >= %s)""")
+        params += [account_id, *bounds]
+    if not parts:
+        return []
     cur = await conn.execute(
-        f"""select {select} count(*), count(*) filter (where status <> 'ok'), coalesce(sum(prompt_tokens), 0),
-                   coalesce(sum(completion_tokens), 0), coalesce(sum(cost), 0)
-            from usage where account_id = %s and time >= coalesce(%s, '-infinity'::timestamptz)
-            and time < coalesce(%s, 'infinity'::timestamptz) {group}""",
-        (account_id, start, end),
+        f"""select {select} {', '.join(f'coalesce(sum({c}), 0)' for c in _ROLLUP_SUMS.split(', '))}
+            from ({' union all '.join(parts)}) as u ({'key_id, provider, model, time, ' + _ROLLUP_SUMS}) {group}""",
+        params,
     )
     rows = []
     for r in await cur.fetchall():
         keys = r[:len(columns)]
-        values = r[len(columns):]
+        requests, errors, prompt, completion, cached, cache_write, reasoning, spend = (int(v) for v in r[len(columns):])
         group_values = {g: (v.isoformat() + "Z" if isinstance(v, datetime) else str(v)) for g, v in zip(group_by, keys)}
-        rows.append(SpendRow(group_values, int(values[0]), int(values[1]), int(values[2]), int(values[3]),
-                             int(values[4])))
+        rows.append(SpendRow(group_values, requests, errors, prompt, completion, spend, cached, cache_write,
+                             reasoning))
     return [row for row in rows if row.requests]
 
 

@@ -33,6 +33,9 @@ class SpendRowOut(msgspec.Struct):
     prompt_tokens: int
     completion_tokens: int
     spend_usd: str
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 class SpendOut(msgspec.Struct):
@@ -80,5 +83,6 @@ class BillingController(Controller):
                 rows = await billing.spend_history(conn, account_id, groups, start, end)
                 position, time = await position_of(conn, BILLING)
         return SpendOut(groups, [SpendRowOut(r.group, r.requests, r.errors, r.prompt_tokens, r.completion_tokens,
-                                             pico_to_usd(r.spend)) for r in rows],
+                                             pico_to_usd(r.spend), r.cached_prompt_tokens, r.cache_write_tokens,
+                                             r.reasoning_tokens) for r in rows],
                         pico_to_usd(sum(r.spend for r in rows)), sum(r.requests for r in rows), AsOf(position, time))

@@ -116,7 +116,7 @@ async def test_a_crash_between_rows_and_commit_applies_nothing_and_resume_is_exa
         await runner.step()
     async with pool.connection() as conn:
         position, _ = await position_of(conn, BILLING)
-        cur = await conn.execute("select count(*) from usage")
+        cur = await conn.execute("select count(*) from usage_recent")
         rows_after_crash = (await cur.fetchone())[0]
     assert position == 50  # the crashed batch left no position change...
     assert rows_after_crash <= 50  # ...and none of its rows
@@ -183,7 +183,7 @@ async def test_rebuild_fills_new_tables_while_the_old_serve_then_swaps(env, spoo
     assert seen_during_rebuild and all(seen == expected for seen in seen_during_rebuild)
     assert await balances(pool) == expected
     async with pool.connection() as conn:
-        cur = await conn.execute("select count(*) from information_schema.tables where table_name like 'usage_g%%'")
+        cur = await conn.execute("select count(*) from information_schema.tables where table_name like 'key_spend_g%%'")
         assert (await cur.fetchone())[0] == 1  # the old generation's tables are gone
 
     # the live runner follows the swap and keeps applying new events to generation 2
@@ -249,7 +249,7 @@ async def test_one_batch_counts_each_trace_id_once_in_every_total(env, spool_pat
     await runner.catch_up()
     assert await balances(pool) == {account_id: expected[account_id] - 16}
     async with pool.connection() as conn:
-        cur = await conn.execute("select count(*) from usage")
+        cur = await conn.execute("select count(*) from usage_recent")
         assert (await cur.fetchone())[0] == 3
         cur = await conn.execute(
             "select key_id, requests, errors, prompt_tokens, completion_tokens, spend from key_spend")

@@ -1,0 +1,271 @@
+"""Request logs: the calling account's (management token) and every account's (operator token)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+from datetime import datetime
+from typing import AsyncIterator
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.di import Provide
+from litestar.response import Stream
+
+from api.auth import current_account, operator
+from api.errors import ApiError
+from api.routes.bodies import AsOf
+from api.runtime import LOGS, Runtime
+from domain.money import pico_to_usd
+from projections import logs
+from projections.readmodel import position_of
+
+DEFAULT_PAGE = 50
+EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
+EXPORT_CHUNK = 500  # rows per write of an export
+
+
+class LatencyOut(msgspec.Struct):
+    total: float  # milliseconds
+    upstream: float
+    first_token: float | None
+
+
+class TemplateRefOut(msgspec.Struct):
+    id: UUID
+    version: int | None
+
+
+class LogEntryOut(msgspec.Struct):
+    trace_id: UUID
+    time: datetime
+    key_id: UUID
+    key_label: str | None
+    model: str
+    requested_model: str | None
+    provider: str
+    status: str  # success | error
+    http_status: int
+    error: str | None
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost_usd: str
+    latency_ms: LatencyOut
+    estimated: bool
+    template: TemplateRefOut | None
+
+
+class AdminLogEntryOut(LogEntryOut, kw_only=True):
+    account_id: UUID
+
+
+class LogPageOut(msgspec.Struct):
+    data: list[LogEntryOut]
+    next_cursor: str | None
+    as_of: AsOf
+
+
+class LogEntryDetailOut(LogEntryOut, kw_only=True):
+    as_of: AsOf
+    request: str | None = None  # the bodies, when MESH_LOG_BODIES=on (kept for MESH_LOG_RETENTION_DAYS)
+    response: str | None = None
+    bodies_truncated: bool = False
+
+
+def _ms(us: int | None) -> float | None:
+    return round(us / 1000, 3) if us is not None else None
+
+
+def entry_out(row: logs.LogRow, admin: bool = False) -> LogEntryOut:
+    fields = dict(
+        trace_id=row.trace_id, time=row.time, key_id=row.key_id, key_label=row.key_label, model=row.model,
+        requested_model=row.requested_model, provider=row.provider,
+        status="success" if row.status == "ok" else "error", http_status=row.http_status, error=row.error,
+        stream=row.stream, prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
+        cached_prompt_tokens=row.cached_prompt_tokens, cache_write_tokens=row.cache_write_tokens,
+        reasoning_tokens=row.reasoning_tokens, cost_usd=pico_to_usd(row.cost),
+        latency_ms=LatencyOut(_ms(row.latency_us), _ms(row.upstream_us), _ms(row.first_token_us)),
+        estimated=row.estimated,
+        template=TemplateRefOut(row.template_id, row.template_version) if row.template_id is not None else None,
+    )
+    return AdminLogEntryOut(**fields, account_id=row.account_id) if admin else LogEntryOut(**fields)
+
+
+def _bad(param: str, message: str) -> ApiError:
+    return ApiError(400, message, "invalid_request", param=param)
+
+
+def _time(param: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _bad(param, f"{param} must be an ISO 8601 time, e.g. 2026-11-24T12:00:00Z; got {value!r}") from None
+    if moment.tzinfo is None:
+        raise _bad(param, f"{param} must include a time zone, e.g. 2026-11-24T12:00:00Z; got {value!r}")
+    return moment
+
+
+def parse_filter(query, account_id: UUID | None) -> logs.LogFilter:
+    """The filters shared by the list, the export and the operator's view; a bad one is a 400 naming it."""
+    start, end = _time("from", query.get("from")), _time("to", query.get("to"))
+    if start and end and start >= end:
+        raise _bad("to", "to must be later than from (the window is [from, to))")
+    status = query.get("status")
+    if status is not None and status not in logs.STATUSES:
+        raise _bad("status", f"status takes {' or '.join(logs.STATUSES)}; got {status!r}")
+    key_id = query.get("key_id")
+    if key_id is not None:
+        try:
+            key_id = UUID(key_id)
+        except ValueError:
+            raise _bad("key_id", f"key_id must be an API key id (a UUID); got {key_id!r}") from None
+    latency = query.get("min_latency_ms")
+    if latency is not None:
+        if not latency.isdigit():
+            raise _bad("min_latency_ms", f"min_latency_ms takes a whole number of milliseconds >= 0; got {latency!r}")
+        latency = int(latency)
+    return logs.LogFilter(account_id=account_id, start=start, end=end, model=query.get("model") or None,
+                          provider=query.get("provider") or None, key_id=key_id, status=status,
+                          min_latency_ms=latency)
+
+
+def _limit(query) -> int:
+    raw = query.get("limit", str(DEFAULT_PAGE))
+    if not raw.isdigit() or not 1 <= int(raw) <= logs.MAX_PAGE:
+        raise _bad("limit", f"limit takes 1 to {logs.MAX_PAGE} (default {DEFAULT_PAGE}); got {raw!r}")
+    return int(raw)
+
+
+def encode_cursor(row: logs.LogRow) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode((row.time, row.trace_id))).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        moment, trace_id = msgspec.json.decode(raw, type=tuple[datetime, UUID])
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        raise _bad("cursor", "cursor is not one this API gave out; pass next_cursor from the previous page as is") \
+            from None
+    return moment, trace_id
+
+
+async def _page(runtime: Runtime, request: Request, account_id: UUID | None, admin: bool) -> LogPageOut:
+    query = request.query_params
+    f, limit, after = parse_filter(query, account_id), _limit(query), decode_cursor(query.get("cursor"))
+    async with runtime.pool.connection() as conn:
+        async with conn.transaction():  # entries and position from one snapshot
+            await conn.execute("set transaction isolation level repeatable read")
+            rows = await logs.page(conn, f, limit + 1, after)
+            position, time = await position_of(conn, LOGS)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return LogPageOut([entry_out(r, admin) for r in rows], encode_cursor(rows[-1]) if more else None,
+                      AsOf(position, time))
+
+
+_CSV_HEADER = ["trace_id", "time", "key_id", "key_label", "model", "requested_model", "provider", "status",
+               "http_status", "error", "stream", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
+               "cache_write_tokens", "reasoning_tokens", "cost_usd", "latency_total_ms", "latency_upstream_ms",
+               "latency_first_token_ms", "estimated", "template_id", "template_version"]
+
+
+def _csv_line(e: LogEntryOut) -> list:
+    t = e.template
+    return [e.trace_id, e.time.isoformat(), e.key_id, e.key_label, e.model, e.requested_model, e.provider, e.status,
+            e.http_status, e.error, e.stream, e.prompt_tokens, e.completion_tokens, e.cached_prompt_tokens,
+            e.cache_write_tokens, e.reasoning_tokens, e.cost_usd, e.latency_ms.total, e.latency_ms.upstream,
+            e.latency_ms.first_token, e.estimated, t.id if t else None, t.version if t else None]
+
+
+async def _export_lines(runtime: Runtime, f: logs.LogFilter, format: str) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if format == "csv":
+        writer.writerow(_CSV_HEADER)
+    chunk: list[bytes] = [buffer.getvalue().encode()] if format == "csv" else []
+    encode = msgspec.json.Encoder().encode
+    async with runtime.pool.connection() as conn:
+        async with conn.transaction():
+            async for row in logs.every(conn, f, EXPORT_CHUNK * 4):
+                entry = entry_out(row)
+                if format == "csv":
+                    buffer.seek(0)
+                    buffer.truncate()
+                    writer.writerow(["" if v is None else v for v in _csv_line(entry)])
+                    chunk.append(buffer.getvalue().encode())
+                else:
+                    chunk.append(encode(entry) + b"\n")
+                if len(chunk) >= EXPORT_CHUNK:
+                    yield b"".join(chunk)
+                    chunk = []
+    if chunk:
+        yield b"".join(chunk)
+
+
+class LogController(Controller):
+    path = "/api/logs"
+    dependencies = {"account_id": Provide(current_account)}
+
+    @get("/")
+    async def list_logs(self, request: Request, account_id: UUID) -> LogPageOut:
+        """Requests of this account, newest first; filters: from, to (ISO 8601, [from, to)), model, provider,
+        key_id, status (success | error), min_latency_ms; limit (1-500, default 50); cursor (next_cursor)."""
+        return await _page(request.app.state.runtime, request, account_id, admin=False)
+
+    @get("/export")
+    async def export(self, request: Request, account_id: UUID) -> Stream:
+        """Every entry matching the filters, streamed as CSV or JSON lines (`format=csv|jsonl`)."""
+        runtime: Runtime = request.app.state.runtime
+        format = request.query_params.get("format", "jsonl")
+        if format not in EXPORT_FORMATS:
+            raise _bad("format", f"format takes {' or '.join(EXPORT_FORMATS)}; got {format!r}")
+        f = parse_filter(request.query_params, account_id)
+        async with runtime.pool.connection() as conn:
+            position, time = await position_of(conn, LOGS)
+        headers = {"content-disposition": f'attachment; filename="mesh-logs.{format}"',
+                   "x-mesh-as-of-position": str(position), "x-mesh-as-of-time": time.isoformat() if time else ""}
+        return Stream(_export_lines(runtime, f, format), media_type=EXPORT_FORMATS[format], headers=headers)
+
+    @get("/{trace_id:uuid}")
+    async def get_entry(self, request: Request, account_id: UUID, trace_id: UUID) -> LogEntryDetailOut:
+        runtime: Runtime = request.app.state.runtime
+        async with runtime.pool.connection() as conn:
+            async with conn.transaction():
+                await conn.execute("set transaction isolation level repeatable read")
+                row = await logs.entry(conn, trace_id, account_id)
+                bodies = await logs.bodies_of(conn, trace_id, account_id) if row is not None else None
+                position, time = await position_of(conn, LOGS)
+        if row is None:
+            raise ApiError(404, f"no request {trace_id} in this account's logs", "not_found")
+        return LogEntryDetailOut(**msgspec.structs.asdict(entry_out(row)), as_of=AsOf(position, time),
+                                 request=bodies.request if bodies else None,
+                                 response=bodies.response if bodies else None,
+                                 bodies_truncated=bodies.truncated if bodies else False)
+
+
+class AdminLogController(Controller):
+    path = "/admin/logs"
+    dependencies = {"_operator": Provide(operator)}
+
+    @get("/")
+    async def list_logs(self, request: Request, _operator: None) -> LogPageOut:
+        """Requests of every account, newest first: the account's filters plus account_id."""
+        account_id = request.query_params.get("account_id")
+        if account_id is not None:
+            try:
+                account_id = UUID(account_id)
+            except ValueError:
+                raise _bad("account_id", f"account_id must be an account id (a UUID); got {account_id!r}") from None
+        return await _page(request.app.state.runtime, request, account_id, admin=True)

@@ -1,0 +1,267 @@
+"""Request logs read model: one row per request through the gateway, for finding and explaining calls.
+
+Separate from billing on purpose: rebuilding it, or dropping old months (retention), never touches money.
+`logs` is partitioned by month of the request's time. Its indexes start with the account (and the key, the
+model, or only failed requests), then (time, trace_id), the order pages are read in (newest first), then
+every other filtered column: the remaining filters are checked inside the index, so a page reads the heap
+only for the rows it returns, and stops after `limit` of them however deep the cursor. Key labels are joined
+at query time from the directory (a label changed later shows everywhere).
+
+A usage event published twice (see projections/billing.py) is kept once: (trace_id, time) is the key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import AsyncIterator
+from uuid import UUID
+
+import msgspec
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from projections.partitions import drop_months_before, ensure_months
+from projections.readmodel import Envelope, ReadModel, active_generation, physical_tables
+
+RETENTION_DAYS = 90  # MESH_LOG_RETENTION_DAYS
+MAX_PAGE = 500
+
+
+class Logs:
+    name = "logs"
+    tables = ("logs",)
+    topics = frozenset({"usage.recorded"})
+
+    async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
+        logs = t["logs"]
+        await cur.execute(f"""
+            create table if not exists {logs} (
+                trace_id uuid not null,
+                time timestamptz not null,
+                account_id uuid not null,
+                key_id uuid not null,
+                model text not null,
+                requested_model text,
+                provider text not null,
+                status text not null,
+                http_status int not null,
+                error text,
+                stream boolean not null,
+                estimated boolean not null,
+                prompt_tokens bigint not null,
+                completion_tokens bigint not null,
+                cached_prompt_tokens bigint not null,
+                cache_write_tokens bigint not null,
+                reasoning_tokens bigint not null,
+                prompt_per_1k numeric(40, 0) not null,
+                completion_per_1k numeric(40, 0) not null,
+                cost numeric(40, 0) not null,
+                latency_us bigint not null,
+                upstream_us bigint not null,
+                first_token_us bigint,
+                request_id text,
+                lease_id uuid,
+                template_id uuid,
+                template_version int,
+                primary key (trace_id, time)
+            ) partition by range (time);
+            create index if not exists {logs}_account on {logs}
+                (account_id, time, trace_id, model, key_id, provider, latency_us, status);
+            create index if not exists {logs}_errors on {logs}
+                (account_id, time, trace_id, model, key_id, provider, latency_us) where status <> 'ok';
+            create index if not exists {logs}_key on {logs}
+                (account_id, key_id, time, trace_id, model, provider, latency_us, status);
+            create index if not exists {logs}_model on {logs}
+                (account_id, model, time, trace_id, key_id, latency_us, status);
+            create index if not exists {logs}_time on {logs} (time, trace_id);
+        """)
+
+    async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
+        rows = [item.event for item in batch if item.topic == "usage.recorded"]
+        if rows:
+            await insert(cur, t["logs"], rows)
+
+
+async def insert(cur: psycopg.AsyncCursor, table: str, events: list) -> None:
+    """The projection's write: one statement per batch (the bench's bulk setup runs this too)."""
+    await ensure_months(cur, table, (e.timestamp for e in events))
+    await cur.execute(
+        f"""insert into {table} ({_COLUMNS}) select {_FIELDS} from json_to_recordset(%s::json) as r({_RECORD})
+            on conflict (trace_id, time) do nothing""",
+        (_encode(events).decode(),),
+    )
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class LogBodies:
+    """Request and response bodies (MESH_LOG_BODIES=on), read from the bodies stream (not the log), kept
+    apart from the log rows and trimmed by the same retention."""
+
+    name = "log_bodies"
+    tables = ("log_bodies",)
+    topics = frozenset({"usage.body_recorded"})
+
+    async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
+        await cur.execute(f"""
+            create table if not exists {t['log_bodies']} (
+                trace_id uuid not null,
+                time timestamptz not null,
+                account_id uuid not null,
+                request text not null,
+                response text,
+                truncated boolean not null,
+                primary key (trace_id, time)
+            ) partition by range (time);
+        """)
+
+    async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
+        bodies = [item.event for item in batch if item.topic == "usage.body_recorded"]
+        if not bodies:
+            return
+        await ensure_months(cur, t["log_bodies"], (b.timestamp for b in bodies))
+        await cur.executemany(
+            f"insert into {t['log_bodies']} (trace_id, time, account_id, request, response, truncated)"
+            " values (%s, %s, %s, %s, %s, %s) on conflict (trace_id, time) do nothing",
+            [(b.trace_id, b.timestamp, b.account_id, b.request, b.response, b.truncated) for b in bodies])
+
+# How json_to_recordset reads a usage event into a log row; the event's `timestamp` goes to the column `time`.
+_TYPES = {
+    "trace_id": "uuid", "timestamp": "timestamptz", "account_id": "uuid", "key_id": "uuid", "model": "text",
+    "requested_model": "text", "provider": "text", "status": "text", "http_status": "int", "error": "text",
+    "stream": "boolean", "estimated": "boolean", "prompt_tokens": "bigint", "completion_tokens": "bigint",
+    "cached_prompt_tokens": "bigint", "cache_write_tokens": "bigint", "reasoning_tokens": "bigint",
+    "prompt_per_1k": "numeric", "completion_per_1k": "numeric", "cost": "numeric", "latency_us": "bigint",
+    "upstream_us": "bigint", "first_token_us": "bigint", "request_id": "text", "lease_id": "uuid",
+    "template_id": "uuid", "template_version": "int",
+}
+_COLUMNS = ", ".join("time" if name == "timestamp" else name for name in _TYPES)
+_FIELDS = ", ".join(f'r."{name}"' for name in _TYPES)
+_RECORD = ", ".join(f'"{name}" {kind}' for name, kind in _TYPES.items())
+
+
+async def trim(pool: AsyncConnectionPool, model: ReadModel, days: int, now: datetime | None = None) -> list[str]:
+    """Retention: drop the months of the model in service that ended more than `days` ago (whole partitions).
+    Only log tables are touched."""
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=days)
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            generation = await active_generation(conn, model)
+            async with conn.cursor() as cur:
+                return [name for table in physical_tables(model, generation).values()
+                        for name in await drop_months_before(cur, table, cutoff)]
+
+
+# Queries (they read the views, i.e. the generation in service).
+
+STATUSES = {"success": "l.status = 'ok'", "error": "l.status <> 'ok'"}
+
+
+class LogFilter(msgspec.Struct, frozen=True, kw_only=True):
+    account_id: UUID | None = None  # None: every account (the operator's view)
+    start: datetime | None = None
+    end: datetime | None = None
+    model: str | None = None
+    provider: str | None = None
+    key_id: UUID | None = None
+    status: str | None = None  # a key of STATUSES
+    min_latency_ms: int | None = None
+
+
+class LogRow(msgspec.Struct, frozen=True):
+    trace_id: UUID
+    time: datetime
+    account_id: UUID
+    key_id: UUID
+    key_label: str | None
+    model: str
+    requested_model: str | None
+    provider: str
+    status: str  # "ok" | "error", as on the event
+    http_status: int
+    error: str | None
+    stream: bool
+    estimated: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost: int  # pico-USD
+    latency_us: int
+    upstream_us: int
+    first_token_us: int | None
+    template_id: UUID | None
+    template_version: int | None
+
+
+_SELECT = """select l.trace_id, l.time, l.account_id, l.key_id, k.label, l.model, l.requested_model, l.provider,
+    l.status, l.http_status, l.error, l.stream, l.estimated, l.prompt_tokens, l.completion_tokens,
+    l.cached_prompt_tokens, l.cache_write_tokens, l.reasoning_tokens, l.cost, l.latency_us, l.upstream_us,
+    l.first_token_us, l.template_id, l.template_version
+    from logs l left join api_keys k on k.key_id = l.key_id"""
+
+
+def _row(r: tuple) -> LogRow:
+    values = list(r)
+    values[18] = int(values[18])
+    return LogRow(*values)
+
+
+def _where(f: LogFilter, after: tuple[datetime, UUID] | None) -> tuple[str, list]:
+    conditions, params = [], []
+    for sql, value in (("l.account_id = %s", f.account_id), ("l.time >= %s", f.start), ("l.time < %s", f.end),
+                       ("l.model = %s", f.model), ("l.provider = %s", f.provider), ("l.key_id = %s", f.key_id),
+                       ("l.latency_us >= %s", f.min_latency_ms * 1000 if f.min_latency_ms is not None else None)):
+        if value is not None:
+            conditions.append(sql)
+            params.append(value)
+    if f.status is not None:
+        conditions.append(STATUSES[f.status])
+    if after is not None:
+        conditions.append("(l.time, l.trace_id) < (%s, %s)")
+        params += list(after)
+    return (" where " + " and ".join(conditions) if conditions else ""), params
+
+
+async def page(conn: psycopg.AsyncConnection, f: LogFilter, limit: int,
+               after: tuple[datetime, UUID] | None = None) -> list[LogRow]:
+    """Up to `limit` entries, newest first, strictly after the keyset position `after` (time, trace id)."""
+    where, params = _where(f, after)
+    cur = await conn.execute(f"{_SELECT}{where} order by l.time desc, l.trace_id desc limit %s", [*params, limit])
+    return [_row(r) for r in await cur.fetchall()]
+
+
+async def entry(conn: psycopg.AsyncConnection, trace_id: UUID, account_id: UUID | None) -> LogRow | None:
+    """One request by trace id; None when there is none, or it belongs to another account than `account_id`."""
+    where, params = _where(LogFilter(account_id=account_id), None)
+    cur = await conn.execute(f"{_SELECT}{where}{' and' if where else ' where'} l.trace_id = %s limit 1",
+                             [*params, trace_id])
+    row = await cur.fetchone()
+    return _row(row) if row else None
+
+
+class Bodies(msgspec.Struct, frozen=True):
+    request: str
+    response: str | None
+    truncated: bool
+
+
+async def bodies_of(conn: psycopg.AsyncConnection, trace_id: UUID, account_id: UUID | None) -> Bodies | None:
+    cur = await conn.execute(
+        "select request, response, truncated from log_bodies where trace_id = %s"
+        " and (%s::uuid is null or account_id = %s) limit 1", (trace_id, account_id, account_id))
+    row = await cur.fetchone()
+    return Bodies(*row) if row else None
+
+
+async def every(conn: psycopg.AsyncConnection, f: LogFilter, chunk: int = 2000) -> AsyncIterator[LogRow]:
+    """Every matching entry, newest first, through a server-side cursor: memory stays constant at any size.
+    The caller holds `conn` in a transaction for the duration."""
+    where, params = _where(f, None)
+    async with conn.cursor(name="logs_export") as cur:
+        cur.itersize = chunk
+        await cur.execute(f"{_SELECT}{where} order by l.time desc, l.trace_id desc", params)
+        async for r in cur:
+            yield _row(r)

@@ -1,0 +1,56 @@
+"""Tables partitioned by calendar month (UTC) of a `time` column.
+
+A partition is made the first time a batch holds a row for its month, and old months go by dropping whole
+partitions: no row-by-row delete, no vacuum debt. A partition of `<parent>` is `<parent>_pYYYYMM`, so
+dropping a read model's generation (its parent tables) drops them too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Iterable
+
+import psycopg
+
+
+def month_of(t: datetime) -> datetime:
+    t = t.astimezone(timezone.utc)
+    return datetime(t.year, t.month, 1, tzinfo=timezone.utc)
+
+
+def month_after(month: datetime) -> datetime:
+    return month.replace(year=month.year + month.month // 12, month=month.month % 12 + 1)
+
+
+def partition_name(parent: str, month: datetime) -> str:
+    return f"{parent}_p{month:%Y%m}"
+
+
+async def ensure_months(cur: psycopg.AsyncCursor, parent: str, times: Iterable[datetime]) -> None:
+    """Make sure a partition exists for the month of every time given (one catalogue query when they do)."""
+    months = {partition_name(parent, m): m for m in {month_of(t) for t in times}}
+    if not months:
+        return
+    await cur.execute("select name from unnest(%s::text[]) name where to_regclass(name) is null", (list(months),))
+    for (name,) in await cur.fetchall():
+        start = months[name]
+        # DDL takes no bound parameters; the bounds are formatted from datetimes, never from input
+        await cur.execute(f"create table if not exists {name} partition of {parent}"
+                          f" for values from ('{start.isoformat()}') to ('{month_after(start).isoformat()}')")
+
+
+async def drop_months_before(cur: psycopg.AsyncCursor, parent: str, cutoff: datetime) -> list[str]:
+    """Drop every partition of `parent` whose whole month lies before `cutoff`; return their names."""
+    await cur.execute(
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+        " where i.inhparent = to_regclass(%s)", (parent,))
+    dropped = []
+    for (name,) in await cur.fetchall():
+        suffix = name.rsplit("_p", 1)[-1]
+        if not (len(suffix) == 6 and suffix.isdigit()):
+            continue
+        month = datetime(int(suffix[:4]), int(suffix[4:]), 1, tzinfo=timezone.utc)
+        if month_after(month) <= cutoff:
+            await cur.execute(f"drop table if exists {name}")
+            dropped.append(name)
+    return dropped
