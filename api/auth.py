@@ -9,8 +9,7 @@ from litestar import Request
 
 from api.errors import ApiError
 from api.runtime import Runtime
-from domain.credentials import API_KEY_PREFIX, hash_token
-from projections import directory
+from domain.credentials import API_KEY_PREFIX
 
 
 def _bearer(request: Request) -> str:
@@ -24,9 +23,7 @@ async def current_account(request: Request) -> UUID:
     token = _bearer(request)
     if token.startswith(API_KEY_PREFIX):
         raise ApiError(403, "API keys only reach /v1/*; use the account's management token for /api/*", "forbidden")
-    runtime: Runtime = request.app.state.runtime
-    async with runtime.pool.connection() as conn:
-        account_id = await directory.account_for_token(conn, hash_token(token))
+    account_id = await request.app.state.services.account_service.account_for(token)
     if account_id is None:
         raise ApiError(401, "invalid management token", "unauthorized")
     return account_id

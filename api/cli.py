@@ -172,6 +172,12 @@ def _exit_on_signal(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def _dashboard(settings: Settings):
+    from api.dashboard.pages import DashboardConfig
+
+    return DashboardConfig(settings.stripe_js_url, settings.stripe_publishable_key)
+
+
 def up(settings: Settings, run_projections: bool = True) -> int:
     import uvicorn
 
@@ -196,7 +202,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           projection_process=True, background_postgres=servers.postgres_pid,
                           background_cpus=servers.background_cpus,
                           log_retention_days=settings.log_retention_days, log_bodies=settings.bodies_logged)
-        config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
+        config = uvicorn.Config(MeshASGI(runtime, _dashboard(settings)), host=settings.host, port=settings.port,
+                                lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)
 
@@ -218,7 +225,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             if server.started:
                 url = f"http://{settings.host}:{settings.port}"
                 print(f"Mesh is up in {time.monotonic() - started:.1f}s", flush=True)
-                print(f"  API and dashboard: {url}/api  (health: {url}/health)", flush=True)
+                print(f"  dashboard: {url}/  API: {url}/api  (health: {url}/health)", flush=True)
                 print(f"  OpenAI-compatible: {url}/v1", flush=True)
                 print(f"  operator token:    {token}", flush=True)
                 print(f"  data:              {settings.data_path.resolve()}", flush=True)

@@ -30,6 +30,8 @@ class Settings(msgspec.Struct, kw_only=True):
     background_cpus: str = "auto"  # where the embedded servers and the projection worker run: "auto", "all", "1-3"
     log_retention_days: int = 90  # request logs older than this are dropped (whole months); money is not
     log_bodies: str = "off"  # "on": keep prompts and answers too (their own stream, same retention)
+    stripe_publishable_key: str | None = None  # pk_...: the dashboard's card form (Stripe Elements)
+    stripe_js_url: str = "https://js.stripe.com/v3/"  # where the dashboard loads stripe.js from (tests: localstripe's)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, post
+from litestar import Controller, post
 
-from api.runtime import DIRECTORY, Runtime
+from api.services.accounts import AccountService
 
 
 class Credentials(msgspec.Struct, forbid_unknown_fields=True):
@@ -25,15 +24,11 @@ class AccountController(Controller):
     path = "/api"
 
     @post("/signup", status_code=201)
-    async def signup(self, request: Request, data: Credentials) -> SessionOut:
-        runtime: Runtime = request.app.state.runtime
-        session = await asyncio.to_thread(runtime.accounts.sign_up, data.email, data.password)
-        await runtime.caught_up(DIRECTORY, session.position)
+    async def signup(self, account_service: AccountService, data: Credentials) -> SessionOut:
+        session = await account_service.sign_up(data.email, data.password)
         return SessionOut(session.account_id, session.management_token)
 
     @post("/login", status_code=200)
-    async def login(self, request: Request, data: Credentials) -> SessionOut:
-        runtime: Runtime = request.app.state.runtime
-        session = await asyncio.to_thread(runtime.accounts.log_in, data.email, data.password)
-        await runtime.caught_up(DIRECTORY, session.position)
+    async def login(self, account_service: AccountService, data: Credentials) -> SessionOut:
+        session = await account_service.log_in(data.email, data.password)
         return SessionOut(session.account_id, session.management_token)
