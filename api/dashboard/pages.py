@@ -66,7 +66,7 @@ class AuthPages(Controller):
     """Sign up, log in, log out: no session needed."""
 
     @get("/", include_in_schema=False)
-    async def home(self, request: Request, account_service: AccountService) -> Redirect:
+    async def home(self, request: Request) -> Redirect:
         try:
             await page_account(request)
         except LoginRequired:

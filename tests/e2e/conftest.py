@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.embedded import free_port
+from api.embedded import free_port, wait_for_port
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
 
@@ -77,6 +77,20 @@ def fake_openai():
     with BackgroundServer(fake) as server:
         fake.url = server.url
         yield fake
+
+
+@pytest.fixture(scope="module")
+def localstripe(tmp_path_factory):
+    """localstripe (a stateful fake Stripe server that also serves its own stripe.js) on a free port."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("localstripe") / "localstripe.log", "wb")
+    # --from-scratch: not the state another localstripe left in /tmp/localstripe.pickle (a torn file kills start-up)
+    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"], stdout=log,
+                               stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.1", port, 30, process)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
 
 
 @pytest.fixture(scope="session")

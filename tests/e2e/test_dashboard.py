@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +14,6 @@ import httpx
 import openai
 import pytest
 
-from api.embedded import free_port, wait_for_port
 from tests.e2e.conftest import MeshProcess
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
@@ -43,18 +40,6 @@ def browser():
         browser = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
         yield browser
         browser.close()
-
-
-@pytest.fixture(scope="module")
-def localstripe(tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("localstripe") / "localstripe.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],
-                               stdout=log, stderr=subprocess.STDOUT)
-    wait_for_port("127.0.0.1", port, 30, process)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import subprocess
-import sys
 import time
 import uuid
 from decimal import Decimal
@@ -16,24 +14,10 @@ import httpx
 import pytest
 import stripe
 
-from api.embedded import free_port, wait_for_port
 from tests.e2e.conftest import MeshProcess, events_after
 from tests.e2e.test_walking_skeleton import api, sign_up
 
 WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
-
-
-@pytest.fixture(scope="module")
-def localstripe(tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("localstripe") / "localstripe.log", "wb")
-    # --from-scratch: not the state another localstripe left in /tmp/localstripe.pickle (a torn file kills start-up)
-    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"], stdout=log,
-                               stderr=subprocess.STDOUT)
-    wait_for_port("127.0.0.1", port, 30, process)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
 
 
 @pytest.fixture(scope="module")
