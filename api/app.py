@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from typing import Any
 
 from litestar import Litestar
@@ -34,7 +37,7 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
         exception_handlers=EXCEPTION_HANDLERS,
         dependencies=SERVICE_DEPENDENCIES,
         template_config=TemplateConfig(instance=dashboard_templates()),
-        csrf_config=CSRFConfig(secret=runtime.operator_token, cookie_name=CSRF_COOKIE, cookie_httponly=True,
+        csrf_config=CSRFConfig(secret=_csrf_secret(runtime), cookie_name=CSRF_COOKIE, cookie_httponly=True,
                                exclude=["^/api/", "^/admin/", "^/health", "^/static/"]),
         logging_config=None,  # `mesh` configures logging once, for every part
     )
@@ -42,6 +45,14 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
     app.state.services = Services(runtime)
     app.state.dashboard = dashboard or DashboardConfig()
     return app
+
+
+def _csrf_secret(runtime: Runtime | None) -> str:
+    """The CSRF tokens' HMAC key: derived from the operator token, so every process of one Mesh agrees and a
+    restart keeps open forms valid (a random one when there is no runtime, e.g. to list the routes)."""
+    if runtime is None:
+        return secrets.token_urlsafe(32)
+    return hmac.new(runtime.operator_token.encode(), b"mesh dashboard csrf", hashlib.sha256).hexdigest()
 
 
 class MeshASGI:

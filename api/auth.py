@@ -9,7 +9,7 @@ from litestar import Request
 
 from api.errors import ApiError
 from api.runtime import Runtime
-from domain.credentials import API_KEY_PREFIX
+from domain.credentials import API_KEY_PREFIX, hash_token
 
 
 def _bearer(request: Request) -> str:
@@ -19,13 +19,18 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
+def presented_token_hash(request: Request) -> str:
+    """The hash of the management token the request carries (what log-out revokes)."""
+    return hash_token(_bearer(request))
+
+
 async def current_account(request: Request) -> UUID:
     token = _bearer(request)
     if token.startswith(API_KEY_PREFIX):
         raise ApiError(403, "API keys only reach /v1/*; use the account's management token for /api/*", "forbidden")
     account_id = await request.app.state.services.account_service.account_for(token)
     if account_id is None:
-        raise ApiError(401, "invalid management token", "unauthorized")
+        raise ApiError(401, "invalid or expired management token; log in again", "unauthorized")
     return account_id
 
 

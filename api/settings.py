@@ -28,6 +28,11 @@ class Settings(msgspec.Struct, kw_only=True):
     auto_refill_max_failures: int = 3  # failed charges in a row before auto-refill turns itself off
     auto_refill_retry_seconds: float = 60.0  # wait between attempts for one crossing
     background_cpus: str = "auto"  # where the embedded servers and the projection worker run: "auto", "all", "1-3"
+    session_days: float = 30.0  # a management token unused this long expires; each use extends it
+    login_failures_per_email: int = 10  # failed logins (or sign-ups of a taken email) per email and window
+    login_failures_per_address: int = 50  # failed logins per client address and window
+    signups_per_address: int = 20  # sign-ups per client address and window
+    login_window_seconds: float = 900.0  # the window of the three limits above
     log_retention_days: int = 90  # request logs older than this are dropped (whole months); money is not
     log_bodies: str = "off"  # "on": keep prompts and answers too (their own stream, same retention)
     stripe_publishable_key: str | None = None  # pk_...: the dashboard's card form (Stripe Elements)
@@ -65,15 +70,26 @@ class Settings(msgspec.Struct, kw_only=True):
         """The operator token: from MESH_OPERATOR_TOKEN, else the one generated on first start."""
         if self.operator_token:
             return self.operator_token
-        path = self.data_path / "operator_token"
-        if path.exists():
-            return path.read_text().strip()
-        self.data_path.mkdir(parents=True, exist_ok=True)
-        token = "mo-" + secrets.token_urlsafe(32)
-        path.write_text(token)
-        path.chmod(0o600)
-        return token
+        return kept_secret(self.data_path / "operator_token", prefix="mo-")
 
 
 class SettingsError(ValueError):
     pass
+
+
+def kept_secret(path: Path, prefix: str = "") -> str:
+    """The secret kept in `path`, generated (URL-safe) on first use; the file is readable by its owner only."""
+    try:
+        path.chmod(0o600)  # also tightens a file an older version wrote
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = prefix + secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process wrote it just now
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(secret)
+    return secret

@@ -3,6 +3,7 @@
     python -m bench.gateway                                   # defaults: 3 s per cell, 1/16/64 in flight, 0 and 20 ms
     python -m bench.gateway --duration 1 --concurrency 1,16   # a quick run
     python -m bench.gateway --profile /tmp/mesh.prof          # Mesh under cProfile (slower): prints its hot spots
+    python -m bench.gateway --one-cpu                         # the whole stack on CPU 0, as on a 1-vCPU server
 
 Processes (each its own, so none shares an event loop with another):
   * this script: starts the others, samples CPU with psutil, prints the table;
@@ -18,6 +19,10 @@ Processes (each its own, so none shares an event loop with another):
     here costs 0.4 ms per request at 1 in flight and 4 ms at 64 (httpcore's pool walks every connection, several
     times, per request) and so measures itself rather than the gateway (see the "client" column);
   * LiteLLM proxy (if the `litellm` command is installed), one worker, against the same mock, for the ratios.
+
+`--one-cpu` runs `mesh up` as `taskset -c 0 mesh up` with MESH_BACKGROUND_CPUS=all: the gateway, NATS, PostgreSQL
+and the projection worker share the first CPU, as on a 1-vCPU server; the mock, the load generator (and LiteLLM)
+run on the other CPUs, standing for the clients and the provider elsewhere.
 
 Columns: p50/p99 latency of one whole request (for streams: until [DONE]), "+p50/+p99" what the gateway adds over
 the direct call at the same in-flight count, CPU time per request of the gateway process ("gw CPU", Mesh: the
@@ -377,12 +382,18 @@ class Processes:
         self.popens: list[tuple[str, subprocess.Popen, list]] = []  # (name, process, its descendants)
         self.children: list[multiprocessing.Process] = []
 
-    def popen(self, name: str, cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    def popen(self, name: str, cmd: list[str], env: dict, log: Path,
+              cpus: set[int] | None = None) -> subprocess.Popen:
         # In the bench's own session (a process group of its own, for Ctrl-C), as a service started from this
         # shell would be: the kernel then weighs the server's background processes (idle priority under
         # `mesh up`) against the load generator and the mock, instead of giving each session an equal share.
+        def setup() -> None:
+            _die_with_parent()
+            if cpus is not None:  # as `taskset`: the process and all it starts stay on these CPUs
+                os.sched_setaffinity(0, cpus)
+
         process = subprocess.Popen(cmd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, process_group=0, preexec_fn=_die_with_parent)
+                                   stdin=subprocess.DEVNULL, process_group=0, preexec_fn=setup)
         self.popens.append((name, process, []))
         return process
 
@@ -470,8 +481,10 @@ def _wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float, n
     raise SystemExit(f"{name} not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def _start_mesh(procs: Processes, tmp: Path, mock_port: int, profile: Path | None) -> tuple[subprocess.Popen, int, str]:
-    """`mesh up` on a free port with a temp data dir and config; returns (process, port, API key)."""
+def _start_mesh(procs: Processes, tmp: Path, mock_port: int, profile: Path | None,
+                cpus: set[int] | None = None) -> tuple[subprocess.Popen, int, str]:
+    """`mesh up` on a free port with a temp data dir and config (on `cpus` only, when given, with its background
+    processes there too); returns (process, port, API key)."""
     import httpx
 
     config = tmp / "mesh.toml"
@@ -491,13 +504,15 @@ completion_usd_per_1k = "0.002"
            "MESH_CONFIG": str(config)}
     for name in ("MESH_NATS_URL", "MESH_DATABASE_URL", "MESH_OPERATOR_TOKEN", "MESH_STREAM"):
         env.pop(name, None)  # the embedded servers, in the temp dir
+    if cpus is not None:
+        env["MESH_BACKGROUND_CPUS"] = "all"  # all of the CPUs it may use: NATS, PostgreSQL, the worker beside it
     if profile is not None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--mesh-under-cprofile", str(profile)]
     else:
         script = Path(sys.executable).parent / "mesh"
         cmd = [str(script), "up"] if script.exists() else [sys.executable, "-m", "api.cli", "up"]
     log = tmp / "mesh.log"
-    process = procs.popen("mesh up", cmd, env, log)
+    process = procs.popen("mesh up", cmd, env, log, cpus)
     seconds = _wait_http(f"http://127.0.0.1:{port}/health", process, log, 180, "mesh up")
     procs.remember_descendants(process)
     base = f"http://127.0.0.1:{port}"
@@ -520,7 +535,8 @@ def _litellm_command() -> str | None:
                                        if (Path(sys.executable).parent / "litellm").exists() else None)
 
 
-def _start_litellm(procs: Processes, tmp: Path, mock_port: int, command: str) -> tuple[subprocess.Popen, int, str]:
+def _start_litellm(procs: Processes, tmp: Path, mock_port: int, command: str,
+                   cpus: set[int] | None = None) -> tuple[subprocess.Popen, int, str]:
     config = tmp / "litellm.yaml"
     entries = "".join(f"""  - model_name: bench/{upstream}
     litellm_params:
@@ -546,7 +562,7 @@ general_settings:
     env["LITELLM_MASTER_KEY"] = master_key
     log = tmp / "litellm.log"
     process = procs.popen("litellm", [command, "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-                                      "--num_workers", "1"], env, log)
+                                      "--num_workers", "1"], env, log, cpus)
     seconds = _wait_http(f"http://127.0.0.1:{port}/health/liveliness", process, log, 180, "litellm")
     procs.remember_descendants(process)
     print(f"litellm healthy in {seconds:.1f} s on :{port} (pid {process.pid}; log {log})", flush=True)
@@ -654,6 +670,8 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, metavar="FILE", help="run Mesh under cProfile, write the stats "
                         "to FILE and print its hot spots (numbers of that run are inflated by the profiler)")
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM even if installed")
+    parser.add_argument("--one-cpu", action="store_true", help="run mesh up (gateway, NATS, PostgreSQL, worker) "
+                        "on CPU 0 only, as `taskset -c 0 mesh up`, and the mock and load generator on the others")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -661,6 +679,12 @@ def main() -> int:
         parser.error("set --duration or --requests")
     if not set(modes) <= {"non-stream", "stream"}:
         parser.error("--modes: non-stream and/or stream")
+    server_cpus = others = None
+    if args.one_cpu:
+        allowed = sorted(os.sched_getaffinity(0))
+        if len(allowed) < 2:
+            parser.error("--one-cpu needs a second CPU for the mock and the load generator")
+        server_cpus, others = {allowed[0]}, set(allowed[1:])
 
     import psutil
 
@@ -682,6 +706,8 @@ def main() -> int:
         mock = ctx.Process(target=_mock_main, args=(child_end, args.latency_ms), name="mock-upstream", daemon=True)
         mock.start()
         procs.children.append(mock)
+        if others is not None:
+            os.sched_setaffinity(mock.pid, others)
         if not parent_end.poll(30):
             raise SystemExit("the mock upstream did not start")
         mock_port = parent_end.recv()
@@ -691,13 +717,15 @@ def main() -> int:
         loadgen = ctx.Process(target=_loadgen_main, args=(child_end,), name="load-generator", daemon=True)
         loadgen.start()
         procs.children.append(loadgen)
+        if others is not None:
+            os.sched_setaffinity(loadgen.pid, others)
 
-        mesh, mesh_port, key = _start_mesh(procs, tmp, mock_port, args.profile)
+        mesh, mesh_port, key = _start_mesh(procs, tmp, mock_port, args.profile, server_cpus)
         targets = {"direct": ("127.0.0.1", mock_port, "sk-unused", None, ""),
                    "mesh": ("127.0.0.1", mesh_port, key, mesh.pid, "bench/")}
         litellm = None if args.no_litellm else _litellm_command()
         if litellm:
-            process, port, master_key = _start_litellm(procs, tmp, mock_port, litellm)
+            process, port, master_key = _start_litellm(procs, tmp, mock_port, litellm, server_cpus)
             targets["litellm"] = ("127.0.0.1", port, master_key, process.pid, "bench/")
         litellm_note = None if litellm else (
             "LiteLLM: skipped (--no-litellm)" if args.no_litellm else
@@ -758,7 +786,10 @@ def main() -> int:
                       "(subtracted below)", flush=True)
 
         latencies = [0.0, args.latency_ms] if args.latency_ms else [0.0]
-        print(f"\n{os.cpu_count()} CPUs; client {args.client}; {args.duration:g} s per cell after {args.warmup:g} s "
+        where = (f"mesh up on CPU {min(server_cpus)} only (gateway, NATS, PostgreSQL, worker); mock and load "
+                 f"generator on CPUs {','.join(map(str, sorted(others)))}; " if args.one_cpu else "")
+        print(f"\n{where}{os.cpu_count()} CPUs; client {args.client}; {args.duration:g} s per cell "
+              f"after {args.warmup:g} s "
               f"warm-up{f', at most {args.requests} requests' if args.requests else ''}; "
               "latency of one whole request (stream: until [DONE]);\n+p50/+p99: over direct at the same in-flight count; "
               "CPU per request net of idle use (~: under 0.2 s measured, psutil counts 10 ms ticks)\n", flush=True)

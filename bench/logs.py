@@ -72,7 +72,9 @@ class World:
     def busiest(self) -> uuid.UUID:
         return self.accounts[0]
 
-    def event(self, rng: random.Random) -> UsageRecorded:
+    def event(self, rng: random.Random, live: bool = False) -> UsageRecorded:
+        """A request at a random time of the last DAYS days, or (`live`) of the last minute, as the projection
+        sees them arrive."""
         # a fifth of all traffic is one account; the rest spread evenly
         account = self.busiest if rng.random() < 0.2 else self.accounts[rng.randrange(1, ACCOUNTS)]
         provider, model = MODELS[rng.randrange(len(MODELS))]
@@ -85,15 +87,15 @@ class World:
             provider=provider, prompt_tokens=prompt, completion_tokens=completion, prompt_per_1k=500_000_000_000,
             completion_per_1k=1_500_000_000_000, cost=0 if failed else prompt * 500_000_000 + completion * 1_500_000_000,
             status="error" if failed else "ok", http_status=502 if failed else 200,
-            timestamp=self.now - timedelta(microseconds=rng.randrange(DAYS * 86_400 * 10**6)),
+            timestamp=self.now - timedelta(microseconds=rng.randrange((60 if live else DAYS * 86_400) * 10**6)),
             latency_us=latency, upstream_us=latency * 9 // 10, first_token_us=None, stream=rng.random() < 0.4,
             error="provider failed with HTTP 500" if failed else None, cached_prompt_tokens=prompt // 4,
         )
 
 
-async def fill(conn: psycopg.AsyncConnection, world: World, table: str, rows: int) -> float:
+async def fill(conn: psycopg.AsyncConnection, world: World, table: str, rows: int, seed: int) -> float:
     """`rows` events through the projection's insert; returns events/s of this bulk path (setup only)."""
-    rng = random.Random(11)
+    rng = random.Random(seed)  # another seed for every fill of the same table: new trace ids
     started, done = time.perf_counter(), 0
     while done < rows:
         n = min(CHUNK, rows - done)
@@ -174,12 +176,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def apply_rate(conn, world: World, t: dict[str, str], events: int) -> tuple[float, float]:
-    """The projection's work per batch: decode the stored bodies, apply, one transaction per 1,000.
+    """The projection's work per batch on live traffic: decode the stored bodies, apply, one transaction per 1,000.
     Returns (events per second of wall time, events per CPU second of this process and its PostgreSQL
     backend together): on a busy machine the second says what one core would do."""
-    rng = random.Random(99)
+    rng = random.Random(time.time_ns())  # new trace ids on every run
     model = Logs()
-    bodies = [msgspec.json.encode(world.event(rng)) for _ in range(events)]
+    bodies = [msgspec.json.encode(world.event(rng, live=True)) for _ in range(events)]
     now = datetime.now(timezone.utc)
     backend = (await (await conn.execute("select pg_backend_pid()")).fetchone())[0]
     cpu = time.process_time() + cpu_seconds(backend)
@@ -205,7 +207,7 @@ async def run(args) -> None:
         if present < args.rows:
             if present == 0:
                 await add_keys(conn, world, physical_tables(directory, 1)["api_keys"])
-            fill_rate = await fill(conn, world, t["logs"], args.rows - present)
+            fill_rate = await fill(conn, world, t["logs"], args.rows - present, seed=present)
             print(f"filled {args.rows - present:,} rows through projections.logs.insert at {fill_rate:,.0f} rows/s")
         cur = await conn.execute(f"select count(*), count(*) filter (where account_id = %s) from {t['logs']}",
                                  (world.busiest,))

@@ -1,7 +1,13 @@
-"""Account use cases: sign up, log in, grant credits."""
+"""Account use cases: sign up, log in and out, change the password, renew a session, grant credits.
+
+The password use cases run the KDF (about half a second of CPU); callers run them off the event loop, in
+a thread pool of their own.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+from typing import Callable
 from uuid import UUID
 
 import msgspec
@@ -10,19 +16,26 @@ from eventsourcing.persistence import RecordConflictError
 
 from commands.app import MeshApplication
 from domain.account import Account, EmailClaim, normalise_email
-from domain.credentials import MIN_PASSWORD_LENGTH, hash_password, new_management_token, verify_password
+from domain.credentials import (DUMMY_PASSWORD_HASH, InvalidPassword, check_new_password,
+                                check_presented_password, hash_password, needs_rehash, new_management_token,
+                                verify_password)
+
+__all__ = ["AccountCommands", "BadCredentials", "EmailTaken", "InvalidPassword", "Session", "WrongPassword",
+           "DEFAULT_SESSION"]
+
+DEFAULT_SESSION = timedelta(days=30)
 
 
 class EmailTaken(ValueError):
     pass
 
 
-class InvalidPassword(ValueError):
-    pass
-
-
 class BadCredentials(PermissionError):
     pass
+
+
+class WrongPassword(PermissionError):
+    """The current password given to change it is wrong."""
 
 
 class Session(msgspec.Struct, frozen=True):
@@ -32,15 +45,18 @@ class Session(msgspec.Struct, frozen=True):
 
 
 class AccountCommands:
-    def __init__(self, app: MeshApplication):
+    def __init__(self, app: MeshApplication, session: timedelta = DEFAULT_SESSION,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.app = app
+        self.session = session  # how long a management token lives after it was issued or last renewed
+        self.clock = clock
 
     def sign_up(self, email: str, password: str) -> Session:
         email = normalise_email(email)
-        if len(password) < MIN_PASSWORD_LENGTH or len(password) > 256:
-            raise InvalidPassword(f"password must be {MIN_PASSWORD_LENGTH} to 256 characters")
+        check_new_password(password)
         token = new_management_token()
-        account = Account(email=email, password_hash=hash_password(password), token_hash=token.hash)
+        account = Account(email=email, password_hash=hash_password(password), token_hash=token.hash,
+                          token_expires_at=self._expiry())
         claim = EmailClaim(email=email, account_id=account.id)
         try:
             position = self.app.save_all(account, claim)  # atomic: both or neither
@@ -49,17 +65,59 @@ class AccountCommands:
         return Session(account.id, token.plain, position)
 
     def log_in(self, email: str, password: str) -> Session:
+        check_presented_password(password)
+        account = self._account_of(normalise_email(email))
+        # an unknown email runs the same KDF as a known one (against a hash nothing matches)
+        verified = account.password_hash if account is not None else DUMMY_PASSWORD_HASH
+        if not verify_password(password, verified) or account is None:
+            raise BadCredentials("email or password is wrong")
+        rehashed = hash_password(password) if needs_rehash(verified) else None
+        token = new_management_token()
+
+        def use_case() -> Session:  # the KDF ran once, above; a retry after a concurrent write only reloads
+            current = self.app.account(account.id)
+            if current.password_hash != verified:
+                raise BadCredentials("email or password is wrong")  # changed since it was checked
+            if rehashed is not None:
+                current.rehash_password(rehashed)
+            current.issue_token(token.hash, self._expiry())
+            return Session(current.id, token.plain, self.app.save_all(current))
+
+        return self.app.retrying(use_case)
+
+    def change_password(self, account_id: UUID, current_password: str, new_password: str) -> Session:
+        """Every token of the account stops working; the answer carries a fresh one."""
+        check_presented_password(current_password)
+        check_new_password(new_password)
+        verified = self.app.account(account_id).password_hash
+        if not verify_password(current_password, verified):
+            raise WrongPassword("current_password is wrong")
+        new_hash = hash_password(new_password)
+        token = new_management_token()
+
         def use_case() -> Session:
-            try:
-                claim = self.app.repository.get(EmailClaim.create_id(normalise_email(email)))
-                account: Account = self.app.repository.get(claim.account_id)
-            except (AggregateNotFoundError, ValueError):
-                raise BadCredentials("email or password is wrong") from None
-            if not verify_password(password, account.password_hash):
-                raise BadCredentials("email or password is wrong")
-            token = new_management_token()
-            account.issue_token(token.hash)
+            account = self.app.account(account_id)
+            if account.password_hash != verified:
+                raise WrongPassword("the password was changed meanwhile; current_password is no longer it")
+            account.change_password(new_hash, token.hash, self._expiry())
             return Session(account.id, token.plain, self.app.save_all(account))
+
+        return self.app.retrying(use_case)
+
+    def log_out(self, account_id: UUID, token_hash: str) -> int:
+        def use_case() -> int:
+            account = self.app.account(account_id)
+            account.revoke_token(token_hash)
+            return self.app.save_all(account)
+
+        return self.app.retrying(use_case)
+
+    def renew_session(self, account_id: UUID, token_hash: str) -> int:
+        """Slide a token's expiry to a full session from now (if it is still live)."""
+        def use_case() -> int:
+            account = self.app.account(account_id)
+            account.renew_token(token_hash, self._expiry())
+            return self.app.save_all(account)
 
         return self.app.retrying(use_case)
 
@@ -70,3 +128,13 @@ class AccountCommands:
             return self.app.save_all(account)
 
         return self.app.retrying(use_case)
+
+    def _expiry(self) -> datetime:
+        return self.clock() + self.session
+
+    def _account_of(self, email: str) -> Account | None:
+        try:
+            claim = self.app.repository.get(EmailClaim.create_id(email))
+            return self.app.repository.get(claim.account_id)
+        except AggregateNotFoundError:
+            return None

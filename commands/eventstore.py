@@ -130,7 +130,8 @@ class JetStreamAggregateRecorder(AggregateRecorder):
             self._runner.run(ensure_stream(self.nc, stream))
         except Exception as exc:
             self._runner.stop()
-            raise OperationalError(f"cannot open the event store on {nats_url}: {exc}") from None
+            # not the URL: it carries the password
+            raise OperationalError(f"cannot open the event store on NATS: {exc}") from None
         # originator id -> (last version, its stream sequence): spares a read before most appends.
         self._last: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._cache_size = cache_size

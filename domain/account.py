@@ -34,9 +34,11 @@ class Account(Aggregate):
         email: str
         password_hash: str
         token_hash: str
+        token_expires_at: datetime | None = None  # None: issued before tokens expired
 
     class TokenIssued(Aggregate.Event):
         token_hash: str
+        expires_at: datetime | None = None  # None: issued before tokens expired
 
     class CreditsGranted(Aggregate.Event):
         amount: int  # pico-USD, > 0
@@ -85,11 +87,27 @@ class Account(Aggregate):
         lease_id: UUID
         spent: int  # what the lease really paid for; the rest returns to the balance
 
+    class TokenRenewed(Aggregate.Event):
+        """A management token in use lives longer (sliding expiry); at most about once a day per token."""
+        token_hash: str
+        expires_at: datetime
+
+    class TokenRevoked(Aggregate.Event):
+        token_hash: str
+
+    class PasswordChanged(Aggregate.Event):
+        """A new password; every management token issued before it stops working."""
+        password_hash: str
+
+    class PasswordRehashed(Aggregate.Event):
+        """The same password, hashed again with today's KDF parameters; tokens stay valid."""
+        password_hash: str
+
     @event(Registered)
-    def __init__(self, email: str, password_hash: str, token_hash: str):
+    def __init__(self, email: str, password_hash: str, token_hash: str, token_expires_at: datetime | None = None):
         self.email = email
         self.password_hash = password_hash
-        self.token_hashes = [token_hash]
+        self.token_hashes = {token_hash}
         self.credits = 0
         self.leases = LeaseBook()
         self.stripe_customer: str | None = None
@@ -107,12 +125,50 @@ class Account(Aggregate):
         """Credits not yet spent nor reserved by an open lease."""
         return self.credits - self.spent_and_reserved
 
-    def issue_token(self, token_hash: str) -> None:
-        self._issue_token(token_hash)
+    # Management tokens: issued at sign-up, log-in and password change; renewed while in use; revoked at
+    # log-out; all revoked by a password change.
+
+    def issue_token(self, token_hash: str, expires_at: datetime | None = None) -> None:
+        self._issue_token(token_hash, expires_at)
 
     @event(TokenIssued)
-    def _issue_token(self, token_hash: str) -> None:
-        self.token_hashes.append(token_hash)
+    def _issue_token(self, token_hash: str, expires_at: datetime | None) -> None:
+        self.token_hashes.add(token_hash)
+
+    def renew_token(self, token_hash: str, expires_at: datetime) -> None:
+        """Only a live token is renewed: a revoked one never comes back."""
+        if token_hash in self.token_hashes:
+            self._renew_token(token_hash, expires_at)
+
+    @event(TokenRenewed)
+    def _renew_token(self, token_hash: str, expires_at: datetime) -> None:
+        pass
+
+    def revoke_token(self, token_hash: str) -> None:
+        """Idempotent: revoking a token that is not live changes nothing."""
+        if token_hash in self.token_hashes:
+            self._revoke_token(token_hash)
+
+    @event(TokenRevoked)
+    def _revoke_token(self, token_hash: str) -> None:
+        self.token_hashes.discard(token_hash)
+
+    def change_password(self, password_hash: str, token_hash: str, expires_at: datetime) -> None:
+        """A new password revokes every token; the caller goes on with the one issued here."""
+        self._change_password(password_hash)
+        self._issue_token(token_hash, expires_at)
+
+    @event(PasswordChanged)
+    def _change_password(self, password_hash: str) -> None:
+        self.password_hash = password_hash
+        self.token_hashes = set()
+
+    def rehash_password(self, password_hash: str) -> None:
+        self._rehash_password(password_hash)
+
+    @event(PasswordRehashed)
+    def _rehash_password(self, password_hash: str) -> None:
+        self.password_hash = password_hash
 
     def grant_credits(self, amount: int, reason: str, granted_by: str) -> None:
         if amount <= 0:

@@ -1,13 +1,14 @@
 """The OpenAI-compatible endpoint, as a plain ASGI app (the hot path skips the web framework).
 
 Per request: authenticate the key, validate the body, resolve the model and its
-price, check the balance, call the provider, answer, then publish one
-UsageRecorded event. The gateway never changes state itself.
+price, check the balance, call the provider, make its UsageRecorded event durable, then finish the answer.
+The gateway never changes state itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -27,7 +28,7 @@ from gateway.keys import KeyCache
 from gateway.templates import TemplateCache, TemplateUse
 from gateway.errors import GatewayError, invalid
 from gateway.providers.base import SSE_DONE, Adapter, Reply, StreamReply, Usage
-from gateway.usage import UsagePublisher
+from gateway.usage import NotStored, UsagePublisher
 
 log = logging.getLogger("mesh.gateway")
 
@@ -145,23 +146,26 @@ class Gateway:
                 try:
                     reply = await adapter.chat_stream(model, body, include_usage)
                 except GatewayError as exc:
-                    self._emit(record, record.failed(exc))
+                    await self._emit(record, record.failed(exc))
                     raise
                 await self._stream(send, receive, headers, reply, record)
             else:
                 try:
                     result: Reply = await adapter.chat(model, body)
                 except GatewayError as exc:
-                    self._emit(record, record.failed(exc))
+                    await self._emit(record, record.failed(exc))
                     await _respond(send, exc.status, headers, exc.body())
                     return
                 # billed first: a client gone while the answer is written still owes what the upstream did
                 record.response_body = result.body
-                self._emit(record, record.done(result.usage, result.upstream_us, None))
+                await self._emit(record, record.done(result.usage, result.upstream_us, None))
                 await _respond(send, 200, headers, result.body)
         finally:
             if not record.emitted:  # an unexpected failure: free the reservation all the same
                 self.budgets.release(record.ticket, 0)
+            elif record.request_body is not None:  # bodies logged: the request is over, its answer complete
+                self.bodies.submit(trace_id, key.account_id, datetime.now(timezone.utc), record.request_body,
+                                   record.response_body)
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send, headers: list, trace_id: uuid.UUID,
                           started: int, request_id: str | None) -> None:
@@ -188,13 +192,13 @@ class Gateway:
         try:
             result: Reply = await serve(model, body)
         except GatewayError as exc:
-            self._emit(record, record.failed(exc))
+            await self._emit(record, record.failed(exc))
             await _respond(send, exc.status, headers, exc.body())
             return
         except BaseException:
             self.budgets.release(ticket, 0)
             raise
-        self._emit(record, record.done(result.usage, result.upstream_us, None))
+        await self._emit(record, record.done(result.usage, result.upstream_us, None))
         await _respond(send, 200, headers, result.body)
 
     async def _template(self, key: KeyInfo, raw: bytes, headers: list) -> tuple[bytes, TemplateUse | None]:
@@ -227,14 +231,13 @@ class Gateway:
                 body["max_tokens"] = completion
         return ticket
 
-    def _emit(self, record: "_Record", event: UsageRecorded) -> None:
-        """The request is over: swap its reservation for its cost and publish what it cost."""
+    def _emit(self, record: "_Record", event: UsageRecorded) -> Awaitable[None]:
+        """The request is over: swap its reservation for its cost and publish what it cost (both at once, awaited
+        or not). Await what it returns before the answer's last byte: it is done once the event is durable
+        (acknowledged by JetStream, or in the fsynced spool), shared with every request finishing alongside."""
         record.emitted = True
         self.budgets.release(record.ticket, event.cost)
-        self.usage.submit(event)
-        if record.request_body is not None:
-            self.bodies.submit(event.trace_id, event.account_id, event.timestamp, record.request_body,
-                               record.response_body)
+        return _durable(self.usage.submit(event), event.trace_id)
 
     async def _stream(self, send: Send, receive: Receive, headers: list, reply: StreamReply,
                       record: "_Record") -> None:
@@ -245,9 +248,14 @@ class Gateway:
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         error: str | None = None
         status = 200
-        frames: list[bytes] | None = [] if record.request_body is not None else None
+        frames: list[bytes] | None = [] if record.request_body is not None else None  # the logged answer
+
+        async def bill() -> None:  # the stream is complete: its bill is durable before its last frame leaves
+            await reply.aclose()  # the adapter settles the usage and the upstream time as it closes
+            await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us))
+
         try:
-            await relay(reply if frames is None else _recording(reply, frames), send, gone)
+            await relay(reply if frames is None else _recording(reply, frames), send, gone, bill)
         except GatewayError as exc:
             error, status = exc.message, exc.status
         except OSError as exc:
@@ -256,11 +264,15 @@ class Gateway:
         finally:
             watcher.cancel()
             await reply.aclose()  # closes the upstream response: it stops generating
-        if gone.is_set():
-            error, status = error or "client disconnected mid-stream", 499
         if frames is not None:
             record.response_body = b"".join(frames)
-        self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error, status))
+        if record.emitted:
+            return
+        if gone.is_set():
+            error, status = error or "client disconnected mid-stream", 499
+        with contextlib.suppress(GatewayError):  # the response has begun: there is nothing more to tell
+            await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error,
+                                                 status))
 
     def _resolve(self, request: "ChatRequest | EmbeddingsRequest", key: KeyInfo) -> Model:
         model_id = request.model or key.default_model
@@ -310,17 +322,33 @@ class _Record:
         return self.done(Usage(), 0, None, exc.message, exc.status)
 
 
-async def relay(frames: AsyncIterable[bytes], send: Send, gone: asyncio.Event) -> None:
+async def _durable(stored: Awaitable[None], trace_id: uuid.UUID) -> None:
+    """Wait until a usage event is stored; if it cannot be, the answer must not leave (503)."""
+    try:
+        await stored
+    except NotStored as exc:
+        log.error("usage of %s not recorded, its answer withheld: %s", trace_id, exc)
+        raise GatewayError(503, "this request's usage could not be recorded, so its answer is withheld; "
+                           "try again later", "api_error", "usage_not_recorded") from None
+
+
+async def relay(frames: AsyncIterable[bytes], send: Send, gone: asyncio.Event,
+                last: Callable[[], Awaitable[None]] | None = None) -> None:
     """Send a stream's frames as they come, until it ends or the client is gone. The last frame ([DONE]) goes
-    out with the end of the response: one write, not two."""
+    out with the end of the response: one write, not two; `last` runs just before it (the gateway makes the
+    stream's bill durable there)."""
     async for frame in frames:
         if gone.is_set():
             return
         ended = frame.endswith(SSE_DONE)
+        if ended and last is not None:
+            await last()
         await send({"type": "http.response.body", "body": frame, "more_body": not ended})
         if ended:
             return
     if not gone.is_set():
+        if last is not None:
+            await last()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

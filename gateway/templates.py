@@ -93,8 +93,8 @@ class TemplateCache:
         try:
             number = pick_version(head.latest, head.labels, selector)
         except TemplateNotFound as exc:
-            raise GatewayError(404, f"template {name!r}: {exc}", "invalid_request_error", "template_not_found",
-                               "template") from None
+            raise GatewayError(404, f"template {name!r}: {exc}", "invalid_request_error",
+                               "template_version_not_found", "template") from None
         return await self._version(head.template_id, number)
 
     async def expand(self, account_id: UUID, raw: bytes) -> tuple[bytes, TemplateUse | None]:

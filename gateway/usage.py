@@ -1,13 +1,14 @@
 """Publishes UsageRecorded events to JetStream, deduplicated by trace id, and never loses one.
 
-The gateway hands an event over with `submit` just before it writes the response, and goes on; a background task
-publishes what has queued up in one go and waits for all their acks together (one timer, one wait),
-which costs a fraction of awaiting each publish on its own request. `publish` does the same for one
-event and waits for it.
+Durable before answered: the gateway hands an event over with `submit` and awaits what it returns before the
+last byte of the answer leaves. A background task (`run`) publishes what has queued up in one go and waits for
+all their acks together (one timer, one wait): a group commit, so requests finishing together share one round
+trip instead of paying one each. `publish` does the same for one event.
 
-When NATS cannot take an event (disconnected, or no ack in time), it goes to a local spool file (fsynced),
-which is replayed once NATS is back. A replayed event keeps its trace id as `Nats-Msg-Id`, and the billing
-read model counts a trace id once, so a spooled event that had in fact been stored is not billed twice.
+When NATS cannot take an event (disconnected, or no ack in time), it goes to a local spool file (fsynced)
+before its request is told it is stored, and is replayed once NATS is back. A replayed event keeps its trace id
+as `Nats-Msg-Id`, and the billing read model counts a trace id once, so a spooled event that had in fact been
+stored is not billed twice.
 """
 
 from __future__ import annotations
@@ -51,16 +52,24 @@ class UsagePublisher:
         self.stream = stream
         self.spool = spool
         self._lock = asyncio.Lock()
-        self._queue: list[UsageRecorded] = []
+        self._queue: list[tuple[UsageRecorded, asyncio.Future]] = []  # each event and who waits for it
+        self._closed = False  # `run` has returned: `submit` stores on its own
+        self._late: set[asyncio.Task] = set()  # what it stores on its own (held: the loop keeps only weak refs)
         self._waiter: asyncio.Future | None = None  # `run` sleeps on it when there is nothing to do
         self._acks: dict[str, tuple[_Batch, int]] = {}  # reply token -> its batch and place in it
         self._tokens = itertools.count()
         self._inbox: str | None = None
 
-    def submit(self, event: UsageRecorded) -> None:
-        """Queue an event; the running publisher (`run`) sends it within a moment."""
-        self._queue.append(event)
-        self._wake()
+    def submit(self, event: UsageRecorded) -> asyncio.Future:
+        """Queue an event for the next batch. The future resolves once the event is stored (acknowledged by
+        JetStream, or in the fsynced spool), or fails with NotStored when neither could take it."""
+        stored = asyncio.get_running_loop().create_future()
+        self._queue.append((event, stored))
+        if self._closed:
+            self._store_late()
+        else:
+            self._wake()
+        return stored
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -68,21 +77,48 @@ class UsagePublisher:
 
     async def publish(self, event: UsageRecorded) -> None:
         """Publish one event now and wait until JetStream (or, failing that, the spool) has it."""
-        await self._publish([event])
+        result, = await self._publish([event])
+        if result is not None:
+            raise result
 
-    async def _publish(self, events: list[UsageRecorded]) -> None:
+    async def _publish(self, events: list[UsageRecorded]) -> list[NotStored | None]:
+        """Store the events: in JetStream, or what it does not take in the spool. Per event: None (stored) or
+        why it is in neither."""
         datas = [_encode(event) for event in events]
         if not self.nc.is_connected:
-            return await self._to_spool(datas)
+            results: list = [NotStored("NATS is not connected")] * len(events)
+        else:
+            try:
+                results = await self._send(events, datas)
+            except Exception as exc:  # e.g. the connection dropped while sending
+                results = [exc] * len(events)
+        failed = [i for i, result in enumerate(results) if result is not None]
+        if not failed:
+            return results
+        log.warning("%d usage events not acknowledged (%s); spooled", len(failed), results[failed[0]])
         try:
-            results = await self._send(events, datas)
-        except Exception as exc:  # e.g. the connection dropped while sending
-            results = [exc] * len(events)
-        failed = [data for data, result in zip(datas, results) if result is not None]
-        if failed:
-            first = next(result for result in results if result is not None)
-            log.warning("%d usage events not acknowledged (%s); spooled", len(failed), first)
-            await self._to_spool(failed)
+            await self._to_spool([datas[i] for i in failed])
+        except OSError as exc:
+            log.error("%d usage events are neither in JetStream nor in the spool %s: %s", len(failed), self.spool,
+                      exc)
+            return [None if result is None else NotStored(f"not acknowledged ({result}) and not spooled ({exc})")
+                    for result in results]
+        return [None] * len(events)
+
+    async def _store_queued(self) -> None:
+        """Store the next batch of what `submit` queued, then tell each waiting request."""
+        queued, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        if not queued:
+            return
+        try:
+            results = await self._publish([event for event, _ in queued])
+        except Exception as exc:  # a defect: tell the requests, keep the publisher going
+            log.exception("storing %d usage events failed", len(queued))
+            results = [NotStored(f"storing failed ({type(exc).__name__}: {exc})")] * len(queued)
+        except BaseException as exc:  # cancelled (a stop that took too long): nobody may wait forever
+            _tell(queued, [NotStored(f"the usage publisher stopped ({type(exc).__name__})")] * len(queued))
+            raise
+        _tell(queued, results)
 
     async def _send(self, events: list[UsageRecorded], datas: list[bytes]) -> list[Exception | None]:
         """Publish with a reply subject each; wait for all acks at once. Per event: None (stored) or why not."""
@@ -169,8 +205,7 @@ class UsagePublisher:
         try:
             while True:
                 if self._queue:
-                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                    await self._publish(batch)
+                    await self._store_queued()
                     continue
                 if stop.is_set():
                     return
@@ -190,6 +225,14 @@ class UsagePublisher:
                     self._waiter = None
         finally:
             stopping.cancel()
+            self._closed = True
+            if self._queue:  # left by a cancellation
+                self._store_late()
+
+    def _store_late(self) -> None:
+        task = asyncio.ensure_future(self._store_queued())
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
 
 
 class _Batch:
@@ -211,6 +254,15 @@ class _Batch:
     def expire(self) -> None:
         if not self.done.done():
             self.done.set_result(None)
+
+
+def _tell(queued: list[tuple[UsageRecorded, asyncio.Future]], results: list[NotStored | None]) -> None:
+    for (_, stored), result in zip(queued, results):
+        if not stored.done():  # (a request cancelled meanwhile no longer waits)
+            if result is None:
+                stored.set_result(None)
+            else:
+                stored.set_exception(result)
 
 
 def _append(path: Path, datas: list[bytes]) -> None:

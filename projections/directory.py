@@ -5,7 +5,7 @@ Authentication reads it: a management token or an API key is looked up by hash.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable
 from uuid import UUID
 
@@ -34,7 +34,8 @@ class KeyRow(msgspec.Struct, frozen=True):
 class Directory:
     name = "directory"
     tables = ("accounts", "management_tokens", "api_keys", "api_key_secrets")
-    topics = frozenset({"account.registered", "account.token_issued"} | {t for t in EVENT_TYPES if t.startswith("key.")})
+    topics = frozenset({"account.registered", "account.token_issued", "account.token_renewed", "account.token_revoked",
+                        "account.password_changed"} | {t for t in EVENT_TYPES if t.startswith("key.")})
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -48,6 +49,9 @@ class Directory:
                 account_id uuid not null,
                 issued_at timestamptz not null
             );
+            -- null: issued before tokens expired (see LEGACY_TOKEN_LIFETIME)
+            alter table {t['management_tokens']} add column if not exists expires_at timestamptz;
+            create index if not exists {t['management_tokens']}_account on {t['management_tokens']} (account_id);
             create table if not exists {t['api_keys']} (
                 key_id uuid primary key,
                 account_id uuid not null,
@@ -78,15 +82,16 @@ class Directory:
                     f"insert into {t['accounts']} (account_id, email, created_at) values (%s, %s, %s)",
                     (e.originator_id, e.email, e.timestamp),
                 )
-                await cur.execute(
-                    f"insert into {t['management_tokens']} (token_hash, account_id, issued_at) values (%s, %s, %s)",
-                    (e.token_hash, e.originator_id, e.timestamp),
-                )
+                await self._issue_token(cur, t, e, e.token_expires_at)
             elif item.topic == "account.token_issued":
-                await cur.execute(
-                    f"insert into {t['management_tokens']} (token_hash, account_id, issued_at) values (%s, %s, %s)",
-                    (e.token_hash, e.originator_id, e.timestamp),
-                )
+                await self._issue_token(cur, t, e, e.expires_at)
+            elif item.topic == "account.token_renewed":
+                await cur.execute(f"update {t['management_tokens']} set expires_at = %s where token_hash = %s",
+                                  (e.expires_at, e.token_hash))
+            elif item.topic == "account.token_revoked":
+                await cur.execute(f"delete from {t['management_tokens']} where token_hash = %s", (e.token_hash,))
+            elif item.topic == "account.password_changed":  # every token issued before it stops working
+                await cur.execute(f"delete from {t['management_tokens']} where account_id = %s", (e.originator_id,))
             elif item.topic == "key.created":
                 await cur.execute(
                     f"""insert into {t['api_keys']} (key_id, account_id, label, prefix, spend_cap, default_model,
@@ -105,6 +110,13 @@ class Directory:
                 await self._set(cur, t, e, prefix=e.prefix)
             elif item.topic in KEY_CHANGES:
                 await self._set(cur, t, e, **KEY_CHANGES[item.topic](e))
+
+    async def _issue_token(self, cur: psycopg.AsyncCursor, t: dict[str, str], e, expires_at: datetime | None) -> None:
+        await cur.execute(
+            f"insert into {t['management_tokens']} (token_hash, account_id, issued_at, expires_at) "
+            "values (%s, %s, %s, %s)",
+            (e.token_hash, e.originator_id, e.timestamp, expires_at),
+        )
 
     async def _set(self, cur: psycopg.AsyncCursor, t: dict[str, str], e, **columns) -> None:
         assignments = ", ".join(f"{name} = %s" for name in columns)
@@ -127,10 +139,24 @@ KEY_CHANGES: dict[str, Callable[[Any], dict[str, Any]]] = {
 
 # Queries (they read the views, i.e. the generation in service).
 
-async def account_for_token(conn: psycopg.AsyncConnection, token_hash: str) -> UUID | None:
-    cur = await conn.execute("select account_id from management_tokens where token_hash = %s", (token_hash,))
+# Tokens issued before they expired (no expiry in their event) live this long after they were issued.
+LEGACY_TOKEN_LIFETIME = timedelta(days=30)
+
+
+async def session_for_token(conn: psycopg.AsyncConnection, token_hash: str) -> tuple[UUID, datetime] | None:
+    """The account a live (not revoked, not expired) management token belongs to, and when it expires."""
+    cur = await conn.execute(
+        """select account_id, expires from (select account_id, coalesce(expires_at, issued_at + %s) as expires
+           from management_tokens where token_hash = %s) t where expires > now()""",
+        (LEGACY_TOKEN_LIFETIME, token_hash),
+    )
     row = await cur.fetchone()
-    return row[0] if row else None
+    return (row[0], row[1]) if row else None
+
+
+async def account_for_token(conn: psycopg.AsyncConnection, token_hash: str) -> UUID | None:
+    session = await session_for_token(conn, token_hash)
+    return session[0] if session else None
 
 
 async def account_exists(conn: psycopg.AsyncConnection, account_id: UUID) -> bool:

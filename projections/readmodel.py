@@ -58,8 +58,11 @@ def tracking_name(model: ReadModel, generation: int) -> str:
     return f"{model.name}_g{generation}"
 
 
-async def ensure_schema(conn: psycopg.AsyncConnection, models: list[ReadModel]) -> None:
-    """Create bookkeeping and first-generation tables and views if they do not exist. Idempotent."""
+async def ensure_schema(conn: psycopg.AsyncConnection, models: list[ReadModel]) -> list[ReadModel]:
+    """Create bookkeeping and first-generation tables and views if they do not exist, or bring the generation
+    in service up to date. Idempotent. Returns the models whose generation in service lacked a table (built by
+    an older Mesh): that table starts empty, so they need a rebuild (projections.rebuild) before they serve."""
+    outdated = []
     async with conn.transaction():
         await conn.execute("select pg_advisory_xact_lock(7246001)")  # one installer at a time
         await conn.execute(SCHEMA)
@@ -67,12 +70,27 @@ async def ensure_schema(conn: psycopg.AsyncConnection, models: list[ReadModel]) 
             cur = await conn.execute(
                 "select generation from read_model_generations where read_model = %s", (model.name,)
             )
-            if await cur.fetchone() is None:
+            row = await cur.fetchone()
+            if row is None:
                 await create_generation(conn, model, 1)
                 await point_views(conn, model, 1)
                 await conn.execute(
                     "insert into read_model_generations (read_model, generation) values (%s, 1)", (model.name,)
                 )
+            else:  # an upgrade may add columns: create_tables is idempotent, and views list their columns
+                if await _lacks_a_table(conn, model, row[0]):
+                    outdated.append(model)
+                async with conn.cursor() as upgrade:
+                    await model.create_tables(upgrade, physical_tables(model, row[0]))
+                if not await _views_show_every_column(conn, model, row[0]):
+                    await point_views(conn, model, row[0])
+    return outdated
+
+
+async def _lacks_a_table(conn: psycopg.AsyncConnection, model: ReadModel, generation: int) -> bool:
+    cur = await conn.execute("select count(*) from unnest(%s::text[]) t where to_regclass(t) is null",
+                             (list(physical_tables(model, generation).values()),))
+    return (await cur.fetchone())[0] > 0
 
 
 async def create_generation(conn: psycopg.AsyncConnection, model: ReadModel, generation: int) -> None:
@@ -88,6 +106,19 @@ async def point_views(conn: psycopg.AsyncConnection, model: ReadModel, generatio
     for table, physical in physical_tables(model, generation).items():
         await conn.execute(f"drop view if exists {table}")
         await conn.execute(f"create view {table} as select * from {physical}")
+
+
+async def _views_show_every_column(conn: psycopg.AsyncConnection, model: ReadModel, generation: int) -> bool:
+    for table, physical in physical_tables(model, generation).items():
+        cur = await conn.execute(
+            "select count(*) filter (where table_name = %s), count(*) filter (where table_name = %s) "
+            "from information_schema.columns where table_schema = current_schema() and table_name in (%s, %s)",
+            (table, physical, table, physical),
+        )
+        in_view, in_table = await cur.fetchone()
+        if in_view != in_table:
+            return False
+    return True
 
 
 async def active_generation(conn: psycopg.AsyncConnection, model: ReadModel) -> int:

@@ -47,20 +47,6 @@ async def rebuild(model: ReadModel, nc: NATS, pool: AsyncConnectionPool, stream:
     return new
 
 
-async def outdated(pool: AsyncConnectionPool, models: list[ReadModel]) -> list[ReadModel]:
-    """Read models whose generation in service lacks a table this code has (built by an older Mesh): they
-    need a rebuild before they can take events."""
-    found = []
-    async with pool.connection() as conn:
-        for model in models:
-            tables = list(physical_tables(model, await active_generation(conn, model)).values())
-            cur = await conn.execute("select count(*) from unnest(%s::text[]) t where to_regclass(t) is null",
-                                     (tables,))
-            if (await cur.fetchone())[0]:
-                found.append(model)
-    return found
-
-
 async def _drop_generation(conn, model: ReadModel, generation: int) -> None:
     for physical in physical_tables(model, generation).values():
         await conn.execute(f"drop table if exists {physical}")

@@ -13,8 +13,9 @@ from litestar.di import Provide
 from litestar.response import Redirect, Template
 
 from api.dashboard import views
-from api.dashboard.session import LoginRequired, expired_cookie, page_account, session_cookie
+from api.dashboard.session import SESSION_COOKIE, LoginRequired, expired_cookie, page_account, session_cookie
 from api.errors import DOMAIN_ERRORS, ApiError
+from api.routes.accounts import client_address
 from api.routes.logs import decode_cursor, encode_cursor
 from api.services.accounts import AccountService
 from api.services.billing import BillingService
@@ -22,6 +23,7 @@ from api.services.keys import KEY_ACTIONS, KeyService, error_rate
 from api.services.logs import LogService
 from api.services.models import ModelService
 from api.services.templates import TemplateContent, TemplateService, try_out, variables
+from domain.credentials import hash_token
 from projections import logs
 
 STATIC = Path(__file__).parent / "static"
@@ -90,7 +92,12 @@ class AuthPages(Controller):
         return await self._enter(request, account_service.sign_up, "signup")
 
     @post("/logout", include_in_schema=False)
-    async def logout(self, request: Request) -> Redirect:
+    async def logout(self, request: Request, account_service: AccountService) -> Redirect:
+        """The session's management token is revoked, and the browser forgets the cookie."""
+        token = request.cookies.get(SESSION_COOKIE)
+        account_id = await account_service.account_for(token) if token else None
+        if account_id is not None:
+            await account_service.log_out(account_id, hash_token(token))
         return Redirect("/login", cookies=[expired_cookie(request)])
 
     @staticmethod
@@ -98,10 +105,11 @@ class AuthPages(Controller):
         form = await request.form()
         email, password = form.get("email", ""), form.get("password", "")
         try:
-            session = await use_case(email, password)
+            session = await use_case(email, password, client_address(request))
         except PAGE_ERRORS as exc:
             return page("auth.html", request, mode=mode, error=failure(exc), email=email)
-        return Redirect("/keys", cookies=[session_cookie(request, session.management_token)])
+        lifetime = int(request.app.state.runtime.session.total_seconds())
+        return Redirect("/keys", cookies=[session_cookie(request, session.management_token, lifetime)])
 
 
 class DashboardPages(Controller):

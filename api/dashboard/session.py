@@ -14,16 +14,16 @@ from litestar.datastructures import Cookie
 
 SESSION_COOKIE = "mesh_session"
 CSRF_COOKIE = "mesh_csrf"
-SESSION_SECONDS = 14 * 24 * 3600
 
 
 class LoginRequired(Exception):
     """No valid session: the visitor goes to /login."""
 
 
-def session_cookie(request: Request, management_token: str) -> Cookie:
+def session_cookie(request: Request, management_token: str, seconds: int) -> Cookie:
+    """Kept as long as the token lives unused (MESH_SESSION_DAYS); the server renews the token in use."""
     return Cookie(key=SESSION_COOKIE, value=management_token, httponly=True, samesite="lax",
-                  secure=request.url.scheme == "https", max_age=SESSION_SECONDS, path="/")
+                  secure=request.url.scheme == "https", max_age=seconds, path="/")
 
 
 def expired_cookie(request: Request) -> Cookie:

@@ -1,12 +1,19 @@
-"""Sign up and log in."""
+"""Sign up, log in and out, change the password.
+
+The password routes run their use case in the KDF's own thread pool, behind attempt limits per email and per
+client address (see api/logins.py).
+"""
 
 from __future__ import annotations
 
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, Request, post
+from litestar.di import Provide
 
+from api.auth import current_account, presented_token_hash
+from api.runtime import DIRECTORY, Runtime
 from api.services.accounts import AccountService
 
 
@@ -15,20 +22,45 @@ class Credentials(msgspec.Struct, forbid_unknown_fields=True):
     password: str
 
 
+class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: str
+    new_password: str
+
+
 class SessionOut(msgspec.Struct):
     account_id: UUID
     management_token: str
+
+
+def client_address(request: Request) -> str:
+    """Who is asking, for attempt limits: the peer address (behind a proxy, the proxy's)."""
+    return request.client.host if request.client else "unknown"
 
 
 class AccountController(Controller):
     path = "/api"
 
     @post("/signup", status_code=201)
-    async def signup(self, account_service: AccountService, data: Credentials) -> SessionOut:
-        session = await account_service.sign_up(data.email, data.password)
+    async def signup(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
+        session = await account_service.sign_up(data.email, data.password, client_address(request))
         return SessionOut(session.account_id, session.management_token)
 
     @post("/login", status_code=200)
-    async def login(self, account_service: AccountService, data: Credentials) -> SessionOut:
-        session = await account_service.log_in(data.email, data.password)
+    async def login(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
+        session = await account_service.log_in(data.email, data.password, client_address(request))
+        return SessionOut(session.account_id, session.management_token)
+
+    @post("/logout", status_code=204, dependencies={"account_id": Provide(current_account)})
+    async def logout(self, request: Request, account_service: AccountService, account_id: UUID) -> None:
+        """Revoke the management token this request carries."""
+        await account_service.log_out(account_id, presented_token_hash(request))
+
+    @post("/password", status_code=200, dependencies={"account_id": Provide(current_account)})
+    async def change_password(self, request: Request, account_id: UUID, data: PasswordChange) -> SessionOut:
+        """A new password revokes every management token of the account; the answer carries a fresh one."""
+        runtime: Runtime = request.app.state.runtime
+        with runtime.logins.password_change(account_id):
+            session = await runtime.logins.run(runtime.accounts.change_password, account_id, data.current_password,
+                                               data.new_password)
+        await runtime.caught_up(DIRECTORY, session.position)
         return SessionOut(session.account_id, session.management_token)

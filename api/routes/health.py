@@ -6,6 +6,7 @@ import msgspec
 from litestar import Request, Response, get
 
 from api.runtime import READ_MODELS, Runtime
+from api.supervisor import ChildStatus
 from projections.readmodel import position_of
 
 
@@ -21,6 +22,7 @@ class HealthOut(msgspec.Struct):
     postgres: str
     stream_head: int | None
     projections: list[ProjectionHealth]
+    children: list[ChildStatus] = []  # the processes `mesh up` keeps running (none with external servers)
 
 
 @get("/health")
@@ -41,6 +43,7 @@ async def health(request: Request) -> Response[HealthOut]:
                 projections.append(ProjectionHealth(model.name, position, max(0, (head or position) - position)))
     except Exception as exc:
         pg_state = f"unreachable: {type(exc).__name__}"
-    ok = nats_state == "ok" and pg_state == "ok"
-    body = HealthOut("ok" if ok else "degraded", nats_state, pg_state, head, projections)
+    children = runtime.supervisor.status()
+    ok = nats_state == "ok" and pg_state == "ok" and all(child.state == "running" for child in children)
+    body = HealthOut("ok" if ok else "degraded", nats_state, pg_state, head, projections, children)
     return Response(body, status_code=200 if ok else 503)

@@ -112,9 +112,13 @@ completion_usd_per_1k = "1.5"
     return path
 
 
+SHARED_ADDRESS_LIMITS = {"MESH_SIGNUPS_PER_ADDRESS": "100000", "MESH_LOGIN_FAILURES_PER_ADDRESS": "100000"}
+
+
 @pytest.fixture(scope="session")
 def mesh(tmp_path_factory, mesh_config):
-    process = MeshProcess(tmp_path_factory.mktemp("mesh") / "data", mesh_config)
+    # every test signs up from 127.0.0.1: the per-address limits are for tests of their own (test_accounts.py)
+    process = MeshProcess(tmp_path_factory.mktemp("mesh") / "data", mesh_config, env=SHARED_ADDRESS_LIMITS)
     process.startup_seconds = process.start()
     yield process
     process.stop()

@@ -165,3 +165,65 @@ def _children(pid: int) -> list[tuple[str, int]]:
             if int(rest.split()[1]) == pid:
                 found.append((name.split("(", 1)[1].split()[0].rstrip(":"), int(entry.name)))
     return found
+
+
+def test_mesh_up_locks_its_servers_and_upgrades_an_open_data_dir(tmp_path, mesh_config):
+    import asyncio
+    import json
+    import stat
+
+    import nats
+    import psycopg
+    import pytest
+
+    from tests.integration.test_embedded_servers import OLD_HBA, refused
+
+    data = tmp_path / "data"
+    mesh = MeshProcess(data, mesh_config)
+    try:
+        mesh.start()
+        email = f"{uuid.uuid4().hex[:8]}@example.com"
+        session = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
+        auth = {"authorization": f"Bearer {session['management_token']}"}
+        httpx.post(f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
+                   headers={"authorization": f"Bearer {mesh.operator_token}"}, json={"amount_usd": "4", "reason": "t"})
+        assert mesh.stop() == 0
+        # what an older Mesh left behind: PostgreSQL trusting everyone, NATS without a password, an open data dir
+        (data / "postgres" / "pg_hba.conf").write_text(OLD_HBA)
+        (data / "postgres.password").unlink()
+        (data / "nats.password").unlink()
+        data.chmod(0o755)
+
+        mesh.start()
+        assert httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()["balance_usd"] == "4.000000"
+        running = data / "running.json"
+        urls = json.loads(running.read_text())
+        passwords = [(data / name).read_text() for name in ("postgres.password", "nats.password")]
+        for path in [running, data / "postgres.password", data / "nats.password", data / "operator_token"]:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        # this user only (as root, the group of the PostgreSQL system user may pass through, nothing more)
+        assert stat.S_IMODE(data.stat().st_mode) in (0o700, 0o710)
+        assert passwords[0] in urls["database_url"] and passwords[1] in urls["nats_url"]
+        port = urls["database_url"].rsplit(":", 1)[1].split("/")[0]
+        assert "no password supplied" in refused(f"host=127.0.0.1 port={port} user=postgres dbname=postgres")
+        with psycopg.connect(urls["database_url"]) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        nats_port = urls["nats_url"].rsplit(":", 1)[1]
+
+        async def anonymous() -> None:
+            await nats.connect(f"nats://127.0.0.1:{nats_port}", allow_reconnect=False, max_reconnect_attempts=0,
+                               connect_timeout=2)
+
+        with pytest.raises(Exception, match="Authorization Violation"):
+            asyncio.run(anonymous())
+        # `mesh rebuild` beside it finds the servers and their passwords
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+        env["MESH_DATA_DIR"] = str(data)
+        result = subprocess.run([sys.executable, "-m", "api.cli", "rebuild", "directory"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert mesh.stop() == 0
+        log = mesh.output() + result.stdout + result.stderr
+        assert not [p for p in passwords if p in log]  # never printed nor logged
+    finally:
+        mesh.stop()

@@ -262,3 +262,22 @@ def test_bodies_are_logged_apart_when_turned_on(mesh, tmp_path):
         assert info["MESH"].config.max_age in (0, None)  # the billing log never expires, and holds no bodies
     finally:
         process.stop()
+
+
+def test_a_request_made_with_a_template_is_logged_with_its_id_and_version(mesh):
+    account_id, token = sign_up(mesh)
+    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
+        json={"amount_usd": "1000", "reason": "templates"})
+    key = api(mesh, "POST", "/api/keys", token, json={"label": "templated"}).json()
+    template = api(mesh, "POST", "/api/templates", token, json={
+        "name": "greet", "messages": [{"role": "user", "content": "hello {{name}}"}]}).json()
+    client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key["key"], max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="acme/small", messages=[{"role": "user", "content": "and more"}],
+        extra_body={"template": "greet", "variables": {"name": "Ada"}})
+    trace = raw.headers["x-mesh-trace-id"]
+    deadline = time.monotonic() + 15
+    while (entry := api(mesh, "GET", f"/api/logs/{trace}", token)).status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert entry.json()["template"] == {"id": template["id"], "version": 1}
+    assert entry.json()["prompt_tokens"] == 4  # the rendered prompt: "hello Ada" and "and more"

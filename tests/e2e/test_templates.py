@@ -191,7 +191,7 @@ def test_versions_are_immutable_and_labels_follow_their_version(mesh, fake_opena
     assert sent_system(f"{name}@production") == "Act as a poet."
 
     missing = chat(mesh, key, {"template": f"{name}@9", "variables": variables})
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "template_not_found"
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "template_version_not_found"
     assert "1 to 2" in missing.json()["error"]["message"]
 
     r = api(mesh, "GET", f"/api/templates/{tid}", token, params={"version": "1"})

@@ -1,15 +1,18 @@
-"""The usage publisher on a real nats-server: batches acknowledged together, refusals spooled, spool replayed."""
+"""The usage publisher on a real nats-server: batches acknowledged together, refusals spooled, spool replayed;
+a request is told its event is stored only once it is (acknowledged, or fsynced in the spool)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 
+import msgspec
 import nats
 import pytest
 
 from commands.stream import ensure_stream
-from gateway.usage import UsagePublisher
+from gateway.usage import NotStored, UsagePublisher
 from tests.integration.test_projections import usage
 
 
@@ -54,3 +57,88 @@ async def test_events_jetstream_does_not_take_are_spooled_then_replayed(nc, stre
     assert not publisher.spooled
     assert await stored(nc, stream_name) == 5
     assert await publisher.replay() == 0
+
+
+class CountingPublisher(UsagePublisher):
+    """Counts the ack waits (`_send` calls) and how many events each carried."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.sends: list[int] = []
+
+    async def _send(self, events, datas):
+        self.sends.append(len(events))
+        return await super()._send(events, datas)
+
+
+async def test_requests_finishing_together_share_one_ack_wait_and_are_stored_when_told(nc, stream_name, tmp_path):
+    await ensure_stream(nc, stream_name)
+    publisher = CountingPublisher(nc, stream_name, tmp_path / "spool.jsonl")
+    stop = asyncio.Event()
+    running = asyncio.create_task(publisher.run(stop))
+    await asyncio.sleep(0.05)  # the publisher is idle, waiting for work
+    account = uuid.uuid4()
+    first = [publisher.submit(usage(account, i)) for i in range(100)]  # 100 requests ending in the same moment
+    assert not any(future.done() for future in first)  # nothing is stored yet, so nobody may answer yet
+    await asyncio.gather(*first)
+    assert await stored(nc, stream_name) == 100  # told "stored": it is in the stream
+    assert publisher.sends == [100]  # one batch, one ack wait
+
+    second = [publisher.submit(usage(account, i)) for i in range(100, 130)]
+    await asyncio.gather(*second)
+    assert await stored(nc, stream_name) == 130
+    assert publisher.sends == [100, 30]
+    assert not publisher.spooled
+    stop.set()
+    await asyncio.wait_for(running, 10)
+
+
+async def test_with_nats_down_an_event_is_in_the_fsynced_spool_before_its_request_is_told(nats_url, stream_name,
+                                                                                          tmp_path, monkeypatch):
+    down = await nats.connect(nats_url)
+    await down.close()  # the gateway's connection is gone
+    spool = tmp_path / "spool.jsonl"
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(len(spool.read_bytes().splitlines()))  # lines on disk when fsync returned
+
+    monkeypatch.setattr("gateway.usage.os.fsync", fsync)
+    publisher = CountingPublisher(down, stream_name, spool)
+    stop = asyncio.Event()
+    running = asyncio.create_task(publisher.run(stop, interval=60))
+    account = uuid.uuid4()
+    futures = [publisher.submit(usage(account, i)) for i in range(7)]
+    await asyncio.wait_for(asyncio.gather(*futures), 5)
+    assert synced == [7]  # one fsync for the batch, with all seven lines in it, before anyone was told
+    assert publisher.sends == []  # no NATS round trip was tried
+    lines = spool.read_bytes().splitlines()
+    assert sorted(msgspec.json.decode(line)["cost"] for line in lines) == list(range(7))
+    stop.set()
+    await asyncio.wait_for(running, 10)
+
+
+async def test_an_event_neither_nats_nor_the_spool_takes_fails_its_request(nats_url, stream_name, tmp_path):
+    down = await nats.connect(nats_url)
+    await down.close()
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the spool's directory should be")
+    publisher = UsagePublisher(down, stream_name, blocker / "spool.jsonl")
+    stop = asyncio.Event()
+    running = asyncio.create_task(publisher.run(stop, interval=60))
+    with pytest.raises(NotStored, match="not spooled"):
+        await asyncio.wait_for(publisher.submit(usage(uuid.uuid4(), 1)), 5)
+    stop.set()
+    await asyncio.wait_for(running, 10)  # the publisher itself goes on
+
+
+async def test_after_the_publisher_stopped_a_late_event_is_still_stored(nc, stream_name, tmp_path):
+    await ensure_stream(nc, stream_name)
+    publisher = UsagePublisher(nc, stream_name, tmp_path / "spool.jsonl")
+    stop = asyncio.Event()
+    stop.set()
+    await publisher.run(stop)
+    await asyncio.wait_for(publisher.submit(usage(uuid.uuid4(), 1)), 5)  # a request still finishing at shutdown
+    assert await stored(nc, stream_name) == 1

@@ -1,3 +1,5 @@
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from domain.account import Account, EmailClaim, InvalidCreditGrant, InvalidEmail, normalise_email
@@ -37,3 +39,21 @@ def test_secrets_are_prefixed_and_only_their_hash_is_kept():
     assert key.plain not in key.hash and key.prefix == key.plain[:10]
     assert new_management_token().plain.startswith("mt-")
     assert new_api_key().plain != key.plain
+
+
+def test_tokens_are_revoked_one_by_one_or_all_by_a_password_change_and_only_live_ones_renew():
+    later = datetime.now(timezone.utc) + timedelta(days=30)
+    account = Account(email="a@example.com", password_hash="h1", token_hash="t1", token_expires_at=later)
+    account.issue_token("t2", later)
+    account.revoke_token("t1")
+    account.revoke_token("t1")  # idempotent: no second event
+    account.renew_token("t1", later)  # revoked: not renewed
+    account.renew_token("t2", later)
+    assert account.token_hashes == {"t2"}
+    account.rehash_password("h1-upgraded")
+    assert account.token_hashes == {"t2"} and account.password_hash == "h1-upgraded"
+    account.change_password("h2", "t3", later)
+    assert account.token_hashes == {"t3"} and account.password_hash == "h2"
+    assert [type(e).__name__ for e in account.collect_events()] == [
+        "Registered", "TokenIssued", "TokenRevoked", "TokenRenewed", "PasswordRehashed", "PasswordChanged",
+        "TokenIssued"]

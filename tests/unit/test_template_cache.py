@@ -148,7 +148,8 @@ def test_unknown_versions_and_labels_are_404s_that_say_what_exists():
     for reference, says in [("greet@2", "1 to 1"), ("greet@prod", "labels: none yet")]:
         with pytest.raises(GatewayError) as caught:
             rendered(cache, reference)
-        assert caught.value.status == 404 and says in caught.value.message
+        assert caught.value.status == 404 and caught.value.code == "template_version_not_found"
+        assert says in caught.value.message
 
 
 def test_expand_puts_the_template_first_and_lets_the_request_win():

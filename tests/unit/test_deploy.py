@@ -1,0 +1,61 @@
+"""The deployment files hold what the README promises: an example config that loads, a non-root image built
+with its dependencies, NATS and PostgreSQL closed to the outside and password-protected, a healthcheck each."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from api.config import load_catalog
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_the_example_config_loads_with_a_price_for_every_model():
+    catalog = load_catalog(ROOT / "mesh.example.toml", {"OPENAI_API_KEY": "sk-x", "ANTHROPIC_API_KEY": "sk-y"})
+    assert len(catalog.models) >= 3
+
+
+def test_only_the_gateway_is_published_and_every_service_has_a_healthcheck():
+    services = compose()["services"]
+    assert set(services) == {"nats", "postgres", "mesh", "projections"}
+    assert [name for name, s in services.items() if s.get("ports")] == ["mesh"]
+    assert services["mesh"]["ports"] == ["127.0.0.1:8080:8080"]
+    assert all(s.get("healthcheck", {}).get("test") for s in services.values())
+    for name in ("mesh", "projections"):
+        assert services[name]["build"] == "."
+        assert {"nats": {"condition": "service_healthy"}, "postgres": {"condition": "service_healthy"}} \
+            == services[name]["depends_on"]
+        assert any(v.endswith(":/etc/mesh/mesh.toml:ro") and "mesh.example.toml" in v
+                   for v in services[name]["volumes"])
+
+
+def test_nats_and_postgres_need_passwords_from_the_environment():
+    services = compose()["services"]
+    env = services["mesh"]["environment"]
+    assert env["MESH_NATS_URL"].startswith("nats://mesh:${NATS_PASSWORD:?")
+    assert env["MESH_DATABASE_URL"].startswith("postgresql://mesh:${POSTGRES_PASSWORD:?")
+    assert services["nats"]["environment"]["NATS_PASSWORD"].startswith("${NATS_PASSWORD:?")
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    config = (ROOT / "deploy" / "nats.conf").read_text()
+    assert re.search(r"authorization\s*{\s*user: \$NATS_USER\s*password: \$NATS_PASSWORD\s*}", config)
+    assert any("/etc/nats/mesh.conf" in part for part in services["nats"]["command"])
+
+
+def test_the_image_runs_as_a_user_from_an_exact_base_with_dependencies_installed():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)", dockerfile, re.M).group(1)
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
+    user = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert user and user[-1] not in ("root", "0")
+    assert re.search(r"^RUN pip install .*\.", dockerfile, re.M)
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    for pattern in packages["include"]:
+        assert f"COPY {pattern.rstrip('*')} ./{pattern.rstrip('*')}" in dockerfile

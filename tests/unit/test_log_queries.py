@@ -1,0 +1,43 @@
+"""Pure parts of the request logs: month partitions, cursors, and the filters' SQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from api.errors import ApiError
+from api.routes.logs import decode_cursor, encode_cursor, parse_filter
+from projections.logs import LogFilter, LogRow, _where
+from projections.partitions import month_after, month_of, partition_name
+
+
+def test_months_roll_over_the_year_and_name_their_partition():
+    december = month_of(datetime(2026, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-5))))
+    assert december == datetime(2027, 1, 1, tzinfo=timezone.utc)  # 23:59 at UTC-5 is January in UTC
+    assert month_after(datetime(2026, 12, 1, tzinfo=timezone.utc)) == datetime(2027, 1, 1, tzinfo=timezone.utc)
+    assert partition_name("logs_g2", december) == "logs_g2_p202701"
+
+
+def test_a_cursor_round_trips_and_a_forged_one_is_refused():
+    row = LogRow(uuid.uuid4(), datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=timezone.utc), *[None] * 22)
+    assert decode_cursor(encode_cursor(row)) == (row.time, row.trace_id)
+    for bad in ("x", "bm90IGpzb24", encode_cursor(row)[:-3]):
+        with pytest.raises(ApiError) as refused:
+            decode_cursor(bad)
+        assert refused.value.param == "cursor" and refused.value.status == 400
+
+
+def test_filters_become_one_condition_each_and_the_keyset_comes_last():
+    account, key = uuid.uuid4(), uuid.uuid4()
+    f = parse_filter({"from": "2026-11-01T00:00:00Z", "model": "a/b", "key_id": str(key), "status": "error",
+                      "min_latency_ms": "250"}, account)
+    assert f == LogFilter(account_id=account, start=datetime(2026, 11, 1, tzinfo=timezone.utc), model="a/b",
+                          key_id=key, status="error", min_latency_ms=250)
+    after = (datetime(2026, 11, 2, tzinfo=timezone.utc), uuid.uuid4())
+    sql, params = _where(f, after)
+    assert sql == (" where l.account_id = %s and l.time >= %s and l.model = %s and l.key_id = %s"
+                   " and l.latency_us >= %s and l.status <> 'ok' and (l.time, l.trace_id) < (%s, %s)")
+    assert params == [account, f.start, "a/b", key, 250_000, *after]
+    assert _where(LogFilter(), None) == ("", [])
