@@ -34,6 +34,7 @@ LOG_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timede
               "30d": timedelta(days=30)}
 ROTATE_GRACE = {"0": timedelta(0), "3600": timedelta(hours=1), "86400": timedelta(days=1)}
 ROLES = ("system", "user", "assistant")
+CHART_SERIES = ("model", "provider")  # what the spend chart stacks by
 PAGE_ERRORS = (ApiError, *DOMAIN_ERRORS)
 
 
@@ -194,20 +195,23 @@ class DashboardPages(Controller):
 
     @get("/billing")
     async def billing(self, request: Request, account_id: UUID, billing_service: BillingService,
-                      range: str | None = None, start: str | None = None, end: str | None = None) -> Template:
-        return await self._billing(request, account_id, billing_service, range, start, end)
+                      range: str | None = None, start: str | None = None, end: str | None = None,
+                      by: str = "model") -> Template:
+        return await self._billing(request, account_id, billing_service, range, start, end, by)
 
-    async def _billing(self, request, account_id, billing_service, range=None, start=None, end=None,
+    async def _billing(self, request, account_id, billing_service, range=None, start=None, end=None, by="model",
                        **extra) -> Template:
         preset, first, last = views.spend_window(range, start, end)
+        by = by if by in CHART_SERIES else "model"
         balance = await billing_service.balance(account_id)
-        by_day = await billing_service.spend(account_id, ["day", "model"], first, last)
+        by_day = await billing_service.spend(account_id, ["day", by], first, last)
         by_model = await billing_service.spend(account_id, ["provider", "model"], first, last)
-        chart = views.spend_chart([(r.group["day"][:10], r.group["model"], r.spend) for r in by_day.rows],
-                                  first.date(), (last - timedelta(microseconds=1)).date())
+        last_day = (last - timedelta(microseconds=1)).date()  # the range is [first, last)
+        chart = views.spend_chart([(r.group["day"][:10], r.group[by], r.spend) for r in by_day.rows],
+                                  first.date(), last_day)
         return page("billing.html", request, section="billing", balance=balance, chart=chart,
                     by_model=sorted(by_model.rows, key=lambda r: -r.spend), total=by_model.total,
-                    preset=preset, ranges=views.RANGES, first=first, last=last,
+                    preset=preset, ranges=views.RANGES, first=first, last_day=last_day, by=by, series=CHART_SERIES,
                     topups=await billing_service.topups(account_id),
                     auto_refill=await billing_service.auto_refill(account_id),
                     providers=billing_service.providers, limits=billing_service.topup_limits,
@@ -345,18 +349,27 @@ class DashboardPages(Controller):
 
     @post("/templates/{template_id:uuid}/test")
     async def test_template(self, request: Request, account_id: UUID, template_id: UUID,
-                            template_service: TemplateService, log_service: LogService) -> Template:
+                            template_service: TemplateService, log_service: LogService,
+                            model_service: ModelService) -> Template:
+        """Render with the values given, then call the model through /v1 with the key given. htmx swaps the
+        result in; without JavaScript the whole page comes back with it."""
         form = await request.form()
         view = await template_service.one(account_id, template_id)
         values = {name: form.get(f"var_{name}", "") for name in variables(view.version.messages)}
+        test = {"rendered": None, "result": None, "error": None, "values": values}
         try:
-            rendered = await template_service.render(account_id, template_id, values)
+            test["rendered"] = await template_service.render(account_id, template_id, values)
         except PAGE_ERRORS as exc:
-            return page("_test.html", request, rendered=None, result=None, error=failure(exc))
-        result = await try_out(request.app.state.runtime, lambda t: log_service.entry(account_id, t),
-                               form.get("key", "").strip(), f"{view.row.name}@{view.version.version}",
-                               form.get("model") or None, values)
-        return page("_test.html", request, rendered=rendered, result=result, error=result.error)
+            test["error"] = failure(exc)
+        else:
+            result = await try_out(request.app.state.runtime, lambda t: log_service.entry(account_id, t),
+                                   form.get("key", "").strip(), f"{view.row.name}@{view.version.version}",
+                                   form.get("model") or None, values)
+            test.update(result=result, error=result.error)
+        if request.headers.get("hx-request"):
+            return page("_test.html", request, **test)
+        return await self._template(request, account_id, template_id, template_service, model_service, None,
+                                    test=test)
 
     async def _template(self, request, account_id, template_id, template_service, model_service, diff,
                         **extra) -> Template:
@@ -377,7 +390,7 @@ class DashboardPages(Controller):
         return page("template.html", request, section="templates", row=row, shown=shown, messages=messages,
                     roles=ROLES, models=model_service.enabled(),
                     **{"error": None, "versions": [], "diff": None, "changes": None, "needs": [], "as_of": None,
-                       **extra})
+                       "test": None, **extra})
 
 
 def msgspec_dict(content: TemplateContent) -> dict:

@@ -263,3 +263,55 @@ def test_forms_need_the_csrf_token_and_pages_need_a_session(dashboard_mesh):
     assert keys == []  # nothing was created
     assert httpx.get(mesh.url + "/billing").headers["location"] == "/login"
     assert httpx.get(mesh.url + "/billing", cookies={"mesh_session": "mm-not-a-token"}).status_code == 302
+
+
+def test_without_javascript_and_by_keyboard_the_forms_still_work(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(java_script_enabled=False, base_url=dashboard_mesh.url)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto("/signup")
+        page.get_by_label("Email").fill(f"{uuid.uuid4().hex[:8]}@example.com")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign up").click()
+        expect(page).to_have_url(re.compile(r"/keys$"))
+
+        # keyboard only: Tab from the top of the page reaches the sections and the create form; Enter submits
+        reached = []
+        for _ in range(12):
+            page.keyboard.press("Tab")
+            reached.append(page.evaluate("document.activeElement.getAttribute('name') || "
+                                         "document.activeElement.textContent.trim()"))
+            if reached[-1] == "label":
+                break
+        assert {"API Keys", "Billing", "Logs", "Models", "Templates", "label"} <= set(reached), reached
+        page.keyboard.type("keyboard-key")
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("Copy it now; it will not be shown again.")).to_be_visible()
+        assert page.locator("#secret").inner_text().startswith("mk-")
+
+        # a bank transfer top-up shows the reference to quote
+        page.goto("/billing")
+        page.get_by_label("Amount").fill("50")
+        page.get_by_label("Pay by").select_option("bank_transfer")
+        page.get_by_role("button", name="Top up").click()
+        expect(page.locator("#reference")).to_have_text(re.compile(r"^MESH-"))
+        expect(page.get_by_text("IBAN DE00 1234 5678 9012 3456 78")).to_be_visible()
+        expect(page.get_by_role("cell", name="pending")).to_be_visible()
+        page.goto("/billing?range=7d&by=provider")
+        expect(page.get_by_role("link", name="by provider")).to_have_attribute("aria-current", "true")
+
+        # a bad amount is refused in the API's words, inline
+        page.get_by_label("Amount").fill("1")
+        page.get_by_role("button", name="Top up").click()
+        expect(page.get_by_role("alert")).to_have_text("amount_usd must be between 5.000000 and 500.000000")
+
+        # filters are plain GET forms: the view lives in the URL
+        page.goto("/logs")
+        page.get_by_label("Status").select_option("error")
+        page.get_by_role("button", name="Filter").click()
+        expect(page).to_have_url(re.compile(r"status=error"))
+    finally:
+        context.close()
