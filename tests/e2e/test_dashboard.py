@@ -315,3 +315,30 @@ def test_without_javascript_and_by_keyboard_the_forms_still_work(browser, dashbo
         expect(page).to_have_url(re.compile(r"status=error"))
     finally:
         context.close()
+
+
+def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(base_url=dashboard_mesh.url)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto("/signup")
+        page.get_by_label("Email").fill(f"{uuid.uuid4().hex[:8]}@example.com")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign up").click()
+        page.goto("/billing")
+        page.get_by_label("Amount").fill("10")
+        page.get_by_label("Pay by").select_option("stripe")
+        page.get_by_role("button", name="Top up").click()
+        card = page.locator(".card-element")
+        for field, value in (("number", "4000002500003155"), ("exp_month", "12"), ("exp_year", "30"),
+                             ("cvc", "123"), ("postal_code", "42424")):
+            card.get_by_placeholder(field).fill(value)
+        page.get_by_role("button", name="Pay $10.00").click()
+        page.get_by_role("button", name="Complete authentication").click()  # localstripe's 3-D Secure step
+        expect(page).to_have_url(re.compile(r"/billing$"))
+        expect(page.locator(".headline")).to_have_text("$10.00")
+    finally:
+        context.close()
