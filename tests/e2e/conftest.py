@@ -93,6 +93,19 @@ def localstripe(tmp_path_factory):
     process.wait(10)
 
 
+def paid_by_localstripe(localstripe: str, webhook_secret: str, **env: str) -> dict[str, str]:
+    """The settings of a Mesh whose payments go to localstripe, with the common top-up limits and bank details."""
+    return {"MESH_STRIPE_SECRET_KEY": "sk_test_mesh", "MESH_STRIPE_WEBHOOK_SECRET": webhook_secret,
+            "MESH_STRIPE_API_BASE": localstripe, "MESH_TOPUP_MIN_USD": "5", "MESH_TOPUP_MAX_USD": "500",
+            "MESH_BANK_ACCOUNT_DETAILS": "IBAN DE00 1234 5678 9012 3456 78", **env}
+
+
+def send_webhooks(localstripe: str, mesh: "MeshProcess", webhook_secret: str) -> None:
+    """localstripe signs and sends its events to this Mesh's webhook."""
+    httpx.post(f"{localstripe}/_config/webhooks/mesh",
+               data={"url": f"{mesh.url}/api/billing/stripe/webhook", "secret": webhook_secret}).raise_for_status()
+
+
 @pytest.fixture(scope="session")
 def mesh_config(tmp_path_factory, fake_openai) -> Path:
     path = tmp_path_factory.mktemp("config") / "mesh.toml"

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import MeshProcess
+from tests.e2e.conftest import MeshProcess, paid_by_localstripe, send_webhooks
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
@@ -65,14 +66,10 @@ upstream = "gpt-free"
 prompt_usd_per_1k = "0"
 completion_usd_per_1k = "0"
 """)
-    mesh = MeshProcess(tmp_path_factory.mktemp("dashboard") / "data", config, {
-        "MESH_STRIPE_SECRET_KEY": "sk_test_mesh", "MESH_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "MESH_STRIPE_API_BASE": localstripe, "MESH_STRIPE_PUBLISHABLE_KEY": "pk_test_mesh",
-        "MESH_STRIPE_JS_URL": f"{localstripe}/js.stripe.com/v3/",
-        "MESH_TOPUP_MIN_USD": "5", "MESH_TOPUP_MAX_USD": "500",
-        "MESH_BANK_ACCOUNT_DETAILS": "IBAN DE00 1234 5678 9012 3456 78"})
-    httpx.post(f"{localstripe}/_config/webhooks/mesh",
-               data={"url": f"{mesh.url}/api/billing/stripe/webhook", "secret": WEBHOOK_SECRET}).raise_for_status()
+    mesh = MeshProcess(tmp_path_factory.mktemp("dashboard") / "data", config, paid_by_localstripe(
+        localstripe, WEBHOOK_SECRET, MESH_STRIPE_PUBLISHABLE_KEY="pk_test_mesh",
+        MESH_STRIPE_JS_URL=f"{localstripe}/js.stripe.com/v3/"))
+    send_webhooks(localstripe, mesh, WEBHOOK_SECRET)
     mesh.start()
     yield mesh
     mesh.stop()
@@ -89,6 +86,23 @@ def page(browser, dashboard_mesh):
     page.js_errors = errors
     yield page
     context.close()
+
+
+@contextmanager
+def signed_up(browser, mesh, **context_options):
+    """A fresh browser context with a new account signed up through the form; yields its page on /keys."""
+    context = browser.new_context(base_url=mesh.url, **context_options)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto("/signup")
+        page.get_by_label("Email").fill(f"{uuid.uuid4().hex[:8]}@example.com")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign up").click()
+        page.wait_for_url(re.compile(r"/keys$"))
+        yield page
+    finally:
+        context.close()
 
 
 def shot(page, name: str) -> None:
@@ -268,16 +282,7 @@ def test_forms_need_the_csrf_token_and_pages_need_a_session(dashboard_mesh):
 def test_without_javascript_and_by_keyboard_the_forms_still_work(browser, dashboard_mesh):
     from playwright.sync_api import expect
 
-    context = browser.new_context(java_script_enabled=False, base_url=dashboard_mesh.url)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    try:
-        page.goto("/signup")
-        page.get_by_label("Email").fill(f"{uuid.uuid4().hex[:8]}@example.com")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign up").click()
-        expect(page).to_have_url(re.compile(r"/keys$"))
-
+    with signed_up(browser, dashboard_mesh, java_script_enabled=False) as page:
         # keyboard only: Tab from the top of the page reaches the sections and the create form; Enter submits
         reached = []
         for _ in range(12):
@@ -313,21 +318,12 @@ def test_without_javascript_and_by_keyboard_the_forms_still_work(browser, dashbo
         page.get_by_label("Status").select_option("error")
         page.get_by_role("button", name="Filter").click()
         expect(page).to_have_url(re.compile(r"status=error"))
-    finally:
-        context.close()
 
 
 def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashboard_mesh):
     from playwright.sync_api import expect
 
-    context = browser.new_context(base_url=dashboard_mesh.url)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    try:
-        page.goto("/signup")
-        page.get_by_label("Email").fill(f"{uuid.uuid4().hex[:8]}@example.com")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign up").click()
+    with signed_up(browser, dashboard_mesh) as page:
         page.goto("/billing")
         page.get_by_label("Amount").fill("10")
         page.get_by_label("Pay by").select_option("stripe")
@@ -340,5 +336,3 @@ def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashb
         page.get_by_role("button", name="Complete authentication").click()  # localstripe's 3-D Secure step
         expect(page).to_have_url(re.compile(r"/billing$"))
         expect(page.locator(".headline")).to_have_text("$10.00")
-    finally:
-        context.close()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import stripe
 
-from tests.e2e.conftest import MeshProcess, events_after
+from tests.e2e.conftest import MeshProcess, events_after, paid_by_localstripe, send_webhooks
 from tests.e2e.test_walking_skeleton import api, sign_up
 
 WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
@@ -23,13 +23,10 @@ WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
 @pytest.fixture(scope="module")
 def billing_mesh(tmp_path_factory, localstripe, mesh_config):
     data = tmp_path_factory.mktemp("topups") / "data"
-    mesh = MeshProcess(data, mesh_config, {
-        "MESH_STRIPE_SECRET_KEY": "sk_test_mesh", "MESH_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "MESH_STRIPE_API_BASE": localstripe, "MESH_TOPUP_MIN_USD": "5", "MESH_TOPUP_MAX_USD": "500",
-        "MESH_BANK_ACCOUNT_DETAILS": "IBAN DE00 1234 5678 9012 3456 78", "MESH_AUTO_REFILL_RETRY_SECONDS": "0.2",
-        "MESH_AUTO_REFILL_MAX_FAILURES": "3", "MESH_BANK_TRANSFER_SECONDS": "2"})
-    httpx.post(f"{localstripe}/_config/webhooks/mesh",
-               data={"url": f"{mesh.url}/api/billing/stripe/webhook", "secret": WEBHOOK_SECRET}).raise_for_status()
+    mesh = MeshProcess(data, mesh_config, paid_by_localstripe(
+        localstripe, WEBHOOK_SECRET, MESH_AUTO_REFILL_RETRY_SECONDS="0.2", MESH_AUTO_REFILL_MAX_FAILURES="3",
+        MESH_BANK_TRANSFER_SECONDS="2"))
+    send_webhooks(localstripe, mesh, WEBHOOK_SECRET)
     mesh.start()
     yield mesh
     mesh.stop()
