@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from api.settings import Settings, SettingsError
@@ -231,7 +232,9 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           projection_process=True, background_postgres=servers.postgres_pid,
                           background_cpus=servers.background_cpus, children=servers.children,
                           log_retention_days=settings.log_retention_days, log_bodies=settings.bodies_logged,
-                          **_accounts(settings))
+                          **_accounts(settings),
+                          lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
+                          disconnect_drain_seconds=settings.disconnect_drain_seconds)
         config = uvicorn.Config(MeshASGI(runtime, _dashboard(settings)), host=settings.host, port=settings.port,
                                 lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)

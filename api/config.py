@@ -29,6 +29,8 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     prompt_usd_per_1k: str | None = None
     completion_usd_per_1k: str | None = None
     enabled: bool = True
+    cached_prompt_usd_per_1k: str | None = None  # default: the prompt price
+    cache_write_usd_per_1k: str | None = None  # default: the prompt price
 
 
 class MeshConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -83,7 +85,8 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
             raise ConfigError(f"{path}: model {m.id!r} has no price; set prompt_usd_per_1k and "
                               "completion_usd_per_1k (\"0\" for a free model)")
         try:
-            price = Price.from_usd(m.prompt_usd_per_1k, m.completion_usd_per_1k)
+            price = Price.from_usd(m.prompt_usd_per_1k, m.completion_usd_per_1k, m.cached_prompt_usd_per_1k,
+                                   m.cache_write_usd_per_1k)
         except InvalidAmount as exc:
             raise ConfigError(f"{path}: model {m.id!r}: {exc}") from None
         models.append(Model(m.id, m.provider, m.upstream, price, m.enabled))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -23,7 +23,7 @@ from commands.catalog import CatalogCommands
 from commands.autorefill import AutoRefillCommands
 from commands.topups import TopUpCommands
 from gateway.admission import KeyInfo
-from gateway.app import Gateway
+from gateway.app import DISCONNECT_DRAIN_SECONDS, Gateway
 from gateway.bodies import BodyPublisher
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from api.autorefill import AutoRefillManager
@@ -56,6 +56,9 @@ from projections.runner import ProjectionRunner, wait_for_position
 from projections.source import StreamSource
 
 log = logging.getLogger("mesh")
+
+REAP_GRACE = 30.0  # seconds past its expiry (at most half a lease's life) before the reaper settles a lease
+REAP_EVERY = 5.0  # seconds between the reaper's looks (at most a quarter of a lease's life)
 
 DIRECTORY = Directory()
 BILLING = Billing()
@@ -160,18 +163,22 @@ class ReadModelTemplates:
 class CommandLeases:
     """The gateway's lease broker: the budget use cases, run off the event loop."""
 
-    def __init__(self, budget: BudgetCommands):
+    def __init__(self, budget: BudgetCommands, ttl: timedelta = LEASE_TTL):
         self.budget = budget
+        self.ttl = ttl
 
     async def acquire(self, account_id: UUID, key_id: UUID, wanted: int, minimum: int) -> LeaseGrant:
         try:
-            lease = await asyncio.to_thread(self.budget.lease, account_id, key_id, wanted, minimum, LEASE_TTL)
+            lease = await asyncio.to_thread(self.budget.lease, account_id, key_id, wanted, minimum, self.ttl)
         except (Conflict, OperationalError) as exc:
             raise LeaseUnavailable(str(exc)) from None
         return LeaseGrant(lease.lease_id, lease.amount, lease.expires_at)
 
     async def settle(self, account_id: UUID, key_id: UUID, lease_id: UUID, spent: int) -> None:
         await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
+
+    async def extend(self, account_id: UUID, key_id: UUID, lease_id: UUID) -> datetime | None:
+        return await asyncio.to_thread(self.budget.extend, account_id, key_id, lease_id, self.ttl)
 
 
 def make_adapter(provider) -> Adapter:
@@ -196,8 +203,9 @@ class Runtime:
                  auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
                  background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
                  session: timedelta = DEFAULT_SESSION, logins: LoginGuard | None = None,
-                 children: dict[str, Child] | None = None, log_retention_days: int = logs.RETENTION_DAYS,
-                 log_bodies: bool = False):
+                 children: dict[str, Child] | None = None, lease_ttl: timedelta = LEASE_TTL,
+                 disconnect_drain_seconds: float = DISCONNECT_DRAIN_SECONDS,
+                 log_retention_days: int = logs.RETENTION_DAYS, log_bodies: bool = False):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -216,6 +224,8 @@ class Runtime:
         self._renewing: dict[str, asyncio.Task] = {}  # token hash -> the task saving its renewal
         self.children = children or {}  # the embedded servers `mesh up` started, by name: kept running
         self.supervisor = Supervisor()
+        self.lease_ttl = lease_ttl
+        self.disconnect_drain_seconds = disconnect_drain_seconds
         self.log_retention_days = log_retention_days
         self.log_bodies = log_bodies
         self.runners: list[ProjectionRunner] = []
@@ -248,7 +258,7 @@ class Runtime:
         self.catalog_commands = CatalogCommands(self.app)
         self.topups = TopUpCommands(self.app)
         self.auto_refill = AutoRefillCommands(self.app)
-        self.budgets = Budgets(CommandLeases(self.budget))
+        self.budgets = Budgets(CommandLeases(self.budget, self.lease_ttl))
         self.key_cache = KeyCache(ReadModelKeys(self.pool))
         self.key_cache.on_change = self._key_changed
         self.template_cache = TemplateCache(ReadModelTemplates(self.pool))
@@ -268,7 +278,7 @@ class Runtime:
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
         self.bodies = BodyPublisher(self.nc, self.stream) if self.log_bodies else None
         self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage,
-                               self.template_cache, self.bodies)
+                               self.template_cache, self.disconnect_drain_seconds, self.bodies)
         self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
                        asyncio.create_task(self.usage.run(self._stop), name="usage-spool")]
         if self.bodies is not None:
@@ -289,7 +299,8 @@ class Runtime:
                                 for r in self.runners]
                 self._tasks.append(asyncio.create_task(self._every(RETENTION_EVERY, self._trim_logs),
                                                        name="log-retention"))
-            self._tasks.append(asyncio.create_task(self._every(5.0, self._reap_expired_leases), name="lease-reaper"))
+            self._tasks.append(asyncio.create_task(self._every(self._reap_timing[1], self._reap_expired_leases),
+                                                   name="lease-reaper"))
             self._tasks.append(asyncio.create_task(self._every(30.0, self._expire_topups), name="topup-expiry"))
             stripe = self.payments.get("stripe")
             if isinstance(stripe, StripePayments):
@@ -359,10 +370,17 @@ class Runtime:
             except Exception:
                 log.exception("%s failed; will retry", job.__name__)
 
-    async def _reap_expired_leases(self, grace: float = 30.0) -> None:
-        """Settle leases whose holder vanished (a crashed gateway), with what their usage events paid."""
+    @property
+    def _reap_timing(self) -> tuple[float, float]:
+        """(grace, interval) of the lease reaper: shorter for leases that live shorter."""
+        life = self.lease_ttl.total_seconds()
+        return min(REAP_GRACE, life / 2), min(REAP_EVERY, life / 4)
+
+    async def _reap_expired_leases(self) -> None:
+        """Settle leases whose holder vanished (a crashed gateway), with what their usage events paid. A live
+        holder renews a lease while requests run on it, so only a vanished one lets it expire."""
         async with self.pool.connection() as conn:
-            expired = await billing.expired_leases(conn, grace)
+            expired = await billing.expired_leases(conn, self._reap_timing[0])
         for lease_id, account_id, key_id, spent in expired:
             await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
 

@@ -55,6 +55,24 @@ class BudgetCommands:
 
         return self.app.retrying(use_case)
 
+    def extend(self, account_id: UUID, key_id: UUID, lease_id: UUID, ttl: timedelta) -> datetime | None:
+        """Push an open lease's expiry to `ttl` from now, on both aggregates at once (its holder still has requests
+        running on it). None: the lease is no longer open (settled), nothing changes."""
+
+        def use_case() -> datetime | None:
+            key, account = self._load(account_id, key_id)
+            if lease_id not in key.leases.open or lease_id not in account.leases.open:
+                return None
+            expires_at = datetime.now(timezone.utc) + ttl
+            key.extend_lease(lease_id, expires_at)
+            account.extend_lease(lease_id, expires_at)
+            changed = [a for a in (key, account) if a.pending_events]
+            if changed:
+                self.app.save_all(*changed)
+            return min(key.leases.expires[lease_id], account.leases.expires[lease_id])
+
+        return self.app.retrying(use_case)
+
     def _load(self, account_id: UUID, key_id: UUID) -> tuple[ApiKey, Account]:
         try:
             key = self.app.repository.get(key_id)

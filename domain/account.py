@@ -87,6 +87,12 @@ class Account(Aggregate):
         lease_id: UUID
         spent: int  # what the lease really paid for; the rest returns to the balance
 
+    class LeaseExtended(Aggregate.Event):
+        """The lease's holder still has requests running on it: it expires later (the reaper waits)."""
+
+        lease_id: UUID
+        expires_at: datetime
+
     class TokenRenewed(Aggregate.Event):
         """A management token in use lives longer (sliding expiry); at most about once a day per token."""
         token_hash: str
@@ -290,6 +296,15 @@ class Account(Aggregate):
     @event(LeaseSettled)
     def _settle_lease(self, lease_id: UUID, spent: int) -> None:
         self.leases.settle(lease_id, spent)
+
+    def extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
+        """A later expiry for an open lease; a settled one (or an earlier expiry) changes nothing."""
+        if self.leases.must_extend(lease_id, expires_at):
+            self._extend_lease(lease_id, expires_at)
+
+    @event(LeaseExtended)
+    def _extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
+        self.leases.extend(lease_id, expires_at)
 
 
 class _AutoRefill:

@@ -101,6 +101,12 @@ class ApiKey(Aggregate):
         lease_id: UUID
         spent: int
 
+    class LeaseExtended(Aggregate.Event):
+        """The lease's holder still has requests running on it: it expires later."""
+
+        lease_id: UUID
+        expires_at: datetime
+
     class SpendPeriodStarted(Aggregate.Event):
         """A periodic cap starts afresh: spend settled before this no longer counts against it."""
 
@@ -179,6 +185,15 @@ class ApiKey(Aggregate):
     @event(LeaseSettled)
     def _settle_lease(self, lease_id: UUID, spent: int) -> None:
         self.leases.settle(lease_id, spent)
+
+    def extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
+        """A later expiry for an open lease; a settled one (or an earlier expiry) changes nothing."""
+        if self.leases.must_extend(lease_id, expires_at):
+            self._extend_lease(lease_id, expires_at)
+
+    @event(LeaseExtended)
+    def _extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
+        self.leases.extend(lease_id, expires_at)
 
     @property
     def status(self) -> str:

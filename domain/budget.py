@@ -48,6 +48,13 @@ class LeaseBook:
         self.open[lease_id] = amount
         self.expires[lease_id] = expires_at
 
+    def must_extend(self, lease_id: UUID, expires_at: datetime) -> bool:
+        """Whether extending changes anything: only an open lease, and only to a later expiry."""
+        return lease_id in self.open and expires_at > self.expires[lease_id]
+
+    def extend(self, lease_id: UUID, expires_at: datetime) -> None:
+        self.expires[lease_id] = expires_at
+
     def must_settle(self, lease_id: UUID, spent: int) -> bool:
         """Whether settling changes anything: a lease that is not open (already settled) is left alone."""
         if spent < 0:

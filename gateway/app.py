@@ -40,6 +40,7 @@ MAX_BODY = 16 * 1024 * 1024
 DEFAULT_MAX_COMPLETION = 4096  # tokens reserved for a request that sets no max_tokens
 PROMPT_OVERHEAD = 16  # tokens a provider adds to a prompt (priming the reply)
 MESSAGE_OVERHEAD = 8  # tokens a provider adds around each message (role, separators)
+DISCONNECT_DRAIN_SECONDS = 30.0  # how long a stream whose client left is still read, for the upstream's own usage
 
 
 class _TraceIds:
@@ -79,13 +80,14 @@ class EmbeddingsRequest(msgspec.Struct):
 class Gateway:
     def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyCache, budgets: Budgets,
                  usage: UsagePublisher, templates: TemplateCache | None = None,
-                 bodies: BodyPublisher | None = None):
+                 drain_seconds: float = DISCONNECT_DRAIN_SECONDS, bodies: BodyPublisher | None = None):
         self.catalog = catalog
         self.adapters = adapters
         self.keys = keys
         self.budgets = budgets
         self.usage = usage
         self.templates = templates
+        self.drain_seconds = drain_seconds
         self.bodies = bodies  # None: bodies are not logged (MESH_LOG_BODIES=off), and cost nothing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -241,7 +243,9 @@ class Gateway:
 
     async def _stream(self, send: Send, receive: Receive, headers: list, reply: StreamReply,
                       record: "_Record") -> None:
-        """Relay the stream; if the client goes away, stop the upstream and bill what was generated."""
+        """Relay the stream. If the client goes away, the upstream keeps going (it bills what it generates all
+        the same): it is read to its end, up to `drain_seconds`, for its own usage; only a stream that does not end
+        by then is closed and billed from an estimate."""
         stream_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *headers[1:]]
         await send({"type": "http.response.start", "status": 200, "headers": stream_headers})
         gone = asyncio.Event()
@@ -255,15 +259,18 @@ class Gateway:
             await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us))
 
         try:
-            await relay(reply if frames is None else _recording(reply, frames), send, gone, bill)
-        except GatewayError as exc:
-            error, status = exc.message, exc.status
-        except OSError as exc:
-            gone.set()
-            error = f"client disconnected ({type(exc).__name__})"
+            try:
+                await relay(reply if frames is None else _recording(reply, frames), send, gone, bill)
+            except GatewayError as exc:
+                error, status = exc.message, exc.status
+            except OSError as exc:
+                gone.set()
+                error = f"client disconnected ({type(exc).__name__})"
+            if gone.is_set() and not record.emitted:
+                await drain(reply, self.drain_seconds)
         finally:
             watcher.cancel()
-            await reply.aclose()  # closes the upstream response: it stops generating
+            await reply.aclose()  # closes the upstream response (if still open): it stops generating
         if frames is not None:
             record.response_body = b"".join(frames)
         if record.emitted:
@@ -308,12 +315,16 @@ class _Record:
             trace_id=self.trace_id, account_id=self.key.account_id, key_id=self.key.key_id, model=self.model.id,
             requested_model=self.requested, provider=self.model.provider, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, prompt_per_1k=price.prompt_per_1k,
-            completion_per_1k=price.completion_per_1k, cost=price.cost(usage.prompt_tokens, usage.completion_tokens),
+            completion_per_1k=price.completion_per_1k,
+            cost=price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens,
+                            usage.cache_write_tokens),
             status="ok" if error is None else "error", http_status=http_status,
             timestamp=datetime.now(timezone.utc), latency_us=(time.perf_counter_ns() - self.started) // 1000,
             upstream_us=upstream_us, first_token_us=first_token_us, stream=self.stream, estimated=usage.estimated,
             request_id=self.request_id, error=error,
             lease_id=self.ticket.lease.id if self.ticket.lease is not None else None,
+            cached_prompt_tokens=usage.cached_prompt_tokens, cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens, cached_per_1k=price.cached, cache_write_per_1k=price.cache_write,
             template_id=self.template.template_id if self.template is not None else None,
             template_version=self.template.version if self.template is not None else None,
         )
@@ -350,6 +361,19 @@ async def relay(frames: AsyncIterable[bytes], send: Send, gone: asyncio.Event,
         if last is not None:
             await last()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def drain(frames: AsyncIterable[bytes], seconds: float) -> None:
+    """Read what is left of a stream nobody receives any more (the adapter counts it), for at most `seconds`."""
+
+    async def read() -> None:
+        async for _ in frames:
+            pass
+
+    try:
+        await asyncio.wait_for(read(), seconds)
+    except (asyncio.TimeoutError, GatewayError):
+        pass  # cut off (or the upstream failed): the adapter has billed an estimate of what it saw
 
 
 async def _recording(frames: AsyncIterable[bytes], into: list[bytes]) -> AsyncIterable[bytes]:

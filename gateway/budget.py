@@ -5,12 +5,16 @@ reserves its worst-case cost from it; when it ends, the reservation is swapped
 for the real cost. A lease that cannot fit a request is retired (settled once
 its requests finish) and a new one is taken. Idle leases are settled after a
 second so other processes can use the budget; expiry covers a crashed process.
+A lease with requests still running is renewed (its expiry pushed back) well
+before it expires, so a request that outlives a lease's life (a long stream)
+is never settled by the reaper without its cost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -25,7 +29,8 @@ from gateway.errors import GatewayError
 log = logging.getLogger("mesh.gateway")
 
 LEASE_TTL = timedelta(minutes=15)
-EXPIRY_MARGIN = 120.0  # seconds: stop admitting on a lease this long before it expires
+EXPIRY_MARGIN = 120.0  # seconds: stop admitting on a lease this long (at most a quarter of its life) before expiry
+RENEW_WHEN_LEFT = 1 / 2  # renew a lease with requests running once less than this share of its life is left
 IDLE_RETURN = 1.0  # seconds without requests before an idle lease is settled
 LEASE_AIM = (2.0, 10.0)  # seconds a lease should last under steady traffic
 MAX_MULTIPLE = 1 << 16
@@ -47,10 +52,17 @@ class LeaseBroker(Protocol):
 
     async def settle(self, account_id: UUID, key_id: UUID, lease_id: UUID, spent: int) -> None: ...
 
+    async def extend(self, account_id: UUID, key_id: UUID, lease_id: UUID) -> datetime | None:
+        """A later expiry for the lease (a full life from now); None when it is no longer open."""
+
+
+def _seconds_until(expires_at: datetime) -> float:
+    return (expires_at - datetime.now(expires_at.tzinfo)).total_seconds()
+
 
 class Lease:
     __slots__ = ("id", "account_id", "key_id", "amount", "reserved", "spent", "inflight", "deadline", "last_used",
-                 "taken_at")
+                 "taken_at", "life")
 
     def __init__(self, grant: LeaseGrant, account_id: UUID, key_id: UUID):
         self.id = grant.lease_id
@@ -59,7 +71,8 @@ class Lease:
         self.reserved = 0
         self.spent = 0
         self.inflight = 0
-        self.deadline = time.monotonic() + (grant.expires_at - datetime.now(grant.expires_at.tzinfo)).total_seconds()
+        self.life = max(_seconds_until(grant.expires_at), 0.0)  # seconds it was granted for
+        self.deadline = time.monotonic() + self.life
         self.last_used = self.taken_at = time.monotonic()
 
     @property
@@ -67,7 +80,10 @@ class Lease:
         return self.amount - self.spent - self.reserved
 
     def usable(self, now: float) -> bool:
-        return now < self.deadline - EXPIRY_MARGIN
+        return now < self.deadline - min(EXPIRY_MARGIN, self.life / 4)
+
+    def due_for_renewal(self, now: float) -> bool:
+        return self.inflight > 0 and self.deadline - now < self.life * RENEW_WHEN_LEFT
 
 
 class Ticket:
@@ -231,8 +247,31 @@ class Budgets:
             if lease is not None and lease.inflight == 0 and (
                     everything or now - lease.last_used > IDLE_RETURN or not lease.usable(now)):
                 self._retire(state)
+        await self._renew(now)
         pending, self._unsettled = self._unsettled, []
         await self._settle(pending)
+
+    async def _renew(self, now: float) -> None:
+        """Push back the expiry of leases whose requests still run, long before it comes."""
+        for state in list(self._keys.values()):
+            for lease in [*state.retired, *([state.current] if state.current is not None else [])]:
+                if not lease.due_for_renewal(now):
+                    continue
+                try:
+                    async with state.lock:  # one lease operation per key at a time in this process
+                        expires_at = await self.broker.extend(lease.account_id, lease.key_id, lease.id)
+                except Exception as exc:
+                    log.warning("renewing lease %s failed (%s); will retry", lease.id, exc)
+                    continue
+                if expires_at is not None:
+                    lease.deadline = time.monotonic() + _seconds_until(expires_at)
+                    continue
+                # Settled under its requests (this process stalled past expiry and grace): admit nothing more on it;
+                # what its requests cost is still billed by their usage events.
+                log.warning("lease %s was settled while %d requests still ran on it", lease.id, lease.inflight)
+                if state.current is lease:
+                    self._retire(state)
+                lease.deadline = math.inf  # retired: only its requests' end matters now
 
     async def run(self, stop: asyncio.Event, interval: float = 0.25) -> None:
         while not stop.is_set():

@@ -48,7 +48,7 @@ class Billing:
     tables = ("balances", "key_spend", "usage_recent", "spend_hourly", "spend_daily", "credit_grants", "leases",
               "topups", "auto_refills")
     topics = frozenset({"account.registered", "account.credits_granted", "account.credits_debited",
-                        "usage.recorded", "account.budget_leased", "account.lease_settled"}
+                        "usage.recorded", "account.budget_leased", "account.lease_settled", "account.lease_extended"}
                        | {name for name in EVENT_TYPES if name.startswith(("topup.", "account.auto_refill_"))}
                        | {"account.stripe_customer_linked"})
 
@@ -184,6 +184,9 @@ class Billing:
                 )
             elif item.topic == "account.lease_settled":
                 await cur.execute(f"update {t['leases']} set settled = true where lease_id = %s", (e.lease_id,))
+            elif item.topic == "account.lease_extended":
+                await cur.execute(f"update {t['leases']} set expires_at = %s where lease_id = %s",
+                                  (e.expires_at, e.lease_id))
             elif item.topic == "usage.recorded":
                 usage_rows.append(msgspec.structs.asdict(e))
                 usage_times.append((item.time, e.timestamp))

@@ -32,6 +32,16 @@ class ModelChangeIn(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool | None = None
     prompt_usd_per_1k: str | int | float | None = None
     completion_usd_per_1k: str | int | float | None = None
+    cached_prompt_usd_per_1k: str | int | float | None = None
+    cache_write_usd_per_1k: str | int | float | None = None
+
+
+PRICE_FIELDS = (  # in the order of Price's fields
+    "prompt_usd_per_1k", "completion_usd_per_1k", "cached_prompt_usd_per_1k", "cache_write_usd_per_1k")
+
+
+def _usd_or_none(pico: int | None) -> str | None:
+    return pico_to_usd(pico) if pico is not None else None
 
 
 class TransferIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -86,12 +96,10 @@ class AdminController(Controller):
         if model is None:
             raise ApiError(404, f"no model {model_id!r} in mesh.toml; GET /admin/models lists them", "not_found")
         price = None
-        if data.prompt_usd_per_1k is not None or data.completion_usd_per_1k is not None:
-            current = model.price.as_usd()
-            price = Price.from_usd(
-                data.prompt_usd_per_1k if data.prompt_usd_per_1k is not None else current["prompt_usd_per_1k"],
-                data.completion_usd_per_1k if data.completion_usd_per_1k is not None
-                else current["completion_usd_per_1k"])
+        given = {name: getattr(data, name) for name in PRICE_FIELDS if getattr(data, name) is not None}
+        if given:  # the prices not given stay as they are (cache prices left unset keep following the prompt price)
+            kept = dict(zip(PRICE_FIELDS, map(_usd_or_none, msgspec.structs.astuple(model.price))))
+            price = Price.from_usd(**{**kept, **given})
         await asyncio.to_thread(runtime.catalog_commands.change, model_id, price, data.enabled, "operator")
         runtime.catalog.apply(model_id, price, data.enabled)  # at once here; other processes hear the event
         return model_out(runtime.catalog.models[model_id])

@@ -18,6 +18,8 @@ class ModelOut(msgspec.Struct):
     provider: str
     prompt_usd_per_1k: str
     completion_usd_per_1k: str
+    cached_prompt_usd_per_1k: str  # prompt tokens read from the provider's cache
+    cache_write_usd_per_1k: str  # prompt tokens written to the provider's cache
     free: bool
     enabled: bool
 

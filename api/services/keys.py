@@ -48,7 +48,7 @@ class Changed(msgspec.Struct):
     secret: str | None = None  # a new secret (create, rotate): shown once
 
 
-_BUDGET_EVENTS = {"key.budget_leased", "key.lease_settled", "key.spend_period_started"}
+_BUDGET_EVENTS = {"key.budget_leased", "key.lease_extended", "key.lease_settled", "key.spend_period_started"}
 _PRIVATE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "key_hash",
                    "previous_hash", "account_id"}
 

@@ -7,11 +7,14 @@ there: max_completion_tokens, max_tokens, else 4096); `stop` → `stop_sequences
 → `tools` with `input_schema`; tool_choice auto/required/none/named → auto/any/none/tool, and
 parallel_tool_calls=false → `disable_parallel_tool_use`; `user` → metadata.user_id.
 Response: text and tool_use blocks → message content and tool_calls (arguments as a JSON string); stop_reason →
-finish_reason; usage input (+ cache creation + cache read) / output tokens → prompt / completion tokens.
-Stream: message_start (input usage) → role chunk; content_block_start of a tool_use → tool call id and name;
-text_delta / input_json_delta → content / argument fragments; message_delta (stop_reason, cumulative output
-usage) → the finish chunk; message_stop ends it; ping is ignored; an `error` event fails the stream. A stream
-that breaks off before message_delta is billed from an estimate, flagged as such.
+finish_reason; usage input (+ cache creation + cache read, which input_tokens leaves out) / output tokens (thinking
+included) → prompt / completion tokens, with cache_read_input_tokens → cached and cache_creation_input_tokens →
+cache-write prompt tokens.
+Stream: message_start (input and cache usage) → role chunk; content_block_start of a tool_use → tool call id and name;
+text_delta / input_json_delta → content / argument fragments; message_delta (stop_reason, cumulative usage:
+output tokens, and in newer answers input and cache counts too) → the finish chunk; message_stop ends it; ping is ignored; an `error` event fails the stream. A stream
+that breaks off before message_delta is billed from an estimate (of the whole prompt, unless message_start counted
+it, and everything generated, thinking included), flagged as such.
 Wire format as documented at docs.anthropic.com/en/api/messages, /messages-streaming and /errors.
 """
 
@@ -34,6 +37,7 @@ from gateway.providers.base import (
     error_field,
     estimate_tokens,
     message_text,
+    prompt_text,
     sse,
     usage_chunk,
 )
@@ -137,9 +141,11 @@ def to_anthropic(model: Model, body: dict, stream: bool) -> dict:
 
 
 def _usage(usage: dict) -> Usage:
-    prompt = (usage.get("input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0) \
-        + (usage.get("cache_read_input_tokens") or 0)
-    return Usage(prompt, usage.get("output_tokens") or 0)
+    """Anthropic's usage as Mesh counts it: input_tokens leaves out the cache reads and writes, which Mesh's
+    prompt_tokens includes; output_tokens already includes thinking (which Anthropic does not count apart)."""
+    cached, written = usage.get("cache_read_input_tokens") or 0, usage.get("cache_creation_input_tokens") or 0
+    return Usage((usage.get("input_tokens") or 0) + cached + written, usage.get("output_tokens") or 0,
+                 cached_prompt_tokens=cached, cache_write_tokens=written)
 
 
 def to_openai(model: Model, message: dict, body: dict) -> tuple[dict, Usage]:
@@ -151,7 +157,7 @@ def to_openai(model: Model, message: dict, body: dict) -> tuple[dict, Usage]:
     if message.get("usage"):
         usage = _usage(message["usage"])
     else:
-        usage = Usage(estimate_tokens(message_text(body["messages"])), estimate_tokens(text), True)
+        usage = Usage(estimate_tokens(prompt_text(body)), estimate_tokens(text), True)
     reply: dict[str, Any] = {"role": "assistant", "content": text or None}
     if calls:
         reply["tool_calls"] = calls
@@ -159,8 +165,7 @@ def to_openai(model: Model, message: dict, body: dict) -> tuple[dict, Usage]:
         "id": "chatcmpl-" + str(message.get("id") or uuid.uuid4().hex), "object": "chat.completion",
         "created": int(time.time()), "model": model.id,
         "choices": [{"index": 0, "message": reply, "finish_reason": FINISH.get(message.get("stop_reason"), "stop")}],
-        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                  "total_tokens": usage.prompt_tokens + usage.completion_tokens},
+        "usage": usage.openai(),
     }
     return document, usage
 
@@ -183,7 +188,6 @@ class AnthropicAdapter:
 
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply:
         response = await self.upstream.stream("/messages", to_anthropic(model, body, True))
-        prompt_text = message_text(body.get("messages") or [])
         reply: StreamReply
 
         async def frames() -> AsyncIterator[bytes]:
@@ -201,7 +205,9 @@ class AnthropicAdapter:
             def settle() -> None:
                 reported = _usage(usage)
                 reply.usage = reported if finished else Usage(  # cut short: bill an estimate, flagged
-                    reported.prompt_tokens or estimate_tokens(prompt_text), estimate_tokens("".join(generated)), True)
+                    reported.prompt_tokens or estimate_tokens(prompt_text(body)),
+                    max(reported.completion_tokens, estimate_tokens("".join(generated))), True,
+                    reported.cached_prompt_tokens, reported.cache_write_tokens)
 
             try:
                 try:
@@ -225,13 +231,15 @@ class AnthropicAdapter:
                                 reply.mark_first_token()
                                 generated.append(delta["text"])
                                 yield chunk({"content": delta["text"]})
+                            elif delta.get("type") == "thinking_delta":  # not relayed, but billed
+                                generated.append(delta.get("thinking", ""))
                             elif delta.get("type") == "input_json_delta":
                                 reply.mark_first_token()
                                 generated.append(delta.get("partial_json", ""))
                                 yield chunk({"tool_calls": [{"index": tools.get(event["index"], 0), "function": {
                                     "arguments": delta.get("partial_json", "")}}]})
-                        elif kind == "message_delta":
-                            usage.update(event.get("usage") or {})
+                        elif kind == "message_delta":  # cumulative counts; a count left null stays as it was
+                            usage.update((k, v) for k, v in (event.get("usage") or {}).items() if v is not None)
                             finished = True
                             yield chunk({}, FINISH.get((event.get("delta") or {}).get("stop_reason"), "stop"))
                         elif kind == "message_stop":

@@ -14,9 +14,28 @@ from gateway.transport import LeanResponse, LeanTransport, Target, UpstreamClose
 
 
 class Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int = 0  # the whole prompt, cached parts included
+    completion_tokens: int = 0  # reasoning / thinking included
     estimated: bool = False  # the upstream reported no usage; counts come from our estimate
+    cached_prompt_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of prompt_tokens: written to the provider's prompt cache
+    reasoning_tokens: int = 0  # of completion_tokens: spent on reasoning / thinking
+
+    def __post_init__(self) -> None:
+        # The parts never exceed the whole, whatever an upstream reports: a part too large is cut to what is left.
+        self.cached_prompt_tokens = min(max(self.cached_prompt_tokens, 0), self.prompt_tokens)
+        self.cache_write_tokens = min(max(self.cache_write_tokens, 0), self.prompt_tokens - self.cached_prompt_tokens)
+        self.reasoning_tokens = min(max(self.reasoning_tokens, 0), self.completion_tokens)
+
+    def openai(self) -> dict:
+        """The `usage` object of an OpenAI chat completion, with its breakdown; cache writes (which OpenAI does
+        not report) as `prompt_tokens_details.cache_write_tokens` when there are any."""
+        prompt_details = {"cached_tokens": self.cached_prompt_tokens}
+        if self.cache_write_tokens:
+            prompt_details["cache_write_tokens"] = self.cache_write_tokens
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens, "prompt_tokens_details": prompt_details,
+                "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens}}
 
 
 class Reply(msgspec.Struct):
@@ -79,6 +98,20 @@ def message_text(messages: list) -> str:
             parts.append(content)
         elif isinstance(content, list):
             parts.extend(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "\n".join(parts)
+
+
+def prompt_text(body: dict) -> str:
+    """Everything a chat request sends as text, for an estimate when the upstream reports no usage: each
+    message's text, tool calls and results, and the tool definitions and response format as JSON. (Images and
+    files count nothing here: their tokens depend on the provider.)"""
+    parts = [message_text(body.get("messages") or [])]
+    for message in body.get("messages") or []:
+        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+            function = (call.get("function") or {}) if isinstance(call, dict) else {}
+            parts.extend(str(function.get(name) or "") for name in ("name", "arguments"))
+    parts.extend(msgspec.json.encode(body[extra]).decode() for extra in ("tools", "functions", "response_format")
+                 if body.get(extra))
     return "\n".join(parts)
 
 
@@ -199,9 +232,7 @@ class Upstream:
 
 def usage_chunk(base: dict, usage: Usage) -> bytes:
     """The final OpenAI stream chunk with usage (sent only to clients that asked for it)."""
-    return sse(msgspec.json.encode({**base, "choices": [], "usage": {
-        "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens}}))
+    return sse(msgspec.json.encode({**base, "choices": [], "usage": usage.openai()}))
 
 
 def error_field(content: bytes) -> str:

@@ -39,8 +39,7 @@ class EchoAdapter:
             "created": int(time.time()),
             "model": model.id,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                      "total_tokens": usage.prompt_tokens + usage.completion_tokens},
+            "usage": usage.openai(),
         }
         return Reply(msgspec.json.encode(document), usage, (time.perf_counter_ns() - started) // 1000)
 

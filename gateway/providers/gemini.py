@@ -8,12 +8,13 @@ response_format (JSON mime type, plus `responseJsonSchema` for json_schema); fun
 with `parametersJsonSchema`; tool_choice → `toolConfig.functionCallingConfig`; assistant tool_calls → functionCall
 parts; tool messages → functionResponse parts (named after the call they answer).
 Response: candidates → choices (text without thought parts, functionCall → tool_calls), finishReason →
-finish_reason, a blocked prompt → content_filter; usageMetadata → usage (tool-use prompt tokens bill as prompt,
-thinking tokens as completion). A functionCall's `thoughtSignature` travels in the tool call as
-`extra_content.google.thought_signature` (as Google's own OpenAI endpoint does) and goes back with the call:
-Gemini 3 refuses a function-calling turn without it. Stream: each SSE `data:` is a GenerateContentResponse; its
+finish_reason, a blocked prompt → content_filter; usageMetadata → usage (tool-use prompt tokens bill as prompt;
+cachedContentTokenCount, already part of promptTokenCount, as cached prompt tokens; thoughtsTokenCount, which
+candidatesTokenCount leaves out, is added to completion tokens as reasoning). A functionCall's `thoughtSignature`
+travels in the tool call as `extra_content.google.thought_signature` (as Google's own OpenAI endpoint does) and goes
+back with the call: Gemini 3 refuses a function-calling turn without it. Stream: each SSE `data:` is a GenerateContentResponse; its
 parts become deltas, the last usageMetadata is the usage; a stream with no finishReason broke off and is billed
-from an estimate, flagged as such.
+from an estimate (of the whole prompt and everything generated, thoughts included), flagged as such.
 Wire format as documented at ai.google.dev/api/generate-content, /gemini-api/docs/function-calling,
 /gemini-api/docs/thought-signatures and /gemini-api/docs/structured-output. The JSON Schema fields
 (`parametersJsonSchema`, `responseJsonSchema`) are used because OpenAI clients send JSON Schema, which the older
@@ -39,6 +40,7 @@ from gateway.providers.base import (
     error_field,
     estimate_tokens,
     message_text,
+    prompt_text,
     sse,
     usage_chunk,
 )
@@ -151,8 +153,10 @@ def to_gemini(body: dict) -> dict:
 
 
 def _usage(metadata: dict) -> Usage:
+    thoughts = metadata.get("thoughtsTokenCount") or 0
     return Usage((metadata.get("promptTokenCount") or 0) + (metadata.get("toolUsePromptTokenCount") or 0),
-                 (metadata.get("candidatesTokenCount") or 0) + (metadata.get("thoughtsTokenCount") or 0))
+                 (metadata.get("candidatesTokenCount") or 0) + thoughts,
+                 cached_prompt_tokens=metadata.get("cachedContentTokenCount") or 0, reasoning_tokens=thoughts)
 
 
 def _candidates(document: dict) -> list[dict]:
@@ -201,18 +205,15 @@ class GeminiAdapter:
         if document.get("usageMetadata"):
             usage = _usage(document["usageMetadata"])
         else:
-            usage = Usage(estimate_tokens(message_text(body["messages"])),
+            usage = Usage(estimate_tokens(prompt_text(body)),
                           estimate_tokens("".join((c["message"]["content"] or "") for c in choices)), True)
         out = {"id": "chatcmpl-" + str(document.get("responseId") or uuid.uuid4().hex), "object": "chat.completion",
-               "created": int(time.time()), "model": model.id, "choices": choices,
-               "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                         "total_tokens": usage.prompt_tokens + usage.completion_tokens}}
+               "created": int(time.time()), "model": model.id, "choices": choices, "usage": usage.openai()}
         return Reply(msgspec.json.encode(out), usage, (time.perf_counter_ns() - started) // 1000)
 
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply:
         response = await self.upstream.stream(f"/models/{model.upstream}:streamGenerateContent", to_gemini(body),
                                               params={"alt": "sse"})
-        prompt_text = message_text(body.get("messages") or [])
         reply: StreamReply
 
         async def frames() -> AsyncIterator[bytes]:
@@ -226,7 +227,9 @@ class GeminiAdapter:
             def settle() -> None:
                 reported = _usage(metadata)
                 reply.usage = reported if finished and metadata else Usage(  # cut short: an estimate, flagged
-                    reported.prompt_tokens or estimate_tokens(prompt_text), estimate_tokens("".join(generated)), True)
+                    reported.prompt_tokens or estimate_tokens(prompt_text(body)),
+                    max(reported.completion_tokens, estimate_tokens("".join(generated))), True,
+                    reported.cached_prompt_tokens)
 
             try:
                 try:
@@ -242,6 +245,8 @@ class GeminiAdapter:
                         for n, candidate in enumerate(_candidates(document)):
                             index = candidate.get("index", n)
                             text, calls = _content(candidate)
+                            generated.extend(p.get("text", "") for p in (candidate.get("content") or {}).get(
+                                "parts") or [] if p.get("thought"))  # thought summaries: not relayed, but billed
                             delta: dict[str, Any] = {}
                             if index not in calls_so_far:
                                 calls_so_far[index] = 0

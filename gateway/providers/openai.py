@@ -16,18 +16,53 @@ from gateway.providers.base import (
     Usage,
     error_field,
     estimate_tokens,
-    message_text,
+    prompt_text,
     sse,
 )
 
 
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class _CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+
+
 class _Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int = 0  # cached tokens included
+    completion_tokens: int = 0  # reasoning tokens included
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+
+    def counted(self) -> Usage:
+        prompt, completion = self.prompt_tokens_details, self.completion_tokens_details
+        return Usage(self.prompt_tokens, self.completion_tokens,
+                     cached_prompt_tokens=(prompt.cached_tokens or 0) if prompt is not None else 0,
+                     reasoning_tokens=(completion.reasoning_tokens or 0) if completion is not None else 0)
+
+
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct):
+    function: _Function | None = None
 
 
 class _Delta(msgspec.Struct):
+    """What a message (or a stream delta) generated: its text, refusal, reasoning (as some OpenAI-compatible
+    servers send it) and tool calls."""
+
     content: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+    def text(self) -> str:
+        calls = [f"{c.function.name or ''}{c.function.arguments or ''}" for c in self.tool_calls or [] if c.function]
+        return "".join([self.content or "", self.refusal or "", self.reasoning_content or "", *calls])
 
 
 class _Choice(msgspec.Struct):
@@ -68,7 +103,6 @@ class OpenAIAdapter:
             "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
         })
         reply: StreamReply
-        prompt_text = message_text(body.get("messages") or [])
         generated: list[str] = []
         reported = False
 
@@ -86,12 +120,14 @@ class OpenAIAdapter:
             except msgspec.DecodeError:
                 return None
             for choice in chunk.choices:
-                if choice.delta is not None and choice.delta.content:
-                    reply.mark_first_token()
-                    generated.append(choice.delta.content)
+                if choice.delta is not None:
+                    text = choice.delta.text()
+                    if text:
+                        reply.mark_first_token()
+                        generated.append(text)
             if chunk.usage is not None:
                 reported = True
-                reply.usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                reply.usage = chunk.usage.counted()
                 if not chunk.choices and not include_usage:
                     return None
             return sse(raw)
@@ -115,7 +151,7 @@ class OpenAIAdapter:
             finally:
                 reply.mark_done()
                 if not reported:  # no usage (or cut short): bill what was generated, flagged as estimated
-                    reply.usage = Usage(estimate_tokens(prompt_text), estimate_tokens("".join(generated)), True)
+                    reply.usage = Usage(estimate_tokens(prompt_text(body)), estimate_tokens("".join(generated)), True)
                 await response.aclose()
 
         reply = StreamReply(frames())
@@ -134,9 +170,9 @@ class OpenAIAdapter:
 
     def _usage(self, document: _Document, body: dict) -> Usage:
         if document.usage is not None:
-            return Usage(document.usage.prompt_tokens, document.usage.completion_tokens)
-        text = "".join((c.message.content or "") for c in document.choices if c.message is not None)
-        return Usage(estimate_tokens(message_text(body.get("messages") or [])), estimate_tokens(text), True)
+            return document.usage.counted()
+        text = "".join(c.message.text() for c in document.choices if c.message is not None)
+        return Usage(estimate_tokens(prompt_text(body)), estimate_tokens(text), True)
 
     async def aclose(self) -> None:
         await self.upstream.aclose()

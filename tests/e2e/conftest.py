@@ -137,8 +137,8 @@ def mesh(tmp_path_factory, mesh_config):
     process.stop()
 
 
-# Events a running Mesh appends on its own (an idle gateway hands back its budget leases).
-BACKGROUND_TOPICS = {"account.lease_settled", "key.lease_settled"}
+# Events a running Mesh appends on its own (an idle gateway hands back its budget leases, a busy one renews them).
+BACKGROUND_TOPICS = {"account.lease_settled", "key.lease_settled", "account.lease_extended", "key.lease_extended"}
 
 
 def events_after(mesh: MeshProcess, position: int) -> list[str]:

@@ -59,7 +59,8 @@ completion_usd_per_1k = "1.5"
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, upstream):
     base = tmp_path_factory.mktemp("gateway")
-    process = MeshProcess(base / "data", write_config(base / "mesh.toml", upstream.url))
+    process = MeshProcess(base / "data", write_config(base / "mesh.toml", upstream.url),
+                          {"MESH_DISCONNECT_DRAIN_SECONDS": str(DRAIN_SECONDS)})
     process.start()
     yield process
     process.stop()
@@ -102,6 +103,17 @@ def usage_row(mesh: MeshProcess, trace_id: str, timeout: float = 10) -> dict:
             conn.commit()
 
 
+def times_billed(mesh: MeshProcess, trace_id: str, timeout: float = 10) -> int:
+    """How often billing counted a request (its rows in usage_recent), once billing's runner has it."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url(mesh), autocommit=True) as conn:
+        while True:
+            count = conn.execute("select count(*) from usage_recent where trace_id = %s", (trace_id,)).fetchone()[0]
+            if count or time.monotonic() > deadline:
+                return count
+            time.sleep(0.05)
+
+
 def post(mesh, key, body, **kwargs) -> httpx.Response:
     return httpx.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body,
                       timeout=30, **kwargs)
@@ -124,30 +136,51 @@ def test_streamed_usage_equals_non_streamed_usage(gw, key):
     assert b["first_token_us"] is not None and b["latency_us"] >= b["first_token_us"]
 
 
-def test_a_client_that_disconnects_mid_stream_is_billed_once_for_what_was_generated(gw, key, upstream):
-    upstream.chunk_delay = 0.2
-    cut_before = upstream.streams_cut_short
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-                      json={"model": "acme/gpt-test", "messages": MESSAGES, "stream": True}) as response:
-        trace = response.headers["x-mesh-trace-id"]
-        lines = response.iter_lines()
-        received = [next(lines) for _ in range(5)]  # role chunk and a word or two, then hang up
-    assert any("w0" in line for line in received)
-    row = usage_row(gw, trace)
+DRAIN_SECONDS = 5  # MESH_DISCONNECT_DRAIN_SECONDS of this module's Mesh
+
+
+def leave_after_first_word(mesh, key, **extra) -> str:
+    """Start a stream with the openai SDK, hang up after the first word; the trace id."""
+    client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
+    stream = client.chat.completions.create(model="acme/gpt-test", messages=MESSAGES, stream=True, **extra)
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    stream.close()
+    return stream.response.headers["x-mesh-trace-id"]
+
+
+def test_a_client_that_disconnects_mid_stream_is_billed_once_with_the_upstreams_own_usage(gw, key, upstream):
+    upstream.chunk_delay = 0.2  # the rest of the stream takes ~2 s, within the drain window
+    cut_before, requests_before = upstream.streams_cut_short, len(upstream.requests)
+    trace = leave_after_first_word(gw, key)
+    row = usage_row(gw, trace, timeout=DRAIN_SECONDS + 10)
     assert row["status"] == "error" and row["http_status"] == 499 and "disconnect" in row["error"]
-    assert 1 <= row["completion_tokens"] < 7 and row["estimated"]  # what was generated, not the whole reply
-    assert row["cost"] > 0
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (5, 7) and not row["estimated"]  # the whole reply
+    assert row["cost"] == 5 * 500_000_000 + 7 * 1_500_000_000
+    assert upstream.streams_cut_short == cut_before  # read to its end, not stopped
+    assert upstream.requests[requests_before]["stream_options"] == {"include_usage": True}  # asked for upstream
+    assert times_billed(gw, trace) == 1
+
+
+def test_a_stream_that_runs_on_past_the_drain_window_is_billed_from_an_estimate_of_everything_sent(gw, key,
+                                                                                                     upstream):
+    upstream.chunk_delay = 1.0  # ~9 s in all: longer than the drain window
+    cut_before = upstream.streams_cut_short
+    tools = [{"type": "function", "function": {"name": "lookup", "description": "look a word up " * 40,
+                                               "parameters": {"type": "object"}}}]
+    started = time.monotonic()
+    trace = leave_after_first_word(gw, key, tools=tools)
+    row = usage_row(gw, trace, timeout=DRAIN_SECONDS + 10)
+    assert time.monotonic() - started >= DRAIN_SECONDS  # it waited for the upstream's usage first
+    assert row["http_status"] == 499 and row["estimated"]
+    assert row["prompt_tokens"] > len(json.dumps(tools)) // 4  # the tool definitions count, not the text alone
+    assert 1 <= row["completion_tokens"] < 7  # what was generated until the upstream was closed
     deadline = time.monotonic() + 5
     while upstream.streams_cut_short == cut_before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert upstream.streams_cut_short == cut_before + 1  # the upstream stream was stopped too
-    deadline = time.monotonic() + 10
-    with psycopg.connect(database_url(gw), autocommit=True) as conn:
-        billed = 0
-        while not billed and time.monotonic() < deadline:  # billing has its own runner; it may come a moment later
-            billed = conn.execute("select count(*) from usage_recent where trace_id = %s", (trace,)).fetchone()[0]
-            time.sleep(0.05)
-        assert billed == 1
+    assert upstream.streams_cut_short == cut_before + 1  # then the upstream stream was stopped
+    assert times_billed(gw, trace) == 1
 
 
 @pytest.mark.parametrize("upstream_status, status, code", [

@@ -4,17 +4,23 @@ What it relies on (docs.anthropic.com/en/api/messages, /messages-streaming, /err
 - requests carry `x-api-key` and `anthropic-version`; `max_tokens` is required; a `tool_result` must answer a
   `tool_use` of the assistant turn just before it (else 400 invalid_request_error);
 - non-stream: a `message` with content blocks, stop_reason (end_turn, max_tokens, stop_sequence, tool_use),
-  stop_sequence and usage {input_tokens, output_tokens}; a matched stop sequence is not part of the text;
+  stop_sequence and usage {input_tokens, cache_creation_input_tokens, cache_read_input_tokens, output_tokens};
+  input_tokens leaves out the cache reads and writes; output_tokens includes thinking; a matched stop sequence is
+  not part of the text;
+- extended thinking (`thinking` set on the fake): a `thinking` block (with a signature) before the answer, whose
+  tokens count in output_tokens; streamed as thinking_delta and signature_delta;
 - stream: SSE events framed `event: <type>\\ndata: <json>\\n\\n` in the documented order: message_start (empty
   content, usage with input_tokens and output_tokens 1), then per block content_block_start, content_block_delta…
   (text_delta, or input_json_delta with partial_json fragments), content_block_stop, with a ping after the first
-  block start; then message_delta (stop_reason, cumulative usage.output_tokens) and message_stop;
+  block start; then message_delta (stop_reason, cumulative usage: input, cache and output tokens) and message_stop;
 - errors: {"type": "error", "error": {"type", "message"}} with HTTP status (429 rate_limit_error, 529
   overloaded_error, …), and an `event: error` frame when a stream fails after it started.
 
 The reply is deterministic: `reply_words` words "a0 a1 …" (fewer if max_tokens is lower), or a tool_use of the first
 tool with {"city": "Paris"} (5 output tokens) when tools are offered and the last user turn mentions "weather".
-Input tokens = words in system + message text (tool results included), output tokens = words in the reply.
+Input tokens = words in system + message text (tool results included), output tokens = words in the reply (plus
+`thinking_tokens`). With `cache_read` / `cache_write` set, that many of the prompt's tokens are reported as read
+from / written to the prompt cache (and left out of input_tokens, as Anthropic does).
 """
 
 from __future__ import annotations
@@ -55,6 +61,10 @@ class FakeAnthropic:
         self.fail_mid_stream: str | None = None  # an `error` event with this overloaded_error message after a delta
         self.delay = 0.0  # seconds before answering
         self.chunk_delay = 0.0  # seconds between stream events
+        self.cache_read = 0  # prompt tokens reported as cache_read_input_tokens
+        self.cache_write = 0  # prompt tokens reported as cache_creation_input_tokens
+        self.thinking_tokens = 0  # tokens of a thinking block before the answer (counted in output_tokens)
+        self.full_delta_usage = True  # message_delta repeats all counts, as the API now does; False: output only
 
     async def __call__(self, scope, receive, send):
         body = b""
@@ -95,10 +105,17 @@ class FakeAnthropic:
                 words, stop_reason = words[:words.index(stop_sequence)], "stop_sequence"
             blocks = [{"type": "text", "text": " ".join(words)}]
             output_tokens = len(words)
+        thinking = " ".join(f"t{i}" for i in range(self.thinking_tokens))
+        if thinking:
+            blocks = [{"type": "thinking", "thinking": thinking, "signature": "c2ln"}, *blocks]
+            output_tokens += self.thinking_tokens
+        read = min(self.cache_read, input_tokens)
+        written = min(self.cache_write, input_tokens - read)
+        usage = {"input_tokens": input_tokens - read - written, "cache_creation_input_tokens": written,
+                 "cache_read_input_tokens": read, "output_tokens": output_tokens}
         message = {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
                    "model": request["model"], "content": blocks, "stop_reason": stop_reason,
-                   "stop_sequence": stop_sequence,
-                   "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}
+                   "stop_sequence": stop_sequence, "usage": usage}
         if not request.get("stream"):
             return await self._json(send, 200, message)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
@@ -110,27 +127,37 @@ class FakeAnthropic:
                 await asyncio.sleep(self.chunk_delay)
 
         await event("message_start", {"message": {**message, "content": [], "stop_reason": None, "stop_sequence": None,
-                                                   "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})
-        block = blocks[0]
+                                                   "usage": {**usage, "output_tokens": 1}}})
+        index = 0
+        if thinking:
+            await event("content_block_start", {"index": 0, "content_block": {
+                "type": "thinking", "thinking": "", "signature": ""}})
+            for i, word in enumerate(thinking.split()):
+                await event("content_block_delta", {"index": 0, "delta": {
+                    "type": "thinking_delta", "thinking": word if i == 0 else " " + word}})
+            await event("content_block_delta", {"index": 0, "delta": {"type": "signature_delta", "signature": "c2ln"}})
+            await event("content_block_stop", {"index": 0})
+            index = 1
+        block = blocks[index]
         if block["type"] == "text":
-            await event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+            await event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
             await event("ping", {})
             deltas = [{"type": "text_delta", "text": w if i == 0 else " " + w}
                       for i, w in enumerate(block["text"].split())]
         else:
-            await event("content_block_start", {"index": 0, "content_block": {**block, "input": {}}})
+            await event("content_block_start", {"index": index, "content_block": {**block, "input": {}}})
             await event("ping", {})
             deltas = [{"type": "input_json_delta", "partial_json": ""},
                       {"type": "input_json_delta", "partial_json": '{"city": '},
                       {"type": "input_json_delta", "partial_json": '"Paris"}'}]
         for n, delta in enumerate(deltas):
-            await event("content_block_delta", {"index": 0, "delta": delta})
+            await event("content_block_delta", {"index": index, "delta": delta})
             if n == 0 and self.fail_mid_stream:
                 await event("error", {"error": {"type": "overloaded_error", "message": self.fail_mid_stream}})
                 return await send({"type": "http.response.body", "body": b"", "more_body": False})
-        await event("content_block_stop", {"index": 0})
+        await event("content_block_stop", {"index": index})
         await event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                                      "usage": {"output_tokens": output_tokens}})
+                                      "usage": usage if self.full_delta_usage else {"output_tokens": output_tokens}})
         await event("message_stop", {})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

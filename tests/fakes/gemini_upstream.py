@@ -4,7 +4,9 @@ What it relies on (ai.google.dev/api/generate-content, /gemini-api/docs/function
 /gemini-api/docs/thought-signatures, Google's error model):
 - the key comes in `x-goog-api-key`; a bad key is 403 PERMISSION_DENIED;
 - responses are GenerateContentResponse JSON: candidates [{content {role "model", parts}, finishReason, index}],
-  usageMetadata {promptTokenCount, candidatesTokenCount, totalTokenCount}, modelVersion, responseId;
+  usageMetadata {promptTokenCount, candidatesTokenCount, totalTokenCount, and cachedContentTokenCount (part of
+  promptTokenCount) when part of the prompt came from a cache, thoughtsTokenCount (not part of
+  candidatesTokenCount, part of totalTokenCount) when the model thought}, modelVersion, responseId;
 - the stream (alt=sse) sends one GenerateContentResponse per event, framed `data: {...}\\r\\n\\r\\n`, with no
   terminator; the last carries finishReason and the final usageMetadata (earlier ones the prompt count only);
 - a functionCall part comes with a `thoughtSignature`, and a request whose current turn replays a functionCall
@@ -16,6 +18,8 @@ What it relies on (ai.google.dev/api/generate-content, /gemini-api/docs/function
 The reply is deterministic: `reply_words` words "g0 g1 …" per candidate (candidateCount of them, fewer words if
 maxOutputTokens is lower, cut before a stop sequence), or a functionCall of the first declared function with
 {"city": "Paris"} (4 tokens) when tools are given and the last user turn mentions "weather". Tokens are words.
+With `cached_tokens` / `thoughts_tokens` set, that many prompt tokens are reported as cached, and that many
+thinking tokens are reported (with a thought-summary part ahead of the answer).
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class FakeGemini:
         self.fail_with: tuple[int, str, str] | None = None  # (code, status, message)
         self.delay = 0.0  # seconds before answering
         self.chunk_delay = 0.0  # seconds between stream events
+        self.cached_tokens = 0  # prompt tokens reported as cachedContentTokenCount
+        self.thoughts_tokens = 0  # thinking tokens reported as thoughtsTokenCount
 
     async def __call__(self, scope, receive, send):
         body = b""
@@ -98,13 +104,21 @@ class FakeGemini:
             pieces = [{"text": w if i == 0 else " " + w} for i, w in enumerate(words)]
             output = len(words)
         usage = {"promptTokenCount": prompt, "candidatesTokenCount": output * count,
-                 "totalTokenCount": prompt + output * count}
+                 "totalTokenCount": prompt + output * count + self.thoughts_tokens}
+        if self.cached_tokens:
+            usage["cachedContentTokenCount"] = min(self.cached_tokens, prompt)
+        thoughts = []
+        if self.thoughts_tokens:
+            usage["thoughtsTokenCount"] = self.thoughts_tokens
+            thoughts = [{"text": "thinking it over", "thought": True}]  # a thought summary comes first
         if not stream:
             parts = [{"text": "".join(p["text"] for p in pieces)}] if pieces and "text" in pieces[0] else pieces
+            parts = thoughts + parts
             return await self._json(send, 200, {"candidates": [
                 {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": n}
                 for n in range(count)], "usageMetadata": usage, "modelVersion": model, "responseId": "resp-fake"})
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        pieces = thoughts + pieces
         for i, piece in enumerate(pieces or [{"text": ""}]):
             last = i == max(len(pieces), 1) - 1
             chunk = {"candidates": [{"content": {"role": "model", "parts": [piece]}, "index": n,

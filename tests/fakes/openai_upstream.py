@@ -6,6 +6,10 @@ Non-stream: a `chat.completion` with `usage`. Stream: `chat.completion.chunk` SS
 error body. The reply and its token counts are deterministic so tests can
 compute the exact cost: prompt tokens = words in all messages, completion
 tokens = words in the reply (the reply is `reply_words` words long).
+
+Usage carries OpenAI's breakdown as it does: `prompt_tokens_details.cached_tokens` (part of prompt_tokens: the
+first `cached_tokens` prompt tokens, as if cached) and `completion_tokens_details.reasoning_tokens` (part of
+completion_tokens: `reasoning_tokens` more tokens spent thinking, never shown).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class FakeOpenAI:
         self.delay = 0.0  # seconds before answering
         self.chunk_delay = 0.0  # seconds between stream chunks
         self.streams_cut_short = 0  # streams whose reader went away before the end
+        self.cached_tokens = 0  # prompt tokens reported as read from the prompt cache
+        self.reasoning_tokens = 0  # completion tokens reported as reasoning (on top of the reply's words)
 
     def reply_for(self, body: dict) -> str:
         n = body.get("max_tokens") or self.reply_words
@@ -68,8 +74,11 @@ class FakeOpenAI:
             status, text = self.fail_with
             return await self._json(send, status, {"error": {"message": text, "type": "server_error", "code": None}})
         text = self.reply_for(request)
-        prompt, completion = count_words(request["messages"]), len(text.split())
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        prompt, completion = count_words(request["messages"]), len(text.split()) + self.reasoning_tokens
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                 "prompt_tokens_details": {"cached_tokens": min(self.cached_tokens, prompt), "audio_tokens": 0},
+                 "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens, "audio_tokens": 0,
+                                               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
         base = {"id": "chatcmpl-" + uuid.uuid4().hex, "created": int(time.time()), "model": request["model"],
                 "system_fingerprint": "fp_fake"}
         if not request.get("stream"):

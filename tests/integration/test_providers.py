@@ -199,7 +199,8 @@ async def test_a_stream_says_what_the_plain_reply_says(side, adapter):
     assert finishes[-1] == "stop" and not any(finishes[:-1])
     assert {c["model"] for c in chunks} == {side.model.id} and len({c["id"] for c in chunks}) == 1
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {
-        "prompt_tokens": 5, "completion_tokens": len(side.words), "total_tokens": 5 + len(side.words)}
+        "prompt_tokens": 5, "completion_tokens": len(side.words), "total_tokens": 5 + len(side.words),
+        "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
     assert reply.usage == plain == usage_of(side, "be brief tell me something") and not reply.usage.estimated
     assert 0 < reply.first_token_us <= reply.upstream_us
 

@@ -35,6 +35,8 @@ def aggregate_events():
     lease = uuid.uuid4()
     key.lease(lease, 10**11, now + timedelta(minutes=15), now)
     account.lease(lease, 10**11, key.id, now + timedelta(minutes=15))
+    key.extend_lease(lease, now + timedelta(minutes=30))
+    account.extend_lease(lease, now + timedelta(minutes=30))
     key.settle_lease(lease, 5)
     account.settle_lease(lease, 5)
     key.revoke("me")
@@ -62,6 +64,7 @@ def aggregate_events():
     lapsed.expire(now)
     settings = ModelSettings(model_id="acme/gpt")
     settings.change_price(Price(1000, 2000), "operator")
+    settings.change_price(Price(1000, 2000, 100, 1250), "operator")
     settings.disable("operator")
     settings.enable("operator")
     template = Template.create(account.id, "greet", None, [{"role": "user", "content": "Hi {{ name }}"}],
