@@ -327,7 +327,7 @@ class DashboardPages(Controller):
         try:
             template = await template_service.create(account_id, content)
         except PAGE_ERRORS as exc:
-            return self._editor(request, model_service, None, msgspec_dict(content), error=failure(exc))
+            return self._editor(request, model_service, None, _shown(content), error=failure(exc))
         return Redirect(f"/templates/{template.id}")
 
     @get("/templates/{template_id:uuid}")
@@ -393,7 +393,7 @@ class DashboardPages(Controller):
                        "test": None, **extra})
 
 
-def msgspec_dict(content: TemplateContent) -> dict:
+def _shown(content: TemplateContent) -> dict:
     return {"name": content.name, "messages": content.messages, "defaults": content.defaults}
 
 

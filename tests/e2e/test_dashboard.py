@@ -180,6 +180,9 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
     expect(page.locator("svg.chart rect").first).to_be_attached()
     expect(page.get_by_role("cell", name=MODEL)).to_be_visible()
     shot(page, "04-billing")
+    page.get_by_role("link", name=MODEL, exact=True).click()  # one click from a number to the calls behind it
+    expect(page).to_have_url(re.compile(r"/logs\?model="))
+    expect(page.get_by_role("link", name=trace_id[:8] + "…")).to_be_visible()
 
     page.get_by_role("link", name="Logs", exact=True).click()
     row_link = page.get_by_role("link", name=trace_id[:8] + "…")
