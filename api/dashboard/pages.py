@@ -24,6 +24,7 @@ from api.services.logs import LogService
 from api.services.models import ModelService
 from api.services.templates import TemplateContent, TemplateService, try_out, variables
 from domain.credentials import hash_token
+from domain.ratelimit import RateLimited
 from projections import logs
 
 STATIC = Path(__file__).parent / "static"
@@ -35,7 +36,7 @@ LOG_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timede
 ROTATE_GRACE = {"0": timedelta(0), "3600": timedelta(hours=1), "86400": timedelta(days=1)}
 ROLES = ("system", "user", "assistant")
 CHART_SERIES = ("model", "provider")  # what the spend chart stacks by
-PAGE_ERRORS = (ApiError, *DOMAIN_ERRORS)
+PAGE_ERRORS = (ApiError, RateLimited, *DOMAIN_ERRORS)  # shown on the page, in the API's words
 
 
 class DashboardConfig(msgspec.Struct, frozen=True):
@@ -59,7 +60,7 @@ def _login_required(request: Request, _: LoginRequired) -> Response:
 
 
 def _page_error(request: Request, exc: Exception) -> Response:
-    status = exc.status if isinstance(exc, ApiError) else next(
+    status = exc.status if isinstance(exc, ApiError) else 429 if isinstance(exc, RateLimited) else next(
         (s for cls, (s, _) in DOMAIN_ERRORS.items() if isinstance(exc, cls)), 400)
     return Template(template_name="error.html", status_code=status,
                     context={"request": request, "htmx": HTMX, "message": failure(exc), "section": None})

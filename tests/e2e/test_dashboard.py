@@ -339,3 +339,20 @@ def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashb
         page.get_by_role("button", name="Complete authentication").click()  # localstripe's 3-D Secure step
         expect(page).to_have_url(re.compile(r"/billing$"))
         expect(page.locator(".headline")).to_have_text("$10.00")
+
+
+def test_a_wrong_password_is_said_on_the_login_page(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(base_url=dashboard_mesh.url)
+    page = context.new_page()
+    try:
+        page.goto("/login")
+        page.get_by_label("Email").fill("nobody@example.com")
+        page.get_by_label("Password").fill("not the password")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("alert")).to_have_text("email or password is wrong")
+        expect(page.get_by_label("Email")).to_have_value("nobody@example.com")
+        assert not any(c["name"] == "mesh_session" for c in context.cookies())
+    finally:
+        context.close()
