@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from typing import Any
 
 from litestar import Litestar
+from litestar.config.csrf import CSRFConfig
+from litestar.static_files import create_static_files_router
+from litestar.template import TemplateConfig
 
+from api.dashboard.pages import STATIC, AuthPages, DashboardConfig, DashboardPages, dashboard_templates
+from api.dashboard.session import CSRF_COOKIE
 from api.docs import docs_assets, openapi_config
 from api.errors import EXCEPTION_HANDLERS, MeshRequest
 from api.routes.accounts import AccountController
@@ -18,28 +26,44 @@ from api.routes.models import ModelController
 from api.routes.templates import TemplateController
 from api.routes.topups import AutoRefillController, TopUpController, stripe_webhook
 from api.runtime import Runtime
+from api.services import SERVICE_DEPENDENCIES, Services
 
 
-def create_litestar(runtime: Runtime) -> Litestar:
+def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) -> Litestar:
     app = Litestar(
-        route_handlers=[AccountController, KeyController, BillingController, TopUpController, AutoRefillController,
+        route_handlers=[AuthPages, DashboardPages, create_static_files_router("/static", [STATIC]),
+                        AccountController, KeyController, BillingController, TopUpController, AutoRefillController,
                         ModelController, TemplateController, LogController, AdminLogController,
                         AdminController, stripe_webhook, health, docs_assets],
         openapi_config=openapi_config(),
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=MeshRequest,
+        dependencies=SERVICE_DEPENDENCIES,
+        template_config=TemplateConfig(instance=dashboard_templates()),
+        csrf_config=CSRFConfig(secret=_csrf_secret(runtime), cookie_name=CSRF_COOKIE, cookie_httponly=True,
+                               exclude=["^/api/", "^/admin/", "^/health", "^/static/"]),
         logging_config=None,  # `mesh` configures logging once, for every part
     )
     app.state.runtime = runtime
+    app.state.services = Services(runtime)
+    app.state.dashboard = dashboard or DashboardConfig()
     return app
+
+
+def _csrf_secret(runtime: Runtime | None) -> str:
+    """The CSRF tokens' HMAC key: derived from the operator token, so every process of one Mesh agrees and a
+    restart keeps open forms valid (a random one when there is no runtime, e.g. to list the routes)."""
+    if runtime is None:
+        return secrets.token_urlsafe(32)
+    return hmac.new(runtime.operator_token.encode(), b"mesh dashboard csrf", hashlib.sha256).hexdigest()
 
 
 class MeshASGI:
     """Routes /v1/* to the gateway and everything else to Litestar; runs the runtime in the lifespan."""
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: Runtime, dashboard: DashboardConfig | None = None):
         self.runtime = runtime
-        self.litestar = create_litestar(runtime)
+        self.litestar = create_litestar(runtime, dashboard)
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hmac
-from datetime import datetime, timezone
 from uuid import UUID
 
 from litestar import Request
 
 from api.errors import ApiError
 from api.runtime import Runtime
-from domain.credentials import API_KEY_PREFIX, hash_token, session_renewal_due
-from projections import directory
+from domain.credentials import API_KEY_PREFIX, hash_token
 
 
 def _bearer(request: Request) -> str:
@@ -30,15 +28,9 @@ async def current_account(request: Request) -> UUID:
     token = _bearer(request)
     if token.startswith(API_KEY_PREFIX):
         raise ApiError(403, "API keys only reach /v1/*; use the account's management token for /api/*", "forbidden")
-    runtime: Runtime = request.app.state.runtime
-    token_hash = hash_token(token)
-    async with runtime.pool.connection() as conn:
-        session = await directory.session_for_token(conn, token_hash)
-    if session is None:
+    account_id = await request.app.state.services.account_service.account_for(token)
+    if account_id is None:
         raise ApiError(401, "invalid or expired management token; log in again", "unauthorized")
-    account_id, expires_at = session
-    if session_renewal_due(expires_at, datetime.now(timezone.utc), runtime.session):
-        runtime.renew_session(account_id, token_hash)
     return account_id
 
 

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                              help="quarantine: list set-aside events; retry: apply them again")
     projections.add_argument("--read-model", help="only this read model (a name as in `mesh rebuild`)")
     rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
-    rebuild.add_argument("read_model", help="directory | billing | catalog | logs")
+    rebuild.add_argument("read_model", help="directory | billing | catalog | templates | logs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -209,6 +209,12 @@ def _exit_on_signal(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def _dashboard(settings: Settings):
+    from api.dashboard.pages import DashboardConfig
+
+    return DashboardConfig(settings.stripe_js_url, settings.stripe_publishable_key)
+
+
 def up(settings: Settings, run_projections: bool = True) -> int:
     import uvicorn
 
@@ -237,7 +243,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                           lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
                           disconnect_drain_seconds=settings.disconnect_drain_seconds,
                           free_rpm=settings.free_rpm)
-        config = uvicorn.Config(MeshASGI(runtime), host=settings.host, port=settings.port, lifespan="off",
+        config = uvicorn.Config(MeshASGI(runtime, _dashboard(settings)), host=settings.host, port=settings.port,
+                                lifespan="off",
                                 log_level="warning", access_log=False, proxy_headers=False, server_header=False)
         server = uvicorn.Server(config)
 
@@ -259,6 +266,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             if server.started:
                 url = f"http://{settings.host}:{settings.port}"
                 print(f"Mesh is up in {time.monotonic() - started:.1f}s", flush=True)
+                print(f"  dashboard:         {url}/", flush=True)
                 print(f"  API docs:          {url}/schema  (OpenAPI: {url}/schema/openapi.json)", flush=True)
                 print(f"  health:            {url}/health", flush=True)
                 print(f"  OpenAI-compatible: {url}/v1/models  and  {url}/v1/chat/completions", flush=True)

@@ -110,6 +110,9 @@ def _child_setup(background: bool, cpus: frozenset[int] | None) -> Callable[[], 
     return setup
 
 
+NATS_PASSWORD_PREFIX = "mesh"
+
+
 def _password_file(data_dir: Path) -> Path:
     """Where a server keeps its password: beside its data directory (initdb wants that one empty)."""
     return data_dir.with_name(data_dir.name + ".password")
@@ -142,9 +145,9 @@ class NatsServer:
         self.cpus = cpus  # see background_cpus
         self.host = host
         self.port = port or free_port(host)
-        # nats-server types a variable's value as it would a literal: a password starting with a digit can read
-        # as a number or a date and fail to parse; a letter first keeps it a string
-        self.password = kept_secret(_password_file(self.data_dir), prefix="mn-")
+        # A letter first: nats-server reads a $variable that starts with a digit or '-' as a number and refuses
+        # to start ("Expected a digit") - about one fresh data dir in six failed before.
+        self.password = kept_secret(_password_file(self.data_dir), prefix=NATS_PASSWORD_PREFIX)
         self.process: subprocess.Popen | None = None
 
     @property

@@ -96,6 +96,21 @@ class StripePayments:
             raise PaymentError(f"Stripe refused the payment: {exc.user_message or type(exc).__name__}")
         return PaymentStart(intent.id, client_secret=intent.client_secret)
 
+    def pay_with_token(self, customer: str, payment_intent: str, token: str) -> tuple[str, str]:
+        """Charge a card the browser tokenised with stripe.js (`createToken`) for a started payment:
+        the card is saved on the customer and the payment confirmed here. Returns (status, client secret);
+        a status of requires_action asks the browser for 3-D Secure (`confirmCardPayment`)."""
+        try:
+            card = self.client.v1.customers.payment_sources.create(customer, params={"source": token})
+            intent = self.client.v1.payment_intents.update(payment_intent, params={"payment_method": card.id})
+            if intent.status == "requires_confirmation":
+                intent = self.client.v1.payment_intents.confirm(payment_intent)
+        except stripe.CardError as exc:
+            raise PaymentError(f"the card was declined ({exc.code or 'card_error'})") from None
+        except stripe.StripeError as exc:
+            raise PaymentError(f"Stripe failed: {exc.user_message or type(exc).__name__}") from None
+        return intent.status, intent.client_secret
+
     def charge_saved_card(self, account_id: UUID, customer: str, payment_method: str, amount: int,
                           idempotency_key: str) -> tuple[str, str]:
         """An off-session charge (auto-refill); returns (payment intent id, status). A retry with the

@@ -40,6 +40,8 @@ class Settings(msgspec.Struct, kw_only=True):
     free_rpm: int = DEFAULT_FREE_RPM  # requests a minute per key to a free model (such as mesh/echo); 0: no limit
     log_retention_days: int = 90  # request logs older than this are dropped (whole months); money is not
     log_bodies: str = "off"  # "on": keep prompts and answers too (their own stream, same retention)
+    stripe_publishable_key: str | None = None  # pk_...: the dashboard's card form (Stripe Elements)
+    stripe_js_url: str = "https://js.stripe.com/v3/"  # where the dashboard loads stripe.js from (tests: localstripe's)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":

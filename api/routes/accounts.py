@@ -6,7 +6,6 @@ client address (see api/logins.py).
 
 from __future__ import annotations
 
-import asyncio
 from uuid import UUID
 
 import msgspec
@@ -16,6 +15,7 @@ from litestar.di import Provide
 from api.auth import current_account, presented_token_hash
 from api.runtime import DIRECTORY, Runtime
 from domain.bounds import Email
+from api.services.accounts import AccountService
 
 
 class Credentials(msgspec.Struct, forbid_unknown_fields=True):
@@ -42,27 +42,19 @@ class AccountController(Controller):
     path = "/api"
 
     @post("/signup", status_code=201)
-    async def signup(self, request: Request, data: Credentials) -> SessionOut:
-        runtime: Runtime = request.app.state.runtime
-        with runtime.logins.signup(client_address(request), data.email):
-            session = await runtime.logins.run(runtime.accounts.sign_up, data.email, data.password)
-        await runtime.caught_up(DIRECTORY, session.position)
+    async def signup(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
+        session = await account_service.sign_up(data.email, data.password, client_address(request))
         return SessionOut(session.account_id, session.management_token)
 
     @post("/login", status_code=200)
-    async def login(self, request: Request, data: Credentials) -> SessionOut:
-        runtime: Runtime = request.app.state.runtime
-        with runtime.logins.login(client_address(request), data.email):
-            session = await runtime.logins.run(runtime.accounts.log_in, data.email, data.password)
-        await runtime.caught_up(DIRECTORY, session.position)
+    async def login(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
+        session = await account_service.log_in(data.email, data.password, client_address(request))
         return SessionOut(session.account_id, session.management_token)
 
     @post("/logout", status_code=204, dependencies={"account_id": Provide(current_account)})
-    async def logout(self, request: Request, account_id: UUID) -> None:
+    async def logout(self, request: Request, account_service: AccountService, account_id: UUID) -> None:
         """Revoke the management token this request carries."""
-        runtime: Runtime = request.app.state.runtime
-        position = await asyncio.to_thread(runtime.accounts.log_out, account_id, presented_token_hash(request))
-        await runtime.caught_up(DIRECTORY, position)
+        await account_service.log_out(account_id, presented_token_hash(request))
 
     @post("/password", status_code=200, dependencies={"account_id": Provide(current_account)})
     async def change_password(self, request: Request, account_id: UUID, data: PasswordChange) -> SessionOut:

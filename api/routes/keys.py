@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, get, patch, post
 from litestar.di import Provide
 from litestar.params import Parameter
 
 from api.auth import current_account
-from api.errors import ApiError
 from api.routes.bodies import AsOf
-from api.runtime import BILLING, DIRECTORY, Runtime
-from commands.keys import KeyChanges
+from api.services.keys import KeyService, KeyView, error_rate
 from domain.apikey import MAX_ROTATION_GRACE, ApiKey
-from domain.bounds import AmountIn, AwareDatetime, Label, ModelId, ModelIds, check_aware
-from domain.events import event_name
-from domain.money import pico_to_usd, usd_to_pico
+from domain.bounds import AmountIn, AwareDatetime, Label, ModelId, ModelIds
+from domain.money import pico_to_usd
 from projections import billing, directory
-from projections.readmodel import position_of
 
 
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -63,9 +58,8 @@ class StatsOut(msgspec.Struct):
 
     @classmethod
     def of(cls, s: billing.KeyStats) -> "StatsOut":
-        rate = round(s.errors / s.requests, 4) if s.requests else 0.0
-        return cls(s.requests, s.requests - s.errors, s.errors, rate, s.prompt_tokens, s.completion_tokens,
-                   pico_to_usd(s.spend))
+        return cls(s.requests, s.requests - s.errors, s.errors, error_rate(s), s.prompt_tokens,
+                   s.completion_tokens, pico_to_usd(s.spend))
 
 
 class KeyOut(msgspec.Struct):
@@ -108,20 +102,6 @@ def key_out(row: directory.KeyRow, stats: billing.KeyStats | None = None,
                   fit_to_budget=row.fit_to_budget)
 
 
-async def _as_of(conn) -> AsOf:
-    """Key answers join two read models: they are as current as the one further behind."""
-    position, time = min([await position_of(conn, DIRECTORY), await position_of(conn, BILLING)],
-                         key=lambda p: p[0])
-    return AsOf(position, time)
-
-
-async def _stats(conn, account_id: UUID, start: datetime | None, end: datetime | None):
-    check_aware(start, "from"), check_aware(end, "to")
-    totals = await billing.key_stats(conn, account_id)
-    window = await billing.key_stats(conn, account_id, start, end) if start or end else None
-    return totals, window
-
-
 def aggregate_out(key: ApiKey, secret: str | None = None) -> KeyOut:
     fields = (key.id, key.label, key.prefix, key.status, _usd(key.spend_cap), key.cap_reset, key.default_model,
               key.allowed_models, key.expires_at, key.created_on)
@@ -138,10 +118,10 @@ class KeyEventOut(msgspec.Struct):
     details: dict
 
 
-def _check_model(runtime: Runtime, model: str | None, field: str) -> None:
-    if model is not None and runtime.catalog.get(model) is None:
-        raise ApiError(400, f"{field} {model!r} is not an enabled model; GET /api/models lists them",
-                       "model_not_found")
+def view_out(view: KeyView, as_of: AsOf | None = None) -> KeyOut:
+    out = key_out(view.row, view.totals, view.window)
+    out.as_of = as_of
+    return out
 
 
 class KeyController(Controller):
@@ -149,113 +129,51 @@ class KeyController(Controller):
     dependencies = {"account_id": Provide(current_account)}
 
     @post("/", status_code=201)
-    async def create(self, request: Request, account_id: UUID, data: KeyIn) -> CreatedKeyOut:
-        runtime: Runtime = request.app.state.runtime
-        cap = usd_to_pico(data.spend_cap_usd, field="spend_cap_usd") if data.spend_cap_usd is not None else None
-        _check_model(runtime, data.default_model, "default_model")
-        for model in data.allowed_models or []:
-            _check_model(runtime, model, "allowed_models entry")
-        created = await asyncio.to_thread(runtime.keys.create, account_id, data.label, cap, data.default_model,
-                                          data.allowed_models, data.expires_at, data.cap_reset, data.fit_to_budget)
-        await runtime.caught_up(DIRECTORY, created.position)
+    async def create(self, key_service: KeyService, account_id: UUID, data: KeyIn) -> CreatedKeyOut:
+        created = await key_service.create(account_id, data.label, data.spend_cap_usd, data.default_model,
+                                           data.allowed_models, data.expires_at, data.cap_reset,
+                                           data.fit_to_budget)
         return aggregate_out(created.key, created.secret)
 
     @get("/")
-    async def list_keys(self, request: Request, account_id: UUID,
+    async def list_keys(self, key_service: KeyService, account_id: UUID,
                         start: datetime | None = Parameter(query="from", default=None),
                         end: datetime | None = Parameter(query="to", default=None)) -> KeyListOut:
-        runtime: Runtime = request.app.state.runtime
-        async with runtime.pool.connection() as conn:
-            rows = await directory.keys_of(conn, account_id)
-            totals, window = await _stats(conn, account_id, start, end)
-            as_of = await _as_of(conn)
-        return KeyListOut([key_out(r, totals.get(r.key_id), (window or {}).get(r.key_id, billing.KeyStats())
-                                   if window is not None else None) for r in rows], as_of)
+        listing = await key_service.listing(account_id, start, end)
+        return KeyListOut([view_out(v) for v in listing.keys], listing.as_of)
 
     @get("/{key_id:uuid}")
-    async def get_key(self, request: Request, account_id: UUID, key_id: UUID,
+    async def get_key(self, key_service: KeyService, account_id: UUID, key_id: UUID,
                       start: datetime | None = Parameter(query="from", default=None),
                       end: datetime | None = Parameter(query="to", default=None)) -> KeyOut:
-        runtime: Runtime = request.app.state.runtime
-        async with runtime.pool.connection() as conn:
-            row = await directory.key_of(conn, account_id, key_id)
-            if row is None:
-                raise ApiError(404, f"no API key {key_id} in this account", "not_found")
-            totals, window = await _stats(conn, account_id, start, end)
-            as_of = await _as_of(conn)
-        out = key_out(row, totals.get(key_id), (window or {}).get(key_id, billing.KeyStats())
-                      if window is not None else None)
-        out.as_of = as_of
-        return out
+        view, as_of = await key_service.one(account_id, key_id, start, end)
+        return view_out(view, as_of)
 
     @patch("/{key_id:uuid}")
-    async def update(self, request: Request, account_id: UUID, key_id: UUID, data: KeyPatch) -> KeyOut:
-        runtime: Runtime = request.app.state.runtime
-        changes = msgspec.structs.asdict(data)
-        if isinstance(data.spend_cap_usd, (str, int, float)):
-            changes["spend_cap_usd"] = usd_to_pico(data.spend_cap_usd, field="spend_cap_usd")
-        if isinstance(data.default_model, str):
-            _check_model(runtime, data.default_model, "default_model")
-        for model in data.allowed_models or [] if isinstance(data.allowed_models, list) else []:
-            _check_model(runtime, model, "allowed_models entry")
-        changes["spend_cap"] = changes.pop("spend_cap_usd")
-        result = await asyncio.to_thread(runtime.keys.update, account_id, key_id, KeyChanges(**changes))
-        return await self._answer(runtime, result)
+    async def update(self, key_service: KeyService, account_id: UUID, key_id: UUID, data: KeyPatch) -> KeyOut:
+        changed = await key_service.update(account_id, key_id, msgspec.structs.asdict(data))
+        return aggregate_out(changed.key)
 
     @post("/{key_id:uuid}/revoke", status_code=200)
-    async def revoke(self, request: Request, account_id: UUID, key_id: UUID) -> KeyOut:
-        runtime: Runtime = request.app.state.runtime
-        result = await asyncio.to_thread(runtime.keys.revoke, account_id, key_id, "account")
-        return await self._answer(runtime, result)
+    async def revoke(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> KeyOut:
+        return aggregate_out((await key_service.act(account_id, key_id, "revoke")).key)
 
     @post("/{key_id:uuid}/disable", status_code=200)
-    async def disable(self, request: Request, account_id: UUID, key_id: UUID) -> KeyOut:
-        runtime: Runtime = request.app.state.runtime
-        result = await asyncio.to_thread(runtime.keys.disable, account_id, key_id, "account")
-        return await self._answer(runtime, result)
+    async def disable(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> KeyOut:
+        return aggregate_out((await key_service.act(account_id, key_id, "disable")).key)
 
     @post("/{key_id:uuid}/enable", status_code=200)
-    async def enable(self, request: Request, account_id: UUID, key_id: UUID) -> KeyOut:
-        runtime: Runtime = request.app.state.runtime
-        result = await asyncio.to_thread(runtime.keys.enable, account_id, key_id, "account")
-        return await self._answer(runtime, result)
+    async def enable(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> KeyOut:
+        return aggregate_out((await key_service.act(account_id, key_id, "enable")).key)
 
     @post("/{key_id:uuid}/rotate", status_code=200)
-    async def rotate(self, request: Request, account_id: UUID, key_id: UUID,
+    async def rotate(self, key_service: KeyService, account_id: UUID, key_id: UUID,
                      data: RotateIn | None = None) -> CreatedKeyOut:
-        runtime: Runtime = request.app.state.runtime
         grace = timedelta(seconds=(data or RotateIn()).grace_seconds)
-        result = await asyncio.to_thread(runtime.keys.rotate, account_id, key_id, grace)
-        await runtime.caught_up(DIRECTORY, result.position)
-        return aggregate_out(result.key, result.secret)
+        rotated = await key_service.rotate(account_id, key_id, grace)
+        return aggregate_out(rotated.key, rotated.secret)
 
     @get("/{key_id:uuid}/events")
-    async def history(self, request: Request, account_id: UUID, key_id: UUID) -> list[KeyEventOut]:
-        runtime: Runtime = request.app.state.runtime
-        events = await asyncio.to_thread(runtime.keys.history, account_id, key_id)
-        history = []
-        for e in events:
-            name = event_name(type(e))
-            if name in _BUDGET_EVENTS:  # the gateways' budget bookkeeping, not changes to the key
-                continue
-            details = _public(e)
-            history.append(KeyEventOut(name, e.timestamp, e.originator_version, details.pop("by", "account"),
-                                       details))
-        return history
-
-    async def _answer(self, runtime: Runtime, result) -> KeyOut:
-        await runtime.caught_up(DIRECTORY, result.position)
-        return aggregate_out(result.key)
-
-
-_BUDGET_EVENTS = {"key.budget_leased", "key.lease_extended", "key.lease_settled", "key.spend_period_started"}
-_PRIVATE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "key_hash",
-                   "previous_hash", "account_id"}
-
-
-def _public(event) -> dict:
-    """An event's fields without secrets (hashes) or envelope; money as USD strings."""
-    details = {k: v for k, v in vars(event).items() if k not in _PRIVATE_FIELDS}
-    if "spend_cap" in details:
-        details["spend_cap_usd"] = _usd(details.pop("spend_cap"))
-    return msgspec.to_builtins(details)
+    async def history(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> list[KeyEventOut]:
+        return [KeyEventOut(e.type, e.time, e.version, e.by, e.details)
+                for e in await key_service.history(account_id, key_id)]

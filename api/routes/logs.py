@@ -19,6 +19,7 @@ from api.auth import current_account, operator
 from api.errors import ApiError
 from api.routes.bodies import AsOf
 from api.runtime import LOGS, Runtime
+from api.services.logs import LogService
 from domain.money import pico_to_usd
 from projections import logs
 from projections.readmodel import position_of
@@ -161,18 +162,12 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
     return moment, trace_id
 
 
-async def _page(runtime: Runtime, request: Request, account_id: UUID | None, admin: bool) -> LogPageOut:
+async def _page(log_service: LogService, request: Request, account_id: UUID | None, admin: bool) -> LogPageOut:
     query = request.query_params
     f, limit, after = parse_filter(query, account_id), _limit(query), decode_cursor(query.get("cursor"))
-    async with runtime.pool.connection() as conn:
-        async with conn.transaction():  # entries and position from one snapshot
-            await conn.execute("set transaction isolation level repeatable read")
-            rows = await logs.page(conn, f, limit + 1, after)
-            position, time = await position_of(conn, LOGS)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return LogPageOut([entry_out(r, admin) for r in rows], encode_cursor(rows[-1]) if more else None,
-                      AsOf(position, time))
+    page = await log_service.page(f, limit, after)
+    return LogPageOut([entry_out(r, admin) for r in page.rows], encode_cursor(page.rows[-1]) if page.more else None,
+                      page.as_of)
 
 
 _CSV_HEADER = ["trace_id", "time", "key_id", "key_label", "model", "requested_model", "provider", "status",
@@ -219,10 +214,10 @@ class LogController(Controller):
     dependencies = {"account_id": Provide(current_account)}
 
     @get("/")
-    async def list_logs(self, request: Request, account_id: UUID) -> LogPageOut:
+    async def list_logs(self, request: Request, log_service: LogService, account_id: UUID) -> LogPageOut:
         """Requests of this account, newest first; filters: from, to (ISO 8601, [from, to)), model, provider,
         key_id, status (success | error), min_latency_ms; limit (1-500, default 50); cursor (next_cursor)."""
-        return await _page(request.app.state.runtime, request, account_id, admin=False)
+        return await _page(log_service, request, account_id, admin=False)
 
     @get("/export")
     async def export(self, request: Request, account_id: UUID) -> Stream:
@@ -239,17 +234,12 @@ class LogController(Controller):
         return Stream(_export_lines(runtime, f, format), media_type=EXPORT_FORMATS[format], headers=headers)
 
     @get("/{trace_id:uuid}")
-    async def get_entry(self, request: Request, account_id: UUID, trace_id: UUID) -> LogEntryDetailOut:
-        runtime: Runtime = request.app.state.runtime
-        async with runtime.pool.connection() as conn:
-            async with conn.transaction():
-                await conn.execute("set transaction isolation level repeatable read")
-                row = await logs.entry(conn, trace_id, account_id)
-                bodies = await logs.bodies_of(conn, trace_id, account_id) if row is not None else None
-                position, time = await position_of(conn, LOGS)
-        if row is None:
+    async def get_entry(self, log_service: LogService, account_id: UUID, trace_id: UUID) -> LogEntryDetailOut:
+        found = await log_service.entry(account_id, trace_id)
+        if found is None:
             raise ApiError(404, f"no request {trace_id} in this account's logs", "not_found")
-        return LogEntryDetailOut(**msgspec.structs.asdict(entry_out(row)), as_of=AsOf(position, time),
+        bodies = found.bodies
+        return LogEntryDetailOut(**msgspec.structs.asdict(entry_out(found.row)), as_of=found.as_of,
                                  request=bodies.request if bodies else None,
                                  response=bodies.response if bodies else None,
                                  bodies_truncated=bodies.truncated if bodies else False)
@@ -260,7 +250,7 @@ class AdminLogController(Controller):
     dependencies = {"_operator": Provide(operator)}
 
     @get("/")
-    async def list_logs(self, request: Request, _operator: None) -> LogPageOut:
+    async def list_logs(self, request: Request, log_service: LogService, _operator: None) -> LogPageOut:
         """Requests of every account, newest first: the account's filters plus account_id."""
         account_id = request.query_params.get("account_id")
         if account_id is not None:
@@ -268,4 +258,4 @@ class AdminLogController(Controller):
                 account_id = UUID(account_id)
             except ValueError:
                 raise _bad("account_id", f"account_id must be an account id (a UUID); got {account_id!r}") from None
-        return await _page(request.app.state.runtime, request, account_id, admin=True)
+        return await _page(log_service, request, account_id, admin=True)

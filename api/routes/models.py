@@ -5,11 +5,11 @@ from __future__ import annotations
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.di import Provide
 
 from api.auth import current_account
-from api.runtime import Runtime
+from api.services.models import ModelService
 from gateway.catalog import Model
 
 
@@ -41,7 +41,5 @@ class ModelController(Controller):
     dependencies = {"account_id": Provide(current_account)}
 
     @get("/")
-    async def list_models(self, request: Request, account_id: UUID, free: bool = False) -> ModelListOut:
-        runtime: Runtime = request.app.state.runtime
-        models = [m for m in runtime.catalog.enabled() if m.price.is_free or not free]
-        return ModelListOut([model_out(m) for m in sorted(models, key=lambda m: m.id)])
+    async def list_models(self, model_service: ModelService, account_id: UUID, free: bool = False) -> ModelListOut:
+        return ModelListOut([model_out(m) for m in model_service.enabled(free)])

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, delete, get, post, put
+from litestar import Controller, delete, get, post, put
 from litestar.di import Provide
 from litestar.params import Parameter
 
 from api.auth import current_account
-from api.errors import ApiError
 from api.routes.bodies import AsOf
-from api.routes.keys import _check_model
-from api.runtime import TEMPLATES, Runtime
+from api.services.templates import TemplateContent, TemplateService, variables
 from domain.events import event_name
-from domain.rendering import CompiledMessages
-from domain.template import Template, TemplateNotFound, pick_version
+from domain.template import Template
 from projections import templates as read_model
-from projections.readmodel import position_of
 
 
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -105,29 +100,22 @@ class TemplateEventOut(msgspec.Struct):
     details: dict
 
 
-def _variables(messages: list[dict[str, str]]) -> list[str]:
-    return list(CompiledMessages(messages).variables)
-
-
 def row_out(row: read_model.TemplateRow, version: read_model.VersionRow) -> TemplateOut:
     return TemplateOut(row.template_id, row.name, version.version, row.latest_version, version.description,
-                       version.messages, version.defaults, _variables(version.messages), row.labels, row.archived,
+                       version.messages, version.defaults, variables(version.messages), row.labels, row.archived,
                        row.created_at, row.updated_at)
 
 
 def aggregate_out(template: Template) -> TemplateOut:
     latest = template.latest
     return TemplateOut(template.id, template.name, latest.number, latest.number, latest.description,
-                       latest.messages, latest.defaults, _variables(latest.messages), dict(template.labels),
+                       latest.messages, latest.defaults, variables(latest.messages), dict(template.labels),
                        template.archived, template.created_on, template.modified_on)
 
 
-async def _as_of(conn) -> AsOf:
-    return AsOf(*await position_of(conn, TEMPLATES))
-
-
-def _not_found(template_id: UUID) -> ApiError:
-    return ApiError(404, f"no template {template_id} in this account", "not_found")
+def content(data: TemplateIn) -> TemplateContent:
+    defaults = msgspec.structs.asdict(data.defaults) if data.defaults is not None else {}
+    return TemplateContent(data.name, [msgspec.structs.asdict(m) for m in data.messages], data.description, defaults)
 
 
 class TemplateController(Controller):
@@ -135,115 +123,70 @@ class TemplateController(Controller):
     dependencies = {"account_id": Provide(current_account)}
 
     @post("/", status_code=201)
-    async def create(self, request: Request, account_id: UUID, data: TemplateIn) -> TemplateOut:
-        runtime: Runtime = request.app.state.runtime
-        result = await asyncio.to_thread(runtime.templates.create, account_id, *self._content(runtime, data))
-        return await self._answer(runtime, result)
+    async def create(self, template_service: TemplateService, account_id: UUID, data: TemplateIn) -> TemplateOut:
+        return aggregate_out(await template_service.create(account_id, content(data)))
 
     @get("/")
-    async def list_templates(self, request: Request, account_id: UUID, archived: bool = False) -> TemplateListOut:
-        runtime: Runtime = request.app.state.runtime
-        async with runtime.pool.connection() as conn:
-            rows = await read_model.templates_of(conn, account_id, archived)
-            latest = await read_model.latest_versions(conn, rows)
-            as_of = await _as_of(conn)
-        return TemplateListOut([row_out(r, latest[r.template_id]) for r in rows if r.template_id in latest], as_of)
+    async def list_templates(self, template_service: TemplateService, account_id: UUID,
+                             archived: bool = False) -> TemplateListOut:
+        views, as_of = await template_service.listing(account_id, archived)
+        return TemplateListOut([row_out(v.row, v.version) for v in views], as_of)
 
     @get("/{template_id:uuid}")
-    async def get_template(self, request: Request, account_id: UUID, template_id: UUID,
+    async def get_template(self, template_service: TemplateService, account_id: UUID, template_id: UUID,
                            version: str | None = Parameter(query="version", default=None)) -> TemplateOut:
-        runtime: Runtime = request.app.state.runtime
-        async with runtime.pool.connection() as conn:
-            row, shown = await self._version(conn, account_id, template_id, version)
-            out = row_out(row, shown)
-            out.as_of = await _as_of(conn)
+        view = await template_service.one(account_id, template_id, version)
+        out = row_out(view.row, view.version)
+        out.as_of = view.as_of
         return out
 
     @get("/{template_id:uuid}/versions")
-    async def versions(self, request: Request, account_id: UUID, template_id: UUID) -> VersionListOut:
-        runtime: Runtime = request.app.state.runtime
-        async with runtime.pool.connection() as conn:
-            row = await read_model.template_of(conn, account_id, template_id)
-            if row is None:
-                raise _not_found(template_id)
-            versions = await read_model.versions_of(conn, template_id)
-            as_of = await _as_of(conn)
-        return VersionListOut([VersionOut(v.version, v.description, v.messages, v.defaults, _variables(v.messages),
+    async def versions(self, template_service: TemplateService, account_id: UUID,
+                       template_id: UUID) -> VersionListOut:
+        row, versions, as_of = await template_service.versions(account_id, template_id)
+        return VersionListOut([VersionOut(v.version, v.description, v.messages, v.defaults, variables(v.messages),
                                           sorted(label for label, n in row.labels.items() if n == v.version),
                                           v.created_at) for v in versions], as_of)
 
     @put("/{template_id:uuid}")
-    async def save(self, request: Request, account_id: UUID, template_id: UUID, data: TemplateIn) -> TemplateOut:
-        runtime: Runtime = request.app.state.runtime
-        result = await asyncio.to_thread(runtime.templates.save, account_id, template_id,
-                                         *self._content(runtime, data))
-        return await self._answer(runtime, result)
+    async def save(self, template_service: TemplateService, account_id: UUID, template_id: UUID,
+                   data: TemplateIn) -> TemplateOut:
+        return aggregate_out(await template_service.save(account_id, template_id, content(data)))
 
     @put("/{template_id:uuid}/labels/{label:str}")
-    async def label(self, request: Request, account_id: UUID, template_id: UUID, label: str,
+    async def label(self, template_service: TemplateService, account_id: UUID, template_id: UUID, label: str,
                     data: LabelIn) -> TemplateOut:
-        runtime: Runtime = request.app.state.runtime
-        result = await asyncio.to_thread(runtime.templates.label, account_id, template_id, label, data.version)
-        return await self._answer(runtime, result)
+        return aggregate_out(await template_service.command("label", account_id, template_id, label, data.version))
 
     @delete("/{template_id:uuid}/labels/{label:str}", status_code=200)
-    async def unlabel(self, request: Request, account_id: UUID, template_id: UUID, label: str) -> TemplateOut:
-        runtime: Runtime = request.app.state.runtime
-        result = await asyncio.to_thread(runtime.templates.unlabel, account_id, template_id, label)
-        return await self._answer(runtime, result)
+    async def unlabel(self, template_service: TemplateService, account_id: UUID, template_id: UUID,
+                      label: str) -> TemplateOut:
+        return aggregate_out(await template_service.command("unlabel", account_id, template_id, label))
 
     @delete("/{template_id:uuid}", status_code=200)
-    async def archive(self, request: Request, account_id: UUID, template_id: UUID) -> TemplateOut:
-        runtime: Runtime = request.app.state.runtime
-        result = await asyncio.to_thread(runtime.templates.archive, account_id, template_id)
-        return await self._answer(runtime, result)
+    async def archive(self, template_service: TemplateService, account_id: UUID, template_id: UUID) -> TemplateOut:
+        return aggregate_out(await template_service.command("archive", account_id, template_id))
 
     @post("/{template_id:uuid}/render", status_code=200)
-    async def render(self, request: Request, account_id: UUID, template_id: UUID,
+    async def render(self, template_service: TemplateService, account_id: UUID, template_id: UUID,
                      data: RenderIn | None = None) -> RenderOut:
         """The messages and parameters a chat request with this template would send; no model is called."""
-        runtime: Runtime = request.app.state.runtime
         data = data or RenderIn()
         selector = str(data.version) if data.version is not None else None
-        async with runtime.pool.connection() as conn:
-            row, shown = await self._version(conn, account_id, template_id, selector)
-        messages = CompiledMessages(shown.messages).render(data.variables)
-        return RenderOut(row.template_id, row.name, shown.version, messages, shown.defaults)
+        rendered = await template_service.render(account_id, template_id, data.variables, selector)
+        return RenderOut(rendered.row.template_id, rendered.row.name, rendered.version, rendered.messages,
+                         rendered.params)
 
     @get("/{template_id:uuid}/events")
-    async def history(self, request: Request, account_id: UUID, template_id: UUID) -> list[TemplateEventOut]:
+    async def history(self, template_service: TemplateService, account_id: UUID,
+                      template_id: UUID) -> list[TemplateEventOut]:
         """Who changed what, when: every event of the template, oldest first."""
-        runtime: Runtime = request.app.state.runtime
-        events = await asyncio.to_thread(runtime.templates.history, account_id, template_id)
         history = []
-        for e in events:
+        for e in await template_service.history(account_id, template_id):
             details = {k: v for k, v in vars(e).items() if k not in _ENVELOPE_FIELDS}
             history.append(TemplateEventOut(event_name(type(e)), e.timestamp, e.originator_version,
                                             details.pop("by", "account"), msgspec.to_builtins(details)))
         return history
-
-    @staticmethod
-    def _content(runtime: Runtime, data: TemplateIn) -> tuple:
-        defaults = msgspec.structs.asdict(data.defaults) if data.defaults is not None else {}
-        _check_model(runtime, defaults.get("model"), "defaults.model")
-        return data.name, data.description, [msgspec.structs.asdict(m) for m in data.messages], defaults
-
-    @staticmethod
-    async def _version(conn, account_id: UUID, template_id: UUID,
-                       selector: str | None) -> tuple[read_model.TemplateRow, read_model.VersionRow]:
-        row = await read_model.template_of(conn, account_id, template_id)
-        if row is None:
-            raise _not_found(template_id)
-        number = pick_version(row.latest_version, row.labels, selector)
-        version = await read_model.version_of(conn, template_id, number)
-        if version is None:
-            raise TemplateNotFound(f"version {number} of template {template_id} is not readable yet; try again")
-        return row, version
-
-    @staticmethod
-    async def _answer(runtime: Runtime, result) -> TemplateOut:
-        await runtime.caught_up(TEMPLATES, result.position)
-        return aggregate_out(result.template)
 
 
 _ENVELOPE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "account_id"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.embedded import free_port
+from api.embedded import free_port, wait_for_port
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
 
@@ -77,6 +77,33 @@ def fake_openai():
     with BackgroundServer(fake) as server:
         fake.url = server.url
         yield fake
+
+
+@pytest.fixture(scope="module")
+def localstripe(tmp_path_factory):
+    """localstripe (a stateful fake Stripe server that also serves its own stripe.js) on a free port."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("localstripe") / "localstripe.log", "wb")
+    # --from-scratch: not the state another localstripe left in /tmp/localstripe.pickle (a torn file kills start-up)
+    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"], stdout=log,
+                               stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.1", port, 30, process)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+def paid_by_localstripe(localstripe: str, webhook_secret: str, **env: str) -> dict[str, str]:
+    """The settings of a Mesh whose payments go to localstripe, with the common top-up limits and bank details."""
+    return {"MESH_STRIPE_SECRET_KEY": "sk_test_mesh", "MESH_STRIPE_WEBHOOK_SECRET": webhook_secret,
+            "MESH_STRIPE_API_BASE": localstripe, "MESH_TOPUP_MIN_USD": "5", "MESH_TOPUP_MAX_USD": "500",
+            "MESH_BANK_ACCOUNT_DETAILS": "IBAN DE00 1234 5678 9012 3456 78", **env}
+
+
+def send_webhooks(localstripe: str, mesh: "MeshProcess", webhook_secret: str) -> None:
+    """localstripe signs and sends its events to this Mesh's webhook."""
+    httpx.post(f"{localstripe}/_config/webhooks/mesh",
+               data={"url": f"{mesh.url}/api/billing/stripe/webhook", "secret": webhook_secret}).raise_for_status()
 
 
 @pytest.fixture(scope="session")

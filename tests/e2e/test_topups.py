@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import subprocess
-import sys
 import time
 import uuid
 from decimal import Decimal
@@ -16,36 +14,19 @@ import httpx
 import pytest
 import stripe
 
-from api.embedded import free_port, wait_for_port
-from tests.e2e.conftest import MeshProcess, events_after
+from tests.e2e.conftest import MeshProcess, events_after, paid_by_localstripe, send_webhooks
 from tests.e2e.test_walking_skeleton import api, sign_up
 
 WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
-def localstripe(tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("localstripe") / "localstripe.log", "wb")
-    # --from-scratch: not the state another localstripe left in /tmp/localstripe.pickle (a torn file kills start-up)
-    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"], stdout=log,
-                               stderr=subprocess.STDOUT)
-    wait_for_port("127.0.0.1", port, 30, process)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
-
-
-@pytest.fixture(scope="module")
 def billing_mesh(tmp_path_factory, localstripe, mesh_config):
     data = tmp_path_factory.mktemp("topups") / "data"
-    mesh = MeshProcess(data, mesh_config, {
-        "MESH_STRIPE_SECRET_KEY": "sk_test_mesh", "MESH_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "MESH_STRIPE_API_BASE": localstripe, "MESH_TOPUP_MIN_USD": "5", "MESH_TOPUP_MAX_USD": "500",
-        "MESH_BANK_ACCOUNT_DETAILS": "IBAN DE00 1234 5678 9012 3456 78", "MESH_AUTO_REFILL_RETRY_SECONDS": "0.2",
-        "MESH_AUTO_REFILL_MAX_FAILURES": "3", "MESH_BANK_TRANSFER_SECONDS": "2"})
-    httpx.post(f"{localstripe}/_config/webhooks/mesh",
-               data={"url": f"{mesh.url}/api/billing/stripe/webhook", "secret": WEBHOOK_SECRET}).raise_for_status()
+    mesh = MeshProcess(data, mesh_config, paid_by_localstripe(
+        localstripe, WEBHOOK_SECRET, MESH_AUTO_REFILL_RETRY_SECONDS="0.2", MESH_AUTO_REFILL_MAX_FAILURES="3",
+        MESH_BANK_TRANSFER_SECONDS="2"))
+    send_webhooks(localstripe, mesh, WEBHOOK_SECRET)
     mesh.start()
     yield mesh
     mesh.stop()

@@ -1,0 +1,42 @@
+"""Who is looking at the dashboard: a session cookie that holds the account's management token.
+
+The cookie is HttpOnly (page scripts never see it), SameSite=Lax (other sites' forms do not carry it) and
+Secure when the page came over https. Every form also carries a CSRF token (Litestar's double-submit
+cookie, signed), checked before any handler runs.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from litestar import Request
+from litestar.datastructures import Cookie
+
+SESSION_COOKIE = "mesh_session"
+CSRF_COOKIE = "mesh_csrf"
+
+
+class LoginRequired(Exception):
+    """No valid session: the visitor goes to /login."""
+
+
+def session_cookie(request: Request, management_token: str, seconds: int) -> Cookie:
+    """Kept as long as the token lives unused (MESH_SESSION_DAYS); the server renews the token in use."""
+    return Cookie(key=SESSION_COOKIE, value=management_token, httponly=True, samesite="lax",
+                  secure=request.url.scheme == "https", max_age=seconds, path="/")
+
+
+def expired_cookie(request: Request) -> Cookie:
+    return Cookie(key=SESSION_COOKIE, value="", httponly=True, samesite="lax",
+                  secure=request.url.scheme == "https", max_age=0, path="/")
+
+
+async def page_account(request: Request) -> UUID:
+    """The account of the session, or LoginRequired."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise LoginRequired()
+    account_id = await request.app.state.services.account_service.account_for(token)
+    if account_id is None:
+        raise LoginRequired()
+    return account_id

@@ -1,0 +1,216 @@
+"""Billing: the balance, spend history, top-ups (start, list, Stripe's webhook) and auto-refill."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from api.errors import ApiError
+from api.payments import PICO_PER_CENT, PaymentStart, StripePayments
+from api.routes.bodies import AsOf
+from api.runtime import BILLING, Runtime
+from commands.app import NotFound
+from domain.bounds import check_aware
+from domain.money import InvalidAmount, pico_to_usd, usd_to_pico
+from projections import billing
+from projections.readmodel import position_of
+
+log = logging.getLogger("mesh.api")
+
+
+class BalanceView(msgspec.Struct):
+    balance: billing.Balance
+    as_of: AsOf
+
+
+class SpendView(msgspec.Struct):
+    group_by: list[str]
+    rows: list[billing.SpendRow]
+    as_of: AsOf
+
+    @property
+    def total(self) -> int:
+        return sum(r.spend for r in self.rows)
+
+
+class TopUpStarted(msgspec.Struct):
+    id: UUID
+    status: str
+    provider: str
+    amount: int  # pico-USD, whole cents
+    payment: PaymentStart
+
+
+def parse_groups(group_by: str) -> list[str]:
+    groups = [g.strip() for g in group_by.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in billing.SPEND_GROUPS]
+    if unknown or len(set(groups)) != len(groups):
+        raise ApiError(400, f"group_by takes a comma-separated list of {', '.join(billing.SPEND_GROUPS)}; "
+                            f"got {group_by!r}", "invalid_request")
+    return groups
+
+
+class BillingService:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    @property
+    def stripe(self) -> StripePayments | None:
+        stripe = self.runtime.payments.get("stripe")
+        return stripe if isinstance(stripe, StripePayments) else None
+
+    @property
+    def providers(self) -> list[str]:
+        return sorted(self.runtime.payments)
+
+    @property
+    def topup_limits(self) -> tuple[int, int]:
+        return self.runtime.topup_limits
+
+    async def balance(self, account_id: UUID, at: datetime | None = None) -> BalanceView:
+        """The balance now, or at any past instant."""
+        check_aware(at, "at")
+        async with self.runtime.pool.connection() as conn:
+            async with conn.transaction():  # balance and position from one snapshot
+                await conn.execute("set transaction isolation level repeatable read")
+                b = await (billing.balance_of(conn, account_id) if at is None
+                           else billing.balance_at(conn, account_id, at))
+                position, time = await position_of(conn, BILLING)
+        return BalanceView(b, AsOf(position, time))
+
+    async def spend(self, account_id: UUID, groups: list[str], start: datetime | None = None,
+                    end: datetime | None = None) -> SpendView:
+        """Spend grouped by any of provider, model, key, day, hour, over [start, end)."""
+        check_aware(start, "from"), check_aware(end, "to")
+        async with self.runtime.pool.connection() as conn:
+            async with conn.transaction():
+                await conn.execute("set transaction isolation level repeatable read")
+                rows = await billing.spend_history(conn, account_id, groups, start, end)
+                position, time = await position_of(conn, BILLING)
+        return SpendView(groups, rows, AsOf(position, time))
+
+    async def start_topup(self, account_id: UUID, provider_name: str, amount_usd) -> TopUpStarted:
+        runtime = self.runtime
+        provider = runtime.payments.get(provider_name)
+        if provider is None:
+            raise ApiError(400, f"provider {provider_name!r} is not available; choose one of: "
+                                f"{', '.join(self.providers)}", "invalid_provider")
+        amount = usd_to_pico(amount_usd, decimals=2)  # payments move whole cents
+        self._check_amount(amount)
+        customer = await self._customer(account_id) if isinstance(provider, StripePayments) else None
+        started = await asyncio.to_thread(provider.start, account_id, amount, customer)
+        result = await asyncio.to_thread(runtime.topups.request, account_id, provider.name, started.reference,
+                                         amount, started.expires_at)
+        await runtime.caught_up(BILLING, result.position)
+        return TopUpStarted(result.topup.id, result.topup.status, provider.name, amount, started)
+
+    async def pending_card_topup(self, account_id: UUID, payment_intent: str) -> billing.TopUpRow:
+        for topup in await self.topups(account_id):
+            if topup.provider == "stripe" and topup.reference == payment_intent and topup.status == "pending":
+                return topup
+        raise ApiError(404, f"no pending card top-up {payment_intent} in this account", "not_found")
+
+    async def pay_with_card(self, account_id: UUID, payment_intent: str, token: str) -> tuple[str, str]:
+        """Pay the account's pending card top-up `payment_intent` with a card token from stripe.js."""
+        stripe = self.stripe
+        if stripe is None:
+            raise ApiError(400, "card payments need Stripe, which is not configured on this server",
+                           "invalid_provider")
+        await self.pending_card_topup(account_id, payment_intent)
+        if not token.startswith("tok_"):
+            raise ApiError(400, "token must be a card token from stripe.js (tok_...)", "invalid_request")
+        return await asyncio.to_thread(stripe.pay_with_token, await self._customer(account_id), payment_intent,
+                                       token)
+
+    async def topups(self, account_id: UUID) -> list[billing.TopUpRow]:
+        async with self.runtime.pool.connection() as conn:
+            return await billing.topups_of(conn, account_id)
+
+    async def auto_refill(self, account_id: UUID) -> billing.AutoRefillRow | None:
+        async with self.runtime.pool.connection() as conn:
+            return await billing.auto_refill_of(conn, account_id)
+
+    async def configure_auto_refill(self, account_id: UUID, enabled: bool, threshold_usd=None, amount_usd=None,
+                                    payment_method_id: str | None = None) -> billing.AutoRefillRow | None:
+        runtime = self.runtime
+        if not enabled:
+            position = await asyncio.to_thread(runtime.auto_refill.disable, account_id, "turned off by the account")
+        else:
+            stripe = self.stripe
+            if stripe is None:
+                raise ApiError(400, "auto-refill needs Stripe, which is not configured on this server",
+                               "invalid_provider")
+            if threshold_usd is None or amount_usd is None or not payment_method_id:
+                raise ApiError(400, "threshold_usd, amount_usd and payment_method_id are required to turn "
+                                    "auto-refill on", "invalid_request")
+            threshold = usd_to_pico(threshold_usd, field="threshold_usd", decimals=2)
+            amount = usd_to_pico(amount_usd, field="amount_usd", decimals=2)
+            self._check_amount(amount)
+            if threshold <= 0:
+                raise InvalidAmount("threshold_usd must be greater than zero")
+            if not payment_method_id.startswith("pm_"):
+                raise ApiError(400, "payment_method_id must be a Stripe PaymentMethod id (pm_...)",
+                               "invalid_request")
+            customer = await self._customer(account_id)
+            await asyncio.to_thread(stripe.save_card, customer, payment_method_id)
+            position = await asyncio.to_thread(runtime.auto_refill.configure, account_id, threshold, amount,
+                                               payment_method_id, runtime.auto_refill_max_failures)
+        await runtime.caught_up(BILLING, position)
+        return await self.auto_refill(account_id)
+
+    def verify_stripe_event(self, payload: bytes, signature: str | None) -> dict:
+        """Stripe's webhook event, verified; refused with 400 when unsigned, forged or stale."""
+        stripe = self.stripe
+        if stripe is None:
+            raise ApiError(404, "Stripe is not configured (MESH_STRIPE_SECRET_KEY)", "not_found")
+        try:
+            return stripe.verify(payload, signature)
+        except ValueError as exc:
+            raise ApiError(400, f"webhook refused: {exc}", "invalid_signature") from None
+
+    async def apply_stripe_event(self, event: dict) -> bool:
+        """Apply a verified Stripe event once however often it comes; False when it is not one we act on."""
+        try:
+            handled = await asyncio.to_thread(self._apply, event)
+            self.runtime.nudge()
+        except NotFound as exc:
+            log.warning("Stripe event %s ignored: %s", event.get("id"), exc)
+            handled = False
+        return handled
+
+    def _apply(self, event: dict) -> bool:
+        kind = event.get("type")
+        thing = (event.get("data") or {}).get("object") or {}
+        topups = self.runtime.topups
+        if kind == "payment_intent.succeeded":
+            account = (thing.get("metadata") or {}).get("mesh_account_id")
+            received = thing.get("amount_received") or thing["amount"]
+            topups.confirm("stripe", thing["id"], received * PICO_PER_CENT, "stripe",
+                           account_id=UUID(account) if account else None)
+        elif kind == "payment_intent.payment_failed":
+            error = thing.get("last_payment_error") or {}
+            topups.fail("stripe", thing["id"], error.get("message") or error.get("code") or "payment failed")
+        elif kind == "charge.refunded" and thing.get("payment_intent"):
+            topups.refund("stripe", thing["payment_intent"], thing["amount_refunded"] * PICO_PER_CENT, "stripe")
+        elif kind == "charge.dispute.created" and thing.get("payment_intent"):
+            topups.dispute("stripe", thing["payment_intent"], thing["id"], thing["amount"] * PICO_PER_CENT, "stripe")
+        else:
+            return False
+        return True
+
+    def _check_amount(self, amount: int) -> None:
+        low, high = self.runtime.topup_limits
+        if not low <= amount <= high:
+            raise InvalidAmount(f"amount_usd must be between {pico_to_usd(low)} and {pico_to_usd(high)}")
+
+    async def _customer(self, account_id: UUID) -> str:
+        """The account's Stripe customer, made on first use."""
+        customer = await asyncio.to_thread(self.runtime.topups.stripe_customer, account_id)
+        if customer is None:
+            customer = await asyncio.to_thread(self.stripe.customer, account_id)
+            await asyncio.to_thread(self.runtime.topups.link_stripe_customer, account_id, customer)
+        return customer

@@ -1,0 +1,47 @@
+"""Request logs of an account (or of every account, for the operator): pages by cursor, one entry."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import msgspec
+
+from api.routes.bodies import AsOf
+from api.runtime import LOGS, Runtime
+from projections import logs
+from projections.readmodel import position_of
+
+
+class LogPage(msgspec.Struct):
+    rows: list[logs.LogRow]
+    more: bool  # another page follows the last row
+    as_of: AsOf
+
+
+class LogEntry(msgspec.Struct):
+    row: logs.LogRow
+    bodies: logs.Bodies | None
+    as_of: AsOf
+
+
+class LogService:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    async def page(self, f: logs.LogFilter, limit: int, after=None) -> LogPage:
+        """Newest first, `limit` rows after the cursor position `after` ((time, trace_id) or None)."""
+        async with self.runtime.pool.connection() as conn:
+            async with conn.transaction():  # entries and position from one snapshot
+                await conn.execute("set transaction isolation level repeatable read")
+                rows = await logs.page(conn, f, limit + 1, after)
+                position, time = await position_of(conn, LOGS)
+        return LogPage(rows[:limit], len(rows) > limit, AsOf(position, time))
+
+    async def entry(self, account_id: UUID | None, trace_id: UUID) -> LogEntry | None:
+        async with self.runtime.pool.connection() as conn:
+            async with conn.transaction():
+                await conn.execute("set transaction isolation level repeatable read")
+                row = await logs.entry(conn, trace_id, account_id)
+                bodies = await logs.bodies_of(conn, trace_id, account_id) if row is not None else None
+                position, time = await position_of(conn, LOGS)
+        return LogEntry(row, bodies, AsOf(position, time)) if row is not None else None

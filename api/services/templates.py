@@ -1,0 +1,170 @@
+"""Prompt templates: create, save a version, list, read a version, render with variables."""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+import msgspec
+
+from api.errors import ApiError
+from api.routes.bodies import AsOf
+from api.runtime import TEMPLATES, Runtime
+from api.services.models import check_model
+from domain.rendering import CompiledMessages
+from domain.template import Template, TemplateNotFound, pick_version
+from projections import templates as read_model
+from projections.readmodel import position_of
+
+
+class TemplateContent(msgspec.Struct):
+    """What one version holds, as the caller gave it."""
+
+    name: str
+    messages: list[dict[str, str]]
+    description: str | None = None
+    defaults: dict = {}
+
+
+class TemplateView(msgspec.Struct):
+    row: read_model.TemplateRow
+    version: read_model.VersionRow
+    as_of: AsOf | None = None
+
+
+class Rendered(msgspec.Struct):
+    row: read_model.TemplateRow
+    version: int
+    messages: list[dict[str, str]]
+    params: dict  # the version's defaults
+
+
+def variables(messages: list[dict[str, str]]) -> list[str]:
+    """The {{variables}} the messages need, in order of first use."""
+    return list(CompiledMessages(messages).variables)
+
+
+def not_found(template_id: UUID) -> ApiError:
+    return ApiError(404, f"no template {template_id} in this account", "not_found")
+
+
+class TemplateService:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+
+    async def create(self, account_id: UUID, content: TemplateContent) -> Template:
+        return await self._command(self.runtime.templates.create, account_id, *self._content(content))
+
+    async def save(self, account_id: UUID, template_id: UUID, content: TemplateContent) -> Template:
+        """A new version (or a rename)."""
+        return await self._command(self.runtime.templates.save, account_id, template_id, *self._content(content))
+
+    async def command(self, name: str, account_id: UUID, template_id: UUID, *args) -> Template:
+        """label, unlabel or archive."""
+        return await self._command(getattr(self.runtime.templates, name), account_id, template_id, *args)
+
+    async def listing(self, account_id: UUID, archived: bool = False) -> tuple[list[TemplateView], AsOf]:
+        async with self.runtime.pool.connection() as conn:
+            rows = await read_model.templates_of(conn, account_id, archived)
+            latest = await read_model.latest_versions(conn, rows)
+            as_of = await _as_of(conn)
+        return [TemplateView(r, latest[r.template_id]) for r in rows if r.template_id in latest], as_of
+
+    async def one(self, account_id: UUID, template_id: UUID, selector: str | None = None) -> TemplateView:
+        """One version (a number, a label, or the newest) of the template."""
+        async with self.runtime.pool.connection() as conn:
+            row, shown = await _version(conn, account_id, template_id, selector)
+            return TemplateView(row, shown, await _as_of(conn))
+
+    async def versions(self, account_id: UUID, template_id: UUID) -> tuple[read_model.TemplateRow,
+                                                                           list[read_model.VersionRow], AsOf]:
+        async with self.runtime.pool.connection() as conn:
+            row = await read_model.template_of(conn, account_id, template_id)
+            if row is None:
+                raise not_found(template_id)
+            versions = await read_model.versions_of(conn, template_id)
+            as_of = await _as_of(conn)
+        return row, versions, as_of
+
+    async def render(self, account_id: UUID, template_id: UUID, variables: dict,
+                     selector: str | None = None) -> Rendered:
+        """The messages and parameters a chat request with this template would send; no model is called."""
+        async with self.runtime.pool.connection() as conn:
+            row, shown = await _version(conn, account_id, template_id, selector)
+        messages = CompiledMessages(shown.messages).render(variables)
+        return Rendered(row, shown.version, messages, shown.defaults)
+
+    async def history(self, account_id: UUID, template_id: UUID) -> list:
+        return await asyncio.to_thread(self.runtime.templates.history, account_id, template_id)
+
+    def _content(self, content: TemplateContent) -> tuple:
+        check_model(self.runtime, content.defaults.get("model"), "defaults.model")
+        return content.name, content.description, content.messages, content.defaults
+
+    async def _command(self, method, *args) -> Template:
+        result = await asyncio.to_thread(method, *args)
+        await self.runtime.caught_up(TEMPLATES, result.position)
+        return result.template
+
+
+async def _as_of(conn) -> AsOf:
+    return AsOf(*await position_of(conn, TEMPLATES))
+
+
+async def _version(conn, account_id: UUID, template_id: UUID,
+                   selector: str | None) -> tuple[read_model.TemplateRow, read_model.VersionRow]:
+    row = await read_model.template_of(conn, account_id, template_id)
+    if row is None:
+        raise not_found(template_id)
+    number = pick_version(row.latest_version, row.labels, selector)
+    version = await read_model.version_of(conn, template_id, number)
+    if version is None:
+        raise TemplateNotFound(f"version {number} of template {template_id} is not readable yet; try again")
+    return row, version
+
+
+class TryOut(msgspec.Struct):
+    """A template sent through the gateway's /v1/chat/completions, as any client would send it."""
+
+    status: int
+    answer: str | None = None
+    error: str | None = None
+    trace_id: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: int | None = None  # pico-USD, as recorded in the logs (None when not there yet)
+
+
+TRY_OUT_TIMEOUT = 120.0  # seconds for the model's answer
+COST_PATIENCE = 3.0  # seconds to wait for the logs to show the call's cost
+
+
+async def try_out(runtime: Runtime, log_entry, key_secret: str, reference: str, model: str | None,
+                  variables: dict) -> TryOut:
+    """POST /v1/chat/completions with `template` and `variables` on the gateway's own ASGI app (the real
+    path: key check, budget, upstream, usage event), then read the call's cost from the logs."""
+    import httpx
+
+    body: dict = {"template": reference, "variables": variables}
+    if model:
+        body["model"] = model
+    transport = httpx.ASGITransport(app=runtime.gateway)
+    async with httpx.AsyncClient(transport=transport, base_url="http://mesh", timeout=TRY_OUT_TIMEOUT) as client:
+        r = await client.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key_secret}"})
+    trace_id = r.headers.get("x-mesh-trace-id")
+    answer = r.json()
+    if r.status_code != 200:
+        return TryOut(r.status_code, error=(answer.get("error") or {}).get("message") or r.text, trace_id=trace_id)
+    usage = answer.get("usage") or {}
+    out = TryOut(200, answer["choices"][0]["message"].get("content"), trace_id=trace_id,
+                 prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"))
+    if trace_id:
+        deadline = asyncio.get_running_loop().time() + COST_PATIENCE
+        while out.cost is None and asyncio.get_running_loop().time() < deadline:
+            entry = await log_entry(UUID(trace_id))
+            if entry is not None:
+                out.cost = entry.row.cost
+            else:
+                runtime.nudge()
+                await asyncio.sleep(0.1)
+    return out

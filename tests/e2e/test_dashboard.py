@@ -1,0 +1,358 @@
+"""The dashboard in a real Chromium (Debian's, driven by Playwright) against `mesh up`, localstripe and a fake
+upstream: every section, the way a user goes through it. Screenshots land in test-artifacts/dashboard/."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import MeshProcess, paid_by_localstripe, send_webhooks
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
+PASSWORD = "correct horse battery"
+MODEL, FREE_MODEL = "acme/gpt-test", "acme/free-test"
+TIMEOUT_MS = 15_000
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = chromium_path()
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed; .ci/run installs it with apt (the dashboard tests never skip in CI)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def dashboard_mesh(tmp_path_factory, localstripe, fake_openai):
+    config = tmp_path_factory.mktemp("dashboard-config") / "mesh.toml"
+    config.write_text(f"""
+[providers.acme]
+kind = "openai-compatible"
+base_url = "{fake_openai.url}/v1"
+api_key_env = "ACME_API_KEY"
+
+[[models]]
+id = "{MODEL}"
+provider = "acme"
+upstream = "gpt-test"
+prompt_usd_per_1k = "0.5"
+completion_usd_per_1k = "1.5"
+
+[[models]]
+id = "{FREE_MODEL}"
+provider = "acme"
+upstream = "gpt-free"
+prompt_usd_per_1k = "0"
+completion_usd_per_1k = "0"
+""")
+    mesh = MeshProcess(tmp_path_factory.mktemp("dashboard") / "data", config, paid_by_localstripe(
+        localstripe, WEBHOOK_SECRET, MESH_STRIPE_PUBLISHABLE_KEY="pk_test_mesh",
+        MESH_STRIPE_JS_URL=f"{localstripe}/js.stripe.com/v3/"))
+    send_webhooks(localstripe, mesh, WEBHOOK_SECRET)
+    mesh.start()
+    yield mesh
+    mesh.stop()
+
+
+@pytest.fixture(scope="module")
+def page(browser, dashboard_mesh):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=dashboard_mesh.url)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.js_errors = errors
+    yield page
+    context.close()
+
+
+@contextmanager
+def signed_up(browser, mesh, **context_options):
+    """A fresh browser context with a new account signed up through the form; yields its page on /keys."""
+    context = browser.new_context(base_url=mesh.url, **context_options)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto("/signup")
+        page.get_by_label("Email").fill(f"{uuid.uuid4().hex[:8]}@example.com")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign up").click()
+        page.wait_for_url(re.compile(r"/keys$"))
+        yield page
+    finally:
+        context.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def balance_pico(page) -> int:
+    return int(page.locator("[data-balance-pico]").get_attribute("data-balance-pico"))
+
+
+def test_a_user_goes_through_every_section(page, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    mesh = dashboard_mesh
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+
+    # A visitor is sent to /login; signs up from there and lands on the dashboard.
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    shot(page, "01-login")
+    page.get_by_role("link", name="Sign up").click()
+    expect(page).to_have_url(re.compile(r"/signup$"))
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page).to_have_url(re.compile(r"/keys$"))
+    for name in ("API Keys", "Billing", "Logs", "Models", "Templates"):
+        expect(page.get_by_role("navigation", name="Sections").get_by_role("link", name=name, exact=True)).to_be_visible()
+    session = next(c for c in page.context.cookies() if c["name"] == "mesh_session")
+    assert session["httpOnly"] and session["sameSite"] == "Lax"
+
+    # API Keys: create one, read its secret once.
+    page.get_by_label("Label").fill("ci-key")
+    page.get_by_label("Default model").select_option(MODEL)
+    page.get_by_role("button", name="Create key").click()
+    expect(page.get_by_text("Copy it now; it will not be shown again.")).to_be_visible()
+    secret = page.locator("#secret").inner_text().strip()
+    assert secret.startswith("mk-")
+    expect(page.get_by_role("button", name="Copy").first).to_be_visible()
+    shot(page, "02-keys-created")
+    page.goto("/keys")
+    assert secret not in page.content()  # never shown again
+    expect(page.get_by_role("cell", name="ci-key")).to_be_visible()
+
+    # Billing: top up $20 by card through localstripe's stripe.js; the balance rises.
+    page.get_by_role("link", name="Billing", exact=True).click()
+    expect(page.locator(".headline")).to_have_text("$0.00")
+    page.get_by_label("Amount").fill("20.00")
+    page.get_by_label("Pay by").select_option("stripe")
+    page.get_by_role("button", name="Top up").click()
+    card = page.locator(".card-element")
+    card.get_by_placeholder("number").fill("4242424242424242")
+    card.get_by_placeholder("exp_month").fill("12")
+    card.get_by_placeholder("exp_year").fill("30")
+    card.get_by_placeholder("cvc").fill("123")
+    card.get_by_placeholder("postal_code").fill("42424")
+    shot(page, "03-pay-by-card")
+    page.get_by_role("button", name="Pay $20.00").click()
+    expect(page.get_by_text("Payment received")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"/billing$"))
+    expect(page.locator(".headline")).to_have_text("$20.00")  # the live balance, polled
+    page.reload()
+    expect(page.get_by_role("cell", name="succeeded")).to_be_visible()
+
+    # A call with the key (the openai SDK) shows in Logs, and the balance drops.
+    client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=secret, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user",
+                                                                                    "content": "hello dashboard"}])
+    answer = raw.parse()
+    trace_id = raw.headers["x-mesh-trace-id"]
+    assert answer.usage.completion_tokens > 0
+    expect(page.locator(".headline")).not_to_have_text("$20.00")
+    assert 0 < balance_pico(page) < 20 * 10**12
+    page.reload()  # the chart and the table are drawn with the page
+    expect(page.locator("svg.chart rect").first).to_be_attached()
+    expect(page.get_by_role("cell", name=MODEL)).to_be_visible()
+    shot(page, "04-billing")
+    page.get_by_role("link", name=MODEL, exact=True).click()  # one click from a number to the calls behind it
+    expect(page).to_have_url(re.compile(r"/logs\?model="))
+    expect(page.get_by_role("link", name=trace_id[:8] + "…")).to_be_visible()
+
+    page.get_by_role("link", name="Logs", exact=True).click()
+    row_link = page.get_by_role("link", name=trace_id[:8] + "…")
+    expect(row_link).to_be_visible()
+    page.get_by_label("Status").select_option("error")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"status=error"))
+    expect(page.get_by_text("No requests match")).to_be_visible()
+    page.get_by_label("Status").select_option("success")
+    page.get_by_label("Model").select_option(MODEL)
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"status=success"))
+    shot(page, "05-logs")
+    page.get_by_role("link", name=trace_id[:8] + "…").click()
+    expect(page.locator("#trace")).to_have_text(trace_id)
+    expect(page.get_by_text("first token")).to_be_visible()
+    cost = Decimal(httpx.get(f"{mesh.url}/api/logs/{trace_id}", headers={
+        "authorization": f"Bearer {session['value']}"}).json()["cost_usd"])
+    expect(page.get_by_text(f"${cost:.6f}")).to_be_visible()  # the same number as the API
+    shot(page, "06-log-entry")
+
+    # Models: filter to the free ones.
+    page.get_by_role("link", name="Models", exact=True).click()
+    expect(page.get_by_role("cell", name=MODEL, exact=True)).to_be_visible()
+    page.get_by_label("Free only").check()
+    expect(page).to_have_url(re.compile(r"free=true"))
+    expect(page.get_by_role("cell", name=MODEL, exact=True)).to_have_count(0)
+    expect(page.get_by_text(FREE_MODEL)).to_be_visible()
+    shot(page, "07-models-free")
+
+    # Templates: create, see its variables, test it against a model with the key, edit, see version 2.
+    page.get_by_role("link", name="Templates", exact=True).click()
+    page.get_by_role("link", name="New template").click()
+    page.get_by_label("Name").fill("greeting")
+    page.get_by_label("Message 1").fill("You are {{persona}}.")
+    page.get_by_label("Message 2").fill("My name is {{ name }}.")
+    expect(page.locator("#detected")).to_have_text("persona, name")
+    page.get_by_label("Temperature").fill("0.3")
+    page.get_by_role("button", name="Create template").click()
+    expect(page.get_by_role("heading", name=re.compile("greeting"))).to_contain_text("version 1")
+    page.get_by_label("persona", exact=True).fill("a pirate")
+    page.get_by_label("name", exact=True).fill("Ada")
+    page.locator("#test-h + p + form").get_by_label("Model").select_option(MODEL)
+    page.get_by_label("API key").fill(secret)
+    page.get_by_role("button", name="Test").click()
+    expect(page.locator("#answer")).not_to_be_empty()
+    expect(page.get_by_text("My name is Ada.")).to_be_visible()
+    expect(page.locator("#test-result")).to_contain_text("prompt")
+    expect(page.locator("#test-result")).to_contain_text("$0.")
+    shot(page, "08-template-tested")
+    page.get_by_label("Message 1").fill("You are {{persona}}, brief and kind.")
+    page.get_by_role("button", name="Save as version 2").click()
+    expect(page.get_by_role("heading", name=re.compile("greeting"))).to_contain_text("version 2")
+    page.get_by_role("link", name="diff with 1").click()
+    expect(page.locator(".diff .add")).to_contain_text("brief and kind")
+    shot(page, "09-template-v2-diff")
+
+    # Back to the key: revoke it behind a confirmation naming it; its history shows.
+    page.get_by_role("link", name="API Keys", exact=True).click()
+    page.get_by_role("link", name="ci-key").click()
+    page.get_by_role("link", name="Revoke").click()
+    expect(page.get_by_role("heading")).to_have_text("Revoke key “ci-key”?")
+    page.get_by_role("button", name="Revoke “ci-key”").click()
+    expect(page.locator("h1 .status")).to_have_text("revoked")
+    expect(page.get_by_role("cell", name="key.revoked")).to_be_visible()
+    shot(page, "10-key-revoked")
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "again"}])
+
+    # Readable at 375 px: nothing wider than the screen.
+    page.set_viewport_size({"width": 375, "height": 800})
+    for path in ("/keys", "/billing", "/logs", "/models"):
+        page.goto(path)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+    shot(page, "11-models-375px")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # Log out: the session is gone.
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.goto("/keys")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    assert page.js_errors == []
+
+
+def test_forms_need_the_csrf_token_and_pages_need_a_session(dashboard_mesh):
+    mesh = dashboard_mesh
+    r = httpx.post(mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
+                                                   "password": PASSWORD})
+    token = r.json()["management_token"]
+    cookies = {"mesh_session": token}
+    forged = httpx.post(mesh.url + "/keys", data={"label": "forged"}, cookies=cookies)
+    assert forged.status_code == 403
+    keys = httpx.get(mesh.url + "/api/keys", headers={"authorization": f"Bearer {token}"}).json()["data"]
+    assert keys == []  # nothing was created
+    assert httpx.get(mesh.url + "/billing").headers["location"] == "/login"
+    assert httpx.get(mesh.url + "/billing", cookies={"mesh_session": "mm-not-a-token"}).status_code == 302
+
+
+def test_without_javascript_and_by_keyboard_the_forms_still_work(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    with signed_up(browser, dashboard_mesh, java_script_enabled=False) as page:
+        # keyboard only: Tab from the top of the page reaches the sections and the create form; Enter submits
+        reached = []
+        for _ in range(12):
+            page.keyboard.press("Tab")
+            reached.append(page.evaluate("document.activeElement.getAttribute('name') || "
+                                         "document.activeElement.textContent.trim()"))
+            if reached[-1] == "label":
+                break
+        assert {"API Keys", "Billing", "Logs", "Models", "Templates", "label"} <= set(reached), reached
+        page.keyboard.type("keyboard-key")
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("Copy it now; it will not be shown again.")).to_be_visible()
+        assert page.locator("#secret").inner_text().startswith("mk-")
+
+        # a bank transfer top-up shows the reference to quote
+        page.goto("/billing")
+        page.get_by_label("Amount").fill("50")
+        page.get_by_label("Pay by").select_option("bank_transfer")
+        page.get_by_role("button", name="Top up").click()
+        expect(page.locator("#reference")).to_have_text(re.compile(r"^MESH-"))
+        expect(page.get_by_text("IBAN DE00 1234 5678 9012 3456 78")).to_be_visible()
+        expect(page.get_by_role("cell", name="pending")).to_be_visible()
+        page.goto("/billing?range=7d&by=provider")
+        expect(page.get_by_role("link", name="by provider")).to_have_attribute("aria-current", "true")
+
+        # a bad amount is refused in the API's words, inline
+        page.get_by_label("Amount").fill("1")
+        page.get_by_role("button", name="Top up").click()
+        expect(page.get_by_role("alert")).to_have_text("amount_usd must be between 5.000000 and 500.000000")
+
+        # filters are plain GET forms: the view lives in the URL
+        page.goto("/logs")
+        page.get_by_label("Status").select_option("error")
+        page.get_by_role("button", name="Filter").click()
+        expect(page).to_have_url(re.compile(r"status=error"))
+
+
+def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    with signed_up(browser, dashboard_mesh) as page:
+        page.goto("/billing")
+        page.get_by_label("Amount").fill("10")
+        page.get_by_label("Pay by").select_option("stripe")
+        page.get_by_role("button", name="Top up").click()
+        card = page.locator(".card-element")
+        for field, value in (("number", "4000002500003155"), ("exp_month", "12"), ("exp_year", "30"),
+                             ("cvc", "123"), ("postal_code", "42424")):
+            card.get_by_placeholder(field).fill(value)
+        page.get_by_role("button", name="Pay $10.00").click()
+        page.get_by_role("button", name="Complete authentication").click()  # localstripe's 3-D Secure step
+        expect(page).to_have_url(re.compile(r"/billing$"))
+        expect(page.locator(".headline")).to_have_text("$10.00")
+
+
+def test_a_wrong_password_is_said_on_the_login_page(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(base_url=dashboard_mesh.url)
+    page = context.new_page()
+    try:
+        page.goto("/login")
+        page.get_by_label("Email").fill("nobody@example.com")
+        page.get_by_label("Password").fill("not the password")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("alert")).to_have_text("email or password is wrong")
+        expect(page.get_by_label("Email")).to_have_value("nobody@example.com")
+        assert not any(c["name"] == "mesh_session" for c in context.cookies())
+    finally:
+        context.close()
