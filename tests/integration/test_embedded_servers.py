@@ -10,7 +10,7 @@ import nats
 import psycopg
 import pytest
 
-from api.embedded import EmbeddedServerError, NatsServer, PostgresServer
+from api.embedded import NATS_PASSWORD_PREFIX, EmbeddedServerError, NatsServer, PostgresServer
 
 # what an older Mesh left: initdb --auth=trust, no password file
 OLD_HBA = "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
@@ -81,7 +81,7 @@ async def test_nats_needs_its_password_which_a_restart_keeps(tmp_path):
     (tmp_path / "dated.password").write_text("2024-01-01T00")
     with pytest.raises(EmbeddedServerError):
         NatsServer(tmp_path / "dated").start(timeout=5)
-    assert server.password.startswith("mn-")  # so a generated one always reads as a string
+    assert server.password.startswith(NATS_PASSWORD_PREFIX)  # so a generated one always reads as a string
     again = NatsServer(tmp_path / "nats", port=server.port).start()
     try:
         assert again.url == server.url
