@@ -31,17 +31,35 @@ from api.services import SERVICE_DEPENDENCIES, Services
 
 def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) -> Litestar:
     app = Litestar(
-        route_handlers=[AuthPages, DashboardPages, create_static_files_router("/static", [STATIC]),
-                        AccountController, KeyController, BillingController, TopUpController, AutoRefillController,
-                        ModelController, TemplateController, LogController, AdminLogController,
-                        AdminController, stripe_webhook, health, docs_assets],
+        route_handlers=[
+            AuthPages,
+            DashboardPages,
+            create_static_files_router("/static", [STATIC]),
+            AccountController,
+            KeyController,
+            BillingController,
+            TopUpController,
+            AutoRefillController,
+            ModelController,
+            TemplateController,
+            LogController,
+            AdminLogController,
+            AdminController,
+            stripe_webhook,
+            health,
+            docs_assets,
+        ],
         openapi_config=openapi_config(),
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=MeshRequest,
         dependencies=SERVICE_DEPENDENCIES,
         template_config=TemplateConfig(instance=dashboard_templates()),
-        csrf_config=CSRFConfig(secret=_csrf_secret(runtime), cookie_name=CSRF_COOKIE, cookie_httponly=True,
-                               exclude=["^/api/", "^/admin/", "^/health", "^/static/"]),
+        csrf_config=CSRFConfig(
+            secret=_csrf_secret(runtime),
+            cookie_name=CSRF_COOKIE,
+            cookie_httponly=True,
+            exclude=["^/api/", "^/admin/", "^/health", "^/static/"],
+        ),
         logging_config=None,  # `mesh` configures logging once, for every part
     )
     app.state.runtime = runtime

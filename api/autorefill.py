@@ -27,8 +27,9 @@ STUCK_AFTER = timedelta(seconds=30)  # a pending refill this old lost its manage
 
 
 class AutoRefillManager:
-    def __init__(self, pool: AsyncConnectionPool, commands: AutoRefillCommands, stripe: StripePayments,
-                 retry_after: float = 60.0):
+    def __init__(
+        self, pool: AsyncConnectionPool, commands: AutoRefillCommands, stripe: StripePayments, retry_after: float = 60.0
+    ):
         self.pool = pool
         self.commands = commands
         self.stripe = stripe
@@ -69,14 +70,18 @@ class AutoRefillManager:
             return
         try:
             payment_intent, status = await asyncio.to_thread(
-                self.stripe.charge_saved_card, row.account_id, row.customer, row.payment_method, row.amount,
-                f"mesh-refill-{refill_id}")
+                self.stripe.charge_saved_card,
+                row.account_id,
+                row.customer,
+                row.payment_method,
+                row.amount,
+                f"mesh-refill-{refill_id}",
+            )
         except PaymentError as exc:
             reason = str(exc)
         else:
             if status == "succeeded":
-                await asyncio.to_thread(self.commands.succeeded, row.account_id, refill_id, payment_intent,
-                                        row.amount)
+                await asyncio.to_thread(self.commands.succeeded, row.account_id, refill_id, payment_intent, row.amount)
                 self._last_failure.pop(row.account_id, None)
                 return
             reason = f"the charge ended as {status}"

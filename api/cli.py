@@ -21,15 +21,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mesh", description="Mesh: LLM gateway with prepaid billing")
     parser.add_argument("--config", type=Path, help="mesh.toml (default: $MESH_CONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
-    up_parser = sub.add_parser("up", help="run everything: embedded NATS and PostgreSQL unless MESH_NATS_URL / "
-                                   "MESH_DATABASE_URL are set, then API, gateway and projections")
-    up_parser.add_argument("--no-projections", action="store_true", help="serve API and gateway only (run "
-                    "`mesh projections` elsewhere)")
-    projections = sub.add_parser("projections", help="run the projection workers only (needs MESH_NATS_URL and "
-                                 "MESH_DATABASE_URL); `quarantine` lists the events a projection set aside, "
-                                 "`retry` applies them again after a fix")
-    projections.add_argument("action", nargs="?", choices=("quarantine", "retry"),
-                             help="quarantine: list set-aside events; retry: apply them again")
+    up_parser = sub.add_parser(
+        "up",
+        help="run everything: embedded NATS and PostgreSQL unless MESH_NATS_URL / "
+        "MESH_DATABASE_URL are set, then API, gateway and projections",
+    )
+    up_parser.add_argument(
+        "--no-projections", action="store_true", help="serve API and gateway only (run `mesh projections` elsewhere)"
+    )
+    projections = sub.add_parser(
+        "projections",
+        help="run the projection workers only (needs MESH_NATS_URL and "
+        "MESH_DATABASE_URL); `quarantine` lists the events a projection set aside, "
+        "`retry` applies them again after a fix",
+    )
+    projections.add_argument(
+        "action",
+        nargs="?",
+        choices=("quarantine", "retry"),
+        help="quarantine: list set-aside events; retry: apply them again",
+    )
     projections.add_argument("--read-model", help="only this read model (a name as in `mesh rebuild`)")
     rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
     rebuild.add_argument("read_model", help="directory | billing | catalog | templates | logs")
@@ -168,11 +179,13 @@ def _payments(settings: Settings) -> dict:
 
     from api.payments import BankTransfer, StripePayments
 
-    providers: dict = {"bank_transfer": BankTransfer(timedelta(seconds=settings.bank_transfer_seconds),
-                                                     settings.bank_account_details)}
+    providers: dict = {
+        "bank_transfer": BankTransfer(timedelta(seconds=settings.bank_transfer_seconds), settings.bank_account_details)
+    }
     if settings.stripe_secret_key:
-        providers["stripe"] = StripePayments(settings.stripe_secret_key, settings.stripe_webhook_secret,
-                                             settings.stripe_api_base)
+        providers["stripe"] = StripePayments(
+            settings.stripe_secret_key, settings.stripe_webhook_secret, settings.stripe_api_base
+        )
     return providers
 
 
@@ -198,8 +211,12 @@ def _accounts(settings: Settings) -> dict:
     if not settings.session_days > 0:
         raise MeshError("MESH_SESSION_DAYS must be above 0")
     try:
-        logins = LoginGuard(settings.login_failures_per_email, settings.login_failures_per_address,
-                            settings.signups_per_address, settings.login_window_seconds)
+        logins = LoginGuard(
+            settings.login_failures_per_email,
+            settings.login_failures_per_address,
+            settings.signups_per_address,
+            settings.login_window_seconds,
+        )
     except ValueError as exc:
         raise MeshError(f"MESH_LOGIN_*/MESH_SIGNUPS_PER_ADDRESS: {exc}") from None
     return {"session": timedelta(days=settings.session_days), "logins": logins}
@@ -231,21 +248,38 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     private_dir(settings.data_path)
     token = settings.resolved_operator_token()
     with servers:
-        runtime = Runtime(nats_url=servers.nats_url, database_url=servers.database_url, catalog=catalog,
-                          operator_token=token, stream=settings.stream, run_projections=run_projections,
-                          spool_dir=settings.data_path / "spool", payments=_payments(settings),
-                          topup_limits=_topup_limits(settings),
-                          auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds),
-                          projection_process=True, background_postgres=servers.postgres_pid,
-                          background_cpus=servers.background_cpus, children=servers.children,
-                          log_retention_days=settings.log_retention_days, log_bodies=settings.bodies_logged,
-                          **_accounts(settings),
-                          lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
-                          disconnect_drain_seconds=settings.disconnect_drain_seconds,
-                          free_rpm=settings.free_rpm)
-        config = uvicorn.Config(MeshASGI(runtime, _dashboard(settings)), host=settings.host, port=settings.port,
-                                lifespan="off",
-                                log_level="warning", access_log=False, proxy_headers=False, server_header=False)
+        runtime = Runtime(
+            nats_url=servers.nats_url,
+            database_url=servers.database_url,
+            catalog=catalog,
+            operator_token=token,
+            stream=settings.stream,
+            run_projections=run_projections,
+            spool_dir=settings.data_path / "spool",
+            payments=_payments(settings),
+            topup_limits=_topup_limits(settings),
+            auto_refill=(settings.auto_refill_max_failures, settings.auto_refill_retry_seconds),
+            projection_process=True,
+            background_postgres=servers.postgres_pid,
+            background_cpus=servers.background_cpus,
+            children=servers.children,
+            log_retention_days=settings.log_retention_days,
+            log_bodies=settings.bodies_logged,
+            **_accounts(settings),
+            lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
+            disconnect_drain_seconds=settings.disconnect_drain_seconds,
+            free_rpm=settings.free_rpm,
+        )
+        config = uvicorn.Config(
+            MeshASGI(runtime, _dashboard(settings)),
+            host=settings.host,
+            port=settings.port,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+        )
         server = uvicorn.Server(config)
 
         async def serve() -> None:
@@ -343,8 +377,11 @@ async def _projections_only(settings: Settings) -> int:
     async def retention() -> None:  # log months past MESH_LOG_RETENTION_DAYS go, whole partitions at a time
         while not stop.is_set():
             try:
-                dropped = [name for model in (LOGS, LOG_BODIES)
-                           for name in await trim(pool, model, settings.log_retention_days)]
+                dropped = [
+                    name
+                    for model in (LOGS, LOG_BODIES)
+                    for name in await trim(pool, model, settings.log_retention_days)
+                ]
                 if dropped:  # (not printed: `mesh up` reads only the worker's first line)
                     logging.getLogger("mesh").info("log retention dropped %s", ", ".join(dropped))
             except Exception:
@@ -379,10 +416,10 @@ async def _quarantine(settings: Settings, action: str, name: str | None) -> int:
             if action == "retry":
                 source = StreamSource(nc, settings.stream)
                 for model in [models[name]] if name else READ_MODELS:
+
                     def progress(item, error: str | None) -> None:
                         outcome = "applied" if error is None else f"still fails: {error}"
-                        print(f"  {item.read_model} position {item.position} {item.event_name}: {outcome}",
-                              flush=True)
+                        print(f"  {item.read_model} position {item.position} {item.event_name}: {outcome}", flush=True)
 
                     applied, failing = await retry(model, source, pool, progress)
                     if applied or failing:
@@ -391,8 +428,10 @@ async def _quarantine(settings: Settings, action: str, name: str | None) -> int:
                 left = await quarantined(conn, name)
             if action == "quarantine":
                 for q in left:
-                    print(f"{q.read_model}\t{q.position}\t{q.event_name}\t{q.quarantined_at.isoformat()}\t"
-                          f"{q.error}", flush=True)
+                    print(
+                        f"{q.read_model}\t{q.position}\t{q.event_name}\t{q.quarantined_at.isoformat()}\t{q.error}",
+                        flush=True,
+                    )
             if not left:
                 print("no quarantined events", flush=True)
         finally:
@@ -413,6 +452,7 @@ async def _rebuild(settings: Settings, name: str) -> int:
         nc = await connect_nats(servers.nats_url)
         pool = await open_pool(servers.database_url)
         try:
+
             def progress(position: int, head: int) -> None:
                 print(f"\r  {name}: {position}/{head} events", end="", flush=True)
 

@@ -74,7 +74,9 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
         if p.api_key_env:
             api_key = env.get(p.api_key_env)
             if not api_key:
-                raise ConfigError(f"{path}: provider {name!r} reads its API key from ${p.api_key_env}, which is not set")
+                raise ConfigError(
+                    f"{path}: provider {name!r} reads its API key from ${p.api_key_env}, which is not set"
+                )
         providers.append(Provider(name, p.kind, base_url, api_key, p.connect_timeout, p.timeout))
     known = {p.name for p in providers}
     models, seen = [], {ECHO_MODEL}
@@ -85,11 +87,14 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
         if m.provider not in known:
             raise ConfigError(f"{path}: model {m.id!r} uses provider {m.provider!r}, which is not declared")
         if m.prompt_usd_per_1k is None or m.completion_usd_per_1k is None:
-            raise ConfigError(f"{path}: model {m.id!r} has no price; set prompt_usd_per_1k and "
-                              "completion_usd_per_1k (\"0\" for a free model)")
+            raise ConfigError(
+                f"{path}: model {m.id!r} has no price; set prompt_usd_per_1k and "
+                'completion_usd_per_1k ("0" for a free model)'
+            )
         try:
-            price = Price.from_usd(m.prompt_usd_per_1k, m.completion_usd_per_1k, m.cached_prompt_usd_per_1k,
-                                   m.cache_write_usd_per_1k)
+            price = Price.from_usd(
+                m.prompt_usd_per_1k, m.completion_usd_per_1k, m.cached_prompt_usd_per_1k, m.cache_write_usd_per_1k
+            )
         except InvalidAmount as exc:
             raise ConfigError(f"{path}: model {m.id!r}: {exc}") from None
         kind = next(p.kind for p in providers if p.name == m.provider)
@@ -108,6 +113,7 @@ def _limits(path: Path, m: ModelConfig, kind: str) -> tuple[int, int]:
     if max_output < 1 or context < 1:
         raise ConfigError(f"{path}: model {m.id!r}: max_output_tokens and context_tokens must be at least 1")
     if max_output > context:
-        raise ConfigError(f"{path}: model {m.id!r}: max_output_tokens ({max_output}) is larger than its "
-                          f"context_tokens ({context})")
+        raise ConfigError(
+            f"{path}: model {m.id!r}: max_output_tokens ({max_output}) is larger than its context_tokens ({context})"
+        )
     return max_output, context

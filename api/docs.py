@@ -34,5 +34,6 @@ def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(title="Mesh", version=package_version(), path=DOCS_PATH, render_plugins=[swagger])
 
 
-docs_assets = create_static_files_router(path=ASSETS_PATH, directories=[swagger_ui_path], include_in_schema=False,
-                                         name="docs-assets")
+docs_assets = create_static_files_router(
+    path=ASSETS_PATH, directories=[swagger_ui_path], include_in_schema=False, name="docs-assets"
+)

@@ -41,7 +41,9 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise EmbeddedServerError(f"process exited with code {process.returncode} before listening on {host}:{port}")
+            raise EmbeddedServerError(
+                f"process exited with code {process.returncode} before listening on {host}:{port}"
+            )
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return
@@ -139,8 +141,9 @@ class NatsServer:
     PASSWORD_VARIABLE = "MESH_NATS_PASSWORD"
     CONFIG = "authorization {\n  user: %s\n  password: $%s\n}\n" % (USER, PASSWORD_VARIABLE)
 
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
-                 cpus: frozenset[int] | None = None):
+    def __init__(
+        self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", cpus: frozenset[int] | None = None
+    ):
         self.data_dir = Path(data_dir)
         self.cpus = cpus  # see background_cpus
         self.host = host
@@ -170,8 +173,7 @@ class NatsServer:
         config.write_text(self.CONFIG)
         log = open(self.data_dir / "nats-server.log", "ab")
         self.process = subprocess.Popen(
-            [self.binary(), "-c", str(config), "-js", "-sd", str(self.data_dir), "-a", self.host,
-             "-p", str(self.port)],
+            [self.binary(), "-c", str(config), "-js", "-sd", str(self.data_dir), "-a", self.host, "-p", str(self.port)],
             env={**os.environ, self.PASSWORD_VARIABLE: self.password},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -183,7 +185,9 @@ class NatsServer:
             wait_for_port(self.host, self.port, timeout, self.process)
         except EmbeddedServerError as exc:
             self.stop()
-            raise EmbeddedServerError(f"nats-server did not start: {exc} (see {self.data_dir / 'nats-server.log'})") from None
+            raise EmbeddedServerError(
+                f"nats-server did not start: {exc} (see {self.data_dir / 'nats-server.log'})"
+            ) from None
         return self
 
     def stop(self) -> None:
@@ -204,17 +208,27 @@ class PostgresServer:
     """
 
     SYSTEM_USER = "embedded_postgres"
-    HBA_STARTING = ("# Written by Mesh while it sets the password at start; replaced before anyone else connects.\n"
-                    "local all postgres trust\n"
-                    "host all all 127.0.0.1/32 scram-sha-256\n"
-                    "host all all ::1/128 scram-sha-256\n")
-    HBA = ("# Written by Mesh at every start: every connection needs the password (scram-sha-256).\n"
-           "local all all scram-sha-256\n"
-           "host all all 127.0.0.1/32 scram-sha-256\n"
-           "host all all ::1/128 scram-sha-256\n")
+    HBA_STARTING = (
+        "# Written by Mesh while it sets the password at start; replaced before anyone else connects.\n"
+        "local all postgres trust\n"
+        "host all all 127.0.0.1/32 scram-sha-256\n"
+        "host all all ::1/128 scram-sha-256\n"
+    )
+    HBA = (
+        "# Written by Mesh at every start: every connection needs the password (scram-sha-256).\n"
+        "local all all scram-sha-256\n"
+        "host all all 127.0.0.1/32 scram-sha-256\n"
+        "host all all ::1/128 scram-sha-256\n"
+    )
 
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", background: bool = False,
-                 cpus: frozenset[int] | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        background: bool = False,
+        cpus: frozenset[int] | None = None,
+    ):
         self.data_dir = Path(data_dir).resolve()
         self.background = background  # idle CPU priority (see _background)
         self.cpus = cpus  # see background_cpus
@@ -241,7 +255,9 @@ class PostgresServer:
         try:
             entry = pwd.getpwnam(self.SYSTEM_USER)
         except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", self.SYSTEM_USER], check=True, capture_output=True)
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", self.SYSTEM_USER], check=True, capture_output=True
+            )
             entry = pwd.getpwnam(self.SYSTEM_USER)
         traverse = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
         install = self.bin_dir().parent
@@ -266,9 +282,19 @@ class PostgresServer:
         bin_dir = self.bin_dir()
         if not (self.data_dir / "PG_VERSION").exists():
             result = subprocess.run(
-                [str(bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--no-instructions"],
-                capture_output=True, text=True, **run_as,
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
+                capture_output=True,
+                text=True,
+                **run_as,
             )
             if result.returncode != 0:
                 raise EmbeddedServerError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -278,10 +304,26 @@ class PostgresServer:
         (self.data_dir / "pg_hba.conf").write_text(self.HBA_STARTING)  # an existing file keeps its owner
         log = open(self.data_dir / "server.log", "ab")
         self.process = subprocess.Popen(
-            [str(bin_dir / "postgres"), "-D", str(self.data_dir), "-h", self.host, "-p", str(self.port),
-             "-k", str(self.data_dir), "-c", "max_connections=200", "-c", "fsync=on"],
-            stdout=log, stderr=subprocess.STDOUT, process_group=0,
-            preexec_fn=_child_setup(self.background, self.cpus), **run_as,
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(self.data_dir),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.data_dir),
+                "-c",
+                "max_connections=200",
+                "-c",
+                "fsync=on",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            preexec_fn=_child_setup(self.background, self.cpus),
+            **run_as,
         )
         log.close()
         try:
@@ -411,19 +453,28 @@ class ProjectionProcess:
     """`mesh projections` as a child of `mesh up`: the read models are built in their own process, so their
     batches never hold up a request on the gateway's event loop (p99 in bench/gateway.py)."""
 
-    def __init__(self, nats_url: str, database_url: str, stream: str, postmaster: int | None = None,
-                 cpus: frozenset[int] | None = None):
+    def __init__(
+        self,
+        nats_url: str,
+        database_url: str,
+        stream: str,
+        postmaster: int | None = None,
+        cpus: frozenset[int] | None = None,
+    ):
         self.cpus = cpus  # see background_cpus
-        self.env = {**os.environ, "MESH_NATS_URL": nats_url, "MESH_DATABASE_URL": database_url,
-                    "MESH_STREAM": stream}
+        self.env = {**os.environ, "MESH_NATS_URL": nats_url, "MESH_DATABASE_URL": database_url, "MESH_STREAM": stream}
         if postmaster is not None:
             self.env[BACKGROUND_POSTGRES] = str(postmaster)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "ProjectionProcess":
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "projections"], env=self.env, stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, process_group=0, preexec_fn=_child_setup(background=True, cpus=self.cpus),
+            [sys.executable, "-m", "api.cli", "projections"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            process_group=0,
+            preexec_fn=_child_setup(background=True, cpus=self.cpus),
         )
         ready = self.process.stdout.readline() if self.process.stdout else b""  # "projections running: ..."
         if not ready.startswith(b"projections running"):

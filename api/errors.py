@@ -30,8 +30,9 @@ log = logging.getLogger("mesh.api")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str, type: str = "invalid_request_error",
-                 param: str | None = None):
+    def __init__(
+        self, status: int, message: str, code: str, type: str = "invalid_request_error", param: str | None = None
+    ):
         super().__init__(message)
         self.status, self.message, self.code, self.type, self.param = status, message, code, type, param
 
@@ -76,11 +77,18 @@ class MeshRequest(Request):
             raise ClientException(NESTED_TOO_DEEPLY) from None
 
 
-def error_response(status: int, message: str, code: str | None, type: str = "invalid_request_error",
-                   headers: dict[str, str] | None = None, param: str | None = None) -> Response:
+def error_response(
+    status: int,
+    message: str,
+    code: str | None,
+    type: str = "invalid_request_error",
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> Response:
     body = ErrorResponse(ErrorBody(message=message, type=type, code=code, param=param))
-    return Response(content=msgspec.json.encode(body), status_code=status, media_type="application/json",
-                    headers=headers)
+    return Response(
+        content=msgspec.json.encode(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def handle_api_error(_: Request, exc: ApiError) -> Response:
@@ -95,16 +103,18 @@ def handle_domain_error(_: Request, exc: Exception) -> Response:
 
 
 def handle_rate_limited(_: Request, exc: RateLimited) -> Response:
-    return error_response(429, str(exc), "rate_limited", "rate_limit_error",
-                          headers={"retry-after": str(exc.retry_after)})
+    return error_response(
+        429, str(exc), "rate_limited", "rate_limit_error", headers={"retry-after": str(exc.retry_after)}
+    )
 
 
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     if isinstance(exc, ValidationException):
         return error_response(400, _validation_message(exc), "invalid_request")
     if isinstance(exc, NotFoundException):
-        return error_response(404, exc.detail if exc.detail != "Not Found" else f"no route {request.url.path}",
-                              "not_found")
+        return error_response(
+            404, exc.detail if exc.detail != "Not Found" else f"no route {request.url.path}", "not_found"
+        )
     if isinstance(exc, MethodNotAllowedException):
         return error_response(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed")
     if isinstance(exc, NotAuthorizedException):
@@ -128,8 +138,12 @@ RETRY_AFTER_SECONDS = 2
 def handle_unavailable(request: Request, exc: Exception) -> Response:
     what = next(name for cls, name in UNAVAILABLE.items() if isinstance(exc, cls))
     log.warning("%s %s: %s unreachable (%s)", request.method, request.url.path, what, type(exc).__name__)
-    response = error_response(503, f"{what} cannot be reached right now; Mesh is reconnecting, retry shortly",
-                              "service_unavailable", "api_error")
+    response = error_response(
+        503,
+        f"{what} cannot be reached right now; Mesh is reconnecting, retry shortly",
+        "service_unavailable",
+        "api_error",
+    )
     response.headers["retry-after"] = str(RETRY_AFTER_SECONDS)
     return response
 
@@ -148,8 +162,9 @@ def _validation_message(exc: ValidationException) -> str:
             if key == "data" and message == "'data'":  # Litestar's word for a missing body
                 message = "a JSON body is required"
             for pattern, rule in PATTERN_RULES.items():
-                message = message.replace(f"Expected `str` matching regex {pattern!r}", f"contains a character that "
-                                                                                      f"is not allowed; {rule}")
+                message = message.replace(
+                    f"Expected `str` matching regex {pattern!r}", f"contains a character that is not allowed; {rule}"
+                )
             problems.append(f"{key}: {message}" if key else message)
     detail = "; ".join(p for p in problems if p)
     if "JSON" in (exc.detail or "") or "decode" in (exc.detail or "").lower():

@@ -24,11 +24,17 @@ MAX_WAITING = 64  # password checks queued for the pool beyond this are refused 
 
 
 class LoginGuard:
-    def __init__(self, failures_per_email: int = 10, failures_per_address: int = 50, signups_per_address: int = 20,
-                 window_seconds: float = 900.0, threads: int = KDF_THREADS, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        failures_per_email: int = 10,
+        failures_per_address: int = 50,
+        signups_per_address: int = 20,
+        window_seconds: float = 900.0,
+        threads: int = KDF_THREADS,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.by_email = AttemptWindow(failures_per_email, window_seconds, "failed attempts for this account", clock)
-        self.by_address = AttemptWindow(failures_per_address, window_seconds, "failed logins from this address",
-                                        clock)
+        self.by_address = AttemptWindow(failures_per_address, window_seconds, "failed logins from this address", clock)
         self.signups = AttemptWindow(signups_per_address, window_seconds, "sign-ups from this address", clock)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="mesh-kdf")
         self.waiting = 0
@@ -45,20 +51,27 @@ class LoginGuard:
 
     def login(self, address: str, email: str):
         """A failed login counts for the address and the email; a successful one clears the email's count."""
-        return self._attempt(BadCredentials, [(self.by_address, address), (self.by_email, normalise_email(email))],
-                             clear=self.by_email)
+        return self._attempt(
+            BadCredentials, [(self.by_address, address), (self.by_email, normalise_email(email))], clear=self.by_email
+        )
 
     def signup(self, address: str, email: str):
         """Every sign-up counts for the address; one for a taken email counts for that email too."""
-        return self._attempt(EmailTaken, [(self.signups, address), (self.by_email, normalise_email(email))],
-                             keep=self.signups)
+        return self._attempt(
+            EmailTaken, [(self.signups, address), (self.by_email, normalise_email(email))], keep=self.signups
+        )
 
     def password_change(self, account_id: UUID):
         return self._attempt(WrongPassword, [(self.by_email, f"account:{account_id}")], clear=self.by_email)
 
     @contextmanager
-    def _attempt(self, failure: type[Exception], holds: list[tuple[AttemptWindow, str]],
-                 keep: AttemptWindow | None = None, clear: AttemptWindow | None = None) -> Iterator[None]:
+    def _attempt(
+        self,
+        failure: type[Exception],
+        holds: list[tuple[AttemptWindow, str]],
+        keep: AttemptWindow | None = None,
+        clear: AttemptWindow | None = None,
+    ) -> Iterator[None]:
         """Count the attempt before the work (so parallel guesses are limited too); take it back if it
         turns out not to be a failure, except in `keep`; a success clears `clear` for its key."""
         taken: list[tuple[AttemptWindow, str]] = []

@@ -50,8 +50,10 @@ class BankTransfer:
     def start(self, account_id: UUID, amount: int, customer: str | None) -> PaymentStart:
         reference = "MESH-" + secrets.token_hex(5).upper()
         expires_at = datetime.now(timezone.utc) + self.valid_for
-        instructions = (f"Transfer {pico_to_usd(amount)} USD to {self.account_details} with the reference "
-                        f"{reference} before {expires_at:%Y-%m-%d %H:%M} UTC.")
+        instructions = (
+            f"Transfer {pico_to_usd(amount)} USD to {self.account_details} with the reference "
+            f"{reference} before {expires_at:%Y-%m-%d %H:%M} UTC."
+        )
         return PaymentStart(reference, instructions=instructions, expires_at=expires_at)
 
 
@@ -66,10 +68,12 @@ class StripePayments:
 
     def customer(self, account_id: UUID, email: str | None = None) -> str:
         try:
-            created = self.client.v1.customers.create(params={
-                "metadata": {"mesh_account_id": str(account_id)}, **({"email": email} if email else {})})
+            created = self.client.v1.customers.create(
+                params={"metadata": {"mesh_account_id": str(account_id)}, **({"email": email} if email else {})}
+            )
         except stripe.StripeError as exc:
-            raise PaymentError(f"Stripe could not create a customer: {exc.user_message or type(exc).__name__}")
+            reason = exc.user_message or type(exc).__name__
+            raise PaymentError(f"Stripe could not create a customer: {reason}") from None
         return created.id
 
     def save_card(self, customer: str, payment_method: str) -> None:
@@ -79,8 +83,9 @@ class StripePayments:
             if getattr(method, "customer", None) != customer:
                 self.client.v1.payment_methods.attach(payment_method, params={"customer": customer})
         except stripe.InvalidRequestError as exc:
-            raise PaymentError(f"Stripe does not know payment method {payment_method}: "
-                               f"{exc.user_message or exc.code}") from None
+            raise PaymentError(
+                f"Stripe does not know payment method {payment_method}: {exc.user_message or exc.code}"
+            ) from None
         except stripe.CardError as exc:
             raise PaymentError(f"the card was declined ({exc.code or 'card_error'})") from None
         except stripe.StripeError as exc:
@@ -88,12 +93,17 @@ class StripePayments:
 
     def start(self, account_id: UUID, amount: int, customer: str | None) -> PaymentStart:
         try:
-            intent = self.client.v1.payment_intents.create(params={
-                "amount": amount // PICO_PER_CENT, "currency": "usd", "customer": customer,
-                "payment_method_types": ["card"], "metadata": {"mesh_account_id": str(account_id)},
-            })
+            intent = self.client.v1.payment_intents.create(
+                params={
+                    "amount": amount // PICO_PER_CENT,
+                    "currency": "usd",
+                    "customer": customer,
+                    "payment_method_types": ["card"],
+                    "metadata": {"mesh_account_id": str(account_id)},
+                }
+            )
         except stripe.StripeError as exc:
-            raise PaymentError(f"Stripe refused the payment: {exc.user_message or type(exc).__name__}")
+            raise PaymentError(f"Stripe refused the payment: {exc.user_message or type(exc).__name__}") from None
         return PaymentStart(intent.id, client_secret=intent.client_secret)
 
     def pay_with_token(self, customer: str, payment_intent: str, token: str) -> tuple[str, str]:
@@ -111,16 +121,24 @@ class StripePayments:
             raise PaymentError(f"Stripe failed: {exc.user_message or type(exc).__name__}") from None
         return intent.status, intent.client_secret
 
-    def charge_saved_card(self, account_id: UUID, customer: str, payment_method: str, amount: int,
-                          idempotency_key: str) -> tuple[str, str]:
+    def charge_saved_card(
+        self, account_id: UUID, customer: str, payment_method: str, amount: int, idempotency_key: str
+    ) -> tuple[str, str]:
         """An off-session charge (auto-refill); returns (payment intent id, status). A retry with the
         same idempotency key never charges twice."""
         try:
-            intent = self.client.v1.payment_intents.create(params={
-                "amount": amount // PICO_PER_CENT, "currency": "usd", "customer": customer,
-                "payment_method": payment_method, "confirm": True, "off_session": True,
-                "metadata": {"mesh_account_id": str(account_id), "mesh_auto_refill": "1"},
-            }, options={"idempotency_key": idempotency_key})
+            intent = self.client.v1.payment_intents.create(
+                params={
+                    "amount": amount // PICO_PER_CENT,
+                    "currency": "usd",
+                    "customer": customer,
+                    "payment_method": payment_method,
+                    "confirm": True,
+                    "off_session": True,
+                    "metadata": {"mesh_account_id": str(account_id), "mesh_auto_refill": "1"},
+                },
+                options={"idempotency_key": idempotency_key},
+            )
         except stripe.CardError as exc:
             raise PaymentError(f"the card was declined ({exc.code or 'card_error'})") from None
         except stripe.StripeError as exc:

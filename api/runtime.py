@@ -91,10 +91,18 @@ async def connect_nats(url: str, timeout: float = 5) -> NATS:
         log.warning("reconnected to NATS")
 
     try:
-        await asyncio.wait_for(nc.connect(
-            url, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=_nats_error,
-            disconnected_cb=disconnected, reconnected_cb=reconnected,
-        ), timeout)
+        await asyncio.wait_for(
+            nc.connect(
+                url,
+                connect_timeout=2,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=_nats_error,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+            ),
+            timeout,
+        )
     except Exception as exc:
         raise StartupError(f"cannot reach NATS at {_redact(url)} ({type(exc).__name__}); is it running?") from None
     return nc
@@ -108,8 +116,15 @@ async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnec
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {reason}") from None
     # `check`: a connection that died with its server (PostgreSQL restarted) is replaced, not handed out
-    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False, timeout=10, configure=configure,
-                               check=AsyncConnectionPool.check_connection)
+    pool = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        timeout=10,
+        configure=configure,
+        check=AsyncConnectionPool.check_connection,
+    )
     await pool.open(wait=True, timeout=10)
     return pool
 
@@ -133,14 +148,28 @@ class ReadModelKeys:
             async with self.pool.connection() as conn:
                 found = await directory.key_by_hash(conn, key_hash)
         except psycopg.OperationalError:
-            raise GatewayError(503, "cannot check this API key right now: the read models are unreachable; "
-                                    "Mesh is reconnecting, retry shortly", "api_error", "service_unavailable") from None
+            raise GatewayError(
+                503,
+                "cannot check this API key right now: the read models are unreachable; "
+                "Mesh is reconnecting, retry shortly",
+                "api_error",
+                "service_unavailable",
+            ) from None
         if found is None:
             return None
         row, valid_until = found
         allowed = frozenset(row.allowed_models) if row.allowed_models is not None else None
-        return KeyInfo(row.key_id, row.account_id, row.default_model, row.status, row.spend_cap, allowed,
-                       row.expires_at, valid_until, row.fit_to_budget)
+        return KeyInfo(
+            row.key_id,
+            row.account_id,
+            row.default_model,
+            row.status,
+            row.spend_cap,
+            allowed,
+            row.expires_at,
+            valid_until,
+            row.fit_to_budget,
+        )
 
 
 class ReadModelTemplates:
@@ -152,8 +181,19 @@ class ReadModelTemplates:
     async def head(self, account_id: UUID, name: str) -> TemplateHead | None:
         async with self.pool.connection() as conn:
             row = await templates_read_model.template_named(conn, account_id, name)
-        return None if row is None else TemplateHead(row.template_id, row.account_id, row.name, row.latest_version,
-                                                     dict(row.labels), row.archived, row.revision)
+        return (
+            None
+            if row is None
+            else TemplateHead(
+                row.template_id,
+                row.account_id,
+                row.name,
+                row.latest_version,
+                dict(row.labels),
+                row.archived,
+                row.revision,
+            )
+        )
 
     async def version(self, template_id: UUID, version: int):
         async with self.pool.connection() as conn:
@@ -198,16 +238,31 @@ class Runtime:
     """Everything one Mesh process holds. `start()` is idempotent on the servers: it creates
     the stream and the schema if missing and keeps whatever data is there."""
 
-    def __init__(self, *, nats_url: str, database_url: str, catalog: Catalog, operator_token: str,
-                 stream: str = "MESH", run_projections: bool = True, spool_dir: Path = Path(".mesh/spool"),
-                 payments: dict[str, PaymentProvider] | None = None, topup_limits: tuple[int, int] = (0, 0),
-                 auto_refill: tuple[int, float] = (3, 60.0), projection_process: bool = False,
-                 background_postgres: int | None = None, background_cpus: frozenset[int] | None = None,
-                 session: timedelta = DEFAULT_SESSION, logins: LoginGuard | None = None,
-                 children: dict[str, Child] | None = None, lease_ttl: timedelta = LEASE_TTL,
-                 disconnect_drain_seconds: float = DISCONNECT_DRAIN_SECONDS,
-                 free_rpm: int = DEFAULT_FREE_RPM, log_retention_days: int = logs.RETENTION_DAYS,
-                 log_bodies: bool = False):
+    def __init__(
+        self,
+        *,
+        nats_url: str,
+        database_url: str,
+        catalog: Catalog,
+        operator_token: str,
+        stream: str = "MESH",
+        run_projections: bool = True,
+        spool_dir: Path = Path(".mesh/spool"),
+        payments: dict[str, PaymentProvider] | None = None,
+        topup_limits: tuple[int, int] = (0, 0),
+        auto_refill: tuple[int, float] = (3, 60.0),
+        projection_process: bool = False,
+        background_postgres: int | None = None,
+        background_cpus: frozenset[int] | None = None,
+        session: timedelta = DEFAULT_SESSION,
+        logins: LoginGuard | None = None,
+        children: dict[str, Child] | None = None,
+        lease_ttl: timedelta = LEASE_TTL,
+        disconnect_drain_seconds: float = DISCONNECT_DRAIN_SECONDS,
+        free_rpm: int = DEFAULT_FREE_RPM,
+        log_retention_days: int = logs.RETENTION_DAYS,
+        log_bodies: bool = False,
+    ):
         self.nats_url = nats_url
         self.database_url = database_url
         self.catalog = catalog
@@ -246,8 +301,7 @@ class Runtime:
             try:
                 await ensure_bodies_stream(self.nc, self.stream, self.log_retention_days)
             except Exception as exc:
-                raise StartupError(f"cannot create the JetStream stream {bodies_stream(self.stream)}: {exc}") \
-                    from None
+                raise StartupError(f"cannot create the JetStream stream {bodies_stream(self.stream)}: {exc}") from None
         self.pool = await open_pool(self.database_url)
         async with self.pool.connection() as conn:
             outdated = await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
@@ -265,8 +319,9 @@ class Runtime:
         self.key_cache = KeyCache(ReadModelKeys(self.pool))
         self.key_cache.on_change = self._key_changed
         self.template_cache = TemplateCache(ReadModelTemplates(self.pool))
-        self._feed = await feed.follow(self.nc, self.stream,
-                                       feed.handlers(self.key_cache, self.catalog, self.template_cache))
+        self._feed = await feed.follow(
+            self.nc, self.stream, feed.handlers(self.key_cache, self.catalog, self.template_cache)
+        )
         if self.run_projections:
             for model in outdated:
                 log.warning("read model %s was built by an older Mesh; rebuilding it from the log", model.name)
@@ -280,30 +335,50 @@ class Runtime:
                 self.catalog.apply(model_id, price, enabled)
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
         self.bodies = BodyPublisher(self.nc, self.stream) if self.log_bodies else None
-        self.gateway = Gateway(self.catalog, self.adapters, self.key_cache, self.budgets, self.usage,
-                               self.template_cache, self.disconnect_drain_seconds, self.free_rpm, self.bodies)
-        self._tasks = [asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
-                       asyncio.create_task(self.usage.run(self._stop), name="usage-spool")]
+        self.gateway = Gateway(
+            self.catalog,
+            self.adapters,
+            self.key_cache,
+            self.budgets,
+            self.usage,
+            self.template_cache,
+            self.disconnect_drain_seconds,
+            self.free_rpm,
+            self.bodies,
+        )
+        self._tasks = [
+            asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
+            asyncio.create_task(self.usage.run(self._stop), name="usage-spool"),
+        ]
         if self.bodies is not None:
             self._tasks.append(asyncio.create_task(self.bodies.run(self._stop), name="log-bodies"))
         if self.run_projections:
             if self.projection_process:
                 try:
                     self._worker = await asyncio.to_thread(
-                        ProjectionProcess(self.nats_url, self.database_url, self.stream, self.background_postgres,
-                                          self.background_cpus).start)
+                        ProjectionProcess(
+                            self.nats_url,
+                            self.database_url,
+                            self.stream,
+                            self.background_postgres,
+                            self.background_cpus,
+                        ).start
+                    )
                 except EmbeddedServerError as exc:
                     raise StartupError(str(exc)) from None
             else:
                 self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
                 if self.log_bodies:
                     self.runners.append(self._bodies_runner())
-                self._tasks += [asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}")
-                                for r in self.runners]
-                self._tasks.append(asyncio.create_task(self._every(RETENTION_EVERY, self._trim_logs),
-                                                       name="log-retention"))
-            self._tasks.append(asyncio.create_task(self._every(self._reap_timing[1], self._reap_expired_leases),
-                                                   name="lease-reaper"))
+                self._tasks += [
+                    asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}") for r in self.runners
+                ]
+                self._tasks.append(
+                    asyncio.create_task(self._every(RETENTION_EVERY, self._trim_logs), name="log-retention")
+                )
+            self._tasks.append(
+                asyncio.create_task(self._every(self._reap_timing[1], self._reap_expired_leases), name="lease-reaper")
+            )
             self._tasks.append(asyncio.create_task(self._every(30.0, self._expire_topups), name="topup-expiry"))
             stripe = self.payments.get("stripe")
             if isinstance(stripe, StripePayments):
@@ -368,8 +443,12 @@ class Runtime:
             try:
                 await job()
             except (psycopg.OperationalError, OperationalError) as exc:  # a server away (restarting): one line
-                log.warning("%s: %s unreachable (%s); will retry", job.__name__,
-                            "PostgreSQL" if isinstance(exc, psycopg.OperationalError) else "NATS", type(exc).__name__)
+                log.warning(
+                    "%s: %s unreachable (%s); will retry",
+                    job.__name__,
+                    "PostgreSQL" if isinstance(exc, psycopg.OperationalError) else "NATS",
+                    type(exc).__name__,
+                )
             except Exception:
                 log.exception("%s failed; will retry", job.__name__)
 

@@ -93,8 +93,13 @@ class Supervisor:
             watched.state, watched.last_exit = "restarting", describe_exit(code)
             if time.monotonic() - watched.started >= STABLE_SECONDS:
                 watched.delay = FIRST_DELAY
-            log.warning("%s (pid %d) %s; starting it again in %.1fs", watched.name, process.pid,
-                        watched.last_exit, watched.delay)
+            log.warning(
+                "%s (pid %d) %s; starting it again in %.1fs",
+                watched.name,
+                process.pid,
+                watched.last_exit,
+                watched.delay,
+            )
             down = time.monotonic()
             while not await _sleep(stop, watched.delay):
                 watched.delay = min(watched.delay * 2, MAX_DELAY)
@@ -105,8 +110,12 @@ class Supervisor:
                     continue
                 watched.state, watched.started = "running", time.monotonic()
                 watched.restarts += 1
-                log.warning("%s is running again (pid %d), %.1fs after it ended", watched.name,
-                            watched.child.process.pid, watched.started - down)
+                log.warning(
+                    "%s is running again (pid %d), %.1fs after it ended",
+                    watched.name,
+                    watched.child.process.pid,
+                    watched.started - down,
+                )
                 if watched.after_restart is not None:
                     try:
                         await watched.after_restart()

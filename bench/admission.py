@@ -33,9 +33,14 @@ from gateway.providers.base import Reply, Usage
 
 
 class InstantAdapter:
-    body = msgspec.json.encode({"id": "x", "object": "chat.completion", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+    body = msgspec.json.encode(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
+    )
 
     async def chat(self, model, body):
         return Reply(self.body, Usage(10, 5), 1)
@@ -61,8 +66,16 @@ class MemoryBroker:
 
     async def acquire(self, account_id, key_id, wanted, minimum):
         now = datetime.now(timezone.utc)
-        amount = lease_amount(wanted, minimum, self.key.available, self.account.available, self.key.spend_cap,
-                              self.key.spent_and_reserved, self.account.credits, self.account.spent_and_reserved)
+        amount = lease_amount(
+            wanted,
+            minimum,
+            self.key.available,
+            self.account.available,
+            self.key.spend_cap,
+            self.key.spent_and_reserved,
+            self.account.credits,
+            self.account.spent_and_reserved,
+        )
         lease_id, expires = uuid.uuid4(), now + timedelta(minutes=15)
         self.key.lease(lease_id, amount, expires, now)
         self.account.lease(lease_id, amount, key_id, expires)
@@ -82,18 +95,29 @@ async def run(requests: int) -> None:
     account = Account(email="bench@example.com", password_hash="x", token_hash="t")
     account.grant_credits(10**6 * 10**12, "bench", "bench")
     secret = new_api_key()
-    key = ApiKey(account_id=account.id, label="bench", key_hash=secret.hash, prefix=secret.prefix,
-                 spend_cap=10**5 * 10**12, default_model=None)
+    key = ApiKey(
+        account_id=account.id,
+        label="bench",
+        key_hash=secret.hash,
+        prefix=secret.prefix,
+        spend_cap=10**5 * 10**12,
+        default_model=None,
+    )
     info = KeyInfo(key.id, account.id, None, "active", key.spend_cap)
 
     async def load(_hash):
         return info
 
-    catalog = Catalog([Provider("p", "openai-compatible", "http://unused")],
-                      [Model("p/m", "p", "m", Price.from_usd("0.5", "1.5"))])
+    catalog = Catalog(
+        [Provider("p", "openai-compatible", "http://unused")], [Model("p/m", "p", "m", Price.from_usd("0.5", "1.5"))]
+    )
     body = msgspec.json.encode({"model": "p/m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]})
-    scope = {"type": "http", "path": "/v1/chat/completions", "method": "POST",
-             "headers": [(b"authorization", f"Bearer {secret.plain}".encode()), (b"content-type", b"application/json")]}
+    scope = {
+        "type": "http",
+        "path": "/v1/chat/completions",
+        "method": "POST",
+        "headers": [(b"authorization", f"Bearer {secret.plain}".encode()), (b"content-type", b"application/json")],
+    }
 
     async def receive():
         return {"type": "http.request", "body": body, "more_body": False}
@@ -112,8 +136,9 @@ async def run(requests: int) -> None:
 
     rows = []
     for _ in range(3):  # interleave to even out noise
-        rows.append((await measure(NoBudgets(MemoryBroker(key, account))),
-                     await measure(Budgets(MemoryBroker(key, account)))))
+        rows.append(
+            (await measure(NoBudgets(MemoryBroker(key, account))), await measure(Budgets(MemoryBroker(key, account))))
+        )
     off = min(r[0] for r in rows)
     on = min(r[1] for r in rows)
     print(f"{'path':<34}{'µs/request':>12}")

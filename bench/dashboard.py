@@ -45,13 +45,20 @@ def p(values: list[float], q: float) -> float:
 
 
 async def fill(runtime: Runtime, keys: int, requests: int) -> tuple[uuid.UUID, str]:
-    session = await asyncio.to_thread(runtime.accounts.sign_up, f"bench-{uuid.uuid4().hex[:8]}@example.com",
-                                      "correct horse battery")
+    session = await asyncio.to_thread(
+        runtime.accounts.sign_up, f"bench-{uuid.uuid4().hex[:8]}@example.com", "correct horse battery"
+    )
     account = session.account_id
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
-        created = list(pool.map(lambda i: runtime.keys.create(account, f"key {i:04d}", 50 * 10**12 if i % 3 else None,
-                                                               MODELS[i % len(MODELS)]), range(keys)))
+        created = list(
+            pool.map(
+                lambda i: runtime.keys.create(
+                    account, f"key {i:04d}", 50 * 10**12 if i % 3 else None, MODELS[i % len(MODELS)]
+                ),
+                range(keys),
+            )
+        )
     print(f"created {keys:,} keys through the key commands in {time.monotonic() - started:.1f} s")
     rng, now = random.Random(7), datetime.now(timezone.utc)
     started = time.monotonic()
@@ -63,14 +70,29 @@ async def fill(runtime: Runtime, keys: int, requests: int) -> tuple[uuid.UUID, s
             prompt, completion = rng.randint(5, 4000), 0 if failed else rng.randint(1, 1500)
             latency = int(rng.lognormvariate(13.6, 0.9))
             model = MODELS[rng.randrange(len(MODELS))]
-            batch.append(UsageRecorded(
-                trace_id=uuid.uuid4(), account_id=account, key_id=created[rng.randrange(keys)].key.id, model=model,
-                requested_model=model, provider="mesh", prompt_tokens=prompt, completion_tokens=completion,
-                prompt_per_1k=PRICE.prompt_per_1k, completion_per_1k=PRICE.completion_per_1k,
-                cost=0 if failed else PRICE.cost(prompt, completion), status="error" if failed else "ok",
-                http_status=502 if failed else 200, latency_us=latency, upstream_us=latency * 9 // 10,
-                first_token_us=None, stream=False, error="provider failed with HTTP 500" if failed else None,
-                timestamp=now - timedelta(seconds=rng.randrange(DAYS * 86_400))))
+            batch.append(
+                UsageRecorded(
+                    trace_id=uuid.uuid4(),
+                    account_id=account,
+                    key_id=created[rng.randrange(keys)].key.id,
+                    model=model,
+                    requested_model=model,
+                    provider="mesh",
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    prompt_per_1k=PRICE.prompt_per_1k,
+                    completion_per_1k=PRICE.completion_per_1k,
+                    cost=0 if failed else PRICE.cost(prompt, completion),
+                    status="error" if failed else "ok",
+                    http_status=502 if failed else 200,
+                    latency_us=latency,
+                    upstream_us=latency * 9 // 10,
+                    first_token_us=None,
+                    stream=False,
+                    error="provider failed with HTTP 500" if failed else None,
+                    timestamp=now - timedelta(seconds=rng.randrange(DAYS * 86_400)),
+                )
+            )
         await runtime.usage._publish(batch)
     info = await runtime.nc.jetstream().stream_info(runtime.stream)
     position = max(position, info.state.last_seq)
@@ -97,8 +119,13 @@ async def run(args) -> None:
         nats = NatsServer(Path(tmp) / "nats").start()
         postgres = PostgresServer(Path(tmp) / "pg").start()
         catalog = Catalog([], [Model(m, "mesh", "echo", PRICE) for m in MODELS])
-        runtime = Runtime(nats_url=nats.url, database_url=postgres.url, catalog=catalog, operator_token="mo-bench",
-                          spool_dir=Path(tmp) / "spool")
+        runtime = Runtime(
+            nats_url=nats.url,
+            database_url=postgres.url,
+            catalog=catalog,
+            operator_token="mo-bench",
+            spool_dir=Path(tmp) / "spool",
+        )
         try:
             await runtime.start()
             account, token = await fill(runtime, args.keys, args.requests)
@@ -107,27 +134,40 @@ async def run(args) -> None:
             async with httpx.AsyncClient(transport=transport, base_url="http://mesh", timeout=60) as client:
                 page = {"cookie": f"{SESSION_COOKIE}={token}"}
                 api = {"authorization": f"Bearer {token}"}
-                rows = [("API Keys page  GET /keys", "/keys", page, "GET /api/keys", "/api/keys"),
-                        ("Logs page      GET /logs", "/logs?range=30d", page, "GET /api/logs", "/api/logs?limit=50"),
-                        ("Billing page   GET /billing", "/billing", page, "GET /api/billing/spend",
-                         "/api/billing/spend?group_by=day,model"),
-                        ("Models page    GET /models", "/models", page, "GET /api/models", "/api/models"),
-                        ("Templates page GET /templates", "/templates", page, "GET /api/templates", "/api/templates")]
+                rows = [
+                    ("API Keys page  GET /keys", "/keys", page, "GET /api/keys", "/api/keys"),
+                    ("Logs page      GET /logs", "/logs?range=30d", page, "GET /api/logs", "/api/logs?limit=50"),
+                    (
+                        "Billing page   GET /billing",
+                        "/billing",
+                        page,
+                        "GET /api/billing/spend",
+                        "/api/billing/spend?group_by=day,model",
+                    ),
+                    ("Models page    GET /models", "/models", page, "GET /api/models", "/api/models"),
+                    ("Templates page GET /templates", "/templates", page, "GET /api/templates", "/api/templates"),
+                ]
                 shown = (await client.get("/keys", headers=page)).text.count('<a href="/keys/')
                 listed = len((await client.get("/api/keys", headers=api)).json()["data"])
                 logged = (await client.get("/logs?range=30d", headers=page)).text.count('<a href="/logs/')
                 assert shown == listed == args.keys, (shown, listed)
                 print(f"the pages show {shown:,} keys and a first page of {logged} requests")
-                print(f"\n{args.keys:,} keys, {args.requests:,} requests in one account; {args.samples} samples each "
-                      f"(in-process ASGI: server time)\n")
-                print(f"{'page':32} {'p50 ms':>8} {'p95 ms':>8}   {'reference (same data, JSON)':30} {'p50 ms':>8} "
-                      f"{'p95 ms':>8}  {'page/ref':>8}  goal p95 <= {GOAL_MS:.0f} ms")
+                print(
+                    f"\n{args.keys:,} keys, {args.requests:,} requests in one account; {args.samples} samples each "
+                    f"(in-process ASGI: server time)\n"
+                )
+                print(
+                    f"{'page':32} {'p50 ms':>8} {'p95 ms':>8}   {'reference (same data, JSON)':30} {'p50 ms':>8} "
+                    f"{'p95 ms':>8}  {'page/ref':>8}  goal p95 <= {GOAL_MS:.0f} ms"
+                )
                 for name, path, headers, ref_name, ref_path in rows:
                     pages = await measure(client, path, args.samples, headers)
                     refs = await measure(client, ref_path, args.samples, api)
                     verdict = "ok" if p(pages, 95) <= GOAL_MS else "SLOW"
-                    print(f"{name:32} {p(pages, 50):8.1f} {p(pages, 95):8.1f}   {ref_name:30} {p(refs, 50):8.1f} "
-                          f"{p(refs, 95):8.1f}  {p(pages, 50) / p(refs, 50):7.2f}x  {verdict}")
+                    print(
+                        f"{name:32} {p(pages, 50):8.1f} {p(pages, 95):8.1f}   {ref_name:30} {p(refs, 50):8.1f} "
+                        f"{p(refs, 95):8.1f}  {p(pages, 50) / p(refs, 50):7.2f}x  {verdict}"
+                    )
         finally:
             await runtime.stop()
             postgres.stop()

@@ -1,4 +1,5 @@
-"""What Mesh adds in front of an upstream: latency, throughput and CPU per request, beside the same mock called directly.
+"""What Mesh adds in front of an upstream: latency, throughput and CPU per request, beside the same mock called
+directly.
 
     python -m bench.gateway                                   # defaults: 3 s per cell, 1/16/64 in flight, 0 and 20 ms
     python -m bench.gateway --duration 1 --concurrency 1,16   # a quick run
@@ -56,6 +57,7 @@ CREATED = 1_700_000_000
 
 # --------------------------------------------------------------------------------------------- the mock upstream
 
+
 def _mock_responses() -> dict[tuple[bool, bool], bytes]:
     """(stream, include_usage) -> the whole HTTP response, built once."""
     import json
@@ -64,18 +66,40 @@ def _mock_responses() -> dict[tuple[bool, bool], bytes]:
         return json.dumps(obj, separators=(",", ":")).encode()
 
     usage = {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18}
-    completion = dump({
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": CREATED, "model": "model",
-        "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock."},
-                     "logprobs": None, "finish_reason": "stop"}],
-        "usage": usage})
-    plain = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-             b"connection: keep-alive\r\n\r\n" % len(completion)) + completion
+    completion = dump(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": "model",
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello from the mock."},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage,
+        }
+    )
+    plain = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: keep-alive\r\n\r\n" % len(completion)
+    ) + completion
 
     def chunk(choices, **extra) -> bytes:
-        return dump({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": CREATED,
-                     "model": "model", "choices": choices, **extra})
+        return dump(
+            {
+                "id": "chatcmpl-bench",
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": "model",
+                "choices": choices,
+                **extra,
+            }
+        )
 
     def delta(d, finish=None):
         return [{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}]
@@ -87,13 +111,20 @@ def _mock_responses() -> dict[tuple[bool, bool], bytes]:
     for include_usage in (False, True):
         datas = events + ([chunk([], usage=usage)] if include_usage else []) + [b"[DONE]"]
         body = b"".join(b"%x\r\n%s\r\n" % (len(frame), frame) for frame in (b"data: " + d + b"\n\n" for d in datas))
-        streams[include_usage] = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-                                  b"transfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n") + body + b"0\r\n\r\n"
+        streams[include_usage] = (
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+                b"transfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n"
+            )
+            + body
+            + b"0\r\n\r\n"
+        )
     return {(False, False): plain, (False, True): plain, (True, False): streams[False], (True, True): streams[True]}
 
 
-NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 21\r\n\r\n" \
-            b'{"error":"not found"}'
+NOT_FOUND = (
+    b'HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 21\r\n\r\n{"error":"not found"}'
+)
 
 
 def _mock_main(conn, latency_ms: float) -> None:
@@ -128,16 +159,19 @@ def _mock_main(conn, latency_ms: float) -> None:
                     return
                 head = bytes(buf[:end]).lower()
                 i = head.find(b"\r\ncontent-length:")
-                length = int(head[i + 17:head.find(b"\r\n", i + 2) if head.find(b"\r\n", i + 2) > 0 else None]) \
-                    if i >= 0 else 0
+                length = (
+                    int(head[i + 17 : head.find(b"\r\n", i + 2) if head.find(b"\r\n", i + 2) > 0 else None])
+                    if i >= 0
+                    else 0
+                )
                 if i < 0 and b"\r\ntransfer-encoding:" in head:  # not used by any client here
                     self.transport.write(b"HTTP/1.1 411 Length Required\r\ncontent-length: 0\r\n\r\n")
                     self.transport.close()
                     return
                 if len(buf) < end + 4 + length:
                     return
-                body = bytes(buf[end + 4:end + 4 + length])
-                del buf[:end + 4 + length]
+                body = bytes(buf[end + 4 : end + 4 + length])
+                del buf[: end + 4 + length]
                 close = b"\r\nconnection: close" in head
                 if not head.startswith(b"post /v1/chat/completions"):
                     self._write(NOT_FOUND, close)
@@ -180,6 +214,7 @@ def _run(coro):
 
 # --------------------------------------------------------------------------------------------- the load generator
 
+
 class _RawConnection(asyncio.Protocol):
     """A minimal HTTP/1.1 keep-alive client connection: one request at a time, whole response read."""
 
@@ -218,7 +253,7 @@ class _RawConnection(asyncio.Protocol):
             i = head.find(b"\r\ncontent-length:")
             if i >= 0:
                 j = head.find(b"\r\n", i + 2)
-                self.length = int(head[i + 17:j if j > 0 else None])
+                self.length = int(head[i + 17 : j if j > 0 else None])
             elif b"\r\ntransfer-encoding: chunked" not in head:
                 raise ConnectionError("response has neither content-length nor chunked encoding")
         if self.length >= 0:
@@ -243,7 +278,7 @@ class _RawConnection(asyncio.Protocol):
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(payload)
         await self.waiter
-        return self.status, bytes(self.buf[self.body_at:])
+        return self.status, bytes(self.buf[self.body_at :])
 
 
 async def _cell(spec: dict) -> dict:
@@ -253,14 +288,17 @@ async def _cell(spec: dict) -> dict:
     body, stream, concurrency = spec["body"], spec["stream"], spec["concurrency"]
     marker = b"[DONE]" if stream else b'"usage"'
     headers = {"content-type": "application/json", "authorization": f"Bearer {spec['key']}"}
-    payload = (f"POST {spec['path']} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
-               f"authorization: Bearer {spec['key']}\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+    payload = (
+        f"POST {spec['path']} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {spec['key']}\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
     client = None
     if spec["client"] == "httpx":
         import httpx
 
-        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency,
-                                                       max_keepalive_connections=concurrency), timeout=60)
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency), timeout=60
+        )
         url = f"http://{host}:{port}{spec['path']}"
 
         async def connect():
@@ -274,6 +312,7 @@ async def _cell(spec: dict) -> dict:
             response = await client.post(url, content=body, headers=headers)
             return response.status_code, response.content, None
     else:
+
         async def connect():
             _, protocol = await loop.create_connection(_RawConnection, host, port)
             return protocol
@@ -336,9 +375,16 @@ async def _cell(spec: dict) -> dict:
     def pct(q: float) -> float:
         return latencies[max(0, math.ceil(q * n) - 1)] * 1000 if n else float("nan")
 
-    return {"n": n, "rps": n / window if window > 0 else float("nan"), "p50": pct(0.5), "p99": pct(0.99),
-            "total": state["total"], "errors": state["errors"], "sample": state["sample"],
-            "client_cpu_us": cpu / max(1, state["total"]) * 1e6}
+    return {
+        "n": n,
+        "rps": n / window if window > 0 else float("nan"),
+        "p50": pct(0.5),
+        "p99": pct(0.99),
+        "total": state["total"],
+        "errors": state["errors"],
+        "sample": state["sample"],
+        "client_cpu_us": cpu / max(1, state["total"]) * 1e6,
+    }
 
 
 def _loadgen_main(conn) -> None:
@@ -358,6 +404,7 @@ def _loadgen_main(conn) -> None:
 
 
 # --------------------------------------------------------------------------------------------- processes
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -382,8 +429,7 @@ class Processes:
         self.popens: list[tuple[str, subprocess.Popen, list]] = []  # (name, process, its descendants)
         self.children: list[multiprocessing.Process] = []
 
-    def popen(self, name: str, cmd: list[str], env: dict, log: Path,
-              cpus: set[int] | None = None) -> subprocess.Popen:
+    def popen(self, name: str, cmd: list[str], env: dict, log: Path, cpus: set[int] | None = None) -> subprocess.Popen:
         # In the bench's own session (a process group of its own, for Ctrl-C), as a service started from this
         # shell would be: the kernel then weighs the server's background processes (idle priority under
         # `mesh up`) against the load generator and the mock, instead of giving each session an equal share.
@@ -392,8 +438,15 @@ class Processes:
             if cpus is not None:  # as `taskset`: the process and all it starts stay on these CPUs
                 os.sched_setaffinity(0, cpus)
 
-        process = subprocess.Popen(cmd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, process_group=0, preexec_fn=setup)
+        process = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            process_group=0,
+            preexec_fn=setup,
+        )
         self.popens.append((name, process, []))
         return process
 
@@ -481,27 +534,37 @@ def _wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float, n
     raise SystemExit(f"{name} not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-def _start_mesh(procs: Processes, tmp: Path, mock_port: int, profile: Path | None,
-                cpus: set[int] | None = None) -> tuple[subprocess.Popen, int, str]:
+def _start_mesh(
+    procs: Processes, tmp: Path, mock_port: int, profile: Path | None, cpus: set[int] | None = None
+) -> tuple[subprocess.Popen, int, str]:
     """`mesh up` on a free port with a temp data dir and config (on `cpus` only, when given, with its background
     processes there too); returns (process, port, API key)."""
     import httpx
 
     config = tmp / "mesh.toml"
-    models = "".join(f"""
+    models = "".join(
+        f"""
 [[models]]
 id = "bench/{upstream}"
 provider = "bench"
 upstream = "{upstream}"
 prompt_usd_per_1k = "0.001"
 completion_usd_per_1k = "0.002"
-""" for upstream in ("model", "model-slow"))
-    config.write_text(f'[providers.bench]\nkind = "openai-compatible"\nbase_url = "http://127.0.0.1:{mock_port}/v1"\n'
-                      + models)
+"""
+        for upstream in ("model", "model-slow")
+    )
+    config.write_text(
+        f'[providers.bench]\nkind = "openai-compatible"\nbase_url = "http://127.0.0.1:{mock_port}/v1"\n' + models
+    )
     data = tmp / "mesh-data"
     port = _free_port()
-    env = {**os.environ, "MESH_DATA_DIR": str(data), "MESH_HOST": "127.0.0.1", "MESH_PORT": str(port),
-           "MESH_CONFIG": str(config)}
+    env = {
+        **os.environ,
+        "MESH_DATA_DIR": str(data),
+        "MESH_HOST": "127.0.0.1",
+        "MESH_PORT": str(port),
+        "MESH_CONFIG": str(config),
+    }
     for name in ("MESH_NATS_URL", "MESH_DATABASE_URL", "MESH_OPERATOR_TOKEN", "MESH_STREAM"):
         env.pop(name, None)  # the embedded servers, in the temp dir
     if cpus is not None:
@@ -521,8 +584,11 @@ completion_usd_per_1k = "0.002"
         signup.raise_for_status()
         account, token = signup.json()["account_id"], signup.json()["management_token"]
         operator = (data / "operator_token").read_text().strip()
-        http.post(f"/admin/accounts/{account}/credits", json={"amount_usd": "100000", "reason": "bench"},
-                  headers={"authorization": f"Bearer {operator}"}).raise_for_status()
+        http.post(
+            f"/admin/accounts/{account}/credits",
+            json={"amount_usd": "100000", "reason": "bench"},
+            headers={"authorization": f"Bearer {operator}"},
+        ).raise_for_status()
         created = http.post("/api/keys", json={"label": "bench"}, headers={"authorization": f"Bearer {token}"})
         created.raise_for_status()
         key = created.json()["key"]
@@ -531,20 +597,28 @@ completion_usd_per_1k = "0.002"
 
 
 def _litellm_command() -> str | None:
-    return shutil.which("litellm") or (str(Path(sys.executable).parent / "litellm")
-                                       if (Path(sys.executable).parent / "litellm").exists() else None)
+    return shutil.which("litellm") or (
+        str(Path(sys.executable).parent / "litellm") if (Path(sys.executable).parent / "litellm").exists() else None
+    )
 
 
-def _start_litellm(procs: Processes, tmp: Path, mock_port: int, command: str,
-                   cpus: set[int] | None = None) -> tuple[subprocess.Popen, int, str]:
+def _start_litellm(
+    procs: Processes, tmp: Path, mock_port: int, command: str, cpus: set[int] | None = None
+) -> tuple[subprocess.Popen, int, str]:
     config = tmp / "litellm.yaml"
-    entries = "".join(f"""  - model_name: bench/{upstream}
+    entries = "".join(
+        f"""  - model_name: bench/{upstream}
     litellm_params:
       model: openai/{upstream}
       api_base: http://127.0.0.1:{mock_port}/v1
       api_key: sk-bench
-""" for upstream in ("model", "model-slow"))
-    config.write_text("model_list:\n" + entries + """litellm_settings:
+"""
+        for upstream in ("model", "model-slow")
+    )
+    config.write_text(
+        "model_list:\n"
+        + entries
+        + """litellm_settings:
   callbacks: []
   success_callback: []
   failure_callback: []
@@ -552,7 +626,8 @@ def _start_litellm(procs: Processes, tmp: Path, mock_port: int, command: str,
   telemetry: false
 general_settings:
   disable_spend_logs: true
-""")
+"""
+    )
     port = _free_port()
     env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MODE": "PRODUCTION", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     for name in ("DATABASE_URL", "REDIS_HOST", "REDIS_URL"):
@@ -561,8 +636,13 @@ general_settings:
     master_key = "sk-" + secrets.token_hex(32)
     env["LITELLM_MASTER_KEY"] = master_key
     log = tmp / "litellm.log"
-    process = procs.popen("litellm", [command, "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-                                      "--num_workers", "1"], env, log, cpus)
+    process = procs.popen(
+        "litellm",
+        [command, "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        env,
+        log,
+        cpus,
+    )
     seconds = _wait_http(f"http://127.0.0.1:{port}/health/liveliness", process, log, 180, "litellm")
     procs.remember_descendants(process)
     print(f"litellm healthy in {seconds:.1f} s on :{port} (pid {process.pid}; log {log})", flush=True)
@@ -605,9 +685,11 @@ def _print_profile(path: Path, requests: int, top: int = 25) -> None:
         return f"{file}:{line} {func}"
 
     total = sum(v[2] for v in stats.values())
-    print(f"\nMesh under cProfile during the measured cells ({requests} requests, warm-ups included; the event loop's "
-          f"thread only): {total * per:.0f} µs/request in all, epoll waits included; cProfile inflates small "
-          "functions")
+    print(
+        f"\nMesh under cProfile during the measured cells ({requests} requests, warm-ups included; the event loop's "
+        f"thread only): {total * per:.0f} µs/request in all, epoll waits included; cProfile inflates small "
+        "functions"
+    )
     print(f"  top {top} by own time (µs/request, calls/request):")
     for k, v in sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]:
         print(f"    {v[2] * per:8.1f}  {v[1] / max(1, requests):6.2f}  {where(k)}")
@@ -619,12 +701,18 @@ def _print_profile(path: Path, requests: int, top: int = 25) -> None:
 
 # --------------------------------------------------------------------------------------------- the run
 
+
 def _body(model: str, stream: bool) -> bytes:
     import json
 
-    document = {"model": model, "max_tokens": 64,
-                "messages": [{"role": "system", "content": "You are a terse assistant."},
-                             {"role": "user", "content": "Say hello in three words."}]}
+    document = {
+        "model": model,
+        "max_tokens": 64,
+        "messages": [
+            {"role": "system", "content": "You are a terse assistant."},
+            {"role": "user", "content": "Say hello in three words."},
+        ],
+    }
     if stream:
         document.update(stream=True, stream_options={"include_usage": True})
     return json.dumps(document, separators=(",", ":")).encode()
@@ -640,8 +728,22 @@ def _fmt(value, spec: str, width: int) -> str:
     return format(value, spec).rjust(width)
 
 
-COLUMNS = (("upstream", 8), ("mode", 6), ("in-flight", 9), ("target", 7), ("req/s", 8), ("p50", 7), ("p99", 7),
-           ("+p50", 7), ("+p99", 7), ("gw CPU", 8), ("helpers", 8), ("client", 8), ("mock", 6), ("errors", 6))
+COLUMNS = (
+    ("upstream", 8),
+    ("mode", 6),
+    ("in-flight", 9),
+    ("target", 7),
+    ("req/s", 8),
+    ("p50", 7),
+    ("p99", 7),
+    ("+p50", 7),
+    ("+p99", 7),
+    ("gw CPU", 8),
+    ("helpers", 8),
+    ("client", 8),
+    ("mock", 6),
+    ("errors", 6),
+)
 UNITS = ("", "", "", "", "", "ms", "ms", "ms", "ms", "µs/req", "µs/req", "µs/req", "µs/req", "")
 
 
@@ -655,23 +757,51 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--mesh-under-cprofile":
         return _mesh_under_cprofile(sys.argv[2])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per cell (default 3; 0: no "
-                        "time limit, then set --requests)")
-    parser.add_argument("--requests", type=int, default=0, help="at most this many requests measured per cell "
-                        "(default: no limit; whichever of --duration and --requests comes first)")
-    parser.add_argument("--warmup", type=float, default=0.5, help="seconds run before each cell, not counted "
-                        "(default 0.5)")
-    parser.add_argument("--latency-ms", type=float, default=20.0, help="the slow upstream's fixed latency "
-                        "(default 20; the fast one answers at once)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=3.0,
+        help="seconds measured per cell (default 3; 0: no time limit, then set --requests)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=0,
+        help="at most this many requests measured per cell "
+        "(default: no limit; whichever of --duration and --requests comes first)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=0.5, help="seconds run before each cell, not counted (default 0.5)"
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=20.0,
+        help="the slow upstream's fixed latency (default 20; the fast one answers at once)",
+    )
     parser.add_argument("--concurrency", default="1,16,64", help="requests in flight, a comma list (default 1,16,64)")
     parser.add_argument("--modes", default="non-stream,stream", help="non-stream, stream or both (default both)")
-    parser.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator's HTTP client "
-                        "(default raw asyncio; httpx costs the client several times more CPU per request)")
-    parser.add_argument("--profile", type=Path, metavar="FILE", help="run Mesh under cProfile, write the stats "
-                        "to FILE and print its hot spots (numbers of that run are inflated by the profiler)")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="load generator's HTTP client "
+        "(default raw asyncio; httpx costs the client several times more CPU per request)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="run Mesh under cProfile, write the stats "
+        "to FILE and print its hot spots (numbers of that run are inflated by the profiler)",
+    )
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM even if installed")
-    parser.add_argument("--one-cpu", action="store_true", help="run mesh up (gateway, NATS, PostgreSQL, worker) "
-                        "on CPU 0 only, as `taskset -c 0 mesh up`, and the mock and load generator on the others")
+    parser.add_argument(
+        "--one-cpu",
+        action="store_true",
+        help="run mesh up (gateway, NATS, PostgreSQL, worker) "
+        "on CPU 0 only, as `taskset -c 0 mesh up`, and the mock and load generator on the others",
+    )
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -721,23 +851,48 @@ def main() -> int:
             os.sched_setaffinity(loadgen.pid, others)
 
         mesh, mesh_port, key = _start_mesh(procs, tmp, mock_port, args.profile, server_cpus)
-        targets = {"direct": ("127.0.0.1", mock_port, "sk-unused", None, ""),
-                   "mesh": ("127.0.0.1", mesh_port, key, mesh.pid, "bench/")}
+        targets = {
+            "direct": ("127.0.0.1", mock_port, "sk-unused", None, ""),
+            "mesh": ("127.0.0.1", mesh_port, key, mesh.pid, "bench/"),
+        }
         litellm = None if args.no_litellm else _litellm_command()
         if litellm:
             process, port, master_key = _start_litellm(procs, tmp, mock_port, litellm, server_cpus)
             targets["litellm"] = ("127.0.0.1", port, master_key, process.pid, "bench/")
-        litellm_note = None if litellm else (
-            "LiteLLM: skipped (--no-litellm)" if args.no_litellm else
-            "LiteLLM: not installed, so no ratios against it; to include it: pip install 'litellm[proxy]' "
-            "(then rerun; it is started with one worker against the same mock)")
+        litellm_note = (
+            None
+            if litellm
+            else (
+                "LiteLLM: skipped (--no-litellm)"
+                if args.no_litellm
+                else "LiteLLM: not installed, so no ratios against it; to include it: pip install 'litellm[proxy]' "
+                "(then rerun; it is started with one worker against the same mock)"
+            )
+        )
 
-        def run(target: str, upstream: str, stream: bool, concurrency: int, duration: float, warmup: float,
-                requests: int = 0) -> dict:
+        def run(
+            target: str,
+            upstream: str,
+            stream: bool,
+            concurrency: int,
+            duration: float,
+            warmup: float,
+            requests: int = 0,
+        ) -> dict:
             host, port, api_key, server_pid, prefix = targets[target]
-            spec = {"host": host, "port": port, "path": "/v1/chat/completions", "key": api_key,
-                    "body": _body(prefix + upstream, stream), "stream": stream, "concurrency": concurrency,
-                    "duration": duration, "warmup": warmup, "requests": requests, "client": args.client}
+            spec = {
+                "host": host,
+                "port": port,
+                "path": "/v1/chat/completions",
+                "key": api_key,
+                "body": _body(prefix + upstream, stream),
+                "stream": stream,
+                "concurrency": concurrency,
+                "duration": duration,
+                "warmup": warmup,
+                "requests": requests,
+                "client": args.client,
+            }
             server_before = _cpu_tree(server_pid) if server_pid else {}
             began = time.monotonic()
             mock_before = sum(mock_ps.cpu_times()[:2])
@@ -782,25 +937,36 @@ def main() -> int:
                 after, wall = _cpu_tree(pid), time.monotonic() - began
                 helpers = sum(after[p] - before.get(p, 0.0) for p in after if p != pid)
                 idle[pid] = ((after.get(pid, 0.0) - before.get(pid, 0.0)) / wall, helpers / wall)
-                print(f"{target} idle: {idle[pid][0] * 100:.1f}% CPU, helpers {idle[pid][1] * 100:.1f}% "
-                      "(subtracted below)", flush=True)
+                print(
+                    f"{target} idle: {idle[pid][0] * 100:.1f}% CPU, helpers {idle[pid][1] * 100:.1f}% "
+                    "(subtracted below)",
+                    flush=True,
+                )
 
         latencies = [0.0, args.latency_ms] if args.latency_ms else [0.0]
-        where = (f"mesh up on CPU {min(server_cpus)} only (gateway, NATS, PostgreSQL, worker); mock and load "
-                 f"generator on CPUs {','.join(map(str, sorted(others)))}; " if args.one_cpu else "")
-        print(f"\n{where}{os.cpu_count()} CPUs; client {args.client}; {args.duration:g} s per cell "
-              f"after {args.warmup:g} s "
-              f"warm-up{f', at most {args.requests} requests' if args.requests else ''}; "
-              "latency of one whole request (stream: until [DONE]);\n+p50/+p99: over direct at the same in-flight count; "
-              "CPU per request net of idle use (~: under 0.2 s measured, psutil counts 10 ms ticks)\n", flush=True)
+        where = (
+            f"mesh up on CPU {min(server_cpus)} only (gateway, NATS, PostgreSQL, worker); mock and load "
+            f"generator on CPUs {','.join(map(str, sorted(others)))}; "
+            if args.one_cpu
+            else ""
+        )
+        print(
+            f"\n{where}{os.cpu_count()} CPUs; client {args.client}; {args.duration:g} s per cell "
+            f"after {args.warmup:g} s "
+            f"warm-up{f', at most {args.requests} requests' if args.requests else ''}; "
+            "latency of one whole request (stream: until [DONE]);\n+p50/+p99: over direct at the same in-flight count; "
+            "CPU per request net of idle use (~: under 0.2 s measured, psutil counts 10 ms ticks)\n",
+            flush=True,
+        )
         print(_header(), flush=True)
         for latency in latencies:
             upstream = "model-slow" if latency else "model"
             for mode in modes:
                 for concurrency in concurrencies:
                     for target in targets:
-                        r = run(target, upstream, mode == "stream", concurrency, args.duration, args.warmup,
-                                args.requests)
+                        r = run(
+                            target, upstream, mode == "stream", concurrency, args.duration, args.warmup, args.requests
+                        )
                         results[latency, mode, concurrency, target] = r
                         direct = results.get((latency, mode, concurrency, "direct"))
                         added50 = r["p50"] - direct["p50"] if target != "direct" else None
@@ -808,13 +974,30 @@ def main() -> int:
                         gw_cpu = r.get("gw_cpu_us")
                         if gw_cpu is not None and r["coarse"]:
                             gw_cpu = f"~{gw_cpu:.0f}"
-                        cells = (f"{latency:g} ms", mode.replace("non-stream", "plain"), concurrency, target,
-                                 r["rps"], r["p50"], r["p99"], added50, added99, gw_cpu,
-                                 r.get("helpers_cpu_us"), r["client_cpu_us"], r["mock_cpu_us"], r["errors"])
-                        specs = ("", "", "d", "", ".0f", ".2f", ".2f", "+.2f", "+.2f", ".0f", ".0f", ".0f", ".0f",
-                                 "d")
-                        print(" ".join(_fmt(v, s, w) if not isinstance(v, str) else f"{v:>{w}}"
-                                       for v, s, (_, w) in zip(cells, specs, COLUMNS)), flush=True)
+                        cells = (
+                            f"{latency:g} ms",
+                            mode.replace("non-stream", "plain"),
+                            concurrency,
+                            target,
+                            r["rps"],
+                            r["p50"],
+                            r["p99"],
+                            added50,
+                            added99,
+                            gw_cpu,
+                            r.get("helpers_cpu_us"),
+                            r["client_cpu_us"],
+                            r["mock_cpu_us"],
+                            r["errors"],
+                        )
+                        specs = ("", "", "d", "", ".0f", ".2f", ".2f", "+.2f", "+.2f", ".0f", ".0f", ".0f", ".0f", "d")
+                        print(
+                            " ".join(
+                                _fmt(v, s, w) if not isinstance(v, str) else f"{v:>{w}}"
+                                for v, s, (_, w) in zip(cells, specs, COLUMNS)
+                            ),
+                            flush=True,
+                        )
                         if r["errors"]:
                             print(f"    first error: {r['sample']}", flush=True)
 
@@ -828,11 +1011,13 @@ def main() -> int:
                     one = results.get((latency, mode, 1, target))
                     d1 = results.get((latency, mode, 1, "direct"))
                     if one and d1:
-                        lines.append(f"+{one['p50'] - d1['p50']:.2f} ms p50 / +{one['p99'] - d1['p99']:.2f} ms p99 "
-                                     "at 1 in flight")
-                    ratios = [f"{c}: {results[latency, mode, c, target]['rps']:.0f} "
-                              f"({results[latency, mode, c, target]['rps'] / results[latency, mode, c, 'direct']['rps']:.2f}x direct)"
-                              for c in concurrencies]
+                        lines.append(
+                            f"+{one['p50'] - d1['p50']:.2f} ms p50 / +{one['p99'] - d1['p99']:.2f} ms p99 "
+                            "at 1 in flight"
+                        )
+                    rps = {c: results[latency, mode, c, target]["rps"] for c in concurrencies}
+                    direct_rps = {c: results[latency, mode, c, "direct"]["rps"] for c in concurrencies}
+                    ratios = [f"{c}: {rps[c]:.0f} ({rps[c] / direct_rps[c]:.2f}x direct)" for c in concurrencies]
                     lines.append("req/s " + ", ".join(ratios))
                     cpu = [results[latency, mode, c, target].get("gw_cpu_us") for c in concurrencies]
                     lines.append("gw CPU " + "/".join(f"{c:.0f}" for c in cpu) + " µs/req")
@@ -843,13 +1028,24 @@ def main() -> int:
                 for mode in modes:
                     m1, l1, d1 = (results[latency, mode, 1, t] for t in ("mesh", "litellm", "direct"))
                     added = _ratio(l1["p50"] - d1["p50"], m1["p50"] - d1["p50"])
-                    rps = [_ratio(results[latency, mode, c, "mesh"]["rps"], results[latency, mode, c, "litellm"]["rps"])
-                           for c in concurrencies]
-                    cpu = [_ratio(results[latency, mode, c, "litellm"]["gw_cpu_us"],
-                                  results[latency, mode, c, "mesh"]["gw_cpu_us"]) for c in concurrencies]
-                    print(f"  upstream {latency:g} ms, {mode:<10}: added p50 at 1 in flight x{added:.2f}; "
-                          f"Mesh req/s over LiteLLM's " + ", ".join(f"{c}: x{x:.2f}" for c, x in zip(concurrencies, rps))
-                          + "; CPU/req " + ", ".join(f"{c}: x{x:.2f}" for c, x in zip(concurrencies, cpu)))
+                    rps = [
+                        _ratio(results[latency, mode, c, "mesh"]["rps"], results[latency, mode, c, "litellm"]["rps"])
+                        for c in concurrencies
+                    ]
+                    cpu = [
+                        _ratio(
+                            results[latency, mode, c, "litellm"]["gw_cpu_us"],
+                            results[latency, mode, c, "mesh"]["gw_cpu_us"],
+                        )
+                        for c in concurrencies
+                    ]
+                    print(
+                        f"  upstream {latency:g} ms, {mode:<10}: added p50 at 1 in flight x{added:.2f}; "
+                        f"Mesh req/s over LiteLLM's "
+                        + ", ".join(f"{c}: x{x:.2f}" for c, x in zip(concurrencies, rps))
+                        + "; CPU/req "
+                        + ", ".join(f"{c}: x{x:.2f}" for c, x in zip(concurrencies, cpu))
+                    )
         else:
             print("\n" + litellm_note)
         completed = True

@@ -49,8 +49,12 @@ PAGE = 50
 DEEP_PAGES = 1000
 ACCOUNTS = 500
 KEYS_PER_ACCOUNT = 5
-PROVIDERS = {"openai": ["gpt-4o", "gpt-4o-mini", "gpt-5", "o3"], "anthropic": ["claude-sonnet", "claude-haiku"],
-             "gemini": ["gemini-pro", "gemini-flash"], "local": ["llama-70b", "qwen-32b", "mistral-7b", "phi-4"]}
+PROVIDERS = {
+    "openai": ["gpt-4o", "gpt-4o-mini", "gpt-5", "o3"],
+    "anthropic": ["claude-sonnet", "claude-haiku"],
+    "gemini": ["gemini-pro", "gemini-flash"],
+    "local": ["llama-70b", "qwen-32b", "mistral-7b", "phi-4"],
+}
 MODELS = [(p, f"{p}/{m}") for p, ms in PROVIDERS.items() for m in ms]
 ERROR_SHARE = 0.03
 DAYS = 60
@@ -64,8 +68,9 @@ class World:
     def __init__(self, seed: int = 7):
         self.rng = random.Random(seed)
         self.accounts = [uuid.UUID(int=self.rng.getrandbits(128)) for _ in range(ACCOUNTS)]
-        self.keys = {a: [uuid.UUID(int=self.rng.getrandbits(128)) for _ in range(KEYS_PER_ACCOUNT)]
-                     for a in self.accounts}
+        self.keys = {
+            a: [uuid.UUID(int=self.rng.getrandbits(128)) for _ in range(KEYS_PER_ACCOUNT)] for a in self.accounts
+        }
         self.now = datetime.now(timezone.utc)
 
     @property
@@ -82,14 +87,26 @@ class World:
         prompt, completion = rng.randint(5, 4000), 0 if failed else rng.randint(1, 1500)
         latency = int(rng.lognormvariate(13.6, 0.9))  # microseconds; median ~0.8 s
         return UsageRecorded(
-            trace_id=uuid.UUID(int=rng.getrandbits(128), version=4), account_id=account,
-            key_id=self.keys[account][rng.randrange(KEYS_PER_ACCOUNT)], model=model, requested_model=model,
-            provider=provider, prompt_tokens=prompt, completion_tokens=completion, prompt_per_1k=500_000_000_000,
-            completion_per_1k=1_500_000_000_000, cost=0 if failed else prompt * 500_000_000 + completion * 1_500_000_000,
-            status="error" if failed else "ok", http_status=502 if failed else 200,
+            trace_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+            account_id=account,
+            key_id=self.keys[account][rng.randrange(KEYS_PER_ACCOUNT)],
+            model=model,
+            requested_model=model,
+            provider=provider,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            prompt_per_1k=500_000_000_000,
+            completion_per_1k=1_500_000_000_000,
+            cost=0 if failed else prompt * 500_000_000 + completion * 1_500_000_000,
+            status="error" if failed else "ok",
+            http_status=502 if failed else 200,
             timestamp=self.now - timedelta(microseconds=rng.randrange((60 if live else DAYS * 86_400) * 10**6)),
-            latency_us=latency, upstream_us=latency * 9 // 10, first_token_us=None, stream=rng.random() < 0.4,
-            error="provider failed with HTTP 500" if failed else None, cached_prompt_tokens=prompt // 4,
+            latency_us=latency,
+            upstream_us=latency * 9 // 10,
+            first_token_us=None,
+            stream=rng.random() < 0.4,
+            error="provider failed with HTTP 500" if failed else None,
+            cached_prompt_tokens=prompt // 4,
         )
 
 
@@ -115,7 +132,8 @@ async def add_keys(conn: psycopg.AsyncConnection, world: World, table: str) -> N
         await cur.executemany(
             f"insert into {table} (key_id, account_id, label, prefix, created_at, updated_at)"
             " values (%s, %s, %s, 'mk-bench', now(), now())",
-            [(k, a, f"key {i}") for a, ks in world.keys.items() for i, k in enumerate(ks)])
+            [(k, a, f"key {i}") for a, ks in world.keys.items() for i, k in enumerate(ks)],
+        )
     await conn.commit()
 
 
@@ -132,13 +150,16 @@ def combinations(world: World, rng: random.Random):
             if chosen["provider"] and chosen["model"]:
                 model = f"{provider}/{PROVIDERS[provider][rng.randrange(len(PROVIDERS[provider]))]}"
             end = world.now - timedelta(days=rng.randint(0, 20))
-            return LogFilter(account_id=world.busiest,
-                             start=end - timedelta(days=14) if chosen["date"] else None,
-                             end=end if chosen["date"] else None,
-                             model=model if chosen["model"] else None,
-                             provider=provider if chosen["provider"] else None,
-                             key_id=world.keys[world.busiest][rng.randrange(KEYS_PER_ACCOUNT)] if chosen["key_id"] else None,
-                             status=chosen["status"], min_latency_ms=SLOW_MS if chosen["min_latency_ms"] else None)
+            return LogFilter(
+                account_id=world.busiest,
+                start=end - timedelta(days=14) if chosen["date"] else None,
+                end=end if chosen["date"] else None,
+                model=model if chosen["model"] else None,
+                provider=provider if chosen["provider"] else None,
+                key_id=world.keys[world.busiest][rng.randrange(KEYS_PER_ACCOUNT)] if chosen["key_id"] else None,
+                status=chosen["status"],
+                min_latency_ms=SLOW_MS if chosen["min_latency_ms"] else None,
+            )
 
         yield name, make
 
@@ -152,8 +173,10 @@ async def timed(coro) -> tuple[float, object]:
 async def deep_cursor(conn, f: LogFilter) -> tuple[datetime, uuid.UUID] | None:
     """The cursor a client holds after DEEP_PAGES pages (set-up: found with an offset, not timed)."""
     where, params = logs._where(f, None)
-    cur = await conn.execute(f"select l.time, l.trace_id from logs l{where} order by l.time desc, l.trace_id desc"
-                             f" offset %s limit 1", [*params, DEEP_PAGES * PAGE - 1])
+    cur = await conn.execute(
+        f"select l.time, l.trace_id from logs l{where} order by l.time desc, l.trace_id desc offset %s limit 1",
+        [*params, DEEP_PAGES * PAGE - 1],
+    )
     row = await cur.fetchone()
     return (row[0], row[1]) if row else None
 
@@ -165,8 +188,10 @@ def p(values: list[float], q: float) -> float:
 def line(name: str, first: list[float], deep: list[float], deep_note: str = "") -> str:
     worst = max(p(first, 95), p(deep, 95) if deep else 0)
     deep_cols = f"{p(deep, 50):7.2f} {p(deep, 95):7.2f}" if deep else f"{deep_note:>15}"
-    return (f"{name:<52} {p(first, 50):7.2f} {p(first, 95):7.2f}   {deep_cols}   "
-            f"{GOAL_P95_MS:5.0f}  {worst / GOAL_P95_MS:5.2f}")
+    return (
+        f"{name:<52} {p(first, 50):7.2f} {p(first, 95):7.2f}   {deep_cols}   "
+        f"{GOAL_P95_MS:5.0f}  {worst / GOAL_P95_MS:5.2f}"
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -187,8 +212,10 @@ async def apply_rate(conn, world: World, t: dict[str, str], events: int) -> tupl
     cpu = time.process_time() + cpu_seconds(backend)
     started = time.perf_counter()
     for i in range(0, events, 1000):
-        batch = [Envelope(i + j, now, "usage.recorded", decode_event("usage.recorded", body, None, 1))
-                 for j, body in enumerate(bodies[i:i + 1000])]
+        batch = [
+            Envelope(i + j, now, "usage.recorded", decode_event("usage.recorded", body, None, 1))
+            for j, body in enumerate(bodies[i : i + 1000])
+        ]
         async with conn.transaction():
             async with conn.cursor() as cur:
                 await model.apply(cur, t, batch)
@@ -209,11 +236,14 @@ async def run(args) -> None:
                 await add_keys(conn, world, physical_tables(directory, 1)["api_keys"])
             fill_rate = await fill(conn, world, t["logs"], args.rows - present, seed=present)
             print(f"filled {args.rows - present:,} rows through projections.logs.insert at {fill_rate:,.0f} rows/s")
-        cur = await conn.execute(f"select count(*), count(*) filter (where account_id = %s) from {t['logs']}",
-                                 (world.busiest,))
+        cur = await conn.execute(
+            f"select count(*), count(*) filter (where account_id = %s) from {t['logs']}", (world.busiest,)
+        )
         total, busiest = await cur.fetchone()
-        print(f"logs: {total:,} rows; busiest account {busiest:,} rows; {len(MODELS)} models, "
-              f"{ACCOUNTS} accounts x {KEYS_PER_ACCOUNT} keys, {ERROR_SHARE:.0%} errors, {DAYS} days\n")
+        print(
+            f"logs: {total:,} rows; busiest account {busiest:,} rows; {len(MODELS)} models, "
+            f"{ACCOUNTS} accounts x {KEYS_PER_ACCOUNT} keys, {ERROR_SHARE:.0%} errors, {DAYS} days\n"
+        )
 
         rng = random.Random(3)
         print(f"{'filters (busiest account)':<52} {'first page ms':>15}   {'page 1000 ms':>15}   {'goal':>5}  ratio")
@@ -235,21 +265,27 @@ async def run(args) -> None:
             worst = max(worst, p(first, 95), p(deep, 95) if deep else 0)
             print(line(name, first, deep, "fewer rows"), flush=True)
 
-        cur = await conn.execute(f"select trace_id from {t['logs']} where account_id = %s"
-                                 " order by random() limit %s", (world.busiest, args.samples * 10))
+        cur = await conn.execute(
+            f"select trace_id from {t['logs']} where account_id = %s order by random() limit %s",
+            (world.busiest, args.samples * 10),
+        )
         traces = [r[0] for r in await cur.fetchall()]
         lookups = [(await timed(logs.entry(conn, trace, world.busiest)))[0] for trace in traces]
         worst = max(worst, p(lookups, 95))
-        print(f"{'GET /api/logs/{trace_id}':<52} {p(lookups, 50):7.2f} {p(lookups, 95):7.2f}   {'':>15}   "
-              f"{GOAL_P95_MS:5.0f}  {p(lookups, 95) / GOAL_P95_MS:5.2f}")
+        print(
+            f"{'GET /api/logs/{trace_id}':<52} {p(lookups, 50):7.2f} {p(lookups, 95):7.2f}   {'':>15}   "
+            f"{GOAL_P95_MS:5.0f}  {p(lookups, 95) / GOAL_P95_MS:5.2f}"
+        )
         print(f"\nworst p95 of any query: {worst:.2f} ms (goal {GOAL_P95_MS:.0f} ms, ratio {worst / GOAL_P95_MS:.2f})")
 
     from api.routes.logs import _export_lines
     from psycopg_pool import AsyncConnectionPool
 
     async with AsyncConnectionPool(args.database_url, min_size=1, max_size=2) as pool:
+
         class Runtime:  # what the export route uses of the runtime
             pass
+
         runtime = Runtime()
         runtime.pool = pool
         started, size = time.perf_counter(), 0
@@ -260,10 +296,12 @@ async def run(args) -> None:
 
     async with await psycopg.AsyncConnection.connect(args.database_url, autocommit=True) as conn:
         wall, per_cpu = await apply_rate(conn, world, physical_tables(model, 1), args.apply_events)
-        print(f"logs projection apply: {wall:,.0f} events/s wall, {per_cpu:,.0f} events per CPU second"
-              f" (worker + its PostgreSQL backend; goal {GOAL_APPLY:,} on one core; ratio {per_cpu / GOAL_APPLY:.2f})"
-              f" over {args.apply_events:,} events in batches of 1,000, onto the table above; load average"
-              f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(
+            f"logs projection apply: {wall:,.0f} events/s wall, {per_cpu:,.0f} events per CPU second"
+            f" (worker + its PostgreSQL backend; goal {GOAL_APPLY:,} on one core; ratio {per_cpu / GOAL_APPLY:.2f})"
+            f" over {args.apply_events:,} events in batches of 1,000, onto the table above; load average"
+            f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
 
 
 def main() -> None:

@@ -27,13 +27,22 @@ from gateway.templates import TemplateCache, TemplateHead
 
 TARGET_US = 20.0
 ACCOUNT, TEMPLATE = uuid.uuid4(), uuid.uuid4()
-SYSTEM = ("You are {{ persona }}, the support assistant of {{company}}. " + "Answer briefly and politely; "
-          "cite the knowledge base where you can, and never invent product names or prices. " * 18
-          + "The customer's plan is {{plan}} and their language is {{language}}.")
+SYSTEM = (
+    "You are {{ persona }}, the support assistant of {{company}}. " + "Answer briefly and politely; "
+    "cite the knowledge base where you can, and never invent product names or prices. "
+    * 18
+    + "The customer's plan is {{plan}} and their language is {{language}}."
+)
 USER = "My name is {{ name }}. My question: {{question}}"
 MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
-VARIABLES = {"persona": "Ada", "company": "Acme Corp", "plan": "enterprise", "language": "English", "name": "Bo",
-             "question": "How do I rotate an API key without downtime?"}
+VARIABLES = {
+    "persona": "Ada",
+    "company": "Acme Corp",
+    "plan": "enterprise",
+    "language": "English",
+    "name": "Bo",
+    "question": "How do I rotate an API key without downtime?",
+}
 DEFAULTS = {"model": "acme/gpt", "temperature": 0.3, "stop": ["END"]}
 
 
@@ -78,20 +87,25 @@ async def run(iterations: int) -> None:
     size = sum(len(m["content"]) for m in MESSAGES)
     compiled = CompiledMessages(MESSAGES)
     texts = [(m["role"], m["content"]) for m in MESSAGES]
-    formats = [(m["role"], m["content"].replace("{{ ", "{").replace(" }}", "}").replace("{{", "{").replace("}}", "}"))
-               for m in MESSAGES]
-    assert compiled.render(VARIABLES) == replace_chain(texts) == [
-        {"role": role, "content": f.format_map(VARIABLES)} for role, f in formats]
+    formats = [
+        (m["role"], m["content"].replace("{{ ", "{").replace(" }}", "}").replace("{{", "{").replace("}}", "}"))
+        for m in MESSAGES
+    ]
+    assert (
+        compiled.render(VARIABLES)
+        == replace_chain(texts)
+        == [{"role": role, "content": f.format_map(VARIABLES)} for role, f in formats]
+    )
 
     render = per_call_us(lambda: compiled.render(VARIABLES), iterations)
     replace = per_call_us(lambda: replace_chain(texts), iterations)
-    format_map = per_call_us(lambda: [{"role": r, "content": f.format_map(VARIABLES)} for r, f in formats],
-                             iterations)
+    format_map = per_call_us(lambda: [{"role": r, "content": f.format_map(VARIABLES)} for r, f in formats], iterations)
 
     cache = TemplateCache(MemoryTemplates())
     question = [{"role": "user", "content": "And what about the old key?"}]
-    with_template = msgspec.json.encode({"model": "acme/gpt", "messages": question, "template": "support",
-                                         "variables": VARIABLES})
+    with_template = msgspec.json.encode(
+        {"model": "acme/gpt", "messages": question, "template": "support", "variables": VARIABLES}
+    )
     without = msgspec.json.encode({"model": "acme/gpt", "messages": question})
     await cache.expand(ACCOUNT, with_template)  # load once, as a gateway process does
     templated = await per_request_us(cache, with_template, iterations)

@@ -16,12 +16,26 @@ from eventsourcing.persistence import RecordConflictError
 
 from commands.app import MeshApplication
 from domain.account import Account, EmailClaim, normalise_email
-from domain.credentials import (DUMMY_PASSWORD_HASH, InvalidPassword, check_new_password,
-                                check_presented_password, hash_password, needs_rehash, new_management_token,
-                                verify_password)
+from domain.credentials import (
+    DUMMY_PASSWORD_HASH,
+    InvalidPassword,
+    check_new_password,
+    check_presented_password,
+    hash_password,
+    needs_rehash,
+    new_management_token,
+    verify_password,
+)
 
-__all__ = ["AccountCommands", "BadCredentials", "EmailTaken", "InvalidPassword", "Session", "WrongPassword",
-           "DEFAULT_SESSION"]
+__all__ = [
+    "AccountCommands",
+    "BadCredentials",
+    "EmailTaken",
+    "InvalidPassword",
+    "Session",
+    "WrongPassword",
+    "DEFAULT_SESSION",
+]
 
 DEFAULT_SESSION = timedelta(days=30)
 
@@ -45,8 +59,12 @@ class Session(msgspec.Struct, frozen=True):
 
 
 class AccountCommands:
-    def __init__(self, app: MeshApplication, session: timedelta = DEFAULT_SESSION,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+    def __init__(
+        self,
+        app: MeshApplication,
+        session: timedelta = DEFAULT_SESSION,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
         self.app = app
         self.session = session  # how long a management token lives after it was issued or last renewed
         self.clock = clock
@@ -55,8 +73,9 @@ class AccountCommands:
         email = normalise_email(email)
         check_new_password(password)
         token = new_management_token()
-        account = Account(email=email, password_hash=hash_password(password), token_hash=token.hash,
-                          token_expires_at=self._expiry())
+        account = Account(
+            email=email, password_hash=hash_password(password), token_hash=token.hash, token_expires_at=self._expiry()
+        )
         claim = EmailClaim(email=email, account_id=account.id)
         try:
             position = self.app.save_all(account, claim)  # atomic: both or neither
@@ -114,6 +133,7 @@ class AccountCommands:
 
     def renew_session(self, account_id: UUID, token_hash: str) -> int:
         """Slide a token's expiry to a full session from now (if it is still live)."""
+
         def use_case() -> int:
             account = self.app.account(account_id)
             account.renew_token(token_hash, self._expiry())

@@ -31,13 +31,15 @@ class MeshApplication(Application):
     name = "Mesh"
 
     def __init__(self, nats_url: str, stream: str = "MESH", env: dict[str, str] | None = None):
-        super().__init__(env={
-            "PERSISTENCE_MODULE": "commands.eventstore",
-            "MAPPER_TOPIC": "commands.mapper:MsgspecMapper",
-            "MESH_NATS_URL": nats_url,
-            "MESH_STREAM": stream,
-            **(env or {}),
-        })
+        super().__init__(
+            env={
+                "PERSISTENCE_MODULE": "commands.eventstore",
+                "MAPPER_TOPIC": "commands.mapper:MsgspecMapper",
+                "MESH_NATS_URL": nats_url,
+                "MESH_STREAM": stream,
+                **(env or {}),
+            }
+        )
 
     def save_all(self, *aggregates: Any) -> int:
         """Save atomically; return the stream position of the last event written."""

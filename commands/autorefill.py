@@ -16,10 +16,10 @@ class AutoRefillCommands:
     def __init__(self, app: MeshApplication):
         self.app = app
 
-    def configure(self, account_id: UUID, threshold: int, amount: int, payment_method: str,
-                  max_failures: int) -> int:
-        return self._change(account_id, lambda a: a.configure_auto_refill(threshold, amount, payment_method,
-                                                                          max_failures))
+    def configure(self, account_id: UUID, threshold: int, amount: int, payment_method: str, max_failures: int) -> int:
+        return self._change(
+            account_id, lambda a: a.configure_auto_refill(threshold, amount, payment_method, max_failures)
+        )
 
     def disable(self, account_id: UUID, reason: str) -> int:
         return self._change(account_id, lambda a: a.disable_auto_refill(reason))

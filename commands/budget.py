@@ -33,9 +33,18 @@ class BudgetCommands:
             key, account = self._load(account_id, key_id)
             now = datetime.now(timezone.utc)
             key.start_period_if_due(now)
-            amount = lease_amount(wanted, minimum, key.available, account.available, key.spend_cap,
-                                  key.spent_and_reserved, account.credits, account.spent_and_reserved,
-                                  key.leases.reserved, account.leases.reserved)
+            amount = lease_amount(
+                wanted,
+                minimum,
+                key.available,
+                account.available,
+                key.spend_cap,
+                key.spent_and_reserved,
+                account.credits,
+                account.spent_and_reserved,
+                key.leases.reserved,
+                account.leases.reserved,
+            )
             lease_id, expires_at = uuid.uuid4(), now + ttl
             key.lease(lease_id, amount, expires_at, now)
             account.lease(lease_id, amount, key_id, expires_at)

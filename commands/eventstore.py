@@ -125,8 +125,11 @@ class JetStreamAggregateRecorder(AggregateRecorder):
         self._direct = f"$JS.API.DIRECT.GET.{stream}"
         self._runner = _LoopThread()
         try:
-            self.nc = self._runner.run(asyncio.wait_for(nats.connect(
-                nats_url, connect_timeout=2, max_reconnect_attempts=-1, error_cb=_log_nats_error), 5))
+            self.nc = self._runner.run(
+                asyncio.wait_for(
+                    nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=-1, error_cb=_log_nats_error), 5
+                )
+            )
             self._runner.run(ensure_stream(self.nc, stream))
         except Exception as exc:
             self._runner.stop()
@@ -292,8 +295,15 @@ class JetStreamAggregateRecorder(AggregateRecorder):
                 return found
             seq = found[-1].id + 1
 
-    def select_events(self, originator_id: UUID | str, *, gt: int | None = None, lte: int | None = None,
-                      desc: bool = False, limit: int | None = None) -> Sequence[StoredEvent]:
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
         key = str(originator_id)
         notifications = self._runner.run(self._events_of(key))
         if notifications:
@@ -317,8 +327,15 @@ class JetStreamAggregateRecorder(AggregateRecorder):
 
 
 class JetStreamApplicationRecorder(JetStreamAggregateRecorder, ApplicationRecorder):
-    def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
-                             topics: Sequence[str] = (), *, inclusive_of_start: bool = True) -> Sequence[Notification]:
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
         first = (start or 1) if inclusive_of_start else (start or 0) + 1
         return self._runner.run(self._select(max(first, 1), limit, stop, tuple(topics)))
 
@@ -354,8 +371,13 @@ class JetStreamApplicationRecorder(JetStreamAggregateRecorder, ApplicationRecord
 class PollingSubscription(Subscription[JetStreamApplicationRecorder]):
     """Yields notifications as they are appended, polling the stream when caught up."""
 
-    def __init__(self, recorder: JetStreamApplicationRecorder, gt: int | None = None,
-                 topics: Sequence[str] = (), poll_interval: float = 0.01):
+    def __init__(
+        self,
+        recorder: JetStreamApplicationRecorder,
+        gt: int | None = None,
+        topics: Sequence[str] = (),
+        poll_interval: float = 0.01,
+    ):
         super().__init__(recorder=recorder, gt=gt, topics=topics)
         self._buffer: list[Notification] = []
         self._poll_interval = poll_interval
@@ -364,8 +386,11 @@ class PollingSubscription(Subscription[JetStreamApplicationRecorder]):
         while not self._buffer:
             if self._has_been_stopped:
                 raise StopIteration
-            self._buffer = list(self._recorder.select_notifications(
-                start=self._last_notification_id or 0, limit=500, topics=self._topics, inclusive_of_start=False))
+            self._buffer = list(
+                self._recorder.select_notifications(
+                    start=self._last_notification_id or 0, limit=500, topics=self._topics, inclusive_of_start=False
+                )
+            )
             if not self._buffer:
                 time.sleep(self._poll_interval)
         notification = self._buffer.pop(0)

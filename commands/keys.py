@@ -47,17 +47,31 @@ class KeyCommands:
     def __init__(self, app: MeshApplication):
         self.app = app
 
-    def create(self, account_id: UUID, label: str, spend_cap: int | None, default_model: str | None,
-               allowed_models: list[str] | None = None, expires_at: datetime | None = None,
-               cap_reset: str | None = None, fit_to_budget: bool = False) -> KeyResult:
+    def create(
+        self,
+        account_id: UUID,
+        label: str,
+        spend_cap: int | None,
+        default_model: str | None,
+        allowed_models: list[str] | None = None,
+        expires_at: datetime | None = None,
+        cap_reset: str | None = None,
+        fit_to_budget: bool = False,
+    ) -> KeyResult:
         secret = new_api_key()
         if cap_reset is not None and spend_cap is None:
             raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
         key = ApiKey(
-            account_id=account_id, label=check_label(label), key_hash=secret.hash, prefix=secret.prefix,
-            spend_cap=check_spend_cap(spend_cap), default_model=check_model_id(default_model),
-            allowed_models=check_allowed_models(allowed_models), expires_at=check_expiry(expires_at),
-            cap_reset=check_cap_period(cap_reset), fit_to_budget=fit_to_budget,
+            account_id=account_id,
+            label=check_label(label),
+            key_hash=secret.hash,
+            prefix=secret.prefix,
+            spend_cap=check_spend_cap(spend_cap),
+            default_model=check_model_id(default_model),
+            allowed_models=check_allowed_models(allowed_models),
+            expires_at=check_expiry(expires_at),
+            cap_reset=check_cap_period(cap_reset),
+            fit_to_budget=fit_to_budget,
         )
         return KeyResult(key, self.app.save_all(key), secret.plain)
 
@@ -92,8 +106,9 @@ class KeyCommands:
 
     def rotate(self, account_id: UUID, key_id: UUID, grace: timedelta) -> KeyResult:
         secret = new_api_key()
-        result = self._change(account_id, key_id,
-                              lambda key: key.rotate(secret.hash, secret.prefix, datetime.now(timezone.utc), grace))
+        result = self._change(
+            account_id, key_id, lambda key: key.rotate(secret.hash, secret.prefix, datetime.now(timezone.utc), grace)
+        )
         return KeyResult(result.key, result.position, secret.plain)
 
     def history(self, account_id: UUID, key_id: UUID) -> list[Any]:

@@ -24,8 +24,15 @@ class TemplateCommands:
     def __init__(self, app: MeshApplication):
         self.app = app
 
-    def create(self, account_id: UUID, name: str, description: str | None, messages: Messages,
-               defaults: dict[str, Any] | None, by: str = "account") -> TemplateResult:
+    def create(
+        self,
+        account_id: UUID,
+        name: str,
+        description: str | None,
+        messages: Messages,
+        defaults: dict[str, Any] | None,
+        by: str = "account",
+    ) -> TemplateResult:
         def use_case() -> TemplateResult:
             template = Template.create(account_id, name, description, messages, defaults, by)
             claim = self._claim(account_id, template.name, template.id)
@@ -33,9 +40,18 @@ class TemplateCommands:
 
         return self.app.retrying(use_case)  # a claim created at the same time: the retry sees it taken
 
-    def save(self, account_id: UUID, template_id: UUID, name: str, description: str | None, messages: Messages,
-             defaults: dict[str, Any] | None, by: str = "account") -> TemplateResult:
+    def save(
+        self,
+        account_id: UUID,
+        template_id: UUID,
+        name: str,
+        description: str | None,
+        messages: Messages,
+        defaults: dict[str, Any] | None,
+        by: str = "account",
+    ) -> TemplateResult:
         """A new version; a different name also moves the template's name claim."""
+
         def decide(template: Template) -> list[Any]:
             claims: list[Any] = []
             new_name = check_name(name)
@@ -47,8 +63,9 @@ class TemplateCommands:
 
         return self._change(account_id, template_id, decide)
 
-    def label(self, account_id: UUID, template_id: UUID, label: str, version: int,
-              by: str = "account") -> TemplateResult:
+    def label(
+        self, account_id: UUID, template_id: UUID, label: str, version: int, by: str = "account"
+    ) -> TemplateResult:
         return self._change(account_id, template_id, lambda t: t.label(label, version, by))
 
     def unlabel(self, account_id: UUID, template_id: UUID, label: str, by: str = "account") -> TemplateResult:
@@ -56,6 +73,7 @@ class TemplateCommands:
 
     def archive(self, account_id: UUID, template_id: UUID, by: str = "account") -> TemplateResult:
         """Hide the template and free its name; its versions and history stay."""
+
         def decide(template: Template) -> list[Any]:
             if template.archived:
                 return []
@@ -77,8 +95,9 @@ class TemplateCommands:
             raise NotFound(f"no template {template_id} in this account")
         return template
 
-    def _change(self, account_id: UUID, template_id: UUID,
-                decide: Callable[[Template], list[Any] | None]) -> TemplateResult:
+    def _change(
+        self, account_id: UUID, template_id: UUID, decide: Callable[[Template], list[Any] | None]
+    ) -> TemplateResult:
         def use_case() -> TemplateResult:
             template = self.get(account_id, template_id)
             others = decide(template) or []

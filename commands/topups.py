@@ -35,19 +35,22 @@ class TopUpCommands:
     def stripe_customer(self, account_id: UUID) -> str | None:
         return self.app.account(account_id).stripe_customer
 
-    def request(self, account_id: UUID, provider: str, reference: str, amount: int,
-                expires_at: datetime | None = None) -> TopUpResult:
+    def request(
+        self, account_id: UUID, provider: str, reference: str, amount: int, expires_at: datetime | None = None
+    ) -> TopUpResult:
         """Record a payment the account started. Recording the same one again changes nothing."""
         self.app.account(account_id)
-        topup = TopUp(account_id=account_id, provider=provider, reference=reference, amount=amount,
-                      expires_at=expires_at)
+        topup = TopUp(
+            account_id=account_id, provider=provider, reference=reference, amount=amount, expires_at=expires_at
+        )
         try:
             return TopUpResult(topup, self.app.save_all(topup))
         except RecordConflictError:
             return TopUpResult(self.load(provider, reference), 0)
 
-    def confirm(self, provider: str, reference: str, amount: int, by: str,
-                account_id: UUID | None = None) -> TopUpResult:
+    def confirm(
+        self, provider: str, reference: str, amount: int, by: str, account_id: UUID | None = None
+    ) -> TopUpResult:
         """The payment arrived: credit it, once. An unknown payment is recorded first when the
         provider names the account (e.g. an off-session charge whose request was not saved)."""
 

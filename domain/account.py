@@ -97,6 +97,7 @@ class Account(Aggregate):
 
     class TokenRenewed(Aggregate.Event):
         """A management token in use lives longer (sliding expiry); at most about once a day per token."""
+
         token_hash: str
         expires_at: datetime
 
@@ -105,10 +106,12 @@ class Account(Aggregate):
 
     class PasswordChanged(Aggregate.Event):
         """A new password; every management token issued before it stops working."""
+
         password_hash: str
 
     class PasswordRehashed(Aggregate.Event):
         """The same password, hashed again with today's KDF parameters; tokens stay valid."""
+
         password_hash: str
 
     @event(Registered)
@@ -192,7 +195,6 @@ class Account(Aggregate):
     def _grant_credits(self, amount: int, reason: str, granted_by: str) -> None:
         self.credits += amount
 
-
     def link_stripe_customer(self, customer_id: str) -> None:
         if customer_id != self.stripe_customer:
             self._link_stripe_customer(customer_id)
@@ -241,8 +243,12 @@ class Account(Aggregate):
     def trigger_auto_refill(self, refill_id: UUID, balance: int) -> bool:
         """The balance was seen below the threshold; True if this starts a refill."""
         refill = self.auto_refill
-        if refill is None or self.refill_pending is not None or not self.auto_refill_armed \
-                or balance >= refill.threshold:
+        if (
+            refill is None
+            or self.refill_pending is not None
+            or not self.auto_refill_armed
+            or balance >= refill.threshold
+        ):
             return False
         self._trigger_auto_refill(refill_id, balance)
         return True
@@ -267,8 +273,9 @@ class Account(Aggregate):
             return
         self._auto_refill_failed(refill_id, reason[:500])
         if self.refill_failures >= self.auto_refill.max_failures:
-            self.disable_auto_refill(f"turned off after {self.refill_failures} failed charges in a row; "
-                                     f"last: {reason[:300]}")
+            self.disable_auto_refill(
+                f"turned off after {self.refill_failures} failed charges in a row; last: {reason[:300]}"
+            )
 
     @event(AutoRefillFailed)
     def _auto_refill_failed(self, refill_id: UUID, reason: str) -> None:
@@ -277,8 +284,12 @@ class Account(Aggregate):
         self.refill_failures += 1
 
     def rearm_auto_refill(self, balance: int) -> None:
-        if self.auto_refill is not None and not self.auto_refill_armed and self.refill_pending is None \
-                and balance >= self.auto_refill.threshold:
+        if (
+            self.auto_refill is not None
+            and not self.auto_refill_armed
+            and self.refill_pending is None
+            and balance >= self.auto_refill.threshold
+        ):
             self._rearm_auto_refill()
 
     @event(AutoRefillArmed)

@@ -60,8 +60,13 @@ def check_allowed_models(models: list[str] | None) -> list[str] | None:
         return None
     if len(models) > MAX_LIST_LENGTH:
         raise InvalidKeySettings(f"allowed_models may name at most {MAX_LIST_LENGTH} models")
-    cleaned = sorted({check_text(m.strip(), "allowed_models entry", MAX_MODEL_ID_LENGTH, error=InvalidKeySettings)
-                      for m in models if m.strip()})
+    cleaned = sorted(
+        {
+            check_text(m.strip(), "allowed_models entry", MAX_MODEL_ID_LENGTH, error=InvalidKeySettings)
+            for m in models
+            if m.strip()
+        }
+    )
     if not cleaned:
         raise InvalidKeySettings("allowed_models must name at least one model, or be null for all models")
     return cleaned
@@ -138,9 +143,19 @@ class ApiKey(Aggregate):
         previous_valid_until: datetime  # the old secret works until then (== rotation time: stops at once)
 
     @event(Created)
-    def __init__(self, account_id: UUID, label: str, key_hash: str, prefix: str, spend_cap: int | None,
-                 default_model: str | None, allowed_models: list[str] | None = None,
-                 expires_at: datetime | None = None, cap_reset: str | None = None, fit_to_budget: bool = False):
+    def __init__(
+        self,
+        account_id: UUID,
+        label: str,
+        key_hash: str,
+        prefix: str,
+        spend_cap: int | None,
+        default_model: str | None,
+        allowed_models: list[str] | None = None,
+        expires_at: datetime | None = None,
+        cap_reset: str | None = None,
+        fit_to_budget: bool = False,
+    ):
         self.account_id = account_id
         self.label = label
         self.key_hash = key_hash

@@ -40,8 +40,9 @@ class InvalidText(ValueError):
     """Text with control characters, or too long; or a time without a zone."""
 
 
-def check_text(value: str, field: str, max_length: int, *, multiline: bool = False,
-               error: type[ValueError] = InvalidText) -> str:
+def check_text(
+    value: str, field: str, max_length: int, *, multiline: bool = False, error: type[ValueError] = InvalidText
+) -> str:
     """`value` if it has no control characters (multi-line text may hold tab and newlines) and at most
     `max_length` characters; otherwise `error` naming the field and what is allowed."""
     if len(value) > max_length:
@@ -60,15 +61,15 @@ def check_aware(when: datetime | None, field: str, error: type[ValueError] = Inv
     if when.utcoffset() is None:
         raise error(f"{field} must include a time zone, e.g. 2027-01-01T00:00:00Z")
     if not EARLIEST_TIME <= when <= LATEST_TIME:
-        raise error(f"{field} must be between {EARLIEST_TIME:%Y-%m-%d} and {LATEST_TIME:%Y-%m-%d} (UTC), "
-                    f"got {when.isoformat()}")
+        raise error(
+            f"{field} must be between {EARLIEST_TIME:%Y-%m-%d} and {LATEST_TIME:%Y-%m-%d} (UTC), got {when.isoformat()}"
+        )
     return when
 
 
 def text(max_length: int, *, min_length: int = 0, multiline: bool = False) -> msgspec.Meta:
     """The msgspec constraint for a text field (same rule as `check_text`)."""
-    return msgspec.Meta(min_length=min_length, max_length=max_length,
-                        pattern=MULTI_LINE if multiline else SINGLE_LINE)
+    return msgspec.Meta(min_length=min_length, max_length=max_length, pattern=MULTI_LINE if multiline else SINGLE_LINE)
 
 
 Email = Annotated[str, text(MAX_EMAIL_LENGTH)]

@@ -68,9 +68,18 @@ class LeaseBook:
         self.settled += spent
 
 
-def lease_amount(wanted: int, minimum: int, key_available: int | None, account_available: int,
-                 key_cap: int | None, key_spend: int, credits: int, account_spend: int,
-                 key_reserved: int = 0, account_reserved: int = 0) -> int:
+def lease_amount(
+    wanted: int,
+    minimum: int,
+    key_available: int | None,
+    account_available: int,
+    key_cap: int | None,
+    key_spend: int,
+    credits: int,
+    account_spend: int,
+    key_reserved: int = 0,
+    account_reserved: int = 0,
+) -> int:
     """How much to lease: up to `wanted`, at most half of what both limits leave, and at least `minimum`."""
     available = min([account_available] + ([key_available] if key_available is not None else []))
     if key_available is not None and key_available < minimum:
@@ -79,14 +88,16 @@ def lease_amount(wanted: int, minimum: int, key_available: int | None, account_a
             f"this API key's spend cap of {pico_to_usd(key_cap or 0)} USD "
             f"{'does not cover this request' if key_available > 0 else 'is reached'}: "
             f"{_spent(key_spend, key_reserved)}",
-            held_by_leases=key_reserved > 0, available=max(0, available),
+            held_by_leases=key_reserved > 0,
+            available=max(0, available),
         )
     if account_available < minimum:
         raise BudgetExceeded(
             "account_balance",
             f"the account balance {'does not cover this request' if account_available > 0 else 'is used up'}: "
             f"credits {pico_to_usd(credits)} USD, {_spent(account_spend, account_reserved)}; top up to continue",
-            held_by_leases=account_reserved > 0, available=max(0, available),
+            held_by_leases=account_reserved > 0,
+            available=max(0, available),
         )
     # Never more than half of what is left (unless that is below the minimum): with several gateways
     # each asking, leases shrink as the budget runs out, so what one holds unused stays small.
@@ -97,8 +108,10 @@ def _spent(spent_and_reserved: int, reserved: int) -> str:
     spent = f"{pico_to_usd(spent_and_reserved - reserved)} USD spent"
     if not reserved:
         return spent
-    return f"{spent} and {pico_to_usd(reserved)} USD reserved for requests in flight (what they do not spend " \
-           f"comes back when they finish)"
+    return (
+        f"{spent} and {pico_to_usd(reserved)} USD reserved for requests in flight (what they do not spend "
+        f"comes back when they finish)"
+    )
 
 
 def period_start(period: str | None, now: datetime) -> datetime | None:

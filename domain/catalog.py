@@ -47,12 +47,25 @@ class ModelSettings(Aggregate):
 
     def change_price(self, price: Price, by: str) -> None:
         if price != self.price:
-            self._change_price(self.model_id, price.prompt_per_1k, price.completion_per_1k, by, price.cached_per_1k,
-                               price.cache_write_per_1k)
+            self._change_price(
+                self.model_id,
+                price.prompt_per_1k,
+                price.completion_per_1k,
+                by,
+                price.cached_per_1k,
+                price.cache_write_per_1k,
+            )
 
     @event(PriceChanged)
-    def _change_price(self, model_id: str, prompt_per_1k: int, completion_per_1k: int, by: str,
-                      cached_per_1k: int | None = None, cache_write_per_1k: int | None = None) -> None:
+    def _change_price(
+        self,
+        model_id: str,
+        prompt_per_1k: int,
+        completion_per_1k: int,
+        by: str,
+        cached_per_1k: int | None = None,
+        cache_write_per_1k: int | None = None,
+    ) -> None:
         self.price = Price(prompt_per_1k, completion_per_1k, cached_per_1k, cache_write_per_1k)
 
     def enable(self, by: str) -> None:

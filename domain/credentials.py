@@ -77,8 +77,9 @@ def hash_token(token: str) -> str:
 def check_new_password(password: str) -> None:
     """The rule for a password someone chooses."""
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise InvalidPassword(f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters, "
-                              f"got {len(password)}")
+        raise InvalidPassword(
+            f"password must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters, got {len(password)}"
+        )
 
 
 def check_presented_password(password: str) -> None:
@@ -90,8 +91,15 @@ def check_presented_password(password: str) -> None:
 def derive(password: str, salt: bytes, params: ScryptParams) -> bytes:
     """The password KDF itself (slow on purpose; releases the GIL)."""
     n = 2**params.log_n
-    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=params.r, p=params.p, dklen=_DIGEST_BYTES,
-                          maxmem=2 * 128 * n * params.r * params.p)
+    return hashlib.scrypt(
+        password.encode(),
+        salt=salt,
+        n=n,
+        r=params.r,
+        p=params.p,
+        dklen=_DIGEST_BYTES,
+        maxmem=2 * 128 * n * params.r * params.p,
+    )
 
 
 def hash_password(password: str) -> str:

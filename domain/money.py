@@ -25,11 +25,11 @@ def usd_to_pico(value: str | int | Decimal, *, field: str = "amount_usd", decima
     Floats are refused: they cannot carry money exactly.
     """
     if isinstance(value, bool) or isinstance(value, float):
-        raise InvalidAmount(f"{field} must be a decimal string such as \"12.50\", not a {type(value).__name__}")
+        raise InvalidAmount(f'{field} must be a decimal string such as "12.50", not a {type(value).__name__}')
     try:
         amount = Decimal(value.strip() if isinstance(value, str) else value)
     except (InvalidOperation, TypeError, ValueError):
-        raise InvalidAmount(f"{field} must be a decimal number such as \"12.50\", got {str(value)[:40]!r}") from None
+        raise InvalidAmount(f'{field} must be a decimal number such as "12.50", got {str(value)[:40]!r}') from None
     if not amount.is_finite():
         raise InvalidAmount(f"{field} must be a finite decimal number, got {str(value)[:40]!r}")
     exponent = amount.as_tuple().exponent

@@ -26,18 +26,25 @@ class Price(msgspec.Struct, frozen=True):
     cache_write_per_1k: int | None = None  # pico-USD per 1,000 prompt tokens written to cache; None: prompt price
 
     @classmethod
-    def from_usd(cls, prompt_usd_per_1k: str, completion_usd_per_1k: str, cached_prompt_usd_per_1k: str | None = None,
-                 cache_write_usd_per_1k: str | None = None) -> "Price":
+    def from_usd(
+        cls,
+        prompt_usd_per_1k: str,
+        completion_usd_per_1k: str,
+        cached_prompt_usd_per_1k: str | None = None,
+        cache_write_usd_per_1k: str | None = None,
+    ) -> "Price":
         def pico(field: str, value: str) -> int:
             price = usd_to_pico(value, field=field, decimals=_PRICE_DECIMALS)
             if price < 0:
                 raise InvalidAmount("prices must not be negative")
             return price
 
-        return cls(pico("prompt_usd_per_1k", prompt_usd_per_1k), pico("completion_usd_per_1k", completion_usd_per_1k),
-                   None if cached_prompt_usd_per_1k is None else pico("cached_prompt_usd_per_1k",
-                                                                      cached_prompt_usd_per_1k),
-                   None if cache_write_usd_per_1k is None else pico("cache_write_usd_per_1k", cache_write_usd_per_1k))
+        return cls(
+            pico("prompt_usd_per_1k", prompt_usd_per_1k),
+            pico("completion_usd_per_1k", completion_usd_per_1k),
+            None if cached_prompt_usd_per_1k is None else pico("cached_prompt_usd_per_1k", cached_prompt_usd_per_1k),
+            None if cache_write_usd_per_1k is None else pico("cache_write_usd_per_1k", cache_write_usd_per_1k),
+        )
 
     @property
     def cached(self) -> int:
@@ -53,18 +60,25 @@ class Price(msgspec.Struct, frozen=True):
     def is_free(self) -> bool:
         return self.prompt_per_1k == 0 and self.completion_per_1k == 0 and self.cached == 0 and self.cache_write == 0
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
-             cache_write_tokens: int = 0) -> int:
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> int:
         """Exact cost in pico-USD (prices are multiples of 1,000 pico-USD per 1K, so this divides evenly).
 
         `prompt_tokens` is the whole prompt; `cached_tokens` and `cache_write_tokens` are the parts of it read
         from and written to the provider's cache, each charged at its own price, the rest at the prompt price."""
         if not 0 <= cached_tokens + cache_write_tokens <= prompt_tokens or min(cached_tokens, cache_write_tokens) < 0:
-            raise ValueError(f"cached ({cached_tokens}) and cache-write ({cache_write_tokens}) tokens must be parts "
-                             f"of the prompt's {prompt_tokens}")
+            raise ValueError(
+                f"cached ({cached_tokens}) and cache-write ({cache_write_tokens}) tokens must be parts "
+                f"of the prompt's {prompt_tokens}"
+            )
         fresh = prompt_tokens - cached_tokens - cache_write_tokens
-        return (fresh * self.prompt_per_1k + cached_tokens * self.cached + cache_write_tokens * self.cache_write
-                + completion_tokens * self.completion_per_1k) // 1000
+        return (
+            fresh * self.prompt_per_1k
+            + cached_tokens * self.cached
+            + cache_write_tokens * self.cache_write
+            + completion_tokens * self.completion_per_1k
+        ) // 1000
 
     def worst_cost(self, prompt_tokens: int, completion_tokens: int) -> int:
         """The most these tokens can cost: every prompt token at the dearest of its prices (a cache write can cost

@@ -77,21 +77,23 @@ def compile_text(text: str) -> CompiledText:
             piece.append(text[at:])
             break
         if start > 0 and text[start - 1] == "\\":  # \{{ : literal braces
-            piece.append(text[at:start - 1] + OPEN)
+            piece.append(text[at : start - 1] + OPEN)
             at = start + len(OPEN)
             continue
         piece.append(text[at:start])
         end = text.find(CLOSE, start + len(OPEN))
         if end < 0:
-            raise InvalidTemplate(f"'{{{{' at character {start} is not closed by '}}}}'; "
-                                  f"write \\{{{{ for literal braces")
-        inner = text[start + len(OPEN):end].strip()
+            raise InvalidTemplate(
+                f"'{{{{' at character {start} is not closed by '}}}}'; write \\{{{{ for literal braces"
+            )
+        inner = text[start + len(OPEN) : end].strip()
         if not VARIABLE_NAME.fullmatch(inner) or len(inner) > MAX_VARIABLE_NAME:
-            shown = text[start:end + len(CLOSE)][:80]
+            shown = text[start : end + len(CLOSE)][:80]
             raise InvalidTemplate(
                 f"{shown!r} at character {start} is not a variable: write {{{{ name }}}} with a name of letters, "
                 f"digits and _ (at most {MAX_VARIABLE_NAME}, not starting with a digit); expressions and "
-                f"attributes are not supported; write \\{{{{ for literal braces")
+                f"attributes are not supported; write \\{{{{ for literal braces"
+            )
         literals.append("".join(piece))
         piece = []
         names.append(inner)
@@ -129,8 +131,9 @@ def text_values(variables: Mapping[str, Any], used: frozenset[str], order: tuple
         elif kind is int or kind is float:  # a bool is not a number here, and type() tells them apart
             values[name] = str(value)
         else:
-            raise TemplateVariableInvalid(f"variable {name!r} must be a string or a number, got "
-                                          f"{_json_type(value)}", name)
+            raise TemplateVariableInvalid(
+                f"variable {name!r} must be a string or a number, got {_json_type(value)}", name
+            )
     return values
 
 
@@ -138,11 +141,16 @@ def _refuse_names(variables: Mapping[str, Any], used: frozenset[str], order: tup
     missing = [n for n in order if n not in variables]
     if missing:
         name = missing[0]
-        raise TemplateVariableMissing(f"variable {name!r} is missing; this template needs: {', '.join(missing)}"
-                                      if len(missing) > 1 else f"variable {name!r} is missing", name)
+        raise TemplateVariableMissing(
+            f"variable {name!r} is missing; this template needs: {', '.join(missing)}"
+            if len(missing) > 1
+            else f"variable {name!r} is missing",
+            name,
+        )
     name = str(next(n for n in variables if n not in used))[:80]
-    raise TemplateVariableUnknown(f"variable {name!r} is not used by this template; it uses: "
-                                  f"{', '.join(order) or 'no variables'}", name)
+    raise TemplateVariableUnknown(
+        f"variable {name!r} is not used by this template; it uses: {', '.join(order) or 'no variables'}", name
+    )
 
 
 def _json_type(value: Any) -> str:

@@ -53,8 +53,10 @@ def check_name(name: str) -> str:
     if not name or len(name) > MAX_NAME_LENGTH:
         raise InvalidTemplate(f"name must be 1 to {MAX_NAME_LENGTH} characters")
     if REFERENCE_SEPARATOR in name:
-        raise InvalidTemplate(f"name must not contain '{REFERENCE_SEPARATOR}': it separates name and version "
-                              f"in 'name@3' or 'name@production'")
+        raise InvalidTemplate(
+            f"name must not contain '{REFERENCE_SEPARATOR}': it separates name and version "
+            f"in 'name@3' or 'name@production'"
+        )
     for ch in name:
         if unicodedata.category(ch) in _NAME_FORBIDDEN:
             raise InvalidTemplate(f"name must not contain control or invisible characters (found U+{ord(ch):04X})")
@@ -97,8 +99,9 @@ def check_defaults(defaults: dict[str, Any] | None) -> dict[str, Any]:
     cleaned: dict[str, Any] = {}
     for field, value in (defaults or {}).items():
         if field not in DEFAULT_FIELDS:
-            raise InvalidTemplate(f"defaults.{str(field)[:40]} is not supported; defaults may set "
-                                  f"{', '.join(DEFAULT_FIELDS)}")
+            raise InvalidTemplate(
+                f"defaults.{str(field)[:40]} is not supported; defaults may set {', '.join(DEFAULT_FIELDS)}"
+            )
         if value is None:
             continue
         if field == "model" and not (isinstance(value, str) and value.strip()):
@@ -113,10 +116,15 @@ def check_defaults(defaults: dict[str, Any] | None) -> dict[str, Any]:
             raise InvalidTemplate("defaults.max_tokens must be a whole number of at least 1")
         elif field == "stop":
             stops = [value] if isinstance(value, str) else value
-            if not isinstance(stops, list) or not 1 <= len(stops) <= MAX_STOP_SEQUENCES or not all(
-                    isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stops):
-                raise InvalidTemplate(f"defaults.stop must be a string or 1 to {MAX_STOP_SEQUENCES} strings of "
-                                      f"1 to {MAX_STOP_CHARS} characters")
+            if (
+                not isinstance(stops, list)
+                or not 1 <= len(stops) <= MAX_STOP_SEQUENCES
+                or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stops)
+            ):
+                raise InvalidTemplate(
+                    f"defaults.stop must be a string or 1 to {MAX_STOP_SEQUENCES} strings of "
+                    f"1 to {MAX_STOP_CHARS} characters"
+                )
             for stop in stops:
                 check_text(stop, "defaults.stop", MAX_STOP_CHARS, multiline=True, error=InvalidTemplate)
         cleaned[field] = value.strip() if field == "model" else value
@@ -125,8 +133,10 @@ def check_defaults(defaults: dict[str, Any] | None) -> dict[str, Any]:
 
 def check_label(label: str) -> str:
     if not LABEL_PATTERN.fullmatch(label) or label.isdigit() or label == LATEST:
-        raise InvalidTemplate(f"label must be 1 to 40 characters of a-z, 0-9, '_', '.', '-', starting with a letter "
-                              f"or digit, not only digits and not {LATEST!r}; got {label[:60]!r}")
+        raise InvalidTemplate(
+            f"label must be 1 to 40 characters of a-z, 0-9, '_', '.', '-', starting with a letter "
+            f"or digit, not only digits and not {LATEST!r}; got {label[:60]!r}"
+        )
     return label
 
 
@@ -162,8 +172,7 @@ def changed_fields(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 class TemplateVersion:
     __slots__ = ("number", "description", "messages", "defaults")
 
-    def __init__(self, number: int, description: str | None, messages: list[dict[str, str]],
-                 defaults: dict[str, Any]):
+    def __init__(self, number: int, description: str | None, messages: list[dict[str, str]], defaults: dict[str, Any]):
         self.number, self.description, self.messages, self.defaults = number, description, messages, defaults
 
     def content(self) -> dict[str, Any]:
@@ -207,14 +216,34 @@ class Template(Aggregate):
         by: str
 
     @classmethod
-    def create(cls, account_id: UUID, name: str, description: str | None, messages: list[dict[str, str]],
-               defaults: dict[str, Any] | None, by: str) -> "Template":
-        return cls(account_id=account_id, name=check_name(name), description=check_description(description),
-                   messages=check_messages(messages), defaults=check_defaults(defaults), by=by)
+    def create(
+        cls,
+        account_id: UUID,
+        name: str,
+        description: str | None,
+        messages: list[dict[str, str]],
+        defaults: dict[str, Any] | None,
+        by: str,
+    ) -> "Template":
+        return cls(
+            account_id=account_id,
+            name=check_name(name),
+            description=check_description(description),
+            messages=check_messages(messages),
+            defaults=check_defaults(defaults),
+            by=by,
+        )
 
     @event(Created)
-    def __init__(self, account_id: UUID, name: str, description: str | None, messages: list[dict[str, str]],
-                 defaults: dict[str, Any], by: str):
+    def __init__(
+        self,
+        account_id: UUID,
+        name: str,
+        description: str | None,
+        messages: list[dict[str, str]],
+        defaults: dict[str, Any],
+        by: str,
+    ):
         self.account_id = account_id
         self.name = name
         self.versions = [TemplateVersion(1, description, messages, defaults)]
@@ -232,19 +261,33 @@ class Template(Aggregate):
         if self.archived:
             raise TemplateArchived(f"template {self.id} is archived; archived templates cannot be changed")
 
-    def save(self, description: str | None, messages: list[dict[str, str]], defaults: dict[str, Any] | None,
-             by: str) -> None:
+    def save(
+        self, description: str | None, messages: list[dict[str, str]], defaults: dict[str, Any] | None, by: str
+    ) -> None:
         """A new version, even when nothing differs: every save is a version of its own."""
         self._check_not_archived()
         description, messages = check_description(description), check_messages(messages)
         checked_defaults = check_defaults(defaults)
         content = {"description": description, "messages": messages, "defaults": checked_defaults}
-        self._save(len(self.versions) + 1, description, messages, checked_defaults,
-                   changed=changed_fields(self.latest.content(), content), by=by)
+        self._save(
+            len(self.versions) + 1,
+            description,
+            messages,
+            checked_defaults,
+            changed=changed_fields(self.latest.content(), content),
+            by=by,
+        )
 
     @event(VersionSaved)
-    def _save(self, version: int, description: str | None, messages: list[dict[str, str]],
-              defaults: dict[str, Any], changed: list[str], by: str) -> None:
+    def _save(
+        self,
+        version: int,
+        description: str | None,
+        messages: list[dict[str, str]],
+        defaults: dict[str, Any],
+        changed: list[str],
+        by: str,
+    ) -> None:
         self.versions.append(TemplateVersion(version, description, messages, defaults))
 
     def rename(self, name: str, by: str) -> None:

@@ -51,8 +51,9 @@ class TopUp(Aggregate):
         return uuid5(NAMESPACE_URL, f"mesh:topup:{provider}:{reference}")
 
     @event(Requested)
-    def __init__(self, account_id: UUID, provider: str, reference: str, amount: int,
-                 expires_at: datetime | None = None):
+    def __init__(
+        self, account_id: UUID, provider: str, reference: str, amount: int, expires_at: datetime | None = None
+    ):
         if amount <= 0:
             raise TopUpError("amount_usd must be greater than zero")
         check_amount(amount, "amount_usd", TopUpError)

@@ -31,14 +31,20 @@ class KeyInfo(msgspec.Struct, frozen=True):
         if self.status == "revoked":
             return GatewayError(402, "this API key has been revoked", "insufficient_quota", "key_revoked")
         if self.status == "disabled":
-            return GatewayError(402, "this API key is disabled; enable it in the dashboard or with "
-                                     "POST /api/keys/{id}/enable", "insufficient_quota", "key_disabled")
+            return GatewayError(
+                402,
+                "this API key is disabled; enable it in the dashboard or with POST /api/keys/{id}/enable",
+                "insufficient_quota",
+                "key_disabled",
+            )
         if self.expires_at is not None and now >= self.expires_at:
-            return GatewayError(402, f"this API key expired at {self.expires_at.isoformat()}",
-                                "insufficient_quota", "key_expired")
+            return GatewayError(
+                402, f"this API key expired at {self.expires_at.isoformat()}", "insufficient_quota", "key_expired"
+            )
         if self.secret_valid_until is not None and now >= self.secret_valid_until:
-            return GatewayError(401, "this API key was rotated; use the new secret", "invalid_request_error",
-                                "invalid_api_key")
+            return GatewayError(
+                401, "this API key was rotated; use the new secret", "invalid_request_error", "invalid_api_key"
+            )
         return None
 
     def may_use(self, model_id: str) -> bool:
@@ -57,5 +63,6 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> str:
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             break
-    raise GatewayError(401, "missing API key: send 'Authorization: Bearer mk-...'", "invalid_request_error",
-                       "missing_api_key")
+    raise GatewayError(
+        401, "missing API key: send 'Authorization: Bearer mk-...'", "invalid_request_error", "missing_api_key"
+    )

@@ -59,7 +59,7 @@ class _TraceIds:
     def __call__(self) -> uuid.UUID:
         if self._at >= len(self._pool):
             self._pool, self._at = os.urandom(4096), 0
-        raw = self._pool[self._at:self._at + 16]
+        raw = self._pool[self._at : self._at + 16]
         self._at += 16
         return uuid.UUID(bytes=raw, version=4)
 
@@ -86,10 +86,18 @@ class EmbeddingsRequest(msgspec.Struct):
 
 
 class Gateway:
-    def __init__(self, catalog: Catalog, adapters: dict[str, Adapter], keys: KeyCache, budgets: Budgets,
-                 usage: UsagePublisher, templates: TemplateCache | None = None,
-                 drain_seconds: float = DISCONNECT_DRAIN_SECONDS,
-                 free_rpm: int = DEFAULT_FREE_RPM, bodies: BodyPublisher | None = None):
+    def __init__(
+        self,
+        catalog: Catalog,
+        adapters: dict[str, Adapter],
+        keys: KeyCache,
+        budgets: Budgets,
+        usage: UsagePublisher,
+        templates: TemplateCache | None = None,
+        drain_seconds: float = DISCONNECT_DRAIN_SECONDS,
+        free_rpm: int = DEFAULT_FREE_RPM,
+        bodies: BodyPublisher | None = None,
+    ):
         self.catalog = catalog
         self.free_limit = FreeRateLimit(free_rpm)
         self.adapters = adapters
@@ -116,8 +124,9 @@ class Gateway:
             elif path == "/v1/models" and method == "GET":
                 await _respond(send, 200, headers, self._models(await self._authenticate(scope)))
             elif path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models"):
-                raise GatewayError(405, f"{method} is not allowed on {path}", "invalid_request_error",
-                                   "method_not_allowed")
+                raise GatewayError(
+                    405, f"{method} is not allowed on {path}", "invalid_request_error", "method_not_allowed"
+                )
             else:
                 raise GatewayError(404, f"unknown endpoint {path}", "invalid_request_error", "unknown_url")
         except GatewayError as exc:
@@ -134,13 +143,27 @@ class Gateway:
         return key
 
     def _models(self, key: KeyInfo) -> bytes:
-        return msgspec.json.encode({"object": "list", "data": [
-            {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider}
-            for m in self.catalog.enabled() if key.may_use(m.id)
-        ]})
+        return msgspec.json.encode(
+            {
+                "object": "list",
+                "data": [
+                    {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider}
+                    for m in self.catalog.enabled()
+                    if key.may_use(m.id)
+                ],
+            }
+        )
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send, headers: list, trace_id: uuid.UUID,
-                    started: int, request_id: str | None) -> None:
+    async def _chat(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list,
+        trace_id: uuid.UUID,
+        started: int,
+        request_id: str | None,
+    ) -> None:
         key = await self._authenticate(scope)
         raw = await _read_body(receive)
         raw, template = await self._template(key, raw, headers)
@@ -181,22 +204,36 @@ class Gateway:
             if not record.emitted:  # an unexpected failure: free the reservation all the same
                 self.budgets.release(record.ticket, 0)
             elif record.request_body is not None:  # bodies logged: the request is over, its answer complete
-                self.bodies.submit(trace_id, key.account_id, datetime.now(timezone.utc), record.request_body,
-                                   record.response_body)
+                self.bodies.submit(
+                    trace_id, key.account_id, datetime.now(timezone.utc), record.request_body, record.response_body
+                )
 
-    async def _embeddings(self, scope: Scope, receive: Receive, send: Send, headers: list, trace_id: uuid.UUID,
-                          started: int, request_id: str | None) -> None:
+    async def _embeddings(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list,
+        trace_id: uuid.UUID,
+        started: int,
+        request_id: str | None,
+    ) -> None:
         key = await self._authenticate(scope)
         body = _decode_object(await _read_body(receive))
         try:
             request = msgspec.convert(body, EmbeddingsRequest)
         except msgspec.ValidationError as exc:
             raise invalid(f"invalid request: {exc}", "invalid_request") from None
-        if not request.input or (isinstance(request.input, list) and not all(
+        if not request.input or (
+            isinstance(request.input, list)
+            and not all(
                 isinstance(i, (str, int)) or (isinstance(i, list) and all(isinstance(t, int) for t in i))
-                for i in request.input)):
-            raise invalid("'input' must be a non-empty string, list of strings, or token ids", "invalid_request",
-                          "input")
+                for i in request.input
+            )
+        ):
+            raise invalid(
+                "'input' must be a non-empty string, list of strings, or token ids", "invalid_request", "input"
+            )
         model = self._resolve(request, key)
         if model.price.is_free:
             self.free_limit.admit(key.key_id, model.id)
@@ -230,8 +267,7 @@ class Gateway:
             headers.append((b"x-mesh-template", f"{template.template_id}@{template.version}".encode()))
         return raw, template
 
-    async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest,
-                       body: dict) -> tuple[Ticket, int | None]:
+    async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest, body: dict) -> tuple[Ticket, int | None]:
         """Reserve the request's worst case: its prompt bound and its completion limit, or the model's
         max_output_tokens when it sets none (and then no limit goes upstream). When the budget does not cover
         that, a 402 names the completion tokens it does cover; only a key with fit_to_budget gets its limit set
@@ -239,8 +275,12 @@ class Gateway:
         field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
         asked = request.max_completion_tokens or request.max_tokens
         if asked is not None and asked > model.max_output_tokens:
-            raise invalid(f"'{field}' is {asked}; model {model.id!r} writes at most {model.max_output_tokens} "
-                          f"completion tokens: send {field} <= {model.max_output_tokens}", "invalid_request", field)
+            raise invalid(
+                f"'{field}' is {asked}; model {model.id!r} writes at most {model.max_output_tokens} "
+                f"completion tokens: send {field} <= {model.max_output_tokens}",
+                "invalid_request",
+                field,
+            )
         price = model.price
         if price.is_free:
             return FREE, None
@@ -281,8 +321,7 @@ class Gateway:
         self.budgets.release(record.ticket, event.cost)
         return _durable(self.usage.submit(event), event.trace_id)
 
-    async def _stream(self, send: Send, receive: Receive, headers: list, reply: StreamReply,
-                      record: "_Record") -> None:
+    async def _stream(self, send: Send, receive: Receive, headers: list, reply: StreamReply, record: "_Record") -> None:
         """Relay the stream. If the client goes away, the upstream keeps going (it bills what it generates all
         the same): it is read to its end, up to `drain_seconds`, for its own usage; only a stream that does not end
         by then is closed and billed from an estimate."""
@@ -318,8 +357,7 @@ class Gateway:
         if gone.is_set():
             error, status = error or "client disconnected mid-stream", 499
         with contextlib.suppress(GatewayError):  # the response has begun: there is nothing more to tell
-            await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error,
-                                                 status))
+            await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error, status))
 
     def _resolve(self, request: "ChatRequest | EmbeddingsRequest", key: KeyInfo) -> Model:
         model_id = request.model or key.default_model
@@ -327,20 +365,39 @@ class Gateway:
             raise invalid("no model: send 'model' or give this API key a default model", "model_required", "model")
         model = self.catalog.get(model_id)
         if model is None:
-            raise GatewayError(404, f"model {model_id!r} does not exist; GET /v1/models lists the models you can use",
-                               "invalid_request_error", "model_not_found", "model")
+            raise GatewayError(
+                404,
+                f"model {model_id!r} does not exist; GET /v1/models lists the models you can use",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
         if not key.may_use(model.id):
             allowed = ", ".join(sorted(key.allowed_models or ()))
-            raise GatewayError(402, f"this API key may not use {model.id!r}; it may use: {allowed}",
-                               "insufficient_quota", "model_not_allowed", "model")
+            raise GatewayError(
+                402,
+                f"this API key may not use {model.id!r}; it may use: {allowed}",
+                "insufficient_quota",
+                "model_not_allowed",
+                "model",
+            )
         return model
 
 
 class _Record:
     """Builds the UsageRecorded event for one request."""
 
-    def __init__(self, trace_id: uuid.UUID, key: KeyInfo, model: Model, requested: str | None, started: int,
-                 request_id: str | None, stream: bool, ticket: Ticket):
+    def __init__(
+        self,
+        trace_id: uuid.UUID,
+        key: KeyInfo,
+        model: Model,
+        requested: str | None,
+        started: int,
+        request_id: str | None,
+        stream: bool,
+        ticket: Ticket,
+    ):
         self.trace_id, self.key, self.model, self.requested = trace_id, key, model, requested
         self.started, self.request_id, self.stream, self.ticket = started, request_id, stream, ticket
         self.emitted = False
@@ -348,23 +405,45 @@ class _Record:
         self.request_body: bytes | None = None  # set when bodies are logged
         self.response_body: bytes | None = None
 
-    def done(self, usage: Usage, upstream_us: int, first_token_us: int | None, error: str | None = None,
-             http_status: int = 200) -> UsageRecorded:
+    def done(
+        self,
+        usage: Usage,
+        upstream_us: int,
+        first_token_us: int | None,
+        error: str | None = None,
+        http_status: int = 200,
+    ) -> UsageRecorded:
         price = self.model.price
         return UsageRecorded(
-            trace_id=self.trace_id, account_id=self.key.account_id, key_id=self.key.key_id, model=self.model.id,
-            requested_model=self.requested, provider=self.model.provider, prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens, prompt_per_1k=price.prompt_per_1k,
+            trace_id=self.trace_id,
+            account_id=self.key.account_id,
+            key_id=self.key.key_id,
+            model=self.model.id,
+            requested_model=self.requested,
+            provider=self.model.provider,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            prompt_per_1k=price.prompt_per_1k,
             completion_per_1k=price.completion_per_1k,
-            cost=price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens,
-                            usage.cache_write_tokens),
-            status="ok" if error is None else "error", http_status=http_status,
-            timestamp=datetime.now(timezone.utc), latency_us=(time.perf_counter_ns() - self.started) // 1000,
-            upstream_us=upstream_us, first_token_us=first_token_us, stream=self.stream, estimated=usage.estimated,
-            request_id=self.request_id, error=error,
+            cost=price.cost(
+                usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens, usage.cache_write_tokens
+            ),
+            status="ok" if error is None else "error",
+            http_status=http_status,
+            timestamp=datetime.now(timezone.utc),
+            latency_us=(time.perf_counter_ns() - self.started) // 1000,
+            upstream_us=upstream_us,
+            first_token_us=first_token_us,
+            stream=self.stream,
+            estimated=usage.estimated,
+            request_id=self.request_id,
+            error=error,
             lease_id=self.ticket.lease.id if self.ticket.lease is not None else None,
-            cached_prompt_tokens=usage.cached_prompt_tokens, cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens, cached_per_1k=price.cached, cache_write_per_1k=price.cache_write,
+            cached_prompt_tokens=usage.cached_prompt_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cached_per_1k=price.cached,
+            cache_write_per_1k=price.cache_write,
             template_id=self.template.template_id if self.template is not None else None,
             template_version=self.template.version if self.template is not None else None,
         )
@@ -379,12 +458,17 @@ async def _durable(stored: Awaitable[None], trace_id: uuid.UUID) -> None:
         await stored
     except NotStored as exc:
         log.error("usage of %s not recorded, its answer withheld: %s", trace_id, exc)
-        raise GatewayError(503, "this request's usage could not be recorded, so its answer is withheld; "
-                           "try again later", "api_error", "usage_not_recorded") from None
+        raise GatewayError(
+            503,
+            "this request's usage could not be recorded, so its answer is withheld; try again later",
+            "api_error",
+            "usage_not_recorded",
+        ) from None
 
 
-async def relay(frames: AsyncIterable[bytes], send: Send, gone: asyncio.Event,
-                last: Callable[[], Awaitable[None]] | None = None) -> None:
+async def relay(
+    frames: AsyncIterable[bytes], send: Send, gone: asyncio.Event, last: Callable[[], Awaitable[None]] | None = None
+) -> None:
     """Send a stream's frames as they come, until it ends or the client is gone. The last frame ([DONE]) goes
     out with the end of the response: one write, not two; `last` runs just before it (the gateway makes the
     stream's bill durable there)."""
@@ -487,20 +571,24 @@ def _affordable(available: int | None, price: Price, prompt_bound: int, choices:
     return min(completion, left // per_token) if per_token else completion
 
 
-def _unaffordable(refusal: BudgetRefusal, worst: int, prompt_bound: int, completion: int, choices: int,
-                  affordable: int) -> GatewayError:
+def _unaffordable(
+    refusal: BudgetRefusal, worst: int, prompt_bound: int, completion: int, choices: int, affordable: int
+) -> GatewayError:
     """The 402 that says what the budget does cover. It never shrinks the request itself (see fit_to_budget)."""
-    cost = f"this request can cost up to {pico_to_usd(worst)} USD (a prompt of up to {prompt_bound} tokens and " \
-           f"{completion} completion tokens{f' for each of {choices} choices' if choices > 1 else ''})"
+    cost = (
+        f"this request can cost up to {pico_to_usd(worst)} USD (a prompt of up to {prompt_bound} tokens and "
+        f"{completion} completion tokens{f' for each of {choices} choices' if choices > 1 else ''})"
+    )
     if affordable < 1:
         advice = "what is left does not cover even its prompt"
     elif affordable >= completion:  # what is left covers it, but requests in flight still hold their worst cases
         advice = "part of what is left is held by this API key's requests in flight until they finish; retry then"
     else:
-        advice = f"what is left affords {affordable} completion tokens{' per choice' if choices > 1 else ''}: " \
-                 f"send max_tokens ≤ {affordable}"
-    return GatewayError(402, f"{refusal.message}; {cost}; {advice}", "insufficient_quota", refusal.code,
-                        "max_tokens")
+        advice = (
+            f"what is left affords {affordable} completion tokens{' per choice' if choices > 1 else ''}: "
+            f"send max_tokens ≤ {affordable}"
+        )
+    return GatewayError(402, f"{refusal.message}; {cost}; {advice}", "insufficient_quota", refusal.code, "max_tokens")
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -511,8 +599,12 @@ async def _read_body(receive: Receive) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
-            raise GatewayError(413, f"request body is larger than {MAX_BODY // (1024 * 1024)} MiB",
-                               "invalid_request_error", "body_too_large")
+            raise GatewayError(
+                413,
+                f"request body is larger than {MAX_BODY // (1024 * 1024)} MiB",
+                "invalid_request_error",
+                "body_too_large",
+            )
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
@@ -542,11 +634,16 @@ def _parse_chat(raw: bytes) -> tuple[dict, ChatRequest]:
         value = getattr(request, limit)
         if value is not None and value < 1:
             raise invalid(f"'{limit}' must be at least 1, got {value}", "invalid_request", limit)
-    if None not in (request.max_tokens, request.max_completion_tokens) and \
-            request.max_tokens != request.max_completion_tokens:
-        raise invalid(f"'max_tokens' ({request.max_tokens}) and 'max_completion_tokens' "
-                      f"({request.max_completion_tokens}) disagree; send one of them (or both equal)",
-                      "invalid_request", "max_completion_tokens")
+    if (
+        None not in (request.max_tokens, request.max_completion_tokens)
+        and request.max_tokens != request.max_completion_tokens
+    ):
+        raise invalid(
+            f"'max_tokens' ({request.max_tokens}) and 'max_completion_tokens' "
+            f"({request.max_completion_tokens}) disagree; send one of them (or both equal)",
+            "invalid_request",
+            "max_completion_tokens",
+        )
     return body, request
 
 

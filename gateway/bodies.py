@@ -33,13 +33,21 @@ class BodyPublisher:
         self._queue: list[BodyRecorded] = []
         self._ready = asyncio.Event()
 
-    def submit(self, trace_id: UUID, account_id: UUID, timestamp: datetime, request: bytes,
-               response: bytes | None) -> None:
+    def submit(
+        self, trace_id: UUID, account_id: UUID, timestamp: datetime, request: bytes, response: bytes | None
+    ) -> None:
         request_text, cut_request = _cut(request)
         response_text, cut_response = _cut(response) if response is not None else (None, False)
-        self._queue.append(BodyRecorded(trace_id=trace_id, account_id=account_id, timestamp=timestamp,
-                                        request=request_text, response=response_text,
-                                        truncated=cut_request or cut_response))
+        self._queue.append(
+            BodyRecorded(
+                trace_id=trace_id,
+                account_id=account_id,
+                timestamp=timestamp,
+                request=request_text,
+                response=response_text,
+                truncated=cut_request or cut_response,
+            )
+        )
         self._ready.set()
 
     async def flush(self) -> None:
@@ -47,8 +55,15 @@ class BodyPublisher:
         try:
             for body in batch:
                 trace = str(body.trace_id)
-                await self.nc.publish(bodies_subject(self.stream, body.account_id), _encode(body), headers={
-                    HEADER_TOPIC: "usage.body_recorded", HEADER_ORIGINATOR_ID: trace, HEADER_ORIGINATOR_VERSION: "1"})
+                await self.nc.publish(
+                    bodies_subject(self.stream, body.account_id),
+                    _encode(body),
+                    headers={
+                        HEADER_TOPIC: "usage.body_recorded",
+                        HEADER_ORIGINATOR_ID: trace,
+                        HEADER_ORIGINATOR_VERSION: "1",
+                    },
+                )
         except Exception as exc:  # disconnected: bodies are best effort
             log.warning("dropped %d logged bodies: %s", len(batch), exc or type(exc).__name__)
 

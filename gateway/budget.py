@@ -61,8 +61,19 @@ def _seconds_until(expires_at: datetime) -> float:
 
 
 class Lease:
-    __slots__ = ("id", "account_id", "key_id", "amount", "reserved", "spent", "inflight", "deadline", "last_used",
-                 "taken_at", "life")
+    __slots__ = (
+        "id",
+        "account_id",
+        "key_id",
+        "amount",
+        "reserved",
+        "spent",
+        "inflight",
+        "deadline",
+        "last_used",
+        "taken_at",
+        "life",
+    )
 
     def __init__(self, grant: LeaseGrant, account_id: UUID, key_id: UUID):
         self.id = grant.lease_id
@@ -141,15 +152,20 @@ class _KeyState:
 
 def busy() -> GatewayError:
     """429: the budget would cover the request, but not in time (it is tied up by requests in flight)."""
-    return GatewayError(429, "could not reserve budget for this API key in time (too many requests in flight or "
-                             "too much contention); retry shortly", "rate_limit_error", "budget_busy")
+    return GatewayError(
+        429,
+        "could not reserve budget for this API key in time (too many requests in flight or "
+        "too much contention); retry shortly",
+        "rate_limit_error",
+        "budget_busy",
+    )
 
 
 def _refusal(refused: BudgetExceeded, state: "_KeyState") -> BudgetRefusal:
     if refused.available is None:
         return BudgetRefusal(refused.message, refused.code, None)
     own = [lease for lease in [state.current, *state.retired] if lease is not None]
-    return BudgetRefusal(refused.message, refused.code, refused.available + sum(max(0, l.free) for l in own))
+    return BudgetRefusal(refused.message, refused.code, refused.available + sum(max(0, lease.free) for lease in own))
 
 
 class Budgets:
@@ -185,8 +201,12 @@ class Budgets:
                 state.adapt(self.lease_multiple, time.monotonic())
                 await self._give_back_idle(state, key.key_id)
                 try:
-                    grant = await self.broker.acquire(key.account_id, key.key_id, minimum=minimum,
-                                                      wanted=wanted * max(state.multiple, 4 * state.inflight))
+                    grant = await self.broker.acquire(
+                        key.account_id,
+                        key.key_id,
+                        minimum=minimum,
+                        wanted=wanted * max(state.multiple, 4 * state.inflight),
+                    )
                 except BudgetExceeded as exc:
                     refused = exc
                 except LeaseUnavailable:
@@ -284,8 +304,11 @@ class Budgets:
         now = time.monotonic()
         for state in list(self._keys.values()):
             lease = state.current
-            if lease is not None and lease.inflight == 0 and (
-                    everything or now - lease.last_used > IDLE_RETURN or not lease.usable(now)):
+            if (
+                lease is not None
+                and lease.inflight == 0
+                and (everything or now - lease.last_used > IDLE_RETURN or not lease.usable(now))
+            ):
                 self._retire(state)
         await self._renew(now)
         pending, self._unsettled = self._unsettled, []

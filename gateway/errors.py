@@ -19,8 +19,15 @@ class ErrorResponse(msgspec.Struct):
 class GatewayError(Exception):
     """A request the gateway refuses or cannot serve; becomes an OpenAI-style error response."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: list[tuple[bytes, bytes]] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message

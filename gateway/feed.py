@@ -29,7 +29,8 @@ def handlers(keys: KeyCache, catalog: Catalog, templates: TemplateCache | None =
     if templates is not None:
         table.update({topic: templates.apply for topic in TEMPLATE_TOPICS})
     table["model.price_changed"] = lambda _, e: catalog.apply(
-        e.model_id, price=Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k))
+        e.model_id, price=Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k)
+    )
     table["model.enabled"] = lambda _, e: catalog.apply(e.model_id, enabled=True)
     table["model.disabled"] = lambda _, e: catalog.apply(e.model_id, enabled=False)
     return table
@@ -45,8 +46,9 @@ async def follow(nc: NATS, stream: str, table: dict[str, Handler]):
         if handler is None:
             return
         try:
-            event = decode_event(topic, msg.data, headers.get(HEADER_ORIGINATOR_ID, ""),
-                                 int(headers.get(HEADER_ORIGINATOR_VERSION) or 0))
+            event = decode_event(
+                topic, msg.data, headers.get(HEADER_ORIGINATOR_ID, ""), int(headers.get(HEADER_ORIGINATOR_VERSION) or 0)
+            )
         except Exception:
             log.exception("undecodable %s event on %s", topic, msg.subject)
             return

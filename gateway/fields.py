@@ -24,31 +24,92 @@ from gateway.errors import invalid
 GATEWAY_FIELDS = frozenset({"template", "variables"})
 
 # platform.openai.com/docs/api-reference/chat/create
-OPENAI_CHAT_FIELDS = frozenset({
-    "messages", "model", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
-    "max_completion_tokens", "max_tokens", "metadata", "modalities", "n", "parallel_tool_calls", "prediction",
-    "presence_penalty", "prompt_cache_key", "prompt_cache_retention", "reasoning_effort", "response_format",
-    "safety_identifier", "seed", "service_tier", "stop", "store", "stream", "stream_options", "temperature",
-    "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity",
-})
+OPENAI_CHAT_FIELDS = frozenset(
+    {
+        "messages",
+        "model",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+    }
+)
 # platform.openai.com/docs/api-reference/embeddings/create
 OPENAI_EMBEDDINGS_FIELDS = frozenset({"input", "model", "dimensions", "encoding_format", "user"})
 # What gateway/providers/anthropic.py translates (see its docstring).
-ANTHROPIC_CHAT_FIELDS = frozenset({
-    "messages", "model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n", "stop",
-    "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "user",
-})
+ANTHROPIC_CHAT_FIELDS = frozenset(
+    {
+        "messages",
+        "model",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "stop",
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+    }
+)
 # What gateway/providers/gemini.py translates (see its docstring).
-GEMINI_CHAT_FIELDS = frozenset({
-    "messages", "model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n", "stop",
-    "temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "response_format", "tools",
-    "tool_choice",
-})
+GEMINI_CHAT_FIELDS = frozenset(
+    {
+        "messages",
+        "model",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "stop",
+        "temperature",
+        "top_p",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+        "tools",
+        "tool_choice",
+    }
+)
 
 # Fields that make the provider charge more than the configured price, with the values that do not.
 PRICED: dict[str, tuple[frozenset, str]] = {
-    "service_tier": (frozenset({None, "auto", "default"}),
-                     "service tiers other than 'auto' and 'default' are priced differently by the provider"),
+    "service_tier": (
+        frozenset({None, "auto", "default"}),
+        "service tiers other than 'auto' and 'default' are priced differently by the provider",
+    ),
     "web_search_options": (frozenset(), "web search is charged per search by the provider"),
     "audio": (frozenset({None}), "audio output is priced differently by the provider"),
 }
@@ -70,17 +131,28 @@ def check_fields(body: dict[str, Any], allowed: frozenset[str], model_id: str) -
     unknown -= GATEWAY_FIELDS
     if unknown:
         name = min(unknown)
-        raise invalid(f"unknown or unsupported field {name!r} for model {model_id!r}; allowed fields: "
-                      f"{', '.join(sorted(allowed))}", "unsupported_parameter", name)
+        raise invalid(
+            f"unknown or unsupported field {name!r} for model {model_id!r}; allowed fields: "
+            f"{', '.join(sorted(allowed))}",
+            "unsupported_parameter",
+            name,
+        )
     _check_priced(body)
 
 
 def _check_priced(body: dict[str, Any]) -> None:
     for name, (free, reason) in PRICED.items():
         if name in body and not (isinstance(body[name], (str, type(None))) and body[name] in free):
-            raise invalid(f"{name}={body[name]!r} is not available through Mesh: {reason} and this model's "
-                          f"price does not cover it", "unsupported_parameter", name)
+            raise invalid(
+                f"{name}={body[name]!r} is not available through Mesh: {reason} and this model's "
+                f"price does not cover it",
+                "unsupported_parameter",
+                name,
+            )
     modalities = body.get("modalities")
     if modalities is not None and not (isinstance(modalities, list) and _UNPRICED_MODALITIES.issuperset(modalities)):
-        raise invalid(f"modalities={modalities!r} is not available through Mesh: only text output is priced",
-                      "unsupported_parameter", "modalities")
+        raise invalid(
+            f"modalities={modalities!r} is not available through Mesh: only text output is priced",
+            "unsupported_parameter",
+            "modalities",
+        )

@@ -34,15 +34,18 @@ class FreeRateLimit:
         if left < 1.0:
             wait = math.ceil((1.0 - left) / self.rate)
             self._buckets[key_id] = (left, now)
-            raise GatewayError(429, f"free model {model_id!r} is limited to {self.per_minute} requests a minute per "
-                                    f"key; retry in {wait}s", "rate_limit_error", "free_rate_limited",
-                               headers=[(b"retry-after", str(wait).encode())])
+            raise GatewayError(
+                429,
+                f"free model {model_id!r} is limited to {self.per_minute} requests a minute per key; retry in {wait}s",
+                "rate_limit_error",
+                "free_rate_limited",
+                headers=[(b"retry-after", str(wait).encode())],
+            )
         if len(self._buckets) >= MAX_BUCKETS and key_id not in self._buckets:
             self._forget_full(now)
         self._buckets[key_id] = (left - 1.0, now)
 
     def _forget_full(self, now: float) -> None:
-        full = [k for k, (left, then) in self._buckets.items()
-                if left + (now - then) * self.rate >= self.per_minute]
+        full = [k for k, (left, then) in self._buckets.items() if left + (now - then) * self.rate >= self.per_minute]
         for k in full:
             del self._buckets[k]

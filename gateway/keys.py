@@ -25,7 +25,8 @@ CHANGES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "key.default_model_changed": lambda e: {"default_model": e.default_model},
     "key.spend_cap_changed": lambda e: {"spend_cap": e.spend_cap},
     "key.allowed_models_changed": lambda e: {
-        "allowed_models": frozenset(e.allowed_models) if e.allowed_models is not None else None},
+        "allowed_models": frozenset(e.allowed_models) if e.allowed_models is not None else None
+    },
     "key.fit_to_budget_changed": lambda e: {"fit_to_budget": e.fit_to_budget},
 }
 

@@ -88,13 +88,19 @@ class TemplateCache:
         name, selector = parse_reference(reference)
         head = await self._head(account_id, name) if len(name) <= MAX_NAME_LENGTH else None
         if head is None:
-            raise GatewayError(404, f"no template named {name[:100]!r} in this account; GET /api/templates lists "
-                                    f"them", "invalid_request_error", "template_not_found", "template")
+            raise GatewayError(
+                404,
+                f"no template named {name[:100]!r} in this account; GET /api/templates lists them",
+                "invalid_request_error",
+                "template_not_found",
+                "template",
+            )
         try:
             number = pick_version(head.latest, head.labels, selector)
         except TemplateNotFound as exc:
-            raise GatewayError(404, f"template {name!r}: {exc}", "invalid_request_error",
-                               "template_version_not_found", "template") from None
+            raise GatewayError(
+                404, f"template {name!r}: {exc}", "invalid_request_error", "template_version_not_found", "template"
+            ) from None
         return await self._version(head.template_id, number)
 
     async def expand(self, account_id: UUID, raw: bytes) -> tuple[bytes, TemplateUse | None]:
@@ -113,11 +119,16 @@ class TemplateCache:
                 raise invalid("'variables' fill a template: send 'template' too", "invalid_request", "variables")
             return msgspec.json.encode(body), None
         if not isinstance(reference, str) or not reference.strip():
-            raise invalid("'template' must be a template name, optionally with a version or label: 'name', "
-                          "'name@3' or 'name@production'", "invalid_request", "template")
+            raise invalid(
+                "'template' must be a template name, optionally with a version or label: 'name', "
+                "'name@3' or 'name@production'",
+                "invalid_request",
+                "template",
+            )
         if variables is not None and not isinstance(variables, dict):
-            raise invalid("'variables' must be an object of names to strings or numbers", "invalid_request",
-                          "variables")
+            raise invalid(
+                "'variables' must be an object of names to strings or numbers", "invalid_request", "variables"
+            )
         version = await self.resolve(account_id, reference)
         try:
             messages = version.messages.render(variables)
@@ -155,8 +166,13 @@ class TemplateCache:
             return found
         content = self._heard_version(template_id, number) or await self.load.version(template_id, number)
         if content is None:
-            raise GatewayError(503, f"version {number} of this template is not readable yet; try again",
-                               "api_error", "template_unavailable", "template")
+            raise GatewayError(
+                503,
+                f"version {number} of this template is not readable yet; try again",
+                "api_error",
+                "template_unavailable",
+                "template",
+            )
         return self._keep(CompiledVersion(template_id, number, *content))
 
     def _keep(self, version: CompiledVersion) -> CompiledVersion:
@@ -217,13 +233,15 @@ class TemplateCache:
         it no longer holds the name, the template created under the name meanwhile."""
         if head is not None and self._replayed(head, name) is not None:
             return head
-        created = [e for _, topic, e in self._recent
-                   if topic == "template.created" and e.account_id == account_id and e.name == name]
+        created = [
+            e
+            for _, topic, e in self._recent
+            if topic == "template.created" and e.account_id == account_id and e.name == name
+        ]
         if not created:
             return None
         e = created[-1]
-        return self._replayed(TemplateHead(e.originator_id, account_id, name, 1, {}, False, e.originator_version),
-                              name)
+        return self._replayed(TemplateHead(e.originator_id, account_id, name, 1, {}, False, e.originator_version), name)
 
     def _replayed(self, head: TemplateHead, name: str) -> TemplateHead | None:
         for _, topic, e in self._recent:
@@ -234,8 +252,9 @@ class TemplateCache:
     def _heard_version(self, template_id: UUID, number: int) -> tuple[list, dict] | None:
         for _, topic, e in self._recent:
             if e.originator_id == template_id and (
-                    (topic == "template.created" and number == 1)
-                    or (topic == "template.version_saved" and e.version == number)):
+                (topic == "template.created" and number == 1)
+                or (topic == "template.version_saved" and e.version == number)
+            ):
                 return e.messages, e.defaults
         return None
 

@@ -187,8 +187,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._ssl = ssl_context
         self._idle: dict[tuple, deque[_Connection]] = {}
 
-    async def open(self, method: bytes, url: "Target", head: bytes, body: bytes, *, connect_timeout: float | None,
-                   read_timeout: float | None) -> LeanResponse:
+    async def open(
+        self,
+        method: bytes,
+        url: "Target",
+        head: bytes,
+        body: bytes,
+        *,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+    ) -> LeanResponse:
         """Send a request and wait for the response's headers. `head` holds the header lines after the request
         line (each ending in CRLF, content-length excluded). A kept-alive connection that the upstream had
         already closed (nothing came back on it) is replaced once; a request that may have run is never resent."""
@@ -210,8 +218,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 raise
             return LeanResponse(self, url.key, connection, read_timeout)
 
-    async def request(self, method: bytes, url: "Target", head: bytes, body: bytes, *,
-                      connect_timeout: float | None, timeout: float | None) -> tuple[int, bytes]:
+    async def request(
+        self,
+        method: bytes,
+        url: "Target",
+        head: bytes,
+        body: bytes,
+        *,
+        connect_timeout: float | None,
+        timeout: float | None,
+    ) -> tuple[int, bytes]:
         """A whole request: (status, body)."""
         response = await self.open(method, url, head, body, connect_timeout=connect_timeout, read_timeout=timeout)
         try:
@@ -231,8 +247,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
         if url.tls:
             context = self._ssl = self._ssl or ssl.create_default_context()
         try:
-            _, connection = await asyncio.wait_for(loop.create_connection(
-                _Connection, url.host, url.port, ssl=context, server_hostname=url.host if url.tls else None), timeout)
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(
+                    _Connection, url.host, url.port, ssl=context, server_hostname=url.host if url.tls else None
+                ),
+                timeout,
+            )
         except asyncio.TimeoutError:
             raise UpstreamTimeout(f"could not connect to {url.host}:{url.port} in time") from None
         except OSError as exc:
@@ -250,19 +270,30 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
         url = Target(str(request.url))
-        head = b"".join(name + b": " + value + b"\r\n" for name, value in request.headers.raw
-                        if name.lower() != b"content-length")
+        head = b"".join(
+            name + b": " + value + b"\r\n" for name, value in request.headers.raw if name.lower() != b"content-length"
+        )
         try:
-            response = await self.open(request.method.encode(), url, head, await request.aread(),
-                                       connect_timeout=timeouts.get("connect"), read_timeout=timeouts.get("read"))
+            response = await self.open(
+                request.method.encode(),
+                url,
+                head,
+                await request.aread(),
+                connect_timeout=timeouts.get("connect"),
+                read_timeout=timeouts.get("read"),
+            )
         except UpstreamTimeout as exc:
             raise httpx.ReadTimeout(str(exc)) from None
         except UpstreamUnreachable as exc:
             raise httpx.ConnectError(str(exc)) from None
         except UpstreamClosed as exc:
             raise httpx.RemoteProtocolError(str(exc)) from None
-        return httpx.Response(response.status, headers=response.headers, stream=_HttpxBody(response),
-                              extensions={"http_version": b"HTTP/1.1"})
+        return httpx.Response(
+            response.status,
+            headers=response.headers,
+            stream=_HttpxBody(response),
+            extensions={"http_version": b"HTTP/1.1"},
+        )
 
     async def aclose(self) -> None:
         for idle in self._idle.values():

@@ -77,7 +77,7 @@ class UsagePublisher:
 
     async def publish(self, event: UsageRecorded) -> None:
         """Publish one event now and wait until JetStream (or, failing that, the spool) has it."""
-        result, = await self._publish([event])
+        (result,) = await self._publish([event])
         if result is not None:
             raise result
 
@@ -99,10 +99,11 @@ class UsagePublisher:
         try:
             await self._to_spool([datas[i] for i in failed])
         except OSError as exc:
-            log.error("%d usage events are neither in JetStream nor in the spool %s: %s", len(failed), self.spool,
-                      exc)
-            return [None if result is None else NotStored(f"not acknowledged ({result}) and not spooled ({exc})")
-                    for result in results]
+            log.error("%d usage events are neither in JetStream nor in the spool %s: %s", len(failed), self.spool, exc)
+            return [
+                None if result is None else NotStored(f"not acknowledged ({result}) and not spooled ({exc})")
+                for result in results
+            ]
         return [None] * len(events)
 
     async def _store_queued(self) -> None:
@@ -135,9 +136,15 @@ class UsagePublisher:
                 tokens.append(token)
                 trace = str(event.trace_id)
                 await self.nc.publish(
-                    usage_subject(self.stream, event.account_id), data, reply=f"{self._inbox}.{token}",
-                    headers={"Nats-Msg-Id": trace, HEADER_TOPIC: "usage.recorded", HEADER_ORIGINATOR_ID: trace,
-                             HEADER_ORIGINATOR_VERSION: "1"},
+                    usage_subject(self.stream, event.account_id),
+                    data,
+                    reply=f"{self._inbox}.{token}",
+                    headers={
+                        "Nats-Msg-Id": trace,
+                        HEADER_TOPIC: "usage.recorded",
+                        HEADER_ORIGINATOR_ID: trace,
+                        HEADER_ORIGINATOR_VERSION: "1",
+                    },
                 )
             await batch.done
         finally:
@@ -175,7 +182,7 @@ class UsagePublisher:
             lines = [line for line in self.spool.read_bytes().splitlines() if line.strip()]
             sent = 0
             while sent < len(lines):
-                chunk = lines[sent:sent + MAX_BATCH]
+                chunk = lines[sent : sent + MAX_BATCH]
                 events, readable = [], []
                 for line in chunk:
                     try:

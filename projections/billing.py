@@ -45,32 +45,53 @@ class Balance(msgspec.Struct, frozen=True):
 
 class Billing:
     name = "billing"
-    tables = ("balances", "key_spend", "usage_recent", "spend_hourly", "spend_daily", "credit_grants", "leases",
-              "topups", "auto_refills")
-    topics = frozenset({"account.registered", "account.credits_granted", "account.credits_debited",
-                        "usage.recorded", "account.budget_leased", "account.lease_settled", "account.lease_extended"}
-                       | {name for name in EVENT_TYPES if name.startswith(("topup.", "account.auto_refill_"))}
-                       | {"account.stripe_customer_linked"})
+    tables = (
+        "balances",
+        "key_spend",
+        "usage_recent",
+        "spend_hourly",
+        "spend_daily",
+        "credit_grants",
+        "leases",
+        "topups",
+        "auto_refills",
+    )
+    topics = frozenset(
+        {
+            "account.registered",
+            "account.credits_granted",
+            "account.credits_debited",
+            "usage.recorded",
+            "account.budget_leased",
+            "account.lease_settled",
+            "account.lease_extended",
+        }
+        | {name for name in EVENT_TYPES if name.startswith(("topup.", "account.auto_refill_"))}
+        | {"account.stripe_customer_linked"}
+    )
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
-        rollups = "".join(f"""
+        rollups = "".join(
+            f"""
             create table if not exists {t[table]} (
                 account_id uuid not null,
                 time timestamptz not null,  -- the {unit} the requests began in (UTC)
                 key_id uuid not null,
                 provider text not null,
                 model text not null,
-                {', '.join(f'{c} bigint not null' for c in _ROLLUP_SUMS.split(', ')[:-1])},
+                {", ".join(f"{c} bigint not null" for c in _ROLLUP_SUMS.split(", ")[:-1])},
                 spend numeric(40, 0) not null,
                 primary key (account_id, time, key_id, provider, model)
-            );""" for table, unit in _ROLLUPS.items())
+            );"""
+            for table, unit in _ROLLUPS.items()
+        )
         await cur.execute(f"""
-            create table if not exists {t['balances']} (
+            create table if not exists {t["balances"]} (
                 account_id uuid primary key,
                 credits numeric(40, 0) not null default 0,
                 spend numeric(40, 0) not null default 0
             );
-            create table if not exists {t['key_spend']} (
+            create table if not exists {t["key_spend"]} (
                 key_id uuid primary key,
                 account_id uuid not null,
                 requests bigint not null default 0,
@@ -79,7 +100,7 @@ class Billing:
                 completion_tokens bigint not null default 0,
                 spend numeric(40, 0) not null default 0
             );
-            create table if not exists {t['credit_grants']} (
+            create table if not exists {t["credit_grants"]} (
                 position bigint primary key,
                 account_id uuid not null,
                 amount numeric(40, 0) not null,
@@ -87,7 +108,7 @@ class Billing:
                 granted_by text not null,
                 time timestamptz not null
             );
-            create table if not exists {t['usage_recent']} (
+            create table if not exists {t["usage_recent"]} (
                 trace_id uuid not null,
                 time timestamptz not null,
                 account_id uuid not null,
@@ -104,9 +125,9 @@ class Billing:
                 lease_id uuid,
                 primary key (trace_id, time)
             ) partition by range (time);
-            create index if not exists {t['usage_recent']}_account_time on {t['usage_recent']} (account_id, time);
+            create index if not exists {t["usage_recent"]}_account_time on {t["usage_recent"]} (account_id, time);
             {rollups}
-            create table if not exists {t['leases']} (
+            create table if not exists {t["leases"]} (
                 lease_id uuid primary key,
                 account_id uuid not null,
                 key_id uuid not null,
@@ -115,8 +136,8 @@ class Billing:
                 expires_at timestamptz not null,
                 settled boolean not null default false
             );
-            create index if not exists {t['leases']}_open on {t['leases']} (expires_at) where not settled;
-            create table if not exists {t['topups']} (
+            create index if not exists {t["leases"]}_open on {t["leases"]} (expires_at) where not settled;
+            create table if not exists {t["topups"]} (
                 topup_id uuid primary key,
                 account_id uuid not null,
                 provider text not null,
@@ -132,8 +153,8 @@ class Billing:
                 created_at timestamptz not null,
                 updated_at timestamptz not null
             );
-            create index if not exists {t['topups']}_account on {t['topups']} (account_id, created_at);
-            create table if not exists {t['auto_refills']} (
+            create index if not exists {t["topups"]}_account on {t["topups"]} (account_id, created_at);
+            create table if not exists {t["auto_refills"]} (
                 account_id uuid primary key,
                 customer text,
                 threshold numeric(40, 0),
@@ -185,15 +206,16 @@ class Billing:
             elif item.topic == "account.lease_settled":
                 await cur.execute(f"update {t['leases']} set settled = true where lease_id = %s", (e.lease_id,))
             elif item.topic == "account.lease_extended":
-                await cur.execute(f"update {t['leases']} set expires_at = %s where lease_id = %s",
-                                  (e.expires_at, e.lease_id))
+                await cur.execute(
+                    f"update {t['leases']} set expires_at = %s where lease_id = %s", (e.expires_at, e.lease_id)
+                )
             elif item.topic == "usage.recorded":
                 usage_rows.append(msgspec.structs.asdict(e))
                 usage_times.append((item.time, e.timestamp))
         if credits:
             await cur.executemany(
-                f"""insert into {t['balances']} (account_id, credits) values (%s, %s)
-                    on conflict (account_id) do update set credits = {t['balances']}.credits + excluded.credits""",
+                f"""insert into {t["balances"]} (account_id, credits) values (%s, %s)
+                    on conflict (account_id) do update set credits = {t["balances"]}.credits + excluded.credits""",
                 list(credits.items()),
             )
         if usage_rows:
@@ -206,10 +228,18 @@ class Billing:
         e = item.event
         if item.topic == "topup.requested":
             await cur.execute(
-                f"""insert into {t['topups']} (topup_id, account_id, provider, reference, amount, status,
+                f"""insert into {t["topups"]} (topup_id, account_id, provider, reference, amount, status,
                     expires_at, created_at, updated_at) values (%s, %s, %s, %s, %s, 'pending', %s, %s, %s)""",
-                (e.originator_id, e.account_id, e.provider, e.reference, e.amount, e.expires_at, e.timestamp,
-                 e.timestamp),
+                (
+                    e.originator_id,
+                    e.account_id,
+                    e.provider,
+                    e.reference,
+                    e.amount,
+                    e.expires_at,
+                    e.timestamp,
+                    e.timestamp,
+                ),
             )
             return
         change = {
@@ -219,17 +249,26 @@ class Billing:
             "topup.refunded": ("refunded = %s", lambda: (e.total_refunded,)),
             "topup.disputed": ("disputed = disputed + %s", lambda: (e.amount,)),
         }[item.topic]
-        await cur.execute(f"update {t['topups']} set {change[0]}, updated_at = %s where topup_id = %s",
-                          (*change[1](), e.timestamp, e.originator_id))
+        await cur.execute(
+            f"update {t['topups']} set {change[0]}, updated_at = %s where topup_id = %s",
+            (*change[1](), e.timestamp, e.originator_id),
+        )
 
     async def _apply_auto_refill(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
         e = item.event
         columns = {
             "account.stripe_customer_linked": lambda: {"customer": e.customer_id},
             "account.auto_refill_configured": lambda: {
-                "threshold": e.threshold, "amount": e.amount, "payment_method": e.payment_method,
-                "max_failures": e.max_failures, "enabled": True, "armed": True, "pending": None, "failures": 0,
-                "disabled_reason": None},
+                "threshold": e.threshold,
+                "amount": e.amount,
+                "payment_method": e.payment_method,
+                "max_failures": e.max_failures,
+                "enabled": True,
+                "armed": True,
+                "pending": None,
+                "failures": 0,
+                "disabled_reason": None,
+            },
             "account.auto_refill_disabled": lambda: {"enabled": False, "pending": None, "disabled_reason": e.reason},
             "account.auto_refill_triggered": lambda: {"pending": e.refill_id, "armed": False},
             "account.auto_refill_succeeded": lambda: {"pending": None, "failures": 0},
@@ -242,10 +281,10 @@ class Billing:
             increment = ""
         names = list(columns)
         await cur.execute(
-            f"""insert into {t['auto_refills']} as a (account_id, {', '.join(names)}, updated_at)
-                values (%s, {', '.join(['%s'] * len(names))}, %s)
+            f"""insert into {t["auto_refills"]} as a (account_id, {", ".join(names)}, updated_at)
+                values (%s, {", ".join(["%s"] * len(names))}, %s)
                 on conflict (account_id) do update set
-                {', '.join(f'{n} = excluded.{n}' for n in names)}{increment}, updated_at = excluded.updated_at""",
+                {", ".join(f"{n} = excluded.{n}" for n in names)}{increment}, updated_at = excluded.updated_at""",
             (e.originator_id, *columns.values(), e.timestamp),
         )
 
@@ -254,31 +293,33 @@ class Billing:
         only what was inserted to the balances, leases, per-key totals and the hourly and daily rollups. The
         rows travel as one JSON array (encoded by msgspec): binding each column of each row costs the worker
         several times more."""
-        rollups = "".join(f"""
+        rollups = "".join(
+            f"""
                 ), {table} as (
                     insert into {t[table]} as s (account_id, time, key_id, provider, model, {_ROLLUP_SUMS})
                     select account_id, date_trunc('{unit}', time, 'UTC'), key_id, provider, model, count(*),
-                        count(*) filter (where status <> 'ok'), {', '.join(f'sum({c})' for c in _TOKENS)}, sum(cost)
+                        count(*) filter (where status <> 'ok'), {", ".join(f"sum({c})" for c in _TOKENS)}, sum(cost)
                     from new group by 1, 2, 3, 4, 5
                     on conflict (account_id, time, key_id, provider, model) do update set
-                        {', '.join(f'{c} = s.{c} + excluded.{c}' for c in _ROLLUP_SUMS.split(', '))}"""
-                          for table, unit in _ROLLUPS.items())
+                        {", ".join(f"{c} = s.{c} + excluded.{c}" for c in _ROLLUP_SUMS.split(", "))}"""
+            for table, unit in _ROLLUPS.items()
+        )
         await cur.execute(
             f"""with new as (
-                    insert into {t['usage_recent']} ({_RECENT_COLUMNS})
+                    insert into {t["usage_recent"]} ({_RECENT_COLUMNS})
                     select {_RECENT_FIELDS} from json_to_recordset(%s::json) as r({_RECENT_RECORD})
                     on conflict (trace_id, time) do nothing
                     returning *
                 ), accounts as (
-                    insert into {t['balances']} as b (account_id, spend)
+                    insert into {t["balances"]} as b (account_id, spend)
                     select account_id, sum(cost) from new group by account_id
                     on conflict (account_id) do update set spend = b.spend + excluded.spend
                 ), lease_spend as (
-                    update {t['leases']} l set spent = l.spent + s.amount
+                    update {t["leases"]} l set spent = l.spent + s.amount
                     from (select lease_id, sum(cost) as amount from new where lease_id is not null group by lease_id) s
                     where l.lease_id = s.lease_id{rollups}
                 )
-                insert into {t['key_spend']} as k
+                insert into {t["key_spend"]} as k
                     (key_id, account_id, requests, errors, prompt_tokens, completion_tokens, spend)
                 select key_id, account_id, count(*), count(*) filter (where status <> 'ok'), sum(prompt_tokens),
                     sum(completion_tokens), sum(cost) from new group by key_id, account_id
@@ -293,10 +334,20 @@ class Billing:
 # How json_to_recordset reads what billing keeps of a usage event: the event's fields and their column types;
 # the event's `timestamp` goes to the column `time`.
 _RECENT_TYPES = {
-    "trace_id": "uuid", "timestamp": "timestamptz", "account_id": "uuid", "key_id": "uuid", "provider": "text",
-    "model": "text", "status": "text", "prompt_tokens": "bigint", "completion_tokens": "bigint",
-    "cached_prompt_tokens": "bigint", "cache_write_tokens": "bigint", "reasoning_tokens": "bigint",
-    "cost": "numeric", "lease_id": "uuid",
+    "trace_id": "uuid",
+    "timestamp": "timestamptz",
+    "account_id": "uuid",
+    "key_id": "uuid",
+    "provider": "text",
+    "model": "text",
+    "status": "text",
+    "prompt_tokens": "bigint",
+    "completion_tokens": "bigint",
+    "cached_prompt_tokens": "bigint",
+    "cache_write_tokens": "bigint",
+    "reasoning_tokens": "bigint",
+    "cost": "numeric",
+    "lease_id": "uuid",
 }
 _RECENT_COLUMNS = ", ".join("time" if name == "timestamp" else name for name in _RECENT_TYPES)
 _RECENT_FIELDS = ", ".join(f'r."{name}"' for name in _RECENT_TYPES)
@@ -330,24 +381,29 @@ class KeyStats(msgspec.Struct, frozen=True):
     spend: int = 0  # pico-USD
 
 
-async def key_stats(conn: psycopg.AsyncConnection, account_id: UUID, start: datetime | None = None,
-                    end: datetime | None = None) -> dict[UUID, KeyStats]:
+async def key_stats(
+    conn: psycopg.AsyncConnection, account_id: UUID, start: datetime | None = None, end: datetime | None = None
+) -> dict[UUID, KeyStats]:
     """Per-key totals for the account: all time, or over [start, end) when either is given."""
     if start is None and end is None:
         cur = await conn.execute(
             "select key_id, requests, errors, prompt_tokens, completion_tokens, spend from key_spend"
-            " where account_id = %s", (account_id,))
+            " where account_id = %s",
+            (account_id,),
+        )
         return {r[0]: KeyStats(*(int(v) for v in r[1:])) for r in await cur.fetchall()}
-    return {UUID(row.group["key"]): KeyStats(row.requests, row.errors, row.prompt_tokens, row.completion_tokens,
-                                             row.spend)
-            for row in await spend_history(conn, account_id, ["key"], start, end)}
+    return {
+        UUID(row.group["key"]): KeyStats(row.requests, row.errors, row.prompt_tokens, row.completion_tokens, row.spend)
+        for row in await spend_history(conn, account_id, ["key"], start, end)
+    }
 
 
 async def balance_at(conn: psycopg.AsyncConnection, account_id: UUID, at: datetime) -> Balance:
     """Credits and spend as they stood at `at` (inclusive): grants up to then, spend from the rollups and
     `usage_recent` (see the module docstring for instants older than RECENT_DAYS)."""
     cur = await conn.execute(
-        "select coalesce(sum(amount), 0) from credit_grants where account_id = %s and time <= %s", (account_id, at))
+        "select coalesce(sum(amount), 0) from credit_grants where account_id = %s and time <= %s", (account_id, at)
+    )
     credits = (await cur.fetchone())[0]
     spent = await spend_history(conn, account_id, [], None, at + timedelta(microseconds=1))
     return Balance(int(credits), spent[0].spend if spent else 0)
@@ -379,7 +435,7 @@ _DAY, _HOUR = timedelta(days=1), timedelta(hours=1)
 _EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
 _LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
 _ROLLUP_VALUES = _ROLLUP_SUMS
-_RECENT_VALUES = ("1, (status <> 'ok')::int, " + ", ".join(_TOKENS) + ", cost")
+_RECENT_VALUES = "1, (status <> 'ok')::int, " + ", ".join(_TOKENS) + ", cost"
 
 
 def _floor(t: datetime, unit: timedelta) -> datetime:
@@ -396,9 +452,11 @@ def _spend_sources(start: datetime | None, end: datetime | None, by_hour: bool) 
     """(table, value columns, (from, to, hole from, hole to)) for each source that has a part of
     [start, end): each covers its range less the range of the coarser source before it (the hole)."""
     start, end = start or _EARLIEST, end or _LATEST
-    ranges = [("spend_daily", _ROLLUP_VALUES, (_ceil(start, _DAY), _floor(end, _DAY)) if not by_hour else None),
-              ("spend_hourly", _ROLLUP_VALUES, (_ceil(start, _HOUR), _floor(end, _HOUR))),
-              ("usage_recent", _RECENT_VALUES, (start, end))]
+    ranges = [
+        ("spend_daily", _ROLLUP_VALUES, (_ceil(start, _DAY), _floor(end, _DAY)) if not by_hour else None),
+        ("spend_hourly", _ROLLUP_VALUES, (_ceil(start, _HOUR), _floor(end, _HOUR))),
+        ("usage_recent", _RECENT_VALUES, (start, end)),
+    ]
     sources, hole = [], None
     for table, values, span in ranges:
         if span is None or span[0] >= span[1]:
@@ -409,8 +467,9 @@ def _spend_sources(start: datetime | None, end: datetime | None, by_hour: bool) 
     return sources
 
 
-async def spend_history(conn: psycopg.AsyncConnection, account_id: UUID, group_by: list[str],
-                        start: datetime | None, end: datetime | None) -> list[SpendRow]:
+async def spend_history(
+    conn: psycopg.AsyncConnection, account_id: UUID, group_by: list[str], start: datetime | None, end: datetime | None
+) -> list[SpendRow]:
     """Spend over [start, end) grouped by any of provider, model, key, day, hour (UTC), exact to the request:
     whole days from `spend_daily`, whole hours from `spend_hourly`, the partial hours at the edges from
     `usage_recent` (older edges: see the module docstring)."""
@@ -425,17 +484,18 @@ async def spend_history(conn: psycopg.AsyncConnection, account_id: UUID, group_b
     if not parts:
         return []
     cur = await conn.execute(
-        f"""select {select} {', '.join(f'coalesce(sum({c}), 0)' for c in _ROLLUP_SUMS.split(', '))}
-            from ({' union all '.join(parts)}) as u ({'key_id, provider, model, time, ' + _ROLLUP_SUMS}) {group}""",
+        f"""select {select} {", ".join(f"coalesce(sum({c}), 0)" for c in _ROLLUP_SUMS.split(", "))}
+            from ({" union all ".join(parts)}) as u ({"key_id, provider, model, time, " + _ROLLUP_SUMS}) {group}""",
         params,
     )
     rows = []
     for r in await cur.fetchall():
-        keys = r[:len(columns)]
-        requests, errors, prompt, completion, cached, cache_write, reasoning, spend = (int(v) for v in r[len(columns):])
+        keys = r[: len(columns)]
+        requests, errors, prompt, completion, cached, cache_write, reasoning, spend = (
+            int(v) for v in r[len(columns) :]
+        )
         group_values = {g: (v.isoformat() + "Z" if isinstance(v, datetime) else str(v)) for g, v in zip(group_by, keys)}
-        rows.append(SpendRow(group_values, requests, errors, prompt, completion, spend, cached, cache_write,
-                             reasoning))
+        rows.append(SpendRow(group_values, requests, errors, prompt, completion, spend, cached, cache_write, reasoning))
     return [row for row in rows if row.requests]
 
 
@@ -458,14 +518,18 @@ async def topups_of(conn: psycopg.AsyncConnection, account_id: UUID) -> list[Top
     cur = await conn.execute(
         """select topup_id, provider, reference, amount, status, received, refunded, disputed, failures,
                   last_failure, expires_at, created_at from topups where account_id = %s order by created_at desc""",
-        (account_id,))
-    return [TopUpRow(r[0], r[1], r[2], int(r[3]), r[4], int(r[5]), int(r[6]), int(r[7]), r[8], r[9], r[10], r[11])
-            for r in await cur.fetchall()]
+        (account_id,),
+    )
+    return [
+        TopUpRow(r[0], r[1], r[2], int(r[3]), r[4], int(r[5]), int(r[6]), int(r[7]), r[8], r[9], r[10], r[11])
+        for r in await cur.fetchall()
+    ]
 
 
 async def due_to_expire(conn: psycopg.AsyncConnection) -> list[tuple[str, str]]:
     cur = await conn.execute(
-        "select provider, reference from topups where status = 'pending' and expires_at < now() limit 100")
+        "select provider, reference from topups where status = 'pending' and expires_at < now() limit 100"
+    )
     return [(r[0], r[1]) for r in await cur.fetchall()]
 
 
@@ -497,8 +561,10 @@ def _refill_row(r: tuple) -> AutoRefillRow:
 
 
 async def auto_refill_of(conn: psycopg.AsyncConnection, account_id: UUID) -> AutoRefillRow | None:
-    cur = await conn.execute(f"select {_REFILL_COLUMNS} from auto_refills a left join balances b using (account_id)"
-                             " where a.account_id = %s", (account_id,))
+    cur = await conn.execute(
+        f"select {_REFILL_COLUMNS} from auto_refills a left join balances b using (account_id) where a.account_id = %s",
+        (account_id,),
+    )
     row = await cur.fetchone()
     return _refill_row(row) if row else None
 
@@ -508,5 +574,6 @@ async def auto_refills_to_check(conn: psycopg.AsyncConnection) -> list[AutoRefil
     cur = await conn.execute(
         f"""select {_REFILL_COLUMNS} from auto_refills a join balances b using (account_id)
             where a.enabled and (a.pending is not null or (a.armed and b.credits - b.spend < a.threshold)
-                                 or (not a.armed and b.credits - b.spend >= a.threshold))""")
+                                 or (not a.armed and b.credits - b.spend >= a.threshold))"""
+    )
     return [_refill_row(r) for r in await cur.fetchall()]

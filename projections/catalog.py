@@ -15,7 +15,7 @@ class CatalogModel:
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
-            create table if not exists {t['model_overrides']} (
+            create table if not exists {t["model_overrides"]} (
                 model_id text primary key,
                 prompt_per_1k numeric(40, 0),
                 completion_per_1k numeric(40, 0),
@@ -23,30 +23,36 @@ class CatalogModel:
                 updated_at timestamptz not null
             );
             -- cache prices (null: the prompt price), added to tables made before them
-            alter table {t['model_overrides']} add column if not exists cached_per_1k numeric(40, 0),
+            alter table {t["model_overrides"]} add column if not exists cached_per_1k numeric(40, 0),
                 add column if not exists cache_write_per_1k numeric(40, 0)""")
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
             e = item.event
             if item.topic == "model.price_changed":
-                columns = {"prompt_per_1k": e.prompt_per_1k, "completion_per_1k": e.completion_per_1k,
-                           "cached_per_1k": e.cached_per_1k, "cache_write_per_1k": e.cache_write_per_1k}
+                columns = {
+                    "prompt_per_1k": e.prompt_per_1k,
+                    "completion_per_1k": e.completion_per_1k,
+                    "cached_per_1k": e.cached_per_1k,
+                    "cache_write_per_1k": e.cache_write_per_1k,
+                }
             else:
                 columns = {"enabled": item.topic == "model.enabled"}
             names = ", ".join(columns)
             updates = ", ".join(f"{name} = excluded.{name}" for name in columns)
             await cur.execute(
-                f"""insert into {t['model_overrides']} (model_id, {names}, updated_at)
-                    values (%s, {', '.join(['%s'] * len(columns))}, %s)
+                f"""insert into {t["model_overrides"]} (model_id, {names}, updated_at)
+                    values (%s, {", ".join(["%s"] * len(columns))}, %s)
                     on conflict (model_id) do update set {updates}, updated_at = excluded.updated_at""",
                 (e.model_id, *columns.values(), e.timestamp),
             )
 
 
 async def overrides(conn: psycopg.AsyncConnection) -> dict[str, tuple[Price | None, bool | None]]:
-    cur = await conn.execute("select model_id, prompt_per_1k, completion_per_1k, enabled, cached_per_1k,"
-                             " cache_write_per_1k from model_overrides")
+    cur = await conn.execute(
+        "select model_id, prompt_per_1k, completion_per_1k, enabled, cached_per_1k,"
+        " cache_write_per_1k from model_overrides"
+    )
     return {
         r[0]: (Price(int(r[1]), int(r[2]), _pico(r[4]), _pico(r[5])) if r[1] is not None else None, r[3])
         for r in await cur.fetchall()

@@ -35,25 +35,33 @@ class KeyRow(msgspec.Struct, frozen=True):
 class Directory:
     name = "directory"
     tables = ("accounts", "management_tokens", "api_keys", "api_key_secrets")
-    topics = frozenset({"account.registered", "account.token_issued", "account.token_renewed", "account.token_revoked",
-                        "account.password_changed"} | {t for t in EVENT_TYPES if t.startswith("key.")})
+    topics = frozenset(
+        {
+            "account.registered",
+            "account.token_issued",
+            "account.token_renewed",
+            "account.token_revoked",
+            "account.password_changed",
+        }
+        | {t for t in EVENT_TYPES if t.startswith("key.")}
+    )
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
-            create table if not exists {t['accounts']} (
+            create table if not exists {t["accounts"]} (
                 account_id uuid primary key,
                 email text not null unique,
                 created_at timestamptz not null
             );
-            create table if not exists {t['management_tokens']} (
+            create table if not exists {t["management_tokens"]} (
                 token_hash text primary key,
                 account_id uuid not null,
                 issued_at timestamptz not null
             );
             -- null: issued before tokens expired (see LEGACY_TOKEN_LIFETIME)
-            alter table {t['management_tokens']} add column if not exists expires_at timestamptz;
-            create index if not exists {t['management_tokens']}_account on {t['management_tokens']} (account_id);
-            create table if not exists {t['api_keys']} (
+            alter table {t["management_tokens"]} add column if not exists expires_at timestamptz;
+            create index if not exists {t["management_tokens"]}_account on {t["management_tokens"]} (account_id);
+            create table if not exists {t["api_keys"]} (
                 key_id uuid primary key,
                 account_id uuid not null,
                 label text not null,
@@ -67,13 +75,13 @@ class Directory:
                 cap_reset text,
                 updated_at timestamptz not null
             );
-            create table if not exists {t['api_key_secrets']} (
+            create table if not exists {t["api_key_secrets"]} (
                 key_hash text primary key,
                 key_id uuid not null,
                 valid_until timestamptz  -- null: valid while the key is
             );
-            create index if not exists {t['api_keys']}_account on {t['api_keys']} (account_id, created_at);
-            alter table {t['api_keys']} add column if not exists fit_to_budget boolean not null default false;
+            create index if not exists {t["api_keys"]}_account on {t["api_keys"]} (account_id, created_at);
+            alter table {t["api_keys"]} add column if not exists fit_to_budget boolean not null default false;
         """)
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
@@ -88,27 +96,47 @@ class Directory:
             elif item.topic == "account.token_issued":
                 await self._issue_token(cur, t, e, e.expires_at)
             elif item.topic == "account.token_renewed":
-                await cur.execute(f"update {t['management_tokens']} set expires_at = %s where token_hash = %s",
-                                  (e.expires_at, e.token_hash))
+                await cur.execute(
+                    f"update {t['management_tokens']} set expires_at = %s where token_hash = %s",
+                    (e.expires_at, e.token_hash),
+                )
             elif item.topic == "account.token_revoked":
                 await cur.execute(f"delete from {t['management_tokens']} where token_hash = %s", (e.token_hash,))
             elif item.topic == "account.password_changed":  # every token issued before it stops working
                 await cur.execute(f"delete from {t['management_tokens']} where account_id = %s", (e.originator_id,))
             elif item.topic == "key.created":
                 await cur.execute(
-                    f"""insert into {t['api_keys']} (key_id, account_id, label, prefix, spend_cap, default_model,
+                    f"""insert into {t["api_keys"]} (key_id, account_id, label, prefix, spend_cap, default_model,
                         created_at, allowed_models, expires_at, cap_reset, updated_at, fit_to_budget)
                         values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    (e.originator_id, e.account_id, e.label, e.prefix, e.spend_cap, e.default_model, e.timestamp,
-                     e.allowed_models, e.expires_at, e.cap_reset, e.timestamp, e.fit_to_budget),
+                    (
+                        e.originator_id,
+                        e.account_id,
+                        e.label,
+                        e.prefix,
+                        e.spend_cap,
+                        e.default_model,
+                        e.timestamp,
+                        e.allowed_models,
+                        e.expires_at,
+                        e.cap_reset,
+                        e.timestamp,
+                        e.fit_to_budget,
+                    ),
                 )
-                await cur.execute(f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
-                                  (e.key_hash, e.originator_id))
+                await cur.execute(
+                    f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
+                    (e.key_hash, e.originator_id),
+                )
             elif item.topic == "key.rotated":
-                await cur.execute(f"update {t['api_key_secrets']} set valid_until = %s where key_hash = %s",
-                                  (e.previous_valid_until, e.previous_hash))
-                await cur.execute(f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
-                                  (e.key_hash, e.originator_id))
+                await cur.execute(
+                    f"update {t['api_key_secrets']} set valid_until = %s where key_hash = %s",
+                    (e.previous_valid_until, e.previous_hash),
+                )
+                await cur.execute(
+                    f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
+                    (e.key_hash, e.originator_id),
+                )
                 await self._set(cur, t, e, prefix=e.prefix)
             elif item.topic in KEY_CHANGES:
                 await self._set(cur, t, e, **KEY_CHANGES[item.topic](e))
@@ -122,8 +150,10 @@ class Directory:
 
     async def _set(self, cur: psycopg.AsyncCursor, t: dict[str, str], e, **columns) -> None:
         assignments = ", ".join(f"{name} = %s" for name in columns)
-        await cur.execute(f"update {t['api_keys']} set {assignments}, updated_at = %s where key_id = %s",
-                          (*columns.values(), e.timestamp, e.originator_id))
+        await cur.execute(
+            f"update {t['api_keys']} set {assignments}, updated_at = %s where key_id = %s",
+            (*columns.values(), e.timestamp, e.originator_id),
+        )
 
 
 # How each key event changes the key's row.
@@ -167,8 +197,10 @@ async def account_exists(conn: psycopg.AsyncConnection, account_id: UUID) -> boo
     return await cur.fetchone() is not None
 
 
-_KEY_COLUMNS = ("k.key_id, k.account_id, k.label, k.prefix, k.spend_cap, k.default_model, k.status, k.created_at, "
-                "k.allowed_models, k.expires_at, k.cap_reset, k.updated_at, k.fit_to_budget")
+_KEY_COLUMNS = (
+    "k.key_id, k.account_id, k.label, k.prefix, k.spend_cap, k.default_model, k.status, k.created_at, "
+    "k.allowed_models, k.expires_at, k.cap_reset, k.updated_at, k.fit_to_budget"
+)
 
 
 def _key_row(row: tuple) -> KeyRow:

@@ -105,7 +105,7 @@ class LogBodies:
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
-            create table if not exists {t['log_bodies']} (
+            create table if not exists {t["log_bodies"]} (
                 trace_id uuid not null,
                 time timestamptz not null,
                 account_id uuid not null,
@@ -124,17 +124,39 @@ class LogBodies:
         await cur.executemany(
             f"insert into {t['log_bodies']} (trace_id, time, account_id, request, response, truncated)"
             " values (%s, %s, %s, %s, %s, %s) on conflict (trace_id, time) do nothing",
-            [(b.trace_id, b.timestamp, b.account_id, b.request, b.response, b.truncated) for b in bodies])
+            [(b.trace_id, b.timestamp, b.account_id, b.request, b.response, b.truncated) for b in bodies],
+        )
+
 
 # How json_to_recordset reads a usage event into a log row; the event's `timestamp` goes to the column `time`.
 _TYPES = {
-    "trace_id": "uuid", "timestamp": "timestamptz", "account_id": "uuid", "key_id": "uuid", "model": "text",
-    "requested_model": "text", "provider": "text", "status": "text", "http_status": "int", "error": "text",
-    "stream": "boolean", "estimated": "boolean", "prompt_tokens": "bigint", "completion_tokens": "bigint",
-    "cached_prompt_tokens": "bigint", "cache_write_tokens": "bigint", "reasoning_tokens": "bigint",
-    "prompt_per_1k": "numeric", "completion_per_1k": "numeric", "cost": "numeric", "latency_us": "bigint",
-    "upstream_us": "bigint", "first_token_us": "bigint", "request_id": "text", "lease_id": "uuid",
-    "template_id": "uuid", "template_version": "int",
+    "trace_id": "uuid",
+    "timestamp": "timestamptz",
+    "account_id": "uuid",
+    "key_id": "uuid",
+    "model": "text",
+    "requested_model": "text",
+    "provider": "text",
+    "status": "text",
+    "http_status": "int",
+    "error": "text",
+    "stream": "boolean",
+    "estimated": "boolean",
+    "prompt_tokens": "bigint",
+    "completion_tokens": "bigint",
+    "cached_prompt_tokens": "bigint",
+    "cache_write_tokens": "bigint",
+    "reasoning_tokens": "bigint",
+    "prompt_per_1k": "numeric",
+    "completion_per_1k": "numeric",
+    "cost": "numeric",
+    "latency_us": "bigint",
+    "upstream_us": "bigint",
+    "first_token_us": "bigint",
+    "request_id": "text",
+    "lease_id": "uuid",
+    "template_id": "uuid",
+    "template_version": "int",
 }
 _COLUMNS = ", ".join("time" if name == "timestamp" else name for name in _TYPES)
 _FIELDS = ", ".join(f'r."{name}"' for name in _TYPES)
@@ -149,8 +171,11 @@ async def trim(pool: AsyncConnectionPool, model: ReadModel, days: int, now: date
         async with conn.transaction():
             generation = await active_generation(conn, model)
             async with conn.cursor() as cur:
-                return [name for table in physical_tables(model, generation).values()
-                        for name in await drop_months_before(cur, table, cutoff)]
+                return [
+                    name
+                    for table in physical_tables(model, generation).values()
+                    for name in await drop_months_before(cur, table, cutoff)
+                ]
 
 
 # Queries (they read the views, i.e. the generation in service).
@@ -211,9 +236,15 @@ def _row(r: tuple) -> LogRow:
 
 def _where(f: LogFilter, after: tuple[datetime, UUID] | None) -> tuple[str, list]:
     conditions, params = [], []
-    for sql, value in (("l.account_id = %s", f.account_id), ("l.time >= %s", f.start), ("l.time < %s", f.end),
-                       ("l.model = %s", f.model), ("l.provider = %s", f.provider), ("l.key_id = %s", f.key_id),
-                       ("l.latency_us >= %s", f.min_latency_ms * 1000 if f.min_latency_ms is not None else None)):
+    for sql, value in (
+        ("l.account_id = %s", f.account_id),
+        ("l.time >= %s", f.start),
+        ("l.time < %s", f.end),
+        ("l.model = %s", f.model),
+        ("l.provider = %s", f.provider),
+        ("l.key_id = %s", f.key_id),
+        ("l.latency_us >= %s", f.min_latency_ms * 1000 if f.min_latency_ms is not None else None),
+    ):
         if value is not None:
             conditions.append(sql)
             params.append(value)
@@ -225,8 +256,9 @@ def _where(f: LogFilter, after: tuple[datetime, UUID] | None) -> tuple[str, list
     return (" where " + " and ".join(conditions) if conditions else ""), params
 
 
-async def page(conn: psycopg.AsyncConnection, f: LogFilter, limit: int,
-               after: tuple[datetime, UUID] | None = None) -> list[LogRow]:
+async def page(
+    conn: psycopg.AsyncConnection, f: LogFilter, limit: int, after: tuple[datetime, UUID] | None = None
+) -> list[LogRow]:
     """Up to `limit` entries, newest first, strictly after the keyset position `after` (time, trace id)."""
     where, params = _where(f, after)
     cur = await conn.execute(f"{_SELECT}{where} order by l.time desc, l.trace_id desc limit %s", [*params, limit])
@@ -236,8 +268,9 @@ async def page(conn: psycopg.AsyncConnection, f: LogFilter, limit: int,
 async def entry(conn: psycopg.AsyncConnection, trace_id: UUID, account_id: UUID | None) -> LogRow | None:
     """One request by trace id; None when there is none, or it belongs to another account than `account_id`."""
     where, params = _where(LogFilter(account_id=account_id), None)
-    cur = await conn.execute(f"{_SELECT}{where}{' and' if where else ' where'} l.trace_id = %s limit 1",
-                             [*params, trace_id])
+    cur = await conn.execute(
+        f"{_SELECT}{where}{' and' if where else ' where'} l.trace_id = %s limit 1", [*params, trace_id]
+    )
     row = await cur.fetchone()
     return _row(row) if row else None
 
@@ -251,7 +284,9 @@ class Bodies(msgspec.Struct, frozen=True):
 async def bodies_of(conn: psycopg.AsyncConnection, trace_id: UUID, account_id: UUID | None) -> Bodies | None:
     cur = await conn.execute(
         "select request, response, truncated from log_bodies where trace_id = %s"
-        " and (%s::uuid is null or account_id = %s) limit 1", (trace_id, account_id, account_id))
+        " and (%s::uuid is null or account_id = %s) limit 1",
+        (trace_id, account_id, account_id),
+    )
     row = await cur.fetchone()
     return Bodies(*row) if row else None
 

@@ -35,15 +35,18 @@ async def ensure_months(cur: psycopg.AsyncCursor, parent: str, times: Iterable[d
     for (name,) in await cur.fetchall():
         start = months[name]
         # DDL takes no bound parameters; the bounds are formatted from datetimes, never from input
-        await cur.execute(f"create table if not exists {name} partition of {parent}"
-                          f" for values from ('{start.isoformat()}') to ('{month_after(start).isoformat()}')")
+        await cur.execute(
+            f"create table if not exists {name} partition of {parent}"
+            f" for values from ('{start.isoformat()}') to ('{month_after(start).isoformat()}')"
+        )
 
 
 async def drop_months_before(cur: psycopg.AsyncCursor, parent: str, cutoff: datetime) -> list[str]:
     """Drop every partition of `parent` whose whole month lies before `cutoff`; return their names."""
     await cur.execute(
-        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
-        " where i.inhparent = to_regclass(%s)", (parent,))
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid where i.inhparent = to_regclass(%s)",
+        (parent,),
+    )
     dropped = []
     for (name,) in await cur.fetchall():
         suffix = name.rsplit("_p", 1)[-1]

@@ -40,8 +40,9 @@ def describe(exc: BaseException) -> str:
     return text[:MAX_ERROR_LENGTH]
 
 
-async def apply_isolating(cur: psycopg.AsyncCursor, model: ReadModel, tables: dict[str, str],
-                          batch: list[Envelope]) -> list[tuple[Envelope, BaseException]]:
+async def apply_isolating(
+    cur: psycopg.AsyncCursor, model: ReadModel, tables: dict[str, str], batch: list[Envelope]
+) -> list[tuple[Envelope, BaseException]]:
     """Apply `batch` inside the caller's transaction; return the events that could not be applied.
 
     The batch runs in a savepoint; if it fails, each event runs in its own savepoint, so the events that apply
@@ -67,8 +68,9 @@ async def apply_isolating(cur: psycopg.AsyncCursor, model: ReadModel, tables: di
     return failed
 
 
-async def record(cur: psycopg.AsyncCursor, model: ReadModel, generation: int, position: int, event_name: str,
-                 error: BaseException) -> None:
+async def record(
+    cur: psycopg.AsyncCursor, model: ReadModel, generation: int, position: int, event_name: str, error: BaseException
+) -> None:
     await cur.execute(
         "insert into projection_quarantine (read_model, generation, position, event_name, error)"
         " values (%s, %s, %s, %s, %s) on conflict (read_model, generation, position)"
@@ -90,8 +92,12 @@ async def quarantined(conn: psycopg.AsyncConnection, model_name: str | None = No
     return [Quarantined(*row) for row in await cur.fetchall()]
 
 
-async def retry(model: ReadModel, source: StreamSource, pool: AsyncConnectionPool,
-                progress: Callable[[Quarantined, str | None], None] | None = None) -> tuple[int, int]:
+async def retry(
+    model: ReadModel,
+    source: StreamSource,
+    pool: AsyncConnectionPool,
+    progress: Callable[[Quarantined, str | None], None] | None = None,
+) -> tuple[int, int]:
     """Apply the quarantined events of `model` again, oldest first, each in its own transaction with the removal
     of its quarantine row; return (applied, still failing). One that still fails stays, with the new error."""
     applied = failing = 0
@@ -108,8 +114,12 @@ async def retry(model: ReadModel, source: StreamSource, pool: AsyncConnectionPoo
                         if not messages or messages[0].position != item.position:
                             raise LookupError(f"stream position {item.position} is not in the stream")
                         m = messages[0]
-                        envelope = Envelope(m.position, m.time, m.topic,
-                                            decode_event(m.topic, m.body, m.originator_id, m.originator_version))
+                        envelope = Envelope(
+                            m.position,
+                            m.time,
+                            m.topic,
+                            decode_event(m.topic, m.body, m.originator_id, m.originator_version),
+                        )
                         failed = await apply_isolating(cur, model, physical_tables(model, generation), [envelope])
                         error = failed[0][1] if failed else None
                     except TRANSIENT:
@@ -117,9 +127,11 @@ async def retry(model: ReadModel, source: StreamSource, pool: AsyncConnectionPoo
                     except Exception as exc:
                         error = exc
                     if error is None:
-                        await cur.execute("delete from projection_quarantine where read_model = %s"
-                                          " and generation = %s and position = %s",
-                                          (model.name, generation, item.position))
+                        await cur.execute(
+                            "delete from projection_quarantine where read_model = %s"
+                            " and generation = %s and position = %s",
+                            (model.name, generation, item.position),
+                        )
                         applied += 1
                     else:
                         await record(cur, model, generation, item.position, item.event_name, error)

@@ -97,8 +97,10 @@ async def ensure_schema(conn: psycopg.AsyncConnection, models: list[ReadModel]) 
 
 
 async def _lacks_a_table(conn: psycopg.AsyncConnection, model: ReadModel, generation: int) -> bool:
-    cur = await conn.execute("select count(*) from unnest(%s::text[]) t where to_regclass(t) is null",
-                             (list(physical_tables(model, generation).values()),))
+    cur = await conn.execute(
+        "select count(*) from unnest(%s::text[]) t where to_regclass(t) is null",
+        (list(physical_tables(model, generation).values()),),
+    )
     return (await cur.fetchone())[0] > 0
 
 

@@ -19,8 +19,13 @@ from projections.runner import ProjectionRunner
 from projections.source import StreamSource
 
 
-async def rebuild(model: ReadModel, nc: NATS, pool: AsyncConnectionPool, stream: str,
-                  progress: Callable[[int, int], None] | None = None) -> int:
+async def rebuild(
+    model: ReadModel,
+    nc: NATS,
+    pool: AsyncConnectionPool,
+    stream: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
     """Build generation N+1 up to the stream head, swap the views to it, drop generation N.
 
     Returns the new generation. Readers never see a half-built model: the swap is one transaction.

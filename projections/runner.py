@@ -147,10 +147,16 @@ class ProjectionRunner:
                     failed = undecodable
                     if batch:
                         failed = failed + await quarantine.apply_isolating(
-                            cur, self.model, physical_tables(self.model, generation), batch)
+                            cur, self.model, physical_tables(self.model, generation), batch
+                        )
                     for item, error in failed:
-                        log.error("projection %s cannot apply event %s at position %d; quarantined: %s",
-                                  self.model.name, item.topic, item.position, quarantine.describe(error))
+                        log.error(
+                            "projection %s cannot apply event %s at position %d; quarantined: %s",
+                            self.model.name,
+                            item.topic,
+                            item.position,
+                            quarantine.describe(error),
+                        )
                         await quarantine.record(cur, self.model, generation, item.position, item.topic, error)
                     await cur.execute(
                         "update projection_positions set position = %s,"
@@ -166,8 +172,9 @@ class ProjectionRunner:
 
     async def _load(self, conn) -> None:
         generation = self.fixed_generation or await active_generation(conn, self.model)
-        cur = await conn.execute("select position from projection_positions where name = %s",
-                                 (tracking_name(self.model, generation),))
+        cur = await conn.execute(
+            "select position from projection_positions where name = %s", (tracking_name(self.model, generation),)
+        )
         row = await cur.fetchone()
         await conn.commit()
         self._generation, self.position = generation, row[0] if row else 0
@@ -179,8 +186,11 @@ def _decode(messages: list[StoredMessage]) -> tuple[list[Envelope], list[tuple[S
     batch, undecodable = [], []
     for m in messages:
         try:
-            batch.append(Envelope(m.position, m.time, m.topic,
-                                  decode_event(m.topic, m.body, m.originator_id, m.originator_version)))
+            batch.append(
+                Envelope(
+                    m.position, m.time, m.topic, decode_event(m.topic, m.body, m.originator_id, m.originator_version)
+                )
+            )
         except Exception as exc:
             undecodable.append((m, exc))
     return batch, undecodable

@@ -44,7 +44,7 @@ class StreamSource:
         recent = self._recent
         if recent and recent[0].position <= start <= recent[-1].position:
             i = bisect_left(recent, start, key=lambda m: m.position)
-            return recent[i:i + limit]
+            return recent[i : i + limit]
         key = (start, limit)
         pending = self._fetching.get(key)
         if pending is not None:  # another runner is reading just that: share its answer
@@ -81,14 +81,16 @@ class StreamSource:
                 else:
                     done.set_exception(RuntimeError(f"direct get from {self.stream} failed: {status} {headers}"))
                 return
-            messages.append(StoredMessage(
-                position=int(headers["Nats-Sequence"]),
-                time=_parse_time(headers["Nats-Time-Stamp"]),
-                topic=headers.get(HEADER_TOPIC, ""),
-                originator_id=headers.get(HEADER_ORIGINATOR_ID, ""),
-                originator_version=int(headers.get(HEADER_ORIGINATOR_VERSION, "0") or 0),
-                body=msg.data,
-            ))
+            messages.append(
+                StoredMessage(
+                    position=int(headers["Nats-Sequence"]),
+                    time=_parse_time(headers["Nats-Time-Stamp"]),
+                    topic=headers.get(HEADER_TOPIC, ""),
+                    originator_id=headers.get(HEADER_ORIGINATOR_ID, ""),
+                    originator_version=int(headers.get(HEADER_ORIGINATOR_VERSION, "0") or 0),
+                    body=msg.data,
+                )
+            )
 
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox, cb=on_message, pending_msgs_limit=limit + 16)

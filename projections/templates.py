@@ -47,7 +47,7 @@ class Templates:
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
-            create table if not exists {t['templates']} (
+            create table if not exists {t["templates"]} (
                 template_id uuid primary key,
                 account_id uuid not null,
                 name text not null,
@@ -58,7 +58,7 @@ class Templates:
                 created_at timestamptz not null,
                 updated_at timestamptz not null
             );
-            create table if not exists {t['template_versions']} (
+            create table if not exists {t["template_versions"]} (
                 template_id uuid not null,
                 version int not null,
                 description text,
@@ -67,7 +67,7 @@ class Templates:
                 created_at timestamptz not null,
                 primary key (template_id, version)
             );
-            create index if not exists {t['templates']}_name on {t['templates']} (account_id, name);
+            create index if not exists {t["templates"]}_name on {t["templates"]} (account_id, name);
         """)
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
@@ -75,9 +75,10 @@ class Templates:
             e = item.event
             if item.topic == "template.created":
                 await cur.execute(
-                    f"""insert into {t['templates']} (template_id, account_id, name, latest_version, revision,
+                    f"""insert into {t["templates"]} (template_id, account_id, name, latest_version, revision,
                         created_at, updated_at) values (%s, %s, %s, 1, %s, %s, %s)""",
-                    (e.originator_id, e.account_id, e.name, e.originator_version, e.timestamp, e.timestamp))
+                    (e.originator_id, e.account_id, e.name, e.originator_version, e.timestamp, e.timestamp),
+                )
                 await self._version(cur, t, e, 1)
                 continue
             if item.topic == "template.version_saved":
@@ -95,31 +96,35 @@ class Templates:
                 continue
             await cur.execute(
                 f"update {t['templates']} set {change}, revision = %s, updated_at = %s where template_id = %s",
-                (*values, e.originator_version, e.timestamp, e.originator_id))
+                (*values, e.originator_version, e.timestamp, e.originator_id),
+            )
 
     async def _version(self, cur: psycopg.AsyncCursor, t: dict[str, str], e, version: int) -> None:
         await cur.execute(
-            f"""insert into {t['template_versions']} (template_id, version, description, messages, defaults,
+            f"""insert into {t["template_versions"]} (template_id, version, description, messages, defaults,
                 created_at) values (%s, %s, %s, %s, %s, %s)""",
-            (e.originator_id, version, e.description, Jsonb(e.messages), Jsonb(e.defaults), e.timestamp))
+            (e.originator_id, version, e.description, Jsonb(e.messages), Jsonb(e.defaults), e.timestamp),
+        )
 
 
 # Queries (they read the views, i.e. the generation in service).
 
-_COLUMNS = ("template_id, account_id, name, latest_version, labels, archived, revision, created_at, updated_at")
+_COLUMNS = "template_id, account_id, name, latest_version, labels, archived, revision, created_at, updated_at"
 _VERSION_COLUMNS = "template_id, version, description, messages, defaults, created_at"
 
 
 async def templates_of(conn: psycopg.AsyncConnection, account_id: UUID, archived: bool = False) -> list[TemplateRow]:
     cur = await conn.execute(
         f"select {_COLUMNS} from templates where account_id = %s and (archived = false or %s) order by name",
-        (account_id, archived))
+        (account_id, archived),
+    )
     return [TemplateRow(*r) for r in await cur.fetchall()]
 
 
 async def template_of(conn: psycopg.AsyncConnection, account_id: UUID, template_id: UUID) -> TemplateRow | None:
-    cur = await conn.execute(f"select {_COLUMNS} from templates where account_id = %s and template_id = %s",
-                             (account_id, template_id))
+    cur = await conn.execute(
+        f"select {_COLUMNS} from templates where account_id = %s and template_id = %s", (account_id, template_id)
+    )
     row = await cur.fetchone()
     return TemplateRow(*row) if row else None
 
@@ -127,22 +132,25 @@ async def template_of(conn: psycopg.AsyncConnection, account_id: UUID, template_
 async def template_named(conn: psycopg.AsyncConnection, account_id: UUID, name: str) -> TemplateRow | None:
     """The account's template of that name that is in use (archived ones have given their name up)."""
     cur = await conn.execute(
-        f"select {_COLUMNS} from templates where account_id = %s and name = %s and not archived",
-        (account_id, name))
+        f"select {_COLUMNS} from templates where account_id = %s and name = %s and not archived", (account_id, name)
+    )
     row = await cur.fetchone()
     return TemplateRow(*row) if row else None
 
 
 async def version_of(conn: psycopg.AsyncConnection, template_id: UUID, version: int) -> VersionRow | None:
-    cur = await conn.execute(f"select {_VERSION_COLUMNS} from template_versions where template_id = %s "
-                             f"and version = %s", (template_id, version))
+    cur = await conn.execute(
+        f"select {_VERSION_COLUMNS} from template_versions where template_id = %s and version = %s",
+        (template_id, version),
+    )
     row = await cur.fetchone()
     return VersionRow(*row) if row else None
 
 
 async def versions_of(conn: psycopg.AsyncConnection, template_id: UUID) -> list[VersionRow]:
-    cur = await conn.execute(f"select {_VERSION_COLUMNS} from template_versions where template_id = %s "
-                             f"order by version", (template_id,))
+    cur = await conn.execute(
+        f"select {_VERSION_COLUMNS} from template_versions where template_id = %s order by version", (template_id,)
+    )
     return [VersionRow(*r) for r in await cur.fetchall()]
 
 
@@ -153,5 +161,6 @@ async def latest_versions(conn: psycopg.AsyncConnection, rows: list[TemplateRow]
     cur = await conn.execute(
         f"""select {_VERSION_COLUMNS} from template_versions v
             join unnest(%s::uuid[], %s::int[]) as w(template_id, version) using (template_id, version)""",
-        ([r.template_id for r in rows], [r.latest_version for r in rows]))
+        ([r.template_id for r in rows], [r.latest_version for r in rows]),
+    )
     return {r[0]: VersionRow(*r) for r in await cur.fetchall()}

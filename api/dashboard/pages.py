@@ -31,8 +31,7 @@ STATIC = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"
 HTMX = "vendor/htmx-2.0.11/htmx.min.js"
 LOG_PAGE = 50
-LOG_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
-              "30d": timedelta(days=30)}
+LOG_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 ROTATE_GRACE = {"0": timedelta(0), "3600": timedelta(hours=1), "86400": timedelta(days=1)}
 ROLES = ("system", "user", "assistant")
 CHART_SERIES = ("model", "provider")  # what the spend chart stacks by
@@ -60,10 +59,18 @@ def _login_required(request: Request, _: LoginRequired) -> Response:
 
 
 def _page_error(request: Request, exc: Exception) -> Response:
-    status = exc.status if isinstance(exc, ApiError) else 429 if isinstance(exc, RateLimited) else next(
-        (s for cls, (s, _) in DOMAIN_ERRORS.items() if isinstance(exc, cls)), 400)
-    return Template(template_name="error.html", status_code=status,
-                    context={"request": request, "htmx": HTMX, "message": failure(exc), "section": None})
+    status = (
+        exc.status
+        if isinstance(exc, ApiError)
+        else 429
+        if isinstance(exc, RateLimited)
+        else next((s for cls, (s, _) in DOMAIN_ERRORS.items() if isinstance(exc, cls)), 400)
+    )
+    return Template(
+        template_name="error.html",
+        status_code=status,
+        context={"request": request, "htmx": HTMX, "message": failure(exc), "section": None},
+    )
 
 
 class AuthPages(Controller):
@@ -124,42 +131,61 @@ class DashboardPages(Controller):
     # API Keys
 
     @get("/keys")
-    async def keys(self, request: Request, account_id: UUID, key_service: KeyService,
-                   model_service: ModelService, q: str = "") -> Template:
+    async def keys(
+        self, request: Request, account_id: UUID, key_service: KeyService, model_service: ModelService, q: str = ""
+    ) -> Template:
         return await self._keys(request, account_id, key_service, model_service, q)
 
     @post("/keys")
-    async def create_key(self, request: Request, account_id: UUID, key_service: KeyService,
-                         model_service: ModelService) -> Template:
+    async def create_key(
+        self, request: Request, account_id: UUID, key_service: KeyService, model_service: ModelService
+    ) -> Template:
         form = await request.form()
         try:
-            created = await key_service.create(account_id, form.get("label", ""), form.get("spend_cap_usd") or None,
-                                               form.get("default_model") or None)
+            created = await key_service.create(
+                account_id, form.get("label", ""), form.get("spend_cap_usd") or None, form.get("default_model") or None
+            )
         except PAGE_ERRORS as exc:
-            return await self._keys(request, account_id, key_service, model_service, "", error=failure(exc),
-                                    form=dict(form))
-        return await self._keys(request, account_id, key_service, model_service, "",
-                                created=created.key, secret=created.secret)
+            return await self._keys(
+                request, account_id, key_service, model_service, "", error=failure(exc), form=dict(form)
+            )
+        return await self._keys(
+            request, account_id, key_service, model_service, "", created=created.key, secret=created.secret
+        )
 
     async def _keys(self, request, account_id, key_service, model_service, q, **extra) -> Template:
         listing = await key_service.listing(account_id)
         shown = [v for v in listing.keys if q.lower() in v.row.label.lower()] if q else listing.keys
-        return page("keys.html", request, section="keys", keys=shown, total=len(listing.keys), q=q,
-                    as_of=listing.as_of, models=model_service.enabled(), error_rate=error_rate, share=views.share,
-                    base_url=str(request.base_url).rstrip("/"), **{"error": None, "form": {}, "secret": None,
-                                                                  "created": None, **extra})
+        return page(
+            "keys.html",
+            request,
+            section="keys",
+            keys=shown,
+            total=len(listing.keys),
+            q=q,
+            as_of=listing.as_of,
+            models=model_service.enabled(),
+            error_rate=error_rate,
+            share=views.share,
+            base_url=str(request.base_url).rstrip("/"),
+            **{"error": None, "form": {}, "secret": None, "created": None, **extra},
+        )
 
     @get("/keys/{key_id:uuid}")
-    async def key(self, request: Request, account_id: UUID, key_id: UUID, key_service: KeyService,
-                  model_service: ModelService) -> Template:
+    async def key(
+        self, request: Request, account_id: UUID, key_id: UUID, key_service: KeyService, model_service: ModelService
+    ) -> Template:
         return await self._key(request, account_id, key_id, key_service, model_service)
 
     @post("/keys/{key_id:uuid}")
-    async def edit_key(self, request: Request, account_id: UUID, key_id: UUID, key_service: KeyService,
-                       model_service: ModelService) -> Response:
+    async def edit_key(
+        self, request: Request, account_id: UUID, key_id: UUID, key_service: KeyService, model_service: ModelService
+    ) -> Response:
         form = await request.form()
-        changes = {"spend_cap_usd": form.get("spend_cap_usd") or None,
-                   "default_model": form.get("default_model") or None}
+        changes = {
+            "spend_cap_usd": form.get("spend_cap_usd") or None,
+            "default_model": form.get("default_model") or None,
+        }
         try:
             await key_service.update(account_id, key_id, changes)
         except PAGE_ERRORS as exc:
@@ -169,21 +195,38 @@ class DashboardPages(Controller):
     async def _key(self, request, account_id, key_id, key_service, model_service, **extra) -> Template:
         view, as_of = await key_service.one(account_id, key_id)
         history = await key_service.history(account_id, key_id)
-        return page("key.html", request, section="keys", key=view, as_of=as_of, history=list(reversed(history)),
-                    models=model_service.enabled(), error_rate=error_rate, share=views.share,
-                    **{"error": None, "secret": None, **extra})
+        return page(
+            "key.html",
+            request,
+            section="keys",
+            key=view,
+            as_of=as_of,
+            history=list(reversed(history)),
+            models=model_service.enabled(),
+            error_rate=error_rate,
+            share=views.share,
+            **{"error": None, "secret": None, **extra},
+        )
 
     @get("/keys/{key_id:uuid}/{action:str}")
-    async def confirm(self, request: Request, account_id: UUID, key_id: UUID, action: str,
-                      key_service: KeyService) -> Template:
+    async def confirm(
+        self, request: Request, account_id: UUID, key_id: UUID, action: str, key_service: KeyService
+    ) -> Template:
         if action not in (*KEY_ACTIONS, "rotate"):
             raise ApiError(404, f"no action {action!r} on keys", "not_found")
         view, _ = await key_service.one(account_id, key_id)
         return page("confirm.html", request, section="keys", key=view.row, action=action)
 
     @post("/keys/{key_id:uuid}/{action:str}")
-    async def act(self, request: Request, account_id: UUID, key_id: UUID, action: str, key_service: KeyService,
-                  model_service: ModelService) -> Response:
+    async def act(
+        self,
+        request: Request,
+        account_id: UUID,
+        key_id: UUID,
+        action: str,
+        key_service: KeyService,
+        model_service: ModelService,
+    ) -> Response:
         if action == "rotate":
             form = await request.form()
             grace = ROTATE_GRACE.get(form.get("grace_seconds", "0"), timedelta(0))
@@ -195,29 +238,51 @@ class DashboardPages(Controller):
     # Billing
 
     @get("/billing")
-    async def billing(self, request: Request, account_id: UUID, billing_service: BillingService,
-                      range: str | None = None, start: str | None = None, end: str | None = None,
-                      by: str = "model") -> Template:
+    async def billing(
+        self,
+        request: Request,
+        account_id: UUID,
+        billing_service: BillingService,
+        range: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        by: str = "model",
+    ) -> Template:
         return await self._billing(request, account_id, billing_service, range, start, end, by)
 
-    async def _billing(self, request, account_id, billing_service, range=None, start=None, end=None, by="model",
-                       **extra) -> Template:
+    async def _billing(
+        self, request, account_id, billing_service, range=None, start=None, end=None, by="model", **extra
+    ) -> Template:
         preset, first, last = views.spend_window(range, start, end)
         by = by if by in CHART_SERIES else "model"
         balance = await billing_service.balance(account_id)
         by_day = await billing_service.spend(account_id, ["day", by], first, last)
         by_model = await billing_service.spend(account_id, ["provider", "model"], first, last)
         last_day = (last - timedelta(microseconds=1)).date()  # the range is [first, last)
-        chart = views.spend_chart([(r.group["day"][:10], r.group[by], r.spend) for r in by_day.rows],
-                                  first.date(), last_day)
-        return page("billing.html", request, section="billing", balance=balance, chart=chart,
-                    by_model=sorted(by_model.rows, key=lambda r: -r.spend), total=by_model.total,
-                    preset=preset, ranges=views.RANGES, first=first, last_day=last_day, by=by, series=CHART_SERIES,
-                    topups=await billing_service.topups(account_id),
-                    auto_refill=await billing_service.auto_refill(account_id),
-                    providers=billing_service.providers, limits=billing_service.topup_limits,
-                    cards=request.app.state.dashboard.stripe_publishable_key is not None,
-                    **{"error": None, "started": None, **extra})
+        chart = views.spend_chart(
+            [(r.group["day"][:10], r.group[by], r.spend) for r in by_day.rows], first.date(), last_day
+        )
+        return page(
+            "billing.html",
+            request,
+            section="billing",
+            balance=balance,
+            chart=chart,
+            by_model=sorted(by_model.rows, key=lambda r: -r.spend),
+            total=by_model.total,
+            preset=preset,
+            ranges=views.RANGES,
+            first=first,
+            last_day=last_day,
+            by=by,
+            series=CHART_SERIES,
+            topups=await billing_service.topups(account_id),
+            auto_refill=await billing_service.auto_refill(account_id),
+            providers=billing_service.providers,
+            limits=billing_service.topup_limits,
+            cards=request.app.state.dashboard.stripe_publishable_key is not None,
+            **{"error": None, "started": None, **extra},
+        )
 
     @get("/billing/balance")
     async def balance(self, request: Request, account_id: UUID, billing_service: BillingService) -> Template:
@@ -237,23 +302,32 @@ class DashboardPages(Controller):
         return await self._billing(request, account_id, billing_service, started=started)
 
     @get("/billing/pay/{payment_intent:str}")
-    async def pay(self, request: Request, account_id: UUID, payment_intent: str,
-                  billing_service: BillingService) -> Template:
+    async def pay(
+        self, request: Request, account_id: UUID, payment_intent: str, billing_service: BillingService
+    ) -> Template:
         """The card form (Stripe Elements) for a pending card top-up. A page of its own: stripe.js is loaded
         only here."""
         topup = await billing_service.pending_card_topup(account_id, payment_intent)
         settings = request.app.state.dashboard
-        return page("pay.html", request, section="billing", topup=topup, stripe_js=settings.stripe_js_url,
-                    stripe_key=settings.stripe_publishable_key)
+        return page(
+            "pay.html",
+            request,
+            section="billing",
+            topup=topup,
+            stripe_js=settings.stripe_js_url,
+            stripe_key=settings.stripe_publishable_key,
+        )
 
     @post("/billing/topups/{payment_intent:str}/card", media_type=MediaType.JSON)
-    async def pay_by_card(self, request: Request, account_id: UUID, payment_intent: str,
-                          billing_service: BillingService) -> dict:
+    async def pay_by_card(
+        self, request: Request, account_id: UUID, payment_intent: str, billing_service: BillingService
+    ) -> dict:
         """The card the page tokenised with stripe.js, charged for the top-up it started."""
         data = await request.json()
         try:
-            status, client_secret = await billing_service.pay_with_card(account_id, payment_intent,
-                                                                        str(data.get("token", "")))
+            status, client_secret = await billing_service.pay_with_card(
+                account_id, payment_intent, str(data.get("token", ""))
+            )
         except PAGE_ERRORS as exc:
             return {"error": failure(exc)}
         return {"status": status, "client_secret": client_secret}
@@ -262,10 +336,13 @@ class DashboardPages(Controller):
     async def auto_refill(self, request: Request, account_id: UUID, billing_service: BillingService) -> Response:
         form = await request.form()
         try:
-            await billing_service.configure_auto_refill(account_id, form.get("enabled") == "on",
-                                                        form.get("threshold_usd") or None,
-                                                        form.get("amount_usd") or None,
-                                                        form.get("payment_method_id") or None)
+            await billing_service.configure_auto_refill(
+                account_id,
+                form.get("enabled") == "on",
+                form.get("threshold_usd") or None,
+                form.get("amount_usd") or None,
+                form.get("payment_method_id") or None,
+            )
         except PAGE_ERRORS as exc:
             return page("error.html", request, section="billing", message=failure(exc))
         return Redirect("/billing")
@@ -273,8 +350,9 @@ class DashboardPages(Controller):
     # Logs
 
     @get("/logs")
-    async def logs(self, request: Request, account_id: UUID, log_service: LogService,
-                   model_service: ModelService) -> Template:
+    async def logs(
+        self, request: Request, account_id: UUID, log_service: LogService, model_service: ModelService
+    ) -> Template:
         query = request.query_params
         preset = query.get("range") or "24h"
         start = _day(query.get("from"))
@@ -284,17 +362,33 @@ class DashboardPages(Controller):
         elif preset in LOG_RANGES:
             start = datetime.now(timezone.utc) - LOG_RANGES[preset]
         status = query.get("status") if query.get("status") in logs.STATUSES else None
-        f = logs.LogFilter(account_id=account_id, start=start, end=end + timedelta(days=1) if end else None,
-                           model=query.get("model") or None, status=status, key_id=_uuid(query.get("key_id")))
+        f = logs.LogFilter(
+            account_id=account_id,
+            start=start,
+            end=end + timedelta(days=1) if end else None,
+            model=query.get("model") or None,
+            status=status,
+            key_id=_uuid(query.get("key_id")),
+        )
         result = await log_service.page(f, LOG_PAGE, decode_cursor(query.get("cursor") or None))
         following = None
         if result.more:
             params = {k: v for k, v in query.items() if k != "cursor"}
             params["cursor"] = encode_cursor(result.rows[-1])
             following = "/logs?" + "&".join(f"{k}={v}" for k, v in params.items())
-        return page("logs.html", request, section="logs", rows=result.rows, as_of=result.as_of, following=following,
-                    preset=preset, ranges=LOG_RANGES, query=query, models=model_service.enabled(),
-                    statuses=logs.STATUSES)
+        return page(
+            "logs.html",
+            request,
+            section="logs",
+            rows=result.rows,
+            as_of=result.as_of,
+            following=following,
+            preset=preset,
+            ranges=LOG_RANGES,
+            query=query,
+            models=model_service.enabled(),
+            statuses=logs.STATUSES,
+        )
 
     @get("/logs/{trace_id:uuid}")
     async def log_entry(self, request: Request, account_id: UUID, trace_id: UUID, log_service: LogService) -> Template:
@@ -306,8 +400,9 @@ class DashboardPages(Controller):
     # Models
 
     @get("/models")
-    async def models(self, request: Request, account_id: UUID, model_service: ModelService,
-                     free: bool = False) -> Template:
+    async def models(
+        self, request: Request, account_id: UUID, model_service: ModelService, free: bool = False
+    ) -> Template:
         return page("models.html", request, section="models", models=model_service.enabled(free), free=free)
 
     # Templates
@@ -322,8 +417,9 @@ class DashboardPages(Controller):
         return self._editor(request, model_service, None, {"name": "", "messages": [], "defaults": {}})
 
     @post("/templates")
-    async def create_template(self, request: Request, account_id: UUID, template_service: TemplateService,
-                              model_service: ModelService) -> Response:
+    async def create_template(
+        self, request: Request, account_id: UUID, template_service: TemplateService, model_service: ModelService
+    ) -> Response:
         content = _template_form(await request.form())
         try:
             template = await template_service.create(account_id, content)
@@ -332,26 +428,45 @@ class DashboardPages(Controller):
         return Redirect(f"/templates/{template.id}")
 
     @get("/templates/{template_id:uuid}")
-    async def template(self, request: Request, account_id: UUID, template_id: UUID,
-                       template_service: TemplateService, model_service: ModelService,
-                       diff: int | None = None) -> Template:
+    async def template(
+        self,
+        request: Request,
+        account_id: UUID,
+        template_id: UUID,
+        template_service: TemplateService,
+        model_service: ModelService,
+        diff: int | None = None,
+    ) -> Template:
         return await self._template(request, account_id, template_id, template_service, model_service, diff)
 
     @post("/templates/{template_id:uuid}")
-    async def save_template(self, request: Request, account_id: UUID, template_id: UUID,
-                            template_service: TemplateService, model_service: ModelService) -> Response:
+    async def save_template(
+        self,
+        request: Request,
+        account_id: UUID,
+        template_id: UUID,
+        template_service: TemplateService,
+        model_service: ModelService,
+    ) -> Response:
         content = _template_form(await request.form())
         try:
             await template_service.save(account_id, template_id, content)
         except PAGE_ERRORS as exc:
-            return await self._template(request, account_id, template_id, template_service, model_service, None,
-                                        error=failure(exc))
+            return await self._template(
+                request, account_id, template_id, template_service, model_service, None, error=failure(exc)
+            )
         return Redirect(f"/templates/{template_id}")
 
     @post("/templates/{template_id:uuid}/test")
-    async def test_template(self, request: Request, account_id: UUID, template_id: UUID,
-                            template_service: TemplateService, log_service: LogService,
-                            model_service: ModelService) -> Template:
+    async def test_template(
+        self,
+        request: Request,
+        account_id: UUID,
+        template_id: UUID,
+        template_service: TemplateService,
+        log_service: LogService,
+        model_service: ModelService,
+    ) -> Template:
         """Render with the values given, then call the model through /v1 with the key given. htmx swaps the
         result in; without JavaScript the whole page comes back with it."""
         form = await request.form()
@@ -363,35 +478,65 @@ class DashboardPages(Controller):
         except PAGE_ERRORS as exc:
             test["error"] = failure(exc)
         else:
-            result = await try_out(request.app.state.runtime, lambda t: log_service.entry(account_id, t),
-                                   form.get("key", "").strip(), f"{view.row.name}@{view.version.version}",
-                                   form.get("model") or None, values)
+            result = await try_out(
+                request.app.state.runtime,
+                lambda t: log_service.entry(account_id, t),
+                form.get("key", "").strip(),
+                f"{view.row.name}@{view.version.version}",
+                form.get("model") or None,
+                values,
+            )
             test.update(result=result, error=result.error)
         if request.headers.get("hx-request"):
             return page("_test.html", request, **test)
-        return await self._template(request, account_id, template_id, template_service, model_service, None,
-                                    test=test)
+        return await self._template(request, account_id, template_id, template_service, model_service, None, test=test)
 
-    async def _template(self, request, account_id, template_id, template_service, model_service, diff,
-                        **extra) -> Template:
+    async def _template(
+        self, request, account_id, template_id, template_service, model_service, diff, **extra
+    ) -> Template:
         row, versions, as_of = await template_service.versions(account_id, template_id)
         latest = versions[-1]
         shown = {"name": row.name, "messages": latest.messages, "defaults": latest.defaults}
         changes = None
         if diff is not None and 1 < diff <= len(versions):
             changes = views.line_diff(_text(versions[diff - 2]), _text(versions[diff - 1]))
-        return self._editor(request, model_service, row, shown, versions=list(reversed(versions)), as_of=as_of,
-                            diff=diff if changes is not None else None, changes=changes,
-                            needs=variables(latest.messages), **extra)
+        return self._editor(
+            request,
+            model_service,
+            row,
+            shown,
+            versions=list(reversed(versions)),
+            as_of=as_of,
+            diff=diff if changes is not None else None,
+            changes=changes,
+            needs=variables(latest.messages),
+            **extra,
+        )
 
     @staticmethod
     def _editor(request, model_service, row, shown, **extra) -> Template:
         messages = list(shown["messages"]) or [{"role": "system", "content": ""}, {"role": "user", "content": ""}]
         messages.append({"role": "assistant" if messages[-1]["role"] == "user" else "user", "content": ""})
-        return page("template.html", request, section="templates", row=row, shown=shown, messages=messages,
-                    roles=ROLES, models=model_service.enabled(),
-                    **{"error": None, "versions": [], "diff": None, "changes": None, "needs": [], "as_of": None,
-                       "test": None, **extra})
+        return page(
+            "template.html",
+            request,
+            section="templates",
+            row=row,
+            shown=shown,
+            messages=messages,
+            roles=ROLES,
+            models=model_service.enabled(),
+            **{
+                "error": None,
+                "versions": [],
+                "diff": None,
+                "changes": None,
+                "needs": [],
+                "as_of": None,
+                "test": None,
+                **extra,
+            },
+        )
 
 
 def _shown(content: TemplateContent) -> dict:
@@ -410,8 +555,11 @@ def _text(version) -> str:
 
 def _template_form(form) -> TemplateContent:
     """Messages from the editor's rows (blank ones dropped) and the defaults that were filled in."""
-    messages = [{"role": role, "content": content}
-                for role, content in zip(form.getall("role", []), form.getall("content", [])) if content.strip()]
+    messages = [
+        {"role": role, "content": content}
+        for role, content in zip(form.getall("role", []), form.getall("content", []))
+        if content.strip()
+    ]
     defaults: dict[str, Any] = {}
     if form.get("model"):
         defaults["model"] = form.get("model")
@@ -421,8 +569,11 @@ def _template_form(form) -> TemplateContent:
             try:
                 defaults[field] = kind(raw)
             except ValueError:
-                raise ApiError(400, f"{field} must be a {'number' if kind is float else 'whole number'}; "
-                                    f"got {raw!r}", "invalid_request") from None
+                raise ApiError(
+                    400,
+                    f"{field} must be a {'number' if kind is float else 'whole number'}; got {raw!r}",
+                    "invalid_request",
+                ) from None
     stops = [s for s in (form.get("stop") or "").splitlines() if s.strip()]
     if stops:
         defaults["stop"] = stops
@@ -445,8 +596,6 @@ def _day(value: str | None) -> datetime | None:
         return datetime.combine(date.fromisoformat(value), datetime.min.time(), timezone.utc)
     except ValueError:
         raise ApiError(400, f"dates are YYYY-MM-DD; got {value!r}", "invalid_request") from None
-
-
 
 
 def dashboard_templates():

@@ -22,13 +22,27 @@ class LoginRequired(Exception):
 
 def session_cookie(request: Request, management_token: str, seconds: int) -> Cookie:
     """Kept as long as the token lives unused (MESH_SESSION_DAYS); the server renews the token in use."""
-    return Cookie(key=SESSION_COOKIE, value=management_token, httponly=True, samesite="lax",
-                  secure=request.url.scheme == "https", max_age=seconds, path="/")
+    return Cookie(
+        key=SESSION_COOKIE,
+        value=management_token,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        max_age=seconds,
+        path="/",
+    )
 
 
 def expired_cookie(request: Request) -> Cookie:
-    return Cookie(key=SESSION_COOKIE, value="", httponly=True, samesite="lax",
-                  secure=request.url.scheme == "https", max_age=0, path="/")
+    return Cookie(
+        key=SESSION_COOKIE,
+        value="",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        max_age=0,
+        path="/",
+    )
 
 
 async def page_account(request: Request) -> UUID:

@@ -58,7 +58,7 @@ def shorten(value: str, keep: int = 4) -> str:
     head = value.index("-") + 1 if value[:4].count("-") == 1 else 0
     if len(value) <= head + 2 * keep + 1:
         return value
-    return f"{value[:head + keep]}…{value[-keep:]}"
+    return f"{value[: head + keep]}…{value[-keep:]}"
 
 
 def utc(moment: datetime | None) -> str:
@@ -66,7 +66,7 @@ def utc(moment: datetime | None) -> str:
 
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
-    """"3 min ago" (or "in 5 min" for a future time)."""
+    """ "3 min ago" (or "in 5 min" for a future time)."""
     if moment is None:
         return "—"
     now = now or datetime.now(timezone.utc)
@@ -94,8 +94,9 @@ RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(
 DEFAULT_RANGE = "30d"
 
 
-def spend_window(preset: str | None, start: str | None, end: str | None,
-                 now: datetime | None = None) -> tuple[str, datetime, datetime]:
+def spend_window(
+    preset: str | None, start: str | None, end: str | None, now: datetime | None = None
+) -> tuple[str, datetime, datetime]:
     """(preset name or "custom", from, to) from a page's query; a bad custom range falls back to the default."""
     now = now or datetime.now(timezone.utc)
     if start and end:
@@ -110,8 +111,14 @@ def spend_window(preset: str | None, start: str | None, end: str | None,
     return preset, now - RANGES[preset], now
 
 
-def spend_chart(rows: list[tuple[str, str, int]], start: date, end: date, width: int = 720, height: int = 200,
-                max_series: int = len(PALETTE) - 1) -> str:
+def spend_chart(
+    rows: list[tuple[str, str, int]],
+    start: date,
+    end: date,
+    width: int = 720,
+    height: int = 200,
+    max_series: int = len(PALETTE) - 1,
+) -> str:
     """An SVG bar chart of spend per day stacked by series (model or provider).
 
     `rows` are (day as YYYY-MM-DD, series name, pico-USD); days from `start` to `end` inclusive get a bar each
@@ -137,14 +144,18 @@ def spend_chart(rows: list[tuple[str, str, int]], start: date, end: date, width:
     plot_w, plot_h = width - left - 4, height - bottom - pad_top
     step = plot_w / max(len(days), 1)
     bar_w = max(1.0, step * 0.7)
-    out = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" xmlns="http://www.w3.org/2000/svg" '
-           f'aria-label="Spend per day, {escape(days[0].isoformat())} to {escape(days[-1].isoformat())}">']
+    out = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" xmlns="http://www.w3.org/2000/svg" '
+        f'aria-label="Spend per day, {escape(days[0].isoformat())} to {escape(days[-1].isoformat())}">'
+    ]
     for i in range(3):  # gridlines at 0, 1/2, the top
         value = top * i // 2
         y = pad_top + plot_h - plot_h * i / 2
         out.append(f'<line x1="{left}" x2="{width - 4}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">'
-                   f'{escape(usd(value, 2 if top >= PICO_PER_USD else 4))}</text>')
+        out.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">'
+            f"{escape(usd(value, 2 if top >= PICO_PER_USD else 4))}</text>"
+        )
     label_every = max(1, len(days) // 8)
     for i, d in enumerate(days):
         x = left + i * step + (step - bar_w) / 2
@@ -155,15 +166,19 @@ def spend_chart(rows: list[tuple[str, str, int]], start: date, end: date, width:
                 continue
             h = plot_h * pico / top
             y -= h
-            out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" '
-                       f'fill="{colour[series]}"><title>{escape(d.isoformat())} · {escape(series)}: '
-                       f'{escape(usd_exact(pico))}</title></rect>')
+            out.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" '
+                f'fill="{colour[series]}"><title>{escape(d.isoformat())} · {escape(series)}: '
+                f"{escape(usd_exact(pico))}</title></rect>"
+            )
         if i % label_every == 0:
-            out.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 6}" text-anchor="middle" class="axis">'
-                       f'{d:%m-%d}</text>')
+            out.append(
+                f'<text x="{x + bar_w / 2:.1f}" y="{height - 6}" text-anchor="middle" class="axis">{d:%m-%d}</text>'
+            )
     out.append("</svg>")
-    legend = "".join(f'<li><span class="swatch" style="background:{c}"></span>{escape(s)}</li>'
-                     for s, c in colour.items())
+    legend = "".join(
+        f'<li><span class="swatch" style="background:{c}"></span>{escape(s)}</li>' for s, c in colour.items()
+    )
     return "".join(out) + (f'<ul class="legend">{legend}</ul>' if legend else "")
 
 
@@ -178,5 +193,15 @@ def line_diff(old: str, new: str) -> list[tuple[str, str]]:
     return diff
 
 
-FILTERS = {"usd": usd, "usd_exact": usd_exact, "per_1k": per_1k, "tokens": tokens, "percent": percent,
-           "shorten": shorten, "utc": utc, "ago": ago, "clock": clock, "ms": milliseconds}
+FILTERS = {
+    "usd": usd,
+    "usd_exact": usd_exact,
+    "per_1k": per_1k,
+    "tokens": tokens,
+    "percent": percent,
+    "shorten": shorten,
+    "utc": utc,
+    "ago": ago,
+    "clock": clock,
+    "ms": milliseconds,
+}

@@ -61,7 +61,8 @@ class AccountController(Controller):
         """A new password revokes every management token of the account; the answer carries a fresh one."""
         runtime: Runtime = request.app.state.runtime
         with runtime.logins.password_change(account_id):
-            session = await runtime.logins.run(runtime.accounts.change_password, account_id, data.current_password,
-                                               data.new_password)
+            session = await runtime.logins.run(
+                runtime.accounts.change_password, account_id, data.current_password, data.new_password
+            )
         await runtime.caught_up(DIRECTORY, session.position)
         return SessionOut(session.account_id, session.management_token)

@@ -38,7 +38,11 @@ class ModelChangeIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 PRICE_FIELDS = (  # in the order of Price's fields
-    "prompt_usd_per_1k", "completion_usd_per_1k", "cached_prompt_usd_per_1k", "cache_write_usd_per_1k")
+    "prompt_usd_per_1k",
+    "completion_usd_per_1k",
+    "cached_prompt_usd_per_1k",
+    "cache_write_usd_per_1k",
+)
 
 
 def _usd_or_none(pico: int | None) -> str | None:
@@ -62,26 +66,32 @@ class AdminController(Controller):
     dependencies = {"_operator": Provide(operator)}
 
     @post("/accounts/{account_id:uuid}/credits", status_code=201)
-    async def grant_credits(self, request: Request, _operator: None, account_id: UUID,
-                            data: CreditGrantIn) -> CreditGrantOut:
+    async def grant_credits(
+        self, request: Request, _operator: None, account_id: UUID, data: CreditGrantIn
+    ) -> CreditGrantOut:
         runtime: Runtime = request.app.state.runtime
         amount = usd_to_pico(data.amount_usd)
-        position = await asyncio.to_thread(runtime.accounts.grant_credits, account_id, amount, data.reason,
-                                           "operator")
+        position = await asyncio.to_thread(runtime.accounts.grant_credits, account_id, amount, data.reason, "operator")
         await runtime.caught_up(BILLING, position)
         return CreditGrantOut(account_id, pico_to_usd(amount), position)
 
     @post("/topups/{reference:str}/confirm", status_code=200)
-    async def confirm_transfer(self, request: Request, _operator: None, reference: str,
-                               data: TransferIn | None = None) -> TransferOut:
+    async def confirm_transfer(
+        self, request: Request, _operator: None, reference: str, data: TransferIn | None = None
+    ) -> TransferOut:
         """The money of a bank-transfer top-up arrived: credit it (once; a second confirm changes nothing)."""
         runtime: Runtime = request.app.state.runtime
         topup = await asyncio.to_thread(runtime.topups.load, "bank_transfer", reference)
         amount = usd_to_pico(data.amount_usd, decimals=2) if data and data.amount_usd is not None else topup.amount
         result = await asyncio.to_thread(runtime.topups.confirm, "bank_transfer", reference, amount, "operator")
         await runtime.caught_up(BILLING, result.position)
-        return TransferOut(result.topup.id, result.topup.account_id, result.topup.status,
-                           pico_to_usd(result.credited), pico_to_usd(result.topup.received))
+        return TransferOut(
+            result.topup.id,
+            result.topup.account_id,
+            result.topup.status,
+            pico_to_usd(result.credited),
+            pico_to_usd(result.topup.received),
+        )
 
     @get("/models")
     async def models(self, request: Request, _operator: None) -> ModelListOut:

@@ -48,21 +48,46 @@ class BillingController(Controller):
     dependencies = {"account_id": Provide(current_account)}
 
     @get("/balance")
-    async def balance(self, billing_service: BillingService, account_id: UUID,
-                      at: datetime | None = Parameter(query="at", default=None)) -> BalanceOut:
+    async def balance(
+        self,
+        billing_service: BillingService,
+        account_id: UUID,
+        at: datetime | None = Parameter(query="at", default=None),
+    ) -> BalanceOut:
         """The balance now, or at any past instant (`?at=` an ISO 8601 time)."""
         view = await billing_service.balance(account_id, at)
         b = view.balance
         return BalanceOut(pico_to_usd(b.available), pico_to_usd(b.credits), pico_to_usd(b.spend), view.as_of)
 
     @get("/spend")
-    async def spend(self, billing_service: BillingService, account_id: UUID, group_by: str = "day",
-                    start: datetime | None = Parameter(query="from", default=None),
-                    end: datetime | None = Parameter(query="to", default=None)) -> SpendOut:
+    async def spend(
+        self,
+        billing_service: BillingService,
+        account_id: UUID,
+        group_by: str = "day",
+        start: datetime | None = Parameter(query="from", default=None),
+        end: datetime | None = Parameter(query="to", default=None),
+    ) -> SpendOut:
         """Spend grouped by any of provider, model, key, day, hour (comma-separated), over [from, to)."""
         view = await billing_service.spend(account_id, parse_groups(group_by), start, end)
         rows = view.rows
-        return SpendOut(view.group_by, [SpendRowOut(r.group, r.requests, r.errors, r.prompt_tokens,
-                                                    r.completion_tokens, pico_to_usd(r.spend), r.cached_prompt_tokens,
-                                                    r.cache_write_tokens, r.reasoning_tokens) for r in rows],
-                        pico_to_usd(view.total), sum(r.requests for r in rows), view.as_of)
+        return SpendOut(
+            view.group_by,
+            [
+                SpendRowOut(
+                    r.group,
+                    r.requests,
+                    r.errors,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    pico_to_usd(r.spend),
+                    r.cached_prompt_tokens,
+                    r.cache_write_tokens,
+                    r.reasoning_tokens,
+                )
+                for r in rows
+            ],
+            pico_to_usd(view.total),
+            sum(r.requests for r in rows),
+            view.as_of,
+        )

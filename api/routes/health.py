@@ -52,8 +52,9 @@ async def health(request: Request) -> Response[HealthOut]:
             for model in READ_MODELS:
                 position, _ = await position_of(conn, model)
                 projections.append(ProjectionHealth(model.name, position, max(0, (head or position) - position)))
-            set_aside = [QuarantineHealth(q.read_model, q.position, q.event_name, q.error)
-                         for q in await quarantined(conn)]
+            set_aside = [
+                QuarantineHealth(q.read_model, q.position, q.event_name, q.error) for q in await quarantined(conn)
+            ]
     except Exception as exc:
         pg_state = f"unreachable: {type(exc).__name__}"
     children = runtime.supervisor.status()

@@ -58,8 +58,15 @@ class StatsOut(msgspec.Struct):
 
     @classmethod
     def of(cls, s: billing.KeyStats) -> "StatsOut":
-        return cls(s.requests, s.requests - s.errors, s.errors, error_rate(s), s.prompt_tokens,
-                   s.completion_tokens, pico_to_usd(s.spend))
+        return cls(
+            s.requests,
+            s.requests - s.errors,
+            s.errors,
+            error_rate(s),
+            s.prompt_tokens,
+            s.completion_tokens,
+            pico_to_usd(s.spend),
+        )
 
 
 class KeyOut(msgspec.Struct):
@@ -93,18 +100,41 @@ def _usd(pico: int | None) -> str | None:
     return pico_to_usd(pico) if pico is not None else None
 
 
-def key_out(row: directory.KeyRow, stats: billing.KeyStats | None = None,
-            window: billing.KeyStats | None = None) -> KeyOut:
+def key_out(
+    row: directory.KeyRow, stats: billing.KeyStats | None = None, window: billing.KeyStats | None = None
+) -> KeyOut:
     totals = stats or billing.KeyStats()
-    return KeyOut(row.key_id, row.label, row.prefix, row.status, _usd(row.spend_cap), row.cap_reset,
-                  row.default_model, row.allowed_models, row.expires_at, row.created_at, pico_to_usd(totals.spend),
-                  StatsOut.of(totals), StatsOut.of(window or billing.KeyStats()) if window is not None else None,
-                  fit_to_budget=row.fit_to_budget)
+    return KeyOut(
+        row.key_id,
+        row.label,
+        row.prefix,
+        row.status,
+        _usd(row.spend_cap),
+        row.cap_reset,
+        row.default_model,
+        row.allowed_models,
+        row.expires_at,
+        row.created_at,
+        pico_to_usd(totals.spend),
+        StatsOut.of(totals),
+        StatsOut.of(window or billing.KeyStats()) if window is not None else None,
+        fit_to_budget=row.fit_to_budget,
+    )
 
 
 def aggregate_out(key: ApiKey, secret: str | None = None) -> KeyOut:
-    fields = (key.id, key.label, key.prefix, key.status, _usd(key.spend_cap), key.cap_reset, key.default_model,
-              key.allowed_models, key.expires_at, key.created_on)
+    fields = (
+        key.id,
+        key.label,
+        key.prefix,
+        key.status,
+        _usd(key.spend_cap),
+        key.cap_reset,
+        key.default_model,
+        key.allowed_models,
+        key.expires_at,
+        key.created_on,
+    )
     if secret:
         return CreatedKeyOut(*fields, key=secret, fit_to_budget=key.fit_to_budget)
     return KeyOut(*fields, fit_to_budget=key.fit_to_budget)
@@ -130,22 +160,38 @@ class KeyController(Controller):
 
     @post("/", status_code=201)
     async def create(self, key_service: KeyService, account_id: UUID, data: KeyIn) -> CreatedKeyOut:
-        created = await key_service.create(account_id, data.label, data.spend_cap_usd, data.default_model,
-                                           data.allowed_models, data.expires_at, data.cap_reset,
-                                           data.fit_to_budget)
+        created = await key_service.create(
+            account_id,
+            data.label,
+            data.spend_cap_usd,
+            data.default_model,
+            data.allowed_models,
+            data.expires_at,
+            data.cap_reset,
+            data.fit_to_budget,
+        )
         return aggregate_out(created.key, created.secret)
 
     @get("/")
-    async def list_keys(self, key_service: KeyService, account_id: UUID,
-                        start: datetime | None = Parameter(query="from", default=None),
-                        end: datetime | None = Parameter(query="to", default=None)) -> KeyListOut:
+    async def list_keys(
+        self,
+        key_service: KeyService,
+        account_id: UUID,
+        start: datetime | None = Parameter(query="from", default=None),
+        end: datetime | None = Parameter(query="to", default=None),
+    ) -> KeyListOut:
         listing = await key_service.listing(account_id, start, end)
         return KeyListOut([view_out(v) for v in listing.keys], listing.as_of)
 
     @get("/{key_id:uuid}")
-    async def get_key(self, key_service: KeyService, account_id: UUID, key_id: UUID,
-                      start: datetime | None = Parameter(query="from", default=None),
-                      end: datetime | None = Parameter(query="to", default=None)) -> KeyOut:
+    async def get_key(
+        self,
+        key_service: KeyService,
+        account_id: UUID,
+        key_id: UUID,
+        start: datetime | None = Parameter(query="from", default=None),
+        end: datetime | None = Parameter(query="to", default=None),
+    ) -> KeyOut:
         view, as_of = await key_service.one(account_id, key_id, start, end)
         return view_out(view, as_of)
 
@@ -167,13 +213,16 @@ class KeyController(Controller):
         return aggregate_out((await key_service.act(account_id, key_id, "enable")).key)
 
     @post("/{key_id:uuid}/rotate", status_code=200)
-    async def rotate(self, key_service: KeyService, account_id: UUID, key_id: UUID,
-                     data: RotateIn | None = None) -> CreatedKeyOut:
+    async def rotate(
+        self, key_service: KeyService, account_id: UUID, key_id: UUID, data: RotateIn | None = None
+    ) -> CreatedKeyOut:
         grace = timedelta(seconds=(data or RotateIn()).grace_seconds)
         rotated = await key_service.rotate(account_id, key_id, grace)
         return aggregate_out(rotated.key, rotated.secret)
 
     @get("/{key_id:uuid}/events")
     async def history(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> list[KeyEventOut]:
-        return [KeyEventOut(e.type, e.time, e.version, e.by, e.details)
-                for e in await key_service.history(account_id, key_id)]
+        return [
+            KeyEventOut(e.type, e.time, e.version, e.by, e.details)
+            for e in await key_service.history(account_id, key_id)
+        ]

@@ -86,12 +86,23 @@ def _ms(us: int | None) -> float | None:
 
 def entry_out(row: logs.LogRow, admin: bool = False) -> LogEntryOut:
     fields = dict(
-        trace_id=row.trace_id, time=row.time, key_id=row.key_id, key_label=row.key_label, model=row.model,
-        requested_model=row.requested_model, provider=row.provider,
-        status="success" if row.status == "ok" else "error", http_status=row.http_status, error=row.error,
-        stream=row.stream, prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens,
-        cached_prompt_tokens=row.cached_prompt_tokens, cache_write_tokens=row.cache_write_tokens,
-        reasoning_tokens=row.reasoning_tokens, cost_usd=pico_to_usd(row.cost),
+        trace_id=row.trace_id,
+        time=row.time,
+        key_id=row.key_id,
+        key_label=row.key_label,
+        model=row.model,
+        requested_model=row.requested_model,
+        provider=row.provider,
+        status="success" if row.status == "ok" else "error",
+        http_status=row.http_status,
+        error=row.error,
+        stream=row.stream,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cached_prompt_tokens=row.cached_prompt_tokens,
+        cache_write_tokens=row.cache_write_tokens,
+        reasoning_tokens=row.reasoning_tokens,
+        cost_usd=pico_to_usd(row.cost),
         latency_ms=LatencyOut(_ms(row.latency_us), _ms(row.upstream_us), _ms(row.first_token_us)),
         estimated=row.estimated,
         template=TemplateRefOut(row.template_id, row.template_version) if row.template_id is not None else None,
@@ -134,9 +145,16 @@ def parse_filter(query, account_id: UUID | None) -> logs.LogFilter:
         if not latency.isdigit():
             raise _bad("min_latency_ms", f"min_latency_ms takes a whole number of milliseconds >= 0; got {latency!r}")
         latency = int(latency)
-    return logs.LogFilter(account_id=account_id, start=start, end=end, model=query.get("model") or None,
-                          provider=query.get("provider") or None, key_id=key_id, status=status,
-                          min_latency_ms=latency)
+    return logs.LogFilter(
+        account_id=account_id,
+        start=start,
+        end=end,
+        model=query.get("model") or None,
+        provider=query.get("provider") or None,
+        key_id=key_id,
+        status=status,
+        min_latency_ms=latency,
+    )
 
 
 def _limit(query) -> int:
@@ -157,8 +175,9 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         moment, trace_id = msgspec.json.decode(raw, type=tuple[datetime, UUID])
     except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise _bad("cursor", "cursor is not one this API gave out; pass next_cursor from the previous page as is") \
-            from None
+        raise _bad(
+            "cursor", "cursor is not one this API gave out; pass next_cursor from the previous page as is"
+        ) from None
     return moment, trace_id
 
 
@@ -166,22 +185,65 @@ async def _page(log_service: LogService, request: Request, account_id: UUID | No
     query = request.query_params
     f, limit, after = parse_filter(query, account_id), _limit(query), decode_cursor(query.get("cursor"))
     page = await log_service.page(f, limit, after)
-    return LogPageOut([entry_out(r, admin) for r in page.rows], encode_cursor(page.rows[-1]) if page.more else None,
-                      page.as_of)
+    return LogPageOut(
+        [entry_out(r, admin) for r in page.rows], encode_cursor(page.rows[-1]) if page.more else None, page.as_of
+    )
 
 
-_CSV_HEADER = ["trace_id", "time", "key_id", "key_label", "model", "requested_model", "provider", "status",
-               "http_status", "error", "stream", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
-               "cache_write_tokens", "reasoning_tokens", "cost_usd", "latency_total_ms", "latency_upstream_ms",
-               "latency_first_token_ms", "estimated", "template_id", "template_version"]
+_CSV_HEADER = [
+    "trace_id",
+    "time",
+    "key_id",
+    "key_label",
+    "model",
+    "requested_model",
+    "provider",
+    "status",
+    "http_status",
+    "error",
+    "stream",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_prompt_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "latency_total_ms",
+    "latency_upstream_ms",
+    "latency_first_token_ms",
+    "estimated",
+    "template_id",
+    "template_version",
+]
 
 
 def _csv_line(e: LogEntryOut) -> list:
     t = e.template
-    return [e.trace_id, e.time.isoformat(), e.key_id, e.key_label, e.model, e.requested_model, e.provider, e.status,
-            e.http_status, e.error, e.stream, e.prompt_tokens, e.completion_tokens, e.cached_prompt_tokens,
-            e.cache_write_tokens, e.reasoning_tokens, e.cost_usd, e.latency_ms.total, e.latency_ms.upstream,
-            e.latency_ms.first_token, e.estimated, t.id if t else None, t.version if t else None]
+    return [
+        e.trace_id,
+        e.time.isoformat(),
+        e.key_id,
+        e.key_label,
+        e.model,
+        e.requested_model,
+        e.provider,
+        e.status,
+        e.http_status,
+        e.error,
+        e.stream,
+        e.prompt_tokens,
+        e.completion_tokens,
+        e.cached_prompt_tokens,
+        e.cache_write_tokens,
+        e.reasoning_tokens,
+        e.cost_usd,
+        e.latency_ms.total,
+        e.latency_ms.upstream,
+        e.latency_ms.first_token,
+        e.estimated,
+        t.id if t else None,
+        t.version if t else None,
+    ]
 
 
 async def _export_lines(runtime: Runtime, f: logs.LogFilter, format: str) -> AsyncIterator[bytes]:
@@ -229,8 +291,11 @@ class LogController(Controller):
         f = parse_filter(request.query_params, account_id)
         async with runtime.pool.connection() as conn:
             position, time = await position_of(conn, LOGS)
-        headers = {"content-disposition": f'attachment; filename="mesh-logs.{format}"',
-                   "x-mesh-as-of-position": str(position), "x-mesh-as-of-time": time.isoformat() if time else ""}
+        headers = {
+            "content-disposition": f'attachment; filename="mesh-logs.{format}"',
+            "x-mesh-as-of-position": str(position),
+            "x-mesh-as-of-time": time.isoformat() if time else "",
+        }
         return Stream(_export_lines(runtime, f, format), media_type=EXPORT_FORMATS[format], headers=headers)
 
     @get("/{trace_id:uuid}")
@@ -239,10 +304,13 @@ class LogController(Controller):
         if found is None:
             raise ApiError(404, f"no request {trace_id} in this account's logs", "not_found")
         bodies = found.bodies
-        return LogEntryDetailOut(**msgspec.structs.asdict(entry_out(found.row)), as_of=found.as_of,
-                                 request=bodies.request if bodies else None,
-                                 response=bodies.response if bodies else None,
-                                 bodies_truncated=bodies.truncated if bodies else False)
+        return LogEntryDetailOut(
+            **msgspec.structs.asdict(entry_out(found.row)),
+            as_of=found.as_of,
+            request=bodies.request if bodies else None,
+            response=bodies.response if bodies else None,
+            bodies_truncated=bodies.truncated if bodies else False,
+        )
 
 
 class AdminLogController(Controller):

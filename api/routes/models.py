@@ -31,9 +31,15 @@ class ModelListOut(msgspec.Struct):
 
 
 def model_out(model: Model) -> ModelOut:
-    return ModelOut(model.id, model.provider, **model.price.as_usd(), free=model.price.is_free,
-                    enabled=model.enabled, max_output_tokens=model.max_output_tokens,
-                    context_tokens=model.context_tokens)
+    return ModelOut(
+        model.id,
+        model.provider,
+        **model.price.as_usd(),
+        free=model.price.is_free,
+        enabled=model.enabled,
+        max_output_tokens=model.max_output_tokens,
+        context_tokens=model.context_tokens,
+    )
 
 
 class ModelController(Controller):

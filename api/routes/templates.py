@@ -101,16 +101,38 @@ class TemplateEventOut(msgspec.Struct):
 
 
 def row_out(row: read_model.TemplateRow, version: read_model.VersionRow) -> TemplateOut:
-    return TemplateOut(row.template_id, row.name, version.version, row.latest_version, version.description,
-                       version.messages, version.defaults, variables(version.messages), row.labels, row.archived,
-                       row.created_at, row.updated_at)
+    return TemplateOut(
+        row.template_id,
+        row.name,
+        version.version,
+        row.latest_version,
+        version.description,
+        version.messages,
+        version.defaults,
+        variables(version.messages),
+        row.labels,
+        row.archived,
+        row.created_at,
+        row.updated_at,
+    )
 
 
 def aggregate_out(template: Template) -> TemplateOut:
     latest = template.latest
-    return TemplateOut(template.id, template.name, latest.number, latest.number, latest.description,
-                       latest.messages, latest.defaults, variables(latest.messages), dict(template.labels),
-                       template.archived, template.created_on, template.modified_on)
+    return TemplateOut(
+        template.id,
+        template.name,
+        latest.number,
+        latest.number,
+        latest.description,
+        latest.messages,
+        latest.defaults,
+        variables(latest.messages),
+        dict(template.labels),
+        template.archived,
+        template.created_on,
+        template.modified_on,
+    )
 
 
 def content(data: TemplateIn) -> TemplateContent:
@@ -127,40 +149,60 @@ class TemplateController(Controller):
         return aggregate_out(await template_service.create(account_id, content(data)))
 
     @get("/")
-    async def list_templates(self, template_service: TemplateService, account_id: UUID,
-                             archived: bool = False) -> TemplateListOut:
+    async def list_templates(
+        self, template_service: TemplateService, account_id: UUID, archived: bool = False
+    ) -> TemplateListOut:
         views, as_of = await template_service.listing(account_id, archived)
         return TemplateListOut([row_out(v.row, v.version) for v in views], as_of)
 
     @get("/{template_id:uuid}")
-    async def get_template(self, template_service: TemplateService, account_id: UUID, template_id: UUID,
-                           version: str | None = Parameter(query="version", default=None)) -> TemplateOut:
+    async def get_template(
+        self,
+        template_service: TemplateService,
+        account_id: UUID,
+        template_id: UUID,
+        version: str | None = Parameter(query="version", default=None),
+    ) -> TemplateOut:
         view = await template_service.one(account_id, template_id, version)
         out = row_out(view.row, view.version)
         out.as_of = view.as_of
         return out
 
     @get("/{template_id:uuid}/versions")
-    async def versions(self, template_service: TemplateService, account_id: UUID,
-                       template_id: UUID) -> VersionListOut:
+    async def versions(self, template_service: TemplateService, account_id: UUID, template_id: UUID) -> VersionListOut:
         row, versions, as_of = await template_service.versions(account_id, template_id)
-        return VersionListOut([VersionOut(v.version, v.description, v.messages, v.defaults, variables(v.messages),
-                                          sorted(label for label, n in row.labels.items() if n == v.version),
-                                          v.created_at) for v in versions], as_of)
+        return VersionListOut(
+            [
+                VersionOut(
+                    v.version,
+                    v.description,
+                    v.messages,
+                    v.defaults,
+                    variables(v.messages),
+                    sorted(label for label, n in row.labels.items() if n == v.version),
+                    v.created_at,
+                )
+                for v in versions
+            ],
+            as_of,
+        )
 
     @put("/{template_id:uuid}")
-    async def save(self, template_service: TemplateService, account_id: UUID, template_id: UUID,
-                   data: TemplateIn) -> TemplateOut:
+    async def save(
+        self, template_service: TemplateService, account_id: UUID, template_id: UUID, data: TemplateIn
+    ) -> TemplateOut:
         return aggregate_out(await template_service.save(account_id, template_id, content(data)))
 
     @put("/{template_id:uuid}/labels/{label:str}")
-    async def label(self, template_service: TemplateService, account_id: UUID, template_id: UUID, label: str,
-                    data: LabelIn) -> TemplateOut:
+    async def label(
+        self, template_service: TemplateService, account_id: UUID, template_id: UUID, label: str, data: LabelIn
+    ) -> TemplateOut:
         return aggregate_out(await template_service.command("label", account_id, template_id, label, data.version))
 
     @delete("/{template_id:uuid}/labels/{label:str}", status_code=200)
-    async def unlabel(self, template_service: TemplateService, account_id: UUID, template_id: UUID,
-                      label: str) -> TemplateOut:
+    async def unlabel(
+        self, template_service: TemplateService, account_id: UUID, template_id: UUID, label: str
+    ) -> TemplateOut:
         return aggregate_out(await template_service.command("unlabel", account_id, template_id, label))
 
     @delete("/{template_id:uuid}", status_code=200)
@@ -168,24 +210,34 @@ class TemplateController(Controller):
         return aggregate_out(await template_service.command("archive", account_id, template_id))
 
     @post("/{template_id:uuid}/render", status_code=200)
-    async def render(self, template_service: TemplateService, account_id: UUID, template_id: UUID,
-                     data: RenderIn | None = None) -> RenderOut:
+    async def render(
+        self, template_service: TemplateService, account_id: UUID, template_id: UUID, data: RenderIn | None = None
+    ) -> RenderOut:
         """The messages and parameters a chat request with this template would send; no model is called."""
         data = data or RenderIn()
         selector = str(data.version) if data.version is not None else None
         rendered = await template_service.render(account_id, template_id, data.variables, selector)
-        return RenderOut(rendered.row.template_id, rendered.row.name, rendered.version, rendered.messages,
-                         rendered.params)
+        return RenderOut(
+            rendered.row.template_id, rendered.row.name, rendered.version, rendered.messages, rendered.params
+        )
 
     @get("/{template_id:uuid}/events")
-    async def history(self, template_service: TemplateService, account_id: UUID,
-                      template_id: UUID) -> list[TemplateEventOut]:
+    async def history(
+        self, template_service: TemplateService, account_id: UUID, template_id: UUID
+    ) -> list[TemplateEventOut]:
         """Who changed what, when: every event of the template, oldest first."""
         history = []
         for e in await template_service.history(account_id, template_id):
             details = {k: v for k, v in vars(e).items() if k not in _ENVELOPE_FIELDS}
-            history.append(TemplateEventOut(event_name(type(e)), e.timestamp, e.originator_version,
-                                            details.pop("by", "account"), msgspec.to_builtins(details)))
+            history.append(
+                TemplateEventOut(
+                    event_name(type(e)),
+                    e.timestamp,
+                    e.originator_version,
+                    details.pop("by", "account"),
+                    msgspec.to_builtins(details),
+                )
+            )
         return history
 
 

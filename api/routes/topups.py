@@ -56,18 +56,38 @@ class TopUpController(Controller):
     async def start(self, billing_service: BillingService, account_id: UUID, data: TopUpIn) -> TopUpOut:
         started = await billing_service.start_topup(account_id, data.provider, data.amount_usd)
         payment, stripe = started.payment, started.provider == "stripe"
-        return TopUpOut(started.id, started.status, started.provider, pico_to_usd(started.amount),
-                        payment_intent_id=payment.reference if stripe else None,
-                        client_secret=payment.client_secret,
-                        reference=None if stripe else payment.reference,
-                        instructions=payment.instructions, expires_at=payment.expires_at)
+        return TopUpOut(
+            started.id,
+            started.status,
+            started.provider,
+            pico_to_usd(started.amount),
+            payment_intent_id=payment.reference if stripe else None,
+            client_secret=payment.client_secret,
+            reference=None if stripe else payment.reference,
+            instructions=payment.instructions,
+            expires_at=payment.expires_at,
+        )
 
     @get("/")
     async def list_topups(self, billing_service: BillingService, account_id: UUID) -> list[TopUpListItem]:
         rows = await billing_service.topups(account_id)
-        return [TopUpListItem(r.id, r.provider, r.reference, r.status, pico_to_usd(r.amount),
-                              pico_to_usd(r.received), pico_to_usd(r.refunded), pico_to_usd(r.disputed), r.failures,
-                              r.last_failure, r.expires_at, r.created_at) for r in rows]
+        return [
+            TopUpListItem(
+                r.id,
+                r.provider,
+                r.reference,
+                r.status,
+                pico_to_usd(r.amount),
+                pico_to_usd(r.received),
+                pico_to_usd(r.refunded),
+                pico_to_usd(r.disputed),
+                r.failures,
+                r.last_failure,
+                r.expires_at,
+                r.created_at,
+            )
+            for r in rows
+        ]
 
 
 class WebhookOut(msgspec.Struct):
@@ -110,14 +130,24 @@ class AutoRefillController(Controller):
         return auto_refill_out(await billing_service.auto_refill(account_id))
 
     @put("/")
-    async def configure(self, billing_service: BillingService, account_id: UUID,
-                        data: AutoRefillIn) -> AutoRefillOut:
-        return auto_refill_out(await billing_service.configure_auto_refill(
-            account_id, data.enabled, data.threshold_usd, data.amount_usd, data.payment_method_id))
+    async def configure(self, billing_service: BillingService, account_id: UUID, data: AutoRefillIn) -> AutoRefillOut:
+        return auto_refill_out(
+            await billing_service.configure_auto_refill(
+                account_id, data.enabled, data.threshold_usd, data.amount_usd, data.payment_method_id
+            )
+        )
 
 
 def auto_refill_out(row: billing.AutoRefillRow | None) -> AutoRefillOut:
     if row is None or row.threshold is None:
         return AutoRefillOut(False, disabled_reason=row.disabled_reason if row else None)
-    return AutoRefillOut(row.enabled, pico_to_usd(row.threshold), pico_to_usd(row.amount or 0), row.payment_method,
-                         row.pending is not None, row.failures, row.last_failure, row.disabled_reason)
+    return AutoRefillOut(
+        row.enabled,
+        pico_to_usd(row.threshold),
+        pico_to_usd(row.amount or 0),
+        row.payment_method,
+        row.pending is not None,
+        row.failures,
+        row.last_failure,
+        row.disabled_reason,
+    )

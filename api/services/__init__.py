@@ -39,5 +39,14 @@ def _provider(name: str) -> Provide:
     return Provide(provide, sync_to_thread=False)
 
 
-SERVICE_DEPENDENCIES = {name: _provider(name) for name in
-                        ("account_service", "key_service", "billing_service", "model_service", "template_service", "log_service")}
+SERVICE_DEPENDENCIES = {
+    name: _provider(name)
+    for name in (
+        "account_service",
+        "key_service",
+        "billing_service",
+        "model_service",
+        "template_service",
+        "log_service",
+    )
+}

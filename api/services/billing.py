@@ -49,8 +49,11 @@ def parse_groups(group_by: str) -> list[str]:
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
     unknown = [g for g in groups if g not in billing.SPEND_GROUPS]
     if unknown or len(set(groups)) != len(groups):
-        raise ApiError(400, f"group_by takes a comma-separated list of {', '.join(billing.SPEND_GROUPS)}; "
-                            f"got {group_by!r}", "invalid_request")
+        raise ApiError(
+            400,
+            f"group_by takes a comma-separated list of {', '.join(billing.SPEND_GROUPS)}; got {group_by!r}",
+            "invalid_request",
+        )
     return groups
 
 
@@ -77,13 +80,15 @@ class BillingService:
         async with self.runtime.pool.connection() as conn:
             async with conn.transaction():  # balance and position from one snapshot
                 await conn.execute("set transaction isolation level repeatable read")
-                b = await (billing.balance_of(conn, account_id) if at is None
-                           else billing.balance_at(conn, account_id, at))
+                b = await (
+                    billing.balance_of(conn, account_id) if at is None else billing.balance_at(conn, account_id, at)
+                )
                 position, time = await position_of(conn, BILLING)
         return BalanceView(b, AsOf(position, time))
 
-    async def spend(self, account_id: UUID, groups: list[str], start: datetime | None = None,
-                    end: datetime | None = None) -> SpendView:
+    async def spend(
+        self, account_id: UUID, groups: list[str], start: datetime | None = None, end: datetime | None = None
+    ) -> SpendView:
         """Spend grouped by any of provider, model, key, day, hour, over [start, end)."""
         check_aware(start, "from"), check_aware(end, "to")
         async with self.runtime.pool.connection() as conn:
@@ -97,14 +102,18 @@ class BillingService:
         runtime = self.runtime
         provider = runtime.payments.get(provider_name)
         if provider is None:
-            raise ApiError(400, f"provider {provider_name!r} is not available; choose one of: "
-                                f"{', '.join(self.providers)}", "invalid_provider")
+            raise ApiError(
+                400,
+                f"provider {provider_name!r} is not available; choose one of: {', '.join(self.providers)}",
+                "invalid_provider",
+            )
         amount = usd_to_pico(amount_usd, decimals=2)  # payments move whole cents
         self._check_amount(amount)
         customer = await self._customer(account_id) if isinstance(provider, StripePayments) else None
         started = await asyncio.to_thread(provider.start, account_id, amount, customer)
-        result = await asyncio.to_thread(runtime.topups.request, account_id, provider.name, started.reference,
-                                         amount, started.expires_at)
+        result = await asyncio.to_thread(
+            runtime.topups.request, account_id, provider.name, started.reference, amount, started.expires_at
+        )
         await runtime.caught_up(BILLING, result.position)
         return TopUpStarted(result.topup.id, result.topup.status, provider.name, amount, started)
 
@@ -118,13 +127,11 @@ class BillingService:
         """Pay the account's pending card top-up `payment_intent` with a card token from stripe.js."""
         stripe = self.stripe
         if stripe is None:
-            raise ApiError(400, "card payments need Stripe, which is not configured on this server",
-                           "invalid_provider")
+            raise ApiError(400, "card payments need Stripe, which is not configured on this server", "invalid_provider")
         await self.pending_card_topup(account_id, payment_intent)
         if not token.startswith("tok_"):
             raise ApiError(400, "token must be a card token from stripe.js (tok_...)", "invalid_request")
-        return await asyncio.to_thread(stripe.pay_with_token, await self._customer(account_id), payment_intent,
-                                       token)
+        return await asyncio.to_thread(stripe.pay_with_token, await self._customer(account_id), payment_intent, token)
 
     async def topups(self, account_id: UUID) -> list[billing.TopUpRow]:
         async with self.runtime.pool.connection() as conn:
@@ -134,31 +141,41 @@ class BillingService:
         async with self.runtime.pool.connection() as conn:
             return await billing.auto_refill_of(conn, account_id)
 
-    async def configure_auto_refill(self, account_id: UUID, enabled: bool, threshold_usd=None, amount_usd=None,
-                                    payment_method_id: str | None = None) -> billing.AutoRefillRow | None:
+    async def configure_auto_refill(
+        self, account_id: UUID, enabled: bool, threshold_usd=None, amount_usd=None, payment_method_id: str | None = None
+    ) -> billing.AutoRefillRow | None:
         runtime = self.runtime
         if not enabled:
             position = await asyncio.to_thread(runtime.auto_refill.disable, account_id, "turned off by the account")
         else:
             stripe = self.stripe
             if stripe is None:
-                raise ApiError(400, "auto-refill needs Stripe, which is not configured on this server",
-                               "invalid_provider")
+                raise ApiError(
+                    400, "auto-refill needs Stripe, which is not configured on this server", "invalid_provider"
+                )
             if threshold_usd is None or amount_usd is None or not payment_method_id:
-                raise ApiError(400, "threshold_usd, amount_usd and payment_method_id are required to turn "
-                                    "auto-refill on", "invalid_request")
+                raise ApiError(
+                    400,
+                    "threshold_usd, amount_usd and payment_method_id are required to turn auto-refill on",
+                    "invalid_request",
+                )
             threshold = usd_to_pico(threshold_usd, field="threshold_usd", decimals=2)
             amount = usd_to_pico(amount_usd, field="amount_usd", decimals=2)
             self._check_amount(amount)
             if threshold <= 0:
                 raise InvalidAmount("threshold_usd must be greater than zero")
             if not payment_method_id.startswith("pm_"):
-                raise ApiError(400, "payment_method_id must be a Stripe PaymentMethod id (pm_...)",
-                               "invalid_request")
+                raise ApiError(400, "payment_method_id must be a Stripe PaymentMethod id (pm_...)", "invalid_request")
             customer = await self._customer(account_id)
             await asyncio.to_thread(stripe.save_card, customer, payment_method_id)
-            position = await asyncio.to_thread(runtime.auto_refill.configure, account_id, threshold, amount,
-                                               payment_method_id, runtime.auto_refill_max_failures)
+            position = await asyncio.to_thread(
+                runtime.auto_refill.configure,
+                account_id,
+                threshold,
+                amount,
+                payment_method_id,
+                runtime.auto_refill_max_failures,
+            )
         await runtime.caught_up(BILLING, position)
         return await self.auto_refill(account_id)
 
@@ -189,8 +206,9 @@ class BillingService:
         if kind == "payment_intent.succeeded":
             account = (thing.get("metadata") or {}).get("mesh_account_id")
             received = thing.get("amount_received") or thing["amount"]
-            topups.confirm("stripe", thing["id"], received * PICO_PER_CENT, "stripe",
-                           account_id=UUID(account) if account else None)
+            topups.confirm(
+                "stripe", thing["id"], received * PICO_PER_CENT, "stripe", account_id=UUID(account) if account else None
+            )
         elif kind == "payment_intent.payment_failed":
             error = thing.get("last_payment_error") or {}
             topups.fail("stripe", thing["id"], error.get("message") or error.get("code") or "payment failed")

@@ -50,8 +50,15 @@ class Changed(msgspec.Struct):
 
 
 _BUDGET_EVENTS = {"key.budget_leased", "key.lease_extended", "key.lease_settled", "key.spend_period_started"}
-_PRIVATE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "key_hash",
-                   "previous_hash", "account_id"}
+_PRIVATE_FIELDS = {
+    "originator_id",
+    "originator_version",
+    "timestamp",
+    "originator_topic",
+    "key_hash",
+    "previous_hash",
+    "account_id",
+}
 
 
 def _public(event) -> dict:
@@ -72,16 +79,33 @@ class KeyService:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
 
-    async def create(self, account_id: UUID, label: str, spend_cap_usd=None, default_model: str | None = None,
-                     allowed_models: list[str] | None = None, expires_at: datetime | None = None,
-                     cap_reset: str | None = None, fit_to_budget: bool = False) -> Changed:
+    async def create(
+        self,
+        account_id: UUID,
+        label: str,
+        spend_cap_usd=None,
+        default_model: str | None = None,
+        allowed_models: list[str] | None = None,
+        expires_at: datetime | None = None,
+        cap_reset: str | None = None,
+        fit_to_budget: bool = False,
+    ) -> Changed:
         runtime = self.runtime
         cap = usd_to_pico(spend_cap_usd, field="spend_cap_usd") if spend_cap_usd is not None else None
         check_model(runtime, default_model, "default_model")
         for model in allowed_models or []:
             check_model(runtime, model, "allowed_models entry")
-        created = await asyncio.to_thread(runtime.keys.create, account_id, label, cap, default_model,
-                                          allowed_models, expires_at, cap_reset, fit_to_budget)
+        created = await asyncio.to_thread(
+            runtime.keys.create,
+            account_id,
+            label,
+            cap,
+            default_model,
+            allowed_models,
+            expires_at,
+            cap_reset,
+            fit_to_budget,
+        )
         await runtime.caught_up(DIRECTORY, created.position)
         return Changed(created.key, created.secret)
 
@@ -114,16 +138,16 @@ class KeyService:
         await self.runtime.caught_up(DIRECTORY, result.position)
         return Changed(result.key, result.secret)
 
-    async def listing(self, account_id: UUID, start: datetime | None = None,
-                      end: datetime | None = None) -> KeyListing:
+    async def listing(self, account_id: UUID, start: datetime | None = None, end: datetime | None = None) -> KeyListing:
         async with self.runtime.pool.connection() as conn:
             rows = await directory.keys_of(conn, account_id)
             totals, window = await _stats(conn, account_id, start, end)
             as_of = await _as_of(conn)
         return KeyListing([_view(r, totals, window) for r in rows], as_of)
 
-    async def one(self, account_id: UUID, key_id: UUID, start: datetime | None = None,
-                  end: datetime | None = None) -> tuple[KeyView, AsOf]:
+    async def one(
+        self, account_id: UUID, key_id: UUID, start: datetime | None = None, end: datetime | None = None
+    ) -> tuple[KeyView, AsOf]:
         async with self.runtime.pool.connection() as conn:
             row = await directory.key_of(conn, account_id, key_id)
             if row is None:
@@ -146,14 +170,16 @@ class KeyService:
 
 
 def _view(row: directory.KeyRow, totals: dict, window: dict | None) -> KeyView:
-    return KeyView(row, totals.get(row.key_id) or billing.KeyStats(),
-                   window.get(row.key_id, billing.KeyStats()) if window is not None else None)
+    return KeyView(
+        row,
+        totals.get(row.key_id) or billing.KeyStats(),
+        window.get(row.key_id, billing.KeyStats()) if window is not None else None,
+    )
 
 
 async def _as_of(conn) -> AsOf:
     """Key answers join two read models: they are as current as the one further behind."""
-    position, time = min([await position_of(conn, DIRECTORY), await position_of(conn, BILLING)],
-                         key=lambda p: p[0])
+    position, time = min([await position_of(conn, DIRECTORY), await position_of(conn, BILLING)], key=lambda p: p[0])
     return AsOf(position, time)
 
 

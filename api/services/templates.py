@@ -76,8 +76,9 @@ class TemplateService:
             row, shown = await _version(conn, account_id, template_id, selector)
             return TemplateView(row, shown, await _as_of(conn))
 
-    async def versions(self, account_id: UUID, template_id: UUID) -> tuple[read_model.TemplateRow,
-                                                                           list[read_model.VersionRow], AsOf]:
+    async def versions(
+        self, account_id: UUID, template_id: UUID
+    ) -> tuple[read_model.TemplateRow, list[read_model.VersionRow], AsOf]:
         async with self.runtime.pool.connection() as conn:
             row = await read_model.template_of(conn, account_id, template_id)
             if row is None:
@@ -86,8 +87,9 @@ class TemplateService:
             as_of = await _as_of(conn)
         return row, versions, as_of
 
-    async def render(self, account_id: UUID, template_id: UUID, variables: dict,
-                     selector: str | None = None) -> Rendered:
+    async def render(
+        self, account_id: UUID, template_id: UUID, variables: dict, selector: str | None = None
+    ) -> Rendered:
         """The messages and parameters a chat request with this template would send; no model is called."""
         async with self.runtime.pool.connection() as conn:
             row, shown = await _version(conn, account_id, template_id, selector)
@@ -111,8 +113,9 @@ async def _as_of(conn) -> AsOf:
     return AsOf(*await position_of(conn, TEMPLATES))
 
 
-async def _version(conn, account_id: UUID, template_id: UUID,
-                   selector: str | None) -> tuple[read_model.TemplateRow, read_model.VersionRow]:
+async def _version(
+    conn, account_id: UUID, template_id: UUID, selector: str | None
+) -> tuple[read_model.TemplateRow, read_model.VersionRow]:
     row = await read_model.template_of(conn, account_id, template_id)
     if row is None:
         raise not_found(template_id)
@@ -139,8 +142,9 @@ TRY_OUT_TIMEOUT = 120.0  # seconds for the model's answer
 COST_PATIENCE = 3.0  # seconds to wait for the logs to show the call's cost
 
 
-async def try_out(runtime: Runtime, log_entry, key_secret: str, reference: str, model: str | None,
-                  variables: dict) -> TryOut:
+async def try_out(
+    runtime: Runtime, log_entry, key_secret: str, reference: str, model: str | None, variables: dict
+) -> TryOut:
     """POST /v1/chat/completions with `template` and `variables` on the gateway's own ASGI app (the real
     path: key check, budget, upstream, usage event), then read the call's cost from the logs."""
     import httpx
@@ -156,8 +160,13 @@ async def try_out(runtime: Runtime, log_entry, key_secret: str, reference: str, 
     if r.status_code != 200:
         return TryOut(r.status_code, error=(answer.get("error") or {}).get("message") or r.text, trace_id=trace_id)
     usage = answer.get("usage") or {}
-    out = TryOut(200, answer["choices"][0]["message"].get("content"), trace_id=trace_id,
-                 prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"))
+    out = TryOut(
+        200,
+        answer["choices"][0]["message"].get("content"),
+        trace_id=trace_id,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+    )
     if trace_id:
         deadline = asyncio.get_running_loop().time() + COST_PATIENCE
         while out.cost is None and asyncio.get_running_loop().time() < deadline:

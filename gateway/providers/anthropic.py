@@ -3,18 +3,19 @@
 Request: system/developer messages → top-level `system`; user/assistant turns (consecutive same-role turns merged,
 empty ones dropped) with text and image parts (data: URLs → base64 sources, other URLs → url sources); assistant
 `tool_calls` → `tool_use` blocks; `tool` messages → `tool_result` blocks in one user turn; `max_tokens` (required
-there: max_completion_tokens, max_tokens, else the model's max_output_tokens); `stop` → `stop_sequences`; temperature, top_p; function tools
-→ `tools` with `input_schema`; tool_choice auto/required/none/named → auto/any/none/tool, and
-parallel_tool_calls=false → `disable_parallel_tool_use`; `user` → metadata.user_id.
+there: max_completion_tokens, max_tokens, else the model's max_output_tokens); `stop` → `stop_sequences`;
+temperature, top_p; function tools → `tools` with `input_schema`; tool_choice auto/required/none/named →
+auto/any/none/tool, and parallel_tool_calls=false → `disable_parallel_tool_use`; `user` → metadata.user_id.
 Response: text and tool_use blocks → message content and tool_calls (arguments as a JSON string); stop_reason →
 finish_reason; usage input (+ cache creation + cache read, which input_tokens leaves out) / output tokens (thinking
 included) → prompt / completion tokens, with cache_read_input_tokens → cached and cache_creation_input_tokens →
 cache-write prompt tokens.
-Stream: message_start (input and cache usage) → role chunk; content_block_start of a tool_use → tool call id and name;
-text_delta / input_json_delta → content / argument fragments; message_delta (stop_reason, cumulative usage:
-output tokens, and in newer answers input and cache counts too) → the finish chunk; message_stop ends it; ping is ignored; an `error` event fails the stream. A stream
-that breaks off before message_delta is billed from an estimate (of the whole prompt, unless message_start counted
-it, and everything generated, thinking included), flagged as such.
+Stream: message_start (input and cache usage) → role chunk; content_block_start of a tool_use → tool call id and
+name; text_delta / input_json_delta → content / argument fragments; message_delta (stop_reason, cumulative usage:
+output tokens, and in newer answers input and cache counts too) → the finish chunk; message_stop ends it; ping is
+ignored; an `error` event fails the stream. A stream that breaks off before message_delta is billed from an estimate
+(of the whole prompt, unless message_start counted it, and everything generated, thinking included), flagged as
+such.
 Wire format as documented at docs.anthropic.com/en/api/messages, /messages-streaming and /errors.
 """
 
@@ -44,8 +45,15 @@ from gateway.providers.base import (
 )
 
 API_VERSION = "2023-06-01"
-FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
-          "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
+FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
 TOOL_CHOICE = {"auto": "auto", "required": "any", "none": "none"}
 
 
@@ -75,8 +83,9 @@ def _tool_use(call: dict) -> dict:
     try:
         tool_input = msgspec.json.decode(arguments) if isinstance(arguments, str) else arguments
     except msgspec.DecodeError:
-        raise invalid(f"the arguments of tool call {call.get('id')!r} are not JSON", "invalid_tool_call",
-                      "messages") from None
+        raise invalid(
+            f"the arguments of tool call {call.get('id')!r} are not JSON", "invalid_tool_call", "messages"
+        ) from None
     return {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": tool_input}
 
 
@@ -112,14 +121,24 @@ def to_anthropic(model: Model, body: dict, stream: bool) -> dict:
         if role in ("system", "developer"):
             system.append(message_text([message]))
         elif role == "tool":
-            add("user", [{"type": "tool_result", "tool_use_id": message.get("tool_call_id", ""),
-                          "content": message_text([message])}])
+            add(
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": message.get("tool_call_id", ""),
+                        "content": message_text([message]),
+                    }
+                ],
+            )
         elif role == "assistant":
             add("assistant", _blocks(message.get("content")) + [_tool_use(c) for c in message.get("tool_calls") or []])
         else:
             add("user", _blocks(message.get("content")))
     request: dict[str, Any] = {
-        "model": model.upstream, "messages": turns, "stream": stream,
+        "model": model.upstream,
+        "messages": turns,
+        "stream": stream,
         "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or model.max_output_tokens,
     }
     if system:
@@ -131,9 +150,15 @@ def to_anthropic(model: Model, body: dict, stream: bool) -> dict:
         if body.get(name) is not None:
             request[name] = body[name]
     if body.get("tools"):
-        request["tools"] = [{"name": t["function"]["name"], "description": t["function"].get("description", ""),
-                             "input_schema": t["function"].get("parameters") or {"type": "object"}}
-                            for t in body["tools"] if t.get("type") == "function"]
+        request["tools"] = [
+            {
+                "name": t["function"]["name"],
+                "description": t["function"].get("description", ""),
+                "input_schema": t["function"].get("parameters") or {"type": "object"},
+            }
+            for t in body["tools"]
+            if t.get("type") == "function"
+        ]
     tool_choice = _tool_choice(body)
     if tool_choice:
         request["tool_choice"] = tool_choice
@@ -146,16 +171,26 @@ def _usage(usage: dict) -> Usage:
     """Anthropic's usage as Mesh counts it: input_tokens leaves out the cache reads and writes, which Mesh's
     prompt_tokens includes; output_tokens already includes thinking (which Anthropic does not count apart)."""
     cached, written = usage.get("cache_read_input_tokens") or 0, usage.get("cache_creation_input_tokens") or 0
-    return Usage((usage.get("input_tokens") or 0) + cached + written, usage.get("output_tokens") or 0,
-                 cached_prompt_tokens=cached, cache_write_tokens=written)
+    return Usage(
+        (usage.get("input_tokens") or 0) + cached + written,
+        usage.get("output_tokens") or 0,
+        cached_prompt_tokens=cached,
+        cache_write_tokens=written,
+    )
 
 
 def to_openai(model: Model, message: dict, body: dict) -> tuple[dict, Usage]:
     content = message.get("content") or []
     text = "".join(b.get("text", "") for b in content if b.get("type") == "text")
-    calls = [{"id": b["id"], "type": "function", "function": {
-        "name": b["name"], "arguments": msgspec.json.encode(b.get("input", {})).decode()}}
-        for b in content if b.get("type") == "tool_use"]
+    calls = [
+        {
+            "id": b["id"],
+            "type": "function",
+            "function": {"name": b["name"], "arguments": msgspec.json.encode(b.get("input", {})).decode()},
+        }
+        for b in content
+        if b.get("type") == "tool_use"
+    ]
     if message.get("usage"):
         usage = _usage(message["usage"])
     else:
@@ -164,8 +199,10 @@ def to_openai(model: Model, message: dict, body: dict) -> tuple[dict, Usage]:
     if calls:
         reply["tool_calls"] = calls
     document = {
-        "id": "chatcmpl-" + str(message.get("id") or uuid.uuid4().hex), "object": "chat.completion",
-        "created": int(time.time()), "model": model.id,
+        "id": "chatcmpl-" + str(message.get("id") or uuid.uuid4().hex),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model.id,
         "choices": [{"index": 0, "message": reply, "finish_reason": FINISH.get(message.get("stop_reason"), "stop")}],
         "usage": usage.openai(),
     }
@@ -195,23 +232,35 @@ class AnthropicAdapter:
         reply: StreamReply
 
         async def frames() -> AsyncIterator[bytes]:
-            base = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk",
-                    "created": int(time.time()), "model": model.id}
+            base = {
+                "id": "chatcmpl-" + uuid.uuid4().hex,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model.id,
+            }
             usage: dict = {}
             finished = False  # message_delta seen: the usage is final
             generated: list[str] = []
             tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
 
             def chunk(delta: dict, finish: str | None = None) -> bytes:
-                return sse(msgspec.json.encode({**base, "choices": [
-                    {"index": 0, "delta": delta, "finish_reason": finish}]}))
+                return sse(
+                    msgspec.json.encode({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                )
 
             def settle() -> None:
                 reported = _usage(usage)
-                reply.usage = reported if finished else Usage(  # cut short: bill an estimate, flagged
-                    reported.prompt_tokens or estimate_tokens(prompt_text(body)),
-                    max(reported.completion_tokens, estimate_tokens("".join(generated))), True,
-                    reported.cached_prompt_tokens, reported.cache_write_tokens)
+                reply.usage = (
+                    reported
+                    if finished
+                    else Usage(  # cut short: bill an estimate, flagged
+                        reported.prompt_tokens or estimate_tokens(prompt_text(body)),
+                        max(reported.completion_tokens, estimate_tokens("".join(generated))),
+                        True,
+                        reported.cached_prompt_tokens,
+                        reported.cache_write_tokens,
+                    )
+                )
 
             try:
                 try:
@@ -226,9 +275,18 @@ class AnthropicAdapter:
                         elif kind == "content_block_start" and event["content_block"].get("type") == "tool_use":
                             block = event["content_block"]
                             tools[event["index"]] = len(tools)
-                            yield chunk({"tool_calls": [{"index": tools[event["index"]], "id": block["id"],
-                                                         "type": "function",
-                                                         "function": {"name": block["name"], "arguments": ""}}]})
+                            yield chunk(
+                                {
+                                    "tool_calls": [
+                                        {
+                                            "index": tools[event["index"]],
+                                            "id": block["id"],
+                                            "type": "function",
+                                            "function": {"name": block["name"], "arguments": ""},
+                                        }
+                                    ]
+                                }
+                            )
                         elif kind == "content_block_delta":
                             delta = event["delta"]
                             if delta.get("type") == "text_delta":
@@ -240,8 +298,16 @@ class AnthropicAdapter:
                             elif delta.get("type") == "input_json_delta":
                                 reply.mark_first_token()
                                 generated.append(delta.get("partial_json", ""))
-                                yield chunk({"tool_calls": [{"index": tools.get(event["index"], 0), "function": {
-                                    "arguments": delta.get("partial_json", "")}}]})
+                                yield chunk(
+                                    {
+                                        "tool_calls": [
+                                            {
+                                                "index": tools.get(event["index"], 0),
+                                                "function": {"arguments": delta.get("partial_json", "")},
+                                            }
+                                        ]
+                                    }
+                                )
                         elif kind == "message_delta":  # cumulative counts; a count left null stays as it was
                             usage.update((k, v) for k, v in (event.get("usage") or {}).items() if v is not None)
                             finished = True
@@ -250,9 +316,13 @@ class AnthropicAdapter:
                             break
                         elif kind == "error":
                             error = event.get("error") or {}
-                            raise GatewayError(502, f"provider {self.provider.name} failed mid-stream: "
-                                                    f"{error.get('message', 'unknown error')}", "upstream_error",
-                                               "upstream_error")
+                            raise GatewayError(
+                                502,
+                                f"provider {self.provider.name} failed mid-stream: "
+                                f"{error.get('message', 'unknown error')}",
+                                "upstream_error",
+                                "upstream_error",
+                            )
                 except msgspec.DecodeError:
                     raise self.upstream.broken("sent a stream event that is not JSON") from None
                 if not finished:

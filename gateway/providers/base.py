@@ -49,9 +49,13 @@ class Usage(msgspec.Struct):
         prompt_details = {"cached_tokens": self.cached_prompt_tokens}
         if self.cache_write_tokens:
             prompt_details["cache_write_tokens"] = self.cache_write_tokens
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens, "prompt_tokens_details": prompt_details,
-                "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens}}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": prompt_details,
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
 
 
 class Reply(msgspec.Struct):
@@ -128,8 +132,11 @@ def prompt_text(body: dict) -> str:
         for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
             function = (call.get("function") or {}) if isinstance(call, dict) else {}
             parts.extend(str(function.get(name) or "") for name in ("name", "arguments"))
-    parts.extend(msgspec.json.encode(body[extra]).decode() for extra in ("tools", "functions", "response_format")
-                 if body.get(extra))
+    parts.extend(
+        msgspec.json.encode(body[extra]).decode()
+        for extra in ("tools", "functions", "response_format")
+        if body.get(extra)
+    )
     return "\n".join(parts)
 
 
@@ -143,33 +150,46 @@ SSE_DONE = b"data: [DONE]\n\n"
 # What an upstream failure becomes, the same for every provider: the status a client can act on and a
 # message that names the provider.
 
+
 def upstream_error(provider: Provider, status: int, message: str) -> GatewayError:
     if status in UPSTREAM_AUTH_STATUSES:
         log.error("provider %s refused Mesh's credentials with HTTP %d; check its API key", provider.name, status)
-        return GatewayError(502, f"provider {provider.name} refused Mesh's credentials for it (HTTP {status}); "
-                                 "the operator must check the provider's API key", "upstream_error",
-                            "upstream_auth_failed")
+        return GatewayError(
+            502,
+            f"provider {provider.name} refused Mesh's credentials for it (HTTP {status}); "
+            "the operator must check the provider's API key",
+            "upstream_error",
+            "upstream_auth_failed",
+        )
     if status == 429:
-        return GatewayError(429, f"provider {provider.name} is rate limiting: {message}", "rate_limit_error",
-                            "upstream_rate_limited")
+        return GatewayError(
+            429, f"provider {provider.name} is rate limiting: {message}", "rate_limit_error", "upstream_rate_limited"
+        )
     if status >= 500:
-        return GatewayError(502, f"provider {provider.name} failed with HTTP {status}: {message}", "upstream_error",
-                            "upstream_error")
-    return GatewayError(status, f"provider {provider.name} refused the request: {message}", "invalid_request_error",
-                        "upstream_rejected")
+        return GatewayError(
+            502, f"provider {provider.name} failed with HTTP {status}: {message}", "upstream_error", "upstream_error"
+        )
+    return GatewayError(
+        status, f"provider {provider.name} refused the request: {message}", "invalid_request_error", "upstream_rejected"
+    )
 
 
 def upstream_timeout(provider: Provider) -> GatewayError:
-    return GatewayError(504, f"provider {provider.name} did not answer within {provider.timeout:g}s",
-                        "upstream_error", "upstream_timeout")
+    return GatewayError(
+        504,
+        f"provider {provider.name} did not answer within {provider.timeout:g}s",
+        "upstream_error",
+        "upstream_timeout",
+    )
 
 
 def upstream_unreachable(provider: Provider, exc: Exception) -> GatewayError:
     """The connection failed: the client learns which provider and how; its address (internal, often) goes to the
     server log only."""
     log.warning("provider %s unreachable: %s", provider.name, exc)
-    return GatewayError(502, f"provider {provider.name} is unreachable: {_how(exc)}", "upstream_error",
-                        "upstream_unreachable")
+    return GatewayError(
+        502, f"provider {provider.name} is unreachable: {_how(exc)}", "upstream_error", "upstream_unreachable"
+    )
 
 
 def _how(exc: Exception) -> str:
@@ -198,8 +218,9 @@ class Upstream:
         self.base = Target(provider.base_url)
         self.transport = LeanTransport()
         headers = {"content-type": "application/json", **headers}
-        self._head = (f"host: {self.base.authority}\r\n".encode()
-                      + b"".join(f"{name}: {value}\r\n".encode() for name, value in headers.items()))
+        self._head = f"host: {self.base.authority}\r\n".encode() + b"".join(
+            f"{name}: {value}\r\n".encode() for name, value in headers.items()
+        )
         self._targets: dict[str, Target] = {}  # per path, so a request parses and joins nothing
 
     def _target(self, path: str) -> Target:
@@ -211,8 +232,13 @@ class Upstream:
     async def post(self, path: str, document: dict) -> "Posted":
         try:
             status, content = await self.transport.request(
-                b"POST", self._target(path), self._head, msgspec.json.encode(document),
-                connect_timeout=self.provider.connect_timeout, timeout=self.provider.timeout)
+                b"POST",
+                self._target(path),
+                self._head,
+                msgspec.json.encode(document),
+                connect_timeout=self.provider.connect_timeout,
+                timeout=self.provider.timeout,
+            )
         except UpstreamTimeout:
             raise upstream_timeout(self.provider) from None
         except UpstreamClosed as exc:
@@ -226,8 +252,13 @@ class Upstream:
         target = self._target(path + (f"?{urlencode(params)}" if params else ""))
         try:
             response = await self.transport.open(
-                b"POST", target, self._head, msgspec.json.encode(document),
-                connect_timeout=self.provider.connect_timeout, read_timeout=self.provider.timeout)
+                b"POST",
+                target,
+                self._head,
+                msgspec.json.encode(document),
+                connect_timeout=self.provider.connect_timeout,
+                read_timeout=self.provider.timeout,
+            )
             if response.status >= 400:
                 content = await response.read()
                 raise upstream_error(self.provider, response.status, self.error_message(content))

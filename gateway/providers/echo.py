@@ -54,16 +54,29 @@ class EchoAdapter:
         reply: StreamReply
 
         async def frames() -> AsyncIterator[bytes]:
-            base = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk",
-                    "created": int(time.time()), "model": model.id}
-            yield sse(msgspec.json.encode({**base, "choices": [
-                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}))
+            base = {
+                "id": "chatcmpl-" + uuid.uuid4().hex,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model.id,
+            }
+            yield sse(
+                msgspec.json.encode(
+                    {
+                        **base,
+                        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                    }
+                )
+            )
             for i, word in enumerate(words):
                 reply.mark_first_token()
                 piece = word if i == 0 else " " + word
                 reply.usage.completion_tokens += 1
-                yield sse(msgspec.json.encode({**base, "choices": [
-                    {"index": 0, "delta": {"content": piece}, "finish_reason": None}]}))
+                yield sse(
+                    msgspec.json.encode(
+                        {**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                    )
+                )
             yield sse(msgspec.json.encode({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
             reply.mark_done()
             if include_usage:
@@ -80,11 +93,16 @@ class EchoAdapter:
         data = []
         for index, item in enumerate(inputs):
             digest = hashlib.sha256(str(item).encode()).digest()
-            data.append({"object": "embedding", "index": index,
-                         "embedding": [round(b / 255 - 0.5, 6) for b in digest[:8]]})
+            data.append(
+                {"object": "embedding", "index": index, "embedding": [round(b / 255 - 0.5, 6) for b in digest[:8]]}
+            )
         tokens = sum(_count(str(item)) for item in inputs)
-        document = {"object": "list", "data": data, "model": model.id,
-                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        document = {
+            "object": "list",
+            "data": data,
+            "model": model.id,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
         return Reply(msgspec.json.encode(document), Usage(tokens, 0), 0)
 
     async def aclose(self) -> None:

@@ -12,9 +12,10 @@ finish_reason, a blocked prompt → content_filter; usageMetadata → usage (too
 cachedContentTokenCount, already part of promptTokenCount, as cached prompt tokens; thoughtsTokenCount, which
 candidatesTokenCount leaves out, is added to completion tokens as reasoning). A functionCall's `thoughtSignature`
 travels in the tool call as `extra_content.google.thought_signature` (as Google's own OpenAI endpoint does) and goes
-back with the call: Gemini 3 refuses a function-calling turn without it. Stream: each SSE `data:` is a GenerateContentResponse; its
-parts become deltas, the last usageMetadata is the usage; a stream with no finishReason broke off and is billed
-from an estimate (of the whole prompt and everything generated, thoughts included), flagged as such.
+back with the call: Gemini 3 refuses a function-calling turn without it.
+Stream: each SSE `data:` is a GenerateContentResponse; its parts become deltas, the last usageMetadata is the usage;
+a stream with no finishReason broke off and is billed from an estimate (of the whole prompt and everything
+generated, thoughts included), flagged as such.
 Wire format as documented at ai.google.dev/api/generate-content, /gemini-api/docs/function-calling,
 /gemini-api/docs/thought-signatures and /gemini-api/docs/structured-output. The JSON Schema fields
 (`parametersJsonSchema`, `responseJsonSchema`) are used because OpenAI clients send JSON Schema, which the older
@@ -46,9 +47,16 @@ from gateway.providers.base import (
     usage_chunk,
 )
 
-FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
-          "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
-          "IMAGE_SAFETY": "content_filter"}
+FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+}
 TOOL_MODE = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 BLOCKED = {"finishReason": "SAFETY"}  # the candidate a blocked prompt (promptFeedback.blockReason) stands for
 
@@ -76,8 +84,9 @@ def _function_call(call: dict) -> dict:
     try:
         args = msgspec.json.decode(arguments) if isinstance(arguments, str) else arguments
     except msgspec.DecodeError:
-        raise invalid(f"the arguments of tool call {call.get('id')!r} are not JSON", "invalid_tool_call",
-                      "messages") from None
+        raise invalid(
+            f"the arguments of tool call {call.get('id')!r} are not JSON", "invalid_tool_call", "messages"
+        ) from None
     part: dict[str, Any] = {"functionCall": {"name": function.get("name"), "args": args}}
     signature = ((call.get("extra_content") or {}).get("google") or {}).get("thought_signature")
     if signature:
@@ -112,17 +121,29 @@ def to_gemini(body: dict) -> dict:
                 response = msgspec.json.decode(result)
             except msgspec.DecodeError:
                 response = None
-            add("user", [{"functionResponse": {
-                "name": names.get(message.get("tool_call_id"), "tool"),
-                "response": response if isinstance(response, dict) else {"result": result}}}])
+            add(
+                "user",
+                [
+                    {
+                        "functionResponse": {
+                            "name": names.get(message.get("tool_call_id"), "tool"),
+                            "response": response if isinstance(response, dict) else {"result": result},
+                        }
+                    }
+                ],
+            )
         else:
             add("user", _parts(message.get("content")))
     config: dict[str, Any] = {}
-    for key, value in (("maxOutputTokens", body.get("max_completion_tokens") or body.get("max_tokens")),
-                       ("temperature", body.get("temperature")), ("topP", body.get("top_p")),
-                       ("candidateCount", body.get("n")), ("seed", body.get("seed")),
-                       ("presencePenalty", body.get("presence_penalty")),
-                       ("frequencyPenalty", body.get("frequency_penalty"))):
+    for key, value in (
+        ("maxOutputTokens", body.get("max_completion_tokens") or body.get("max_tokens")),
+        ("temperature", body.get("temperature")),
+        ("topP", body.get("top_p")),
+        ("candidateCount", body.get("n")),
+        ("seed", body.get("seed")),
+        ("presencePenalty", body.get("presence_penalty")),
+        ("frequencyPenalty", body.get("frequency_penalty")),
+    ):
         if value is not None:
             config[key] = value
     stop = body.get("stop")
@@ -141,13 +162,23 @@ def to_gemini(body: dict) -> dict:
         request["generationConfig"] = config
     functions = [t["function"] for t in body.get("tools") or [] if t.get("type") == "function"]
     if functions:
-        request["tools"] = [{"functionDeclarations": [
-            {"name": f["name"], **({"description": f["description"]} if f.get("description") else {}),
-             **({"parametersJsonSchema": f["parameters"]} if f.get("parameters") else {})} for f in functions]}]
+        request["tools"] = [
+            {
+                "functionDeclarations": [
+                    {
+                        "name": f["name"],
+                        **({"description": f["description"]} if f.get("description") else {}),
+                        **({"parametersJsonSchema": f["parameters"]} if f.get("parameters") else {}),
+                    }
+                    for f in functions
+                ]
+            }
+        ]
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and (choice.get("function") or {}).get("name"):
-        request["toolConfig"] = {"functionCallingConfig": {"mode": "ANY",
-                                                           "allowedFunctionNames": [choice["function"]["name"]]}}
+        request["toolConfig"] = {
+            "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}
+        }
     elif choice in TOOL_MODE:
         request["toolConfig"] = {"functionCallingConfig": {"mode": TOOL_MODE[choice]}}
     return request
@@ -155,9 +186,12 @@ def to_gemini(body: dict) -> dict:
 
 def _usage(metadata: dict) -> Usage:
     thoughts = metadata.get("thoughtsTokenCount") or 0
-    return Usage((metadata.get("promptTokenCount") or 0) + (metadata.get("toolUsePromptTokenCount") or 0),
-                 (metadata.get("candidatesTokenCount") or 0) + thoughts,
-                 cached_prompt_tokens=metadata.get("cachedContentTokenCount") or 0, reasoning_tokens=thoughts)
+    return Usage(
+        (metadata.get("promptTokenCount") or 0) + (metadata.get("toolUsePromptTokenCount") or 0),
+        (metadata.get("candidatesTokenCount") or 0) + thoughts,
+        cached_prompt_tokens=metadata.get("cachedContentTokenCount") or 0,
+        reasoning_tokens=thoughts,
+    )
 
 
 def _candidates(document: dict) -> list[dict]:
@@ -174,8 +208,11 @@ def _content(candidate: dict) -> tuple[str, list[dict]]:
             text.append(part["text"])
         elif "functionCall" in part:
             call = part["functionCall"]
-            tool_call: dict[str, Any] = {"id": "call_" + uuid.uuid4().hex[:24], "type": "function", "function": {
-                "name": call["name"], "arguments": msgspec.json.encode(call.get("args") or {}).decode()}}
+            tool_call: dict[str, Any] = {
+                "id": "call_" + uuid.uuid4().hex[:24],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": msgspec.json.encode(call.get("args") or {}).decode()},
+            }
             if part.get("thoughtSignature"):
                 tool_call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
             calls.append(tool_call)
@@ -187,8 +224,9 @@ class GeminiAdapter:
 
     def __init__(self, provider: Provider):
         self.provider = provider
-        self.upstream = Upstream(provider, {"x-goog-api-key": provider.api_key} if provider.api_key else {},
-                                 error_field)
+        self.upstream = Upstream(
+            provider, {"x-goog-api-key": provider.api_key} if provider.api_key else {}, error_field
+        )
 
     async def chat(self, model: Model, body: dict) -> Reply:
         started = time.perf_counter_ns()
@@ -208,20 +246,34 @@ class GeminiAdapter:
         if document.get("usageMetadata"):
             usage = _usage(document["usageMetadata"])
         else:
-            usage = Usage(estimate_tokens(prompt_text(body)),
-                          estimate_tokens("".join((c["message"]["content"] or "") for c in choices)), True)
-        out = {"id": "chatcmpl-" + str(document.get("responseId") or uuid.uuid4().hex), "object": "chat.completion",
-               "created": int(time.time()), "model": model.id, "choices": choices, "usage": usage.openai()}
+            usage = Usage(
+                estimate_tokens(prompt_text(body)),
+                estimate_tokens("".join((c["message"]["content"] or "") for c in choices)),
+                True,
+            )
+        out = {
+            "id": "chatcmpl-" + str(document.get("responseId") or uuid.uuid4().hex),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model.id,
+            "choices": choices,
+            "usage": usage.openai(),
+        }
         return Reply(msgspec.json.encode(out), usage, (time.perf_counter_ns() - started) // 1000)
 
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply:
-        response = await self.upstream.stream(f"/models/{model.upstream}:streamGenerateContent", to_gemini(body),
-                                              params={"alt": "sse"})
+        response = await self.upstream.stream(
+            f"/models/{model.upstream}:streamGenerateContent", to_gemini(body), params={"alt": "sse"}
+        )
         reply: StreamReply
 
         async def frames() -> AsyncIterator[bytes]:
-            base = {"id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion.chunk",
-                    "created": int(time.time()), "model": model.id}
+            base = {
+                "id": "chatcmpl-" + uuid.uuid4().hex,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model.id,
+            }
             metadata: dict = {}
             finished = False  # a finishReason seen: the usage is final
             generated: list[str] = []
@@ -229,10 +281,16 @@ class GeminiAdapter:
 
             def settle() -> None:
                 reported = _usage(metadata)
-                reply.usage = reported if finished and metadata else Usage(  # cut short: an estimate, flagged
-                    reported.prompt_tokens or estimate_tokens(prompt_text(body)),
-                    max(reported.completion_tokens, estimate_tokens("".join(generated))), True,
-                    reported.cached_prompt_tokens)
+                reply.usage = (
+                    reported
+                    if finished and metadata
+                    else Usage(  # cut short: an estimate, flagged
+                        reported.prompt_tokens or estimate_tokens(prompt_text(body)),
+                        max(reported.completion_tokens, estimate_tokens("".join(generated))),
+                        True,
+                        reported.cached_prompt_tokens,
+                    )
+                )
 
             try:
                 try:
@@ -241,15 +299,22 @@ class GeminiAdapter:
                             continue
                         document = msgspec.json.decode(line[5:].strip())
                         if document.get("error"):
-                            raise GatewayError(502, f"provider {self.provider.name} failed mid-stream: "
-                                                    f"{document['error'].get('message', 'unknown error')}",
-                                               "upstream_error", "upstream_error")
+                            raise GatewayError(
+                                502,
+                                f"provider {self.provider.name} failed mid-stream: "
+                                f"{document['error'].get('message', 'unknown error')}",
+                                "upstream_error",
+                                "upstream_error",
+                            )
                         metadata = document.get("usageMetadata") or metadata
                         for n, candidate in enumerate(_candidates(document)):
                             index = candidate.get("index", n)
                             text, calls = _content(candidate)
-                            generated.extend(p.get("text", "") for p in (candidate.get("content") or {}).get(
-                                "parts") or [] if p.get("thought"))  # thought summaries: not relayed, but billed
+                            generated.extend(
+                                p.get("text", "")
+                                for p in (candidate.get("content") or {}).get("parts") or []
+                                if p.get("thought")
+                            )  # thought summaries: not relayed, but billed
                             delta: dict[str, Any] = {}
                             if index not in calls_so_far:
                                 calls_so_far[index] = 0
@@ -261,16 +326,23 @@ class GeminiAdapter:
                             if calls:
                                 reply.mark_first_token()
                                 generated.extend(c["function"]["arguments"] for c in calls)
-                                delta["tool_calls"] = [{"index": calls_so_far[index] + i, **c}
-                                                       for i, c in enumerate(calls)]
+                                delta["tool_calls"] = [
+                                    {"index": calls_so_far[index] + i, **c} for i, c in enumerate(calls)
+                                ]
                                 calls_so_far[index] += len(calls)
                             finish = None
                             if candidate.get("finishReason"):
                                 finished = True
-                                finish = "tool_calls" if calls_so_far[index] else FINISH.get(
-                                    candidate["finishReason"], "stop")
-                            yield sse(msgspec.json.encode({**base, "choices": [
-                                {"index": index, "delta": delta, "finish_reason": finish}]}))
+                                finish = (
+                                    "tool_calls"
+                                    if calls_so_far[index]
+                                    else FINISH.get(candidate["finishReason"], "stop")
+                                )
+                            yield sse(
+                                msgspec.json.encode(
+                                    {**base, "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+                                )
+                            )
                 except msgspec.DecodeError:
                     raise self.upstream.broken("sent a stream chunk that is not JSON") from None
                 if not finished:

@@ -38,9 +38,12 @@ class _Usage(msgspec.Struct):
 
     def counted(self) -> Usage:
         prompt, completion = self.prompt_tokens_details, self.completion_tokens_details
-        return Usage(self.prompt_tokens, self.completion_tokens,
-                     cached_prompt_tokens=(prompt.cached_tokens or 0) if prompt is not None else 0,
-                     reasoning_tokens=(completion.reasoning_tokens or 0) if completion is not None else 0)
+        return Usage(
+            self.prompt_tokens,
+            self.completion_tokens,
+            cached_prompt_tokens=(prompt.cached_tokens or 0) if prompt is not None else 0,
+            reasoning_tokens=(completion.reasoning_tokens or 0) if completion is not None else 0,
+        )
 
 
 class _Function(msgspec.Struct):
@@ -178,8 +181,11 @@ class OpenAIAdapter:
             usage = _decode_document(response.content).usage
         except msgspec.DecodeError:
             raise self.upstream.broken("sent a response that is not an embedding list") from None
-        counted = Usage(usage.prompt_tokens, 0) if usage is not None else Usage(
-            estimate_tokens(str(body.get("input", ""))), 0, True)
+        counted = (
+            Usage(usage.prompt_tokens, 0)
+            if usage is not None
+            else Usage(estimate_tokens(str(body.get("input", ""))), 0, True)
+        )
         return Reply(response.content, counted, (time.perf_counter_ns() - started) // 1000)
 
     def _usage(self, document: _Document, body: dict) -> Usage:
@@ -190,4 +196,3 @@ class OpenAIAdapter:
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
-

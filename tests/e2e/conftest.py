@@ -20,8 +20,7 @@ UPSTREAM_KEY = "sk-upstream-secret-do-not-log"
 
 
 class MeshProcess:
-    def __init__(self, data_dir: Path, config: Path, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()):
+    def __init__(self, data_dir: Path, config: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()):
         self.data_dir = data_dir
         self.config = config
         self.args = args
@@ -33,14 +32,24 @@ class MeshProcess:
 
     def start(self, timeout: float = 60) -> float:
         """Start `mesh up`; return seconds until /health says ok."""
-        env = {**os.environ, "MESH_DATA_DIR": str(self.data_dir), "MESH_PORT": str(self.port),
-               "MESH_CONFIG": str(self.config), "ACME_API_KEY": UPSTREAM_KEY, **self.extra_env}
+        env = {
+            **os.environ,
+            "MESH_DATA_DIR": str(self.data_dir),
+            "MESH_PORT": str(self.port),
+            "MESH_CONFIG": str(self.config),
+            "ACME_API_KEY": UPSTREAM_KEY,
+            **self.extra_env,
+        }
         for name in ("MESH_NATS_URL", "MESH_DATABASE_URL", "MESH_STREAM", "MESH_OPERATOR_TOKEN"):
             if name not in self.extra_env:  # embedded servers unless the test names external ones
                 env.pop(name, None)
         started = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "api.cli", "up", *self.args], env=env,
-                                        stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "up", *self.args],
+            env=env,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+        )
         while time.monotonic() - started < timeout:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mesh up exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
@@ -85,8 +94,11 @@ def localstripe(tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("localstripe") / "localstripe.log", "wb")
     # --from-scratch: not the state another localstripe left in /tmp/localstripe.pickle (a torn file kills start-up)
-    process = subprocess.Popen([sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"], stdout=log,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     wait_for_port("127.0.0.1", port, 30, process)
     yield f"http://127.0.0.1:{port}"
     process.terminate()
@@ -95,15 +107,23 @@ def localstripe(tmp_path_factory):
 
 def paid_by_localstripe(localstripe: str, webhook_secret: str, **env: str) -> dict[str, str]:
     """The settings of a Mesh whose payments go to localstripe, with the common top-up limits and bank details."""
-    return {"MESH_STRIPE_SECRET_KEY": "sk_test_mesh", "MESH_STRIPE_WEBHOOK_SECRET": webhook_secret,
-            "MESH_STRIPE_API_BASE": localstripe, "MESH_TOPUP_MIN_USD": "5", "MESH_TOPUP_MAX_USD": "500",
-            "MESH_BANK_ACCOUNT_DETAILS": "IBAN DE00 1234 5678 9012 3456 78", **env}
+    return {
+        "MESH_STRIPE_SECRET_KEY": "sk_test_mesh",
+        "MESH_STRIPE_WEBHOOK_SECRET": webhook_secret,
+        "MESH_STRIPE_API_BASE": localstripe,
+        "MESH_TOPUP_MIN_USD": "5",
+        "MESH_TOPUP_MAX_USD": "500",
+        "MESH_BANK_ACCOUNT_DETAILS": "IBAN DE00 1234 5678 9012 3456 78",
+        **env,
+    }
 
 
 def send_webhooks(localstripe: str, mesh: "MeshProcess", webhook_secret: str) -> None:
     """localstripe signs and sends its events to this Mesh's webhook."""
-    httpx.post(f"{localstripe}/_config/webhooks/mesh",
-               data={"url": f"{mesh.url}/api/billing/stripe/webhook", "secret": webhook_secret}).raise_for_status()
+    httpx.post(
+        f"{localstripe}/_config/webhooks/mesh",
+        data={"url": f"{mesh.url}/api/billing/stripe/webhook", "secret": webhook_secret},
+    ).raise_for_status()
 
 
 @pytest.fixture(scope="session")

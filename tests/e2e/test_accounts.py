@@ -29,9 +29,16 @@ def assert_error(r, status: int, code: str) -> dict:
 @pytest.fixture(scope="module")
 def strict_mesh(tmp_path_factory, mesh_config):
     """A Mesh of its own with tight per-address limits and six-second sessions."""
-    process = MeshProcess(tmp_path_factory.mktemp("strict") / "data", mesh_config, env={
-        "MESH_SESSION_DAYS": str(SESSION_SECONDS / 86400), "MESH_SIGNUPS_PER_ADDRESS": "4",
-        "MESH_LOGIN_FAILURES_PER_ADDRESS": "3", "MESH_LOGIN_WINDOW_SECONDS": "600"})
+    process = MeshProcess(
+        tmp_path_factory.mktemp("strict") / "data",
+        mesh_config,
+        env={
+            "MESH_SESSION_DAYS": str(SESSION_SECONDS / 86400),
+            "MESH_SIGNUPS_PER_ADDRESS": "4",
+            "MESH_LOGIN_FAILURES_PER_ADDRESS": "3",
+            "MESH_LOGIN_WINDOW_SECONDS": "600",
+        },
+    )
     process.start()
     yield process
     process.stop()
@@ -60,8 +67,10 @@ def test_thirty_wrong_passwords_get_429_long_before_the_thirtieth(mesh):
 
 def test_unknown_emails_are_limited_like_known_ones(mesh):
     email = new_email()
-    statuses = [api(mesh, "POST", "/api/login", json={"email": email, "password": "wrong password"}).status_code
-                for _ in range(11)]
+    statuses = [
+        api(mesh, "POST", "/api/login", json={"email": email, "password": "wrong password"}).status_code
+        for _ in range(11)
+    ]
     assert statuses == [401] * 10 + [429]
 
 
@@ -91,15 +100,25 @@ def test_a_password_change_revokes_every_token_and_returns_a_fresh_one(mesh):
     first, account_id = signed_up["management_token"], signed_up["account_id"]
     second = api(mesh, "POST", "/api/login", json={"email": email, "password": PASSWORD}).json()["management_token"]
 
-    r = api(mesh, "POST", "/api/password", first, json={"current_password": "not it at all",
-                                                          "new_password": "a brand new password"})
+    r = api(
+        mesh,
+        "POST",
+        "/api/password",
+        first,
+        json={"current_password": "not it at all", "new_password": "a brand new password"},
+    )
     assert_error(r, 403, "wrong_password")
     r = api(mesh, "POST", "/api/password", first, json={"current_password": PASSWORD, "new_password": "short"})
     assert_error(r, 400, "invalid_password")
     assert api(mesh, "GET", "/api/keys", first).status_code == 200  # refusals changed nothing
 
-    r = api(mesh, "POST", "/api/password", first, json={"current_password": PASSWORD,
-                                                          "new_password": "a brand new password"})
+    r = api(
+        mesh,
+        "POST",
+        "/api/password",
+        first,
+        json={"current_password": PASSWORD, "new_password": "a brand new password"},
+    )
     assert r.status_code == 200, r.text
     fresh = r.json()
     assert fresh["account_id"] == account_id and fresh["management_token"] not in (first, second)
@@ -131,14 +150,16 @@ def test_a_token_used_keeps_living_and_an_idle_one_expires(strict_mesh):
 
 def test_limits_per_client_address(strict_mesh):
     r = None
-    for i in range(5):  # MESH_SIGNUPS_PER_ADDRESS=4, and the session test above made two
+    for _ in range(5):  # MESH_SIGNUPS_PER_ADDRESS=4, and the session test above made two
         r = api(strict_mesh, "POST", "/api/signup", json={"email": new_email(), "password": PASSWORD})
         if r.status_code == 429:
             break
     error = assert_error(r, 429, "rate_limited")
     assert "sign-ups from this address" in error["message"] and int(r.headers["retry-after"]) > 0
-    statuses = [api(strict_mesh, "POST", "/api/login", json={"email": new_email(), "password": "wrong password"})
-                .status_code for _ in range(4)]
+    statuses = [
+        api(strict_mesh, "POST", "/api/login", json={"email": new_email(), "password": "wrong password"}).status_code
+        for _ in range(4)
+    ]
     assert statuses == [401, 401, 401, 429]  # MESH_LOGIN_FAILURES_PER_ADDRESS=3, whatever the emails
 
 
@@ -146,11 +167,22 @@ def test_no_password_or_token_reaches_the_log(mesh, strict_mesh):
     email = new_email()
     first = api(mesh, "POST", "/api/signup", json={"email": email, "password": "a secret password 42"}).json()
     api(mesh, "POST", "/api/login", json={"email": email, "password": "a wrong secret 42"})
-    fresh = api(mesh, "POST", "/api/password", first["management_token"],
-                json={"current_password": "a secret password 42", "new_password": "another secret 42"}).json()
+    fresh = api(
+        mesh,
+        "POST",
+        "/api/password",
+        first["management_token"],
+        json={"current_password": "a secret password 42", "new_password": "another secret 42"},
+    ).json()
     api(mesh, "POST", "/api/logout", fresh["management_token"])
-    secrets = ["a secret password 42", "a wrong secret 42", "another secret 42", first["management_token"],
-               fresh["management_token"], PASSWORD]
+    secrets = [
+        "a secret password 42",
+        "a wrong secret 42",
+        "another secret 42",
+        first["management_token"],
+        fresh["management_token"],
+        PASSWORD,
+    ]
     for process in (mesh, strict_mesh):
         log = process.output()
         assert [s for s in secrets if s in log] == [] and "mt-" not in log

@@ -36,17 +36,28 @@ def snapshot(mesh, token: str, key_id: str, template_id: str) -> dict:
     key.pop("as_of", None)
     template = api(mesh, "GET", f"/api/templates/{template_id}", token).json()
     template.pop("as_of", None)
-    return {"key": key, "events": api(mesh, "GET", f"/api/keys/{key_id}/events", token).json(),
-            "template": template,
-            "template_events": api(mesh, "GET", f"/api/templates/{template_id}/events", token).json(),
-            "balance": api(mesh, "GET", "/api/billing/balance", token).json()["balance_usd"],
-            "topups": api(mesh, "GET", "/api/billing/topups", token).json()}
+    return {
+        "key": key,
+        "events": api(mesh, "GET", f"/api/keys/{key_id}/events", token).json(),
+        "template": template,
+        "template_events": api(mesh, "GET", f"/api/templates/{template_id}/events", token).json(),
+        "balance": api(mesh, "GET", "/api/billing/balance", token).json()["balance_usd"],
+        "topups": api(mesh, "GET", "/api/billing/topups", token).json(),
+    }
 
 
 def test_a_second_account_can_neither_see_nor_change_the_first_ones_things(mesh):
     owner_id, owner = sign_up(mesh)
-    assert api(mesh, "POST", f"/admin/accounts/{owner_id}/credits", mesh.operator_token,
-               json={"amount_usd": "5", "reason": "authz"}).status_code == 201
+    assert (
+        api(
+            mesh,
+            "POST",
+            f"/admin/accounts/{owner_id}/credits",
+            mesh.operator_token,
+            json={"amount_usd": "5", "reason": "authz"},
+        ).status_code
+        == 201
+    )
     key = api(mesh, "POST", "/api/keys", owner, json={"label": "owner's"}).json()
     topup = api(mesh, "POST", "/api/billing/topups", owner, json={"amount_usd": "10", "provider": "bank_transfer"})
     assert topup.status_code == 201, topup.text
@@ -54,12 +65,21 @@ def test_a_second_account_can_neither_see_nor_change_the_first_ones_things(mesh)
     template = api(mesh, "POST", "/api/templates", owner, json={"name": "owner-template", "messages": MESSAGES})
     assert template.status_code == 201, template.text
     template_id = template.json()["id"]
-    assert api(mesh, "PUT", f"/api/templates/{template_id}/labels/production", owner,
-               json={"version": 1}).status_code == 200
+    assert (
+        api(mesh, "PUT", f"/api/templates/{template_id}/labels/production", owner, json={"version": 1}).status_code
+        == 200
+    )
     _, intruder = sign_up(mesh)
-    ids = {"key_id": key["id"], "account_id": owner_id, "reference": reference, "id": key["id"],
-           "trace_id": str(uuid.uuid4()), "model_id": "mesh/echo", "template_id": template_id,
-           "label": "production"}
+    ids = {
+        "key_id": key["id"],
+        "account_id": owner_id,
+        "reference": reference,
+        "id": key["id"],
+        "trace_id": str(uuid.uuid4()),
+        "model_id": "mesh/echo",
+        "template_id": template_id,
+        "label": "production",
+    }
     secrets = [key["id"], owner_id, reference, key["prefix"], "owner's", template_id, "owner-template"]
     before = snapshot(mesh, owner, key["id"], template_id)
     head = httpx.get(mesh.url + "/health").json()["stream_head"]

@@ -18,19 +18,34 @@ def now() -> str:
 def test_balance_at_any_instant_and_spend_history(mesh):
     account_id, token = sign_up(mesh)
     before_credit = now()
-    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-        json={"amount_usd": "10", "reason": "first"})
+    api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": "10", "reason": "first"},
+    )
     after_credit = now()
     key = api(mesh, "POST", "/api/keys", token, json={"label": "history"}).json()["key"]
     for text in ("one", "one two", "one two three"):
-        r = api(mesh, "POST", "/v1/chat/completions", key,
-                json={"model": "acme/gpt-test", "messages": [{"role": "user", "content": text}]})
+        r = api(
+            mesh,
+            "POST",
+            "/v1/chat/completions",
+            key,
+            json={"model": "acme/gpt-test", "messages": [{"role": "user", "content": text}]},
+        )
         assert r.status_code == 200, r.text
     spent = cost(1, 7) + cost(2, 7) + cost(3, 7)
     wait_for_balance(mesh, token, Decimal("10") - spent)
     after_usage = now()
-    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-        json={"amount_usd": "5", "reason": "second"})
+    api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": "5", "reason": "second"},
+    )
 
     def balance_at(moment: str) -> Decimal:
         r = api(mesh, "GET", "/api/billing/balance", token, params={"at": moment})
@@ -47,8 +62,13 @@ def test_balance_at_any_instant_and_spend_history(mesh):
     assert [row["group"]["model"] for row in by_model_day["data"]] == ["acme/gpt-test"]
     assert by_model_day["data"][0]["requests"] == 3
     assert Decimal(by_model_day["total_spend_usd"]) == spent  # the balance moved by exactly this
-    window = api(mesh, "GET", "/api/billing/spend", token,
-                 params={"group_by": "provider,hour", "from": after_credit, "to": after_usage}).json()
+    window = api(
+        mesh,
+        "GET",
+        "/api/billing/spend",
+        token,
+        params={"group_by": "provider,hour", "from": after_credit, "to": after_usage},
+    ).json()
     assert Decimal(window["total_spend_usd"]) == balance_at(after_credit) - balance_at(after_usage)
     by_key = api(mesh, "GET", "/api/billing/spend", token, params={"group_by": "key"}).json()
     assert len(by_key["data"]) == 1 and by_key["data"][0]["prompt_tokens"] == 6

@@ -53,10 +53,15 @@ upstream = "gpt-test"
 prompt_usd_per_1k = "{PROMPT_PER_1K}"
 completion_usd_per_1k = "{COMPLETION_PER_1K}"
 """)
-    env = {"MESH_NATS_URL": nats_url, "MESH_DATABASE_URL": postgres_server.url.rsplit("/", 1)[0] + "/" + database,
-           "MESH_STREAM": "B" + uuid.uuid4().hex[:8].upper(), "MESH_OPERATOR_TOKEN": "mo-test-" + uuid.uuid4().hex}
-    processes = [MeshProcess(tmp_path_factory.mktemp("gw") / "data", config, env, args)
-                 for args in [(), ("--no-projections",)]]
+    env = {
+        "MESH_NATS_URL": nats_url,
+        "MESH_DATABASE_URL": postgres_server.url.rsplit("/", 1)[0] + "/" + database,
+        "MESH_STREAM": "B" + uuid.uuid4().hex[:8].upper(),
+        "MESH_OPERATOR_TOKEN": "mo-test-" + uuid.uuid4().hex,
+    }
+    processes = [
+        MeshProcess(tmp_path_factory.mktemp("gw") / "data", config, env, args) for args in [(), ("--no-projections",)]
+    ]
     for p in processes:
         p.start()
     yield processes
@@ -65,13 +70,18 @@ completion_usd_per_1k = "{COMPLETION_PER_1K}"
 
 
 def setup_key(gw: MeshProcess, credits: str, cap: str | None) -> tuple[str, str, str]:
-    s = httpx.post(gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
-                                                 "password": "long enough"}).json()
-    httpx.post(f"{gw.url}/admin/accounts/{s['account_id']}/credits",
-               headers={"authorization": f"Bearer {gw.operator_token}"}, json={"amount_usd": credits, "reason": "t"})
+    s = httpx.post(
+        gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
+    ).json()
+    httpx.post(
+        f"{gw.url}/admin/accounts/{s['account_id']}/credits",
+        headers={"authorization": f"Bearer {gw.operator_token}"},
+        json={"amount_usd": credits, "reason": "t"},
+    )
     body = {"label": "load"} | ({"spend_cap_usd": cap} if cap else {})
-    key = httpx.post(gw.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"},
-                     json=body).json()
+    key = httpx.post(
+        gw.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"}, json=body
+    ).json()
     return s["management_token"], key["id"], key["key"]
 
 
@@ -79,11 +89,19 @@ async def fire(gateways: list[MeshProcess], key: str) -> list[httpx.Response]:
     rng = random.Random(42)
     limits = httpx.Limits(max_connections=REQUESTS, max_keepalive_connections=REQUESTS)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+
         async def one(i: int) -> httpx.Response:
             gw = gateways[i % len(gateways)]
-            return await client.post(gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-                                     json={"model": "acme/gpt-test", "max_tokens": rng.randint(1, 40),
-                                           "messages": [{"role": "user", "content": "count to forty please"}]})
+            return await client.post(
+                gw.url + "/v1/chat/completions",
+                headers={"authorization": f"Bearer {key}"},
+                json={
+                    "model": "acme/gpt-test",
+                    "max_tokens": rng.randint(1, 40),
+                    "messages": [{"role": "user", "content": "count to forty please"}],
+                },
+            )
+
         return await asyncio.gather(*(one(i) for i in range(REQUESTS)))
 
 
@@ -118,8 +136,10 @@ def test_hundreds_of_concurrent_requests_never_overspend(gateways, upstream, lim
 
     spend = settled_spend(gateways[0], token, key_id, len(served))
     lease = 32 * worst_case()  # one lease: Budgets.lease_multiple worst-case requests
-    print(f"\n{limit}: {len(served)} served, {len(refused)} refused; spend {spend} of {budget} USD "
-          f"(unused {budget - spend}, one lease <= {lease})")
+    print(
+        f"\n{limit}: {len(served)} served, {len(refused)} refused; spend {spend} of {budget} USD "
+        f"(unused {budget - spend}, one lease <= {lease})"
+    )
     assert spend <= budget
     assert budget - spend <= lease
 

@@ -19,8 +19,9 @@ from tests.e2e.conftest import MeshProcess
 def run_mesh(env: dict[str, str], tmp_path, timeout: float = 30) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     full.update({"MESH_DATA_DIR": str(tmp_path / "data"), **env})
-    return subprocess.run([sys.executable, "-m", "api.cli", "up"], env=full, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", "up"], env=full, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
@@ -65,8 +66,11 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
         session = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
         auth = {"authorization": f"Bearer {session['management_token']}"}
         operator = {"authorization": f"Bearer {mesh.operator_token}"}
-        granted = httpx.post(f"{mesh.url}/admin/accounts/{session['account_id']}/credits", headers=operator,
-                             json={"amount_usd": "2.5", "reason": "test"})
+        granted = httpx.post(
+            f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
+            headers=operator,
+            json={"amount_usd": "2.5", "reason": "test"},
+        )
         assert granted.status_code == 201
         key = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "kept"}).json()
         token = mesh.operator_token
@@ -79,8 +83,11 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
         assert balance["balance_usd"] == "2.500000"
         keys = httpx.get(mesh.url + "/api/keys", headers=auth).json()["data"]
         assert [k["id"] for k in keys] == [key["id"]]
-        chat = httpx.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key['key']}"},
-                          json={"model": "mesh/echo", "messages": [{"role": "user", "content": "still here"}]})
+        chat = httpx.post(
+            mesh.url + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {key['key']}"},
+            json={"model": "mesh/echo", "messages": [{"role": "user", "content": "still here"}]},
+        )
         assert chat.json()["choices"][0]["message"]["content"] == "still here"
         deadline = time.monotonic() + 10
         while True:  # the usage event of that request is applied within moments
@@ -123,13 +130,17 @@ def test_rebuild_while_serving_swaps_in_an_identical_read_model(mesh):
     email = f"{uuid.uuid4().hex[:8]}@example.com"
     session = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
     auth = {"authorization": f"Bearer {session['management_token']}"}
-    httpx.post(f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
-               headers={"authorization": f"Bearer {mesh.operator_token}"}, json={"amount_usd": "3", "reason": "t"})
+    httpx.post(
+        f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
+        headers={"authorization": f"Bearer {mesh.operator_token}"},
+        json={"amount_usd": "3", "reason": "t"},
+    )
     before = httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     env["MESH_DATA_DIR"] = str(mesh.data_dir)
-    result = subprocess.run([sys.executable, "-m", "api.cli", "rebuild", "billing"], env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "rebuild", "billing"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "events" in result.stdout and "now in service" in result.stdout  # progress, then the swap
     after = httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()
@@ -185,8 +196,11 @@ def test_mesh_up_locks_its_servers_and_upgrades_an_open_data_dir(tmp_path, mesh_
         email = f"{uuid.uuid4().hex[:8]}@example.com"
         session = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
         auth = {"authorization": f"Bearer {session['management_token']}"}
-        httpx.post(f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
-                   headers={"authorization": f"Bearer {mesh.operator_token}"}, json={"amount_usd": "4", "reason": "t"})
+        httpx.post(
+            f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
+            headers={"authorization": f"Bearer {mesh.operator_token}"},
+            json={"amount_usd": "4", "reason": "t"},
+        )
         assert mesh.stop() == 0
         # what an older Mesh left behind: PostgreSQL trusting everyone, NATS without a password, an open data dir
         (data / "postgres" / "pg_hba.conf").write_text(OLD_HBA)
@@ -211,16 +225,22 @@ def test_mesh_up_locks_its_servers_and_upgrades_an_open_data_dir(tmp_path, mesh_
         nats_port = urls["nats_url"].rsplit(":", 1)[1]
 
         async def anonymous() -> None:
-            await nats.connect(f"nats://127.0.0.1:{nats_port}", allow_reconnect=False, max_reconnect_attempts=0,
-                               connect_timeout=2)
+            await nats.connect(
+                f"nats://127.0.0.1:{nats_port}", allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2
+            )
 
         with pytest.raises(Exception, match="Authorization Violation"):
             asyncio.run(anonymous())
         # `mesh rebuild` beside it finds the servers and their passwords
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
         env["MESH_DATA_DIR"] = str(data)
-        result = subprocess.run([sys.executable, "-m", "api.cli", "rebuild", "directory"], env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "api.cli", "rebuild", "directory"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         assert mesh.stop() == 0
         log = mesh.output() + result.stdout + result.stderr

@@ -33,7 +33,9 @@ def browser():
     path = chromium_path()
     if path is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed; .ci/run installs it with apt (the dashboard tests never skip in CI)")
+            pytest.fail(
+                "chromium is not installed; .ci/run installs it with apt (the dashboard tests never skip in CI)"
+            )
         pytest.skip("chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
@@ -66,9 +68,16 @@ upstream = "gpt-free"
 prompt_usd_per_1k = "0"
 completion_usd_per_1k = "0"
 """)
-    mesh = MeshProcess(tmp_path_factory.mktemp("dashboard") / "data", config, paid_by_localstripe(
-        localstripe, WEBHOOK_SECRET, MESH_STRIPE_PUBLISHABLE_KEY="pk_test_mesh",
-        MESH_STRIPE_JS_URL=f"{localstripe}/js.stripe.com/v3/"))
+    mesh = MeshProcess(
+        tmp_path_factory.mktemp("dashboard") / "data",
+        config,
+        paid_by_localstripe(
+            localstripe,
+            WEBHOOK_SECRET,
+            MESH_STRIPE_PUBLISHABLE_KEY="pk_test_mesh",
+            MESH_STRIPE_JS_URL=f"{localstripe}/js.stripe.com/v3/",
+        ),
+    )
     send_webhooks(localstripe, mesh, WEBHOOK_SECRET)
     mesh.start()
     yield mesh
@@ -130,7 +139,9 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
     page.get_by_role("button", name="Sign up").click()
     expect(page).to_have_url(re.compile(r"/keys$"))
     for name in ("API Keys", "Billing", "Logs", "Models", "Templates"):
-        expect(page.get_by_role("navigation", name="Sections").get_by_role("link", name=name, exact=True)).to_be_visible()
+        expect(
+            page.get_by_role("navigation", name="Sections").get_by_role("link", name=name, exact=True)
+        ).to_be_visible()
     session = next(c for c in page.context.cookies() if c["name"] == "mesh_session")
     assert session["httpOnly"] and session["sameSite"] == "Lax"
 
@@ -169,8 +180,9 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
 
     # A call with the key (the openai SDK) shows in Logs, and the balance drops.
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=secret, max_retries=0)
-    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user",
-                                                                                    "content": "hello dashboard"}])
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "hello dashboard"}]
+    )
     answer = raw.parse()
     trace_id = raw.headers["x-mesh-trace-id"]
     assert answer.usage.completion_tokens > 0
@@ -199,8 +211,11 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
     page.get_by_role("link", name=trace_id[:8] + "…").click()
     expect(page.locator("#trace")).to_have_text(trace_id)
     expect(page.get_by_text("first token")).to_be_visible()
-    cost = Decimal(httpx.get(f"{mesh.url}/api/logs/{trace_id}", headers={
-        "authorization": f"Bearer {session['value']}"}).json()["cost_usd"])
+    cost = Decimal(
+        httpx.get(f"{mesh.url}/api/logs/{trace_id}", headers={"authorization": f"Bearer {session['value']}"}).json()[
+            "cost_usd"
+        ]
+    )
     expect(page.get_by_text(f"${cost:.6f}")).to_be_visible()  # the same number as the API
     shot(page, "06-log-entry")
 
@@ -270,8 +285,9 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
 
 def test_forms_need_the_csrf_token_and_pages_need_a_session(dashboard_mesh):
     mesh = dashboard_mesh
-    r = httpx.post(mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
-                                                   "password": PASSWORD})
+    r = httpx.post(
+        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
+    )
     token = r.json()["management_token"]
     cookies = {"mesh_session": token}
     forged = httpx.post(mesh.url + "/keys", data={"label": "forged"}, cookies=cookies)
@@ -290,8 +306,11 @@ def test_without_javascript_and_by_keyboard_the_forms_still_work(browser, dashbo
         reached = []
         for _ in range(12):
             page.keyboard.press("Tab")
-            reached.append(page.evaluate("document.activeElement.getAttribute('name') || "
-                                         "document.activeElement.textContent.trim()"))
+            reached.append(
+                page.evaluate(
+                    "document.activeElement.getAttribute('name') || document.activeElement.textContent.trim()"
+                )
+            )
             if reached[-1] == "label":
                 break
         assert {"API Keys", "Billing", "Logs", "Models", "Templates", "label"} <= set(reached), reached
@@ -332,8 +351,13 @@ def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashb
         page.get_by_label("Pay by").select_option("stripe")
         page.get_by_role("button", name="Top up").click()
         card = page.locator(".card-element")
-        for field, value in (("number", "4000002500003155"), ("exp_month", "12"), ("exp_year", "30"),
-                             ("cvc", "123"), ("postal_code", "42424")):
+        for field, value in (
+            ("number", "4000002500003155"),
+            ("exp_month", "12"),
+            ("exp_year", "30"),
+            ("cvc", "123"),
+            ("postal_code", "42424"),
+        ):
             card.get_by_placeholder(field).fill(value)
         page.get_by_role("button", name="Pay $10.00").click()
         page.get_by_role("button", name="Complete authentication").click()  # localstripe's 3-D Secure step

@@ -5,7 +5,6 @@ on /api, the operator token on /admin), positive and negative (schema-violating)
 from __future__ import annotations
 
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -28,8 +27,13 @@ def check(response: httpx.Response, label: str) -> None:
 
 def test_every_operation_survives_fuzzing(mesh):
     account_id, token = sign_up(mesh)
-    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-        json={"amount_usd": "5", "reason": "fuzz"})
+    api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": "5", "reason": "fuzz"},
+    )
     _, own_session = sign_up(mesh)
     schema = schemathesis.openapi.from_url(mesh.url + "/schema/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -46,16 +50,25 @@ def test_every_operation_survives_fuzzing(mesh):
             strategy = operation.as_strategy(generation_mode=mode)
 
             @given(case=strategy)
-            @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             def run(case) -> None:
                 nonlocal tried
                 kwargs = case.as_transport_kwargs(base_url=mesh.url)
                 headers = {k: v for k, v in (kwargs.get("headers") or {}).items() if k.lower() != "authorization"}
                 if bearer:
                     headers["authorization"] = f"Bearer {bearer}"
-                request = {k: v for k, v in kwargs.items() if k in ("method", "url", "params", "json", "data",
-                                                                    "content", "cookies")}
+                request = {
+                    k: v
+                    for k, v in kwargs.items()
+                    if k in ("method", "url", "params", "json", "data", "content", "cookies")
+                }
                 if "data" in request and isinstance(request["data"], (bytes, str)):
                     request["content"] = request.pop("data")
                 response = client.request(headers=headers, **request)

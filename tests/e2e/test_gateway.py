@@ -59,8 +59,11 @@ completion_usd_per_1k = "1.5"
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, upstream):
     base = tmp_path_factory.mktemp("gateway")
-    process = MeshProcess(base / "data", write_config(base / "mesh.toml", upstream.url),
-                          {"MESH_DISCONNECT_DRAIN_SECONDS": str(DRAIN_SECONDS)})
+    process = MeshProcess(
+        base / "data",
+        write_config(base / "mesh.toml", upstream.url),
+        {"MESH_DISCONNECT_DRAIN_SECONDS": str(DRAIN_SECONDS)},
+    )
     process.start()
     yield process
     process.stop()
@@ -68,12 +71,17 @@ def gw(tmp_path_factory, upstream):
 
 @pytest.fixture(scope="module")
 def key(gw):
-    s = httpx.post(gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
-                                                 "password": "long enough"}).json()
-    httpx.post(f"{gw.url}/admin/accounts/{s['account_id']}/credits",
-               headers={"authorization": f"Bearer {gw.operator_token}"}, json={"amount_usd": "50", "reason": "t"})
-    k = httpx.post(gw.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"},
-                   json={"label": "gw"}).json()
+    s = httpx.post(
+        gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
+    ).json()
+    httpx.post(
+        f"{gw.url}/admin/accounts/{s['account_id']}/credits",
+        headers={"authorization": f"Bearer {gw.operator_token}"},
+        json={"amount_usd": "50", "reason": "t"},
+    )
+    k = httpx.post(
+        gw.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"}, json={"label": "gw"}
+    ).json()
     return k["key"]
 
 
@@ -115,8 +123,9 @@ def times_billed(mesh: MeshProcess, trace_id: str, timeout: float = 10) -> int:
 
 
 def post(mesh, key, body, **kwargs) -> httpx.Response:
-    return httpx.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body,
-                      timeout=30, **kwargs)
+    return httpx.post(
+        mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body, timeout=30, **kwargs
+    )
 
 
 MESSAGES = [{"role": "system", "content": "answer briefly"}, {"role": "user", "content": "what is mesh"}]
@@ -124,8 +133,12 @@ MESSAGES = [{"role": "system", "content": "answer briefly"}, {"role": "user", "c
 
 def test_streamed_usage_equals_non_streamed_usage(gw, key):
     plain = post(gw, key, {"model": "acme/gpt-test", "messages": MESSAGES})
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-                      json={"model": "acme/gpt-test", "messages": MESSAGES, "stream": True}) as streamed:
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": "acme/gpt-test", "messages": MESSAGES, "stream": True},
+    ) as streamed:
         frames = [line for line in streamed.iter_lines() if line.startswith("data:")]
         stream_trace = streamed.headers["x-mesh-trace-id"]
     assert frames[-1] == "data: [DONE]"
@@ -163,12 +176,15 @@ def test_a_client_that_disconnects_mid_stream_is_billed_once_with_the_upstreams_
     assert times_billed(gw, trace) == 1
 
 
-def test_a_stream_that_runs_on_past_the_drain_window_is_billed_from_an_estimate_of_everything_sent(gw, key,
-                                                                                                     upstream):
+def test_a_stream_that_runs_on_past_the_drain_window_is_billed_from_an_estimate_of_everything_sent(gw, key, upstream):
     upstream.chunk_delay = 1.0  # ~9 s in all: longer than the drain window
     cut_before = upstream.streams_cut_short
-    tools = [{"type": "function", "function": {"name": "lookup", "description": "look a word up " * 40,
-                                               "parameters": {"type": "object"}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "lookup", "description": "look a word up " * 40, "parameters": {"type": "object"}},
+        }
+    ]
     started = time.monotonic()
     trace = leave_after_first_word(gw, key, tools=tools)
     row = usage_row(gw, trace, timeout=DRAIN_SECONDS + 10)
@@ -183,9 +199,15 @@ def test_a_stream_that_runs_on_past_the_drain_window_is_billed_from_an_estimate_
     assert times_billed(gw, trace) == 1
 
 
-@pytest.mark.parametrize("upstream_status, status, code", [
-    (400, 400, "upstream_rejected"), (429, 429, "upstream_rate_limited"), (500, 502, "upstream_error"),
-    (503, 502, "upstream_error")])
+@pytest.mark.parametrize(
+    "upstream_status, status, code",
+    [
+        (400, 400, "upstream_rejected"),
+        (429, 429, "upstream_rate_limited"),
+        (500, 502, "upstream_error"),
+        (503, 502, "upstream_error"),
+    ],
+)
 def test_upstream_errors_are_mapped_and_recorded(gw, key, upstream, upstream_status, status, code):
     upstream.fail_with = (upstream_status, "the upstream says no")
     r = post(gw, key, {"model": "acme/gpt-test", "messages": MESSAGES})
@@ -220,8 +242,13 @@ def test_a_price_change_applies_to_requests_that_start_after_it(gw, key, upstrea
     traces = {}
 
     def slow_stream():
-        with httpx.stream("POST", gw.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-                          json={"model": "acme/gpt-test", "messages": MESSAGES, "stream": True}, timeout=30) as r:
+        with httpx.stream(
+            "POST",
+            gw.url + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": "acme/gpt-test", "messages": MESSAGES, "stream": True},
+            timeout=30,
+        ) as r:
             traces["before"] = r.headers["x-mesh-trace-id"]
             for _ in r.iter_lines():
                 pass
@@ -230,8 +257,11 @@ def test_a_price_change_applies_to_requests_that_start_after_it(gw, key, upstrea
     thread.start()
     time.sleep(0.3)  # the stream has started at the old price
     try:
-        changed = httpx.put(gw.url + "/admin/models/acme/gpt-test", headers=operator,
-                            json={"prompt_usd_per_1k": "2", "completion_usd_per_1k": "4"})
+        changed = httpx.put(
+            gw.url + "/admin/models/acme/gpt-test",
+            headers=operator,
+            json={"prompt_usd_per_1k": "2", "completion_usd_per_1k": "4"},
+        )
         assert changed.status_code == 200, changed.text
         assert changed.json()["prompt_usd_per_1k"] == "2.000000"
         thread.join()
@@ -243,25 +273,33 @@ def test_a_price_change_applies_to_requests_that_start_after_it(gw, key, upstrea
         models = httpx.get(gw.url + "/api/models", headers={"authorization": f"Bearer {key}"})
         assert models.status_code == 403  # an API key does not reach /api
     finally:
-        httpx.put(gw.url + "/admin/models/acme/gpt-test", headers=operator,
-                  json={"prompt_usd_per_1k": "0.5", "completion_usd_per_1k": "1.5"})
+        httpx.put(
+            gw.url + "/admin/models/acme/gpt-test",
+            headers=operator,
+            json={"prompt_usd_per_1k": "0.5", "completion_usd_per_1k": "1.5"},
+        )
 
 
 def test_the_operator_switches_models_off_and_on(gw, key):
     operator = {"authorization": f"Bearer {gw.operator_token}"}
-    s = httpx.post(gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
-                                                 "password": "long enough"}).json()
+    s = httpx.post(
+        gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
+    ).json()
     account = {"authorization": f"Bearer {s['management_token']}"}
     listed = httpx.get(gw.url + "/api/models", headers=account).json()["data"]
     assert {m["id"]: m["prompt_usd_per_1k"] for m in listed}["acme/gpt-test"] == "0.500000"
     free = httpx.get(gw.url + "/api/models", headers=account, params={"free": "true"}).json()["data"]
     assert [m["id"] for m in free] == ["mesh/echo"]
-    assert httpx.put(gw.url + "/admin/models/slow/gpt-test", headers=operator,
-                     json={"enabled": False}).json()["enabled"] is False
+    assert (
+        httpx.put(gw.url + "/admin/models/slow/gpt-test", headers=operator, json={"enabled": False}).json()["enabled"]
+        is False
+    )
     try:
         r = post(gw, key, {"model": "slow/gpt-test", "messages": MESSAGES})
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
-        assert "slow/gpt-test" not in [m["id"] for m in httpx.get(gw.url + "/api/models", headers=account).json()["data"]]
+        assert "slow/gpt-test" not in [
+            m["id"] for m in httpx.get(gw.url + "/api/models", headers=account).json()["data"]
+        ]
     finally:
         httpx.put(gw.url + "/admin/models/slow/gpt-test", headers=operator, json={"enabled": True})
     bad = httpx.put(gw.url + "/admin/models/acme/gpt-test", headers=operator, json={"prompt_usd_per_1k": "-1"})
@@ -276,14 +314,19 @@ def test_no_usage_event_is_lost_or_doubled_when_nats_goes_away(tmp_path, postgre
     with psycopg.connect(postgres_server.url, autocommit=True) as conn:
         conn.execute(f'create database "{database}"')
     db_url = postgres_server.url.rsplit("/", 1)[0] + "/" + database
-    mesh = MeshProcess(tmp_path / "data", write_config(tmp_path / "mesh.toml", upstream.url),
-                       {"MESH_NATS_URL": nats_server.url, "MESH_DATABASE_URL": db_url,
-                        "MESH_OPERATOR_TOKEN": "mo-outage"})
+    mesh = MeshProcess(
+        tmp_path / "data",
+        write_config(tmp_path / "mesh.toml", upstream.url),
+        {"MESH_NATS_URL": nats_server.url, "MESH_DATABASE_URL": db_url, "MESH_OPERATOR_TOKEN": "mo-outage"},
+    )
     mesh.start()
     try:
         s = httpx.post(mesh.url + "/api/signup", json={"email": "outage@example.com", "password": "long enough"})
-        k = httpx.post(mesh.url + "/api/keys", headers={"authorization": f"Bearer {s.json()['management_token']}"},
-                       json={"label": "outage"}).json()["key"]
+        k = httpx.post(
+            mesh.url + "/api/keys",
+            headers={"authorization": f"Bearer {s.json()['management_token']}"},
+            json={"label": "outage"},
+        ).json()["key"]
         served = []
 
         def burst(n):

@@ -53,40 +53,82 @@ def test_hostile_api_bodies_are_refused_and_record_nothing(mesh):
     error = refused(api(mesh, "POST", "/api/keys", token))
     assert error["message"] == "invalid request body: data: a JSON body is required"
     refused(api(mesh, "POST", "/api/keys", token, json={"label": "two\nlines"}))
-    error = refused(api(mesh, "POST", "/api/keys", token, json={"label": "k", "spend_cap_usd": "1e28"}),
-                    code="invalid_amount")
+    error = refused(
+        api(mesh, "POST", "/api/keys", token, json={"label": "k", "spend_cap_usd": "1e28"}), code="invalid_amount"
+    )
     assert "at most 1000000 USD" in error["message"]
-    refused(api(mesh, "PATCH", f"/api/keys/{key['id']}", token, json={"spend_cap_usd": "1e28"}),
-            code="invalid_amount")
+    refused(api(mesh, "PATCH", f"/api/keys/{key['id']}", token, json={"spend_cap_usd": "1e28"}), code="invalid_amount")
     refused(api(mesh, "POST", "/api/keys", token, json={"label": "k", "expires_at": "2030-01-01T00:00:00"}))
     refused(api(mesh, "PATCH", f"/api/keys/{key['id']}", token, json={"expires_at": "2030-01-01T00:00:00"}))
     for far in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):  # no valid UTC time: a 500 on reading
-        refused(api(mesh, "POST", "/api/keys", token, json={"label": "k", "expires_at": far}), code="invalid_key_settings")
+        refused(
+            api(mesh, "POST", "/api/keys", token, json={"label": "k", "expires_at": far}), code="invalid_key_settings"
+        )
     refused(api(mesh, "POST", "/api/keys", token, json={"label": "k", "allowed_models": ["mesh/echo\u0000"]}))
-    refused(httpx.post(f"{mesh.url}/api/keys/{key['id']}/rotate", content=b'{"grace_seconds": 1e20}',
-                       headers={"authorization": f"Bearer {token}", "content-type": "application/json"}))
+    refused(
+        httpx.post(
+            f"{mesh.url}/api/keys/{key['id']}/rotate",
+            content=b'{"grace_seconds": 1e20}',
+            headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+        )
+    )
     refused(api(mesh, "GET", "/api/keys?from=2026-01-01T00:00:00", token))
     refused(api(mesh, "GET", "/api/billing/balance?at=2026-01-01T00:00:00", token))
     operator = mesh.operator_token
-    refused(api(mesh, "POST", f"/admin/accounts/{account_id}/credits", operator,
-                json={"amount_usd": "5", "reason": "promo\u0000"}))
-    refused(api(mesh, "POST", f"/admin/accounts/{account_id}/credits", operator,
-                json={"amount_usd": "1000000.01", "reason": "too much"}), code="invalid_amount")
+    refused(
+        api(
+            mesh,
+            "POST",
+            f"/admin/accounts/{account_id}/credits",
+            operator,
+            json={"amount_usd": "5", "reason": "promo\u0000"},
+        )
+    )
+    refused(
+        api(
+            mesh,
+            "POST",
+            f"/admin/accounts/{account_id}/credits",
+            operator,
+            json={"amount_usd": "1000000.01", "reason": "too much"},
+        ),
+        code="invalid_amount",
+    )
     refused(api(mesh, "POST", "/admin/topups/ref%00x/confirm", operator, json={}), 404, "not_found")
     refused(api(mesh, "POST", "/api/billing/topups", token, json={"amount_usd": "1e28", "provider": "x\u0000"}))
     for path in ("/api/signup", "/api/keys"):
-        error = refused(httpx.post(mesh.url + path, content=nested(100_000), timeout=30,
-                                   headers={"authorization": f"Bearer {token}", "content-type": "application/json"}))
+        error = refused(
+            httpx.post(
+                mesh.url + path,
+                content=nested(100_000),
+                timeout=30,
+                headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+            )
+        )
         assert "nests too deeply" in error["message"]
-    error = refused(httpx.post(mesh.url + "/v1/chat/completions", content=nested(100_000), timeout=30,
-                               headers={"authorization": f"Bearer {key['key']}", "content-type": "application/json"}),
-                    code="invalid_json")
+    error = refused(
+        httpx.post(
+            mesh.url + "/v1/chat/completions",
+            content=nested(100_000),
+            timeout=30,
+            headers={"authorization": f"Bearer {key['key']}", "content-type": "application/json"},
+        ),
+        code="invalid_json",
+    )
     assert "nests too deeply" in error["message"]
     assert events_after(mesh, before) == []
     assert httpx.get(mesh.url + "/health").json()["status"] == "ok"
     # the same service still takes good input
-    assert api(mesh, "POST", "/api/keys", token, json={"label": "still fine", "spend_cap_usd": "1000000",
-                                                       "expires_at": "2030-01-01T00:00:00Z"}).status_code == 201
+    assert (
+        api(
+            mesh,
+            "POST",
+            "/api/keys",
+            token,
+            json={"label": "still fine", "spend_cap_usd": "1000000", "expires_at": "2030-01-01T00:00:00Z"},
+        ).status_code
+        == 201
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +137,9 @@ def hostile_mesh(tmp_path_factory, mesh_config):
     provider that is down, and a low free-model rate limit."""
     down = free_port()
     config = tmp_path_factory.mktemp("hostile") / "mesh.toml"
-    config.write_text(mesh_config.read_text() + f"""
+    config.write_text(
+        mesh_config.read_text()
+        + f"""
 [providers.down]
 kind = "openai-compatible"
 base_url = "http://127.0.0.1:{down}/v1"
@@ -108,9 +152,13 @@ upstream = "gpt-test"
 prompt_usd_per_1k = "0.5"
 completion_usd_per_1k = "1.5"
 max_output_tokens = 256
-""")
-    process = MeshProcess(tmp_path_factory.mktemp("hostile-mesh") / "data", config,
-                          env={"ACME_API_KEY": WRONG_UPSTREAM_KEY, "MESH_FREE_RPM": str(FREE_RPM)})
+"""
+    )
+    process = MeshProcess(
+        tmp_path_factory.mktemp("hostile-mesh") / "data",
+        config,
+        env={"ACME_API_KEY": WRONG_UPSTREAM_KEY, "MESH_FREE_RPM": str(FREE_RPM)},
+    )
     process.down_port = down
     process.start()
     yield process
@@ -119,15 +167,24 @@ max_output_tokens = 256
 
 def funded_key(mesh) -> str:
     account_id, token = sign_up(mesh)
-    granted = api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-                  json={"amount_usd": "5", "reason": "test"})
+    granted = api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": "5", "reason": "test"},
+    )
     assert granted.status_code == 201, granted.text
     return api(mesh, "POST", "/api/keys", token, json={"label": "k"}).json()["key"]
 
 
 def chat(mesh, key: str, model: str) -> httpx.Response:
-    return httpx.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-                      json={"model": model, "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+    return httpx.post(
+        mesh.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
 
 
 def test_upstream_failures_say_which_provider_and_how_but_no_secrets(hostile_mesh):
@@ -164,13 +221,22 @@ def inject_poison(mesh) -> int:
         try:
             js = nc.jetstream()
             last = (await js.stream_info("MESH")).state.last_seq
-            template = next(m for m in [await js.get_msg("MESH", s) for s in range(last, 0, -1)]
-                            if m.headers.get(HEADER_TOPIC) == "account.registered")
+            template = next(
+                m
+                for m in [await js.get_msg("MESH", s) for s in range(last, 0, -1)]
+                if m.headers.get(HEADER_TOPIC) == "account.registered"
+            )
             body = json.loads(template.data) | {"email": "x\u0000@a.io", "token_hash": uuid.uuid4().hex}
             aggregate = uuid.uuid4()
-            ack = await js.publish(aggregate_subject("MESH", aggregate), json.dumps(body).encode(), headers={
-                HEADER_TOPIC: "account.registered", HEADER_ORIGINATOR_ID: str(aggregate),
-                HEADER_ORIGINATOR_VERSION: "1"})
+            ack = await js.publish(
+                aggregate_subject("MESH", aggregate),
+                json.dumps(body).encode(),
+                headers={
+                    HEADER_TOPIC: "account.registered",
+                    HEADER_ORIGINATOR_ID: str(aggregate),
+                    HEADER_ORIGINATOR_VERSION: "1",
+                },
+            )
             return ack.seq
         finally:
             await nc.close()
@@ -191,8 +257,7 @@ def mesh_cli(mesh, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MESH_DATA_DIR": str(mesh.data_dir), "MESH_CONFIG": str(mesh.config)}
     for name in ("MESH_NATS_URL", "MESH_DATABASE_URL"):
         env.pop(name, None)
-    return subprocess.run([sys.executable, "-m", "api.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([sys.executable, "-m", "api.cli", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_a_poisoned_event_is_quarantined_and_the_service_goes_on_across_a_restart(hostile_mesh):
@@ -204,7 +269,8 @@ def test_a_poisoned_event_is_quarantined_and_the_service_goes_on_across_a_restar
     health = wait_for_health(mesh, lambda h: h["quarantined"])
     assert health["status"] == "degraded"
     assert [(q["projection"], q["position"], q["event"]) for q in health["quarantined"]] == [
-        ("directory", position, "account.registered")]
+        ("directory", position, "account.registered")
+    ]
     assert "NUL" in health["quarantined"][0]["error"]
     listed = mesh_cli(mesh, "projections", "quarantine")
     assert listed.returncode == 1 and f"directory\t{position}\taccount.registered" in listed.stdout, listed

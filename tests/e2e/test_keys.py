@@ -16,8 +16,9 @@ def chat(mesh, key: str, model: str | None = "mesh/echo", text: str = "hello") -
     body = {"messages": [{"role": "user", "content": text}]}
     if model:
         body["model"] = model
-    return httpx.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body,
-                      timeout=30)
+    return httpx.post(
+        mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body, timeout=30
+    )
 
 
 def new_key(mesh, token: str, **settings) -> dict:
@@ -34,8 +35,13 @@ def refused(response: httpx.Response, status: int, code: str) -> None:
 @pytest.fixture
 def owner(mesh):
     account_id, token = sign_up(mesh)
-    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-        json={"amount_usd": "5", "reason": "test"})
+    api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": "5", "reason": "test"},
+    )
     return account_id, token
 
 
@@ -120,23 +126,37 @@ def test_every_route_keeps_accounts_apart(mesh, owner):
     _, token = owner
     other_id, other_token = sign_up(mesh)
     key = new_key(mesh, token)
-    key_routes = [("GET", f"/api/keys/{key['id']}"), ("PATCH", f"/api/keys/{key['id']}"),
-                  ("POST", f"/api/keys/{key['id']}/revoke"), ("POST", f"/api/keys/{key['id']}/rotate"),
-                  ("POST", f"/api/keys/{key['id']}/disable"), ("POST", f"/api/keys/{key['id']}/enable"),
-                  ("GET", f"/api/keys/{key['id']}/events")]
+    key_routes = [
+        ("GET", f"/api/keys/{key['id']}"),
+        ("PATCH", f"/api/keys/{key['id']}"),
+        ("POST", f"/api/keys/{key['id']}/revoke"),
+        ("POST", f"/api/keys/{key['id']}/rotate"),
+        ("POST", f"/api/keys/{key['id']}/disable"),
+        ("POST", f"/api/keys/{key['id']}/enable"),
+        ("GET", f"/api/keys/{key['id']}/events"),
+    ]
     for method, path in key_routes:
         r = api(mesh, method, path, other_token, json={} if method != "GET" else None)
         assert r.status_code == 404, (method, path, r.text)
     assert key["id"] not in api(mesh, "GET", "/api/keys", other_token).text
     account_routes = [("GET", "/api/keys"), ("POST", "/api/keys"), ("GET", "/api/billing/balance")]
     for method, path in account_routes:
-        refused(api(mesh, method, path, key["key"], json={"label": "x"} if method == "POST" else None), 403,
-                "forbidden")  # an API key only reaches /v1/*
-        refused(api(mesh, method, path, mesh.operator_token,
-                    json={"label": "x"} if method == "POST" else None), 401, "unauthorized")
+        refused(
+            api(mesh, method, path, key["key"], json={"label": "x"} if method == "POST" else None), 403, "forbidden"
+        )  # an API key only reaches /v1/*
+        refused(
+            api(mesh, method, path, mesh.operator_token, json={"label": "x"} if method == "POST" else None),
+            401,
+            "unauthorized",
+        )
     for credential in (token, key["key"]):
-        refused(api(mesh, "POST", f"/admin/accounts/{other_id}/credits", credential,
-                    json={"amount_usd": "1", "reason": "x"}), 403, "forbidden")
+        refused(
+            api(
+                mesh, "POST", f"/admin/accounts/{other_id}/credits", credential, json={"amount_usd": "1", "reason": "x"}
+            ),
+            403,
+            "forbidden",
+        )
     refused(chat(mesh, token), 401, "invalid_api_key")  # a management token is not an API key
     refused(chat(mesh, mesh.operator_token), 401, "invalid_api_key")
     assert chat(mesh, key["key"]).status_code == 200  # the owner's key still works
@@ -145,12 +165,15 @@ def test_every_route_keeps_accounts_apart(mesh, owner):
 def test_key_bodies_are_validated(mesh, owner):
     _, token = owner
     key = new_key(mesh, token)
-    for body, code in [({"label": "x", "cap_reset": "hourly", "spend_cap_usd": "1"}, "invalid_key_settings"),
-                       ({"label": "x", "cap_reset": "daily"}, "invalid_key_settings"),
-                       ({"label": "x", "allowed_models": ["nope/none"]}, "model_not_found"),
-                       ({"label": "x", "expires_at": "tomorrow"}, "invalid_request")]:
+    for body, code in [
+        ({"label": "x", "cap_reset": "hourly", "spend_cap_usd": "1"}, "invalid_key_settings"),
+        ({"label": "x", "cap_reset": "daily"}, "invalid_key_settings"),
+        ({"label": "x", "allowed_models": ["nope/none"]}, "model_not_found"),
+        ({"label": "x", "expires_at": "tomorrow"}, "invalid_request"),
+    ]:
         refused(api(mesh, "POST", "/api/keys", token, json=body), 400, code)
     refused(api(mesh, "PATCH", f"/api/keys/{key['id']}", token, json={"colour": "red"}), 400, "invalid_request")
-    refused(api(mesh, "POST", f"/api/keys/{key['id']}/rotate", token, json={"grace_seconds": 10**9}), 400,
-            "invalid_request")  # the body's bound (30 days, the domain's MAX_ROTATION_GRACE)
+    refused(
+        api(mesh, "POST", f"/api/keys/{key['id']}/rotate", token, json={"grace_seconds": 10**9}), 400, "invalid_request"
+    )  # the body's bound (30 days, the domain's MAX_ROTATION_GRACE)
     refused(api(mesh, "GET", f"/api/keys/{uuid.uuid4()}", token), 404, "not_found")

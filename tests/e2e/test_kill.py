@@ -74,10 +74,13 @@ def _alive(pid: int) -> bool:
 
 
 def _request(key: str, model: str, stream: bool) -> bytes:
-    body = json.dumps({"model": model, "max_tokens": MAX_TOKENS, "stream": stream,
-                       "messages": [{"role": "user", "content": PROMPT}]}).encode()
-    return (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            f"authorization: Bearer {key}\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+    body = json.dumps(
+        {"model": model, "max_tokens": MAX_TOKENS, "stream": stream, "messages": [{"role": "user", "content": PROMPT}]}
+    ).encode()
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {key}\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 async def _drive(port: int, key: str, kill) -> tuple[dict[str, int], float]:
@@ -129,8 +132,9 @@ async def _drive(port: int, key: str, kill) -> tuple[dict[str, int], float]:
 
 def test_kill_9_under_load_loses_no_billing(tmp_path):
     upstream_port = free_port()
-    upstream = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(upstream_port), str(MAX_TOKENS)],
-                                cwd=Path(__file__).parents[2])
+    upstream = subprocess.Popen(
+        [sys.executable, "-c", UPSTREAM, str(upstream_port), str(MAX_TOKENS)], cwd=Path(__file__).parents[2]
+    )
     config = tmp_path / "mesh.toml"
     config.write_text(f"""
 [providers.acme]
@@ -162,12 +166,15 @@ completion_usd_per_1k = "1.5"
     restarted = None
     try:
         mesh.start()
-        session = httpx.post(mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
-                                                             "password": "long enough"}).json()
+        session = httpx.post(
+            mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
+        ).json()
         auth = {"authorization": f"Bearer {session['management_token']}"}
-        httpx.post(f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
-                   headers={"authorization": f"Bearer {mesh.operator_token}"},
-                   json={"amount_usd": CREDITS_USD, "reason": "kill test"}).raise_for_status()
+        httpx.post(
+            f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
+            headers={"authorization": f"Bearer {mesh.operator_token}"},
+            json={"amount_usd": CREDITS_USD, "reason": "kill test"},
+        ).raise_for_status()
         key = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "load"}).json()["key"]
         gateway = mesh.process.pid
         victims: list[int] = []
@@ -188,8 +195,10 @@ completion_usd_per_1k = "1.5"
         names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in victims if _alive(pid)}
         assert not names, f"still running after SIGKILL: {names}"
         ok = {trace for trace, status in answered.items() if status == 200}
-        print(f"\n{len(answered)} answers ({len(ok)} 200s) in {seconds:.1f} s ({len(answered) / seconds:.0f} req/s, "
-              f"{IN_FLIGHT} in flight), then SIGKILL to {len(victims)} processes")
+        print(
+            f"\n{len(answered)} answers ({len(ok)} 200s) in {seconds:.1f} s ({len(answered) / seconds:.0f} req/s, "
+            f"{IN_FLIGHT} in flight), then SIGKILL to {len(victims)} processes"
+        )
         assert len(ok) >= MIN_ANSWERED and len(answered) > len(ok)
 
         restarted = MeshProcess(data, config, env)
@@ -200,8 +209,9 @@ completion_usd_per_1k = "1.5"
         deadline = time.monotonic() + 30
         with psycopg.connect(database_url, autocommit=True) as conn:
             while time.monotonic() < deadline:  # the spool is replayed and the worker catches up
-                rows = conn.execute("select trace_id, http_status, cost from logs where account_id = %s",
-                                    (session["account_id"],)).fetchall()
+                rows = conn.execute(
+                    "select trace_id, http_status, cost from logs where account_id = %s", (session["account_id"],)
+                ).fetchall()
                 recorded = {str(trace): (status, int(cost)) for trace, status, cost in rows}
                 lag = [p["lag"] for p in httpx.get(restarted.url + "/health").json()["projections"]]
                 if recorded.keys() >= answered.keys() and not any(lag):
@@ -233,7 +243,8 @@ completion_usd_per_1k = "1.5"
         # and it serves on: one more request through the official SDK, billed too
         client = openai.OpenAI(base_url=restarted.url + "/v1", api_key=key)
         raw = client.chat.completions.with_raw_response.create(
-            model="acme/priced", max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": PROMPT}])
+            model="acme/priced", max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": PROMPT}]
+        )
         assert raw.parse().usage.completion_tokens == MAX_TOKENS
         trace = raw.headers["x-mesh-trace-id"]
         with psycopg.connect(database_url, autocommit=True) as conn:

@@ -73,14 +73,20 @@ completion_usd_per_1k = "10"
 
 def account(mesh: MeshProcess, credits: str, **key_fields) -> tuple[dict, dict]:
     """A new account with `credits` USD and one key; returns (signup, created key)."""
-    s = httpx.post(mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
-                                                   "password": "long enough"}).json()
-    r = httpx.post(f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
-                   headers={"authorization": f"Bearer {mesh.operator_token}"},
-                   json={"amount_usd": credits, "reason": "test"})
+    s = httpx.post(
+        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
+    ).json()
+    r = httpx.post(
+        f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
+        headers={"authorization": f"Bearer {mesh.operator_token}"},
+        json={"amount_usd": credits, "reason": "test"},
+    )
     assert r.status_code == 201, r.text
-    key = httpx.post(mesh.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"},
-                     json={"label": "limits", **key_fields}).json()
+    key = httpx.post(
+        mesh.url + "/api/keys",
+        headers={"authorization": f"Bearer {s['management_token']}"},
+        json={"label": "limits", **key_fields},
+    ).json()
     return s, key
 
 
@@ -95,8 +101,12 @@ def refusal(exc: openai.APIStatusError) -> dict:
 def test_models_show_their_output_limit_and_context(limits_mesh):
     mesh, _ = limits_mesh
     s, _ = account(mesh, "1")
-    models = {m["id"]: m for m in httpx.get(mesh.url + "/api/models", headers={
-        "authorization": f"Bearer {s['management_token']}"}).json()["data"]}
+    models = {
+        m["id"]: m
+        for m in httpx.get(
+            mesh.url + "/api/models", headers={"authorization": f"Bearer {s['management_token']}"}
+        ).json()["data"]
+    }
     assert (models[MODEL]["max_output_tokens"], models[MODEL]["context_tokens"]) == (MAX_OUTPUT, CONTEXT)
     assert (models["oai/gpt-4o"]["max_output_tokens"], models["oai/gpt-4o"]["context_tokens"]) == (16384, 128000)
     admin = httpx.get(mesh.url + "/admin/models", headers={"authorization": f"Bearer {mesh.operator_token}"})
@@ -118,8 +128,7 @@ def test_a_gpt5_model_serves_plain_streamed_and_limited_requests(limits_mesh):
     assert fake.requests[-1]["max_completion_tokens"] == 5 and "max_tokens" not in fake.requests[-1]
     both = sdk.chat.completions.create(model=MODEL, messages=HI, max_tokens=7, max_completion_tokens=7)
     assert both.usage.completion_tokens == 7
-    limited_stream = list(sdk.chat.completions.create(model=MODEL, messages=HI, max_completion_tokens=3,
-                                                      stream=True))
+    limited_stream = list(sdk.chat.completions.create(model=MODEL, messages=HI, max_completion_tokens=3, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in limited_stream if c.choices) == "w0 w1 w2"
 
 
@@ -168,8 +177,9 @@ def test_thirty_sequential_requests_on_a_small_balance_are_never_cut_short(limit
     # N is exactly the frontier: N + 1 is refused, N is served (and not cut: the answer is its natural length)
     with pytest.raises(openai.APIStatusError):
         sdk.chat.completions.create(model=MODEL, messages=HI, max_tokens=affordable + 1)
-    assert sdk.chat.completions.create(model=MODEL, messages=HI, max_tokens=affordable).usage.completion_tokens \
-        == min(affordable, REPLY_WORDS)
+    assert sdk.chat.completions.create(model=MODEL, messages=HI, max_tokens=affordable).usage.completion_tokens == min(
+        affordable, REPLY_WORDS
+    )
     spent = COST * (requests + 1) + usd(1, min(affordable, REPLY_WORDS))
     assert Decimal(wait_for_balance(mesh, s["management_token"], credits - spent)["balance_usd"]) == credits - spent
 
@@ -192,11 +202,18 @@ def test_a_fit_to_budget_key_gets_the_limit_the_budget_affords_and_is_told(limit
     assert fake.requests[-1]["max_completion_tokens"] == 12 and "max_tokens" not in fake.requests[-1]
     wait_for_balance(mesh, s["management_token"], credits - usd(1, 12))
     more = usd(1, 5)  # what is left is then the prompt's worst case and 5 completion tokens
-    httpx.post(f"{mesh.url}/admin/accounts/{s['account_id']}/credits", json={"amount_usd": str(more), "reason": "t"},
-               headers={"authorization": f"Bearer {mesh.operator_token}"}).raise_for_status()
+    httpx.post(
+        f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
+        json={"amount_usd": str(more), "reason": "t"},
+        headers={"authorization": f"Bearer {mesh.operator_token}"},
+    ).raise_for_status()
     assert Decimal(wait_for_balance(mesh, s["management_token"], usd(HI_BOUND, 5))["balance_usd"]) == usd(HI_BOUND, 5)
-    with httpx.stream("POST", mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key['key']}"},
-                      json={"model": MODEL, "messages": HI, "stream": True}) as streamed:
+    with httpx.stream(
+        "POST",
+        mesh.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {key['key']}"},
+        json={"model": MODEL, "messages": HI, "stream": True},
+    ) as streamed:
         fitted = int(streamed.headers["x-mesh-max-tokens"])
         chunks = [json.loads(line[6:]) for line in streamed.iter_lines() if line.startswith("data: {")]
     assert fitted == 5  # what is left now
@@ -210,13 +227,23 @@ def test_images_files_and_tools_are_reserved(limits_mesh):
     mesh, _ = limits_mesh
     _, key = account(mesh, str(WORST + usd(100, 0)))  # a text prompt's worst case and 100 prompt tokens more
     sdk = client(mesh, key)
-    image = [{"role": "user", "content": [{"type": "text", "text": "hi"}, {
-        "type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "high"}}]}]
+    image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "high"}},
+            ],
+        }
+    ]
     pdf = [{"role": "user", "content": [{"type": "file", "file": {"file_data": "data:application/pdf;base64,AA=="}}]}]
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     bounds = {}
-    for name, kwargs in {"image": {"messages": image}, "file": {"messages": pdf},
-                         "tools": {"messages": HI, "tools": tools}}.items():
+    for name, kwargs in {
+        "image": {"messages": image},
+        "file": {"messages": pdf},
+        "tools": {"messages": HI, "tools": tools},
+    }.items():
         with pytest.raises(openai.APIStatusError) as refused:
             sdk.chat.completions.create(model=MODEL, **kwargs)
         assert refused.value.status_code == 402, name

@@ -39,18 +39,24 @@ def upstream():
 def mesh(tmp_path_factory, upstream):
     base = tmp_path_factory.mktemp("logs")
     config = base / "mesh.toml"
-    config.write_text(f"""
+    config.write_text(
+        f"""
 [providers.acme]
 kind = "openai-compatible"
 base_url = "{upstream.url}/v1"
-""" + "".join(f"""
+"""
+        + "".join(
+            f"""
 [[models]]
 id = "{model}"
 provider = "acme"
-upstream = "{model.split('/')[1]}"
+upstream = "{model.split("/")[1]}"
 prompt_usd_per_1k = "{prompt}"
 completion_usd_per_1k = "{completion}"
-""" for model, (prompt, completion) in PRICES.items()))
+"""
+            for model, (prompt, completion) in PRICES.items()
+        )
+    )
     process = MeshProcess(base / "data", config)
     process.start()
     yield process
@@ -87,8 +93,13 @@ def every_page(mesh, token: str, limit: int, **params) -> list[dict]:
 
 def test_every_call_is_logged_exactly_and_found_by_every_filter(mesh, upstream):
     account_id, token = sign_up(mesh)
-    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-        json={"amount_usd": "1000", "reason": "logs"})
+    api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": "1000", "reason": "logs"},
+    )
     key = api(mesh, "POST", "/api/keys", token, json={"label": "logged"}).json()
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key["key"], max_retries=0)
     expected: dict[str, dict] = {}
@@ -104,9 +115,14 @@ def test_every_call_is_logged_exactly_and_found_by_every_filter(mesh, upstream):
         finally:
             upstream.fail_with = None
         prompt, completion = (len(text.split()), REPLY_WORDS) if not fail else (0, 0)  # a refusal bills nothing
-        expected[trace] = {"model": model, "status": "error" if fail else "success", "http_status": status,
-                           "prompt_tokens": prompt, "completion_tokens": completion,
-                           "cost": cost(model, prompt, completion) if not fail else Decimal(0)}
+        expected[trace] = {
+            "model": model,
+            "status": "error" if fail else "success",
+            "http_status": status,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cost": cost(model, prompt, completion) if not fail else Decimal(0),
+        }
 
     start = now()
     call("acme/small", "one")
@@ -126,7 +142,8 @@ def test_every_call_is_logged_exactly_and_found_by_every_filter(mesh, upstream):
     for entry in entries:
         wanted = expected[entry["trace_id"]]
         assert {k: entry[k] for k in ("model", "status", "http_status", "prompt_tokens", "completion_tokens")} == {
-            k: wanted[k] for k in ("model", "status", "http_status", "prompt_tokens", "completion_tokens")}
+            k: wanted[k] for k in ("model", "status", "http_status", "prompt_tokens", "completion_tokens")
+        }
         assert Decimal(entry["cost_usd"]) == wanted["cost"]
         assert (entry["key_id"], entry["key_label"], entry["provider"]) == (key["id"], "logged", "acme")
         latency = entry["latency_ms"]
@@ -159,8 +176,11 @@ def test_every_call_is_logged_exactly_and_found_by_every_filter(mesh, upstream):
     jsonl = api(mesh, "GET", "/api/logs/export", token, params={"format": "jsonl"})
     assert jsonl.status_code == 200 and jsonl.headers["content-type"].startswith("application/x-ndjson")
     assert [json.loads(line) for line in jsonl.text.splitlines()] == entries
-    exported = list(csv.DictReader(io.StringIO(api(mesh, "GET", "/api/logs/export", token,
-                                                   params={"format": "csv", "status": "error"}).text)))
+    exported = list(
+        csv.DictReader(
+            io.StringIO(api(mesh, "GET", "/api/logs/export", token, params={"format": "csv", "status": "error"}).text)
+        )
+    )
     assert [row["trace_id"] for row in exported] == traces(status="error")
     assert [Decimal(row["cost_usd"]) for row in exported] == [Decimal(0), Decimal(0)]
 
@@ -175,11 +195,20 @@ def test_every_call_is_logged_exactly_and_found_by_every_filter(mesh, upstream):
     assert api(mesh, "GET", "/api/logs", mesh.operator_token).status_code == 401
 
 
-@pytest.mark.parametrize("params, param", [
-    ({"status": "failed"}, "status"), ({"limit": "0"}, "limit"), ({"limit": "501"}, "limit"),
-    ({"from": "yesterday"}, "from"), ({"to": "2026-01-01T00:00:00"}, "to"), ({"key_id": "k1"}, "key_id"),
-    ({"min_latency_ms": "-5"}, "min_latency_ms"), ({"cursor": "not-ours"}, "cursor"),
-    ({"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "to")])
+@pytest.mark.parametrize(
+    "params, param",
+    [
+        ({"status": "failed"}, "status"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "501"}, "limit"),
+        ({"from": "yesterday"}, "from"),
+        ({"to": "2026-01-01T00:00:00"}, "to"),
+        ({"key_id": "k1"}, "key_id"),
+        ({"min_latency_ms": "-5"}, "min_latency_ms"),
+        ({"cursor": "not-ours"}, "cursor"),
+        ({"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "to"),
+    ],
+)
 def test_bad_filters_are_refused_naming_the_parameter(mesh, params, param):
     _, token = sign_up(mesh)
     r = api(mesh, "GET", "/api/logs", token, params=params)
@@ -192,8 +221,13 @@ def test_bad_filters_are_refused_naming_the_parameter(mesh, params, param):
 
 def test_rebuilding_the_logs_leaves_balances_and_entries_as_they_were(mesh):
     account_id, token = sign_up(mesh)
-    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-        json={"amount_usd": "1000", "reason": "rebuild"})
+    api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": "1000", "reason": "rebuild"},
+    )
     key = api(mesh, "POST", "/api/keys", token, json={"label": "rebuilt"}).json()
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key["key"], max_retries=0)
     for text in ("a", "a b"):
@@ -205,8 +239,14 @@ def test_rebuilding_the_logs_leaves_balances_and_entries_as_they_were(mesh):
     before = (logs(mesh, token)["data"], api(mesh, "GET", "/api/billing/balance", token).json()["balance_usd"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     env["MESH_DATA_DIR"] = str(mesh.data_dir)
-    result = subprocess.run([sys.executable, "-m", "api.cli", "rebuild", "logs"], env=env, capture_output=True,
-                            text=True, timeout=120, cwd=Path(__file__).parents[2])
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "rebuild", "logs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
     assert result.returncode == 0, result.stderr
     assert "logs rebuilt as generation 2" in result.stdout
     after = (logs(mesh, token)["data"], api(mesh, "GET", "/api/billing/balance", token).json()["balance_usd"])
@@ -214,20 +254,27 @@ def test_rebuilding_the_logs_leaves_balances_and_entries_as_they_were(mesh):
 
 
 def test_bodies_are_logged_apart_when_turned_on(mesh, tmp_path):
-    process = MeshProcess(tmp_path / "data", mesh.config, env={"MESH_LOG_BODIES": "on",
-                                                               "MESH_LOG_RETENTION_DAYS": "30"})
+    process = MeshProcess(
+        tmp_path / "data", mesh.config, env={"MESH_LOG_BODIES": "on", "MESH_LOG_RETENTION_DAYS": "30"}
+    )
     process.start()
     try:
         account_id, token = sign_up(process)
-        api(process, "POST", f"/admin/accounts/{account_id}/credits", process.operator_token,
-            json={"amount_usd": "1000", "reason": "bodies"})
+        api(
+            process,
+            "POST",
+            f"/admin/accounts/{account_id}/credits",
+            process.operator_token,
+            json={"amount_usd": "1000", "reason": "bodies"},
+        )
         key = api(process, "POST", "/api/keys", token, json={"label": "bodies"}).json()
         client = openai.OpenAI(base_url=process.url + "/v1", api_key=key["key"], max_retries=0)
         plain = client.chat.completions.with_raw_response.create(
-            model="acme/small", messages=[{"role": "user", "content": "tell me plainly"}])
+            model="acme/small", messages=[{"role": "user", "content": "tell me plainly"}]
+        )
         with client.chat.completions.with_streaming_response.create(
-                model="acme/small", messages=[{"role": "user", "content": "tell me in a stream"}],
-                stream=True) as streamed:
+            model="acme/small", messages=[{"role": "user", "content": "tell me in a stream"}], stream=True
+        ) as streamed:
             stream_trace = streamed.headers["x-mesh-trace-id"]
             list(streamed.iter_lines())
         details = {}
@@ -266,15 +313,27 @@ def test_bodies_are_logged_apart_when_turned_on(mesh, tmp_path):
 
 def test_a_request_made_with_a_template_is_logged_with_its_id_and_version(mesh):
     account_id, token = sign_up(mesh)
-    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-        json={"amount_usd": "1000", "reason": "templates"})
+    api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": "1000", "reason": "templates"},
+    )
     key = api(mesh, "POST", "/api/keys", token, json={"label": "templated"}).json()
-    template = api(mesh, "POST", "/api/templates", token, json={
-        "name": "greet", "messages": [{"role": "user", "content": "hello {{name}}"}]}).json()
+    template = api(
+        mesh,
+        "POST",
+        "/api/templates",
+        token,
+        json={"name": "greet", "messages": [{"role": "user", "content": "hello {{name}}"}]},
+    ).json()
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key["key"], max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
-        model="acme/small", messages=[{"role": "user", "content": "and more"}],
-        extra_body={"template": "greet", "variables": {"name": "Ada"}})
+        model="acme/small",
+        messages=[{"role": "user", "content": "and more"}],
+        extra_body={"template": "greet", "variables": {"name": "Ada"}},
+    )
     trace = raw.headers["x-mesh-trace-id"]
     deadline = time.monotonic() + 15
     while (entry := api(mesh, "GET", f"/api/logs/{trace}", token)).status_code == 404 and time.monotonic() < deadline:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from decimal import Decimal
 
 import nats
@@ -33,16 +32,23 @@ MODELS = {
 
 def request_cost(model: str) -> Decimal:
     (prompt, completion, cached, write), (fresh, read, written, out, _) = MODELS[model]
-    return (fresh * Decimal(prompt) + read * Decimal(cached) + written * Decimal(write or prompt)
-            + out * Decimal(completion)) / 1000
+    return (
+        fresh * Decimal(prompt)
+        + read * Decimal(cached)
+        + written * Decimal(write or prompt)
+        + out * Decimal(completion)
+    ) / 1000
 
 
 @pytest.fixture(scope="module")
 def metered(tmp_path_factory):
     kinds = caching_fakes()
     fakes = {"oai": kinds["openai"], "claude": kinds["anthropic"], "google": kinds["gemini"]}
-    with BackgroundServer(fakes["oai"]) as oai, BackgroundServer(fakes["claude"]) as claude, \
-            BackgroundServer(fakes["google"]) as google:
+    with (
+        BackgroundServer(fakes["oai"]) as oai,
+        BackgroundServer(fakes["claude"]) as claude,
+        BackgroundServer(fakes["google"]) as google,
+    ):
         base = tmp_path_factory.mktemp("metering")
         config = base / "mesh.toml"
         models = ""
@@ -50,8 +56,8 @@ def metered(tmp_path_factory):
             models += f"""
 [[models]]
 id = "{model}"
-provider = "{model.split('/')[0]}"
-upstream = "{model.split('/')[1]}-1"
+provider = "{model.split("/")[0]}"
+upstream = "{model.split("/")[1]}-1"
 prompt_usd_per_1k = "{prompt}"
 completion_usd_per_1k = "{completion}"
 cached_prompt_usd_per_1k = "{cached}"
@@ -77,8 +83,13 @@ base_url = "{google.url}/v1beta"
 
 def funded_key(mesh: MeshProcess, usd: str) -> tuple[str, str, str]:
     account_id, token = sign_up(mesh)
-    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-        json={"amount_usd": usd, "reason": "test"})
+    api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": usd, "reason": "test"},
+    )
     key = api(mesh, "POST", "/api/keys", token, json={"label": "metering"}).json()["key"]
     return account_id, token, key
 
@@ -87,8 +98,10 @@ def test_models_show_their_cache_prices(metered):
     mesh, _ = metered
     _, token = sign_up(mesh)
     listed = {m["id"]: m for m in api(mesh, "GET", "/api/models", token).json()["data"]}
-    assert (listed["claude/sonnet"]["cached_prompt_usd_per_1k"], listed["claude/sonnet"]["cache_write_usd_per_1k"]) \
-        == ("0.300000", "3.750000")
+    assert (listed["claude/sonnet"]["cached_prompt_usd_per_1k"], listed["claude/sonnet"]["cache_write_usd_per_1k"]) == (
+        "0.300000",
+        "3.750000",
+    )
     assert listed["oai/gpt"]["cache_write_usd_per_1k"] == "2.000000"  # none set: the prompt price
 
 
@@ -99,12 +112,16 @@ def test_the_operator_changes_a_cache_price_at_runtime(metered):
     try:
         changed = api(mesh, "PUT", "/admin/models/google/flash", operator, json={"cached_prompt_usd_per_1k": "0.01"})
         assert changed.status_code == 200, changed.text
-        assert (changed.json()["cached_prompt_usd_per_1k"], changed.json()["prompt_usd_per_1k"],
-                changed.json()["cache_write_usd_per_1k"]) == ("0.010000", "0.300000", "0.300000")
+        assert (
+            changed.json()["cached_prompt_usd_per_1k"],
+            changed.json()["prompt_usd_per_1k"],
+            changed.json()["cache_write_usd_per_1k"],
+        ) == ("0.010000", "0.300000", "0.300000")
         listed = {m["id"]: m for m in api(mesh, "GET", "/api/models", token).json()["data"]}
         assert listed["google/flash"]["cached_prompt_usd_per_1k"] == "0.010000"
-        refused = api(mesh, "PUT", "/admin/models/google/flash", operator,
-                      json={"cache_write_usd_per_1k": "0.0000000001"})
+        refused = api(
+            mesh, "PUT", "/admin/models/google/flash", operator, json={"cache_write_usd_per_1k": "0.0000000001"}
+        )
         assert refused.status_code == 400 and "at most 9 decimal places" in refused.text
         client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
         client.chat.completions.create(model="google/flash", messages=MESSAGES, max_tokens=100)
@@ -124,8 +141,11 @@ def test_cached_tokens_are_billed_at_the_cache_price(metered, model):
     plain = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=100)
     assert (plain.usage.prompt_tokens, plain.usage.completion_tokens) == (fresh + read + written, out)
     assert plain.usage.prompt_tokens_details.cached_tokens == read
-    chunks = list(client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=100, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=model, messages=MESSAGES, max_tokens=100, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].usage.prompt_tokens_details.cached_tokens == read
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (fresh + read + written, out)
     assert plain.usage.completion_tokens_details.reasoning_tokens == reasoning  # 0 for Anthropic: not counted apart

@@ -44,25 +44,36 @@ completion_usd_per_1k = "15"
 
 def test_the_openai_sdk_talks_to_an_anthropic_model(claude_mesh):
     mesh, fake = claude_mesh
-    s = httpx.post(mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
-                                                   "password": "long enough"}).json()
-    httpx.post(f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
-               headers={"authorization": f"Bearer {mesh.operator_token}"}, json={"amount_usd": "5", "reason": "t"})
-    key = httpx.post(mesh.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"},
-                     json={"label": "claude"}).json()["key"]
+    s = httpx.post(
+        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
+    ).json()
+    httpx.post(
+        f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
+        headers={"authorization": f"Bearer {mesh.operator_token}"},
+        json={"amount_usd": "5", "reason": "t"},
+    )
+    key = httpx.post(
+        mesh.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"}, json={"label": "claude"}
+    ).json()["key"]
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
     plain = client.chat.completions.create(model="claude/test", messages=messages, max_tokens=50)
     assert plain.choices[0].message.content == "a0 a1 a2 a3 a4 a5"
     assert (plain.usage.prompt_tokens, plain.usage.completion_tokens) == (4, 6)
     assert fake.requests[-1]["system"] == "be brief" and fake.headers[-1]["x-api-key"] == "sk-ant-secret"
-    chunks = list(client.chat.completions.create(model="claude/test", messages=messages, max_tokens=50,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="claude/test", messages=messages, max_tokens=50, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "a0 a1 a2 a3 a4 a5"
     assert chunks[-1].usage.completion_tokens == 6
-    tool = client.chat.completions.create(model="claude/test", max_tokens=50, tools=[{
-        "type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
-        messages=[{"role": "user", "content": "weather in Paris?"}])
+    tool = client.chat.completions.create(
+        model="claude/test",
+        max_tokens=50,
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+    )
     call = tool.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
     # 3 requests: (4 + 6) + (4 + 6) + (3 + 5) tokens at 3 / 15 USD per 1K
@@ -100,12 +111,17 @@ max_output_tokens = 1000
 
 def test_the_openai_sdk_talks_to_a_gemini_model(gemini_mesh):
     mesh, fake = gemini_mesh
-    s = httpx.post(mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
-                                                   "password": "long enough"}).json()
-    httpx.post(f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
-               headers={"authorization": f"Bearer {mesh.operator_token}"}, json={"amount_usd": "1", "reason": "t"})
-    key = httpx.post(mesh.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"},
-                     json={"label": "gemini"}).json()["key"]
+    s = httpx.post(
+        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
+    ).json()
+    httpx.post(
+        f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
+        headers={"authorization": f"Bearer {mesh.operator_token}"},
+        json={"amount_usd": "1", "reason": "t"},
+    )
+    key = httpx.post(
+        mesh.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"}, json={"label": "gemini"}
+    ).json()["key"]
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
     messages = [{"role": "user", "content": "say five words"}]
     plain = client.chat.completions.create(model="google/flash", messages=messages)

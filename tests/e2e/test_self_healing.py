@@ -23,12 +23,15 @@ COMPLETION_PICO_PER_TOKEN = 1_500_000_000  # and 1.5 USD per 1K completion token
 
 
 def account(mesh: MeshProcess, credits: str = "100") -> tuple[dict, str]:
-    session = httpx.post(mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
-                                                         "password": "long enough"}).json()
+    session = httpx.post(
+        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
+    ).json()
     auth = {"authorization": f"Bearer {session['management_token']}"}
-    granted = httpx.post(f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
-                         headers={"authorization": f"Bearer {mesh.operator_token}"},
-                         json={"amount_usd": credits, "reason": "t"})
+    granted = httpx.post(
+        f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
+        headers={"authorization": f"Bearer {mesh.operator_token}"},
+        json={"amount_usd": credits, "reason": "t"},
+    )
     assert granted.status_code == 201, granted.text
     key = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "heal"}).json()["key"]
     return auth, key
@@ -36,8 +39,9 @@ def account(mesh: MeshProcess, credits: str = "100") -> tuple[dict, str]:
 
 def chat(mesh: MeshProcess, key: str, text: str) -> httpx.Response:
     body = {"model": "acme/gpt-test", "max_tokens": 20, "messages": [{"role": "user", "content": text}]}
-    return httpx.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body,
-                      timeout=30)
+    return httpx.post(
+        mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body, timeout=30
+    )
 
 
 class Load:
@@ -119,12 +123,18 @@ def test_each_killed_child_comes_back_and_every_answer_is_billed_once(tmp_path, 
                 served = len(load.served)
                 os.kill(before["pid"], signal.SIGKILL)
                 killed = time.monotonic()
-                wait_until(lambda: (c := children(mesh)[name])["restarts"] == before["restarts"] + 1
-                           and c["state"] == "running", f"{name} restarted")
+                wait_until(
+                    lambda: (
+                        (c := children(mesh)[name])["restarts"] == before["restarts"] + 1 and c["state"] == "running"
+                    ),
+                    f"{name} restarted",
+                )
                 after = children(mesh)[name]
                 assert after["last_exit"] == "killed by SIGKILL" and after["pid"] != before["pid"]
-                wait_until(lambda: httpx.get(mesh.url + "/health", timeout=15).json()["status"] == "ok",
-                           f"/health ok after killing {name}")
+                wait_until(
+                    lambda: httpx.get(mesh.url + "/health", timeout=15).json()["status"] == "ok",
+                    f"/health ok after killing {name}",
+                )
                 wait_until(lambda: len(load.served) > served + 5, f"requests served after killing {name}")
                 balance = httpx.get(mesh.url + "/api/billing/balance", headers=auth, timeout=15)
                 assert balance.status_code == 200, balance.text
@@ -144,8 +154,10 @@ def test_each_killed_child_comes_back_and_every_answer_is_billed_once(tmp_path, 
 
         spend = wait_until(billed, "every answered request billed")
         assert spend["total_requests"] == len(answered) and spend["data"][0]["errors"] == 0  # none twice
-        cost = sum(u["prompt_tokens"] * PROMPT_PICO_PER_TOKEN + u["completion_tokens"] * COMPLETION_PICO_PER_TOKEN
-                   for u in answered)
+        cost = sum(
+            u["prompt_tokens"] * PROMPT_PICO_PER_TOKEN + u["completion_tokens"] * COMPLETION_PICO_PER_TOKEN
+            for u in answered
+        )
         assert spend["total_spend_usd"] == pico_to_usd(cost)
         assert "killed by SIGKILL; starting it again" in mesh.output()
     finally:
@@ -175,8 +187,10 @@ def test_an_unreachable_read_model_is_a_503_and_heals_when_it_returns(tmp_path, 
         assert mesh.process.poll() is None
 
         pg = PostgresServer(pg_dir, port=port).start()
-        wait_until(lambda: httpx.get(mesh.url + "/api/billing/balance", headers=auth, timeout=15).status_code == 200,
-                   "the balance answers again")
+        wait_until(
+            lambda: httpx.get(mesh.url + "/api/billing/balance", headers=auth, timeout=15).status_code == 200,
+            "the balance answers again",
+        )
         assert chat(mesh, other_key, "new key").status_code == 200
         wait_until(lambda: httpx.get(mesh.url + "/health", timeout=15).status_code == 200, "/health ok")
     finally:

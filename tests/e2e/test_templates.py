@@ -22,15 +22,22 @@ MODEL = "acme/gpt-test"
 
 
 def template_body(name: str, **overrides) -> dict:
-    return {"name": name, "description": "support greeting",
-            "messages": [{"role": "system", "content": "You are {{persona}}."},
-                         {"role": "user", "content": "My name is {{ name }}."}],
-            "defaults": {"model": MODEL, "temperature": 0.3, "stop": ["END"]}, **overrides}
+    return {
+        "name": name,
+        "description": "support greeting",
+        "messages": [
+            {"role": "system", "content": "You are {{persona}}."},
+            {"role": "user", "content": "My name is {{ name }}."},
+        ],
+        "defaults": {"model": MODEL, "temperature": 0.3, "stop": ["END"]},
+        **overrides,
+    }
 
 
 def create(mesh, token: str, name: str | None = None, **overrides) -> dict:
-    r = api(mesh, "POST", "/api/templates", token, json=template_body(name or f"greet-{uuid.uuid4().hex[:6]}",
-                                                                      **overrides))
+    r = api(
+        mesh, "POST", "/api/templates", token, json=template_body(name or f"greet-{uuid.uuid4().hex[:6]}", **overrides)
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
@@ -40,8 +47,9 @@ def client(mesh, key: str) -> openai.OpenAI:
 
 
 def chat(mesh, key: str, body: dict) -> httpx.Response:
-    return httpx.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body,
-                      timeout=30)
+    return httpx.post(
+        mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body, timeout=30
+    )
 
 
 def usage_event(mesh, account_id: str, trace_id: str, timeout: float = 10) -> UsageRecorded:
@@ -77,14 +85,18 @@ def test_a_template_reaches_the_upstream_rendered_with_its_defaults(mesh, fake_o
     key = new_key(mesh, token)["key"]
 
     raw = client(mesh, key).chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "What is 2 + 2?"}],
-        extra_body={"template": template["name"], "variables": {"persona": "a {{name}} pirate", "name": "Ada"}})
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is 2 + 2?"}],
+        extra_body={"template": template["name"], "variables": {"persona": "a {{name}} pirate", "name": "Ada"}},
+    )
     assert raw.http_response.status_code == 200
     assert raw.parse().choices[0].message.content
     sent = fake_openai.requests[-1]
-    assert sent["messages"] == [{"role": "system", "content": "You are a {{name}} pirate."},
-                                {"role": "user", "content": "My name is Ada."},
-                                {"role": "user", "content": "What is 2 + 2?"}]
+    assert sent["messages"] == [
+        {"role": "system", "content": "You are a {{name}} pirate."},
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "user", "content": "What is 2 + 2?"},
+    ]
     assert sent["temperature"] == 0.3 and sent["stop"] == ["END"] and sent["model"] == "gpt-test"
     assert "template" not in sent and "variables" not in sent
     assert raw.headers["x-mesh-template"] == f"{template['id']}@1"
@@ -99,8 +111,17 @@ def test_the_request_overrides_defaults_and_the_template_supplies_the_model(mesh
     template = create(mesh, token)
     key = new_key(mesh, token, default_model="mesh/echo")["key"]
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
-    r = chat(mesh, key, {"template": template["name"], "variables": {"persona": "kind", "name": "Bo"},
-                         "temperature": 1.0, "max_tokens": 3, "tools": tools})
+    r = chat(
+        mesh,
+        key,
+        {
+            "template": template["name"],
+            "variables": {"persona": "kind", "name": "Bo"},
+            "temperature": 1.0,
+            "max_tokens": 3,
+            "tools": tools,
+        },
+    )
     assert r.status_code == 200, r.text
     sent = fake_openai.requests[-1]
     assert sent["tools"] == tools
@@ -118,8 +139,12 @@ def test_a_streamed_request_with_a_template_is_recorded_with_it(mesh, fake_opena
     template = create(mesh, token)
     key = new_key(mesh, token)["key"]
     with client(mesh, key).chat.completions.with_streaming_response.create(
-            model=MODEL, messages=[], stream=True, stream_options={"include_usage": True},
-            extra_body={"template": f"{template['name']}@1", "variables": {"persona": "p", "name": "n"}}) as raw:
+        model=MODEL,
+        messages=[],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"template": f"{template['name']}@1", "variables": {"persona": "p", "name": "n"}},
+    ) as raw:
         chunks = list(raw.parse())
         trace = raw.headers["x-mesh-trace-id"]
     assert chunks[-1].usage.prompt_tokens == count_words(fake_openai.requests[-1]["messages"]) == 7
@@ -132,30 +157,34 @@ def test_the_budget_reservation_counts_the_rendered_prompt(mesh, fake_openai, ow
     _, token = owner
     template = create(mesh, token)
     key = new_key(mesh, token, spend_cap_usd="1")["key"]
-    small = chat(mesh, key, {"template": template["name"], "variables": {"persona": "p", "name": "n"},
-                             "max_tokens": 5})
+    small = chat(mesh, key, {"template": template["name"], "variables": {"persona": "p", "name": "n"}, "max_tokens": 5})
     assert small.status_code == 200, small.text
     before = len(fake_openai.requests)
     # 100,000 characters of prompt may be 100,000 tokens: up to $50 at $0.5 per 1K, beyond the $1 cap
-    huge = chat(mesh, key, {"template": template["name"], "variables": {"persona": "p " * 50_000, "name": "n"},
-                            "max_tokens": 5})
+    huge = chat(
+        mesh, key, {"template": template["name"], "variables": {"persona": "p " * 50_000, "name": "n"}, "max_tokens": 5}
+    )
     assert huge.status_code == 402 and huge.json()["error"]["code"] == "key_spend_cap", huge.text
     assert len(fake_openai.requests) == before
 
 
-@pytest.mark.parametrize("variables, code, named", [
-    ({"persona": "p"}, "template_variable_missing", "name"),
-    ({"persona": "p", "name": "n", "nmae": "typo"}, "template_variable_unknown", "nmae"),
-    ({"persona": "p", "name": True}, "template_variable_invalid", "name"),
-])
+@pytest.mark.parametrize(
+    "variables, code, named",
+    [
+        ({"persona": "p"}, "template_variable_missing", "name"),
+        ({"persona": "p", "name": "n", "nmae": "typo"}, "template_variable_unknown", "nmae"),
+        ({"persona": "p", "name": True}, "template_variable_invalid", "name"),
+    ],
+)
 def test_wrong_variables_are_a_400_naming_the_variable(mesh, fake_openai, owner, variables, code, named):  # noqa: F811
     _, token = owner
     template = create(mesh, token)
     key = new_key(mesh, token)["key"]
     before = len(fake_openai.requests)
     with pytest.raises(openai.BadRequestError) as info:
-        client(mesh, key).chat.completions.create(model=MODEL, messages=[],
-                                                  extra_body={"template": template["name"], "variables": variables})
+        client(mesh, key).chat.completions.create(
+            model=MODEL, messages=[], extra_body={"template": template["name"], "variables": variables}
+        )
     error = info.value.body
     assert info.value.status_code == 400 and error["code"] == code and f"'{named}'" in error["message"]
     assert error["param"] == f"variables.{named}"
@@ -177,8 +206,19 @@ def test_versions_are_immutable_and_labels_follow_their_version(mesh, fake_opena
         return fake_openai.requests[-1]["messages"][0]["content"]
 
     assert sent_system(name) == "You are a poet."  # cached by the gateway from here on
-    edited = api(mesh, "PUT", f"/api/templates/{tid}", token, json=template_body(name, messages=[
-        {"role": "system", "content": "Act as {{persona}}."}, {"role": "user", "content": "I am {{name}}."}]))
+    edited = api(
+        mesh,
+        "PUT",
+        f"/api/templates/{tid}",
+        token,
+        json=template_body(
+            name,
+            messages=[
+                {"role": "system", "content": "Act as {{persona}}."},
+                {"role": "user", "content": "I am {{name}}."},
+            ],
+        ),
+    )
     assert edited.status_code == 200 and edited.json()["version"] == 2
     assert sent_system(name) == "Act as a poet."  # the newest version, at once
     assert sent_system(f"{name}@1") == "You are a poet."
@@ -199,21 +239,28 @@ def test_versions_are_immutable_and_labels_follow_their_version(mesh, fake_opena
     assert r.json()["messages"][0]["content"] == "You are {{persona}}."
     versions = api(mesh, "GET", f"/api/templates/{tid}/versions", token).json()["data"]
     assert [(v["version"], v["labels"]) for v in versions] == [(1, []), (2, ["production"])]
-    rendered = api(mesh, "POST", f"/api/templates/{tid}/render", token,
-                   json={"variables": variables, "version": "production"})
+    rendered = api(
+        mesh, "POST", f"/api/templates/{tid}/render", token, json={"variables": variables, "version": "production"}
+    )
     assert rendered.status_code == 200, rendered.text
     assert rendered.json()["version"] == 2 and rendered.json()["messages"][0]["content"] == "Act as a poet."
     assert rendered.json()["params"] == {"model": MODEL, "temperature": 0.3, "stop": ["END"]}
 
     history = api(mesh, "GET", f"/api/templates/{tid}/events", token).json()
-    assert [e["type"] for e in history] == ["template.created", "template.version_saved", "template.labeled",
-                                            "template.labeled"]
+    assert [e["type"] for e in history] == [
+        "template.created",
+        "template.version_saved",
+        "template.labeled",
+        "template.labeled",
+    ]
     assert {e["by"] for e in history} == {"account"}
     assert history[1]["details"]["changed"] == ["messages"] and history[1]["details"]["version"] == 2
     assert history[3]["details"] == {"label": "production", "version": 2, "previous_version": 1}
 
-    assert api(mesh, "PUT", f"/api/templates/{tid}/labels/staging", token, json={"version": 1}).json()["labels"] \
-        == {"production": 2, "staging": 1}
+    assert api(mesh, "PUT", f"/api/templates/{tid}/labels/staging", token, json={"version": 1}).json()["labels"] == {
+        "production": 2,
+        "staging": 1,
+    }
     r = api(mesh, "DELETE", f"/api/templates/{tid}/labels/staging", token)
     assert r.status_code == 200 and r.json()["labels"] == {"production": 2}
     gone = chat(mesh, key, {"template": f"{name}@staging", "variables": variables})
@@ -227,8 +274,9 @@ def test_names_are_unique_per_account_even_when_created_at_once(mesh, owner):  #
     _, token = owner
     name = f"race-{uuid.uuid4().hex[:6]}"
     with ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda _: api(mesh, "POST", "/api/templates", token, json=template_body(name)),
-                                range(6)))
+        answers = list(
+            pool.map(lambda _: api(mesh, "POST", "/api/templates", token, json=template_body(name)), range(6))
+        )
     assert sorted(r.status_code for r in answers) == [201] + [409] * 5
     assert {r.json()["error"]["code"] for r in answers if r.status_code == 409} == {"template_name_taken"}
     listed = api(mesh, "GET", "/api/templates", token).json()["data"]
@@ -258,23 +306,33 @@ def test_archiving_hides_a_template_and_frees_its_name_but_keeps_its_history(mes
 
     again = create(mesh, token, name=template["name"])
     assert again["id"] != template["id"] and again["version"] == 1
-    assert chat(mesh, key, {"template": template["name"], "variables": variables}).headers["x-mesh-template"] \
+    assert (
+        chat(mesh, key, {"template": template["name"], "variables": variables}).headers["x-mesh-template"]
         == f"{again['id']}@1"
+    )
 
 
 def test_another_account_cannot_see_or_use_a_template(mesh, owner):  # noqa: F811
     _, token = owner
     template = create(mesh, token)
     other_account, other_token = sign_up(mesh)
-    api(mesh, "POST", f"/admin/accounts/{other_account}/credits", mesh.operator_token,
-        json={"amount_usd": "1", "reason": "test"})
+    api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{other_account}/credits",
+        mesh.operator_token,
+        json={"amount_usd": "1", "reason": "test"},
+    )
     tid = template["id"]
-    for method, path, body in [("GET", f"/api/templates/{tid}", None), ("GET", f"/api/templates/{tid}/versions", None),
-                               ("GET", f"/api/templates/{tid}/events", None),
-                               ("PUT", f"/api/templates/{tid}", template_body("x")),
-                               ("PUT", f"/api/templates/{tid}/labels/prod", {"version": 1}),
-                               ("POST", f"/api/templates/{tid}/render", {"variables": {"persona": "p", "name": "n"}}),
-                               ("DELETE", f"/api/templates/{tid}", None)]:
+    for method, path, body in [
+        ("GET", f"/api/templates/{tid}", None),
+        ("GET", f"/api/templates/{tid}/versions", None),
+        ("GET", f"/api/templates/{tid}/events", None),
+        ("PUT", f"/api/templates/{tid}", template_body("x")),
+        ("PUT", f"/api/templates/{tid}/labels/prod", {"version": 1}),
+        ("POST", f"/api/templates/{tid}/render", {"variables": {"persona": "p", "name": "n"}}),
+        ("DELETE", f"/api/templates/{tid}", None),
+    ]:
         r = api(mesh, method, path, other_token, json=body)
         assert r.status_code == 404, (method, path, r.text)
     assert api(mesh, "GET", "/api/templates", other_token).json()["data"] == []
@@ -285,13 +343,20 @@ def test_another_account_cannot_see_or_use_a_template(mesh, owner):  # noqa: F81
     assert api(mesh, "GET", f"/api/templates/{tid}", token).json()["archived"] is False
 
 
-@pytest.mark.parametrize("change, code", [
-    ({"name": "a@b"}, "invalid_template"), ({"name": "tab\there"}, "invalid_template"),
-    ({"messages": []}, "invalid_template"), ({"messages": [{"role": "tool", "content": "x"}]}, "invalid_template"),
-    ({"messages": [{"role": "user", "content": "{{ user.name }}"}]}, "invalid_template"),
-    ({"defaults": {"temperature": 3}}, "invalid_template"), ({"defaults": {"model": "nope/x"}}, "model_not_found"),
-    ({"defaults": {"seed": 1}}, "invalid_request"), ({"extra": 1}, "invalid_request"),
-])
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        ({"name": "a@b"}, "invalid_template"),
+        ({"name": "tab\there"}, "invalid_template"),
+        ({"messages": []}, "invalid_template"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "invalid_template"),
+        ({"messages": [{"role": "user", "content": "{{ user.name }}"}]}, "invalid_template"),
+        ({"defaults": {"temperature": 3}}, "invalid_template"),
+        ({"defaults": {"model": "nope/x"}}, "model_not_found"),
+        ({"defaults": {"seed": 1}}, "invalid_request"),
+        ({"extra": 1}, "invalid_request"),
+    ],
+)
 def test_bad_templates_are_refused_with_a_reason(mesh, owner, change, code):  # noqa: F811
     _, token = owner
     r = api(mesh, "POST", "/api/templates", token, json={**template_body(f"bad-{uuid.uuid4().hex[:6]}"), **change})
@@ -302,9 +367,11 @@ def test_bad_templates_are_refused_with_a_reason(mesh, owner, change, code):  # 
 def test_template_fields_are_checked_in_chat_requests(mesh, owner):  # noqa: F811
     _, token = owner
     key = new_key(mesh, token, default_model="mesh/echo")["key"]
-    for body, param in [({"template": 3, "messages": []}, "template"),
-                        ({"template": "x", "variables": ["a"], "messages": []}, "variables"),
-                        ({"variables": {"a": "1"}, "messages": [{"role": "user", "content": "hi"}]}, "variables")]:
+    for body, param in [
+        ({"template": 3, "messages": []}, "template"),
+        ({"template": "x", "variables": ["a"], "messages": []}, "variables"),
+        ({"variables": {"a": "1"}, "messages": [{"role": "user", "content": "hi"}]}, "variables"),
+    ]:
         r = chat(mesh, key, body)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
     r = chat(mesh, key, {"template": "nothing-here", "messages": []})

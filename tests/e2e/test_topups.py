@@ -23,9 +23,17 @@ WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
 @pytest.fixture(scope="module")
 def billing_mesh(tmp_path_factory, localstripe, mesh_config):
     data = tmp_path_factory.mktemp("topups") / "data"
-    mesh = MeshProcess(data, mesh_config, paid_by_localstripe(
-        localstripe, WEBHOOK_SECRET, MESH_AUTO_REFILL_RETRY_SECONDS="0.2", MESH_AUTO_REFILL_MAX_FAILURES="3",
-        MESH_BANK_TRANSFER_SECONDS="2"))
+    mesh = MeshProcess(
+        data,
+        mesh_config,
+        paid_by_localstripe(
+            localstripe,
+            WEBHOOK_SECRET,
+            MESH_AUTO_REFILL_RETRY_SECONDS="0.2",
+            MESH_AUTO_REFILL_MAX_FAILURES="3",
+            MESH_BANK_TRANSFER_SECONDS="2",
+        ),
+    )
     send_webhooks(localstripe, mesh, WEBHOOK_SECRET)
     mesh.start()
     yield mesh
@@ -50,8 +58,9 @@ def wait_until(predicate, timeout: float = 15):
 
 def pay(stripe_client: stripe.StripeClient, payment_intent: str, card: str = "4242424242424242"):
     """What the dashboard does with the client secret (stripe.js confirmCardPayment), done with the API."""
-    method = stripe_client.v1.payment_methods.create(params={
-        "type": "card", "card": {"number": card, "exp_month": 12, "exp_year": 2030, "cvc": "123"}})
+    method = stripe_client.v1.payment_methods.create(
+        params={"type": "card", "card": {"number": card, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+    )
     stripe_client.v1.payment_intents.update(payment_intent, params={"payment_method": method.id})
     return stripe_client.v1.payment_intents.confirm(payment_intent)
 
@@ -65,8 +74,11 @@ def signed(event: dict, secret: str = WEBHOOK_SECRET, timestamp: int | None = No
 
 def deliver(mesh, event: dict, **kwargs) -> httpx.Response:
     payload, header = signed(event, **kwargs)
-    return httpx.post(mesh.url + "/api/billing/stripe/webhook", content=payload,
-                      headers={"stripe-signature": header, "content-type": "application/json"})
+    return httpx.post(
+        mesh.url + "/api/billing/stripe/webhook",
+        content=payload,
+        headers={"stripe-signature": header, "content-type": "application/json"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +94,7 @@ def paid(billing_mesh, stripe_client) -> dict:
     assert pay(stripe_client, topup["payment_intent_id"]).status == "succeeded"
     wait_until(lambda: balance(mesh, token) == 20)  # localstripe's own signed webhook arrived
     intent = stripe_client.v1.payment_intents.retrieve(topup["payment_intent_id"])
-    event = {"id": "evt_" + uuid.uuid4().hex, "type": "payment_intent.succeeded",
-             "data": {"object": intent.to_dict()}}
+    event = {"id": "evt_" + uuid.uuid4().hex, "type": "payment_intent.succeeded", "data": {"object": intent.to_dict()}}
     return {"token": token, "intent": intent, "event": event}
 
 
@@ -109,8 +120,10 @@ def test_the_same_webhook_after_a_restart_days_later_still_credits_once(billing_
 def test_unsigned_forged_and_stale_webhooks_are_refused_and_change_nothing(billing_mesh, paid):
     mesh, shared = billing_mesh, paid
     before = httpx.get(mesh.url + "/health").json()["stream_head"]
-    event = {**shared["event"], "data": {"object": {**shared["intent"].to_dict(), "id": "pi_forged",
-                                                     "amount": 1_000_000}}}
+    event = {
+        **shared["event"],
+        "data": {"object": {**shared["intent"].to_dict(), "id": "pi_forged", "amount": 1_000_000}},
+    }
     payload = json.dumps(event).encode()
     unsigned = httpx.post(mesh.url + "/api/billing/stripe/webhook", content=payload)
     forged = deliver(mesh, event, secret="whsec_wrong")
@@ -126,15 +139,24 @@ def test_refunds_and_disputes_debit_once_each(billing_mesh, stripe_client, paid)
     intent = shared["intent"]
     charge_id = intent.latest_charge if isinstance(intent.latest_charge, str) else intent.latest_charge.id
     stripe_client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 500})
-    charge = {"id": charge_id, "object": "charge", "payment_intent": intent.id, "amount": 2000,
-              "amount_refunded": 500}
+    charge = {"id": charge_id, "object": "charge", "payment_intent": intent.id, "amount": 2000, "amount_refunded": 500}
     refund_event = {"id": "evt_r", "type": "charge.refunded", "data": {"object": charge}}
     for _ in range(3):
         deliver(mesh, refund_event)
     wait_until(lambda: balance(mesh, shared["token"]) == 15)
-    dispute = {"id": "evt_d", "type": "charge.dispute.created", "data": {"object": {
-        "id": "dp_" + uuid.uuid4().hex[:10], "object": "dispute", "payment_intent": intent.id, "amount": 1500,
-        "charge": charge_id}}}
+    dispute = {
+        "id": "evt_d",
+        "type": "charge.dispute.created",
+        "data": {
+            "object": {
+                "id": "dp_" + uuid.uuid4().hex[:10],
+                "object": "dispute",
+                "payment_intent": intent.id,
+                "amount": 1500,
+                "charge": charge_id,
+            }
+        },
+    }
     deliver(mesh, dispute)
     deliver(mesh, dispute)
     wait_until(lambda: balance(mesh, shared["token"]) == 0)
@@ -157,10 +179,14 @@ def test_a_declined_card_is_recorded_and_credits_nothing(billing_mesh, stripe_cl
 def test_top_up_bodies_are_validated(billing_mesh):
     mesh = billing_mesh
     _, token = sign_up(mesh)
-    for body, code in [({"amount_usd": "4.99"}, "invalid_amount"), ({"amount_usd": "501"}, "invalid_amount"),
-                       ({"amount_usd": "10.001"}, "invalid_amount"), ({"amount_usd": 10.5}, "invalid_amount"),
-                       ({"amount_usd": "10", "provider": "paypal"}, "invalid_provider"),
-                       ({"amount": "10"}, "invalid_request")]:
+    for body, code in [
+        ({"amount_usd": "4.99"}, "invalid_amount"),
+        ({"amount_usd": "501"}, "invalid_amount"),
+        ({"amount_usd": "10.001"}, "invalid_amount"),
+        ({"amount_usd": 10.5}, "invalid_amount"),
+        ({"amount_usd": "10", "provider": "paypal"}, "invalid_provider"),
+        ({"amount": "10"}, "invalid_request"),
+    ]:
         r = api(mesh, "POST", "/api/billing/topups", token, json=body)
         assert r.status_code == 400 and r.json()["error"]["code"] == code, (body, r.text)
     assert api(mesh, "GET", "/api/billing/topups", token).json() == []
@@ -188,8 +214,9 @@ def test_a_bank_transfer_is_credited_once_when_the_operator_confirms_it(billing_
 def test_an_expired_bank_transfer_cannot_be_confirmed(billing_mesh):
     mesh = billing_mesh
     _, token = sign_up(mesh)
-    transfer = api(mesh, "POST", "/api/billing/topups", token,
-                   json={"amount_usd": "50", "provider": "bank_transfer"}).json()
+    transfer = api(
+        mesh, "POST", "/api/billing/topups", token, json={"amount_usd": "50", "provider": "bank_transfer"}
+    ).json()
     time.sleep(2.2)  # MESH_BANK_TRANSFER_SECONDS=2 in this server
     late = api(mesh, "POST", f"/admin/topups/{transfer['reference']}/confirm", mesh.operator_token)
     assert late.status_code == 409 and late.json()["error"]["code"] == "topup_state"
@@ -197,14 +224,20 @@ def test_an_expired_bank_transfer_cannot_be_confirmed(billing_mesh):
 
 
 def card(stripe_client: stripe.StripeClient, number: str) -> str:
-    return stripe_client.v1.payment_methods.create(params={
-        "type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}).id
+    return stripe_client.v1.payment_methods.create(
+        params={"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+    ).id
 
 
 def funded_account(mesh, usd: str) -> tuple[str, str, str]:
     account_id, token = sign_up(mesh)
-    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-        json={"amount_usd": usd, "reason": "seed"})
+    api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": usd, "reason": "seed"},
+    )
     key = api(mesh, "POST", "/api/keys", token, json={"label": "refill"}).json()["key"]
     return account_id, token, key
 
@@ -214,18 +247,27 @@ def test_auto_refill_fires_once_per_crossing_under_concurrent_usage(billing_mesh
 
     mesh = billing_mesh
     _, token, key = funded_account(mesh, "1")
-    r = api(mesh, "PUT", "/api/billing/auto-refill", token, json={
-        "threshold_usd": "0.9", "amount_usd": "10", "payment_method_id": card(stripe_client, "4242424242424242")})
+    r = api(
+        mesh,
+        "PUT",
+        "/api/billing/auto-refill",
+        token,
+        json={"threshold_usd": "0.9", "amount_usd": "10", "payment_method_id": card(stripe_client, "4242424242424242")},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["enabled"] is True and r.json()["threshold_usd"] == "0.900000"
 
     async def spend(n: int) -> list[int]:
         async with httpx.AsyncClient(timeout=60) as client:
+
             async def one(i):
-                r = await client.post(mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-                                      json={"model": "acme/gpt-test", "max_tokens": 20,
-                                            "messages": [{"role": "user", "content": "go"}]})
+                r = await client.post(
+                    mesh.url + "/v1/chat/completions",
+                    headers={"authorization": f"Bearer {key}"},
+                    json={"model": "acme/gpt-test", "max_tokens": 20, "messages": [{"role": "user", "content": "go"}]},
+                )
                 return r.status_code
+
             return await asyncio.gather(*(one(i) for i in range(n)))
 
     # 40 x 0.0111 USD: well below the threshold. max_tokens bounds each request's worst case (no max_tokens:
@@ -242,13 +284,23 @@ def test_auto_refill_fires_once_per_crossing_under_concurrent_usage(billing_mesh
 def test_a_failing_card_turns_auto_refill_off_after_n_tries(billing_mesh, stripe_client):
     mesh = billing_mesh
     _, token, _ = funded_account(mesh, "1")
-    r = api(mesh, "PUT", "/api/billing/auto-refill", token, json={
-        "threshold_usd": "2", "amount_usd": "10", "payment_method_id": card(stripe_client, "4000000000000341")})
+    r = api(
+        mesh,
+        "PUT",
+        "/api/billing/auto-refill",
+        token,
+        json={"threshold_usd": "2", "amount_usd": "10", "payment_method_id": card(stripe_client, "4000000000000341")},
+    )
     assert r.status_code == 200, r.text
     wait_until(lambda: api(mesh, "GET", "/api/billing/auto-refill", token).json()["enabled"] is False)
     state = api(mesh, "GET", "/api/billing/auto-refill", token).json()
     assert "3 failed charges" in state["disabled_reason"] and "declined" in state["disabled_reason"]
     assert balance(mesh, token) == 1
-    bad = api(mesh, "PUT", "/api/billing/auto-refill", token, json={"threshold_usd": "2", "amount_usd": "10",
-                                                                   "payment_method_id": "tok_visa"})
+    bad = api(
+        mesh,
+        "PUT",
+        "/api/billing/auto-refill",
+        token,
+        json={"threshold_usd": "2", "amount_usd": "10", "payment_method_id": "tok_visa"},
+    )
     assert bad.status_code == 400

@@ -23,8 +23,12 @@ def api(mesh, method: str, path: str, token: str | None = None, **kwargs) -> htt
 
 
 def sign_up(mesh) -> tuple[str, str]:
-    r = api(mesh, "POST", "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com",
-                                               "password": "correct horse battery"})
+    r = api(
+        mesh,
+        "POST",
+        "/api/signup",
+        json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "correct horse battery"},
+    )
     assert r.status_code == 201, r.text
     return r.json()["account_id"], r.json()["management_token"]
 
@@ -54,8 +58,13 @@ def stream_head(mesh) -> int:
 
 def test_a_request_flows_from_key_to_exact_balance(mesh, fake_openai):
     account_id, token = sign_up(mesh)
-    r = api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-            json={"amount_usd": "10.00", "reason": "welcome"})
+    r = api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": "10.00", "reason": "welcome"},
+    )
     assert r.status_code == 201, r.text
     assert balance(mesh, token)["balance_usd"] == "10.000000"
 
@@ -76,25 +85,34 @@ def test_a_request_flows_from_key_to_exact_balance(mesh, fake_openai):
 
     # a priced model on an OpenAI-compatible upstream, non-stream
     raw = client.chat.completions.with_raw_response.create(
-        model="acme/gpt-test", messages=[{"role": "system", "content": "be brief"},
-                                         {"role": "user", "content": "one two three"}])
+        model="acme/gpt-test",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "one two three"}],
+    )
     assert raw.headers["x-mesh-trace-id"]
     completion = raw.parse()
     assert completion.usage.prompt_tokens == 5 and completion.usage.completion_tokens == 7
     assert fake_openai.requests[-1]["model"] == "gpt-test"
 
     # streamed, without asking for usage: billed all the same, and no usage chunk forwarded
-    chunks = list(client.chat.completions.create(
-        model="acme/gpt-test", messages=[{"role": "user", "content": "stream please"}], stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model="acme/gpt-test", messages=[{"role": "user", "content": "stream please"}], stream=True
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "w0 w1 w2 w3 w4 w5 w6"
     assert all(c.usage is None for c in chunks)
     assert fake_openai.requests[-1]["stream_options"] == {"include_usage": True}
 
     # streamed, asking for usage: the usage chunk arrives
-    chunks = list(client.chat.completions.create(
-        model="acme/gpt-test", messages=[{"role": "user", "content": "count me"}], stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="acme/gpt-test",
+            messages=[{"role": "user", "content": "count me"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[-1].usage.prompt_tokens == 2 and chunks[-1].usage.completion_tokens == 7
 
     expected = Decimal("10") - cost(5, 7) - cost(2, 7) - cost(2, 7)
@@ -111,8 +129,13 @@ def test_secrets_never_reach_the_log(mesh):
 @pytest.fixture
 def account(mesh):
     account_id, token = sign_up(mesh)
-    api(mesh, "POST", f"/admin/accounts/{account_id}/credits", mesh.operator_token,
-        json={"amount_usd": "1", "reason": "test"})
+    api(
+        mesh,
+        "POST",
+        f"/admin/accounts/{account_id}/credits",
+        mesh.operator_token,
+        json={"amount_usd": "1", "reason": "test"},
+    )
     key = api(mesh, "POST", "/api/keys", token, json={"label": "k"}).json()["key"]
     return account_id, token, key
 
@@ -132,26 +155,55 @@ BAD_API_REQUESTS = [
     ("POST", "/api/keys", "garbage", {"label": "x"}, 401, "unauthorized"),
     ("POST", "/api/keys", "key", {"label": "x"}, 403, "forbidden"),
     ("GET", "/api/billing/balance", None, None, 401, "unauthorized"),
-    ("POST", "/admin/accounts/{account}/credits", "operator", {"amount_usd": "-5", "reason": "x"}, 400,
-     "invalid_amount"),
-    ("POST", "/admin/accounts/{account}/credits", "operator", {"amount_usd": "ten", "reason": "x"}, 400,
-     "invalid_amount"),
-    ("POST", "/admin/accounts/{account}/credits", "operator", {"amount_usd": "0", "reason": "x"}, 400,
-     "invalid_amount"),
-    ("POST", "/admin/accounts/{account}/credits", "operator", {"amount_usd": 2.5, "reason": "x"}, 400,
-     "invalid_amount"),
+    (
+        "POST",
+        "/admin/accounts/{account}/credits",
+        "operator",
+        {"amount_usd": "-5", "reason": "x"},
+        400,
+        "invalid_amount",
+    ),
+    (
+        "POST",
+        "/admin/accounts/{account}/credits",
+        "operator",
+        {"amount_usd": "ten", "reason": "x"},
+        400,
+        "invalid_amount",
+    ),
+    (
+        "POST",
+        "/admin/accounts/{account}/credits",
+        "operator",
+        {"amount_usd": "0", "reason": "x"},
+        400,
+        "invalid_amount",
+    ),
+    (
+        "POST",
+        "/admin/accounts/{account}/credits",
+        "operator",
+        {"amount_usd": 2.5, "reason": "x"},
+        400,
+        "invalid_amount",
+    ),
     ("POST", "/admin/accounts/{account}/credits", "operator", {"amount_usd": "1"}, 400, "invalid_request"),
     ("POST", "/admin/accounts/{account}/credits", "token", {"amount_usd": "1", "reason": "x"}, 403, "forbidden"),
-    ("POST", f"/admin/accounts/{uuid.uuid4()}/credits", "operator", {"amount_usd": "1", "reason": "x"}, 404,
-     "not_found"),
+    (
+        "POST",
+        f"/admin/accounts/{uuid.uuid4()}/credits",
+        "operator",
+        {"amount_usd": "1", "reason": "x"},
+        404,
+        "not_found",
+    ),
 ]
 
 
 @pytest.mark.parametrize("method, path, who, body, status, code", BAD_API_REQUESTS)
 def test_bad_input_gets_a_clear_error_and_records_nothing(mesh, account, method, path, who, body, status, code):
     account_id, token, key = account
-    credential = {"token": token, "key": key, "operator": mesh.operator_token, "garbage": "mt-nope",
-                  None: None}[who]
+    credential = {"token": token, "key": key, "operator": mesh.operator_token, "garbage": "mt-nope", None: None}[who]
     before = stream_head(mesh)
     kwargs = {"content": body} if isinstance(body, bytes) else ({"json": body} if body is not None else {})
     r = api(mesh, method, path.format(account=account_id), credential, **kwargs)
@@ -182,8 +234,12 @@ BAD_GATEWAY_REQUESTS = [
     ("key", {"model": "mesh/echo", "messages": []}, 400, "invalid_request"),
     ("key", {"messages": [{"role": "user", "content": "hi"}]}, 400, "model_required"),
     ("key", {"model": "nope/unknown", "messages": [{"role": "user", "content": "hi"}]}, 404, "model_not_found"),
-    ("key", {"model": "mesh/echo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400,
-     "invalid_request"),
+    (
+        "key",
+        {"model": "mesh/echo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
+        400,
+        "invalid_request",
+    ),
 ]
 
 

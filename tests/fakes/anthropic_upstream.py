@@ -33,8 +33,14 @@ import uuid
 def _words(content) -> int:
     if isinstance(content, str):
         return len(content.split())
-    return sum(len(b.get("text", "").split()) if b.get("type") == "text" else
-               len(str(b.get("content", "")).split()) if b.get("type") == "tool_result" else 0 for b in content)
+    return sum(
+        len(b.get("text", "").split())
+        if b.get("type") == "text"
+        else len(str(b.get("content", "")).split())
+        if b.get("type") == "tool_result"
+        else 0
+        for b in content
+    )
 
 
 def _unanswered(messages: list[dict]) -> str | None:
@@ -45,9 +51,11 @@ def _unanswered(messages: list[dict]) -> str | None:
         asked = {b.get("id") for b in previous if isinstance(b, dict) and b.get("type") == "tool_use"}
         for result in results:
             if result["tool_use_id"] not in asked:
-                return (f"messages.{n}: unexpected `tool_use_id` found in `tool_result` blocks: "
-                        f"{result['tool_use_id']}. Each `tool_result` block must have a corresponding `tool_use` "
-                        f"block in the previous message.")
+                return (
+                    f"messages.{n}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{result['tool_use_id']}. Each `tool_result` block must have a corresponding `tool_use` "
+                    f"block in the previous message."
+                )
     return None
 
 
@@ -94,15 +102,21 @@ class FakeAnthropic:
         last = request["messages"][-1]["content"]
         last_text = last if isinstance(last, str) else " ".join(b.get("text", "") for b in last)
         if request.get("tools") and "weather" in last_text:
-            blocks = [{"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": request["tools"][0]["name"],
-                       "input": {"city": "Paris"}}]
+            blocks = [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_" + uuid.uuid4().hex[:24],
+                    "name": request["tools"][0]["name"],
+                    "input": {"city": "Paris"},
+                }
+            ]
             stop_reason, stop_sequence, output_tokens = "tool_use", None, 5
         else:
             words = [f"a{i}" for i in range(min(self.reply_words, request["max_tokens"]))]
             stop_reason = "max_tokens" if len(words) < self.reply_words else "end_turn"
             stop_sequence = next((w for w in words if w in (request.get("stop_sequences") or [])), None)
             if stop_sequence:
-                words, stop_reason = words[:words.index(stop_sequence)], "stop_sequence"
+                words, stop_reason = words[: words.index(stop_sequence)], "stop_sequence"
             blocks = [{"type": "text", "text": " ".join(words)}]
             output_tokens = len(words)
         thinking = " ".join(f"t{i}" for i in range(self.thinking_tokens))
@@ -111,11 +125,22 @@ class FakeAnthropic:
             output_tokens += self.thinking_tokens
         read = min(self.cache_read, input_tokens)
         written = min(self.cache_write, input_tokens - read)
-        usage = {"input_tokens": input_tokens - read - written, "cache_creation_input_tokens": written,
-                 "cache_read_input_tokens": read, "output_tokens": output_tokens}
-        message = {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
-                   "model": request["model"], "content": blocks, "stop_reason": stop_reason,
-                   "stop_sequence": stop_sequence, "usage": usage}
+        usage = {
+            "input_tokens": input_tokens - read - written,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+            "output_tokens": output_tokens,
+        }
+        message = {
+            "id": "msg_" + uuid.uuid4().hex[:24],
+            "type": "message",
+            "role": "assistant",
+            "model": request["model"],
+            "content": blocks,
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": usage,
+        }
         if not request.get("stream"):
             return await self._json(send, 200, message)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
@@ -126,15 +151,29 @@ class FakeAnthropic:
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
 
-        await event("message_start", {"message": {**message, "content": [], "stop_reason": None, "stop_sequence": None,
-                                                   "usage": {**usage, "output_tokens": 1}}})
+        await event(
+            "message_start",
+            {
+                "message": {
+                    **message,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {**usage, "output_tokens": 1},
+                }
+            },
+        )
         index = 0
         if thinking:
-            await event("content_block_start", {"index": 0, "content_block": {
-                "type": "thinking", "thinking": "", "signature": ""}})
+            await event(
+                "content_block_start",
+                {"index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+            )
             for i, word in enumerate(thinking.split()):
-                await event("content_block_delta", {"index": 0, "delta": {
-                    "type": "thinking_delta", "thinking": word if i == 0 else " " + word}})
+                await event(
+                    "content_block_delta",
+                    {"index": 0, "delta": {"type": "thinking_delta", "thinking": word if i == 0 else " " + word}},
+                )
             await event("content_block_delta", {"index": 0, "delta": {"type": "signature_delta", "signature": "c2ln"}})
             await event("content_block_stop", {"index": 0})
             index = 1
@@ -142,22 +181,30 @@ class FakeAnthropic:
         if block["type"] == "text":
             await event("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
             await event("ping", {})
-            deltas = [{"type": "text_delta", "text": w if i == 0 else " " + w}
-                      for i, w in enumerate(block["text"].split())]
+            deltas = [
+                {"type": "text_delta", "text": w if i == 0 else " " + w} for i, w in enumerate(block["text"].split())
+            ]
         else:
             await event("content_block_start", {"index": index, "content_block": {**block, "input": {}}})
             await event("ping", {})
-            deltas = [{"type": "input_json_delta", "partial_json": ""},
-                      {"type": "input_json_delta", "partial_json": '{"city": '},
-                      {"type": "input_json_delta", "partial_json": '"Paris"}'}]
+            deltas = [
+                {"type": "input_json_delta", "partial_json": ""},
+                {"type": "input_json_delta", "partial_json": '{"city": '},
+                {"type": "input_json_delta", "partial_json": '"Paris"}'},
+            ]
         for n, delta in enumerate(deltas):
             await event("content_block_delta", {"index": index, "delta": delta})
             if n == 0 and self.fail_mid_stream:
                 await event("error", {"error": {"type": "overloaded_error", "message": self.fail_mid_stream}})
                 return await send({"type": "http.response.body", "body": b"", "more_body": False})
         await event("content_block_stop", {"index": index})
-        await event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                                      "usage": usage if self.full_delta_usage else {"output_tokens": output_tokens}})
+        await event(
+            "message_delta",
+            {
+                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                "usage": usage if self.full_delta_usage else {"output_tokens": output_tokens},
+            },
+        )
         await event("message_stop", {})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -166,6 +213,7 @@ class FakeAnthropic:
 
     @staticmethod
     async def _json(send, status: int, document: dict) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
         await send({"type": "http.response.body", "body": json.dumps(document).encode()})

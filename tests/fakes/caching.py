@@ -7,8 +7,10 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI
 
-MESSAGES = [{"role": "system", "content": "you are terse"},
-            {"role": "user", "content": "tell me about prompt caching please"}]  # 9 words: 9 prompt tokens
+MESSAGES = [
+    {"role": "system", "content": "you are terse"},
+    {"role": "user", "content": "tell me about prompt caching please"},
+]  # 9 words: 9 prompt tokens
 
 # provider kind -> tokens one request over MESSAGES bills as (fresh prompt, cache read, cache write, completion,
 # reasoning)

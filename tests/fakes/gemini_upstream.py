@@ -37,11 +37,15 @@ def _words(parts: list[dict]) -> int:
 def _refusal(request: dict) -> str | None:
     for declaration in (request.get("tools") or [{}])[0].get("functionDeclarations", []):
         if "additionalProperties" in json.dumps(declaration.get("parameters", {})):
-            return "Invalid JSON payload received. Unknown name \"additionalProperties\" at " \
-                   "'tools[0].function_declarations[0].parameters': Cannot find field."
+            return (
+                'Invalid JSON payload received. Unknown name "additionalProperties" at '
+                "'tools[0].function_declarations[0].parameters': Cannot find field."
+            )
     if "additionalProperties" in json.dumps((request.get("generationConfig") or {}).get("responseSchema", {})):
-        return "Invalid JSON payload received. Unknown name \"additionalProperties\" at " \
-               "'generation_config.response_schema': Cannot find field."
+        return (
+            'Invalid JSON payload received. Unknown name "additionalProperties" at '
+            "'generation_config.response_schema': Cannot find field."
+        )
     current = []  # the turn since the last user text: its function calls need their signatures
     for content in request["contents"]:
         if content["role"] == "user" and any("text" in p for p in content["parts"]):
@@ -88,7 +92,8 @@ class FakeGemini:
         if refusal:
             return await self._error(send, 400, "INVALID_ARGUMENT", refusal)
         prompt = sum(_words(c["parts"]) for c in request["contents"]) + _words(
-            (request.get("systemInstruction") or {}).get("parts", []))
+            (request.get("systemInstruction") or {}).get("parts", [])
+        )
         config = request.get("generationConfig") or {}
         count = config.get("candidateCount") or 1
         if request.get("tools") and "weather" in " ".join(p.get("text", "") for p in request["contents"][-1]["parts"]):
@@ -100,11 +105,14 @@ class FakeGemini:
             finish = "MAX_TOKENS" if len(words) < self.reply_words else "STOP"
             stop = next((w for w in words if w in (config.get("stopSequences") or [])), None)
             if stop:
-                words, finish = words[:words.index(stop)], "STOP"
+                words, finish = words[: words.index(stop)], "STOP"
             pieces = [{"text": w if i == 0 else " " + w} for i, w in enumerate(words)]
             output = len(words)
-        usage = {"promptTokenCount": prompt, "candidatesTokenCount": output * count,
-                 "totalTokenCount": prompt + output * count + self.thoughts_tokens}
+        usage = {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": output * count,
+            "totalTokenCount": prompt + output * count + self.thoughts_tokens,
+        }
         if self.cached_tokens:
             usage["cachedContentTokenCount"] = min(self.cached_tokens, prompt)
         thoughts = []
@@ -114,19 +122,39 @@ class FakeGemini:
         if not stream:
             parts = [{"text": "".join(p["text"] for p in pieces)}] if pieces and "text" in pieces[0] else pieces
             parts = thoughts + parts
-            return await self._json(send, 200, {"candidates": [
-                {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": n}
-                for n in range(count)], "usageMetadata": usage, "modelVersion": model, "responseId": "resp-fake"})
+            return await self._json(
+                send,
+                200,
+                {
+                    "candidates": [
+                        {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": n}
+                        for n in range(count)
+                    ],
+                    "usageMetadata": usage,
+                    "modelVersion": model,
+                    "responseId": "resp-fake",
+                },
+            )
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         pieces = thoughts + pieces
         for i, piece in enumerate(pieces or [{"text": ""}]):
             last = i == max(len(pieces), 1) - 1
-            chunk = {"candidates": [{"content": {"role": "model", "parts": [piece]}, "index": n,
-                                     **({"finishReason": finish} if last else {})} for n in range(count)],
-                     "usageMetadata": usage if last else {"promptTokenCount": prompt, "totalTokenCount": prompt},
-                     "modelVersion": model, "responseId": "resp-fake"}
-            await send({"type": "http.response.body", "body": f"data: {json.dumps(chunk)}\r\n\r\n".encode(),
-                        "more_body": True})
+            chunk = {
+                "candidates": [
+                    {
+                        "content": {"role": "model", "parts": [piece]},
+                        "index": n,
+                        **({"finishReason": finish} if last else {}),
+                    }
+                    for n in range(count)
+                ],
+                "usageMetadata": usage if last else {"promptTokenCount": prompt, "totalTokenCount": prompt},
+                "modelVersion": model,
+                "responseId": "resp-fake",
+            }
+            await send(
+                {"type": "http.response.body", "body": f"data: {json.dumps(chunk)}\r\n\r\n".encode(), "more_body": True}
+            )
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -136,6 +164,7 @@ class FakeGemini:
 
     @staticmethod
     async def _json(send, status: int, document: dict) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
         await send({"type": "http.response.body", "body": json.dumps(document).encode()})

@@ -62,8 +62,17 @@ class FakeOpenAI:
                 break
         headers = dict(scope["headers"])
         if self.api_key and headers.get(b"authorization") != f"Bearer {self.api_key}".encode():
-            return await self._json(send, 401, {"error": {"message": "Incorrect API key provided", "type":
-                                                          "invalid_request_error", "code": "invalid_api_key"}})
+            return await self._json(
+                send,
+                401,
+                {
+                    "error": {
+                        "message": "Incorrect API key provided",
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
         if scope["path"] not in ("/v1/chat/completions", "/v1/embeddings"):
             return await self._json(send, 404, {"error": {"message": "Unknown URL", "type": "invalid_request_error"}})
         request = json.loads(body)
@@ -73,32 +82,81 @@ class FakeOpenAI:
         if scope["path"] == "/v1/embeddings":
             inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
             tokens = sum(len(str(i).split()) for i in inputs)
-            return await self._json(send, 200, {"object": "list", "model": request["model"], "data": [
-                {"object": "embedding", "index": n, "embedding": [0.1, 0.2, 0.3]} for n in range(len(inputs))],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+            return await self._json(
+                send,
+                200,
+                {
+                    "object": "list",
+                    "model": request["model"],
+                    "data": [
+                        {"object": "embedding", "index": n, "embedding": [0.1, 0.2, 0.3]} for n in range(len(inputs))
+                    ],
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                },
+            )
         if "max_tokens" in request and REFUSES_MAX_TOKENS.match(str(request.get("model"))):
-            return await self._json(send, 400, {"error": {
-                "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
-                           "Use 'max_completion_tokens' instead.",
-                "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}})
+            return await self._json(
+                send,
+                400,
+                {
+                    "error": {
+                        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                        "Use 'max_completion_tokens' instead.",
+                        "type": "invalid_request_error",
+                        "param": "max_tokens",
+                        "code": "unsupported_parameter",
+                    }
+                },
+            )
         if self.fail_with:
             status, text = self.fail_with
             return await self._json(send, status, {"error": {"message": text, "type": "server_error", "code": None}})
         text = self.reply_for(request)
         prompt, completion = count_words(request["messages"]), len(text.split()) + self.reasoning_tokens
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                 "prompt_tokens_details": {"cached_tokens": min(self.cached_tokens, prompt), "audio_tokens": 0},
-                 "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens, "audio_tokens": 0,
-                                               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
-        base = {"id": "chatcmpl-" + uuid.uuid4().hex, "created": int(time.time()), "model": request["model"],
-                "system_fingerprint": "fp_fake"}
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": min(self.cached_tokens, prompt), "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": self.reasoning_tokens,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+        base = {
+            "id": "chatcmpl-" + uuid.uuid4().hex,
+            "created": int(time.time()),
+            "model": request["model"],
+            "system_fingerprint": "fp_fake",
+        }
         if not request.get("stream"):
-            return await self._json(send, 200, {**base, "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                 "logprobs": None, "finish_reason": "stop"}], "usage": usage})
+            return await self._json(
+                send,
+                200,
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text, "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                },
+            )
         include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream; charset=utf-8")],
+            }
+        )
         chunk = {**base, "object": "chat.completion.chunk"}
         gone = asyncio.Event()
 
@@ -114,8 +172,9 @@ class FakeOpenAI:
                 raise ConnectionResetError("reader went away")
             if include_usage:
                 data = {**data, "usage": data.get("usage")}
-            await send({"type": "http.response.body", "body": f"data: {json.dumps(data)}\n\n".encode(),
-                        "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": f"data: {json.dumps(data)}\n\n".encode(), "more_body": True}
+            )
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
 
@@ -129,17 +188,35 @@ class FakeOpenAI:
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
     async def _stream_frames(self, frame, chunk: dict, text: str, usage: dict, include_usage: bool) -> None:
-        await frame({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                           "logprobs": None, "finish_reason": None}]})
+        await frame(
+            {
+                **chunk,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                ],
+            }
+        )
         for i, word in enumerate(text.split()):
-            await frame({**chunk, "choices": [{"index": 0, "delta": {"content": word if i == 0 else " " + word},
-                                               "logprobs": None, "finish_reason": None}]})
+            await frame(
+                {
+                    **chunk,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"content": word if i == 0 else " " + word},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ],
+                }
+            )
         await frame({**chunk, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
         if include_usage:
             await frame({**chunk, "choices": [], "usage": usage})
 
     @staticmethod
     async def _json(send, status: int, document: dict) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
         await send({"type": "http.response.body", "body": json.dumps(document).encode()})

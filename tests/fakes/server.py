@@ -15,8 +15,9 @@ class BackgroundServer:
     def __init__(self, app, host: str = "127.0.0.1"):
         self.host = host
         self.port = free_port(host)
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning",
-                                                    access_log=False, lifespan="off"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=self.port, log_level="warning", access_log=False, lifespan="off")
+        )
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     @property

@@ -134,8 +134,7 @@ async def test_tokens_in_the_directory_expire_slide_and_are_revoked(env):
     await asyncio.to_thread(commands.log_in, address, "a new password")
 
     # no password and no token in plain text in any event, only hashes
-    secrets = [PASSWORD, "a new password", first.management_token, second.management_token,
-               changed.management_token]
+    secrets = [PASSWORD, "a new password", first.management_token, second.management_token, changed.management_token]
     js = nc.jetstream()
     info = await js.stream_info(stream_name)
     for seq in range(1, info.state.last_seq + 1):
@@ -150,10 +149,12 @@ async def test_an_upgrade_adds_the_expiry_column_to_a_directory_built_before_it(
         await conn.execute("drop view management_tokens")
         await conn.execute("alter table management_tokens_g1 drop column expires_at")
         await conn.execute("create view management_tokens as select * from management_tokens_g1")
-        await conn.execute("insert into management_tokens_g1 values ('h', %s, now() - interval '29 days')",
-                           (uuid.uuid4(),))
-        await conn.execute("insert into management_tokens_g1 values ('old', %s, now() - interval '31 days')",
-                           (uuid.uuid4(),))
+        await conn.execute(
+            "insert into management_tokens_g1 values ('h', %s, now() - interval '29 days')", (uuid.uuid4(),)
+        )
+        await conn.execute(
+            "insert into management_tokens_g1 values ('old', %s, now() - interval '31 days')", (uuid.uuid4(),)
+        )
         await ensure_schema(conn, [DIRECTORY])
         assert await directory.session_for_token(conn, "h") is not None  # legacy tokens live 30 days
         assert await directory.session_for_token(conn, "old") is None

@@ -16,8 +16,7 @@ async def test_spend_over_any_window_and_balance_at_any_instant_are_exact(env):
     (account_id,) = await accounts(app, 1)
     rng = random.Random(5)
     keys = [uuid.uuid4(), uuid.uuid4()]
-    events = [usage(account_id, NOW - timedelta(seconds=rng.randint(0, 6 * 86_400)), rng, keys)
-              for _ in range(200)]
+    events = [usage(account_id, NOW - timedelta(seconds=rng.randint(0, 6 * 86_400)), rng, keys) for _ in range(200)]
     for event in events:
         await publisher.publish(event)
     for event in events[:5]:
@@ -30,7 +29,9 @@ async def test_spend_over_any_window_and_balance_at_any_instant_are_exact(env):
     windows += [(m, m + timedelta(minutes=rng.randint(1, 90))) for m in rng.sample(moments, 10)]
     async with pool.connection() as conn:
         for start, end in windows:
-            inside = [e for e in events if (start is None or e.timestamp >= start) and (end is None or e.timestamp < end)]
+            inside = [
+                e for e in events if (start is None or e.timestamp >= start) and (end is None or e.timestamp < end)
+            ]
             for group_by in ([], ["key"], ["model", "day"], ["hour"]):
                 rows = await billing.spend_history(conn, account_id, group_by, start, end)
                 assert sum(r.spend for r in rows) == sum(e.cost for e in inside), (start, end, group_by)
@@ -40,7 +41,8 @@ async def test_spend_over_any_window_and_balance_at_any_instant_are_exact(env):
                 assert sum(r.reasoning_tokens for r in rows) == sum(e.reasoning_tokens for e in inside)
             stats = await billing.key_stats(conn, account_id, start, end)
             assert {k: s.spend for k, s in stats.items()} == {
-                k: sum(e.cost for e in inside if e.key_id == k) for k in keys if any(e.key_id == k for e in inside)}
+                k: sum(e.cost for e in inside if e.key_id == k) for k in keys if any(e.key_id == k for e in inside)
+            }
         for moment in rng.sample(moments, 20):
             at = await billing.balance_at(conn, account_id, moment)
             assert at.spend == sum(e.cost for e in events if e.timestamp <= moment)

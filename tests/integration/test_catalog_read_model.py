@@ -18,8 +18,10 @@ async def test_a_price_change_with_cache_prices_is_kept(database_url):
     settings = ModelSettings(model_id="claude/sonnet")
     settings.change_price(Price.from_usd("3", "15", "0.3", "3.75"), "operator")
     settings.change_price(Price.from_usd("3", "15", "0.3"), "operator")  # the write price follows the prompt again
-    changes = [Envelope(n, datetime.now(timezone.utc), "model.price_changed", e)
-               for n, e in enumerate(settings.collect_events()[1:], 1)]
+    changes = [
+        Envelope(n, datetime.now(timezone.utc), "model.price_changed", e)
+        for n, e in enumerate(settings.collect_events()[1:], 1)
+    ]
     model = CatalogModel()
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await ensure_schema(conn, [model])
@@ -37,8 +39,10 @@ async def test_old_catalog_tables_get_the_cache_price_columns(database_url):
         await conn.execute("drop view model_overrides")
         await conn.execute("alter table model_overrides_g1 drop column cached_per_1k, drop column cache_write_per_1k")
         await conn.execute("create view model_overrides as select * from model_overrides_g1")
-        await conn.execute("insert into model_overrides_g1 (model_id, prompt_per_1k, completion_per_1k, updated_at)"
-                           " values ('acme/gpt', 1000, 2000, now())")
+        await conn.execute(
+            "insert into model_overrides_g1 (model_id, prompt_per_1k, completion_per_1k, updated_at)"
+            " values ('acme/gpt', 1000, 2000, now())"
+        )
         await ensure_schema(conn, [CatalogModel()])
         assert await catalog.overrides(conn) == {"acme/gpt": (Price(1000, 2000), None)}
         await ensure_schema(conn, [CatalogModel()])  # again: nothing changes

@@ -34,8 +34,11 @@ def test_postgres_needs_its_password_over_tcp_and_the_socket(postgres_server):
     assert "no password supplied" in refused(f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres")
     assert "no password supplied" in refused(f"host={pg.data_dir} port={pg.port} user=postgres dbname=postgres")
     assert private(pg.data_dir.with_name(pg.data_dir.name + ".password"))
-    assert "trust" not in [line.split()[-1] for line in (pg.data_dir / "pg_hba.conf").read_text().splitlines()
-                           if line and not line.startswith("#")]
+    assert "trust" not in [
+        line.split()[-1]
+        for line in (pg.data_dir / "pg_hba.conf").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
 
 
 def test_an_old_trust_cluster_is_upgraded_and_keeps_its_data(tmp_path):
@@ -56,8 +59,9 @@ def test_an_old_trust_cluster_is_upgraded_and_keeps_its_data(tmp_path):
         with psycopg.connect(upgraded.url) as conn:
             assert conn.execute("select n from kept").fetchone() == (42,)
         assert "no password supplied" in refused(f"host=127.0.0.1 port={upgraded.port} user=postgres dbname=postgres")
-        assert "no password supplied" in refused(f"host={upgraded.data_dir} port={upgraded.port} user=postgres "
-                                                 "dbname=postgres")
+        assert "no password supplied" in refused(
+            f"host={upgraded.data_dir} port={upgraded.port} user=postgres dbname=postgres"
+        )
     finally:
         upgraded.stop()
 

@@ -36,7 +36,6 @@ class TestApplicationRecorder(ApplicationRecorderTestCase):
         return recorder
 
 
-
 @pytest.fixture
 def recorder(nats_url, stream_name):
     r = JetStreamApplicationRecorder(nats_url, stream_name)
@@ -91,7 +90,10 @@ def test_a_multi_aggregate_batch_is_stored_with_contiguous_positions(recorder):
     assert ids == list(range(ids[0], ids[0] + 3))
     notifications = recorder.select_notifications(ids[0], 10)
     assert [(n.id, n.originator_id, n.originator_version) for n in notifications] == [
-        (ids[0], a, 1), (ids[0] + 1, b, 1), (ids[0] + 2, a, 2)]
+        (ids[0], a, 1),
+        (ids[0] + 1, b, 1),
+        (ids[0] + 2, a, 2),
+    ]
 
 
 def test_a_stale_writer_whose_cache_is_behind_is_refused(nats_url, stream_name, recorder):
@@ -120,8 +122,9 @@ class Dog(Aggregate):
 
 
 def test_an_application_round_trips_aggregates(nats_url, stream_name):
-    app = Application(env={"PERSISTENCE_MODULE": "commands.eventstore", "MESH_NATS_URL": nats_url,
-                           "MESH_STREAM": stream_name})
+    app = Application(
+        env={"PERSISTENCE_MODULE": "commands.eventstore", "MESH_NATS_URL": nats_url, "MESH_STREAM": stream_name}
+    )
     try:
         dog = Dog("Fido")
         dog.add_trick("roll over")

@@ -51,8 +51,9 @@ async def accounts(app, n: int) -> list[uuid.UUID]:
     commands = AccountCommands(app)
     made = []
     for i in range(n):
-        session = await asyncio.to_thread(commands.sign_up, f"logs{i}-{uuid.uuid4().hex[:6]}@example.com",
-                                          "long enough")
+        session = await asyncio.to_thread(
+            commands.sign_up, f"logs{i}-{uuid.uuid4().hex[:6]}@example.com", "long enough"
+        )
         await asyncio.to_thread(commands.grant_credits, session.account_id, 10**15, "seed", "test")
         made.append(session.account_id)
     return made
@@ -61,15 +62,31 @@ async def accounts(app, n: int) -> list[uuid.UUID]:
 def usage(account_id: uuid.UUID, when: datetime, rng: random.Random, keys: list[uuid.UUID], **fields) -> UsageRecorded:
     failed = rng.random() < 0.1
     prompt, completion = rng.randint(1, 500), 0 if failed else rng.randint(1, 500)
-    return UsageRecorded(**{
-        "trace_id": uuid.uuid4(), "account_id": account_id, "key_id": rng.choice(keys),
-        "model": rng.choice(["acme/a", "acme/b", "other/c"]), "requested_model": None, "provider": "acme",
-        "prompt_tokens": prompt, "completion_tokens": completion, "prompt_per_1k": 500_000_000_000,
-        "completion_per_1k": 1_500_000_000_000, "cost": 0 if failed else prompt * 500_000_000 + completion * 1_500_000_000,
-        "status": "error" if failed else "ok", "http_status": 502 if failed else 200, "timestamp": when,
-        "latency_us": rng.randint(1_000, 3_000_000), "upstream_us": 900, "first_token_us": None,
-        "cached_prompt_tokens": prompt // 3, "reasoning_tokens": completion // 4,
-        "error": "upstream said no" if failed else None, **fields})
+    return UsageRecorded(
+        **{
+            "trace_id": uuid.uuid4(),
+            "account_id": account_id,
+            "key_id": rng.choice(keys),
+            "model": rng.choice(["acme/a", "acme/b", "other/c"]),
+            "requested_model": None,
+            "provider": "acme",
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "prompt_per_1k": 500_000_000_000,
+            "completion_per_1k": 1_500_000_000_000,
+            "cost": 0 if failed else prompt * 500_000_000 + completion * 1_500_000_000,
+            "status": "error" if failed else "ok",
+            "http_status": 502 if failed else 200,
+            "timestamp": when,
+            "latency_us": rng.randint(1_000, 3_000_000),
+            "upstream_us": 900,
+            "first_token_us": None,
+            "cached_prompt_tokens": prompt // 3,
+            "reasoning_tokens": completion // 4,
+            "error": "upstream said no" if failed else None,
+            **fields,
+        }
+    )
 
 
 def with_provider(e: UsageRecorded) -> UsageRecorded:
@@ -78,9 +95,15 @@ def with_provider(e: UsageRecorded) -> UsageRecorded:
 
 async def publish_again(nc, stream: str, event: UsageRecorded) -> None:
     """The same event past JetStream's duplicate window (another message id), as a replayed spool can."""
-    await nc.jetstream().publish(usage_subject(stream, event.account_id), msgspec.json.encode(event),
-                                 headers={"Mesh-Topic": "usage.recorded", "Mesh-Originator-Id": str(event.trace_id),
-                                          "Mesh-Originator-Version": "1"})
+    await nc.jetstream().publish(
+        usage_subject(stream, event.account_id),
+        msgspec.json.encode(event),
+        headers={
+            "Mesh-Topic": "usage.recorded",
+            "Mesh-Originator-Id": str(event.trace_id),
+            "Mesh-Originator-Version": "1",
+        },
+    )
 
 
 async def catch_up(nc, pool, stream: str, *models) -> None:
@@ -105,9 +128,18 @@ async def test_each_request_is_logged_once_with_every_field(env):
     (account_id,) = await accounts(app, 1)
     rng = random.Random(1)
     template = uuid.uuid4()
-    first = msgspec.structs.replace(usage(account_id, NOW, rng, [uuid.uuid4()]), status="ok", http_status=200,
-                                    error=None, stream=True, first_token_us=700, cache_write_tokens=9,
-                                    template_id=template, template_version=3, requested_model="a")
+    first = msgspec.structs.replace(
+        usage(account_id, NOW, rng, [uuid.uuid4()]),
+        status="ok",
+        http_status=200,
+        error=None,
+        stream=True,
+        first_token_us=700,
+        cache_write_tokens=9,
+        template_id=template,
+        template_version=3,
+        requested_model="a",
+    )
     second = usage(account_id, NOW + timedelta(seconds=1), rng, [uuid.uuid4()])
     for event in (first, second):
         await publisher.publish(event)
@@ -119,11 +151,28 @@ async def test_each_request_is_logged_once_with_every_field(env):
         other_account = await logs.entry(conn, first.trace_id, uuid.uuid4())
     assert [r.trace_id for r in rows] == [second.trace_id, first.trace_id]  # once each, newest first
     assert one == rows[1] and other_account is None
-    assert (one.prompt_tokens, one.completion_tokens, one.cost, one.cached_prompt_tokens, one.cache_write_tokens,
-            one.reasoning_tokens) == (first.prompt_tokens, first.completion_tokens, first.cost,
-                                      first.cached_prompt_tokens, 9, first.reasoning_tokens)
+    assert (
+        one.prompt_tokens,
+        one.completion_tokens,
+        one.cost,
+        one.cached_prompt_tokens,
+        one.cache_write_tokens,
+        one.reasoning_tokens,
+    ) == (
+        first.prompt_tokens,
+        first.completion_tokens,
+        first.cost,
+        first.cached_prompt_tokens,
+        9,
+        first.reasoning_tokens,
+    )
     assert (one.template_id, one.template_version, one.first_token_us, one.stream, one.requested_model) == (
-        template, 3, 700, True, "a")
+        template,
+        3,
+        700,
+        True,
+        "a",
+    )
     assert one.key_label is None  # a key the directory does not know
 
 
@@ -143,8 +192,9 @@ async def test_filters_and_keyset_pages_are_exact(env):
     await catch_up(nc, pool, publisher.stream, LOGS)
     middle = NOW - timedelta(days=40)
     for account_id in ids:
-        mine = sorted((e for e in events if e.account_id == account_id), key=lambda e: (e.timestamp, e.trace_id),
-                      reverse=True)
+        mine = sorted(
+            (e for e in events if e.account_id == account_id), key=lambda e: (e.timestamp, e.trace_id), reverse=True
+        )
         key = keys[account_id][0]
         cases = [
             (LogFilter(), lambda e: True),
@@ -156,9 +206,16 @@ async def test_filters_and_keyset_pages_are_exact(env):
             (LogFilter(min_latency_ms=1500), lambda e: e.latency_us >= 1_500_000),
             (LogFilter(start=middle), lambda e: e.timestamp >= middle),
             (LogFilter(end=middle), lambda e: e.timestamp < middle),
-            (LogFilter(start=middle, model="acme/a", status="success", key_id=key, min_latency_ms=10),
-             lambda e: e.timestamp >= middle and e.model == "acme/a" and e.status == "ok" and e.key_id == key
-             and e.latency_us >= 10_000),
+            (
+                LogFilter(start=middle, model="acme/a", status="success", key_id=key, min_latency_ms=10),
+                lambda e: (
+                    e.timestamp >= middle
+                    and e.model == "acme/a"
+                    and e.status == "ok"
+                    and e.key_id == key
+                    and e.latency_us >= 10_000
+                ),
+            ),
         ]
         for f, wanted in cases:
             expected = [e.trace_id for e in mine if wanted(e)]
@@ -170,11 +227,17 @@ async def test_filters_and_keyset_pages_are_exact(env):
 
 async def money(pool, account_ids) -> tuple:
     async with pool.connection() as conn:
-        return tuple([(await billing.balance_of(conn, a),
-                       await billing.spend_history(conn, a, ["model", "key", "day"], None, None),
-                       await billing.key_stats(conn, a),
-                       await billing.key_stats(conn, a, NOW - timedelta(days=400), NOW + timedelta(days=1)))
-                      for a in account_ids])
+        return tuple(
+            [
+                (
+                    await billing.balance_of(conn, a),
+                    await billing.spend_history(conn, a, ["model", "key", "day"], None, None),
+                    await billing.key_stats(conn, a),
+                    await billing.key_stats(conn, a, NOW - timedelta(days=400), NOW + timedelta(days=1)),
+                )
+                for a in account_ids
+            ]
+        )
 
 
 async def test_retention_drops_whole_old_months_of_logs_and_never_money(env):

@@ -56,22 +56,35 @@ async def env(nats_url, database_url, stream_name):
 
 def usage(account_id: uuid.UUID, cost: int, trace_id: uuid.UUID | None = None) -> UsageRecorded:
     return UsageRecorded(
-        trace_id=trace_id or uuid.uuid4(), account_id=account_id, key_id=uuid.uuid4(), model="m",
-        requested_model="m", provider="p", prompt_tokens=cost, completion_tokens=1, prompt_per_1k=1000,
-        completion_per_1k=0, cost=cost, status="ok", http_status=200, timestamp=datetime.now(timezone.utc),
+        trace_id=trace_id or uuid.uuid4(),
+        account_id=account_id,
+        key_id=uuid.uuid4(),
+        model="m",
+        requested_model="m",
+        provider="p",
+        prompt_tokens=cost,
+        completion_tokens=1,
+        prompt_per_1k=1000,
+        completion_per_1k=0,
+        cost=cost,
+        status="ok",
+        http_status=200,
+        timestamp=datetime.now(timezone.utc),
         latency_us=1,
     )
 
 
-async def seed(app: MeshApplication, publisher: UsagePublisher, accounts: int = 3, usages: int = 300,
-               duplicates: int = 30) -> dict[uuid.UUID, int]:
+async def seed(
+    app: MeshApplication, publisher: UsagePublisher, accounts: int = 3, usages: int = 300, duplicates: int = 30
+) -> dict[uuid.UUID, int]:
     """Sign up accounts, grant credits and publish usage (some twice); return the expected balances."""
     commands = AccountCommands(app)
     stream = publisher.stream
     expected: dict[uuid.UUID, int] = {}
     for i in range(accounts):
-        session = await asyncio.to_thread(commands.sign_up, f"user{i}-{uuid.uuid4().hex[:6]}@example.com",
-                                          "long enough")
+        session = await asyncio.to_thread(
+            commands.sign_up, f"user{i}-{uuid.uuid4().hex[:6]}@example.com", "long enough"
+        )
         await asyncio.to_thread(commands.grant_credits, session.account_id, 10**15, "seed", "test")
         expected[session.account_id] = 10**15
     rng = random.Random(7)
@@ -85,9 +98,14 @@ async def seed(app: MeshApplication, publisher: UsagePublisher, accounts: int = 
     for event in rng.sample(published, duplicates):
         # the same trace id again, past JetStream's dedup (a different message id): counted once anyway
         await publisher.nc.jetstream().publish(
-            usage_subject(stream, event.account_id), msgspec.json.encode(event),
-            headers={"Mesh-Topic": "usage.recorded", "Mesh-Originator-Id": str(event.trace_id),
-                     "Mesh-Originator-Version": "1"})
+            usage_subject(stream, event.account_id),
+            msgspec.json.encode(event),
+            headers={
+                "Mesh-Topic": "usage.recorded",
+                "Mesh-Originator-Id": str(event.trace_id),
+                "Mesh-Originator-Version": "1",
+            },
+        )
     return expected
 
 
@@ -242,9 +260,14 @@ async def test_one_batch_counts_each_trace_id_once_in_every_total(env, spool_pat
         await publisher.publish(event)
     # `first` again in the same batch, past JetStream's dedup (another message id)
     await nc.jetstream().publish(
-        usage_subject(stream, account_id), msgspec.json.encode(first),
-        headers={"Mesh-Topic": "usage.recorded", "Mesh-Originator-Id": str(first.trace_id),
-                 "Mesh-Originator-Version": "1"})
+        usage_subject(stream, account_id),
+        msgspec.json.encode(first),
+        headers={
+            "Mesh-Topic": "usage.recorded",
+            "Mesh-Originator-Id": str(first.trace_id),
+            "Mesh-Originator-Version": "1",
+        },
+    )
     runner = ProjectionRunner(BILLING, StreamSource(nc, stream), pool)
     await runner.catch_up()
     assert await balances(pool) == {account_id: expected[account_id] - 16}
@@ -252,6 +275,7 @@ async def test_one_batch_counts_each_trace_id_once_in_every_total(env, spool_pat
         cur = await conn.execute("select count(*) from usage_recent")
         assert (await cur.fetchone())[0] == 3
         cur = await conn.execute(
-            "select key_id, requests, errors, prompt_tokens, completion_tokens, spend from key_spend")
+            "select key_id, requests, errors, prompt_tokens, completion_tokens, spend from key_spend"
+        )
         totals = {row[0]: tuple(int(v) for v in row[1:]) for row in await cur.fetchall()}
     assert totals == {first.key_id: (2, 1, 5, 2, 5), second.key_id: (1, 0, 11, 1, 11)}

@@ -23,9 +23,19 @@ from tests.fakes.server import BackgroundServer
 
 CLAUDE = Model("claude/test", "claude", "claude-test-1", Price.from_usd("3", "15"))
 GEMINI = Model("google/flash", "google", "gemini-test", Price.from_usd("0.1", "0.4"))
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "weather in a city", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
-    "additionalProperties": False}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 
 @dataclass
@@ -52,8 +62,10 @@ class Side:
 def servers():
     claude, gemini = FakeAnthropic(reply_words=6, api_key="sk-ant-test"), FakeGemini(reply_words=5, api_key="g-key")
     with BackgroundServer(claude) as claude_server, BackgroundServer(gemini) as gemini_server:
-        yield {"anthropic": Side("anthropic", claude, claude_server.url, CLAUDE, [f"a{i}" for i in range(6)]),
-               "gemini": Side("gemini", gemini, gemini_server.url, GEMINI, [f"g{i}" for i in range(5)])}
+        yield {
+            "anthropic": Side("anthropic", claude, claude_server.url, CLAUDE, [f"a{i}" for i in range(6)]),
+            "gemini": Side("gemini", gemini, gemini_server.url, GEMINI, [f"g{i}" for i in range(5)]),
+        }
 
 
 def _reset(side: Side) -> Side:
@@ -112,15 +124,29 @@ def usage_of(side: Side, prompt: str) -> Usage:
 
 # --- request and response translation -------------------------------------------------------------------------
 
+
 async def test_anthropic_request_and_response(claude, adapter):
-    body = {"messages": [
-        {"role": "system", "content": "be brief"}, {"role": "developer", "content": "use metric units"},
-        {"role": "user", "content": "hello there"}, {"role": "assistant", "content": "hi"},
-        {"role": "user", "content": [{"type": "text", "text": "and this"},
-                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-                                     {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}]},
-        {"role": "user", "content": "please"}],
-        "temperature": 0.2, "top_p": 0.9, "user": "u-1", "max_completion_tokens": 100}
+    body = {
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "developer", "content": "use metric units"},
+            {"role": "user", "content": "hello there"},
+            {"role": "assistant", "content": "hi"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "and this"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                ],
+            },
+            {"role": "user", "content": "please"},
+        ],
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "user": "u-1",
+        "max_completion_tokens": 100,
+    }
     completion, usage = await chat(adapter, CLAUDE, body)
     sent = claude.sent
     assert sent["system"] == "be brief\n\nuse metric units" and sent["model"] == "claude-test-1"
@@ -129,7 +155,8 @@ async def test_anthropic_request_and_response(claude, adapter):
         {"type": "text", "text": "and this"},
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
         {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
-        {"type": "text", "text": "please"}]
+        {"type": "text", "text": "please"},
+    ]
     assert (sent["max_tokens"], sent["temperature"], sent["top_p"]) == (100, 0.2, 0.9)
     assert sent["metadata"] == {"user_id": "u-1"} and "stop_sequences" not in sent
     assert claude.fake.headers[-1]["anthropic-version"] == "2023-06-01"
@@ -144,34 +171,57 @@ async def test_anthropic_request_and_response(claude, adapter):
 
 async def test_gemini_request_and_response(gemini, adapter):
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "additionalProperties": False}
-    body = {"messages": [
-        {"role": "system", "content": "be brief"},
-        {"role": "user", "content": [{"type": "text", "text": "look at this"},
-                                     {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,BBBB"}}]},
-        {"role": "assistant", "content": "ok"}, {"role": "user", "content": "and?"}],
-        "max_tokens": 50, "temperature": 0.5, "top_p": 0.8, "n": 2, "seed": 7,
-        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}}
+    body = {
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look at this"},
+                    {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,BBBB"}},
+                ],
+            },
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "and?"},
+        ],
+        "max_tokens": 50,
+        "temperature": 0.5,
+        "top_p": 0.8,
+        "n": 2,
+        "seed": 7,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+    }
     completion, usage = await chat(adapter, GEMINI, body)
     sent = gemini.sent
     assert sent["_model"] == "gemini-test" and sent["systemInstruction"] == {"parts": [{"text": "be brief"}]}
     assert [c["role"] for c in sent["contents"]] == ["user", "model", "user"]
-    assert sent["contents"][0]["parts"] == [{"text": "look at this"},
-                                            {"inlineData": {"mimeType": "image/jpeg", "data": "BBBB"}}]
-    assert sent["generationConfig"] == {"maxOutputTokens": 50, "temperature": 0.5, "topP": 0.8, "candidateCount": 2,
-                                        "seed": 7, "responseMimeType": "application/json",
-                                        "responseJsonSchema": schema}
+    assert sent["contents"][0]["parts"] == [
+        {"text": "look at this"},
+        {"inlineData": {"mimeType": "image/jpeg", "data": "BBBB"}},
+    ]
+    assert sent["generationConfig"] == {
+        "maxOutputTokens": 50,
+        "temperature": 0.5,
+        "topP": 0.8,
+        "candidateCount": 2,
+        "seed": 7,
+        "responseMimeType": "application/json",
+        "responseJsonSchema": schema,
+    }
     assert completion.model == "google/flash" and [c.index for c in completion.choices] == [0, 1]
     assert all(c.message.content == "g0 g1 g2 g3 g4" and c.finish_reason == "stop" for c in completion.choices)
     assert usage == Usage(7, 10)  # 2 + 3 + 1 + 1 words in; 5 words in each of 2 candidates
-    await adapter.chat(GEMINI, {"messages": [{"role": "user", "content": "x"}],
-                                "response_format": {"type": "json_object"}})
+    await adapter.chat(
+        GEMINI, {"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}
+    )
     assert gemini.sent["generationConfig"] == {"responseMimeType": "application/json"}
 
 
 async def test_stop_sequences_end_the_reply(side, adapter):
     stop = side.words[3]
-    completion, usage = await chat(adapter, side.model, {"messages": [{"role": "user", "content": "count"}],
-                                                         "stop": [stop, "never"]})
+    completion, usage = await chat(
+        adapter, side.model, {"messages": [{"role": "user", "content": "count"}], "stop": [stop, "never"]}
+    )
     sent = side.sent["stop_sequences"] if side.kind == "anthropic" else side.sent["generationConfig"]["stopSequences"]
     assert sent == [stop, "never"]
     assert completion.choices[0].message.content == " ".join(side.words[:3])
@@ -181,12 +231,14 @@ async def test_stop_sequences_end_the_reply(side, adapter):
 
 
 async def test_max_tokens_reached_is_length(side, adapter):
-    completion, usage = await chat(adapter, side.model, {"messages": [{"role": "user", "content": "x"}],
-                                                         "max_tokens": 2})
+    completion, usage = await chat(
+        adapter, side.model, {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    )
     assert completion.choices[0].finish_reason == "length" and usage.completion_tokens == 2
 
 
 # --- streaming ------------------------------------------------------------------------------------------------
+
 
 async def test_a_stream_says_what_the_plain_reply_says(side, adapter):
     body = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "tell me something"}]}
@@ -199,8 +251,12 @@ async def test_a_stream_says_what_the_plain_reply_says(side, adapter):
     assert finishes[-1] == "stop" and not any(finishes[:-1])
     assert {c["model"] for c in chunks} == {side.model.id} and len({c["id"] for c in chunks}) == 1
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {
-        "prompt_tokens": 5, "completion_tokens": len(side.words), "total_tokens": 5 + len(side.words),
-        "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+        "prompt_tokens": 5,
+        "completion_tokens": len(side.words),
+        "total_tokens": 5 + len(side.words),
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
     assert reply.usage == plain == usage_of(side, "be brief tell me something") and not reply.usage.estimated
     assert 0 < reply.first_token_us <= reply.upstream_us
 
@@ -224,12 +280,18 @@ async def test_a_stream_the_client_leaves_is_billed_from_an_estimate(side, adapt
 
 # --- tools ----------------------------------------------------------------------------------------------------
 
+
 async def test_anthropic_tool_calls_round_trip(claude, adapter):
-    body = {"messages": [{"role": "user", "content": "what is the weather in Paris and Rome"}], "tools": [WEATHER],
-            "tool_choice": "required", "parallel_tool_calls": False}
+    body = {
+        "messages": [{"role": "user", "content": "what is the weather in Paris and Rome"}],
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+    }
     completion, usage = await chat(adapter, CLAUDE, body)
-    assert claude.sent["tools"] == [{"name": "get_weather", "description": "weather in a city",
-                                     "input_schema": WEATHER["function"]["parameters"]}]
+    assert claude.sent["tools"] == [
+        {"name": "get_weather", "description": "weather in a city", "input_schema": WEATHER["function"]["parameters"]}
+    ]
     assert claude.sent["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
     choice = completion.choices[0]
     call = choice.message.tool_calls[0]
@@ -237,23 +299,35 @@ async def test_anthropic_tool_calls_round_trip(claude, adapter):
     assert call.type == "function" and call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Paris"}
     rome = {"id": "toolu_rome", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'}}
-    follow_up = [*body["messages"],
-                 {"role": "assistant", "content": "Looking.", "tool_calls": [call.model_dump(), rome]},
-                 {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
-                 {"role": "tool", "tool_call_id": "toolu_rome", "content": [{"type": "text", "text": "rainy"}]}]
+    follow_up = [
+        *body["messages"],
+        {"role": "assistant", "content": "Looking.", "tool_calls": [call.model_dump(), rome]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        {"role": "tool", "tool_call_id": "toolu_rome", "content": [{"type": "text", "text": "rainy"}]},
+    ]
     completion, _ = await chat(adapter, CLAUDE, {"messages": follow_up, "tools": [WEATHER]})
     sent = claude.sent["messages"]
-    assert sent[1] == {"role": "assistant", "content": [
-        {"type": "text", "text": "Looking."},
-        {"type": "tool_use", "id": call.id, "name": "get_weather", "input": {"city": "Paris"}},
-        {"type": "tool_use", "id": "toolu_rome", "name": "get_weather", "input": {"city": "Rome"}}]}
-    assert sent[2] == {"role": "user", "content": [  # consecutive tool messages: one user turn
-        {"type": "tool_result", "tool_use_id": call.id, "content": "sunny"},
-        {"type": "tool_result", "tool_use_id": "toolu_rome", "content": "rainy"}]}
+    assert sent[1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Looking."},
+            {"type": "tool_use", "id": call.id, "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "toolu_rome", "name": "get_weather", "input": {"city": "Rome"}},
+        ],
+    }
+    assert sent[2] == {
+        "role": "user",
+        "content": [  # consecutive tool messages: one user turn
+            {"type": "tool_result", "tool_use_id": call.id, "content": "sunny"},
+            {"type": "tool_result", "tool_use_id": "toolu_rome", "content": "rainy"},
+        ],
+    }
     assert completion.choices[0].message.content == "a0 a1 a2 a3 a4 a5"
-    for choice, expected in (("auto", {"type": "auto"}), ("none", {"type": "none"}),
-                             ({"type": "function", "function": {"name": "get_weather"}},
-                              {"type": "tool", "name": "get_weather"})):
+    for choice, expected in (
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ({"type": "function", "function": {"name": "get_weather"}}, {"type": "tool", "name": "get_weather"}),
+    ):
         await adapter.chat(CLAUDE, {**body, "tool_choice": choice, "parallel_tool_calls": True})
         assert claude.sent["tool_choice"] == expected
 
@@ -262,8 +336,11 @@ async def test_anthropic_tool_calls_stream(claude, adapter):
     body = {"messages": [{"role": "user", "content": "weather in Paris?"}], "tools": [WEATHER]}
     reply = await adapter.chat_stream(CLAUDE, body, include_usage=True)
     chunks = await collect(reply)
-    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks if c["choices"] and
-             c["choices"][0]["delta"].get("tool_calls")]
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"][0]
+        for c in chunks
+        if c["choices"] and c["choices"][0]["delta"].get("tool_calls")
+    ]
     assert calls[0]["index"] == 0 and calls[0]["id"].startswith("toolu_")
     assert calls[0]["function"] == {"name": "get_weather", "arguments": ""}
     assert all(c["index"] == 0 and "id" not in c for c in calls[1:])
@@ -273,32 +350,52 @@ async def test_anthropic_tool_calls_stream(claude, adapter):
 
 
 async def test_gemini_tool_calls_round_trip(gemini, adapter):
-    body = {"messages": [{"role": "user", "content": "weather in Paris?"}], "tools": [WEATHER],
-            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+    body = {
+        "messages": [{"role": "user", "content": "weather in Paris?"}],
+        "tools": [WEATHER],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+    }
     completion, usage = await chat(adapter, GEMINI, body)
-    assert gemini.sent["tools"] == [{"functionDeclarations": [{  # JSON Schema as sent: `parameters` would refuse it
-        "name": "get_weather", "description": "weather in a city",
-        "parametersJsonSchema": WEATHER["function"]["parameters"]}]}]
-    assert gemini.sent["toolConfig"] == {"functionCallingConfig": {"mode": "ANY",
-                                                                   "allowedFunctionNames": ["get_weather"]}}
+    assert gemini.sent["tools"] == [
+        {
+            "functionDeclarations": [
+                {  # JSON Schema as sent: `parameters` would refuse it
+                    "name": "get_weather",
+                    "description": "weather in a city",
+                    "parametersJsonSchema": WEATHER["function"]["parameters"],
+                }
+            ]
+        }
+    ]
+    assert gemini.sent["toolConfig"] == {
+        "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
+    }
     choice = completion.choices[0]
     call = choice.message.tool_calls[0]
     assert choice.finish_reason == "tool_calls" and usage == Usage(3, 4)
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
     assert call.model_dump()["extra_content"] == {"google": {"thought_signature": SIGNATURE}}
-    follow_up = [*body["messages"], {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-                 {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'}]
+    follow_up = [
+        *body["messages"],
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'},
+    ]
     completion, _ = await chat(adapter, GEMINI, {"messages": follow_up, "tools": [WEATHER]})
     sent = gemini.sent["contents"]
-    assert sent[1] == {"role": "model", "parts": [
-        {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": SIGNATURE}]}
-    assert sent[2] == {"role": "user", "parts": [{"functionResponse": {"name": "get_weather",
-                                                                       "response": {"temp": 21}}}]}
+    assert sent[1] == {
+        "role": "model",
+        "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": SIGNATURE}],
+    }
+    assert sent[2] == {
+        "role": "user",
+        "parts": [{"functionResponse": {"name": "get_weather", "response": {"temp": 21}}}],
+    }
     assert completion.choices[0].message.content == "g0 g1 g2 g3 g4"
     unsigned = {**call.model_dump(), "extra_content": None}
     with pytest.raises(GatewayError) as info:  # what Gemini 3 does to a call replayed without its signature
-        await adapter.chat(GEMINI, {"messages": [*follow_up[:1], {"role": "assistant", "tool_calls": [unsigned]},
-                                                 follow_up[2]]})
+        await adapter.chat(
+            GEMINI, {"messages": [*follow_up[:1], {"role": "assistant", "tool_calls": [unsigned]}, follow_up[2]]}
+        )
     assert (info.value.status, info.value.code) == (400, "upstream_rejected")
     for choice, mode in (("auto", "AUTO"), ("required", "ANY"), ("none", "NONE")):
         await adapter.chat(GEMINI, {**body, "tool_choice": choice})
@@ -320,12 +417,19 @@ async def test_gemini_tool_calls_stream(gemini, adapter):
 # --- failures -------------------------------------------------------------------------------------------------
 
 FAILURES = {  # (HTTP status, the provider's error type or status) -> (our status, our code)
-    "anthropic": [(400, "invalid_request_error", 400, "upstream_rejected"),
-                  (429, "rate_limit_error", 429, "upstream_rate_limited"), (500, "api_error", 502, "upstream_error"),
-                  (529, "overloaded_error", 502, "upstream_error")],
-    "gemini": [(400, "INVALID_ARGUMENT", 400, "upstream_rejected"), (429, "RESOURCE_EXHAUSTED", 429,
-               "upstream_rate_limited"), (500, "INTERNAL", 502, "upstream_error"), (503, "UNAVAILABLE", 502,
-                                                                                     "upstream_error")]}
+    "anthropic": [
+        (400, "invalid_request_error", 400, "upstream_rejected"),
+        (429, "rate_limit_error", 429, "upstream_rate_limited"),
+        (500, "api_error", 502, "upstream_error"),
+        (529, "overloaded_error", 502, "upstream_error"),
+    ],
+    "gemini": [
+        (400, "INVALID_ARGUMENT", 400, "upstream_rejected"),
+        (429, "RESOURCE_EXHAUSTED", 429, "upstream_rate_limited"),
+        (500, "INTERNAL", 502, "upstream_error"),
+        (503, "UNAVAILABLE", 502, "upstream_error"),
+    ],
+}
 
 
 @pytest.mark.parametrize("case", range(4))

@@ -29,8 +29,7 @@ async def inject(nc, stream: str, like_position: int, topic: str, **changes) -> 
     body.update(changes)
     aggregate = uuid.uuid4()
     headers = {HEADER_TOPIC: topic, HEADER_ORIGINATOR_ID: str(aggregate), HEADER_ORIGINATOR_VERSION: "1"}
-    ack = await nc.jetstream().publish(aggregate_subject(stream, aggregate), json.dumps(body).encode(),
-                                       headers=headers)
+    ack = await nc.jetstream().publish(aggregate_subject(stream, aggregate), json.dumps(body).encode(), headers=headers)
     return ack.seq
 
 
@@ -45,8 +44,9 @@ async def test_an_event_the_directory_cannot_apply_is_quarantined_and_the_rest_a
     first = await asyncio.to_thread(accounts.sign_up, "first@example.com", "long enough")
     key = await asyncio.to_thread(keys.create, first.account_id, "k", 10**12, None)
     # PostgreSQL text cannot hold NUL; numeric(40, 0) cannot hold 10**45; a body without its fields cannot decode.
-    nul = await inject(nc, stream, first.position - 1, "account.registered", email="evil\u0000@a.io",
-                       token_hash=uuid.uuid4().hex)
+    nul = await inject(
+        nc, stream, first.position - 1, "account.registered", email="evil\u0000@a.io", token_hash=uuid.uuid4().hex
+    )
     huge = await inject(nc, stream, key.position, "key.created", spend_cap=10**45, key_hash=uuid.uuid4().hex)
     broken = await inject(nc, stream, first.position - 1, "account.registered", email=None)
     later = await asyncio.to_thread(accounts.sign_up, "later@example.com", "long enough")
@@ -58,8 +58,10 @@ async def test_an_event_the_directory_cannot_apply_is_quarantined_and_the_rest_a
     async with pool.connection() as conn:
         set_aside = await quarantined(conn)
     assert [(q.read_model, q.position, q.event_name) for q in set_aside] == [
-        ("directory", nul, "account.registered"), ("directory", huge, "key.created"),
-        ("directory", broken, "account.registered")]
+        ("directory", nul, "account.registered"),
+        ("directory", huge, "key.created"),
+        ("directory", broken, "account.registered"),
+    ]
     assert "NUL" in set_aside[0].error and "\x00" not in set_aside[0].error
     assert "NumericValueOutOfRange" in set_aside[1].error
 

@@ -40,8 +40,9 @@ async def snapshot(pool, accounts) -> tuple[dict, list]:
     return balances, history
 
 
-async def test_replaying_everything_gives_the_same_money_to_the_last_unit(nats_url, database_url, stream_name,
-                                                                         tmp_path):
+async def test_replaying_everything_gives_the_same_money_to_the_last_unit(
+    nats_url, database_url, stream_name, tmp_path
+):
     nc = await nats.connect(nats_url)
     await ensure_stream(nc, stream_name)
     pool = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False)
@@ -55,8 +56,9 @@ async def test_replaying_everything_gives_the_same_money_to_the_last_unit(nats_u
 
     accounts = []
     for i in range(10):
-        session = await asyncio.to_thread(accounts_cmd.sign_up, f"r{i}-{uuid.uuid4().hex[:6]}@example.com",
-                                          "long enough")
+        session = await asyncio.to_thread(
+            accounts_cmd.sign_up, f"r{i}-{uuid.uuid4().hex[:6]}@example.com", "long enough"
+        )
         accounts.append(session.account_id)
     keys = {a: [uuid.uuid4(), uuid.uuid4()] for a in accounts}
     expected: dict[uuid.UUID, int] = defaultdict(int)  # the test's own running balance
@@ -86,11 +88,22 @@ async def test_replaying_everything_gives_the_same_money_to_the_last_unit(nats_u
     for n in range(USAGE_EVENTS):
         account = rng.choice(accounts)
         event = UsageRecorded(
-            trace_id=uuid.uuid4(), account_id=account, key_id=rng.choice(keys[account]),
-            model=rng.choice(["a/small", "a/large", "b/mid"]), requested_model=None, provider="p",
-            prompt_tokens=rng.randint(1, 4000), completion_tokens=rng.randint(0, 2000), prompt_per_1k=0,
-            completion_per_1k=0, cost=rng.randint(0, 5 * 10**9), status=rng.choice(["ok"] * 9 + ["error"]),
-            http_status=200, timestamp=datetime.now(timezone.utc), latency_us=1)
+            trace_id=uuid.uuid4(),
+            account_id=account,
+            key_id=rng.choice(keys[account]),
+            model=rng.choice(["a/small", "a/large", "b/mid"]),
+            requested_model=None,
+            provider="p",
+            prompt_tokens=rng.randint(1, 4000),
+            completion_tokens=rng.randint(0, 2000),
+            prompt_per_1k=0,
+            completion_per_1k=0,
+            cost=rng.randint(0, 5 * 10**9),
+            status=rng.choice(["ok"] * 9 + ["error"]),
+            http_status=200,
+            timestamp=datetime.now(timezone.utc),
+            latency_us=1,
+        )
         await publisher.publish(event)
         published.append(event)
         expected[account] -= event.cost
@@ -102,9 +115,15 @@ async def test_replaying_everything_gives_the_same_money_to_the_last_unit(nats_u
             checkpoints.append((datetime.now(timezone.utc), dict(expected)))
     # duplicates past JetStream's dedup window: the same trace ids as new messages
     for event in rng.sample(published, 300):
-        await nc.jetstream().publish(usage_subject(stream_name, event.account_id), msgspec.json.encode(event),
-                                     headers={"Mesh-Topic": "usage.recorded", "Mesh-Originator-Id":
-                                              str(event.trace_id), "Mesh-Originator-Version": "1"})
+        await nc.jetstream().publish(
+            usage_subject(stream_name, event.account_id),
+            msgspec.json.encode(event),
+            headers={
+                "Mesh-Topic": "usage.recorded",
+                "Mesh-Originator-Id": str(event.trace_id),
+                "Mesh-Originator-Version": "1",
+            },
+        )
 
     live = ProjectionRunner(BILLING, StreamSource(nc, stream_name), pool)
     head = await live.catch_up()

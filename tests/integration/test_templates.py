@@ -71,8 +71,9 @@ def test_renaming_moves_the_name_and_archiving_frees_it(app):
     assert commands.create(uuid.uuid4(), "c", None, MESSAGES, None)  # names are per account
 
 
-async def test_the_read_model_follows_the_events_and_rebuilds_to_the_same_rows(nats_url, database_url, stream_name,
-                                                                               app):
+async def test_the_read_model_follows_the_events_and_rebuilds_to_the_same_rows(
+    nats_url, database_url, stream_name, app
+):
     commands, account = TemplateCommands(app), uuid.uuid4()
 
     def write() -> uuid.UUID:
@@ -109,7 +110,8 @@ async def test_the_read_model_follows_the_events_and_rebuilds_to_the_same_rows(n
         assert live["greet"].revision == 6 and live["old"].archived and named is None
         assert [(v.version, v.description, v.messages, v.defaults) for v in versions] == [
             (1, "first", MESSAGES, {"temperature": 0.3}),
-            (2, None, [{"role": "system", "content": "v2 {{x}}"}], {"stop": "END"})]
+            (2, None, [{"role": "system", "content": "v2 {{x}}"}], {"stop": "END"}),
+        ]
 
         progress: list[tuple[int, int]] = []
         assert await rebuild(TEMPLATES, nc, pool, stream_name, lambda p, h: progress.append((p, h))) == 2

@@ -24,12 +24,20 @@ class Server:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length")), 0)
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
                 body = await reader.readexactly(length)
                 if self.staged:
-                    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
-                                 b"b\r\ndata: one\n\n\r\nb\r\ndata: two\n\n\r\n")
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                        b"b\r\ndata: one\n\n\r\nb\r\ndata: two\n\n\r\n"
+                    )
                     await writer.drain()
                     await asyncio.sleep(0.05)
                     writer.write(b"d\r\ndata: three\n\n\r\n0\r\n\r\n")
@@ -94,8 +102,14 @@ async def test_chunked_streams_arrive_in_pieces(server):
 async def test_what_arrived_together_is_one_piece_and_nothing_waits_for_more(server):
     server.staged = True
     port = int(server.url.rsplit(":", 1)[1])
-    response = await LeanTransport().open(b"POST", Target(f"{server.url}/sse"), f"host: 127.0.0.1:{port}\r\n".encode(),
-                                          b"{}", connect_timeout=1, read_timeout=1)
+    response = await LeanTransport().open(
+        b"POST",
+        Target(f"{server.url}/sse"),
+        f"host: 127.0.0.1:{port}\r\n".encode(),
+        b"{}",
+        connect_timeout=1,
+        read_timeout=1,
+    )
     pieces = [piece async for piece in response.iter_chunks()]
     assert pieces == [b"data: one\n\ndata: two\n\n", b"data: three\n\n"]
 

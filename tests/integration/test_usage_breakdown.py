@@ -24,17 +24,25 @@ BODY = {"messages": MESSAGES}
 @pytest.fixture(scope="module")
 def fakes():
     fakes = caching_fakes()
-    with BackgroundServer(fakes["openai"]) as o, BackgroundServer(fakes["anthropic"]) as a, \
-            BackgroundServer(fakes["gemini"]) as g:
-        yield {"fakes": fakes, "openai": (OpenAIAdapter, Provider("acme", "openai", o.url + "/v1")),
-               "anthropic": (AnthropicAdapter, Provider("claude", "anthropic", a.url + "/v1")),
-               "gemini": (GeminiAdapter, Provider("google", "gemini", g.url + "/v1beta"))}
+    with (
+        BackgroundServer(fakes["openai"]) as o,
+        BackgroundServer(fakes["anthropic"]) as a,
+        BackgroundServer(fakes["gemini"]) as g,
+    ):
+        yield {
+            "fakes": fakes,
+            "openai": (OpenAIAdapter, Provider("acme", "openai", o.url + "/v1")),
+            "anthropic": (AnthropicAdapter, Provider("claude", "anthropic", a.url + "/v1")),
+            "gemini": (GeminiAdapter, Provider("google", "gemini", g.url + "/v1beta")),
+        }
 
 
 EXPECTED = {  # what each fake reports for BODY, as Mesh counts it: the parts are within the totals
-    kind: Usage(fresh + read + written, out, cached_prompt_tokens=read, cache_write_tokens=written,
-                reasoning_tokens=reasoning)
-    for kind, (fresh, read, written, out, reasoning) in REPORTED.items()}
+    kind: Usage(
+        fresh + read + written, out, cached_prompt_tokens=read, cache_write_tokens=written, reasoning_tokens=reasoning
+    )
+    for kind, (fresh, read, written, out, reasoning) in REPORTED.items()
+}
 
 
 @pytest.fixture(params=["openai", "anthropic", "gemini"])
@@ -52,16 +60,22 @@ async def test_a_plain_reply_carries_the_breakdown(case):
     usage = ChatCompletion.model_validate_json(reply.body).usage
     assert usage.prompt_tokens_details.cached_tokens == EXPECTED[kind].cached_prompt_tokens
     assert usage.completion_tokens_details.reasoning_tokens == EXPECTED[kind].reasoning_tokens
-    assert (usage.prompt_tokens, usage.completion_tokens) == (EXPECTED[kind].prompt_tokens,
-                                                              EXPECTED[kind].completion_tokens)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        EXPECTED[kind].prompt_tokens,
+        EXPECTED[kind].completion_tokens,
+    )
 
 
 async def test_a_stream_carries_the_breakdown(case):
     kind, adapter, model = case
     reply = await adapter.chat_stream(model, BODY, include_usage=True)
     frames = [frame async for frame in reply]
-    chunks = [ChatCompletionChunk.model_validate_json(line[6:]) for frame in frames
-              for line in frame.split(b"\n\n") if line.startswith(b"data: {")]
+    chunks = [
+        ChatCompletionChunk.model_validate_json(line[6:])
+        for frame in frames
+        for line in frame.split(b"\n\n")
+        if line.startswith(b"data: {")
+    ]
     assert reply.usage == EXPECTED[kind] and not reply.usage.estimated
     usage = chunks[-1].usage
     assert usage.prompt_tokens_details.cached_tokens == EXPECTED[kind].cached_prompt_tokens
@@ -75,10 +89,14 @@ async def test_the_cost_charges_each_part_at_its_price(case):
     usage = (await adapter.chat(model, BODY)).usage
     fresh = usage.prompt_tokens - usage.cached_prompt_tokens - usage.cache_write_tokens
     pico = 10**9  # 1 USD per 1K tokens = 10**9 pico-USD per token
-    assert PRICE.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens,
-                      usage.cache_write_tokens) == (fresh * pico + usage.cached_prompt_tokens * pico // 10
-                                                    + usage.cache_write_tokens * pico * 5 // 4
-                                                    + usage.completion_tokens * 2 * pico)
+    assert PRICE.cost(
+        usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens, usage.cache_write_tokens
+    ) == (
+        fresh * pico
+        + usage.cached_prompt_tokens * pico // 10
+        + usage.cache_write_tokens * pico * 5 // 4
+        + usage.completion_tokens * 2 * pico
+    )
 
 
 async def test_an_anthropic_stream_whose_final_usage_has_output_tokens_only_keeps_the_cache_counts(fakes):

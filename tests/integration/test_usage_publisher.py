@@ -93,8 +93,9 @@ async def test_requests_finishing_together_share_one_ack_wait_and_are_stored_whe
     await asyncio.wait_for(running, 10)
 
 
-async def test_with_nats_down_an_event_is_in_the_fsynced_spool_before_its_request_is_told(nats_url, stream_name,
-                                                                                          tmp_path, monkeypatch):
+async def test_with_nats_down_an_event_is_in_the_fsynced_spool_before_its_request_is_told(
+    nats_url, stream_name, tmp_path, monkeypatch
+):
     down = await nats.connect(nats_url)
     await down.close()  # the gateway's connection is gone
     spool = tmp_path / "spool.jsonl"

@@ -55,5 +55,11 @@ def test_tokens_are_revoked_one_by_one_or_all_by_a_password_change_and_only_live
     account.change_password("h2", "t3", later)
     assert account.token_hashes == {"t3"} and account.password_hash == "h2"
     assert [type(e).__name__ for e in account.collect_events()] == [
-        "Registered", "TokenIssued", "TokenRevoked", "TokenRenewed", "PasswordRehashed", "PasswordChanged",
-        "TokenIssued"]
+        "Registered",
+        "TokenIssued",
+        "TokenRevoked",
+        "TokenRenewed",
+        "PasswordRehashed",
+        "PasswordChanged",
+        "TokenIssued",
+    ]

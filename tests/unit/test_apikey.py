@@ -7,8 +7,7 @@ from domain.apikey import ApiKey, InvalidKeySettings, KeyRevoked
 
 
 def new_key() -> ApiKey:
-    return ApiKey(account_id=uuid.uuid4(), label="ci", key_hash="h1", prefix="mk-1", spend_cap=None,
-                  default_model=None)
+    return ApiKey(account_id=uuid.uuid4(), label="ci", key_hash="h1", prefix="mk-1", spend_cap=None, default_model=None)
 
 
 def test_lifecycle_changes_state_and_records_only_real_changes():
@@ -26,8 +25,12 @@ def test_lifecycle_changes_state_and_records_only_real_changes():
 def test_revoked_is_final():
     key = new_key()
     key.revoke("me")
-    for change in (lambda: key.enable("me"), lambda: key.relabel("x"), lambda: key.change_spend_cap(1, None),
-                   lambda: key.rotate("h2", "mk-2", datetime.now(timezone.utc), timedelta(0))):
+    for change in (
+        lambda: key.enable("me"),
+        lambda: key.relabel("x"),
+        lambda: key.change_spend_cap(1, None),
+        lambda: key.rotate("h2", "mk-2", datetime.now(timezone.utc), timedelta(0)),
+    ):
         with pytest.raises(KeyRevoked):
             change()
     assert key.status == "revoked"
@@ -37,11 +40,15 @@ def test_revoked_is_final():
 def test_invalid_settings_change_nothing():
     key = new_key()
     key.collect_events()
-    for change in (lambda: key.relabel(" "), lambda: key.change_spend_cap(-1, None),
-                   lambda: key.change_spend_cap(None, "daily"), lambda: key.change_spend_cap(5, "hourly"),
-                   lambda: key.change_allowed_models([" "]),
-                   lambda: key.change_expiry(datetime(2030, 1, 1)),
-                   lambda: key.rotate("h2", "mk-2", datetime.now(timezone.utc), timedelta(days=31))):
+    for change in (
+        lambda: key.relabel(" "),
+        lambda: key.change_spend_cap(-1, None),
+        lambda: key.change_spend_cap(None, "daily"),
+        lambda: key.change_spend_cap(5, "hourly"),
+        lambda: key.change_allowed_models([" "]),
+        lambda: key.change_expiry(datetime(2030, 1, 1)),
+        lambda: key.rotate("h2", "mk-2", datetime.now(timezone.utc), timedelta(days=31)),
+    ):
         with pytest.raises(InvalidKeySettings):
             change()
     assert key.collect_events() == []

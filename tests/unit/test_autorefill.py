@@ -25,7 +25,7 @@ def test_one_refill_per_crossing():
 
 def test_failures_retry_the_crossing_then_turn_it_off():
     a = account()
-    for attempt in range(3):
+    for _ in range(3):
         refill = uuid.uuid4()
         assert a.trigger_auto_refill(refill, 1 * USD) is True
         a.auto_refill_failed(refill, "card declined")

@@ -41,10 +41,12 @@ def test_the_body_constraints_are_the_same_rules():
 
     ok = msgspec.json.decode(b'{"label": "prod", "reason": "a\\nb", "at": "2027-01-01T00:00:00Z"}', type=Body)
     assert ok.reason == "a\nb"
-    for bad in (b'{"label": "x\\u0000", "reason": "r", "at": "2027-01-01T00:00:00Z"}',
-                b'{"label": "' + b"x" * 101 + b'", "reason": "r", "at": "2027-01-01T00:00:00Z"}',
-                b'{"label": "p", "reason": "r\\u0000", "at": "2027-01-01T00:00:00Z"}',
-                b'{"label": "p", "reason": "r", "at": "2027-01-01T00:00:00"}'):
+    for bad in (
+        b'{"label": "x\\u0000", "reason": "r", "at": "2027-01-01T00:00:00Z"}',
+        b'{"label": "' + b"x" * 101 + b'", "reason": "r", "at": "2027-01-01T00:00:00Z"}',
+        b'{"label": "p", "reason": "r\\u0000", "at": "2027-01-01T00:00:00Z"}',
+        b'{"label": "p", "reason": "r", "at": "2027-01-01T00:00:00"}',
+    ):
         with pytest.raises(msgspec.ValidationError):
             msgspec.json.decode(bad, type=Body)
 
@@ -58,7 +60,11 @@ def test_times_need_a_zone():
 
 def test_times_are_bounded_so_every_one_is_a_valid_utc_time():
     far = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))  # year 10000 in UTC
-    for when in (far, datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))), datetime(9000, 1, 2, tzinfo=timezone.utc)):
+    for when in (
+        far,
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))),
+        datetime(9000, 1, 2, tzinfo=timezone.utc),
+    ):
         with pytest.raises(InvalidText, match="expires_at must be between 1970-01-01 and 9000-01-01"):
             check_aware(when, "expires_at")
     assert check_aware(datetime(8999, 1, 1, tzinfo=timezone.utc), "expires_at")
@@ -108,8 +114,13 @@ def test_topup_rules():
     with pytest.raises(TopUpError, match="between 0 and 1000000"):
         TopUp(account_id=uuid.uuid4(), provider="bank_transfer", reference="r", amount=MAX_AMOUNT + 1)
     with pytest.raises(TopUpError, match="time zone"):
-        TopUp(account_id=uuid.uuid4(), provider="bank_transfer", reference="r", amount=10**12,
-              expires_at=datetime.now() + timedelta(days=1))
+        TopUp(
+            account_id=uuid.uuid4(),
+            provider="bank_transfer",
+            reference="r",
+            amount=10**12,
+            expires_at=datetime.now() + timedelta(days=1),
+        )
 
 
 def test_template_text_refuses_nul_but_keeps_multi_line_content():
@@ -118,9 +129,11 @@ def test_template_text_refuses_nul_but_keeps_multi_line_content():
 
     assert check_messages([{"role": "user", "content": "line\n\tline {{x}}"}])
     assert check_defaults({"stop": ["\n\n"]}) == {"stop": ["\n\n"]}
-    for refused in (lambda: check_messages([{"role": "user", "content": "a\x00"}]),
-                    lambda: check_description("a\x00"),
-                    lambda: check_defaults({"model": "m\x00"}),
-                    lambda: check_defaults({"stop": "\x00"})):
+    for refused in (
+        lambda: check_messages([{"role": "user", "content": "a\x00"}]),
+        lambda: check_description("a\x00"),
+        lambda: check_defaults({"model": "m\x00"}),
+        lambda: check_defaults({"stop": "\x00"}),
+    ):
         with pytest.raises(InvalidTemplate, match="control character"):
             refused()

@@ -38,14 +38,17 @@ def test_a_priced_model_is_loaded_and_the_secret_comes_from_the_environment(tmp_
     assert "sk-secret" not in repr(catalog.providers["acme"])
 
 
-@pytest.mark.parametrize("text, message", [
-    (GOOD.replace('prompt_usd_per_1k = "0.5"\n', ""), "has no price"),
-    (GOOD.replace('"0.5"', '"half"'), "prompt_usd_per_1k"),
-    (GOOD.replace('kind = "openai-compatible"', 'kind = "carrier-pigeon"'), "allowed: openai"),
-    (GOOD.replace('provider = "acme"', 'provider = "other"'), "not declared"),
-    (GOOD + "\n[oops]\n", "oops"),
-    ("this is = = not toml", "mesh.toml"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.replace('prompt_usd_per_1k = "0.5"\n', ""), "has no price"),
+        (GOOD.replace('"0.5"', '"half"'), "prompt_usd_per_1k"),
+        (GOOD.replace('kind = "openai-compatible"', 'kind = "carrier-pigeon"'), "allowed: openai"),
+        (GOOD.replace('provider = "acme"', 'provider = "other"'), "not declared"),
+        (GOOD + "\n[oops]\n", "oops"),
+        ("this is = = not toml", "mesh.toml"),
+    ],
+)
 def test_bad_config_gives_one_clear_line(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
         load_catalog(write(tmp_path, text), env={"ACME_KEY": "k"})
@@ -67,7 +70,9 @@ def test_settings_come_from_mesh_variables(tmp_path):
 
 
 def test_output_limits_default_by_provider_kind_and_can_be_set(tmp_path):
-    text = GOOD.replace('kind = "openai-compatible"', 'kind = "openai"') + """
+    text = (
+        GOOD.replace('kind = "openai-compatible"', 'kind = "openai"')
+        + """
 [[models]]
 id = "acme/small"
 provider = "acme"
@@ -77,6 +82,7 @@ completion_usd_per_1k = "0.6"
 max_output_tokens = 1000
 context_tokens = 8000
 """
+    )
     catalog = load_catalog(write(tmp_path, text), env={"ACME_KEY": "k"})
     default, small = catalog.get("acme/gpt"), catalog.get("acme/small")
     assert (default.max_output_tokens, default.context_tokens, default.image_tokens) == (16384, 128000, 3779)
@@ -87,10 +93,13 @@ context_tokens = 8000
     assert compatible.image_tokens == 32768  # unknown servers: nothing smaller than the context is safe
 
 
-@pytest.mark.parametrize("limits, message", [
-    ("max_output_tokens = 0", "at least 1"),
-    ("max_output_tokens = 9000\ncontext_tokens = 8000", r"larger than its context_tokens \(8000\)"),
-])
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        ("max_output_tokens = 0", "at least 1"),
+        ("max_output_tokens = 9000\ncontext_tokens = 8000", r"larger than its context_tokens \(8000\)"),
+    ],
+)
 def test_bad_output_limits_are_named(tmp_path, limits, message):
     with pytest.raises(ConfigError, match=message):
         load_catalog(write(tmp_path, GOOD + limits + "\n"), env={"ACME_KEY": "k"})

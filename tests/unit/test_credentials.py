@@ -9,9 +9,19 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from domain import credentials
-from domain.credentials import (DUMMY_PASSWORD_HASH, LEGACY_KDF, PASSWORD_KDF, InvalidPassword, ScryptParams,
-                                check_new_password, check_presented_password, hash_password, needs_rehash,
-                                session_renewal_due, verify_password)
+from domain.credentials import (
+    DUMMY_PASSWORD_HASH,
+    LEGACY_KDF,
+    PASSWORD_KDF,
+    InvalidPassword,
+    ScryptParams,
+    check_new_password,
+    check_presented_password,
+    hash_password,
+    needs_rehash,
+    session_renewal_due,
+    verify_password,
+)
 
 
 def legacy_hash(password: str) -> str:

@@ -53,8 +53,9 @@ def test_times_are_relative_with_utc_on_hover():
     assert views.ago(now - timedelta(hours=2), now) == "2 h ago"
     assert views.ago(now + timedelta(days=3), now) == "in 3 d"
     assert views.ago(None) == "—"
-    assert views.utc(datetime(2026, 11, 30, 13, 4, 31, tzinfo=timezone(timedelta(hours=1)))) == \
-        "2026-11-30 12:04:31 UTC"
+    assert (
+        views.utc(datetime(2026, 11, 30, 13, 4, 31, tzinfo=timezone(timedelta(hours=1)))) == "2026-11-30 12:04:31 UTC"
+    )
     assert views.milliseconds(1500) == "1.5 ms" and views.milliseconds(None) == "—"
 
 
@@ -63,8 +64,11 @@ def test_spend_ranges_from_presets_or_custom_dates():
     assert views.spend_window("7d", None, None, now) == ("7d", now - timedelta(days=7), now)
     assert views.spend_window("bogus", None, None, now)[0] == views.DEFAULT_RANGE
     name, first, last = views.spend_window(None, "2026-11-01", "2026-11-03", now)
-    assert (name, first, last) == ("custom", datetime(2026, 11, 1, tzinfo=timezone.utc),
-                                   datetime(2026, 11, 4, tzinfo=timezone.utc))  # the last day is included
+    assert (name, first, last) == (
+        "custom",
+        datetime(2026, 11, 1, tzinfo=timezone.utc),
+        datetime(2026, 11, 4, tzinfo=timezone.utc),
+    )  # the last day is included
     assert views.spend_window(None, "2026-11-05", "2026-11-01", now)[0] == views.DEFAULT_RANGE
     assert views.spend_window(None, "nope", "2026-11-01", now)[0] == views.DEFAULT_RANGE
 
@@ -75,8 +79,11 @@ def _chart(rows, start=date(2026, 11, 1), end=date(2026, 11, 3), **kwargs):
 
 
 def test_the_spend_chart_stacks_each_day_by_series_with_exact_titles():
-    rows = [("2026-11-01", "a", 3 * PICO_PER_USD), ("2026-11-01", "b", PICO_PER_USD),
-            ("2026-11-03", "a", 2 * PICO_PER_USD + 1)]
+    rows = [
+        ("2026-11-01", "a", 3 * PICO_PER_USD),
+        ("2026-11-01", "b", PICO_PER_USD),
+        ("2026-11-03", "a", 2 * PICO_PER_USD + 1),
+    ]
     root, legend = _chart(rows)
     rects = root.findall(f"{SVG}rect")
     titles = [r.find(f"{SVG}title").text for r in rects]
@@ -118,4 +125,8 @@ def test_series_names_are_escaped():
 
 def test_version_diff_marks_removed_and_added_lines():
     assert views.line_diff("[system]\nYou are X.\nsame", "[system]\nYou are Y.\nsame") == [
-        (" ", "[system]"), ("-", "You are X."), ("+", "You are Y."), (" ", "same")]
+        (" ", "[system]"),
+        ("-", "You are X."),
+        ("+", "You are Y."),
+        (" ", "same"),
+    ]

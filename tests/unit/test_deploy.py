@@ -31,10 +31,12 @@ def test_only_the_gateway_is_published_and_every_service_has_a_healthcheck():
     assert all(s.get("healthcheck", {}).get("test") for s in services.values())
     for name in ("mesh", "projections"):
         assert services[name]["build"] == "."
-        assert {"nats": {"condition": "service_healthy"}, "postgres": {"condition": "service_healthy"}} \
-            == services[name]["depends_on"]
-        assert any(v.endswith(":/etc/mesh/mesh.toml:ro") and "mesh.example.toml" in v
-                   for v in services[name]["volumes"])
+        assert {"nats": {"condition": "service_healthy"}, "postgres": {"condition": "service_healthy"}} == services[
+            name
+        ]["depends_on"]
+        assert any(
+            v.endswith(":/etc/mesh/mesh.toml:ro") and "mesh.example.toml" in v for v in services[name]["volumes"]
+        )
 
 
 def test_nats_and_postgres_need_passwords_from_the_environment():

@@ -48,8 +48,11 @@ def test_every_route_is_in_the_contracts():
             continue
         path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
         for handler in getattr(route, "route_handlers", []):
-            missing += [f"{m} {path}" for m in handler.http_methods
-                        if m not in ("OPTIONS", "HEAD") and (m, path) not in documented]  # HEAD comes with GET
+            missing += [
+                f"{m} {path}"
+                for m in handler.http_methods
+                if m not in ("OPTIONS", "HEAD") and (m, path) not in documented
+            ]  # HEAD comes with GET
     gateway = (Path(__file__).resolve().parents[2] / "gateway" / "app.py").read_text()
     for path, method in re.findall(r'path == "(/v1/[a-z/]+)" and method == "(\w+)"', gateway):
         if (method, path) not in documented:

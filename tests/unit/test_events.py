@@ -20,8 +20,9 @@ def aggregate_events():
     account.issue_token("t2")
     account.grant_credits(10**12, "welcome", "operator")
     claim = EmailClaim(email="a@example.com", account_id=account.id)
-    key = ApiKey(account_id=account.id, label="ci", key_hash="k", prefix="mk-abc", spend_cap=None,
-                 default_model="mesh/echo")
+    key = ApiKey(
+        account_id=account.id, label="ci", key_hash="k", prefix="mk-abc", spend_cap=None, default_model="mesh/echo"
+    )
     now = datetime.now(timezone.utc)
     key.relabel("prod")
     key.change_spend_cap(5 * 10**12, "daily")
@@ -60,16 +61,21 @@ def aggregate_events():
     topup.succeed(10**12, now)
     topup.refund_to(10**11)
     topup.dispute("dp_1", 10**11)
-    lapsed = TopUp(account_id=account.id, provider="bank_transfer", reference="MESH-1", amount=10**12,
-                   expires_at=now)
+    lapsed = TopUp(account_id=account.id, provider="bank_transfer", reference="MESH-1", amount=10**12, expires_at=now)
     lapsed.expire(now)
     settings = ModelSettings(model_id="acme/gpt")
     settings.change_price(Price(1000, 2000), "operator")
     settings.change_price(Price(1000, 2000, 100, 1250), "operator")
     settings.disable("operator")
     settings.enable("operator")
-    template = Template.create(account.id, "greet", None, [{"role": "user", "content": "Hi {{ name }}"}],
-                               {"temperature": 0.3, "stop": ["END"]}, "account")
+    template = Template.create(
+        account.id,
+        "greet",
+        None,
+        [{"role": "user", "content": "Hi {{ name }}"}],
+        {"temperature": 0.3, "stop": ["END"]},
+        "account",
+    )
     template.save("v2", [{"role": "system", "content": "Be {{persona}}"}], {"max_tokens": 5}, "account")
     template.rename("hello", "account")
     template.label("production", 1, "account")
@@ -78,8 +84,16 @@ def aggregate_events():
     name = TemplateName(account_id=account.id, name="greet", template_id=template.id)
     name.release(template.id)
     name.claim(template.id)
-    return (account.collect_events() + claim.collect_events() + key.collect_events() + settings.collect_events()
-            + topup.collect_events() + lapsed.collect_events() + template.collect_events() + name.collect_events())
+    return (
+        account.collect_events()
+        + claim.collect_events()
+        + key.collect_events()
+        + settings.collect_events()
+        + topup.collect_events()
+        + lapsed.collect_events()
+        + template.collect_events()
+        + name.collect_events()
+    )
 
 
 def test_every_aggregate_event_round_trips_through_the_mapper():
@@ -99,9 +113,21 @@ def test_every_aggregate_event_round_trips_through_the_mapper():
 
 def test_usage_event_round_trips_with_exact_integers():
     event = UsageRecorded(
-        trace_id=uuid.uuid4(), account_id=uuid.uuid4(), key_id=uuid.uuid4(), model="m", requested_model=None,
-        provider="p", prompt_tokens=3, completion_tokens=4, prompt_per_1k=10**18, completion_per_1k=7,
-        cost=10**18 + 1, status="ok", http_status=200, timestamp=datetime.now(timezone.utc), latency_us=12,
+        trace_id=uuid.uuid4(),
+        account_id=uuid.uuid4(),
+        key_id=uuid.uuid4(),
+        model="m",
+        requested_model=None,
+        provider="p",
+        prompt_tokens=3,
+        completion_tokens=4,
+        prompt_per_1k=10**18,
+        completion_per_1k=7,
+        cost=10**18 + 1,
+        status="ok",
+        http_status=200,
+        timestamp=datetime.now(timezone.utc),
+        latency_us=12,
     )
     again = decode_event("usage.recorded", msgspec.json.encode(event), str(event.trace_id), 1)
     assert again == event
@@ -109,10 +135,21 @@ def test_usage_event_round_trips_with_exact_integers():
 
 def test_old_events_decode_when_new_fields_have_defaults():
     minimal = {
-        "trace_id": str(uuid.uuid4()), "account_id": str(uuid.uuid4()), "key_id": str(uuid.uuid4()),
-        "model": "m", "requested_model": None, "provider": "p", "prompt_tokens": 1, "completion_tokens": 1,
-        "prompt_per_1k": 0, "completion_per_1k": 0, "cost": 0, "status": "ok", "http_status": 200,
-        "timestamp": "2026-01-01T00:00:00Z", "latency_us": 1,
+        "trace_id": str(uuid.uuid4()),
+        "account_id": str(uuid.uuid4()),
+        "key_id": str(uuid.uuid4()),
+        "model": "m",
+        "requested_model": None,
+        "provider": "p",
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "prompt_per_1k": 0,
+        "completion_per_1k": 0,
+        "cost": 0,
+        "status": "ok",
+        "http_status": 200,
+        "timestamp": "2026-01-01T00:00:00Z",
+        "latency_us": 1,
     }
     event = decode_event("usage.recorded", msgspec.json.encode(minimal), minimal["trace_id"], 1)
     assert event.stream is False and event.estimated is False and event.error is None

@@ -27,8 +27,18 @@ class BookBroker:
         return self.credits - self.book.settled - self.book.reserved
 
     async def acquire(self, account_id, key_id, wanted, minimum):
-        amount = lease_amount(wanted, minimum, None, self.available, None, 0, self.credits,
-                              self.book.settled + self.book.reserved, 0, self.book.reserved)
+        amount = lease_amount(
+            wanted,
+            minimum,
+            None,
+            self.available,
+            None,
+            0,
+            self.credits,
+            self.book.settled + self.book.reserved,
+            0,
+            self.book.reserved,
+        )
         grant = LeaseGrant(uuid.uuid4(), amount, datetime.now(timezone.utc) + timedelta(minutes=15))
         self.book.grant(grant.lease_id, amount, grant.expires_at)
         return grant
@@ -54,13 +64,15 @@ def test_sequential_requests_get_their_whole_worst_case_while_the_budget_covers_
             ticket = await budgets.reserve(info, WORST, WORST)
             assert ticket.amount == WORST
             budgets.release(ticket, cost)
-        assert broker.available + sum(lease.free for lease in [budgets._keys[info.key_id].current] if lease) \
-            == WORST  # all that is left is one worst case
+        assert (
+            broker.available + sum(lease.free for lease in [budgets._keys[info.key_id].current] if lease) == WORST
+        )  # all that is left is one worst case
         ticket = await budgets.reserve(info, WORST, WORST)  # the 31st is still covered
         budgets.release(ticket, cost)
         with pytest.raises(BudgetRefusal) as refused:
             await budgets.reserve(info, WORST, WORST)
         assert refused.value.available == WORST - cost  # the whole remaining budget, own leases given back
+
     asyncio.run(run())
 
 
@@ -77,4 +89,5 @@ def test_a_refusal_counts_what_the_own_busy_lease_still_holds():
         assert lease.free == WORST // 2  # leased for two requests, one in flight
         assert refused.value.available == broker.available + lease.free == 3 * WORST - WORST // 2
         budgets.release(busy, 0)
+
     asyncio.run(run())

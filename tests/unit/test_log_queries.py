@@ -31,13 +31,29 @@ def test_a_cursor_round_trips_and_a_forged_one_is_refused():
 
 def test_filters_become_one_condition_each_and_the_keyset_comes_last():
     account, key = uuid.uuid4(), uuid.uuid4()
-    f = parse_filter({"from": "2026-11-01T00:00:00Z", "model": "a/b", "key_id": str(key), "status": "error",
-                      "min_latency_ms": "250"}, account)
-    assert f == LogFilter(account_id=account, start=datetime(2026, 11, 1, tzinfo=timezone.utc), model="a/b",
-                          key_id=key, status="error", min_latency_ms=250)
+    f = parse_filter(
+        {
+            "from": "2026-11-01T00:00:00Z",
+            "model": "a/b",
+            "key_id": str(key),
+            "status": "error",
+            "min_latency_ms": "250",
+        },
+        account,
+    )
+    assert f == LogFilter(
+        account_id=account,
+        start=datetime(2026, 11, 1, tzinfo=timezone.utc),
+        model="a/b",
+        key_id=key,
+        status="error",
+        min_latency_ms=250,
+    )
     after = (datetime(2026, 11, 2, tzinfo=timezone.utc), uuid.uuid4())
     sql, params = _where(f, after)
-    assert sql == (" where l.account_id = %s and l.time >= %s and l.model = %s and l.key_id = %s"
-                   " and l.latency_us >= %s and l.status <> 'ok' and (l.time, l.trace_id) < (%s, %s)")
+    assert sql == (
+        " where l.account_id = %s and l.time >= %s and l.model = %s and l.key_id = %s"
+        " and l.latency_us >= %s and l.status <> 'ok' and (l.time, l.trace_id) < (%s, %s)"
+    )
     assert params == [account, f.start, "a/b", key, 250_000, *after]
     assert _where(LogFilter(), None) == ("", [])

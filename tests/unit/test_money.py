@@ -6,13 +6,16 @@ from domain.money import InvalidAmount, pico_to_usd, usd_to_pico
 from domain.pricing import Price
 
 
-@pytest.mark.parametrize("text, pico", [
-    ("12.5", 12_500_000_000_000),
-    ("0.000000000001", 1),
-    ("  7 ", 7 * 10**12),
-    (3, 3 * 10**12),
-    ("-1.25", -1_250_000_000_000),
-])
+@pytest.mark.parametrize(
+    "text, pico",
+    [
+        ("12.5", 12_500_000_000_000),
+        ("0.000000000001", 1),
+        ("  7 ", 7 * 10**12),
+        (3, 3 * 10**12),
+        ("-1.25", -1_250_000_000_000),
+    ],
+)
 def test_usd_parses_exactly(text, pico):
     assert usd_to_pico(text) == pico
 

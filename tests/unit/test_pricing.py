@@ -43,7 +43,10 @@ def test_the_parts_must_fit_in_the_prompt():
 
 def test_prices_as_usd_name_the_effective_cache_prices():
     assert Price.from_usd("0.5", "1.5", "0.05").as_usd() == {
-        "prompt_usd_per_1k": "0.500000", "completion_usd_per_1k": "1.500000",
-        "cached_prompt_usd_per_1k": "0.050000", "cache_write_usd_per_1k": "0.500000"}
+        "prompt_usd_per_1k": "0.500000",
+        "completion_usd_per_1k": "1.500000",
+        "cached_prompt_usd_per_1k": "0.050000",
+        "cache_write_usd_per_1k": "0.500000",
+    }
     assert not Price.from_usd("0", "0", "0.1").is_free
     assert Price.from_usd("0", "0").is_free

@@ -24,7 +24,7 @@ class Clock:
 def test_a_full_window_refuses_until_its_oldest_attempt_ages_out():
     clock = Clock()
     window = AttemptWindow(3, 60, "tries", clock)
-    for step in range(3):
+    for _ in range(3):
         window.acquire("k")
         clock.now += 10
     with pytest.raises(RateLimited) as refused:
@@ -116,7 +116,10 @@ def test_every_signup_counts_per_address_and_a_taken_email_per_email():
         pass
     with pytest.raises(EmailTaken), guard.signup("10.0.0.2", "b@example.com"):
         fail(EmailTaken("taken"))
-    with pytest.raises(RateLimited, match="failed attempts for this account"), guard.signup("10.0.0.2", "B@example.com"):
+    with (
+        pytest.raises(RateLimited, match="failed attempts for this account"),
+        guard.signup("10.0.0.2", "B@example.com"),
+    ):
         pass
     with guard.signup("10.0.0.1", "c@example.com"):
         pass

@@ -22,12 +22,18 @@ def test_a_placeholder_may_have_spaces_inside_the_braces(text):
 
 
 def test_every_occurrence_is_replaced_and_variables_are_listed_once_in_order_of_first_use():
-    compiled = CompiledMessages([{"role": "system", "content": "You are {{persona}}. {{ persona }} again."},
-                                 {"role": "user", "content": "{{name}} asks: {{question}} ({{name}})"}])
+    compiled = CompiledMessages(
+        [
+            {"role": "system", "content": "You are {{persona}}. {{ persona }} again."},
+            {"role": "user", "content": "{{name}} asks: {{question}} ({{name}})"},
+        ]
+    )
     assert compiled.variables == ("persona", "name", "question")
     out = compiled.render({"persona": "a pirate", "name": "Ada", "question": "why?"})
-    assert out == [{"role": "system", "content": "You are a pirate. a pirate again."},
-                   {"role": "user", "content": "Ada asks: why? (Ada)"}]
+    assert out == [
+        {"role": "system", "content": "You are a pirate. a pirate again."},
+        {"role": "user", "content": "Ada asks: why? (Ada)"},
+    ]
 
 
 def test_text_without_placeholders_renders_as_it_is():
@@ -63,8 +69,7 @@ def test_a_variable_the_template_does_not_use_is_refused():
         render("no variables", a="1")
 
 
-@pytest.mark.parametrize("value, text", [(3, "3"), (-2, "-2"), (0.3, "0.3"), (1e100, "1e+100"),
-                                         (10**30, str(10**30))])
+@pytest.mark.parametrize("value, text", [(3, "3"), (-2, "-2"), (0.3, "0.3"), (1e100, "1e+100"), (10**30, str(10**30))])
 def test_numbers_are_written_as_numbers(value, text):
     assert render("n={{n}}", n=value) == f"n={text}"
 
@@ -76,8 +81,9 @@ def test_values_must_be_strings_or_numbers(value):
     assert caught.value.code == "template_variable_invalid" and "string or a number" in str(caught.value)
 
 
-@pytest.mark.parametrize("hostile", ["{{x}}", "{{ other }}", r"\{{x}}", "{{", "}}", "{{ x.__class__ }}",
-                                     "${x}", "{x}", "%(x)s", "{0}"])
+@pytest.mark.parametrize(
+    "hostile", ["{{x}}", "{{ other }}", r"\{{x}}", "{{", "}}", "{{ x.__class__ }}", "${x}", "{x}", "%(x)s", "{0}"]
+)
 def test_values_are_inserted_verbatim_never_expanded(hostile):
     assert render("[{{ v }}]", v=hostile) == f"[{hostile}]"
 
@@ -96,9 +102,23 @@ def test_unicode_in_text_names_and_values():
     assert render("{{_x1}}", _x1="ok") == "ok"
 
 
-@pytest.mark.parametrize("text", ["{{ a.b }}", "{{ a + 1 }}", "{{ a|upper }}", "{{ }}", "{{1a}}", "{{ a b }}",
-                                  "{{ __import__('os') }}", "{{ a[0] }}", "{{ é }}", "unclosed {{ a",
-                                  "{{" + "a" * 65 + "}}", "{{{a}}}"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ a.b }}",
+        "{{ a + 1 }}",
+        "{{ a|upper }}",
+        "{{ }}",
+        "{{1a}}",
+        "{{ a b }}",
+        "{{ __import__('os') }}",
+        "{{ a[0] }}",
+        "{{ é }}",
+        "unclosed {{ a",
+        "{{" + "a" * 65 + "}}",
+        "{{{a}}}",
+    ],
+)
 def test_anything_but_a_plain_name_between_the_braces_is_refused(text):
     with pytest.raises(InvalidTemplate) as caught:
         compile_text(text)

@@ -30,8 +30,10 @@ def test_an_image_counts_the_providers_worst_case_not_its_bytes():
 
 
 def test_audio_files_and_gemini_url_parts_count_the_whole_context():
-    for part in ({"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}},
-                 {"type": "file", "file": {"file_id": "file-1"}}):
+    for part in (
+        {"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}},
+        {"type": "file", "file": {"file_id": "file-1"}},
+    ):
         assert bound([{"role": "user", "content": [part]}]) == MODEL.context_tokens
     url = {"type": "image_url", "image_url": {"url": "https://example.com/talk.mp4"}}
     assert bound([{"role": "user", "content": [url]}], kind="gemini") == MODEL.context_tokens
@@ -78,10 +80,16 @@ def test_fields_the_gateway_consumes_do_not_go_upstream():
     assert body == {"messages": []}
 
 
-@pytest.mark.parametrize("field, value", [
-    ("service_tier", "priority"), ("service_tier", "flex"), ("web_search_options", {}),
-    ("audio", {"voice": "alloy", "format": "wav"}), ("modalities", ["text", "audio"]),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("service_tier", "priority"),
+        ("service_tier", "flex"),
+        ("web_search_options", {}),
+        ("audio", {"voice": "alloy", "format": "wav"}),
+        ("modalities", ["text", "audio"]),
+    ],
+)
 def test_fields_that_change_the_price_are_refused(field, value):
     with pytest.raises(GatewayError) as refused:
         check_fields({"messages": [], field: value}, OPENAI_CHAT_FIELDS, "gpt/x")
@@ -109,11 +117,13 @@ def test_openai_gets_the_limit_as_max_completion_tokens_other_servers_as_sent():
     body = {"messages": [TEXT], "max_tokens": 9}
     openai = OpenAIAdapter(Provider("o", "openai", "http://127.0.0.1:9/v1"))._document(body, MODEL, False)
     assert openai["max_completion_tokens"] == 9 and "max_tokens" not in openai and body["max_tokens"] == 9
-    compatible = OpenAIAdapter(Provider("c", "openai-compatible", "http://127.0.0.1:9/v1"))._document(body, MODEL,
-                                                                                                    False)
+    compatible = OpenAIAdapter(Provider("c", "openai-compatible", "http://127.0.0.1:9/v1"))._document(
+        body, MODEL, False
+    )
     assert compatible["max_tokens"] == 9 and "max_completion_tokens" not in compatible
-    unlimited = OpenAIAdapter(Provider("o", "openai", "http://127.0.0.1:9/v1"))._document({"messages": [TEXT]}, MODEL,
-                                                                                          True)
+    unlimited = OpenAIAdapter(Provider("o", "openai", "http://127.0.0.1:9/v1"))._document(
+        {"messages": [TEXT]}, MODEL, True
+    )
     assert "max_tokens" not in unlimited and "max_completion_tokens" not in unlimited
 
 

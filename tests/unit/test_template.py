@@ -21,8 +21,14 @@ ACCOUNT = uuid.uuid4()
 
 
 def new(name="greet", messages=None, defaults=None) -> Template:
-    return Template.create(ACCOUNT, name, None, [{"role": "user", "content": "Hi {{name}}"}] if messages is None else messages,
-                           defaults, "account")
+    return Template.create(
+        ACCOUNT,
+        name,
+        None,
+        [{"role": "user", "content": "Hi {{name}}"}] if messages is None else messages,
+        defaults,
+        "account",
+    )
 
 
 def test_every_save_is_a_new_version_and_old_versions_stay():
@@ -72,8 +78,10 @@ def test_an_archived_template_keeps_its_history_but_cannot_change():
         t.label("production", 1, "account")
 
 
-@pytest.mark.parametrize("name", ["", " ", "x" * (MAX_NAME_LENGTH + 1), "a@b", "tab\there", "new\nline", "nul\x00",
-                                  "bidi\u202e", "zero\u200bwidth"])
+@pytest.mark.parametrize(
+    "name",
+    ["", " ", "x" * (MAX_NAME_LENGTH + 1), "a@b", "tab\there", "new\nline", "nul\x00", "bidi\u202e", "zero\u200bwidth"],
+)
 def test_bad_names_are_refused(name):
     with pytest.raises(InvalidTemplate):
         new(name=name)
@@ -83,35 +91,63 @@ def test_names_may_be_unicode_and_are_trimmed():
     assert new(name="  Grüße / summary v2 ").name == "Grüße / summary v2"
 
 
-@pytest.mark.parametrize("messages", [
-    [], [{"role": "tool", "content": "x"}], [{"role": "user", "content": 3}], [{"role": "user"}],
-    [{"role": "user", "content": "x" * 100_001}], [{"role": "user", "content": "x"}] * (MAX_MESSAGES + 1),
-    [{"role": "user", "content": "x" * 100_000}] * 3, [{"role": "user", "content": "{{ a.b }}"}],
-])
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [],
+        [{"role": "tool", "content": "x"}],
+        [{"role": "user", "content": 3}],
+        [{"role": "user"}],
+        [{"role": "user", "content": "x" * 100_001}],
+        [{"role": "user", "content": "x"}] * (MAX_MESSAGES + 1),
+        [{"role": "user", "content": "x" * 100_000}] * 3,
+        [{"role": "user", "content": "{{ a.b }}"}],
+    ],
+)
 def test_bad_messages_are_refused(messages):
     with pytest.raises(InvalidTemplate):
         new(messages=messages)
 
 
-@pytest.mark.parametrize("defaults", [
-    {"temperature": 2.5}, {"temperature": "0.3"}, {"temperature": True}, {"top_p": 1.5}, {"max_tokens": 0},
-    {"max_tokens": 1.5}, {"stop": []}, {"stop": ["a"] * 5}, {"stop": [""]}, {"stop": 3}, {"model": ""},
-    {"seed": 1},
-])
+@pytest.mark.parametrize(
+    "defaults",
+    [
+        {"temperature": 2.5},
+        {"temperature": "0.3"},
+        {"temperature": True},
+        {"top_p": 1.5},
+        {"max_tokens": 0},
+        {"max_tokens": 1.5},
+        {"stop": []},
+        {"stop": ["a"] * 5},
+        {"stop": [""]},
+        {"stop": 3},
+        {"model": ""},
+        {"seed": 1},
+    ],
+)
 def test_bad_defaults_are_refused(defaults):
     with pytest.raises(InvalidTemplate):
         new(defaults=defaults)
 
 
 def test_defaults_keep_what_is_set():
-    t = new(defaults={"model": "acme/gpt", "temperature": 0, "top_p": 1, "max_tokens": 5, "stop": "END"}
-            | {"top_p": None})
+    t = new(
+        defaults={"model": "acme/gpt", "temperature": 0, "top_p": 1, "max_tokens": 5, "stop": "END"} | {"top_p": None}
+    )
     assert t.latest.defaults == {"model": "acme/gpt", "temperature": 0, "max_tokens": 5, "stop": "END"}
 
 
-@pytest.mark.parametrize("reference, parsed", [("greet", ("greet", None)), ("greet@3", ("greet", "3")),
-                                               ("greet@production", ("greet", "production")),
-                                               ("greet@", ("greet", None)), (" greet @ 2 ", ("greet", "2"))])
+@pytest.mark.parametrize(
+    "reference, parsed",
+    [
+        ("greet", ("greet", None)),
+        ("greet@3", ("greet", "3")),
+        ("greet@production", ("greet", "production")),
+        ("greet@", ("greet", None)),
+        (" greet @ 2 ", ("greet", "2")),
+    ],
+)
 def test_references_name_a_template_and_optionally_a_version_or_label(reference, parsed):
     assert parse_reference(reference) == parsed
 

@@ -25,8 +25,15 @@ class ReadModel:
     def reflect(self, template: Template) -> None:
         self.heads = {n: h for n, h in self.heads.items() if h.template_id != template.id}
         if not template.archived:
-            self.heads[template.name] = TemplateHead(template.id, ACCOUNT, template.name, len(template.versions),
-                                                     dict(template.labels), False, template.version)
+            self.heads[template.name] = TemplateHead(
+                template.id,
+                ACCOUNT,
+                template.name,
+                len(template.versions),
+                dict(template.labels),
+                False,
+                template.version,
+            )
         for v in template.versions:
             self.versions[(template.id, v.number)] = (v.messages, v.defaults)
 
@@ -54,8 +61,9 @@ def stored(template: Template) -> tuple[ReadModel, TemplateCache]:
 
 
 def new_template(name="greet") -> Template:
-    return Template.create(ACCOUNT, name, None, [{"role": "user", "content": "v1 {{x}}"}], {"temperature": 0.3},
-                           "account")
+    return Template.create(
+        ACCOUNT, name, None, [{"role": "user", "content": "v1 {{x}}"}], {"temperature": 0.3}, "account"
+    )
 
 
 def save(template: Template, text: str) -> None:
@@ -155,12 +163,15 @@ def test_unknown_versions_and_labels_are_404s_that_say_what_exists():
 def test_expand_puts_the_template_first_and_lets_the_request_win():
     template = new_template()
     store, cache = stored(template)
-    raw = msgspec.json.encode({"template": "greet", "variables": {"x": 7}, "temperature": 1,
-                               "messages": [{"role": "user", "content": "own"}]})
+    raw = msgspec.json.encode(
+        {"template": "greet", "variables": {"x": 7}, "temperature": 1, "messages": [{"role": "user", "content": "own"}]}
+    )
     out, used = asyncio.run(cache.expand(ACCOUNT, raw))
     body = msgspec.json.decode(out)
-    assert body == {"temperature": 1, "messages": [{"role": "user", "content": "v1 7"},
-                                                   {"role": "user", "content": "own"}]}
+    assert body == {
+        "temperature": 1,
+        "messages": [{"role": "user", "content": "v1 7"}, {"role": "user", "content": "own"}],
+    }
     assert used.template_id == template.id and used.version == 1
     untouched = b'{"messages": [{"role": "user", "content": "hi"}]}'
     assert asyncio.run(cache.expand(ACCOUNT, untouched)) == (untouched, None)
@@ -169,5 +180,10 @@ def test_expand_puts_the_template_first_and_lets_the_request_win():
 def test_merge_fills_only_what_the_request_leaves_unset():
     body = {"max_completion_tokens": 5, "top_p": None}
     merge(body, [{"role": "system", "content": "s"}], {"max_tokens": 9, "top_p": 0.5, "model": "m", "stop": "X"})
-    assert body == {"max_completion_tokens": 5, "top_p": 0.5, "model": "m", "stop": "X",
-                    "messages": [{"role": "system", "content": "s"}]}
+    assert body == {
+        "max_completion_tokens": 5,
+        "top_p": 0.5,
+        "model": "m",
+        "stop": "X",
+        "messages": [{"role": "system", "content": "s"}],
+    }

@@ -43,8 +43,13 @@ def test_disputes_are_counted_once_each():
 
 
 def test_an_expired_transfer_cannot_be_confirmed():
-    t = TopUp(account_id=uuid.uuid4(), provider="bank_transfer", reference="MESH-1", amount=10**13,
-              expires_at=NOW + timedelta(days=14))
+    t = TopUp(
+        account_id=uuid.uuid4(),
+        provider="bank_transfer",
+        reference="MESH-1",
+        amount=10**13,
+        expires_at=NOW + timedelta(days=14),
+    )
     t.expire(NOW)  # not yet due: nothing happens
     assert t.status == "pending"
     t.expire(NOW + timedelta(days=15))

@@ -35,13 +35,18 @@ def test_other_upstream_refusals_keep_their_message():
 
 
 def test_an_unreachable_upstream_says_how_but_not_where(caplog):
-    cases = {ConnectionRefusedError(111, "Connection refused"): "the connection was refused",
-             socket.gaierror(-2, "Name or service not known"): "its host name does not resolve",
-             OSError(113, "No route to host"): "no connection could be made"}
+    cases = {
+        ConnectionRefusedError(111, "Connection refused"): "the connection was refused",
+        socket.gaierror(-2, "Name or service not known"): "its host name does not resolve",
+        OSError(113, "No route to host"): "no connection could be made",
+    }
     for cause, how in cases.items():
         error = upstream_unreachable(ACME, unreachable_because(cause))
-        assert (error.status, error.code, error.message) == (502, "upstream_unreachable",
-                                                               f"provider acme is unreachable: {how}")
+        assert (error.status, error.code, error.message) == (
+            502,
+            "upstream_unreachable",
+            f"provider acme is unreachable: {how}",
+        )
     broken = upstream_unreachable(ACME, UpstreamClosed("connection lost mid-response from 10.0.0.7:9000"))
     assert broken.message == "provider acme is unreachable: the connection broke before the answer was complete"
     assert "10.0.0.7:9000" in caplog.text  # the address is for the operator's log
