@@ -28,11 +28,13 @@ from gateway.admission import KeyInfo
 from gateway.app import Gateway
 from gateway.budget import FREE, Budgets, LeaseGrant
 from gateway.catalog import Catalog, Model, Provider
+from gateway.fields import OPENAI_CHAT_FIELDS
 from gateway.keys import KeyCache
 from gateway.providers.base import Reply, Usage
 
 
 class InstantAdapter:
+    chat_fields = OPENAI_CHAT_FIELDS
     body = msgspec.json.encode(
         {
             "id": "x",

@@ -8,6 +8,11 @@ second so other processes can use the budget; expiry covers a crashed process.
 A lease with requests still running is renewed (its expiry pushed back) well
 before it expires, so a request that outlives a lease's life (a long stream)
 is never settled by the reaper without its cost.
+
+When no new lease covers a request, the free parts of the process's own open
+leases for the key (the current one and retired ones whose requests still run)
+are merged: the request is admitted against several leases at once, each part
+a reservation on its lease, so every lease still spends at most what it holds.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ class Lease:
         "last_used",
         "taken_at",
         "life",
+        "closed",
     )
 
     def __init__(self, grant: LeaseGrant, account_id: UUID, key_id: UUID):
@@ -85,6 +91,7 @@ class Lease:
         self.life = max(_seconds_until(grant.expires_at), 0.0)  # seconds it was granted for
         self.deadline = time.monotonic() + self.life
         self.last_used = self.taken_at = time.monotonic()
+        self.closed = False  # admits nothing more (settled under its requests, or its key forgotten)
 
     @property
     def free(self) -> int:
@@ -98,12 +105,13 @@ class Lease:
 
 
 class Ticket:
-    """One admitted request's reservation."""
+    """One admitted request's reservation: `amount` on `lease`, or, merged from several leases, the parts
+    ((lease, amount) each, retired leases first) summing to `amount`, `lease` being the first part's."""
 
-    __slots__ = ("lease", "amount")
+    __slots__ = ("lease", "amount", "parts")
 
-    def __init__(self, lease: Lease | None, amount: int):
-        self.lease, self.amount = lease, amount
+    def __init__(self, lease: Lease | None, amount: int, parts: tuple[tuple[Lease, int], ...] | None = None):
+        self.lease, self.amount, self.parts = lease, amount, parts
 
 
 FREE = Ticket(None, 0)
@@ -136,6 +144,14 @@ class _KeyState:
     def inflight(self) -> int:
         return sum(lease.inflight for lease in self.retired) + (self.current.inflight if self.current else 0)
 
+    def mergeable(self, now: float) -> list[Lease]:
+        """The open leases a request may still be admitted on, retired ones first: their free parts are what this
+        process holds of the key's budget unreserved."""
+        leases = [lease for lease in self.retired if not lease.closed and lease.free > 0 and lease.usable(now)]
+        if self.current is not None and self.current.free > 0 and self.current.usable(now):
+            leases.append(self.current)
+        return leases
+
     def adapt(self, floor: int, now: float) -> None:
         """Size the next lease by how fast the last one went: a busy key leases for seconds of traffic at a
         time (a lease is two events and a round trip), a quiet one for a few requests. The domain still caps
@@ -164,8 +180,8 @@ def busy() -> GatewayError:
 def _refusal(refused: BudgetExceeded, state: "_KeyState") -> BudgetRefusal:
     if refused.available is None:
         return BudgetRefusal(refused.message, refused.code, None)
-    own = [lease for lease in [state.current, *state.retired] if lease is not None]
-    return BudgetRefusal(refused.message, refused.code, refused.available + sum(max(0, lease.free) for lease in own))
+    own = sum(lease.free for lease in state.mergeable(time.monotonic()))
+    return BudgetRefusal(refused.message, refused.code, refused.available + own)
 
 
 class Budgets:
@@ -181,9 +197,10 @@ class Budgets:
         `minimum` (a caller that passes less than `wanted` fits the request to what it got).
 
         The current lease serves while it can cover `wanted`; otherwise this key's idle leases are given back and
-        a new lease is taken, so it is sized from all that is left. Only when the limits refuse a new lease does
-        a request make do with the rest of the current one, wait for budget tied up in leases to come back (up
-        to `patience`), or get a 402 (a BudgetRefusal saying what the limits still allow).
+        a new lease is taken, so it is sized from all that is left. When the limits refuse that, the free parts of
+        this process's own open leases are merged, with a new lease for what they lack. Only when all of that
+        cannot cover `minimum` does a request wait for budget tied up in leases to come back (up to `patience`)
+        or get a 402 (a BudgetRefusal saying what the limits and this process's leases still allow).
         """
         state = self._keys.get(key.key_id)
         if state is None:
@@ -197,33 +214,36 @@ class Budgets:
                 ticket = self._take(state.current, wanted, wanted)  # another request may have refilled it
                 if ticket is not None:
                     return ticket
-                refused: BudgetExceeded | None = None
                 state.adapt(self.lease_multiple, time.monotonic())
                 await self._give_back_idle(state, key.key_id)
-                try:
-                    grant = await self.broker.acquire(
-                        key.account_id,
-                        key.key_id,
-                        minimum=minimum,
-                        wanted=wanted * max(state.multiple, 4 * state.inflight),
-                    )
-                except BudgetExceeded as exc:
-                    refused = exc
-                except LeaseUnavailable:
-                    pass
-                else:
-                    self._retire(state)
-                    state.current = Lease(grant, key.account_id, key.key_id)
-                    ticket = self._take(state.current, minimum, wanted)
-                    assert ticket is not None, "a fresh lease covers at least the minimum"
-                    return ticket
-                ticket = self._take(state.current, minimum, wanted)  # the budget is scarce: what is left
+                refused = await self._lease(state, key, minimum, wanted)
+                if refused is not None and refused.available is not None:
+                    # the budget is scarce: a new lease for what the own leases' free parts lack, if the limits allow
+                    lacking = minimum - sum(lease.free for lease in state.mergeable(time.monotonic()))
+                    if 0 < lacking <= refused.available:
+                        refused = await self._lease(state, key, lacking, wanted)
+                ticket = self._take(state.current, wanted, wanted) or self._merge(state, minimum, wanted)
                 if ticket is not None:
                     return ticket
             if refused is not None and not state.inflight and not refused.held_by_leases:
                 raise _refusal(refused, state)
             # else wait: our own requests, or other holders' leases, give back what they do not spend
             await self._wait(state, deadline, refused)
+
+    async def _lease(self, state: _KeyState, key: KeyInfo, minimum: int, wanted: int) -> BudgetExceeded | None:
+        """Take a new current lease of at least `minimum` (sized for many requests of `wanted`); the refusal if the
+        limits refuse it. A passing failure takes nothing and refuses nothing. Called under the key's lock."""
+        try:
+            grant = await self.broker.acquire(
+                key.account_id, key.key_id, minimum=minimum, wanted=wanted * max(state.multiple, 4 * state.inflight)
+            )
+        except BudgetExceeded as exc:
+            return exc
+        except LeaseUnavailable:
+            return None
+        self._retire(state)
+        state.current = Lease(grant, key.account_id, key.key_id)
+        return None
 
     async def _give_back_idle(self, state: _KeyState, key_id: UUID) -> None:
         """Settle this key's leases no request uses (the current one and any waiting for the sweep) before a new
@@ -263,22 +283,54 @@ class Budgets:
         lease.inflight += 1
         return Ticket(lease, amount)
 
+    @staticmethod
+    def _merge(state: _KeyState, minimum: int, wanted: int) -> Ticket | None:
+        """Up to `wanted` (at least `minimum`) from the free parts of the key's open leases, retired ones first."""
+        leases = state.mergeable(time.monotonic())
+        if sum(lease.free for lease in leases) < minimum:
+            return None
+        parts: list[tuple[Lease, int]] = []
+        left = wanted
+        for lease in leases:
+            amount = min(left, lease.free)
+            lease.reserved += amount
+            lease.inflight += 1
+            parts.append((lease, amount))
+            left -= amount
+            if not left:
+                break
+        if len(parts) == 1:
+            return Ticket(parts[0][0], parts[0][1])
+        return Ticket(parts[0][0], wanted - left, tuple(parts))
+
     def release(self, ticket: Ticket, cost: int) -> None:
-        """The request is over: its reservation becomes its real cost."""
+        """The request is over: its reservation becomes its real cost. A merged reservation's cost fills its parts
+        in order, each up to what it reserved (what exceeds the whole reservation lands on the last part)."""
         lease = ticket.lease
         if lease is None:
             return
         if cost > ticket.amount:
             log.warning("request cost %d exceeded its reservation %d on lease %s", cost, ticket.amount, lease.id)
-        lease.reserved -= ticket.amount
+        state = self._keys[lease.key_id]
+        if ticket.parts is None:
+            self._end(state, lease, ticket.amount, cost)
+        else:
+            last = len(ticket.parts) - 1
+            for i, (lease, amount) in enumerate(ticket.parts):
+                share = cost if i == last else min(cost, amount)
+                self._end(state, lease, amount, share)
+                cost -= share
+        state.notify()
+
+    def _end(self, state: _KeyState, lease: Lease, reserved: int, cost: int) -> None:
+        """One reservation on `lease` ends costing `cost`; a retired lease is settled when its last one ends."""
+        lease.reserved -= reserved
         lease.spent += cost
         lease.inflight -= 1
         lease.last_used = time.monotonic()
-        state = self._keys[lease.key_id]
         if lease.inflight == 0 and lease in state.retired:
             state.retired.remove(lease)
             asyncio.get_running_loop().create_task(self._settle([lease]))
-        state.notify()
 
     def _retire(self, state: _KeyState) -> None:
         if state.current is not None:
@@ -334,6 +386,7 @@ class Budgets:
                 log.warning("lease %s was settled while %d requests still ran on it", lease.id, lease.inflight)
                 if state.current is lease:
                     self._retire(state)
+                lease.closed = True  # no request is merged onto it either
                 lease.deadline = math.inf  # retired: only its requests' end matters now
 
     async def run(self, stop: asyncio.Event, interval: float = 0.25) -> None:
@@ -349,3 +402,5 @@ class Budgets:
         state = self._keys.get(key_id)
         if state is not None:
             self._retire(state)
+            for lease in state.retired:
+                lease.closed = True

@@ -1,0 +1,164 @@
+"""A request is admitted on the free parts of several of the process's own leases (gateway/budget.py): a retired
+lease still running a long request never makes a request the remaining budget covers wait, shrink or fail, and
+every lease is settled with exactly what its parts cost, never more than it was granted."""
+
+import asyncio
+
+import pytest
+
+from gateway.budget import BudgetRefusal, Budgets
+from tests.unit.test_lease_giveback import BookBroker, key
+
+
+class LedgerBroker(BookBroker):
+    """BookBroker that also keeps what each lease was granted and settled with."""
+
+    def __init__(self, credits: int):
+        super().__init__(credits)
+        self.granted: dict = {}
+        self.settled_by_lease: dict = {}
+
+    async def acquire(self, account_id, key_id, wanted, minimum):
+        grant = await super().acquire(account_id, key_id, wanted, minimum)
+        self.granted[grant.lease_id] = grant.amount
+        return grant
+
+    async def settle(self, account_id, key_id, lease_id, spent):
+        if lease_id in self.book.open:
+            self.settled_by_lease[lease_id] = spent
+        await super().settle(account_id, key_id, lease_id, spent)
+
+
+async def long_request_on_a_retired_lease(broker: LedgerBroker, budgets: Budgets, info):
+    """A long request (1000 of a 2000 lease) keeps lease 1 open after it is retired for a 1500 request; that one
+    ends and its lease is given back. Left: 4000 - 1500 spent - 1000 reserved = 1500 of real budget, of which 1000
+    is lease 1's free part and 500 what the limits still give a new lease."""
+    stream = await budgets.reserve(info, 1000, 1000)
+    first = stream.lease
+    assert first.amount == 2000 and first.free == 1000
+    other = await budgets.reserve(info, 1500, 1500)
+    assert other.lease is not first and first in budgets._keys[info.key_id].retired
+    budgets.release(other, 1500)
+    return stream, first
+
+
+def test_a_request_the_budget_covers_only_with_a_retired_leases_free_part_is_admitted_at_once_in_full():
+    broker = LedgerBroker(credits=4000)
+    budgets = Budgets(broker, lease_multiple=2, patience=0)  # no waiting: only merging can admit it
+
+    async def run() -> None:
+        info = key()
+        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+        ticket = await budgets.reserve(info, 1200, 1200)  # 1000 free on lease 1 + 200 of a new lease
+        assert ticket.amount == 1200
+        assert [(lease is first, amount) for lease, amount in ticket.parts] == [(True, 1000), (False, 200)]
+        new = ticket.parts[1][0]
+        assert broker.granted[new.id] == 250  # half of the 500 the limits leave, at least the 200 it lacks
+        assert first.free == 0 and first.inflight == 2 and new.free == 50
+
+        budgets.release(ticket, 1100)  # fills lease 1's part, then 100 of the new lease's
+        assert (first.spent, first.reserved, first.inflight) == (1000, 1000, 1)
+        assert (new.spent, new.reserved, new.inflight) == (100, 0, 0)
+        assert first.id not in broker.settled_by_lease  # the long request still runs on it
+
+        budgets.release(stream, 600)  # its last request: lease 1 is settled
+        await asyncio.sleep(0)
+        assert broker.settled_by_lease[first.id] == 1600
+        await budgets.sweep(everything=True)
+        assert broker.settled_by_lease[new.id] == 100
+        assert not broker.book.open
+        assert sum(broker.settled) == 1500 + 1100 + 600 == broker.book.settled  # exactly what was spent
+        for lease_id, spent in broker.settled_by_lease.items():
+            assert spent <= broker.granted[lease_id]
+
+    asyncio.run(run())
+
+
+def test_own_free_parts_alone_admit_a_request_without_a_new_lease():
+    broker = LedgerBroker(credits=4000)
+    budgets = Budgets(broker, lease_multiple=2, patience=0)
+
+    async def run() -> None:
+        info = key()
+        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+        leases = len(broker.granted)
+        ticket = await budgets.reserve(info, 1000, 1000)  # the limits leave 500; lease 1 holds 1000 free
+        assert ticket.lease is first and ticket.amount == 1000 and ticket.parts is None
+        assert len(broker.granted) == leases
+        budgets.release(ticket, 400)
+        budgets.release(stream, 1000)
+        await asyncio.sleep(0)
+        assert broker.settled_by_lease[first.id] == 1400
+
+    asyncio.run(run())
+
+
+def test_a_request_that_may_be_fitted_gets_its_whole_worst_case_from_merged_parts():
+    broker = LedgerBroker(credits=4000)
+    budgets = Budgets(broker, lease_multiple=2, patience=0)
+
+    async def run() -> None:
+        info = key()
+        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+        ticket = await budgets.reserve(info, 1, 1200)  # could be fitted down to 1: the budget covers all of it
+        assert ticket.amount == 1200
+        budgets.release(ticket, 1200)
+        budgets.release(stream, 1000)
+
+    asyncio.run(run())
+
+
+def test_a_cost_below_the_first_part_leaves_the_later_parts_unspent():
+    broker = LedgerBroker(credits=4000)
+    budgets = Budgets(broker, lease_multiple=2, patience=0)
+
+    async def run() -> None:
+        info = key()
+        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+        ticket = await budgets.reserve(info, 1200, 1200)
+        new = ticket.parts[1][0]
+        budgets.release(ticket, 700)
+        assert (first.spent, new.spent, new.free) == (700, 0, 250)
+        budgets.release(stream, 0)
+        await asyncio.sleep(0)  # lease 1's settlement runs
+        await budgets.sweep(everything=True)
+        assert broker.settled_by_lease[first.id] == 700 and broker.settled_by_lease[new.id] == 0
+
+    asyncio.run(run())
+
+
+def test_a_refusal_counts_every_own_leases_free_part_and_only_what_no_merge_covers_is_refused():
+    broker = LedgerBroker(credits=4000)
+    budgets = Budgets(broker, lease_multiple=2, patience=0)
+
+    async def run() -> None:
+        info = key()
+        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+        with pytest.raises(BudgetRefusal) as refused:
+            await budgets.reserve(info, 1501, 1501)  # one more than all that is left
+        assert refused.value.available == 1500  # 500 the limits allow + lease 1's free 1000
+        ticket = await budgets.reserve(info, 1500, 1500)  # exactly all that is left
+        assert ticket.amount == 1500
+        budgets.release(ticket, 1500)
+        budgets.release(stream, 1000)
+        await asyncio.sleep(0)  # lease 1's settlement runs
+        await budgets.sweep(everything=True)
+        assert broker.book.settled == 4000 and not broker.book.open
+
+    asyncio.run(run())
+
+
+def test_a_forgotten_keys_retired_lease_admits_nothing_more():
+    broker = LedgerBroker(credits=4000)
+    budgets = Budgets(broker, lease_multiple=2, patience=0)
+
+    async def run() -> None:
+        info = key()
+        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+        budgets.forget_key(info.key_id)
+        with pytest.raises(BudgetRefusal) as refused:
+            await budgets.reserve(info, 1000, 1000)  # lease 1's free part is no longer offered
+        assert refused.value.available == 500
+        budgets.release(stream, 1000)
+
+    asyncio.run(run())
