@@ -29,26 +29,28 @@ class LedgerBroker(BookBroker):
         await super().settle(account_id, key_id, lease_id, spent)
 
 
-async def long_request_on_a_retired_lease(broker: LedgerBroker, budgets: Budgets, info):
+def with_a_long_request_on_a_retired_lease(check) -> None:
     """A long request (1000 of a 2000 lease) keeps lease 1 open after it is retired for a 1500 request; that one
     ends and its lease is given back. Left: 4000 - 1500 spent - 1000 reserved = 1500 of real budget, of which 1000
-    is lease 1's free part and 500 what the limits still give a new lease."""
-    stream = await budgets.reserve(info, 1000, 1000)
-    first = stream.lease
-    assert first.amount == 2000 and first.free == 1000
-    other = await budgets.reserve(info, 1500, 1500)
-    assert other.lease is not first and first in budgets._keys[info.key_id].retired
-    budgets.release(other, 1500)
-    return stream, first
-
-
-def test_a_request_the_budget_covers_only_with_a_retired_leases_free_part_is_admitted_at_once_in_full():
+    is lease 1's free part and 500 what the limits still give a new lease. No waiting: only merging can admit."""
     broker = LedgerBroker(credits=4000)
-    budgets = Budgets(broker, lease_multiple=2, patience=0)  # no waiting: only merging can admit it
+    budgets = Budgets(broker, lease_multiple=2, patience=0)
 
     async def run() -> None:
         info = key()
-        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+        stream = await budgets.reserve(info, 1000, 1000)
+        first = stream.lease
+        assert first.amount == 2000 and first.free == 1000
+        other = await budgets.reserve(info, 1500, 1500)
+        assert other.lease is not first and first in budgets._keys[info.key_id].retired
+        budgets.release(other, 1500)
+        await check(broker, budgets, info, stream, first)
+
+    asyncio.run(run())
+
+
+def test_a_request_the_budget_covers_only_with_a_retired_leases_free_part_is_admitted_at_once_in_full():
+    async def check(broker, budgets, info, stream, first) -> None:
         ticket = await budgets.reserve(info, 1200, 1200)  # 1000 free on lease 1 + 200 of a new lease
         assert ticket.amount == 1200
         assert [(lease is first, amount) for lease, amount in ticket.parts] == [(True, 1000), (False, 200)]
@@ -71,16 +73,11 @@ def test_a_request_the_budget_covers_only_with_a_retired_leases_free_part_is_adm
         for lease_id, spent in broker.settled_by_lease.items():
             assert spent <= broker.granted[lease_id]
 
-    asyncio.run(run())
+    with_a_long_request_on_a_retired_lease(check)
 
 
 def test_own_free_parts_alone_admit_a_request_without_a_new_lease():
-    broker = LedgerBroker(credits=4000)
-    budgets = Budgets(broker, lease_multiple=2, patience=0)
-
-    async def run() -> None:
-        info = key()
-        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+    async def check(broker, budgets, info, stream, first) -> None:
         leases = len(broker.granted)
         ticket = await budgets.reserve(info, 1000, 1000)  # the limits leave 500; lease 1 holds 1000 free
         assert ticket.lease is first and ticket.amount == 1000 and ticket.parts is None
@@ -90,31 +87,21 @@ def test_own_free_parts_alone_admit_a_request_without_a_new_lease():
         await asyncio.sleep(0)
         assert broker.settled_by_lease[first.id] == 1400
 
-    asyncio.run(run())
+    with_a_long_request_on_a_retired_lease(check)
 
 
 def test_a_request_that_may_be_fitted_gets_its_whole_worst_case_from_merged_parts():
-    broker = LedgerBroker(credits=4000)
-    budgets = Budgets(broker, lease_multiple=2, patience=0)
-
-    async def run() -> None:
-        info = key()
-        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+    async def check(broker, budgets, info, stream, first) -> None:
         ticket = await budgets.reserve(info, 1, 1200)  # could be fitted down to 1: the budget covers all of it
         assert ticket.amount == 1200
         budgets.release(ticket, 1200)
         budgets.release(stream, 1000)
 
-    asyncio.run(run())
+    with_a_long_request_on_a_retired_lease(check)
 
 
 def test_a_cost_below_the_first_part_leaves_the_later_parts_unspent():
-    broker = LedgerBroker(credits=4000)
-    budgets = Budgets(broker, lease_multiple=2, patience=0)
-
-    async def run() -> None:
-        info = key()
-        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+    async def check(broker, budgets, info, stream, first) -> None:
         ticket = await budgets.reserve(info, 1200, 1200)
         new = ticket.parts[1][0]
         budgets.release(ticket, 700)
@@ -124,16 +111,11 @@ def test_a_cost_below_the_first_part_leaves_the_later_parts_unspent():
         await budgets.sweep(everything=True)
         assert broker.settled_by_lease[first.id] == 700 and broker.settled_by_lease[new.id] == 0
 
-    asyncio.run(run())
+    with_a_long_request_on_a_retired_lease(check)
 
 
 def test_a_refusal_counts_every_own_leases_free_part_and_only_what_no_merge_covers_is_refused():
-    broker = LedgerBroker(credits=4000)
-    budgets = Budgets(broker, lease_multiple=2, patience=0)
-
-    async def run() -> None:
-        info = key()
-        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+    async def check(broker, budgets, info, stream, first) -> None:
         with pytest.raises(BudgetRefusal) as refused:
             await budgets.reserve(info, 1501, 1501)  # one more than all that is left
         assert refused.value.available == 1500  # 500 the limits allow + lease 1's free 1000
@@ -145,20 +127,15 @@ def test_a_refusal_counts_every_own_leases_free_part_and_only_what_no_merge_cove
         await budgets.sweep(everything=True)
         assert broker.book.settled == 4000 and not broker.book.open
 
-    asyncio.run(run())
+    with_a_long_request_on_a_retired_lease(check)
 
 
 def test_a_forgotten_keys_retired_lease_admits_nothing_more():
-    broker = LedgerBroker(credits=4000)
-    budgets = Budgets(broker, lease_multiple=2, patience=0)
-
-    async def run() -> None:
-        info = key()
-        stream, first = await long_request_on_a_retired_lease(broker, budgets, info)
+    async def check(broker, budgets, info, stream, first) -> None:
         budgets.forget_key(info.key_id)
         with pytest.raises(BudgetRefusal) as refused:
             await budgets.reserve(info, 1000, 1000)  # lease 1's free part is no longer offered
         assert refused.value.available == 500
         budgets.release(stream, 1000)
 
-    asyncio.run(run())
+    with_a_long_request_on_a_retired_lease(check)
