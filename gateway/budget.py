@@ -220,8 +220,8 @@ class Budgets:
                 if refused is not None and refused.available is not None:
                     # the budget is scarce: a new lease for what the own leases' free parts lack, if the limits allow
                     lacking = minimum - sum(lease.free for lease in state.mergeable(time.monotonic()))
-                    if 0 < lacking <= refused.available:
-                        refused = await self._lease(state, key, lacking, wanted)
+                    if 0 < lacking <= refused.available:  # a passing failure leaves the first refusal standing
+                        refused = await self._lease(state, key, lacking, wanted) or refused
                 ticket = self._take(state.current, wanted, wanted) or self._merge(state, minimum, wanted)
                 if ticket is not None:
                     return ticket

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.budget import BudgetRefusal, Budgets
+from gateway.budget import BudgetRefusal, Budgets, LeaseUnavailable
 from tests.unit.test_lease_giveback import BookBroker, key
 
 
@@ -17,9 +17,14 @@ class LedgerBroker(BookBroker):
         super().__init__(credits)
         self.granted: dict = {}
         self.settled_by_lease: dict = {}
+        self.passing_failures = 0  # grants to turn into a passing failure (another writer won)
 
     async def acquire(self, account_id, key_id, wanted, minimum):
         grant = await super().acquire(account_id, key_id, wanted, minimum)
+        if self.passing_failures:
+            self.passing_failures -= 1
+            self.book.settle(grant.lease_id, 0)  # never granted after all
+            raise LeaseUnavailable()
         self.granted[grant.lease_id] = grant.amount
         return grant
 
@@ -136,6 +141,17 @@ def test_a_forgotten_keys_retired_lease_admits_nothing_more():
         with pytest.raises(BudgetRefusal) as refused:
             await budgets.reserve(info, 1000, 1000)  # lease 1's free part is no longer offered
         assert refused.value.available == 500
+        budgets.release(stream, 1000)
+
+    with_a_long_request_on_a_retired_lease(check)
+
+
+def test_a_passing_failure_of_the_lease_for_what_the_own_parts_lack_still_ends_in_the_402_not_a_429():
+    async def check(broker, budgets, info, stream, first) -> None:
+        broker.passing_failures = 1  # the lease for the 200 lease 1 lacks: lost to another writer
+        with pytest.raises(BudgetRefusal) as refused:
+            await budgets.reserve(info, 1200, 1200)
+        assert refused.value.status == 402 and refused.value.available == 1500
         budgets.release(stream, 1000)
 
     with_a_long_request_on_a_retired_lease(check)
