@@ -69,7 +69,7 @@ async def per_request_us(cache: TemplateCache, raw: bytes, iterations: int) -> f
     for _ in range(5):
         started = time.process_time()
         for _ in range(iterations):
-            await cache.expand(ACCOUNT, raw)
+            await cache.expand(ACCOUNT, msgspec.json.decode(raw))  # the gateway decodes each body once
         best = min(best, (time.process_time() - started) / iterations * 1e6)
     return best
 
@@ -107,7 +107,7 @@ async def run(iterations: int) -> None:
         {"model": "acme/gpt", "messages": question, "template": "support", "variables": VARIABLES}
     )
     without = msgspec.json.encode({"model": "acme/gpt", "messages": question})
-    await cache.expand(ACCOUNT, with_template)  # load once, as a gateway process does
+    await cache.expand(ACCOUNT, msgspec.json.decode(with_template))  # load once, as a gateway process does
     templated = await per_request_us(cache, with_template, iterations)
     plain = await per_request_us(cache, without, iterations)
 

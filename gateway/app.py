@@ -166,8 +166,9 @@ class Gateway:
     ) -> None:
         key = await self._authenticate(scope)
         raw = await _read_body(receive)
-        raw, template = await self._template(key, raw, headers)
-        body, request = _parse_chat(raw)
+        body = _decode_object(raw)
+        template = await self._template(key, body, headers)
+        request = _parse_chat(body)
         model = self._resolve(request, key)
         adapter = self.adapters[model.provider]
         check_fields(body, adapter.chat_fields, model.id)
@@ -258,14 +259,14 @@ class Gateway:
         await self._emit(record, record.done(result.usage, result.upstream_us, None))
         await _respond(send, 200, headers, result.body)
 
-    async def _template(self, key: KeyInfo, raw: bytes, headers: list) -> tuple[bytes, TemplateUse | None]:
-        """Apply the prompt template the body names, if any; the answer says which version ran."""
+    async def _template(self, key: KeyInfo, body: dict, headers: list) -> TemplateUse | None:
+        """Apply the prompt template the body names, if any, in place; the answer says which version ran."""
         if self.templates is None:
-            return raw, None
-        raw, template = await self.templates.expand(key.account_id, raw)
+            return None
+        template = await self.templates.expand(key.account_id, body)
         if template is not None:
             headers.append((b"x-mesh-template", f"{template.template_id}@{template.version}".encode()))
-        return raw, template
+        return template
 
     async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest, body: dict) -> tuple[Ticket, int | None]:
         """Reserve the request's worst case: its prompt bound and its completion limit, or the model's
@@ -622,8 +623,7 @@ def _decode_object(raw: bytes) -> dict:
     return body
 
 
-def _parse_chat(raw: bytes) -> tuple[dict, ChatRequest]:
-    body = _decode_object(raw)
+def _parse_chat(body: dict) -> ChatRequest:
     try:
         request = msgspec.convert(body, ChatRequest)
     except msgspec.ValidationError as exc:
@@ -644,7 +644,7 @@ def _parse_chat(raw: bytes) -> tuple[dict, ChatRequest]:
             "invalid_request",
             "max_completion_tokens",
         )
-    return body, request
+    return request
 
 
 async def _respond(send: Send, status: int, headers: list, body: bytes) -> None:

@@ -150,7 +150,9 @@ def _check_priced(body: dict[str, Any]) -> None:
                 name,
             )
     modalities = body.get("modalities")
-    if modalities is not None and not (isinstance(modalities, list) and _UNPRICED_MODALITIES.issuperset(modalities)):
+    if modalities is not None and not (
+        isinstance(modalities, list) and all(isinstance(m, str) and m in _UNPRICED_MODALITIES for m in modalities)
+    ):
         raise invalid(
             f"modalities={modalities!r} is not available through Mesh: only text output is priced",
             "unsupported_parameter",

@@ -29,7 +29,6 @@ RECENT_SECONDS = 60.0  # how long events heard on the wire are kept to correct a
 MISSING_SECONDS = 5.0  # how long "no such template" is believed before the read model is asked again
 MAX_ENTRIES = 50_000  # names held; beyond it, start afresh
 MAX_VERSION_CHARS = 64_000_000  # characters of compiled versions held; beyond it, start afresh
-TEMPLATE_FIELD, VARIABLES_FIELD = b'"template"', b'"variables"'  # a body without either skips the JSON work
 TOPICS = tuple(t for t in EVENT_TYPES if t.startswith("template."))  # what moves a template's head
 
 
@@ -103,21 +102,16 @@ class TemplateCache:
             ) from None
         return await self._version(head.template_id, number)
 
-    async def expand(self, account_id: UUID, raw: bytes) -> tuple[bytes, TemplateUse | None]:
-        """The request body with its template applied (unchanged if it names none), and the template used."""
-        if TEMPLATE_FIELD not in raw and VARIABLES_FIELD not in raw:
-            return raw, None
-        try:
-            body = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
-            return raw, None  # not JSON: the request's own parsing says so
-        if not isinstance(body, dict) or ("template" not in body and "variables" not in body):
-            return raw, None
+    async def expand(self, account_id: UUID, body: dict[str, Any]) -> TemplateUse | None:
+        """Apply the template the request body names to it, in place (the gateway's own fields `template` and
+        `variables` are taken out); the template used, or None if it names none."""
+        if "template" not in body and "variables" not in body:
+            return None
         reference, variables = body.pop("template", None), body.pop("variables", None)
         if reference is None:
             if variables is not None:
                 raise invalid("'variables' fill a template: send 'template' too", "invalid_request", "variables")
-            return msgspec.json.encode(body), None
+            return None
         if not isinstance(reference, str) or not reference.strip():
             raise invalid(
                 "'template' must be a template name, optionally with a version or label: 'name', "
@@ -135,7 +129,7 @@ class TemplateCache:
         except TemplateRenderError as exc:
             raise invalid(str(exc), exc.code, exc.param) from None
         merge(body, messages, version.defaults)
-        return msgspec.json.encode(body), TemplateUse(version.template_id, version.number)
+        return TemplateUse(version.template_id, version.number)
 
     # The cache
 

@@ -59,9 +59,10 @@ def test_what_a_budget_affords():
 
 
 def test_the_two_limit_fields_never_disagree():
-    assert _parse_chat(b'{"messages":[{"role":"user","content":"x"}],"max_tokens":5,"max_completion_tokens":5}')
+    message = [{"role": "user", "content": "x"}]
+    assert _parse_chat({"messages": message, "max_tokens": 5, "max_completion_tokens": 5})
     with pytest.raises(GatewayError) as refused:
-        _parse_chat(b'{"messages":[{"role":"user","content":"x"}],"max_tokens":5,"max_completion_tokens":6}')
+        _parse_chat({"messages": message, "max_tokens": 5, "max_completion_tokens": 6})
     assert refused.value.status == 400 and "'max_tokens' (5)" in refused.value.message
     assert "'max_completion_tokens' (6)" in refused.value.message
 
@@ -88,6 +89,7 @@ def test_fields_the_gateway_consumes_do_not_go_upstream():
         ("web_search_options", {}),
         ("audio", {"voice": "alloy", "format": "wav"}),
         ("modalities", ["text", "audio"]),
+        ("modalities", [{}]),  # not a name at all: refused, not a 500
     ],
 )
 def test_fields_that_change_the_price_are_refused(field, value):

@@ -166,15 +166,16 @@ def test_expand_puts_the_template_first_and_lets_the_request_win():
     raw = msgspec.json.encode(
         {"template": "greet", "variables": {"x": 7}, "temperature": 1, "messages": [{"role": "user", "content": "own"}]}
     )
-    out, used = asyncio.run(cache.expand(ACCOUNT, raw))
-    body = msgspec.json.decode(out)
+    body = msgspec.json.decode(raw)
+    used = asyncio.run(cache.expand(ACCOUNT, body))
     assert body == {
         "temperature": 1,
         "messages": [{"role": "user", "content": "v1 7"}, {"role": "user", "content": "own"}],
     }
     assert used.template_id == template.id and used.version == 1
-    untouched = b'{"messages": [{"role": "user", "content": "hi"}]}'
-    assert asyncio.run(cache.expand(ACCOUNT, untouched)) == (untouched, None)
+    untouched = {"messages": [{"role": "user", "content": "hi"}]}
+    assert asyncio.run(cache.expand(ACCOUNT, untouched)) is None
+    assert untouched == {"messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_merge_fills_only_what_the_request_leaves_unset():
