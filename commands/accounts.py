@@ -92,12 +92,13 @@ class AccountCommands:
             raise BadCredentials("email or password is wrong")
         rehashed = hash_password(password) if needs_rehash(verified) else None
         token = new_management_token()
+        changes = account.password_changes
 
         def use_case() -> Session:  # the KDF ran once, above; a retry after a concurrent write only reloads
             current = self.app.account(account.id)
-            if current.password_hash != verified:
+            if current.password_changes != changes:
                 raise BadCredentials("email or password is wrong")  # changed since it was checked
-            if rehashed is not None:
+            if rehashed is not None and current.password_hash == verified:  # not rehashed by a log-in meanwhile
                 current.rehash_password(rehashed)
             current.issue_token(token.hash, self._expiry())
             return Session(current.id, token.plain, self.app.save_all(current))
@@ -108,15 +109,15 @@ class AccountCommands:
         """Every token of the account stops working; the answer carries a fresh one."""
         check_presented_password(current_password)
         check_new_password(new_password)
-        verified = self.app.account(account_id).password_hash
-        if not verify_password(current_password, verified):
+        checked = self.app.account(account_id)
+        if not verify_password(current_password, checked.password_hash):
             raise WrongPassword("current_password is wrong")
         new_hash = hash_password(new_password)
         token = new_management_token()
 
         def use_case() -> Session:
             account = self.app.account(account_id)
-            if account.password_hash != verified:
+            if account.password_changes != checked.password_changes:
                 raise WrongPassword("the password was changed meanwhile; current_password is no longer it")
             account.change_password(new_hash, token.hash, self._expiry())
             return Session(account.id, token.plain, self.app.save_all(account))

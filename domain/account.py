@@ -118,6 +118,7 @@ class Account(Aggregate):
     def __init__(self, email: str, password_hash: str, token_hash: str, token_expires_at: datetime | None = None):
         self.email = email
         self.password_hash = password_hash
+        self.password_changes = 0  # a rehash (same password, stronger hash) does not count
         self.token_hashes = {token_hash}
         self.credits = 0
         self.leases = LeaseBook()
@@ -172,6 +173,7 @@ class Account(Aggregate):
     @event(PasswordChanged)
     def _change_password(self, password_hash: str) -> None:
         self.password_hash = password_hash
+        self.password_changes += 1
         self.token_hashes = set()
 
     def rehash_password(self, password_hash: str) -> None:

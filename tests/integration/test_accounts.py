@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
+from commands import accounts as accounts_module
 from commands.accounts import AccountCommands, BadCredentials, WrongPassword
 from commands.app import MeshApplication
 from domain import credentials
@@ -84,6 +85,31 @@ def test_a_legacy_hash_is_upgraded_at_the_next_login_and_the_password_still_work
     commands.log_in(address, PASSWORD)  # already upgraded: no second rehash
     assert topics(app, account.id)[-3:] == ["account.password_rehashed", "account.token_issued", "account.token_issued"]
     assert app.account(account.id).password_hash == upgraded
+
+
+def test_two_log_ins_that_both_upgrade_a_legacy_hash_both_succeed(app, monkeypatch):
+    """Both verify the old hash; the second to save finds it already rehashed by the first: same password,
+    so it logs in (once a 401) and does not rehash again."""
+    salt = bytes(16)
+    legacy = f"scrypt${salt.hex()}${hashlib.scrypt(PASSWORD.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32).hex()}"
+    address = email()
+    account = Account(email=address, password_hash=legacy, token_hash=hash_token("mt-old"))
+    app.save_all(account, EmailClaim(email=address, account_id=account.id))
+    commands = AccountCommands(app)
+    real_hash = accounts_module.hash_password
+    others: list = []
+
+    def hash_while_another_logs_in(password: str) -> str:
+        if not others:  # the first log-in has verified the legacy hash: another one completes meanwhile
+            others.append(None)
+            others[0] = commands.log_in(address, PASSWORD)
+        return real_hash(password)
+
+    monkeypatch.setattr(accounts_module, "hash_password", hash_while_another_logs_in)
+    first = commands.log_in(address, PASSWORD)
+    assert first.management_token and others and others[0].management_token != first.management_token
+    assert topics(app, account.id).count("account.password_rehashed") == 1
+    assert not needs_rehash(app.account(account.id).password_hash)
 
 
 def topics(app: MeshApplication, aggregate_id: uuid.UUID) -> list[str]:
