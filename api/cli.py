@@ -320,9 +320,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
 
 async def _projections_only(settings: Settings) -> int:
     from api.embedded import BACKGROUND_POSTGRES, PostgresPriority
-    from api.runtime import LOG_BODIES, LOGS, READ_MODELS, RETENTION_EVERY, connect_nats, open_pool
+    from api.runtime import LOG_BODIES, READ_MODELS, RETENTION_EVERY, connect_nats, open_pool, trim_logs
     from commands.stream import bodies_stream, ensure_bodies_stream
-    from projections.logs import trim
     from projections.readmodel import ensure_schema
     from projections.rebuild import rebuild
     from projections.runner import ProjectionRunner
@@ -372,16 +371,10 @@ async def _projections_only(settings: Settings) -> int:
             except asyncio.TimeoutError:
                 pass
 
-    # under load, a batch every half second: fewer, larger transactions, and less NATS and PostgreSQL work
-    # competing with requests (p99 in bench/gateway.py: linger 0.03 s +1.03 ms, 0.1 s +0.69, 0.5 s +0.58)
     async def retention() -> None:  # log months past MESH_LOG_RETENTION_DAYS go, whole partitions at a time
         while not stop.is_set():
             try:
-                dropped = [
-                    name
-                    for model in (LOGS, LOG_BODIES)
-                    for name in await trim(pool, model, settings.log_retention_days)
-                ]
+                dropped = await trim_logs(pool, settings.log_retention_days)
                 if dropped:  # (not printed: `mesh up` reads only the worker's first line)
                     logging.getLogger("mesh").info("log retention dropped %s", ", ".join(dropped))
             except Exception:
@@ -391,6 +384,8 @@ async def _projections_only(settings: Settings) -> int:
             except asyncio.TimeoutError:
                 pass
 
+    # under load, a batch every half second: fewer, larger transactions, and less NATS and PostgreSQL work
+    # competing with requests (p99 in bench/gateway.py: linger 0.03 s +1.03 ms, 0.1 s +0.69, 0.5 s +0.58)
     jobs = [runner.run(stop, linger=0.5) for runner in runners] + [retention()]
     if priority is not None:
         jobs.append(keep_maintenance_low())

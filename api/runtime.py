@@ -71,6 +71,11 @@ LOG_BODIES = LogBodies()  # read from the bodies stream, not the log (MESH_LOG_B
 RETENTION_EVERY = 3600.0  # seconds between two retention passes over the logs
 
 
+async def trim_logs(pool: AsyncConnectionPool, days: int) -> list[str]:
+    """Retention: drop the log and body months past `days` (MESH_LOG_RETENTION_DAYS); the partitions dropped."""
+    return [name for model in (LOGS, LOG_BODIES) for name in await logs.trim(pool, model, days)]
+
+
 class StartupError(RuntimeError):
     """Mesh could not start; the message is one line for the operator."""
 
@@ -467,9 +472,8 @@ class Runtime:
             await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
 
     async def _trim_logs(self) -> None:
-        """Retention: drop log months past MESH_LOG_RETENTION_DAYS (the projection worker does it in `mesh up`)."""
-        for model in (LOGS, LOG_BODIES):
-            await logs.trim(self.pool, model, self.log_retention_days)
+        """Retention (the projection worker does it in `mesh up`)."""
+        await trim_logs(self.pool, self.log_retention_days)
 
     async def _expire_topups(self) -> None:
         """Pending bank-transfer top-ups past their deadline expire (they can no longer be confirmed)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 import msgspec
@@ -375,7 +376,7 @@ class DashboardPages(Controller):
         if result.more:
             params = {k: v for k, v in query.items() if k != "cursor"}
             params["cursor"] = encode_cursor(result.rows[-1])
-            following = "/logs?" + "&".join(f"{k}={v}" for k, v in params.items())
+            following = "/logs?" + urlencode(params)
         return page(
             "logs.html",
             request,

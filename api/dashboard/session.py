@@ -34,15 +34,7 @@ def session_cookie(request: Request, management_token: str, seconds: int) -> Coo
 
 
 def expired_cookie(request: Request) -> Cookie:
-    return Cookie(
-        key=SESSION_COOKIE,
-        value="",
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        max_age=0,
-        path="/",
-    )
+    return session_cookie(request, "", 0)
 
 
 async def page_account(request: Request) -> UUID:

@@ -20,6 +20,7 @@ from api.errors import ApiError
 from api.routes.bodies import AsOf
 from api.runtime import LOGS, Runtime
 from api.services.logs import LogService
+from domain.bounds import InvalidText, check_aware
 from domain.money import pico_to_usd
 from projections import logs
 from projections.readmodel import position_of
@@ -121,9 +122,10 @@ def _time(param: str, value: str | None) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise _bad(param, f"{param} must be an ISO 8601 time, e.g. 2026-11-24T12:00:00Z; got {value!r}") from None
-    if moment.tzinfo is None:
-        raise _bad(param, f"{param} must include a time zone, e.g. 2026-11-24T12:00:00Z; got {value!r}")
-    return moment
+    try:
+        return check_aware(moment, param)
+    except InvalidText as exc:
+        raise _bad(param, str(exc)) from None
 
 
 def parse_filter(query, account_id: UUID | None) -> logs.LogFilter:
