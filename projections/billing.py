@@ -28,6 +28,8 @@ import msgspec
 import psycopg
 
 from domain.events import EVENT_TYPES
+from domain.usage import UsageRecorded
+from projections.columns import EventColumns
 from projections.partitions import drop_months_before, ensure_months
 from projections.readmodel import Envelope
 
@@ -210,7 +212,7 @@ class Billing:
                     f"update {t['leases']} set expires_at = %s where lease_id = %s", (e.expires_at, e.lease_id)
                 )
             elif item.topic == "usage.recorded":
-                usage_rows.append(msgspec.structs.asdict(e))
+                usage_rows.append(e)
                 usage_times.append((item.time, e.timestamp))
         if credits:
             await cur.executemany(
@@ -288,11 +290,9 @@ class Billing:
             (e.originator_id, *columns.values(), e.timestamp),
         )
 
-    async def _apply_usage(self, cur: psycopg.AsyncCursor, t: dict[str, str], rows: list[dict]) -> None:
+    async def _apply_usage(self, cur: psycopg.AsyncCursor, t: dict[str, str], events: list[UsageRecorded]) -> None:
         """The whole batch in one statement: insert the requests not seen before (by trace id and time), and add
-        only what was inserted to the balances, leases, per-key totals and the hourly and daily rollups. The
-        rows travel as one JSON array (encoded by msgspec): binding each column of each row costs the worker
-        several times more."""
+        only what was inserted to the balances, leases, per-key totals and the hourly and daily rollups."""
         rollups = "".join(
             f"""
                 ), {table} as (
@@ -306,8 +306,7 @@ class Billing:
         )
         await cur.execute(
             f"""with new as (
-                    insert into {t["usage_recent"]} ({_RECENT_COLUMNS})
-                    select {_RECENT_FIELDS} from json_to_recordset(%s::json) as r({_RECENT_RECORD})
+                    insert into {t["usage_recent"]} ({_RECENT.columns}) select * from {_RECENT.rows}
                     on conflict (trace_id, time) do nothing
                     returning *
                 ), accounts as (
@@ -327,31 +326,29 @@ class Billing:
                     errors = k.errors + excluded.errors, prompt_tokens = k.prompt_tokens + excluded.prompt_tokens,
                     completion_tokens = k.completion_tokens + excluded.completion_tokens,
                     spend = k.spend + excluded.spend""",
-            (msgspec.json.encode(rows).decode(),),
+            _RECENT.params(events),
         )
 
 
-# How json_to_recordset reads what billing keeps of a usage event: the event's fields and their column types;
-# the event's `timestamp` goes to the column `time`.
-_RECENT_TYPES = {
-    "trace_id": "uuid",
-    "timestamp": "timestamptz",
-    "account_id": "uuid",
-    "key_id": "uuid",
-    "provider": "text",
-    "model": "text",
-    "status": "text",
-    "prompt_tokens": "bigint",
-    "completion_tokens": "bigint",
-    "cached_prompt_tokens": "bigint",
-    "cache_write_tokens": "bigint",
-    "reasoning_tokens": "bigint",
-    "cost": "numeric",
-    "lease_id": "uuid",
-}
-_RECENT_COLUMNS = ", ".join("time" if name == "timestamp" else name for name in _RECENT_TYPES)
-_RECENT_FIELDS = ", ".join(f'r."{name}"' for name in _RECENT_TYPES)
-_RECENT_RECORD = ", ".join(f'"{name}" {kind}' for name, kind in _RECENT_TYPES.items())
+# What billing keeps of a usage event, and the column types.
+_RECENT = EventColumns(
+    {
+        "trace_id": "uuid",
+        "timestamp": "timestamptz",
+        "account_id": "uuid",
+        "key_id": "uuid",
+        "provider": "text",
+        "model": "text",
+        "status": "text",
+        "prompt_tokens": "bigint",
+        "completion_tokens": "bigint",
+        "cached_prompt_tokens": "bigint",
+        "cache_write_tokens": "bigint",
+        "reasoning_tokens": "bigint",
+        "cost": "numeric",
+        "lease_id": "uuid",
+    }
+)
 _TOKENS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
 _ROLLUP_SUMS = ", ".join(("requests", "errors", *_TOKENS, "spend"))
 _ROLLUPS = {"spend_hourly": "hour", "spend_daily": "day"}  # rollup table: the time unit it sums over

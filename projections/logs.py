@@ -20,6 +20,7 @@ import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from projections.columns import EventColumns
 from projections.partitions import drop_months_before, ensure_months
 from projections.readmodel import Envelope, ReadModel, active_generation, physical_tables
 
@@ -86,13 +87,9 @@ async def insert(cur: psycopg.AsyncCursor, table: str, events: list) -> None:
     """The projection's write: one statement per batch (the bench's bulk setup runs this too)."""
     await ensure_months(cur, table, (e.timestamp for e in events))
     await cur.execute(
-        f"""insert into {table} ({_COLUMNS}) select {_FIELDS} from json_to_recordset(%s::json) as r({_RECORD})
-            on conflict (trace_id, time) do nothing""",
-        (_encode(events).decode(),),
+        f"insert into {table} ({_ROWS.columns}) select * from {_ROWS.rows} on conflict (trace_id, time) do nothing",
+        _ROWS.params(events),
     )
-
-
-_encode = msgspec.json.Encoder().encode
 
 
 class LogBodies:
@@ -128,39 +125,38 @@ class LogBodies:
         )
 
 
-# How json_to_recordset reads a usage event into a log row; the event's `timestamp` goes to the column `time`.
-_TYPES = {
-    "trace_id": "uuid",
-    "timestamp": "timestamptz",
-    "account_id": "uuid",
-    "key_id": "uuid",
-    "model": "text",
-    "requested_model": "text",
-    "provider": "text",
-    "status": "text",
-    "http_status": "int",
-    "error": "text",
-    "stream": "boolean",
-    "estimated": "boolean",
-    "prompt_tokens": "bigint",
-    "completion_tokens": "bigint",
-    "cached_prompt_tokens": "bigint",
-    "cache_write_tokens": "bigint",
-    "reasoning_tokens": "bigint",
-    "prompt_per_1k": "numeric",
-    "completion_per_1k": "numeric",
-    "cost": "numeric",
-    "latency_us": "bigint",
-    "upstream_us": "bigint",
-    "first_token_us": "bigint",
-    "request_id": "text",
-    "lease_id": "uuid",
-    "template_id": "uuid",
-    "template_version": "int",
-}
-_COLUMNS = ", ".join("time" if name == "timestamp" else name for name in _TYPES)
-_FIELDS = ", ".join(f'r."{name}"' for name in _TYPES)
-_RECORD = ", ".join(f'"{name}" {kind}' for name, kind in _TYPES.items())
+# What a log row keeps of a usage event, and the column types.
+_ROWS = EventColumns(
+    {
+        "trace_id": "uuid",
+        "timestamp": "timestamptz",
+        "account_id": "uuid",
+        "key_id": "uuid",
+        "model": "text",
+        "requested_model": "text",
+        "provider": "text",
+        "status": "text",
+        "http_status": "int",
+        "error": "text",
+        "stream": "boolean",
+        "estimated": "boolean",
+        "prompt_tokens": "bigint",
+        "completion_tokens": "bigint",
+        "cached_prompt_tokens": "bigint",
+        "cache_write_tokens": "bigint",
+        "reasoning_tokens": "bigint",
+        "prompt_per_1k": "numeric",
+        "completion_per_1k": "numeric",
+        "cost": "numeric",
+        "latency_us": "bigint",
+        "upstream_us": "bigint",
+        "first_token_us": "bigint",
+        "request_id": "text",
+        "lease_id": "uuid",
+        "template_id": "uuid",
+        "template_version": "int",
+    }
+)
 
 
 async def trim(pool: AsyncConnectionPool, model: ReadModel, days: int, now: datetime | None = None) -> list[str]:
@@ -235,11 +231,19 @@ def _row(r: tuple) -> LogRow:
 
 
 def _where(f: LogFilter, after: tuple[datetime, UUID] | None) -> tuple[str, list]:
+    """The WHERE clause of a page. With a cursor, the time column gets one upper bound, the tighter of `end`
+    and the cursor: given both (`time < end` and the row comparison), PostgreSQL cannot tell which is tighter
+    and may start the index scan at `end`, reading every entry between it and the cursor (a page 1,000 deep
+    in a date window took 20-70 ms at 10 million rows instead of 1-5). The cursor's own bound is then both a
+    scalar `time <=` (index start, partition pruning) and the row comparison (ties on time)."""
     conditions, params = [], []
+    end = f.end
+    if after is not None and end is not None and after[0] < end:
+        end = None  # the cursor's bound is tighter
     for sql, value in (
         ("l.account_id = %s", f.account_id),
         ("l.time >= %s", f.start),
-        ("l.time < %s", f.end),
+        ("l.time < %s", end),
         ("l.model = %s", f.model),
         ("l.provider = %s", f.provider),
         ("l.key_id = %s", f.key_id),
@@ -250,9 +254,9 @@ def _where(f: LogFilter, after: tuple[datetime, UUID] | None) -> tuple[str, list
             params.append(value)
     if f.status is not None:
         conditions.append(STATUSES[f.status])
-    if after is not None:
-        conditions.append("(l.time, l.trace_id) < (%s, %s)")
-        params += list(after)
+    if after is not None and end is None:
+        conditions.append("l.time <= %s and (l.time, l.trace_id) < (%s, %s)")
+        params += [after[0], *after]
     return (" where " + " and ".join(conditions) if conditions else ""), params
 
 

@@ -190,7 +190,7 @@ async def test_filters_and_keyset_pages_are_exact(env):
     for event in events:
         await publisher.publish(event)
     await catch_up(nc, pool, publisher.stream, LOGS)
-    middle = NOW - timedelta(days=40)
+    middle, early = NOW - timedelta(days=40), NOW - timedelta(days=70)
     for account_id in ids:
         mine = sorted(
             (e for e in events if e.account_id == account_id), key=lambda e: (e.timestamp, e.trace_id), reverse=True
@@ -206,6 +206,11 @@ async def test_filters_and_keyset_pages_are_exact(env):
             (LogFilter(min_latency_ms=1500), lambda e: e.latency_us >= 1_500_000),
             (LogFilter(start=middle), lambda e: e.timestamp >= middle),
             (LogFilter(end=middle), lambda e: e.timestamp < middle),
+            (LogFilter(start=early, end=middle), lambda e: early <= e.timestamp < middle),
+            (
+                LogFilter(start=early, end=middle, status="success", min_latency_ms=10),
+                lambda e: early <= e.timestamp < middle and e.status == "ok" and e.latency_us >= 10_000,
+            ),
             (
                 LogFilter(start=middle, model="acme/a", status="success", key_id=key, min_latency_ms=10),
                 lambda e: (
@@ -221,6 +226,10 @@ async def test_filters_and_keyset_pages_are_exact(env):
             expected = [e.trace_id for e in mine if wanted(e)]
             f = msgspec.structs.replace(f, account_id=account_id)
             assert [r.trace_id for r in await walk(pool, f, 7)] == expected, f
+            # a cursor later than the window's end (a client may send any): the page starts at the end
+            async with pool.connection() as conn:
+                late = (NOW + timedelta(days=1), uuid.UUID(int=0))
+                assert [r.trace_id for r in await logs.page(conn, f, 500, late)] == expected, f
     everyone = await walk(pool, LogFilter(status="error"), 13)  # the operator's view: every account
     assert sorted(r.trace_id for r in everyone) == sorted(e.trace_id for e in events if e.status != "ok")
 

@@ -53,7 +53,22 @@ def test_filters_become_one_condition_each_and_the_keyset_comes_last():
     sql, params = _where(f, after)
     assert sql == (
         " where l.account_id = %s and l.time >= %s and l.model = %s and l.key_id = %s"
-        " and l.latency_us >= %s and l.status <> 'ok' and (l.time, l.trace_id) < (%s, %s)"
+        " and l.latency_us >= %s and l.status <> 'ok' and l.time <= %s and (l.time, l.trace_id) < (%s, %s)"
     )
-    assert params == [account, f.start, "a/b", key, 250_000, *after]
+    assert params == [account, f.start, "a/b", key, 250_000, after[0], *after]
     assert _where(LogFilter(), None) == ("", [])
+
+
+def test_with_a_cursor_the_time_has_one_upper_bound_the_tighter():
+    """Given both `time < end` and the cursor, PostgreSQL may start the index scan at `end` and read every entry
+    down to the cursor (20-70 ms for a page 1,000 deep at 10 million rows): only the tighter bound is sent."""
+    start, end = datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 15, tzinfo=timezone.utc)
+    f = LogFilter(start=start, end=end)
+    inside = (end - timedelta(days=3), uuid.uuid4())
+    assert _where(f, inside) == (
+        " where l.time >= %s and l.time <= %s and (l.time, l.trace_id) < (%s, %s)",
+        [start, inside[0], *inside],
+    )
+    for beyond in ((end, uuid.uuid4()), (end + timedelta(days=1), uuid.uuid4())):  # every row before end is after it
+        assert _where(f, beyond) == (" where l.time >= %s and l.time < %s", [start, end])
+    assert _where(f, None) == (" where l.time >= %s and l.time < %s", [start, end])
