@@ -90,13 +90,18 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def _check_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise MeshError(f"cannot listen on {host}:{port}: {exc.strerror}; set MESH_PORT to another port") from None
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the API's port before anything else starts, and keep it for uvicorn: between a check and a later
+    bind, an embedded server picking a free port (or any other process) could take it, and `mesh up` failed
+    after starting everything with 'address already in use'."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise MeshError(f"cannot listen on {host}:{port}: {exc.strerror}; set MESH_PORT to another port") from None
+    return sock
 
 
 class Servers:
@@ -256,7 +261,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     # embedded servers are stopped on the way out.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     catalog = _load_catalog(settings)
-    _check_port_free(settings.host, settings.port)
+    listening = _listen(settings.host, settings.port)
     servers = Servers(settings)
     private_dir(settings.data_path)
     token = settings.resolved_operator_token()
@@ -307,7 +312,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                 await runtime.stop()
 
         async def _serve_until_stopped() -> None:
-            task = asyncio.create_task(server.serve())
+            task = asyncio.create_task(server.serve(sockets=[listening]))
             while not server.started and not task.done():
                 await asyncio.sleep(0.01)
             if server.started:

@@ -9,7 +9,7 @@ import msgspec
 
 from domain.money import InvalidAmount
 from domain.pricing import Price
-from gateway.catalog import ECHO_MODEL, LIMIT_DEFAULTS, Catalog, Model, Provider, image_tokens
+from gateway.catalog import ECHO_MODEL, Catalog, Model, Provider, image_tokens, limits
 
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "openai-compatible")
 
@@ -31,7 +31,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
     cached_prompt_usd_per_1k: str | None = None  # default: the prompt price
     cache_write_usd_per_1k: str | None = None  # default: the prompt price
-    max_output_tokens: int | None = None  # default by provider kind: gateway.catalog.LIMIT_DEFAULTS
+    max_output_tokens: int | None = None  # default: gateway.catalog.limits()
     context_tokens: int | None = None
     image_tokens: int | None = None  # default by provider kind and model: gateway.catalog.image_tokens
 
@@ -107,7 +107,7 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
 
 
 def _limits(path: Path, m: ModelConfig, kind: str) -> tuple[int, int]:
-    default_output, default_context = LIMIT_DEFAULTS[kind]
+    default_output, default_context = limits(kind, m.upstream)
     context = m.context_tokens if m.context_tokens is not None else max(default_context, m.max_output_tokens or 0)
     max_output = m.max_output_tokens if m.max_output_tokens is not None else min(default_output, context)
     if max_output < 1 or context < 1:

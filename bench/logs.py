@@ -285,18 +285,20 @@ async def run(args) -> None:
         )
         print(f"\nworst p95 of any query: {worst:.2f} ms (goal {GOAL_P95_MS:.0f} ms, ratio {worst / GOAL_P95_MS:.2f})")
 
-    from api.routes.logs import _export_lines
+    from api.routes.logs import export_lines
+    from api.services.logs import LogService
     from psycopg_pool import AsyncConnectionPool
 
     async with AsyncConnectionPool(args.database_url, min_size=1, max_size=2) as pool:
 
-        class Runtime:  # what the export route uses of the runtime
+        class Runtime:  # what the log service uses of the runtime
             pass
 
         runtime = Runtime()
         runtime.pool = pool
         started, size = time.perf_counter(), 0
-        async for chunk in _export_lines(runtime, LogFilter(account_id=world.busiest), "jsonl"):
+        _, rows = await LogService(runtime).export(LogFilter(account_id=world.busiest))
+        async for chunk in export_lines(rows, "jsonl"):
             size += chunk.count(b"\n")
         rate = size / (time.perf_counter() - started)
         print(f"export (jsonl, busiest account): {size:,} rows at {rate:,.0f} rows/s")

@@ -8,6 +8,7 @@ grace period so deployed apps can switch over.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, Callable
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -182,13 +183,7 @@ class ApiKey(Aggregate):
 
     def usable_at(self, now: datetime) -> str | None:
         """Why the key cannot be used now (key_revoked, key_disabled, key_expired), or None."""
-        if self.revoked:
-            return "key_revoked"
-        if self.disabled:
-            return "key_disabled"
-        if self.expires_at is not None and now >= self.expires_at:
-            return "key_expired"
-        return None
+        return unusable(self.revoked, self.disabled, self.expires_at, now)
 
     def start_period_if_due(self, now: datetime) -> None:
         start = period_start(self.cap_reset, now)
@@ -336,3 +331,30 @@ class ApiKey(Aggregate):
     def _rotate(self, key_hash: str, prefix: str, previous_hash: str, previous_valid_until: datetime) -> None:
         self.key_hash = key_hash
         self.prefix = prefix
+
+
+def unusable(revoked: bool, disabled: bool, expires_at: datetime | None, now: datetime) -> str | None:
+    """Why a key cannot be used at `now`, as its error code (key_revoked, key_disabled, key_expired), or None.
+    The one rule for the commands (ApiKey.usable_at) and the gateway (KeyInfo.refusal)."""
+    if revoked:
+        return "key_revoked"
+    if disabled:
+        return "key_disabled"
+    if expires_at is not None and now >= expires_at:
+        return "key_expired"
+    return None
+
+
+# What each key event changes of a key, field by field: the one table behind every view of keys (the
+# directory's rows, the gateway's cache), each keeping the fields it holds. `status` is active | disabled | revoked.
+KEY_CHANGES: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "key.relabeled": lambda e: {"label": e.label},
+    "key.spend_cap_changed": lambda e: {"spend_cap": e.spend_cap, "cap_reset": e.cap_reset},
+    "key.default_model_changed": lambda e: {"default_model": e.default_model},
+    "key.allowed_models_changed": lambda e: {"allowed_models": e.allowed_models},
+    "key.expiry_changed": lambda e: {"expires_at": e.expires_at},
+    "key.fit_to_budget_changed": lambda e: {"fit_to_budget": e.fit_to_budget},
+    "key.disabled": lambda e: {"status": "disabled"},
+    "key.enabled": lambda e: {"status": "active"},
+    "key.revoked": lambda e: {"status": "revoked"},
+}

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import msgspec
 
+from domain.apikey import unusable
 from gateway.errors import GatewayError
 
 
@@ -28,18 +29,19 @@ class KeyInfo(msgspec.Struct, frozen=True):
 
     def refusal(self, now: datetime) -> GatewayError | None:
         """Why this key may not be used now, as the error to answer with; None if it may."""
-        if self.status == "revoked":
-            return GatewayError(402, "this API key has been revoked", "insufficient_quota", "key_revoked")
-        if self.status == "disabled":
+        code = unusable(self.status == "revoked", self.status == "disabled", self.expires_at, now)
+        if code == "key_revoked":
+            return GatewayError(402, "this API key has been revoked", "insufficient_quota", code)
+        if code == "key_disabled":
             return GatewayError(
                 402,
                 "this API key is disabled; enable it in the dashboard or with POST /api/keys/{id}/enable",
                 "insufficient_quota",
-                "key_disabled",
+                code,
             )
-        if self.expires_at is not None and now >= self.expires_at:
+        if code == "key_expired" and self.expires_at is not None:
             return GatewayError(
-                402, f"this API key expired at {self.expires_at.isoformat()}", "insufficient_quota", "key_expired"
+                402, f"this API key expired at {self.expires_at.isoformat()}", "insufficient_quota", code
             )
         if self.secret_valid_until is not None and now >= self.secret_valid_until:
             return GatewayError(

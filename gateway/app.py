@@ -19,7 +19,7 @@ from typing import Any, AsyncIterable, Awaitable, Callable
 import msgspec
 
 from domain.credentials import hash_token
-from domain.usage import UsageRecorded
+from domain.usage import MAX_LOGGED_BODY, UsageRecorded
 from gateway.admission import KeyInfo, bearer_token
 from domain.money import pico_to_usd
 from domain.pricing import Price
@@ -518,9 +518,13 @@ async def drain(frames: AsyncIterable[bytes], seconds: float) -> None:
 
 
 async def _recording(frames: AsyncIterable[bytes], into: list[bytes]) -> AsyncIterable[bytes]:
-    """The frames as they pass, kept in `into` (for the logged response body)."""
+    """The frames as they pass, kept in `into` (the logged response body) up to one byte past MAX_LOGGED_BODY:
+    all the log keeps, and enough to know it was cut, however long the stream runs."""
+    kept = 0
     async for frame in frames:
-        into.append(frame)
+        if kept <= MAX_LOGGED_BODY:
+            into.append(frame[: MAX_LOGGED_BODY + 1 - kept])
+            kept += len(into[-1])
         yield frame
 
 

@@ -21,16 +21,59 @@ class Provider(msgspec.Struct, frozen=True):
         return f"Provider(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"
 
 
-# When mesh.toml does not say: (max_output_tokens, context_tokens) per provider kind, the published limits of
-# the kind's common current models (OpenAI gpt-4o/4.1: 16,384 out of 128K; Claude: 8,192 out of 200K; Gemini:
-# 8,192 out of 1M) and a conservative pair for self-hosted OpenAI-compatible servers.
+# When mesh.toml does not say: (max_output_tokens, context_tokens) of the model family the provider's own model
+# name starts with (the longest match; an OpenAI fine-tune "ft:<base>:..." counts as its base), as each provider
+# publishes them...
+LIMITS_BY_NAME = {
+    "openai": {
+        "gpt-5": (128_000, 400_000),
+        "gpt-4.1": (32_768, 1_047_576),
+        "gpt-4o": (16_384, 128_000),
+        "gpt-4-turbo": (4_096, 128_000),
+        "gpt-3.5-turbo": (4_096, 16_385),
+        "o1": (100_000, 200_000),
+        "o1-mini": (65_536, 128_000),
+        "o1-preview": (32_768, 128_000),
+        "o3": (100_000, 200_000),
+        "o4-mini": (100_000, 200_000),
+    },
+    "anthropic": {
+        "claude-opus-4-5": (64_000, 200_000),
+        "claude-opus-4": (32_000, 200_000),
+        "claude-sonnet-4": (64_000, 200_000),
+        "claude-haiku-4-5": (64_000, 200_000),
+        "claude-3-7-sonnet": (64_000, 200_000),
+        "claude-3-5": (8_192, 200_000),
+        "claude-3-": (4_096, 200_000),
+    },
+    "gemini": {
+        "gemini-3": (65_536, 1_048_576),
+        "gemini-2.5": (65_536, 1_048_576),
+        "gemini-2.0": (8_192, 1_048_576),
+        "gemini-1.5-pro": (8_192, 2_097_152),
+        "gemini-1.5": (8_192, 1_048_576),
+    },
+}
+# ...else by provider kind. Where a request without a limit goes upstream without one (OpenAI, Gemini,
+# OpenAI-compatible servers), the model may write up to its real maximum, so an unknown model reserves the most
+# any model of its kind writes (an OpenAI-compatible server: its whole context); Anthropic always gets a limit
+# (this one, when the client sets none), so there it is one every current Claude model accepts.
 LIMIT_DEFAULTS = {
-    "openai": (16_384, 128_000),
+    "openai": (128_000, 400_000),
     "anthropic": (8_192, 200_000),
-    "gemini": (8_192, 1_048_576),
-    "openai-compatible": (4_096, 32_768),
+    "gemini": (65_536, 1_048_576),
+    "openai-compatible": (32_768, 32_768),
     "mesh": (4_096, 32_768),
 }
+
+
+def limits(kind: str, upstream: str) -> tuple[int, int]:
+    """(max_output_tokens, context_tokens) of a model mesh.toml gives no limits for."""
+    families = LIMITS_BY_NAME.get(kind, {})
+    name = upstream.removeprefix("ft:").removeprefix("models/")  # Gemini names may carry their resource prefix
+    matches = [family for family in families if name.startswith(family)]
+    return families[max(matches, key=len)] if matches else LIMIT_DEFAULTS[kind]
+
 
 # The most prompt tokens one image part can count, per provider kind, as each provider publishes it (None: the
 # model's context_tokens, as nothing smaller is safe). OpenAI: a high-detail image is at most 8 tiles of 512 px

@@ -15,7 +15,8 @@ from nats.aio.msg import Msg
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, decode_event, subject_prefix
 from domain.pricing import Price
 from gateway.catalog import Catalog
-from gateway.keys import CHANGES as KEY_CHANGES, KeyCache
+from domain.apikey import KEY_CHANGES
+from gateway.keys import KeyCache
 from gateway.templates import TOPICS as TEMPLATE_TOPICS, TemplateCache
 
 log = logging.getLogger("mesh.gateway")

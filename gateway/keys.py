@@ -14,21 +14,18 @@ from typing import Any, Callable
 from uuid import UUID
 
 import msgspec
+from domain.apikey import KEY_CHANGES
 from gateway.admission import KeyInfo, KeyLoader
 
-# How each key event changes what the gateway knows of the key.
-CHANGES: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "key.revoked": lambda e: {"status": "revoked"},
-    "key.disabled": lambda e: {"status": "disabled"},
-    "key.enabled": lambda e: {"status": "active"},
-    "key.expiry_changed": lambda e: {"expires_at": e.expires_at},
-    "key.default_model_changed": lambda e: {"default_model": e.default_model},
-    "key.spend_cap_changed": lambda e: {"spend_cap": e.spend_cap},
-    "key.allowed_models_changed": lambda e: {
-        "allowed_models": frozenset(e.allowed_models) if e.allowed_models is not None else None
-    },
-    "key.fit_to_budget_changed": lambda e: {"fit_to_budget": e.fit_to_budget},
-}
+KEPT = frozenset(KeyInfo.__struct_fields__)  # what the gateway knows of a key (not its label, nor cap_reset)
+
+
+def changes(topic: str, event: Any) -> dict[str, Any]:
+    """What a key event (one of domain.apikey.KEY_CHANGES) changes of the gateway's KeyInfo."""
+    changed = {name: value for name, value in KEY_CHANGES[topic](event).items() if name in KEPT}
+    if changed.get("allowed_models") is not None:
+        changed["allowed_models"] = frozenset(changed["allowed_models"])
+    return changed
 
 
 class KeyCache:
@@ -65,10 +62,10 @@ class KeyCache:
         key_id = event.originator_id
         if topic == "key.rotated":
             self._rotated[event.previous_hash] = event.previous_valid_until
-        elif topic in CHANGES:
-            self._seen.setdefault(key_id, {}).update(CHANGES[topic](event))
+        elif topic in KEY_CHANGES and (changed := changes(topic, event)):
+            self._seen.setdefault(key_id, {}).update(changed)
         else:
-            return
+            return  # not about keys, or nothing the gateway holds (a new label)
         for key_hash, (deadline, info) in list(self._by_hash.items()):
             if info.key_id == key_id:
                 updated = self._with_seen(key_hash, info)

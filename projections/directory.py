@@ -6,12 +6,12 @@ Authentication reads it: a management token or an API key is looked up by hash.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Callable
 from uuid import UUID
 
 import msgspec
 import psycopg
 
+from domain.apikey import KEY_CHANGES
 from domain.events import EVENT_TYPES
 from projections.readmodel import Envelope
 
@@ -154,20 +154,6 @@ class Directory:
             f"update {t['api_keys']} set {assignments}, updated_at = %s where key_id = %s",
             (*columns.values(), e.timestamp, e.originator_id),
         )
-
-
-# How each key event changes the key's row.
-KEY_CHANGES: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "key.relabeled": lambda e: {"label": e.label},
-    "key.spend_cap_changed": lambda e: {"spend_cap": e.spend_cap, "cap_reset": e.cap_reset},
-    "key.default_model_changed": lambda e: {"default_model": e.default_model},
-    "key.allowed_models_changed": lambda e: {"allowed_models": e.allowed_models},
-    "key.expiry_changed": lambda e: {"expires_at": e.expires_at},
-    "key.fit_to_budget_changed": lambda e: {"fit_to_budget": e.fit_to_budget},
-    "key.disabled": lambda e: {"status": "disabled"},
-    "key.enabled": lambda e: {"status": "active"},
-    "key.revoked": lambda e: {"status": "revoked"},
-}
 
 
 # Queries (they read the views, i.e. the generation in service).

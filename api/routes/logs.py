@@ -18,12 +18,10 @@ from litestar.response import Stream
 from api.auth import current_account, operator
 from api.errors import ApiError
 from api.routes.bodies import AsOf
-from api.runtime import LOGS, Runtime
 from api.services.logs import LogService
 from domain.bounds import InvalidText, check_aware
 from domain.money import pico_to_usd
 from projections import logs
-from projections.readmodel import position_of
 
 DEFAULT_PAGE = 50
 EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
@@ -248,27 +246,26 @@ def _csv_line(e: LogEntryOut) -> list:
     ]
 
 
-async def _export_lines(runtime: Runtime, f: logs.LogFilter, format: str) -> AsyncIterator[bytes]:
+async def export_lines(rows: AsyncIterator[logs.LogRow], format: str) -> AsyncIterator[bytes]:
+    """The export's body: a CSV header or nothing, then one line per row, sent EXPORT_CHUNK lines at a time."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if format == "csv":
         writer.writerow(_CSV_HEADER)
     chunk: list[bytes] = [buffer.getvalue().encode()] if format == "csv" else []
     encode = msgspec.json.Encoder().encode
-    async with runtime.pool.connection() as conn:
-        async with conn.transaction():
-            async for row in logs.every(conn, f, EXPORT_CHUNK * 4):
-                entry = entry_out(row)
-                if format == "csv":
-                    buffer.seek(0)
-                    buffer.truncate()
-                    writer.writerow(["" if v is None else v for v in _csv_line(entry)])
-                    chunk.append(buffer.getvalue().encode())
-                else:
-                    chunk.append(encode(entry) + b"\n")
-                if len(chunk) >= EXPORT_CHUNK:
-                    yield b"".join(chunk)
-                    chunk = []
+    async for row in rows:
+        entry = entry_out(row)
+        if format == "csv":
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow(["" if v is None else v for v in _csv_line(entry)])
+            chunk.append(buffer.getvalue().encode())
+        else:
+            chunk.append(encode(entry) + b"\n")
+        if len(chunk) >= EXPORT_CHUNK:
+            yield b"".join(chunk)
+            chunk = []
     if chunk:
         yield b"".join(chunk)
 
@@ -284,21 +281,18 @@ class LogController(Controller):
         return await _page(log_service, request, account_id, admin=False)
 
     @get("/export")
-    async def export(self, request: Request, account_id: UUID) -> Stream:
+    async def export(self, request: Request, log_service: LogService, account_id: UUID) -> Stream:
         """Every entry matching the filters, streamed as CSV or JSON lines (`format=csv|jsonl`)."""
-        runtime: Runtime = request.app.state.runtime
         format = request.query_params.get("format", "jsonl")
         if format not in EXPORT_FORMATS:
             raise _bad("format", f"format takes {' or '.join(EXPORT_FORMATS)}; got {format!r}")
-        f = parse_filter(request.query_params, account_id)
-        async with runtime.pool.connection() as conn:
-            position, time = await position_of(conn, LOGS)
+        as_of, rows = await log_service.export(parse_filter(request.query_params, account_id))
         headers = {
             "content-disposition": f'attachment; filename="mesh-logs.{format}"',
-            "x-mesh-as-of-position": str(position),
-            "x-mesh-as-of-time": time.isoformat() if time else "",
+            "x-mesh-as-of-position": str(as_of.position),
+            "x-mesh-as-of-time": as_of.time.isoformat() if as_of.time else "",
         }
-        return Stream(_export_lines(runtime, f, format), media_type=EXPORT_FORMATS[format], headers=headers)
+        return Stream(export_lines(rows, format), media_type=EXPORT_FORMATS[format], headers=headers)
 
     @get("/{trace_id:uuid}")
     async def get_entry(self, log_service: LogService, account_id: UUID, trace_id: UUID) -> LogEntryDetailOut:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import AsyncIterator
 from uuid import UUID
 
 import msgspec
@@ -45,3 +46,21 @@ class LogService:
                 bodies = await logs.bodies_of(conn, trace_id, account_id) if row is not None else None
                 position, time = await position_of(conn, LOGS)
         return LogEntry(row, bodies, AsOf(position, time)) if row is not None else None
+
+    async def export(self, f: logs.LogFilter) -> tuple[AsOf, AsyncIterator[logs.LogRow]]:
+        """Every matching entry, newest first, and the position they are as of, from one snapshot. The rows
+        stream from a server-side cursor (constant memory at millions of rows); their connection is held
+        until the iterator is exhausted or closed."""
+        stream = self._snapshot_rows(f)
+        as_of = await anext(stream)
+        assert isinstance(as_of, AsOf)
+        return as_of, stream  # type: ignore[return-value]  # every later item is a LogRow
+
+    async def _snapshot_rows(self, f: logs.LogFilter) -> AsyncIterator[AsOf | logs.LogRow]:
+        async with self.runtime.pool.connection() as conn:
+            async with conn.transaction():
+                await conn.execute("set transaction isolation level repeatable read")
+                position, time = await position_of(conn, LOGS)
+                yield AsOf(position, time)
+                async for row in logs.every(conn, f):
+                    yield row

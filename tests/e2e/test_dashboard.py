@@ -60,6 +60,7 @@ provider = "acme"
 upstream = "gpt-test"
 prompt_usd_per_1k = "0.5"
 completion_usd_per_1k = "1.5"
+max_output_tokens = 4096
 
 [[models]]
 id = "{FREE_MODEL}"

@@ -45,6 +45,7 @@ provider = "acme"
 upstream = "gpt-test"
 prompt_usd_per_1k = "0.5"
 completion_usd_per_1k = "1.5"
+max_output_tokens = 4096
 
 [[models]]
 id = "slow/gpt-test"
@@ -52,6 +53,7 @@ provider = "slow"
 upstream = "gpt-test"
 prompt_usd_per_1k = "0.5"
 completion_usd_per_1k = "1.5"
+max_output_tokens = 4096
 """)
     return path
 
@@ -267,6 +269,7 @@ def test_a_price_change_applies_to_requests_that_start_after_it(gw, key, upstrea
         thread.join()
         upstream.chunk_delay = 0
         after = post(gw, key, {"model": "acme/gpt-test", "messages": MESSAGES})
+        assert after.status_code == 200, after.text
         old, new = usage_row(gw, traces["before"]), usage_row(gw, after.headers["x-mesh-trace-id"])
         assert (old["prompt_per_1k"], old["completion_per_1k"]) == (500_000_000_000, 1_500_000_000_000)
         assert (new["prompt_per_1k"], new["completion_per_1k"]) == (2 * 10**12, 4 * 10**12)

@@ -85,12 +85,40 @@ context_tokens = 8000
     )
     catalog = load_catalog(write(tmp_path, text), env={"ACME_KEY": "k"})
     default, small = catalog.get("acme/gpt"), catalog.get("acme/small")
-    assert (default.max_output_tokens, default.context_tokens, default.image_tokens) == (16384, 128000, 3779)
+    # an unknown OpenAI model may write as much as any (no limit goes upstream when the client sets none)
+    assert (default.max_output_tokens, default.context_tokens, default.image_tokens) == (128000, 400000, 3779)
     assert (small.max_output_tokens, small.context_tokens) == (1000, 8000)
     assert small.image_tokens == 8000  # gpt-4o-mini counts 48,169 for one image; the context bounds it
     compatible = load_catalog(write(tmp_path, GOOD), env={"ACME_KEY": "k"}).get("acme/gpt")
-    assert (compatible.max_output_tokens, compatible.context_tokens) == (4096, 32768)
+    assert (compatible.max_output_tokens, compatible.context_tokens) == (32768, 32768)  # may write until it is full
     assert compatible.image_tokens == 32768  # unknown servers: nothing smaller than the context is safe
+
+
+@pytest.mark.parametrize(
+    ("kind", "upstream", "expected"),
+    [
+        ("openai", "gpt-5-mini", (128_000, 400_000)),
+        ("openai", "gpt-4o-mini-2024-07-18", (16_384, 128_000)),
+        ("openai", "ft:gpt-4o-mini-2024-07-18:acme::abc123", (16_384, 128_000)),
+        ("openai", "gpt-4.1-nano", (32_768, 1_047_576)),
+        ("openai", "o1-mini", (65_536, 128_000)),  # the longest family wins over "o1"
+        ("openai", "o3-pro", (100_000, 200_000)),
+        ("anthropic", "claude-sonnet-4-5-20250929", (64_000, 200_000)),
+        ("anthropic", "claude-opus-4-1-20250805", (32_000, 200_000)),
+        ("anthropic", "claude-3-5-haiku-latest", (8_192, 200_000)),
+        ("anthropic", "claude-3-haiku-20240307", (4_096, 200_000)),
+        ("anthropic", "claude-next", (8_192, 200_000)),  # unknown: a limit every current Claude accepts
+        ("gemini", "gemini-2.5-flash", (65_536, 1_048_576)),
+        ("gemini", "models/gemini-2.0-flash", (8_192, 1_048_576)),
+        ("gemini", "gemini-1.5-pro-002", (8_192, 2_097_152)),
+    ],
+)
+def test_known_model_families_get_their_published_limits(tmp_path, kind, upstream, expected):
+    text = GOOD.replace('kind = "openai-compatible"', f'kind = "{kind}"').replace(
+        'upstream = "gpt"', f'upstream = "{upstream}"'
+    )
+    model = load_catalog(write(tmp_path, text), env={"ACME_KEY": "k"}).get("acme/gpt")
+    assert (model.max_output_tokens, model.context_tokens) == expected
 
 
 @pytest.mark.parametrize(
