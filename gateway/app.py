@@ -258,7 +258,7 @@ class Gateway:
         serve = getattr(adapter, "embeddings", None)
         if serve is None:
             raise invalid(f"model {model.id!r} does not serve embeddings", "unsupported_endpoint", "model")
-        check_fields(body, adapter.embeddings_fields, model.id)
+        check_fields(body, adapter.embeddings_fields, model.id, consumed=frozenset())  # templates are for chat
         bound = PROMPT_OVERHEAD + len(msgspec.json.encode(request.input))
         cost = model.price.cost(bound, 0)
         ticket = await self.budgets.reserve(key, cost, cost) if cost else FREE

@@ -28,6 +28,8 @@ OPENAI_CHAT_FIELDS = frozenset(
     {
         "messages",
         "model",
+        "audio",  # these two are documented, and refused (PRICED) with the reason, not as unknown
+        "web_search_options",
         "frequency_penalty",
         "function_call",
         "functions",
@@ -117,18 +119,20 @@ _UNPRICED_MODALITIES = frozenset({"text"})
 _PLAIN: dict[frozenset[str], frozenset[str]] = {}  # per allow-list: its fields that never change the price
 
 
-def check_fields(body: dict[str, Any], allowed: frozenset[str], model_id: str) -> None:
+def check_fields(
+    body: dict[str, Any], allowed: frozenset[str], model_id: str, consumed: frozenset[str] = GATEWAY_FIELDS
+) -> None:
     """Refuse (400) fields the model's provider does not take and fields that would change the price; remove the
-    gateway's own fields (they are consumed before this)."""
+    gateway's own fields that were `consumed` before this (an endpoint that consumes none refuses them too)."""
     plain = _PLAIN.get(allowed)
     if plain is None:
         plain = _PLAIN[allowed] = allowed - PRICED.keys() - {"modalities"}
     if body.keys() <= plain:  # the usual request: one comparison, no set built
         return
     unknown = body.keys() - allowed
-    for name in unknown & GATEWAY_FIELDS:
+    for name in unknown & consumed:
         body.pop(name)
-    unknown -= GATEWAY_FIELDS
+    unknown -= consumed
     if unknown:
         name = min(unknown)
         raise invalid(

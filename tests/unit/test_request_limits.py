@@ -6,7 +6,7 @@ from domain.pricing import Price
 from gateway.app import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, TOOLS_OVERHEAD, _affordable, _parse_chat, _prompt_bound
 from gateway.catalog import Model
 from gateway.errors import GatewayError
-from gateway.fields import ANTHROPIC_CHAT_FIELDS, OPENAI_CHAT_FIELDS, check_fields
+from gateway.fields import ANTHROPIC_CHAT_FIELDS, OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS, check_fields
 
 PRICE = Price.from_usd("0.5", "1.5")
 MODEL = Model("p/m", "p", "m", PRICE, max_output_tokens=1000, context_tokens=50_000, image_tokens=1600)
@@ -96,6 +96,14 @@ def test_fields_that_change_the_price_are_refused(field, value):
     with pytest.raises(GatewayError) as refused:
         check_fields({"messages": [], field: value}, OPENAI_CHAT_FIELDS, "gpt/x")
     assert refused.value.status == 400 and refused.value.param == field
+    assert "not available through Mesh" in refused.value.message  # why, not "unknown field"
+
+
+def test_an_endpoint_that_applies_no_templates_refuses_their_fields():
+    body = {"input": "x", "template": "greeting@2"}
+    with pytest.raises(GatewayError) as refused:
+        check_fields(body, OPENAI_EMBEDDINGS_FIELDS, "gpt/x", consumed=frozenset())
+    assert refused.value.status == 400 and refused.value.param == "template"
 
 
 def test_fields_at_the_configured_price_pass():
