@@ -257,11 +257,7 @@ class Budgets:
             return
         self._unsettled = [lease for lease in self._unsettled if lease.key_id != key_id]
         for lease in idle:
-            try:
-                await self.broker.settle(lease.account_id, lease.key_id, lease.id, lease.spent)
-            except Exception as exc:
-                log.warning("settling lease %s failed (%s); will retry", lease.id, exc)
-                self._unsettled.append(lease)
+            await self._settle_one(lease)
 
     async def _wait(self, state: _KeyState, deadline: float, refused: BudgetExceeded | None) -> None:
         remaining = deadline - time.monotonic()
@@ -343,13 +339,17 @@ class Budgets:
     async def _settle(self, leases: list[Lease]) -> None:
         for lease in leases:
             state = self._keys[lease.key_id]
-            try:
-                async with state.lock:  # one lease operation per key at a time in this process
-                    await self.broker.settle(lease.account_id, lease.key_id, lease.id, lease.spent)
-            except Exception as exc:
-                log.warning("settling lease %s failed (%s); will retry", lease.id, exc)
-                self._unsettled.append(lease)
+            async with state.lock:  # one lease operation per key at a time in this process
+                await self._settle_one(lease)
             state.notify()
+
+    async def _settle_one(self, lease: Lease) -> None:
+        """Settle a lease with what it spent; one that fails waits in `_unsettled` for the next sweep."""
+        try:
+            await self.broker.settle(lease.account_id, lease.key_id, lease.id, lease.spent)
+        except Exception as exc:
+            log.warning("settling lease %s failed (%s); will retry", lease.id, exc)
+            self._unsettled.append(lease)
 
     async def sweep(self, everything: bool = False) -> None:
         """Settle idle leases (all unused ones when `everything`) and settlements that failed before."""
