@@ -10,10 +10,9 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.bounds import MAX_EMAIL_LENGTH, MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH, check_text
 from domain.budget import BudgetExceeded, LeaseBook
-from domain.money import MAX_AMOUNT, MAX_USD, check_amount
+from domain.money import check_amount
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-MAX_CREDIT_GRANT = MAX_AMOUNT  # per grant
 
 
 class InvalidEmail(ValueError):
@@ -184,10 +183,7 @@ class Account(Aggregate):
         self.password_hash = password_hash
 
     def grant_credits(self, amount: int, reason: str, granted_by: str) -> None:
-        if amount <= 0:
-            raise InvalidCreditGrant("amount_usd must be greater than zero")
-        if amount > MAX_CREDIT_GRANT:
-            raise InvalidCreditGrant(f"amount_usd must be at most {MAX_USD} per grant")
+        check_amount(amount, "amount_usd", InvalidCreditGrant, positive=True)
         if not reason.strip():
             raise InvalidCreditGrant(f"reason must be 1 to {MAX_REASON_LENGTH} characters")
         check_text(reason, "reason", MAX_REASON_LENGTH, multiline=True, error=InvalidCreditGrant)
@@ -207,8 +203,7 @@ class Account(Aggregate):
 
     def debit_credits(self, amount: int, reason: str, debited_by: str) -> None:
         """Money taken back. The balance may go below zero: then nothing more is admitted."""
-        if amount <= 0:
-            raise InvalidCreditGrant("a debit must be greater than zero")
+        check_amount(amount, "amount_usd", InvalidCreditGrant, positive=True)
         self._debit_credits(amount, reason, debited_by)
 
     @event(CreditsDebited)
@@ -218,10 +213,8 @@ class Account(Aggregate):
     # Auto-refill: one charge per crossing below the threshold; off after `max_failures` failures in a row.
 
     def configure_auto_refill(self, threshold: int, amount: int, payment_method: str, max_failures: int) -> None:
-        if threshold <= 0 or amount <= 0:
-            raise InvalidCreditGrant("threshold_usd and amount_usd must be greater than zero")
-        check_amount(threshold, "threshold_usd", InvalidCreditGrant)
-        check_amount(amount, "amount_usd", InvalidCreditGrant)
+        check_amount(threshold, "threshold_usd", InvalidCreditGrant, positive=True)
+        check_amount(amount, "amount_usd", InvalidCreditGrant, positive=True)
         check_text(payment_method, "payment_method", MAX_REFERENCE_LENGTH, error=InvalidCreditGrant)
         if not payment_method.startswith("pm_"):
             raise InvalidCreditGrant("payment_method must be a Stripe PaymentMethod id (pm_...)")

@@ -40,8 +40,13 @@ def usd_to_pico(value: str | int | Decimal, *, field: str = "amount_usd", decima
     return int(amount * PICO_PER_USD)
 
 
-def check_amount(amount: int, field: str = "amount_usd", error: type[ValueError] = InvalidAmount) -> int:
-    """An amount in pico-USD within 0..MAX_AMOUNT (what the read models store as numeric(40, 0) and more)."""
+def check_amount(
+    amount: int, field: str = "amount_usd", error: type[ValueError] = InvalidAmount, *, positive: bool = False
+) -> int:
+    """An amount in pico-USD within 0..MAX_AMOUNT (what the read models store as numeric(40, 0) and more), and
+    above zero when `positive` (a grant, a payment, a threshold)."""
+    if positive and amount <= 0:
+        raise error(f"{field} must be greater than zero")
     if amount < 0 or amount > MAX_AMOUNT:
         raise error(f"{field} must be between 0 and {MAX_USD} USD")
     return amount

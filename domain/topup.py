@@ -54,9 +54,7 @@ class TopUp(Aggregate):
     def __init__(
         self, account_id: UUID, provider: str, reference: str, amount: int, expires_at: datetime | None = None
     ):
-        if amount <= 0:
-            raise TopUpError("amount_usd must be greater than zero")
-        check_amount(amount, "amount_usd", TopUpError)
+        check_amount(amount, "amount_usd", TopUpError, positive=True)
         check_text(provider, "provider", MAX_REFERENCE_LENGTH, error=TopUpError)
         check_text(reference, "reference", MAX_REFERENCE_LENGTH, error=TopUpError)
         check_aware(expires_at, "expires_at", TopUpError)
@@ -77,9 +75,7 @@ class TopUp(Aggregate):
             return False
         if self.status == "expired" or (self.expires_at is not None and now >= self.expires_at):
             raise TopUpError(f"top-up {self.reference} expired at {self.expires_at}; it can no longer be confirmed")
-        if amount <= 0:
-            raise TopUpError("a payment must be greater than zero")
-        check_amount(amount, "amount_usd", TopUpError)
+        check_amount(amount, "amount_usd", TopUpError, positive=True)
         self._succeed(amount)
         return True
 
