@@ -13,7 +13,6 @@ from litestar import Controller, Request, post
 from litestar.di import Provide
 
 from api.auth import current_account, presented_token_hash
-from api.runtime import DIRECTORY, Runtime
 from domain.bounds import Email
 from api.services.accounts import AccountService
 
@@ -57,12 +56,9 @@ class AccountController(Controller):
         await account_service.log_out(account_id, presented_token_hash(request))
 
     @post("/password", status_code=200, dependencies={"account_id": Provide(current_account)})
-    async def change_password(self, request: Request, account_id: UUID, data: PasswordChange) -> SessionOut:
+    async def change_password(
+        self, account_service: AccountService, account_id: UUID, data: PasswordChange
+    ) -> SessionOut:
         """A new password revokes every management token of the account; the answer carries a fresh one."""
-        runtime: Runtime = request.app.state.runtime
-        with runtime.logins.password_change(account_id):
-            session = await runtime.logins.run(
-                runtime.accounts.change_password, account_id, data.current_password, data.new_password
-            )
-        await runtime.caught_up(DIRECTORY, session.position)
+        session = await account_service.change_password(account_id, data.current_password, data.new_password)
         return SessionOut(session.account_id, session.management_token)

@@ -1,5 +1,5 @@
-"""Accounts: sign up, log in and out (behind the attempt limits of api/logins.py), and whose a management
-token is (renewing a session in use)."""
+"""Accounts: sign up, log in and out, change the password (behind the attempt limits of api/logins.py), and
+whose a management token is (renewing a session in use)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,14 @@ class AccountService:
         runtime = self.runtime
         with runtime.logins.login(client, email):
             session = await runtime.logins.run(runtime.accounts.log_in, email, password)
+        await runtime.caught_up(DIRECTORY, session.position)
+        return session
+
+    async def change_password(self, account_id: UUID, current: str, new: str) -> Session:
+        """A new password revokes every management token of the account; the session returned is a fresh one."""
+        runtime = self.runtime
+        with runtime.logins.password_change(account_id):
+            session = await runtime.logins.run(runtime.accounts.change_password, account_id, current, new)
         await runtime.caught_up(DIRECTORY, session.position)
         return session
 
