@@ -14,7 +14,15 @@ from litestar.di import Provide
 from litestar.response import Redirect, Template
 
 from api.dashboard import views
-from api.dashboard.session import SESSION_COOKIE, LoginRequired, expired_cookie, page_account, session_cookie
+from api.dashboard.session import (
+    SESSION_COOKIE,
+    LoginRequired,
+    expired_cookie,
+    page_account,
+    renewed_cookie,
+    session_cookie,
+    session_seconds,
+)
 from api.errors import DOMAIN_ERRORS, ApiError
 from api.routes.accounts import client_address
 from api.routes.logs import decode_cursor, encode_cursor
@@ -50,7 +58,9 @@ def failure(exc: Exception) -> str:
 
 
 def page(name: str, request: Request, **context: Any) -> Template:
-    return Template(template_name=name, context={"request": request, "htmx": HTMX, **context})
+    return Template(
+        template_name=name, context={"request": request, "htmx": HTMX, **context}, cookies=renewed_cookie(request)
+    )
 
 
 def _login_required(request: Request, _: LoginRequired) -> Response:
@@ -118,8 +128,7 @@ class AuthPages(Controller):
             session = await use_case(email, password, client_address(request))
         except PAGE_ERRORS as exc:
             return page("auth.html", request, mode=mode, error=failure(exc), email=email)
-        lifetime = int(request.app.state.runtime.session.total_seconds())
-        return Redirect("/keys", cookies=[session_cookie(request, session.management_token, lifetime)])
+        return Redirect("/keys", cookies=[session_cookie(request, session.management_token, session_seconds(request))])
 
 
 class DashboardPages(Controller):

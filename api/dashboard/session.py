@@ -20,8 +20,15 @@ class LoginRequired(Exception):
     """No valid session: the visitor goes to /login."""
 
 
+def session_seconds(request: Request) -> int:
+    """How long a session lives unused (MESH_SESSION_DAYS)."""
+    return int(request.app.state.runtime.session.total_seconds())
+
+
 def session_cookie(request: Request, management_token: str, seconds: int) -> Cookie:
-    """Kept as long as the token lives unused (MESH_SESSION_DAYS); the server renews the token in use."""
+    """Kept as long as the token lives unused (MESH_SESSION_DAYS). The server renews a token in use, and every
+    page sent re-sends the cookie with a fresh max-age (see `page_account`), so the browser never drops the
+    cookie of a session still alive."""
     return Cookie(
         key=SESSION_COOKIE,
         value=management_token,
@@ -45,4 +52,11 @@ async def page_account(request: Request) -> UUID:
     account_id = await request.app.state.services.account_service.account_for(token)
     if account_id is None:
         raise LoginRequired()
+    request.state.session_token = token  # the page sent renews the cookie
     return account_id
+
+
+def renewed_cookie(request: Request) -> list[Cookie]:
+    """The session cookie again with a full max-age, for a page shown in a live session (else nothing)."""
+    token = getattr(request.state, "session_token", None)
+    return [session_cookie(request, token, session_seconds(request))] if token else []

@@ -299,6 +299,22 @@ def test_forms_need_the_csrf_token_and_pages_need_a_session(dashboard_mesh):
     assert httpx.get(mesh.url + "/billing", cookies={"mesh_session": "mm-not-a-token"}).status_code == 302
 
 
+def test_every_page_of_a_live_session_renews_its_cookie(dashboard_mesh):
+    """The server renews a token in use; the browser must not drop its cookie at the first log-in's max-age."""
+    mesh = dashboard_mesh
+    r = httpx.post(
+        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
+    )
+    token = r.json()["management_token"]
+    shown = httpx.get(mesh.url + "/billing", cookies={"mesh_session": token})
+    assert shown.status_code == 200
+    (cookie,) = [c for c in shown.headers.get_list("set-cookie") if c.startswith("mesh_session=")]
+    assert cookie.startswith(f"mesh_session={token};") and "HttpOnly" in cookie
+    assert re.search(r"Max-Age=(\d+)", cookie).group(1) == str(30 * 86_400)  # MESH_SESSION_DAYS, from now
+    refused = httpx.get(mesh.url + "/billing", cookies={"mesh_session": "mm-not-a-token"})
+    assert not [c for c in refused.headers.get_list("set-cookie") if c.startswith("mesh_session=mm-")]
+
+
 def test_without_javascript_and_by_keyboard_the_forms_still_work(browser, dashboard_mesh):
     from playwright.sync_api import expect
 
