@@ -83,8 +83,8 @@ GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest g
 
 def _settle_garbage_collector() -> None:
     """Once started: move every object alive now (modules, the app, caches: about 100,000) out of the collector's
-    reach, and collect the young generation less often. A full collection walked all of them, 40-60 ms during
-    which no request moved (bench/gateway.py, one CPU, 64 in flight); the objects made per request die young."""
+    reach, and collect the young generation less often. A full collection would walk all of them, tens of
+    milliseconds in which no request moves; the objects a request makes die young."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])

@@ -202,8 +202,8 @@ SHARED_BUFFERS_MAX_MB = 2048  # ...nor above this (the gateway and the OS page c
 def shared_buffers_mb() -> int:
     """The embedded PostgreSQL's shared_buffers. At PostgreSQL's default (128 MB) the indexes of a large read
     model (the request logs at 10 million rows) do not fit, so nearly every index entry a batch inserts first
-    reads its page back from the OS and writes another out: the logs projection's apply rate and the bulk
-    fill of bench/logs.py both fell by half and more as the table grew."""
+    reads its page back from the OS and writes another out, and writing the read model slows down as it
+    grows (bench/README.md)."""
     try:
         total_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
     except (AttributeError, ValueError, OSError):  # not POSIX

@@ -59,9 +59,8 @@ class _TraceIds:
     """Time-ordered UUIDs (version 7, RFC 9562): the Unix time in milliseconds, then 74 random bits.
 
     Every table keyed by trace id (the request logs, their bodies) then inserts each new request at the right
-    edge of its index instead of at a random page: the logs projection applies about a third faster at
-    10 million rows (bench/logs.py). The random bits come from one os.urandom read per 256 ids (uuid4() makes a
-    syscall each)."""
+    edge of its index, a page in memory, instead of at a random page of an index of millions of entries (see
+    bench/README.md). The random bits come from one os.urandom read per 256 ids (uuid4() makes a syscall each)."""
 
     def __init__(self) -> None:
         self._pool, self._at = b"", 0

@@ -1,9 +1,9 @@
 """A batch of events written as table rows in one statement: one array per column, sent in binary.
 
-`insert ... select * from unnest(%b::uuid[], %b::timestamptz[], ...)` costs the projection worker and its
-PostgreSQL backend less per event than any other way measured (bench/logs.py, the logs table at 10 million
-rows): about 36 µs, against 40 µs for one JSON array read by json_to_recordset (PostgreSQL parsing the text)
-and several times more for binding each column of each row (executemany).
+`insert ... select * from unnest(%b::uuid[], %b::timestamptz[], ...)`: PostgreSQL reads each value in its
+binary form instead of parsing text (one JSON array read by json_to_recordset), and one statement carries the
+whole batch instead of one per row (executemany). Of the ways compared in bench/README.md it costs the
+projection worker and its PostgreSQL backend the least per event.
 """
 
 from __future__ import annotations

@@ -233,9 +233,9 @@ def _row(r: tuple) -> LogRow:
 def _where(f: LogFilter, after: tuple[datetime, UUID] | None) -> tuple[str, list]:
     """The WHERE clause of a page. With a cursor, the time column gets one upper bound, the tighter of `end`
     and the cursor: given both (`time < end` and the row comparison), PostgreSQL cannot tell which is tighter
-    and may start the index scan at `end`, reading every entry between it and the cursor (a page 1,000 deep
-    in a date window took 20-70 ms at 10 million rows instead of 1-5). The cursor's own bound is then both a
-    scalar `time <=` (index start, partition pruning) and the row comparison (ties on time)."""
+    and may start the index scan at `end`, reading every entry between it and the cursor: a deep page would
+    cost as much as all the pages before it. The cursor's own bound is then both a scalar `time <=` (index
+    start, partition pruning) and the row comparison (ties on time)."""
     conditions, params = [], []
     end = f.end
     if after is not None and end is not None and after[0] < end:
