@@ -26,7 +26,7 @@ from domain.pricing import Price
 from gateway.budget import FREE, BudgetRefusal, Budgets, Ticket
 from gateway.bodies import BodyPublisher
 from gateway.catalog import Catalog, Model
-from gateway.fields import check_fields
+from gateway.fields import PRICED_PARTS, check_fields
 from gateway.freelimit import DEFAULT_FREE_RPM, FreeRateLimit
 from gateway.keys import KeyCache
 from gateway.templates import TemplateCache, TemplateUse
@@ -545,9 +545,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
 def _prompt_bound(body: dict, model: Model, kind: str) -> int:
     """An upper bound of the prompt's tokens, never more than the model's context (a longer prompt is refused
     upstream): a token of text is at least one byte of its JSON and providers add a few tokens around each
-    message; an image counts the most its provider publishes for one (`model.image_tokens`); audio, files and
+    message; an image counts the most its provider publishes for one (`model.image_tokens`); files and
     anything else count the whole context, as nothing smaller is safe; tools count their JSON and the tool-use
-    preamble, response formats their JSON."""
+    preamble, response formats their JSON. Audio input is refused (PRICED_PARTS): its price is not the text's."""
     size = PROMPT_OVERHEAD
     encode = msgspec.json.encode
     for message in body["messages"]:
@@ -562,6 +562,13 @@ def _prompt_bound(body: dict, model: Model, kind: str) -> int:
                 size += len(encode(part))
             elif part_type == "image_url" and not (kind in FILE_URL_KINDS and not _image_data_url(part)):
                 size += model.image_tokens
+            elif part_type in PRICED_PARTS:
+                raise invalid(
+                    f"{part_type} content is not available through Mesh for model {model.id!r}: "
+                    f"{PRICED_PARTS[part_type]} and this model's price does not cover it",
+                    "unsupported_parameter",
+                    "messages",
+                )
             else:
                 return model.context_tokens
     if "tools" in body or "functions" in body or "response_format" in body:

@@ -115,6 +115,9 @@ PRICED: dict[str, tuple[frozenset, str]] = {
     "web_search_options": (frozenset(), "web search is charged per search by the provider"),
     "audio": (frozenset({None}), "audio output is priced differently by the provider"),
 }
+# Message content parts the provider prices apart from text (OpenAI bills audio input tokens at the model's
+# audio rate), with why; a priced model refuses them (see gateway/app.py _prompt_bound).
+PRICED_PARTS = {"input_audio": "the provider prices audio input apart from text"}
 _UNPRICED_MODALITIES = frozenset({"text"})
 _PLAIN: dict[frozenset[str], frozenset[str]] = {}  # per allow-list: its fields that never change the price
 

@@ -29,15 +29,20 @@ def test_an_image_counts_the_providers_worst_case_not_its_bytes():
     assert with_image - text_only == 1600
 
 
-def test_audio_files_and_gemini_url_parts_count_the_whole_context():
-    for part in (
-        {"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}},
-        {"type": "file", "file": {"file_id": "file-1"}},
-    ):
-        assert bound([{"role": "user", "content": [part]}]) == MODEL.context_tokens
+def test_files_and_gemini_url_parts_count_the_whole_context():
+    file = {"type": "file", "file": {"file_id": "file-1"}}
+    assert bound([{"role": "user", "content": [file]}]) == MODEL.context_tokens
     url = {"type": "image_url", "image_url": {"url": "https://example.com/talk.mp4"}}
     assert bound([{"role": "user", "content": [url]}], kind="gemini") == MODEL.context_tokens
     assert bound([{"role": "user", "content": [url]}], kind="anthropic") < MODEL.context_tokens
+
+
+def test_audio_input_is_refused_by_a_priced_model_saying_why():
+    audio = {"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}}
+    with pytest.raises(GatewayError) as refused:
+        bound([{"role": "user", "content": [{"type": "text", "text": "hi"}, audio]}])
+    assert refused.value.status == 400 and refused.value.param == "messages"
+    assert "audio input apart from text" in refused.value.message
 
 
 def test_tools_count_their_json_and_the_tool_use_preamble():
