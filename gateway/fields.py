@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.errors import invalid
+from gateway.errors import GatewayError, invalid
 
 # Read by the gateway before the adapter runs; removed from what goes upstream.
 GATEWAY_FIELDS = frozenset({"template", "variables"})
@@ -165,3 +165,14 @@ def _check_priced(body: dict[str, Any]) -> None:
             "unsupported_parameter",
             "modalities",
         )
+
+
+def unsupported_part(part: Any, provider_kind: str) -> GatewayError:
+    """The 400 for a message content part an adapter cannot translate: it is refused, never dropped."""
+    part_type = part.get("type") if isinstance(part, dict) else type(part).__name__
+    return invalid(
+        f"message content of type {str(part_type)[:40]!r} cannot be sent to {provider_kind} models; "
+        "they take 'text' and 'image_url' parts",
+        "unsupported_content",
+        "messages",
+    )

@@ -29,7 +29,7 @@ import msgspec
 
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError, invalid
-from gateway.fields import ANTHROPIC_CHAT_FIELDS
+from gateway.fields import ANTHROPIC_CHAT_FIELDS, unsupported_part
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
@@ -69,11 +69,15 @@ def _blocks(content: Any) -> list[dict]:
         return [{"type": "text", "text": content}] if content else []
     blocks = []
     for part in content or []:
-        if part.get("type") == "text" and part.get("text"):
-            blocks.append({"type": "text", "text": part["text"]})
-        elif part.get("type") == "image_url":
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("text", "refusal"):  # a refusal is what an assistant turn said
+            if part.get(kind):
+                blocks.append({"type": "text", "text": part[kind]})
+        elif kind == "image_url":
             image = part.get("image_url") or {}
             blocks.append(_image(image.get("url", "") if isinstance(image, dict) else image))
+        else:
+            raise unsupported_part(part, "anthropic")
     return blocks
 
 

@@ -32,7 +32,7 @@ import msgspec
 
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError, invalid
-from gateway.fields import GEMINI_CHAT_FIELDS
+from gateway.fields import GEMINI_CHAT_FIELDS, unsupported_part
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
@@ -66,15 +66,20 @@ def _parts(content: Any) -> list[dict]:
         return [{"text": content}] if content else []
     parts = []
     for part in content or []:
-        if part.get("type") == "text" and part.get("text"):
-            parts.append({"text": part["text"]})
-        elif part.get("type") == "image_url":
-            url = (part.get("image_url") or {}).get("url", "")
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("text", "refusal"):  # a refusal is what an assistant turn said
+            if part.get(kind):
+                parts.append({"text": part[kind]})
+        elif kind == "image_url":
+            image = part.get("image_url") or {}
+            url = image.get("url", "") if isinstance(image, dict) else str(image)
             if url.startswith("data:"):
                 header, _, data = url.partition(",")
                 parts.append({"inlineData": {"mimeType": header[5:].split(";")[0], "data": data}})
             else:
                 parts.append({"fileData": {"fileUri": url}})
+        else:
+            raise unsupported_part(part, "gemini")
     return parts
 
 

@@ -7,6 +7,8 @@ from gateway.app import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, TOOLS_OVERHEAD, _affo
 from gateway.catalog import Model
 from gateway.errors import GatewayError
 from gateway.fields import ANTHROPIC_CHAT_FIELDS, OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS, check_fields
+from gateway.providers.anthropic import to_anthropic
+from gateway.providers.gemini import to_gemini
 
 PRICE = Price.from_usd("0.5", "1.5")
 MODEL = Model("p/m", "p", "m", PRICE, max_output_tokens=1000, context_tokens=50_000, image_tokens=1600)
@@ -116,7 +118,6 @@ def test_fields_at_the_configured_price_pass():
 
 
 def test_anthropic_answers_one_choice_and_gets_the_models_maximum_when_no_limit_is_set():
-    from gateway.providers.anthropic import to_anthropic
 
     assert to_anthropic(MODEL, {"messages": [TEXT]}, False)["max_tokens"] == MODEL.max_output_tokens
     assert to_anthropic(MODEL, {"messages": [TEXT], "max_tokens": 7}, False)["max_tokens"] == 7
@@ -162,3 +163,16 @@ def test_a_reservation_prices_every_prompt_token_at_the_dearest_prompt_price():
     assert anthropic.worst_cost(1000, 10) > anthropic.cost(1000, 10)
     assert PRICE.worst_cost(1000, 10) == PRICE.cost(1000, 10)  # no cache prices: the prompt price
     assert _affordable(anthropic.worst_cost(100, 7), anthropic, 100, 1, 1000) == 7
+
+
+@pytest.mark.parametrize("translate", [lambda body: to_anthropic(MODEL, body, False), to_gemini])
+def test_a_content_part_an_adapter_cannot_translate_is_refused_not_dropped(translate):
+    pdf = {"type": "file", "file": {"file_data": "data:application/pdf;base64,AA=="}}
+    with pytest.raises(GatewayError) as refused:
+        translate({"messages": [{"role": "user", "content": [{"type": "text", "text": "read this"}, pdf]}]})
+    assert refused.value.status == 400 and refused.value.param == "messages"
+    assert "'file'" in refused.value.message and "'text' and 'image_url'" in refused.value.message
+    with pytest.raises(GatewayError):
+        translate({"messages": [{"role": "user", "content": ["a bare string part"]}]})
+    said = {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot help with that."}]}
+    assert "I cannot help with that." in str(translate({"messages": [said, {"role": "user", "content": "why?"}]}))
