@@ -206,6 +206,7 @@ class Budgets:
         if state is None:
             state = self._keys[key.key_id] = _KeyState(self.lease_multiple)
         deadline = time.monotonic() + self.patience
+        known: BudgetExceeded | None = None  # the limits' last refusal, kept through passing failures since
         while True:
             ticket = self._take(state.current, wanted, wanted)
             if ticket is not None:
@@ -227,8 +228,11 @@ class Budgets:
                     return ticket
             if refused is not None and not state.inflight and not refused.held_by_leases:
                 raise _refusal(refused, state)
-            # else wait: our own requests, or other holders' leases, give back what they do not spend
-            await self._wait(state, deadline, refused)
+            known = refused or known
+            # else wait: our own requests, or other holders' leases, give back what they do not spend. Out of
+            # time, the answer is the limits' refusal if they gave one: a lease lost to another gateway's write
+            # (a passing failure) on the last try says nothing about the budget, and is no reason for a 429.
+            await self._wait(state, deadline, known)
 
     async def _lease(self, state: _KeyState, key: KeyInfo, minimum: int, wanted: int) -> BudgetExceeded | None:
         """Take a new current lease of at least `minimum` (sized for many requests of `wanted`); the refusal if the

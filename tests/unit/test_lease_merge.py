@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from domain.budget import BudgetExceeded
 from gateway.budget import BudgetRefusal, Budgets, LeaseUnavailable
 from tests.unit.test_lease_giveback import BookBroker, key
 
@@ -155,3 +156,24 @@ def test_a_passing_failure_of_the_lease_for_what_the_own_parts_lack_still_ends_i
         budgets.release(stream, 1000)
 
     with_a_long_request_on_a_retired_lease(check)
+
+
+def test_out_of_time_a_request_gets_the_limits_refusal_even_if_its_last_try_lost_a_race():
+    """Two gateways share an account: a request first hears 'held by leases' (wait), then only loses races to the
+    other gateway's writes. When its patience ends it is told what the budget allows (402), not 'busy' (429)."""
+
+    class RacingBroker(LedgerBroker):
+        def __init__(self):
+            super().__init__(credits=1000)
+            self.refused_once = False
+
+        async def acquire(self, account_id, key_id, wanted, minimum):
+            if not self.refused_once:
+                self.refused_once = True
+                raise BudgetExceeded("account_balance", "held by the other gateway", held_by_leases=True, available=0)
+            raise LeaseUnavailable()  # the other gateway wrote first, every time
+
+    budgets = Budgets(RacingBroker(), lease_multiple=2, patience=0.3)
+    with pytest.raises(BudgetRefusal) as refused:
+        asyncio.run(budgets.reserve(key(), 500, 500))
+    assert refused.value.status == 402 and refused.value.code == "account_balance"
