@@ -206,7 +206,7 @@ class Budgets:
         if state is None:
             state = self._keys[key.key_id] = _KeyState(self.lease_multiple)
         deadline = time.monotonic() + self.patience
-        known: BudgetExceeded | None = None  # the limits' last refusal, kept through passing failures since
+        known: BudgetExceeded | None = None  # the limits' last refusal, kept through later passing failures
         while True:
             ticket = self._take(state.current, wanted, wanted)
             if ticket is not None:

@@ -175,8 +175,8 @@ class Billing:
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         credits: dict[UUID, int] = defaultdict(int)
-        usage_rows = []
-        usage_times = []
+        usage = []
+        streamed = []  # when each usage event reached the stream
         for item in batch:
             e = item.event
             if item.topic == "account.registered":
@@ -212,19 +212,19 @@ class Billing:
                     f"update {t['leases']} set expires_at = %s where lease_id = %s", (e.expires_at, e.lease_id)
                 )
             elif item.topic == "usage.recorded":
-                usage_rows.append(e)
-                usage_times.append((item.time, e.timestamp))
+                usage.append(e)
+                streamed.append(item.time)
         if credits:
             await cur.executemany(
                 f"""insert into {t["balances"]} (account_id, credits) values (%s, %s)
                     on conflict (account_id) do update set credits = {t["balances"]}.credits + excluded.credits""",
                 list(credits.items()),
             )
-        if usage_rows:
-            stream_time = min(streamed for streamed, _ in usage_times)
+        if usage:
+            stream_time = min(streamed)
             await drop_months_before(cur, t["usage_recent"], stream_time - timedelta(days=RECENT_DAYS))
-            await ensure_months(cur, t["usage_recent"], (happened for _, happened in usage_times))
-            await self._apply_usage(cur, t, usage_rows)
+            await ensure_months(cur, t["usage_recent"], (e.timestamp for e in usage))
+            await self._apply_usage(cur, t, usage)
 
     async def _apply_topup(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
         e = item.event

@@ -237,9 +237,9 @@ def _where(f: LogFilter, after: tuple[datetime, UUID] | None) -> tuple[str, list
     cost as much as all the pages before it. The cursor's own bound is then both a scalar `time <=` (index
     start, partition pruning) and the row comparison (ties on time)."""
     conditions, params = [], []
-    end = f.end
-    if after is not None and end is not None and after[0] < end:
-        end = None  # the cursor's bound is tighter
+    # with a cursor at or past `end`, every row before `end` is before the cursor: `end` alone bounds the page
+    cursor_bounds = after is not None and (f.end is None or after[0] < f.end)
+    end = None if cursor_bounds else f.end
     for sql, value in (
         ("l.account_id = %s", f.account_id),
         ("l.time >= %s", f.start),
@@ -254,7 +254,8 @@ def _where(f: LogFilter, after: tuple[datetime, UUID] | None) -> tuple[str, list
             params.append(value)
     if f.status is not None:
         conditions.append(STATUSES[f.status])
-    if after is not None and end is None:
+    if cursor_bounds:
+        assert after is not None
         conditions.append("l.time <= %s and (l.time, l.trace_id) < (%s, %s)")
         params += [after[0], *after]
     return (" where " + " and ".join(conditions) if conditions else ""), params

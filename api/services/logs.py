@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import AsyncIterator, cast
 from uuid import UUID
 
 import msgspec
@@ -52,9 +52,8 @@ class LogService:
         stream from a server-side cursor (constant memory at millions of rows); their connection is held
         until the iterator is exhausted or closed."""
         stream = self._snapshot_rows(f)
-        as_of = await anext(stream)
-        assert isinstance(as_of, AsOf)
-        return as_of, stream  # type: ignore[return-value]  # every later item is a LogRow
+        as_of = cast(AsOf, await anext(stream))  # the first item; every later one is a LogRow
+        return as_of, cast(AsyncIterator[logs.LogRow], stream)
 
     async def _snapshot_rows(self, f: logs.LogFilter) -> AsyncIterator[AsOf | logs.LogRow]:
         async with self.runtime.pool.connection() as conn:

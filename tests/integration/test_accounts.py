@@ -67,12 +67,19 @@ def test_an_unknown_email_costs_the_same_kdf_run_as_a_wrong_password(app, kdf_ru
     assert str(wrong.value) == str(unknown.value)
 
 
-def test_a_legacy_hash_is_upgraded_at_the_next_login_and_the_password_still_works(app, kdf_runs):
+def legacy_account(app: MeshApplication) -> tuple[Account, str, str]:
+    """An account saved with PASSWORD hashed the old way (scrypt n=2**14) and a token "mt-old"; with its email
+    and that hash."""
     salt = bytes(16)
     legacy = f"scrypt${salt.hex()}${hashlib.scrypt(PASSWORD.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32).hex()}"
     address = email()
     account = Account(email=address, password_hash=legacy, token_hash=hash_token("mt-old"))
     app.save_all(account, EmailClaim(email=address, account_id=account.id))
+    return account, address, legacy
+
+
+def test_a_legacy_hash_is_upgraded_at_the_next_login_and_the_password_still_works(app, kdf_runs):
+    account, address, legacy = legacy_account(app)
     commands = AccountCommands(app)
     with pytest.raises(BadCredentials):
         commands.log_in(address, "wrong password")
@@ -90,11 +97,7 @@ def test_a_legacy_hash_is_upgraded_at_the_next_login_and_the_password_still_work
 def test_two_log_ins_that_both_upgrade_a_legacy_hash_both_succeed(app, monkeypatch):
     """Both verify the old hash; the second to save finds it already rehashed by the first: same password,
     so it logs in (once a 401) and does not rehash again."""
-    salt = bytes(16)
-    legacy = f"scrypt${salt.hex()}${hashlib.scrypt(PASSWORD.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32).hex()}"
-    address = email()
-    account = Account(email=address, password_hash=legacy, token_hash=hash_token("mt-old"))
-    app.save_all(account, EmailClaim(email=address, account_id=account.id))
+    account, address, legacy = legacy_account(app)
     commands = AccountCommands(app)
     real_hash = accounts_module.hash_password
     others: list = []
