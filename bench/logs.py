@@ -35,6 +35,7 @@ from pathlib import Path
 import msgspec
 import psycopg
 
+from api.cli import settle_garbage_collector
 from api.embedded import PostgresServer
 from domain.events import decode_event
 from domain.usage import UsageRecorded
@@ -303,6 +304,7 @@ async def run(args) -> None:
         rate = size / (time.perf_counter() - started)
         print(f"export (jsonl, busiest account): {size:,} rows at {rate:,.0f} rows/s")
 
+    settle_garbage_collector()  # as the projection worker does once started
     async with await psycopg.AsyncConnection.connect(args.database_url, autocommit=True) as conn:
         rounds = [
             await apply_rate(conn, world, physical_tables(model, 1), args.apply_events)
