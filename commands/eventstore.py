@@ -137,6 +137,9 @@ class JetStreamAggregateRecorder(AggregateRecorder):
             raise OperationalError(f"cannot open the event store on NATS: {exc}") from None
         # originator id -> (last version, its stream sequence): spares a read before most appends.
         self._last: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # (originator id, version) -> stream sequence, of the versions last read or written: an aggregate cached
+        # at a version is brought up to date by reading only what follows it (see select_events).
+        self._positions: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -252,6 +255,9 @@ class JetStreamAggregateRecorder(AggregateRecorder):
             self._last.move_to_end(key)
             while len(self._last) > self._cache_size:
                 self._last.popitem(last=False)
+            self._positions[(key, version)] = seq
+            while len(self._positions) > self._cache_size:
+                self._positions.popitem(last=False)
 
     # reading
 
@@ -284,10 +290,11 @@ class JetStreamAggregateRecorder(AggregateRecorder):
             raise OperationalError(f"reading stream {self.stream} failed: {msg.headers}")
         return _notification(msg)
 
-    async def _events_of(self, key: str) -> list[Notification]:
+    async def _events_of(self, key: str, after: int = 0) -> list[Notification]:
+        """The aggregate's events after stream sequence `after`."""
         subject = aggregate_subject(self.stream, key)
         found: list[Notification] = []
-        seq = 1
+        seq = after + 1
         while True:
             messages = await self._direct_get({"seq": seq, "next_by_subj": subject, "batch": READ_BATCH})
             found.extend(_notification(m) for m in messages)
@@ -305,7 +312,9 @@ class JetStreamAggregateRecorder(AggregateRecorder):
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
         key = str(originator_id)
-        notifications = self._runner.run(self._events_of(key))
+        with self._lock:  # where version `gt` is in the stream, if known: only what follows it is read
+            after = self._positions.get((key, gt), 0) if gt else 0
+        notifications = self._runner.run(self._events_of(key, after))
         if notifications:
             self._remember(key, notifications[-1].originator_version, notifications[-1].id)
         events = [

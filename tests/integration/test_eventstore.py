@@ -136,3 +136,64 @@ def test_an_application_round_trips_aggregates(nats_url, stream_name):
         assert again.version == 3
     finally:
         app.close()
+
+
+def _cached_app(nats_url: str, stream_name: str) -> Application:
+    """An application configured as MeshApplication configures its cache."""
+    from commands.app import AGGREGATE_CACHE
+
+    return Application(
+        env={
+            "PERSISTENCE_MODULE": "commands.eventstore",
+            "MESH_NATS_URL": nats_url,
+            "MESH_STREAM": stream_name,
+            "AGGREGATE_CACHE_MAXSIZE": str(AGGREGATE_CACHE),
+        }
+    )
+
+
+def test_a_cached_aggregate_reads_only_what_follows_it_and_sees_other_writers(nats_url, stream_name):
+    """Each use case gets the aggregate from the cache, brought up to date by reading the stream from after the
+    cached version on, not the whole history; another process's writes are in it, and a save after them wins."""
+    mine, theirs = _cached_app(nats_url, stream_name), _cached_app(nats_url, stream_name)
+    try:
+        dog = Dog("Fido")
+        for i in range(50):
+            dog.add_trick(f"trick {i}")
+        mine.save(dog)
+        assert len(mine.repository.get(dog.id).tricks) == 50  # cached from here on
+
+        their_dog = theirs.repository.get(dog.id)
+        their_dog.add_trick("from the other process")
+        theirs.save(their_dog)
+
+        recorder = mine.recorder
+        reads: list[int] = []
+        direct_get = recorder._direct_get
+
+        async def counted(request):
+            messages = await direct_get(request)
+            reads.append(len(messages))
+            return messages
+
+        recorder._direct_get = counted
+        again = mine.repository.get(dog.id)
+        assert again.tricks[-1] == "from the other process" and again.version == 52
+        assert reads == [1]  # the one event appended since, not 52
+
+        again.add_trick("mine again")
+        mine.save(again)  # not refused: the cached copy was brought up to date first
+        assert theirs.repository.get(dog.id).tricks[-2:] == ["from the other process", "mine again"]
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_the_mesh_application_caches_and_fast_forwards_its_aggregates(nats_url, stream_name):
+    from commands.app import MeshApplication
+
+    app = MeshApplication(nats_url, stream_name)
+    try:
+        assert app.repository.cache is not None and app.repository.fastforward
+    finally:
+        app.close()
