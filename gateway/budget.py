@@ -154,14 +154,18 @@ class _KeyState:
 
     def adapt(self, floor: int, now: float) -> None:
         """Size the next lease by how fast the last one went: a busy key leases for seconds of traffic at a
-        time (a lease is two events and a round trip), a quiet one for a few requests. The domain still caps
-        every lease at half of what the limits leave, so a large multiple never holds much of a small budget."""
+        time (a lease is two events and a round trip), a quiet one for a few requests. A key whose traffic
+        jumps gets a lease sized from its new rate at once: doubling from a few requests took a busy key through
+        a dozen leases in its first seconds, each an atomic JetStream batch that holds up the usage events
+        stored after it. The domain still caps every lease at half of what the limits leave, so a large
+        multiple never holds much of a small budget."""
         lease = self.current
         if lease is None:
             return
         lasted = now - lease.taken_at
-        if lasted < LEASE_AIM[0]:
-            self.multiple = min(self.multiple * 2, MAX_MULTIPLE)
+        if lasted < LEASE_AIM[0]:  # at the rate it went, for the aim's lower end (at least twice as many)
+            grow = max(2.0, LEASE_AIM[0] / max(lasted, LEASE_AIM[0] / MAX_MULTIPLE))
+            self.multiple = min(math.ceil(self.multiple * grow), MAX_MULTIPLE)
         elif lasted > LEASE_AIM[1]:
             self.multiple = max(self.multiple // 2, floor)
 

@@ -35,20 +35,45 @@ async def spend(budgets: Budgets, info: KeyInfo, requests: int) -> None:
         budgets.release(ticket, WORST_CASE)
 
 
-def test_a_key_that_uses_its_leases_up_quickly_gets_larger_ones():
+class Clock:
+    """The gateway's monotonic clock, moved by hand."""
+
+    def __init__(self, monkeypatch):
+        self.now = 1_000.0
+        monkeypatch.setattr(budget_module.time, "monotonic", lambda: self.now)
+
+
+def test_a_key_that_uses_its_leases_up_quickly_gets_leases_sized_from_its_rate(monkeypatch):
+    """A lease used up in a quarter of the aim's lower end: the next one covers four times as many requests (the
+    rate it went, for the aim); one used up a little early still gets twice as many."""
+    clock, broker = Clock(monkeypatch), CountingBroker()
+    budgets = Budgets(broker, lease_multiple=4)
+    info = key()
+    asyncio.run(spend(budgets, info, 4))
+    clock.now += budget_module.LEASE_AIM[0] / 4
+    asyncio.run(spend(budgets, info, 16))
+    clock.now += budget_module.LEASE_AIM[0] * 0.9
+    asyncio.run(spend(budgets, info, 1))
+    assert broker.wanted == [4 * WORST_CASE, 16 * WORST_CASE, 32 * WORST_CASE]
+
+
+def test_a_burst_gets_a_lease_for_its_rate_at_once_up_to_the_cap(monkeypatch):
+    """Used up at once (no time passed): the largest multiple, not a dozen doublings one lease at a time."""
+    Clock(monkeypatch)
     broker = CountingBroker()
     budgets = Budgets(broker, lease_multiple=4)
-    asyncio.run(spend(budgets, key(), 4 * (1 + 2 + 4 + 8)))
-    assert broker.wanted == [4 * WORST_CASE, 8 * WORST_CASE, 16 * WORST_CASE, 32 * WORST_CASE]
+    asyncio.run(spend(budgets, key(), 5))
+    assert broker.wanted == [4 * WORST_CASE, budget_module.MAX_MULTIPLE * WORST_CASE]
 
 
 def test_a_key_whose_leases_last_long_gets_smaller_ones_again(monkeypatch):
-    broker = CountingBroker()
+    clock, broker = Clock(monkeypatch), CountingBroker()
     budgets = Budgets(broker, lease_multiple=4)
     info = key()
-    asyncio.run(spend(budgets, info, 4 + 8 + 16))  # leases of 4, 8, 16 requests, each used up at once
+    asyncio.run(spend(budgets, info, 4))
+    clock.now += budget_module.LEASE_AIM[0] / 4
+    asyncio.run(spend(budgets, info, 16))  # a lease of 16 requests, used up at once
     assert broker.wanted[-1] == 16 * WORST_CASE
-    clock = budget_module.time.monotonic() + budget_module.LEASE_AIM[1] + 1  # the last lease then lasts long
-    monkeypatch.setattr(budget_module.time, "monotonic", lambda: clock)
+    clock.now += budget_module.LEASE_AIM[1] + 1  # the last lease then lasts long
     asyncio.run(spend(budgets, info, 1))
     assert broker.wanted[-1] == 8 * WORST_CASE
