@@ -93,3 +93,25 @@ async def test_nats_needs_its_password_which_a_restart_keeps(tmp_path):
         await nc.close()
     finally:
         again.stop()
+
+
+def test_nats_runs_with_a_lazier_garbage_collector_unless_told_otherwise(tmp_path, monkeypatch):
+    from api.embedded import NATS_GOGC
+
+    def gogc(server: NatsServer) -> str | None:
+        environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
+        found = [item.split(b"=", 1)[1].decode() for item in environ if item.startswith(b"GOGC=")]
+        return found[0] if found else None
+
+    monkeypatch.delenv("GOGC", raising=False)
+    server = NatsServer(tmp_path / "default").start()
+    try:
+        assert gogc(server) == NATS_GOGC
+    finally:
+        server.stop()
+    monkeypatch.setenv("GOGC", "150")
+    server = NatsServer(tmp_path / "told").start()
+    try:
+        assert gogc(server) == "150"
+    finally:
+        server.stop()
