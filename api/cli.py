@@ -85,8 +85,8 @@ def settle_garbage_collector() -> None:
     """Once started: move every object alive now (modules, the app, caches: about 100,000) out of the collector's
     reach, and collect the young generation less often. A full collection would walk all of them, tens of
     milliseconds in which no request moves; the objects a request makes die young. The projection worker does
-    the same: the events of a batch die with it, and collecting them as they are decoded cost the logs
-    projection a sixth of its Python time (bench/logs.py runs its apply rounds this way)."""
+    the same: the events of a batch die with it, and collecting them as they are decoded was a good share
+    of the logs projection's Python time (bench/logs.py runs its apply rounds this way)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])

@@ -133,8 +133,8 @@ def _stop(process: subprocess.Popen | None, timeout: float = 10) -> None:
 
 # The embedded nats-server's Go garbage collector runs when its heap has grown by this many percent (Go's default:
 # 100; GOGC set in the environment wins). Its heap is small (the stream lives on disk), and each collection takes
-# CPU from the gateway on a one-CPU machine just as acks are awaited: at 400, p99 at 64 requests in flight there
-# went from a median of 11.9 ms to 10.6 ms over runs of bench/gateway.py --one-cpu (see bench/README.md).
+# CPU from the gateway on a one-CPU machine just as acks are awaited (p99 of bench/gateway.py --one-cpu: see
+# bench/README.md).
 NATS_GOGC = "400"
 
 

@@ -33,8 +33,8 @@ class MeshApplication(Application):
 
     Aggregates are cached, and each use case brings its copy up to date by reading only the events appended
     since (eventsourcing's fast-forward; another process's writes included). Without the cache every use case
-    replayed an aggregate's whole history: an account's budget leases add events all day, and replaying them
-    in the gateway's lease thread held the interpreter for 3-11 ms at a time, stalling every request."""
+    replayed an aggregate's whole history: an account's budget leases add events all day, and replaying them in
+    the gateway's lease thread held the interpreter longer and longer, stalling every request meanwhile."""
 
     name = "Mesh"
 
