@@ -1,14 +1,14 @@
 """A batch of events written as table rows in one statement: one array per column.
 
-`insert ... select * from unnest(%b::uuid[], %b::timestamptz[], ...)`: one statement carries the whole batch
+`insert ... select * from unnest(%s::uuid[], %s::timestamptz[], ...)`: one statement carries the whole batch
 instead of one per row (executemany), and PostgreSQL reads each value in its binary form instead of parsing
 text (one JSON array read by json_to_recordset). Of the ways compared in bench/README.md it costs the
 projection worker and its PostgreSQL backend the least per event.
 
-The arrays are encoded here, not by psycopg: its array dumper visits every element in Python (a fifth of the
-logs projection's Python time). Each encoder below writes PostgreSQL's binary array format (array_recv) for
-one element type, with whole-column fast paths where a column holds no missing value. `numeric` goes as text
-(`{1,2,3}`): its values may pass 64 bits, and joining decimal strings is cheaper here than base-10000 digits.
+The arrays are encoded here, not by psycopg, whose array dumper visits every element in Python. Each encoder
+below writes PostgreSQL's binary array format (array_recv) for one element type, with whole-column fast paths
+where a column holds no missing value. `numeric` goes as text (`{1,2,3}`): its values may pass 64 bits, and
+joining decimal strings is cheaper here than base-10000 digits.
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ _ENCODERS: dict[str, Callable[[Sequence[Any]], _Array]] = {
         "TimestamptzArray", 1184, 1185, 8, lambda value: _INT8.pack((value - _PG_EPOCH) // _MICROSECOND)
     ),
     "text": _binary("TextArray", 25, 1009, None, str.encode),
-    "int": _binary("Int4Array", 23, 1007, 4, lambda value: _INT4.pack(value), "i"),
-    "bigint": _binary("Int8Array", 20, 1016, 8, lambda value: _INT8.pack(value), "q"),
+    "int": _binary("Int4Array", 23, 1007, 4, _INT4.pack, "i"),
+    "bigint": _binary("Int8Array", 20, 1016, 8, _INT8.pack, "q"),
     "boolean": _binary("BoolArray", 16, 1000, 1, lambda value: b"\x01" if value else b"\x00"),
     "numeric": _numeric,
 }
