@@ -16,7 +16,7 @@ priced extra: unknown fields are refused with 400 naming what is allowed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from gateway.errors import GatewayError, invalid
 
@@ -167,7 +167,35 @@ def _check_priced(body: dict[str, Any]) -> None:
         )
 
 
-def unsupported_part(part: Any, provider_kind: str) -> GatewayError:
+def content_parts(content: Any, provider_kind: str) -> Iterator[tuple[str, Any]]:
+    """An OpenAI message's content as it reads to a provider that takes text and images only: ("text", text) and
+    ("image", url) in order. A refusal part is text (what an assistant turn said); an empty text is skipped; any
+    other part is refused (400 unsupported_content), never dropped."""
+    if isinstance(content, str):
+        if content:
+            yield "text", content
+        return
+    for part in content or []:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("text", "refusal"):
+            if part.get(kind):
+                yield "text", part[kind]
+        elif kind == "image_url":
+            image = part.get("image_url") or {}
+            yield "image", image.get("url", "") if isinstance(image, dict) else str(image)
+        else:
+            raise _unsupported_part(part, provider_kind)
+
+
+def data_url(url: str) -> tuple[str, str] | None:
+    """(media type, base64 data) of a `data:` URL; None for any other URL."""
+    if not url.startswith("data:"):
+        return None
+    header, _, data = url.partition(",")
+    return header[5:].split(";")[0], data
+
+
+def _unsupported_part(part: Any, provider_kind: str) -> GatewayError:
     """The 400 for a message content part an adapter cannot translate: it is refused, never dropped."""
     part_type = part.get("type") if isinstance(part, dict) else type(part).__name__
     return invalid(

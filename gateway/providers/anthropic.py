@@ -29,7 +29,7 @@ import msgspec
 
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError, invalid
-from gateway.fields import ANTHROPIC_CHAT_FIELDS, unsupported_part
+from gateway.fields import ANTHROPIC_CHAT_FIELDS, content_parts, data_url
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
@@ -58,27 +58,17 @@ TOOL_CHOICE = {"auto": "auto", "required": "any", "none": "none"}
 
 
 def _image(url: str) -> dict:
-    if url.startswith("data:"):
-        header, _, data = url.partition(",")
-        return {"type": "image", "source": {"type": "base64", "media_type": header[5:].split(";")[0], "data": data}}
+    inline = data_url(url)
+    if inline is not None:
+        return {"type": "image", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
 def _blocks(content: Any) -> list[dict]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks = []
-    for part in content or []:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in ("text", "refusal"):  # a refusal is what an assistant turn said
-            if part.get(kind):
-                blocks.append({"type": "text", "text": part[kind]})
-        elif kind == "image_url":
-            image = part.get("image_url") or {}
-            blocks.append(_image(image.get("url", "") if isinstance(image, dict) else image))
-        else:
-            raise unsupported_part(part, "anthropic")
-    return blocks
+    return [
+        {"type": "text", "text": value} if kind == "text" else _image(value)
+        for kind, value in content_parts(content, "anthropic")
+    ]
 
 
 def _tool_use(call: dict) -> dict:

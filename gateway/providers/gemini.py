@@ -32,7 +32,7 @@ import msgspec
 
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError, invalid
-from gateway.fields import GEMINI_CHAT_FIELDS, unsupported_part
+from gateway.fields import GEMINI_CHAT_FIELDS, content_parts, data_url
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
@@ -62,25 +62,14 @@ BLOCKED = {"finishReason": "SAFETY"}  # the candidate a blocked prompt (promptFe
 
 
 def _parts(content: Any) -> list[dict]:
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    parts = []
-    for part in content or []:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in ("text", "refusal"):  # a refusal is what an assistant turn said
-            if part.get(kind):
-                parts.append({"text": part[kind]})
-        elif kind == "image_url":
-            image = part.get("image_url") or {}
-            url = image.get("url", "") if isinstance(image, dict) else str(image)
-            if url.startswith("data:"):
-                header, _, data = url.partition(",")
-                parts.append({"inlineData": {"mimeType": header[5:].split(";")[0], "data": data}})
-            else:
-                parts.append({"fileData": {"fileUri": url}})
-        else:
-            raise unsupported_part(part, "gemini")
-    return parts
+    return [{"text": value} if kind == "text" else _image(value) for kind, value in content_parts(content, "gemini")]
+
+
+def _image(url: str) -> dict:
+    inline = data_url(url)
+    if inline is not None:
+        return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
+    return {"fileData": {"fileUri": url}}
 
 
 def _function_call(call: dict) -> dict:
