@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any, Callable, TypeVar
 
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import RecordConflictError
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Snapshot
+from eventsourcing.persistence import EventStore, RecordConflictError
 
+from commands.snapshots import SNAPSHOT_INTERVAL, SNAPSHOTTED, SnapshotStore
 from domain.account import Account
 
 T = TypeVar("T")
+log = logging.getLogger("mesh.commands")
 
 
 class Conflict(RuntimeError):
@@ -34,9 +38,12 @@ class MeshApplication(Application):
     Aggregates are cached, and each use case brings its copy up to date by reading only the events appended
     since (eventsourcing's fast-forward; another process's writes included). Without the cache every use case
     replayed an aggregate's whole history: an account's budget leases add events all day, and replaying them in
-    the gateway's lease thread held the interpreter longer and longer, stalling every request meanwhile."""
+    the gateway's lease thread held the interpreter longer and longer, stalling every request meanwhile.
+    The aggregates whose histories grow without end are snapshotted (commands/snapshots.py), so an aggregate
+    not in the cache (after a restart) replays at most SNAPSHOT_INTERVAL events."""
 
     name = "Mesh"
+    snapshotting_intervals = {aggregate: SNAPSHOT_INTERVAL for aggregate, _ in SNAPSHOTTED.values()}
 
     def __init__(self, nats_url: str, stream: str = "MESH", env: dict[str, str] | None = None):
         super().__init__(
@@ -49,6 +56,35 @@ class MeshApplication(Application):
                 **(env or {}),
             }
         )
+
+    def construct_snapshot_store(self) -> EventStore:
+        return SnapshotStore(mapper=self.mapper, recorder=self.factory.aggregate_recorder(purpose="snapshots"))
+
+    def _take_snapshots(self, processing_event: ProcessingEvent) -> None:
+        """Snapshot each saved aggregate whose new events crossed a multiple of its interval, as it is now.
+
+        eventsourcing's own way rebuilds the aggregate from the store first; the aggregate just saved is already
+        that state. A failure is logged, not raised: the events are stored, and a snapshot is only a cache."""
+        if self.snapshots is None:
+            return
+        new_events: dict[Any, int] = {}
+        for event in processing_event.events:
+            new_events[event.originator_id] = new_events.get(event.originator_id, 0) + 1
+        for aggregate_id, count in new_events.items():
+            aggregate = processing_event.aggregates.get(aggregate_id)
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if (
+                aggregate is None
+                or interval is None
+                or aggregate.version // interval == (aggregate.version - count) // interval
+            ):
+                continue
+            try:
+                self.snapshots.put([Snapshot.take(aggregate)])
+            except Exception:
+                log.exception(
+                    "could not snapshot %s %s at version %d", type(aggregate).__name__, aggregate_id, aggregate.version
+                )
 
     def save_all(self, *aggregates: Any) -> int:
         """Save atomically; return the stream position of the last event written."""

@@ -44,13 +44,20 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 from nats.aio.msg import Msg
 
-from commands.stream import ensure_stream
-from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, aggregate_subject
+from commands.stream import ensure_snapshots_stream, ensure_stream, snapshots_stream
+from domain.events import (
+    HEADER_ORIGINATOR_ID,
+    HEADER_ORIGINATOR_VERSION,
+    HEADER_TOPIC,
+    aggregate_subject,
+    snapshot_subject,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("mesh.eventstore")
 
 WRONG_LAST_SEQUENCE = (10071, 10164)
+HEADER_LOG_SEQUENCE = "Mesh-Log-Sequence"  # on a snapshot: the log sequence of the aggregate version it holds
 TIMEOUT = 10.0
 READ_BATCH = 1000
 
@@ -255,9 +262,19 @@ class JetStreamAggregateRecorder(AggregateRecorder):
             self._last.move_to_end(key)
             while len(self._last) > self._cache_size:
                 self._last.popitem(last=False)
+        self.remember_position(key, version, seq)
+
+    def remember_position(self, key: str, version: int, seq: int) -> None:
+        """Version `version` of aggregate `key` is at stream sequence `seq` (a later read of what follows it
+        starts there)."""
+        with self._lock:
             self._positions[(key, version)] = seq
             while len(self._positions) > self._cache_size:
                 self._positions.popitem(last=False)
+
+    def position_of(self, key: str, version: int) -> int | None:
+        with self._lock:
+            return self._positions.get((key, version))
 
     # reading
 
@@ -312,8 +329,8 @@ class JetStreamAggregateRecorder(AggregateRecorder):
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
         key = str(originator_id)
-        with self._lock:  # where version `gt` is in the stream, if known: only what follows it is read
-            after = self._positions.get((key, gt), 0) if gt else 0
+        # where version `gt` is in the stream, if known: only what follows it is read
+        after = (self.position_of(key, gt) or 0) if gt else 0
         notifications = self._runner.run(self._events_of(key, after))
         if notifications:
             self._remember(key, notifications[-1].originator_version, notifications[-1].id)
@@ -333,6 +350,67 @@ class JetStreamAggregateRecorder(AggregateRecorder):
             except Exception:
                 pass
             self._runner.stop()
+
+
+class JetStreamSnapshotRecorder(AggregateRecorder):
+    """Each aggregate's latest snapshot, on the stream `<stream>_SNAPSHOTS` (one message kept per aggregate).
+
+    It shares the event recorder's connection and what that knows of where each version is in the log: a
+    snapshot carries the log sequence of its version (header `Mesh-Log-Sequence`), so after a restart the events
+    that follow it are read from there, not from the aggregate's first event."""
+
+    def __init__(self, events: JetStreamAggregateRecorder):
+        self.events = events
+        self.stream = snapshots_stream(events.stream)
+        self._direct = f"$JS.API.DIRECT.GET.{self.stream}"
+        events._runner.run(ensure_snapshots_stream(events.nc, events.stream))
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        for event in stored_events:
+            self.events._runner.run(self._put(event))
+        return None
+
+    async def _put(self, event: StoredEvent) -> None:
+        headers = self.events._headers(event)
+        seq = self.events.position_of(str(event.originator_id), event.originator_version)
+        if seq is not None:
+            headers[HEADER_LOG_SEQUENCE] = str(seq)
+        subject = snapshot_subject(self.events.stream, event.originator_id)
+        reply = await self.events.nc.request(subject, event.state, headers=headers, timeout=TIMEOUT)
+        error = msgspec.json.decode(reply.data).get("error")
+        if error:
+            raise OperationalError(f"JetStream refused the snapshot: {error.get('description')}")
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """The latest snapshot, if it is in the range asked for (only the latest is kept)."""
+        msg = self.events._runner.run(self._latest(originator_id))
+        if msg is None or limit == 0:
+            return []
+        n = _notification(msg)
+        if (gt is not None and n.originator_version <= gt) or (lte is not None and n.originator_version > lte):
+            return []
+        seq = (msg.headers or {}).get(HEADER_LOG_SEQUENCE)
+        if seq is not None:
+            self.events.remember_position(str(originator_id), n.originator_version, int(seq))
+        return [StoredEvent(originator_id, n.originator_version, n.topic, n.state)]
+
+    async def _latest(self, originator_id: UUID | str) -> Msg | None:
+        request = msgspec.json.encode({"last_by_subj": snapshot_subject(self.events.stream, originator_id)})
+        msg = await self.events.nc.request(self._direct, request, timeout=TIMEOUT)
+        status = (msg.headers or {}).get("Status")
+        if status == "404":
+            return None
+        if status is not None:
+            raise OperationalError(f"reading stream {self.stream} failed: {msg.headers}")
+        return msg
 
 
 class JetStreamApplicationRecorder(JetStreamAggregateRecorder, ApplicationRecorder):
@@ -420,6 +498,10 @@ class Factory(InfrastructureFactory[TrackingRecorder]):
         self._recorders: list[JetStreamAggregateRecorder] = []
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        if purpose == "snapshots":  # beside the application's events (constructed before), on their connection
+            if not self._recorders:
+                self._track(JetStreamAggregateRecorder(self.nats_url, self.stream))
+            return JetStreamSnapshotRecorder(self._recorders[0])
         return self._track(JetStreamAggregateRecorder(self.nats_url, self.stream))
 
     def application_recorder(self) -> ApplicationRecorder:

@@ -6,7 +6,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from domain.events import bodies_subject, subject_prefix
+from domain.events import bodies_subject, snapshot_subject, subject_prefix
 
 
 def stream_config(stream: str) -> StreamConfig:
@@ -40,23 +40,40 @@ def bodies_stream_config(stream: str, max_age_days: int) -> StreamConfig:
     )
 
 
+def snapshots_stream(stream: str) -> str:
+    """The stream of aggregate snapshots (commands/snapshots.py) beside the log `stream`."""
+    return f"{stream}_SNAPSHOTS"
+
+
+def snapshots_stream_config(stream: str) -> StreamConfig:
+    """Snapshots are not the log but a cache of it: only each aggregate's latest is kept, and they may be purged
+    (every aggregate is then replayed from its events once)."""
+    return StreamConfig(
+        name=snapshots_stream(stream),
+        subjects=[snapshot_subject(stream, ">")],
+        storage=StorageType.FILE,
+        max_msgs_per_subject=1,
+        allow_direct=True,
+    )
+
+
 async def ensure_bodies_stream(nc: NATS, stream: str, max_age_days: int) -> None:
-    js = nc.jetstream()
-    config = bodies_stream_config(stream, max_age_days)
-    try:
-        await js.stream_info(config.name)
-    except NotFoundError:
-        await js.add_stream(config)
-        return
-    await js.update_stream(config)
+    await _ensure(nc, bodies_stream_config(stream, max_age_days))
+
+
+async def ensure_snapshots_stream(nc: NATS, stream: str) -> None:
+    await _ensure(nc, snapshots_stream_config(stream))
 
 
 async def ensure_stream(nc: NATS, stream: str = "MESH") -> None:
+    await _ensure(nc, stream_config(stream))
+
+
+async def _ensure(nc: NATS, config: StreamConfig) -> None:
     """Create the stream, or bring an existing one to this config. Idempotent; never loses data."""
     js = nc.jetstream()
-    config = stream_config(stream)
     try:
-        await js.stream_info(stream)
+        await js.stream_info(config.name)
     except NotFoundError:
         await js.add_stream(config)
         return

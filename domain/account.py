@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+import msgspec
 from eventsourcing.domain import Aggregate, event
 
 from domain.bounds import MAX_EMAIL_LENGTH, MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH, check_text
@@ -122,7 +123,7 @@ class Account(Aggregate):
         self.credits = 0
         self.leases = LeaseBook()
         self.stripe_customer: str | None = None
-        self.auto_refill: _AutoRefill | None = None
+        self.auto_refill: AutoRefill | None = None
         self.auto_refill_armed = True
         self.refill_pending: UUID | None = None
         self.refill_failures = 0
@@ -222,7 +223,7 @@ class Account(Aggregate):
 
     @event(AutoRefillConfigured)
     def _configure_auto_refill(self, threshold: int, amount: int, payment_method: str, max_failures: int) -> None:
-        self.auto_refill = _AutoRefill(threshold, amount, payment_method, max_failures)
+        self.auto_refill = AutoRefill(threshold, amount, payment_method, max_failures)
         self.auto_refill_armed = True
         self.refill_failures = 0
 
@@ -319,12 +320,30 @@ class Account(Aggregate):
         self.leases.extend(lease_id, expires_at)
 
 
-class _AutoRefill:
-    __slots__ = ("threshold", "amount", "payment_method", "max_failures")
+class AutoRefill(msgspec.Struct, frozen=True):
+    threshold: int
+    amount: int
+    payment_method: str
+    max_failures: int
 
-    def __init__(self, threshold: int, amount: int, payment_method: str, max_failures: int):
-        self.threshold, self.amount = threshold, amount
-        self.payment_method, self.max_failures = payment_method, max_failures
+
+class AccountState(msgspec.Struct, forbid_unknown_fields=True):
+    """Every attribute an Account holds, typed: what its snapshot stores (commands/snapshots.py). An attribute
+    added to Account is added here too (tests/unit/test_snapshots.py fails until it is)."""
+
+    _created_on: datetime
+    _modified_on: datetime
+    email: str
+    password_hash: str
+    password_changes: int
+    token_hashes: set[str]
+    credits: int
+    leases: LeaseBook
+    stripe_customer: str | None
+    auto_refill: AutoRefill | None
+    auto_refill_armed: bool
+    refill_pending: UUID | None
+    refill_failures: int
 
 
 class EmailClaim(Aggregate):

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 from uuid import UUID
 
+import msgspec
 from eventsourcing.domain import Aggregate, event
 
 from domain.bounds import MAX_LABEL_LENGTH, MAX_LIST_LENGTH, MAX_MODEL_ID_LENGTH, check_aware, check_text
@@ -331,6 +332,28 @@ class ApiKey(Aggregate):
     def _rotate(self, key_hash: str, prefix: str, previous_hash: str, previous_valid_until: datetime) -> None:
         self.key_hash = key_hash
         self.prefix = prefix
+
+
+class ApiKeyState(msgspec.Struct, forbid_unknown_fields=True):
+    """Every attribute an ApiKey holds, typed: what its snapshot stores (commands/snapshots.py). An attribute
+    added to ApiKey is added here too (tests/unit/test_snapshots.py fails until it is)."""
+
+    _created_on: datetime
+    _modified_on: datetime
+    account_id: UUID
+    label: str
+    key_hash: str
+    prefix: str
+    spend_cap: int | None
+    default_model: str | None
+    allowed_models: list[str] | None
+    expires_at: datetime | None
+    cap_reset: str | None
+    fit_to_budget: bool
+    disabled: bool
+    revoked: bool
+    leases: LeaseBook
+    period: datetime | None
 
 
 def unusable(revoked: bool, disabled: bool, expires_at: datetime | None, now: datetime) -> str | None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from uuid import UUID
 
+import msgspec
+
 from domain.money import pico_to_usd
 
 
@@ -33,13 +35,13 @@ class BudgetExceeded(Exception):
         self.available = available  # pico-USD both limits still allow (None: not a matter of money)
 
 
-class LeaseBook:
-    """The open leases and settled spend one aggregate keeps (plain state, changed only by its events)."""
+class LeaseBook(msgspec.Struct):
+    """The open leases and settled spend one aggregate keeps (plain state, changed only by its events; a struct so
+    the aggregate's snapshot can hold it)."""
 
-    def __init__(self) -> None:
-        self.open: dict[UUID, int] = {}
-        self.expires: dict[UUID, datetime] = {}
-        self.settled = 0
+    open: dict[UUID, int] = msgspec.field(default_factory=dict)
+    expires: dict[UUID, datetime] = msgspec.field(default_factory=dict)
+    settled: int = 0
 
     @property
     def reserved(self) -> int:

@@ -128,6 +128,10 @@ def bodies_subject(stream: str, account_id: Any) -> str:
     return f"{subject_prefix(stream)}-bodies.{account_id}"
 
 
+def snapshot_subject(stream: str, originator_id: Any) -> str:
+    return f"{subject_prefix(stream)}-snapshots.{originator_id}"
+
+
 def aggregate_subject(stream: str, originator_id: Any) -> str:
     return f"{subject_prefix(stream)}.agg.{originator_id}"
 
