@@ -298,14 +298,19 @@ class JetStreamAggregateRecorder(AggregateRecorder):
             await sub.unsubscribe()
 
     async def _last_of(self, key: str) -> Notification | None:
-        request = msgspec.json.encode({"last_by_subj": aggregate_subject(self.stream, key)})
-        msg = await self.nc.request(self._direct, request, timeout=TIMEOUT)
+        msg = await self.last_message(self.stream, aggregate_subject(self.stream, key))
+        return None if msg is None else _notification(msg)
+
+    async def last_message(self, stream: str, subject: str) -> Msg | None:
+        """The last message on `subject` of `stream` (a direct get), or None."""
+        request = msgspec.json.encode({"last_by_subj": subject})
+        msg = await self.nc.request(f"$JS.API.DIRECT.GET.{stream}", request, timeout=TIMEOUT)
         status = (msg.headers or {}).get("Status")
         if status == "404":
             return None
         if status is not None:
-            raise OperationalError(f"reading stream {self.stream} failed: {msg.headers}")
-        return _notification(msg)
+            raise OperationalError(f"reading stream {stream} failed: {msg.headers}")
+        return msg
 
     async def _events_of(self, key: str, after: int = 0) -> list[Notification]:
         """The aggregate's events after stream sequence `after`."""
@@ -362,7 +367,6 @@ class JetStreamSnapshotRecorder(AggregateRecorder):
     def __init__(self, events: JetStreamAggregateRecorder):
         self.events = events
         self.stream = snapshots_stream(events.stream)
-        self._direct = f"$JS.API.DIRECT.GET.{self.stream}"
         events._runner.run(ensure_snapshots_stream(events.nc, events.stream))
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
@@ -391,7 +395,8 @@ class JetStreamSnapshotRecorder(AggregateRecorder):
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
         """The latest snapshot, if it is in the range asked for (only the latest is kept)."""
-        msg = self.events._runner.run(self._latest(originator_id))
+        subject = snapshot_subject(self.events.stream, originator_id)
+        msg = self.events._runner.run(self.events.last_message(self.stream, subject))
         if msg is None or limit == 0:
             return []
         n = _notification(msg)
@@ -401,16 +406,6 @@ class JetStreamSnapshotRecorder(AggregateRecorder):
         if seq is not None:
             self.events.remember_position(str(originator_id), n.originator_version, int(seq))
         return [StoredEvent(originator_id, n.originator_version, n.topic, n.state)]
-
-    async def _latest(self, originator_id: UUID | str) -> Msg | None:
-        request = msgspec.json.encode({"last_by_subj": snapshot_subject(self.events.stream, originator_id)})
-        msg = await self.events.nc.request(self._direct, request, timeout=TIMEOUT)
-        status = (msg.headers or {}).get("Status")
-        if status == "404":
-            return None
-        if status is not None:
-            raise OperationalError(f"reading stream {self.stream} failed: {msg.headers}")
-        return msg
 
 
 class JetStreamApplicationRecorder(JetStreamAggregateRecorder, ApplicationRecorder):
