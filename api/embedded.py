@@ -132,10 +132,13 @@ def _stop(process: subprocess.Popen | None, timeout: float = 10) -> None:
 
 
 # The embedded nats-server's Go garbage collector runs when its heap has grown by this many percent (Go's default:
-# 100; GOGC set in the environment wins). Its heap is small (the stream lives on disk), and each collection takes
-# CPU from the gateway on a one-CPU machine just as acks are awaited (p99 of bench/gateway.py --one-cpu: see
-# bench/README.md).
-NATS_GOGC = "400"
+# 100), or when the server's memory reaches NATS_MEMORY_SHARE of the machine's (at least NATS_MEMORY_MIN_MB);
+# GOGC and GOMEMLIMIT set in the environment win. Its live heap is small (the stream lives on disk), but serving
+# the projection worker's reads makes it allocate fast, and on one CPU each collection stalls every request for
+# 7-13 ms (bench/README.md).
+NATS_GOGC = "1600"
+NATS_MEMORY_SHARE = 8
+NATS_MEMORY_MIN_MB = 256
 
 
 class NatsServer:
@@ -181,7 +184,7 @@ class NatsServer:
         log = open(self.data_dir / "nats-server.log", "ab")
         self.process = subprocess.Popen(
             [self.binary(), "-c", str(config), "-js", "-sd", str(self.data_dir), "-a", self.host, "-p", str(self.port)],
-            env={"GOGC": NATS_GOGC, **os.environ, self.PASSWORD_VARIABLE: self.password},
+            env={**nats_go_environment(), **os.environ, self.PASSWORD_VARIABLE: self.password},
             stdout=log,
             stderr=subprocess.STDOUT,
             process_group=0,
@@ -211,11 +214,24 @@ def shared_buffers_mb() -> int:
     model (the request logs at 10 million rows) do not fit, so nearly every index entry a batch inserts first
     reads its page back from the OS and writes another out, and writing the read model slows down as it
     grows (bench/README.md)."""
-    try:
-        total_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
-    except (AttributeError, ValueError, OSError):  # not POSIX
+    total_mb = _memory_mb()
+    if total_mb is None:
         return SHARED_BUFFERS_MIN_MB
     return max(SHARED_BUFFERS_MIN_MB, min(SHARED_BUFFERS_MAX_MB, total_mb // SHARED_BUFFERS_SHARE))
+
+
+def nats_go_environment() -> dict[str, str]:
+    """GOGC and GOMEMLIMIT for the embedded nats-server (see NATS_GOGC)."""
+    limit_mb = max(NATS_MEMORY_MIN_MB, (_memory_mb() or 0) // NATS_MEMORY_SHARE)
+    return {"GOGC": NATS_GOGC, "GOMEMLIMIT": f"{limit_mb}MiB"}
+
+
+def _memory_mb() -> int | None:
+    """The machine's memory; None where it cannot be read (not POSIX)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 class PostgresServer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
+import os
 from pathlib import Path
 
 import nats
@@ -96,22 +97,28 @@ async def test_nats_needs_its_password_which_a_restart_keeps(tmp_path):
 
 
 def test_nats_runs_with_a_lazier_garbage_collector_unless_told_otherwise(tmp_path, monkeypatch):
-    from api.embedded import NATS_GOGC
+    from api.embedded import NATS_GOGC, NATS_MEMORY_MIN_MB
 
-    def gogc(server: NatsServer) -> str | None:
+    def go_environment(server: NatsServer) -> dict[str, str]:
         environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
-        found = [item.split(b"=", 1)[1].decode() for item in environ if item.startswith(b"GOGC=")]
-        return found[0] if found else None
+        pairs = [item.decode().split("=", 1) for item in environ if item.startswith((b"GOGC=", b"GOMEMLIMIT="))]
+        return dict(pairs)
 
     monkeypatch.delenv("GOGC", raising=False)
+    monkeypatch.delenv("GOMEMLIMIT", raising=False)
     server = NatsServer(tmp_path / "default").start()
     try:
-        assert gogc(server) == NATS_GOGC
+        found = go_environment(server)
+        assert found["GOGC"] == NATS_GOGC
+        limit_mb = int(found["GOMEMLIMIT"].removesuffix("MiB"))
+        total_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+        assert NATS_MEMORY_MIN_MB <= limit_mb <= max(NATS_MEMORY_MIN_MB, total_mb // 4)
     finally:
         server.stop()
     monkeypatch.setenv("GOGC", "150")
+    monkeypatch.setenv("GOMEMLIMIT", "1GiB")
     server = NatsServer(tmp_path / "told").start()
     try:
-        assert gogc(server) == "150"
+        assert go_environment(server) == {"GOGC": "150", "GOMEMLIMIT": "1GiB"}
     finally:
         server.stop()
