@@ -12,6 +12,8 @@ import nats
 import pytest
 
 from commands.stream import ensure_stream
+from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, usage_subject
+from domain.usage import UsageRecorded
 from gateway.usage import NotStored, UsagePublisher
 from tests.integration.test_projections import usage
 
@@ -42,6 +44,21 @@ async def test_a_burst_is_stored_once_per_trace_id_and_nothing_is_spooled(nc, st
     await asyncio.wait_for(running, 10)
     assert await stored(nc, stream_name) == 300
     assert not publisher.spooled
+
+
+async def test_a_stored_event_carries_the_streams_headers_and_its_body(nc, stream_name, tmp_path):
+    await ensure_stream(nc, stream_name)
+    publisher = UsagePublisher(nc, stream_name, tmp_path / "spool.jsonl")
+    event = usage(uuid.uuid4(), 1)
+    await publisher.publish(event)
+    msg = await nc.jetstream().get_last_msg(stream_name, usage_subject(stream_name, event.account_id))
+    assert msg.headers == {
+        "Nats-Msg-Id": str(event.trace_id),
+        HEADER_TOPIC: "usage.recorded",
+        HEADER_ORIGINATOR_ID: str(event.trace_id),
+        HEADER_ORIGINATOR_VERSION: "1",
+    }
+    assert msgspec.json.decode(msg.data, type=UsageRecorded) == event
 
 
 async def test_events_jetstream_does_not_take_are_spooled_then_replayed(nc, stream_name, tmp_path):
