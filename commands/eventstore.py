@@ -302,9 +302,17 @@ class JetStreamAggregateRecorder(AggregateRecorder):
         return None if msg is None else _notification(msg)
 
     async def last_message(self, stream: str, subject: str) -> Msg | None:
-        """The last message on `subject` of `stream` (a direct get), or None."""
-        request = msgspec.json.encode({"last_by_subj": subject})
-        msg = await self.nc.request(f"$JS.API.DIRECT.GET.{stream}", request, timeout=TIMEOUT)
+        """The last message on `subject` of `stream`, or None."""
+        return await self._get_one(stream, {"last_by_subj": subject})
+
+    async def message_at(self, seq: int) -> Notification | None:
+        """The log's message at stream sequence `seq`, or None."""
+        msg = await self._get_one(self.stream, {"seq": seq})
+        return None if msg is None else _notification(msg)
+
+    async def _get_one(self, stream: str, request: dict[str, Any]) -> Msg | None:
+        """One message of `stream` by a direct get, or None."""
+        msg = await self.nc.request(f"$JS.API.DIRECT.GET.{stream}", msgspec.json.encode(request), timeout=TIMEOUT)
         status = (msg.headers or {}).get("Status")
         if status == "404":
             return None
@@ -394,17 +402,25 @@ class JetStreamSnapshotRecorder(AggregateRecorder):
         desc: bool = False,
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
-        """The latest snapshot, if it is in the range asked for (only the latest is kept)."""
-        subject = snapshot_subject(self.events.stream, originator_id)
-        msg = self.events._runner.run(self.events.last_message(self.stream, subject))
+        """The latest snapshot, if it is in the range asked for (only the latest is kept) and the log holds the
+        version it was taken at, where it says: a log restored from an older backup beside newer snapshots, or a
+        snapshot of another stream, is not used."""
+        key = str(originator_id)
+        msg = self.events._runner.run(self.events.last_message(self.stream, snapshot_subject(self.events.stream, key)))
         if msg is None or limit == 0:
             return []
         n = _notification(msg)
         if (gt is not None and n.originator_version <= gt) or (lte is not None and n.originator_version > lte):
             return []
-        seq = (msg.headers or {}).get(HEADER_LOG_SEQUENCE)
-        if seq is not None:
-            self.events.remember_position(str(originator_id), n.originator_version, int(seq))
+        seq = (msg.headers or {}).get(HEADER_LOG_SEQUENCE, "")
+        logged = self.events._runner.run(self.events.message_at(int(seq))) if seq.isdigit() else None
+        claimed = (n.originator_id, n.originator_version)
+        if logged is None or (logged.originator_id, logged.originator_version) != claimed:
+            log.warning(
+                "snapshot of %s at version %d is not in the log; replaying its events", key, n.originator_version
+            )
+            return []
+        self.events.remember_position(key, n.originator_version, int(seq))
         return [StoredEvent(originator_id, n.originator_version, n.topic, n.state)]
 
 

@@ -109,6 +109,31 @@ def test_an_unreadable_snapshot_falls_back_to_the_whole_history(nats_url, stream
         app.close()
 
 
+def test_a_snapshot_the_log_does_not_hold_is_not_used(nats_url, stream_name, history):
+    """As after restoring the log from an older backup beside newer snapshots: the snapshot names a version the
+    log does not have where the snapshot says."""
+    account_id, key_id, states = history
+    ahead = asyncio.run(_last(nats_url, snapshots_stream(stream_name), snapshot_subject(stream_name, account_id)))
+    headers = {**ahead.headers, HEADER_ORIGINATOR_VERSION: str(states[account_id]["_version"] + 50)}
+    headers = {name: value for name, value in headers.items() if not name.startswith("Nats-")}
+    asyncio.run(_publish(nats_url, snapshot_subject(stream_name, account_id), ahead.data, headers))
+    app = MeshApplication(nats_url, stream_name)
+    try:
+        reads = _count_reads(app)
+        assert _state(app.repository.get(account_id)) == states[account_id]
+        assert sum(reads) == states[account_id]["_version"]
+    finally:
+        app.close()
+
+
+async def _last(url: str, stream: str, subject: str):
+    nc = await nats.connect(url)
+    try:
+        return await nc.jetstream().get_last_msg(stream, subject)
+    finally:
+        await nc.close()
+
+
 async def _publish(url: str, subject: str, body: bytes, headers: dict[str, str]) -> None:
     nc = await nats.connect(url)
     try:
