@@ -256,6 +256,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     import uvicorn
 
     from api.app import MeshASGI
+    from api.http_protocol import GatheringHttpToolsProtocol
     from api.runtime import Runtime, StartupError
 
     started = time.monotonic()
@@ -299,6 +300,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             access_log=False,
             proxy_headers=False,
             server_header=False,
+            http=GatheringHttpToolsProtocol,
         )
         server = uvicorn.Server(config)
 
