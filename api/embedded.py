@@ -133,10 +133,12 @@ def _stop(process: subprocess.Popen | None, timeout: float = 10) -> None:
 
 # The embedded nats-server's Go garbage collector runs when its heap has grown by this many percent (Go's default:
 # 100), or when the server's memory reaches NATS_MEMORY_SHARE of the machine's (at least NATS_MEMORY_MIN_MB);
-# GOGC and GOMEMLIMIT set in the environment win. Its live heap is small (the stream lives on disk), but serving
-# the projection worker's reads makes it allocate fast, and on one CPU each collection stalls every request for
-# 7-13 ms (bench/README.md).
-NATS_GOGC = "1600"
+# GOGC and GOMEMLIMIT set in the environment win. Its live heap is small (the stream lives on disk), but it allocates
+# fast under load (a buffer for each 8 MB message block, the headers of each message it serves the projection
+# worker). Collecting more often costs CPU; collecting less often lets the heap grow, and every page it grows into is
+# a page fault, which costs more: at 1600, nats-server spent a third more CPU in the first minute of load, mostly in
+# the kernel zeroing fresh pages (bench/README.md).
+NATS_GOGC = "200"
 NATS_MEMORY_SHARE = 8
 NATS_MEMORY_MIN_MB = 256
 
