@@ -136,7 +136,7 @@ def _stop(process: subprocess.Popen | None, timeout: float = 10) -> None:
 # GOGC and GOMEMLIMIT set in the environment win. Its live heap is small (the stream lives on disk), but it allocates
 # fast under load (a buffer for each 8 MB message block, the headers of each message it serves the projection
 # worker). Collecting more often costs CPU; collecting less often lets the heap grow, and every page it grows into is
-# a page fault, which costs more: at 1600, nats-server spent a third more CPU in the first minute of load, mostly in
+# a page fault, which costs more: at 1600, nats-server spent 35-60% more CPU in the first minute of load, mostly in
 # the kernel zeroing fresh pages (bench/README.md).
 NATS_GOGC = "200"
 NATS_MEMORY_SHARE = 8
