@@ -20,13 +20,14 @@ import time
 import psutil
 
 from api.embedded import free_port
+from api.http_protocol import GatheringHttpToolsProtocol
 
 IN_FLIGHT = 64
 BODY = (
     b'{"id":"chatcmpl-1","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":'
     b'"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2}}'
 )
-PROTOCOLS = {"httptools": "httptools", "gathering": "api.http_protocol:GatheringHttpToolsProtocol"}
+PROTOCOLS = {"httptools": "httptools", "gathering": GatheringHttpToolsProtocol}  # uvicorn's `http` for each
 
 
 async def app(scope, receive, send) -> None:
@@ -43,9 +44,6 @@ def _serve(port: int, protocol: str) -> None:
     import uvicorn
 
     http = PROTOCOLS[protocol]
-    if ":" in http:
-        module, name = http.split(":")
-        http = getattr(__import__(module, fromlist=[name]), name)
     uvicorn.run(app, host="127.0.0.1", port=port, http=http, log_level="warning", access_log=False, lifespan="off")
 
 
