@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -330,6 +331,8 @@ async def _cell(spec: dict) -> dict:
     stop_at = measure_from + spec["duration"] if spec["duration"] > 0 else math.inf
     limit = spec["requests"] or math.inf
     latencies: list[float] = []
+    stretch = spec.get("window")  # seconds: also report each such stretch of the measured time on its own
+    by_window: dict[int, list[float]] = {}
     state = {"started": 0, "total": 0, "errors": 0, "sample": None, "last": measure_from}
 
     async def worker():
@@ -359,6 +362,8 @@ async def _cell(spec: dict) -> dict:
             if measured:
                 latencies.append(end - begin)
                 state["last"] = max(state["last"], end)
+                if stretch:
+                    by_window.setdefault(int((end - measure_from) // stretch), []).append(end - begin)
         if conn is not None and getattr(conn, "transport", None) is not None:
             conn.transport.close()
 
@@ -372,10 +377,15 @@ async def _cell(spec: dict) -> dict:
     n = len(latencies)
     window = state["last"] - measure_from
 
-    def pct(q: float) -> float:
-        return latencies[max(0, math.ceil(q * n) - 1)] * 1000 if n else float("nan")
+    def pct(q: float, values: list[float] = latencies) -> float:
+        return values[max(0, math.ceil(q * len(values)) - 1)] * 1000 if values else float("nan")
 
+    windows = []
+    for index in sorted(by_window):
+        values = sorted(by_window[index])
+        windows.append({"n": len(values), "p50": pct(0.5, values), "p99": pct(0.99, values), "max": values[-1] * 1000})
     return {
+        "windows": windows,
         "n": n,
         "rps": n / window if window > 0 else float("nan"),
         "p50": pct(0.5),
@@ -485,6 +495,40 @@ class Processes:
                 if child.is_alive():
                     child.kill()
                     child.join()
+
+
+def split_cpus(parser: argparse.ArgumentParser, one_cpu: bool) -> tuple[set[int] | None, set[int] | None]:
+    """With --one-cpu: (the CPU for `mesh up` and all it starts, the CPUs for the mock and the load generator)."""
+    if not one_cpu:
+        return None, None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        parser.error("--one-cpu needs a second CPU for the mock and the load generator")
+    return {allowed[0]}, set(allowed[1:])
+
+
+def start_mock_and_loadgen(
+    procs: Processes, latency_ms: float, cpus: set[int] | None
+) -> tuple[multiprocessing.Process, int, Connection]:
+    """The mock upstream and the load generator, each a process of its own (on `cpus`, when given): (the mock, its
+    port, the pipe to send the load generator its cells and get their results)."""
+    ctx = multiprocessing.get_context("spawn")
+    parent_end, child_end = ctx.Pipe()
+    mock = ctx.Process(target=_mock_main, args=(child_end, latency_ms), name="mock-upstream", daemon=True)
+    mock.start()
+    procs.children.append(mock)
+    if cpus is not None:
+        os.sched_setaffinity(mock.pid, cpus)
+    if not parent_end.poll(30):
+        raise SystemExit("the mock upstream did not start")
+    mock_port = parent_end.recv()
+    loadgen_end, child_end = ctx.Pipe()
+    loadgen = ctx.Process(target=_loadgen_main, args=(child_end,), name="load-generator", daemon=True)
+    loadgen.start()
+    procs.children.append(loadgen)
+    if cpus is not None:
+        os.sched_setaffinity(loadgen.pid, cpus)
+    return mock, mock_port, loadgen_end
 
 
 def _cpu_tree(pid: int) -> dict[int, float]:
@@ -809,12 +853,7 @@ def main() -> int:
         parser.error("set --duration or --requests")
     if not set(modes) <= {"non-stream", "stream"}:
         parser.error("--modes: non-stream and/or stream")
-    server_cpus = others = None
-    if args.one_cpu:
-        allowed = sorted(os.sched_getaffinity(0))
-        if len(allowed) < 2:
-            parser.error("--one-cpu needs a second CPU for the mock and the load generator")
-        server_cpus, others = {allowed[0]}, set(allowed[1:])
+    server_cpus, others = split_cpus(parser, args.one_cpu)
 
     import psutil
 
@@ -824,31 +863,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _terminate)
     tmp = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
     procs = Processes()
-    ctx = multiprocessing.get_context("spawn")
     exit_code = 0
     completed = False
     results: dict[tuple, dict] = {}
     served: dict[str, int] = {}  # requests sent to each target, warm-ups included
     idle: dict[int, tuple[float, float]] = {}  # gateway pid -> CPU s/s of its own process and of its helpers, idle
     try:
-        # the mock upstream
-        parent_end, child_end = ctx.Pipe()
-        mock = ctx.Process(target=_mock_main, args=(child_end, args.latency_ms), name="mock-upstream", daemon=True)
-        mock.start()
-        procs.children.append(mock)
-        if others is not None:
-            os.sched_setaffinity(mock.pid, others)
-        if not parent_end.poll(30):
-            raise SystemExit("the mock upstream did not start")
-        mock_port = parent_end.recv()
+        mock, mock_port, loadgen_end = start_mock_and_loadgen(procs, args.latency_ms, others)
         mock_ps = psutil.Process(mock.pid)
-        # the load generator
-        loadgen_end, child_end = ctx.Pipe()
-        loadgen = ctx.Process(target=_loadgen_main, args=(child_end,), name="load-generator", daemon=True)
-        loadgen.start()
-        procs.children.append(loadgen)
-        if others is not None:
-            os.sched_setaffinity(loadgen.pid, others)
 
         mesh, mesh_port, key = _start_mesh(procs, tmp, mock_port, args.profile, server_cpus)
         targets = {

@@ -1,0 +1,57 @@
+"""The stream source's batched direct get on a real nats-server, against a responder that answers as slowly as a
+starved reader sees it: a batch that keeps arriving is read to its end however long it takes; silence fails."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import pytest
+
+from projections.source import StreamSource
+
+TIMEOUT = 0.3  # seconds of silence after which a read fails
+
+
+@pytest.fixture
+async def nc(nats_url):
+    client = await nats.connect(nats_url)
+    yield client
+    await client.close()
+
+
+async def serve_slowly(nc, stream: str, count: int, gap: float, end: bool = True):
+    """Answer direct gets on `stream` with `count` messages, `gap` seconds apart, then the end-of-batch status."""
+
+    async def answer(msg):
+        for seq in range(1, count + 1):
+            await asyncio.sleep(gap)
+            headers = {"Nats-Sequence": str(seq), "Nats-Time-Stamp": "2026-12-01T06:00:00.123456789Z"}
+            await nc.publish(msg.reply, b"{}", headers={**headers, "Mesh-Topic": "usage.recorded"})
+        if end:
+            await nc.publish(msg.reply, b"", headers={"Status": "204", "Description": "EOB"})
+
+    return await nc.subscribe(f"$JS.API.DIRECT.GET.{stream}", cb=answer)
+
+
+async def test_a_batch_that_keeps_arriving_is_read_to_its_end_past_the_timeout(nc, stream_name):
+    await serve_slowly(nc, stream_name, count=6, gap=TIMEOUT / 2)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    messages = await StreamSource(nc, stream_name).read(1, limit=10, timeout=TIMEOUT)
+
+    assert [m.position for m in messages] == [1, 2, 3, 4, 5, 6]
+    assert messages[0].topic == "usage.recorded"
+    assert loop.time() - began > 2 * TIMEOUT  # longer than the timeout, read all the same
+
+
+async def test_a_batch_that_goes_quiet_fails_after_the_timeout(nc, stream_name):
+    await serve_slowly(nc, stream_name, count=2, gap=TIMEOUT / 3, end=False)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    with pytest.raises(asyncio.TimeoutError):
+        await StreamSource(nc, stream_name).read(1, limit=10, timeout=TIMEOUT)
+
+    assert TIMEOUT <= loop.time() - began < 4 * TIMEOUT

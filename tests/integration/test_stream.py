@@ -1,0 +1,44 @@
+"""The event log's stream settings on a real nats-server: how long JetStream remembers a usage event's trace id."""
+
+from __future__ import annotations
+
+import uuid
+
+import nats
+import pytest
+
+from commands.stream import DUPLICATE_WINDOW, ensure_stream, stream_config
+from domain.events import usage_subject
+
+
+@pytest.fixture
+async def nc(nats_url):
+    client = await nats.connect(nats_url)
+    yield client
+    await client.close()
+
+
+async def test_the_log_remembers_trace_ids_for_its_duplicate_window(nc, stream_name):
+    await ensure_stream(nc, stream_name)
+    js = nc.jetstream()
+    assert (await js.stream_info(stream_name)).config.duplicate_window == DUPLICATE_WINDOW == 30
+    subject, trace_id = usage_subject(stream_name, uuid.uuid4()), str(uuid.uuid4())
+    first = await js.publish(subject, b"{}", headers={"Nats-Msg-Id": trace_id})
+    again = await js.publish(subject, b"{}", headers={"Nats-Msg-Id": trace_id})
+    assert again.duplicate and again.seq == first.seq
+    assert (await js.stream_info(stream_name)).state.messages == 1
+
+
+async def test_a_log_made_with_the_old_two_minute_window_is_brought_to_it_keeping_its_events(nc, stream_name):
+    js = nc.jetstream()
+    old = stream_config(stream_name)
+    old.duplicate_window = 120
+    await js.add_stream(old)
+    await js.publish(usage_subject(stream_name, uuid.uuid4()), b"{}", headers={"Nats-Msg-Id": str(uuid.uuid4())})
+    assert (await js.stream_info(stream_name)).config.duplicate_window == 120
+
+    await ensure_stream(nc, stream_name)
+
+    info = await js.stream_info(stream_name)
+    assert info.config.duplicate_window == DUPLICATE_WINDOW
+    assert info.state.messages == 1
