@@ -497,6 +497,45 @@ class Processes:
                     child.join()
 
 
+def cell_spec(
+    host: str,
+    port: int,
+    key: str,
+    model: str,
+    stream: bool,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    requests: int = 0,
+    client: str = "raw",
+    window: float | None = None,
+) -> dict:
+    """What the load generator runs: chat completions of `model` on `host`:`port` (see `_cell`)."""
+    return {
+        "host": host,
+        "port": port,
+        "path": "/v1/chat/completions",
+        "key": key,
+        "body": _body(model, stream),
+        "stream": stream,
+        "concurrency": concurrency,
+        "duration": duration,
+        "warmup": warmup,
+        "requests": requests,
+        "client": client,
+        "window": window,
+    }
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops a bench as Ctrl-C does: through KeyboardInterrupt, so everything it started is stopped."""
+
+    def _terminate(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+
+
 def split_cpus(parser: argparse.ArgumentParser, one_cpu: bool) -> tuple[set[int] | None, set[int] | None]:
     """With --one-cpu: (the CPU for `mesh up` and all it starts, the CPUs for the mock and the load generator)."""
     if not one_cpu:
@@ -857,10 +896,7 @@ def main() -> int:
 
     import psutil
 
-    def _terminate(signum, _frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
     procs = Processes()
     exit_code = 0
@@ -902,19 +938,9 @@ def main() -> int:
             requests: int = 0,
         ) -> dict:
             host, port, api_key, server_pid, prefix = targets[target]
-            spec = {
-                "host": host,
-                "port": port,
-                "path": "/v1/chat/completions",
-                "key": api_key,
-                "body": _body(prefix + upstream, stream),
-                "stream": stream,
-                "concurrency": concurrency,
-                "duration": duration,
-                "warmup": warmup,
-                "requests": requests,
-                "client": args.client,
-            }
+            spec = cell_spec(
+                host, port, api_key, prefix + upstream, stream, concurrency, duration, warmup, requests, args.client
+            )
             server_before = _cpu_tree(server_pid) if server_pid else {}
             began = time.monotonic()
             mock_before = sum(mock_ps.cpu_times()[:2])

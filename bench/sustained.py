@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-import signal
 import tempfile
 import time
 from pathlib import Path
 
-from bench.gateway import Processes, _body, _start_mesh, split_cpus, start_mock_and_loadgen
+from bench.gateway import Processes, _start_mesh, cell_spec, split_cpus, start_mock_and_loadgen, stop_on_sigterm
 
 GROUPS = ("gateway", "nats", "background")
 
@@ -81,32 +80,18 @@ def main() -> int:
 
     server_cpus, others = split_cpus(parser, args.one_cpu)
 
-    def _terminate(signum, _frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
+    stop_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="mesh-sustained-"))
     procs = Processes()
     try:
         _, mock_port, loadgen_end = start_mock_and_loadgen(procs, args.latency_ms, others)
         mesh, mesh_port, key = _start_mesh(procs, tmp, mock_port, None, server_cpus)
-        upstream = "model-slow" if args.latency_ms else "model"
+        model = "model-slow" if args.latency_ms else "model"
 
         def spec(port: int, api_key: str, prefix: str, duration: float, window: float | None) -> dict:
-            return {
-                "host": "127.0.0.1",
-                "port": port,
-                "path": "/v1/chat/completions",
-                "key": api_key,
-                "body": _body(prefix + upstream, False),
-                "stream": False,
-                "concurrency": args.concurrency,
-                "duration": duration,
-                "warmup": 0.5,
-                "requests": 0,
-                "client": "raw",
-                "window": window,
-            }
+            return cell_spec(
+                "127.0.0.1", port, api_key, prefix + model, False, args.concurrency, duration, 0.5, window=window
+            )
 
         loadgen_end.send(spec(mock_port, "sk-unused", "", args.window, None))
         direct = loadgen_end.recv()

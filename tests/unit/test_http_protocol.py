@@ -37,6 +37,12 @@ class RecordingTransport:
         return {"peername": ("127.0.0.1", 5000)}.get(name, default)
 
 
+def _gathering() -> tuple[RecordingTransport, _GatheringTransport]:
+    """A gathering transport on the running loop, and the recording one it sends through."""
+    real = RecordingTransport()
+    return real, _GatheringTransport(real, asyncio.get_running_loop())
+
+
 async def _turn() -> None:
     """Let the event loop run the callbacks scheduled so far."""
     await asyncio.sleep(0)
@@ -44,8 +50,7 @@ async def _turn() -> None:
 
 
 async def test_a_head_and_body_written_in_one_turn_leave_in_one_send():
-    real = RecordingTransport()
-    transport = _GatheringTransport(real, asyncio.get_running_loop())
+    real, transport = _gathering()
     transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
     transport.write(b"{}")
     assert real.sent == []
@@ -55,8 +60,7 @@ async def test_a_head_and_body_written_in_one_turn_leave_in_one_send():
 
 
 async def test_pieces_written_in_different_turns_leave_as_they_come():
-    real = RecordingTransport()
-    transport = _GatheringTransport(real, asyncio.get_running_loop())
+    real, transport = _gathering()
     transport.write(b"head")
     await _turn()
     assert real.sent == [b"head"]  # a streamed answer's head does not wait for its first piece
@@ -68,8 +72,7 @@ async def test_pieces_written_in_different_turns_leave_as_they_come():
 
 
 async def test_flush_sends_at_once_and_leaves_nothing_for_the_end_of_the_turn():
-    real = RecordingTransport()
-    transport = _GatheringTransport(real, asyncio.get_running_loop())
+    real, transport = _gathering()
     transport.writelines([b"a", b"b"])
     transport.write(b"c")
     transport.flush()
@@ -82,22 +85,19 @@ async def test_flush_sends_at_once_and_leaves_nothing_for_the_end_of_the_turn():
 
 
 async def test_close_and_eof_send_what_is_pending_first_and_abort_drops_it():
-    real = RecordingTransport()
-    transport = _GatheringTransport(real, asyncio.get_running_loop())
+    real, transport = _gathering()
     transport.write(b"last words")
     transport.close()
     assert real.sent == [b"last words"] and real.closed
     await _turn()  # the scheduled flush finds nothing, and writes nothing to the closed transport
     assert real.sent == [b"last words"]
 
-    real = RecordingTransport()
-    transport = _GatheringTransport(real, asyncio.get_running_loop())
+    real, transport = _gathering()
     transport.write(b"end")
     transport.write_eof()
     assert real.sent == [b"end"] and real.eof
 
-    real = RecordingTransport()
-    transport = _GatheringTransport(real, asyncio.get_running_loop())
+    real, transport = _gathering()
     transport.write(b"never")
     transport.abort()
     await _turn()
@@ -105,8 +105,7 @@ async def test_close_and_eof_send_what_is_pending_first_and_abort_drops_it():
 
 
 async def test_nothing_is_sent_on_a_transport_that_is_closing():
-    real = RecordingTransport()
-    transport = _GatheringTransport(real, asyncio.get_running_loop())
+    real, transport = _gathering()
     transport.write(b"late")
     real.closed = True  # the peer went away before the turn ended
     await _turn()
@@ -114,7 +113,6 @@ async def test_nothing_is_sent_on_a_transport_that_is_closing():
 
 
 async def test_the_rest_is_the_real_transports():
-    real = RecordingTransport()
-    transport = _GatheringTransport(real, asyncio.get_running_loop())
+    real, transport = _gathering()
     assert transport.get_extra_info("peername") == ("127.0.0.1", 5000)
     assert transport.is_closing() is False
