@@ -1,9 +1,10 @@
 """Budget leases: how spend caps and balances hold with many gateway processes and no per-request I/O.
 
 A gateway process asks for a lease: a slice of a key's spend cap and of its
-account's credits, recorded on both aggregates in one atomic save (each with
-optimistic concurrency). It then admits requests from that slice in memory and
-later settles the lease with what it really spent, giving the rest back.
+account's credits, recorded on both aggregates, each checking its own limit
+under optimistic concurrency (commands/budget.py says why as two appends).
+It then admits requests from that slice in memory and later settles the
+lease with what it really spent, giving the rest back.
 Because every open lease is counted against both limits until it is settled,
 
     key:     settled spend + open leases <= spend cap

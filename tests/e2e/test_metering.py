@@ -1,18 +1,23 @@
 """Exact metering through `mesh up` with the openai SDK: cached and cache-write prompt tokens billed at the model's
 cache prices and reasoning billed as completion, for each provider's own wire format (plain and streamed); a
-stream that runs longer than a budget lease lives is still billed on that lease."""
+stream that runs longer than a budget lease lives is still billed on that lease; a lease a stopped process left
+on the account alone is reaped."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from uuid import UUID, uuid4
 
 import nats
 import openai
 import pytest
 
+from commands.app import MeshApplication
+from domain.account import Account
 from tests.e2e.conftest import MeshProcess
 from tests.e2e.test_gateway import usage_row
 from tests.e2e.test_walking_skeleton import api, sign_up, wait_for_balance
@@ -208,3 +213,34 @@ def test_a_stream_running_past_its_lease_is_still_billed_on_it(metered):
     topics = [topic for topic, _ in events]
     assert topics[0] == "account.budget_leased" and "account.lease_extended" in topics
     assert len(settled) == 1 and settled[0]["spent"] == row["cost"]  # not 0, as a reaper would have settled it
+
+
+def test_a_lease_left_on_the_account_alone_is_reaped_after_expiry(metered):
+    """A gateway process stopped between a lease's two appends (the account's, then the key's) leaves the lease on
+    the account alone: the reaper settles it there after expiry and grace, and the key's budget is untouched."""
+    mesh, _ = metered
+    account_id, token, key = funded_key(mesh, "10")
+    key_id = api(mesh, "GET", "/api/keys", token).json()["data"][0]["id"]
+    nats_url = json.loads((mesh.data_dir / "running.json").read_text())["nats_url"]
+    app = MeshApplication(nats_url, "MESH")
+    try:
+        account: Account = app.repository.get(UUID(account_id))
+        lease_id = uuid4()
+        account.lease(lease_id, 4 * 10**12, UUID(key_id), datetime.now(timezone.utc) + timedelta(seconds=1))
+        app.save(account)  # ... and the process stops before the key's part
+        deadline = time.monotonic() + 20
+        while lease_id in app.repository.get(UUID(account_id)).leases.open and time.monotonic() < deadline:
+            time.sleep(0.5)
+        account = app.repository.get(UUID(account_id))
+        assert lease_id not in account.leases.open and account.available == 10 * 10**12
+        assert [topic for topic, _ in lease_events(mesh, account_id, str(lease_id))] == [
+            "account.budget_leased",
+            "account.lease_settled",
+        ]
+        assert not app.repository.get(UUID(key_id)).leases.open
+    finally:
+        app.close()
+    client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
+    client.chat.completions.create(model="oai/gpt", messages=MESSAGES, max_tokens=100)
+    expected = Decimal(10) - request_cost("oai/gpt")
+    assert Decimal(wait_for_balance(mesh, token, expected)["balance_usd"]) == expected
