@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.gateway import Processes, _start_mesh, cell_spec, split_cpus, start_mock_and_loadgen, stop_on_sigterm
 
 GROUPS = ("gateway", "nats", "background")
+LOGGED_SHOWN = 20  # warning and error lines of the mesh log printed at the end
 
 
 def _groups(gateway_pid: int) -> dict[str, list]:
@@ -141,8 +142,10 @@ def main() -> int:
             f"{result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, errors {result['errors']}",
             flush=True,
         )
-        failed = (tmp / "mesh.log").read_text(errors="replace").count("failed a batch")
-        print(f"projection batches that failed and were retried: {failed}", flush=True)
+        logged = (tmp / "mesh.log").read_text(errors="replace")
+        print(f"projection batches that failed and were retried: {logged.count('failed a batch')}", flush=True)
+        warnings = [line for line in logged.splitlines() if "WARNING" in line or "ERROR" in line]
+        print(f"warnings and errors mesh logged: {len(warnings)}", *warnings[:LOGGED_SHOWN], sep="\n  ", flush=True)
     except KeyboardInterrupt:
         return 130
     finally:
