@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from functools import partial
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from uuid import UUID
 
 import msgspec
