@@ -28,13 +28,6 @@ DIRECTORY = Directory()
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture
-def app(nats_url, stream_name):
-    application = MeshApplication(nats_url, stream_name)
-    yield application
-    application.close()
-
-
 def email() -> str:
     return f"{uuid.uuid4().hex[:8]}@example.com"
 

@@ -25,13 +25,6 @@ CREDITS = 10**12
 
 
 @pytest.fixture
-def app(nats_url, stream_name):
-    application = MeshApplication(nats_url, stream_name)
-    yield application
-    application.close()
-
-
-@pytest.fixture
 def funded(app):
     """An account with CREDITS and a key with a spend cap of half of them: (account id, key id)."""
     session = AccountCommands(app).sign_up(f"{uuid.uuid4().hex[:8]}@example.com", "long enough")

@@ -12,13 +12,6 @@ from commands.app import MeshApplication
 from domain.account import Account
 
 
-@pytest.fixture
-def app(nats_url, stream_name):
-    application = MeshApplication(nats_url, stream_name)
-    yield application
-    application.close()
-
-
 def test_concurrent_grants_on_one_account_all_land_exactly_once(nats_url, stream_name, app):
     session = AccountCommands(app).sign_up(f"{uuid.uuid4().hex[:8]}@example.com", "long enough")
     apps = [MeshApplication(nats_url, stream_name) for _ in range(4)]

@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-import nats
 import pytest
 
 from projections.source import StreamSource
 
 TIMEOUT = 0.3  # seconds of silence after which a read fails
-
-
-@pytest.fixture
-async def nc(nats_url):
-    client = await nats.connect(nats_url)
-    yield client
-    await client.close()
 
 
 async def serve_slowly(nc, stream: str, count: int, gap: float, end: bool = True):

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-import nats
-import pytest
 
 from commands.stream import DUPLICATE_WINDOW, ensure_stream, stream_config
 from domain.events import usage_subject
-
-
-@pytest.fixture
-async def nc(nats_url):
-    client = await nats.connect(nats_url)
-    yield client
-    await client.close()
 
 
 async def test_the_log_remembers_trace_ids_for_its_duplicate_window(nc, stream_name):

@@ -24,13 +24,6 @@ TEMPLATES = read_model.Templates()
 MESSAGES = [{"role": "user", "content": "Hi {{name}}"}]
 
 
-@pytest.fixture
-def app(nats_url, stream_name):
-    application = MeshApplication(nats_url, stream_name)
-    yield application
-    application.close()
-
-
 def test_concurrent_creates_of_one_name_leave_exactly_one_template(nats_url, stream_name, app):
     account = uuid.uuid4()
     apps = [MeshApplication(nats_url, stream_name) for _ in range(4)]

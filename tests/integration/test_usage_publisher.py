@@ -18,13 +18,6 @@ from gateway.usage import NotStored, UsagePublisher
 from tests.integration.test_projections import usage
 
 
-@pytest.fixture
-async def nc(nats_url):
-    client = await nats.connect(nats_url)
-    yield client
-    await client.close()
-
-
 async def stored(nc, stream: str) -> int:
     return (await nc.jetstream().stream_info(stream)).state.messages
 
