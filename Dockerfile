@@ -1,5 +1,17 @@
 # Mesh: the gateway (`mesh up --no-projections`) and the projection worker (`mesh projections`) in one image.
+# A thin layer over the built wheel: the image holds what `pip install mesh_gateway-*.whl` installs, nothing of the
+# source tree, so it is what tests/e2e/test_wheel.py tests outside the checkout.
 # Exact tag; for reproducible builds pin its digest too (python:3.12.12-slim-bookworm@sha256:...).
+FROM python:3.12.12-slim-bookworm AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY domain ./domain
+COPY commands ./commands
+COPY projections ./projections
+COPY gateway ./gateway
+COPY api ./api
+RUN pip wheel --no-cache-dir --no-deps -w /dist .
+
 FROM python:3.12.12-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,15 +22,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # An unprivileged user; its home holds the data dir (the usage spool, a generated operator token).
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/mesh mesh
 
-WORKDIR /opt/mesh
-COPY pyproject.toml README.md ./
-COPY domain ./domain
-COPY commands ./commands
-COPY projections ./projections
-COPY gateway ./gateway
-COPY api ./api
 # Dependencies are installed here, at build time: a container starts without the network.
-RUN pip install --no-compile . && rm -rf build *.egg-info
+COPY --from=wheel /dist /tmp/dist
+RUN pip install --no-compile /tmp/dist/mesh_gateway-*.whl && rm -rf /tmp/dist
 
 USER mesh
 ENV MESH_DATA_DIR=/var/lib/mesh \

@@ -19,11 +19,26 @@ from tests.fakes.server import BackgroundServer
 UPSTREAM_KEY = "sk-upstream-secret-do-not-log"
 
 
+MESH_FROM_CHECKOUT = (sys.executable, "-m", "api.cli")
+
+
 class MeshProcess:
-    def __init__(self, data_dir: Path, config: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()):
+    """`mesh up` as a subprocess: by default this checkout's; `command` and `cwd` run another install of it."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        command: tuple[str, ...] = MESH_FROM_CHECKOUT,
+        cwd: Path | None = None,
+    ):
         self.data_dir = data_dir
         self.config = config
         self.args = args
+        self.command = command
+        self.cwd = cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
@@ -45,8 +60,9 @@ class MeshProcess:
                 env.pop(name, None)
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "up", *self.args],
+            [*self.command, "up", *self.args],
             env=env,
+            cwd=self.cwd,
             stdout=open(self.log, "ab"),
             stderr=subprocess.STDOUT,
         )

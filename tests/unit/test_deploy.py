@@ -45,7 +45,7 @@ def test_nats_and_postgres_need_passwords_from_the_environment():
     assert env["MESH_NATS_URL"].startswith("nats://mesh:${NATS_PASSWORD:?")
     assert env["MESH_DATABASE_URL"].startswith("postgresql://mesh:${POSTGRES_PASSWORD:?")
     assert services["nats"]["environment"]["NATS_PASSWORD"].startswith("${NATS_PASSWORD:?")
-    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert services["postgres"]["environment"]["MESH_DB_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     config = (ROOT / "deploy" / "nats.conf").read_text()
     assert re.search(r"authorization\s*{\s*user: \$NATS_USER\s*password: \$NATS_PASSWORD\s*}", config)
     assert any("/etc/nats/mesh.conf" in part for part in services["nats"]["command"])
@@ -61,3 +61,32 @@ def test_the_image_runs_as_a_user_from_an_exact_base_with_dependencies_installed
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     for pattern in packages["include"]:
         assert f"COPY {pattern.rstrip('*')} ./{pattern.rstrip('*')}" in dockerfile
+
+
+def test_the_dockerfile_installs_the_built_wheel():
+    """The image is a thin layer over the wheel: it builds one and installs it, not the source tree."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip wheel" in dockerfile and re.search(r"pip install [^\n]*\.whl", dockerfile), dockerfile
+    assert not re.search(r"pip install [^\n]*--no-compile \.\s", dockerfile)
+
+
+def test_every_service_has_a_memory_limit():
+    services = compose()["services"]
+    assert all(re.fullmatch(r"\$\{MESH_\w+_MEMORY:-\d+[mg]\}", s.get("mem_limit", "")) for s in services.values())
+
+
+def test_secrets_go_only_to_the_service_that_uses_them():
+    services = compose()["services"]
+    gateway_only = {"MESH_STRIPE_SECRET_KEY", "MESH_STRIPE_WEBHOOK_SECRET", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+    assert gateway_only <= set(services["mesh"]["environment"])
+    assert not gateway_only & set(services["projections"]["environment"])
+    assert not {"NATS_PASSWORD", "MESH_OPERATOR_TOKEN"} & set(services["postgres"]["environment"])
+
+
+def test_mesh_connects_to_postgres_as_an_ordinary_role_made_by_the_init_script():
+    postgres = compose()["services"]["postgres"]
+    assert postgres["environment"]["POSTGRES_USER"] != "mesh"  # the image's POSTGRES_USER is a superuser
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_ADMIN_PASSWORD:?")
+    assert "./deploy/postgres-init.sh:/docker-entrypoint-initdb.d/10-mesh-role.sh:ro" in postgres["volumes"]
+    script = (ROOT / "deploy" / "postgres-init.sh").read_text()
+    assert "NOSUPERUSER NOCREATEDB NOCREATEROLE" in script and "CREATE DATABASE mesh OWNER mesh" in script
