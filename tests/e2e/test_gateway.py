@@ -259,8 +259,9 @@ PROVIDER_SECRETS = "Rate limit reached for gpt-4o in organization org-acme123 on
         (500, PROVIDER_SECRETS, 502, "upstream_error", "failed (HTTP 500)"),
         (503, PROVIDER_SECRETS, 502, "upstream_error", "failed (HTTP 503)"),
     ],
+    ids=["400", "429", "500", "503"],
 )
-@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_upstream_errors_are_mapped_and_recorded(gw, key, upstream, upstream_status, text, status, code, says, stream):
     """The client's own mistake (a prompt too long) keeps the provider's words; the provider's rate limits and
     failures concern the operator's account with it (organisation, quotas): Mesh's own message, the provider's
