@@ -26,7 +26,7 @@ from domain.pricing import Price
 from gateway.budget import FREE, BudgetRefusal, Budgets, Ticket
 from gateway.bodies import BodyPublisher
 from gateway.catalog import Catalog, Model
-from gateway.fields import PRICED_PARTS, check_fields
+from gateway.fields import PRICED_PARTS, check_fields, refuse_file_ids
 from gateway.freelimit import DEFAULT_FREE_RPM, FreeRateLimit
 from gateway.keys import KeyCache
 from gateway.templates import TemplateCache, TemplateUse
@@ -187,12 +187,14 @@ class Gateway:
         model = self._resolve(request, key)
         adapter = self.adapters[model.provider]
         check_fields(body, adapter.chat_fields, model.id)
+        refuse_file_ids(request.messages)
         if model.price.is_free:  # refused before anything is recorded
             self.free_limit.admit(key.key_id, model.id)
-        ticket, fitted = await self._reserve(key, model, request, body)
+        ticket, fitted, prompt_bound = await self._reserve(key, model, request, body)
         if fitted is not None:  # the key fits limits to its budget: the answer says to what
             headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
         record = _Record(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
+        record.prompt_bound = prompt_bound
         record.template = template
         if self.bodies is not None:
             record.request_body = raw
@@ -262,6 +264,7 @@ class Gateway:
         cost = model.price.cost(bound, 0)
         ticket = await self.budgets.reserve(key, cost, cost) if cost else FREE
         record = _Record(trace_id, key, model, request.model, started, request_id, False, ticket)
+        record.prompt_bound = None if model.price.is_free else bound
         try:
             result: Reply = await serve(model, body)
         except GatewayError as exc:
@@ -283,11 +286,14 @@ class Gateway:
             headers.append((b"x-mesh-template", f"{template.template_id}@{template.version}".encode()))
         return template
 
-    async def _reserve(self, key: KeyInfo, model: Model, request: ChatRequest, body: dict) -> tuple[Ticket, int | None]:
+    async def _reserve(
+        self, key: KeyInfo, model: Model, request: ChatRequest, body: dict
+    ) -> tuple[Ticket, int | None, int | None]:
         """Reserve the request's worst case: its prompt bound and its completion limit, or the model's
         max_output_tokens when it sets none (and then no limit goes upstream). When the budget does not cover
         that, a 402 names the completion tokens it does cover; only a key with fit_to_budget gets its limit set
-        to that instead. Returns the reservation and the limit the gateway set, if it set one."""
+        to that instead. Returns the reservation, the limit the gateway set, if it set one, and the prompt bound
+        (None for a free model)."""
         field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
         asked = request.max_completion_tokens or request.max_tokens
         if asked is not None and asked > model.max_output_tokens:
@@ -299,7 +305,7 @@ class Gateway:
             )
         price = model.price
         if price.is_free:
-            return FREE, None
+            return FREE, None, None
         prompt_bound = _prompt_bound(body, model, self.catalog.providers[model.provider].kind)
         choices = request.n or 1
         completion = asked or model.max_output_tokens
@@ -312,7 +318,7 @@ class Gateway:
             return _unaffordable(refusal, worst, prompt_bound, completion, choices, affordable), affordable
 
         try:
-            return await self.budgets.reserve(key, minimum=worst, wanted=worst), None
+            return await self.budgets.reserve(key, minimum=worst, wanted=worst), None, prompt_bound
         except BudgetRefusal as refusal:
             error, affordable = unaffordable(refusal)
             if not key.fit_to_budget or not affordable:
@@ -327,7 +333,7 @@ class Gateway:
                 body[name] = affordable
         if asked is None:
             body["max_tokens"] = affordable
-        return ticket, affordable
+        return ticket, affordable, prompt_bound
 
     def _emit(self, record: "_Record", event: UsageRecorded) -> Awaitable[None]:
         """The request is over: swap its reservation for its cost and publish what it cost (both at once, awaited
@@ -420,6 +426,7 @@ class _Record:
         self.template: TemplateUse | None = None
         self.request_body: bytes | None = None  # set when bodies are logged
         self.response_body: bytes | None = None
+        self.prompt_bound: int | None = None  # the prompt tokens reserved (None: a free model)
 
     def done(
         self,
@@ -430,6 +437,10 @@ class _Record:
         http_status: int = 200,
     ) -> UsageRecorded:
         price = self.model.price
+        if usage.prompt_estimated and self.prompt_bound is not None and usage.prompt_tokens < self.prompt_bound:
+            # the upstream counted no prompt (a stream cut before its usage, an upstream that reports none): it
+            # bills the whole prompt all the same, images and files included, so Mesh bills what it reserved
+            usage = msgspec.structs.replace(usage, prompt_tokens=self.prompt_bound)
         return UsageRecorded(
             trace_id=self.trace_id,
             account_id=self.key.account_id,

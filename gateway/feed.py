@@ -15,8 +15,7 @@ from nats.aio.msg import Msg
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, decode_event, subject_prefix
 from domain.pricing import Price
 from gateway.catalog import Catalog
-from domain.apikey import KEY_CHANGES
-from gateway.keys import KeyCache
+from gateway.keys import TOPICS as KEY_TOPICS, KeyCache
 from gateway.templates import TOPICS as TEMPLATE_TOPICS, TemplateCache
 
 log = logging.getLogger("mesh.gateway")
@@ -26,7 +25,7 @@ Handler = Callable[[str, Any], None]
 
 def handlers(keys: KeyCache, catalog: Catalog, templates: TemplateCache | None = None) -> dict[str, Handler]:
     """The events the gateway follows, and what each one changes."""
-    table: dict[str, Handler] = {topic: keys.apply for topic in [*KEY_CHANGES, "key.rotated"]}
+    table: dict[str, Handler] = {topic: keys.apply for topic in KEY_TOPICS}
     if templates is not None:
         table.update({topic: templates.apply for topic in TEMPLATE_TOPICS})
     table["model.price_changed"] = lambda _, e: catalog.apply(

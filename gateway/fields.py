@@ -114,7 +114,13 @@ PRICED: dict[str, tuple[frozenset, str]] = {
     ),
     "web_search_options": (frozenset(), "web search is charged per search by the provider"),
     "audio": (frozenset({None}), "audio output is priced differently by the provider"),
+    "prediction": (
+        frozenset({None}),
+        "the provider bills a prediction's rejected tokens as completion tokens, a number Mesh cannot bound or "
+        "reserve before the answer",
+    ),
 }
+MAX_QUOTED_VALUE = 100  # characters of a refused field's value quoted back in the error
 # Message content parts the provider prices apart from text (OpenAI bills audio input tokens at the model's
 # audio rate), with why; a priced model refuses them (see gateway/app.py _prompt_bound).
 PRICED_PARTS = {"input_audio": "the provider prices audio input apart from text"}
@@ -151,8 +157,8 @@ def _check_priced(body: dict[str, Any]) -> None:
     for name, (free, reason) in PRICED.items():
         if name in body and not (isinstance(body[name], (str, type(None))) and body[name] in free):
             raise invalid(
-                f"{name}={body[name]!r} is not available through Mesh: {reason} and this model's "
-                f"price does not cover it",
+                f"{name}={repr(body[name])[:MAX_QUOTED_VALUE]} is not available through Mesh: {reason} and this "
+                f"model's price does not cover it",
                 "unsupported_parameter",
                 name,
             )
@@ -185,6 +191,27 @@ def content_parts(content: Any, provider_kind: str) -> Iterator[tuple[str, Any]]
             yield "image", image.get("url", "") if isinstance(image, dict) else str(image)
         else:
             raise _unsupported_part(part, provider_kind)
+
+
+def refuse_file_ids(messages: list[Any]) -> None:
+    """A `file` content part naming an uploaded file (`file_id`) is refused (400): the id would be looked up in
+    Mesh's own account with the provider, where the client has no files (and must not reach anyone else's). A
+    file sent inline (`file_data`) goes on as any other part."""
+    for message in messages:
+        content = message.get("content") if type(message) is dict else None
+        if type(content) is not list:
+            continue
+        for part in content:
+            if type(part) is dict and part.get("type") == "file":
+                file = part.get("file")
+                if type(file) is dict and file.get("file_id") is not None:
+                    raise invalid(
+                        "'file' content parts naming an uploaded file ('file_id') are not available through Mesh: "
+                        "file ids belong to a provider account; send the file inline as 'file_data' (a data: URL) "
+                        "instead",
+                        "unsupported_content",
+                        "messages",
+                    )
 
 
 def data_url(url: str) -> tuple[str, str] | None:

@@ -5,6 +5,11 @@ revoked or disabled key stops everywhere within milliseconds, without a database
 read per request. Changes seen on the wire are
 also remembered per key, so a load from a read model that has not caught up yet
 cannot bring back an old state.
+
+A secret hash no key has is remembered too, briefly (UNKNOWN_TTL, at most MAX_UNKNOWN of them): a client
+retrying a wrong key, or a flood of one, costs no database read per request. A key made (or rotated to) after
+its hash was looked up is announced by its event, which forgets the hash at once; and a hash announced that
+way is never remembered as unknown while the read model may still lag behind its event.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ from domain.apikey import KEY_CHANGES
 from gateway.admission import KeyInfo, KeyLoader
 
 KEPT = frozenset(KeyInfo.__struct_fields__)  # what the gateway knows of a key (not its label, nor cap_reset)
+TOPICS = frozenset({*KEY_CHANGES, "key.created", "key.rotated"})  # the key events the cache follows
+MAX_KNOWN = 100_000  # keys held at once (then the cache starts afresh)
+UNKNOWN_TTL = 5.0  # seconds an unknown secret hash is answered from memory
+MAX_UNKNOWN = 10_000  # unknown hashes remembered at once (the oldest are forgotten first)
+ANNOUNCED_TTL = 60.0  # seconds a hash a key event announced is not remembered as unknown (read model lag)
 
 
 def changes(topic: str, event: Any) -> dict[str, Any]:
@@ -35,6 +45,8 @@ class KeyCache:
         self._by_hash: dict[str, tuple[float, KeyInfo]] = {}
         self._seen: dict[UUID, dict[str, Any]] = {}  # changes seen on the wire, per key
         self._rotated: dict[str, Any] = {}  # old secret hash -> valid until
+        self._unknown: dict[str, float] = {}  # secret hash no key has -> until when that answer holds
+        self._announced: dict[str, float] = {}  # secret hash of a key just made or rotated to -> until when
         self.on_change: Callable[[KeyInfo], None] | None = None
 
     async def get(self, key_hash: str) -> KeyInfo | None:
@@ -42,11 +54,18 @@ class KeyCache:
         hit = self._by_hash.get(key_hash)
         if hit is not None and hit[0] > now:
             return hit[1]
+        unknown = self._unknown.get(key_hash)
+        if unknown is not None:
+            if unknown > now:
+                return None
+            del self._unknown[key_hash]
         info = await self.load(key_hash)
         if info is None:
+            if self._announced.get(key_hash, 0.0) <= time.monotonic():
+                _remember(self._unknown, key_hash, now + UNKNOWN_TTL)
             return None
         info = self._with_seen(key_hash, info)
-        if len(self._by_hash) > 100_000:
+        if len(self._by_hash) > MAX_KNOWN:
             self._by_hash.clear()
         self._by_hash[key_hash] = (now + self.ttl, info)
         return info
@@ -60,6 +79,11 @@ class KeyCache:
     def apply(self, topic: str, event: Any) -> None:
         """Bring cached entries of the event's key up to date."""
         key_id = event.originator_id
+        if topic in ("key.created", "key.rotated"):  # a secret that works from now on
+            self._unknown.pop(event.key_hash, None)
+            _remember(self._announced, event.key_hash, time.monotonic() + ANNOUNCED_TTL)
+        if topic == "key.created":
+            return  # nothing cached yet: the first request loads it
         if topic == "key.rotated":
             self._rotated[event.previous_hash] = event.previous_valid_until
         elif topic in KEY_CHANGES and (changed := changes(topic, event)):
@@ -76,3 +100,12 @@ class KeyCache:
     def clear(self) -> None:
         """Forget everything (after a gap in the event feed): the next request reloads."""
         self._by_hash.clear()
+        self._unknown.clear()  # a key made during the gap was never announced
+
+
+def _remember(entries: dict[str, float], key_hash: str, until: float) -> None:
+    """Hold `key_hash` until `until` in a bounded map: when full, the oldest entry goes first."""
+    entries.pop(key_hash, None)  # re-inserted: now the newest
+    if len(entries) >= MAX_UNKNOWN:
+        del entries[next(iter(entries))]
+    entries[key_hash] = until

@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator
 import msgspec
 
 from gateway.catalog import Model, Provider
-from gateway.errors import GatewayError, invalid
+from gateway.errors import invalid
 from gateway.fields import ANTHROPIC_CHAT_FIELDS, content_parts, data_url
 from gateway.providers.base import (
     SSE_DONE,
@@ -37,9 +37,9 @@ from gateway.providers.base import (
     Upstream,
     Usage,
     error_field,
-    estimate_tokens,
+    estimated_usage,
+    failed_mid_stream,
     message_text,
-    prompt_text,
     sse,
     usage_chunk,
 )
@@ -188,7 +188,7 @@ def to_openai(model: Model, message: dict, body: dict) -> tuple[dict, Usage]:
     if message.get("usage"):
         usage = _usage(message["usage"])
     else:
-        usage = Usage(estimate_tokens(prompt_text(body)), estimate_tokens(text), True)
+        usage = estimated_usage(body, text)
     reply: dict[str, Any] = {"role": "assistant", "content": text or None}
     if calls:
         reply["tool_calls"] = calls
@@ -243,18 +243,8 @@ class AnthropicAdapter:
                 )
 
             def settle() -> None:
-                reported = _usage(usage)
-                reply.usage = (
-                    reported
-                    if finished
-                    else Usage(  # cut short: bill an estimate, flagged
-                        reported.prompt_tokens or estimate_tokens(prompt_text(body)),
-                        max(reported.completion_tokens, estimate_tokens("".join(generated))),
-                        True,
-                        reported.cached_prompt_tokens,
-                        reported.cache_write_tokens,
-                    )
-                )
+                reported = _usage(usage)  # cut short: an estimate, flagged
+                reply.usage = reported if finished else estimated_usage(body, "".join(generated), reported)
 
             try:
                 try:
@@ -310,13 +300,7 @@ class AnthropicAdapter:
                             break
                         elif kind == "error":
                             error = event.get("error") or {}
-                            raise GatewayError(
-                                502,
-                                f"provider {self.provider.name} failed mid-stream: "
-                                f"{error.get('message', 'unknown error')}",
-                                "upstream_error",
-                                "upstream_error",
-                            )
+                            raise failed_mid_stream(self.provider, str(error.get("message", "unknown error")))
                 except msgspec.DecodeError:
                     raise self.upstream.broken("sent a stream event that is not JSON") from None
                 if not finished:

@@ -36,6 +36,9 @@ class Usage(msgspec.Struct):
     cached_prompt_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
     cache_write_tokens: int = 0  # of prompt_tokens: written to the provider's prompt cache
     reasoning_tokens: int = 0  # of completion_tokens: spent on reasoning / thinking
+    # prompt_tokens is Mesh's estimate, the upstream counted none: the gateway bills the prompt bound it
+    # reserved instead (gateway/app.py), never an estimate of the text alone
+    prompt_estimated: bool = False
 
     def __post_init__(self) -> None:
         # The parts never exceed the whole, whatever an upstream reports: a part too large is cut to what is left.
@@ -69,7 +72,8 @@ class StreamReply:
 
     def __init__(self, frames: AsyncIterator[bytes]):
         self._frames = frames
-        self.usage = Usage()
+        # until the adapter settles it: nothing counted, so the prompt bills at its reserved bound
+        self.usage = Usage(estimated=True, prompt_estimated=True)
         self.started_ns = time.perf_counter_ns()
         self.first_token_us: int | None = None
         self.upstream_us = 0
@@ -112,6 +116,23 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4 if text else 0
 
 
+def estimated_usage(body: dict, generated: str, reported: Usage | None = None) -> Usage:
+    """The usage of an answer the upstream did not (fully) count, flagged `estimated`: the counts it did report
+    (an Anthropic message_start's prompt, a Gemini chunk's usageMetadata), else Mesh's estimate; the completion
+    is at least an estimate of everything generated (`generated`: text, tool calls, visible reasoning). A prompt
+    it did not count is `prompt_estimated`: the gateway bills its reserved bound for it."""
+    reported = reported or Usage()
+    return Usage(
+        reported.prompt_tokens or estimate_tokens(prompt_text(body)),
+        max(reported.completion_tokens, estimate_tokens(generated)),
+        True,
+        reported.cached_prompt_tokens,
+        reported.cache_write_tokens,
+        reported.reasoning_tokens,
+        prompt_estimated=not reported.prompt_tokens,
+    )
+
+
 def message_text(messages: list) -> str:
     parts: list[str] = []
     for message in messages:
@@ -148,7 +169,10 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 
 # What an upstream failure becomes, the same for every provider: the status a client can act on and a
-# message that names the provider.
+# message that names the provider. The text of its 429s and 5xx is about the operator's account with it (its
+# organisation, quotas, incidents): it goes to the server log, and the client gets Mesh's own message; a
+# request it refuses (another 4xx, such as a prompt too long for the context) is the client's to fix, so its
+# text is passed on.
 
 
 def upstream_error(provider: Provider, status: int, message: str) -> GatewayError:
@@ -162,15 +186,28 @@ def upstream_error(provider: Provider, status: int, message: str) -> GatewayErro
             "upstream_auth_failed",
         )
     if status == 429:
+        log.warning("provider %s is rate limiting (HTTP 429): %s", provider.name, message)
         return GatewayError(
-            429, f"provider {provider.name} is rate limiting: {message}", "rate_limit_error", "upstream_rate_limited"
+            429,
+            f"the upstream provider ({provider.name}) is rate limiting; retry later",
+            "rate_limit_error",
+            "upstream_rate_limited",
         )
     if status >= 500:
+        log.warning("provider %s failed with HTTP %d: %s", provider.name, status, message)
         return GatewayError(
-            502, f"provider {provider.name} failed with HTTP {status}: {message}", "upstream_error", "upstream_error"
+            502, f"the upstream provider ({provider.name}) failed (HTTP {status})", "upstream_error", "upstream_error"
         )
     return GatewayError(
         status, f"provider {provider.name} refused the request: {message}", "invalid_request_error", "upstream_rejected"
+    )
+
+
+def failed_mid_stream(provider: Provider, message: str) -> GatewayError:
+    """An error event inside a stream that had begun (an overloaded or failing upstream): its text to the log."""
+    log.warning("provider %s failed mid-stream: %s", provider.name, message)
+    return GatewayError(
+        502, f"the upstream provider ({provider.name}) failed mid-stream", "upstream_error", "upstream_error"
     )
 
 

@@ -31,7 +31,7 @@ from typing import Any, AsyncIterator
 import msgspec
 
 from gateway.catalog import Model, Provider
-from gateway.errors import GatewayError, invalid
+from gateway.errors import invalid
 from gateway.fields import GEMINI_CHAT_FIELDS, content_parts, data_url
 from gateway.providers.base import (
     SSE_DONE,
@@ -40,9 +40,9 @@ from gateway.providers.base import (
     Upstream,
     Usage,
     error_field,
-    estimate_tokens,
+    estimated_usage,
+    failed_mid_stream,
     message_text,
-    prompt_text,
     sse,
     usage_chunk,
 )
@@ -240,11 +240,7 @@ class GeminiAdapter:
         if document.get("usageMetadata"):
             usage = _usage(document["usageMetadata"])
         else:
-            usage = Usage(
-                estimate_tokens(prompt_text(body)),
-                estimate_tokens("".join((c["message"]["content"] or "") for c in choices)),
-                True,
-            )
+            usage = estimated_usage(body, "".join((c["message"]["content"] or "") for c in choices))
         out = {
             "id": "chatcmpl-" + str(document.get("responseId") or uuid.uuid4().hex),
             "object": "chat.completion",
@@ -274,17 +270,8 @@ class GeminiAdapter:
             calls_so_far: dict[int, int] = {}  # choice index -> tool calls sent, so each call gets its own index
 
             def settle() -> None:
-                reported = _usage(metadata)
-                reply.usage = (
-                    reported
-                    if finished and metadata
-                    else Usage(  # cut short: an estimate, flagged
-                        reported.prompt_tokens or estimate_tokens(prompt_text(body)),
-                        max(reported.completion_tokens, estimate_tokens("".join(generated))),
-                        True,
-                        reported.cached_prompt_tokens,
-                    )
-                )
+                reported = _usage(metadata)  # cut short: an estimate, flagged
+                reply.usage = reported if finished and metadata else estimated_usage(body, "".join(generated), reported)
 
             try:
                 try:
@@ -293,12 +280,10 @@ class GeminiAdapter:
                             continue
                         document = msgspec.json.decode(line[5:].strip())
                         if document.get("error"):
-                            raise GatewayError(
-                                502,
-                                f"provider {self.provider.name} failed mid-stream: "
-                                f"{document['error'].get('message', 'unknown error')}",
-                                "upstream_error",
-                                "upstream_error",
+                            error = document["error"]
+                            raise failed_mid_stream(
+                                self.provider,
+                                str(error.get("message", "unknown error") if isinstance(error, dict) else error),
                             )
                         metadata = document.get("usageMetadata") or metadata
                         for n, candidate in enumerate(_candidates(document)):

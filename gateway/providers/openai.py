@@ -17,7 +17,7 @@ from gateway.providers.base import (
     Usage,
     error_field,
     estimate_tokens,
-    prompt_text,
+    estimated_usage,
     sse,
 )
 
@@ -160,7 +160,7 @@ class OpenAIAdapter:
             finally:
                 reply.mark_done()
                 if not reported:  # no usage (or cut short): bill what was generated, flagged as estimated
-                    reply.usage = Usage(estimate_tokens(prompt_text(body)), estimate_tokens("".join(generated)), True)
+                    reply.usage = estimated_usage(body, "".join(generated))
                 await response.aclose()
 
         reply = StreamReply(frames())
@@ -184,7 +184,7 @@ class OpenAIAdapter:
         counted = (
             Usage(usage.prompt_tokens, 0)
             if usage is not None
-            else Usage(estimate_tokens(str(body.get("input", ""))), 0, True)
+            else Usage(estimate_tokens(str(body.get("input", ""))), 0, True, prompt_estimated=True)
         )
         return Reply(response.content, counted, (time.perf_counter_ns() - started) // 1000)
 
@@ -192,7 +192,7 @@ class OpenAIAdapter:
         if document.usage is not None:
             return document.usage.counted()
         text = "".join(c.message.text() for c in document.choices if c.message is not None)
-        return Usage(estimate_tokens(prompt_text(body)), estimate_tokens(text), True)
+        return estimated_usage(body, text)
 
     async def aclose(self) -> None:
         await self.upstream.aclose()

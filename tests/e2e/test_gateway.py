@@ -1,5 +1,7 @@
-"""The OpenAI-compatible gateway over real HTTP: exact metering of streams, disconnects, upstream errors,
-embeddings, runtime price changes, and no usage event lost when NATS goes away."""
+"""The OpenAI-compatible gateway over real HTTP: exact metering of streams, disconnects (a cut stream never
+bills less than its reserved prompt), upstream errors (whose text stays in the server log), refused content,
+embeddings, runtime price changes, no usage event lost when NATS goes away, and unknown keys answered from
+memory."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import threading
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -14,7 +17,7 @@ import openai
 import psycopg
 import pytest
 
-from api.embedded import NatsServer, free_port
+from api.embedded import NatsServer, PostgresServer, free_port
 from tests.e2e.conftest import MeshProcess
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
@@ -48,6 +51,16 @@ completion_usd_per_1k = "1.5"
 max_output_tokens = 4096
 
 [[models]]
+id = "acme/vision"
+provider = "acme"
+upstream = "gpt-test"
+prompt_usd_per_1k = "0.5"
+completion_usd_per_1k = "1.5"
+max_output_tokens = 4096
+context_tokens = 100000
+image_tokens = 1000
+
+[[models]]
 id = "slow/gpt-test"
 provider = "slow"
 upstream = "gpt-test"
@@ -71,20 +84,25 @@ def gw(tmp_path_factory, upstream):
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def key(gw):
+def new_account(mesh: MeshProcess, credits_usd: str = "50") -> tuple[str, str]:
+    """A new account with `credits_usd` and one API key: (its management token, the key)."""
     s = httpx.post(
-        gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
+        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
     ).json()
     httpx.post(
-        f"{gw.url}/admin/accounts/{s['account_id']}/credits",
-        headers={"authorization": f"Bearer {gw.operator_token}"},
-        json={"amount_usd": "50", "reason": "t"},
+        f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
+        headers={"authorization": f"Bearer {mesh.operator_token}"},
+        json={"amount_usd": credits_usd, "reason": "t"},
     )
     k = httpx.post(
-        gw.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"}, json={"label": "gw"}
+        mesh.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"}, json={"label": "gw"}
     ).json()
-    return k["key"]
+    return s["management_token"], k["key"]
+
+
+@pytest.fixture(scope="module")
+def key(gw):
+    return new_account(gw)[1]
 
 
 @pytest.fixture(autouse=True)
@@ -154,10 +172,10 @@ def test_streamed_usage_equals_non_streamed_usage(gw, key):
 DRAIN_SECONDS = 5  # MESH_DISCONNECT_DRAIN_SECONDS of this module's Mesh
 
 
-def leave_after_first_word(mesh, key, **extra) -> str:
+def leave_after_first_word(mesh, key, model="acme/gpt-test", messages=MESSAGES, **extra) -> str:
     """Start a stream with the openai SDK, hang up after the first word; the trace id."""
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
-    stream = client.chat.completions.create(model="acme/gpt-test", messages=MESSAGES, stream=True, **extra)
+    stream = client.chat.completions.create(model=model, messages=messages, stream=True, **extra)
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             break
@@ -201,23 +219,97 @@ def test_a_stream_that_runs_on_past_the_drain_window_is_billed_from_an_estimate_
     assert times_billed(gw, trace) == 1
 
 
+IMAGE = "data:image/png;base64,iVBORw0KGgo="
+VISION_IMAGE_TOKENS = 1000  # image_tokens of acme/vision
+
+
+def test_a_stream_cut_past_the_drain_window_bills_its_reserved_prompt_images_included(gw, upstream):
+    """The client leaves after the first word and the upstream runs on past the drain window, so it never says
+    what it used: the bill is the prompt bound the request reserved (each image at its reserved size, not the
+    text alone) plus what was generated, flagged estimated, and the balance shows it."""
+    token, key = new_account(gw)
+    upstream.chunk_delay = 1.0  # ~9 s in all: longer than the drain window
+    images = [{"type": "image_url", "image_url": {"url": IMAGE}} for _ in range(6)]
+    messages = [{"role": "user", "content": [{"type": "text", "text": "what is in these pictures"}, *images]}]
+    trace = leave_after_first_word(gw, key, model="acme/vision", messages=messages)
+    row = usage_row(gw, trace, timeout=DRAIN_SECONDS + 10)
+    assert row["http_status"] == 499 and row["estimated"]
+    assert 6 * VISION_IMAGE_TOKENS <= row["prompt_tokens"] < 6 * VISION_IMAGE_TOKENS + 100  # images + text bound
+    assert 1 <= row["completion_tokens"] < 7  # what was generated until the upstream was closed
+    cost = (row["prompt_tokens"] * 500_000_000_000 + row["completion_tokens"] * 1_500_000_000_000) // 1000
+    assert row["cost"] == cost and times_billed(gw, trace) == 1
+    deadline = time.monotonic() + 10
+    while True:
+        balance = httpx.get(gw.url + "/api/billing/balance", headers={"authorization": f"Bearer {token}"}).json()
+        if Decimal(balance["spend_usd"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert Decimal(balance["balance_usd"]) == Decimal(50) - Decimal(cost) / 10**12
+
+
+CONTEXT_TOO_LONG = "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens."
+PROVIDER_SECRETS = "Rate limit reached for gpt-4o in organization org-acme123 on tokens per min (TPM): Limit 30000"
+
+
 @pytest.mark.parametrize(
-    "upstream_status, status, code",
+    "upstream_status, text, status, code, says",
     [
-        (400, 400, "upstream_rejected"),
-        (429, 429, "upstream_rate_limited"),
-        (500, 502, "upstream_error"),
-        (503, 502, "upstream_error"),
+        (400, CONTEXT_TOO_LONG, 400, "upstream_rejected", CONTEXT_TOO_LONG),
+        (429, PROVIDER_SECRETS, 429, "upstream_rate_limited", "rate limiting; retry later"),
+        (500, PROVIDER_SECRETS, 502, "upstream_error", "failed (HTTP 500)"),
+        (503, PROVIDER_SECRETS, 502, "upstream_error", "failed (HTTP 503)"),
     ],
+    ids=["400", "429", "500", "503"],
 )
-def test_upstream_errors_are_mapped_and_recorded(gw, key, upstream, upstream_status, status, code):
-    upstream.fail_with = (upstream_status, "the upstream says no")
-    r = post(gw, key, {"model": "acme/gpt-test", "messages": MESSAGES})
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_upstream_errors_are_mapped_and_recorded(gw, key, upstream, upstream_status, text, status, code, says, stream):
+    """The client's own mistake (a prompt too long) keeps the provider's words; the provider's rate limits and
+    failures concern the operator's account with it (organisation, quotas): Mesh's own message, the provider's
+    text in the server log only (not in the request log the account reads either)."""
+    upstream.fail_with = (upstream_status, text)
+    r = post(gw, key, {"model": "acme/gpt-test", "messages": MESSAGES, "stream": stream})
     assert r.status_code == status, r.text
     error = r.json()["error"]
-    assert error["code"] == code and "acme" in error["message"] and "the upstream says no" in error["message"]
+    assert error["code"] == code and "acme" in error["message"] and says in error["message"]
     row = usage_row(gw, r.headers["x-mesh-trace-id"])
     assert (row["status"], row["http_status"], row["cost"]) == ("error", status, 0)
+    if upstream_status != 400:
+        assert "org-acme123" not in r.text and "org-acme123" not in row["error"]
+        assert "org-acme123" in gw.output()  # the operator still learns what the provider said
+
+
+def test_a_file_part_naming_an_uploaded_file_is_refused(gw, key, upstream):
+    """A `file_id` would be looked up in Mesh's own account with the provider: refused, nothing sent upstream.
+    A file sent inline goes on."""
+    before = len(upstream.requests)
+    by_id = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "read"}, {"type": "file", "file": {"file_id": "file-abc"}}],
+        }
+    ]
+    r = post(gw, key, {"model": "acme/gpt-test", "messages": by_id})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["param"]) == ("unsupported_content", "messages")
+    assert "file_id" in error["message"] and "file_data" in error["message"]
+    assert len(upstream.requests) == before
+    inline = {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,AA=="}}
+    r = post(gw, key, {"model": "acme/gpt-test", "messages": [{"role": "user", "content": [inline]}]})
+    assert r.status_code == 200, r.text
+    assert upstream.requests[-1]["messages"][0]["content"] == [inline]
+
+
+def test_a_prediction_is_refused_naming_the_field(gw, key, upstream):
+    """Rejected prediction tokens bill as completion tokens beyond what the request reserved: refused."""
+    before = len(upstream.requests)
+    prediction = {"type": "content", "content": "x " * 5000}
+    r = post(gw, key, {"model": "acme/gpt-test", "messages": MESSAGES, "prediction": prediction})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["param"]) == ("unsupported_parameter", "prediction")
+    assert "prediction" in error["message"] and len(error["message"]) < 500  # the value is not echoed whole
+    assert len(upstream.requests) == before
 
 
 def test_an_upstream_timeout_is_a_504_naming_the_provider(gw, key, upstream):
@@ -366,3 +458,51 @@ def test_no_usage_event_is_lost_or_doubled_when_nats_goes_away(tmp_path, postgre
     finally:
         mesh.stop()
         nats_server.stop()
+
+
+def test_unknown_keys_are_answered_from_memory_and_a_new_key_works_at_once(tmp_path, upstream):
+    """A flood of requests with an unknown key costs PostgreSQL one key lookup, not one each (counted by
+    pg_stat_statements on the real database); a key made right after is accepted on its first request."""
+    pg = PostgresServer(tmp_path / "pg").start()
+    nats_server = None
+    mesh = None
+    try:
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("alter system set shared_preload_libraries = 'pg_stat_statements'")
+        pg.stop()
+        pg.start()
+        database = "keys_" + uuid.uuid4().hex[:8]
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute(f'create database "{database}"')
+        db_url = pg.url.rsplit("/", 1)[0] + "/" + database
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("create extension pg_stat_statements")
+        nats_server = NatsServer(tmp_path / "nats").start()
+        mesh = MeshProcess(
+            tmp_path / "data",
+            write_config(tmp_path / "mesh.toml", upstream.url),
+            {"MESH_NATS_URL": nats_server.url, "MESH_DATABASE_URL": db_url, "MESH_OPERATOR_TOKEN": "mo-keys"},
+        )
+        mesh.start()
+
+        def key_lookups() -> int:
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                return conn.execute(
+                    "select coalesce(sum(calls), 0) from pg_stat_statements where query like '%from api_key_secrets%'"
+                ).fetchone()[0]
+
+        before = key_lookups()
+        unknown = "mk-" + uuid.uuid4().hex
+        for _ in range(50):
+            r = post(mesh, unknown, {"model": "mesh/echo", "messages": MESSAGES})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", r.text
+        assert key_lookups() - before <= 2  # the first request (and one more should the memory have expired)
+        _, key = new_account(mesh)
+        r = post(mesh, key, {"model": "mesh/echo", "messages": MESSAGES})
+        assert r.status_code == 200, r.text
+    finally:
+        if mesh is not None:
+            mesh.stop()
+        if nats_server is not None:
+            nats_server.stop()
+        pg.stop()

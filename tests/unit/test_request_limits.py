@@ -32,7 +32,7 @@ def test_an_image_counts_the_providers_worst_case_not_its_bytes():
 
 
 def test_files_and_gemini_url_parts_count_the_whole_context():
-    file = {"type": "file", "file": {"file_id": "file-1"}}
+    file = {"type": "file", "file": {"file_data": "data:application/pdf;base64,AA=="}}
     assert bound([{"role": "user", "content": [file]}]) == MODEL.context_tokens
     url = {"type": "image_url", "image_url": {"url": "https://example.com/talk.mp4"}}
     assert bound([{"role": "user", "content": [url]}], kind="gemini") == MODEL.context_tokens
