@@ -18,6 +18,7 @@ from gateway.providers.base import (
     error_field,
     estimate_tokens,
     estimated_usage,
+    failed_mid_stream,
     sse,
 )
 
@@ -74,11 +75,16 @@ class _Choice(msgspec.Struct):
     message: _Delta | None = None
 
 
+class _Error(msgspec.Struct):
+    message: str = "unknown error"
+
+
 class _Document(msgspec.Struct):
-    """Just the parts of a completion (or chunk) the gateway reads for metering."""
+    """Just the parts of a completion (or chunk) the gateway reads for metering, and a stream's error chunk."""
 
     usage: _Usage | None = None
     choices: list[_Choice] = []
+    error: _Error | None = None
 
 
 _decode_document = msgspec.json.Decoder(_Document).decode
@@ -128,6 +134,8 @@ class OpenAIAdapter:
                 chunk = _decode_document(raw)
             except msgspec.DecodeError:
                 return None
+            if chunk.error is not None:  # the upstream failed after answering began: its text to the log only
+                raise failed_mid_stream(self.provider, chunk.error.message)
             for choice in chunk.choices:
                 if choice.delta is not None:
                     text = choice.delta.text()

@@ -48,6 +48,7 @@ class FakeOpenAI:
         self.streams_cut_short = 0  # streams whose reader went away before the end
         self.cached_tokens = 0  # prompt tokens reported as read from the prompt cache
         self.reasoning_tokens = 0  # completion tokens reported as reasoning (on top of the reply's words)
+        self.fail_mid_stream: str | None = None  # a `{"error": ...}` chunk with this message after the first word
 
     def reply_for(self, body: dict) -> str:
         n = body.get("max_completion_tokens") or body.get("max_tokens") or self.reply_words
@@ -197,6 +198,9 @@ class FakeOpenAI:
             }
         )
         for i, word in enumerate(text.split()):
+            if i == 1 and self.fail_mid_stream:  # as OpenAI and vLLM report a failure once the stream has begun
+                await frame({"error": {"message": self.fail_mid_stream, "type": "server_error", "code": None}})
+                return
             await frame(
                 {
                     **chunk,

@@ -1,4 +1,5 @@
-"""The Anthropic and Gemini adapters against fakes that speak each provider's wire format over real HTTP.
+"""The Anthropic and Gemini adapters (and the OpenAI one where a case is its own) against fakes that speak each
+provider's wire format over real HTTP.
 
 Every reply body and stream frame the adapters produce is parsed with the official openai SDK's types.
 """
@@ -17,8 +18,10 @@ from gateway.errors import GatewayError
 from gateway.providers.anthropic import AnthropicAdapter
 from gateway.providers.base import Usage
 from gateway.providers.gemini import GeminiAdapter
+from gateway.providers.openai import OpenAIAdapter
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import SIGNATURE, FakeGemini
+from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
 
 CLAUDE = Model("claude/test", "claude", "claude-test-1", Price.from_usd("3", "15"))
@@ -478,3 +481,23 @@ async def test_an_anthropic_error_event_fails_the_stream(claude, adapter):
     assert "Overloaded" not in info.value.message  # the provider's text goes to the server log only
     assert b'"content":"a0"' in frames[-1] and b"[DONE]" not in b"".join(frames)
     assert reply.usage == Usage(2, 1, True)  # input tokens from message_start, the output estimated
+
+
+async def test_an_openai_error_chunk_fails_the_stream_without_its_text():
+    """OpenAI (and vLLM) report a failure after the stream began as a `data: {"error": ...}` chunk: the client gets
+    Mesh's message, never the provider's text, and the words that did arrive are billed as an estimate."""
+    fake = FakeOpenAI(reply_words=5)
+    fake.fail_mid_stream = "org-operator's quota of 10,000 tokens per minute exceeded"
+    model = Model("acme/test", "acme", "gpt-test", Price.from_usd("1", "2"))
+    with BackgroundServer(fake) as server:
+        adapter = OpenAIAdapter(Provider("acme", "openai-compatible", server.url + "/v1"))
+        reply = await adapter.chat_stream(model, {"messages": [{"role": "user", "content": "say something"}]}, True)
+        frames = []
+        with pytest.raises(GatewayError) as info:
+            async for frame in reply:
+                frames.append(frame)
+        await adapter.aclose()
+    assert (info.value.status, info.value.code) == (502, "upstream_error") and "mid-stream" in info.value.message
+    assert "quota" not in info.value.message and b"quota" not in b"".join(frames)
+    assert b'"content": "w0"' in b"".join(frames) and b"[DONE]" not in b"".join(frames)
+    assert reply.usage.estimated and reply.usage.completion_tokens >= 1
