@@ -290,6 +290,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
             disconnect_drain_seconds=settings.disconnect_drain_seconds,
             free_rpm=settings.free_rpm,
+            export_idle_seconds=settings.export_idle_seconds,
         )
         config = uvicorn.Config(
             MeshASGI(runtime, _dashboard(settings)),

@@ -20,7 +20,8 @@ from domain.apikey import InvalidKeySettings, KeyRevoked
 from domain.bounds import PATTERN_RULES, InvalidText
 from domain.money import InvalidAmount
 from domain.ratelimit import RateLimited
-from domain.rendering import InvalidTemplate, TemplateVariableInvalid, TemplateVariableMissing, TemplateVariableUnknown
+from domain.rendering import InvalidTemplate, TemplateTooLarge, TemplateVariableInvalid, TemplateVariableMissing
+from domain.rendering import TemplateVariableUnknown
 from domain.template import TemplateArchived, TemplateNameTaken, TemplateNotFound
 from domain.topup import TopUpError
 from api.payments import PaymentError
@@ -57,6 +58,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     TemplateVariableMissing: (400, TemplateVariableMissing.code),
     TemplateVariableUnknown: (400, TemplateVariableUnknown.code),
     TemplateVariableInvalid: (400, TemplateVariableInvalid.code),
+    TemplateTooLarge: (400, TemplateTooLarge.code),
     TemplateNameTaken: (409, "template_name_taken"),
     TemplateArchived: (409, "template_archived"),
     TemplateNotFound: (404, "template_version_not_found"),

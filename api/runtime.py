@@ -27,6 +27,7 @@ from gateway.app import DISCONNECT_DRAIN_SECONDS, Gateway
 from gateway.bodies import BodyPublisher
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from api.autorefill import AutoRefillManager
+from api.exports import EXPORT_IDLE_SECONDS, ExportGate
 from api.embedded import BACKGROUND_POSTGRES, EmbeddedServerError, ProjectionProcess
 from api.logins import LoginGuard
 from api.supervisor import Child, Supervisor
@@ -267,6 +268,7 @@ class Runtime:
         free_rpm: int = DEFAULT_FREE_RPM,
         log_retention_days: int = logs.RETENTION_DAYS,
         log_bodies: bool = False,
+        export_idle_seconds: float = EXPORT_IDLE_SECONDS,
     ):
         self.nats_url = nats_url
         self.database_url = database_url
@@ -291,6 +293,8 @@ class Runtime:
         self.free_rpm = free_rpm  # requests a minute per key to a free model
         self.log_retention_days = log_retention_days
         self.log_bodies = log_bodies
+        self.exports = ExportGate()  # the log exports running, one per account
+        self.export_idle_seconds = export_idle_seconds  # how long an export's write may wait for its client
         self.runners: list[ProjectionRunner] = []
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []

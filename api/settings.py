@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 
+from api.exports import EXPORT_IDLE_SECONDS
 from gateway.freelimit import DEFAULT_FREE_RPM
 
 
@@ -40,6 +41,7 @@ class Settings(msgspec.Struct, kw_only=True):
     free_rpm: int = DEFAULT_FREE_RPM  # requests a minute per key to a free model (such as mesh/echo); 0: no limit
     log_retention_days: int = 90  # request logs older than this are dropped (whole months); money is not
     log_bodies: str = "off"  # "on": keep prompts and answers too (their own stream, same retention)
+    export_idle_seconds: float = EXPORT_IDLE_SECONDS  # a log export whose client reads nothing this long ends
     stripe_publishable_key: str | None = None  # pk_...: the dashboard's card form (Stripe Elements)
     stripe_js_url: str = "https://js.stripe.com/v3/"  # where the dashboard loads stripe.js from (tests: localstripe's)
 

@@ -286,6 +286,7 @@ async def run(args) -> None:
         )
         print(f"\nworst p95 of any query: {worst:.2f} ms (goal {GOAL_P95_MS:.0f} ms, ratio {worst / GOAL_P95_MS:.2f})")
 
+    from api.exports import ExportGate
     from api.routes.logs import export_lines
     from api.services.logs import LogService
     from psycopg_pool import AsyncConnectionPool
@@ -297,8 +298,10 @@ async def run(args) -> None:
 
         runtime = Runtime()
         runtime.pool = pool
+        runtime.database_url = args.database_url  # an export opens a connection of its own
+        runtime.exports = ExportGate()
         started, size = time.perf_counter(), 0
-        _, rows = await LogService(runtime).export(LogFilter(account_id=world.busiest))
+        _, rows = await LogService(runtime).export(world.busiest, LogFilter(account_id=world.busiest))
         async for chunk in export_lines(rows, "jsonl"):
             size += chunk.count(b"\n")
         rate = size / (time.perf_counter() - started)

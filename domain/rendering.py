@@ -4,16 +4,24 @@ A placeholder is `{{`, optional spaces, a variable name (letters, digits, `_`, n
 optional spaces, `}}`. Nothing else is allowed between the braces: no expressions, no attribute access,
 no filters. A value is inserted as it is, never expanded again, so `{{x}}` inside a value stays text.
 `\\{{` writes literal braces. Text is compiled once (split into literals and names); rendering only joins.
+
+What a render produces is bounded (MAX_RENDERED_CHARS), and its size is known before any text is built: the
+literals' length plus, per variable, its occurrences times its value's length. A short template that repeats a
+variable would otherwise multiply a value the client sent into gigabytes.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any, Mapping
 
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 OPEN, CLOSE, ESCAPED_OPEN = "{{", "}}", "\\{{"
 MAX_VARIABLE_NAME = 64
+# Characters a render may produce, all messages together: as many as a /v1 request body may hold bytes
+# (gateway/app.py MAX_BODY), so a template never sends upstream more than a client could have sent itself.
+MAX_RENDERED_CHARS = 16 * 1024 * 1024
 
 
 class InvalidTemplate(ValueError):
@@ -46,13 +54,32 @@ class TemplateVariableInvalid(TemplateRenderError):
     code = "template_variable_invalid"
 
 
+class TemplateTooLarge(TemplateRenderError):
+    """The render would produce more than MAX_RENDERED_CHARS characters."""
+
+    code = "template_too_large"
+
+    def __init__(self, size: int, bound: int = MAX_RENDERED_CHARS):
+        super().__init__(
+            f"the rendered template would hold {size} characters; at most {bound} are allowed "
+            f"(all messages together): send shorter variables or use a shorter template",
+            "",
+        )
+        self.size, self.bound = size, bound
+
+    @property
+    def param(self) -> str:
+        return "variables"
+
+
 class CompiledText:
     """One text split at its placeholders: literals[0] names[0] literals[1] ... names[-1] literals[-1]."""
 
-    __slots__ = ("literals", "names")
+    __slots__ = ("literals", "names", "literal_chars")
 
     def __init__(self, literals: tuple[str, ...], names: tuple[str, ...]):
         self.literals, self.names = literals, names
+        self.literal_chars = sum(map(len, literals))
 
     def render(self, values: Mapping[str, str]) -> str:
         if not self.names:
@@ -105,17 +132,27 @@ def compile_text(text: str) -> CompiledText:
 class CompiledMessages:
     """A template's messages, compiled; `variables` lists the names they use, in order of first use."""
 
-    __slots__ = ("roles", "texts", "variables", "_used")
+    __slots__ = ("roles", "texts", "variables", "_used", "_literal_chars", "_occurrences")
 
     def __init__(self, messages: list[dict[str, str]]):
         self.roles = tuple(m["role"] for m in messages)
         self.texts = tuple(compile_text(m["content"]) for m in messages)
         self.variables = tuple(dict.fromkeys(name for t in self.texts for name in t.names))
         self._used = frozenset(self.variables)
+        self._literal_chars = sum(t.literal_chars for t in self.texts)
+        self._occurrences = Counter(name for t in self.texts for name in t.names)
+
+    def rendered_size(self, values: Mapping[str, str]) -> int:
+        """Characters the messages hold once rendered with `values` (checked by `text_values`), built or not."""
+        return self._literal_chars + sum(count * len(values[name]) for name, count in self._occurrences.items())
 
     def render(self, variables: Mapping[str, Any] | None) -> list[dict[str, str]]:
-        """The messages with every placeholder replaced; strict about missing, unknown and non-text values."""
+        """The messages with every placeholder replaced; strict about missing, unknown and non-text values, and
+        TemplateTooLarge, before any text is built, for a result over MAX_RENDERED_CHARS."""
         values = text_values(variables or {}, self._used, self.variables)
+        size = self.rendered_size(values)
+        if size > MAX_RENDERED_CHARS:
+            raise TemplateTooLarge(size)
         return [{"role": role, "content": text.render(values)} for role, text in zip(self.roles, self.texts)]
 
 

@@ -105,7 +105,7 @@ def spend_window(
             last = datetime.combine(date.fromisoformat(end), datetime.min.time(), timezone.utc) + timedelta(days=1)
             if first < last:
                 return "custom", first, last
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
             pass
     preset = preset if preset in RANGES else DEFAULT_RANGE
     return preset, now - RANGES[preset], now

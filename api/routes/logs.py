@@ -7,16 +7,17 @@ import binascii
 import csv
 import io
 from datetime import datetime
-from typing import AsyncIterator
+from contextlib import aclosing
+from typing import AsyncGenerator, AsyncIterator
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import Provide
-from litestar.response import Stream
 
 from api.auth import current_account, operator
 from api.errors import ApiError
+from api.exports import IdleTimedStream
 from api.routes.bodies import AsOf
 from api.services.logs import LogService
 from domain.bounds import InvalidText, check_aware
@@ -246,8 +247,15 @@ def _csv_line(e: LogEntryOut) -> list:
     ]
 
 
-async def export_lines(rows: AsyncIterator[logs.LogRow], format: str) -> AsyncIterator[bytes]:
-    """The export's body: a CSV header or nothing, then one line per row, sent EXPORT_CHUNK lines at a time."""
+async def export_lines(rows: AsyncGenerator[logs.LogRow, None], format: str) -> AsyncIterator[bytes]:
+    """The export's body: a CSV header or nothing, then one line per row, sent EXPORT_CHUNK lines at a time.
+    Closing it closes `rows` (and what they hold)."""
+    async with aclosing(rows):
+        async for chunk in _lines(rows, format):
+            yield chunk
+
+
+async def _lines(rows: AsyncIterator[logs.LogRow], format: str) -> AsyncIterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if format == "csv":
@@ -281,18 +289,25 @@ class LogController(Controller):
         return await _page(log_service, request, account_id, admin=False)
 
     @get("/export")
-    async def export(self, request: Request, log_service: LogService, account_id: UUID) -> Stream:
-        """Every entry matching the filters, streamed as CSV or JSON lines (`format=csv|jsonl`)."""
+    async def export(self, request: Request, log_service: LogService, account_id: UUID) -> IdleTimedStream:
+        """Every entry matching the filters, streamed as CSV or JSON lines (`format=csv|jsonl`); one export at a
+        time per account (429 `export_in_progress`); ended when the client reads nothing for
+        MESH_EXPORT_IDLE_SECONDS."""
         format = request.query_params.get("format", "jsonl")
         if format not in EXPORT_FORMATS:
             raise _bad("format", f"format takes {' or '.join(EXPORT_FORMATS)}; got {format!r}")
-        as_of, rows = await log_service.export(parse_filter(request.query_params, account_id))
+        as_of, rows = await log_service.export(account_id, parse_filter(request.query_params, account_id))
         headers = {
             "content-disposition": f'attachment; filename="mesh-logs.{format}"',
             "x-mesh-as-of-position": str(as_of.position),
             "x-mesh-as-of-time": as_of.time.isoformat() if as_of.time else "",
         }
-        return Stream(export_lines(rows, format), media_type=EXPORT_FORMATS[format], headers=headers)
+        return IdleTimedStream(
+            export_lines(rows, format),
+            idle_seconds=request.app.state.runtime.export_idle_seconds,
+            media_type=EXPORT_FORMATS[format],
+            headers=headers,
+        )
 
     @get("/{trace_id:uuid}")
     async def get_entry(self, log_service: LogService, account_id: UUID, trace_id: UUID) -> LogEntryDetailOut:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 import msgspec
@@ -43,6 +43,29 @@ class TopUpStarted(msgspec.Struct):
     provider: str
     amount: int  # pico-USD, whole cents
     payment: PaymentStart
+
+
+# The longest [from, to) a spend history grouped by hour or by day may cover: each bucket is a row, and the
+# dashboard draws a bar for each day.
+MAX_SPAN = {"hour": timedelta(days=31), "day": timedelta(days=366)}
+
+
+def check_span(groups: list[str], start: datetime | None, end: datetime | None, now: datetime | None = None) -> None:
+    """A 400 naming the bound when a history by hour or by day covers more than MAX_SPAN (`to` left out: now).
+    Without `from` it is the account's whole history: as many rows as it has hours or days with spend."""
+    finest = next((g for g in MAX_SPAN if g in groups), None)
+    if finest is None or start is None:
+        return
+    bound = MAX_SPAN[finest]
+    span = (end or now or datetime.now(timezone.utc)) - start
+    if span > bound:
+        raise ApiError(
+            400,
+            f"a spend history by {finest} covers at most {bound.days} days; from {start.isoformat()} to "
+            f"{end.isoformat() if end else 'now'} is {span.days} days: ask for a shorter range",
+            "range_too_long",
+            param="from",
+        )
 
 
 def parse_groups(group_by: str) -> list[str]:
@@ -89,8 +112,10 @@ class BillingService:
     async def spend(
         self, account_id: UUID, groups: list[str], start: datetime | None = None, end: datetime | None = None
     ) -> SpendView:
-        """Spend grouped by any of provider, model, key, day, hour, over [start, end)."""
+        """Spend grouped by any of provider, model, key, day, hour, over [start, end) (at most MAX_SPAN by
+        hour or by day)."""
         check_aware(start, "from"), check_aware(end, "to")
+        check_span(groups, start, end)
         async with self.runtime.pool.connection() as conn:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator, cast
+from typing import AsyncGenerator, cast
 from uuid import UUID
 
 import msgspec
+import psycopg
 
+from api.exports import CONNECT_SECONDS
 from api.routes.bodies import AsOf
 from api.runtime import LOGS, Runtime
 from projections import logs
@@ -47,19 +49,22 @@ class LogService:
                 position, time = await position_of(conn, LOGS)
         return LogEntry(row, bodies, AsOf(position, time)) if row is not None else None
 
-    async def export(self, f: logs.LogFilter) -> tuple[AsOf, AsyncIterator[logs.LogRow]]:
-        """Every matching entry, newest first, and the position they are as of, from one snapshot. The rows
-        stream from a server-side cursor (constant memory at millions of rows); their connection is held
-        until the iterator is exhausted or closed."""
-        stream = self._snapshot_rows(f)
+    async def export(self, account_id: UUID, f: logs.LogFilter) -> tuple[AsOf, AsyncGenerator[logs.LogRow, None]]:
+        """Every matching entry, newest first, and the position they are as of, from one snapshot; a 429 while
+        the account has an export running (api/exports.py). The rows stream from a server-side cursor
+        (constant memory at millions of rows) on a connection of the export's own, not the pool's; it and the
+        account's slot are held until the iterator is exhausted or closed."""
+        stream = self._snapshot_rows(account_id, f)
         as_of = cast(AsOf, await anext(stream))  # the first item; every later one is a LogRow
-        return as_of, cast(AsyncIterator[logs.LogRow], stream)
+        return as_of, cast(AsyncGenerator[logs.LogRow, None], stream)
 
-    async def _snapshot_rows(self, f: logs.LogFilter) -> AsyncIterator[AsOf | logs.LogRow]:
-        async with self.runtime.pool.connection() as conn:
-            async with conn.transaction():
-                await conn.execute("set transaction isolation level repeatable read")
-                position, time = await position_of(conn, LOGS)
-                yield AsOf(position, time)
-                async for row in logs.every(conn, f):
-                    yield row
+    async def _snapshot_rows(self, account_id: UUID, f: logs.LogFilter) -> AsyncGenerator[AsOf | logs.LogRow, None]:
+        with self.runtime.exports.hold(account_id):
+            conn = await psycopg.AsyncConnection.connect(self.runtime.database_url, connect_timeout=CONNECT_SECONDS)
+            async with conn:
+                async with conn.transaction():
+                    await conn.execute("set transaction isolation level repeatable read, read only")
+                    position, time = await position_of(conn, LOGS)
+                    yield AsOf(position, time)
+                    async for row in logs.every(conn, f):
+                        yield row

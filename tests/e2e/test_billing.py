@@ -6,6 +6,8 @@ import time
 from datetime import datetime, timezone
 from decimal import Decimal
 
+import httpx
+
 from tests.e2e.test_walking_skeleton import api, cost, sign_up, wait_for_balance
 
 
@@ -77,3 +79,38 @@ def test_balance_at_any_instant_and_spend_history(mesh):
     assert bad.status_code == 400 and "provider, model, key, day, hour" in bad.json()["error"]["message"]
     naive = api(mesh, "GET", "/api/billing/balance", token, params={"at": "2026-01-01T00:00:00"})
     assert naive.status_code == 400
+
+
+def test_a_spend_history_by_day_or_hour_covers_a_bounded_range(mesh):
+    """1970 to 8999 by day is 2.56 million days: refused with the bound, on the API and on the dashboard page."""
+    _, token = sign_up(mesh)
+    epoch, far = "1970-01-01T00:00:00Z", "8999-12-31T00:00:00Z"
+    for group_by, start, end, bound in [
+        ("day", epoch, far, "366 days"),
+        ("model,day", epoch, None, "366 days"),  # `to` left out: now
+        ("hour", "2027-01-01T00:00:00Z", "2027-02-01T00:00:01Z", "31 days"),
+        ("day,hour", "2027-01-01T00:00:00Z", "2027-03-01T00:00:00Z", "31 days"),
+    ]:
+        params = {"group_by": group_by, "from": start, **({"to": end} if end else {})}
+        r = api(mesh, "GET", "/api/billing/spend", token, params=params)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "range_too_long" and error["param"] == "from", error
+        assert f"by {group_by.split(',')[-1]} covers at most {bound}" in error["message"], error
+    for group_by, start, end in [
+        ("day", "2027-01-01T00:00:00Z", "2028-01-02T00:00:00Z"),  # 366 days
+        ("hour", "2027-01-01T00:00:00Z", "2027-02-01T00:00:00Z"),  # 31 days
+        ("model", epoch, far),  # no bucket per day: any range
+        ("day", None, None),  # the whole history: the days with spend
+    ]:
+        params = {"group_by": group_by, **({"from": start, "to": end} if start else {})}
+        r = api(mesh, "GET", "/api/billing/spend", token, params=params)
+        assert r.status_code == 200, r.text
+
+    page = httpx.get(
+        mesh.url + "/billing", params={"start": "1970-01-01", "end": "8999-12-31"}, cookies={"mesh_session": token}
+    )
+    assert page.status_code == 400 and "a spend history by day covers at most 366 days" in page.text
+    for start, end in [("2027-01-01", "2027-12-31"), ("9999-12-31", "9999-12-31")]:  # the last: the default range
+        shown = httpx.get(mesh.url + "/billing", params={"start": start, "end": end}, cookies={"mesh_session": token})
+        assert shown.status_code == 200, shown.text[-2000:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -377,3 +378,58 @@ def test_template_fields_are_checked_in_chat_requests(mesh, owner):  # noqa: F81
     r = chat(mesh, key, {"template": "nothing-here", "messages": []})
     assert r.status_code == 404 and r.json()["error"]["code"] == "template_not_found"
     assert chat(mesh, key, {"messages": []}).status_code == 400  # without a template, messages are still needed
+
+
+# 256,000 characters of {{a}} (the most a template may hold) with a 40 KB value would render to 2 GB.
+REPEATED = [{"role": "user", "content": "{{a}}" * 20_000}] * 2 + [{"role": "user", "content": "{{a}}" * 11_200}]
+HUGE_VALUE = "x" * 40_000
+HUGE_SIZE = 51_200 * 40_000
+RENDER_BOUND = 16 * 1024 * 1024  # MAX_RENDERED_CHARS, the /v1 body limit
+
+
+def peak_memory(mesh) -> int:
+    """The `mesh up` process's peak resident memory so far (bytes): the gateway, API and dashboard run in it."""
+    status = open(f"/proc/{mesh.process.pid}/status").read()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
+
+
+def too_large(error: dict) -> None:
+    assert error["code"] == "template_too_large" and error["param"] == "variables", error
+    assert str(HUGE_SIZE) in error["message"] and str(RENDER_BOUND) in error["message"], error
+
+
+def test_a_render_that_would_be_gigabytes_is_refused_before_it_is_built(mesh, owner):  # noqa: F811
+    """On the free mesh/echo, through the render route, and through the dashboard's Test: each a 400 giving
+    the size and the bound, and the process's peak memory stays where it was (building it took 2 GB each)."""
+    _, token = owner
+    template = create(mesh, token, messages=REPEATED, defaults={"model": "mesh/echo"})
+    key = new_key(mesh, token, default_model="mesh/echo")["key"]
+    before = peak_memory(mesh)
+
+    r = chat(mesh, key, {"template": template["name"], "variables": {"a": HUGE_VALUE}})
+    assert r.status_code == 400, r.text
+    too_large(r.json()["error"])
+
+    r = api(mesh, "POST", f"/api/templates/{template['id']}/render", token, json={"variables": {"a": HUGE_VALUE}})
+    assert r.status_code == 400, r.text
+    too_large(r.json()["error"])
+
+    with httpx.Client(base_url=mesh.url, cookies={"mesh_session": token}, timeout=30) as browser:
+        editor = browser.get(f"/templates/{template['id']}")
+        assert editor.status_code == 200, editor.text
+        csrf = re.search(r'name="_csrf_token" value="([^"]+)"', editor.text).group(1)
+        shown = browser.post(
+            f"/templates/{template['id']}/test", data={"_csrf_token": csrf, "var_a": HUGE_VALUE, "key": key}
+        )
+        swapped = browser.post(  # what htmx sends: the result alone comes back
+            f"/templates/{template['id']}/test",
+            data={"_csrf_token": csrf, "var_a": HUGE_VALUE, "key": key},
+            headers={"hx-request": "true"},
+        )
+    for answer in (shown, swapped):
+        assert answer.status_code == 200, answer.text[-2000:]
+        assert f"the rendered template would hold {HUGE_SIZE} characters; at most {RENDER_BOUND}" in answer.text
+
+    assert peak_memory(mesh) - before < 100 * 1024 * 1024
+    r = chat(mesh, key, {"template": template["name"], "variables": {"a": "y"}})  # 51,200 characters: within the bound
+    assert r.status_code == 200, r.text

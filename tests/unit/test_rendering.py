@@ -3,8 +3,10 @@
 import pytest
 
 from domain.rendering import (
+    MAX_RENDERED_CHARS,
     CompiledMessages,
     InvalidTemplate,
+    TemplateTooLarge,
     TemplateVariableInvalid,
     TemplateVariableMissing,
     TemplateVariableUnknown,
@@ -133,3 +135,44 @@ def test_rendering_does_not_change_the_compiled_template():
     compiled = CompiledMessages([{"role": "user", "content": "{{a}}"}])
     assert compiled.render({"a": "1"}) == [{"role": "user", "content": "1"}]
     assert compiled.render({"a": "2"}) == [{"role": "user", "content": "2"}]
+
+
+def test_the_rendered_size_is_literals_plus_occurrences_times_value_lengths():
+    compiled = CompiledMessages(
+        [{"role": "system", "content": "ab{{x}}c{{ y }}{{x}}"}, {"role": "user", "content": r"\{{x}}{{y}}!"}]
+    )
+    values = {"x": "12345", "y": "é🌍"}
+    rendered = compiled.render(values)
+    assert compiled.rendered_size(values) == sum(len(m["content"]) for m in rendered) == 3 + 6 + 2 * 5 + 2 * 2
+
+
+def test_a_render_over_the_bound_is_refused_with_its_size_before_any_text_is_built():
+    """256,000 characters of {{a}} with a 40 KB value would be 2 GB: refused from the counts alone."""
+    import tracemalloc
+
+    compiled = CompiledMessages([{"role": "user", "content": "{{a}}" * 51_200}])
+    value = "x" * 40_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateTooLarge) as caught:
+            compiled.render({"a": value})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+    size = 51_200 * 40_000
+    assert caught.value.code == "template_too_large" and caught.value.param == "variables"
+    assert str(size) in str(caught.value) and str(MAX_RENDERED_CHARS) in str(caught.value)
+
+
+def test_a_render_of_exactly_the_bound_is_allowed():
+    compiled = CompiledMessages([{"role": "user", "content": "<{{a}}>"}])
+    assert len(compiled.render({"a": "x" * (MAX_RENDERED_CHARS - 2)})[0]["content"]) == MAX_RENDERED_CHARS
+    with pytest.raises(TemplateTooLarge):
+        compiled.render({"a": "x" * (MAX_RENDERED_CHARS - 1)})
+
+
+def test_the_bound_is_the_v1_body_limit():
+    from gateway.app import MAX_BODY
+
+    assert MAX_RENDERED_CHARS == MAX_BODY
