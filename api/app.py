@@ -16,6 +16,7 @@ from api.dashboard.pages import STATIC, AuthPages, DashboardConfig, DashboardPag
 from api.dashboard.session import CSRF_COOKIE
 from api.docs import docs_assets, openapi_config
 from api.errors import EXCEPTION_HANDLERS, MeshRequest
+from api.openapi import finish_openapi
 from api.routes.accounts import AccountController
 from api.routes.admin import AdminController
 from api.routes.billing import BillingController
@@ -62,6 +63,7 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
         ),
         logging_config=None,  # `mesh` configures logging once, for every part
     )
+    finish_openapi(app)
     app.state.runtime = runtime
     app.state.services = Services(runtime)
     app.state.dashboard = dashboard or DashboardConfig()

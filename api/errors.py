@@ -116,7 +116,13 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
             404, exc.detail if exc.detail != "Not Found" else f"no route {request.url.path}", "not_found"
         )
     if isinstance(exc, MethodNotAllowedException):
-        return error_response(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed")
+        allow = (exc.headers or {}).get("allow", "")
+        return error_response(
+            405,
+            f"{request.method} is not allowed on {request.url.path}; allowed: {allow}",
+            "method_not_allowed",
+            headers={"allow": allow},
+        )
     if isinstance(exc, NotAuthorizedException):
         return error_response(401, exc.detail, "unauthorized")
     if isinstance(exc, PermissionDeniedException):
