@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import msgspec
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi.datastructures import ResponseSpec
@@ -27,6 +28,7 @@ from litestar.openapi.spec import (
 )
 from litestar.openapi.spec.enums import OpenAPIType
 
+from domain.bounds import TIME_PATTERN
 from gateway.errors import ErrorResponse
 
 ERROR_SCHEMA = "ErrorResponse"  # the component every error response refers to
@@ -92,7 +94,8 @@ def security_components() -> Components:
 
 def finish_openapi(app: Litestar) -> None:
     """Complete the app's OpenAPI document (built once, here, before anything serves it): see the module doc."""
-    openapi = app.plugins.get(OpenAPIPlugin).provide_openapi()
+    plugin = app.plugins.get(OpenAPIPlugin)
+    openapi = plugin.provide_openapi()
     schemas = openapi.components.schemas
     for path_item in (openapi.paths or {}).values():
         for method in ("get", "put", "post", "delete", "patch"):
@@ -125,6 +128,33 @@ def finish_openapi(app: Litestar) -> None:
                 }
     if ERROR_SCHEMA not in schemas:  # no handler declared an error itself: register the shape
         raise RuntimeError("no route declares errors(...); the ErrorResponse component is missing")
+    document = openapi.to_schema()
+    # A request body is read by msgspec (strictly: api/strict_input.py), so msgspec states it: every constraint,
+    # also inside unions (Litestar's generator drops those of `str | int` members), and no unknown fields.
+    bodies = [s for s in _structs(msgspec.Struct) if s.__struct_config__.forbid_unknown_fields]
+    _, components = msgspec.json.schema_components(bodies, ref_template="#/components/schemas/{name}")
+    document["components"]["schemas"].update(components)
+    _pattern_times(document)
+    plugin._openapi_schema = document  # what /schema/openapi.json serves
+
+
+def _pattern_times(node: Any) -> None:
+    """Every time a client sends is checked by domain.bounds.check_aware: its year, stated as TIME_PATTERN."""
+    if isinstance(node, dict):
+        if node.get("format") == "date-time":
+            node["pattern"] = TIME_PATTERN
+        for value in node.values():
+            _pattern_times(value)
+    elif isinstance(node, list):
+        for value in node:
+            _pattern_times(value)
+
+
+def _structs(base: type) -> list[type]:
+    found = []
+    for sub in base.__subclasses__():
+        found += [sub, *_structs(sub)]
+    return found
 
 
 def _error_response(status: int) -> OpenAPIResponse:

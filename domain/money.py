@@ -24,6 +24,8 @@ def usd_to_pico(value: str | int | Decimal, *, field: str = "amount_usd", decima
 
     Floats are refused: they cannot carry money exactly.
     """
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_USD:
+        value = int(value)  # 5.0 is the whole number JSON Schema's "integer" also admits: exact
     if isinstance(value, bool) or isinstance(value, float):
         raise InvalidAmount(f'{field} must be a decimal string such as "12.50", not a {type(value).__name__}')
     try:

@@ -13,7 +13,7 @@ from litestar.params import Parameter
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
 from api.routes.bodies import AsOf
-from api.services.billing import BillingService, parse_groups
+from api.services.billing import GROUP_BY_PATTERN, BillingService, parse_groups
 from domain.money import pico_to_usd
 
 
@@ -66,7 +66,7 @@ class BillingController(Controller):
         self,
         billing_service: BillingService,
         account_id: UUID,
-        group_by: str = "day",
+        group_by: str = Parameter(query="group_by", default="day", pattern=GROUP_BY_PATTERN),
         start: datetime | None = Parameter(query="from", default=None),
         end: datetime | None = Parameter(query="to", default=None),
     ) -> SpendOut:

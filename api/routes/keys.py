@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
@@ -15,16 +15,19 @@ from api.openapi import ACCOUNT, errors
 from api.auth import current_account
 from api.routes.bodies import AsOf
 from api.services.keys import KeyService, KeyView, error_rate
-from domain.apikey import MAX_ROTATION_GRACE, ApiKey
+from domain.apikey import CAP_PERIODS, MAX_ROTATION_GRACE, ApiKey
 from domain.bounds import AmountIn, AwareDatetime, Label, ModelId, ModelIds
 from domain.money import pico_to_usd
 from projections import billing, directory
 
 
+CapPeriod = Literal[CAP_PERIODS]  # type: ignore[valid-type]
+
+
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
     label: Label
     spend_cap_usd: AmountIn | None = None
-    cap_reset: Label | None = None
+    cap_reset: CapPeriod | None = None
     default_model: ModelId | None = None
     allowed_models: ModelIds | None = None
     expires_at: AwareDatetime | None = None
@@ -34,7 +37,7 @@ class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
 class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
     label: Label | msgspec.UnsetType = msgspec.UNSET
     spend_cap_usd: AmountIn | None | msgspec.UnsetType = msgspec.UNSET
-    cap_reset: Label | None | msgspec.UnsetType = msgspec.UNSET
+    cap_reset: CapPeriod | None | msgspec.UnsetType = msgspec.UNSET
     default_model: ModelId | None | msgspec.UnsetType = msgspec.UNSET
     allowed_models: ModelIds | None | msgspec.UnsetType = msgspec.UNSET
     expires_at: AwareDatetime | None | msgspec.UnsetType = msgspec.UNSET

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -16,32 +16,48 @@ from api.auth import current_account
 from api.routes.bodies import AsOf
 from api.services.templates import TemplateContent, TemplateService, variables
 from domain.events import event_name
-from domain.template import Template
+from domain.bounds import MAX_MODEL_ID_LENGTH, text
+from domain.template import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_MESSAGE_CHARS,
+    MAX_MESSAGES,
+    MAX_NAME_LENGTH,
+    MAX_STOP_CHARS,
+    MAX_STOP_SEQUENCES,
+    ROLES,
+    Template,
+)
 from projections import templates as read_model
 
 
+# The domain's rules (domain/template.py), stated in the document; the domain checks the rest (placeholders,
+# invisible characters in a name, the messages' total size) with the same constants.
+Role = Literal[ROLES]  # type: ignore[valid-type]
+StopText = Annotated[str, text(MAX_STOP_CHARS, min_length=1, multiline=True)]
+
+
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
-    role: str
-    content: str
+    role: Role
+    content: Annotated[str, text(MAX_MESSAGE_CHARS, multiline=True)]
 
 
 class DefaultsIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    model: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    stop: str | list[str] | None = None
+    model: Annotated[str, text(MAX_MODEL_ID_LENGTH, min_length=1)] | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    stop: StopText | Annotated[list[StopText], msgspec.Meta(min_length=1, max_length=MAX_STOP_SEQUENCES)] | None = None
 
 
 class TemplateIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    messages: list[MessageIn]
-    description: str | None = None
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[^\x00-\x1f\x7f@]*$")]
+    messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)]
+    description: Annotated[str, text(MAX_DESCRIPTION_LENGTH, multiline=True)] | None = None
     defaults: DefaultsIn | None = None
 
 
 class LabelIn(msgspec.Struct, forbid_unknown_fields=True):
-    version: int
+    version: Annotated[int, msgspec.Meta(ge=1)]
 
 
 class RenderIn(msgspec.Struct, forbid_unknown_fields=True):
