@@ -7,7 +7,7 @@ import hmac
 import secrets
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
@@ -16,6 +16,8 @@ from api.dashboard.pages import STATIC, AuthPages, DashboardConfig, DashboardPag
 from api.dashboard.session import CSRF_COOKIE
 from api.docs import docs_assets, openapi_config
 from api.errors import EXCEPTION_HANDLERS, MeshRequest
+from api.openapi import finish_openapi
+from api.strict_input import check_strict_input
 from api.routes.accounts import AccountController
 from api.routes.admin import AdminController
 from api.routes.billing import BillingController
@@ -52,6 +54,7 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
         openapi_config=openapi_config(),
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=MeshRequest,
+        before_request=before_request,
         dependencies=SERVICE_DEPENDENCIES,
         template_config=TemplateConfig(instance=dashboard_templates()),
         csrf_config=CSRFConfig(
@@ -62,10 +65,30 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
         ),
         logging_config=None,  # `mesh` configures logging once, for every part
     )
+    finish_openapi(app)
+    _allow_every_method(app)
     app.state.runtime = runtime
     app.state.services = Services(runtime)
     app.state.dashboard = dashboard or DashboardConfig()
     return app
+
+
+def _allow_every_method(app: Litestar) -> None:
+    """OPTIONS answers `Allow` from its own route's methods, and Litestar keeps handlers of one path declared apart
+    (e.g. GET and POST /api/keys) as routes apart: the app's OPTIONS answers list every method of the path."""
+    methods: dict[str, set[str]] = {}
+    for route in app.routes:
+        for path in (route.path, route.path_format):  # the routing's path template is either, by Litestar version
+            methods.setdefault(path, set()).update(route.methods)
+    app.state.allowed_methods = methods
+
+
+async def before_request(request: Request) -> Response | None:
+    if request.method == "OPTIONS":
+        allowed = request.app.state.allowed_methods.get(request.scope["path_template"], {"OPTIONS"})
+        return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(allowed))})
+    await check_strict_input(request)
+    return None
 
 
 def _csrf_secret(runtime: Runtime | None) -> str:

@@ -12,6 +12,8 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path
 
+from api.openapi import security_components
+
 DOCS_PATH = "/schema"  # the page; the document is at /schema/openapi.json
 ASSETS_PATH = "/schema/assets"
 
@@ -31,7 +33,13 @@ def openapi_config() -> OpenAPIConfig:
         favicon=f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/favicon-32x32.png'>",
         path="/",
     )
-    return OpenAPIConfig(title="Mesh", version=package_version(), path=DOCS_PATH, render_plugins=[swagger])
+    return OpenAPIConfig(
+        title="Mesh",
+        version=package_version(),
+        path=DOCS_PATH,
+        render_plugins=[swagger],
+        components=security_components(),
+    )
 
 
 docs_assets = create_static_files_router(

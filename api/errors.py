@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import msgspec
 import nats.errors
@@ -17,7 +18,7 @@ from commands.accounts import BadCredentials, EmailTaken, InvalidPassword, Wrong
 from commands.app import Conflict, NotFound
 from domain.account import InvalidCreditGrant, InvalidEmail
 from domain.apikey import InvalidKeySettings, KeyRevoked
-from domain.bounds import PATTERN_RULES, InvalidText
+from domain.bounds import FLOAT_AMOUNT_RULE, PATTERN_RULES, InvalidText
 from domain.money import InvalidAmount
 from domain.ratelimit import RateLimited
 from domain.rendering import InvalidTemplate, TemplateTooLarge, TemplateVariableInvalid, TemplateVariableMissing
@@ -66,6 +67,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
 
 
 NESTED_TOO_DEEPLY = "JSON nests too deeply"
+# msgspec's words for a float where an amount (domain/bounds.py AmountIn) goes
+FLOAT_AMOUNT = re.compile(r"Expected `float` that's a multiple of 1\.0()? - at `\$\.(\w*usd\w*)`")
 
 
 class MeshRequest(Request):
@@ -118,7 +121,13 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
             404, exc.detail if exc.detail != "Not Found" else f"no route {request.url.path}", "not_found"
         )
     if isinstance(exc, MethodNotAllowedException):
-        return error_response(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed")
+        allow = (exc.headers or {}).get("allow", "")
+        return error_response(
+            405,
+            f"{request.method} is not allowed on {request.url.path}; allowed: {allow}",
+            "method_not_allowed",
+            headers={"allow": allow},
+        )
     if isinstance(exc, NotAuthorizedException):
         return error_response(401, exc.detail, "unauthorized")
     if isinstance(exc, PermissionDeniedException):
@@ -163,6 +172,7 @@ def _validation_message(exc: ValidationException) -> str:
             message = item.get("message", "")
             if key == "data" and message == "'data'":  # Litestar's word for a missing body
                 message = "a JSON body is required"
+            message = FLOAT_AMOUNT.sub(lambda m: f"{m.group(2)} is a float; {FLOAT_AMOUNT_RULE}", message)
             for pattern, rule in PATTERN_RULES.items():
                 message = message.replace(
                     f"Expected `str` matching regex {pattern!r}", f"contains a character that is not allowed; {rule}"

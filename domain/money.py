@@ -19,11 +19,15 @@ class InvalidAmount(ValueError):
     """An amount of money that is not a finite decimal number we can represent exactly."""
 
 
-def usd_to_pico(value: str | int | Decimal, *, field: str = "amount_usd", decimals: int = MAX_USD_DECIMALS) -> int:
+def usd_to_pico(
+    value: str | int | float | Decimal, *, field: str = "amount_usd", decimals: int = MAX_USD_DECIMALS
+) -> int:
     """Parse a USD amount given as a decimal string (or int) into pico-USD, exactly.
 
-    Floats are refused: they cannot carry money exactly.
+    Floats are refused (they cannot carry money exactly), except a whole one such as 5.0.
     """
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_USD:
+        value = int(value)  # 5.0 is the whole number JSON Schema's "integer" also admits: exact
     if isinstance(value, bool) or isinstance(value, float):
         raise InvalidAmount(f'{field} must be a decimal string such as "12.50", not a {type(value).__name__}')
     try:

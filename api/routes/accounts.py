@@ -12,6 +12,7 @@ import msgspec
 from litestar import Controller, Request, post
 from litestar.di import Provide
 
+from api.openapi import ACCOUNT, errors
 from api.auth import current_account, presented_token_hash
 from domain.bounds import Email
 from api.services.accounts import AccountService
@@ -40,22 +41,28 @@ def client_address(request: Request) -> str:
 class AccountController(Controller):
     path = "/api"
 
-    @post("/signup", status_code=201)
+    @post("/signup", status_code=201, responses=errors(400, 409, 429, 503))
     async def signup(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
         session = await account_service.sign_up(data.email, data.password, client_address(request))
         return SessionOut(session.account_id, session.management_token)
 
-    @post("/login", status_code=200)
+    @post("/login", status_code=200, responses=errors(400, 401, 429, 503))
     async def login(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
         session = await account_service.log_in(data.email, data.password, client_address(request))
         return SessionOut(session.account_id, session.management_token)
 
-    @post("/logout", status_code=204, dependencies={"account_id": Provide(current_account)})
+    @post("/logout", status_code=204, dependencies={"account_id": Provide(current_account)}, security=ACCOUNT)
     async def logout(self, request: Request, account_service: AccountService, account_id: UUID) -> None:
         """Revoke the management token this request carries."""
         await account_service.log_out(account_id, presented_token_hash(request))
 
-    @post("/password", status_code=200, dependencies={"account_id": Provide(current_account)})
+    @post(
+        "/password",
+        status_code=200,
+        dependencies={"account_id": Provide(current_account)},
+        security=ACCOUNT,
+        responses=errors(400, 403, 429),
+    )
     async def change_password(
         self, account_service: AccountService, account_id: UUID, data: PasswordChange
     ) -> SessionOut:

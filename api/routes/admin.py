@@ -9,6 +9,7 @@ import msgspec
 from litestar import Controller, Request, get, post, put
 from litestar.di import Provide
 
+from api.openapi import OPERATOR, errors
 from api.auth import operator
 from api.errors import ApiError
 from api.routes.models import ModelListOut, ModelOut, model_out
@@ -63,9 +64,10 @@ class TransferOut(msgspec.Struct):
 
 class AdminController(Controller):
     path = "/admin"
+    security = OPERATOR
     dependencies = {"_operator": Provide(operator)}
 
-    @post("/accounts/{account_id:uuid}/credits", status_code=201)
+    @post("/accounts/{account_id:uuid}/credits", status_code=201, responses=errors(400, 404, 503))
     async def grant_credits(
         self, request: Request, _operator: None, account_id: UUID, data: CreditGrantIn
     ) -> CreditGrantOut:
@@ -75,7 +77,7 @@ class AdminController(Controller):
         await runtime.caught_up(BILLING, position)
         return CreditGrantOut(account_id, pico_to_usd(amount), position)
 
-    @post("/topups/{reference:str}/confirm", status_code=200)
+    @post("/topups/{reference:str}/confirm", status_code=200, responses=errors(400, 404, 409, 503))
     async def confirm_transfer(
         self, request: Request, _operator: None, reference: str, data: TransferIn | None = None
     ) -> TransferOut:
@@ -98,7 +100,7 @@ class AdminController(Controller):
         runtime: Runtime = request.app.state.runtime
         return ModelListOut([model_out(m) for m in sorted(runtime.catalog.models.values(), key=lambda m: m.id)])
 
-    @put("/models/{model_id:path}")
+    @put("/models/{model_id:path}", responses=errors(400, 404, 503))
     async def change_model(self, request: Request, _operator: None, model_id: str, data: ModelChangeIn) -> ModelOut:
         """Change a model's price and/or switch it on or off; requests that start afterwards see it."""
         runtime: Runtime = request.app.state.runtime

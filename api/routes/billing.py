@@ -10,9 +10,10 @@ from litestar import Controller, get
 from litestar.di import Provide
 from litestar.params import Parameter
 
+from api.openapi import ACCOUNT, errors
 from api.auth import current_account
 from api.routes.bodies import AsOf
-from api.services.billing import BillingService, parse_groups
+from api.services.billing import GROUP_BY_PATTERN, BillingService, parse_groups
 from domain.money import pico_to_usd
 
 
@@ -45,9 +46,10 @@ class SpendOut(msgspec.Struct):
 
 class BillingController(Controller):
     path = "/api/billing"
+    security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @get("/balance")
+    @get("/balance", responses=errors(400))
     async def balance(
         self,
         billing_service: BillingService,
@@ -59,12 +61,12 @@ class BillingController(Controller):
         b = view.balance
         return BalanceOut(pico_to_usd(b.available), pico_to_usd(b.credits), pico_to_usd(b.spend), view.as_of)
 
-    @get("/spend")
+    @get("/spend", responses=errors(400))
     async def spend(
         self,
         billing_service: BillingService,
         account_id: UUID,
-        group_by: str = "day",
+        group_by: str = Parameter(query="group_by", default="day", pattern=GROUP_BY_PATTERN),
         start: datetime | None = Parameter(query="from", default=None),
         end: datetime | None = Parameter(query="to", default=None),
     ) -> SpendOut:

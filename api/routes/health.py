@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from api.runtime import READ_MODELS, Runtime
 from projections.quarantine import quarantined
@@ -35,7 +36,10 @@ class HealthOut(msgspec.Struct):
     quarantined: list[QuarantineHealth] = []  # events a projection could not apply: `mesh projections retry`
 
 
-@get("/health")
+@get(
+    "/health",
+    responses={503: ResponseSpec(HealthOut, description="NATS, PostgreSQL or a child process is not reachable")},
+)
 async def health(request: Request) -> Response[HealthOut]:
     runtime: Runtime = request.app.state.runtime
     head: int | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
@@ -11,19 +11,23 @@ from litestar import Controller, get, patch, post
 from litestar.di import Provide
 from litestar.params import Parameter
 
+from api.openapi import ACCOUNT, errors
 from api.auth import current_account
 from api.routes.bodies import AsOf
 from api.services.keys import KeyService, KeyView, error_rate
-from domain.apikey import MAX_ROTATION_GRACE, ApiKey
+from domain.apikey import CAP_PERIODS, MAX_ROTATION_GRACE, ApiKey
 from domain.bounds import AmountIn, AwareDatetime, Label, ModelId, ModelIds
 from domain.money import pico_to_usd
 from projections import billing, directory
 
 
+CapPeriod = Literal[CAP_PERIODS]  # type: ignore[valid-type]
+
+
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
     label: Label
     spend_cap_usd: AmountIn | None = None
-    cap_reset: Label | None = None
+    cap_reset: CapPeriod | None = None
     default_model: ModelId | None = None
     allowed_models: ModelIds | None = None
     expires_at: AwareDatetime | None = None
@@ -33,7 +37,7 @@ class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
 class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
     label: Label | msgspec.UnsetType = msgspec.UNSET
     spend_cap_usd: AmountIn | None | msgspec.UnsetType = msgspec.UNSET
-    cap_reset: Label | None | msgspec.UnsetType = msgspec.UNSET
+    cap_reset: CapPeriod | None | msgspec.UnsetType = msgspec.UNSET
     default_model: ModelId | None | msgspec.UnsetType = msgspec.UNSET
     allowed_models: ModelIds | None | msgspec.UnsetType = msgspec.UNSET
     expires_at: AwareDatetime | None | msgspec.UnsetType = msgspec.UNSET
@@ -156,9 +160,10 @@ def view_out(view: KeyView, as_of: AsOf | None = None) -> KeyOut:
 
 class KeyController(Controller):
     path = "/api/keys"
+    security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=errors(400))
     async def create(self, key_service: KeyService, account_id: UUID, data: KeyIn) -> CreatedKeyOut:
         created = await key_service.create(
             account_id,
@@ -172,7 +177,7 @@ class KeyController(Controller):
         )
         return aggregate_out(created.key, created.secret)
 
-    @get("/")
+    @get("/", responses=errors(400))
     async def list_keys(
         self,
         key_service: KeyService,
@@ -183,7 +188,7 @@ class KeyController(Controller):
         listing = await key_service.listing(account_id, start, end)
         return KeyListOut([view_out(v) for v in listing.keys], listing.as_of)
 
-    @get("/{key_id:uuid}")
+    @get("/{key_id:uuid}", responses=errors(400, 404))
     async def get_key(
         self,
         key_service: KeyService,
@@ -195,24 +200,24 @@ class KeyController(Controller):
         view, as_of = await key_service.one(account_id, key_id, start, end)
         return view_out(view, as_of)
 
-    @patch("/{key_id:uuid}")
+    @patch("/{key_id:uuid}", responses=errors(400, 404, 409))
     async def update(self, key_service: KeyService, account_id: UUID, key_id: UUID, data: KeyPatch) -> KeyOut:
         changed = await key_service.update(account_id, key_id, msgspec.structs.asdict(data))
         return aggregate_out(changed.key)
 
-    @post("/{key_id:uuid}/revoke", status_code=200)
+    @post("/{key_id:uuid}/revoke", status_code=200, responses=errors(404, 409))
     async def revoke(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> KeyOut:
         return aggregate_out((await key_service.act(account_id, key_id, "revoke")).key)
 
-    @post("/{key_id:uuid}/disable", status_code=200)
+    @post("/{key_id:uuid}/disable", status_code=200, responses=errors(404, 409))
     async def disable(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> KeyOut:
         return aggregate_out((await key_service.act(account_id, key_id, "disable")).key)
 
-    @post("/{key_id:uuid}/enable", status_code=200)
+    @post("/{key_id:uuid}/enable", status_code=200, responses=errors(404, 409))
     async def enable(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> KeyOut:
         return aggregate_out((await key_service.act(account_id, key_id, "enable")).key)
 
-    @post("/{key_id:uuid}/rotate", status_code=200)
+    @post("/{key_id:uuid}/rotate", status_code=200, responses=errors(400, 404, 409))
     async def rotate(
         self, key_service: KeyService, account_id: UUID, key_id: UUID, data: RotateIn | None = None
     ) -> CreatedKeyOut:
@@ -220,7 +225,7 @@ class KeyController(Controller):
         rotated = await key_service.rotate(account_id, key_id, grace)
         return aggregate_out(rotated.key, rotated.secret)
 
-    @get("/{key_id:uuid}/events")
+    @get("/{key_id:uuid}/events", responses=errors(404))
     async def history(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> list[KeyEventOut]:
         return [
             KeyEventOut(e.type, e.time, e.version, e.by, e.details)

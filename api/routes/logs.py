@@ -15,6 +15,7 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.di import Provide
 
+from api.openapi import ACCOUNT, OPERATOR, content, errors
 from api.auth import current_account, operator
 from api.errors import ApiError
 from api.exports import IdleTimedStream
@@ -27,6 +28,11 @@ from projections import logs
 DEFAULT_PAGE = 50
 EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 EXPORT_CHUNK = 500  # rows per write of an export
+EXPORT_HEADERS = {  # what the export's answer carries beside its body
+    "x-mesh-as-of-position": "the stream position the export reflects",
+    "x-mesh-as-of-time": "the time of that event (ISO 8601), empty before the first",
+    "content-disposition": "attachment; filename=mesh-logs.csv or .jsonl",
+}
 
 
 class LatencyOut(msgspec.Struct):
@@ -280,15 +286,16 @@ async def _lines(rows: AsyncIterator[logs.LogRow], format: str) -> AsyncIterator
 
 class LogController(Controller):
     path = "/api/logs"
+    security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @get("/")
+    @get("/", responses=errors(400))
     async def list_logs(self, request: Request, log_service: LogService, account_id: UUID) -> LogPageOut:
         """Requests of this account, newest first; filters: from, to (ISO 8601, [from, to)), model, provider,
         key_id, status (success | error), min_latency_ms; limit (1-500, default 50); cursor (next_cursor)."""
         return await _page(log_service, request, account_id, admin=False)
 
-    @get("/export")
+    @get("/export", responses=errors(400, 429), opt=content(EXPORT_FORMATS.values(), EXPORT_HEADERS))
     async def export(self, request: Request, log_service: LogService, account_id: UUID) -> IdleTimedStream:
         """Every entry matching the filters, streamed as CSV or JSON lines (`format=csv|jsonl`); one export at a
         time per account (429 `export_in_progress`); ended when the client reads nothing for
@@ -309,7 +316,7 @@ class LogController(Controller):
             headers=headers,
         )
 
-    @get("/{trace_id:uuid}")
+    @get("/{trace_id:uuid}", responses=errors(404))
     async def get_entry(self, log_service: LogService, account_id: UUID, trace_id: UUID) -> LogEntryDetailOut:
         found = await log_service.entry(account_id, trace_id)
         if found is None:
@@ -326,9 +333,10 @@ class LogController(Controller):
 
 class AdminLogController(Controller):
     path = "/admin/logs"
+    security = OPERATOR
     dependencies = {"_operator": Provide(operator)}
 
-    @get("/")
+    @get("/", responses=errors(400, 503))
     async def list_logs(self, request: Request, log_service: LogService, _operator: None) -> LogPageOut:
         """Requests of every account, newest first: the account's filters plus account_id."""
         account_id = request.query_params.get("account_id")

@@ -8,6 +8,7 @@ import msgspec
 from litestar import Controller, get
 from litestar.di import Provide
 
+from api.openapi import ACCOUNT, errors
 from api.auth import current_account
 from api.services.models import ModelService
 from gateway.catalog import Model
@@ -44,8 +45,9 @@ def model_out(model: Model) -> ModelOut:
 
 class ModelController(Controller):
     path = "/api/models"
+    security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @get("/")
+    @get("/", responses=errors(400))
     async def list_models(self, model_service: ModelService, account_id: UUID, free: bool = False) -> ModelListOut:
         return ModelListOut([model_out(m) for m in model_service.enabled(free)])

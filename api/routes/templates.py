@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -11,36 +11,53 @@ from litestar import Controller, delete, get, post, put
 from litestar.di import Provide
 from litestar.params import Parameter
 
+from api.openapi import ACCOUNT, errors
 from api.auth import current_account
 from api.routes.bodies import AsOf
 from api.services.templates import TemplateContent, TemplateService, variables
 from domain.events import event_name
-from domain.template import Template
+from domain.bounds import MAX_MODEL_ID_LENGTH, text
+from domain.template import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_MESSAGE_CHARS,
+    MAX_MESSAGES,
+    MAX_NAME_LENGTH,
+    MAX_STOP_CHARS,
+    MAX_STOP_SEQUENCES,
+    ROLES,
+    Template,
+)
 from projections import templates as read_model
 
 
+# The domain's rules (domain/template.py), stated in the document; the domain checks the rest (placeholders,
+# invisible characters in a name, the messages' total size) with the same constants.
+Role = Literal[ROLES]  # type: ignore[valid-type]
+StopText = Annotated[str, text(MAX_STOP_CHARS, min_length=1, multiline=True)]
+
+
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
-    role: str
-    content: str
+    role: Role
+    content: Annotated[str, text(MAX_MESSAGE_CHARS, multiline=True)]
 
 
 class DefaultsIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    model: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    stop: str | list[str] | None = None
+    model: Annotated[str, text(MAX_MODEL_ID_LENGTH, min_length=1)] | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    stop: StopText | Annotated[list[StopText], msgspec.Meta(min_length=1, max_length=MAX_STOP_SEQUENCES)] | None = None
 
 
 class TemplateIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    messages: list[MessageIn]
-    description: str | None = None
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[^\x00-\x1f\x7f@]*$")]
+    messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)]
+    description: Annotated[str, text(MAX_DESCRIPTION_LENGTH, multiline=True)] | None = None
     defaults: DefaultsIn | None = None
 
 
 class LabelIn(msgspec.Struct, forbid_unknown_fields=True):
-    version: int
+    version: Annotated[int, msgspec.Meta(ge=1)]
 
 
 class RenderIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -142,20 +159,21 @@ def content(data: TemplateIn) -> TemplateContent:
 
 class TemplateController(Controller):
     path = "/api/templates"
+    security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=errors(400, 409))
     async def create(self, template_service: TemplateService, account_id: UUID, data: TemplateIn) -> TemplateOut:
         return aggregate_out(await template_service.create(account_id, content(data)))
 
-    @get("/")
+    @get("/", responses=errors(400))
     async def list_templates(
         self, template_service: TemplateService, account_id: UUID, archived: bool = False
     ) -> TemplateListOut:
         views, as_of = await template_service.listing(account_id, archived)
         return TemplateListOut([row_out(v.row, v.version) for v in views], as_of)
 
-    @get("/{template_id:uuid}")
+    @get("/{template_id:uuid}", responses=errors(400, 404))
     async def get_template(
         self,
         template_service: TemplateService,
@@ -168,7 +186,7 @@ class TemplateController(Controller):
         out.as_of = view.as_of
         return out
 
-    @get("/{template_id:uuid}/versions")
+    @get("/{template_id:uuid}/versions", responses=errors(404))
     async def versions(self, template_service: TemplateService, account_id: UUID, template_id: UUID) -> VersionListOut:
         row, versions, as_of = await template_service.versions(account_id, template_id)
         return VersionListOut(
@@ -187,29 +205,29 @@ class TemplateController(Controller):
             as_of,
         )
 
-    @put("/{template_id:uuid}")
+    @put("/{template_id:uuid}", responses=errors(400, 404, 409))
     async def save(
         self, template_service: TemplateService, account_id: UUID, template_id: UUID, data: TemplateIn
     ) -> TemplateOut:
         return aggregate_out(await template_service.save(account_id, template_id, content(data)))
 
-    @put("/{template_id:uuid}/labels/{label:str}")
+    @put("/{template_id:uuid}/labels/{label:str}", responses=errors(400, 404, 409))
     async def label(
         self, template_service: TemplateService, account_id: UUID, template_id: UUID, label: str, data: LabelIn
     ) -> TemplateOut:
         return aggregate_out(await template_service.command("label", account_id, template_id, label, data.version))
 
-    @delete("/{template_id:uuid}/labels/{label:str}", status_code=200)
+    @delete("/{template_id:uuid}/labels/{label:str}", status_code=200, responses=errors(400, 404, 409))
     async def unlabel(
         self, template_service: TemplateService, account_id: UUID, template_id: UUID, label: str
     ) -> TemplateOut:
         return aggregate_out(await template_service.command("unlabel", account_id, template_id, label))
 
-    @delete("/{template_id:uuid}", status_code=200)
+    @delete("/{template_id:uuid}", status_code=200, responses=errors(404, 409))
     async def archive(self, template_service: TemplateService, account_id: UUID, template_id: UUID) -> TemplateOut:
         return aggregate_out(await template_service.command("archive", account_id, template_id))
 
-    @post("/{template_id:uuid}/render", status_code=200)
+    @post("/{template_id:uuid}/render", status_code=200, responses=errors(400, 404))
     async def render(
         self, template_service: TemplateService, account_id: UUID, template_id: UUID, data: RenderIn | None = None
     ) -> RenderOut:
@@ -221,7 +239,7 @@ class TemplateController(Controller):
             rendered.row.template_id, rendered.row.name, rendered.version, rendered.messages, rendered.params
         )
 
-    @get("/{template_id:uuid}/events")
+    @get("/{template_id:uuid}/events", responses=errors(404))
     async def history(
         self, template_service: TemplateService, account_id: UUID, template_id: UUID
     ) -> list[TemplateEventOut]:

@@ -9,6 +9,7 @@ import msgspec
 from litestar import Controller, Request, get, post, put
 from litestar.di import Provide
 
+from api.openapi import ACCOUNT, errors
 from api.auth import current_account
 from api.services.billing import BillingService
 from domain.money import pico_to_usd
@@ -50,9 +51,10 @@ class TopUpListItem(msgspec.Struct):
 
 class TopUpController(Controller):
     path = "/api/billing/topups"
+    security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=errors(400, 409, 502))
     async def start(self, billing_service: BillingService, account_id: UUID, data: TopUpIn) -> TopUpOut:
         started = await billing_service.start_topup(account_id, data.provider, data.amount_usd)
         payment, stripe = started.payment, started.provider == "stripe"
@@ -95,7 +97,7 @@ class WebhookOut(msgspec.Struct):
     handled: bool
 
 
-@post("/api/billing/stripe/webhook", status_code=200)
+@post("/api/billing/stripe/webhook", status_code=200, responses=errors(400, 404, 409, 503))
 async def stripe_webhook(request: Request, billing_service: BillingService) -> WebhookOut:
     """Stripe's events: a verified one is applied once however often it comes; anything unsigned,
     forged or older than five minutes is refused with 400 and changes nothing."""
@@ -123,13 +125,14 @@ class AutoRefillOut(msgspec.Struct):
 
 class AutoRefillController(Controller):
     path = "/api/billing/auto-refill"
+    security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
     @get("/")
     async def show(self, billing_service: BillingService, account_id: UUID) -> AutoRefillOut:
         return auto_refill_out(await billing_service.auto_refill(account_id))
 
-    @put("/")
+    @put("/", responses=errors(400, 409, 502))
     async def configure(self, billing_service: BillingService, account_id: UUID, data: AutoRefillIn) -> AutoRefillOut:
         return auto_refill_out(
             await billing_service.configure_auto_refill(

@@ -166,7 +166,10 @@ def test_key_bodies_are_validated(mesh, owner):
     _, token = owner
     key = new_key(mesh, token)
     for body, code in [
-        ({"label": "x", "cap_reset": "hourly", "spend_cap_usd": "1"}, "invalid_key_settings"),
+        (
+            {"label": "x", "cap_reset": "hourly", "spend_cap_usd": "1"},
+            "invalid_request",
+        ),  # the body's enum (CAP_PERIODS)
         ({"label": "x", "cap_reset": "daily"}, "invalid_key_settings"),
         ({"label": "x", "allowed_models": ["nope/none"]}, "model_not_found"),
         ({"label": "x", "expires_at": "tomorrow"}, "invalid_request"),

@@ -1,0 +1,60 @@
+"""Request bodies and times in the query are read as strictly as the OpenAPI document states them.
+
+Litestar converts a handler's arguments leniently (`msgspec.convert(..., strict=False)`): a JSON body's `"false"`
+or `0` would become a bool, `"12"` an int, and a query's `?at=0.5` a time (seconds since 1970). The document says
+a bool, an int, an ISO 8601 time; so before the handler runs, a JSON body is decoded strictly into the handler's
+`data` type, and a time in the query must be ISO 8601 text. A mismatch is a 400 naming the field."""
+
+from __future__ import annotations
+
+import types
+from datetime import datetime
+from typing import Any, Union, get_args, get_origin
+
+import msgspec
+from litestar import Request
+from litestar.exceptions import ClientException, ValidationException
+
+from api.errors import NESTED_TOO_DEEPLY
+
+
+def _has(annotation: Any, kind: type) -> bool:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_has(a, kind) for a in get_args(annotation))
+    return isinstance(annotation, type) and issubclass(annotation, kind)
+
+
+async def check_strict_input(request: Request) -> None:
+    """A `before_request` hook: refuse what Litestar's lenient conversion would otherwise accept."""
+    handler = request.route_handler
+    signature = getattr(handler, "parsed_fn_signature", None)
+    if signature is None:
+        return
+    for name, field in signature.parameters.items():
+        annotation = field.annotation
+        if name == "data" and _has(annotation, msgspec.Struct):
+            body = await request.body()
+            if not body.strip():
+                continue  # Litestar answers a missing body itself (a 400, or None when the body is optional)
+            try:
+                msgspec.json.decode(body, type=annotation, strict=True)
+            except RecursionError:
+                raise ClientException(NESTED_TOO_DEEPLY) from None
+            except msgspec.ValidationError as exc:
+                raise ValidationException(extra=[{"key": "data", "message": str(exc)}]) from None
+            except msgspec.DecodeError:
+                continue  # not JSON: Litestar's own decoding says so
+        elif _has(annotation, datetime):
+            query = getattr(field.kwarg_definition, "query", None) or name
+            for value in request.query_params.getall(query, []):
+                try:
+                    msgspec.convert(value, datetime, strict=True)
+                except msgspec.ValidationError:
+                    raise ValidationException(
+                        extra=[
+                            {
+                                "key": query,
+                                "message": f"must be an ISO 8601 time, e.g. 2027-01-01T00:00:00Z; got {value!r}",
+                            }
+                        ]
+                    ) from None
