@@ -16,15 +16,24 @@ from domain.events import bodies_subject, snapshot_subject, subject_prefix
 # 256 MiB memory limit nats-server's share of the CPU grew from 13% to 41% in 150 s (bench/README.md).
 DUPLICATE_WINDOW = 30.0
 
+# The log's size limit (MESH_STREAM_MAX_BYTES). Full, it refuses new events (discard "new": nothing is ever
+# dropped from the log), so every request and change fails until an operator raises it; /health warns from
+# STREAM_FULL_WARNING of it on. 100 GiB: about 200 million usage events.
+DEFAULT_STREAM_MAX_BYTES = 100 * 1024**3
+STREAM_FULL_WARNING = 0.8
+MAX_BYTES_ENV = "MESH_STREAM_MAX_BYTES"  # how the event store's recorder (commands/eventstore.py) gets it
 
-def stream_config(stream: str) -> StreamConfig:
-    """The log's settings: durable, append-only (no delete, no purge, no expiry), atomic batches, direct reads,
-    duplicates dropped for DUPLICATE_WINDOW."""
+
+def stream_config(stream: str, max_bytes: int = DEFAULT_STREAM_MAX_BYTES) -> StreamConfig:
+    """The log's settings: durable, append-only (no delete, no purge, no expiry), at most `max_bytes` (then
+    appends are refused, never old events dropped), atomic batches, direct reads, duplicates dropped for
+    DUPLICATE_WINDOW."""
     return StreamConfig(
         name=stream,
         subjects=[f"{subject_prefix(stream)}.>"],
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW,
+        max_bytes=max_bytes,
         max_age=0,
         deny_delete=True,
         deny_purge=True,
@@ -75,8 +84,8 @@ async def ensure_snapshots_stream(nc: NATS, stream: str) -> None:
     await _ensure(nc, snapshots_stream_config(stream))
 
 
-async def ensure_stream(nc: NATS, stream: str = "MESH") -> None:
-    await _ensure(nc, stream_config(stream))
+async def ensure_stream(nc: NATS, stream: str = "MESH", max_bytes: int = DEFAULT_STREAM_MAX_BYTES) -> None:
+    await _ensure(nc, stream_config(stream, max_bytes))
 
 
 async def _ensure(nc: NATS, config: StreamConfig) -> None:

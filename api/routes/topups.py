@@ -10,6 +10,7 @@ from litestar import Controller, Request, get, post, put
 from litestar.di import Provide
 
 from api.auth import current_account
+from api.routes.accounts import client_address
 from api.services.billing import BillingService
 from domain.money import pico_to_usd
 from domain.bounds import AmountIn, Reference
@@ -53,8 +54,10 @@ class TopUpController(Controller):
     dependencies = {"account_id": Provide(current_account)}
 
     @post("/", status_code=201)
-    async def start(self, billing_service: BillingService, account_id: UUID, data: TopUpIn) -> TopUpOut:
-        started = await billing_service.start_topup(account_id, data.provider, data.amount_usd)
+    async def start(
+        self, request: Request, billing_service: BillingService, account_id: UUID, data: TopUpIn
+    ) -> TopUpOut:
+        started = await billing_service.start_topup(account_id, data.provider, data.amount_usd, client_address(request))
         payment, stripe = started.payment, started.provider == "stripe"
         return TopUpOut(
             started.id,
@@ -130,10 +133,17 @@ class AutoRefillController(Controller):
         return auto_refill_out(await billing_service.auto_refill(account_id))
 
     @put("/")
-    async def configure(self, billing_service: BillingService, account_id: UUID, data: AutoRefillIn) -> AutoRefillOut:
+    async def configure(
+        self, request: Request, billing_service: BillingService, account_id: UUID, data: AutoRefillIn
+    ) -> AutoRefillOut:
         return auto_refill_out(
             await billing_service.configure_auto_refill(
-                account_id, data.enabled, data.threshold_usd, data.amount_usd, data.payment_method_id
+                account_id,
+                data.enabled,
+                data.threshold_usd,
+                data.amount_usd,
+                data.payment_method_id,
+                client_address(request),
             )
         )
 
