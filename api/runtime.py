@@ -316,7 +316,13 @@ class Runtime:
         try:
             await ensure_stream(self.nc, self.stream, self.stream_max_bytes)
         except Exception as exc:
-            raise StartupError(f"cannot create the JetStream stream {self.stream}: {exc}") from None
+            hint = (
+                f"; MESH_STREAM_MAX_BYTES={self.stream_max_bytes} is more than NATS can store: lower it or give "
+                "NATS more disk"
+                if "insufficient storage" in str(exc)
+                else ""
+            )
+            raise StartupError(f"cannot create the JetStream stream {self.stream}: {exc}{hint}") from None
         if self.log_bodies:
             try:
                 await ensure_bodies_stream(self.nc, self.stream, self.log_retention_days)

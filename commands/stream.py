@@ -18,8 +18,10 @@ DUPLICATE_WINDOW = 30.0
 
 # The log's size limit (MESH_STREAM_MAX_BYTES). Full, it refuses new events (discard "new": nothing is ever
 # dropped from the log), so every request and change fails until an operator raises it; /health warns from
-# STREAM_FULL_WARNING of it on. 100 GiB: about 200 million usage events.
-DEFAULT_STREAM_MAX_BYTES = 100 * 1024**3
+# STREAM_FULL_WARNING of it on. JetStream reserves it from its store when the stream is made or changed (it
+# refuses a limit larger than its store: start-up then fails saying so). 10 GiB: about 20 million usage events,
+# and what a development machine can spare; a production server sets it to what its NATS volume holds.
+DEFAULT_STREAM_MAX_BYTES = 10 * 1024**3
 STREAM_FULL_WARNING = 0.8
 MAX_BYTES_ENV = "MESH_STREAM_MAX_BYTES"  # how the event store's recorder (commands/eventstore.py) gets it
 
