@@ -45,7 +45,6 @@ from eventsourcing.utils import Environment
 from nats.aio.msg import Msg
 
 from commands.stream import (
-    DEFAULT_STREAM_MAX_BYTES,
     MAX_BYTES_ENV,
     ensure_snapshots_stream,
     ensure_stream,
@@ -138,7 +137,7 @@ class JetStreamAggregateRecorder(AggregateRecorder):
         nats_url: str,
         stream: str = "MESH",
         cache_size: int = 100_000,
-        max_bytes: int = DEFAULT_STREAM_MAX_BYTES,
+        max_bytes: int | None = None,  # the log's size limit (None: as it is); see commands.stream
     ):
         self.stream = stream
         self._direct = f"$JS.API.DIRECT.GET.{stream}"
@@ -518,7 +517,8 @@ class Factory(InfrastructureFactory[TrackingRecorder]):
         super().__init__(env)
         self.nats_url = self.env.get(self.MESH_NATS_URL) or "nats://127.0.0.1:4222"
         self.stream = self.env.get(self.MESH_STREAM) or "MESH"
-        self.max_bytes = int(self.env.get(MAX_BYTES_ENV) or DEFAULT_STREAM_MAX_BYTES)
+        limit = self.env.get(MAX_BYTES_ENV)
+        self.max_bytes = int(limit) if limit else None
         self._recorders: list[JetStreamAggregateRecorder] = []
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:

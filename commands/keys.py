@@ -80,7 +80,7 @@ class KeyCommands:
             key = ApiKey(**settings)
             holdings = holdings_of(self.app, account_id)
             holdings.add_key(key.id, self.quotas.keys)
-            return KeyResult(key, self.app.save_all(key, holdings), secret.plain)
+            return KeyResult(key, self.app.save_all(holdings, key), secret.plain)  # the key last: its position
 
         return self.app.retrying(use_case)
 

@@ -26,10 +26,10 @@ STREAM_FULL_WARNING = 0.8
 MAX_BYTES_ENV = "MESH_STREAM_MAX_BYTES"  # how the event store's recorder (commands/eventstore.py) gets it
 
 
-def stream_config(stream: str, max_bytes: int = DEFAULT_STREAM_MAX_BYTES) -> StreamConfig:
+def stream_config(stream: str, max_bytes: int | None = None) -> StreamConfig:
     """The log's settings: durable, append-only (no delete, no purge, no expiry), at most `max_bytes` (then
-    appends are refused, never old events dropped), atomic batches, direct reads, duplicates dropped for
-    DUPLICATE_WINDOW."""
+    appends are refused, never old events dropped; None: an existing stream keeps its limit, a new one has
+    none), atomic batches, direct reads, duplicates dropped for DUPLICATE_WINDOW."""
     return StreamConfig(
         name=stream,
         subjects=[f"{subject_prefix(stream)}.>"],
@@ -86,7 +86,9 @@ async def ensure_snapshots_stream(nc: NATS, stream: str) -> None:
     await _ensure(nc, snapshots_stream_config(stream))
 
 
-async def ensure_stream(nc: NATS, stream: str = "MESH", max_bytes: int = DEFAULT_STREAM_MAX_BYTES) -> None:
+async def ensure_stream(nc: NATS, stream: str = "MESH", max_bytes: int | None = None) -> None:
+    """The log, with `max_bytes` as its limit (None: whatever limit it has; Mesh's processes pass
+    MESH_STREAM_MAX_BYTES, which defaults to DEFAULT_STREAM_MAX_BYTES)."""
     await _ensure(nc, stream_config(stream, max_bytes))
 
 
@@ -94,8 +96,10 @@ async def _ensure(nc: NATS, config: StreamConfig) -> None:
     """Create the stream, or bring an existing one to this config. Idempotent; never loses data."""
     js = nc.jetstream()
     try:
-        await js.stream_info(config.name)
+        info = await js.stream_info(config.name)
     except NotFoundError:
         await js.add_stream(config)
         return
+    if config.max_bytes is None:  # not said: the limit stays as it is
+        config.max_bytes = info.config.max_bytes
     await js.update_stream(config)

@@ -40,7 +40,7 @@ class TemplateCommands:
             claim = self._claim(account_id, template.name, template.id)
             holdings = holdings_of(self.app, account_id)
             holdings.add_template(template.id, self.quotas.templates)
-            return TemplateResult(template, self.app.save_all(template, claim, holdings))
+            return TemplateResult(template, self.app.save_all(holdings, template, claim))
 
         # a claim created at the same time: the retry sees it taken; holdings changed: counted again
         return self.app.retrying(use_case)

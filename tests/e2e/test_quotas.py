@@ -26,9 +26,20 @@ def invite_mesh(tmp_path_factory, mesh_config):
     process = MeshProcess(
         tmp_path_factory.mktemp("invite-mesh") / "data",
         mesh_config,
+        env={**SHARED_ADDRESS_LIMITS, "MESH_SIGNUP": "invite"},
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def quota_mesh(tmp_path_factory, mesh_config):
+    process = MeshProcess(
+        tmp_path_factory.mktemp("quota-mesh") / "data",
+        mesh_config,
         env={
             **SHARED_ADDRESS_LIMITS,
-            "MESH_SIGNUP": "invite",
             "MESH_QUOTA_KEYS": str(MAX_KEYS),
             "MESH_QUOTA_TEMPLATES": str(MAX_TEMPLATES),
             "MESH_QUOTA_TEMPLATE_VERSIONS": str(MAX_VERSIONS),
@@ -52,11 +63,9 @@ def signup(mesh, code: str | None = None, email: str | None = None) -> httpx.Res
     return api(mesh, "POST", "/api/signup", json=body)
 
 
-def invited(mesh) -> str:
+def new_account(mesh) -> str:
     """A new account's management token."""
-    r = signup(mesh, invite(mesh)["code"])
-    assert r.status_code == 201, r.text
-    return r.json()["management_token"]
+    return sign_up(mesh)[1]
 
 
 def test_invite_mode_needs_an_unused_unexpired_code(invite_mesh):
@@ -107,9 +116,9 @@ def test_the_signup_page_asks_for_the_invite_code(invite_mesh):
     assert page.status_code == 200 and 'name="invite_code"' in page.text
 
 
-def test_the_key_quota_refuses_one_more_key_and_counts_parallel_creates_once(invite_mesh):
-    mesh = invite_mesh
-    token = invited(mesh)
+def test_the_key_quota_refuses_one_more_key_and_counts_parallel_creates_once(quota_mesh):
+    mesh = quota_mesh
+    token = new_account(mesh)
     keys = [api(mesh, "POST", "/api/keys", token, json={"label": f"k{i}"}) for i in range(MAX_KEYS)]
     assert [k.status_code for k in keys] == [201] * MAX_KEYS
     before = stream_head(mesh)
@@ -119,7 +128,7 @@ def test_the_key_quota_refuses_one_more_key_and_counts_parallel_creates_once(inv
     assert api(mesh, "POST", f"/api/keys/{keys[0].json()['id']}/revoke", token).status_code == 200
     assert api(mesh, "POST", "/api/keys", token, json={"label": "in its place"}).status_code == 201
 
-    fresh = invited(mesh)
+    fresh = new_account(mesh)
 
     async def at_once() -> list[int]:
         async with httpx.AsyncClient(base_url=mesh.url, timeout=30) as client:
@@ -137,9 +146,9 @@ def template_body(name: str, content: str = "Hi {{ who }}") -> dict:
     return {"name": name, "messages": [{"role": "user", "content": content}]}
 
 
-def test_the_template_and_version_quotas_refuse_one_more(invite_mesh):
-    mesh = invite_mesh
-    token = invited(mesh)
+def test_the_template_and_version_quotas_refuse_one_more(quota_mesh):
+    mesh = quota_mesh
+    token = new_account(mesh)
     made = [api(mesh, "POST", "/api/templates", token, json=template_body(f"t{i}")) for i in range(MAX_TEMPLATES)]
     assert [t.status_code for t in made] == [201] * MAX_TEMPLATES
     error = refused(api(mesh, "POST", "/api/templates", token, json=template_body("extra")), 403)
@@ -159,9 +168,9 @@ def test_the_template_and_version_quotas_refuse_one_more(invite_mesh):
     assert events_after(mesh, before) == []
 
 
-def test_a_keys_history_comes_a_page_at_a_time_from_the_read_model(invite_mesh):
-    mesh = invite_mesh
-    token = invited(mesh)
+def test_a_keys_history_comes_a_page_at_a_time_from_the_read_model(quota_mesh):
+    mesh = quota_mesh
+    token = new_account(mesh)
     key = api(mesh, "POST", "/api/keys", token, json={"label": "paged"}).json()
     for i in range(54):
         assert api(mesh, "PATCH", f"/api/keys/{key['id']}", token, json={"label": f"l{i}"}).status_code == 200
