@@ -255,7 +255,7 @@ def _limits(settings: Settings) -> dict:
         quotas = Quotas(settings.quota_keys, settings.quota_templates, settings.quota_template_versions)
         if min(msgspec.structs.astuple(quotas)) < 1:
             raise ValueError("MESH_QUOTA_* must be at least 1")
-        if settings.stream_max_bytes < 1024**2:
+        if settings.stream_max_bytes is not None and settings.stream_max_bytes < 1024**2:
             raise ValueError("MESH_STREAM_MAX_BYTES must be at least 1 MiB")
         if settings.pending_topups_per_account < 1:
             raise ValueError("MESH_PENDING_TOPUPS_PER_ACCOUNT must be at least 1")

@@ -22,7 +22,7 @@ from commands.stream import (
     MAX_BYTES_ENV,
     bodies_stream,
     ensure_bodies_stream,
-    ensure_stream,
+    ensure_log_stream,
 )
 from commands.budget import BudgetCommands
 from commands.catalog import CatalogCommands
@@ -276,7 +276,7 @@ class Runtime:
         log_bodies: bool = False,
         signup: str = "open",
         quotas: Quotas = Quotas(),
-        stream_max_bytes: int = DEFAULT_STREAM_MAX_BYTES,
+        stream_max_bytes: int | None = None,  # None: the default that fits (commands.stream)
         payment_guard: PaymentGuard | None = None,
     ):
         self.nats_url = nats_url
@@ -314,7 +314,7 @@ class Runtime:
     async def start(self) -> None:
         self.nc = await connect_nats(self.nats_url)
         try:
-            await ensure_stream(self.nc, self.stream, self.stream_max_bytes)
+            limit = await ensure_log_stream(self.nc, self.stream, self.stream_max_bytes)
         except Exception as exc:
             hint = (
                 f"; MESH_STREAM_MAX_BYTES={self.stream_max_bytes} is more than NATS can store: lower it or give "
@@ -323,6 +323,14 @@ class Runtime:
                 else ""
             )
             raise StartupError(f"cannot create the JetStream stream {self.stream}: {exc}{hint}") from None
+        if self.stream_max_bytes is None and limit < DEFAULT_STREAM_MAX_BYTES:
+            log.warning(
+                "the event log's size limit is %d bytes: NATS cannot reserve the default %d "
+                "(set MESH_STREAM_MAX_BYTES to what the NATS volume holds)",
+                limit,
+                DEFAULT_STREAM_MAX_BYTES,
+            )
+        self.stream_max_bytes = limit
         if self.log_bodies:
             try:
                 await ensure_bodies_stream(self.nc, self.stream, self.log_retention_days)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import msgspec
 
-from commands.stream import DEFAULT_STREAM_MAX_BYTES
 from domain.quota import DEFAULT_MAX_KEYS, DEFAULT_MAX_TEMPLATE_VERSIONS, DEFAULT_MAX_TEMPLATES
 from gateway.freelimit import DEFAULT_FREE_RPM
 
@@ -44,7 +43,7 @@ class Settings(msgspec.Struct, kw_only=True):
     quota_keys: int = DEFAULT_MAX_KEYS  # API keys (not revoked) per account
     quota_templates: int = DEFAULT_MAX_TEMPLATES  # prompt templates (not archived) per account
     quota_template_versions: int = DEFAULT_MAX_TEMPLATE_VERSIONS  # versions per template
-    stream_max_bytes: int = DEFAULT_STREAM_MAX_BYTES  # the event log's size limit on JetStream; /health warns near it
+    stream_max_bytes: int | None = None  # the event log's size limit on JetStream (unset: 10 GiB or what fits)
     payment_attempts_per_account: int = 10  # card payment attempts (top-up start or charge, card attach) per window
     payment_attempts_per_address: int = 30  # the same, per client address
     payment_window_seconds: float = 3600.0  # the window of the two limits above

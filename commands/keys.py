@@ -131,10 +131,6 @@ class KeyCommands:
         )
         return KeyResult(result.key, result.position, secret.plain)
 
-    def history(self, account_id: UUID, key_id: UUID) -> list[Any]:
-        self._load(account_id, key_id)
-        return list(self.app.events.get(key_id))
-
     def _change(self, account_id: UUID, key_id: UUID, decide: Callable[[ApiKey], None]) -> KeyResult:
         def use_case() -> KeyResult:
             key = self._load(account_id, key_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from domain.events import bodies_subject, snapshot_subject, subject_prefix
 
@@ -18,10 +18,13 @@ DUPLICATE_WINDOW = 30.0
 
 # The log's size limit (MESH_STREAM_MAX_BYTES). Full, it refuses new events (discard "new": nothing is ever
 # dropped from the log), so every request and change fails until an operator raises it; /health warns from
-# STREAM_FULL_WARNING of it on. JetStream reserves it from its store when the stream is made or changed (it
-# refuses a limit larger than its store: start-up then fails saying so). 10 GiB: about 20 million usage events,
-# and what a development machine can spare; a production server sets it to what its NATS volume holds.
+# STREAM_FULL_WARNING of it on. JetStream reserves it from its store when the stream is made or changed, and
+# refuses a limit larger than its store. Unset, it is DEFAULT_STREAM_MAX_BYTES (about 20 million usage events)
+# or, where NATS cannot reserve that much (a small disk), the largest half of it that fits, down to
+# MIN_DEFAULT_STREAM_MAX_BYTES; a production server sets it to what its NATS volume holds.
 DEFAULT_STREAM_MAX_BYTES = 10 * 1024**3
+MIN_DEFAULT_STREAM_MAX_BYTES = 256 * 1024**2
+INSUFFICIENT_STORAGE = 10047  # JetStream's error: the limit does not fit in its store
 STREAM_FULL_WARNING = 0.8
 MAX_BYTES_ENV = "MESH_STREAM_MAX_BYTES"  # how the event store's recorder (commands/eventstore.py) gets it
 
@@ -90,6 +93,23 @@ async def ensure_stream(nc: NATS, stream: str = "MESH", max_bytes: int | None = 
     """The log, with `max_bytes` as its limit (None: whatever limit it has; Mesh's processes pass
     MESH_STREAM_MAX_BYTES, which defaults to DEFAULT_STREAM_MAX_BYTES)."""
     await _ensure(nc, stream_config(stream, max_bytes))
+
+
+async def ensure_log_stream(nc: NATS, stream: str, max_bytes: int | None) -> int:
+    """The log with `max_bytes` as its limit (MESH_STREAM_MAX_BYTES, refused by NATS when it does not fit); None:
+    the default, halved while NATS cannot reserve it. Returns the limit set."""
+    if max_bytes is not None:
+        await ensure_stream(nc, stream, max_bytes)
+        return max_bytes
+    limit = DEFAULT_STREAM_MAX_BYTES
+    while True:
+        try:
+            await ensure_stream(nc, stream, limit)
+            return limit
+        except APIError as exc:
+            if exc.err_code != INSUFFICIENT_STORAGE or limit // 2 < MIN_DEFAULT_STREAM_MAX_BYTES:
+                raise
+            limit //= 2
 
 
 async def _ensure(nc: NATS, config: StreamConfig) -> None:
