@@ -86,15 +86,21 @@ class TopUpCommands:
         return self._change(provider, reference, lambda topup: topup.expire(datetime.now(timezone.utc)))
 
     def refund(
-        self, provider: str, reference: str, total_refunded: int, by: str, account_id: UUID | None = None
+        self,
+        provider: str,
+        reference: str,
+        total_refunded: int,
+        by: str,
+        account_id: UUID | None = None,
+        amount: int | None = None,
     ) -> TopUpResult:
         """Take back what a refund adds; before the payment arrived it is held (see TopUp.refund_to). An unknown
-        payment is recorded first when the provider names the account (as `confirm` does)."""
+        payment of `amount` is recorded first when the provider names the account (as `confirm` does)."""
 
         def use_case() -> TopUpResult:
-            topup = self._load_or_record(provider, reference, total_refunded, account_id)
-            amount = topup.refund_to(total_refunded)
-            return self._debit(topup, amount, f"refund of top-up {reference}", by)
+            topup = self._load_or_record(provider, reference, amount or total_refunded, account_id)
+            taken = topup.refund_to(total_refunded)
+            return self._debit(topup, taken, f"refund of top-up {reference}", by)
 
         return self.app.retrying(use_case)
 

@@ -271,6 +271,7 @@ class BillingService:
                 thing["amount_refunded"] * PICO_PER_CENT,
                 "stripe",
                 account_id=UUID(account) if account else None,
+                amount=(thing.get("amount") or 0) * PICO_PER_CENT or None,
             )
         elif kind == "charge.dispute.created" and thing.get("payment_intent"):
             topups.dispute("stripe", thing["payment_intent"], thing["id"], thing["amount"] * PICO_PER_CENT, "stripe")
