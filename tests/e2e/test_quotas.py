@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -14,6 +15,7 @@ import nats
 import pytest
 
 from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, MeshProcess, events_after
+from tests.e2e.test_dashboard import browser  # noqa: F401  (the fixture: Chromium, or a skip without it)
 from tests.e2e.test_hostile import refused
 from tests.e2e.test_walking_skeleton import api, sign_up, stream_head
 
@@ -111,9 +113,25 @@ def test_one_code_admits_one_account_even_when_two_sign_up_with_it_at_once(invit
     assert asyncio.run(both()) == [201, 403, 403, 403]
 
 
-def test_the_signup_page_asks_for_the_invite_code(invite_mesh):
-    page = httpx.get(invite_mesh.url + "/signup")
-    assert page.status_code == 200 and 'name="invite_code"' in page.text
+def test_the_signup_page_takes_an_invite_code_and_says_when_it_is_not_valid(browser, invite_mesh):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(base_url=invite_mesh.url)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    try:
+        page.goto("/signup")
+        page.get_by_label("Email").fill(f"{uuid.uuid4().hex[:8]}@example.com")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_label("Invite code").fill("mi-not-a-code")
+        page.get_by_role("button", name="Sign up").click()
+        expect(page.get_by_role("alert")).to_contain_text("invite code is not valid")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_label("Invite code").fill(invite(invite_mesh)["code"])
+        page.get_by_role("button", name="Sign up").click()
+        page.wait_for_url(re.compile(r"/keys$"))
+    finally:
+        context.close()
 
 
 def test_the_key_quota_refuses_one_more_key_and_counts_parallel_creates_once(quota_mesh):
