@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 from uuid import UUID
 
-from commands.accounts import BadCredentials, EmailTaken, WrongPassword
+from commands.accounts import BadCredentials, EmailTaken, SignupRefused, WrongPassword
 from domain.account import normalise_email
 from domain.ratelimit import AttemptWindow, RateLimited
 
@@ -56,9 +56,12 @@ class LoginGuard:
         )
 
     def signup(self, address: str, email: str):
-        """Every sign-up counts for the address; one for a taken email counts for that email too."""
+        """Every sign-up counts for the address; one for a taken email (or with an invite code that is not
+        valid) counts for that email too."""
         return self._attempt(
-            EmailTaken, [(self.signups, address), (self.by_email, normalise_email(email))], keep=self.signups
+            (EmailTaken, SignupRefused),
+            [(self.signups, address), (self.by_email, normalise_email(email))],
+            keep=self.signups,
         )
 
     def password_change(self, account_id: UUID):
@@ -67,7 +70,7 @@ class LoginGuard:
     @contextmanager
     def _attempt(
         self,
-        failure: type[Exception],
+        failure: type[Exception] | tuple[type[Exception], ...],
         holds: list[tuple[AttemptWindow, str]],
         keep: AttemptWindow | None = None,
         clear: AttemptWindow | None = None,

@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from api.exports import EXPORT_IDLE_SECONDS
+from domain.quota import DEFAULT_MAX_KEYS, DEFAULT_MAX_TEMPLATE_VERSIONS, DEFAULT_MAX_TEMPLATES
 from gateway.freelimit import DEFAULT_FREE_RPM
 
 
@@ -38,7 +39,16 @@ class Settings(msgspec.Struct, kw_only=True):
     login_failures_per_address: int = 50  # failed logins per client address and window
     signups_per_address: int = 20  # sign-ups per client address and window
     login_window_seconds: float = 900.0  # the window of the three limits above
-    free_rpm: int = DEFAULT_FREE_RPM  # requests a minute per key to a free model (such as mesh/echo); 0: no limit
+    free_rpm: int = DEFAULT_FREE_RPM  # requests a minute per account (all its keys) to free models; 0: no limit
+    signup: str = "open"  # who may sign up: open, invite (a code from POST /admin/invites) or closed
+    quota_keys: int = DEFAULT_MAX_KEYS  # API keys (not revoked) per account
+    quota_templates: int = DEFAULT_MAX_TEMPLATES  # prompt templates (not archived) per account
+    quota_template_versions: int = DEFAULT_MAX_TEMPLATE_VERSIONS  # versions per template
+    stream_max_bytes: int | None = None  # the event log's size limit on JetStream (unset: 10 GiB or what fits)
+    payment_attempts_per_account: int = 10  # card payment attempts (top-up start or charge, card attach) per window
+    payment_attempts_per_address: int = 30  # the same, per client address
+    payment_window_seconds: float = 3600.0  # the window of the two limits above
+    pending_topups_per_account: int = 5  # top-ups started and not finished (paid, failed for good, expired)
     log_retention_days: int = 90  # request logs older than this are dropped (whole months); money is not
     log_bodies: str = "off"  # "on": keep prompts and answers too (their own stream, same retention)
     export_idle_seconds: float = EXPORT_IDLE_SECONDS  # a log export whose client reads nothing this long ends

@@ -189,7 +189,7 @@ class Gateway:
         check_fields(body, adapter.chat_fields, model.id)
         refuse_file_ids(request.messages)
         if model.price.is_free:  # refused before anything is recorded
-            self.free_limit.admit(key.key_id, model.id)
+            self.free_limit.admit(key.account_id, model.id)
         ticket, fitted, prompt_bound = await self._reserve(key, model, request, body)
         if fitted is not None:  # the key fits limits to its budget: the answer says to what
             headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
@@ -254,7 +254,7 @@ class Gateway:
             )
         model = self._resolve(request, key)
         if model.price.is_free:
-            self.free_limit.admit(key.key_id, model.id)
+            self.free_limit.admit(key.account_id, model.id)
         adapter = self.adapters[model.provider]
         serve = getattr(adapter, "embeddings", None)
         if serve is None:

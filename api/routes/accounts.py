@@ -14,13 +14,19 @@ from litestar.di import Provide
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account, presented_token_hash
-from domain.bounds import Email
+from domain.bounds import Email, Reference
 from api.services.accounts import AccountService
 
 
 class Credentials(msgspec.Struct, forbid_unknown_fields=True):
     email: Email
     password: str
+
+
+class SignupIn(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+    password: str
+    invite_code: Reference | None = None  # needed when MESH_SIGNUP=invite
 
 
 class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -41,9 +47,9 @@ def client_address(request: Request) -> str:
 class AccountController(Controller):
     path = "/api"
 
-    @post("/signup", status_code=201, responses=errors(400, 409, 429, 503))
-    async def signup(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
-        session = await account_service.sign_up(data.email, data.password, client_address(request))
+    @post("/signup", status_code=201, responses=errors(400, 403, 409, 429, 503))
+    async def signup(self, request: Request, account_service: AccountService, data: SignupIn) -> SessionOut:
+        session = await account_service.sign_up(data.email, data.password, client_address(request), data.invite_code)
         return SessionOut(session.account_id, session.management_token)
 
     @post("/login", status_code=200, responses=errors(400, 401, 429, 503))
