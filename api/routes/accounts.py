@@ -13,6 +13,7 @@ from litestar import Controller, Request, post
 from litestar.di import Provide
 
 from api.auth import current_account, presented_token_hash
+from api.security_headers import NO_STORE
 from domain.bounds import Email
 from api.services.accounts import AccountService
 
@@ -40,12 +41,12 @@ def client_address(request: Request) -> str:
 class AccountController(Controller):
     path = "/api"
 
-    @post("/signup", status_code=201)
+    @post("/signup", status_code=201, cache_control=NO_STORE)
     async def signup(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
         session = await account_service.sign_up(data.email, data.password, client_address(request))
         return SessionOut(session.account_id, session.management_token)
 
-    @post("/login", status_code=200)
+    @post("/login", status_code=200, cache_control=NO_STORE)
     async def login(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
         session = await account_service.log_in(data.email, data.password, client_address(request))
         return SessionOut(session.account_id, session.management_token)
@@ -55,7 +56,7 @@ class AccountController(Controller):
         """Revoke the management token this request carries."""
         await account_service.log_out(account_id, presented_token_hash(request))
 
-    @post("/password", status_code=200, dependencies={"account_id": Provide(current_account)})
+    @post("/password", status_code=200, cache_control=NO_STORE, dependencies={"account_id": Provide(current_account)})
     async def change_password(
         self, account_service: AccountService, account_id: UUID, data: PasswordChange
     ) -> SessionOut:

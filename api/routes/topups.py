@@ -10,6 +10,7 @@ from litestar import Controller, Request, get, post, put
 from litestar.di import Provide
 
 from api.auth import current_account
+from api.security_headers import NO_STORE
 from api.services.billing import BillingService
 from domain.money import pico_to_usd
 from domain.bounds import AmountIn, Reference
@@ -52,7 +53,7 @@ class TopUpController(Controller):
     path = "/api/billing/topups"
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, cache_control=NO_STORE)
     async def start(self, billing_service: BillingService, account_id: UUID, data: TopUpIn) -> TopUpOut:
         started = await billing_service.start_topup(account_id, data.provider, data.amount_usd)
         payment, stripe = started.payment, started.provider == "stripe"
