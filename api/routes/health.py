@@ -1,11 +1,15 @@
 """GET /health: are NATS and PostgreSQL reachable, how far behind is each projection, and has any set an event
-aside (quarantined: `degraded`, answered with 200 since the service still works; a person should look)."""
+aside (quarantined: `degraded`, answered with 200 since the service still works; a person should look).
+
+Anyone gets the status alone (and its HTTP status, what healthchecks read); the details (process ids, a
+quarantined event's error, which can quote values from it) only with `Authorization: Bearer <operator token>`."""
 
 from __future__ import annotations
 
 import msgspec
 from litestar import Request, Response, get
 
+from api.auth import operator
 from api.runtime import READ_MODELS, Runtime
 from projections.quarantine import quarantined
 from api.supervisor import ChildStatus
@@ -35,8 +39,16 @@ class HealthOut(msgspec.Struct):
     quarantined: list[QuarantineHealth] = []  # events a projection could not apply: `mesh projections retry`
 
 
+class PublicHealthOut(msgspec.Struct):
+    status: str  # "ok" | "degraded"
+
+
 @get("/health")
-async def health(request: Request) -> Response[HealthOut]:
+async def health(request: Request) -> Response[HealthOut | PublicHealthOut]:
+    """The status; with the operator token, the details. A wrong token is refused (403), never ignored."""
+    detailed = "authorization" in request.headers
+    if detailed:
+        await operator(request)
     runtime: Runtime = request.app.state.runtime
     head: int | None = None
     nats_state = "ok"
@@ -61,4 +73,4 @@ async def health(request: Request) -> Response[HealthOut]:
     reachable = nats_state == "ok" and pg_state == "ok" and all(child.state == "running" for child in children)
     status = "ok" if reachable and not set_aside else "degraded"  # set-aside events: the service still works
     body = HealthOut(status, nats_state, pg_state, head, projections, children, set_aside)
-    return Response(body, status_code=200 if reachable else 503)
+    return Response(body if detailed else PublicHealthOut(status), status_code=200 if reachable else 503)

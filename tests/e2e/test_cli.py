@@ -91,7 +91,7 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
         assert chat.json()["choices"][0]["message"]["content"] == "still here"
         deadline = time.monotonic() + 10
         while True:  # the usage event of that request is applied within moments
-            health = httpx.get(mesh.url + "/health").json()
+            health = mesh.health().json()
             if all(p["lag"] == 0 for p in health["projections"]) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
