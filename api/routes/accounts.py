@@ -34,7 +34,8 @@ class SessionOut(msgspec.Struct):
 
 
 def client_address(request: Request) -> str:
-    """Who is asking, for attempt limits: the peer address (behind a proxy, the proxy's)."""
+    """Who is asking, for attempt limits: the peer address, or behind a proxy in MESH_TRUSTED_PROXIES the
+    client's it forwards (uvicorn's proxy headers set it in the scope: api/cli.py)."""
     return request.client.host if request.client else "unknown"
 
 
