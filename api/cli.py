@@ -300,6 +300,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     listening = _listen(settings.host, settings.port)
     servers = Servers(settings)
     private_dir(settings.data_path)
+    trusted_proxies = settings.trusted_proxy_list
+    generated = not settings.operator_token and not settings.operator_token_path.exists()
     token = settings.resolved_operator_token()
     with servers:
         runtime = Runtime(
@@ -333,7 +335,10 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             lifespan="off",
             log_level="warning",
             access_log=False,
-            proxy_headers=False,
+            # X-Forwarded-For/-Proto only from MESH_TRUSTED_PROXIES: the client's address (for the attempt
+            # limits) is the right-most forwarded one that is not itself a trusted proxy, its scheme the proxy's
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=trusted_proxies,
             server_header=False,
             http=GatheringHttpToolsProtocol,
         )
@@ -362,7 +367,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                 print(f"  API docs:          {url}/schema  (OpenAPI: {url}/schema/openapi.json)", flush=True)
                 print(f"  health:            {url}/health", flush=True)
                 print(f"  OpenAI-compatible: {url}/v1/models  and  {url}/v1/chat/completions", flush=True)
-                print(f"  operator token:    {token}", flush=True)
+                print(f"  operator token:    {_shown_operator_token(settings, token, generated)}", flush=True)
                 print(f"  data:              {settings.data_path.resolve()}", flush=True)
                 print(f"  models:            {', '.join(sorted(catalog.models))}", flush=True)
             await task
@@ -374,6 +379,16 @@ def up(settings: Settings, run_projections: bool = True) -> int:
         if not server.started:
             raise MeshError("Mesh did not start; see the message above")
     return 0
+
+
+def _shown_operator_token(settings: Settings, token: str, generated: bool) -> str:
+    """The token itself only in the start that generated it (output often lands in logs): one set in the
+    environment is the operator's own, one generated earlier is in its file."""
+    if settings.operator_token:
+        return "from MESH_OPERATOR_TOKEN (not shown)"
+    if generated:
+        return f"{token}  (generated now, kept in {settings.operator_token_path.resolve()})"
+    return f"in {settings.operator_token_path.resolve()}"
 
 
 async def _projections_only(settings: Settings) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -54,6 +55,8 @@ class Settings(msgspec.Struct, kw_only=True):
     export_idle_seconds: float = EXPORT_IDLE_SECONDS  # a log export whose client reads nothing this long ends
     stripe_publishable_key: str | None = None  # pk_...: the dashboard's card form (Stripe Elements)
     stripe_js_url: str = "https://js.stripe.com/v3/"  # where the dashboard loads stripe.js from (tests: localstripe's)
+    # the reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For/-Proto are believed
+    trusted_proxies: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -83,11 +86,31 @@ class Settings(msgspec.Struct, kw_only=True):
     def config_path(self) -> Path | None:
         return Path(self.config) if self.config else None
 
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """MESH_TRUSTED_PROXIES as a list of addresses and networks, each checked (an entry that is neither is
+        refused, rather than trusted as a literal that never matches)."""
+        entries = [entry.strip() for entry in self.trusted_proxies.split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"MESH_TRUSTED_PROXIES takes IP addresses or CIDR networks separated by commas, "
+                    f"such as 127.0.0.1,10.0.0.0/8; {entry!r} is neither"
+                ) from None
+        return entries
+
+    @property
+    def operator_token_path(self) -> Path:
+        """Where the generated operator token is kept (unused when MESH_OPERATOR_TOKEN is set)."""
+        return self.data_path / "operator_token"
+
     def resolved_operator_token(self) -> str:
         """The operator token: from MESH_OPERATOR_TOKEN, else the one generated on first start."""
         if self.operator_token:
             return self.operator_token
-        return kept_secret(self.data_path / "operator_token", prefix="mo-")
+        return kept_secret(self.operator_token_path, prefix="mo-")
 
 
 class SettingsError(ValueError):

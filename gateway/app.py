@@ -126,7 +126,11 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = new_trace_id()
         started = time.perf_counter_ns()
-        headers = [(b"content-type", b"application/json"), (b"x-mesh-trace-id", str(trace_id).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"x-mesh-trace-id", str(trace_id).encode()),
+            (b"x-content-type-options", b"nosniff"),  # the rest of api/security_headers.py is for pages
+        ]
         request_id = _header(scope, b"x-request-id")
         if request_id is not None:
             headers.append((b"x-request-id", request_id.encode("latin-1")))

@@ -26,6 +26,7 @@ from api.dashboard.session import (
 from api.errors import DOMAIN_ERRORS, ApiError
 from api.routes.accounts import client_address
 from api.routes.logs import decode_cursor, encode_cursor
+from api.security_headers import NO_STORE
 from api.services.accounts import AccountService
 from api.services.billing import BillingService
 from api.services.keys import KEY_ACTIONS, KeyService, error_rate
@@ -114,11 +115,11 @@ class AuthPages(Controller):
         """The form, with an invite code field when MESH_SIGNUP=invite; no form when it is closed."""
         return page("auth.html", request, mode="signup", error=None, email="", signup=account_service.signup_mode)
 
-    @post("/login", include_in_schema=False)
+    @post("/login", include_in_schema=False, cache_control=NO_STORE)
     async def login(self, request: Request, account_service: AccountService) -> Response:
         return await self._enter(request, account_service, "login")
 
-    @post("/signup", include_in_schema=False)
+    @post("/signup", include_in_schema=False, cache_control=NO_STORE)
     async def signup(self, request: Request, account_service: AccountService) -> Response:
         return await self._enter(request, account_service, "signup")
 
@@ -162,7 +163,7 @@ class DashboardPages(Controller):
     ) -> Template:
         return await self._keys(request, account_id, key_service, model_service, q)
 
-    @post("/keys")
+    @post("/keys", cache_control=NO_STORE)
     async def create_key(
         self, request: Request, account_id: UUID, key_service: KeyService, model_service: ModelService
     ) -> Template:
@@ -251,7 +252,7 @@ class DashboardPages(Controller):
         view, _ = await key_service.one(account_id, key_id)
         return page("confirm.html", request, section="keys", key=view.row, action=action)
 
-    @post("/keys/{key_id:uuid}/{action:str}")
+    @post("/keys/{key_id:uuid}/{action:str}", cache_control=NO_STORE)
     async def act(
         self,
         request: Request,
@@ -354,7 +355,7 @@ class DashboardPages(Controller):
             stripe_key=settings.stripe_publishable_key,
         )
 
-    @post("/billing/topups/{payment_intent:str}/card", media_type=MediaType.JSON)
+    @post("/billing/topups/{payment_intent:str}/card", media_type=MediaType.JSON, cache_control=NO_STORE)
     async def pay_by_card(
         self, request: Request, account_id: UUID, payment_intent: str, billing_service: BillingService
     ) -> Response:

@@ -1,7 +1,10 @@
 """GET /health: are NATS and PostgreSQL reachable, how far behind is each projection, and has any set an event
 aside (quarantined: `degraded`, answered with 200 since the service still works; a person should look). Also
 `degraded` (200) with a warning when the event log is near its size limit (MESH_STREAM_MAX_BYTES): full, it
-refuses every new event."""
+refuses every new event.
+
+Anyone gets the status alone (and its HTTP status, what healthchecks read); the details (process ids, a
+quarantined event's error, which can quote values from it) only with `Authorization: Bearer <operator token>`."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import msgspec
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
+from api.auth import operator
+from api.openapi import errors
 from api.runtime import READ_MODELS, Runtime
 from commands.stream import STREAM_FULL_WARNING
 from projections.quarantine import quarantined
@@ -51,11 +56,22 @@ def stream_warnings(used: int, limit: int) -> list[str]:
     ]
 
 
+class PublicHealthOut(msgspec.Struct):
+    status: str  # "ok" | "degraded"
+
+
 @get(
     "/health",
-    responses={503: ResponseSpec(HealthOut, description="NATS, PostgreSQL or a child process is not reachable")},
+    responses={
+        503: ResponseSpec(HealthOut, description="NATS, PostgreSQL or a child process is not reachable"),
+        **errors(403),
+    },
 )
-async def health(request: Request) -> Response[HealthOut]:
+async def health(request: Request) -> Response[HealthOut | PublicHealthOut]:
+    """The status; with the operator token, the details. A wrong token is refused (403), never ignored."""
+    detailed = "authorization" in request.headers
+    if detailed:
+        await operator(request)
     runtime: Runtime = request.app.state.runtime
     head: int | None = None
     used: int | None = None
@@ -84,4 +100,4 @@ async def health(request: Request) -> Response[HealthOut]:
     # set-aside events, a log near full: the service still works
     status = "ok" if reachable and not set_aside and not warnings else "degraded"
     body = HealthOut(status, nats_state, pg_state, head, projections, children, set_aside, used, limit, warnings)
-    return Response(body, status_code=200 if reachable else 503)
+    return Response(body if detailed else PublicHealthOut(status), status_code=200 if reachable else 503)

@@ -14,6 +14,7 @@ from litestar.params import Parameter
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
 from api.routes.bodies import AsOf
+from api.security_headers import NO_STORE
 from api.services.keys import HISTORY_PAGE, KeyService, KeyView, error_rate
 from domain.apikey import CAP_PERIODS, MAX_ROTATION_GRACE, ApiKey
 from domain.bounds import AmountIn, AwareDatetime, Label, ModelId, ModelIds
@@ -169,7 +170,7 @@ class KeyController(Controller):
     security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201, responses=errors(400))
+    @post("/", status_code=201, cache_control=NO_STORE, responses=errors(400, 403))
     async def create(self, key_service: KeyService, account_id: UUID, data: KeyIn) -> CreatedKeyOut:
         created = await key_service.create(
             account_id,
@@ -223,7 +224,7 @@ class KeyController(Controller):
     async def enable(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> KeyOut:
         return aggregate_out((await key_service.act(account_id, key_id, "enable")).key)
 
-    @post("/{key_id:uuid}/rotate", status_code=200, responses=errors(400, 404, 409))
+    @post("/{key_id:uuid}/rotate", status_code=200, cache_control=NO_STORE, responses=errors(400, 404, 409))
     async def rotate(
         self, key_service: KeyService, account_id: UUID, key_id: UUID, data: RotateIn | None = None
     ) -> CreatedKeyOut:

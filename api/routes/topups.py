@@ -12,6 +12,7 @@ from litestar.di import Provide
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
 from api.routes.accounts import client_address
+from api.security_headers import NO_STORE
 from api.services.billing import BillingService
 from domain.money import pico_to_usd
 from domain.bounds import AmountIn, Reference
@@ -55,7 +56,7 @@ class TopUpController(Controller):
     security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201, responses=errors(400, 402, 409, 429, 502))
+    @post("/", status_code=201, cache_control=NO_STORE, responses=errors(400, 402, 409, 429, 502))
     async def start(
         self, request: Request, billing_service: BillingService, account_id: UUID, data: TopUpIn
     ) -> TopUpOut:

@@ -89,7 +89,7 @@ def test_a_second_account_can_neither_see_nor_change_the_first_ones_things(mesh)
     }
     secrets = [key["id"], owner_id, reference, key["prefix"], "owner's", template_id, "owner-template"]
     before = snapshot(mesh, owner, key["id"], template_id)
-    head = httpx.get(mesh.url + "/health").json()["stream_head"]
+    head = mesh.health().json()["stream_head"]
 
     document = httpx.get(mesh.url + "/schema/openapi.json").json()
     tried = []

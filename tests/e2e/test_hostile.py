@@ -25,7 +25,7 @@ WRONG_UPSTREAM_KEY = "sk-wrong-upstream-key-must-not-leak"
 
 
 def head(mesh) -> int:
-    return httpx.get(mesh.url + "/health", timeout=10).json()["stream_head"]
+    return mesh.health().json()["stream_head"]
 
 
 def refused(response: httpx.Response, status: int = 400, code: str | None = None) -> dict:
@@ -252,7 +252,7 @@ def inject_poison(mesh) -> int:
 def wait_for_health(mesh, check, timeout: float = 15) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        health = httpx.get(mesh.url + "/health", timeout=10).json()
+        health = mesh.health().json()
         if check(health) or time.monotonic() > deadline:
             return health
         time.sleep(0.1)
