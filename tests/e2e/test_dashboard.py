@@ -28,8 +28,10 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="module")
-def browser():
+@contextmanager
+def chromium():
+    """Debian's Chromium under Playwright (a skip without it, a failure in CI). While it is open, Playwright's sync
+    API keeps an event loop running in this thread: asyncio.run() fails until it closes."""
     path = chromium_path()
     if path is None:
         if os.environ.get("CI") == "true":
@@ -43,6 +45,12 @@ def browser():
         browser = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,17 @@ import nats
 import pytest
 
 from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, MeshProcess, events_after
-from tests.e2e.test_dashboard import browser  # noqa: F401  (the fixture: Chromium, or a skip without it)
+from tests.e2e.test_dashboard import chromium
 from tests.e2e.test_hostile import refused
 from tests.e2e.test_walking_skeleton import api, sign_up, stream_head
+
+
+@pytest.fixture
+def browser():
+    """One per test: the other tests of this module call asyncio.run(), which fails while Playwright is open."""
+    with chromium() as launched:
+        yield launched
+
 
 PASSWORD = "correct horse battery"
 MAX_KEYS, MAX_TEMPLATES, MAX_VERSIONS = 2, 2, 3
