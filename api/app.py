@@ -14,7 +14,7 @@ from litestar.template import TemplateConfig
 
 from api.dashboard.pages import STATIC, AuthPages, DashboardConfig, DashboardPages, dashboard_templates
 from api.dashboard.session import CSRF_COOKIE
-from api.docs import docs_assets, openapi_config
+from api.docs import docs_asset, openapi_config
 from api.errors import EXCEPTION_HANDLERS, MeshRequest
 from api.openapi import finish_openapi
 from api.strict_input import check_strict_input
@@ -50,7 +50,7 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
             AdminController,
             stripe_webhook,
             health,
-            docs_assets,
+            docs_asset,
         ],
         openapi_config=openapi_config(),
         exception_handlers=EXCEPTION_HANDLERS,
