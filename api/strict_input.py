@@ -13,9 +13,10 @@ from typing import Any, Union, get_args, get_origin
 
 import msgspec
 from litestar import Request
-from litestar.exceptions import ClientException, ValidationException
+from litestar.exceptions import ClientException
 
 from api.errors import NESTED_TOO_DEEPLY
+from api.input_errors import body_error, query_error
 
 
 def _has(annotation: Any, kind: type) -> bool:
@@ -41,7 +42,7 @@ async def check_strict_input(request: Request) -> None:
             except RecursionError:
                 raise ClientException(NESTED_TOO_DEEPLY) from None
             except msgspec.ValidationError as exc:
-                raise ValidationException(extra=[{"key": "data", "message": str(exc)}]) from None
+                raise body_error(exc, annotation) from None
             except msgspec.DecodeError:
                 continue  # not JSON: Litestar's own decoding says so
         elif _has(annotation, datetime):
@@ -49,12 +50,5 @@ async def check_strict_input(request: Request) -> None:
             for value in request.query_params.getall(query, []):
                 try:
                     msgspec.convert(value, datetime, strict=True)
-                except msgspec.ValidationError:
-                    raise ValidationException(
-                        extra=[
-                            {
-                                "key": query,
-                                "message": f"must be an ISO 8601 time, e.g. 2027-01-01T00:00:00Z; got {value!r}",
-                            }
-                        ]
-                    ) from None
+                except msgspec.ValidationError as exc:
+                    raise query_error(query, str(exc), annotation, value) from None

@@ -9,6 +9,7 @@ the same atomic append as the template that takes it.
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -34,6 +35,31 @@ REFERENCE_SEPARATOR = "@"
 DEFAULT_FIELDS = ("model", "temperature", "top_p", "max_tokens", "stop")
 _RANGES = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)}
 _NAME_FORBIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}  # control, format, unassigned, line breaks
+
+
+def _forbidden_class() -> str:
+    """The characters of _NAME_FORBIDDEN and the reference separator, as a regex class body (ranges of code
+    points), so the name's rule can be stated as a pattern in the OpenAPI document."""
+    category, at = unicodedata.category, ord(REFERENCE_SEPARATOR)
+    codes = [c for c in range(sys.maxunicode + 1) if c == at or category(chr(c)) in _NAME_FORBIDDEN]
+    # a range starts where a code does not follow the one before it
+    starts = [c for i, c in enumerate(codes) if i == 0 or codes[i - 1] != c - 1]
+    ends = [c for i, c in enumerate(codes) if i == len(codes) - 1 or codes[i + 1] != c + 1]
+    ranges = list(zip(starts, ends))
+    return "".join(_escape(a) + ("-" + _escape(b) if b > a else "") for a, b in ranges)
+
+
+def _escape(code: int) -> str:
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+# A name as the document states it: leading white space (stripped), then a character that is neither forbidden nor
+# white space, then no forbidden character; check_name is the same rule.
+NAME_PATTERN = "^\\s*[^{0}\\s][^{0}]*$".format(_forbidden_class())
+NAME_RULE = (
+    f"a template name is 1 to {MAX_NAME_LENGTH} characters, not only white space, without control or invisible "
+    f"characters and without '{REFERENCE_SEPARATOR}'"
+)
 
 
 class TemplateNotFound(LookupError):

@@ -24,6 +24,7 @@ from domain.template import (
     MAX_NAME_LENGTH,
     MAX_STOP_CHARS,
     MAX_STOP_SEQUENCES,
+    NAME_PATTERN,
     ROLES,
     Template,
 )
@@ -50,7 +51,7 @@ class DefaultsIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 
 
 class TemplateIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[^\x00-\x1f\x7f@]*$")]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)]
     messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)]
     description: Annotated[str, text(MAX_DESCRIPTION_LENGTH, multiline=True)] | None = None
     defaults: DefaultsIn | None = None
