@@ -115,7 +115,7 @@ def handle_rate_limited(_: Request, exc: RateLimited) -> Response:
 
 
 def handle_invalid_input(_: Request, exc: InvalidInput) -> Response:
-    return error_response(400, str(exc), "invalid_request", param=exc.param)
+    return error_response(400, str(exc), exc.code, param=exc.param)
 
 
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:

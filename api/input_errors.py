@@ -42,14 +42,20 @@ _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 class InvalidInput(Exception):
     """A value that does not have the type the API reads it as; `where` is "request body" or "query parameter"."""
 
-    def __init__(self, where: str, param: str, message: str):
+    def __init__(self, where: str, param: str, message: str, code: str = "invalid_request"):
         super().__init__(f"invalid {where}: {param}: {message}")
-        self.param = param
+        self.param, self.code = param, code
+
+
+INVALID_AMOUNT = "invalid_amount"  # the code of a refused amount, wherever it is (as domain.money's InvalidAmount)
+CODE_ATTRIBUTE = "invalid_code"  # a body Struct's ClassVar naming the code its refusals get (else invalid_request)
 
 
 def body_error(error: msgspec.ValidationError, body_type: Any) -> InvalidInput:
     """A body that msgspec refused: the field it names, and what that field takes."""
     text = str(error)
+    code = next((getattr(t, CODE_ATTRIBUTE) for t in _structs_in(body_type) if hasattr(t, CODE_ATTRIBUTE)), None)
+    code = code or "invalid_request"
     at = _AT.search(text)
     path = at.group(1) if at else ""
     message = text[: at.start()] if at else text
@@ -63,10 +69,19 @@ def body_error(error: msgspec.ValidationError, body_type: Any) -> InvalidInput:
         struct = _unwrap(node)
         names = [f.encode_name for f in struct.fields] if isinstance(struct, mi.StructType) else []
         if unknown:
-            return InvalidInput("request body", param, f"is not a field here; the fields are {', '.join(names)}")
-        return InvalidInput("request body", param, "is required")
+            fields_are = f"is not a field here; the fields are {', '.join(names)}"
+            return InvalidInput("request body", param, fields_are)  # a misspelt field: invalid_request
+        return InvalidInput("request body", param, "is required", code)
     param = ".".join(_param(fields)) or "data"
-    return InvalidInput("request body", param, explain(message, node))
+    if any(isinstance(t, mi.StrType) and t.pattern == bounds.AMOUNT_PATTERN for t in _members(node)):
+        code = INVALID_AMOUNT
+    return InvalidInput("request body", param, explain(message, node), code)
+
+
+def _structs_in(annotation: Any) -> list[type]:
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        return [annotation]
+    return [t for arg in getattr(annotation, "__args__", ()) for t in _structs_in(arg)]
 
 
 def query_error(

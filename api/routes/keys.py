@@ -163,7 +163,7 @@ class KeyController(Controller):
     security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201, responses=errors(400))
+    @post("/", status_code=201, responses=errors(400, 404))
     async def create(self, key_service: KeyService, account_id: UUID, data: KeyIn) -> CreatedKeyOut:
         created = await key_service.create(
             account_id,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -51,6 +51,7 @@ class DefaultsIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 
 
 class TemplateIn(msgspec.Struct, forbid_unknown_fields=True):
+    invalid_code: ClassVar[str] = "invalid_template"  # a refused body's code (api/input_errors.py)
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)]
     messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)]
     description: Annotated[str, text(MAX_DESCRIPTION_LENGTH, multiline=True)] | None = None
@@ -163,7 +164,7 @@ class TemplateController(Controller):
     security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201, responses=errors(400, 409))
+    @post("/", status_code=201, responses=errors(400, 404, 409))
     async def create(self, template_service: TemplateService, account_id: UUID, data: TemplateIn) -> TemplateOut:
         return aggregate_out(await template_service.create(account_id, content(data)))
 

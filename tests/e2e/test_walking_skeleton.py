@@ -150,7 +150,7 @@ BAD_API_REQUESTS = [
     ("POST", "/api/keys", "token", {"label": ""}, 400, "invalid_key_settings"),
     ("POST", "/api/keys", "token", {"label": "x", "spend_cap_usd": "-1"}, 400, "invalid_key_settings"),
     ("POST", "/api/keys", "token", {"label": "x", "spend_cap_usd": 1.5}, 400, "invalid_amount"),
-    ("POST", "/api/keys", "token", {"label": "x", "default_model": "nope/nope"}, 400, "model_not_found"),
+    ("POST", "/api/keys", "token", {"label": "x", "default_model": "nope/nope"}, 404, "model_not_found"),
     ("POST", "/api/keys", None, {"label": "x"}, 401, "unauthorized"),
     ("POST", "/api/keys", "garbage", {"label": "x"}, 401, "unauthorized"),
     ("POST", "/api/keys", "key", {"label": "x"}, 403, "forbidden"),
