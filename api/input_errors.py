@@ -17,10 +17,15 @@ import msgspec
 from msgspec import inspect as mi
 
 from domain import bounds
-from domain.template import NAME_PATTERN, NAME_RULE
+from domain.template import LABEL_DOCUMENT_PATTERN, LABEL_RULE, NAME_PATTERN, NAME_RULE
 from projections.billing import GROUP_BY_PATTERN, GROUP_BY_RULE
 
-PATTERN_RULES = {**bounds.PATTERN_RULES, NAME_PATTERN: NAME_RULE, GROUP_BY_PATTERN: GROUP_BY_RULE}
+PATTERN_RULES = {
+    **bounds.PATTERN_RULES,
+    NAME_PATTERN: NAME_RULE,
+    LABEL_DOCUMENT_PATTERN: LABEL_RULE,
+    GROUP_BY_PATTERN: GROUP_BY_RULE,
+}
 PATTERN_RULES[bounds.TIME_PATTERN] = (
     f"a time is ISO 8601 with a time zone in the years {bounds.EARLIEST_YEAR} to {bounds.LATEST_YEAR}"
 )
@@ -48,18 +53,26 @@ class InvalidInput(Exception):
 
 
 INVALID_AMOUNT = "invalid_amount"  # the code of a refused amount, wherever it is (as domain.money's InvalidAmount)
-CODE_ATTRIBUTE = "invalid_code"  # a body Struct's ClassVar naming the code its refusals get (else invalid_request)
+# A body Struct's ClassVar naming the code its refusals get (else invalid_request): one code for every field, or
+# a dict of field name to code
+CODE_ATTRIBUTE = "invalid_code"
 
 
 def body_error(error: msgspec.ValidationError, body_type: Any) -> InvalidInput:
     """A body that msgspec refused: the field it names, and what that field takes."""
     text = str(error)
-    code = next((getattr(t, CODE_ATTRIBUTE) for t in _structs_in(body_type) if hasattr(t, CODE_ATTRIBUTE)), None)
-    code = code or "invalid_request"
     at = _AT.search(text)
     path = at.group(1) if at else ""
     message = text[: at.start()] if at else text
     fields = [m.group(1) or m.group(2) for m in _PATH_PART.finditer(path)]
+    missing_name = re.fullmatch(r"Object missing required field `(.*)`", message)
+    top = fields[0] if fields else (missing_name.group(1) if missing_name else "")
+    code = "invalid_request"
+    for struct in _structs_in(body_type):
+        declared = getattr(struct, CODE_ATTRIBUTE, None)
+        if declared is not None:
+            code = declared.get(top, code) if isinstance(declared, dict) else declared
+            break
     node = _walk(mi.type_info(body_type), fields)
     unknown = re.fullmatch(r"Object contains unknown field `(.*)`", message)
     missing = re.fullmatch(r"Object missing required field `(.*)`", message)

@@ -25,6 +25,18 @@ def _has(annotation: Any, kind: type) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, kind)
 
 
+def _whole_numbers(value: Any) -> Any:
+    """JSON has one kind of number: 5.0 is the integer 5 to JSON Schema, as Litestar's decoding (and the handler)
+    reads it; only a fraction is refused where an integer goes."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
 async def check_strict_input(request: Request) -> None:
     """A `before_request` hook: refuse what Litestar's lenient conversion would otherwise accept."""
     handler = request.route_handler
@@ -38,7 +50,7 @@ async def check_strict_input(request: Request) -> None:
             if not body.strip():
                 continue  # Litestar answers a missing body itself (a 400, or None when the body is optional)
             try:
-                msgspec.json.decode(body, type=annotation, strict=True)
+                msgspec.convert(_whole_numbers(msgspec.json.decode(body)), type=annotation, strict=True)
             except RecursionError:
                 raise ClientException(NESTED_TOO_DEEPLY) from None
             except msgspec.ValidationError as exc:

@@ -30,11 +30,20 @@ MAX_LABELS = 50
 ROLES = ("system", "user", "assistant")
 LATEST = "latest"  # `name@latest`: the newest version, like `name`
 LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
+MAX_LABEL_CHARS = 40
+# check_label's rule as one pattern (with MAX_LABEL_CHARS as its maximum length), for the OpenAPI document
+LABEL_DOCUMENT_PATTERN = r"^(?!latest$)([a-z]|[0-9]+[a-z_.-])[a-z0-9_.-]*$"
+LABEL_RULE = (
+    f"a label is 1 to {MAX_LABEL_CHARS} characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit, "
+    f"not only digits and not 'latest'"
+)
 REFERENCE_SEPARATOR = "@"
 # What a template may set as request defaults, and the checks each one gets.
 DEFAULT_FIELDS = ("model", "temperature", "top_p", "max_tokens", "stop")
 _RANGES = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)}
-_NAME_FORBIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}  # control, format, unassigned, line breaks
+# control, format (invisible), surrogate, private use, line breaks; unassigned code points are allowed (they are
+# no more invisible than any other, and leaving them out keeps NAME_PATTERN a class of about 30 ranges)
+_NAME_FORBIDDEN = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
 
 
 def _forbidden_class() -> str:
@@ -159,10 +168,7 @@ def check_defaults(defaults: dict[str, Any] | None) -> dict[str, Any]:
 
 def check_label(label: str) -> str:
     if not LABEL_PATTERN.fullmatch(label) or label.isdigit() or label == LATEST:
-        raise InvalidTemplate(
-            f"label must be 1 to 40 characters of a-z, 0-9, '_', '.', '-', starting with a letter "
-            f"or digit, not only digits and not {LATEST!r}; got {label[:60]!r}"
-        )
+        raise InvalidTemplate(f"{LABEL_RULE}; got {label[:60]!r}")
     return label
 
 

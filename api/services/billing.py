@@ -130,10 +130,12 @@ class BillingService:
         runtime = self.runtime
         provider = runtime.payments.get(provider_name)
         if provider is None:
+            offered = ", ".join(self.providers) or "none: no payment provider is configured"
             raise ApiError(
-                400,
-                f"provider {provider_name!r} is not available; choose one of: {', '.join(self.providers)}",
-                "invalid_provider",
+                409,
+                f"provider {provider_name!r} is not offered by this server; it offers: {offered}",
+                "provider_not_configured",
+                param="provider",
             )
         amount = usd_to_pico(amount_usd, decimals=2)  # payments move whole cents
         self._check_amount(amount)
@@ -179,7 +181,7 @@ class BillingService:
             stripe = self.stripe
             if stripe is None:
                 raise ApiError(
-                    400, "auto-refill needs Stripe, which is not configured on this server", "invalid_provider"
+                    409, "auto-refill needs Stripe, which is not configured on this server", "provider_not_configured"
                 )
             if threshold_usd is None or amount_usd is None or not payment_method_id:
                 raise ApiError(
