@@ -28,6 +28,7 @@ from api.routes.models import ModelController
 from api.routes.templates import TemplateController
 from api.routes.topups import AutoRefillController, TopUpController, stripe_webhook
 from api.runtime import Runtime
+from api.security_headers import with_security_headers
 from api.services import SERVICE_DEPENDENCIES, Services
 
 
@@ -100,7 +101,8 @@ def _csrf_secret(runtime: Runtime | None) -> str:
 
 
 class MeshASGI:
-    """Routes /v1/* to the gateway and everything else to Litestar; runs the runtime in the lifespan."""
+    """Routes /v1/* to the gateway and everything else to Litestar (with the security headers of
+    api/security_headers.py); runs the runtime in the lifespan."""
 
     def __init__(self, runtime: Runtime, dashboard: DashboardConfig | None = None):
         self.runtime = runtime
@@ -111,6 +113,8 @@ class MeshASGI:
             await self.runtime.gateway(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self.litestar(scope, receive, with_security_headers(scope, send))
         else:
             await self.litestar(scope, receive, send)
 

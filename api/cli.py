@@ -242,6 +242,39 @@ def _accounts(settings: Settings) -> dict:
     return {"session": timedelta(days=settings.session_days), "logins": logins}
 
 
+def _limits(settings: Settings) -> dict:
+    """Sign-up mode, quotas, the log's size limit and the payment attempt limits for the Runtime."""
+    import msgspec
+
+    from api.payments import PaymentGuard
+    from domain.invite import check_signup_mode
+    from domain.quota import Quotas
+
+    try:
+        signup = check_signup_mode(settings.signup)
+        quotas = Quotas(settings.quota_keys, settings.quota_templates, settings.quota_template_versions)
+        if min(msgspec.structs.astuple(quotas)) < 1:
+            raise ValueError("MESH_QUOTA_* must be at least 1")
+        if settings.stream_max_bytes is not None and settings.stream_max_bytes < 1024**2:
+            raise ValueError("MESH_STREAM_MAX_BYTES must be at least 1 MiB")
+        if settings.pending_topups_per_account < 1:
+            raise ValueError("MESH_PENDING_TOPUPS_PER_ACCOUNT must be at least 1")
+        payments = PaymentGuard(
+            settings.payment_attempts_per_account,
+            settings.payment_attempts_per_address,
+            settings.payment_window_seconds,
+            settings.pending_topups_per_account,
+        )
+    except ValueError as exc:
+        raise MeshError(str(exc)) from None
+    return {
+        "signup": signup,
+        "quotas": quotas,
+        "stream_max_bytes": settings.stream_max_bytes,
+        "payment_guard": payments,
+    }
+
+
 def _exit_on_signal(signum, _frame) -> None:
     raise SystemExit(128 + signum)
 
@@ -267,6 +300,8 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     listening = _listen(settings.host, settings.port)
     servers = Servers(settings)
     private_dir(settings.data_path)
+    trusted_proxies = settings.trusted_proxy_list
+    generated = not settings.operator_token and not settings.operator_token_path.exists()
     token = settings.resolved_operator_token()
     with servers:
         runtime = Runtime(
@@ -291,6 +326,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             disconnect_drain_seconds=settings.disconnect_drain_seconds,
             free_rpm=settings.free_rpm,
             export_idle_seconds=settings.export_idle_seconds,
+            **_limits(settings),
         )
         config = uvicorn.Config(
             MeshASGI(runtime, _dashboard(settings)),
@@ -299,7 +335,10 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             lifespan="off",
             log_level="warning",
             access_log=False,
-            proxy_headers=False,
+            # X-Forwarded-For/-Proto only from MESH_TRUSTED_PROXIES: the client's address (for the attempt
+            # limits) is the right-most forwarded one that is not itself a trusted proxy, its scheme the proxy's
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=trusted_proxies,
             server_header=False,
             http=GatheringHttpToolsProtocol,
         )
@@ -328,7 +367,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
                 print(f"  API docs:          {url}/schema  (OpenAPI: {url}/schema/openapi.json)", flush=True)
                 print(f"  health:            {url}/health", flush=True)
                 print(f"  OpenAI-compatible: {url}/v1/models  and  {url}/v1/chat/completions", flush=True)
-                print(f"  operator token:    {token}", flush=True)
+                print(f"  operator token:    {_shown_operator_token(settings, token, generated)}", flush=True)
                 print(f"  data:              {settings.data_path.resolve()}", flush=True)
                 print(f"  models:            {', '.join(sorted(catalog.models))}", flush=True)
             await task
@@ -340,6 +379,16 @@ def up(settings: Settings, run_projections: bool = True) -> int:
         if not server.started:
             raise MeshError("Mesh did not start; see the message above")
     return 0
+
+
+def _shown_operator_token(settings: Settings, token: str, generated: bool) -> str:
+    """The token itself only in the start that generated it (output often lands in logs): one set in the
+    environment is the operator's own, one generated earlier is in its file."""
+    if settings.operator_token:
+        return "from MESH_OPERATOR_TOKEN (not shown)"
+    if generated:
+        return f"{token}  (generated now, kept in {settings.operator_token_path.resolve()})"
+    return f"in {settings.operator_token_path.resolve()}"
 
 
 async def _projections_only(settings: Settings) -> int:
@@ -356,7 +405,7 @@ async def _projections_only(settings: Settings) -> int:
     if not settings.nats_url or not settings.database_url:
         raise MeshError("`mesh projections` needs MESH_NATS_URL and MESH_DATABASE_URL")
     nc = await connect_nats(settings.nats_url)
-    await ensure_stream(nc, settings.stream)
+    await ensure_stream(nc, settings.stream, settings.stream_max_bytes)
     if settings.bodies_logged:
         await ensure_bodies_stream(nc, settings.stream, settings.log_retention_days)
     postmaster = os.environ.get(BACKGROUND_POSTGRES)  # set by `mesh up` for its embedded PostgreSQL

@@ -14,19 +14,21 @@ from litestar.exceptions import ClientException
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.exceptions import ValidationException, MethodNotAllowedException
 
-from commands.accounts import BadCredentials, EmailTaken, InvalidPassword, WrongPassword
+from commands.accounts import BadCredentials, EmailTaken, InvalidInvite, InvalidPassword, WrongPassword
 from commands.app import Conflict, NotFound
 from domain.account import InvalidCreditGrant, InvalidEmail
 from domain.apikey import InvalidKeySettings, KeyRevoked
 from domain.bounds import FLOAT_AMOUNT_RULE, PATTERN_RULES, InvalidText
+from domain.invite import SignupRefused
 from domain.money import InvalidAmount
+from domain.quota import QuotaExceeded
 from domain.ratelimit import RateLimited
 from domain.rendering import InvalidTemplate, TemplateTooLarge, TemplateVariableInvalid, TemplateVariableMissing
 from domain.rendering import TemplateVariableUnknown
 from domain.template import TemplateArchived, TemplateNameTaken, TemplateNotFound
 from domain.topup import TopUpError
 from api.input_errors import InvalidInput, query_error
-from api.payments import PaymentError
+from api.payments import CardDeclined, PaymentError
 from gateway.errors import ErrorBody, ErrorResponse
 
 log = logging.getLogger("mesh.api")
@@ -50,11 +52,13 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidText: (400, "invalid_request"),
     KeyRevoked: (409, "key_revoked"),
     EmailTaken: (409, "email_taken"),
+    InvalidInvite: (400, "invalid_request"),
     BadCredentials: (401, "bad_credentials"),
     WrongPassword: (403, "wrong_password"),
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
     TopUpError: (409, "topup_state"),
+    CardDeclined: (402, "card_declined"),
     PaymentError: (502, "payment_provider_error"),
     InvalidTemplate: (400, "invalid_template"),
     TemplateVariableMissing: (400, TemplateVariableMissing.code),
@@ -106,6 +110,11 @@ def handle_domain_error(_: Request, exc: Exception) -> Response:
         if isinstance(exc, cls):
             return error_response(status, str(exc), code, param=getattr(exc, "param", None))
     raise exc
+
+
+def handle_coded_refusal(_: Request, exc: SignupRefused | QuotaExceeded) -> Response:
+    """A refusal whose code says which rule refused (signup_closed, key_quota_exceeded, ...)."""
+    return error_response(403, str(exc), exc.code, "permission_error")
 
 
 def handle_rate_limited(_: Request, exc: RateLimited) -> Response:
@@ -218,6 +227,8 @@ EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
     InvalidInput: handle_invalid_input,
     RateLimited: handle_rate_limited,
+    SignupRefused: handle_coded_refusal,
+    QuotaExceeded: handle_coded_refusal,
     HTTPException: handle_http_exception,
     **{cls: handle_domain_error for cls in DOMAIN_ERRORS},
     **{cls: handle_unavailable for cls in UNAVAILABLE},

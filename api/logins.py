@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 from uuid import UUID
 
-from commands.accounts import BadCredentials, EmailTaken, WrongPassword
+from commands.accounts import BadCredentials, EmailTaken, SignupRefused, WrongPassword
 from domain.account import normalise_email
 from domain.ratelimit import AttemptWindow, RateLimited
 
@@ -50,15 +50,16 @@ class LoginGuard:
             self.waiting -= 1
 
     def login(self, address: str, email: str):
-        """A failed login counts for the address and the email; a successful one clears the email's count."""
-        return self._attempt(
-            BadCredentials, [(self.by_address, address), (self.by_email, normalise_email(email))], clear=self.by_email
-        )
+        """A failed login counts for the address and the email; a successful one counts for neither (however
+        many run at once) and clears the email's count."""
+        holds = [(self.by_address, address), (self.by_email, normalise_email(email))]
+        return self._attempt(BadCredentials, holds, clear=self.by_email)
 
     def signup(self, address: str, email: str):
-        """Every sign-up counts for the address; one for a taken email counts for that email too."""
+        """Every sign-up counts for the address; one for a taken email (or with an invite code that is not
+        valid) counts for that email too."""
         return self._attempt(
-            EmailTaken, [(self.signups, address), (self.by_email, normalise_email(email))], keep=self.signups
+            (EmailTaken, SignupRefused), [(self.by_email, normalise_email(email))], every=((self.signups, address),)
         )
 
     def password_change(self, account_id: UUID):
@@ -67,30 +68,35 @@ class LoginGuard:
     @contextmanager
     def _attempt(
         self,
-        failure: type[Exception],
-        holds: list[tuple[AttemptWindow, str]],
-        keep: AttemptWindow | None = None,
+        failure: type[Exception] | tuple[type[Exception], ...],
+        failures: list[tuple[AttemptWindow, str]],
+        every: tuple[tuple[AttemptWindow, str], ...] = (),
         clear: AttemptWindow | None = None,
     ) -> Iterator[None]:
-        """Count the attempt before the work (so parallel guesses are limited too); take it back if it
-        turns out not to be a failure, except in `keep`; a success clears `clear` for its key."""
+        """Refuse at once when a window is full. `failures` are counted after the work, when it fails with
+        `failure`: a password that turns out right never takes an attempt, not even while it is checked.
+        `every` are counted before the work (parallel sign-ups are limited too) and taken back only when it
+        fails otherwise (bad input). A success clears `clear` for its key."""
+        for window, key in failures:
+            window.check(key)
         taken: list[tuple[AttemptWindow, str]] = []
         try:
-            for window, key in holds:
+            for window, key in every:
                 window.acquire(key)
                 taken.append((window, key))
             yield
         except failure:
+            for window, key in failures:
+                window.record(key)
             raise
         except BaseException:
             for window, key in taken:
                 window.release(key)
             raise
-        for window, key in taken:
-            if window is clear:
-                window.clear(key)
-            elif window is not keep:
-                window.release(key)
+        if clear is not None:
+            for window, key in failures:
+                if window is clear:
+                    window.clear(key)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -7,17 +7,21 @@ use cases (commands/topups.py) record and credit it, keyed by that reference.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+import time
+from typing import Callable, Protocol
 from uuid import UUID
 
 import msgspec
 import stripe
 
 from domain.money import PICO_PER_USD, pico_to_usd
+from domain.ratelimit import AttemptWindow, RateLimited
 
 PICO_PER_CENT = PICO_PER_USD // 100
+log = logging.getLogger("mesh.payments")
 
 
 class PaymentStart(msgspec.Struct, frozen=True):
@@ -36,6 +40,54 @@ class PaymentProvider(Protocol):
 
 class PaymentError(RuntimeError):
     """The provider refused or failed; the message is safe to show (no secrets)."""
+
+
+class CardDeclined(PaymentError):
+    """The bank declined the card. The client is told only that: the bank's decline code would help someone
+    testing stolen cards, so it goes to the server log alone."""
+
+    def __init__(self) -> None:
+        super().__init__("the card was declined; try another card or ask your bank")
+
+
+def declined(exc: stripe.CardError, what: str) -> CardDeclined:
+    """The CardError as the client may see it; its codes logged."""
+    log.warning("%s: card declined (%s, decline code %s)", what, exc.code, getattr(exc, "decline_code", None))
+    return CardDeclined()
+
+
+DEFAULT_PAYMENT_ATTEMPTS_PER_ACCOUNT = 10
+DEFAULT_PAYMENT_ATTEMPTS_PER_ADDRESS = 30
+DEFAULT_PAYMENT_WINDOW = 3600.0
+DEFAULT_PENDING_TOPUPS = 5
+PENDING_TOPUP_AGE = timedelta(days=1)  # a card top-up not finished after this no longer counts as pending
+
+
+class PaymentGuard:
+    """Limits on card payment attempts (a card top-up started or charged, a card saved for auto-refill), per
+    account and per client address, against card testing: each attempt counts, whatever its outcome. In memory,
+    per process (like the login limits). Also holds the bound on an account's pending top-ups."""
+
+    def __init__(
+        self,
+        per_account: int = DEFAULT_PAYMENT_ATTEMPTS_PER_ACCOUNT,
+        per_address: int = DEFAULT_PAYMENT_ATTEMPTS_PER_ADDRESS,
+        window_seconds: float = DEFAULT_PAYMENT_WINDOW,
+        pending_topups: int = DEFAULT_PENDING_TOPUPS,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.by_account = AttemptWindow(per_account, window_seconds, "payment attempts for this account", clock)
+        self.by_address = AttemptWindow(per_address, window_seconds, "payment attempts from this address", clock)
+        self.pending_topups = pending_topups
+
+    def attempt(self, account_id: UUID, address: str) -> None:
+        """Count one attempt, or raise RateLimited (429 with Retry-After) counting nothing."""
+        self.by_account.acquire(str(account_id))
+        try:
+            self.by_address.acquire(address)
+        except RateLimited:
+            self.by_account.release(str(account_id))
+            raise
 
 
 class BankTransfer:
@@ -87,7 +139,7 @@ class StripePayments:
                 f"Stripe does not know payment method {payment_method}: {exc.user_message or exc.code}"
             ) from None
         except stripe.CardError as exc:
-            raise PaymentError(f"the card was declined ({exc.code or 'card_error'})") from None
+            raise declined(exc, f"saving a card for customer {customer}") from None
         except stripe.StripeError as exc:
             raise PaymentError(f"Stripe failed: {exc.user_message or type(exc).__name__}") from None
 
@@ -116,7 +168,7 @@ class StripePayments:
             if intent.status == "requires_confirmation":
                 intent = self.client.v1.payment_intents.confirm(payment_intent)
         except stripe.CardError as exc:
-            raise PaymentError(f"the card was declined ({exc.code or 'card_error'})") from None
+            raise declined(exc, f"paying {payment_intent}") from None
         except stripe.StripeError as exc:
             raise PaymentError(f"Stripe failed: {exc.user_message or type(exc).__name__}") from None
         return intent.status, intent.client_secret
@@ -140,7 +192,7 @@ class StripePayments:
                 options={"idempotency_key": idempotency_key},
             )
         except stripe.CardError as exc:
-            raise PaymentError(f"the card was declined ({exc.code or 'card_error'})") from None
+            raise declined(exc, f"auto-refill of account {account_id}") from None
         except stripe.StripeError as exc:
             raise PaymentError(f"Stripe failed: {exc.user_message or type(exc).__name__}") from None
         return intent.id, intent.status

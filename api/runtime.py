@@ -17,7 +17,13 @@ from commands.app import Conflict, MeshApplication
 from eventsourcing.persistence import OperationalError
 from commands.keys import KeyCommands
 from commands.templates import TemplateCommands
-from commands.stream import bodies_stream, ensure_bodies_stream, ensure_stream
+from commands.stream import (
+    DEFAULT_STREAM_MAX_BYTES,
+    MAX_BYTES_ENV,
+    bodies_stream,
+    ensure_bodies_stream,
+    ensure_log_stream,
+)
 from commands.budget import BudgetCommands
 from commands.catalog import CatalogCommands
 from commands.autorefill import AutoRefillCommands
@@ -31,12 +37,13 @@ from api.exports import EXPORT_IDLE_SECONDS, ExportGate
 from api.embedded import BACKGROUND_POSTGRES, EmbeddedServerError, ProjectionProcess
 from api.logins import LoginGuard
 from api.supervisor import Child, Supervisor
-from api.payments import PaymentProvider, StripePayments
+from api.payments import PaymentGuard, PaymentProvider, StripePayments
 from gateway import feed
 from gateway.keys import KeyCache
 from gateway.templates import TemplateCache, TemplateHead
 from gateway.catalog import Catalog
 from gateway.errors import GatewayError
+from domain.quota import Quotas
 from gateway.freelimit import DEFAULT_FREE_RPM
 from gateway.providers.base import Adapter
 from gateway.providers.anthropic import AnthropicAdapter
@@ -269,6 +276,10 @@ class Runtime:
         log_retention_days: int = logs.RETENTION_DAYS,
         log_bodies: bool = False,
         export_idle_seconds: float = EXPORT_IDLE_SECONDS,
+        signup: str = "open",
+        quotas: Quotas = Quotas(),
+        stream_max_bytes: int | None = None,  # None: the default that fits (commands.stream)
+        payment_guard: PaymentGuard | None = None,
     ):
         self.nats_url = nats_url
         self.database_url = database_url
@@ -290,11 +301,15 @@ class Runtime:
         self.supervisor = Supervisor()
         self.lease_ttl = lease_ttl
         self.disconnect_drain_seconds = disconnect_drain_seconds
-        self.free_rpm = free_rpm  # requests a minute per key to a free model
+        self.free_rpm = free_rpm  # requests a minute per account to free models
         self.log_retention_days = log_retention_days
         self.log_bodies = log_bodies
         self.exports = ExportGate()  # the log exports running, one per account
         self.export_idle_seconds = export_idle_seconds  # how long an export's write may wait for its client
+        self.signup = signup  # MESH_SIGNUP: open, invite or closed
+        self.quotas = quotas
+        self.stream_max_bytes = stream_max_bytes
+        self.payment_guard = payment_guard or PaymentGuard()  # card payment attempts and pending top-ups
         self.runners: list[ProjectionRunner] = []
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -303,9 +318,23 @@ class Runtime:
     async def start(self) -> None:
         self.nc = await connect_nats(self.nats_url)
         try:
-            await ensure_stream(self.nc, self.stream)
+            limit = await ensure_log_stream(self.nc, self.stream, self.stream_max_bytes)
         except Exception as exc:
-            raise StartupError(f"cannot create the JetStream stream {self.stream}: {exc}") from None
+            hint = (
+                f"; MESH_STREAM_MAX_BYTES={self.stream_max_bytes} is more than NATS can store: lower it or give "
+                "NATS more disk"
+                if "insufficient storage" in str(exc)
+                else ""
+            )
+            raise StartupError(f"cannot create the JetStream stream {self.stream}: {exc}{hint}") from None
+        if self.stream_max_bytes is None and limit < DEFAULT_STREAM_MAX_BYTES:
+            log.warning(
+                "the event log's size limit is %d bytes: NATS cannot reserve the default %d "
+                "(set MESH_STREAM_MAX_BYTES to what the NATS volume holds)",
+                limit,
+                DEFAULT_STREAM_MAX_BYTES,
+            )
+        self.stream_max_bytes = limit
         if self.log_bodies:
             try:
                 await ensure_bodies_stream(self.nc, self.stream, self.log_retention_days)
@@ -314,10 +343,12 @@ class Runtime:
         self.pool = await open_pool(self.database_url)
         async with self.pool.connection() as conn:
             outdated = await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
-        self.app = await asyncio.to_thread(MeshApplication, self.nats_url, self.stream)
-        self.accounts = AccountCommands(self.app, self.session)
-        self.keys = KeyCommands(self.app)
-        self.templates = TemplateCommands(self.app)
+        self.app = await asyncio.to_thread(
+            MeshApplication, self.nats_url, self.stream, {MAX_BYTES_ENV: str(self.stream_max_bytes)}
+        )
+        self.accounts = AccountCommands(self.app, self.session, signup=self.signup)
+        self.keys = KeyCommands(self.app, self.quotas)
+        self.templates = TemplateCommands(self.app, self.quotas)
         self.source = StreamSource(self.nc, self.stream)
         self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
         self.budget = BudgetCommands(self.app)

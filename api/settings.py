@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from api.exports import EXPORT_IDLE_SECONDS
+from domain.quota import DEFAULT_MAX_KEYS, DEFAULT_MAX_TEMPLATE_VERSIONS, DEFAULT_MAX_TEMPLATES
 from gateway.freelimit import DEFAULT_FREE_RPM
 
 
@@ -38,12 +40,23 @@ class Settings(msgspec.Struct, kw_only=True):
     login_failures_per_address: int = 50  # failed logins per client address and window
     signups_per_address: int = 20  # sign-ups per client address and window
     login_window_seconds: float = 900.0  # the window of the three limits above
-    free_rpm: int = DEFAULT_FREE_RPM  # requests a minute per key to a free model (such as mesh/echo); 0: no limit
+    free_rpm: int = DEFAULT_FREE_RPM  # requests a minute per account (all its keys) to free models; 0: no limit
+    signup: str = "open"  # who may sign up: open, invite (a code from POST /admin/invites) or closed
+    quota_keys: int = DEFAULT_MAX_KEYS  # API keys (not revoked) per account
+    quota_templates: int = DEFAULT_MAX_TEMPLATES  # prompt templates (not archived) per account
+    quota_template_versions: int = DEFAULT_MAX_TEMPLATE_VERSIONS  # versions per template
+    stream_max_bytes: int | None = None  # the event log's size limit on JetStream (unset: 10 GiB or what fits)
+    payment_attempts_per_account: int = 10  # card payment attempts (top-up start or charge, card attach) per window
+    payment_attempts_per_address: int = 30  # the same, per client address
+    payment_window_seconds: float = 3600.0  # the window of the two limits above
+    pending_topups_per_account: int = 5  # top-ups started and not finished (paid, failed for good, expired)
     log_retention_days: int = 90  # request logs older than this are dropped (whole months); money is not
     log_bodies: str = "off"  # "on": keep prompts and answers too (their own stream, same retention)
     export_idle_seconds: float = EXPORT_IDLE_SECONDS  # a log export whose client reads nothing this long ends
     stripe_publishable_key: str | None = None  # pk_...: the dashboard's card form (Stripe Elements)
     stripe_js_url: str = "https://js.stripe.com/v3/"  # where the dashboard loads stripe.js from (tests: localstripe's)
+    # the reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For/-Proto are believed
+    trusted_proxies: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -73,11 +86,31 @@ class Settings(msgspec.Struct, kw_only=True):
     def config_path(self) -> Path | None:
         return Path(self.config) if self.config else None
 
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """MESH_TRUSTED_PROXIES as a list of addresses and networks, each checked (an entry that is neither is
+        refused, rather than trusted as a literal that never matches)."""
+        entries = [entry.strip() for entry in self.trusted_proxies.split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"MESH_TRUSTED_PROXIES takes IP addresses or CIDR networks separated by commas, "
+                    f"such as 127.0.0.1,10.0.0.0/8; {entry!r} is neither"
+                ) from None
+        return entries
+
+    @property
+    def operator_token_path(self) -> Path:
+        """Where the generated operator token is kept (unused when MESH_OPERATOR_TOKEN is set)."""
+        return self.data_path / "operator_token"
+
     def resolved_operator_token(self) -> str:
         """The operator token: from MESH_OPERATOR_TOKEN, else the one generated on first start."""
         if self.operator_token:
             return self.operator_token
-        return kept_secret(self.data_path / "operator_token", prefix="mo-")
+        return kept_secret(self.operator_token_path, prefix="mo-")
 
 
 class SettingsError(ValueError):

@@ -10,14 +10,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 from uuid import UUID
 
+import secrets
+
 import msgspec
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import RecordConflictError
 
 from commands.app import MeshApplication
 from domain.account import Account, EmailClaim, normalise_email
+from domain.bounds import check_aware
 from domain.credentials import (
     DUMMY_PASSWORD_HASH,
+    NewSecret,
+    hash_token,
     InvalidPassword,
     check_new_password,
     check_presented_password,
@@ -26,12 +31,15 @@ from domain.credentials import (
     new_management_token,
     verify_password,
 )
+from domain.invite import INVITE_PREFIX, Invite, SignupRefused, check_signup_mode
 
 __all__ = [
     "AccountCommands",
     "BadCredentials",
     "EmailTaken",
+    "InvalidInvite",
     "InvalidPassword",
+    "SignupRefused",
     "Session",
     "WrongPassword",
     "DEFAULT_SESSION",
@@ -41,6 +49,10 @@ DEFAULT_SESSION = timedelta(days=30)
 
 
 class EmailTaken(ValueError):
+    pass
+
+
+class InvalidInvite(ValueError):
     pass
 
 
@@ -64,24 +76,72 @@ class AccountCommands:
         app: MeshApplication,
         session: timedelta = DEFAULT_SESSION,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        signup: str = "open",
     ):
         self.app = app
         self.session = session  # how long a management token lives after it was issued or last renewed
         self.clock = clock
+        self.signup = check_signup_mode(signup)  # MESH_SIGNUP: open, invite or closed
 
-    def sign_up(self, email: str, password: str) -> Session:
+    def check_signup(self, invite_code: str | None) -> None:
+        """Refuse at once what the sign-up mode refuses, before any password work."""
+        if self.signup == "closed":
+            raise SignupRefused("signup_closed", "sign-up is closed on this server; ask its operator for an account")
+        if self.signup == "invite" and not (invite_code or "").strip():
+            raise SignupRefused("invite_required", "sign-up on this server needs an invite code (invite_code)")
+
+    def sign_up(self, email: str, password: str, invite_code: str | None = None) -> Session:
+        self.check_signup(invite_code)
         email = normalise_email(email)
         check_new_password(password)
         token = new_management_token()
-        account = Account(
-            email=email, password_hash=hash_password(password), token_hash=token.hash, token_expires_at=self._expiry()
-        )
-        claim = EmailClaim(email=email, account_id=account.id)
+        password_hash = hash_password(password)
+
+        def use_case() -> Session:
+            account = Account(
+                email=email, password_hash=password_hash, token_hash=token.hash, token_expires_at=self._expiry()
+            )
+            claim = EmailClaim(email=email, account_id=account.id)
+            invite = self._invite(invite_code) if self.signup == "invite" else None
+            if invite is not None:
+                invite.use(account.id, self.clock())
+            try:  # atomic: all or none
+                position = self.app.save_all(account, claim, *([invite] if invite is not None else []))
+            except RecordConflictError:
+                if invite is not None and self._invite(invite_code).used_by is not None:
+                    raise SignupRefused(
+                        "invite_invalid", "this invite code was already used; ask for a new one"
+                    ) from None
+                if self._email_claimed(email) or invite is None:
+                    raise EmailTaken(f"an account with email {email} already exists") from None
+                raise  # something else changed the invite: once more
+            return Session(account.id, token.plain, position)
+
+        return self.app.retrying(use_case)
+
+    def create_invite(self, expires_at: datetime | None, by: str = "operator") -> tuple[Invite, str, int]:
+        """A new single-use invite code: (invite, the code in plain text, shown once, position)."""
+        if expires_at is not None and check_aware(expires_at, "expires_at", InvalidInvite) <= self.clock():
+            raise InvalidInvite("expires_at must be in the future")
+        code = NewSecret(INVITE_PREFIX + secrets.token_urlsafe(16))
+        invite = Invite(code_hash=code.hash, prefix=code.prefix, expires_at=expires_at, by=by)
+        return invite, code.plain, self.app.save_all(invite)
+
+    def _invite(self, code: str | None) -> Invite:
         try:
-            position = self.app.save_all(account, claim)  # atomic: both or neither
-        except RecordConflictError:
-            raise EmailTaken(f"an account with email {email} already exists") from None
-        return Session(account.id, token.plain, position)
+            invite = self.app.repository.get(Invite.create_id(hash_token((code or "").strip())))
+        except AggregateNotFoundError:
+            invite = None
+        if not isinstance(invite, Invite):
+            raise SignupRefused("invite_invalid", "this invite code is not valid; check it or ask for a new one")
+        return invite
+
+    def _email_claimed(self, email: str) -> bool:
+        try:
+            self.app.repository.get(EmailClaim.create_id(email))
+        except AggregateNotFoundError:
+            return False
+        return True
 
     def log_in(self, email: str, password: str) -> Session:
         check_presented_password(password)

@@ -15,6 +15,7 @@ from eventsourcing.persistence import EventStore, RecordConflictError
 
 from commands.snapshots import SNAPSHOT_INTERVAL, SNAPSHOTTED, SnapshotStore
 from domain.account import Account
+from domain.quota import Holdings
 
 T = TypeVar("T")
 log = logging.getLogger("mesh.commands")
@@ -110,3 +111,16 @@ class MeshApplication(Application):
         if not isinstance(account, Account):
             raise NotFound(f"no account with id {account_id}")
         return account
+
+
+def holdings_of(app: MeshApplication, account_id: UUID) -> Holdings:
+    """The account's holdings (its keys and templates counted against the quotas), opened at first use.
+
+    Keys and templates made before the holdings existed (by an older Mesh) are not in them: they do not count."""
+    try:
+        holdings = app.repository.get(Holdings.create_id(account_id))
+    except AggregateNotFoundError:
+        return Holdings(account_id=account_id)
+    if not isinstance(holdings, Holdings):
+        raise NotFound(f"no holdings of account {account_id}")
+    return holdings

@@ -10,6 +10,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from commands.app import MeshApplication
 from domain.topup import TopUp
+from commands.topups import take_back_held
 
 
 class AutoRefillCommands:
@@ -43,6 +44,7 @@ class AutoRefillCommands:
                 topup = TopUp(account_id=account_id, provider="stripe", reference=payment_intent, amount=amount)
             if topup.succeed(amount, datetime.now(timezone.utc)):
                 account.grant_credits(amount, f"auto-refill ({payment_intent})", "auto-refill")
+                take_back_held(topup, account, "auto-refill")
             account.auto_refill_succeeded(refill_id, payment_intent)
             changed = [x for x in (topup, account) if x.pending_events]
             return self.app.save_all(*changed) if changed else 0

@@ -44,7 +44,12 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment
 from nats.aio.msg import Msg
 
-from commands.stream import ensure_snapshots_stream, ensure_stream, snapshots_stream
+from commands.stream import (
+    MAX_BYTES_ENV,
+    ensure_snapshots_stream,
+    ensure_stream,
+    snapshots_stream,
+)
 from domain.events import (
     HEADER_ORIGINATOR_ID,
     HEADER_ORIGINATOR_VERSION,
@@ -127,7 +132,13 @@ def _notification(msg: Msg) -> Notification:
 
 
 class JetStreamAggregateRecorder(AggregateRecorder):
-    def __init__(self, nats_url: str, stream: str = "MESH", cache_size: int = 100_000):
+    def __init__(
+        self,
+        nats_url: str,
+        stream: str = "MESH",
+        cache_size: int = 100_000,
+        max_bytes: int | None = None,  # the log's size limit (None: as it is); see commands.stream
+    ):
         self.stream = stream
         self._direct = f"$JS.API.DIRECT.GET.{stream}"
         self._runner = _LoopThread()
@@ -137,7 +148,7 @@ class JetStreamAggregateRecorder(AggregateRecorder):
                     nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=-1, error_cb=_log_nats_error), 5
                 )
             )
-            self._runner.run(ensure_stream(self.nc, stream))
+            self._runner.run(ensure_stream(self.nc, stream, max_bytes))
         except Exception as exc:
             self._runner.stop()
             # not the URL: it carries the password
@@ -506,17 +517,19 @@ class Factory(InfrastructureFactory[TrackingRecorder]):
         super().__init__(env)
         self.nats_url = self.env.get(self.MESH_NATS_URL) or "nats://127.0.0.1:4222"
         self.stream = self.env.get(self.MESH_STREAM) or "MESH"
+        limit = self.env.get(MAX_BYTES_ENV)
+        self.max_bytes = int(limit) if limit else None
         self._recorders: list[JetStreamAggregateRecorder] = []
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         if purpose == "snapshots":  # beside the application's events (constructed before), on their connection
             if not self._recorders:
-                self._track(JetStreamAggregateRecorder(self.nats_url, self.stream))
+                self._track(JetStreamAggregateRecorder(self.nats_url, self.stream, max_bytes=self.max_bytes))
             return JetStreamSnapshotRecorder(self._recorders[0])
-        return self._track(JetStreamAggregateRecorder(self.nats_url, self.stream))
+        return self._track(JetStreamAggregateRecorder(self.nats_url, self.stream, max_bytes=self.max_bytes))
 
     def application_recorder(self) -> ApplicationRecorder:
-        return self._track(JetStreamApplicationRecorder(self.nats_url, self.stream))
+        return self._track(JetStreamApplicationRecorder(self.nats_url, self.stream, max_bytes=self.max_bytes))
 
     def tracking_recorder(self, tracking_recorder_class: type[TrackingRecorder] | None = None) -> TrackingRecorder:
         raise NotImplementedError("read models track their position in PostgreSQL (projections.runner)")

@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.application import AggregateNotFoundError
 
-from commands.app import MeshApplication, NotFound
+from commands.app import MeshApplication, NotFound, holdings_of
 from domain.apikey import (
     ApiKey,
     InvalidKeySettings,
@@ -21,6 +21,7 @@ from domain.apikey import (
     check_spend_cap,
 )
 from domain.credentials import new_api_key
+from domain.quota import Quotas
 
 UNSET: Any = msgspec.UNSET
 
@@ -44,8 +45,9 @@ class KeyChanges(msgspec.Struct, frozen=True):
 
 
 class KeyCommands:
-    def __init__(self, app: MeshApplication):
+    def __init__(self, app: MeshApplication, quotas: Quotas = Quotas()):
         self.app = app
+        self.quotas = quotas
 
     def create(
         self,
@@ -61,7 +63,7 @@ class KeyCommands:
         secret = new_api_key()
         if cap_reset is not None and spend_cap is None:
             raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
-        key = ApiKey(
+        settings = dict(
             account_id=account_id,
             label=check_label(label),
             key_hash=secret.hash,
@@ -73,7 +75,14 @@ class KeyCommands:
             cap_reset=check_cap_period(cap_reset),
             fit_to_budget=fit_to_budget,
         )
-        return KeyResult(key, self.app.save_all(key), secret.plain)
+
+        def use_case() -> KeyResult:  # a concurrent create changed the holdings: counted again
+            key = ApiKey(**settings)
+            holdings = holdings_of(self.app, account_id)
+            holdings.add_key(key.id, self.quotas.keys)
+            return KeyResult(key, self.app.save_all(holdings, key), secret.plain)  # the key last: its position
+
+        return self.app.retrying(use_case)
 
     def update(self, account_id: UUID, key_id: UUID, changes: KeyChanges) -> KeyResult:
         def decide(key: ApiKey) -> None:
@@ -102,7 +111,18 @@ class KeyCommands:
         return self._change(account_id, key_id, lambda key: key.enable(by))
 
     def revoke(self, account_id: UUID, key_id: UUID, by: str) -> KeyResult:
-        return self._change(account_id, key_id, lambda key: key.revoke(by))
+        """Revoked for good; its place in the account's key quota is free again."""
+
+        def use_case() -> KeyResult:
+            key = self._load(account_id, key_id)
+            key.revoke(by)
+            if not key.pending_events:
+                return KeyResult(key, 0)
+            holdings = holdings_of(self.app, account_id)
+            holdings.remove_key(key_id)
+            return KeyResult(key, self.app.save_all(key, *([holdings] if holdings.pending_events else [])))
+
+        return self.app.retrying(use_case)
 
     def rotate(self, account_id: UUID, key_id: UUID, grace: timedelta) -> KeyResult:
         secret = new_api_key()
@@ -110,10 +130,6 @@ class KeyCommands:
             account_id, key_id, lambda key: key.rotate(secret.hash, secret.prefix, datetime.now(timezone.utc), grace)
         )
         return KeyResult(result.key, result.position, secret.plain)
-
-    def history(self, account_id: UUID, key_id: UUID) -> list[Any]:
-        self._load(account_id, key_id)
-        return list(self.app.events.get(key_id))
 
     def _change(self, account_id: UUID, key_id: UUID, decide: Callable[[ApiKey], None]) -> KeyResult:
         def use_case() -> KeyResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from domain.events import bodies_subject, snapshot_subject, subject_prefix
 
@@ -16,15 +16,29 @@ from domain.events import bodies_subject, snapshot_subject, subject_prefix
 # 256 MiB memory limit nats-server's share of the CPU grew from 13% to 41% in 150 s (bench/README.md).
 DUPLICATE_WINDOW = 30.0
 
+# The log's size limit (MESH_STREAM_MAX_BYTES). Full, it refuses new events (discard "new": nothing is ever
+# dropped from the log), so every request and change fails until an operator raises it; /health warns from
+# STREAM_FULL_WARNING of it on. JetStream reserves it from its store when the stream is made or changed, and
+# refuses a limit larger than its store. Unset, it is DEFAULT_STREAM_MAX_BYTES (about 20 million usage events)
+# or, where NATS cannot reserve that much (a small disk), the largest half of it that fits, down to
+# MIN_DEFAULT_STREAM_MAX_BYTES; a production server sets it to what its NATS volume holds.
+DEFAULT_STREAM_MAX_BYTES = 10 * 1024**3
+MIN_DEFAULT_STREAM_MAX_BYTES = 256 * 1024**2
+INSUFFICIENT_STORAGE = 10047  # JetStream's error: the limit does not fit in its store
+STREAM_FULL_WARNING = 0.8
+MAX_BYTES_ENV = "MESH_STREAM_MAX_BYTES"  # how the event store's recorder (commands/eventstore.py) gets it
 
-def stream_config(stream: str) -> StreamConfig:
-    """The log's settings: durable, append-only (no delete, no purge, no expiry), atomic batches, direct reads,
-    duplicates dropped for DUPLICATE_WINDOW."""
+
+def stream_config(stream: str, max_bytes: int | None = None) -> StreamConfig:
+    """The log's settings: durable, append-only (no delete, no purge, no expiry), at most `max_bytes` (then
+    appends are refused, never old events dropped; None: an existing stream keeps its limit, a new one has
+    none), atomic batches, direct reads, duplicates dropped for DUPLICATE_WINDOW."""
     return StreamConfig(
         name=stream,
         subjects=[f"{subject_prefix(stream)}.>"],
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW,
+        max_bytes=max_bytes,
         max_age=0,
         deny_delete=True,
         deny_purge=True,
@@ -75,16 +89,37 @@ async def ensure_snapshots_stream(nc: NATS, stream: str) -> None:
     await _ensure(nc, snapshots_stream_config(stream))
 
 
-async def ensure_stream(nc: NATS, stream: str = "MESH") -> None:
-    await _ensure(nc, stream_config(stream))
+async def ensure_stream(nc: NATS, stream: str = "MESH", max_bytes: int | None = None) -> None:
+    """The log, with `max_bytes` as its limit (None: whatever limit it has; Mesh's processes pass
+    MESH_STREAM_MAX_BYTES, which defaults to DEFAULT_STREAM_MAX_BYTES)."""
+    await _ensure(nc, stream_config(stream, max_bytes))
+
+
+async def ensure_log_stream(nc: NATS, stream: str, max_bytes: int | None) -> int:
+    """The log with `max_bytes` as its limit (MESH_STREAM_MAX_BYTES, refused by NATS when it does not fit); None:
+    the default, halved while NATS cannot reserve it. Returns the limit set."""
+    if max_bytes is not None:
+        await ensure_stream(nc, stream, max_bytes)
+        return max_bytes
+    limit = DEFAULT_STREAM_MAX_BYTES
+    while True:
+        try:
+            await ensure_stream(nc, stream, limit)
+            return limit
+        except APIError as exc:
+            if exc.err_code != INSUFFICIENT_STORAGE or limit // 2 < MIN_DEFAULT_STREAM_MAX_BYTES:
+                raise
+            limit //= 2
 
 
 async def _ensure(nc: NATS, config: StreamConfig) -> None:
     """Create the stream, or bring an existing one to this config. Idempotent; never loses data."""
     js = nc.jetstream()
     try:
-        await js.stream_info(config.name)
+        info = await js.stream_info(config.name)
     except NotFoundError:
         await js.add_stream(config)
         return
+    if config.max_bytes is None:  # not said: the limit stays as it is
+        config.max_bytes = info.config.max_bytes
     await js.update_stream(config)

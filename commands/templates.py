@@ -9,7 +9,8 @@ from uuid import UUID
 import msgspec
 from eventsourcing.application import AggregateNotFoundError
 
-from commands.app import MeshApplication, NotFound
+from commands.app import MeshApplication, NotFound, holdings_of
+from domain.quota import Quotas, check_versions
 from domain.template import Template, TemplateName, check_name
 
 Messages = list[dict[str, str]]
@@ -21,8 +22,9 @@ class TemplateResult(msgspec.Struct, frozen=True):
 
 
 class TemplateCommands:
-    def __init__(self, app: MeshApplication):
+    def __init__(self, app: MeshApplication, quotas: Quotas = Quotas()):
         self.app = app
+        self.quotas = quotas
 
     def create(
         self,
@@ -36,9 +38,12 @@ class TemplateCommands:
         def use_case() -> TemplateResult:
             template = Template.create(account_id, name, description, messages, defaults, by)
             claim = self._claim(account_id, template.name, template.id)
-            return TemplateResult(template, self.app.save_all(template, claim))
+            holdings = holdings_of(self.app, account_id)
+            holdings.add_template(template.id, self.quotas.templates)
+            return TemplateResult(template, self.app.save_all(holdings, template, claim))
 
-        return self.app.retrying(use_case)  # a claim created at the same time: the retry sees it taken
+        # a claim created at the same time: the retry sees it taken; holdings changed: counted again
+        return self.app.retrying(use_case)
 
     def save(
         self,
@@ -55,6 +60,7 @@ class TemplateCommands:
         def decide(template: Template) -> list[Any]:
             claims: list[Any] = []
             new_name = check_name(name)
+            check_versions(len(template.versions), self.quotas.template_versions)
             template.save(description, messages, defaults, by)
             if new_name != template.name:
                 claims = [self._claim(account_id, new_name, template.id), self._released(template)]
@@ -78,7 +84,9 @@ class TemplateCommands:
             if template.archived:
                 return []
             template.archive(by)
-            return [self._released(template)]
+            holdings = holdings_of(self.app, account_id)
+            holdings.remove_template(template.id)
+            return [self._released(template), *([holdings] if holdings.pending_events else [])]
 
         return self._change(account_id, template_id, decide)
 

@@ -11,6 +11,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import RecordConflictError
 
 from commands.app import MeshApplication, NotFound
+from domain.account import Account
 from domain.topup import TopUp
 
 
@@ -18,6 +19,14 @@ class TopUpResult(msgspec.Struct, frozen=True):
     topup: TopUp
     position: int
     credited: int = 0  # pico-USD this call credited (negative: debited)
+
+
+def take_back_held(topup: TopUp, account: Account, by: str) -> int:
+    """The payment just arrived: debit the refund and disputes reported before it (in the same save)."""
+    taken = topup.apply_held()
+    if taken > 0:
+        account.debit_credits(taken, f"refund or dispute of top-up {topup.reference}, reported before its payment", by)
+    return taken
 
 
 class TopUpCommands:
@@ -65,7 +74,8 @@ class TopUpCommands:
                 return TopUpResult(topup, 0)
             account = self.app.account(topup.account_id)
             account.grant_credits(amount, f"top-up via {provider} ({reference})", by)
-            return TopUpResult(topup, self.app.save_all(topup, account), amount)
+            taken = take_back_held(topup, account, by)
+            return TopUpResult(topup, self.app.save_all(topup, account), amount - taken)
 
         return self.app.retrying(use_case)
 
@@ -75,21 +85,42 @@ class TopUpCommands:
     def expire(self, provider: str, reference: str) -> TopUpResult:
         return self._change(provider, reference, lambda topup: topup.expire(datetime.now(timezone.utc)))
 
-    def refund(self, provider: str, reference: str, total_refunded: int, by: str) -> TopUpResult:
+    def refund(
+        self,
+        provider: str,
+        reference: str,
+        total_refunded: int,
+        by: str,
+        account_id: UUID | None = None,
+        amount: int | None = None,
+    ) -> TopUpResult:
+        """Take back what a refund adds; before the payment arrived it is held (see TopUp.refund_to). An unknown
+        payment of `amount` is recorded first when the provider names the account (as `confirm` does)."""
+
         def use_case() -> TopUpResult:
-            topup = self.load(provider, reference)
-            amount = topup.refund_to(total_refunded)
-            return self._debit(topup, amount, f"refund of top-up {reference}", by)
+            topup = self._load_or_record(provider, reference, amount or total_refunded, account_id)
+            taken = topup.refund_to(total_refunded)
+            return self._debit(topup, taken, f"refund of top-up {reference}", by)
 
         return self.app.retrying(use_case)
 
-    def dispute(self, provider: str, reference: str, dispute_id: str, amount: int, by: str) -> TopUpResult:
+    def dispute(
+        self, provider: str, reference: str, dispute_id: str, amount: int, by: str, account_id: UUID | None = None
+    ) -> TopUpResult:
         def use_case() -> TopUpResult:
-            topup = self.load(provider, reference)
+            topup = self._load_or_record(provider, reference, amount, account_id)
             taken = topup.dispute(dispute_id, amount)
             return self._debit(topup, taken, f"dispute {dispute_id} on top-up {reference}", by)
 
         return self.app.retrying(use_case)
+
+    def _load_or_record(self, provider: str, reference: str, amount: int, account_id: UUID | None) -> TopUp:
+        try:
+            return self.load(provider, reference)
+        except NotFound:
+            if account_id is None or amount <= 0:
+                raise
+            return TopUp(account_id=account_id, provider=provider, reference=reference, amount=amount)
 
     def load(self, provider: str, reference: str) -> TopUp:
         try:
@@ -99,8 +130,8 @@ class TopUpCommands:
         return topup
 
     def _debit(self, topup: TopUp, amount: int, reason: str, by: str) -> TopUpResult:
-        if amount <= 0:
-            return TopUpResult(topup, 0)
+        if amount <= 0:  # nothing to take back (or held until the payment arrives)
+            return TopUpResult(topup, self.app.save_all(topup) if topup.pending_events else 0)
         account = self.app.account(topup.account_id)
         account.debit_credits(amount, reason, by)
         return TopUpResult(topup, self.app.save_all(topup, account), -amount)

@@ -15,6 +15,8 @@ import msgspec
 from domain.account import Account, EmailClaim
 from domain.apikey import ApiKey
 from domain.catalog import ModelSettings
+from domain.invite import Invite
+from domain.quota import Holdings
 from domain.template import Template, TemplateName
 from domain.topup import TopUp
 from domain.usage import BodyRecorded, UsageRecorded
@@ -64,6 +66,15 @@ EVENT_TYPES: dict[str, type] = {
     "topup.expired": TopUp.Expired,
     "topup.refunded": TopUp.Refunded,
     "topup.disputed": TopUp.Disputed,
+    "topup.refund_held": TopUp.RefundHeld,
+    "topup.dispute_held": TopUp.DisputeHeld,
+    "invite.created": Invite.Created,
+    "invite.used": Invite.Used,
+    "holdings.opened": Holdings.Opened,
+    "holdings.key_added": Holdings.KeyAdded,
+    "holdings.key_removed": Holdings.KeyRemoved,
+    "holdings.template_added": Holdings.TemplateAdded,
+    "holdings.template_removed": Holdings.TemplateRemoved,
     "usage.recorded": UsageRecorded,
     "template.created": Template.Created,
     "template.version_saved": Template.VersionSaved,

@@ -29,16 +29,28 @@ class AttemptWindow:
 
     def acquire(self, key: str) -> None:
         """Count an attempt for `key`, or raise RateLimited (counting nothing) when the window is full."""
+        self.check(key)
+        self.record(key)
+
+    def check(self, key: str) -> None:
+        """Raise RateLimited when the window of `key` is full; count nothing."""
+        hits = self._hits.get(key)
+        if hits is None:
+            return
+        now = self.clock()
+        self._expire(hits, now)
+        if len(hits) >= self.limit:
+            retry_after = max(1, math.ceil(hits[0] + self.window - now))
+            raise RateLimited(f"too many {self.what}; try again in {retry_after} s", retry_after)
+
+    def record(self, key: str) -> None:
+        """Count an attempt for `key` that has happened (one checked before it ran may make the window full)."""
         now = self.clock()
         hits = self._hits.get(key)
         if hits is None:
             if len(self._hits) >= self._next_sweep:
                 self._sweep(now)
             hits = self._hits[key] = deque()
-        self._expire(hits, now)
-        if len(hits) >= self.limit:
-            retry_after = max(1, math.ceil(hits[0] + self.window - now))
-            raise RateLimited(f"too many {self.what}; try again in {retry_after} s", retry_after)
         hits.append(now)
 
     def release(self, key: str) -> None:

@@ -3,7 +3,9 @@
 A top-up's id derives from the provider and its own reference (a Stripe
 PaymentIntent id, a bank-transfer reference), so however often and however
 late a provider reports the same payment, it lands on the same aggregate, and
-the aggregate credits it once. Refunds and disputes take money back.
+the aggregate credits it once. Refunds and disputes take money back; one that
+arrives before the payment itself (webhooks come in any order) is held and
+taken back when the payment arrives, once.
 """
 
 from __future__ import annotations
@@ -46,6 +48,17 @@ class TopUp(Aggregate):
         dispute_id: str
         amount: int
 
+    class RefundHeld(Aggregate.Event):
+        """A refund reported before the payment arrived: taken back when it does."""
+
+        total_refunded: int
+
+    class DisputeHeld(Aggregate.Event):
+        """A dispute reported before the payment arrived: taken back when it does."""
+
+        dispute_id: str
+        amount: int
+
     @staticmethod
     def create_id(provider: str, reference: str) -> UUID:
         return uuid5(NAMESPACE_URL, f"mesh:topup:{provider}:{reference}")
@@ -68,6 +81,8 @@ class TopUp(Aggregate):
         self.refunded = 0
         self.disputes: set[str] = set()
         self.failures = 0
+        self.held_refund = 0  # the largest total refunded reported before the payment arrived
+        self.held_disputes: dict[str, int] = {}  # dispute id -> amount, reported before the payment arrived
 
     def succeed(self, amount: int, now: datetime) -> bool:
         """Record the payment; True if this call credited it (False: it already was)."""
@@ -100,8 +115,19 @@ class TopUp(Aggregate):
     def _expire(self) -> None:
         self.status = "expired"
 
+    def apply_held(self) -> int:
+        """After the payment arrived: the refund and disputes held until then, taken back now; returns the total."""
+        taken = self.refund_to(self.held_refund) if self.held_refund else 0
+        for dispute_id, amount in sorted(self.held_disputes.items()):
+            taken += self.dispute(dispute_id, amount)
+        return taken
+
     def refund_to(self, total_refunded: int) -> int:
-        """The provider says `total_refunded` has been refunded in all; returns what this adds (0: nothing new)."""
+        """The provider says `total_refunded` has been refunded in all; returns what this adds (0: nothing new).
+        Before the payment arrived it is held (and 0 returned)."""
+        if self.status == "pending" and total_refunded > self.held_refund:
+            self._hold_refund(total_refunded)
+            return 0
         total_refunded = min(total_refunded, self.received)
         if self.status != "succeeded" or total_refunded <= self.refunded:
             return 0
@@ -113,8 +139,16 @@ class TopUp(Aggregate):
     def _refund(self, amount: int, total_refunded: int) -> None:
         self.refunded = total_refunded
 
+    @event(RefundHeld)
+    def _hold_refund(self, total_refunded: int) -> None:
+        self.held_refund = total_refunded
+
     def dispute(self, dispute_id: str, amount: int) -> int:
-        """A chargeback: returns what it takes back (0 if this dispute was already recorded)."""
+        """A chargeback: returns what it takes back (0 if this dispute was already recorded). Before the payment
+        arrived it is held (and 0 returned)."""
+        if self.status == "pending" and dispute_id not in self.held_disputes:
+            self._hold_dispute(dispute_id, amount)
+            return 0
         if self.status != "succeeded" or dispute_id in self.disputes:
             return 0
         amount = min(amount, self.received - self.refunded)
@@ -124,3 +158,7 @@ class TopUp(Aggregate):
     @event(Disputed)
     def _dispute(self, dispute_id: str, amount: int) -> None:
         self.disputes.add(dispute_id)
+
+    @event(DisputeHeld)
+    def _hold_dispute(self, dispute_id: str, amount: int) -> None:
+        self.held_disputes[dispute_id] = amount

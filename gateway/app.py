@@ -126,7 +126,11 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = new_trace_id()
         started = time.perf_counter_ns()
-        headers = [(b"content-type", b"application/json"), (b"x-mesh-trace-id", str(trace_id).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"x-mesh-trace-id", str(trace_id).encode()),
+            (b"x-content-type-options", b"nosniff"),  # the rest of api/security_headers.py is for pages
+        ]
         request_id = _header(scope, b"x-request-id")
         if request_id is not None:
             headers.append((b"x-request-id", request_id.encode("latin-1")))
@@ -189,7 +193,7 @@ class Gateway:
         check_fields(body, adapter.chat_fields, model.id)
         refuse_file_ids(request.messages)
         if model.price.is_free:  # refused before anything is recorded
-            self.free_limit.admit(key.key_id, model.id)
+            self.free_limit.admit(key.account_id, model.id)
         ticket, fitted, prompt_bound = await self._reserve(key, model, request, body)
         if fitted is not None:  # the key fits limits to its budget: the answer says to what
             headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
@@ -254,7 +258,7 @@ class Gateway:
             )
         model = self._resolve(request, key)
         if model.price.is_free:
-            self.free_limit.admit(key.key_id, model.id)
+            self.free_limit.admit(key.account_id, model.id)
         adapter = self.adapters[model.provider]
         serve = getattr(adapter, "embeddings", None)
         if serve is None:

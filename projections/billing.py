@@ -250,6 +250,9 @@ class Billing:
             "topup.expired": ("status = 'expired'", lambda: ()),
             "topup.refunded": ("refunded = %s", lambda: (e.total_refunded,)),
             "topup.disputed": ("disputed = disputed + %s", lambda: (e.amount,)),
+            # held until the payment arrives; the money moves with topup.refunded / topup.disputed then
+            "topup.refund_held": ("status = status", lambda: ()),
+            "topup.dispute_held": ("status = status", lambda: ()),
         }[item.topic]
         await cur.execute(
             f"update {t['topups']} set {change[0]}, updated_at = %s where topup_id = %s",
@@ -577,3 +580,12 @@ async def auto_refills_to_check(conn: psycopg.AsyncConnection) -> list[AutoRefil
                                  or (not a.armed and b.credits - b.spend >= a.threshold))"""
     )
     return [_refill_row(r) for r in await cur.fetchall()]
+
+
+async def pending_topups(conn: psycopg.AsyncConnection, account_id: UUID, since: datetime) -> int:
+    """How many of the account's top-ups started since `since` are still pending (not paid, expired)."""
+    cur = await conn.execute(
+        "select count(*) from topups where account_id = %s and status = 'pending' and created_at >= %s",
+        (account_id, since),
+    )
+    return (await cur.fetchone())[0]

@@ -1,6 +1,7 @@
-"""Directory read model: accounts, their management tokens, and API keys.
+"""Directory read model: accounts, their management tokens, API keys and their histories, invite codes.
 
-Authentication reads it: a management token or an API key is looked up by hash.
+Authentication reads it: a management token or an API key is looked up by hash. A key's history is kept here
+(without the gateways' budget bookkeeping, which grows with every lease) so its page reads one page of it.
 """
 
 from __future__ import annotations
@@ -10,10 +11,51 @@ from uuid import UUID
 
 import msgspec
 import psycopg
+from psycopg.types.json import Jsonb
 
 from domain.apikey import KEY_CHANGES
 from domain.events import EVENT_TYPES
+from domain.money import pico_to_usd
 from projections.readmodel import Envelope
+
+# A key's events that are the gateways' bookkeeping, not changes someone made: left out of its history.
+BUDGET_EVENTS = frozenset({"key.budget_leased", "key.lease_extended", "key.lease_settled", "key.spend_period_started"})
+_PRIVATE_FIELDS = {
+    "originator_id",
+    "originator_version",
+    "timestamp",
+    "originator_topic",
+    "key_hash",
+    "previous_hash",
+    "account_id",
+}
+
+
+def public_details(event) -> dict:
+    """An event's fields without secrets (hashes) or envelope; money as USD strings."""
+    details = {k: v for k, v in vars(event).items() if k not in _PRIVATE_FIELDS}
+    if "spend_cap" in details:
+        cap = details.pop("spend_cap")
+        details["spend_cap_usd"] = pico_to_usd(cap) if cap is not None else None
+    return msgspec.to_builtins(details)
+
+
+class KeyEvent(msgspec.Struct):
+    type: str
+    time: datetime
+    version: int
+    by: str  # account | operator | gateway
+    details: dict
+
+
+class InviteRow(msgspec.Struct):
+    invite_id: UUID
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    by: str
+    used_by: UUID | None
+    used_at: datetime | None
 
 
 class KeyRow(msgspec.Struct, frozen=True):
@@ -34,7 +76,7 @@ class KeyRow(msgspec.Struct, frozen=True):
 
 class Directory:
     name = "directory"
-    tables = ("accounts", "management_tokens", "api_keys", "api_key_secrets")
+    tables = ("accounts", "management_tokens", "api_keys", "api_key_secrets", "api_key_events", "invites")
     topics = frozenset(
         {
             "account.registered",
@@ -42,6 +84,8 @@ class Directory:
             "account.token_renewed",
             "account.token_revoked",
             "account.password_changed",
+            "invite.created",
+            "invite.used",
         }
         | {t for t in EVENT_TYPES if t.startswith("key.")}
     )
@@ -82,12 +126,55 @@ class Directory:
             );
             create index if not exists {t["api_keys"]}_account on {t["api_keys"]} (account_id, created_at);
             alter table {t["api_keys"]} add column if not exists fit_to_budget boolean not null default false;
+            create table if not exists {t["api_key_events"]} (
+                key_id uuid not null,
+                version int not null,
+                type text not null,
+                time timestamptz not null,
+                by text not null,
+                details jsonb not null,
+                primary key (key_id, version)
+            );
+            create table if not exists {t["invites"]} (
+                invite_id uuid primary key,
+                prefix text not null,
+                created_at timestamptz not null,
+                expires_at timestamptz,
+                by text not null,
+                used_by uuid,
+                used_at timestamptz
+            );
         """)
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
             e = item.event
-            if item.topic == "account.registered":
+            if item.topic.startswith("key.") and item.topic not in BUDGET_EVENTS:
+                details = public_details(e)
+                await cur.execute(
+                    f"""insert into {t["api_key_events"]} (key_id, version, type, time, by, details)
+                        values (%s, %s, %s, %s, %s, %s) on conflict do nothing""",
+                    (
+                        e.originator_id,
+                        e.originator_version,
+                        item.topic,
+                        e.timestamp,
+                        details.pop("by", "account"),
+                        Jsonb(details),
+                    ),
+                )
+            if item.topic == "invite.created":
+                await cur.execute(
+                    f"""insert into {t["invites"]} (invite_id, prefix, created_at, expires_at, by)
+                        values (%s, %s, %s, %s, %s)""",
+                    (e.originator_id, e.prefix, e.timestamp, e.expires_at, e.by),
+                )
+            elif item.topic == "invite.used":
+                await cur.execute(
+                    f"update {t['invites']} set used_by = %s, used_at = %s where invite_id = %s",
+                    (e.account_id, e.timestamp, e.originator_id),
+                )
+            elif item.topic == "account.registered":
                 await cur.execute(
                     f"insert into {t['accounts']} (account_id, email, created_at) values (%s, %s, %s)",
                     (e.originator_id, e.email, e.timestamp),
@@ -219,3 +306,25 @@ async def key_by_hash(conn: psycopg.AsyncConnection, key_hash: str) -> tuple[Key
     )
     row = await cur.fetchone()
     return (_key_row(row[:-1]), row[-1]) if row else None
+
+
+async def key_history(
+    conn: psycopg.AsyncConnection, key_id: UUID, limit: int, before: int | None = None
+) -> list[KeyEvent]:
+    """One page of a key's history, newest first: `limit` events older than version `before` (None: the newest)."""
+    cur = await conn.execute(
+        """select type, time, version, by, details from api_key_events
+           where key_id = %s and (%s::int is null or version < %s::int) order by version desc limit %s""",
+        (key_id, before, before, limit),
+    )
+    return [KeyEvent(*row) for row in await cur.fetchall()]
+
+
+async def invites(conn: psycopg.AsyncConnection, limit: int) -> list[InviteRow]:
+    """The newest `limit` invite codes (never the codes themselves)."""
+    cur = await conn.execute(
+        "select invite_id, prefix, created_at, expires_at, by, used_by, used_at from invites "
+        "order by created_at desc limit %s",
+        (limit,),
+    )
+    return [InviteRow(*row) for row in await cur.fetchall()]

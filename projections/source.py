@@ -106,11 +106,15 @@ class StreamSource:
 
     async def head(self) -> int:
         """The stream's last sequence (0 when empty)."""
+        return (await self.state())[0]
+
+    async def state(self) -> tuple[int, int, int]:
+        """The stream's last sequence (0 when empty), the bytes it holds and its limit (-1: none)."""
         reply = await self.nc.request(f"$JS.API.STREAM.INFO.{self.stream}", b"", timeout=5)
         info = msgspec.json.decode(reply.data)
         if "error" in info:
             raise RuntimeError(f"stream info for {self.stream} failed: {info['error'].get('description')}")
-        return int(info["state"]["last_seq"])
+        return int(info["state"]["last_seq"]), int(info["state"]["bytes"]), int(info["config"].get("max_bytes", -1))
 
 
 async def _until_done(done: asyncio.Future, arrived: list, timeout: float) -> None:

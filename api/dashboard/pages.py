@@ -26,6 +26,7 @@ from api.dashboard.session import (
 from api.errors import DOMAIN_ERRORS, ApiError
 from api.routes.accounts import client_address
 from api.routes.logs import decode_cursor, encode_cursor
+from api.security_headers import NO_STORE
 from api.services.accounts import AccountService
 from api.services.billing import BillingService
 from api.services.keys import KEY_ACTIONS, KeyService, error_rate
@@ -33,6 +34,8 @@ from api.services.logs import LogService
 from api.services.models import ModelService
 from api.services.templates import TemplateContent, TemplateService, try_out, variables
 from domain.credentials import hash_token
+from domain.invite import SignupRefused
+from domain.quota import QuotaExceeded
 from domain.ratelimit import RateLimited
 from projections import logs
 
@@ -44,7 +47,13 @@ LOG_RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timede
 ROTATE_GRACE = {"0": timedelta(0), "3600": timedelta(hours=1), "86400": timedelta(days=1)}
 ROLES = ("system", "user", "assistant")
 CHART_SERIES = ("model", "provider")  # what the spend chart stacks by
-PAGE_ERRORS = (ApiError, RateLimited, *DOMAIN_ERRORS)  # shown on the page, in the API's words
+PAGE_ERRORS = (
+    ApiError,
+    RateLimited,
+    SignupRefused,
+    QuotaExceeded,
+    *DOMAIN_ERRORS,
+)  # shown on the page, in the API's words
 
 
 class DashboardConfig(msgspec.Struct, frozen=True):
@@ -75,6 +84,8 @@ def _page_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, ApiError)
         else 429
         if isinstance(exc, RateLimited)
+        else 403
+        if isinstance(exc, (SignupRefused, QuotaExceeded))
         else next((s for cls, (s, _) in DOMAIN_ERRORS.items() if isinstance(exc, cls)), 400)
     )
     return Template(
@@ -96,20 +107,21 @@ class AuthPages(Controller):
         return Redirect("/keys")
 
     @get("/login", include_in_schema=False)
-    async def login_form(self, request: Request) -> Template:
-        return page("auth.html", request, mode="login", error=None, email="")
+    async def login_form(self, request: Request, account_service: AccountService) -> Template:
+        return page("auth.html", request, mode="login", error=None, email="", signup=account_service.signup_mode)
 
     @get("/signup", include_in_schema=False)
-    async def signup_form(self, request: Request) -> Template:
-        return page("auth.html", request, mode="signup", error=None, email="")
+    async def signup_form(self, request: Request, account_service: AccountService) -> Template:
+        """The form, with an invite code field when MESH_SIGNUP=invite; no form when it is closed."""
+        return page("auth.html", request, mode="signup", error=None, email="", signup=account_service.signup_mode)
 
-    @post("/login", include_in_schema=False)
+    @post("/login", include_in_schema=False, cache_control=NO_STORE)
     async def login(self, request: Request, account_service: AccountService) -> Response:
-        return await self._enter(request, account_service.log_in, "login")
+        return await self._enter(request, account_service, "login")
 
-    @post("/signup", include_in_schema=False)
+    @post("/signup", include_in_schema=False, cache_control=NO_STORE)
     async def signup(self, request: Request, account_service: AccountService) -> Response:
-        return await self._enter(request, account_service.sign_up, "signup")
+        return await self._enter(request, account_service, "signup")
 
     @post("/logout", include_in_schema=False)
     async def logout(self, request: Request, account_service: AccountService) -> Redirect:
@@ -121,13 +133,18 @@ class AuthPages(Controller):
         return Redirect("/login", cookies=[expired_cookie(request)])
 
     @staticmethod
-    async def _enter(request: Request, use_case, mode: str) -> Response:
+    async def _enter(request: Request, account_service: AccountService, mode: str) -> Response:
         form = await request.form()
         email, password = form.get("email", ""), form.get("password", "")
         try:
-            session = await use_case(email, password, client_address(request))
+            if mode == "signup":
+                invite_code = form.get("invite_code") or None
+                session = await account_service.sign_up(email, password, client_address(request), invite_code)
+            else:
+                session = await account_service.log_in(email, password, client_address(request))
         except PAGE_ERRORS as exc:
-            return page("auth.html", request, mode=mode, error=failure(exc), email=email)
+            signup = account_service.signup_mode
+            return page("auth.html", request, mode=mode, error=failure(exc), email=email, signup=signup)
         return Redirect("/keys", cookies=[session_cookie(request, session.management_token, session_seconds(request))])
 
 
@@ -146,7 +163,7 @@ class DashboardPages(Controller):
     ) -> Template:
         return await self._keys(request, account_id, key_service, model_service, q)
 
-    @post("/keys")
+    @post("/keys", cache_control=NO_STORE)
     async def create_key(
         self, request: Request, account_id: UUID, key_service: KeyService, model_service: ModelService
     ) -> Template:
@@ -183,9 +200,16 @@ class DashboardPages(Controller):
 
     @get("/keys/{key_id:uuid}")
     async def key(
-        self, request: Request, account_id: UUID, key_id: UUID, key_service: KeyService, model_service: ModelService
+        self,
+        request: Request,
+        account_id: UUID,
+        key_id: UUID,
+        key_service: KeyService,
+        model_service: ModelService,
+        cursor: str | None = None,
     ) -> Template:
-        return await self._key(request, account_id, key_id, key_service, model_service)
+        """`cursor`: an older page of the history."""
+        return await self._key(request, account_id, key_id, key_service, model_service, cursor=cursor)
 
     @post("/keys/{key_id:uuid}")
     async def edit_key(
@@ -202,16 +226,17 @@ class DashboardPages(Controller):
             return await self._key(request, account_id, key_id, key_service, model_service, error=failure(exc))
         return Redirect(f"/keys/{key_id}")
 
-    async def _key(self, request, account_id, key_id, key_service, model_service, **extra) -> Template:
+    async def _key(self, request, account_id, key_id, key_service, model_service, cursor=None, **extra) -> Template:
         view, as_of = await key_service.one(account_id, key_id)
-        history = await key_service.history(account_id, key_id)
+        history = await key_service.history(account_id, key_id, cursor=cursor)
         return page(
             "key.html",
             request,
             section="keys",
             key=view,
             as_of=as_of,
-            history=list(reversed(history)),
+            history=history.events,
+            older=history.next_cursor,
             models=model_service.enabled(),
             error_rate=error_rate,
             share=views.share,
@@ -227,7 +252,7 @@ class DashboardPages(Controller):
         view, _ = await key_service.one(account_id, key_id)
         return page("confirm.html", request, section="keys", key=view.row, action=action)
 
-    @post("/keys/{key_id:uuid}/{action:str}")
+    @post("/keys/{key_id:uuid}/{action:str}", cache_control=NO_STORE)
     async def act(
         self,
         request: Request,
@@ -304,7 +329,9 @@ class DashboardPages(Controller):
         """A card top-up continues on its payment page; a bank transfer shows its reference here."""
         form = await request.form()
         try:
-            started = await billing_service.start_topup(account_id, form.get("provider", ""), form.get("amount_usd"))
+            started = await billing_service.start_topup(
+                account_id, form.get("provider", ""), form.get("amount_usd"), client_address(request)
+            )
         except PAGE_ERRORS as exc:
             return await self._billing(request, account_id, billing_service, error=failure(exc))
         if started.provider == "stripe":
@@ -328,19 +355,21 @@ class DashboardPages(Controller):
             stripe_key=settings.stripe_publishable_key,
         )
 
-    @post("/billing/topups/{payment_intent:str}/card", media_type=MediaType.JSON)
+    @post("/billing/topups/{payment_intent:str}/card", media_type=MediaType.JSON, cache_control=NO_STORE)
     async def pay_by_card(
         self, request: Request, account_id: UUID, payment_intent: str, billing_service: BillingService
-    ) -> dict:
+    ) -> Response:
         """The card the page tokenised with stripe.js, charged for the top-up it started."""
         data = await request.json()
         try:
             status, client_secret = await billing_service.pay_with_card(
-                account_id, payment_intent, str(data.get("token", ""))
+                account_id, payment_intent, str(data.get("token", "")), client_address(request)
             )
+        except RateLimited as exc:
+            return Response({"error": failure(exc)}, status_code=429, headers={"retry-after": str(exc.retry_after)})
         except PAGE_ERRORS as exc:
-            return {"error": failure(exc)}
-        return {"status": status, "client_secret": client_secret}
+            return Response({"error": failure(exc)})
+        return Response({"status": status, "client_secret": client_secret})
 
     @post("/billing/auto-refill")
     async def auto_refill(self, request: Request, account_id: UUID, billing_service: BillingService) -> Response:
@@ -352,6 +381,7 @@ class DashboardPages(Controller):
                 form.get("threshold_usd") or None,
                 form.get("amount_usd") or None,
                 form.get("payment_method_id") or None,
+                client_address(request),
             )
         except PAGE_ERRORS as exc:
             return page("error.html", request, section="billing", message=failure(exc))

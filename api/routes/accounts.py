@@ -14,13 +14,20 @@ from litestar.di import Provide
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account, presented_token_hash
-from domain.bounds import Email
+from api.security_headers import NO_STORE
+from domain.bounds import Email, Reference
 from api.services.accounts import AccountService
 
 
 class Credentials(msgspec.Struct, forbid_unknown_fields=True):
     email: Email
     password: str
+
+
+class SignupIn(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+    password: str
+    invite_code: Reference | None = None  # needed when MESH_SIGNUP=invite
 
 
 class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -34,19 +41,20 @@ class SessionOut(msgspec.Struct):
 
 
 def client_address(request: Request) -> str:
-    """Who is asking, for attempt limits: the peer address (behind a proxy, the proxy's)."""
+    """Who is asking, for attempt limits: the peer address, or behind a proxy in MESH_TRUSTED_PROXIES the
+    client's it forwards (uvicorn's proxy headers set it in the scope: api/cli.py)."""
     return request.client.host if request.client else "unknown"
 
 
 class AccountController(Controller):
     path = "/api"
 
-    @post("/signup", status_code=201, responses=errors(400, 409, 429, 503))
-    async def signup(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
-        session = await account_service.sign_up(data.email, data.password, client_address(request))
+    @post("/signup", status_code=201, cache_control=NO_STORE, responses=errors(400, 403, 409, 429, 503))
+    async def signup(self, request: Request, account_service: AccountService, data: SignupIn) -> SessionOut:
+        session = await account_service.sign_up(data.email, data.password, client_address(request), data.invite_code)
         return SessionOut(session.account_id, session.management_token)
 
-    @post("/login", status_code=200, responses=errors(400, 401, 429, 503))
+    @post("/login", status_code=200, cache_control=NO_STORE, responses=errors(400, 401, 429, 503))
     async def login(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
         session = await account_service.log_in(data.email, data.password, client_address(request))
         return SessionOut(session.account_id, session.management_token)
@@ -59,6 +67,7 @@ class AccountController(Controller):
     @post(
         "/password",
         status_code=200,
+        cache_control=NO_STORE,
         dependencies={"account_id": Provide(current_account)},
         security=ACCOUNT,
         responses=errors(400, 403, 429),

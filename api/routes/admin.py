@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, post, put
 from litestar.di import Provide
+from litestar.params import Parameter
 
 from api.openapi import OPERATOR, errors
 from api.auth import operator
 from api.errors import ApiError
 from api.routes.models import ModelListOut, ModelOut, model_out
-from api.runtime import BILLING, Runtime
-from domain.bounds import AmountIn, Reason
+from api.runtime import BILLING, DIRECTORY, Runtime
+from domain.bounds import AmountIn, AwareDatetime, Reason
+from domain.credentials import VISIBLE_PREFIX_LENGTH
 from domain.money import pico_to_usd, usd_to_pico
 from domain.pricing import Price
+from projections import directory
 
 
 class CreditGrantIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -62,6 +67,28 @@ class TransferOut(msgspec.Struct):
     received_usd: str
 
 
+class InviteIn(msgspec.Struct, forbid_unknown_fields=True):
+    expires_at: AwareDatetime | None = None  # null: valid until used
+
+
+class InviteOut(msgspec.Struct):
+    id: UUID
+    prefix: str  # the code's first characters, as listings show it
+    created_at: datetime
+    expires_at: datetime | None
+    by: str
+    used_by: UUID | None = None  # the account it admitted
+    used_at: datetime | None = None
+    code: str | None = None  # only in the answer that made it: shown once
+
+
+class InviteListOut(msgspec.Struct):
+    data: list[InviteOut]  # newest first
+
+
+MAX_INVITES_LISTED = 500
+
+
 class AdminController(Controller):
     path = "/admin"
     security = OPERATOR
@@ -93,6 +120,27 @@ class AdminController(Controller):
             result.topup.status,
             pico_to_usd(result.credited),
             pico_to_usd(result.topup.received),
+        )
+
+    @post("/invites", status_code=201)
+    async def create_invite(self, request: Request, _operator: None, data: InviteIn | None = None) -> InviteOut:
+        """A single-use invite code for sign-up (MESH_SIGNUP=invite); the code is in this answer only."""
+        runtime: Runtime = request.app.state.runtime
+        expires_at = (data or InviteIn()).expires_at
+        invite, code, position = await asyncio.to_thread(runtime.accounts.create_invite, expires_at, "operator")
+        await runtime.caught_up(DIRECTORY, position)
+        return InviteOut(invite.id, code[:VISIBLE_PREFIX_LENGTH], invite.created_on, expires_at, "operator", code=code)
+
+    @get("/invites")
+    async def invites(
+        self, request: Request, _operator: None, limit: Annotated[int, Parameter(ge=1, le=MAX_INVITES_LISTED)] = 100
+    ) -> InviteListOut:
+        """The newest invites, used or not (never their codes)."""
+        runtime: Runtime = request.app.state.runtime
+        async with runtime.pool.connection() as conn:
+            rows = await directory.invites(conn, limit)
+        return InviteListOut(
+            [InviteOut(r.invite_id, r.prefix, r.created_at, r.expires_at, r.by, r.used_by, r.used_at) for r in rows]
         )
 
     @get("/models")

@@ -14,7 +14,8 @@ from litestar.params import Parameter
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
 from api.routes.bodies import AsOf
-from api.services.keys import KeyService, KeyView, error_rate
+from api.security_headers import NO_STORE
+from api.services.keys import HISTORY_PAGE, KeyService, KeyView, error_rate
 from domain.apikey import CAP_PERIODS, MAX_ROTATION_GRACE, ApiKey
 from domain.bounds import AmountIn, AwareDatetime, Label, ModelId, ModelIds
 from domain.money import pico_to_usd
@@ -152,6 +153,12 @@ class KeyEventOut(msgspec.Struct):
     details: dict
 
 
+class KeyHistoryOut(msgspec.Struct):
+    data: list[KeyEventOut]  # newest first
+    next_cursor: str | None  # pass as `cursor` for the next (older) page; null: no more
+    as_of: AsOf
+
+
 def view_out(view: KeyView, as_of: AsOf | None = None) -> KeyOut:
     out = key_out(view.row, view.totals, view.window)
     out.as_of = as_of
@@ -163,7 +170,7 @@ class KeyController(Controller):
     security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201, responses=errors(400, 404))
+    @post("/", status_code=201, cache_control=NO_STORE, responses=errors(400, 403, 404))
     async def create(self, key_service: KeyService, account_id: UUID, data: KeyIn) -> CreatedKeyOut:
         created = await key_service.create(
             account_id,
@@ -217,7 +224,7 @@ class KeyController(Controller):
     async def enable(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> KeyOut:
         return aggregate_out((await key_service.act(account_id, key_id, "enable")).key)
 
-    @post("/{key_id:uuid}/rotate", status_code=200, responses=errors(400, 404, 409))
+    @post("/{key_id:uuid}/rotate", status_code=200, cache_control=NO_STORE, responses=errors(400, 404, 409))
     async def rotate(
         self, key_service: KeyService, account_id: UUID, key_id: UUID, data: RotateIn | None = None
     ) -> CreatedKeyOut:
@@ -225,9 +232,19 @@ class KeyController(Controller):
         rotated = await key_service.rotate(account_id, key_id, grace)
         return aggregate_out(rotated.key, rotated.secret)
 
-    @get("/{key_id:uuid}/events", responses=errors(404))
-    async def history(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> list[KeyEventOut]:
-        return [
-            KeyEventOut(e.type, e.time, e.version, e.by, e.details)
-            for e in await key_service.history(account_id, key_id)
-        ]
+    @get("/{key_id:uuid}/events", responses=errors(400, 404))
+    async def history(
+        self,
+        key_service: KeyService,
+        account_id: UUID,
+        key_id: UUID,
+        limit: int = HISTORY_PAGE,
+        cursor: str | None = None,
+    ) -> KeyHistoryOut:
+        """One page of the key's history, newest first."""
+        page = await key_service.history(account_id, key_id, limit, cursor)
+        return KeyHistoryOut(
+            [KeyEventOut(e.type, e.time, e.version, e.by, e.details) for e in page.events],
+            page.next_cursor,
+            page.as_of,
+        )

@@ -12,6 +12,8 @@ from litestar.di import Provide
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
+from api.routes.accounts import client_address
+from api.security_headers import NO_STORE
 from api.services.billing import BillingService
 from domain.money import pico_to_usd
 from domain.bounds import AmountIn, Reference
@@ -60,9 +62,11 @@ class TopUpController(Controller):
     security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201, responses=errors(400, 409, 502))
-    async def start(self, billing_service: BillingService, account_id: UUID, data: TopUpIn) -> TopUpOut:
-        started = await billing_service.start_topup(account_id, data.provider, data.amount_usd)
+    @post("/", status_code=201, cache_control=NO_STORE, responses=errors(400, 402, 409, 429, 502))
+    async def start(
+        self, request: Request, billing_service: BillingService, account_id: UUID, data: TopUpIn
+    ) -> TopUpOut:
+        started = await billing_service.start_topup(account_id, data.provider, data.amount_usd, client_address(request))
         payment, stripe = started.payment, started.provider == "stripe"
         return TopUpOut(
             started.id,
@@ -138,11 +142,18 @@ class AutoRefillController(Controller):
     async def show(self, billing_service: BillingService, account_id: UUID) -> AutoRefillOut:
         return auto_refill_out(await billing_service.auto_refill(account_id))
 
-    @put("/", responses=errors(400, 409, 502))
-    async def configure(self, billing_service: BillingService, account_id: UUID, data: AutoRefillIn) -> AutoRefillOut:
+    @put("/", responses=errors(400, 402, 409, 429, 502))
+    async def configure(
+        self, request: Request, billing_service: BillingService, account_id: UUID, data: AutoRefillIn
+    ) -> AutoRefillOut:
         return auto_refill_out(
             await billing_service.configure_auto_refill(
-                account_id, data.enabled, data.threshold_usd, data.amount_usd, data.payment_method_id
+                account_id,
+                data.enabled,
+                data.threshold_usd,
+                data.amount_usd,
+                data.payment_method_id,
+                client_address(request),
             )
         )
 

@@ -17,10 +17,16 @@ class AccountService:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
 
-    async def sign_up(self, email: str, password: str, client: str) -> Session:
+    @property
+    def signup_mode(self) -> str:
+        """MESH_SIGNUP: open, invite or closed."""
+        return self.runtime.signup
+
+    async def sign_up(self, email: str, password: str, client: str, invite_code: str | None = None) -> Session:
         runtime = self.runtime
+        runtime.accounts.check_signup(invite_code)  # closed, or no code: refused before any password work
         with runtime.logins.signup(client, email):
-            session = await runtime.logins.run(runtime.accounts.sign_up, email, password)
+            session = await runtime.logins.run(runtime.accounts.sign_up, email, password, invite_code)
         await runtime.caught_up(DIRECTORY, session.position)
         return session
 

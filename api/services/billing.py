@@ -10,7 +10,7 @@ from uuid import UUID
 import msgspec
 
 from api.errors import ApiError
-from api.payments import PICO_PER_CENT, PaymentStart, StripePayments
+from api.payments import PENDING_TOPUP_AGE, PICO_PER_CENT, CardDeclined, PaymentStart, StripePayments
 from api.routes.bodies import AsOf
 from api.runtime import BILLING, Runtime
 from commands.app import NotFound
@@ -20,6 +20,7 @@ from projections import billing
 from projections.readmodel import position_of
 
 log = logging.getLogger("mesh.api")
+MAX_START_LOCKS = 10_000  # per-account top-up start locks kept; beyond, the idle ones are forgotten
 
 
 class BalanceView(msgspec.Struct):
@@ -86,6 +87,7 @@ def parse_groups(group_by: str) -> list[str]:
 class BillingService:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
+        self._start_locks: dict[UUID, asyncio.Lock] = {}
 
     @property
     def stripe(self) -> StripePayments | None:
@@ -126,7 +128,9 @@ class BillingService:
                 position, time = await position_of(conn, BILLING)
         return SpendView(groups, rows, AsOf(position, time))
 
-    async def start_topup(self, account_id: UUID, provider_name: str, amount_usd) -> TopUpStarted:
+    async def start_topup(self, account_id: UUID, provider_name: str, amount_usd, client: str) -> TopUpStarted:
+        """A top-up started: at most MESH_PENDING_TOPUPS_PER_ACCOUNT unfinished at once; a card one counts as a
+        payment attempt (`client`: the caller's address)."""
         runtime = self.runtime
         provider = runtime.payments.get(provider_name)
         if provider is None:
@@ -139,13 +143,40 @@ class BillingService:
             )
         amount = usd_to_pico(amount_usd, decimals=2)  # payments move whole cents
         self._check_amount(amount)
-        customer = await self._customer(account_id) if isinstance(provider, StripePayments) else None
-        started = await asyncio.to_thread(provider.start, account_id, amount, customer)
-        result = await asyncio.to_thread(
-            runtime.topups.request, account_id, provider.name, started.reference, amount, started.expires_at
-        )
-        await runtime.caught_up(BILLING, result.position)
+        async with self._starting(account_id):  # one start at a time per account: each sees the one before
+            await self._check_pending(account_id)
+            card = isinstance(provider, StripePayments)
+            if card:
+                runtime.payment_guard.attempt(account_id, client)
+            customer = await self._customer(account_id) if card else None
+            started = await asyncio.to_thread(provider.start, account_id, amount, customer)
+            result = await asyncio.to_thread(
+                runtime.topups.request, account_id, provider.name, started.reference, amount, started.expires_at
+            )
+            await runtime.caught_up(BILLING, result.position)
         return TopUpStarted(result.topup.id, result.topup.status, provider.name, amount, started)
+
+    def _starting(self, account_id: UUID) -> asyncio.Lock:
+        lock = self._start_locks.get(account_id)
+        if lock is None:
+            if len(self._start_locks) >= MAX_START_LOCKS:
+                self._start_locks = {a: held for a, held in self._start_locks.items() if held.locked()}
+            lock = self._start_locks[account_id] = asyncio.Lock()
+        return lock
+
+    async def _check_pending(self, account_id: UUID) -> None:
+        limit = self.runtime.payment_guard.pending_topups
+        since = datetime.now(timezone.utc) - PENDING_TOPUP_AGE
+        async with self.runtime.pool.connection() as conn:
+            pending = await billing.pending_topups(conn, account_id, since)
+        if pending >= limit:
+            raise ApiError(
+                409,
+                f"this account has {pending} unfinished top-ups, the most it may have ({limit}); finish or wait "
+                f"for one (a bank transfer until it is confirmed or expires, a card top-up for "
+                f"{PENDING_TOPUP_AGE.days} day)",
+                "pending_topups_exceeded",
+            )
 
     async def pending_card_topup(self, account_id: UUID, payment_intent: str) -> billing.TopUpRow:
         for topup in await self.topups(account_id):
@@ -153,14 +184,16 @@ class BillingService:
                 return topup
         raise ApiError(404, f"no pending card top-up {payment_intent} in this account", "not_found")
 
-    async def pay_with_card(self, account_id: UUID, payment_intent: str, token: str) -> tuple[str, str]:
-        """Pay the account's pending card top-up `payment_intent` with a card token from stripe.js."""
+    async def pay_with_card(self, account_id: UUID, payment_intent: str, token: str, client: str) -> tuple[str, str]:
+        """Pay the account's pending card top-up `payment_intent` with a card token from stripe.js (a payment
+        attempt)."""
         stripe = self.stripe
         if stripe is None:
             raise ApiError(400, "card payments need Stripe, which is not configured on this server", "invalid_provider")
         await self.pending_card_topup(account_id, payment_intent)
         if not token.startswith("tok_"):
             raise ApiError(400, "token must be a card token from stripe.js (tok_...)", "invalid_request")
+        self.runtime.payment_guard.attempt(account_id, client)
         return await asyncio.to_thread(stripe.pay_with_token, await self._customer(account_id), payment_intent, token)
 
     async def topups(self, account_id: UUID) -> list[billing.TopUpRow]:
@@ -172,8 +205,15 @@ class BillingService:
             return await billing.auto_refill_of(conn, account_id)
 
     async def configure_auto_refill(
-        self, account_id: UUID, enabled: bool, threshold_usd=None, amount_usd=None, payment_method_id: str | None = None
+        self,
+        account_id: UUID,
+        enabled: bool,
+        threshold_usd=None,
+        amount_usd=None,
+        payment_method_id: str | None = None,
+        client: str = "unknown",
     ) -> billing.AutoRefillRow | None:
+        """Turn auto-refill off, or on with a card saved on the account's Stripe customer (a payment attempt)."""
         runtime = self.runtime
         if not enabled:
             position = await asyncio.to_thread(runtime.auto_refill.disable, account_id, "turned off by the account")
@@ -196,6 +236,7 @@ class BillingService:
                 raise InvalidAmount("threshold_usd must be greater than zero")
             if not payment_method_id.startswith("pm_"):
                 raise ApiError(400, "payment_method_id must be a Stripe PaymentMethod id (pm_...)", "invalid_request")
+            runtime.payment_guard.attempt(account_id, client)
             customer = await self._customer(account_id)
             await asyncio.to_thread(stripe.save_card, customer, payment_method_id)
             position = await asyncio.to_thread(
@@ -241,9 +282,27 @@ class BillingService:
             )
         elif kind == "payment_intent.payment_failed":
             error = thing.get("last_payment_error") or {}
-            topups.fail("stripe", thing["id"], error.get("message") or error.get("code") or "payment failed")
+            if error.get("type") == "card_error":  # what the bank said stays in the server log (see CardDeclined)
+                log.warning(
+                    "payment %s: card declined (%s, decline code %s)",
+                    thing["id"],
+                    error.get("code"),
+                    error.get("decline_code"),
+                )
+                reason = str(CardDeclined())
+            else:
+                reason = error.get("message") or error.get("code") or "payment failed"
+            topups.fail("stripe", thing["id"], reason)
         elif kind == "charge.refunded" and thing.get("payment_intent"):
-            topups.refund("stripe", thing["payment_intent"], thing["amount_refunded"] * PICO_PER_CENT, "stripe")
+            account = (thing.get("metadata") or {}).get("mesh_account_id")
+            topups.refund(
+                "stripe",
+                thing["payment_intent"],
+                thing["amount_refunded"] * PICO_PER_CENT,
+                "stripe",
+                account_id=UUID(account) if account else None,
+                amount=(thing.get("amount") or 0) * PICO_PER_CENT or None,
+            )
         elif kind == "charge.dispute.created" and thing.get("payment_intent"):
             topups.dispute("stripe", thing["payment_intent"], thing["id"], thing["amount"] * PICO_PER_CENT, "stripe")
         else:

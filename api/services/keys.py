@@ -15,8 +15,7 @@ from api.services.models import check_model
 from commands.keys import KeyChanges
 from domain.apikey import ApiKey
 from domain.bounds import check_aware
-from domain.events import event_name
-from domain.money import pico_to_usd, usd_to_pico
+from domain.money import usd_to_pico
 from projections import billing, directory
 from projections.readmodel import position_of
 
@@ -36,38 +35,29 @@ class KeyListing(msgspec.Struct):
     as_of: AsOf
 
 
-class KeyEvent(msgspec.Struct):
-    type: str
-    time: datetime
-    version: int
-    by: str  # account | operator | gateway
-    details: dict
+HISTORY_PAGE = 50  # a key's events per page (default)
+MAX_HISTORY_PAGE = 500
+
+
+class HistoryPage(msgspec.Struct):
+    events: list[directory.KeyEvent]  # newest first
+    next_cursor: str | None  # the next (older) page; None: this is the oldest
+    as_of: AsOf
+
+
+def _history_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not cursor.isdigit() or not 0 < int(cursor) < 2**31:
+        raise ApiError(
+            400, "cursor is not one this API gave out; pass next_cursor as is", "invalid_request", param="cursor"
+        )
+    return int(cursor)
 
 
 class Changed(msgspec.Struct):
     key: ApiKey
     secret: str | None = None  # a new secret (create, rotate): shown once
-
-
-_BUDGET_EVENTS = {"key.budget_leased", "key.lease_extended", "key.lease_settled", "key.spend_period_started"}
-_PRIVATE_FIELDS = {
-    "originator_id",
-    "originator_version",
-    "timestamp",
-    "originator_topic",
-    "key_hash",
-    "previous_hash",
-    "account_id",
-}
-
-
-def _public(event) -> dict:
-    """An event's fields without secrets (hashes) or envelope; money as USD strings."""
-    details = {k: v for k, v in vars(event).items() if k not in _PRIVATE_FIELDS}
-    if "spend_cap" in details:
-        cap = details.pop("spend_cap")
-        details["spend_cap_usd"] = pico_to_usd(cap) if cap is not None else None
-    return msgspec.to_builtins(details)
 
 
 def error_rate(stats: billing.KeyStats) -> float:
@@ -156,17 +146,22 @@ class KeyService:
             as_of = await _as_of(conn)
         return _view(row, totals, window), as_of
 
-    async def history(self, account_id: UUID, key_id: UUID) -> list[KeyEvent]:
-        """What happened to the key, oldest first, without the gateways' budget bookkeeping."""
-        events = await asyncio.to_thread(self.runtime.keys.history, account_id, key_id)
-        history = []
-        for e in events:
-            name = event_name(type(e))
-            if name in _BUDGET_EVENTS:
-                continue
-            details = _public(e)
-            history.append(KeyEvent(name, e.timestamp, e.originator_version, details.pop("by", "account"), details))
-        return history
+    async def history(
+        self, account_id: UUID, key_id: UUID, limit: int = HISTORY_PAGE, cursor: str | None = None
+    ) -> HistoryPage:
+        """One page of what happened to the key, newest first, without the gateways' budget bookkeeping; read
+        from the directory read model (never the key's whole event history)."""
+        if not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise ApiError(400, f"limit must be 1 to {MAX_HISTORY_PAGE}; got {limit}", "invalid_request", param="limit")
+        before = _history_cursor(cursor)
+        async with self.runtime.pool.connection() as conn:
+            if await directory.key_of(conn, account_id, key_id) is None:
+                raise ApiError(404, f"no API key {key_id} in this account", "not_found")
+            events = await directory.key_history(conn, key_id, limit + 1, before)
+            as_of = AsOf(*await position_of(conn, DIRECTORY))
+        more = len(events) > limit
+        events = events[:limit]
+        return HistoryPage(events, str(events[-1].version) if more else None, as_of)
 
 
 def _view(row: directory.KeyRow, totals: dict, window: dict | None) -> KeyView:

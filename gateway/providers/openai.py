@@ -8,6 +8,7 @@ from typing import AsyncIterator
 import msgspec
 
 from gateway.catalog import Model, Provider
+from gateway.errors import GatewayError
 from gateway.fields import OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS
 from gateway.providers.base import (
     SSE_DONE,
@@ -155,7 +156,12 @@ class OpenAIAdapter:
                 async for lines in self.upstream.line_batches(response):
                     out: list[bytes] = []
                     for line in lines:
-                        relayed = frame(line)
+                        try:
+                            relayed = frame(line)
+                        except GatewayError:  # an error chunk: what arrived before it still reaches the client
+                            if out:
+                                yield b"".join(out)
+                            raise
                         if relayed is not None:
                             out.append(relayed)
                         if relayed is SSE_DONE:

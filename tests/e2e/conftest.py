@@ -95,6 +95,12 @@ class MeshProcess:
     def output(self) -> str:
         return self.log.read_text()
 
+    def health(self, timeout: float = 10) -> httpx.Response:
+        """GET /health with the operator token: the detailed answer (the public one is the status alone)."""
+        return httpx.get(
+            self.url + "/health", headers={"authorization": f"Bearer {self.operator_token}"}, timeout=timeout
+        )
+
 
 @pytest.fixture(scope="session")
 def fake_openai():

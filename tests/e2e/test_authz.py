@@ -28,7 +28,14 @@ BODIES = {  # a well-formed body, so a refusal is about who asks, not about the 
     ("POST", "/api/templates/{template_id}/render"): {"variables": {"x": "y"}},
 }
 # What the intruder may record: its own key and template.
-OWN_EVENTS = {"key.created", "template.created", "template_name.claimed"}
+OWN_EVENTS = {
+    "key.created",
+    "template.created",
+    "template_name.claimed",
+    "holdings.opened",
+    "holdings.key_added",
+    "holdings.template_added",
+}
 
 
 def snapshot(mesh, token: str, key_id: str, template_id: str) -> dict:
@@ -38,7 +45,7 @@ def snapshot(mesh, token: str, key_id: str, template_id: str) -> dict:
     template.pop("as_of", None)
     return {
         "key": key,
-        "events": api(mesh, "GET", f"/api/keys/{key_id}/events", token).json(),
+        "events": api(mesh, "GET", f"/api/keys/{key_id}/events", token).json()["data"],
         "template": template,
         "template_events": api(mesh, "GET", f"/api/templates/{template_id}/events", token).json(),
         "balance": api(mesh, "GET", "/api/billing/balance", token).json()["balance_usd"],
@@ -82,7 +89,7 @@ def test_a_second_account_can_neither_see_nor_change_the_first_ones_things(mesh)
     }
     secrets = [key["id"], owner_id, reference, key["prefix"], "owner's", template_id, "owner-template"]
     before = snapshot(mesh, owner, key["id"], template_id)
-    head = httpx.get(mesh.url + "/health").json()["stream_head"]
+    head = mesh.health().json()["stream_head"]
 
     document = httpx.get(mesh.url + "/schema/openapi.json").json()
     tried = []

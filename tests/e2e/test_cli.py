@@ -79,6 +79,8 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
 
         restart = mesh.start()
         assert mesh.operator_token == token  # generated once, then kept
+        assert mesh.output().count(token) == 1  # and shown once: the restart names its file instead
+        assert str(mesh.data_dir.resolve() / "operator_token") in mesh.output().split("Mesh is up")[-1]
         balance = httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()
         assert balance["balance_usd"] == "2.500000"
         keys = httpx.get(mesh.url + "/api/keys", headers=auth).json()["data"]
@@ -91,7 +93,7 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
         assert chat.json()["choices"][0]["message"]["content"] == "still here"
         deadline = time.monotonic() + 10
         while True:  # the usage event of that request is applied within moments
-            health = httpx.get(mesh.url + "/health").json()
+            health = mesh.health().json()
             if all(p["lag"] == 0 for p in health["projections"]) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -124,6 +126,25 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
         print(f"\nmesh up healthy after {first_start:.2f}s on a fresh data dir, {restart:.2f}s on restart")
     finally:
         mesh.stop()
+
+
+def test_an_operator_token_from_the_environment_is_never_printed(tmp_path, mesh_config):
+    token = "mo-" + uuid.uuid4().hex
+    mesh = MeshProcess(tmp_path / "data", mesh_config, env={"MESH_OPERATOR_TOKEN": token})
+    try:
+        mesh.start()
+        assert mesh.health().status_code == 200  # it is the operator token all the same
+        shown = mesh.output()
+        assert token not in shown and "operator token:    from MESH_OPERATOR_TOKEN (not shown)" in shown, shown
+        assert not (mesh.data_dir / "operator_token").exists()
+    finally:
+        mesh.stop()
+
+
+def test_trusted_proxies_that_are_not_addresses_are_refused_in_one_line(tmp_path):
+    result = run_mesh({"MESH_PORT": str(free_port()), "MESH_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal"}, tmp_path)
+    one_line_error(result, "MESH_TRUSTED_PROXIES takes IP addresses or CIDR networks")
+    assert "'proxy.internal'" in result.stderr
 
 
 def test_rebuild_while_serving_swaps_in_an_identical_read_model(mesh):

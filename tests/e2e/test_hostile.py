@@ -25,7 +25,7 @@ WRONG_UPSTREAM_KEY = "sk-wrong-upstream-key-must-not-leak"
 
 
 def head(mesh) -> int:
-    return httpx.get(mesh.url + "/health", timeout=10).json()["stream_head"]
+    return mesh.health().json()["stream_head"]
 
 
 def refused(response: httpx.Response, status: int = 400, code: str | None = None) -> dict:
@@ -198,18 +198,23 @@ def test_upstream_failures_say_which_provider_and_how_but_no_secrets(hostile_mes
     assert WRONG_UPSTREAM_KEY not in hostile_mesh.output()
 
 
-def test_a_free_model_is_rate_limited_per_key_and_refusals_record_nothing(hostile_mesh):
-    key, other = funded_key(hostile_mesh), funded_key(hostile_mesh)
-    for _ in range(FREE_RPM):
-        assert chat(hostile_mesh, key, "mesh/echo").status_code == 200
+def test_a_free_model_is_rate_limited_per_account_across_its_keys_and_refusals_record_nothing(hostile_mesh):
+    account_id, token = sign_up(hostile_mesh)
+    grant = {"amount_usd": "5", "reason": "test"}
+    api(hostile_mesh, "POST", f"/admin/accounts/{account_id}/credits", hostile_mesh.operator_token, json=grant)
+    first, second = (api(hostile_mesh, "POST", "/api/keys", token, json={"label": k}).json()["key"] for k in "ab")
+    other_account = funded_key(hostile_mesh)
+    for i in range(FREE_RPM):  # the account's two keys share one allowance
+        assert chat(hostile_mesh, (first, second)[i % 2], "mesh/echo").status_code == 200
     before = head(hostile_mesh)
-    r = chat(hostile_mesh, key, "mesh/echo")
-    error = refused(r, 429, "free_rate_limited")
-    assert int(r.headers["retry-after"]) >= 1 and r.headers["x-mesh-trace-id"]
-    assert f"{FREE_RPM} requests a minute" in error["message"]
+    for key in (first, second):
+        r = chat(hostile_mesh, key, "mesh/echo")
+        error = refused(r, 429, "free_rate_limited")
+        assert int(r.headers["retry-after"]) >= 1 and r.headers["x-mesh-trace-id"]
+        assert f"{FREE_RPM} requests a minute per account" in error["message"]
     time.sleep(0.5)  # a usage event would be published within moments
     assert [t for t in events_after(hostile_mesh, before) if t == "usage.recorded"] == []
-    assert chat(hostile_mesh, other, "mesh/echo").status_code == 200  # per key
+    assert chat(hostile_mesh, other_account, "mesh/echo").status_code == 200  # another account: its own allowance
 
 
 def inject_poison(mesh) -> int:
@@ -247,7 +252,7 @@ def inject_poison(mesh) -> int:
 def wait_for_health(mesh, check, timeout: float = 15) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        health = httpx.get(mesh.url + "/health", timeout=10).json()
+        health = mesh.health().json()
         if check(health) or time.monotonic() > deadline:
             return health
         time.sleep(0.1)

@@ -213,7 +213,7 @@ completion_usd_per_1k = "1.5"
                     "select trace_id, http_status, cost from logs where account_id = %s", (session["account_id"],)
                 ).fetchall()
                 recorded = {str(trace): (status, int(cost)) for trace, status, cost in rows}
-                lag = [p["lag"] for p in httpx.get(restarted.url + "/health").json()["projections"]]
+                lag = [p["lag"] for p in restarted.health().json()["projections"]]
                 if recorded.keys() >= answered.keys() and not any(lag):
                     break
                 time.sleep(0.2)

@@ -80,7 +80,7 @@ class Load:
 
 
 def children(mesh: MeshProcess) -> dict[str, dict]:
-    return {c["name"]: c for c in httpx.get(mesh.url + "/health", timeout=15).json()["children"]}
+    return {c["name"]: c for c in mesh.health(timeout=15).json()["children"]}
 
 
 def zombies(pid: int) -> list[int]:
@@ -119,7 +119,7 @@ def test_each_killed_child_comes_back_and_every_answer_is_billed_once(tmp_path, 
         with Load(mesh, key) as load:
             for name in ("nats-server", "postgres", "projections"):
                 before = children(mesh)[name]
-                head = httpx.get(mesh.url + "/health", timeout=15).json()["stream_head"]
+                head = mesh.health(timeout=15).json()["stream_head"]
                 served = len(load.served)
                 os.kill(before["pid"], signal.SIGKILL)
                 killed = time.monotonic()
@@ -182,7 +182,7 @@ def test_an_unreachable_read_model_is_a_503_and_heals_when_it_returns(tmp_path, 
         assert chat(mesh, key, "cached key").status_code == 200  # the gateway needs no read model for it
         unknown = chat(mesh, other_key, "new key")
         assert unknown.status_code == 503 and unknown.json()["error"]["code"] == "service_unavailable"
-        health = httpx.get(mesh.url + "/health", timeout=30)
+        health = mesh.health(timeout=30)
         assert health.status_code == 503 and health.json()["postgres"].startswith("unreachable")
         assert mesh.process.poll() is None
 

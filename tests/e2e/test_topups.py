@@ -119,7 +119,7 @@ def test_the_same_webhook_after_a_restart_days_later_still_credits_once(billing_
 
 def test_unsigned_forged_and_stale_webhooks_are_refused_and_change_nothing(billing_mesh, paid):
     mesh, shared = billing_mesh, paid
-    before = httpx.get(mesh.url + "/health").json()["stream_head"]
+    before = mesh.health().json()["stream_head"]
     event = {
         **shared["event"],
         "data": {"object": {**shared["intent"].to_dict(), "id": "pi_forged", "amount": 1_000_000}},

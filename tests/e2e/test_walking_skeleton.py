@@ -53,7 +53,7 @@ def cost(prompt_tokens: int, completion_tokens: int) -> Decimal:
 
 
 def stream_head(mesh) -> int:
-    return httpx.get(mesh.url + "/health").json()["stream_head"]
+    return mesh.health().json()["stream_head"]
 
 
 def test_a_request_flows_from_key_to_exact_balance(mesh, fake_openai):

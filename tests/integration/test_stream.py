@@ -5,7 +5,14 @@ from __future__ import annotations
 import uuid
 
 
-from commands.stream import DUPLICATE_WINDOW, ensure_stream, stream_config
+from commands.stream import (
+    DEFAULT_STREAM_MAX_BYTES,
+    DUPLICATE_WINDOW,
+    MIN_DEFAULT_STREAM_MAX_BYTES,
+    ensure_log_stream,
+    ensure_stream,
+    stream_config,
+)
 from domain.events import usage_subject
 
 
@@ -33,3 +40,16 @@ async def test_a_log_made_with_the_old_two_minute_window_is_brought_to_it_keepin
     info = await js.stream_info(stream_name)
     assert info.config.duplicate_window == DUPLICATE_WINDOW
     assert info.state.messages == 1
+
+
+async def test_the_logs_size_limit_is_set_and_kept_by_processes_that_do_not_say_one(nc, stream_name):
+    js = nc.jetstream()
+    assert await ensure_log_stream(nc, stream_name, 2 * 1024**2) == 2 * 1024**2
+    assert (await js.stream_info(stream_name)).config.max_bytes == 2 * 1024**2
+    await ensure_stream(nc, stream_name)  # e.g. the command side's recorder, without MESH_STREAM_MAX_BYTES
+    assert (await js.stream_info(stream_name)).config.max_bytes == 2 * 1024**2
+    unset = await ensure_log_stream(nc, stream_name, None)  # unset: the default, or the largest half that fits
+    assert MIN_DEFAULT_STREAM_MAX_BYTES <= unset <= DEFAULT_STREAM_MAX_BYTES
+    assert (await js.stream_info(stream_name)).config.max_bytes == unset
+    await ensure_log_stream(nc, stream_name, 1024**2)  # the operator may lower it again; nothing is lost
+    assert (await js.stream_info(stream_name)).config.max_bytes == 1024**2

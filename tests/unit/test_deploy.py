@@ -23,6 +23,14 @@ def test_the_example_config_loads_with_a_price_for_every_model():
     assert len(catalog.models) >= 3
 
 
+def test_what_compose_serves_by_default_is_not_free_to_the_public():
+    """The example config compose mounts by default has no free model, and sign-up there needs an invite."""
+    catalog = load_catalog(ROOT / "mesh.example.toml", {"OPENAI_API_KEY": "sk-x", "ANTHROPIC_API_KEY": "sk-y"})
+    free = [m.id for m in catalog.models.values() if m.price.is_free and m.id != "mesh/echo"]
+    assert free == []
+    assert compose()["services"]["mesh"]["environment"]["MESH_SIGNUP"] == "${MESH_SIGNUP:-invite}"
+
+
 def test_only_the_gateway_is_published_and_every_service_has_a_healthcheck():
     services = compose()["services"]
     assert set(services) == {"nats", "postgres", "mesh", "projections"}

@@ -9,6 +9,8 @@ from domain.account import Account, EmailClaim
 from domain.apikey import ApiKey
 from domain.catalog import ModelSettings
 from domain.pricing import Price
+from domain.invite import Invite
+from domain.quota import Holdings
 from domain.template import Template, TemplateName
 from domain.topup import TopUp
 from domain.events import EVENT_TYPES, UnknownEvent, decode_event, event_name
@@ -58,7 +60,10 @@ def aggregate_events():
     account.change_password("h3", "t3", now + timedelta(days=30))
     topup = TopUp(account_id=account.id, provider="stripe", reference="pi_1", amount=10**12)
     topup.fail("card declined")
+    topup.refund_to(10**10)  # before the payment: held
+    topup.dispute("dp_0", 10**10)
     topup.succeed(10**12, now)
+    topup.apply_held()
     topup.refund_to(10**11)
     topup.dispute("dp_1", 10**11)
     lapsed = TopUp(account_id=account.id, provider="bank_transfer", reference="MESH-1", amount=10**12, expires_at=now)
@@ -84,8 +89,17 @@ def aggregate_events():
     name = TemplateName(account_id=account.id, name="greet", template_id=template.id)
     name.release(template.id)
     name.claim(template.id)
+    holdings = Holdings(account_id=account.id)
+    holdings.add_key(key.id, 10)
+    holdings.remove_key(key.id)
+    holdings.add_template(template.id, 10)
+    holdings.remove_template(template.id)
+    invite = Invite(code_hash="h", prefix="mi-abc", expires_at=now + timedelta(days=1), by="operator")
+    invite.use(account.id, now)
     return (
-        account.collect_events()
+        holdings.collect_events()
+        + invite.collect_events()
+        + account.collect_events()
         + claim.collect_events()
         + key.collect_events()
         + settings.collect_events()

@@ -1,4 +1,4 @@
-"""Free models: a token bucket per key, refusing with 429 and Retry-After."""
+"""Free models: a token bucket per account, refusing with 429 and Retry-After."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class Clock:
         return self.now
 
 
-def test_a_key_gets_its_requests_a_minute_then_a_429_saying_when_to_retry():
+def test_an_account_gets_its_requests_a_minute_then_a_429_saying_when_to_retry():
     clock = Clock()
     limit = FreeRateLimit(3, clock)
     key, other = uuid.uuid4(), uuid.uuid4()
@@ -29,7 +29,7 @@ def test_a_key_gets_its_requests_a_minute_then_a_429_saying_when_to_retry():
     assert (refused.value.status, refused.value.code) == (429, "free_rate_limited")
     assert refused.value.headers == [(b"retry-after", b"20")]  # one request every 20 s at 3 a minute
     assert "3 requests a minute" in refused.value.message
-    limit.admit(other, "mesh/echo")  # per key
+    limit.admit(other, "mesh/echo")  # per account
     clock.now += 20
     limit.admit(key, "mesh/echo")  # refilled evenly
     with pytest.raises(GatewayError):

@@ -162,3 +162,25 @@ async def test_kdf_work_runs_in_its_own_bounded_pool():
     await asyncio.gather(first, *queued)
     assert set(names) == {"mesh-kdf_0"}
     guard.close()
+
+
+def test_check_counts_nothing_and_record_counts_after_the_fact():
+    window = AttemptWindow(2, 60, "tries", Clock())
+    for _ in range(5):
+        window.check("k")
+    window.record("k")
+    window.record("k")
+    window.record("k")  # checked before the window filled: still counted
+    with pytest.raises(RateLimited):
+        window.check("k")
+
+
+def test_logins_in_flight_take_no_attempt_until_they_fail():
+    guard = LoginGuard(failures_per_email=1, failures_per_address=1, clock=Clock())
+    with guard.login("10.0.0.1", "a@example.com"), guard.login("10.0.0.1", "a@example.com"):
+        pass  # two right passwords checked at once: neither is refused for the other
+    with pytest.raises(BadCredentials), guard.login("10.0.0.1", "a@example.com"):
+        fail(BadCredentials("wrong"))
+    with pytest.raises(RateLimited), guard.login("10.0.0.1", "a@example.com"):
+        pass
+    guard.close()

@@ -56,3 +56,21 @@ def test_an_expired_transfer_cannot_be_confirmed():
     assert t.status == "expired"
     with pytest.raises(TopUpError):
         t.succeed(10**13, NOW + timedelta(days=15))
+
+
+def test_a_refund_and_a_dispute_reported_before_the_payment_are_held_then_taken_once():
+    t = topup()
+    assert t.refund_to(2 * 10**12) == 0 and t.refund_to(2 * 10**12) == 0  # held, once
+    assert t.dispute("dp_1", 3 * 10**12) == 0 and t.dispute("dp_1", 3 * 10**12) == 0
+    t.succeed(10**13, NOW)
+    assert t.apply_held() == 5 * 10**12
+    assert t.apply_held() == 0  # applied once
+    assert t.refund_to(2 * 10**12) == 0 and t.dispute("dp_1", 3 * 10**12) == 0  # reported again after: nothing
+    assert [type(e).__name__ for e in t.collect_events()] == [
+        "Requested",
+        "RefundHeld",
+        "DisputeHeld",
+        "Succeeded",
+        "Refunded",
+        "Disputed",
+    ]
