@@ -186,12 +186,19 @@ def _invalid_parameter(request: Request, exc: ValidationException) -> InvalidInp
     items = [i for i in exc.extra or [] if isinstance(i, dict) and _source(i) in ("query", "path")]
     if not items or handler is None:
         return None
-    fields = {f.name: f.type for f in msgspec.inspect.type_info(handler.signature_model).fields}  # type: ignore[attr-defined]
     item = items[0]
     key = item["key"]
-    if key not in fields:
+    # the handler's parameters and its dependencies' (e.g. the log filters)
+    for owner in (handler, *handler.resolve_dependencies().values()):
+        signature, model = getattr(owner, "parsed_fn_signature", None), getattr(owner, "signature_model", None)
+        if signature is None or model is None or key not in signature.parameters:
+            continue
+        fields = {f.name: f.type for f in msgspec.inspect.type_info(model).fields}
+        if key in fields:
+            break
+    else:
         return None
-    definition = handler.parsed_fn_signature.parameters[key].kwarg_definition
+    definition = signature.parameters[key].kwarg_definition
     name = getattr(definition, "query", None) or key
     where = _source(item)
     value = (request.path_params if where == "path" else request.query_params).get(name)

@@ -43,7 +43,10 @@ async def check_strict_input(request: Request) -> None:
     signature = getattr(handler, "parsed_fn_signature", None)
     if signature is None:
         return
-    for name, field in signature.parameters.items():
+    parameters = dict(signature.parameters)
+    for provider in handler.resolve_dependencies().values():  # e.g. the log filters' query parameters
+        parameters.update(getattr(getattr(provider, "parsed_fn_signature", None), "parameters", {}))
+    for name, field in parameters.items():
         annotation = field.annotation
         if name == "data" and _has(annotation, msgspec.Struct):
             body = await request.body()

@@ -50,7 +50,12 @@ def _forbidden_class() -> str:
     """The characters of _NAME_FORBIDDEN and the reference separator, as a regex class body (ranges of code
     points), so the name's rule can be stated as a pattern in the OpenAPI document."""
     category, at = unicodedata.category, ord(REFERENCE_SEPARATOR)
-    codes = [c for c in range(sys.maxunicode + 1) if c == at or category(chr(c)) in _NAME_FORBIDDEN]
+    # surrogates are left out of the class: no JSON text decodes to one (and regex engines without them refuse it)
+    codes = [
+        c
+        for c in range(sys.maxunicode + 1)
+        if c == at or (category(chr(c)) in _NAME_FORBIDDEN and not 0xD800 <= c <= 0xDFFF)
+    ]
     # a range starts where a code does not follow the one before it
     starts = [c for i, c in enumerate(codes) if i == 0 or codes[i - 1] != c - 1]
     ends = [c for i, c in enumerate(codes) if i == len(codes) - 1 or codes[i + 1] != c + 1]
@@ -59,7 +64,9 @@ def _forbidden_class() -> str:
 
 
 def _escape(code: int) -> str:
-    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    """BMP code points as \\uXXXX (Python's and ECMAScript's regexes alike), others as the character itself (no escape
+    for them is common to both)."""
+    return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
 
 
 # A name as the document states it: leading white space (stripped), then a character that is neither forbidden nor

@@ -119,8 +119,11 @@ class BillingService:
     ) -> SpendView:
         """Spend grouped by any of provider, model, key, day, hour, over [start, end) (at most MAX_SPAN by
         hour or by day)."""
+        for when, field in ((start, "from"), (end, "to")):
+            if when is not None and when.utcoffset() is None:
+                check_aware(when, field)  # a time without a zone is refused before any arithmetic
+        check_span(groups, start, end)  # then a range too long says so, whatever the years of its ends
         check_aware(start, "from"), check_aware(end, "to")
-        check_span(groups, start, end)
         async with self.runtime.pool.connection() as conn:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")
