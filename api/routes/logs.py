@@ -143,14 +143,8 @@ def parse_filter(
     ),
 ) -> logs.LogFilter:
     """The filters shared by the list, the export and the operator's view (a dependency: Litestar reads and
-    documents each query parameter from this signature, so the document states the bounds checked here)."""
-    for param, moment in (("from", start), ("to", end)):
-        try:
-            check_aware(moment, param)
-        except InvalidText as exc:
-            raise _bad(param, str(exc)) from None
-    if start and end and start >= end:
-        raise _bad("to", "to must be later than from (the window is [from, to))")
+    documents each query parameter from this signature, so the document states the bounds checked here). The
+    rules between them are checked by `check_filter`, in the handler: after the caller's credentials."""
     return logs.LogFilter(
         start=start,
         end=end,
@@ -160,6 +154,18 @@ def parse_filter(
         status=status,
         min_latency_ms=min_latency_ms,
     )
+
+
+def check_filter(f: logs.LogFilter) -> logs.LogFilter:
+    """A 400 naming the parameter for a time outside the years allowed, or a window that ends before it starts."""
+    for param, moment in (("from", f.start), ("to", f.end)):
+        try:
+            check_aware(moment, param)
+        except InvalidText as exc:
+            raise _bad(param, str(exc)) from None
+    if f.start and f.end and f.start >= f.end:
+        raise _bad("to", "to must be later than from (the window is [from, to))")
+    return f
 
 
 def encode_cursor(row: logs.LogRow) -> str:
@@ -186,8 +192,8 @@ Cursor = Parameter(query="cursor", default=None, max_length=MAX_CURSOR_LENGTH, d
 async def _page(
     log_service: LogService, f: logs.LogFilter, account_id: UUID | None, limit: int, cursor: str | None, admin: bool
 ) -> LogPageOut:
-    after = decode_cursor(cursor)
-    page = await log_service.page(msgspec.structs.replace(f, account_id=account_id), limit, after)
+    f, after = check_filter(msgspec.structs.replace(f, account_id=account_id)), decode_cursor(cursor)
+    page = await log_service.page(f, limit, after)
     return LogPageOut(
         [entry_out(r, admin) for r in page.rows], encode_cursor(page.rows[-1]) if page.more else None, page.as_of
     )
@@ -310,7 +316,7 @@ class LogController(Controller):
         """Every entry matching the filters, streamed as CSV or JSON lines (`format=csv|jsonl`); one export at a
         time per account (429 `export_in_progress`); ended when the client reads nothing for
         MESH_EXPORT_IDLE_SECONDS."""
-        f = msgspec.structs.replace(log_filter, account_id=account_id)
+        f = check_filter(msgspec.structs.replace(log_filter, account_id=account_id))
         as_of, rows = await log_service.export(account_id, f)
         headers = {
             "content-disposition": f'attachment; filename="mesh-logs.{format}"',
