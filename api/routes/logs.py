@@ -22,7 +22,7 @@ from api.errors import ApiError
 from api.exports import IdleTimedStream
 from api.routes.bodies import AsOf
 from api.services.logs import LogService
-from domain.bounds import MAX_MODEL_ID_LENGTH, MAX_REFERENCE_LENGTH, InvalidText, check_aware
+from domain.bounds import MAX_MODEL_ID_LENGTH, MAX_REFERENCE_LENGTH, SINGLE_LINE, InvalidText, check_aware
 from domain.money import pico_to_usd
 from projections import logs
 
@@ -130,8 +130,10 @@ ExportFormat = Literal[tuple(EXPORT_FORMATS)]  # type: ignore[valid-type]
 def parse_filter(
     start: datetime | None = Parameter(query="from", default=None, description="ISO 8601; the window is [from, to)"),
     end: datetime | None = Parameter(query="to", default=None, description="ISO 8601, later than from"),
-    model: str | None = Parameter(query="model", default=None, max_length=MAX_MODEL_ID_LENGTH),
-    provider: str | None = Parameter(query="provider", default=None, max_length=MAX_REFERENCE_LENGTH),
+    model: str | None = Parameter(query="model", default=None, max_length=MAX_MODEL_ID_LENGTH, pattern=SINGLE_LINE),
+    provider: str | None = Parameter(
+        query="provider", default=None, max_length=MAX_REFERENCE_LENGTH, pattern=SINGLE_LINE
+    ),
     key_id: UUID | None = Parameter(query="key_id", default=None, description="an API key id"),
     status: Status | None = Parameter(query="status", default=None),
     min_latency_ms: int | None = Parameter(
