@@ -40,6 +40,8 @@ _JSON_NAMES = {
     "array": "an array",
     "object": "an object",
 }
+# msgspec's words for a value of the wrong JSON type or an unreadable time or id (rather than one out of bounds)
+_WRONG_KIND = re.compile(r"Expected `[^`]*`, got `|Invalid RFC3339|Invalid UUID|Expected `datetime`")
 _AT = re.compile(r" - at `\$(.*)`$")
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
@@ -53,8 +55,10 @@ class InvalidInput(Exception):
 
 
 INVALID_AMOUNT = "invalid_amount"  # the code of a refused amount, wherever it is (as domain.money's InvalidAmount)
-# A body Struct's ClassVar naming the code its refusals get (else invalid_request): one code for every field, or
-# a dict of field name to code
+# A body Struct's ClassVar naming the code its refusals get: one code for every field (then a value of the wrong
+# kind, a number for a string or an unreadable time, stays invalid_request), or a dict of field name to code.
+# Without one, an amount's refusal is invalid_amount and any other invalid_request; a fractional amount is
+# invalid_amount in every body.
 CODE_ATTRIBUTE = "invalid_code"
 
 
@@ -67,11 +71,12 @@ def body_error(error: msgspec.ValidationError, body_type: Any) -> InvalidInput:
     fields = [m.group(1) or m.group(2) for m in _PATH_PART.finditer(path)]
     missing_name = re.fullmatch(r"Object missing required field `(.*)`", message)
     top = fields[0] if fields else (missing_name.group(1) if missing_name else "")
-    code = "invalid_request"
+    code, whole_body = "invalid_request", False
     for struct in _structs_in(body_type):
         declared = getattr(struct, CODE_ATTRIBUTE, None)
         if declared is not None:
-            code = declared.get(top, code) if isinstance(declared, dict) else declared
+            whole_body = isinstance(declared, str)
+            code = declared if whole_body else declared.get(top, code)
             break
     node = _walk(mi.type_info(body_type), fields)
     unknown = re.fullmatch(r"Object contains unknown field `(.*)`", message)
@@ -86,8 +91,11 @@ def body_error(error: msgspec.ValidationError, body_type: Any) -> InvalidInput:
             return InvalidInput("request body", param, fields_are)  # a misspelt field: invalid_request
         return InvalidInput("request body", param, "is required", code)
     param = ".".join(_param(fields)) or "data"
-    if any(isinstance(t, mi.StrType) and t.pattern == bounds.AMOUNT_PATTERN for t in _members(node)):
+    amount = any(isinstance(t, mi.StrType) and t.pattern == bounds.AMOUNT_PATTERN for t in _members(node))
+    if amount and ("multiple of" in message or not whole_body):  # a fraction never carries money exactly
         code = INVALID_AMOUNT
+    elif _WRONG_KIND.match(message):  # not even the kind of value the field takes
+        code = "invalid_request"
     return InvalidInput("request body", param, explain(message, node), code)
 
 

@@ -47,9 +47,15 @@ def refused(body: bytes, body_type) -> tuple[str, str | None, str]:
 @pytest.mark.parametrize(
     "body, body_type, param, code, words",
     [
-        (b'{"label": "a\\u0000"}', KeyIn, "label", "invalid_request", ["contains a character that is not allowed"]),
-        (b'{"label": ""}', KeyIn, "label", "invalid_request", ["too few characters", "1 to 100 characters"]),
-        (b'{"label": "a", "cap_reset": "hourly"}', KeyIn, "cap_reset", "invalid_request", ["'hourly'", "daily"]),
+        (
+            b'{"label": "a\\u0000"}',
+            KeyIn,
+            "label",
+            "invalid_key_settings",
+            ["contains a character that is not allowed"],
+        ),
+        (b'{"label": ""}', KeyIn, "label", "invalid_key_settings", ["too few characters", "1 to 100 characters"]),
+        (b'{"label": "a", "cap_reset": "hourly"}', KeyIn, "cap_reset", "invalid_key_settings", ["'hourly'", "daily"]),
         (b'{"label": "a", "spend_cap_usd": 1.5}', KeyIn, "spend_cap_usd", "invalid_amount", ['"12.50"']),
         (b'{"label": "a", "colour": 1}', KeyIn, "colour", "invalid_request", ["fields are label"]),
         (b'{"amount_usd": true}', TopUpIn, "amount_usd", "invalid_amount", ["got true or false"]),
