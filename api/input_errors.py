@@ -57,8 +57,7 @@ class InvalidInput(Exception):
 INVALID_AMOUNT = "invalid_amount"  # the code of a refused amount, wherever it is (as domain.money's InvalidAmount)
 # A body Struct's ClassVar naming the code its refusals get: one code for every field (then a value of the wrong
 # kind, a number for a string or an unreadable time, stays invalid_request), or a dict of field name to code.
-# Without one, an amount's refusal is invalid_amount and any other invalid_request; a fractional amount is
-# invalid_amount in every body.
+# Without one, invalid_request. An amount's refusal is invalid_amount in every body.
 CODE_ATTRIBUTE = "invalid_code"
 
 
@@ -71,12 +70,11 @@ def body_error(error: msgspec.ValidationError, body_type: Any) -> InvalidInput:
     fields = [m.group(1) or m.group(2) for m in _PATH_PART.finditer(path)]
     missing_name = re.fullmatch(r"Object missing required field `(.*)`", message)
     top = fields[0] if fields else (missing_name.group(1) if missing_name else "")
-    code, whole_body = "invalid_request", False
+    code = "invalid_request"
     for struct in _structs_in(body_type):
         declared = getattr(struct, CODE_ATTRIBUTE, None)
         if declared is not None:
-            whole_body = isinstance(declared, str)
-            code = declared if whole_body else declared.get(top, code)
+            code = declared if isinstance(declared, str) else declared.get(top, code)
             break
     node = _walk(mi.type_info(body_type), fields)
     unknown = re.fullmatch(r"Object contains unknown field `(.*)`", message)
@@ -92,7 +90,7 @@ def body_error(error: msgspec.ValidationError, body_type: Any) -> InvalidInput:
         return InvalidInput("request body", param, "is required", code)
     param = ".".join(_param(fields)) or "data"
     amount = any(isinstance(t, mi.StrType) and t.pattern == bounds.AMOUNT_PATTERN for t in _members(node))
-    if amount and ("multiple of" in message or not whole_body):  # a fraction never carries money exactly
+    if amount:  # one code for a refused amount, in every body (as domain.money's InvalidAmount)
         code = INVALID_AMOUNT
     elif _WRONG_KIND.match(message):  # not even the kind of value the field takes
         code = "invalid_request"
