@@ -27,6 +27,7 @@ from domain.rendering import InvalidTemplate, TemplateTooLarge, TemplateVariable
 from domain.rendering import TemplateVariableUnknown
 from domain.template import TemplateArchived, TemplateNameTaken, TemplateNotFound
 from domain.topup import TopUpError
+from api.input_errors import InvalidInput, query_error
 from api.payments import CardDeclined, PaymentError
 from gateway.errors import ErrorBody, ErrorResponse
 
@@ -122,8 +123,14 @@ def handle_rate_limited(_: Request, exc: RateLimited) -> Response:
     )
 
 
+def handle_invalid_input(_: Request, exc: InvalidInput) -> Response:
+    return error_response(400, str(exc), exc.code, param=exc.param)
+
+
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     if isinstance(exc, ValidationException):
+        if (invalid := _invalid_parameter(request, exc)) is not None:
+            return handle_invalid_input(request, invalid)
         return error_response(400, _validation_message(exc), "invalid_request")
     if isinstance(exc, NotFoundException):
         return error_response(
@@ -173,6 +180,36 @@ def handle_unexpected(_: Request, exc: Exception) -> Response:
     return error_response(500, "internal error; it has been logged", "internal_error", "api_error")
 
 
+def _invalid_parameter(request: Request, exc: ValidationException) -> InvalidInput | None:
+    """A query or path value Litestar could not convert, in Mesh's words (api/input_errors.py)."""
+    handler = request.route_handler
+    items = [i for i in exc.extra or [] if isinstance(i, dict) and _source(i) in ("query", "path")]
+    if not items or handler is None:
+        return None
+    item = items[0]
+    key = item["key"]
+    # the handler's parameters and its dependencies' (e.g. the log filters)
+    for owner in (handler, *handler.resolve_dependencies().values()):
+        signature, model = getattr(owner, "parsed_fn_signature", None), getattr(owner, "signature_model", None)
+        if signature is None or model is None or key not in signature.parameters:
+            continue
+        fields = {f.name: f.type for f in msgspec.inspect.type_info(model).fields}
+        if key in fields:
+            break
+    else:
+        return None
+    definition = signature.parameters[key].kwarg_definition
+    name = getattr(definition, "query", None) or key
+    where = _source(item)
+    value = (request.path_params if where == "path" else request.query_params).get(name)
+    shown = None if value is None else str(value)
+    return query_error(name, item["message"], fields[key], shown, f"{where} parameter")
+
+
+def _source(item: dict) -> str:
+    return str(getattr(item.get("source"), "value", item.get("source")))
+
+
 def _validation_message(exc: ValidationException) -> str:
     problems = []
     for item in exc.extra or []:
@@ -195,6 +232,7 @@ def _validation_message(exc: ValidationException) -> str:
 
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
+    InvalidInput: handle_invalid_input,
     RateLimited: handle_rate_limited,
     SignupRefused: handle_coded_refusal,
     QuotaExceeded: handle_coded_refusal,

@@ -115,6 +115,12 @@ def finish_openapi(app: Litestar) -> None:
             operation.responses = responses
     for route in app.routes:
         for handler in getattr(route, "route_handlers", []):
+            data = handler.parsed_fn_signature.parameters.get("data")
+            if data is not None and data.has_default:  # a body the handler can do without (Litestar says required)
+                for method in handler.http_methods:
+                    body = getattr(openapi.paths[route.path_format], method.lower()).request_body
+                    if body is not None:
+                        body.required = False
             if CONTENT_OPT not in handler.opt:
                 continue
             media_types, headers = handler.opt[CONTENT_OPT]

@@ -208,3 +208,7 @@ class StripePayments:
         except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
             raise ValueError(f"invalid signature: {exc}") from None
         return msgspec.json.decode(payload)
+
+
+# The providers Mesh knows; which of them a server offers depends on its settings (GET /api/billing/topups/providers)
+PROVIDERS = (StripePayments.name, BankTransfer.name)

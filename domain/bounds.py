@@ -39,7 +39,9 @@ TIME_PATTERN = r"^(19[7-9][0-9]|[2-8][0-9]{3})-"  # a year from EARLIEST_YEAR to
 # A decimal amount of USD as text: digits with at most MAX_USD_DECIMALS decimals, at most MAX_USD (domain/money.py)
 AMOUNT_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,12})?|1000000(\.0{1,12})?)$"
 FLOAT_AMOUNT_RULE = 'an amount is a decimal string such as "12.50" or a whole number, not a fractional float'
-AMOUNT_RULE = 'an amount is a decimal string such as "12.50" (at most 12 decimals) or a whole number, 0 to 1000000'
+AMOUNT_RULE = (
+    'an amount is at most 1000000 USD: a decimal string such as "12.50" (at most 12 decimals) or a whole number'
+)
 
 PATTERN_RULES = {
     SINGLE_LINE: SINGLE_LINE_RULE,

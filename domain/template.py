@@ -9,6 +9,7 @@ the same atomic append as the template that takes it.
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -29,11 +30,52 @@ MAX_LABELS = 50
 ROLES = ("system", "user", "assistant")
 LATEST = "latest"  # `name@latest`: the newest version, like `name`
 LABEL_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
+MAX_LABEL_CHARS = 40
+# check_label's rule as one pattern (with MAX_LABEL_CHARS as its maximum length), for the OpenAPI document
+LABEL_DOCUMENT_PATTERN = r"^(?!latest$)([a-z]|[0-9]+[a-z_.-])[a-z0-9_.-]*$"
+LABEL_RULE = (
+    f"a label is 1 to {MAX_LABEL_CHARS} characters of a-z, 0-9, '_', '.', '-', starting with a letter or digit, "
+    f"not only digits and not 'latest'"
+)
 REFERENCE_SEPARATOR = "@"
 # What a template may set as request defaults, and the checks each one gets.
 DEFAULT_FIELDS = ("model", "temperature", "top_p", "max_tokens", "stop")
 _RANGES = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)}
-_NAME_FORBIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}  # control, format, unassigned, line breaks
+# control, format (invisible), surrogate, private use, line breaks; unassigned code points are allowed (they are
+# no more invisible than any other, and leaving them out keeps NAME_PATTERN a class of about 30 ranges)
+_NAME_FORBIDDEN = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
+
+
+def _forbidden_class() -> str:
+    """The characters of _NAME_FORBIDDEN and the reference separator, as a regex class body (ranges of code
+    points), so the name's rule can be stated as a pattern in the OpenAPI document."""
+    category, at = unicodedata.category, ord(REFERENCE_SEPARATOR)
+    # surrogates are left out of the class: no JSON text decodes to one (and regex engines without them refuse it)
+    codes = [
+        c
+        for c in range(sys.maxunicode + 1)
+        if c == at or (category(chr(c)) in _NAME_FORBIDDEN and not 0xD800 <= c <= 0xDFFF)
+    ]
+    # a range starts where a code does not follow the one before it
+    starts = [c for i, c in enumerate(codes) if i == 0 or codes[i - 1] != c - 1]
+    ends = [c for i, c in enumerate(codes) if i == len(codes) - 1 or codes[i + 1] != c + 1]
+    ranges = list(zip(starts, ends))
+    return "".join(_escape(a) + ("-" + _escape(b) if b > a else "") for a, b in ranges)
+
+
+def _escape(code: int) -> str:
+    """BMP code points as \\uXXXX (Python's and ECMAScript's regexes alike), others as the character itself (no escape
+    for them is common to both)."""
+    return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+
+# A name as the document states it: leading white space (stripped), then a character that is neither forbidden nor
+# white space, then no forbidden character; check_name is the same rule.
+NAME_PATTERN = "^\\s*[^{0}\\s][^{0}]*$".format(_forbidden_class())
+NAME_RULE = (
+    f"a template name is 1 to {MAX_NAME_LENGTH} characters, not only white space, without control or invisible "
+    f"characters and without '{REFERENCE_SEPARATOR}'"
+)
 
 
 class TemplateNotFound(LookupError):
@@ -133,10 +175,7 @@ def check_defaults(defaults: dict[str, Any] | None) -> dict[str, Any]:
 
 def check_label(label: str) -> str:
     if not LABEL_PATTERN.fullmatch(label) or label.isdigit() or label == LATEST:
-        raise InvalidTemplate(
-            f"label must be 1 to 40 characters of a-z, 0-9, '_', '.', '-', starting with a letter "
-            f"or digit, not only digits and not {LATEST!r}; got {label[:60]!r}"
-        )
+        raise InvalidTemplate(f"{LABEL_RULE}; got {label[:60]!r}")
     return label
 
 

@@ -416,6 +416,9 @@ SPEND_GROUPS = {
     "day": "date_trunc('day', time at time zone 'UTC')",
     "hour": "date_trunc('hour', time at time zone 'UTC')",
 }
+# What ?group_by= takes, as the OpenAPI document states it: names of SPEND_GROUPS, comma-separated
+GROUP_BY_PATTERN = r"^\s*({0})?\s*(,\s*({0})?\s*)*$".format("|".join(SPEND_GROUPS))
+GROUP_BY_RULE = f"group_by takes a comma-separated list of {', '.join(SPEND_GROUPS)}"
 
 
 class SpendRow(msgspec.Struct):

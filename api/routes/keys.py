@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -26,6 +26,9 @@ CapPeriod = Literal[CAP_PERIODS]  # type: ignore[valid-type]
 
 
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
+    invalid_code: ClassVar[str] = (
+        "invalid_key_settings"  # a refused field's code (api/input_errors.py), as the domain's
+    )
     label: Label
     spend_cap_usd: AmountIn | None = None
     cap_reset: CapPeriod | None = None
@@ -36,6 +39,7 @@ class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
+    invalid_code: ClassVar[str] = "invalid_key_settings"
     label: Label | msgspec.UnsetType = msgspec.UNSET
     spend_cap_usd: AmountIn | None | msgspec.UnsetType = msgspec.UNSET
     cap_reset: CapPeriod | None | msgspec.UnsetType = msgspec.UNSET
@@ -170,7 +174,7 @@ class KeyController(Controller):
     security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201, cache_control=NO_STORE, responses=errors(400, 403))
+    @post("/", status_code=201, cache_control=NO_STORE, responses=errors(400, 403, 404))
     async def create(self, key_service: KeyService, account_id: UUID, data: KeyIn) -> CreatedKeyOut:
         created = await key_service.create(
             account_id,

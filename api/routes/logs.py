@@ -8,12 +8,13 @@ import csv
 import io
 from datetime import datetime
 from contextlib import aclosing
-from typing import AsyncGenerator, AsyncIterator
+from typing import AsyncGenerator, AsyncIterator, Literal
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import Provide
+from litestar.params import Parameter
 
 from api.openapi import ACCOUNT, OPERATOR, content, errors
 from api.auth import current_account, operator
@@ -21,11 +22,13 @@ from api.errors import ApiError
 from api.exports import IdleTimedStream
 from api.routes.bodies import AsOf
 from api.services.logs import LogService
-from domain.bounds import InvalidText, check_aware
+from domain.bounds import MAX_MODEL_ID_LENGTH, MAX_REFERENCE_LENGTH, SINGLE_LINE, InvalidText, check_aware
 from domain.money import pico_to_usd
 from projections import logs
 
 DEFAULT_PAGE = 50
+MAX_LATENCY_MS = 10**9  # a latency filter beyond any request's (about 11.6 days)
+MAX_CURSOR_LENGTH = 200  # next_cursor is about 80 characters
 EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 EXPORT_CHUNK = 500  # rows per write of an export
 EXPORT_HEADERS = {  # what the export's answer carries beside its body
@@ -120,55 +123,51 @@ def _bad(param: str, message: str) -> ApiError:
     return ApiError(400, message, "invalid_request", param=param)
 
 
-def _time(param: str, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise _bad(param, f"{param} must be an ISO 8601 time, e.g. 2026-11-24T12:00:00Z; got {value!r}") from None
-    try:
-        return check_aware(moment, param)
-    except InvalidText as exc:
-        raise _bad(param, str(exc)) from None
+Status = Literal[tuple(logs.STATUSES)]  # type: ignore[valid-type]
+ExportFormat = Literal[tuple(EXPORT_FORMATS)]  # type: ignore[valid-type]
 
 
-def parse_filter(query, account_id: UUID | None) -> logs.LogFilter:
-    """The filters shared by the list, the export and the operator's view; a bad one is a 400 naming it."""
-    start, end = _time("from", query.get("from")), _time("to", query.get("to"))
-    if start and end and start >= end:
-        raise _bad("to", "to must be later than from (the window is [from, to))")
-    status = query.get("status")
-    if status is not None and status not in logs.STATUSES:
-        raise _bad("status", f"status takes {' or '.join(logs.STATUSES)}; got {status!r}")
-    key_id = query.get("key_id")
-    if key_id is not None:
-        try:
-            key_id = UUID(key_id)
-        except ValueError:
-            raise _bad("key_id", f"key_id must be an API key id (a UUID); got {key_id!r}") from None
-    latency = query.get("min_latency_ms")
-    if latency is not None:
-        if not latency.isdigit():
-            raise _bad("min_latency_ms", f"min_latency_ms takes a whole number of milliseconds >= 0; got {latency!r}")
-        latency = int(latency)
+def parse_filter(
+    start: datetime | None = Parameter(query="from", default=None, description="ISO 8601; the window is [from, to)"),
+    end: datetime | None = Parameter(query="to", default=None, description="ISO 8601, later than from"),
+    model: str | None = Parameter(query="model", default=None, max_length=MAX_MODEL_ID_LENGTH, pattern=SINGLE_LINE),
+    provider: str | None = Parameter(
+        query="provider", default=None, max_length=MAX_REFERENCE_LENGTH, pattern=SINGLE_LINE
+    ),
+    key_id: UUID | None = Parameter(query="key_id", default=None, description="an API key id"),
+    status: Status | None = Parameter(query="status", default=None),
+    min_latency_ms: int | None = Parameter(
+        query="min_latency_ms",
+        default=None,
+        ge=0,
+        le=MAX_LATENCY_MS,
+        schema_extra={"minimum": 0},  # 0 is dropped
+    ),
+) -> logs.LogFilter:
+    """The filters shared by the list, the export and the operator's view (a dependency: Litestar reads and
+    documents each query parameter from this signature, so the document states the bounds checked here). The
+    rules between them are checked by `check_filter`, in the handler: after the caller's credentials."""
     return logs.LogFilter(
-        account_id=account_id,
         start=start,
         end=end,
-        model=query.get("model") or None,
-        provider=query.get("provider") or None,
+        model=model or None,
+        provider=provider or None,
         key_id=key_id,
         status=status,
-        min_latency_ms=latency,
+        min_latency_ms=min_latency_ms,
     )
 
 
-def _limit(query) -> int:
-    raw = query.get("limit", str(DEFAULT_PAGE))
-    if not raw.isdigit() or not 1 <= int(raw) <= logs.MAX_PAGE:
-        raise _bad("limit", f"limit takes 1 to {logs.MAX_PAGE} (default {DEFAULT_PAGE}); got {raw!r}")
-    return int(raw)
+def check_filter(f: logs.LogFilter) -> logs.LogFilter:
+    """A 400 naming the parameter for a time outside the years allowed, or a window that ends before it starts."""
+    for param, moment in (("from", f.start), ("to", f.end)):
+        try:
+            check_aware(moment, param)
+        except InvalidText as exc:
+            raise _bad(param, str(exc)) from None
+    if f.start and f.end and f.start >= f.end:
+        raise _bad("to", "to must be later than from (the window is [from, to))")
+    return f
 
 
 def encode_cursor(row: logs.LogRow) -> str:
@@ -188,9 +187,14 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
     return moment, trace_id
 
 
-async def _page(log_service: LogService, request: Request, account_id: UUID | None, admin: bool) -> LogPageOut:
-    query = request.query_params
-    f, limit, after = parse_filter(query, account_id), _limit(query), decode_cursor(query.get("cursor"))
+Limit = Parameter(query="limit", default=DEFAULT_PAGE, ge=1, le=logs.MAX_PAGE, description="entries per page")
+Cursor = Parameter(query="cursor", default=None, max_length=MAX_CURSOR_LENGTH, description="next_cursor of a page")
+
+
+async def _page(
+    log_service: LogService, f: logs.LogFilter, account_id: UUID | None, limit: int, cursor: str | None, admin: bool
+) -> LogPageOut:
+    f, after = check_filter(msgspec.structs.replace(f, account_id=account_id)), decode_cursor(cursor)
     page = await log_service.page(f, limit, after)
     return LogPageOut(
         [entry_out(r, admin) for r in page.rows], encode_cursor(page.rows[-1]) if page.more else None, page.as_of
@@ -287,23 +291,35 @@ async def _lines(rows: AsyncIterator[logs.LogRow], format: str) -> AsyncIterator
 class LogController(Controller):
     path = "/api/logs"
     security = ACCOUNT
-    dependencies = {"account_id": Provide(current_account)}
+    dependencies = {"account_id": Provide(current_account), "log_filter": Provide(parse_filter, sync_to_thread=False)}
 
     @get("/", responses=errors(400))
-    async def list_logs(self, request: Request, log_service: LogService, account_id: UUID) -> LogPageOut:
+    async def list_logs(
+        self,
+        log_service: LogService,
+        account_id: UUID,
+        log_filter: logs.LogFilter,
+        limit: int = Limit,
+        cursor: str | None = Cursor,
+    ) -> LogPageOut:
         """Requests of this account, newest first; filters: from, to (ISO 8601, [from, to)), model, provider,
         key_id, status (success | error), min_latency_ms; limit (1-500, default 50); cursor (next_cursor)."""
-        return await _page(log_service, request, account_id, admin=False)
+        return await _page(log_service, log_filter, account_id, limit, cursor, admin=False)
 
     @get("/export", responses=errors(400, 429), opt=content(EXPORT_FORMATS.values(), EXPORT_HEADERS))
-    async def export(self, request: Request, log_service: LogService, account_id: UUID) -> IdleTimedStream:
+    async def export(
+        self,
+        request: Request,
+        log_service: LogService,
+        account_id: UUID,
+        log_filter: logs.LogFilter,
+        format: ExportFormat = Parameter(query="format", default="jsonl"),
+    ) -> IdleTimedStream:
         """Every entry matching the filters, streamed as CSV or JSON lines (`format=csv|jsonl`); one export at a
         time per account (429 `export_in_progress`); ended when the client reads nothing for
         MESH_EXPORT_IDLE_SECONDS."""
-        format = request.query_params.get("format", "jsonl")
-        if format not in EXPORT_FORMATS:
-            raise _bad("format", f"format takes {' or '.join(EXPORT_FORMATS)}; got {format!r}")
-        as_of, rows = await log_service.export(account_id, parse_filter(request.query_params, account_id))
+        f = check_filter(msgspec.structs.replace(log_filter, account_id=account_id))
+        as_of, rows = await log_service.export(account_id, f)
         headers = {
             "content-disposition": f'attachment; filename="mesh-logs.{format}"',
             "x-mesh-as-of-position": str(as_of.position),
@@ -334,15 +350,17 @@ class LogController(Controller):
 class AdminLogController(Controller):
     path = "/admin/logs"
     security = OPERATOR
-    dependencies = {"_operator": Provide(operator)}
+    dependencies = {"_operator": Provide(operator), "log_filter": Provide(parse_filter, sync_to_thread=False)}
 
     @get("/", responses=errors(400, 503))
-    async def list_logs(self, request: Request, log_service: LogService, _operator: None) -> LogPageOut:
+    async def list_logs(
+        self,
+        log_service: LogService,
+        _operator: None,
+        log_filter: logs.LogFilter,
+        account_id: UUID | None = Parameter(query="account_id", default=None, description="one account's"),
+        limit: int = Limit,
+        cursor: str | None = Cursor,
+    ) -> LogPageOut:
         """Requests of every account, newest first: the account's filters plus account_id."""
-        account_id = request.query_params.get("account_id")
-        if account_id is not None:
-            try:
-                account_id = UUID(account_id)
-            except ValueError:
-                raise _bad("account_id", f"account_id must be an account id (a UUID); got {account_id!r}") from None
-        return await _page(log_service, request, account_id, admin=True)
+        return await _page(log_service, log_filter, account_id, limit, cursor, admin=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -23,7 +23,10 @@ from domain.template import (
     MAX_MESSAGES,
     MAX_NAME_LENGTH,
     MAX_STOP_CHARS,
+    LABEL_DOCUMENT_PATTERN,
+    MAX_LABEL_CHARS,
     MAX_STOP_SEQUENCES,
+    NAME_PATTERN,
     ROLES,
     Template,
 )
@@ -34,6 +37,13 @@ from projections import templates as read_model
 # invisible characters in a name, the messages' total size) with the same constants.
 Role = Literal[ROLES]  # type: ignore[valid-type]
 StopText = Annotated[str, text(MAX_STOP_CHARS, min_length=1, multiline=True)]
+
+
+# The label in a path, as domain.template.check_label checks it (a 400 invalid_template naming the rule)
+LabelPath = Parameter(
+    schema_extra={"pattern": LABEL_DOCUMENT_PATTERN, "minLength": 1, "maxLength": MAX_LABEL_CHARS},
+    description="a label: a-z, 0-9, _ . -, starting with a letter or digit, not only digits, not 'latest'",
+)
 
 
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -50,7 +60,8 @@ class DefaultsIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 
 
 class TemplateIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[^\x00-\x1f\x7f@]*$")]
+    invalid_code: ClassVar[str] = "invalid_template"  # a refused body's code (api/input_errors.py)
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)]
     messages: Annotated[list[MessageIn], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES)]
     description: Annotated[str, text(MAX_DESCRIPTION_LENGTH, multiline=True)] | None = None
     defaults: DefaultsIn | None = None
@@ -162,7 +173,7 @@ class TemplateController(Controller):
     security = ACCOUNT
     dependencies = {"account_id": Provide(current_account)}
 
-    @post("/", status_code=201, responses=errors(400, 409))
+    @post("/", status_code=201, responses=errors(400, 404, 409))
     async def create(self, template_service: TemplateService, account_id: UUID, data: TemplateIn) -> TemplateOut:
         return aggregate_out(await template_service.create(account_id, content(data)))
 
@@ -213,13 +224,18 @@ class TemplateController(Controller):
 
     @put("/{template_id:uuid}/labels/{label:str}", responses=errors(400, 404, 409))
     async def label(
-        self, template_service: TemplateService, account_id: UUID, template_id: UUID, label: str, data: LabelIn
+        self,
+        template_service: TemplateService,
+        account_id: UUID,
+        template_id: UUID,
+        data: LabelIn,
+        label: str = LabelPath,
     ) -> TemplateOut:
         return aggregate_out(await template_service.command("label", account_id, template_id, label, data.version))
 
     @delete("/{template_id:uuid}/labels/{label:str}", status_code=200, responses=errors(400, 404, 409))
     async def unlabel(
-        self, template_service: TemplateService, account_id: UUID, template_id: UUID, label: str
+        self, template_service: TemplateService, account_id: UUID, template_id: UUID, label: str = LabelPath
     ) -> TemplateOut:
         return aggregate_out(await template_service.command("unlabel", account_id, template_id, label))
 

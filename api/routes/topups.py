@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -16,12 +17,17 @@ from api.security_headers import NO_STORE
 from api.services.billing import BillingService
 from domain.money import pico_to_usd
 from domain.bounds import AmountIn, Reference
+from api.payments import PROVIDERS
 from projections import billing
 
 
+Provider = Literal[PROVIDERS]  # type: ignore[valid-type]
+
+
 class TopUpIn(msgspec.Struct, forbid_unknown_fields=True):
+    invalid_code: ClassVar[dict[str, str]] = {"provider": "invalid_provider"}  # a refused field's code
     amount_usd: AmountIn
-    provider: Reference = "stripe"
+    provider: Provider = "stripe"  # one this server offers (else 409 provider_not_configured)
 
 
 class TopUpOut(msgspec.Struct):

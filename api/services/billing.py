@@ -69,8 +69,7 @@ def check_span(groups: list[str], start: datetime | None, end: datetime | None, 
         )
 
 
-# What ?group_by= takes, as the OpenAPI document states it: names of SPEND_GROUPS, comma-separated
-GROUP_BY_PATTERN = r"^\s*({0})?\s*(,\s*({0})?\s*)*$".format("|".join(billing.SPEND_GROUPS))
+GROUP_BY_PATTERN = billing.GROUP_BY_PATTERN
 
 
 def parse_groups(group_by: str) -> list[str]:
@@ -79,7 +78,7 @@ def parse_groups(group_by: str) -> list[str]:
     if unknown:
         raise ApiError(
             400,
-            f"group_by takes a comma-separated list of {', '.join(billing.SPEND_GROUPS)}; got {group_by!r}",
+            f"{billing.GROUP_BY_RULE}; got {group_by!r}",
             "invalid_request",
         )
     return groups
@@ -120,11 +119,11 @@ class BillingService:
     ) -> SpendView:
         """Spend grouped by any of provider, model, key, day, hour, over [start, end) (at most MAX_SPAN by
         hour or by day)."""
-        check_aware(start, "from")
-        if end is None or end.tzinfo is not None:  # a naive `to` is refused just below
-            check_span(groups, start, end)  # before `to`'s years: a range too long is named as such (the
-            # dashboard's last day 8999-12-31 ends at 9000-01-01)
-        check_aware(end, "to")
+        for when, field in ((start, "from"), (end, "to")):
+            if when is not None and when.utcoffset() is None:
+                check_aware(when, field)  # a time without a zone is refused before any arithmetic
+        check_span(groups, start, end)  # then a range too long says so, whatever the years of its ends
+        check_aware(start, "from"), check_aware(end, "to")
         async with self.runtime.pool.connection() as conn:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")
@@ -138,10 +137,12 @@ class BillingService:
         runtime = self.runtime
         provider = runtime.payments.get(provider_name)
         if provider is None:
+            offered = ", ".join(self.providers) or "none: no payment provider is configured"
             raise ApiError(
-                400,
-                f"provider {provider_name!r} is not available; choose one of: {', '.join(self.providers)}",
-                "invalid_provider",
+                409,
+                f"provider {provider_name!r} is not offered by this server; it offers: {offered}",
+                "provider_not_configured",
+                param="provider",
             )
         amount = usd_to_pico(amount_usd, decimals=2)  # payments move whole cents
         self._check_amount(amount)
@@ -223,7 +224,7 @@ class BillingService:
             stripe = self.stripe
             if stripe is None:
                 raise ApiError(
-                    400, "auto-refill needs Stripe, which is not configured on this server", "invalid_provider"
+                    409, "auto-refill needs Stripe, which is not configured on this server", "provider_not_configured"
                 )
             if threshold_usd is None or amount_usd is None or not payment_method_id:
                 raise ApiError(

@@ -20,4 +20,4 @@ class ModelService:
 def check_model(runtime: Runtime, model: str | None, field: str) -> None:
     """A model named in a setting (a key's default, a template's default) must be enabled now."""
     if model is not None and runtime.catalog.get(model) is None:
-        raise ApiError(400, f"{field} {model!r} is not an enabled model; GET /api/models lists them", "model_not_found")
+        raise ApiError(404, f"{field} {model!r} is not an enabled model; GET /api/models lists them", "model_not_found")

@@ -148,9 +148,9 @@ BAD_API_REQUESTS = [
     ("POST", "/api/signup", None, {"email": "a@example.com", "password": "short"}, 400, "invalid_password"),
     ("POST", "/api/login", None, {"email": "ghost@example.com", "password": "whatever1"}, 401, "bad_credentials"),
     ("POST", "/api/keys", "token", {"label": ""}, 400, "invalid_key_settings"),
-    ("POST", "/api/keys", "token", {"label": "x", "spend_cap_usd": "-1"}, 400, "invalid_key_settings"),
+    ("POST", "/api/keys", "token", {"label": "x", "spend_cap_usd": "-1"}, 400, "invalid_amount"),  # as "1e28"
     ("POST", "/api/keys", "token", {"label": "x", "spend_cap_usd": 1.5}, 400, "invalid_amount"),
-    ("POST", "/api/keys", "token", {"label": "x", "default_model": "nope/nope"}, 400, "model_not_found"),
+    ("POST", "/api/keys", "token", {"label": "x", "default_model": "nope/nope"}, 404, "model_not_found"),
     ("POST", "/api/keys", None, {"label": "x"}, 401, "unauthorized"),
     ("POST", "/api/keys", "garbage", {"label": "x"}, 401, "unauthorized"),
     ("POST", "/api/keys", "key", {"label": "x"}, 403, "forbidden"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import msgspec
 import pytest
 
 from api.errors import ApiError
@@ -31,15 +32,17 @@ def test_a_cursor_round_trips_and_a_forged_one_is_refused():
 
 def test_filters_become_one_condition_each_and_the_keyset_comes_last():
     account, key = uuid.uuid4(), uuid.uuid4()
-    f = parse_filter(
-        {
-            "from": "2026-11-01T00:00:00Z",
-            "model": "a/b",
-            "key_id": str(key),
-            "status": "error",
-            "min_latency_ms": "250",
-        },
-        account,
+    f = msgspec.structs.replace(
+        parse_filter(
+            start=datetime(2026, 11, 1, tzinfo=timezone.utc),
+            end=None,
+            model="a/b",
+            provider=None,
+            key_id=key,
+            status="error",
+            min_latency_ms=250,
+        ),
+        account_id=account,
     )
     assert f == LogFilter(
         account_id=account,
