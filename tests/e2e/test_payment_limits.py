@@ -10,11 +10,10 @@ from decimal import Decimal
 
 import httpx
 import pytest
-import stripe
 
 from tests.e2e.conftest import MeshProcess, events_after, paid_by_localstripe
 from tests.e2e.test_hostile import refused
-from tests.e2e.test_topups import WEBHOOK_SECRET, balance, card, deliver, wait_until
+from tests.e2e.test_topups import WEBHOOK_SECRET, balance, card, deliver, stripe_client, wait_until  # noqa: F401
 from tests.e2e.test_walking_skeleton import api, stream_head
 
 PER_ACCOUNT, PER_ADDRESS, PENDING = 3, 5, 2
@@ -38,11 +37,6 @@ def pay_mesh(tmp_path_factory, localstripe, mesh_config):
     mesh.start()
     yield mesh
     mesh.stop()
-
-
-@pytest.fixture(scope="module")
-def stripe_client(localstripe):
-    return stripe.StripeClient("sk_test_mesh", base_addresses={"api": localstripe})
 
 
 class Client:
