@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -100,6 +102,17 @@ class MeshProcess:
         return httpx.get(
             self.url + "/health", headers={"authorization": f"Bearer {self.operator_token}"}, timeout=timeout
         )
+
+
+@contextmanager
+def own_mesh(tmp_path_factory, config: Path, name: str, env: dict[str, str]) -> Iterator[MeshProcess]:
+    """A Mesh of a module's own, started with `env` (the settings its tests are about), stopped after."""
+    process = MeshProcess(tmp_path_factory.mktemp(name) / "data", config, env=env)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.e2e.conftest import MeshProcess, events_after, paid_by_localstripe
+from tests.e2e.conftest import events_after, own_mesh, paid_by_localstripe
 from tests.e2e.test_hostile import refused
 from tests.e2e.test_topups import WEBHOOK_SECRET, balance, card, deliver, stripe_client, wait_until  # noqa: F401
 from tests.e2e.test_walking_skeleton import api, stream_head
@@ -22,21 +22,15 @@ DECLINED = "the card was declined; try another card or ask your bank"
 
 @pytest.fixture(scope="module")
 def pay_mesh(tmp_path_factory, localstripe, mesh_config):
-    mesh = MeshProcess(
-        tmp_path_factory.mktemp("payment-limits") / "data",
-        mesh_config,
-        paid_by_localstripe(
-            localstripe,
-            WEBHOOK_SECRET,
-            MESH_PAYMENT_ATTEMPTS_PER_ACCOUNT=str(PER_ACCOUNT),
-            MESH_PAYMENT_ATTEMPTS_PER_ADDRESS=str(PER_ADDRESS),
-            MESH_PENDING_TOPUPS_PER_ACCOUNT=str(PENDING),
-            MESH_SIGNUPS_PER_ADDRESS="1000",
-        ),
-    )
-    mesh.start()
-    yield mesh
-    mesh.stop()
+    limits = {
+        "MESH_PAYMENT_ATTEMPTS_PER_ACCOUNT": str(PER_ACCOUNT),
+        "MESH_PAYMENT_ATTEMPTS_PER_ADDRESS": str(PER_ADDRESS),
+        "MESH_PENDING_TOPUPS_PER_ACCOUNT": str(PENDING),
+        "MESH_SIGNUPS_PER_ADDRESS": "1000",
+    }
+    env = paid_by_localstripe(localstripe, WEBHOOK_SECRET, **limits)
+    with own_mesh(tmp_path_factory, mesh_config, "payment-limits", env) as mesh:
+        yield mesh
 
 
 class Client:

@@ -14,7 +14,7 @@ import httpx
 import nats
 import pytest
 
-from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, MeshProcess, events_after
+from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, events_after, own_mesh
 from tests.e2e.test_dashboard import chromium
 from tests.e2e.test_hostile import refused
 from tests.e2e.test_walking_skeleton import api, sign_up, stream_head
@@ -33,31 +33,21 @@ MAX_KEYS, MAX_TEMPLATES, MAX_VERSIONS = 2, 2, 3
 
 @pytest.fixture(scope="module")
 def invite_mesh(tmp_path_factory, mesh_config):
-    process = MeshProcess(
-        tmp_path_factory.mktemp("invite-mesh") / "data",
-        mesh_config,
-        env={**SHARED_ADDRESS_LIMITS, "MESH_SIGNUP": "invite"},
-    )
-    process.start()
-    yield process
-    process.stop()
+    with own_mesh(
+        tmp_path_factory, mesh_config, "invite-mesh", {**SHARED_ADDRESS_LIMITS, "MESH_SIGNUP": "invite"}
+    ) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def quota_mesh(tmp_path_factory, mesh_config):
-    process = MeshProcess(
-        tmp_path_factory.mktemp("quota-mesh") / "data",
-        mesh_config,
-        env={
-            **SHARED_ADDRESS_LIMITS,
-            "MESH_QUOTA_KEYS": str(MAX_KEYS),
-            "MESH_QUOTA_TEMPLATES": str(MAX_TEMPLATES),
-            "MESH_QUOTA_TEMPLATE_VERSIONS": str(MAX_VERSIONS),
-        },
-    )
-    process.start()
-    yield process
-    process.stop()
+    quotas = {
+        "MESH_QUOTA_KEYS": str(MAX_KEYS),
+        "MESH_QUOTA_TEMPLATES": str(MAX_TEMPLATES),
+        "MESH_QUOTA_TEMPLATE_VERSIONS": str(MAX_VERSIONS),
+    }
+    with own_mesh(tmp_path_factory, mesh_config, "quota-mesh", {**SHARED_ADDRESS_LIMITS, **quotas}) as process:
+        yield process
 
 
 def invite(mesh, **body) -> dict:
@@ -223,10 +213,8 @@ def test_a_keys_history_comes_a_page_at_a_time_from_the_read_model(quota_mesh):
 
 @pytest.fixture(scope="module")
 def closed_mesh(tmp_path_factory, mesh_config):
-    process = MeshProcess(tmp_path_factory.mktemp("closed-mesh") / "data", mesh_config, env={"MESH_SIGNUP": "closed"})
-    process.start()
-    yield process
-    process.stop()
+    with own_mesh(tmp_path_factory, mesh_config, "closed-mesh", {"MESH_SIGNUP": "closed"}) as process:
+        yield process
 
 
 def test_closed_signup_refuses_everyone_and_the_page_says_so(closed_mesh):
@@ -246,12 +234,10 @@ LOG_LIMIT = 1024**2
 @pytest.fixture(scope="module")
 def small_log_mesh(tmp_path_factory, mesh_config):
     """A log of 1 MiB (the least MESH_STREAM_MAX_BYTES takes)."""
-    process = MeshProcess(
-        tmp_path_factory.mktemp("small-log-mesh") / "data", mesh_config, env={"MESH_STREAM_MAX_BYTES": str(LOG_LIMIT)}
-    )
-    process.start()
-    yield process
-    process.stop()
+    with own_mesh(
+        tmp_path_factory, mesh_config, "small-log-mesh", {"MESH_STREAM_MAX_BYTES": str(LOG_LIMIT)}
+    ) as process:
+        yield process
 
 
 def stream_config(mesh) -> dict:
