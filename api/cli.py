@@ -85,8 +85,8 @@ def settle_garbage_collector() -> None:
     """Once started: move every object alive now (modules, the app, caches: about 100,000) out of the collector's
     reach, and collect the young generation less often. A full collection would walk all of them, tens of
     milliseconds in which no request moves; the objects a request makes die young. The projection worker does
-    the same: the events of a batch die with it, and collecting them as they are decoded was a good share
-    of the logs projection's Python time (bench/logs.py runs its apply rounds this way)."""
+    the same: the events of a batch die with it, so collecting while they are decoded would only walk every
+    object alive again and again (bench/logs.py runs its apply rounds this way)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
@@ -459,7 +459,7 @@ async def _projections_only(settings: Settings) -> int:
                 pass
 
     # under load, a batch every half second: fewer, larger transactions, and less NATS and PostgreSQL work
-    # competing with requests (p99 in bench/gateway.py: linger 0.03 s +1.03 ms, 0.1 s +0.69, 0.5 s +0.58)
+    # competing with requests for the CPU; the read models trail the stream by that much
     jobs = [runner.run(stop, linger=0.5) for runner in runners] + [retention()]
     if priority is not None:
         jobs.append(keep_maintenance_low())

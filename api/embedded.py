@@ -76,8 +76,8 @@ def background_cpus(spec: str = "auto") -> frozenset[int] | None:
 
     "auto": every CPU this process may use but the first, on a machine with two or more. The gateway is one
     process on one event loop, so it never needs more than one CPU, and it always finds that one free of
-    their bursts: nats-server serving the worker's reads ran 1-4.5 ms at a time, at normal priority, on the
-    CPU a request woke on (p99 at 1 in flight +1.10 -> +0.73 ms in bench/gateway.py). "all": no restriction.
+    their bursts: nats-server serving the worker's reads runs for milliseconds at a time, at normal priority,
+    and would otherwise take the CPU a request wakes on. "all": no restriction.
     Otherwise a list such as "2-5,7"."""
     if not hasattr(os, "sched_getaffinity"):  # not Linux
         return None
@@ -136,8 +136,8 @@ def _stop(process: subprocess.Popen | None, timeout: float = 10) -> None:
 # GOGC and GOMEMLIMIT set in the environment win. Its live heap is small (the stream lives on disk), but it allocates
 # fast under load (a buffer for each 8 MB message block, the headers of each message it serves the projection
 # worker). Collecting more often costs CPU; collecting less often lets the heap grow, and every page it grows into is
-# a page fault, which costs more: at 1600, nats-server spent 35-60% more CPU in the first minute of load, mostly in
-# the kernel zeroing fresh pages (bench/README.md).
+# a page fault the kernel must zero, which costs more than the collections it saves (bench/README.md, "Figures
+# behind the code").
 NATS_GOGC = "200"
 NATS_MEMORY_SHARE = 8
 NATS_MEMORY_MIN_MB = 256
@@ -161,7 +161,7 @@ class NatsServer:
         self.host = host
         self.port = port or free_port(host)
         # A letter first: nats-server reads a $variable that starts with a digit or '-' as a number and refuses
-        # to start ("Expected a digit") - about one fresh data dir in six failed before.
+        # to start ("Expected a digit"), as a random password's first character would about one time in six.
         self.password = kept_secret(_password_file(self.data_dir), prefix=NATS_PASSWORD_PREFIX)
         self.process: subprocess.Popen | None = None
 
@@ -450,8 +450,8 @@ class PostgresPriority:
 
     Every PostgreSQL child process calls setsid(). With the kernel's autogroups (`sched_autogroup_enabled`)
     each session is a scheduling group of its own with a full CPU share, so the SCHED_IDLE it inherits from
-    the postmaster counts only inside that group: a connection running a projection's batch held a CPU for
-    milliseconds while a request waited for it (`perf sched` during bench/gateway.py). What counts across
+    the postmaster counts only inside that group: a connection running a projection's batch would hold a CPU
+    for milliseconds while a request waits for it (`perf sched` shows it during bench/gateway.py). What counts across
     groups is the group's own nice value, /proc/PID/autogroup. Lowered: the projection worker's own
     connections and PostgreSQL's maintenance processes. Not the other connections or the I/O workers, which
     serve the API and the gateway. Where autogroups do not exist this does nothing."""

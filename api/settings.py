@@ -1,4 +1,4 @@
-"""Settings from MESH_* environment variables (DESIGN.md §5)."""
+"""Settings from MESH_* environment variables; docs/configuration.md describes each."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Snapshots of the aggregates whose histories grow without end.
 
 An account's and a key's budget leases add events all day (a lease, its settlement, its extensions). Without a
-snapshot, the first use of each after a restart replays all of them, in the gateway's lease thread: about 70 µs
-an event, so minutes for a month of a busy account. Every `SNAPSHOT_INTERVAL` events the command side stores the
+snapshot, the first use of each after a restart replays all of them, in the gateway's lease thread: minutes for
+a month of a busy account (bench/restart.py). Every `SNAPSHOT_INTERVAL` events the command side stores the
 aggregate's state (its typed `...State` struct from the domain) on the stream `<stream>_SNAPSHOTS`, and a
 restart replays only the events after it.
 
@@ -26,7 +26,7 @@ from domain.apikey import ApiKey, ApiKeyState
 
 log = logging.getLogger("mesh.snapshots")
 
-SNAPSHOT_INTERVAL = 200  # events: what a restart replays at most per aggregate (about 15 ms)
+SNAPSHOT_INTERVAL = 200  # events: what a restart replays at most per aggregate
 TOPIC_PREFIX = "snapshot."
 
 # stable name -> the aggregate and the struct of its state

@@ -11,9 +11,9 @@ from domain.events import bodies_subject, snapshot_subject, subject_prefix
 
 # Seconds JetStream remembers each `Nats-Msg-Id` (a usage event's trace id) to drop a second copy. It covers the
 # usage spool's replay of an event whose ack was lost (the ack timeout, the next replay, a reconnect after a NATS
-# restart); a copy stored later is counted once by the read models all the same. JetStream keeps one entry per
-# event for the window: its default of 2 minutes meant 1.4 million at 12,000 requests/s, and on one CPU under a
-# 256 MiB memory limit nats-server's share of the CPU grew from 13% to 41% in 150 s (bench/README.md).
+# restart); a copy stored later is counted once by the read models all the same. No longer than that: JetStream
+# keeps one entry per event for the window, which its collector walks again and again, so the window is paid for
+# in nats-server's memory and CPU at every request rate (bench/sustained.py shows both over minutes of load).
 DUPLICATE_WINDOW = 30.0
 
 # The log's size limit (MESH_STREAM_MAX_BYTES). Full, it refuses new events (discard "new": nothing is ever

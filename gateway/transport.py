@@ -2,8 +2,8 @@
 
 The providers call `LeanTransport.request` / `open` directly: one prebuilt header block, one write, one
 timer per wait. httpx's client (request building, URL merging, cookies, httpcore's pool walking every
-connection with a syscall each) cost the gateway more than everything else together on a request
-(bench/gateway.py --profile); this does the same work in a few µs. `LeanTransport` is also an httpx
+connection with a syscall each) costs more than everything else the gateway does for a request
+(bench/gateway.py --profile shows it); this does only the work a request needs. `LeanTransport` is also an httpx
 transport, for code that wants an `httpx.AsyncClient` on the same kind of pool.
 TLS (https://) runs over the same protocol with asyncio's SSL support.
 """

@@ -147,8 +147,8 @@ class UsagePublisher:
         """Queue a ready-made HPUB frame on the connection, as nats-py's `publish` does once it has built one
         (its `_send_command`; `_flush_pending` then wakes its flusher).
 
-        `publish` validates and encodes each header of each message in Python, a few µs per usage event on the
-        busiest path (bench/README.md). Every part of a usage frame is ours (fixed header names, UUIDs, a subject
+        `publish` validates and encodes each header of each message in Python, for every usage event on the
+        busiest path. Every part of a usage frame is ours (fixed header names, UUIDs, a subject
         made of a UUID), so none needs those checks. tests/integration/test_usage_publisher.py reads a stored
         event back, headers and body, so a nats-py that changed these internals fails there."""
         await self.nc._send_command(frame)

@@ -2,8 +2,8 @@
 
 `insert ... select * from unnest(%s::uuid[], %s::timestamptz[], ...)`: one statement carries the whole batch
 instead of one per row (executemany), and PostgreSQL reads each value in its binary form instead of parsing
-text (one JSON array read by json_to_recordset). Of the ways compared in bench/README.md it costs the
-projection worker and its PostgreSQL backend the least per event.
+text (one JSON array read by json_to_recordset), which costs the projection worker and its PostgreSQL backend
+the least per event (bench/logs.py measures the apply rate).
 
 The arrays are encoded here, not by psycopg, whose array dumper visits every element in Python. Each encoder
 below writes PostgreSQL's binary array format (array_recv) for one element type, with whole-column fast paths

@@ -1,7 +1,7 @@
 """The budget invariant under load: two gateway processes, hundreds of concurrent requests, one key.
 
 Neither the key's spend cap nor the account's credits is ever exceeded, and the
-budget is used up to within one lease (DESIGN.md §4). Also: a revocation reaches
+budget is used up to within one lease (docs/architecture.md, "The budget invariant"). Also: a revocation reaches
 every gateway process within a second.
 """
 
