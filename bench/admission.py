@@ -71,8 +71,8 @@ class MemoryBroker:
         amount = lease_amount(
             wanted,
             minimum,
-            self.key.available,
-            self.account.available,
+            self.key.leasable,
+            self.account.leasable,
             self.key.spend_cap,
             self.key.spent_and_reserved,
             self.account.credits,

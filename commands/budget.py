@@ -67,8 +67,8 @@ class BudgetCommands:
             amount = lease_amount(
                 wanted,
                 minimum,
-                key.available,
-                account.available,
+                key.leasable,
+                account.leasable,
                 key.spend_cap,
                 key.spent_and_reserved,
                 account.credits,

@@ -15,7 +15,15 @@ import msgspec
 from eventsourcing.domain import Aggregate, event
 
 from domain.bounds import MAX_LABEL_LENGTH, MAX_LIST_LENGTH, MAX_MODEL_ID_LENGTH, check_aware, check_text
-from domain.budget import BudgetExceeded, LeaseBook, period_start
+from domain.budget import (
+    BudgetExceeded,
+    ExtendsLease,
+    GrantsLease,
+    LeaseBook,
+    LeaseHolder,
+    SettlesLease,
+    period_start,
+)
 from domain.money import check_amount
 
 MAX_ROTATION_GRACE = timedelta(days=30)
@@ -74,7 +82,7 @@ def check_allowed_models(models: list[str] | None) -> list[str] | None:
     return cleaned
 
 
-class ApiKey(Aggregate):
+class ApiKey(LeaseHolder, Aggregate):
     class Created(Aggregate.Created):
         account_id: UUID
         label: str
@@ -112,16 +120,16 @@ class ApiKey(Aggregate):
     class Revoked(Aggregate.Event):
         by: str
 
-    class BudgetLeased(Aggregate.Event):
+    class BudgetLeased(GrantsLease, Aggregate.Event):
         lease_id: UUID
         amount: int
         expires_at: datetime
 
-    class LeaseSettled(Aggregate.Event):
+    class LeaseSettled(SettlesLease, Aggregate.Event):
         lease_id: UUID
         spent: int
 
-    class LeaseExtended(Aggregate.Event):
+    class LeaseExtended(ExtendsLease, Aggregate.Event):
         """The lease's holder still has requests running on it: it expires later."""
 
         lease_id: UUID
@@ -174,11 +182,7 @@ class ApiKey(Aggregate):
         self.period: datetime | None = None
 
     @property
-    def spent_and_reserved(self) -> int:
-        return self.leases.settled + self.leases.reserved
-
-    @property
-    def available(self) -> int | None:
+    def leasable(self) -> int | None:
         """What the cap still allows (None: no cap)."""
         return None if self.spend_cap is None else self.spend_cap - self.spent_and_reserved
 
@@ -200,31 +204,7 @@ class ApiKey(Aggregate):
         refusal = self.usable_at(now)
         if refusal is not None:
             raise BudgetExceeded(refusal, f"this API key is {refusal.removeprefix('key_')}")
-        available = self.available
-        if amount <= 0 or (available is not None and amount > available):
-            raise BudgetExceeded("key_spend_cap", f"cannot reserve {amount} of {available} available")
-        self._lease(lease_id, amount, expires_at)
-
-    @event(BudgetLeased)
-    def _lease(self, lease_id: UUID, amount: int, expires_at: datetime) -> None:
-        self.leases.grant(lease_id, amount, expires_at)
-
-    def settle_lease(self, lease_id: UUID, spent: int) -> None:
-        if self.leases.must_settle(lease_id, spent):
-            self._settle_lease(lease_id, spent)
-
-    @event(LeaseSettled)
-    def _settle_lease(self, lease_id: UUID, spent: int) -> None:
-        self.leases.settle(lease_id, spent)
-
-    def extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
-        """A later expiry for an open lease; a settled one (or an earlier expiry) changes nothing."""
-        if self.leases.must_extend(lease_id, expires_at):
-            self._extend_lease(lease_id, expires_at)
-
-    @event(LeaseExtended)
-    def _extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
-        self.leases.extend(lease_id, expires_at)
+        self._grant_lease("key_spend_cap", lease_id, amount, expires_at)
 
     @property
     def status(self) -> str:
