@@ -65,6 +65,12 @@ def check_cap_period(period: str | None) -> str | None:
     return period
 
 
+def check_cap_has_amount(spend_cap: int | None, cap_reset: str | None) -> None:
+    """A cap that resets needs an amount to reset to."""
+    if cap_reset is not None and spend_cap is None:
+        raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
+
+
 def check_allowed_models(models: list[str] | None) -> list[str] | None:
     if models is None:
         return None
@@ -152,6 +158,35 @@ class ApiKey(LeaseHolder, Aggregate):
         previous_hash: str
         previous_valid_until: datetime  # the old secret works until then (== rotation time: stops at once)
 
+    @classmethod
+    def create(
+        cls,
+        account_id: UUID,
+        label: str,
+        key_hash: str,
+        prefix: str,
+        spend_cap: int | None,
+        default_model: str | None,
+        allowed_models: list[str] | None = None,
+        expires_at: datetime | None = None,
+        cap_reset: str | None = None,
+        fit_to_budget: bool = False,
+    ) -> ApiKey:
+        """A new key, its settings checked (the constructor records them as given)."""
+        check_cap_has_amount(spend_cap, cap_reset)
+        return cls(
+            account_id=account_id,
+            label=check_label(label),
+            key_hash=key_hash,
+            prefix=prefix,
+            spend_cap=check_spend_cap(spend_cap),
+            default_model=check_model_id(default_model),
+            allowed_models=check_allowed_models(allowed_models),
+            expires_at=check_expiry(expires_at),
+            cap_reset=check_cap_period(cap_reset),
+            fit_to_budget=fit_to_budget,
+        )
+
     @event(Created)
     def __init__(
         self,
@@ -227,8 +262,7 @@ class ApiKey(LeaseHolder, Aggregate):
     def change_spend_cap(self, spend_cap: int | None, cap_reset: str | None) -> None:
         self._check_not_revoked()
         spend_cap, cap_reset = check_spend_cap(spend_cap), check_cap_period(cap_reset)
-        if cap_reset is not None and spend_cap is None:
-            raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
+        check_cap_has_amount(spend_cap, cap_reset)
         if (spend_cap, cap_reset) != (self.spend_cap, self.cap_reset):
             self._change_spend_cap(spend_cap, cap_reset)
 

@@ -9,7 +9,8 @@ from domain.account import Account
 from domain.apikey import ApiKey
 from gateway import budget as budget_module
 from gateway.admission import KeyInfo
-from gateway.budget import Budgets, LeaseGrant
+from domain.budget import LeaseGrant
+from gateway.budget import Budgets
 
 NOW = datetime(2026, 11, 24, 15, 30, tzinfo=timezone.utc)
 
