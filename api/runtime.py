@@ -223,10 +223,9 @@ class CommandLeases:
 
     async def acquire(self, account_id: UUID, key_id: UUID, wanted: int, minimum: int) -> LeaseGrant:
         try:
-            lease = await asyncio.to_thread(self.budget.lease, account_id, key_id, wanted, minimum, self.ttl)
+            return await asyncio.to_thread(self.budget.lease, account_id, key_id, wanted, minimum, self.ttl)
         except (Conflict, OperationalError) as exc:
             raise LeaseUnavailable(str(exc)) from None
-        return LeaseGrant(lease.lease_id, lease.amount, lease.expires_at)
 
     async def settle(self, account_id: UUID, key_id: UUID, lease_id: UUID, spent: int) -> None:
         await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)

@@ -21,12 +21,12 @@ import msgspec
 
 from domain.account import Account
 from domain.apikey import ApiKey
-from domain.budget import lease_amount
+from domain.budget import LeaseGrant, lease_amount
 from domain.credentials import new_api_key
 from domain.pricing import Price
 from gateway.admission import KeyInfo
 from gateway.app import Gateway
-from gateway.budget import FREE, Budgets, LeaseGrant
+from gateway.budget import FREE, Budgets
 from gateway.catalog import Catalog, Model, Provider
 from gateway.fields import OPENAI_CHAT_FIELDS
 from gateway.keys import KeyCache
@@ -71,8 +71,8 @@ class MemoryBroker:
         amount = lease_amount(
             wanted,
             minimum,
-            self.key.available,
-            self.account.available,
+            self.key.leasable,
+            self.account.leasable,
             self.key.spend_cap,
             self.key.spent_and_reserved,
             self.account.credits,

@@ -7,29 +7,22 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from uuid import UUID
 
-import msgspec
 from eventsourcing.application import AggregateNotFoundError
 
 from commands.app import Conflict, MeshApplication, NotFound
 from domain.account import Account
 from domain.apikey import ApiKey
-from domain.budget import BudgetExceeded, lease_amount
+from domain.budget import BudgetExceeded, LeaseGrant, lease_amount
 
 
 LEASE_ATTEMPTS = 12  # fresh lease ids tried when the key keeps refusing what the account already granted
-
-
-class Lease(msgspec.Struct, frozen=True):
-    lease_id: UUID
-    amount: int  # pico-USD
-    expires_at: datetime
 
 
 class BudgetCommands:
     def __init__(self, app: MeshApplication):
         self.app = app
 
-    def lease(self, account_id: UUID, key_id: UUID, wanted: int, minimum: int, ttl: timedelta) -> Lease:
+    def lease(self, account_id: UUID, key_id: UUID, wanted: int, minimum: int, ttl: timedelta) -> LeaseGrant:
         """Reserve between `minimum` and `wanted` on both the key and the account.
 
         Two appends, the account's first, not one atomic batch: each aggregate checks its own limit under
@@ -48,12 +41,12 @@ class BudgetCommands:
 
     def _lease(
         self, account_id: UUID, key_id: UUID, lease_id: UUID, wanted: int, minimum: int, ttl: timedelta
-    ) -> Lease | None:
+    ) -> LeaseGrant | None:
         """One try of `lease`; None when the account's part had to be given back (ask again with a new id)."""
         key, account = self._load(account_id, key_id)
         now = datetime.now(timezone.utc)
         if lease_id in key.leases.open:  # an earlier try stored both parts
-            return Lease(lease_id, key.leases.open[lease_id], key.leases.expires[lease_id])
+            return LeaseGrant(lease_id, key.leases.open[lease_id], key.leases.expires[lease_id])
         key.start_period_if_due(now)
         if lease_id in account.leases.open:  # an earlier try stored the account's part, then lost the key's race
             amount, expires_at = account.leases.open[lease_id], account.leases.expires[lease_id]
@@ -67,8 +60,8 @@ class BudgetCommands:
             amount = lease_amount(
                 wanted,
                 minimum,
-                key.available,
-                account.available,
+                key.leasable,
+                account.leasable,
                 key.spend_cap,
                 key.spent_and_reserved,
                 account.credits,
@@ -81,7 +74,7 @@ class BudgetCommands:
             account.lease(lease_id, amount, key_id, expires_at)
             self.app.save(account)
         self.app.save(key)
-        return Lease(lease_id, amount, expires_at)
+        return LeaseGrant(lease_id, amount, expires_at)
 
     def settle(self, account_id: UUID, key_id: UUID, lease_id: UUID, spent: int) -> int:
         """Record what a lease really paid for; the rest returns. Settling twice changes nothing.

@@ -10,16 +10,7 @@ import msgspec
 from eventsourcing.application import AggregateNotFoundError
 
 from commands.app import MeshApplication, NotFound, holdings_of
-from domain.apikey import (
-    ApiKey,
-    InvalidKeySettings,
-    check_allowed_models,
-    check_cap_period,
-    check_expiry,
-    check_label,
-    check_model_id,
-    check_spend_cap,
-)
+from domain.apikey import ApiKey
 from domain.credentials import new_api_key
 from domain.quota import Quotas
 
@@ -61,23 +52,20 @@ class KeyCommands:
         fit_to_budget: bool = False,
     ) -> KeyResult:
         secret = new_api_key()
-        if cap_reset is not None and spend_cap is None:
-            raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
-        settings = dict(
-            account_id=account_id,
-            label=check_label(label),
-            key_hash=secret.hash,
-            prefix=secret.prefix,
-            spend_cap=check_spend_cap(spend_cap),
-            default_model=check_model_id(default_model),
-            allowed_models=check_allowed_models(allowed_models),
-            expires_at=check_expiry(expires_at),
-            cap_reset=check_cap_period(cap_reset),
-            fit_to_budget=fit_to_budget,
-        )
 
         def use_case() -> KeyResult:  # a concurrent create changed the holdings: counted again
-            key = ApiKey(**settings)
+            key = ApiKey.create(
+                account_id,
+                label,
+                secret.hash,
+                secret.prefix,
+                spend_cap,
+                default_model,
+                allowed_models,
+                expires_at,
+                cap_reset,
+                fit_to_budget,
+            )
             holdings = holdings_of(self.app, account_id)
             holdings.add_key(key.id, self.quotas.keys)
             return KeyResult(key, self.app.save_all(holdings, key), secret.plain)  # the key last: its position

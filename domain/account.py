@@ -10,7 +10,7 @@ import msgspec
 from eventsourcing.domain import Aggregate, event
 
 from domain.bounds import MAX_EMAIL_LENGTH, MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH, check_text
-from domain.budget import BudgetExceeded, LeaseBook
+from domain.budget import ExtendsLease, GrantsLease, LeaseBook, LeaseHolder, SettlesLease
 from domain.money import check_amount
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -31,7 +31,7 @@ def normalise_email(email: str) -> str:
     return email
 
 
-class Account(Aggregate):
+class Account(LeaseHolder, Aggregate):
     class Registered(Aggregate.Created):
         email: str
         password_hash: str
@@ -79,17 +79,17 @@ class Account(Aggregate):
     class AutoRefillArmed(Aggregate.Event):
         """The balance is back at or above the threshold: the next crossing below refills again."""
 
-    class BudgetLeased(Aggregate.Event):
+    class BudgetLeased(GrantsLease, Aggregate.Event):
         lease_id: UUID
         amount: int  # pico-USD reserved for the holder until settled
         key_id: UUID
         expires_at: datetime
 
-    class LeaseSettled(Aggregate.Event):
+    class LeaseSettled(SettlesLease, Aggregate.Event):
         lease_id: UUID
         spent: int  # what the lease really paid for; the rest returns to the balance
 
-    class LeaseExtended(Aggregate.Event):
+    class LeaseExtended(ExtendsLease, Aggregate.Event):
         """The lease's holder still has requests running on it: it expires later (the reaper waits)."""
 
         lease_id: UUID
@@ -129,11 +129,7 @@ class Account(Aggregate):
         self.refill_failures = 0
 
     @property
-    def spent_and_reserved(self) -> int:
-        return self.leases.settled + self.leases.reserved
-
-    @property
-    def available(self) -> int:
+    def leasable(self) -> int:
         """Credits not yet spent nor reserved by an open lease."""
         return self.credits - self.spent_and_reserved
 
@@ -293,31 +289,7 @@ class Account(Aggregate):
         self.auto_refill_armed = True
 
     def lease(self, lease_id: UUID, amount: int, key_id: UUID, expires_at: datetime) -> None:
-        if amount <= 0 or amount > self.available:
-            raise BudgetExceeded("account_balance", f"cannot reserve {amount} of {self.available} available")
-        self._lease(lease_id, amount, key_id, expires_at)
-
-    @event(BudgetLeased)
-    def _lease(self, lease_id: UUID, amount: int, key_id: UUID, expires_at: datetime) -> None:
-        self.leases.grant(lease_id, amount, expires_at)
-
-    def settle_lease(self, lease_id: UUID, spent: int) -> None:
-        """Idempotent: settling a lease that is not open changes nothing."""
-        if self.leases.must_settle(lease_id, spent):
-            self._settle_lease(lease_id, spent)
-
-    @event(LeaseSettled)
-    def _settle_lease(self, lease_id: UUID, spent: int) -> None:
-        self.leases.settle(lease_id, spent)
-
-    def extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
-        """A later expiry for an open lease; a settled one (or an earlier expiry) changes nothing."""
-        if self.leases.must_extend(lease_id, expires_at):
-            self._extend_lease(lease_id, expires_at)
-
-    @event(LeaseExtended)
-    def _extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
-        self.leases.extend(lease_id, expires_at)
+        self._grant_lease("account_balance", lease_id, amount, expires_at, key_id=key_id)
 
 
 class AutoRefill(msgspec.Struct, frozen=True):

@@ -15,7 +15,15 @@ import msgspec
 from eventsourcing.domain import Aggregate, event
 
 from domain.bounds import MAX_LABEL_LENGTH, MAX_LIST_LENGTH, MAX_MODEL_ID_LENGTH, check_aware, check_text
-from domain.budget import BudgetExceeded, LeaseBook, period_start
+from domain.budget import (
+    BudgetExceeded,
+    ExtendsLease,
+    GrantsLease,
+    LeaseBook,
+    LeaseHolder,
+    SettlesLease,
+    period_start,
+)
 from domain.money import check_amount
 
 MAX_ROTATION_GRACE = timedelta(days=30)
@@ -57,6 +65,12 @@ def check_cap_period(period: str | None) -> str | None:
     return period
 
 
+def check_cap_has_amount(spend_cap: int | None, cap_reset: str | None) -> None:
+    """A cap that resets needs an amount to reset to."""
+    if cap_reset is not None and spend_cap is None:
+        raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
+
+
 def check_allowed_models(models: list[str] | None) -> list[str] | None:
     if models is None:
         return None
@@ -74,7 +88,7 @@ def check_allowed_models(models: list[str] | None) -> list[str] | None:
     return cleaned
 
 
-class ApiKey(Aggregate):
+class ApiKey(LeaseHolder, Aggregate):
     class Created(Aggregate.Created):
         account_id: UUID
         label: str
@@ -112,16 +126,16 @@ class ApiKey(Aggregate):
     class Revoked(Aggregate.Event):
         by: str
 
-    class BudgetLeased(Aggregate.Event):
+    class BudgetLeased(GrantsLease, Aggregate.Event):
         lease_id: UUID
         amount: int
         expires_at: datetime
 
-    class LeaseSettled(Aggregate.Event):
+    class LeaseSettled(SettlesLease, Aggregate.Event):
         lease_id: UUID
         spent: int
 
-    class LeaseExtended(Aggregate.Event):
+    class LeaseExtended(ExtendsLease, Aggregate.Event):
         """The lease's holder still has requests running on it: it expires later."""
 
         lease_id: UUID
@@ -143,6 +157,35 @@ class ApiKey(Aggregate):
         prefix: str
         previous_hash: str
         previous_valid_until: datetime  # the old secret works until then (== rotation time: stops at once)
+
+    @classmethod
+    def create(
+        cls,
+        account_id: UUID,
+        label: str,
+        key_hash: str,
+        prefix: str,
+        spend_cap: int | None,
+        default_model: str | None,
+        allowed_models: list[str] | None = None,
+        expires_at: datetime | None = None,
+        cap_reset: str | None = None,
+        fit_to_budget: bool = False,
+    ) -> ApiKey:
+        """A new key, its settings checked (the constructor records them as given)."""
+        check_cap_has_amount(spend_cap, cap_reset)
+        return cls(
+            account_id=account_id,
+            label=check_label(label),
+            key_hash=key_hash,
+            prefix=prefix,
+            spend_cap=check_spend_cap(spend_cap),
+            default_model=check_model_id(default_model),
+            allowed_models=check_allowed_models(allowed_models),
+            expires_at=check_expiry(expires_at),
+            cap_reset=check_cap_period(cap_reset),
+            fit_to_budget=fit_to_budget,
+        )
 
     @event(Created)
     def __init__(
@@ -174,11 +217,7 @@ class ApiKey(Aggregate):
         self.period: datetime | None = None
 
     @property
-    def spent_and_reserved(self) -> int:
-        return self.leases.settled + self.leases.reserved
-
-    @property
-    def available(self) -> int | None:
+    def leasable(self) -> int | None:
         """What the cap still allows (None: no cap)."""
         return None if self.spend_cap is None else self.spend_cap - self.spent_and_reserved
 
@@ -200,31 +239,7 @@ class ApiKey(Aggregate):
         refusal = self.usable_at(now)
         if refusal is not None:
             raise BudgetExceeded(refusal, f"this API key is {refusal.removeprefix('key_')}")
-        available = self.available
-        if amount <= 0 or (available is not None and amount > available):
-            raise BudgetExceeded("key_spend_cap", f"cannot reserve {amount} of {available} available")
-        self._lease(lease_id, amount, expires_at)
-
-    @event(BudgetLeased)
-    def _lease(self, lease_id: UUID, amount: int, expires_at: datetime) -> None:
-        self.leases.grant(lease_id, amount, expires_at)
-
-    def settle_lease(self, lease_id: UUID, spent: int) -> None:
-        if self.leases.must_settle(lease_id, spent):
-            self._settle_lease(lease_id, spent)
-
-    @event(LeaseSettled)
-    def _settle_lease(self, lease_id: UUID, spent: int) -> None:
-        self.leases.settle(lease_id, spent)
-
-    def extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
-        """A later expiry for an open lease; a settled one (or an earlier expiry) changes nothing."""
-        if self.leases.must_extend(lease_id, expires_at):
-            self._extend_lease(lease_id, expires_at)
-
-    @event(LeaseExtended)
-    def _extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
-        self.leases.extend(lease_id, expires_at)
+        self._grant_lease("key_spend_cap", lease_id, amount, expires_at)
 
     @property
     def status(self) -> str:
@@ -247,8 +262,7 @@ class ApiKey(Aggregate):
     def change_spend_cap(self, spend_cap: int | None, cap_reset: str | None) -> None:
         self._check_not_revoked()
         spend_cap, cap_reset = check_spend_cap(spend_cap), check_cap_period(cap_reset)
-        if cap_reset is not None and spend_cap is None:
-            raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
+        check_cap_has_amount(spend_cap, cap_reset)
         if (spend_cap, cap_reset) != (self.spend_cap, self.cap_reset):
             self._change_spend_cap(spend_cap, cap_reset)
 

@@ -17,9 +17,11 @@ worst-case cost fits in its gateway's lease.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any, ClassVar, cast
 from uuid import UUID
 
 import msgspec
+from eventsourcing.domain import Aggregate
 
 from domain.money import pico_to_usd
 
@@ -71,11 +73,91 @@ class LeaseBook(msgspec.Struct):
         self.settled += spent
 
 
+class LeaseGrant(msgspec.Struct, frozen=True):
+    """A lease as its holder sees it: what the budget commands grant and the gateway admits requests from."""
+
+    lease_id: UUID
+    amount: int  # pico-USD
+    expires_at: datetime
+
+
+# The lease events. Account and ApiKey each declare their own three (their catalogue names differ, and the
+# account's BudgetLeased also names the key) on these bases, which hold what each event does to the holder's
+# LeaseBook. The bases are not dataclasses: each event's fields, in their stored order, stay on its own class.
+
+
+class GrantsLease:
+    lease_id: UUID
+    amount: int
+    expires_at: datetime
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.leases.grant(self.lease_id, self.amount, self.expires_at)
+
+
+class SettlesLease:
+    lease_id: UUID
+    spent: int
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.leases.settle(self.lease_id, self.spent)
+
+
+class ExtendsLease:
+    lease_id: UUID
+    expires_at: datetime
+
+    def apply(self, aggregate: Any) -> None:
+        aggregate.leases.extend(self.lease_id, self.expires_at)
+
+
+class LeaseHolder:
+    """The budget leases of an aggregate (Account, ApiKey), written once: each public method checks the rules,
+    then triggers the holder's own event, whose `apply` (above) changes the book.
+
+    The holder sets `leases`, says what a new lease may still take (`leasable`), and declares its BudgetLeased,
+    LeaseSettled and LeaseExtended events on GrantsLease, SettlesLease and ExtendsLease."""
+
+    BudgetLeased: ClassVar[type[GrantsLease]]
+    LeaseSettled: ClassVar[type[SettlesLease]]
+    LeaseExtended: ClassVar[type[ExtendsLease]]
+    leases: LeaseBook
+
+    @property
+    def spent_and_reserved(self) -> int:
+        return self.leases.settled + self.leases.reserved
+
+    @property
+    def leasable(self) -> int | None:
+        """What a new lease may still take: the limit less what is spent and reserved (None: no limit)."""
+        raise NotImplementedError
+
+    def _grant_lease(self, code: str, lease_id: UUID, amount: int, expires_at: datetime, **fields: Any) -> None:
+        """Lease `amount` if the limit (refused as `code`) allows it; `fields`: what else the holder's event names."""
+        leasable = self.leasable
+        if amount <= 0 or (leasable is not None and amount > leasable):
+            raise BudgetExceeded(code, f"cannot reserve {amount} of {leasable} available")
+        self._trigger(self.BudgetLeased, lease_id=lease_id, amount=amount, expires_at=expires_at, **fields)
+
+    def settle_lease(self, lease_id: UUID, spent: int) -> None:
+        """Idempotent: settling a lease that is not open changes nothing."""
+        if self.leases.must_settle(lease_id, spent):
+            self._trigger(self.LeaseSettled, lease_id=lease_id, spent=spent)
+
+    def extend_lease(self, lease_id: UUID, expires_at: datetime) -> None:
+        """A later expiry for an open lease; a settled one (or an earlier expiry) changes nothing."""
+        if self.leases.must_extend(lease_id, expires_at):
+            self._trigger(self.LeaseExtended, lease_id=lease_id, expires_at=expires_at)
+
+    def _trigger(self, event_class: type[Any], **fields: Any) -> None:
+        cast(Aggregate, self).trigger_event(event_class, **fields)
+
+
 def lease_amount(
     wanted: int,
     minimum: int,
-    key_available: int | None,
-    account_available: int,
+    key_leasable: int | None,
+    account_leasable: int,
     key_cap: int | None,
     key_spend: int,
     credits: int,
@@ -84,27 +166,27 @@ def lease_amount(
     account_reserved: int = 0,
 ) -> int:
     """How much to lease: up to `wanted`, at most half of what both limits leave, and at least `minimum`."""
-    available = min([account_available] + ([key_available] if key_available is not None else []))
-    if key_available is not None and key_available < minimum:
+    leasable = min([account_leasable] + ([key_leasable] if key_leasable is not None else []))
+    if key_leasable is not None and key_leasable < minimum:
         raise BudgetExceeded(
             "key_spend_cap",
             f"this API key's spend cap of {pico_to_usd(key_cap or 0)} USD "
-            f"{'does not cover this request' if key_available > 0 else 'is reached'}: "
+            f"{'does not cover this request' if key_leasable > 0 else 'is reached'}: "
             f"{_spent(key_spend, key_reserved)}",
             held_by_leases=key_reserved > 0,
-            available=max(0, available),
+            available=max(0, leasable),
         )
-    if account_available < minimum:
+    if account_leasable < minimum:
         raise BudgetExceeded(
             "account_balance",
-            f"the account balance {'does not cover this request' if account_available > 0 else 'is used up'}: "
+            f"the account balance {'does not cover this request' if account_leasable > 0 else 'is used up'}: "
             f"credits {pico_to_usd(credits)} USD, {_spent(account_spend, account_reserved)}; top up to continue",
             held_by_leases=account_reserved > 0,
-            available=max(0, available),
+            available=max(0, leasable),
         )
     # Never more than half of what is left (unless that is below the minimum): with several gateways
     # each asking, leases shrink as the budget runs out, so what one holds unused stays small.
-    return min(wanted, max(minimum, available // 2))
+    return min(wanted, max(minimum, leasable // 2))
 
 
 def _spent(spent_and_reserved: int, reserved: int) -> str:

@@ -25,9 +25,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from uuid import UUID
 
-import msgspec
 
-from domain.budget import BudgetExceeded
+from domain.budget import BudgetExceeded, LeaseGrant
 from gateway.admission import KeyInfo
 from gateway.errors import GatewayError
 
@@ -39,12 +38,6 @@ RENEW_WHEN_LEFT = 1 / 2  # renew a lease with requests running once less than th
 IDLE_RETURN = 1.0  # seconds without requests before an idle lease is settled
 LEASE_AIM = (2.0, 10.0)  # seconds a lease should last under steady traffic
 MAX_MULTIPLE = 1 << 16
-
-
-class LeaseGrant(msgspec.Struct, frozen=True):
-    lease_id: UUID
-    amount: int
-    expires_at: datetime
 
 
 class LeaseUnavailable(Exception):

@@ -149,16 +149,8 @@ def aggregate_out(key: ApiKey, secret: str | None = None) -> KeyOut:
     return KeyOut(*fields, fit_to_budget=key.fit_to_budget)
 
 
-class KeyEventOut(msgspec.Struct):
-    type: str
-    time: datetime
-    version: int
-    by: str  # account | operator | gateway
-    details: dict
-
-
 class KeyHistoryOut(msgspec.Struct):
-    data: list[KeyEventOut]  # newest first
+    data: list[directory.KeyEvent]  # newest first
     next_cursor: str | None  # pass as `cursor` for the next (older) page; null: no more
     as_of: AsOf
 
@@ -248,7 +240,7 @@ class KeyController(Controller):
         """One page of the key's history, newest first."""
         page = await key_service.history(account_id, key_id, limit, cursor)
         return KeyHistoryOut(
-            [KeyEventOut(e.type, e.time, e.version, e.by, e.details) for e in page.events],
+            page.events,
             page.next_cursor,
             page.as_of,
         )

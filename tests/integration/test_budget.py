@@ -87,7 +87,7 @@ def test_settling_a_lease_the_account_alone_holds_settles_it_there(app, funded):
     key_version = app.repository.get(key_id).version
     BudgetCommands(app).settle(account_id, key_id, lease_id, 0)
     account = app.repository.get(account_id)
-    assert lease_id not in account.leases.open and account.available == CREDITS
+    assert lease_id not in account.leases.open and account.leasable == CREDITS
     assert app.repository.get(key_id).version == key_version  # nothing to settle on the key
 
 
@@ -136,7 +136,7 @@ def test_a_key_whose_cap_dropped_between_the_appends_gets_no_lease_it_refuses(ap
     # the new cap (half of it) was taken with a new id
     assert lease.amount == 500
     assert account.leases.open == key.leases.open == {lease.lease_id: 500}
-    assert account.leases.settled == 0 and account.available == CREDITS - 500
+    assert account.leases.settled == 0 and account.leasable == CREDITS - 500
     with pytest.raises(BudgetExceeded) as refused:
         BudgetCommands(app).lease(account_id, key_id, 10**9, 600, TTL)
     assert refused.value.code == "key_spend_cap"

@@ -29,15 +29,15 @@ def test_open_leases_count_against_both_limits_until_settled():
     first = uuid.uuid4()
     key.lease(first, 400, LATER, NOW)
     account.lease(first, 400, key.id, LATER)
-    assert (key.available, account.available) == (200, 600)
+    assert (key.leasable, account.leasable) == (200, 600)
     with pytest.raises(BudgetExceeded) as refused:
         key.lease(uuid.uuid4(), 201, LATER, NOW)
     assert refused.value.code == "key_spend_cap"
     key.settle_lease(first, 150)
     account.settle_lease(first, 150)
-    assert (key.available, account.available) == (450, 850)
+    assert (key.leasable, account.leasable) == (450, 850)
     key.settle_lease(first, 150)  # settling twice changes nothing
-    assert key.available == 450
+    assert key.leasable == 450
 
 
 def test_lease_amount_names_the_limit_that_refuses():
@@ -80,11 +80,11 @@ def test_a_periodic_cap_starts_afresh_each_period_as_an_event():
     lease = uuid.uuid4()
     key.lease(lease, 100, LATER, NOW)
     key.settle_lease(lease, 100)
-    assert key.available == 0
+    assert key.leasable == 0
     key.start_period_if_due(NOW + timedelta(hours=1))  # same day: nothing
-    assert key.available == 0
+    assert key.leasable == 0
     key.start_period_if_due(NOW + timedelta(days=1))
-    assert key.available == 100
+    assert key.leasable == 100
     names = [type(e).__name__ for e in key.collect_events()]
     assert names.count("SpendPeriodStarted") == 2
 

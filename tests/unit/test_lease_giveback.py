@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from domain.budget import LeaseBook, lease_amount
+from domain.budget import LeaseBook, LeaseGrant, lease_amount
 from gateway.admission import KeyInfo
-from gateway.budget import BudgetRefusal, Budgets, LeaseGrant
+from gateway.budget import BudgetRefusal, Budgets
 
 WORST = 1_000
 

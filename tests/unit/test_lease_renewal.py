@@ -9,7 +9,8 @@ from domain.account import Account
 from domain.apikey import ApiKey
 from gateway import budget as budget_module
 from gateway.admission import KeyInfo
-from gateway.budget import Budgets, LeaseGrant
+from domain.budget import LeaseGrant
+from gateway.budget import Budgets
 
 NOW = datetime(2026, 11, 24, 15, 30, tzinfo=timezone.utc)
 
@@ -25,7 +26,7 @@ def test_only_an_open_lease_gets_a_later_expiry():
     account.extend_lease(lease, NOW + timedelta(minutes=30))
     account.extend_lease(lease, NOW + timedelta(minutes=20))  # earlier than now set: nothing
     assert [type(e).__name__ for e in account.collect_events()] == ["LeaseExtended"]
-    assert account.leases.expires[lease] == NOW + timedelta(minutes=30) and account.available == 900
+    assert account.leases.expires[lease] == NOW + timedelta(minutes=30) and account.leasable == 900
     key.settle_lease(lease, 40)
     key.collect_events()
     key.extend_lease(lease, NOW + timedelta(hours=1))  # settled: nothing

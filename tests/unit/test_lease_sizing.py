@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 from gateway import budget as budget_module
 from gateway.admission import KeyInfo
-from gateway.budget import Budgets, LeaseGrant
+from domain.budget import LeaseGrant
+from gateway.budget import Budgets
 
 WORST_CASE = 1_000
 
