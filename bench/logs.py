@@ -36,7 +36,7 @@ import msgspec
 import psycopg
 
 from api.cli import settle_garbage_collector
-from api.embedded import PostgresServer
+from api.postgres_server import PostgresServer
 from domain.events import decode_event
 from domain.usage import UsageRecorded
 from gateway.trace_ids import uuid7
