@@ -122,7 +122,8 @@ class Servers:
             raise MeshError(f"MESH_BACKGROUND_CPUS={settings.background_cpus!r}: {exc}") from None
 
     def __enter__(self) -> "Servers":
-        from api.embedded import EmbeddedServerError, NatsServer, PostgresServer
+        from api.embedded import EmbeddedServerError, NatsServer
+        from api.postgres_server import PostgresServer
 
         s = self.settings
         running = self._running()
@@ -392,7 +393,7 @@ def _shown_operator_token(settings: Settings, token: str, generated: bool) -> st
 
 
 async def _projections_only(settings: Settings) -> int:
-    from api.embedded import BACKGROUND_POSTGRES, PostgresPriority
+    from api.projection_worker import BACKGROUND_POSTGRES, PostgresPriority
     from api.runtime import LOG_BODIES, READ_MODELS, RETENTION_EVERY, connect_nats, open_pool, trim_logs
     from commands.stream import bodies_stream, ensure_bodies_stream
     from projections.readmodel import ensure_schema

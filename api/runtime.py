@@ -34,7 +34,8 @@ from gateway.bodies import BodyPublisher
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from api.autorefill import AutoRefillManager
 from api.exports import EXPORT_IDLE_SECONDS, ExportGate
-from api.embedded import BACKGROUND_POSTGRES, EmbeddedServerError, ProjectionProcess
+from api.embedded import EmbeddedServerError
+from api.projection_worker import BACKGROUND_POSTGRES, ProjectionProcess
 from api.logins import LoginGuard
 from api.supervisor import Child, Supervisor
 from api.payments import PaymentGuard, PaymentProvider, StripePayments
@@ -54,7 +55,7 @@ from gateway.usage import UsagePublisher
 from projections import billing, directory, logs
 from projections import templates as templates_read_model
 from projections import catalog as catalog_read_model
-from projections.billing import Billing
+from projections.billing_projection import Billing
 from projections.catalog import CatalogModel
 from projections.directory import Directory
 from projections.logs import LogBodies, Logs

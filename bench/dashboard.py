@@ -28,7 +28,8 @@ import httpx
 
 from api.app import create_litestar
 from api.dashboard.session import SESSION_COOKIE
-from api.embedded import NatsServer, PostgresServer
+from api.embedded import NatsServer
+from api.postgres_server import PostgresServer
 from api.runtime import BILLING, DIRECTORY, LOGS, Runtime
 from domain.pricing import Price
 from domain.usage import UsageRecorded

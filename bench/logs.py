@@ -36,10 +36,10 @@ import msgspec
 import psycopg
 
 from api.cli import settle_garbage_collector
-from api.embedded import PostgresServer
+from api.postgres_server import PostgresServer
 from domain.events import decode_event
 from domain.usage import UsageRecorded
-from gateway.app import uuid7
+from gateway.trace_ids import uuid7
 from projections import logs
 from projections.directory import Directory
 from projections.logs import LogFilter, Logs

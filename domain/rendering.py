@@ -20,7 +20,7 @@ VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 OPEN, CLOSE, ESCAPED_OPEN = "{{", "}}", "\\{{"
 MAX_VARIABLE_NAME = 64
 # Characters a render may produce, all messages together: as many as a /v1 request body may hold bytes
-# (gateway/app.py MAX_BODY), so a template never sends upstream more than a client could have sent itself.
+# (gateway/asgi.py MAX_BODY), so a template never sends upstream more than a client could have sent itself.
 MAX_RENDERED_CHARS = 16 * 1024 * 1024
 
 

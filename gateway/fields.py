@@ -122,7 +122,7 @@ PRICED: dict[str, tuple[frozenset, str]] = {
 }
 MAX_QUOTED_VALUE = 100  # characters of a refused field's value quoted back in the error
 # Message content parts the provider prices apart from text (OpenAI bills audio input tokens at the model's
-# audio rate), with why; a priced model refuses them (see gateway/app.py _prompt_bound).
+# audio rate), with why; a priced model refuses them (see gateway/worst_case.py prompt_bound).
 PRICED_PARTS = {"input_audio": "the provider prices audio input apart from text"}
 _UNPRICED_MODALITIES = frozenset({"text"})
 _PLAIN: dict[frozenset[str], frozenset[str]] = {}  # per allow-list: its fields that never change the price

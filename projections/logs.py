@@ -7,7 +7,7 @@ every other filtered column: the remaining filters are checked inside the index,
 only for the rows it returns, and stops after `limit` of them however deep the cursor. Key labels are joined
 at query time from the directory (a label changed later shows everywhere).
 
-A usage event published twice (see projections/billing.py) is kept once: (trace_id, time) is the key.
+A usage event published twice (see projections/billing_projection.py) is kept once: (trace_id, time) is the key.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from api.embedded import NatsServer, PostgresServer
+from api.embedded import NatsServer
+from api.postgres_server import PostgresServer
 
 
 @pytest.fixture(scope="session")

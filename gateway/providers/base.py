@@ -37,7 +37,7 @@ class Usage(msgspec.Struct):
     cache_write_tokens: int = 0  # of prompt_tokens: written to the provider's prompt cache
     reasoning_tokens: int = 0  # of completion_tokens: spent on reasoning / thinking
     # prompt_tokens is Mesh's estimate, the upstream counted none: the gateway bills the prompt bound it
-    # reserved instead (gateway/app.py), never an estimate of the text alone
+    # reserved instead (gateway/request_record.py), never an estimate of the text alone
     prompt_estimated: bool = False
 
     def __post_init__(self) -> None:

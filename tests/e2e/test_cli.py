@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from api.embedded import PostgresPriority, free_port
+from api.embedded import free_port
+from api.projection_worker import PostgresPriority
 from tests.e2e.conftest import MeshProcess
 
 

@@ -14,7 +14,7 @@ import httpx
 import openai
 import psycopg
 
-from api.embedded import PostgresServer
+from api.postgres_server import PostgresServer
 from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, MeshProcess
 from tests.e2e.test_walking_skeleton import cost, wait_for_balance
 

@@ -17,7 +17,8 @@ import openai
 import psycopg
 import pytest
 
-from api.embedded import NatsServer, PostgresServer, free_port
+from api.embedded import NatsServer, free_port
+from api.postgres_server import PostgresServer
 from tests.e2e.conftest import MeshProcess
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer

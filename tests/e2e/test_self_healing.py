@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from api.embedded import PostgresServer, free_port
+from api.embedded import free_port
+from api.postgres_server import PostgresServer
 from domain.money import pico_to_usd
 from tests.e2e.conftest import MeshProcess, events_after
 

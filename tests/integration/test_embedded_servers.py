@@ -11,7 +11,8 @@ import nats
 import psycopg
 import pytest
 
-from api.embedded import NATS_PASSWORD_PREFIX, EmbeddedServerError, NatsServer, PostgresServer
+from api.embedded import NATS_PASSWORD_PREFIX, EmbeddedServerError, NatsServer
+from api.postgres_server import PostgresServer
 
 # what an older Mesh left: initdb --auth=trust, no password file
 OLD_HBA = "local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"

@@ -12,7 +12,8 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.tests.persistence import AggregateRecorderTestCase, ApplicationRecorderTestCase
 
-from commands.eventstore import JetStreamAggregateRecorder, JetStreamApplicationRecorder
+from commands.eventstore import JetStreamApplicationRecorder
+from commands.recorder import JetStreamAggregateRecorder
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from domain.events import usage_subject
 from domain.usage import UsageRecorded
 from gateway.usage import UsagePublisher
 from projections import billing, logs
-from projections.billing import Billing
+from projections.billing_projection import Billing
 from projections.directory import Directory
 from projections.logs import LogFilter, Logs
 from projections.readmodel import ensure_schema

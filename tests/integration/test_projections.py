@@ -19,7 +19,7 @@ from commands.stream import ensure_stream
 from domain.events import usage_subject
 from domain.usage import UsageRecorded
 from gateway.usage import UsagePublisher
-from projections.billing import Billing
+from projections.billing_projection import Billing
 from projections.directory import Directory
 from projections.readmodel import ensure_schema, position_of
 from projections.rebuild import rebuild

@@ -22,7 +22,7 @@ from domain.events import usage_subject
 from domain.usage import UsageRecorded
 from gateway.usage import UsagePublisher
 from projections import billing
-from projections.billing import Billing
+from projections.billing_projection import Billing
 from projections.readmodel import ensure_schema
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.app import _recording
+from gateway.stream_relay import recording as _recording
 from gateway.bodies import _cut
 from domain.usage import MAX_LOGGED_BODY
 

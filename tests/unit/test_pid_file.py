@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from api.embedded import _pid_alive
+from api.postgres_server import _pid_alive
 
 
 def test_a_running_process_is_alive_and_a_zombie_or_a_gone_one_is_not(tmp_path):

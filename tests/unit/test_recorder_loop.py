@@ -7,7 +7,7 @@ import time
 import pytest
 from eventsourcing.persistence import OperationalError
 
-from commands.eventstore import _LoopThread
+from commands.recorder import _LoopThread
 
 
 def test_a_caller_waiting_when_the_store_closes_gets_an_error_at_once_not_after_the_timeout():

@@ -173,6 +173,6 @@ def test_a_render_of_exactly_the_bound_is_allowed():
 
 
 def test_the_bound_is_the_v1_body_limit():
-    from gateway.app import MAX_BODY
+    from gateway.asgi import MAX_BODY
 
     assert MAX_RENDERED_CHARS == MAX_BODY

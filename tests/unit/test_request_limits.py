@@ -3,7 +3,10 @@
 import pytest
 
 from domain.pricing import Price
-from gateway.app import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, TOOLS_OVERHEAD, _affordable, _parse_chat, _prompt_bound
+from gateway.request_parsing import parse_chat as _parse_chat
+from gateway.worst_case import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, TOOLS_OVERHEAD
+from gateway.worst_case import affordable as _affordable
+from gateway.worst_case import prompt_bound as _prompt_bound
 from gateway.catalog import Model
 from gateway.errors import GatewayError
 from gateway.fields import ANTHROPIC_CHAT_FIELDS, OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS, check_fields
@@ -144,7 +147,7 @@ def test_openai_gets_the_limit_as_max_completion_tokens_other_servers_as_sent():
 
 
 def test_an_unaffordable_request_is_told_the_max_tokens_it_affords():
-    from gateway.app import _unaffordable
+    from gateway.worst_case import unaffordable as _unaffordable
     from gateway.budget import BudgetRefusal
 
     refusal = BudgetRefusal("the account balance does not cover this request", "account_balance", 0)

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from gateway.app import relay
+from gateway.stream_relay import relay
 from gateway.providers.base import SSE_DONE
 
 

@@ -1,7 +1,7 @@
 import time
 import uuid
 
-from gateway.app import new_trace_id
+from gateway.trace_ids import new_trace_id
 
 
 def test_trace_ids_are_version_7_with_the_time_in_milliseconds_first():

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from gateway.app import _durable
+from gateway.request_record import durable as _durable
 from gateway.errors import GatewayError
 from gateway.usage import NotStored
 
