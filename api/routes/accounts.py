@@ -12,6 +12,7 @@ import msgspec
 from litestar import Controller, Request, post
 from litestar.di import Provide
 
+from api.client_address import client_address
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account, presented_token_hash
 from api.security_headers import NO_STORE
@@ -38,12 +39,6 @@ class PasswordChange(msgspec.Struct, forbid_unknown_fields=True):
 class SessionOut(msgspec.Struct):
     account_id: UUID
     management_token: str
-
-
-def client_address(request: Request) -> str:
-    """Who is asking, for attempt limits: the peer address, or behind a proxy in MESH_TRUSTED_PROXIES the
-    client's it forwards (uvicorn's proxy headers set it in the scope: api/cli.py)."""
-    return request.client.host if request.client else "unknown"
 
 
 class AccountController(Controller):

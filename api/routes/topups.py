@@ -12,7 +12,7 @@ from litestar.di import Provide
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
-from api.routes.accounts import client_address
+from api.client_address import client_address
 from api.security_headers import NO_STORE
 from api.services.billing import BillingService
 from domain.money import pico_to_usd
