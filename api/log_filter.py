@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import types
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Union, get_args, get_type_hints
 from uuid import UUID
 
 import msgspec
@@ -81,12 +80,12 @@ def check_filter(f: logs.LogFilter) -> logs.LogFilter:
 
 
 def _declared(argument: str) -> tuple[str, Any]:
-    """A filter's query name and the type (with its bounds) its value is read as, from `parse_filter`'s signature."""
-    base, kwarg = get_args(get_type_hints(parse_filter, include_extras=True)[argument])
-    if get_origin(base) in (Union, types.UnionType):
-        base = Union[tuple(a for a in get_args(base) if a is not type(None))]  # noqa: UP007 (built from a tuple)
+    """A filter's query name and the type (with its bounds) its value is read as, from `parse_filter`'s signature:
+    as the API's, so a refusal says the same."""
+    declared, kwarg = get_args(get_type_hints(parse_filter, include_extras=True)[argument])
+    base = Union[tuple(a for a in get_args(declared) if a is not type(None))]  # noqa: UP007 (built from a tuple)
     bounds = {k: getattr(kwarg, k) for k in ("ge", "le", "max_length", "pattern") if getattr(kwarg, k) is not None}
-    return kwarg.name, Annotated[base, msgspec.Meta(**bounds)] if bounds else base
+    return kwarg.name, (Annotated[base, msgspec.Meta(**bounds)] if bounds else base) | None
 
 
 def read_filters(query: Mapping[str, str], *arguments: str) -> dict[str, Any]:
