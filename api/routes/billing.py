@@ -10,7 +10,7 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency, Provide
-from litestar.params import QueryParameter
+from litestar.params import FromQuery, QueryParameter
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
@@ -56,7 +56,7 @@ class BillingController(Controller):
         self,
         billing_service: NamedDependency[BillingService],
         account_id: NamedDependency[UUID],
-        at: Annotated[datetime | None, QueryParameter(name="at")] = None,
+        at: FromQuery[datetime | None] = None,
     ) -> BalanceOut:
         """The balance now, or at any past instant (`?at=` an ISO 8601 time)."""
         view = await billing_service.balance(account_id, at)

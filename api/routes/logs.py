@@ -12,7 +12,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api.openapi import ACCOUNT, OPERATOR, content, errors
 from api.auth import current_account, operator
@@ -246,7 +246,7 @@ class LogController(Controller):
         log_service: NamedDependency[LogService],
         account_id: NamedDependency[UUID],
         log_filter: NamedDependency[logs.LogFilter],
-        format: Annotated[ExportFormat, QueryParameter(name="format")] = "jsonl",
+        format: FromQuery[ExportFormat] = "jsonl",
     ) -> IdleTimedStream:
         """Every entry matching the filters, streamed as CSV or JSON lines (`format=csv|jsonl`); one export at a
         time per account (429 `export_in_progress`); ended when the client reads nothing for

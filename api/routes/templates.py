@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, JSONBody, PathParameter, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, PathParameter
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
@@ -201,7 +201,7 @@ class TemplateController(Controller):
         template_service: NamedDependency[TemplateService],
         account_id: NamedDependency[UUID],
         template_id: FromPath[UUID],
-        version: Annotated[str | None, QueryParameter(name="version")] = None,
+        version: FromQuery[str | None] = None,
     ) -> TemplateOut:
         view = await template_service.one(account_id, template_id, version)
         out = row_out(view.row, view.version)
