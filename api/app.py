@@ -12,7 +12,7 @@ from litestar.config.csrf import CSRFConfig
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from api.dashboard.pages import STATIC, AuthPages, DashboardConfig, DashboardPages, dashboard_templates
+from api.dashboard.pages import PAGES, STATIC, DashboardConfig, dashboard_templates
 from api.dashboard.session import CSRF_COOKIE
 from api.docs import docs_asset, openapi_config
 from api.errors import EXCEPTION_HANDLERS, MeshRequest
@@ -35,8 +35,7 @@ from api.services import SERVICE_DEPENDENCIES, Services
 def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
-            AuthPages,
-            DashboardPages,
+            *PAGES,
             create_static_files_router("/static", [STATIC]),
             AccountController,
             KeyController,

@@ -14,6 +14,7 @@ from pathlib import Path
 from litestar import get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.params import FromPath
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException
 from litestar.response import File
@@ -59,7 +60,7 @@ def openapi_config() -> OpenAPIConfig:
 
 
 @get(f"{ASSETS_PATH}/{{name:str}}", include_in_schema=False, cache_control=CacheControlHeader(max_age=86400))
-async def docs_asset(name: str) -> File:
+async def docs_asset(name: FromPath[str]) -> File:
     """A file the page loads; the rest of the wheel's folder (Swagger Editor, source maps) is not served."""
     if name not in ASSETS:
         raise NotFoundException(f"no docs asset {name!r}")

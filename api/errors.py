@@ -199,7 +199,7 @@ def _invalid_parameter(request: Request, exc: ValidationException) -> InvalidInp
     else:
         return None
     definition = signature.parameters[key].kwarg_definition
-    name = getattr(definition, "query", None) or key
+    name = getattr(definition, "name", None) or key
     where = _source(item)
     value = (request.path_params if where == "path" else request.query_params).get(name)
     shown = None if value is None else str(value)

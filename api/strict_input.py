@@ -61,7 +61,7 @@ async def check_strict_input(request: Request) -> None:
             except msgspec.DecodeError:
                 continue  # not JSON: Litestar's own decoding says so
         elif _has(annotation, datetime):
-            query = getattr(field.kwarg_definition, "query", None) or name
+            query = getattr(field.kwarg_definition, "name", None) or name
             for value in request.query_params.getall(query, []):
                 try:
                     msgspec.convert(value, datetime, strict=True)

@@ -89,28 +89,6 @@ def milliseconds(us: int | None) -> str:
     return "—" if us is None else f"{us / 1000:,.1f} ms"
 
 
-# Spend ranges: presets and how to read a custom one.
-RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30), "90d": timedelta(days=90)}
-DEFAULT_RANGE = "30d"
-
-
-def spend_window(
-    preset: str | None, start: str | None, end: str | None, now: datetime | None = None
-) -> tuple[str, datetime, datetime]:
-    """(preset name or "custom", from, to) from a page's query; a bad custom range falls back to the default."""
-    now = now or datetime.now(timezone.utc)
-    if start and end:
-        try:
-            first = datetime.combine(date.fromisoformat(start), datetime.min.time(), timezone.utc)
-            last = datetime.combine(date.fromisoformat(end), datetime.min.time(), timezone.utc) + timedelta(days=1)
-            if first < last:
-                return "custom", first, last
-        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
-            pass
-    preset = preset if preset in RANGES else DEFAULT_RANGE
-    return preset, now - RANGES[preset], now
-
-
 def spend_chart(
     rows: list[tuple[str, str, int]],
     start: date,

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
+
 import msgspec
 from litestar import Controller, Request, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
 
+from api.client_address import client_address
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account, presented_token_hash
 from api.security_headers import NO_STORE
@@ -40,27 +43,27 @@ class SessionOut(msgspec.Struct):
     management_token: str
 
 
-def client_address(request: Request) -> str:
-    """Who is asking, for attempt limits: the peer address, or behind a proxy in MESH_TRUSTED_PROXIES the
-    client's it forwards (uvicorn's proxy headers set it in the scope: api/cli.py)."""
-    return request.client.host if request.client else "unknown"
-
-
 class AccountController(Controller):
     path = "/api"
 
     @post("/signup", status_code=201, cache_control=NO_STORE, responses=errors(400, 403, 409, 429, 503))
-    async def signup(self, request: Request, account_service: AccountService, data: SignupIn) -> SessionOut:
+    async def signup(
+        self, request: Request, account_service: NamedDependency[AccountService], data: JSONBody[SignupIn]
+    ) -> SessionOut:
         session = await account_service.sign_up(data.email, data.password, client_address(request), data.invite_code)
         return SessionOut(session.account_id, session.management_token)
 
     @post("/login", status_code=200, cache_control=NO_STORE, responses=errors(400, 401, 429, 503))
-    async def login(self, request: Request, account_service: AccountService, data: Credentials) -> SessionOut:
+    async def login(
+        self, request: Request, account_service: NamedDependency[AccountService], data: JSONBody[Credentials]
+    ) -> SessionOut:
         session = await account_service.log_in(data.email, data.password, client_address(request))
         return SessionOut(session.account_id, session.management_token)
 
     @post("/logout", status_code=204, dependencies={"account_id": Provide(current_account)}, security=ACCOUNT)
-    async def logout(self, request: Request, account_service: AccountService, account_id: UUID) -> None:
+    async def logout(
+        self, request: Request, account_service: NamedDependency[AccountService], account_id: NamedDependency[UUID]
+    ) -> None:
         """Revoke the management token this request carries."""
         await account_service.log_out(account_id, presented_token_hash(request))
 
@@ -73,7 +76,10 @@ class AccountController(Controller):
         responses=errors(400, 403, 429),
     )
     async def change_password(
-        self, account_service: AccountService, account_id: UUID, data: PasswordChange
+        self,
+        account_service: NamedDependency[AccountService],
+        account_id: NamedDependency[UUID],
+        data: JSONBody[PasswordChange],
     ) -> SessionOut:
         """A new password revokes every management token of the account; the answer carries a fresh one."""
         session = await account_service.change_password(account_id, data.current_password, data.new_password)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from typing import Annotated
+
 import msgspec
 from litestar import Controller, get
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromQuery, QueryParameter
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
@@ -52,9 +54,9 @@ class BillingController(Controller):
     @get("/balance", responses=errors(400))
     async def balance(
         self,
-        billing_service: BillingService,
-        account_id: UUID,
-        at: datetime | None = Parameter(query="at", default=None),
+        billing_service: NamedDependency[BillingService],
+        account_id: NamedDependency[UUID],
+        at: FromQuery[datetime | None] = None,
     ) -> BalanceOut:
         """The balance now, or at any past instant (`?at=` an ISO 8601 time)."""
         view = await billing_service.balance(account_id, at)
@@ -64,11 +66,11 @@ class BillingController(Controller):
     @get("/spend", responses=errors(400))
     async def spend(
         self,
-        billing_service: BillingService,
-        account_id: UUID,
-        group_by: str = Parameter(query="group_by", default="day", pattern=GROUP_BY_PATTERN),
-        start: datetime | None = Parameter(query="from", default=None),
-        end: datetime | None = Parameter(query="to", default=None),
+        billing_service: NamedDependency[BillingService],
+        account_id: NamedDependency[UUID],
+        group_by: Annotated[str, QueryParameter(name="group_by", pattern=GROUP_BY_PATTERN)] = "day",
+        start: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        end: Annotated[datetime | None, QueryParameter(name="to")] = None,
     ) -> SpendOut:
         """Spend grouped by any of provider, model, key, day, hour (comma-separated), over [from, to)."""
         view = await billing_service.spend(account_id, parse_groups(group_by), start, end)

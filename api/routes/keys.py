@@ -8,8 +8,8 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, get, patch, post
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
@@ -167,7 +167,9 @@ class KeyController(Controller):
     dependencies = {"account_id": Provide(current_account)}
 
     @post("/", status_code=201, cache_control=NO_STORE, responses=errors(400, 403, 404))
-    async def create(self, key_service: KeyService, account_id: UUID, data: KeyIn) -> CreatedKeyOut:
+    async def create(
+        self, key_service: NamedDependency[KeyService], account_id: NamedDependency[UUID], data: JSONBody[KeyIn]
+    ) -> CreatedKeyOut:
         created = await key_service.create(
             account_id,
             data.label,
@@ -183,10 +185,10 @@ class KeyController(Controller):
     @get("/", responses=errors(400))
     async def list_keys(
         self,
-        key_service: KeyService,
-        account_id: UUID,
-        start: datetime | None = Parameter(query="from", default=None),
-        end: datetime | None = Parameter(query="to", default=None),
+        key_service: NamedDependency[KeyService],
+        account_id: NamedDependency[UUID],
+        start: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        end: Annotated[datetime | None, QueryParameter(name="to")] = None,
     ) -> KeyListOut:
         listing = await key_service.listing(account_id, start, end)
         return KeyListOut([view_out(v) for v in listing.keys], listing.as_of)
@@ -194,35 +196,51 @@ class KeyController(Controller):
     @get("/{key_id:uuid}", responses=errors(400, 404))
     async def get_key(
         self,
-        key_service: KeyService,
-        account_id: UUID,
-        key_id: UUID,
-        start: datetime | None = Parameter(query="from", default=None),
-        end: datetime | None = Parameter(query="to", default=None),
+        key_service: NamedDependency[KeyService],
+        account_id: NamedDependency[UUID],
+        key_id: FromPath[UUID],
+        start: Annotated[datetime | None, QueryParameter(name="from")] = None,
+        end: Annotated[datetime | None, QueryParameter(name="to")] = None,
     ) -> KeyOut:
         view, as_of = await key_service.one(account_id, key_id, start, end)
         return view_out(view, as_of)
 
     @patch("/{key_id:uuid}", responses=errors(400, 404, 409))
-    async def update(self, key_service: KeyService, account_id: UUID, key_id: UUID, data: KeyPatch) -> KeyOut:
+    async def update(
+        self,
+        key_service: NamedDependency[KeyService],
+        account_id: NamedDependency[UUID],
+        key_id: FromPath[UUID],
+        data: JSONBody[KeyPatch],
+    ) -> KeyOut:
         changed = await key_service.update(account_id, key_id, msgspec.structs.asdict(data))
         return aggregate_out(changed.key)
 
     @post("/{key_id:uuid}/revoke", status_code=200, responses=errors(404, 409))
-    async def revoke(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> KeyOut:
+    async def revoke(
+        self, key_service: NamedDependency[KeyService], account_id: NamedDependency[UUID], key_id: FromPath[UUID]
+    ) -> KeyOut:
         return aggregate_out((await key_service.act(account_id, key_id, "revoke")).key)
 
     @post("/{key_id:uuid}/disable", status_code=200, responses=errors(404, 409))
-    async def disable(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> KeyOut:
+    async def disable(
+        self, key_service: NamedDependency[KeyService], account_id: NamedDependency[UUID], key_id: FromPath[UUID]
+    ) -> KeyOut:
         return aggregate_out((await key_service.act(account_id, key_id, "disable")).key)
 
     @post("/{key_id:uuid}/enable", status_code=200, responses=errors(404, 409))
-    async def enable(self, key_service: KeyService, account_id: UUID, key_id: UUID) -> KeyOut:
+    async def enable(
+        self, key_service: NamedDependency[KeyService], account_id: NamedDependency[UUID], key_id: FromPath[UUID]
+    ) -> KeyOut:
         return aggregate_out((await key_service.act(account_id, key_id, "enable")).key)
 
     @post("/{key_id:uuid}/rotate", status_code=200, cache_control=NO_STORE, responses=errors(400, 404, 409))
     async def rotate(
-        self, key_service: KeyService, account_id: UUID, key_id: UUID, data: RotateIn | None = None
+        self,
+        key_service: NamedDependency[KeyService],
+        account_id: NamedDependency[UUID],
+        key_id: FromPath[UUID],
+        data: JSONBody[RotateIn | None] = None,
     ) -> CreatedKeyOut:
         grace = timedelta(seconds=(data or RotateIn()).grace_seconds)
         rotated = await key_service.rotate(account_id, key_id, grace)
@@ -231,11 +249,11 @@ class KeyController(Controller):
     @get("/{key_id:uuid}/events", responses=errors(400, 404))
     async def history(
         self,
-        key_service: KeyService,
-        account_id: UUID,
-        key_id: UUID,
-        limit: int = HISTORY_PAGE,
-        cursor: str | None = None,
+        key_service: NamedDependency[KeyService],
+        account_id: NamedDependency[UUID],
+        key_id: FromPath[UUID],
+        limit: FromQuery[int] = HISTORY_PAGE,
+        cursor: FromQuery[str | None] = None,
     ) -> KeyHistoryOut:
         """One page of the key's history, newest first."""
         page = await key_service.history(account_id, key_id, limit, cursor)

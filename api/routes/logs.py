@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
 from datetime import datetime
 from contextlib import aclosing
-from typing import AsyncGenerator, AsyncIterator, Literal
+from typing import Annotated, AsyncGenerator, AsyncIterator, Literal
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api.openapi import ACCOUNT, OPERATOR, content, errors
 from api.auth import current_account, operator
 from api.errors import ApiError
 from api.exports import IdleTimedStream
+from api.log_filter import MAX_CURSOR_LENGTH, check_filter, decode_cursor, encode_cursor, parse_filter
 from api.routes.bodies import AsOf
 from api.services.logs import LogService
-from domain.bounds import MAX_MODEL_ID_LENGTH, MAX_REFERENCE_LENGTH, SINGLE_LINE, InvalidText, check_aware
 from domain.money import pico_to_usd
 from projections import logs
 
 DEFAULT_PAGE = 50
-MAX_LATENCY_MS = 10**9  # a latency filter beyond any request's (about 11.6 days)
-MAX_CURSOR_LENGTH = 200  # next_cursor is about 80 characters
 EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 EXPORT_CHUNK = 500  # rows per write of an export
 EXPORT_HEADERS = {  # what the export's answer carries beside its body
@@ -119,76 +115,13 @@ def entry_out(row: logs.LogRow, admin: bool = False) -> LogEntryOut:
     return AdminLogEntryOut(**fields, account_id=row.account_id) if admin else LogEntryOut(**fields)
 
 
-def _bad(param: str, message: str) -> ApiError:
-    return ApiError(400, message, "invalid_request", param=param)
-
-
-Status = Literal[tuple(logs.STATUSES)]  # type: ignore[valid-type]
 ExportFormat = Literal[tuple(EXPORT_FORMATS)]  # type: ignore[valid-type]
 
 
-def parse_filter(
-    start: datetime | None = Parameter(query="from", default=None, description="ISO 8601; the window is [from, to)"),
-    end: datetime | None = Parameter(query="to", default=None, description="ISO 8601, later than from"),
-    model: str | None = Parameter(query="model", default=None, max_length=MAX_MODEL_ID_LENGTH, pattern=SINGLE_LINE),
-    provider: str | None = Parameter(
-        query="provider", default=None, max_length=MAX_REFERENCE_LENGTH, pattern=SINGLE_LINE
-    ),
-    key_id: UUID | None = Parameter(query="key_id", default=None, description="an API key id"),
-    status: Status | None = Parameter(query="status", default=None),
-    min_latency_ms: int | None = Parameter(
-        query="min_latency_ms",
-        default=None,
-        ge=0,
-        le=MAX_LATENCY_MS,
-        schema_extra={"minimum": 0},  # 0 is dropped
-    ),
-) -> logs.LogFilter:
-    """The filters shared by the list, the export and the operator's view (a dependency: Litestar reads and
-    documents each query parameter from this signature, so the document states the bounds checked here). The
-    rules between them are checked by `check_filter`, in the handler: after the caller's credentials."""
-    return logs.LogFilter(
-        start=start,
-        end=end,
-        model=model or None,
-        provider=provider or None,
-        key_id=key_id,
-        status=status,
-        min_latency_ms=min_latency_ms,
-    )
-
-
-def check_filter(f: logs.LogFilter) -> logs.LogFilter:
-    """A 400 naming the parameter for a time outside the years allowed, or a window that ends before it starts."""
-    for param, moment in (("from", f.start), ("to", f.end)):
-        try:
-            check_aware(moment, param)
-        except InvalidText as exc:
-            raise _bad(param, str(exc)) from None
-    if f.start and f.end and f.start >= f.end:
-        raise _bad("to", "to must be later than from (the window is [from, to))")
-    return f
-
-
-def encode_cursor(row: logs.LogRow) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode((row.time, row.trace_id))).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> tuple[datetime, UUID] | None:
-    if cursor is None:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        moment, trace_id = msgspec.json.decode(raw, type=tuple[datetime, UUID])
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise _bad(
-            "cursor", "cursor is not one this API gave out; pass next_cursor from the previous page as is"
-        ) from None
-    return moment, trace_id
-
-
-Limit = Parameter(query="limit", default=DEFAULT_PAGE, ge=1, le=logs.MAX_PAGE, description="entries per page")
-Cursor = Parameter(query="cursor", default=None, max_length=MAX_CURSOR_LENGTH, description="next_cursor of a page")
+Limit = Annotated[int, QueryParameter(name="limit", ge=1, le=logs.MAX_PAGE, description="entries per page")]
+Cursor = Annotated[
+    str | None, QueryParameter(name="cursor", max_length=MAX_CURSOR_LENGTH, description="next_cursor of a page")
+]
 
 
 async def _page(
@@ -296,11 +229,11 @@ class LogController(Controller):
     @get("/", responses=errors(400))
     async def list_logs(
         self,
-        log_service: LogService,
-        account_id: UUID,
-        log_filter: logs.LogFilter,
-        limit: int = Limit,
-        cursor: str | None = Cursor,
+        log_service: NamedDependency[LogService],
+        account_id: NamedDependency[UUID],
+        log_filter: NamedDependency[logs.LogFilter],
+        limit: Limit = DEFAULT_PAGE,
+        cursor: Cursor = None,
     ) -> LogPageOut:
         """Requests of this account, newest first; filters: from, to (ISO 8601, [from, to)), model, provider,
         key_id, status (success | error), min_latency_ms; limit (1-500, default 50); cursor (next_cursor)."""
@@ -310,10 +243,10 @@ class LogController(Controller):
     async def export(
         self,
         request: Request,
-        log_service: LogService,
-        account_id: UUID,
-        log_filter: logs.LogFilter,
-        format: ExportFormat = Parameter(query="format", default="jsonl"),
+        log_service: NamedDependency[LogService],
+        account_id: NamedDependency[UUID],
+        log_filter: NamedDependency[logs.LogFilter],
+        format: FromQuery[ExportFormat] = "jsonl",
     ) -> IdleTimedStream:
         """Every entry matching the filters, streamed as CSV or JSON lines (`format=csv|jsonl`); one export at a
         time per account (429 `export_in_progress`); ended when the client reads nothing for
@@ -333,7 +266,9 @@ class LogController(Controller):
         )
 
     @get("/{trace_id:uuid}", responses=errors(404))
-    async def get_entry(self, log_service: LogService, account_id: UUID, trace_id: UUID) -> LogEntryDetailOut:
+    async def get_entry(
+        self, log_service: NamedDependency[LogService], account_id: NamedDependency[UUID], trace_id: FromPath[UUID]
+    ) -> LogEntryDetailOut:
         found = await log_service.entry(account_id, trace_id)
         if found is None:
             raise ApiError(404, f"no request {trace_id} in this account's logs", "not_found")
@@ -355,12 +290,12 @@ class AdminLogController(Controller):
     @get("/", responses=errors(400, 503))
     async def list_logs(
         self,
-        log_service: LogService,
-        _operator: None,
-        log_filter: logs.LogFilter,
-        account_id: UUID | None = Parameter(query="account_id", default=None, description="one account's"),
-        limit: int = Limit,
-        cursor: str | None = Cursor,
+        log_service: NamedDependency[LogService],
+        _operator: NamedDependency[None],
+        log_filter: NamedDependency[logs.LogFilter],
+        account_id: Annotated[UUID | None, QueryParameter(name="account_id", description="one account's")] = None,
+        limit: Limit = DEFAULT_PAGE,
+        cursor: Cursor = None,
     ) -> LogPageOut:
         """Requests of every account, newest first: the account's filters plus account_id."""
         return await _page(log_service, log_filter, account_id, limit, cursor, admin=True)

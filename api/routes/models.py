@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from uuid import UUID
 
+
 import msgspec
 from litestar import Controller, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromQuery
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
@@ -49,5 +51,10 @@ class ModelController(Controller):
     dependencies = {"account_id": Provide(current_account)}
 
     @get("/", responses=errors(400))
-    async def list_models(self, model_service: ModelService, account_id: UUID, free: bool = False) -> ModelListOut:
+    async def list_models(
+        self,
+        model_service: NamedDependency[ModelService],
+        account_id: NamedDependency[UUID],
+        free: FromQuery[bool] = False,
+    ) -> ModelListOut:
         return ModelListOut([model_out(m) for m in model_service.enabled(free)])

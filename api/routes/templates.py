@@ -8,8 +8,8 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, delete, get, post, put
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, JSONBody, PathParameter
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
@@ -40,10 +40,13 @@ StopText = Annotated[str, text(MAX_STOP_CHARS, min_length=1, multiline=True)]
 
 
 # The label in a path, as domain.template.check_label checks it (a 400 invalid_template naming the rule)
-LabelPath = Parameter(
-    schema_extra={"pattern": LABEL_DOCUMENT_PATTERN, "minLength": 1, "maxLength": MAX_LABEL_CHARS},
-    description="a label: a-z, 0-9, _ . -, starting with a letter or digit, not only digits, not 'latest'",
-)
+LabelPath = Annotated[
+    str,
+    PathParameter(
+        schema_extra={"pattern": LABEL_DOCUMENT_PATTERN, "minLength": 1, "maxLength": MAX_LABEL_CHARS},
+        description="a label: a-z, 0-9, _ . -, starting with a letter or digit, not only digits, not 'latest'",
+    ),
+]
 
 
 class MessageIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -174,12 +177,20 @@ class TemplateController(Controller):
     dependencies = {"account_id": Provide(current_account)}
 
     @post("/", status_code=201, responses=errors(400, 404, 409))
-    async def create(self, template_service: TemplateService, account_id: UUID, data: TemplateIn) -> TemplateOut:
+    async def create(
+        self,
+        template_service: NamedDependency[TemplateService],
+        account_id: NamedDependency[UUID],
+        data: JSONBody[TemplateIn],
+    ) -> TemplateOut:
         return aggregate_out(await template_service.create(account_id, content(data)))
 
     @get("/", responses=errors(400))
     async def list_templates(
-        self, template_service: TemplateService, account_id: UUID, archived: bool = False
+        self,
+        template_service: NamedDependency[TemplateService],
+        account_id: NamedDependency[UUID],
+        archived: FromQuery[bool] = False,
     ) -> TemplateListOut:
         views, as_of = await template_service.listing(account_id, archived)
         return TemplateListOut([row_out(v.row, v.version) for v in views], as_of)
@@ -187,10 +198,10 @@ class TemplateController(Controller):
     @get("/{template_id:uuid}", responses=errors(400, 404))
     async def get_template(
         self,
-        template_service: TemplateService,
-        account_id: UUID,
-        template_id: UUID,
-        version: str | None = Parameter(query="version", default=None),
+        template_service: NamedDependency[TemplateService],
+        account_id: NamedDependency[UUID],
+        template_id: FromPath[UUID],
+        version: FromQuery[str | None] = None,
     ) -> TemplateOut:
         view = await template_service.one(account_id, template_id, version)
         out = row_out(view.row, view.version)
@@ -198,7 +209,12 @@ class TemplateController(Controller):
         return out
 
     @get("/{template_id:uuid}/versions", responses=errors(404))
-    async def versions(self, template_service: TemplateService, account_id: UUID, template_id: UUID) -> VersionListOut:
+    async def versions(
+        self,
+        template_service: NamedDependency[TemplateService],
+        account_id: NamedDependency[UUID],
+        template_id: FromPath[UUID],
+    ) -> VersionListOut:
         row, versions, as_of = await template_service.versions(account_id, template_id)
         return VersionListOut(
             [
@@ -218,34 +234,51 @@ class TemplateController(Controller):
 
     @put("/{template_id:uuid}", responses=errors(400, 404, 409))
     async def save(
-        self, template_service: TemplateService, account_id: UUID, template_id: UUID, data: TemplateIn
+        self,
+        template_service: NamedDependency[TemplateService],
+        account_id: NamedDependency[UUID],
+        template_id: FromPath[UUID],
+        data: JSONBody[TemplateIn],
     ) -> TemplateOut:
         return aggregate_out(await template_service.save(account_id, template_id, content(data)))
 
     @put("/{template_id:uuid}/labels/{label:str}", responses=errors(400, 404, 409))
     async def label(
         self,
-        template_service: TemplateService,
-        account_id: UUID,
-        template_id: UUID,
-        data: LabelIn,
-        label: str = LabelPath,
+        template_service: NamedDependency[TemplateService],
+        account_id: NamedDependency[UUID],
+        template_id: FromPath[UUID],
+        data: JSONBody[LabelIn],
+        label: LabelPath,
     ) -> TemplateOut:
         return aggregate_out(await template_service.command("label", account_id, template_id, label, data.version))
 
     @delete("/{template_id:uuid}/labels/{label:str}", status_code=200, responses=errors(400, 404, 409))
     async def unlabel(
-        self, template_service: TemplateService, account_id: UUID, template_id: UUID, label: str = LabelPath
+        self,
+        template_service: NamedDependency[TemplateService],
+        account_id: NamedDependency[UUID],
+        template_id: FromPath[UUID],
+        label: LabelPath,
     ) -> TemplateOut:
         return aggregate_out(await template_service.command("unlabel", account_id, template_id, label))
 
     @delete("/{template_id:uuid}", status_code=200, responses=errors(404, 409))
-    async def archive(self, template_service: TemplateService, account_id: UUID, template_id: UUID) -> TemplateOut:
+    async def archive(
+        self,
+        template_service: NamedDependency[TemplateService],
+        account_id: NamedDependency[UUID],
+        template_id: FromPath[UUID],
+    ) -> TemplateOut:
         return aggregate_out(await template_service.command("archive", account_id, template_id))
 
     @post("/{template_id:uuid}/render", status_code=200, responses=errors(400, 404))
     async def render(
-        self, template_service: TemplateService, account_id: UUID, template_id: UUID, data: RenderIn | None = None
+        self,
+        template_service: NamedDependency[TemplateService],
+        account_id: NamedDependency[UUID],
+        template_id: FromPath[UUID],
+        data: JSONBody[RenderIn | None] = None,
     ) -> RenderOut:
         """The messages and parameters a chat request with this template would send; no model is called."""
         data = data or RenderIn()
@@ -257,7 +290,10 @@ class TemplateController(Controller):
 
     @get("/{template_id:uuid}/events", responses=errors(404))
     async def history(
-        self, template_service: TemplateService, account_id: UUID, template_id: UUID
+        self,
+        template_service: NamedDependency[TemplateService],
+        account_id: NamedDependency[UUID],
+        template_id: FromPath[UUID],
     ) -> list[TemplateEventOut]:
         """Who changed what, when: every event of the template, oldest first."""
         history = []

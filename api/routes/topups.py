@@ -6,13 +6,15 @@ from datetime import datetime
 from typing import ClassVar, Literal
 from uuid import UUID
 
+
 import msgspec
 from litestar import Controller, Request, get, post, put
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
-from api.routes.accounts import client_address
+from api.client_address import client_address
 from api.security_headers import NO_STORE
 from api.services.billing import BillingService
 from domain.money import pico_to_usd
@@ -64,7 +66,11 @@ class TopUpController(Controller):
 
     @post("/", status_code=201, cache_control=NO_STORE, responses=errors(400, 402, 409, 429, 502))
     async def start(
-        self, request: Request, billing_service: BillingService, account_id: UUID, data: TopUpIn
+        self,
+        request: Request,
+        billing_service: NamedDependency[BillingService],
+        account_id: NamedDependency[UUID],
+        data: JSONBody[TopUpIn],
     ) -> TopUpOut:
         started = await billing_service.start_topup(account_id, data.provider, data.amount_usd, client_address(request))
         payment, stripe = started.payment, started.provider == "stripe"
@@ -81,7 +87,9 @@ class TopUpController(Controller):
         )
 
     @get("/")
-    async def list_topups(self, billing_service: BillingService, account_id: UUID) -> list[TopUpListItem]:
+    async def list_topups(
+        self, billing_service: NamedDependency[BillingService], account_id: NamedDependency[UUID]
+    ) -> list[TopUpListItem]:
         rows = await billing_service.topups(account_id)
         return [
             TopUpListItem(
@@ -108,7 +116,7 @@ class WebhookOut(msgspec.Struct):
 
 
 @post("/api/billing/stripe/webhook", status_code=200, responses=errors(400, 404, 409, 503))
-async def stripe_webhook(request: Request, billing_service: BillingService) -> WebhookOut:
+async def stripe_webhook(request: Request, billing_service: NamedDependency[BillingService]) -> WebhookOut:
     """Stripe's events: a verified one is applied once however often it comes; anything unsigned,
     forged or older than five minutes is refused with 400 and changes nothing."""
     event = billing_service.verify_stripe_event(await request.body(), request.headers.get("stripe-signature"))
@@ -139,12 +147,18 @@ class AutoRefillController(Controller):
     dependencies = {"account_id": Provide(current_account)}
 
     @get("/")
-    async def show(self, billing_service: BillingService, account_id: UUID) -> AutoRefillOut:
+    async def show(
+        self, billing_service: NamedDependency[BillingService], account_id: NamedDependency[UUID]
+    ) -> AutoRefillOut:
         return auto_refill_out(await billing_service.auto_refill(account_id))
 
     @put("/", responses=errors(400, 402, 409, 429, 502))
     async def configure(
-        self, request: Request, billing_service: BillingService, account_id: UUID, data: AutoRefillIn
+        self,
+        request: Request,
+        billing_service: NamedDependency[BillingService],
+        account_id: NamedDependency[UUID],
+        data: JSONBody[AutoRefillIn],
     ) -> AutoRefillOut:
         return auto_refill_out(
             await billing_service.configure_auto_refill(

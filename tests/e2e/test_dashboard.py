@@ -3,6 +3,7 @@ upstream: every section, the way a user goes through it. Screenshots land in tes
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -321,6 +322,24 @@ def test_every_page_of_a_live_session_renews_its_cookie(dashboard_mesh):
     assert re.search(r"Max-Age=(\d+)", cookie).group(1) == str(30 * 86_400)  # MESH_SESSION_DAYS, from now
     refused = httpx.get(mesh.url + "/billing", cookies={"mesh_session": "mm-not-a-token"})
     assert not [c for c in refused.headers.get_list("set-cookie") if c.startswith("mesh_session=mm-")]
+
+
+def test_the_logs_page_refuses_the_filters_the_api_refuses_in_its_words(dashboard_mesh):
+    """One reading of the log filters (api/log_filter.py): a value /api/logs refuses is refused on the page too,
+    not silently dropped (a bad status used to show every request)."""
+    mesh = dashboard_mesh
+    r = httpx.post(
+        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
+    )
+    token = r.json()["management_token"]
+    for query in ({"status": "failed"}, {"key_id": "k1"}, {"model": "a\x00b"}):
+        api = httpx.get(mesh.url + "/api/logs", params=query, headers={"authorization": f"Bearer {token}"})
+        assert api.status_code == 400, api.text
+        shown = httpx.get(mesh.url + "/logs", params=query, cookies={"mesh_session": token})
+        assert shown.status_code == 400, (query, shown.status_code)
+        alert = re.search(r'<p class="error" role="alert">(.*?)</p>', shown.text, re.S)
+        assert alert is not None and html.unescape(alert.group(1)) == api.json()["error"]["message"]
+    assert httpx.get(mesh.url + "/logs", params={"status": "error"}, cookies={"mesh_session": token}).status_code == 200
 
 
 def test_without_javascript_and_by_keyboard_the_forms_still_work(browser, dashboard_mesh):

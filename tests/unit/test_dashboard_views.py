@@ -6,7 +6,7 @@ import re
 import xml.etree.ElementTree as ET
 from datetime import date, datetime, timedelta, timezone
 
-from api.dashboard import views
+from api.dashboard import time_ranges, views
 from domain.money import PICO_PER_USD
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -61,16 +61,16 @@ def test_times_are_relative_with_utc_on_hover():
 
 def test_spend_ranges_from_presets_or_custom_dates():
     now = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
-    assert views.spend_window("7d", None, None, now) == ("7d", now - timedelta(days=7), now)
-    assert views.spend_window("bogus", None, None, now)[0] == views.DEFAULT_RANGE
-    name, first, last = views.spend_window(None, "2026-11-01", "2026-11-03", now)
+    assert time_ranges.spend_window("7d", None, None, now) == ("7d", now - timedelta(days=7), now)
+    assert time_ranges.spend_window("bogus", None, None, now)[0] == time_ranges.DEFAULT_RANGE
+    name, first, last = time_ranges.spend_window(None, "2026-11-01", "2026-11-03", now)
     assert (name, first, last) == (
         "custom",
         datetime(2026, 11, 1, tzinfo=timezone.utc),
         datetime(2026, 11, 4, tzinfo=timezone.utc),
     )  # the last day is included
-    assert views.spend_window(None, "2026-11-05", "2026-11-01", now)[0] == views.DEFAULT_RANGE
-    assert views.spend_window(None, "nope", "2026-11-01", now)[0] == views.DEFAULT_RANGE
+    assert time_ranges.spend_window(None, "2026-11-05", "2026-11-01", now)[0] == time_ranges.DEFAULT_RANGE
+    assert time_ranges.spend_window(None, "nope", "2026-11-01", now)[0] == time_ranges.DEFAULT_RANGE
 
 
 def _chart(rows, start=date(2026, 11, 1), end=date(2026, 11, 3), **kwargs):

@@ -9,7 +9,8 @@ import msgspec
 import pytest
 
 from api.errors import ApiError
-from api.routes.logs import decode_cursor, encode_cursor, parse_filter
+from api.input_errors import InvalidInput
+from api.log_filter import decode_cursor, encode_cursor, parse_filter, read_filters
 from projections.logs import LogFilter, LogRow, _where
 from projections.partitions import month_after, month_of, partition_name
 
@@ -75,3 +76,14 @@ def test_with_a_cursor_the_time_has_one_upper_bound_the_tighter():
     for beyond in ((end, uuid.uuid4()), (end + timedelta(days=1), uuid.uuid4())):  # every row before end is after it
         assert _where(f, beyond) == (" where l.time >= %s and l.time < %s", [start, end])
     assert _where(f, None) == (" where l.time >= %s and l.time < %s", [start, end])
+
+
+def test_a_page_reads_the_filters_as_the_api_declares_them():
+    key = uuid.uuid4()
+    read = read_filters({"status": "error", "model": "", "key_id": str(key)}, "model", "status", "key_id")
+    assert read == {"model": None, "status": "error", "key_id": key}  # an empty field is no filter
+    refusals = (({"status": "failed"}, "status"), ({"key_id": "k1"}, "key_id"), ({"model": "a\x00b"}, "model"))
+    for query, param in refusals:
+        with pytest.raises(InvalidInput) as refused:
+            read_filters(query, param)
+        assert refused.value.param == param and param in str(refused.value)

@@ -1,0 +1,152 @@
+"""Billing: the balance, spend over a range as a chart and a table, top-ups (bank transfer, card) and auto-refill."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from litestar import MediaType, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
+
+from api.client_address import client_address
+from api.dashboard import views
+from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
+from api.dashboard.time_ranges import SPEND_PRESETS, spend_window
+from api.security_headers import NO_STORE
+from api.services.billing import BillingService
+from domain.ratelimit import RateLimited
+
+CHART_SERIES = ("model", "provider")  # what the spend chart stacks by
+
+
+class BillingPages(SessionPages):
+    @get("/billing")
+    async def billing(
+        self,
+        request: Request,
+        account_id: NamedDependency[UUID],
+        billing_service: NamedDependency[BillingService],
+        range: FromQuery[str | None] = None,
+        start: FromQuery[str | None] = None,
+        end: FromQuery[str | None] = None,
+        by: FromQuery[str] = "model",
+    ) -> Template:
+        return await self._billing(request, account_id, billing_service, range, start, end, by)
+
+    async def _billing(
+        self, request, account_id, billing_service, range=None, start=None, end=None, by="model", **extra
+    ) -> Template:
+        preset, first, last = spend_window(range, start, end)
+        by = by if by in CHART_SERIES else "model"
+        balance = await billing_service.balance(account_id)
+        by_day = await billing_service.spend(account_id, ["day", by], first, last)
+        by_model = await billing_service.spend(account_id, ["provider", "model"], first, last)
+        last_day = (last - timedelta(microseconds=1)).date()  # the range is [first, last)
+        chart = views.spend_chart(
+            [(r.group["day"][:10], r.group[by], r.spend) for r in by_day.rows], first.date(), last_day
+        )
+        return page(
+            "billing.html",
+            request,
+            section="billing",
+            balance=balance,
+            chart=chart,
+            by_model=sorted(by_model.rows, key=lambda r: -r.spend),
+            total=by_model.total,
+            preset=preset,
+            ranges=SPEND_PRESETS,
+            first=first,
+            last_day=last_day,
+            by=by,
+            series=CHART_SERIES,
+            topups=await billing_service.topups(account_id),
+            auto_refill=await billing_service.auto_refill(account_id),
+            providers=billing_service.providers,
+            limits=billing_service.topup_limits,
+            cards=request.app.state.dashboard.stripe_publishable_key is not None,
+            **{"error": None, "started": None, **extra},
+        )
+
+    @get("/billing/balance")
+    async def balance(
+        self, request: Request, account_id: NamedDependency[UUID], billing_service: NamedDependency[BillingService]
+    ) -> Template:
+        """The live balance (htmx polls it)."""
+        return page("_balance.html", request, balance=await billing_service.balance(account_id))
+
+    @post("/billing/topups")
+    async def topup(
+        self, request: Request, account_id: NamedDependency[UUID], billing_service: NamedDependency[BillingService]
+    ) -> Response:
+        """A card top-up continues on its payment page; a bank transfer shows its reference here."""
+        form = await request.form()
+        try:
+            started = await billing_service.start_topup(
+                account_id, form.get("provider", ""), form.get("amount_usd"), client_address(request)
+            )
+        except PAGE_ERRORS as exc:
+            return await self._billing(request, account_id, billing_service, error=failure(exc))
+        if started.provider == "stripe":
+            return Redirect(f"/billing/pay/{started.payment.reference}")
+        return await self._billing(request, account_id, billing_service, started=started)
+
+    @get("/billing/pay/{payment_intent:str}")
+    async def pay(
+        self,
+        request: Request,
+        account_id: NamedDependency[UUID],
+        payment_intent: FromPath[str],
+        billing_service: NamedDependency[BillingService],
+    ) -> Template:
+        """The card form (Stripe Elements) for a pending card top-up. A page of its own: stripe.js is loaded
+        only here."""
+        topup = await billing_service.pending_card_topup(account_id, payment_intent)
+        settings = request.app.state.dashboard
+        return page(
+            "pay.html",
+            request,
+            section="billing",
+            topup=topup,
+            stripe_js=settings.stripe_js_url,
+            stripe_key=settings.stripe_publishable_key,
+        )
+
+    @post("/billing/topups/{payment_intent:str}/card", media_type=MediaType.JSON, cache_control=NO_STORE)
+    async def pay_by_card(
+        self,
+        request: Request,
+        account_id: NamedDependency[UUID],
+        payment_intent: FromPath[str],
+        billing_service: NamedDependency[BillingService],
+    ) -> Response:
+        """The card the page tokenised with stripe.js, charged for the top-up it started."""
+        data = await request.json()
+        try:
+            status, client_secret = await billing_service.pay_with_card(
+                account_id, payment_intent, str(data.get("token", "")), client_address(request)
+            )
+        except RateLimited as exc:
+            return Response({"error": failure(exc)}, status_code=429, headers={"retry-after": str(exc.retry_after)})
+        except PAGE_ERRORS as exc:
+            return Response({"error": failure(exc)})
+        return Response({"status": status, "client_secret": client_secret})
+
+    @post("/billing/auto-refill")
+    async def auto_refill(
+        self, request: Request, account_id: NamedDependency[UUID], billing_service: NamedDependency[BillingService]
+    ) -> Response:
+        form = await request.form()
+        try:
+            await billing_service.configure_auto_refill(
+                account_id,
+                form.get("enabled") == "on",
+                form.get("threshold_usd") or None,
+                form.get("amount_usd") or None,
+                form.get("payment_method_id") or None,
+                client_address(request),
+            )
+        except PAGE_ERRORS as exc:
+            return page("error.html", request, section="billing", message=failure(exc))
+        return Redirect("/billing")

@@ -1,0 +1,154 @@
+"""API Keys: the list, one key with its history, and the actions on it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
+
+from api.dashboard import views
+from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
+from api.errors import ApiError
+from api.security_headers import NO_STORE
+from api.services.keys import KEY_ACTIONS, KeyService, error_rate
+from api.services.models import ModelService
+
+ROTATE_GRACE = {"0": timedelta(0), "3600": timedelta(hours=1), "86400": timedelta(days=1)}
+
+
+class KeyPages(SessionPages):
+    @get("/keys")
+    async def keys(
+        self,
+        request: Request,
+        account_id: NamedDependency[UUID],
+        key_service: NamedDependency[KeyService],
+        model_service: NamedDependency[ModelService],
+        q: FromQuery[str] = "",
+    ) -> Template:
+        return await self._keys(request, account_id, key_service, model_service, q)
+
+    @post("/keys", cache_control=NO_STORE)
+    async def create_key(
+        self,
+        request: Request,
+        account_id: NamedDependency[UUID],
+        key_service: NamedDependency[KeyService],
+        model_service: NamedDependency[ModelService],
+    ) -> Template:
+        form = await request.form()
+        try:
+            created = await key_service.create(
+                account_id, form.get("label", ""), form.get("spend_cap_usd") or None, form.get("default_model") or None
+            )
+        except PAGE_ERRORS as exc:
+            return await self._keys(
+                request, account_id, key_service, model_service, "", error=failure(exc), form=dict(form)
+            )
+        return await self._keys(
+            request, account_id, key_service, model_service, "", created=created.key, secret=created.secret
+        )
+
+    async def _keys(self, request, account_id, key_service, model_service, q, **extra) -> Template:
+        listing = await key_service.listing(account_id)
+        shown = [v for v in listing.keys if q.lower() in v.row.label.lower()] if q else listing.keys
+        return page(
+            "keys.html",
+            request,
+            section="keys",
+            keys=shown,
+            total=len(listing.keys),
+            q=q,
+            as_of=listing.as_of,
+            models=model_service.enabled(),
+            error_rate=error_rate,
+            share=views.share,
+            base_url=str(request.base_url).rstrip("/"),
+            **{"error": None, "form": {}, "secret": None, "created": None, **extra},
+        )
+
+    @get("/keys/{key_id:uuid}")
+    async def key(
+        self,
+        request: Request,
+        account_id: NamedDependency[UUID],
+        key_id: FromPath[UUID],
+        key_service: NamedDependency[KeyService],
+        model_service: NamedDependency[ModelService],
+        cursor: FromQuery[str | None] = None,
+    ) -> Template:
+        """`cursor`: an older page of the history."""
+        return await self._key(request, account_id, key_id, key_service, model_service, cursor=cursor)
+
+    @post("/keys/{key_id:uuid}")
+    async def edit_key(
+        self,
+        request: Request,
+        account_id: NamedDependency[UUID],
+        key_id: FromPath[UUID],
+        key_service: NamedDependency[KeyService],
+        model_service: NamedDependency[ModelService],
+    ) -> Response:
+        form = await request.form()
+        changes = {
+            "spend_cap_usd": form.get("spend_cap_usd") or None,
+            "default_model": form.get("default_model") or None,
+        }
+        try:
+            await key_service.update(account_id, key_id, changes)
+        except PAGE_ERRORS as exc:
+            return await self._key(request, account_id, key_id, key_service, model_service, error=failure(exc))
+        return Redirect(f"/keys/{key_id}")
+
+    async def _key(self, request, account_id, key_id, key_service, model_service, cursor=None, **extra) -> Template:
+        view, as_of = await key_service.one(account_id, key_id)
+        history = await key_service.history(account_id, key_id, cursor=cursor)
+        return page(
+            "key.html",
+            request,
+            section="keys",
+            key=view,
+            as_of=as_of,
+            history=history.events,
+            older=history.next_cursor,
+            models=model_service.enabled(),
+            error_rate=error_rate,
+            share=views.share,
+            **{"error": None, "secret": None, **extra},
+        )
+
+    @get("/keys/{key_id:uuid}/{action:str}")
+    async def confirm(
+        self,
+        request: Request,
+        account_id: NamedDependency[UUID],
+        key_id: FromPath[UUID],
+        action: FromPath[str],
+        key_service: NamedDependency[KeyService],
+    ) -> Template:
+        if action not in (*KEY_ACTIONS, "rotate"):
+            raise ApiError(404, f"no action {action!r} on keys", "not_found")
+        view, _ = await key_service.one(account_id, key_id)
+        return page("confirm.html", request, section="keys", key=view.row, action=action)
+
+    @post("/keys/{key_id:uuid}/{action:str}", cache_control=NO_STORE)
+    async def act(
+        self,
+        request: Request,
+        account_id: NamedDependency[UUID],
+        key_id: FromPath[UUID],
+        action: FromPath[str],
+        key_service: NamedDependency[KeyService],
+        model_service: NamedDependency[ModelService],
+    ) -> Response:
+        if action == "rotate":
+            form = await request.form()
+            grace = ROTATE_GRACE.get(form.get("grace_seconds", "0"), timedelta(0))
+            rotated = await key_service.rotate(account_id, key_id, grace)
+            return await self._key(request, account_id, key_id, key_service, model_service, secret=rotated.secret)
+        await key_service.act(account_id, key_id, action)
+        return Redirect(f"/keys/{key_id}")
