@@ -29,7 +29,8 @@ import httpx
 from api.app import create_litestar
 from api.dashboard.session import SESSION_COOKIE
 from api.embedded import NatsServer, PostgresServer
-from api.runtime import BILLING, DIRECTORY, LOGS, Runtime
+from api.read_models import BILLING, DIRECTORY, LOGS
+from api.runtime import Runtime
 from domain.pricing import Price
 from domain.usage import UsageRecorded
 from gateway.catalog import Catalog, Model

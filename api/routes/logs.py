@@ -12,7 +12,7 @@ from typing import AsyncGenerator, AsyncIterator, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.di import Provide
 from litestar.params import Parameter
 
@@ -309,7 +309,6 @@ class LogController(Controller):
     @get("/export", responses=errors(400, 429), opt=content(EXPORT_FORMATS.values(), EXPORT_HEADERS))
     async def export(
         self,
-        request: Request,
         log_service: LogService,
         account_id: UUID,
         log_filter: logs.LogFilter,
@@ -327,7 +326,7 @@ class LogController(Controller):
         }
         return IdleTimedStream(
             export_lines(rows, format),
-            idle_seconds=request.app.state.runtime.export_idle_seconds,
+            idle_seconds=log_service.export_idle_seconds,
             media_type=EXPORT_FORMATS[format],
             headers=headers,
         )

@@ -1,0 +1,92 @@
+"""The projection worker: the runners that build the read models from the event log, and the log retention.
+
+One entry point for both ways it runs: inside the serving process (`Runtime` without a projection process) and
+as `mesh projections` (the child process `mesh up` starts, or a worker of its own beside `mesh up
+--no-projections`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import psycopg
+from nats.aio.client import Client as NATS
+from psycopg_pool import AsyncConnectionPool
+
+from api.read_models import LOG_BODIES, READ_MODELS, RETENTION_EVERY, trim_logs
+from commands.stream import bodies_stream
+from domain.events import subject_prefix
+from projections.readmodel import ReadModel, ensure_schema
+from projections.rebuild import rebuild
+from projections.runner import ProjectionRunner
+from projections.source import StreamSource
+
+log = logging.getLogger("mesh")
+
+
+async def ensure_read_models(pool: AsyncConnectionPool) -> list[ReadModel]:
+    """Create the read models' tables where missing; the read models an older Mesh built (to rebuild)."""
+    async with pool.connection() as conn:
+        return await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
+
+
+class ProjectionWorker:
+    """The read models of one Mesh (and the bodies read model with MESH_LOG_BODIES=on), kept up with the log."""
+
+    def __init__(self, nc: NATS, pool: AsyncConnectionPool, stream: str, *, log_bodies: bool, retention_days: int):
+        self.nc = nc
+        self.pool = pool
+        self.stream = stream
+        self.log_bodies = log_bodies
+        self.retention_days = retention_days  # MESH_LOG_RETENTION_DAYS
+        self.runners = self._runners()
+
+    def _runners(self) -> list[ProjectionRunner]:
+        source = StreamSource(self.nc, self.stream)
+        runners = [ProjectionRunner(model, source, self.pool) for model in READ_MODELS]
+        if self.log_bodies:
+            runners.append(ProjectionRunner(LOG_BODIES, StreamSource(self.nc, bodies_stream(self.stream)), self.pool))
+        return runners
+
+    async def rebuild_outdated(self, outdated: list[ReadModel]) -> None:
+        for model in outdated:
+            log.warning("read model %s was built by an older Mesh; rebuilding it from the log", model.name)
+            await rebuild(model, self.nc, self.pool, self.stream)
+
+    async def catch_up(self) -> None:
+        """Apply the whole log as it is now (before serving from the read models)."""
+        for runner in self._runners():
+            await runner.catch_up()
+
+    def wake(self) -> None:
+        """Something was just appended: let idle runners look now."""
+        for runner in self.runners:
+            runner.wake()
+
+    async def wake_on_commands(self) -> None:
+        """Wake on every command any process saves (someone may be waiting to read it)."""
+
+        async def wake(_msg) -> None:
+            self.wake()
+
+        await self.nc.subscribe(f"{subject_prefix(self.stream)}.agg.>", cb=wake)
+
+    async def run(self, stop: asyncio.Event, linger: float = 0.02) -> None:
+        """Apply batches and trim the logs until `stop` is set."""
+        await asyncio.gather(*(runner.run(stop, linger=linger) for runner in self.runners), self._retention(stop))
+
+    async def _retention(self, stop: asyncio.Event) -> None:
+        """Log months past MESH_LOG_RETENTION_DAYS go, whole partitions at a time, now and every RETENTION_EVERY."""
+        while not stop.is_set():
+            try:
+                dropped = await trim_logs(self.pool, self.retention_days)
+                if dropped:  # (not printed: `mesh up` reads only the worker's first line)
+                    log.info("log retention dropped %s", ", ".join(dropped))
+            except psycopg.OperationalError as exc:  # a server away (restarting): one line
+                log.warning("log retention: PostgreSQL unreachable (%s); will retry", type(exc).__name__)
+            except Exception:
+                log.exception("log retention failed; will retry")
+            try:
+                await asyncio.wait_for(stop.wait(), RETENTION_EVERY)
+            except asyncio.TimeoutError:
+                pass
