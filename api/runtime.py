@@ -52,7 +52,6 @@ from gateway.templates import TemplateCache
 from gateway.usage import UsagePublisher
 from projections import billing, logs
 from projections import catalog as catalog_read_model
-from projections.readmodel import ReadModel
 from projections.source import StreamSource
 
 log = logging.getLogger("mesh")
@@ -275,10 +274,6 @@ class Runtime:
         by itself on every command)."""
         if self.projections is not None:
             self.projections.wake()
-
-    async def caught_up(self, model: ReadModel, position: int) -> None:
-        """Read-your-writes: wait (briefly) until `model` reflects `position`."""
-        await self.waiter.caught_up(model, position)
 
     def renew_session(self, account_id: UUID, token_hash: str) -> None:
         """Slide a token's expiry in the background, once however many requests ask at the same time."""

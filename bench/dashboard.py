@@ -98,7 +98,7 @@ async def fill(runtime: Runtime, keys: int, requests: int) -> tuple[uuid.UUID, s
     info = await runtime.nc.jetstream().stream_info(runtime.stream)
     position = max(position, info.state.last_seq)
     for model in (DIRECTORY, BILLING, LOGS):
-        await runtime.caught_up(model, position)
+        await runtime.waiter.caught_up(model, position)
     print(f"published {requests:,} usage events and projected them in {time.monotonic() - started:.1f} s")
     return account, session.management_token
 
