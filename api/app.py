@@ -12,6 +12,7 @@ from litestar.config.csrf import CSRFConfig
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
+from api.composition import SERVICE_DEPENDENCIES, StartedServices
 from api.dashboard.pages import PAGES, STATIC, DashboardConfig, dashboard_templates
 from api.dashboard.session import CSRF_COOKIE
 from api.docs import docs_asset, openapi_config
@@ -29,7 +30,6 @@ from api.routes.templates import TemplateController
 from api.routes.topups import AutoRefillController, TopUpController, stripe_webhook
 from api.runtime import Runtime
 from api.security_headers import with_security_headers
-from api.services import SERVICE_DEPENDENCIES, Services
 
 
 def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) -> Litestar:
@@ -68,7 +68,7 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
     finish_openapi(app)
     _allow_every_method(app)
     app.state.runtime = runtime
-    app.state.services = Services(runtime)
+    app.state.services = StartedServices(runtime)  # what the dashboard's session reads
     app.state.dashboard = dashboard or DashboardConfig()
     return app
 

@@ -6,9 +6,10 @@ import hmac
 from uuid import UUID
 
 from litestar import Request
+from litestar.di import NamedDependency
 
 from api.errors import ApiError
-from api.runtime import Runtime
+from api.services.accounts import AccountService
 from domain.credentials import API_KEY_PREFIX, hash_token
 
 
@@ -24,17 +25,17 @@ def presented_token_hash(request: Request) -> str:
     return hash_token(_bearer(request))
 
 
-async def current_account(request: Request) -> UUID:
+async def current_account(request: Request, account_service: NamedDependency[AccountService]) -> UUID:
     token = _bearer(request)
     if token.startswith(API_KEY_PREFIX):
         raise ApiError(403, "API keys only reach /v1/*; use the account's management token for /api/*", "forbidden")
-    account_id = await request.app.state.services.account_service.account_for(token)
+    account_id = await account_service.account_for(token)
     if account_id is None:
         raise ApiError(401, "invalid or expired management token; log in again", "unauthorized")
     return account_id
 
 
-async def operator(request: Request) -> None:
-    runtime: Runtime = request.app.state.runtime
-    if not hmac.compare_digest(_bearer(request).encode(), runtime.operator_token.encode()):
+async def operator(request: Request, operator_token: NamedDependency[str]) -> None:
+    """The operator token (`operator_token`: this Mesh's, a dependency of the app) or a 403."""
+    if not hmac.compare_digest(_bearer(request).encode(), operator_token.encode()):
         raise ApiError(403, "this route needs the operator token", "forbidden")

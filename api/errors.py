@@ -29,6 +29,7 @@ from domain.template import TemplateArchived, TemplateNameTaken, TemplateNotFoun
 from domain.topup import TopUpError
 from api.input_errors import InvalidInput, query_error
 from api.payments import CardDeclined, PaymentError
+from api.services.errors import Busy, Invalid, Missing, ServiceError, Unavailable
 from gateway.errors import ErrorBody, ErrorResponse
 
 log = logging.getLogger("mesh.api")
@@ -68,7 +69,13 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     TemplateNameTaken: (409, "template_name_taken"),
     TemplateArchived: (409, "template_archived"),
     TemplateNotFound: (404, "template_version_not_found"),
+    # the application services' refusals: each carries its own code (and param), answered as it is
+    Invalid: (400, "invalid_request"),
+    Missing: (404, "not_found"),
+    Unavailable: (409, "unavailable"),
+    Busy: (429, "busy"),
 }
+SERVICE_ERROR_TYPES: dict[type[ServiceError], str] = {Busy: "rate_limit_error"}  # else invalid_request_error
 
 
 NESTED_TOO_DEEPLY = "JSON nests too deeply"
@@ -108,6 +115,9 @@ def handle_api_error(_: Request, exc: ApiError) -> Response:
 def handle_domain_error(_: Request, exc: Exception) -> Response:
     for cls, (status, code) in DOMAIN_ERRORS.items():
         if isinstance(exc, cls):
+            if isinstance(exc, ServiceError):
+                kind = SERVICE_ERROR_TYPES.get(type(exc), "invalid_request_error")
+                return error_response(status, exc.message, exc.code, kind, param=exc.param)
             return error_response(status, str(exc), code, param=getattr(exc, "param", None))
     raise exc
 

@@ -18,7 +18,7 @@ from uuid import UUID
 
 from litestar.response import Stream
 
-from api.errors import ApiError
+from api.services.errors import Busy
 
 log = logging.getLogger("mesh.api")
 
@@ -36,21 +36,17 @@ class ExportGate:
 
     @contextmanager
     def hold(self, account_id: UUID) -> Iterator[None]:
-        """A slot for the account's export while it runs, or a 429 saying why there is none."""
+        """A slot for the account's export while it runs, or Busy saying why there is none."""
         if account_id in self.running:
-            raise ApiError(
-                429,
+            raise Busy(
                 "an export of this account is already running; one runs at a time: wait for it to finish "
                 "(or close it) and try again",
                 "export_in_progress",
-                "rate_limit_error",
             )
         if len(self.running) >= self.limit:
-            raise ApiError(
-                429,
+            raise Busy(
                 f"{self.limit} exports are running on this server, the most it runs at once; try again shortly",
                 "exports_busy",
-                "rate_limit_error",
             )
         self.running.add(account_id)
         try:

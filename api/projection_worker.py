@@ -1,99 +1,92 @@
-"""The projection worker as a child process of `mesh up`, and the low CPU share it gives its work in the
-embedded PostgreSQL."""
+"""The projection worker: the runners that build the read models from the event log, and the log retention.
+
+One entry point for both ways it runs: inside the serving process (`Runtime` without a projection process) and
+as `mesh projections` (the child process `mesh up` starts, or a worker of its own beside `mesh up
+--no-projections`)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+import asyncio
+import logging
 
-from api.embedded import EmbeddedServerError, child_setup, stop_process
+import psycopg
+from nats.aio.client import Client as NATS
+from psycopg_pool import AsyncConnectionPool
 
-BACKGROUND_POSTGRES = "MESH_BACKGROUND_POSTGRES"  # tells the projection worker the embedded postmaster's pid
+from api.read_models import LOG_BODIES, READ_MODELS, RETENTION_EVERY, trim_logs
+from commands.stream import bodies_stream
+from domain.events import subject_prefix
+from projections.readmodel import ReadModel, ensure_schema
+from projections.rebuild import rebuild
+from projections.runner import ProjectionRunner
+from projections.source import StreamSource
+
+log = logging.getLogger("mesh")
 
 
-class PostgresPriority:
-    """Gives the embedded PostgreSQL's work for the read models the lowest CPU share (Linux autogroups).
+async def ensure_read_models(pool: AsyncConnectionPool) -> list[ReadModel]:
+    """Create the read models' tables where missing; the read models an older Mesh built (to rebuild)."""
+    async with pool.connection() as conn:
+        return await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
 
-    Every PostgreSQL child process calls setsid(). With the kernel's autogroups (`sched_autogroup_enabled`)
-    each session is a scheduling group of its own with a full CPU share, so the SCHED_IDLE it inherits from
-    the postmaster counts only inside that group: a connection running a projection's batch would hold a CPU
-    for milliseconds while a request waits for it (`perf sched` shows it during bench/gateway.py). What counts across
-    groups is the group's own nice value, /proc/PID/autogroup. Lowered: the projection worker's own
-    connections and PostgreSQL's maintenance processes. Not the other connections or the I/O workers, which
-    serve the API and the gateway. Where autogroups do not exist this does nothing."""
 
-    MAINTENANCE = ("checkpointer", "background writer", "walwriter", "autovacuum")
+class ProjectionWorker:
+    """The read models of one Mesh (and the bodies read model with MESH_LOG_BODIES=on), kept up with the log."""
 
-    def __init__(self, postmaster: int):
-        self.postmaster = postmaster
-        try:
-            self.own_group: str | None = Path("/proc/self/autogroup").read_text().split()[0]
-        except (OSError, IndexError):
-            self.own_group = None  # no autogroups here
+    def __init__(self, nc: NATS, pool: AsyncConnectionPool, stream: str, *, log_bodies: bool, retention_days: int):
+        self.nc = nc
+        self.pool = pool
+        self.stream = stream
+        self.log_bodies = log_bodies
+        self.retention_days = retention_days  # MESH_LOG_RETENTION_DAYS
+        self.runners = self._runners()
 
-    def lower(self, pid: int) -> bool:
-        """Lower `pid`'s group if it is a child of our postmaster (never some other process of that pid)."""
-        if self.own_group is None:
-            return False
-        proc = Path(f"/proc/{pid}")
-        try:
-            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != self.postmaster:
-                return False
-            if (proc / "autogroup").read_text().split()[0] == self.own_group:
-                return False  # it shares our session (it did not call setsid): lowering it would lower us
-            (proc / "autogroup").write_text("19")
-            return True
-        except (OSError, ValueError, IndexError):
-            return False
+    def _runners(self) -> list[ProjectionRunner]:
+        source = StreamSource(self.nc, self.stream)
+        runners = [ProjectionRunner(model, source, self.pool) for model in READ_MODELS]
+        if self.log_bodies:
+            runners.append(ProjectionRunner(LOG_BODIES, StreamSource(self.nc, bodies_stream(self.stream)), self.pool))
+        return runners
 
-    def lower_maintenance(self) -> None:
-        """Lower the maintenance processes running now (autovacuum workers come and go)."""
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+    async def rebuild_outdated(self, outdated: list[ReadModel]) -> None:
+        for model in outdated:
+            log.warning("read model %s was built by an older Mesh; rebuilding it from the log", model.name)
+            await rebuild(model, self.nc, self.pool, self.stream)
+
+    async def catch_up(self) -> None:
+        """Apply the whole log as it is now (before serving from the read models)."""
+        for runner in self._runners():
+            await runner.catch_up()
+
+    def wake(self) -> None:
+        """Something was just appended: let idle runners look now."""
+        for runner in self.runners:
+            runner.wake()
+
+    async def wake_on_commands(self) -> None:
+        """Wake on every command any process saves (someone may be waiting to read it)."""
+
+        async def wake(_msg) -> None:
+            self.wake()
+
+        await self.nc.subscribe(f"{subject_prefix(self.stream)}.agg.>", cb=wake)
+
+    async def run(self, stop: asyncio.Event, linger: float = 0.02) -> None:
+        """Apply batches and trim the logs until `stop` is set."""
+        await asyncio.gather(*(runner.run(stop, linger=linger) for runner in self.runners), self._retention(stop))
+
+    async def _retention(self, stop: asyncio.Event) -> None:
+        """Log months past MESH_LOG_RETENTION_DAYS go, whole partitions at a time, now and every RETENTION_EVERY."""
+        while not stop.is_set():
             try:
-                title = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
-            except OSError:
-                continue
-            if title.startswith("postgres: ") and title[10:].startswith(self.MAINTENANCE):
-                self.lower(int(entry.name))
-
-
-class ProjectionProcess:
-    """`mesh projections` as a child of `mesh up`: the read models are built in their own process, so their
-    batches never hold up a request on the gateway's event loop (p99 in bench/gateway.py)."""
-
-    def __init__(
-        self,
-        nats_url: str,
-        database_url: str,
-        stream: str,
-        postmaster: int | None = None,
-        cpus: frozenset[int] | None = None,
-    ):
-        self.cpus = cpus  # see api.embedded.background_cpus
-        self.env = {**os.environ, "MESH_NATS_URL": nats_url, "MESH_DATABASE_URL": database_url, "MESH_STREAM": stream}
-        if postmaster is not None:
-            self.env[BACKGROUND_POSTGRES] = str(postmaster)
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "ProjectionProcess":
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "projections"],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            process_group=0,
-            preexec_fn=child_setup(background=True, cpus=self.cpus),
-        )
-        ready = self.process.stdout.readline() if self.process.stdout else b""  # "projections running: ..."
-        if not ready.startswith(b"projections running"):
-            self.stop()
-            raise EmbeddedServerError("the projection worker did not start (its error is above)")
-        self.process.stdout.close()  # it prints nothing more
-        return self
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=30)
+                dropped = await trim_logs(self.pool, self.retention_days)
+                if dropped:  # (not printed: `mesh up` reads only the worker's first line)
+                    log.info("log retention dropped %s", ", ".join(dropped))
+            except psycopg.OperationalError as exc:  # a server away (restarting): one line
+                log.warning("log retention: PostgreSQL unreachable (%s); will retry", type(exc).__name__)
+            except Exception:
+                log.exception("log retention failed; will retry")
+            try:
+                await asyncio.wait_for(stop.wait(), RETENTION_EVERY)
+            except asyncio.TimeoutError:
+                pass

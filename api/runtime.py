@@ -1,4 +1,5 @@
-"""The composition root: connects NATS and PostgreSQL and wires commands, projections and the gateway."""
+"""The composition root: connects NATS and PostgreSQL and wires commands, projections, the gateway and the
+application services (api/composition.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,27 @@ from pathlib import Path
 from uuid import UUID
 
 import psycopg
-from nats.aio.client import Client as NATS
-from psycopg_pool import AsyncConnectionPool
+from eventsourcing.persistence import OperationalError
 
+from api.autorefill import AutoRefillManager
+from api.composition import Services, compose
+from api.connections import StartupError, connect_nats, open_pool
+from api.embedded import EmbeddedServerError
+from api.projection_process import BACKGROUND_POSTGRES, ProjectionProcess
+from api.exports import EXPORT_IDLE_SECONDS, ExportGate
+from api.gateway_wiring import ReadModelKeys, ReadModelTemplates, make_adapter
+from api.logins import LoginGuard
+from api.payments import PaymentGuard, PaymentProvider, StripePayments
+from api.projection_worker import ProjectionWorker, ensure_read_models
+from api.read_models import DIRECTORY
+from api.services.read_your_writes import ReadModelWaiter
+from api.supervisor import Child, Supervisor
 from commands.accounts import DEFAULT_SESSION, AccountCommands
 from commands.app import Conflict, MeshApplication
-from eventsourcing.persistence import OperationalError
+from commands.autorefill import AutoRefillCommands
+from commands.budget import BudgetCommands
+from commands.catalog import CatalogCommands
 from commands.keys import KeyCommands
-from commands.templates import TemplateCommands
 from commands.stream import (
     DEFAULT_STREAM_MAX_BYTES,
     MAX_BYTES_ENV,
@@ -24,195 +38,30 @@ from commands.stream import (
     ensure_bodies_stream,
     ensure_log_stream,
 )
-from commands.budget import BudgetCommands
-from commands.catalog import CatalogCommands
-from commands.autorefill import AutoRefillCommands
+from commands.templates import TemplateCommands
 from commands.topups import TopUpCommands
+from domain.quota import Quotas
+from gateway import feed
 from gateway.admission import KeyInfo
 from gateway.app import DISCONNECT_DRAIN_SECONDS, Gateway
 from gateway.bodies import BodyPublisher
 from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
-from api.autorefill import AutoRefillManager
-from api.exports import EXPORT_IDLE_SECONDS, ExportGate
-from api.embedded import EmbeddedServerError
-from api.projection_worker import BACKGROUND_POSTGRES, ProjectionProcess
-from api.logins import LoginGuard
-from api.supervisor import Child, Supervisor
-from api.payments import PaymentGuard, PaymentProvider, StripePayments
-from gateway import feed
-from gateway.keys import KeyCache
-from gateway.templates import TemplateCache, TemplateHead
 from gateway.catalog import Catalog
-from gateway.errors import GatewayError
-from domain.quota import Quotas
 from gateway.freelimit import DEFAULT_FREE_RPM
-from gateway.providers.base import Adapter
-from gateway.providers.anthropic import AnthropicAdapter
-from gateway.providers.echo import EchoAdapter
-from gateway.providers.gemini import GeminiAdapter
-from gateway.providers.openai import OpenAIAdapter
+from gateway.keys import KeyCache
+from gateway.templates import TemplateCache
 from gateway.usage import UsagePublisher
-from projections import billing, directory, logs
-from projections import templates as templates_read_model
+from projections import billing, logs
 from projections import catalog as catalog_read_model
-from projections.billing_projection import Billing
-from projections.catalog import CatalogModel
-from projections.directory import Directory
-from projections.logs import LogBodies, Logs
-from projections.templates import Templates
-from projections.readmodel import ReadModel, ensure_schema
-from projections.rebuild import rebuild
-from projections.runner import ProjectionRunner, wait_for_position
 from projections.source import StreamSource
 
 log = logging.getLogger("mesh")
 
 REAP_GRACE = 30.0  # seconds past its expiry (at most half a lease's life) before the reaper settles a lease
 REAP_EVERY = 5.0  # seconds between the reaper's looks (at most a quarter of a lease's life)
+TOPUP_EXPIRY_EVERY = 30.0  # seconds between two looks for bank transfers past their deadline
 
-DIRECTORY = Directory()
-BILLING = Billing()
-CATALOG = CatalogModel()
-TEMPLATES = Templates()
-LOGS = Logs()
-READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG, TEMPLATES, LOGS]
-LOG_BODIES = LogBodies()  # read from the bodies stream, not the log (MESH_LOG_BODIES=on)
-RETENTION_EVERY = 3600.0  # seconds between two retention passes over the logs
-
-
-async def trim_logs(pool: AsyncConnectionPool, days: int) -> list[str]:
-    """Retention: drop the log and body months past `days` (MESH_LOG_RETENTION_DAYS); the partitions dropped."""
-    return [name for model in (LOGS, LOG_BODIES) for name in await logs.trim(pool, model, days)]
-
-
-class StartupError(RuntimeError):
-    """Mesh could not start; the message is one line for the operator."""
-
-
-async def _nats_error(exc: Exception) -> None:
-    log.debug("NATS: %s", exc or type(exc).__name__)
-
-
-async def connect_nats(url: str, timeout: float = 5) -> NATS:
-    """Connect, reconnecting for ever once connected; an unreachable server at start is an error."""
-    nc = NATS()
-
-    async def disconnected() -> None:
-        if not (nc.is_closed or nc.is_draining):
-            log.warning("lost the connection to NATS; reconnecting")
-
-    async def reconnected() -> None:
-        log.warning("reconnected to NATS")
-
-    try:
-        await asyncio.wait_for(
-            nc.connect(
-                url,
-                connect_timeout=2,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                error_cb=_nats_error,
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-            ),
-            timeout,
-        )
-    except Exception as exc:
-        raise StartupError(f"cannot reach NATS at {_redact(url)} ({type(exc).__name__}); is it running?") from None
-    return nc
-
-
-async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnectionPool:
-    try:
-        probe = await psycopg.AsyncConnection.connect(url, connect_timeout=5)
-        await probe.close()
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {reason}") from None
-    # `check`: a connection that died with its server (PostgreSQL restarted) is replaced, not handed out
-    pool = AsyncConnectionPool(
-        url,
-        min_size=1,
-        max_size=max_size,
-        open=False,
-        timeout=10,
-        configure=configure,
-        check=AsyncConnectionPool.check_connection,
-    )
-    await pool.open(wait=True, timeout=10)
-    return pool
-
-
-def _redact(url: str) -> str:
-    # postgresql://user:secret@host/db -> postgresql://user:***@host/db
-    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
-        head, tail = url.split("@", 1)
-        return head.rsplit(":", 1)[0] + ":***@" + tail
-    return url
-
-
-class ReadModelKeys:
-    """Loads a key for the gateway's cache from the directory read model (once per key and process)."""
-
-    def __init__(self, pool: AsyncConnectionPool):
-        self.pool = pool
-
-    async def __call__(self, key_hash: str) -> KeyInfo | None:
-        try:
-            async with self.pool.connection() as conn:
-                found = await directory.key_by_hash(conn, key_hash)
-        except psycopg.OperationalError:
-            raise GatewayError(
-                503,
-                "cannot check this API key right now: the read models are unreachable; "
-                "Mesh is reconnecting, retry shortly",
-                "api_error",
-                "service_unavailable",
-            ) from None
-        if found is None:
-            return None
-        row, valid_until = found
-        allowed = frozenset(row.allowed_models) if row.allowed_models is not None else None
-        return KeyInfo(
-            row.key_id,
-            row.account_id,
-            row.default_model,
-            row.status,
-            row.spend_cap,
-            allowed,
-            row.expires_at,
-            valid_until,
-            row.fit_to_budget,
-        )
-
-
-class ReadModelTemplates:
-    """Loads templates for the gateway's cache from the templates read model (once per name and process)."""
-
-    def __init__(self, pool: AsyncConnectionPool):
-        self.pool = pool
-
-    async def head(self, account_id: UUID, name: str) -> TemplateHead | None:
-        async with self.pool.connection() as conn:
-            row = await templates_read_model.template_named(conn, account_id, name)
-        return (
-            None
-            if row is None
-            else TemplateHead(
-                row.template_id,
-                row.account_id,
-                row.name,
-                row.latest_version,
-                dict(row.labels),
-                row.archived,
-                row.revision,
-            )
-        )
-
-    async def version(self, template_id: UUID, version: int):
-        async with self.pool.connection() as conn:
-            row = await templates_read_model.version_of(conn, template_id, version)
-        return None if row is None else (row.messages, row.defaults)
+__all__ = ["CommandLeases", "Runtime", "StartupError"]
 
 
 class CommandLeases:
@@ -233,18 +82,6 @@ class CommandLeases:
 
     async def extend(self, account_id: UUID, key_id: UUID, lease_id: UUID) -> datetime | None:
         return await asyncio.to_thread(self.budget.extend, account_id, key_id, lease_id, self.ttl)
-
-
-def make_adapter(provider) -> Adapter:
-    if provider.kind == "mesh":
-        return EchoAdapter()
-    if provider.kind in ("openai", "openai-compatible"):
-        return OpenAIAdapter(provider)
-    if provider.kind == "anthropic":
-        return AnthropicAdapter(provider)
-    if provider.kind == "gemini":
-        return GeminiAdapter(provider)
-    raise StartupError(f"provider {provider.name!r}: kind {provider.kind!r} is not supported")
 
 
 class Runtime:
@@ -310,7 +147,7 @@ class Runtime:
         self.quotas = quotas
         self.stream_max_bytes = stream_max_bytes
         self.payment_guard = payment_guard or PaymentGuard()  # card payment attempts and pending top-ups
-        self.runners: list[ProjectionRunner] = []
+        self.projections: ProjectionWorker | None = None  # the projections run in this process (no child)
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
@@ -341,8 +178,8 @@ class Runtime:
             except Exception as exc:
                 raise StartupError(f"cannot create the JetStream stream {bodies_stream(self.stream)}: {exc}") from None
         self.pool = await open_pool(self.database_url)
-        async with self.pool.connection() as conn:
-            outdated = await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
+        self.waiter = ReadModelWaiter(self.pool, self.nudge)
+        outdated = await ensure_read_models(self.pool)
         self.app = await asyncio.to_thread(
             MeshApplication, self.nats_url, self.stream, {MAX_BYTES_ENV: str(self.stream_max_bytes)}
         )
@@ -363,13 +200,11 @@ class Runtime:
             self.nc, self.stream, feed.handlers(self.key_cache, self.catalog, self.template_cache)
         )
         if self.run_projections:
-            for model in outdated:
-                log.warning("read model %s was built by an older Mesh; rebuilding it from the log", model.name)
-                await rebuild(model, self.nc, self.pool, self.stream)
-            for model in READ_MODELS:  # serve from read models that have seen the whole log
-                await ProjectionRunner(model, self.source, self.pool).catch_up()
-            if self.log_bodies:
-                await self._bodies_runner().catch_up()
+            worker = ProjectionWorker(
+                self.nc, self.pool, self.stream, log_bodies=self.log_bodies, retention_days=self.log_retention_days
+            )
+            await worker.rebuild_outdated(outdated)
+            await worker.catch_up()  # serve from read models that have seen the whole log
         async with self.pool.connection() as conn:
             for model_id, (price, enabled) in (await catalog_read_model.overrides(conn)).items():
                 self.catalog.apply(model_id, price, enabled)
@@ -407,19 +242,14 @@ class Runtime:
                 except EmbeddedServerError as exc:
                     raise StartupError(str(exc)) from None
             else:
-                self.runners = [ProjectionRunner(model, self.source, self.pool) for model in READ_MODELS]
-                if self.log_bodies:
-                    self.runners.append(self._bodies_runner())
-                self._tasks += [
-                    asyncio.create_task(r.run(self._stop), name=f"projection:{r.model.name}") for r in self.runners
-                ]
-                self._tasks.append(
-                    asyncio.create_task(self._every(RETENTION_EVERY, self._trim_logs), name="log-retention")
-                )
+                self.projections = worker
+                self._tasks.append(asyncio.create_task(worker.run(self._stop), name="projections"))
             self._tasks.append(
                 asyncio.create_task(self._every(self._reap_timing[1], self._reap_expired_leases), name="lease-reaper")
             )
-            self._tasks.append(asyncio.create_task(self._every(30.0, self._expire_topups), name="topup-expiry"))
+            self._tasks.append(
+                asyncio.create_task(self._every(TOPUP_EXPIRY_EVERY, self._expire_topups), name="topup-expiry")
+            )
             stripe = self.payments.get("stripe")
             if isinstance(stripe, StripePayments):
                 manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)
@@ -429,6 +259,7 @@ class Runtime:
         if self._worker is not None:
             self.supervisor.watch("projections", self._worker)
         self._tasks.append(asyncio.create_task(self.supervisor.run(self._stop), name="supervisor"))
+        self.services: Services = compose(self)
 
     async def _postgres_restarted(self) -> None:
         """The projection worker starts again too, to lower the priority of the new postmaster's children."""
@@ -438,19 +269,11 @@ class Runtime:
             log.warning("stopping the projection worker: it starts again beside the new PostgreSQL")
             await asyncio.to_thread(self._worker.stop)
 
-    def _bodies_runner(self) -> ProjectionRunner:
-        return ProjectionRunner(LOG_BODIES, StreamSource(self.nc, bodies_stream(self.stream)), self.pool)
-
     def nudge(self) -> None:
         """Something was just appended: let idle projection runners look now (a projection process wakes
         by itself on every command)."""
-        for runner in self.runners:
-            runner.wake()
-
-    async def caught_up(self, model: ReadModel, position: int) -> None:
-        """Read-your-writes: wait (briefly) until `model` reflects `position`."""
-        self.nudge()
-        await wait_for_position(self.pool, model, position)
+        if self.projections is not None:
+            self.projections.wake()
 
     def renew_session(self, account_id: UUID, token_hash: str) -> None:
         """Slide a token's expiry in the background, once however many requests ask at the same time."""
@@ -459,8 +282,8 @@ class Runtime:
 
         async def renew() -> None:
             try:
-                position = await asyncio.to_thread(self.accounts.renew_session, account_id, token_hash)
-                await self.caught_up(DIRECTORY, position)  # until then the read model still shows it due
+                # until caught up the read model still shows it due
+                await self.waiter.then_caught_up(DIRECTORY, self.accounts.renew_session, account_id, token_hash)
             except Exception as exc:
                 log.warning("could not renew a management token of account %s: %s", account_id, exc)
             finally:
@@ -505,10 +328,6 @@ class Runtime:
             expired = await billing.expired_leases(conn, self._reap_timing[0])
         for lease_id, account_id, key_id, spent in expired:
             await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
-
-    async def _trim_logs(self) -> None:
-        """Retention (the projection worker does it in `mesh up`)."""
-        await trim_logs(self.pool, self.log_retention_days)
 
     async def _expire_topups(self) -> None:
         """Pending bank-transfer top-ups past their deadline expire (they can no longer be confirmed)."""

@@ -30,7 +30,8 @@ from api.app import create_litestar
 from api.dashboard.session import SESSION_COOKIE
 from api.embedded import NatsServer
 from api.postgres_server import PostgresServer
-from api.runtime import BILLING, DIRECTORY, LOGS, Runtime
+from api.read_models import BILLING, DIRECTORY, LOGS
+from api.runtime import Runtime
 from domain.pricing import Price
 from domain.usage import UsageRecorded
 from gateway.catalog import Catalog, Model
@@ -98,7 +99,7 @@ async def fill(runtime: Runtime, keys: int, requests: int) -> tuple[uuid.UUID, s
     info = await runtime.nc.jetstream().stream_info(runtime.stream)
     position = max(position, info.state.last_seq)
     for model in (DIRECTORY, BILLING, LOGS):
-        await runtime.caught_up(model, position)
+        await runtime.waiter.caught_up(model, position)
     print(f"published {requests:,} usage events and projected them in {time.monotonic() - started:.1f} s")
     return account, session.management_token
 

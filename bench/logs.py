@@ -286,22 +286,15 @@ async def run(args) -> None:
         )
         print(f"\nworst p95 of any query: {worst:.2f} ms (goal {GOAL_P95_MS:.0f} ms, ratio {worst / GOAL_P95_MS:.2f})")
 
-    from api.exports import ExportGate
+    from api.exports import EXPORT_IDLE_SECONDS, ExportGate
     from api.routes.logs import export_lines
     from api.services.logs import LogService
     from psycopg_pool import AsyncConnectionPool
 
     async with AsyncConnectionPool(args.database_url, min_size=1, max_size=2) as pool:
-
-        class Runtime:  # what the log service uses of the runtime
-            pass
-
-        runtime = Runtime()
-        runtime.pool = pool
-        runtime.database_url = args.database_url  # an export opens a connection of its own
-        runtime.exports = ExportGate()
+        service = LogService(pool, ExportGate(), args.database_url, EXPORT_IDLE_SECONDS)
         started, size = time.perf_counter(), 0
-        _, rows = await LogService(runtime).export(world.busiest, LogFilter(account_id=world.busiest))
+        _, rows = await service.export(world.busiest, LogFilter(account_id=world.busiest))
         async for chunk in export_lines(rows, "jsonl"):
             size += chunk.count(b"\n")
         rate = size / (time.perf_counter() - started)

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get, post, put
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar import Controller, get, post, put
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from api.openapi import OPERATOR, errors
 from api.auth import operator
-from api.errors import ApiError
 from api.routes.models import ModelListOut, ModelOut, model_out
-from api.runtime import BILLING, DIRECTORY, Runtime
+from api.services.admin import PRICE_FIELDS, AdminService
 from domain.bounds import AmountIn, AwareDatetime, Reason
 from domain.credentials import VISIBLE_PREFIX_LENGTH
-from domain.money import pico_to_usd, usd_to_pico
-from domain.pricing import Price
-from projections import directory
+from domain.money import pico_to_usd
 
 
 class CreditGrantIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -41,18 +37,6 @@ class ModelChangeIn(msgspec.Struct, forbid_unknown_fields=True):
     completion_usd_per_1k: AmountIn | None = None
     cached_prompt_usd_per_1k: AmountIn | None = None
     cache_write_usd_per_1k: AmountIn | None = None
-
-
-PRICE_FIELDS = (  # in the order of Price's fields
-    "prompt_usd_per_1k",
-    "completion_usd_per_1k",
-    "cached_prompt_usd_per_1k",
-    "cache_write_usd_per_1k",
-)
-
-
-def _usd_or_none(pico: int | None) -> str | None:
-    return pico_to_usd(pico) if pico is not None else None
 
 
 class TransferIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,24 +80,25 @@ class AdminController(Controller):
 
     @post("/accounts/{account_id:uuid}/credits", status_code=201, responses=errors(400, 404, 503))
     async def grant_credits(
-        self, request: Request, _operator: None, account_id: UUID, data: CreditGrantIn
+        self,
+        admin_service: NamedDependency[AdminService],
+        _operator: NamedDependency[None],
+        account_id: FromPath[UUID],
+        data: JSONBody[CreditGrantIn],
     ) -> CreditGrantOut:
-        runtime: Runtime = request.app.state.runtime
-        amount = usd_to_pico(data.amount_usd)
-        position = await asyncio.to_thread(runtime.accounts.grant_credits, account_id, amount, data.reason, "operator")
-        await runtime.caught_up(BILLING, position)
+        amount, position = await admin_service.grant_credits(account_id, data.amount_usd, data.reason)
         return CreditGrantOut(account_id, pico_to_usd(amount), position)
 
     @post("/topups/{reference:str}/confirm", status_code=200, responses=errors(400, 404, 409, 503))
     async def confirm_transfer(
-        self, request: Request, _operator: None, reference: str, data: TransferIn | None = None
+        self,
+        admin_service: NamedDependency[AdminService],
+        _operator: NamedDependency[None],
+        reference: FromPath[str],
+        data: JSONBody[TransferIn | None] = None,
     ) -> TransferOut:
         """The money of a bank-transfer top-up arrived: credit it (once; a second confirm changes nothing)."""
-        runtime: Runtime = request.app.state.runtime
-        topup = await asyncio.to_thread(runtime.topups.load, "bank_transfer", reference)
-        amount = usd_to_pico(data.amount_usd, decimals=2) if data and data.amount_usd is not None else topup.amount
-        result = await asyncio.to_thread(runtime.topups.confirm, "bank_transfer", reference, amount, "operator")
-        await runtime.caught_up(BILLING, result.position)
+        result = await admin_service.confirm_transfer(reference, data.amount_usd if data else None)
         return TransferOut(
             result.topup.id,
             result.topup.account_id,
@@ -123,44 +108,44 @@ class AdminController(Controller):
         )
 
     @post("/invites", status_code=201)
-    async def create_invite(self, request: Request, _operator: None, data: InviteIn | None = None) -> InviteOut:
+    async def create_invite(
+        self,
+        admin_service: NamedDependency[AdminService],
+        _operator: NamedDependency[None],
+        data: JSONBody[InviteIn | None] = None,
+    ) -> InviteOut:
         """A single-use invite code for sign-up (MESH_SIGNUP=invite); the code is in this answer only."""
-        runtime: Runtime = request.app.state.runtime
         expires_at = (data or InviteIn()).expires_at
-        invite, code, position = await asyncio.to_thread(runtime.accounts.create_invite, expires_at, "operator")
-        await runtime.caught_up(DIRECTORY, position)
+        invite, code = await admin_service.create_invite(expires_at)
         return InviteOut(invite.id, code[:VISIBLE_PREFIX_LENGTH], invite.created_on, expires_at, "operator", code=code)
 
     @get("/invites")
     async def invites(
-        self, request: Request, _operator: None, limit: Annotated[int, Parameter(ge=1, le=MAX_INVITES_LISTED)] = 100
+        self,
+        admin_service: NamedDependency[AdminService],
+        _operator: NamedDependency[None],
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_INVITES_LISTED)] = 100,
     ) -> InviteListOut:
         """The newest invites, used or not (never their codes)."""
-        runtime: Runtime = request.app.state.runtime
-        async with runtime.pool.connection() as conn:
-            rows = await directory.invites(conn, limit)
+        rows = await admin_service.invites(limit)
         return InviteListOut(
             [InviteOut(r.invite_id, r.prefix, r.created_at, r.expires_at, r.by, r.used_by, r.used_at) for r in rows]
         )
 
     @get("/models")
-    async def models(self, request: Request, _operator: None) -> ModelListOut:
-        runtime: Runtime = request.app.state.runtime
-        return ModelListOut([model_out(m) for m in sorted(runtime.catalog.models.values(), key=lambda m: m.id)])
+    async def models(
+        self, admin_service: NamedDependency[AdminService], _operator: NamedDependency[None]
+    ) -> ModelListOut:
+        return ModelListOut([model_out(m) for m in admin_service.models()])
 
     @put("/models/{model_id:path}", responses=errors(400, 404, 503))
-    async def change_model(self, request: Request, _operator: None, model_id: str, data: ModelChangeIn) -> ModelOut:
+    async def change_model(
+        self,
+        admin_service: NamedDependency[AdminService],
+        _operator: NamedDependency[None],
+        model_id: FromPath[str],
+        data: JSONBody[ModelChangeIn],
+    ) -> ModelOut:
         """Change a model's price and/or switch it on or off; requests that start afterwards see it."""
-        runtime: Runtime = request.app.state.runtime
-        model_id = model_id.lstrip("/")
-        model = runtime.catalog.models.get(model_id)
-        if model is None:
-            raise ApiError(404, f"no model {model_id!r} in mesh.toml; GET /admin/models lists them", "not_found")
-        price = None
         given = {name: getattr(data, name) for name in PRICE_FIELDS if getattr(data, name) is not None}
-        if given:  # the prices not given stay as they are (cache prices left unset keep following the prompt price)
-            kept = dict(zip(PRICE_FIELDS, map(_usd_or_none, msgspec.structs.astuple(model.price))))
-            price = Price.from_usd(**{**kept, **given})
-        await asyncio.to_thread(runtime.catalog_commands.change, model_id, price, data.enabled, "operator")
-        runtime.catalog.apply(model_id, price, data.enabled)  # at once here; other processes hear the event
-        return model_out(runtime.catalog.models[model_id])
+        return model_out(await admin_service.change_model(model_id.lstrip("/"), given, data.enabled))

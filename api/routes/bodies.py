@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from api.services.as_of import AsOf
 
-import msgspec
-
-
-class AsOf(msgspec.Struct):
-    """How current a read-model answer is: the stream position and the time of that event."""
-
-    position: int
-    time: datetime | None
+__all__ = ["AsOf"]

@@ -10,7 +10,7 @@ from typing import Annotated, AsyncGenerator, AsyncIterator, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 
@@ -242,7 +242,6 @@ class LogController(Controller):
     @get("/export", responses=errors(400, 429), opt=content(EXPORT_FORMATS.values(), EXPORT_HEADERS))
     async def export(
         self,
-        request: Request,
         log_service: NamedDependency[LogService],
         account_id: NamedDependency[UUID],
         log_filter: NamedDependency[logs.LogFilter],
@@ -260,7 +259,7 @@ class LogController(Controller):
         }
         return IdleTimedStream(
             export_lines(rows, format),
-            idle_seconds=request.app.state.runtime.export_idle_seconds,
+            idle_seconds=log_service.export_idle_seconds,
             media_type=EXPORT_FORMATS[format],
             headers=headers,
         )

@@ -5,15 +5,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 from uuid import UUID
 
 import msgspec
 
-from api.errors import ApiError
-from api.payments import PENDING_TOPUP_AGE, PICO_PER_CENT, CardDeclined, PaymentStart, StripePayments
-from api.routes.bodies import AsOf
-from api.runtime import BILLING, Runtime
+from psycopg_pool import AsyncConnectionPool
+
+from api.payments import (
+    PENDING_TOPUP_AGE,
+    PICO_PER_CENT,
+    CardDeclined,
+    PaymentGuard,
+    PaymentProvider,
+    PaymentStart,
+    StripePayments,
+)
+from api.read_models import BILLING
+from api.services.as_of import AsOf
+from api.services.errors import Invalid, Missing, Unavailable
+from api.services.read_your_writes import ReadModelWaiter
 from commands.app import NotFound
+from commands.autorefill import AutoRefillCommands
+from commands.topups import TopUpCommands
 from domain.bounds import check_aware
 from domain.money import InvalidAmount, pico_to_usd, usd_to_pico
 from projections import billing
@@ -52,7 +66,7 @@ MAX_SPAN = {"hour": timedelta(days=31), "day": timedelta(days=366)}
 
 
 def check_span(groups: list[str], start: datetime | None, end: datetime | None, now: datetime | None = None) -> None:
-    """A 400 naming the bound when a history by hour or by day covers more than MAX_SPAN (`to` left out: now).
+    """Invalid, naming the bound, when a history by hour or by day covers more than MAX_SPAN (`to` left out: now).
     Without `from` it is the account's whole history: as many rows as it has hours or days with spend."""
     finest = next((g for g in MAX_SPAN if g in groups), None)
     if finest is None or start is None:
@@ -60,8 +74,7 @@ def check_span(groups: list[str], start: datetime | None, end: datetime | None, 
     bound = MAX_SPAN[finest]
     span = (end or now or datetime.now(timezone.utc)) - start
     if span > bound:
-        raise ApiError(
-            400,
+        raise Invalid(
             f"a spend history by {finest} covers at most {bound.days} days; from {start.isoformat()} to "
             f"{end.isoformat() if end else 'now'} is {span.days} days: ask for a shorter range",
             "range_too_long",
@@ -76,36 +89,47 @@ def parse_groups(group_by: str) -> list[str]:
     groups = list(dict.fromkeys(g.strip() for g in group_by.split(",") if g.strip()))  # "day,day" is by day
     unknown = [g for g in groups if g not in billing.SPEND_GROUPS]
     if unknown:
-        raise ApiError(
-            400,
-            f"{billing.GROUP_BY_RULE}; got {group_by!r}",
-            "invalid_request",
-        )
+        raise Invalid(f"{billing.GROUP_BY_RULE}; got {group_by!r}", "invalid_request")
     return groups
 
 
 class BillingService:
-    def __init__(self, runtime: Runtime):
-        self.runtime = runtime
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        waiter: ReadModelWaiter,
+        topups: TopUpCommands,
+        auto_refills: AutoRefillCommands,
+        payments: dict[str, PaymentProvider],
+        payment_guard: PaymentGuard,
+        topup_limits: tuple[int, int],
+        auto_refill_max_failures: int,
+        nudge: Callable[[], None],
+    ):
+        self.pool = pool
+        self.waiter = waiter
+        self.topup_commands = topups
+        self.auto_refills = auto_refills
+        self.payments = payments  # the providers offered, by name
+        self.payment_guard = payment_guard  # card payment attempts and pending top-ups
+        self.topup_limits = topup_limits  # (lowest, highest) amount of one top-up, pico-USD
+        self.auto_refill_max_failures = auto_refill_max_failures  # failed charges in a row before it turns off
+        self.nudge = nudge  # wakes the projections after a webhook's change
         self._start_locks: dict[UUID, asyncio.Lock] = {}
 
     @property
     def stripe(self) -> StripePayments | None:
-        stripe = self.runtime.payments.get("stripe")
+        stripe = self.payments.get("stripe")
         return stripe if isinstance(stripe, StripePayments) else None
 
     @property
     def providers(self) -> list[str]:
-        return sorted(self.runtime.payments)
-
-    @property
-    def topup_limits(self) -> tuple[int, int]:
-        return self.runtime.topup_limits
+        return sorted(self.payments)
 
     async def balance(self, account_id: UUID, at: datetime | None = None) -> BalanceView:
         """The balance now, or at any past instant."""
         check_aware(at, "at")
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             async with conn.transaction():  # balance and position from one snapshot
                 await conn.execute("set transaction isolation level repeatable read")
                 b = await (
@@ -124,7 +148,7 @@ class BillingService:
                 check_aware(when, field)  # a time without a zone is refused before any arithmetic
         check_span(groups, start, end)  # then a range too long says so, whatever the years of its ends
         check_aware(start, "from"), check_aware(end, "to")
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")
                 rows = await billing.spend_history(conn, account_id, groups, start, end)
@@ -134,12 +158,10 @@ class BillingService:
     async def start_topup(self, account_id: UUID, provider_name: str, amount_usd, client: str) -> TopUpStarted:
         """A top-up started: at most MESH_PENDING_TOPUPS_PER_ACCOUNT unfinished at once; a card one counts as a
         payment attempt (`client`: the caller's address)."""
-        runtime = self.runtime
-        provider = runtime.payments.get(provider_name)
+        provider = self.payments.get(provider_name)
         if provider is None:
             offered = ", ".join(self.providers) or "none: no payment provider is configured"
-            raise ApiError(
-                409,
+            raise Unavailable(
                 f"provider {provider_name!r} is not offered by this server; it offers: {offered}",
                 "provider_not_configured",
                 param="provider",
@@ -150,13 +172,18 @@ class BillingService:
             await self._check_pending(account_id)
             card = isinstance(provider, StripePayments)
             if card:
-                runtime.payment_guard.attempt(account_id, client)
+                self.payment_guard.attempt(account_id, client)
             customer = await self._customer(account_id) if card else None
             started = await asyncio.to_thread(provider.start, account_id, amount, customer)
-            result = await asyncio.to_thread(
-                runtime.topups.request, account_id, provider.name, started.reference, amount, started.expires_at
+            result = await self.waiter.then_caught_up(
+                BILLING,
+                self.topup_commands.request,
+                account_id,
+                provider.name,
+                started.reference,
+                amount,
+                started.expires_at,
             )
-            await runtime.caught_up(BILLING, result.position)
         return TopUpStarted(result.topup.id, result.topup.status, provider.name, amount, started)
 
     def _starting(self, account_id: UUID) -> asyncio.Lock:
@@ -168,13 +195,12 @@ class BillingService:
         return lock
 
     async def _check_pending(self, account_id: UUID) -> None:
-        limit = self.runtime.payment_guard.pending_topups
+        limit = self.payment_guard.pending_topups
         since = datetime.now(timezone.utc) - PENDING_TOPUP_AGE
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             pending = await billing.pending_topups(conn, account_id, since)
         if pending >= limit:
-            raise ApiError(
-                409,
+            raise Unavailable(
                 f"this account has {pending} unfinished top-ups, the most it may have ({limit}); finish or wait "
                 f"for one (a bank transfer until it is confirmed or expires, a card top-up for "
                 f"{PENDING_TOPUP_AGE.days} day)",
@@ -185,26 +211,26 @@ class BillingService:
         for topup in await self.topups(account_id):
             if topup.provider == "stripe" and topup.reference == payment_intent and topup.status == "pending":
                 return topup
-        raise ApiError(404, f"no pending card top-up {payment_intent} in this account", "not_found")
+        raise Missing(f"no pending card top-up {payment_intent} in this account", "not_found")
 
     async def pay_with_card(self, account_id: UUID, payment_intent: str, token: str, client: str) -> tuple[str, str]:
         """Pay the account's pending card top-up `payment_intent` with a card token from stripe.js (a payment
         attempt)."""
         stripe = self.stripe
         if stripe is None:
-            raise ApiError(400, "card payments need Stripe, which is not configured on this server", "invalid_provider")
+            raise Invalid("card payments need Stripe, which is not configured on this server", "invalid_provider")
         await self.pending_card_topup(account_id, payment_intent)
         if not token.startswith("tok_"):
-            raise ApiError(400, "token must be a card token from stripe.js (tok_...)", "invalid_request")
-        self.runtime.payment_guard.attempt(account_id, client)
+            raise Invalid("token must be a card token from stripe.js (tok_...)", "invalid_request")
+        self.payment_guard.attempt(account_id, client)
         return await asyncio.to_thread(stripe.pay_with_token, await self._customer(account_id), payment_intent, token)
 
     async def topups(self, account_id: UUID) -> list[billing.TopUpRow]:
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             return await billing.topups_of(conn, account_id)
 
     async def auto_refill(self, account_id: UUID) -> billing.AutoRefillRow | None:
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             return await billing.auto_refill_of(conn, account_id)
 
     async def configure_auto_refill(
@@ -217,18 +243,18 @@ class BillingService:
         client: str = "unknown",
     ) -> billing.AutoRefillRow | None:
         """Turn auto-refill off, or on with a card saved on the account's Stripe customer (a payment attempt)."""
-        runtime = self.runtime
         if not enabled:
-            position = await asyncio.to_thread(runtime.auto_refill.disable, account_id, "turned off by the account")
+            await self.waiter.then_caught_up(
+                BILLING, self.auto_refills.disable, account_id, "turned off by the account"
+            )
         else:
             stripe = self.stripe
             if stripe is None:
-                raise ApiError(
-                    409, "auto-refill needs Stripe, which is not configured on this server", "provider_not_configured"
+                raise Unavailable(
+                    "auto-refill needs Stripe, which is not configured on this server", "provider_not_configured"
                 )
             if threshold_usd is None or amount_usd is None or not payment_method_id:
-                raise ApiError(
-                    400,
+                raise Invalid(
                     "threshold_usd, amount_usd and payment_method_id are required to turn auto-refill on",
                     "invalid_request",
                 )
@@ -238,36 +264,36 @@ class BillingService:
             if threshold <= 0:
                 raise InvalidAmount("threshold_usd must be greater than zero")
             if not payment_method_id.startswith("pm_"):
-                raise ApiError(400, "payment_method_id must be a Stripe PaymentMethod id (pm_...)", "invalid_request")
-            runtime.payment_guard.attempt(account_id, client)
+                raise Invalid("payment_method_id must be a Stripe PaymentMethod id (pm_...)", "invalid_request")
+            self.payment_guard.attempt(account_id, client)
             customer = await self._customer(account_id)
             await asyncio.to_thread(stripe.save_card, customer, payment_method_id)
-            position = await asyncio.to_thread(
-                runtime.auto_refill.configure,
+            await self.waiter.then_caught_up(
+                BILLING,
+                self.auto_refills.configure,
                 account_id,
                 threshold,
                 amount,
                 payment_method_id,
-                runtime.auto_refill_max_failures,
+                self.auto_refill_max_failures,
             )
-        await runtime.caught_up(BILLING, position)
         return await self.auto_refill(account_id)
 
     def verify_stripe_event(self, payload: bytes, signature: str | None) -> dict:
         """Stripe's webhook event, verified; refused with 400 when unsigned, forged or stale."""
         stripe = self.stripe
         if stripe is None:
-            raise ApiError(404, "Stripe is not configured (MESH_STRIPE_SECRET_KEY)", "not_found")
+            raise Missing("Stripe is not configured (MESH_STRIPE_SECRET_KEY)", "not_found")
         try:
             return stripe.verify(payload, signature)
         except ValueError as exc:
-            raise ApiError(400, f"webhook refused: {exc}", "invalid_signature") from None
+            raise Invalid(f"webhook refused: {exc}", "invalid_signature") from None
 
     async def apply_stripe_event(self, event: dict) -> bool:
         """Apply a verified Stripe event once however often it comes; False when it is not one we act on."""
         try:
             handled = await asyncio.to_thread(self._apply, event)
-            self.runtime.nudge()
+            self.nudge()
         except NotFound as exc:
             log.warning("Stripe event %s ignored: %s", event.get("id"), exc)
             handled = False
@@ -276,7 +302,7 @@ class BillingService:
     def _apply(self, event: dict) -> bool:
         kind = event.get("type")
         thing = (event.get("data") or {}).get("object") or {}
-        topups = self.runtime.topups
+        topups = self.topup_commands
         if kind == "payment_intent.succeeded":
             account = (thing.get("metadata") or {}).get("mesh_account_id")
             received = thing.get("amount_received") or thing["amount"]
@@ -313,14 +339,14 @@ class BillingService:
         return True
 
     def _check_amount(self, amount: int) -> None:
-        low, high = self.runtime.topup_limits
+        low, high = self.topup_limits
         if not low <= amount <= high:
             raise InvalidAmount(f"amount_usd must be between {pico_to_usd(low)} and {pico_to_usd(high)}")
 
     async def _customer(self, account_id: UUID) -> str:
         """The account's Stripe customer, made on first use."""
-        customer = await asyncio.to_thread(self.runtime.topups.stripe_customer, account_id)
+        customer = await asyncio.to_thread(self.topup_commands.stripe_customer, account_id)
         if customer is None:
             customer = await asyncio.to_thread(self.stripe.customer, account_id)
-            await asyncio.to_thread(self.runtime.topups.link_stripe_customer, account_id, customer)
+            await asyncio.to_thread(self.topup_commands.link_stripe_customer, account_id, customer)
         return customer

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 from uuid import UUID
 
 import msgspec
 
-from api.errors import ApiError
-from api.routes.bodies import AsOf
-from api.runtime import BILLING, DIRECTORY, Runtime
+from psycopg_pool import AsyncConnectionPool
+
+from api.read_models import BILLING, DIRECTORY
+from api.services.as_of import AsOf
+from api.services.errors import Invalid, Missing
 from api.services.models import check_model
+from api.services.read_your_writes import ReadModelWaiter
+from commands.keys import KeyCommands
 from commands.keys import KeyChanges
+from gateway.catalog import Catalog
 from domain.apikey import ApiKey
 from domain.bounds import check_aware
 from domain.money import usd_to_pico
@@ -49,9 +53,7 @@ def _history_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
     if not cursor.isdigit() or not 0 < int(cursor) < 2**31:
-        raise ApiError(
-            400, "cursor is not one this API gave out; pass next_cursor as is", "invalid_request", param="cursor"
-        )
+        raise Invalid("cursor is not one this API gave out; pass next_cursor as is", "invalid_request", param="cursor")
     return int(cursor)
 
 
@@ -66,8 +68,11 @@ def error_rate(stats: billing.KeyStats) -> float:
 
 
 class KeyService:
-    def __init__(self, runtime: Runtime):
-        self.runtime = runtime
+    def __init__(self, keys: KeyCommands, pool: AsyncConnectionPool, waiter: ReadModelWaiter, catalog: Catalog):
+        self.keys = keys
+        self.pool = pool
+        self.waiter = waiter
+        self.catalog = catalog  # the models a key may name
 
     async def create(
         self,
@@ -80,13 +85,13 @@ class KeyService:
         cap_reset: str | None = None,
         fit_to_budget: bool = False,
     ) -> Changed:
-        runtime = self.runtime
         cap = usd_to_pico(spend_cap_usd, field="spend_cap_usd") if spend_cap_usd is not None else None
-        check_model(runtime, default_model, "default_model")
+        check_model(self.catalog, default_model, "default_model")
         for model in allowed_models or []:
-            check_model(runtime, model, "allowed_models entry")
-        created = await asyncio.to_thread(
-            runtime.keys.create,
+            check_model(self.catalog, model, "allowed_models entry")
+        created = await self.waiter.then_caught_up(
+            DIRECTORY,
+            self.keys.create,
             account_id,
             label,
             cap,
@@ -96,7 +101,6 @@ class KeyService:
             cap_reset,
             fit_to_budget,
         )
-        await runtime.caught_up(DIRECTORY, created.position)
         return Changed(created.key, created.secret)
 
     async def update(self, account_id: UUID, key_id: UUID, changes: dict) -> Changed:
@@ -105,31 +109,30 @@ class KeyService:
         if isinstance(changes.get("spend_cap_usd"), (str, int, float)):
             changes["spend_cap_usd"] = usd_to_pico(changes["spend_cap_usd"], field="spend_cap_usd")
         if isinstance(changes.get("default_model"), str):
-            check_model(self.runtime, changes["default_model"], "default_model")
+            check_model(self.catalog, changes["default_model"], "default_model")
         if isinstance(changes.get("allowed_models"), list):
             for model in changes["allowed_models"]:
-                check_model(self.runtime, model, "allowed_models entry")
+                check_model(self.catalog, model, "allowed_models entry")
         if "spend_cap_usd" in changes:
             changes["spend_cap"] = changes.pop("spend_cap_usd")
-        result = await asyncio.to_thread(self.runtime.keys.update, account_id, key_id, KeyChanges(**changes))
-        await self.runtime.caught_up(DIRECTORY, result.position)
+        result = await self.waiter.then_caught_up(
+            DIRECTORY, self.keys.update, account_id, key_id, KeyChanges(**changes)
+        )
         return Changed(result.key)
 
     async def act(self, account_id: UUID, key_id: UUID, action: str) -> Changed:
         """disable, enable or revoke, by the account."""
         if action not in KEY_ACTIONS:
-            raise ApiError(400, f"action takes one of {', '.join(KEY_ACTIONS)}; got {action!r}", "invalid_request")
-        result = await asyncio.to_thread(getattr(self.runtime.keys, action), account_id, key_id, "account")
-        await self.runtime.caught_up(DIRECTORY, result.position)
+            raise Invalid(f"action takes one of {', '.join(KEY_ACTIONS)}; got {action!r}", "invalid_request")
+        result = await self.waiter.then_caught_up(DIRECTORY, getattr(self.keys, action), account_id, key_id, "account")
         return Changed(result.key)
 
     async def rotate(self, account_id: UUID, key_id: UUID, grace: timedelta) -> Changed:
-        result = await asyncio.to_thread(self.runtime.keys.rotate, account_id, key_id, grace)
-        await self.runtime.caught_up(DIRECTORY, result.position)
+        result = await self.waiter.then_caught_up(DIRECTORY, self.keys.rotate, account_id, key_id, grace)
         return Changed(result.key, result.secret)
 
     async def listing(self, account_id: UUID, start: datetime | None = None, end: datetime | None = None) -> KeyListing:
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             rows = await directory.keys_of(conn, account_id)
             totals, window = await _stats(conn, account_id, start, end)
             as_of = await _as_of(conn)
@@ -138,10 +141,10 @@ class KeyService:
     async def one(
         self, account_id: UUID, key_id: UUID, start: datetime | None = None, end: datetime | None = None
     ) -> tuple[KeyView, AsOf]:
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             row = await directory.key_of(conn, account_id, key_id)
             if row is None:
-                raise ApiError(404, f"no API key {key_id} in this account", "not_found")
+                raise Missing(f"no API key {key_id} in this account", "not_found")
             totals, window = await _stats(conn, account_id, start, end)
             as_of = await _as_of(conn)
         return _view(row, totals, window), as_of
@@ -152,11 +155,11 @@ class KeyService:
         """One page of what happened to the key, newest first, without the gateways' budget bookkeeping; read
         from the directory read model (never the key's whole event history)."""
         if not 1 <= limit <= MAX_HISTORY_PAGE:
-            raise ApiError(400, f"limit must be 1 to {MAX_HISTORY_PAGE}; got {limit}", "invalid_request", param="limit")
+            raise Invalid(f"limit must be 1 to {MAX_HISTORY_PAGE}; got {limit}", "invalid_request", param="limit")
         before = _history_cursor(cursor)
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             if await directory.key_of(conn, account_id, key_id) is None:
-                raise ApiError(404, f"no API key {key_id} in this account", "not_found")
+                raise Missing(f"no API key {key_id} in this account", "not_found")
             events = await directory.key_history(conn, key_id, limit + 1, before)
             as_of = AsOf(*await position_of(conn, DIRECTORY))
         more = len(events) > limit

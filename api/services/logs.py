@@ -8,9 +8,11 @@ from uuid import UUID
 import msgspec
 import psycopg
 
-from api.exports import CONNECT_SECONDS
-from api.routes.bodies import AsOf
-from api.runtime import LOGS, Runtime
+from psycopg_pool import AsyncConnectionPool
+
+from api.exports import CONNECT_SECONDS, ExportGate
+from api.read_models import LOGS
+from api.services.as_of import AsOf
 from projections import logs
 from projections.readmodel import position_of
 
@@ -28,12 +30,15 @@ class LogEntry(msgspec.Struct):
 
 
 class LogService:
-    def __init__(self, runtime: Runtime):
-        self.runtime = runtime
+    def __init__(self, pool: AsyncConnectionPool, exports: ExportGate, database_url: str, export_idle_seconds: float):
+        self.pool = pool
+        self.exports = exports  # the log exports running, one per account
+        self.database_url = database_url  # an export reads on a connection of its own
+        self.export_idle_seconds = export_idle_seconds  # how long an export's write may wait for its client
 
     async def page(self, f: logs.LogFilter, limit: int, after=None) -> LogPage:
         """Newest first, `limit` rows after the cursor position `after` ((time, trace_id) or None)."""
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             async with conn.transaction():  # entries and position from one snapshot
                 await conn.execute("set transaction isolation level repeatable read")
                 rows = await logs.page(conn, f, limit + 1, after)
@@ -41,7 +46,7 @@ class LogService:
         return LogPage(rows[:limit], len(rows) > limit, AsOf(position, time))
 
     async def entry(self, account_id: UUID | None, trace_id: UUID) -> LogEntry | None:
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")
                 row = await logs.entry(conn, trace_id, account_id)
@@ -59,8 +64,8 @@ class LogService:
         return as_of, cast(AsyncGenerator[logs.LogRow, None], stream)
 
     async def _snapshot_rows(self, account_id: UUID, f: logs.LogFilter) -> AsyncGenerator[AsOf | logs.LogRow, None]:
-        with self.runtime.exports.hold(account_id):
-            conn = await psycopg.AsyncConnection.connect(self.runtime.database_url, connect_timeout=CONNECT_SECONDS)
+        with self.exports.hold(account_id):
+            conn = await psycopg.AsyncConnection.connect(self.database_url, connect_timeout=CONNECT_SECONDS)
             async with conn:
                 async with conn.transaction():
                     await conn.execute("set transaction isolation level repeatable read, read only")

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
 
-from api.errors import ApiError
-from api.routes.bodies import AsOf
-from api.runtime import TEMPLATES, Runtime
+from psycopg_pool import AsyncConnectionPool
+
+from api.read_models import TEMPLATES
+from api.services.as_of import AsOf
+from api.services.errors import Missing
 from api.services.models import check_model
+from api.services.read_your_writes import ReadModelWaiter
+from commands.templates import TemplateCommands
 from domain.rendering import CompiledMessages
 from domain.template import Template, TemplateNotFound, pick_version
+from gateway.catalog import Catalog
 from projections import templates as read_model
 from projections.readmodel import position_of
 
@@ -44,27 +50,32 @@ def variables(messages: list[dict[str, str]]) -> list[str]:
     return list(CompiledMessages(messages).variables)
 
 
-def not_found(template_id: UUID) -> ApiError:
-    return ApiError(404, f"no template {template_id} in this account", "not_found")
+def not_found(template_id: UUID) -> Missing:
+    return Missing(f"no template {template_id} in this account", "not_found")
 
 
 class TemplateService:
-    def __init__(self, runtime: Runtime):
-        self.runtime = runtime
+    def __init__(
+        self, templates: TemplateCommands, pool: AsyncConnectionPool, waiter: ReadModelWaiter, catalog: Catalog
+    ):
+        self.templates = templates
+        self.pool = pool
+        self.waiter = waiter
+        self.catalog = catalog  # the models a template's defaults may name
 
     async def create(self, account_id: UUID, content: TemplateContent) -> Template:
-        return await self._command(self.runtime.templates.create, account_id, *self._content(content))
+        return await self._command(self.templates.create, account_id, *self._content(content))
 
     async def save(self, account_id: UUID, template_id: UUID, content: TemplateContent) -> Template:
         """A new version (or a rename)."""
-        return await self._command(self.runtime.templates.save, account_id, template_id, *self._content(content))
+        return await self._command(self.templates.save, account_id, template_id, *self._content(content))
 
     async def command(self, name: str, account_id: UUID, template_id: UUID, *args) -> Template:
         """label, unlabel or archive."""
-        return await self._command(getattr(self.runtime.templates, name), account_id, template_id, *args)
+        return await self._command(getattr(self.templates, name), account_id, template_id, *args)
 
     async def listing(self, account_id: UUID, archived: bool = False) -> tuple[list[TemplateView], AsOf]:
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             rows = await read_model.templates_of(conn, account_id, archived)
             latest = await read_model.latest_versions(conn, rows)
             as_of = await _as_of(conn)
@@ -72,14 +83,14 @@ class TemplateService:
 
     async def one(self, account_id: UUID, template_id: UUID, selector: str | None = None) -> TemplateView:
         """One version (a number, a label, or the newest) of the template."""
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             row, shown = await _version(conn, account_id, template_id, selector)
             return TemplateView(row, shown, await _as_of(conn))
 
     async def versions(
         self, account_id: UUID, template_id: UUID
     ) -> tuple[read_model.TemplateRow, list[read_model.VersionRow], AsOf]:
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             row = await read_model.template_of(conn, account_id, template_id)
             if row is None:
                 raise not_found(template_id)
@@ -91,22 +102,20 @@ class TemplateService:
         self, account_id: UUID, template_id: UUID, variables: dict, selector: str | None = None
     ) -> Rendered:
         """The messages and parameters a chat request with this template would send; no model is called."""
-        async with self.runtime.pool.connection() as conn:
+        async with self.pool.connection() as conn:
             row, shown = await _version(conn, account_id, template_id, selector)
         messages = CompiledMessages(shown.messages).render(variables)
         return Rendered(row, shown.version, messages, shown.defaults)
 
     async def history(self, account_id: UUID, template_id: UUID) -> list:
-        return await asyncio.to_thread(self.runtime.templates.history, account_id, template_id)
+        return await asyncio.to_thread(self.templates.history, account_id, template_id)
 
     def _content(self, content: TemplateContent) -> tuple:
-        check_model(self.runtime, content.defaults.get("model"), "defaults.model")
+        check_model(self.catalog, content.defaults.get("model"), "defaults.model")
         return content.name, content.description, content.messages, content.defaults
 
     async def _command(self, method, *args) -> Template:
-        result = await asyncio.to_thread(method, *args)
-        await self.runtime.caught_up(TEMPLATES, result.position)
-        return result.template
+        return (await self.waiter.then_caught_up(TEMPLATES, method, *args)).template
 
 
 async def _as_of(conn) -> AsOf:
@@ -142,8 +151,16 @@ TRY_OUT_TIMEOUT = 120.0  # seconds for the model's answer
 COST_PATIENCE = 3.0  # seconds to wait for the logs to show the call's cost
 
 
+class ServingProcess(Protocol):
+    """What a try-out needs of the process: its gateway's ASGI app, and a nudge for the projections."""
+
+    gateway: Any
+
+    def nudge(self) -> None: ...
+
+
 async def try_out(
-    runtime: Runtime, log_entry, key_secret: str, reference: str, model: str | None, variables: dict
+    runtime: ServingProcess, log_entry, key_secret: str, reference: str, model: str | None, variables: dict
 ) -> TryOut:
     """POST /v1/chat/completions with `template` and `variables` on the gateway's own ASGI app (the real
     path: key check, budget, upstream, usage event), then read the call's cost from the logs."""

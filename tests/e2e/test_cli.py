@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from api.embedded import free_port
-from api.projection_worker import PostgresPriority
+from api.projection_process import PostgresPriority
 from tests.e2e.conftest import MeshProcess
 
 

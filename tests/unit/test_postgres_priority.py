@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from api.projection_worker import PostgresPriority
+from api.projection_process import PostgresPriority
 
 # /proc/PID/autogroup exists but is empty where the kernel does not put this process in an autogroup (a container
 # whose cgroup has a CPU controller of its own, as on CI)

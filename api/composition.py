@@ -1,0 +1,100 @@
+"""The composition root of the application services: each is given exactly the collaborators it uses, taken
+from the started `Runtime` (its pool, commands and caches exist once it started), and routes and pages get them
+through Litestar's dependency injection (`SERVICE_DEPENDENCIES`), so a number on a page and the same number from
+the API come from one piece of code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from api.services.accounts import AccountService
+from api.services.admin import AdminService
+from api.services.billing import BillingService
+from api.services.health import HealthService
+from api.services.keys import KeyService
+from api.services.logs import LogService
+from api.services.models import ModelService
+from api.services.templates import TemplateService
+
+if TYPE_CHECKING:
+    from api.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Services:
+    """Every application service of one process, by the dependency name routes and pages ask for."""
+
+    account_service: AccountService
+    key_service: KeyService
+    billing_service: BillingService
+    model_service: ModelService
+    template_service: TemplateService
+    log_service: LogService
+    admin_service: AdminService
+    health_service: HealthService
+
+
+def compose(runtime: Runtime) -> Services:
+    """The services of a runtime that started."""
+    pool, waiter = runtime.pool, runtime.waiter
+    return Services(
+        account_service=AccountService(
+            runtime.accounts,
+            runtime.logins,
+            pool,
+            waiter,
+            runtime.session,
+            runtime.signup,
+            runtime.renew_session,
+        ),
+        key_service=KeyService(runtime.keys, pool, waiter, runtime.catalog),
+        billing_service=BillingService(
+            pool,
+            waiter,
+            runtime.topups,
+            runtime.auto_refill,
+            runtime.payments,
+            runtime.payment_guard,
+            runtime.topup_limits,
+            runtime.auto_refill_max_failures,
+            runtime.nudge,
+        ),
+        model_service=ModelService(runtime.catalog),
+        template_service=TemplateService(runtime.templates, pool, waiter, runtime.catalog),
+        log_service=LogService(pool, runtime.exports, runtime.database_url, runtime.export_idle_seconds),
+        admin_service=AdminService(
+            runtime.accounts, runtime.topups, runtime.catalog_commands, runtime.catalog, pool, waiter
+        ),
+        health_service=HealthService(runtime.source, pool, runtime.supervisor),
+    )
+
+
+class StartedServices:
+    """`app.state.services`: the runtime's services, composed when it starts (the app is made before)."""
+
+    def __init__(self, runtime: Runtime):
+        self._runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime.services, name)
+
+
+def _service(name: str) -> Provide:
+    def provide(state: State) -> Any:
+        return getattr(state.runtime.services, name)
+
+    return Provide(provide, sync_to_thread=False)
+
+
+def _operator_token(state: State) -> str:
+    return state.runtime.operator_token
+
+
+SERVICE_DEPENDENCIES = {
+    **{field.name: _service(field.name) for field in fields(Services)},
+    "operator_token": Provide(_operator_token, sync_to_thread=False),  # what api.auth.operator compares with
+}

@@ -1,0 +1,112 @@
+"""The operator's use cases: grant credits, confirm a bank transfer, invite, and change a model's price or
+availability."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from decimal import Decimal
+from typing import NamedTuple
+from uuid import UUID
+
+import msgspec
+from psycopg_pool import AsyncConnectionPool
+
+from api.read_models import BILLING, DIRECTORY
+from api.services.errors import Missing
+from api.services.read_your_writes import ReadModelWaiter
+from commands.accounts import AccountCommands
+from commands.catalog import CatalogCommands
+from commands.topups import TopUpCommands, TopUpResult
+from domain.invite import Invite
+from domain.money import pico_to_usd, usd_to_pico
+from domain.pricing import Price
+from gateway.catalog import Catalog, Model
+from projections import directory
+
+OPERATOR = "operator"  # who the events say did it
+BANK_TRANSFER = "bank_transfer"
+PRICE_FIELDS = (  # in the order of Price's fields
+    "prompt_usd_per_1k",
+    "completion_usd_per_1k",
+    "cached_prompt_usd_per_1k",
+    "cache_write_usd_per_1k",
+)
+
+
+Amount = str | int | float | Decimal  # USD, as usd_to_pico takes it
+
+
+class InviteMade(NamedTuple):
+    invite: Invite
+    code: str  # shown once
+
+
+def _usd_or_none(pico: int | None) -> str | None:
+    return pico_to_usd(pico) if pico is not None else None
+
+
+class AdminService:
+    def __init__(
+        self,
+        accounts: AccountCommands,
+        topups: TopUpCommands,
+        catalog_commands: CatalogCommands,
+        catalog: Catalog,
+        pool: AsyncConnectionPool,
+        waiter: ReadModelWaiter,
+    ):
+        self.accounts = accounts
+        self.topups = topups
+        self.catalog_commands = catalog_commands
+        self.catalog = catalog  # this process's: changed at once, other processes hear the event
+        self.pool = pool
+        self.waiter = waiter
+
+    async def grant_credits(self, account_id: UUID, amount_usd: Amount, reason: str) -> tuple[int, int]:
+        """(the amount granted in pico-USD, the stream position of the grant)."""
+        amount = usd_to_pico(amount_usd)
+        position = await self.waiter.then_caught_up(
+            BILLING, self.accounts.grant_credits, account_id, amount, reason, OPERATOR
+        )
+        return amount, position
+
+    async def confirm_transfer(self, reference: str, amount_usd: Amount | None) -> TopUpResult:
+        """The money of a bank-transfer top-up arrived: credit it (once; a second confirm changes nothing).
+        `amount_usd`: what arrived (None: the amount asked for)."""
+        topup = await asyncio.to_thread(self.topups.load, BANK_TRANSFER, reference)
+        amount = usd_to_pico(amount_usd, decimals=2) if amount_usd is not None else topup.amount
+        return await self.waiter.then_caught_up(
+            BILLING, self.topups.confirm, BANK_TRANSFER, reference, amount, OPERATOR
+        )
+
+    async def create_invite(self, expires_at: datetime | None) -> InviteMade:
+        """A single-use invite code for sign-up (MESH_SIGNUP=invite)."""
+        invite, code, _ = await self.waiter.then_caught_up(
+            DIRECTORY, self.accounts.create_invite, expires_at, OPERATOR, position=lambda made: made[2]
+        )
+        return InviteMade(invite, code)
+
+    async def invites(self, limit: int) -> list[directory.InviteRow]:
+        """The newest invites, used or not (never their codes)."""
+        async with self.pool.connection() as conn:
+            return await directory.invites(conn, limit)
+
+    def models(self) -> list[Model]:
+        """Every model of mesh.toml, enabled or not, by id."""
+        return sorted(self.catalog.models.values(), key=lambda m: m.id)
+
+    async def change_model(self, model_id: str, prices: dict[str, object], enabled: bool | None) -> Model:
+        """Change a model's price and/or switch it on or off; requests that start afterwards see it. `prices`:
+        the PRICE_FIELDS given; those not given stay as they are (cache prices left unset keep following the
+        prompt price)."""
+        model = self.catalog.models.get(model_id)
+        if model is None:
+            raise Missing(f"no model {model_id!r} in mesh.toml; GET /admin/models lists them", "not_found")
+        price = None
+        if prices:
+            kept = dict(zip(PRICE_FIELDS, map(_usd_or_none, msgspec.structs.astuple(model.price))))
+            price = Price.from_usd(**{**kept, **prices})
+        await asyncio.to_thread(self.catalog_commands.change, model_id, price, enabled, OPERATOR)
+        self.catalog.apply(model_id, price, enabled)  # at once here; other processes hear the event
+        return self.catalog.models[model_id]
