@@ -9,10 +9,11 @@ from typing import Any
 
 from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
+from litestar.di import Provide
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from api.composition import SERVICE_DEPENDENCIES, StartedServices
+from api.composition import SERVICE_DEPENDENCIES
 from api.dashboard.pages import PAGES, STATIC, DashboardConfig, dashboard_templates
 from api.dashboard.session import CSRF_COOKIE
 from api.docs import docs_asset, openapi_config
@@ -33,6 +34,7 @@ from api.security_headers import with_security_headers
 
 
 def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) -> Litestar:
+    config = dashboard or DashboardConfig()
     app = Litestar(
         route_handlers=[
             *PAGES,
@@ -55,7 +57,10 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=MeshRequest,
         before_request=before_request,
-        dependencies=SERVICE_DEPENDENCIES,
+        dependencies={
+            **SERVICE_DEPENDENCIES,
+            "dashboard": Provide(lambda: config, use_cache=True, sync_to_thread=False),
+        },
         template_config=TemplateConfig(instance=dashboard_templates()),
         csrf_config=CSRFConfig(
             secret=_csrf_secret(runtime),
@@ -68,8 +73,6 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
     finish_openapi(app)
     _allow_every_method(app)
     app.state.runtime = runtime
-    app.state.services = StartedServices(runtime)  # what the dashboard's session reads
-    app.state.dashboard = dashboard or DashboardConfig()
     return app
 
 

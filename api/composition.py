@@ -18,6 +18,7 @@ from api.services.health import HealthService
 from api.services.keys import KeyService
 from api.services.logs import LogService
 from api.services.models import ModelService
+from api.services.template_trial import TemplateTrial
 from api.services.templates import TemplateService
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class Services:
     billing_service: BillingService
     model_service: ModelService
     template_service: TemplateService
+    template_trial: TemplateTrial
     log_service: LogService
     admin_service: AdminService
     health_service: HealthService
@@ -41,6 +43,7 @@ class Services:
 def compose(runtime: Runtime) -> Services:
     """The services of a runtime that started."""
     pool, waiter = runtime.pool, runtime.waiter
+    log_service = LogService(pool, runtime.exports, runtime.database_url, runtime.export_idle_seconds)
     return Services(
         account_service=AccountService(
             runtime.accounts,
@@ -65,22 +68,13 @@ def compose(runtime: Runtime) -> Services:
         ),
         model_service=ModelService(runtime.catalog),
         template_service=TemplateService(runtime.templates, pool, waiter, runtime.catalog),
-        log_service=LogService(pool, runtime.exports, runtime.database_url, runtime.export_idle_seconds),
+        template_trial=TemplateTrial(runtime.gateway, runtime.nudge, log_service),
+        log_service=log_service,
         admin_service=AdminService(
             runtime.accounts, runtime.topups, runtime.catalog_commands, runtime.catalog, pool, waiter
         ),
         health_service=HealthService(runtime.source, pool, runtime.supervisor),
     )
-
-
-class StartedServices:
-    """`app.state.services`: the runtime's services, composed when it starts (the app is made before)."""
-
-    def __init__(self, runtime: Runtime):
-        self._runtime = runtime
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._runtime.services, name)
 
 
 def _service(name: str) -> Provide:

@@ -25,9 +25,9 @@ class AuthPages(Controller):
     """Sign up, log in, log out: no session needed."""
 
     @get("/", include_in_schema=False)
-    async def home(self, request: Request) -> Redirect:
+    async def home(self, request: Request, account_service: NamedDependency[AccountService]) -> Redirect:
         try:
-            await page_account(request)
+            await page_account(request, account_service)
         except LoginRequired:
             return Redirect("/login")
         return Redirect("/keys")
@@ -71,4 +71,6 @@ class AuthPages(Controller):
         except PAGE_ERRORS as exc:
             signup = account_service.signup_mode
             return page("auth.html", request, mode=mode, error=failure(exc), email=email, signup=signup)
-        return Redirect("/keys", cookies=[session_cookie(request, session.management_token, session_seconds(request))])
+        return Redirect(
+            "/keys", cookies=[session_cookie(request, session.management_token, session_seconds(account_service))]
+        )

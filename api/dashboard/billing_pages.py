@@ -13,6 +13,7 @@ from litestar.response import Redirect, Template
 from api.client_address import client_address
 from api.dashboard import views
 from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
+from api.dashboard.settings import DashboardConfig
 from api.dashboard.time_ranges import SPEND_PRESETS, spend_window
 from api.security_headers import NO_STORE
 from api.services.billing import BillingService
@@ -28,15 +29,16 @@ class BillingPages(SessionPages):
         request: Request,
         account_id: NamedDependency[UUID],
         billing_service: NamedDependency[BillingService],
+        dashboard: NamedDependency[DashboardConfig],
         range: FromQuery[str | None] = None,
         start: FromQuery[str | None] = None,
         end: FromQuery[str | None] = None,
         by: FromQuery[str] = "model",
     ) -> Template:
-        return await self._billing(request, account_id, billing_service, range, start, end, by)
+        return await self._billing(request, account_id, billing_service, dashboard, range, start, end, by)
 
     async def _billing(
-        self, request, account_id, billing_service, range=None, start=None, end=None, by="model", **extra
+        self, request, account_id, billing_service, dashboard, range=None, start=None, end=None, by="model", **extra
     ) -> Template:
         preset, first, last = spend_window(range, start, end)
         by = by if by in CHART_SERIES else "model"
@@ -65,7 +67,7 @@ class BillingPages(SessionPages):
             auto_refill=await billing_service.auto_refill(account_id),
             providers=billing_service.providers,
             limits=billing_service.topup_limits,
-            cards=request.app.state.dashboard.stripe_publishable_key is not None,
+            cards=dashboard.stripe_publishable_key is not None,
             **{"error": None, "started": None, **extra},
         )
 
@@ -78,7 +80,11 @@ class BillingPages(SessionPages):
 
     @post("/billing/topups")
     async def topup(
-        self, request: Request, account_id: NamedDependency[UUID], billing_service: NamedDependency[BillingService]
+        self,
+        request: Request,
+        account_id: NamedDependency[UUID],
+        billing_service: NamedDependency[BillingService],
+        dashboard: NamedDependency[DashboardConfig],
     ) -> Response:
         """A card top-up continues on its payment page; a bank transfer shows its reference here."""
         form = await request.form()
@@ -87,10 +93,10 @@ class BillingPages(SessionPages):
                 account_id, form.get("provider", ""), form.get("amount_usd"), client_address(request)
             )
         except PAGE_ERRORS as exc:
-            return await self._billing(request, account_id, billing_service, error=failure(exc))
+            return await self._billing(request, account_id, billing_service, dashboard, error=failure(exc))
         if started.provider == "stripe":
             return Redirect(f"/billing/pay/{started.payment.reference}")
-        return await self._billing(request, account_id, billing_service, started=started)
+        return await self._billing(request, account_id, billing_service, dashboard, started=started)
 
     @get("/billing/pay/{payment_intent:str}")
     async def pay(
@@ -99,18 +105,18 @@ class BillingPages(SessionPages):
         account_id: NamedDependency[UUID],
         payment_intent: FromPath[str],
         billing_service: NamedDependency[BillingService],
+        dashboard: NamedDependency[DashboardConfig],
     ) -> Template:
         """The card form (Stripe Elements) for a pending card top-up. A page of its own: stripe.js is loaded
         only here."""
         topup = await billing_service.pending_card_topup(account_id, payment_intent)
-        settings = request.app.state.dashboard
         return page(
             "pay.html",
             request,
             section="billing",
             topup=topup,
-            stripe_js=settings.stripe_js_url,
-            stripe_key=settings.stripe_publishable_key,
+            stripe_js=dashboard.stripe_js_url,
+            stripe_key=dashboard.stripe_publishable_key,
         )
 
     @post("/billing/topups/{payment_intent:str}/card", media_type=MediaType.JSON, cache_control=NO_STORE)

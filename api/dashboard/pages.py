@@ -4,8 +4,6 @@ Each page parses the form or query, calls a service and renders a template; no r
 
 from __future__ import annotations
 
-import msgspec
-
 from api.dashboard.auth_pages import AuthPages
 from api.dashboard.billing_pages import BillingPages
 from api.dashboard.key_pages import KeyPages
@@ -13,11 +11,7 @@ from api.dashboard.log_pages import LogPages
 from api.dashboard.model_pages import ModelPages
 from api.dashboard.prompt_pages import PromptPages
 from api.dashboard.rendering import STATIC, dashboard_templates
+from api.dashboard.settings import DashboardConfig
 
 PAGES = [AuthPages, KeyPages, BillingPages, LogPages, ModelPages, PromptPages]
 __all__ = ["PAGES", "STATIC", "DashboardConfig", "dashboard_templates"]
-
-
-class DashboardConfig(msgspec.Struct, frozen=True):
-    stripe_js_url: str = "https://js.stripe.com/v3/"  # MESH_STRIPE_JS_URL
-    stripe_publishable_key: str | None = None  # MESH_STRIPE_PUBLISHABLE_KEY: no card form without it

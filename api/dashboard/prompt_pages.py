@@ -13,9 +13,9 @@ from litestar.response import Redirect, Template
 from api.dashboard import views
 from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
 from api.errors import ApiError
-from api.services.logs import LogService
 from api.services.models import ModelService
-from api.services.templates import TemplateContent, TemplateService, try_out, variables
+from api.services.template_trial import TemplateTrial
+from api.services.templates import TemplateContent, TemplateService, variables
 
 ROLES = ("system", "user", "assistant")
 
@@ -89,7 +89,7 @@ class PromptPages(SessionPages):
         account_id: NamedDependency[UUID],
         template_id: FromPath[UUID],
         template_service: NamedDependency[TemplateService],
-        log_service: NamedDependency[LogService],
+        template_trial: NamedDependency[TemplateTrial],
         model_service: NamedDependency[ModelService],
     ) -> Template:
         """Render with the values given, then call the model through /v1 with the key given. htmx swaps the
@@ -103,9 +103,8 @@ class PromptPages(SessionPages):
         except PAGE_ERRORS as exc:
             test["error"] = failure(exc)
         else:
-            result = await try_out(
-                request.app.state.runtime,
-                lambda t: log_service.entry(account_id, t),
+            result = await template_trial.run(
+                account_id,
                 form.get("key", "").strip(),
                 f"{view.row.name}@{view.version.version}",
                 form.get("model") or None,

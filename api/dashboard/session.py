@@ -11,6 +11,9 @@ from uuid import UUID
 
 from litestar import Request
 from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+
+from api.services.accounts import AccountService
 
 SESSION_COOKIE = "mesh_session"
 CSRF_COOKIE = "mesh_csrf"
@@ -20,9 +23,9 @@ class LoginRequired(Exception):
     """No valid session: the visitor goes to /login."""
 
 
-def session_seconds(request: Request) -> int:
+def session_seconds(account_service: AccountService) -> int:
     """How long a session lives unused (MESH_SESSION_DAYS)."""
-    return int(request.app.state.runtime.session.total_seconds())
+    return int(account_service.session.total_seconds())
 
 
 def session_cookie(request: Request, management_token: str, seconds: int) -> Cookie:
@@ -44,19 +47,20 @@ def expired_cookie(request: Request) -> Cookie:
     return session_cookie(request, "", 0)
 
 
-async def page_account(request: Request) -> UUID:
+async def page_account(request: Request, account_service: NamedDependency[AccountService]) -> UUID:
     """The account of the session, or LoginRequired."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise LoginRequired()
-    account_id = await request.app.state.services.account_service.account_for(token)
+    account_id = await account_service.account_for(token)
     if account_id is None:
         raise LoginRequired()
-    request.state.session_token = token  # the page sent renews the cookie
+    request.state.session_token = token  # the page sent renews the cookie...
+    request.state.session_seconds = session_seconds(account_service)  # ...for this long
     return account_id
 
 
 def renewed_cookie(request: Request) -> list[Cookie]:
     """The session cookie again with a full max-age, for a page shown in a live session (else nothing)."""
     token = getattr(request.state, "session_token", None)
-    return [session_cookie(request, token, session_seconds(request))] if token else []
+    return [session_cookie(request, token, request.state.session_seconds)] if token else []

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
-
 from psycopg_pool import AsyncConnectionPool
 
 from api.read_models import TEMPLATES
@@ -133,64 +131,3 @@ async def _version(
     if version is None:
         raise TemplateNotFound(f"version {number} of template {template_id} is not readable yet; try again")
     return row, version
-
-
-class TryOut(msgspec.Struct):
-    """A template sent through the gateway's /v1/chat/completions, as any client would send it."""
-
-    status: int
-    answer: str | None = None
-    error: str | None = None
-    trace_id: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cost: int | None = None  # pico-USD, as recorded in the logs (None when not there yet)
-
-
-TRY_OUT_TIMEOUT = 120.0  # seconds for the model's answer
-COST_PATIENCE = 3.0  # seconds to wait for the logs to show the call's cost
-
-
-class ServingProcess(Protocol):
-    """What a try-out needs of the process: its gateway's ASGI app, and a nudge for the projections."""
-
-    gateway: Any
-
-    def nudge(self) -> None: ...
-
-
-async def try_out(
-    runtime: ServingProcess, log_entry, key_secret: str, reference: str, model: str | None, variables: dict
-) -> TryOut:
-    """POST /v1/chat/completions with `template` and `variables` on the gateway's own ASGI app (the real
-    path: key check, budget, upstream, usage event), then read the call's cost from the logs."""
-    import httpx
-
-    body: dict = {"template": reference, "variables": variables}
-    if model:
-        body["model"] = model
-    transport = httpx.ASGITransport(app=runtime.gateway)
-    async with httpx.AsyncClient(transport=transport, base_url="http://mesh", timeout=TRY_OUT_TIMEOUT) as client:
-        r = await client.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key_secret}"})
-    trace_id = r.headers.get("x-mesh-trace-id")
-    answer = r.json()
-    if r.status_code != 200:
-        return TryOut(r.status_code, error=(answer.get("error") or {}).get("message") or r.text, trace_id=trace_id)
-    usage = answer.get("usage") or {}
-    out = TryOut(
-        200,
-        answer["choices"][0]["message"].get("content"),
-        trace_id=trace_id,
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-    )
-    if trace_id:
-        deadline = asyncio.get_running_loop().time() + COST_PATIENCE
-        while out.cost is None and asyncio.get_running_loop().time() < deadline:
-            entry = await log_entry(UUID(trace_id))
-            if entry is not None:
-                out.cost = entry.row.cost
-            else:
-                runtime.nudge()
-                await asyncio.sleep(0.1)
-    return out
