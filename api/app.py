@@ -27,7 +27,7 @@ from api.routes.health import health
 from api.routes.keys import KeyController
 from api.routes.logs import AdminLogController, LogController
 from api.routes.models import ModelController
-from api.routes.templates import TemplateController
+from api.routes.prompt_templates import TemplateController
 from api.routes.topups import AutoRefillController, TopUpController, stripe_webhook
 from api.runtime import Runtime
 from api.security_headers import with_security_headers

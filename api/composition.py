@@ -19,7 +19,7 @@ from api.services.keys import KeyService
 from api.services.logs import LogService
 from api.services.models import ModelService
 from api.services.template_trial import TemplateTrial
-from api.services.templates import TemplateService
+from api.services.prompt_templates import TemplateService
 
 if TYPE_CHECKING:
     from api.runtime import Runtime

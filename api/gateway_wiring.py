@@ -16,9 +16,9 @@ from gateway.providers.base import Adapter
 from gateway.providers.echo import EchoAdapter
 from gateway.providers.gemini import GeminiAdapter
 from gateway.providers.openai import OpenAIAdapter
-from gateway.templates import TemplateHead
+from gateway.prompt_templates import TemplateHead
 from projections import directory
-from projections import templates as templates_read_model
+from projections import prompt_templates as templates_read_model
 
 
 class ReadModelKeys:

@@ -10,7 +10,7 @@ from projections.catalog import CatalogModel
 from projections.directory import Directory
 from projections.logs import LogBodies, Logs
 from projections.readmodel import ReadModel
-from projections.templates import Templates
+from projections.prompt_templates import Templates
 
 DIRECTORY = Directory()
 BILLING = Billing()

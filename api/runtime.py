@@ -28,7 +28,7 @@ from api.supervisor import Child, Supervisor
 from commands.accounts import DEFAULT_SESSION, AccountCommands
 from commands.app import Conflict, MeshApplication
 from commands.autorefill import AutoRefillCommands
-from commands.budget import BudgetCommands
+from commands.leasing import BudgetCommands
 from commands.catalog import CatalogCommands
 from commands.keys import KeyCommands
 from commands.stream import (
@@ -38,18 +38,18 @@ from commands.stream import (
     ensure_bodies_stream,
     ensure_log_stream,
 )
-from commands.templates import TemplateCommands
+from commands.prompt_templates import TemplateCommands
 from commands.topups import TopUpCommands
 from domain.quota import Quotas
 from gateway import feed
 from gateway.admission import KeyInfo
 from gateway.app import DISCONNECT_DRAIN_SECONDS, Gateway
 from gateway.bodies import BodyPublisher
-from gateway.budget import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
+from gateway.lease_admission import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from gateway.catalog import Catalog
 from gateway.freelimit import DEFAULT_FREE_RPM
 from gateway.keys import KeyCache
-from gateway.templates import TemplateCache
+from gateway.prompt_templates import TemplateCache
 from gateway.usage import UsagePublisher
 from projections import billing, logs
 from projections import catalog as catalog_read_model

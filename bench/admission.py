@@ -21,12 +21,12 @@ import msgspec
 
 from domain.account import Account
 from domain.apikey import ApiKey
-from domain.budget import LeaseGrant, lease_amount
+from domain.leases import LeaseGrant, lease_amount
 from domain.credentials import new_api_key
 from domain.pricing import Price
 from gateway.admission import KeyInfo
 from gateway.app import Gateway
-from gateway.budget import FREE, Budgets
+from gateway.lease_admission import FREE, Budgets
 from gateway.catalog import Catalog, Model, Provider
 from gateway.fields import OPENAI_CHAT_FIELDS
 from gateway.keys import KeyCache

@@ -19,7 +19,7 @@ from pathlib import Path
 from api.embedded import NatsServer
 from commands.accounts import AccountCommands
 from commands.app import MeshApplication
-from commands.budget import BudgetCommands
+from commands.leasing import BudgetCommands
 from commands.keys import KeyCommands
 
 PROGRESS_EVERY = 500  # cycles

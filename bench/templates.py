@@ -3,7 +3,7 @@
 Rows:
 - render: the compiled template's messages filled (domain.rendering), against the same text filled with
   chained str.replace and with str.format_map (the plain-Python ways to do it, without any checks);
-- request: the gateway's template step (gateway.templates.TemplateCache.expand: find the fields, decode the
+- request: the gateway's template step (gateway.prompt_templates.TemplateCache.expand: find the fields, decode the
   body, look the template up in the in-memory cache, render, merge defaults, encode) on a request naming the
   template, against the same step on a request without one (what every other request pays).
 
@@ -23,7 +23,7 @@ import uuid
 import msgspec
 
 from domain.rendering import CompiledMessages
-from gateway.templates import TemplateCache, TemplateHead
+from gateway.prompt_templates import TemplateCache, TemplateHead
 
 TARGET_US = 20.0
 ACCOUNT, TEMPLATE = uuid.uuid4(), uuid.uuid4()

@@ -1,6 +1,6 @@
 """Maps domain events to stored events and back with msgspec.
 
-The stored topic is the event's stable catalogue name (domain.events), not a
+The stored topic is the event's stable registered name (domain.events), not a
 Python import path, so renaming a class never breaks the log. Decoding uses
 `msgspec.convert` with the event class, which restores UUID, Decimal and
 datetime fields that a generic JSON transcoder would hand back as strings.

@@ -10,7 +10,7 @@ import msgspec
 from eventsourcing.domain import Aggregate, event
 
 from domain.bounds import MAX_EMAIL_LENGTH, MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH, check_text
-from domain.budget import ExtendsLease, GrantsLease, LeaseBook, LeaseHolder, SettlesLease
+from domain.leases import ExtendsLease, GrantsLease, LeaseBook, LeaseHolder, SettlesLease
 from domain.money import check_amount
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

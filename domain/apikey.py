@@ -15,7 +15,7 @@ import msgspec
 from eventsourcing.domain import Aggregate, event
 
 from domain.bounds import MAX_LABEL_LENGTH, MAX_LIST_LENGTH, MAX_MODEL_ID_LENGTH, check_aware, check_text
-from domain.budget import (
+from domain.leases import (
     BudgetExceeded,
     ExtendsLease,
     GrantsLease,

@@ -1,4 +1,4 @@
-"""The event catalogue: every event on the stream has a stable name.
+"""The event registry: every event on the stream has a stable name.
 
 The name travels in the message header `Mesh-Topic`; the body is the event's
 fields as JSON (msgspec). Versioning rule: names never change, a field never
@@ -99,18 +99,18 @@ def event_type(name: str) -> type:
     try:
         return EVENT_TYPES[name]
     except KeyError:
-        raise UnknownEvent(f"no event named {name!r} in the catalogue") from None
+        raise UnknownEvent(f"no event named {name!r} in the event registry") from None
 
 
 def event_name(cls: type) -> str:
     try:
         return EVENT_NAMES[cls]
     except KeyError:
-        raise UnknownEvent(f"{cls.__qualname__} is not in the event catalogue") from None
+        raise UnknownEvent(f"{cls.__qualname__} is not in the event registry") from None
 
 
 def decode_event(name: str, body: bytes, originator_id: Any, originator_version: int) -> Any:
-    """Rebuild an event from its stored form: catalogue name, JSON body and envelope fields.
+    """Rebuild an event from its stored form: registered name, JSON body and envelope fields.
 
     Aggregate events (eventsourcing dataclasses) get their envelope fields back from
     the message headers; stand-alone events (msgspec Structs) carry everything in the body.

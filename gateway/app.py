@@ -21,7 +21,7 @@ from domain.usage import UsageRecorded
 from gateway import worst_case
 from gateway.admission import KeyInfo, bearer_token
 from gateway.asgi import Receive, Scope, Send, header, read_body, respond
-from gateway.budget import FREE, BudgetRefusal, Budgets, Ticket
+from gateway.lease_admission import FREE, BudgetRefusal, Budgets, Ticket
 from gateway.bodies import BodyPublisher
 from gateway.catalog import Catalog, Model
 from gateway.fields import check_fields, refuse_file_ids
@@ -30,7 +30,7 @@ from gateway.keys import KeyCache
 from gateway.request_parsing import ChatRequest, EmbeddingsRequest, decode_object, parse_chat
 from gateway.request_record import RequestRecord, durable
 from gateway.stream_relay import drain, recording, relay, watch_disconnect
-from gateway.templates import TemplateCache, TemplateUse
+from gateway.prompt_templates import TemplateCache, TemplateUse
 from gateway.errors import GatewayError, invalid
 from gateway.providers.base import Adapter, Reply, StreamReply
 from gateway.trace_ids import new_trace_id

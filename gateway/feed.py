@@ -16,7 +16,7 @@ from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADE
 from domain.pricing import Price
 from gateway.catalog import Catalog
 from gateway.keys import TOPICS as KEY_TOPICS, KeyCache
-from gateway.templates import TOPICS as TEMPLATE_TOPICS, TemplateCache
+from gateway.prompt_templates import TOPICS as TEMPLATE_TOPICS, TemplateCache
 
 log = logging.getLogger("mesh.gateway")
 

@@ -12,11 +12,11 @@ import msgspec
 
 from domain.usage import UsageRecorded
 from gateway.admission import KeyInfo
-from gateway.budget import Ticket
+from gateway.lease_admission import Ticket
 from gateway.catalog import Model
 from gateway.errors import GatewayError
 from gateway.providers.base import Usage
-from gateway.templates import TemplateUse
+from gateway.prompt_templates import TemplateUse
 from gateway.usage import NotStored
 
 log = logging.getLogger("mesh.gateway")

@@ -7,7 +7,7 @@ import msgspec
 
 from domain.money import pico_to_usd
 from domain.pricing import Price
-from gateway.budget import BudgetRefusal
+from gateway.lease_admission import BudgetRefusal
 from gateway.catalog import Model
 from gateway.errors import GatewayError, invalid
 from gateway.fields import PRICED_PARTS

@@ -27,7 +27,7 @@ def partition_name(parent: str, month: datetime) -> str:
 
 
 async def ensure_months(cur: psycopg.AsyncCursor, parent: str, times: Iterable[datetime]) -> None:
-    """Make sure a partition exists for the month of every time given (one catalogue query when they do)."""
+    """Make sure a partition exists for the month of every time given (one query of the system catalog when they do)."""
     months = {partition_name(parent, m): m for m in {month_of(t) for t in times}}
     if not months:
         return

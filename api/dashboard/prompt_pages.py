@@ -15,7 +15,7 @@ from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
 from api.errors import ApiError
 from api.services.models import ModelService
 from api.services.template_trial import TemplateTrial
-from api.services.templates import TemplateContent, TemplateService, variables
+from api.services.prompt_templates import TemplateContent, TemplateService, variables
 
 ROLES = ("system", "user", "assistant")
 

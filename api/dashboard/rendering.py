@@ -13,7 +13,7 @@ from api.dashboard import views
 from api.dashboard.session import LoginRequired, page_account, renewed_cookie
 from api.errors import DOMAIN_ERRORS, ApiError
 from api.input_errors import InvalidInput
-from api.services.templates import variables
+from api.services.prompt_templates import variables
 from domain.invite import SignupRefused
 from domain.quota import QuotaExceeded
 from domain.ratelimit import RateLimited

@@ -14,7 +14,7 @@ from litestar.params import FromQuery, QueryParameter
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
-from api.routes.bodies import AsOf
+from api.services.as_of import AsOf
 from api.services.billing import GROUP_BY_PATTERN, BillingService, parse_groups
 from domain.money import pico_to_usd
 

@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
-from api.routes.bodies import AsOf
+from api.services.as_of import AsOf
 from api.security_headers import NO_STORE
 from api.services.keys import HISTORY_PAGE, KeyService, KeyView, error_rate
 from domain.apikey import CAP_PERIODS, MAX_ROTATION_GRACE, ApiKey

@@ -19,7 +19,7 @@ from api.auth import current_account, operator
 from api.errors import ApiError
 from api.exports import IdleTimedStream
 from api.log_filter import MAX_CURSOR_LENGTH, check_filter, decode_cursor, encode_cursor, parse_filter
-from api.routes.bodies import AsOf
+from api.services.as_of import AsOf
 from api.services.logs import LogService
 from domain.money import pico_to_usd
 from projections import logs

@@ -13,11 +13,11 @@ import pytest
 
 from commands.accounts import AccountCommands
 from commands.app import MeshApplication
-from commands.budget import BudgetCommands
+from commands.leasing import BudgetCommands
 from commands.keys import KeyChanges, KeyCommands
 from domain.account import Account
 from domain.apikey import ApiKey
-from domain.budget import BudgetExceeded
+from domain.leases import BudgetExceeded
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_TOPIC
 
 TTL = timedelta(seconds=60)

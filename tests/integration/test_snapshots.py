@@ -13,7 +13,7 @@ import pytest
 
 from commands.accounts import AccountCommands
 from commands.app import MeshApplication
-from commands.budget import BudgetCommands
+from commands.leasing import BudgetCommands
 from commands.keys import KeyCommands
 from commands.snapshots import SNAPSHOT_INTERVAL
 from commands.stream import snapshots_stream

@@ -12,9 +12,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from commands.app import MeshApplication
 from commands.stream import ensure_stream
-from commands.templates import TemplateCommands
+from commands.prompt_templates import TemplateCommands
 from domain.template import TemplateNameTaken
-from projections import templates as read_model
+from projections import prompt_templates as read_model
 from projections.readmodel import ensure_schema
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner

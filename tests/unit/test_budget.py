@@ -5,7 +5,7 @@ import pytest
 
 from domain.account import Account
 from domain.apikey import ApiKey
-from domain.budget import BudgetExceeded, lease_amount, period_start
+from domain.leases import BudgetExceeded, lease_amount, period_start
 
 NOW = datetime(2026, 11, 24, 15, 30, tzinfo=timezone.utc)
 LATER = NOW + timedelta(minutes=15)

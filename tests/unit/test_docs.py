@@ -37,7 +37,7 @@ def section(text: str, heading: str) -> str:
     return text[start : end if end >= 0 else len(text)]
 
 
-def test_every_event_is_in_the_catalogue_with_its_fields():
+def test_every_event_is_in_the_registry_with_its_fields():
     text = (DOCS / "events.md").read_text()
     missing = []
     for name, cls in EVENT_TYPES.items():

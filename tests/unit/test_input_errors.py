@@ -12,7 +12,7 @@ from litestar._openapi.plugin import OpenAPIPlugin
 from api.app import create_litestar
 from api.input_errors import PATTERN_RULES, body_error, query_error
 from api.routes.keys import KeyIn
-from api.routes.templates import TemplateIn
+from api.routes.prompt_templates import TemplateIn
 from api.routes.topups import TopUpIn
 
 

@@ -1,4 +1,4 @@
-"""A process's own leases never make a request the remaining budget covers fail or shrink (gateway/budget.py):
+"""A process's own leases never make a request the remaining budget covers fail or shrink (gateway/lease_admission.py):
 idle leases are given back before a new one is sized, and a refusal says what the whole budget still allows."""
 
 import asyncio
@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from domain.budget import LeaseBook, LeaseGrant, lease_amount
+from domain.leases import LeaseBook, LeaseGrant, lease_amount
 from gateway.admission import KeyInfo
-from gateway.budget import BudgetRefusal, Budgets
+from gateway.lease_admission import BudgetRefusal, Budgets
 
 WORST = 1_000
 

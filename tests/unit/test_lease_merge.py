@@ -1,13 +1,13 @@
-"""A request is admitted on the free parts of several of the process's own leases (gateway/budget.py): a retired
-lease still running a long request never makes a request the remaining budget covers wait, shrink or fail, and
+"""A request is admitted on the free parts of several of the process's own leases (gateway/lease_admission.py):
+a retired lease still running a long request never makes a request the remaining budget covers wait, shrink or fail, and
 every lease is settled with exactly what its parts cost, never more than it was granted."""
 
 import asyncio
 
 import pytest
 
-from domain.budget import BudgetExceeded
-from gateway.budget import BudgetRefusal, Budgets, LeaseUnavailable
+from domain.leases import BudgetExceeded
+from gateway.lease_admission import BudgetRefusal, Budgets, LeaseUnavailable
 from tests.unit.test_lease_giveback import BookBroker, key
 
 

@@ -1,5 +1,5 @@
-"""A lease with requests still running is renewed before it expires (gateway/budget.py, domain LeaseBook), so no
-reaper settles it without what those requests cost; a lease that was settled anyway admits nothing more."""
+"""A lease with requests still running is renewed before it expires (gateway/lease_admission.py, domain LeaseBook),
+so no reaper settles it without what those requests cost; a lease that was settled anyway admits nothing more."""
 
 import asyncio
 import uuid
@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 from domain.account import Account
 from domain.apikey import ApiKey
-from gateway import budget as budget_module
+from gateway import lease_admission as budget_module
 from gateway.admission import KeyInfo
-from domain.budget import LeaseGrant
-from gateway.budget import Budgets
+from domain.leases import LeaseGrant
+from gateway.lease_admission import Budgets
 
 NOW = datetime(2026, 11, 24, 15, 30, tzinfo=timezone.utc)
 

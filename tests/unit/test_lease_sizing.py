@@ -1,13 +1,14 @@
-"""The gateway's lease sizing (gateway/budget.py): busy keys lease for seconds of traffic, quiet ones for little."""
+"""The gateway's lease sizing (gateway/lease_admission.py): busy keys lease for seconds of traffic, quiet ones
+for little."""
 
 import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from gateway import budget as budget_module
+from gateway import lease_admission as budget_module
 from gateway.admission import KeyInfo
-from domain.budget import LeaseGrant
-from gateway.budget import Budgets
+from domain.leases import LeaseGrant
+from gateway.lease_admission import Budgets
 
 WORST_CASE = 1_000
 

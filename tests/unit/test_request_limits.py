@@ -148,7 +148,7 @@ def test_openai_gets_the_limit_as_max_completion_tokens_other_servers_as_sent():
 
 def test_an_unaffordable_request_is_told_the_max_tokens_it_affords():
     from gateway.worst_case import unaffordable as _unaffordable
-    from gateway.budget import BudgetRefusal
+    from gateway.lease_admission import BudgetRefusal
 
     refusal = BudgetRefusal("the account balance does not cover this request", "account_balance", 0)
     error = _unaffordable(refusal, PRICE.cost(54, 100), 54, 100, 1, 65)

@@ -9,7 +9,7 @@ import pytest
 from domain.events import event_name
 from domain.template import Template
 from gateway.errors import GatewayError
-from gateway.templates import TemplateCache, TemplateHead, merge
+from gateway.prompt_templates import TemplateCache, TemplateHead, merge
 
 ACCOUNT = uuid.uuid4()
 

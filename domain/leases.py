@@ -2,7 +2,7 @@
 
 A gateway process asks for a lease: a slice of a key's spend cap and of its
 account's credits, recorded on both aggregates, each checking its own limit
-under optimistic concurrency (commands/budget.py says why as two appends).
+under optimistic concurrency (commands/leasing.py says why as two appends).
 It then admits requests from that slice in memory and later settles the
 lease with what it really spent, giving the rest back.
 Because every open lease is counted against both limits until it is settled,
@@ -81,7 +81,7 @@ class LeaseGrant(msgspec.Struct, frozen=True):
     expires_at: datetime
 
 
-# The lease events. Account and ApiKey each declare their own three (their catalogue names differ, and the
+# The lease events. Account and ApiKey each declare their own three (their registered names differ, and the
 # account's BudgetLeased also names the key) on these bases, which hold what each event does to the holder's
 # LeaseBook. The bases are not dataclasses: each event's fields, in their stored order, stay on its own class.
 

@@ -1,4 +1,4 @@
-"""Admission from budget leases, in memory (see domain/budget.py for why the limits hold).
+"""Admission from budget leases, in memory (see domain/leases.py for why the limits hold).
 
 Each gateway process holds at most one current lease per key. A request
 reserves its worst-case cost from it; when it ends, the reservation is swapped
@@ -26,7 +26,7 @@ from typing import Protocol
 from uuid import UUID
 
 
-from domain.budget import BudgetExceeded, LeaseGrant
+from domain.leases import BudgetExceeded, LeaseGrant
 from gateway.admission import KeyInfo
 from gateway.errors import GatewayError
 

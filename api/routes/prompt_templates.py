@@ -13,8 +13,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, PathParameter
 
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
-from api.routes.bodies import AsOf
-from api.services.templates import TemplateContent, TemplateService, variables
+from api.services.as_of import AsOf
+from api.services.prompt_templates import TemplateContent, TemplateService, variables
 from domain.events import event_name
 from domain.bounds import MAX_MODEL_ID_LENGTH, text
 from domain.template import (
@@ -30,7 +30,7 @@ from domain.template import (
     ROLES,
     Template,
 )
-from projections import templates as read_model
+from projections import prompt_templates as read_model
 
 
 # The domain's rules (domain/template.py), stated in the document; the domain checks the rest (placeholders,

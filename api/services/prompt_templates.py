@@ -13,11 +13,11 @@ from api.services.as_of import AsOf
 from api.services.errors import Missing
 from api.services.models import check_model
 from api.services.read_your_writes import ReadModelWaiter
-from commands.templates import TemplateCommands
+from commands.prompt_templates import TemplateCommands
 from domain.rendering import CompiledMessages
 from domain.template import Template, TemplateNotFound, pick_version
 from gateway.catalog import Catalog
-from projections import templates as read_model
+from projections import prompt_templates as read_model
 from projections.readmodel import position_of
 
 

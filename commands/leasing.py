@@ -12,7 +12,7 @@ from eventsourcing.application import AggregateNotFoundError
 from commands.app import Conflict, MeshApplication, NotFound
 from domain.account import Account
 from domain.apikey import ApiKey
-from domain.budget import BudgetExceeded, LeaseGrant, lease_amount
+from domain.leases import BudgetExceeded, LeaseGrant, lease_amount
 
 
 LEASE_ATTEMPTS = 12  # fresh lease ids tried when the key keeps refusing what the account already granted
