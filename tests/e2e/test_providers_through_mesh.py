@@ -16,16 +16,25 @@ from tests.fakes.server import BackgroundServer
 
 
 @pytest.fixture(scope="module")
-def claude_mesh(tmp_path_factory):
-    fake = FakeAnthropic(reply_words=6, api_key="sk-ant-secret")
-    with BackgroundServer(fake) as server:
-        base = tmp_path_factory.mktemp("claude")
+def providers_mesh(tmp_path_factory):
+    """One Mesh for both providers, each on a fake upstream of its own: (the Mesh, the fakes by kind)."""
+    claude, gemini = (
+        FakeAnthropic(reply_words=6, api_key="sk-ant-secret"),
+        FakeGemini(reply_words=5, api_key="g-secret"),
+    )
+    with BackgroundServer(claude) as claude_server, BackgroundServer(gemini) as gemini_server:
+        base = tmp_path_factory.mktemp("providers")
         config = base / "mesh.toml"
         config.write_text(f"""
 [providers.claude]
 kind = "anthropic"
-base_url = "{server.url}/v1"
+base_url = "{claude_server.url}/v1"
 api_key_env = "ANTHROPIC_TEST_KEY"
+
+[providers.google]
+kind = "gemini"
+base_url = "{gemini_server.url}/v1beta"
+api_key_env = "GEMINI_TEST_KEY"
 
 [[models]]
 id = "claude/test"
@@ -33,11 +42,33 @@ provider = "claude"
 upstream = "claude-test-1"
 prompt_usd_per_1k = "3"
 completion_usd_per_1k = "15"
+
+[[models]]
+id = "google/flash"
+provider = "google"
+upstream = "gemini-test"
+prompt_usd_per_1k = "0.1"
+completion_usd_per_1k = "0.4"
+max_output_tokens = 1000
 """)
-        mesh = MeshProcess(base / "data", config, {"ANTHROPIC_TEST_KEY": "sk-ant-secret"})
+        mesh = MeshProcess(
+            base / "data", config, {"ANTHROPIC_TEST_KEY": "sk-ant-secret", "GEMINI_TEST_KEY": "g-secret"}
+        )
         mesh.start()
-        yield mesh, fake
+        yield mesh, {"anthropic": claude, "gemini": gemini}
         mesh.stop()
+
+
+@pytest.fixture(scope="module")
+def claude_mesh(providers_mesh):
+    mesh, fakes = providers_mesh
+    return mesh, fakes["anthropic"]
+
+
+@pytest.fixture(scope="module")
+def gemini_mesh(providers_mesh):
+    mesh, fakes = providers_mesh
+    return mesh, fakes["gemini"]
 
 
 def test_the_openai_sdk_talks_to_an_anthropic_model(claude_mesh):
@@ -70,32 +101,6 @@ def test_the_openai_sdk_talks_to_an_anthropic_model(claude_mesh):
     body = wait_for_balance(mesh, s.token, Decimal(5) - spent)
     assert Decimal(body["balance_usd"]) == Decimal(5) - spent
     assert "sk-ant-secret" not in mesh.output()
-
-
-@pytest.fixture(scope="module")
-def gemini_mesh(tmp_path_factory):
-    fake = FakeGemini(reply_words=5, api_key="g-secret")
-    with BackgroundServer(fake) as server:
-        base = tmp_path_factory.mktemp("gemini")
-        config = base / "mesh.toml"
-        config.write_text(f"""
-[providers.google]
-kind = "gemini"
-base_url = "{server.url}/v1beta"
-api_key_env = "GEMINI_TEST_KEY"
-
-[[models]]
-id = "google/flash"
-provider = "google"
-upstream = "gemini-test"
-prompt_usd_per_1k = "0.1"
-completion_usd_per_1k = "0.4"
-max_output_tokens = 1000
-""")
-        mesh = MeshProcess(base / "data", config, {"GEMINI_TEST_KEY": "g-secret"})
-        mesh.start()
-        yield mesh, fake
-        mesh.stop()
 
 
 def test_the_openai_sdk_talks_to_a_gemini_model(gemini_mesh):
