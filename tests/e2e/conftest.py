@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Any, Iterator, NamedTuple
 import httpx
 import pytest
 
-from api.embedded import PostgresServer, free_port, wait_for_port
+from api.embedded import free_port, wait_for_port
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
 
@@ -26,43 +25,8 @@ UPSTREAM_KEY = "sk-upstream-secret-do-not-log"
 MESH_FROM_CHECKOUT = (sys.executable, "-m", "api.cli")
 
 
-class ClusterTemplate:
-    """A PostgreSQL cluster as the embedded server's first start leaves it (initdb run, then stopped), made once
-    per session and copied into the data dir of each `mesh up` that starts from an empty one: initdb is most of a
-    first start's time, and the same for every Mesh. The copy is a cluster without its password file, which the
-    embedded server answers with a new password (api/embedded.py); every Mesh still makes its own database in it.
-    The session's `mesh` starts without one, so that a first start from an empty data dir stays tested."""
-
-    def __init__(self) -> None:
-        self.root: Path | None = None  # set per session (tests/e2e/conftest.py: cluster_template)
-        self._cluster: Path | None = None
-
-    def copy_to(self, data_dir: Path) -> None:
-        if self.root is None:
-            return
-        if self._cluster is None:
-            cluster = self.root / "postgres"
-            PostgresServer(cluster).start().stop()
-            (cluster / "server.log").unlink(missing_ok=True)
-            self._cluster = cluster
-        data_dir.mkdir(mode=0o700, parents=True)
-        shutil.copytree(self._cluster, data_dir / "postgres", symlinks=True)
-
-
-CLUSTER_TEMPLATE = ClusterTemplate()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def cluster_template(tmp_path_factory) -> Iterator[ClusterTemplate]:
-    CLUSTER_TEMPLATE.root = tmp_path_factory.mktemp("cluster-template")
-    yield CLUSTER_TEMPLATE
-    CLUSTER_TEMPLATE.root = None
-
-
 class MeshProcess:
-    """`mesh up` as a subprocess: by default this checkout's; `command` and `cwd` run another install of it.
-    This checkout's embedded PostgreSQL starts from the session's cluster template unless `initdb` (then it runs
-    initdb itself, as a first start does)."""
+    """`mesh up` as a subprocess: by default this checkout's; `command` and `cwd` run another install of it."""
 
     def __init__(
         self,
@@ -72,10 +36,8 @@ class MeshProcess:
         args: tuple[str, ...] = (),
         command: tuple[str, ...] = MESH_FROM_CHECKOUT,
         cwd: Path | None = None,
-        initdb: bool = False,
     ):
         self.data_dir = data_dir
-        self.initdb = initdb or command != MESH_FROM_CHECKOUT  # another install makes its first start in full
         self.config = config
         self.args = args
         self.command = command
@@ -99,8 +61,6 @@ class MeshProcess:
         for name in ("MESH_NATS_URL", "MESH_DATABASE_URL", "MESH_STREAM", "MESH_OPERATOR_TOKEN"):
             if name not in self.extra_env:  # embedded servers unless the test names external ones
                 env.pop(name, None)
-        if not self.initdb and not self.data_dir.exists() and "MESH_DATABASE_URL" not in self.extra_env:
-            CLUSTER_TEMPLATE.copy_to(self.data_dir)
         started = time.monotonic()
         self.process = subprocess.Popen(
             [*self.command, "up", *self.args],
@@ -238,7 +198,7 @@ SHARED_ADDRESS_LIMITS = {"MESH_SIGNUPS_PER_ADDRESS": "100000", "MESH_LOGIN_FAILU
 @pytest.fixture(scope="session")
 def mesh(tmp_path_factory, mesh_config):
     # every test signs up from 127.0.0.1: the per-address limits are for tests of their own (test_accounts.py)
-    process = MeshProcess(tmp_path_factory.mktemp("mesh") / "data", mesh_config, env=SHARED_ADDRESS_LIMITS, initdb=True)
+    process = MeshProcess(tmp_path_factory.mktemp("mesh") / "data", mesh_config, env=SHARED_ADDRESS_LIMITS)
     process.startup_seconds = process.start()
     yield process
     process.stop()
