@@ -1,5 +1,5 @@
-"""Account use cases against a real event store and the directory read model in a real PostgreSQL: the same KDF
-work for unknown emails, legacy hashes upgraded at login, and tokens issued, renewed, revoked and expired."""
+"""Account use cases against a real event store and the directory read model in a real PostgreSQL: tokens issued,
+renewed, revoked and expired. (The use cases alone, on either event store: tests/unit/test_command_contract.py.)"""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Use cases against the real event store: atomic sign-up, and concurrent writers retried to exact totals."""
+"""Use cases against the real event store: concurrent writers retried to exact totals. (Atomic sign-up, on either
+event store: tests/unit/test_command_contract.py.)"""
 
 from __future__ import annotations
 
 import threading
 import uuid
-
 
 from commands.accounts import AccountCommands
 from commands.app import MeshApplication

@@ -1,4 +1,5 @@
-"""Template use cases on the real event store, and the templates read model projected and rebuilt."""
+"""Template use cases on the real event store (concurrent creates), and the templates read model projected and
+rebuilt. (Renaming and archiving, on either event store: tests/unit/test_command_contract.py.)"""
 
 from __future__ import annotations
 
