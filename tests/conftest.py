@@ -1,4 +1,5 @@
-"""Session-wide real servers: nats-server (JetStream) and PostgreSQL from the wheels, on free loopback ports."""
+"""Session-wide real servers: nats-server (JetStream) and PostgreSQL from the wheels, on free loopback ports; and
+each test's tier (unit, integration, e2e) marked from its directory, so `pytest -m unit` runs one tier."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ import pytest
 
 from api.embedded import NatsServer
 from api.postgres_server import PostgresServer
+
+
+TIERS = ("unit", "integration", "e2e")  # the directories under tests/, each a marker of the same name
+TESTS = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+        if parts and parts[0] in TIERS and not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(parts[0])
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, NamedTuple
 
 import httpx
 import pytest
@@ -124,6 +125,16 @@ def fake_openai():
 
 
 @pytest.fixture(scope="module")
+def upstream(request):
+    """A fake OpenAI-compatible upstream of the module's own (its tests change how it answers), without an API key;
+    its replies are the module's `UPSTREAM_REPLY_WORDS` words long (7 unless it says)."""
+    fake = FakeOpenAI(reply_words=getattr(request.module, "UPSTREAM_REPLY_WORDS", 7))
+    with BackgroundServer(fake) as server:
+        fake.url = server.url
+        yield fake
+
+
+@pytest.fixture(scope="module")
 def localstripe(tmp_path_factory):
     """localstripe (a stateful fake Stripe server that also serves its own stripe.js) on a free port."""
     port = free_port()
@@ -191,6 +202,40 @@ def mesh(tmp_path_factory, mesh_config):
     process.startup_seconds = process.start()
     yield process
     process.stop()
+
+
+class FundedKey(NamedTuple):
+    account_id: str
+    token: str  # the account's management token
+    key: str  # the API key itself
+    created: dict[str, Any]  # the key as POST /api/keys answered
+
+
+def funded_key(mesh: MeshProcess, usd: str = "5", **key_fields: Any) -> FundedKey:
+    """A new account granted `usd` USD by the operator, and one API key of it made with `key_fields`
+    (label "k" unless they name one)."""
+    signed_up = httpx.post(
+        mesh.url + "/api/signup",
+        json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "correct horse battery"},
+        timeout=30,
+    )
+    assert signed_up.status_code == 201, signed_up.text
+    account_id, token = signed_up.json()["account_id"], signed_up.json()["management_token"]
+    granted = httpx.post(
+        f"{mesh.url}/admin/accounts/{account_id}/credits",
+        headers={"authorization": f"Bearer {mesh.operator_token}"},
+        json={"amount_usd": usd, "reason": "test"},
+        timeout=30,
+    )
+    assert granted.status_code == 201, granted.text
+    created = httpx.post(
+        mesh.url + "/api/keys",
+        headers={"authorization": f"Bearer {token}"},
+        json={"label": "k", **key_fields},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    return FundedKey(account_id, token, created.json()["key"], created.json())
 
 
 # Events a running Mesh appends on its own (an idle gateway hands back its budget leases, a busy one renews them).

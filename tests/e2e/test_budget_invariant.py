@@ -16,20 +16,13 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.e2e.conftest import MeshProcess
-from tests.fakes.openai_upstream import FakeOpenAI
-from tests.fakes.server import BackgroundServer
+from tests.e2e.conftest import MeshProcess, funded_key
 
 REQUESTS = 400
 PROMPT_PER_1K, COMPLETION_PER_1K = Decimal("0.5"), Decimal("1.5")
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    fake = FakeOpenAI(reply_words=40)
-    with BackgroundServer(fake) as server:
-        fake.url = server.url
-        yield fake
+UPSTREAM_REPLY_WORDS = 40  # the words of each reply of the `upstream` fixture (tests/e2e/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -67,22 +60,6 @@ completion_usd_per_1k = "{COMPLETION_PER_1K}"
     yield processes
     for p in processes:
         p.stop()
-
-
-def setup_key(gw: MeshProcess, credits: str, cap: str | None) -> tuple[str, str, str]:
-    s = httpx.post(
-        gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
-    ).json()
-    httpx.post(
-        f"{gw.url}/admin/accounts/{s['account_id']}/credits",
-        headers={"authorization": f"Bearer {gw.operator_token}"},
-        json={"amount_usd": credits, "reason": "t"},
-    )
-    body = {"label": "load"} | ({"spend_cap_usd": cap} if cap else {})
-    key = httpx.post(
-        gw.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"}, json=body
-    ).json()
-    return s["management_token"], key["id"], key["key"]
 
 
 async def fire(gateways: list[MeshProcess], key: str) -> list[httpx.Response]:
@@ -124,7 +101,8 @@ def worst_case(max_tokens: int = 40) -> Decimal:
 
 @pytest.mark.parametrize("limit, credits, cap", [("key_spend_cap", "1000", "6.5"), ("account_balance", "6.5", None)])
 def test_hundreds_of_concurrent_requests_never_overspend(gateways, upstream, limit, credits, cap):
-    token, key_id, key = setup_key(gateways[0], credits, cap)
+    _, token, key, created = funded_key(gateways[0], credits, label="load", **({"spend_cap_usd": cap} if cap else {}))
+    key_id = created["id"]
     budget = Decimal(cap or credits)
     responses = asyncio.run(fire(gateways, key))
     served = [r for r in responses if r.status_code == 200]
@@ -145,7 +123,8 @@ def test_hundreds_of_concurrent_requests_never_overspend(gateways, upstream, lim
 
 
 def test_revocation_reaches_every_gateway_within_a_second(gateways):
-    token, key_id, key = setup_key(gateways[0], "10", None)
+    _, token, key, created = funded_key(gateways[0], "10", label="load")
+    key_id = created["id"]
     headers = {"authorization": f"Bearer {key}"}
     body = {"model": "acme/gpt-test", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
     for gw in gateways:  # both processes know (and cache) the key

@@ -19,17 +19,7 @@ import pytest
 
 from api.embedded import NatsServer, free_port
 from api.postgres_server import PostgresServer
-from tests.e2e.conftest import MeshProcess
-from tests.fakes.openai_upstream import FakeOpenAI
-from tests.fakes.server import BackgroundServer
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    fake = FakeOpenAI(reply_words=7)
-    with BackgroundServer(fake) as server:
-        fake.url = server.url
-        yield fake
+from tests.e2e.conftest import MeshProcess, funded_key
 
 
 def write_config(path: Path, upstream_url: str) -> Path:
@@ -85,25 +75,9 @@ def gw(tmp_path_factory, upstream):
     process.stop()
 
 
-def new_account(mesh: MeshProcess, credits_usd: str = "50") -> tuple[str, str]:
-    """A new account with `credits_usd` and one API key: (its management token, the key)."""
-    s = httpx.post(
-        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
-    ).json()
-    httpx.post(
-        f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
-        headers={"authorization": f"Bearer {mesh.operator_token}"},
-        json={"amount_usd": credits_usd, "reason": "t"},
-    )
-    k = httpx.post(
-        mesh.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"}, json={"label": "gw"}
-    ).json()
-    return s["management_token"], k["key"]
-
-
 @pytest.fixture(scope="module")
 def key(gw):
-    return new_account(gw)[1]
+    return funded_key(gw, "50", label="gw").key
 
 
 @pytest.fixture(autouse=True)
@@ -228,7 +202,7 @@ def test_a_stream_cut_past_the_drain_window_bills_its_reserved_prompt_images_inc
     """The client leaves after the first word and the upstream runs on past the drain window, so it never says
     what it used: the bill is the prompt bound the request reserved (each image at its reserved size, not the
     text alone) plus what was generated, flagged estimated, and the balance shows it."""
-    token, key = new_account(gw)
+    _, token, key, _ = funded_key(gw, "50", label="gw")
     upstream.chunk_delay = 1.0  # ~9 s in all: longer than the drain window
     images = [{"type": "image_url", "image_url": {"url": IMAGE}} for _ in range(6)]
     messages = [{"role": "user", "content": [{"type": "text", "text": "what is in these pictures"}, *images]}]
@@ -498,7 +472,7 @@ def test_unknown_keys_are_answered_from_memory_and_a_new_key_works_at_once(tmp_p
             r = post(mesh, unknown, {"model": "mesh/echo", "messages": MESSAGES})
             assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", r.text
         assert key_lookups() - before <= 2  # the first request (and one more should the memory have expired)
-        _, key = new_account(mesh)
+        key = funded_key(mesh, "50", label="gw").key
         r = post(mesh, key, {"model": "mesh/echo", "messages": MESSAGES})
         assert r.status_code == 200, r.text
     finally:

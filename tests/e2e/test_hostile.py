@@ -17,7 +17,7 @@ import pytest
 
 from api.embedded import free_port
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, aggregate_subject
-from tests.e2e.conftest import MeshProcess, events_after
+from tests.e2e.conftest import MeshProcess, events_after, funded_key
 from tests.e2e.test_walking_skeleton import api, sign_up
 
 FREE_RPM = 5
@@ -165,19 +165,6 @@ max_output_tokens = 256
     process.stop()
 
 
-def funded_key(mesh) -> str:
-    account_id, token = sign_up(mesh)
-    granted = api(
-        mesh,
-        "POST",
-        f"/admin/accounts/{account_id}/credits",
-        mesh.operator_token,
-        json={"amount_usd": "5", "reason": "test"},
-    )
-    assert granted.status_code == 201, granted.text
-    return api(mesh, "POST", "/api/keys", token, json={"label": "k"}).json()["key"]
-
-
 def chat(mesh, key: str, model: str) -> httpx.Response:
     return httpx.post(
         mesh.url + "/v1/chat/completions",
@@ -188,7 +175,7 @@ def chat(mesh, key: str, model: str) -> httpx.Response:
 
 
 def test_upstream_failures_say_which_provider_and_how_but_no_secrets(hostile_mesh):
-    key = funded_key(hostile_mesh)
+    key = funded_key(hostile_mesh).key
     error = refused(chat(hostile_mesh, key, "acme/gpt-test"), 502, "upstream_auth_failed")
     assert "acme" in error["message"] and "credentials" in error["message"]
     assert "Incorrect API key" not in error["message"] and WRONG_UPSTREAM_KEY not in error["message"]
@@ -203,7 +190,7 @@ def test_a_free_model_is_rate_limited_per_account_across_its_keys_and_refusals_r
     grant = {"amount_usd": "5", "reason": "test"}
     api(hostile_mesh, "POST", f"/admin/accounts/{account_id}/credits", hostile_mesh.operator_token, json=grant)
     first, second = (api(hostile_mesh, "POST", "/api/keys", token, json={"label": k}).json()["key"] for k in "ab")
-    other_account = funded_key(hostile_mesh)
+    other_account = funded_key(hostile_mesh).key
     for i in range(FREE_RPM):  # the account's two keys share one allowance
         assert chat(hostile_mesh, (first, second)[i % 2], "mesh/echo").status_code == 200
     before = head(hostile_mesh)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from decimal import Decimal
 
 import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import UPSTREAM_KEY, MeshProcess
+from tests.e2e.conftest import UPSTREAM_KEY, MeshProcess, funded_key
 from tests.e2e.test_walking_skeleton import wait_for_balance
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
@@ -71,25 +70,6 @@ completion_usd_per_1k = "10"
         mesh.stop()
 
 
-def account(mesh: MeshProcess, credits: str, **key_fields) -> tuple[dict, dict]:
-    """A new account with `credits` USD and one key; returns (signup, created key)."""
-    s = httpx.post(
-        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
-    ).json()
-    r = httpx.post(
-        f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
-        headers={"authorization": f"Bearer {mesh.operator_token}"},
-        json={"amount_usd": credits, "reason": "test"},
-    )
-    assert r.status_code == 201, r.text
-    key = httpx.post(
-        mesh.url + "/api/keys",
-        headers={"authorization": f"Bearer {s['management_token']}"},
-        json={"label": "limits", **key_fields},
-    ).json()
-    return s, key
-
-
 def client(mesh: MeshProcess, key: dict) -> openai.OpenAI:
     return openai.OpenAI(base_url=mesh.url + "/v1", api_key=key["key"], max_retries=0)
 
@@ -100,12 +80,10 @@ def refusal(exc: openai.APIStatusError) -> dict:
 
 def test_models_show_their_output_limit_and_context(limits_mesh):
     mesh, _ = limits_mesh
-    s, _ = account(mesh, "1")
+    s = funded_key(mesh, "1", label="limits")
     models = {
         m["id"]: m
-        for m in httpx.get(
-            mesh.url + "/api/models", headers={"authorization": f"Bearer {s['management_token']}"}
-        ).json()["data"]
+        for m in httpx.get(mesh.url + "/api/models", headers={"authorization": f"Bearer {s.token}"}).json()["data"]
     }
     assert (models[MODEL]["max_output_tokens"], models[MODEL]["context_tokens"]) == (MAX_OUTPUT, CONTEXT)
     assert (models["oai/gpt-4o"]["max_output_tokens"], models["oai/gpt-4o"]["context_tokens"]) == (16384, 128000)
@@ -115,7 +93,7 @@ def test_models_show_their_output_limit_and_context(limits_mesh):
 
 def test_a_gpt5_model_serves_plain_streamed_and_limited_requests(limits_mesh):
     mesh, fake = limits_mesh
-    _, key = account(mesh, "1")
+    key = funded_key(mesh, "1", label="limits").created
     sdk = client(mesh, key)
     plain = sdk.chat.completions.create(model=MODEL, messages=HI)
     assert plain.usage.completion_tokens == REPLY_WORDS  # not cut: no limit was added
@@ -134,7 +112,7 @@ def test_a_gpt5_model_serves_plain_streamed_and_limited_requests(limits_mesh):
 
 def test_limits_that_disagree_or_exceed_the_model_and_unknown_or_priced_fields_are_refused(limits_mesh):
     mesh, fake = limits_mesh
-    _, key = account(mesh, "1")
+    key = funded_key(mesh, "1", label="limits").created
     sdk = client(mesh, key)
     seen = len(fake.requests)
     with pytest.raises(openai.BadRequestError) as disagree:
@@ -160,7 +138,8 @@ def test_thirty_sequential_requests_on_a_small_balance_are_never_cut_short(limit
     mesh, _ = limits_mesh
     requests = 30
     credits = COST * requests + WORST + Decimal("0.000008")  # covers 30 requests and the worst case of the 31st
-    s, key = account(mesh, str(credits))
+    s = funded_key(mesh, str(credits), label="limits")
+    key = s.created
     sdk = client(mesh, key)
     for n in range(requests + 1):
         answer = sdk.chat.completions.create(model=MODEL, messages=HI)
@@ -181,14 +160,15 @@ def test_thirty_sequential_requests_on_a_small_balance_are_never_cut_short(limit
         affordable, REPLY_WORDS
     )
     spent = COST * (requests + 1) + usd(1, min(affordable, REPLY_WORDS))
-    assert Decimal(wait_for_balance(mesh, s["management_token"], credits - spent)["balance_usd"]) == credits - spent
+    assert Decimal(wait_for_balance(mesh, s.token, credits - spent)["balance_usd"]) == credits - spent
 
 
 def test_a_fit_to_budget_key_gets_the_limit_the_budget_affords_and_is_told(limits_mesh):
     mesh, fake = limits_mesh
     credits = usd(HI_BOUND, 0) + usd(0, 12)  # the prompt's worst case and 12 completion tokens
-    s, key = account(mesh, str(credits))
-    auth = {"authorization": f"Bearer {s['management_token']}"}
+    s = funded_key(mesh, str(credits), label="limits")
+    key = s.created
+    auth = {"authorization": f"Bearer {s.token}"}
     assert key["fit_to_budget"] is False
     with pytest.raises(openai.APIStatusError) as refused:  # not opted in: a 402 naming what it affords
         client(mesh, key).chat.completions.create(model=MODEL, messages=HI)
@@ -200,14 +180,14 @@ def test_a_fit_to_budget_key_gets_the_limit_the_budget_affords_and_is_told(limit
     assert raw.headers["x-mesh-max-tokens"] == "12"
     assert raw.parse().usage.completion_tokens == 12
     assert fake.requests[-1]["max_completion_tokens"] == 12 and "max_tokens" not in fake.requests[-1]
-    wait_for_balance(mesh, s["management_token"], credits - usd(1, 12))
+    wait_for_balance(mesh, s.token, credits - usd(1, 12))
     more = usd(1, 5)  # what is left is then the prompt's worst case and 5 completion tokens
     httpx.post(
-        f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
+        f"{mesh.url}/admin/accounts/{s.account_id}/credits",
         json={"amount_usd": str(more), "reason": "t"},
         headers={"authorization": f"Bearer {mesh.operator_token}"},
     ).raise_for_status()
-    assert Decimal(wait_for_balance(mesh, s["management_token"], usd(HI_BOUND, 5))["balance_usd"]) == usd(HI_BOUND, 5)
+    assert Decimal(wait_for_balance(mesh, s.token, usd(HI_BOUND, 5))["balance_usd"]) == usd(HI_BOUND, 5)
     with httpx.stream(
         "POST",
         mesh.url + "/v1/chat/completions",
@@ -225,7 +205,8 @@ def test_a_fit_to_budget_key_gets_the_limit_the_budget_affords_and_is_told(limit
 
 def test_images_files_and_tools_are_reserved(limits_mesh):
     mesh, _ = limits_mesh
-    _, key = account(mesh, str(WORST + usd(100, 0)))  # a text prompt's worst case and 100 prompt tokens more
+    # a text prompt's worst case and 100 prompt tokens more
+    key = funded_key(mesh, str(WORST + usd(100, 0)), label="limits").created
     sdk = client(mesh, key)
     image = [
         {

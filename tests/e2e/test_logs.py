@@ -18,21 +18,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.conftest import MeshProcess
+from tests.e2e.conftest import MeshProcess, funded_key
 from tests.e2e.test_walking_skeleton import api, sign_up, wait_for_balance
-from tests.fakes.openai_upstream import FakeOpenAI
-from tests.fakes.server import BackgroundServer
 
 PRICES = {"acme/small": (Decimal("0.5"), Decimal("1.5")), "acme/large": (Decimal("2"), Decimal("4"))}
-REPLY_WORDS = 7
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    fake = FakeOpenAI(reply_words=REPLY_WORDS)
-    with BackgroundServer(fake) as server:
-        fake.url = server.url
-        yield fake
+UPSTREAM_REPLY_WORDS = 7  # the words of each reply of the `upstream` fixture (tests/e2e/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -92,15 +82,7 @@ def every_page(mesh, token: str, limit: int, **params) -> list[dict]:
 
 
 def test_every_call_is_logged_exactly_and_found_by_every_filter(mesh, upstream):
-    account_id, token = sign_up(mesh)
-    api(
-        mesh,
-        "POST",
-        f"/admin/accounts/{account_id}/credits",
-        mesh.operator_token,
-        json={"amount_usd": "1000", "reason": "logs"},
-    )
-    key = api(mesh, "POST", "/api/keys", token, json={"label": "logged"}).json()
+    account_id, token, _, key = funded_key(mesh, "1000", label="logged")
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key["key"], max_retries=0)
     expected: dict[str, dict] = {}
 
@@ -114,7 +96,8 @@ def test_every_call_is_logged_exactly_and_found_by_every_filter(mesh, upstream):
             trace, status = exc.response.headers["x-mesh-trace-id"], exc.status_code
         finally:
             upstream.fail_with = None
-        prompt, completion = (len(text.split()), REPLY_WORDS) if not fail else (0, 0)  # a refusal bills nothing
+        # a refusal bills nothing
+        prompt, completion = (len(text.split()), UPSTREAM_REPLY_WORDS) if not fail else (0, 0)
         expected[trace] = {
             "model": model,
             "status": "error" if fail else "success",
@@ -221,15 +204,7 @@ def test_bad_filters_are_refused_naming_the_parameter(mesh, params, param):
 
 
 def test_rebuilding_the_logs_leaves_balances_and_entries_as_they_were(mesh):
-    account_id, token = sign_up(mesh)
-    api(
-        mesh,
-        "POST",
-        f"/admin/accounts/{account_id}/credits",
-        mesh.operator_token,
-        json={"amount_usd": "1000", "reason": "rebuild"},
-    )
-    key = api(mesh, "POST", "/api/keys", token, json={"label": "rebuilt"}).json()
+    account_id, token, _, key = funded_key(mesh, "1000", label="rebuilt")
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key["key"], max_retries=0)
     for text in ("a", "a b"):
         client.chat.completions.create(model="acme/small", messages=[{"role": "user", "content": text}])
@@ -260,15 +235,7 @@ def test_bodies_are_logged_apart_when_turned_on(mesh, tmp_path):
     )
     process.start()
     try:
-        account_id, token = sign_up(process)
-        api(
-            process,
-            "POST",
-            f"/admin/accounts/{account_id}/credits",
-            process.operator_token,
-            json={"amount_usd": "1000", "reason": "bodies"},
-        )
-        key = api(process, "POST", "/api/keys", token, json={"label": "bodies"}).json()
+        account_id, token, _, key = funded_key(process, "1000", label="bodies")
         client = openai.OpenAI(base_url=process.url + "/v1", api_key=key["key"], max_retries=0)
         plain = client.chat.completions.with_raw_response.create(
             model="acme/small", messages=[{"role": "user", "content": "tell me plainly"}]
@@ -313,15 +280,7 @@ def test_bodies_are_logged_apart_when_turned_on(mesh, tmp_path):
 
 
 def test_a_request_made_with_a_template_is_logged_with_its_id_and_version(mesh):
-    account_id, token = sign_up(mesh)
-    api(
-        mesh,
-        "POST",
-        f"/admin/accounts/{account_id}/credits",
-        mesh.operator_token,
-        json={"amount_usd": "1000", "reason": "templates"},
-    )
-    key = api(mesh, "POST", "/api/keys", token, json={"label": "templated"}).json()
+    account_id, token, _, key = funded_key(mesh, "1000", label="templated")
     template = api(
         mesh,
         "POST",

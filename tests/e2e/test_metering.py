@@ -18,7 +18,7 @@ import pytest
 
 from commands.app import MeshApplication
 from domain.account import Account
-from tests.e2e.conftest import MeshProcess
+from tests.e2e.conftest import MeshProcess, funded_key
 from tests.e2e.test_gateway import usage_row
 from tests.e2e.test_walking_skeleton import api, sign_up, wait_for_balance
 from tests.fakes.caching import MESSAGES, REPORTED, caching_fakes
@@ -86,19 +86,6 @@ base_url = "{google.url}/v1beta"
         mesh.stop()
 
 
-def funded_key(mesh: MeshProcess, usd: str) -> tuple[str, str, str]:
-    account_id, token = sign_up(mesh)
-    api(
-        mesh,
-        "POST",
-        f"/admin/accounts/{account_id}/credits",
-        mesh.operator_token,
-        json={"amount_usd": usd, "reason": "test"},
-    )
-    key = api(mesh, "POST", "/api/keys", token, json={"label": "metering"}).json()["key"]
-    return account_id, token, key
-
-
 def test_models_show_their_cache_prices(metered):
     mesh, _ = metered
     _, token = sign_up(mesh)
@@ -113,7 +100,7 @@ def test_models_show_their_cache_prices(metered):
 def test_the_operator_changes_a_cache_price_at_runtime(metered):
     mesh, _ = metered
     operator = mesh.operator_token
-    _, token, key = funded_key(mesh, "10")
+    _, token, key, _ = funded_key(mesh, "10", label="metering")
     try:
         changed = api(mesh, "PUT", "/admin/models/google/flash", operator, json={"cached_prompt_usd_per_1k": "0.01"})
         assert changed.status_code == 200, changed.text
@@ -140,7 +127,7 @@ def test_the_operator_changes_a_cache_price_at_runtime(metered):
 @pytest.mark.parametrize("model", list(MODELS))
 def test_cached_tokens_are_billed_at_the_cache_price(metered, model):
     mesh, _ = metered
-    _, token, key = funded_key(mesh, "10")
+    _, token, key, _ = funded_key(mesh, "10", label="metering")
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
     _, (fresh, read, written, out, reasoning) = MODELS[model]
     plain = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=100)
@@ -189,7 +176,7 @@ def test_a_stream_running_past_its_lease_is_still_billed_on_it(metered):
     fake = fakes["oai"]
     fake.chunk_delay = 1.0  # ~10 frames: about 10 s, against leases of 4 s (reaper grace 2 s)
     try:
-        account_id, token, key = funded_key(mesh, "10")
+        account_id, token, key, _ = funded_key(mesh, "10", label="metering")
         client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0, timeout=60)
         started = time.monotonic()
         stream = client.chat.completions.create(model="oai/gpt", messages=MESSAGES, max_tokens=100, stream=True)
@@ -219,7 +206,7 @@ def test_a_lease_left_on_the_account_alone_is_reaped_after_expiry(metered):
     """A gateway process stopped between a lease's two appends (the account's, then the key's) leaves the lease on
     the account alone: the reaper settles it there after expiry and grace, and the key's budget is untouched."""
     mesh, _ = metered
-    account_id, token, key = funded_key(mesh, "10")
+    account_id, token, key, _ = funded_key(mesh, "10", label="metering")
     key_id = api(mesh, "GET", "/api/keys", token).json()["data"][0]["id"]
     nats_url = json.loads((mesh.data_dir / "running.json").read_text())["nats_url"]
     app = MeshApplication(nats_url, "MESH")

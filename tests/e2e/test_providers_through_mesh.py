@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import uuid
 from decimal import Decimal
 
-import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import MeshProcess
+from tests.e2e.conftest import MeshProcess, funded_key
 from tests.e2e.test_walking_skeleton import wait_for_balance
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
@@ -18,16 +16,25 @@ from tests.fakes.server import BackgroundServer
 
 
 @pytest.fixture(scope="module")
-def claude_mesh(tmp_path_factory):
-    fake = FakeAnthropic(reply_words=6, api_key="sk-ant-secret")
-    with BackgroundServer(fake) as server:
-        base = tmp_path_factory.mktemp("claude")
+def providers_mesh(tmp_path_factory):
+    """One Mesh for both providers, each on a fake upstream of its own: (the Mesh, the fakes by kind)."""
+    claude, gemini = (
+        FakeAnthropic(reply_words=6, api_key="sk-ant-secret"),
+        FakeGemini(reply_words=5, api_key="g-secret"),
+    )
+    with BackgroundServer(claude) as claude_server, BackgroundServer(gemini) as gemini_server:
+        base = tmp_path_factory.mktemp("providers")
         config = base / "mesh.toml"
         config.write_text(f"""
 [providers.claude]
 kind = "anthropic"
-base_url = "{server.url}/v1"
+base_url = "{claude_server.url}/v1"
 api_key_env = "ANTHROPIC_TEST_KEY"
+
+[providers.google]
+kind = "gemini"
+base_url = "{gemini_server.url}/v1beta"
+api_key_env = "GEMINI_TEST_KEY"
 
 [[models]]
 id = "claude/test"
@@ -35,26 +42,39 @@ provider = "claude"
 upstream = "claude-test-1"
 prompt_usd_per_1k = "3"
 completion_usd_per_1k = "15"
+
+[[models]]
+id = "google/flash"
+provider = "google"
+upstream = "gemini-test"
+prompt_usd_per_1k = "0.1"
+completion_usd_per_1k = "0.4"
+max_output_tokens = 1000
 """)
-        mesh = MeshProcess(base / "data", config, {"ANTHROPIC_TEST_KEY": "sk-ant-secret"})
+        mesh = MeshProcess(
+            base / "data", config, {"ANTHROPIC_TEST_KEY": "sk-ant-secret", "GEMINI_TEST_KEY": "g-secret"}
+        )
         mesh.start()
-        yield mesh, fake
+        yield mesh, {"anthropic": claude, "gemini": gemini}
         mesh.stop()
+
+
+@pytest.fixture(scope="module")
+def claude_mesh(providers_mesh):
+    mesh, fakes = providers_mesh
+    return mesh, fakes["anthropic"]
+
+
+@pytest.fixture(scope="module")
+def gemini_mesh(providers_mesh):
+    mesh, fakes = providers_mesh
+    return mesh, fakes["gemini"]
 
 
 def test_the_openai_sdk_talks_to_an_anthropic_model(claude_mesh):
     mesh, fake = claude_mesh
-    s = httpx.post(
-        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
-    ).json()
-    httpx.post(
-        f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
-        headers={"authorization": f"Bearer {mesh.operator_token}"},
-        json={"amount_usd": "5", "reason": "t"},
-    )
-    key = httpx.post(
-        mesh.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"}, json={"label": "claude"}
-    ).json()["key"]
+    s = funded_key(mesh, "5", label="claude")
+    key = s.key
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
     plain = client.chat.completions.create(model="claude/test", messages=messages, max_tokens=50)
@@ -78,50 +98,15 @@ def test_the_openai_sdk_talks_to_an_anthropic_model(claude_mesh):
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
     # 3 requests: (4 + 6) + (4 + 6) + (3 + 5) tokens at 3 / 15 USD per 1K
     spent = (Decimal(4 + 4 + 3) * 3 + Decimal(6 + 6 + 5) * 15) / 1000
-    body = wait_for_balance(mesh, s["management_token"], Decimal(5) - spent)
+    body = wait_for_balance(mesh, s.token, Decimal(5) - spent)
     assert Decimal(body["balance_usd"]) == Decimal(5) - spent
     assert "sk-ant-secret" not in mesh.output()
 
 
-@pytest.fixture(scope="module")
-def gemini_mesh(tmp_path_factory):
-    fake = FakeGemini(reply_words=5, api_key="g-secret")
-    with BackgroundServer(fake) as server:
-        base = tmp_path_factory.mktemp("gemini")
-        config = base / "mesh.toml"
-        config.write_text(f"""
-[providers.google]
-kind = "gemini"
-base_url = "{server.url}/v1beta"
-api_key_env = "GEMINI_TEST_KEY"
-
-[[models]]
-id = "google/flash"
-provider = "google"
-upstream = "gemini-test"
-prompt_usd_per_1k = "0.1"
-completion_usd_per_1k = "0.4"
-max_output_tokens = 1000
-""")
-        mesh = MeshProcess(base / "data", config, {"GEMINI_TEST_KEY": "g-secret"})
-        mesh.start()
-        yield mesh, fake
-        mesh.stop()
-
-
 def test_the_openai_sdk_talks_to_a_gemini_model(gemini_mesh):
     mesh, fake = gemini_mesh
-    s = httpx.post(
-        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
-    ).json()
-    httpx.post(
-        f"{mesh.url}/admin/accounts/{s['account_id']}/credits",
-        headers={"authorization": f"Bearer {mesh.operator_token}"},
-        json={"amount_usd": "1", "reason": "t"},
-    )
-    key = httpx.post(
-        mesh.url + "/api/keys", headers={"authorization": f"Bearer {s['management_token']}"}, json={"label": "gemini"}
-    ).json()["key"]
+    s = funded_key(mesh, "1", label="gemini")
+    key = s.key
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
     messages = [{"role": "user", "content": "say five words"}]
     plain = client.chat.completions.create(model="google/flash", messages=messages)
@@ -131,5 +116,5 @@ def test_the_openai_sdk_talks_to_a_gemini_model(gemini_mesh):
     assert fake.requests[-1]["_model"] == "gemini-test"
     assert "maxOutputTokens" not in fake.requests[-1].get("generationConfig", {})  # no limit added
     spent = (Decimal(3 + 3) * Decimal("0.1") + Decimal(5 + 5) * Decimal("0.4")) / 1000
-    body = wait_for_balance(mesh, s["management_token"], Decimal(1) - spent)
+    body = wait_for_balance(mesh, s.token, Decimal(1) - spent)
     assert Decimal(body["balance_usd"]) == Decimal(1) - spent

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import stripe
 
-from tests.e2e.conftest import MeshProcess, events_after, paid_by_localstripe, send_webhooks
+from tests.e2e.conftest import MeshProcess, events_after, paid_by_localstripe, send_webhooks, funded_key
 from tests.e2e.test_walking_skeleton import api, sign_up
 
 WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
@@ -229,24 +229,11 @@ def card(stripe_client: stripe.StripeClient, number: str) -> str:
     ).id
 
 
-def funded_account(mesh, usd: str) -> tuple[str, str, str]:
-    account_id, token = sign_up(mesh)
-    api(
-        mesh,
-        "POST",
-        f"/admin/accounts/{account_id}/credits",
-        mesh.operator_token,
-        json={"amount_usd": usd, "reason": "seed"},
-    )
-    key = api(mesh, "POST", "/api/keys", token, json={"label": "refill"}).json()["key"]
-    return account_id, token, key
-
-
 def test_auto_refill_fires_once_per_crossing_under_concurrent_usage(billing_mesh, stripe_client):
     import asyncio
 
     mesh = billing_mesh
-    _, token, key = funded_account(mesh, "1")
+    _, token, key, _ = funded_key(mesh, "1", label="refill")
     r = api(
         mesh,
         "PUT",
@@ -283,7 +270,7 @@ def test_auto_refill_fires_once_per_crossing_under_concurrent_usage(billing_mesh
 
 def test_a_failing_card_turns_auto_refill_off_after_n_tries(billing_mesh, stripe_client):
     mesh = billing_mesh
-    _, token, _ = funded_account(mesh, "1")
+    _, token, _, _ = funded_key(mesh, "1", label="refill")
     r = api(
         mesh,
         "PUT",

@@ -5,13 +5,11 @@ writer changes between the two appends gets no lease it would refuse, and the ac
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import nats
 import pytest
 
-from commands.accounts import AccountCommands
 from commands.app import MeshApplication
 from commands.leasing import BudgetCommands
 from commands.keys import KeyChanges, KeyCommands
@@ -19,18 +17,9 @@ from domain.account import Account
 from domain.apikey import ApiKey
 from domain.leases import BudgetExceeded
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_TOPIC
+from tests.unit.test_command_contract import CREDITS, funded  # noqa: F401  (funded: a fixture; its `app` is this tier's, on NATS)
 
 TTL = timedelta(seconds=60)
-CREDITS = 10**12
-
-
-@pytest.fixture
-def funded(app):
-    """An account with CREDITS and a key with a spend cap of half of them: (account id, key id)."""
-    session = AccountCommands(app).sign_up(f"{uuid.uuid4().hex[:8]}@example.com", "long enough")
-    AccountCommands(app).grant_credits(session.account_id, CREDITS, "test", "operator")
-    key = KeyCommands(app).create(session.account_id, "k", CREDITS // 2, None).key
-    return session.account_id, key.id
 
 
 def appended_since(nats_url: str, stream: str, after: int) -> list[tuple[str, str, bool]]:
@@ -75,20 +64,6 @@ def test_lease_renewal_and_settlement_are_plain_appends_account_first_then_key_f
         ("account.lease_settled", account, False),  # so an unsettled lease is always still open on the account
     ]
     assert app.repository.get(account_id).leases.settled == app.repository.get(key_id).leases.settled == 123
-
-
-def test_settling_a_lease_the_account_alone_holds_settles_it_there(app, funded):
-    """What a process that stopped between the two appends leaves, as the reaper settles it."""
-    account_id, key_id = funded
-    account: Account = app.repository.get(account_id)
-    lease_id = uuid.uuid4()
-    account.lease(lease_id, 5_000, key_id, datetime.now(timezone.utc) - timedelta(seconds=1))
-    app.save(account)
-    key_version = app.repository.get(key_id).version
-    BudgetCommands(app).settle(account_id, key_id, lease_id, 0)
-    account = app.repository.get(account_id)
-    assert lease_id not in account.leases.open and account.leasable == CREDITS
-    assert app.repository.get(key_id).version == key_version  # nothing to settle on the key
 
 
 class _ChangeKeyAfterAccountPart:

@@ -1,13 +1,12 @@
-"""Use cases against the real event store: atomic sign-up, and concurrent writers retried to exact totals."""
+"""Use cases against the real event store: concurrent writers retried to exact totals. (Atomic sign-up, on either
+event store: tests/unit/test_command_contract.py.)"""
 
 from __future__ import annotations
 
 import threading
 import uuid
 
-import pytest
-
-from commands.accounts import AccountCommands, EmailTaken
+from commands.accounts import AccountCommands
 from commands.app import MeshApplication
 from domain.account import Account
 
@@ -36,15 +35,3 @@ def test_concurrent_grants_on_one_account_all_land_exactly_once(nats_url, stream
     assert errors == []
     assert account.credits == 20 * 1_000
     assert account.version == 1 + 20
-
-
-def test_sign_up_is_atomic_and_emails_are_unique(app):
-    commands = AccountCommands(app)
-    email = f"{uuid.uuid4().hex[:8]}@example.com"
-    first = commands.sign_up(email, "long enough")
-    head = app.recorder.max_notification_id()
-    with pytest.raises(EmailTaken):
-        commands.sign_up(email.upper(), "another password")
-    assert app.recorder.max_notification_id() == head  # the losing account was not stored either
-    again = commands.log_in(email, "long enough")
-    assert again.account_id == first.account_id and again.management_token != first.management_token

@@ -1,4 +1,5 @@
-"""Template use cases on the real event store, and the templates read model projected and rebuilt."""
+"""Template use cases on the real event store (concurrent creates), and the templates read model projected and
+rebuilt. (Renaming and archiving, on either event store: tests/unit/test_command_contract.py.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import threading
 import uuid
 
 import nats
-import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from commands.app import MeshApplication
@@ -46,22 +46,6 @@ def test_concurrent_creates_of_one_name_leave_exactly_one_template(nats_url, str
         a.close()
     losers = [o for o in outcomes if isinstance(o, Exception)]
     assert len(outcomes) == 8 and len(losers) == 7 and all(isinstance(o, TemplateNameTaken) for o in losers)
-
-
-def test_renaming_moves_the_name_and_archiving_frees_it(app):
-    commands, account = TemplateCommands(app), uuid.uuid4()
-    first = commands.create(account, "a", None, MESSAGES, None).template
-    second = commands.create(account, "b", None, MESSAGES, None).template
-    head = app.recorder.max_notification_id()
-    with pytest.raises(TemplateNameTaken):
-        commands.save(account, second.id, "a", None, MESSAGES, None)
-    assert app.recorder.max_notification_id() == head  # nothing of the refused save was stored
-    renamed = commands.save(account, first.id, "c", None, MESSAGES, None).template
-    assert renamed.name == "c" and len(renamed.versions) == 2
-    assert commands.save(account, second.id, "a", None, MESSAGES, None).template.name == "a"  # "a" was freed
-    commands.archive(account, renamed.id)
-    assert commands.create(account, "c", None, MESSAGES, None).template.id != renamed.id
-    assert commands.create(uuid.uuid4(), "c", None, MESSAGES, None)  # names are per account
 
 
 async def test_the_read_model_follows_the_events_and_rebuilds_to_the_same_rows(
