@@ -18,7 +18,7 @@ from commands.accounts import AccountCommands, BadCredentials, EmailTaken
 from commands.app import MeshApplication
 from commands.leasing import BudgetCommands
 from commands.keys import KeyCommands
-from commands.templates import TemplateCommands
+from commands.prompt_templates import TemplateCommands
 from domain import credentials
 from domain.account import Account, EmailClaim
 from domain.credentials import PASSWORD_KDF, hash_token, needs_rehash
@@ -177,5 +177,5 @@ def test_settling_a_lease_the_account_alone_holds_settles_it_there(app, funded):
     key_version = app.repository.get(key_id).version
     BudgetCommands(app).settle(account_id, key_id, lease_id, 0)
     account = app.repository.get(account_id)
-    assert lease_id not in account.leases.open and account.available == CREDITS
+    assert lease_id not in account.leases.open and account.leasable == CREDITS
     assert app.repository.get(key_id).version == key_version  # nothing to settle on the key
