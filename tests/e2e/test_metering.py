@@ -219,7 +219,7 @@ def test_a_lease_left_on_the_account_alone_is_reaped_after_expiry(metered):
         while lease_id in app.repository.get(UUID(account_id)).leases.open and time.monotonic() < deadline:
             time.sleep(0.5)
         account = app.repository.get(UUID(account_id))
-        assert lease_id not in account.leases.open and account.available == 10 * 10**12
+        assert lease_id not in account.leases.open and account.leasable == 10 * 10**12
         assert [topic for topic, _ in lease_events(mesh, account_id, str(lease_id))] == [
             "account.budget_leased",
             "account.lease_settled",

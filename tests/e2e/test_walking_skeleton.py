@@ -191,7 +191,7 @@ BAD_API_REQUESTS = [
     ("POST", "/admin/accounts/{account}/credits", "token", {"amount_usd": "1", "reason": "x"}, 403, "forbidden"),
     (
         "POST",
-        f"/admin/accounts/{uuid.uuid4()}/credits",
+        "/admin/accounts/00000000-0000-4000-8000-000000000000/credits",  # no account has it; one id for every worker
         "operator",
         {"amount_usd": "1", "reason": "x"},
         404,
