@@ -56,9 +56,6 @@ class MeshProcess:
             "MESH_PORT": str(self.port),
             "MESH_CONFIG": str(self.config),
             "ACME_API_KEY": UPSTREAM_KEY,
-            # the suite runs Meshes side by side (a pytest worker per CPU): by default each would keep its servers
-            # and projection worker off the first CPU, all of them on the same others
-            "MESH_BACKGROUND_CPUS": "all",
             **self.extra_env,
         }
         for name in ("MESH_NATS_URL", "MESH_DATABASE_URL", "MESH_STREAM", "MESH_OPERATOR_TOKEN"):
