@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.payments import PaymentError, StripePayments
 from commands.autorefill import AutoRefillCommands
 from projections import billing
+from gateway.pause import stopped_within
 
 log = logging.getLogger("mesh.autorefill")
 
@@ -42,10 +43,7 @@ class AutoRefillManager:
                 await self.step()
             except Exception:
                 log.exception("auto-refill step failed; will retry")
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
+            await stopped_within(stop, interval)
 
     async def step(self) -> None:
         async with self.pool.connection() as conn:

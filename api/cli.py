@@ -14,6 +14,7 @@ from pathlib import Path
 
 from api.servers import MeshError
 from api.settings import Settings, SettingsError
+from gateway.pause import stopped_within
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +78,7 @@ def _run(coro):
 
 
 GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest generation (CPython: 700)
+MAINTENANCE_LOOK_EVERY = 5.0  # seconds between two looks for new PostgreSQL maintenance processes to lower
 
 
 def settle_garbage_collector() -> None:
@@ -216,10 +218,7 @@ async def _projections_only(settings: Settings) -> int:
     async def keep_maintenance_low() -> None:  # autovacuum workers come and go
         while not stop.is_set():
             priority.lower_maintenance()
-            try:
-                await asyncio.wait_for(stop.wait(), 5)
-            except asyncio.TimeoutError:
-                pass
+            await stopped_within(stop, MAINTENANCE_LOOK_EVERY)
 
     # under load, a batch every half second: fewer, larger transactions, and less NATS and PostgreSQL work
     # competing with requests for the CPU; the read models trail the stream by that much

@@ -20,6 +20,7 @@ from projections.readmodel import ReadModel, ensure_schema
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from projections.source import StreamSource
+from gateway.pause import stopped_within
 
 log = logging.getLogger("mesh")
 
@@ -86,7 +87,4 @@ class ProjectionWorker:
                 log.warning("log retention: PostgreSQL unreachable (%s); will retry", type(exc).__name__)
             except Exception:
                 log.exception("log retention failed; will retry")
-            try:
-                await asyncio.wait_for(stop.wait(), RETENTION_EVERY)
-            except asyncio.TimeoutError:
-                pass
+            await stopped_within(stop, RETENTION_EVERY)

@@ -54,6 +54,7 @@ from gateway.usage import UsagePublisher
 from projections import billing, logs
 from projections import catalog as catalog_read_model
 from projections.source import StreamSource
+from gateway.pause import stopped_within
 
 log = logging.getLogger("mesh")
 
@@ -297,12 +298,7 @@ class Runtime:
 
     async def _every(self, interval: float, job) -> None:
         """Run `job` every `interval` seconds until stopped; a failure is logged and tried again."""
-        while not self._stop.is_set():
-            try:
-                await asyncio.wait_for(self._stop.wait(), interval)
-                return
-            except asyncio.TimeoutError:
-                pass
+        while not await stopped_within(self._stop, interval):
             try:
                 await job()
             except (psycopg.OperationalError, OperationalError) as exc:  # a server away (restarting): one line

@@ -18,6 +18,7 @@ from typing import Awaitable, Callable, Protocol
 import msgspec
 
 from api.embedded import EmbeddedServerError
+from gateway.pause import stopped_within
 
 log = logging.getLogger("mesh.supervisor")
 
@@ -88,7 +89,7 @@ class Supervisor:
             process = watched.child.process
             code = process.poll() if process is not None else None  # poll() reaps it
             if code is None:
-                await _sleep(stop, POLL_SECONDS)
+                await stopped_within(stop, POLL_SECONDS)
                 continue
             watched.state, watched.last_exit = "restarting", describe_exit(code)
             if time.monotonic() - watched.started >= STABLE_SECONDS:
@@ -101,7 +102,7 @@ class Supervisor:
                 watched.delay,
             )
             down = time.monotonic()
-            while not await _sleep(stop, watched.delay):
+            while not await stopped_within(stop, watched.delay):
                 watched.delay = min(watched.delay * 2, MAX_DELAY)
                 try:
                     await asyncio.to_thread(watched.child.start)
@@ -122,12 +123,3 @@ class Supervisor:
                     except Exception:
                         log.exception("after restarting %s", watched.name)
                 break
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep, or return True at once when `stop` is set."""
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-        return True
-    except asyncio.TimeoutError:
-        return False

@@ -29,6 +29,7 @@ from uuid import UUID
 from domain.leases import BudgetExceeded, LeaseGrant
 from gateway.admission import KeyInfo
 from gateway.errors import GatewayError
+from gateway.pause import stopped_within
 
 log = logging.getLogger("mesh.gateway")
 
@@ -391,12 +392,11 @@ class Budgets:
                 lease.deadline = math.inf  # retired: only its requests' end matters now
 
     async def run(self, stop: asyncio.Event, interval: float = 0.25) -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
-            await self.sweep()
+        while True:
+            stopped = await stopped_within(stop, interval)
+            await self.sweep()  # once more when stopped
+            if stopped:
+                return
 
     def forget_key(self, key_id: UUID) -> None:
         """A revoked or disabled key: admit nothing more on its lease; settle it when its requests end."""
