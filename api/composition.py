@@ -18,6 +18,7 @@ from api.services.health import HealthService
 from api.services.keys import KeyService
 from api.services.logs import LogService
 from api.services.models import ModelService
+from api.services.one_time_views import OneTimeViews
 from api.services.template_trial import TemplateTrial
 from api.services.prompt_templates import TemplateService
 
@@ -38,6 +39,7 @@ class Services:
     log_service: LogService
     admin_service: AdminService
     health_service: HealthService
+    one_time_views: OneTimeViews  # what a dashboard page shows once, after the redirect of a POST
 
 
 def compose(runtime: Runtime) -> Services:
@@ -74,6 +76,7 @@ def compose(runtime: Runtime) -> Services:
             runtime.accounts, runtime.topups, runtime.catalog_commands, runtime.catalog, pool, waiter
         ),
         health_service=HealthService(runtime.source, pool, runtime.supervisor),
+        one_time_views=OneTimeViews(pool),
     )
 
 

@@ -102,11 +102,16 @@ class BankTransfer:
     def start(self, account_id: UUID, amount: int, customer: str | None) -> PaymentStart:
         reference = "MESH-" + secrets.token_hex(5).upper()
         expires_at = datetime.now(timezone.utc) + self.valid_for
-        instructions = (
+        return PaymentStart(
+            reference, instructions=self.instructions(amount, reference, expires_at), expires_at=expires_at
+        )
+
+    def instructions(self, amount: int, reference: str, expires_at: datetime) -> str:
+        """What to send where, by when: shown when the transfer starts and whenever its page is opened again."""
+        return (
             f"Transfer {pico_to_usd(amount)} USD to {self.account_details} with the reference "
             f"{reference} before {expires_at:%Y-%m-%d %H:%M} UTC."
         )
-        return PaymentStart(reference, instructions=instructions, expires_at=expires_at)
 
 
 class StripePayments:

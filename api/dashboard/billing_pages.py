@@ -9,13 +9,13 @@ from litestar import MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from api.client_address import client_address
 from api.dashboard import views
 from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
 from api.dashboard.settings import DashboardConfig
 from api.dashboard.time_ranges import SPEND_PRESETS, spend_window
-from api.security_headers import NO_STORE
 from api.services.billing import BillingService
 from domain.ratelimit import RateLimited
 
@@ -34,8 +34,14 @@ class BillingPages(SessionPages):
         start: FromQuery[str | None] = None,
         end: FromQuery[str | None] = None,
         by: FromQuery[str] = "model",
+        transfer: FromQuery[str | None] = None,
     ) -> Template:
-        return await self._billing(request, account_id, billing_service, dashboard, range, start, end, by)
+        """`transfer`: the reference of a bank transfer just started, shown with what to send where while it
+        waits for its money."""
+        started = await billing_service.pending_bank_transfer(account_id, transfer) if transfer else None
+        return await self._billing(
+            request, account_id, billing_service, dashboard, range, start, end, by, started=started
+        )
 
     async def _billing(
         self, request, account_id, billing_service, dashboard, range=None, start=None, end=None, by="model", **extra
@@ -86,7 +92,8 @@ class BillingPages(SessionPages):
         billing_service: NamedDependency[BillingService],
         dashboard: NamedDependency[DashboardConfig],
     ) -> Response:
-        """A card top-up continues on its payment page; a bank transfer shows its reference here."""
+        """A card top-up continues on its payment page; a bank transfer on the Billing page, which shows its
+        reference (a redirect either way: a reload starts no second top-up)."""
         form = await request.form()
         try:
             started = await billing_service.start_topup(
@@ -95,8 +102,8 @@ class BillingPages(SessionPages):
         except PAGE_ERRORS as exc:
             return await self._billing(request, account_id, billing_service, dashboard, error=failure(exc))
         if started.provider == "stripe":
-            return Redirect(f"/billing/pay/{started.payment.reference}")
-        return await self._billing(request, account_id, billing_service, dashboard, started=started)
+            return Redirect(f"/billing/pay/{started.payment.reference}", status_code=HTTP_303_SEE_OTHER)
+        return Redirect(f"/billing?transfer={started.payment.reference}", status_code=HTTP_303_SEE_OTHER)
 
     @get("/billing/pay/{payment_intent:str}")
     async def pay(
@@ -119,7 +126,7 @@ class BillingPages(SessionPages):
             stripe_key=dashboard.stripe_publishable_key,
         )
 
-    @post("/billing/topups/{payment_intent:str}/card", media_type=MediaType.JSON, cache_control=NO_STORE)
+    @post("/billing/topups/{payment_intent:str}/card", media_type=MediaType.JSON)
     async def pay_by_card(
         self,
         request: Request,
@@ -155,4 +162,4 @@ class BillingPages(SessionPages):
             )
         except PAGE_ERRORS as exc:
             return page("error.html", request, section="billing", message=failure(exc))
-        return Redirect("/billing")
+        return Redirect("/billing", status_code=HTTP_303_SEE_OTHER)

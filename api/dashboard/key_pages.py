@@ -9,13 +9,14 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from api.dashboard import views
 from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
 from api.errors import ApiError
-from api.security_headers import NO_STORE
 from api.services.keys import KEY_ACTIONS, KeyService, error_rate
 from api.services.models import ModelService
+from api.services.one_time_views import OneTimeViews
 
 ROTATE_GRACE = {"0": timedelta(0), "3600": timedelta(hours=1), "86400": timedelta(days=1)}
 
@@ -28,18 +29,28 @@ class KeyPages(SessionPages):
         account_id: NamedDependency[UUID],
         key_service: NamedDependency[KeyService],
         model_service: NamedDependency[ModelService],
+        one_time_views: NamedDependency[OneTimeViews],
         q: FromQuery[str] = "",
+        created: FromQuery[str | None] = None,
     ) -> Template:
-        return await self._keys(request, account_id, key_service, model_service, q)
+        """`created`: the one-time view of a key just made (its secret, shown on this one page)."""
+        shown = await one_time_views.take(account_id, request.state.session_token, created) if created else None
+        if shown is None:
+            return await self._keys(request, account_id, key_service, model_service, q, secret_gone=created is not None)
+        return await self._keys(
+            request, account_id, key_service, model_service, q, created=shown["key_id"], secret=shown["secret"]
+        )
 
-    @post("/keys", cache_control=NO_STORE)
+    @post("/keys")
     async def create_key(
         self,
         request: Request,
         account_id: NamedDependency[UUID],
         key_service: NamedDependency[KeyService],
         model_service: NamedDependency[ModelService],
-    ) -> Template:
+        one_time_views: NamedDependency[OneTimeViews],
+    ) -> Response:
+        """A key made shows its secret on the page the redirect leads to (a reload makes no second key)."""
         form = await request.form()
         try:
             created = await key_service.create(
@@ -49,13 +60,15 @@ class KeyPages(SessionPages):
             return await self._keys(
                 request, account_id, key_service, model_service, "", error=failure(exc), form=dict(form)
             )
-        return await self._keys(
-            request, account_id, key_service, model_service, "", created=created.key, secret=created.secret
+        view = await one_time_views.put(
+            account_id, request.state.session_token, {"key_id": str(created.key.id), "secret": created.secret}
         )
+        return Redirect(f"/keys?created={view}", status_code=HTTP_303_SEE_OTHER)
 
-    async def _keys(self, request, account_id, key_service, model_service, q, **extra) -> Template:
+    async def _keys(self, request, account_id, key_service, model_service, q, created=None, **extra) -> Template:
         listing = await key_service.listing(account_id)
         shown = [v for v in listing.keys if q.lower() in v.row.label.lower()] if q else listing.keys
+        made = next((v.row for v in listing.keys if str(v.row.key_id) == created), None)
         return page(
             "keys.html",
             request,
@@ -68,7 +81,8 @@ class KeyPages(SessionPages):
             error_rate=error_rate,
             share=views.share,
             base_url=str(request.base_url).rstrip("/"),
-            **{"error": None, "form": {}, "secret": None, "created": None, **extra},
+            created=made,
+            **{"error": None, "form": {}, "secret": None, "secret_gone": False, **extra},
         )
 
     @get("/keys/{key_id:uuid}")
@@ -79,10 +93,22 @@ class KeyPages(SessionPages):
         key_id: FromPath[UUID],
         key_service: NamedDependency[KeyService],
         model_service: NamedDependency[ModelService],
+        one_time_views: NamedDependency[OneTimeViews],
         cursor: FromQuery[str | None] = None,
+        rotated: FromQuery[str | None] = None,
     ) -> Template:
-        """`cursor`: an older page of the history."""
-        return await self._key(request, account_id, key_id, key_service, model_service, cursor=cursor)
+        """`cursor`: an older page of the history; `rotated`: the one-time view of the new secret."""
+        shown = await one_time_views.take(account_id, request.state.session_token, rotated) if rotated else None
+        return await self._key(
+            request,
+            account_id,
+            key_id,
+            key_service,
+            model_service,
+            cursor=cursor,
+            secret=shown["secret"] if shown is not None and shown["key_id"] == str(key_id) else None,
+            secret_gone=rotated is not None and shown is None,
+        )
 
     @post("/keys/{key_id:uuid}")
     async def edit_key(
@@ -102,7 +128,7 @@ class KeyPages(SessionPages):
             await key_service.update(account_id, key_id, changes)
         except PAGE_ERRORS as exc:
             return await self._key(request, account_id, key_id, key_service, model_service, error=failure(exc))
-        return Redirect(f"/keys/{key_id}")
+        return Redirect(f"/keys/{key_id}", status_code=HTTP_303_SEE_OTHER)
 
     async def _key(self, request, account_id, key_id, key_service, model_service, cursor=None, **extra) -> Template:
         view, as_of = await key_service.one(account_id, key_id)
@@ -118,7 +144,7 @@ class KeyPages(SessionPages):
             models=model_service.enabled(),
             error_rate=error_rate,
             share=views.share,
-            **{"error": None, "secret": None, **extra},
+            **{"error": None, "secret": None, "secret_gone": False, **extra},
         )
 
     @get("/keys/{key_id:uuid}/{action:str}")
@@ -135,7 +161,7 @@ class KeyPages(SessionPages):
         view, _ = await key_service.one(account_id, key_id)
         return page("confirm.html", request, section="keys", key=view.row, action=action)
 
-    @post("/keys/{key_id:uuid}/{action:str}", cache_control=NO_STORE)
+    @post("/keys/{key_id:uuid}/{action:str}")
     async def act(
         self,
         request: Request,
@@ -143,12 +169,16 @@ class KeyPages(SessionPages):
         key_id: FromPath[UUID],
         action: FromPath[str],
         key_service: NamedDependency[KeyService],
-        model_service: NamedDependency[ModelService],
+        one_time_views: NamedDependency[OneTimeViews],
     ) -> Response:
+        """A rotation shows its new secret on the page the redirect leads to (a reload rotates no more)."""
         if action == "rotate":
             form = await request.form()
             grace = ROTATE_GRACE.get(form.get("grace_seconds", "0"), timedelta(0))
             rotated = await key_service.rotate(account_id, key_id, grace)
-            return await self._key(request, account_id, key_id, key_service, model_service, secret=rotated.secret)
+            view = await one_time_views.put(
+                account_id, request.state.session_token, {"key_id": str(key_id), "secret": rotated.secret}
+            )
+            return Redirect(f"/keys/{key_id}?rotated={view}", status_code=HTTP_303_SEE_OTHER)
         await key_service.act(account_id, key_id, action)
-        return Redirect(f"/keys/{key_id}")
+        return Redirect(f"/keys/{key_id}", status_code=HTTP_303_SEE_OTHER)

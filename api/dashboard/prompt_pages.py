@@ -5,15 +5,19 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import msgspec
+
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from api.dashboard import views
 from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
 from api.errors import ApiError
 from api.services.models import ModelService
+from api.services.one_time_views import OneTimeViews, TooLarge
 from api.services.template_trial import TemplateTrial
 from api.services.prompt_templates import TemplateContent, TemplateService, variables
 
@@ -50,7 +54,7 @@ class PromptPages(SessionPages):
             template = await template_service.create(account_id, content)
         except PAGE_ERRORS as exc:
             return self._editor(request, model_service, None, _shown(content), error=failure(exc))
-        return Redirect(f"/templates/{template.id}")
+        return Redirect(f"/templates/{template.id}", status_code=HTTP_303_SEE_OTHER)
 
     @get("/templates/{template_id:uuid}")
     async def template(
@@ -60,9 +64,15 @@ class PromptPages(SessionPages):
         template_id: FromPath[UUID],
         template_service: NamedDependency[TemplateService],
         model_service: NamedDependency[ModelService],
+        one_time_views: NamedDependency[OneTimeViews],
         diff: FromQuery[int | None] = None,
+        tested: FromQuery[str | None] = None,
     ) -> Template:
-        return await self._template(request, account_id, template_id, template_service, model_service, diff)
+        """`diff`: a version to compare with; `tested`: the one-time view of a Test sent without JavaScript."""
+        test = await one_time_views.take(account_id, request.state.session_token, tested) if tested else None
+        return await self._template(
+            request, account_id, template_id, template_service, model_service, diff, **({"test": test} if test else {})
+        )
 
     @post("/templates/{template_id:uuid}")
     async def save_template(
@@ -80,7 +90,7 @@ class PromptPages(SessionPages):
             return await self._template(
                 request, account_id, template_id, template_service, model_service, None, error=failure(exc)
             )
-        return Redirect(f"/templates/{template_id}")
+        return Redirect(f"/templates/{template_id}", status_code=HTTP_303_SEE_OTHER)
 
     @post("/templates/{template_id:uuid}/test")
     async def test_template(
@@ -91,9 +101,11 @@ class PromptPages(SessionPages):
         template_service: NamedDependency[TemplateService],
         template_trial: NamedDependency[TemplateTrial],
         model_service: NamedDependency[ModelService],
-    ) -> Template:
+        one_time_views: NamedDependency[OneTimeViews],
+    ) -> Response:
         """Render with the values given, then call the model through /v1 with the key given. htmx swaps the
-        result in; without JavaScript the whole page comes back with it."""
+        result in; without JavaScript the template's page shows it once, after a redirect (a reload calls no
+        model again)."""
         form = await request.form()
         view = await template_service.one(account_id, template_id)
         values = {name: form.get(f"var_{name}", "") for name in variables(view.version.messages)}
@@ -113,7 +125,13 @@ class PromptPages(SessionPages):
             test.update(result=result, error=result.error)
         if request.headers.get("hx-request"):
             return page("_test.html", request, **test)
-        return await self._template(request, account_id, template_id, template_service, model_service, None, test=test)
+        try:
+            shown = await one_time_views.put(account_id, request.state.session_token, msgspec.to_builtins(test))
+        except TooLarge:  # an answer too long to keep: shown on this answer itself
+            return await self._template(
+                request, account_id, template_id, template_service, model_service, None, test=test
+            )
+        return Redirect(f"/templates/{template_id}?tested={shown}", status_code=HTTP_303_SEE_OTHER)
 
     async def _template(
         self, request, account_id, template_id, template_service, model_service, diff, **extra

@@ -13,6 +13,7 @@ from api.dashboard import views
 from api.dashboard.session import LoginRequired, page_account, renewed_cookie
 from api.errors import DOMAIN_ERRORS, ApiError
 from api.input_errors import InvalidInput
+from api.security_headers import NO_STORE
 from api.services.prompt_templates import variables
 from domain.invite import SignupRefused
 from domain.quota import QuotaExceeded
@@ -66,8 +67,10 @@ def _page_error(request: Request, exc: Exception) -> Response:
 
 
 class SessionPages(Controller):
-    """A section's pages: every one needs a session, and shows a refusal as a page."""
+    """A section's pages: every one needs a session, shows a refusal as a page, and is never stored (Back after
+    Log out asks the server again, which sends the visitor to /login)."""
 
+    cache_control = NO_STORE
     dependencies = {"account_id": Provide(page_account)}
     exception_handlers = {LoginRequired: _login_required, **{cls: _page_error for cls in PAGE_ERRORS}}
     include_in_schema = False

@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.payments import (
     PENDING_TOPUP_AGE,
+    BankTransfer,
     PICO_PER_CENT,
     CardDeclined,
     PaymentGuard,
@@ -206,6 +207,24 @@ class BillingService:
                 f"{PENDING_TOPUP_AGE.days} day)",
                 "pending_topups_exceeded",
             )
+
+    async def pending_bank_transfer(self, account_id: UUID, reference: str) -> TopUpStarted | None:
+        """A bank transfer of this account still waiting for its money, with what to send where and by when;
+        None once it is confirmed or expired, or when it is not this account's."""
+        bank = self.payments.get(BankTransfer.name)
+        if not isinstance(bank, BankTransfer):
+            return None
+        now = datetime.now(timezone.utc)
+        for topup in await self.topups(account_id):
+            if (
+                (topup.provider, topup.reference, topup.status) == (bank.name, reference, "pending")
+                and topup.expires_at is not None
+                and topup.expires_at > now
+            ):
+                instructions = bank.instructions(topup.amount, reference, topup.expires_at)
+                payment = PaymentStart(reference, instructions=instructions, expires_at=topup.expires_at)
+                return TopUpStarted(topup.id, topup.status, bank.name, topup.amount, payment)
+        return None
 
     async def pending_card_topup(self, account_id: UUID, payment_intent: str) -> billing.TopUpRow:
         for topup in await self.topups(account_id):

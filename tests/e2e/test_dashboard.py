@@ -7,6 +7,7 @@ import html
 import os
 import re
 import shutil
+import time
 import uuid
 from contextlib import contextmanager
 from decimal import Decimal
@@ -385,6 +386,75 @@ def test_without_javascript_and_by_keyboard_the_forms_still_work(browser, dashbo
         page.get_by_label("Status").select_option("error")
         page.get_by_role("button", name="Filter").click()
         expect(page).to_have_url(re.compile(r"status=error"))
+
+
+def test_a_reload_after_an_action_repeats_nothing(browser, dashboard_mesh):
+    """Post/redirect/get: creating a key, rotating it, starting a bank transfer and sending a template's Test
+    (without JavaScript) each answer with a redirect; the secret is shown on the page it leads to, once."""
+    from playwright.sync_api import expect
+
+    mesh = dashboard_mesh
+    for javascript in (True, False):
+        with signed_up(browser, mesh, java_script_enabled=javascript) as page:
+            token = next(c["value"] for c in page.context.cookies() if c["name"] == "mesh_session")
+            api = httpx.Client(base_url=mesh.url, headers={"Authorization": f"Bearer {token}"}, timeout=15)
+
+            page.get_by_label("Label").fill("reload-key")
+            page.get_by_role("button", name="Create key").click()
+            expect(page).to_have_url(re.compile(r"/keys\?created="))
+            secret = page.locator("#secret").inner_text().strip()
+            assert secret.startswith("mk-")
+            page.reload()
+            expect(page.get_by_role("status")).to_contain_text("shown once")
+            assert secret not in page.content()
+            page.go_back()  # what the browser may keep of the page that showed it
+            assert secret not in page.content()
+            (key,) = api.get("/api/keys").json()["data"]  # one key, however often the page was loaded
+
+            page.goto(f"/keys/{key['id']}/rotate")
+            page.get_by_role("button", name="Rotate").click()
+            expect(page).to_have_url(re.compile(r"/keys/[0-9a-f-]+\?rotated="))
+            rotated = page.locator("#secret").inner_text().strip()
+            assert rotated.startswith("mk-") and rotated != secret
+            page.reload()
+            expect(page.get_by_role("status")).to_contain_text("shown once")
+            assert rotated not in page.content()
+            history = api.get(f"/api/keys/{key['id']}/events").json()["data"]
+            assert [e["type"] for e in history].count("key.rotated") == 1
+
+            page.goto("/billing")
+            page.get_by_label("Amount").fill("50")
+            page.get_by_label("Pay by").select_option("bank_transfer")
+            page.get_by_role("button", name="Top up").click()
+            expect(page).to_have_url(re.compile(r"/billing\?transfer=MESH-"))
+            reference = page.locator("#reference").inner_text().strip()
+            page.reload()  # the transfer's instructions again, and no second transfer
+            expect(page.locator("#reference")).to_have_text(reference)
+            expect(page.get_by_text("IBAN DE00 1234 5678 9012 3456 78")).to_be_visible()
+            assert [t["reference"] for t in api.get("/api/billing/topups").json()] == [reference]
+
+            if not javascript:  # with JavaScript the Test's answer is swapped into the page, which is not sent again
+                page.goto("/templates/new")
+                page.get_by_label("Name").fill("reload")
+                page.get_by_label("Message 1").fill("Say {{word}}.")
+                page.get_by_role("button", name="Create template").click()
+                page.get_by_label("word", exact=True).fill("once")
+                page.locator("#test-h + p + form").get_by_label("Model").select_option(FREE_MODEL)
+                page.get_by_label("API key").fill(rotated)
+                page.get_by_role("button", name="Test").click()
+                expect(page).to_have_url(re.compile(r"/templates/[0-9a-f-]+\?tested="))
+                expect(page.locator("#answer")).not_to_be_empty()
+                trace_id = page.locator("#test-result code").inner_text()
+                page.reload()
+                expect(page.locator("#answer")).to_have_count(0)
+                # one call reached the gateway: its log entry, and no other (a second would be logged as soon)
+                for _ in range(100):
+                    logged = api.get("/api/logs").json()["data"]
+                    if trace_id in [entry["trace_id"] for entry in logged]:
+                        break
+                    time.sleep(0.1)
+                assert [entry["trace_id"] for entry in logged] == [trace_id]
+            api.close()
 
 
 def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashboard_mesh):
