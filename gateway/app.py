@@ -302,7 +302,7 @@ class Gateway:
 
         async def bill() -> None:  # the stream is complete: its bill is durable before its last frame leaves
             await reply.aclose()  # the adapter settles the usage and the upstream time as it closes
-            await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us))
+            await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_ns))
 
         try:
             try:
@@ -324,7 +324,7 @@ class Gateway:
         if gone.is_set():
             error, status = error or "client disconnected mid-stream", 499
         with contextlib.suppress(GatewayError):  # the response has begun: there is nothing more to tell
-            await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_us, error, status))
+            await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_ns, error, status))
 
     def _resolve(self, request: "ChatRequest | EmbeddingsRequest", key: KeyInfo) -> Model:
         model_id = request.model or key.default_model

@@ -48,10 +48,13 @@ class RequestRecord:
         self,
         usage: Usage,
         upstream_us: int,
-        first_token_us: int | None,
+        first_token_ns: int | None,
         error: str | None = None,
         http_status: int = 200,
     ) -> UsageRecorded:
+        """The request's event. Its times run from the request's arrival, as its client measures them (total,
+        first token: `first_token_ns` is the moment, `time.perf_counter_ns()`); `upstream_us` is the upstream's
+        own time, from sending it the request."""
         price = self.model.price
         if usage.prompt_estimated and self.prompt_bound is not None and usage.prompt_tokens < self.prompt_bound:
             # the upstream counted no prompt (a stream cut before its usage, an upstream that reports none): it
@@ -76,7 +79,7 @@ class RequestRecord:
             timestamp=datetime.now(timezone.utc),
             latency_us=(time.perf_counter_ns() - self.started) // 1000,
             upstream_us=upstream_us,
-            first_token_us=first_token_us,
+            first_token_us=(first_token_ns - self.started) // 1000 if first_token_ns is not None else None,
             stream=self.stream,
             estimated=usage.estimated,
             request_id=self.request_id,

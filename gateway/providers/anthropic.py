@@ -222,6 +222,7 @@ class AnthropicAdapter:
         return Reply(msgspec.json.encode(document), usage, (time.perf_counter_ns() - started) // 1000)
 
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply:
+        sent = time.perf_counter_ns()
         response = await self.upstream.stream("/messages", to_anthropic(model, body, True))
         reply: StreamReply
 
@@ -314,7 +315,7 @@ class AnthropicAdapter:
                 reply.mark_done()
                 await response.aclose()
 
-        reply = StreamReply(frames())
+        reply = StreamReply(frames(), sent)
         return reply
 
     async def aclose(self) -> None:

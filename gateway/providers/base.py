@@ -68,25 +68,29 @@ class Reply(msgspec.Struct):
 
 
 class StreamReply:
-    """An OpenAI-shaped SSE stream. Iterate it for `data: ...` frames; usage is final once it ends."""
+    """An OpenAI-shaped SSE stream. Iterate it for `data: ...` frames; usage is final once it ends.
 
-    def __init__(self, frames: AsyncIterator[bytes]):
+    `sent_ns` is when the upstream request went out (`time.perf_counter_ns()`, taken before the adapter opened
+    it): the upstream's wait for its headers counts in its time, as a client of that upstream would measure it.
+    The first token is kept as a moment, which the gateway measures from the request's arrival."""
+
+    def __init__(self, frames: AsyncIterator[bytes], sent_ns: int):
         self._frames = frames
         # until the adapter settles it: nothing counted, so the prompt bills at its reserved bound
         self.usage = Usage(estimated=True, prompt_estimated=True)
-        self.started_ns = time.perf_counter_ns()
-        self.first_token_us: int | None = None
+        self.sent_ns = sent_ns
+        self.first_token_ns: int | None = None
         self.upstream_us = 0
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._frames
 
     def mark_first_token(self) -> None:
-        if self.first_token_us is None:
-            self.first_token_us = (time.perf_counter_ns() - self.started_ns) // 1000
+        if self.first_token_ns is None:
+            self.first_token_ns = time.perf_counter_ns()
 
     def mark_done(self) -> None:
-        self.upstream_us = (time.perf_counter_ns() - self.started_ns) // 1000
+        self.upstream_us = (time.perf_counter_ns() - self.sent_ns) // 1000
 
     async def aclose(self) -> None:
         close = getattr(self._frames, "aclose", None)

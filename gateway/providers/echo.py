@@ -83,7 +83,7 @@ class EchoAdapter:
                 yield usage_chunk(base, reply.usage)
             yield SSE_DONE
 
-        reply = StreamReply(frames())
+        reply = StreamReply(frames(), time.perf_counter_ns())
         reply.usage.prompt_tokens = _count(message_text(messages))
         return reply
 

@@ -252,6 +252,7 @@ class GeminiAdapter:
         return Reply(msgspec.json.encode(out), usage, (time.perf_counter_ns() - started) // 1000)
 
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply:
+        sent = time.perf_counter_ns()
         response = await self.upstream.stream(
             f"/models/{model.upstream}:streamGenerateContent", to_gemini(body), params={"alt": "sse"}
         )
@@ -335,7 +336,7 @@ class GeminiAdapter:
                 reply.mark_done()
                 await response.aclose()
 
-        reply = StreamReply(frames())
+        reply = StreamReply(frames(), sent)
         return reply
 
     async def aclose(self) -> None:

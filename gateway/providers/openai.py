@@ -117,6 +117,7 @@ class OpenAIAdapter:
         # Always ask for usage; forward the usage chunk only if the client asked for it.
         document = self._document(body, model, True)
         document["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        sent = time.perf_counter_ns()
         response = await self.upstream.stream("/chat/completions", document)
         reply: StreamReply
         generated: list[str] = []
@@ -177,7 +178,7 @@ class OpenAIAdapter:
                     reply.usage = estimated_usage(body, "".join(generated))
                 await response.aclose()
 
-        reply = StreamReply(frames())
+        reply = StreamReply(frames(), sent)
         return reply
 
     def _document(self, body: dict, model: Model, stream: bool) -> dict:

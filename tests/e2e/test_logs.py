@@ -300,3 +300,38 @@ def test_a_request_made_with_a_template_is_logged_with_its_id_and_version(mesh):
         time.sleep(0.1)
     assert entry.json()["template"] == {"id": template["id"], "version": 1}
     assert entry.json()["prompt_tokens"] == 4  # the rendered prompt: "hello Ada" and "and more"
+
+
+UPSTREAM_DELAY_MS = 200  # the fake waits this long before its response's headers
+
+
+def test_latencies_run_from_the_requests_arrival_for_plain_and_streamed_requests(mesh, upstream):
+    """What a client measures: the first token of a stream comes after the upstream's own wait for its headers,
+    and that wait is the upstream's time, not Mesh's."""
+    _, token, _, key = funded_key(mesh, "1000", label="latency")
+    client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key["key"], max_retries=0)
+    upstream.delay = UPSTREAM_DELAY_MS / 1000
+    try:
+        traces = {}
+        for stream in (False, True):
+            began = time.perf_counter()
+            raw = client.chat.completions.with_raw_response.create(
+                model="acme/small", messages=[{"role": "user", "content": "how long"}], stream=stream
+            )
+            answer = raw.parse()
+            if stream:
+                list(answer)
+            traces[stream] = (raw.headers["x-mesh-trace-id"], (time.perf_counter() - began) * 1000)
+    finally:
+        upstream.delay = 0.0
+    for stream, (trace, measured_ms) in traces.items():
+        deadline = time.monotonic() + 15
+        while (found := api(mesh, "GET", f"/api/logs/{trace}", token)).status_code == 404:
+            assert time.monotonic() < deadline, f"{trace} not in the logs"
+            time.sleep(0.1)
+        latency = found.json()["latency_ms"]
+        assert UPSTREAM_DELAY_MS <= latency["upstream"] <= latency["total"] <= measured_ms, (stream, latency)
+        if stream:
+            assert UPSTREAM_DELAY_MS <= latency["first_token"] <= latency["total"], latency
+        else:
+            assert latency["first_token"] is None

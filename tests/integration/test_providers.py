@@ -7,6 +7,7 @@ Every reply body and stream frame the adapters produce is parsed with the offici
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -26,6 +27,7 @@ from tests.fakes.server import BackgroundServer
 
 CLAUDE = Model("claude/test", "claude", "claude-test-1", Price.from_usd("3", "15"))
 GEMINI = Model("google/flash", "google", "gemini-test", Price.from_usd("0.1", "0.4"))
+UPSTREAM_DELAY = 0.2  # seconds a fake waits before its response's headers, where it should
 WEATHER = {
     "type": "function",
     "function": {
@@ -261,7 +263,16 @@ async def test_a_stream_says_what_the_plain_reply_says(side, adapter):
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
     assert reply.usage == plain == usage_of(side, "be brief tell me something") and not reply.usage.estimated
-    assert 0 < reply.first_token_us <= reply.upstream_us
+    assert reply.sent_ns < reply.first_token_ns <= reply.sent_ns + reply.upstream_us * 1000
+
+
+async def test_the_upstreams_wait_for_its_headers_counts_in_its_time_and_the_first_tokens(side, adapter):
+    side.fake.delay = UPSTREAM_DELAY  # before the response's headers
+    sent = time.perf_counter_ns()
+    reply = await adapter.chat_stream(side.model, {"messages": [{"role": "user", "content": "hi"}]}, True)
+    await collect(reply)
+    assert reply.upstream_us >= UPSTREAM_DELAY * 1_000_000
+    assert reply.first_token_ns - sent >= UPSTREAM_DELAY * 1_000_000_000
 
 
 async def test_the_usage_chunk_comes_only_when_asked_for(side, adapter):
