@@ -206,10 +206,10 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
     shot(page, "04-billing")
     page.get_by_role("link", name=MODEL, exact=True).click()  # one click from a number to the calls behind it
     expect(page).to_have_url(re.compile(r"/logs\?model="))
-    expect(page.get_by_role("link", name=trace_id[:8] + "…")).to_be_visible()
+    expect(page.get_by_role("link", name="…" + trace_id[-12:])).to_be_visible()
 
     page.get_by_role("link", name="Logs", exact=True).click()
-    row_link = page.get_by_role("link", name=trace_id[:8] + "…")
+    row_link = page.get_by_role("link", name="…" + trace_id[-12:])
     expect(row_link).to_be_visible()
     page.get_by_label("Status").select_option("error")
     page.get_by_role("button", name="Filter").click()
@@ -220,7 +220,7 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
     page.get_by_role("button", name="Filter").click()
     expect(page).to_have_url(re.compile(r"status=success"))
     shot(page, "05-logs")
-    page.get_by_role("link", name=trace_id[:8] + "…").click()
+    page.get_by_role("link", name="…" + trace_id[-12:]).click()
     expect(page.locator("#trace")).to_have_text(trace_id)
     expect(page.get_by_text("first token")).to_be_visible()
     cost = Decimal(
@@ -455,6 +455,52 @@ def test_a_reload_after_an_action_repeats_nothing(browser, dashboard_mesh):
                     time.sleep(0.1)
                 assert [entry["trace_id"] for entry in logged] == [trace_id]
             api.close()
+
+
+def test_logs_open_a_trace_and_keep_every_filter_across_ranges(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    with signed_up(browser, dashboard_mesh) as page:
+        secrets = {}
+        for label in ("logs-a", "logs-b"):
+            page.get_by_role("textbox", name="Label", exact=True).fill(label)
+            page.get_by_role("button", name="Create key").click()
+            secrets[label] = page.locator("#secret").inner_text().strip()
+        client = openai.OpenAI(base_url=dashboard_mesh.url + "/v1", api_key=secrets["logs-a"], max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model=FREE_MODEL, messages=[{"role": "user", "content": "find me"}]
+        )
+        trace_id = raw.headers["x-mesh-trace-id"]
+
+        # from a key's page to its requests, then another range: the key filter stays, and is shown
+        page.get_by_role("link", name="logs-a").click()
+        page.get_by_role("link", name="requests with this key").click()
+        expect(page.get_by_label("Active filters")).to_contain_text("key id logs-a")
+        page.get_by_role("navigation", name="Time range").get_by_role("link", name="7d").click()
+        expect(page).to_have_url(re.compile(r"key_id=[0-9a-f-]+.*range=7d|range=7d.*key_id="))
+        expect(page.get_by_label("Active filters")).to_contain_text("key id logs-a")
+        expect(page.get_by_label("Key")).to_have_value(re.compile(r"[0-9a-f-]{36}"))
+        row = page.locator("tbody tr").filter(has_text=trace_id[-12:])
+        expect(row).to_have_count(1, timeout=TIMEOUT_MS)  # the log shows the end of the id, which differs
+        page.get_by_label("Status").select_option("error")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_label("Active filters")).to_contain_text("status error")
+        expect(page.locator("tbody tr")).to_have_count(0)
+        page.locator(".pill", has_text="status").get_by_role("link", name="remove").click()
+        expect(page.locator("tbody tr")).to_have_count(1)
+
+        # a trace id opens its request; one that is not the account's, or not an id, says so
+        page.get_by_label("Trace id").fill(trace_id)
+        page.get_by_role("button", name="Open").click()
+        expect(page).to_have_url(re.compile(rf"/logs/{trace_id}$"))
+        page.goto("/logs")
+        page.get_by_label("Trace id").fill(str(uuid.uuid4()))
+        page.get_by_role("button", name="Open").click()
+        expect(page.get_by_role("alert")).to_contain_text("in this account's logs")
+        page.goto("/logs")
+        page.get_by_label("Trace id").fill("01a23d3e")
+        page.get_by_role("button", name="Open").click()
+        expect(page.get_by_role("alert")).to_contain_text("a trace id is a UUID")
 
 
 def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashboard_mesh):
