@@ -44,6 +44,8 @@ from domain.quota import Quotas
 from gateway import feed
 from gateway.admission import KeyInfo
 from gateway.app import DISCONNECT_DRAIN_SECONDS, Gateway
+from gateway.refusals import FLUSH_SECONDS as REFUSALS_FLUSH_SECONDS
+from gateway.refusals import Refusals
 from gateway.bodies import BodyPublisher
 from gateway.lease_admission import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from gateway.catalog import Catalog
@@ -110,6 +112,7 @@ class Runtime:
         children: dict[str, Child] | None = None,
         lease_ttl: timedelta = LEASE_TTL,
         disconnect_drain_seconds: float = DISCONNECT_DRAIN_SECONDS,
+        refusals_flush_seconds: float = REFUSALS_FLUSH_SECONDS,
         free_rpm: int = DEFAULT_FREE_RPM,
         log_retention_days: int = logs.RETENTION_DAYS,
         log_bodies: bool = False,
@@ -139,6 +142,7 @@ class Runtime:
         self.supervisor = Supervisor()
         self.lease_ttl = lease_ttl
         self.disconnect_drain_seconds = disconnect_drain_seconds
+        self.refusals_flush_seconds = refusals_flush_seconds
         self.free_rpm = free_rpm  # requests a minute per account to free models
         self.log_retention_days = log_retention_days
         self.log_bodies = log_bodies
@@ -211,6 +215,7 @@ class Runtime:
                 self.catalog.apply(model_id, price, enabled)
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
         self.bodies = BodyPublisher(self.nc, self.stream) if self.log_bodies else None
+        self.refusals = Refusals(self.nc, self.stream, self.refusals_flush_seconds)
         self.gateway = Gateway(
             self.catalog,
             self.adapters,
@@ -221,10 +226,12 @@ class Runtime:
             self.disconnect_drain_seconds,
             self.free_rpm,
             self.bodies,
+            self.refusals,
         )
         self._tasks = [
             asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
             asyncio.create_task(self.usage.run(self._stop), name="usage-spool"),
+            asyncio.create_task(self.refusals.run(self._stop), name="refusal-counts"),
         ]
         if self.bodies is not None:
             self._tasks.append(asyncio.create_task(self.bodies.run(self._stop), name="log-bodies"))

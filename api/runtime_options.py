@@ -126,6 +126,7 @@ def runtime_for(settings: Settings, servers: Servers, catalog, operator_token: s
         **accounts(settings),
         lease_ttl=timedelta(seconds=settings.lease_ttl_seconds),
         disconnect_drain_seconds=settings.disconnect_drain_seconds,
+        refusals_flush_seconds=settings.refusals_flush_seconds,
         free_rpm=settings.free_rpm,
         export_idle_seconds=settings.export_idle_seconds,
         **limits(settings),

@@ -6,12 +6,14 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
 from api.exports import EXPORT_IDLE_SECONDS
 from domain.quota import DEFAULT_MAX_KEYS, DEFAULT_MAX_TEMPLATE_VERSIONS, DEFAULT_MAX_TEMPLATES
 from gateway.freelimit import DEFAULT_FREE_RPM
+from gateway.refusals import FLUSH_SECONDS
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -34,6 +36,8 @@ class Settings(msgspec.Struct, kw_only=True):
     auto_refill_retry_seconds: float = 60.0  # wait between attempts for one crossing
     background_cpus: str = "auto"  # where the embedded servers and the projection worker run: "auto", "all", "1-3"
     disconnect_drain_seconds: float = 30.0  # a stream whose client left is read this long more, for its real usage
+    # how often a gateway reports the requests it refused, per key: at most one event per key per this
+    refusals_flush_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = FLUSH_SECONDS
     lease_ttl_seconds: float = 900.0  # a budget lease's life; a holder renews it while its requests run
     session_days: float = 30.0  # a management token unused this long expires; each use extends it
     login_failures_per_email: int = 10  # failed logins (or sign-ups of a taken email) per email and window

@@ -19,7 +19,7 @@ from domain.invite import Invite
 from domain.quota import Holdings
 from domain.template import Template, TemplateName
 from domain.topup import TopUp
-from domain.usage import BodyRecorded, UsageRecorded
+from domain.usage import BodyRecorded, RequestsRefused, UsageRecorded
 
 EVENT_TYPES: dict[str, type] = {
     "account.registered": Account.Registered,
@@ -76,6 +76,7 @@ EVENT_TYPES: dict[str, type] = {
     "holdings.template_added": Holdings.TemplateAdded,
     "holdings.template_removed": Holdings.TemplateRemoved,
     "usage.recorded": UsageRecorded,
+    "usage.refused": RequestsRefused,
     "template.created": Template.Created,
     "template.version_saved": Template.VersionSaved,
     "template.renamed": Template.Renamed,

@@ -1,4 +1,4 @@
-"""What the gateway reports after every request. It is the only event the gateway emits."""
+"""What the gateway reports: every request it served (`UsageRecorded`), and, counted, those it refused."""
 
 from __future__ import annotations
 
@@ -57,6 +57,22 @@ class BodyRecorded(msgspec.Struct, frozen=True, kw_only=True):
     request: str  # the client's JSON body, as sent (cut at MAX_LOGGED_BODY bytes)
     response: str | None = None  # the answer (a stream: its SSE frames); None when there was none
     truncated: bool = False  # a body was longer than MAX_LOGGED_BODY and is cut there
+
+
+class RequestsRefused(msgspec.Struct, frozen=True, kw_only=True):
+    """The requests one gateway process refused for one key over a minute at most, counted by error code
+    (`key_spend_cap`, `insufficient_balance`, `rate_limit_exceeded`, ...).
+
+    A refused request costs nothing and is never its own event: a client retrying a 402 in a loop adds to a
+    count, never a flood. `refusal_id` is the message id JetStream deduplicates by, so a publish retried after a
+    lost acknowledgement is stored once."""
+
+    refusal_id: UUID
+    account_id: UUID
+    key_id: UUID
+    since: datetime  # the first refusal counted
+    until: datetime  # the last one
+    counts: dict[str, int]
 
 
 MAX_LOGGED_BODY = 256 * 1024  # bytes of each body kept (a NATS message holds 1 MiB by default)

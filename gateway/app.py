@@ -12,7 +12,7 @@ import contextlib
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Awaitable
+from typing import Awaitable, Iterator
 
 import msgspec
 
@@ -33,6 +33,7 @@ from gateway.stream_relay import drain, recording, relay, watch_disconnect
 from gateway.prompt_templates import TemplateCache, TemplateUse
 from gateway.errors import GatewayError, invalid
 from gateway.providers.base import Adapter, Reply, StreamReply
+from gateway.refusals import Refusals
 from gateway.trace_ids import new_trace_id
 from gateway.usage import UsagePublisher
 
@@ -51,8 +52,10 @@ class Gateway:
         drain_seconds: float = DISCONNECT_DRAIN_SECONDS,
         free_rpm: int = DEFAULT_FREE_RPM,
         bodies: BodyPublisher | None = None,
+        refusals: Refusals | None = None,
     ):
         self.catalog = catalog
+        self.refusals = refusals  # None: refused requests are not counted
         self.free_limit = FreeRateLimit(free_rpm)
         self.adapters = adapters
         self.keys = keys
@@ -97,8 +100,22 @@ class Gateway:
             raise GatewayError(401, "invalid API key", "invalid_request_error", "invalid_api_key")
         refusal = key.refusal(datetime.now(timezone.utc))
         if refusal is not None:
+            self._count_refusal(key, refusal)
             raise refusal
         return key
+
+    def _count_refusal(self, key: KeyInfo, refusal: GatewayError) -> None:
+        if self.refusals is not None and refusal.status < 500:  # a 5xx is Mesh's failure, not a refusal
+            self.refusals.count(key.account_id, key.key_id, refusal.code)
+
+    @contextlib.contextmanager
+    def _counting_refusals(self, key: KeyInfo) -> Iterator[None]:
+        """What a request is refused with before it reaches an upstream counts for its key (gateway/refusals.py)."""
+        try:
+            yield
+        except GatewayError as refusal:
+            self._count_refusal(key, refusal)
+            raise
 
     def _models(self, key: KeyInfo) -> bytes:
         return msgspec.json.encode(
@@ -123,17 +140,18 @@ class Gateway:
         request_id: str | None,
     ) -> None:
         key = await self._authenticate(scope)
-        raw = await read_body(receive)
-        body = decode_object(raw)
-        template = await self._template(key, body, headers)
-        request = parse_chat(body)
-        model = self._resolve(request, key)
-        adapter = self.adapters[model.provider]
-        check_fields(body, adapter.chat_fields, model.id)
-        refuse_file_ids(request.messages)
-        if model.price.is_free:  # refused before anything is recorded
-            self.free_limit.admit(key.account_id, model.id)
-        ticket, fitted, prompt_bound = await self._reserve(key, model, request, body)
+        with self._counting_refusals(key):
+            raw = await read_body(receive)
+            body = decode_object(raw)
+            template = await self._template(key, body, headers)
+            request = parse_chat(body)
+            model = self._resolve(request, key)
+            adapter = self.adapters[model.provider]
+            check_fields(body, adapter.chat_fields, model.id)
+            refuse_file_ids(request.messages)
+            if model.price.is_free:  # refused before anything is recorded
+                self.free_limit.admit(key.account_id, model.id)
+            ticket, fitted, prompt_bound = await self._reserve(key, model, request, body)
         if fitted is not None:  # the key fits limits to its budget: the answer says to what
             headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
         record = RequestRecord(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
@@ -180,32 +198,33 @@ class Gateway:
         request_id: str | None,
     ) -> None:
         key = await self._authenticate(scope)
-        body = decode_object(await read_body(receive))
-        try:
-            request = msgspec.convert(body, EmbeddingsRequest)
-        except msgspec.ValidationError as exc:
-            raise invalid(f"invalid request: {exc}", "invalid_request") from None
-        if not request.input or (
-            isinstance(request.input, list)
-            and not all(
-                isinstance(i, (str, int)) or (isinstance(i, list) and all(isinstance(t, int) for t in i))
-                for i in request.input
-            )
-        ):
-            raise invalid(
-                "'input' must be a non-empty string, list of strings, or token ids", "invalid_request", "input"
-            )
-        model = self._resolve(request, key)
-        if model.price.is_free:
-            self.free_limit.admit(key.account_id, model.id)
-        adapter = self.adapters[model.provider]
-        serve = getattr(adapter, "embeddings", None)
-        if serve is None:
-            raise invalid(f"model {model.id!r} does not serve embeddings", "unsupported_endpoint", "model")
-        check_fields(body, adapter.embeddings_fields, model.id, consumed=frozenset())  # templates are for chat
-        bound = worst_case.PROMPT_OVERHEAD + len(msgspec.json.encode(request.input))
-        cost = model.price.cost(bound, 0)
-        ticket = await self.budgets.reserve(key, cost, cost) if cost else FREE
+        with self._counting_refusals(key):
+            body = decode_object(await read_body(receive))
+            try:
+                request = msgspec.convert(body, EmbeddingsRequest)
+            except msgspec.ValidationError as exc:
+                raise invalid(f"invalid request: {exc}", "invalid_request") from None
+            if not request.input or (
+                isinstance(request.input, list)
+                and not all(
+                    isinstance(i, (str, int)) or (isinstance(i, list) and all(isinstance(t, int) for t in i))
+                    for i in request.input
+                )
+            ):
+                raise invalid(
+                    "'input' must be a non-empty string, list of strings, or token ids", "invalid_request", "input"
+                )
+            model = self._resolve(request, key)
+            if model.price.is_free:
+                self.free_limit.admit(key.account_id, model.id)
+            adapter = self.adapters[model.provider]
+            serve = getattr(adapter, "embeddings", None)
+            if serve is None:
+                raise invalid(f"model {model.id!r} does not serve embeddings", "unsupported_endpoint", "model")
+            check_fields(body, adapter.embeddings_fields, model.id, consumed=frozenset())  # templates are for chat
+            bound = worst_case.PROMPT_OVERHEAD + len(msgspec.json.encode(request.input))
+            cost = model.price.cost(bound, 0)
+            ticket = await self.budgets.reserve(key, cost, cost) if cost else FREE
         record = RequestRecord(trace_id, key, model, request.model, started, request_id, False, ticket)
         record.prompt_bound = None if model.price.is_free else bound
         try:

@@ -42,11 +42,16 @@ async def expired_leases(conn: psycopg.AsyncConnection, grace_seconds: float) ->
 
 
 class KeyStats(msgspec.Struct, frozen=True):
-    requests: int = 0
+    requests: int = 0  # served (refused ones are in `refused`)
     errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     spend: int = 0  # pico-USD
+    refused: dict[str, int] = {}  # requests refused, by error code (usage.refused)
+
+    @property
+    def refused_total(self) -> int:
+        return sum(self.refused.values())
 
 
 async def key_stats(
@@ -59,11 +64,40 @@ async def key_stats(
             " where account_id = %s",
             (account_id,),
         )
-        return {r[0]: KeyStats(*(int(v) for v in r[1:])) for r in await cur.fetchall()}
-    return {
-        UUID(row.group["key"]): KeyStats(row.requests, row.errors, row.prompt_tokens, row.completion_tokens, row.spend)
-        for row in await spend_history(conn, account_id, ["key"], start, end)
-    }
+        stats = {r[0]: KeyStats(*(int(v) for v in r[1:])) for r in await cur.fetchall()}
+    else:
+        stats = {
+            UUID(row.group["key"]): KeyStats(
+                row.requests, row.errors, row.prompt_tokens, row.completion_tokens, row.spend
+            )
+            for row in await spend_history(conn, account_id, ["key"], start, end)
+        }
+    for key_id, refused in (await refusals_by_key(conn, account_id, start, end)).items():
+        stats[key_id] = msgspec.structs.replace(stats.get(key_id, KeyStats()), refused=refused)
+    return stats
+
+
+async def refusals_by_key(
+    conn: psycopg.AsyncConnection,
+    account_id: UUID,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    key_id: UUID | None = None,
+) -> dict[UUID, dict[str, int]]:
+    """Requests the gateways refused, per key and error code: all time, or those counted up to a moment in
+    [start, end) (a count covers a minute at most, and belongs to the moment it ends)."""
+    cur = await conn.execute(
+        """select key_id, code, sum(count) from key_refusals
+           where account_id = %s
+             and (%s::timestamptz is null or until >= %s) and (%s::timestamptz is null or until < %s)
+             and (%s::uuid is null or key_id = %s)
+           group by key_id, code order by key_id, code""",
+        (account_id, start, start, end, end, key_id, key_id),
+    )
+    found: dict[UUID, dict[str, int]] = {}
+    for key, code, count in await cur.fetchall():
+        found.setdefault(key, {})[code] = int(count)
+    return found
 
 
 async def balance_at(conn: psycopg.AsyncConnection, account_id: UUID, at: datetime) -> Balance:

@@ -28,7 +28,7 @@ from uuid import UUID
 import psycopg
 
 from domain.events import EVENT_TYPES
-from domain.usage import UsageRecorded
+from domain.usage import RequestsRefused, UsageRecorded
 from projections.columns import EventColumns
 from projections.partitions import drop_months_before, ensure_months
 from projections.readmodel import Envelope
@@ -48,6 +48,7 @@ class Billing:
         "leases",
         "topups",
         "auto_refills",
+        "key_refusals",
     )
     topics = frozenset(
         {
@@ -58,6 +59,7 @@ class Billing:
             "account.budget_leased",
             "account.lease_settled",
             "account.lease_extended",
+            "usage.refused",
         }
         | {name for name in EVENT_TYPES if name.startswith(("topup.", "account.auto_refill_"))}
         | {"account.stripe_customer_linked"}
@@ -147,6 +149,18 @@ class Billing:
                 updated_at timestamptz not null
             );
             create index if not exists {t["topups"]}_account on {t["topups"]} (account_id, created_at);
+            -- requests the gateways refused (usage.refused): a row per event and code, so an event sent again
+            -- is counted once
+            create table if not exists {t["key_refusals"]} (
+                refusal_id uuid not null,
+                code text not null,
+                account_id uuid not null,
+                key_id uuid not null,
+                until timestamptz not null,
+                count bigint not null,
+                primary key (refusal_id, code)
+            );
+            create index if not exists {t["key_refusals"]}_account on {t["key_refusals"]} (account_id, until);
             create table if not exists {t["auto_refills"]} (
                 account_id uuid primary key,
                 customer text,
@@ -205,6 +219,12 @@ class Billing:
             elif item.topic == "usage.recorded":
                 usage.append(e)
                 streamed.append(item.time)
+            elif isinstance(e, RequestsRefused):
+                await cur.executemany(
+                    f"insert into {t['key_refusals']} (refusal_id, code, account_id, key_id, until, count)"
+                    " values (%s, %s, %s, %s, %s, %s) on conflict do nothing",
+                    [(e.refusal_id, code, e.account_id, e.key_id, e.until, n) for code, n in e.counts.items()],
+                )
         if credits:
             await cur.executemany(
                 f"""insert into {t["balances"]} (account_id, credits) values (%s, %s)

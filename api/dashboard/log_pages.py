@@ -53,6 +53,7 @@ class LogPages(SessionPages):
         f = check_filter(msgspec.structs.replace(chosen, account_id=account_id))
         cursor = query.get("cursor") or None
         result = await log_service.page(f, LOG_PAGE, decode_cursor(cursor))
+        refused = await log_service.refusals(f) if f.status != "success" and not cursor else {}
         kept = {name: query[name] for name in FILTERS if query.get(name)}  # what a range change keeps
         here = {**kept, **{name: query[name] for name in RANGE_PARAMS if query.get(name)}}
         keys = (await key_service.listing(account_id)).keys
@@ -62,6 +63,7 @@ class LogPages(SessionPages):
             request,
             section="logs",
             rows=result.rows,
+            refused=sorted(refused.items(), key=lambda item: -item[1]),
             as_of=result.as_of,
             older="/logs?" + urlencode({**here, "cursor": encode_cursor(result.rows[-1])}) if result.more else None,
             newest="/logs?" + urlencode(here) if cursor else None,

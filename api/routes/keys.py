@@ -64,6 +64,8 @@ class StatsOut(msgspec.Struct):
     prompt_tokens: int
     completion_tokens: int
     spend_usd: str
+    refused: int = 0  # requests refused before reaching a model (not in `requests`): they cost nothing
+    refused_by_code: dict[str, int] = {}  # the same, by error code, such as key_spend_cap
 
     @classmethod
     def of(cls, s: billing.KeyStats) -> "StatsOut":
@@ -75,6 +77,8 @@ class StatsOut(msgspec.Struct):
             s.prompt_tokens,
             s.completion_tokens,
             pico_to_usd(s.spend),
+            s.refused_total,
+            dict(s.refused),
         )
 
 

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.exports import CONNECT_SECONDS, ExportGate
 from api.read_models import LOGS
 from api.services.as_of import AsOf
-from projections import logs
+from projections import billing, logs
 from projections.readmodel import position_of
 
 
@@ -44,6 +44,19 @@ class LogService:
                 rows = await logs.page(conn, f, limit + 1, after)
                 position, time = await position_of(conn, LOGS)
         return LogPage(rows[:limit], len(rows) > limit, AsOf(position, time))
+
+    async def refusals(self, f: logs.LogFilter) -> dict[str, int]:
+        """Requests refused (before reaching a model) in the filter's range and key, by error code: they are
+        counted, not logged one by one (gateway/refusals.py)."""
+        if f.account_id is None:
+            return {}
+        async with self.pool.connection() as conn:
+            found = await billing.refusals_by_key(conn, f.account_id, f.start, f.end, f.key_id)
+        total: dict[str, int] = {}
+        for counts in found.values():
+            for code, n in counts.items():
+                total[code] = total.get(code, 0) + n
+        return total
 
     async def entry(self, account_id: UUID | None, trace_id: UUID) -> LogEntry | None:
         async with self.pool.connection() as conn:

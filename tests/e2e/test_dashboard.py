@@ -87,6 +87,7 @@ completion_usd_per_1k = "0"
             WEBHOOK_SECRET,
             MESH_STRIPE_PUBLISHABLE_KEY="pk_test_mesh",
             MESH_STRIPE_JS_URL=f"{localstripe}/js.stripe.com/v3/",
+            MESH_REFUSALS_FLUSH_SECONDS="1",  # refused requests show on the pages a second later
         ),
     )
     send_webhooks(localstripe, mesh, WEBHOOK_SECRET)
@@ -501,6 +502,47 @@ def test_logs_open_a_trace_and_keep_every_filter_across_ranges(browser, dashboar
         page.get_by_label("Trace id").fill("01a23d3e")
         page.get_by_role("button", name="Open").click()
         expect(page.get_by_role("alert")).to_contain_text("a trace id is a UUID")
+
+
+def test_refused_requests_show_on_the_key_and_in_logs(browser, dashboard_mesh):
+    """A key whose calls are refused (no balance; a bad request) says how many and why, on the keys table, its
+    page and in Logs, though no refused call is a log entry."""
+    from playwright.sync_api import expect
+
+    with signed_up(browser, dashboard_mesh) as page:
+        page.get_by_role("textbox", name="Label", exact=True).fill("refused-key")
+        page.get_by_role("button", name="Create key").click()
+        secret = page.locator("#secret").inner_text().strip()
+        client = openai.OpenAI(base_url=dashboard_mesh.url + "/v1", api_key=secret, max_retries=0)
+        codes = []
+        for _ in range(3):
+            with pytest.raises(openai.APIStatusError) as refused:
+                client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+            codes.append(refused.value.body["code"])
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], n=0)
+        codes.append(bad.value.body["code"])
+        assert codes[:3] == [codes[0]] * 3 and codes[0] != codes[3], codes
+
+        page.goto("/keys")
+        cell = page.locator("tbody tr", has_text="refused-key").locator("td").nth(6)
+        for _ in range(100):  # the gateway reports its counts every second here (MESH_REFUSALS_FLUSH_SECONDS)
+            if cell.inner_text().strip() == "4":
+                break
+            time.sleep(0.2)
+            page.reload()
+        expect(cell).to_have_text("4")
+        page.get_by_role("link", name="refused-key").click()
+        expect(page.locator("#refused")).to_contain_text(f"4 refused: {codes[0]} 3, {codes[3]} 1")
+        page.get_by_role("link", name="requests with this key").click()
+        expect(page.locator("#refused")).to_contain_text(f"4 refused in this range with this key: {codes[0]} 3")
+        expect(page.locator("tbody tr")).to_have_count(0)  # refused calls are counted, not logged one by one
+        token = next(c["value"] for c in page.context.cookies() if c["name"] == "mesh_session")
+        (key,) = httpx.get(
+            dashboard_mesh.url + "/api/keys", headers={"Authorization": f"Bearer {token}"}, timeout=15
+        ).json()["data"]
+        assert (key["stats"]["requests"], key["stats"]["refused"]) == (0, 4)
+        assert key["stats"]["refused_by_code"] == {codes[0]: 3, codes[3]: 1}
 
 
 def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashboard_mesh):

@@ -14,7 +14,7 @@ from domain.quota import Holdings
 from domain.template import Template, TemplateName
 from domain.topup import TopUp
 from domain.events import EVENT_TYPES, UnknownEvent, decode_event, event_name
-from domain.usage import UsageRecorded
+from domain.usage import RequestsRefused, UsageRecorded
 
 
 def aggregate_events():
@@ -114,7 +114,7 @@ def test_every_aggregate_event_round_trips_through_the_mapper():
     mapper = MsgspecMapper(transcoder=None)
     events = aggregate_events()
     standalone = {name for name, cls in EVENT_TYPES.items() if issubclass(cls, msgspec.Struct)}  # not aggregates
-    assert standalone == {"usage.recorded", "usage.body_recorded"}
+    assert standalone == {"usage.recorded", "usage.refused", "usage.body_recorded"}
     assert {event_name(type(e)) for e in events} == set(EVENT_TYPES) - standalone
     for event in events:
         stored = mapper.to_stored_event(event)
@@ -172,3 +172,17 @@ def test_old_events_decode_when_new_fields_have_defaults():
 def test_unknown_names_are_refused():
     with pytest.raises(UnknownEvent):
         decode_event("account.exploded", b"{}", str(uuid.uuid4()), 1)
+
+
+def test_a_refusal_count_round_trips_with_its_name():
+    now = datetime.now(timezone.utc)
+    event = RequestsRefused(
+        refusal_id=uuid.uuid4(),
+        account_id=uuid.uuid4(),
+        key_id=uuid.uuid4(),
+        since=now,
+        until=now,
+        counts={"key_spend_cap": 22},
+    )
+    assert event_name(RequestsRefused) == "usage.refused"
+    assert decode_event("usage.refused", msgspec.json.encode(event), str(event.refusal_id), 1) == event
