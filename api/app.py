@@ -10,11 +10,13 @@ from typing import Any
 from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
 from litestar.di import Provide
+from litestar.exceptions import NotFoundException
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from api.composition import SERVICE_DEPENDENCIES
 from api.dashboard.pages import PAGES, STATIC, DashboardConfig, dashboard_templates
+from api.dashboard.rendering import not_found
 from api.dashboard.session import CSRF_COOKIE
 from api.docs import docs_asset, openapi_config
 from api.errors import EXCEPTION_HANDLERS, MeshRequest
@@ -54,7 +56,7 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
             docs_asset,
         ],
         openapi_config=openapi_config(),
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, NotFoundException: not_found},
         request_class=MeshRequest,
         before_request=before_request,
         dependencies={

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_301_MOVED_PERMANENTLY
 
 from api.client_address import client_address
 from api.dashboard.rendering import PAGE_ERRORS, failure, page
@@ -31,6 +32,11 @@ class AuthPages(Controller):
         except LoginRequired:
             return Redirect("/login")
         return Redirect("/keys")
+
+    @get("/favicon.ico", include_in_schema=False)
+    async def favicon(self) -> Redirect:
+        """What browsers ask for before they read a page's icon link."""
+        return Redirect("/static/favicon.svg", status_code=HTTP_301_MOVED_PERMANENTLY)
 
     @get("/login", include_in_schema=False)
     async def login_form(self, request: Request, account_service: NamedDependency[AccountService]) -> Template:

@@ -7,14 +7,16 @@ from typing import Any
 
 from litestar import Controller, Request, Response
 from litestar.di import Provide
+from litestar.exceptions import NotFoundException
 from litestar.response import Redirect, Template
 
 from api.dashboard import views
-from api.dashboard.session import LoginRequired, page_account, renewed_cookie
-from api.errors import DOMAIN_ERRORS, ApiError
+from api.dashboard.session import SESSION_COOKIE, LoginRequired, page_account, renewed_cookie
+from api.errors import DOMAIN_ERRORS, ApiError, handle_http_exception
 from api.input_errors import InvalidInput
 from api.security_headers import NO_STORE
 from api.services.prompt_templates import variables
+from domain.bounds import MAX_LABEL_LENGTH
 from domain.invite import SignupRefused
 from domain.quota import QuotaExceeded
 from domain.ratelimit import RateLimited
@@ -22,6 +24,7 @@ from domain.ratelimit import RateLimited
 STATIC = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"
 HTMX = "vendor/htmx-2.0.11/htmx.min.js"
+JSON_PATHS = ("/api/", "/v1/", "/admin/")  # answered in JSON whatever the client accepts
 PAGE_ERRORS = (
     ApiError,
     InvalidInput,
@@ -59,11 +62,34 @@ def _page_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, (SignupRefused, QuotaExceeded))
         else next((s for cls, (s, _) in DOMAIN_ERRORS.items() if isinstance(exc, cls)), 400)
     )
+    return error_page(request, status, failure(exc), _section(request))
+
+
+SECTIONS = ("keys", "billing", "logs", "models", "templates")  # the dashboard's sections, by their paths
+
+
+def _section(request: Request) -> str | None:
+    first = request.url.path.strip("/").split("/", 1)[0]
+    return first if first in SECTIONS else None
+
+
+def error_page(request: Request, status: int, message: str, section: str | None) -> Template:
+    """A refusal in the dashboard's layout: the sections to go on to (when the visitor has a session), and Back."""
     return Template(
         template_name="error.html",
         status_code=status,
-        context={"request": request, "htmx": HTMX, "message": failure(exc), "section": None},
+        context={"request": request, "htmx": HTMX, "message": message, "section": section},
     )
+
+
+def not_found(request: Request, exc: NotFoundException) -> Response:
+    """A page a browser asks for that does not exist is an HTML page; the API, `/v1` and a client that does not
+    ask for HTML get the API's JSON error."""
+    path = request.url.path
+    if "text/html" not in request.headers.get("accept", "") or path.startswith(JSON_PATHS):
+        return handle_http_exception(request, exc)
+    signed_in = bool(request.cookies.get(SESSION_COOKIE))
+    return error_page(request, 404, f"There is no page at {path[:200]}.", "" if signed_in else None)
 
 
 class SessionPages(Controller):
@@ -82,5 +108,5 @@ def dashboard_templates():
 
     engine = JinjaTemplateEngine(directory=TEMPLATES)
     engine.engine.filters.update(views.FILTERS)
-    engine.engine.globals.update(needs_of=variables)
+    engine.engine.globals.update(needs_of=variables, label_max=MAX_LABEL_LENGTH)
     return engine

@@ -351,7 +351,7 @@ def test_without_javascript_and_by_keyboard_the_forms_still_work(browser, dashbo
     with signed_up(browser, dashboard_mesh, java_script_enabled=False) as page:
         # keyboard only: Tab from the top of the page reaches the sections and the create form; Enter submits
         reached = []
-        for _ in range(12):
+        for _ in range(14):  # the skip link, then the sections
             page.keyboard.press("Tab")
             reached.append(
                 page.evaluate(
@@ -543,6 +543,31 @@ def test_refused_requests_show_on_the_key_and_in_logs(browser, dashboard_mesh):
         ).json()["data"]
         assert (key["stats"]["requests"], key["stats"]["refused"]) == (0, 4)
         assert key["stats"]["refused_by_code"] == {codes[0]: 3, codes[3]: 1}
+
+
+def test_unknown_and_missing_pages_keep_the_layout_and_the_basics_are_there(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    html = {"accept": "text/html,application/xhtml+xml"}
+    unknown = httpx.get(dashboard_mesh.url + "/no-such-page", headers=html, timeout=15)
+    assert unknown.status_code == 404 and "text/html" in unknown.headers["content-type"]
+    assert "There is no page at /no-such-page." in unknown.text
+    for path, headers in (("/api/no-such-route", html), ("/v1/no-such-route", html), ("/no-such-page", {})):
+        answer = httpx.get(dashboard_mesh.url + path, headers=headers, timeout=15)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] in ("not_found", "unknown_url"), path
+    icon = httpx.get(dashboard_mesh.url + "/favicon.ico", follow_redirects=True, timeout=15)
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+
+    with signed_up(browser, dashboard_mesh) as page:
+        expect(page.get_by_role("textbox", name="Label", exact=True)).to_have_attribute("maxlength", "100")
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("link", name="Skip to the content")).to_be_focused()
+        page.goto(f"/keys/{uuid.uuid4()}")  # no such key: the refusal in the layout, with the sections
+        expect(page.get_by_role("alert")).to_contain_text("no API key")
+        expect(page.get_by_role("navigation", name="Sections")).to_be_visible()
+        page.goto("/no-such-page")
+        expect(page.get_by_role("alert")).to_contain_text("There is no page")
+        expect(page.get_by_role("navigation", name="Sections")).to_be_visible()
 
 
 def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashboard_mesh):
