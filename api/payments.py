@@ -17,7 +17,7 @@ from uuid import UUID
 import msgspec
 import stripe
 
-from domain.money import PICO_PER_USD, pico_to_usd
+from domain.money import PICO_PER_USD
 from domain.ratelimit import AttemptWindow, RateLimited
 
 PICO_PER_CENT = PICO_PER_USD // 100
@@ -109,7 +109,8 @@ class BankTransfer:
     def instructions(self, amount: int, reference: str, expires_at: datetime) -> str:
         """What to send where, by when: shown when the transfer starts and whenever its page is opened again."""
         return (
-            f"Transfer {pico_to_usd(amount)} USD to {self.account_details} with the reference "
+            f"Transfer {amount // PICO_PER_USD}.{amount % PICO_PER_USD // PICO_PER_CENT:02d} USD to "
+            f"{self.account_details} with the reference "
             f"{reference} before {expires_at:%Y-%m-%d %H:%M} UTC."
         )
 

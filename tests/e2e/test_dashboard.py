@@ -429,6 +429,7 @@ def test_a_reload_after_an_action_repeats_nothing(browser, dashboard_mesh):
             page.get_by_role("button", name="Top up").click()
             expect(page).to_have_url(re.compile(r"/billing\?transfer=MESH-"))
             reference = page.locator("#reference").inner_text().strip()
+            expect(page.get_by_text("Transfer 50.00 USD to IBAN")).to_be_visible()  # to the cent, as banks take it
             page.reload()  # the transfer's instructions again, and no second transfer
             expect(page.locator("#reference")).to_have_text(reference)
             expect(page.get_by_text("IBAN DE00 1234 5678 9012 3456 78")).to_be_visible()
@@ -534,6 +535,9 @@ def test_refused_requests_show_on_the_key_and_in_logs(browser, dashboard_mesh):
         expect(cell).to_have_text("4")
         page.get_by_role("link", name="refused-key").click()
         expect(page.locator("#refused")).to_contain_text(f"4 refused: {codes[0]} 3, {codes[3]} 1")
+        expect(page.get_by_text("error rate —")).to_be_visible()  # no request served: no rate to show
+        expect(page.get_by_text("fit to budget: no")).to_be_visible()  # the history in words, not field=None
+        assert "=None" not in page.content() and "=False" not in page.content()
         page.get_by_role("link", name="requests with this key").click()
         expect(page.locator("#refused")).to_contain_text(f"4 refused in this range with this key: {codes[0]} 3")
         expect(page.locator("tbody tr")).to_have_count(0)  # refused calls are counted, not logged one by one
