@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
 from litestar import Request, Response, get, post
@@ -14,9 +14,36 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 from api.dashboard import views
 from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
 from api.errors import ApiError
+from api.input_errors import InvalidInput
 from api.services.keys import KEY_ACTIONS, KeyService, error_rate
 from api.services.models import ModelService
 from api.services.one_time_views import OneTimeViews
+
+EXPIRY_FORMAT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends, read as UTC
+
+
+def key_settings(form) -> dict:
+    """A key form's settings as the service takes them (the create and the edit form have the same fields); an
+    empty field is no setting: no cap, no reset, no default model, every model allowed, no expiry."""
+    expires = form.get("expires_at") or None
+    if expires is not None:
+        try:
+            expires = datetime.strptime(expires, EXPIRY_FORMAT).replace(tzinfo=timezone.utc)
+        except ValueError:
+            raise InvalidInput(
+                "form field",
+                "expires_at",
+                f"takes a date and time such as 2027-01-31T18:00 (UTC); got {expires[:40]!r}",
+            ) from None
+    return {
+        "spend_cap_usd": form.get("spend_cap_usd") or None,
+        "cap_reset": form.get("cap_reset") or None,
+        "default_model": form.get("default_model") or None,
+        "allowed_models": [m for m in form.getall("allowed_models", []) if m] or None,
+        "expires_at": expires,
+        "fit_to_budget": form.get("fit_to_budget") == "on",
+    }
+
 
 ROTATE_GRACE = {"0": timedelta(0), "3600": timedelta(hours=1), "86400": timedelta(days=1)}
 
@@ -53,9 +80,7 @@ class KeyPages(SessionPages):
         """A key made shows its secret on the page the redirect leads to (a reload makes no second key)."""
         form = await request.form()
         try:
-            created = await key_service.create(
-                account_id, form.get("label", ""), form.get("spend_cap_usd") or None, form.get("default_model") or None
-            )
+            created = await key_service.create(account_id, form.get("label", ""), **key_settings(form))
         except PAGE_ERRORS as exc:
             return await self._keys(
                 request, account_id, key_service, model_service, "", error=failure(exc), form=dict(form)
@@ -120,12 +145,8 @@ class KeyPages(SessionPages):
         model_service: NamedDependency[ModelService],
     ) -> Response:
         form = await request.form()
-        changes = {
-            "spend_cap_usd": form.get("spend_cap_usd") or None,
-            "default_model": form.get("default_model") or None,
-        }
         try:
-            await key_service.update(account_id, key_id, changes)
+            await key_service.update(account_id, key_id, key_settings(form))
         except PAGE_ERRORS as exc:
             return await self._key(request, account_id, key_id, key_service, model_service, error=failure(exc))
         return Redirect(f"/keys/{key_id}", status_code=HTTP_303_SEE_OTHER)

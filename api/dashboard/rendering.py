@@ -16,6 +16,7 @@ from api.errors import DOMAIN_ERRORS, ApiError, handle_http_exception
 from api.input_errors import InvalidInput
 from api.security_headers import NO_STORE
 from api.services.prompt_templates import variables
+from domain.apikey import CAP_PERIODS
 from domain.bounds import MAX_LABEL_LENGTH
 from domain.invite import SignupRefused
 from domain.quota import QuotaExceeded
@@ -108,5 +109,5 @@ def dashboard_templates():
 
     engine = JinjaTemplateEngine(directory=TEMPLATES)
     engine.engine.filters.update(views.FILTERS)
-    engine.engine.globals.update(needs_of=variables, label_max=MAX_LABEL_LENGTH)
+    engine.engine.globals.update(needs_of=variables, label_max=MAX_LABEL_LENGTH, cap_periods=CAP_PERIODS)
     return engine

@@ -574,6 +574,53 @@ def test_unknown_and_missing_pages_keep_the_layout_and_the_basics_are_there(brow
         expect(page.get_by_role("navigation", name="Sections")).to_be_visible()
 
 
+def test_every_key_setting_is_in_the_create_and_the_edit_form(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    with signed_up(browser, dashboard_mesh) as page:
+        token = next(c["value"] for c in page.context.cookies() if c["name"] == "mesh_session")
+        api = httpx.Client(base_url=dashboard_mesh.url, headers={"Authorization": f"Bearer {token}"}, timeout=15)
+        page.get_by_role("textbox", name="Label", exact=True).fill("every-setting")
+        page.get_by_label("Spend cap").fill("12.50")
+        page.get_by_label("Cap resets").select_option("monthly")
+        page.get_by_label("Default model").select_option(FREE_MODEL)
+        page.get_by_label("Allowed models").select_option([FREE_MODEL])
+        page.get_by_label("Expires").fill("2031-01-31T18:00")
+        page.get_by_label("Fit max_tokens").check()
+        page.get_by_role("button", name="Create key").click()
+        expect(page.locator("#secret")).to_be_visible()
+        (key,) = api.get("/api/keys").json()["data"]
+        assert (key["spend_cap_usd"], key["cap_reset"], key["default_model"]) == ("12.500000", "monthly", FREE_MODEL)
+        assert key["allowed_models"] == [FREE_MODEL] and key["fit_to_budget"] is True
+        assert key["expires_at"].startswith("2031-01-31T18:00:00")
+
+        # the edit form shows them as they are, and changes each
+        page.goto(f"/keys/{key['id']}")
+        expect(page.get_by_label("Cap resets")).to_have_value("monthly")
+        expect(page.get_by_label("Expires")).to_have_value("2031-01-31T18:00")
+        expect(page.get_by_label("Fit max_tokens")).to_be_checked()
+        page.get_by_label("Cap resets").select_option("")
+        page.get_by_label("Allowed models").select_option([])
+        page.get_by_label("Expires").fill("")
+        page.get_by_label("Fit max_tokens").uncheck()
+        page.get_by_role("button", name="Save").click()
+        expect(page).to_have_url(re.compile(rf"/keys/{key['id']}$"))
+        changed = api.get(f"/api/keys/{key['id']}").json()
+        assert (changed["cap_reset"], changed["allowed_models"], changed["expires_at"]) == (None, None, None)
+        assert changed["fit_to_budget"] is False and changed["spend_cap_usd"] == "12.500000"
+
+        # a refusal keeps what was typed and says what is wrong
+        page.goto("/keys")
+        page.get_by_role("textbox", name="Label", exact=True).fill("bad-cap")
+        page.get_by_label("Spend cap").fill("-5")
+        page.get_by_label("Cap resets").select_option("weekly")
+        page.get_by_role("button", name="Create key").click()
+        expect(page.get_by_role("alert")).to_contain_text("spend_cap_usd")
+        expect(page.get_by_role("textbox", name="Label", exact=True)).to_have_value("bad-cap")
+        expect(page.get_by_label("Cap resets")).to_have_value("weekly")
+        api.close()
+
+
 def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashboard_mesh):
     from playwright.sync_api import expect
 
