@@ -15,11 +15,13 @@ from api.client_address import client_address
 from api.dashboard import views
 from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
 from api.dashboard.settings import DashboardConfig
-from api.dashboard.time_ranges import SPEND_PRESETS, spend_window
+from api.errors import ApiError
+from api.dashboard.time_ranges import SPEND_PRESETS, BadRange, spend_window
 from api.services.billing import BillingService
 from domain.ratelimit import RateLimited
 
 CHART_SERIES = ("model", "provider")  # what the spend chart stacks by
+BUCKET_LENGTH = {"day": len("2026-11-30"), "hour": len("2026-11-30T13")}  # of a spend row's group, as the chart keys it
 
 
 class BillingPages(SessionPages):
@@ -46,14 +48,29 @@ class BillingPages(SessionPages):
     async def _billing(
         self, request, account_id, billing_service, dashboard, range=None, start=None, end=None, by="model", **extra
     ) -> Template:
-        preset, first, last = spend_window(range, start, end)
+        try:
+            preset, first, last, unit = spend_window(range, start, end)
+        except BadRange as exc:
+            raise ApiError(400, str(exc), "invalid_request", param="start") from None
         by = by if by in CHART_SERIES else "model"
         balance = await billing_service.balance(account_id)
-        by_day = await billing_service.spend(account_id, ["day", by], first, last)
+        by_bucket = await billing_service.spend(account_id, [unit, by], first, last)
         by_model = await billing_service.spend(account_id, ["provider", "model"], first, last)
-        last_day = (last - timedelta(microseconds=1)).date()  # the range is [first, last)
-        chart = views.spend_chart(
-            [(r.group["day"][:10], r.group[by], r.spend) for r in by_day.rows], first.date(), last_day
+        last_moment = last - timedelta(microseconds=1)  # the range is [first, last)
+        last_day = last_moment.date()
+        cut = BUCKET_LENGTH[unit]
+        chart = (
+            views.spend_chart(
+                [(r.group[unit][:cut], r.group[by], r.spend) for r in by_bucket.rows],
+                *(
+                    (first, last_moment.replace(minute=0, second=0, microsecond=0))
+                    if unit == "hour"
+                    else (first.date(), last_day)
+                ),
+                unit=unit,
+            )
+            if by_bucket.rows
+            else None
         )
         return page(
             "billing.html",

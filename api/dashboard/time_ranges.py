@@ -7,6 +7,7 @@ date input sends them); the spans and the reading of a day live here, each page 
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
+from typing import NamedTuple
 
 RANGES = {
     "1h": timedelta(hours=1),
@@ -17,7 +18,8 @@ RANGES = {
 }
 LOG_PRESETS = ("1h", "24h", "7d", "30d")  # the Logs page's pills
 LOG_DEFAULT = "24h"
-SPEND_PRESETS = ("24h", "7d", "30d", "90d")  # the Billing page's: a bar per day
+SPEND_PRESETS = ("24h", "7d", "30d", "90d")  # the Billing page's: a bar per day, or per hour for HOURLY
+HOURLY = ("24h",)
 DEFAULT_RANGE = "30d"  # the Billing page's
 
 
@@ -26,18 +28,33 @@ def day_start(value: str) -> datetime:
     return datetime.combine(date.fromisoformat(value), time.min, timezone.utc)
 
 
-def spend_window(
-    preset: str | None, start: str | None, end: str | None, now: datetime | None = None
-) -> tuple[str, datetime, datetime]:
-    """(preset name or "custom", from, to) from the Billing page's query, the last day included; a bad custom range
-    falls back to the default."""
+class SpendWindow(NamedTuple):
+    preset: str  # a name of SPEND_PRESETS, or "custom"
+    first: datetime
+    last: datetime  # the window is [first, last)
+    unit: str  # "hour" or "day": a bar each
+
+
+class BadRange(ValueError):
+    """Custom dates that make no range; the message says what is allowed."""
+
+
+def spend_window(preset: str | None, start: str | None, end: str | None, now: datetime | None = None) -> SpendWindow:
+    """The Billing page's window. A preset covers exactly what it names in whole bars: "24h" the last 24 hours
+    (the current one included), "7d" today and the 6 days before, and so on; custom days run from the start
+    of `start` to the end of `end`. Custom days that are not dates, or run backwards, are refused."""
     now = now or datetime.now(timezone.utc)
-    if start and end:
+    if start or end:
         try:
-            first, last = day_start(start), day_start(end) + timedelta(days=1)
-            if first < last:
-                return "custom", first, last
+            first, last = day_start(start or ""), day_start(end or "") + timedelta(days=1)
         except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
-            pass
+            raise BadRange(f"from and to are days (YYYY-MM-DD), both given; got {start!r} and {end!r}") from None
+        if first >= last:
+            raise BadRange(f"from ({start}) must not be after to ({end})")
+        return SpendWindow("custom", first, last, "day")
     preset = preset if preset in SPEND_PRESETS else DEFAULT_RANGE
-    return preset, now - RANGES[preset], now
+    if preset in HOURLY:
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        return SpendWindow(preset, hour - RANGES[preset] + timedelta(hours=1), now, "hour")
+    today = datetime.combine(now.date(), time.min, timezone.utc)
+    return SpendWindow(preset, today - RANGES[preset] + timedelta(days=1), now, "day")

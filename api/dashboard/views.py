@@ -96,14 +96,23 @@ def spend_chart(
     width: int = 720,
     height: int = 200,
     max_series: int = len(PALETTE) - 1,
+    unit: str = "day",
 ) -> str:
-    """An SVG bar chart of spend per day stacked by series (model or provider).
+    """An SVG bar chart of spend per day (or per hour) stacked by series (model or provider).
 
-    `rows` are (day as YYYY-MM-DD, series name, pico-USD); days from `start` to `end` inclusive get a bar each
-    (empty days stay visible). The largest `max_series` series get their own colour, the rest one "other".
-    Every bar segment carries a <title> with its exact amount.
+    `rows` are (bucket, series name, pico-USD), the bucket a day as YYYY-MM-DD or an hour as YYYY-MM-DDTHH;
+    every day (hour) from `start` to `end` inclusive gets a bar (empty ones stay visible). The largest
+    `max_series` series get their own colour, the rest one "other". Every bar segment carries a <title> with
+    its exact amount. The axis names days by month and day, with the year when the range spans two.
     """
-    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    if unit == "hour":
+        hours = int((end - start).total_seconds() // 3600) + 1
+        buckets = [(start + timedelta(hours=i)).isoformat()[:13] for i in range(hours)]
+        labels = [f"{b[11:13]}:00" for b in buckets]
+    else:
+        span = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+        buckets = [d.isoformat() for d in span]
+        labels = [f"{d:%Y-%m-%d}" if start.year != end.year else f"{d:%m-%d}" for d in span]
     totals: dict[str, int] = {}
     for _, series, pico in rows:
         totals[series] = totals.get(series, 0) + pico
@@ -112,7 +121,7 @@ def spend_chart(
     colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(named)}
     if len(named) < len(ranked):
         colour[OTHER] = PALETTE[-1]
-    stacks: dict[str, dict[str, int]] = {d.isoformat(): {} for d in days}
+    stacks: dict[str, dict[str, int]] = {b: {} for b in buckets}
     for day, series, pico in rows:
         if day in stacks:
             key = series if series in named else OTHER
@@ -120,11 +129,11 @@ def spend_chart(
     top = max((sum(s.values()) for s in stacks.values()), default=0)
     left, bottom, pad_top = 64, 22, 8
     plot_w, plot_h = width - left - 4, height - bottom - pad_top
-    step = plot_w / max(len(days), 1)
+    step = plot_w / max(len(buckets), 1)
     bar_w = max(1.0, step * 0.7)
     out = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" xmlns="http://www.w3.org/2000/svg" '
-        f'aria-label="Spend per day, {escape(days[0].isoformat())} to {escape(days[-1].isoformat())}">'
+        f'aria-label="Spend per {unit}, {escape(buckets[0])} to {escape(buckets[-1])}">'
     ]
     for i in range(3):  # gridlines at 0, 1/2, the top
         value = top * i // 2
@@ -134,24 +143,24 @@ def spend_chart(
             f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">'
             f"{escape(usd(value, 2 if top >= PICO_PER_USD else 4))}</text>"
         )
-    label_every = max(1, len(days) // 8)
-    for i, d in enumerate(days):
+    label_every = max(1, len(buckets) // (5 if start.year != end.year else 8))  # longer labels: fewer of them
+    for i, d in enumerate(buckets):
         x = left + i * step + (step - bar_w) / 2
         y = pad_top + plot_h
         for series in [*named, OTHER]:
-            pico = stacks[d.isoformat()].get(series, 0)
+            pico = stacks[d].get(series, 0)
             if not pico or not top:
                 continue
             h = plot_h * pico / top
             y -= h
             out.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" '
-                f'fill="{colour[series]}"><title>{escape(d.isoformat())} · {escape(series)}: '
+                f'fill="{colour[series]}"><title>{escape(d)} · {escape(series)}: '
                 f"{escape(usd_exact(pico))}</title></rect>"
             )
         if i % label_every == 0:
             out.append(
-                f'<text x="{x + bar_w / 2:.1f}" y="{height - 6}" text-anchor="middle" class="axis">{d:%m-%d}</text>'
+                f'<text x="{x + bar_w / 2:.1f}" y="{height - 6}" text-anchor="middle" class="axis">{labels[i]}</text>'
             )
     out.append("</svg>")
     legend = "".join(

@@ -621,6 +621,21 @@ def test_every_key_setting_is_in_the_create_and_the_edit_form(browser, dashboard
         api.close()
 
 
+def test_the_billing_chart_says_when_it_is_empty_and_refuses_a_backwards_range(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    with signed_up(browser, dashboard_mesh, viewport={"width": 375, "height": 800}) as page:
+        page.goto("/billing")
+        expect(page.locator("#no-spend")).to_contain_text("No spend between")
+        expect(page.locator("svg.chart")).to_have_count(0)
+        assert "$0.0000" not in page.locator("main").inner_text()  # no axis of zeros; money to the cent
+        page.get_by_label("From", exact=True).fill("2026-11-05")
+        page.get_by_label("To", exact=True).fill("2026-11-01")
+        page.get_by_role("button", name="Show").click()
+        expect(page.get_by_role("alert")).to_contain_text("from (2026-11-05) must not be after to (2026-11-01)")
+        expect(page.get_by_role("navigation", name="Sections")).to_be_visible()
+
+
 def test_a_card_that_asks_for_3d_secure_is_confirmed_by_stripe_js(browser, dashboard_mesh):
     from playwright.sync_api import expect
 

@@ -6,6 +6,8 @@ import re
 import xml.etree.ElementTree as ET
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
+
 from api.dashboard import time_ranges, views
 from domain.money import PICO_PER_USD
 
@@ -59,18 +61,43 @@ def test_times_are_relative_with_utc_on_hover():
     assert views.milliseconds(1500) == "1.5 ms" and views.milliseconds(None) == "—"
 
 
-def test_spend_ranges_from_presets_or_custom_dates():
-    now = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
-    assert time_ranges.spend_window("7d", None, None, now) == ("7d", now - timedelta(days=7), now)
-    assert time_ranges.spend_window("bogus", None, None, now)[0] == time_ranges.DEFAULT_RANGE
-    name, first, last = time_ranges.spend_window(None, "2026-11-01", "2026-11-03", now)
-    assert (name, first, last) == (
+def test_spend_ranges_cover_exactly_what_they_name():
+    now = datetime(2026, 11, 30, 12, 34, tzinfo=timezone.utc)
+    today = datetime(2026, 11, 30, tzinfo=timezone.utc)
+    assert time_ranges.spend_window("7d", None, None, now) == ("7d", today - timedelta(days=6), now, "day")
+    assert time_ranges.spend_window("30d", None, None, now).first == today - timedelta(days=29)  # 30 bars
+    hour = datetime(2026, 11, 30, 12, tzinfo=timezone.utc)
+    assert time_ranges.spend_window("24h", None, None, now) == ("24h", hour - timedelta(hours=23), now, "hour")
+    assert time_ranges.spend_window("bogus", None, None, now).preset == time_ranges.DEFAULT_RANGE
+    assert time_ranges.spend_window(None, "2026-11-01", "2026-11-03", now) == (
         "custom",
         datetime(2026, 11, 1, tzinfo=timezone.utc),
-        datetime(2026, 11, 4, tzinfo=timezone.utc),
-    )  # the last day is included
-    assert time_ranges.spend_window(None, "2026-11-05", "2026-11-01", now)[0] == time_ranges.DEFAULT_RANGE
-    assert time_ranges.spend_window(None, "nope", "2026-11-01", now)[0] == time_ranges.DEFAULT_RANGE
+        datetime(2026, 11, 4, tzinfo=timezone.utc),  # the last day is included
+        "day",
+    )
+
+
+@pytest.mark.parametrize(
+    "start, end, said",
+    [
+        ("2026-11-05", "2026-11-01", "from (2026-11-05) must not be after to (2026-11-01)"),
+        ("nope", "2026-11-01", "from and to are days (YYYY-MM-DD), both given"),
+        ("2026-11-01", None, "from and to are days (YYYY-MM-DD), both given"),
+    ],
+)
+def test_custom_days_that_make_no_range_are_refused_saying_why(start, end, said):
+    with pytest.raises(time_ranges.BadRange, match=re.escape(said)):
+        time_ranges.spend_window(None, start, end)
+
+
+def test_hourly_and_multi_year_charts_name_their_bars_readably():
+    hours, _ = _chart(
+        [("2026-11-30T05", "m", PICO_PER_USD)], datetime(2026, 11, 30, 0), datetime(2026, 11, 30, 23), unit="hour"
+    )
+    assert len(hours.findall("{http://www.w3.org/2000/svg}rect")) == 1
+    assert [t.text for t in hours.findall("{http://www.w3.org/2000/svg}text")][3] == "00:00"
+    years, _ = _chart([], date(2025, 12, 1), date(2026, 1, 31))
+    assert "2025-12-01" in [t.text for t in years.findall("{http://www.w3.org/2000/svg}text")]
 
 
 def _chart(rows, start=date(2026, 11, 1), end=date(2026, 11, 3), **kwargs):
