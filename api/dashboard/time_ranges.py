@@ -28,6 +28,14 @@ def day_start(value: str) -> datetime:
     return datetime.combine(date.fromisoformat(value), time.min, timezone.utc)
 
 
+def _day_after(day: datetime) -> datetime:
+    """The end of `day`: the next midnight, or the last moment there is after 9999-12-31 began."""
+    try:
+        return day + timedelta(days=1)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=timezone.utc)
+
+
 class SpendWindow(NamedTuple):
     preset: str  # a name of SPEND_PRESETS, or "custom"
     first: datetime
@@ -46,8 +54,8 @@ def spend_window(preset: str | None, start: str | None, end: str | None, now: da
     now = now or datetime.now(timezone.utc)
     if start or end:
         try:
-            first, last = day_start(start or ""), day_start(end or "") + timedelta(days=1)
-        except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
+            first, last = day_start(start or ""), _day_after(day_start(end or ""))
+        except ValueError:
             raise BadRange(f"from and to are days (YYYY-MM-DD), both given; got {start!r} and {end!r}") from None
         if first >= last:
             raise BadRange(f"from ({start}) must not be after to ({end})")

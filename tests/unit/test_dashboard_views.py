@@ -75,6 +75,9 @@ def test_spend_ranges_cover_exactly_what_they_name():
         datetime(2026, 11, 4, tzinfo=timezone.utc),  # the last day is included
         "day",
     )
+    assert time_ranges.spend_window(None, "9999-12-31", "9999-12-31", now).last == datetime.max.replace(
+        tzinfo=timezone.utc
+    )  # the last day there is has an end too
 
 
 @pytest.mark.parametrize(
