@@ -46,6 +46,16 @@ def percent(part: float) -> str:
     return f"{part * 100:.1f}%"
 
 
+CAP_NEAR = 0.8  # a cap this much spent shows amber; spent whole, red
+
+
+def cap_level(used: float | None) -> str:
+    """The class of a cap bar: "near" (amber) from CAP_NEAR, "full" (red) when spent whole, else none."""
+    if used is None or used < CAP_NEAR:
+        return ""
+    return "full" if used >= 1 else "near"
+
+
 def share(spent: int, cap: int | None) -> float | None:
     """How much of a cap is spent, 0..1 (a bar's width); None without a cap."""
     if not cap:
@@ -191,4 +201,5 @@ FILTERS = {
     "ago": ago,
     "clock": clock,
     "ms": milliseconds,
+    "cap_level": cap_level,
 }

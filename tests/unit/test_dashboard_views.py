@@ -160,3 +160,7 @@ def test_version_diff_marks_removed_and_added_lines():
         ("+", "You are Y."),
         (" ", "same"),
     ]
+
+
+def test_a_cap_bar_turns_amber_then_red():
+    assert [views.cap_level(u) for u in (None, 0.0, 0.79, 0.8, 0.99, 1.0)] == ["", "", "", "near", "near", "full"]
