@@ -297,6 +297,15 @@ async def key_of(conn: psycopg.AsyncConnection, account_id: UUID, key_id: UUID) 
     return _key_row(row) if row else None
 
 
+async def replaced_secret_until(conn: psycopg.AsyncConnection, key_id: UUID) -> datetime | None:
+    """Until when a secret the key was rotated away from still works (its grace), if one still does."""
+    cur = await conn.execute(
+        "select max(valid_until) from api_key_secrets where key_id = %s and valid_until > now()", (key_id,)
+    )
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
 async def key_by_hash(conn: psycopg.AsyncConnection, key_hash: str) -> tuple[KeyRow, datetime | None] | None:
     """The key a secret belongs to and until when the secret works (None: as long as the key), if it still does."""
     cur = await conn.execute(

@@ -32,6 +32,7 @@ class KeyView(msgspec.Struct):
     row: directory.KeyRow
     totals: billing.KeyStats
     window: billing.KeyStats | None = None
+    replaced_secret_until: datetime | None = None  # one key's view: the grace of the secret it was rotated from
 
 
 class KeyListing(msgspec.Struct):
@@ -146,8 +147,9 @@ class KeyService:
             if row is None:
                 raise Missing(f"no API key {key_id} in this account", "not_found")
             totals, window = await _stats(conn, account_id, start, end)
+            grace = await directory.replaced_secret_until(conn, key_id)
             as_of = await _as_of(conn)
-        return _view(row, totals, window), as_of
+        return msgspec.structs.replace(_view(row, totals, window), replaced_secret_until=grace), as_of
 
     async def history(
         self, account_id: UUID, key_id: UUID, limit: int = HISTORY_PAGE, cursor: str | None = None

@@ -417,6 +417,7 @@ def test_a_reload_after_an_action_repeats_nothing(browser, dashboard_mesh):
             expect(page).to_have_url(re.compile(r"/keys/[0-9a-f-]+\?rotated="))
             rotated = page.locator("#secret").inner_text().strip()
             assert rotated.startswith("mk-") and rotated != secret
+            expect(page.locator("#old-secret")).to_contain_text("still works until")  # a day's grace, the default
             page.reload()
             expect(page.get_by_role("status")).to_contain_text("shown once")
             assert rotated not in page.content()
