@@ -21,7 +21,6 @@ from api.services.billing import BillingService
 from domain.ratelimit import RateLimited
 
 CHART_SERIES = ("model", "provider")  # what the spend chart stacks by
-BUCKET_LENGTH = {"day": len("2026-11-30"), "hour": len("2026-11-30T13")}  # of a spend row's group, as the chart keys it
 
 
 class BillingPages(SessionPages):
@@ -58,20 +57,12 @@ class BillingPages(SessionPages):
         by_model = await billing_service.spend(account_id, ["provider", "model"], first, last)
         last_moment = last - timedelta(microseconds=1)  # the range is [first, last)
         last_day = last_moment.date()
-        cut = BUCKET_LENGTH[unit]
-        chart = (
-            views.spend_chart(
-                [(r.group[unit][:cut], r.group[by], r.spend) for r in by_bucket.rows],
-                *(
-                    (first, last_moment.replace(minute=0, second=0, microsecond=0))
-                    if unit == "hour"
-                    else (first.date(), last_day)
-                ),
-                unit=unit,
-            )
-            if by_bucket.rows
-            else None
-        )
+        if unit == "hour":
+            bars = (first, last_moment.replace(minute=0, second=0, microsecond=0))
+        else:
+            bars = (first.date(), last_day)
+        rows = [(r.group[unit], r.group[by], r.spend) for r in by_bucket.rows]
+        chart = views.spend_chart(rows, *bars, unit=unit) if rows else None
         return page(
             "billing.html",
             request,

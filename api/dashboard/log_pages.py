@@ -56,8 +56,8 @@ class LogPages(SessionPages):
         refused = await log_service.refusals(f) if f.status != "success" and not cursor else {}
         kept = {name: query[name] for name in FILTERS if query.get(name)}  # what a range change keeps
         here = {**kept, **{name: query[name] for name in RANGE_PARAMS if query.get(name)}}
-        keys = (await key_service.listing(account_id)).keys
-        labels = {str(v.row.key_id): v.row.label for v in keys}
+        keys = await key_service.rows(account_id)
+        labels = {str(k.key_id): k.label for k in keys}
         return page(
             "logs.html",
             request,
@@ -77,7 +77,7 @@ class LogPages(SessionPages):
             query=query,
             models=model_service.enabled(),
             providers=sorted({m.provider for m in model_service.enabled()}),
-            keys=[v.row for v in keys],
+            keys=keys,
             statuses=logs.STATUSES,
         )
 

@@ -66,7 +66,8 @@ def _page_error(request: Request, exc: Exception) -> Response:
     return error_page(request, status, failure(exc), _section(request))
 
 
-SECTIONS = ("keys", "billing", "logs", "models", "templates")  # the dashboard's sections, by their paths
+# the dashboard's sections by path, with their names in the navigation (base.html)
+SECTIONS = {"keys": "API Keys", "billing": "Billing", "logs": "Logs", "models": "Models", "templates": "Templates"}
 
 
 def _section(request: Request) -> str | None:
@@ -109,5 +110,7 @@ def dashboard_templates():
 
     engine = JinjaTemplateEngine(directory=TEMPLATES)
     engine.engine.filters.update(views.FILTERS)
-    engine.engine.globals.update(needs_of=variables, label_max=MAX_LABEL_LENGTH, cap_periods=CAP_PERIODS)
+    engine.engine.globals.update(
+        needs_of=variables, label_max=MAX_LABEL_LENGTH, cap_periods=CAP_PERIODS, sections=SECTIONS
+    )
     return engine

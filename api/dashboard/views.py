@@ -17,6 +17,7 @@ HEADLINE_DECIMALS = 2  # $12.48 in headlines, the exact value on hover
 # never carries meaning alone.
 PALETTE = ("#2f5fd0", "#7a9be6", "#1f8a70", "#9bc9b8", "#b5651d", "#e0b084", "#6b6b6b", "#b0b0b0")
 OTHER = "other"
+BUCKET_LENGTH = {"day": len("2026-11-30"), "hour": len("2026-11-30T13")}  # what of a bucket names its bar
 
 
 def usd(pico: int, decimals: int = TABLE_DECIMALS) -> str:
@@ -110,14 +111,15 @@ def spend_chart(
 ) -> str:
     """An SVG bar chart of spend per day (or per hour) stacked by series (model or provider).
 
-    `rows` are (bucket, series name, pico-USD), the bucket a day as YYYY-MM-DD or an hour as YYYY-MM-DDTHH;
-    every day (hour) from `start` to `end` inclusive gets a bar (empty ones stay visible). The largest
+    `rows` are (bucket, series name, pico-USD), the bucket the ISO 8601 start of its day or hour as a spend
+    history groups it (only its date, or date and hour, is read); every day (hour) from `start` to `end`
+    inclusive gets a bar (empty ones stay visible). The largest
     `max_series` series get their own colour, the rest one "other". Every bar segment carries a <title> with
     its exact amount. The axis names days by month and day, with the year when the range spans two.
     """
     if unit == "hour":
         hours = int((end - start).total_seconds() // 3600) + 1
-        buckets = [(start + timedelta(hours=i)).isoformat()[:13] for i in range(hours)]
+        buckets = [(start + timedelta(hours=i)).isoformat()[: BUCKET_LENGTH["hour"]] for i in range(hours)]
         labels = [f"{b[11:13]}:00" for b in buckets]
     else:
         span = [start + timedelta(days=i) for i in range((end - start).days + 1)]
@@ -132,10 +134,11 @@ def spend_chart(
     if len(named) < len(ranked):
         colour[OTHER] = PALETTE[-1]
     stacks: dict[str, dict[str, int]] = {b: {} for b in buckets}
-    for day, series, pico in rows:
-        if day in stacks:
+    for bucket, series, pico in rows:
+        stack = stacks.get(bucket[: BUCKET_LENGTH[unit]])
+        if stack is not None:
             key = series if series in named else OTHER
-            stacks[day][key] = stacks[day].get(key, 0) + pico
+            stack[key] = stack.get(key, 0) + pico
     top = max((sum(s.values()) for s in stacks.values()), default=0)
     left, bottom, pad_top = 64, 22, 8
     plot_w, plot_h = width - left - 4, height - bottom - pad_top

@@ -139,6 +139,11 @@ class KeyService:
             as_of = await _as_of(conn)
         return KeyListing([_view(r, totals, window) for r in rows], as_of)
 
+    async def rows(self, account_id: UUID) -> list[directory.KeyRow]:
+        """The account's keys as the directory holds them, without their stats (a form's choice of key)."""
+        async with self.pool.connection() as conn:
+            return await directory.keys_of(conn, account_id)
+
     async def one(
         self, account_id: UUID, key_id: UUID, start: datetime | None = None, end: datetime | None = None
     ) -> tuple[KeyView, AsOf]:
