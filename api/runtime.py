@@ -40,6 +40,7 @@ from commands.stream import (
 )
 from commands.prompt_templates import TemplateCommands
 from commands.topups import TopUpCommands
+from domain.credentials import PASSWORD_KDF, ScryptParams
 from domain.quota import Quotas
 from gateway import feed
 from gateway.admission import KeyInfo
@@ -109,6 +110,7 @@ class Runtime:
         background_cpus: frozenset[int] | None = None,
         session: timedelta = DEFAULT_SESSION,
         logins: LoginGuard | None = None,
+        password_kdf: ScryptParams = PASSWORD_KDF,
         children: dict[str, Child] | None = None,
         lease_ttl: timedelta = LEASE_TTL,
         disconnect_drain_seconds: float = DISCONNECT_DRAIN_SECONDS,
@@ -137,6 +139,7 @@ class Runtime:
         self.background_cpus = background_cpus  # where the projection worker runs: see api.embedded.background_cpus
         self.session = session  # how long a management token lives unused (MESH_SESSION_DAYS)
         self.logins = logins or LoginGuard()  # attempt limits and the KDF's thread pool
+        self.password_kdf = password_kdf  # what new password hashes cost (MESH_PASSWORD_KDF_LOG_N)
         self._renewing: dict[str, asyncio.Task] = {}  # token hash -> the task saving its renewal
         self.children = children or {}  # the embedded servers `mesh up` started, by name: kept running
         self.supervisor = Supervisor()
@@ -188,7 +191,7 @@ class Runtime:
         self.app = await asyncio.to_thread(
             MeshApplication, self.nats_url, self.stream, {MAX_BYTES_ENV: str(self.stream_max_bytes)}
         )
-        self.accounts = AccountCommands(self.app, self.session, signup=self.signup)
+        self.accounts = AccountCommands(self.app, self.session, signup=self.signup, password_kdf=self.password_kdf)
         self.keys = KeyCommands(self.app, self.quotas)
         self.templates = TemplateCommands(self.app, self.quotas)
         self.source = StreamSource(self.nc, self.stream)

@@ -46,8 +46,9 @@ def topup_limits(settings: Settings) -> tuple[int, int]:
 
 
 def accounts(settings: Settings) -> dict:
-    """Session length and login limits for the Runtime."""
+    """Session length, login limits and the password KDF's cost for the Runtime."""
     from api.logins import LoginGuard
+    from domain.credentials import password_kdf
 
     if not settings.session_days > 0:
         raise MeshError("MESH_SESSION_DAYS must be above 0")
@@ -60,7 +61,11 @@ def accounts(settings: Settings) -> dict:
         )
     except ValueError as exc:
         raise MeshError(f"MESH_LOGIN_*/MESH_SIGNUPS_PER_ADDRESS: {exc}") from None
-    return {"session": timedelta(days=settings.session_days), "logins": logins}
+    return {
+        "session": timedelta(days=settings.session_days),
+        "logins": logins,
+        "password_kdf": password_kdf(settings.password_kdf_log_n),
+    }
 
 
 def limits(settings: Settings) -> dict:

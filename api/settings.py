@@ -11,6 +11,7 @@ from typing import Annotated
 import msgspec
 
 from api.exports import EXPORT_IDLE_SECONDS
+from domain.credentials import MAX_KDF_LOG_N, MIN_KDF_LOG_N, PASSWORD_KDF
 from domain.quota import DEFAULT_MAX_KEYS, DEFAULT_MAX_TEMPLATE_VERSIONS, DEFAULT_MAX_TEMPLATES
 from gateway.freelimit import DEFAULT_FREE_RPM
 from gateway.refusals import FLUSH_SECONDS
@@ -39,6 +40,8 @@ class Settings(msgspec.Struct, kw_only=True):
     # how often a gateway reports the requests it refused, per key: at most one event per key per this
     refusals_flush_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = FLUSH_SECONDS
     lease_ttl_seconds: float = 900.0  # a budget lease's life; a holder renews it while its requests run
+    # new password hashes cost scrypt N = 2**this (17: OWASP's 128 MiB); lower only for test servers
+    password_kdf_log_n: Annotated[int, msgspec.Meta(ge=MIN_KDF_LOG_N, le=MAX_KDF_LOG_N)] = PASSWORD_KDF.log_n
     session_days: float = 30.0  # a management token unused this long expires; each use extends it
     login_failures_per_email: int = 10  # failed logins (or sign-ups of a taken email) per email and window
     login_failures_per_address: int = 50  # failed logins per client address and window

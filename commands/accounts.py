@@ -20,12 +20,14 @@ from commands.app import MeshApplication
 from domain.account import Account, EmailClaim, normalise_email
 from domain.bounds import check_aware
 from domain.credentials import (
-    DUMMY_PASSWORD_HASH,
+    PASSWORD_KDF,
     NewSecret,
+    ScryptParams,
     hash_token,
     InvalidPassword,
     check_new_password,
     check_presented_password,
+    dummy_password_hash,
     hash_password,
     needs_rehash,
     new_management_token,
@@ -77,11 +79,14 @@ class AccountCommands:
         session: timedelta = DEFAULT_SESSION,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         signup: str = "open",
+        password_kdf: ScryptParams = PASSWORD_KDF,
     ):
         self.app = app
         self.session = session  # how long a management token lives after it was issued or last renewed
         self.clock = clock
         self.signup = check_signup_mode(signup)  # MESH_SIGNUP: open, invite or closed
+        self.password_kdf = password_kdf  # what new password hashes are made with (MESH_PASSWORD_KDF_LOG_N)
+        self._dummy_hash = dummy_password_hash(password_kdf)
 
     def check_signup(self, invite_code: str | None) -> None:
         """Refuse at once what the sign-up mode refuses, before any password work."""
@@ -95,7 +100,7 @@ class AccountCommands:
         email = normalise_email(email)
         check_new_password(password)
         token = new_management_token()
-        password_hash = hash_password(password)
+        password_hash = hash_password(password, self.password_kdf)
 
         def use_case() -> Session:
             account = Account(
@@ -147,10 +152,10 @@ class AccountCommands:
         check_presented_password(password)
         account = self._account_of(normalise_email(email))
         # an unknown email runs the same KDF as a known one (against a hash nothing matches)
-        verified = account.password_hash if account is not None else DUMMY_PASSWORD_HASH
+        verified = account.password_hash if account is not None else self._dummy_hash
         if not verify_password(password, verified) or account is None:
             raise BadCredentials("email or password is wrong")
-        rehashed = hash_password(password) if needs_rehash(verified) else None
+        rehashed = hash_password(password, self.password_kdf) if needs_rehash(verified, self.password_kdf) else None
         token = new_management_token()
         changes = account.password_changes
 
@@ -172,7 +177,7 @@ class AccountCommands:
         checked = self.app.account(account_id)
         if not verify_password(current_password, checked.password_hash):
             raise WrongPassword("current_password is wrong")
-        new_hash = hash_password(new_password)
+        new_hash = hash_password(new_password, self.password_kdf)
         token = new_management_token()
 
         def use_case() -> Session:

@@ -41,14 +41,30 @@ class ScryptParams(NamedTuple):
         return cls(int(fields["ln"]), int(fields["r"]), int(fields["p"]))
 
 
-# OWASP's recommendation for scrypt: N=2^17, r=8, p=1 (128 MiB and about half a second per hash).
+# OWASP's recommendation for scrypt: N=2^17, r=8, p=1 (128 MiB and about half a second per hash). An operator
+# may choose another N (MESH_PASSWORD_KDF_LOG_N, within these bounds): test servers use the cheapest.
 PASSWORD_KDF = ScryptParams(17, 8, 1)
+MIN_KDF_LOG_N = 10
+MAX_KDF_LOG_N = 20
 # What hashes were made with before the parameters were written into them ("scrypt$salt$digest").
 LEGACY_KDF = ScryptParams(14, 8, 1)
 _SALT_BYTES = 16
 _DIGEST_BYTES = 32
-# Verified when an email has no account, so that an unknown email costs what a wrong password costs.
-DUMMY_PASSWORD_HASH = f"scrypt${PASSWORD_KDF.encode()}${'00' * _SALT_BYTES}${'00' * _DIGEST_BYTES}"
+
+
+def password_kdf(log_n: int) -> ScryptParams:
+    """The parameters for new password hashes at cost N = 2**log_n (r and p stay OWASP's)."""
+    if not MIN_KDF_LOG_N <= log_n <= MAX_KDF_LOG_N:
+        raise ValueError(f"the password KDF's log2(N) must be {MIN_KDF_LOG_N} to {MAX_KDF_LOG_N}, got {log_n}")
+    return PASSWORD_KDF._replace(log_n=log_n)
+
+
+def dummy_password_hash(params: ScryptParams = PASSWORD_KDF) -> str:
+    """Verified when an email has no account, so that an unknown email costs what a wrong password costs."""
+    return f"scrypt${params.encode()}${'00' * _SALT_BYTES}${'00' * _DIGEST_BYTES}"
+
+
+DUMMY_PASSWORD_HASH = dummy_password_hash()
 
 
 class NewSecret:
@@ -102,9 +118,9 @@ def derive(password: str, salt: bytes, params: ScryptParams) -> bytes:
     )
 
 
-def hash_password(password: str) -> str:
+def hash_password(password: str, params: ScryptParams = PASSWORD_KDF) -> str:
     salt = secrets.token_bytes(_SALT_BYTES)
-    return f"scrypt${PASSWORD_KDF.encode()}${salt.hex()}${derive(password, salt, PASSWORD_KDF).hex()}"
+    return f"scrypt${params.encode()}${salt.hex()}${derive(password, salt, params).hex()}"
 
 
 def _parse(stored: str) -> tuple[ScryptParams, bytes, bytes]:
@@ -127,10 +143,10 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(derive(password, salt, params), digest)
 
 
-def needs_rehash(stored: str) -> bool:
-    """True when a hash was made with other parameters than today's: rehash it at the next login."""
+def needs_rehash(stored: str, params: ScryptParams = PASSWORD_KDF) -> bool:
+    """True when a hash was made with other parameters than `params` (today's): rehash it at the next login."""
     try:
-        return _parse(stored)[0] != PASSWORD_KDF
+        return _parse(stored)[0] != params
     except (ValueError, KeyError):
         return True
 

@@ -23,6 +23,7 @@ UPSTREAM_KEY = "sk-upstream-secret-do-not-log"
 
 
 MESH_FROM_CHECKOUT = (sys.executable, "-m", "api.cli")
+TEST_KDF_LOG_N = 10
 
 
 class MeshProcess:
@@ -56,6 +57,8 @@ class MeshProcess:
             "MESH_PORT": str(self.port),
             "MESH_CONFIG": str(self.config),
             "ACME_API_KEY": UPSTREAM_KEY,
+            # scrypt at N=2^10 instead of production's 2^17: every sign-up and log-in of the suite is cheap
+            "MESH_PASSWORD_KDF_LOG_N": str(TEST_KDF_LOG_N),
             **self.extra_env,
         }
         for name in ("MESH_NATS_URL", "MESH_DATABASE_URL", "MESH_STREAM", "MESH_OPERATOR_TOKEN"):
@@ -244,6 +247,11 @@ BACKGROUND_TOPICS = {"account.lease_settled", "key.lease_settled", "account.leas
 
 def events_after(mesh: MeshProcess, position: int) -> list[str]:
     """The topics of the events appended after `position`, leaving out Mesh's own background bookkeeping."""
+    return [topic for topic, _ in stored_events(mesh, position) if topic not in BACKGROUND_TOPICS]
+
+
+def stored_events(mesh: MeshProcess, position: int) -> list[tuple[str, bytes]]:
+    """(topic, stored data) of every event in the stream after `position`."""
     import asyncio
     import json
 
@@ -251,15 +259,15 @@ def events_after(mesh: MeshProcess, position: int) -> list[str]:
 
     nats_url = json.loads((mesh.data_dir / "running.json").read_text())["nats_url"]
 
-    async def read() -> list[str]:
+    async def read() -> list[tuple[str, bytes]]:
         nc = await nats.connect(nats_url)
         try:
             info = await nc.jetstream().stream_info("MESH")
-            topics = []
+            events = []
             for seq in range(position + 1, info.state.last_seq + 1):
                 msg = await nc.jetstream().get_msg("MESH", seq)
-                topics.append((msg.headers or {}).get("Mesh-Topic", ""))
-            return [t for t in topics if t not in BACKGROUND_TOPICS]
+                events.append(((msg.headers or {}).get("Mesh-Topic", ""), msg.data or b""))
+            return events
         finally:
             await nc.close()
 

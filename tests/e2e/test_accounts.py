@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import MeshProcess
+from tests.e2e.conftest import TEST_KDF_LOG_N, MeshProcess, stored_events
 from tests.e2e.test_walking_skeleton import api
 
 PASSWORD = "correct horse battery"
@@ -81,6 +81,18 @@ def test_password_bounds_are_refused_with_a_clear_400(mesh):
         assert allowed in error["message"] and password not in error["message"]
     r = api(mesh, "POST", "/api/login", json={"email": new_email(), "password": "x" * 1025})
     assert_error(r, 400, "invalid_password")
+
+
+def test_passwords_are_hashed_at_the_cost_the_server_was_given(mesh):
+    """MESH_PASSWORD_KDF_LOG_N reaches the sign-up: the stored hash names that cost (and not the password)."""
+    email = new_email()
+    signed_up = api(mesh, "POST", "/api/signup", json={"email": email, "password": PASSWORD})
+    assert signed_up.status_code == 201, signed_up.text
+    created = [
+        data for topic, data in stored_events(mesh, 0) if topic == "account.registered" and email.encode() in data
+    ]
+    assert len(created) == 1 and f"scrypt$ln={TEST_KDF_LOG_N},r=8,p=1$".encode() in created[0]
+    assert PASSWORD.encode() not in created[0]
 
 
 def test_logout_revokes_only_the_token_presented(mesh):

@@ -21,7 +21,7 @@ from commands.keys import KeyCommands
 from commands.prompt_templates import TemplateCommands
 from domain import credentials
 from domain.account import Account, EmailClaim
-from domain.credentials import PASSWORD_KDF, hash_token, needs_rehash
+from domain.credentials import PASSWORD_KDF, ScryptParams, hash_token, needs_rehash
 from domain.template import TemplateNameTaken
 
 PASSWORD = "correct horse battery"
@@ -122,17 +122,38 @@ def test_two_log_ins_that_both_upgrade_a_legacy_hash_both_succeed(app, monkeypat
     real_hash = accounts_module.hash_password
     others: list = []
 
-    def hash_while_another_logs_in(password: str) -> str:
+    def hash_while_another_logs_in(password: str, params: ScryptParams) -> str:
         if not others:  # the first log-in has verified the legacy hash: another one completes meanwhile
             others.append(None)
             others[0] = commands.log_in(address, PASSWORD)
-        return real_hash(password)
+        return real_hash(password, params)
 
     monkeypatch.setattr(accounts_module, "hash_password", hash_while_another_logs_in)
     first = commands.log_in(address, PASSWORD)
     assert first.management_token and others and others[0].management_token != first.management_token
     assert topics(app, account.id).count("account.password_rehashed") == 1
     assert not needs_rehash(app.account(account.id).password_hash)
+
+
+def test_the_operators_kdf_cost_makes_new_hashes_and_moves_old_ones_at_login(app, kdf_runs):
+    """MESH_PASSWORD_KDF_LOG_N: sign-ups, password changes and the dummy verify run at the chosen cost; a hash
+    made at another cost (here OWASP's default) still logs in and is rehashed at the chosen one."""
+    cheap = ScryptParams(10, 8, 1)
+    commands = AccountCommands(app, password_kdf=cheap)
+    address = email()
+    session = commands.sign_up(address, PASSWORD)
+    assert app.account(session.account_id).password_hash.startswith("scrypt$ln=10,r=8,p=1$")
+    with pytest.raises(BadCredentials):
+        commands.log_in(email(), PASSWORD)  # no such account: the dummy hash costs what a real one does
+    assert kdf_runs == [cheap, cheap]
+
+    default = AccountCommands(app).sign_up(email(), PASSWORD)  # made at the default cost
+    stored = app.account(default.account_id).password_hash
+    assert stored.startswith("scrypt$ln=17,") and needs_rehash(stored, cheap)
+    commands.log_in(app.account(default.account_id).email, PASSWORD)
+    assert app.account(default.account_id).password_hash.startswith("scrypt$ln=10,")
+    commands.change_password(session.account_id, PASSWORD, "another long password")
+    assert app.account(session.account_id).password_hash.startswith("scrypt$ln=10,")
 
 
 def topics(app: MeshApplication, aggregate_id: uuid.UUID) -> list[str]:

@@ -1,7 +1,9 @@
 import pytest
 
 from api.config import ConfigError, load_catalog
+from api.runtime_options import accounts
 from api.settings import Settings, SettingsError
+from domain.credentials import ScryptParams
 
 
 def write(tmp_path, text):
@@ -67,6 +69,16 @@ def test_settings_come_from_mesh_variables(tmp_path):
     assert token == s.resolved_operator_token()  # generated once, then kept
     with pytest.raises(SettingsError):
         Settings.from_env({"MESH_PORT": "eighty"})
+
+
+def test_password_hashes_cost_owasps_scrypt_unless_the_operator_chooses_within_bounds():
+    """Production's default is pinned here: test servers lower MESH_PASSWORD_KDF_LOG_N, a server nobody
+    configured never does."""
+    assert accounts(Settings.from_env({}))["password_kdf"] == ScryptParams(17, 8, 1)
+    assert accounts(Settings.from_env({"MESH_PASSWORD_KDF_LOG_N": "12"}))["password_kdf"] == ScryptParams(12, 8, 1)
+    for outside in ("9", "21", "seventeen"):
+        with pytest.raises(SettingsError, match="password_kdf_log_n"):
+            Settings.from_env({"MESH_PASSWORD_KDF_LOG_N": outside})
 
 
 def test_output_limits_default_by_provider_kind_and_can_be_set(tmp_path):

@@ -12,13 +12,17 @@ from domain import credentials
 from domain.credentials import (
     DUMMY_PASSWORD_HASH,
     LEGACY_KDF,
+    MAX_KDF_LOG_N,
+    MIN_KDF_LOG_N,
     PASSWORD_KDF,
     InvalidPassword,
     ScryptParams,
     check_new_password,
     check_presented_password,
+    dummy_password_hash,
     hash_password,
     needs_rehash,
+    password_kdf,
     session_renewal_due,
     verify_password,
 )
@@ -40,6 +44,21 @@ def test_new_hashes_use_owasp_scrypt_parameters_and_name_them():
     assert "correct horse" not in stored
     assert verify_password("correct horse", stored) and not verify_password("correct horsE", stored)
     assert not needs_rehash(stored)
+
+
+def test_the_cost_can_be_chosen_within_bounds_and_is_named_in_the_hash():
+    cheap = password_kdf(10)
+    assert cheap == ScryptParams(10, 8, 1) and password_kdf(17) == PASSWORD_KDF
+    stored = hash_password("correct horse", cheap)
+    assert stored.split("$")[1] == "ln=10,r=8,p=1"
+    assert verify_password("correct horse", stored)
+    assert not needs_rehash(stored, cheap) and needs_rehash(stored)  # moved to today's default at the next login
+    assert needs_rehash(hash_password("correct horse", cheap), password_kdf(11))
+    assert dummy_password_hash(cheap).split("$")[1] == "ln=10,r=8,p=1"
+    assert dummy_password_hash() == DUMMY_PASSWORD_HASH
+    for outside in (MIN_KDF_LOG_N - 1, MAX_KDF_LOG_N + 1):
+        with pytest.raises(ValueError, match="10 to 20"):
+            password_kdf(outside)
 
 
 def test_legacy_hashes_verify_with_their_own_parameters_and_ask_for_an_upgrade():
