@@ -23,6 +23,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
         if parts and parts[0] in TIERS and not any(item.get_closest_marker(tier) for tier in TIERS):
             item.add_marker(parts[0])
+    # Longest first: xdist hands out whole modules (--dist=loadfile) in this order, so the modules marked `long`,
+    # then the rest of e2e, start first and the short ones fill the gaps at the end instead of one long module
+    # running alone. The sort is stable: a module's tests stay together and in order.
+    items.sort(key=_schedule)
+
+
+def _schedule(item: pytest.Item) -> int:
+    if item.get_closest_marker("long"):
+        return 0
+    return 1 + next((i for i, tier in enumerate(reversed(TIERS)) if item.get_closest_marker(tier)), len(TIERS))
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,13 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from api.embedded import free_port
 from api.projection_process import PostgresPriority
 from tests.e2e.conftest import MeshProcess
+
+pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
 
 
 def run_mesh(env: dict[str, str], tmp_path, timeout: float = 30) -> subprocess.CompletedProcess:

@@ -19,6 +19,8 @@ import pytest
 from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, MeshProcess
 from tests.e2e.test_walking_skeleton import api, sign_up
 
+pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
+
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 PHASES = "examples,coverage,fuzzing,stateful"
 MAX_EXAMPLES = 10  # per operation and phase; the coverage phase adds its own (one per rule at each boundary)

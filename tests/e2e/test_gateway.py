@@ -21,6 +21,8 @@ from api.embedded import NatsServer, free_port
 from api.postgres_server import PostgresServer
 from tests.e2e.conftest import MeshProcess, funded_key
 
+pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
+
 
 def write_config(path: Path, upstream_url: str) -> Path:
     path.write_text(f"""

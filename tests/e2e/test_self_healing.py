@@ -12,11 +12,14 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from api.embedded import free_port
 from api.postgres_server import PostgresServer
 from domain.money import pico_to_usd
 from tests.e2e.conftest import MeshProcess, events_after
+
+pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
 
 RECOVERY_SECONDS = 45  # a killed child is back, and requests are served, within this
 ZOMBIE_SECONDS = 10  # an ended child is reaped within this (the supervisor looks every 0.2 s, slower under load)

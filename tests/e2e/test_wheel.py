@@ -22,6 +22,8 @@ import pytest
 
 from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, MeshProcess
 
+pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
+
 CHECKOUT = Path(__file__).resolve().parents[2]
 # what the build never needs: the checkout's own virtualenv, data and caches
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv*", ".mesh", "build", "dist", "*.egg-info", "__pycache__", ".*cache")
