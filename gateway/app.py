@@ -275,9 +275,11 @@ class Gateway:
 
         def unaffordable(refusal: BudgetRefusal) -> tuple[GatewayError, int | None]:
             affordable = worst_case.affordable(refusal.available, price, prompt_bound, choices, completion)
-            if affordable is None:  # not about money (say, the key was revoked meanwhile)
+            if affordable is None or refusal.available is None:  # not about money (say, a key revoked meanwhile)
                 return refusal, None
-            return worst_case.unaffordable(refusal, worst, prompt_bound, completion, choices, affordable), affordable
+            others = worst_case.elsewhere(refusal.available, body, self._other_models(key, model), choices, asked)
+            error = worst_case.unaffordable(refusal, worst, prompt_bound, completion, choices, affordable, others)
+            return error, affordable
 
         try:
             return await self.budgets.reserve(key, minimum=worst, wanted=worst), None, prompt_bound
@@ -296,6 +298,16 @@ class Gateway:
         if asked is None:
             body["max_tokens"] = affordable
         return ticket, affordable, prompt_bound
+
+    def _other_models(self, key: KeyInfo, model: Model) -> list[tuple[Model, str]]:
+        """The enabled models besides `model` that `key` may use, with their provider's kind (not Mesh's own
+        echo model: it answers nothing a client asked)."""
+        kinds = {name: provider.kind for name, provider in self.catalog.providers.items()}
+        return [
+            (m, kinds[m.provider])
+            for m in self.catalog.enabled()
+            if m.id != model.id and kinds[m.provider] != "mesh" and key.may_use(m.id)
+        ]
 
     def _emit(self, record: RequestRecord, event: UsageRecorded) -> Awaitable[None]:
         """The request is over: swap its reservation for its cost and publish what it cost (both at once, awaited

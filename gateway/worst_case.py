@@ -3,6 +3,8 @@ request's worst cost affords instead."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import msgspec
 
 from domain.money import pico_to_usd
@@ -17,6 +19,8 @@ MESSAGE_OVERHEAD = 8  # tokens a provider adds around each message (role, separa
 # Tokens a provider adds to a prompt with tools (the tool-use preamble): the largest Anthropic publishes is 530
 # (Claude 3 Opus, tool_choice auto); the others' are smaller.
 TOOLS_OVERHEAD = 530
+MAX_ALTERNATIVES = 3  # other models a 402 names with what the budget affords on them
+MAX_CANDIDATES = 16  # models a 402 works that out for
 FILE_URL_KINDS = frozenset({"gemini"})  # providers that fetch any URL as a file part (a PDF, a video), not an image
 
 
@@ -76,10 +80,40 @@ def affordable(available: int | None, price: Price, prompt_bound: int, choices: 
     return min(completion, left // per_token) if per_token else completion
 
 
+def elsewhere(
+    available: int, body: dict, candidates: list[tuple[Model, str]], choices: int, asked: int | None
+) -> list[tuple[str, int | None]]:
+    """What `available` pico-USD affords on other models, for a 402 to name: (model id, completion tokens per
+    choice; None for a free model), the priced models that afford the most first, free ones last. Only the
+    MAX_CANDIDATES models cheapest per completion token are worked out (a refusal stays cheap however large the
+    catalog)."""
+    afforded: list[tuple[str, int | None]] = []
+    for model, kind in sorted(candidates, key=lambda c: (c[0].price.cost(0, 1), c[0].id))[:MAX_CANDIDATES]:
+        if model.price.is_free:
+            afforded.append((model.id, None))
+            continue
+        completion = min(asked, model.max_output_tokens) if asked else model.max_output_tokens
+        try:
+            tokens = affordable(available, model.price, prompt_bound(body, model, kind), choices, completion)
+        except GatewayError:  # the request cannot go to that model at all (say, audio)
+            continue
+        if tokens:
+            afforded.append((model.id, tokens))
+    afforded.sort(key=lambda a: (a[1] is None, -(a[1] or 0)))  # priced models first, free ones last
+    return afforded[:MAX_ALTERNATIVES]
+
+
 def unaffordable(
-    refusal: BudgetRefusal, worst: int, prompt_bound: int, completion: int, choices: int, affordable: int
+    refusal: BudgetRefusal,
+    worst: int,
+    prompt_bound: int,
+    completion: int,
+    choices: int,
+    affordable: int,
+    others: Sequence[tuple[str, int | None]] = (),
 ) -> GatewayError:
-    """The 402 that says what the budget does cover. It never shrinks the request itself (see fit_to_budget)."""
+    """The 402 that says what the budget does cover, on this model and on the cheaper ones the key may use. It
+    never shrinks the request, nor changes its model (see fit_to_budget)."""
     cost = (
         f"this request can cost up to {pico_to_usd(worst)} USD (a prompt of up to {prompt_bound} tokens and "
         f"{completion} completion tokens{f' for each of {choices} choices' if choices > 1 else ''})"
@@ -92,5 +126,10 @@ def unaffordable(
         advice = (
             f"what is left affords {affordable} completion tokens{' per choice' if choices > 1 else ''}: "
             f"send max_tokens ≤ {affordable}"
+        )
+    if others:
+        advice += "; other models this API key may use afford: " + ", ".join(
+            f"{model} (free)" if tokens is None else f"{model} up to {tokens} completion tokens"
+            for model, tokens in others
         )
     return GatewayError(402, f"{refusal.message}; {cost}; {advice}", "insufficient_quota", refusal.code, "max_tokens")

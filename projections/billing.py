@@ -48,6 +48,7 @@ class KeyStats(msgspec.Struct, frozen=True):
     completion_tokens: int = 0
     spend: int = 0  # pico-USD
     refused: dict[str, int] = {}  # requests refused, by error code (usage.refused)
+    last_used: datetime | None = None  # the key's newest request (all-time stats only)
 
     @property
     def refused_total(self) -> int:
@@ -60,11 +61,11 @@ async def key_stats(
     """Per-key totals for the account: all time, or over [start, end) when either is given."""
     if start is None and end is None:
         cur = await conn.execute(
-            "select key_id, requests, errors, prompt_tokens, completion_tokens, spend from key_spend"
+            "select key_id, requests, errors, prompt_tokens, completion_tokens, spend, last_used from key_spend"
             " where account_id = %s",
             (account_id,),
         )
-        stats = {r[0]: KeyStats(*(int(v) for v in r[1:])) for r in await cur.fetchall()}
+        stats = {r[0]: KeyStats(*(int(v) for v in r[1:6]), last_used=r[6]) for r in await cur.fetchall()}
     else:
         stats = {
             UUID(row.group["key"]): KeyStats(

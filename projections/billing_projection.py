@@ -95,6 +95,8 @@ class Billing:
                 completion_tokens bigint not null default 0,
                 spend numeric(40, 0) not null default 0
             );
+            -- when the key last made a request (the newest usage event's time); NULL until it makes one
+            alter table {t["key_spend"]} add column if not exists last_used timestamptz;
             create table if not exists {t["credit_grants"]} (
                 position bigint primary key,
                 account_id uuid not null,
@@ -333,13 +335,13 @@ class Billing:
                     where l.lease_id = s.lease_id{rollups}
                 )
                 insert into {t["key_spend"]} as k
-                    (key_id, account_id, requests, errors, prompt_tokens, completion_tokens, spend)
+                    (key_id, account_id, requests, errors, prompt_tokens, completion_tokens, spend, last_used)
                 select key_id, account_id, count(*), count(*) filter (where status <> 'ok'), sum(prompt_tokens),
-                    sum(completion_tokens), sum(cost) from new group by key_id, account_id
+                    sum(completion_tokens), sum(cost), max(time) from new group by key_id, account_id
                 on conflict (key_id) do update set requests = k.requests + excluded.requests,
                     errors = k.errors + excluded.errors, prompt_tokens = k.prompt_tokens + excluded.prompt_tokens,
                     completion_tokens = k.completion_tokens + excluded.completion_tokens,
-                    spend = k.spend + excluded.spend""",
+                    spend = k.spend + excluded.spend, last_used = greatest(k.last_used, excluded.last_used)""",
             _RECENT.params(events),
         )
 

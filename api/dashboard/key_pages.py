@@ -159,6 +159,7 @@ class KeyPages(SessionPages):
             request,
             section="keys",
             key=view,
+            by_model=await key_service.usage_by_model(account_id, key_id),
             as_of=as_of,
             history=history.events,
             older=history.next_cursor,

@@ -13,6 +13,7 @@ from domain.money import PICO_PER_USD, pico_to_usd
 
 TABLE_DECIMALS = 6  # $12.480000 in tables
 HEADLINE_DECIMALS = 2  # $12.48 in headlines, the exact value on hover
+CENT = PICO_PER_USD // 100
 # One accent (the first) and quiet companions; a chart's legend and table name every series, so colour
 # never carries meaning alone.
 PALETTE = ("#2f5fd0", "#7a9be6", "#1f8a70", "#9bc9b8", "#b5651d", "#e0b084", "#6b6b6b", "#b0b0b0")
@@ -25,6 +26,23 @@ def usd(pico: int, decimals: int = TABLE_DECIMALS) -> str:
     value = (Decimal(pico) / PICO_PER_USD).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN)
     sign = "-" if value < 0 else ""
     return f"{sign}${abs(value):,.{decimals}f}"
+
+
+def usd_input(pico: int) -> str:
+    """An amount as a form field holds it: every digit it has, at least to the cent (`10.50`, `10.005`), so
+    saving a form unchanged never rounds a cap or a threshold."""
+    whole, _, frac = pico_to_usd(pico).partition(".")
+    return f"{whole}.{frac.rstrip('0').ljust(HEADLINE_DECIMALS, '0')}"
+
+
+def cents(pico: int) -> str:
+    """Money where the exact value is not the point (balances, spend, totals): to the cent, half-even, the exact
+    value for a title. An amount that is not zero never reads as zero: `<$0.01`, `>-$0.01`."""
+    shown = usd(pico, HEADLINE_DECIMALS)
+    if pico and shown.lstrip("-") == usd(0, HEADLINE_DECIMALS):
+        smallest = usd(CENT, HEADLINE_DECIMALS)
+        return f"<{smallest}" if pico > 0 else f">-{smallest}"
+    return shown
 
 
 def usd_exact(pico: int) -> str:
@@ -196,6 +214,8 @@ def line_diff(old: str, new: str) -> list[tuple[str, str]]:
 FILTERS = {
     "usd": usd,
     "usd_exact": usd_exact,
+    "cents": cents,
+    "usd_input": usd_input,
     "per_1k": per_1k,
     "tokens": tokens,
     "percent": percent,

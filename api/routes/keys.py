@@ -98,6 +98,7 @@ class KeyOut(msgspec.Struct):
     window: StatsOut | None = None  # over ?from=&to=, when asked
     as_of: AsOf | None = None
     fit_to_budget: bool = False
+    last_used_at: datetime | None = None  # the key's newest request; null until it makes one
 
 
 class CreatedKeyOut(KeyOut, kw_only=True):
@@ -132,6 +133,7 @@ def key_out(
         StatsOut.of(totals),
         StatsOut.of(window or billing.KeyStats()) if window is not None else None,
         fit_to_budget=row.fit_to_budget,
+        last_used_at=totals.last_used,
     )
 
 

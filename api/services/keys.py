@@ -156,6 +156,12 @@ class KeyService:
             as_of = await _as_of(conn)
         return msgspec.structs.replace(_view(row, totals, window), replaced_secret_until=grace), as_of
 
+    async def usage_by_model(self, account_id: UUID, key_id: UUID) -> list[billing.SpendRow]:
+        """The key's requests, tokens and spend per model, all time, the dearest first."""
+        async with self.pool.connection() as conn:
+            rows = await billing.spend_history(conn, account_id, ["key", "provider", "model"], None, None)
+        return sorted((r for r in rows if r.group["key"] == str(key_id)), key=lambda r: (-r.spend, r.group["model"]))
+
     async def history(
         self, account_id: UUID, key_id: UUID, limit: int = HISTORY_PAGE, cursor: str | None = None
     ) -> HistoryPage:

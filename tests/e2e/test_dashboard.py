@@ -680,3 +680,60 @@ def test_a_wrong_password_is_said_on_the_login_page(browser, dashboard_mesh):
         assert not any(c["name"] == "mesh_session" for c in context.cookies())
     finally:
         context.close()
+
+
+def test_a_key_says_when_it_was_last_used_and_what_it_used_each_model_for(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    from api.dashboard.views import cents
+    from tests.e2e.conftest import funded_key
+
+    funded = funded_key(dashboard_mesh, "5", label="busy-key")
+    key_url = f"{dashboard_mesh.url}/api/keys/{funded.created['id']}"
+    auth = {"authorization": f"Bearer {funded.token}"}
+    context = browser.new_context(base_url=dashboard_mesh.url)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_cookies([{"name": "mesh_session", "value": funded.token, "url": dashboard_mesh.url}])
+    page = context.new_page()
+    try:
+        assert httpx.get(key_url, headers=auth, timeout=15).json()["last_used_at"] is None
+        page.goto(f"/keys/{funded.created['id']}")
+        expect(page.locator("#last-used")).to_have_text("never")
+        expect(page.locator("#by-model")).to_contain_text("No requests with this key yet.")
+
+        client = openai.OpenAI(base_url=dashboard_mesh.url + "/v1", api_key=funded.key, max_retries=0)
+        before = time.time()
+        for model in (MODEL, FREE_MODEL, MODEL):
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=100)
+        after = time.time()
+        for _ in range(100):
+            key = httpx.get(key_url, headers=auth, timeout=15).json()
+            if key["stats"]["requests"] == 3:
+                break
+            time.sleep(0.1)
+        from datetime import datetime
+
+        last_used = datetime.fromisoformat(key["last_used_at"].replace("Z", "+00:00")).timestamp()
+        assert before - 1 <= last_used <= after + 1, (before, key["last_used_at"], after)
+
+        page.reload()
+        expect(page.locator("#last-used")).not_to_have_text("never")
+        rows = page.locator("#by-model tbody tr")
+        expect(rows).to_have_count(2)
+        expect(rows.nth(0).locator("td").nth(0)).to_have_text(MODEL)  # the dearest first
+        expect(rows.nth(0).locator("td").nth(2)).to_have_text("2")
+        expect(rows.nth(1).locator("td").nth(0)).to_have_text(FREE_MODEL)
+        expect(rows.nth(1).locator("td").nth(2)).to_have_text("1")
+        spent = int(Decimal(key["spend_usd"]) * 10**12)
+        expect(rows.nth(0).locator("td").nth(6)).to_have_text(cents(spent))
+        assert spent and cents(spent) != "$0.00"  # a spend under a cent still reads as something
+        rows.nth(0).get_by_role("link", name=MODEL).click()
+        page.wait_for_url(re.compile(r"/logs\?"))
+        expect(page.locator("main tbody tr")).to_have_count(2)  # this key's requests on that model
+
+        page.goto("/keys")
+        row = page.locator("tbody tr", has_text="busy-key")
+        expect(row.locator("td").nth(8)).not_to_have_text("never")
+        shot(page, "keys-last-used")
+    finally:
+        context.close()

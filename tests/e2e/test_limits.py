@@ -233,3 +233,17 @@ def test_images_files_and_tools_are_reserved(limits_mesh):
     assert bounds["file"] == CONTEXT  # nothing smaller than the model's context is safe for a file
     assert bounds["tools"] >= HI_BOUND + 530
     assert sdk.chat.completions.create(model=MODEL, messages=HI).usage.completion_tokens == REPLY_WORDS
+
+
+def test_a_402_says_what_is_left_affords_on_the_other_models_the_key_may_use(limits_mesh):
+    mesh, _ = limits_mesh
+    credits = usd(HI_BOUND, 0) + usd(0, 50)  # on MODEL: the prompt's worst case and 50 completion tokens
+    s = funded_key(mesh, str(credits), label="elsewhere")
+    with pytest.raises(openai.APIStatusError) as refused:
+        client(mesh, s.created).chat.completions.create(model="oai/gpt-4o", messages=HI)
+    assert refused.value.status_code == 402
+    message = refusal(refused.value)["message"]
+    assert message.endswith(f"; other models this API key may use afford: {MODEL} up to 50 completion tokens")
+    assert "mesh/" not in message  # Mesh's echo model is no alternative
+    answer = client(mesh, s.created).chat.completions.create(model=MODEL, messages=HI, max_tokens=50)
+    assert answer.usage.completion_tokens == min(50, REPLY_WORDS)  # and it does: the advice holds

@@ -28,6 +28,23 @@ def test_money_is_rounded_for_tables_and_headlines_and_exact_on_hover():
     assert views.usd(3 * PICO_PER_USD // 200, 2) == "$0.02"  # 0.015 -> 0.02
 
 
+def test_spend_and_balances_show_cents_and_never_read_zero_when_they_are_not():
+    assert views.cents(12 * PICO_PER_USD + 480_000_000_001) == "$12.48"
+    assert views.cents(1_234_567 * PICO_PER_USD) == "$1,234,567.00"
+    assert views.cents(0) == "$0.00"
+    assert views.cents(1) == "<$0.01"  # a picodollar spent is not nothing
+    assert views.cents(PICO_PER_USD // 200) == "<$0.01"  # half a cent: half-even gives $0.00
+    assert views.cents(-1) == ">-$0.01"
+    assert views.cents(PICO_PER_USD // 200 + 1) == "$0.01"
+    assert views.cents(-5 * PICO_PER_USD // 2) == "-$2.50"
+
+
+def test_a_form_field_holds_every_digit_of_an_amount():
+    assert views.usd_input(10 * PICO_PER_USD) == "10.00"
+    assert views.usd_input(10 * PICO_PER_USD + PICO_PER_USD // 200) == "10.005"  # not rounded to 10.00 or 10.01
+    assert views.usd_input(1) == "0.000000000001"
+
+
 def test_prices_per_1k_show_every_decimal_the_catalog_has():
     assert views.per_1k("0.5") == "$0.500000"
     assert views.per_1k("0.000000125") == "$0.000000125"

@@ -5,6 +5,7 @@ import pytest
 from domain.pricing import Price
 from gateway.request_parsing import parse_chat as _parse_chat
 from gateway.worst_case import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, TOOLS_OVERHEAD
+from gateway.worst_case import MAX_ALTERNATIVES, MAX_CANDIDATES, elsewhere
 from gateway.worst_case import affordable as _affordable
 from gateway.worst_case import prompt_bound as _prompt_bound
 from gateway.catalog import Model
@@ -179,3 +180,21 @@ def test_a_content_part_an_adapter_cannot_translate_is_refused_not_dropped(trans
         translate({"messages": [{"role": "user", "content": ["a bare string part"]}]})
     said = {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot help with that."}]}
     assert "I cannot help with that." in str(translate({"messages": [said, {"role": "user", "content": "why?"}]}))
+
+
+def test_a_402_names_what_the_budget_affords_on_the_other_models_the_most_first_and_bounded():
+    body = {"messages": [TEXT]}
+    hi = PROMPT_OVERHEAD + MESSAGE_OVERHEAD + len(b'{"role":"user","content":"hi"}')
+    cheap = Model("p/cheap", "p", "cheap", Price.from_usd("0.1", "0.2"), max_output_tokens=300)
+    dear = Model("p/dear", "p", "dear", Price.from_usd("10", "1000"), max_output_tokens=300)
+    free = Model("p/free", "p", "free", Price(0, 0))
+    available = cheap.price.cost(hi, 0) + cheap.price.cost(0, 250)  # cheap: the prompt and 250 tokens
+    afforded = elsewhere(available, body, [(dear, "openai"), (cheap, "openai"), (free, "openai")], 1, None)
+    assert afforded == [("p/cheap", 250), ("p/free", None)]  # dear affords nothing: not named
+    assert elsewhere(available, body, [(cheap, "openai")], 1, 100) == [("p/cheap", 100)]  # what was asked
+    assert elsewhere(available, body, [(cheap, "openai")], 2, None) == [("p/cheap", 125)]  # per choice
+    many = [(Model(f"p/m{i:02}", "p", "m", Price.from_usd("0.1", "0.2")), "openai") for i in range(40)]
+    assert len(elsewhere(available, body, many, 1, None)) == MAX_ALTERNATIVES
+    audio = {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}
+    assert elsewhere(available, audio, [(cheap, "openai")], 1, None) == []  # cannot go there at all
+    assert MAX_CANDIDATES >= MAX_ALTERNATIVES
