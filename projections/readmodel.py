@@ -43,6 +43,9 @@ create table if not exists projection_positions (
     event_time timestamptz,
     updated_at timestamptz not null default now()
 );
+-- the last time the runner read the stream's head and had applied everything before it: how current the
+-- read model's answers are (a runner that stopped leaves it behind)
+alter table projection_positions add column if not exists checked_at timestamptz;
 create table if not exists read_model_generations (
     read_model text primary key,
     generation int not null
@@ -140,11 +143,18 @@ async def active_generation(conn: psycopg.AsyncConnection, model: ReadModel) -> 
 
 async def position_of(conn: psycopg.AsyncConnection, model: ReadModel) -> tuple[int, datetime | None]:
     """Position and event time the model in service reflects (its `as_of`)."""
+    position, event_time, _ = await freshness_of(conn, model)
+    return position, event_time
+
+
+async def freshness_of(conn: psycopg.AsyncConnection, model: ReadModel) -> tuple[int, datetime | None, datetime | None]:
+    """Position and event time the model in service reflects, and when it was last seen to hold every event of
+    the stream (None: never, or not since it moved)."""
     cur = await conn.execute(
-        """select p.position, p.event_time from projection_positions p
+        """select p.position, p.event_time, p.checked_at from projection_positions p
            join read_model_generations g on p.name = g.read_model || '_g' || g.generation
            where g.read_model = %s""",
         (model.name,),
     )
     row = await cur.fetchone()
-    return (row[0], row[1]) if row else (0, None)
+    return (row[0], row[1], row[2]) if row else (0, None, None)

@@ -114,12 +114,20 @@ class ProjectionRunner:
             if self._generation is None:
                 await self._load(conn)
             messages = await self.source.read(self.position + 1, self.batch_size)
+            at_head = len(messages) < self.batch_size  # the read reached the stream's head as it was then
             batch, undecodable = _decode([m for m in messages if m.topic in self.model.topics])
             last = messages[-1] if messages else None
             due = time.monotonic() - self._stored_at >= self.checkpoint_every
             if not batch and not undecodable and not ((checkpoint or due) and (last or self.position > self._stored)):
                 if last is not None:
                     self.position, self._position_time = last.position, last.time
+                elif at_head and due and self._generation is not None:  # idle at the head: say how current it is
+                    await conn.execute(
+                        "update projection_positions set checked_at = now() where name = %s and position = %s",
+                        (tracking_name(self.model, self._generation), self._stored),
+                    )
+                    await conn.commit()
+                    self._stored_at = time.monotonic()
                 return len(messages)
             position = last.position if last else self.position
             event_time = last.time if last else self._position_time
@@ -160,8 +168,9 @@ class ProjectionRunner:
                         await quarantine.record(cur, self.model, generation, item.position, item.topic, error)
                     await cur.execute(
                         "update projection_positions set position = %s,"
-                        " event_time = coalesce(%s::timestamptz, event_time), updated_at = now() where name = %s",
-                        (position, event_time, name),
+                        " event_time = coalesce(%s::timestamptz, event_time), updated_at = now(),"
+                        " checked_at = case when %s then now() else checked_at end where name = %s",
+                        (position, event_time, at_head, name),
                     )
                 if self.before_commit is not None and messages:
                     await self.before_commit(messages)

@@ -10,7 +10,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from api.read_models import BILLING, DIRECTORY
-from api.services.as_of import AsOf
+from api.services.as_of import AsOf, joined
 from api.services.errors import Invalid, Missing
 from api.services.models import check_model
 from api.services.read_your_writes import ReadModelWaiter
@@ -21,7 +21,7 @@ from domain.apikey import ApiKey
 from domain.bounds import check_aware
 from domain.money import usd_to_pico
 from projections import billing, directory
-from projections.readmodel import position_of
+from projections.readmodel import freshness_of
 
 KEY_ACTIONS = ("disable", "enable", "revoke")  # by the account; rotate takes a grace period
 
@@ -174,7 +174,7 @@ class KeyService:
             if await directory.key_of(conn, account_id, key_id) is None:
                 raise Missing(f"no API key {key_id} in this account", "not_found")
             events = await directory.key_history(conn, key_id, limit + 1, before)
-            as_of = AsOf(*await position_of(conn, DIRECTORY))
+            as_of = AsOf(*await freshness_of(conn, DIRECTORY))
         more = len(events) > limit
         events = events[:limit]
         return HistoryPage(events, str(events[-1].version) if more else None, as_of)
@@ -189,9 +189,8 @@ def _view(row: directory.KeyRow, totals: dict, window: dict | None) -> KeyView:
 
 
 async def _as_of(conn) -> AsOf:
-    """Key answers join two read models: they are as current as the one further behind."""
-    position, time = min([await position_of(conn, DIRECTORY), await position_of(conn, BILLING)], key=lambda p: p[0])
-    return AsOf(position, time)
+    """Key answers join two read models."""
+    return joined(await freshness_of(conn, DIRECTORY), await freshness_of(conn, BILLING))
 
 
 async def _stats(conn, account_id: UUID, start: datetime | None, end: datetime | None):

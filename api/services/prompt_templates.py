@@ -18,7 +18,7 @@ from domain.rendering import CompiledMessages
 from domain.template import Template, TemplateNotFound, pick_version
 from gateway.catalog import Catalog
 from projections import prompt_templates as read_model
-from projections.readmodel import position_of
+from projections.readmodel import freshness_of
 
 
 class TemplateContent(msgspec.Struct):
@@ -117,7 +117,7 @@ class TemplateService:
 
 
 async def _as_of(conn) -> AsOf:
-    return AsOf(*await position_of(conn, TEMPLATES))
+    return AsOf(*await freshness_of(conn, TEMPLATES))
 
 
 async def _version(

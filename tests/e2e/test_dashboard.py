@@ -291,6 +291,9 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
     # Log out: the session is gone.
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/login$"))
+    page.go_back()  # the page before logging out is not shown again from the browser's cache (no-store)
+    expect(page).to_have_url(re.compile(r"/login(\?.*)?$"))
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
     page.goto("/keys")
     expect(page).to_have_url(re.compile(r"/login$"))
     assert page.js_errors == []
@@ -737,3 +740,25 @@ def test_a_key_says_when_it_was_last_used_and_what_it_used_each_model_for(browse
         shot(page, "keys-last-used")
     finally:
         context.close()
+
+
+def test_as_of_says_how_current_a_page_is_not_when_the_last_event_happened(browser, dashboard_mesh):
+    from datetime import datetime, timezone
+
+    from playwright.sync_api import expect
+
+    with signed_up(browser, dashboard_mesh) as page:
+        token = next(c["value"] for c in page.context.cookies() if c["name"] == "mesh_session")
+        time.sleep(3)  # nothing happens meanwhile: the read models have had everything for three seconds
+        as_of = httpx.get(
+            dashboard_mesh.url + "/api/keys", headers={"Authorization": f"Bearer {token}"}, timeout=15
+        ).json()["as_of"]
+        checked = datetime.fromisoformat(as_of["checked_at"].replace("Z", "+00:00"))
+        assert (datetime.now(timezone.utc) - checked).total_seconds() < 2.5, as_of  # checked about every second
+        assert checked >= datetime.fromisoformat(as_of["time"].replace("Z", "+00:00"))
+        page.reload()
+        shown = page.locator("h1 .asof").inner_text().removeprefix("as of ")
+        now = datetime.now(timezone.utc)
+        moment = datetime.combine(now.date(), datetime.strptime(shown, "%H:%M:%S").time(), timezone.utc)
+        assert abs((now - moment).total_seconds()) < 3.5, (shown, now)
+        expect(page.locator("h1 .asof")).to_be_visible()
