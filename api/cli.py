@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import gc
 import os
-import logging
 import signal
 import sys
 import time
 from pathlib import Path
 
+from api.log_lines import configure as configure_log
 from api.servers import MeshError
 from api.settings import Settings, SettingsError
 from gateway.pause import stopped_within
@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
     rebuild.add_argument("read_model", help="directory | billing | catalog | templates | logs")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_log("text")  # until the settings say otherwise: a bad setting is said in plain text
     try:
         settings = Settings.from_env(config=args.config)
+        configure_log(settings.log_format)
         if args.command == "up":
             return up(settings, run_projections=not args.no_projections)
         if args.command == "projections" and args.action:
@@ -125,6 +126,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             lifespan="off",
             log_level="warning",
             access_log=False,
+            log_config=None,  # the log is configured once, by `mesh` (api/log_lines.py)
             # X-Forwarded-For/-Proto only from MESH_TRUSTED_PROXIES: the client's address (for the attempt
             # limits) is the right-most forwarded one that is not itself a trusted proxy, its scheme the proxy's
             proxy_headers=bool(trusted_proxies),

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -64,6 +64,7 @@ class Settings(msgspec.Struct, kw_only=True):
     stripe_js_url: str = "https://js.stripe.com/v3/"  # where the dashboard loads stripe.js from (tests: localstripe's)
     # the reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For/-Proto are believed
     trusted_proxies: str = ""
+    log_format: Literal["text", "json"] = "text"  # "json": one JSON object per log line, with the trace id
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":

@@ -34,7 +34,7 @@ from gateway.prompt_templates import TemplateCache, TemplateUse
 from gateway.errors import GatewayError, invalid
 from gateway.providers.base import Adapter, Reply, StreamReply
 from gateway.refusals import Refusals
-from gateway.trace_ids import new_trace_id
+from gateway.trace_ids import current_trace, new_trace_id
 from gateway.usage import UsagePublisher
 
 DISCONNECT_DRAIN_SECONDS = 30.0  # how long a stream whose client left is still read, for the upstream's own usage
@@ -68,6 +68,7 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = new_trace_id()
         started = time.perf_counter_ns()
+        current_trace.set(trace_id)
         headers = [
             (b"content-type", b"application/json"),
             (b"x-mesh-trace-id", str(trace_id).encode()),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from contextvars import ContextVar
 
 TRACE_RANDOM_BYTES = 10  # of a trace id; 74 of their 80 bits are used
 MS_MASK = (1 << 48) - 1
@@ -36,3 +37,5 @@ def uuid7(ms: int, rand: int) -> uuid.UUID:
 
 
 new_trace_id = _TraceIds()
+# The trace id of the request the running task serves (each request has its own task): log lines carry it.
+current_trace: ContextVar[uuid.UUID | None] = ContextVar("mesh_trace_id", default=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import os
 import subprocess
 import sys
@@ -157,7 +158,8 @@ max_output_tokens = 256
     process = MeshProcess(
         tmp_path_factory.mktemp("hostile-mesh") / "data",
         config,
-        env={"ACME_API_KEY": WRONG_UPSTREAM_KEY, "MESH_FREE_RPM": str(FREE_RPM)},
+        # its log as log shippers read it: one JSON object per line
+        env={"ACME_API_KEY": WRONG_UPSTREAM_KEY, "MESH_FREE_RPM": str(FREE_RPM), "MESH_LOG_FORMAT": "json"},
     )
     process.down_port = down
     process.start()
@@ -176,8 +178,15 @@ def chat(mesh, key: str, model: str) -> httpx.Response:
 
 def test_upstream_failures_say_which_provider_and_how_but_no_secrets(hostile_mesh):
     key = funded_key(hostile_mesh).key
-    error = refused(chat(hostile_mesh, key, "acme/gpt-test"), 502, "upstream_auth_failed")
+    answer = chat(hostile_mesh, key, "acme/gpt-test")
+    error = refused(answer, 502, "upstream_auth_failed")
     assert "acme" in error["message"] and "credentials" in error["message"]
+    # the operator's log says it too, as JSON lines, with the request's trace id (and no text-format lines)
+    lines = [json.loads(line) for line in hostile_mesh.output().splitlines() if line.startswith("{")]
+    (logged,) = [line for line in lines if line.get("trace_id") == answer.headers["x-mesh-trace-id"]]
+    assert logged["level"] == "error" and "refused Mesh's credentials" in logged["message"], logged
+    assert set(logged) == {"time", "level", "logger", "message", "trace_id"} and logged["logger"].startswith("mesh")
+    assert not re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ", hostile_mesh.output(), re.M)
     assert "Incorrect API key" not in error["message"] and WRONG_UPSTREAM_KEY not in error["message"]
     error = refused(chat(hostile_mesh, key, "down/gpt-test"), 502, "upstream_unreachable")
     assert error["message"] == "provider down is unreachable: the connection was refused"
