@@ -28,6 +28,7 @@ from api.routes.billing import BillingController
 from api.routes.health import health
 from api.routes.keys import KeyController
 from api.routes.logs import AdminLogController, LogController
+from api.routes.metrics import metrics
 from api.routes.models import ModelController
 from api.routes.prompt_templates import TemplateController
 from api.routes.topups import AutoRefillController, TopUpController, stripe_webhook
@@ -53,6 +54,7 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
             AdminController,
             stripe_webhook,
             health,
+            metrics,
             docs_asset,
         ],
         openapi_config=openapi_config(),

@@ -13,7 +13,7 @@ from api.services.accounts import AccountService
 from domain.credentials import API_KEY_PREFIX, hash_token
 
 
-def _bearer(request: Request) -> str:
+def bearer(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing credentials: send 'Authorization: Bearer <management token>'", "unauthorized")
@@ -22,11 +22,11 @@ def _bearer(request: Request) -> str:
 
 def presented_token_hash(request: Request) -> str:
     """The hash of the management token the request carries (what log-out revokes)."""
-    return hash_token(_bearer(request))
+    return hash_token(bearer(request))
 
 
 async def current_account(request: Request, account_service: NamedDependency[AccountService]) -> UUID:
-    token = _bearer(request)
+    token = bearer(request)
     if token.startswith(API_KEY_PREFIX):
         raise ApiError(403, "API keys only reach /v1/*; use the account's management token for /api/*", "forbidden")
     account_id = await account_service.account_for(token)
@@ -37,5 +37,5 @@ async def current_account(request: Request, account_service: NamedDependency[Acc
 
 async def operator(request: Request, operator_token: NamedDependency[str]) -> None:
     """The operator token (`operator_token`: this Mesh's, a dependency of the app) or a 403."""
-    if not hmac.compare_digest(_bearer(request).encode(), operator_token.encode()):
+    if not hmac.compare_digest(bearer(request).encode(), operator_token.encode()):
         raise ApiError(403, "this route needs the operator token", "forbidden")

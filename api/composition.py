@@ -17,9 +17,11 @@ from api.services.billing import BillingService
 from api.services.health import HealthService
 from api.services.keys import KeyService
 from api.services.logs import LogService
+from api.services.metrics import MetricsService
 from api.services.models import ModelService
 from api.services.one_time_views import OneTimeViews
 from api.services.template_trial import TemplateTrial
+from api.services.usage import UsageService
 from api.services.prompt_templates import TemplateService
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ class Services:
     account_service: AccountService
     key_service: KeyService
     billing_service: BillingService
+    usage_service: UsageService
     model_service: ModelService
     template_service: TemplateService
     template_trial: TemplateTrial
@@ -40,12 +43,16 @@ class Services:
     admin_service: AdminService
     health_service: HealthService
     one_time_views: OneTimeViews  # what a dashboard page shows once, after the redirect of a POST
+    metrics_service: MetricsService
 
 
 def compose(runtime: Runtime) -> Services:
     """The services of a runtime that started."""
     pool, waiter = runtime.pool, runtime.waiter
-    log_service = LogService(pool, runtime.exports, runtime.database_url, runtime.export_idle_seconds)
+    health = HealthService(runtime.source, pool, runtime.supervisor)
+    log_service = LogService(
+        pool, runtime.exports, runtime.database_url, runtime.export_idle_seconds, keeps_bodies=runtime.log_bodies
+    )
     return Services(
         account_service=AccountService(
             runtime.accounts,
@@ -68,6 +75,7 @@ def compose(runtime: Runtime) -> Services:
             runtime.auto_refill_max_failures,
             runtime.nudge,
         ),
+        usage_service=UsageService(pool),
         model_service=ModelService(runtime.catalog),
         template_service=TemplateService(runtime.templates, pool, waiter, runtime.catalog),
         template_trial=TemplateTrial(runtime.gateway, runtime.nudge, log_service),
@@ -75,8 +83,15 @@ def compose(runtime: Runtime) -> Services:
         admin_service=AdminService(
             runtime.accounts, runtime.topups, runtime.catalog_commands, runtime.catalog, pool, waiter
         ),
-        health_service=HealthService(runtime.source, pool, runtime.supervisor),
+        health_service=health,
         one_time_views=OneTimeViews(pool),
+        metrics_service=MetricsService(
+            runtime.gateway.metrics,
+            runtime.budgets,
+            runtime.usage,
+            health,
+            (runtime.operator_token, runtime.metrics_token or ""),
+        ),
     )
 
 

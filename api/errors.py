@@ -16,7 +16,7 @@ from litestar.exceptions import ValidationException, MethodNotAllowedException
 
 from commands.accounts import BadCredentials, EmailTaken, InvalidInvite, InvalidPassword, WrongPassword
 from commands.app import Conflict, NotFound
-from domain.account import InvalidCreditGrant, InvalidEmail
+from domain.account import InvalidCreditGrant, InvalidEmail, NoSavedCard
 from domain.apikey import InvalidKeySettings, KeyRevoked
 from domain.bounds import FLOAT_AMOUNT_RULE, PATTERN_RULES, InvalidText
 from domain.invite import SignupRefused
@@ -49,6 +49,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidPassword: (400, "invalid_password"),
     InvalidAmount: (400, "invalid_amount"),
     InvalidCreditGrant: (400, "invalid_amount"),
+    NoSavedCard: (409, "no_saved_card"),
     InvalidKeySettings: (400, "invalid_key_settings"),
     InvalidText: (400, "invalid_request"),
     KeyRevoked: (409, "key_revoked"),

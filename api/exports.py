@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import contextmanager
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterator
 from uuid import UUID
 
 from litestar.response import Stream
 
+from api.log_entries import EXPORT_FORMATS
+from api.services.as_of import AsOf
 from api.services.errors import Busy
 
 log = logging.getLogger("mesh.api")
@@ -25,6 +28,11 @@ log = logging.getLogger("mesh.api")
 MAX_EXPORTS = 10  # exports running at once in one process, each with a connection of its own (PostgreSQL: 200)
 EXPORT_IDLE_SECONDS = 30.0  # MESH_EXPORT_IDLE_SECONDS: how long one write may wait for the client to read
 CONNECT_SECONDS = 5  # to open an export's connection
+EXPORT_HEADERS = {  # what the export's answer carries beside its body
+    "x-mesh-as-of-position": "the stream position the export reflects",
+    "x-mesh-as-of-time": "the time of that event (ISO 8601), empty before the first",
+    "content-disposition": "attachment; filename=mesh-logs.csv or .jsonl",
+}
 
 
 class ExportGate:
@@ -92,3 +100,28 @@ class _IdleTimed:
             close = getattr(self.iterator, "aclose", None)
             if close is not None:
                 await close()
+
+
+@dataclass(frozen=True)
+class LogExport:
+    """An export that started (it holds the account's slot and its connection): the position its rows are as of
+    and its body. `response()` is the download, the same for the JSON API and the dashboard."""
+
+    as_of: AsOf
+    format: str  # a key of EXPORT_FORMATS
+    lines: AsyncIterator[bytes]
+    idle_seconds: float
+
+    def response(self, **kwargs: Any) -> IdleTimedStream:
+        headers = {
+            "content-disposition": f'attachment; filename="mesh-logs.{self.format}"',
+            "x-mesh-as-of-position": str(self.as_of.position),
+            "x-mesh-as-of-time": self.as_of.time.isoformat() if self.as_of.time else "",
+        }
+        return IdleTimedStream(
+            self.lines,
+            idle_seconds=self.idle_seconds,
+            media_type=EXPORT_FORMATS[self.format],
+            headers=headers,
+            **kwargs,
+        )

@@ -17,10 +17,12 @@ from uuid import UUID
 import msgspec
 import stripe
 
+from domain.account import SavedCard
 from domain.money import PICO_PER_USD
 from domain.ratelimit import AttemptWindow, RateLimited
 
 PICO_PER_CENT = PICO_PER_USD // 100
+MESH_SAVE_CARD = "mesh_save_card"  # a PaymentIntent's metadata: its card becomes the auto-refill card once paid
 log = logging.getLogger("mesh.payments")
 
 
@@ -134,8 +136,9 @@ class StripePayments:
             raise PaymentError(f"Stripe could not create a customer: {reason}") from None
         return created.id
 
-    def save_card(self, customer: str, payment_method: str) -> None:
-        """Attach a PaymentMethod to the customer so it can be charged off-session."""
+    def save_card(self, customer: str, payment_method: str, saved_at: datetime | None = None) -> SavedCard:
+        """Attach a PaymentMethod to the customer (unless it is on it already) so it can be charged off-session;
+        the card as Stripe describes it."""
         try:
             method = self.client.v1.payment_methods.retrieve(payment_method)
             if getattr(method, "customer", None) != customer:
@@ -148,6 +151,7 @@ class StripePayments:
             raise declined(exc, f"saving a card for customer {customer}") from None
         except stripe.StripeError as exc:
             raise PaymentError(f"Stripe failed: {exc.user_message or type(exc).__name__}") from None
+        return described(method.to_dict(), saved_at or datetime.now(timezone.utc))
 
     def start(self, account_id: UUID, amount: int, customer: str | None) -> PaymentStart:
         try:
@@ -164,13 +168,18 @@ class StripePayments:
             raise PaymentError(f"Stripe refused the payment: {exc.user_message or type(exc).__name__}") from None
         return PaymentStart(intent.id, client_secret=intent.client_secret)
 
-    def pay_with_token(self, customer: str, payment_intent: str, token: str) -> tuple[str, str]:
+    def pay_with_token(
+        self, customer: str, payment_intent: str, token: str, save_card: bool = False
+    ) -> tuple[str, str]:
         """Charge a card the browser tokenised with stripe.js (`createToken`) for a started payment:
         the card is saved on the customer and the payment confirmed here. Returns (status, client secret);
-        a status of requires_action asks the browser for 3-D Secure (`confirmCardPayment`)."""
+        a status of requires_action asks the browser for 3-D Secure (`confirmCardPayment`). `save_card`: the
+        payment's metadata says so, and its `payment_intent.succeeded` webhook makes the card (saved on the
+        customer, so chargeable off-session) the account's auto-refill card."""
         try:
             card = self.client.v1.customers.payment_sources.create(customer, params={"source": token})
-            intent = self.client.v1.payment_intents.update(payment_intent, params={"payment_method": card.id})
+            params = {"payment_method": card.id, "metadata": {MESH_SAVE_CARD: "1" if save_card else ""}}
+            intent = self.client.v1.payment_intents.update(payment_intent, params=params)  # "": unset (a retry)
             if intent.status == "requires_confirmation":
                 intent = self.client.v1.payment_intents.confirm(payment_intent)
         except stripe.CardError as exc:
@@ -214,6 +223,23 @@ class StripePayments:
         except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
             raise ValueError(f"invalid signature: {exc}") from None
         return msgspec.json.decode(payload)
+
+
+def described(method: dict, saved_at: datetime) -> SavedCard:
+    """A saved card as Stripe describes it: a PaymentMethod has brand, last four digits and expiry under `card`, a
+    card saved on a customer (card_...) at its top level."""
+    card = method.get("card") or method
+    try:
+        return SavedCard(
+            method["id"],
+            str(card["brand"]),
+            str(card["last4"]),
+            int(card["exp_month"]),
+            int(card["exp_year"]),
+            saved_at,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise PaymentError(f"Stripe does not describe {method.get('id')} as a card") from None
 
 
 # The providers Mesh knows; which of them a server offers depends on its settings (GET /api/billing/topups/providers)

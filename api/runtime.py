@@ -123,6 +123,7 @@ class Runtime:
         quotas: Quotas = Quotas(),
         stream_max_bytes: int | None = None,  # None: the default that fits (commands.stream)
         payment_guard: PaymentGuard | None = None,
+        metrics_token: str | None = None,
     ):
         self.nats_url = nats_url
         self.database_url = database_url
@@ -155,6 +156,7 @@ class Runtime:
         self.quotas = quotas
         self.stream_max_bytes = stream_max_bytes
         self.payment_guard = payment_guard or PaymentGuard()  # card payment attempts and pending top-ups
+        self.metrics_token = metrics_token  # MESH_METRICS_TOKEN: reads GET /metrics, besides the operator token
         self.projections: ProjectionWorker | None = None  # the projections run in this process (no child)
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []

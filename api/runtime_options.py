@@ -134,5 +134,6 @@ def runtime_for(settings: Settings, servers: Servers, catalog, operator_token: s
         refusals_flush_seconds=settings.refusals_flush_seconds,
         free_rpm=settings.free_rpm,
         export_idle_seconds=settings.export_idle_seconds,
+        metrics_token=settings.metrics_token,
         **limits(settings),
     )

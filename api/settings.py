@@ -64,6 +64,7 @@ class Settings(msgspec.Struct, kw_only=True):
     stripe_js_url: str = "https://js.stripe.com/v3/"  # where the dashboard loads stripe.js from (tests: localstripe's)
     # the reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For/-Proto are believed
     trusted_proxies: str = ""
+    metrics_token: str | None = None  # besides the operator token, what may read GET /metrics (a scraper's)
     log_format: Literal["text", "json"] = "text"  # "json": one JSON object per log line, with the trace id
 
     @classmethod

@@ -33,6 +33,7 @@ from api.postgres_server import PostgresServer
 from api.read_models import BILLING, DIRECTORY, LOGS
 from api.runtime import Runtime
 from domain.pricing import Price
+from domain.quota import Quotas
 from domain.usage import UsageRecorded
 from gateway.catalog import Catalog, Model
 
@@ -52,7 +53,7 @@ async def fill(runtime: Runtime, keys: int, requests: int) -> tuple[uuid.UUID, s
     )
     account = session.account_id
     started = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(1) as pool:  # one at a time: each key counts against the account's key quota
         created = list(
             pool.map(
                 lambda i: runtime.keys.create(
@@ -127,6 +128,7 @@ async def run(args) -> None:
             catalog=catalog,
             operator_token="mo-bench",
             spool_dir=Path(tmp) / "spool",
+            quotas=Quotas(keys=max(args.keys, Quotas().keys)),  # one account holds every key
         )
         try:
             await runtime.start()
@@ -145,6 +147,20 @@ async def run(args) -> None:
                         page,
                         "GET /api/billing/spend",
                         "/api/billing/spend?group_by=day,model",
+                    ),
+                    (
+                        "Billing by key  GET /billing",
+                        "/billing?range=90d&by=key&series=tokens",
+                        page,
+                        "GET /api/billing/spend",
+                        "/api/billing/spend?group_by=day,key",
+                    ),
+                    (
+                        "Billing latency GET /billing",
+                        "/billing?range=90d&series=latency",
+                        page,
+                        "GET /api/logs",
+                        "/api/logs?limit=50",
                     ),
                     ("Models page    GET /models", "/models", page, "GET /api/models", "/api/models"),
                     ("Templates page GET /templates", "/templates", page, "GET /api/templates", "/api/templates"),

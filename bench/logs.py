@@ -287,15 +287,14 @@ async def run(args) -> None:
         print(f"\nworst p95 of any query: {worst:.2f} ms (goal {GOAL_P95_MS:.0f} ms, ratio {worst / GOAL_P95_MS:.2f})")
 
     from api.exports import EXPORT_IDLE_SECONDS, ExportGate
-    from api.routes.logs import export_lines
     from api.services.logs import LogService
     from psycopg_pool import AsyncConnectionPool
 
     async with AsyncConnectionPool(args.database_url, min_size=1, max_size=2) as pool:
         service = LogService(pool, ExportGate(), args.database_url, EXPORT_IDLE_SECONDS)
         started, size = time.perf_counter(), 0
-        _, rows = await service.export(world.busiest, LogFilter(account_id=world.busiest))
-        async for chunk in export_lines(rows, "jsonl"):
+        export = await service.export(world.busiest, LogFilter(account_id=world.busiest), "jsonl")
+        async for chunk in export.lines:
             size += chunk.count(b"\n")
         rate = size / (time.perf_counter() - started)
         print(f"export (jsonl, busiest account): {size:,} rows at {rate:,.0f} rows/s")

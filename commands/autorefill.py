@@ -6,9 +6,11 @@ import uuid
 from datetime import datetime, timezone
 from uuid import UUID
 
+import msgspec
 from eventsourcing.application import AggregateNotFoundError
 
 from commands.app import MeshApplication
+from domain.account import SavedCard
 from domain.topup import TopUp
 from commands.topups import take_back_held
 
@@ -17,10 +19,20 @@ class AutoRefillCommands:
     def __init__(self, app: MeshApplication):
         self.app = app
 
-    def configure(self, account_id: UUID, threshold: int, amount: int, payment_method: str, max_failures: int) -> int:
-        return self._change(
-            account_id, lambda a: a.configure_auto_refill(threshold, amount, payment_method, max_failures)
-        )
+    def configure(
+        self, account_id: UUID, threshold: int, amount: int, max_failures: int, card: SavedCard | None = None
+    ) -> int:
+        """On with `card`, saved with it (one append), or with the card the account saved before."""
+
+        def decide(account) -> None:
+            if card is not None:
+                account.save_auto_refill_card(*msgspec.structs.astuple(card))
+            account.configure_auto_refill(threshold, amount, card.payment_method if card else None, max_failures)
+
+        return self._change(account_id, decide)
+
+    def save_card(self, account_id: UUID, card: SavedCard) -> int:
+        return self._change(account_id, lambda a: a.save_auto_refill_card(*msgspec.structs.astuple(card)))
 
     def disable(self, account_id: UUID, reason: str) -> int:
         return self._change(account_id, lambda a: a.disable_auto_refill(reason))

@@ -24,6 +24,13 @@ class InvalidCreditGrant(ValueError):
     pass
 
 
+class NoSavedCard(ValueError):
+    """Auto-refill turned on without a card: the account has none saved."""
+
+
+LAST4 = re.compile(r"^[0-9]{4}$")
+
+
 def normalise_email(email: str) -> str:
     email = check_text(email.strip().lower(), "email", MAX_EMAIL_LENGTH, error=InvalidEmail)
     if not EMAIL_PATTERN.match(email):
@@ -63,6 +70,17 @@ class Account(LeaseHolder, Aggregate):
 
     class AutoRefillDisabled(Aggregate.Event):
         reason: str
+
+    class AutoRefillCardSaved(Aggregate.Event):
+        """The card auto-refill charges: what Stripe says of it (brand, last four digits and expiry are not
+        secret); it replaces the card an auto-refill already on charges."""
+
+        payment_method: str  # a Stripe PaymentMethod (pm_...) or a card (card_...) saved on the account's customer
+        brand: str
+        last4: str
+        exp_month: int
+        exp_year: int
+        saved_at: datetime  # when Stripe took the card; a card saved later is never replaced by an earlier one
 
     class AutoRefillTriggered(Aggregate.Event):
         refill_id: UUID  # also the Stripe idempotency key of the charge
@@ -124,6 +142,7 @@ class Account(LeaseHolder, Aggregate):
         self.leases = LeaseBook()
         self.stripe_customer: str | None = None
         self.auto_refill: AutoRefill | None = None
+        self.auto_refill_card: SavedCard | None = None
         self.auto_refill_armed = True
         self.refill_pending: UUID | None = None
         self.refill_failures = 0
@@ -209,12 +228,40 @@ class Account(LeaseHolder, Aggregate):
 
     # Auto-refill: one charge per crossing below the threshold; off after `max_failures` failures in a row.
 
-    def configure_auto_refill(self, threshold: int, amount: int, payment_method: str, max_failures: int) -> None:
+    def save_auto_refill_card(
+        self, payment_method: str, brand: str, last4: str, exp_month: int, exp_year: int, saved_at: datetime
+    ) -> None:
+        """Idempotent: the card saved already, or one older than the card saved (a late webhook), changes nothing."""
+        check_payment_method(payment_method)
+        check_text(brand, "brand", 40, error=InvalidCreditGrant)
+        if not LAST4.match(last4) or not 1 <= exp_month <= 12 or not 2000 <= exp_year <= 2999:
+            raise InvalidCreditGrant(
+                f"a card has 4 last digits and an expiry month/year, got {last4!r} {exp_month}/{exp_year}"
+            )
+        card = self.auto_refill_card
+        if card is None or (card.payment_method != payment_method and card.saved_at <= saved_at):
+            self._save_auto_refill_card(payment_method, brand, last4, exp_month, exp_year, saved_at)
+
+    @event(AutoRefillCardSaved)
+    def _save_auto_refill_card(
+        self, payment_method: str, brand: str, last4: str, exp_month: int, exp_year: int, saved_at: datetime
+    ) -> None:
+        self.auto_refill_card = SavedCard(payment_method, brand, last4, exp_month, exp_year, saved_at)
+        if self.auto_refill is not None:
+            self.auto_refill = msgspec.structs.replace(self.auto_refill, payment_method=payment_method)
+
+    def configure_auto_refill(self, threshold: int, amount: int, payment_method: str | None, max_failures: int) -> None:
+        """`payment_method` None: the saved card (NoSavedCard without one)."""
         check_amount(threshold, "threshold_usd", InvalidCreditGrant, positive=True)
         check_amount(amount, "amount_usd", InvalidCreditGrant, positive=True)
-        check_text(payment_method, "payment_method", MAX_REFERENCE_LENGTH, error=InvalidCreditGrant)
-        if not payment_method.startswith("pm_"):
-            raise InvalidCreditGrant("payment_method must be a Stripe PaymentMethod id (pm_...)")
+        if payment_method is None:
+            if self.auto_refill_card is None:
+                raise NoSavedCard(
+                    'no card is saved for auto-refill: pay a card top-up with "Save this card for auto-refill" '
+                    "ticked (the API: give payment_method_id)"
+                )
+            payment_method = self.auto_refill_card.payment_method
+        check_payment_method(payment_method)
         self._configure_auto_refill(threshold, amount, payment_method, max_failures)
 
     @event(AutoRefillConfigured)
@@ -299,6 +346,23 @@ class AutoRefill(msgspec.Struct, frozen=True):
     max_failures: int
 
 
+class SavedCard(msgspec.Struct, frozen=True):
+    payment_method: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    saved_at: datetime
+
+
+def check_payment_method(payment_method: str) -> None:
+    """A card Stripe can charge off-session: a PaymentMethod (pm_...), or a card saved on the customer (card_...,
+    what a card top-up paid with a stripe.js token leaves)."""
+    check_text(payment_method, "payment_method", MAX_REFERENCE_LENGTH, error=InvalidCreditGrant)
+    if not payment_method.startswith(("pm_", "card_")):
+        raise InvalidCreditGrant("payment_method must be a Stripe PaymentMethod id (pm_...) or a saved card (card_...)")
+
+
 class AccountState(msgspec.Struct, forbid_unknown_fields=True):
     """Every attribute an Account holds, typed: what its snapshot stores (commands/snapshots.py). An attribute
     added to Account is added here too (tests/unit/test_snapshots.py fails until it is)."""
@@ -316,6 +380,7 @@ class AccountState(msgspec.Struct, forbid_unknown_fields=True):
     auto_refill_armed: bool
     refill_pending: UUID | None
     refill_failures: int
+    auto_refill_card: SavedCard | None = None  # a default: a snapshot taken before saved cards reads as none
 
 
 class EmailClaim(Aggregate):

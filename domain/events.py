@@ -29,6 +29,7 @@ EVENT_TYPES: dict[str, type] = {
     "account.stripe_customer_linked": Account.StripeCustomerLinked,
     "account.auto_refill_configured": Account.AutoRefillConfigured,
     "account.auto_refill_disabled": Account.AutoRefillDisabled,
+    "account.auto_refill_card_saved": Account.AutoRefillCardSaved,
     "account.auto_refill_triggered": Account.AutoRefillTriggered,
     "account.auto_refill_succeeded": Account.AutoRefillSucceeded,
     "account.auto_refill_failed": Account.AutoRefillFailed,

@@ -27,6 +27,7 @@ from gateway.catalog import Catalog, Model
 from gateway.fields import check_fields, refuse_file_ids
 from gateway.freelimit import DEFAULT_FREE_RPM, FreeRateLimit
 from gateway.keys import KeyCache
+from gateway.metrics import GatewayMetrics
 from gateway.request_parsing import ChatRequest, EmbeddingsRequest, decode_object, parse_chat
 from gateway.request_record import RequestRecord, durable
 from gateway.stream_relay import drain, recording, relay, watch_disconnect
@@ -53,8 +54,10 @@ class Gateway:
         free_rpm: int = DEFAULT_FREE_RPM,
         bodies: BodyPublisher | None = None,
         refusals: Refusals | None = None,
+        metrics: GatewayMetrics | None = None,
     ):
         self.catalog = catalog
+        self.metrics = metrics or GatewayMetrics()
         self.refusals = refusals  # None: refused requests are not counted
         self.free_limit = FreeRateLimit(free_rpm)
         self.adapters = adapters
@@ -92,6 +95,8 @@ class Gateway:
             else:
                 raise GatewayError(404, f"unknown endpoint {path}", "invalid_request_error", "unknown_url")
         except GatewayError as exc:
+            if not exc.billed:
+                self.metrics.refusal(exc.code or "unknown")
             await respond(send, exc.status, headers + exc.headers, exc.body())
 
     async def _authenticate(self, scope: Scope) -> KeyInfo:
@@ -166,14 +171,14 @@ class Gateway:
                 try:
                     reply = await adapter.chat_stream(model, body, include_usage)
                 except GatewayError as exc:
-                    await self._emit(record, record.failed(exc))
+                    await self._upstream_failed(record, exc)
                     raise
                 await self._stream(send, receive, headers, reply, record)
             else:
                 try:
                     result: Reply = await adapter.chat(model, body)
                 except GatewayError as exc:
-                    await self._emit(record, record.failed(exc))
+                    await self._upstream_failed(record, exc)
                     await respond(send, exc.status, headers, exc.body())
                     return
                 # billed first: a client gone while the answer is written still owes what the upstream did
@@ -231,7 +236,7 @@ class Gateway:
         try:
             result: Reply = await serve(model, body)
         except GatewayError as exc:
-            await self._emit(record, record.failed(exc))
+            await self._upstream_failed(record, exc)
             await respond(send, exc.status, headers, exc.body())
             return
         except BaseException:
@@ -316,7 +321,15 @@ class Gateway:
         (acknowledged by JetStream, or in the fsynced spool), shared with every request finishing alongside."""
         record.emitted = True
         self.budgets.release(record.ticket, event.cost)
+        self.metrics.served(event)
         return durable(self.usage.submit(event), event.trace_id)
+
+    def _upstream_failed(self, record: RequestRecord, exc: GatewayError) -> Awaitable[None]:
+        """The upstream failed the request before its answer began: billed (for what it reports, usually nothing)
+        and counted as the provider's error."""
+        exc.billed = True
+        self.metrics.upstream_error(record.model.provider, exc.code or "unknown")
+        return self._emit(record, record.failed(exc))
 
     async def _stream(
         self, send: Send, receive: Receive, headers: list, reply: StreamReply, record: RequestRecord
@@ -341,6 +354,8 @@ class Gateway:
                 await relay(reply if frames is None else recording(reply, frames), send, gone, bill)
             except GatewayError as exc:
                 error, status = exc.message, exc.status
+                if not record.emitted:  # the upstream failed mid-stream (not the bill, once it is done)
+                    self.metrics.upstream_error(record.model.provider, exc.code or "unknown")
             except OSError as exc:
                 gone.set()
                 error = f"client disconnected ({type(exc).__name__})"

@@ -35,6 +35,7 @@ class GatewayError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or []  # extra response headers, such as Retry-After
+        self.billed = False  # the request reached a model and has its usage event: not a refusal
 
     def body(self) -> bytes:
         return msgspec.json.encode(ErrorResponse(ErrorBody(self.message, self.type, self.code, self.param)))

@@ -189,6 +189,8 @@ class Budgets:
         self.patience = patience  # how long a request may wait for reservations of its own process to return
         self._keys: dict[UUID, _KeyState] = {}
         self._unsettled: list[Lease] = []
+        self.leases_taken = 0  # leases the limits granted this process (/metrics)
+        self.leases_refused = 0  # lease requests the limits refused
 
     async def reserve(self, key: KeyInfo, minimum: int, wanted: int) -> Ticket:
         """Reserve `wanted` (a request's worst-case cost) or, when the budget is nearly used up, as little as
@@ -240,9 +242,11 @@ class Budgets:
                 key.account_id, key.key_id, minimum=minimum, wanted=wanted * max(state.multiple, 4 * state.inflight)
             )
         except BudgetExceeded as exc:
+            self.leases_refused += 1
             return exc
         except LeaseUnavailable:
             return None
+        self.leases_taken += 1
         self._retire(state)
         state.current = Lease(grant, key.account_id, key.key_id)
         return None
@@ -329,6 +333,12 @@ class Budgets:
         if lease.inflight == 0 and lease in state.retired:
             state.retired.remove(lease)
             asyncio.get_running_loop().create_task(self._settle([lease]))
+
+    @property
+    def open_leases(self) -> int:
+        """Leases this process holds and has not settled yet."""
+        held = sum((state.current is not None) + len(state.retired) for state in self._keys.values())
+        return held + len(self._unsettled)
 
     def _retire(self, state: _KeyState) -> None:
         if state.current is not None:

@@ -177,6 +177,19 @@ class UsagePublisher:
     def spooled(self) -> bool:
         return self.spool.exists() and self.spool.stat().st_size > 0
 
+    @property
+    def queued(self) -> int:
+        """Usage events waiting in memory for their turn to be sent."""
+        return len(self._queue)
+
+    def spool_depth(self) -> int:
+        """Usage events in the spool, waiting for JetStream to take them (reads the file: not for the hot path)."""
+        try:
+            with self.spool.open("rb") as spool:
+                return sum(1 for line in spool if line.strip())
+        except FileNotFoundError:
+            return 0
+
     async def replay(self) -> int:
         """Publish what the spool holds, oldest first; keep what still fails. Returns how many went out."""
         async with self._lock:

@@ -124,6 +124,9 @@ GROUP_BY_PATTERN = r"^\s*({0})?\s*(,\s*({0})?\s*)*$".format("|".join(SPEND_GROUP
 GROUP_BY_RULE = f"group_by takes a comma-separated list of {', '.join(SPEND_GROUPS)}"
 
 
+OTHER_KEYS = "other"  # the group of the keys a spend history by key was not asked to tell apart
+
+
 class SpendRow(msgspec.Struct):
     group: dict[str, str]
     requests: int
@@ -174,12 +177,23 @@ def _spend_sources(start: datetime | None, end: datetime | None, by_hour: bool) 
 
 
 async def spend_history(
-    conn: psycopg.AsyncConnection, account_id: UUID, group_by: list[str], start: datetime | None, end: datetime | None
+    conn: psycopg.AsyncConnection,
+    account_id: UUID,
+    group_by: list[str],
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    keys: list[UUID] | None = None,
 ) -> list[SpendRow]:
     """Spend over [start, end) grouped by any of provider, model, key, day, hour (UTC), exact to the request:
     whole days from `spend_daily`, whole hours from `spend_hourly`, the partial hours at the edges from
-    `usage_recent` (older edges: see projections/billing_projection.py)."""
+    `usage_recent` (older edges: see projections/billing_projection.py). Grouped by key with `keys` given, the
+    other keys are summed into one group, OTHER_KEYS (a chart of a thousand keys draws a few and the rest)."""
     columns = [SPEND_GROUPS[g] for g in group_by]
+    head: list = []  # parameters of the select list, before those of the sources
+    if keys is not None and "key" in group_by:
+        columns[group_by.index("key")] = f"case when key_id = any(%s) then key_id::text else '{OTHER_KEYS}' end"
+        head.append(keys)
     select = "".join(f"{c} as g{i}, " for i, c in enumerate(columns))
     group = f"group by {', '.join(f'g{i}' for i in range(len(columns)))} order by 1" if columns else ""
     parts, params = [], []
@@ -192,7 +206,7 @@ async def spend_history(
     cur = await conn.execute(
         f"""select {select} {", ".join(f"coalesce(sum({c}), 0)" for c in ROLLUP_SUMS.split(", "))}
             from ({" union all ".join(parts)}) as u ({"key_id, provider, model, time, " + ROLLUP_SUMS}) {group}""",
-        params,
+        head + params,
     )
     rows = []
     for r in await cur.fetchall():
@@ -253,10 +267,15 @@ class AutoRefillRow(msgspec.Struct):
     disabled_reason: str | None
     updated_at: datetime
     balance: int
+    card_brand: str | None = None  # the saved card, as Stripe describes it
+    card_last4: str | None = None
+    card_exp_month: int | None = None
+    card_exp_year: int | None = None
 
 
 _REFILL_COLUMNS = """a.account_id, a.customer, a.threshold, a.amount, a.payment_method, a.enabled, a.armed, a.pending,
-    a.failures, a.last_failure, a.disabled_reason, a.updated_at, coalesce(b.credits - b.spend, 0)"""
+    a.failures, a.last_failure, a.disabled_reason, a.updated_at, coalesce(b.credits - b.spend, 0), a.card_brand,
+    a.card_last4, a.card_exp_month, a.card_exp_year"""
 
 
 def _refill_row(r: tuple) -> AutoRefillRow:
@@ -292,3 +311,58 @@ async def pending_topups(conn: psycopg.AsyncConnection, account_id: UUID, since:
         (account_id, since),
     )
     return (await cur.fetchone())[0]
+
+
+class CreditRow(msgspec.Struct, frozen=True):
+    time: datetime
+    amount: int  # pico-USD; negative when taken back
+    kind: str  # a key of CREDIT_KINDS
+    reason: str
+    by: str
+
+
+# What moved an account's credits, by what `credit_grants` records of it: who granted (an operator's grant is
+# by "operator"; commands/autorefill.py grants by "auto-refill"), and for a top-up its reason, "top-up via
+# {provider} ({reference})" (commands/topups.py), found among the account's top-ups. Money taken back says why:
+# "refund of ..." or "dispute ..." (held ones: "refund or dispute ...").
+CREDIT_KINDS = {
+    "operator": "operator grant",
+    "card": "card top-up",
+    "bank_transfer": "bank transfer",
+    "auto_refill": "auto-refill charge",
+    "refund": "refund",
+    "dispute": "dispute",
+    "taken_back": "refund or dispute",
+    "grant": "grant",
+}
+_TOPUP_KINDS = {"stripe": "card", "bank_transfer": "bank_transfer"}
+
+
+def credit_kind(amount: int, reason: str, by: str, topup_provider: str | None) -> str:
+    if amount < 0:
+        for prefix, kind in (("refund or dispute", "taken_back"), ("refund", "refund"), ("dispute", "dispute")):
+            if reason.startswith(prefix):
+                return kind
+        return "taken_back"
+    if by == "auto-refill":
+        return "auto_refill"
+    if topup_provider is not None:
+        return _TOPUP_KINDS.get(topup_provider, "grant")
+    return "operator" if by == "operator" else "grant"
+
+
+async def credit_history(conn: psycopg.AsyncConnection, account_id: UUID, limit: int) -> list[CreditRow]:
+    """The account's newest `limit` credit movements, newest first."""
+    cur = await conn.execute(
+        """select g.time, g.amount, g.reason, g.granted_by, t.provider from credit_grants g
+           left join lateral (
+               select provider from topups t where t.account_id = g.account_id
+                 and g.reason = 'top-up via ' || t.provider || ' (' || t.reference || ')' limit 1
+           ) t on true
+           where g.account_id = %s order by g.position desc limit %s""",
+        (account_id, limit),
+    )
+    return [
+        CreditRow(time, int(amount), credit_kind(int(amount), reason, by, provider), reason, by)
+        for time, amount, reason, by, provider in await cur.fetchall()
+    ]

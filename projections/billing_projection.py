@@ -105,6 +105,7 @@ class Billing:
                 granted_by text not null,
                 time timestamptz not null
             );
+            create index if not exists {t["credit_grants"]}_account on {t["credit_grants"]} (account_id, position);
             create table if not exists {t["usage_recent"]} (
                 trace_id uuid not null,
                 time timestamptz not null,
@@ -178,6 +179,10 @@ class Billing:
                 disabled_reason text,
                 updated_at timestamptz not null
             );
+            -- the saved card as Stripe describes it (account.auto_refill_card_saved); NULL until one is saved
+            alter table {t["auto_refills"]} add column if not exists card_brand text,
+                add column if not exists card_last4 text, add column if not exists card_exp_month int,
+                add column if not exists card_exp_year int;
         """)
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
@@ -288,6 +293,13 @@ class Billing:
                 "disabled_reason": None,
             },
             "account.auto_refill_disabled": lambda: {"enabled": False, "pending": None, "disabled_reason": e.reason},
+            "account.auto_refill_card_saved": lambda: {
+                "payment_method": e.payment_method,
+                "card_brand": e.brand,
+                "card_last4": e.last4,
+                "card_exp_month": e.exp_month,
+                "card_exp_year": e.exp_year,
+            },
             "account.auto_refill_triggered": lambda: {"pending": e.refill_id, "armed": False},
             "account.auto_refill_succeeded": lambda: {"pending": None, "failures": 0},
             "account.auto_refill_failed": lambda: {"pending": None, "armed": True, "last_failure": e.reason},

@@ -230,19 +230,25 @@ def _row(r: tuple) -> LogRow:
     return LogRow(*values)
 
 
-def _where(f: LogFilter, after: tuple[datetime, UUID] | None) -> tuple[str, list]:
+def _where(
+    f: LogFilter, after: tuple[datetime, UUID] | None, before: tuple[datetime, UUID] | None = None
+) -> tuple[str, list]:
     """The WHERE clause of a page. With a cursor, the time column gets one upper bound, the tighter of `end`
     and the cursor: given both (`time < end` and the row comparison), PostgreSQL cannot tell which is tighter
     and may start the index scan at `end`, reading every entry between it and the cursor: a deep page would
     cost as much as all the pages before it. The cursor's own bound is then both a scalar `time <=` (index
-    start, partition pruning) and the row comparison (ties on time)."""
+    start, partition pruning) and the row comparison (ties on time). A `before` cursor (the newer page) is the
+    mirror image: one lower bound, the tighter of `start` and the cursor."""
     conditions, params = [], []
     # with a cursor at or past `end`, every row before `end` is before the cursor: `end` alone bounds the page
     cursor_bounds = after is not None and (f.end is None or after[0] < f.end)
     end = None if cursor_bounds else f.end
+    # with a `before` cursor earlier than `start`, every row from `start` on is after it: `start` alone bounds
+    newer_bounds = before is not None and (f.start is None or before[0] >= f.start)
+    start = None if newer_bounds else f.start
     for sql, value in (
         ("l.account_id = %s", f.account_id),
-        ("l.time >= %s", f.start),
+        ("l.time >= %s", start),
         ("l.time < %s", end),
         ("l.model = %s", f.model),
         ("l.provider = %s", f.provider),
@@ -258,16 +264,28 @@ def _where(f: LogFilter, after: tuple[datetime, UUID] | None) -> tuple[str, list
         assert after is not None
         conditions.append("l.time <= %s and (l.time, l.trace_id) < (%s, %s)")
         params += [after[0], *after]
+    if newer_bounds:
+        assert before is not None
+        conditions.append("l.time >= %s and (l.time, l.trace_id) > (%s, %s)")
+        params += [before[0], *before]
     return (" where " + " and ".join(conditions) if conditions else ""), params
 
 
 async def page(
-    conn: psycopg.AsyncConnection, f: LogFilter, limit: int, after: tuple[datetime, UUID] | None = None
+    conn: psycopg.AsyncConnection,
+    f: LogFilter,
+    limit: int,
+    after: tuple[datetime, UUID] | None = None,
+    before: tuple[datetime, UUID] | None = None,
 ) -> list[LogRow]:
-    """Up to `limit` entries, newest first, strictly after the keyset position `after` (time, trace id)."""
-    where, params = _where(f, after)
-    cur = await conn.execute(f"{_SELECT}{where} order by l.time desc, l.trace_id desc limit %s", [*params, limit])
-    return [_row(r) for r in await cur.fetchall()]
+    """Up to `limit` entries, newest first, strictly after the keyset position `after` (time, trace id); with
+    `before`, the `limit` entries nearest before that position (read oldest first from it, then turned), still
+    newest first."""
+    where, params = _where(f, after, before)
+    order = "asc" if before is not None else "desc"
+    cur = await conn.execute(f"{_SELECT}{where} order by l.time {order}, l.trace_id {order} limit %s", [*params, limit])
+    rows = [_row(r) for r in await cur.fetchall()]
+    return rows[::-1] if before is not None else rows
 
 
 async def entry(conn: psycopg.AsyncConnection, trace_id: UUID, account_id: UUID | None) -> LogRow | None:
@@ -305,3 +323,31 @@ async def every(conn: psycopg.AsyncConnection, f: LogFilter, chunk: int = 2000) 
         await cur.execute(f"{_SELECT}{where} order by l.time desc, l.trace_id desc", params)
         async for r in cur:
             yield _row(r)
+
+
+class LatencyBucket(msgspec.Struct, frozen=True):
+    bucket: str  # the hour or day's start, as a spend history names it ("2026-11-30T13:00:00Z")
+    requests: int
+    p50_us: int  # total latency (from the request's arrival to its answer's end), microseconds
+    p95_us: int
+
+
+BUCKETS = ("hour", "day")
+
+
+async def latency_by_bucket(
+    conn: psycopg.AsyncConnection, account_id: UUID, unit: str, start: datetime, end: datetime
+) -> list[LatencyBucket]:
+    """The median and 95th percentile of the total latency of the account's logged requests (errors included)
+    per hour or day (UTC) of [start, end): `percentile_disc`, so each is a latency some request had. The account's
+    index holds (time, latency_us): an index-only scan of the range."""
+    if unit not in BUCKETS:
+        raise ValueError(f"unit is one of {BUCKETS}, got {unit!r}")
+    cur = await conn.execute(
+        """select date_trunc(%s, l.time at time zone 'UTC'), count(*),
+                  percentile_disc(0.5) within group (order by l.latency_us),
+                  percentile_disc(0.95) within group (order by l.latency_us)
+           from logs l where l.account_id = %s and l.time >= %s and l.time < %s group by 1 order by 1""",
+        (unit, account_id, start, end),
+    )
+    return [LatencyBucket(b.isoformat() + "Z", n, p50, p95) for b, n, p50, p95 in await cur.fetchall()]

@@ -118,6 +118,69 @@ def milliseconds(us: int | None) -> str:
     return "—" if us is None else f"{us / 1000:,.1f} ms"
 
 
+# What a chart's bars can measure: its name, a value in full (a bar's <title>), a value on the axis given the top.
+MEASURES = {
+    "spend": ("Spend", lambda v: usd_exact(v), lambda v, top: usd(v, 2 if top >= PICO_PER_USD else 4)),
+    "requests": ("Requests", tokens, lambda v, top: tokens(v)),
+    "tokens": ("Tokens (prompt + completion)", tokens, lambda v, top: tokens(v)),
+    "errors": ("Errors", tokens, lambda v, top: tokens(v)),
+}
+
+
+def _buckets(start: date, end: date, unit: str) -> tuple[list[str], list[str]]:
+    """Every day (hour) from `start` to `end` inclusive, as a bucket names its bar, and its axis label."""
+    if unit == "hour":
+        hours = int((end - start).total_seconds() // 3600) + 1
+        buckets = [(start + timedelta(hours=i)).isoformat()[: BUCKET_LENGTH["hour"]] for i in range(hours)]
+        return buckets, [f"{b[11:13]}:00" for b in buckets]
+    span = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    return [d.isoformat() for d in span], [f"{d:%Y-%m-%d}" if start.year != end.year else f"{d:%m-%d}" for d in span]
+
+
+class _Plot:
+    """A chart's frame: gridlines at 0, half and the top with their values, and the x position of each bar."""
+
+    bottom, pad_top = 22, 8
+    char = 12  # the most an axis character takes, in the chart's units (at 375 px it is drawn about twice as large)
+
+    def __init__(self, width: int, height: int, buckets: list[str], top: int, axis, label: str):
+        self.width, self.height, self.top = width, height, top
+        values = [top * i // 2 for i in range(3)]
+        texts = [axis(value, top) for value in values]
+        self.left = max(64, 10 + self.char * max(len(text) for text in texts))  # the longest value fits
+        self.plot_w, self.plot_h = width - self.left - 4, height - self.bottom - self.pad_top
+        self.step = self.plot_w / max(len(buckets), 1)
+        self.bar_w = max(1.0, self.step * 0.7)
+        self.out = [
+            f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" xmlns="http://www.w3.org/2000/svg" '
+            f'aria-label="{escape(label)}, {escape(buckets[0])} to {escape(buckets[-1])}">'
+        ]
+        for i, (value, text) in enumerate(zip(values, texts)):  # each at its own height: 3 of 7 below the middle
+            y = self.pad_top + self.plot_h - (self.plot_h * value / top if top else self.plot_h * i / 2)
+            self.out.append(f'<line x1="{self.left}" x2="{width - 4}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
+            self.out.append(
+                f'<text x="{self.left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">{escape(text)}</text>'
+            )
+
+    def x(self, i: int) -> float:
+        return self.left + i * self.step + (self.step - self.bar_w) / 2
+
+    def height_of(self, value: int) -> float:
+        return self.plot_h * value / self.top if self.top else 0.0
+
+    @property
+    def base(self) -> float:
+        return self.pad_top + self.plot_h
+
+    def labels(self, labels: list[str], every: int) -> None:
+        for i, text in enumerate(labels):
+            if i % every == 0:
+                self.out.append(
+                    f'<text x="{self.x(i) + self.bar_w / 2:.1f}" y="{self.height - 6}" text-anchor="middle" '
+                    f'class="axis">{text}</text>'
+                )
+
+
 def spend_chart(
     rows: list[tuple[str, str, int]],
     start: date,
@@ -126,78 +189,103 @@ def spend_chart(
     height: int = 200,
     max_series: int = len(PALETTE) - 1,
     unit: str = "day",
+    measure: str = "spend",
 ) -> str:
-    """An SVG bar chart of spend per day (or per hour) stacked by series (model or provider).
+    """An SVG bar chart of spend (or another of MEASURES) per day (or per hour) stacked by series (model,
+    provider or key).
 
-    `rows` are (bucket, series name, pico-USD), the bucket the ISO 8601 start of its day or hour as a spend
-    history groups it (only its date, or date and hour, is read); every day (hour) from `start` to `end`
-    inclusive gets a bar (empty ones stay visible). The largest
-    `max_series` series get their own colour, the rest one "other". Every bar segment carries a <title> with
-    its exact amount. The axis names days by month and day, with the year when the range spans two.
+    `rows` are (bucket, series name, value: pico-USD for spend), the bucket the ISO 8601 start of its day or hour
+    as a spend history groups it (only its date, or date and hour, is read); every day (hour) from `start` to
+    `end` inclusive gets a bar (empty ones stay visible). The largest
+    `max_series` series get their own colour, the rest one "other" (rows may name it, summing some series
+    themselves). Every bar segment carries a <title> with
+    its exact value, and the value itself in `data-value` (with `data-bucket`, `data-series`). The axis names
+    days by month and day, with the year when the range spans two.
     """
-    if unit == "hour":
-        hours = int((end - start).total_seconds() // 3600) + 1
-        buckets = [(start + timedelta(hours=i)).isoformat()[: BUCKET_LENGTH["hour"]] for i in range(hours)]
-        labels = [f"{b[11:13]}:00" for b in buckets]
-    else:
-        span = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-        buckets = [d.isoformat() for d in span]
-        labels = [f"{d:%Y-%m-%d}" if start.year != end.year else f"{d:%m-%d}" for d in span]
+    name, full, axis = MEASURES[measure]
+    buckets, labels = _buckets(start, end, unit)
     totals: dict[str, int] = {}
-    for _, series, pico in rows:
-        totals[series] = totals.get(series, 0) + pico
-    ranked = sorted(totals, key=lambda s: (-totals[s], s))
-    named = ranked[:max_series] if len(ranked) > max_series + 1 else ranked
+    for _, series, value in rows:
+        totals[series] = totals.get(series, 0) + value
+    ranked = sorted((s for s in totals if s != OTHER), key=lambda s: (-totals[s], s))
+    folded = OTHER in totals  # rows may sum some series as OTHER themselves
+    named = ranked[:max_series] if folded or len(ranked) > max_series + 1 else ranked
     colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(named)}
-    if len(named) < len(ranked):
+    if folded or len(named) < len(ranked):
         colour[OTHER] = PALETTE[-1]
     stacks: dict[str, dict[str, int]] = {b: {} for b in buckets}
-    for bucket, series, pico in rows:
+    for bucket, series, value in rows:
         stack = stacks.get(bucket[: BUCKET_LENGTH[unit]])
         if stack is not None:
             key = series if series in named else OTHER
-            stack[key] = stack.get(key, 0) + pico
+            stack[key] = stack.get(key, 0) + value
     top = max((sum(s.values()) for s in stacks.values()), default=0)
-    left, bottom, pad_top = 64, 22, 8
-    plot_w, plot_h = width - left - 4, height - bottom - pad_top
-    step = plot_w / max(len(buckets), 1)
-    bar_w = max(1.0, step * 0.7)
-    out = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" xmlns="http://www.w3.org/2000/svg" '
-        f'aria-label="Spend per {unit}, {escape(buckets[0])} to {escape(buckets[-1])}">'
-    ]
-    for i in range(3):  # gridlines at 0, 1/2, the top
-        value = top * i // 2
-        y = pad_top + plot_h - plot_h * i / 2
-        out.append(f'<line x1="{left}" x2="{width - 4}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        out.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="axis">'
-            f"{escape(usd(value, 2 if top >= PICO_PER_USD else 4))}</text>"
-        )
-    label_every = max(1, len(buckets) // (5 if start.year != end.year else 8))  # longer labels: fewer of them
+    plot = _Plot(width, height, buckets, top, axis, f"{name} per {unit}")
     for i, d in enumerate(buckets):
-        x = left + i * step + (step - bar_w) / 2
-        y = pad_top + plot_h
+        y = plot.base
         for series in [*named, OTHER]:
-            pico = stacks[d].get(series, 0)
-            if not pico or not top:
+            value = stacks[d].get(series, 0)
+            if not value or not top:
                 continue
-            h = plot_h * pico / top
+            h = plot.height_of(value)
             y -= h
-            out.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" '
-                f'fill="{colour[series]}"><title>{escape(d)} · {escape(series)}: '
-                f"{escape(usd_exact(pico))}</title></rect>"
+            plot.out.append(
+                f'<rect x="{plot.x(i):.1f}" y="{y:.1f}" width="{plot.bar_w:.1f}" height="{max(h, 0.5):.1f}" '
+                f'fill="{colour[series]}" data-bucket="{escape(d)}" data-series="{escape(series)}" '
+                f'data-value="{value}"><title>{escape(d)} · {escape(series)}: {escape(full(value))}</title></rect>'
             )
-        if i % label_every == 0:
-            out.append(
-                f'<text x="{x + bar_w / 2:.1f}" y="{height - 6}" text-anchor="middle" class="axis">{labels[i]}</text>'
-            )
-    out.append("</svg>")
+    plot.labels(labels, max(1, len(buckets) // (5 if start.year != end.year else 8)))  # longer labels: fewer
+    plot.out.append("</svg>")
     legend = "".join(
         f'<li><span class="swatch" style="background:{c}"></span>{escape(s)}</li>' for s, c in colour.items()
     )
-    return "".join(out) + (f'<ul class="legend">{legend}</ul>' if legend else "")
+    return "".join(plot.out) + (f'<ul class="legend">{legend}</ul>' if legend else "")
+
+
+def latency_chart(
+    points: list[tuple[str, int, int, int]],
+    start: date,
+    end: date,
+    width: int = 720,
+    height: int = 200,
+    unit: str = "day",
+) -> str:
+    """An SVG chart of the p50 and p95 latency per day (or hour): for each bucket with requests, the p95 bar
+    (quiet) with the p50 bar (the accent) over it, narrower: a p50 is never above its p95.
+
+    `points` are (bucket, requests, p50 µs, p95 µs), the bucket as `spend_chart` reads it. Each bar carries a
+    <title> in milliseconds; `data-bucket`, `data-requests`, `data-p50-us` and `data-p95-us` on its group.
+    """
+    buckets, labels = _buckets(start, end, unit)
+    found = {bucket[: BUCKET_LENGTH[unit]]: (n, p50, p95) for bucket, n, p50, p95 in points}
+    top = max((p95 for bucket, (_, _, p95) in found.items() if bucket in set(buckets)), default=0)
+    plot = _Plot(width, height, buckets, top, lambda v, _: milliseconds(v), f"Latency p50 and p95 per {unit}")
+    for i, d in enumerate(buckets):
+        if d not in found or not top:
+            continue
+        n, p50, p95 = found[d]
+        x, inset = plot.x(i), plot.bar_w / 4
+        plot.out.append(
+            f'<g class="latency" data-bucket="{escape(d)}" data-requests="{n}" data-p50-us="{p50}" data-p95-us="{p95}">'
+        )
+        for value, left, w, fill, name in (
+            (p95, x, plot.bar_w, PALETTE[1], "p95"),
+            (p50, x + inset, plot.bar_w - 2 * inset, PALETTE[0], "p50"),
+        ):
+            h = plot.height_of(value)
+            plot.out.append(
+                f'<rect x="{left:.1f}" y="{plot.base - h:.1f}" width="{w:.1f}" height="{max(h, 0.5):.1f}" '
+                f'fill="{fill}"><title>{escape(d)} · {name}: {escape(milliseconds(value))} '
+                f"({n:,} request{'s' if n != 1 else ''})</title></rect>"
+            )
+        plot.out.append("</g>")
+    plot.labels(labels, max(1, len(buckets) // (5 if start.year != end.year else 8)))
+    plot.out.append("</svg>")
+    legend = "".join(
+        f'<li><span class="swatch" style="background:{c}"></span>{name}</li>'
+        for name, c in (("p50", PALETTE[0]), ("p95", PALETTE[1]))
+    )
+    return "".join(plot.out) + f'<ul class="legend">{legend}</ul>'
 
 
 def line_diff(old: str, new: str) -> list[tuple[str, str]]:

@@ -127,7 +127,18 @@ class AutoRefillIn(msgspec.Struct, forbid_unknown_fields=True):
     enabled: bool = True
     threshold_usd: AmountIn | None = None
     amount_usd: AmountIn | None = None
-    payment_method_id: Reference | None = None  # a Stripe PaymentMethod (pm_...) the dashboard collected
+    # a Stripe PaymentMethod (pm_...) or a card on the account's customer (card_...), saved as the auto-refill card;
+    # left out: the card saved before (a card top-up paid on the dashboard with "Save this card for auto-refill")
+    payment_method_id: Reference | None = None
+
+
+class SavedCardOut(msgspec.Struct):
+    """The saved card as Stripe describes it: never its number."""
+
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
 
 
 class AutoRefillOut(msgspec.Struct):
@@ -139,6 +150,7 @@ class AutoRefillOut(msgspec.Struct):
     failures: int = 0
     last_failure: str | None = None
     disabled_reason: str | None = None
+    card: SavedCardOut | None = None  # the card auto-refill charges, once one is saved
 
 
 class AutoRefillController(Controller):
@@ -173,8 +185,11 @@ class AutoRefillController(Controller):
 
 
 def auto_refill_out(row: billing.AutoRefillRow | None) -> AutoRefillOut:
+    card = None
+    if row is not None and row.card_last4 is not None:
+        card = SavedCardOut(row.card_brand or "", row.card_last4, row.card_exp_month or 0, row.card_exp_year or 0)
     if row is None or row.threshold is None:
-        return AutoRefillOut(False, disabled_reason=row.disabled_reason if row else None)
+        return AutoRefillOut(False, disabled_reason=row.disabled_reason if row else None, card=card)
     return AutoRefillOut(
         row.enabled,
         pico_to_usd(row.threshold),
@@ -184,4 +199,5 @@ def auto_refill_out(row: billing.AutoRefillRow | None) -> AutoRefillOut:
         row.failures,
         row.last_failure,
         row.disabled_reason,
+        card,
     )

@@ -13,6 +13,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from api.payments import (
+    MESH_SAVE_CARD,
     PENDING_TOPUP_AGE,
     BankTransfer,
     PICO_PER_CENT,
@@ -32,7 +33,7 @@ from commands.topups import TopUpCommands
 from domain.bounds import check_aware
 from domain.money import InvalidAmount, pico_to_usd, usd_to_pico
 from projections import billing
-from projections.readmodel import position_of
+from projections.readmodel import freshness_of
 
 log = logging.getLogger("mesh.api")
 MAX_START_LOCKS = 10_000  # per-account top-up start locks kept; beyond, the idle ones are forgotten
@@ -136,8 +137,8 @@ class BillingService:
                 b = await (
                     billing.balance_of(conn, account_id) if at is None else billing.balance_at(conn, account_id, at)
                 )
-                position, time = await position_of(conn, BILLING)
-        return BalanceView(b, AsOf(position, time))
+                position, time, checked = await freshness_of(conn, BILLING)
+        return BalanceView(b, AsOf(position, time, checked))
 
     async def spend(
         self, account_id: UUID, groups: list[str], start: datetime | None = None, end: datetime | None = None
@@ -153,8 +154,8 @@ class BillingService:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")
                 rows = await billing.spend_history(conn, account_id, groups, start, end)
-                position, time = await position_of(conn, BILLING)
-        return SpendView(groups, rows, AsOf(position, time))
+                position, time, checked = await freshness_of(conn, BILLING)
+        return SpendView(groups, rows, AsOf(position, time, checked))
 
     async def start_topup(self, account_id: UUID, provider_name: str, amount_usd, client: str) -> TopUpStarted:
         """A top-up started: at most MESH_PENDING_TOPUPS_PER_ACCOUNT unfinished at once; a card one counts as a
@@ -232,9 +233,11 @@ class BillingService:
                 return topup
         raise Missing(f"no pending card top-up {payment_intent} in this account", "not_found")
 
-    async def pay_with_card(self, account_id: UUID, payment_intent: str, token: str, client: str) -> tuple[str, str]:
+    async def pay_with_card(
+        self, account_id: UUID, payment_intent: str, token: str, client: str, save_card: bool = False
+    ) -> tuple[str, str]:
         """Pay the account's pending card top-up `payment_intent` with a card token from stripe.js (a payment
-        attempt)."""
+        attempt); `save_card`: once paid, the card is the account's auto-refill card."""
         stripe = self.stripe
         if stripe is None:
             raise Invalid("card payments need Stripe, which is not configured on this server", "invalid_provider")
@@ -242,7 +245,8 @@ class BillingService:
         if not token.startswith("tok_"):
             raise Invalid("token must be a card token from stripe.js (tok_...)", "invalid_request")
         self.payment_guard.attempt(account_id, client)
-        return await asyncio.to_thread(stripe.pay_with_token, await self._customer(account_id), payment_intent, token)
+        customer = await self._customer(account_id)
+        return await asyncio.to_thread(stripe.pay_with_token, customer, payment_intent, token, save_card)
 
     async def topups(self, account_id: UUID) -> list[billing.TopUpRow]:
         async with self.pool.connection() as conn:
@@ -260,42 +264,46 @@ class BillingService:
         amount_usd=None,
         payment_method_id: str | None = None,
         client: str = "unknown",
+        names: tuple[str, str] = ("threshold_usd", "amount_usd"),
     ) -> billing.AutoRefillRow | None:
-        """Turn auto-refill off, or on with a card saved on the account's Stripe customer (a payment attempt)."""
+        """Turn auto-refill off, or on with the account's saved card; with `payment_method_id`, that card is
+        attached to the account's Stripe customer and saved first (a payment attempt). `names`: what a refusal
+        calls the threshold and the amount (the dashboard says them in words)."""
         if not enabled:
             await self.waiter.then_caught_up(
                 BILLING, self.auto_refills.disable, account_id, "turned off by the account"
             )
-        else:
-            stripe = self.stripe
-            if stripe is None:
-                raise Unavailable(
-                    "auto-refill needs Stripe, which is not configured on this server", "provider_not_configured"
-                )
-            if threshold_usd is None or amount_usd is None or not payment_method_id:
+            return await self.auto_refill(account_id)
+        stripe = self.stripe
+        if stripe is None:
+            raise Unavailable(
+                "auto-refill needs Stripe, which is not configured on this server", "provider_not_configured"
+            )
+        threshold_name, amount_name = names
+        for value, name in ((threshold_usd, threshold_name), (amount_usd, amount_name)):
+            if value is None:
+                raise Invalid(f"{name} is required to turn auto-refill on", "invalid_request", param=name)
+        threshold = usd_to_pico(threshold_usd, field=threshold_name, decimals=2)
+        amount = usd_to_pico(amount_usd, field=amount_name, decimals=2)
+        if threshold <= 0:
+            raise InvalidAmount(f"{threshold_name} must be greater than zero")
+        self._check_amount(amount, amount_name)
+        card = None
+        if payment_method_id:
+            if not payment_method_id.startswith(("pm_", "card_")):
                 raise Invalid(
-                    "threshold_usd, amount_usd and payment_method_id are required to turn auto-refill on",
+                    "payment_method_id must be a Stripe PaymentMethod id (pm_...) or a card saved on the account's "
+                    "customer (card_...)",
                     "invalid_request",
+                    param="payment_method_id",
                 )
-            threshold = usd_to_pico(threshold_usd, field="threshold_usd", decimals=2)
-            amount = usd_to_pico(amount_usd, field="amount_usd", decimals=2)
-            self._check_amount(amount)
-            if threshold <= 0:
-                raise InvalidAmount("threshold_usd must be greater than zero")
-            if not payment_method_id.startswith("pm_"):
-                raise Invalid("payment_method_id must be a Stripe PaymentMethod id (pm_...)", "invalid_request")
             self.payment_guard.attempt(account_id, client)
             customer = await self._customer(account_id)
-            await asyncio.to_thread(stripe.save_card, customer, payment_method_id)
-            await self.waiter.then_caught_up(
-                BILLING,
-                self.auto_refills.configure,
-                account_id,
-                threshold,
-                amount,
-                payment_method_id,
-                self.auto_refill_max_failures,
-            )
+            card = await asyncio.to_thread(stripe.save_card, customer, payment_method_id)
+        max_failures = self.auto_refill_max_failures
+        await self.waiter.then_caught_up(
+            BILLING, self.auto_refills.configure, account_id, threshold, amount, max_failures, card
+        )
         return await self.auto_refill(account_id)
 
     def verify_stripe_event(self, payload: bytes, signature: str | None) -> dict:
@@ -328,6 +336,8 @@ class BillingService:
             topups.confirm(
                 "stripe", thing["id"], received * PICO_PER_CENT, "stripe", account_id=UUID(account) if account else None
             )
+            if account and (thing.get("metadata") or {}).get(MESH_SAVE_CARD) == "1" and thing.get("payment_method"):
+                self._save_paid_card(UUID(account), thing, event.get("created"))
         elif kind == "payment_intent.payment_failed":
             error = thing.get("last_payment_error") or {}
             if error.get("type") == "card_error":  # what the bank said stays in the server log (see CardDeclined)
@@ -357,10 +367,21 @@ class BillingService:
             return False
         return True
 
-    def _check_amount(self, amount: int) -> None:
+    def _save_paid_card(self, account_id: UUID, intent: dict, created: int | None) -> None:
+        """The card a payment asked to save becomes the account's auto-refill card; one saved since (the webhook
+        came late) stays. An error leaves the webhook unanswered: Stripe sends it again."""
+        customer = self.topup_commands.stripe_customer(account_id)
+        if customer is None or intent.get("customer") != customer:
+            log.warning("payment %s: its customer is not account %s's; card not saved", intent["id"], account_id)
+            return
+        saved_at = datetime.fromtimestamp(created, timezone.utc) if created else datetime.now(timezone.utc)
+        card = self.stripe.save_card(customer, intent["payment_method"], saved_at)
+        self.auto_refills.save_card(account_id, card)
+
+    def _check_amount(self, amount: int, field: str = "amount_usd") -> None:
         low, high = self.topup_limits
         if not low <= amount <= high:
-            raise InvalidAmount(f"amount_usd must be between {pico_to_usd(low)} and {pico_to_usd(high)}")
+            raise InvalidAmount(f"{field} must be between {pico_to_usd(low)} and {pico_to_usd(high)}")
 
     async def _customer(self, account_id: UUID) -> str:
         """The account's Stripe customer, made on first use."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import AsyncGenerator, cast
 from uuid import UUID
 
@@ -10,16 +11,18 @@ import psycopg
 
 from psycopg_pool import AsyncConnectionPool
 
-from api.exports import CONNECT_SECONDS, ExportGate
+from api.exports import CONNECT_SECONDS, ExportGate, LogExport
+from api.log_entries import EXPORT_FORMATS, export_lines
 from api.read_models import LOGS
 from api.services.as_of import AsOf
+from api.services.errors import Invalid
 from projections import billing, logs
-from projections.readmodel import position_of
+from projections.readmodel import freshness_of
 
 
 class LogPage(msgspec.Struct):
     rows: list[logs.LogRow]
-    more: bool  # another page follows the last row
+    more: bool  # another page follows the last row (older); read with `before`: precedes the first (newer)
     as_of: AsOf
 
 
@@ -27,23 +30,40 @@ class LogEntry(msgspec.Struct):
     row: logs.LogRow
     bodies: logs.Bodies | None
     as_of: AsOf
+    bodies_kept: bool  # this server keeps bodies (MESH_LOG_BODIES=on): without, `bodies` is always None
 
 
 class LogService:
-    def __init__(self, pool: AsyncConnectionPool, exports: ExportGate, database_url: str, export_idle_seconds: float):
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        exports: ExportGate,
+        database_url: str,
+        export_idle_seconds: float,
+        keeps_bodies: bool = False,
+    ):
         self.pool = pool
         self.exports = exports  # the log exports running, one per account
         self.database_url = database_url  # an export reads on a connection of its own
         self.export_idle_seconds = export_idle_seconds  # how long an export's write may wait for its client
+        self.keeps_bodies = keeps_bodies  # MESH_LOG_BODIES=on
 
-    async def page(self, f: logs.LogFilter, limit: int, after=None) -> LogPage:
-        """Newest first, `limit` rows after the cursor position `after` ((time, trace_id) or None)."""
+    async def page(
+        self,
+        f: logs.LogFilter,
+        limit: int,
+        after: tuple[datetime, UUID] | None = None,
+        before: tuple[datetime, UUID] | None = None,
+    ) -> LogPage:
+        """Newest first, `limit` rows after the cursor position `after` ((time, trace_id) or None), that is older;
+        or with `before`, the `limit` rows nearest before it (newer): the page before the one that starts there."""
         async with self.pool.connection() as conn:
             async with conn.transaction():  # entries and position from one snapshot
                 await conn.execute("set transaction isolation level repeatable read")
-                rows = await logs.page(conn, f, limit + 1, after)
-                position, time = await position_of(conn, LOGS)
-        return LogPage(rows[:limit], len(rows) > limit, AsOf(position, time))
+                rows = await logs.page(conn, f, limit + 1, after, before)
+                position, time, checked = await freshness_of(conn, LOGS)
+        kept = rows[len(rows) - limit :] if before is not None and len(rows) > limit else rows[:limit]
+        return LogPage(kept, len(rows) > limit, AsOf(position, time, checked))
 
     async def refusals(self, f: logs.LogFilter) -> dict[str, int]:
         """Requests refused (before reaching a model) in the filter's range and key, by error code: they are
@@ -64,17 +84,20 @@ class LogService:
                 await conn.execute("set transaction isolation level repeatable read")
                 row = await logs.entry(conn, trace_id, account_id)
                 bodies = await logs.bodies_of(conn, trace_id, account_id) if row is not None else None
-                position, time = await position_of(conn, LOGS)
-        return LogEntry(row, bodies, AsOf(position, time)) if row is not None else None
+                position, time, checked = await freshness_of(conn, LOGS)
+        return LogEntry(row, bodies, AsOf(position, time, checked), self.keeps_bodies) if row is not None else None
 
-    async def export(self, account_id: UUID, f: logs.LogFilter) -> tuple[AsOf, AsyncGenerator[logs.LogRow, None]]:
-        """Every matching entry, newest first, and the position they are as of, from one snapshot; a 429 while
-        the account has an export running (api/exports.py). The rows stream from a server-side cursor
-        (constant memory at millions of rows) on a connection of the export's own, not the pool's; it and the
-        account's slot are held until the iterator is exhausted or closed."""
+    async def export(self, account_id: UUID, f: logs.LogFilter, format: str) -> LogExport:
+        """Every matching entry, newest first, as CSV or JSON lines (`format`), and the position they are as of,
+        from one snapshot; Busy while the account has an export running (api/exports.py). The rows stream from a
+        server-side cursor (constant memory at millions of rows) on a connection of the export's own, not the
+        pool's; it and the account's slot are held until the body is sent in full or closed."""
+        if format not in EXPORT_FORMATS:
+            raise Invalid(f"format is csv or jsonl; got {format[:20]!r}", "invalid_request", param="format")
         stream = self._snapshot_rows(account_id, f)
         as_of = cast(AsOf, await anext(stream))  # the first item; every later one is a LogRow
-        return as_of, cast(AsyncGenerator[logs.LogRow, None], stream)
+        rows = cast(AsyncGenerator[logs.LogRow, None], stream)
+        return LogExport(as_of, format, export_lines(rows, format), self.export_idle_seconds)
 
     async def _snapshot_rows(self, account_id: UUID, f: logs.LogFilter) -> AsyncGenerator[AsOf | logs.LogRow, None]:
         with self.exports.hold(account_id):
@@ -82,7 +105,7 @@ class LogService:
             async with conn:
                 async with conn.transaction():
                     await conn.execute("set transaction isolation level repeatable read, read only")
-                    position, time = await position_of(conn, LOGS)
-                    yield AsOf(position, time)
+                    position, time, checked = await freshness_of(conn, LOGS)
+                    yield AsOf(position, time, checked)
                     async for row in logs.every(conn, f):
                         yield row

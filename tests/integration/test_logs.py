@@ -123,6 +123,17 @@ async def walk(pool, f: LogFilter, limit: int) -> list[logs.LogRow]:
             after = (rows[-1].time, rows[-1].trace_id)
 
 
+async def walk_newer(pool, f: LogFilter, limit: int, oldest: list[logs.LogRow]) -> list[logs.LogRow]:
+    """From the page `oldest` back up to the newest entry by the `before` cursor (the Logs page's Newer),
+    `limit` at a time: every entry, newest first."""
+    seen, first = list(oldest), oldest
+    async with pool.connection() as conn:
+        while first:
+            first = await logs.page(conn, f, limit, before=(first[0].time, first[0].trace_id))
+            seen = first + seen
+    return seen
+
+
 async def test_each_request_is_logged_once_with_every_field(env):
     nc, pool, app, publisher = env
     (account_id,) = await accounts(app, 1)
@@ -225,7 +236,9 @@ async def test_filters_and_keyset_pages_are_exact(env):
         for f, wanted in cases:
             expected = [e.trace_id for e in mine if wanted(e)]
             f = msgspec.structs.replace(f, account_id=account_id)
-            assert [r.trace_id for r in await walk(pool, f, 7)] == expected, f
+            walked = await walk(pool, f, 7)
+            assert [r.trace_id for r in walked] == expected, f
+            assert [r.trace_id for r in await walk_newer(pool, f, 7, walked[-1:])] == expected, f
             # a cursor later than the window's end (a client may send any): the page starts at the end
             async with pool.connection() as conn:
                 late = (NOW + timedelta(days=1), uuid.UUID(int=0))

@@ -78,6 +78,21 @@ def test_with_a_cursor_the_time_has_one_upper_bound_the_tighter():
     assert _where(f, None) == (" where l.time >= %s and l.time < %s", [start, end])
 
 
+def test_a_newer_page_has_one_lower_bound_the_tighter():
+    """The `before` cursor (the Newer page) mirrors the older one: `start` or the cursor, whichever is later."""
+    start, end = datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 15, tzinfo=timezone.utc)
+    f = LogFilter(start=start, end=end)
+    inside = (start + timedelta(days=3), uuid.uuid4())
+    assert _where(f, None, inside) == (
+        " where l.time < %s and l.time >= %s and (l.time, l.trace_id) > (%s, %s)",
+        [end, inside[0], *inside],
+    )
+    at_start = (start, uuid.uuid4())  # ties on `start`: the row comparison keeps those after the cursor
+    assert _where(f, None, at_start)[1] == [end, start, *at_start]
+    earlier = (start - timedelta(seconds=1), uuid.uuid4())  # every row from start on is after it
+    assert _where(f, None, earlier) == (" where l.time >= %s and l.time < %s", [start, end])
+
+
 def test_a_page_reads_the_filters_as_the_api_declares_them():
     key = uuid.uuid4()
     read = read_filters({"status": "error", "model": "", "key_id": str(key)}, "model", "status", "key_id")

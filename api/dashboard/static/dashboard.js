@@ -37,8 +37,87 @@ document.addEventListener("input", (event) => {
 });
 document.addEventListener("DOMContentLoaded", listVariables);
 
+// The editor's message buttons (add, remove, move up, move down) change the rows in the page. Without JavaScript the
+// same buttons post the form and the server answers with the rows changed (prompt_pages.py): nothing is saved either way.
+function numberMessages(list) {
+  const rows = [...list.querySelectorAll(".message")];
+  rows.forEach((row, i) => {
+    const n = i + 1;
+    row.querySelectorAll("[data-n]").forEach((span) => { span.textContent = n; });
+    row.querySelectorAll("[data-field]").forEach((field) => { field.id = `${field.dataset.field}-${n}`; });
+    row.querySelectorAll("label[data-for]").forEach((label) => { label.htmlFor = `${label.dataset.for}-${n}`; });
+    row.querySelectorAll("button[name=action]").forEach((button) => {
+      const verb = button.value.split("-")[0];
+      button.value = `${verb}-${n}`;
+      button.disabled = (verb === "up" && n === 1) || (verb === "down" && n === rows.length);
+    });
+  });
+  list.closest("form").querySelector("button[value=add]").disabled = rows.length >= Number(list.dataset.max);
+}
+
+function blankMessage(after) {
+  const row = after.cloneNode(true);
+  const text = row.querySelector("textarea");
+  text.value = text.textContent = "";
+  row.querySelector("select").value = after.querySelector("select").value === "user" ? "assistant" : "user";
+  return row;
+}
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("form[data-editor] button[name=action]");
+  if (!button) return;
+  event.preventDefault();
+  const list = button.form.querySelector("ol.messages");
+  const rows = [...list.querySelectorAll(".message")];
+  const [verb, at] = button.value.split("-");
+  const row = rows[Number(at) - 1];
+  let focus = button;
+  if (verb === "add" && rows.length < Number(list.dataset.max)) {
+    const added = blankMessage(rows[rows.length - 1]);
+    list.append(added);
+    focus = added.querySelector("textarea");
+  } else if (verb === "remove" && row) {
+    const next = row.nextElementSibling || row.previousElementSibling;
+    if (next) row.remove(); else list.replaceChildren(blankMessage(row));
+    focus = (next || list.firstElementChild).querySelector("textarea");
+  } else if (verb === "up" && row && row.previousElementSibling) {
+    list.insertBefore(row, row.previousElementSibling);
+  } else if (verb === "down" && row && row.nextElementSibling) {
+    list.insertBefore(row.nextElementSibling, row);
+  }
+  numberMessages(list);
+  listVariables();
+  if (focus.disabled) focus = row && row.querySelector("textarea");  // moved to an end: that button is off now
+  if (focus) focus.focus();
+});
+
+// The Test asks nothing while a variable is blank: it says which (the server says the same without JavaScript).
+function blankVariables(names) {
+  const listed = names.length === 1 ? names[0] : `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;
+  return names.length === 1
+    ? `${listed} is empty: fill it in to test; nothing was sent`
+    : `${listed} are empty: fill them in to test; nothing was sent`;
+}
+
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const inputs = [...event.target.querySelectorAll("input[data-variable]")];
+  const empty = inputs.filter((input) => !input.value.trim());
+  inputs.forEach((input) => {
+    if (empty.includes(input)) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+  });
+  if (!empty.length) return;
+  event.preventDefault();
+  const said = document.createElement("p");
+  said.className = "error";
+  said.setAttribute("role", "alert");
+  said.textContent = blankVariables(empty.map((input) => input.dataset.variable));
+  document.getElementById("test-result").replaceChildren(said);
+  empty[0].focus();
+});
+
 // Card top-up (its own page, /billing/pay/<payment intent>, the only one that loads stripe.js): stripe.js tokenises the card (the number never reaches Mesh), Mesh charges it for the
 // payment it started, and stripe.js runs 3-D Secure when the bank asks for it (confirmCardPayment).
+// Ticked "Save this card for auto-refill": once paid, the card is the account's auto-refill card.
 async function payByCard(form) {
   const box = form.closest("[data-payment-intent]");
   const status = box.querySelector("[role=status]");
@@ -51,7 +130,7 @@ async function payByCard(form) {
     const csrf = form.querySelector("input[name=_csrf_token]").value;
     const answer = await fetch(`/billing/topups/${box.dataset.paymentIntent}/card`, {
       method: "POST", headers: { "content-type": "application/json", "x-csrftoken": csrf },
-      body: JSON.stringify({ token: token.id }),
+      body: JSON.stringify({ token: token.id, save_card: Boolean(form.elements.save_card && form.elements.save_card.checked) }),
     }).then((r) => r.json());
     if (answer.error) throw new Error(answer.error);
     if (answer.status === "requires_action") {
