@@ -12,6 +12,7 @@ from uuid import UUID
 
 import msgspec
 
+from api.spreadsheet_cells import cell
 from domain.money import pico_to_usd
 from projections import logs
 
@@ -163,7 +164,7 @@ async def _lines(rows: AsyncIterator[logs.LogRow], format: str) -> AsyncIterator
         if format == "csv":
             buffer.seek(0)
             buffer.truncate()
-            writer.writerow(["" if v is None else v for v in _csv_line(entry)])
+            writer.writerow([cell(v) for v in _csv_line(entry)])
             chunk.append(buffer.getvalue().encode())
         else:
             chunk.append(encode(entry) + b"\n")

@@ -21,6 +21,7 @@ from api.dashboard.settings import DashboardConfig
 from api.errors import ApiError
 from api.dashboard.time_ranges import SPEND_PRESETS, BadRange, SpendWindow, spend_window
 from api.services.billing import BillingService
+from api.spreadsheet_cells import cell
 from api.services.usage import MAX_CREDITS, MEASURES, STACKS, UsageService
 from domain.money import pico_to_usd
 from domain.ratelimit import RateLimited
@@ -190,7 +191,7 @@ class BillingPages(SessionPages):
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
         for row in usage.by_model if table == "model" else usage.by_key:
-            writer.writerow([value(row) for value in columns.values()])
+            writer.writerow([cell(value(row)) for value in columns.values()])
         last_day = (last - timedelta(microseconds=1)).date()
         name = f"mesh-spend-by-{table}-{first.date().isoformat()}-to-{last_day.isoformat()}.csv"
         return Response(buffer.getvalue(), headers={"content-disposition": f'attachment; filename="{name}"'})

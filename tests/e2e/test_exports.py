@@ -117,3 +117,24 @@ def test_stalled_exports_leave_the_api_answering_and_an_account_exports_once_at_
     finally:
         for sock in stalled:
             sock.close()
+
+
+def test_a_label_that_looks_like_a_formula_is_exported_as_text(mesh):
+    """CSV injection: a spreadsheet opening the export shows the label, never runs it."""
+    import csv
+    import io
+
+    _, token = sign_up(mesh)
+    created = api(mesh, "POST", "/api/keys", token, json={"label": "=HYPERLINK(1)", "default_model": "mesh/echo"})
+    assert created.status_code == 201, created.text
+    with httpx.Client(base_url=mesh.url, timeout=30) as client:
+        assert echo(client, created.json()["key"]) == 200
+    deadline = time.monotonic() + 30
+    while True:
+        rows = list(csv.DictReader(io.StringIO(api(mesh, "GET", "/api/logs/export?format=csv", token).text)))
+        if rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [row["key_label"] for row in rows] == ["'=HYPERLINK(1)"]
+    jsonl = api(mesh, "GET", "/api/logs/export?format=jsonl", token).text
+    assert '"key_label":"=HYPERLINK(1)"' in jsonl  # JSON is data, not a sheet: unchanged
