@@ -140,7 +140,7 @@ def _buckets(start: date, end: date, unit: str) -> tuple[list[str], list[str]]:
 class _Plot:
     """A chart's frame: gridlines at 0, half and the top with their values, and the x position of each bar."""
 
-    bottom, pad_top = 22, 8
+    bottom, pad_top = 22, 18  # room above the top gridline for its label at 375 px (20-unit text)
     char = 12  # the most an axis character takes, in the chart's units (at 375 px it is drawn about twice as large)
 
     def __init__(self, width: int, height: int, buckets: list[str], top: int, axis, label: str):

@@ -762,3 +762,65 @@ def test_as_of_says_how_current_a_page_is_not_when_the_last_event_happened(brows
         moment = datetime.combine(now.date(), datetime.strptime(shown, "%H:%M:%S").time(), timezone.utc)
         assert abs((now - moment).total_seconds()) < 3.5, (shown, now)
         expect(page.locator("h1 .asof")).to_be_visible()
+
+
+def test_every_page_fits_a_phone_and_a_desktop_and_is_pictured(browser, dashboard_mesh):
+    """Each page of the dashboard at 1280 px and at 375 px: nothing wider than the screen, no script error, and a
+    screenshot of each in test-artifacts/dashboard/page-<name>-<width>.png."""
+    from tests.e2e.conftest import funded_key
+
+    funded = funded_key(dashboard_mesh, "5", label="pictured")
+    auth = {"authorization": f"Bearer {funded.token}"}
+    client = openai.OpenAI(base_url=dashboard_mesh.url + "/v1", api_key=funded.key, max_retries=0)
+    answer = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=50
+    )
+    trace = answer.headers["x-mesh-trace-id"]
+    template = httpx.post(
+        dashboard_mesh.url + "/api/templates",
+        headers=auth,
+        json={"name": "pictured", "messages": [{"role": "user", "content": "Say {{word}}"}]},
+        timeout=15,
+    )
+    assert template.status_code == 201, template.text
+    for _ in range(100):  # the page of the request needs the logs read model to have it
+        if httpx.get(f"{dashboard_mesh.url}/api/logs/{trace}", headers=auth, timeout=15).status_code == 200:
+            break
+        time.sleep(0.1)
+    key_id, template_id = funded.created["id"], template.json()["id"]
+    signed_in = {
+        "keys": "/keys",
+        "key": f"/keys/{key_id}",
+        "key-rotate": f"/keys/{key_id}/rotate",
+        "billing": "/billing",
+        "billing-latency": "/billing?series=latency&range=7d",
+        "billing-by-key": "/billing?by=key&series=tokens",
+        "logs": "/logs",
+        "log-entry": f"/logs/{trace}",
+        "models": "/models",
+        "templates": "/templates",
+        "template-new": "/templates/new",
+        "template": f"/templates/{template_id}",
+        "not-found": "/no-such-page",
+    }
+    signed_out = {"login": "/login", "signup": "/signup"}
+    for width, height in ((1280, 900), (375, 800)):
+        context = browser.new_context(base_url=dashboard_mesh.url, viewport={"width": width, "height": height})
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            for name, path in signed_out.items():
+                page.goto(path)
+                assert page.evaluate("document.documentElement.scrollWidth") <= width, (path, width)
+                shot(page, f"page-{name}-{width}")
+            context.add_cookies([{"name": "mesh_session", "value": funded.token, "url": dashboard_mesh.url}])
+            for name, path in signed_in.items():
+                page.goto(path)
+                assert page.locator("nav").first.is_visible(), path  # every page keeps the navigation
+                assert page.evaluate("document.documentElement.scrollWidth") <= width, (path, width)
+                shot(page, f"page-{name}-{width}")
+            assert errors == []
+        finally:
+            context.close()

@@ -136,7 +136,7 @@ def test_the_spend_chart_stacks_each_day_by_series_with_exact_titles():
     titles = [r.find(f"{SVG}title").text for r in rects]
     assert titles == ["2026-11-01 · a: $3.000000", "2026-11-01 · b: $1.000000", "2026-11-03 · a: $2.000000000001"]
     heights = [float(r.get("height")) for r in rects]
-    plot = 200 - 22 - 8
+    plot = 200 - views._Plot.bottom - views._Plot.pad_top
     assert abs(heights[0] + heights[1] - plot) < 0.2  # the busiest day fills the plot
     assert abs(heights[0] / heights[1] - 3) < 0.01  # segments in proportion
     a_day1, b_day1 = rects[0], rects[1]
@@ -155,7 +155,7 @@ def test_small_series_are_folded_into_other_and_days_outside_are_left_out():
     assert len(fills) == 4 and views.PALETTE[-1] in fills
     assert legend.count("<li>") == 4 and ">other</li>" in legend
     total = sum(float(r.get("height")) for r in root.findall(f"{SVG}rect"))
-    assert abs(total - (200 - 22 - 8)) < 0.5  # the out-of-range row did not set the scale
+    assert abs(total - (200 - views._Plot.bottom - views._Plot.pad_top)) < 0.5  # the out-of-range row did not set the scale
 
 
 def test_an_empty_chart_is_still_a_valid_svg_with_its_days():
