@@ -824,3 +824,42 @@ def test_every_page_fits_a_phone_and_a_desktop_and_is_pictured(browser, dashboar
             assert errors == []
         finally:
             context.close()
+
+
+def test_a_streamed_requests_page_counts_the_upstreams_wait_in_its_first_token(browser, dashboard_mesh, fake_openai):
+    """The fake upstream waits 200 ms before its response's headers: the request's page shows a first token
+    and an upstream time of at least that, measured from the request's arrival as its client measures them."""
+    from tests.e2e.conftest import funded_key
+
+    funded = funded_key(dashboard_mesh, "5", label="streamed")
+    client = openai.OpenAI(base_url=dashboard_mesh.url + "/v1", api_key=funded.key, max_retries=0)
+    fake_openai.delay = 0.2
+    try:
+        started = time.monotonic()
+        with client.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=20, stream=True
+        ) as streamed:
+            trace = streamed.headers["x-mesh-trace-id"]
+            chunks = list(streamed.iter_lines())
+        measured_ms = (time.monotonic() - started) * 1000
+    finally:
+        fake_openai.delay = 0.0
+    assert chunks
+    context = browser.new_context(base_url=dashboard_mesh.url)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_cookies([{"name": "mesh_session", "value": funded.token, "url": dashboard_mesh.url}])
+    try:
+        page = context.new_page()
+        for _ in range(100):  # the page is drawn by the server: until the logs read model has the request
+            if page.goto(f"/logs/{trace}").status == 200:
+                break
+            time.sleep(0.1)
+        latency = page.locator("dt:text('Latency') + dd").inner_text()
+        shown = {
+            part.split(" ", 1)[0]: float(part.split(" ", 1)[1].removesuffix(" ms").replace(",", ""))
+            for part in (p.strip().replace("first token", "first_token") for p in latency.split("·"))
+        }
+        assert 200 <= shown["first_token"] <= shown["total"] <= measured_ms, (shown, measured_ms)
+        assert 200 <= shown["upstream"] <= shown["total"], shown
+    finally:
+        context.close()
