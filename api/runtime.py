@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -123,6 +124,7 @@ class Runtime:
         quotas: Quotas = Quotas(),
         stream_max_bytes: int | None = None,  # None: the default that fits (commands.stream)
         payment_guard: PaymentGuard | None = None,
+        tracer_provider: Any | None = None,  # an OpenTelemetry SDK TracerProvider: traces on (api/telemetry.py)
     ):
         self.nats_url = nats_url
         self.database_url = database_url
@@ -155,6 +157,7 @@ class Runtime:
         self.quotas = quotas
         self.stream_max_bytes = stream_max_bytes
         self.payment_guard = payment_guard or PaymentGuard()  # card payment attempts and pending top-ups
+        self.tracer_provider = tracer_provider
         self.projections: ProjectionWorker | None = None  # the projections run in this process (no child)
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -231,6 +234,11 @@ class Runtime:
             self.bodies,
             self.refusals,
         )
+        if self.tracer_provider is not None:  # each chat and embeddings request a span (gateway/tracing.py)
+            from api.telemetry import TRACER_NAME
+            from gateway.tracing import TracedGateway
+
+            self.gateway = TracedGateway(self.gateway, self.tracer_provider.get_tracer(TRACER_NAME))
         self._tasks = [
             asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
             asyncio.create_task(self.usage.run(self._stop), name="usage-spool"),
@@ -365,3 +373,5 @@ class Runtime:
             await self.pool.close()
         if hasattr(self, "nc"):
             await self.nc.drain()
+        if self.tracer_provider is not None:  # the batch span processor exports what it still holds
+            await asyncio.to_thread(self.tracer_provider.shutdown)
