@@ -22,9 +22,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # An unprivileged user; its home holds the data dir (the usage spool, a generated operator token).
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/mesh mesh
 
-# Dependencies are installed here, at build time: a container starts without the network.
+# Dependencies are installed here, at build time: a container starts without the network. The `otel` extra lets
+# the image export traces when OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/operations.md, "Tracing").
 COPY --from=wheel /dist /tmp/dist
-RUN pip install --no-compile /tmp/dist/mesh_gateway-*.whl && rm -rf /tmp/dist
+RUN pip install --no-compile "$(echo /tmp/dist/mesh_gateway-*.whl)[otel]" && rm -rf /tmp/dist
 
 USER mesh
 ENV MESH_DATA_DIR=/var/lib/mesh \

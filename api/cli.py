@@ -105,12 +105,14 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     from api.connections import StartupError
     from api.runtime_options import dashboard_config, load_catalog, runtime_for
     from api.servers import Servers, listen, private_dir
+    from api.telemetry import tracer_provider
 
     started = time.monotonic()
     # uvicorn re-raises the signal that stopped it; make SIGTERM unwind like Ctrl-C so the
     # embedded servers are stopped on the way out.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     catalog = load_catalog(settings)
+    tracing = tracer_provider()  # before anything starts: a missing extra stops `mesh up` with one line
     listening = listen(settings.host, settings.port)
     servers = Servers(settings)
     private_dir(settings.data_path)
@@ -118,7 +120,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
     generated = not settings.operator_token and not settings.operator_token_path.exists()
     token = settings.resolved_operator_token()
     with servers:
-        runtime = runtime_for(settings, servers, catalog, token, run_projections)
+        runtime = runtime_for(settings, servers, catalog, token, run_projections, tracing)
         config = uvicorn.Config(
             MeshASGI(runtime, dashboard_config(settings)),
             host=settings.host,

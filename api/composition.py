@@ -86,7 +86,7 @@ def compose(runtime: Runtime) -> Services:
         health_service=health,
         one_time_views=OneTimeViews(pool),
         metrics_service=MetricsService(
-            runtime.gateway.metrics,
+            runtime.gateway_metrics,
             runtime.budgets,
             runtime.usage,
             health,

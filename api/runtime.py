@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -48,6 +49,7 @@ from gateway.app import DISCONNECT_DRAIN_SECONDS, Gateway
 from gateway.refusals import FLUSH_SECONDS as REFUSALS_FLUSH_SECONDS
 from gateway.refusals import Refusals
 from gateway.bodies import BodyPublisher
+from gateway.metrics import GatewayMetrics
 from gateway.lease_admission import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from gateway.catalog import Catalog
 from gateway.freelimit import DEFAULT_FREE_RPM
@@ -124,6 +126,7 @@ class Runtime:
         stream_max_bytes: int | None = None,  # None: the default that fits (commands.stream)
         payment_guard: PaymentGuard | None = None,
         metrics_token: str | None = None,
+        tracer_provider: Any | None = None,  # an OpenTelemetry SDK TracerProvider: traces on (api/telemetry.py)
     ):
         self.nats_url = nats_url
         self.database_url = database_url
@@ -157,6 +160,7 @@ class Runtime:
         self.stream_max_bytes = stream_max_bytes
         self.payment_guard = payment_guard or PaymentGuard()  # card payment attempts and pending top-ups
         self.metrics_token = metrics_token  # MESH_METRICS_TOKEN: reads GET /metrics, besides the operator token
+        self.tracer_provider = tracer_provider
         self.projections: ProjectionWorker | None = None  # the projections run in this process (no child)
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -221,6 +225,7 @@ class Runtime:
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
         self.bodies = BodyPublisher(self.nc, self.stream) if self.log_bodies else None
         self.refusals = Refusals(self.nc, self.stream, self.refusals_flush_seconds)
+        self.gateway_metrics = GatewayMetrics()  # what GET /metrics reports of this process's requests
         self.gateway = Gateway(
             self.catalog,
             self.adapters,
@@ -232,7 +237,13 @@ class Runtime:
             self.free_rpm,
             self.bodies,
             self.refusals,
+            self.gateway_metrics,
         )
+        if self.tracer_provider is not None:  # each chat and embeddings request a span (gateway/tracing.py)
+            from api.telemetry import TRACER_NAME
+            from gateway.tracing import TracedGateway
+
+            self.gateway = TracedGateway(self.gateway, self.tracer_provider.get_tracer(TRACER_NAME))
         self._tasks = [
             asyncio.create_task(self.budgets.run(self._stop), name="budget-sweeper"),
             asyncio.create_task(self.usage.run(self._stop), name="usage-spool"),
@@ -367,3 +378,5 @@ class Runtime:
             await self.pool.close()
         if hasattr(self, "nc"):
             await self.nc.drain()
+        if self.tracer_provider is not None:  # the batch span processor exports what it still holds
+            await asyncio.to_thread(self.tracer_provider.shutdown)

@@ -107,8 +107,11 @@ def dashboard_config(settings: Settings):
     return DashboardConfig(settings.stripe_js_url, settings.stripe_publishable_key)
 
 
-def runtime_for(settings: Settings, servers: Servers, catalog, operator_token: str, run_projections: bool):
-    """The Runtime of `mesh up` on these servers (its projections in a child process)."""
+def runtime_for(
+    settings: Settings, servers: Servers, catalog, operator_token: str, run_projections: bool, tracer_provider=None
+):
+    """The Runtime of `mesh up` on these servers (its projections in a child process; traces exported through
+    `tracer_provider` when it is given: api/telemetry.py)."""
     from api.runtime import Runtime
 
     return Runtime(
@@ -136,4 +139,5 @@ def runtime_for(settings: Settings, servers: Servers, catalog, operator_token: s
         export_idle_seconds=settings.export_idle_seconds,
         metrics_token=settings.metrics_token,
         **limits(settings),
+        tracer_provider=tracer_provider,
     )

@@ -263,6 +263,9 @@ class Upstream:
             f"{name}: {value}\r\n".encode() for name, value in headers.items()
         )
         self._targets: dict[str, Target] = {}  # per path, so a request parses and joins nothing
+        # Set only while tracing is on (gateway/tracing.py): the header lines (`traceparent`, `tracestate`) naming
+        # the running upstream call's span, added to each request's header block.
+        self.trace_headers: Callable[[], bytes] | None = None
 
     def _target(self, path: str) -> Target:
         target = self._targets.get(path)
@@ -275,7 +278,7 @@ class Upstream:
             status, content = await self.transport.request(
                 b"POST",
                 self._target(path),
-                self._head,
+                self._head if self.trace_headers is None else self._head + self.trace_headers(),
                 msgspec.json.encode(document),
                 connect_timeout=self.provider.connect_timeout,
                 timeout=self.provider.timeout,
@@ -295,7 +298,7 @@ class Upstream:
             response = await self.transport.open(
                 b"POST",
                 target,
-                self._head,
+                self._head if self.trace_headers is None else self._head + self.trace_headers(),
                 msgspec.json.encode(document),
                 connect_timeout=self.provider.connect_timeout,
                 read_timeout=self.provider.timeout,

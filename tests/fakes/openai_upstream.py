@@ -42,6 +42,7 @@ class FakeOpenAI:
         self.reply_words = reply_words
         self.api_key = api_key
         self.requests: list[dict] = []
+        self.request_headers: list[dict[bytes, bytes]] = []  # each request's headers, beside `requests`
         self.fail_with: tuple[int, str] | None = None  # (status, message) to answer the next requests with
         self.delay = 0.0  # seconds before answering
         self.chunk_delay = 0.0  # seconds between stream chunks
@@ -78,6 +79,7 @@ class FakeOpenAI:
             return await self._json(send, 404, {"error": {"message": "Unknown URL", "type": "invalid_request_error"}})
         request = json.loads(body)
         self.requests.append(request)
+        self.request_headers.append(headers)
         if self.delay:
             await asyncio.sleep(self.delay)
         if scope["path"] == "/v1/embeddings":

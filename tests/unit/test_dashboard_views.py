@@ -155,7 +155,8 @@ def test_small_series_are_folded_into_other_and_days_outside_are_left_out():
     assert len(fills) == 4 and views.PALETTE[-1] in fills
     assert legend.count("<li>") == 4 and ">other</li>" in legend
     total = sum(float(r.get("height")) for r in root.findall(f"{SVG}rect"))
-    assert abs(total - (200 - views._Plot.bottom - views._Plot.pad_top)) < 0.5  # the out-of-range row did not set the scale
+    plot = 200 - views._Plot.bottom - views._Plot.pad_top
+    assert abs(total - plot) < 0.5  # the out-of-range row did not set the scale
 
 
 def test_an_empty_chart_is_still_a_valid_svg_with_its_days():
