@@ -31,6 +31,7 @@ from api.routes.logs import AdminLogController, LogController
 from api.routes.models import ModelController
 from api.routes.prompt_templates import TemplateController
 from api.routes.topups import AutoRefillController, TopUpController, stripe_webhook
+from api.routes.webhooks import WebhookController
 from api.runtime import Runtime
 from api.security_headers import with_security_headers
 
@@ -48,6 +49,7 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
             AutoRefillController,
             ModelController,
             TemplateController,
+            WebhookController,
             LogController,
             AdminLogController,
             AdminController,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -25,6 +26,7 @@ from api.projection_worker import ProjectionWorker, ensure_read_models
 from api.read_models import DIRECTORY
 from api.services.read_your_writes import ReadModelWaiter
 from api.supervisor import Child, Supervisor
+from api.webhook_delivery import WebhookOptions
 from commands.accounts import DEFAULT_SESSION, AccountCommands
 from commands.app import Conflict, MeshApplication
 from commands.autorefill import AutoRefillCommands
@@ -40,6 +42,7 @@ from commands.stream import (
 )
 from commands.prompt_templates import TemplateCommands
 from commands.topups import TopUpCommands
+from commands.webhooks import WebhookCommands
 from domain.credentials import PASSWORD_KDF, ScryptParams
 from domain.quota import Quotas
 from gateway import feed
@@ -123,6 +126,7 @@ class Runtime:
         quotas: Quotas = Quotas(),
         stream_max_bytes: int | None = None,  # None: the default that fits (commands.stream)
         payment_guard: PaymentGuard | None = None,
+        webhooks: WebhookOptions | None = None,
     ):
         self.nats_url = nats_url
         self.database_url = database_url
@@ -155,6 +159,7 @@ class Runtime:
         self.quotas = quotas
         self.stream_max_bytes = stream_max_bytes
         self.payment_guard = payment_guard or PaymentGuard()  # card payment attempts and pending top-ups
+        self.webhook_options = webhooks or WebhookOptions(secrets.token_urlsafe(32))  # deliveries, when given
         self.projections: ProjectionWorker | None = None  # the projections run in this process (no child)
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -194,6 +199,7 @@ class Runtime:
         self.accounts = AccountCommands(self.app, self.session, signup=self.signup, password_kdf=self.password_kdf)
         self.keys = KeyCommands(self.app, self.quotas)
         self.templates = TemplateCommands(self.app, self.quotas)
+        self.webhooks = WebhookCommands(self.app, self.webhook_options.allow_private)
         self.source = StreamSource(self.nc, self.stream)
         self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
         self.budget = BudgetCommands(self.app)
@@ -209,7 +215,12 @@ class Runtime:
         )
         if self.run_projections:
             worker = ProjectionWorker(
-                self.nc, self.pool, self.stream, log_bodies=self.log_bodies, retention_days=self.log_retention_days
+                self.nc,
+                self.pool,
+                self.stream,
+                log_bodies=self.log_bodies,
+                retention_days=self.log_retention_days,
+                webhooks=self.webhook_options,
             )
             await worker.rebuild_outdated(outdated)
             await worker.catch_up()  # serve from read models that have seen the whole log

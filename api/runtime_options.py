@@ -107,6 +107,16 @@ def dashboard_config(settings: Settings):
     return DashboardConfig(settings.stripe_js_url, settings.stripe_publishable_key)
 
 
+def webhook_options(settings: Settings):
+    from api.webhook_delivery import WebhookOptions
+
+    return WebhookOptions(
+        settings.resolved_webhook_signing_key(),
+        settings.webhook_allow_private,
+        settings.webhook_retry_base_seconds,
+    )
+
+
 def runtime_for(settings: Settings, servers: Servers, catalog, operator_token: str, run_projections: bool):
     """The Runtime of `mesh up` on these servers (its projections in a child process)."""
     from api.runtime import Runtime
@@ -135,4 +145,5 @@ def runtime_for(settings: Settings, servers: Servers, catalog, operator_token: s
         free_rpm=settings.free_rpm,
         export_idle_seconds=settings.export_idle_seconds,
         **limits(settings),
+        webhooks=webhook_options(settings),
     )
