@@ -36,9 +36,14 @@ SIGNATURE_TOLERANCE = 300  # seconds a receiver should accept between `t` and it
 class InvalidWebhook(ValueError):
     """An endpoint's settings break a rule; `param` names the field."""
 
-    def __init__(self, message: str, param: str):
+    def __init__(self, message: str, param: str = "url"):
         super().__init__(message)
         self.param = param
+
+
+class InvalidDescription(InvalidWebhook):
+    def __init__(self, message: str):
+        super().__init__(message, "description")
 
 
 class WebhookNotFound(LookupError):
@@ -49,7 +54,7 @@ def check_url(url: str, allow_private: bool) -> str:
     """The URL's syntax: https (http only where private addresses are allowed), a host, no user or password in
     it (it is stored in events), at most MAX_URL_LENGTH characters. A host written as an address must be a
     public one unless `allow_private`; a name is resolved and checked by the caller (and again at delivery)."""
-    check_text(url, "url", MAX_URL_LENGTH, error=_url_error)
+    check_text(url, "url", MAX_URL_LENGTH, error=InvalidWebhook)
     parts = urlsplit(url)
     schemes = ("https", "http") if allow_private else ("https",)
     if parts.scheme not in schemes:
@@ -77,10 +82,6 @@ def check_url(url: str, allow_private: bool) -> str:
     return url
 
 
-def _url_error(message: str) -> InvalidWebhook:
-    return InvalidWebhook(message, "url")
-
-
 def private_refusal(host: str, reason: str) -> str:
     return (
         f"url's host {host} is a {reason} address; webhooks go to public addresses only "
@@ -94,11 +95,11 @@ def refused_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
         address = address.ipv4_mapped
     for reason, refused in (
         ("loopback", address.is_loopback),
-        ("private", address.is_private),
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
-        ("reserved", address.is_reserved),
         ("unspecified", address.is_unspecified),
+        ("private", address.is_private),
+        ("reserved", address.is_reserved),
         ("non-public", not address.is_global),
     ):
         if refused:
@@ -188,7 +189,7 @@ class Webhooks(Aggregate):
         check_url(url, allow_private)
         check_events(events)
         check_threshold(events, threshold)
-        check_text(description, "description", MAX_LABEL_LENGTH, error=_description_error)
+        check_text(description, "description", MAX_LABEL_LENGTH, error=InvalidDescription)
         self._add(self.account_id, endpoint_id, url, events, threshold, description)
 
     @event(EndpointAdded)
@@ -222,7 +223,7 @@ class Webhooks(Aggregate):
         check_url(url, allow_private)
         check_events(events)
         check_threshold(events, threshold)
-        check_text(description, "description", MAX_LABEL_LENGTH, error=_description_error)
+        check_text(description, "description", MAX_LABEL_LENGTH, error=InvalidDescription)
         if current != Endpoint(url, list(events), threshold, description):
             self._update(endpoint_id, url, events, threshold, description)
 
@@ -239,10 +240,6 @@ class Webhooks(Aggregate):
     @event(EndpointRemoved)
     def _remove(self, endpoint_id: UUID) -> None:
         del self.endpoints[endpoint_id]
-
-
-def _description_error(message: str) -> InvalidWebhook:
-    return InvalidWebhook(message, "description")
 
 
 class Endpoint:
@@ -289,7 +286,7 @@ def verify_signature(secret: str, header: str, body: bytes, now: int, tolerance:
 
 def retry_delay(attempts: int, base: float) -> float:
     """Seconds to wait after the `attempts`-th failed attempt: base, doubling each time, at most MAX_RETRY_DELAY."""
-    return min(base * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY)
+    return float(min(base * 2 ** max(attempts - 1, 0), MAX_RETRY_DELAY))
 
 
 def balance_watch(armed: bool, balance: int, threshold: int) -> tuple[bool, bool]:

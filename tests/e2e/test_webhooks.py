@@ -16,8 +16,6 @@ import pytest
 from domain.webhook import verify_signature
 from tests.e2e.conftest import MeshProcess, own_mesh
 
-pytestmark = pytest.mark.e2e
-
 WAIT = 30  # seconds a delivery may take to arrive (the worker looks every 0.25 s; retries wait 0.5 s, 1 s, ...)
 SETTINGS = {
     "MESH_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on 127.0.0.1
