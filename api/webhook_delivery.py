@@ -51,8 +51,8 @@ async def checked_addresses(host: str, port: int, allow_private: bool) -> list[s
     loop = asyncio.get_running_loop()
     try:
         infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), ATTEMPT_TIMEOUT)
-    except (OSError, asyncio.TimeoutError) as exc:
-        raise Refused(f"cannot resolve {host}: {exc}") from None
+    except (OSError, UnicodeError, ValueError, asyncio.TimeoutError) as exc:  # UnicodeError: a bad IDNA name
+        raise Refused(f"cannot resolve {host[:100]}: {exc or type(exc).__name__}") from None
     addresses = sorted({info[4][0] for info in infos})
     if not allow_private:
         for address in addresses:

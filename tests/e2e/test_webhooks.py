@@ -4,6 +4,7 @@ signature, is retried after a 500 and after Mesh restarts, and a private address
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -227,3 +228,48 @@ def test_private_address_refused_by_default(mesh):
     ).json()["error"]
     assert "loopback" in refused["message"] and "MESH_WEBHOOK_ALLOW_PRIVATE" in refused["message"]
     assert httpx.get(mesh.url + "/api/webhooks", headers=auth).json() == {"data": []}
+
+
+def test_dashboard_page_adds_shows_secret_once_lists_attempts_and_resends(hooks_mesh, receiver):
+    _, auth = account(hooks_mesh, "1")
+    token = auth["authorization"].removeprefix("Bearer ")
+    with httpx.Client(base_url=hooks_mesh.url, cookies={"mesh_session": token}, timeout=30) as browser:
+        listing = browser.get("/webhooks")
+        assert listing.status_code == 200 and 'aria-current="page">Webhooks' in listing.text
+        csrf = re.search(r'name="_csrf_token" value="([^"]+)"', listing.text).group(1)
+        refused = browser.post("/webhooks", data={"_csrf_token": csrf, "url": receiver.url, "events": ["balance.low"]})
+        assert "balance.low needs balance_low_threshold_usd" in refused.text
+        made = browser.post(
+            "/webhooks",
+            data={
+                "_csrf_token": csrf,
+                "url": receiver.url,
+                "events": ["balance.low", "topup.failed"],
+                "balance_low_threshold_usd": "5",
+            },
+        )
+        assert made.status_code == 303 and made.headers["location"].startswith("/webhooks?created=")
+        shown = browser.get(made.headers["location"])
+        secret = re.search(r'<code id="secret">(whsec_[0-9a-f]+)</code>', shown.text).group(1)
+        assert secret not in browser.get(made.headers["location"]).text  # once
+        [endpoint] = httpx.get(hooks_mesh.url + "/api/webhooks", headers=auth).json()["data"]
+        until(
+            lambda: (
+                deliveries_of(hooks_mesh, auth, endpoint)
+                and deliveries_of(hooks_mesh, auth, endpoint)[0]["status"] == "delivered"
+            )
+        )
+        headers, body = receiver.received[-1]
+        assert verify_signature(secret, headers["mesh-signature"], body, int(time.time()))
+
+        page = browser.get(f"/webhooks/{endpoint['id']}")
+        assert "balance.low" in page.text and "200, " in page.text
+        [delivery] = deliveries_of(hooks_mesh, auth, endpoint)
+        resent = browser.post(
+            f"/webhooks/{endpoint['id']}/deliveries/{delivery['id']}/resend", data={"_csrf_token": csrf}
+        )
+        assert resent.status_code == 303 and resent.headers["location"] == f"/webhooks/{endpoint['id']}"
+        until(lambda: "(resent by hand)" in browser.get(f"/webhooks/{endpoint['id']}").text, what="the resend")
+        removed = browser.post(f"/webhooks/{endpoint['id']}/remove", data={"_csrf_token": csrf})
+        assert removed.status_code == 303
+    assert httpx.get(hooks_mesh.url + "/api/webhooks", headers=auth).json() == {"data": []}
