@@ -21,6 +21,7 @@ WAIT = 30  # seconds a delivery may take to arrive (the worker looks every 0.25 
 SETTINGS = {
     "MESH_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on 127.0.0.1
     "MESH_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
+    "MESH_REFUSALS_FLUSH_SECONDS": "1",  # usage.refused (key.cap_reached comes from it) within a second
 }
 
 
@@ -272,4 +273,48 @@ def test_dashboard_page_adds_shows_secret_once_lists_attempts_and_resends(hooks_
         until(lambda: "(resent by hand)" in browser.get(f"/webhooks/{endpoint['id']}").text, what="the resend")
         removed = browser.post(f"/webhooks/{endpoint['id']}/remove", data={"_csrf_token": csrf})
         assert removed.status_code == 303
+    assert httpx.get(hooks_mesh.url + "/api/webhooks", headers=auth).json() == {"data": []}
+
+
+def test_topup_and_key_cap_notifications_and_endpoint_changes(hooks_mesh, receiver):
+    account_id, auth = account(hooks_mesh, "3")
+    endpoint = register(hooks_mesh, auth, receiver.url, events=["topup.succeeded", "key.cap_reached"])
+
+    topup = httpx.post(
+        hooks_mesh.url + "/api/billing/topups", headers=auth, json={"amount_usd": "10", "provider": "bank_transfer"}
+    )
+    assert topup.status_code == 201, topup.text
+    confirmed = httpx.post(
+        f"{hooks_mesh.url}/admin/topups/{topup.json()['reference']}/confirm",
+        headers={"authorization": f"Bearer {hooks_mesh.operator_token}"},
+        json={},
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    until(lambda: receiver.of_type("topup.succeeded"), what="topup.succeeded")
+    [(_, body)] = receiver.of_type("topup.succeeded")
+    assert json.loads(body)["data"]["amount_usd"].startswith("10.") and json.loads(body)["account_id"] == account_id
+
+    capped = httpx.post(hooks_mesh.url + "/api/keys", headers=auth, json={"label": "c", "spend_cap_usd": "0.1"})
+    client = openai.OpenAI(base_url=hooks_mesh.url + "/v1", api_key=capped.json()["key"], max_retries=0)
+    for _ in range(3):
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(
+                model="acme/pricey", messages=[{"role": "user", "content": "hi"}], max_tokens=8
+            )
+        assert refused.value.status_code == 402
+    until(lambda: receiver.of_type("key.cap_reached"), what="key.cap_reached")
+    time.sleep(2)
+    [(_, body)] = receiver.of_type("key.cap_reached")  # once, however many refusals
+    assert json.loads(body)["data"]["key_id"] == capped.json()["id"]
+
+    url = f"{hooks_mesh.url}/api/webhooks/{endpoint['id']}"
+    bad = httpx.patch(url, headers=auth, json={"events": ["balance.low"]}).json()["error"]
+    assert bad["code"] == "invalid_webhook" and "balance_low_threshold_usd" in bad["message"], bad
+    bad = httpx.patch(url, headers=auth, json={"events": ["nope"]})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "events[0]", bad.text
+    changed = httpx.patch(url, headers=auth, json={"events": ["balance.low"], "balance_low_threshold_usd": "0.5"})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["events"] == ["balance.low"] and changed.json()["balance_low_threshold_usd"].startswith("0.5")
+    assert httpx.delete(url, headers=auth).status_code == 204
+    assert httpx.get(url, headers=auth).status_code == 404
     assert httpx.get(hooks_mesh.url + "/api/webhooks", headers=auth).json() == {"data": []}
