@@ -13,7 +13,7 @@ import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
-from api.read_models import LOG_BODIES, READ_MODELS, RETENTION_EVERY, trim_logs
+from api.read_models import FOLLOWERS, LOG_BODIES, READ_MODELS, RETENTION_EVERY, trim_logs
 from api.webhook_delivery import WebhookDelivery, WebhookOptions
 from commands.stream import bodies_stream
 from domain.events import subject_prefix
@@ -31,7 +31,7 @@ log = logging.getLogger("mesh")
 async def ensure_read_models(pool: AsyncConnectionPool) -> list[ReadModel]:
     """Create the read models' tables where missing; the read models an older Mesh built (to rebuild)."""
     async with pool.connection() as conn:
-        return await ensure_schema(conn, [*READ_MODELS, LOG_BODIES, WEBHOOKS])
+        return await ensure_schema(conn, [*FOLLOWERS, LOG_BODIES])
 
 
 class ProjectionWorker:

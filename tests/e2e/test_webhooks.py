@@ -315,6 +315,8 @@ def test_topup_and_key_cap_notifications_and_endpoint_changes(hooks_mesh, receiv
     changed = httpx.patch(url, headers=auth, json={"events": ["balance.low"], "balance_low_threshold_usd": "0.5"})
     assert changed.status_code == 200, changed.text
     assert changed.json()["events"] == ["balance.low"] and changed.json()["balance_low_threshold_usd"].startswith("0.5")
+    lags = {p["name"]: p["lag"] for p in hooks_mesh.health().json()["projections"]}
+    assert "webhooks" in lags  # the outbox's position is in /health like a read model's
     assert httpx.delete(url, headers=auth).status_code == 204
     assert httpx.get(url, headers=auth).status_code == 404
     assert httpx.get(hooks_mesh.url + "/api/webhooks", headers=auth).json() == {"data": []}
