@@ -8,8 +8,9 @@ A failed attempt is retried after `retry_delay` (doubling) until the delivery's 
 marked failed and the next one goes. Everything lives in PostgreSQL, so a restart resumes where it was.
 
 A delivery never goes to a loopback, private, link-local, multicast or reserved address unless
-MESH_WEBHOOK_ALLOW_PRIVATE: the host is resolved at every attempt and each address it has is checked
-(a name that pointed somewhere public at registration may not anymore). Redirects are not followed.
+MESH_WEBHOOK_ALLOW_PRIVATE: the host is resolved at every attempt, each address it has is checked (a name that
+pointed somewhere public at registration may not anymore), and the request goes to the address checked (DNS
+rebinding cannot swap it in between). Redirects are not followed.
 """
 
 from __future__ import annotations
@@ -178,31 +179,47 @@ class WebhookDelivery:
             log.info("webhook delivery %s attempt %d: %s", delivery_id, attempts + 1, error or status_code)
 
     async def _post(self, url: str, body: bytes, endpoint_id: UUID, event_id: UUID) -> tuple[int | None, str | None]:
+        """POST to the address just checked (not a second lookup a rebinding DNS could answer differently): the URL
+        names that address, the Host header and TLS's server name (certificate check included) the host."""
         parts = urlsplit(url)
+        host = parts.hostname or ""
         try:
-            await checked_addresses(
-                parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80), self.allow_private
+            addresses = await checked_addresses(
+                host, parts.port or (443 if parts.scheme == "https" else 80), self.allow_private
             )
         except Refused as exc:
             return None, str(exc)[:MAX_ERROR_LENGTH]
         timestamp = int(time.time())
         headers = {
+            "host": parts.netloc,
             "content-type": "application/json",
             "user-agent": "Mesh-Webhooks/1",
             "mesh-event-id": str(event_id),
             SIGNATURE_HEADER: signature(endpoint_secret(self.signing_key, endpoint_id), timestamp, body),
         }
+        pinned = httpx.URL(url).copy_with(host=pinned_address(addresses))
         try:
-            async with self.client.stream("POST", url, content=body, headers=headers) as response:
+            request = self.client.build_request(
+                "POST", pinned, content=body, headers=headers, extensions={"sni_hostname": host}
+            )
+            response = await self.client.send(request, stream=True)
+            try:
                 read = 0
                 async for chunk in response.aiter_raw():
                     read += len(chunk)
                     if read >= MAX_RESPONSE_BYTES:
                         break
-                if 300 <= response.status_code < 400:
-                    return response.status_code, "redirects are not followed; give the endpoint's final URL"
-                if response.status_code >= 400:
-                    return response.status_code, f"the endpoint answered {response.status_code}"
-                return response.status_code, None
+            finally:
+                await response.aclose()
+            if 300 <= response.status_code < 400:
+                return response.status_code, "redirects are not followed; give the endpoint's final URL"
+            if response.status_code >= 400:
+                return response.status_code, f"the endpoint answered {response.status_code}"
+            return response.status_code, None
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+
+
+def pinned_address(addresses: list[str]) -> str:
+    """The address to connect to: the first IPv4 one, else the first (all of them were checked)."""
+    return next((a for a in addresses if ":" not in a), addresses[0]).split("%", 1)[0]

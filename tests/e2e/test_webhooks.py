@@ -169,7 +169,8 @@ def test_balance_low_once_per_crossing_signed(hooks_mesh, receiver):
 def test_retried_after_500_and_resent_by_hand(hooks_mesh, receiver):
     receiver.status = 500
     account_id, auth = account(hooks_mesh, "1")
-    endpoint = register(hooks_mesh, auth, receiver.url, events=["balance.low"], balance_low_threshold_usd="5")
+    by_name = receiver.url.replace("127.0.0.1", "localhost")  # resolved at each attempt, sent to that address
+    endpoint = register(hooks_mesh, auth, by_name, events=["balance.low"], balance_low_threshold_usd="5")
     until(lambda: len(receiver.received) >= 2, what="a retry after the 500")
     receiver.status = 204
     until(lambda: any(d["status"] == "delivered" for d in deliveries_of(hooks_mesh, auth, endpoint)), what="delivery")
@@ -178,6 +179,7 @@ def test_retried_after_500_and_resent_by_hand(hooks_mesh, receiver):
     assert codes[:2] == [500, 500] and codes[-1] == 204, codes
     assert len({json.loads(b)["id"] for _, b in receiver.received}) == 1  # every attempt is the same event
     assert all("the endpoint answered 500" == a["error"] for a in delivery["attempts"][:-1])
+    assert receiver.received[0][0]["host"] == by_name.split("/")[2]  # the Host header names the host, not the address
 
     sent = len(receiver.received)
     resent = httpx.post(
