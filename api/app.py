@@ -32,6 +32,7 @@ from api.routes.metrics import metrics
 from api.routes.models import ModelController
 from api.routes.prompt_templates import TemplateController
 from api.routes.topups import AutoRefillController, TopUpController, stripe_webhook
+from api.routes.webhooks import WebhookController
 from api.runtime import Runtime
 from api.security_headers import with_security_headers
 
@@ -49,6 +50,7 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
             AutoRefillController,
             ModelController,
             TemplateController,
+            WebhookController,
             LogController,
             AdminLogController,
             AdminController,

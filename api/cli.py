@@ -191,6 +191,7 @@ async def _projections_only(settings: Settings) -> int:
     from api.projection_process import BACKGROUND_POSTGRES, PostgresPriority
     from api.projection_worker import ProjectionWorker, ensure_read_models
     from api.read_models import READ_MODELS
+    from api.runtime_options import webhook_options
     from commands.stream import ensure_bodies_stream, ensure_stream
 
     if not settings.nats_url or not settings.database_url:
@@ -208,7 +209,12 @@ async def _projections_only(settings: Settings) -> int:
     pool = await open_pool(settings.database_url, configure=lower_backend if priority else None)
     outdated = await ensure_read_models(pool)
     worker = ProjectionWorker(
-        nc, pool, settings.stream, log_bodies=settings.bodies_logged, retention_days=settings.log_retention_days
+        nc,
+        pool,
+        settings.stream,
+        log_bodies=settings.bodies_logged,
+        retention_days=settings.log_retention_days,
+        webhooks=webhook_options(settings),
     )
     await worker.rebuild_outdated(outdated)
     stop = asyncio.Event()

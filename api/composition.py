@@ -23,6 +23,7 @@ from api.services.one_time_views import OneTimeViews
 from api.services.template_trial import TemplateTrial
 from api.services.usage import UsageService
 from api.services.prompt_templates import TemplateService
+from api.services.webhooks import WebhookService
 
 if TYPE_CHECKING:
     from api.runtime import Runtime
@@ -42,6 +43,7 @@ class Services:
     log_service: LogService
     admin_service: AdminService
     health_service: HealthService
+    webhook_service: WebhookService
     one_time_views: OneTimeViews  # what a dashboard page shows once, after the redirect of a POST
     metrics_service: MetricsService
 
@@ -84,6 +86,13 @@ def compose(runtime: Runtime) -> Services:
             runtime.accounts, runtime.topups, runtime.catalog_commands, runtime.catalog, pool, waiter
         ),
         health_service=health,
+        webhook_service=WebhookService(
+            runtime.webhooks,
+            pool,
+            waiter,
+            runtime.webhook_options.signing_key,
+            runtime.webhook_options.allow_private,
+        ),
         one_time_views=OneTimeViews(pool),
         metrics_service=MetricsService(
             runtime.gateway_metrics,

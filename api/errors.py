@@ -27,6 +27,7 @@ from domain.rendering import InvalidTemplate, TemplateTooLarge, TemplateVariable
 from domain.rendering import TemplateVariableUnknown
 from domain.template import TemplateArchived, TemplateNameTaken, TemplateNotFound
 from domain.topup import TopUpError
+from domain.webhook import InvalidWebhook, WebhookNotFound
 from api.input_errors import InvalidInput, query_error
 from api.payments import CardDeclined, PaymentError
 from api.services.errors import Busy, Invalid, Missing, ServiceError, Unavailable
@@ -60,6 +61,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
     TopUpError: (409, "topup_state"),
+    InvalidWebhook: (400, "invalid_webhook"),
+    WebhookNotFound: (404, "not_found"),
     CardDeclined: (402, "card_declined"),
     PaymentError: (502, "payment_provider_error"),
     InvalidTemplate: (400, "invalid_template"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.connections import connect_nats, open_pool
-from api.read_models import LOGS, READ_MODELS
+from api.read_models import FOLLOWERS, LOGS, READ_MODELS
 from api.servers import MeshError, Servers
 from api.settings import Settings
 
@@ -13,7 +13,7 @@ async def quarantine(settings: Settings, action: str, name: str | None) -> int:
     from projections.quarantine import quarantined, retry
     from projections.source import StreamSource
 
-    models = {m.name: m for m in READ_MODELS}
+    models = {m.name: m for m in FOLLOWERS}
     if name is not None and name not in models:
         raise MeshError(f"unknown read model {name!r}; choose one of: {', '.join(models)}")
     with Servers(settings) as servers:
@@ -22,7 +22,7 @@ async def quarantine(settings: Settings, action: str, name: str | None) -> int:
         try:
             if action == "retry":
                 source = StreamSource(nc, settings.stream)
-                for model in [models[name]] if name else READ_MODELS:
+                for model in [models[name]] if name else FOLLOWERS:
 
                     def progress(item, error: str | None) -> None:
                         outcome = "applied" if error is None else f"still fails: {error}"

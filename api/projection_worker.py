@@ -13,13 +13,16 @@ import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
-from api.read_models import LOG_BODIES, READ_MODELS, RETENTION_EVERY, trim_logs
+from api.read_models import FOLLOWERS, LOG_BODIES, READ_MODELS, RETENTION_EVERY, trim_logs
+from api.webhook_delivery import WebhookDelivery, WebhookOptions
 from commands.stream import bodies_stream
 from domain.events import subject_prefix
 from projections.readmodel import ReadModel, ensure_schema
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from projections.source import StreamSource
+from projections.webhooks import GENERATION as WEBHOOKS_GENERATION
+from projections.webhooks import WEBHOOKS
 from gateway.pause import stopped_within
 
 log = logging.getLogger("mesh")
@@ -28,23 +31,35 @@ log = logging.getLogger("mesh")
 async def ensure_read_models(pool: AsyncConnectionPool) -> list[ReadModel]:
     """Create the read models' tables where missing; the read models an older Mesh built (to rebuild)."""
     async with pool.connection() as conn:
-        return await ensure_schema(conn, [*READ_MODELS, LOG_BODIES])
+        return await ensure_schema(conn, [*FOLLOWERS, LOG_BODIES])
 
 
 class ProjectionWorker:
-    """The read models of one Mesh (and the bodies read model with MESH_LOG_BODIES=on), kept up with the log."""
+    """The read models of one Mesh (and the bodies read model with MESH_LOG_BODIES=on), kept up with the log; and
+    the webhook outbox with its delivery worker (one per deployment, as this worker is)."""
 
-    def __init__(self, nc: NATS, pool: AsyncConnectionPool, stream: str, *, log_bodies: bool, retention_days: int):
+    def __init__(
+        self,
+        nc: NATS,
+        pool: AsyncConnectionPool,
+        stream: str,
+        *,
+        log_bodies: bool,
+        retention_days: int,
+        webhooks: WebhookOptions | None = None,
+    ):
         self.nc = nc
         self.pool = pool
         self.stream = stream
         self.log_bodies = log_bodies
         self.retention_days = retention_days  # MESH_LOG_RETENTION_DAYS
+        self.webhooks = webhooks  # None: no webhook deliveries from this worker
         self.runners = self._runners()
 
     def _runners(self) -> list[ProjectionRunner]:
         source = StreamSource(self.nc, self.stream)
         runners = [ProjectionRunner(model, source, self.pool) for model in READ_MODELS]
+        runners.append(ProjectionRunner(WEBHOOKS, source, self.pool, generation=WEBHOOKS_GENERATION))
         if self.log_bodies:
             runners.append(ProjectionRunner(LOG_BODIES, StreamSource(self.nc, bodies_stream(self.stream)), self.pool))
         return runners
@@ -74,7 +89,10 @@ class ProjectionWorker:
 
     async def run(self, stop: asyncio.Event, linger: float = 0.02) -> None:
         """Apply batches and trim the logs until `stop` is set."""
-        await asyncio.gather(*(runner.run(stop, linger=linger) for runner in self.runners), self._retention(stop))
+        jobs = [*(runner.run(stop, linger=linger) for runner in self.runners), self._retention(stop)]
+        if self.webhooks is not None:
+            jobs.append(WebhookDelivery(self.pool, self.webhooks).run(stop))
+        await asyncio.gather(*jobs)
 
     async def _retention(self, stop: asyncio.Event) -> None:
         """Log months past MESH_LOG_RETENTION_DAYS go, whole partitions at a time, now and every RETENTION_EVERY."""

@@ -11,6 +11,7 @@ from projections.directory import Directory
 from projections.logs import LogBodies, Logs
 from projections.readmodel import ReadModel
 from projections.prompt_templates import Templates
+from projections.webhooks import WEBHOOKS
 
 DIRECTORY = Directory()
 BILLING = Billing()
@@ -18,6 +19,8 @@ CATALOG = CatalogModel()
 TEMPLATES = Templates()
 LOGS = Logs()
 READ_MODELS: list[ReadModel] = [DIRECTORY, BILLING, CATALOG, TEMPLATES, LOGS]
+# every follower of the log with a position: the read models and the webhook outbox (never rebuilt)
+FOLLOWERS: list[ReadModel] = [*READ_MODELS, WEBHOOKS]
 LOG_BODIES = LogBodies()  # read from the bodies stream, not the log (MESH_LOG_BODIES=on)
 RETENTION_EVERY = 3600.0  # seconds between two retention passes over the logs
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from api.projection_worker import ProjectionWorker, ensure_read_models
 from api.read_models import DIRECTORY
 from api.services.read_your_writes import ReadModelWaiter
 from api.supervisor import Child, Supervisor
+from api.webhook_delivery import WebhookOptions
 from commands.accounts import DEFAULT_SESSION, AccountCommands
 from commands.app import Conflict, MeshApplication
 from commands.autorefill import AutoRefillCommands
@@ -41,6 +43,7 @@ from commands.stream import (
 )
 from commands.prompt_templates import TemplateCommands
 from commands.topups import TopUpCommands
+from commands.webhooks import WebhookCommands
 from domain.credentials import PASSWORD_KDF, ScryptParams
 from domain.quota import Quotas
 from gateway import feed
@@ -127,6 +130,7 @@ class Runtime:
         payment_guard: PaymentGuard | None = None,
         metrics_token: str | None = None,
         tracer_provider: Any | None = None,  # an OpenTelemetry SDK TracerProvider: traces on (api/telemetry.py)
+        webhooks: WebhookOptions | None = None,
     ):
         self.nats_url = nats_url
         self.database_url = database_url
@@ -161,6 +165,7 @@ class Runtime:
         self.payment_guard = payment_guard or PaymentGuard()  # card payment attempts and pending top-ups
         self.metrics_token = metrics_token  # MESH_METRICS_TOKEN: reads GET /metrics, besides the operator token
         self.tracer_provider = tracer_provider
+        self.webhook_options = webhooks or WebhookOptions(secrets.token_urlsafe(32))  # deliveries, when given
         self.projections: ProjectionWorker | None = None  # the projections run in this process (no child)
         self._worker: ProjectionProcess | None = None
         self._tasks: list[asyncio.Task] = []
@@ -200,6 +205,7 @@ class Runtime:
         self.accounts = AccountCommands(self.app, self.session, signup=self.signup, password_kdf=self.password_kdf)
         self.keys = KeyCommands(self.app, self.quotas)
         self.templates = TemplateCommands(self.app, self.quotas)
+        self.webhooks = WebhookCommands(self.app, self.webhook_options.allow_private)
         self.source = StreamSource(self.nc, self.stream)
         self.adapters = {name: make_adapter(p) for name, p in self.catalog.providers.items()}
         self.budget = BudgetCommands(self.app)
@@ -215,7 +221,12 @@ class Runtime:
         )
         if self.run_projections:
             worker = ProjectionWorker(
-                self.nc, self.pool, self.stream, log_bodies=self.log_bodies, retention_days=self.log_retention_days
+                self.nc,
+                self.pool,
+                self.stream,
+                log_bodies=self.log_bodies,
+                retention_days=self.log_retention_days,
+                webhooks=self.webhook_options,
             )
             await worker.rebuild_outdated(outdated)
             await worker.catch_up()  # serve from read models that have seen the whole log

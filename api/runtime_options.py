@@ -107,6 +107,16 @@ def dashboard_config(settings: Settings):
     return DashboardConfig(settings.stripe_js_url, settings.stripe_publishable_key)
 
 
+def webhook_options(settings: Settings):
+    from api.webhook_delivery import WebhookOptions
+
+    return WebhookOptions(
+        settings.resolved_webhook_signing_key(),
+        settings.webhook_allow_private,
+        settings.webhook_retry_base_seconds,
+    )
+
+
 def runtime_for(
     settings: Settings, servers: Servers, catalog, operator_token: str, run_projections: bool, tracer_provider=None
 ):
@@ -140,4 +150,5 @@ def runtime_for(
         metrics_token=settings.metrics_token,
         **limits(settings),
         tracer_provider=tracer_provider,
+        webhooks=webhook_options(settings),
     )

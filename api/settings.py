@@ -66,6 +66,10 @@ class Settings(msgspec.Struct, kw_only=True):
     trusted_proxies: str = ""
     metrics_token: str | None = None  # besides the operator token, what may read GET /metrics (a scraper's)
     log_format: Literal["text", "json"] = "text"  # "json": one JSON object per log line, with the trace id
+    webhook_allow_private: bool = False  # webhooks may go to loopback and private addresses (and plain http)
+    # seconds before a failed webhook delivery's first retry; each retry waits twice the one before
+    webhook_retry_base_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 30.0
+    webhook_signing_key: str | None = None  # None: generated on first start, kept in the data dir
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
@@ -120,6 +124,13 @@ class Settings(msgspec.Struct, kw_only=True):
         if self.operator_token:
             return self.operator_token
         return kept_secret(self.operator_token_path, prefix="mo-")
+
+    def resolved_webhook_signing_key(self) -> str:
+        """The server key each webhook endpoint's signing secret derives from: MESH_WEBHOOK_SIGNING_KEY, else the
+        one generated on first start (changing it changes every endpoint's secret)."""
+        if self.webhook_signing_key:
+            return self.webhook_signing_key
+        return kept_secret(self.data_path / "webhook_signing_key")
 
 
 class SettingsError(ValueError):

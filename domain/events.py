@@ -20,6 +20,7 @@ from domain.quota import Holdings
 from domain.template import Template, TemplateName
 from domain.topup import TopUp
 from domain.usage import BodyRecorded, RequestsRefused, UsageRecorded
+from domain.webhook import Webhooks
 
 EVENT_TYPES: dict[str, type] = {
     "account.registered": Account.Registered,
@@ -87,6 +88,10 @@ EVENT_TYPES: dict[str, type] = {
     "template_name.claimed": TemplateName.Claimed,
     "template_name.reclaimed": TemplateName.Reclaimed,
     "template_name.released": TemplateName.Released,
+    "webhooks.opened": Webhooks.Opened,
+    "webhook.endpoint_added": Webhooks.EndpointAdded,
+    "webhook.endpoint_updated": Webhooks.EndpointUpdated,
+    "webhook.endpoint_removed": Webhooks.EndpointRemoved,
     "usage.body_recorded": BodyRecorded,  # on the bodies stream (see commands.stream.bodies_stream)
 }
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 from api.dashboard.auth_pages import AuthPages
 from api.dashboard.billing_pages import BillingPages
 from api.dashboard.key_pages import KeyPages
+from api.dashboard.webhook_pages import WebhookPages
 from api.dashboard.log_pages import LogPages
 from api.dashboard.model_pages import ModelPages
 from api.dashboard.prompt_pages import PromptPages
 from api.dashboard.rendering import STATIC, dashboard_templates
 from api.dashboard.settings import DashboardConfig
 
-PAGES = [AuthPages, KeyPages, BillingPages, LogPages, ModelPages, PromptPages]
+PAGES = [AuthPages, KeyPages, BillingPages, LogPages, ModelPages, PromptPages, WebhookPages]
 __all__ = ["PAGES", "STATIC", "DashboardConfig", "dashboard_templates"]

@@ -67,7 +67,14 @@ def _page_error(request: Request, exc: Exception) -> Response:
 
 
 # the dashboard's sections by path, with their names in the navigation (base.html)
-SECTIONS = {"keys": "API Keys", "billing": "Billing", "logs": "Logs", "models": "Models", "templates": "Templates"}
+SECTIONS = {
+    "keys": "API Keys",
+    "billing": "Billing",
+    "logs": "Logs",
+    "models": "Models",
+    "templates": "Templates",
+    "webhooks": "Webhooks",
+}
 
 
 def _section(request: Request) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
-from api.read_models import READ_MODELS
+from api.read_models import FOLLOWERS
 from api.supervisor import ChildStatus, Supervisor
 from commands.stream import STREAM_FULL_WARNING
 from projections.quarantine import Quarantined, quarantined
@@ -79,7 +79,7 @@ class HealthService:
         set_aside: list[Quarantined] = []
         try:
             async with self.pool.connection(timeout=POSTGRES_TIMEOUT) as conn:
-                for model in READ_MODELS:
+                for model in FOLLOWERS:
                     position, _ = await position_of(conn, model)
                     projections.append(ProjectionLag(model.name, position, max(0, (head or position) - position)))
                 set_aside = await quarantined(conn)

@@ -15,6 +15,7 @@ from domain.template import Template, TemplateName
 from domain.topup import TopUp
 from domain.events import EVENT_TYPES, UnknownEvent, decode_event, event_name
 from domain.usage import RequestsRefused, UsageRecorded
+from domain.webhook import Webhooks
 
 
 def aggregate_events():
@@ -97,8 +98,14 @@ def aggregate_events():
     holdings.remove_template(template.id)
     invite = Invite(code_hash="h", prefix="mi-abc", expires_at=now + timedelta(days=1), by="operator")
     invite.use(account.id, now)
+    webhooks = Webhooks(account_id=account.id)
+    endpoint_id = uuid.uuid4()
+    webhooks.add(endpoint_id, "https://example.com/hook", ["balance.low"], 10**12, "ops", allow_private=False)
+    webhooks.update(endpoint_id, "https://example.com/hook", ["topup.failed"], None, "", allow_private=False)
+    webhooks.remove(endpoint_id)
     return (
-        holdings.collect_events()
+        webhooks.collect_events()
+        + holdings.collect_events()
         + invite.collect_events()
         + account.collect_events()
         + claim.collect_events()
