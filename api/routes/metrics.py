@@ -12,7 +12,7 @@ from api.openapi import errors
 from api.services.metrics import CONTENT_TYPE, MetricsService
 
 
-@get("/metrics", responses=errors(401, 403), include_in_schema=True, cache_control=None)
+@get("/metrics", media_type=CONTENT_TYPE, responses=errors(401, 403))
 async def metrics(request: Request, metrics_service: NamedDependency[MetricsService]) -> Response[bytes]:
     """Counters and histograms of the requests this process served and refused, tokens and spend by model,
     upstream errors, budget leases, the usage spool, read-model lag, and the process's own metrics."""

@@ -9,7 +9,6 @@ import hmac
 from decimal import Decimal
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     GCCollector,
     PlatformCollector,
@@ -24,7 +23,8 @@ from gateway.lease_admission import Budgets
 from gateway.metrics import DURATION_BUCKETS, GatewayMetrics, Histogram
 from gateway.usage import UsagePublisher
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format every Prometheus reads (what generate_latest writes); the charset is added on the way out
+CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 class _Snapshot:

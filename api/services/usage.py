@@ -14,6 +14,7 @@ from api.read_models import BILLING, LOGS
 from api.services.as_of import AsOf
 from api.services.billing import check_span
 from projections import billing, directory, logs
+from domain.bounds import check_aware
 from projections.readmodel import freshness_of
 
 STACKS = ("model", "provider", "key")  # what a series per bucket is stacked by
@@ -77,6 +78,7 @@ class UsageService:
             raise ValueError(f"by is one of {STACKS}, got {by!r}")
         value = MEASURES[measure]
         check_span([unit], start, end)
+        check_aware(start, "from"), check_aware(end, "to")  # in the years a time may be in
         async with self.pool.connection() as conn:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")
@@ -117,6 +119,7 @@ class UsageService:
         """The p50 and p95 of the total latency per `unit` of [start, end), from the logs read model (its
         retention bounds how far back they go)."""
         check_span([unit], start, end)
+        check_aware(start, "from"), check_aware(end, "to")  # in the years a time may be in
         async with self.pool.connection() as conn:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")

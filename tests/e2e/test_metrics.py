@@ -21,7 +21,7 @@ HI = [{"role": "user", "content": "hi"}]
 def scrape(mesh) -> dict[tuple[str, frozenset], float]:
     answer = httpx.get(mesh.url + "/metrics", headers={"authorization": f"Bearer {mesh.operator_token}"}, timeout=15)
     assert answer.status_code == 200, answer.text
-    assert answer.headers["content-type"].startswith("text/plain")
+    assert answer.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"  # what every Prometheus reads
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(answer.text)
