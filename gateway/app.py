@@ -38,6 +38,7 @@ from gateway.refusals import Refusals
 from gateway.trace_ids import current_trace, new_trace_id
 from gateway.usage import UsagePublisher
 
+MODEL_PATH = "/v1/models/"  # GET /v1/models/{id}: a model id may hold slashes (acme/gpt-4o)
 DISCONNECT_DRAIN_SECONDS = 30.0  # how long a stream whose client left is still read, for the upstream's own usage
 
 
@@ -88,7 +89,10 @@ class Gateway:
                 await self._embeddings(scope, receive, send, headers, trace_id, started, request_id)
             elif path == "/v1/models" and method == "GET":
                 await respond(send, 200, headers, self._models(await self._authenticate(scope)))
-            elif path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models"):
+            elif path.startswith(MODEL_PATH) and method == "GET":
+                key = await self._authenticate(scope)
+                await respond(send, 200, headers, self._model(key, path[len(MODEL_PATH) :]))
+            elif path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models") or path.startswith(MODEL_PATH):
                 raise GatewayError(
                     405, f"{method} is not allowed on {path}", "invalid_request_error", "method_not_allowed"
                 )
@@ -125,15 +129,23 @@ class Gateway:
 
     def _models(self, key: KeyInfo) -> bytes:
         return msgspec.json.encode(
-            {
-                "object": "list",
-                "data": [
-                    {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider}
-                    for m in self.catalog.enabled()
-                    if key.may_use(m.id)
-                ],
-            }
+            {"object": "list", "data": [_model_object(m) for m in self.catalog.enabled() if key.may_use(m.id)]}
         )
+
+    def _model(self, key: KeyInfo, model_id: str) -> bytes:
+        """One model as GET /v1/models lists it (its id may hold a slash: the rest of the path), or a 404 for a
+        model this key cannot use, in OpenAI's words."""
+        model = self.catalog.get(model_id)
+        if model is None or not key.may_use(model.id):
+            raise GatewayError(
+                404,
+                f"the model {model_id[:200]!r} does not exist or this API key may not use it; GET /v1/models lists "
+                "the ones it may",
+                "invalid_request_error",
+                "model_not_found",
+                "model",
+            )
+        return msgspec.json.encode(_model_object(model))
 
     async def _chat(
         self,
@@ -396,3 +408,7 @@ class Gateway:
                 "model",
             )
         return model
+
+
+def _model_object(model: Model) -> dict:
+    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
