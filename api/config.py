@@ -10,6 +10,7 @@ import msgspec
 from domain.money import InvalidAmount
 from domain.pricing import Price
 from gateway.catalog import ECHO_MODEL, Catalog, Model, Provider, image_tokens, limits
+from gateway.fields import extra_fields
 
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "openai-compatible")
 
@@ -20,6 +21,7 @@ class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
     api_key_env: str | None = None
     connect_timeout: float = 5.0
     timeout: float = 600.0
+    extra_fields: list[str] = []  # openai-compatible servers: request fields of their own to pass as sent
 
 
 class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -77,7 +79,11 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
                 raise ConfigError(
                     f"{path}: provider {name!r} reads its API key from ${p.api_key_env}, which is not set"
                 )
-        providers.append(Provider(name, p.kind, base_url, api_key, p.connect_timeout, p.timeout))
+        try:
+            extra = extra_fields(p.kind, p.extra_fields)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: provider {name!r}: {exc}") from None
+        providers.append(Provider(name, p.kind, base_url, api_key, p.connect_timeout, p.timeout, extra))
     known = {p.name for p in providers}
     models, seen = [], {ECHO_MODEL}
     for m in config.models:

@@ -16,6 +16,7 @@ class Provider(msgspec.Struct, frozen=True):
     api_key: str | None = msgspec.field(default=None)  # resolved from the env var named in mesh.toml
     connect_timeout: float = 5.0
     timeout: float = 600.0
+    extra_fields: frozenset[str] = frozenset()  # request fields of the server's own, passed as sent (unpriced)
 
     def __repr__(self) -> str:  # never print the secret
         return f"Provider(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r})"

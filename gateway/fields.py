@@ -16,6 +16,8 @@ priced extra: unknown fields are refused with 400 naming what is allowed.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Iterator
 
 from gateway.errors import GatewayError, invalid
@@ -231,3 +233,28 @@ def _unsupported_part(part: Any, provider_kind: str) -> GatewayError:
         "unsupported_content",
         "messages",
     )
+
+
+MAX_EXTRA_FIELDS = 32
+EXTRA_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def extra_fields(kind: str, names: list[str]) -> frozenset[str]:
+    """An openai-compatible provider's own request fields (vLLM's `top_k`, `min_p`, `repetition_penalty`,
+    `chat_template_kwargs`, ...) the operator allows: passed upstream as sent and not priced, so never a field
+    that changes the price or one the gateway reads itself."""
+    if not names:
+        return frozenset()
+    if kind != "openai-compatible":
+        raise ValueError(f"extra_fields is for openai-compatible providers; this one is {kind}")
+    if len(names) > MAX_EXTRA_FIELDS:
+        raise ValueError(f"extra_fields names at most {MAX_EXTRA_FIELDS} fields, got {len(names)}")
+    for name in names:
+        if not EXTRA_FIELD_NAME.fullmatch(name):
+            raise ValueError(f"extra_fields: {name[:70]!r} is not a field name (letters, digits, _; at most 64)")
+        if name in PRICED or name in GATEWAY_FIELDS or name in OPENAI_CHAT_FIELDS:
+            raise ValueError(
+                f"extra_fields: {name!r} is {'priced' if name in PRICED else 'already handled by Mesh'}; "
+                "list only the server's own fields"
+            )
+    return frozenset(names)

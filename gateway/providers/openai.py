@@ -97,6 +97,8 @@ class OpenAIAdapter:
 
     def __init__(self, provider: Provider):
         self.provider = provider
+        if provider.extra_fields:  # an openai-compatible server's own fields (mesh.toml `extra_fields`)
+            self.chat_fields = OPENAI_CHAT_FIELDS | provider.extra_fields
         # OpenAI's own API takes the completion limit as max_completion_tokens on every chat model, and its gpt-5
         # family and o-series refuse max_tokens; other servers get the limit in the field the client used.
         self.renames_max_tokens = provider.kind == "openai"

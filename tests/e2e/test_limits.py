@@ -19,6 +19,7 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
 
 MODEL = "oai/gpt-5-mini"
+SERVER_MODEL = "vllm/llama"  # on an openai-compatible server with fields of its own (dear: no 402 names it)
 REPLY_WORDS = 40  # the upstream's natural answer length
 MAX_OUTPUT = 100
 CONTEXT = 4000
@@ -63,6 +64,19 @@ provider = "oai"
 upstream = "gpt-4o"
 prompt_usd_per_1k = "2.5"
 completion_usd_per_1k = "10"
+
+[providers.vllm]
+kind = "openai-compatible"
+base_url = "{server.url}/v1"
+api_key_env = "ACME_API_KEY"
+extra_fields = ["top_k", "min_p", "repetition_penalty", "chat_template_kwargs"]
+
+[[models]]
+id = "{SERVER_MODEL}"
+provider = "vllm"
+upstream = "llama"
+prompt_usd_per_1k = "100"
+completion_usd_per_1k = "1000"
 """)
         mesh = MeshProcess(base / "data", config)
         mesh.start()
@@ -247,3 +261,19 @@ def test_a_402_says_what_is_left_affords_on_the_other_models_the_key_may_use(lim
     assert "mesh/" not in message  # Mesh's echo model is no alternative
     answer = client(mesh, s.created).chat.completions.create(model=MODEL, messages=HI, max_tokens=50)
     assert answer.usage.completion_tokens == min(50, REPLY_WORDS)  # and it does: the advice holds
+
+
+def test_an_openai_compatible_servers_own_fields_pass_as_sent_where_the_operator_allowed_them(limits_mesh):
+    mesh, fake = limits_mesh
+    s = funded_key(mesh, "50", label="server fields")
+    own = {"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1, "chat_template_kwargs": {"enable_thinking": False}}
+    answer = client(mesh, s.created).chat.completions.create(
+        model=SERVER_MODEL, messages=HI, max_tokens=10, extra_body=own
+    )
+    assert answer.choices[0].message.content
+    assert {name: fake.requests[-1][name] for name in own} == own  # passed as sent
+    with pytest.raises(openai.BadRequestError) as refused:  # OpenAI itself does not take them: refused, named
+        client(mesh, s.created).chat.completions.create(model=MODEL, messages=HI, max_tokens=10, extra_body=own)
+    assert (
+        refused.value.body["code"] == "unsupported_parameter" and refused.value.body["param"] == "chat_template_kwargs"
+    )

@@ -143,3 +143,23 @@ def test_known_model_families_get_their_published_limits(tmp_path, kind, upstrea
 def test_bad_output_limits_are_named(tmp_path, limits, message):
     with pytest.raises(ConfigError, match=message):
         load_catalog(write(tmp_path, GOOD + limits + "\n"), env={"ACME_KEY": "k"})
+
+
+def test_an_openai_compatible_provider_may_allow_fields_of_its_own_and_only_unpriced_ones(tmp_path):
+    with_extra = GOOD.replace('api_key_env = "ACME_KEY"', 'api_key_env = "ACME_KEY"\nextra_fields = ["top_k", "min_p"]')
+    catalog = load_catalog(write(tmp_path, with_extra), env={"ACME_KEY": "k"})
+    assert catalog.providers["acme"].extra_fields == {"top_k", "min_p"}
+    assert load_catalog(write(tmp_path, GOOD), env={"ACME_KEY": "k"}).providers["acme"].extra_fields == frozenset()
+    for fields, message in [
+        ('["audio"]', "'audio' is priced"),
+        ('["temperature"]', "'temperature' is already handled by Mesh"),
+        ('["template"]', "already handled by Mesh"),
+        ('["top k"]', "is not a field name"),
+        ("[" + ", ".join(f'"f{i}"' for i in range(33)) + "]", "at most 32 fields"),
+    ]:
+        text = GOOD.replace('api_key_env = "ACME_KEY"', f'api_key_env = "ACME_KEY"\nextra_fields = {fields}')
+        with pytest.raises(ConfigError, match=message):
+            load_catalog(write(tmp_path, text), env={"ACME_KEY": "k"})
+    openai_kind = with_extra.replace('kind = "openai-compatible"', 'kind = "openai"')
+    with pytest.raises(ConfigError, match="extra_fields is for openai-compatible providers"):
+        load_catalog(write(tmp_path, openai_kind), env={"ACME_KEY": "k"})
