@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import msgspec
@@ -13,6 +14,10 @@ from gateway.catalog import ECHO_MODEL, Catalog, Model, Provider, image_tokens, 
 from gateway.fields import extra_fields
 
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "openai-compatible")
+
+
+MAX_ALIASES = 16
+ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # what clients send as a bare model name (gpt-4o-mini)
 
 
 class ProviderConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -36,6 +41,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_output_tokens: int | None = None  # default: gateway.catalog.limits()
     context_tokens: int | None = None
     image_tokens: int | None = None  # default by provider kind and model: gateway.catalog.image_tokens
+    aliases: list[str] = []  # other names clients may send: slash-free, unique across the catalog
 
 
 class MeshConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,6 +96,18 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
         if m.id in seen:
             raise ConfigError(f"{path}: model {m.id!r} is declared twice")
         seen.add(m.id)
+    for m in config.models:
+        if len(m.aliases) > MAX_ALIASES:
+            raise ConfigError(f"{path}: model {m.id!r} has {len(m.aliases)} aliases; at most {MAX_ALIASES}")
+        for alias in m.aliases:
+            if not ALIAS.fullmatch(alias):
+                raise ConfigError(
+                    f"{path}: model {m.id!r}: alias {alias[:80]!r} is not a model name a client sends: letters, "
+                    "digits, '.', '_', ':', '-', no slash, at most 128 characters"
+                )
+            if alias in seen:
+                raise ConfigError(f"{path}: alias {alias!r} of model {m.id!r} is already a model id or an alias")
+            seen.add(alias)
         if m.provider not in known:
             raise ConfigError(f"{path}: model {m.id!r} uses provider {m.provider!r}, which is not declared")
         if m.prompt_usd_per_1k is None or m.completion_usd_per_1k is None:
@@ -108,7 +126,9 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
         images = m.image_tokens if m.image_tokens is not None else image_tokens(kind, m.upstream, context)
         if images < 0:
             raise ConfigError(f"{path}: model {m.id!r}: image_tokens must not be negative")
-        models.append(Model(m.id, m.provider, m.upstream, price, m.enabled, max_output, context, images))
+        models.append(
+            Model(m.id, m.provider, m.upstream, price, m.enabled, max_output, context, images, tuple(m.aliases))
+        )
     return Catalog(providers, models)
 
 

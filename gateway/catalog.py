@@ -102,6 +102,7 @@ class Model(msgspec.Struct, frozen=True):
     max_output_tokens: int = LIMIT_DEFAULTS["mesh"][0]  # the most completion tokens a request may ask for
     context_tokens: int = LIMIT_DEFAULTS["mesh"][1]  # prompt + completion: bounds every prompt's reservation
     image_tokens: int = 0  # the most prompt tokens one image part counts (see image_tokens())
+    aliases: tuple[str, ...] = ()  # other names clients may send for it (slash-free, unique in the catalog)
 
 
 ECHO_PROVIDER = Provider(name="mesh", kind="mesh")
@@ -112,9 +113,13 @@ class Catalog:
     def __init__(self, providers: list[Provider], models: list[Model]):
         self.providers = {p.name: p for p in [ECHO_PROVIDER, *providers]}
         self.models = {m.id: m for m in [ECHO, *models]}
+        self.aliases = {alias: m.id for m in models for alias in m.aliases}
 
     def get(self, model_id: str) -> Model | None:
+        """The enabled model of this id or alias."""
         model = self.models.get(model_id)
+        if model is None and model_id in self.aliases:
+            model = self.models.get(self.aliases[model_id])
         return model if model is not None and model.enabled else None
 
     def enabled(self) -> list[Model]:

@@ -27,6 +27,7 @@ class ModelOut(msgspec.Struct):
     enabled: bool
     max_output_tokens: int = 0  # the most completion tokens a request may ask for (max_tokens)
     context_tokens: int = 0  # prompt and completion together
+    aliases: list[str] = []  # other names a request may give it as `model` (mesh.toml `aliases`)
 
 
 class ModelListOut(msgspec.Struct):
@@ -42,6 +43,7 @@ def model_out(model: Model) -> ModelOut:
         enabled=model.enabled,
         max_output_tokens=model.max_output_tokens,
         context_tokens=model.context_tokens,
+        aliases=list(model.aliases),
     )
 
 

@@ -34,3 +34,29 @@ def test_a_model_the_key_may_not_use_is_not_found(mesh):
     assert sdk.models.retrieve("mesh/echo").id == "mesh/echo"
     with pytest.raises(openai.NotFoundError):
         sdk.models.retrieve(MODEL)
+
+
+def test_a_bare_alias_reaches_its_model_and_is_billed_as_it(mesh):
+    """mesh.toml `aliases`: a client that sends a bare name (litellm, llama-index, openai-agents) reaches the model;
+    the request is billed and logged as that model, with the name it asked for."""
+    import time
+
+    from tests.e2e.conftest import SHARED_ALIAS
+
+    funded = funded_key(mesh, "1", allowed_models=[MODEL])  # the key names the id; the alias is the same model
+    sdk = openai.OpenAI(base_url=mesh.url + "/v1", api_key=funded.key, max_retries=0)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model=SHARED_ALIAS, messages=[{"role": "user", "content": "hi"}], max_tokens=10
+    )
+    assert raw.parse().choices[0].message.content
+    assert sdk.models.retrieve(SHARED_ALIAS).id == MODEL  # the Mesh id it resolves to
+    auth = {"authorization": f"Bearer {funded.token}"}
+    for _ in range(100):
+        entry = httpx.get(f"{mesh.url}/api/logs/{raw.headers['x-mesh-trace-id']}", headers=auth, timeout=15)
+        if entry.status_code == 200:
+            break
+        time.sleep(0.1)
+    logged = entry.json()
+    assert (logged["model"], logged["requested_model"], logged["status"]) == (MODEL, SHARED_ALIAS, "success")
+    models = httpx.get(f"{mesh.url}/api/models", headers=auth, timeout=15).json()["data"]
+    assert next(m for m in models if m["id"] == MODEL)["aliases"] == [SHARED_ALIAS]

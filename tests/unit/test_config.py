@@ -163,3 +163,24 @@ def test_an_openai_compatible_provider_may_allow_fields_of_its_own_and_only_unpr
     openai_kind = with_extra.replace('kind = "openai-compatible"', 'kind = "openai"')
     with pytest.raises(ConfigError, match="extra_fields is for openai-compatible providers"):
         load_catalog(write(tmp_path, openai_kind), env={"ACME_KEY": "k"})
+
+
+def test_aliases_are_bare_names_unique_across_the_catalog_and_resolve_to_their_model(tmp_path):
+    aliased = GOOD.replace(
+        'completion_usd_per_1k = "1.5"', 'completion_usd_per_1k = "1.5"\naliases = ["gpt", "gpt-4o-mini"]'
+    )
+    catalog = load_catalog(write(tmp_path, aliased), env={"ACME_KEY": "k"})
+    assert catalog.get("gpt").id == "acme/gpt" and catalog.get("gpt-4o-mini") is catalog.get("acme/gpt")
+    assert catalog.get("gpt-4o") is None
+    catalog.apply("acme/gpt", enabled=False)
+    assert catalog.get("gpt") is None  # a disabled model is off by every name
+    for aliases, message in [
+        ('["acme/gpt2"]', "no slash"),
+        ('["mesh/echo"]', "no slash"),
+        ('["acme/gpt"]', "no slash"),
+        ('["dup", "dup"]', "already a model id or an alias"),
+        ("[" + ", ".join(f'"a{i}"' for i in range(17)) + "]", "at most 16"),
+    ]:
+        text = GOOD.replace('completion_usd_per_1k = "1.5"', f'completion_usd_per_1k = "1.5"\naliases = {aliases}')
+        with pytest.raises(ConfigError, match=message):
+            load_catalog(write(tmp_path, text), env={"ACME_KEY": "k"})
