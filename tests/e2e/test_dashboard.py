@@ -126,6 +126,19 @@ def signed_up(browser, mesh, **context_options):
         context.close()
 
 
+@contextmanager
+def signed_in(browser, mesh, token: str, **context_options):
+    """A fresh browser context holding the session of an account made over the API (its management token);
+    yields a blank page."""
+    context = browser.new_context(base_url=mesh.url, **context_options)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_cookies([{"name": "mesh_session", "value": token, "url": mesh.url}])
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -694,11 +707,7 @@ def test_a_key_says_when_it_was_last_used_and_what_it_used_each_model_for(browse
     funded = funded_key(dashboard_mesh, "5", label="busy-key")
     key_url = f"{dashboard_mesh.url}/api/keys/{funded.created['id']}"
     auth = {"authorization": f"Bearer {funded.token}"}
-    context = browser.new_context(base_url=dashboard_mesh.url)
-    context.set_default_timeout(TIMEOUT_MS)
-    context.add_cookies([{"name": "mesh_session", "value": funded.token, "url": dashboard_mesh.url}])
-    page = context.new_page()
-    try:
+    with signed_in(browser, dashboard_mesh, funded.token) as page:
         assert httpx.get(key_url, headers=auth, timeout=15).json()["last_used_at"] is None
         page.goto(f"/keys/{funded.created['id']}")
         expect(page.locator("#last-used")).to_have_text("never")
@@ -738,8 +747,6 @@ def test_a_key_says_when_it_was_last_used_and_what_it_used_each_model_for(browse
         row = page.locator("tbody tr", has_text="busy-key")
         expect(row.locator("td").nth(8)).not_to_have_text("never")
         shot(page, "keys-last-used")
-    finally:
-        context.close()
 
 
 def test_as_of_says_how_current_a_page_is_not_when_the_last_event_happened(browser, dashboard_mesh):
@@ -845,11 +852,7 @@ def test_a_streamed_requests_page_counts_the_upstreams_wait_in_its_first_token(b
     finally:
         fake_openai.delay = 0.0
     assert chunks
-    context = browser.new_context(base_url=dashboard_mesh.url)
-    context.set_default_timeout(TIMEOUT_MS)
-    context.add_cookies([{"name": "mesh_session", "value": funded.token, "url": dashboard_mesh.url}])
-    try:
-        page = context.new_page()
+    with signed_in(browser, dashboard_mesh, funded.token) as page:
         for _ in range(100):  # the page is drawn by the server: until the logs read model has the request
             if page.goto(f"/logs/{trace}").status == 200:
                 break
@@ -861,5 +864,3 @@ def test_a_streamed_requests_page_counts_the_upstreams_wait_in_its_first_token(b
         }
         assert 200 <= shown["first_token"] <= shown["total"] <= measured_ms, (shown, measured_ms)
         assert 200 <= shown["upstream"] <= shown["total"], shown
-    finally:
-        context.close()
