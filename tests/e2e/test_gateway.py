@@ -143,6 +143,7 @@ def test_streamed_usage_equals_non_streamed_usage(gw, key):
     for field in ("prompt_tokens", "completion_tokens", "cost", "prompt_per_1k", "completion_per_1k"):
         assert a[field] == b[field], field
     assert (a["stream"], b["stream"]) == (False, True) and not a["estimated"] and not b["estimated"]
+    assert a["api"] == b["api"] == "chat.completions"
     assert b["first_token_us"] is not None and b["latency_us"] >= b["first_token_us"]
 
 
@@ -303,6 +304,7 @@ def test_embeddings_are_metered(gw, key):
     assert len(result.data) == 2 and result.usage.prompt_tokens == 3
     row = usage_row(gw, raw.headers["x-mesh-trace-id"])
     assert (row["prompt_tokens"], row["completion_tokens"]) == (3, 0) and row["cost"] == 3 * 500_000_000_000 // 1000
+    assert row["api"] == "embeddings"
     echo = client.embeddings.create(model="mesh/echo", input="hello")
     assert len(echo.data[0].embedding) == 8
 
