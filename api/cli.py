@@ -221,7 +221,7 @@ async def _projections_only(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await worker.wake_on_commands()
+    await worker.follow_appends()
     print(f"projections running: {', '.join(m.name for m in READ_MODELS)}", flush=True)
     settle_garbage_collector()
 
