@@ -864,3 +864,33 @@ def test_a_streamed_requests_page_counts_the_upstreams_wait_in_its_first_token(b
         }
         assert 200 <= shown["first_token"] <= shown["total"] <= measured_ms, (shown, measured_ms)
         assert 200 <= shown["upstream"] <= shown["total"], shown
+
+
+def test_the_models_page_shows_the_prices_in_force_at_a_past_instant(browser, dashboard_mesh):
+    from datetime import datetime, timezone
+
+    from playwright.sync_api import expect
+
+    mesh = dashboard_mesh
+    operator = {"authorization": f"Bearer {mesh.operator_token}"}
+    r = httpx.post(
+        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
+    )
+    minute_before = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")  # as the datetime-local input sends it
+    time.sleep(0.01)
+    changed = httpx.put(mesh.url + f"/admin/models/{MODEL}", headers=operator, json={"prompt_usd_per_1k": "7"})
+    assert changed.status_code == 200, changed.text
+    try:
+        with signed_in(browser, mesh, r.json()["management_token"]) as page:
+            page.goto("/models")
+            row = page.get_by_role("row").filter(has_text=MODEL)
+            expect(row).to_contain_text("$7.000000")
+            page.get_by_label("Prices on").fill(minute_before)
+            page.get_by_role("button", name="Show").click()
+            expect(page).to_have_url(re.compile(r"at="))
+            expect(page.get_by_role("row").filter(has_text=MODEL)).to_contain_text("$0.500000")
+            expect(page.get_by_role("heading", level=1)).to_contain_text("prices on")
+            page.goto("/models?at=not-a-time")
+            expect(page.get_by_role("alert")).to_contain_text("is not a date and time")
+    finally:
+        httpx.put(mesh.url + f"/admin/models/{MODEL}", headers=operator, json={"prompt_usd_per_1k": "0.5"})
