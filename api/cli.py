@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
     rebuild.add_argument("read_model", help="directory | billing | catalog | templates | logs")
     _add_events_commands(sub)
+    _add_audit_commands(sub)
     args = parser.parse_args(argv)
     configure_log("text")  # until the settings say otherwise: a bad setting is said in plain text
     try:
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(rebuild_read_model(settings, args.read_model))
         if args.command == "events":
             return _events_command(args)
+        if args.command == "audit":
+            return _audit_command(settings, args)
     except (SettingsError, MeshError) as exc:
         print(f"mesh: {exc}", file=sys.stderr)
         return 2
@@ -91,6 +94,27 @@ def _events_command(args) -> int:
     changed = event_catalogue.write_docs(path)
     print(f"{path}: {'regenerated' if changed else 'already up to date'}")
     return 0
+
+
+def _add_audit_commands(sub) -> None:
+    """`mesh audit [verify]`: replay and compare the read models, or check the log's invariants."""
+    audit = sub.add_parser(
+        "audit",
+        help="replay the stream into scratch tables and compare every read model with the live one (exit 1 on a "
+        "difference); `verify` checks invariants on the log itself",
+    )
+    audit.add_argument("--account", help="only this account's rows (an account id)")
+    audit.add_argument(
+        "--at",
+        help="an ISO 8601 instant: replay only the events up to it and compare what the live models answer about "
+        "it (docs/contracts.md)",
+    )
+
+
+def _audit_command(settings: Settings, args) -> int:
+    from api.audit_command import audit
+
+    return _run(audit(settings, args.account, args.at))
 
 
 def _run(coro):
