@@ -103,6 +103,7 @@ def _add_audit_commands(sub) -> None:
         help="replay the stream into scratch tables and compare every read model with the live one (exit 1 on a "
         "difference); `verify` checks invariants on the log itself",
     )
+    audit.add_argument("action", nargs="?", choices=("verify",), help="verify: check the log's invariants")
     audit.add_argument("--account", help="only this account's rows (an account id)")
     audit.add_argument(
         "--at",
@@ -112,8 +113,10 @@ def _add_audit_commands(sub) -> None:
 
 
 def _audit_command(settings: Settings, args) -> int:
-    from api.audit_command import audit
+    from api.audit_command import audit, verify
 
+    if args.action == "verify":
+        return _run(verify(settings, args.account, args.at))
     return _run(audit(settings, args.account, args.at))
 
 

@@ -14,7 +14,7 @@ import openai
 import psycopg
 import pytest
 
-from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, funded_key, own_mesh
+from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, UPSTREAM_KEY, funded_key, own_mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +30,8 @@ def audited(tmp_path_factory, mesh_config):
 def run_audit(mesh, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     env["MESH_DATA_DIR"] = str(mesh.data_dir)
+    env["MESH_CONFIG"] = str(mesh.config)  # `verify` checks prices against the configured ones
+    env["ACME_API_KEY"] = UPSTREAM_KEY  # as `mesh up` has it: the configuration is read whole
     return subprocess.run(
         [sys.executable, "-m", "api.cli", "audit", *args], env=env, capture_output=True, text=True, timeout=300
     )
@@ -93,6 +95,10 @@ def test_audit_finds_no_difference_after_mixed_traffic_and_names_an_altered_bala
     summary = clean.stdout.strip().splitlines()[-1]
     assert summary.startswith("0 differences in ") and summary.endswith(" events")
     assert int(summary.split()[3]) > 20
+
+    verified = run_audit(audited, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.strip().splitlines()[-1].startswith("0 violations in ")
 
     only = run_audit(audited, "--account", second.account_id)
     assert only.returncode == 0, only.stdout + only.stderr
