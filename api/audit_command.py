@@ -70,47 +70,23 @@ async def audit(settings: Settings, account: str | None, at: str | None) -> int:
     return 1 if result.differences else 0
 
 
-VERIFY_BATCH = 1000  # events read per direct get
-
-
 async def verify(settings: Settings, account: str | None, at: str | None) -> int:
     """Check the log's invariants (domain/invariants.py) over its events; exit 1 on any violation."""
-    import time
-
     from api.runtime_options import load_catalog
-    from domain.events import EVENT_TYPES, decode_event
-    from domain.invariants import LogInvariants
-    from projections.source import StreamSource
+    from projections.audit import verify_log
 
     account_id, instant = _account(account), _instant(at)
     prices = {model_id: model.price for model_id, model in load_catalog(settings).models.items()}
-    checks = LogInvariants(prices)
     with Servers(settings) as servers:
         nc = await connect_nats(servers.nats_url)
         try:
-            source = StreamSource(nc, settings.stream)
-            head, position, started, shown = await source.head(), 0, time.monotonic(), time.monotonic()
-            while position < head:
-                messages = await source.read(position + 1, VERIFY_BATCH)
-                if not messages:
-                    break
-                for m in messages:
-                    if instant is not None and m.time > instant:
-                        head = position  # the log as it stood at `at`
-                        break
-                    if m.topic in EVENT_TYPES:
-                        checks.observe(m.position, decode_event(m.topic, m.body, m.originator_id, m.originator_version))
-                    position = m.position
-                if time.monotonic() - shown >= 1.0:
-                    rate = position / max(time.monotonic() - started, 1e-9)
-                    _progress(f"audit verify: {position}/{head} events read ({rate:,.0f} events/s)")
-                    shown = time.monotonic()
+            found, events = await verify_log(nc, settings.stream, prices, instant, _progress)
         finally:
             await nc.drain()
-    found = [v for v in checks.violations(instant or datetime.now(timezone.utc)) if account_id in (None, v.account_id)]
+    found = [v for v in found if account_id in (None, v.account_id)]
     for violation in found[:SHOWN]:
         print(violation.line(), flush=True)
     if len(found) > SHOWN:
         print(f"... and {len(found) - SHOWN} more", flush=True)
-    print(f"{len(found)} violations in {position} events", flush=True)
+    print(f"{len(found)} violations in {events} events", flush=True)
     return 1 if found else 0
