@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from datetime import datetime, timezone
 
 import httpx
 import openai
@@ -120,3 +122,34 @@ def test_audit_finds_no_difference_after_mixed_traffic_and_names_an_altered_bala
     assert run_audit(audited).returncode == 0
     with psycopg.connect(database_url(audited)) as conn:  # the scratch schema is gone
         assert conn.execute("select count(*) from pg_namespace where nspname like 'mesh_audit_%'").fetchone()[0] == 0
+
+
+def test_audit_at_an_instant_compares_the_live_answers_about_it(audited):
+    before = funded_key(audited, "3")
+    client = openai.OpenAI(base_url=audited.url + "/v1", api_key=before.key)
+    client.chat.completions.create(model="acme/gpt-test", messages=[{"role": "user", "content": "hi"}])
+    instant = datetime.now(timezone.utc)
+    time.sleep(0.05)
+    after = funded_key(audited, "4")  # signed up, granted and used after the instant
+    openai.OpenAI(base_url=audited.url + "/v1", api_key=after.key).chat.completions.create(
+        model="acme/gpt-test", messages=[{"role": "user", "content": "hi"}]
+    )
+    client.chat.completions.create(model="acme/gpt-test", messages=[{"role": "user", "content": "again"}])
+
+    at = run_audit(audited, "--at", instant.isoformat())
+    assert at.returncode == 0, at.stdout + at.stderr
+    assert at.stdout.strip().splitlines()[-1].startswith("0 differences in ")
+
+    # a grant made before the instant, altered by hand: the balance as of then and the grant differ
+    with psycopg.connect(database_url(audited), autocommit=True) as conn:
+        conn.execute("update credit_grants set amount = amount + 7 where account_id = %s", (before.account_id,))
+    try:
+        altered = run_audit(audited, "--at", instant.isoformat(), "--account", before.account_id)
+        assert altered.returncode == 1, altered.stdout + altered.stderr
+        lines = altered.stdout.splitlines()
+        assert any(line.startswith("billing.balances") and "credits live" in line for line in lines), lines
+        assert any(line.startswith("billing.credit_grants") and "amount live" in line for line in lines), lines
+        assert run_audit(audited, "--at", instant.isoformat(), "--account", after.account_id).returncode == 0
+    finally:
+        with psycopg.connect(database_url(audited), autocommit=True) as conn:
+            conn.execute("update credit_grants set amount = amount - 7 where account_id = %s", (before.account_id,))
