@@ -62,6 +62,8 @@ async def audit(settings: Settings, account: str | None, at: str | None) -> int:
         finally:
             await pool.close()
             await nc.drain()
+    if result.events < result.head:  # what the live models have not applied yet is not audited
+        _progress(f"audit: the live read models had applied {result.events} of the stream's {result.head} events")
     for difference in result.shown:
         print(difference.line(), flush=True)
     if result.differences > len(result.shown):
