@@ -66,7 +66,10 @@ class LogInvariants:
 
     def __init__(self, prices: dict[str, Price]):
         self.prices: dict[str, list[tuple[datetime | None, Price]]] = {m: [(None, p)] for m, p in prices.items()}
-        self.usage: dict[UUID, tuple[int, UsageRecorded]] = {}  # by trace id: the first copy and its position
+        self.traces: dict[UUID, tuple[int, datetime, int]] = {}  # trace id: the first copy's position, time, cost
+        self.usage: dict[UUID, int] = defaultdict(int)  # per account: what its usage events cost
+        self.lease_usage: dict[UUID, int] = defaultdict(int)  # per lease: the usage events naming it
+        self.spent_in_period: dict[tuple[UUID, str | None, datetime | None], int] = defaultdict(int)
         self.found: list[Violation] = []
         self.leases: dict[tuple[str, UUID], _Lease] = {}  # ("account" | "key", lease id)
         self.settled: dict[UUID, int] = defaultdict(int)  # per account: what its settled leases spent
@@ -91,20 +94,23 @@ class LogInvariants:
             handler(position, event)
 
     def _usage(self, position: int, e: UsageRecorded) -> None:
-        first = self.usage.get(e.trace_id)
-        if first is None:
-            self.usage[e.trace_id] = (position, e)
-        elif (first[1].timestamp, first[1].cost) != (e.timestamp, e.cost):
-            self.found.append(
-                Violation(
-                    "trace",
-                    e.account_id,
-                    f"usage {e.trace_id}",
-                    f"billed twice: at position {first[0]} ({first[1].timestamp.isoformat()}, cost {first[1].cost})"
-                    f" and here ({e.timestamp.isoformat()}, cost {e.cost})",
-                    position,
+        """Checked as it comes (a price or cap change is on the log before the requests that start after it), so
+        a pass keeps only a few numbers per trace id, lease, account and key period, never the events."""
+        first = self.traces.get(e.trace_id)
+        if first is not None:
+            if first[1:] != (e.timestamp, e.cost):
+                detail = (
+                    f"billed twice: at position {first[0]} ({first[1].isoformat()}, cost {first[2]})"
+                    f" and here ({e.timestamp.isoformat()}, cost {e.cost})"
                 )
-            )
+                self.found.append(Violation("trace", e.account_id, f"usage {e.trace_id}", detail, position))
+            return  # a copy of one event is counted once, as the read models do
+        self.traces[e.trace_id] = (position, e.timestamp, e.cost)
+        self.usage[e.account_id] += e.cost
+        if e.lease_id is not None:
+            self.lease_usage[e.lease_id] += e.cost
+        self._check_price(position, e)
+        self._check_cap(position, e)
 
     def _price_changed(self, position: int, e: Any) -> None:
         price = Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k)
@@ -155,7 +161,7 @@ class LogInvariants:
 
     def violations(self, now: datetime) -> list[Violation]:
         """Everything that does not hold, given the log read so far and the time it was read at."""
-        return [*self.found, *self._prices(), *self._leases(now), *self._spend(), *self._caps()]
+        return [*self.found, *self._leases(now), *self._spend()]
 
     def _price_at(self, model: str, at: datetime) -> list[Price]:
         """The prices a request starting at `at` may have been charged (see PRICE_SPREAD)."""
@@ -167,24 +173,33 @@ class LogInvariants:
                 allowed.append(price)
         return allowed
 
-    def _prices(self) -> list[Violation]:
-        found = []
-        for position, e in self.usage.values():
-            if e.cost == 0:
-                continue  # nothing billed (a failed request, a free model)
-            charged = Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k)
-            allowed = self._price_at(e.model, e.timestamp)
-            subject = f"usage {e.trace_id}"
-            if not any(_same_price(charged, p) for p in allowed):
-                in_force = " or ".join(_shown(p) for p in allowed) or "none (the model is not in the catalog)"
-                detail = f"{e.model} charged {_shown(charged)}; in force at {e.timestamp.isoformat()}: {in_force}"
-                found.append(Violation("price", e.account_id, subject, detail, position))
-                continue
-            expected = charged.cost(e.prompt_tokens, e.completion_tokens, e.cached_prompt_tokens, e.cache_write_tokens)
-            if e.cost != expected:
-                detail = f"cost {e.cost}, but its tokens at the prices it names cost {expected}"
-                found.append(Violation("price", e.account_id, subject, detail, position))
-        return found
+    def _check_price(self, position: int, e: UsageRecorded) -> None:
+        if e.cost == 0:
+            return  # nothing billed (a failed request, a free model)
+        charged = Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k)
+        allowed = self._price_at(e.model, e.timestamp)
+        subject = f"usage {e.trace_id}"
+        if not any(_same_price(charged, p) for p in allowed):
+            in_force = " or ".join(_shown(p) for p in allowed) or "none (the model is not in the catalog)"
+            detail = f"{e.model} charged {_shown(charged)}; in force at {e.timestamp.isoformat()}: {in_force}"
+            self.found.append(Violation("price", e.account_id, subject, detail, position))
+            return
+        expected = charged.cost(e.prompt_tokens, e.completion_tokens, e.cached_prompt_tokens, e.cache_write_tokens)
+        if e.cost != expected:
+            detail = f"cost {e.cost}, but its tokens at the prices it names cost {expected}"
+            self.found.append(Violation("price", e.account_id, subject, detail, position))
+
+    def _check_cap(self, position: int, e: UsageRecorded) -> None:
+        cap = next((c for c in reversed(self.caps.get(e.key_id, [])) if c.since <= e.timestamp), None)
+        if cap is None or cap.cap is None:
+            return
+        period = (e.key_id, cap.reset, period_start(cap.reset, e.timestamp))
+        before = self.spent_in_period[period]
+        after = self.spent_in_period[period] = before + e.cost
+        if before <= cap.cap < after:
+            since = period[2].isoformat() if period[2] else "its creation"
+            detail = f"spent {after} since {since}, above its cap {cap.cap}"
+            self.found.append(Violation("cap", e.account_id, f"key {e.key_id}", detail, position))
 
     def _leases(self, now: datetime) -> list[Violation]:
         return [
@@ -199,39 +214,19 @@ class LogInvariants:
         ]
 
     def _spend(self) -> list[Violation]:
-        usage: dict[UUID, int] = defaultdict(int)
         on_open_leases: dict[UUID, int] = defaultdict(int)
-        for _, e in self.usage.values():
-            usage[e.account_id] += e.cost
-            lease = self.leases.get(("account", e.lease_id)) if e.lease_id is not None else None
-            if lease is not None and lease.settled is None:
-                on_open_leases[e.account_id] += e.cost
+        for (holder, lease_id), lease in self.leases.items():
+            if holder == "account" and lease.settled is None:
+                on_open_leases[lease.account_id] += self.lease_usage.get(lease_id, 0)
         found = []
-        for account in sorted(set(usage) | set(self.settled), key=str):
+        for account in sorted(set(self.usage) | set(self.settled), key=str):
             counted = self.settled[account] + on_open_leases[account]
-            if counted != usage[account]:
+            if counted != self.usage[account]:
                 detail = (
                     f"spend by its leases {counted} (settled {self.settled[account]}, on open leases "
-                    f"{on_open_leases[account]}) but its usage events cost {usage[account]}"
+                    f"{on_open_leases[account]}) but its usage events cost {self.usage[account]}"
                 )
                 found.append(Violation("spend", account, f"account {account}", detail))
-        return found
-
-    def _caps(self) -> list[Violation]:
-        spent: dict[tuple[UUID, str | None, datetime | None], int] = defaultdict(int)
-        found = []
-        for position, e in sorted(self.usage.values(), key=lambda u: u[1].timestamp):
-            caps = [c for c in self.caps.get(e.key_id, []) if c.since <= e.timestamp]
-            if not caps or caps[-1].cap is None:
-                continue
-            cap = caps[-1]
-            period = (e.key_id, cap.reset, period_start(cap.reset, e.timestamp))
-            before = spent[period]
-            spent[period] += e.cost
-            if before <= cap.cap < spent[period]:  # type: ignore[operator]
-                since = period[2].isoformat() if period[2] else "its creation"
-                detail = f"spent {spent[period]} since {since}, above its cap {cap.cap}"
-                found.append(Violation("cap", e.account_id, f"key {e.key_id}", detail, position))
         return found
 
 
