@@ -72,6 +72,8 @@ class KeyRow(msgspec.Struct, frozen=True):
     cap_reset: str | None
     updated_at: datetime
     fit_to_budget: bool = False
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
 
 
 class Directory:
@@ -126,6 +128,8 @@ class Directory:
             );
             create index if not exists {t["api_keys"]}_account on {t["api_keys"]} (account_id, created_at);
             alter table {t["api_keys"]} add column if not exists fit_to_budget boolean not null default false;
+            alter table {t["api_keys"]} add column if not exists rpm_limit integer;
+            alter table {t["api_keys"]} add column if not exists tpm_limit bigint;
             create table if not exists {t["api_key_events"]} (
                 key_id uuid not null,
                 version int not null,
@@ -194,8 +198,9 @@ class Directory:
             elif item.topic == "key.created":
                 await cur.execute(
                     f"""insert into {t["api_keys"]} (key_id, account_id, label, prefix, spend_cap, default_model,
-                        created_at, allowed_models, expires_at, cap_reset, updated_at, fit_to_budget)
-                        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                        created_at, allowed_models, expires_at, cap_reset, updated_at, fit_to_budget, rpm_limit,
+                        tpm_limit)
+                        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                     (
                         e.originator_id,
                         e.account_id,
@@ -209,6 +214,8 @@ class Directory:
                         e.cap_reset,
                         e.timestamp,
                         e.fit_to_budget,
+                        e.rpm_limit,
+                        e.tpm_limit,
                     ),
                 )
                 await cur.execute(
@@ -272,7 +279,7 @@ async def account_exists(conn: psycopg.AsyncConnection, account_id: UUID) -> boo
 
 _KEY_COLUMNS = (
     "k.key_id, k.account_id, k.label, k.prefix, k.spend_cap, k.default_model, k.status, k.created_at, "
-    "k.allowed_models, k.expires_at, k.cap_reset, k.updated_at, k.fit_to_budget"
+    "k.allowed_models, k.expires_at, k.cap_reset, k.updated_at, k.fit_to_budget, k.rpm_limit, k.tpm_limit"
 )
 
 
