@@ -47,12 +47,13 @@ class SliceRates(KeyRates):
     def __init__(self, store):
         super().__init__(store)
         self.left: dict[tuple, int] = {}
+        self.lock = asyncio.Lock()
 
     async def admit(self, key, tokens):
         window, reset = window_of(self.clock())
         slot = (key.key_id, window)
         if self.left.get(slot, 0) <= 0:
-            async with self._locks[0]:
+            async with self.lock:
                 while self.left.get(slot, 0) <= 0:
                     requests, used, revision = await self.store.read(f"{key.key_id}.{window}")
                     try:

@@ -8,7 +8,8 @@ entry's last revision), so however many processes admit at once, no more than `r
 `tpm_limit` tokens are admitted in one window. A process remembers the entry it last wrote and its revision:
 while no other process writes the key's counter, admitting is one NATS round trip; when one did, the
 compare-and-set fails, the entry is read afresh and the request tried again (at most MAX_ATTEMPTS times).
-Requests of one key in one process take turns (a lock per stripe of keys), so they do not race each other.
+Requests of one key in one process do not race each other: those arriving while a write is out wait for the next
+one, which admits them all (as many as fit, in order) at once.
 
 Tokens: a request is admitted on its bound (prompt bound plus completion limit, per choice), and its count is
 trued up to its real usage once that is known (off the request's path; not after its minute is over).
@@ -41,8 +42,7 @@ log = logging.getLogger("mesh.gateway")
 
 WINDOW_SECONDS = 60  # the UTC minute
 WINDOW_TTL = 2 * WINDOW_SECONDS  # how long a window's counter is kept (then NATS drops it)
-MAX_ATTEMPTS = 32  # compare-and-sets one admission tries before it gives up (a 503)
-LOCK_STRIPES = 256  # locks shared by keys (a key's requests in one process take turns)
+MAX_ATTEMPTS = 32  # compare-and-sets one batch tries before it gives up (a 503)
 MAX_REMEMBERED = 100_000  # counters remembered at once (then forgotten, and read again when needed)
 STORE_SECONDS = 2.0  # how long one read or write of a counter may take
 
@@ -136,16 +136,27 @@ class _Seen:
         self.window, self.requests, self.tokens, self.revision = window, requests, tokens, revision
 
 
+class _Item:
+    """One request waiting to be admitted (`future` set), or one true-up (`window`: the window it belongs to)."""
+
+    __slots__ = ("key", "tokens", "future", "window")
+
+    def __init__(self, key: KeyInfo, tokens: int, future: asyncio.Future | None, window: int = 0):
+        self.key, self.tokens, self.future, self.window = key, tokens, future, window
+
+
 class KeyRates:
     """The gateway's admission by key rate: `admit` before a request goes upstream, `settle` when its usage is
-    known."""
+    known. A key's requests in one process are admitted in batches: while one compare-and-set is out, the ones
+    arriving queue, and the next admits them all (as many as fit, in order) with one write."""
 
     def __init__(self, store: WindowStore | None, clock: Callable[[], float] = time.time):
         self.store = store  # None: no NATS (a key with limits is then answered 503)
         self.clock = clock
-        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self._seen: dict[UUID, _Seen] = {}  # the counter each key last wrote here, with its revision
-        self._settling: set[asyncio.Task] = set()
+        self._queues: dict[UUID, list[_Item]] = {}  # what waits for the key's next write
+        self._draining: set[UUID] = set()  # keys whose queue is being written
+        self._tasks: set[asyncio.Task] = set()
 
     async def admit(self, key: KeyInfo, tokens: Callable[[], int]) -> RateUse | None:
         """Count one request of `key`, and `tokens()` tokens when it has a tpm_limit, in this minute's window;
@@ -162,78 +173,108 @@ class KeyRates:
                 "rate_limit_error",
                 "key_tpm_limit",
             )
-        async with self._locks[hash(key.key_id) % LOCK_STRIPES]:
-            return await self._admit(key, asked)
-
-    async def _admit(self, key: KeyInfo, asked: int) -> RateUse:
-        fresh = False
-        for _ in range(MAX_ATTEMPTS):
-            window, reset = window_of(self.clock())
-            seen = self._seen.get(key.key_id)
-            if seen is None or seen.window != window:
-                seen, fresh = _Seen(window, *await self._read(key.key_id, window)), True
-            over = self._over(key, seen, asked)
-            if over is not None:
-                if not fresh:  # another process may have trued tokens down since: look again before refusing
-                    self._seen.pop(key.key_id, None)
-                    fresh = True
-                    continue
-                used = seen.requests if over == "rpm" else seen.tokens
-                headers = limit_headers(key.rpm_limit, key.tpm_limit, seen.requests, seen.tokens, reset)
-                raise refusal(key, over, used, asked, window, reset, headers)
-            requests, used_tokens = seen.requests + 1, seen.tokens + asked
-            try:
-                revision = await self._write(key.key_id, window, requests, used_tokens, seen.revision)
-            except Conflict:
-                self._seen.pop(key.key_id, None)
-                fresh = False
-                continue
-            self._remember(key.key_id, _Seen(window, requests, used_tokens, revision))
-            return RateUse(key, window, asked, requests, used_tokens, reset)
-        raise GatewayError(
-            503,
-            "this API key's rate limit could not be checked: too many requests with it at once across the gateways; "
-            "retry shortly",
-            "api_error",
-            "rate_limit_contended",
-        )
-
-    @staticmethod
-    def _over(key: KeyInfo, seen: _Seen, asked: int) -> str | None:
-        if key.rpm_limit is not None and seen.requests + 1 > key.rpm_limit:
-            return "rpm"
-        if key.tpm_limit is not None and seen.tokens + asked > key.tpm_limit:
-            return "tpm"
-        return None
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._queue(_Item(key, asked, future))
+        if key.key_id not in self._draining:
+            await self._drain(key.key_id, future)  # this request writes the batch it is in (and maybe others)
+        return await future
 
     def settle(self, use: RateUse | None, tokens: int) -> None:
         """The request used `tokens` in all: its window's count goes from its bound to that (in the background,
         while its window lasts)."""
         if use is None or use.tpm_limit is None or tokens == use.tokens:
             return
-        task = asyncio.create_task(self._true_up(use, tokens - use.tokens))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        key = KeyInfo(use.key_id, use.key_id, None, "active", None, rpm_limit=use.rpm_limit, tpm_limit=use.tpm_limit)
+        self._queue(_Item(key, tokens - use.tokens, None, use.window))
+        if use.key_id not in self._draining:
+            self._spawn(use.key_id)
 
-    async def _true_up(self, use: RateUse, delta: int) -> None:
+    def _queue(self, item: _Item) -> None:
+        self._queues.setdefault(item.key.key_id, []).append(item)
+
+    def _spawn(self, key_id: UUID) -> None:
+        task = asyncio.create_task(self._drain(key_id, None))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, key_id: UUID, own: asyncio.Future | None) -> None:
+        """Write the key's queued batches until `own` is answered (None: until the queue is empty); what
+        arrives later is left to a task of its own, so no request waits on others' batches for long."""
+        self._draining.add(key_id)
         try:
-            async with self._locks[hash(use.key_id) % LOCK_STRIPES]:
-                for _ in range(MAX_ATTEMPTS):
-                    if window_of(self.clock())[0] != use.window:
-                        return  # that minute is over: its count no longer matters
-                    seen = self._seen.get(use.key_id)
-                    if seen is None or seen.window != use.window:
-                        seen = _Seen(use.window, *await self._read(use.key_id, use.window))
-                    tokens = max(0, seen.tokens + delta)
-                    try:
-                        revision = await self._write(use.key_id, use.window, seen.requests, tokens, seen.revision)
-                    except Conflict:
-                        self._seen.pop(use.key_id, None)
-                        continue
-                    self._remember(use.key_id, _Seen(use.window, seen.requests, tokens, revision))
-                    return
-        except Exception as exc:  # noqa: BLE001 - a true-up is not worth failing anything for: the bound stays
-            log.warning("could not true up the tokens of key %s: %s", use.key_id, exc or type(exc).__name__)
+            while (own is None or not own.done()) and (batch := self._queues.pop(key_id, None)):
+                await self._write_batch(key_id, batch)
+        finally:
+            self._draining.discard(key_id)
+            if key_id in self._queues:
+                self._spawn(key_id)
+
+    async def _write_batch(self, key_id: UUID, batch: list[_Item]) -> None:
+        try:
+            outcomes = await self._decide(key_id, batch)
+        except GatewayError as failure:  # NATS away: every request of the batch is told
+            for item in batch:
+                if item.future is not None and not item.future.done():
+                    item.future.set_exception(failure)
+            return
+        except BaseException:  # the writing request was cancelled: the others wait for the next write
+            self._queues[key_id] = [*batch, *self._queues.get(key_id, [])]
+            raise
+        for item, outcome in zip(batch, outcomes):
+            if item.future is None or item.future.done():
+                continue
+            if isinstance(outcome, GatewayError):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
+
+    async def _decide(self, key_id: UUID, batch: list[_Item]) -> list[RateUse | GatewayError | None]:
+        """Admit as many of the batch as fit, in order, and apply its true-ups, with one compare-and-set."""
+        fresh = False
+        for _ in range(MAX_ATTEMPTS):
+            window, reset = window_of(self.clock())
+            seen = self._seen.get(key_id)
+            if seen is None or seen.window != window:
+                seen, fresh = _Seen(window, *await self._read(key_id, window)), True
+            requests, tokens = seen.requests, seen.tokens
+            outcomes: list[RateUse | GatewayError | None] = []
+            for item in batch:
+                if item.future is None:  # a true-up: only while its window lasts
+                    if item.window == window:
+                        tokens = max(0, tokens + item.tokens)
+                    outcomes.append(None)
+                    continue
+                over = _over(item.key, requests, tokens, item.tokens)
+                if over is None:
+                    requests, tokens = requests + 1, tokens + item.tokens
+                    outcomes.append(RateUse(item.key, window, item.tokens, requests, tokens, reset))
+                    continue
+                if not fresh:  # another process may have trued tokens down since: look again before refusing
+                    break
+                used = requests if over == "rpm" else tokens
+                headers = limit_headers(item.key.rpm_limit, item.key.tpm_limit, requests, tokens, reset)
+                outcomes.append(refusal(item.key, over, used, item.tokens, window, reset, headers))
+            if len(outcomes) < len(batch):
+                self._seen.pop(key_id, None)
+                fresh = True
+                continue
+            if (requests, tokens) != (seen.requests, seen.tokens):
+                try:
+                    revision = await self._write(key_id, window, requests, tokens, seen.revision)
+                except Conflict:
+                    self._seen.pop(key_id, None)
+                    fresh = False
+                    continue
+                self._remember(key_id, _Seen(window, requests, tokens, revision))
+            return outcomes
+        contended = GatewayError(
+            503,
+            "this API key's rate limit could not be checked: too many requests with it at once across the gateways; "
+            "retry shortly",
+            "api_error",
+            "rate_limit_contended",
+        )
+        return [contended] * len(batch)
 
     def _remember(self, key_id: UUID, seen: _Seen) -> None:
         if len(self._seen) >= MAX_REMEMBERED and key_id not in self._seen:
@@ -262,6 +303,14 @@ class KeyRates:
         if self.store is None:
             raise _unavailable(None)
         return self.store
+
+
+def _over(key: KeyInfo, requests: int, tokens: int, asked: int) -> str | None:
+    if key.rpm_limit is not None and requests + 1 > key.rpm_limit:
+        return "rpm"
+    if key.tpm_limit is not None and tokens + asked > key.tpm_limit:
+        return "tpm"
+    return None
 
 
 def chat_tokens(body: dict, model: Model, kind: str, prompt_bound: int | None) -> int:

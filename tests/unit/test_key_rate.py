@@ -109,7 +109,7 @@ def test_tokens_are_admitted_on_the_bound_and_trued_up_to_the_usage():
         assert (refused.status, refused.code) == (429, "key_tpm_limit")
         assert dict(refused.headers)[b"retry-after"] == b"50"
         rates.settle(first, 150)  # it used 150 of its 600
-        await asyncio.gather(*rates._settling)
+        await asyncio.gather(*rates._tasks)
         second = await rates.admit(k, lambda: 600)  # 150 + 600 fit now
         assert second.tokens_used == 750
 
@@ -131,7 +131,7 @@ def test_a_true_up_after_its_minute_changes_nothing():
         use = await rates.admit(k, lambda: 500)
         clock.now += 2
         rates.settle(use, 10)
-        await asyncio.gather(*rates._settling)
+        await asyncio.gather(*rates._tasks)
 
     asyncio.run(run())
     assert store.writes == 1
@@ -146,7 +146,7 @@ def test_a_refusal_seen_from_memory_is_checked_afresh_first():
         await a.admit(k, lambda: 400)
         use = await b.admit(k, lambda: 500)
         b.settle(use, 0)
-        await asyncio.gather(*b._settling)
+        await asyncio.gather(*b._tasks)
         return await a.admit(k, lambda: 500)  # a remembers 400 (b's 500 unseen); the store holds 400
 
     assert asyncio.run(run()).tokens_used == 900
@@ -165,3 +165,32 @@ def test_reset_durations_are_written_as_openai_writes_them(seconds, text):
 def test_the_window_is_the_utc_minute():
     assert window_of(MINUTE_START + 59.5) == (MINUTE_START // 60, 0.5)
     assert window_of(MINUTE_START + 60)[0] == MINUTE_START // 60 + 1
+
+
+def test_concurrent_requests_of_one_key_in_one_process_share_writes():
+    store, clock = MemoryWindows(), Clock(MINUTE_START + 1)
+    rates, k = KeyRates(store, clock), key(rpm=15)
+
+    async def run():
+        return await asyncio.gather(*(outcome(rates, k) for _ in range(40)))
+
+    results = asyncio.run(run())
+    admitted = [r for r in results if not isinstance(r, GatewayError)]
+    assert sorted(r.requests_used for r in admitted) == list(range(1, 16))
+    assert store.writes < 15  # batched: fewer writes than requests admitted
+    assert all(r.code == "key_rpm_limit" for r in results if isinstance(r, GatewayError))
+
+
+def test_a_cancelled_request_leaves_the_others_of_its_batch_to_the_next_write():
+    store, clock = MemoryWindows(), Clock(MINUTE_START + 1)
+    rates, k = KeyRates(store, clock), key(rpm=5)
+
+    async def run():
+        first = asyncio.create_task(outcome(rates, k))
+        others = [asyncio.create_task(outcome(rates, k)) for _ in range(3)]
+        await asyncio.sleep(0)
+        first.cancel()
+        return await asyncio.gather(*others)
+
+    results = asyncio.run(run())
+    assert all(not isinstance(r, GatewayError) for r in results)
