@@ -161,3 +161,24 @@ def test_out_of_range_limits_are_refused_at_creation(gateways, fields):  # noqa:
     )
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"]["param"] == next(iter(fields))
+
+
+def test_streams_and_embeddings_count_and_carry_the_headers(gateways):  # noqa: F811
+    _, _, key, _ = funded_key(gateways[0], "50", label="kinds", rpm_limit=2, tpm_limit=100_000)
+    auth = {"authorization": f"Bearer {key}"}
+    in_one_window()
+    body = {"model": MODEL, "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", gateways[0].url + "/v1/chat/completions", headers=auth, json=body, timeout=30) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["x-ratelimit-remaining-requests"] == "1"
+        assert int(r.headers["x-ratelimit-remaining-tokens"]) < 100_000
+        r.read()
+    embedded = httpx.post(
+        gateways[1].url + "/v1/embeddings", headers=auth, json={"model": MODEL, "input": "hello"}, timeout=30
+    )
+    assert embedded.status_code == 200, embedded.text
+    assert embedded.headers["x-ratelimit-remaining-requests"] == "0"
+    refused = httpx.post(
+        gateways[0].url + "/v1/embeddings", headers=auth, json={"model": MODEL, "input": "hello"}, timeout=30
+    )
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "key_rpm_limit"
