@@ -173,8 +173,12 @@ class Gateway:
             if model.price.is_free:  # refused before anything is recorded
                 self.free_limit.admit(key.account_id, model.id)
             ticket, fitted, prompt_bound = await self._reserve(key, model, request, body)
-            kind = self.catalog.providers[model.provider].kind
-            rate = await self._admit_rate(key, ticket, headers, lambda: chat_tokens(body, model, kind, prompt_bound))
+            rate = await self._admit_rate(
+                key,
+                ticket,
+                headers,
+                lambda: chat_tokens(body, model, self.catalog.providers[model.provider].kind, prompt_bound),
+            )
         if fitted is not None:  # the key fits limits to its budget: the answer says to what
             headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
         record = RequestRecord(trace_id, key, model, request.model, started, request_id, request.stream, ticket)

@@ -137,12 +137,15 @@ class _Seen:
 
 
 class _Item:
-    """One request waiting to be admitted (`future` set), or one true-up (`window`: the window it belongs to)."""
+    """One request of `key` waiting to be admitted (`future` set), or one true-up of `tokens` (a difference) in
+    `window`."""
 
-    __slots__ = ("key", "tokens", "future", "window")
+    __slots__ = ("key_id", "key", "tokens", "future", "window")
 
-    def __init__(self, key: KeyInfo, tokens: int, future: asyncio.Future | None, window: int = 0):
-        self.key, self.tokens, self.future, self.window = key, tokens, future, window
+    def __init__(
+        self, key_id: UUID, key: KeyInfo | None, tokens: int, future: asyncio.Future | None = None, window: int = 0
+    ):
+        self.key_id, self.key, self.tokens, self.future, self.window = key_id, key, tokens, future, window
 
 
 class KeyRates:
@@ -174,7 +177,7 @@ class KeyRates:
                 "key_tpm_limit",
             )
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._queue(_Item(key, asked, future))
+        self._queue(_Item(key.key_id, key, asked, future))
         if key.key_id not in self._draining:
             await self._drain(key.key_id, future)  # this request writes the batch it is in (and maybe others)
         return await future
@@ -184,13 +187,12 @@ class KeyRates:
         while its window lasts)."""
         if use is None or use.tpm_limit is None or tokens == use.tokens:
             return
-        key = KeyInfo(use.key_id, use.key_id, None, "active", None, rpm_limit=use.rpm_limit, tpm_limit=use.tpm_limit)
-        self._queue(_Item(key, tokens - use.tokens, None, use.window))
+        self._queue(_Item(use.key_id, None, tokens - use.tokens, window=use.window))
         if use.key_id not in self._draining:
             self._spawn(use.key_id)
 
     def _queue(self, item: _Item) -> None:
-        self._queues.setdefault(item.key.key_id, []).append(item)
+        self._queues.setdefault(item.key_id, []).append(item)
 
     def _spawn(self, key_id: UUID) -> None:
         task = asyncio.create_task(self._drain(key_id, None))
@@ -239,7 +241,7 @@ class KeyRates:
             requests, tokens = seen.requests, seen.tokens
             outcomes: list[RateUse | GatewayError | None] = []
             for item in batch:
-                if item.future is None:  # a true-up: only while its window lasts
+                if item.key is None:  # a true-up: only while its window lasts
                     if item.window == window:
                         tokens = max(0, tokens + item.tokens)
                     outcomes.append(None)

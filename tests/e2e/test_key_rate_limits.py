@@ -59,7 +59,8 @@ def test_rpm_limit_holds_across_two_gateway_processes_under_concurrency(gateways
     served = [r for r in responses if r.status_code == 200]
     refused = [r for r in responses if r.status_code == 429]
     assert (len(served), len(refused)) == (limit, 2 * limit), sorted(r.status_code for r in responses)
-    assert {r.url.port for r in served} == {gw.port for gw in gateways}  # both processes admitted some
+    # half the burst went to each process: with a counter per process each would have admitted `limit`
+    assert sorted(r.url.port for r in responses).count(gateways[0].port) == 3 * limit // 2
     check_refusals(refused, "key_rpm_limit", limit, "requests")
     # every answer says what is left: each remaining count from limit-1 down to 0 once
     assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in served) == list(range(limit))
