@@ -1,15 +1,15 @@
 """Requests and tokens a minute per API key (`rpm_limit`, `tpm_limit`), held across every gateway process.
 
 The window is the UTC minute, [hh:mm:00, hh:mm+1:00), by the clock of the process admitting the request: a
-request counts in the minute in which its admission began. One counter per key and minute lives in a NATS
-JetStream key-value bucket (`<stream>_KEY_RATES`, in memory, entries gone after WINDOW_TTL): the requests
-and tokens admitted so far. A request is admitted by a compare-and-set of that entry (a publish expecting the
-entry's last revision), so however many processes admit at once, no more than `rpm_limit` requests and
-`tpm_limit` tokens are admitted in one window. A process remembers the entry it last wrote and its revision:
-while no other process writes the key's counter, admitting is one NATS round trip; when one did, the
-compare-and-set fails, the entry is read afresh and the request tried again (at most MAX_ATTEMPTS times).
-Requests of one key in one process do not race each other: those arriving while a write is out wait for the next
-one, which admits them all (as many as fit, in order) at once.
+request counts in the minute in which it is decided (its counter write prepared). One counter per key and
+minute lives in a NATS JetStream key-value bucket (`<stream>_KEY_RATES`, in memory, entries gone after
+WINDOW_TTL): the requests and tokens admitted so far. A request is admitted by a compare-and-set of that entry
+(a publish expecting the entry's last revision), so however many processes admit at once, no more than
+`rpm_limit` requests and `tpm_limit` tokens are admitted in one window. A process remembers the entry it last
+wrote and its revision: while no other process writes the key's counter, admitting is one NATS round trip;
+when one did, the compare-and-set fails, the entry is read afresh and the request tried again (at most
+MAX_ATTEMPTS times). Requests of one key in one process do not race each other: those arriving while a write
+is out wait for the next one, which admits them all (as many as fit, in order) at once.
 
 Tokens: a request is admitted on its bound (prompt bound plus completion limit, per choice), and its count is
 trued up to its real usage once that is known (off the request's path; not after its minute is over).
