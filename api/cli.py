@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     rebuild.add_argument("read_model", help="directory | billing | catalog | templates | logs")
     _add_events_commands(sub)
     _add_audit_commands(sub)
+    models = sub.add_parser("models", help="the providers' models: `discover <provider>` lists what one offers")
+    models.add_argument("action", choices=("discover",))
+    models.add_argument("provider", help="a provider's name in mesh.toml")
+    models.add_argument("--json", action="store_true", help="print the list as JSON (as the admin route answers)")
     args = parser.parse_args(argv)
     configure_log("text")  # until the settings say otherwise: a bad setting is said in plain text
     try:
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(quarantine(settings, args.action, args.read_model))
         if args.command == "projections":
             return _run(_projections_only(settings))
+        if args.command == "models":
+            from api.models_command import discover_models
+
+            return _run(discover_models(settings, args.provider, args.json))
         if args.command == "rebuild":
             from api.maintenance import rebuild_read_model
 

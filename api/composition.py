@@ -20,6 +20,7 @@ from api.services.logs import LogService
 from api.services.metrics import MetricsService
 from api.services.models import ModelService
 from api.services.one_time_views import OneTimeViews
+from api.services.provider_models import ProviderModelService
 from api.services.template_trial import TemplateTrial
 from api.services.usage import UsageService
 from api.services.prompt_templates import TemplateService
@@ -46,6 +47,7 @@ class Services:
     webhook_service: WebhookService
     one_time_views: OneTimeViews  # what a dashboard page shows once, after the redirect of a POST
     metrics_service: MetricsService
+    provider_model_service: ProviderModelService  # what the providers offer (operator)
 
 
 def compose(runtime: Runtime) -> Services:
@@ -101,6 +103,7 @@ def compose(runtime: Runtime) -> Services:
             health,
             (runtime.operator_token, runtime.metrics_token or ""),
         ),
+        provider_model_service=ProviderModelService(runtime.catalog, runtime.adapters),
     )
 
 

@@ -53,6 +53,8 @@ class ReadModelKeys:
             row.expires_at,
             valid_until,
             row.fit_to_budget,
+            row.rpm_limit,
+            row.tpm_limit,
         )
 
 

@@ -15,6 +15,8 @@ from api.openapi import OPERATOR, errors
 from api.auth import operator
 from api.routes.models import ModelListOut, ModelOut, model_out
 from api.services.admin import PRICE_FIELDS, AdminService
+from api.services.provider_models import ProviderModelService
+from gateway.discovery import Offer
 from domain.bounds import AmountIn, AwareDatetime, Reason
 from domain.credentials import VISIBLE_PREFIX_LENGTH
 from domain.money import pico_to_usd
@@ -137,6 +139,17 @@ class AdminController(Controller):
         self, admin_service: NamedDependency[AdminService], _operator: NamedDependency[None]
     ) -> ModelListOut:
         return ModelListOut([model_out(m) for m in admin_service.models()])
+
+    @get("/providers/{name:str}/models", responses=errors(400, 404, 502))
+    async def provider_models(
+        self,
+        provider_model_service: NamedDependency[ProviderModelService],
+        _operator: NamedDependency[None],
+        name: FromPath[str],
+    ) -> Offer:
+        """What the provider offers (its own model list, through Mesh's credentials for it), each marked with the
+        Mesh ids the catalog serves it under and its published token limits; at most MAX_MODELS models."""
+        return await provider_model_service.offered(name)
 
     @put("/models/{model_id:path}", responses=errors(400, 404, 503))
     async def change_model(
