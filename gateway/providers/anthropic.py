@@ -318,5 +318,86 @@ class AnthropicAdapter:
         reply = StreamReply(frames(), sent)
         return reply
 
+    # Anthropic's Messages API as its clients send it (POST /v1/messages to an Anthropic-kind model): the body goes
+    # upstream as sent (its model the upstream's name), with the client's anthropic-version and anthropic-beta
+    # headers (`head`, from `Upstream.head_with`); the answer and stream come back as the upstream sent them, and
+    # the usage billed is read from them.
+
+    async def messages(self, model: Model, body: dict, head: bytes, query: str = "") -> Reply:
+        started = time.perf_counter_ns()
+        response = await self.upstream.post("/messages" + query, {**body, "model": model.upstream}, head)
+        try:
+            message = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            raise self.upstream.broken("sent a response that is not a message") from None
+        reported = message.get("usage") if isinstance(message, dict) else None
+        usage = _usage(reported) if isinstance(reported, dict) else estimated_usage({}, _generated(message))
+        return Reply(response.content, usage, (time.perf_counter_ns() - started) // 1000)
+
+    async def messages_stream(self, model: Model, body: dict, head: bytes, query: str = "") -> StreamReply:
+        sent = time.perf_counter_ns()
+        response = await self.upstream.stream("/messages" + query, {**body, "model": model.upstream}, head=head)
+        reply: StreamReply
+
+        async def frames() -> AsyncIterator[bytes]:
+            usage: dict = {}
+            finished = False
+            generated: list[str] = []
+            try:
+                try:
+                    async for lines in self.upstream.line_batches(response):
+                        failure: str | None = None
+                        for line in lines:
+                            if not line.startswith("data:"):
+                                continue
+                            event = msgspec.json.decode(line[5:].strip())
+                            kind = event.get("type") if isinstance(event, dict) else None
+                            if kind == "message_start":
+                                usage.update((event.get("message") or {}).get("usage") or {})
+                            elif kind == "content_block_delta":
+                                delta = event.get("delta") or {}
+                                text = delta.get("text") or delta.get("thinking") or delta.get("partial_json")
+                                if text:
+                                    reply.mark_first_token()
+                                    generated.append(text)
+                            elif kind == "message_delta":
+                                usage.update((k, v) for k, v in (event.get("usage") or {}).items() if v is not None)
+                                finished = True
+                            elif kind == "message_stop":
+                                reply.ended = True
+                            elif kind == "error":
+                                failure = str((event.get("error") or {}).get("message", "unknown error"))
+                        yield "".join(line + "\n" for line in lines).encode()
+                        if failure is not None:  # relayed to the client as the upstream sent it, then billed
+                            raise failed_mid_stream(self.provider, failure)
+                        if reply.ended:
+                            return
+                except msgspec.DecodeError:
+                    raise self.upstream.broken("sent a stream event that is not JSON") from None
+                if not finished:
+                    raise self.upstream.broken("ended the stream before the message was complete")
+            finally:
+                reported = _usage(usage)
+                reply.usage = reported if finished else estimated_usage({}, "".join(generated), reported)
+                reply.mark_done()
+                await response.aclose()
+
+        reply = StreamReply(frames(), sent)
+        return reply
+
+    async def count_tokens(self, model: Model, body: dict, head: bytes) -> bytes:
+        """POST /v1/messages/count_tokens as sent (Anthropic does not charge for it)."""
+        return (await self.upstream.post("/messages/count_tokens", {**body, "model": model.upstream}, head)).content
+
     async def aclose(self) -> None:
         await self.upstream.aclose()
+
+
+def _generated(message: Any) -> str:
+    """The text, thinking and tool input an Anthropic message generated, for an estimate of its output."""
+    content = message.get("content") if isinstance(message, dict) else None
+    return "".join(
+        str(b.get("text") or b.get("thinking") or msgspec.json.encode(b.get("input") or {}).decode())
+        for b in content or []
+        if isinstance(b, dict)
+    )

@@ -81,6 +81,11 @@ class StreamReply:
         self.sent_ns = sent_ns
         self.first_token_ns: int | None = None
         self.upstream_us = 0
+        self.ended = False  # set before the stream's last frame is yielded, for a wire format without [DONE]
+
+    def is_last(self, frame: bytes) -> bool:
+        """Whether `frame` ends the stream: the gateway makes the bill durable before it leaves."""
+        return self.ended or frame.endswith(SSE_DONE)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._frames
@@ -258,14 +263,20 @@ class Upstream:
         self.error_message = error_message
         self.base = Target(provider.base_url)
         self.transport = LeanTransport()
-        headers = {"content-type": "application/json", **headers}
-        self._head = f"host: {self.base.authority}\r\n".encode() + b"".join(
-            f"{name}: {value}\r\n".encode() for name, value in headers.items()
-        )
+        self._headers = {"content-type": "application/json", **headers}
+        self._head = self.head_with({})
         self._targets: dict[str, Target] = {}  # per path, so a request parses and joins nothing
         # Set only while tracing is on (gateway/tracing.py): the header lines (`traceparent`, `tracestate`) naming
         # the running upstream call's span, added to each request's header block.
         self.trace_headers: Callable[[], bytes] | None = None
+
+    def head_with(self, headers: dict[str, str]) -> bytes:
+        """The request header block with `headers` added to (or replacing) the provider's own: for a request that
+        forwards some of its client's headers (gateway/wire/messages.py)."""
+        merged = {**self._headers, **headers}
+        return f"host: {self.base.authority}\r\n".encode() + b"".join(
+            f"{name}: {value}\r\n".encode("latin-1") for name, value in merged.items()
+        )
 
     def _target(self, path: str) -> Target:
         target = self._targets.get(path)
@@ -273,12 +284,13 @@ class Upstream:
             target = self._targets[path] = self.base.join(path)
         return target
 
-    async def post(self, path: str, document: dict) -> "Posted":
+    async def post(self, path: str, document: dict, head: bytes | None = None) -> "Posted":
+        head = self._head if head is None else head
         try:
             status, content = await self.transport.request(
                 b"POST",
                 self._target(path),
-                self._head if self.trace_headers is None else self._head + self.trace_headers(),
+                head if self.trace_headers is None else head + self.trace_headers(),
                 msgspec.json.encode(document),
                 connect_timeout=self.provider.connect_timeout,
                 timeout=self.provider.timeout,
@@ -291,14 +303,17 @@ class Upstream:
             raise upstream_error(self.provider, status, self.error_message(content))
         return Posted(status, content)
 
-    async def stream(self, path: str, document: dict, params: dict | None = None) -> LeanResponse:
+    async def stream(
+        self, path: str, document: dict, params: dict | None = None, head: bytes | None = None
+    ) -> LeanResponse:
         """Open a streamed POST; the caller reads it (`lines`) and must close it (`aclose`)."""
         target = self._target(path + (f"?{urlencode(params)}" if params else ""))
+        head = self._head if head is None else head
         try:
             response = await self.transport.open(
                 b"POST",
                 target,
-                self._head if self.trace_headers is None else self._head + self.trace_headers(),
+                head if self.trace_headers is None else head + self.trace_headers(),
                 msgspec.json.encode(document),
                 connect_timeout=self.provider.connect_timeout,
                 read_timeout=self.provider.timeout,
