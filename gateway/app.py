@@ -37,10 +37,11 @@ from gateway.providers.base import Adapter, Reply, StreamReply
 from gateway.refusals import Refusals
 from gateway.trace_ids import current_trace, new_trace_id
 from gateway.usage import UsagePublisher
-from gateway.wire import messages
+from gateway.wire import messages, responses
+from gateway.wire.internal import Translated
 
 ENDPOINTS = frozenset(
-    {"/v1/chat/completions", "/v1/embeddings", "/v1/models", messages.PATH, messages.COUNT_TOKENS_PATH}
+    {"/v1/chat/completions", "/v1/embeddings", "/v1/models", messages.PATH, messages.COUNT_TOKENS_PATH, responses.PATH}
 )
 MODEL_PATH = "/v1/models/"  # GET /v1/models/{id}: a model id may hold slashes (acme/gpt-4o)
 DISCONNECT_DRAIN_SECONDS = 30.0  # how long a stream whose client left is still read, for the upstream's own usage
@@ -93,6 +94,8 @@ class Gateway:
                 await self._messages(scope, receive, send, headers, trace_id, started, request_id)
             elif path == "/v1/messages/count_tokens" and method == "POST":
                 await self._count_tokens(scope, receive, send, headers)
+            elif path == "/v1/responses" and method == "POST":
+                await self._responses(scope, receive, send, headers, trace_id, started, request_id)
             elif path == "/v1/embeddings" and method == "POST":
                 await self._embeddings(scope, receive, send, headers, trace_id, started, request_id)
             elif path == "/v1/models" and method == "GET":
@@ -222,11 +225,7 @@ class Gateway:
                 encode, encode_stream = None, None
             else:
                 translated = messages.translate(body, model, adapter.chat_fields)
-                internal = translated.body
-                check_fields(internal, adapter.chat_fields, model.id, consumed=frozenset())
-                chat = parse_chat(internal)
-                ticket = await self._admit(key, model, chat, internal, headers)
-                headers.extend(translated.header())
+                internal, ticket = await self._admit_translated(key, model, adapter, translated, headers)
                 call = lambda: adapter.chat(model, internal)  # noqa: E731
                 open_stream = lambda: adapter.chat_stream(model, internal, True)  # noqa: E731
 
@@ -240,6 +239,54 @@ class Gateway:
             trace_id, key, model, request.model, started, request_id, request.stream, ticket, raw, Api.MESSAGES
         )
         await self._serve(send, receive, headers, record, call, open_stream, encode, encode_stream, messages.error_body)
+
+    async def _responses(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list,
+        trace_id: uuid.UUID,
+        started: int,
+        request_id: str | None,
+    ) -> None:
+        """OpenAI's Responses API, stateless, translated for every provider kind (gateway/wire/responses.py);
+        admitted, billed and logged as a chat completion is."""
+        key = await self._authenticate(scope)
+        with self._counting_refusals(key):
+            raw = await read_body(receive)
+            body = decode_object(raw)
+            _refuse_templates(body, responses.PATH)
+            request = responses.parse(body)
+            model = self._resolve_id(request.model, key)
+            adapter = self.adapters[model.provider]
+            translated = responses.translate(body, model, adapter.chat_fields)
+            internal, ticket = await self._admit_translated(key, model, adapter, translated, headers)
+        record = self._record(
+            trace_id, key, model, request.model, started, request_id, request.stream, ticket, raw, Api.RESPONSES
+        )
+        await self._serve(
+            send,
+            receive,
+            headers,
+            record,
+            lambda: adapter.chat(model, internal),
+            lambda: adapter.chat_stream(model, internal, True),
+            lambda result: responses.encode(result.body, result.usage, model, body),
+            lambda reply: responses.encode_stream(reply, model, body),
+        )
+
+    async def _admit_translated(
+        self, key: KeyInfo, model: Model, adapter: Adapter, translated: Translated, headers: list
+    ) -> tuple[dict, "Admitted"]:
+        """A front door's request translated to the internal shape, checked and admitted as a chat request is."""
+        internal = translated.body
+        check_fields(internal, adapter.chat_fields, model.id, consumed=frozenset())
+        chat = parse_chat(internal)
+        refuse_file_ids(chat.messages)
+        admitted = await self._admit(key, model, chat, internal, headers)
+        headers.extend(translated.header())
+        return internal, admitted
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, headers: list) -> None:
         """POST /v1/messages/count_tokens: the Anthropic upstream's own count, or Mesh's upper bound of the prompt
