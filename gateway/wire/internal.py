@@ -3,7 +3,7 @@ internal stream read as chunks and re-encoded."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator, Callable
 
 import msgspec
 
@@ -53,35 +53,81 @@ class Translated:
         return [(IGNORED_HEADER, ",".join(self.ignored).encode())] if self.ignored else []
 
 
-def chunks(frames: bytes) -> Iterable[dict | None]:
-    """The chat.completion.chunk documents in a batch of internal SSE frames; None for `[DONE]`."""
+class Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCall(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: Function | None = None
+
+
+class Turn(msgspec.Struct):
+    """What an answer's message (or a stream chunk's delta) holds that a front door encodes."""
+
+    content: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None  # as OpenAI-compatible servers send reasoning
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+    def text(self) -> str | None:
+        return self.content or self.refusal
+
+    def thought(self) -> str | None:
+        return self.reasoning_content or self.reasoning
+
+
+class Choice(msgspec.Struct):
+    message: Turn | None = None
+    delta: Turn | None = None
+    finish_reason: str | None = None
+
+
+class Completion(msgspec.Struct):
+    """An internal chat.completion, or one of its stream's chunks: the parts a front door encodes."""
+
+    id: str | None = None
+    choices: list[Choice] = []
+
+    def first(self) -> Choice:
+        return self.choices[0] if self.choices else Choice()
+
+
+decode_completion = msgspec.json.Decoder(Completion).decode
+
+
+def chunks(frames: bytes) -> list[Completion | None]:
+    """The chat.completion.chunk documents in a batch of internal SSE frames, up to the first `[DONE]` (None)."""
+    found: list[Completion | None] = []
     for frame in frames.split(b"\n\n"):
-        if frame.startswith(b"data: "):
-            payload = frame[6:]
-            if payload == b"[DONE]":
-                yield None
-                continue
+        if frame[:6] == b"data: ":
+            if frame[6:] == b"[DONE]":
+                found.append(None)
+                break
             try:
-                document = msgspec.json.decode(payload)
-            except msgspec.DecodeError:
+                found.append(decode_completion(frame[6:]))
+            except (msgspec.DecodeError, msgspec.ValidationError):
                 continue
-            if isinstance(document, dict):
-                yield document
+    return found
 
 
 class Reencoded(StreamReply):
     """An internal stream re-encoded into a front door's events by `encode` (given each batch's chunks, None for
     the end; it returns the frames to send): the usage, times and close are the inner stream's."""
 
-    def __init__(self, inner: StreamReply, encode: Callable[[list[dict | None]], bytes]):
+    def __init__(self, inner: StreamReply, encode: Callable[[list[Completion | None]], bytes]):
         super().__init__(self._frames(inner, encode), inner.sent_ns)
         self.inner = inner
 
-    async def _frames(self, inner: StreamReply, encode: Callable[[list[dict | None]], bytes]) -> AsyncIterator[bytes]:
+    async def _frames(
+        self, inner: StreamReply, encode: Callable[[list[Completion | None]], bytes]
+    ) -> AsyncIterator[bytes]:
         async for batch in inner:
-            parsed = list(chunks(batch))
-            if None in parsed:
-                parsed = parsed[: parsed.index(None) + 1]
+            parsed = chunks(batch)
+            if parsed and parsed[-1] is None:
                 self.ended = True
             out = encode(parsed)
             if self.ended:

@@ -34,7 +34,7 @@ from gateway.asgi import Scope
 from gateway.catalog import Model
 from gateway.errors import GatewayError, invalid
 from gateway.providers.base import StreamReply, Usage
-from gateway.wire.internal import Reencoded, Translated
+from gateway.wire.internal import Completion, Function, Reencoded, Translated, Turn, decode_completion
 from gateway import worst_case
 
 PATH = "/v1/messages"
@@ -392,31 +392,29 @@ def _message_id(chat_id: Any) -> str:
 
 def encode(answer: bytes, counted: Usage, model: Model) -> bytes:
     """An internal chat.completion as an Anthropic message."""
-    document = msgspec.json.decode(answer)
-    choice = (document.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
+    document = decode_completion(answer)
+    choice = document.first()
+    message = choice.message or Turn()
     blocks: list[dict] = []
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
-        blocks.append({"type": "thinking", "thinking": reasoning, "signature": SIGNATURE})
-    text = message.get("content") or message.get("refusal")
-    if text:
-        blocks.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
+    if message.thought():
+        blocks.append({"type": "thinking", "thinking": message.thought(), "signature": SIGNATURE})
+    if message.text():
+        blocks.append({"type": "text", "text": message.text()})
+    for call in message.tool_calls or []:
+        function = call.function or Function()
         try:
-            arguments = msgspec.json.decode(function.get("arguments") or "{}")
+            arguments = msgspec.json.decode(function.arguments or "{}")
         except msgspec.DecodeError:
             arguments = {}
-        blocks.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": arguments})
+        blocks.append({"type": "tool_use", "id": call.id, "name": function.name, "input": arguments})
     return msgspec.json.encode(
         {
-            "id": _message_id(document.get("id")),
+            "id": _message_id(document.id),
             "type": "message",
             "role": "assistant",
             "model": model.id,
             "content": blocks,
-            "stop_reason": STOP_REASONS.get(choice.get("finish_reason"), "end_turn"),
+            "stop_reason": STOP_REASONS.get(choice.finish_reason or "stop", "end_turn"),
             "stop_sequence": None,
             "usage": usage(counted),
         }
@@ -425,6 +423,9 @@ def encode(answer: bytes, counted: Usage, model: Model) -> bytes:
 
 def _event(kind: str, data: dict) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + msgspec.json.encode({"type": kind, **data}) + b"\n\n"
+
+
+_TEXT_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'  # the frequent event, by hand
 
 
 class _StreamState:
@@ -436,13 +437,13 @@ class _StreamState:
         self.tools: dict[int, int] = {}  # internal tool call index -> block index
         self.stop = "end_turn"
 
-    def encode(self, batch: list[dict | None]) -> bytes:
+    def encode(self, batch: list[Completion | None]) -> bytes:
         out: list[bytes] = []
         for chunk in batch:
             if not self.started:
                 self.started = True
                 message = {
-                    "id": _message_id(chunk.get("id") if chunk else None),
+                    "id": _message_id(chunk.id if chunk else None),
                     "type": "message",
                     "role": "assistant",
                     "model": self.model.id,
@@ -460,35 +461,38 @@ class _StreamState:
                 out.append(_event("message_delta", {"delta": delta, "usage": counted}))
                 out.append(_event("message_stop", {}))
                 break
-            for choice in chunk.get("choices") or []:
-                self._delta(choice.get("delta") or {}, out)
-                if choice.get("finish_reason"):
-                    self.stop = STOP_REASONS.get(choice["finish_reason"], "end_turn")
+            for choice in chunk.choices:
+                if choice.delta is not None:
+                    self._delta(choice.delta, out)
+                if choice.finish_reason:
+                    self.stop = STOP_REASONS.get(choice.finish_reason, "end_turn")
         return b"".join(out)
 
-    def _delta(self, delta: dict, out: list[bytes]) -> None:
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
+    def _delta(self, delta: Turn, out: list[bytes]) -> None:
+        reasoning = delta.thought()
+        if reasoning:
             self._block("thinking", {"type": "thinking", "thinking": "", "signature": SIGNATURE}, out)
             out.append(self._block_delta({"type": "thinking_delta", "thinking": reasoning}))
-        text = delta.get("content") or delta.get("refusal")
+        text = delta.text()
         if text:
             self._block("text", {"type": "text", "text": ""}, out)
-            out.append(self._block_delta({"type": "text_delta", "text": text}))
-        for call in delta.get("tool_calls") or []:
-            function = call.get("function") or {}
-            position = call.get("index", 0)
-            if call.get("id") or position not in self.tools:
-                block = {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": {}}
+            out.append(
+                b'%s%d,"delta":{"type":"text_delta","text":%s}}\n\n'
+                % (_TEXT_DELTA, self.index, msgspec.json.encode(text))
+            )
+        for call in delta.tool_calls or []:
+            function = call.function or Function()
+            if call.id or call.index not in self.tools:
+                block = {"type": "tool_use", "id": call.id, "name": function.name, "input": {}}
                 self._block("tool_use", block, out, new=True)
-                self.tools[position] = self.index
-            if function.get("arguments"):
+                self.tools[call.index] = self.index
+            if function.arguments:
                 out.append(
                     _event(
                         "content_block_delta",
                         {
-                            "index": self.tools[position],
-                            "delta": {"type": "input_json_delta", "partial_json": function["arguments"]},
+                            "index": self.tools[call.index],
+                            "delta": {"type": "input_json_delta", "partial_json": function.arguments},
                         },
                     )
                 )

@@ -22,8 +22,8 @@ provider kind. Stateless: nothing is stored, so `store: true`, `previous_respons
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -31,7 +31,7 @@ import msgspec
 from gateway.catalog import Model
 from gateway.errors import invalid
 from gateway.providers.base import StreamReply, Usage
-from gateway.wire.internal import Reencoded, Translated
+from gateway.wire.internal import Completion, Function, Reencoded, Translated, Turn, decode_completion
 
 PATH = "/v1/responses"
 HOSTED_TOOLS = frozenset(
@@ -289,7 +289,7 @@ def _response(response_id: str, model: Model, body: dict, status: str, output: l
 
 
 def _new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{os.urandom(16).hex()}"
 
 
 def _message(item_id: str, text: str, status: str = "completed") -> dict:
@@ -310,22 +310,19 @@ def _call(item_id: str, call_id: str, name: str, arguments: str, status: str = "
 
 def encode(answer: bytes, counted: Usage, model: Model, body: dict) -> bytes:
     """An internal chat.completion as a `response`."""
-    document = msgspec.json.decode(answer)
-    choice = (document.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
+    choice = decode_completion(answer).first()
+    message = choice.message or Turn()
     output: list[dict] = []
-    text = message.get("content") or message.get("refusal")
-    if text:
-        output.append(_message(_new_id("msg"), text))
-    for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
-        output.append(
-            _call(
-                _new_id("fc"), call.get("id") or _new_id("call"), function.get("name"), function.get("arguments") or ""
-            )
-        )
-    status = "incomplete" if choice.get("finish_reason") == "length" else "completed"
+    if message.text():
+        output.append(_message(_new_id("msg"), message.text() or ""))
+    for call in message.tool_calls or []:
+        function = call.function or Function()
+        output.append(_call(_new_id("fc"), call.id or _new_id("call"), function.name or "", function.arguments or ""))
+    status = "incomplete" if choice.finish_reason == "length" else "completed"
     return msgspec.json.encode(_response(_new_id("resp"), model, body, status, output, counted))
+
+
+_TEXT_DELTA = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
 
 
 class _StreamState:
@@ -336,6 +333,7 @@ class _StreamState:
         self.started = False
         self.output: list[dict] = []  # the items done
         self.open: dict | None = None  # the item being written
+        self.texts: list[str] = []  # the open message's text so far
         self.calls: dict[int, dict] = {}  # internal tool call index -> its item
         self.length = False
 
@@ -344,7 +342,7 @@ class _StreamState:
         self.sequence += 1
         return b"event: " + kind.encode() + b"\ndata: " + msgspec.json.encode(event) + b"\n\n"
 
-    def encode(self, batch: list[dict | None]) -> bytes:
+    def encode(self, batch: list[Completion | None]) -> bytes:
         out: list[bytes] = []
         for chunk in batch:
             if not self.started:
@@ -358,54 +356,42 @@ class _StreamState:
                 response = _response(self.id, self.model, self.body, status, self.output, self.reply.usage)
                 out.append(self._event(f"response.{status}", {"response": response}))
                 break
-            for choice in chunk.get("choices") or []:
-                self._delta(choice.get("delta") or {}, out)
-                if choice.get("finish_reason") == "length":
+            for choice in chunk.choices:
+                if choice.delta is not None:
+                    self._delta(choice.delta, out)
+                if choice.finish_reason == "length":
                     self.length = True
         return b"".join(out)
 
-    def _delta(self, delta: dict, out: list[bytes]) -> None:
-        text = delta.get("content") or delta.get("refusal")
+    def _delta(self, delta: Turn, out: list[bytes]) -> None:
+        text = delta.text()
         if text:
             if self.open is None or self.open["type"] != "message":
                 self._close(out)
-                self.open = _message(_new_id("msg"), "", "in_progress")
-                self.open["content"] = []
-                index = len(self.output)
-                out.append(self._event("response.output_item.added", {"output_index": index, "item": self.open}))
-                part = {"type": "output_text", "text": "", "annotations": []}
+                self.open = {**_message(_new_id("msg"), "", "in_progress"), "content": []}
+                self.texts = []
+                self._item_id = msgspec.json.encode(self.open["id"])
+                where = {"item_id": self.open["id"], "output_index": len(self.output)}
                 out.append(
-                    self._event(
-                        "response.content_part.added",
-                        {"item_id": self.open["id"], "output_index": index, "content_index": 0, "part": part},
-                    )
+                    self._event("response.output_item.added", {"output_index": len(self.output), "item": self.open})
                 )
-                self.open["text"] = ""
-            self.open["text"] += text
+                part = {"type": "output_text", "text": "", "annotations": []}
+                out.append(self._event("response.content_part.added", {**where, "content_index": 0, "part": part}))
+            self.texts.append(text)
             out.append(
-                self._event(
-                    "response.output_text.delta",
-                    {
-                        "item_id": self.open["id"],
-                        "output_index": len(self.output),
-                        "content_index": 0,
-                        "delta": text,
-                        "logprobs": [],
-                    },
-                )
+                b'%s%d,"item_id":%s,"output_index":%d,"content_index":0,"delta":%s,"logprobs":[]}\n\n'
+                % (_TEXT_DELTA, self.sequence, self._item_id, len(self.output), msgspec.json.encode(text))
             )
-        for call in delta.get("tool_calls") or []:
-            function = call.get("function") or {}
-            position = call.get("index", 0)
-            if call.get("id") or position not in self.calls:
+            self.sequence += 1
+        for call in delta.tool_calls or []:
+            function = call.function or Function()
+            if call.id or call.index not in self.calls:
                 self._close(out)
-                item = _call(
-                    _new_id("fc"), call.get("id") or _new_id("call"), function.get("name") or "", "", "in_progress"
-                )
-                self.open = self.calls[position] = item
+                item = _call(_new_id("fc"), call.id or _new_id("call"), function.name or "", "", "in_progress")
+                self.open = self.calls[call.index] = item
                 out.append(self._event("response.output_item.added", {"output_index": len(self.output), "item": item}))
-            fragment = function.get("arguments")
-            if fragment and self.open is self.calls[position]:
+            fragment = function.arguments
+            if fragment and self.open is self.calls[call.index]:
                 self.open["arguments"] += fragment
                 out.append(
                     self._event(
@@ -420,7 +406,7 @@ class _StreamState:
             return
         index = len(self.output)
         if item["type"] == "message":
-            text = item.pop("text")
+            text = "".join(self.texts)
             part = {"type": "output_text", "text": text, "annotations": []}
             where = {"item_id": item["id"], "output_index": index, "content_index": 0}
             out.append(self._event("response.output_text.done", {**where, "text": text, "logprobs": []}))
