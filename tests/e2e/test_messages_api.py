@@ -365,3 +365,23 @@ def test_count_tokens(messages_mesh):
         model="acme/gpt", messages=[{"role": "user", "content": "hello there"}]
     )
     assert estimated.headers["x-mesh-estimated"] == "true" and estimated.parse().input_tokens >= 2
+
+
+def test_an_upstream_failing_mid_stream_reaches_the_client_as_its_error_event_and_is_logged(messages_mesh):
+    mesh, fake, _ = messages_mesh
+    s = funded_key(mesh, "5", label="mid-stream")
+    body = {"model": "claude/sonnet", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    fake.fail_mid_stream = "Overloaded"
+    events = []
+    try:
+        with httpx.stream("POST", mesh.url + "/v1/messages", json=body, headers={"x-api-key": s.key}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+    except httpx.RemoteProtocolError:  # the answer had begun: it ends there
+        pass
+    finally:
+        fake.fail_mid_stream = None
+    assert events[-1] == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    [entry] = logged(mesh, s.token, 1)
+    assert entry["status"] == "error" and entry["api"] == "messages" and entry["estimated"]
