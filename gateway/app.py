@@ -261,7 +261,9 @@ class Gateway:
             model = self._resolve_id(request.model, key)
             adapter = self.adapters[model.provider]
             translated = responses.translate(body, model, adapter.chat_fields)
-            internal, ticket = await self._admit_translated(key, model, adapter, translated, headers)
+            internal, ticket = await self._admit_translated(
+                key, model, adapter, translated, headers, "max_output_tokens"
+            )
         record = self._record(
             trace_id, key, model, request.model, started, request_id, request.stream, ticket, raw, Api.RESPONSES
         )
@@ -277,14 +279,20 @@ class Gateway:
         )
 
     async def _admit_translated(
-        self, key: KeyInfo, model: Model, adapter: Adapter, translated: Translated, headers: list
+        self,
+        key: KeyInfo,
+        model: Model,
+        adapter: Adapter,
+        translated: Translated,
+        headers: list,
+        limit_field: str = "max_tokens",
     ) -> tuple[dict, "Admitted"]:
         """A front door's request translated to the internal shape, checked and admitted as a chat request is."""
         internal = translated.body
         check_fields(internal, adapter.chat_fields, model.id, consumed=frozenset())
         chat = parse_chat(internal)
         refuse_file_ids(chat.messages)
-        admitted = await self._admit(key, model, chat, internal, headers)
+        admitted = await self._admit(key, model, chat, internal, headers, limit_field=limit_field)
         headers.extend(translated.header())
         return internal, admitted
 
@@ -333,11 +341,13 @@ class Gateway:
         body: dict,
         headers: list,
         bound: Callable[[dict, Model, str], int] = worst_case.prompt_bound,
+        limit_field: str | None = None,
     ) -> "Admitted":
-        """The free-model rate limit, then the worst case reserved; the answer says a limit the key fitted."""
+        """The free-model rate limit, then the worst case reserved; the answer says a limit the key fitted.
+        `limit_field` names the completion limit as the client's wire format does, in refusals."""
         if model.price.is_free:  # refused before anything is recorded
             self.free_limit.admit(key.account_id, model.id)
-        ticket, fitted, prompt_bound = await self._reserve(key, model, request, body, bound)
+        ticket, fitted, prompt_bound = await self._reserve(key, model, request, body, bound, limit_field)
         if fitted is not None:  # the key fits limits to its budget: the answer says to what
             headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
         return Admitted(ticket, prompt_bound)
@@ -458,13 +468,14 @@ class Gateway:
         request: ChatRequest,
         body: dict,
         bound: Callable[[dict, Model, str], int] = worst_case.prompt_bound,
+        limit_field: str | None = None,
     ) -> tuple[Ticket, int | None, int | None]:
         """Reserve the request's worst case: its prompt bound and its completion limit, or the model's
         max_output_tokens when it sets none (and then no limit goes upstream). When the budget does not cover
         that, a 402 names the completion tokens it does cover; only a key with fit_to_budget gets its limit set
         to that instead. Returns the reservation, the limit the gateway set, if it set one, and the prompt bound
         (None for a free model)."""
-        field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+        field = limit_field or ("max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens")
         asked = request.max_completion_tokens or request.max_tokens
         if asked is not None and asked > model.max_output_tokens:
             raise invalid(
@@ -488,7 +499,9 @@ class Gateway:
             others = worst_case.elsewhere(
                 refusal.available, body, self._other_models(key, model), choices, asked, bound
             )
-            error = worst_case.unaffordable(refusal, worst, prompt_bound, completion, choices, affordable, others)
+            error = worst_case.unaffordable(
+                refusal, worst, prompt_bound, completion, choices, affordable, others, limit_field or "max_tokens"
+            )
             return error, affordable
 
         try:

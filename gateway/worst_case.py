@@ -117,6 +117,7 @@ def unaffordable(
     choices: int,
     affordable: int,
     others: Sequence[tuple[str, int | None]] = (),
+    field: str = "max_tokens",
 ) -> GatewayError:
     """The 402 that says what the budget does cover, on this model and on the cheaper ones the key may use. It
     never shrinks the request, nor changes its model (see fit_to_budget)."""
@@ -131,11 +132,11 @@ def unaffordable(
     else:
         advice = (
             f"what is left affords {affordable} completion tokens{' per choice' if choices > 1 else ''}: "
-            f"send max_tokens ≤ {affordable}"
+            f"send {field} ≤ {affordable}"
         )
     if others:
         advice += "; other models this API key may use afford: " + ", ".join(
             f"{model} (free)" if tokens is None else f"{model} up to {tokens} completion tokens"
             for model, tokens in others
         )
-    return GatewayError(402, f"{refusal.message}; {cost}; {advice}", "insufficient_quota", refusal.code, "max_tokens")
+    return GatewayError(402, f"{refusal.message}; {cost}; {advice}", "insufficient_quota", refusal.code, field)

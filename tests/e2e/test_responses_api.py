@@ -16,6 +16,7 @@ from tests.e2e.conftest import MeshProcess, funded_key
 from tests.e2e.test_messages_api import logged
 from tests.e2e.test_walking_skeleton import wait_for_balance
 from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.openai_upstream import FakeOpenAI, count_words
 from tests.fakes.server import BackgroundServer
 
@@ -31,7 +32,12 @@ WEATHER = {
 def responses_mesh(tmp_path_factory):
     """One Mesh with an OpenAI-compatible model (alias gpt-test) and a Claude model, each on a fake upstream."""
     gpt, claude = FakeOpenAI(reply_words=7), FakeAnthropic(reply_words=6, api_key="sk-ant-secret")
-    with BackgroundServer(gpt) as gpt_server, BackgroundServer(claude) as claude_server:
+    gemini = FakeGemini(reply_words=5, api_key="g-secret")
+    with (
+        BackgroundServer(gpt) as gpt_server,
+        BackgroundServer(claude) as claude_server,
+        BackgroundServer(gemini) as gemini_server,
+    ):
         base = tmp_path_factory.mktemp("responses")
         config = base / "mesh.toml"
         config.write_text(f"""
@@ -43,6 +49,19 @@ base_url = "{gpt_server.url}/v1"
 kind = "anthropic"
 base_url = "{claude_server.url}/v1"
 api_key_env = "ANTHROPIC_TEST_KEY"
+
+[providers.google]
+kind = "gemini"
+base_url = "{gemini_server.url}/v1beta"
+api_key_env = "GEMINI_TEST_KEY"
+
+[[models]]
+id = "google/flash"
+provider = "google"
+upstream = "gemini-test"
+prompt_usd_per_1k = "0.1"
+completion_usd_per_1k = "0.4"
+max_output_tokens = 1000
 
 [[models]]
 id = "acme/gpt"
@@ -61,8 +80,11 @@ prompt_usd_per_1k = "3"
 completion_usd_per_1k = "15"
 max_output_tokens = 1000
 """)
-        mesh = MeshProcess(base / "data", config, {"ANTHROPIC_TEST_KEY": "sk-ant-secret"})
+        mesh = MeshProcess(
+            base / "data", config, {"ANTHROPIC_TEST_KEY": "sk-ant-secret", "GEMINI_TEST_KEY": "g-secret"}
+        )
         mesh.start()
+        mesh.gemini = gemini
         yield mesh, gpt, claude
         mesh.stop()
 
@@ -171,6 +193,30 @@ def test_responses_reach_an_anthropic_model(responses_mesh):
     entries = logged(mesh, s.token, 2)
     assert [Decimal(e["cost_usd"]) for e in entries] == costs and {e["api"] for e in entries} == {"responses"}
     assert Decimal(wait_for_balance(mesh, s.token, Decimal(50) - sum(costs))["balance_usd"]) == Decimal(50) - sum(costs)
+
+
+def test_responses_reach_a_gemini_model_and_limits_are_named_as_sent(responses_mesh):
+    mesh, _, _ = responses_mesh
+    s = funded_key(mesh, "1", label="gemini responses")
+    client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=s.key, max_retries=0)
+    plain = client.responses.create(model="google/flash", input="say five words")
+    assert plain.output_text == "g0 g1 g2 g3 g4" and plain.usage.input_tokens == 3
+    events = list(
+        client.responses.create(model="google/flash", input="weather in Paris?", tools=[WEATHER], stream=True)
+    )
+    [call] = [e.item for e in events if e.type == "response.output_item.done"]
+    assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris"}
+    assert mesh.gemini.requests[-1]["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+    too_long = httpx.post(
+        mesh.url + "/v1/responses",
+        json={"model": "google/flash", "input": "hi", "max_output_tokens": 5000},
+        headers={"authorization": f"Bearer {s.key}"},
+    )
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "max_output_tokens"
+    assert "send max_output_tokens <= 1000" in too_long.json()["error"]["message"]
+    costs = [(Decimal(3) * Decimal("0.1") + Decimal(5) * Decimal("0.4")) / 1000]
+    entries = logged(mesh, s.token, 2)
+    assert Decimal(entries[0]["cost_usd"]) == costs[0] and {e["api"] for e in entries} == {"responses"}
 
 
 @pytest.mark.parametrize(
