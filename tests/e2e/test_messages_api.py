@@ -4,6 +4,9 @@ request: passed through to an Anthropic upstream, translated for an OpenAI-compa
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from decimal import Decimal
 
 import anthropic
@@ -385,3 +388,36 @@ def test_an_upstream_failing_mid_stream_reaches_the_client_as_its_error_event_an
     assert events[-1] == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     [entry] = logged(mesh, s.token, 1)
     assert entry["status"] == "error" and entry["api"] == "messages" and entry["estimated"]
+
+
+CLAUDE_CODE = os.environ.get("MESH_TEST_CLAUDE_CODE") or shutil.which("claude")  # the real CLI, when installed
+
+
+@pytest.mark.skipif(CLAUDE_CODE is None, reason="Claude Code is not installed (npm i @anthropic-ai/claude-code)")
+def test_the_real_claude_code_cli_runs_headless_through_mesh(messages_mesh, tmp_path):
+    mesh, fake, _ = messages_mesh
+    s = funded_key(mesh, "1000", label="claude code cli")  # its prompt (about 100 KB) and max_tokens 32,000
+    before = len(fake.requests)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "ANTHROPIC_BASE_URL": mesh.url,
+        "ANTHROPIC_API_KEY": s.key,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+    run = subprocess.run(
+        [CLAUDE_CODE, "-p", "say hi", "--model", "claude-sonnet-4-5"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "a0 a1 a2 a3 a4 a5" in run.stdout
+    asked = fake.requests[before:]
+    assert asked and all(r["model"] == "claude-sonnet-4-5-20250929" for r in asked)
+    assert all("claude-code-20250219" in h["anthropic-beta"] for h in fake.headers[before:])  # its betas, forwarded
+    entries = logged(mesh, s.token, len(asked))
+    assert len(entries) == len(asked) and {e["api"] for e in entries} == {"messages"}
