@@ -177,6 +177,29 @@ def test_the_openai_sdk_creates_responses_plain_streamed_with_tools_and_a_schema
     assert Decimal(wait_for_balance(mesh, s.token, Decimal(5) - sum(costs))["balance_usd"]) == Decimal(5) - sum(costs)
 
 
+def test_reasoning_effort_goes_upstream_and_usage_has_its_breakdown(responses_mesh):
+    mesh, fake, _ = responses_mesh
+    s = funded_key(mesh, "5", label="reasoning")
+    client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=s.key, max_retries=0)
+    fake.reasoning_tokens, fake.cached_tokens = 3, 2
+    try:
+        plain = client.responses.create(model="acme/gpt", input="hello there", reasoning={"effort": "high"})
+        [done] = [
+            e.response
+            for e in client.responses.create(model="acme/gpt", input="hello there", stream=True)
+            if e.type == "response.completed"
+        ]
+    finally:
+        fake.reasoning_tokens, fake.cached_tokens = 0, 0
+    assert fake.requests[-2]["reasoning_effort"] == "high"
+    for usage in (plain.usage, done.usage):
+        assert (usage.input_tokens, usage.output_tokens) == (2, 10)
+        assert usage.input_tokens_details.cached_tokens == 2 and usage.output_tokens_details.reasoning_tokens == 3
+    entries = logged(mesh, s.token, 2)
+    assert [(e["reasoning_tokens"], e["cached_prompt_tokens"]) for e in entries] == [(3, 2), (3, 2)]
+    assert [Decimal(e["cost_usd"]) for e in entries] == [gpt_cost(2, 10)] * 2  # no cache price: the prompt's
+
+
 def test_responses_reach_an_anthropic_model(responses_mesh):
     mesh, _, fake = responses_mesh
     s = funded_key(mesh, "50", label="claude responses")
