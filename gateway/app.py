@@ -181,8 +181,8 @@ class Gateway:
             adapter = self.adapters[model.provider]
             check_fields(body, adapter.chat_fields, model.id)
             refuse_file_ids(request.messages)
-            ticket = await self._admit(key, model, request, body, headers)
-        record = self._record(trace_id, key, model, request.model, started, request_id, request.stream, ticket, raw)
+            admitted = await self._admit(key, model, request, body, headers)
+        record = self._record(trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw)
         record.template = template
         include_usage = bool((request.stream_options or {}).get("include_usage"))
         await self._serve(
@@ -219,13 +219,13 @@ class Gateway:
                 head = adapter.upstream.head_with(messages.forwarded_headers(scope))
                 query = "?beta=true" if scope.get("query_string") == b"beta=true" else ""
                 as_chat = ChatRequest(request.messages, request.model, max_tokens=request.max_tokens)
-                ticket = await self._admit(key, model, as_chat, body, headers, _messages_bound)
+                admitted = await self._admit(key, model, as_chat, body, headers, _messages_bound)
                 call = lambda: adapter.messages(model, body, head, query)  # noqa: E731
                 open_stream = lambda: adapter.messages_stream(model, body, head, query)  # noqa: E731
                 encode, encode_stream = None, None
             else:
                 translated = messages.translate(body, model, adapter.chat_fields)
-                internal, ticket = await self._admit_translated(key, model, adapter, translated, headers)
+                internal, admitted = await self._admit_translated(key, model, adapter, translated, headers)
                 call = lambda: adapter.chat(model, internal)  # noqa: E731
                 open_stream = lambda: adapter.chat_stream(model, internal, True)  # noqa: E731
 
@@ -236,7 +236,7 @@ class Gateway:
                     return messages.encode_stream(reply, model)
 
         record = self._record(
-            trace_id, key, model, request.model, started, request_id, request.stream, ticket, raw, Api.MESSAGES
+            trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw, Api.MESSAGES
         )
         await self._serve(send, receive, headers, record, call, open_stream, encode, encode_stream, messages.error_body)
 
@@ -261,11 +261,11 @@ class Gateway:
             model = self._resolve_id(request.model, key)
             adapter = self.adapters[model.provider]
             translated = responses.translate(body, model, adapter.chat_fields)
-            internal, ticket = await self._admit_translated(
+            internal, admitted = await self._admit_translated(
                 key, model, adapter, translated, headers, "max_output_tokens"
             )
         record = self._record(
-            trace_id, key, model, request.model, started, request_id, request.stream, ticket, raw, Api.RESPONSES
+            trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw, Api.RESPONSES
         )
         await self._serve(
             send,
