@@ -433,8 +433,8 @@ def relayed_stream(
     Anthropic's events to a Messages client): each line becomes what `frame` returns (None: nothing); the frames of
     the lines that arrived together go out together; a line that fails the stream (a GatewayError from `frame`)
     first lets out what came before it; `frame` sets `reply.ended` on the stream's last line. A stream that ends
-    without it gets what `at_end` returns (or raises). However it ends, `settle` sets the usage and the upstream
-    response is closed."""
+    without it gets what `at_end` returns (or raises). `settle` sets the usage before the last frame and again
+    however the stream ends, when the upstream response is closed."""
     reply: StreamReply
 
     async def frames() -> AsyncIterator[bytes]:
@@ -452,6 +452,8 @@ def relayed_stream(
                         out.append(relayed)
                     if reply.ended:
                         break
+                if reply.ended:  # the usage settled before the last frame, for a front door that re-encodes it
+                    settle(reply)
                 if out:
                     yield b"".join(out)
                 if reply.ended:
@@ -459,6 +461,7 @@ def relayed_stream(
             last = at_end()
             if last is not None:
                 reply.ended = True
+                settle(reply)
                 yield last
         finally:
             reply.mark_done()
