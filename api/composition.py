@@ -14,6 +14,7 @@ from litestar.di import Provide
 from api.services.accounts import AccountService
 from api.services.admin import AdminService
 from api.services.billing import BillingService
+from api.services.events import EventService
 from api.services.health import HealthService
 from api.services.keys import KeyService
 from api.services.logs import LogService
@@ -46,6 +47,7 @@ class Services:
     webhook_service: WebhookService
     one_time_views: OneTimeViews  # what a dashboard page shows once, after the redirect of a POST
     metrics_service: MetricsService
+    event_service: EventService  # subscribers of the event log (GET /api/events, /admin/events)
 
 
 def compose(runtime: Runtime) -> Services:
@@ -101,6 +103,9 @@ def compose(runtime: Runtime) -> Services:
             health,
             (runtime.operator_token, runtime.metrics_token or ""),
         ),
+        event_service=EventService(
+            runtime.nc, runtime.stream, runtime.source, pool, waiter, runtime.events_heartbeat_seconds
+        ),
     )
 
 
@@ -115,7 +120,12 @@ def _operator_token(state: State) -> str:
     return state.runtime.operator_token
 
 
+def _events_idle_seconds(state: State) -> float:
+    return state.runtime.export_idle_seconds
+
+
 SERVICE_DEPENDENCIES = {
     **{field.name: _service(field.name) for field in fields(Services)},
     "operator_token": Provide(_operator_token, sync_to_thread=False),  # what api.auth.operator compares with
+    "events_idle_seconds": Provide(_events_idle_seconds, sync_to_thread=False),  # an event stream's stalled write
 }

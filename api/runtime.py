@@ -25,6 +25,7 @@ from api.logins import LoginGuard
 from api.payments import PaymentGuard, PaymentProvider, StripePayments
 from api.projection_worker import ProjectionWorker, ensure_read_models
 from api.read_models import DIRECTORY
+from api.services.events import HEARTBEAT_SECONDS
 from api.services.read_your_writes import ReadModelWaiter
 from api.supervisor import Child, Supervisor
 from api.webhook_delivery import WebhookOptions
@@ -124,6 +125,7 @@ class Runtime:
         log_retention_days: int = logs.RETENTION_DAYS,
         log_bodies: bool = False,
         export_idle_seconds: float = EXPORT_IDLE_SECONDS,
+        events_heartbeat_seconds: float = HEARTBEAT_SECONDS,
         signup: str = "open",
         quotas: Quotas = Quotas(),
         stream_max_bytes: int | None = None,  # None: the default that fits (commands.stream)
@@ -159,6 +161,7 @@ class Runtime:
         self.log_bodies = log_bodies
         self.exports = ExportGate()  # the log exports running, one per account
         self.export_idle_seconds = export_idle_seconds  # how long an export's write may wait for its client
+        self.events_heartbeat_seconds = events_heartbeat_seconds  # an event stream's quiet spell before a heartbeat
         self.signup = signup  # MESH_SIGNUP: open, invite or closed
         self.quotas = quotas
         self.stream_max_bytes = stream_max_bytes

@@ -147,6 +147,7 @@ def runtime_for(
         refusals_flush_seconds=settings.refusals_flush_seconds,
         free_rpm=settings.free_rpm,
         export_idle_seconds=settings.export_idle_seconds,
+        events_heartbeat_seconds=settings.events_heartbeat_seconds,
         metrics_token=settings.metrics_token,
         **limits(settings),
         tracer_provider=tracer_provider,

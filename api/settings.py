@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from api.exports import EXPORT_IDLE_SECONDS
+from api.services.events import HEARTBEAT_SECONDS
 from domain.credentials import MAX_KDF_LOG_N, MIN_KDF_LOG_N, PASSWORD_KDF
 from domain.quota import DEFAULT_MAX_KEYS, DEFAULT_MAX_TEMPLATE_VERSIONS, DEFAULT_MAX_TEMPLATES
 from gateway.freelimit import DEFAULT_FREE_RPM
@@ -60,6 +61,8 @@ class Settings(msgspec.Struct, kw_only=True):
     log_retention_days: int = 90  # request logs older than this are dropped (whole months); money is not
     log_bodies: str = "off"  # "on": keep prompts and answers too (their own stream, same retention)
     export_idle_seconds: float = EXPORT_IDLE_SECONDS  # a log export whose client reads nothing this long ends
+    # an event stream (GET /api/events) quiet this long sends a heartbeat comment
+    events_heartbeat_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = HEARTBEAT_SECONDS
     stripe_publishable_key: str | None = None  # pk_...: the dashboard's card form (Stripe Elements)
     stripe_js_url: str = "https://js.stripe.com/v3/"  # where the dashboard loads stripe.js from (tests: localstripe's)
     # the reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For/-Proto are believed
