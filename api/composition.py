@@ -55,7 +55,12 @@ def compose(runtime: Runtime) -> Services:
     pool, waiter = runtime.pool, runtime.waiter
     health = HealthService(runtime.source, pool, runtime.supervisor)
     log_service = LogService(
-        pool, runtime.exports, runtime.database_url, runtime.export_idle_seconds, keeps_bodies=runtime.log_bodies
+        pool,
+        runtime.exports,
+        runtime.database_url,
+        runtime.export_idle_seconds,
+        keeps_bodies=runtime.log_bodies,
+        waiter=waiter,
     )
     return Services(
         account_service=AccountService(

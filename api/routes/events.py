@@ -41,6 +41,11 @@ Types = Annotated[
         name="types", max_length=MAX_TYPES_LENGTH, description="comma-separated event names: only these events"
     ),
 ]
+# A live dashboard part reloads with the position of the event it heard of: the page waits for its read model.
+SeenPosition = Annotated[
+    int | None,
+    QueryParameter(name="position", ge=0, description="answer once the read model shows this stream position"),
+]
 LastEventId = Annotated[
     str | None,
     HeaderParameter(name="Last-Event-ID", max_length=32, description="resume after this position (SSE reconnect)"),
