@@ -73,6 +73,13 @@ def describe(event: Event) -> str:
     return f"{event.id} {event.name} {event.data['aggregate_id']}"
 
 
+def save(position_file: Path, position: int) -> None:
+    """Replace the file in one step: stopped mid-write, it still holds the old position or the new one."""
+    scratch = position_file.with_name(position_file.name + ".new")
+    scratch.write_text(str(position))
+    os.replace(scratch, position_file)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--types", help="comma-separated event names (default: all)")
@@ -86,11 +93,14 @@ def main() -> None:
             for event in events(url, token, position, args.types):
                 print(describe(event), flush=True)
                 position = event.id
-                position_file.write_text(str(position))  # handled: a restart goes on after it
+                save(position_file, position)  # handled: a restart goes on after it
         except (httpx.HTTPError, RuntimeError) as exc:
             print(f"stream ended ({exc}); reconnecting", file=sys.stderr, flush=True)
         time.sleep(RECONNECT_SECONDS)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl+C: the position file says where to go on from
+        pass

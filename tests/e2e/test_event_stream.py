@@ -6,9 +6,15 @@ examples/sse_client.py, run as a user would import it."""
 from __future__ import annotations
 
 import json
+import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
+import uuid
+from pathlib import Path
 from typing import Callable
 
 import httpx
@@ -252,3 +258,113 @@ def test_who_may_subscribe(events_mesh):
     assert names <= set(PUBLIC_EVENT_NAMES) and not names & LEASE_EVENTS
     assert {mine.account_id, other.account_id} <= {e.data["data"].get("account_id") for e in seen}
     assert "hash" not in json.dumps([e.data for e in seen])
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Example:
+    """An example script of examples/ run as a user runs it, its output read line by line."""
+
+    def __init__(self, script: str, *args: str, env: dict[str, str]):
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / script), *args],
+            env={**os.environ, **env},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._queue.put(line.rstrip("\n"))
+
+    def until(self, text: str, timeout: float = WAIT) -> list[str]:
+        """The lines printed up to the first that holds `text`."""
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            try:
+                self.lines.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                pytest.fail(f"{text!r} not printed after {timeout}s: {self.lines}")
+        return self.lines
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def log_entry(mesh, token: str, trace: str) -> dict:
+    deadline = time.monotonic() + WAIT
+    while True:
+        found = api(mesh, "GET", f"/api/logs/{trace}", token)
+        if found.status_code == 200 or time.monotonic() > deadline:
+            assert found.status_code == 200, found.text
+            return found.json()
+        time.sleep(0.1)
+
+
+def test_the_example_nats_subscriber_prints_each_usage_event_once_across_restarts(events_mesh):
+    mesh = events_mesh
+    nats_url = json.loads((mesh.data_dir / "running.json").read_text())["nats_url"]
+    mine = funded_key(mesh)
+    first = [chat(mesh, mine.key), chat(mesh, mine.key)]
+    durable = f"test-{uuid.uuid4().hex[:8]}"
+    run = Example("subscriber.py", "--durable", durable, env={"MESH_NATS_URL": nats_url})
+    try:
+        printed = run.until(first[0]) and run.until(first[1])
+    finally:
+        run.stop()
+    line = next(line for line in printed if first[0] in line)
+    entry = log_entry(mesh, mine.token, first[0])
+    assert line == (f"trace={first[0]} key={mine.created['id']} model=acme/gpt-test cost_usd={entry['cost_usd']}"), line
+    later = chat(mesh, mine.key)
+    again = Example("subscriber.py", "--durable", durable, env={"MESH_NATS_URL": nats_url})
+    try:
+        resumed = again.until(later)
+    finally:
+        again.stop()
+    assert not any(trace in line for line in resumed for trace in first), resumed  # its position was kept
+    assert sum(later in line for line in resumed) == 1
+
+
+def recorded(position_file: Path, line: str) -> None:
+    """Wait until the client recorded the position of the event it printed on `line` (printed, then recorded:
+    stopped between the two, it prints that event again)."""
+    deadline = time.monotonic() + WAIT
+    while position_file.read_text() != line.split()[0]:
+        assert time.monotonic() < deadline, f"the position of {line!r} was never recorded"
+        time.sleep(0.05)
+
+
+def test_the_example_sse_client_resumes_from_its_position_file(events_mesh, tmp_path):
+    mesh = events_mesh
+    mine = funded_key(mesh)
+    position_file = tmp_path / "position.txt"
+    position_file.write_text(str(api(mesh, "GET", "/api/billing/balance", mine.token).json()["as_of"]["position"]))
+    env = {"MESH_URL": mesh.url, "MESH_TOKEN": mine.token}
+    args = ("--types", "usage.recorded", "--position-file", str(position_file))
+    earlier = chat(mesh, mine.key)
+    run = Example("sse_client.py", *args, env=env)
+    try:
+        printed = run.until(earlier)
+        recorded(position_file, printed[-1])
+    finally:
+        run.stop()
+    assert f"usage.recorded trace={earlier} key={mine.created['id']} model=acme/gpt-test" in printed[-1]
+    later = chat(mesh, mine.key)
+    again = Example("sse_client.py", *args, env=env)
+    try:
+        resumed = again.until(later)
+        recorded(position_file, resumed[-1])
+    finally:
+        again.stop()
+    assert not any(earlier in line for line in resumed), resumed
