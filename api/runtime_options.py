@@ -97,6 +97,7 @@ def limits(settings: Settings) -> dict:
         "signup": signup,
         "quotas": quotas,
         "stream_max_bytes": settings.stream_max_bytes,
+        "stream_replicas": settings.stream_replicas,
         "payment_guard": payments,
     }
 
