@@ -164,7 +164,9 @@ document.addEventListener("DOMContentLoaded", () => {
 // Live parts (the balance, the newest page of logs) follow the account's events (GET /api/events, Server-Sent
 // Events on the session cookie) instead of polling: an element with data-live (the event names it follows) is
 // reloaded from its data-live-url (else this page) with the event's position, which the server answers once its
-// read model shows that event. One reload at a time per part; events that arrive meanwhile make one more.
+// read model shows that event. One reload at a time per part; events that arrive meanwhile make one more. The
+// stream starts after what the page shows (data-live-from), so an event between the page and the stream is not
+// missed.
 function reloadPart(id, position) {
   const part = document.getElementById(id);
   if (!part) return;
@@ -189,7 +191,9 @@ function followEvents() {
   parts.forEach((part) => part.dataset.live.split(",").forEach((type) => {
     (following[type] = following[type] || []).push(part.id);
   }));
-  const source = new EventSource(`/api/events?types=${encodeURIComponent(Object.keys(following).join(","))}`);
+  const starts = parts.map((part) => Number(part.dataset.liveFrom)).filter((n) => Number.isInteger(n) && n > 0);
+  const from = starts.length ? `&from=${Math.min(...starts)}` : "";
+  const source = new EventSource(`/api/events?types=${encodeURIComponent(Object.keys(following).join(","))}${from}`);
   Object.entries(following).forEach(([type, ids]) => {
     source.addEventListener(type, (event) => ids.forEach((id) => reloadPart(id, event.lastEventId)));
   });
