@@ -14,6 +14,7 @@ from litestar.di import Provide
 from api.services.accounts import AccountService
 from api.services.admin import AdminService
 from api.services.billing import BillingService
+from api.services.events import EventService
 from api.services.health import HealthService
 from api.services.keys import KeyService
 from api.services.logs import LogService
@@ -48,6 +49,7 @@ class Services:
     one_time_views: OneTimeViews  # what a dashboard page shows once, after the redirect of a POST
     metrics_service: MetricsService
     provider_model_service: ProviderModelService  # what the providers offer (operator)
+    event_service: EventService  # subscribers of the event log (GET /api/events, /admin/events)
 
 
 def compose(runtime: Runtime) -> Services:
@@ -55,7 +57,12 @@ def compose(runtime: Runtime) -> Services:
     pool, waiter = runtime.pool, runtime.waiter
     health = HealthService(runtime.source, pool, runtime.supervisor)
     log_service = LogService(
-        pool, runtime.exports, runtime.database_url, runtime.export_idle_seconds, keeps_bodies=runtime.log_bodies
+        pool,
+        runtime.exports,
+        runtime.database_url,
+        runtime.export_idle_seconds,
+        keeps_bodies=runtime.log_bodies,
+        waiter=waiter,
     )
     return Services(
         account_service=AccountService(
@@ -104,6 +111,9 @@ def compose(runtime: Runtime) -> Services:
             (runtime.operator_token, runtime.metrics_token or ""),
         ),
         provider_model_service=ProviderModelService(runtime.catalog, runtime.adapters),
+        event_service=EventService(
+            runtime.nc, runtime.stream, runtime.source, pool, waiter, runtime.events_heartbeat_seconds
+        ),
     )
 
 
@@ -118,7 +128,12 @@ def _operator_token(state: State) -> str:
     return state.runtime.operator_token
 
 
+def _events_idle_seconds(state: State) -> float:
+    return state.runtime.export_idle_seconds
+
+
 SERVICE_DEPENDENCIES = {
     **{field.name: _service(field.name) for field in fields(Services)},
     "operator_token": Provide(_operator_token, sync_to_thread=False),  # what api.auth.operator compares with
+    "events_idle_seconds": Provide(_events_idle_seconds, sync_to_thread=False),  # an event stream's stalled write
 }
