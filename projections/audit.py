@@ -41,7 +41,7 @@ from domain.usage import RequestsRefused
 from projections.billing_projection import RECENT_DAYS
 from projections.partitions import month_of
 from projections.readmodel import ReadModel, ensure_schema, freshness_of
-from projections.runner import ProjectionRunner
+from projections.runner import REPLAY_BATCH, ProjectionRunner
 from projections.source import Read, StoredMessage, StreamSource
 
 SCRATCH_PREFIX = "mesh_audit_"
@@ -291,7 +291,13 @@ class Audit:
                 await ensure_schema(conn, self.models)
             source = StreamSource(self.nc, self.stream)
             runners = [
-                ProjectionRunner(m, _CutSource(source, positions[m.name], self.at), pool, generation=1)  # type: ignore[arg-type]
+                ProjectionRunner(
+                    m,
+                    _CutSource(source, positions[m.name], self.at),  # type: ignore[arg-type]
+                    pool,
+                    generation=1,
+                    batch_size=REPLAY_BATCH,
+                )
                 for m in self.models
             ]
             total = max(positions.values(), default=0)

@@ -34,6 +34,10 @@ from projections.source import StoredMessage, StreamSource
 
 log = logging.getLogger("mesh.projections")
 
+# Messages read and applied in one transaction when replaying the log from far behind (a rebuild, an audit): fewer
+# round trips and commits per event than the live runner's batches, which stay small to keep latency low.
+REPLAY_BATCH = 5000
+
 BeforeCommit = Callable[[list[StoredMessage]], Awaitable[None]]
 
 

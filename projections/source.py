@@ -12,6 +12,7 @@ it read last per filter and hands it to each of them: a message crosses the wire
 from __future__ import annotations
 
 import asyncio
+import re
 from bisect import bisect_left
 from datetime import datetime
 
@@ -50,9 +51,24 @@ class _Window(msgspec.Struct):
     messages: list[StoredMessage]
 
 
+# A header line: a name (printable ASCII but ":", no whitespace; may be empty), ":", the value; the space around
+# either is left out.
+_HEADER_LINE = re.compile(r"^[ \t]*([!-9;-~]*)[ \t]*:[ \t]*([^\r\n]*)", re.MULTILINE)
+
+
+def _parse_header_lines(raw: bytes) -> dict[str, str]:
+    """A message's header lines as nats-py parses them (`Client._parse_header_lines`: lines without a ':' or whose
+    name is not an ASCII token are left out; the last of a name wins), in one pass of a regular expression instead
+    of Python steps per line and per character: a replay parses millions of headers, and nats-py's parse was most
+    of the cost of reading a message."""
+    return {name: value.rstrip() for name, value in _HEADER_LINE.findall(raw.decode("utf-8", "replace"))}
+
+
 class StreamSource:
     def __init__(self, nc: NATS, stream: str):
         self.nc = nc
+        if hasattr(type(nc), "_parse_header_lines"):
+            nc._parse_header_lines = _parse_header_lines  # this client's messages, parsed the same, faster
         self.stream = stream
         self._api = f"$JS.API.DIRECT.GET.{stream}"
         self._windows: dict[str | None, _Window] = {}  # per subject filter (None: the whole stream)
