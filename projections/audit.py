@@ -163,7 +163,7 @@ class _CutSource:
         messages = [m for m in read.messages if m.position <= self.last]
         if self.at is not None:
             messages = [m if self._until_at(m) else msgspec.structs.replace(m, topic=HIDDEN_TOPIC) for m in messages]
-        return Read(messages, min(read.through, self.last))
+        return Read(messages, min(read.through, self.last), read.more and read.through < self.last)
 
     def _until_at(self, m: StoredMessage) -> bool:
         if m.topic not in EVENT_TYPES:

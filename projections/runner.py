@@ -134,7 +134,7 @@ class ProjectionRunner:
                 await self._load(conn)
             read = await self.source.read_through(self.position + 1, self.batch_size, self.subjects)
             messages, through = read.messages, max(read.through, self.position)
-            self.full = len(messages) >= self.batch_size  # more may be waiting right after this batch
+            self.full = read.more  # more is waiting right after this batch
             at_head = not self.full  # the read reached the stream's head as it was then
             batch, undecodable = _decode([m for m in messages if m.topic in self.model.topics])
             last = messages[-1] if messages else None

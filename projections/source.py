@@ -41,6 +41,7 @@ class Read(msgspec.Struct, frozen=True):
 
     messages: list[StoredMessage]
     through: int
+    more: bool = False  # more of those subjects are stored after `through` (a whole batch, or one cut short)
 
 
 class _Window(msgspec.Struct):
@@ -49,6 +50,7 @@ class _Window(msgspec.Struct):
     start: int
     through: int
     messages: list[StoredMessage]
+    more: bool
 
 
 # A header line: a name (printable ASCII but ":", no whitespace; may be empty), ":", the value; the space around
@@ -91,7 +93,9 @@ class StreamSource:
             messages = window.messages
             i = bisect_left(messages, start, key=lambda m: m.position)
             taken = messages[i : i + limit]
-            return Read(taken, taken[-1].position if len(taken) == limit else window.through)
+            if len(taken) == limit:
+                return Read(taken, taken[-1].position, True)
+            return Read(taken, window.through, window.more)
         key = (subjects, start, limit)
         pending = self._fetching.get(key)
         if pending is not None:  # another runner is reading just that: share its answer
@@ -99,21 +103,22 @@ class StreamSource:
         pending = self._fetching[key] = asyncio.get_running_loop().create_future()
         try:
             if subjects is None:
-                messages = await self._fetch(start, limit, timeout)
+                messages, more = await self._fetch(start, limit, timeout)
                 through = messages[-1].position if messages else start - 1
             else:
-                # the head first: every message of `subjects` stored up to it is then in the answer
+                # the head first: every message of `subjects` stored up to it is then in an answer that ends with
+                # none of them left (a batch cut short by the server's byte limit says how many are left)
                 head = await self.head()
-                messages = await self._fetch(start, limit, timeout, subjects)
+                messages, more = await self._fetch(start, limit, timeout, subjects)
                 last = messages[-1].position if messages else start - 1
-                through = last if len(messages) == limit else max(head, last)
+                through = last if len(messages) == limit or more else max(head, last)
         except BaseException as exc:
             pending.set_exception(exc)
             pending.exception()  # retrieved: nobody else may be waiting
             raise
         finally:
             del self._fetching[key]
-        read = Read(messages, through)
+        read = Read(messages, through, more or len(messages) == limit)
         self._keep(subjects, start, read)
         pending.set_result(read)
         return read
@@ -125,14 +130,17 @@ class StreamSource:
         window = self._windows.get(subjects)
         if window is not None and window.through + 1 == start:
             window.messages = window.messages + read.messages
-            window.through = read.through
+            window.through, window.more = read.through, read.more
         else:
-            window = self._windows[subjects] = _Window(start, read.through, list(read.messages))
+            window = self._windows[subjects] = _Window(start, read.through, list(read.messages), read.more)
         if len(window.messages) > RECENT:
             window.messages = window.messages[-RECENT:]
             window.start = window.messages[0].position
 
-    async def _fetch(self, start: int, limit: int, timeout: float, subjects: str | None = None) -> list[StoredMessage]:
+    async def _fetch(
+        self, start: int, limit: int, timeout: float, subjects: str | None = None
+    ) -> tuple[list[StoredMessage], bool]:
+        """The messages of one direct get batch, and whether the server holds more of `subjects` after them."""
         messages: list[StoredMessage] = []
         done = asyncio.get_running_loop().create_future()
 
@@ -142,8 +150,10 @@ class StreamSource:
             if status is not None:
                 if done.done():
                     return
-                if status in ("204", "404"):
-                    done.set_result(None)
+                if status == "204":  # the batch's end: how many of the subjects asked for are left after it
+                    done.set_result(int(headers.get("Nats-Num-Pending", "0") or 0) > 0)
+                elif status == "404":  # none from `seq` on
+                    done.set_result(False)
                 else:
                     done.set_exception(RuntimeError(f"direct get from {self.stream} failed: {status} {headers}"))
                 return
@@ -168,7 +178,7 @@ class StreamSource:
             await _until_done(done, messages, timeout)
         finally:
             await sub.unsubscribe()
-        return messages
+        return messages, done.result()
 
     async def head(self) -> int:
         """The stream's last sequence (0 when empty)."""

@@ -220,9 +220,9 @@ def counting(source: StreamSource) -> dict[str | None, list[list]]:
     fetch = source._fetch
 
     async def counted(start, limit, timeout, subjects=None):
-        messages = await fetch(start, limit, timeout, subjects)
+        messages, more = await fetch(start, limit, timeout, subjects)
         fetched.setdefault(subjects, []).append(messages)
-        return messages
+        return messages, more
 
     source._fetch = counted
     return fetched
