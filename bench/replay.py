@@ -200,8 +200,9 @@ async def reference_rate(nc, stream: str) -> float:
     return head / (time.monotonic() - started)
 
 
-def group_cpu(pgid: int) -> float:
-    """CPU seconds used so far by the processes of a process group (an embedded server and its children)."""
+def tree_cpu(root: int) -> float:
+    """CPU seconds used so far by a process and its children (an embedded server and, for PostgreSQL, its
+    backends, which each start a session of their own)."""
     ticks = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -211,7 +212,7 @@ def group_cpu(pgid: int) -> float:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # pgrp
+        if int(entry) == root or int(fields[1]) == root:  # the process, or its child (ppid)
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
 
@@ -222,10 +223,10 @@ class Servers:
 
     def __init__(self, postgres: PostgresServer, nats_server: NatsServer):
         assert postgres.process and nats_server.process
-        self.groups = (postgres.process.pid, nats_server.process.pid)  # each started as its own process group
+        self.roots = (postgres.process.pid, nats_server.process.pid)
 
     def cpu(self) -> tuple[float, ...]:
-        return (time.process_time(), *(group_cpu(g) for g in self.groups))
+        return (time.process_time(), *(tree_cpu(root) for root in self.roots))
 
 
 async def timed_rebuild(

@@ -30,7 +30,7 @@ from projections.readmodel import (
     position_of,
     tracking_name,
 )
-from projections.source import StoredMessage, StreamSource
+from projections.source import Read, StoredMessage, StreamSource
 
 log = logging.getLogger("mesh.projections")
 
@@ -62,7 +62,8 @@ class ProjectionRunner:
         self.checkpoint_every = checkpoint_every
         self.position = 0  # how far this runner has read
         self.subjects = log_subjects(source.stream, model.topics)  # what it reads of the stream (None: all)
-        self.full = False  # the last read brought a whole batch
+        self.full = False  # the last read left more to read right after it
+        self._prefetch: tuple[int, asyncio.Future[Read]] | None = None  # the next batch, read ahead: its start
         self._generation: int | None = None  # what this runner believes is stored; None: look it up
         self._stored = 0
         self._stored_at = float("-inf")
@@ -132,9 +133,11 @@ class ProjectionRunner:
         async with self.pool.connection() as conn:
             if self._generation is None:
                 await self._load(conn)
-            read = await self.source.read_through(self.position + 1, self.batch_size, self.subjects)
+            read = await self._read(self.position + 1)
             messages, through = read.messages, max(read.through, self.position)
             self.full = read.more  # more is waiting right after this batch
+            if read.more:  # read the next batch while this one is applied
+                self._prefetch = (through + 1, asyncio.ensure_future(self._read(through + 1)))
             at_head = not self.full  # the read reached the stream's head as it was then
             batch, undecodable = _decode([m for m in messages if m.topic in self.model.topics])
             last = messages[-1] if messages else None
@@ -203,6 +206,17 @@ class ProjectionRunner:
             self._stored_at = time.monotonic()
             return covered
 
+    async def _read(self, start: int) -> Read:
+        """The batch from `start` on: the one read ahead for it if there is one (a read ahead from elsewhere is
+        left to finish on its own: another runner may share it)."""
+        ahead, self._prefetch = self._prefetch, None
+        if ahead is not None:
+            at, task = ahead
+            if at == start:
+                return await task
+            task.add_done_callback(_retrieved)
+        return await self.source.read_through(start, self.batch_size, self.subjects)
+
     async def _load(self, conn) -> None:
         generation = self.fixed_generation or await active_generation(conn, self.model)
         cur = await conn.execute(
@@ -227,6 +241,11 @@ def _decode(messages: list[StoredMessage]) -> tuple[list[Envelope], list[tuple[S
         except Exception as exc:
             undecodable.append((m, exc))
     return batch, undecodable
+
+
+def _retrieved(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()  # a read ahead nobody awaits: its failure is not worth a warning
 
 
 async def _first(*waits) -> None:

@@ -86,8 +86,9 @@ class StreamSource:
         self, start: int, limit: int = 1000, subjects: str | None = None, timeout: float = 5.0
     ) -> Read:
         """Up to `limit` messages of `subjects` (a subject filter, None: all) from stream sequence `start` on, and
-        how far that covers the stream: to the last message when `limit` came, else to the stream's head as it
-        was when the read began (the skipped messages after the last one count as read)."""
+        how far that covers the stream: to the last message when `limit` came or the server says more are left,
+        else to the stream's head as it was when the read began (the skipped messages after the last one count as
+        read: a read model's position is a stream sequence, and reaches the head whatever was appended last)."""
         window = self._windows.get(subjects)
         if window is not None and window.start <= start <= window.through:
             messages = window.messages
