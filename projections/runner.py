@@ -137,7 +137,8 @@ class ProjectionRunner:
             messages, through = read.messages, max(read.through, self.position)
             self.full = read.more  # more is waiting right after this batch
             if read.more:  # read the next batch while this one is applied
-                self._prefetch = (through + 1, asyncio.ensure_future(self._read(through + 1)))
+                ahead = self.source.read_through(through + 1, self.batch_size, self.subjects)
+                self._prefetch = (through + 1, asyncio.ensure_future(ahead))
             at_head = not self.full  # the read reached the stream's head as it was then
             batch, undecodable = _decode([m for m in messages if m.topic in self.model.topics])
             last = messages[-1] if messages else None

@@ -180,6 +180,27 @@ async def test_catch_up_uses_batches_not_a_transaction_per_event(env, spool_path
     assert head > 500 and commits == 1
 
 
+async def test_a_runner_reads_the_next_batch_while_it_applies_one_and_applies_each_event_once(env, spool_path):
+    nc, pool, app, stream = env
+    expected = await seed(app, UsagePublisher(nc, stream, spool_path), usages=300, duplicates=0)
+    source = StreamSource(nc, stream)
+    fetched = counting(source)
+    ahead = []
+
+    async def look_ahead(messages):
+        # the rows of this batch are written, not committed: the next batch is being read (or was read) already
+        ahead.append(runner._prefetch is not None and runner._prefetch[0] == messages[-1].position + 1)
+
+    runner = ProjectionRunner(BILLING, source, pool, batch_size=40, before_commit=look_ahead)
+    head = await source.head()
+    assert await runner.catch_up() == head
+    assert ahead[:-1] and all(ahead[:-1])  # every batch but the last had one after it
+    assert await balances(pool) == expected
+    positions = [m.position for batch in fetched[None] for m in batch]
+    assert sorted(set(positions)) == list(range(1, head + 1))  # every message read, each batch once
+    assert len(positions) == head
+
+
 async def test_rebuild_fills_new_tables_while_the_old_serve_then_swaps(env, spool_path, database_url):
     nc, pool, app, stream = env
     publisher = UsagePublisher(nc, stream, spool_path)
