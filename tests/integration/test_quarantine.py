@@ -76,9 +76,10 @@ async def test_an_event_the_directory_cannot_apply_is_quarantined_and_the_rest_a
     source = StreamSource(nc, stream)
     assert await retry(DIRECTORY, source, pool) == (0, 3)
     async with pool.connection() as conn:
-        await conn.execute("drop view api_keys")
-        await conn.execute("alter table api_keys_g1 alter column spend_cap type numeric")
-        await conn.execute("create view api_keys as select * from api_keys_g1")
+        for table in ("api_keys", "api_key_states"):  # the key's row and its settings kept per change
+            await conn.execute(f"drop view {table}")
+            await conn.execute(f"alter table {table}_g1 alter column spend_cap type numeric")
+            await conn.execute(f"create view {table} as select * from {table}_g1")
     seen = []
     assert await retry(DIRECTORY, source, pool, lambda item, error: seen.append((item.position, error))) == (1, 2)
     assert [p for p, error in seen if error is None] == [huge]

@@ -87,3 +87,57 @@ async def test_a_filtered_batch_the_server_cut_short_covers_only_what_it_brought
 
     assert [m.position for m in read.messages] == [3, 7]
     assert read.through == 7 and read.more
+
+
+@pytest.fixture
+async def plain_nc(tmp_path):
+    """A client of a nats-server without JetStream: the test answers the JetStream API itself."""
+    import socket
+    import subprocess
+
+    import nats
+
+    from api.embedded import NatsServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([NatsServer.binary(), "-a", "127.0.0.1", "-p", str(port)], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                client = await nats.connect(f"nats://127.0.0.1:{port}", allow_reconnect=False)
+                break
+            except Exception:
+                await asyncio.sleep(0.05)
+        yield client
+        await client.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def test_a_replicated_stream_is_read_unfiltered_and_covered_only_as_far_as_the_answer_came(plain_nc):
+    """With replicas a direct get may be answered by a follower behind the head the leader reports: a filtered
+    answer ending early would skip what the follower has not received yet. The read takes every subject instead,
+    and counts as read only what it brought."""
+    nc, stream_name = plain_nc, "REPLICATED"
+    head = {"state": {"last_seq": 100, "bytes": 0}, "config": {"num_replicas": 3}}
+
+    async def info(msg):
+        await nc.publish(msg.reply, msgspec.json.encode(head))
+
+    async def answer(msg):  # a follower that holds messages 1 to 3 so far
+        assert "next_by_subj" not in msgspec.json.decode(msg.data)
+        for seq, topic in ((1, "key.created"), (2, "usage.recorded"), (3, "usage.recorded")):
+            headers = {"Nats-Sequence": str(seq), "Nats-Time-Stamp": "2026-12-01T06:00:00.123456789Z"}
+            await nc.publish(msg.reply, b"{}", headers={**headers, "Mesh-Topic": topic})
+        await nc.publish(msg.reply, b"", headers={"Status": "204", "Nats-Num-Pending": "0"})
+
+    await nc.subscribe(f"$JS.API.STREAM.INFO.{stream_name}", cb=info)
+    await nc.subscribe(f"$JS.API.DIRECT.GET.{stream_name}", cb=answer)
+
+    read = await StreamSource(nc, stream_name).read_through(1, 10, f"{stream_name}.agg.>")
+
+    assert [m.position for m in read.messages] == [1, 2, 3]
+    assert read.through == 3
