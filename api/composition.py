@@ -20,6 +20,8 @@ from api.services.logs import LogService
 from api.services.metrics import MetricsService
 from api.services.models import ModelService
 from api.services.one_time_views import OneTimeViews
+from api.services.operators import OperatorService
+from api.services.support import SupportService
 from api.services.template_trial import TemplateTrial
 from api.services.usage import UsageService
 from api.services.prompt_templates import TemplateService
@@ -46,6 +48,8 @@ class Services:
     webhook_service: WebhookService
     one_time_views: OneTimeViews  # what a dashboard page shows once, after the redirect of a POST
     metrics_service: MetricsService
+    operator_service: OperatorService  # who the operators are, and what they did
+    support_service: SupportService  # what operators look up across accounts
 
 
 def compose(runtime: Runtime) -> Services:
@@ -101,6 +105,8 @@ def compose(runtime: Runtime) -> Services:
             health,
             (runtime.operator_token, runtime.metrics_token or ""),
         ),
+        operator_service=OperatorService(pool, runtime.operator_token),
+        support_service=SupportService(pool, log_service),
     )
 
 
@@ -111,11 +117,4 @@ def _service(name: str) -> Provide:
     return Provide(provide, sync_to_thread=False)
 
 
-def _operator_token(state: State) -> str:
-    return state.runtime.operator_token
-
-
-SERVICE_DEPENDENCIES = {
-    **{field.name: _service(field.name) for field in fields(Services)},
-    "operator_token": Provide(_operator_token, sync_to_thread=False),  # what api.auth.operator compares with
-}
+SERVICE_DEPENDENCIES = {field.name: _service(field.name) for field in fields(Services)}

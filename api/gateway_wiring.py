@@ -41,7 +41,7 @@ class ReadModelKeys:
             ) from None
         if found is None:
             return None
-        row, valid_until = found
+        row, valid_until, suspended = found
         allowed = frozenset(row.allowed_models) if row.allowed_models is not None else None
         return KeyInfo(
             row.key_id,
@@ -53,6 +53,7 @@ class ReadModelKeys:
             row.expires_at,
             valid_until,
             row.fit_to_budget,
+            suspended,
         )
 
 

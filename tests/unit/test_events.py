@@ -60,6 +60,10 @@ def aggregate_events():
     account.revoke_token("t2")
     account.rehash_password("h2")
     account.change_password("h3", "t3", now + timedelta(days=30))
+    account.grant_operator("cli")
+    account.revoke_operator("token")
+    account.suspend("abuse", "token")
+    account.resume("sorted out", str(account.id))
     topup = TopUp(account_id=account.id, provider="stripe", reference="pi_1", amount=10**12)
     topup.fail("card declined")
     topup.refund_to(10**10)  # before the payment: held
@@ -70,10 +74,12 @@ def aggregate_events():
     topup.dispute("dp_1", 10**11)
     lapsed = TopUp(account_id=account.id, provider="bank_transfer", reference="MESH-1", amount=10**12, expires_at=now)
     lapsed.expire(now)
+    refused = TopUp(account_id=account.id, provider="bank_transfer", reference="MESH-2", amount=10**12)
+    refused.reject("never sent", "token")
     settings = ModelSettings(model_id="acme/gpt")
     settings.change_price(Price(1000, 2000), "operator")
     settings.change_price(Price(1000, 2000, 100, 1250), "operator")
-    settings.disable("operator")
+    settings.disable("operator", "token")
     settings.enable("operator")
     template = Template.create(
         account.id,
@@ -113,6 +119,7 @@ def aggregate_events():
         + settings.collect_events()
         + topup.collect_events()
         + lapsed.collect_events()
+        + refused.collect_events()
         + template.collect_events()
         + name.collect_events()
     )

@@ -92,3 +92,22 @@ def test_a_gap_in_the_feed_forgets_unknown_hashes():
     cache.clear()
     directory.keys["h"] = KEY
     assert asyncio.run(cache.get("h")) == KEY
+
+
+def test_a_suspension_heard_on_the_wire_refuses_every_cached_key_of_the_account_and_a_resumption_restores():
+    directory = Directory()
+    other = KeyInfo(uuid.uuid4(), uuid.uuid4(), None, "active", None)
+    directory.keys.update({"a": KEY, "b": other})
+    cache = KeyCache(directory)
+    asyncio.run(cache.get("a")), asyncio.run(cache.get("b"))
+    changed: list[KeyInfo] = []
+    cache.on_change = changed.append
+    now = datetime.now(timezone.utc)
+    cache.apply_account("account.suspended", SimpleNamespace(originator_id=KEY.account_id))
+    refusal = asyncio.run(cache.get("a")).refusal(now)
+    assert refusal is not None and (refusal.status, refusal.code) == (402, "account_suspended")
+    assert asyncio.run(cache.get("b")).refusal(now) is None  # another account's key
+    assert [k.key_id for k in changed] == [KEY.key_id]
+    cache.apply_account("account.resumed", SimpleNamespace(originator_id=KEY.account_id))
+    assert asyncio.run(cache.get("a")).refusal(now) is None
+    assert directory.lookups == 2  # all from memory after the first loads
