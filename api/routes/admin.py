@@ -4,7 +4,7 @@ operators add`); each action records which operator made it."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
@@ -19,9 +19,9 @@ from api.routes.models import ModelListOut, ModelOut, model_out
 from api.routes.topups import TopUpListItem, topup_item
 from api.services.admin import PRICE_FIELDS, AdminService
 from api.services.as_of import AsOf
-from api.services.operators import OperatorService
-from api.services.support import AccountDetail, SupportService
-from domain.bounds import AmountIn, AwareDatetime, Reason
+from api.services.operators import AUDIT_CURSOR, OperatorService
+from api.services.support import MAX_QUERY_LENGTH, AccountDetail, SupportService
+from domain.bounds import SINGLE_LINE, AmountIn, AwareDatetime, Reason
 from domain.credentials import VISIBLE_PREFIX_LENGTH
 from domain.money import pico_to_usd
 from projections import billing, directory
@@ -104,6 +104,7 @@ class AuditOut(msgspec.Struct):
 
 
 MAX_PAGE = 100
+TopUpStatus = Literal[tuple(billing.TOPUP_STATUSES)]  # type: ignore[valid-type]
 
 
 def account_out(row: directory.AccountRow, balance: billing.Balance) -> AccountOut:
@@ -184,9 +185,22 @@ class AdminController(Controller):
         self,
         support_service: NamedDependency[SupportService],
         acting: NamedDependency[str],
-        text: Annotated[str, QueryParameter(name="query", description="part of the email, or the account id")] = "",
+        text: Annotated[
+            str,
+            QueryParameter(
+                name="query",
+                description="part of the email, or the account id",
+                max_length=MAX_QUERY_LENGTH,
+                pattern=SINGLE_LINE,
+            ),
+        ] = "",
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
-        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(
+                description="next_cursor of the previous page", max_length=MAX_QUERY_LENGTH, pattern=SINGLE_LINE
+            ),
+        ] = None,
     ) -> AccountListOut:
         """Accounts whose email contains `query` (any case) or whose id it is, by email, with their money."""
         found = await support_service.find_accounts(text, limit, cursor)
@@ -256,8 +270,8 @@ class AdminController(Controller):
         support_service: NamedDependency[SupportService],
         acting: NamedDependency[str],
         status: Annotated[
-            str, QueryParameter(description="pending, succeeded, expired, rejected, refunded, disputed or all")
-        ] = "pending",
+            TopUpStatus, QueryParameter(description="refunded, disputed: any with a refund, a dispute")
+        ] = ("pending"),
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
     ) -> TopUpListOut:
         """Every account's top-ups in a status, newest first: pending bank transfers with their references."""
@@ -288,7 +302,9 @@ class AdminController(Controller):
         operator_service: NamedDependency[OperatorService],
         acting: NamedDependency[str],
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
-        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
+        cursor: Annotated[
+            str | None, QueryParameter(description="next_cursor of the previous page", pattern=AUDIT_CURSOR)
+        ] = None,
         account_id: Annotated[UUID | None, QueryParameter(description="only the actions on this account")] = None,
     ) -> AuditOut:
         """What operators did (credits, suspensions, transfers, prices, switches, roles), newest first, and who."""

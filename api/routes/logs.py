@@ -98,19 +98,23 @@ class LogController(Controller):
         return detail_out(found)
 
 
-class AdminLogEntryOut(LogEntryDetailOut, kw_only=True):
+class AdminLogEntryDetailOut(LogEntryDetailOut, kw_only=True):
+    account_id: UUID
     account_email: str | None  # the account's, to find it in the operator's pages
 
 
-def detail_out(found: LogEntry, admin: bool = False) -> LogEntryDetailOut:
+def _bodies(found: LogEntry) -> dict:
     bodies = found.bodies
-    return LogEntryDetailOut(
-        **msgspec.structs.asdict(entry_out(found.row, admin)),
+    return dict(
         as_of=found.as_of,
         request=bodies.request if bodies else None,
         response=bodies.response if bodies else None,
         bodies_truncated=bodies.truncated if bodies else False,
     )
+
+
+def detail_out(found: LogEntry) -> LogEntryDetailOut:
+    return LogEntryDetailOut(**msgspec.structs.asdict(entry_out(found.row)), **_bodies(found))
 
 
 class AdminLogController(Controller):
@@ -137,10 +141,11 @@ class AdminLogController(Controller):
         support_service: NamedDependency[SupportService],
         _operator: NamedDependency[str],
         trace_id: FromPath[UUID],
-    ) -> AdminLogEntryOut:
+    ) -> AdminLogEntryDetailOut:
         """One request of any account by its trace id (what a customer reads out to support), with the account."""
         found = await support_service.trace(trace_id)
-        return AdminLogEntryOut(
-            **msgspec.structs.asdict(detail_out(found.entry, admin=True)),
+        return AdminLogEntryDetailOut(
+            **msgspec.structs.asdict(entry_out(found.entry.row, admin=True)),
+            **_bodies(found.entry),
             account_email=found.account.email if found.account else None,
         )

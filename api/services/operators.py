@@ -4,6 +4,7 @@ the record of what they did (the audit)."""
 from __future__ import annotations
 
 import hmac
+import re
 from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
@@ -13,12 +14,13 @@ from domain.credentials import hash_token
 from projections import directory
 
 TOKEN_OPERATOR = "token"  # what the events say of an act made with the shared operator token
+AUDIT_CURSOR = r"^[0-9]{1,18}$"  # a stream position
 
 
 def audit_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 20:
+    if not re.match(AUDIT_CURSOR, cursor):
         raise Invalid("cursor is the next_cursor of the previous page", "invalid_request", param="cursor")
     return int(cursor)
 

@@ -13,6 +13,7 @@ from api.read_models import BILLING, DIRECTORY
 from api.services.as_of import AsOf
 from api.services.errors import Invalid, Missing
 from api.services.logs import LogEntry, LogService
+from domain.bounds import check_text
 from projections import billing, directory
 from projections.readmodel import freshness_of
 
@@ -55,8 +56,11 @@ class SupportService:
 
     async def find_accounts(self, query: str, limit: int, cursor: str | None = None) -> AccountsFound:
         """Accounts whose email contains `query` or whose id it is, by email; a page of `limit` after `cursor`."""
-        if len(query) > MAX_QUERY_LENGTH or (cursor is not None and len(cursor) > MAX_QUERY_LENGTH):
-            raise Invalid(f"query is at most {MAX_QUERY_LENGTH} characters", "invalid_request", param="query")
+        for value, name in ((query, "query"), (cursor or "", "cursor")):
+            try:
+                check_text(value, name, MAX_QUERY_LENGTH)
+            except ValueError as exc:
+                raise Invalid(str(exc), "invalid_request", param=name) from None
         async with self.pool.connection() as conn:
             rows = await directory.find_accounts(conn, query, limit + 1, cursor)
             balances = await billing.balances_of(conn, [r.account_id for r in rows])
