@@ -98,17 +98,17 @@ class OperatorPages(SessionPages):
         more = f"/operator/accounts?{urlencode({'q': q, 'cursor': found.next_cursor})}" if found.next_cursor else None
         return _page("operator_accounts.html", request, "accounts", q=q, found=found, more=more)
 
-    @get("/accounts/{account_id_shown:uuid}")
+    @get("/accounts/{customer_id:uuid}")
     async def account(
         self,
         request: Request,
         acting: NamedDependency[str],
-        account_id_shown: FromPath[UUID],
+        customer_id: FromPath[UUID],
         support_service: NamedDependency[SupportService],
         operator_service: NamedDependency[OperatorService],
         log_service: NamedDependency[LogService],
     ) -> Template:
-        return await self._account(request, account_id_shown, support_service, operator_service, log_service)
+        return await self._account(request, customer_id, support_service, operator_service, log_service)
 
     async def _account(self, request, shown, support_service, operator_service, log_service, **extra) -> Template:
         detail = await support_service.account(shown)
@@ -121,15 +121,16 @@ class OperatorPages(SessionPages):
             a=detail,
             requests=requests.rows,
             actions=actions,
+            credit_kinds=billing.CREDIT_KINDS,
             **{"error": None, "failed": None, "form": {}, **extra},
         )
 
-    @post("/accounts/{account_id_shown:uuid}/{action:str}")
+    @post("/accounts/{customer_id:uuid}/{action:str}")
     async def act_on_account(
         self,
         request: Request,
         acting: NamedDependency[str],
-        account_id_shown: FromPath[UUID],
+        customer_id: FromPath[UUID],
         action: FromPath[str],
         admin_service: NamedDependency[AdminService],
         support_service: NamedDependency[SupportService],
@@ -141,19 +142,19 @@ class OperatorPages(SessionPages):
         reason = form.get("reason", "")
         try:
             if action == "credits":
-                await admin_service.grant_credits(account_id_shown, form.get("amount_usd", ""), reason, acting)
+                await admin_service.grant_credits(customer_id, form.get("amount_usd", ""), reason, acting)
             elif action == "debits":
-                await admin_service.take_back_credits(account_id_shown, form.get("amount_usd", ""), reason, acting)
+                await admin_service.take_back_credits(customer_id, form.get("amount_usd", ""), reason, acting)
             elif action == "suspend":
-                await admin_service.suspend(account_id_shown, reason, acting)
+                await admin_service.suspend(customer_id, reason, acting)
             elif action == "resume":
-                await admin_service.resume(account_id_shown, reason, acting)
+                await admin_service.resume(customer_id, reason, acting)
             else:
                 raise Missing(f"no action {action[:40]!r} on accounts", "not_found")
         except PAGE_ERRORS as exc:
             return await self._account(
                 request,
-                account_id_shown,
+                customer_id,
                 support_service,
                 operator_service,
                 log_service,
@@ -161,7 +162,7 @@ class OperatorPages(SessionPages):
                 failed=action,
                 form=dict(form),
             )
-        return _see(f"/operator/accounts/{account_id_shown}")
+        return _see(f"/operator/accounts/{customer_id}")
 
     # Top-ups
 

@@ -15,13 +15,14 @@ from projections import directory
 
 TOKEN_OPERATOR = "token"  # what the events say of an act made with the shared operator token
 AUDIT_CURSOR = r"^[0-9]{1,18}$"  # a stream position
+AUDIT_CURSOR_RULE = "a cursor is the next_cursor of the previous page (digits)"
 
 
 def audit_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
     if not re.match(AUDIT_CURSOR, cursor):
-        raise Invalid("cursor is the next_cursor of the previous page", "invalid_request", param="cursor")
+        raise Invalid(AUDIT_CURSOR_RULE, "invalid_request", param="cursor")
     return int(cursor)
 
 
