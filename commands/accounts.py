@@ -124,12 +124,14 @@ class AccountCommands:
 
         return self.app.retrying(use_case)
 
-    def create_invite(self, expires_at: datetime | None, by: str = "operator") -> tuple[Invite, str, int]:
+    def create_invite(
+        self, expires_at: datetime | None, by: str = "operator", operator: str | None = None
+    ) -> tuple[Invite, str, int]:
         """A new single-use invite code: (invite, the code in plain text, shown once, position)."""
         if expires_at is not None and check_aware(expires_at, "expires_at", InvalidInvite) <= self.clock():
             raise InvalidInvite("expires_at must be in the future")
         code = NewSecret(INVITE_PREFIX + secrets.token_urlsafe(16))
-        invite = Invite(code_hash=code.hash, prefix=code.prefix, expires_at=expires_at, by=by)
+        invite = Invite(code_hash=code.hash, prefix=code.prefix, expires_at=expires_at, by=by, operator=operator)
         return invite, code.plain, self.app.save_all(invite)
 
     def _invite(self, code: str | None) -> Invite:

@@ -16,7 +16,6 @@ from psycopg.types.json import Jsonb
 
 from domain.account import Account
 from domain.apikey import KEY_CHANGES
-from domain.topup import TopUp
 from domain.events import EVENT_TYPES
 from domain.money import pico_to_usd
 from projections.readmodel import Envelope
@@ -69,6 +68,7 @@ OPERATOR_ACTIONS = {
     "account.resumed": "account resumed",
     "account.operator_granted": "operator role given",
     "account.operator_revoked": "operator role taken",
+    "invite.created": "invite created",
     "topup.succeeded": "transfer confirmed",
     "topup.rejected": "transfer rejected",
     "model.price_changed": "price changed",
@@ -316,13 +316,10 @@ class Directory:
 
     async def _record_action(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope, operator: str) -> None:
         e = item.event
-        if isinstance(e, TopUp.Succeeded | TopUp.Rejected):
-            target, account = str(e.originator_id), None  # the account: the top-up's, looked up when read
-        elif item.topic.startswith("model."):
-            target, account = e.model_id, None
-        else:
-            target, account = str(e.originator_id), e.originator_id
-        details = {k: v for k, v in vars(e).items() if k not in _AUDIT_HIDDEN and k != "model_id"}
+        # the account acted on (a top-up's or an invite's act names its own aggregate); a model by its id
+        target = e.model_id if item.topic.startswith("model.") else str(e.originator_id)
+        account = e.originator_id if item.topic.startswith("account.") else None
+        details = {k: v for k, v in vars(e).items() if k not in _AUDIT_HIDDEN and k not in ("model_id", "code_hash")}
         if "amount" in details:
             details["amount_usd"] = pico_to_usd(details.pop("amount"))
         await cur.execute(

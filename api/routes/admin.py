@@ -338,7 +338,7 @@ class AdminController(Controller):
     ) -> InviteOut:
         """A single-use invite code for sign-up (MESH_SIGNUP=invite); the code is in this answer only."""
         expires_at = (data or InviteIn()).expires_at
-        invite, code = await admin_service.create_invite(expires_at)
+        invite, code = await admin_service.create_invite(expires_at, acting)
         return InviteOut(invite.id, code[:VISIBLE_PREFIX_LENGTH], invite.created_on, expires_at, "operator", code=code)
 
     @get("/invites")

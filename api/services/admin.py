@@ -112,10 +112,10 @@ class AdminService:
         await self.waiter.caught_up(DIRECTORY, result.position)
         return result
 
-    async def create_invite(self, expires_at: datetime | None) -> InviteMade:
+    async def create_invite(self, expires_at: datetime | None, operator: str) -> InviteMade:
         """A single-use invite code for sign-up (MESH_SIGNUP=invite)."""
         invite, code, _ = await self.waiter.then_caught_up(
-            DIRECTORY, self.accounts.create_invite, expires_at, OPERATOR, position=lambda made: made[2]
+            DIRECTORY, self.accounts.create_invite, expires_at, OPERATOR, operator, position=lambda made: made[2]
         )
         return InviteMade(invite, code)
 

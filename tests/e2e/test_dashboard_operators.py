@@ -222,6 +222,11 @@ def test_a_price_change_bills_the_next_request_and_the_audit_names_the_operator(
             expect(first).to_contain_text("price changed")
             expect(first.locator(".who")).to_have_text(address)
             shot(page, "operator-audit")
+            page.goto("/operator/system")
+            page.get_by_role("button", name="Retry quarantined events").click()
+            page.wait_for_url(re.compile(r"/operator/system\?retried="))  # post/redirect/get
+            expect(page.get_by_role("status")).to_contain_text("0 applied, 0 still quarantined")
+            expect(page.locator("#status")).to_have_text("ok")
             assert ("price changed", operator.account_id, MODEL) in _audited(dashboard_mesh)
     finally:
         _api(

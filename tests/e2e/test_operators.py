@@ -181,3 +181,25 @@ def test_a_trace_id_finds_its_request_in_any_account(mesh, operator):
     assert (entry["trace_id"], entry["account_id"], entry["model"]) == (trace_id, customer.account_id, "acme/gpt-test")
     assert entry["account_email"] == email_of(mesh, customer.account_id)
     assert api(mesh, "GET", f"/admin/logs/{uuid.uuid4()}", op).status_code == 404
+
+
+def test_an_invite_and_a_price_change_name_their_operator_in_the_audit(mesh, operator):
+    op_id, op = operator
+    invite = api(mesh, "POST", "/admin/invites", op, json={})
+    assert invite.status_code == 201, invite.text
+    try:
+        changed = api(mesh, "PUT", "/admin/models/acme/gpt-test", op, json={"prompt_usd_per_1k": "0.75"})
+        assert changed.status_code == 200, changed.text
+    finally:
+        api(mesh, "PUT", "/admin/models/acme/gpt-test", mesh.operator_token, json={"prompt_usd_per_1k": "0.5"})
+    audit = api(mesh, "GET", "/admin/audit", op, params={"limit": 10}).json()["data"]
+    acts = [(a["action"], a["operator"], a["target"]) for a in audit]
+    assert acts[:3] == [
+        ("price changed", "token", "acme/gpt-test"),
+        ("price changed", op_id, "acme/gpt-test"),
+        ("invite created", op_id, invite.json()["id"]),
+    ]
+    assert audit[1]["details"]["prompt_per_1k"] == 750_000_000_000
+    older = api(mesh, "GET", "/admin/audit", op, params={"limit": 1, "cursor": str(audit[0]["position"])}).json()
+    assert older["data"][0]["position"] == audit[1]["position"]
+    assert api(mesh, "GET", "/admin/audit", op, params={"cursor": "x"}).status_code == 400

@@ -102,7 +102,7 @@ def aggregate_events():
     holdings.remove_key(key.id)
     holdings.add_template(template.id, 10)
     holdings.remove_template(template.id)
-    invite = Invite(code_hash="h", prefix="mi-abc", expires_at=now + timedelta(days=1), by="operator")
+    invite = Invite(code_hash="h", prefix="mi-abc", expires_at=now + timedelta(days=1), by="operator", operator="token")
     invite.use(account.id, now)
     webhooks = Webhooks(account_id=account.id)
     endpoint_id = uuid.uuid4()
