@@ -486,7 +486,8 @@ async def operators(conn: psycopg.AsyncConnection) -> list[AccountRow]:
 
 
 async def is_operator(conn: psycopg.AsyncConnection, account_id: UUID) -> bool:
-    cur = await conn.execute("select operator from accounts where account_id = %s", (account_id,))
+    """An operator's account, not suspended (a suspended operator acts as none)."""
+    cur = await conn.execute("select operator and suspended is null from accounts where account_id = %s", (account_id,))
     row = await cur.fetchone()
     return bool(row and row[0])
 

@@ -67,6 +67,12 @@ def test_operators_are_listed_removed_and_an_unknown_email_is_refused(mesh, oper
     while api(mesh, "GET", "/admin/audit?limit=1", other).status_code != 403:
         assert time.monotonic() < deadline
         time.sleep(0.1)
+    make_operator(mesh, email_of(mesh, other_id), other)  # a suspended operator acts as none
+    assert api(
+        mesh, "POST", f"/admin/accounts/{other_id}/suspend", mesh.operator_token, json={"reason": "left"}
+    ).is_success
+    refused = api(mesh, "GET", "/admin/audit?limit=1", other)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
 
 
 def test_an_account_is_found_by_part_of_its_email_or_its_id(mesh, operator):
@@ -84,6 +90,8 @@ def test_an_account_is_found_by_part_of_its_email_or_its_id(mesh, operator):
     assert [k["id"] for k in detail["keys"]] == [customer.created["id"]]
     assert detail["credits"][0]["amount_usd"] == "7.000000" and detail["suspended"] is False
     assert api(mesh, "GET", "/admin/accounts", op, params={"query": "x" * 400}).status_code == 400
+    for wildcard in ("%", "_"):  # searched as themselves: no email here holds one
+        assert api(mesh, "GET", "/admin/accounts", op, params={"query": wildcard}).json()["data"] == []
     assert api(mesh, "GET", f"/admin/accounts/{uuid.uuid4()}", op).status_code == 404
 
 
