@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import psycopg
+
 from api.connections import connect_nats, open_pool
 from api.servers import MeshError, Servers
 from api.settings import Settings
@@ -26,6 +28,8 @@ async def operators(settings: Settings, action: str, email: str | None) -> int:
             try:
                 async with pool.connection() as conn:
                     found = await directory.operators(conn)
+            except psycopg.errors.UndefinedTable:
+                raise MeshError("no read models yet: start `mesh up` once") from None
             finally:
                 await pool.close()
             for row in found:
