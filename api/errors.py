@@ -16,7 +16,7 @@ from litestar.exceptions import ValidationException, MethodNotAllowedException
 
 from commands.accounts import BadCredentials, EmailTaken, InvalidInvite, InvalidPassword, WrongPassword
 from commands.app import Conflict, NotFound
-from domain.account import AccountSuspended, InvalidCreditGrant, InvalidEmail, NoSavedCard
+from domain.account import AccountSuspended, InvalidCreditGrant, InvalidEmail, InvalidReason, NoSavedCard
 from domain.apikey import InvalidKeySettings, KeyRevoked
 from domain.bounds import FLOAT_AMOUNT_RULE, PATTERN_RULES, InvalidText
 from domain.invite import SignupRefused
@@ -49,6 +49,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidEmail: (400, "invalid_email"),
     InvalidPassword: (400, "invalid_password"),
     InvalidAmount: (400, "invalid_amount"),
+    InvalidReason: (400, "invalid_reason"),  # before InvalidCreditGrant: a kind of it
     InvalidCreditGrant: (400, "invalid_amount"),
     NoSavedCard: (409, "no_saved_card"),
     InvalidKeySettings: (400, "invalid_key_settings"),

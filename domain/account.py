@@ -24,6 +24,10 @@ class InvalidCreditGrant(ValueError):
     pass
 
 
+class InvalidReason(InvalidCreditGrant):
+    """The reason an operator gives for an act is blank, too long, or holds control characters."""
+
+
 class AccountSuspended(PermissionError):
     """The account is suspended by an operator: it cannot log in nor make keys, and its keys are refused."""
 
@@ -227,7 +231,7 @@ class Account(LeaseHolder, Aggregate):
 
     def grant_credits(self, amount: int, reason: str, granted_by: str, operator: str | None = None) -> None:
         check_amount(amount, "amount_usd", InvalidCreditGrant, positive=True)
-        self._grant_credits(amount, _reason(reason), granted_by, operator)
+        self._grant_credits(amount, check_reason(reason), granted_by, operator)
 
     @event(CreditsGranted)
     def _grant_credits(self, amount: int, reason: str, granted_by: str, operator: str | None = None) -> None:
@@ -237,7 +241,7 @@ class Account(LeaseHolder, Aggregate):
         """An operator takes credits back: at most what is neither spent nor reserved by an open lease, so the
         balance never goes below zero by an operator's hand and every admitted request stays paid for."""
         check_amount(amount, "amount_usd", InvalidCreditGrant, positive=True)
-        reason = _reason(reason)
+        reason = check_reason(reason)
         if amount > self.leasable:
             raise InvalidCreditGrant(
                 f"at most {pico_to_usd(max(self.leasable, 0))} USD can be taken back: the credits neither spent "
@@ -264,7 +268,7 @@ class Account(LeaseHolder, Aggregate):
 
     def suspend(self, reason: str, operator: str) -> None:
         """Idempotent: a suspended account stays suspended for its first reason."""
-        reason = _reason(reason)
+        reason = check_reason(reason)
         if self.suspended is None:
             self._suspend(reason, operator)
 
@@ -274,7 +278,7 @@ class Account(LeaseHolder, Aggregate):
 
     def resume(self, reason: str, operator: str) -> None:
         """Idempotent: an account not suspended changes nothing."""
-        reason = _reason(reason)
+        reason = check_reason(reason)
         if self.suspended is not None:
             self._resume(reason, operator)
 
@@ -417,11 +421,11 @@ class Account(LeaseHolder, Aggregate):
         self._grant_lease("account_balance", lease_id, amount, expires_at, key_id=key_id)
 
 
-def _reason(reason: str) -> str:
-    """A reason an operator or a grant gives: 1 to MAX_REASON_LENGTH characters."""
+def check_reason(reason: str) -> str:
+    """A reason an operator or a grant gives: 1 to MAX_REASON_LENGTH characters, not blank; stripped."""
     if not reason.strip():
-        raise InvalidCreditGrant(f"reason must be 1 to {MAX_REASON_LENGTH} characters")
-    check_text(reason, "reason", MAX_REASON_LENGTH, multiline=True, error=InvalidCreditGrant)
+        raise InvalidReason(f"reason must be 1 to {MAX_REASON_LENGTH} characters, not blank")
+    check_text(reason, "reason", MAX_REASON_LENGTH, multiline=True, error=InvalidReason)
     return reason.strip()
 
 

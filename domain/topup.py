@@ -15,7 +15,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.bounds import MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH, check_aware, check_text
+from domain.account import check_reason
+from domain.bounds import MAX_REFERENCE_LENGTH, check_aware, check_text
 from domain.money import check_amount
 
 
@@ -115,10 +116,7 @@ class TopUp(Aggregate):
             return
         if self.status != "pending":
             raise TopUpError(f"top-up {self.reference} is {self.status}; only a pending one can be rejected")
-        if not reason.strip():
-            raise TopUpError("reason must be 1 to 500 characters")
-        check_text(reason.strip(), "reason", MAX_REASON_LENGTH, multiline=True, error=TopUpError)
-        self._reject(reason.strip(), operator)
+        self._reject(check_reason(reason), operator)
 
     @event(Rejected)
     def _reject(self, reason: str, operator: str) -> None:

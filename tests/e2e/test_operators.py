@@ -132,6 +132,9 @@ def test_a_suspended_accounts_key_gets_402_and_it_cannot_log_in_until_resumed(me
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=customer.key, max_retries=0)
     assert client.chat.completions.create(model="acme/gpt-test", messages=MESSAGES).choices
     address = email_of(mesh, customer.account_id)
+    blank = api(mesh, "POST", f"/admin/accounts/{customer.account_id}/suspend", op, json={"reason": "  "})
+    assert blank.status_code == 400 and blank.json()["error"]["code"] == "invalid_reason"
+    assert client.chat.completions.create(model="acme/gpt-test", messages=MESSAGES).choices  # nothing changed
     suspended = api(mesh, "POST", f"/admin/accounts/{customer.account_id}/suspend", op, json={"reason": "card testing"})
     assert suspended.status_code == 200 and suspended.json()["suspended_reason"] == "card testing"
     deadline = time.monotonic() + 5
@@ -165,6 +168,8 @@ def test_pending_transfers_are_listed_and_one_rejected_can_no_longer_be_confirme
     mine = [t for t in pending if t["reference"] == reference]
     assert [(t["account_id"], t["amount_usd"], t["status"]) for t in mine] == [(customer_id, "25.000000", "pending")]
     assert mine[0]["email"] == email_of(mesh, customer_id)
+    blank = api(mesh, "POST", f"/admin/topups/{reference}/reject", op, json={"reason": " "})
+    assert blank.status_code == 400 and blank.json()["error"]["code"] == "invalid_reason"
     rejected = api(mesh, "POST", f"/admin/topups/{reference}/reject", op, json={"reason": "never arrived"})
     assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
     late = api(mesh, "POST", f"/admin/topups/{reference}/confirm", op, json={"amount_usd": "25"})

@@ -3,6 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from domain.account import InvalidReason
 from domain.topup import TopUp, TopUpError
 
 NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
@@ -78,7 +79,7 @@ def test_a_refund_and_a_dispute_reported_before_the_payment_are_held_then_taken_
 
 def test_only_a_pending_transfer_is_rejected_and_a_rejected_one_is_never_credited():
     t = TopUp(account_id=uuid.uuid4(), provider="bank_transfer", reference="MESH-2", amount=10**13)
-    with pytest.raises(TopUpError, match="reason"):
+    with pytest.raises(InvalidReason, match="reason"):
         t.reject(" ", "token")
     t.reject("never sent", "token")
     t.reject("again", "token")  # rejected already: nothing more
