@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     operators.add_argument("email", nargs="?", help="the account's email (add, remove)")
     rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
     rebuild.add_argument("read_model", help="directory | billing | catalog | templates | logs")
+    _add_events_commands(sub)
+    _add_audit_commands(sub)
     args = parser.parse_args(argv)
     configure_log("text")  # until the settings say otherwise: a bad setting is said in plain text
     try:
@@ -70,12 +72,61 @@ def main(argv: list[str] | None = None) -> int:
             from api.maintenance import rebuild_read_model
 
             return _run(rebuild_read_model(settings, args.read_model))
+        if args.command == "events":
+            return _events_command(args)
+        if args.command == "audit":
+            return _audit_command(settings, args)
     except (SettingsError, MeshError) as exc:
         print(f"mesh: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _add_events_commands(sub) -> None:
+    """`mesh events schema|docs`: the public shape of every event."""
+    events = sub.add_parser("events", help="schema: the JSON Schema of every event; docs: regenerate docs/events.md")
+    events.add_argument("action", choices=("schema", "docs"))
+    events.add_argument("--path", type=Path, help="docs: the page to regenerate (default: docs/events.md here)")
+
+
+def _events_command(args) -> int:
+    import json
+
+    from api import event_catalogue
+
+    if args.action == "schema":
+        print(json.dumps(event_catalogue.json_schema(), indent=2))
+        return 0
+    path = args.path or event_catalogue.EVENTS_PAGE
+    changed = event_catalogue.write_docs(path)
+    print(f"{path}: {'regenerated' if changed else 'already up to date'}")
+    return 0
+
+
+def _add_audit_commands(sub) -> None:
+    """`mesh audit [verify]`: replay and compare the read models, or check the log's invariants."""
+    audit = sub.add_parser(
+        "audit",
+        help="replay the stream into scratch tables and compare every read model with the live one (exit 1 on a "
+        "difference); `verify` checks invariants on the log itself",
+    )
+    audit.add_argument("action", nargs="?", choices=("verify",), help="verify: check the log's invariants")
+    audit.add_argument("--account", help="only this account's rows (an account id)")
+    audit.add_argument(
+        "--at",
+        help="an ISO 8601 instant: replay only the events up to it and compare what the live models answer about "
+        "it (docs/contracts.md)",
+    )
+
+
+def _audit_command(settings: Settings, args) -> int:
+    from api.audit_command import audit, verify
+
+    if args.action == "verify":
+        return _run(verify(settings, args.account, args.at))
+    return _run(audit(settings, args.account, args.at))
 
 
 def _run(coro):
@@ -230,7 +281,7 @@ async def _projections_only(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await worker.wake_on_commands()
+    await worker.follow_appends()
     print(f"projections running: {', '.join(m.name for m in READ_MODELS)}", flush=True)
     settle_garbage_collector()
 

@@ -82,7 +82,7 @@ def compose(runtime: Runtime) -> Services:
             runtime.nudge,
         ),
         usage_service=UsageService(pool),
-        model_service=ModelService(runtime.catalog),
+        model_service=ModelService(runtime.catalog, runtime.pool),
         template_service=TemplateService(runtime.templates, pool, waiter, runtime.catalog),
         template_trial=TemplateTrial(runtime.gateway, runtime.nudge, log_service),
         log_service=log_service,

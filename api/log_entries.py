@@ -52,6 +52,7 @@ class LogEntryOut(msgspec.Struct):
     latency_ms: LatencyOut
     estimated: bool
     template: TemplateRefOut | None
+    api: str | None = None  # the front door: chat.completions | embeddings | responses | messages (null: not recorded)
 
 
 class AdminLogEntryOut(LogEntryOut, kw_only=True):
@@ -84,6 +85,7 @@ def entry_out(row: logs.LogRow, admin: bool = False) -> LogEntryOut:
         latency_ms=LatencyOut(_ms(row.latency_us), _ms(row.upstream_us), _ms(row.first_token_us)),
         estimated=row.estimated,
         template=TemplateRefOut(row.template_id, row.template_version) if row.template_id is not None else None,
+        api=row.api,
     )
     return AdminLogEntryOut(**fields, account_id=row.account_id) if admin else LogEntryOut(**fields)
 
@@ -112,6 +114,7 @@ CSV_HEADER = [
     "estimated",
     "template_id",
     "template_version",
+    "api",
 ]
 
 
@@ -141,6 +144,7 @@ def _csv_line(e: LogEntryOut) -> list:
         e.estimated,
         t.id if t else None,
         t.version if t else None,
+        e.api,
     ]
 
 

@@ -27,6 +27,8 @@ from gateway.pause import stopped_within
 
 log = logging.getLogger("mesh")
 
+USAGE_TOPICS = "usage."  # the events the gateway publishes to an account's usage subject
+
 
 async def ensure_read_models(pool: AsyncConnectionPool) -> list[ReadModel]:
     """Create the read models' tables where missing; the read models an older Mesh built (to rebuild)."""
@@ -79,13 +81,25 @@ class ProjectionWorker:
         for runner in self.runners:
             runner.wake()
 
-    async def wake_on_commands(self) -> None:
-        """Wake on every command any process saves (someone may be waiting to read it)."""
+    async def follow_appends(self) -> None:
+        """Hear what any process appends (core NATS sees every message the stream stores): a command wakes
+        every runner (someone may be waiting to read it); usage makes the runners that read it look when idle.
+        Only a notice: the runners read the stream itself, so a notice lost costs at most their idle poll."""
 
         async def wake(_msg) -> None:
             self.wake()
 
-        await self.nc.subscribe(f"{subject_prefix(self.stream)}.agg.>", cb=wake)
+        usage_readers = [r for r in self.runners if any(t.startswith(USAGE_TOPICS) for t in r.model.topics)]
+
+        async def arrived(_msg) -> None:
+            for runner in usage_readers:
+                runner.arrived()
+
+        prefix = subject_prefix(self.stream)
+        await self.nc.subscribe(f"{prefix}.agg.>", cb=wake)
+        await self.nc.subscribe(f"{prefix}.usage.>", cb=arrived)
+        if self.log_bodies:
+            await self.nc.subscribe(f"{prefix}-bodies.>", cb=arrived)
 
     async def run(self, stop: asyncio.Event, linger: float = 0.02) -> None:
         """Apply batches and trim the logs until `stop` is set."""

@@ -278,6 +278,7 @@ class Runtime:
                     raise StartupError(str(exc)) from None
             else:
                 self.projections = worker
+                await worker.follow_appends()
                 self._tasks.append(asyncio.create_task(worker.run(self._stop), name="projections"))
             self._tasks.append(
                 asyncio.create_task(self._every(self._reap_timing[1], self._reap_expired_leases), name="lease-reaper")

@@ -8,6 +8,15 @@ from uuid import UUID
 import msgspec
 
 
+class Api:
+    """The front door a request came in by, as `UsageRecorded.api` and the logs name it."""
+
+    CHAT_COMPLETIONS = "chat.completions"  # POST /v1/chat/completions
+    EMBEDDINGS = "embeddings"  # POST /v1/embeddings
+    RESPONSES = "responses"  # POST /v1/responses
+    MESSAGES = "messages"  # POST /v1/messages (Anthropic's Messages API)
+
+
 class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
     """One request through the gateway, with everything needed to bill and explain it.
 
@@ -45,6 +54,7 @@ class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
     cache_write_per_1k: int | None = None  # pico-USD per 1K cache-write tokens, as charged (None: prompt price)
     template_id: UUID | None = None  # the prompt template the request used, if any
     template_version: int | None = None
+    api: str | None = None  # an `Api` value; None in events made before Mesh recorded it
 
 
 class BodyRecorded(msgspec.Struct, frozen=True, kw_only=True):

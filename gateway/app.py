@@ -17,7 +17,7 @@ from typing import Awaitable, Iterator
 import msgspec
 
 from domain.credentials import hash_token
-from domain.usage import UsageRecorded
+from domain.usage import Api, UsageRecorded
 from gateway import worst_case
 from gateway.admission import KeyInfo, bearer_token
 from gateway.asgi import Receive, Scope, Send, header, read_body, respond
@@ -243,7 +243,7 @@ class Gateway:
             bound = worst_case.PROMPT_OVERHEAD + len(msgspec.json.encode(request.input))
             cost = model.price.cost(bound, 0)
             ticket = await self.budgets.reserve(key, cost, cost) if cost else FREE
-        record = RequestRecord(trace_id, key, model, request.model, started, request_id, False, ticket)
+        record = RequestRecord(trace_id, key, model, request.model, started, request_id, False, ticket, Api.EMBEDDINGS)
         record.prompt_bound = None if model.price.is_free else bound
         try:
             result: Reply = await serve(model, body)

@@ -113,6 +113,7 @@ class Catalog:
     def __init__(self, providers: list[Provider], models: list[Model]):
         self.providers = {p.name: p for p in [ECHO_PROVIDER, *providers]}
         self.models = {m.id: m for m in [ECHO, *models]}
+        self.configured = dict(self.models)  # as mesh.toml says, before any operator change
         self.aliases = {alias: m.id for m in models for alias in m.aliases}
 
     def get(self, model_id: str) -> Model | None:
@@ -129,8 +130,17 @@ class Catalog:
         """An operator's change: effective for requests that resolve their model after it
         (a request in flight keeps the model, and so the price, it started with)."""
         model = self.models.get(model_id)
-        if model is None:
-            return
-        changes = {k: v for k, v in (("price", price), ("enabled", enabled)) if v is not None}
-        if changes:
-            self.models[model_id] = msgspec.structs.replace(model, **changes)
+        if model is not None:
+            self.models[model_id] = changed(model, price, enabled)
+
+    def enabled_with(self, overrides: dict[str, tuple[Price | None, bool | None]]) -> list[Model]:
+        """The enabled models had the operator's changes been `overrides` (the ones in force at a past instant:
+        projections.catalog.overrides_at) on top of mesh.toml as it is now."""
+        models = [changed(m, *overrides.get(m.id, (None, None))) for m in self.configured.values()]
+        return [m for m in models if m.enabled]
+
+
+def changed(model: Model, price: Price | None, enabled: bool | None) -> Model:
+    """A model with an operator's change to its price or switch (None: left alone)."""
+    changes = {k: v for k, v in (("price", price), ("enabled", enabled)) if v is not None}
+    return msgspec.structs.replace(model, **changes) if changes else model

@@ -10,7 +10,7 @@ from typing import Awaitable
 
 import msgspec
 
-from domain.usage import UsageRecorded
+from domain.usage import Api, UsageRecorded
 from gateway.admission import KeyInfo
 from gateway.lease_admission import Ticket
 from gateway.catalog import Model
@@ -35,9 +35,11 @@ class RequestRecord:
         request_id: str | None,
         stream: bool,
         ticket: Ticket,
+        api: str = Api.CHAT_COMPLETIONS,
     ):
         self.trace_id, self.key, self.model, self.requested = trace_id, key, model, requested
         self.started, self.request_id, self.stream, self.ticket = started, request_id, stream, ticket
+        self.api = api
         self.emitted = False
         self.template: TemplateUse | None = None
         self.request_body: bytes | None = None  # set when bodies are logged
@@ -92,6 +94,7 @@ class RequestRecord:
             cache_write_per_1k=price.cache_write,
             template_id=self.template.template_id if self.template is not None else None,
             template_version=self.template.version if self.template is not None else None,
+            api=self.api,
         )
 
     def failed(self, exc: GatewayError) -> UsageRecorded:

@@ -1,6 +1,9 @@
-"""Catalog read model: the operator's runtime changes to model prices and availability."""
+"""Catalog read model: the operator's runtime changes to model prices and availability, as they stand
+(`model_overrides`) and one row per change (`model_changes`), so the catalog at any past instant can be told."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import psycopg
 
@@ -10,7 +13,7 @@ from projections.readmodel import Envelope
 
 class CatalogModel:
     name = "catalog"
-    tables = ("model_overrides",)
+    tables = ("model_overrides", "model_changes")
     topics = frozenset({"model.price_changed", "model.enabled", "model.disabled"})
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
@@ -24,7 +27,18 @@ class CatalogModel:
             );
             -- cache prices (null: the prompt price), added to tables made before them
             alter table {t["model_overrides"]} add column if not exists cached_per_1k numeric(40, 0),
-                add column if not exists cache_write_per_1k numeric(40, 0)""")
+                add column if not exists cache_write_per_1k numeric(40, 0);
+            create table if not exists {t["model_changes"]} (
+                position bigint primary key,
+                model_id text not null,
+                time timestamptz not null,
+                prompt_per_1k numeric(40, 0),  -- null: this change left the prices alone
+                completion_per_1k numeric(40, 0),
+                cached_per_1k numeric(40, 0),
+                cache_write_per_1k numeric(40, 0),
+                enabled boolean  -- null: this change left the switch alone
+            );
+            create index if not exists {t["model_changes"]}_model on {t["model_changes"]} (model_id, time)""")
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
@@ -46,12 +60,36 @@ class CatalogModel:
                     on conflict (model_id) do update set {updates}, updated_at = excluded.updated_at""",
                 (e.model_id, *columns.values(), e.timestamp),
             )
+            await cur.execute(
+                f"""insert into {t["model_changes"]} (position, model_id, time, {names})
+                    values (%s, %s, %s, {", ".join(["%s"] * len(columns))}) on conflict (position) do nothing""",
+                (item.position, e.model_id, e.timestamp, *columns.values()),
+            )
 
 
 async def overrides(conn: psycopg.AsyncConnection) -> dict[str, tuple[Price | None, bool | None]]:
     cur = await conn.execute(
         "select model_id, prompt_per_1k, completion_per_1k, enabled, cached_per_1k,"
         " cache_write_per_1k from model_overrides"
+    )
+    return {
+        r[0]: (Price(int(r[1]), int(r[2]), _pico(r[4]), _pico(r[5])) if r[1] is not None else None, r[3])
+        for r in await cur.fetchall()
+    }
+
+
+async def overrides_at(conn: psycopg.AsyncConnection, at: datetime) -> dict[str, tuple[Price | None, bool | None]]:
+    """The operator's changes in force at `at`, as `overrides` gives those in force now: for each model changed
+    by then, its last price set and its last switch (None: never changed by then)."""
+    cur = await conn.execute(
+        """select coalesce(p.model_id, s.model_id), p.prompt_per_1k, p.completion_per_1k, s.enabled,
+                p.cached_per_1k, p.cache_write_per_1k
+           from (select distinct on (model_id) * from model_changes
+                 where time <= %(at)s and prompt_per_1k is not null order by model_id, time desc, position desc) p
+           full join (select distinct on (model_id) * from model_changes
+                 where time <= %(at)s and enabled is not null order by model_id, time desc, position desc) s
+           on s.model_id = p.model_id""",
+        {"at": at},
     )
     return {
         r[0]: (Price(int(r[1]), int(r[2]), _pico(r[4]), _pico(r[5])) if r[1] is not None else None, r[3])

@@ -131,6 +131,7 @@ class Directory:
         "api_keys",
         "api_key_secrets",
         "api_key_events",
+        "api_key_states",
         "invites",
         "operator_actions",
     )
@@ -208,6 +209,22 @@ class Directory:
             );
             create index if not exists {t["operator_actions"]}_account
                 on {t["operator_actions"]} (account_id, position);
+            -- a key's settings after each change to them, to tell what they were at any instant
+            create table if not exists {t["api_key_states"]} (
+                key_id uuid not null,
+                version int not null,
+                time timestamptz not null,
+                label text not null,
+                prefix text not null,
+                spend_cap numeric(40, 0),
+                default_model text,
+                status text not null,
+                allowed_models text[],
+                expires_at timestamptz,
+                cap_reset text,
+                fit_to_budget boolean not null,
+                primary key (key_id, version)
+            );
             create table if not exists {t["invites"]} (
                 invite_id uuid primary key,
                 prefix text not null,
@@ -301,6 +318,7 @@ class Directory:
                     f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
                     (e.key_hash, e.originator_id),
                 )
+                await self._keep_state(cur, t, e)
             elif item.topic == "key.rotated":
                 await cur.execute(
                     f"update {t['api_key_secrets']} set valid_until = %s where key_hash = %s",
@@ -350,7 +368,19 @@ class Directory:
             f"update {t['api_keys']} set {assignments}, updated_at = %s where key_id = %s",
             (*columns.values(), e.timestamp, e.originator_id),
         )
+        await self._keep_state(cur, t, e)
 
+    async def _keep_state(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        """The key's settings as this event left them, kept under its version and time."""
+        await cur.execute(
+            f"""insert into {t["api_key_states"]} (key_id, version, time, {_STATE_COLUMNS})
+                select key_id, %s, %s, {_STATE_COLUMNS} from {t["api_keys"]} where key_id = %s
+                on conflict do nothing""",
+            (e.originator_version, e.timestamp, e.originator_id),
+        )
+
+
+_STATE_COLUMNS = "label, prefix, spend_cap, default_model, status, allowed_models, expires_at, cap_reset, fit_to_budget"
 
 # Queries (they read the views, i.e. the generation in service).
 
@@ -401,6 +431,20 @@ async def keys_of(conn: psycopg.AsyncConnection, account_id: UUID) -> list[KeyRo
 async def key_of(conn: psycopg.AsyncConnection, account_id: UUID, key_id: UUID) -> KeyRow | None:
     cur = await conn.execute(
         f"select {_KEY_COLUMNS} from api_keys k where account_id = %s and key_id = %s", (account_id, key_id)
+    )
+    row = await cur.fetchone()
+    return _key_row(row) if row else None
+
+
+async def key_at(conn: psycopg.AsyncConnection, account_id: UUID, key_id: UUID, at: datetime) -> KeyRow | None:
+    """The key's settings as they were at `at` (`updated_at`: when they were last changed before it); None when
+    the key did not exist yet, or belongs to another account."""
+    cur = await conn.execute(
+        """select s.key_id, k.account_id, s.label, s.prefix, s.spend_cap, s.default_model, s.status, k.created_at,
+                  s.allowed_models, s.expires_at, s.cap_reset, s.time, s.fit_to_budget
+           from api_key_states s join api_keys k on k.key_id = s.key_id
+           where k.account_id = %s and s.key_id = %s and s.time <= %s order by s.version desc limit 1""",
+        (account_id, key_id, at),
     )
     row = await cur.fetchone()
     return _key_row(row) if row else None

@@ -64,8 +64,10 @@ class Logs:
                 lease_id uuid,
                 template_id uuid,
                 template_version int,
+                api text,
                 primary key (trace_id, time)
             ) partition by range (time);
+            alter table {logs} add column if not exists api text;
             create index if not exists {logs}_account on {logs}
                 (account_id, time, trace_id, model, key_id, provider, latency_us, status);
             create index if not exists {logs}_errors on {logs}
@@ -155,6 +157,7 @@ _ROWS = EventColumns(
         "lease_id": "uuid",
         "template_id": "uuid",
         "template_version": "int",
+        "api": "text",
     }
 )
 
@@ -215,12 +218,13 @@ class LogRow(msgspec.Struct, frozen=True):
     first_token_us: int | None
     template_id: UUID | None
     template_version: int | None
+    api: str | None  # the front door (domain.usage.Api); None for requests logged before Mesh recorded it
 
 
 _SELECT = """select l.trace_id, l.time, l.account_id, l.key_id, k.label, l.model, l.requested_model, l.provider,
     l.status, l.http_status, l.error, l.stream, l.estimated, l.prompt_tokens, l.completion_tokens,
     l.cached_prompt_tokens, l.cache_write_tokens, l.reasoning_tokens, l.cost, l.latency_us, l.upstream_us,
-    l.first_token_us, l.template_id, l.template_version
+    l.first_token_us, l.template_id, l.template_version, l.api
     from logs l left join api_keys k on k.key_id = l.key_id"""
 
 

@@ -61,14 +61,19 @@ class ProjectionRunner:
         self._stored = 0
         self._stored_at = float("-inf")
         self._position_time = None
-        self._woken = asyncio.Event()
+        self._woken = asyncio.Event()  # a reader waits for what was appended: read now, even while lingering
+        self._arrived = asyncio.Event()  # something was appended: read now if idle
 
     async def run(self, stop: asyncio.Event, max_idle: float = 0.25, linger: float = 0.02) -> None:
-        """Apply batches until `stop` is set. When caught up, poll less and less often (up to `max_idle`),
-        unless `wake()` says there is something new (a command this process just saved). After a short
-        batch, wait `linger` seconds: under load the next batch then carries many events in one transaction."""
+        """Apply batches until `stop` is set. When caught up, wait for `arrived()` or `wake()` (polling less and
+        less often, up to `max_idle`, in case a notice was missed), so an event is applied as it arrives. Under
+        load (more arrived while a batch was applied), wait `linger` seconds unless woken: the next batch then
+        carries many events in one transaction."""
         idle = 0.005
         while not stop.is_set():
+            # cleared before the read: what arrives while this batch is applied is read right after it
+            self._woken.clear()
+            self._arrived.clear()
             try:
                 applied = await self.step()
             except asyncio.CancelledError:
@@ -80,13 +85,19 @@ class ProjectionRunner:
                 await asyncio.sleep(1)
             if applied >= self.batch_size:
                 continue
-            self._woken.clear()
-            wait = linger if applied else idle
+            loaded = applied and self._arrived.is_set()
+            waits = [stop.wait(), self._woken.wait()]
+            if not loaded:
+                waits.append(self._arrived.wait())
             try:
-                await asyncio.wait_for(_first(stop.wait(), self._woken.wait()), wait)
+                await asyncio.wait_for(_first(*waits), linger if loaded else idle)
                 idle = 0.005
             except asyncio.TimeoutError:
                 idle = 0.005 if applied else min(idle * 2, max_idle)
+
+    def arrived(self) -> None:
+        """Something this read model may read was appended: an idle runner reads it now."""
+        self._arrived.set()
 
     def wake(self) -> None:
         """Something was just appended that a reader is waiting for: read now, and store the position."""

@@ -13,6 +13,7 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from api.dashboard import views
 from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
+from api.dashboard.time_ranges import instant
 from api.errors import ApiError
 from api.input_errors import InvalidInput
 from api.services.keys import KEY_ACTIONS, KeyService, error_rate
@@ -121,9 +122,12 @@ class KeyPages(SessionPages):
         one_time_views: NamedDependency[OneTimeViews],
         cursor: FromQuery[str | None] = None,
         rotated: FromQuery[str | None] = None,
+        at: FromQuery[str] = "",
     ) -> Template:
-        """`cursor`: an older page of the history; `rotated`: the one-time view of the new secret."""
+        """`cursor`: an older page of the history; `rotated`: the one-time view of the new secret; `at` (the
+        form's date and time, UTC): the key's settings as they were then."""
         shown = await one_time_views.take(account_id, request.state.session_token, rotated) if rotated else None
+        past = await self._settings_at(account_id, key_id, key_service, at) if at else {}
         return await self._key(
             request,
             account_id,
@@ -133,7 +137,20 @@ class KeyPages(SessionPages):
             cursor=cursor,
             secret=shown["secret"] if shown is not None and shown["key_id"] == str(key_id) else None,
             secret_gone=rotated is not None and shown is None,
+            at=at,
+            **past,
         )
+
+    async def _settings_at(self, account_id: UUID, key_id: UUID, key_service: KeyService, at: str) -> dict:
+        """What the page shows of the key at `at`: its settings then, or why there are none."""
+        try:
+            moment = instant(at)
+            view, _ = await key_service.one(account_id, key_id, at=moment)
+        except ValueError:
+            return {"at_error": f"“{at[:40]}” is not a date and time; pick one"}
+        except PAGE_ERRORS as exc:
+            return {"at_error": failure(exc)}
+        return {"past": view.row, "moment": moment}
 
     @post("/keys/{key_id:uuid}")
     async def edit_key(
@@ -166,7 +183,7 @@ class KeyPages(SessionPages):
             models=model_service.enabled(),
             error_rate=error_rate,
             share=views.share,
-            **{"error": None, "secret": None, "secret_gone": False, **extra},
+            **{"error": None, "secret": None, "secret_gone": False, "at": "", **extra},
         )
 
     @get("/keys/{key_id:uuid}/{action:str}")

@@ -28,6 +28,13 @@ def day_start(value: str) -> datetime:
     return datetime.combine(date.fromisoformat(value), time.min, timezone.utc)
 
 
+def instant(value: str) -> datetime:
+    """An instant as the browser's datetime-local input sends it (YYYY-MM-DDTHH:MM, read as UTC), or with a zone;
+    ValueError for anything else."""
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
 def _day_after(day: datetime) -> datetime:
     """The end of `day`: the next midnight, or the last moment there is after 9999-12-31 began."""
     try:

@@ -207,8 +207,10 @@ class KeyController(Controller):
         key_id: FromPath[UUID],
         start: Annotated[datetime | None, QueryParameter(name="from")] = None,
         end: Annotated[datetime | None, QueryParameter(name="to")] = None,
+        at: FromQuery[datetime | None] = None,
     ) -> KeyOut:
-        view, as_of = await key_service.one(account_id, key_id, start, end)
+        """The key and its stats; with `?at=` its settings as they were at that instant."""
+        view, as_of = await key_service.one(account_id, key_id, start, end, at)
         return view_out(view, as_of)
 
     @patch("/{key_id:uuid}", responses=errors(400, 404, 409))

@@ -1,7 +1,8 @@
-"""Models and their current prices."""
+"""Models and their prices, now or at a past instant."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 
@@ -58,5 +59,9 @@ class ModelController(Controller):
         model_service: NamedDependency[ModelService],
         account_id: NamedDependency[UUID],
         free: FromQuery[bool] = False,
+        at: FromQuery[datetime | None] = None,
     ) -> ModelListOut:
-        return ModelListOut([model_out(m) for m in model_service.enabled(free)])
+        """The enabled models and their prices now, or at a past instant (`?at=` an ISO 8601 time with a zone:
+        the operator's price changes and switches in force then, on top of mesh.toml as it is now)."""
+        models = model_service.enabled(free) if at is None else await model_service.enabled_at(at, free)
+        return ModelListOut([model_out(m) for m in models])

@@ -145,12 +145,24 @@ class KeyService:
             return await directory.keys_of(conn, account_id)
 
     async def one(
-        self, account_id: UUID, key_id: UUID, start: datetime | None = None, end: datetime | None = None
+        self,
+        account_id: UUID,
+        key_id: UUID,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        at: datetime | None = None,
     ) -> tuple[KeyView, AsOf]:
+        """The key with its stats; with `at`, its settings (cap, status, allowed and default models, ...) as they
+        were at that instant."""
+        check_aware(at, "at")
         async with self.pool.connection() as conn:
             row = await directory.key_of(conn, account_id, key_id)
             if row is None:
                 raise Missing(f"no API key {key_id} in this account", "not_found")
+            if at is not None:
+                row = await directory.key_at(conn, account_id, key_id, at)
+                if row is None:
+                    raise Missing(f"the API key {key_id} did not exist yet at {at.isoformat()}", "not_found")
             totals, window = await _stats(conn, account_id, start, end)
             grace = await directory.replaced_secret_until(conn, key_id)
             as_of = await _as_of(conn)

@@ -10,8 +10,10 @@ import shutil
 import time
 import uuid
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import openai
@@ -621,6 +623,8 @@ def test_every_key_setting_is_in_the_create_and_the_edit_form(browser, dashboard
         expect(page.get_by_label("Cap resets")).to_have_value("monthly")
         expect(page.get_by_label("Expires")).to_have_value("2031-01-31T18:00")
         expect(page.get_by_label("Fit max_tokens")).to_be_checked()
+        between = datetime.now(timezone.utc)  # after the key was made, before it is changed
+        time.sleep(0.01)
         page.get_by_label("Cap resets").select_option("")
         page.get_by_label("Allowed models").select_option([])
         page.get_by_label("Expires").fill("")
@@ -630,6 +634,18 @@ def test_every_key_setting_is_in_the_create_and_the_edit_form(browser, dashboard
         changed = api.get(f"/api/keys/{key['id']}").json()
         assert (changed["cap_reset"], changed["allowed_models"], changed["expires_at"]) == (None, None, None)
         assert changed["fit_to_budget"] is False and changed["spend_cap_usd"] == "12.500000"
+
+        # the settings as they were before the change: through the API and on the page
+        then = api.get(f"/api/keys/{key['id']}", params={"at": between.isoformat()}).json()
+        assert (then["cap_reset"], then["allowed_models"], then["fit_to_budget"]) == ("monthly", [FREE_MODEL], True)
+        before = api.get(f"/api/keys/{key['id']}", params={"at": "2020-01-01T00:00:00Z"})
+        assert before.status_code == 404 and "did not exist yet" in before.json()["error"]["message"]
+        page.goto(f"/keys/{key['id']}?at={quote(between.isoformat())}")
+        expect(page.locator("#past")).to_contain_text("reset monthly")
+        expect(page.locator("#past")).to_contain_text(FREE_MODEL)
+        page.get_by_label("Settings on").fill("2020-01-01T00:00")
+        page.get_by_role("button", name="Show").click()
+        expect(page.get_by_role("alert")).to_contain_text("did not exist yet")
 
         # a refusal keeps what was typed and says what is wrong
         page.goto("/keys")
@@ -876,3 +892,31 @@ def test_a_streamed_requests_page_counts_the_upstreams_wait_in_its_first_token(b
         }
         assert 200 <= shown["first_token"] <= shown["total"] <= measured_ms, (shown, measured_ms)
         assert 200 <= shown["upstream"] <= shown["total"], shown
+
+
+def test_the_models_page_shows_the_prices_in_force_at_a_past_instant(browser, dashboard_mesh):
+    from playwright.sync_api import expect
+
+    mesh = dashboard_mesh
+    operator = {"authorization": f"Bearer {mesh.operator_token}"}
+    r = httpx.post(
+        mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
+    )
+    minute_before = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")  # as the datetime-local input sends it
+    time.sleep(0.01)
+    changed = httpx.put(mesh.url + f"/admin/models/{MODEL}", headers=operator, json={"prompt_usd_per_1k": "7"})
+    assert changed.status_code == 200, changed.text
+    try:
+        with signed_in(browser, mesh, r.json()["management_token"]) as page:
+            page.goto("/models")
+            row = page.get_by_role("row").filter(has_text=MODEL)
+            expect(row).to_contain_text("$7.000000")
+            page.get_by_label("Prices on").fill(minute_before)
+            page.get_by_role("button", name="Show").click()
+            expect(page).to_have_url(re.compile(r"at="))
+            expect(page.get_by_role("row").filter(has_text=MODEL)).to_contain_text("$0.500000")
+            expect(page.get_by_role("heading", level=1)).to_contain_text("prices on")
+            page.goto("/models?at=not-a-time")
+            expect(page.get_by_role("alert")).to_contain_text("is not a date and time")
+    finally:
+        httpx.put(mesh.url + f"/admin/models/{MODEL}", headers=operator, json={"prompt_usd_per_1k": "0.5"})

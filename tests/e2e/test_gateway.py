@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import datetime, timezone
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -143,6 +144,7 @@ def test_streamed_usage_equals_non_streamed_usage(gw, key):
     for field in ("prompt_tokens", "completion_tokens", "cost", "prompt_per_1k", "completion_per_1k"):
         assert a[field] == b[field], field
     assert (a["stream"], b["stream"]) == (False, True) and not a["estimated"] and not b["estimated"]
+    assert a["api"] == b["api"] == "chat.completions"
     assert b["first_token_us"] is not None and b["latency_us"] >= b["first_token_us"]
 
 
@@ -303,6 +305,7 @@ def test_embeddings_are_metered(gw, key):
     assert len(result.data) == 2 and result.usage.prompt_tokens == 3
     row = usage_row(gw, raw.headers["x-mesh-trace-id"])
     assert (row["prompt_tokens"], row["completion_tokens"]) == (3, 0) and row["cost"] == 3 * 500_000_000_000 // 1000
+    assert row["api"] == "embeddings"
     echo = client.embeddings.create(model="mesh/echo", input="hello")
     assert len(echo.data[0].embedding) == 8
 
@@ -362,6 +365,7 @@ def test_the_operator_switches_models_off_and_on(gw, key):
     assert {m["id"]: m["prompt_usd_per_1k"] for m in listed}["acme/gpt-test"] == "0.500000"
     free = httpx.get(gw.url + "/api/models", headers=account, params={"free": "true"}).json()["data"]
     assert [m["id"] for m in free] == ["mesh/echo"]
+    before = datetime.now(timezone.utc)
     assert (
         httpx.put(gw.url + "/admin/models/slow/gpt-test", headers=operator, json={"enabled": False}).json()["enabled"]
         is False
@@ -372,8 +376,24 @@ def test_the_operator_switches_models_off_and_on(gw, key):
         assert "slow/gpt-test" not in [
             m["id"] for m in httpx.get(gw.url + "/api/models", headers=account).json()["data"]
         ]
+        during = datetime.now(timezone.utc)
     finally:
         httpx.put(gw.url + "/admin/models/slow/gpt-test", headers=operator, json={"enabled": True})
+
+    def listed_at(at: datetime) -> list[str]:
+        answer = httpx.get(gw.url + "/api/models", headers=account, params={"at": at.isoformat()})
+        assert answer.status_code == 200, answer.text
+        return [m["id"] for m in answer.json()["data"]]
+
+    # the catalog at a past instant: the switch in force then (the read model has it once projected)
+    deadline = time.monotonic() + 10
+    while "slow/gpt-test" in listed_at(during):
+        assert time.monotonic() < deadline, "the switch never showed at its time"
+        time.sleep(0.05)
+    assert "slow/gpt-test" in listed_at(before)
+    assert "slow/gpt-test" in [m["id"] for m in httpx.get(gw.url + "/api/models", headers=account).json()["data"]]
+    naive = httpx.get(gw.url + "/api/models", headers=account, params={"at": "2026-12-01T10:00:00"})
+    assert naive.status_code == 400 and "time zone" in naive.json()["error"]["message"]
     bad = httpx.put(gw.url + "/admin/models/acme/gpt-test", headers=operator, json={"prompt_usd_per_1k": "-1"})
     assert bad.status_code == 400
     assert httpx.put(gw.url + "/admin/models/none/such", headers=operator, json={"enabled": True}).status_code == 404

@@ -3,7 +3,7 @@ is upgraded in place at start, and keeps its rows."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 
@@ -47,3 +47,28 @@ async def test_old_catalog_tables_get_the_cache_price_columns(database_url):
         assert await catalog.overrides(conn) == {"acme/gpt": (Price(1000, 2000), None)}
         await ensure_schema(conn, [CatalogModel()])  # again: nothing changes
         assert await catalog.overrides(conn) == {"acme/gpt": (Price(1000, 2000), None)}
+
+
+async def test_the_catalog_at_a_past_instant_has_the_changes_in_force_then(database_url):
+    settings = ModelSettings(model_id="acme/a")
+    settings.change_price(Price.from_usd("1", "2"), "operator")
+    settings.disable("operator")
+    settings.change_price(Price.from_usd("3", "4"), "operator")
+    settings.enable("operator")
+    events = settings.collect_events()[1:]
+    topics = ["model.price_changed", "model.disabled", "model.price_changed", "model.enabled"]
+    changes = [Envelope(n, e.timestamp, topic, e) for n, (topic, e) in enumerate(zip(topics, events), 1)]
+    times = [e.timestamp for e in events]  # when each change was made
+    model = CatalogModel()
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await ensure_schema(conn, [model])
+        async with conn.cursor() as cur:
+            await model.apply(cur, physical_tables(model, 1), changes)
+            await model.apply(cur, physical_tables(model, 1), changes)  # applied again: nothing changes
+        at = catalog.overrides_at
+        assert await at(conn, times[0] - timedelta(microseconds=1)) == {}
+        assert await at(conn, times[0]) == {"acme/a": (Price.from_usd("1", "2"), None)}
+        assert await at(conn, times[1]) == {"acme/a": (Price.from_usd("1", "2"), False)}
+        assert await at(conn, times[2]) == {"acme/a": (Price.from_usd("3", "4"), False)}
+        assert await at(conn, times[3]) == {"acme/a": (Price.from_usd("3", "4"), True)}
+        assert await at(conn, times[3]) == await catalog.overrides(conn)

@@ -17,7 +17,7 @@ from commands.accounts import AccountCommands
 from commands.app import MeshApplication
 from commands.stream import ensure_stream
 from domain.events import usage_subject
-from domain.usage import UsageRecorded
+from domain.usage import Api, UsageRecorded
 from gateway.usage import UsagePublisher
 from projections import billing, logs
 from projections.billing_projection import Billing
@@ -150,6 +150,7 @@ async def test_each_request_is_logged_once_with_every_field(env):
         template_id=template,
         template_version=3,
         requested_model="a",
+        api=Api.MESSAGES,
     )
     second = usage(account_id, NOW + timedelta(seconds=1), rng, [uuid.uuid4()])
     for event in (first, second):
@@ -185,6 +186,7 @@ async def test_each_request_is_logged_once_with_every_field(env):
         "a",
     )
     assert one.key_label is None  # a key the directory does not know
+    assert (one.api, rows[0].api) == ("messages", None)  # an event from before `api` was recorded: null
 
 
 async def test_filters_and_keyset_pages_are_exact(env):

@@ -279,3 +279,31 @@ async def test_one_batch_counts_each_trace_id_once_in_every_total(env, spool_pat
         )
         totals = {row[0]: tuple(int(v) for v in row[1:]) for row in await cur.fetchall()}
     assert totals == {first.key_id: (2, 1, 5, 2, 5), second.key_id: (1, 0, 11, 1, 11)}
+
+
+async def test_an_idle_worker_applies_usage_as_it_arrives(env, spool_path):
+    """The worker hears what is appended: an idle runner reads a usage event when it arrives, not at its next
+    poll (here, with polls that back off from 5 ms, doubling, the poll after the event is seconds away)."""
+    from api.projection_worker import ProjectionWorker, ensure_read_models
+
+    nc, pool, app, stream = env
+    publisher = UsagePublisher(nc, stream, spool_path)
+    expected = await seed(app, publisher, accounts=1, usages=0, duplicates=0)
+    await ensure_read_models(pool)
+    worker = ProjectionWorker(nc, pool, stream, log_bodies=False, retention_days=90)
+    await worker.catch_up()
+    await worker.follow_appends()
+    stop = asyncio.Event()
+    runs = [asyncio.create_task(runner.run(stop, max_idle=3600)) for runner in worker.runners]
+    try:
+        # idle for 6 s: the polls came at 5 ms, 15 ms, ... 5.1 s, and the next is at 10.2 s
+        await asyncio.sleep(6)
+        account = next(iter(expected))
+        await publisher.publish(usage(account, 5))
+        deadline = asyncio.get_running_loop().time() + 3
+        while (await balances(pool))[account] != expected[account] - 5:
+            assert asyncio.get_running_loop().time() < deadline, "the usage was not applied on arrival"
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*runs)

@@ -23,7 +23,7 @@ def test_months_roll_over_the_year_and_name_their_partition():
 
 
 def test_a_cursor_round_trips_and_a_forged_one_is_refused():
-    row = LogRow(uuid.uuid4(), datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=timezone.utc), *[None] * 22)
+    row = LogRow(uuid.uuid4(), datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=timezone.utc), *[None] * 23)
     assert decode_cursor(encode_cursor(row)) == (row.time, row.trace_id)
     for bad in ("x", "bm90IGpzb24", encode_cursor(row)[:-3]):
         with pytest.raises(ApiError) as refused:

@@ -1,0 +1,146 @@
+"""How soon a request shows in the read models: from its answer to its balance and log entry.
+
+    python -m bench.freshness [--quiet 30] [--rate 100] [--duration 10] [--one-cpu]
+
+The same parts as bench/gateway.py (its mock upstream and `mesh up` in a temp dir). Quiet: `--quiet` single
+requests, one at a time, each followed by polling the balance every 5 ms until it moved and the log entry until
+it answers. Under load: requests at a steady `--rate` for `--duration` seconds; every tenth one is timed until
+its log entry answers. The reference beside each figure is one poll's own round trip (a read of a read model
+that already holds the request): the floor a client polling the API can measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.gateway import Processes, _start_mesh, split_cpus, start_mock_and_loadgen, stop_on_sigterm
+
+POLL_EVERY = 0.005  # seconds between two reads of the read model
+SAMPLE_EVERY = 10  # under load: time every tenth request
+GIVE_UP = 30.0  # seconds a request may take to show before the bench says it never did
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def _visible(http, path: str, ready) -> tuple[float, float]:
+    """(seconds until `ready(answer)`, the last poll's own round trip)."""
+    start = time.perf_counter()
+    while True:
+        sent = time.perf_counter()
+        answer = await http.get(path)
+        took = time.perf_counter() - sent
+        if ready(answer):
+            return time.perf_counter() - start, took
+        if time.perf_counter() - start > GIVE_UP:
+            raise SystemExit(f"{path} did not show the request within {GIVE_UP} s")
+        await asyncio.sleep(POLL_EVERY)
+
+
+async def _call(http, key: str) -> str:
+    answer = await http.post(
+        "/v1/chat/completions",
+        json={"model": "bench/model", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"authorization": f"Bearer {key}"},
+    )
+    answer.raise_for_status()
+    return answer.headers["x-mesh-trace-id"]
+
+
+async def _quiet(http, key: str, count: int) -> dict[str, list[float]]:
+    figures: dict[str, list[float]] = {"balance": [], "log entry": [], "poll": []}
+    for _ in range(count):
+        before = (await http.get("/api/billing/balance")).json()["spend_usd"]
+        trace = await _call(http, key)
+        moved = lambda a, before=before: a.json()["spend_usd"] != before  # noqa: E731
+        shown, poll = await _visible(http, "/api/billing/balance", moved)
+        figures["balance"].append(shown)
+        figures["poll"].append(poll)
+        shown, _ = await _visible(http, f"/api/logs/{trace}", lambda a: a.status_code == 200)
+        figures["log entry"].append(shown)
+        await asyncio.sleep(0.3)  # quiet again: the worker idles
+    return figures
+
+
+async def _loaded(http, key: str, rate: float, duration: float) -> dict[str, list[float]]:
+    figures: dict[str, list[float]] = {"log entry": [], "poll": []}
+    timers: list[asyncio.Task] = []
+    calls: list[asyncio.Task] = []
+
+    async def timed(trace_task: asyncio.Task) -> None:
+        trace = await trace_task
+        shown, poll = await _visible(http, f"/api/logs/{trace}", lambda a: a.status_code == 200)
+        figures["log entry"].append(shown)
+        figures["poll"].append(poll)
+
+    start = time.perf_counter()
+    n = 0
+    while time.perf_counter() - start < duration:
+        call = asyncio.create_task(_call(http, key))
+        calls.append(call)
+        if n % SAMPLE_EVERY == 0:
+            timers.append(asyncio.create_task(timed(call)))
+        n += 1
+        await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
+    await asyncio.gather(*calls)
+    await asyncio.gather(*timers)
+    return figures
+
+
+def _row(name: str, values: list[float], reference: list[float]) -> str:
+    p50, p99, ref = _pct(values, 50) * 1000, _pct(values, 99) * 1000, statistics.median(reference) * 1000
+    return f"{name:<22}{p50:>9.1f}{p99:>9.1f}{ref:>12.1f}{p50 / ref:>8.1f}x"
+
+
+async def _measure(base: str, key: str, token: str, args) -> None:
+    import httpx
+
+    limits = httpx.Limits(max_connections=200)
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as http:
+        await _call(http, key)  # warm: the key's first lease
+        quiet = await _quiet(http, key, args.quiet)
+        loaded = await _loaded(http, key, args.rate, args.duration)
+    print(f"{'ms':<22}{'p50':>9}{'p99':>9}{'reference':>12}{'ratio':>9}")
+    print(_row("quiet: balance", quiet["balance"], quiet["poll"]))
+    print(_row("quiet: log entry", quiet["log entry"], quiet["poll"]))
+    print(_row(f"{args.rate:g} req/s: log entry", loaded["log entry"], loaded["poll"]))
+    print("reference: the median round trip of one poll (the read model already holding the request)")
+
+
+def main() -> int:
+    import httpx
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quiet", type=int, default=30, help="single requests on a quiet Mesh (default 30)")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second under load (default 100)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load (default 10)")
+    parser.add_argument("--one-cpu", action="store_true", help="mesh up and all it starts on CPU 0 only")
+    args = parser.parse_args()
+    stop_on_sigterm()
+    mesh_cpus, other_cpus = split_cpus(parser, args.one_cpu)
+    tmp = Path(tempfile.mkdtemp(prefix="mesh-bench-freshness-"))
+    procs = Processes()
+    try:
+        _mock, mock_port, _loadgen = start_mock_and_loadgen(procs, 0.0, other_cpus)
+        _process, port, key = _start_mesh(procs, tmp, mock_port, None, mesh_cpus)
+        base = f"http://127.0.0.1:{port}"
+        login = httpx.post(base + "/api/login", json={"email": "bench@example.com", "password": "bench password 123"})
+        login.raise_for_status()
+        asyncio.run(_measure(base, key, login.json()["management_token"], args))
+    finally:
+        procs.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
