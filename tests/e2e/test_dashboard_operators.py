@@ -49,6 +49,16 @@ def _audited(mesh, account_id: str | None = None) -> list[tuple[str, str, str]]:
     return [(a["action"], a["operator"], a["target"]) for a in audit]
 
 
+def _audit_page_names(page, operator_email: str, target: str, *actions: str) -> None:
+    """The Audit page has a row for each action on `target` (shown by its end) naming the operator by email."""
+    from playwright.sync_api import expect
+
+    page.goto("/operator/audit")
+    for action in actions:
+        rows = page.locator("tbody tr").filter(has_text=action).filter(has=page.locator(f"code[title='{target}']"))
+        expect(rows.filter(has=page.locator("td.who", has_text=operator_email))).to_have_count(1)
+
+
 def _logged(mesh, trace_id: str) -> None:
     deadline = time.monotonic() + 10
     while _api(mesh, "GET", f"/admin/logs/{trace_id}", mesh.operator_token).status_code != 200:
@@ -104,6 +114,7 @@ def test_support_finds_a_request_by_trace_id_and_grants_credits_on_its_account(b
         taking.get_by_role("button", name="Take back credits").click()
         expect(page.locator("#action-error")).to_contain_text("can be taken back")
         shot(page, "operator-account")
+        _audit_page_names(page, _email(dashboard_mesh, operator.account_id), customer.account_id, "credits granted")
     assert Decimal(_balance(dashboard_mesh, customer.token)) == after
     assert _audited(dashboard_mesh, customer.account_id) == [
         ("credits granted", operator.account_id, customer.account_id),
@@ -155,9 +166,12 @@ def test_an_operator_confirms_a_pending_transfer_and_rejects_another(browser, da
         expect(page.locator(f"#topup-{never}")).to_have_count(0)
         page.goto("/operator/topups?status=rejected")
         expect(page.locator(f"#topup-{never}")).to_contain_text("never arrived")
+        topups = _api(dashboard_mesh, "GET", "/admin/accounts/" + customer.account_id, operator.token).json()["topups"]
+        ids = {t["reference"]: t["id"] for t in topups}
+        address = _email(dashboard_mesh, operator.account_id)
+        _audit_page_names(page, address, ids[paid], "transfer confirmed")
+        _audit_page_names(page, address, ids[never], "transfer rejected")
     assert _balance(dashboard_mesh, customer.token) == "40.500000"  # 1 granted + 39.50 received, nothing spent
-    topups = _api(dashboard_mesh, "GET", "/admin/accounts/" + customer.account_id, operator.token).json()["topups"]
-    ids = {t["reference"]: t["id"] for t in topups}
     acts = _audited(dashboard_mesh)
     assert ("transfer confirmed", operator.account_id, ids[paid]) in acts
     assert ("transfer rejected", operator.account_id, ids[never]) in acts
@@ -187,6 +201,8 @@ def test_a_suspended_accounts_key_gets_402_and_works_again_once_resumed(browser,
         resume.get_by_label("Reason").fill("explained")
         resume.get_by_role("button", name="Resume the account").click()
         expect(page.locator("#state")).to_contain_text("active")
+        address = _email(dashboard_mesh, operator.account_id)
+        _audit_page_names(page, address, customer.account_id, "account suspended", "account resumed")
     assert client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=50).choices
     assert _audited(dashboard_mesh, customer.account_id)[:2] == [
         ("account resumed", operator.account_id, customer.account_id),
