@@ -19,6 +19,7 @@ from typing import Any, Callable
 from uuid import UUID
 
 import msgspec
+from domain.account import Account
 from domain.apikey import KEY_CHANGES
 from gateway.admission import KeyInfo, KeyLoader
 
@@ -104,7 +105,7 @@ class KeyCache:
     def apply_account(self, topic: str, event: Any) -> None:
         """An account suspended or resumed: every cached key of it follows at once."""
         account_id = event.originator_id
-        self._suspended[account_id] = topic == "account.suspended"
+        self._suspended[account_id] = isinstance(event, Account.Suspended)
         for key_hash, (deadline, info) in list(self._by_hash.items()):
             if info.account_id == account_id:
                 updated = self._with_seen(key_hash, info)

@@ -16,7 +16,10 @@ from psycopg.types.json import Jsonb
 
 from domain.account import Account
 from domain.apikey import KEY_CHANGES
-from domain.events import EVENT_TYPES
+from domain.catalog import ModelSettings
+from domain.invite import Invite
+from domain.topup import TopUp
+from domain.events import EVENT_TYPES, event_name
 from domain.money import pico_to_usd
 from projections.readmodel import Envelope
 
@@ -61,20 +64,22 @@ class InviteRow(msgspec.Struct):
 
 
 # The events an operator's act appends (each names the acting operator), and what the audit calls the act.
-OPERATOR_ACTIONS = {
-    "account.credits_granted": "credits granted",
-    "account.credits_debited": "credits taken back",
-    "account.suspended": "account suspended",
-    "account.resumed": "account resumed",
-    "account.operator_granted": "operator role given",
-    "account.operator_revoked": "operator role taken",
-    "invite.created": "invite created",
-    "topup.succeeded": "transfer confirmed",
-    "topup.rejected": "transfer rejected",
-    "model.price_changed": "price changed",
-    "model.enabled": "model enabled",
-    "model.disabled": "model disabled",
+OPERATOR_ACTIONS: dict[type, str] = {
+    Account.CreditsGranted: "credits granted",
+    Account.CreditsDebited: "credits taken back",
+    Account.Suspended: "account suspended",
+    Account.Resumed: "account resumed",
+    Account.OperatorGranted: "operator role given",
+    Account.OperatorRevoked: "operator role taken",
+    Invite.Created: "invite created",
+    TopUp.Succeeded: "transfer confirmed",
+    TopUp.Rejected: "transfer rejected",
+    ModelSettings.PriceChanged: "price changed",
+    ModelSettings.Enabled: "model enabled",
+    ModelSettings.Disabled: "model disabled",
 }
+ACCOUNT_ACTIONS = tuple(cls for cls in OPERATOR_ACTIONS if cls.__qualname__.startswith("Account."))
+MODEL_ACTIONS = (ModelSettings.PriceChanged, ModelSettings.Enabled, ModelSettings.Disabled)
 _AUDIT_HIDDEN = {*_PRIVATE_FIELDS, "operator", "by", "granted_by", "debited_by"}
 
 
@@ -137,7 +142,7 @@ class Directory:
     )
     topics = frozenset(
         {
-            *OPERATOR_ACTIONS,
+            *map(event_name, OPERATOR_ACTIONS),
             "account.registered",
             "account.token_issued",
             "account.token_renewed",
@@ -239,7 +244,7 @@ class Directory:
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
             e = item.event
-            if item.topic in OPERATOR_ACTIONS and (operator := acting_operator(e)) is not None:
+            if type(e) in OPERATOR_ACTIONS and (operator := acting_operator(e)) is not None:
                 await self._record_action(cur, t, item, operator)
             if isinstance(e, (Account.Suspended, Account.Resumed)):
                 suspended = isinstance(e, Account.Suspended)
@@ -335,8 +340,8 @@ class Directory:
     async def _record_action(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope, operator: str) -> None:
         e = item.event
         # the account acted on (a top-up's or an invite's act names its own aggregate); a model by its id
-        target = e.model_id if item.topic.startswith("model.") else str(e.originator_id)
-        account = e.originator_id if item.topic.startswith("account.") else None
+        target = e.model_id if isinstance(e, MODEL_ACTIONS) else str(e.originator_id)
+        account = e.originator_id if isinstance(e, ACCOUNT_ACTIONS) else None
         details = {k: v for k, v in vars(e).items() if k not in _AUDIT_HIDDEN and k not in ("model_id", "code_hash")}
         if "amount" in details:
             details["amount_usd"] = pico_to_usd(details.pop("amount"))
@@ -347,7 +352,7 @@ class Directory:
                 item.position,
                 e.timestamp,
                 operator,
-                OPERATOR_ACTIONS[item.topic],
+                OPERATOR_ACTIONS[type(e)],
                 item.topic,
                 target,
                 account,
