@@ -111,6 +111,7 @@ def test_support_finds_a_request_by_trace_id_and_grants_credits_on_its_account(b
         taking = page.locator("form[action$='/debits']")
         taking.get_by_label("Amount (USD)").fill("100")
         taking.get_by_label("Reason").fill("too much")
+        page.once("dialog", lambda dialog: dialog.accept())
         taking.get_by_role("button", name="Take back credits").click()
         expect(page.locator("#action-error")).to_contain_text("can be taken back")
         shot(page, "operator-account")
@@ -187,6 +188,12 @@ def test_a_suspended_accounts_key_gets_402_and_works_again_once_resumed(browser,
         page.goto(f"/operator/accounts/{customer.account_id}")
         suspend = page.locator("form[action$='/suspend']")
         suspend.get_by_label("Reason").fill("card testing")
+        asked: list[str] = []
+        page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+        suspend.get_by_role("button", name="Suspend the account").click()  # asked once, naming it; declined
+        expect(page.locator("#state")).to_contain_text("active")
+        assert asked == [f"Suspend {_email(dashboard_mesh, customer.account_id)}? Its keys stop working at once."]
+        page.once("dialog", lambda dialog: dialog.accept())
         suspend.get_by_role("button", name="Suspend the account").click()
         expect(page.locator("#state")).to_contain_text("suspended")
         with pytest.raises(openai.APIStatusError) as refused:
