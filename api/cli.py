@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     rebuild.add_argument("read_model", help="directory | billing | catalog | templates | logs")
     _add_events_commands(sub)
     _add_audit_commands(sub)
+    models = sub.add_parser("models", help="the providers' models: `discover <provider>` lists what one offers")
+    models.add_argument("action", choices=("discover",))
+    models.add_argument("provider", help="a provider's name in mesh.toml")
+    models.add_argument("--json", action="store_true", help="print the list as JSON (as the admin route answers)")
     args = parser.parse_args(argv)
     configure_log("text")  # until the settings say otherwise: a bad setting is said in plain text
     try:
@@ -68,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             from api.operator_roles import operators as operator_roles
 
             return _run(operator_roles(settings, args.action, args.email))
+        if args.command == "models":
+            from api.models_command import discover_models
+
+            return _run(discover_models(settings, args.provider, args.json))
         if args.command == "rebuild":
             from api.maintenance import rebuild_read_model
 

@@ -22,6 +22,7 @@ from api.services.models import ModelService
 from api.services.one_time_views import OneTimeViews
 from api.services.operators import OperatorService
 from api.services.support import SupportService
+from api.services.provider_models import ProviderModelService
 from api.services.template_trial import TemplateTrial
 from api.services.usage import UsageService
 from api.services.prompt_templates import TemplateService
@@ -50,6 +51,7 @@ class Services:
     metrics_service: MetricsService
     operator_service: OperatorService  # who the operators are, and what they did
     support_service: SupportService  # what operators look up across accounts
+    provider_model_service: ProviderModelService  # what the providers offer (operator)
 
 
 def compose(runtime: Runtime) -> Services:
@@ -107,6 +109,7 @@ def compose(runtime: Runtime) -> Services:
         ),
         operator_service=OperatorService(pool, runtime.operator_token),
         support_service=SupportService(pool, log_service),
+        provider_model_service=ProviderModelService(runtime.catalog, runtime.adapters),
     )
 
 

@@ -30,7 +30,7 @@ from domain.topup import TopUpError
 from domain.webhook import InvalidWebhook, WebhookNotFound
 from api.input_errors import InvalidInput, query_error
 from api.payments import CardDeclined, PaymentError
-from api.services.errors import Busy, Forbidden, Invalid, Missing, ServiceError, Unavailable
+from api.services.errors import Busy, Forbidden, Invalid, Missing, ServiceError, Unavailable, UpstreamFailed
 from gateway.errors import ErrorBody, ErrorResponse
 
 log = logging.getLogger("mesh.api")
@@ -81,9 +81,13 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     Forbidden: (403, "forbidden"),
     Unavailable: (409, "unavailable"),
     Busy: (429, "busy"),
+    UpstreamFailed: (502, "upstream_error"),
 }
-# else invalid_request_error
-SERVICE_ERROR_TYPES: dict[type[ServiceError], str] = {Busy: "rate_limit_error", Forbidden: "permission_error"}
+SERVICE_ERROR_TYPES: dict[type[ServiceError], str] = {
+    Busy: "rate_limit_error",
+    UpstreamFailed: "upstream_error",
+    Forbidden: "permission_error",
+}  # else invalid_request_error
 
 
 NESTED_TOO_DEEPLY = "JSON nests too deeply"

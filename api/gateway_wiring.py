@@ -53,7 +53,9 @@ class ReadModelKeys:
             row.expires_at,
             valid_until,
             row.fit_to_budget,
-            suspended,
+            row.rpm_limit,
+            row.tpm_limit,
+            account_suspended=suspended,
         )
 
 

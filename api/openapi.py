@@ -60,7 +60,7 @@ ERROR_DESCRIPTIONS = {
     409: "The request conflicts with the current state (e.g. already taken, revoked or archived)",
     413: "The request is larger than allowed",
     429: "Too many requests; retry after the time in Retry-After",
-    502: "The payment provider refused or could not be reached",
+    502: "An upstream (the payment provider, a model provider) refused or could not be reached",
     503: "A backing server (PostgreSQL or NATS) cannot be reached right now; retry after Retry-After",
 }
 RETRY_AFTER = OpenAPIHeader(

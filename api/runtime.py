@@ -56,6 +56,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.lease_admission import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
 from gateway.catalog import Catalog
 from gateway.freelimit import DEFAULT_FREE_RPM
+from gateway.key_rate import KeyRates, NatsWindows, rates_bucket
 from gateway.keys import KeyCache
 from gateway.prompt_templates import TemplateCache
 from gateway.usage import UsagePublisher
@@ -249,6 +250,7 @@ class Runtime:
             self.bodies,
             self.refusals,
             self.gateway_metrics,
+            KeyRates(await self._rate_counters()),
         )
         if self.tracer_provider is not None:  # each chat and embeddings request a span (gateway/tracing.py)
             from api.telemetry import TRACER_NAME
@@ -296,6 +298,14 @@ class Runtime:
             self.supervisor.watch("projections", self._worker)
         self._tasks.append(asyncio.create_task(self.supervisor.run(self._stop), name="supervisor"))
         self.services: Services = compose(self)
+
+    async def _rate_counters(self) -> NatsWindows:
+        try:
+            return await NatsWindows.open(self.nc, self.stream)
+        except Exception as exc:
+            raise StartupError(
+                f"cannot create the JetStream key-value bucket {rates_bucket(self.stream)}: {exc}"
+            ) from None
 
     async def _postgres_restarted(self) -> None:
         """The projection worker starts again too, to lower the priority of the new postmaster's children."""

@@ -33,6 +33,8 @@ class KeyChanges(msgspec.Struct, frozen=True):
     allowed_models: Any = UNSET
     expires_at: Any = UNSET
     fit_to_budget: Any = UNSET  # bool
+    rpm_limit: Any = UNSET  # int | None
+    tpm_limit: Any = UNSET  # int | None
 
 
 class KeyCommands:
@@ -50,6 +52,8 @@ class KeyCommands:
         expires_at: datetime | None = None,
         cap_reset: str | None = None,
         fit_to_budget: bool = False,
+        rpm_limit: int | None = None,
+        tpm_limit: int | None = None,
     ) -> KeyResult:
         secret = new_api_key()
 
@@ -66,6 +70,8 @@ class KeyCommands:
                 expires_at,
                 cap_reset,
                 fit_to_budget,
+                rpm_limit,
+                tpm_limit,
             )
             holdings = holdings_of(self.app, account_id)
             holdings.add_key(key.id, self.quotas.keys)
@@ -90,6 +96,11 @@ class KeyCommands:
                 key.change_expiry(changes.expires_at)
             if changes.fit_to_budget is not UNSET:
                 key.change_fit_to_budget(changes.fit_to_budget)
+            if changes.rpm_limit is not UNSET or changes.tpm_limit is not UNSET:
+                key.change_rate_limits(
+                    key.rpm_limit if changes.rpm_limit is UNSET else changes.rpm_limit,
+                    key.tpm_limit if changes.tpm_limit is UNSET else changes.tpm_limit,
+                )
 
         return self._change(account_id, key_id, decide)
 

@@ -28,6 +28,8 @@ from domain.money import check_amount
 
 MAX_ROTATION_GRACE = timedelta(days=30)
 CAP_PERIODS = ("daily", "weekly", "monthly")
+MAX_RPM_LIMIT = 1_000_000  # requests a minute a key may be limited to (null: no limit)
+MAX_TPM_LIMIT = 1_000_000_000  # tokens a minute a key may be limited to (null: no limit)
 
 
 class InvalidKeySettings(ValueError):
@@ -71,6 +73,22 @@ def check_cap_has_amount(spend_cap: int | None, cap_reset: str | None) -> None:
         raise InvalidKeySettings("cap_reset needs a spend_cap_usd")
 
 
+def check_rate_limit(limit: int | None, field: str, maximum: int) -> int | None:
+    """A requests- or tokens-per-minute limit: a whole number from 1 to `maximum`, or None for no limit."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
+        raise InvalidKeySettings(f"{field} must be a whole number from 1 to {maximum}, or null for no limit")
+    return limit
+
+
+def check_rate_limits(rpm_limit: int | None, tpm_limit: int | None) -> tuple[int | None, int | None]:
+    return (
+        check_rate_limit(rpm_limit, "rpm_limit", MAX_RPM_LIMIT),
+        check_rate_limit(tpm_limit, "tpm_limit", MAX_TPM_LIMIT),
+    )
+
+
 def check_allowed_models(models: list[str] | None) -> list[str] | None:
     if models is None:
         return None
@@ -100,6 +118,8 @@ class ApiKey(LeaseHolder, Aggregate):
         expires_at: datetime | None = None
         cap_reset: str | None = None  # daily | weekly | monthly (UTC), None = the cap is for all time
         fit_to_budget: bool = False  # see FitToBudgetChanged
+        rpm_limit: int | None = None  # see RateLimitsChanged
+        tpm_limit: int | None = None
 
     class Relabeled(Aggregate.Event):
         label: str
@@ -152,6 +172,13 @@ class ApiKey(LeaseHolder, Aggregate):
 
         fit_to_budget: bool
 
+    class RateLimitsChanged(Aggregate.Event):
+        """At most `rpm_limit` requests and `tpm_limit` tokens (prompt and completion) a UTC minute; None: no
+        limit (enforced by the gateway, gateway/key_rate.py)."""
+
+        rpm_limit: int | None = None
+        tpm_limit: int | None = None
+
     class Rotated(Aggregate.Event):
         key_hash: str
         prefix: str
@@ -171,9 +198,12 @@ class ApiKey(LeaseHolder, Aggregate):
         expires_at: datetime | None = None,
         cap_reset: str | None = None,
         fit_to_budget: bool = False,
+        rpm_limit: int | None = None,
+        tpm_limit: int | None = None,
     ) -> ApiKey:
         """A new key, its settings checked (the constructor records them as given)."""
         check_cap_has_amount(spend_cap, cap_reset)
+        rpm_limit, tpm_limit = check_rate_limits(rpm_limit, tpm_limit)
         return cls(
             account_id=account_id,
             label=check_label(label),
@@ -185,6 +215,8 @@ class ApiKey(LeaseHolder, Aggregate):
             expires_at=check_expiry(expires_at),
             cap_reset=check_cap_period(cap_reset),
             fit_to_budget=fit_to_budget,
+            rpm_limit=rpm_limit,
+            tpm_limit=tpm_limit,
         )
 
     @event(Created)
@@ -200,6 +232,8 @@ class ApiKey(LeaseHolder, Aggregate):
         expires_at: datetime | None = None,
         cap_reset: str | None = None,
         fit_to_budget: bool = False,
+        rpm_limit: int | None = None,
+        tpm_limit: int | None = None,
     ):
         self.account_id = account_id
         self.label = label
@@ -211,6 +245,8 @@ class ApiKey(LeaseHolder, Aggregate):
         self.expires_at = expires_at
         self.cap_reset = cap_reset
         self.fit_to_budget = fit_to_budget
+        self.rpm_limit = rpm_limit
+        self.tpm_limit = tpm_limit
         self.disabled = False
         self.revoked = False
         self.leases = LeaseBook()
@@ -300,6 +336,17 @@ class ApiKey(LeaseHolder, Aggregate):
     def _change_fit_to_budget(self, fit_to_budget: bool) -> None:
         self.fit_to_budget = fit_to_budget
 
+    def change_rate_limits(self, rpm_limit: int | None, tpm_limit: int | None) -> None:
+        self._check_not_revoked()
+        rpm_limit, tpm_limit = check_rate_limits(rpm_limit, tpm_limit)
+        if (rpm_limit, tpm_limit) != (self.rpm_limit, self.tpm_limit):
+            self._change_rate_limits(rpm_limit, tpm_limit)
+
+    @event(RateLimitsChanged)
+    def _change_rate_limits(self, rpm_limit: int | None, tpm_limit: int | None) -> None:
+        self.rpm_limit = rpm_limit
+        self.tpm_limit = tpm_limit
+
     def change_expiry(self, expires_at: datetime | None) -> None:
         self._check_not_revoked()
         expires_at = check_expiry(expires_at)
@@ -368,6 +415,8 @@ class ApiKeyState(msgspec.Struct, forbid_unknown_fields=True):
     revoked: bool
     leases: LeaseBook
     period: datetime | None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
 
 
 def unusable(revoked: bool, disabled: bool, expires_at: datetime | None, now: datetime) -> str | None:
@@ -391,6 +440,7 @@ KEY_CHANGES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "key.allowed_models_changed": lambda e: {"allowed_models": e.allowed_models},
     "key.expiry_changed": lambda e: {"expires_at": e.expires_at},
     "key.fit_to_budget_changed": lambda e: {"fit_to_budget": e.fit_to_budget},
+    "key.rate_limits_changed": lambda e: {"rpm_limit": e.rpm_limit, "tpm_limit": e.tpm_limit},
     "key.disabled": lambda e: {"status": "disabled"},
     "key.enabled": lambda e: {"status": "active"},
     "key.revoked": lambda e: {"status": "revoked"},

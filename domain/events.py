@@ -62,6 +62,7 @@ EVENT_TYPES: dict[str, type] = {
     "key.lease_extended": ApiKey.LeaseExtended,
     "key.spend_period_started": ApiKey.SpendPeriodStarted,
     "key.fit_to_budget_changed": ApiKey.FitToBudgetChanged,
+    "key.rate_limits_changed": ApiKey.RateLimitsChanged,
     "model.registered": ModelSettings.Registered,
     "model.price_changed": ModelSettings.PriceChanged,
     "model.enabled": ModelSettings.Enabled,

@@ -26,6 +26,8 @@ class KeyInfo(msgspec.Struct, frozen=True):
     expires_at: datetime | None = None
     secret_valid_until: datetime | None = None  # a rotated-out secret works until then
     fit_to_budget: bool = False  # a request the budget does not cover gets a smaller limit instead of a 402
+    rpm_limit: int | None = None  # requests a UTC minute (gateway/key_rate.py); None: no limit
+    tpm_limit: int | None = None  # tokens a UTC minute
     account_suspended: bool = False  # an operator suspended the key's account (account.suspended)
 
     def refusal(self, now: datetime) -> GatewayError | None:

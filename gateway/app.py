@@ -12,7 +12,7 @@ import contextlib
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Awaitable, Iterator
+from typing import Awaitable, Callable, Iterator
 
 import msgspec
 
@@ -26,6 +26,7 @@ from gateway.bodies import BodyPublisher
 from gateway.catalog import Catalog, Model
 from gateway.fields import check_fields, refuse_file_ids
 from gateway.freelimit import DEFAULT_FREE_RPM, FreeRateLimit
+from gateway.key_rate import KeyRates, RateUse, chat_tokens
 from gateway.keys import KeyCache
 from gateway.metrics import GatewayMetrics
 from gateway.request_parsing import ChatRequest, EmbeddingsRequest, decode_object, parse_chat
@@ -56,6 +57,7 @@ class Gateway:
         bodies: BodyPublisher | None = None,
         refusals: Refusals | None = None,
         metrics: GatewayMetrics | None = None,
+        key_rates: KeyRates | None = None,
     ):
         self.catalog = catalog
         self.metrics = metrics or GatewayMetrics()
@@ -68,6 +70,7 @@ class Gateway:
         self.templates = templates
         self.drain_seconds = drain_seconds
         self.bodies = bodies  # None: bodies are not logged (MESH_LOG_BODIES=off), and cost nothing
+        self.key_rates = key_rates or KeyRates(None)  # rpm_limit and tpm_limit of keys (gateway/key_rate.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         trace_id = new_trace_id()
@@ -170,10 +173,17 @@ class Gateway:
             if model.price.is_free:  # refused before anything is recorded
                 self.free_limit.admit(key.account_id, model.id)
             ticket, fitted, prompt_bound = await self._reserve(key, model, request, body)
+            rate = await self._admit_rate(
+                key,
+                ticket,
+                headers,
+                lambda: chat_tokens(body, model, self.catalog.providers[model.provider].kind, prompt_bound),
+            )
         if fitted is not None:  # the key fits limits to its budget: the answer says to what
             headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
         record = RequestRecord(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
         record.prompt_bound = prompt_bound
+        record.rate = rate
         record.template = template
         if self.bodies is not None:
             record.request_body = raw
@@ -243,8 +253,10 @@ class Gateway:
             bound = worst_case.PROMPT_OVERHEAD + len(msgspec.json.encode(request.input))
             cost = model.price.cost(bound, 0)
             ticket = await self.budgets.reserve(key, cost, cost) if cost else FREE
+            rate = await self._admit_rate(key, ticket, headers, lambda: bound)
         record = RequestRecord(trace_id, key, model, request.model, started, request_id, False, ticket, Api.EMBEDDINGS)
         record.prompt_bound = None if model.price.is_free else bound
+        record.rate = rate
         try:
             result: Reply = await serve(model, body)
         except GatewayError as exc:
@@ -256,6 +268,20 @@ class Gateway:
             raise
         await self._emit(record, record.done(result.usage, result.upstream_us, None))
         await respond(send, 200, headers, result.body)
+
+    async def _admit_rate(
+        self, key: KeyInfo, ticket: Ticket, headers: list, tokens: Callable[[], int]
+    ) -> RateUse | None:
+        """Count the request against its key's rpm_limit and tpm_limit (its reservation freed when refused); the
+        answer carries the x-ratelimit-* headers."""
+        try:
+            rate = await self.key_rates.admit(key, tokens)
+        except GatewayError:
+            self.budgets.release(ticket, 0)
+            raise
+        if rate is not None:
+            headers.extend(rate.headers())
+        return rate
 
     async def _template(self, key: KeyInfo, body: dict, headers: list) -> TemplateUse | None:
         """Apply the prompt template the body names, if any, in place; the answer says which version ran."""
@@ -333,6 +359,7 @@ class Gateway:
         (acknowledged by JetStream, or in the fsynced spool), shared with every request finishing alongside."""
         record.emitted = True
         self.budgets.release(record.ticket, event.cost)
+        self.key_rates.settle(record.rate, event.prompt_tokens + event.completion_tokens)
         self.metrics.served(event)
         return durable(self.usage.submit(event), event.trace_id)
 

@@ -15,6 +15,7 @@ from gateway.admission import KeyInfo
 from gateway.lease_admission import Ticket
 from gateway.catalog import Model
 from gateway.errors import GatewayError
+from gateway.key_rate import RateUse
 from gateway.providers.base import Usage
 from gateway.prompt_templates import TemplateUse
 from gateway.usage import NotStored
@@ -45,6 +46,7 @@ class RequestRecord:
         self.request_body: bytes | None = None  # set when bodies are logged
         self.response_body: bytes | None = None
         self.prompt_bound: int | None = None  # the prompt tokens reserved (None: a free model)
+        self.rate: RateUse | None = None  # what it took of its key's rate limits (None: the key has none)
 
     def done(
         self,

@@ -126,6 +126,8 @@ class KeyRow(msgspec.Struct, frozen=True):
     cap_reset: str | None
     updated_at: datetime
     fit_to_budget: bool = False
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
 
 
 class Directory:
@@ -190,6 +192,8 @@ class Directory:
             );
             create index if not exists {t["api_keys"]}_account on {t["api_keys"]} (account_id, created_at);
             alter table {t["api_keys"]} add column if not exists fit_to_budget boolean not null default false;
+            alter table {t["api_keys"]} add column if not exists rpm_limit integer;
+            alter table {t["api_keys"]} add column if not exists tpm_limit bigint;
             create table if not exists {t["api_key_events"]} (
                 key_id uuid not null,
                 version int not null,
@@ -228,6 +232,8 @@ class Directory:
                 expires_at timestamptz,
                 cap_reset text,
                 fit_to_budget boolean not null,
+                rpm_limit integer,
+                tpm_limit bigint,
                 primary key (key_id, version)
             );
             create table if not exists {t["invites"]} (
@@ -302,8 +308,9 @@ class Directory:
             elif item.topic == "key.created":
                 await cur.execute(
                     f"""insert into {t["api_keys"]} (key_id, account_id, label, prefix, spend_cap, default_model,
-                        created_at, allowed_models, expires_at, cap_reset, updated_at, fit_to_budget)
-                        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                        created_at, allowed_models, expires_at, cap_reset, updated_at, fit_to_budget, rpm_limit,
+                        tpm_limit)
+                        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                     (
                         e.originator_id,
                         e.account_id,
@@ -317,6 +324,8 @@ class Directory:
                         e.cap_reset,
                         e.timestamp,
                         e.fit_to_budget,
+                        e.rpm_limit,
+                        e.tpm_limit,
                     ),
                 )
                 await cur.execute(
@@ -385,7 +394,10 @@ class Directory:
         )
 
 
-_STATE_COLUMNS = "label, prefix, spend_cap, default_model, status, allowed_models, expires_at, cap_reset, fit_to_budget"
+_STATE_COLUMNS = (
+    "label, prefix, spend_cap, default_model, status, allowed_models, expires_at, cap_reset, fit_to_budget, "
+    "rpm_limit, tpm_limit"
+)
 
 # Queries (they read the views, i.e. the generation in service).
 
@@ -416,7 +428,7 @@ async def account_exists(conn: psycopg.AsyncConnection, account_id: UUID) -> boo
 
 _KEY_COLUMNS = (
     "k.key_id, k.account_id, k.label, k.prefix, k.spend_cap, k.default_model, k.status, k.created_at, "
-    "k.allowed_models, k.expires_at, k.cap_reset, k.updated_at, k.fit_to_budget"
+    "k.allowed_models, k.expires_at, k.cap_reset, k.updated_at, k.fit_to_budget, k.rpm_limit, k.tpm_limit"
 )
 
 
@@ -446,7 +458,7 @@ async def key_at(conn: psycopg.AsyncConnection, account_id: UUID, key_id: UUID, 
     the key did not exist yet, or belongs to another account."""
     cur = await conn.execute(
         """select s.key_id, k.account_id, s.label, s.prefix, s.spend_cap, s.default_model, s.status, k.created_at,
-                  s.allowed_models, s.expires_at, s.cap_reset, s.time, s.fit_to_budget
+                  s.allowed_models, s.expires_at, s.cap_reset, s.time, s.fit_to_budget, s.rpm_limit, s.tpm_limit
            from api_key_states s join api_keys k on k.key_id = s.key_id
            where k.account_id = %s and s.key_id = %s and s.time <= %s order by s.version desc limit 1""",
         (account_id, key_id, at),

@@ -21,6 +21,18 @@ from api.services.models import ModelService
 from api.services.one_time_views import OneTimeViews
 
 EXPIRY_FORMAT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends, read as UTC
+RATE_LIMIT_FIELDS = ("rpm_limit", "tpm_limit")
+MAX_LIMIT_DIGITS = 12  # more is no limit the domain allows (it says which are)
+
+
+def _rate_limit(form, name: str) -> int | None:
+    """A whole number, or None for an empty field; the domain checks its range."""
+    text = (form.get(name) or "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > MAX_LIMIT_DIGITS:
+        raise InvalidInput("form field", name, f"takes a whole number, or nothing for no limit; got {text[:40]!r}")
+    return int(text)
 
 
 def key_settings(form) -> dict:
@@ -43,6 +55,7 @@ def key_settings(form) -> dict:
         "allowed_models": [m for m in form.getall("allowed_models", []) if m] or None,
         "expires_at": expires,
         "fit_to_budget": form.get("fit_to_budget") == "on",
+        **{name: _rate_limit(form, name) for name in RATE_LIMIT_FIELDS},
     }
 
 
@@ -165,7 +178,9 @@ class KeyPages(SessionPages):
         try:
             await key_service.update(account_id, key_id, key_settings(form))
         except PAGE_ERRORS as exc:
-            return await self._key(request, account_id, key_id, key_service, model_service, error=failure(exc))
+            return await self._key(
+                request, account_id, key_id, key_service, model_service, error=failure(exc), form=dict(form)
+            )
         return Redirect(f"/keys/{key_id}", status_code=HTTP_303_SEE_OTHER)
 
     async def _key(self, request, account_id, key_id, key_service, model_service, cursor=None, **extra) -> Template:
@@ -183,7 +198,7 @@ class KeyPages(SessionPages):
             models=model_service.enabled(),
             error_rate=error_rate,
             share=views.share,
-            **{"error": None, "secret": None, "secret_gone": False, "at": "", **extra},
+            **{"error": None, "secret": None, "secret_gone": False, "form": None, "at": "", **extra},
         )
 
     @get("/keys/{key_id:uuid}/{action:str}")

@@ -20,7 +20,9 @@ from api.routes.topups import TopUpListItem, topup_item
 from api.services.admin import PRICE_FIELDS, AdminService
 from api.services.as_of import AsOf
 from api.services.operators import AUDIT_CURSOR, OperatorService
+from api.services.provider_models import ProviderModelService
 from api.services.support import MAX_QUERY_LENGTH, AccountDetail, SupportService
+from gateway.discovery import Offer
 from domain.bounds import SINGLE_LINE, AmountIn, AwareDatetime, Reason
 from domain.credentials import VISIBLE_PREFIX_LENGTH
 from domain.money import pico_to_usd
@@ -357,6 +359,17 @@ class AdminController(Controller):
     @get("/models")
     async def models(self, admin_service: NamedDependency[AdminService], acting: NamedDependency[str]) -> ModelListOut:
         return ModelListOut([model_out(m) for m in admin_service.models()])
+
+    @get("/providers/{name:str}/models", responses=errors(400, 404, 502))
+    async def provider_models(
+        self,
+        provider_model_service: NamedDependency[ProviderModelService],
+        acting: NamedDependency[str],
+        name: FromPath[str],
+    ) -> Offer:
+        """What the provider offers (its own model list, through Mesh's credentials for it), each marked with the
+        Mesh ids the catalog serves it under and its published token limits; at most MAX_MODELS models."""
+        return await provider_model_service.offered(name)
 
     @put("/models/{model_id:path}", responses=errors(400, 404, 503))
     async def change_model(

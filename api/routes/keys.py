@@ -16,13 +16,15 @@ from api.auth import current_account
 from api.services.as_of import AsOf
 from api.security_headers import NO_STORE
 from api.services.keys import HISTORY_PAGE, KeyService, KeyView, error_rate
-from domain.apikey import CAP_PERIODS, MAX_ROTATION_GRACE, ApiKey
+from domain.apikey import CAP_PERIODS, MAX_ROTATION_GRACE, MAX_RPM_LIMIT, MAX_TPM_LIMIT, ApiKey
 from domain.bounds import AmountIn, AwareDatetime, Label, ModelId, ModelIds
 from domain.money import pico_to_usd
 from projections import billing, directory
 
 
 CapPeriod = Literal[CAP_PERIODS]  # type: ignore[valid-type]
+RpmLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_RPM_LIMIT)]  # requests a UTC minute
+TpmLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_TPM_LIMIT)]  # tokens a UTC minute
 
 
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -36,6 +38,8 @@ class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
     allowed_models: ModelIds | None = None
     expires_at: AwareDatetime | None = None
     fit_to_budget: bool = False  # fit a request's limit to what is left instead of refusing it (402)
+    rpm_limit: RpmLimit | None = None  # requests a UTC minute; null: no limit
+    tpm_limit: TpmLimit | None = None  # tokens (prompt and completion) a UTC minute; null: no limit
 
 
 class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -47,6 +51,8 @@ class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
     allowed_models: ModelIds | None | msgspec.UnsetType = msgspec.UNSET
     expires_at: AwareDatetime | None | msgspec.UnsetType = msgspec.UNSET
     fit_to_budget: bool | msgspec.UnsetType = msgspec.UNSET
+    rpm_limit: RpmLimit | None | msgspec.UnsetType = msgspec.UNSET
+    tpm_limit: TpmLimit | None | msgspec.UnsetType = msgspec.UNSET
 
 
 GraceSeconds = Annotated[int, msgspec.Meta(ge=0, le=int(MAX_ROTATION_GRACE.total_seconds()))]
@@ -99,6 +105,8 @@ class KeyOut(msgspec.Struct):
     as_of: AsOf | None = None
     fit_to_budget: bool = False
     last_used_at: datetime | None = None  # the key's newest request; null until it makes one
+    rpm_limit: int | None = None  # requests a UTC minute; null: no limit
+    tpm_limit: int | None = None  # tokens a UTC minute; null: no limit
 
 
 class CreatedKeyOut(KeyOut, kw_only=True):
@@ -134,6 +142,8 @@ def key_out(
         StatsOut.of(window or billing.KeyStats()) if window is not None else None,
         fit_to_budget=row.fit_to_budget,
         last_used_at=totals.last_used,
+        rpm_limit=row.rpm_limit,
+        tpm_limit=row.tpm_limit,
     )
 
 
@@ -150,9 +160,10 @@ def aggregate_out(key: ApiKey, secret: str | None = None) -> KeyOut:
         key.expires_at,
         key.created_on,
     )
+    limits = {"rpm_limit": key.rpm_limit, "tpm_limit": key.tpm_limit}
     if secret:
-        return CreatedKeyOut(*fields, key=secret, fit_to_budget=key.fit_to_budget)
-    return KeyOut(*fields, fit_to_budget=key.fit_to_budget)
+        return CreatedKeyOut(*fields, key=secret, fit_to_budget=key.fit_to_budget, **limits)
+    return KeyOut(*fields, fit_to_budget=key.fit_to_budget, **limits)
 
 
 class KeyHistoryOut(msgspec.Struct):
@@ -185,6 +196,8 @@ class KeyController(Controller):
             data.expires_at,
             data.cap_reset,
             data.fit_to_budget,
+            data.rpm_limit,
+            data.tpm_limit,
         )
         return aggregate_out(created.key, created.secret)
 

@@ -30,3 +30,7 @@ class Unavailable(ServiceError):
 
 class Busy(ServiceError):
     """Too much of this is running already; the same call later may succeed."""
+
+
+class UpstreamFailed(ServiceError):
+    """A provider Mesh asked on the caller's behalf failed or refused (the message names it, never its key)."""

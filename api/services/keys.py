@@ -85,6 +85,8 @@ class KeyService:
         expires_at: datetime | None = None,
         cap_reset: str | None = None,
         fit_to_budget: bool = False,
+        rpm_limit: int | None = None,
+        tpm_limit: int | None = None,
     ) -> Changed:
         cap = usd_to_pico(spend_cap_usd, field="spend_cap_usd") if spend_cap_usd is not None else None
         check_model(self.catalog, default_model, "default_model")
@@ -101,6 +103,8 @@ class KeyService:
             expires_at,
             cap_reset,
             fit_to_budget,
+            rpm_limit,
+            tpm_limit,
         )
         return Changed(created.key, created.secret)
 

@@ -291,6 +291,27 @@ class Upstream:
             raise upstream_error(self.provider, status, self.error_message(content))
         return Posted(status, content)
 
+    async def get(self, path: str, params: dict | None = None) -> bytes:
+        """A GET (such as the provider's model list) on the same pool and credentials; its body, or the
+        provider's error as a GatewayError."""
+        target = self.base.join(path + (f"?{urlencode(params)}" if params else ""))
+        try:
+            status, content = await self.transport.request(
+                b"GET",
+                target,
+                self._head,
+                b"",
+                connect_timeout=self.provider.connect_timeout,
+                timeout=self.provider.timeout,
+            )
+        except UpstreamTimeout:
+            raise upstream_timeout(self.provider) from None
+        except UpstreamClosed as exc:
+            raise upstream_unreachable(self.provider, exc) from None
+        if status >= 400:
+            raise upstream_error(self.provider, status, self.error_message(content))
+        return content
+
     async def stream(self, path: str, document: dict, params: dict | None = None) -> LeanResponse:
         """Open a streamed POST; the caller reads it (`lines`) and must close it (`aclose`)."""
         target = self._target(path + (f"?{urlencode(params)}" if params else ""))

@@ -920,3 +920,59 @@ def test_the_models_page_shows_the_prices_in_force_at_a_past_instant(browser, da
             expect(page.get_by_role("alert")).to_contain_text("is not a date and time")
     finally:
         httpx.put(mesh.url + f"/admin/models/{MODEL}", headers=operator, json={"prompt_usd_per_1k": "0.5"})
+
+
+def test_a_keys_rate_limits_are_set_on_its_page_and_its_refusals_counted(browser, dashboard_mesh):
+    """rpm_limit and tpm_limit in the edit form: a refusal beside the form keeps what was typed; a limit set
+    refuses the requests over it (429 key_rpm_limit), counted on the key's page and in its stats."""
+    from playwright.sync_api import expect
+
+    with signed_up(browser, dashboard_mesh) as page:
+        token = next(c["value"] for c in page.context.cookies() if c["name"] == "mesh_session")
+        api = httpx.Client(base_url=dashboard_mesh.url, headers={"Authorization": f"Bearer {token}"}, timeout=15)
+        page.get_by_role("textbox", name="Label", exact=True).fill("limited")
+        page.get_by_label("Default model").select_option(FREE_MODEL)
+        page.get_by_label("Tokens a minute").fill("100000")
+        page.get_by_role("button", name="Create key").click()
+        secret = page.locator("#secret").inner_text().strip()
+        (key,) = api.get("/api/keys").json()["data"]
+        assert (key["rpm_limit"], key["tpm_limit"]) == (None, 100000)
+
+        page.goto(f"/keys/{key['id']}")
+        expect(page.get_by_label("Tokens a minute")).to_have_value("100000")
+        page.get_by_label("Requests a minute").fill("0")
+        page.get_by_role("button", name="Save").click()
+        expect(page.get_by_role("alert")).to_contain_text("rpm_limit must be a whole number from 1 to 1000000")
+        expect(page.get_by_label("Requests a minute")).to_have_value("0")  # what was typed, beside the refusal
+        assert api.get(f"/api/keys/{key['id']}").json()["rpm_limit"] is None  # and nothing changed
+        page.get_by_label("Requests a minute").fill("2")
+        page.get_by_label("Tokens a minute").fill("")
+        page.get_by_role("button", name="Save").click()
+        expect(page).to_have_url(re.compile(rf"/keys/{key['id']}$"))  # post/redirect/get
+        expect(page.locator("#rate-limits")).to_contain_text("2 requests a minute")
+        changed = api.get(f"/api/keys/{key['id']}").json()
+        assert (changed["rpm_limit"], changed["tpm_limit"]) == (2, None)
+
+        client = openai.OpenAI(base_url=dashboard_mesh.url + "/v1", api_key=secret, max_retries=0)
+        left = 60 - time.time() % 60
+        if left < 15:  # the three requests in one UTC minute
+            time.sleep(left + 0.05)
+        for _ in range(2):
+            raw = client.chat.completions.with_raw_response.create(
+                model=FREE_MODEL, messages=[{"role": "user", "content": "hi"}]
+            )
+            assert raw.headers["x-ratelimit-limit-requests"] == "2"
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model=FREE_MODEL, messages=[{"role": "user", "content": "hi"}])
+        assert refused.value.body["code"] == "key_rpm_limit"
+        assert 1 <= int(refused.value.response.headers["retry-after"]) <= 60
+
+        for _ in range(100):  # the gateway reports its counts every second here (MESH_REFUSALS_FLUSH_SECONDS)
+            stats = api.get(f"/api/keys/{key['id']}").json()["stats"]
+            if stats["refused_by_code"]:
+                break
+            time.sleep(0.2)
+        assert stats["refused_by_code"] == {"key_rpm_limit": 1} and stats["requests"] == 2
+        page.reload()
+        expect(page.locator("#refused")).to_contain_text("1 refused: key_rpm_limit 1")
+        api.close()

@@ -1,4 +1,4 @@
-"""A fake Anthropic Messages API (POST /v1/messages) speaking its documented wire format.
+"""A fake Anthropic Messages API (POST /v1/messages; GET /v1/models, paged) speaking its documented wire format.
 
 What it relies on (docs.anthropic.com/en/api/messages, /messages-streaming, /errors):
 - requests carry `x-api-key` and `anthropic-version`; `max_tokens` is required; a `tool_result` must answer a
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import parse_qs
 import uuid
 
 
@@ -73,6 +74,13 @@ class FakeAnthropic:
         self.cache_write = 0  # prompt tokens reported as cache_creation_input_tokens
         self.thinking_tokens = 0  # tokens of a thinking block before the answer (counted in output_tokens)
         self.full_delta_usage = True  # message_delta repeats all counts, as the API now does; False: output only
+        # GET /v1/models: (id, display_name, max_input_tokens, max_tokens), newest first, at most `models_page` a page
+        self.models = [
+            ("claude-test", "Claude Test", 200_000, 64_000),
+            ("claude-haiku-test", "Claude Haiku Test", 200_000, 8_192),
+            ("claude-old", "Claude Old", 100_000, 4_096),
+        ]
+        self.models_page = 2
 
     async def __call__(self, scope, receive, send):
         body = b""
@@ -85,6 +93,8 @@ class FakeAnthropic:
         self.headers.append(headers)
         if self.api_key and headers.get("x-api-key") != self.api_key:
             return await self._error(send, 401, "authentication_error", "invalid x-api-key")
+        if scope["path"] == "/v1/models" and scope["method"] == "GET" and "anthropic-version" in headers:
+            return await self._models(send, parse_qs(scope["query_string"].decode()))
         if scope["path"] != "/v1/messages" or "anthropic-version" not in headers:
             return await self._error(send, 400, "invalid_request_error", "bad path or missing anthropic-version")
         request = json.loads(body)
@@ -207,6 +217,37 @@ class FakeAnthropic:
         )
         await event("message_stop", {})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _models(self, send, query: dict) -> None:
+        """Anthropic's model list: `limit` (1 to 1000, default 20) a page, cursor `after_id`; `has_more`,
+        `first_id`, `last_id` (docs.anthropic.com/en/api/models-list)."""
+        if self.fail_with:
+            return await self._error(send, *self.fail_with)
+        limit = min(int(query.get("limit", ["20"])[0]), 1000, self.models_page)
+        ids = [m[0] for m in self.models]
+        start = ids.index(query["after_id"][0]) + 1 if "after_id" in query else 0
+        page = self.models[start : start + limit]
+        data = [
+            {
+                "type": "model",
+                "id": model_id,
+                "display_name": name,
+                "created_at": "2026-01-01T00:00:00Z",
+                "max_input_tokens": max_input,
+                "max_tokens": max_output,
+            }
+            for model_id, name, max_input, max_output in page
+        ]
+        await self._json(
+            send,
+            200,
+            {
+                "data": data,
+                "has_more": start + limit < len(self.models),
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            },
+        )
 
     async def _error(self, send, status: int, kind: str, text: str) -> None:
         await self._json(send, status, {"type": "error", "error": {"type": kind, "message": text}})

@@ -1,4 +1,5 @@
-"""A fake Gemini API: POST /v1beta/models/{model}:generateContent and :streamGenerateContent?alt=sse.
+"""A fake Gemini API: POST /v1beta/models/{model}:generateContent and :streamGenerateContent?alt=sse;
+GET /v1beta/models (models.list, paged).
 
 What it relies on (ai.google.dev/api/generate-content, /gemini-api/docs/function-calling,
 /gemini-api/docs/thought-signatures, Google's error model):
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import parse_qs
 
 SIGNATURE = "c2lnbmF0dXJl"  # an opaque thought signature
 
@@ -66,6 +68,13 @@ class FakeGemini:
         self.chunk_delay = 0.0  # seconds between stream events
         self.cached_tokens = 0  # prompt tokens reported as cachedContentTokenCount
         self.thoughts_tokens = 0  # thinking tokens reported as thoughtsTokenCount
+        # GET /v1beta/models: (name, displayName, inputTokenLimit, outputTokenLimit), `models_page` a page at most
+        self.models = [
+            ("gemini-test", "Gemini Test", 1_048_576, 65_536),
+            ("gemini-flash-test", "Gemini Flash Test", 1_048_576, 8_192),
+            ("text-embedding-test", "Text Embedding Test", 2_048, 1),
+        ]
+        self.models_page = 2
 
     async def __call__(self, scope, receive, send):
         body = b""
@@ -77,6 +86,8 @@ class FakeGemini:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         if self.api_key and headers.get("x-goog-api-key") != self.api_key:
             return await self._error(send, 403, "PERMISSION_DENIED", "API key not valid. Please pass a valid API key.")
+        if scope["path"] == "/v1beta/models" and scope["method"] == "GET":
+            return await self._models(send, parse_qs(scope["query_string"].decode()))
         model, _, method = scope["path"].removeprefix("/v1beta/models/").partition(":")
         stream = method == "streamGenerateContent" and b"alt=sse" in scope["query_string"]
         if method != "generateContent" and not stream:
@@ -158,6 +169,34 @@ class FakeGemini:
             if self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _models(self, send, query: dict) -> None:
+        """models.list: `pageSize` (default 50, at most 1000) a page, `pageToken` from `nextPageToken`
+        (ai.google.dev/api/models#method:-models.list)."""
+        if self.fail_with:
+            return await self._error(send, *self.fail_with)
+        size = min(int(query.get("pageSize", ["50"])[0]), 1000, self.models_page)
+        start = int(query.get("pageToken", ["0"])[0])
+        page = self.models[start : start + size]
+        document: dict = {
+            "models": [
+                {
+                    "name": f"models/{name}",
+                    "version": "001",
+                    "displayName": display,
+                    "description": display,
+                    "inputTokenLimit": max_input,
+                    "outputTokenLimit": max_output,
+                    "supportedGenerationMethods": ["embedContent"]
+                    if name.startswith("text-embedding")
+                    else ["generateContent", "countTokens"],
+                }
+                for name, display, max_input, max_output in page
+            ]
+        }
+        if start + size < len(self.models):
+            document["nextPageToken"] = str(start + size)
+        await self._json(send, 200, document)
 
     async def _error(self, send, code: int, status: str, text: str) -> None:
         await self._json(send, code, {"error": {"code": code, "message": text, "status": status}})

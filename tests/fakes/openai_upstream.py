@@ -1,4 +1,4 @@
-"""A fake OpenAI-compatible upstream speaking the real wire format of POST /v1/chat/completions.
+"""A fake OpenAI-compatible upstream speaking the real wire format of POST /v1/chat/completions (and GET /v1/models).
 
 Non-stream: a `chat.completion` with `usage`. Stream: `chat.completion.chunk` SSE frames
 (`data: {...}\\n\\n`), a usage chunk with empty `choices` only when
@@ -50,6 +50,7 @@ class FakeOpenAI:
         self.cached_tokens = 0  # prompt tokens reported as read from the prompt cache
         self.reasoning_tokens = 0  # completion tokens reported as reasoning (on top of the reply's words)
         self.fail_mid_stream: str | None = None  # a `{"error": ...}` chunk with this message after the first word
+        self.models = ["gpt-test", "gpt-free", "gpt-4o-mini"]  # what GET /v1/models lists
 
     def reply_for(self, body: dict) -> str:
         n = body.get("max_completion_tokens") or body.get("max_tokens") or self.reply_words
@@ -75,6 +76,12 @@ class FakeOpenAI:
                     }
                 },
             )
+        if scope["path"] == "/v1/models" and scope["method"] == "GET":  # OpenAI's list: one page, no limits
+            if self.fail_with:
+                status, text = self.fail_with
+                return await self._json(send, status, {"error": {"message": text, "type": "server_error"}})
+            data = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "system"} for m in self.models]
+            return await self._json(send, 200, {"object": "list", "data": data})
         if scope["path"] not in ("/v1/chat/completions", "/v1/embeddings"):
             return await self._json(send, 404, {"error": {"message": "Unknown URL", "type": "invalid_request_error"}})
         request = json.loads(body)

@@ -33,6 +33,7 @@ def aggregate_events():
     key.change_allowed_models(["mesh/echo"])
     key.change_expiry(now + timedelta(days=1))
     key.change_fit_to_budget(True)
+    key.change_rate_limits(60, 100_000)
     key.disable("me")
     key.enable("me")
     key.rotate("k2", "mk-def", now, timedelta(hours=1))
