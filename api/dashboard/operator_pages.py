@@ -22,6 +22,7 @@ from api.services.errors import Missing
 from api.services.health import HealthService
 from api.services.logs import LogService
 from api.services.operators import OperatorService
+from api.services.provider_models import ProviderModelService
 from api.services.support import SupportService
 from projections import billing, logs
 
@@ -217,9 +218,21 @@ class OperatorPages(SessionPages):
 
     @get("/models")
     async def models(
-        self, request: Request, acting: NamedDependency[str], admin_service: NamedDependency[AdminService]
+        self,
+        request: Request,
+        acting: NamedDependency[str],
+        admin_service: NamedDependency[AdminService],
+        provider_model_service: NamedDependency[ProviderModelService],
+        provider: FromQuery[str | None] = None,
     ) -> Template:
-        return self._models(request, admin_service)
+        """`provider`: also what that provider offers (its own model list), each marked with the Mesh ids serving it."""
+        offer, offer_error = None, None
+        if provider:
+            try:
+                offer = await provider_model_service.offered(provider)
+            except PAGE_ERRORS as exc:
+                offer_error = failure(exc)
+        return self._models(request, admin_service, provider=provider, offer=offer, offer_error=offer_error)
 
     def _models(self, request, admin_service, **extra) -> Template:
         return _page(
@@ -227,8 +240,17 @@ class OperatorPages(SessionPages):
             request,
             "models",
             models=admin_service.models(),
+            providers=admin_service.providers(),
             price_fields=PRICE_FIELDS,
-            **{"error": None, "failed": None, "form": {}, **extra},
+            **{
+                "error": None,
+                "failed": None,
+                "form": {},
+                "provider": None,
+                "offer": None,
+                "offer_error": None,
+                **extra,
+            },
         )
 
     @post("/models/{model_id:path}")

@@ -22,7 +22,7 @@ from commands.topups import TopUpCommands, TopUpResult
 from domain.invite import Invite
 from domain.money import pico_to_usd, usd_to_pico
 from domain.pricing import Price
-from gateway.catalog import Catalog, Model
+from gateway.catalog import ECHO_PROVIDER, Catalog, Model
 from projections import directory
 
 OPERATOR = "operator"  # what kind of actor the events' `by` fields say did it (the `operator` field says who)
@@ -123,6 +123,10 @@ class AdminService:
         """The newest invites, used or not (never their codes)."""
         async with self.pool.connection() as conn:
             return await directory.invites(conn, limit)
+
+    def providers(self) -> list[str]:
+        """The providers of mesh.toml, by name (not the built-in one)."""
+        return sorted(name for name in self.catalog.providers if name != ECHO_PROVIDER.name)
 
     def models(self) -> list[Model]:
         """Every model of mesh.toml, enabled or not, by id."""

@@ -233,6 +233,11 @@ def test_a_price_change_bills_the_next_request_and_the_audit_names_the_operator(
             expect(page.locator(f"tr[id='{MODEL}'] input[name=prompt_usd_per_1k]")).to_have_attribute(
                 "placeholder", "2.000000"
             )
+            page.get_by_label("Provider").select_option("acme")
+            page.get_by_role("button", name="List its models").click()
+            offer = page.locator("#offer")
+            expect(offer.locator("tr", has_text="gpt-test").first).to_contain_text(MODEL)  # served, and by which
+            expect(offer.locator("tr", has_text="gpt-4o-mini")).to_contain_text("not served")
             shot(page, "operator-models")
             raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES, max_tokens=50)
             trace_id, usage = raw.headers["x-mesh-trace-id"], raw.parse().usage
