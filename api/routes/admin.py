@@ -239,7 +239,7 @@ class AdminController(Controller):
         amount, position = await admin_service.take_back_credits(account_id, data.amount_usd, data.reason, acting)
         return CreditGrantOut(account_id, pico_to_usd(amount), position)
 
-    @post("/accounts/{account_id:uuid}/suspend", status_code=200, responses=errors(400, 404))
+    @post("/accounts/{account_id:uuid}/suspend", status_code=200, responses=errors(400, 404, 503))
     async def suspend(
         self,
         admin_service: NamedDependency[AdminService],
@@ -253,7 +253,7 @@ class AdminController(Controller):
         d = await support_service.account(account_id)
         return account_out(d.row, d.balance)
 
-    @post("/accounts/{account_id:uuid}/resume", status_code=200, responses=errors(400, 404))
+    @post("/accounts/{account_id:uuid}/resume", status_code=200, responses=errors(400, 404, 503))
     async def resume(
         self,
         admin_service: NamedDependency[AdminService],
@@ -285,7 +285,7 @@ class AdminController(Controller):
             ]
         )
 
-    @post("/topups/{reference:str}/reject", status_code=200, responses=errors(400, 404, 409))
+    @post("/topups/{reference:str}/reject", status_code=200, responses=errors(400, 404, 409, 503))
     async def reject_transfer(
         self,
         admin_service: NamedDependency[AdminService],
