@@ -25,6 +25,7 @@ from api.strict_input import check_strict_input
 from api.routes.accounts import AccountController
 from api.routes.admin import AdminController
 from api.routes.billing import BillingController
+from api.routes.events import account_events, admin_events
 from api.routes.health import health
 from api.routes.keys import KeyController
 from api.routes.logs import AdminLogController, LogController
@@ -54,6 +55,8 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
             LogController,
             AdminLogController,
             AdminController,
+            account_events,
+            admin_events,
             stripe_webhook,
             health,
             metrics,

@@ -265,9 +265,9 @@ async def _projections_only(settings: Settings) -> int:
     if not settings.nats_url or not settings.database_url:
         raise MeshError("`mesh projections` needs MESH_NATS_URL and MESH_DATABASE_URL")
     nc = await connect_nats(settings.nats_url)
-    await ensure_stream(nc, settings.stream, settings.stream_max_bytes)
+    await ensure_stream(nc, settings.stream, settings.stream_max_bytes, settings.stream_replicas)
     if settings.bodies_logged:
-        await ensure_bodies_stream(nc, settings.stream, settings.log_retention_days)
+        await ensure_bodies_stream(nc, settings.stream, settings.log_retention_days, settings.stream_replicas)
     postmaster = os.environ.get(BACKGROUND_POSTGRES)  # set by `mesh up` for its embedded PostgreSQL
     priority = PostgresPriority(int(postmaster)) if postmaster else None
 

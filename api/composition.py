@@ -14,6 +14,7 @@ from litestar.di import Provide
 from api.services.accounts import AccountService
 from api.services.admin import AdminService
 from api.services.billing import BillingService
+from api.services.events import EventService
 from api.services.health import HealthService
 from api.services.keys import KeyService
 from api.services.logs import LogService
@@ -52,6 +53,7 @@ class Services:
     operator_service: OperatorService  # who the operators are, and what they did
     support_service: SupportService  # what operators look up across accounts
     provider_model_service: ProviderModelService  # what the providers offer (operator)
+    event_service: EventService  # subscribers of the event log (GET /api/events, /admin/events)
 
 
 def compose(runtime: Runtime) -> Services:
@@ -59,7 +61,12 @@ def compose(runtime: Runtime) -> Services:
     pool, waiter = runtime.pool, runtime.waiter
     health = HealthService(runtime.source, pool, runtime.supervisor)
     log_service = LogService(
-        pool, runtime.exports, runtime.database_url, runtime.export_idle_seconds, keeps_bodies=runtime.log_bodies
+        pool,
+        runtime.exports,
+        runtime.database_url,
+        runtime.export_idle_seconds,
+        keeps_bodies=runtime.log_bodies,
+        waiter=waiter,
     )
     return Services(
         account_service=AccountService(
@@ -110,6 +117,9 @@ def compose(runtime: Runtime) -> Services:
         operator_service=OperatorService(pool, runtime.operator_token),
         support_service=SupportService(pool, log_service),
         provider_model_service=ProviderModelService(runtime.catalog, runtime.adapters),
+        event_service=EventService(
+            runtime.nc, runtime.stream, runtime.source, pool, waiter, runtime.events_heartbeat_seconds
+        ),
     )
 
 
@@ -120,4 +130,11 @@ def _service(name: str) -> Provide:
     return Provide(provide, sync_to_thread=False)
 
 
-SERVICE_DEPENDENCIES = {field.name: _service(field.name) for field in fields(Services)}
+def _events_idle_seconds(state: State) -> float:
+    return state.runtime.export_idle_seconds
+
+
+SERVICE_DEPENDENCIES = {
+    **{field.name: _service(field.name) for field in fields(Services)},
+    "events_idle_seconds": Provide(_events_idle_seconds, sync_to_thread=False),  # an event stream's stalled write
+}

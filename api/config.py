@@ -11,7 +11,7 @@ import msgspec
 from domain.money import InvalidAmount
 from domain.pricing import Price
 from gateway.catalog import ECHO_MODEL, Catalog, Model, Provider, image_tokens, limits
-from gateway.fields import extra_fields
+from gateway.fields import extra_fields, ignore_fields
 
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "openai-compatible")
 
@@ -42,6 +42,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     context_tokens: int | None = None
     image_tokens: int | None = None  # default by provider kind and model: gateway.catalog.image_tokens
     aliases: list[str] = []  # other names clients may send: slash-free, unique across the catalog
+    ignore_fields: list[str] = []  # front-door fields with no equivalent here, dropped (and said so) not refused
 
 
 class MeshConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -126,8 +127,14 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
         images = m.image_tokens if m.image_tokens is not None else image_tokens(kind, m.upstream, context)
         if images < 0:
             raise ConfigError(f"{path}: model {m.id!r}: image_tokens must not be negative")
+        try:
+            ignored = ignore_fields(m.ignore_fields)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: model {m.id!r}: {exc}") from None
         models.append(
-            Model(m.id, m.provider, m.upstream, price, m.enabled, max_output, context, images, tuple(m.aliases))
+            Model(
+                m.id, m.provider, m.upstream, price, m.enabled, max_output, context, images, tuple(m.aliases), ignored
+            )
         )
     return Catalog(providers, models)
 

@@ -9,6 +9,8 @@ import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
+from commands.stream import nats_servers
+
 log = logging.getLogger("mesh")
 
 
@@ -34,7 +36,7 @@ async def connect_nats(url: str, timeout: float = 5) -> NATS:
     try:
         await asyncio.wait_for(
             nc.connect(
-                url,
+                servers=nats_servers(url),
                 connect_timeout=2,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
@@ -71,7 +73,9 @@ async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnec
 
 
 def _redact(url: str) -> str:
-    # postgresql://user:secret@host/db -> postgresql://user:***@host/db
+    # postgresql://user:secret@host/db -> postgresql://user:***@host/db (each of a comma-separated list)
+    if "," in url:
+        return ",".join(_redact(part) for part in url.split(","))
     if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
         head, tail = url.split("@", 1)
         return head.rsplit(":", 1)[0] + ":***@" + tail

@@ -25,6 +25,7 @@ from api.logins import LoginGuard
 from api.payments import PaymentGuard, PaymentProvider, StripePayments
 from api.projection_worker import ProjectionWorker, ensure_read_models
 from api.read_models import DIRECTORY
+from api.services.events import HEARTBEAT_SECONDS
 from api.services.read_your_writes import ReadModelWaiter
 from api.supervisor import Child, Supervisor
 from api.webhook_delivery import WebhookOptions
@@ -36,7 +37,9 @@ from commands.catalog import CatalogCommands
 from commands.keys import KeyCommands
 from commands.stream import (
     DEFAULT_STREAM_MAX_BYTES,
+    DEFAULT_REPLICAS,
     MAX_BYTES_ENV,
+    REPLICAS_ENV,
     bodies_stream,
     ensure_bodies_stream,
     ensure_log_stream,
@@ -125,9 +128,11 @@ class Runtime:
         log_retention_days: int = logs.RETENTION_DAYS,
         log_bodies: bool = False,
         export_idle_seconds: float = EXPORT_IDLE_SECONDS,
+        events_heartbeat_seconds: float = HEARTBEAT_SECONDS,
         signup: str = "open",
         quotas: Quotas = Quotas(),
         stream_max_bytes: int | None = None,  # None: the default that fits (commands.stream)
+        stream_replicas: int = DEFAULT_REPLICAS,  # MESH_STREAM_REPLICAS
         payment_guard: PaymentGuard | None = None,
         metrics_token: str | None = None,
         tracer_provider: Any | None = None,  # an OpenTelemetry SDK TracerProvider: traces on (api/telemetry.py)
@@ -160,9 +165,11 @@ class Runtime:
         self.log_bodies = log_bodies
         self.exports = ExportGate()  # the log exports running, one per account
         self.export_idle_seconds = export_idle_seconds  # how long an export's write may wait for its client
+        self.events_heartbeat_seconds = events_heartbeat_seconds  # an event stream's quiet spell before a heartbeat
         self.signup = signup  # MESH_SIGNUP: open, invite or closed
         self.quotas = quotas
         self.stream_max_bytes = stream_max_bytes
+        self.stream_replicas = stream_replicas
         self.payment_guard = payment_guard or PaymentGuard()  # card payment attempts and pending top-ups
         self.metrics_token = metrics_token  # MESH_METRICS_TOKEN: reads GET /metrics, besides the operator token
         self.tracer_provider = tracer_provider
@@ -175,7 +182,7 @@ class Runtime:
     async def start(self) -> None:
         self.nc = await connect_nats(self.nats_url)
         try:
-            limit = await ensure_log_stream(self.nc, self.stream, self.stream_max_bytes)
+            limit = await ensure_log_stream(self.nc, self.stream, self.stream_max_bytes, self.stream_replicas)
         except Exception as exc:
             hint = (
                 f"; MESH_STREAM_MAX_BYTES={self.stream_max_bytes} is more than NATS can store: lower it or give "
@@ -194,14 +201,17 @@ class Runtime:
         self.stream_max_bytes = limit
         if self.log_bodies:
             try:
-                await ensure_bodies_stream(self.nc, self.stream, self.log_retention_days)
+                await ensure_bodies_stream(self.nc, self.stream, self.log_retention_days, self.stream_replicas)
             except Exception as exc:
                 raise StartupError(f"cannot create the JetStream stream {bodies_stream(self.stream)}: {exc}") from None
         self.pool = await open_pool(self.database_url)
         self.waiter = ReadModelWaiter(self.pool, self.nudge)
         outdated = await ensure_read_models(self.pool)
         self.app = await asyncio.to_thread(
-            MeshApplication, self.nats_url, self.stream, {MAX_BYTES_ENV: str(self.stream_max_bytes)}
+            MeshApplication,
+            self.nats_url,
+            self.stream,
+            {MAX_BYTES_ENV: str(self.stream_max_bytes), REPLICAS_ENV: str(self.stream_replicas)},
         )
         self.accounts = AccountCommands(self.app, self.session, signup=self.signup, password_kdf=self.password_kdf)
         self.keys = KeyCommands(self.app, self.quotas)

@@ -97,6 +97,7 @@ def limits(settings: Settings) -> dict:
         "signup": signup,
         "quotas": quotas,
         "stream_max_bytes": settings.stream_max_bytes,
+        "stream_replicas": settings.stream_replicas,
         "payment_guard": payments,
     }
 
@@ -147,6 +148,7 @@ def runtime_for(
         refusals_flush_seconds=settings.refusals_flush_seconds,
         free_rpm=settings.free_rpm,
         export_idle_seconds=settings.export_idle_seconds,
+        events_heartbeat_seconds=settings.events_heartbeat_seconds,
         metrics_token=settings.metrics_token,
         **limits(settings),
         tracer_provider=tracer_provider,

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from api.exports import EXPORT_IDLE_SECONDS
+from commands.stream import DEFAULT_REPLICAS, MAX_REPLICAS
+from api.services.events import HEARTBEAT_SECONDS
 from domain.credentials import MAX_KDF_LOG_N, MIN_KDF_LOG_N, PASSWORD_KDF
 from domain.quota import DEFAULT_MAX_KEYS, DEFAULT_MAX_TEMPLATE_VERSIONS, DEFAULT_MAX_TEMPLATES
 from gateway.freelimit import DEFAULT_FREE_RPM
@@ -53,6 +55,8 @@ class Settings(msgspec.Struct, kw_only=True):
     quota_templates: int = DEFAULT_MAX_TEMPLATES  # prompt templates (not archived) per account
     quota_template_versions: int = DEFAULT_MAX_TEMPLATE_VERSIONS  # versions per template
     stream_max_bytes: int | None = None  # the event log's size limit on JetStream (unset: 10 GiB or what fits)
+    # the JetStream servers holding each stream Mesh makes (3 on a 3-node cluster: one node may be lost)
+    stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=MAX_REPLICAS)] = DEFAULT_REPLICAS
     payment_attempts_per_account: int = 10  # card payment attempts (top-up start or charge, card attach) per window
     payment_attempts_per_address: int = 30  # the same, per client address
     payment_window_seconds: float = 3600.0  # the window of the two limits above
@@ -60,6 +64,8 @@ class Settings(msgspec.Struct, kw_only=True):
     log_retention_days: int = 90  # request logs older than this are dropped (whole months); money is not
     log_bodies: str = "off"  # "on": keep prompts and answers too (their own stream, same retention)
     export_idle_seconds: float = EXPORT_IDLE_SECONDS  # a log export whose client reads nothing this long ends
+    # an event stream (GET /api/events) quiet this long sends a heartbeat comment
+    events_heartbeat_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=300)] = HEARTBEAT_SECONDS
     stripe_publishable_key: str | None = None  # pk_...: the dashboard's card form (Stripe Elements)
     stripe_js_url: str = "https://js.stripe.com/v3/"  # where the dashboard loads stripe.js from (tests: localstripe's)
     # the reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For/-Proto are believed

@@ -287,7 +287,7 @@ async def _cell(spec: dict) -> dict:
     loop = asyncio.get_running_loop()
     host, port = spec["host"], spec["port"]
     body, stream, concurrency = spec["body"], spec["stream"], spec["concurrency"]
-    marker = b"[DONE]" if stream else b'"usage"'
+    marker = spec.get("marker") or (b"[DONE]" if stream else b'"usage"')  # what a complete answer holds
     headers = {"content-type": "application/json", "authorization": f"Bearer {spec['key']}"}
     payload = (
         f"POST {spec['path']} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"

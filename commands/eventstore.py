@@ -36,7 +36,7 @@ from eventsourcing.utils import Environment
 
 from commands.recorder import READ_BATCH, JetStreamAggregateRecorder, notification_of
 from commands.snapshot_recorder import JetStreamSnapshotRecorder
-from commands.stream import MAX_BYTES_ENV
+from commands.stream import MAX_BYTES_ENV, REPLICAS_ENV
 
 
 class JetStreamApplicationRecorder(JetStreamAggregateRecorder, ApplicationRecorder):
@@ -123,17 +123,27 @@ class Factory(InfrastructureFactory[TrackingRecorder]):
         self.stream = self.env.get(self.MESH_STREAM) or "MESH"
         limit = self.env.get(MAX_BYTES_ENV)
         self.max_bytes = int(limit) if limit else None
+        replicas = self.env.get(REPLICAS_ENV)
+        self.replicas = int(replicas) if replicas else None
         self._recorders: list[JetStreamAggregateRecorder] = []
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
         if purpose == "snapshots":  # beside the application's events (constructed before), on their connection
             if not self._recorders:
-                self._track(JetStreamAggregateRecorder(self.nats_url, self.stream, max_bytes=self.max_bytes))
+                self._track(
+                    JetStreamAggregateRecorder(
+                        self.nats_url, self.stream, max_bytes=self.max_bytes, replicas=self.replicas
+                    )
+                )
             return JetStreamSnapshotRecorder(self._recorders[0])
-        return self._track(JetStreamAggregateRecorder(self.nats_url, self.stream, max_bytes=self.max_bytes))
+        return self._track(
+            JetStreamAggregateRecorder(self.nats_url, self.stream, max_bytes=self.max_bytes, replicas=self.replicas)
+        )
 
     def application_recorder(self) -> ApplicationRecorder:
-        return self._track(JetStreamApplicationRecorder(self.nats_url, self.stream, max_bytes=self.max_bytes))
+        return self._track(
+            JetStreamApplicationRecorder(self.nats_url, self.stream, max_bytes=self.max_bytes, replicas=self.replicas)
+        )
 
     def tracking_recorder(self, tracking_recorder_class: type[TrackingRecorder] | None = None) -> TrackingRecorder:
         raise NotImplementedError("read models track their position in PostgreSQL (projections.runner)")

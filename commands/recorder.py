@@ -25,7 +25,7 @@ from eventsourcing.persistence import (
 )
 from nats.aio.msg import Msg
 
-from commands.stream import ensure_stream
+from commands.stream import ensure_stream, nats_servers
 from domain.events import (
     HEADER_ORIGINATOR_ID,
     HEADER_ORIGINATOR_VERSION,
@@ -112,17 +112,22 @@ class JetStreamAggregateRecorder(AggregateRecorder):
         stream: str = "MESH",
         cache_size: int = 100_000,
         max_bytes: int | None = None,  # the log's size limit (None: as it is); see commands.stream
+        replicas: int | None = None,  # the servers holding each stream (None: as it is); see commands.stream
     ):
         self.stream = stream
+        self.replicas = replicas
         self._direct = f"$JS.API.DIRECT.GET.{stream}"
         self._runner = _LoopThread()
         try:
             self.nc = self._runner.run(
                 asyncio.wait_for(
-                    nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=-1, error_cb=_log_nats_error), 5
+                    nats.connect(
+                        nats_servers(nats_url), connect_timeout=2, max_reconnect_attempts=-1, error_cb=_log_nats_error
+                    ),
+                    5,
                 )
             )
-            self._runner.run(ensure_stream(self.nc, stream, max_bytes))
+            self._runner.run(ensure_stream(self.nc, stream, max_bytes, replicas))
         except Exception as exc:
             self._runner.stop()
             # not the URL: it carries the password

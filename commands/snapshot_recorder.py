@@ -28,7 +28,7 @@ class JetStreamSnapshotRecorder(AggregateRecorder):
     def __init__(self, events: JetStreamAggregateRecorder):
         self.events = events
         self.stream = snapshots_stream(events.stream)
-        events._runner.run(ensure_snapshots_stream(events.nc, events.stream))
+        events._runner.run(ensure_snapshots_stream(events.nc, events.stream, events.replicas))
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         for event in stored_events:

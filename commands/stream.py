@@ -28,8 +28,25 @@ INSUFFICIENT_STORAGE = 10047  # JetStream's error: the limit does not fit in its
 STREAM_FULL_WARNING = 0.8
 MAX_BYTES_ENV = "MESH_STREAM_MAX_BYTES"  # how the event store's recorder (commands/eventstore.py) gets it
 
+# MESH_STREAM_REPLICAS: how many JetStream servers of a cluster hold each stream Mesh makes (the log, its snapshots,
+# the bodies). 1 (a single server) unless set; a 3-node cluster with 3 replicas keeps serving when one node is lost.
+# JetStream allows at most 5. Every process of a deployment sets the same value; a process that does not say (None)
+# leaves a stream's replicas as they are.
+REPLICAS_ENV = "MESH_STREAM_REPLICAS"
+DEFAULT_REPLICAS = 1
+MAX_REPLICAS = 5
 
-def stream_config(stream: str, max_bytes: int | None = None) -> StreamConfig:
+
+def nats_servers(url: str) -> list[str]:
+    """The servers of MESH_NATS_URL: one URL, or several separated by commas (the nodes of a cluster; the client
+    connects to one and moves to another when it is lost)."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("MESH_NATS_URL names no server")
+    return servers
+
+
+def stream_config(stream: str, max_bytes: int | None = None, replicas: int | None = None) -> StreamConfig:
     """The log's settings: durable, append-only (no delete, no purge, no expiry), at most `max_bytes` (then
     appends are refused, never old events dropped; None: an existing stream keeps its limit, a new one has
     none), atomic batches, direct reads, duplicates dropped for DUPLICATE_WINDOW."""
@@ -45,6 +62,7 @@ def stream_config(stream: str, max_bytes: int | None = None) -> StreamConfig:
         allow_direct=True,
         allow_atomic=True,
         duplicate_window=DUPLICATE_WINDOW,
+        num_replicas=replicas,
     )
 
 
@@ -53,7 +71,7 @@ def bodies_stream(stream: str) -> str:
     return f"{stream}_BODIES"
 
 
-def bodies_stream_config(stream: str, max_age_days: int) -> StreamConfig:
+def bodies_stream_config(stream: str, max_age_days: int, replicas: int | None = None) -> StreamConfig:
     """Bodies are not the log: they expire after `max_age_days` (the logs' retention) and may be purged."""
     return StreamConfig(
         name=bodies_stream(stream),
@@ -61,6 +79,7 @@ def bodies_stream_config(stream: str, max_age_days: int) -> StreamConfig:
         storage=StorageType.FILE,
         max_age=max_age_days * 86_400,
         allow_direct=True,
+        num_replicas=replicas,
     )
 
 
@@ -69,7 +88,7 @@ def snapshots_stream(stream: str) -> str:
     return f"{stream}_SNAPSHOTS"
 
 
-def snapshots_stream_config(stream: str) -> StreamConfig:
+def snapshots_stream_config(stream: str, replicas: int | None = None) -> StreamConfig:
     """Snapshots are not the log but a cache of it: only each aggregate's latest is kept, and they may be purged
     (every aggregate is then replayed from its events once)."""
     return StreamConfig(
@@ -78,33 +97,36 @@ def snapshots_stream_config(stream: str) -> StreamConfig:
         storage=StorageType.FILE,
         max_msgs_per_subject=1,
         allow_direct=True,
+        num_replicas=replicas,
     )
 
 
-async def ensure_bodies_stream(nc: NATS, stream: str, max_age_days: int) -> None:
-    await _ensure(nc, bodies_stream_config(stream, max_age_days))
+async def ensure_bodies_stream(nc: NATS, stream: str, max_age_days: int, replicas: int | None = None) -> None:
+    await _ensure(nc, bodies_stream_config(stream, max_age_days, replicas))
 
 
-async def ensure_snapshots_stream(nc: NATS, stream: str) -> None:
-    await _ensure(nc, snapshots_stream_config(stream))
+async def ensure_snapshots_stream(nc: NATS, stream: str, replicas: int | None = None) -> None:
+    await _ensure(nc, snapshots_stream_config(stream, replicas))
 
 
-async def ensure_stream(nc: NATS, stream: str = "MESH", max_bytes: int | None = None) -> None:
+async def ensure_stream(
+    nc: NATS, stream: str = "MESH", max_bytes: int | None = None, replicas: int | None = None
+) -> None:
     """The log, with `max_bytes` as its limit (None: whatever limit it has; Mesh's processes pass
-    MESH_STREAM_MAX_BYTES, which defaults to DEFAULT_STREAM_MAX_BYTES)."""
-    await _ensure(nc, stream_config(stream, max_bytes))
+    MESH_STREAM_MAX_BYTES, which defaults to DEFAULT_STREAM_MAX_BYTES) on `replicas` servers (None: as it is)."""
+    await _ensure(nc, stream_config(stream, max_bytes, replicas))
 
 
-async def ensure_log_stream(nc: NATS, stream: str, max_bytes: int | None) -> int:
+async def ensure_log_stream(nc: NATS, stream: str, max_bytes: int | None, replicas: int | None = None) -> int:
     """The log with `max_bytes` as its limit (MESH_STREAM_MAX_BYTES, refused by NATS when it does not fit); None:
     the default, halved while NATS cannot reserve it. Returns the limit set."""
     if max_bytes is not None:
-        await ensure_stream(nc, stream, max_bytes)
+        await ensure_stream(nc, stream, max_bytes, replicas)
         return max_bytes
     limit = DEFAULT_STREAM_MAX_BYTES
     while True:
         try:
-            await ensure_stream(nc, stream, limit)
+            await ensure_stream(nc, stream, limit, replicas)
             return limit
         except APIError as exc:
             if exc.err_code != INSUFFICIENT_STORAGE or limit // 2 < MIN_DEFAULT_STREAM_MAX_BYTES:
@@ -122,4 +144,6 @@ async def _ensure(nc: NATS, config: StreamConfig) -> None:
         return
     if config.max_bytes is None:  # not said: the limit stays as it is
         config.max_bytes = info.config.max_bytes
+    if config.num_replicas is None:  # not said: the replicas stay as they are
+        config.num_replicas = info.config.num_replicas
     await js.update_stream(config)

@@ -162,3 +162,20 @@ def aggregate_subject(stream: str, originator_id: Any) -> str:
 
 def usage_subject(stream: str, account_id: Any) -> str:
     return f"{subject_prefix(stream)}.usage.{account_id}"
+
+
+# The events the gateway publishes to an account's usage subject; every other event of the log is on its
+# aggregate's subject (usage.body_recorded is on the bodies stream, not the log).
+USAGE_SUBJECT_EVENTS = frozenset({"usage.recorded", "usage.refused"})
+LOG_EVENTS = frozenset(EVENT_TYPES) - {"usage.body_recorded"}
+
+
+def log_subjects(stream: str, topics: frozenset[str]) -> str | None:
+    """The subject filter of the log that holds every event named in `topics`: the usage subjects, the aggregate
+    subjects, or None (the whole stream) when they need both, or name an event that is not on the log."""
+    if not topics or not topics <= LOG_EVENTS:
+        return None
+    usage = topics & USAGE_SUBJECT_EVENTS
+    if usage and usage != topics:
+        return None
+    return usage_subject(stream, ">") if usage else aggregate_subject(stream, ">")

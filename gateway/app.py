@@ -24,9 +24,9 @@ from gateway.asgi import Receive, Scope, Send, header, read_body, respond
 from gateway.lease_admission import FREE, BudgetRefusal, Budgets, Ticket
 from gateway.bodies import BodyPublisher
 from gateway.catalog import Catalog, Model
-from gateway.fields import check_fields, refuse_file_ids
+from gateway.fields import GATEWAY_FIELDS, check_fields, refuse_file_ids
 from gateway.freelimit import DEFAULT_FREE_RPM, FreeRateLimit
-from gateway.key_rate import KeyRates, RateUse, chat_tokens
+from gateway.key_rate import KeyRates, RateUse, token_bound
 from gateway.keys import KeyCache
 from gateway.metrics import GatewayMetrics
 from gateway.request_parsing import ChatRequest, EmbeddingsRequest, decode_object, parse_chat
@@ -38,7 +38,12 @@ from gateway.providers.base import Adapter, Reply, StreamReply
 from gateway.refusals import Refusals
 from gateway.trace_ids import current_trace, new_trace_id
 from gateway.usage import UsagePublisher
+from gateway.wire import messages, responses
+from gateway.wire.internal import Translated
 
+ENDPOINTS = frozenset(
+    {"/v1/chat/completions", "/v1/embeddings", "/v1/models", messages.PATH, messages.COUNT_TOKENS_PATH, responses.PATH}
+)
 MODEL_PATH = "/v1/models/"  # GET /v1/models/{id}: a model id may hold slashes (acme/gpt-4o)
 DISCONNECT_DRAIN_SECONDS = 30.0  # how long a stream whose client left is still read, for the upstream's own usage
 
@@ -88,6 +93,12 @@ class Gateway:
         try:
             if path == "/v1/chat/completions" and method == "POST":
                 await self._chat(scope, receive, send, headers, trace_id, started, request_id)
+            elif path == "/v1/messages" and method == "POST":
+                await self._messages(scope, receive, send, headers, trace_id, started, request_id)
+            elif path == "/v1/messages/count_tokens" and method == "POST":
+                await self._count_tokens(scope, receive, send, headers)
+            elif path == "/v1/responses" and method == "POST":
+                await self._responses(scope, receive, send, headers, trace_id, started, request_id)
             elif path == "/v1/embeddings" and method == "POST":
                 await self._embeddings(scope, receive, send, headers, trace_id, started, request_id)
             elif path == "/v1/models" and method == "GET":
@@ -95,7 +106,7 @@ class Gateway:
             elif path.startswith(MODEL_PATH) and method == "GET":
                 key = await self._authenticate(scope)
                 await respond(send, 200, headers, self._model(key, path[len(MODEL_PATH) :]))
-            elif path in ("/v1/chat/completions", "/v1/embeddings", "/v1/models") or path.startswith(MODEL_PATH):
+            elif path in ENDPOINTS or path.startswith(MODEL_PATH):
                 raise GatewayError(
                     405, f"{method} is not allowed on {path}", "invalid_request_error", "method_not_allowed"
                 )
@@ -104,10 +115,13 @@ class Gateway:
         except GatewayError as exc:
             if not exc.billed:
                 self.metrics.refusal(exc.code or "unknown")
-            await respond(send, exc.status, headers + exc.headers, exc.body())
+            body = messages.error_body(exc) if path.startswith(messages.PATH) else exc.body()
+            await respond(send, exc.status, headers + exc.headers, body)
 
-    async def _authenticate(self, scope: Scope) -> KeyInfo:
-        token = bearer_token(scope["headers"])
+    async def _authenticate(self, scope: Scope, anthropic: bool = False) -> KeyInfo:
+        """The key of the request's `Authorization: Bearer` (or, as Anthropic's clients send it, `x-api-key`)."""
+        api_key = header(scope, b"x-api-key") if anthropic else None
+        token = api_key.strip() if api_key else bearer_token(scope["headers"])
         key = await self.keys.get(hash_token(token))
         if key is None:
             raise GatewayError(401, "invalid API key", "invalid_request_error", "invalid_api_key")
@@ -170,49 +184,233 @@ class Gateway:
             adapter = self.adapters[model.provider]
             check_fields(body, adapter.chat_fields, model.id)
             refuse_file_ids(request.messages)
-            if model.price.is_free:  # refused before anything is recorded
-                self.free_limit.admit(key.account_id, model.id)
-            ticket, fitted, prompt_bound = await self._reserve(key, model, request, body)
-            rate = await self._admit_rate(
-                key,
-                ticket,
-                headers,
-                lambda: chat_tokens(body, model, self.catalog.providers[model.provider].kind, prompt_bound),
-            )
-        if fitted is not None:  # the key fits limits to its budget: the answer says to what
-            headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
-        record = RequestRecord(trace_id, key, model, request.model, started, request_id, request.stream, ticket)
-        record.prompt_bound = prompt_bound
-        record.rate = rate
+            admitted = await self._admit(key, model, request, body, headers)
+        record = self._record(trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw)
         record.template = template
+        include_usage = bool((request.stream_options or {}).get("include_usage"))
+        await self._serve(
+            send,
+            receive,
+            headers,
+            record,
+            lambda: adapter.chat(model, body),
+            lambda: adapter.chat_stream(model, body, include_usage),
+        )
+
+    async def _messages(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list,
+        trace_id: uuid.UUID,
+        started: int,
+        request_id: str | None,
+    ) -> None:
+        """Anthropic's Messages API: passed through to an Anthropic-kind model, translated for the others
+        (gateway/wire/messages.py); admitted, billed and logged as a chat completion is."""
+        key = await self._authenticate(scope, anthropic=True)
+        with self._counting_refusals(key):
+            raw = await read_body(receive)
+            body = decode_object(raw)
+            _refuse_templates(body, messages.PATH)
+            request = messages.parse(body)
+            model = self._resolve_id(request.model, key)
+            adapter = self.adapters[model.provider]
+            if self.catalog.providers[model.provider].kind == "anthropic":
+                messages.check_pass_through(body, model)
+                head = adapter.upstream.head_with(messages.forwarded_headers(scope))
+                query = "?beta=true" if scope.get("query_string") == b"beta=true" else ""
+                as_chat = ChatRequest(request.messages, request.model, max_tokens=request.max_tokens)
+                admitted = await self._admit(key, model, as_chat, body, headers, _messages_bound)
+                call = lambda: adapter.messages(model, body, head, query)  # noqa: E731
+                open_stream = lambda: adapter.messages_stream(model, body, head, query)  # noqa: E731
+                encode, encode_stream = None, None
+            else:
+                translated = messages.translate(body, model, adapter.chat_fields)
+                internal, admitted = await self._admit_translated(key, model, adapter, translated, headers)
+                call = lambda: adapter.chat(model, internal)  # noqa: E731
+                open_stream = lambda: adapter.chat_stream(model, internal, True)  # noqa: E731
+
+                def encode(result: Reply) -> bytes:
+                    return messages.encode(result.body, result.usage, model)
+
+                def encode_stream(reply: StreamReply) -> StreamReply:
+                    return messages.encode_stream(reply, model)
+
+        record = self._record(
+            trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw, Api.MESSAGES
+        )
+        await self._serve(send, receive, headers, record, call, open_stream, encode, encode_stream, messages.error_body)
+
+    async def _responses(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list,
+        trace_id: uuid.UUID,
+        started: int,
+        request_id: str | None,
+    ) -> None:
+        """OpenAI's Responses API, stateless, translated for every provider kind (gateway/wire/responses.py);
+        admitted, billed and logged as a chat completion is."""
+        key = await self._authenticate(scope)
+        with self._counting_refusals(key):
+            raw = await read_body(receive)
+            body = decode_object(raw)
+            _refuse_templates(body, responses.PATH)
+            request = responses.parse(body)
+            model = self._resolve_id(request.model, key)
+            adapter = self.adapters[model.provider]
+            translated = responses.translate(body, model, adapter.chat_fields)
+            internal, admitted = await self._admit_translated(
+                key, model, adapter, translated, headers, "max_output_tokens"
+            )
+        record = self._record(
+            trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw, Api.RESPONSES
+        )
+        await self._serve(
+            send,
+            receive,
+            headers,
+            record,
+            lambda: adapter.chat(model, internal),
+            lambda: adapter.chat_stream(model, internal, True),
+            lambda result: responses.encode(result.body, result.usage, model, body),
+            lambda reply: responses.encode_stream(reply, model, body),
+        )
+
+    async def _admit_translated(
+        self,
+        key: KeyInfo,
+        model: Model,
+        adapter: Adapter,
+        translated: Translated,
+        headers: list,
+        limit_field: str = "max_tokens",
+    ) -> tuple[dict, "Admitted"]:
+        """A front door's request translated to the internal shape, checked and admitted as a chat request is."""
+        internal = translated.body
+        check_fields(internal, adapter.chat_fields, model.id, consumed=frozenset())
+        chat = parse_chat(internal)
+        refuse_file_ids(chat.messages)
+        admitted = await self._admit(key, model, chat, internal, headers, limit_field=limit_field)
+        headers.extend(translated.header())
+        return internal, admitted
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, headers: list) -> None:
+        """POST /v1/messages/count_tokens: the Anthropic upstream's own count, or Mesh's upper bound of the prompt
+        (an estimate, said by x-mesh-estimated) for the others. Nothing is billed."""
+        key = await self._authenticate(scope, anthropic=True)
+        with self._counting_refusals(key):
+            body = decode_object(await read_body(receive))
+            request = messages.parse(body, counting=True)
+            model = self._resolve_id(request.model, key)
+            adapter = self.adapters[model.provider]
+            if self.catalog.providers[model.provider].kind == "anthropic":
+                messages.check_pass_through(body, model)
+                head = adapter.upstream.head_with(messages.forwarded_headers(scope))
+                answer = await adapter.count_tokens(model, body, head)
+            else:
+                answer = messages.count(body, model)
+                headers.append((b"x-mesh-estimated", b"true"))
+        await respond(send, 200, headers, answer)
+
+    def _record(
+        self,
+        trace_id: uuid.UUID,
+        key: KeyInfo,
+        model: Model,
+        requested: str | None,
+        started: int,
+        request_id: str | None,
+        stream: bool,
+        admitted: "Admitted",
+        raw: bytes,
+        api: str = Api.CHAT_COMPLETIONS,
+    ) -> RequestRecord:
+        record = RequestRecord(trace_id, key, model, requested, started, request_id, stream, admitted.ticket, api)
+        record.prompt_bound = admitted.prompt_bound
+        record.rate = admitted.rate
         if self.bodies is not None:
             record.request_body = raw
+        return record
+
+    async def _admit(
+        self,
+        key: KeyInfo,
+        model: Model,
+        request: ChatRequest,
+        body: dict,
+        headers: list,
+        bound: Callable[[dict, Model, str], int] = worst_case.prompt_bound,
+        limit_field: str | None = None,
+    ) -> "Admitted":
+        """The free-model rate limit, then the worst case reserved, then the key's rate limits; the answer says a
+        limit the key fitted. `limit_field` names the completion limit as the client's wire format does, in
+        refusals."""
+        if model.price.is_free:  # refused before anything is recorded
+            self.free_limit.admit(key.account_id, model.id)
+        ticket, fitted, prompt_bound = await self._reserve(key, model, request, body, bound, limit_field)
+
+        def tokens() -> int:  # only counted for a key with a tpm_limit
+            kind = self.catalog.providers[model.provider].kind
+            prompt = prompt_bound if prompt_bound is not None else bound(body, model, kind)
+            asked = fitted or request.max_completion_tokens or request.max_tokens
+            return token_bound(prompt, asked, request.n or 1, model)
+
+        rate = await self._admit_rate(key, ticket, headers, tokens)
+        if fitted is not None:  # the key fits limits to its budget: the answer says to what
+            headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
+        return Admitted(ticket, prompt_bound, rate)
+
+    async def _serve(
+        self,
+        send: Send,
+        receive: Receive,
+        headers: list,
+        record: RequestRecord,
+        call: Callable[[], Awaitable[Reply]],
+        open_stream: Callable[[], Awaitable[StreamReply]],
+        encode: Callable[[Reply], bytes] | None = None,
+        encode_stream: Callable[[StreamReply], StreamReply] | None = None,
+        error_body: Callable[[GatewayError], bytes] = GatewayError.body,
+    ) -> None:
+        """Call the upstream, bill the request exactly once and send its answer (in the front door's format:
+        `encode`, `encode_stream`), the same for every front door."""
         try:
-            if request.stream:
-                include_usage = bool((request.stream_options or {}).get("include_usage"))
+            if record.stream:
                 try:
-                    reply = await adapter.chat_stream(model, body, include_usage)
+                    reply = await open_stream()
                 except GatewayError as exc:
                     await self._upstream_failed(record, exc)
                     raise
+                if encode_stream is not None:
+                    reply = encode_stream(reply)
                 await self._stream(send, receive, headers, reply, record)
             else:
                 try:
-                    result: Reply = await adapter.chat(model, body)
+                    result = await call()
                 except GatewayError as exc:
                     await self._upstream_failed(record, exc)
-                    await respond(send, exc.status, headers, exc.body())
+                    await respond(send, exc.status, headers, error_body(exc))
                     return
+                answer = result.body if encode is None else encode(result)
                 # billed first: a client gone while the answer is written still owes what the upstream did
-                record.response_body = result.body
+                record.response_body = answer
                 await self._emit(record, record.done(result.usage, result.upstream_us, None))
-                await respond(send, 200, headers, result.body)
+                await respond(send, 200, headers, answer)
         finally:
             if not record.emitted:  # an unexpected failure: free the reservation all the same
                 self.budgets.release(record.ticket, 0)
-            elif record.request_body is not None:  # bodies logged: the request is over, its answer complete
+            elif record.request_body is not None and self.bodies is not None:  # bodies logged: the answer is complete
                 self.bodies.submit(
-                    trace_id, key.account_id, datetime.now(timezone.utc), record.request_body, record.response_body
+                    record.trace_id,
+                    record.key.account_id,
+                    datetime.now(timezone.utc),
+                    record.request_body,
+                    record.response_body,
                 )
 
     async def _embeddings(
@@ -293,14 +491,20 @@ class Gateway:
         return template
 
     async def _reserve(
-        self, key: KeyInfo, model: Model, request: ChatRequest, body: dict
+        self,
+        key: KeyInfo,
+        model: Model,
+        request: ChatRequest,
+        body: dict,
+        bound: Callable[[dict, Model, str], int] = worst_case.prompt_bound,
+        limit_field: str | None = None,
     ) -> tuple[Ticket, int | None, int | None]:
         """Reserve the request's worst case: its prompt bound and its completion limit, or the model's
         max_output_tokens when it sets none (and then no limit goes upstream). When the budget does not cover
         that, a 402 names the completion tokens it does cover; only a key with fit_to_budget gets its limit set
         to that instead. Returns the reservation, the limit the gateway set, if it set one, and the prompt bound
         (None for a free model)."""
-        field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+        field = limit_field or ("max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens")
         asked = request.max_completion_tokens or request.max_tokens
         if asked is not None and asked > model.max_output_tokens:
             raise invalid(
@@ -312,7 +516,7 @@ class Gateway:
         price = model.price
         if price.is_free:
             return FREE, None, None
-        prompt_bound = worst_case.prompt_bound(body, model, self.catalog.providers[model.provider].kind)
+        prompt_bound = bound(body, model, self.catalog.providers[model.provider].kind)
         choices = request.n or 1
         completion = asked or model.max_output_tokens
         worst = price.worst_cost(prompt_bound, completion * choices)
@@ -321,8 +525,12 @@ class Gateway:
             affordable = worst_case.affordable(refusal.available, price, prompt_bound, choices, completion)
             if affordable is None or refusal.available is None:  # not about money (say, a key revoked meanwhile)
                 return refusal, None
-            others = worst_case.elsewhere(refusal.available, body, self._other_models(key, model), choices, asked)
-            error = worst_case.unaffordable(refusal, worst, prompt_bound, completion, choices, affordable, others)
+            others = worst_case.elsewhere(
+                refusal.available, body, self._other_models(key, model), choices, asked, bound
+            )
+            error = worst_case.unaffordable(
+                refusal, worst, prompt_bound, completion, choices, affordable, others, limit_field or "max_tokens"
+            )
             return error, affordable
 
         try:
@@ -390,7 +598,7 @@ class Gateway:
 
         try:
             try:
-                await relay(reply if frames is None else recording(reply, frames), send, gone, bill)
+                await relay(reply if frames is None else recording(reply, frames), send, gone, bill, reply.is_last)
             except GatewayError as exc:
                 error, status = exc.message, exc.status
                 if not record.emitted:  # the upstream failed mid-stream (not the bill, once it is done)
@@ -413,7 +621,10 @@ class Gateway:
             await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_ns, error, status))
 
     def _resolve(self, request: "ChatRequest | EmbeddingsRequest", key: KeyInfo) -> Model:
-        model_id = request.model or key.default_model
+        return self._resolve_id(request.model, key)
+
+    def _resolve_id(self, requested: str | None, key: KeyInfo) -> Model:
+        model_id = requested or key.default_model
         if not model_id:
             raise invalid("no model: send 'model' or give this API key a default model", "model_required", "model")
         model = self.catalog.get(model_id)
@@ -435,6 +646,25 @@ class Gateway:
                 "model",
             )
         return model
+
+
+class Admitted(msgspec.Struct):
+    ticket: Ticket
+    prompt_bound: int | None  # the prompt tokens reserved (None: a free model)
+    rate: RateUse | None  # what the request counts against its key's rate limits (None: the key has none)
+
+
+def _messages_bound(body: dict, model: Model, kind: str) -> int:
+    return messages.prompt_bound(body, model)
+
+
+def _refuse_templates(body: dict, path: str) -> None:
+    for name in GATEWAY_FIELDS & body.keys():
+        raise invalid(
+            f"{name!r}: prompt templates are applied on /v1/chat/completions only, not on {path}",
+            "unsupported_parameter",
+            name,
+        )
 
 
 def _model_object(model: Model) -> dict:

@@ -103,6 +103,9 @@ class Model(msgspec.Struct, frozen=True):
     context_tokens: int = LIMIT_DEFAULTS["mesh"][1]  # prompt + completion: bounds every prompt's reservation
     image_tokens: int = 0  # the most prompt tokens one image part counts (see image_tokens())
     aliases: tuple[str, ...] = ()  # other names clients may send for it (slash-free, unique in the catalog)
+    # fields of a translated front door (gateway/wire/) with no equivalent at this model's provider that the operator
+    # lets it drop (the answer's x-mesh-ignored-fields names them) instead of refusing
+    ignore_fields: frozenset[str] = frozenset()
 
 
 ECHO_PROVIDER = Provider(name="mesh", kind="mesh")

@@ -258,3 +258,21 @@ def extra_fields(kind: str, names: list[str]) -> frozenset[str]:
                 "list only the server's own fields"
             )
     return frozenset(names)
+
+
+MAX_IGNORE_FIELDS = 32
+# What a request cannot do without: never dropped, whatever the operator lists.
+NEVER_IGNORED = frozenset({"model", "messages", "input", "max_tokens", "max_output_tokens", "stream", "tools"})
+
+
+def ignore_fields(names: list[str]) -> frozenset[str]:
+    """A model's `ignore_fields` (mesh.toml): front-door fields (gateway/wire/) that have no equivalent at its
+    provider and are dropped, named in the answer's x-mesh-ignored-fields, instead of refused."""
+    if len(names) > MAX_IGNORE_FIELDS:
+        raise ValueError(f"ignore_fields names at most {MAX_IGNORE_FIELDS} fields, got {len(names)}")
+    for name in names:
+        if not EXTRA_FIELD_NAME.fullmatch(name):
+            raise ValueError(f"ignore_fields: {name[:70]!r} is not a field name (letters, digits, _; at most 64)")
+        if name in NEVER_IGNORED:
+            raise ValueError(f"ignore_fields: {name!r} is what a request is made of; it cannot be dropped")
+    return frozenset(names)

@@ -33,7 +33,6 @@ from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
-from gateway import worst_case
 from gateway.admission import KeyInfo
 from gateway.catalog import Model
 from gateway.errors import GatewayError
@@ -315,13 +314,10 @@ def _over(key: KeyInfo, requests: int, tokens: int, asked: int) -> str | None:
     return None
 
 
-def chat_tokens(body: dict, model: Model, kind: str, prompt_bound: int | None) -> int:
-    """A chat request's token bound, as tpm_limit counts it: its prompt bound (worst_case.prompt_bound, the one
-    its budget reserved when it has one) plus its completion limit (the model's own when it sends none) per
-    choice."""
-    prompt = worst_case.prompt_bound(body, model, kind) if prompt_bound is None else prompt_bound
-    completion = body.get("max_completion_tokens") or body.get("max_tokens") or model.max_output_tokens
-    return prompt + completion * (body.get("n") or 1)
+def token_bound(prompt: int, completion_limit: int | None, choices: int, model: Model) -> int:
+    """A request's token bound, as tpm_limit counts it: its prompt bound (the one its budget reserved when it has
+    one) plus its completion limit (the model's own when it sends none) per choice."""
+    return prompt + (completion_limit or model.max_output_tokens) * choices
 
 
 class _Counter(msgspec.Struct, array_like=True):

@@ -13,15 +13,19 @@ from gateway.providers.base import SSE_DONE
 
 
 async def relay(
-    frames: AsyncIterable[bytes], send: Send, gone: asyncio.Event, last: Callable[[], Awaitable[None]] | None = None
+    frames: AsyncIterable[bytes],
+    send: Send,
+    gone: asyncio.Event,
+    last: Callable[[], Awaitable[None]] | None = None,
+    is_last: Callable[[bytes], bool] | None = None,
 ) -> None:
-    """Send a stream's frames as they come, until it ends or the client is gone. The last frame ([DONE]) goes
-    out with the end of the response: one write, not two; `last` runs just before it (the gateway makes the
-    stream's bill durable there)."""
+    """Send a stream's frames as they come, until it ends or the client is gone. The last frame ([DONE], or
+    what `is_last` says is last) goes out with the end of the response: one write, not two; `last` runs just
+    before it (the gateway makes the stream's bill durable there)."""
     async for frame in frames:
         if gone.is_set():
             return
-        ended = frame.endswith(SSE_DONE)
+        ended = frame.endswith(SSE_DONE) if is_last is None else is_last(frame)
         if ended and last is not None:
             await last()
         await send({"type": "http.response.body", "body": frame, "more_body": not ended})

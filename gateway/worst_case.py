@@ -3,7 +3,7 @@ request's worst cost affords instead."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import msgspec
 
@@ -81,12 +81,18 @@ def affordable(available: int | None, price: Price, prompt_bound: int, choices: 
 
 
 def elsewhere(
-    available: int, body: dict, candidates: list[tuple[Model, str]], choices: int, asked: int | None
+    available: int,
+    body: dict,
+    candidates: list[tuple[Model, str]],
+    choices: int,
+    asked: int | None,
+    bound: Callable[[dict, Model, str], int] | None = None,
 ) -> list[tuple[str, int | None]]:
     """What `available` pico-USD affords on other models, for a 402 to name: (model id, completion tokens per
     choice; None for a free model), the priced models that afford the most first, free ones last. Only the
     MAX_CANDIDATES models cheapest per completion token are worked out (a refusal stays cheap however large the
-    catalog)."""
+    catalog). `bound` bounds the prompt of a body in another wire format (chat's prompt_bound by default)."""
+    bound = bound or prompt_bound
     afforded: list[tuple[str, int | None]] = []
     for model, kind in sorted(candidates, key=lambda c: (c[0].price.cost(0, 1), c[0].id))[:MAX_CANDIDATES]:
         if model.price.is_free:
@@ -94,7 +100,7 @@ def elsewhere(
             continue
         completion = min(asked, model.max_output_tokens) if asked else model.max_output_tokens
         try:
-            tokens = affordable(available, model.price, prompt_bound(body, model, kind), choices, completion)
+            tokens = affordable(available, model.price, bound(body, model, kind), choices, completion)
         except GatewayError:  # the request cannot go to that model at all (say, audio)
             continue
         if tokens:
@@ -111,6 +117,7 @@ def unaffordable(
     choices: int,
     affordable: int,
     others: Sequence[tuple[str, int | None]] = (),
+    field: str = "max_tokens",
 ) -> GatewayError:
     """The 402 that says what the budget does cover, on this model and on the cheaper ones the key may use. It
     never shrinks the request, nor changes its model (see fit_to_budget)."""
@@ -125,11 +132,11 @@ def unaffordable(
     else:
         advice = (
             f"what is left affords {affordable} completion tokens{' per choice' if choices > 1 else ''}: "
-            f"send max_tokens ≤ {affordable}"
+            f"send {field} ≤ {affordable}"
         )
     if others:
         advice += "; other models this API key may use afford: " + ", ".join(
             f"{model} (free)" if tokens is None else f"{model} up to {tokens} completion tokens"
             for model, tokens in others
         )
-    return GatewayError(402, f"{refusal.message}; {cost}; {advice}", "insufficient_quota", refusal.code, "max_tokens")
+    return GatewayError(402, f"{refusal.message}; {cost}; {advice}", "insufficient_quota", refusal.code, field)

@@ -41,8 +41,8 @@ from domain.usage import RequestsRefused
 from projections.billing_projection import RECENT_DAYS
 from projections.partitions import month_of
 from projections.readmodel import ReadModel, ensure_schema, freshness_of
-from projections.runner import ProjectionRunner
-from projections.source import StoredMessage, StreamSource
+from projections.runner import REPLAY_BATCH, ProjectionRunner
+from projections.source import Read, StoredMessage, StreamSource
 
 SCRATCH_PREFIX = "mesh_audit_"
 SHOWN = 100  # differences printed in full; the rest are counted
@@ -150,17 +150,21 @@ class _CutSource:
 
     def __init__(self, source: StreamSource, last: int, at: datetime | None):
         self.source, self.last, self.at = source, last, at
+        self.stream = source.stream
 
     async def head(self) -> int:
         return self.last
 
-    async def read(self, start: int, limit: int = 1000, timeout: float = 5.0) -> list[StoredMessage]:
+    async def read_through(
+        self, start: int, limit: int = 1000, subjects: str | None = None, timeout: float = 5.0
+    ) -> Read:
         if start > self.last:
-            return []
-        messages = (await self.source.read(start, limit, timeout))[: self.last - start + 1]
-        if self.at is None:
-            return messages
-        return [m if self._until_at(m) else msgspec.structs.replace(m, topic=HIDDEN_TOPIC) for m in messages]
+            return Read([], start - 1)
+        read = await self.source.read_through(start, limit, subjects, timeout)
+        messages = [m for m in read.messages if m.position <= self.last]
+        if self.at is not None:
+            messages = [m if self._until_at(m) else msgspec.structs.replace(m, topic=HIDDEN_TOPIC) for m in messages]
+        return Read(messages, min(read.through, self.last), read.more and read.through < self.last)
 
     def _until_at(self, m: StoredMessage) -> bool:
         if m.topic not in EVENT_TYPES:
@@ -288,7 +292,13 @@ class Audit:
                 await ensure_schema(conn, self.models)
             source = StreamSource(self.nc, self.stream)
             runners = [
-                ProjectionRunner(m, _CutSource(source, positions[m.name], self.at), pool, generation=1)  # type: ignore[arg-type]
+                ProjectionRunner(
+                    m,
+                    _CutSource(source, positions[m.name], self.at),  # type: ignore[arg-type]
+                    pool,
+                    generation=1,
+                    batch_size=REPLAY_BATCH,
+                )
                 for m in self.models
             ]
             total = max(positions.values(), default=0)

@@ -15,7 +15,7 @@ from projections.readmodel import (
     point_views,
     tracking_name,
 )
-from projections.runner import ProjectionRunner
+from projections.runner import REPLAY_BATCH, ProjectionRunner
 from projections.source import StreamSource
 
 
@@ -36,7 +36,7 @@ async def rebuild(
         async with conn.transaction():
             await _drop_generation(conn, model, new)  # leftovers of an interrupted rebuild
             await create_generation(conn, model, new)
-    runner = ProjectionRunner(model, StreamSource(nc, stream), pool, generation=new)
+    runner = ProjectionRunner(model, StreamSource(nc, stream), pool, generation=new, batch_size=REPLAY_BATCH)
     await runner.catch_up(progress)
     async with pool.connection() as conn:
         async with conn.transaction():

@@ -20,7 +20,7 @@ from typing import Awaitable, Callable
 
 from psycopg_pool import AsyncConnectionPool
 
-from domain.events import decode_event
+from domain.events import decode_event, log_subjects
 from projections import quarantine
 from projections.readmodel import (
     Envelope,
@@ -30,9 +30,13 @@ from projections.readmodel import (
     position_of,
     tracking_name,
 )
-from projections.source import StoredMessage, StreamSource
+from projections.source import Read, StoredMessage, StreamSource
 
 log = logging.getLogger("mesh.projections")
+
+# Messages read and applied in one transaction when replaying the log from far behind (a rebuild, an audit): fewer
+# round trips and commits per event than the live runner's batches, which stay small to keep latency low.
+REPLAY_BATCH = 5000
 
 BeforeCommit = Callable[[list[StoredMessage]], Awaitable[None]]
 
@@ -57,6 +61,9 @@ class ProjectionRunner:
         self.before_commit = before_commit  # a test hook: runs after the rows are written, before COMMIT
         self.checkpoint_every = checkpoint_every
         self.position = 0  # how far this runner has read
+        self.subjects = log_subjects(source.stream, model.topics)  # what it reads of the stream (None: all)
+        self.full = False  # the last read left more to read right after it
+        self._prefetch: tuple[int, asyncio.Future[Read]] | None = None  # the next batch, read ahead: its start
         self._generation: int | None = None  # what this runner believes is stored; None: look it up
         self._stored = 0
         self._stored_at = float("-inf")
@@ -83,7 +90,7 @@ class ProjectionRunner:
                 self._generation = None
                 applied = 0
                 await asyncio.sleep(1)
-            if applied >= self.batch_size:
+            if self.full:
                 continue
             loaded = applied and self._arrived.is_set()
             waits = [stop.wait(), self._woken.wait()]
@@ -117,21 +124,31 @@ class ProjectionRunner:
         return self.position
 
     async def step(self, checkpoint: bool = False) -> int:
-        """Apply one batch; return how many stream messages it covered (0: nothing new).
+        """Apply one batch; return how many stream positions it covered (0: nothing new).
 
-        A batch with no event this read model reads moves only the position in memory; it is stored with the
-        next batch that does, or after `checkpoint_every` seconds (skipping such messages again is harmless)."""
+        The read asks only for the subjects of this read model's events, and covers the messages of other
+        subjects after them up to the head as it was, so the position reaches the head whatever was appended
+        last. A batch with no event this read model reads moves only the position in memory; it is stored with
+        the next batch that does, or after `checkpoint_every` seconds (skipping such messages again is harmless)."""
         async with self.pool.connection() as conn:
             if self._generation is None:
                 await self._load(conn)
-            messages = await self.source.read(self.position + 1, self.batch_size)
-            at_head = len(messages) < self.batch_size  # the read reached the stream's head as it was then
+            read = await self._read(self.position + 1)
+            messages, through = read.messages, max(read.through, self.position)
+            self.full = read.more  # more is waiting right after this batch
+            if read.more:  # read the next batch while this one is applied
+                ahead = self.source.read_through(through + 1, self.batch_size, self.subjects)
+                self._prefetch = (through + 1, asyncio.ensure_future(ahead))
+            at_head = not self.full  # the read reached the stream's head as it was then
             batch, undecodable = _decode([m for m in messages if m.topic in self.model.topics])
             last = messages[-1] if messages else None
+            covered = through - self.position
             due = time.monotonic() - self._stored_at >= self.checkpoint_every
-            if not batch and not undecodable and not ((checkpoint or due) and (last or self.position > self._stored)):
-                if last is not None:
-                    self.position, self._position_time = last.position, last.time
+            if not batch and not undecodable and not ((checkpoint or due) and through > self._stored):
+                if covered:
+                    self.position = through
+                    if last is not None:
+                        self._position_time = last.time
                 elif at_head and due and self._generation is not None:  # idle at the head: say how current it is
                     await conn.execute(
                         "update projection_positions set checked_at = now() where name = %s and position = %s",
@@ -139,8 +156,8 @@ class ProjectionRunner:
                     )
                     await conn.commit()
                     self._stored_at = time.monotonic()
-                return len(messages)
-            position = last.position if last else self.position
+                return covered
+            position = through
             event_time = last.time if last else self._position_time
             generation = self._generation
             name = tracking_name(self.model, generation)
@@ -188,7 +205,18 @@ class ProjectionRunner:
             self.position = self._stored = position
             self._position_time = event_time
             self._stored_at = time.monotonic()
-            return len(messages)
+            return covered
+
+    async def _read(self, start: int) -> Read:
+        """The batch from `start` on: the one read ahead for it if there is one (a read ahead from elsewhere is
+        left to finish on its own: another runner may share it)."""
+        ahead, self._prefetch = self._prefetch, None
+        if ahead is not None:
+            at, task = ahead
+            if at == start:
+                return await task
+            task.add_done_callback(_retrieved)
+        return await self.source.read_through(start, self.batch_size, self.subjects)
 
     async def _load(self, conn) -> None:
         generation = self.fixed_generation or await active_generation(conn, self.model)
@@ -214,6 +242,11 @@ def _decode(messages: list[StoredMessage]) -> tuple[list[Envelope], list[tuple[S
         except Exception as exc:
             undecodable.append((m, exc))
     return batch, undecodable
+
+
+def _retrieved(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()  # a read ahead nobody awaits: its failure is not worth a warning
 
 
 async def _first(*waits) -> None:

@@ -20,6 +20,7 @@ from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
 from api.dashboard.settings import DashboardConfig
 from api.errors import ApiError
 from api.dashboard.time_ranges import SPEND_PRESETS, BadRange, SpendWindow, spend_window
+from api.routes.events import SeenPosition
 from api.services.billing import BillingService
 from api.spreadsheet_cells import cell
 from api.services.usage import MAX_CREDITS, MEASURES, STACKS, UsageService
@@ -198,10 +199,14 @@ class BillingPages(SessionPages):
 
     @get("/billing/balance")
     async def balance(
-        self, request: Request, account_id: NamedDependency[UUID], billing_service: NamedDependency[BillingService]
+        self,
+        request: Request,
+        account_id: NamedDependency[UUID],
+        billing_service: NamedDependency[BillingService],
+        position: SeenPosition = None,
     ) -> Template:
-        """The live balance (htmx polls it)."""
-        return page("_balance.html", request, balance=await billing_service.balance(account_id))
+        """The live balance: reloaded by dashboard.js when the account's events (GET /api/events) say it moved."""
+        return page("_balance.html", request, balance=await billing_service.balance(account_id, seen=position))
 
     @post("/billing/topups")
     async def topup(

@@ -21,6 +21,7 @@ from api.dashboard.time_ranges import LOG_DEFAULT, LOG_PRESETS, RANGES, day_star
 from api.errors import ApiError
 from api.exports import IdleTimedStream
 from api.log_filter import MAX_CURSOR_LENGTH, check_filter, decode_cursor, encode_cursor, parse_filter, read_filters
+from api.routes.events import SeenPosition
 from api.services.keys import KeyService
 from api.services.logs import LogService
 from api.services.models import ModelService
@@ -43,6 +44,7 @@ class LogPages(SessionPages):
         model_service: NamedDependency[ModelService],
         key_service: NamedDependency[KeyService],
         trace: FromQuery[str | None] = None,
+        position: SeenPosition = None,
     ) -> Response:
         """The filters and range of `_chosen`, each kept when the range changes; `cursor` (Older) or `before`
         (Newer): a keyset position, so no row is skipped or shown twice between pages while requests arrive.
@@ -59,6 +61,8 @@ class LogPages(SessionPages):
                 "invalid_request",
                 param="before",
             )
+        if position is not None:  # a live reload (dashboard.js) for an event it heard of
+            await log_service.caught_up(position)
         result = await log_service.page(f, LOG_PAGE, after, before)
         rows, paged = result.rows, bool(after or before)
         refused = await log_service.refusals(f) if f.status != "success" and not paged else {}
@@ -80,6 +84,7 @@ class LogPages(SessionPages):
             older="/logs?" + urlencode({**here, "cursor": encode_cursor(rows[-1])}) if older else None,
             newer="/logs?" + urlencode({**here, "before": encode_cursor(rows[0])}) if newer else None,
             newest="/logs?" + urlencode(here) if paged else None,
+            live=not paged,  # the newest page follows the account's requests (dashboard.js)
             exports={name: "/logs/export?" + urlencode({**here, "format": name}) for name in ("csv", "jsonl")},
             range_links={name: "/logs?" + urlencode({**kept, "range": name}) for name in LOG_PRESETS},
             active=[

@@ -128,9 +128,12 @@ class BillingService:
     def providers(self) -> list[str]:
         return sorted(self.payments)
 
-    async def balance(self, account_id: UUID, at: datetime | None = None) -> BalanceView:
-        """The balance now, or at any past instant."""
+    async def balance(self, account_id: UUID, at: datetime | None = None, seen: int | None = None) -> BalanceView:
+        """The balance now, or at any past instant; `seen`: once it shows the event at that position (waited for
+        briefly: a live page heard of it on GET /api/events)."""
         check_aware(at, "at")
+        if seen is not None:
+            await self.waiter.caught_up(BILLING, seen)
         async with self.pool.connection() as conn:
             async with conn.transaction():  # balance and position from one snapshot
                 await conn.execute("set transaction isolation level repeatable read")

@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.exports import CONNECT_SECONDS, ExportGate, LogExport
 from api.log_entries import EXPORT_FORMATS, export_lines
 from api.read_models import LOGS
+from api.services.read_your_writes import ReadModelWaiter
 from api.services.as_of import AsOf
 from api.services.errors import Invalid
 from projections import billing, logs
@@ -41,12 +42,19 @@ class LogService:
         database_url: str,
         export_idle_seconds: float,
         keeps_bodies: bool = False,
+        waiter: ReadModelWaiter | None = None,
     ):
         self.pool = pool
+        self.waiter = waiter  # a live page waits for the logs to show an event it heard of (GET /api/events)
         self.exports = exports  # the log exports running, one per account
         self.database_url = database_url  # an export reads on a connection of its own
         self.export_idle_seconds = export_idle_seconds  # how long an export's write may wait for its client
         self.keeps_bodies = keeps_bodies  # MESH_LOG_BODIES=on
+
+    async def caught_up(self, position: int) -> None:
+        """Wait (briefly) until the logs show the event at `position`."""
+        if self.waiter is not None:
+            await self.waiter.caught_up(LOGS, position)
 
     async def page(
         self,

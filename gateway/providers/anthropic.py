@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import msgspec
 
 from gateway.catalog import Model, Provider
-from gateway.errors import invalid
+from gateway.errors import GatewayError, invalid
 from gateway.fields import ANTHROPIC_CHAT_FIELDS, content_parts, data_url
 from gateway.providers.base import (
-    SSE_DONE,
     Reply,
     StreamReply,
     Upstream,
@@ -40,8 +39,8 @@ from gateway.providers.base import (
     estimated_usage,
     failed_mid_stream,
     message_text,
-    sse,
-    usage_chunk,
+    relayed_stream,
+    translated_stream,
 )
 
 API_VERSION = "2023-06-01"
@@ -224,99 +223,146 @@ class AnthropicAdapter:
     async def chat_stream(self, model: Model, body: dict, include_usage: bool) -> StreamReply:
         sent = time.perf_counter_ns()
         response = await self.upstream.stream("/messages", to_anthropic(model, body, True))
-        reply: StreamReply
+        incomplete = "ended the stream before the message was complete"
+        return translated_stream(
+            self.upstream, response, sent, model.id, _Events(self.provider, body), include_usage, incomplete
+        )
 
-        async def frames() -> AsyncIterator[bytes]:
-            base = {
-                "id": "chatcmpl-" + uuid.uuid4().hex,
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model.id,
-            }
-            usage: dict = {}
-            finished = False  # message_delta seen: the usage is final
-            generated: list[str] = []
-            tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
+    # Anthropic's Messages API as its clients send it (POST /v1/messages to an Anthropic-kind model): the body goes
+    # upstream as sent (its model the upstream's name), with the client's anthropic-version and anthropic-beta
+    # headers (`head`, from `Upstream.head_with`); the answer and stream come back as the upstream sent them, and
+    # the usage billed is read from them.
 
-            def chunk(delta: dict, finish: str | None = None) -> bytes:
-                return sse(
-                    msgspec.json.encode({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-                )
+    async def messages(self, model: Model, body: dict, head: bytes, query: str = "") -> Reply:
+        started = time.perf_counter_ns()
+        response = await self.upstream.post("/messages" + query, {**body, "model": model.upstream}, head)
+        try:
+            message = msgspec.json.decode(response.content)
+        except msgspec.DecodeError:
+            raise self.upstream.broken("sent a response that is not a message") from None
+        reported = message.get("usage") if isinstance(message, dict) else None
+        usage = _usage(reported) if isinstance(reported, dict) else estimated_usage({}, _generated(message))
+        return Reply(response.content, usage, (time.perf_counter_ns() - started) // 1000)
 
-            def settle() -> None:
-                reported = _usage(usage)  # cut short: an estimate, flagged
-                reply.usage = reported if finished else estimated_usage(body, "".join(generated), reported)
+    async def messages_stream(self, model: Model, body: dict, head: bytes, query: str = "") -> StreamReply:
+        sent = time.perf_counter_ns()
+        response = await self.upstream.stream("/messages" + query, {**body, "model": model.upstream}, head=head)
+        counts: dict = {}
+        finished = False  # message_delta seen: the usage is final
+        generated: list[str] = []
+        failure: GatewayError | None = None  # an `error` event: raised once its event has gone out
 
+        def frame(line: str, reply: StreamReply) -> bytes:
+            """Each line as the upstream sent it; its data read for the usage, the first token and the end."""
+            nonlocal finished, failure
+            if failure is not None:
+                raise failure
+            if line.startswith("data:"):
+                event = msgspec.json.decode(line[5:].strip())
+                kind = event.get("type") if isinstance(event, dict) else None
+                if kind == "message_start":
+                    counts.update((event.get("message") or {}).get("usage") or {})
+                elif kind == "content_block_delta":
+                    delta = event.get("delta") or {}
+                    text = delta.get("text") or delta.get("thinking") or delta.get("partial_json")
+                    if text:
+                        reply.mark_first_token()
+                        generated.append(text)
+                elif kind == "message_delta":
+                    counts.update((k, v) for k, v in (event.get("usage") or {}).items() if v is not None)
+                    finished = True
+                elif kind == "message_stop":
+                    reply.ended = True
+                elif kind == "error":  # relayed as the upstream sent it, the event complete, then billed
+                    failure = failed_mid_stream(self.provider, str((event.get("error") or {}).get("message")))
+                    return (line + "\n\n").encode()
+            return (line + "\n").encode()
+
+        def at_end() -> None:
+            if failure is not None:
+                raise failure
+            if not finished:
+                raise self.upstream.broken("ended the stream before the message was complete")
+
+        def settle(reply: StreamReply) -> None:
+            reported = _usage(counts)
+            reply.usage = reported if finished else estimated_usage({}, "".join(generated), reported)
+
+        def decoded(line: str, reply: StreamReply) -> bytes:
             try:
-                try:
-                    async for line in self.upstream.lines(response):
-                        if not line.startswith("data:"):  # `event:` lines repeat the type the data carries
-                            continue
-                        event = msgspec.json.decode(line[5:].strip())
-                        kind = event.get("type")
-                        if kind == "message_start":
-                            usage.update(event["message"].get("usage") or {})
-                            yield chunk({"role": "assistant", "content": ""})
-                        elif kind == "content_block_start" and event["content_block"].get("type") == "tool_use":
-                            block = event["content_block"]
-                            tools[event["index"]] = len(tools)
-                            yield chunk(
-                                {
-                                    "tool_calls": [
-                                        {
-                                            "index": tools[event["index"]],
-                                            "id": block["id"],
-                                            "type": "function",
-                                            "function": {"name": block["name"], "arguments": ""},
-                                        }
-                                    ]
-                                }
-                            )
-                        elif kind == "content_block_delta":
-                            delta = event["delta"]
-                            if delta.get("type") == "text_delta":
-                                reply.mark_first_token()
-                                generated.append(delta["text"])
-                                yield chunk({"content": delta["text"]})
-                            elif delta.get("type") == "thinking_delta":  # not relayed, but billed
-                                generated.append(delta.get("thinking", ""))
-                            elif delta.get("type") == "input_json_delta":
-                                reply.mark_first_token()
-                                generated.append(delta.get("partial_json", ""))
-                                yield chunk(
-                                    {
-                                        "tool_calls": [
-                                            {
-                                                "index": tools.get(event["index"], 0),
-                                                "function": {"arguments": delta.get("partial_json", "")},
-                                            }
-                                        ]
-                                    }
-                                )
-                        elif kind == "message_delta":  # cumulative counts; a count left null stays as it was
-                            usage.update((k, v) for k, v in (event.get("usage") or {}).items() if v is not None)
-                            finished = True
-                            yield chunk({}, FINISH.get((event.get("delta") or {}).get("stop_reason"), "stop"))
-                        elif kind == "message_stop":
-                            break
-                        elif kind == "error":
-                            error = event.get("error") or {}
-                            raise failed_mid_stream(self.provider, str(error.get("message", "unknown error")))
-                except msgspec.DecodeError:
-                    raise self.upstream.broken("sent a stream event that is not JSON") from None
-                if not finished:
-                    raise self.upstream.broken("ended the stream before the message was complete")
-                settle()
-                if include_usage:
-                    yield usage_chunk(base, reply.usage)
-                yield SSE_DONE
-            finally:
-                settle()
-                reply.mark_done()
-                await response.aclose()
+                return frame(line, reply)
+            except msgspec.DecodeError:
+                raise self.upstream.broken("sent a stream event that is not JSON") from None
 
-        reply = StreamReply(frames(), sent)
-        return reply
+        return relayed_stream(self.upstream, response, sent, decoded, at_end, settle)
+
+    async def count_tokens(self, model: Model, body: dict, head: bytes) -> bytes:
+        """POST /v1/messages/count_tokens as sent (Anthropic does not charge for it)."""
+        return (await self.upstream.post("/messages/count_tokens", {**body, "model": model.upstream}, head)).content
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
+
+
+class _Events:
+    """Anthropic's stream events as OpenAI chunks (see the module docstring)."""
+
+    def __init__(self, provider: Provider, body: dict):
+        self.provider, self.body = provider, body
+        self.counts: dict = {}  # usage as reported so far
+        self.finished = False  # message_delta seen: the usage is final
+        self.stopped = False
+        self.generated: list[str] = []
+        self.tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
+
+    def usage(self) -> Usage:
+        reported = _usage(self.counts)  # cut short: an estimate, flagged
+        return reported if self.finished else estimated_usage(self.body, "".join(self.generated), reported)
+
+    def read(self, event: dict, reply: StreamReply) -> list[dict]:
+        kind = event.get("type")
+        if kind == "message_start":
+            self.counts.update(event["message"].get("usage") or {})
+            return [_choice({"role": "assistant", "content": ""})]
+        if kind == "content_block_start" and event["content_block"].get("type") == "tool_use":
+            block = event["content_block"]
+            self.tools[event["index"]] = len(self.tools)
+            call = {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": ""}}
+            return [_choice({"tool_calls": [{"index": self.tools[event["index"]], **call}]})]
+        if kind == "content_block_delta":
+            delta = event["delta"]
+            if delta.get("type") == "text_delta":
+                reply.mark_first_token()
+                self.generated.append(delta["text"])
+                return [_choice({"content": delta["text"]})]
+            if delta.get("type") == "thinking_delta":  # not relayed, but billed
+                self.generated.append(delta.get("thinking", ""))
+            elif delta.get("type") == "input_json_delta":
+                reply.mark_first_token()
+                self.generated.append(delta.get("partial_json", ""))
+                function = {"arguments": delta.get("partial_json", "")}
+                return [_choice({"tool_calls": [{"index": self.tools.get(event["index"], 0), "function": function}]})]
+        elif kind == "message_delta":  # cumulative counts; a count left null stays as it was
+            self.counts.update((k, v) for k, v in (event.get("usage") or {}).items() if v is not None)
+            self.finished = True
+            return [_choice({}, FINISH.get((event.get("delta") or {}).get("stop_reason"), "stop"))]
+        elif kind == "message_stop":
+            self.stopped = True
+        elif kind == "error":
+            error = event.get("error") or {}
+            raise failed_mid_stream(self.provider, str(error.get("message", "unknown error")))
+        return []
+
+
+def _choice(delta: dict, finish: str | None = None) -> dict:
+    return {"index": 0, "delta": delta, "finish_reason": finish}
+
+
+def _generated(message: Any) -> str:
+    """The text, thinking and tool input an Anthropic message generated, for an estimate of its output."""
+    content = message.get("content") if isinstance(message, dict) else None
+    return "".join(
+        str(b.get("text") or b.get("thinking") or msgspec.json.encode(b.get("input") or {}).decode())
+        for b in content or []
+        if isinstance(b, dict)
+    )

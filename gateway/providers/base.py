@@ -6,6 +6,7 @@ import logging
 import socket
 import ssl
 import time
+import uuid
 from typing import AsyncIterator, Callable, Protocol
 from urllib.parse import urlencode
 
@@ -81,6 +82,11 @@ class StreamReply:
         self.sent_ns = sent_ns
         self.first_token_ns: int | None = None
         self.upstream_us = 0
+        self.ended = False  # set before the stream's last frame is yielded, for a wire format without [DONE]
+
+    def is_last(self, frame: bytes) -> bool:
+        """Whether `frame` ends the stream: the gateway makes the bill durable before it leaves."""
+        return self.ended or frame.endswith(SSE_DONE)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._frames
@@ -258,14 +264,20 @@ class Upstream:
         self.error_message = error_message
         self.base = Target(provider.base_url)
         self.transport = LeanTransport()
-        headers = {"content-type": "application/json", **headers}
-        self._head = f"host: {self.base.authority}\r\n".encode() + b"".join(
-            f"{name}: {value}\r\n".encode() for name, value in headers.items()
-        )
+        self._headers = {"content-type": "application/json", **headers}
+        self._head = self.head_with({})
         self._targets: dict[str, Target] = {}  # per path, so a request parses and joins nothing
         # Set only while tracing is on (gateway/tracing.py): the header lines (`traceparent`, `tracestate`) naming
         # the running upstream call's span, added to each request's header block.
         self.trace_headers: Callable[[], bytes] | None = None
+
+    def head_with(self, headers: dict[str, str]) -> bytes:
+        """The request header block with `headers` added to (or replacing) the provider's own: for a request that
+        forwards some of its client's headers (gateway/wire/messages.py)."""
+        merged = {**self._headers, **headers}
+        return f"host: {self.base.authority}\r\n".encode() + b"".join(
+            f"{name}: {value}\r\n".encode("latin-1") for name, value in merged.items()
+        )
 
     def _target(self, path: str) -> Target:
         target = self._targets.get(path)
@@ -273,12 +285,13 @@ class Upstream:
             target = self._targets[path] = self.base.join(path)
         return target
 
-    async def post(self, path: str, document: dict) -> "Posted":
+    async def post(self, path: str, document: dict, head: bytes | None = None) -> "Posted":
+        head = self._head if head is None else head
         try:
             status, content = await self.transport.request(
                 b"POST",
                 self._target(path),
-                self._head if self.trace_headers is None else self._head + self.trace_headers(),
+                head if self.trace_headers is None else head + self.trace_headers(),
                 msgspec.json.encode(document),
                 connect_timeout=self.provider.connect_timeout,
                 timeout=self.provider.timeout,
@@ -312,14 +325,17 @@ class Upstream:
             raise upstream_error(self.provider, status, self.error_message(content))
         return content
 
-    async def stream(self, path: str, document: dict, params: dict | None = None) -> LeanResponse:
+    async def stream(
+        self, path: str, document: dict, params: dict | None = None, head: bytes | None = None
+    ) -> LeanResponse:
         """Open a streamed POST; the caller reads it (`lines`) and must close it (`aclose`)."""
         target = self._target(path + (f"?{urlencode(params)}" if params else ""))
+        head = self._head if head is None else head
         try:
             response = await self.transport.open(
                 b"POST",
                 target,
-                self._head if self.trace_headers is None else self._head + self.trace_headers(),
+                head if self.trace_headers is None else head + self.trace_headers(),
                 msgspec.json.encode(document),
                 connect_timeout=self.provider.connect_timeout,
                 read_timeout=self.provider.timeout,
@@ -361,6 +377,120 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+class StreamTranslation(Protocol):
+    """How one provider's stream events read as OpenAI chunks (gateway/providers/anthropic.py, gemini.py)."""
+
+    finished: bool  # the upstream said the answer is complete: its usage is final
+    stopped: bool  # the upstream's stream is over: no later line is read
+
+    def read(self, event: dict, reply: StreamReply) -> list[dict]:
+        """The chunk `choices` one `data:` event becomes (marking the reply's first token when it has one)."""
+        ...
+
+    def usage(self) -> Usage:
+        """The usage so far: final once `finished`, else an estimate, flagged."""
+        ...
+
+
+def translated_stream(
+    upstream: "Upstream",
+    response: LeanResponse,
+    sent_ns: int,
+    model_id: str,
+    translation: StreamTranslation,
+    include_usage: bool,
+    incomplete: str,
+) -> StreamReply:
+    """The one loop of every provider whose stream is translated into OpenAI chunks: each `data:` event read by
+    `translation` into chunks; an event that is not JSON, or a stream that ends before the answer is complete
+    (`incomplete` says how), a 502; then the usage chunk (when the client asked for it) and [DONE]; and however it
+    ends, the usage settled and the upstream response closed."""
+    base = {
+        "id": "chatcmpl-" + uuid.uuid4().hex,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model_id,
+    }
+    reply: StreamReply
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            try:
+                async for line in upstream.lines(response):
+                    if not line.startswith("data:"):  # `event:` lines repeat the type the data carries
+                        continue
+                    for choice in translation.read(msgspec.json.decode(line[5:].strip()), reply):
+                        yield sse(msgspec.json.encode({**base, "choices": [choice]}))
+                    if translation.stopped:
+                        break
+            except msgspec.DecodeError:
+                raise upstream.broken("sent a stream event that is not JSON") from None
+            if not translation.finished:
+                raise upstream.broken(incomplete)
+            reply.usage = translation.usage()
+            if include_usage:
+                yield usage_chunk(base, reply.usage)
+            yield SSE_DONE
+        finally:
+            reply.usage = translation.usage()
+            reply.mark_done()
+            await response.aclose()
+
+    reply = StreamReply(frames(), sent_ns)
+    return reply
+
+
+def relayed_stream(
+    upstream: "Upstream",
+    response: LeanResponse,
+    sent_ns: int,
+    frame: Callable[[str, StreamReply], bytes | None],
+    at_end: Callable[[], bytes | None],
+    settle: Callable[[StreamReply], None],
+) -> StreamReply:
+    """The one loop of every stream relayed in its upstream's own wire format (OpenAI's chat chunks to a chat client,
+    Anthropic's events to a Messages client): each line becomes what `frame` returns (None: nothing); the frames of
+    the lines that arrived together go out together; a line that fails the stream (a GatewayError from `frame`)
+    first lets out what came before it; `frame` sets `reply.ended` on the stream's last line. A stream that ends
+    without it gets what `at_end` returns (or raises). `settle` sets the usage before the last frame and again
+    however the stream ends, when the upstream response is closed."""
+    reply: StreamReply
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            async for lines in upstream.line_batches(response):
+                out: list[bytes] = []
+                for line in lines:
+                    try:
+                        relayed = frame(line, reply)
+                    except GatewayError:  # what arrived before the failure still reaches the client
+                        if out:
+                            yield b"".join(out)
+                        raise
+                    if relayed is not None:
+                        out.append(relayed)
+                    if reply.ended:
+                        break
+                if reply.ended:  # the usage settled before the last frame, for a front door that re-encodes it
+                    settle(reply)
+                if out:
+                    yield b"".join(out)
+                if reply.ended:
+                    return
+            last = at_end()
+            if last is not None:
+                reply.ended = True
+                settle(reply)
+                yield last
+        finally:
+            reply.mark_done()
+            settle(reply)
+            await response.aclose()
+
+    reply = StreamReply(frames(), sent_ns)
+    return reply
 
 
 def usage_chunk(base: dict, usage: Usage) -> bytes:

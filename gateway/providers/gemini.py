@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import msgspec
 
@@ -34,7 +34,6 @@ from gateway.catalog import Model, Provider
 from gateway.errors import invalid
 from gateway.fields import GEMINI_CHAT_FIELDS, content_parts, data_url
 from gateway.providers.base import (
-    SSE_DONE,
     Reply,
     StreamReply,
     Upstream,
@@ -43,8 +42,7 @@ from gateway.providers.base import (
     estimated_usage,
     failed_mid_stream,
     message_text,
-    sse,
-    usage_chunk,
+    translated_stream,
 )
 
 FINISH = {
@@ -256,88 +254,63 @@ class GeminiAdapter:
         response = await self.upstream.stream(
             f"/models/{model.upstream}:streamGenerateContent", to_gemini(body), params={"alt": "sse"}
         )
-        reply: StreamReply
-
-        async def frames() -> AsyncIterator[bytes]:
-            base = {
-                "id": "chatcmpl-" + uuid.uuid4().hex,
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model.id,
-            }
-            metadata: dict = {}
-            finished = False  # a finishReason seen: the usage is final
-            generated: list[str] = []
-            calls_so_far: dict[int, int] = {}  # choice index -> tool calls sent, so each call gets its own index
-
-            def settle() -> None:
-                reported = _usage(metadata)  # cut short: an estimate, flagged
-                reply.usage = reported if finished and metadata else estimated_usage(body, "".join(generated), reported)
-
-            try:
-                try:
-                    async for line in self.upstream.lines(response):
-                        if not line.startswith("data:"):
-                            continue
-                        document = msgspec.json.decode(line[5:].strip())
-                        if document.get("error"):
-                            error = document["error"]
-                            raise failed_mid_stream(
-                                self.provider,
-                                str(error.get("message", "unknown error") if isinstance(error, dict) else error),
-                            )
-                        metadata = document.get("usageMetadata") or metadata
-                        for n, candidate in enumerate(_candidates(document)):
-                            index = candidate.get("index", n)
-                            text, calls = _content(candidate)
-                            generated.extend(
-                                p.get("text", "")
-                                for p in (candidate.get("content") or {}).get("parts") or []
-                                if p.get("thought")
-                            )  # thought summaries: not relayed, but billed
-                            delta: dict[str, Any] = {}
-                            if index not in calls_so_far:
-                                calls_so_far[index] = 0
-                                delta["role"] = "assistant"
-                            if text:
-                                reply.mark_first_token()
-                                generated.append(text)
-                                delta["content"] = text
-                            if calls:
-                                reply.mark_first_token()
-                                generated.extend(c["function"]["arguments"] for c in calls)
-                                delta["tool_calls"] = [
-                                    {"index": calls_so_far[index] + i, **c} for i, c in enumerate(calls)
-                                ]
-                                calls_so_far[index] += len(calls)
-                            finish = None
-                            if candidate.get("finishReason"):
-                                finished = True
-                                finish = (
-                                    "tool_calls"
-                                    if calls_so_far[index]
-                                    else FINISH.get(candidate["finishReason"], "stop")
-                                )
-                            yield sse(
-                                msgspec.json.encode(
-                                    {**base, "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
-                                )
-                            )
-                except msgspec.DecodeError:
-                    raise self.upstream.broken("sent a stream chunk that is not JSON") from None
-                if not finished:
-                    raise self.upstream.broken("ended the stream before any candidate finished")
-                settle()
-                if include_usage:
-                    yield usage_chunk(base, reply.usage)
-                yield SSE_DONE
-            finally:
-                settle()
-                reply.mark_done()
-                await response.aclose()
-
-        reply = StreamReply(frames(), sent)
-        return reply
+        incomplete = "ended the stream before any candidate finished"
+        return translated_stream(
+            self.upstream, response, sent, model.id, _Chunks(self.provider, body), include_usage, incomplete
+        )
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
+
+
+class _Chunks:
+    """Gemini's streamed GenerateContentResponses as OpenAI chunks (see the module docstring)."""
+
+    stopped = False  # Gemini's stream simply ends
+
+    def __init__(self, provider: Provider, body: dict):
+        self.provider, self.body = provider, body
+        self.metadata: dict = {}
+        self.finished = False  # a finishReason seen: the usage is final
+        self.generated: list[str] = []
+        self.calls_so_far: dict[int, int] = {}  # choice index -> tool calls sent, so each call gets its own index
+
+    def usage(self) -> Usage:
+        reported = _usage(self.metadata)  # cut short: an estimate, flagged
+        if self.finished and self.metadata:
+            return reported
+        return estimated_usage(self.body, "".join(self.generated), reported)
+
+    def read(self, document: dict, reply: StreamReply) -> list[dict]:
+        if document.get("error"):
+            error = document["error"]
+            raise failed_mid_stream(
+                self.provider, str(error.get("message", "unknown error") if isinstance(error, dict) else error)
+            )
+        self.metadata = document.get("usageMetadata") or self.metadata
+        choices = []
+        for n, candidate in enumerate(_candidates(document)):
+            index = candidate.get("index", n)
+            text, calls = _content(candidate)
+            self.generated.extend(
+                p.get("text", "") for p in (candidate.get("content") or {}).get("parts") or [] if p.get("thought")
+            )  # thought summaries: not relayed, but billed
+            delta: dict[str, Any] = {}
+            if index not in self.calls_so_far:
+                self.calls_so_far[index] = 0
+                delta["role"] = "assistant"
+            if text:
+                reply.mark_first_token()
+                self.generated.append(text)
+                delta["content"] = text
+            if calls:
+                reply.mark_first_token()
+                self.generated.extend(c["function"]["arguments"] for c in calls)
+                delta["tool_calls"] = [{"index": self.calls_so_far[index] + i, **c} for i, c in enumerate(calls)]
+                self.calls_so_far[index] += len(calls)
+            finish = None
+            if candidate.get("finishReason"):
+                self.finished = True
+                finish = "tool_calls" if self.calls_so_far[index] else FINISH.get(candidate["finishReason"], "stop")
+            choices.append({"index": index, "delta": delta, "finish_reason": finish})
+        return choices

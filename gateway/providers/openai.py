@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import AsyncIterator
 
 import msgspec
 
 from gateway.catalog import Model, Provider
-from gateway.errors import GatewayError
 from gateway.fields import OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS
 from gateway.providers.base import (
     SSE_DONE,
@@ -20,6 +18,7 @@ from gateway.providers.base import (
     estimate_tokens,
     estimated_usage,
     failed_mid_stream,
+    relayed_stream,
     sse,
 )
 
@@ -121,17 +120,17 @@ class OpenAIAdapter:
         document["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         sent = time.perf_counter_ns()
         response = await self.upstream.stream("/chat/completions", document)
-        reply: StreamReply
         generated: list[str] = []
         reported = False
 
-        def frame(line: str) -> bytes | None:
+        def frame(line: str, reply: StreamReply) -> bytes | None:
             """What the client gets for one upstream line (None: nothing); SSE_DONE ends the stream."""
             nonlocal reported
             if not line.startswith("data:"):
                 return None
             data = line[5:].strip()
             if data == "[DONE]":
+                reply.ended = True
                 return SSE_DONE
             raw = data.encode()
             try:
@@ -153,35 +152,11 @@ class OpenAIAdapter:
                     return None
             return sse(raw)
 
-        async def frames() -> AsyncIterator[bytes]:
-            """The client's SSE frames; those of lines that arrived together go out together."""
-            try:
-                async for lines in self.upstream.line_batches(response):
-                    out: list[bytes] = []
-                    for line in lines:
-                        try:
-                            relayed = frame(line)
-                        except GatewayError:  # an error chunk: what arrived before it still reaches the client
-                            if out:
-                                yield b"".join(out)
-                            raise
-                        if relayed is not None:
-                            out.append(relayed)
-                        if relayed is SSE_DONE:
-                            break
-                    if out:
-                        yield b"".join(out)
-                        if out[-1] is SSE_DONE:
-                            return
-                yield SSE_DONE
-            finally:
-                reply.mark_done()
-                if not reported:  # no usage (or cut short): bill what was generated, flagged as estimated
-                    reply.usage = estimated_usage(body, "".join(generated))
-                await response.aclose()
+        def settle(reply: StreamReply) -> None:
+            if not reported:  # no usage (or cut short): bill what was generated, flagged as estimated
+                reply.usage = estimated_usage(body, "".join(generated))
 
-        reply = StreamReply(frames(), sent)
-        return reply
+        return relayed_stream(self.upstream, response, sent, frame, lambda: SSE_DONE, settle)
 
     def _document(self, body: dict, model: Model, stream: bool) -> dict:
         document = {**body, "model": model.upstream, "stream": stream}

@@ -15,7 +15,17 @@ from tests.e2e.test_walking_skeleton import api, sign_up
 
 # Routes that take no account (they create one, or Stripe signs them), serve health, or act only on the caller's
 # own session (logout, password change: they would end the intruder's token mid-matrix).
-OUTSIDE = {"/api/signup", "/api/login", "/api/billing/stripe/webhook", "/health", "/api/logout", "/api/password"}
+# The event streams never end: tests/e2e/test_event_stream.py shows each account gets its own events only.
+OUTSIDE = {
+    "/api/signup",
+    "/api/login",
+    "/api/billing/stripe/webhook",
+    "/health",
+    "/api/logout",
+    "/api/password",
+    "/api/events",
+    "/admin/events",
+}
 MESSAGES = [{"role": "user", "content": "hello {{x}}"}]
 BODIES = {  # a well-formed body, so a refusal is about who asks, not about the body
     ("PATCH", "/api/keys/{key_id}"): {"label": "stolen", "spend_cap_usd": "0"},

@@ -201,7 +201,7 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
     page.get_by_role("button", name="Pay $20.00").click()
     expect(page.get_by_text("Payment received")).to_be_visible()
     expect(page).to_have_url(re.compile(r"/billing$"))
-    expect(page.locator(".headline")).to_have_text("$20.00")  # the live balance, polled
+    expect(page.locator(".headline")).to_have_text("$20.00")  # the live balance, moved by the account's events
     page.reload()
     expect(page.get_by_role("cell", name="succeeded")).to_be_visible()
 
@@ -213,7 +213,8 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
     answer = raw.parse()
     trace_id = raw.headers["x-mesh-trace-id"]
     assert answer.usage.completion_tokens > 0
-    # the balance polls every 3 s, behind the billing read model: more than expect's default 5 s under load
+    # the balance reloads on the usage event, once the billing read model shows it: more than expect's default 5 s
+    # under load
     expect(page.locator(".headline")).not_to_have_text("$20.00", timeout=TIMEOUT_MS)
     assert 0 < balance_pico(page) < 20 * 10**12
     page.reload()  # the chart and the table are drawn with the page

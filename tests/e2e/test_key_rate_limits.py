@@ -183,3 +183,25 @@ def test_streams_and_embeddings_count_and_carry_the_headers(gateways):  # noqa: 
         gateways[0].url + "/v1/embeddings", headers=auth, json={"model": MODEL, "input": "hello"}, timeout=30
     )
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "key_rpm_limit"
+
+
+def test_every_front_door_counts_against_the_keys_limit(gateways):  # noqa: F811
+    """/v1/responses and /v1/messages are admitted as chat completions are: by the same counter, with the headers,
+    and refused over the limit in their own error shape."""
+    _, _, key, _ = funded_key(gateways[0], "5", label="doors", rpm_limit=2)
+    auth = {"authorization": f"Bearer {key}"}
+    in_one_window()
+    answered = httpx.post(
+        gateways[0].url + "/v1/responses", headers=auth, json={"model": MODEL, "input": "hi", "max_output_tokens": 5}
+    )
+    assert answered.status_code == 200, answered.text
+    assert answered.headers["x-ratelimit-remaining-requests"] == "1"
+    message = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    second = httpx.post(gateways[1].url + "/v1/messages", headers={"x-api-key": key}, json=message)
+    assert second.status_code == 200, second.text
+    assert second.headers["x-ratelimit-remaining-requests"] == "0"
+    refused = httpx.post(gateways[0].url + "/v1/messages", headers={"x-api-key": key}, json=message)
+    assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
+    body = refused.json()
+    assert (body["type"], body["error"]["type"]) == ("error", "rate_limit_error")
+    assert "limited to 2 requests a minute" in body["error"]["message"]

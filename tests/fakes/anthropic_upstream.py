@@ -1,6 +1,6 @@
 """A fake Anthropic Messages API (POST /v1/messages; GET /v1/models, paged) speaking its documented wire format.
 
-What it relies on (docs.anthropic.com/en/api/messages, /messages-streaming, /errors):
+What it relies on (docs.anthropic.com/en/api/messages, /messages-streaming, /messages-count-tokens, /errors):
 - requests carry `x-api-key` and `anthropic-version`; `max_tokens` is required; a `tool_result` must answer a
   `tool_use` of the assistant turn just before it (else 400 invalid_request_error);
 - non-stream: a `message` with content blocks, stop_reason (end_turn, max_tokens, stop_sequence, tool_use),
@@ -60,12 +60,16 @@ def _unanswered(messages: list[dict]) -> str | None:
     return None
 
 
+COUNT_TOKENS = "/v1/messages/count_tokens"  # answers {"input_tokens": <words in system and messages>}
+
+
 class FakeAnthropic:
     def __init__(self, reply_words: int = 6, api_key: str | None = None):
         self.reply_words = reply_words
         self.api_key = api_key
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self.queries: list[str] = []  # each request's query string (Claude Code sends ?beta=true)
         self.fail_with: tuple[int, str, str] | None = None  # (status, error type, message)
         self.fail_mid_stream: str | None = None  # an `error` event with this overloaded_error message after a delta
         self.delay = 0.0  # seconds before answering
@@ -95,10 +99,14 @@ class FakeAnthropic:
             return await self._error(send, 401, "authentication_error", "invalid x-api-key")
         if scope["path"] == "/v1/models" and scope["method"] == "GET" and "anthropic-version" in headers:
             return await self._models(send, parse_qs(scope["query_string"].decode()))
-        if scope["path"] != "/v1/messages" or "anthropic-version" not in headers:
+        if scope["path"] not in ("/v1/messages", COUNT_TOKENS) or "anthropic-version" not in headers:
             return await self._error(send, 400, "invalid_request_error", "bad path or missing anthropic-version")
         request = json.loads(body)
         self.requests.append(request)
+        self.queries.append(scope.get("query_string", b"").decode())
+        if scope["path"] == COUNT_TOKENS:
+            words = _words(request.get("system", "")) + sum(_words(m["content"]) for m in request["messages"])
+            return await self._json(send, 200, {"input_tokens": words})
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail_with:

@@ -12,6 +12,10 @@ for the gpt-5 family and the o-series (400 unsupported_parameter).
 Usage carries OpenAI's breakdown as it does: `prompt_tokens_details.cached_tokens` (part of prompt_tokens: the
 first `cached_tokens` prompt tokens, as if cached) and `completion_tokens_details.reasoning_tokens` (part of
 completion_tokens: `reasoning_tokens` more tokens spent thinking, never shown).
+
+Tools: when function tools are offered and the last message is the user's and mentions "weather", the answer is a
+call of the first tool with arguments {"city": "Paris"} (finish_reason tool_calls, 5 completion tokens), streamed
+as a tool_calls delta with the id and name and then the arguments in two fragments.
 """
 
 from __future__ import annotations
@@ -35,6 +39,25 @@ def count_words(messages: list) -> int:
         elif isinstance(content, list):
             total += sum(len(p.get("text", "").split()) for p in content if p.get("type") == "text")
     return total
+
+
+TOOL_CALL_TOKENS = 5  # completion tokens of a tool call answer
+
+
+def _tool_call(request: dict) -> dict | None:
+    """The call of the first function tool, when the last message is the user's and asks about the weather."""
+    tools = [t for t in request.get("tools") or [] if t.get("type") == "function"]
+    last = request["messages"][-1] if request.get("messages") else {}
+    content = last.get("content")
+    text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or [])
+    if not tools or last.get("role") != "user" or "weather" not in text:
+        return None
+    name = tools[0]["function"]["name"]
+    return {
+        "id": "call_" + uuid.uuid4().hex[:24],
+        "type": "function",
+        "function": {"name": name, "arguments": '{"city": "Paris"}'},
+    }
 
 
 class FakeOpenAI:
@@ -121,8 +144,10 @@ class FakeOpenAI:
         if self.fail_with:
             status, text = self.fail_with
             return await self._json(send, status, {"error": {"message": text, "type": "server_error", "code": None}})
-        text = self.reply_for(request)
-        prompt, completion = count_words(request["messages"]), len(text.split()) + self.reasoning_tokens
+        call = _tool_call(request)
+        text = "" if call else self.reply_for(request)
+        prompt = count_words(request["messages"])
+        completion = (TOOL_CALL_TOKENS if call else len(text.split())) + self.reasoning_tokens
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -151,9 +176,14 @@ class FakeOpenAI:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": text, "refusal": None},
+                            "message": {
+                                "role": "assistant",
+                                "content": None if call else text,
+                                "refusal": None,
+                                **({"tool_calls": [call]} if call else {}),
+                            },
                             "logprobs": None,
-                            "finish_reason": "stop",
+                            "finish_reason": "tool_calls" if call else "stop",
                         }
                     ],
                     "usage": usage,
@@ -189,7 +219,7 @@ class FakeOpenAI:
                 await asyncio.sleep(self.chunk_delay)
 
         try:
-            await self._stream_frames(frame, chunk, text, usage, include_usage)
+            await self._stream_frames(frame, chunk, text, usage, include_usage, call)
         except ConnectionResetError:
             self.streams_cut_short += 1
             return
@@ -197,7 +227,9 @@ class FakeOpenAI:
             watcher.cancel()
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
-    async def _stream_frames(self, frame, chunk: dict, text: str, usage: dict, include_usage: bool) -> None:
+    async def _stream_frames(
+        self, frame, chunk: dict, text: str, usage: dict, include_usage: bool, call: dict | None = None
+    ) -> None:
         await frame(
             {
                 **chunk,
@@ -206,6 +238,22 @@ class FakeOpenAI:
                 ],
             }
         )
+        if call:
+            head = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+            fragments = [{"index": 0, **head}] + [
+                {"index": 0, "function": {"arguments": part}} for part in ('{"city": ', '"Paris"}')
+            ]
+            for fragment in fragments:
+                delta = {"tool_calls": [fragment]}
+                await frame(
+                    {**chunk, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
+                )
+            await frame(
+                {**chunk, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}]}
+            )
+            if include_usage:
+                await frame({**chunk, "choices": [], "usage": usage})
+            return
         for i, word in enumerate(text.split()):
             if i == 1 and self.fail_mid_stream:  # as OpenAI and vLLM report a failure once the stream has begun
                 await frame({"error": {"message": self.fail_mid_stream, "type": "server_error", "code": None}})

@@ -16,10 +16,11 @@ from psycopg_pool import AsyncConnectionPool
 from commands.accounts import AccountCommands
 from commands.app import MeshApplication
 from commands.stream import ensure_stream
-from domain.events import usage_subject
+from domain.events import USAGE_SUBJECT_EVENTS, log_subjects, usage_subject
 from domain.usage import UsageRecorded
 from gateway.usage import UsagePublisher
 from projections.billing_projection import Billing
+from projections.catalog import CatalogModel
 from projections.directory import Directory
 from projections.readmodel import ensure_schema, position_of
 from projections.rebuild import rebuild
@@ -28,6 +29,7 @@ from projections.source import StreamSource
 
 BILLING = Billing()
 DIRECTORY = Directory()
+CATALOG = CatalogModel()
 
 
 class Crash(Exception):
@@ -178,6 +180,27 @@ async def test_catch_up_uses_batches_not_a_transaction_per_event(env, spool_path
     assert head > 500 and commits == 1
 
 
+async def test_a_runner_reads_the_next_batch_while_it_applies_one_and_applies_each_event_once(env, spool_path):
+    nc, pool, app, stream = env
+    expected = await seed(app, UsagePublisher(nc, stream, spool_path), usages=300, duplicates=0)
+    source = StreamSource(nc, stream)
+    fetched = counting(source)
+    ahead = []
+
+    async def look_ahead(messages):
+        # the rows of this batch are written, not committed: the next batch is being read (or was read) already
+        ahead.append(runner._prefetch is not None and runner._prefetch[0] == messages[-1].position + 1)
+
+    runner = ProjectionRunner(BILLING, source, pool, batch_size=40, before_commit=look_ahead)
+    head = await source.head()
+    assert await runner.catch_up() == head
+    assert ahead[:-1] and all(ahead[:-1])  # every batch but the last had one after it
+    assert await balances(pool) == expected
+    positions = [m.position for batch in fetched[None] for m in batch]
+    assert sorted(set(positions)) == list(range(1, head + 1))  # every message read, each batch once
+    assert len(positions) == head
+
+
 async def test_rebuild_fills_new_tables_while_the_old_serve_then_swaps(env, spool_path, database_url):
     nc, pool, app, stream = env
     publisher = UsagePublisher(nc, stream, spool_path)
@@ -212,34 +235,49 @@ async def test_rebuild_fills_new_tables_while_the_old_serve_then_swaps(env, spoo
     assert await balances(pool) == expected
 
 
-async def test_runners_of_one_process_share_reads_and_store_positions_only_when_it_matters(env, spool_path):
+def counting(source: StreamSource) -> dict[str | None, list[list]]:
+    """Record what each direct get of `source` brought, per subject filter (None: the whole stream)."""
+    fetched: dict[str | None, list[list]] = {}
+    fetch = source._fetch
+
+    async def counted(start, limit, timeout, subjects=None):
+        messages, more = await fetch(start, limit, timeout, subjects)
+        fetched.setdefault(subjects, []).append(messages)
+        return messages, more
+
+    source._fetch = counted
+    return fetched
+
+
+async def test_runners_of_the_same_subjects_share_reads_and_store_positions_only_when_it_matters(env, spool_path):
+    """The runners of one process that read the same subjects share each read (directory and catalog: aggregate
+    events); billing, which reads usage too, reads the whole stream on its own."""
     nc, pool, app, stream = env
+    async with pool.connection() as conn:
+        await ensure_schema(conn, [CATALOG])
     publisher = UsagePublisher(nc, stream, spool_path)
     expected = await seed(app, publisher, accounts=1, usages=200, duplicates=0)
     source = StreamSource(nc, stream)
-    fetches = 0
-    fetch = source._fetch
-
-    async def counted(*args):
-        nonlocal fetches
-        fetches += 1
-        return await fetch(*args)
-
-    source._fetch = counted
+    fetched = counting(source)
     billing = ProjectionRunner(BILLING, source, pool)
     directory = ProjectionRunner(DIRECTORY, source, pool, checkpoint_every=3600)
+    catalog = ProjectionRunner(CATALOG, source, pool, checkpoint_every=3600)
     head = await source.head()
-    await asyncio.gather(billing.step(), directory.step())
-    assert fetches == 1  # one read from JetStream served both read models
-    assert billing.position == directory.position == head
+    await asyncio.gather(billing.step(), directory.step(), catalog.step())
+    aggregates = log_subjects(stream, DIRECTORY.topics)
+    assert aggregates == log_subjects(stream, CATALOG.topics) and aggregates is not None
+    assert len(fetched[aggregates]) == 1  # one read from JetStream served both read models of aggregate events
+    assert len(fetched[None]) == 1  # billing's
+    assert billing.position == directory.position == catalog.position == head
     assert await balances(pool) == expected
 
-    # usage events mean nothing to the directory: it moves on in memory and stores its position later
+    # usage events mean nothing to the directory: it reads none, moves on in memory and stores its position later
     account_id = next(iter(expected))
     for _ in range(3):
         await publisher.publish(usage(account_id, 7))
     await asyncio.gather(billing.step(), directory.step())
-    assert fetches == 2 and directory.position == billing.position == head + 3
+    assert directory.position == billing.position == head + 3
+    assert all(m.topic not in USAGE_SUBJECT_EVENTS for batch in fetched[aggregates] for m in batch)
     async with pool.connection() as conn:
         assert (await position_of(conn, DIRECTORY))[0] == head
         assert (await position_of(conn, BILLING))[0] == head + 3
@@ -247,6 +285,86 @@ async def test_runners_of_one_process_share_reads_and_store_positions_only_when_
     assert await directory.step() == 0
     async with pool.connection() as conn:
         assert (await position_of(conn, DIRECTORY))[0] == head + 3
+
+
+async def test_a_read_model_of_aggregate_events_reads_no_usage_and_still_reaches_the_head(env, spool_path):
+    """The directory receives only aggregate events, across batches and up to the head whatever was appended
+    last; a crash between its rows and the commit of a batch that covered usage it skipped leaves nothing, and the
+    resumed runner applies each event once."""
+    nc, pool, app, stream = env
+    publisher = UsagePublisher(nc, stream, spool_path)
+    expected = await seed(app, publisher, accounts=4, usages=300, duplicates=0)
+    account_id = next(iter(expected))
+    for _ in range(20):  # the log ends with usage
+        await publisher.publish(usage(account_id, 3))
+    source = StreamSource(nc, stream)
+    fetched = counting(source)
+    head = await source.head()
+    crashes = 0
+
+    async def crash_on_second_batch(messages):
+        nonlocal crashes
+        if crashes == 0 and messages[0].position > 1:
+            crashes += 1
+            raise Crash()
+
+    runner = ProjectionRunner(DIRECTORY, source, pool, batch_size=3, before_commit=crash_on_second_batch)
+    assert await runner.step() == 3  # the first three account events, positions 1..3
+    with pytest.raises(Crash):
+        await runner.step()
+    async with pool.connection() as conn:
+        assert (await position_of(conn, DIRECTORY))[0] == 3
+    fresh = ProjectionRunner(DIRECTORY, source, pool, batch_size=3)
+    assert await fresh.catch_up() == head
+    async with pool.connection() as conn:
+        assert (await position_of(conn, DIRECTORY))[0] == head  # stored, though the last events are usage
+        cur = await conn.execute("select account_id from accounts")
+        assert {row[0] for row in await cur.fetchall()} == set(expected)
+    received = [m for batch in fetched[log_subjects(stream, DIRECTORY.topics)] for m in batch]
+    assert received and not [m for m in received if m.topic in USAGE_SUBJECT_EVENTS]
+    assert len(received) < head / 10  # the 320 usage events never crossed the wire
+
+    # only usage after that: the position still reaches the new head, with no message read
+    for _ in range(5):
+        await publisher.publish(usage(account_id, 3))
+    reads = len(received)
+    assert await fresh.catch_up() == head + 5
+    assert sum(len(batch) for batch in fetched[log_subjects(stream, DIRECTORY.topics)]) == reads
+    async with pool.connection() as conn:
+        assert (await position_of(conn, DIRECTORY))[0] == head + 5
+
+
+async def test_read_your_writes_holds_for_a_read_model_that_skips_usage(env, spool_path):
+    """The worker's directory, reading aggregate events only, reaches the position a command wrote however much
+    usage is around it, and its stored position follows usage-only appends to the head."""
+    from api.projection_worker import ProjectionWorker, ensure_read_models
+    from commands.keys import KeyCommands
+    from projections.runner import wait_for_position
+
+    nc, pool, app, stream = env
+    publisher = UsagePublisher(nc, stream, spool_path)
+    expected = await seed(app, publisher, accounts=1, usages=50, duplicates=0)
+    account_id = next(iter(expected))
+    await ensure_read_models(pool)
+    worker = ProjectionWorker(nc, pool, stream, log_bodies=False, retention_days=90)
+    await worker.follow_appends()
+    stop = asyncio.Event()
+    runs = [asyncio.create_task(runner.run(stop)) for runner in worker.runners]
+    try:
+        for _ in range(50):
+            await publisher.publish(usage(account_id, 1))
+        key = await asyncio.to_thread(KeyCommands(app).create, account_id, "k", None, None)
+        for _ in range(50):
+            await publisher.publish(usage(account_id, 1))
+        assert await wait_for_position(pool, DIRECTORY, key.position)
+        async with pool.connection() as conn:
+            cur = await conn.execute("select label from api_keys where key_id = %s", (key.key.id,))
+            assert await cur.fetchone() == ("k",)
+        head = await StreamSource(nc, stream).head()
+        assert await wait_for_position(pool, DIRECTORY, head)  # within its checkpoint interval
+    finally:
+        stop.set()
+        await asyncio.gather(*runs)
 
 
 async def test_one_batch_counts_each_trace_id_once_in_every_total(env, spool_path):

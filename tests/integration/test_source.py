@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
+from nats.js.api import StreamConfig
 
 from projections.source import StreamSource
 
@@ -47,3 +49,41 @@ async def test_a_batch_that_goes_quiet_fails_after_the_timeout(nc, stream_name):
         await StreamSource(nc, stream_name).read(1, limit=10, timeout=TIMEOUT)
 
     assert TIMEOUT <= loop.time() - began < 4 * TIMEOUT
+
+
+async def serve_filtered(nc, stream: str, head: int, positions: list[int], left: int):
+    """A real stream of `head` messages without direct get, and a responder answering its filtered direct get with
+    the messages at `positions`, then the end of the batch saying `left` more of its subjects are stored after them."""
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"], allow_direct=False))
+    for _ in range(head):
+        await js.publish(f"{stream}.usage.a", b"{}")
+
+    async def answer(msg):
+        assert msgspec.json.decode(msg.data)["next_by_subj"] == f"{stream}.agg.>"
+        for seq in positions:
+            headers = {"Nats-Sequence": str(seq), "Nats-Time-Stamp": "2026-12-01T06:00:00.123456789Z"}
+            await nc.publish(msg.reply, b"{}", headers={**headers, "Mesh-Topic": "key.created"})
+        await nc.publish(msg.reply, b"", headers={"Status": "204", "Nats-Num-Pending": str(left)})
+
+    await nc.subscribe(f"$JS.API.DIRECT.GET.{stream}", cb=answer)
+
+
+async def test_a_filtered_read_that_ends_with_none_left_covers_the_stream_to_its_head(nc, stream_name):
+    await serve_filtered(nc, stream_name, head=100, positions=[3, 7], left=0)
+
+    read = await StreamSource(nc, stream_name).read_through(1, 10, f"{stream_name}.agg.>")
+
+    assert [m.position for m in read.messages] == [3, 7]
+    assert read.through == 100 and not read.more
+
+
+async def test_a_filtered_batch_the_server_cut_short_covers_only_what_it_brought(nc, stream_name):
+    """A batch can end before `limit` with more of its subjects left (the server's byte limit per batch): the
+    messages after the last one brought are not skipped."""
+    await serve_filtered(nc, stream_name, head=100, positions=[3, 7], left=5)
+
+    read = await StreamSource(nc, stream_name).read_through(1, 10, f"{stream_name}.agg.>")
+
+    assert [m.position for m in read.messages] == [3, 7]
+    assert read.through == 7 and read.more

@@ -5,12 +5,16 @@ from __future__ import annotations
 import uuid
 
 
+from api.connections import connect_nats
+from api.embedded import free_port
 from commands.stream import (
+    DEFAULT_REPLICAS,
     DEFAULT_STREAM_MAX_BYTES,
     DUPLICATE_WINDOW,
     MIN_DEFAULT_STREAM_MAX_BYTES,
     ensure_log_stream,
     ensure_stream,
+    nats_servers,
     stream_config,
 )
 from domain.events import usage_subject
@@ -53,3 +57,28 @@ async def test_the_logs_size_limit_is_set_and_kept_by_processes_that_do_not_say_
     assert (await js.stream_info(stream_name)).config.max_bytes == unset
     await ensure_log_stream(nc, stream_name, 1024**2)  # the operator may lower it again; nothing is lost
     assert (await js.stream_info(stream_name)).config.max_bytes == 1024**2
+
+
+async def test_a_comma_separated_list_of_servers_reaches_one_that_runs(nats_url, stream_name):
+    dead = f"nats://127.0.0.1:{free_port()}"
+    for listed in (f"{dead},{nats_url}", f"{nats_url} , {dead}"):
+        nc = await connect_nats(listed)
+        try:
+            await ensure_stream(nc, stream_name, replicas=DEFAULT_REPLICAS)
+            assert (await nc.jetstream().stream_info(stream_name)).config.num_replicas == 1
+        finally:
+            await nc.close()
+    assert nats_servers(f" {dead} ,, {nats_url} ") == [dead, nats_url]
+
+
+async def test_a_process_that_does_not_say_the_replicas_keeps_them(nc, stream_name):
+    await ensure_stream(nc, stream_name, replicas=1)
+    await ensure_stream(nc, stream_name)  # the event store's recorder, say: replicas as they are
+    assert (await nc.jetstream().stream_info(stream_name)).config.num_replicas == 1
+    refused = None
+    try:
+        await ensure_stream(nc, stream_name, replicas=3)  # one server cannot hold three
+    except Exception as exc:
+        refused = exc
+    assert refused is not None
+    assert (await nc.jetstream().stream_info(stream_name)).config.num_replicas == 1

@@ -184,3 +184,16 @@ def test_aliases_are_bare_names_unique_across_the_catalog_and_resolve_to_their_m
         text = GOOD.replace('completion_usd_per_1k = "1.5"', f'completion_usd_per_1k = "1.5"\naliases = {aliases}')
         with pytest.raises(ConfigError, match=message):
             load_catalog(write(tmp_path, text), env={"ACME_KEY": "k"})
+
+
+def test_ignore_fields_are_read_per_model_and_bounded(tmp_path):
+    text = GOOD + 'ignore_fields = ["cache_control", "context_management"]\n'
+    model = load_catalog(write(tmp_path, text), env={"ACME_KEY": "k"}).get("acme/gpt")
+    assert model.ignore_fields == frozenset({"cache_control", "context_management"})
+    for bad, message in (
+        ('ignore_fields = ["max_tokens"]', "cannot be dropped"),
+        ('ignore_fields = ["no spaces"]', "not a field name"),
+        (f"ignore_fields = {[f'f{n}' for n in range(33)]}".replace("'", '"'), "at most 32"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_catalog(write(tmp_path, GOOD + bad + "\n"), env={"ACME_KEY": "k"})

@@ -161,6 +161,45 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-payment-intent]").forEach(mountCard);
 });
 
+// Live parts (the balance, the newest page of logs) follow the account's events (GET /api/events, Server-Sent
+// Events on the session cookie) instead of polling: an element with data-live (the event names it follows) is
+// reloaded from its data-live-url (else this page) with the event's position, which the server answers once its
+// read model shows that event. One reload at a time per part; events that arrive meanwhile make one more. The
+// stream starts after what the page shows (data-live-from), so an event between the page and the stream is not
+// missed.
+function reloadPart(id, position) {
+  const part = document.getElementById(id);
+  if (!part) return;
+  if (part.dataset.loading) { part.dataset.pending = position; return; }
+  part.dataset.loading = "1";
+  const url = new URL(part.dataset.liveUrl || location.href, location.href);
+  url.searchParams.set("position", position);
+  htmx.ajax("GET", url.pathname + url.search, { target: `#${id}`, select: `#${id}`, swap: "outerHTML" })
+    .finally(() => {
+      const now = document.getElementById(id);
+      const pending = part.dataset.pending;
+      if (now && now !== part) { delete now.dataset.loading; }
+      delete part.dataset.loading;
+      if (pending) { delete part.dataset.pending; reloadPart(id, pending); }
+    });
+}
+
+function followEvents() {
+  const parts = [...document.querySelectorAll("[data-live][id]")];
+  if (!parts.length || !window.EventSource || !window.htmx) return;
+  const following = {};
+  parts.forEach((part) => part.dataset.live.split(",").forEach((type) => {
+    (following[type] = following[type] || []).push(part.id);
+  }));
+  const starts = parts.map((part) => Number(part.dataset.liveFrom)).filter((n) => Number.isInteger(n) && n > 0);
+  const from = starts.length ? `&from=${Math.min(...starts)}` : "";
+  const source = new EventSource(`/api/events?types=${encodeURIComponent(Object.keys(following).join(","))}${from}`);
+  Object.entries(following).forEach(([type, ids]) => {
+    source.addEventListener(type, (event) => ids.forEach((id) => reloadPart(id, event.lastEventId)));
+  });
+}
+document.addEventListener("DOMContentLoaded", followEvents);
+
 // A form with data-confirm asks once, naming what it acts on, before it is sent (an operator's suspension or
 // take-back); without JavaScript it is sent as it is.
 document.addEventListener("submit", (event) => {

@@ -1,0 +1,25 @@
+"""The stream source parses message headers as nats-py does, faster (projections/source.py)."""
+
+from __future__ import annotations
+
+import pytest
+from nats.aio.client import Client
+
+from projections.source import _parse_header_lines
+
+BLOCKS = [
+    b"Nats-Stream: MESH\r\nNats-Subject: mesh.usage.6b1c7d0e-3a43-4d5e-9b8e-2f6e3c9f0a11\r\nNats-Sequence: 12345\r\n"
+    b"Nats-Time-Stamp: 2026-12-04T16:51:45.502065001Z\r\nNats-Num-Pending: 3\r\nNats-Last-Sequence: 0\r\n"
+    b"Mesh-Topic: usage.recorded\r\nMesh-Originator-Version: 1\r\nMesh-Originator-Id: 6b1c7d0e\r\n\r\n",
+    b"A:b\r\n",
+    b"A :  b  \r\nB\r\nx y: z\r\n:empty\r\nC:\r\n",  # no colon, a space in a name, no name: left out
+    b"K: v\xff\r\n",  # bad UTF-8 in a value: replaced
+    b"N\xc3\xa9: x\r\nOk: 1\r\n",  # a name that is not ASCII: left out
+    b" Lead: x\r\nDup: 1\r\nDup: 2\r\n",  # the last of a name wins
+    b"Status: 204\r\nDescription: EOB\r\nNats-Num-Pending: 0\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("raw", BLOCKS)
+def test_headers_parse_as_nats_py_parses_them(raw):
+    assert _parse_header_lines(raw) == Client._parse_header_lines(raw)
