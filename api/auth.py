@@ -1,8 +1,8 @@
-"""Who is calling the JSON API: an account (management token) or the operator."""
+"""Who is calling the JSON API: an account (management token) or an operator (the operator token, or an
+operator's management token)."""
 
 from __future__ import annotations
 
-import hmac
 from uuid import UUID
 
 from litestar import Request
@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 
 from api.errors import ApiError
 from api.services.accounts import AccountService
+from api.services.operators import OperatorService
 from domain.credentials import API_KEY_PREFIX, hash_token
 
 
@@ -35,7 +36,7 @@ async def current_account(request: Request, account_service: NamedDependency[Acc
     return account_id
 
 
-async def operator(request: Request, operator_token: NamedDependency[str]) -> None:
-    """The operator token (`operator_token`: this Mesh's, a dependency of the app) or a 403."""
-    if not hmac.compare_digest(bearer(request).encode(), operator_token.encode()):
-        raise ApiError(403, "this route needs the operator token", "forbidden")
+async def operator(request: Request, operator_service: NamedDependency[OperatorService]) -> str:
+    """The acting operator: "token" for the shared operator token, the account id for the management token of an
+    operator's account; else a 403."""
+    return await operator_service.acting(bearer(request))

@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         help="quarantine: list set-aside events; retry: apply them again",
     )
     projections.add_argument("--read-model", help="only this read model (a name as in `mesh rebuild`)")
+    operators = sub.add_parser(
+        "operators", help="give an existing account the operator role, take it away, or list the operators"
+    )
+    operators.add_argument("action", choices=("add", "remove", "list"), help="add | remove | list")
+    operators.add_argument("email", nargs="?", help="the account's email (add, remove)")
     rebuild = sub.add_parser("rebuild", help="rebuild a read model from position 0 into new tables, then swap")
     rebuild.add_argument("read_model", help="directory | billing | catalog | templates | logs")
     _add_events_commands(sub)
@@ -63,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(quarantine(settings, args.action, args.read_model))
         if args.command == "projections":
             return _run(_projections_only(settings))
+        if args.command == "operators":
+            from api.operator_roles import operators as operator_roles
+
+            return _run(operator_roles(settings, args.action, args.email))
         if args.command == "models":
             from api.models_command import discover_models
 

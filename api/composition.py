@@ -21,6 +21,8 @@ from api.services.logs import LogService
 from api.services.metrics import MetricsService
 from api.services.models import ModelService
 from api.services.one_time_views import OneTimeViews
+from api.services.operators import OperatorService
+from api.services.support import SupportService
 from api.services.provider_models import ProviderModelService
 from api.services.template_trial import TemplateTrial
 from api.services.usage import UsageService
@@ -48,6 +50,8 @@ class Services:
     webhook_service: WebhookService
     one_time_views: OneTimeViews  # what a dashboard page shows once, after the redirect of a POST
     metrics_service: MetricsService
+    operator_service: OperatorService  # who the operators are, and what they did
+    support_service: SupportService  # what operators look up across accounts
     provider_model_service: ProviderModelService  # what the providers offer (operator)
     event_service: EventService  # subscribers of the event log (GET /api/events, /admin/events)
 
@@ -110,6 +114,8 @@ def compose(runtime: Runtime) -> Services:
             health,
             (runtime.operator_token, runtime.metrics_token or ""),
         ),
+        operator_service=OperatorService(pool, runtime.operator_token),
+        support_service=SupportService(pool, log_service),
         provider_model_service=ProviderModelService(runtime.catalog, runtime.adapters),
         event_service=EventService(
             runtime.nc, runtime.stream, runtime.source, pool, waiter, runtime.events_heartbeat_seconds
@@ -124,16 +130,11 @@ def _service(name: str) -> Provide:
     return Provide(provide, sync_to_thread=False)
 
 
-def _operator_token(state: State) -> str:
-    return state.runtime.operator_token
-
-
 def _events_idle_seconds(state: State) -> float:
     return state.runtime.export_idle_seconds
 
 
 SERVICE_DEPENDENCIES = {
     **{field.name: _service(field.name) for field in fields(Services)},
-    "operator_token": Provide(_operator_token, sync_to_thread=False),  # what api.auth.operator compares with
     "events_idle_seconds": Provide(_events_idle_seconds, sync_to_thread=False),  # an event stream's stalled write
 }

@@ -16,7 +16,7 @@ from litestar.exceptions import ValidationException, MethodNotAllowedException
 
 from commands.accounts import BadCredentials, EmailTaken, InvalidInvite, InvalidPassword, WrongPassword
 from commands.app import Conflict, NotFound
-from domain.account import InvalidCreditGrant, InvalidEmail, NoSavedCard
+from domain.account import AccountSuspended, InvalidCreditGrant, InvalidEmail, InvalidReason, NoSavedCard
 from domain.apikey import InvalidKeySettings, KeyRevoked
 from domain.bounds import FLOAT_AMOUNT_RULE, PATTERN_RULES, InvalidText
 from domain.invite import SignupRefused
@@ -30,7 +30,7 @@ from domain.topup import TopUpError
 from domain.webhook import InvalidWebhook, WebhookNotFound
 from api.input_errors import InvalidInput, query_error
 from api.payments import CardDeclined, PaymentError
-from api.services.errors import Busy, Invalid, Missing, ServiceError, Unavailable, UpstreamFailed
+from api.services.errors import Busy, Forbidden, Invalid, Missing, ServiceError, Unavailable, UpstreamFailed
 from gateway.errors import ErrorBody, ErrorResponse
 
 log = logging.getLogger("mesh.api")
@@ -49,6 +49,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidEmail: (400, "invalid_email"),
     InvalidPassword: (400, "invalid_password"),
     InvalidAmount: (400, "invalid_amount"),
+    InvalidReason: (400, "invalid_reason"),  # before InvalidCreditGrant: a kind of it
     InvalidCreditGrant: (400, "invalid_amount"),
     NoSavedCard: (409, "no_saved_card"),
     InvalidKeySettings: (400, "invalid_key_settings"),
@@ -58,6 +59,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidInvite: (400, "invalid_request"),
     BadCredentials: (401, "bad_credentials"),
     WrongPassword: (403, "wrong_password"),
+    AccountSuspended: (403, "account_suspended"),
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
     TopUpError: (409, "topup_state"),
@@ -76,6 +78,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     # the application services' refusals: each carries its own code (and param), answered as it is
     Invalid: (400, "invalid_request"),
     Missing: (404, "not_found"),
+    Forbidden: (403, "forbidden"),
     Unavailable: (409, "unavailable"),
     Busy: (429, "busy"),
     UpstreamFailed: (502, "upstream_error"),
@@ -83,6 +86,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
 SERVICE_ERROR_TYPES: dict[type[ServiceError], str] = {
     Busy: "rate_limit_error",
     UpstreamFailed: "upstream_error",
+    Forbidden: "permission_error",
 }  # else invalid_request_error
 
 

@@ -41,7 +41,7 @@ class ReadModelKeys:
             ) from None
         if found is None:
             return None
-        row, valid_until = found
+        row, valid_until, suspended = found
         allowed = frozenset(row.allowed_models) if row.allowed_models is not None else None
         return KeyInfo(
             row.key_id,
@@ -55,6 +55,7 @@ class ReadModelKeys:
             row.fit_to_budget,
             row.rpm_limit,
             row.tpm_limit,
+            account_suspended=suspended,
         )
 
 

@@ -19,12 +19,14 @@ from msgspec import inspect as mi
 from domain import bounds
 from domain.template import LABEL_DOCUMENT_PATTERN, LABEL_RULE, NAME_PATTERN, NAME_RULE
 from projections.billing import GROUP_BY_PATTERN, GROUP_BY_RULE
+from api.services.operators import AUDIT_CURSOR, AUDIT_CURSOR_RULE
 
 PATTERN_RULES = {
     **bounds.PATTERN_RULES,
     NAME_PATTERN: NAME_RULE,
     LABEL_DOCUMENT_PATTERN: LABEL_RULE,
     GROUP_BY_PATTERN: GROUP_BY_RULE,
+    AUDIT_CURSOR: AUDIT_CURSOR_RULE,
 }
 PATTERN_RULES[bounds.TIME_PATTERN] = (
     f"a time is ISO 8601 with a time zone in the years {bounds.EARLIEST_YEAR} to {bounds.LATEST_YEAR}"

@@ -45,7 +45,8 @@ SECURITY_SCHEMES: dict[str, SecurityScheme | Reference] = {
     OPERATOR_SCHEME: SecurityScheme(
         type="http",
         scheme="bearer",
-        description="The operator token (MESH_OPERATOR_TOKEN or <data dir>/operator_token)",
+        description="The operator token (MESH_OPERATOR_TOKEN or <data dir>/operator_token), or the management token "
+        "of an account given the operator role (`mesh operators add <email>`)",
     ),
 }
 
@@ -54,7 +55,7 @@ ERROR_DESCRIPTIONS = {
     400: "The request is not valid: a body, query or path value breaks a rule (the message names it)",
     401: "No credentials, or a management token that is unknown, expired or revoked",
     402: "The account's balance or a key's spend cap does not cover the request",
-    403: "Credentials of the wrong kind for this route (an API key, or not the operator token)",
+    403: "Credentials of the wrong kind for this route (an API key, or not an operator's), or an account suspended",
     404: "No such thing for this caller",
     409: "The request conflicts with the current state (e.g. already taken, revoked or archived)",
     413: "The request is larger than allowed",

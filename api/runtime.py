@@ -348,7 +348,7 @@ class Runtime:
         self._renewing[token_hash] = asyncio.create_task(renew(), name="session-renewal")
 
     def _key_changed(self, key: KeyInfo) -> None:
-        if key.status != "active":
+        if key.status != "active" or key.account_suspended:
             self.budgets.forget_key(key.key_id)
 
     async def _every(self, interval: float, job) -> None:

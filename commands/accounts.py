@@ -16,7 +16,7 @@ import msgspec
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import RecordConflictError
 
-from commands.app import MeshApplication
+from commands.app import MeshApplication, NotFound
 from domain.account import Account, EmailClaim, normalise_email
 from domain.bounds import check_aware
 from domain.credentials import (
@@ -124,12 +124,14 @@ class AccountCommands:
 
         return self.app.retrying(use_case)
 
-    def create_invite(self, expires_at: datetime | None, by: str = "operator") -> tuple[Invite, str, int]:
+    def create_invite(
+        self, expires_at: datetime | None, by: str = "operator", operator: str | None = None
+    ) -> tuple[Invite, str, int]:
         """A new single-use invite code: (invite, the code in plain text, shown once, position)."""
         if expires_at is not None and check_aware(expires_at, "expires_at", InvalidInvite) <= self.clock():
             raise InvalidInvite("expires_at must be in the future")
         code = NewSecret(INVITE_PREFIX + secrets.token_urlsafe(16))
-        invite = Invite(code_hash=code.hash, prefix=code.prefix, expires_at=expires_at, by=by)
+        invite = Invite(code_hash=code.hash, prefix=code.prefix, expires_at=expires_at, by=by, operator=operator)
         return invite, code.plain, self.app.save_all(invite)
 
     def _invite(self, code: str | None) -> Invite:
@@ -155,6 +157,7 @@ class AccountCommands:
         verified = account.password_hash if account is not None else self._dummy_hash
         if not verify_password(password, verified) or account is None:
             raise BadCredentials("email or password is wrong")
+        account.check_active()  # the right password of a suspended account: told so, nothing issued
         rehashed = hash_password(password, self.password_kdf) if needs_rehash(verified, self.password_kdf) else None
         token = new_management_token()
         changes = account.password_changes
@@ -163,6 +166,7 @@ class AccountCommands:
             current = self.app.account(account.id)
             if current.password_changes != changes:
                 raise BadCredentials("email or password is wrong")  # changed since it was checked
+            current.check_active()
             if rehashed is not None and current.password_hash == verified:  # not rehashed by a log-in meanwhile
                 current.rehash_password(rehashed)
             current.issue_token(token.hash, self._expiry())
@@ -207,11 +211,44 @@ class AccountCommands:
 
         return self.app.retrying(use_case)
 
-    def grant_credits(self, account_id: UUID, amount: int, reason: str, granted_by: str) -> int:
+    def grant_credits(
+        self, account_id: UUID, amount: int, reason: str, granted_by: str, operator: str | None = None
+    ) -> int:
         def use_case() -> int:
             account = self.app.account(account_id)
-            account.grant_credits(amount, reason, granted_by)
+            account.grant_credits(amount, reason, granted_by, operator)
             return self.app.save_all(account)
+
+        return self.app.retrying(use_case)
+
+    def take_back_credits(self, account_id: UUID, amount: int, reason: str, operator: str) -> int:
+        return self._change(account_id, lambda account: account.take_back_credits(amount, reason, operator))
+
+    def suspend(self, account_id: UUID, reason: str, operator: str) -> int:
+        return self._change(account_id, lambda account: account.suspend(reason, operator))
+
+    def resume(self, account_id: UUID, reason: str, operator: str) -> int:
+        return self._change(account_id, lambda account: account.resume(reason, operator))
+
+    def set_operator(self, email: str, operator: bool, by: str) -> tuple[UUID, int]:
+        """Give the account of `email` the operator role, or take it away: (the account, position; 0 when
+        nothing changed). NotFound without such an account."""
+        found = self._account_of(normalise_email(email))
+        if found is None:
+            raise NotFound(f"no account with email {normalise_email(email)}; sign up first")
+
+        def change(account: Account) -> None:
+            account.grant_operator(by) if operator else account.revoke_operator(by)
+
+        return found.id, self._change(found.id, change)
+
+    def _change(self, account_id: UUID, decide: Callable[[Account], None]) -> int:
+        """Load the account, let it decide, save what it decided (0: nothing)."""
+
+        def use_case() -> int:
+            account = self.app.account(account_id)
+            decide(account)
+            return self.app.save_all(account) if account.pending_events else 0
 
         return self.app.retrying(use_case)
 

@@ -13,7 +13,9 @@ class CatalogCommands:
     def __init__(self, app: MeshApplication):
         self.app = app
 
-    def change(self, model_id: str, price: Price | None, enabled: bool | None, by: str) -> int:
+    def change(
+        self, model_id: str, price: Price | None, enabled: bool | None, by: str, operator: str | None = None
+    ) -> int:
         """Change a model's price and/or availability; returns the stream position (0: nothing changed)."""
 
         def use_case() -> int:
@@ -22,11 +24,11 @@ class CatalogCommands:
             except AggregateNotFoundError:
                 settings = ModelSettings(model_id=model_id)
             if price is not None:
-                settings.change_price(price, by)
+                settings.change_price(price, by, operator)
             if enabled is True:
-                settings.enable(by)
+                settings.enable(by, operator)
             elif enabled is False:
-                settings.disable(by)
+                settings.disable(by, operator)
             return self.app.save_all(settings) if settings.pending_events else 0
 
         return self.app.retrying(use_case)

@@ -58,6 +58,7 @@ class KeyCommands:
         secret = new_api_key()
 
         def use_case() -> KeyResult:  # a concurrent create changed the holdings: counted again
+            self.app.account(account_id).check_active()  # a suspended account makes no keys
             key = ApiKey.create(
                 account_id,
                 label,

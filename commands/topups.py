@@ -58,7 +58,13 @@ class TopUpCommands:
             return TopUpResult(self.load(provider, reference), 0)
 
     def confirm(
-        self, provider: str, reference: str, amount: int, by: str, account_id: UUID | None = None
+        self,
+        provider: str,
+        reference: str,
+        amount: int,
+        by: str,
+        account_id: UUID | None = None,
+        operator: str | None = None,
     ) -> TopUpResult:
         """The payment arrived: credit it, once. An unknown payment is recorded first when the
         provider names the account (e.g. an off-session charge whose request was not saved)."""
@@ -70,7 +76,7 @@ class TopUpCommands:
                 if account_id is None:
                     raise
                 topup = TopUp(account_id=account_id, provider=provider, reference=reference, amount=amount)
-            if not topup.succeed(amount, datetime.now(timezone.utc)):
+            if not topup.succeed(amount, datetime.now(timezone.utc), operator):
                 return TopUpResult(topup, 0)
             account = self.app.account(topup.account_id)
             account.grant_credits(amount, f"top-up via {provider} ({reference})", by)
@@ -78,6 +84,10 @@ class TopUpCommands:
             return TopUpResult(topup, self.app.save_all(topup, account), amount - taken)
 
         return self.app.retrying(use_case)
+
+    def reject(self, provider: str, reference: str, reason: str, operator: str) -> TopUpResult:
+        """An operator says the money will not come: the pending top-up can no longer be confirmed."""
+        return self._change(provider, reference, lambda topup: topup.reject(reason, operator))
 
     def fail(self, provider: str, reference: str, reason: str) -> TopUpResult:
         return self._change(provider, reference, lambda topup: topup.fail(reason))

@@ -11,7 +11,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.bounds import MAX_EMAIL_LENGTH, MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH, check_text
 from domain.leases import ExtendsLease, GrantsLease, LeaseBook, LeaseHolder, SettlesLease
-from domain.money import check_amount
+from domain.money import check_amount, pico_to_usd
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -22,6 +22,14 @@ class InvalidEmail(ValueError):
 
 class InvalidCreditGrant(ValueError):
     pass
+
+
+class InvalidReason(InvalidCreditGrant):
+    """The reason an operator gives for an act is blank, too long, or holds control characters."""
+
+
+class AccountSuspended(PermissionError):
+    """The account is suspended by an operator: it cannot log in nor make keys, and its keys are refused."""
 
 
 class NoSavedCard(ValueError):
@@ -53,6 +61,7 @@ class Account(LeaseHolder, Aggregate):
         amount: int  # pico-USD, > 0
         reason: str
         granted_by: str
+        operator: str | None = None  # the acting operator (an account id, or "token"); None: not an operator's act
 
     class StripeCustomerLinked(Aggregate.Event):
         customer_id: str
@@ -61,6 +70,7 @@ class Account(LeaseHolder, Aggregate):
         amount: int  # pico-USD taken back (a refund, a dispute), > 0
         reason: str
         debited_by: str
+        operator: str | None = None  # the acting operator (an account id, or "token"); None: not an operator's act
 
     class AutoRefillConfigured(Aggregate.Event):
         threshold: int  # pico-USD: refill when the balance falls below this
@@ -132,6 +142,25 @@ class Account(LeaseHolder, Aggregate):
 
         password_hash: str
 
+    class OperatorGranted(Aggregate.Event):
+        """The account's owner is one of this Mesh's operators (`mesh operators add`)."""
+
+        by: str  # who gave the role: "cli", or the acting operator
+
+    class OperatorRevoked(Aggregate.Event):
+        by: str
+
+    class Suspended(Aggregate.Event):
+        """An operator stopped the account: its keys are refused, it cannot log in or make keys. Nothing is
+        deleted; `account.resumed` undoes it."""
+
+        reason: str
+        operator: str  # an account id, or "token"
+
+    class Resumed(Aggregate.Event):
+        reason: str
+        operator: str
+
     @event(Registered)
     def __init__(self, email: str, password_hash: str, token_hash: str, token_expires_at: datetime | None = None):
         self.email = email
@@ -146,6 +175,8 @@ class Account(LeaseHolder, Aggregate):
         self.auto_refill_armed = True
         self.refill_pending: UUID | None = None
         self.refill_failures = 0
+        self.operator = False
+        self.suspended: str | None = None  # the reason, while suspended
 
     @property
     def leasable(self) -> int:
@@ -198,16 +229,67 @@ class Account(LeaseHolder, Aggregate):
     def _rehash_password(self, password_hash: str) -> None:
         self.password_hash = password_hash
 
-    def grant_credits(self, amount: int, reason: str, granted_by: str) -> None:
+    def grant_credits(self, amount: int, reason: str, granted_by: str, operator: str | None = None) -> None:
         check_amount(amount, "amount_usd", InvalidCreditGrant, positive=True)
-        if not reason.strip():
-            raise InvalidCreditGrant(f"reason must be 1 to {MAX_REASON_LENGTH} characters")
-        check_text(reason, "reason", MAX_REASON_LENGTH, multiline=True, error=InvalidCreditGrant)
-        self._grant_credits(amount, reason.strip(), granted_by)
+        self._grant_credits(amount, check_reason(reason), granted_by, operator)
 
     @event(CreditsGranted)
-    def _grant_credits(self, amount: int, reason: str, granted_by: str) -> None:
+    def _grant_credits(self, amount: int, reason: str, granted_by: str, operator: str | None = None) -> None:
         self.credits += amount
+
+    def take_back_credits(self, amount: int, reason: str, operator: str) -> None:
+        """An operator takes credits back: at most what is neither spent nor reserved by an open lease, so the
+        balance never goes below zero by an operator's hand and every admitted request stays paid for."""
+        check_amount(amount, "amount_usd", InvalidCreditGrant, positive=True)
+        reason = check_reason(reason)
+        if amount > self.leasable:
+            raise InvalidCreditGrant(
+                f"at most {pico_to_usd(max(self.leasable, 0))} USD can be taken back: the credits neither spent "
+                "nor reserved by requests running now"
+            )
+        self._debit_credits(amount, reason, "operator", operator)
+
+    def grant_operator(self, by: str) -> None:
+        """Idempotent: an operator already changes nothing."""
+        if not self.operator:
+            self._grant_operator(by)
+
+    @event(OperatorGranted)
+    def _grant_operator(self, by: str) -> None:
+        self.operator = True
+
+    def revoke_operator(self, by: str) -> None:
+        if self.operator:
+            self._revoke_operator(by)
+
+    @event(OperatorRevoked)
+    def _revoke_operator(self, by: str) -> None:
+        self.operator = False
+
+    def suspend(self, reason: str, operator: str) -> None:
+        """Idempotent: a suspended account stays suspended for its first reason."""
+        reason = check_reason(reason)
+        if self.suspended is None:
+            self._suspend(reason, operator)
+
+    @event(Suspended)
+    def _suspend(self, reason: str, operator: str) -> None:
+        self.suspended = reason
+
+    def resume(self, reason: str, operator: str) -> None:
+        """Idempotent: an account not suspended changes nothing."""
+        reason = check_reason(reason)
+        if self.suspended is not None:
+            self._resume(reason, operator)
+
+    @event(Resumed)
+    def _resume(self, reason: str, operator: str) -> None:
+        self.suspended = None
+
+    def check_active(self) -> None:
+        """AccountSuspended while an operator holds the account suspended."""
+        if self.suspended is not None:
+            raise AccountSuspended(f"this account is suspended ({self.suspended}); contact the operator of this Mesh")
 
     def link_stripe_customer(self, customer_id: str) -> None:
         if customer_id != self.stripe_customer:
@@ -223,7 +305,7 @@ class Account(LeaseHolder, Aggregate):
         self._debit_credits(amount, reason, debited_by)
 
     @event(CreditsDebited)
-    def _debit_credits(self, amount: int, reason: str, debited_by: str) -> None:
+    def _debit_credits(self, amount: int, reason: str, debited_by: str, operator: str | None = None) -> None:
         self.credits -= amount
 
     # Auto-refill: one charge per crossing below the threshold; off after `max_failures` failures in a row.
@@ -339,6 +421,14 @@ class Account(LeaseHolder, Aggregate):
         self._grant_lease("account_balance", lease_id, amount, expires_at, key_id=key_id)
 
 
+def check_reason(reason: str) -> str:
+    """A reason an operator or a grant gives: 1 to MAX_REASON_LENGTH characters, not blank; stripped."""
+    if not reason.strip():
+        raise InvalidReason(f"reason must be 1 to {MAX_REASON_LENGTH} characters, not blank")
+    check_text(reason, "reason", MAX_REASON_LENGTH, multiline=True, error=InvalidReason)
+    return reason.strip()
+
+
 class AutoRefill(msgspec.Struct, frozen=True):
     threshold: int
     amount: int
@@ -381,6 +471,8 @@ class AccountState(msgspec.Struct, forbid_unknown_fields=True):
     refill_pending: UUID | None
     refill_failures: int
     auto_refill_card: SavedCard | None = None  # a default: a snapshot taken before saved cards reads as none
+    operator: bool = False  # defaults: a snapshot taken before operators and suspensions reads as neither
+    suspended: str | None = None
 
 
 class EmailClaim(Aggregate):

@@ -26,14 +26,17 @@ class ModelSettings(Aggregate):
         by: str
         cached_per_1k: int | None = None  # None: the prompt price
         cache_write_per_1k: int | None = None  # None: the prompt price
+        operator: str | None = None  # the acting operator (an account id, or "token")
 
     class Enabled(Aggregate.Event):
         model_id: str
         by: str
+        operator: str | None = None
 
     class Disabled(Aggregate.Event):
         model_id: str
         by: str
+        operator: str | None = None
 
     @staticmethod
     def create_id(model_id: str) -> UUID:
@@ -45,7 +48,7 @@ class ModelSettings(Aggregate):
         self.price: Price | None = None  # None: as declared in mesh.toml
         self.enabled: bool | None = None
 
-    def change_price(self, price: Price, by: str) -> None:
+    def change_price(self, price: Price, by: str, operator: str | None = None) -> None:
         if price != self.price:
             self._change_price(
                 self.model_id,
@@ -54,6 +57,7 @@ class ModelSettings(Aggregate):
                 by,
                 price.cached_per_1k,
                 price.cache_write_per_1k,
+                operator,
             )
 
     @event(PriceChanged)
@@ -65,21 +69,22 @@ class ModelSettings(Aggregate):
         by: str,
         cached_per_1k: int | None = None,
         cache_write_per_1k: int | None = None,
+        operator: str | None = None,
     ) -> None:
         self.price = Price(prompt_per_1k, completion_per_1k, cached_per_1k, cache_write_per_1k)
 
-    def enable(self, by: str) -> None:
+    def enable(self, by: str, operator: str | None = None) -> None:
         if self.enabled is not True:
-            self._enable(self.model_id, by)
+            self._enable(self.model_id, by, operator)
 
     @event(Enabled)
-    def _enable(self, model_id: str, by: str) -> None:
+    def _enable(self, model_id: str, by: str, operator: str | None = None) -> None:
         self.enabled = True
 
-    def disable(self, by: str) -> None:
+    def disable(self, by: str, operator: str | None = None) -> None:
         if self.enabled is not False:
-            self._disable(self.model_id, by)
+            self._disable(self.model_id, by, operator)
 
     @event(Disabled)
-    def _disable(self, model_id: str, by: str) -> None:
+    def _disable(self, model_id: str, by: str, operator: str | None = None) -> None:
         self.enabled = False

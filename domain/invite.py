@@ -37,6 +37,7 @@ class Invite(Aggregate):
         prefix: str  # the code's first characters, to tell invites apart in a listing
         expires_at: datetime | None
         by: str
+        operator: str | None = None  # the operator who made it (an account id, or "token")
 
     class Used(Aggregate.Event):
         account_id: UUID
@@ -46,7 +47,7 @@ class Invite(Aggregate):
         return uuid5(NAMESPACE_URL, f"mesh:invite:{code_hash}")
 
     @event(Created)
-    def __init__(self, code_hash: str, prefix: str, expires_at: datetime | None, by: str):
+    def __init__(self, code_hash: str, prefix: str, expires_at: datetime | None, by: str, operator: str | None = None):
         self.code_hash = code_hash
         self.expires_at = expires_at
         self.used_by: UUID | None = None

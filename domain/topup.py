@@ -15,6 +15,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.account import check_reason
 from domain.bounds import MAX_REFERENCE_LENGTH, check_aware, check_text
 from domain.money import check_amount
 
@@ -33,6 +34,14 @@ class TopUp(Aggregate):
 
     class Succeeded(Aggregate.Event):
         amount: int  # pico-USD received and credited
+        operator: str | None = None  # the operator who confirmed it (an account id, or "token"); None: a provider
+
+    class Rejected(Aggregate.Event):
+        """An operator says the money will not come (a bank transfer never sent, or sent back): it can no longer
+        be confirmed."""
+
+        reason: str
+        operator: str
 
     class Failed(Aggregate.Event):
         reason: str
@@ -84,20 +93,34 @@ class TopUp(Aggregate):
         self.held_refund = 0  # the largest total refunded reported before the payment arrived
         self.held_disputes: dict[str, int] = {}  # dispute id -> amount, reported before the payment arrived
 
-    def succeed(self, amount: int, now: datetime) -> bool:
+    def succeed(self, amount: int, now: datetime, operator: str | None = None) -> bool:
         """Record the payment; True if this call credited it (False: it already was)."""
         if self.status == "succeeded":
             return False
+        if self.status == "rejected":
+            raise TopUpError(f"top-up {self.reference} was rejected; it can no longer be confirmed")
         if self.status == "expired" or (self.expires_at is not None and now >= self.expires_at):
             raise TopUpError(f"top-up {self.reference} expired at {self.expires_at}; it can no longer be confirmed")
         check_amount(amount, "amount_usd", TopUpError, positive=True)
-        self._succeed(amount)
+        self._succeed(amount, operator)
         return True
 
     @event(Succeeded)
-    def _succeed(self, amount: int) -> None:
+    def _succeed(self, amount: int, operator: str | None = None) -> None:
         self.status = "succeeded"
         self.received = amount
+
+    def reject(self, reason: str, operator: str) -> None:
+        """Only a pending top-up can be rejected; rejecting a rejected one again changes nothing."""
+        if self.status == "rejected":
+            return
+        if self.status != "pending":
+            raise TopUpError(f"top-up {self.reference} is {self.status}; only a pending one can be rejected")
+        self._reject(check_reason(reason), operator)
+
+    @event(Rejected)
+    def _reject(self, reason: str, operator: str) -> None:
+        self.status = "rejected"
 
     def fail(self, reason: str) -> None:
         if self.status == "pending":

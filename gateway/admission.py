@@ -28,9 +28,17 @@ class KeyInfo(msgspec.Struct, frozen=True):
     fit_to_budget: bool = False  # a request the budget does not cover gets a smaller limit instead of a 402
     rpm_limit: int | None = None  # requests a UTC minute (gateway/key_rate.py); None: no limit
     tpm_limit: int | None = None  # tokens a UTC minute
+    account_suspended: bool = False  # an operator suspended the key's account (account.suspended)
 
     def refusal(self, now: datetime) -> GatewayError | None:
         """Why this key may not be used now, as the error to answer with; None if it may."""
+        if self.account_suspended:
+            return GatewayError(
+                402,
+                "this API key's account is suspended by the operator of this Mesh; contact them",
+                "insufficient_quota",
+                "account_suspended",
+            )
         code = unusable(self.status == "revoked", self.status == "disabled", self.expires_at, now)
         if code == "key_revoked":
             return GatewayError(402, "this API key has been revoked", "insufficient_quota", code)

@@ -1,4 +1,4 @@
-"""What the gateway hears from the event stream: key, catalog and template changes, live.
+"""What the gateway hears from the event stream: key, account suspension, catalog and template changes, live.
 
 A core NATS subscription on the aggregate subjects reaches every gateway
 process within milliseconds of an append, with no database read.
@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, decode_event, subject_prefix
 from domain.pricing import Price
 from gateway.catalog import Catalog
-from gateway.keys import TOPICS as KEY_TOPICS, KeyCache
+from gateway.keys import ACCOUNT_TOPICS, TOPICS as KEY_TOPICS, KeyCache
 from gateway.prompt_templates import TOPICS as TEMPLATE_TOPICS, TemplateCache
 
 log = logging.getLogger("mesh.gateway")
@@ -26,6 +26,7 @@ Handler = Callable[[str, Any], None]
 def handlers(keys: KeyCache, catalog: Catalog, templates: TemplateCache | None = None) -> dict[str, Handler]:
     """The events the gateway follows, and what each one changes."""
     table: dict[str, Handler] = {topic: keys.apply for topic in KEY_TOPICS}
+    table.update({topic: keys.apply_account for topic in ACCOUNT_TOPICS})
     if templates is not None:
         table.update({topic: templates.apply for topic in TEMPLATE_TOPICS})
     table["model.price_changed"] = lambda _, e: catalog.apply(

@@ -19,11 +19,13 @@ from typing import Any, Callable
 from uuid import UUID
 
 import msgspec
+from domain.account import Account
 from domain.apikey import KEY_CHANGES
 from gateway.admission import KeyInfo, KeyLoader
 
 KEPT = frozenset(KeyInfo.__struct_fields__)  # what the gateway knows of a key (not its label, nor cap_reset)
 TOPICS = frozenset({*KEY_CHANGES, "key.created", "key.rotated"})  # the key events the cache follows
+ACCOUNT_TOPICS = frozenset({"account.suspended", "account.resumed"})  # the account events it follows
 MAX_KNOWN = 100_000  # keys held at once (then the cache starts afresh)
 UNKNOWN_TTL = 5.0  # seconds an unknown secret hash is answered from memory
 MAX_UNKNOWN = 10_000  # unknown hashes remembered at once (the oldest are forgotten first)
@@ -44,6 +46,7 @@ class KeyCache:
         self.ttl = ttl  # a safety net only: events keep entries current
         self._by_hash: dict[str, tuple[float, KeyInfo]] = {}
         self._seen: dict[UUID, dict[str, Any]] = {}  # changes seen on the wire, per key
+        self._suspended: dict[UUID, bool] = {}  # suspensions and resumptions seen on the wire, per account
         self._rotated: dict[str, Any] = {}  # old secret hash -> valid until
         self._unknown: dict[str, float] = {}  # secret hash no key has -> until when that answer holds
         self._announced: dict[str, float] = {}  # secret hash of a key just made or rotated to -> until when
@@ -72,6 +75,8 @@ class KeyCache:
 
     def _with_seen(self, key_hash: str, info: KeyInfo) -> KeyInfo:
         changes = dict(self._seen.get(info.key_id, {}))
+        if info.account_id in self._suspended:
+            changes["account_suspended"] = self._suspended[info.account_id]
         if key_hash in self._rotated:
             changes["secret_valid_until"] = self._rotated[key_hash]
         return msgspec.structs.replace(info, **changes) if changes else info
@@ -92,6 +97,17 @@ class KeyCache:
             return  # not about keys, or nothing the gateway holds (a new label)
         for key_hash, (deadline, info) in list(self._by_hash.items()):
             if info.key_id == key_id:
+                updated = self._with_seen(key_hash, info)
+                self._by_hash[key_hash] = (deadline, updated)
+                if self.on_change is not None:
+                    self.on_change(updated)
+
+    def apply_account(self, topic: str, event: Any) -> None:
+        """An account suspended or resumed: every cached key of it follows at once."""
+        account_id = event.originator_id
+        self._suspended[account_id] = isinstance(event, Account.Suspended)
+        for key_hash, (deadline, info) in list(self._by_hash.items()):
+            if info.account_id == account_id:
                 updated = self._with_seen(key_hash, info)
                 self._by_hash[key_hash] = (deadline, updated)
                 if self.on_change is not None:

@@ -80,6 +80,7 @@ TABLES: tuple[AuditedTable, ...] = (
     AuditedTable("directory", "api_key_events", ("key_id", "version"), account=ACCOUNT_KEYS, at="time <= %(at)s"),
     AuditedTable("directory", "api_key_states", ("key_id", "version"), account=ACCOUNT_KEYS, at="time <= %(at)s"),
     AuditedTable("directory", "invites", ("invite_id",), account="used_by = %(account)s"),
+    AuditedTable("directory", "operator_actions", ("position",), at="time <= %(at)s"),
     # at an instant: the live side is each account's balance_at (see audit()); accounts with nothing yet are left out
     AuditedTable("billing", "balances", ("account_id",), at="credits <> 0 or spend <> 0"),
     AuditedTable("billing", "key_spend", ("key_id",)),

@@ -366,3 +366,46 @@ async def credit_history(conn: psycopg.AsyncConnection, account_id: UUID, limit:
         CreditRow(time, int(amount), credit_kind(int(amount), reason, by, provider), reason, by)
         for time, amount, reason, by, provider in await cur.fetchall()
     ]
+
+
+TOPUP_STATUSES = {  # what GET /admin/topups?status= narrows to
+    "pending": "t.status = 'pending'",
+    "succeeded": "t.status = 'succeeded'",
+    "expired": "t.status = 'expired'",
+    "rejected": "t.status = 'rejected'",
+    "refunded": "t.refunded > 0",
+    "disputed": "t.disputed > 0",
+    "all": "true",
+}
+
+
+class AccountTopUp(msgspec.Struct, frozen=True):
+    account_id: UUID
+    email: str | None
+    topup: TopUpRow
+
+
+async def topups_by_status(conn: psycopg.AsyncConnection, status: str, limit: int) -> list[AccountTopUp]:
+    """Every account's top-ups in one of TOPUP_STATUSES, newest first, with the account's email."""
+    cur = await conn.execute(
+        f"""select t.account_id, a.email, t.topup_id, t.provider, t.reference, t.amount, t.status, t.received,
+                   t.refunded, t.disputed, t.failures, t.last_failure, t.expires_at, t.created_at
+            from topups t left join accounts a on a.account_id = t.account_id
+            where {TOPUP_STATUSES[status]} order by t.created_at desc limit %s""",
+        (limit,),
+    )
+    return [
+        AccountTopUp(
+            r[0],
+            r[1],
+            TopUpRow(r[2], r[3], r[4], int(r[5]), r[6], int(r[7]), int(r[8]), int(r[9]), r[10], r[11], r[12], r[13]),
+        )
+        for r in await cur.fetchall()
+    ]
+
+
+async def balances_of(conn: psycopg.AsyncConnection, account_ids: list[UUID]) -> dict[UUID, Balance]:
+    cur = await conn.execute(
+        "select account_id, credits, spend from balances where account_id = any(%s)", (account_ids,)
+    )
+    return {r[0]: Balance(int(r[1]), int(r[2])) for r in await cur.fetchall()}

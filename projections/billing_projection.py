@@ -266,6 +266,7 @@ class Billing:
             "topup.succeeded": ("status = 'succeeded', received = %s", lambda: (e.amount,)),
             "topup.failed": ("failures = failures + 1, last_failure = %s", lambda: (e.reason,)),
             "topup.expired": ("status = 'expired'", lambda: ()),
+            "topup.rejected": ("status = 'rejected', last_failure = %s", lambda: (e.reason,)),
             "topup.refunded": ("refunded = %s", lambda: (e.total_refunded,)),
             "topup.disputed": ("disputed = disputed + %s", lambda: (e.amount,)),
             # held until the payment arrives; the money moves with topup.refunded / topup.disputed then

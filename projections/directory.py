@@ -1,4 +1,5 @@
-"""Directory read model: accounts, their management tokens, API keys and their histories, invite codes.
+"""Directory read model: accounts (with their operator role and suspension), their management tokens, API keys
+and their histories, invite codes, and the operators' actions (the audit).
 
 Authentication reads it: a management token or an API key is looked up by hash. A key's history is kept here
 (without the gateways' budget bookkeeping, which grows with every lease) so its page reads one page of it.
@@ -13,8 +14,12 @@ import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
+from domain.account import Account
 from domain.apikey import KEY_CHANGES
-from domain.events import EVENT_TYPES
+from domain.catalog import ModelSettings
+from domain.invite import Invite
+from domain.topup import TopUp
+from domain.events import EVENT_TYPES, event_name
 from domain.money import pico_to_usd
 from projections.readmodel import Envelope
 
@@ -58,6 +63,55 @@ class InviteRow(msgspec.Struct):
     used_at: datetime | None
 
 
+# The events an operator's act appends (each names the acting operator), and what the audit calls the act.
+OPERATOR_ACTIONS: dict[type, str] = {
+    Account.CreditsGranted: "credits granted",
+    Account.CreditsDebited: "credits taken back",
+    Account.Suspended: "account suspended",
+    Account.Resumed: "account resumed",
+    Account.OperatorGranted: "operator role given",
+    Account.OperatorRevoked: "operator role taken",
+    Invite.Created: "invite created",
+    TopUp.Succeeded: "transfer confirmed",
+    TopUp.Rejected: "transfer rejected",
+    ModelSettings.PriceChanged: "price changed",
+    ModelSettings.Enabled: "model enabled",
+    ModelSettings.Disabled: "model disabled",
+}
+ACCOUNT_ACTIONS = tuple(cls for cls in OPERATOR_ACTIONS if cls.__qualname__.startswith("Account."))
+MODEL_ACTIONS = (ModelSettings.PriceChanged, ModelSettings.Enabled, ModelSettings.Disabled)
+_AUDIT_HIDDEN = {*_PRIVATE_FIELDS, "operator", "by", "granted_by", "debited_by"}
+
+
+def acting_operator(event) -> str | None:
+    """Who of the operators did it (an account id, "token", or "cli" for a role given on the command line);
+    None: not an operator's act (a provider's payment, a grant made by a top-up)."""
+    if isinstance(event, (Account.OperatorGranted, Account.OperatorRevoked)):
+        return event.by
+    return getattr(event, "operator", None)
+
+
+class OperatorAction(msgspec.Struct, frozen=True):
+    position: int
+    time: datetime
+    operator: str  # an account id, "token" (the shared operator token) or "cli"
+    operator_email: str | None  # the operator's account's, when it is one
+    action: str  # a value of OPERATOR_ACTIONS
+    event: str
+    target: str  # the account id, top-up id or model id acted on
+    account_id: UUID | None  # the account acted on (for a top-up: its account), if any
+    details: dict
+
+
+class AccountRow(msgspec.Struct, frozen=True):
+    account_id: UUID
+    email: str
+    created_at: datetime
+    operator: bool
+    suspended: str | None  # the reason, while suspended
+    suspended_at: datetime | None
+
+
 class KeyRow(msgspec.Struct, frozen=True):
     key_id: UUID
     account_id: UUID
@@ -86,9 +140,11 @@ class Directory:
         "api_key_events",
         "api_key_states",
         "invites",
+        "operator_actions",
     )
     topics = frozenset(
         {
+            *map(event_name, OPERATOR_ACTIONS),
             "account.registered",
             "account.token_issued",
             "account.token_renewed",
@@ -147,6 +203,21 @@ class Directory:
                 details jsonb not null,
                 primary key (key_id, version)
             );
+            alter table {t["accounts"]} add column if not exists operator boolean not null default false;
+            alter table {t["accounts"]} add column if not exists suspended text;  -- the reason, while suspended
+            alter table {t["accounts"]} add column if not exists suspended_at timestamptz;
+            create table if not exists {t["operator_actions"]} (
+                position bigint primary key,
+                time timestamptz not null,
+                operator text not null,
+                action text not null,
+                event text not null,
+                target text not null,
+                account_id uuid,
+                details jsonb not null
+            );
+            create index if not exists {t["operator_actions"]}_account
+                on {t["operator_actions"]} (account_id, position);
             -- a key's settings after each change to them, to tell what they were at any instant
             create table if not exists {t["api_key_states"]} (
                 key_id uuid not null,
@@ -179,6 +250,19 @@ class Directory:
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
             e = item.event
+            if type(e) in OPERATOR_ACTIONS and (operator := acting_operator(e)) is not None:
+                await self._record_action(cur, t, item, operator)
+            if isinstance(e, (Account.Suspended, Account.Resumed)):
+                suspended = isinstance(e, Account.Suspended)
+                await cur.execute(
+                    f"update {t['accounts']} set suspended = %s, suspended_at = %s where account_id = %s",
+                    (e.reason if suspended else None, e.timestamp if suspended else None, e.originator_id),
+                )
+            elif isinstance(e, (Account.OperatorGranted, Account.OperatorRevoked)):
+                await cur.execute(
+                    f"update {t['accounts']} set operator = %s where account_id = %s",
+                    (isinstance(e, Account.OperatorGranted), e.originator_id),
+                )
             if item.topic.startswith("key.") and item.topic not in BUDGET_EVENTS:
                 details = public_details(e)
                 await cur.execute(
@@ -261,6 +345,29 @@ class Directory:
                 await self._set(cur, t, e, prefix=e.prefix)
             elif item.topic in KEY_CHANGES:
                 await self._set(cur, t, e, **KEY_CHANGES[item.topic](e))
+
+    async def _record_action(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope, operator: str) -> None:
+        e = item.event
+        # the account acted on (a top-up's or an invite's act names its own aggregate); a model by its id
+        target = e.model_id if isinstance(e, MODEL_ACTIONS) else str(e.originator_id)
+        account = e.originator_id if isinstance(e, ACCOUNT_ACTIONS) else None
+        details = {k: v for k, v in vars(e).items() if k not in _AUDIT_HIDDEN and k not in ("model_id", "code_hash")}
+        if "amount" in details:
+            details["amount_usd"] = pico_to_usd(details.pop("amount"))
+        await cur.execute(
+            f"""insert into {t["operator_actions"]} (position, time, operator, action, event, target, account_id,
+                details) values (%s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing""",
+            (
+                item.position,
+                e.timestamp,
+                operator,
+                OPERATOR_ACTIONS[type(e)],
+                item.topic,
+                target,
+                account,
+                Jsonb(msgspec.to_builtins(details)),
+            ),
+        )
 
     async def _issue_token(self, cur: psycopg.AsyncCursor, t: dict[str, str], e, expires_at: datetime | None) -> None:
         await cur.execute(
@@ -369,15 +476,17 @@ async def replaced_secret_until(conn: psycopg.AsyncConnection, key_id: UUID) -> 
     return row[0] if row else None
 
 
-async def key_by_hash(conn: psycopg.AsyncConnection, key_hash: str) -> tuple[KeyRow, datetime | None] | None:
-    """The key a secret belongs to and until when the secret works (None: as long as the key), if it still does."""
+async def key_by_hash(conn: psycopg.AsyncConnection, key_hash: str) -> tuple[KeyRow, datetime | None, bool] | None:
+    """The key a secret belongs to, until when the secret works (None: as long as the key), and whether its account
+    is suspended, if the secret still works."""
     cur = await conn.execute(
-        f"""select {_KEY_COLUMNS}, s.valid_until from api_key_secrets s join api_keys k on k.key_id = s.key_id
+        f"""select {_KEY_COLUMNS}, s.valid_until, a.suspended is not null from api_key_secrets s
+            join api_keys k on k.key_id = s.key_id left join accounts a on a.account_id = k.account_id
             where s.key_hash = %s and (s.valid_until is null or s.valid_until > now())""",
         (key_hash,),
     )
     row = await cur.fetchone()
-    return (_key_row(row[:-1]), row[-1]) if row else None
+    return (_key_row(row[:-2]), row[-2], bool(row[-1])) if row else None
 
 
 async def key_history(
@@ -400,3 +509,60 @@ async def invites(conn: psycopg.AsyncConnection, limit: int) -> list[InviteRow]:
         (limit,),
     )
     return [InviteRow(*row) for row in await cur.fetchall()]
+
+
+MAX_ACCOUNTS_FOUND = 100  # accounts one search answers at most
+MAX_ACTIONS_LISTED = 200  # operator actions one page of the audit holds at most
+_ACCOUNT_COLUMNS = "account_id, email, created_at, operator, suspended, suspended_at"
+
+
+async def account_row(conn: psycopg.AsyncConnection, account_id: UUID) -> AccountRow | None:
+    cur = await conn.execute(f"select {_ACCOUNT_COLUMNS} from accounts where account_id = %s", (account_id,))
+    row = await cur.fetchone()
+    return AccountRow(*row) if row else None
+
+
+async def find_accounts(
+    conn: psycopg.AsyncConnection, query: str, limit: int, after: str | None = None
+) -> list[AccountRow]:
+    """Accounts whose email contains `query` (any case) or whose id it is, by email, after the email `after`."""
+    text = query.strip().lower()
+    try:
+        exact: UUID | None = UUID(text)
+    except ValueError:
+        exact = None
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    cur = await conn.execute(
+        f"""select {_ACCOUNT_COLUMNS} from accounts
+            where (email like %s or account_id = %s) and (%s::text is null or email > %s::text)
+            order by email limit %s""",
+        (pattern, exact, after, after, min(limit, MAX_ACCOUNTS_FOUND)),
+    )
+    return [AccountRow(*r) for r in await cur.fetchall()]
+
+
+async def operators(conn: psycopg.AsyncConnection) -> list[AccountRow]:
+    cur = await conn.execute(f"select {_ACCOUNT_COLUMNS} from accounts where operator order by email")
+    return [AccountRow(*r) for r in await cur.fetchall()]
+
+
+async def is_operator(conn: psycopg.AsyncConnection, account_id: UUID) -> bool:
+    """An operator's account, not suspended (a suspended operator acts as none)."""
+    cur = await conn.execute("select operator and suspended is null from accounts where account_id = %s", (account_id,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def operator_actions(
+    conn: psycopg.AsyncConnection, limit: int, before: int | None = None, account_id: UUID | None = None
+) -> list[OperatorAction]:
+    """Operators' actions, newest first: `limit` of them older than position `before` (None: the newest), all or
+    those on one account."""
+    cur = await conn.execute(
+        """select a.position, a.time, a.operator, o.email, a.action, a.event, a.target, a.account_id, a.details
+           from operator_actions a left join accounts o on o.account_id::text = a.operator
+           where (%s::bigint is null or a.position < %s::bigint) and (%s::uuid is null or a.account_id = %s::uuid)
+           order by a.position desc limit %s""",
+        (before, before, account_id, account_id, min(limit, MAX_ACTIONS_LISTED)),
+    )
+    return [OperatorAction(*r) for r in await cur.fetchall()]

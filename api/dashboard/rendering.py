@@ -42,8 +42,11 @@ def failure(exc: Exception) -> str:
 
 
 def page(name: str, request: Request, **context: Any) -> Template:
+    operator_nav = getattr(request.state, "operator", False)  # the signed-in account is an operator's
     return Template(
-        template_name=name, context={"request": request, "htmx": HTMX, **context}, cookies=renewed_cookie(request)
+        template_name=name,
+        context={"request": request, "htmx": HTMX, "operator_nav": operator_nav, **context},
+        cookies=renewed_cookie(request),
     )
 
 
@@ -79,15 +82,25 @@ SECTIONS = {
 
 def _section(request: Request) -> str | None:
     first = request.url.path.strip("/").split("/", 1)[0]
-    return first if first in SECTIONS else None
+    return first if first in SECTIONS or first == OPERATOR_SECTION else None
+
+
+OPERATOR_SECTION = "operator"  # the operators' pages (api/dashboard/operator_pages.py), for operators only
 
 
 def error_page(request: Request, status: int, message: str, section: str | None) -> Template:
     """A refusal in the dashboard's layout: the sections to go on to (when the visitor has a session), and Back."""
+    operator_nav = getattr(request.state, "operator", False)
     return Template(
         template_name="error.html",
         status_code=status,
-        context={"request": request, "htmx": HTMX, "message": message, "section": section},
+        context={
+            "request": request,
+            "htmx": HTMX,
+            "message": message,
+            "section": section,
+            "operator_nav": operator_nav,
+        },
     )
 
 

@@ -14,6 +14,7 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 
 from api.services.accounts import AccountService
+from api.services.operators import OperatorService
 
 SESSION_COOKIE = "mesh_session"
 CSRF_COOKIE = "mesh_csrf"
@@ -47,14 +48,21 @@ def expired_cookie(request: Request) -> Cookie:
     return session_cookie(request, "", 0)
 
 
-async def page_account(request: Request, account_service: NamedDependency[AccountService]) -> UUID:
-    """The account of the session, or LoginRequired."""
+async def page_account(
+    request: Request,
+    account_service: NamedDependency[AccountService],
+    operator_service: NamedDependency[OperatorService | None] = None,
+) -> UUID:
+    """The account of the session, or LoginRequired. With `operator_service`, the page learns whether the account is
+    an operator's (its navigation then leads to the operator section)."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise LoginRequired()
     account_id = await account_service.account_for(token)
     if account_id is None:
         raise LoginRequired()
+    if operator_service is not None:
+        request.state.operator = await operator_service.is_operator(account_id)
     request.state.session_token = token  # the page sent renews the cookie...
     request.state.session_seconds = session_seconds(account_service)  # ...for this long
     return account_id

@@ -53,7 +53,7 @@ class AccountController(Controller):
         session = await account_service.sign_up(data.email, data.password, client_address(request), data.invite_code)
         return SessionOut(session.account_id, session.management_token)
 
-    @post("/login", status_code=200, cache_control=NO_STORE, responses=errors(400, 401, 429, 503))
+    @post("/login", status_code=200, cache_control=NO_STORE, responses=errors(400, 401, 403, 429, 503))
     async def login(
         self, request: Request, account_service: NamedDependency[AccountService], data: JSONBody[Credentials]
     ) -> SessionOut:

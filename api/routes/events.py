@@ -130,7 +130,7 @@ async def account_events(
 )
 async def admin_events(
     event_service: NamedDependency[EventService],
-    _operator: NamedDependency[None],
+    _operator: NamedDependency[str],
     events_idle_seconds: NamedDependency[float],
     start: From = None,
     types: Types = None,

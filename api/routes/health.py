@@ -16,6 +16,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from api.auth import operator
 from api.openapi import errors
 from api.services.health import HealthService
+from api.services.operators import OperatorService
 from api.supervisor import ChildStatus
 
 
@@ -57,12 +58,12 @@ class PublicHealthOut(msgspec.Struct):
     },
 )
 async def health(
-    request: Request, health_service: NamedDependency[HealthService], operator_token: NamedDependency[str]
+    request: Request, health_service: NamedDependency[HealthService], operator_service: NamedDependency[OperatorService]
 ) -> Response[HealthOut | PublicHealthOut]:
     """The status; with the operator token, the details. A wrong token is refused (403), never ignored."""
     detailed = "authorization" in request.headers
     if detailed:
-        await operator(request, operator_token)
+        await operator(request, operator_service)
     report = await health_service.check()
     body = HealthOut(
         report.status,

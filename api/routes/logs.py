@@ -1,4 +1,4 @@
-"""Request logs: the calling account's (management token) and every account's (operator token)."""
+"""Request logs: the calling account's (management token) and every account's (an operator)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from api.exports import EXPORT_HEADERS, IdleTimedStream
 from api.log_entries import EXPORT_FORMATS, LogEntryOut, entry_out
 from api.log_filter import MAX_CURSOR_LENGTH, check_filter, decode_cursor, encode_cursor, parse_filter
 from api.services.as_of import AsOf
-from api.services.logs import LogService
+from api.services.logs import LogEntry, LogService
+from api.services.support import SupportService
 from projections import logs
 
 DEFAULT_PAGE = 50
@@ -94,14 +95,26 @@ class LogController(Controller):
         found = await log_service.entry(account_id, trace_id)
         if found is None:
             raise ApiError(404, f"no request {trace_id} in this account's logs", "not_found")
-        bodies = found.bodies
-        return LogEntryDetailOut(
-            **msgspec.structs.asdict(entry_out(found.row)),
-            as_of=found.as_of,
-            request=bodies.request if bodies else None,
-            response=bodies.response if bodies else None,
-            bodies_truncated=bodies.truncated if bodies else False,
-        )
+        return detail_out(found)
+
+
+class AdminLogEntryDetailOut(LogEntryDetailOut, kw_only=True):
+    account_id: UUID
+    account_email: str | None  # the account's, to find it in the operator's pages
+
+
+def _bodies(found: LogEntry) -> dict:
+    bodies = found.bodies
+    return dict(
+        as_of=found.as_of,
+        request=bodies.request if bodies else None,
+        response=bodies.response if bodies else None,
+        bodies_truncated=bodies.truncated if bodies else False,
+    )
+
+
+def detail_out(found: LogEntry) -> LogEntryDetailOut:
+    return LogEntryDetailOut(**msgspec.structs.asdict(entry_out(found.row)), **_bodies(found))
 
 
 class AdminLogController(Controller):
@@ -113,7 +126,7 @@ class AdminLogController(Controller):
     async def list_logs(
         self,
         log_service: NamedDependency[LogService],
-        _operator: NamedDependency[None],
+        _operator: NamedDependency[str],
         log_filter: NamedDependency[logs.LogFilter],
         account_id: Annotated[UUID | None, QueryParameter(name="account_id", description="one account's")] = None,
         limit: Limit = DEFAULT_PAGE,
@@ -121,3 +134,18 @@ class AdminLogController(Controller):
     ) -> LogPageOut:
         """Requests of every account, newest first: the account's filters plus account_id."""
         return await _page(log_service, log_filter, account_id, limit, cursor, admin=True)
+
+    @get("/{trace_id:uuid}", responses=errors(404))
+    async def get_entry(
+        self,
+        support_service: NamedDependency[SupportService],
+        _operator: NamedDependency[str],
+        trace_id: FromPath[UUID],
+    ) -> AdminLogEntryDetailOut:
+        """One request of any account by its trace id (what a customer reads out to support), with the account."""
+        found = await support_service.trace(trace_id)
+        return AdminLogEntryDetailOut(
+            **msgspec.structs.asdict(entry_out(found.entry.row, admin=True)),
+            **_bodies(found.entry),
+            account_email=found.account.email if found.account else None,
+        )

@@ -59,6 +59,23 @@ class TopUpListItem(msgspec.Struct):
     created_at: datetime
 
 
+def topup_item(r: billing.TopUpRow) -> TopUpListItem:
+    return TopUpListItem(
+        r.id,
+        r.provider,
+        r.reference,
+        r.status,
+        pico_to_usd(r.amount),
+        pico_to_usd(r.received),
+        pico_to_usd(r.refunded),
+        pico_to_usd(r.disputed),
+        r.failures,
+        r.last_failure,
+        r.expires_at,
+        r.created_at,
+    )
+
+
 class TopUpController(Controller):
     path = "/api/billing/topups"
     security = ACCOUNT
@@ -90,24 +107,7 @@ class TopUpController(Controller):
     async def list_topups(
         self, billing_service: NamedDependency[BillingService], account_id: NamedDependency[UUID]
     ) -> list[TopUpListItem]:
-        rows = await billing_service.topups(account_id)
-        return [
-            TopUpListItem(
-                r.id,
-                r.provider,
-                r.reference,
-                r.status,
-                pico_to_usd(r.amount),
-                pico_to_usd(r.received),
-                pico_to_usd(r.refunded),
-                pico_to_usd(r.disputed),
-                r.failures,
-                r.last_failure,
-                r.expires_at,
-                r.created_at,
-            )
-            for r in rows
-        ]
+        return [topup_item(r) for r in await billing_service.topups(account_id)]
 
 
 class WebhookOut(msgspec.Struct):

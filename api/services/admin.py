@@ -1,5 +1,6 @@
-"""The operator's use cases: grant credits, confirm a bank transfer, invite, and change a model's price or
-availability."""
+"""The operator's use cases: grant or take back credits, suspend and resume an account, confirm or reject a bank
+transfer, invite, and change a model's price or availability. Each is given the acting operator (an account id,
+or "token" for the shared operator token: api/services/operators.py), which its events record."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from commands.topups import TopUpCommands, TopUpResult
 from domain.invite import Invite
 from domain.money import pico_to_usd, usd_to_pico
 from domain.pricing import Price
-from gateway.catalog import Catalog, Model
+from gateway.catalog import ECHO_PROVIDER, Catalog, Model
 from projections import directory
 
-OPERATOR = "operator"  # who the events say did it
+OPERATOR = "operator"  # what kind of actor the events' `by` fields say did it (the `operator` field says who)
 BANK_TRANSFER = "bank_transfer"
 PRICE_FIELDS = (  # in the order of Price's fields
     "prompt_usd_per_1k",
@@ -63,27 +64,58 @@ class AdminService:
         self.pool = pool
         self.waiter = waiter
 
-    async def grant_credits(self, account_id: UUID, amount_usd: Amount, reason: str) -> tuple[int, int]:
+    async def grant_credits(self, account_id: UUID, amount_usd: Amount, reason: str, operator: str) -> tuple[int, int]:
         """(the amount granted in pico-USD, the stream position of the grant)."""
         amount = usd_to_pico(amount_usd)
         position = await self.waiter.then_caught_up(
-            BILLING, self.accounts.grant_credits, account_id, amount, reason, OPERATOR
+            BILLING, self.accounts.grant_credits, account_id, amount, reason, OPERATOR, operator
         )
+        await self.waiter.caught_up(DIRECTORY, position)  # the audit shows it
         return amount, position
 
-    async def confirm_transfer(self, reference: str, amount_usd: Amount | None) -> TopUpResult:
+    async def take_back_credits(
+        self, account_id: UUID, amount_usd: Amount, reason: str, operator: str
+    ) -> tuple[int, int]:
+        """Credits taken back (a grant made by mistake): at most what the account has neither spent nor reserved
+        (domain/account.py take_back_credits). (the amount in pico-USD, the stream position)."""
+        amount = usd_to_pico(amount_usd)
+        position = await self.waiter.then_caught_up(
+            BILLING, self.accounts.take_back_credits, account_id, amount, reason, operator
+        )
+        await self.waiter.caught_up(DIRECTORY, position)
+        return amount, position
+
+    async def suspend(self, account_id: UUID, reason: str, operator: str) -> int:
+        """Its keys are refused (402 account_suspended) by every gateway from the event on; it cannot log in nor
+        make keys. Nothing is deleted. Suspending a suspended account changes nothing."""
+        return await self.waiter.then_caught_up(DIRECTORY, self.accounts.suspend, account_id, reason, operator)
+
+    async def resume(self, account_id: UUID, reason: str, operator: str) -> int:
+        return await self.waiter.then_caught_up(DIRECTORY, self.accounts.resume, account_id, reason, operator)
+
+    async def confirm_transfer(self, reference: str, amount_usd: Amount | None, operator: str) -> TopUpResult:
         """The money of a bank-transfer top-up arrived: credit it (once; a second confirm changes nothing).
         `amount_usd`: what arrived (None: the amount asked for)."""
         topup = await asyncio.to_thread(self.topups.load, BANK_TRANSFER, reference)
         amount = usd_to_pico(amount_usd, decimals=2) if amount_usd is not None else topup.amount
-        return await self.waiter.then_caught_up(
-            BILLING, self.topups.confirm, BANK_TRANSFER, reference, amount, OPERATOR
+        result = await self.waiter.then_caught_up(
+            BILLING, self.topups.confirm, BANK_TRANSFER, reference, amount, OPERATOR, None, operator
         )
+        await self.waiter.caught_up(DIRECTORY, result.position)
+        return result
 
-    async def create_invite(self, expires_at: datetime | None) -> InviteMade:
+    async def reject_transfer(self, reference: str, reason: str, operator: str) -> TopUpResult:
+        """The money of a pending bank transfer will not come: it can no longer be confirmed."""
+        result = await self.waiter.then_caught_up(
+            BILLING, self.topups.reject, BANK_TRANSFER, reference, reason, operator
+        )
+        await self.waiter.caught_up(DIRECTORY, result.position)
+        return result
+
+    async def create_invite(self, expires_at: datetime | None, operator: str) -> InviteMade:
         """A single-use invite code for sign-up (MESH_SIGNUP=invite)."""
         invite, code, _ = await self.waiter.then_caught_up(
-            DIRECTORY, self.accounts.create_invite, expires_at, OPERATOR, position=lambda made: made[2]
+            DIRECTORY, self.accounts.create_invite, expires_at, OPERATOR, operator, position=lambda made: made[2]
         )
         return InviteMade(invite, code)
 
@@ -92,11 +124,17 @@ class AdminService:
         async with self.pool.connection() as conn:
             return await directory.invites(conn, limit)
 
+    def providers(self) -> list[str]:
+        """The providers of mesh.toml, by name (not the built-in one)."""
+        return sorted(name for name in self.catalog.providers if name != ECHO_PROVIDER.name)
+
     def models(self) -> list[Model]:
         """Every model of mesh.toml, enabled or not, by id."""
         return sorted(self.catalog.models.values(), key=lambda m: m.id)
 
-    async def change_model(self, model_id: str, prices: dict[str, object], enabled: bool | None) -> Model:
+    async def change_model(
+        self, model_id: str, prices: dict[str, object], enabled: bool | None, operator: str
+    ) -> Model:
         """Change a model's price and/or switch it on or off; requests that start afterwards see it. `prices`:
         the PRICE_FIELDS given; those not given stay as they are (cache prices left unset keep following the
         prompt price)."""
@@ -107,6 +145,8 @@ class AdminService:
         if prices:
             kept = dict(zip(PRICE_FIELDS, map(_usd_or_none, msgspec.structs.astuple(model.price))))
             price = Price.from_usd(**{**kept, **prices})
-        await asyncio.to_thread(self.catalog_commands.change, model_id, price, enabled, OPERATOR)
+        position = await asyncio.to_thread(self.catalog_commands.change, model_id, price, enabled, OPERATOR, operator)
         self.catalog.apply(model_id, price, enabled)  # at once here; other processes hear the event
+        if position:
+            await self.waiter.caught_up(DIRECTORY, position)  # the audit shows it
         return self.catalog.models[model_id]

@@ -20,6 +20,10 @@ class Missing(ServiceError):
     """What was asked for does not exist (or is not the caller's)."""
 
 
+class Forbidden(ServiceError):
+    """The caller may not do this (not an operator, say)."""
+
+
 class Unavailable(ServiceError):
     """The server does not offer this now (not configured, or the account is at a limit)."""
 

@@ -9,7 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.read_models import FOLLOWERS
 from api.supervisor import ChildStatus, Supervisor
 from commands.stream import STREAM_FULL_WARNING
-from projections.quarantine import Quarantined, quarantined
+from projections.quarantine import Quarantined, quarantined, retry
 from projections.readmodel import position_of
 from projections.source import StreamSource
 
@@ -86,3 +86,12 @@ class HealthService:
         except Exception as exc:
             pg_state = f"unreachable: {type(exc).__name__}"
         return HealthReport(nats_state, pg_state, head, used, limit, projections, set_aside, self.supervisor.status())
+
+    async def retry_quarantined(self) -> tuple[int, int]:
+        """Apply every quarantined event again (after a fix), as `mesh projections retry` does: (applied, still
+        failing)."""
+        applied = failing = 0
+        for model in FOLLOWERS:
+            done, left = await retry(model, self.source, self.pool)
+            applied, failing = applied + done, failing + left
+        return applied, failing

@@ -795,6 +795,7 @@ def test_every_page_fits_a_phone_and_a_desktop_and_is_pictured(browser, dashboar
 
     funded = funded_key(dashboard_mesh, "5", label="pictured")
     auth = {"authorization": f"Bearer {funded.token}"}
+    operator = {"authorization": f"Bearer {dashboard_mesh.operator_token}"}
     client = openai.OpenAI(base_url=dashboard_mesh.url + "/v1", api_key=funded.key, max_retries=0)
     answer = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=50
@@ -812,6 +813,10 @@ def test_every_page_fits_a_phone_and_a_desktop_and_is_pictured(browser, dashboar
             break
         time.sleep(0.1)
     key_id, template_id = funded.created["id"], template.json()["id"]
+    from tests.e2e.test_operators import make_operator
+
+    address = httpx.get(f"{dashboard_mesh.url}/admin/accounts/{funded.account_id}", headers=operator, timeout=15)
+    make_operator(dashboard_mesh, address.json()["email"], funded.token)  # the operator's pages too
     signed_in = {
         "keys": "/keys",
         "key": f"/keys/{key_id}",
@@ -826,6 +831,13 @@ def test_every_page_fits_a_phone_and_a_desktop_and_is_pictured(browser, dashboar
         "template-new": "/templates/new",
         "template": f"/templates/{template_id}",
         "not-found": "/no-such-page",
+        "operator-support": f"/operator/support?trace_id={trace}",
+        "operator-accounts": "/operator/accounts",
+        "operator-account": f"/operator/accounts/{funded.account_id}",
+        "operator-topups": "/operator/topups?status=all",
+        "operator-models": "/operator/models",
+        "operator-system": "/operator/system",
+        "operator-audit": "/operator/audit",
     }
     signed_out = {"login": "/login", "signup": "/signup"}
     for width, height in ((1280, 900), (375, 800)):

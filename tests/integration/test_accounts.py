@@ -95,3 +95,50 @@ async def test_an_upgrade_adds_the_expiry_column_to_a_directory_built_before_it(
         await ensure_schema(conn, [DIRECTORY])
         assert await directory.session_for_token(conn, "h") is not None  # legacy tokens live 30 days
         assert await directory.session_for_token(conn, "old") is None
+
+
+async def test_the_directory_holds_roles_suspensions_and_the_operators_actions(env):
+    from commands.keys import KeyCommands
+
+    nc, pool, app, stream_name = env
+    commands = AccountCommands(app)
+    runner = ProjectionRunner(DIRECTORY, StreamSource(nc, stream_name), pool)
+    operator_session = await asyncio.to_thread(commands.sign_up, email(), PASSWORD)
+    customer = await asyncio.to_thread(commands.sign_up, email(), PASSWORD)
+    key = await asyncio.to_thread(KeyCommands(app).create, customer.account_id, "k", None, None)
+    operator_email = app.account(operator_session.account_id).email
+    await asyncio.to_thread(commands.set_operator, operator_email, True, "cli")
+    acting = str(operator_session.account_id)
+    await asyncio.to_thread(commands.grant_credits, customer.account_id, 10**12, "welcome", "operator", acting)
+    await asyncio.to_thread(commands.grant_credits, customer.account_id, 10**12, "top-up", "operator")  # no operator
+    await asyncio.to_thread(commands.suspend, customer.account_id, "abuse", "token")
+    await runner.catch_up()
+    async with pool.connection() as conn:
+        assert await directory.is_operator(conn, operator_session.account_id)
+        assert not await directory.is_operator(conn, customer.account_id)
+        row = await directory.account_row(conn, customer.account_id)
+        assert row is not None and row.suspended == "abuse" and row.suspended_at is not None
+        found = await directory.key_by_hash(conn, key.key.key_hash)
+        assert found is not None and found[2] is True  # the gateway loads the key refused
+        acts = await directory.operator_actions(conn, 10, account_id=customer.account_id)
+        assert [(a.action, a.operator, a.details.get("amount_usd")) for a in acts] == [
+            ("account suspended", "token", None),
+            ("credits granted", acting, "1.000000"),
+        ]
+        everyone = [(a.action, a.operator, a.target) for a in await directory.operator_actions(conn, 10)]
+        assert ("operator role given", "cli", acting) in everyone
+        assert [r.account_id for r in await directory.find_accounts(conn, customer_email_part(app, customer), 5)] == [
+            customer.account_id
+        ]
+    await asyncio.to_thread(commands.resume, customer.account_id, "sorted", acting)
+    await runner.catch_up()
+    async with pool.connection() as conn:
+        assert (await directory.account_row(conn, customer.account_id)).suspended is None
+        assert (await directory.key_by_hash(conn, key.key.key_hash))[2] is False
+        newest = (await directory.operator_actions(conn, 1))[0]
+        assert (newest.action, newest.operator, newest.operator_email) == ("account resumed", acting, operator_email)
+
+
+def customer_email_part(app, session) -> str:
+    """The middle of the account's email, in capitals: found whatever its case."""
+    return app.account(session.account_id).email[2:7].upper()

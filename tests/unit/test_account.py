@@ -1,8 +1,9 @@
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from domain.account import Account, EmailClaim, InvalidCreditGrant, InvalidEmail, normalise_email
+from domain.account import Account, AccountSuspended, EmailClaim, InvalidCreditGrant, InvalidEmail, normalise_email
 from domain.credentials import hash_password, new_api_key, new_management_token, verify_password
 
 
@@ -63,3 +64,32 @@ def test_tokens_are_revoked_one_by_one_or_all_by_a_password_change_and_only_live
         "PasswordChanged",
         "TokenIssued",
     ]
+
+
+def test_an_operator_takes_back_at_most_what_is_neither_spent_nor_reserved():
+    account = Account(email="a@example.com", password_hash="h", token_hash="t")
+    account.grant_credits(10 * 10**12, "welcome", "operator", "token")
+    account.lease(uuid.uuid4(), 4 * 10**12, uuid.uuid4(), datetime.now(timezone.utc) + timedelta(minutes=1))
+    with pytest.raises(InvalidCreditGrant, match=r"at most 6\.000000 USD"):
+        account.take_back_credits(6 * 10**12 + 1, "too much", "token")
+    with pytest.raises(InvalidCreditGrant, match="reason"):
+        account.take_back_credits(10**12, "  ", "token")
+    assert account.credits == 10 * 10**12  # refusals changed nothing
+    account.take_back_credits(6 * 10**12, "granted twice", "token")
+    assert account.credits == 4 * 10**12 and account.leasable == 0
+    debit = account.collect_events()[-1]
+    assert isinstance(debit, Account.CreditsDebited) and debit.operator == "token" and debit.debited_by == "operator"
+
+
+def test_suspension_needs_a_reason_and_names_the_operator():
+    account = Account(email="a@example.com", password_hash="h", token_hash="t")
+    with pytest.raises(InvalidCreditGrant, match="reason"):
+        account.suspend("", "token")
+    account.check_active()
+    account.suspend("chargebacks", "0190-op")
+    with pytest.raises(AccountSuspended, match="chargebacks"):
+        account.check_active()
+    account.resume("paid", "token")
+    account.check_active()
+    suspended, resumed = account.collect_events()[-2:]
+    assert (suspended.operator, resumed.operator) == ("0190-op", "token")

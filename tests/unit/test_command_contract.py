@@ -200,3 +200,37 @@ def test_settling_a_lease_the_account_alone_holds_settles_it_there(app, funded):
     account = app.repository.get(account_id)
     assert lease_id not in account.leases.open and account.leasable == CREDITS
     assert app.repository.get(key_id).version == key_version  # nothing to settle on the key
+
+
+def test_a_suspended_account_cannot_log_in_nor_make_keys_until_resumed(app, funded):
+    from domain.account import AccountSuspended
+
+    account_id, _ = funded
+    commands, keys = AccountCommands(app), KeyCommands(app)
+    address = app.account(account_id).email
+    assert commands.suspend(account_id, "abuse", "token") > 0
+    assert commands.suspend(account_id, "again", "token") == 0  # suspended already: nothing appended
+    with pytest.raises(AccountSuspended, match="suspended"):
+        commands.log_in(address, "long enough")
+    with pytest.raises(AccountSuspended):
+        keys.create(account_id, "new", None, None)
+    with pytest.raises(BadCredentials):  # a wrong password still says only that
+        commands.log_in(address, "wrong password")
+    commands.resume(account_id, "sorted out", "token")
+    assert commands.log_in(address, "long enough").account_id == account_id
+    assert keys.create(account_id, "new", None, None).key.label == "new"
+
+
+def test_the_operator_role_is_given_and_taken_by_email(app):
+    from commands.app import NotFound
+
+    commands = AccountCommands(app)
+    session = commands.sign_up(email(), "long enough")
+    address = app.account(session.account_id).email
+    account_id, position = commands.set_operator(address.upper(), True, "cli")
+    assert account_id == session.account_id and position > 0 and app.account(account_id).operator
+    assert commands.set_operator(address, True, "cli")[1] == 0  # already one
+    commands.set_operator(address, False, "cli")
+    assert not app.account(account_id).operator
+    with pytest.raises(NotFound, match="sign up first"):
+        commands.set_operator(email(), True, "cli")

@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
+from domain.account import Account
 from gateway import keys
 from gateway.admission import KeyInfo
 from gateway.keys import KeyCache
@@ -92,3 +93,28 @@ def test_a_gap_in_the_feed_forgets_unknown_hashes():
     cache.clear()
     directory.keys["h"] = KEY
     assert asyncio.run(cache.get("h")) == KEY
+
+
+def account_event(cls: type) -> object:
+    """A suspension or a resumption of KEY's account, as the feed decodes it."""
+    now = datetime.now(timezone.utc)
+    return cls(originator_id=KEY.account_id, originator_version=2, timestamp=now, reason="r", operator="token")
+
+
+def test_a_suspension_heard_on_the_wire_refuses_every_cached_key_of_the_account_and_a_resumption_restores():
+    directory = Directory()
+    other = KeyInfo(uuid.uuid4(), uuid.uuid4(), None, "active", None)
+    directory.keys.update({"a": KEY, "b": other})
+    cache = KeyCache(directory)
+    asyncio.run(cache.get("a")), asyncio.run(cache.get("b"))
+    changed: list[KeyInfo] = []
+    cache.on_change = changed.append
+    now = datetime.now(timezone.utc)
+    cache.apply_account("account.suspended", account_event(Account.Suspended))
+    refusal = asyncio.run(cache.get("a")).refusal(now)
+    assert refusal is not None and (refusal.status, refusal.code) == (402, "account_suspended")
+    assert asyncio.run(cache.get("b")).refusal(now) is None  # another account's key
+    assert [k.key_id for k in changed] == [KEY.key_id]
+    cache.apply_account("account.resumed", account_event(Account.Resumed))
+    assert asyncio.run(cache.get("a")).refusal(now) is None
+    assert directory.lookups == 2  # all from memory after the first loads

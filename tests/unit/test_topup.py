@@ -3,6 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from domain.account import InvalidReason
 from domain.topup import TopUp, TopUpError
 
 NOW = datetime(2026, 11, 24, tzinfo=timezone.utc)
@@ -74,3 +75,19 @@ def test_a_refund_and_a_dispute_reported_before_the_payment_are_held_then_taken_
         "Refunded",
         "Disputed",
     ]
+
+
+def test_only_a_pending_transfer_is_rejected_and_a_rejected_one_is_never_credited():
+    t = TopUp(account_id=uuid.uuid4(), provider="bank_transfer", reference="MESH-2", amount=10**13)
+    with pytest.raises(InvalidReason, match="reason"):
+        t.reject(" ", "token")
+    t.reject("never sent", "token")
+    t.reject("again", "token")  # rejected already: nothing more
+    assert t.status == "rejected" and len(t.collect_events()) == 2  # requested, rejected
+    with pytest.raises(TopUpError, match="rejected"):
+        t.succeed(10**13, NOW)
+    paid = TopUp(account_id=uuid.uuid4(), provider="bank_transfer", reference="MESH-3", amount=10**13)
+    paid.succeed(10**13, NOW, "token")
+    with pytest.raises(TopUpError, match="only a pending one"):
+        paid.reject("late", "token")
+    assert paid.collect_events()[-1].operator == "token"

@@ -199,3 +199,10 @@ function followEvents() {
   });
 }
 document.addEventListener("DOMContentLoaded", followEvents);
+
+// A form with data-confirm asks once, naming what it acts on, before it is sent (an operator's suspension or
+// take-back); without JavaScript it is sent as it is.
+document.addEventListener("submit", (event) => {
+  const message = event.target.dataset ? event.target.dataset.confirm : undefined;
+  if (message && !window.confirm(message)) event.preventDefault();
+});
