@@ -64,3 +64,18 @@ def test_cost_fields_for_a_document_mesh_encodes():
     import msgspec
 
     assert msgspec.json.encode(cost_fields(1)) == b'{"cost":0.000000000001,"cost_usd":"0.000000000001"}'
+
+
+def test_a_streams_usage_chunk_states_the_cost_the_gateway_prices():
+    from gateway.providers.base import StreamReply, Usage, usage_chunk
+
+    async def nothing():
+        yield b""
+
+    reply = StreamReply(nothing(), 0)
+    reply.usage = Usage(10, 20)
+    assert reply.cost() is None  # no price known: no cost stated
+    assert b'"cost"' not in usage_chunk({"id": "c"}, reply.usage, reply.cost())
+    reply.priced = lambda usage: usage.prompt_tokens * 10**9 + usage.completion_tokens * 3 * 10**9
+    chunk = read(usage_chunk({"id": "c"}, reply.usage, reply.cost())[len(b"data: ") :])
+    assert chunk["usage"]["cost"] == Decimal("0.070000") and chunk["usage"]["cost_usd"] == "0.070000"
