@@ -18,7 +18,8 @@ import msgspec
 
 from domain.credentials import hash_token
 from domain.usage import Api, UsageRecorded
-from gateway import worst_case
+from gateway import answer_fields, worst_case
+from gateway.answer_fields import UPSTREAM_MODEL_HEADER
 from gateway.admission import KeyInfo, bearer_token
 from gateway.asgi import Receive, Scope, Send, header, read_body, respond
 from gateway.lease_admission import FREE, BudgetRefusal, Budgets, Ticket
@@ -232,8 +233,8 @@ class Gateway:
                 call = lambda: adapter.chat(model, internal)  # noqa: E731
                 open_stream = lambda: adapter.chat_stream(model, internal, True)  # noqa: E731
 
-                def encode(result: Reply) -> bytes:
-                    return messages.encode(result.body, result.usage, model)
+                def encode(result: Reply, cost: int) -> bytes:
+                    return messages.encode(result.body, result.usage, model, cost)
 
                 def encode_stream(reply: StreamReply) -> StreamReply:
                     return messages.encode_stream(reply, model)
@@ -277,7 +278,7 @@ class Gateway:
             record,
             lambda: adapter.chat(model, internal),
             lambda: adapter.chat_stream(model, internal, True),
-            lambda result: responses.encode(result.body, result.usage, model, body),
+            lambda result, cost: responses.encode(result.body, result.usage, model, body, cost),
             lambda reply: responses.encode_stream(reply, model, body),
         )
 
@@ -373,12 +374,13 @@ class Gateway:
         record: RequestRecord,
         call: Callable[[], Awaitable[Reply]],
         open_stream: Callable[[], Awaitable[StreamReply]],
-        encode: Callable[[Reply], bytes] | None = None,
+        encode: Callable[[Reply, int], bytes] | None = None,
         encode_stream: Callable[[StreamReply], StreamReply] | None = None,
         error_body: Callable[[GatewayError], bytes] = GatewayError.body,
     ) -> None:
         """Call the upstream, bill the request exactly once and send its answer (in the front door's format:
-        `encode`, `encode_stream`), the same for every front door."""
+        `encode`, `encode_stream`; a relayed answer patched by gateway/answer_fields.py), the same for every front
+        door. The answer names the Mesh id of its model and states its charge."""
         try:
             if record.stream:
                 try:
@@ -386,6 +388,8 @@ class Gateway:
                 except GatewayError as exc:
                     await self._upstream_failed(record, exc)
                     raise
+                reply.priced = record.cost
+                headers.append((UPSTREAM_MODEL_HEADER, record.model.upstream.encode()))
                 if encode_stream is not None:
                     reply = encode_stream(reply)
                 await self._stream(send, receive, headers, reply, record)
@@ -396,11 +400,15 @@ class Gateway:
                     await self._upstream_failed(record, exc)
                     await respond(send, exc.status, headers, error_body(exc))
                     return
-                answer = result.body if encode is None else encode(result)
+                event = record.done(result.usage, result.upstream_us, None)
+                if encode is None:
+                    answer = answer_fields.patched(result.body, answer_fields.model_name(record.model.id), event.cost)
+                else:
+                    answer = encode(result, event.cost)
                 # billed first: a client gone while the answer is written still owes what the upstream did
                 record.response_body = answer
-                await self._emit(record, record.done(result.usage, result.upstream_us, None))
-                await respond(send, 200, headers, answer)
+                await self._emit(record, event)
+                await respond(send, 200, _answered(headers, record.model, event.cost), answer)
         finally:
             if not record.emitted:  # an unexpected failure: free the reservation all the same
                 self.budgets.release(record.ticket, 0)
@@ -464,8 +472,10 @@ class Gateway:
         except BaseException:
             self.budgets.release(ticket, 0)
             raise
-        await self._emit(record, record.done(result.usage, result.upstream_us, None))
-        await respond(send, 200, headers, result.body)
+        event = record.done(result.usage, result.upstream_us, None)
+        await self._emit(record, event)
+        answer = answer_fields.patched(result.body, answer_fields.model_name(model.id), event.cost)
+        await respond(send, 200, _answered(headers, model, event.cost), answer)
 
     async def _admit_rate(
         self, key: KeyInfo, ticket: Ticket, headers: list, tokens: Callable[[], int]
@@ -665,6 +675,15 @@ def _refuse_templates(body: dict, path: str) -> None:
             "unsupported_parameter",
             name,
         )
+
+
+def _answered(headers: list, model: Model, cost: int) -> list:
+    """A plain answer's headers: the upstream's own name of its model and what it was charged."""
+    return [
+        *headers,
+        (UPSTREAM_MODEL_HEADER, model.upstream.encode()),
+        (answer_fields.COST_HEADER, answer_fields.cost_usd(cost).encode()),
+    ]
 
 
 def _model_object(model: Model) -> dict:

@@ -48,6 +48,21 @@ class RequestRecord:
         self.prompt_bound: int | None = None  # the prompt tokens reserved (None: a free model)
         self.rate: RateUse | None = None  # what it took of its key's rate limits (None: the key has none)
 
+    def billed(self, usage: Usage) -> Usage:
+        """The usage the request is billed for."""
+        if usage.prompt_estimated and self.prompt_bound is not None and usage.prompt_tokens < self.prompt_bound:
+            # the upstream counted no prompt (a stream cut before its usage, an upstream that reports none): it
+            # bills the whole prompt all the same, images and files included, so Mesh bills what it reserved
+            usage = msgspec.structs.replace(usage, prompt_tokens=self.prompt_bound)
+        return usage
+
+    def cost(self, usage: Usage) -> int:
+        """What `usage` costs, in pico-USD: the `cost` of the event `done` makes of it (the answer states it)."""
+        billed = self.billed(usage)
+        return self.model.price.cost(
+            billed.prompt_tokens, billed.completion_tokens, billed.cached_prompt_tokens, billed.cache_write_tokens
+        )
+
     def done(
         self,
         usage: Usage,
@@ -60,10 +75,7 @@ class RequestRecord:
         first token: `first_token_ns` is the moment, `time.perf_counter_ns()`); `upstream_us` is the upstream's
         own time, from sending it the request."""
         price = self.model.price
-        if usage.prompt_estimated and self.prompt_bound is not None and usage.prompt_tokens < self.prompt_bound:
-            # the upstream counted no prompt (a stream cut before its usage, an upstream that reports none): it
-            # bills the whole prompt all the same, images and files included, so Mesh bills what it reserved
-            usage = msgspec.structs.replace(usage, prompt_tokens=self.prompt_bound)
+        usage = self.billed(usage)
         return UsageRecorded(
             trace_id=self.trace_id,
             account_id=self.key.account_id,
@@ -75,9 +87,7 @@ class RequestRecord:
             completion_tokens=usage.completion_tokens,
             prompt_per_1k=price.prompt_per_1k,
             completion_per_1k=price.completion_per_1k,
-            cost=price.cost(
-                usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens, usage.cache_write_tokens
-            ),
+            cost=self.cost(usage),
             status="ok" if error is None else "error",
             http_status=http_status,
             timestamp=datetime.now(timezone.utc),

@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.answer_fields import cost_fields
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError, invalid
 from gateway.fields import ANTHROPIC_CHAT_FIELDS, content_parts, data_url
@@ -261,7 +262,11 @@ class AnthropicAdapter:
                 event = msgspec.json.decode(line[5:].strip())
                 kind = event.get("type") if isinstance(event, dict) else None
                 if kind == "message_start":
-                    counts.update((event.get("message") or {}).get("usage") or {})
+                    message = event.get("message") or {}
+                    counts.update(message.get("usage") or {})
+                    if "model" in message:  # the answer names the Mesh id (gateway/answer_fields.py)
+                        message["model"] = model.id
+                        return b"data: " + msgspec.json.encode(event) + b"\n"
                 elif kind == "content_block_delta":
                     delta = event.get("delta") or {}
                     text = delta.get("text") or delta.get("thinking") or delta.get("partial_json")
@@ -271,6 +276,10 @@ class AnthropicAdapter:
                 elif kind == "message_delta":
                     counts.update((k, v) for k, v in (event.get("usage") or {}).items() if v is not None)
                     finished = True
+                    cost = None if reply.priced is None else reply.priced(_usage(counts))
+                    if cost is not None and isinstance(event.get("usage"), dict):  # the charge, in the answer
+                        event["usage"].update(cost_fields(cost))
+                        return b"data: " + msgspec.json.encode(event) + b"\n"
                 elif kind == "message_stop":
                     reply.ended = True
                 elif kind == "error":  # relayed as the upstream sent it, the event complete, then billed

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from gateway.answer_fields import cost_fields
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError
 from gateway.transport import (
@@ -83,6 +84,12 @@ class StreamReply:
         self.first_token_ns: int | None = None
         self.upstream_us = 0
         self.ended = False  # set before the stream's last frame is yielded, for a wire format without [DONE]
+        # what a usage costs, in pico-USD (set by the gateway): the answer's final usage states its charge
+        self.priced: Callable[[Usage], int] | None = None
+
+    def cost(self) -> int | None:
+        """What the stream's usage so far costs (None: no price known)."""
+        return None if self.priced is None else self.priced(self.usage)
 
     def is_last(self, frame: bytes) -> bool:
         """Whether `frame` ends the stream: the gateway makes the bill durable before it leaves."""
@@ -431,7 +438,7 @@ def translated_stream(
                 raise upstream.broken(incomplete)
             reply.usage = translation.usage()
             if include_usage:
-                yield usage_chunk(base, reply.usage)
+                yield usage_chunk(base, reply.usage, reply.cost())
             yield SSE_DONE
         finally:
             reply.usage = translation.usage()
@@ -493,9 +500,10 @@ def relayed_stream(
     return reply
 
 
-def usage_chunk(base: dict, usage: Usage) -> bytes:
-    """The final OpenAI stream chunk with usage (sent only to clients that asked for it)."""
-    return sse(msgspec.json.encode({**base, "choices": [], "usage": usage.openai()}))
+def usage_chunk(base: dict, usage: Usage, cost: int | None = None) -> bytes:
+    """The final OpenAI stream chunk with usage (sent only to clients that asked for it), and its cost when known."""
+    counted = usage.openai() if cost is None else {**usage.openai(), **cost_fields(cost)}
+    return sse(msgspec.json.encode({**base, "choices": [], "usage": counted}))
 
 
 def error_field(content: bytes) -> str:

@@ -80,7 +80,7 @@ class EchoAdapter:
             yield sse(msgspec.json.encode({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
             reply.mark_done()
             if include_usage:
-                yield usage_chunk(base, reply.usage)
+                yield usage_chunk(base, reply.usage, reply.cost())
             yield SSE_DONE
 
         reply = StreamReply(frames(), time.perf_counter_ns())

@@ -6,6 +6,7 @@ import time
 
 import msgspec
 
+from gateway.answer_fields import model_name, with_cost, with_model
 from gateway.catalog import Model, Provider
 from gateway.fields import OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS
 from gateway.providers.base import (
@@ -122,6 +123,7 @@ class OpenAIAdapter:
         response = await self.upstream.stream("/chat/completions", document)
         generated: list[str] = []
         reported = False
+        name = model_name(model.id)
 
         def frame(line: str, reply: StreamReply) -> bytes | None:
             """What the client gets for one upstream line (None: nothing); SSE_DONE ends the stream."""
@@ -145,11 +147,15 @@ class OpenAIAdapter:
                     if text:
                         reply.mark_first_token()
                         generated.append(text)
+            raw = with_model(raw, name)
             if chunk.usage is not None:
                 reported = True
                 reply.usage = chunk.usage.counted()
                 if not chunk.choices and not include_usage:
                     return None
+                cost = reply.cost()
+                if cost is not None:
+                    raw = with_cost(raw, cost)
             return sse(raw)
 
         def settle(reply: StreamReply) -> None:

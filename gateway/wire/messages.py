@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from gateway.asgi import Scope
+from gateway.answer_fields import cost_fields
 from gateway.catalog import Model
 from gateway.errors import GatewayError, invalid
 from gateway.providers.base import StreamReply, Usage
@@ -377,8 +378,9 @@ def _reasoning(thinking: Any, config: Any, out: Translated) -> None:
 # ---- the internal answer and stream, encoded ----
 
 
-def usage(counted: Usage) -> dict:
-    return {
+def usage(counted: Usage, cost: int | None = None) -> dict:
+    """A message's usage, with the cost charged for it once known (gateway/answer_fields.py)."""
+    return ({} if cost is None else cost_fields(cost)) | {
         "input_tokens": counted.prompt_tokens - counted.cached_prompt_tokens - counted.cache_write_tokens,
         "cache_creation_input_tokens": counted.cache_write_tokens,
         "cache_read_input_tokens": counted.cached_prompt_tokens,
@@ -390,7 +392,7 @@ def _message_id(chat_id: Any) -> str:
     return "msg_" + str(chat_id or "").removeprefix("chatcmpl-")
 
 
-def encode(answer: bytes, counted: Usage, model: Model) -> bytes:
+def encode(answer: bytes, counted: Usage, model: Model, cost: int | None = None) -> bytes:
     """An internal chat.completion as an Anthropic message."""
     document = decode_completion(answer)
     choice = document.first()
@@ -416,7 +418,7 @@ def encode(answer: bytes, counted: Usage, model: Model) -> bytes:
             "content": blocks,
             "stop_reason": STOP_REASONS.get(choice.finish_reason or "stop", "end_turn"),
             "stop_sequence": None,
-            "usage": usage(counted),
+            "usage": usage(counted, cost),
         }
     )
 
@@ -456,7 +458,7 @@ class _StreamState:
                 out.append(_event("ping", {}))
             if chunk is None:
                 self._close(out)
-                counted = usage(self.reply.usage)
+                counted = usage(self.reply.usage, self.reply.cost())
                 delta = {"stop_reason": self.stop, "stop_sequence": None}
                 out.append(_event("message_delta", {"delta": delta, "usage": counted}))
                 out.append(_event("message_stop", {}))

@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.answer_fields import cost_fields
 from gateway.catalog import Model
 from gateway.errors import invalid
 from gateway.providers.base import StreamReply, Usage
@@ -250,8 +251,9 @@ def _part(part: Any, out: Translated) -> dict | None:
 # ---- the internal answer and stream, encoded ----
 
 
-def usage(counted: Usage) -> dict:
-    return {
+def usage(counted: Usage, cost: int | None = None) -> dict:
+    """A response's usage, with the cost charged for it once known (gateway/answer_fields.py)."""
+    return ({} if cost is None else cost_fields(cost)) | {
         "input_tokens": counted.prompt_tokens,
         "input_tokens_details": {"cached_tokens": counted.cached_prompt_tokens},
         "output_tokens": counted.completion_tokens,
@@ -260,7 +262,15 @@ def usage(counted: Usage) -> dict:
     }
 
 
-def _response(response_id: str, model: Model, body: dict, status: str, output: list, counted: Usage | None) -> dict:
+def _response(
+    response_id: str,
+    model: Model,
+    body: dict,
+    status: str,
+    output: list,
+    counted: Usage | None,
+    cost: int | None = None,
+) -> dict:
     fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
     return {
         "id": response_id,
@@ -283,7 +293,7 @@ def _response(response_id: str, model: Model, body: dict, status: str, output: l
         "tools": body.get("tools") or [],
         "top_p": body.get("top_p"),
         "truncation": "disabled",
-        "usage": usage(counted) if counted is not None else None,
+        "usage": usage(counted, cost) if counted is not None else None,
         "metadata": body.get("metadata") or {},
     }
 
@@ -308,7 +318,7 @@ def _call(item_id: str, call_id: str, name: str, arguments: str, status: str = "
     }
 
 
-def encode(answer: bytes, counted: Usage, model: Model, body: dict) -> bytes:
+def encode(answer: bytes, counted: Usage, model: Model, body: dict, cost: int | None = None) -> bytes:
     """An internal chat.completion as a `response`."""
     choice = decode_completion(answer).first()
     message = choice.message or Turn()
@@ -319,7 +329,7 @@ def encode(answer: bytes, counted: Usage, model: Model, body: dict) -> bytes:
         function = call.function or Function()
         output.append(_call(_new_id("fc"), call.id or _new_id("call"), function.name or "", function.arguments or ""))
     status = "incomplete" if choice.finish_reason == "length" else "completed"
-    return msgspec.json.encode(_response(_new_id("resp"), model, body, status, output, counted))
+    return msgspec.json.encode(_response(_new_id("resp"), model, body, status, output, counted, cost))
 
 
 _TEXT_DELTA = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
@@ -353,7 +363,9 @@ class _StreamState:
             if chunk is None:
                 self._close(out)
                 status = "incomplete" if self.length else "completed"
-                response = _response(self.id, self.model, self.body, status, self.output, self.reply.usage)
+                response = _response(
+                    self.id, self.model, self.body, status, self.output, self.reply.usage, self.reply.cost()
+                )
                 out.append(self._event(f"response.{status}", {"response": response}))
                 break
             for choice in chunk.choices:

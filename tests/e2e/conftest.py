@@ -191,12 +191,13 @@ upstream = "gpt-test"
 prompt_usd_per_1k = "0.5"
 completion_usd_per_1k = "1.5"
 max_output_tokens = 256
-aliases = ["{SHARED_ALIAS}"]
+aliases = ["{SHARED_ALIAS}", "{OPENAI_NAMED_ALIAS}"]
 """)
     return path
 
 
 SHARED_ALIAS = "gpt-test"  # what a client that takes bare model names sends for acme/gpt-test
+OPENAI_NAMED_ALIAS = "gpt-4o-mini"  # for a client that takes only OpenAI's own model names (llama-index's OpenAI)
 
 SHARED_ADDRESS_LIMITS = {"MESH_SIGNUPS_PER_ADDRESS": "100000", "MESH_LOGIN_FAILURES_PER_ADDRESS": "100000"}
 

@@ -128,9 +128,15 @@ def test_the_anthropic_sdk_passes_through_to_an_anthropic_model(messages_mesh):
     with client.messages.stream(
         model="claude/sonnet", max_tokens=50, messages=[{"role": "user", "content": "hello there"}]
     ) as stream:
-        text = "".join(stream.text_stream)
+        events = list(stream)
         final = stream.get_final_message()
+    text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
     assert text == "a0 a1 a2 a3 a4 a5" and final.usage.output_tokens == 6
+    # passed through, the answer names the Mesh id and states its charge all the same (gateway/answer_fields.py)
+    assert plain.model == final.model == "claude/sonnet"
+    assert Decimal(plain.usage.model_extra["cost_usd"]) == claude_cost(4, 6)
+    (delta,) = [e for e in events if e.type == "message_delta"]
+    assert Decimal(delta.usage.model_extra["cost_usd"]) == claude_cost(2, 6)
 
     tools = [{"name": "get_weather", "description": "weather", "input_schema": {"type": "object"}}]
     called = client.messages.create(
@@ -274,12 +280,17 @@ def test_the_anthropic_sdk_is_translated_for_an_openai_compatible_model(messages
     ]
     assert (sent["stop"], sent["user"], sent["max_tokens"]) == (["zzz"], "u-1", 50)
 
+    assert Decimal(plain.usage.model_extra["cost_usd"]) == gpt_cost(4, 7)  # the charge, in the answer
+
     with client.messages.stream(
         model="acme/gpt", max_tokens=50, messages=[{"role": "user", "content": "hello there"}]
     ) as stream:
-        text = "".join(stream.text_stream)
+        events = list(stream)
         final = stream.get_final_message()
+    text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
     assert text == "w0 w1 w2 w3 w4 w5 w6" and (final.usage.input_tokens, final.usage.output_tokens) == (2, 7)
+    (delta,) = [e for e in events if e.type == "message_delta"]
+    assert Decimal(delta.usage.model_extra["cost_usd"]) == gpt_cost(2, 7)
 
     tools = [{"name": "get_weather", "description": "weather", "input_schema": {"type": "object"}}]
     called = client.messages.create(

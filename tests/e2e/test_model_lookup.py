@@ -41,7 +41,7 @@ def test_a_bare_alias_reaches_its_model_and_is_billed_as_it(mesh):
     the request is billed and logged as that model, with the name it asked for."""
     import time
 
-    from tests.e2e.conftest import SHARED_ALIAS
+    from tests.e2e.conftest import OPENAI_NAMED_ALIAS, SHARED_ALIAS
 
     funded = funded_key(mesh, "1", allowed_models=[MODEL])  # the key names the id; the alias is the same model
     sdk = openai.OpenAI(base_url=mesh.url + "/v1", api_key=funded.key, max_retries=0)
@@ -59,4 +59,4 @@ def test_a_bare_alias_reaches_its_model_and_is_billed_as_it(mesh):
     logged = entry.json()
     assert (logged["model"], logged["requested_model"], logged["status"]) == (MODEL, SHARED_ALIAS, "success")
     models = httpx.get(f"{mesh.url}/api/models", headers=auth, timeout=15).json()["data"]
-    assert next(m for m in models if m["id"] == MODEL)["aliases"] == [SHARED_ALIAS]
+    assert next(m for m in models if m["id"] == MODEL)["aliases"] == [SHARED_ALIAS, OPENAI_NAMED_ALIAS]
