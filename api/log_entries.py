@@ -154,7 +154,7 @@ def _csv_line(e: LogEntryOut) -> list:
         t.id if t else None,
         t.version if t else None,
         e.api,
-        " ".join(f"{a.model}:{a.status}:{a.latency_ms}ms" for a in e.attempts) or None,
+        " ".join(f"{a.model}:{a.status}:{a.latency_ms}" for a in e.attempts) or None,
     ]
 
 

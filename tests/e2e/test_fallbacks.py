@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import funded_key, own_mesh, stored_events
+from tests.e2e.test_dashboard import chromium, shot, signed_in
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
 from tests.e2e.test_walking_skeleton import api, stream_head, wait_for_balance
@@ -248,3 +249,23 @@ def test_the_reservation_covers_the_costliest_candidate(mesh, primary):
     assert "this request can cost up to 0.508" in with_fallback.json()["error"]["message"]  # 54 x 2/1K + 0.4
     plain = httpx.post(mesh.url + "/v1/chat/completions", headers=headers, json={**body, "model": "acme/plain"})
     assert plain.status_code == 200, plain.text
+
+
+def test_the_dashboards_request_page_lists_every_attempt(mesh, primary):
+    _, token, _, key = funded_key(mesh, "10")
+    primary.fail_with = (503, "overloaded")
+    answered = httpx.post(
+        mesh.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {key['key']}"},
+        json={"model": "acme/main", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    trace = answered.headers["x-mesh-trace-id"]
+    entry(mesh, token, trace)
+    with chromium() as browser, signed_in(browser, mesh, token) as page:
+        page.goto(f"/logs/{trace}")
+        rows = page.locator("#attempts tbody tr")
+        assert rows.count() == 3
+        cells = [rows.nth(n).locator("td").all_inner_texts() for n in range(3)]
+        assert [(c[1], c[2]) for c in cells] == [("acme/main", "502"), ("acme/main", "502"), ("backup/big", "200")]
+        shot(page, "log-attempts")
