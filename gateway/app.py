@@ -467,16 +467,17 @@ class Gateway:
     ) -> tuple["Door", Any]:
         """The first of `models` to answer (its stream opened, when `stream`), tried as gateway/fallbacks.py
         says; the record then names it (its price is the one billed), or, when none answers, the last one tried."""
-        doors = {m.id: bind(m) for m in models}
-        candidates = [Candidate(m, doors[m.id].open_stream if stream else doors[m.id].call) for m in models]
+        doors = [bind(m) for m in models]
+        candidates = [Candidate(m, door.open_stream if stream else door.call) for m, door in zip(models, doors)]
         attempts = record.attempts
         try:
             candidate, answer = await fallbacks.first_answer(candidates, attempts, self._attempt_failed)
         except GatewayError:
             self._answered_by(record, self.catalog.models.get(attempts[-1].model, record.model))
             raise
-        self._answered_by(record, candidate.model)
-        return doors[candidate.model.id], answer
+        if candidate.model is not record.model:
+            self._answered_by(record, candidate.model)
+        return doors[candidates.index(candidate)], answer
 
     def _attempt_failed(self, model: Model, error: GatewayError) -> None:
         self.metrics.upstream_error(model.provider, error.code or "unknown")

@@ -55,8 +55,8 @@ async def first_answer(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> tuple[Candidate[T], T]:
     """Call the candidates in turn until one answers: that candidate and its answer. Every call is added to
-    `attempts`; `failed` hears of each failure that is tried again. Raises the last failure when none answers,
-    or the first that is not retryable."""
+    `attempts`, once there was more than one (a first call that answers leaves it empty); `failed` hears of each
+    failure that is tried again. Raises the last failure when none answers, or the first that is not retryable."""
     last: GatewayError | None = None
     for index, candidate in enumerate(candidates):
         for retry in range(ATTEMPTS_PER_MODEL):
@@ -78,7 +78,8 @@ async def first_answer(
                     break
                 await sleep(wait)
                 continue
-            attempts.append(Attempt(candidate.model.id, 200, _ms_since(started)))
+            if attempts:
+                attempts.append(Attempt(candidate.model.id, 200, _ms_since(started)))
             return candidate, answer
     assert last is not None
     raise last

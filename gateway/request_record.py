@@ -48,7 +48,7 @@ class RequestRecord:
         self.prompt_bound: int | None = None  # the prompt tokens reserved (None: a free model)
         self.rate: RateUse | None = None  # what it took of its key's rate limits (None: the key has none)
         self.bounds: dict[str, int | None] = {}  # each candidate model's prompt bound (gateway/fallbacks.py)
-        self.attempts: list[Attempt] = []  # every upstream call, in order
+        self.attempts: list[Attempt] = []  # every upstream call, in order, when there was more than one
 
     def done(
         self,

@@ -80,6 +80,12 @@ def test_a_retryable_failure_is_retried_on_the_same_model_then_the_next_model_an
     assert len(waits) == ATTEMPTS_PER_MODEL - 1  # a wait between calls of one model, none before the next model
 
 
+def test_a_first_call_that_answers_leaves_no_attempts():
+    attempts: list[Attempt] = []
+    assert run([Candidate(A, Upstream("answer")), Candidate(B, Upstream())], attempts)[1] == "answer"
+    assert attempts == []
+
+
 def test_a_429_is_retried_on_the_same_model_after_its_retry_after():
     upstream = Upstream(upstream_error(ACME, 429, "slow", [(b"retry-after", b"0.3")]), "answer")
     attempts: list[Attempt] = []
