@@ -15,6 +15,7 @@ import pytest
 
 from tests.e2e.conftest import funded_key, own_mesh, stored_events
 from tests.e2e.test_dashboard import chromium, shot, signed_in
+from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
 from tests.e2e.test_walking_skeleton import api, stream_head, wait_for_balance
@@ -40,7 +41,36 @@ def backup():
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory, primary, backup):
+def claudes():
+    """Two Anthropic upstreams: the first serves claude/main, the second claude/backup."""
+    fakes = (FakeAnthropic(), FakeAnthropic())
+    with BackgroundServer(fakes[0]) as first, BackgroundServer(fakes[1]) as second:
+        fakes[0].url, fakes[1].url = first.url, second.url
+        yield fakes
+
+
+CLAUDE_MODELS = """
+[[models]]
+id = "claude/main"
+provider = "claude"
+upstream = "claude-sonnet-4-5"
+prompt_usd_per_1k = "3"
+completion_usd_per_1k = "15"
+max_output_tokens = 1024
+fallbacks = ["backup/big", "claude/backup"]
+
+[[models]]
+id = "claude/backup"
+provider = "claude2"
+upstream = "claude-haiku-4-5"
+prompt_usd_per_1k = "1"
+completion_usd_per_1k = "5"
+max_output_tokens = 1024
+"""
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory, primary, backup, claudes):
     config = tmp_path_factory.mktemp("fallbacks") / "mesh.toml"
     models = "".join(
         f"""
@@ -64,8 +94,17 @@ base_url = "{primary.url}/v1"
 [providers.backup]
 kind = "openai-compatible"
 base_url = "{backup.url}/v1"
+
+[providers.claude]
+kind = "anthropic"
+base_url = "{claudes[0].url}/v1"
+
+[providers.claude2]
+kind = "anthropic"
+base_url = "{claudes[1].url}/v1"
 """
         + models
+        + CLAUDE_MODELS
     )
     with own_mesh(tmp_path_factory, config, "fallbacks-mesh", {}) as process:
         yield process
@@ -269,3 +308,33 @@ def test_the_dashboards_request_page_lists_every_attempt(mesh, primary):
         cells = [rows.nth(n).locator("td").all_inner_texts() for n in range(3)]
         assert [(c[1], c[2]) for c in cells] == [("acme/main", "502"), ("acme/main", "502"), ("backup/big", "200")]
         shot(page, "log-attempts")
+
+
+def test_messages_passed_through_fall_back_to_anthropic_models_only(mesh, backup, claudes):
+    """/v1/messages to an Anthropic-kind model goes as sent: its fallbacks of another kind (which would need the
+    body translated) are skipped."""
+    _, token, _, key = funded_key(mesh, "10")
+    first, second = claudes
+    first.fail_with = (529, "overloaded_error", "Overloaded")
+    asked_backup = len(backup.requests)
+    try:
+        answered = httpx.post(
+            mesh.url + "/v1/messages",
+            headers={"x-api-key": key["key"], "anthropic-version": "2023-06-01"},
+            json={"model": "claude/main", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+    finally:
+        first.fail_with = None
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["type"] == "message" and second.requests[-1]["model"] == "claude-haiku-4-5"
+    assert len(backup.requests) == asked_backup  # backup/big (openai-compatible) was not tried
+    logged = entry(mesh, token, answered.headers["x-mesh-trace-id"])
+    assert logged["model"] == "claude/backup" and logged["api"] == "messages"
+    assert [(a["model"], a["status"]) for a in logged["attempts"]] == [
+        ("claude/main", 502),
+        ("claude/main", 502),
+        ("claude/backup", 200),
+    ]
+    usage = answered.json()["usage"]
+    assert Decimal(logged["cost_usd"]) == (usage["input_tokens"] * 1 + usage["output_tokens"] * 5) / Decimal(1000)
