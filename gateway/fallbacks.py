@@ -44,7 +44,7 @@ def backoff(retry: int, retry_after: float | None) -> float | None:
     upstream asks for longer than RETRY_AFTER_CAP (it is not worth waiting for: the next model is tried)."""
     if retry_after is not None:
         return retry_after if retry_after <= RETRY_AFTER_CAP else None
-    wait = min(BACKOFF_SECONDS * 2 ** (retry - 1), BACKOFF_CAP)
+    wait = min(BACKOFF_SECONDS * 2.0 ** (retry - 1), BACKOFF_CAP)
     return wait / 2 + random.uniform(0, wait / 2)  # "equal jitter": never nothing, never in lockstep
 
 
