@@ -11,6 +11,7 @@ import msgspec
 from domain.money import InvalidAmount
 from domain.pricing import Price
 from gateway.catalog import ECHO_MODEL, Catalog, Model, Provider, image_tokens, limits
+from gateway.fallbacks import MAX_FALLBACKS
 from gateway.fields import extra_fields, ignore_fields
 
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "openai-compatible")
@@ -43,6 +44,7 @@ class ModelConfig(msgspec.Struct, forbid_unknown_fields=True):
     image_tokens: int | None = None  # default by provider kind and model: gateway.catalog.image_tokens
     aliases: list[str] = []  # other names clients may send: slash-free, unique across the catalog
     ignore_fields: list[str] = []  # front-door fields with no equivalent here, dropped (and said so) not refused
+    fallbacks: list[str] = []  # model ids tried in order when this one fails (gateway/fallbacks.py)
 
 
 class MeshConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -109,6 +111,7 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
             if alias in seen:
                 raise ConfigError(f"{path}: alias {alias!r} of model {m.id!r} is already a model id or an alias")
             seen.add(alias)
+        _check_fallbacks(path, m, {model.id for model in config.models})
         if m.provider not in known:
             raise ConfigError(f"{path}: model {m.id!r} uses provider {m.provider!r}, which is not declared")
         if m.prompt_usd_per_1k is None or m.completion_usd_per_1k is None:
@@ -133,10 +136,34 @@ def load_catalog(path: Path | None, env: dict[str, str] | None = None) -> Catalo
             raise ConfigError(f"{path}: model {m.id!r}: {exc}") from None
         models.append(
             Model(
-                m.id, m.provider, m.upstream, price, m.enabled, max_output, context, images, tuple(m.aliases), ignored
+                m.id,
+                m.provider,
+                m.upstream,
+                price,
+                m.enabled,
+                max_output,
+                context,
+                images,
+                tuple(m.aliases),
+                ignored,
+                tuple(m.fallbacks),
             )
         )
     return Catalog(providers, models)
+
+
+def _check_fallbacks(path: Path, m: ModelConfig, ids: set[str]) -> None:
+    if len(m.fallbacks) > MAX_FALLBACKS:
+        raise ConfigError(f"{path}: model {m.id!r} has {len(m.fallbacks)} fallbacks; at most {MAX_FALLBACKS}")
+    for fallback in m.fallbacks:
+        if fallback == m.id:
+            raise ConfigError(f"{path}: model {m.id!r} names itself as a fallback")
+        if fallback not in ids:
+            raise ConfigError(
+                f"{path}: model {m.id!r}: fallback {fallback[:200]!r} is not a model id declared in this file"
+            )
+    if len(set(m.fallbacks)) != len(m.fallbacks):
+        raise ConfigError(f"{path}: model {m.id!r} names a fallback twice")
 
 
 def _limits(path: Path, m: ModelConfig, kind: str) -> tuple[int, int]:

@@ -31,6 +31,12 @@ class TemplateRefOut(msgspec.Struct):
     version: int | None
 
 
+class AttemptOut(msgspec.Struct):
+    model: str
+    status: int  # the HTTP status the call ended with (200: it answered)
+    latency_ms: int
+
+
 class LogEntryOut(msgspec.Struct):
     trace_id: UUID
     time: datetime
@@ -53,6 +59,7 @@ class LogEntryOut(msgspec.Struct):
     estimated: bool
     template: TemplateRefOut | None
     api: str | None = None  # the front door: chat.completions | embeddings | responses | messages (null: not recorded)
+    attempts: list[AttemptOut] = []  # every upstream call when there was more than one (retries, fallbacks)
 
 
 class AdminLogEntryOut(LogEntryOut, kw_only=True):
@@ -86,6 +93,7 @@ def entry_out(row: logs.LogRow, admin: bool = False) -> LogEntryOut:
         estimated=row.estimated,
         template=TemplateRefOut(row.template_id, row.template_version) if row.template_id is not None else None,
         api=row.api,
+        attempts=[AttemptOut(a.model, a.status, a.latency_ms) for a in row.attempts],
     )
     return AdminLogEntryOut(**fields, account_id=row.account_id) if admin else LogEntryOut(**fields)
 
@@ -115,6 +123,7 @@ CSV_HEADER = [
     "template_id",
     "template_version",
     "api",
+    "attempts",
 ]
 
 
@@ -145,6 +154,7 @@ def _csv_line(e: LogEntryOut) -> list:
         t.id if t else None,
         t.version if t else None,
         e.api,
+        " ".join(f"{a.model}:{a.status}:{a.latency_ms}" for a in e.attempts) or None,
     ]
 
 

@@ -17,6 +17,14 @@ class Api:
     MESSAGES = "messages"  # POST /v1/messages (Anthropic's Messages API)
 
 
+class Attempt(msgspec.Struct, frozen=True):
+    """One call of an upstream model for a request that was retried or fell back to another model."""
+
+    model: str  # the model id called
+    status: int  # the HTTP status the attempt ended with (200: it answered)
+    latency_ms: int  # from sending it to its answer's head or its failure
+
+
 class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
     """One request through the gateway, with everything needed to bill and explain it.
 
@@ -27,7 +35,7 @@ class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
     trace_id: UUID
     account_id: UUID
     key_id: UUID
-    model: str  # the resolved model id, as listed in the catalog
+    model: str  # the model that answered (a fallback's, when the request fell back), as listed in the catalog
     requested_model: str | None
     provider: str
     prompt_tokens: int
@@ -55,6 +63,9 @@ class UsageRecorded(msgspec.Struct, frozen=True, kw_only=True):
     template_id: UUID | None = None  # the prompt template the request used, if any
     template_version: int | None = None
     api: str | None = None  # an `Api` value; None in events made before Mesh recorded it
+    # every upstream call, in order, when there was more than one (retries, fallbacks); empty: one call, this one.
+    # Only the last (the one that answered, or the last failure) is billed.
+    attempts: list[Attempt] = []
 
 
 class BodyRecorded(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,13 +12,13 @@ import contextlib
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator, NamedTuple
 
 import msgspec
 
 from domain.credentials import hash_token
 from domain.usage import Api, UsageRecorded
-from gateway import answer_fields, worst_case
+from gateway import answer_fields, fallbacks, worst_case
 from gateway.answer_fields import UPSTREAM_MODEL_HEADER
 from gateway.admission import KeyInfo, bearer_token
 from gateway.asgi import Receive, Scope, Send, header, read_body, respond
@@ -35,6 +35,7 @@ from gateway.request_record import RequestRecord, durable
 from gateway.stream_relay import drain, recording, relay, watch_disconnect
 from gateway.prompt_templates import TemplateCache, TemplateUse
 from gateway.errors import GatewayError, invalid
+from gateway.fallbacks import Candidate
 from gateway.providers.base import Adapter, Reply, StreamReply
 from gateway.refusals import Refusals
 from gateway.trace_ids import current_trace, new_trace_id
@@ -180,23 +181,27 @@ class Gateway:
             raw = await read_body(receive)
             body = decode_object(raw)
             template = await self._template(key, body, headers)
+            listed = self._request_models(body, key)
             request = parse_chat(body)
-            model = self._resolve(request, key)
-            adapter = self.adapters[model.provider]
-            check_fields(body, adapter.chat_fields, model.id)
+            model = self._resolve(request, key) if request.model or not listed else listed[0]
+            check_fields(body, self.adapters[model.provider].chat_fields, model.id)
             refuse_file_ids(request.messages)
-            admitted = await self._admit(key, model, request, body, headers)
+            if listed is not None:
+                backups = [m for m in listed if m.id != model.id]
+                for backup in backups:  # the client's own list: each must take the request as its model would
+                    check_fields(body, self.adapters[backup.provider].chat_fields, backup.id)
+            else:
+                backups = [m for m in self._fallbacks(key, model) if _takes(body, self.adapters[m.provider], m)]
+            admitted = await self._admit(key, model, request, body, headers, fallbacks=backups, strict=bool(listed))
         record = self._record(trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw)
         record.template = template
         include_usage = bool((request.stream_options or {}).get("include_usage"))
-        await self._serve(
-            send,
-            receive,
-            headers,
-            record,
-            lambda: adapter.chat(model, body),
-            lambda: adapter.chat_stream(model, body, include_usage),
-        )
+
+        def bind(m: Model) -> Door:
+            adapter = self.adapters[m.provider]
+            return Door(lambda: adapter.chat(m, body), lambda: adapter.chat_stream(m, body, include_usage))
+
+        await self._serve(send, receive, headers, record, admitted.models, bind)
 
     async def _messages(
         self,
@@ -218,31 +223,44 @@ class Gateway:
             request = messages.parse(body)
             model = self._resolve_id(request.model, key)
             adapter = self.adapters[model.provider]
-            if self.catalog.providers[model.provider].kind == "anthropic":
+            bind: Callable[[Model], Door]
+            if self._kind(model) == "anthropic":
                 messages.check_pass_through(body, model)
-                head = adapter.upstream.head_with(messages.forwarded_headers(scope))
+                forwarded = messages.forwarded_headers(scope)
                 query = "?beta=true" if scope.get("query_string") == b"beta=true" else ""
                 as_chat = ChatRequest(request.messages, request.model, max_tokens=request.max_tokens)
-                admitted = await self._admit(key, model, as_chat, body, headers, _messages_bound)
-                call = lambda: adapter.messages(model, body, head, query)  # noqa: E731
-                open_stream = lambda: adapter.messages_stream(model, body, head, query)  # noqa: E731
-                encode, encode_stream = None, None
+                # passed through as sent: only to other Anthropic-kind models (no translation on this path)
+                backups = [m for m in self._fallbacks(key, model) if self._kind(m) == "anthropic" and _passes(body, m)]
+                admitted = await self._admit(key, model, as_chat, body, headers, _messages_bound, fallbacks=backups)
+
+                def bind(m: Model) -> Door:
+                    adapter = self.adapters[m.provider]
+                    head = adapter.upstream.head_with(forwarded)
+                    return Door(
+                        lambda: adapter.messages(m, body, head, query),
+                        lambda: adapter.messages_stream(m, body, head, query),
+                    )
             else:
                 translated = messages.translate(body, model, adapter.chat_fields)
-                internal, admitted = await self._admit_translated(key, model, adapter, translated, headers)
-                call = lambda: adapter.chat(model, internal)  # noqa: E731
-                open_stream = lambda: adapter.chat_stream(model, internal, True)  # noqa: E731
+                translations = self._translations(key, model, lambda m, fields: messages.translate(body, m, fields))
+                internal, admitted = await self._admit_translated(
+                    key, model, adapter, translated, headers, fallbacks=[self.catalog.models[m] for m in translations]
+                )
+                translations[model.id] = internal
 
-                def encode(result: Reply, cost: int) -> bytes:
-                    return messages.encode(result.body, result.usage, model, cost)
-
-                def encode_stream(reply: StreamReply) -> StreamReply:
-                    return messages.encode_stream(reply, model)
+                def bind(m: Model) -> Door:
+                    adapter, internal = self.adapters[m.provider], translations[m.id]
+                    return Door(
+                        lambda: adapter.chat(m, internal),
+                        lambda: adapter.chat_stream(m, internal, True),
+                        lambda result, cost: messages.encode(result.body, result.usage, m, cost),
+                        lambda reply: messages.encode_stream(reply, m),
+                    )
 
         record = self._record(
             trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw, Api.MESSAGES
         )
-        await self._serve(send, receive, headers, record, call, open_stream, encode, encode_stream, messages.error_body)
+        await self._serve(send, receive, headers, record, admitted.models, bind, messages.error_body)
 
     async def _responses(
         self,
@@ -265,22 +283,31 @@ class Gateway:
             model = self._resolve_id(request.model, key)
             adapter = self.adapters[model.provider]
             translated = responses.translate(body, model, adapter.chat_fields)
+            translations = self._translations(key, model, lambda m, fields: responses.translate(body, m, fields))
             internal, admitted = await self._admit_translated(
-                key, model, adapter, translated, headers, "max_output_tokens"
+                key,
+                model,
+                adapter,
+                translated,
+                headers,
+                "max_output_tokens",
+                [self.catalog.models[m] for m in translations],
             )
+            translations[model.id] = internal
         record = self._record(
             trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw, Api.RESPONSES
         )
-        await self._serve(
-            send,
-            receive,
-            headers,
-            record,
-            lambda: adapter.chat(model, internal),
-            lambda: adapter.chat_stream(model, internal, True),
-            lambda result, cost: responses.encode(result.body, result.usage, model, body, cost),
-            lambda reply: responses.encode_stream(reply, model, body),
-        )
+
+        def bind(m: Model) -> Door:
+            adapter, internal = self.adapters[m.provider], translations[m.id]
+            return Door(
+                lambda: adapter.chat(m, internal),
+                lambda: adapter.chat_stream(m, internal, True),
+                lambda result, cost: responses.encode(result.body, result.usage, m, body, cost),
+                lambda reply: responses.encode_stream(reply, m, body),
+            )
+
+        await self._serve(send, receive, headers, record, admitted.models, bind)
 
     async def _admit_translated(
         self,
@@ -290,13 +317,16 @@ class Gateway:
         translated: Translated,
         headers: list,
         limit_field: str = "max_tokens",
+        fallbacks: "list[Model] | None" = None,
     ) -> tuple[dict, "Admitted"]:
         """A front door's request translated to the internal shape, checked and admitted as a chat request is."""
         internal = translated.body
         check_fields(internal, adapter.chat_fields, model.id, consumed=frozenset())
         chat = parse_chat(internal)
         refuse_file_ids(chat.messages)
-        admitted = await self._admit(key, model, chat, internal, headers, limit_field=limit_field)
+        admitted = await self._admit(
+            key, model, chat, internal, headers, limit_field=limit_field, fallbacks=fallbacks or []
+        )
         headers.extend(translated.header())
         return internal, admitted
 
@@ -334,6 +364,7 @@ class Gateway:
         record = RequestRecord(trace_id, key, model, requested, started, request_id, stream, admitted.ticket, api)
         record.prompt_bound = admitted.prompt_bound
         record.rate = admitted.rate
+        record.bounds = admitted.bounds
         if self.bodies is not None:
             record.request_body = raw
         return record
@@ -347,13 +378,31 @@ class Gateway:
         headers: list,
         bound: Callable[[dict, Model, str], int] = worst_case.prompt_bound,
         limit_field: str | None = None,
+        fallbacks: "list[Model] | None" = None,
+        strict: bool = False,
     ) -> "Admitted":
-        """The free-model rate limit, then the worst case reserved, then the key's rate limits; the answer says a
-        limit the key fitted. `limit_field` names the completion limit as the client's wire format does, in
-        refusals."""
+        """The free-model rate limit, then the worst case reserved (of the costliest of the model and its
+        `fallbacks`), then the key's rate limits; the answer says a limit the key fitted. `limit_field` names the
+        completion limit as the client's wire format does, in refusals. A fallback that cannot write the
+        completion limit asked is left out, or, `strict` (the client listed it), refused."""
         if model.price.is_free:  # refused before anything is recorded
             self.free_limit.admit(key.account_id, model.id)
-        ticket, fitted, prompt_bound = await self._reserve(key, model, request, body, bound, limit_field)
+        models = [model]
+        if fallbacks:
+            asked = request.max_completion_tokens or request.max_tokens
+            for backup in fallbacks:
+                if asked is not None and asked > backup.max_output_tokens:
+                    if strict:
+                        raise invalid(
+                            f"'models': {backup.id!r} writes at most {backup.max_output_tokens} completion tokens, "
+                            f"fewer than the {asked} asked",
+                            "invalid_request",
+                            "models",
+                        )
+                    continue
+                models.append(backup)
+        ticket, fitted, bounds = await self._reserve(key, models, request, body, bound, limit_field)
+        prompt_bound = bounds[model.id]
 
         def tokens() -> int:  # only counted for a key with a tpm_limit
             kind = self.catalog.providers[model.provider].kind
@@ -364,7 +413,7 @@ class Gateway:
         rate = await self._admit_rate(key, ticket, headers, tokens)
         if fitted is not None:  # the key fits limits to its budget: the answer says to what
             headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
-        return Admitted(ticket, prompt_bound, rate)
+        return Admitted(ticket, prompt_bound, rate, models, bounds)
 
     async def _serve(
         self,
@@ -372,39 +421,39 @@ class Gateway:
         receive: Receive,
         headers: list,
         record: RequestRecord,
-        call: Callable[[], Awaitable[Reply]],
-        open_stream: Callable[[], Awaitable[StreamReply]],
-        encode: Callable[[Reply, int], bytes] | None = None,
-        encode_stream: Callable[[StreamReply], StreamReply] | None = None,
+        models: list[Model],
+        bind: Callable[[Model], "Door"],
         error_body: Callable[[GatewayError], bytes] = GatewayError.body,
     ) -> None:
-        """Call the upstream, bill the request exactly once and send its answer (in the front door's format:
-        `encode`, `encode_stream`; a relayed answer patched by gateway/answer_fields.py), the same for every front
-        door. The answer names the Mesh id of its model and states its charge."""
+        """Call the upstream (the request's model, then, when it fails before answering, its retries and
+        fallbacks: gateway/fallbacks.py), bill the request exactly once, for the model that answered, and send
+        its answer (in the front door's format: `bind` gives each model's calls and encoders; a relayed answer
+        patched by gateway/answer_fields.py), the same for every front door. The answer names the Mesh id of the
+        model that answered and states its charge."""
         try:
             if record.stream:
                 try:
-                    reply = await open_stream()
+                    door, reply = await self._first_answer(record, models, bind, True)
                 except GatewayError as exc:
                     await self._upstream_failed(record, exc)
                     raise
                 reply.priced = record.cost
                 headers.append((UPSTREAM_MODEL_HEADER, record.model.upstream.encode()))
-                if encode_stream is not None:
-                    reply = encode_stream(reply)
+                if door.encode_stream is not None:
+                    reply = door.encode_stream(reply)
                 await self._stream(send, receive, headers, reply, record)
             else:
                 try:
-                    result = await call()
+                    door, result = await self._first_answer(record, models, bind, False)
                 except GatewayError as exc:
                     await self._upstream_failed(record, exc)
                     await respond(send, exc.status, headers, error_body(exc))
                     return
                 event = record.done(result.usage, result.upstream_us, None)
-                if encode is None:
+                if door.encode is None:
                     answer = answer_fields.patched(result.body, answer_fields.model_name(record.model.id), event.cost)
                 else:
-                    answer = encode(result, event.cost)
+                    answer = door.encode(result, event.cost)
                 # billed first: a client gone while the answer is written still owes what the upstream did
                 record.response_body = answer
                 await self._emit(record, event)
@@ -420,6 +469,82 @@ class Gateway:
                     record.request_body,
                     record.response_body,
                 )
+
+    async def _first_answer(
+        self, record: RequestRecord, models: list[Model], bind: Callable[[Model], "Door"], stream: bool
+    ) -> tuple["Door", Any]:
+        """The first of `models` to answer (its stream opened, when `stream`), tried as gateway/fallbacks.py
+        says; the record then names it (its price is the one billed), or, when none answers, the last one tried."""
+        doors = [bind(m) for m in models]
+        candidates = [Candidate(m, door.open_stream if stream else door.call) for m, door in zip(models, doors)]
+        attempts = record.attempts
+        try:
+            candidate, answer = await fallbacks.first_answer(candidates, attempts, self._attempt_failed)
+        except GatewayError:
+            self._answered_by(record, self.catalog.models.get(attempts[-1].model, record.model))
+            raise
+        if candidate.model is not record.model:
+            self._answered_by(record, candidate.model)
+        return doors[candidates.index(candidate)], answer
+
+    def _attempt_failed(self, model: Model, error: GatewayError) -> None:
+        self.metrics.upstream_error(model.provider, error.code or "unknown")
+
+    def _answered_by(self, record: RequestRecord, model: Model) -> None:
+        if model.id != record.model.id:
+            record.model = model
+            record.prompt_bound = record.bounds.get(model.id)
+
+    def _request_models(self, body: dict, key: KeyInfo) -> list[Model] | None:
+        """The request's own `models` list (OpenRouter's field), taken out of the body, each a model this key may
+        use, in order (tried after its `model`; without one, the first is its model); None without one."""
+        if "models" not in body:
+            return None
+        listed = body.pop("models")
+        most = fallbacks.MAX_FALLBACKS + 1
+        if not isinstance(listed, list) or not listed or not all(isinstance(m, str) for m in listed):
+            raise invalid("'models' must be a non-empty list of model ids", "invalid_request", "models")
+        if len(listed) > most:
+            raise invalid(f"'models' lists {len(listed)} models; at most {most}", "invalid_request", "models")
+        models: list[Model] = []
+        for model_id in listed:
+            model = self.catalog.get(model_id)
+            if model is None or not key.may_use(model.id):
+                raise invalid(
+                    f"'models': {model_id[:200]!r} does not exist or this API key may not use it; GET /v1/models "
+                    "lists the ones it may",
+                    "model_not_allowed" if model is not None else "model_not_found",
+                    "models",
+                )
+            if all(model.id != m.id for m in models):
+                models.append(model)
+        return models
+
+    def _fallbacks(self, key: KeyInfo, model: Model) -> list[Model]:
+        """The model's fallbacks in mesh.toml that are enabled and that this key may use, in order."""
+        if not model.fallbacks:
+            return []
+        found = [self.catalog.get(model_id) for model_id in model.fallbacks]
+        return [m for m in found if m is not None and m.id != model.id and key.may_use(m.id)]
+
+    def _translations(
+        self, key: KeyInfo, model: Model, translate: Callable[[Model, frozenset[str]], Translated]
+    ) -> dict[str, dict]:
+        """A translated front door's request for each of the model's fallbacks that can take it (the others are
+        left out), by model id."""
+        translations: dict[str, dict] = {}
+        for backup in self._fallbacks(key, model):
+            fields = self.adapters[backup.provider].chat_fields
+            try:
+                internal = translate(backup, fields).body
+                check_fields(internal, fields, backup.id, consumed=frozenset())
+            except GatewayError:
+                continue
+            translations[backup.id] = internal
+        return translations
+
+    def _kind(self, model: Model) -> str:
+        return self.catalog.providers[model.provider].kind
 
     async def _embeddings(
         self,
@@ -503,19 +628,21 @@ class Gateway:
     async def _reserve(
         self,
         key: KeyInfo,
-        model: Model,
+        models: list[Model],
         request: ChatRequest,
         body: dict,
         bound: Callable[[dict, Model, str], int] = worst_case.prompt_bound,
         limit_field: str | None = None,
-    ) -> tuple[Ticket, int | None, int | None]:
+    ) -> tuple[Ticket, int | None, dict[str, int | None]]:
         """Reserve the request's worst case: its prompt bound and its completion limit, or the model's
-        max_output_tokens when it sets none (and then no limit goes upstream). When the budget does not cover
-        that, a 402 names the completion tokens it does cover; only a key with fit_to_budget gets its limit set
-        to that instead. Returns the reservation, the limit the gateway set, if it set one, and the prompt bound
-        (None for a free model)."""
+        max_output_tokens when it sets none (and then no limit goes upstream); with fallbacks (`models` after the
+        first), the worst case of the costliest of them. When the budget does not cover that, a 402 names the
+        completion tokens it does cover; only a key with fit_to_budget, on a request without fallbacks, gets its
+        limit set to that instead. Returns the reservation, the limit the gateway set, if it set one, and each
+        model's prompt bound (None for a free model)."""
         field = limit_field or ("max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens")
         asked = request.max_completion_tokens or request.max_tokens
+        model = models[0]
         if asked is not None and asked > model.max_output_tokens:
             raise invalid(
                 f"'{field}' is {asked}; model {model.id!r} writes at most {model.max_output_tokens} "
@@ -523,13 +650,24 @@ class Gateway:
                 "invalid_request",
                 field,
             )
-        price = model.price
-        if price.is_free:
-            return FREE, None, None
-        prompt_bound = bound(body, model, self.catalog.providers[model.provider].kind)
         choices = request.n or 1
+        bounds: dict[str, int | None] = {}
+        worst = 0
+        for candidate in models:
+            if candidate.price.is_free:
+                bounds[candidate.id] = None
+                continue
+            candidate_bound = bounds[candidate.id] = bound(body, candidate, self._kind(candidate))
+            candidate_worst = candidate.price.worst_cost(
+                candidate_bound, (asked or candidate.max_output_tokens) * choices
+            )
+            if candidate_worst > worst:
+                worst, model = candidate_worst, candidate
+        if not worst:
+            return FREE, None, bounds
+        price = model.price
+        prompt_bound = bounds[model.id] or 0
         completion = asked or model.max_output_tokens
-        worst = price.worst_cost(prompt_bound, completion * choices)
 
         def unaffordable(refusal: BudgetRefusal) -> tuple[GatewayError, int | None]:
             affordable = worst_case.affordable(refusal.available, price, prompt_bound, choices, completion)
@@ -544,10 +682,10 @@ class Gateway:
             return error, affordable
 
         try:
-            return await self.budgets.reserve(key, minimum=worst, wanted=worst), None, prompt_bound
+            return await self.budgets.reserve(key, minimum=worst, wanted=worst), None, bounds
         except BudgetRefusal as refusal:
             error, affordable = unaffordable(refusal)
-            if not key.fit_to_budget or not affordable:
+            if not key.fit_to_budget or not affordable or len(models) > 1:
                 raise error from None
         fitted = price.worst_cost(prompt_bound, affordable * choices)
         try:
@@ -559,7 +697,7 @@ class Gateway:
                 body[name] = affordable
         if asked is None:
             body["max_tokens"] = affordable
-        return ticket, affordable, prompt_bound
+        return ticket, affordable, bounds
 
     def _other_models(self, key: KeyInfo, model: Model) -> list[tuple[Model, str]]:
         """The enabled models besides `model` that `key` may use, with their provider's kind (not Mesh's own
@@ -662,6 +800,35 @@ class Admitted(msgspec.Struct):
     ticket: Ticket
     prompt_bound: int | None  # the prompt tokens reserved (None: a free model)
     rate: RateUse | None  # what the request counts against its key's rate limits (None: the key has none)
+    models: list[Model]  # the model, then the fallbacks it may be served by (gateway/fallbacks.py)
+    bounds: dict[str, int | None]  # each model's prompt bound (None: free)
+
+
+class Door(NamedTuple):
+    """How a front door calls one model, and writes its answer in the door's own format (None: as it came)."""
+
+    call: Callable[[], Awaitable[Reply]]
+    open_stream: Callable[[], Awaitable[StreamReply]]
+    encode: Callable[[Reply, int], bytes] | None = None  # with the request's charge, pico-USD
+    encode_stream: Callable[[StreamReply], StreamReply] | None = None
+
+
+def _takes(body: dict, adapter: Adapter, model: Model) -> bool:
+    """Whether a chat completion's body can go to a fallback model as it is (its provider takes every field)."""
+    try:
+        check_fields(body, adapter.chat_fields, model.id)
+    except GatewayError:
+        return False
+    return True
+
+
+def _passes(body: dict, model: Model) -> bool:
+    """Whether an Anthropic Messages body can be passed through to a fallback model as it is."""
+    try:
+        messages.check_pass_through(body, model)
+    except GatewayError:
+        return False
+    return True
 
 
 def _messages_bound(body: dict, model: Model, kind: str) -> int:

@@ -106,6 +106,9 @@ class Model(msgspec.Struct, frozen=True):
     # fields of a translated front door (gateway/wire/) with no equivalent at this model's provider that the operator
     # lets it drop (the answer's x-mesh-ignored-fields names them) instead of refusing
     ignore_fields: frozenset[str] = frozenset()
+    # the models tried, in order, when this one fails with a retryable error (gateway/fallbacks.py); their own
+    # fallbacks are not followed
+    fallbacks: tuple[str, ...] = ()
 
 
 ECHO_PROVIDER = Provider(name="mesh", kind="mesh")

@@ -36,6 +36,9 @@ class GatewayError(Exception):
         self.param = param
         self.headers = headers or []  # extra response headers, such as Retry-After
         self.billed = False  # the request reached a model and has its usage event: not a refusal
+        # an upstream failure worth trying again (a 429, a 5xx, no connection, no answer in time: gateway/fallbacks.py)
+        self.retryable = False
+        self.retry_after: float | None = None  # seconds, as the upstream's Retry-After asked
 
     def body(self) -> bytes:
         return msgspec.json.encode(ErrorResponse(ErrorBody(self.message, self.type, self.code, self.param)))

@@ -10,7 +10,7 @@ from typing import Awaitable
 
 import msgspec
 
-from domain.usage import Api, UsageRecorded
+from domain.usage import Api, Attempt, UsageRecorded
 from gateway.admission import KeyInfo
 from gateway.lease_admission import Ticket
 from gateway.catalog import Model
@@ -47,6 +47,8 @@ class RequestRecord:
         self.response_body: bytes | None = None
         self.prompt_bound: int | None = None  # the prompt tokens reserved (None: a free model)
         self.rate: RateUse | None = None  # what it took of its key's rate limits (None: the key has none)
+        self.bounds: dict[str, int | None] = {}  # each candidate model's prompt bound (gateway/fallbacks.py)
+        self.attempts: list[Attempt] = []  # every upstream call, in order, when there was more than one
 
     def billed(self, usage: Usage) -> Usage:
         """The usage the request is billed for."""
@@ -107,6 +109,7 @@ class RequestRecord:
             template_id=self.template.template_id if self.template is not None else None,
             template_version=self.template.version if self.template is not None else None,
             api=self.api,
+            attempts=self.attempts if len(self.attempts) > 1 else [],
         )
 
     def failed(self, exc: GatewayError) -> UsageRecorded:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from itertools import chain, repeat
 from typing import Any, Callable, Sequence
 
+import msgspec
 import psycopg
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
@@ -81,6 +82,15 @@ def _numeric(values: Sequence[Any]) -> _Array:
 
 
 _NUMERIC_ARRAY = _array_type("NumericArray", 1231, Format.TEXT)
+# jsonb's binary form: a version byte, then the JSON text
+_JSONB = _binary("JsonbArray", 3802, 3807, None, lambda value: b"\x01" + msgspec.json.encode(value))
+
+
+def _jsonb(values: Sequence[Any]) -> _Array:
+    """Lists of msgspec Structs as jsonb (an empty list: NULL)."""
+    return _JSONB([value or None for value in values])
+
+
 _ENCODERS: dict[str, Callable[[Sequence[Any]], _Array]] = {
     "uuid": _binary("UuidArray", 2950, 2951, 16, lambda value: value.bytes),
     "timestamptz": _binary(
@@ -91,6 +101,7 @@ _ENCODERS: dict[str, Callable[[Sequence[Any]], _Array]] = {
     "bigint": _binary("Int8Array", 20, 1016, 8, _INT8.pack, "q"),
     "boolean": _binary("BoolArray", 16, 1000, 1, lambda value: b"\x01" if value else b"\x00"),
     "numeric": _numeric,
+    "jsonb": _jsonb,
 }
 
 

@@ -20,6 +20,7 @@ import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from domain.usage import Attempt
 from projections.columns import EventColumns
 from projections.partitions import drop_months_before, ensure_months
 from projections.readmodel import Envelope, ReadModel, active_generation, physical_tables
@@ -65,9 +66,11 @@ class Logs:
                 template_id uuid,
                 template_version int,
                 api text,
+                attempts jsonb,
                 primary key (trace_id, time)
             ) partition by range (time);
             alter table {logs} add column if not exists api text;
+            alter table {logs} add column if not exists attempts jsonb;
             create index if not exists {logs}_account on {logs}
                 (account_id, time, trace_id, model, key_id, provider, latency_us, status);
             create index if not exists {logs}_errors on {logs}
@@ -158,6 +161,7 @@ _ROWS = EventColumns(
         "template_id": "uuid",
         "template_version": "int",
         "api": "text",
+        "attempts": "jsonb",
     }
 )
 
@@ -219,18 +223,20 @@ class LogRow(msgspec.Struct, frozen=True):
     template_id: UUID | None
     template_version: int | None
     api: str | None  # the front door (domain.usage.Api); None for requests logged before Mesh recorded it
+    attempts: list[Attempt] = []  # its upstream calls, when more than one (retries, fallbacks)
 
 
 _SELECT = """select l.trace_id, l.time, l.account_id, l.key_id, k.label, l.model, l.requested_model, l.provider,
     l.status, l.http_status, l.error, l.stream, l.estimated, l.prompt_tokens, l.completion_tokens,
     l.cached_prompt_tokens, l.cache_write_tokens, l.reasoning_tokens, l.cost, l.latency_us, l.upstream_us,
-    l.first_token_us, l.template_id, l.template_version, l.api
+    l.first_token_us, l.template_id, l.template_version, l.api, l.attempts
     from logs l left join api_keys k on k.key_id = l.key_id"""
 
 
 def _row(r: tuple) -> LogRow:
     values = list(r)
     values[18] = int(values[18])
+    values[25] = msgspec.convert(values[25], list[Attempt]) if values[25] else []
     return LogRow(*values)
 
 

@@ -192,7 +192,15 @@ SSE_DONE = b"data: [DONE]\n\n"
 # text is passed on.
 
 
-def upstream_error(provider: Provider, status: int, message: str) -> GatewayError:
+def upstream_error(
+    provider: Provider, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> GatewayError:
+    """The error a failed upstream call becomes; a 429 or 5xx is `retryable`, with the upstream's Retry-After."""
+    if status == 429 or status >= 500:
+        error = _upstream_failure(provider, status, message)
+        error.retryable = True
+        error.retry_after = retry_after(headers or [])
+        return error
     if status in UPSTREAM_AUTH_STATUSES:
         log.error("provider %s refused Mesh's credentials with HTTP %d; check its API key", provider.name, status)
         return GatewayError(
@@ -202,6 +210,12 @@ def upstream_error(provider: Provider, status: int, message: str) -> GatewayErro
             "upstream_error",
             "upstream_auth_failed",
         )
+    return GatewayError(
+        status, f"provider {provider.name} refused the request: {message}", "invalid_request_error", "upstream_rejected"
+    )
+
+
+def _upstream_failure(provider: Provider, status: int, message: str) -> GatewayError:
     if status == 429:
         log.warning("provider %s is rate limiting (HTTP 429): %s", provider.name, message)
         return GatewayError(
@@ -215,9 +229,22 @@ def upstream_error(provider: Provider, status: int, message: str) -> GatewayErro
         return GatewayError(
             502, f"the upstream provider ({provider.name}) failed (HTTP {status})", "upstream_error", "upstream_error"
         )
-    return GatewayError(
-        status, f"provider {provider.name} refused the request: {message}", "invalid_request_error", "upstream_rejected"
-    )
+    raise AssertionError(status)
+
+
+def retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
+    """The seconds an upstream's `Retry-After` (or `retry-after-ms`) header asks for; None without one, or with
+    an HTTP date (Mesh waits briefly anyway: gateway/fallbacks.py caps it)."""
+    for name, value in headers:
+        lower = name.lower()
+        try:
+            if lower == b"retry-after-ms":
+                return max(float(value) / 1000, 0.0)
+            if lower == b"retry-after":
+                return max(float(value), 0.0)
+        except ValueError:
+            return None
+    return None
 
 
 def failed_mid_stream(provider: Provider, message: str) -> GatewayError:
@@ -229,21 +256,25 @@ def failed_mid_stream(provider: Provider, message: str) -> GatewayError:
 
 
 def upstream_timeout(provider: Provider) -> GatewayError:
-    return GatewayError(
+    error = GatewayError(
         504,
         f"provider {provider.name} did not answer within {provider.timeout:g}s",
         "upstream_error",
         "upstream_timeout",
     )
+    error.retryable = True
+    return error
 
 
 def upstream_unreachable(provider: Provider, exc: Exception) -> GatewayError:
     """The connection failed: the client learns which provider and how; its address (internal, often) goes to the
     server log only."""
     log.warning("provider %s unreachable: %s", provider.name, exc)
-    return GatewayError(
+    error = GatewayError(
         502, f"provider {provider.name} is unreachable: {_how(exc)}", "upstream_error", "upstream_unreachable"
     )
+    error.retryable = True
+    return error
 
 
 def _how(exc: Exception) -> str:
@@ -295,20 +326,24 @@ class Upstream:
     async def post(self, path: str, document: dict, head: bytes | None = None) -> "Posted":
         head = self._head if head is None else head
         try:
-            status, content = await self.transport.request(
+            response = await self.transport.open(
                 b"POST",
                 self._target(path),
                 head if self.trace_headers is None else head + self.trace_headers(),
                 msgspec.json.encode(document),
                 connect_timeout=self.provider.connect_timeout,
-                timeout=self.provider.timeout,
+                read_timeout=self.provider.timeout,
             )
+            try:
+                status, content = response.status, await response.read()
+            finally:
+                response.close()
         except UpstreamTimeout:
             raise upstream_timeout(self.provider) from None
         except UpstreamClosed as exc:
             raise upstream_unreachable(self.provider, exc) from None
         if status >= 400:
-            raise upstream_error(self.provider, status, self.error_message(content))
+            raise upstream_error(self.provider, status, self.error_message(content), response.headers)
         return Posted(status, content)
 
     async def get(self, path: str, params: dict | None = None) -> bytes:
@@ -349,7 +384,7 @@ class Upstream:
             )
             if response.status >= 400:
                 content = await response.read()
-                raise upstream_error(self.provider, response.status, self.error_message(content))
+                raise upstream_error(self.provider, response.status, self.error_message(content), response.headers)
         except UpstreamTimeout:
             raise upstream_timeout(self.provider) from None
         except UpstreamClosed as exc:

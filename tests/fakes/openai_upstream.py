@@ -25,6 +25,7 @@ import json
 import re
 import time
 import uuid
+from typing import Sequence
 
 # OpenAI's reasoning models take only max_completion_tokens
 REFUSES_MAX_TOKENS = re.compile(r"^(gpt-5|o\d)")
@@ -67,6 +68,8 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self.request_headers: list[dict[bytes, bytes]] = []  # each request's headers, beside `requests`
         self.fail_with: tuple[int, str] | None = None  # (status, message) to answer the next requests with
+        self.fail_times: int | None = None  # how many chat requests fail_with answers (None: all, until cleared)
+        self.fail_headers: list[tuple[bytes, bytes]] = []  # the headers of those answers (say, Retry-After)
         self.delay = 0.0  # seconds before answering
         self.chunk_delay = 0.0  # seconds between stream chunks
         self.streams_cut_short = 0  # streams whose reader went away before the end
@@ -143,7 +146,12 @@ class FakeOpenAI:
             )
         if self.fail_with:
             status, text = self.fail_with
-            return await self._json(send, status, {"error": {"message": text, "type": "server_error", "code": None}})
+            if self.fail_times is not None:
+                self.fail_times -= 1
+                if self.fail_times <= 0:
+                    self.fail_with = self.fail_times = None
+            error = {"error": {"message": text, "type": "server_error", "code": None}}
+            return await self._json(send, status, error, self.fail_headers)
         call = _tool_call(request)
         text = "" if call else self.reply_for(request)
         prompt = count_words(request["messages"])
@@ -276,8 +284,12 @@ class FakeOpenAI:
             await frame({**chunk, "choices": [], "usage": usage})
 
     @staticmethod
-    async def _json(send, status: int, document: dict) -> None:
+    async def _json(send, status: int, document: dict, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), *headers],
+            }
         )
         await send({"type": "http.response.body", "body": json.dumps(document).encode()})

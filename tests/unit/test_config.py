@@ -197,3 +197,23 @@ def test_ignore_fields_are_read_per_model_and_bounded(tmp_path):
     ):
         with pytest.raises(ConfigError, match=message):
             load_catalog(write(tmp_path, GOOD + bad + "\n"), env={"ACME_KEY": "k"})
+
+
+def test_fallbacks_name_declared_models_and_are_bounded(tmp_path):
+    other = (
+        '\n[[models]]\nid = "acme/{}"\nprovider = "acme"\nupstream = "x"\n'
+        'prompt_usd_per_1k = "1"\ncompletion_usd_per_1k = "1"\n'
+    )
+    others = "".join(other.format(f"m{n}") for n in range(6))
+    text = GOOD + 'fallbacks = ["acme/m0", "acme/m1"]\n' + others
+    catalog = load_catalog(write(tmp_path, text), env={"ACME_KEY": "k"})
+    assert catalog.get("acme/gpt").fallbacks == ("acme/m0", "acme/m1")
+    assert catalog.get("acme/m0").fallbacks == ()
+    for bad, message in (
+        ('fallbacks = ["acme/nope"]', "fallback 'acme/nope' is not a model id declared"),
+        ('fallbacks = ["acme/gpt"]', "names itself as a fallback"),
+        ('fallbacks = ["acme/m0", "acme/m0"]', "names a fallback twice"),
+        (f"fallbacks = {[f'acme/m{n}' for n in range(5)]}".replace("'", '"'), "has 5 fallbacks; at most 4"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_catalog(write(tmp_path, GOOD + bad + "\n" + others), env={"ACME_KEY": "k"})
