@@ -33,7 +33,7 @@ def check_limits(max_output_tokens: int, context_tokens: int) -> None:
     """A model's token limits: each at least 1 and at most MAX_TOKEN_LIMIT, the output within the context."""
     for name, value in (("max_output_tokens", max_output_tokens), ("context_tokens", context_tokens)):
         if not 1 <= value <= MAX_TOKEN_LIMIT:
-            raise InvalidModel(f"{name} must be 1 to {MAX_TOKEN_LIMIT}, got {value}")
+            raise InvalidModel(f"{name} must be at least 1 and at most {MAX_TOKEN_LIMIT}, got {value}")
     if max_output_tokens > context_tokens:
         raise InvalidModel(
             f"max_output_tokens ({max_output_tokens}) is larger than its context_tokens ({context_tokens})"

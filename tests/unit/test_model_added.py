@@ -55,8 +55,8 @@ def test_a_taken_id_is_refused(taken):
         ({"upstream": " "}, "upstream .* must not be empty"),
         ({"upstream": "x" * 201}, "upstream must be at most 200"),
         ({"upstream": "a\nb"}, "upstream contains a control character"),
-        ({"limits": (0, 10)}, "max_output_tokens must be 1 to"),
-        ({"limits": (10, MAX_TOKEN_LIMIT + 1)}, "context_tokens must be 1 to"),
+        ({"limits": (0, 10)}, "max_output_tokens must be at least 1 and at most"),
+        ({"limits": (10, MAX_TOKEN_LIMIT + 1)}, "context_tokens must be at least 1 and at most"),
         ({"limits": (20, 10)}, r"max_output_tokens \(20\) is larger than its context_tokens \(10\)"),
     ],
 )
