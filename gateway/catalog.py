@@ -172,8 +172,10 @@ class Catalog:
 
     def enabled_with(self, overrides: dict[str, tuple[Price | None, bool | None]]) -> list[Model]:
         """The enabled models had the operator's changes been `overrides` (the ones in force at a past instant:
-        projections.catalog.overrides_at) on top of mesh.toml as it is now."""
-        models = [changed(m, *overrides.get(m.id, (None, None))) for m in self.configured.values()]
+        projections.catalog.overrides_at) on top of mesh.toml as it is now; a model added at runtime counts once
+        `overrides` has a change of it (its addition is one: its price, switched on)."""
+        added = [m for m in self.models.values() if m.id not in self.configured and m.id in overrides]
+        models = [changed(m, *overrides.get(m.id, (None, None))) for m in [*self.configured.values(), *added]]
         return [m for m in models if m.enabled]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import httpx
@@ -96,6 +97,7 @@ def test_an_added_model_is_served_billed_at_its_price_everywhere_and_after_a_res
     with pytest.raises(openai.NotFoundError):
         served(second, funded.key)
 
+    before = datetime.now(timezone.utc)
     r = add(
         first,
         id=ADDED,
@@ -123,6 +125,11 @@ def test_an_added_model_is_served_billed_at_its_price_everywhere_and_after_a_res
     assert next(m for m in listed if m["id"] == ADDED) == model
     offered = httpx.get(f"{first.url}/admin/providers/acme/models", headers=operator(first), timeout=30).json()
     assert next(m for m in offered["models"] if m["id"] == "gpt-free")["mesh_ids"] == [ADDED]
+
+    auth = {"authorization": f"Bearer {funded.token}"}
+    now = httpx.get(f"{first.url}/api/models", headers=auth, timeout=30).json()["data"]
+    then = httpx.get(f"{first.url}/api/models", params={"at": before.isoformat()}, headers=auth, timeout=30)
+    assert ADDED in {m["id"] for m in now} and ADDED not in {m["id"] for m in then.json()["data"]}
 
     # the process that added it serves it, billed at its price
     trace_id, prompt, completion = served(first, funded.key)

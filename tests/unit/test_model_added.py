@@ -98,3 +98,13 @@ def test_the_catalog_keeps_mesh_toml_first_and_an_added_model_as_it_is():
     c.apply("acme/new", price=Price(0, 0))
     c.add("acme/new", "acme", "m", PRICE)  # heard again (live, then from the read model): the change stays
     assert c.models["acme/new"].price == Price(0, 0)
+
+
+def test_at_a_past_instant_an_added_model_is_listed_once_added_at_the_price_then():
+    c = catalog()
+    c.add("acme/new", "acme", "m", PRICE)
+    c.apply("acme/new", price=Price(0, 0))
+    assert [m.id for m in c.enabled_with({})] == ["mesh/echo", "acme/declared"]  # before it was added
+    listed = {m.id: m for m in c.enabled_with({"acme/new": (PRICE, True)})}
+    assert listed["acme/new"].price == PRICE
+    assert "acme/new" not in {m.id for m in c.enabled_with({"acme/new": (PRICE, False)})}
