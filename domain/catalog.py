@@ -107,8 +107,10 @@ class ModelSettings(Aggregate):
         if taken or self.added:
             how = "a model of mesh.toml or an alias" if taken else "a model added already"
             raise ModelTaken(f"model id {self.model_id!r} is {how}; choose another id or change that model")
-        if not self.model_id.strip():
-            raise InvalidModel("id must not be empty")
+        if not self.model_id.strip() or self.model_id != self.model_id.strip() or self.model_id.startswith("/"):
+            raise InvalidModel(
+                f"id {self.model_id[:80]!r} must not be empty, start with '/' or start or end with a space"
+            )
         check_text(self.model_id, "id", MAX_MODEL_ID_LENGTH, error=InvalidModel)
         if provider not in providers:
             known = ", ".join(sorted(providers)) or "none"

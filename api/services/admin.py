@@ -129,7 +129,7 @@ class AdminService:
         return sorted(name for name in self.catalog.providers if name != ECHO_PROVIDER.name)
 
     def models(self) -> list[Model]:
-        """Every model of mesh.toml, enabled or not, by id."""
+        """Every model of mesh.toml and those operators added, enabled or not, by id."""
         return sorted(self.catalog.models.values(), key=lambda m: m.id)
 
     async def change_model(

@@ -68,10 +68,22 @@ def test_bad_input_is_refused_and_changes_nothing(change, message):
     assert not settings.collect_events() and not settings.added
 
 
-def test_an_id_with_a_control_character_is_refused():
-    settings = ModelSettings(model_id="acme/\x00")
-    with pytest.raises(InvalidModel, match="id contains a control character"):
+@pytest.mark.parametrize(
+    ("model_id", "message"),
+    [
+        ("acme/\x00", "id contains a control character"),
+        ("", "must not be empty"),
+        (" acme/x", "start or end with a space"),
+        ("/acme/x", "start with '/'"),
+        ("a" * 201, "id must be at most 200"),
+    ],
+)
+def test_an_id_a_client_cannot_send_as_it_is_refused(model_id, message):
+    settings = ModelSettings(model_id=model_id)
+    settings.collect_events()
+    with pytest.raises(InvalidModel, match=message):
         add(settings)
+    assert not settings.collect_events()
 
 
 def catalog() -> Catalog:
