@@ -8,9 +8,10 @@ from pathlib import Path
 
 import msgspec
 
+from domain.catalog import InvalidModel
 from domain.money import InvalidAmount
 from domain.pricing import Price
-from gateway.catalog import ECHO_MODEL, Catalog, Model, Provider, image_tokens, limits
+from gateway.catalog import ECHO_MODEL, Catalog, Model, Provider, image_tokens, resolved_limits
 from gateway.fallbacks import MAX_FALLBACKS
 from gateway.fields import extra_fields, ignore_fields
 
@@ -167,13 +168,7 @@ def _check_fallbacks(path: Path, m: ModelConfig, ids: set[str]) -> None:
 
 
 def _limits(path: Path, m: ModelConfig, kind: str) -> tuple[int, int]:
-    default_output, default_context = limits(kind, m.upstream)
-    context = m.context_tokens if m.context_tokens is not None else max(default_context, m.max_output_tokens or 0)
-    max_output = m.max_output_tokens if m.max_output_tokens is not None else min(default_output, context)
-    if max_output < 1 or context < 1:
-        raise ConfigError(f"{path}: model {m.id!r}: max_output_tokens and context_tokens must be at least 1")
-    if max_output > context:
-        raise ConfigError(
-            f"{path}: model {m.id!r}: max_output_tokens ({max_output}) is larger than its context_tokens ({context})"
-        )
-    return max_output, context
+    try:
+        return resolved_limits(kind, m.upstream, m.max_output_tokens, m.context_tokens)
+    except InvalidModel as exc:
+        raise ConfigError(f"{path}: model {m.id!r}: {exc}") from None

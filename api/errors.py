@@ -18,6 +18,7 @@ from commands.accounts import BadCredentials, EmailTaken, InvalidInvite, Invalid
 from commands.app import Conflict, NotFound
 from domain.account import AccountSuspended, InvalidCreditGrant, InvalidEmail, InvalidReason, NoSavedCard
 from domain.apikey import InvalidKeySettings, KeyRevoked
+from domain.catalog import InvalidModel, ModelTaken
 from domain.bounds import FLOAT_AMOUNT_RULE, PATTERN_RULES, InvalidText
 from domain.invite import SignupRefused
 from domain.money import InvalidAmount
@@ -64,6 +65,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     Conflict: (409, "conflict"),
     TopUpError: (409, "topup_state"),
     InvalidWebhook: (400, "invalid_webhook"),
+    InvalidModel: (400, "invalid_model"),
+    ModelTaken: (409, "model_taken"),
     WebhookNotFound: (404, "not_found"),
     CardDeclined: (402, "card_declined"),
     PaymentError: (502, "payment_provider_error"),

@@ -1,6 +1,6 @@
 """`mesh models discover <provider>`: what a provider in mesh.toml offers, asked with the adapter Mesh would use
 (its base URL and credentials), marked with the catalog's ids as mesh.toml declares them (a running Mesh's
-`GET /admin/providers/{name}/models` also sees the operator's runtime switches)."""
+`GET /admin/providers/{name}/models` also sees the models operators added and their runtime switches)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def table(offer: Offer) -> str:
     lines.append(
         f"{len(offer.models)} models offered by {offer.provider} ({offer.kind})"
         + (f"; more not listed (the list stops at the first {MAX_MODELS})" if offer.truncated else "")
-        + "; * enabled. Add one as a [[models]] entry in mesh.toml (its `upstream` is the MODEL column)."
+        + "; * enabled. Add one as a [[models]] entry in mesh.toml, or to a running Mesh with POST /admin/models"
+        + " (its `upstream` is the MODEL column)."
     )
     return "\n".join(lines)

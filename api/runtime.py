@@ -242,6 +242,16 @@ class Runtime:
             await worker.rebuild_outdated(outdated)
             await worker.catch_up()  # serve from read models that have seen the whole log
         async with self.pool.connection() as conn:
+            for m in await catalog_read_model.added(conn):  # before the overrides, which may change them
+                if (
+                    self.catalog.add(m.model_id, m.provider, m.upstream, m.price, m.max_output_tokens, m.context_tokens)
+                    is None
+                ):
+                    log.warning(
+                        "model %s added by an operator is not served: mesh.toml declares it, or not its provider %s",
+                        m.model_id,
+                        m.provider,
+                    )
             for model_id, (price, enabled) in (await catalog_read_model.overrides(conn)).items():
                 self.catalog.apply(model_id, price, enabled)
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")

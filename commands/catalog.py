@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from eventsourcing.application import AggregateNotFoundError
 
 from commands.app import MeshApplication
@@ -30,5 +32,31 @@ class CatalogCommands:
             elif enabled is False:
                 settings.disable(by, operator)
             return self.app.save_all(settings) if settings.pending_events else 0
+
+        return self.app.retrying(use_case)
+
+    def add(
+        self,
+        model_id: str,
+        provider: str,
+        upstream: str,
+        price: Price,
+        limits: tuple[int, int],
+        by: str,
+        operator: str | None = None,
+        *,
+        providers: Collection[str],
+        taken: bool,
+    ) -> int:
+        """Add a model served by a provider of mesh.toml (domain/catalog.py add has the rules); `limits`:
+        (max_output_tokens, context_tokens). Returns the stream position of the event."""
+
+        def use_case() -> int:
+            try:
+                settings = self.app.repository.get(ModelSettings.create_id(model_id))
+            except AggregateNotFoundError:
+                settings = ModelSettings(model_id=model_id)
+            settings.add(provider, upstream, price, *limits, by, operator, providers=providers, taken=taken)
+            return self.app.save_all(settings)
 
         return self.app.retrying(use_case)

@@ -65,6 +65,7 @@ EVENT_TYPES: dict[str, type] = {
     "key.rate_limits_changed": ApiKey.RateLimitsChanged,
     "model.registered": ModelSettings.Registered,
     "model.price_changed": ModelSettings.PriceChanged,
+    "model.added": ModelSettings.Added,
     "model.enabled": ModelSettings.Enabled,
     "model.disabled": ModelSettings.Disabled,
     "topup.requested": TopUp.Requested,

@@ -6,8 +6,9 @@ Fed every event in stream order (`observe`), then asked for what does not hold (
   its leases still open) is what its usage events cost, each trace id counted once; so its balance, credits
   (grants less debits) less spend, is the same however it is summed.
 - price: a usage event that cost something was charged the model's price in force when the request started
-  (the configured price, then each `model.price_changed` from its time on; one changed up to PRICE_SPREAD before
-  is accepted too, as a gateway hears of a change a moment later), and its cost is that price times its tokens.
+  (the configured price, or the one its `model.added` gave it, then each `model.price_changed` from its time on;
+  one changed up to PRICE_SPREAD before is accepted too, as a gateway hears of a change a moment later), and its
+  cost is that price times its tokens.
 - leases: a lease spends at most its amount; none is settled or extended without being granted; and none is still
   open LEASE_REAP_GRACE past its expiry (the reaper settles those).
 - trace ids: one trace id is billed once (copies of one usage event, same time and cost, are counted once by
@@ -78,6 +79,7 @@ class LogInvariants:
         self._handlers: dict[type, Callable[[int, Any], None]] = {
             UsageRecorded: self._usage,
             ModelSettings.PriceChanged: self._price_changed,
+            ModelSettings.Added: self._price_changed,  # the price it is served at from then on
             Account.BudgetLeased: lambda p, e: self._leased("account", e.originator_id, p, e),
             ApiKey.BudgetLeased: lambda p, e: self._leased("key", None, p, e),
             Account.LeaseSettled: lambda p, e: self._lease_settled("account", p, e),

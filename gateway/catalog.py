@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from domain.catalog import check_limits
 from domain.pricing import Price
 
 ECHO_MODEL = "mesh/echo"
@@ -76,6 +77,18 @@ def limits(kind: str, upstream: str) -> tuple[int, int]:
     return families[max(matches, key=len)] if matches else LIMIT_DEFAULTS[kind]
 
 
+def resolved_limits(
+    kind: str, upstream: str, max_output_tokens: int | None, context_tokens: int | None
+) -> tuple[int, int]:
+    """(max_output_tokens, context_tokens) as given, those not given by default (`limits`), checked
+    (domain.catalog.check_limits raises InvalidModel): for mesh.toml's models and those an operator adds."""
+    default_output, default_context = limits(kind, upstream)
+    context = context_tokens if context_tokens is not None else max(default_context, max_output_tokens or 0)
+    max_output = max_output_tokens if max_output_tokens is not None else min(default_output, context)
+    check_limits(max_output, context)
+    return max_output, context
+
+
 # The most prompt tokens one image part can count, per provider kind, as each provider publishes it (None: the
 # model's context_tokens, as nothing smaller is safe). OpenAI: a high-detail image is at most 8 tiles of 512 px
 # (85 + 8 x 170 = 1,445 for gpt-4o) or 1,536 patches of 32 px times the model's multiplier (at most 2.46:
@@ -129,6 +142,27 @@ class Catalog:
             model = self.models.get(self.aliases[model_id])
         return model if model is not None and model.enabled else None
 
+    def add(
+        self,
+        model_id: str,
+        provider: str,
+        upstream: str,
+        price: Price,
+        max_output_tokens: int | None = None,
+        context_tokens: int | None = None,
+    ) -> Model | None:
+        """A model an operator added (model.added), served from now on; None when it cannot be: mesh.toml declares
+        the id or alias now (mesh.toml wins), or no longer declares its provider. A model already known stays as
+        it is (the event heard live and again from the read model at start)."""
+        known = self.providers.get(provider)
+        if model_id in self.configured or model_id in self.aliases or known is None or provider == ECHO_PROVIDER.name:
+            return None
+        if model_id not in self.models:
+            max_output, context = resolved_limits(known.kind, upstream, max_output_tokens, context_tokens)
+            images = image_tokens(known.kind, upstream, context)
+            self.models[model_id] = Model(model_id, provider, upstream, price, True, max_output, context, images)
+        return self.models[model_id]
+
     def enabled(self) -> list[Model]:
         return [m for m in self.models.values() if m.enabled]
 
@@ -141,8 +175,10 @@ class Catalog:
 
     def enabled_with(self, overrides: dict[str, tuple[Price | None, bool | None]]) -> list[Model]:
         """The enabled models had the operator's changes been `overrides` (the ones in force at a past instant:
-        projections.catalog.overrides_at) on top of mesh.toml as it is now."""
-        models = [changed(m, *overrides.get(m.id, (None, None))) for m in self.configured.values()]
+        projections.catalog.overrides_at) on top of mesh.toml as it is now; a model added at runtime counts once
+        `overrides` has a change of it (its addition is one: its price, switched on)."""
+        added = [m for m in self.models.values() if m.id not in self.configured and m.id in overrides]
+        models = [changed(m, *overrides.get(m.id, (None, None))) for m in [*self.configured.values(), *added]]
         return [m for m in models if m.enabled]
 
 

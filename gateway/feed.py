@@ -12,6 +12,8 @@ from typing import Any, Callable
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from domain.catalog import ModelSettings
+from domain.events import event_name
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, decode_event, subject_prefix
 from domain.pricing import Price
 from gateway.catalog import Catalog
@@ -31,6 +33,14 @@ def handlers(keys: KeyCache, catalog: Catalog, templates: TemplateCache | None =
         table.update({topic: templates.apply for topic in TEMPLATE_TOPICS})
     table["model.price_changed"] = lambda _, e: catalog.apply(
         e.model_id, price=Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k)
+    )
+    table[event_name(ModelSettings.Added)] = lambda _, e: catalog.add(
+        e.model_id,
+        e.provider,
+        e.upstream,
+        Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k),
+        e.max_output_tokens,
+        e.context_tokens,
     )
     table["model.enabled"] = lambda _, e: catalog.apply(e.model_id, enabled=True)
     table["model.disabled"] = lambda _, e: catalog.apply(e.model_id, enabled=False)

@@ -107,6 +107,7 @@ TABLES: tuple[AuditedTable, ...] = (
     AuditedTable("billing", "key_refusals", ("refusal_id", "code"), at="until <= %(at)s"),
     AuditedTable("catalog", "model_overrides", ("model_id",), account=None),
     AuditedTable("catalog", "model_changes", ("position",), account=None, at="time <= %(at)s"),
+    AuditedTable("catalog", "added_models", ("model_id",), account=None, at="added_at <= %(at)s"),
     AuditedTable("templates", "templates", ("template_id",)),
     AuditedTable(
         "templates",

@@ -1,20 +1,23 @@
-"""Catalog read model: the operator's runtime changes to model prices and availability, as they stand
-(`model_overrides`) and one row per change (`model_changes`), so the catalog at any past instant can be told."""
+"""Catalog read model: the models operators added (`added_models`), and the operator's runtime changes to model
+prices and availability, as they stand (`model_overrides`) and one row per change (`model_changes`), so the
+catalog at any past instant can be told. Adding a model sets its price and switches it on (`model_overrides`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+import msgspec
 import psycopg
 
+from domain.catalog import ModelSettings
 from domain.pricing import Price
 from projections.readmodel import Envelope
 
 
 class CatalogModel:
     name = "catalog"
-    tables = ("model_overrides", "model_changes")
-    topics = frozenset({"model.price_changed", "model.enabled", "model.disabled"})
+    tables = ("model_overrides", "model_changes", "added_models")
+    topics = frozenset({"model.price_changed", "model.enabled", "model.disabled", "model.added"})
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -38,18 +41,35 @@ class CatalogModel:
                 cache_write_per_1k numeric(40, 0),
                 enabled boolean  -- null: this change left the switch alone
             );
-            create index if not exists {t["model_changes"]}_model on {t["model_changes"]} (model_id, time)""")
+            create index if not exists {t["model_changes"]}_model on {t["model_changes"]} (model_id, time);
+            create table if not exists {t["added_models"]} (
+                model_id text primary key,
+                provider text not null,
+                upstream text not null,
+                prompt_per_1k numeric(40, 0) not null,  -- as added (model_overrides: as it is now)
+                completion_per_1k numeric(40, 0) not null,
+                cached_per_1k numeric(40, 0),
+                cache_write_per_1k numeric(40, 0),
+                max_output_tokens bigint,  -- null: the default of its provider kind
+                context_tokens bigint,
+                added_at timestamptz not null,
+                operator text
+            )""")
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
             e = item.event
-            if item.topic == "model.price_changed":
+            if isinstance(e, ModelSettings.Added):
+                await self._added(cur, t, e)
+            if isinstance(e, (ModelSettings.PriceChanged, ModelSettings.Added)):
                 columns = {
                     "prompt_per_1k": e.prompt_per_1k,
                     "completion_per_1k": e.completion_per_1k,
                     "cached_per_1k": e.cached_per_1k,
                     "cache_write_per_1k": e.cache_write_per_1k,
                 }
+                if isinstance(e, ModelSettings.Added):
+                    columns["enabled"] = True
             else:
                 columns = {"enabled": item.topic == "model.enabled"}
             names = ", ".join(columns)
@@ -65,6 +85,52 @@ class CatalogModel:
                     values (%s, %s, %s, {", ".join(["%s"] * len(columns))}) on conflict (position) do nothing""",
                 (item.position, e.model_id, e.timestamp, *columns.values()),
             )
+
+    async def _added(self, cur: psycopg.AsyncCursor, t: dict[str, str], e: ModelSettings.Added) -> None:
+        await cur.execute(
+            f"""insert into {t["added_models"]} (model_id, provider, upstream, prompt_per_1k, completion_per_1k,
+                    cached_per_1k, cache_write_per_1k, max_output_tokens, context_tokens, added_at, operator)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                on conflict (model_id) do update set provider = excluded.provider, upstream = excluded.upstream,
+                    prompt_per_1k = excluded.prompt_per_1k, completion_per_1k = excluded.completion_per_1k,
+                    cached_per_1k = excluded.cached_per_1k, cache_write_per_1k = excluded.cache_write_per_1k,
+                    max_output_tokens = excluded.max_output_tokens, context_tokens = excluded.context_tokens,
+                    added_at = excluded.added_at, operator = excluded.operator""",
+            (
+                e.model_id,
+                e.provider,
+                e.upstream,
+                e.prompt_per_1k,
+                e.completion_per_1k,
+                e.cached_per_1k,
+                e.cache_write_per_1k,
+                e.max_output_tokens,
+                e.context_tokens,
+                e.timestamp,
+                e.operator,
+            ),
+        )
+
+
+class AddedModel(msgspec.Struct, frozen=True):
+    model_id: str
+    provider: str
+    upstream: str
+    price: Price  # as added
+    max_output_tokens: int | None
+    context_tokens: int | None
+
+
+async def added(conn: psycopg.AsyncConnection) -> list[AddedModel]:
+    """The models operators added, oldest first."""
+    cur = await conn.execute(
+        "select model_id, provider, upstream, prompt_per_1k, completion_per_1k, cached_per_1k, cache_write_per_1k,"
+        " max_output_tokens, context_tokens from added_models order by added_at, model_id"
+    )
+    return [
+        AddedModel(r[0], r[1], r[2], Price(int(r[3]), int(r[4]), _pico(r[5]), _pico(r[6])), r[7], r[8])
+        for r in await cur.fetchall()
+    ]
 
 
 async def overrides(conn: psycopg.AsyncConnection) -> dict[str, tuple[Price | None, bool | None]]:

@@ -74,12 +74,13 @@ OPERATOR_ACTIONS: dict[type, str] = {
     Invite.Created: "invite created",
     TopUp.Succeeded: "transfer confirmed",
     TopUp.Rejected: "transfer rejected",
+    ModelSettings.Added: "model added",
     ModelSettings.PriceChanged: "price changed",
     ModelSettings.Enabled: "model enabled",
     ModelSettings.Disabled: "model disabled",
 }
 ACCOUNT_ACTIONS = tuple(cls for cls in OPERATOR_ACTIONS if cls.__qualname__.startswith("Account."))
-MODEL_ACTIONS = (ModelSettings.PriceChanged, ModelSettings.Enabled, ModelSettings.Disabled)
+MODEL_ACTIONS = (ModelSettings.Added, ModelSettings.PriceChanged, ModelSettings.Enabled, ModelSettings.Disabled)
 _AUDIT_HIDDEN = {*_PRIVATE_FIELDS, "operator", "by", "granted_by", "debited_by"}
 
 

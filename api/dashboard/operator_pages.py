@@ -1,8 +1,8 @@
 """The operators' section: Support (a request by trace id), Accounts (search; one account with its keys, top-ups,
 requests, credits and the actions on it), Top-ups (pending bank transfers to confirm or reject; card payments,
-refunds and disputes), Models (prices and switches), System (health) and Audit (who did what). Every page and
-action checks, on the server, that the signed-in account is an operator (403 otherwise); each action is
-post/redirect/get, a refusal shown beside its form with the input kept."""
+refunds and disputes), Models (prices and switches; enabling a model a provider offers), System (health) and Audit
+(who did what). Every page and action checks, on the server, that the signed-in account is an operator (403
+otherwise); each action is post/redirect/get, a refusal shown beside its form with the input kept."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 from api.dashboard.rendering import PAGE_ERRORS, SessionPages, failure, page
 from api.dashboard.session import page_account
 from api.services.admin import PRICE_FIELDS, AdminService
-from api.services.errors import Missing
+from api.services.errors import Invalid, Missing
 from api.services.health import HealthService
 from api.services.logs import LogService
 from api.services.operators import OperatorService
@@ -44,6 +44,19 @@ async def page_operator(
 ) -> str:
     """The acting operator (the signed-in account's id), or a 403 page: checked on every route of the section."""
     return await operator_service.check(account_id)
+
+
+OFFERED = "offered:"  # the `failed` mark of an offered model's form (the model list's marks are model ids)
+
+
+def _whole(value: str, field: str) -> int | None:
+    """A whole number typed in a form (empty: not given)."""
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit() or len(value) > 12:
+        raise Invalid(f"{field} must be a whole number of tokens, got {value[:40]!r}", "invalid_request", field)
+    return int(value)
 
 
 def _see(url: str) -> Redirect:
@@ -252,6 +265,39 @@ class OperatorPages(SessionPages):
                 **extra,
             },
         )
+
+    @post("/models")
+    async def add_model(
+        self,
+        request: Request,
+        acting: NamedDependency[str],
+        admin_service: NamedDependency[AdminService],
+        provider_model_service: NamedDependency[ProviderModelService],
+    ) -> Response:
+        """Enable a model the provider offers (listed below the catalog): served under the id given at its prices."""
+        form = await request.form()
+        provider, upstream = form.get("provider", ""), form.get("upstream", "")
+        try:
+            limits = [_whole(form.get(name, ""), name) for name in ("max_output_tokens", "context_tokens")]
+            prices = {name: form.get(name) or None for name in PRICE_FIELDS}
+            model = await admin_service.add_model(form.get("id", ""), provider, upstream, prices, *limits, acting)
+        except PAGE_ERRORS as exc:
+            offer, offer_error = None, None
+            try:
+                offer = await provider_model_service.offered(provider)
+            except PAGE_ERRORS as listing:
+                offer_error = failure(listing)
+            return self._models(
+                request,
+                admin_service,
+                provider=provider,
+                offer=offer,
+                offer_error=offer_error,
+                error=failure(exc),
+                failed=OFFERED + upstream,
+                form=dict(form),
+            )
+        return _see(f"/operator/models?{urlencode({'provider': provider})}#{quote(model.id)}")
 
     @post("/models/{model_id:path}")
     async def change_model(

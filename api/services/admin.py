@@ -1,6 +1,6 @@
 """The operator's use cases: grant or take back credits, suspend and resume an account, confirm or reject a bank
-transfer, invite, and change a model's price or availability. Each is given the acting operator (an account id,
-or "token" for the shared operator token: api/services/operators.py), which its events record."""
+transfer, invite, add a model and change a model's price or availability. Each is given the acting operator (an
+account id, or "token" for the shared operator token: api/services/operators.py), which its events record."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from uuid import UUID
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
-from api.read_models import BILLING, DIRECTORY
-from api.services.errors import Missing
+from api.read_models import BILLING, CATALOG, DIRECTORY
+from api.services.errors import Invalid, Missing
 from api.services.read_your_writes import ReadModelWaiter
 from commands.accounts import AccountCommands
 from commands.catalog import CatalogCommands
@@ -22,7 +22,7 @@ from commands.topups import TopUpCommands, TopUpResult
 from domain.invite import Invite
 from domain.money import pico_to_usd, usd_to_pico
 from domain.pricing import Price
-from gateway.catalog import ECHO_PROVIDER, Catalog, Model
+from gateway.catalog import ECHO_PROVIDER, Catalog, Model, resolved_limits
 from projections import directory
 
 OPERATOR = "operator"  # what kind of actor the events' `by` fields say did it (the `operator` field says who)
@@ -129,7 +129,7 @@ class AdminService:
         return sorted(name for name in self.catalog.providers if name != ECHO_PROVIDER.name)
 
     def models(self) -> list[Model]:
-        """Every model of mesh.toml, enabled or not, by id."""
+        """Every model of mesh.toml and those operators added, enabled or not, by id."""
         return sorted(self.catalog.models.values(), key=lambda m: m.id)
 
     async def change_model(
@@ -150,3 +150,47 @@ class AdminService:
         if position:
             await self.waiter.caught_up(DIRECTORY, position)  # the audit shows it
         return self.catalog.models[model_id]
+
+    async def add_model(
+        self,
+        model_id: str,
+        provider: str,
+        upstream: str,
+        prices: dict[str, str | int | None],
+        max_output_tokens: int | None,
+        context_tokens: int | None,
+        operator: str,
+    ) -> Model:
+        """Serve a model of a mesh.toml provider under `model_id`, at `prices` (PRICE_FIELDS; the prompt and
+        completion prices are required, "0" for a free model); limits not given default as mesh.toml's do. Every
+        gateway process serves it from the event on (gateway/feed.py), and after a restart (the catalog read model).
+        """
+        for required in PRICE_FIELDS[:2]:
+            if prices.get(required) is None:
+                raise Invalid(f'{required} is required ("0" for a free model)', "invalid_request", required)
+        price = Price.from_usd(**{name: prices.get(name) for name in PRICE_FIELDS})  # type: ignore[arg-type]
+        providers = {name: p.kind for name, p in self.catalog.providers.items() if name != ECHO_PROVIDER.name}
+        kind = providers.get(provider)
+        # an unknown provider is refused by the domain before it looks at the limits
+        limits = (
+            resolved_limits(kind, upstream, max_output_tokens, context_tokens)
+            if kind is not None
+            else (max_output_tokens or 1, context_tokens or 1)
+        )
+        taken = model_id in self.catalog.configured or model_id in self.catalog.aliases
+        position = await asyncio.to_thread(
+            self.catalog_commands.add,
+            model_id,
+            provider,
+            upstream,
+            price,
+            limits,
+            OPERATOR,
+            operator,
+            providers=providers,
+            taken=taken,
+        )
+        model = self.catalog.add(model_id, provider, upstream, price, *limits)  # at once here; others hear it
+        await self.waiter.caught_up(CATALOG, position)  # a restart serves it
+        await self.waiter.caught_up(DIRECTORY, position)  # the audit shows it
+        return model or self.catalog.models[model_id]

@@ -41,7 +41,8 @@ def run_audit(mesh, *args: str) -> subprocess.CompletedProcess:
 
 def mixed_traffic(mesh) -> list:
     """Two accounts: keys (one capped, one changed and revoked), operator grants and a debit by refund of a
-    bank transfer, chat requests through the gateway (one with a template), templates with versions and labels."""
+    bank transfer, chat requests through the gateway (one with a template, one to a model added at runtime),
+    templates with versions and labels."""
     operator = {"authorization": f"Bearer {mesh.operator_token}"}
     accounts = [funded_key(mesh, "5"), funded_key(mesh, "2", spend_cap_usd="1", cap_reset="daily")]
     for funded in accounts:
@@ -77,6 +78,22 @@ def mixed_traffic(mesh) -> list:
         reference = topup.json()["reference"]
         confirmed = httpx.post(f"{mesh.url}/admin/topups/{reference}/confirm", headers=operator, json={})
         assert confirmed.status_code == 200, confirmed.text
+    added = httpx.post(  # a model added at runtime: its price is the event's, not mesh.toml's
+        f"{mesh.url}/admin/models",
+        headers=operator,
+        json={
+            "id": "acme/added",
+            "provider": "acme",
+            "upstream": "gpt-free",
+            "prompt_usd_per_1k": "0.25",
+            "completion_usd_per_1k": "0.75",
+            "max_output_tokens": 256,
+        },
+    )
+    assert added.status_code == 201, added.text
+    openai.OpenAI(base_url=mesh.url + "/v1", api_key=accounts[0].key).chat.completions.create(
+        model="acme/added", messages=[{"role": "user", "content": "hi"}], max_tokens=20
+    )
     granted = httpx.post(
         f"{mesh.url}/admin/accounts/{accounts[0].account_id}/credits",
         headers=operator,

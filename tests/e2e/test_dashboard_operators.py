@@ -1,8 +1,9 @@
 """The operators' section of the dashboard in a real Chromium against `mesh up`: an operator (made with `mesh
 operators add`) finds a customer's request by trace id and opens the account, grants credits and the customer's
 balance moves, confirms a pending bank transfer, suspends an account (its key gets 402) and resumes it (the key
-works), changes a price (the next request is billed at it), and the audit names the operator for each action. A
-non-operator gets 403 on every page and every action of the section."""
+works), changes a price (the next request is billed at it), enables a model the provider offers (a refusal shown
+beside its form with the input kept; then it is served and billed at its price), and the audit names the operator
+for each action. A non-operator gets 403 on every page and every action of the section."""
 
 from __future__ import annotations
 
@@ -266,6 +267,51 @@ def test_a_price_change_bills_the_next_request_and_the_audit_names_the_operator(
         )
 
 
+def test_an_operator_enables_a_model_the_provider_offers(browser, dashboard_mesh, operator, fake_openai):
+    from playwright.sync_api import expect
+
+    upstream = "gpt-dash-" + uuid.uuid4().hex[:6]
+    model_id = "acme/" + upstream
+    fake_openai.models.append(upstream)  # offered by the provider, not in mesh.toml
+    customer = funded_key(dashboard_mesh, "2")
+    client = openai.OpenAI(base_url=dashboard_mesh.url + "/v1", api_key=customer.key, max_retries=0)
+    try:
+        with signed_in(browser, dashboard_mesh, operator.token) as page:
+            page.goto("/operator/models?provider=acme")
+            form = page.get_by_role("form", name=f"Enable {upstream}")
+            expect(form.get_by_label("Mesh id")).to_have_value(model_id)  # prefilled <provider>/<upstream id>
+            form.get_by_label("Mesh id").fill(MODEL)  # taken: refused beside the form, the input kept
+            form.get_by_label("prompt", exact=True).fill("2")
+            form.get_by_label("completion", exact=True).fill("4")
+            form.get_by_role("button", name="Enable").click()
+            form = page.get_by_role("form", name=f"Enable {upstream}")
+            expect(page.locator("#offer p.error")).to_contain_text("is a model of mesh.toml or an alias")
+            expect(form.get_by_label("Mesh id")).to_have_value(MODEL)
+            expect(form.get_by_label("completion", exact=True)).to_have_value("4")
+            assert model_id not in {m.id for m in client.models.list()}
+            form.get_by_label("Mesh id").fill(model_id)
+            form.get_by_role("button", name="Enable").click()
+            page.wait_for_url(re.compile(r"/operator/models\?provider=acme"))  # post/redirect/get
+            row = page.locator(f"tr[id='{model_id}']")  # in the model list now
+            expect(row).to_contain_text("enabled")
+            expect(row.locator("input[name=prompt_usd_per_1k]")).to_have_attribute("placeholder", "2.000000")
+            expect(page.locator("#offer tr", has_text=upstream)).to_contain_text(model_id)
+            shot(page, "operator-models-enabled")
+            page.reload()  # a reload repeats nothing
+            assert [a for a in _audited(dashboard_mesh) if a[2] == model_id] == [
+                ("model added", operator.account_id, model_id)
+            ]
+        raw = client.chat.completions.with_raw_response.create(model=model_id, messages=MESSAGES, max_tokens=50)
+        trace_id, usage = raw.headers["x-mesh-trace-id"], raw.parse().usage
+        _logged(dashboard_mesh, trace_id)
+        entry = _api(dashboard_mesh, "GET", f"/admin/logs/{trace_id}", operator.token).json()
+        expected = (usage.prompt_tokens * 2 + usage.completion_tokens * 4) / Decimal(1000)
+        assert (entry["model"], Decimal(entry["cost_usd"])) == (model_id, expected)
+    finally:
+        fake_openai.models.remove(upstream)
+        _api(dashboard_mesh, "PUT", f"/admin/models/{model_id}", dashboard_mesh.operator_token, json={"enabled": False})
+
+
 OPERATOR_PAGES = [
     "/operator",
     "/operator/support",
@@ -285,6 +331,7 @@ OPERATOR_ACTIONS = [
     "/operator/topups/{reference}/confirm",
     "/operator/topups/{reference}/reject",
     f"/operator/models/{MODEL}",
+    "/operator/models",
     "/operator/system/retry",
 ]
 

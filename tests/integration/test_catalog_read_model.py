@@ -72,3 +72,26 @@ async def test_the_catalog_at_a_past_instant_has_the_changes_in_force_then(datab
         assert await at(conn, times[2]) == {"acme/a": (Price.from_usd("3", "4"), False)}
         assert await at(conn, times[3]) == {"acme/a": (Price.from_usd("3", "4"), True)}
         assert await at(conn, times[3]) == await catalog.overrides(conn)
+
+
+async def test_an_added_model_is_kept_with_its_price_and_switched_on_over_older_changes(database_url):
+    settings = ModelSettings(model_id="acme/new")
+    settings.change_price(Price.from_usd("9", "9"), "operator")  # when mesh.toml declared an acme/new, say
+    settings.disable("operator")
+    price = Price.from_usd("0.25", "0.75", "0.1")
+    settings.add("acme", "gpt-new", price, 256, 32_768, "operator", "token", providers={"acme"}, taken=False)
+    settings.change_price(Price.from_usd("0.5", "1"), "operator")
+    events = settings.collect_events()[1:]
+    topics = ["model.price_changed", "model.disabled", "model.added", "model.price_changed"]
+    now = datetime.now(timezone.utc)
+    changes = [Envelope(n, now, topic, e) for n, (topic, e) in enumerate(zip(topics, events), 1)]
+    model = CatalogModel()
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await ensure_schema(conn, [model])
+        async with conn.cursor() as cur:
+            await model.apply(cur, physical_tables(model, 1), changes[:3])
+            assert await catalog.overrides(conn) == {"acme/new": (price, True)}  # the older changes are replaced
+            await model.apply(cur, physical_tables(model, 1), changes[3:])
+        (added,) = await catalog.added(conn)
+        assert added == catalog.AddedModel("acme/new", "acme", "gpt-new", price, 256, 32_768)  # as added
+        assert await catalog.overrides(conn) == {"acme/new": (Price.from_usd("0.5", "1"), True)}  # as it is now

@@ -82,6 +82,8 @@ def aggregate_events():
     settings.change_price(Price(1000, 2000, 100, 1250), "operator")
     settings.disable("operator", "token")
     settings.enable("operator")
+    added = ModelSettings(model_id="acme/new")
+    added.add("acme", "gpt-new", Price(1000, 2000), 4096, 32768, "operator", "token", providers={"acme"}, taken=False)
     template = Template.create(
         account.id,
         "greet",
@@ -118,6 +120,7 @@ def aggregate_events():
         + claim.collect_events()
         + key.collect_events()
         + settings.collect_events()
+        + added.collect_events()
         + topup.collect_events()
         + lapsed.collect_events()
         + refused.collect_events()

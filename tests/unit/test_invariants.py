@@ -125,6 +125,24 @@ def test_a_usage_must_be_charged_the_price_in_force_when_it_started():
     assert check([usage()], prices={}, only="price") != []  # a model the catalog does not know
 
 
+def test_a_model_added_at_runtime_is_charged_the_price_it_was_added_at():
+    added = event(
+        ModelSettings.Added,
+        uuid.uuid4(),
+        T0,
+        model_id="acme/m",
+        provider="acme",
+        upstream="m",
+        prompt_per_1k=PRICE.prompt_per_1k,
+        completion_per_1k=PRICE.completion_per_1k,
+        by="operator",
+    )
+    after = usage(T0 + timedelta(seconds=1))
+    assert check([added, after], prices={}, only="price") == []
+    other = usage(T0 + timedelta(seconds=1), price=Price(1_000_000_000, 1_000_000_000))
+    assert check([added, other], prices={}, only="price") == [("price", f"usage {other.trace_id}")]
+
+
 def test_a_usage_must_cost_its_tokens_at_its_prices():
     wrong = usage(cost=PRICE.cost(1000, 2000) + 1)
     assert check([wrong], only="price") == [("price", f"usage {wrong.trace_id}")]
