@@ -290,7 +290,9 @@ class TracedGateway:
             span.set_attribute("http.response.status_code", request.status)
         if request.body_attributes:
             span.set_attributes(request.body_attributes)
-        if request.response_model is not None:
+        if event is not None:  # the model the answer names: the Mesh id of the model that answered
+            span.set_attribute("gen_ai.response.model", event.model)
+        elif request.response_model is not None:
             span.set_attribute("gen_ai.response.model", request.response_model)
         if event is not None:
             span.set_attributes(usage_attributes(event, self.systems.get(event.provider, event.provider)))

@@ -9,6 +9,8 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
+
+from gateway.fallbacks import ATTEMPTS_PER_MODEL
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import funded_key
@@ -47,11 +49,14 @@ def test_the_counters_equal_the_requests_made_and_what_they_were_billed(mesh, fa
         )
         usages.append(chunks[-1].usage)
     fake_openai.fail_with = (500, "the upstream broke")
+    calls = len(fake_openai.requests)
     try:
         with pytest.raises(openai.APIStatusError) as failed:
             sdk.chat.completions.create(model=MODEL, messages=HI, max_tokens=20)
     finally:
         fake_openai.fail_with = None
+    failed_calls = len(fake_openai.requests) - calls  # a 500 is tried again (gateway/fallbacks.py)
+    assert failed_calls == ATTEMPTS_PER_MODEL
     upstream_code = failed.value.body["code"]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=mesh.url + "/v1", api_key="mk-not-a-key", max_retries=0).chat.completions.create(
@@ -68,7 +73,8 @@ def test_the_counters_equal_the_requests_made_and_what_they_were_billed(mesh, fa
     )
     assert delta(after, before, "mesh_refused_requests_total", code="invalid_api_key") == 1
     assert delta(after, before, "mesh_refused_requests_total", code="model_not_found") == 1
-    assert delta(after, before, "mesh_upstream_errors_total", provider="acme", kind=upstream_code) == 1
+    # every failed upstream call counts; the request they served counts once, as one request with its status
+    assert delta(after, before, "mesh_upstream_errors_total", provider="acme", kind=upstream_code) == failed_calls
     prompt, completion = sum(u.prompt_tokens for u in usages), sum(u.completion_tokens for u in usages)
     assert delta(after, before, "mesh_tokens_total", model=MODEL, kind="prompt") == prompt
     assert delta(after, before, "mesh_tokens_total", model=MODEL, kind="completion") == completion
