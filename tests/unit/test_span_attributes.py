@@ -195,7 +195,8 @@ async def test_an_embeddings_request_is_a_server_span_with_its_upstream_call_ins
     assert upstream_call.name == "embeddings e-up"
     assert server.attributes["gen_ai.system"] == "openai"
     assert server.attributes["gen_ai.operation.name"] == "embeddings"
-    assert server.attributes["gen_ai.response.model"] == "emb-upstream-2"
+    assert server.attributes["gen_ai.response.model"] == "emb/e"  # what the answer names: the Mesh id
+    assert upstream_call.attributes["gen_ai.response.model"] == "emb-upstream-2"  # what the upstream said
     assert server.attributes["gen_ai.usage.input_tokens"] == 4
     assert server.attributes["mesh.cost_usd"] == "0.000400"  # 4 tokens at 0.1 USD per 1K
     assert server.attributes["mesh.key_id"] == str(key.key_id)
