@@ -339,7 +339,7 @@ class Gateway:
             request = messages.parse(body, counting=True)
             model = self._resolve_id(request.model, key)
             adapter = self.adapters[model.provider]
-            if self.catalog.providers[model.provider].kind == "anthropic":
+            if self._kind(model) == "anthropic":
                 messages.check_pass_through(body, model)
                 head = adapter.upstream.head_with(messages.forwarded_headers(scope))
                 answer = await adapter.count_tokens(model, body, head)
@@ -405,7 +405,7 @@ class Gateway:
         prompt_bound = bounds[model.id]
 
         def tokens() -> int:  # only counted for a key with a tpm_limit
-            kind = self.catalog.providers[model.provider].kind
+            kind = self._kind(model)
             prompt = prompt_bound if prompt_bound is not None else bound(body, model, kind)
             asked = fitted or request.max_completion_tokens or request.max_tokens
             return token_bound(prompt, asked, request.n or 1, model)
