@@ -4,6 +4,7 @@ back (see commands/eventstore.py for the design)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import threading
 import uuid
@@ -37,6 +38,7 @@ T = TypeVar("T")
 log = logging.getLogger("mesh.eventstore")
 
 WRONG_LAST_SEQUENCE = (10071, 10164)
+NO_MESSAGE = 10037  # JetStream's error: no message at that sequence
 TIMEOUT = 10.0
 READ_BATCH = 1000
 
@@ -199,7 +201,10 @@ class JetStreamAggregateRecorder(AggregateRecorder):
             reply = await self.nc.request(subject, event.state, headers=headers, timeout=TIMEOUT)
         except asyncio.TimeoutError:
             return [await self._after_lost_ack(event)]
-        return [self._ack(reply, 1)]
+        seq = self._ack(reply, 1)
+        if msgspec.json.decode(reply.data).get("duplicate"):
+            await self._check_duplicate(event, seq)
+        return [seq]
 
     async def _publish_batch(self, events: list[StoredEvent], expected: dict[str, int]) -> list[int]:
         batch_id = uuid.uuid4().hex
@@ -238,6 +243,27 @@ class JetStreamAggregateRecorder(AggregateRecorder):
         if count > 1 and ack.get("count") != count:
             raise OperationalError(f"JetStream stored {ack.get('count')} of {count} batched events")
         return int(ack["seq"])
+
+    async def _check_duplicate(self, event: StoredEvent, seq: int) -> None:
+        """JetStream took the append for a copy of the message stored at `seq`, the one with the same message id
+        (`<originator>:<version>`). On a replicated stream it says so before it checks the expected sequence, so a
+        writer that lost the race for a version hears "duplicate", not "wrong last sequence": the append is ours
+        only if the stored event is the one we sent; another writer's is a conflict."""
+        if await self._leader_data(seq) != event.state:
+            raise IntegrityError(f"concurrent write: version {event.originator_version} is taken")
+
+    async def _leader_data(self, seq: int) -> bytes | None:
+        """The data of the log's message at `seq` as the stream's leader has it (a direct get may be answered by a
+        replica that does not hold it yet); None when there is none."""
+        reply = await self.nc.request(
+            f"$JS.API.STREAM.MSG.GET.{self.stream}", msgspec.json.encode({"seq": seq}), timeout=TIMEOUT
+        )
+        answer = msgspec.json.decode(reply.data)
+        if "error" in answer:
+            if answer["error"].get("err_code") == NO_MESSAGE:
+                return None
+            raise OperationalError(f"reading stream {self.stream} failed: {answer['error'].get('description')}")
+        return base64.b64decode(answer["message"].get("data", ""))
 
     async def _after_lost_ack(self, event: StoredEvent) -> int:
         """No ack came: the subject's last event tells a lost ack from an append that did not happen."""

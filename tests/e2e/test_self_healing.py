@@ -25,6 +25,7 @@ RECOVERY_SECONDS = 45  # a killed child is back, and requests are served, within
 ZOMBIE_SECONDS = 10  # an ended child is reaped within this (the supervisor looks every 0.2 s, slower under load)
 PROMPT_PICO_PER_TOKEN = 500_000_000  # acme/gpt-test: 0.5 USD per 1K prompt tokens
 COMPLETION_PICO_PER_TOKEN = 1_500_000_000  # and 1.5 USD per 1K completion tokens
+PLANNED_STOP = "stopping the projection worker"  # what mesh up logs when it restarts the worker beside a new PostgreSQL
 
 
 def account(mesh: MeshProcess, credits: str = "100") -> tuple[dict, str]:
@@ -130,6 +131,25 @@ def kill_running(mesh, name: str) -> dict:
         time.sleep(0.2)
 
 
+def kill_and_see_it_restarted(mesh, name: str) -> tuple[dict, dict]:
+    """SIGKILL the child `name` and wait until the supervisor started it again; its status before and after.
+    The projection worker stopped on purpose after PostgreSQL came back may end (exit code 0) just as it is
+    killed: then it is killed again in its next life."""
+    for _ in range(3):
+        before = kill_running(mesh, name)
+        wait_until(
+            lambda: (c := children(mesh)[name])["restarts"] > before["restarts"] and c["state"] == "running",
+            f"{name} restarted",
+        )
+        after = children(mesh)[name]
+        if after["last_exit"] == "exited with code 0" and name == "projections" and PLANNED_STOP in mesh.output():
+            continue
+        assert after["restarts"] == before["restarts"] + 1, (before, after)
+        assert after["last_exit"] == "killed by SIGKILL" and after["pid"] != before["pid"], (before, after)
+        return before, after
+    raise AssertionError(f"{name}: every kill met a planned restart")
+
+
 def test_each_killed_child_comes_back_and_every_answer_is_billed_once(tmp_path, mesh_config):
     mesh = MeshProcess(tmp_path / "data", mesh_config)
     mesh.start()
@@ -141,16 +161,8 @@ def test_each_killed_child_comes_back_and_every_answer_is_billed_once(tmp_path, 
             for name in ("nats-server", "postgres", "projections"):
                 head = mesh.health(timeout=15).json()["stream_head"]
                 served = len(load.served)
-                before = kill_running(mesh, name)
                 killed = time.monotonic()
-                wait_until(
-                    lambda: (
-                        (c := children(mesh)[name])["restarts"] == before["restarts"] + 1 and c["state"] == "running"
-                    ),
-                    f"{name} restarted",
-                )
-                after = children(mesh)[name]
-                assert after["last_exit"] == "killed by SIGKILL" and after["pid"] != before["pid"]
+                kill_and_see_it_restarted(mesh, name)
                 wait_until(
                     lambda: httpx.get(mesh.url + "/health", timeout=15).json()["status"] == "ok",
                     f"/health ok after killing {name}",
