@@ -51,7 +51,8 @@ from domain.credentials import PASSWORD_KDF, ScryptParams
 from domain.quota import Quotas
 from gateway import feed
 from gateway.admission import KeyInfo
-from gateway.app import DISCONNECT_DRAIN_SECONDS, Gateway
+from gateway.app import Gateway
+from gateway.base import DISCONNECT_DRAIN_SECONDS
 from gateway.refusals import FLUSH_SECONDS as REFUSALS_FLUSH_SECONDS
 from gateway.refusals import Refusals
 from gateway.bodies import BodyPublisher

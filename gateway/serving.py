@@ -1,0 +1,182 @@
+"""Serving an admitted request the same for every front door: its upstream call (with retries and fallbacks), its
+bill made durable exactly once, and its answer, plain or streamed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, NamedTuple
+
+from domain.usage import UsageRecorded
+from gateway import answer_fields, fallbacks
+from gateway.answer_fields import UPSTREAM_MODEL_HEADER
+from gateway.asgi import Receive, Send, respond
+from gateway.catalog import Model
+from gateway.errors import GatewayError
+from gateway.fallbacks import Candidate
+from gateway.providers.base import Reply, StreamReply
+from gateway.request_record import RequestRecord, durable
+from gateway.reservation import Reservation
+from gateway.stream_relay import drain, recording, relay, watch_disconnect
+
+
+class Serving(Reservation):
+    """An admitted request's upstream call, bill and answer."""
+
+    async def _serve(
+        self,
+        send: Send,
+        receive: Receive,
+        headers: list,
+        record: RequestRecord,
+        models: list[Model],
+        bind: Callable[[Model], "Door"],
+        error_body: Callable[[GatewayError], bytes] = GatewayError.body,
+    ) -> None:
+        """Call the upstream (the request's model, then, when it fails before answering, its retries and
+        fallbacks: gateway/fallbacks.py), bill the request exactly once, for the model that answered, and send
+        its answer (in the front door's format: `bind` gives each model's calls and encoders; a relayed answer
+        patched by gateway/answer_fields.py), the same for every front door. The answer names the Mesh id of the
+        model that answered and states its charge."""
+        try:
+            if record.stream:
+                try:
+                    door, reply = await self._first_answer(record, models, bind, True)
+                except GatewayError as exc:
+                    await self._upstream_failed(record, exc)
+                    raise
+                reply.priced = record.cost
+                headers.append((UPSTREAM_MODEL_HEADER, record.model.upstream.encode()))
+                if door.encode_stream is not None:
+                    reply = door.encode_stream(reply)
+                await self._stream(send, receive, headers, reply, record)
+            else:
+                try:
+                    door, result = await self._first_answer(record, models, bind, False)
+                except GatewayError as exc:
+                    await self._upstream_failed(record, exc)
+                    await respond(send, exc.status, headers, error_body(exc))
+                    return
+                event = record.done(result.usage, result.upstream_us, None)
+                if door.encode is None:
+                    answer = answer_fields.patched(result.body, answer_fields.model_name(record.model.id), event.cost)
+                else:
+                    answer = door.encode(result, event.cost)
+                # billed first: a client gone while the answer is written still owes what the upstream did
+                record.response_body = answer
+                await self._emit(record, event)
+                await respond(send, 200, answered(headers, record.model, event.cost), answer)
+        finally:
+            if not record.emitted:  # an unexpected failure: free the reservation all the same
+                self.budgets.release(record.ticket, 0)
+            elif record.request_body is not None and self.bodies is not None:  # bodies logged: the answer is complete
+                self.bodies.submit(
+                    record.trace_id,
+                    record.key.account_id,
+                    datetime.now(timezone.utc),
+                    record.request_body,
+                    record.response_body,
+                )
+
+    async def _first_answer(
+        self, record: RequestRecord, models: list[Model], bind: Callable[[Model], "Door"], stream: bool
+    ) -> tuple["Door", Any]:
+        """The first of `models` to answer (its stream opened, when `stream`), tried as gateway/fallbacks.py
+        says; the record then names it (its price is the one billed), or, when none answers, the last one tried."""
+        doors = [bind(m) for m in models]
+        candidates = [Candidate(m, door.open_stream if stream else door.call) for m, door in zip(models, doors)]
+        attempts = record.attempts
+        try:
+            candidate, answer = await fallbacks.first_answer(candidates, attempts, self._attempt_failed)
+        except GatewayError:
+            self._answered_by(record, self.catalog.models.get(attempts[-1].model, record.model))
+            raise
+        if candidate.model is not record.model:
+            self._answered_by(record, candidate.model)
+        return doors[candidates.index(candidate)], answer
+
+    def _attempt_failed(self, model: Model, error: GatewayError) -> None:
+        self.metrics.upstream_error(model.provider, error.code or "unknown")
+
+    def _answered_by(self, record: RequestRecord, model: Model) -> None:
+        if model.id != record.model.id:
+            record.model = model
+            record.prompt_bound = record.bounds.get(model.id)
+
+    def _emit(self, record: RequestRecord, event: UsageRecorded) -> Awaitable[None]:
+        """The request is over: swap its reservation for its cost and publish what it cost (both at once, awaited
+        or not). Await what it returns before the answer's last byte: it is done once the event is durable
+        (acknowledged by JetStream, or in the fsynced spool), shared with every request finishing alongside."""
+        record.emitted = True
+        self.budgets.release(record.ticket, event.cost)
+        self.key_rates.settle(record.rate, event.prompt_tokens + event.completion_tokens)
+        self.metrics.served(event)
+        return durable(self.usage.submit(event), event.trace_id)
+
+    def _upstream_failed(self, record: RequestRecord, exc: GatewayError) -> Awaitable[None]:
+        """The upstream failed the request before its answer began: billed (for what it reports, usually nothing)
+        and counted as the provider's error."""
+        exc.billed = True
+        self.metrics.upstream_error(record.model.provider, exc.code or "unknown")
+        return self._emit(record, record.failed(exc))
+
+    async def _stream(
+        self, send: Send, receive: Receive, headers: list, reply: StreamReply, record: RequestRecord
+    ) -> None:
+        """Relay the stream. If the client goes away, the upstream keeps going (it bills what it generates all
+        the same): it is read to its end, up to `drain_seconds`, for its own usage; only a stream that does not end
+        by then is closed and billed from an estimate."""
+        stream_headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *headers[1:]]
+        await send({"type": "http.response.start", "status": 200, "headers": stream_headers})
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(watch_disconnect(receive, gone))
+        error: str | None = None
+        status = 200
+        frames: list[bytes] | None = [] if record.request_body is not None else None  # the logged answer
+
+        async def bill() -> None:  # the stream is complete: its bill is durable before its last frame leaves
+            await reply.aclose()  # the adapter settles the usage and the upstream time as it closes
+            await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_ns))
+
+        try:
+            try:
+                await relay(reply if frames is None else recording(reply, frames), send, gone, bill, reply.is_last)
+            except GatewayError as exc:
+                error, status = exc.message, exc.status
+                if not record.emitted:  # the upstream failed mid-stream (not the bill, once it is done)
+                    self.metrics.upstream_error(record.model.provider, exc.code or "unknown")
+            except OSError as exc:
+                gone.set()
+                error = f"client disconnected ({type(exc).__name__})"
+            if gone.is_set() and not record.emitted:
+                await drain(reply, self.drain_seconds)
+        finally:
+            watcher.cancel()
+            await reply.aclose()  # closes the upstream response (if still open): it stops generating
+        if frames is not None:
+            record.response_body = b"".join(frames)
+        if record.emitted:
+            return
+        if gone.is_set():
+            error, status = error or "client disconnected mid-stream", 499
+        with contextlib.suppress(GatewayError):  # the response has begun: there is nothing more to tell
+            await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_ns, error, status))
+
+
+class Door(NamedTuple):
+    """How a front door calls one model, and writes its answer in the door's own format (None: as it came)."""
+
+    call: Callable[[], Awaitable[Reply]]
+    open_stream: Callable[[], Awaitable[StreamReply]]
+    encode: Callable[[Reply, int], bytes] | None = None  # with the request's charge, pico-USD
+    encode_stream: Callable[[StreamReply], StreamReply] | None = None
+
+
+def answered(headers: list, model: Model, cost: int) -> list:
+    """A plain answer's headers: the upstream's own name of its model and what it was charged."""
+    return [
+        *headers,
+        (UPSTREAM_MODEL_HEADER, model.upstream.encode()),
+        (answer_fields.COST_HEADER, answer_fields.cost_usd(cost).encode()),
+    ]
