@@ -119,6 +119,35 @@ def own_mesh(tmp_path_factory, config: Path, name: str, env: dict[str, str]) -> 
         process.stop()
 
 
+@contextmanager
+def gateway_pair(
+    tmp_path_factory, nats_url: str, postgres_server, mesh_toml: str, name: str
+) -> Iterator[list[MeshProcess]]:
+    """Two `mesh up` processes with `mesh_toml`, on one NATS stream and one database of their own; only the first
+    runs projections."""
+    import psycopg
+
+    database = f"{name}_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f'create database "{database}"')
+    config = tmp_path_factory.mktemp(name) / "mesh.toml"
+    config.write_text(mesh_toml)
+    env = {
+        "MESH_NATS_URL": nats_url,
+        "MESH_DATABASE_URL": postgres_server.url.rsplit("/", 1)[0] + "/" + database,
+        "MESH_STREAM": name.upper() + uuid.uuid4().hex[:8].upper(),
+        "MESH_OPERATOR_TOKEN": "mo-test-" + uuid.uuid4().hex,
+    }
+    processes = [
+        MeshProcess(tmp_path_factory.mktemp("gw") / "data", config, env, args) for args in [(), ("--no-projections",)]
+    ]
+    for p in processes:
+        p.start()
+    yield processes
+    for p in processes:
+        p.stop()
+
+
 @pytest.fixture(scope="session")
 def fake_openai():
     fake = FakeOpenAI(reply_words=7, api_key=UPSTREAM_KEY)

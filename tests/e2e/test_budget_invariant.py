@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from decimal import Decimal
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import MeshProcess, funded_key
+from tests.e2e.conftest import MeshProcess, funded_key, gateway_pair
 
 REQUESTS = 400
 PROMPT_PER_1K, COMPLETION_PER_1K = Decimal("0.5"), Decimal("1.5")
@@ -27,14 +26,7 @@ UPSTREAM_REPLY_WORDS = 40  # the words of each reply of the `upstream` fixture (
 
 @pytest.fixture(scope="module")
 def gateways(tmp_path_factory, nats_url, postgres_server, upstream):
-    """Two `mesh up` processes on one NATS stream and one database; only the first runs projections."""
-    import psycopg
-
-    database = "budget_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        conn.execute(f'create database "{database}"')
-    config = tmp_path_factory.mktemp("budget") / "mesh.toml"
-    config.write_text(f"""
+    mesh_toml = f"""
 [providers.acme]
 kind = "openai-compatible"
 base_url = "{upstream.url}/v1"
@@ -45,21 +37,9 @@ provider = "acme"
 upstream = "gpt-test"
 prompt_usd_per_1k = "{PROMPT_PER_1K}"
 completion_usd_per_1k = "{COMPLETION_PER_1K}"
-""")
-    env = {
-        "MESH_NATS_URL": nats_url,
-        "MESH_DATABASE_URL": postgres_server.url.rsplit("/", 1)[0] + "/" + database,
-        "MESH_STREAM": "B" + uuid.uuid4().hex[:8].upper(),
-        "MESH_OPERATOR_TOKEN": "mo-test-" + uuid.uuid4().hex,
-    }
-    processes = [
-        MeshProcess(tmp_path_factory.mktemp("gw") / "data", config, env, args) for args in [(), ("--no-projections",)]
-    ]
-    for p in processes:
-        p.start()
-    yield processes
-    for p in processes:
-        p.stop()
+"""
+    with gateway_pair(tmp_path_factory, nats_url, postgres_server, mesh_toml, "budget") as processes:
+        yield processes
 
 
 async def fire(gateways: list[MeshProcess], key: str) -> list[httpx.Response]:

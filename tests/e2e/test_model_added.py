@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import MeshProcess, funded_key
+from tests.e2e.conftest import MeshProcess, funded_key, gateway_pair
 
 ADDED = "acme/gpt-free"  # the fake upstream lists gpt-free; mesh.toml declares only acme/gpt-test
 PROMPT, COMPLETION = "0.002", "0.004"  # USD per 1K tokens
@@ -22,14 +22,7 @@ PROMPT, COMPLETION = "0.002", "0.004"  # USD per 1K tokens
 
 @pytest.fixture(scope="module")
 def gateways(tmp_path_factory, nats_url, postgres_server, fake_openai):
-    """Two `mesh up` processes on one NATS stream and one database; only the first runs projections."""
-    import psycopg
-
-    database = "added_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
-        conn.execute(f'create database "{database}"')
-    config = tmp_path_factory.mktemp("added") / "mesh.toml"
-    config.write_text(f"""
+    mesh_toml = f"""
 [providers.acme]
 kind = "openai-compatible"
 base_url = "{fake_openai.url}/v1"
@@ -42,21 +35,9 @@ upstream = "gpt-test"
 prompt_usd_per_1k = "0.5"
 completion_usd_per_1k = "1.5"
 aliases = ["gpt-test"]
-""")
-    env = {
-        "MESH_NATS_URL": nats_url,
-        "MESH_DATABASE_URL": postgres_server.url.rsplit("/", 1)[0] + "/" + database,
-        "MESH_STREAM": "A" + uuid.uuid4().hex[:8].upper(),
-        "MESH_OPERATOR_TOKEN": "mo-test-" + uuid.uuid4().hex,
-    }
-    processes = [
-        MeshProcess(tmp_path_factory.mktemp("gw") / "data", config, env, args) for args in [(), ("--no-projections",)]
-    ]
-    for p in processes:
-        p.start()
-    yield processes
-    for p in processes:
-        p.stop()
+"""
+    with gateway_pair(tmp_path_factory, nats_url, postgres_server, mesh_toml, "added") as processes:
+        yield processes
 
 
 def operator(mesh: MeshProcess) -> dict[str, str]:
