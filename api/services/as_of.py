@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import msgspec
+import psycopg
+
+from projections.readmodel import ReadModel, freshness_of
 
 
 class AsOf(msgspec.Struct):
@@ -28,3 +31,9 @@ def joined(*parts: tuple[int, datetime | None, datetime | None]) -> AsOf:
     position, time, _ = min(parts, key=lambda part: part[0])
     checks = [part[2] for part in parts]
     return AsOf(position, time, min(checks) if all(checks) else None)  # type: ignore[type-var]
+
+
+async def read_as_of(conn: psycopg.AsyncConnection, *models: ReadModel) -> AsOf:
+    """How current an answer read on `conn` from `models` is: read in the answer's own transaction, so that both come
+    from one snapshot."""
+    return joined(*[await freshness_of(conn, model) for model in models])

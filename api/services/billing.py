@@ -24,7 +24,7 @@ from api.payments import (
     StripePayments,
 )
 from api.read_models import BILLING
-from api.services.as_of import AsOf
+from api.services.as_of import AsOf, read_as_of
 from api.services.errors import Invalid, Missing, Unavailable
 from api.services.read_your_writes import ReadModelWaiter
 from commands.app import NotFound
@@ -33,7 +33,6 @@ from commands.topups import TopUpCommands
 from domain.bounds import check_aware
 from domain.money import InvalidAmount, pico_to_usd, usd_to_pico
 from projections import billing
-from projections.readmodel import freshness_of
 
 log = logging.getLogger("mesh.api")
 MAX_START_LOCKS = 10_000  # per-account top-up start locks kept; beyond, the idle ones are forgotten
@@ -140,8 +139,8 @@ class BillingService:
                 b = await (
                     billing.balance_of(conn, account_id) if at is None else billing.balance_at(conn, account_id, at)
                 )
-                position, time, checked = await freshness_of(conn, BILLING)
-        return BalanceView(b, AsOf(position, time, checked))
+                as_of = await read_as_of(conn, BILLING)
+        return BalanceView(b, as_of)
 
     async def spend(
         self, account_id: UUID, groups: list[str], start: datetime | None = None, end: datetime | None = None
@@ -157,8 +156,8 @@ class BillingService:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")
                 rows = await billing.spend_history(conn, account_id, groups, start, end)
-                position, time, checked = await freshness_of(conn, BILLING)
-        return SpendView(groups, rows, AsOf(position, time, checked))
+                as_of = await read_as_of(conn, BILLING)
+        return SpendView(groups, rows, as_of)
 
     async def start_topup(self, account_id: UUID, provider_name: str, amount_usd, client: str) -> TopUpStarted:
         """A top-up started: at most MESH_PENDING_TOPUPS_PER_ACCOUNT unfinished at once; a card one counts as a

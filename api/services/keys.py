@@ -10,7 +10,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from api.read_models import BILLING, DIRECTORY
-from api.services.as_of import AsOf, joined
+from api.services.as_of import AsOf, read_as_of
 from api.services.errors import Invalid, Missing
 from api.services.models import check_model
 from api.services.read_your_writes import ReadModelWaiter
@@ -21,7 +21,6 @@ from domain.apikey import ApiKey
 from domain.bounds import check_aware
 from domain.money import usd_to_pico
 from projections import billing, directory
-from projections.readmodel import freshness_of
 
 KEY_ACTIONS = ("disable", "enable", "revoke")  # by the account; rotate takes a grace period
 
@@ -140,7 +139,7 @@ class KeyService:
         async with self.pool.connection() as conn:
             rows = await directory.keys_of(conn, account_id)
             totals, window = await _stats(conn, account_id, start, end)
-            as_of = await _as_of(conn)
+            as_of = await read_as_of(conn, DIRECTORY, BILLING)  # key answers join two read models
         return KeyListing([_view(r, totals, window) for r in rows], as_of)
 
     async def rows(self, account_id: UUID) -> list[directory.KeyRow]:
@@ -169,7 +168,7 @@ class KeyService:
                     raise Missing(f"the API key {key_id} did not exist yet at {at.isoformat()}", "not_found")
             totals, window = await _stats(conn, account_id, start, end)
             grace = await directory.replaced_secret_until(conn, key_id)
-            as_of = await _as_of(conn)
+            as_of = await read_as_of(conn, DIRECTORY, BILLING)
         return msgspec.structs.replace(_view(row, totals, window), replaced_secret_until=grace), as_of
 
     async def usage_by_model(self, account_id: UUID, key_id: UUID) -> list[billing.SpendRow]:
@@ -190,7 +189,7 @@ class KeyService:
             if await directory.key_of(conn, account_id, key_id) is None:
                 raise Missing(f"no API key {key_id} in this account", "not_found")
             events = await directory.key_history(conn, key_id, limit + 1, before)
-            as_of = AsOf(*await freshness_of(conn, DIRECTORY))
+            as_of = await read_as_of(conn, DIRECTORY)
         more = len(events) > limit
         events = events[:limit]
         return HistoryPage(events, str(events[-1].version) if more else None, as_of)
@@ -202,11 +201,6 @@ def _view(row: directory.KeyRow, totals: dict, window: dict | None) -> KeyView:
         totals.get(row.key_id) or billing.KeyStats(),
         window.get(row.key_id, billing.KeyStats()) if window is not None else None,
     )
-
-
-async def _as_of(conn) -> AsOf:
-    """Key answers join two read models."""
-    return joined(await freshness_of(conn, DIRECTORY), await freshness_of(conn, BILLING))
 
 
 async def _stats(conn, account_id: UUID, start: datetime | None, end: datetime | None):

@@ -15,10 +15,9 @@ from api.exports import CONNECT_SECONDS, ExportGate, LogExport
 from api.log_entries import EXPORT_FORMATS, export_lines
 from api.read_models import LOGS
 from api.services.read_your_writes import ReadModelWaiter
-from api.services.as_of import AsOf
+from api.services.as_of import AsOf, read_as_of
 from api.services.errors import Invalid
 from projections import billing, logs
-from projections.readmodel import freshness_of
 
 
 class LogPage(msgspec.Struct):
@@ -69,9 +68,9 @@ class LogService:
             async with conn.transaction():  # entries and position from one snapshot
                 await conn.execute("set transaction isolation level repeatable read")
                 rows = await logs.page(conn, f, limit + 1, after, before)
-                position, time, checked = await freshness_of(conn, LOGS)
+                as_of = await read_as_of(conn, LOGS)
         kept = rows[len(rows) - limit :] if before is not None and len(rows) > limit else rows[:limit]
-        return LogPage(kept, len(rows) > limit, AsOf(position, time, checked))
+        return LogPage(kept, len(rows) > limit, as_of)
 
     async def refusals(self, f: logs.LogFilter) -> dict[str, int]:
         """Requests refused (before reaching a model) in the filter's range and key, by error code: they are
@@ -92,8 +91,8 @@ class LogService:
                 await conn.execute("set transaction isolation level repeatable read")
                 row = await logs.entry(conn, trace_id, account_id)
                 bodies = await logs.bodies_of(conn, trace_id, account_id) if row is not None else None
-                position, time, checked = await freshness_of(conn, LOGS)
-        return LogEntry(row, bodies, AsOf(position, time, checked), self.keeps_bodies) if row is not None else None
+                as_of = await read_as_of(conn, LOGS)
+        return LogEntry(row, bodies, as_of, self.keeps_bodies) if row is not None else None
 
     async def export(self, account_id: UUID, f: logs.LogFilter, format: str) -> LogExport:
         """Every matching entry, newest first, as CSV or JSON lines (`format`), and the position they are as of,
@@ -113,7 +112,6 @@ class LogService:
             async with conn:
                 async with conn.transaction():
                     await conn.execute("set transaction isolation level repeatable read, read only")
-                    position, time, checked = await freshness_of(conn, LOGS)
-                    yield AsOf(position, time, checked)
+                    yield await read_as_of(conn, LOGS)
                     async for row in logs.every(conn, f):
                         yield row

@@ -9,7 +9,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from api.read_models import TEMPLATES
-from api.services.as_of import AsOf
+from api.services.as_of import AsOf, read_as_of
 from api.services.errors import Missing
 from api.services.models import check_model
 from api.services.read_your_writes import ReadModelWaiter
@@ -18,7 +18,6 @@ from domain.rendering import CompiledMessages
 from domain.template import Template, TemplateNotFound, pick_version
 from gateway.catalog import Catalog
 from projections import prompt_templates as read_model
-from projections.readmodel import freshness_of
 
 
 class TemplateContent(msgspec.Struct):
@@ -76,14 +75,14 @@ class TemplateService:
         async with self.pool.connection() as conn:
             rows = await read_model.templates_of(conn, account_id, archived)
             latest = await read_model.latest_versions(conn, rows)
-            as_of = await _as_of(conn)
+            as_of = await read_as_of(conn, TEMPLATES)
         return [TemplateView(r, latest[r.template_id]) for r in rows if r.template_id in latest], as_of
 
     async def one(self, account_id: UUID, template_id: UUID, selector: str | None = None) -> TemplateView:
         """One version (a number, a label, or the newest) of the template."""
         async with self.pool.connection() as conn:
             row, shown = await _version(conn, account_id, template_id, selector)
-            return TemplateView(row, shown, await _as_of(conn))
+            return TemplateView(row, shown, await read_as_of(conn, TEMPLATES))
 
     async def versions(
         self, account_id: UUID, template_id: UUID
@@ -93,7 +92,7 @@ class TemplateService:
             if row is None:
                 raise not_found(template_id)
             versions = await read_model.versions_of(conn, template_id)
-            as_of = await _as_of(conn)
+            as_of = await read_as_of(conn, TEMPLATES)
         return row, versions, as_of
 
     async def render(
@@ -114,10 +113,6 @@ class TemplateService:
 
     async def _command(self, method, *args) -> Template:
         return (await self.waiter.then_caught_up(TEMPLATES, method, *args)).template
-
-
-async def _as_of(conn) -> AsOf:
-    return AsOf(*await freshness_of(conn, TEMPLATES))
 
 
 async def _version(

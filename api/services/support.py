@@ -10,12 +10,11 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from api.read_models import BILLING, DIRECTORY
-from api.services.as_of import AsOf
+from api.services.as_of import AsOf, read_as_of
 from api.services.errors import Invalid, Missing
 from api.services.logs import LogEntry, LogService
 from domain.bounds import check_text
 from projections import billing, directory
-from projections.readmodel import freshness_of
 
 MAX_QUERY_LENGTH = 320  # characters of an account search (an email is at most 254)
 MAX_TOPUPS_LISTED = 200
@@ -64,11 +63,11 @@ class SupportService:
         async with self.pool.connection() as conn:
             rows = await directory.find_accounts(conn, query, limit + 1, cursor)
             balances = await billing.balances_of(conn, [r.account_id for r in rows])
-            position, time, checked = await freshness_of(conn, DIRECTORY)
+            as_of = await read_as_of(conn, DIRECTORY)
         more = len(rows) > limit
         rows = rows[:limit]
         found = [AccountSummary(r, balances.get(r.account_id, billing.Balance(0, 0))) for r in rows]
-        return AccountsFound(found, rows[-1].email if more else None, AsOf(position, time, checked))
+        return AccountsFound(found, rows[-1].email if more else None, as_of)
 
     async def account(self, account_id: UUID) -> AccountDetail:
         async with self.pool.connection() as conn:
@@ -84,7 +83,7 @@ class SupportService:
                 await billing.topups_of(conn, account_id),
                 await billing.credit_history(conn, account_id, MAX_CREDITS_SHOWN),
                 max((s.last_used for s in stats.values() if s.last_used is not None), default=None),
-                AsOf(*await freshness_of(conn, BILLING)),
+                await read_as_of(conn, BILLING),
             )
         return detail
 

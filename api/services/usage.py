@@ -11,11 +11,10 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from api.read_models import BILLING, LOGS
-from api.services.as_of import AsOf
+from api.services.as_of import AsOf, read_as_of
 from api.services.billing import check_span
 from projections import billing, directory, logs
 from domain.bounds import check_aware
-from projections.readmodel import freshness_of
 
 STACKS = ("model", "provider", "key")  # what a series per bucket is stacked by
 # what a series per bucket can count, from a spend row
@@ -90,7 +89,7 @@ class UsageService:
                 if by is not None:
                     per_bucket = await billing.spend_history(conn, account_id, [unit, by], start, end, keys=keys)
                 labels = _labels({k.key_id: k.label for k in await directory.keys_of(conn, account_id)})
-                position, time, checked = await freshness_of(conn, BILLING)
+                as_of = await read_as_of(conn, BILLING)
         name = (lambda key: labels.get(key, key)) if by == "key" else (lambda group: group)
         return Usage(
             unit,
@@ -112,7 +111,7 @@ class UsageService:
                 ),
                 key=lambda k: (-k.spend, k.label),
             ),
-            AsOf(position, time, checked),
+            as_of,
         )
 
     async def latency(self, account_id: UUID, unit: str, start: datetime, end: datetime) -> Latency:
@@ -124,8 +123,8 @@ class UsageService:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")
                 buckets = await logs.latency_by_bucket(conn, account_id, unit, start, end)
-                position, time, checked = await freshness_of(conn, LOGS)
-        return Latency(buckets, AsOf(position, time, checked))
+                as_of = await read_as_of(conn, LOGS)
+        return Latency(buckets, as_of)
 
     async def credits(self, account_id: UUID) -> list[billing.CreditRow]:
         """The newest MAX_CREDITS credit movements of the account: grants, top-ups, auto-refills, refunds."""

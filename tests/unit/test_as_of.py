@@ -19,3 +19,8 @@ def test_an_answer_from_two_read_models_is_as_current_as_the_one_further_behind(
     ahead, behind = (9, T + timedelta(seconds=5), T + timedelta(seconds=9)), (7, T, T + timedelta(seconds=2))
     assert joined(ahead, behind) == AsOf(7, T, T + timedelta(seconds=2))
     assert joined(ahead, (8, T, None)) == AsOf(8, T, None)  # one never seen at the head: no check at all
+
+
+def test_an_answer_from_one_read_model_is_as_current_as_it():  # what read_as_of gives for one read model
+    for freshness in ((7, T, T + timedelta(hours=3)), (7, T, None), (0, None, None)):
+        assert joined(freshness) == AsOf(*freshness)
