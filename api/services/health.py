@@ -3,6 +3,8 @@ aside, how full is the event log, and are the processes `mesh up` keeps running 
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
@@ -64,6 +66,7 @@ class HealthService:
         self.source = source
         self.pool = pool
         self.supervisor = supervisor
+        self._last: tuple[float, HealthReport] | None = None  # the newest report and when it was made (monotonic)
 
     async def check(self) -> HealthReport:
         head: int | None = None
@@ -85,7 +88,17 @@ class HealthService:
                 set_aside = await quarantined(conn)
         except Exception as exc:
             pg_state = f"unreachable: {type(exc).__name__}"
-        return HealthReport(nats_state, pg_state, head, used, limit, projections, set_aside, self.supervisor.status())
+        report = HealthReport(nats_state, pg_state, head, used, limit, projections, set_aside, self.supervisor.status())
+        self._last = (time.monotonic(), report)
+        return report
+
+    async def recent(self, max_age: float) -> HealthReport:
+        """The newest report if it is at most `max_age` seconds old (what GET /health or an earlier caller found),
+        else a new one: for a caller that can be a little behind and need not pay for the checks each time."""
+        last = self._last
+        if last is not None and time.monotonic() - last[0] <= max_age:
+            return last[1]
+        return await self.check()
 
     async def retry_quarantined(self) -> tuple[int, int]:
         """Apply every quarantined event again (after a fix), as `mesh projections retry` does: (applied, still

@@ -25,6 +25,8 @@ from gateway.usage import UsagePublisher
 
 # The classic text format every Prometheus reads (what generate_latest writes); the charset is added on the way out
 CONTENT_TYPE = "text/plain; version=0.0.4"
+# how old the health report whose projection lags a scrape shows may be: scrapes this close reuse it, with no I/O
+LAG_REUSE_SECONDS = 5.0
 
 
 class _Snapshot:
@@ -59,7 +61,7 @@ class MetricsService:
         return any([hmac.compare_digest(presented, reader) for reader in self._readers])  # every one compared
 
     async def render(self) -> bytes:
-        report = await self.health.check()
+        report = await self.health.recent(LAG_REUSE_SECONDS)
         spooled = await asyncio.to_thread(self.usage.spool_depth)
         self._snapshot.families = [*self._requests(), *self._budget(spooled)]
         lag = GaugeMetricFamily(

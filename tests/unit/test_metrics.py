@@ -1,12 +1,16 @@
-"""The gateway's counters for GET /metrics, and how they are rendered: buckets, cumulative counts, who reads."""
+"""The gateway's counters for GET /metrics, and how they are rendered: buckets, cumulative counts, who reads, and
+the health check a scrape reuses."""
 
 import uuid
 from datetime import datetime, timezone
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.services.metrics import MetricsService, _histogram
+from api.services.health import HealthService
+from api.services.metrics import LAG_REUSE_SECONDS, MetricsService, _histogram
+from api.supervisor import Supervisor
 from domain.usage import UsageRecorded
+from gateway.lease_admission import Budgets
 from gateway.metrics import DURATION_BUCKETS, GatewayMetrics
 
 
@@ -82,3 +86,41 @@ def test_only_the_operator_token_and_the_metrics_token_read_metrics():
     assert not service.may_read("") and not service.may_read("mo-operato") and not service.may_read("scraper ")
     unset = MetricsService(GatewayMetrics(), None, None, None, ("mo-operator", ""))  # type: ignore[arg-type]
     assert not unset.may_read("")  # no MESH_METRICS_TOKEN: an empty token reads nothing
+
+
+class CountingSource:
+    """The event stream's state, counting how often it is asked."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def state(self) -> tuple[int, int, int]:
+        self.calls += 1
+        return 10, 100, 1000
+
+
+class NoPostgres:
+    def connection(self, timeout: float):
+        raise OSError("no PostgreSQL here")
+
+
+class Spool:
+    queued = 0
+
+    def spool_depth(self) -> int:
+        return 0
+
+
+async def test_scrapes_close_together_reuse_one_health_check():
+    source = CountingSource()
+    health = HealthService(source, NoPostgres(), Supervisor())  # type: ignore[arg-type]
+    service = MetricsService(GatewayMetrics(), Budgets(None), Spool(), health, ("mo-operator",))  # type: ignore[arg-type]
+    first, second = await service.render(), await service.render()
+    assert source.calls == 1 and b"mesh_budget_leases_open 0.0" in first and b"mesh_usage_spool_events" in second
+    await health.check()  # GET /health checks anew each time; a scrape after it reuses what it found
+    await service.render()
+    assert source.calls == 2
+    made, report = health._last  # type: ignore[misc]
+    health._last = (made - LAG_REUSE_SECONDS - 0.1, report)  # older than a scrape may show
+    await service.render()
+    assert source.calls == 3
