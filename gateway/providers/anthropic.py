@@ -31,14 +31,13 @@ from gateway.answer_fields import cost_fields
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError, invalid
 from gateway.fields import ANTHROPIC_CHAT_FIELDS, content_parts, data_url
+from gateway.providers.upstream_errors import error_field, failed_mid_stream
 from gateway.providers.base import (
     Reply,
     StreamReply,
     Upstream,
     Usage,
-    error_field,
     estimated_usage,
-    failed_mid_stream,
     message_text,
     relayed_stream,
     translated_stream,

@@ -33,14 +33,13 @@ import msgspec
 from gateway.catalog import Model, Provider
 from gateway.errors import invalid
 from gateway.fields import GEMINI_CHAT_FIELDS, content_parts, data_url
+from gateway.providers.upstream_errors import error_field, failed_mid_stream
 from gateway.providers.base import (
     Reply,
     StreamReply,
     Upstream,
     Usage,
-    error_field,
     estimated_usage,
-    failed_mid_stream,
     message_text,
     translated_stream,
 )

@@ -9,16 +9,15 @@ import msgspec
 from gateway.answer_fields import model_name, with_cost, with_model
 from gateway.catalog import Model, Provider
 from gateway.fields import OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS
+from gateway.providers.upstream_errors import error_field, failed_mid_stream
 from gateway.providers.base import (
     SSE_DONE,
     Reply,
     StreamReply,
     Upstream,
     Usage,
-    error_field,
     estimate_tokens,
     estimated_usage,
-    failed_mid_stream,
     relayed_stream,
     sse,
 )

@@ -12,7 +12,7 @@ from gateway import fallbacks
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError
 from gateway.fallbacks import ATTEMPTS_PER_MODEL, RETRY_AFTER_CAP, Candidate, backoff, first_answer
-from gateway.providers.base import retry_after, upstream_error, upstream_timeout, upstream_unreachable
+from gateway.providers.upstream_errors import retry_after, upstream_error, upstream_timeout, upstream_unreachable
 from gateway.transport import UpstreamUnreachable
 
 ACME = Provider(name="acme", kind="openai", base_url="http://127.0.0.1:9/v1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from gateway.catalog import Provider
-from gateway.providers.base import upstream_error, upstream_unreachable
+from gateway.providers.upstream_errors import upstream_error, upstream_unreachable
 from gateway.transport import UpstreamClosed, UpstreamUnreachable
 
 ACME = Provider(name="acme", kind="openai", base_url="http://10.0.0.7:9000/v1", api_key="sk-secret")
