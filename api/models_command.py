@@ -1,23 +1,42 @@
 """`mesh models discover <provider>`: what a provider in mesh.toml offers, asked with the adapter Mesh would use
-(its base URL and credentials), marked with the catalog's ids as mesh.toml declares them (a running Mesh's
-`GET /admin/providers/{name}/models` also sees the models operators added and their runtime switches)."""
+(its base URL and credentials), marked with the catalog's ids: mesh.toml's, with what operators changed at runtime
+(models added, switched on or off) when the command runs beside a Mesh (a `mesh up` of this data dir, or
+MESH_DATABASE_URL), as `GET /admin/providers/{name}/models` marks them."""
 
 from __future__ import annotations
 
 import sys
 
 import msgspec
+import psycopg
 
 from api.gateway_wiring import make_adapter
+from api.live_catalog import apply_operator_changes
 from api.runtime_options import load_catalog
 from api.services.errors import ServiceError
 from api.services.provider_models import ProviderModelService
+from api.servers import running_database
 from api.settings import Settings
 from gateway.discovery import MAX_MODELS, Offer
+
+CONNECT_SECONDS = 5  # to the running Mesh's PostgreSQL
 
 
 async def discover_models(settings: Settings, name: str, as_json: bool) -> int:
     catalog = load_catalog(settings)
+    database_url = running_database(settings)
+    if database_url is not None:
+        try:
+            async with await psycopg.AsyncConnection.connect(database_url, connect_timeout=CONNECT_SECONDS) as conn:
+                await apply_operator_changes(catalog, conn)
+        except psycopg.Error as exc:
+            print(
+                f"mesh: the running Mesh's catalog could not be read ({type(exc).__name__}); "
+                "marked from mesh.toml only",
+                file=sys.stderr,
+            )
+    else:
+        print("mesh: no running Mesh found: marked from mesh.toml only", file=sys.stderr)
     provider = catalog.providers.get(name)
     adapters = {name: make_adapter(provider)} if provider is not None else {}
     try:

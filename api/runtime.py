@@ -23,6 +23,7 @@ from api.exports import EXPORT_IDLE_SECONDS, ExportGate
 from api.gateway_wiring import ReadModelKeys, ReadModelTemplates, make_adapter
 from api.logins import LoginGuard
 from api.payments import PaymentGuard, PaymentProvider, StripePayments
+from api.live_catalog import apply_operator_changes
 from api.projection_worker import ProjectionWorker, ensure_read_models
 from api.read_models import DIRECTORY
 from api.services.events import HEARTBEAT_SECONDS
@@ -65,7 +66,6 @@ from gateway.keys import KeyCache
 from gateway.prompt_templates import TemplateCache
 from gateway.usage import UsagePublisher
 from projections import billing, logs
-from projections import catalog as catalog_read_model
 from projections.source import StreamSource
 from gateway.pause import stopped_within
 
@@ -243,18 +243,12 @@ class Runtime:
             await worker.rebuild_outdated(outdated)
             await worker.catch_up()  # serve from read models that have seen the whole log
         async with self.pool.connection() as conn:
-            for m in await catalog_read_model.added(conn):  # before the overrides, which may change them
-                if (
-                    self.catalog.add(m.model_id, m.provider, m.upstream, m.price, m.max_output_tokens, m.context_tokens)
-                    is None
-                ):
-                    log.warning(
-                        "model %s added by an operator is not served: mesh.toml declares it, or not its provider %s",
-                        m.model_id,
-                        m.provider,
-                    )
-            for model_id, (price, enabled) in (await catalog_read_model.overrides(conn)).items():
-                self.catalog.apply(model_id, price, enabled)
+            for m in await apply_operator_changes(self.catalog, conn):
+                log.warning(
+                    "model %s added by an operator is not served: mesh.toml declares it, or not its provider %s",
+                    m.model_id,
+                    m.provider,
+                )
         self.usage = UsagePublisher(self.nc, self.stream, self.spool_dir / "usage.jsonl")
         self.bodies = BodyPublisher(self.nc, self.stream) if self.log_bodies else None
         self.refusals = Refusals(self.nc, self.stream, self.refusals_flush_seconds)

@@ -102,6 +102,15 @@ class Servers:
             return None
 
 
+def running_database(settings: Settings) -> str | None:
+    """The read models' database of the Mesh this command runs beside: MESH_DATABASE_URL, or the embedded
+    PostgreSQL of a live `mesh up` of this data dir; None: neither (nothing is started)."""
+    if settings.database_url:
+        return settings.database_url
+    running = Servers(settings)._running()
+    return running["database_url"] if running is not None else None
+
+
 def private_dir(path: Path) -> None:
     """Make the data dir readable by this user only (it holds the servers' data and their passwords)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)

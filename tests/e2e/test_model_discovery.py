@@ -158,8 +158,8 @@ def test_discovery_needs_the_operator_and_names_what_is_wrong(discovery):
     assert "acme" in refused.text and KEYS["OPENAI_TEST_KEY"] not in refused.text
 
 
-def mesh_cli(config, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")} | KEYS
+def mesh_cli(config, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")} | KEYS | (env or {})
     return subprocess.run(
         [*MESH_FROM_CHECKOUT, "--config", str(config), *args], capture_output=True, text=True, env=env, timeout=60
     )
@@ -192,3 +192,40 @@ def test_the_cli_names_an_unknown_provider(discovery):
     _, config, _ = discovery
     unknown = mesh_cli(config, "models", "discover", "nope")
     assert unknown.returncode == 1 and "no provider 'nope' in mesh.toml" in unknown.stderr
+
+
+def test_the_cli_beside_a_running_mesh_marks_what_operators_changed(discovery, tmp_path):
+    mesh, config, _ = discovery
+    added = httpx.post(
+        f"{mesh.url}/admin/models",
+        headers={"authorization": f"Bearer {mesh.operator_token}"},
+        json={
+            "id": "claude/old",
+            "provider": "claude",
+            "upstream": "claude-old",
+            "prompt_usd_per_1k": "1",
+            "completion_usd_per_1k": "5",
+        },
+        timeout=30,
+    )
+    assert added.status_code == 201, added.text
+    switched = httpx.put(
+        f"{mesh.url}/admin/models/claude/test",
+        headers={"authorization": f"Bearer {mesh.operator_token}"},
+        json={"enabled": False},
+        timeout=30,
+    )
+    assert switched.status_code == 200, switched.text
+
+    beside = mesh_cli(config, "models", "discover", "claude", "--json", env={"MESH_DATA_DIR": str(mesh.data_dir)})
+    assert beside.returncode == 0, beside.stderr
+    models = by_id(json.loads(beside.stdout))
+    assert (models["claude-old"]["mesh_ids"], models["claude-old"]["enabled"]) == (["claude/old"], True)
+    assert (models["claude-test"]["mesh_ids"], models["claude-test"]["enabled"]) == (["claude/test"], False)
+    assert "mesh.toml only" not in beside.stderr
+    assert models == by_id(listed(mesh, "claude").json())  # as the running Mesh's route marks them
+
+    alone = mesh_cli(config, "models", "discover", "claude", "--json", env={"MESH_DATA_DIR": str(tmp_path / "none")})
+    models = by_id(json.loads(alone.stdout))
+    assert (models["claude-old"]["mesh_ids"], models["claude-test"]["enabled"]) == ([], True)
+    assert "no running Mesh found: marked from mesh.toml only" in alone.stderr
