@@ -53,18 +53,19 @@ class Translated:
         return [(IGNORED_HEADER, ",".join(self.ignored).encode())] if self.ignored else []
 
 
-class Function(msgspec.Struct):
+# Decoded from JSON, these hold no reference cycles: left out of the garbage collector's tracking (cheaper to make).
+class Function(msgspec.Struct, gc=False):
     name: str | None = None
     arguments: str | None = None
 
 
-class ToolCall(msgspec.Struct):
+class ToolCall(msgspec.Struct, gc=False):
     index: int = 0
     id: str | None = None
     function: Function | None = None
 
 
-class Turn(msgspec.Struct):
+class Turn(msgspec.Struct, gc=False):
     """What an answer's message (or a stream chunk's delta) holds that a front door encodes."""
 
     content: str | None = None
@@ -80,13 +81,13 @@ class Turn(msgspec.Struct):
         return self.reasoning_content or self.reasoning
 
 
-class Choice(msgspec.Struct):
+class Choice(msgspec.Struct, gc=False):
     message: Turn | None = None
     delta: Turn | None = None
     finish_reason: str | None = None
 
 
-class Completion(msgspec.Struct):
+class Completion(msgspec.Struct, gc=False):
     """An internal chat.completion, or one of its stream's chunks: the parts a front door encodes."""
 
     id: str | None = None
@@ -97,10 +98,54 @@ class Completion(msgspec.Struct):
 
 
 decode_completion = msgspec.json.Decoder(Completion).decode
+_json = msgspec.json.encode
+
+# Where an event template (bytes, filled with %-formatting) takes an integer, and JSON already encoded (bytes).
+INT_SLOT = msgspec.Raw(b"%d")
+JSON_SLOT = msgspec.Raw(b"%s")
+
+
+class PartlyEncoded:
+    """A JSON object encoded once but for its `varying` members, whose values `fill` puts in place already
+    encoded: the same bytes as encoding the whole object with those values, without encoding the rest again (its
+    members may hold whatever a client sent, so this is a join of pieces, not a %-template)."""
+
+    def __init__(self, document: dict[str, Any], varying: tuple[str, ...]):
+        self.pieces: list[bytes] = []
+        piece, fixed = b"{", {}
+        for name, value in document.items():
+            if name not in varying:
+                fixed[name] = value
+                continue
+            if fixed:
+                piece += _json(fixed)[1:-1] + b","
+                fixed = {}
+            self.pieces.append(piece + _json(name) + b":")
+            piece = b","
+        if fixed:
+            piece += _json(fixed)[1:-1]
+        elif piece == b",":
+            piece = b""
+        self.pieces.append(piece + b"}")
+
+    def fill(self, *values: bytes) -> bytes:
+        """The object with `values` (encoded, in the order of the members they are) in the varying members."""
+        out = [self.pieces[0]]
+        for value, piece in zip(values, self.pieces[1:]):
+            out.append(value)
+            out.append(piece)
+        return b"".join(out)
 
 
 def chunks(frames: bytes) -> list[Completion | None]:
     """The chat.completion.chunk documents in a batch of internal SSE frames, up to the first `[DONE]` (None)."""
+    if frames.count(b"\n") == 2 and frames[:6] == b"data: ":  # a batch of one frame: read without splitting
+        if frames[6:-2] == b"[DONE]":
+            return [None]
+        try:
+            return [decode_completion(frames[6:])]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return []
     found: list[Completion | None] = []
     for frame in frames.split(b"\n\n"):
         if frame[:6] == b"data: ":
