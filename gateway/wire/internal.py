@@ -105,38 +105,6 @@ INT_SLOT = msgspec.Raw(b"%d")
 JSON_SLOT = msgspec.Raw(b"%s")
 
 
-class PartlyEncoded:
-    """A JSON object encoded once but for its `varying` members, whose values `fill` puts in place already
-    encoded: the same bytes as encoding the whole object with those values, without encoding the rest again (its
-    members may hold whatever a client sent, so this is a join of pieces, not a %-template)."""
-
-    def __init__(self, document: dict[str, Any], varying: tuple[str, ...]):
-        self.pieces: list[bytes] = []
-        piece, fixed = b"{", {}
-        for name, value in document.items():
-            if name not in varying:
-                fixed[name] = value
-                continue
-            if fixed:
-                piece += _json(fixed)[1:-1] + b","
-                fixed = {}
-            self.pieces.append(piece + _json(name) + b":")
-            piece = b","
-        if fixed:
-            piece += _json(fixed)[1:-1]
-        elif piece == b",":
-            piece = b""
-        self.pieces.append(piece + b"}")
-
-    def fill(self, *values: bytes) -> bytes:
-        """The object with `values` (encoded, in the order of the members they are) in the varying members."""
-        out = [self.pieces[0]]
-        for value, piece in zip(values, self.pieces[1:]):
-            out.append(value)
-            out.append(piece)
-        return b"".join(out)
-
-
 def chunks(frames: bytes) -> list[Completion | None]:
     """The chat.completion.chunk documents in a batch of internal SSE frames, up to the first `[DONE]` (None)."""
     if frames.count(b"\n") == 2 and frames[:6] == b"data: ":  # a batch of one frame: read without splitting

@@ -37,7 +37,6 @@ from gateway.wire.internal import (
     JSON_SLOT,
     Completion,
     Function,
-    PartlyEncoded,
     Reencoded,
     Translated,
     Turn,
@@ -372,19 +371,16 @@ _ARGUMENTS_DELTA = _event("response.function_call_arguments.delta", {**_WHERE, "
 _ARGUMENTS_DONE = _event("response.function_call_arguments.done", {**_WHERE, "name": JSON_SLOT, "arguments": JSON_SLOT})
 _MESSAGE_OPEN = _json({**_message(JSON_SLOT, "", "in_progress"), "content": []})  # type: ignore[arg-type]
 _MESSAGE_DONE = _json(_message(JSON_SLOT, JSON_SLOT))  # type: ignore[arg-type]
-# What a stream's `response` has that changes between its first events and its last, in the object's order.
-_VARYING = ("status", "incomplete_details", "output", "usage")
-_IN_PROGRESS = (_json("in_progress"), _json(None))
 
 
 class _StreamState:
-    """The Responses events of one internal stream, made from templates: the response object is encoded once (its
-    first events and its last differ only in `_VARYING`), each item's and text's JSON once."""
+    """The Responses events of one internal stream, made from templates; each item and text encoded once, the last
+    event's response the first events' with the stream's end (its created_at kept)."""
 
     def __init__(self, reply: StreamReply, model: Model, body: dict):
         self.reply, self.model, self.body = reply, model, body
         self.id = _new_id("resp")
-        self.response: PartlyEncoded | None = None  # made at the first chunk (its created_at)
+        self.response: dict | None = None  # made at the first chunk (its created_at)
         self.sequence = 0
         self.output: list[bytes] = []  # the items done, encoded
         self.open: dict | None = None  # the item being written
@@ -397,19 +393,21 @@ class _StreamState:
         out: list[bytes] = []
         for chunk in batch:
             if self.response is None:
-                document = _response(self.id, self.model, self.body, "in_progress", [], None)
-                self.response = PartlyEncoded(document, _VARYING)
-                response = self.response.fill(*_IN_PROGRESS, b"[]", b"null")
+                self.response = _response(self.id, self.model, self.body, "in_progress", [], None)
+                response = _json(self.response)
                 out.append(_RESPONSE_EVENTS["created"] % (self.sequence, response))
                 out.append(_RESPONSE_EVENTS["in_progress"] % (self.sequence + 1, response))
                 self.sequence += 2
             if chunk is None:
                 self._close(out)
                 status = "incomplete" if self.length else "completed"
-                counted = _json(usage(self.reply.usage, self.reply.cost()))
-                output = b"[" + b",".join(self.output) + b"]"
-                response = self.response.fill(_json(status), _json(_incomplete_details(status)), output, counted)
-                out.append(_RESPONSE_EVENTS[status] % (self.sequence, response))
+                self.response.update(
+                    status=status,
+                    incomplete_details=_incomplete_details(status),
+                    output=msgspec.Raw(b"[" + b",".join(self.output) + b"]"),
+                    usage=usage(self.reply.usage, self.reply.cost()),
+                )
+                out.append(_RESPONSE_EVENTS[status] % (self.sequence, _json(self.response)))
                 self.sequence += 1
                 break
             for choice in chunk.choices:
