@@ -354,7 +354,7 @@ def _event(kind: str, data: dict) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + _json(event) + b"\n\n"
 
 
-# The stream's events, encoded once; `where` an item's id, its output index and its content part.
+# The stream's events, encoded once as %-templates (_WHERE: an item's id and output index; _PART: a message's text).
 _WHERE = {"item_id": JSON_SLOT, "output_index": INT_SLOT}
 _PART = {"type": "output_text", "text": JSON_SLOT, "annotations": []}
 _RESPONSE_EVENTS = {
