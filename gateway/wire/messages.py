@@ -35,7 +35,16 @@ from gateway.answer_fields import cost_fields
 from gateway.catalog import Model
 from gateway.errors import GatewayError, invalid
 from gateway.providers.base import StreamReply, Usage
-from gateway.wire.internal import Completion, Function, Reencoded, Translated, Turn, decode_completion
+from gateway.wire.internal import (
+    INT_SLOT,
+    JSON_SLOT,
+    Completion,
+    Function,
+    Reencoded,
+    Translated,
+    Turn,
+    decode_completion,
+)
 from gateway import worst_case
 
 PATH = "/v1/messages"
@@ -423,14 +432,37 @@ def encode(answer: bytes, counted: Usage, model: Model, cost: int | None = None)
     )
 
 
+_json = msgspec.json.encode
+
+
 def _event(kind: str, data: dict) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + msgspec.json.encode({"type": kind, **data}) + b"\n\n"
+    """An event; with INT_SLOTs and JSON_SLOTs in `data`, a %-template to fill in their order."""
+    return b"event: " + kind.encode() + b"\ndata: " + _json({"type": kind, **data}) + b"\n\n"
 
 
-_TEXT_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'  # the frequent event, by hand
+# The stream's events, encoded once.
+_PING = _event("ping", {})
+_MESSAGE_STOP = _event("message_stop", {})
+_MESSAGE_DELTA = _event(
+    "message_delta", {"delta": {"stop_reason": JSON_SLOT, "stop_sequence": None}, "usage": JSON_SLOT}
+)
+_BLOCK_START = _event("content_block_start", {"index": INT_SLOT, "content_block": JSON_SLOT})
+_BLOCK_STOP = _event("content_block_stop", {"index": INT_SLOT})
+_THINKING_BLOCK = _json({"type": "thinking", "thinking": "", "signature": SIGNATURE})
+_TEXT_BLOCK = _json({"type": "text", "text": ""})
+_TEXT_DELTA = _event("content_block_delta", {"index": INT_SLOT, "delta": {"type": "text_delta", "text": JSON_SLOT}})
+_THINKING_DELTA = _event(
+    "content_block_delta", {"index": INT_SLOT, "delta": {"type": "thinking_delta", "thinking": JSON_SLOT}}
+)
+_JSON_DELTA = _event(
+    "content_block_delta", {"index": INT_SLOT, "delta": {"type": "input_json_delta", "partial_json": JSON_SLOT}}
+)
+_STOP_REASONS = {reason: _json(reason) for reason in {"end_turn", *STOP_REASONS.values()}}
 
 
 class _StreamState:
+    """Anthropic's events for one internal stream, made from templates: each event's constant part encoded once."""
+
     def __init__(self, reply: StreamReply, model: Model):
         self.reply, self.model = reply, model
         self.started = False
@@ -455,13 +487,12 @@ class _StreamState:
                     "usage": {"input_tokens": 0, "output_tokens": 0},
                 }
                 out.append(_event("message_start", {"message": message}))
-                out.append(_event("ping", {}))
+                out.append(_PING)
             if chunk is None:
                 self._close(out)
-                counted = usage(self.reply.usage, self.reply.cost())
-                delta = {"stop_reason": self.stop, "stop_sequence": None}
-                out.append(_event("message_delta", {"delta": delta, "usage": counted}))
-                out.append(_event("message_stop", {}))
+                counted = _json(usage(self.reply.usage, self.reply.cost()))
+                out.append(_MESSAGE_DELTA % (_STOP_REASONS[self.stop], counted))
+                out.append(_MESSAGE_STOP)
                 break
             for choice in chunk.choices:
                 if choice.delta is not None:
@@ -473,46 +504,32 @@ class _StreamState:
     def _delta(self, delta: Turn, out: list[bytes]) -> None:
         reasoning = delta.thought()
         if reasoning:
-            self._block("thinking", {"type": "thinking", "thinking": "", "signature": SIGNATURE}, out)
-            out.append(self._block_delta({"type": "thinking_delta", "thinking": reasoning}))
+            if self.open != "thinking":
+                self._open("thinking", _THINKING_BLOCK, out)
+            out.append(_THINKING_DELTA % (self.index, _json(reasoning)))
         text = delta.text()
         if text:
-            self._block("text", {"type": "text", "text": ""}, out)
-            out.append(
-                b'%s%d,"delta":{"type":"text_delta","text":%s}}\n\n'
-                % (_TEXT_DELTA, self.index, msgspec.json.encode(text))
-            )
+            if self.open != "text":
+                self._open("text", _TEXT_BLOCK, out)
+            out.append(_TEXT_DELTA % (self.index, _json(text)))
         for call in delta.tool_calls or []:
             function = call.function or Function()
             if call.id or call.index not in self.tools:
                 block = {"type": "tool_use", "id": call.id, "name": function.name, "input": {}}
-                self._block("tool_use", block, out, new=True)
+                self._open("tool_use", _json(block), out)
                 self.tools[call.index] = self.index
             if function.arguments:
-                out.append(
-                    _event(
-                        "content_block_delta",
-                        {
-                            "index": self.tools[call.index],
-                            "delta": {"type": "input_json_delta", "partial_json": function.arguments},
-                        },
-                    )
-                )
+                out.append(_JSON_DELTA % (self.tools[call.index], _json(function.arguments)))
 
-    def _block(self, kind: str, block: dict, out: list[bytes], new: bool = False) -> None:
-        if self.open == kind and not new:
-            return
+    def _open(self, kind: str, block: bytes, out: list[bytes]) -> None:
         self._close(out)
         self.index += 1
         self.open = kind
-        out.append(_event("content_block_start", {"index": self.index, "content_block": block}))
-
-    def _block_delta(self, delta: dict) -> bytes:
-        return _event("content_block_delta", {"index": self.index, "delta": delta})
+        out.append(_BLOCK_START % (self.index, block))
 
     def _close(self, out: list[bytes]) -> None:
         if self.open is not None:
-            out.append(_event("content_block_stop", {"index": self.index}))
+            out.append(_BLOCK_STOP % self.index)
             self.open = None
 
 

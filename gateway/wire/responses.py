@@ -32,7 +32,16 @@ from gateway.answer_fields import cost_fields
 from gateway.catalog import Model
 from gateway.errors import invalid
 from gateway.providers.base import StreamReply, Usage
-from gateway.wire.internal import Completion, Function, Reencoded, Translated, Turn, decode_completion
+from gateway.wire.internal import (
+    INT_SLOT,
+    JSON_SLOT,
+    Completion,
+    Function,
+    Reencoded,
+    Translated,
+    Turn,
+    decode_completion,
+)
 
 PATH = "/v1/responses"
 HOSTED_TOOLS = frozenset(
@@ -278,7 +287,7 @@ def _response(
         "created_at": int(time.time()),
         "status": status,
         "error": None,
-        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "incomplete_details": _incomplete_details(status),
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),
         "model": model.id,
@@ -296,6 +305,10 @@ def _response(
         "usage": usage(counted, cost) if counted is not None else None,
         "metadata": body.get("metadata") or {},
     }
+
+
+def _incomplete_details(status: str) -> dict | None:
+    return {"reason": "max_output_tokens"} if status == "incomplete" else None
 
 
 def _new_id(prefix: str) -> str:
@@ -332,41 +345,70 @@ def encode(answer: bytes, counted: Usage, model: Model, body: dict, cost: int | 
     return msgspec.json.encode(_response(_new_id("resp"), model, body, status, output, counted, cost))
 
 
-_TEXT_DELTA = b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
+_json = msgspec.json.encode
+
+
+def _event(kind: str, data: dict) -> bytes:
+    """An event as a %-template: its sequence number first, then `data`'s INT_SLOTs and JSON_SLOTs in order."""
+    event = {"type": kind, "sequence_number": INT_SLOT, **data}
+    return b"event: " + kind.encode() + b"\ndata: " + _json(event) + b"\n\n"
+
+
+# The stream's events, encoded once as %-templates (_WHERE: an item's id and output index; _PART: a message's text).
+_WHERE = {"item_id": JSON_SLOT, "output_index": INT_SLOT}
+_PART = {"type": "output_text", "text": JSON_SLOT, "annotations": []}
+_RESPONSE_EVENTS = {
+    kind: _event(f"response.{kind}", {"response": JSON_SLOT})
+    for kind in ("created", "in_progress", "completed", "incomplete")
+}
+_ITEM_ADDED = _event("response.output_item.added", {"output_index": INT_SLOT, "item": JSON_SLOT})
+_ITEM_DONE = _event("response.output_item.done", {"output_index": INT_SLOT, "item": JSON_SLOT})
+_PART_ADDED = _event("response.content_part.added", {**_WHERE, "content_index": 0, "part": {**_PART, "text": ""}})
+_TEXT_DELTA = _event("response.output_text.delta", {**_WHERE, "content_index": 0, "delta": JSON_SLOT, "logprobs": []})
+_TEXT_DONE = _event("response.output_text.done", {**_WHERE, "content_index": 0, "text": JSON_SLOT, "logprobs": []})
+_PART_DONE = _event("response.content_part.done", {**_WHERE, "content_index": 0, "part": _PART})
+_ARGUMENTS_DELTA = _event("response.function_call_arguments.delta", {**_WHERE, "delta": JSON_SLOT})
+_ARGUMENTS_DONE = _event("response.function_call_arguments.done", {**_WHERE, "name": JSON_SLOT, "arguments": JSON_SLOT})
+_MESSAGE_OPEN = _json({**_message(JSON_SLOT, "", "in_progress"), "content": []})  # type: ignore[arg-type]
+_MESSAGE_DONE = _json(_message(JSON_SLOT, JSON_SLOT))  # type: ignore[arg-type]
 
 
 class _StreamState:
+    """The Responses events of one internal stream, made from templates; each item and text encoded once, the last
+    event's response the first events' with the stream's end (its created_at kept)."""
+
     def __init__(self, reply: StreamReply, model: Model, body: dict):
         self.reply, self.model, self.body = reply, model, body
         self.id = _new_id("resp")
+        self.response: dict | None = None  # made at the first chunk (its created_at)
         self.sequence = 0
-        self.started = False
-        self.output: list[dict] = []  # the items done
+        self.output: list[bytes] = []  # the items done, encoded
         self.open: dict | None = None  # the item being written
+        self.open_id = b""  # its id, encoded
         self.texts: list[str] = []  # the open message's text so far
         self.calls: dict[int, dict] = {}  # internal tool call index -> its item
         self.length = False
 
-    def _event(self, kind: str, data: dict) -> bytes:
-        event = {"type": kind, "sequence_number": self.sequence, **data}
-        self.sequence += 1
-        return b"event: " + kind.encode() + b"\ndata: " + msgspec.json.encode(event) + b"\n\n"
-
     def encode(self, batch: list[Completion | None]) -> bytes:
         out: list[bytes] = []
         for chunk in batch:
-            if not self.started:
-                self.started = True
-                response = _response(self.id, self.model, self.body, "in_progress", [], None)
-                out.append(self._event("response.created", {"response": response}))
-                out.append(self._event("response.in_progress", {"response": response}))
+            if self.response is None:
+                self.response = _response(self.id, self.model, self.body, "in_progress", [], None)
+                response = _json(self.response)
+                out.append(_RESPONSE_EVENTS["created"] % (self.sequence, response))
+                out.append(_RESPONSE_EVENTS["in_progress"] % (self.sequence + 1, response))
+                self.sequence += 2
             if chunk is None:
                 self._close(out)
                 status = "incomplete" if self.length else "completed"
-                response = _response(
-                    self.id, self.model, self.body, status, self.output, self.reply.usage, self.reply.cost()
+                self.response.update(
+                    status=status,
+                    incomplete_details=_incomplete_details(status),
+                    output=msgspec.Raw(b"[" + b",".join(self.output) + b"]"),
+                    usage=usage(self.reply.usage, self.reply.cost()),
                 )
-                out.append(self._event(f"response.{status}", {"response": response}))
+                out.append(_RESPONSE_EVENTS[status] % (self.sequence, _json(self.response)))
+                self.sequence += 1
                 break
             for choice in chunk.choices:
                 if choice.delta is not None:
@@ -380,20 +422,15 @@ class _StreamState:
         if text:
             if self.open is None or self.open["type"] != "message":
                 self._close(out)
-                self.open = {**_message(_new_id("msg"), "", "in_progress"), "content": []}
+                self.open = {"type": "message", "id": _new_id("msg")}
+                self.open_id = _json(self.open["id"])
                 self.texts = []
-                self._item_id = msgspec.json.encode(self.open["id"])
-                where = {"item_id": self.open["id"], "output_index": len(self.output)}
-                out.append(
-                    self._event("response.output_item.added", {"output_index": len(self.output), "item": self.open})
-                )
-                part = {"type": "output_text", "text": "", "annotations": []}
-                out.append(self._event("response.content_part.added", {**where, "content_index": 0, "part": part}))
+                index = len(self.output)
+                out.append(_ITEM_ADDED % (self.sequence, index, _MESSAGE_OPEN % self.open_id))
+                out.append(_PART_ADDED % (self.sequence + 1, self.open_id, index))
+                self.sequence += 2
             self.texts.append(text)
-            out.append(
-                b'%s%d,"item_id":%s,"output_index":%d,"content_index":0,"delta":%s,"logprobs":[]}\n\n'
-                % (_TEXT_DELTA, self.sequence, self._item_id, len(self.output), msgspec.json.encode(text))
-            )
+            out.append(_TEXT_DELTA % (self.sequence, self.open_id, len(self.output), _json(text)))
             self.sequence += 1
         for call in delta.tool_calls or []:
             function = call.function or Function()
@@ -401,16 +438,14 @@ class _StreamState:
                 self._close(out)
                 item = _call(_new_id("fc"), call.id or _new_id("call"), function.name or "", "", "in_progress")
                 self.open = self.calls[call.index] = item
-                out.append(self._event("response.output_item.added", {"output_index": len(self.output), "item": item}))
+                self.open_id = _json(item["id"])
+                out.append(_ITEM_ADDED % (self.sequence, len(self.output), _json(item)))
+                self.sequence += 1
             fragment = function.arguments
             if fragment and self.open is self.calls[call.index]:
                 self.open["arguments"] += fragment
-                out.append(
-                    self._event(
-                        "response.function_call_arguments.delta",
-                        {"item_id": self.open["id"], "output_index": len(self.output), "delta": fragment},
-                    )
-                )
+                out.append(_ARGUMENTS_DELTA % (self.sequence, self.open_id, len(self.output), _json(fragment)))
+                self.sequence += 1
 
     def _close(self, out: list[bytes]) -> None:
         item, self.open = self.open, None
@@ -418,18 +453,20 @@ class _StreamState:
             return
         index = len(self.output)
         if item["type"] == "message":
-            text = "".join(self.texts)
-            part = {"type": "output_text", "text": text, "annotations": []}
-            where = {"item_id": item["id"], "output_index": index, "content_index": 0}
-            out.append(self._event("response.output_text.done", {**where, "text": text, "logprobs": []}))
-            out.append(self._event("response.content_part.done", {**where, "part": part}))
-            item = _message(item["id"], text)
+            text = _json("".join(self.texts))
+            out.append(_TEXT_DONE % (self.sequence, self.open_id, index, text))
+            out.append(_PART_DONE % (self.sequence + 1, self.open_id, index, text))
+            self.sequence += 2
+            done = _MESSAGE_DONE % (self.open_id, text)
         else:
             item["status"] = "completed"
-            done = {"item_id": item["id"], "output_index": index, "name": item["name"], "arguments": item["arguments"]}
-            out.append(self._event("response.function_call_arguments.done", done))
-        self.output.append(item)
-        out.append(self._event("response.output_item.done", {"output_index": index, "item": item}))
+            name, arguments = _json(item["name"]), _json(item["arguments"])
+            out.append(_ARGUMENTS_DONE % (self.sequence, self.open_id, index, name, arguments))
+            self.sequence += 1
+            done = _json(item)
+        self.output.append(done)
+        out.append(_ITEM_DONE % (self.sequence, index, done))
+        self.sequence += 1
 
 
 def encode_stream(reply: StreamReply, model: Model, body: dict) -> StreamReply:

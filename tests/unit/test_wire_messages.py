@@ -248,3 +248,31 @@ def test_errors_take_anthropics_shape_and_type():
         body = json.loads(messages.error_body(GatewayError(status, "why")))
         assert body == {"type": "error", "error": {"type": kind, "message": "why"}}
     assert json.loads(messages.error_body(GatewayError(502, "x")))["error"]["type"] == "api_error"
+
+
+def test_a_streams_events_are_encoded_as_their_objects_are():
+    """The events are made from templates: each is byte for byte what encoding its object gives."""
+    frames = [
+        chunk({"reasoning_content": "hmm"}) + chunk({"content": 'a "quoted" é\n 100%s'}),
+        chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": '{"a": "%d"}'}}]}),
+        chunk({}, "length") + SSE_DONE,
+    ]
+
+    async def upstream():
+        for frame in frames:
+            yield frame
+
+    inner = StreamReply(upstream(), 0)
+    inner.usage = Usage(7, 3)
+    inner.priced = lambda usage: 12_345_000
+
+    async def read() -> list[bytes]:
+        return [frame async for frame in messages.encode_stream(inner, GPT)]
+
+    datas = [line[6:] for frame in asyncio.run(read()) for line in frame.split(b"\n") if line.startswith(b"data: ")]
+    events = [msgspec.json.decode(data) for data in datas]
+    assert [msgspec.json.encode(event) for event in events] == datas
+    assert [e["delta"].get("thinking") or e["delta"].get("text") for e in events if e["type"] == "content_block_delta"][
+        :2
+    ] == ["hmm", 'a "quoted" é\n 100%s']
+    assert events[-2]["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}

@@ -179,3 +179,38 @@ def test_a_stream_encodes_as_response_events_in_sequence():
     assert [i["type"] for i in final["output"]] == ["message", "function_call"]
     assert final["usage"]["input_tokens"] == 5 and final["usage"]["output_tokens"] == 2
     assert encoded.ended and encoded.is_last(out[-1])
+
+
+def test_a_streams_events_are_encoded_as_their_objects_are_and_its_response_keeps_its_creation_time(monkeypatch):
+    """The events are made from templates: each is byte for byte what encoding its object gives, and the response
+    in the last event is the one of the first (created_at too, however long the stream ran) with its end."""
+    clock = iter(range(1_700_000_000, 1_700_000_100))
+    monkeypatch.setattr(responses.time, "time", lambda: next(clock))
+    frames = [
+        chunk({"content": 'a "quoted" é\n'}) + chunk({"tool_calls": [{"index": 0, "id": "c", "function": {}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": '{"x": "100%"}'}}]}),
+        chunk({"content": "more"}) + chunk({}, "length") + SSE_DONE,
+    ]
+
+    async def upstream():
+        for frame in frames:
+            yield frame
+
+    inner = StreamReply(upstream(), 0)
+    inner.usage = Usage(5, 2)
+    body = {"input": "x", "instructions": "100%s", "tools": [{"type": "function", "name": "f"}], "metadata": {"k": 1}}
+    encoded = responses.encode_stream(inner, GPT, body)
+
+    async def read() -> list[bytes]:
+        return [frame async for frame in encoded]
+
+    datas = [line[6:] for frame in asyncio.run(read()) for line in frame.split(b"\n") if line.startswith(b"data: ")]
+    events = [msgspec.json.decode(data) for data in datas]
+    assert [msgspec.json.encode(event) for event in events] == datas
+    first, last = events[0]["response"], events[-1]["response"]
+    assert last["status"] == "incomplete" and last["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert [item["type"] for item in last["output"]] == ["message", "function_call", "message"]
+    assert last["output"][0]["content"][0]["text"] == 'a "quoted" é\n'
+    assert last["output"][1]["arguments"] == '{"x": "100%"}' and last["usage"]["output_tokens"] == 2
+    changed = {"status", "incomplete_details", "output", "usage"}
+    assert {k: v for k, v in last.items() if k not in changed} == {k: v for k, v in first.items() if k not in changed}
