@@ -147,6 +147,10 @@ def _run(coro):
 
 
 GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest generation (CPython: 700)
+# Under load (more arrived while a batch was applied) the worker waits this long before its next batch: fewer,
+# larger transactions, less NATS and PostgreSQL work competing with requests for the CPU, and read models that
+# trail the stream by about this much (bench/README.md, "freshness", weighs it against the gateway's latency).
+LOADED_LINGER = 0.05
 MAINTENANCE_LOOK_EVERY = 5.0  # seconds between two looks for new PostgreSQL maintenance processes to lower
 
 
@@ -298,9 +302,7 @@ async def _projections_only(settings: Settings) -> int:
             priority.lower_maintenance()
             await stopped_within(stop, MAINTENANCE_LOOK_EVERY)
 
-    # under load, a batch every half second: fewer, larger transactions, and less NATS and PostgreSQL work
-    # competing with requests for the CPU; the read models trail the stream by that much
-    jobs = [worker.run(stop, linger=0.5)]
+    jobs = [worker.run(stop, linger=LOADED_LINGER)]
     if priority is not None:
         jobs.append(keep_maintenance_low())
     await asyncio.gather(*jobs)
