@@ -12,10 +12,9 @@ from typing import Any, Callable
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from domain.catalog import ModelSettings
+from domain.catalog import MODEL_CHANGES, ModelSettings
 from domain.events import EVENT_TYPES, HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, decode_event
 from domain.events import subject_prefix
-from domain.pricing import Price
 from gateway.catalog import Catalog
 from gateway.keys import ACCOUNT_EVENTS, KEY_EVENTS, KeyCache
 from gateway.prompt_templates import EVENTS as TEMPLATE_EVENTS, TemplateCache
@@ -31,19 +30,15 @@ def handlers(keys: KeyCache, catalog: Catalog, templates: TemplateCache | None =
     table.update(dict.fromkeys(ACCOUNT_EVENTS, keys.apply_account))
     if templates is not None:
         table.update(dict.fromkeys(TEMPLATE_EVENTS, templates.apply))
-    table[ModelSettings.PriceChanged] = lambda e: catalog.apply(
-        e.model_id, price=Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k)
-    )
-    table[ModelSettings.Added] = lambda e: catalog.add(
+    table.update(dict.fromkeys(MODEL_CHANGES, lambda e: catalog.apply(e.model_id, *MODEL_CHANGES[type(e)](e))))
+    table[ModelSettings.Added] = lambda e: catalog.add(  # new to the catalog: added whole, with its price
         e.model_id,
         e.provider,
         e.upstream,
-        Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k),
+        MODEL_CHANGES[ModelSettings.Added](e)[0],
         e.max_output_tokens,
         e.context_tokens,
     )
-    table[ModelSettings.Enabled] = lambda e: catalog.apply(e.model_id, enabled=True)
-    table[ModelSettings.Disabled] = lambda e: catalog.apply(e.model_id, enabled=False)
     return table
 
 

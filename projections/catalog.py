@@ -5,39 +5,21 @@ catalog at any past instant can be told. Adding a model sets its price and switc
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import msgspec
 import psycopg
 
-from domain.catalog import ModelSettings
+from domain.catalog import MODEL_CHANGES, ModelSettings
 from domain.events import event_names
 from domain.pricing import Price
 from projections.readmodel import Envelope
 
 
-def _prices(e) -> dict[str, int | None]:
-    return {
-        "prompt_per_1k": e.prompt_per_1k,
-        "completion_per_1k": e.completion_per_1k,
-        "cached_per_1k": e.cached_per_1k,
-        "cache_write_per_1k": e.cache_write_per_1k,
-    }
-
-
-# What each model event sets of the model's row in `model_overrides` (and records in `model_changes`).
-_COLUMNS: dict[type, Callable[[Any], dict[str, Any]]] = {
-    ModelSettings.Added: lambda e: {**_prices(e), "enabled": True},
-    ModelSettings.PriceChanged: _prices,
-    ModelSettings.Enabled: lambda e: {"enabled": True},
-    ModelSettings.Disabled: lambda e: {"enabled": False},
-}
-
-
 class CatalogModel:
     name = "catalog"
     tables = ("model_overrides", "model_changes", "added_models")
-    topics = event_names(_COLUMNS)
+    topics = event_names(MODEL_CHANGES)
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -81,7 +63,10 @@ class CatalogModel:
             e = item.event
             if isinstance(e, ModelSettings.Added):
                 await self._added(cur, t, e)
-            columns = _COLUMNS[type(e)](e)
+            price, enabled = MODEL_CHANGES[type(e)](e)
+            columns: dict[str, Any] = msgspec.structs.asdict(price) if price is not None else {}
+            if enabled is not None:
+                columns["enabled"] = enabled
             names = ", ".join(columns)
             updates = ", ".join(f"{name} = excluded.{name}" for name in columns)
             await cur.execute(
