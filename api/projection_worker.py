@@ -16,7 +16,8 @@ from psycopg_pool import AsyncConnectionPool
 from api.read_models import FOLLOWERS, LOG_BODIES, READ_MODELS, RETENTION_EVERY, trim_logs
 from api.webhook_delivery import WebhookDelivery, WebhookOptions
 from commands.stream import bodies_stream
-from domain.events import subject_prefix
+from domain.events import event_names, subject_prefix
+from domain.usage import BodyRecorded, RequestsRefused, UsageRecorded
 from projections.readmodel import ReadModel, ensure_schema
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
@@ -27,7 +28,8 @@ from gateway.pause import stopped_within
 
 log = logging.getLogger("mesh")
 
-USAGE_TOPICS = "usage."  # the events the gateway publishes to an account's usage subject
+# The events a request through the gateway produces: a usage notice wakes the read models that read them.
+REQUEST_EVENTS = event_names((UsageRecorded, RequestsRefused, BodyRecorded))
 
 
 async def ensure_read_models(pool: AsyncConnectionPool) -> list[ReadModel]:
@@ -89,7 +91,7 @@ class ProjectionWorker:
         async def wake(_msg) -> None:
             self.wake()
 
-        usage_readers = [r for r in self.runners if any(t.startswith(USAGE_TOPICS) for t in r.model.topics)]
+        usage_readers = [r for r in self.runners if r.model.topics & REQUEST_EVENTS]
 
         async def arrived(_msg) -> None:
             for runner in usage_readers:

@@ -433,15 +433,15 @@ def unusable(revoked: bool, disabled: bool, expires_at: datetime | None, now: da
 
 # What each key event changes of a key, field by field: the one table behind every view of keys (the
 # directory's rows, the gateway's cache), each keeping the fields it holds. `status` is active | disabled | revoked.
-KEY_CHANGES: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "key.relabeled": lambda e: {"label": e.label},
-    "key.spend_cap_changed": lambda e: {"spend_cap": e.spend_cap, "cap_reset": e.cap_reset},
-    "key.default_model_changed": lambda e: {"default_model": e.default_model},
-    "key.allowed_models_changed": lambda e: {"allowed_models": e.allowed_models},
-    "key.expiry_changed": lambda e: {"expires_at": e.expires_at},
-    "key.fit_to_budget_changed": lambda e: {"fit_to_budget": e.fit_to_budget},
-    "key.rate_limits_changed": lambda e: {"rpm_limit": e.rpm_limit, "tpm_limit": e.tpm_limit},
-    "key.disabled": lambda e: {"status": "disabled"},
-    "key.enabled": lambda e: {"status": "active"},
-    "key.revoked": lambda e: {"status": "revoked"},
+KEY_CHANGES: dict[type, Callable[[Any], dict[str, Any]]] = {
+    ApiKey.Relabeled: lambda e: {"label": e.label},
+    ApiKey.SpendCapChanged: lambda e: {"spend_cap": e.spend_cap, "cap_reset": e.cap_reset},
+    ApiKey.DefaultModelChanged: lambda e: {"default_model": e.default_model},
+    ApiKey.AllowedModelsChanged: lambda e: {"allowed_models": e.allowed_models},
+    ApiKey.ExpiryChanged: lambda e: {"expires_at": e.expires_at},
+    ApiKey.FitToBudgetChanged: lambda e: {"fit_to_budget": e.fit_to_budget},
+    ApiKey.RateLimitsChanged: lambda e: {"rpm_limit": e.rpm_limit, "tpm_limit": e.tpm_limit},
+    ApiKey.Disabled: lambda e: {"status": "disabled"},
+    ApiKey.Enabled: lambda e: {"status": "active"},
+    ApiKey.Revoked: lambda e: {"status": "revoked"},
 }

@@ -8,6 +8,7 @@ after it; each usage event carries the price it was charged at.
 
 from __future__ import annotations
 
+from typing import Any, Callable
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from collections.abc import Collection
@@ -192,3 +193,18 @@ class ModelSettings(Aggregate):
     @event(Disabled)
     def _disable(self, model_id: str, by: str, operator: str | None = None) -> None:
         self.enabled = False
+
+
+def _price(e: Any) -> Price:
+    return Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k)
+
+
+# What each model event changes of a model in the catalog, as (price, enabled), None for what it leaves alone: the one
+# table behind every view of the catalog (the catalog read model's rows, the gateway's catalog). Adding a model sets
+# its price and switches it on.
+MODEL_CHANGES: dict[type, Callable[[Any], tuple[Price | None, bool | None]]] = {
+    ModelSettings.Added: lambda e: (_price(e), True),
+    ModelSettings.PriceChanged: lambda e: (_price(e), None),
+    ModelSettings.Enabled: lambda e: (None, True),
+    ModelSettings.Disabled: lambda e: (None, False),
+}

@@ -7,7 +7,7 @@ changes type, and a new field must have a default, so old events always decode.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 from uuid import UUID
 
 import msgspec
@@ -123,6 +123,22 @@ def event_name(cls: type) -> str:
         raise UnknownEvent(f"{cls.__qualname__} is not in the event registry") from None
 
 
+def event_names(classes: Iterable[type]) -> frozenset[str]:
+    """The names of these event classes: the topics a reader of exactly these events reads."""
+    return frozenset(map(event_name, classes))
+
+
+def event_types(names: Iterable[str]) -> tuple[type, ...]:
+    """The classes of these event names, in the order given."""
+    return tuple(map(event_type, names))
+
+
+def events_of(owner: type) -> tuple[type, ...]:
+    """Every event class an aggregate (or event family) declares inside itself, in catalogue order."""
+    prefix = f"{owner.__qualname__}."
+    return tuple(cls for cls in EVENT_TYPES.values() if cls.__qualname__.startswith(prefix))
+
+
 def decode_event(name: str, body: bytes, originator_id: Any, originator_version: int) -> Any:
     """Rebuild an event from its stored form: registered name, JSON body and envelope fields.
 
@@ -167,8 +183,8 @@ def usage_subject(stream: str, account_id: Any) -> str:
 
 # The events the gateway publishes to an account's usage subject; every other event of the log is on its
 # aggregate's subject (usage.body_recorded is on the bodies stream, not the log).
-USAGE_SUBJECT_EVENTS = frozenset({"usage.recorded", "usage.refused"})
-LOG_EVENTS = frozenset(EVENT_TYPES) - {"usage.body_recorded"}
+USAGE_SUBJECT_EVENTS = event_names((UsageRecorded, RequestsRefused))
+LOG_EVENTS = frozenset(EVENT_TYPES) - event_names((BodyRecorded,))
 
 
 def log_subjects(stream: str, topics: frozenset[str]) -> str | None:

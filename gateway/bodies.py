@@ -15,11 +15,12 @@ from uuid import UUID
 import msgspec
 from nats.aio.client import Client as NATS
 
-from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, bodies_subject
+from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, bodies_subject, event_name
 from domain.usage import MAX_LOGGED_BODY, BodyRecorded
 
 log = logging.getLogger("mesh.gateway")
 _encode = msgspec.json.Encoder().encode
+_TOPIC = event_name(BodyRecorded)
 
 
 def _cut(raw: bytes) -> tuple[str, bool]:
@@ -59,7 +60,7 @@ class BodyPublisher:
                     bodies_subject(self.stream, body.account_id),
                     _encode(body),
                     headers={
-                        HEADER_TOPIC: "usage.body_recorded",
+                        HEADER_TOPIC: _TOPIC,
                         HEADER_ORIGINATOR_ID: trace,
                         HEADER_ORIGINATOR_VERSION: "1",
                     },

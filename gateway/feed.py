@@ -12,48 +12,43 @@ from typing import Any, Callable
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from domain.catalog import ModelSettings
-from domain.events import event_name
-from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, decode_event, subject_prefix
-from domain.pricing import Price
+from domain.catalog import MODEL_CHANGES, ModelSettings
+from domain.events import EVENT_TYPES, HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, decode_event
+from domain.events import subject_prefix
 from gateway.catalog import Catalog
-from gateway.keys import ACCOUNT_TOPICS, TOPICS as KEY_TOPICS, KeyCache
-from gateway.prompt_templates import TOPICS as TEMPLATE_TOPICS, TemplateCache
+from gateway.keys import ACCOUNT_EVENTS, KEY_EVENTS, KeyCache
+from gateway.prompt_templates import EVENTS as TEMPLATE_EVENTS, TemplateCache
 
 log = logging.getLogger("mesh.gateway")
 
-Handler = Callable[[str, Any], None]
+Handler = Callable[[Any], None]
 
 
-def handlers(keys: KeyCache, catalog: Catalog, templates: TemplateCache | None = None) -> dict[str, Handler]:
-    """The events the gateway follows, and what each one changes."""
-    table: dict[str, Handler] = {topic: keys.apply for topic in KEY_TOPICS}
-    table.update({topic: keys.apply_account for topic in ACCOUNT_TOPICS})
+def handlers(keys: KeyCache, catalog: Catalog, templates: TemplateCache | None = None) -> dict[type, Handler]:
+    """The events the gateway follows, by class, and what each one changes."""
+    table: dict[type, Handler] = dict.fromkeys(KEY_EVENTS, keys.apply)
+    table.update(dict.fromkeys(ACCOUNT_EVENTS, keys.apply_account))
     if templates is not None:
-        table.update({topic: templates.apply for topic in TEMPLATE_TOPICS})
-    table["model.price_changed"] = lambda _, e: catalog.apply(
-        e.model_id, price=Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k)
-    )
-    table[event_name(ModelSettings.Added)] = lambda _, e: catalog.add(
+        table.update(dict.fromkeys(TEMPLATE_EVENTS, templates.apply))
+    table.update(dict.fromkeys(MODEL_CHANGES, lambda e: catalog.apply(e.model_id, *MODEL_CHANGES[type(e)](e))))
+    table[ModelSettings.Added] = lambda e: catalog.add(  # new to the catalog: added whole, with its price
         e.model_id,
         e.provider,
         e.upstream,
-        Price(e.prompt_per_1k, e.completion_per_1k, e.cached_per_1k, e.cache_write_per_1k),
+        MODEL_CHANGES[ModelSettings.Added](e)[0],
         e.max_output_tokens,
         e.context_tokens,
     )
-    table["model.enabled"] = lambda _, e: catalog.apply(e.model_id, enabled=True)
-    table["model.disabled"] = lambda _, e: catalog.apply(e.model_id, enabled=False)
     return table
 
 
-async def follow(nc: NATS, stream: str, table: dict[str, Handler]):
+async def follow(nc: NATS, stream: str, table: dict[type, Handler]):
     """Subscribe to aggregate events and hand the ones in `table` to their handler; returns the subscription."""
 
     async def on_message(msg: Msg) -> None:
         headers = msg.headers or {}
         topic = headers.get(HEADER_TOPIC, "")
-        handler = table.get(topic)
+        handler = table.get(EVENT_TYPES.get(topic))  # None: not an event it follows
         if handler is None:
             return
         try:
@@ -63,6 +58,6 @@ async def follow(nc: NATS, stream: str, table: dict[str, Handler]):
         except Exception:
             log.exception("undecodable %s event on %s", topic, msg.subject)
             return
-        handler(topic, event)
+        handler(event)
 
     return await nc.subscribe(f"{subject_prefix(stream)}.agg.>", cb=on_message)

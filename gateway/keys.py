@@ -20,21 +20,21 @@ from uuid import UUID
 
 import msgspec
 from domain.account import Account
-from domain.apikey import KEY_CHANGES
+from domain.apikey import KEY_CHANGES, ApiKey
 from gateway.admission import KeyInfo, KeyLoader
 
 KEPT = frozenset(KeyInfo.__struct_fields__)  # what the gateway knows of a key (not its label, nor cap_reset)
-TOPICS = frozenset({*KEY_CHANGES, "key.created", "key.rotated"})  # the key events the cache follows
-ACCOUNT_TOPICS = frozenset({"account.suspended", "account.resumed"})  # the account events it follows
+KEY_EVENTS = frozenset({*KEY_CHANGES, ApiKey.Created, ApiKey.Rotated})  # the key events the cache follows (apply)
+ACCOUNT_EVENTS = frozenset({Account.Suspended, Account.Resumed})  # the account events it follows (apply_account)
 MAX_KNOWN = 100_000  # keys held at once (then the cache starts afresh)
 UNKNOWN_TTL = 5.0  # seconds an unknown secret hash is answered from memory
 MAX_UNKNOWN = 10_000  # unknown hashes remembered at once (the oldest are forgotten first)
 ANNOUNCED_TTL = 60.0  # seconds a hash a key event announced is not remembered as unknown (read model lag)
 
 
-def changes(topic: str, event: Any) -> dict[str, Any]:
+def changes(event: Any) -> dict[str, Any]:
     """What a key event (one of domain.apikey.KEY_CHANGES) changes of the gateway's KeyInfo."""
-    changed = {name: value for name, value in KEY_CHANGES[topic](event).items() if name in KEPT}
+    changed = {name: value for name, value in KEY_CHANGES[type(event)](event).items() if name in KEPT}
     if changed.get("allowed_models") is not None:
         changed["allowed_models"] = frozenset(changed["allowed_models"])
     return changed
@@ -81,17 +81,17 @@ class KeyCache:
             changes["secret_valid_until"] = self._rotated[key_hash]
         return msgspec.structs.replace(info, **changes) if changes else info
 
-    def apply(self, topic: str, event: Any) -> None:
+    def apply(self, event: Any) -> None:
         """Bring cached entries of the event's key up to date."""
         key_id = event.originator_id
-        if topic in ("key.created", "key.rotated"):  # a secret that works from now on
+        if isinstance(event, (ApiKey.Created, ApiKey.Rotated)):  # a secret that works from now on
             self._unknown.pop(event.key_hash, None)
             _remember(self._announced, event.key_hash, time.monotonic() + ANNOUNCED_TTL)
-        if topic == "key.created":
+        if isinstance(event, ApiKey.Created):
             return  # nothing cached yet: the first request loads it
-        if topic == "key.rotated":
+        if isinstance(event, ApiKey.Rotated):
             self._rotated[event.previous_hash] = event.previous_valid_until
-        elif topic in KEY_CHANGES and (changed := changes(topic, event)):
+        elif type(event) in KEY_CHANGES and (changed := changes(event)):
             self._seen.setdefault(key_id, {}).update(changed)
         else:
             return  # not about keys, or nothing the gateway holds (a new label)
@@ -102,7 +102,7 @@ class KeyCache:
                 if self.on_change is not None:
                     self.on_change(updated)
 
-    def apply_account(self, topic: str, event: Any) -> None:
+    def apply_account(self, event: Any) -> None:
         """An account suspended or resumed: every cached key of it follows at once."""
         account_id = event.originator_id
         self._suspended[account_id] = isinstance(event, Account.Suspended)

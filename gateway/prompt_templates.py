@@ -20,16 +20,16 @@ from uuid import UUID
 
 import msgspec
 
-from domain.events import EVENT_TYPES
+from domain.events import events_of
 from domain.rendering import CompiledMessages, TemplateRenderError
-from domain.template import MAX_NAME_LENGTH, TemplateNotFound, parse_reference, pick_version
+from domain.template import MAX_NAME_LENGTH, Template, TemplateNotFound, parse_reference, pick_version
 from gateway.errors import GatewayError, invalid
 
 RECENT_SECONDS = 60.0  # how long events heard on the wire are kept to correct a lagging read model
 MISSING_SECONDS = 5.0  # how long "no such template" is believed before the read model is asked again
 MAX_ENTRIES = 50_000  # names held; beyond it, start afresh
 MAX_VERSION_CHARS = 64_000_000  # characters of compiled versions held; beyond it, start afresh
-TOPICS = tuple(t for t in EVENT_TYPES if t.startswith("template."))  # what moves a template's head
+EVENTS = events_of(Template)  # what moves a template's head
 
 
 class TemplateHead(msgspec.Struct):
@@ -80,7 +80,7 @@ class TemplateCache:
         self._missing: dict[str, dict[UUID, float]] = {}  # name -> account -> until: no such template
         self._versions: dict[tuple[UUID, int], CompiledVersion] = {}
         self._version_chars = 0
-        self._recent: deque[tuple[float, str, Any]] = deque()  # (heard at, topic, event)
+        self._recent: deque[tuple[float, Any]] = deque()  # (heard at, event)
 
     async def resolve(self, account_id: UUID, reference: str) -> CompiledVersion:
         """The version a reference names in the account; GatewayError 404 if there is none."""
@@ -177,24 +177,24 @@ class TemplateCache:
         self._version_chars += version.size
         return version
 
-    def apply(self, topic: str, event: Any) -> None:
+    def apply(self, event: Any) -> None:
         """A template event heard on the wire: move the cached head it concerns, and remember it a while."""
         now = time.monotonic()
-        self._recent.append((now, topic, event))
+        self._recent.append((now, event))
         while self._recent and self._recent[0][0] < now - RECENT_SECONDS:
             self._recent.popleft()
-        if topic == "template.created":  # the name is taken now: "no such template" or an archived one is stale
+        if isinstance(event, Template.Created):  # the name is taken now: "no such template" or an archived one is stale
             self._missing.get(event.name, {}).pop(event.account_id, None)
             self._heads.pop((event.account_id, event.name), None)
             return
-        if topic == "template.renamed":
+        if isinstance(event, Template.Renamed):
             self._missing.pop(event.name, None)  # whichever account it was in
         where = self._where.get(event.originator_id)
         hit = self._heads.get(where) if where is not None else None
         if hit is None or hit[1].template_id != event.originator_id:
             return  # not cached here: a later load reads it, brought forward by the recent events
         deadline, head = hit
-        self._advance(head, topic, event)
+        self._advance(head, event)
         if head.name != where[1]:
             del self._heads[where]
             self._hold(head, deadline)
@@ -205,20 +205,20 @@ class TemplateCache:
         self._missing.clear()
         self._where.clear()
 
-    def _advance(self, head: TemplateHead, topic: str, e: Any) -> None:
+    def _advance(self, head: TemplateHead, e: Any) -> None:
         if e.originator_version <= head.revision:
             return  # the head already reflects it
-        if topic == "template.version_saved":
+        if isinstance(e, Template.VersionSaved):
             head.latest = e.version
             if (head.template_id, e.version) not in self._versions:
                 self._keep(CompiledVersion(head.template_id, e.version, e.messages, e.defaults))
-        elif topic == "template.renamed":
+        elif isinstance(e, Template.Renamed):
             head.name = e.name
-        elif topic == "template.labeled":
+        elif isinstance(e, Template.Labeled):
             head.labels[e.label] = e.version
-        elif topic == "template.unlabeled":
+        elif isinstance(e, Template.Unlabeled):
             head.labels.pop(e.label, None)
-        elif topic == "template.archived":
+        elif isinstance(e, Template.Archived):
             head.archived = True
         head.revision = e.originator_version
 
@@ -229,8 +229,8 @@ class TemplateCache:
             return head
         created = [
             e
-            for _, topic, e in self._recent
-            if topic == "template.created" and e.account_id == account_id and e.name == name
+            for _, e in self._recent
+            if isinstance(e, Template.Created) and e.account_id == account_id and e.name == name
         ]
         if not created:
             return None
@@ -238,16 +238,16 @@ class TemplateCache:
         return self._replayed(TemplateHead(e.originator_id, account_id, name, 1, {}, False, e.originator_version), name)
 
     def _replayed(self, head: TemplateHead, name: str) -> TemplateHead | None:
-        for _, topic, e in self._recent:
-            if e.originator_id == head.template_id and topic != "template.created":
-                self._advance(head, topic, e)
+        for _, e in self._recent:
+            if e.originator_id == head.template_id and not isinstance(e, Template.Created):
+                self._advance(head, e)
         return head if head.name == name and not head.archived else None
 
     def _heard_version(self, template_id: UUID, number: int) -> tuple[list, dict] | None:
-        for _, topic, e in self._recent:
+        for _, e in self._recent:
             if e.originator_id == template_id and (
-                (topic == "template.created" and number == 1)
-                or (topic == "template.version_saved" and e.version == number)
+                (isinstance(e, Template.Created) and number == 1)
+                or (isinstance(e, Template.VersionSaved) and e.version == number)
             ):
                 return e.messages, e.defaults
         return None

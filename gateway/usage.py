@@ -23,7 +23,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, usage_subject
+from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, event_name, usage_subject
 from domain.usage import UsageRecorded
 
 log = logging.getLogger("mesh.gateway")
@@ -280,7 +280,7 @@ class _Batch:
 
 
 _USAGE_HEADERS = (
-    f"NATS/1.0\r\n{HEADER_TOPIC}: usage.recorded\r\n{HEADER_ORIGINATOR_VERSION}: 1\r\n"
+    f"NATS/1.0\r\n{HEADER_TOPIC}: {event_name(UsageRecorded)}\r\n{HEADER_ORIGINATOR_VERSION}: 1\r\n"
     f"Nats-Msg-Id: %s\r\n{HEADER_ORIGINATOR_ID}: %s\r\n\r\n"
 ).encode()
 

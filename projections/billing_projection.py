@@ -22,18 +22,171 @@ RECENT_DAYS after it happened (a spool kept that long) is counted even if its fi
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, Awaitable, Callable
 from uuid import UUID
 
 import psycopg
 
-from domain.events import EVENT_TYPES
+from domain.account import Account
+from domain.events import event_names
+from domain.topup import TopUp
 from domain.usage import RequestsRefused, UsageRecorded
 from projections.columns import EventColumns
 from projections.partitions import drop_months_before, ensure_months
 from projections.readmodel import Envelope
 
 RECENT_DAYS = 35  # how long billing keeps a compact row per request (see the module docstring)
+
+
+class _Batch:
+    """What one batch of events changes: statements run as their events come, sums and usage rows once at its end."""
+
+    __slots__ = ("cur", "t", "credits", "usage", "streamed")
+
+    def __init__(self, cur: psycopg.AsyncCursor, t: dict[str, str]):
+        self.cur, self.t = cur, t
+        self.credits: dict[UUID, int] = defaultdict(int)
+        self.usage: list[UsageRecorded] = []
+        self.streamed: list[datetime] = []  # when each usage event reached the stream
+
+    async def registered(self, item: Envelope) -> None:
+        self.credits[item.event.originator_id] += 0
+
+    async def credits_granted(self, item: Envelope) -> None:
+        e = item.event
+        self.credits[e.originator_id] += e.amount
+        await self._grant(item, e.amount, e.granted_by)
+
+    async def credits_debited(self, item: Envelope) -> None:  # a grant of the negative amount
+        e = item.event
+        self.credits[e.originator_id] -= e.amount
+        await self._grant(item, -e.amount, e.debited_by)
+
+    async def _grant(self, item: Envelope, amount: int, by: str) -> None:
+        e = item.event
+        await self.cur.execute(
+            f"insert into {self.t['credit_grants']} (position, account_id, amount, reason, granted_by, time)"
+            " values (%s, %s, %s, %s, %s, %s)",
+            (item.position, e.originator_id, amount, e.reason, by, e.timestamp),
+        )
+
+    async def topup_requested(self, item: Envelope) -> None:
+        e = item.event
+        await self.cur.execute(
+            f"""insert into {self.t["topups"]} (topup_id, account_id, provider, reference, amount, status,
+                expires_at, created_at, updated_at) values (%s, %s, %s, %s, %s, 'pending', %s, %s, %s)""",
+            (e.originator_id, e.account_id, e.provider, e.reference, e.amount, e.expires_at, e.timestamp, e.timestamp),
+        )
+
+    async def topup_changed(self, item: Envelope) -> None:
+        e = item.event
+        change, values = _TOPUP_CHANGES[type(e)]
+        await self.cur.execute(
+            f"update {self.t['topups']} set {change}, updated_at = %s where topup_id = %s",
+            (*values(e), e.timestamp, e.originator_id),
+        )
+
+    async def auto_refill(self, item: Envelope) -> None:
+        e = item.event
+        columns = _AUTO_REFILL_COLUMNS[type(e)](e)
+        increment = ", failures = a.failures + 1" if isinstance(e, Account.AutoRefillFailed) else ""
+        names = list(columns)
+        await self.cur.execute(
+            f"""insert into {self.t["auto_refills"]} as a (account_id, {", ".join(names)}, updated_at)
+                values (%s, {", ".join(["%s"] * len(names))}, %s)
+                on conflict (account_id) do update set
+                {", ".join(f"{n} = excluded.{n}" for n in names)}{increment}, updated_at = excluded.updated_at""",
+            (e.originator_id, *columns.values(), e.timestamp),
+        )
+
+    async def budget_leased(self, item: Envelope) -> None:
+        e = item.event
+        await self.cur.execute(
+            f"insert into {self.t['leases']} (lease_id, account_id, key_id, amount, expires_at)"
+            " values (%s, %s, %s, %s, %s) on conflict do nothing",
+            (e.lease_id, e.originator_id, e.key_id, e.amount, e.expires_at),
+        )
+
+    async def lease_settled(self, item: Envelope) -> None:
+        await self.cur.execute(
+            f"update {self.t['leases']} set settled = true where lease_id = %s", (item.event.lease_id,)
+        )
+
+    async def lease_extended(self, item: Envelope) -> None:
+        e = item.event
+        await self.cur.execute(
+            f"update {self.t['leases']} set expires_at = %s where lease_id = %s", (e.expires_at, e.lease_id)
+        )
+
+    async def usage_recorded(self, item: Envelope) -> None:
+        self.usage.append(item.event)
+        self.streamed.append(item.time)
+
+    async def refused(self, item: Envelope) -> None:
+        e = item.event
+        await self.cur.executemany(
+            f"insert into {self.t['key_refusals']} (refusal_id, code, account_id, key_id, until, count)"
+            " values (%s, %s, %s, %s, %s, %s) on conflict do nothing",
+            [(e.refusal_id, code, e.account_id, e.key_id, e.until, n) for code, n in e.counts.items()],
+        )
+
+
+# What each top-up event after the request changes of its row: the assignments and their values.
+_TOPUP_CHANGES: dict[type, tuple[str, Callable[[Any], tuple]]] = {
+    TopUp.Succeeded: ("status = 'succeeded', received = %s", lambda e: (e.amount,)),
+    TopUp.Failed: ("failures = failures + 1, last_failure = %s", lambda e: (e.reason,)),
+    TopUp.Expired: ("status = 'expired'", lambda e: ()),
+    TopUp.Rejected: ("status = 'rejected', last_failure = %s", lambda e: (e.reason,)),
+    TopUp.Refunded: ("refunded = %s", lambda e: (e.total_refunded,)),
+    TopUp.Disputed: ("disputed = disputed + %s", lambda e: (e.amount,)),
+    # held until the payment arrives; the money moves with the refund or dispute event then
+    TopUp.RefundHeld: ("status = status", lambda e: ()),
+    TopUp.DisputeHeld: ("status = status", lambda e: ()),
+}
+
+# What each auto-refill event sets in the account's auto-refill row (a failure also counts one more failure).
+_AUTO_REFILL_COLUMNS: dict[type, Callable[[Any], dict[str, Any]]] = {
+    Account.StripeCustomerLinked: lambda e: {"customer": e.customer_id},
+    Account.AutoRefillConfigured: lambda e: {
+        "threshold": e.threshold,
+        "amount": e.amount,
+        "payment_method": e.payment_method,
+        "max_failures": e.max_failures,
+        "enabled": True,
+        "armed": True,
+        "pending": None,
+        "failures": 0,
+        "disabled_reason": None,
+    },
+    Account.AutoRefillDisabled: lambda e: {"enabled": False, "pending": None, "disabled_reason": e.reason},
+    Account.AutoRefillCardSaved: lambda e: {
+        "payment_method": e.payment_method,
+        "card_brand": e.brand,
+        "card_last4": e.last4,
+        "card_exp_month": e.exp_month,
+        "card_exp_year": e.exp_year,
+    },
+    Account.AutoRefillTriggered: lambda e: {"pending": e.refill_id, "armed": False},
+    Account.AutoRefillSucceeded: lambda e: {"pending": None, "failures": 0},
+    Account.AutoRefillFailed: lambda e: {"pending": None, "armed": True, "last_failure": e.reason},
+    Account.AutoRefillArmed: lambda e: {"armed": True},
+}
+
+# The one table of what billing does with each event it reads.
+_HANDLERS: dict[type, Callable[[_Batch, Envelope], Awaitable[None]]] = {
+    Account.Registered: _Batch.registered,
+    Account.CreditsGranted: _Batch.credits_granted,
+    Account.CreditsDebited: _Batch.credits_debited,
+    TopUp.Requested: _Batch.topup_requested,
+    **dict.fromkeys(_TOPUP_CHANGES, _Batch.topup_changed),
+    **dict.fromkeys(_AUTO_REFILL_COLUMNS, _Batch.auto_refill),
+    Account.BudgetLeased: _Batch.budget_leased,
+    Account.LeaseSettled: _Batch.lease_settled,
+    Account.LeaseExtended: _Batch.lease_extended,
+    UsageRecorded: _Batch.usage_recorded,
+    RequestsRefused: _Batch.refused,
+}
 
 
 class Billing:
@@ -50,20 +203,7 @@ class Billing:
         "auto_refills",
         "key_refusals",
     )
-    topics = frozenset(
-        {
-            "account.registered",
-            "account.credits_granted",
-            "account.credits_debited",
-            "usage.recorded",
-            "account.budget_leased",
-            "account.lease_settled",
-            "account.lease_extended",
-            "usage.refused",
-        }
-        | {name for name in EVENT_TYPES if name.startswith(("topup.", "account.auto_refill_"))}
-        | {"account.stripe_customer_linked"}
-    )
+    topics = event_names(_HANDLERS)  # the events it reads: those it has a handler for
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         rollups = "".join(
@@ -152,7 +292,7 @@ class Billing:
                 updated_at timestamptz not null
             );
             create index if not exists {t["topups"]}_account on {t["topups"]} (account_id, created_at);
-            -- requests the gateways refused (usage.refused): a row per event and code, so an event sent again
+            -- requests the gateways refused (RequestsRefused): a row per event and code, so an event sent again
             -- is counted once
             create table if not exists {t["key_refusals"]} (
                 refusal_id uuid not null,
@@ -179,145 +319,27 @@ class Billing:
                 disabled_reason text,
                 updated_at timestamptz not null
             );
-            -- the saved card as Stripe describes it (account.auto_refill_card_saved); NULL until one is saved
+            -- the saved card as Stripe describes it (Account.AutoRefillCardSaved); NULL until one is saved
             alter table {t["auto_refills"]} add column if not exists card_brand text,
                 add column if not exists card_last4 text, add column if not exists card_exp_month int,
                 add column if not exists card_exp_year int;
         """)
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
-        credits: dict[UUID, int] = defaultdict(int)
-        usage = []
-        streamed = []  # when each usage event reached the stream
-        grant = (  # a grant adds credits, a debit is a grant of the negative amount
-            f"insert into {t['credit_grants']} (position, account_id, amount, reason, granted_by, time)"
-            " values (%s, %s, %s, %s, %s, %s)"
-        )
+        pending = _Batch(cur, t)
         for item in batch:
-            e = item.event
-            if item.topic == "account.registered":
-                credits[e.originator_id] += 0
-            elif item.topic == "account.credits_granted":
-                credits[e.originator_id] += e.amount
-                await cur.execute(
-                    grant, (item.position, e.originator_id, e.amount, e.reason, e.granted_by, e.timestamp)
-                )
-            elif item.topic == "account.credits_debited":
-                credits[e.originator_id] -= e.amount
-                await cur.execute(
-                    grant, (item.position, e.originator_id, -e.amount, e.reason, e.debited_by, e.timestamp)
-                )
-            elif item.topic.startswith("topup."):
-                await self._apply_topup(cur, t, item)
-            elif item.topic.startswith("account.auto_refill_") or item.topic == "account.stripe_customer_linked":
-                await self._apply_auto_refill(cur, t, item)
-            elif item.topic == "account.budget_leased":
-                await cur.execute(
-                    f"insert into {t['leases']} (lease_id, account_id, key_id, amount, expires_at)"
-                    " values (%s, %s, %s, %s, %s) on conflict do nothing",
-                    (e.lease_id, e.originator_id, e.key_id, e.amount, e.expires_at),
-                )
-            elif item.topic == "account.lease_settled":
-                await cur.execute(f"update {t['leases']} set settled = true where lease_id = %s", (e.lease_id,))
-            elif item.topic == "account.lease_extended":
-                await cur.execute(
-                    f"update {t['leases']} set expires_at = %s where lease_id = %s", (e.expires_at, e.lease_id)
-                )
-            elif item.topic == "usage.recorded":
-                usage.append(e)
-                streamed.append(item.time)
-            elif isinstance(e, RequestsRefused):
-                await cur.executemany(
-                    f"insert into {t['key_refusals']} (refusal_id, code, account_id, key_id, until, count)"
-                    " values (%s, %s, %s, %s, %s, %s) on conflict do nothing",
-                    [(e.refusal_id, code, e.account_id, e.key_id, e.until, n) for code, n in e.counts.items()],
-                )
-        if credits:
+            await _HANDLERS[type(item.event)](pending, item)
+        if pending.credits:
             await cur.executemany(
                 f"""insert into {t["balances"]} (account_id, credits) values (%s, %s)
                     on conflict (account_id) do update set credits = {t["balances"]}.credits + excluded.credits""",
-                list(credits.items()),
+                list(pending.credits.items()),
             )
-        if usage:
-            stream_time = min(streamed)
+        if pending.usage:
+            stream_time = min(pending.streamed)
             await drop_months_before(cur, t["usage_recent"], stream_time - timedelta(days=RECENT_DAYS))
-            await ensure_months(cur, t["usage_recent"], (e.timestamp for e in usage))
-            await self._apply_usage(cur, t, usage)
-
-    async def _apply_topup(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
-        e = item.event
-        if item.topic == "topup.requested":
-            await cur.execute(
-                f"""insert into {t["topups"]} (topup_id, account_id, provider, reference, amount, status,
-                    expires_at, created_at, updated_at) values (%s, %s, %s, %s, %s, 'pending', %s, %s, %s)""",
-                (
-                    e.originator_id,
-                    e.account_id,
-                    e.provider,
-                    e.reference,
-                    e.amount,
-                    e.expires_at,
-                    e.timestamp,
-                    e.timestamp,
-                ),
-            )
-            return
-        change = {
-            "topup.succeeded": ("status = 'succeeded', received = %s", lambda: (e.amount,)),
-            "topup.failed": ("failures = failures + 1, last_failure = %s", lambda: (e.reason,)),
-            "topup.expired": ("status = 'expired'", lambda: ()),
-            "topup.rejected": ("status = 'rejected', last_failure = %s", lambda: (e.reason,)),
-            "topup.refunded": ("refunded = %s", lambda: (e.total_refunded,)),
-            "topup.disputed": ("disputed = disputed + %s", lambda: (e.amount,)),
-            # held until the payment arrives; the money moves with topup.refunded / topup.disputed then
-            "topup.refund_held": ("status = status", lambda: ()),
-            "topup.dispute_held": ("status = status", lambda: ()),
-        }[item.topic]
-        await cur.execute(
-            f"update {t['topups']} set {change[0]}, updated_at = %s where topup_id = %s",
-            (*change[1](), e.timestamp, e.originator_id),
-        )
-
-    async def _apply_auto_refill(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
-        e = item.event
-        columns = {
-            "account.stripe_customer_linked": lambda: {"customer": e.customer_id},
-            "account.auto_refill_configured": lambda: {
-                "threshold": e.threshold,
-                "amount": e.amount,
-                "payment_method": e.payment_method,
-                "max_failures": e.max_failures,
-                "enabled": True,
-                "armed": True,
-                "pending": None,
-                "failures": 0,
-                "disabled_reason": None,
-            },
-            "account.auto_refill_disabled": lambda: {"enabled": False, "pending": None, "disabled_reason": e.reason},
-            "account.auto_refill_card_saved": lambda: {
-                "payment_method": e.payment_method,
-                "card_brand": e.brand,
-                "card_last4": e.last4,
-                "card_exp_month": e.exp_month,
-                "card_exp_year": e.exp_year,
-            },
-            "account.auto_refill_triggered": lambda: {"pending": e.refill_id, "armed": False},
-            "account.auto_refill_succeeded": lambda: {"pending": None, "failures": 0},
-            "account.auto_refill_failed": lambda: {"pending": None, "armed": True, "last_failure": e.reason},
-            "account.auto_refill_armed": lambda: {"armed": True},
-        }[item.topic]()
-        if item.topic == "account.auto_refill_failed":
-            increment = ", failures = a.failures + 1"
-        else:
-            increment = ""
-        names = list(columns)
-        await cur.execute(
-            f"""insert into {t["auto_refills"]} as a (account_id, {", ".join(names)}, updated_at)
-                values (%s, {", ".join(["%s"] * len(names))}, %s)
-                on conflict (account_id) do update set
-                {", ".join(f"{n} = excluded.{n}" for n in names)}{increment}, updated_at = excluded.updated_at""",
-            (e.originator_id, *columns.values(), e.timestamp),
-        )
+            await ensure_months(cur, t["usage_recent"], (e.timestamp for e in pending.usage))
+            await self._apply_usage(cur, t, pending.usage)
 
     async def _apply_usage(self, cur: psycopg.AsyncCursor, t: dict[str, str], events: list[UsageRecorded]) -> None:
         """The whole batch in one statement: insert the requests not seen before (by trace id and time), and add

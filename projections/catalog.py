@@ -5,11 +5,13 @@ catalog at any past instant can be told. Adding a model sets its price and switc
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import msgspec
 import psycopg
 
-from domain.catalog import ModelSettings
+from domain.catalog import MODEL_CHANGES, ModelSettings
+from domain.events import event_names
 from domain.pricing import Price
 from projections.readmodel import Envelope
 
@@ -17,7 +19,7 @@ from projections.readmodel import Envelope
 class CatalogModel:
     name = "catalog"
     tables = ("model_overrides", "model_changes", "added_models")
-    topics = frozenset({"model.price_changed", "model.enabled", "model.disabled", "model.added"})
+    topics = event_names(MODEL_CHANGES)
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -61,17 +63,10 @@ class CatalogModel:
             e = item.event
             if isinstance(e, ModelSettings.Added):
                 await self._added(cur, t, e)
-            if isinstance(e, (ModelSettings.PriceChanged, ModelSettings.Added)):
-                columns = {
-                    "prompt_per_1k": e.prompt_per_1k,
-                    "completion_per_1k": e.completion_per_1k,
-                    "cached_per_1k": e.cached_per_1k,
-                    "cache_write_per_1k": e.cache_write_per_1k,
-                }
-                if isinstance(e, ModelSettings.Added):
-                    columns["enabled"] = True
-            else:
-                columns = {"enabled": item.topic == "model.enabled"}
+            price, enabled = MODEL_CHANGES[type(e)](e)
+            columns: dict[str, Any] = msgspec.structs.asdict(price) if price is not None else {}
+            if enabled is not None:
+                columns["enabled"] = enabled
             names = ", ".join(columns)
             updates = ", ".join(f"{name} = excluded.{name}" for name in columns)
             await cur.execute(

@@ -15,16 +15,17 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from domain.account import Account
-from domain.apikey import KEY_CHANGES
+from domain.apikey import KEY_CHANGES, ApiKey
 from domain.catalog import ModelSettings
 from domain.invite import Invite
 from domain.topup import TopUp
-from domain.events import EVENT_TYPES, event_name
+from domain.events import event_names, events_of
 from domain.money import pico_to_usd
 from projections.readmodel import Envelope
 
 # A key's events that are the gateways' bookkeeping, not changes someone made: left out of its history.
-BUDGET_EVENTS = frozenset({"key.budget_leased", "key.lease_extended", "key.lease_settled", "key.spend_period_started"})
+BUDGET_EVENTS = frozenset({ApiKey.BudgetLeased, ApiKey.LeaseExtended, ApiKey.LeaseSettled, ApiKey.SpendPeriodStarted})
+KEY_HISTORY = frozenset(events_of(ApiKey)) - BUDGET_EVENTS  # the events a key's history lists
 _PRIVATE_FIELDS = {
     "originator_id",
     "originator_version",
@@ -143,19 +144,6 @@ class Directory:
         "invites",
         "operator_actions",
     )
-    topics = frozenset(
-        {
-            *map(event_name, OPERATOR_ACTIONS),
-            "account.registered",
-            "account.token_issued",
-            "account.token_renewed",
-            "account.token_revoked",
-            "account.password_changed",
-            "invite.created",
-            "invite.used",
-        }
-        | {t for t in EVENT_TYPES if t.startswith("key.")}
-    )
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -251,101 +239,141 @@ class Directory:
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
             e = item.event
-            if type(e) in OPERATOR_ACTIONS and (operator := acting_operator(e)) is not None:
+            cls = type(e)
+            if cls in OPERATOR_ACTIONS and (operator := acting_operator(e)) is not None:
                 await self._record_action(cur, t, item, operator)
-            if isinstance(e, (Account.Suspended, Account.Resumed)):
-                suspended = isinstance(e, Account.Suspended)
-                await cur.execute(
-                    f"update {t['accounts']} set suspended = %s, suspended_at = %s where account_id = %s",
-                    (e.reason if suspended else None, e.timestamp if suspended else None, e.originator_id),
-                )
-            elif isinstance(e, (Account.OperatorGranted, Account.OperatorRevoked)):
-                await cur.execute(
-                    f"update {t['accounts']} set operator = %s where account_id = %s",
-                    (isinstance(e, Account.OperatorGranted), e.originator_id),
-                )
-            if item.topic.startswith("key.") and item.topic not in BUDGET_EVENTS:
-                details = public_details(e)
-                await cur.execute(
-                    f"""insert into {t["api_key_events"]} (key_id, version, type, time, by, details)
-                        values (%s, %s, %s, %s, %s, %s) on conflict do nothing""",
-                    (
-                        e.originator_id,
-                        e.originator_version,
-                        item.topic,
-                        e.timestamp,
-                        details.pop("by", "account"),
-                        Jsonb(details),
-                    ),
-                )
-            if item.topic == "invite.created":
-                await cur.execute(
-                    f"""insert into {t["invites"]} (invite_id, prefix, created_at, expires_at, by)
-                        values (%s, %s, %s, %s, %s)""",
-                    (e.originator_id, e.prefix, e.timestamp, e.expires_at, e.by),
-                )
-            elif item.topic == "invite.used":
-                await cur.execute(
-                    f"update {t['invites']} set used_by = %s, used_at = %s where invite_id = %s",
-                    (e.account_id, e.timestamp, e.originator_id),
-                )
-            elif item.topic == "account.registered":
-                await cur.execute(
-                    f"insert into {t['accounts']} (account_id, email, created_at) values (%s, %s, %s)",
-                    (e.originator_id, e.email, e.timestamp),
-                )
-                await self._issue_token(cur, t, e, e.token_expires_at)
-            elif item.topic == "account.token_issued":
-                await self._issue_token(cur, t, e, e.expires_at)
-            elif item.topic == "account.token_renewed":
-                await cur.execute(
-                    f"update {t['management_tokens']} set expires_at = %s where token_hash = %s",
-                    (e.expires_at, e.token_hash),
-                )
-            elif item.topic == "account.token_revoked":
-                await cur.execute(f"delete from {t['management_tokens']} where token_hash = %s", (e.token_hash,))
-            elif item.topic == "account.password_changed":  # every token issued before it stops working
-                await cur.execute(f"delete from {t['management_tokens']} where account_id = %s", (e.originator_id,))
-            elif item.topic == "key.created":
-                await cur.execute(
-                    f"""insert into {t["api_keys"]} (key_id, account_id, label, prefix, spend_cap, default_model,
-                        created_at, allowed_models, expires_at, cap_reset, updated_at, fit_to_budget, rpm_limit,
-                        tpm_limit)
-                        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    (
-                        e.originator_id,
-                        e.account_id,
-                        e.label,
-                        e.prefix,
-                        e.spend_cap,
-                        e.default_model,
-                        e.timestamp,
-                        e.allowed_models,
-                        e.expires_at,
-                        e.cap_reset,
-                        e.timestamp,
-                        e.fit_to_budget,
-                        e.rpm_limit,
-                        e.tpm_limit,
-                    ),
-                )
-                await cur.execute(
-                    f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
-                    (e.key_hash, e.originator_id),
-                )
-                await self._keep_state(cur, t, e)
-            elif item.topic == "key.rotated":
-                await cur.execute(
-                    f"update {t['api_key_secrets']} set valid_until = %s where key_hash = %s",
-                    (e.previous_valid_until, e.previous_hash),
-                )
-                await cur.execute(
-                    f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
-                    (e.key_hash, e.originator_id),
-                )
-                await self._set(cur, t, e, prefix=e.prefix)
-            elif item.topic in KEY_CHANGES:
-                await self._set(cur, t, e, **KEY_CHANGES[item.topic](e))
+            if cls in KEY_HISTORY:
+                await self._add_to_history(cur, t, item)
+            handler = self._HANDLERS.get(cls)
+            if handler is not None:
+                await handler(self, cur, t, e)
+
+    async def _add_to_history(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
+        e = item.event
+        details = public_details(e)
+        await cur.execute(
+            f"""insert into {t["api_key_events"]} (key_id, version, type, time, by, details)
+                values (%s, %s, %s, %s, %s, %s) on conflict do nothing""",
+            (
+                e.originator_id,
+                e.originator_version,
+                item.topic,
+                e.timestamp,
+                details.pop("by", "account"),
+                Jsonb(details),
+            ),
+        )
+
+    async def _suspension(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        suspended = isinstance(e, Account.Suspended)
+        await cur.execute(
+            f"update {t['accounts']} set suspended = %s, suspended_at = %s where account_id = %s",
+            (e.reason if suspended else None, e.timestamp if suspended else None, e.originator_id),
+        )
+
+    async def _operator_role(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        await cur.execute(
+            f"update {t['accounts']} set operator = %s where account_id = %s",
+            (isinstance(e, Account.OperatorGranted), e.originator_id),
+        )
+
+    async def _invite_created(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        await cur.execute(
+            f"""insert into {t["invites"]} (invite_id, prefix, created_at, expires_at, by)
+                values (%s, %s, %s, %s, %s)""",
+            (e.originator_id, e.prefix, e.timestamp, e.expires_at, e.by),
+        )
+
+    async def _invite_used(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        await cur.execute(
+            f"update {t['invites']} set used_by = %s, used_at = %s where invite_id = %s",
+            (e.account_id, e.timestamp, e.originator_id),
+        )
+
+    async def _registered(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        await cur.execute(
+            f"insert into {t['accounts']} (account_id, email, created_at) values (%s, %s, %s)",
+            (e.originator_id, e.email, e.timestamp),
+        )
+        await self._issue_token(cur, t, e, e.token_expires_at)
+
+    async def _token_issued(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        await self._issue_token(cur, t, e, e.expires_at)
+
+    async def _token_renewed(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        await cur.execute(
+            f"update {t['management_tokens']} set expires_at = %s where token_hash = %s",
+            (e.expires_at, e.token_hash),
+        )
+
+    async def _token_revoked(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        await cur.execute(f"delete from {t['management_tokens']} where token_hash = %s", (e.token_hash,))
+
+    async def _password_changed(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        """Every token issued before it stops working."""
+        await cur.execute(f"delete from {t['management_tokens']} where account_id = %s", (e.originator_id,))
+
+    async def _key_created(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        await cur.execute(
+            f"""insert into {t["api_keys"]} (key_id, account_id, label, prefix, spend_cap, default_model,
+                created_at, allowed_models, expires_at, cap_reset, updated_at, fit_to_budget, rpm_limit,
+                tpm_limit)
+                values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            (
+                e.originator_id,
+                e.account_id,
+                e.label,
+                e.prefix,
+                e.spend_cap,
+                e.default_model,
+                e.timestamp,
+                e.allowed_models,
+                e.expires_at,
+                e.cap_reset,
+                e.timestamp,
+                e.fit_to_budget,
+                e.rpm_limit,
+                e.tpm_limit,
+            ),
+        )
+        await cur.execute(
+            f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
+            (e.key_hash, e.originator_id),
+        )
+        await self._keep_state(cur, t, e)
+
+    async def _key_rotated(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        await cur.execute(
+            f"update {t['api_key_secrets']} set valid_until = %s where key_hash = %s",
+            (e.previous_valid_until, e.previous_hash),
+        )
+        await cur.execute(
+            f"insert into {t['api_key_secrets']} (key_hash, key_id) values (%s, %s)",
+            (e.key_hash, e.originator_id),
+        )
+        await self._set(cur, t, e, prefix=e.prefix)
+
+    async def _key_changed(self, cur: psycopg.AsyncCursor, t: dict[str, str], e) -> None:
+        await self._set(cur, t, e, **KEY_CHANGES[type(e)](e))
+
+    # The one table of what the directory does with each event (besides the audit and the keys' histories).
+    _HANDLERS = {
+        Account.Suspended: _suspension,
+        Account.Resumed: _suspension,
+        Account.OperatorGranted: _operator_role,
+        Account.OperatorRevoked: _operator_role,
+        Invite.Created: _invite_created,
+        Invite.Used: _invite_used,
+        Account.Registered: _registered,
+        Account.TokenIssued: _token_issued,
+        Account.TokenRenewed: _token_renewed,
+        Account.TokenRevoked: _token_revoked,
+        Account.PasswordChanged: _password_changed,
+        ApiKey.Created: _key_created,
+        ApiKey.Rotated: _key_rotated,
+        **dict.fromkeys(KEY_CHANGES, _key_changed),
+    }
+    topics = event_names({*_HANDLERS, *OPERATOR_ACTIONS, *KEY_HISTORY})  # the events it reads
 
     async def _record_action(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope, operator: str) -> None:
         e = item.event

@@ -20,7 +20,8 @@ import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from domain.usage import Attempt
+from domain.events import event_names
+from domain.usage import Attempt, BodyRecorded, UsageRecorded
 from projections.columns import EventColumns
 from projections.partitions import drop_months_before, ensure_months
 from projections.readmodel import Envelope, ReadModel, active_generation, physical_tables
@@ -32,7 +33,7 @@ MAX_PAGE = 500
 class Logs:
     name = "logs"
     tables = ("logs",)
-    topics = frozenset({"usage.recorded"})
+    topics = event_names((UsageRecorded,))
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         logs = t["logs"]
@@ -83,7 +84,7 @@ class Logs:
         """)
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
-        rows = [item.event for item in batch if item.topic == "usage.recorded"]
+        rows = [item.event for item in batch if type(item.event) is UsageRecorded]
         if rows:
             await insert(cur, t["logs"], rows)
 
@@ -103,7 +104,7 @@ class LogBodies:
 
     name = "log_bodies"
     tables = ("log_bodies",)
-    topics = frozenset({"usage.body_recorded"})
+    topics = event_names((BodyRecorded,))
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -119,7 +120,7 @@ class LogBodies:
         """)
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
-        bodies = [item.event for item in batch if item.topic == "usage.body_recorded"]
+        bodies = [item.event for item in batch if type(item.event) is BodyRecorded]
         if not bodies:
             return
         await ensure_months(cur, t["log_bodies"], (b.timestamp for b in bodies))

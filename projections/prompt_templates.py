@@ -8,14 +8,15 @@ reflects, so a gateway can tell which of the events it heard on the wire are new
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 from uuid import UUID
 
 import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
 
-from domain.events import EVENT_TYPES
+from domain.events import event_names
+from domain.template import Template
 from projections.readmodel import Envelope
 
 
@@ -40,10 +41,20 @@ class VersionRow(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
+# What each template event after its creation changes of the template's row: the assignments and their values.
+_HEAD_CHANGES: dict[type, tuple[str, Callable[[Any], tuple]]] = {
+    Template.VersionSaved: ("latest_version = %s", lambda e: (e.version,)),
+    Template.Renamed: ("name = %s", lambda e: (e.name,)),
+    Template.Labeled: ("labels = labels || jsonb_build_object(%s::text, %s::int)", lambda e: (e.label, e.version)),
+    Template.Unlabeled: ("labels = labels - %s::text", lambda e: (e.label,)),
+    Template.Archived: ("archived = true", lambda e: ()),
+}
+
+
 class Templates:
     name = "templates"
     tables = ("templates", "template_versions")
-    topics = frozenset(t for t in EVENT_TYPES if t.startswith("template."))
+    topics = event_names((Template.Created, *_HEAD_CHANGES))
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -73,7 +84,7 @@ class Templates:
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
             e = item.event
-            if item.topic == "template.created":
+            if isinstance(e, Template.Created):
                 await cur.execute(
                     f"""insert into {t["templates"]} (template_id, account_id, name, latest_version, revision,
                         created_at, updated_at) values (%s, %s, %s, 1, %s, %s, %s)""",
@@ -81,22 +92,12 @@ class Templates:
                 )
                 await self._version(cur, t, e, 1)
                 continue
-            if item.topic == "template.version_saved":
+            if isinstance(e, Template.VersionSaved):
                 await self._version(cur, t, e, e.version)
-                change, values = "latest_version = %s", (e.version,)
-            elif item.topic == "template.renamed":
-                change, values = "name = %s", (e.name,)
-            elif item.topic == "template.labeled":
-                change, values = "labels = labels || jsonb_build_object(%s::text, %s::int)", (e.label, e.version)
-            elif item.topic == "template.unlabeled":
-                change, values = "labels = labels - %s::text", (e.label,)
-            elif item.topic == "template.archived":
-                change, values = "archived = true", ()
-            else:
-                continue
+            change, values = _HEAD_CHANGES[type(e)]
             await cur.execute(
                 f"update {t['templates']} set {change}, revision = %s, updated_at = %s where template_id = %s",
-                (*values, e.originator_version, e.timestamp, e.originator_id),
+                (*values(e), e.originator_version, e.timestamp, e.originator_id),
             )
 
     async def _version(self, cur: psycopg.AsyncCursor, t: dict[str, str], e, version: int) -> None:

@@ -20,9 +20,12 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 import msgspec
 import psycopg
 
+from domain.account import Account
+from domain.events import event_names
 from domain.money import pico_to_usd
+from domain.topup import TopUp
 from domain.usage import RequestsRefused
-from domain.webhook import RETRY_WINDOW
+from domain.webhook import RETRY_WINDOW, Webhooks
 from projections.readmodel import Envelope
 
 KEY_CAP_QUIET = timedelta(hours=1)  # key.cap_reached for one key at most this often
@@ -32,18 +35,6 @@ CAP_CODE = "key_spend_cap"  # the refusal code of a key at its spend cap (gatewa
 class WebhookOutbox:
     name = "webhooks"
     tables = ("webhook_endpoints", "webhook_topups", "webhook_key_caps", "webhook_deliveries", "webhook_attempts")
-    topics = frozenset(
-        {
-            "webhook.endpoint_added",
-            "webhook.endpoint_updated",
-            "webhook.endpoint_removed",
-            "topup.requested",
-            "topup.succeeded",
-            "topup.failed",
-            "account.auto_refill_failed",
-            "usage.refused",
-        }
-    )
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -106,81 +97,89 @@ class WebhookOutbox:
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         for item in batch:
-            e = item.event
-            if item.topic == "webhook.endpoint_added":
-                await cur.execute(
-                    f"""insert into {t["webhook_endpoints"]} (endpoint_id, account_id, url, events, threshold,
-                        description, created_at, updated_at) values (%s, %s, %s, %s, %s, %s, %s, %s)
-                        on conflict (endpoint_id) do nothing""",
-                    (
-                        e.endpoint_id,
-                        e.account_id,
-                        e.url,
-                        e.events,
-                        e.balance_low_threshold,
-                        e.description,
-                        e.timestamp,
-                        e.timestamp,
-                    ),
-                )
-            elif item.topic == "webhook.endpoint_updated":
-                # a new threshold (or balance.low newly chosen) is watched from its next crossing on
-                await cur.execute(
-                    f"""update {t["webhook_endpoints"]} set url = %s, events = %s, description = %s,
-                        armed = armed or threshold is distinct from %s or not ('balance.low' = any(events)),
-                        threshold = %s, updated_at = %s where endpoint_id = %s""",
-                    (
-                        e.url,
-                        e.events,
-                        e.description,
-                        e.balance_low_threshold,
-                        e.balance_low_threshold,
-                        e.timestamp,
-                        e.endpoint_id,
-                    ),
-                )
-            elif item.topic == "webhook.endpoint_removed":
-                await cur.execute(
-                    f"update {t['webhook_endpoints']} set removed = true, updated_at = %s where endpoint_id = %s",
-                    (e.timestamp, e.endpoint_id),
-                )
-                await cur.execute(
-                    f"update {t['webhook_deliveries']} set status = 'cancelled'"
-                    " where endpoint_id = %s and status = 'pending'",
-                    (e.endpoint_id,),
-                )
-            elif item.topic == "topup.requested":
-                await cur.execute(
-                    f"insert into {t['webhook_topups']} (topup_id, account_id, provider, amount)"
-                    " values (%s, %s, %s, %s) on conflict do nothing",
-                    (e.originator_id, e.account_id, e.provider, e.amount),
-                )
-            elif item.topic in ("topup.succeeded", "topup.failed"):
-                cur_row = await cur.execute(
-                    f"select account_id, provider from {t['webhook_topups']} where topup_id = %s", (e.originator_id,)
-                )
-                row = await cur_row.fetchone()
-                if row is None:
-                    continue
-                data = {"topup_id": str(e.originator_id), "provider": row[1]}
-                if item.topic == "topup.succeeded":
-                    data["amount_usd"] = pico_to_usd(e.amount)
-                else:
-                    data["reason"] = e.reason
-                await enqueue(cur, t, row[0], item.topic, data, item.time, notification_id(item.position, item.topic))
-            elif item.topic == "account.auto_refill_failed":
-                data = {"refill_id": str(e.refill_id), "reason": e.reason}
-                await enqueue(
-                    cur,
-                    t,
-                    e.originator_id,
-                    "auto_refill.failed",
-                    data,
-                    item.time,
-                    notification_id(item.position, item.topic),
-                )
-            elif isinstance(e, RequestsRefused) and e.counts.get(CAP_CODE):
-                await self._cap_reached(cur, t, item, e)
+            await self._HANDLERS[type(item.event)](self, cur, t, item)
+
+    async def _endpoint_added(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
+        e = item.event
+        await cur.execute(
+            f"""insert into {t["webhook_endpoints"]} (endpoint_id, account_id, url, events, threshold,
+                description, created_at, updated_at) values (%s, %s, %s, %s, %s, %s, %s, %s)
+                on conflict (endpoint_id) do nothing""",
+            (
+                e.endpoint_id,
+                e.account_id,
+                e.url,
+                e.events,
+                e.balance_low_threshold,
+                e.description,
+                e.timestamp,
+                e.timestamp,
+            ),
+        )
+
+    async def _endpoint_updated(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
+        e = item.event
+        # a new threshold (or balance.low newly chosen) is watched from its next crossing on
+        await cur.execute(
+            f"""update {t["webhook_endpoints"]} set url = %s, events = %s, description = %s,
+                armed = armed or threshold is distinct from %s or not ('balance.low' = any(events)),
+                threshold = %s, updated_at = %s where endpoint_id = %s""",
+            (
+                e.url,
+                e.events,
+                e.description,
+                e.balance_low_threshold,
+                e.balance_low_threshold,
+                e.timestamp,
+                e.endpoint_id,
+            ),
+        )
+
+    async def _endpoint_removed(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
+        e = item.event
+        await cur.execute(
+            f"update {t['webhook_endpoints']} set removed = true, updated_at = %s where endpoint_id = %s",
+            (e.timestamp, e.endpoint_id),
+        )
+        await cur.execute(
+            f"update {t['webhook_deliveries']} set status = 'cancelled' where endpoint_id = %s and status = 'pending'",
+            (e.endpoint_id,),
+        )
+
+    async def _topup_requested(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
+        e = item.event
+        await cur.execute(
+            f"insert into {t['webhook_topups']} (topup_id, account_id, provider, amount)"
+            " values (%s, %s, %s, %s) on conflict do nothing",
+            (e.originator_id, e.account_id, e.provider, e.amount),
+        )
+
+    async def _topup_ended(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
+        """A top-up that succeeded or failed: its notification is named as its event."""
+        e = item.event
+        cur_row = await cur.execute(
+            f"select account_id, provider from {t['webhook_topups']} where topup_id = %s", (e.originator_id,)
+        )
+        row = await cur_row.fetchone()
+        if row is None:
+            return
+        data = {"topup_id": str(e.originator_id), "provider": row[1]}
+        if isinstance(e, TopUp.Succeeded):
+            data["amount_usd"] = pico_to_usd(e.amount)
+        else:
+            data["reason"] = e.reason
+        await enqueue(cur, t, row[0], item.topic, data, item.time, notification_id(item.position, item.topic))
+
+    async def _auto_refill_failed(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
+        e = item.event
+        data = {"refill_id": str(e.refill_id), "reason": e.reason}
+        await enqueue(
+            cur, t, e.originator_id, "auto_refill.failed", data, item.time, notification_id(item.position, item.topic)
+        )
+
+    async def _refused(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope) -> None:
+        if item.event.counts.get(CAP_CODE):
+            await self._cap_reached(cur, t, item, item.event)
 
     async def _cap_reached(self, cur: psycopg.AsyncCursor, t: dict[str, str], item: Envelope, e: RequestsRefused):
         claimed = await cur.execute(
@@ -195,6 +194,19 @@ class WebhookOutbox:
         await enqueue(
             cur, t, e.account_id, "key.cap_reached", data, item.time, notification_id(item.position, item.topic)
         )
+
+    # The one table of what the outbox does with each event it reads.
+    _HANDLERS = {
+        Webhooks.EndpointAdded: _endpoint_added,
+        Webhooks.EndpointUpdated: _endpoint_updated,
+        Webhooks.EndpointRemoved: _endpoint_removed,
+        TopUp.Requested: _topup_requested,
+        TopUp.Succeeded: _topup_ended,
+        TopUp.Failed: _topup_ended,
+        Account.AutoRefillFailed: _auto_refill_failed,
+        RequestsRefused: _refused,
+    }
+    topics = event_names(_HANDLERS)
 
 
 WEBHOOKS = WebhookOutbox()

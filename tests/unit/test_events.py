@@ -13,7 +13,7 @@ from domain.invite import Invite
 from domain.quota import Holdings
 from domain.template import Template, TemplateName
 from domain.topup import TopUp
-from domain.events import EVENT_TYPES, UnknownEvent, decode_event, event_name
+from domain.events import EVENT_TYPES, UnknownEvent, decode_event, event_name, event_names, event_types, events_of
 from domain.usage import RequestsRefused, UsageRecorded
 from domain.webhook import Webhooks
 
@@ -205,3 +205,19 @@ def test_a_refusal_count_round_trips_with_its_name():
     )
     assert event_name(RequestsRefused) == "usage.refused"
     assert decode_event("usage.refused", msgspec.json.encode(event), str(event.refusal_id), 1) == event
+
+
+def test_the_catalogue_names_classes_and_gives_the_classes_of_names():
+    assert event_names([ApiKey.Revoked, TopUp.Succeeded]) == {"key.revoked", "topup.succeeded"}
+    assert event_types(["topup.succeeded", "key.revoked"]) == (TopUp.Succeeded, ApiKey.Revoked)
+    with pytest.raises(UnknownEvent):
+        event_names([ApiKey])
+    with pytest.raises(UnknownEvent):
+        event_types(["key.unheard_of"])
+
+
+def test_the_events_of_an_aggregate_are_its_own_in_catalogue_order():
+    assert event_names(events_of(Template)) == {name for name in EVENT_TYPES if name.startswith("template.")}
+    assert TemplateName.Claimed not in events_of(Template)  # a name that only starts alike is another aggregate
+    assert events_of(ApiKey)[0] is ApiKey.Created
+    assert set(events_of(Account)) | set(events_of(ApiKey)) | set(events_of(TopUp)) <= set(EVENT_TYPES.values())

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime, timezone
-from types import SimpleNamespace
 
 from domain.account import Account
+from domain.apikey import ApiKey
 from gateway import keys
 from gateway.admission import KeyInfo
 from gateway.keys import KeyCache
@@ -28,8 +28,20 @@ class Directory:
         return self.keys.get(key_hash)
 
 
-def created(key_hash: str) -> SimpleNamespace:
-    return SimpleNamespace(originator_id=KEY.key_id, key_hash=key_hash)
+def created(key_hash: str) -> ApiKey.Created:
+    """KEY made with this secret hash, as the feed decodes it."""
+    return ApiKey.Created(
+        originator_id=KEY.key_id,
+        originator_version=1,
+        timestamp=datetime.now(timezone.utc),
+        originator_topic="domain.apikey:ApiKey",
+        account_id=KEY.account_id,
+        label="ci",
+        key_hash=key_hash,
+        prefix="mk-abc",
+        spend_cap=None,
+        default_model=None,
+    )
 
 
 def test_an_unknown_hash_is_looked_up_once_until_it_expires(monkeypatch):
@@ -50,14 +62,14 @@ def test_a_key_created_after_its_hash_was_unknown_works_at_once():
     cache = KeyCache(directory)
     assert asyncio.run(cache.get("h")) is None
     directory.keys["h"] = KEY
-    cache.apply("key.created", created("h"))
+    cache.apply(created("h"))
     assert asyncio.run(cache.get("h")) == KEY
 
 
 def test_an_announced_hash_the_read_model_lacks_yet_is_not_remembered_as_unknown():
     directory = Directory()
     cache = KeyCache(directory)
-    cache.apply("key.created", created("h"))  # the event outran the read model
+    cache.apply(created("h"))  # the event outran the read model
     assert asyncio.run(cache.get("h")) is None
     directory.keys["h"] = KEY
     assert asyncio.run(cache.get("h")) == KEY
@@ -68,10 +80,17 @@ def test_a_rotated_to_secret_is_announced_too():
     cache = KeyCache(directory)
     assert asyncio.run(cache.get("new")) is None
     directory.keys["new"] = KEY
-    rotated = SimpleNamespace(
-        originator_id=KEY.key_id, key_hash="new", previous_hash="old", previous_valid_until=datetime.now(timezone.utc)
+    now = datetime.now(timezone.utc)
+    rotated = ApiKey.Rotated(
+        originator_id=KEY.key_id,
+        originator_version=2,
+        timestamp=now,
+        key_hash="new",
+        prefix="mk-new",
+        previous_hash="old",
+        previous_valid_until=now,
     )
-    cache.apply("key.rotated", rotated)
+    cache.apply(rotated)
     assert asyncio.run(cache.get("new")) == KEY
 
 
@@ -110,11 +129,11 @@ def test_a_suspension_heard_on_the_wire_refuses_every_cached_key_of_the_account_
     changed: list[KeyInfo] = []
     cache.on_change = changed.append
     now = datetime.now(timezone.utc)
-    cache.apply_account("account.suspended", account_event(Account.Suspended))
+    cache.apply_account(account_event(Account.Suspended))
     refusal = asyncio.run(cache.get("a")).refusal(now)
     assert refusal is not None and (refusal.status, refusal.code) == (402, "account_suspended")
     assert asyncio.run(cache.get("b")).refusal(now) is None  # another account's key
     assert [k.key_id for k in changed] == [KEY.key_id]
-    cache.apply_account("account.resumed", account_event(Account.Resumed))
+    cache.apply_account(account_event(Account.Resumed))
     assert asyncio.run(cache.get("a")).refusal(now) is None
     assert directory.lookups == 2  # all from memory after the first loads

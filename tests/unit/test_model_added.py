@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.catalog import MAX_TOKEN_LIMIT, InvalidModel, ModelSettings, ModelTaken
+from domain.catalog import MAX_TOKEN_LIMIT, MODEL_CHANGES, InvalidModel, ModelSettings, ModelTaken
 from domain.pricing import Price
 from gateway.catalog import LIMIT_DEFAULTS, Catalog, Model, Provider, resolved_limits
 
@@ -34,6 +34,24 @@ def test_an_added_model_is_one_event_with_its_price_limits_and_operator():
         "operator",
     )
     assert settings.added and settings.enabled and settings.price == PRICE
+
+
+def test_each_model_event_changes_the_price_or_the_switch_as_the_aggregate_does():
+    """MODEL_CHANGES is what the catalog read model and the gateway's catalog apply: it agrees with the aggregate."""
+    settings = ModelSettings(model_id="acme/gpt-new")
+    add(settings)
+    cheaper = Price(500_000_000, 1_000_000_000, 100_000_000)
+    settings.change_price(cheaper, "operator")
+    settings.disable("operator")
+    settings.enable("operator")
+    seen = [(type(e), MODEL_CHANGES[type(e)](e)) for e in settings.collect_events() if type(e) in MODEL_CHANGES]
+    assert seen == [
+        (ModelSettings.Added, (PRICE, True)),
+        (ModelSettings.PriceChanged, (cheaper, None)),
+        (ModelSettings.Disabled, (None, False)),
+        (ModelSettings.Enabled, (None, True)),
+    ]
+    assert (settings.price, settings.enabled) == (cheaper, True)
 
 
 @pytest.mark.parametrize("taken", [True, False])

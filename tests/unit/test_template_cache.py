@@ -6,7 +6,6 @@ import uuid
 import msgspec
 import pytest
 
-from domain.events import event_name
 from domain.template import Template
 from gateway.errors import GatewayError
 from gateway.prompt_templates import TemplateCache, TemplateHead, merge
@@ -49,7 +48,7 @@ class ReadModel:
 
 def hear(cache: TemplateCache, template: Template) -> None:
     for e in template.collect_events():
-        cache.apply(event_name(type(e)), e)
+        cache.apply(e)
 
 
 def stored(template: Template) -> tuple[ReadModel, TemplateCache]:
