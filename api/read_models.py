@@ -7,7 +7,7 @@ from psycopg_pool import AsyncConnectionPool
 from projections import logs
 from projections.billing_projection import Billing
 from projections.catalog import CatalogModel
-from projections.directory import Directory
+from projections.directory_projection import Directory
 from projections.logs import LogBodies, Logs
 from projections.readmodel import ReadModel
 from projections.prompt_templates import Templates

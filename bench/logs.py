@@ -41,7 +41,7 @@ from domain.events import decode_event
 from domain.usage import UsageRecorded
 from gateway.trace_ids import uuid7
 from projections import logs
-from projections.directory import Directory
+from projections.directory_projection import Directory
 from projections.logs import LogFilter, Logs
 from projections.readmodel import Envelope, ensure_schema, physical_tables
 

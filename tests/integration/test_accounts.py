@@ -13,7 +13,7 @@ import pytest
 from commands.accounts import AccountCommands, BadCredentials, WrongPassword
 from domain.credentials import hash_token
 from projections import directory
-from projections.directory import Directory
+from projections.directory_projection import Directory
 from projections.readmodel import ensure_schema
 from projections.runner import ProjectionRunner
 from projections.source import StreamSource

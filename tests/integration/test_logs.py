@@ -21,7 +21,7 @@ from domain.usage import Api, UsageRecorded
 from gateway.usage import UsagePublisher
 from projections import billing, logs
 from projections.billing_projection import Billing
-from projections.directory import Directory
+from projections.directory_projection import Directory
 from projections.logs import LogFilter, Logs
 from projections.readmodel import ensure_schema
 from projections.rebuild import rebuild

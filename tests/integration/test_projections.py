@@ -21,7 +21,7 @@ from domain.usage import UsageRecorded
 from gateway.usage import UsagePublisher
 from projections.billing_projection import Billing
 from projections.catalog import CatalogModel
-from projections.directory import Directory
+from projections.directory_projection import Directory
 from projections.readmodel import ensure_schema, position_of
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner

@@ -12,7 +12,7 @@ import uuid
 from commands.accounts import AccountCommands
 from commands.keys import KeyCommands
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, aggregate_subject
-from projections.directory import Directory
+from projections.directory_projection import Directory
 from projections.quarantine import quarantined, retry
 from projections.runner import ProjectionRunner
 from projections.source import StreamSource
