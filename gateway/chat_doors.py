@@ -16,7 +16,7 @@ from gateway.providers.base import Adapter
 from gateway.request_parsing import ChatRequest, decode_object, parse_chat
 from gateway.reservation import Admitted
 from gateway.serving import Door, Serving
-from gateway.wire import messages, responses
+from gateway.wire import messages, messages_stream, responses, responses_stream
 from gateway.wire.internal import Translated
 
 
@@ -111,7 +111,7 @@ class ChatDoors(Serving):
                         lambda: adapter.chat(m, internal),
                         lambda: adapter.chat_stream(m, internal, True),
                         lambda result, cost: messages.encode(result.body, result.usage, m, cost),
-                        lambda reply: messages.encode_stream(reply, m),
+                        lambda reply: messages_stream.encode_stream(reply, m),
                     )
 
         record = self._record(
@@ -161,7 +161,7 @@ class ChatDoors(Serving):
                 lambda: adapter.chat(m, internal),
                 lambda: adapter.chat_stream(m, internal, True),
                 lambda result, cost: responses.encode(result.body, result.usage, m, body, cost),
-                lambda reply: responses.encode_stream(reply, m, body),
+                lambda reply: responses_stream.encode_stream(reply, m, body),
             )
 
         await self._serve(send, receive, headers, record, admitted.models, bind)

@@ -14,7 +14,7 @@ from gateway.catalog import Model
 from gateway.errors import GatewayError
 from gateway.fields import GEMINI_CHAT_FIELDS, OPENAI_CHAT_FIELDS
 from gateway.providers.base import SSE_DONE, StreamReply, Usage, sse
-from gateway.wire import messages
+from gateway.wire import messages, messages_stream
 
 GPT = Model("acme/gpt", "acme", "gpt", Price(1, 1), max_output_tokens=1000, context_tokens=10_000, image_tokens=99)
 LENIENT = msgspec.structs.replace(GPT, ignore_fields=frozenset({"cache_control", "context_management"}))
@@ -207,7 +207,7 @@ def test_a_stream_encodes_as_message_events_ending_with_the_usage():
 
     inner = StreamReply(upstream(), 0)
     inner.usage = Usage(7, 3)
-    encoded = messages.encode_stream(inner, GPT)
+    encoded = messages_stream.encode_stream(inner, GPT)
 
     async def read() -> list[bytes]:
         return [frame async for frame in encoded]
@@ -267,7 +267,7 @@ def test_a_streams_events_are_encoded_as_their_objects_are():
     inner.priced = lambda usage: 12_345_000
 
     async def read() -> list[bytes]:
-        return [frame async for frame in messages.encode_stream(inner, GPT)]
+        return [frame async for frame in messages_stream.encode_stream(inner, GPT)]
 
     datas = [line[6:] for frame in asyncio.run(read()) for line in frame.split(b"\n") if line.startswith(b"data: ")]
     events = [msgspec.json.decode(data) for data in datas]

@@ -14,7 +14,7 @@ from gateway.catalog import Model
 from gateway.errors import GatewayError
 from gateway.fields import GEMINI_CHAT_FIELDS, OPENAI_CHAT_FIELDS
 from gateway.providers.base import SSE_DONE, StreamReply, Usage, sse
-from gateway.wire import responses
+from gateway.wire import responses, responses_stream
 
 GPT = Model("acme/gpt", "acme", "gpt", Price(1, 1))
 GEMINI = Model("g/flash", "g", "flash", Price(1, 1))
@@ -148,7 +148,7 @@ def test_a_stream_encodes_as_response_events_in_sequence():
 
     inner = StreamReply(upstream(), 0)
     inner.usage = Usage(5, 2)
-    encoded = responses.encode_stream(inner, GPT, {"input": "x"})
+    encoded = responses_stream.encode_stream(inner, GPT, {"input": "x"})
 
     async def read() -> list[bytes]:
         return [frame async for frame in encoded]
@@ -199,7 +199,7 @@ def test_a_streams_events_are_encoded_as_their_objects_are_and_its_response_keep
     inner = StreamReply(upstream(), 0)
     inner.usage = Usage(5, 2)
     body = {"input": "x", "instructions": "100%s", "tools": [{"type": "function", "name": "f"}], "metadata": {"k": 1}}
-    encoded = responses.encode_stream(inner, GPT, body)
+    encoded = responses_stream.encode_stream(inner, GPT, body)
 
     async def read() -> list[bytes]:
         return [frame async for frame in encoded]
