@@ -4,6 +4,7 @@ starved reader sees it: a batch that keeps arriving is read to its end however l
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 
 import msgspec
 import pytest
@@ -14,14 +15,15 @@ from projections.source import StreamSource
 TIMEOUT = 0.3  # seconds of silence after which a read fails
 
 
-async def serve_slowly(nc, stream: str, count: int, gap: float, end: bool = True):
-    """Answer direct gets on `stream` with `count` messages, `gap` seconds apart, then the end-of-batch status."""
+async def serve_slowly(nc, stream: str, count: int, gap: float, end: bool = True, extra: dict | None = None):
+    """Answer direct gets on `stream` with `count` messages, `gap` seconds apart (with the `extra` headers), then
+    the end-of-batch status."""
 
     async def answer(msg):
         for seq in range(1, count + 1):
             await asyncio.sleep(gap)
             headers = {"Nats-Sequence": str(seq), "Nats-Time-Stamp": "2026-12-01T06:00:00.123456789Z"}
-            await nc.publish(msg.reply, b"{}", headers={**headers, "Mesh-Topic": "usage.recorded"})
+            await nc.publish(msg.reply, b"{}", headers={**headers, "Mesh-Topic": "usage.recorded", **(extra or {})})
         if end:
             await nc.publish(msg.reply, b"", headers={"Status": "204", "Description": "EOB"})
 
@@ -38,6 +40,15 @@ async def test_a_batch_that_keeps_arriving_is_read_to_its_end_past_the_timeout(n
     assert [m.position for m in messages] == [1, 2, 3, 4, 5, 6]
     assert messages[0].topic == "usage.recorded"
     assert loop.time() - began > 2 * TIMEOUT  # longer than the timeout, read all the same
+
+
+async def test_a_stored_message_whose_headers_name_a_status_is_read_as_a_message(nc, stream_name):
+    await serve_slowly(nc, stream_name, count=3, gap=0, extra={"Mesh-Status": "204", "Note": "Status: 204"})
+
+    messages = await StreamSource(nc, stream_name).read(1, limit=10, timeout=TIMEOUT)
+
+    assert [(m.position, m.topic, m.body) for m in messages] == [(n, "usage.recorded", b"{}") for n in (1, 2, 3)]
+    assert messages[0].time == datetime(2026, 12, 1, 6, 0, 0, 123456, tzinfo=timezone.utc)
 
 
 async def test_a_batch_that_goes_quiet_fails_after_the_timeout(nc, stream_name):

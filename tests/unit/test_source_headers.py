@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from nats.aio.client import Client
 
-from projections.source import _parse_header_lines
+from projections.source import _header_fields, _parse_header_lines
 
 BLOCKS = [
     b"Nats-Stream: MESH\r\nNats-Subject: mesh.usage.6b1c7d0e-3a43-4d5e-9b8e-2f6e3c9f0a11\r\nNats-Sequence: 12345\r\n"
@@ -23,3 +23,14 @@ BLOCKS = [
 @pytest.mark.parametrize("raw", BLOCKS)
 def test_headers_parse_as_nats_py_parses_them(raw):
     assert _parse_header_lines(raw) == Client._parse_header_lines(raw)
+
+
+@pytest.mark.parametrize("raw", BLOCKS)
+def test_a_batchs_header_fields_are_nats_pys_for_every_name_it_parses(raw):
+    """The direct-get batch reader's own parse (bytes, every line with a colon) gives each name nats-py gives,
+    with its value."""
+    fields = _header_fields(raw)
+    parsed = Client._parse_header_lines(raw)
+    assert parsed  # each block names something
+    for name, value in parsed.items():
+        assert fields[name.encode()].decode("utf-8", "replace") == value
