@@ -263,7 +263,6 @@ class Billing:
                 lease_id uuid,
                 primary key (trace_id, time)
             ) partition by range (time);
-            create index if not exists {t["usage_recent"]}_account_time on {t["usage_recent"]} (account_id, time);
             {rollups}
             create table if not exists {t["leases"]} (
                 lease_id uuid primary key,
@@ -324,6 +323,11 @@ class Billing:
                 add column if not exists card_last4 text, add column if not exists card_exp_month int,
                 add column if not exists card_exp_year int;
         """)
+
+    async def create_indexes(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
+        await cur.execute(
+            f"create index if not exists {t['usage_recent']}_account_time on {t['usage_recent']} (account_id, time)"
+        )
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         # In a pipeline: the statements of the batch's aggregate events (a few per lease cycle) go to PostgreSQL

@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from datetime import datetime, timedelta, timezone
 from itertools import chain, repeat
+from operator import attrgetter, is_
 from typing import Any, Callable, Sequence
 
 import msgspec
@@ -47,10 +48,18 @@ def _array_type(name: str, oid: int, format: Format = Format.BINARY) -> type[_Ar
 
 
 def _binary(
-    name: str, element_oid: int, array_oid: int, size: int | None, to_bytes: Callable[[Any], bytes], ints: str = ""
+    name: str,
+    element_oid: int,
+    array_oid: int,
+    size: int | None,
+    to_bytes: Callable[[Any], bytes],
+    ints: str = "",
+    to_int: Callable[[Any], int] | None = None,
 ):
     """The encoder of a binary element type: `size` bytes each (None: variable); `ints`, the struct code of
-    an element when values are Python ints (a column with no missing value is then one struct.pack)."""
+    an element when values are Python ints, or become ints by `to_int` (a column with no missing value is then
+    one struct.pack). Whole columns go through C-level maps and joins; only a column with some values missing
+    and some not takes a Python step per value."""
     array = _array_type(name, array_oid)
     fixed = _LENGTH.pack(size) if size is not None else b""
 
@@ -64,16 +73,27 @@ def _binary(
         count = len(values)
         if not count:
             return array(_EMPTY.pack(0, 0, element_oid))
-        nulls = any(value is None for value in values)
-        if ints and not nulls:
-            body = struct.pack(">" + ("i" + ints) * count, *chain.from_iterable(zip(repeat(size), values)))
-        elif size is not None and not nulls:
-            body = fixed + fixed.join([to_bytes(value) for value in values])
-        else:
+        missing = sum(map(is_, values, repeat(None)))
+        if missing == count:
+            body = _NULL * count
+        elif missing:
             body = b"".join([element(value) for value in values])
-        return array(_HEADER.pack(1, int(nulls), element_oid, count, 1) + body)
+        elif ints:
+            numbers = values if to_int is None else list(map(to_int, values))
+            body = struct.pack(">" + ("i" + ints) * count, *chain.from_iterable(zip(repeat(size), numbers)))
+        elif size is not None:
+            body = fixed + fixed.join(map(to_bytes, values))
+        else:
+            data = list(map(to_bytes, values))
+            body = b"".join(chain.from_iterable(zip(map(_LENGTH.pack, map(len, data)), data)))
+        return array(_HEADER.pack(1, int(bool(missing)), element_oid, count, 1) + body)
 
     return encode
+
+
+def _microseconds(value: datetime) -> int:
+    """A time as PostgreSQL stores a timestamptz: microseconds since 2000-01-01 UTC."""
+    return (value - _PG_EPOCH) // _MICROSECOND
 
 
 def _numeric(values: Sequence[Any]) -> _Array:
@@ -92,9 +112,9 @@ def _jsonb(values: Sequence[Any]) -> _Array:
 
 
 _ENCODERS: dict[str, Callable[[Sequence[Any]], _Array]] = {
-    "uuid": _binary("UuidArray", 2950, 2951, 16, lambda value: value.bytes),
+    "uuid": _binary("UuidArray", 2950, 2951, 16, attrgetter("bytes")),
     "timestamptz": _binary(
-        "TimestamptzArray", 1184, 1185, 8, lambda value: _INT8.pack((value - _PG_EPOCH) // _MICROSECOND)
+        "TimestamptzArray", 1184, 1185, 8, lambda value: _INT8.pack(_microseconds(value)), "q", _microseconds
     ),
     "text": _binary("TextArray", 25, 1009, None, str.encode),
     "int": _binary("Int4Array", 23, 1007, 4, _INT4.pack, "i"),
@@ -113,7 +133,12 @@ class EventColumns:
         self.columns = ", ".join("time" if name == "timestamp" else name for name in types)
         self.rows = "unnest(" + ", ".join(f"%s::{kind}[]" for kind in types.values()) + ")"
         self._encoders = [_ENCODERS[kind] for kind in types.values()]
+        self._row = attrgetter(*self.fields)  # an event's values, in the columns' order
 
     def params(self, events: Sequence[Any]) -> list[_Array]:
         """The query parameters of `rows` for these events: one encoded array per column."""
-        return [encode([getattr(event, name) for event in events]) for name, encode in zip(self.fields, self._encoders)]
+        if len(self.fields) == 1:
+            columns: Sequence[Sequence[Any]] = [[self._row(event) for event in events]]
+        else:
+            columns = list(zip(*map(self._row, events))) or [() for _ in self.fields]
+        return [encode(column) for column, encode in zip(columns, self._encoders)]

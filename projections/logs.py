@@ -72,6 +72,11 @@ class Logs:
             ) partition by range (time);
             alter table {logs} add column if not exists api text;
             alter table {logs} add column if not exists attempts jsonb;
+        """)
+
+    async def create_indexes(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
+        logs = t["logs"]
+        await cur.execute(f"""
             create index if not exists {logs}_account on {logs}
                 (account_id, time, trace_id, model, key_id, provider, latency_us, status);
             create index if not exists {logs}_errors on {logs}

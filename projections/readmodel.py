@@ -36,6 +36,17 @@ class ReadModel(Protocol):
         """Apply a batch of events, in order, inside the caller's transaction."""
 
 
+# A read model may also define `create_indexes(cur, t)`: the secondary indexes of its tables (idempotent). A new
+# generation is made with them, except by a rebuild, which builds them once its tables are filled (one sort per
+# index instead of an index entry per row) and before it puts the generation in service.
+
+
+async def create_indexes(cur: psycopg.AsyncCursor, model: ReadModel, t: dict[str, str]) -> None:
+    make = getattr(model, "create_indexes", None)
+    if make is not None:
+        await make(cur, t)
+
+
 SCHEMA = """
 create table if not exists projection_positions (
     name text primary key,
@@ -94,6 +105,7 @@ async def ensure_schema(conn: psycopg.AsyncConnection, models: list[ReadModel]) 
                     outdated.append(model)
                 async with conn.cursor() as upgrade:
                     await model.create_tables(upgrade, physical_tables(model, row[0]))
+                    await create_indexes(upgrade, model, physical_tables(model, row[0]))
                 if not await _views_show_every_column(conn, model, row[0]):
                     await point_views(conn, model, row[0])
     return outdated
@@ -107,9 +119,14 @@ async def _lacks_a_table(conn: psycopg.AsyncConnection, model: ReadModel, genera
     return (await cur.fetchone())[0] > 0
 
 
-async def create_generation(conn: psycopg.AsyncConnection, model: ReadModel, generation: int) -> None:
+async def create_generation(
+    conn: psycopg.AsyncConnection, model: ReadModel, generation: int, indexes: bool = True
+) -> None:
+    """The tables of a generation (with their secondary indexes unless `indexes` is false), at position 0."""
     async with conn.cursor() as cur:
         await model.create_tables(cur, physical_tables(model, generation))
+        if indexes:
+            await create_indexes(cur, model, physical_tables(model, generation))
         await cur.execute(
             "insert into projection_positions (name, position) values (%s, 0) on conflict (name) do nothing",
             (tracking_name(model, generation),),

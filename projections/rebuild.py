@@ -11,6 +11,7 @@ from projections.readmodel import (
     ReadModel,
     active_generation,
     create_generation,
+    create_indexes,
     physical_tables,
     point_views,
     tracking_name,
@@ -26,7 +27,8 @@ async def rebuild(
     stream: str,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Build generation N+1 up to the stream head, swap the views to it, drop generation N.
+    """Build generation N+1 up to the stream head (its secondary indexes last), swap the views to it, drop
+    generation N.
 
     Returns the new generation. Readers never see a half-built model: the swap is one transaction.
     """
@@ -35,10 +37,13 @@ async def rebuild(
         new = old + 1
         async with conn.transaction():
             await _drop_generation(conn, model, new)  # leftovers of an interrupted rebuild
-            await create_generation(conn, model, new)
+            await create_generation(conn, model, new, indexes=False)
     runner = ProjectionRunner(model, StreamSource(nc, stream), pool, generation=new, batch_size=REPLAY_BATCH)
     await runner.catch_up(progress)
     async with pool.connection() as conn:
+        async with conn.transaction():
+            async with conn.cursor() as cur:
+                await create_indexes(cur, model, physical_tables(model, new))
         async with conn.transaction():
             await conn.execute(
                 "select generation from read_model_generations where read_model = %s for update", (model.name,)
