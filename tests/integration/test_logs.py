@@ -296,9 +296,27 @@ async def test_rebuilding_logs_leaves_billing_untouched_and_the_logs_equal(env):
     await catch_up(nc, pool, publisher.stream, BILLING, LOGS)
     before, logged = await money(pool, ids), await walk(pool, LogFilter(), 500)
     assert len(logged) == len(events)
+    indexes = await index_definitions(pool, "logs_g1")
+    assert len(indexes) == 6  # the primary key and the five the pages read
     assert await rebuild(LOGS, nc, pool, publisher.stream) == 2
     assert await money(pool, ids) == before
     assert await walk(pool, LogFilter(), 500) == logged
+    # built after the rows, the new generation's indexes are the old one's, on it and on each month
+    assert await index_definitions(pool, "logs_g2") == [i.replace("logs_g1", "logs_g2") for i in indexes]
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "select inhrelid::regclass::text from pg_inherits where inhparent = 'logs_g2'::regclass"
+        )
+        months = [row[0] for row in await cur.fetchall()]
+    assert months
+    for month in months:
+        assert len(await index_definitions(pool, month)) == len(indexes)
+
+
+async def index_definitions(pool, table: str) -> list[str]:
+    async with pool.connection() as conn:
+        cur = await conn.execute("select indexdef from pg_indexes where tablename = %s order by indexname", (table,))
+        return [row[0] for row in await cur.fetchall()]
 
 
 async def test_bodies_come_from_their_own_stream_and_go_with_retention(env):
