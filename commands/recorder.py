@@ -37,7 +37,10 @@ from domain.events import (
 T = TypeVar("T")
 log = logging.getLogger("mesh.eventstore")
 
-WRONG_LAST_SEQUENCE = (10071, 10164)
+# JetStream's answers that another writer got there first: the subject's last sequence is not the one expected
+# (10071, 10164), or, on a replicated stream, another append with the same message id (the same aggregate version)
+# is being stored (10158; ours was not).
+CONFLICTS = (10071, 10164, 10158)
 NO_MESSAGE = 10037  # JetStream's error: no message at that sequence
 TIMEOUT = 10.0
 READ_BATCH = 1000
@@ -237,7 +240,7 @@ class JetStreamAggregateRecorder(AggregateRecorder):
         ack = msgspec.json.decode(reply.data)
         error = ack.get("error")
         if error:
-            if error.get("err_code") in WRONG_LAST_SEQUENCE:
+            if error.get("err_code") in CONFLICTS:
                 raise IntegrityError(f"concurrent write: {error.get('description')}")
             raise OperationalError(f"JetStream refused the append: {error.get('description')}")
         if count > 1 and ack.get("count") != count:
