@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Awaitable, Callable, Generic, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 from domain.usage import Attempt
 from gateway.catalog import Model
@@ -29,16 +29,6 @@ RETRY_AFTER_CAP = 2.0  # the longest an upstream's Retry-After is honoured (a lo
 T = TypeVar("T")
 
 
-class Candidate(Generic[T]):
-    """One model a request may be served by, with how to call it (a front door's call, already bound to it)."""
-
-    __slots__ = ("model", "call")
-
-    def __init__(self, model: Model, call: Callable[[], Awaitable[T]]):
-        self.model = model
-        self.call = call
-
-
 def backoff(retry: int, retry_after: float | None) -> float | None:
     """Seconds to wait before the `retry`th call again of the same model (1: the first retry); None when the
     upstream asks for longer than RETRY_AFTER_CAP (it is not worth waiting for: the next model is tried)."""
@@ -49,28 +39,30 @@ def backoff(retry: int, retry_after: float | None) -> float | None:
 
 
 async def first_answer(
-    candidates: list[Candidate[T]],
+    models: list[Model],
+    call: Callable[[Model], Awaitable[T]],
     attempts: list[Attempt],
     failed: Callable[[Model, GatewayError], None] = lambda model, error: None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> tuple[Candidate[T], T]:
-    """Call the candidates in turn until one answers: that candidate and its answer. Every call is added to
-    `attempts`, once there was more than one (a first call that answers leaves it empty); `failed` hears of each
-    failure that is tried again. Raises the last failure when none answers, or the first that is not retryable."""
+) -> tuple[Model, T]:
+    """Call the models in turn (`call(model)`: a front door's call of one) until one answers: that model and
+    its answer. Every call is added to `attempts`, once there was more than one (a first call that answers
+    leaves it empty); `failed` hears of each failure that is tried again. Raises the last failure when none
+    answers, or the first that is not retryable."""
     last: GatewayError | None = None
-    for index, candidate in enumerate(candidates):
+    for index, model in enumerate(models):
         for retry in range(ATTEMPTS_PER_MODEL):
             started = time.perf_counter_ns()
             try:
-                answer = await candidate.call()
+                answer = await call(model)
             except GatewayError as error:
-                attempts.append(Attempt(candidate.model.id, error.status, _ms_since(started)))
+                attempts.append(Attempt(model.id, error.status, _ms_since(started)))
                 if not error.retryable:
                     raise
                 last = error
-                if index == len(candidates) - 1 and retry == ATTEMPTS_PER_MODEL - 1:
+                if index == len(models) - 1 and retry == ATTEMPTS_PER_MODEL - 1:
                     raise
-                failed(candidate.model, error)
+                failed(model, error)
                 if retry == ATTEMPTS_PER_MODEL - 1:
                     break
                 wait = backoff(retry + 1, error.retry_after)
@@ -79,8 +71,8 @@ async def first_answer(
                 await sleep(wait)
                 continue
             if attempts:
-                attempts.append(Attempt(candidate.model.id, 200, _ms_since(started)))
-            return candidate, answer
+                attempts.append(Attempt(model.id, 200, _ms_since(started)))
+            return model, answer
     assert last is not None
     raise last
 
