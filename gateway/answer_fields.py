@@ -14,6 +14,8 @@ slow path, decoded and re-encoded."""
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 
 from domain.money import pico_to_usd
@@ -21,6 +23,7 @@ from domain.money import pico_to_usd
 UPSTREAM_MODEL_HEADER = b"x-mesh-upstream-model"
 COST_HEADER = b"x-mesh-cost-usd"
 MAX_MODEL_NAME = 256  # the longest model name replaced in place (a longer one takes the slow path)
+MODEL_NAMES_KEPT = 4096  # Mesh ids whose JSON form is kept (the catalog's, so a bound that is never reached)
 
 _MODEL_KEY = b'"model":"'
 _SPELLED_MODEL = b'"model"'
@@ -41,8 +44,9 @@ def _usd_fields(usd: str) -> dict:
     return {"cost": msgspec.Raw(usd.encode()), "cost_usd": usd}
 
 
+@functools.lru_cache(maxsize=MODEL_NAMES_KEPT)
 def model_name(model_id: str) -> bytes:
-    """A Mesh id as it stands between the quotes of a JSON string."""
+    """A Mesh id as it stands between the quotes of a JSON string (the catalog's ids: each encoded once)."""
     return msgspec.json.encode(model_id)[1:-1]
 
 
@@ -67,9 +71,10 @@ def with_cost(document: bytes, usd: str) -> bytes:
         return _rewritten(document, None, usd) if document.find(b'"usage"') >= 0 else document
     number = usd.encode()
     inside = at + len(_USAGE_KEY)
-    fields = b'"cost":' + number + b',"cost_usd":"' + number + b'"'
     separator = b"" if document[inside : inside + 1] == b"}" else b","
-    return document[:inside] + fields + separator + document[inside:]
+    return b"".join(
+        (document[:inside], b'"cost":', number, b',"cost_usd":"', number, b'"', separator, document[inside:])
+    )
 
 
 def patched(document: bytes, name: bytes, usd: str | None) -> bytes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timezone
-from typing import Awaitable, Callable, TypeVar
+from typing import Awaitable, Callable
 
 from domain.usage import UsageRecorded
 from gateway import answer_fields, fallbacks
@@ -18,8 +18,6 @@ from gateway.providers.base import Reply, StreamReply
 from gateway.request_record import RequestRecord, durable
 from gateway.reservation import Reservation
 from gateway.stream_relay import drain, recording, relay, watch_disconnect
-
-T = TypeVar("T")
 
 
 class Serving(Reservation):
@@ -40,29 +38,30 @@ class Serving(Reservation):
         its answer (in the front door's format: `door` calls each model and encodes the answer), the same for
         every front door. The answer names the Mesh id of the model that answered and states its charge."""
         try:
-            if record.stream:
-                try:
-                    reply = await self._first_answer(record, models, door.open_stream)
-                except GatewayError as exc:
-                    await self._upstream_failed(record, exc)
+            try:  # the record then names the model that answered, or, when none did, the last one tried
+                model, answer = await fallbacks.first_answer(
+                    models, door.open_stream if record.stream else door.call, record.attempts, self._attempt_failed
+                )
+            except GatewayError as exc:
+                self._answered_by(record, self.catalog.models.get(record.attempts[-1].model, record.model))
+                await self._upstream_failed(record, exc)
+                if record.stream:
                     raise
-                reply.priced = record.cost
+                await respond(send, exc.status, headers, error_body(exc))
+                return
+            self._answered_by(record, model)  # its price is the one billed
+            if record.stream:
+                answer.priced = record.cost
                 headers.append((UPSTREAM_MODEL_HEADER, record.model.upstream.encode()))
-                await self._stream(send, receive, headers, door.encode_stream(record.model, reply), record)
+                await self._stream(send, receive, headers, door.encode_stream(record.model, answer), record)
             else:
-                try:
-                    result = await self._first_answer(record, models, door.call)
-                except GatewayError as exc:
-                    await self._upstream_failed(record, exc)
-                    await respond(send, exc.status, headers, error_body(exc))
-                    return
-                event = record.done(result.usage, result.upstream_us, None)
+                event = record.done(answer.usage, answer.upstream_us, None)
                 usd = answer_fields.cost_usd(event.cost)
-                answer = door.encode(record.model, result, event.cost, usd)
+                body = door.encode(record.model, answer, event.cost, usd)
                 # billed first: a client gone while the answer is written still owes what the upstream did
-                record.response_body = answer
+                record.response_body = body
                 await self._emit(record, event)
-                await respond(send, 200, answered(headers, record.model, usd), answer)
+                await respond(send, 200, answered(headers, record.model, usd), body)
         finally:
             if not record.emitted:  # an unexpected failure: free the reservation all the same
                 self.budgets.release(record.ticket, 0)
@@ -75,26 +74,11 @@ class Serving(Reservation):
                     record.response_body,
                 )
 
-    async def _first_answer(
-        self, record: RequestRecord, models: list[Model], call: Callable[[Model], Awaitable[T]]
-    ) -> T:
-        """The answer of the first of `models` to answer (`call`: the door's call of one, or its opening of a
-        stream), tried as gateway/fallbacks.py says; the record then names that model (its price is the one
-        billed), or, when none answers, the last one tried."""
-        attempts = record.attempts
-        try:
-            model, answer = await fallbacks.first_answer(models, call, attempts, self._attempt_failed)
-        except GatewayError:
-            self._answered_by(record, self.catalog.models.get(attempts[-1].model, record.model))
-            raise
-        if model is not record.model:
-            self._answered_by(record, model)
-        return answer
-
     def _attempt_failed(self, model: Model, error: GatewayError) -> None:
         self.metrics.upstream_error(model.provider, error.code or "unknown")
 
     def _answered_by(self, record: RequestRecord, model: Model) -> None:
+        """The request is billed as `model`'s (its model, or a fallback that answered or was tried last)."""
         if model.id != record.model.id:
             record.model = model
             record.prompt_bound = record.bounds.get(model.id)
