@@ -121,7 +121,7 @@ class Serving(Reservation):
 
         try:
             try:
-                await relay(reply if frames is None else recording(reply, frames), send, gone, bill, reply.is_last)
+                await relay(reply if frames is None else recording(reply, frames), send, gone, bill, reply)
             except GatewayError as exc:
                 error, status = exc.message, exc.status
                 if not record.emitted:  # the upstream failed mid-stream (not the bill, once it is done)
