@@ -48,33 +48,51 @@ async def first_answer(
     """Call the models in turn (`call(model)`: a front door's call of one) until one answers: that model and
     its answer. Every call is added to `attempts`, once there was more than one (a first call that answers
     leaves it empty); `failed` hears of each failure that is tried again. Raises the last failure when none
-    answers, or the first that is not retryable."""
-    last: GatewayError | None = None
-    for index, model in enumerate(models):
-        for retry in range(ATTEMPTS_PER_MODEL):
-            started = time.perf_counter_ns()
-            try:
-                answer = await call(model)
-            except GatewayError as error:
-                attempts.append(Attempt(model.id, error.status, _ms_since(started)))
-                if not error.retryable:
-                    raise
-                last = error
-                if index == len(models) - 1 and retry == ATTEMPTS_PER_MODEL - 1:
-                    raise
-                failed(model, error)
-                if retry == ATTEMPTS_PER_MODEL - 1:
-                    break
-                wait = backoff(retry + 1, error.retry_after)
-                if wait is None:
-                    break
-                await sleep(wait)
-                continue
-            if attempts:
-                attempts.append(Attempt(model.id, 200, _ms_since(started)))
-            return model, answer
-    assert last is not None
-    raise last
+    answers, or the first that is not retryable. (gateway/serving.py makes the first call itself, then, when it
+    fails, goes on with `after_failure`: the same steps without a coroutine between the gateway and the call.)"""
+    started = time.perf_counter_ns()
+    try:
+        answer = await call(models[0])
+    except GatewayError as error:
+        return await after_failure(models, call, attempts, error, started, failed, sleep)
+    return models[0], answer
+
+
+async def after_failure(
+    models: list[Model],
+    call: Callable[[Model], Awaitable[T]],
+    attempts: list[Attempt],
+    error: GatewayError,
+    started: int,
+    failed: Callable[[Model, GatewayError], None] = lambda model, error: None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> tuple[Model, T]:
+    """`first_answer` once the first call (of `models[0]`, begun at `started`, `time.perf_counter_ns()`) has
+    failed with `error`: the same model again, then the next ones, as the module says."""
+    index, retry = 0, 0
+    while True:
+        model = models[index]
+        attempts.append(Attempt(model.id, error.status, _ms_since(started)))
+        last_model = index == len(models) - 1
+        if not error.retryable or (last_model and retry == ATTEMPTS_PER_MODEL - 1):
+            raise error
+        failed(model, error)
+        wait = None if retry == ATTEMPTS_PER_MODEL - 1 else backoff(retry + 1, error.retry_after)
+        if wait is None:  # the next model (none left: the last failure is the answer)
+            if last_model:
+                raise error
+            index, retry = index + 1, 0
+        else:
+            await sleep(wait)
+            retry += 1
+        started = time.perf_counter_ns()
+        try:
+            answer = await call(models[index])
+        except GatewayError as failure:
+            error = failure
+            continue
+        attempts.append(Attempt(models[index].id, 200, _ms_since(started)))
+        return models[index], answer
 
 
 def _ms_since(started: int) -> int:
