@@ -14,6 +14,7 @@ reference), through the same gateway to the same upstream. Two parts:
    is to chat completions in the same mode.
 
     python -m bench.front_doors [--seconds 3] [--rounds 3] [--requests 5000]
+    python -m bench.front_doors --chat-only [--rounds 10] [--requests 2000]   # chat completions' own time only
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def _bodies() -> dict[str, tuple[str, dict]]:
     }
 
 
-async def run(requests: int) -> None:
+async def run(requests: int, doors: tuple[str, ...] = (), rounds: int = ROUNDS) -> None:
+    """The in-process part, for `doors` (all of them when empty), the best of `rounds` interleaved rounds."""
     account = Account(email="bench@example.com", password_hash="x", token_hash="t")
     account.grant_credits(10**6 * 10**12, "bench", "bench")
     secret = new_api_key()
@@ -134,16 +136,17 @@ async def run(requests: int) -> None:
         return (time.perf_counter() - started) / requests * 1e6
 
     cells: dict[tuple[str, bool], float] = {}
-    for _ in range(ROUNDS):  # interleaved, so a slow moment of the machine hits every door alike
+    measured = {door: spec for door, spec in _bodies().items() if not doors or door in doors}
+    for _ in range(rounds):  # interleaved, so a slow moment of the machine hits every door alike
         for stream in (False, True):
-            for door, (path, body) in _bodies().items():
+            for door, (path, body) in measured.items():
                 took = await measure(path, body, stream)
                 cells[door, stream] = min(took, cells.get((door, stream), took))
     assert set(statuses) == {200}, f"a request was refused: {set(statuses)}"
     print(f"in process: the gateway's own time\n{'front door':<20}{'mode':<12}{'µs/request':>12}{'ratio':>8}")
     for stream in (False, True):
         reference = cells["chat.completions", stream]
-        for door in _bodies():
+        for door in measured:
             took = cells[door, stream]
             mode = "stream" if stream else "plain"
             print(f"{door:<20}{mode:<12}{took:>12.1f}{took / reference:>8.2f}")
@@ -211,7 +214,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per whole-stack cell; 0 skips that part")
     parser.add_argument("--rounds", type=int, default=3, help="whole-stack rounds; each cell's best p50 is kept")
     parser.add_argument("--requests", type=int, default=5000, help="per in-process cell")
+    parser.add_argument(
+        "--chat-only",
+        action="store_true",
+        help="only chat completions' own time in process (plain and streamed), the best of --rounds rounds",
+    )
     args = parser.parse_args()
+    if args.chat_only:
+        asyncio.run(run(args.requests, ("chat.completions",), args.rounds))
+        return
     if args.seconds > 0:
         whole_stack(args.seconds, args.rounds)
         print()

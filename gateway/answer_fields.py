@@ -14,6 +14,8 @@ slow path, decoded and re-encoded."""
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 
 from domain.money import pico_to_usd
@@ -21,6 +23,7 @@ from domain.money import pico_to_usd
 UPSTREAM_MODEL_HEADER = b"x-mesh-upstream-model"
 COST_HEADER = b"x-mesh-cost-usd"
 MAX_MODEL_NAME = 256  # the longest model name replaced in place (a longer one takes the slow path)
+MODEL_NAMES_KEPT = 4096  # Mesh ids whose JSON form is kept (the catalog's, so a bound that is never reached)
 
 _MODEL_KEY = b'"model":"'
 _SPELLED_MODEL = b'"model"'
@@ -28,17 +31,22 @@ _USAGE_KEY = b'"usage":{'
 
 
 def cost_usd(pico: int) -> str:
+    """A charge as the answer states it (`usd` below): decimal USD, digit for digit."""
     return pico_to_usd(pico)
 
 
 def cost_fields(pico: int) -> dict:
     """`usage.cost` (an exact JSON number) and `usage.cost_usd` (a decimal string), for a document Mesh encodes."""
-    usd = cost_usd(pico)
+    return _usd_fields(cost_usd(pico))
+
+
+def _usd_fields(usd: str) -> dict:
     return {"cost": msgspec.Raw(usd.encode()), "cost_usd": usd}
 
 
+@functools.lru_cache(maxsize=MODEL_NAMES_KEPT)
 def model_name(model_id: str) -> bytes:
-    """A Mesh id as it stands between the quotes of a JSON string."""
+    """A Mesh id as it stands between the quotes of a JSON string (the catalog's ids: each encoded once)."""
     return msgspec.json.encode(model_id)[1:-1]
 
 
@@ -55,26 +63,28 @@ def with_model(document: bytes, name: bytes) -> bytes:
     return _rewritten(document, name, None)
 
 
-def with_cost(document: bytes, pico: int) -> bytes:
-    """`document` with `cost` and `cost_usd` added to its `usage` (the last one: a chat completion's, a message's
-    are top-level and come last). A document without a usage object is left as it is."""
+def with_cost(document: bytes, usd: str) -> bytes:
+    """`document` with `cost` and `cost_usd` (`usd`, from `cost_usd`) added to its `usage` (the last one: a chat
+    completion's, a message's are top-level and come last). A document without a usage object is left as it is."""
     at = document.rfind(_USAGE_KEY)
     if at < 0 or document.find(b"]", at) >= 0 or document.find(b'"cost', at) >= 0:  # or the upstream's own cost
-        return _rewritten(document, None, pico) if document.find(b'"usage"') >= 0 else document
-    usd = cost_usd(pico).encode()
+        return _rewritten(document, None, usd) if document.find(b'"usage"') >= 0 else document
+    number = usd.encode()
     inside = at + len(_USAGE_KEY)
-    fields = b'"cost":' + usd + b',"cost_usd":"' + usd + b'"'
     separator = b"" if document[inside : inside + 1] == b"}" else b","
-    return document[:inside] + fields + separator + document[inside:]
+    return b"".join(
+        (document[:inside], b'"cost":', number, b',"cost_usd":"', number, b'"', separator, document[inside:])
+    )
 
 
-def patched(document: bytes, name: bytes, pico: int | None) -> bytes:
-    """A relayed answer as Mesh sends it: its model the Mesh id, its usage with the cost (when `pico` is given)."""
+def patched(document: bytes, name: bytes, usd: str | None) -> bytes:
+    """A relayed answer as Mesh sends it: its model the Mesh id, its usage with the cost (when `usd`, from
+    `cost_usd`, is given)."""
     document = with_model(document, name)
-    return document if pico is None else with_cost(document, pico)
+    return document if usd is None else with_cost(document, usd)
 
 
-def _rewritten(document: bytes, name: bytes | None, pico: int | None) -> bytes:
+def _rewritten(document: bytes, name: bytes | None, usd: str | None) -> bytes:
     """The slow path: decoded, changed and re-encoded (a document that is not a JSON object is left as it is)."""
     try:
         decoded = msgspec.json.decode(document)
@@ -84,6 +94,6 @@ def _rewritten(document: bytes, name: bytes | None, pico: int | None) -> bytes:
         return document
     if name is not None and "model" in decoded:
         decoded["model"] = msgspec.json.decode(b'"' + name + b'"')
-    if pico is not None and isinstance(decoded.get("usage"), dict):
-        decoded["usage"].update(cost_fields(pico))
+    if usd is not None and isinstance(decoded.get("usage"), dict):
+        decoded["usage"].update(_usd_fields(usd))
     return msgspec.json.encode(decoded)

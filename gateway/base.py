@@ -3,9 +3,7 @@ may use (the one asked for, its default, a request's own `models` list, a model'
 
 from __future__ import annotations
 
-import contextlib
 from datetime import datetime, timezone
-from typing import Iterator
 
 from domain.credentials import hash_token
 from gateway import fallbacks
@@ -76,14 +74,9 @@ class GatewayBase:
         if self.refusals is not None and refusal.status < 500:  # a 5xx is Mesh's failure, not a refusal
             self.refusals.count(key.account_id, key.key_id, refusal.code)
 
-    @contextlib.contextmanager
-    def _counting_refusals(self, key: KeyInfo) -> Iterator[None]:
+    def _counting_refusals(self, key: KeyInfo) -> "CountingRefusals":
         """What a request is refused with before it reaches an upstream counts for its key (gateway/refusals.py)."""
-        try:
-            yield
-        except GatewayError as refusal:
-            self._count_refusal(key, refusal)
-            raise
+        return CountingRefusals(self, key)
 
     def _request_models(self, body: dict, key: KeyInfo) -> list[Model] | None:
         """The request's own `models` list (OpenRouter's field), taken out of the body, each a model this key may
@@ -156,3 +149,20 @@ class GatewayBase:
                 "model",
             )
         return model
+
+
+class CountingRefusals:
+    """A block whose GatewayError (let through) counts as a refusal of `key`'s request."""
+
+    __slots__ = ("gateway", "key")
+
+    def __init__(self, gateway: GatewayBase, key: KeyInfo):
+        self.gateway, self.key = gateway, key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> bool:
+        if isinstance(error, GatewayError):
+            self.gateway._count_refusal(self.key, error)
+        return False

@@ -4,7 +4,7 @@ it (or, to an Anthropic-kind model, /v1/messages passed through), and /v1/messag
 from __future__ import annotations
 
 import uuid
-from typing import Callable
+from typing import Any, Awaitable, Callable
 
 from domain.usage import Api
 from gateway.admission import KeyInfo
@@ -12,7 +12,8 @@ from gateway.asgi import Receive, Scope, Send, read_body, respond
 from gateway.catalog import Model
 from gateway.errors import GatewayError, invalid
 from gateway.fields import GATEWAY_FIELDS, check_fields, refuse_file_ids
-from gateway.providers.base import Adapter
+from gateway.prompt_templates import names_template
+from gateway.providers.base import Adapter, Reply, StreamReply
 from gateway.request_parsing import ChatRequest, decode_object, parse_chat
 from gateway.reservation import Admitted
 from gateway.serving import Door, Serving
@@ -37,28 +38,26 @@ class ChatDoors(Serving):
         with self._counting_refusals(key):
             raw = await read_body(receive)
             body = decode_object(raw)
-            template = await self._template(key, body, headers)
+            template = await self._template(key, body, headers) if names_template(body) else None
             listed = self._request_models(body, key)
             request = parse_chat(body)
-            model = self._resolve(request, key) if request.model or not listed else listed[0]
+            model = self._resolve_id(request.model, key) if request.model or not listed else listed[0]
             check_fields(body, self.adapters[model.provider].chat_fields, model.id)
             refuse_file_ids(request.messages)
             if listed is not None:
                 backups = [m for m in listed if m.id != model.id]
                 for backup in backups:  # the client's own list: each must take the request as its model would
                     check_fields(body, self.adapters[backup.provider].chat_fields, backup.id)
-            else:
+            elif model.fallbacks:  # mesh.toml's: those that take the request as it is
                 backups = [m for m in self._fallbacks(key, model) if _takes(body, self.adapters[m.provider], m)]
+            else:
+                backups = []
             admitted = await self._admit(key, model, request, body, headers, fallbacks=backups, strict=bool(listed))
         record = self._record(trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw)
         record.template = template
         include_usage = bool((request.stream_options or {}).get("include_usage"))
-
-        def bind(m: Model) -> Door:
-            adapter = self.adapters[m.provider]
-            return Door(lambda: adapter.chat(m, body), lambda: adapter.chat_stream(m, body, include_usage))
-
-        await self._serve(send, receive, headers, record, admitted.models, bind)
+        door = ChatDoor(self.adapters, body, include_usage)
+        await self._serve(send, receive, headers, record, admitted.models, door)
 
     async def _messages(
         self,
@@ -80,7 +79,7 @@ class ChatDoors(Serving):
             request = messages.parse(body)
             model = self._resolve_id(request.model, key)
             adapter = self.adapters[model.provider]
-            bind: Callable[[Model], Door]
+            door: Door
             if self._kind(model) == "anthropic":
                 messages.check_pass_through(body, model)
                 forwarded = messages.forwarded_headers(scope)
@@ -89,14 +88,7 @@ class ChatDoors(Serving):
                 # passed through as sent: only to other Anthropic-kind models (no translation on this path)
                 backups = [m for m in self._fallbacks(key, model) if self._kind(m) == "anthropic" and _passes(body, m)]
                 admitted = await self._admit(key, model, as_chat, body, headers, _messages_bound, fallbacks=backups)
-
-                def bind(m: Model) -> Door:
-                    adapter = self.adapters[m.provider]
-                    head = adapter.upstream.head_with(forwarded)
-                    return Door(
-                        lambda: adapter.messages(m, body, head, query),
-                        lambda: adapter.messages_stream(m, body, head, query),
-                    )
+                door = MessagesPassThrough(self.adapters, body, forwarded, query)
             else:
                 translated = messages.translate(body, model, adapter.chat_fields)
                 translations = self._translations(key, model, lambda m, fields: messages.translate(body, m, fields))
@@ -104,20 +96,12 @@ class ChatDoors(Serving):
                     key, model, adapter, translated, headers, fallbacks=[self.catalog.models[m] for m in translations]
                 )
                 translations[model.id] = internal
-
-                def bind(m: Model) -> Door:
-                    adapter, internal = self.adapters[m.provider], translations[m.id]
-                    return Door(
-                        lambda: adapter.chat(m, internal),
-                        lambda: adapter.chat_stream(m, internal, True),
-                        lambda result, cost: messages.encode(result.body, result.usage, m, cost),
-                        lambda reply: messages_stream.encode_stream(reply, m),
-                    )
+                door = MessagesDoor(self.adapters, translations)
 
         record = self._record(
             trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw, Api.MESSAGES
         )
-        await self._serve(send, receive, headers, record, admitted.models, bind, messages.error_body)
+        await self._serve(send, receive, headers, record, admitted.models, door, messages.error_body)
 
     async def _responses(
         self,
@@ -154,17 +138,9 @@ class ChatDoors(Serving):
         record = self._record(
             trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw, Api.RESPONSES
         )
-
-        def bind(m: Model) -> Door:
-            adapter, internal = self.adapters[m.provider], translations[m.id]
-            return Door(
-                lambda: adapter.chat(m, internal),
-                lambda: adapter.chat_stream(m, internal, True),
-                lambda result, cost: responses.encode(result.body, result.usage, m, body, cost),
-                lambda reply: responses_stream.encode_stream(reply, m, body),
-            )
-
-        await self._serve(send, receive, headers, record, admitted.models, bind)
+        await self._serve(
+            send, receive, headers, record, admitted.models, ResponsesDoor(self.adapters, translations, body)
+        )
 
     async def _admit_translated(
         self,
@@ -220,6 +196,82 @@ class ChatDoors(Serving):
                 continue
             translations[backup.id] = internal
         return translations
+
+
+class ChatDoor(Door):
+    """/v1/chat/completions: the body sent to each model's provider as it is."""
+
+    __slots__ = ("adapters", "body", "include_usage")
+
+    def __init__(self, adapters: dict[str, Adapter], body: dict, include_usage: bool):
+        self.adapters, self.body, self.include_usage = adapters, body, include_usage
+
+    def call(self, model: Model) -> Awaitable[Reply]:
+        return self.adapters[model.provider].chat(model, self.body)
+
+    def open_stream(self, model: Model) -> Awaitable[StreamReply]:
+        return self.adapters[model.provider].chat_stream(model, self.body, self.include_usage)
+
+
+class MessagesPassThrough(Door):
+    """/v1/messages to Anthropic-kind models: the body passed through as sent, with the client's headers that
+    Anthropic reads (`forwarded`) and its `?beta=true`, the answer relayed as it came."""
+
+    __slots__ = ("adapters", "body", "forwarded", "query")
+
+    def __init__(self, adapters: dict[str, Adapter], body: dict, forwarded: dict[str, str], query: str):
+        self.adapters, self.body, self.forwarded, self.query = adapters, body, forwarded, query
+
+    def call(self, model: Model) -> Awaitable[Reply]:
+        adapter: Any = self.adapters[model.provider]
+        return adapter.messages(model, self.body, adapter.upstream.head_with(self.forwarded), self.query)
+
+    def open_stream(self, model: Model) -> Awaitable[StreamReply]:
+        adapter: Any = self.adapters[model.provider]
+        return adapter.messages_stream(model, self.body, adapter.upstream.head_with(self.forwarded), self.query)
+
+
+class TranslatedDoor(Door):
+    """A front door translated to chat completions: each model's request in the internal shape, by model id."""
+
+    __slots__ = ("adapters", "translations")
+
+    def __init__(self, adapters: dict[str, Adapter], translations: dict[str, dict]):
+        self.adapters, self.translations = adapters, translations
+
+    def call(self, model: Model) -> Awaitable[Reply]:
+        return self.adapters[model.provider].chat(model, self.translations[model.id])
+
+    def open_stream(self, model: Model) -> Awaitable[StreamReply]:
+        return self.adapters[model.provider].chat_stream(model, self.translations[model.id], True)
+
+
+class MessagesDoor(TranslatedDoor):
+    """/v1/messages to the other models: translated, the answer encoded as a message (gateway/wire/messages.py)."""
+
+    __slots__ = ()
+
+    def encode(self, model: Model, result: Reply, cost: int, usd: str) -> bytes:
+        return messages.encode(result.body, result.usage, model, cost)
+
+    def encode_stream(self, model: Model, reply: StreamReply) -> StreamReply:
+        return messages_stream.encode_stream(reply, model)
+
+
+class ResponsesDoor(TranslatedDoor):
+    """/v1/responses: translated, the answer encoded as a response to `body` (gateway/wire/responses.py)."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, adapters: dict[str, Adapter], translations: dict[str, dict], body: dict):
+        super().__init__(adapters, translations)
+        self.body = body
+
+    def encode(self, model: Model, result: Reply, cost: int, usd: str) -> bytes:
+        return responses.encode(result.body, result.usage, model, self.body, cost)
+
+    def encode_stream(self, model: Model, reply: StreamReply) -> StreamReply:
+        return responses_stream.encode_stream(reply, model, self.body)
 
 
 def _takes(body: dict, adapter: Adapter, model: Model) -> bool:

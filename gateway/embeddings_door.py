@@ -11,6 +11,7 @@ from gateway import answer_fields, worst_case
 from gateway.asgi import Receive, Scope, Send, read_body, respond
 from gateway.errors import GatewayError, invalid
 from gateway.fields import check_fields
+from gateway.key_rate import limited
 from gateway.lease_admission import FREE
 from gateway.providers.base import Reply
 from gateway.request_parsing import EmbeddingsRequest, decode_object
@@ -59,7 +60,7 @@ class EmbeddingsDoor(Serving):
             bound = worst_case.PROMPT_OVERHEAD + len(msgspec.json.encode(request.input))
             cost = model.price.cost(bound, 0)
             ticket = await self.budgets.reserve(key, cost, cost) if cost else FREE
-            rate = await self._admit_rate(key, ticket, headers, lambda: bound)
+            rate = await self._admit_rate(key, ticket, headers, lambda: bound) if limited(key) else None
         record = RequestRecord(trace_id, key, model, request.model, started, request_id, False, ticket, Api.EMBEDDINGS)
         record.prompt_bound = None if model.price.is_free else bound
         record.rate = rate
@@ -74,5 +75,6 @@ class EmbeddingsDoor(Serving):
             raise
         event = record.done(result.usage, result.upstream_us, None)
         await self._emit(record, event)
-        answer = answer_fields.patched(result.body, answer_fields.model_name(model.id), event.cost)
-        await respond(send, 200, answered(headers, model, event.cost), answer)
+        usd = answer_fields.cost_usd(event.cost)
+        answer = answer_fields.patched(result.body, answer_fields.model_name(model.id), usd)
+        await respond(send, 200, answered(headers, model, usd), answer)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Awaitable, Callable, Generic, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 from domain.usage import Attempt
 from gateway.catalog import Model
@@ -29,16 +29,6 @@ RETRY_AFTER_CAP = 2.0  # the longest an upstream's Retry-After is honoured (a lo
 T = TypeVar("T")
 
 
-class Candidate(Generic[T]):
-    """One model a request may be served by, with how to call it (a front door's call, already bound to it)."""
-
-    __slots__ = ("model", "call")
-
-    def __init__(self, model: Model, call: Callable[[], Awaitable[T]]):
-        self.model = model
-        self.call = call
-
-
 def backoff(retry: int, retry_after: float | None) -> float | None:
     """Seconds to wait before the `retry`th call again of the same model (1: the first retry); None when the
     upstream asks for longer than RETRY_AFTER_CAP (it is not worth waiting for: the next model is tried)."""
@@ -49,40 +39,60 @@ def backoff(retry: int, retry_after: float | None) -> float | None:
 
 
 async def first_answer(
-    candidates: list[Candidate[T]],
+    models: list[Model],
+    call: Callable[[Model], Awaitable[T]],
     attempts: list[Attempt],
     failed: Callable[[Model, GatewayError], None] = lambda model, error: None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> tuple[Candidate[T], T]:
-    """Call the candidates in turn until one answers: that candidate and its answer. Every call is added to
-    `attempts`, once there was more than one (a first call that answers leaves it empty); `failed` hears of each
-    failure that is tried again. Raises the last failure when none answers, or the first that is not retryable."""
-    last: GatewayError | None = None
-    for index, candidate in enumerate(candidates):
-        for retry in range(ATTEMPTS_PER_MODEL):
-            started = time.perf_counter_ns()
-            try:
-                answer = await candidate.call()
-            except GatewayError as error:
-                attempts.append(Attempt(candidate.model.id, error.status, _ms_since(started)))
-                if not error.retryable:
-                    raise
-                last = error
-                if index == len(candidates) - 1 and retry == ATTEMPTS_PER_MODEL - 1:
-                    raise
-                failed(candidate.model, error)
-                if retry == ATTEMPTS_PER_MODEL - 1:
-                    break
-                wait = backoff(retry + 1, error.retry_after)
-                if wait is None:
-                    break
-                await sleep(wait)
-                continue
-            if attempts:
-                attempts.append(Attempt(candidate.model.id, 200, _ms_since(started)))
-            return candidate, answer
-    assert last is not None
-    raise last
+) -> tuple[Model, T]:
+    """Call the models in turn (`call(model)`: a front door's call of one) until one answers: that model and
+    its answer. Every call is added to `attempts`, once there was more than one (a first call that answers
+    leaves it empty); `failed` hears of each failure that is tried again. Raises the last failure when none
+    answers, or the first that is not retryable. (gateway/serving.py makes the first call itself, then, when it
+    fails, goes on with `after_failure`: the same steps without a coroutine between the gateway and the call.)"""
+    started = time.perf_counter_ns()
+    try:
+        answer = await call(models[0])
+    except GatewayError as error:
+        return await after_failure(models, call, attempts, error, started, failed, sleep)
+    return models[0], answer
+
+
+async def after_failure(
+    models: list[Model],
+    call: Callable[[Model], Awaitable[T]],
+    attempts: list[Attempt],
+    error: GatewayError,
+    started: int,
+    failed: Callable[[Model, GatewayError], None] = lambda model, error: None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> tuple[Model, T]:
+    """`first_answer` once the first call (of `models[0]`, begun at `started`, `time.perf_counter_ns()`) has
+    failed with `error`: the same model again, then the next ones, as the module says."""
+    index, retry = 0, 0
+    while True:
+        model = models[index]
+        attempts.append(Attempt(model.id, error.status, _ms_since(started)))
+        last_model = index == len(models) - 1
+        if not error.retryable or (last_model and retry == ATTEMPTS_PER_MODEL - 1):
+            raise error
+        failed(model, error)
+        wait = None if retry == ATTEMPTS_PER_MODEL - 1 else backoff(retry + 1, error.retry_after)
+        if wait is None:  # the next model (none left: the last failure is the answer)
+            if last_model:
+                raise error
+            index, retry = index + 1, 0
+        else:
+            await sleep(wait)
+            retry += 1
+        started = time.perf_counter_ns()
+        try:
+            answer = await call(models[index])
+        except GatewayError as failure:
+            error = failure
+            continue
+        attempts.append(Attempt(models[index].id, 200, _ms_since(started)))
+        return models[index], answer
 
 
 def _ms_since(started: int) -> int:

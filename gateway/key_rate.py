@@ -163,7 +163,7 @@ class KeyRates:
     async def admit(self, key: KeyInfo, tokens: Callable[[], int]) -> RateUse | None:
         """Count one request of `key`, and `tokens()` tokens when it has a tpm_limit, in this minute's window;
         or raise a 429 naming the limit it would pass. None for a key without limits."""
-        if key.rpm_limit is None and key.tpm_limit is None:
+        if not limited(key):
             return None
         asked = tokens() if key.tpm_limit is not None else 0
         if key.tpm_limit is not None and asked > key.tpm_limit:
@@ -304,6 +304,11 @@ class KeyRates:
         if self.store is None:
             raise _unavailable(None)
         return self.store
+
+
+def limited(key: KeyInfo) -> bool:
+    """Whether `key` has a rate limit (a key without one need not be admitted here at all)."""
+    return key.rpm_limit is not None or key.tpm_limit is not None
 
 
 def _over(key: KeyInfo, requests: int, tokens: int, asked: int) -> str | None:

@@ -71,6 +71,11 @@ class TemplateUse(msgspec.Struct, frozen=True):
     version: int
 
 
+def names_template(body: dict[str, Any]) -> bool:
+    """Whether a request body has a template's fields (`template`, `variables`): else it has nothing to expand."""
+    return "template" in body or "variables" in body
+
+
 class TemplateCache:
     def __init__(self, load: TemplateLoader, ttl: float = 300.0):
         self.load = load
@@ -105,7 +110,7 @@ class TemplateCache:
     async def expand(self, account_id: UUID, body: dict[str, Any]) -> TemplateUse | None:
         """Apply the template the request body names to it, in place (the gateway's own fields `template` and
         `variables` are taken out); the template used, or None if it names none."""
-        if "template" not in body and "variables" not in body:
+        if not names_template(body):
             return None
         reference, variables = body.pop("template", None), body.pop("variables", None)
         if reference is None:

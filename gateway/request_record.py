@@ -60,7 +60,9 @@ class RequestRecord:
 
     def cost(self, usage: Usage) -> int:
         """What `usage` costs, in pico-USD: the `cost` of the event `done` makes of it (the answer states it)."""
-        billed = self.billed(usage)
+        return self._priced(self.billed(usage))
+
+    def _priced(self, billed: Usage) -> int:
         return self.model.price.cost(
             billed.prompt_tokens, billed.completion_tokens, billed.cached_prompt_tokens, billed.cache_write_tokens
         )
@@ -89,7 +91,7 @@ class RequestRecord:
             completion_tokens=usage.completion_tokens,
             prompt_per_1k=price.prompt_per_1k,
             completion_per_1k=price.completion_per_1k,
-            cost=self.cost(usage),
+            cost=self._priced(usage),
             status="ok" if error is None else "error",
             http_status=http_status,
             timestamp=datetime.now(timezone.utc),

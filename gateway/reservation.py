@@ -15,7 +15,7 @@ from gateway.admission import KeyInfo
 from gateway.base import GatewayBase
 from gateway.catalog import Model
 from gateway.errors import GatewayError, invalid
-from gateway.key_rate import RateUse, token_bound
+from gateway.key_rate import RateUse, limited, token_bound
 from gateway.lease_admission import FREE, BudgetRefusal, Ticket
 from gateway.prompt_templates import TemplateUse
 from gateway.request_parsing import ChatRequest
@@ -80,14 +80,16 @@ class Reservation(GatewayBase):
                 models.append(backup)
         ticket, fitted, bounds = await self._reserve(key, models, request, body, bound, limit_field)
         prompt_bound = bounds[model.id]
+        rate = None
+        if limited(key):
 
-        def tokens() -> int:  # only counted for a key with a tpm_limit
-            kind = self._kind(model)
-            prompt = prompt_bound if prompt_bound is not None else bound(body, model, kind)
-            asked = fitted or request.max_completion_tokens or request.max_tokens
-            return token_bound(prompt, asked, request.n or 1, model)
+            def tokens() -> int:  # only counted for a key with a tpm_limit
+                kind = self._kind(model)
+                prompt = prompt_bound if prompt_bound is not None else bound(body, model, kind)
+                asked = fitted or request.max_completion_tokens or request.max_tokens
+                return token_bound(prompt, asked, request.n or 1, model)
 
-        rate = await self._admit_rate(key, ticket, headers, tokens)
+            rate = await self._admit_rate(key, ticket, headers, tokens)
         if fitted is not None:  # the key fits limits to its budget: the answer says to what
             headers.append((b"x-mesh-max-tokens", str(fitted).encode()))
         return Admitted(ticket, prompt_bound, rate, models, bounds)
@@ -96,7 +98,7 @@ class Reservation(GatewayBase):
         self, key: KeyInfo, ticket: Ticket, headers: list, tokens: Callable[[], int]
     ) -> RateUse | None:
         """Count the request against its key's rpm_limit and tpm_limit (its reservation freed when refused); the
-        answer carries the x-ratelimit-* headers."""
+        answer carries the x-ratelimit-* headers. Only awaited for a key that has a limit (`limited`)."""
         try:
             rate = await self.key_rates.admit(key, tokens)
         except GatewayError:
@@ -107,7 +109,8 @@ class Reservation(GatewayBase):
         return rate
 
     async def _template(self, key: KeyInfo, body: dict, headers: list) -> TemplateUse | None:
-        """Apply the prompt template the body names, if any, in place; the answer says which version ran."""
+        """Apply the prompt template the body names, if any, in place; the answer says which version ran (a body
+        without a template's fields need not be awaited here: prompt_templates.names_template)."""
         if self.templates is None:
             return None
         template = await self.templates.expand(key.account_id, body)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, NamedTuple
+from typing import Awaitable, Callable
 
 from domain.usage import UsageRecorded
 from gateway import answer_fields, fallbacks
@@ -14,7 +15,6 @@ from gateway.answer_fields import UPSTREAM_MODEL_HEADER
 from gateway.asgi import Receive, Send, respond
 from gateway.catalog import Model
 from gateway.errors import GatewayError
-from gateway.fallbacks import Candidate
 from gateway.providers.base import Reply, StreamReply
 from gateway.request_record import RequestRecord, durable
 from gateway.reservation import Reservation
@@ -31,42 +31,44 @@ class Serving(Reservation):
         headers: list,
         record: RequestRecord,
         models: list[Model],
-        bind: Callable[[Model], "Door"],
+        door: "Door",
         error_body: Callable[[GatewayError], bytes] = GatewayError.body,
     ) -> None:
         """Call the upstream (the request's model, then, when it fails before answering, its retries and
         fallbacks: gateway/fallbacks.py), bill the request exactly once, for the model that answered, and send
-        its answer (in the front door's format: `bind` gives each model's calls and encoders; a relayed answer
-        patched by gateway/answer_fields.py), the same for every front door. The answer names the Mesh id of the
-        model that answered and states its charge."""
+        its answer (in the front door's format: `door` calls each model and encodes the answer), the same for
+        every front door. The answer names the Mesh id of the model that answered and states its charge."""
         try:
-            if record.stream:
-                try:
-                    door, reply = await self._first_answer(record, models, bind, True)
-                except GatewayError as exc:
-                    await self._upstream_failed(record, exc)
+            call = door.open_stream if record.stream else door.call
+            model = models[0]
+            started = time.perf_counter_ns()
+            try:  # the record then names the model that answered, or, when none did, the last one tried
+                try:  # as fallbacks.first_answer: its first call here, its retries and fallbacks when that fails
+                    answer = await call(model)
+                except GatewayError as error:
+                    model, answer = await fallbacks.after_failure(
+                        models, call, record.attempts, error, started, self._attempt_failed
+                    )
+            except GatewayError as exc:
+                self._answered_by(record, self.catalog.models.get(record.attempts[-1].model, record.model))
+                await self._upstream_failed(record, exc)
+                if record.stream:
                     raise
-                reply.priced = record.cost
+                await respond(send, exc.status, headers, error_body(exc))
+                return
+            self._answered_by(record, model)  # its price is the one billed
+            if record.stream:
+                answer.priced = record.cost
                 headers.append((UPSTREAM_MODEL_HEADER, record.model.upstream.encode()))
-                if door.encode_stream is not None:
-                    reply = door.encode_stream(reply)
-                await self._stream(send, receive, headers, reply, record)
+                await self._stream(send, receive, headers, door.encode_stream(record.model, answer), record)
             else:
-                try:
-                    door, result = await self._first_answer(record, models, bind, False)
-                except GatewayError as exc:
-                    await self._upstream_failed(record, exc)
-                    await respond(send, exc.status, headers, error_body(exc))
-                    return
-                event = record.done(result.usage, result.upstream_us, None)
-                if door.encode is None:
-                    answer = answer_fields.patched(result.body, answer_fields.model_name(record.model.id), event.cost)
-                else:
-                    answer = door.encode(result, event.cost)
+                event = record.done(answer.usage, answer.upstream_us, None)
+                usd = answer_fields.cost_usd(event.cost)
+                body = door.encode(record.model, answer, event.cost, usd)
                 # billed first: a client gone while the answer is written still owes what the upstream did
-                record.response_body = answer
+                record.response_body = body
                 await self._emit(record, event)
-                await respond(send, 200, answered(headers, record.model, event.cost), answer)
+                await respond(send, 200, answered(headers, record.model, usd), body)
         finally:
             if not record.emitted:  # an unexpected failure: free the reservation all the same
                 self.budgets.release(record.ticket, 0)
@@ -79,27 +81,11 @@ class Serving(Reservation):
                     record.response_body,
                 )
 
-    async def _first_answer(
-        self, record: RequestRecord, models: list[Model], bind: Callable[[Model], "Door"], stream: bool
-    ) -> tuple["Door", Any]:
-        """The first of `models` to answer (its stream opened, when `stream`), tried as gateway/fallbacks.py
-        says; the record then names it (its price is the one billed), or, when none answers, the last one tried."""
-        doors = [bind(m) for m in models]
-        candidates = [Candidate(m, door.open_stream if stream else door.call) for m, door in zip(models, doors)]
-        attempts = record.attempts
-        try:
-            candidate, answer = await fallbacks.first_answer(candidates, attempts, self._attempt_failed)
-        except GatewayError:
-            self._answered_by(record, self.catalog.models.get(attempts[-1].model, record.model))
-            raise
-        if candidate.model is not record.model:
-            self._answered_by(record, candidate.model)
-        return doors[candidates.index(candidate)], answer
-
     def _attempt_failed(self, model: Model, error: GatewayError) -> None:
         self.metrics.upstream_error(model.provider, error.code or "unknown")
 
     def _answered_by(self, record: RequestRecord, model: Model) -> None:
+        """The request is billed as `model`'s (its model, or a fallback that answered or was tried last)."""
         if model.id != record.model.id:
             record.model = model
             record.prompt_bound = record.bounds.get(model.id)
@@ -110,7 +96,8 @@ class Serving(Reservation):
         (acknowledged by JetStream, or in the fsynced spool), shared with every request finishing alongside."""
         record.emitted = True
         self.budgets.release(record.ticket, event.cost)
-        self.key_rates.settle(record.rate, event.prompt_tokens + event.completion_tokens)
+        if record.rate is not None:  # the key has rate limits
+            self.key_rates.settle(record.rate, event.prompt_tokens + event.completion_tokens)
         self.metrics.served(event)
         return durable(self.usage.submit(event), event.trace_id)
 
@@ -141,7 +128,7 @@ class Serving(Reservation):
 
         try:
             try:
-                await relay(reply if frames is None else recording(reply, frames), send, gone, bill, reply.is_last)
+                await relay(reply if frames is None else recording(reply, frames), send, gone, bill, reply)
             except GatewayError as exc:
                 error, status = exc.message, exc.status
                 if not record.emitted:  # the upstream failed mid-stream (not the bill, once it is done)
@@ -164,19 +151,30 @@ class Serving(Reservation):
             await self._emit(record, record.done(reply.usage, reply.upstream_us, reply.first_token_ns, error, status))
 
 
-class Door(NamedTuple):
-    """How a front door calls one model, and writes its answer in the door's own format (None: as it came)."""
+class Door:
+    """How a front door calls a request's models, and writes the answer of the one that answered in the door's
+    own format. This one is /v1/chat/completions' own: the answer relayed as it came, its model and usage
+    patched (gateway/answer_fields.py); a door calls each provider as its subclass says (gateway/chat_doors.py)."""
 
-    call: Callable[[], Awaitable[Reply]]
-    open_stream: Callable[[], Awaitable[StreamReply]]
-    encode: Callable[[Reply, int], bytes] | None = None  # with the request's charge, pico-USD
-    encode_stream: Callable[[StreamReply], StreamReply] | None = None
+    __slots__ = ()
+
+    def call(self, model: Model) -> Awaitable[Reply]:
+        raise NotImplementedError
+
+    def open_stream(self, model: Model) -> Awaitable[StreamReply]:
+        raise NotImplementedError
+
+    def encode(self, model: Model, result: Reply, cost: int, usd: str) -> bytes:
+        """The plain answer of `model`, stating the request's charge: `cost` pico-USD, `usd` as
+        answer_fields.cost_usd writes it."""
+        return answer_fields.patched(result.body, answer_fields.model_name(model.id), usd)
+
+    def encode_stream(self, model: Model, reply: StreamReply) -> StreamReply:
+        """The streamed answer of `model` (its frames name it and state the charge as they go)."""
+        return reply
 
 
-def answered(headers: list, model: Model, cost: int) -> list:
-    """A plain answer's headers: the upstream's own name of its model and what it was charged."""
-    return [
-        *headers,
-        (UPSTREAM_MODEL_HEADER, model.upstream.encode()),
-        (answer_fields.COST_HEADER, answer_fields.cost_usd(cost).encode()),
-    ]
+def answered(headers: list, model: Model, usd: str) -> list:
+    """A plain answer's headers: the upstream's own name of its model and what it was charged (as
+    answer_fields.cost_usd writes it)."""
+    return [*headers, (UPSTREAM_MODEL_HEADER, model.upstream.encode()), (answer_fields.COST_HEADER, usd.encode())]

@@ -9,7 +9,7 @@ from typing import AsyncIterable, Awaitable, Callable
 from domain.usage import MAX_LOGGED_BODY
 from gateway.asgi import Receive, Send
 from gateway.errors import GatewayError
-from gateway.providers.base import SSE_DONE
+from gateway.providers.base import SSE_DONE, StreamReply
 
 
 async def relay(
@@ -17,15 +17,15 @@ async def relay(
     send: Send,
     gone: asyncio.Event,
     last: Callable[[], Awaitable[None]] | None = None,
-    is_last: Callable[[bytes], bool] | None = None,
+    reply: StreamReply | None = None,
 ) -> None:
-    """Send a stream's frames as they come, until it ends or the client is gone. The last frame ([DONE], or
-    what `is_last` says is last) goes out with the end of the response: one write, not two; `last` runs just
-    before it (the gateway makes the stream's bill durable there)."""
+    """Send a stream's frames as they come, until it ends or the client is gone. The last frame ([DONE], or the
+    one `reply` has `ended` at, for a wire format without [DONE]) goes out with the end of the response: one
+    write, not two; `last` runs just before it (the gateway makes the stream's bill durable there)."""
     async for frame in frames:
         if gone.is_set():
             return
-        ended = frame.endswith(SSE_DONE) if is_last is None else is_last(frame)
+        ended = frame.endswith(SSE_DONE) or (reply is not None and reply.ended)
         if ended and last is not None:
             await last()
         await send({"type": "http.response.body", "body": frame, "more_body": not ended})

@@ -77,17 +77,15 @@ class StreamReply:
         self.sent_ns = sent_ns
         self.first_token_ns: int | None = None
         self.upstream_us = 0
-        self.ended = False  # set before the stream's last frame is yielded, for a wire format without [DONE]
+        # set before the stream's last frame is yielded, for a wire format without [DONE]: the gateway makes the
+        # bill durable before that frame leaves (gateway/stream_relay.py)
+        self.ended = False
         # what a usage costs, in pico-USD (set by the gateway): the answer's final usage states its charge
         self.priced: Callable[[Usage], int] | None = None
 
     def cost(self) -> int | None:
         """What the stream's usage so far costs (None: no price known)."""
         return None if self.priced is None else self.priced(self.usage)
-
-    def is_last(self, frame: bytes) -> bool:
-        """Whether `frame` ends the stream: the gateway makes the bill durable before it leaves."""
-        return self.ended or frame.endswith(SSE_DONE)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._frames

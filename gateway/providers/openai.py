@@ -6,7 +6,7 @@ import time
 
 import msgspec
 
-from gateway.answer_fields import model_name, with_cost, with_model
+from gateway.answer_fields import cost_usd, model_name, with_cost, with_model
 from gateway.catalog import Model, Provider
 from gateway.fields import OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS
 from gateway.providers.upstream_errors import error_field, failed_mid_stream
@@ -154,7 +154,7 @@ class OpenAIAdapter:
                     return None
                 cost = reply.cost()
                 if cost is not None:
-                    raw = with_cost(raw, cost)
+                    raw = with_cost(raw, cost_usd(cost))
             return sse(raw)
 
         def settle(reply: StreamReply) -> None:

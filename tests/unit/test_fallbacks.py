@@ -11,7 +11,7 @@ from domain.usage import Attempt
 from gateway import fallbacks
 from gateway.catalog import Model, Provider
 from gateway.errors import GatewayError
-from gateway.fallbacks import ATTEMPTS_PER_MODEL, RETRY_AFTER_CAP, Candidate, backoff, first_answer
+from gateway.fallbacks import ATTEMPTS_PER_MODEL, RETRY_AFTER_CAP, backoff, first_answer
 from gateway.providers.upstream_errors import retry_after, upstream_error, upstream_timeout, upstream_unreachable
 from gateway.transport import UpstreamUnreachable
 
@@ -35,12 +35,18 @@ class Upstream:
         return outcome
 
 
-def run(candidates, attempts, waits=None):
+def run(upstreams: list[tuple[Model, Upstream]], attempts, waits=None):
+    """first_answer over the models of `upstreams`, each called through its own Upstream."""
+    by_id = {model.id: upstream for model, upstream in upstreams}
+
     async def sleep(seconds: float) -> None:
         if waits is not None:
             waits.append(seconds)
 
-    return asyncio.run(first_answer(candidates, attempts, sleep=sleep))
+    def call(model: Model):
+        return by_id[model.id]()
+
+    return asyncio.run(first_answer([model for model, _ in upstreams], call, attempts, sleep=sleep))
 
 
 def test_429_5xx_unreachable_and_timeouts_are_retryable_other_4xx_are_not():
@@ -73,8 +79,8 @@ def test_a_retryable_failure_is_retried_on_the_same_model_then_the_next_model_an
     second = Upstream("answer")
     attempts: list[Attempt] = []
     waits: list[float] = []
-    candidate, answer = run([Candidate(A, first), Candidate(B, second)], attempts, waits)
-    assert (candidate.model, answer) == (B, "answer")
+    answered, answer = run([(A, first), (B, second)], attempts, waits)
+    assert (answered, answer) == (B, "answer")
     assert first.calls == ATTEMPTS_PER_MODEL and second.calls == 1
     assert [(a.model, a.status) for a in attempts] == [("acme/a", 502), ("acme/a", 502), ("acme/b", 200)]
     assert len(waits) == ATTEMPTS_PER_MODEL - 1  # a wait between calls of one model, none before the next model
@@ -82,7 +88,7 @@ def test_a_retryable_failure_is_retried_on_the_same_model_then_the_next_model_an
 
 def test_a_first_call_that_answers_leaves_no_attempts():
     attempts: list[Attempt] = []
-    assert run([Candidate(A, Upstream("answer")), Candidate(B, Upstream())], attempts)[1] == "answer"
+    assert run([(A, Upstream("answer")), (B, Upstream())], attempts)[1] == "answer"
     assert attempts == []
 
 
@@ -90,16 +96,16 @@ def test_a_429_is_retried_on_the_same_model_after_its_retry_after():
     upstream = Upstream(upstream_error(ACME, 429, "slow", [(b"retry-after", b"0.3")]), "answer")
     attempts: list[Attempt] = []
     waits: list[float] = []
-    candidate, answer = run([Candidate(A, upstream)], attempts, waits)
-    assert (candidate.model, answer, waits) == (A, "answer", [0.3])
+    answered, answer = run([(A, upstream)], attempts, waits)
+    assert (answered, answer, waits) == (A, "answer", [0.3])
     assert [a.status for a in attempts] == [429, 200]
 
 
 def test_a_long_retry_after_moves_on_to_the_next_model_without_waiting():
     first = Upstream(upstream_error(ACME, 429, "slow", [(b"retry-after", b"60")]))
     waits: list[float] = []
-    candidate, _ = run([Candidate(A, first), Candidate(B, Upstream("ok"))], [], waits)
-    assert candidate.model == B and first.calls == 1 and waits == []
+    answered, _ = run([(A, first), (B, Upstream("ok"))], [], waits)
+    assert answered == B and first.calls == 1 and waits == []
 
 
 def test_a_bad_request_is_not_retried_nor_sent_to_a_fallback():
@@ -107,7 +113,7 @@ def test_a_bad_request_is_not_retried_nor_sent_to_a_fallback():
     second = Upstream("answer")
     attempts: list[Attempt] = []
     with pytest.raises(GatewayError) as raised:
-        run([Candidate(A, Upstream(bad)), Candidate(B, second)], attempts)
+        run([(A, Upstream(bad)), (B, second)], attempts)
     assert raised.value is bad and second.calls == 0 and [a.status for a in attempts] == [400]
 
 
@@ -117,6 +123,6 @@ def test_when_every_model_fails_the_last_failure_is_raised_after_every_attempt()
     second = Upstream(*[upstream_error(ACME, 500, "x")] * (ATTEMPTS_PER_MODEL - 1), last)
     attempts: list[Attempt] = []
     with pytest.raises(GatewayError) as raised:
-        run([Candidate(A, first), Candidate(B, second)], attempts)
+        run([(A, first), (B, second)], attempts)
     assert raised.value is last and len(attempts) == 2 * ATTEMPTS_PER_MODEL
     assert attempts[-1].model == "acme/b"
