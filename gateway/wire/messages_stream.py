@@ -3,7 +3,6 @@ from a template whose constant part is encoded once (gateway/wire/messages.py ho
 
 from __future__ import annotations
 
-
 import msgspec
 
 from gateway.catalog import Model
@@ -16,7 +15,6 @@ from gateway.wire.internal import (
     Reencoded,
     Turn,
 )
-
 from gateway.wire.messages import SIGNATURE, STOP_REASONS, message_id, usage
 
 _json = msgspec.json.encode

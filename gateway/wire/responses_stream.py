@@ -3,7 +3,6 @@ made from a template whose constant part is encoded once (gateway/wire/responses
 
 from __future__ import annotations
 
-
 import msgspec
 
 from gateway.catalog import Model
@@ -16,7 +15,6 @@ from gateway.wire.internal import (
     Reencoded,
     Turn,
 )
-
 from gateway.wire.responses import call_item, incomplete_details, message_item, new_id, response_object, usage
 
 _json = msgspec.json.encode
