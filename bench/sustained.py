@@ -20,9 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 from bench.gateway import Processes, _start_mesh, cell_spec, split_cpus, start_mock_and_loadgen, stop_on_sigterm
 
 GROUPS = ("gateway", "nats", "background")
+HEALTH_TIMEOUT = 10.0  # seconds for /health at a window's end
 LOGGED_SHOWN = 20  # warning and error lines of the mesh log printed at the end
 
 
@@ -60,6 +63,21 @@ def _sample(gateway_pid: int) -> tuple[dict[str, float], float]:
     return seconds, rss
 
 
+def _read_model_lag(port: int, operator_token: str) -> int:
+    """The events the furthest-behind read model has still to apply, as /health's details say at the window's end
+    (-1: it did not say). Divided by the window's request rate (a usage event per request), about how many seconds
+    the read models trail the gateway."""
+    try:
+        health = httpx.get(
+            f"http://127.0.0.1:{port}/health",
+            headers={"authorization": f"Bearer {operator_token}"},
+            timeout=HEALTH_TIMEOUT,
+        ).json()
+    except httpx.HTTPError:
+        return -1
+    return max((p["lag"] for p in health.get("projections") or []), default=-1)
+
+
 def _shares(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
     shares = dict.fromkeys(GROUPS, 0.0)
     for name, value in after.items():
@@ -88,6 +106,7 @@ def main() -> int:
         _, mock_port, loadgen_end = start_mock_and_loadgen(procs, args.latency_ms, others)
         mesh, mesh_port, key = _start_mesh(procs, tmp, mock_port, None, server_cpus)
         model = "model-slow" if args.latency_ms else "model"
+        operator_token = (tmp / "mesh-data" / "operator_token").read_text().strip()
 
         def spec(port: int, api_key: str, prefix: str, duration: float, window: float | None) -> dict:
             return cell_spec(
@@ -106,20 +125,20 @@ def main() -> int:
         )
         print(
             f"{'from s':>7} {'req/s':>8} {'x direct':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>8} "
-            f"{'gw CPU%':>8} {'nats CPU%':>10} {'bg CPU%':>8} {'nats MB':>8}",
+            f"{'gw CPU%':>8} {'nats CPU%':>10} {'bg CPU%':>8} {'nats MB':>8} {'lag ev':>8} {'lag s':>6}",
             flush=True,
         )
         loadgen_end.send(spec(mesh_port, key, "bench/", args.duration, args.window))
         time.sleep(0.5)  # the warm-up
         before, _ = _sample(mesh.pid)
         began = last = time.monotonic()
-        samples = []  # (CPU shares, nats MB) per window, as they come
+        samples = []  # (CPU shares, nats MB, read models' lag in events) per window, as they come
         windows = math.ceil(args.duration / args.window)
         while len(samples) < windows:
             done = loadgen_end.poll(max(0.0, began + args.window * (len(samples) + 1) - time.monotonic()))
             after, rss = _sample(mesh.pid)
             now = time.monotonic()
-            samples.append((_shares(before, after, now - last), rss))
+            samples.append((_shares(before, after, now - last), rss, _read_model_lag(mesh_port, operator_token)))
             before, last = after, now
             if done:  # the last window ended a little early
                 break
@@ -130,11 +149,11 @@ def main() -> int:
             if index * args.window >= args.duration:  # requests still in flight at the end
                 break
             rps = window["n"] / min(args.window, args.duration - index * args.window)  # the last may be shorter
-            shares, rss = samples[index] if index < len(samples) else (dict.fromkeys(GROUPS, float("nan")), 0.0)
+            shares, rss, lag = samples[index] if index < len(samples) else (dict.fromkeys(GROUPS, float("nan")), 0.0, 0)
             print(
                 f"{index * args.window:7.0f} {rps:8.0f} {rps / direct['rps']:9.3f} {window['p50']:7.2f} "
                 f"{window['p99']:7.2f} {window['max']:8.1f} {shares['gateway']:8.1f} {shares['nats']:10.1f} "
-                f"{shares['background']:8.1f} {rss:8.0f}",
+                f"{shares['background']:8.1f} {rss:8.0f} {lag:8d} {lag / rps if rps else 0.0:6.2f}",
                 flush=True,
             )
         print(
