@@ -93,33 +93,55 @@ class NoBudgets(Budgets):
         return FREE
 
 
-async def run(requests: int) -> None:
-    account = Account(email="bench@example.com", password_hash="x", token_hash="t")
-    account.grant_credits(10**6 * 10**12, "bench", "bench")
-    secret = new_api_key()
-    key = ApiKey(
-        account_id=account.id,
-        label="bench",
-        key_hash=secret.hash,
-        prefix=secret.prefix,
-        spend_cap=10**5 * 10**12,
-        default_model=None,
-    )
-    info = KeyInfo(key.id, account.id, None, "active", key.spend_cap)
+class FundedKey:
+    """An account with credits and a capped API key of it, as the in-process benches use them (no servers)."""
 
-    async def load(_hash):
-        return info
+    def __init__(self) -> None:
+        self.account = Account(email="bench@example.com", password_hash="x", token_hash="t")
+        self.account.grant_credits(10**6 * 10**12, "bench", "bench")
+        self.secret = new_api_key()
+        self.key = ApiKey(
+            account_id=self.account.id,
+            label="bench",
+            key_hash=self.secret.hash,
+            prefix=self.secret.prefix,
+            spend_cap=10**5 * 10**12,
+            default_model=None,
+        )
+        self.info = KeyInfo(self.key.id, self.account.id, None, "active", self.key.spend_cap)
 
-    catalog = Catalog(
+    async def load(self, _hash: str) -> KeyInfo:
+        """The key cache's loader: every key hash is this key."""
+        return self.info
+
+
+def one_model_catalog() -> Catalog:
+    """One priced model, `p/m`, of an OpenAI-kind provider that is never called."""
+    return Catalog(
         [Provider("p", "openai-compatible", "http://unused")], [Model("p/m", "p", "m", Price.from_usd("0.5", "1.5"))]
     )
-    body = msgspec.json.encode({"model": "p/m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]})
-    scope = {
+
+
+def chat_scope(secret_plain: str, path: str = "/v1/chat/completions", *extra_headers: tuple[bytes, bytes]) -> dict:
+    """The ASGI scope of a POST to `path` with the API key `secret_plain`."""
+    return {
         "type": "http",
-        "path": "/v1/chat/completions",
+        "path": path,
         "method": "POST",
-        "headers": [(b"authorization", f"Bearer {secret.plain}".encode()), (b"content-type", b"application/json")],
+        "headers": [
+            (b"authorization", f"Bearer {secret_plain}".encode()),
+            (b"content-type", b"application/json"),
+            *extra_headers,
+        ],
     }
+
+
+async def run(requests: int) -> None:
+    funded = FundedKey()
+    account, secret, key, load = funded.account, funded.secret, funded.key, funded.load
+    catalog = one_model_catalog()
+    body = msgspec.json.encode({"model": "p/m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]})
+    scope = chat_scope(secret.plain)
 
     async def receive():
         return {"type": "http.request", "body": body, "more_body": False}

@@ -29,14 +29,8 @@ from pathlib import Path
 
 import msgspec
 
-from bench.admission import DropUsage, InstantAdapter, MemoryBroker
-from domain.account import Account
-from domain.apikey import ApiKey
-from domain.credentials import new_api_key
-from domain.pricing import Price
-from gateway.admission import KeyInfo
+from bench.admission import DropUsage, FundedKey, InstantAdapter, MemoryBroker, chat_scope, one_model_catalog
 from gateway.app import Gateway
-from gateway.catalog import Catalog, Model, Provider
 from gateway.keys import KeyCache
 from gateway.lease_admission import Budgets
 from gateway.providers.base import SSE_DONE, StreamReply, Usage, sse
@@ -84,25 +78,9 @@ def _bodies() -> dict[str, tuple[str, dict]]:
 
 async def run(requests: int, doors: tuple[str, ...] = (), rounds: int = ROUNDS) -> None:
     """The in-process part, for `doors` (all of them when empty), the best of `rounds` interleaved rounds."""
-    account = Account(email="bench@example.com", password_hash="x", token_hash="t")
-    account.grant_credits(10**6 * 10**12, "bench", "bench")
-    secret = new_api_key()
-    key = ApiKey(
-        account_id=account.id,
-        label="bench",
-        key_hash=secret.hash,
-        prefix=secret.prefix,
-        spend_cap=10**5 * 10**12,
-        default_model=None,
-    )
-    info = KeyInfo(key.id, account.id, None, "active", key.spend_cap)
-
-    async def load(_hash):
-        return info
-
-    catalog = Catalog(
-        [Provider("p", "openai-compatible", "http://unused")], [Model("p/m", "p", "m", Price.from_usd("0.5", "1.5"))]
-    )
+    funded = FundedKey()
+    account, secret, key, load = funded.account, funded.secret, funded.key, funded.load
+    catalog = one_model_catalog()
     gateway = Gateway(
         catalog, {"p": InstantStreamingAdapter()}, KeyCache(load), Budgets(MemoryBroker(key, account)), DropUsage()
     )
@@ -114,12 +92,7 @@ async def run(requests: int, doors: tuple[str, ...] = (), rounds: int = ROUNDS) 
 
     async def measure(path: str, body: dict, stream: bool) -> float:
         raw = msgspec.json.encode({**body, "stream": stream})
-        scope = {
-            "type": "http",
-            "path": path,
-            "method": "POST",
-            "headers": [(b"authorization", f"Bearer {secret.plain}".encode()), (b"content-type", b"application/json")],
-        }
+        scope = chat_scope(secret.plain, path)
         delivered = False
 
         async def receive():

@@ -26,12 +26,10 @@ import msgspec
 import nats
 
 from api.embedded import NatsServer
-from bench.admission import DropUsage, InstantAdapter, NoBudgets
+from bench.admission import DropUsage, InstantAdapter, NoBudgets, chat_scope, one_model_catalog
 from domain.credentials import new_api_key
-from domain.pricing import Price
 from gateway.admission import KeyInfo
 from gateway.app import Gateway
-from gateway.catalog import Catalog, Model, Provider
 from gateway.key_rate import KeyRates, NatsWindows, RateUse, window_of
 from gateway.keys import KeyCache
 
@@ -76,16 +74,9 @@ async def run(requests: int) -> None:
 
 async def measure(url: str, requests: int) -> None:
     secret = new_api_key()
-    catalog = Catalog(
-        [Provider("p", "openai-compatible", "http://unused")], [Model("p/m", "p", "m", Price.from_usd("0.5", "1.5"))]
-    )
+    catalog = one_model_catalog()
     body = msgspec.json.encode({"model": "p/m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]})
-    scope = {
-        "type": "http",
-        "path": "/v1/chat/completions",
-        "method": "POST",
-        "headers": [(b"authorization", f"Bearer {secret.plain}".encode()), (b"content-type", b"application/json")],
-    }
+    scope = chat_scope(secret.plain)
 
     async def receive():
         return {"type": "http.request", "body": body, "more_body": False}

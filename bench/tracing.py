@@ -19,14 +19,8 @@ import time
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from bench.admission import DropUsage, InstantAdapter, MemoryBroker
-from domain.account import Account
-from domain.apikey import ApiKey
-from domain.credentials import new_api_key
-from domain.pricing import Price
-from gateway.admission import KeyInfo
+from bench.admission import DropUsage, FundedKey, InstantAdapter, MemoryBroker, chat_scope, one_model_catalog
 from gateway.app import Gateway
-from gateway.catalog import Catalog, Model, Provider
 from gateway.keys import KeyCache
 from gateway.lease_admission import Budgets
 from gateway.providers.base import Reply, Usage
@@ -69,36 +63,11 @@ class DropSpans(SpanExporter):
 
 
 async def run(requests: int) -> None:
-    account = Account(email="bench@example.com", password_hash="x", token_hash="t")
-    account.grant_credits(10**6 * 10**12, "bench", "bench")
-    secret = new_api_key()
-    key = ApiKey(
-        account_id=account.id,
-        label="bench",
-        key_hash=secret.hash,
-        prefix=secret.prefix,
-        spend_cap=10**5 * 10**12,
-        default_model=None,
-    )
-    info = KeyInfo(key.id, account.id, None, "active", key.spend_cap)
-
-    async def load(_hash):
-        return info
-
-    catalog = Catalog(
-        [Provider("p", "openai-compatible", "http://unused")], [Model("p/m", "p", "m", Price.from_usd("0.5", "1.5"))]
-    )
+    funded = FundedKey()
+    account, secret, key, load = funded.account, funded.secret, funded.key, funded.load
+    catalog = one_model_catalog()
     body = msgspec.json.encode({"model": "p/m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]})
-    scope = {
-        "type": "http",
-        "path": "/v1/chat/completions",
-        "method": "POST",
-        "headers": [
-            (b"authorization", f"Bearer {secret.plain}".encode()),
-            (b"content-type", b"application/json"),
-            (b"traceparent", CLIENT_TRACEPARENT),
-        ],
-    }
+    scope = chat_scope(secret.plain, "/v1/chat/completions", (b"traceparent", CLIENT_TRACEPARENT))
 
     async def receive():
         return {"type": "http.request", "body": body, "more_body": False}
