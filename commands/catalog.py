@@ -21,10 +21,7 @@ class CatalogCommands:
         """Change a model's price and/or availability; returns the stream position (0: nothing changed)."""
 
         def use_case() -> int:
-            try:
-                settings = self.app.repository.get(ModelSettings.create_id(model_id))
-            except AggregateNotFoundError:
-                settings = ModelSettings(model_id=model_id)
+            settings = self._settings(model_id)
             if price is not None:
                 settings.change_price(price, by, operator)
             if enabled is True:
@@ -52,11 +49,15 @@ class CatalogCommands:
         (max_output_tokens, context_tokens). Returns the stream position of the event."""
 
         def use_case() -> int:
-            try:
-                settings = self.app.repository.get(ModelSettings.create_id(model_id))
-            except AggregateNotFoundError:
-                settings = ModelSettings(model_id=model_id)
+            settings = self._settings(model_id)
             settings.add(provider, upstream, price, *limits, by, operator, providers=providers, taken=taken)
             return self.app.save_all(settings)
 
         return self.app.retrying(use_case)
+
+    def _settings(self, model_id: str) -> ModelSettings:
+        """The model's settings aggregate as stored, or a new one (no operator has changed it yet)."""
+        try:
+            return self.app.repository.get(ModelSettings.create_id(model_id))
+        except AggregateNotFoundError:
+            return ModelSettings(model_id=model_id)
