@@ -21,22 +21,28 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 async def read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
+    message = await receive()
+    body = message.get("body", b"")
+    if len(body) > MAX_BODY:
+        raise _too_large()
+    if not message.get("more_body"):  # the usual request: one message
+        return body
+    chunks, size = [body], len(body)
     while True:
         message = await receive()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
-            raise GatewayError(
-                413,
-                f"request body is larger than {MAX_BODY // (1024 * 1024)} MiB",
-                "invalid_request_error",
-                "body_too_large",
-            )
+            raise _too_large()
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+def _too_large() -> GatewayError:
+    return GatewayError(
+        413, f"request body is larger than {MAX_BODY // (1024 * 1024)} MiB", "invalid_request_error", "body_too_large"
+    )
 
 
 async def respond(send: Send, status: int, headers: list, body: bytes) -> None:

@@ -74,10 +74,6 @@ class GatewayBase:
         if self.refusals is not None and refusal.status < 500:  # a 5xx is Mesh's failure, not a refusal
             self.refusals.count(key.account_id, key.key_id, refusal.code)
 
-    def _counting_refusals(self, key: KeyInfo) -> "CountingRefusals":
-        """What a request is refused with before it reaches an upstream counts for its key (gateway/refusals.py)."""
-        return CountingRefusals(self, key)
-
     def _request_models(self, body: dict, key: KeyInfo) -> list[Model] | None:
         """The request's own `models` list (OpenRouter's field), taken out of the body, each a model this key may
         use, in order (tried after its `model`; without one, the first is its model); None without one."""
@@ -149,20 +145,3 @@ class GatewayBase:
                 "model",
             )
         return model
-
-
-class CountingRefusals:
-    """A block whose GatewayError (let through) counts as a refusal of `key`'s request."""
-
-    __slots__ = ("gateway", "key")
-
-    def __init__(self, gateway: GatewayBase, key: KeyInfo):
-        self.gateway, self.key = gateway, key
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> bool:
-        if isinstance(error, GatewayError):
-            self.gateway._count_refusal(self.key, error)
-        return False

@@ -35,7 +35,7 @@ class ChatDoors(Serving):
         request_id: str | None,
     ) -> None:
         key = await self._authenticate(scope)
-        with self._counting_refusals(key):
+        try:
             raw = await read_body(receive)
             body = decode_object(raw)
             template = await self._template(key, body, headers) if names_template(body) else None
@@ -53,6 +53,9 @@ class ChatDoors(Serving):
             else:
                 backups = []
             admitted = await self._admit(key, model, request, body, headers, fallbacks=backups, strict=bool(listed))
+        except GatewayError as refusal:  # refused before any upstream call: counted for its key
+            self._count_refusal(key, refusal)
+            raise
         record = self._record(trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw)
         record.template = template
         include_usage = bool((request.stream_options or {}).get("include_usage"))
@@ -72,7 +75,7 @@ class ChatDoors(Serving):
         """Anthropic's Messages API: passed through to an Anthropic-kind model, translated for the others
         (gateway/wire/messages.py); admitted, billed and logged as a chat completion is."""
         key = await self._authenticate(scope, anthropic=True)
-        with self._counting_refusals(key):
+        try:
             raw = await read_body(receive)
             body = decode_object(raw)
             _refuse_templates(body, messages.PATH)
@@ -97,6 +100,9 @@ class ChatDoors(Serving):
                 )
                 translations[model.id] = internal
                 door = MessagesDoor(self.adapters, translations)
+        except GatewayError as refusal:  # refused before any upstream call: counted for its key
+            self._count_refusal(key, refusal)
+            raise
 
         record = self._record(
             trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw, Api.MESSAGES
@@ -116,7 +122,7 @@ class ChatDoors(Serving):
         """OpenAI's Responses API, stateless, translated for every provider kind (gateway/wire/responses.py);
         admitted, billed and logged as a chat completion is."""
         key = await self._authenticate(scope)
-        with self._counting_refusals(key):
+        try:
             raw = await read_body(receive)
             body = decode_object(raw)
             _refuse_templates(body, responses.PATH)
@@ -135,6 +141,9 @@ class ChatDoors(Serving):
                 [self.catalog.models[m] for m in translations],
             )
             translations[model.id] = internal
+        except GatewayError as refusal:  # refused before any upstream call: counted for its key
+            self._count_refusal(key, refusal)
+            raise
         record = self._record(
             trace_id, key, model, request.model, started, request_id, request.stream, admitted, raw, Api.RESPONSES
         )
@@ -167,7 +176,7 @@ class ChatDoors(Serving):
         """POST /v1/messages/count_tokens: the Anthropic upstream's own count, or Mesh's upper bound of the prompt
         (an estimate, said by x-mesh-estimated) for the others. Nothing is billed."""
         key = await self._authenticate(scope, anthropic=True)
-        with self._counting_refusals(key):
+        try:
             body = decode_object(await read_body(receive))
             request = messages.parse(body, counting=True)
             model = self._resolve_id(request.model, key)
@@ -179,6 +188,9 @@ class ChatDoors(Serving):
             else:
                 answer = messages.count(body, model)
                 headers.append((b"x-mesh-estimated", b"true"))
+        except GatewayError as refusal:  # refused before any upstream call: counted for its key
+            self._count_refusal(key, refusal)
+            raise
         await respond(send, 200, headers, answer)
 
     def _translations(

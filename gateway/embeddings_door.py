@@ -33,7 +33,7 @@ class EmbeddingsDoor(Serving):
         request_id: str | None,
     ) -> None:
         key = await self._authenticate(scope)
-        with self._counting_refusals(key):
+        try:
             body = decode_object(await read_body(receive))
             try:
                 request = msgspec.convert(body, EmbeddingsRequest)
@@ -61,6 +61,9 @@ class EmbeddingsDoor(Serving):
             cost = model.price.cost(bound, 0)
             ticket = await self.budgets.reserve(key, cost, cost) if cost else FREE
             rate = await self._admit_rate(key, ticket, headers, lambda: bound) if limited(key) else None
+        except GatewayError as refusal:  # refused before any upstream call: counted for its key
+            self._count_refusal(key, refusal)
+            raise
         record = RequestRecord(trace_id, key, model, request.model, started, request_id, False, ticket, Api.EMBEDDINGS)
         record.prompt_bound = None if model.price.is_free else bound
         record.rate = rate

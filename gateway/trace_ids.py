@@ -33,7 +33,16 @@ class _TraceIds:
 def uuid7(ms: int, rand: int) -> uuid.UUID:
     """The version 7 UUID of Unix time `ms` (milliseconds) and the low 74 bits of `rand`."""
     # unix_ts_ms (48 bits) | version 7 (4) | rand_a (12) | variant 0b10 (2) | rand_b (62)
-    return uuid.UUID(int=(ms & MS_MASK) << 80 | 7 << 76 | (rand >> 62 & 0xFFF) << 64 | 2 << 62 | rand & RAND_B_MASK)
+    return _uuid_of((ms & MS_MASK) << 80 | 7 << 76 | (rand >> 62 & 0xFFF) << 64 | 2 << 62 | rand & RAND_B_MASK)
+
+
+def _uuid_of(value: int) -> uuid.UUID:
+    """uuid.UUID(int=value) without its range check (`value` is 128 bits by construction): as uuid.UUID itself
+    sets its slots, at a third of the cost, once per request."""
+    made = uuid.UUID.__new__(uuid.UUID)
+    object.__setattr__(made, "int", value)
+    object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
 
 
 new_trace_id = _TraceIds()

@@ -38,6 +38,8 @@ class Usage(msgspec.Struct):
 
     def __post_init__(self) -> None:
         # The parts never exceed the whole, whatever an upstream reports: a part too large is cut to what is left.
+        if not (self.cached_prompt_tokens or self.cache_write_tokens or self.reasoning_tokens):
+            return  # no parts: nothing to cut
         self.cached_prompt_tokens = min(max(self.cached_prompt_tokens, 0), self.prompt_tokens)
         self.cache_write_tokens = min(max(self.cache_write_tokens, 0), self.prompt_tokens - self.cached_prompt_tokens)
         self.reasoning_tokens = min(max(self.reasoning_tokens, 0), self.completion_tokens)

@@ -1,7 +1,8 @@
+import pickle
 import time
 import uuid
 
-from gateway.trace_ids import new_trace_id
+from gateway.trace_ids import new_trace_id, uuid7
 
 
 def test_trace_ids_are_version_7_with_the_time_in_milliseconds_first():
@@ -24,3 +25,11 @@ def test_trace_ids_keep_74_random_bits():
     for value in random_bits:
         seen |= value
     assert seen == (1 << 74) - 1  # every random bit is set in some id (all 74 are used)
+
+
+def test_a_trace_id_is_the_uuid_its_bits_make():
+    made = uuid7(0x0123456789AB, (1 << 80) - 1)
+    expected = uuid.UUID(int=made.int)
+    assert made == expected and str(made) == str(expected) and hash(made) == hash(expected)
+    assert made.version == 7 and made.variant == uuid.RFC_4122
+    assert pickle.loads(pickle.dumps(made)) == expected
