@@ -10,12 +10,12 @@ from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, get, post
-from litestar.di import NamedDependency, Provide
+from litestar import get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.auth import operator
-from api.openapi import OPERATOR, errors
+from api.auth import OperatorController
+from api.openapi import errors
 from api.routes.keys import KeyOut, key_out
 from api.routes.topups import TopUpListItem, topup_item
 from api.services.admin import AdminService
@@ -127,12 +127,8 @@ class InviteListOut(msgspec.Struct):
 MAX_INVITES_LISTED = 500
 
 
-class AdminAccountController(Controller):
+class AdminAccountController(OperatorController):
     """Accounts, their credits and suspension; invites."""
-
-    path = "/admin"
-    security = OPERATOR
-    dependencies = {"acting": Provide(operator)}
 
     @get("/accounts", responses=errors(400))
     async def find_accounts(

@@ -8,12 +8,12 @@ from typing import Annotated
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, get
-from litestar.di import NamedDependency, Provide
+from litestar import get
+from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from api.auth import operator
-from api.openapi import OPERATOR, errors
+from api.auth import OperatorController
+from api.openapi import errors
 from api.routes.admin_accounts import MAX_PAGE
 from api.services.operators import AUDIT_CURSOR, OperatorService
 
@@ -35,12 +35,8 @@ class AuditOut(msgspec.Struct):
     next_cursor: str | None
 
 
-class AdminAuditController(Controller):
+class AdminAuditController(OperatorController):
     """What operators did, newest first."""
-
-    path = "/admin"
-    security = OPERATOR
-    dependencies = {"acting": Provide(operator)}
 
     @get("/audit", responses=errors(400))
     async def audit(

@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, get, post, put
-from litestar.di import NamedDependency, Provide
+from litestar import get, post, put
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from api.auth import operator
-from api.openapi import OPERATOR, errors
+from api.auth import OperatorController
+from api.openapi import errors
 from api.routes.models import ModelListOut, ModelOut, model_out
 from api.services.admin import PRICE_FIELDS, AdminService
 from api.services.provider_models import ProviderModelService
@@ -44,12 +44,8 @@ class ModelAddIn(msgspec.Struct, forbid_unknown_fields=True):
     context_tokens: TokenLimit | None = None
 
 
-class AdminModelController(Controller):
+class AdminModelController(OperatorController):
     """The catalog: models, their prices and switches, and what providers offer."""
-
-    path = "/admin"
-    security = OPERATOR
-    dependencies = {"acting": Provide(operator)}
 
     @get("/models")
     async def models(self, admin_service: NamedDependency[AdminService], acting: NamedDependency[str]) -> ModelListOut:

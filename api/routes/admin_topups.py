@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, get, post
-from litestar.di import NamedDependency, Provide
+from litestar import get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from api.auth import operator
-from api.openapi import OPERATOR, errors
+from api.auth import OperatorController
+from api.openapi import errors
 from api.routes.admin_accounts import MAX_PAGE, ReasonIn
 from api.routes.topups import TopUpListItem, topup_item
 from api.services.admin import AdminService
@@ -45,12 +45,8 @@ class TransferOut(msgspec.Struct):
     received_usd: str
 
 
-class AdminTopUpController(Controller):
+class AdminTopUpController(OperatorController):
     """Top-ups by status; bank transfers confirmed or rejected."""
-
-    path = "/admin"
-    security = OPERATOR
-    dependencies = {"acting": Provide(operator)}
 
     @get("/topups", responses=errors(400))
     async def topups(
