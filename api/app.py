@@ -23,7 +23,10 @@ from api.errors import EXCEPTION_HANDLERS, MeshRequest
 from api.openapi import finish_openapi
 from api.strict_input import check_strict_input
 from api.routes.accounts import AccountController
-from api.routes.admin import AdminController
+from api.routes.admin_accounts import AdminAccountController
+from api.routes.admin_audit import AdminAuditController
+from api.routes.admin_models import AdminModelController
+from api.routes.admin_topups import AdminTopUpController
 from api.routes.billing import BillingController
 from api.routes.events import account_events, admin_events
 from api.routes.health import health
@@ -54,7 +57,10 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
             WebhookController,
             LogController,
             AdminLogController,
-            AdminController,
+            AdminAccountController,
+            AdminTopUpController,
+            AdminAuditController,
+            AdminModelController,
             account_events,
             admin_events,
             stripe_webhook,

@@ -75,7 +75,7 @@ async def audit(settings: Settings, account: str | None, at: str | None) -> int:
 async def verify(settings: Settings, account: str | None, at: str | None) -> int:
     """Check the log's invariants (domain/invariants.py) over its events; exit 1 on any violation."""
     from api.runtime_options import load_catalog
-    from projections.audit import verify_log
+    from projections.audit_verify import verify_log
 
     account_id, instant = _account(account), _instant(at)
     prices = {model_id: model.price for model_id, model in load_catalog(settings).models.items()}

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from litestar import Request
-from litestar.di import NamedDependency
+from litestar import Controller, Request
+from litestar.di import NamedDependency, Provide
 
 from api.errors import ApiError
+from api.openapi import OPERATOR
 from api.services.accounts import AccountService
 from api.services.operators import OperatorService
 from domain.credentials import API_KEY_PREFIX, hash_token
@@ -40,3 +41,11 @@ async def operator(request: Request, operator_service: NamedDependency[OperatorS
     """The acting operator: "token" for the shared operator token, the account id for the management token of an
     operator's account; else a 403."""
     return await operator_service.acting(bearer(request))
+
+
+class OperatorController(Controller):
+    """Routes under /admin that operators alone may call; each handler is told who acts (`acting`)."""
+
+    path = "/admin"
+    security = OPERATOR
+    dependencies = {"acting": Provide(operator)}

@@ -7,12 +7,9 @@ import asyncio
 import logging
 import secrets
 from typing import Any
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
-
-import psycopg
-from eventsourcing.persistence import OperationalError
 
 from api.autorefill import AutoRefillManager
 from api.composition import Services, compose
@@ -20,6 +17,7 @@ from api.connections import StartupError, connect_nats, open_pool
 from api.embedded import EmbeddedServerError
 from api.projection_process import BACKGROUND_POSTGRES, ProjectionProcess
 from api.exports import EXPORT_IDLE_SECONDS, ExportGate
+from api.lease_broker import CommandLeases
 from api.gateway_wiring import ReadModelKeys, ReadModelTemplates, make_adapter
 from api.logins import LoginGuard
 from api.payments import PaymentGuard, PaymentProvider, StripePayments
@@ -29,9 +27,10 @@ from api.read_models import DIRECTORY
 from api.services.events import HEARTBEAT_SECONDS
 from api.services.read_your_writes import ReadModelWaiter
 from api.supervisor import Child, Supervisor
+from api.upkeep import Upkeep
 from api.webhook_delivery import WebhookOptions
 from commands.accounts import DEFAULT_SESSION, AccountCommands
-from commands.app import Conflict, MeshApplication
+from commands.app import MeshApplication
 from commands.autorefill import AutoRefillCommands
 from commands.leasing import BudgetCommands
 from commands.catalog import CatalogCommands
@@ -58,44 +57,19 @@ from gateway.refusals import FLUSH_SECONDS as REFUSALS_FLUSH_SECONDS
 from gateway.refusals import Refusals
 from gateway.bodies import BodyPublisher
 from gateway.metrics import GatewayMetrics
-from gateway.lease_admission import LEASE_TTL, Budgets, LeaseGrant, LeaseUnavailable
+from gateway.lease_admission import LEASE_TTL, Budgets
 from gateway.catalog import Catalog
 from gateway.freelimit import DEFAULT_FREE_RPM
 from gateway.key_rate import KeyRates, NatsWindows, rates_bucket
 from gateway.keys import KeyCache
 from gateway.prompt_templates import TemplateCache
 from gateway.usage import UsagePublisher
-from projections import billing, logs
+from projections import logs
 from projections.source import StreamSource
-from gateway.pause import stopped_within
 
 log = logging.getLogger("mesh")
 
-REAP_GRACE = 30.0  # seconds past its expiry (at most half a lease's life) before the reaper settles a lease
-REAP_EVERY = 5.0  # seconds between the reaper's looks (at most a quarter of a lease's life)
-TOPUP_EXPIRY_EVERY = 30.0  # seconds between two looks for bank transfers past their deadline
-
-__all__ = ["CommandLeases", "Runtime", "StartupError"]
-
-
-class CommandLeases:
-    """The gateway's lease broker: the budget use cases, run off the event loop."""
-
-    def __init__(self, budget: BudgetCommands, ttl: timedelta = LEASE_TTL):
-        self.budget = budget
-        self.ttl = ttl
-
-    async def acquire(self, account_id: UUID, key_id: UUID, wanted: int, minimum: int) -> LeaseGrant:
-        try:
-            return await asyncio.to_thread(self.budget.lease, account_id, key_id, wanted, minimum, self.ttl)
-        except (Conflict, OperationalError) as exc:
-            raise LeaseUnavailable(str(exc)) from None
-
-    async def settle(self, account_id: UUID, key_id: UUID, lease_id: UUID, spent: int) -> None:
-        await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
-
-    async def extend(self, account_id: UUID, key_id: UUID, lease_id: UUID) -> datetime | None:
-        return await asyncio.to_thread(self.budget.extend, account_id, key_id, lease_id, self.ttl)
+__all__ = ["Runtime", "StartupError"]
 
 
 class Runtime:
@@ -297,12 +271,7 @@ class Runtime:
                 self.projections = worker
                 await worker.follow_appends()
                 self._tasks.append(asyncio.create_task(worker.run(self._stop), name="projections"))
-            self._tasks.append(
-                asyncio.create_task(self._every(self._reap_timing[1], self._reap_expired_leases), name="lease-reaper")
-            )
-            self._tasks.append(
-                asyncio.create_task(self._every(TOPUP_EXPIRY_EVERY, self._expire_topups), name="topup-expiry")
-            )
+            self._tasks += Upkeep(self.pool, self.budget, self.topups, self.lease_ttl, self._stop).start()
             stripe = self.payments.get("stripe")
             if isinstance(stripe, StripePayments):
                 manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)
@@ -355,42 +324,6 @@ class Runtime:
     def _key_changed(self, key: KeyInfo) -> None:
         if key.status != "active" or key.account_suspended:
             self.budgets.forget_key(key.key_id)
-
-    async def _every(self, interval: float, job) -> None:
-        """Run `job` every `interval` seconds until stopped; a failure is logged and tried again."""
-        while not await stopped_within(self._stop, interval):
-            try:
-                await job()
-            except (psycopg.OperationalError, OperationalError) as exc:  # a server away (restarting): one line
-                log.warning(
-                    "%s: %s unreachable (%s); will retry",
-                    job.__name__,
-                    "PostgreSQL" if isinstance(exc, psycopg.OperationalError) else "NATS",
-                    type(exc).__name__,
-                )
-            except Exception:
-                log.exception("%s failed; will retry", job.__name__)
-
-    @property
-    def _reap_timing(self) -> tuple[float, float]:
-        """(grace, interval) of the lease reaper: shorter for leases that live shorter."""
-        life = self.lease_ttl.total_seconds()
-        return min(REAP_GRACE, life / 2), min(REAP_EVERY, life / 4)
-
-    async def _reap_expired_leases(self) -> None:
-        """Settle leases whose holder vanished (a crashed gateway), with what their usage events paid. A live
-        holder renews a lease while requests run on it, so only a vanished one lets it expire."""
-        async with self.pool.connection() as conn:
-            expired = await billing.expired_leases(conn, self._reap_timing[0])
-        for lease_id, account_id, key_id, spent in expired:
-            await asyncio.to_thread(self.budget.settle, account_id, key_id, lease_id, spent)
-
-    async def _expire_topups(self) -> None:
-        """Pending bank-transfer top-ups past their deadline expire (they can no longer be confirmed)."""
-        async with self.pool.connection() as conn:
-            due = await billing.due_to_expire(conn)
-        for provider, reference in due:
-            await asyncio.to_thread(self.topups.expire, provider, reference)
 
     async def stop(self) -> None:
         """Stop whatever `start` got to; safe to call after a failed start."""

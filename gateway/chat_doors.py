@@ -17,7 +17,7 @@ from gateway.providers.base import Adapter, Reply, StreamReply
 from gateway.request_parsing import ChatRequest, decode_object, parse_chat
 from gateway.reservation import Admitted
 from gateway.serving import Door, Serving
-from gateway.wire import messages, messages_stream, responses, responses_stream
+from gateway.wire import messages, messages_request, messages_stream, responses, responses_stream
 from gateway.wire.internal import Translated
 
 
@@ -93,8 +93,10 @@ class ChatDoors(Serving):
                 admitted = await self._admit(key, model, as_chat, body, headers, _messages_bound, fallbacks=backups)
                 door = MessagesPassThrough(self.adapters, body, forwarded, query)
             else:
-                translated = messages.translate(body, model, adapter.chat_fields)
-                translations = self._translations(key, model, lambda m, fields: messages.translate(body, m, fields))
+                translated = messages_request.translate(body, model, adapter.chat_fields)
+                translations = self._translations(
+                    key, model, lambda m, fields: messages_request.translate(body, m, fields)
+                )
                 internal, admitted = await self._admit_translated(
                     key, model, adapter, translated, headers, fallbacks=[self.catalog.models[m] for m in translations]
                 )

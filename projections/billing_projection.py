@@ -1,5 +1,6 @@
 """The billing read model: per-account credits and spend, per-key spend, and spend rolled up by hour and by
-day; its tables and how each event changes them (projections/billing.py reads them).
+day; its tables and how a batch of events is applied to them (projections/billing_handlers.py: what each event
+changes; projections/billing.py reads them).
 
 Per-request rows are not kept here for long: the request logs are a read model of their own
 (projections/logs.py), so trimming or rebuilding them never touches money. What billing keeps of each request
@@ -21,172 +22,18 @@ RECENT_DAYS after it happened (a spool kept that long) is counted even if its fi
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import datetime, timedelta
-from typing import Any, Awaitable, Callable
-from uuid import UUID
+from datetime import timedelta
 
 import psycopg
 
-from domain.account import Account
 from domain.events import event_names
-from domain.topup import TopUp
-from domain.usage import RequestsRefused, UsageRecorded
+from domain.usage import UsageRecorded
+from projections.billing_handlers import HANDLERS, BillingBatch
 from projections.columns import EventColumns
 from projections.partitions import drop_months_before, ensure_months
 from projections.readmodel import Envelope
 
 RECENT_DAYS = 35  # how long billing keeps a compact row per request (see the module docstring)
-
-
-class _Batch:
-    """What one batch of events changes: statements run as their events come, sums and usage rows once at its end."""
-
-    __slots__ = ("cur", "t", "credits", "usage", "streamed")
-
-    def __init__(self, cur: psycopg.AsyncCursor, t: dict[str, str]):
-        self.cur, self.t = cur, t
-        self.credits: dict[UUID, int] = defaultdict(int)
-        self.usage: list[UsageRecorded] = []
-        self.streamed: list[datetime] = []  # when each usage event reached the stream
-
-    async def registered(self, item: Envelope) -> None:
-        self.credits[item.event.originator_id] += 0
-
-    async def credits_granted(self, item: Envelope) -> None:
-        e = item.event
-        self.credits[e.originator_id] += e.amount
-        await self._grant(item, e.amount, e.granted_by)
-
-    async def credits_debited(self, item: Envelope) -> None:  # a grant of the negative amount
-        e = item.event
-        self.credits[e.originator_id] -= e.amount
-        await self._grant(item, -e.amount, e.debited_by)
-
-    async def _grant(self, item: Envelope, amount: int, by: str) -> None:
-        e = item.event
-        await self.cur.execute(
-            f"insert into {self.t['credit_grants']} (position, account_id, amount, reason, granted_by, time)"
-            " values (%s, %s, %s, %s, %s, %s)",
-            (item.position, e.originator_id, amount, e.reason, by, e.timestamp),
-        )
-
-    async def topup_requested(self, item: Envelope) -> None:
-        e = item.event
-        await self.cur.execute(
-            f"""insert into {self.t["topups"]} (topup_id, account_id, provider, reference, amount, status,
-                expires_at, created_at, updated_at) values (%s, %s, %s, %s, %s, 'pending', %s, %s, %s)""",
-            (e.originator_id, e.account_id, e.provider, e.reference, e.amount, e.expires_at, e.timestamp, e.timestamp),
-        )
-
-    async def topup_changed(self, item: Envelope) -> None:
-        e = item.event
-        change, values = _TOPUP_CHANGES[type(e)]
-        await self.cur.execute(
-            f"update {self.t['topups']} set {change}, updated_at = %s where topup_id = %s",
-            (*values(e), e.timestamp, e.originator_id),
-        )
-
-    async def auto_refill(self, item: Envelope) -> None:
-        e = item.event
-        columns = _AUTO_REFILL_COLUMNS[type(e)](e)
-        increment = ", failures = a.failures + 1" if isinstance(e, Account.AutoRefillFailed) else ""
-        names = list(columns)
-        await self.cur.execute(
-            f"""insert into {self.t["auto_refills"]} as a (account_id, {", ".join(names)}, updated_at)
-                values (%s, {", ".join(["%s"] * len(names))}, %s)
-                on conflict (account_id) do update set
-                {", ".join(f"{n} = excluded.{n}" for n in names)}{increment}, updated_at = excluded.updated_at""",
-            (e.originator_id, *columns.values(), e.timestamp),
-        )
-
-    async def budget_leased(self, item: Envelope) -> None:
-        e = item.event
-        await self.cur.execute(
-            f"insert into {self.t['leases']} (lease_id, account_id, key_id, amount, expires_at)"
-            " values (%s, %s, %s, %s, %s) on conflict do nothing",
-            (e.lease_id, e.originator_id, e.key_id, e.amount, e.expires_at),
-        )
-
-    async def lease_settled(self, item: Envelope) -> None:
-        await self.cur.execute(
-            f"update {self.t['leases']} set settled = true where lease_id = %s", (item.event.lease_id,)
-        )
-
-    async def lease_extended(self, item: Envelope) -> None:
-        e = item.event
-        await self.cur.execute(
-            f"update {self.t['leases']} set expires_at = %s where lease_id = %s", (e.expires_at, e.lease_id)
-        )
-
-    async def usage_recorded(self, item: Envelope) -> None:
-        self.usage.append(item.event)
-        self.streamed.append(item.time)
-
-    async def refused(self, item: Envelope) -> None:
-        e = item.event
-        await self.cur.executemany(
-            f"insert into {self.t['key_refusals']} (refusal_id, code, account_id, key_id, until, count)"
-            " values (%s, %s, %s, %s, %s, %s) on conflict do nothing",
-            [(e.refusal_id, code, e.account_id, e.key_id, e.until, n) for code, n in e.counts.items()],
-        )
-
-
-# What each top-up event after the request changes of its row: the assignments and their values.
-_TOPUP_CHANGES: dict[type, tuple[str, Callable[[Any], tuple]]] = {
-    TopUp.Succeeded: ("status = 'succeeded', received = %s", lambda e: (e.amount,)),
-    TopUp.Failed: ("failures = failures + 1, last_failure = %s", lambda e: (e.reason,)),
-    TopUp.Expired: ("status = 'expired'", lambda e: ()),
-    TopUp.Rejected: ("status = 'rejected', last_failure = %s", lambda e: (e.reason,)),
-    TopUp.Refunded: ("refunded = %s", lambda e: (e.total_refunded,)),
-    TopUp.Disputed: ("disputed = disputed + %s", lambda e: (e.amount,)),
-    # held until the payment arrives; the money moves with the refund or dispute event then
-    TopUp.RefundHeld: ("status = status", lambda e: ()),
-    TopUp.DisputeHeld: ("status = status", lambda e: ()),
-}
-
-# What each auto-refill event sets in the account's auto-refill row (a failure also counts one more failure).
-_AUTO_REFILL_COLUMNS: dict[type, Callable[[Any], dict[str, Any]]] = {
-    Account.StripeCustomerLinked: lambda e: {"customer": e.customer_id},
-    Account.AutoRefillConfigured: lambda e: {
-        "threshold": e.threshold,
-        "amount": e.amount,
-        "payment_method": e.payment_method,
-        "max_failures": e.max_failures,
-        "enabled": True,
-        "armed": True,
-        "pending": None,
-        "failures": 0,
-        "disabled_reason": None,
-    },
-    Account.AutoRefillDisabled: lambda e: {"enabled": False, "pending": None, "disabled_reason": e.reason},
-    Account.AutoRefillCardSaved: lambda e: {
-        "payment_method": e.payment_method,
-        "card_brand": e.brand,
-        "card_last4": e.last4,
-        "card_exp_month": e.exp_month,
-        "card_exp_year": e.exp_year,
-    },
-    Account.AutoRefillTriggered: lambda e: {"pending": e.refill_id, "armed": False},
-    Account.AutoRefillSucceeded: lambda e: {"pending": None, "failures": 0},
-    Account.AutoRefillFailed: lambda e: {"pending": None, "armed": True, "last_failure": e.reason},
-    Account.AutoRefillArmed: lambda e: {"armed": True},
-}
-
-# The one table of what billing does with each event it reads.
-_HANDLERS: dict[type, Callable[[_Batch, Envelope], Awaitable[None]]] = {
-    Account.Registered: _Batch.registered,
-    Account.CreditsGranted: _Batch.credits_granted,
-    Account.CreditsDebited: _Batch.credits_debited,
-    TopUp.Requested: _Batch.topup_requested,
-    **dict.fromkeys(_TOPUP_CHANGES, _Batch.topup_changed),
-    **dict.fromkeys(_AUTO_REFILL_COLUMNS, _Batch.auto_refill),
-    Account.BudgetLeased: _Batch.budget_leased,
-    Account.LeaseSettled: _Batch.lease_settled,
-    Account.LeaseExtended: _Batch.lease_extended,
-    UsageRecorded: _Batch.usage_recorded,
-    RequestsRefused: _Batch.refused,
-}
 
 
 class Billing:
@@ -203,7 +50,7 @@ class Billing:
         "auto_refills",
         "key_refusals",
     )
-    topics = event_names(_HANDLERS)  # the events it reads: those it has a handler for
+    topics = event_names(HANDLERS)  # the events it reads: those it has a handler for
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         rollups = "".join(
@@ -333,9 +180,9 @@ class Billing:
         # In a pipeline: the statements of the batch's aggregate events (a few per lease cycle) go to PostgreSQL
         # without waiting for each one's answer; an error still surfaces inside the caller's transaction.
         async with cur.connection.pipeline():
-            pending = _Batch(cur, t)
+            pending = BillingBatch(cur, t)
             for item in batch:
-                await _HANDLERS[type(item.event)](pending, item)
+                await HANDLERS[type(item.event)](pending, item)
             if pending.credits:
                 await cur.executemany(
                     f"""insert into {t["balances"]} (account_id, credits) values (%s, %s)

@@ -15,8 +15,9 @@ from litestar.params import FromQuery, QueryParameter
 from api.openapi import ACCOUNT, errors
 from api.auth import current_account
 from api.services.as_of import AsOf
-from api.services.billing import GROUP_BY_PATTERN, BillingService, parse_groups
+from api.services.billing import BillingService, parse_groups
 from domain.money import pico_to_usd
+from projections.spend_history import GROUP_BY_PATTERN
 
 
 class BalanceOut(msgspec.Struct):

@@ -33,6 +33,7 @@ from commands.topups import TopUpCommands
 from domain.bounds import check_aware
 from domain.money import InvalidAmount, pico_to_usd, usd_to_pico
 from projections import billing
+from projections.spend_history import GROUP_BY_RULE, SPEND_GROUPS, SpendRow, spend_history
 
 log = logging.getLogger("mesh.api")
 MAX_START_LOCKS = 10_000  # per-account top-up start locks kept; beyond, the idle ones are forgotten
@@ -45,7 +46,7 @@ class BalanceView(msgspec.Struct):
 
 class SpendView(msgspec.Struct):
     group_by: list[str]
-    rows: list[billing.SpendRow]
+    rows: list[SpendRow]
     as_of: AsOf
 
     @property
@@ -83,14 +84,11 @@ def check_span(groups: list[str], start: datetime | None, end: datetime | None, 
         )
 
 
-GROUP_BY_PATTERN = billing.GROUP_BY_PATTERN
-
-
 def parse_groups(group_by: str) -> list[str]:
     groups = list(dict.fromkeys(g.strip() for g in group_by.split(",") if g.strip()))  # "day,day" is by day
-    unknown = [g for g in groups if g not in billing.SPEND_GROUPS]
+    unknown = [g for g in groups if g not in SPEND_GROUPS]
     if unknown:
-        raise Invalid(f"{billing.GROUP_BY_RULE}; got {group_by!r}", "invalid_request")
+        raise Invalid(f"{GROUP_BY_RULE}; got {group_by!r}", "invalid_request")
     return groups
 
 
@@ -155,7 +153,7 @@ class BillingService:
         async with self.pool.connection() as conn:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")
-                rows = await billing.spend_history(conn, account_id, groups, start, end)
+                rows = await spend_history(conn, account_id, groups, start, end)
                 as_of = await read_as_of(conn, BILLING)
         return SpendView(groups, rows, as_of)
 

@@ -21,6 +21,7 @@ from domain.apikey import ApiKey
 from domain.bounds import check_aware
 from domain.money import usd_to_pico
 from projections import billing, directory
+from projections.spend_history import SpendRow, spend_history
 
 KEY_ACTIONS = ("disable", "enable", "revoke")  # by the account; rotate takes a grace period
 
@@ -171,10 +172,10 @@ class KeyService:
             as_of = await read_as_of(conn, DIRECTORY, BILLING)
         return msgspec.structs.replace(_view(row, totals, window), replaced_secret_until=grace), as_of
 
-    async def usage_by_model(self, account_id: UUID, key_id: UUID) -> list[billing.SpendRow]:
+    async def usage_by_model(self, account_id: UUID, key_id: UUID) -> list[SpendRow]:
         """The key's requests, tokens and spend per model, all time, the dearest first."""
         async with self.pool.connection() as conn:
-            rows = await billing.spend_history(conn, account_id, ["key", "provider", "model"], None, None)
+            rows = await spend_history(conn, account_id, ["key", "provider", "model"], None, None)
         return sorted((r for r in rows if r.group["key"] == str(key_id)), key=lambda r: (-r.spend, r.group["model"]))
 
     async def history(

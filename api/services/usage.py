@@ -14,6 +14,7 @@ from api.read_models import BILLING, LOGS
 from api.services.as_of import AsOf, read_as_of
 from api.services.billing import check_span
 from projections import billing, directory, logs
+from projections.spend_history import OTHER_KEYS, SpendRow, spend_history
 from domain.bounds import check_aware
 
 STACKS = ("model", "provider", "key")  # what a series per bucket is stacked by
@@ -41,7 +42,7 @@ class Usage(msgspec.Struct, frozen=True):
     unit: str  # "hour" or "day": the buckets
     by: str | None  # a name of STACKS; None: no rows per bucket
     by_bucket: list[tuple[str, str, int]]  # (bucket, what it stacks by, the measure), buckets in order
-    by_model: list[billing.SpendRow]  # largest spend first
+    by_model: list[SpendRow]  # largest spend first
     by_key: list[KeyUsage]  # largest spend first
     as_of: AsOf
 
@@ -72,7 +73,7 @@ class UsageService:
         """Over [start, end): `measure` (a name of MEASURES) per `unit` stacked `by` (None: not asked), and all of
         them by provider and model and by key, from one snapshot of the billing read model (the same sums as
         `GET /api/billing/spend`). Stacked by key, the `named` keys of the largest measure are told apart and the
-        others summed as billing.OTHER_KEYS, when there are more than `named` + 1."""
+        others summed as OTHER_KEYS, when there are more than `named` + 1."""
         if by is not None and by not in STACKS:
             raise ValueError(f"by is one of {STACKS}, got {by!r}")
         value = MEASURES[measure]
@@ -81,13 +82,13 @@ class UsageService:
         async with self.pool.connection() as conn:
             async with conn.transaction():
                 await conn.execute("set transaction isolation level repeatable read")
-                per_model = await billing.spend_history(conn, account_id, ["provider", "model"], start, end)
-                per_key = await billing.spend_history(conn, account_id, ["key"], start, end)
+                per_model = await spend_history(conn, account_id, ["provider", "model"], start, end)
+                per_key = await spend_history(conn, account_id, ["key"], start, end)
                 per_bucket, keys = [], None
                 if by == "key" and len(per_key) > named + 1:
                     keys = [UUID(r.group["key"]) for r in sorted(per_key, key=lambda r: -value(r))[:named]]
                 if by is not None:
-                    per_bucket = await billing.spend_history(conn, account_id, [unit, by], start, end, keys=keys)
+                    per_bucket = await spend_history(conn, account_id, [unit, by], start, end, keys=keys)
                 labels = _labels({k.key_id: k.label for k in await directory.keys_of(conn, account_id)})
                 as_of = await read_as_of(conn, BILLING)
         name = (lambda key: labels.get(key, key)) if by == "key" else (lambda group: group)
@@ -135,7 +136,7 @@ class UsageService:
 def _labels(labels: dict[UUID, str]) -> dict[str, str]:
     """Key labels by key id (as a spend history names keys); a label two keys share, or the name of the other
     keys together, ends with "…" and the end of the id, so a chart's legend and a table tell them apart."""
-    seen: dict[str, int] = {billing.OTHER_KEYS: 1}
+    seen: dict[str, int] = {OTHER_KEYS: 1}
     for label in labels.values():
         seen[label] = seen.get(label, 0) + 1
     return {str(k): label if seen[label] == 1 else f"{label} …{str(k)[-4:]}" for k, label in labels.items()}

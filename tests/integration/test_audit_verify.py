@@ -18,7 +18,7 @@ from commands.stream import ensure_stream
 from domain.pricing import Price
 from domain.usage import UsageRecorded
 from gateway.usage import UsagePublisher
-from projections.audit import verify_log
+from projections.audit_verify import verify_log
 
 pytestmark = pytest.mark.integration
 

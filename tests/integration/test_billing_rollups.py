@@ -8,6 +8,7 @@ import uuid
 from datetime import timedelta
 
 from projections import billing
+from projections.spend_history import spend_history
 from tests.integration.test_logs import BILLING, NOW, accounts, catch_up, env, publish_again, usage  # noqa: F401
 
 
@@ -33,7 +34,7 @@ async def test_spend_over_any_window_and_balance_at_any_instant_are_exact(env):
                 e for e in events if (start is None or e.timestamp >= start) and (end is None or e.timestamp < end)
             ]
             for group_by in ([], ["key"], ["model", "day"], ["hour"]):
-                rows = await billing.spend_history(conn, account_id, group_by, start, end)
+                rows = await spend_history(conn, account_id, group_by, start, end)
                 assert sum(r.spend for r in rows) == sum(e.cost for e in inside), (start, end, group_by)
                 assert sum(r.requests for r in rows) == len(inside)
                 assert sum(r.errors for r in rows) == sum(e.status != "ok" for e in inside)
@@ -46,7 +47,7 @@ async def test_spend_over_any_window_and_balance_at_any_instant_are_exact(env):
         for moment in rng.sample(moments, 20):
             at = await billing.balance_at(conn, account_id, moment)
             assert at.spend == sum(e.cost for e in events if e.timestamp <= moment)
-        hourly = await billing.spend_history(conn, account_id, ["hour"], None, None)
+        hourly = await spend_history(conn, account_id, ["hour"], None, None)
         assert all(r.group["hour"].endswith(":00:00Z") for r in hourly)
 
 

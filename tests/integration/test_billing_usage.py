@@ -15,6 +15,7 @@ from commands.accounts import AccountCommands
 from commands.autorefill import AutoRefillCommands
 from commands.topups import TopUpCommands
 from projections import billing, logs
+from projections.spend_history import OTHER_KEYS, spend_history
 from tests.integration.test_logs import BILLING, LOGS, NOW, accounts, catch_up, env, usage  # noqa: F401
 
 USD = 10**12
@@ -52,16 +53,16 @@ async def test_latency_per_bucket_is_percentile_disc_of_the_accounts_requests_an
         assert sum(b.requests for b in inside) == sum(e.timestamp >= NOW - timedelta(hours=1) for e in events)
 
         kept = keys[:3]
-        rows = await billing.spend_history(conn, mine, ["day", "key"], start, end, keys=kept)
+        rows = await spend_history(conn, mine, ["day", "key"], start, end, keys=kept)
         expected: dict[tuple[str, str], list[int]] = {}
         for e in events:
             group = (e.timestamp.astimezone(timezone.utc).date().isoformat(), str(e.key_id))
             if e.key_id not in kept:
-                group = (group[0], billing.OTHER_KEYS)
+                group = (group[0], OTHER_KEYS)
             sums = expected.setdefault(group, [0, 0])
             sums[0], sums[1] = sums[0] + 1, sums[1] + e.cost
         assert {(r.group["day"][:10], r.group["key"]): [r.requests, r.spend] for r in rows} == expected
-        assert {r.group["key"] for r in rows} == {*map(str, kept), billing.OTHER_KEYS}
+        assert {r.group["key"] for r in rows} == {*map(str, kept), OTHER_KEYS}
 
 
 async def test_the_credit_history_says_what_each_movement_was_newest_first(env):

@@ -27,6 +27,7 @@ from projections.readmodel import ensure_schema
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from projections.source import StreamSource
+from projections.spend_history import spend_history
 
 BILLING, DIRECTORY, LOGS = Billing(), Directory(), Logs()
 NOW = datetime.now(timezone.utc)
@@ -255,7 +256,7 @@ async def money(pool, account_ids) -> tuple:
             [
                 (
                     await billing.balance_of(conn, a),
-                    await billing.spend_history(conn, a, ["model", "key", "day"], None, None),
+                    await spend_history(conn, a, ["model", "key", "day"], None, None),
                     await billing.key_stats(conn, a),
                     await billing.key_stats(conn, a, NOW - timedelta(days=400), NOW + timedelta(days=1)),
                 )

@@ -27,6 +27,7 @@ from projections.readmodel import ensure_schema
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from projections.source import StreamSource
+from projections.spend_history import spend_history
 
 BILLING = Billing()
 USAGE_EVENTS = 10_000
@@ -36,7 +37,7 @@ CENT = 10**10
 async def snapshot(pool, accounts) -> tuple[dict, list]:
     async with pool.connection() as conn:
         balances = {a: await billing.balance_of(conn, a) for a in accounts}
-        history = {a: await billing.spend_history(conn, a, ["model", "key", "day"], None, None) for a in accounts}
+        history = {a: await spend_history(conn, a, ["model", "key", "day"], None, None) for a in accounts}
     return balances, history
 
 

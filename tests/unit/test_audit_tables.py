@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from api.read_models import READ_MODELS
-from projections.audit import TABLES
+from projections.audit_comparison import TABLES
 
 pytestmark = pytest.mark.unit
 

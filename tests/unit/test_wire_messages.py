@@ -14,7 +14,7 @@ from gateway.catalog import Model
 from gateway.errors import GatewayError
 from gateway.fields import GEMINI_CHAT_FIELDS, OPENAI_CHAT_FIELDS
 from gateway.providers.base import SSE_DONE, StreamReply, Usage, sse
-from gateway.wire import messages, messages_stream
+from gateway.wire import messages, messages_request, messages_stream
 
 GPT = Model("acme/gpt", "acme", "gpt", Price(1, 1), max_output_tokens=1000, context_tokens=10_000, image_tokens=99)
 LENIENT = msgspec.structs.replace(GPT, ignore_fields=frozenset({"cache_control", "context_management"}))
@@ -57,7 +57,7 @@ def test_a_conversation_with_tools_images_and_thinking_translates():
             },
         ],
     }
-    out = messages.translate(body, GPT, OPENAI_CHAT_FIELDS)
+    out = messages_request.translate(body, GPT, OPENAI_CHAT_FIELDS)
     assert out.body["messages"] == [
         {"role": "system", "content": "be brief\n\nbe kind"},
         {
@@ -94,7 +94,7 @@ def test_effort_and_structured_output_translate():
         "thinking": {"type": "adaptive"},
         "output_config": {"effort": "max", "format": {"type": "json_schema", "schema": {"type": "object"}}},
     }
-    out = messages.translate(body, GPT, OPENAI_CHAT_FIELDS)
+    out = messages_request.translate(body, GPT, OPENAI_CHAT_FIELDS)
     assert out.body["reasoning_effort"] == "xhigh"
     assert out.body["response_format"]["json_schema"]["schema"] == {"type": "object"}
 
@@ -111,14 +111,16 @@ def test_effort_and_structured_output_translate():
 def test_a_field_without_an_equivalent_is_refused_by_its_name(extra, field):
     body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], **extra}
     with pytest.raises(GatewayError) as refused:
-        messages.translate(body, GPT, OPENAI_CHAT_FIELDS)
+        messages_request.translate(body, GPT, OPENAI_CHAT_FIELDS)
     assert refused.value.status == 400 and refused.value.param == field
     assert f"{field!r}" in refused.value.message and "ignore_fields" in refused.value.message
 
 
 def test_a_field_the_provider_takes_goes_through():
     body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}], "top_k": 5}
-    assert messages.translate(body, GPT, OPENAI_CHAT_FIELDS | {"top_k"}).body["top_k"] == 5  # extra_fields lists it
+    assert (
+        messages_request.translate(body, GPT, OPENAI_CHAT_FIELDS | {"top_k"}).body["top_k"] == 5
+    )  # extra_fields lists it
 
 
 def test_the_operator_may_let_fields_be_dropped_and_the_answer_says_so():
@@ -128,7 +130,7 @@ def test_the_operator_may_let_fields_be_dropped_and_the_answer_says_so():
         "context_management": {"edits": []},
         "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"x": 1}}]}],
     }
-    out = messages.translate(body, LENIENT, OPENAI_CHAT_FIELDS)
+    out = messages_request.translate(body, LENIENT, OPENAI_CHAT_FIELDS)
     assert "context_management" not in out.body and out.body["messages"][0]["content"] == [
         {"type": "text", "text": "hi"}
     ]
@@ -138,9 +140,13 @@ def test_the_operator_may_let_fields_be_dropped_and_the_answer_says_so():
 def test_a_provider_without_reasoning_refuses_thinking_and_hosted_tools_are_refused():
     body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
     with pytest.raises(GatewayError, match="'thinking' has no equivalent"):
-        messages.translate({**body, "thinking": {"type": "enabled", "budget_tokens": 1024}}, GEMINI, GEMINI_CHAT_FIELDS)
+        messages_request.translate(
+            {**body, "thinking": {"type": "enabled", "budget_tokens": 1024}}, GEMINI, GEMINI_CHAT_FIELDS
+        )
     with pytest.raises(GatewayError, match="web_search_20250305"):
-        messages.translate({**body, "tools": [{"type": "web_search_20250305", "name": "s"}]}, GPT, OPENAI_CHAT_FIELDS)
+        messages_request.translate(
+            {**body, "tools": [{"type": "web_search_20250305", "name": "s"}]}, GPT, OPENAI_CHAT_FIELDS
+        )
     with pytest.raises(GatewayError, match="web_search_20250305"):
         messages.check_pass_through({**body, "tools": [{"type": "web_search_20250305", "name": "s"}]}, GPT)
     with pytest.raises(GatewayError, match="'container'"):
