@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from domain.account import Account, InvalidCreditGrant, InvalidEmail, normalise_email
+from domain.account import Account, InvalidEmail, normalise_email
+from domain.money import InvalidCreditGrant
 from domain.apikey import ApiKey, InvalidKeySettings, check_allowed_models, check_label, check_spend_cap
 from domain.bounds import AwareDatetime, InvalidText, Label, Reason, check_aware, check_text
 from domain.money import MAX_AMOUNT, InvalidAmount, usd_to_pico
