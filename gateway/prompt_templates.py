@@ -22,7 +22,8 @@ import msgspec
 
 from domain.events import events_of
 from domain.rendering import CompiledMessages, TemplateRenderError
-from domain.template import MAX_NAME_LENGTH, Template, TemplateNotFound, parse_reference, pick_version
+from domain.template import Template, TemplateNotFound, parse_reference, pick_version
+from domain.template_content import MAX_NAME_LENGTH
 from domain.template_head import TemplateHead
 from gateway.errors import GatewayError, invalid
 

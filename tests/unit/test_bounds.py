@@ -126,7 +126,7 @@ def test_topup_rules():
 
 def test_template_text_refuses_nul_but_keeps_multi_line_content():
     from domain.rendering import InvalidTemplate
-    from domain.template import check_defaults, check_description, check_messages
+    from domain.template_content import check_defaults, check_description, check_messages
 
     assert check_messages([{"role": "user", "content": "line\n\tline {{x}}"}])
     assert check_defaults({"stop": ["\n\n"]}) == {"stop": ["\n\n"]}
