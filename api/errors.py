@@ -18,7 +18,8 @@ from commands.accounts import BadCredentials, EmailTaken, InvalidInvite, Invalid
 from commands.app import Conflict, NotFound
 from domain.account import AccountSuspended, InvalidEmail, InvalidReason
 from domain.autorefill import NoSavedCard
-from domain.apikey import InvalidKeySettings, KeyRevoked
+from domain.apikey import KeyRevoked
+from domain.key_settings import InvalidKeySettings
 from domain.catalog import InvalidModel, ModelTaken
 from domain.bounds import FLOAT_AMOUNT_RULE, PATTERN_RULES, InvalidText
 from domain.invite import SignupRefused

@@ -10,7 +10,8 @@ import pytest
 
 from domain.account import Account, InvalidEmail, normalise_email
 from domain.money import InvalidCreditGrant
-from domain.apikey import ApiKey, InvalidKeySettings, check_allowed_models, check_label, check_spend_cap
+from domain.apikey import ApiKey
+from domain.key_settings import InvalidKeySettings, check_allowed_models, check_label, check_spend_cap
 from domain.bounds import AwareDatetime, InvalidText, Label, Reason, check_aware, check_text
 from domain.money import MAX_AMOUNT, InvalidAmount, usd_to_pico
 from domain.topup import TopUp, TopUpError
