@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 import msgspec
@@ -19,6 +19,7 @@ from eventsourcing.domain import Aggregate
 from domain.bounds import MAX_REFERENCE_LENGTH, check_text
 from domain.money import InvalidCreditGrant, check_amount
 
+_S = TypeVar("_S", bound=msgspec.Struct)
 LAST4 = re.compile(r"^[0-9]{4}$")
 MAX_REASON_CHARS = 500  # what a disabled or failed refill keeps of its reason
 MAX_BRAND_CHARS = 40
@@ -70,12 +71,13 @@ class AutoRefillState(msgspec.Struct, frozen=True):
 
     def changed(self, change: RefillChange) -> AutoRefillState:
         """This state with the change made."""
-        fields = {f: getattr(change, f) for f in _SET_FIELDS if getattr(change, f) is not msgspec.UNSET}
+        fields = change.assigned()
         settings = change.settings if change.settings is not msgspec.UNSET else self.settings
         if change.payment_method is not msgspec.UNSET and settings is not None:
             settings = msgspec.structs.replace(settings, payment_method=change.payment_method)
+        card = change.card if change.card is not msgspec.UNSET else self.card
         failures = fields.pop("failures", self.failures) + change.failures_added
-        return msgspec.structs.replace(self, **fields, settings=settings, failures=failures)
+        return msgspec.structs.replace(self, **fields, settings=settings, card=card, failures=failures)
 
 
 class RefillChange(msgspec.Struct, frozen=True):
@@ -92,8 +94,12 @@ class RefillChange(msgspec.Struct, frozen=True):
     last_failure: str | msgspec.UnsetType = msgspec.UNSET
     disabled_reason: str | None | msgspec.UnsetType = msgspec.UNSET
 
+    def assigned(self) -> dict[str, Any]:
+        """The fields it sets that are taken as they are (all but settings, payment_method, card, failures_added)."""
+        return {f: getattr(self, f) for f in _ASSIGNED if getattr(self, f) is not msgspec.UNSET}
 
-_SET_FIELDS = ("enabled", "card", "armed", "pending", "failures", "last_failure", "disabled_reason")
+
+_ASSIGNED = ("enabled", "armed", "pending", "failures", "last_failure", "disabled_reason")
 
 
 # The Account's auto-refill events are declared (domain/account.py) on these bases, which say what each changes.
@@ -112,14 +118,11 @@ class ChangesAutoRefill:
 
 
 class ConfiguresAutoRefill(ChangesAutoRefill):
-    threshold: int
-    amount: int
-    payment_method: str
-    max_failures: int
+    """Its fields are AutoRefill's."""
 
     def refill_change(self) -> RefillChange:
         # a refill being charged stays pending: its outcome still closes it
-        settings = AutoRefill(self.threshold, self.amount, self.payment_method, self.max_failures)
+        settings = _struct_of(self, AutoRefill)
         return RefillChange(settings=settings, enabled=True, armed=True, failures=0, disabled_reason=None)
 
 
@@ -131,16 +134,16 @@ class DisablesAutoRefill(ChangesAutoRefill):
 
 
 class SavesCard(ChangesAutoRefill):
-    payment_method: str
-    brand: str
-    last4: str
-    exp_month: int
-    exp_year: int
-    saved_at: datetime
+    """Its fields are SavedCard's."""
 
     def refill_change(self) -> RefillChange:
-        card = SavedCard(self.payment_method, self.brand, self.last4, self.exp_month, self.exp_year, self.saved_at)
-        return RefillChange(payment_method=self.payment_method, card=card)
+        card = _struct_of(self, SavedCard)
+        return RefillChange(payment_method=card.payment_method, card=card)
+
+
+def _struct_of(event: object, struct: type[_S]) -> _S:
+    """The struct made of the event's fields of the same names."""
+    return struct(**{name: getattr(event, name) for name in struct.__struct_fields__})
 
 
 class StartsRefill(ChangesAutoRefill):
@@ -219,15 +222,8 @@ class AutoRefillHolder:
             )
         card = self.auto_refill_card
         if card is None or (card.payment_method != payment_method and card.saved_at <= saved_at):
-            self._trigger(
-                self.AutoRefillCardSaved,
-                payment_method=payment_method,
-                brand=brand,
-                last4=last4,
-                exp_month=exp_month,
-                exp_year=exp_year,
-                saved_at=saved_at,
-            )
+            saved = SavedCard(payment_method, brand, last4, exp_month, exp_year, saved_at)
+            self._trigger(self.AutoRefillCardSaved, **msgspec.structs.asdict(saved))
 
     def configure_auto_refill(self, threshold: int, amount: int, payment_method: str | None, max_failures: int) -> None:
         """`payment_method` None: the saved card (NoSavedCard without one)."""
@@ -241,13 +237,8 @@ class AutoRefillHolder:
                 )
             payment_method = self.auto_refill_card.payment_method
         check_payment_method(payment_method)
-        self._trigger(
-            self.AutoRefillConfigured,
-            threshold=threshold,
-            amount=amount,
-            payment_method=payment_method,
-            max_failures=max_failures,
-        )
+        settings = AutoRefill(threshold, amount, payment_method, max_failures)
+        self._trigger(self.AutoRefillConfigured, **msgspec.structs.asdict(settings))
 
     def disable_auto_refill(self, reason: str) -> None:
         if self.auto_refill is not None:

@@ -166,9 +166,7 @@ def _refill_columns(change: RefillChange) -> dict[str, Any]:
         columns.update(
             card_brand=card.brand, card_last4=card.last4, card_exp_month=card.exp_month, card_exp_year=card.exp_year
         )
-    for name in ("enabled", "armed", "pending", "failures", "last_failure", "disabled_reason"):
-        if getattr(change, name) is not msgspec.UNSET:
-            columns[name] = getattr(change, name)
+    columns.update(change.assigned())
     return columns
 
 
