@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from datetime import datetime, timezone
 
+from commands.app import MeshApplication
 from commands.autorefill import AutoRefillCommands
 from domain.autorefill import SavedCard
 from projections import billing
@@ -19,7 +20,7 @@ def card(payment_method: str, last4: str) -> SavedCard:
     return SavedCard(payment_method, "visa", last4, 12, 2034, datetime.now(timezone.utc))
 
 
-async def test_the_auto_refill_row_says_what_the_account_holds_after_every_step(env):
+async def test_the_auto_refill_row_says_what_the_account_holds_after_every_step(env, nats_url, stream_name):
     nc, pool, app, publisher = env
     (account,) = await accounts(app, 1)
     refills = AutoRefillCommands(app)
@@ -79,3 +80,10 @@ async def test_the_auto_refill_row_says_what_the_account_holds_after_every_step(
         (False, False, 0, "pm_third"),  # the read model keeps the settings while off, with the card they charge
     ]
     assert row.disabled_reason == "turned off by the account" and row.last_failure == "card declined"
+
+    # another process, reading the account's events from the stream, makes the same state of them
+    replica = await asyncio.to_thread(MeshApplication, nats_url, stream_name)
+    try:
+        assert (await asyncio.to_thread(replica.account, account)).refill_state == state
+    finally:
+        await asyncio.to_thread(replica.close)
