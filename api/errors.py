@@ -16,12 +16,14 @@ from litestar.exceptions import ValidationException, MethodNotAllowedException
 
 from commands.accounts import BadCredentials, EmailTaken, InvalidInvite, InvalidPassword, WrongPassword
 from commands.app import Conflict, NotFound
-from domain.account import AccountSuspended, InvalidCreditGrant, InvalidEmail, InvalidReason, NoSavedCard
-from domain.apikey import InvalidKeySettings, KeyRevoked
+from domain.account import AccountSuspended, InvalidEmail, InvalidReason
+from domain.autorefill import NoSavedCard
+from domain.apikey import KeyRevoked
+from domain.key_settings import InvalidKeySettings
 from domain.catalog import InvalidModel, ModelTaken
 from domain.bounds import FLOAT_AMOUNT_RULE, PATTERN_RULES, InvalidText
 from domain.invite import SignupRefused
-from domain.money import InvalidAmount
+from domain.money import InvalidAmount, InvalidCreditGrant
 from domain.quota import QuotaExceeded
 from domain.ratelimit import RateLimited
 from domain.rendering import InvalidTemplate, TemplateTooLarge, TemplateVariableInvalid, TemplateVariableMissing

@@ -16,7 +16,7 @@ from gateway.providers.base import Adapter
 from gateway.providers.echo import EchoAdapter
 from gateway.providers.gemini import GeminiAdapter
 from gateway.providers.openai import OpenAIAdapter
-from gateway.prompt_templates import TemplateHead
+from domain.template_head import TemplateHead
 from projections import directory
 from projections import prompt_templates as templates_read_model
 

@@ -17,7 +17,7 @@ import msgspec
 from msgspec import inspect as mi
 
 from domain import bounds
-from domain.template import LABEL_DOCUMENT_PATTERN, LABEL_RULE, NAME_PATTERN, NAME_RULE
+from domain.template_content import LABEL_DOCUMENT_PATTERN, LABEL_RULE, NAME_PATTERN, NAME_RULE
 from projections.spend_history import GROUP_BY_PATTERN, GROUP_BY_RULE
 from api.services.operators import AUDIT_CURSOR, AUDIT_CURSOR_RULE
 

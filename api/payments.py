@@ -17,7 +17,7 @@ from uuid import UUID
 import msgspec
 import stripe
 
-from domain.account import SavedCard
+from domain.autorefill import SavedCard
 from domain.money import PICO_PER_USD
 from domain.ratelimit import AttemptWindow, RateLimited
 

@@ -23,7 +23,8 @@ import uuid
 import msgspec
 
 from domain.rendering import CompiledMessages
-from gateway.prompt_templates import TemplateCache, TemplateHead
+from domain.template_head import TemplateHead
+from gateway.prompt_templates import TemplateCache
 
 TARGET_US = 20.0
 ACCOUNT, TEMPLATE = uuid.uuid4(), uuid.uuid4()

@@ -10,7 +10,7 @@ import msgspec
 from eventsourcing.application import AggregateNotFoundError
 
 from commands.app import MeshApplication
-from domain.account import SavedCard
+from domain.autorefill import SavedCard
 from domain.topup import TopUp
 from commands.topups import take_back_held
 

@@ -11,7 +11,8 @@ from eventsourcing.application import AggregateNotFoundError
 
 from commands.app import MeshApplication, NotFound, holdings_of
 from domain.quota import Quotas, check_versions
-from domain.template import Template, TemplateName, check_name
+from domain.template import Template, TemplateName
+from domain.template_content import check_name
 
 Messages = list[dict[str, str]]
 

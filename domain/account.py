@@ -9,18 +9,28 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 import msgspec
 from eventsourcing.domain import Aggregate, event
 
-from domain.bounds import MAX_EMAIL_LENGTH, MAX_REASON_LENGTH, MAX_REFERENCE_LENGTH, check_text
+from domain.autorefill import (
+    ArmsRefill,
+    AutoRefill,
+    AutoRefillHolder,
+    AutoRefillState,
+    ChangesAutoRefill,
+    ConfiguresAutoRefill,
+    DisablesAutoRefill,
+    RefillFails,
+    RefillSucceeds,
+    SavedCard,
+    SavesCard,
+    StartsRefill,
+)
+from domain.bounds import MAX_EMAIL_LENGTH, MAX_REASON_LENGTH, check_text
 from domain.leases import ExtendsLease, GrantsLease, LeaseBook, LeaseHolder, SettlesLease
-from domain.money import check_amount, pico_to_usd
+from domain.money import InvalidCreditGrant, check_amount, pico_to_usd
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class InvalidEmail(ValueError):
-    pass
-
-
-class InvalidCreditGrant(ValueError):
     pass
 
 
@@ -32,13 +42,6 @@ class AccountSuspended(PermissionError):
     """The account is suspended by an operator: it cannot log in nor make keys, and its keys are refused."""
 
 
-class NoSavedCard(ValueError):
-    """Auto-refill turned on without a card: the account has none saved."""
-
-
-LAST4 = re.compile(r"^[0-9]{4}$")
-
-
 def normalise_email(email: str) -> str:
     email = check_text(email.strip().lower(), "email", MAX_EMAIL_LENGTH, error=InvalidEmail)
     if not EMAIL_PATTERN.match(email):
@@ -46,7 +49,7 @@ def normalise_email(email: str) -> str:
     return email
 
 
-class Account(LeaseHolder, Aggregate):
+class Account(LeaseHolder, AutoRefillHolder, Aggregate):
     class Registered(Aggregate.Created):
         email: str
         password_hash: str
@@ -72,16 +75,16 @@ class Account(LeaseHolder, Aggregate):
         debited_by: str
         operator: str | None = None  # the acting operator (an account id, or "token"); None: not an operator's act
 
-    class AutoRefillConfigured(Aggregate.Event):
+    class AutoRefillConfigured(ConfiguresAutoRefill, Aggregate.Event):
         threshold: int  # pico-USD: refill when the balance falls below this
         amount: int  # pico-USD to charge each time
         payment_method: str  # a Stripe PaymentMethod saved on the account's customer
         max_failures: int
 
-    class AutoRefillDisabled(Aggregate.Event):
+    class AutoRefillDisabled(DisablesAutoRefill, Aggregate.Event):
         reason: str
 
-    class AutoRefillCardSaved(Aggregate.Event):
+    class AutoRefillCardSaved(SavesCard, Aggregate.Event):
         """The card auto-refill charges: what Stripe says of it (brand, last four digits and expiry are not
         secret); it replaces the card an auto-refill already on charges."""
 
@@ -92,19 +95,19 @@ class Account(LeaseHolder, Aggregate):
         exp_year: int
         saved_at: datetime  # when Stripe took the card; a card saved later is never replaced by an earlier one
 
-    class AutoRefillTriggered(Aggregate.Event):
+    class AutoRefillTriggered(StartsRefill, Aggregate.Event):
         refill_id: UUID  # also the Stripe idempotency key of the charge
         balance: int  # what the balance was when it crossed below the threshold
 
-    class AutoRefillSucceeded(Aggregate.Event):
+    class AutoRefillSucceeded(RefillSucceeds, Aggregate.Event):
         refill_id: UUID
         payment_intent: str
 
-    class AutoRefillFailed(Aggregate.Event):
+    class AutoRefillFailed(RefillFails, Aggregate.Event):
         refill_id: UUID
         reason: str
 
-    class AutoRefillArmed(Aggregate.Event):
+    class AutoRefillArmed(ArmsRefill, Aggregate.Event):
         """The balance is back at or above the threshold: the next crossing below refills again."""
 
     class BudgetLeased(GrantsLease, Aggregate.Event):
@@ -170,11 +173,7 @@ class Account(LeaseHolder, Aggregate):
         self.credits = 0
         self.leases = LeaseBook()
         self.stripe_customer: str | None = None
-        self.auto_refill: AutoRefill | None = None
-        self.auto_refill_card: SavedCard | None = None
-        self.auto_refill_armed = True
-        self.refill_pending: UUID | None = None
-        self.refill_failures = 0
+        self.refill_state = AutoRefillState()
         self.operator = False
         self.suspended: str | None = None  # the reason, while suspended
 
@@ -308,115 +307,6 @@ class Account(LeaseHolder, Aggregate):
     def _debit_credits(self, amount: int, reason: str, debited_by: str, operator: str | None = None) -> None:
         self.credits -= amount
 
-    # Auto-refill: one charge per crossing below the threshold; off after `max_failures` failures in a row.
-
-    def save_auto_refill_card(
-        self, payment_method: str, brand: str, last4: str, exp_month: int, exp_year: int, saved_at: datetime
-    ) -> None:
-        """Idempotent: the card saved already, or one older than the card saved (a late webhook), changes nothing."""
-        check_payment_method(payment_method)
-        check_text(brand, "brand", 40, error=InvalidCreditGrant)
-        if not LAST4.match(last4) or not 1 <= exp_month <= 12 or not 2000 <= exp_year <= 2999:
-            raise InvalidCreditGrant(
-                f"a card has 4 last digits and an expiry month/year, got {last4!r} {exp_month}/{exp_year}"
-            )
-        card = self.auto_refill_card
-        if card is None or (card.payment_method != payment_method and card.saved_at <= saved_at):
-            self._save_auto_refill_card(payment_method, brand, last4, exp_month, exp_year, saved_at)
-
-    @event(AutoRefillCardSaved)
-    def _save_auto_refill_card(
-        self, payment_method: str, brand: str, last4: str, exp_month: int, exp_year: int, saved_at: datetime
-    ) -> None:
-        self.auto_refill_card = SavedCard(payment_method, brand, last4, exp_month, exp_year, saved_at)
-        if self.auto_refill is not None:
-            self.auto_refill = msgspec.structs.replace(self.auto_refill, payment_method=payment_method)
-
-    def configure_auto_refill(self, threshold: int, amount: int, payment_method: str | None, max_failures: int) -> None:
-        """`payment_method` None: the saved card (NoSavedCard without one)."""
-        check_amount(threshold, "threshold_usd", InvalidCreditGrant, positive=True)
-        check_amount(amount, "amount_usd", InvalidCreditGrant, positive=True)
-        if payment_method is None:
-            if self.auto_refill_card is None:
-                raise NoSavedCard(
-                    'no card is saved for auto-refill: pay a card top-up with "Save this card for auto-refill" '
-                    "ticked (the API: give payment_method_id)"
-                )
-            payment_method = self.auto_refill_card.payment_method
-        check_payment_method(payment_method)
-        self._configure_auto_refill(threshold, amount, payment_method, max_failures)
-
-    @event(AutoRefillConfigured)
-    def _configure_auto_refill(self, threshold: int, amount: int, payment_method: str, max_failures: int) -> None:
-        self.auto_refill = AutoRefill(threshold, amount, payment_method, max_failures)
-        self.auto_refill_armed = True
-        self.refill_failures = 0
-
-    def disable_auto_refill(self, reason: str) -> None:
-        if self.auto_refill is not None:
-            self._disable_auto_refill(reason[:500])
-
-    @event(AutoRefillDisabled)
-    def _disable_auto_refill(self, reason: str) -> None:
-        self.auto_refill = None
-        self.refill_pending = None
-
-    def trigger_auto_refill(self, refill_id: UUID, balance: int) -> bool:
-        """The balance was seen below the threshold; True if this starts a refill."""
-        refill = self.auto_refill
-        if (
-            refill is None
-            or self.refill_pending is not None
-            or not self.auto_refill_armed
-            or balance >= refill.threshold
-        ):
-            return False
-        self._trigger_auto_refill(refill_id, balance)
-        return True
-
-    @event(AutoRefillTriggered)
-    def _trigger_auto_refill(self, refill_id: UUID, balance: int) -> None:
-        self.refill_pending = refill_id
-        self.auto_refill_armed = False
-
-    def auto_refill_succeeded(self, refill_id: UUID, payment_intent: str) -> None:
-        if self.refill_pending == refill_id:
-            self._auto_refill_succeeded(refill_id, payment_intent)
-
-    @event(AutoRefillSucceeded)
-    def _auto_refill_succeeded(self, refill_id: UUID, payment_intent: str) -> None:
-        self.refill_pending = None
-        self.refill_failures = 0
-
-    def auto_refill_failed(self, refill_id: UUID, reason: str) -> None:
-        """A failed charge; the same crossing is tried again until `max_failures` in a row turn it off."""
-        if self.refill_pending != refill_id or self.auto_refill is None:
-            return
-        self._auto_refill_failed(refill_id, reason[:500])
-        if self.refill_failures >= self.auto_refill.max_failures:
-            self.disable_auto_refill(
-                f"turned off after {self.refill_failures} failed charges in a row; last: {reason[:300]}"
-            )
-
-    @event(AutoRefillFailed)
-    def _auto_refill_failed(self, refill_id: UUID, reason: str) -> None:
-        self.refill_pending = None
-        self.auto_refill_armed = True  # the balance is still below: the same crossing is retried
-        self.refill_failures += 1
-
-    def rearm_auto_refill(self, balance: int) -> None:
-        if (
-            self.auto_refill is not None
-            and not self.auto_refill_armed
-            and self.refill_pending is None
-            and balance >= self.auto_refill.threshold
-        ):
-            self._rearm_auto_refill()
-
-    @event(AutoRefillArmed)
-    def _rearm_auto_refill(self) -> None:
-        self.auto_refill_armed = True
-
     def lease(self, lease_id: UUID, amount: int, key_id: UUID, expires_at: datetime) -> None:
         self._grant_lease("account_balance", lease_id, amount, expires_at, key_id=key_id)
 
@@ -429,28 +319,16 @@ def check_reason(reason: str) -> str:
     return reason.strip()
 
 
-class AutoRefill(msgspec.Struct, frozen=True):
-    threshold: int
-    amount: int
-    payment_method: str
-    max_failures: int
-
-
-class SavedCard(msgspec.Struct, frozen=True):
-    payment_method: str
-    brand: str
-    last4: str
-    exp_month: int
-    exp_year: int
-    saved_at: datetime
-
-
-def check_payment_method(payment_method: str) -> None:
-    """A card Stripe can charge off-session: a PaymentMethod (pm_...), or a card saved on the customer (card_...,
-    what a card top-up paid with a stripe.js token leaves)."""
-    check_text(payment_method, "payment_method", MAX_REFERENCE_LENGTH, error=InvalidCreditGrant)
-    if not payment_method.startswith(("pm_", "card_")):
-        raise InvalidCreditGrant("payment_method must be a Stripe PaymentMethod id (pm_...) or a saved card (card_...)")
+# the events that change an account's auto-refill: each says what by its `refill_change`
+AUTO_REFILL_EVENTS: tuple[type[ChangesAutoRefill], ...] = (
+    Account.AutoRefillConfigured,
+    Account.AutoRefillDisabled,
+    Account.AutoRefillCardSaved,
+    Account.AutoRefillTriggered,
+    Account.AutoRefillSucceeded,
+    Account.AutoRefillFailed,
+    Account.AutoRefillArmed,
+)
 
 
 class AccountState(msgspec.Struct, forbid_unknown_fields=True):

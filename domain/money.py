@@ -19,6 +19,10 @@ class InvalidAmount(ValueError):
     """An amount of money that is not a finite decimal number we can represent exactly."""
 
 
+class InvalidCreditGrant(ValueError):
+    """Credits granted, taken back or charged for with input that cannot be taken: an amount, a reason, a card."""
+
+
 def usd_to_pico(
     value: str | int | float | Decimal, *, field: str = "amount_usd", decimals: int = MAX_USD_DECIMALS
 ) -> int:

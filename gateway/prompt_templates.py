@@ -22,7 +22,9 @@ import msgspec
 
 from domain.events import events_of
 from domain.rendering import CompiledMessages, TemplateRenderError
-from domain.template import MAX_NAME_LENGTH, Template, TemplateNotFound, parse_reference, pick_version
+from domain.template import Template, TemplateNotFound, parse_reference, pick_version
+from domain.template_content import MAX_NAME_LENGTH
+from domain.template_head import TemplateHead
 from gateway.errors import GatewayError, invalid
 
 RECENT_SECONDS = 60.0  # how long events heard on the wire are kept to correct a lagging read model
@@ -30,18 +32,6 @@ MISSING_SECONDS = 5.0  # how long "no such template" is believed before the read
 MAX_ENTRIES = 50_000  # names held; beyond it, start afresh
 MAX_VERSION_CHARS = 64_000_000  # characters of compiled versions held; beyond it, start afresh
 EVENTS = events_of(Template)  # what moves a template's head
-
-
-class TemplateHead(msgspec.Struct):
-    """What a name resolves to in an account, as of the template's `revision` (its aggregate version)."""
-
-    template_id: UUID
-    account_id: UUID
-    name: str
-    latest: int
-    labels: dict[str, int]
-    archived: bool
-    revision: int
 
 
 class CompiledVersion:
@@ -211,21 +201,11 @@ class TemplateCache:
         self._where.clear()
 
     def _advance(self, head: TemplateHead, e: Any) -> None:
-        if e.originator_version <= head.revision:
-            return  # the head already reflects it
-        if isinstance(e, Template.VersionSaved):
-            head.latest = e.version
+        """Move the head (domain/template_head.py), keeping a version saved since compiled."""
+        if isinstance(e, Template.VersionSaved) and e.originator_version > head.revision:
             if (head.template_id, e.version) not in self._versions:
                 self._keep(CompiledVersion(head.template_id, e.version, e.messages, e.defaults))
-        elif isinstance(e, Template.Renamed):
-            head.name = e.name
-        elif isinstance(e, Template.Labeled):
-            head.labels[e.label] = e.version
-        elif isinstance(e, Template.Unlabeled):
-            head.labels.pop(e.label, None)
-        elif isinstance(e, Template.Archived):
-            head.archived = True
-        head.revision = e.originator_version
+        head.apply(e)
 
     def _brought_forward(self, account_id: UUID, name: str, head: TemplateHead | None) -> TemplateHead | None:
         """A loaded head with the events heard since that the read model may not have applied yet; or, when
@@ -240,7 +220,7 @@ class TemplateCache:
         if not created:
             return None
         e = created[-1]
-        return self._replayed(TemplateHead(e.originator_id, account_id, name, 1, {}, False, e.originator_version), name)
+        return self._replayed(TemplateHead.created(e), name)
 
     def _replayed(self, head: TemplateHead, name: str) -> TemplateHead | None:
         for _, e in self._recent:

@@ -8,9 +8,11 @@ from datetime import datetime
 from typing import Any, Awaitable, Callable
 from uuid import UUID
 
+import msgspec
 import psycopg
 
-from domain.account import Account
+from domain.account import AUTO_REFILL_EVENTS, Account
+from domain.autorefill import RefillChange
 from domain.topup import TopUp
 from domain.usage import RequestsRefused, UsageRecorded
 from projections.readmodel import Envelope
@@ -64,10 +66,16 @@ class BillingBatch:
             (*values(e), e.timestamp, e.originator_id),
         )
 
+    async def stripe_customer(self, item: Envelope) -> None:
+        await self._auto_refill_row(item, {"customer": item.event.customer_id})
+
     async def auto_refill(self, item: Envelope) -> None:
+        change = item.event.refill_change()
+        await self._auto_refill_row(item, _refill_columns(change), change.failures_added)
+
+    async def _auto_refill_row(self, item: Envelope, columns: dict[str, Any], failures_added: int = 0) -> None:
         e = item.event
-        columns = _AUTO_REFILL_COLUMNS[type(e)](e)
-        increment = ", failures = a.failures + 1" if isinstance(e, Account.AutoRefillFailed) else ""
+        increment = f", failures = a.failures + {failures_added:d}" if failures_added else ""
         names = list(columns)
         await self.cur.execute(
             f"""insert into {self.t["auto_refills"]} as a (account_id, {", ".join(names)}, updated_at)
@@ -122,33 +130,22 @@ _TOPUP_CHANGES: dict[type, tuple[str, Callable[[Any], tuple]]] = {
     TopUp.DisputeHeld: ("status = status", lambda e: ()),
 }
 
-# What each auto-refill event sets in the account's auto-refill row (a failure also counts one more failure).
-_AUTO_REFILL_COLUMNS: dict[type, Callable[[Any], dict[str, Any]]] = {
-    Account.StripeCustomerLinked: lambda e: {"customer": e.customer_id},
-    Account.AutoRefillConfigured: lambda e: {
-        "threshold": e.threshold,
-        "amount": e.amount,
-        "payment_method": e.payment_method,
-        "max_failures": e.max_failures,
-        "enabled": True,
-        "armed": True,
-        "pending": None,
-        "failures": 0,
-        "disabled_reason": None,
-    },
-    Account.AutoRefillDisabled: lambda e: {"enabled": False, "pending": None, "disabled_reason": e.reason},
-    Account.AutoRefillCardSaved: lambda e: {
-        "payment_method": e.payment_method,
-        "card_brand": e.brand,
-        "card_last4": e.last4,
-        "card_exp_month": e.exp_month,
-        "card_exp_year": e.exp_year,
-    },
-    Account.AutoRefillTriggered: lambda e: {"pending": e.refill_id, "armed": False},
-    Account.AutoRefillSucceeded: lambda e: {"pending": None, "failures": 0},
-    Account.AutoRefillFailed: lambda e: {"pending": None, "armed": True, "last_failure": e.reason},
-    Account.AutoRefillArmed: lambda e: {"armed": True},
-}
+
+def _refill_columns(change: RefillChange) -> dict[str, Any]:
+    """The auto-refill row's columns an auto-refill event's change (domain/autorefill.py) sets, and their values."""
+    columns: dict[str, Any] = {}
+    if change.settings is not msgspec.UNSET:
+        columns.update(msgspec.structs.asdict(change.settings))
+    if change.payment_method is not msgspec.UNSET:
+        columns["payment_method"] = change.payment_method
+    if change.card is not msgspec.UNSET:
+        card = change.card
+        columns.update(
+            card_brand=card.brand, card_last4=card.last4, card_exp_month=card.exp_month, card_exp_year=card.exp_year
+        )
+    columns.update(change.assigned())
+    return columns
+
 
 # The one table of what billing does with each event it reads.
 HANDLERS: dict[type, Callable[[BillingBatch, Envelope], Awaitable[None]]] = {
@@ -157,7 +154,8 @@ HANDLERS: dict[type, Callable[[BillingBatch, Envelope], Awaitable[None]]] = {
     Account.CreditsDebited: BillingBatch.credits_debited,
     TopUp.Requested: BillingBatch.topup_requested,
     **dict.fromkeys(_TOPUP_CHANGES, BillingBatch.topup_changed),
-    **dict.fromkeys(_AUTO_REFILL_COLUMNS, BillingBatch.auto_refill),
+    Account.StripeCustomerLinked: BillingBatch.stripe_customer,
+    **dict.fromkeys(AUTO_REFILL_EVENTS, BillingBatch.auto_refill),
     Account.BudgetLeased: BillingBatch.budget_leased,
     Account.LeaseSettled: BillingBatch.lease_settled,
     Account.LeaseExtended: BillingBatch.lease_extended,

@@ -8,7 +8,7 @@ reflects, so a gateway can tell which of the events it heard on the wire are new
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 
 from domain.events import event_names
 from domain.template import Template
+from domain.template_head import HEAD_EVENTS, TemplateHead
 from projections.readmodel import Envelope
 
 
@@ -41,20 +42,10 @@ class VersionRow(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
-# What each template event after its creation changes of the template's row: the assignments and their values.
-_HEAD_CHANGES: dict[type, tuple[str, Callable[[Any], tuple]]] = {
-    Template.VersionSaved: ("latest_version = %s", lambda e: (e.version,)),
-    Template.Renamed: ("name = %s", lambda e: (e.name,)),
-    Template.Labeled: ("labels = labels || jsonb_build_object(%s::text, %s::int)", lambda e: (e.label, e.version)),
-    Template.Unlabeled: ("labels = labels - %s::text", lambda e: (e.label,)),
-    Template.Archived: ("archived = true", lambda e: ()),
-}
-
-
 class Templates:
     name = "templates"
     tables = ("templates", "template_versions")
-    topics = event_names((Template.Created, *_HEAD_CHANGES))
+    topics = event_names(HEAD_EVENTS)
 
     async def create_tables(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         await cur.execute(f"""
@@ -85,19 +76,29 @@ class Templates:
         for item in batch:
             e = item.event
             if isinstance(e, Template.Created):
+                head = TemplateHead.created(e)
                 await cur.execute(
-                    f"""insert into {t["templates"]} (template_id, account_id, name, latest_version, revision,
-                        created_at, updated_at) values (%s, %s, %s, 1, %s, %s, %s)""",
-                    (e.originator_id, e.account_id, e.name, e.originator_version, e.timestamp, e.timestamp),
+                    f"""insert into {t["templates"]} ({_HEAD_COLUMNS}, created_at, updated_at)
+                        values (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                    (*_head_values(head), e.timestamp, e.timestamp),
                 )
                 await self._version(cur, t, e, 1)
                 continue
             if isinstance(e, Template.VersionSaved):
                 await self._version(cur, t, e, e.version)
-            change, values = _HEAD_CHANGES[type(e)]
+            found = await cur.execute(
+                f"select {_HEAD_COLUMNS} from {t['templates']} where template_id = %s",
+                (e.originator_id,),
+            )
+            row = await found.fetchone()
+            if row is None:
+                continue
+            head = TemplateHead(*row)
+            head.apply(e)
             await cur.execute(
-                f"update {t['templates']} set {change}, revision = %s, updated_at = %s where template_id = %s",
-                (*values(e), e.originator_version, e.timestamp, e.originator_id),
+                f"""update {t["templates"]} set ({_HEAD_COLUMNS}) = (%s, %s, %s, %s, %s, %s, %s), updated_at = %s
+                    where template_id = %s""",
+                (*_head_values(head), e.timestamp, e.originator_id),
             )
 
     async def _version(self, cur: psycopg.AsyncCursor, t: dict[str, str], e, version: int) -> None:
@@ -108,9 +109,18 @@ class Templates:
         )
 
 
+# A template's row holds its head (domain/template_head.py) in these columns, and when it was created and changed.
+_HEAD_COLUMNS = "template_id, account_id, name, latest_version, labels, archived, revision"
+
+
+def _head_values(head: TemplateHead) -> tuple:
+    """A head as the values of _HEAD_COLUMNS."""
+    return (*msgspec.structs.astuple(head)[:4], Jsonb(head.labels), head.archived, head.revision)
+
+
 # Queries (they read the views, i.e. the generation in service).
 
-_COLUMNS = "template_id, account_id, name, latest_version, labels, archived, revision, created_at, updated_at"
+_COLUMNS = f"{_HEAD_COLUMNS}, created_at, updated_at"
 _VERSION_COLUMNS = "template_id, version, description, messages, defaults, created_at"
 
 

@@ -21,7 +21,14 @@ from api.services.models import ModelService
 from api.services.one_time_views import OneTimeViews, TooLarge
 from api.services.template_trial import TemplateTrial
 from api.services.prompt_templates import TemplateService, variables
-from domain.template import LABEL_RULE, MAX_DESCRIPTION_LENGTH, MAX_LABEL_CHARS, MAX_MESSAGES, MAX_NAME_LENGTH, ROLES
+from domain.template_content import (
+    LABEL_RULE,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_LABEL_CHARS,
+    MAX_MESSAGES,
+    MAX_NAME_LENGTH,
+    ROLES,
+)
 
 # the bounds the editor's inputs state (the domain checks them again)
 LIMITS = {

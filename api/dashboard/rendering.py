@@ -16,7 +16,7 @@ from api.errors import DOMAIN_ERRORS, ApiError, handle_http_exception
 from api.input_errors import InvalidInput
 from api.security_headers import NO_STORE
 from api.services.prompt_templates import variables
-from domain.apikey import CAP_PERIODS
+from domain.key_settings import CAP_PERIODS
 from domain.bounds import MAX_LABEL_LENGTH
 from domain.invite import SignupRefused
 from domain.quota import QuotaExceeded

@@ -13,7 +13,7 @@ import msgspec
 
 from api.errors import ApiError
 from api.services.prompt_templates import TemplateContent
-from domain.template import MAX_MESSAGES
+from domain.template_content import MAX_MESSAGES
 
 # a message button's value: "add", or what to do with the message at a position (from 1)
 ACTION = re.compile(r"(add)|(remove|up|down)-([0-9]{1,3})")

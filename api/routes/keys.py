@@ -16,7 +16,8 @@ from api.auth import current_account
 from api.services.as_of import AsOf
 from api.security_headers import NO_STORE
 from api.services.keys import HISTORY_PAGE, KeyService, KeyView, error_rate
-from domain.apikey import CAP_PERIODS, MAX_ROTATION_GRACE, MAX_RPM_LIMIT, MAX_TPM_LIMIT, ApiKey
+from domain.apikey import ApiKey
+from domain.key_settings import CAP_PERIODS, MAX_ROTATION_GRACE, MAX_RPM_LIMIT, MAX_TPM_LIMIT
 from domain.bounds import AmountIn, AwareDatetime, Label, ModelId, ModelIds
 from domain.money import pico_to_usd
 from projections import billing, directory

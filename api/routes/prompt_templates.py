@@ -17,7 +17,8 @@ from api.services.as_of import AsOf
 from api.services.prompt_templates import TemplateContent, TemplateService, variables
 from domain.events import event_name
 from domain.bounds import MAX_MODEL_ID_LENGTH, text
-from domain.template import (
+from domain.template import Template
+from domain.template_content import (
     MAX_DESCRIPTION_LENGTH,
     MAX_MESSAGE_CHARS,
     MAX_MESSAGES,
@@ -28,7 +29,6 @@ from domain.template import (
     MAX_STOP_SEQUENCES,
     NAME_PATTERN,
     ROLES,
-    Template,
 )
 from projections import prompt_templates as read_model
 

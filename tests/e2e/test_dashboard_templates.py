@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from domain.template import MAX_DESCRIPTION_LENGTH, MAX_MESSAGES
+from domain.template_content import MAX_DESCRIPTION_LENGTH, MAX_MESSAGES
 from tests.e2e.test_dashboard import FREE_MODEL, browser, dashboard_mesh, shot, signed_up  # noqa: F401 (fixtures)
 
 

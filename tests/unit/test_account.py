@@ -3,7 +3,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from domain.account import Account, AccountSuspended, EmailClaim, InvalidCreditGrant, InvalidEmail, normalise_email
+from domain.account import Account, AccountSuspended, EmailClaim, InvalidEmail, normalise_email
+from domain.money import InvalidCreditGrant
 from domain.credentials import hash_password, new_api_key, new_management_token, verify_password
 
 

@@ -3,7 +3,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from domain.apikey import ApiKey, InvalidKeySettings, KeyRevoked
+from domain.apikey import ApiKey, KeyRevoked
+from domain.key_settings import InvalidKeySettings
 
 
 def new_key() -> ApiKey:
@@ -64,7 +65,7 @@ def test_rotation_keeps_the_old_secret_for_the_grace_period():
 
 
 def test_rate_limits_are_set_at_creation_and_changed_only_when_different():
-    from domain.apikey import MAX_RPM_LIMIT, MAX_TPM_LIMIT
+    from domain.key_settings import MAX_RPM_LIMIT, MAX_TPM_LIMIT
 
     key = ApiKey.create(uuid.uuid4(), "ci", "h1", "mk-1", None, None, rpm_limit=10, tpm_limit=5000)
     assert (key.rpm_limit, key.tpm_limit) == (10, 5000)

@@ -3,7 +3,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from domain.account import Account, InvalidCreditGrant, NoSavedCard
+from domain.account import Account
+from domain.autorefill import NoSavedCard
+from domain.money import InvalidCreditGrant
 
 USD = 10**12
 

@@ -8,8 +8,10 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from domain.account import Account, InvalidCreditGrant, InvalidEmail, normalise_email
-from domain.apikey import ApiKey, InvalidKeySettings, check_allowed_models, check_label, check_spend_cap
+from domain.account import Account, InvalidEmail, normalise_email
+from domain.money import InvalidCreditGrant
+from domain.apikey import ApiKey
+from domain.key_settings import InvalidKeySettings, check_allowed_models, check_label, check_spend_cap
 from domain.bounds import AwareDatetime, InvalidText, Label, Reason, check_aware, check_text
 from domain.money import MAX_AMOUNT, InvalidAmount, usd_to_pico
 from domain.topup import TopUp, TopUpError
@@ -125,7 +127,7 @@ def test_topup_rules():
 
 def test_template_text_refuses_nul_but_keeps_multi_line_content():
     from domain.rendering import InvalidTemplate
-    from domain.template import check_defaults, check_description, check_messages
+    from domain.template_content import check_defaults, check_description, check_messages
 
     assert check_messages([{"role": "user", "content": "line\n\tline {{x}}"}])
     assert check_defaults({"stop": ["\n\n"]}) == {"stop": ["\n\n"]}

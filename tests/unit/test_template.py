@@ -6,8 +6,6 @@ import pytest
 
 from domain.rendering import InvalidTemplate
 from domain.template import (
-    MAX_MESSAGES,
-    MAX_NAME_LENGTH,
     Template,
     TemplateArchived,
     TemplateName,
@@ -16,6 +14,7 @@ from domain.template import (
     parse_reference,
     pick_version,
 )
+from domain.template_content import MAX_MESSAGES, MAX_NAME_LENGTH
 
 ACCOUNT = uuid.uuid4()
 

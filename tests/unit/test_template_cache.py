@@ -8,7 +8,8 @@ import pytest
 
 from domain.template import Template
 from gateway.errors import GatewayError
-from gateway.prompt_templates import TemplateCache, TemplateHead, merge
+from domain.template_head import TemplateHead
+from gateway.prompt_templates import TemplateCache, merge
 
 ACCOUNT = uuid.uuid4()
 

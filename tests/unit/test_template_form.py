@@ -5,7 +5,7 @@ from litestar.datastructures import FormMultiDict
 
 from api.dashboard import template_form
 from api.errors import ApiError
-from domain.template import MAX_MESSAGES
+from domain.template_content import MAX_MESSAGES
 
 
 def rows(*pairs):
