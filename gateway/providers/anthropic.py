@@ -39,9 +39,8 @@ from gateway.providers.base import (
     Usage,
     estimated_usage,
     message_text,
-    relayed_stream,
-    translated_stream,
 )
+from gateway.providers.streams import relayed_stream, translated_stream
 
 API_VERSION = "2023-06-01"
 FINISH = {

@@ -14,7 +14,8 @@ import msgspec
 
 from gateway.catalog import Model
 from gateway.fields import OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS
-from gateway.providers.base import SSE_DONE, Reply, StreamReply, Usage, message_text, sse, usage_chunk
+from gateway.providers.base import SSE_DONE, Reply, StreamReply, Usage, message_text, sse
+from gateway.providers.streams import usage_chunk
 
 
 def _last_user_text(messages: list) -> str:

@@ -41,8 +41,8 @@ from gateway.providers.base import (
     Usage,
     estimated_usage,
     message_text,
-    translated_stream,
 )
+from gateway.providers.streams import translated_stream
 
 FINISH = {
     "STOP": "stop",

@@ -18,9 +18,9 @@ from gateway.providers.base import (
     Usage,
     estimate_tokens,
     estimated_usage,
-    relayed_stream,
     sse,
 )
+from gateway.providers.streams import relayed_stream
 
 
 class _PromptDetails(msgspec.Struct):

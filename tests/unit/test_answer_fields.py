@@ -67,7 +67,8 @@ def test_cost_fields_for_a_document_mesh_encodes():
 
 
 def test_a_streams_usage_chunk_states_the_cost_the_gateway_prices():
-    from gateway.providers.base import StreamReply, Usage, usage_chunk
+    from gateway.providers.base import StreamReply, Usage
+    from gateway.providers.streams import usage_chunk
 
     async def nothing():
         yield b""
