@@ -26,7 +26,8 @@ from domain.credentials import new_api_key
 from domain.pricing import Price
 from gateway.admission import KeyInfo
 from gateway.app import Gateway
-from gateway.lease_admission import FREE, Budgets
+from gateway.lease_admission import Budgets
+from gateway.leases import FREE
 from gateway.catalog import Catalog, Model, Provider
 from gateway.fields import OPENAI_CHAT_FIELDS
 from gateway.keys import KeyCache

@@ -12,7 +12,7 @@ from gateway.asgi import Receive, Scope, Send, read_body, respond
 from gateway.errors import GatewayError, invalid
 from gateway.fields import check_fields
 from gateway.key_rate import limited
-from gateway.lease_admission import FREE
+from gateway.leases import FREE
 from gateway.providers.base import Reply
 from gateway.request_parsing import EmbeddingsRequest, decode_object
 from gateway.request_record import RequestRecord

@@ -29,16 +29,13 @@ from uuid import UUID
 from domain.leases import BudgetExceeded, LeaseGrant
 from gateway.admission import KeyInfo
 from gateway.errors import GatewayError
+from gateway.leases import KeyLeases, Lease, Ticket, seconds_until
 from gateway.pause import stopped_within
 
 log = logging.getLogger("mesh.gateway")
 
 LEASE_TTL = timedelta(minutes=15)
-EXPIRY_MARGIN = 120.0  # seconds: stop admitting on a lease this long (at most a quarter of its life) before expiry
-RENEW_WHEN_LEFT = 1 / 2  # renew a lease with requests running once less than this share of its life is left
 IDLE_RETURN = 1.0  # seconds without requests before an idle lease is settled
-LEASE_AIM = (2.0, 10.0)  # seconds a lease should last under steady traffic
-MAX_MULTIPLE = 1 << 16
 
 
 class LeaseUnavailable(Exception):
@@ -55,62 +52,6 @@ class LeaseBroker(Protocol):
         """A later expiry for the lease (a full life from now); None when it is no longer open."""
 
 
-def _seconds_until(expires_at: datetime) -> float:
-    return (expires_at - datetime.now(expires_at.tzinfo)).total_seconds()
-
-
-class Lease:
-    __slots__ = (
-        "id",
-        "account_id",
-        "key_id",
-        "amount",
-        "reserved",
-        "spent",
-        "inflight",
-        "deadline",
-        "last_used",
-        "taken_at",
-        "life",
-        "closed",
-    )
-
-    def __init__(self, grant: LeaseGrant, account_id: UUID, key_id: UUID):
-        self.id = grant.lease_id
-        self.account_id, self.key_id = account_id, key_id
-        self.amount = grant.amount
-        self.reserved = 0
-        self.spent = 0
-        self.inflight = 0
-        self.life = max(_seconds_until(grant.expires_at), 0.0)  # seconds it was granted for
-        self.deadline = time.monotonic() + self.life
-        self.last_used = self.taken_at = time.monotonic()
-        self.closed = False  # admits nothing more (settled under its requests, or its key forgotten)
-
-    @property
-    def free(self) -> int:
-        return self.amount - self.spent - self.reserved
-
-    def usable(self, now: float) -> bool:
-        return now < self.deadline - min(EXPIRY_MARGIN, self.life / 4)
-
-    def due_for_renewal(self, now: float) -> bool:
-        return self.inflight > 0 and self.deadline - now < self.life * RENEW_WHEN_LEFT
-
-
-class Ticket:
-    """One admitted request's reservation: `amount` on `lease`, or, merged from several leases, the parts
-    ((lease, amount) each, retired leases first) summing to `amount`, `lease` being the first part's."""
-
-    __slots__ = ("lease", "amount", "parts")
-
-    def __init__(self, lease: Lease | None, amount: int, parts: tuple[tuple[Lease, int], ...] | None = None):
-        self.lease, self.amount, self.parts = lease, amount, parts
-
-
-FREE = Ticket(None, 0)
-
-
 class BudgetRefusal(GatewayError):
     """402: the limits do not cover the reservation. `available` is what they still allow (pico-USD, with what
     this process's own leases hold unreserved), None when the refusal is not about money (say, a revoked key)."""
@@ -118,50 +59,6 @@ class BudgetRefusal(GatewayError):
     def __init__(self, message: str, code: str, available: int | None):
         super().__init__(402, message, "insufficient_quota", code)
         self.available = available
-
-
-class _KeyState:
-    __slots__ = ("current", "retired", "lock", "changed", "multiple")
-
-    def __init__(self, multiple: int) -> None:
-        self.multiple = multiple  # how many worst-case requests the next lease aims to cover
-        self.current: Lease | None = None
-        self.retired: list[Lease] = []
-        self.lock = asyncio.Lock()
-        self.changed = asyncio.Event()  # set (and replaced) whenever budget comes back
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    @property
-    def inflight(self) -> int:
-        return sum(lease.inflight for lease in self.retired) + (self.current.inflight if self.current else 0)
-
-    def mergeable(self, now: float) -> list[Lease]:
-        """The open leases a request may still be admitted on, retired ones first: their free parts are what this
-        process holds of the key's budget unreserved."""
-        leases = [lease for lease in self.retired if not lease.closed and lease.free > 0 and lease.usable(now)]
-        if self.current is not None and self.current.free > 0 and self.current.usable(now):
-            leases.append(self.current)
-        return leases
-
-    def adapt(self, floor: int, now: float) -> None:
-        """Size the next lease by how fast the last one went: a busy key leases for seconds of traffic at a
-        time (a lease is two events and a round trip), a quiet one for a few requests. A key whose traffic
-        jumps gets a lease sized from its new rate at once: doubling from a few requests took a busy key through
-        a dozen leases in its first seconds, each an atomic JetStream batch that holds up the usage events
-        stored after it. The domain still caps every lease at half of what the limits leave, so a large
-        multiple never holds much of a small budget."""
-        lease = self.current
-        if lease is None:
-            return
-        lasted = now - lease.taken_at
-        if lasted < LEASE_AIM[0]:  # at the rate it went, for the aim's lower end (at least twice as many)
-            grow = max(2.0, LEASE_AIM[0] / max(lasted, LEASE_AIM[0] / MAX_MULTIPLE))
-            self.multiple = min(math.ceil(self.multiple * grow), MAX_MULTIPLE)
-        elif lasted > LEASE_AIM[1]:
-            self.multiple = max(self.multiple // 2, floor)
 
 
 def busy() -> GatewayError:
@@ -175,7 +72,7 @@ def busy() -> GatewayError:
     )
 
 
-def _refusal(refused: BudgetExceeded, state: "_KeyState") -> BudgetRefusal:
+def _refusal(refused: BudgetExceeded, state: "KeyLeases") -> BudgetRefusal:
     if refused.available is None:
         return BudgetRefusal(refused.message, refused.code, None)
     own = sum(lease.free for lease in state.mergeable(time.monotonic()))
@@ -187,7 +84,7 @@ class Budgets:
         self.broker = broker
         self.lease_multiple = lease_multiple  # a new lease aims to cover this many worst-case requests
         self.patience = patience  # how long a request may wait for reservations of its own process to return
-        self._keys: dict[UUID, _KeyState] = {}
+        self._keys: dict[UUID, KeyLeases] = {}
         self._unsettled: list[Lease] = []
         self.leases_taken = 0  # leases the limits granted this process (/metrics)
         self.leases_refused = 0  # lease requests the limits refused
@@ -204,7 +101,7 @@ class Budgets:
         """
         state = self._keys.get(key.key_id)
         if state is None:
-            state = self._keys[key.key_id] = _KeyState(self.lease_multiple)
+            state = self._keys[key.key_id] = KeyLeases(self.lease_multiple)
         deadline = time.monotonic() + self.patience
         known: BudgetExceeded | None = None  # the limits' last refusal, kept through later passing failures
         while True:
@@ -234,7 +131,7 @@ class Budgets:
             # (a passing failure) on the last try says nothing about the budget, and is no reason for a 429.
             await self._wait(state, deadline, known)
 
-    async def _lease(self, state: _KeyState, key: KeyInfo, minimum: int, wanted: int) -> BudgetExceeded | None:
+    async def _lease(self, state: KeyLeases, key: KeyInfo, minimum: int, wanted: int) -> BudgetExceeded | None:
         """Take a new current lease of at least `minimum` (sized for many requests of `wanted`); the refusal if the
         limits refuse it. A passing failure takes nothing and refuses nothing. Called under the key's lock."""
         try:
@@ -251,7 +148,7 @@ class Budgets:
         state.current = Lease(grant, key.account_id, key.key_id)
         return None
 
-    async def _give_back_idle(self, state: _KeyState, key_id: UUID) -> None:
+    async def _give_back_idle(self, state: KeyLeases, key_id: UUID) -> None:
         """Settle this key's leases no request uses (the current one and any waiting for the sweep) before a new
         lease is asked for: what they hold unspent counts as available again, so this process's own leftovers
         never make a request that the remaining budget covers wait, shrink or fail. Called under the key's lock."""
@@ -265,7 +162,7 @@ class Budgets:
         for lease in idle:
             await self._settle_one(lease)
 
-    async def _wait(self, state: _KeyState, deadline: float, refused: BudgetExceeded | None) -> None:
+    async def _wait(self, state: KeyLeases, deadline: float, refused: BudgetExceeded | None) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             if refused is None:
@@ -286,7 +183,7 @@ class Budgets:
         return Ticket(lease, amount)
 
     @staticmethod
-    def _merge(state: _KeyState, minimum: int, wanted: int) -> Ticket | None:
+    def _merge(state: KeyLeases, minimum: int, wanted: int) -> Ticket | None:
         """Up to `wanted` (at least `minimum`) from the free parts of the key's open leases, retired ones first."""
         leases = state.mergeable(time.monotonic())
         if sum(lease.free for lease in leases) < minimum:
@@ -324,7 +221,7 @@ class Budgets:
                 cost -= share
         state.notify()
 
-    def _end(self, state: _KeyState, lease: Lease, reserved: int, cost: int) -> None:
+    def _end(self, state: KeyLeases, lease: Lease, reserved: int, cost: int) -> None:
         """One reservation on `lease` ends costing `cost`; a retired lease is settled when its last one ends."""
         lease.reserved -= reserved
         lease.spent += cost
@@ -340,7 +237,7 @@ class Budgets:
         held = sum((state.current is not None) + len(state.retired) for state in self._keys.values())
         return held + len(self._unsettled)
 
-    def _retire(self, state: _KeyState) -> None:
+    def _retire(self, state: KeyLeases) -> None:
         if state.current is not None:
             if state.current.inflight:
                 state.retired.append(state.current)
@@ -391,7 +288,7 @@ class Budgets:
                     log.warning("renewing lease %s failed (%s); will retry", lease.id, exc)
                     continue
                 if expires_at is not None:
-                    lease.deadline = time.monotonic() + _seconds_until(expires_at)
+                    lease.deadline = time.monotonic() + seconds_until(expires_at)
                     continue
                 # Settled under its requests (this process stalled past expiry and grace): admit nothing more on it;
                 # what its requests cost is still billed by their usage events.

@@ -12,7 +12,7 @@ import msgspec
 
 from domain.usage import Api, Attempt, UsageRecorded
 from gateway.admission import KeyInfo
-from gateway.lease_admission import Ticket
+from gateway.leases import Ticket
 from gateway.catalog import Model
 from gateway.errors import GatewayError
 from gateway.key_rate import RateUse

@@ -16,7 +16,8 @@ from gateway.base import GatewayBase
 from gateway.catalog import Model
 from gateway.errors import GatewayError, invalid
 from gateway.key_rate import RateUse, limited, token_bound
-from gateway.lease_admission import FREE, BudgetRefusal, Ticket
+from gateway.lease_admission import BudgetRefusal
+from gateway.leases import FREE, Ticket
 from gateway.prompt_templates import TemplateUse
 from gateway.request_parsing import ChatRequest
 from gateway.request_record import RequestRecord

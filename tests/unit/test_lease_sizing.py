@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from gateway import lease_admission as budget_module
+from gateway import leases
 from gateway.admission import KeyInfo
 from domain.leases import LeaseGrant
 from gateway.lease_admission import Budgets
@@ -52,9 +53,9 @@ def test_a_key_that_uses_its_leases_up_quickly_gets_leases_sized_from_its_rate(m
     budgets = Budgets(broker, lease_multiple=4)
     info = key()
     asyncio.run(spend(budgets, info, 4))
-    clock.now += budget_module.LEASE_AIM[0] / 4
+    clock.now += leases.LEASE_AIM[0] / 4
     asyncio.run(spend(budgets, info, 16))
-    clock.now += budget_module.LEASE_AIM[0] * 0.9
+    clock.now += leases.LEASE_AIM[0] * 0.9
     asyncio.run(spend(budgets, info, 1))
     assert broker.wanted == [4 * WORST_CASE, 16 * WORST_CASE, 32 * WORST_CASE]
 
@@ -65,7 +66,7 @@ def test_a_burst_gets_a_lease_for_its_rate_at_once_up_to_the_cap(monkeypatch):
     broker = CountingBroker()
     budgets = Budgets(broker, lease_multiple=4)
     asyncio.run(spend(budgets, key(), 5))
-    assert broker.wanted == [4 * WORST_CASE, budget_module.MAX_MULTIPLE * WORST_CASE]
+    assert broker.wanted == [4 * WORST_CASE, leases.MAX_MULTIPLE * WORST_CASE]
 
 
 def test_a_key_whose_leases_last_long_gets_smaller_ones_again(monkeypatch):
@@ -73,9 +74,9 @@ def test_a_key_whose_leases_last_long_gets_smaller_ones_again(monkeypatch):
     budgets = Budgets(broker, lease_multiple=4)
     info = key()
     asyncio.run(spend(budgets, info, 4))
-    clock.now += budget_module.LEASE_AIM[0] / 4
+    clock.now += leases.LEASE_AIM[0] / 4
     asyncio.run(spend(budgets, info, 16))  # a lease of 16 requests, used up at once
     assert broker.wanted[-1] == 16 * WORST_CASE
-    clock.now += budget_module.LEASE_AIM[1] + 1  # the last lease then lasts long
+    clock.now += leases.LEASE_AIM[1] + 1  # the last lease then lasts long
     asyncio.run(spend(budgets, info, 1))
     assert broker.wanted[-1] == 8 * WORST_CASE

@@ -25,7 +25,8 @@ from gateway.app import Gateway
 from gateway.catalog import Catalog, Model, Provider
 from gateway.fields import OPENAI_CHAT_FIELDS, OPENAI_EMBEDDINGS_FIELDS
 from gateway.keys import KeyCache
-from gateway.lease_admission import FREE, Budgets
+from gateway.lease_admission import Budgets
+from gateway.leases import FREE
 from gateway.providers.base import Reply, Usage
 from gateway.span_attributes import gen_ai_system, request_attributes, span_name, usage_attributes
 from gateway.tracing import TracedGateway
