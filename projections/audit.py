@@ -34,7 +34,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from domain.events import EVENT_TYPES, decode_event
+from commands.event_log import StoredMessage, decode
+from domain.events import EVENT_TYPES
 from domain.invariants import LogInvariants, Violation
 from domain.pricing import Price
 from domain.usage import RequestsRefused
@@ -42,7 +43,7 @@ from projections.billing_projection import RECENT_DAYS
 from projections.partitions import month_of
 from projections.readmodel import ReadModel, ensure_schema, freshness_of
 from projections.runner import REPLAY_BATCH, ProjectionRunner
-from projections.source import Read, StoredMessage, StreamSource
+from projections.source import Read, StreamSource
 
 SCRATCH_PREFIX = "mesh_audit_"
 SHOWN = 100  # differences printed in full; the rest are counted
@@ -171,7 +172,7 @@ class _CutSource:
         if m.topic not in EVENT_TYPES:
             return True  # not an event: the read models skip it anyway
         assert self.at is not None
-        return event_time(decode_event(m.topic, m.body, m.originator_id, m.originator_version)) <= self.at
+        return event_time(decode(m)) <= self.at
 
 
 def event_time(event: Any) -> datetime:
@@ -398,7 +399,7 @@ async def verify_log(
                 head = position  # the log as it stood at `at`
                 break
             if m.topic in EVENT_TYPES:
-                checks.observe(m.position, decode_event(m.topic, m.body, m.originator_id, m.originator_version))
+                checks.observe(m.position, decode(m))
             position = m.position
         if progress and time.monotonic() - shown >= PROGRESS_EVERY:
             rate = position / max(time.monotonic() - started, 1e-9)
