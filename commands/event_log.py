@@ -43,8 +43,8 @@ TIMEOUT = 5.0  # seconds without a message of a read before it fails
 CATCH_UP_TURNS = 3  # event-loop turns that parse and hand over what already arrived before a read counts as stalled
 PENDING_MESSAGES = 2048  # pushed to a follower and not yet taken: JetStream's flow control holds the rest
 HEARTBEAT_FLOOR = 0.5  # a follower's consumer's own idle heartbeat, in seconds, at least (it tells a lost consumer)
-NO_MESSAGE = "404"  # a direct get's status: no message there
-END_OF_BATCH = "204"
+STATUS_NO_MESSAGE = "404"  # a direct get's status: no message there
+STATUS_END_OF_BATCH = "204"
 
 
 class StoredMessage(msgspec.Struct, frozen=True):
@@ -140,7 +140,7 @@ async def get(
     request = {"seq": seq} if last_by_subject is None else {"last_by_subj": last_by_subject}
     msg = await nc.request(f"$JS.API.DIRECT.GET.{stream}", msgspec.json.encode(request), timeout=timeout)
     status = (msg.headers or {}).get("Status")
-    if status == NO_MESSAGE:
+    if status == STATUS_NO_MESSAGE:
         return None
     if status is not None:
         raise ReadFailed(f"reading stream {stream} failed: {msg.headers}")
@@ -150,9 +150,7 @@ async def get(
 def stored_message(msg: Msg) -> StoredMessage:
     """A message a direct get answered."""
     headers = msg.headers or {}
-    return _from_headers(
-        int(headers["Nats-Sequence"]), _parse_time(headers.get("Nats-Time-Stamp", "")), headers, msg.data
-    )
+    return _from_headers(int(headers["Nats-Sequence"]), _parse_time(headers["Nats-Time-Stamp"]), headers, msg.data)
 
 
 def _from_headers(position: int, time: datetime, headers: dict[str, str], body: bytes) -> StoredMessage:
@@ -315,9 +313,9 @@ def _other(batch: _Batch, data: bytes, raw: bytes | None, headers: dict[str, str
     """A message of a batch whose header block the fast test left to nats-py: its end, why it failed, or (headers
     that merely contain the word) a stored message."""
     status = headers.get("Status")
-    if status == END_OF_BATCH:  # how many of the subjects asked for are left after it
+    if status == STATUS_END_OF_BATCH:  # how many of the subjects asked for are left after it
         batch.done.set_result(int(headers.get("Nats-Num-Pending", "0") or 0) > 0)
-    elif status == NO_MESSAGE:  # none from `seq` on
+    elif status == STATUS_NO_MESSAGE:  # none from `seq` on
         batch.done.set_result(False)
     elif status is not None:
         batch.done.set_exception(ReadFailed(f"direct get failed: {status} {headers}"))
