@@ -1,6 +1,7 @@
 """The event log on NATS JetStream, read one way by every reader: a range of it (a batched direct get, optionally of
-one subject filter), one message (by sequence, or the last of a subject), its head followed as it grows (pushed by
-JetStream or core NATS: no polling), and each message decoded into its registered event class (domain/events.py).
+one subject filter), one message (by sequence or the last of a subject; or as the stream's leader holds it), its
+head followed as it grows (pushed by JetStream or core NATS: no polling), and each message decoded into its
+registered event class (domain/events.py).
 
 The event store (`commands/recorder.py`, `commands/eventstore.py`, `commands/snapshot_recorder.py`), the
 projections (`projections/source.py` keeps a window of what it read on top), the audit, the gateway's feed and the
@@ -14,6 +15,7 @@ Python steps (`_header_fields`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import weakref
@@ -45,6 +47,7 @@ PENDING_MESSAGES = 2048  # pushed to a follower and not yet taken: JetStream's f
 HEARTBEAT_FLOOR = 0.5  # a follower's consumer's own idle heartbeat, in seconds, at least (it tells a lost consumer)
 STATUS_NO_MESSAGE = "404"  # a direct get's status: no message there
 STATUS_END_OF_BATCH = "204"
+NO_MESSAGE_ERROR = 10037  # JetStream's error code for a message get: no message at that sequence
 
 
 class StoredMessage(msgspec.Struct, frozen=True):
@@ -145,6 +148,18 @@ async def get(
     if status is not None:
         raise ReadFailed(f"reading stream {stream} failed: {msg.headers}")
     return msg
+
+
+async def leader_data(nc: NATS, stream: str, seq: int, timeout: float = TIMEOUT) -> bytes | None:
+    """The data of the message at `seq` as the stream's leader has it (a direct get may be answered by a replica
+    that does not hold it yet); None when there is none."""
+    reply = await nc.request(f"$JS.API.STREAM.MSG.GET.{stream}", msgspec.json.encode({"seq": seq}), timeout=timeout)
+    answer = msgspec.json.decode(reply.data)
+    if "error" in answer:
+        if answer["error"].get("err_code") == NO_MESSAGE_ERROR:
+            return None
+        raise ReadFailed(f"reading stream {stream} failed: {answer['error'].get('description')}")
+    return base64.b64decode(answer["message"].get("data", ""))
 
 
 def stored_message(msg: Msg) -> StoredMessage:

@@ -4,7 +4,6 @@ back (see commands/eventstore.py for the design)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import threading
 import uuid
@@ -43,7 +42,6 @@ log = logging.getLogger("mesh.eventstore")
 # (10071, 10164), or, on a replicated stream, another append with the same message id (the same aggregate version)
 # is being stored (10158; ours was not).
 CONFLICTS = (10071, 10164, 10158)
-NO_MESSAGE = 10037  # JetStream's error: no message at that sequence
 TIMEOUT = 10.0
 
 
@@ -251,21 +249,12 @@ class JetStreamAggregateRecorder(AggregateRecorder):
         (`<originator>:<version>`). On a replicated stream it says so before it checks the expected sequence, so a
         writer that lost the race for a version hears "duplicate", not "wrong last sequence": the append is ours
         only if the stored event is the one we sent; another writer's is a conflict."""
-        if await self._leader_data(seq) != event.state:
+        try:
+            stored = await event_log.leader_data(self.nc, self.stream, seq, TIMEOUT)
+        except ReadFailed as exc:
+            raise OperationalError(str(exc)) from None
+        if stored != event.state:
             raise IntegrityError(f"concurrent write: version {event.originator_version} is taken")
-
-    async def _leader_data(self, seq: int) -> bytes | None:
-        """The data of the log's message at `seq` as the stream's leader has it (a direct get may be answered by a
-        replica that does not hold it yet); None when there is none."""
-        reply = await self.nc.request(
-            f"$JS.API.STREAM.MSG.GET.{self.stream}", msgspec.json.encode({"seq": seq}), timeout=TIMEOUT
-        )
-        answer = msgspec.json.decode(reply.data)
-        if "error" in answer:
-            if answer["error"].get("err_code") == NO_MESSAGE:
-                return None
-            raise OperationalError(f"reading stream {self.stream} failed: {answer['error'].get('description')}")
-        return base64.b64decode(answer["message"].get("data", ""))
 
     async def _after_lost_ack(self, event: StoredEvent) -> int:
         """No ack came: the subject's last event tells a lost ack from an append that did not happen."""
