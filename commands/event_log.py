@@ -45,6 +45,7 @@ TIMEOUT = 5.0  # seconds without a message of a read before it fails
 CATCH_UP_TURNS = 3  # event-loop turns that parse and hand over what already arrived before a read counts as stalled
 PENDING_MESSAGES = 2048  # pushed to a follower and not yet taken: JetStream's flow control holds the rest
 HEARTBEAT_FLOOR = 0.5  # a follower's consumer's own idle heartbeat, in seconds, at least (it tells a lost consumer)
+HEARTBEAT_CEILING = 5.0  # and at most
 STATUS_NO_MESSAGE = "404"  # a direct get's status: no message there
 STATUS_END_OF_BATCH = "204"
 NO_MESSAGE_ERROR = 10037  # JetStream's error code for a message get: no message at that sequence
@@ -215,7 +216,7 @@ async def tail(
         config=config,
         ordered_consumer=True,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-        idle_heartbeat=max(HEARTBEAT_FLOOR, min(idle, 5.0)),
+        idle_heartbeat=max(HEARTBEAT_FLOOR, min(idle, HEARTBEAT_CEILING)),
         pending_msgs_limit=PENDING_MESSAGES,
     )
     try:
