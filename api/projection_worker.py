@@ -15,8 +15,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.read_models import FOLLOWERS, LOG_BODIES, READ_MODELS, RETENTION_EVERY, trim_logs
 from api.webhook_delivery import WebhookDelivery, WebhookOptions
+from commands import event_log
 from commands.stream import bodies_stream
-from domain.events import event_names, subject_prefix
+from domain.events import aggregate_subject, bodies_subject, event_names, usage_subject
 from domain.usage import BodyRecorded, RequestsRefused, UsageRecorded
 from projections.readmodel import ReadModel, ensure_schema
 from projections.rebuild import rebuild
@@ -88,20 +89,16 @@ class ProjectionWorker:
         every runner (someone may be waiting to read it); usage makes the runners that read it look when idle.
         Only a notice: the runners read the stream itself, so a notice lost costs at most their idle poll."""
 
-        async def wake(_msg) -> None:
-            self.wake()
-
         usage_readers = [r for r in self.runners if r.model.topics & REQUEST_EVENTS]
 
-        async def arrived(_msg) -> None:
+        def arrived() -> None:
             for runner in usage_readers:
                 runner.arrived()
 
-        prefix = subject_prefix(self.stream)
-        await self.nc.subscribe(f"{prefix}.agg.>", cb=wake)
-        await self.nc.subscribe(f"{prefix}.usage.>", cb=arrived)
+        await event_log.on_append(self.nc, aggregate_subject(self.stream, ">"), self.wake)
+        await event_log.on_append(self.nc, usage_subject(self.stream, ">"), arrived)
         if self.log_bodies:
-            await self.nc.subscribe(f"{prefix}-bodies.>", cb=arrived)
+            await event_log.on_append(self.nc, bodies_subject(self.stream, ">"), arrived)
 
     async def run(self, stop: asyncio.Event, linger: float = 0.02) -> None:
         """Apply batches and trim the logs until `stop` is set."""

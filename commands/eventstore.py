@@ -20,23 +20,30 @@ with its subscription.
 
 from __future__ import annotations
 
-import time
-from typing import Any, Sequence
+import threading
+from contextlib import aclosing
+from typing import Any, AsyncGenerator, Sequence
 
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
     InfrastructureFactory,
     Notification,
+    OperationalError,
     ProcessRecorder,
     Subscription,
     TrackingRecorder,
 )
 from eventsourcing.utils import Environment
 
-from commands.recorder import READ_BATCH, JetStreamAggregateRecorder, notification_of
+from commands import event_log
+from commands.event_log import StoredMessage
+from commands.recorder import JetStreamAggregateRecorder, notification_of
 from commands.snapshot_recorder import JetStreamSnapshotRecorder
 from commands.stream import MAX_BYTES_ENV, REPLICAS_ENV
+from domain.events import subject_prefix
+
+STOP_CHECK = 0.5  # seconds a subscription's reader waits for an append before it looks whether it was stopped
 
 
 class JetStreamApplicationRecorder(JetStreamAggregateRecorder, ApplicationRecorder):
@@ -54,61 +61,71 @@ class JetStreamApplicationRecorder(JetStreamAggregateRecorder, ApplicationRecord
 
     async def _select(self, first: int, limit: int, stop: int | None, topics: tuple[str, ...]) -> list[Notification]:
         found: list[Notification] = []
-        seq = first
-        while len(found) < limit:
-            batch = min(READ_BATCH, (stop - seq + 1) if stop is not None else READ_BATCH)
-            if batch <= 0:
-                break
-            messages = await self._direct_get({"seq": seq, "batch": batch})
-            for msg in messages:
-                n = notification_of(msg)
-                if stop is not None and n.id > stop:
-                    return found
-                if not topics or n.topic in topics:
-                    found.append(n)
+        if limit <= 0:
+            return found
+        async with aclosing(self._read(first, through=stop)) as messages:
+            async for m in messages:
+                if not topics or m.topic in topics:
+                    found.append(notification_of(m))
                     if len(found) == limit:
-                        return found
-            if len(messages) < batch:
-                break
-            seq = int(messages[-1].headers["Nats-Sequence"]) + 1
+                        break
         return found
 
     def max_notification_id(self) -> int | None:
-        info = self._runner.run(self.nc.jetstream().stream_info(self.stream))
-        return info.state.last_seq or None
+        return self._runner.run(event_log.head(self.nc, self.stream)) or None
 
     def subscribe(self, gt: int | None = None, topics: Sequence[str] = ()) -> Subscription[ApplicationRecorder]:
-        return PollingSubscription(self, gt=gt, topics=topics)
+        return PushSubscription(self, gt=gt, topics=topics)
 
 
-class PollingSubscription(Subscription[JetStreamApplicationRecorder]):
-    """Yields notifications as they are appended, polling the stream when caught up."""
+class PushSubscription(Subscription[JetStreamApplicationRecorder]):
+    """Yields notifications as they are appended, pushed by JetStream (event_log.tail): no polling. A stop is
+    seen within STOP_CHECK seconds by a reader waiting for the next one."""
 
-    def __init__(
-        self,
-        recorder: JetStreamApplicationRecorder,
-        gt: int | None = None,
-        topics: Sequence[str] = (),
-        poll_interval: float = 0.01,
-    ):
+    def __init__(self, recorder: JetStreamApplicationRecorder, gt: int | None = None, topics: Sequence[str] = ()):
         super().__init__(recorder=recorder, gt=gt, topics=topics)
-        self._buffer: list[Notification] = []
-        self._poll_interval = poll_interval
+        self._messages: AsyncGenerator[StoredMessage | None, None] | None = None
+        self._reading = threading.Lock()  # held by __next__ while it waits on the recorder's loop
 
     def __next__(self) -> Notification:
-        while not self._buffer:
-            if self._has_been_stopped:
-                raise StopIteration
-            self._buffer = list(
-                self._recorder.select_notifications(
-                    start=self._last_notification_id or 0, limit=500, topics=self._topics, inclusive_of_start=False
-                )
-            )
-            if not self._buffer:
-                time.sleep(self._poll_interval)
-        notification = self._buffer.pop(0)
-        self._last_notification_id = notification.id
-        return notification
+        with self._reading:
+            while not self._has_been_stopped:
+                notification = self._recorder._runner.run(self._next())
+                if notification is not None:
+                    self._last_notification_id = notification.id
+                    return notification
+            self._close()
+        raise StopIteration
+
+    async def _next(self) -> Notification | None:
+        """The next notification of the topics asked for; None after STOP_CHECK seconds without one."""
+        if self._messages is None:
+            recorder = self._recorder
+            subjects = [f"{subject_prefix(recorder.stream)}.>"]
+            start = (self._last_notification_id or 0) + 1
+            self._messages = event_log.tail(recorder.nc, recorder.stream, start, subjects, STOP_CHECK)
+        while True:
+            m = await anext(self._messages)
+            if m is None:
+                return None
+            if not self._topics or m.topic in self._topics:
+                return notification_of(m)
+
+    def stop(self) -> None:
+        super().stop()
+        if self._reading.acquire(blocking=False):  # else __next__ closes it when it sees the stop
+            try:
+                self._close()
+            finally:
+                self._reading.release()
+
+    def _close(self) -> None:
+        if self._messages is not None:
+            messages, self._messages = self._messages, None
+            try:
+                self._recorder._runner.run(messages.aclose())
+            except OperationalError:
+                pass  # the store is closed: so is the consumer
 
 
 class Factory(InfrastructureFactory[TrackingRecorder]):

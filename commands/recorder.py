@@ -4,14 +4,13 @@ back (see commands/eventstore.py for the design)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import threading
 import uuid
 from collections import OrderedDict
 from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Coroutine, Sequence, TypeVar
+from typing import Any, AsyncGenerator, Coroutine, Sequence, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -26,6 +25,8 @@ from eventsourcing.persistence import (
 )
 from nats.aio.msg import Msg
 
+from commands import event_log
+from commands.event_log import ReadFailed, StoredMessage
 from commands.stream import ensure_stream, nats_servers
 from domain.events import (
     HEADER_ORIGINATOR_ID,
@@ -41,9 +42,7 @@ log = logging.getLogger("mesh.eventstore")
 # (10071, 10164), or, on a replicated stream, another append with the same message id (the same aggregate version)
 # is being stored (10158; ours was not).
 CONFLICTS = (10071, 10164, 10158)
-NO_MESSAGE = 10037  # JetStream's error: no message at that sequence
 TIMEOUT = 10.0
-READ_BATCH = 1000
 
 
 class _LoopThread:
@@ -99,14 +98,13 @@ def _originator_id(value: str) -> UUID | str:
         return value
 
 
-def notification_of(msg: Msg) -> Notification:
-    h = msg.headers or {}
+def notification_of(m: StoredMessage) -> Notification:
     return Notification(
-        id=int(h["Nats-Sequence"]),
-        originator_id=_originator_id(h.get(HEADER_ORIGINATOR_ID, "")),
-        originator_version=int(h.get(HEADER_ORIGINATOR_VERSION) or 0),
-        topic=h.get(HEADER_TOPIC, ""),
-        state=msg.data,
+        id=m.position,
+        originator_id=_originator_id(m.originator_id),
+        originator_version=m.originator_version,
+        topic=m.topic,
+        state=m.body,
     )
 
 
@@ -121,7 +119,6 @@ class JetStreamAggregateRecorder(AggregateRecorder):
     ):
         self.stream = stream
         self.replicas = replicas
-        self._direct = f"$JS.API.DIRECT.GET.{stream}"
         self._runner = _LoopThread()
         try:
             self.nc = self._runner.run(
@@ -252,21 +249,12 @@ class JetStreamAggregateRecorder(AggregateRecorder):
         (`<originator>:<version>`). On a replicated stream it says so before it checks the expected sequence, so a
         writer that lost the race for a version hears "duplicate", not "wrong last sequence": the append is ours
         only if the stored event is the one we sent; another writer's is a conflict."""
-        if await self._leader_data(seq) != event.state:
+        try:
+            stored = await event_log.leader_data(self.nc, self.stream, seq, TIMEOUT)
+        except ReadFailed as exc:
+            raise OperationalError(str(exc)) from None
+        if stored != event.state:
             raise IntegrityError(f"concurrent write: version {event.originator_version} is taken")
-
-    async def _leader_data(self, seq: int) -> bytes | None:
-        """The data of the log's message at `seq` as the stream's leader has it (a direct get may be answered by a
-        replica that does not hold it yet); None when there is none."""
-        reply = await self.nc.request(
-            f"$JS.API.STREAM.MSG.GET.{self.stream}", msgspec.json.encode({"seq": seq}), timeout=TIMEOUT
-        )
-        answer = msgspec.json.decode(reply.data)
-        if "error" in answer:
-            if answer["error"].get("err_code") == NO_MESSAGE:
-                return None
-            raise OperationalError(f"reading stream {self.stream} failed: {answer['error'].get('description')}")
-        return base64.b64decode(answer["message"].get("data", ""))
 
     async def _after_lost_ack(self, event: StoredEvent) -> int:
         """No ack came: the subject's last event tells a lost ack from an append that did not happen."""
@@ -297,59 +285,38 @@ class JetStreamAggregateRecorder(AggregateRecorder):
 
     # reading
 
-    async def _direct_get(self, request: dict[str, Any]) -> list[Msg]:
-        """A batched direct get: every message it matches, until the server's end-of-batch."""
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
-        try:
-            await self.nc.publish(self._direct, msgspec.json.encode(request), reply=inbox)
-            messages: list[Msg] = []
-            while True:
-                msg = await sub.next_msg(timeout=TIMEOUT)
-                status = (msg.headers or {}).get("Status")
-                if status is None:
-                    messages.append(msg)
-                elif status in ("204", "404"):
-                    return messages
-                else:
-                    raise OperationalError(f"reading stream {self.stream} failed: {msg.headers}")
-        finally:
-            await sub.unsubscribe()
-
     async def _last_of(self, key: str) -> Notification | None:
         msg = await self.last_message(self.stream, aggregate_subject(self.stream, key))
-        return None if msg is None else notification_of(msg)
+        return None if msg is None else notification_of(event_log.stored_message(msg))
 
     async def last_message(self, stream: str, subject: str) -> Msg | None:
         """The last message on `subject` of `stream`, or None."""
-        return await self._get_one(stream, {"last_by_subj": subject})
+        return await self._get(stream, last_by_subject=subject)
 
     async def message_at(self, seq: int) -> Notification | None:
         """The log's message at stream sequence `seq`, or None."""
-        msg = await self._get_one(self.stream, {"seq": seq})
-        return None if msg is None else notification_of(msg)
+        msg = await self._get(self.stream, seq=seq)
+        return None if msg is None else notification_of(event_log.stored_message(msg))
 
-    async def _get_one(self, stream: str, request: dict[str, Any]) -> Msg | None:
-        """One message of `stream` by a direct get, or None."""
-        msg = await self.nc.request(f"$JS.API.DIRECT.GET.{stream}", msgspec.json.encode(request), timeout=TIMEOUT)
-        status = (msg.headers or {}).get("Status")
-        if status == "404":
-            return None
-        if status is not None:
-            raise OperationalError(f"reading stream {stream} failed: {msg.headers}")
-        return msg
+    async def _get(self, stream: str, **where: Any) -> Msg | None:
+        try:
+            return await event_log.get(self.nc, stream, timeout=TIMEOUT, **where)
+        except ReadFailed as exc:
+            raise OperationalError(str(exc)) from None
+
+    async def _read(
+        self, start: int, subjects: str | None = None, through: int | None = None
+    ) -> AsyncGenerator[StoredMessage, None]:
+        """The log's messages from `start` on (see event_log.read), failures as eventsourcing's."""
+        try:
+            async for m in event_log.read(self.nc, self.stream, start, subjects, through, TIMEOUT):
+                yield m
+        except ReadFailed as exc:
+            raise OperationalError(f"reading stream {self.stream} failed: {exc}") from None
 
     async def _events_of(self, key: str, after: int = 0) -> list[Notification]:
         """The aggregate's events after stream sequence `after`."""
-        subject = aggregate_subject(self.stream, key)
-        found: list[Notification] = []
-        seq = after + 1
-        while True:
-            messages = await self._direct_get({"seq": seq, "next_by_subj": subject, "batch": READ_BATCH})
-            found.extend(notification_of(m) for m in messages)
-            if len(messages) < READ_BATCH:
-                return found
-            seq = found[-1].id + 1
+        return [notification_of(m) async for m in self._read(after + 1, aggregate_subject(self.stream, key))]
 
     def select_events(
         self,

@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import AggregateRecorder, OperationalError, StoredEvent
 
+from commands.event_log import stored_message
 from commands.recorder import TIMEOUT, JetStreamAggregateRecorder, notification_of
 from commands.stream import ensure_snapshots_stream, snapshots_stream
 from domain.events import snapshot_subject
@@ -62,7 +63,7 @@ class JetStreamSnapshotRecorder(AggregateRecorder):
         msg = self.events._runner.run(self.events.last_message(self.stream, snapshot_subject(self.events.stream, key)))
         if msg is None or limit == 0:
             return []
-        n = notification_of(msg)
+        n = notification_of(stored_message(msg))
         if (gt is not None and n.originator_version <= gt) or (lte is not None and n.originator_version > lte):
             return []
         seq = (msg.headers or {}).get(HEADER_LOG_SEQUENCE, "")

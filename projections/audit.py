@@ -36,14 +36,15 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from domain.events import EVENT_TYPES, decode_event
+from commands.event_log import StoredMessage, decode
+from domain.events import EVENT_TYPES
 from domain.usage import RequestsRefused
 from projections.audit_comparison import TABLES, AuditedTable, Difference, differences
 from projections.billing_projection import RECENT_DAYS
 from projections.partitions import month_of
 from projections.readmodel import ReadModel, ensure_schema, freshness_of
 from projections.runner import REPLAY_BATCH, ProjectionRunner
-from projections.source import Read, StoredMessage, StreamSource
+from projections.source import Read, StreamSource
 
 SCRATCH_PREFIX = "mesh_audit_"
 SHOWN = 100  # differences printed in full; the rest are counted
@@ -88,7 +89,7 @@ class _CutSource:
         if m.topic not in EVENT_TYPES:
             return True  # not an event: the read models skip it anyway
         assert self.at is not None
-        return event_time(decode_event(m.topic, m.body, m.originator_id, m.originator_version)) <= self.at
+        return event_time(decode(m)) <= self.at
 
 
 def event_time(event: Any) -> datetime:

@@ -8,7 +8,8 @@ from typing import Callable
 
 from nats.aio.client import Client as NATS
 
-from domain.events import EVENT_TYPES, decode_event
+from commands.event_log import decode
+from domain.events import EVENT_TYPES
 from domain.invariants import LogInvariants, Violation
 from domain.pricing import Price
 from projections.audit import PROGRESS_EVERY
@@ -39,7 +40,7 @@ async def verify_log(
                 head = position  # the log as it stood at `at`
                 break
             if m.topic in EVENT_TYPES:
-                checks.observe(m.position, decode_event(m.topic, m.body, m.originator_id, m.originator_version))
+                checks.observe(m.position, decode(m))
             position = m.position
         if progress and time.monotonic() - shown >= PROGRESS_EVERY:
             rate = position / max(time.monotonic() - started, 1e-9)

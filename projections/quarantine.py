@@ -15,7 +15,7 @@ import msgspec
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from domain.events import decode_event
+from commands.event_log import decode
 from projections.readmodel import Envelope, ReadModel, active_generation, physical_tables
 from projections.source import StreamSource
 
@@ -114,12 +114,7 @@ async def retry(
                         if not messages or messages[0].position != item.position:
                             raise LookupError(f"stream position {item.position} is not in the stream")
                         m = messages[0]
-                        envelope = Envelope(
-                            m.position,
-                            m.time,
-                            m.topic,
-                            decode_event(m.topic, m.body, m.originator_id, m.originator_version),
-                        )
+                        envelope = Envelope(m.position, m.time, m.topic, decode(m))
                         failed = await apply_isolating(cur, model, physical_tables(model, generation), [envelope])
                         error = failed[0][1] if failed else None
                     except TRANSIENT:

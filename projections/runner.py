@@ -20,7 +20,8 @@ from typing import Awaitable, Callable
 
 from psycopg_pool import AsyncConnectionPool
 
-from domain.events import decode_event, log_subjects
+from commands.event_log import StoredMessage, decode
+from domain.events import log_subjects
 from projections import quarantine
 from projections.readmodel import (
     Envelope,
@@ -30,7 +31,7 @@ from projections.readmodel import (
     position_of,
     tracking_name,
 )
-from projections.source import Read, StoredMessage, StreamSource
+from projections.source import Read, StreamSource
 
 log = logging.getLogger("mesh.projections")
 
@@ -234,11 +235,7 @@ def _decode(messages: list[StoredMessage]) -> tuple[list[Envelope], list[tuple[S
     batch, undecodable = [], []
     for m in messages:
         try:
-            batch.append(
-                Envelope(
-                    m.position, m.time, m.topic, decode_event(m.topic, m.body, m.originator_id, m.originator_version)
-                )
-            )
+            batch.append(Envelope(m.position, m.time, m.topic, decode(m)))
         except Exception as exc:
             undecodable.append((m, exc))
     return batch, undecodable

@@ -1,7 +1,7 @@
 """Subscribers of the event log: an account's own events, or every account's for the operator, live.
 
 A stream starts at a position (inclusive; by default the next event appended), is pushed by JetStream
-(projections/follow.py) and carries each public event (domain/public_events.py) as the registry documents it,
+(commands/event_log.py) and carries each public event (domain/public_events.py) as the registry documents it,
 without secrets' hashes. Whose an event is: usage names its account; a key, template or top-up names it in its first
 event; the account's own aggregate and its webhooks are found by id. The aggregates an account opened before the
 start are read from the read models once they reached the event before it, so none is missed.
@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.read_models import BILLING, DIRECTORY, TEMPLATES
 from api.services.errors import Busy, Invalid
 from api.services.read_your_writes import ReadModelWaiter
+from commands.event_log import Followed, follow
 from domain.events import event_type, subject_prefix, usage_subject
 from domain.public_events import (
     ACCOUNT_EVENT_NAMES,
@@ -35,7 +36,6 @@ from domain.public_events import (
 )
 from domain.usage import RequestsRefused, UsageRecorded
 from projections import billing, directory, prompt_templates
-from projections.follow import Followed, follow
 from projections.source import StreamSource
 
 log = logging.getLogger("mesh.api")

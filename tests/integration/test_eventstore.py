@@ -4,6 +4,7 @@ plus concurrency and atomicity checks of our own."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -12,8 +13,12 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.tests.persistence import AggregateRecorderTestCase, ApplicationRecorderTestCase
 
+from commands import event_log
 from commands.eventstore import JetStreamApplicationRecorder
 from commands.recorder import JetStreamAggregateRecorder
+
+
+CONSUMER_GONE_SECONDS = 15.0  # nats-server removes an ephemeral consumer some seconds after its interest is gone
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +40,27 @@ class TestApplicationRecorder(ApplicationRecorderTestCase):
         recorder = JetStreamApplicationRecorder(self.nats_url, self.stream_name)
         self.addCleanup(recorder.close)
         return recorder
+
+    def test_insert_subscribe(self) -> None:
+        self.optional_test_insert_subscribe()
+
+
+def test_a_subscription_is_pushed_by_a_consumer_it_removes_when_stopped(recorder):
+    """No polling: a subscription waits on a JetStream consumer of its own (the stream counts it) that pushes each
+    append; stopped, it unsubscribes and the server removes the ephemeral consumer."""
+
+    def consumers() -> int:
+        return recorder._runner.run(event_log.info(recorder.nc, recorder.stream))["state"]["consumer_count"]
+
+    event = StoredEvent(uuid.uuid4(), 1, "topic", b"{}")
+    with recorder.subscribe(gt=recorder.max_notification_id()) as subscription:
+        (position,) = recorder.insert_events([event])
+        assert next(subscription).id == position
+        assert consumers() == 1
+    deadline = time.monotonic() + CONSUMER_GONE_SECONDS
+    while consumers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert consumers() == 0
 
 
 @pytest.fixture
@@ -153,7 +179,7 @@ def _cached_app(nats_url: str, stream_name: str) -> Application:
     )
 
 
-def test_a_cached_aggregate_reads_only_what_follows_it_and_sees_other_writers(nats_url, stream_name):
+def test_a_cached_aggregate_reads_only_what_follows_it_and_sees_other_writers(nats_url, stream_name, monkeypatch):
     """Each use case gets the aggregate from the cache, brought up to date by reading the stream from after the
     cached version on, not the whole history; another process's writes are in it, and a save after them wins."""
     mine, theirs = _cached_app(nats_url, stream_name), _cached_app(nats_url, stream_name)
@@ -168,16 +194,15 @@ def test_a_cached_aggregate_reads_only_what_follows_it_and_sees_other_writers(na
         their_dog.add_trick("from the other process")
         theirs.save(their_dog)
 
-        recorder = mine.recorder
         reads: list[int] = []
-        direct_get = recorder._direct_get
+        read_batch = event_log.read_batch
 
-        async def counted(request):
-            messages = await direct_get(request)
+        async def counted(*args, **kwargs):
+            messages, more = await read_batch(*args, **kwargs)
             reads.append(len(messages))
-            return messages
+            return messages, more
 
-        recorder._direct_get = counted
+        monkeypatch.setattr(event_log, "read_batch", counted)
         again = mine.repository.get(dog.id)
         assert again.tricks[-1] == "from the other process" and again.version == 52
         assert reads == [1]  # the one event appended since, not 52

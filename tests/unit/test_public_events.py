@@ -16,7 +16,7 @@ from domain.apikey import ApiKey
 from domain.events import EVENT_TYPES
 from domain.public_events import ACCOUNT_EVENT_NAMES, PUBLIC_EVENT_NAMES, is_public, public_fields, visible_fields
 from domain.usage import UsageRecorded
-from projections.follow import Followed
+from commands.event_log import Followed
 
 SECRET_WORDS = ("hash", "secret", "password")
 

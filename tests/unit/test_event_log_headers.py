@@ -1,11 +1,11 @@
-"""The stream source parses message headers as nats-py does, faster (projections/source.py)."""
+"""The event log parses message headers as nats-py does, faster (commands/event_log.py)."""
 
 from __future__ import annotations
 
 import pytest
 from nats.aio.client import Client
 
-from projections.source import _header_fields, _parse_header_lines
+from commands.event_log import _header_fields, parse_header_lines
 
 BLOCKS = [
     b"Nats-Stream: MESH\r\nNats-Subject: mesh.usage.6b1c7d0e-3a43-4d5e-9b8e-2f6e3c9f0a11\r\nNats-Sequence: 12345\r\n"
@@ -22,7 +22,7 @@ BLOCKS = [
 
 @pytest.mark.parametrize("raw", BLOCKS)
 def test_headers_parse_as_nats_py_parses_them(raw):
-    assert _parse_header_lines(raw) == Client._parse_header_lines(raw)
+    assert parse_header_lines(raw) == Client._parse_header_lines(raw)
 
 
 @pytest.mark.parametrize("raw", BLOCKS)

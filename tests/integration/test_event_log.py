@@ -1,0 +1,90 @@
+"""The event log's reader on a real nats-server: a range read batch by batch to the head (or a position), of a
+subject filter; one message by sequence or the last of a subject; appends followed and heard, decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+
+from commands import event_log
+from commands.stream import ensure_stream
+from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, aggregate_subject
+from domain.events import usage_subject
+from domain.usage import UsageRecorded
+from tests.integration.test_projections import usage
+
+WAIT = 5.0  # seconds a pushed event may take
+
+
+async def append_usage(nc, stream: str, count: int) -> list[UsageRecorded]:
+    """`count` usage events of one account on its usage subject, as the gateway stores them."""
+    account_id = uuid.uuid4()
+    events = [usage(account_id, 1000 + i) for i in range(count)]
+    js = nc.jetstream()
+    for event in events:
+        headers = {HEADER_TOPIC: "usage.recorded", HEADER_ORIGINATOR_ID: str(event.trace_id)}
+        await js.publish(usage_subject(stream, account_id), msgspec.json.encode(event), stream=stream, headers=headers)
+    return events
+
+
+async def append_other(nc, stream: str) -> int:
+    """A message on an aggregate subject; its position."""
+    headers = {HEADER_TOPIC: "not.an.event", HEADER_ORIGINATOR_ID: "x", HEADER_ORIGINATOR_VERSION: "1"}
+    ack = await nc.jetstream().publish(aggregate_subject(stream, "x"), b"{}", stream=stream, headers=headers)
+    return ack.seq
+
+
+async def test_a_range_is_read_batch_by_batch_to_the_head_or_a_position(nc, stream_name, monkeypatch):
+    await ensure_stream(nc, stream_name)
+    events = await append_usage(nc, stream_name, 5)
+    other = await append_other(nc, stream_name)
+    await append_usage(nc, stream_name, 4)
+    monkeypatch.setattr(event_log, "READ_BATCH", 3)
+
+    everything = [m async for m in event_log.read(nc, stream_name, 2)]
+    assert [m.position for m in everything] == list(range(2, 11))
+    assert [m.position async for m in event_log.read(nc, stream_name, 2, through=7)] == list(range(2, 8))
+    usage_only = [m async for m in event_log.read(nc, stream_name, 1, usage_subject(stream_name, ">"))]
+    assert [m.position for m in usage_only] == [p for p in range(1, 11) if p != other]
+    assert event_log.decode(usage_only[0]) == events[0]
+
+
+async def test_one_message_by_sequence_or_the_last_of_a_subject(nc, stream_name):
+    await ensure_stream(nc, stream_name)
+    events = await append_usage(nc, stream_name, 3)
+    other = await append_other(nc, stream_name)
+
+    at_two = await event_log.get(nc, stream_name, seq=2)
+    assert at_two is not None and event_log.decode(event_log.stored_message(at_two)) == events[1]
+    last = await event_log.get(nc, stream_name, last_by_subject=aggregate_subject(stream_name, ">"))
+    assert last is not None and event_log.stored_message(last).position == other
+    assert await event_log.get(nc, stream_name, seq=other + 1) is None
+    assert await event_log.head(nc, stream_name) == other
+
+
+async def test_appends_are_followed_from_a_position_and_heard_decoded(nc, stream_name):
+    await ensure_stream(nc, stream_name)
+    before = await append_usage(nc, stream_name, 2)
+    heard: list[UsageRecorded] = []
+    arrived = asyncio.Event()
+
+    def hear(event: UsageRecorded) -> None:
+        heard.append(event)
+        arrived.set()
+
+    sub = await event_log.listen(nc, usage_subject(stream_name, ">"), {UsageRecorded: hear})
+    followed = event_log.follow(nc, stream_name, 2, [usage_subject(stream_name, ">")], idle=WAIT)
+    try:
+        first = await asyncio.wait_for(anext(followed), WAIT)
+        assert first is not None and (first.position, first.event) == (2, before[1])
+        await append_other(nc, stream_name)  # not on the subjects followed, nor an event
+        after = await append_usage(nc, stream_name, 1)
+        then = await asyncio.wait_for(anext(followed), WAIT)
+        assert then is not None and (then.position, then.name, then.event) == (4, "usage.recorded", after[0])
+        await asyncio.wait_for(arrived.wait(), WAIT)
+        assert heard == after  # heard from the subscription on: nothing before it
+    finally:
+        await followed.aclose()
+        await sub.unsubscribe()
