@@ -62,8 +62,8 @@ def check_amount(
 
 def pico_to_usd(pico: int) -> str:
     """Format pico-USD as a decimal USD string with at least six decimals, never losing a unit."""
-    sign = "-" if pico < 0 else ""
-    whole, frac = divmod(abs(pico), PICO_PER_USD)
+    if pico < 0:
+        return "-" + pico_to_usd(-pico)
+    whole, frac = divmod(pico, PICO_PER_USD)
     digits = f"{frac:012d}".rstrip("0")
-    digits = digits.ljust(6, "0")
-    return f"{sign}{whole}.{digits}"
+    return f"{whole}.{digits:0<6}"

@@ -58,7 +58,8 @@ class Price(msgspec.Struct, frozen=True):
 
     @property
     def is_free(self) -> bool:
-        return self.prompt_per_1k == 0 and self.completion_per_1k == 0 and self.cached == 0 and self.cache_write == 0
+        # the cache prices default to the prompt price: with that at 0, only one set apart can cost
+        return not (self.prompt_per_1k or self.completion_per_1k or self.cached_per_1k or self.cache_write_per_1k)
 
     def cost(
         self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0

@@ -39,10 +39,13 @@ def uuid7(ms: int, rand: int) -> uuid.UUID:
 def _uuid_of(value: int) -> uuid.UUID:
     """uuid.UUID(int=value) without its range check (`value` is 128 bits by construction): as uuid.UUID itself
     sets its slots, at a third of the cost, once per request."""
-    made = uuid.UUID.__new__(uuid.UUID)
-    object.__setattr__(made, "int", value)
-    object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
+    made = _new_uuid(uuid.UUID)
+    _set(made, "int", value)
+    _set(made, "is_safe", _SAFETY_UNKNOWN)
     return made
+
+
+_new_uuid, _set, _SAFETY_UNKNOWN = uuid.UUID.__new__, object.__setattr__, uuid.SafeUUID.unknown
 
 
 new_trace_id = _TraceIds()

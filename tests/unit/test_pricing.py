@@ -49,4 +49,7 @@ def test_prices_as_usd_name_the_effective_cache_prices():
         "cache_write_usd_per_1k": "0.500000",
     }
     assert not Price.from_usd("0", "0", "0.1").is_free
+    assert not Price.from_usd("0", "0", None, "0.2").is_free
+    assert not Price.from_usd("0.1", "0", "0", "0").is_free
     assert Price.from_usd("0", "0").is_free
+    assert Price.from_usd("0", "0", "0", "0").is_free
