@@ -150,7 +150,7 @@ GC_YOUNG_THRESHOLD = 10_000  # allocations between collections of the youngest g
 # Under load (more arrived while a batch was applied) the worker waits this long before its next batch: fewer,
 # larger transactions, less NATS and PostgreSQL work competing with requests for the CPU, and read models that
 # trail the stream by about this much (bench/README.md, "freshness", weighs it against the gateway's latency).
-LOADED_LINGER = 0.05
+LOADED_LINGER = 0.02
 MAINTENANCE_LOOK_EVERY = 5.0  # seconds between two looks for new PostgreSQL maintenance processes to lower
 
 

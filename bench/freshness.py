@@ -4,9 +4,11 @@
 
 The same parts as bench/gateway.py (its mock upstream and `mesh up` in a temp dir). Quiet: `--quiet` single
 requests, one at a time, each followed by polling the balance every 5 ms until it moved and the log entry until
-it answers. Under load: requests at a steady `--rate` for `--duration` seconds; every tenth one is timed until
-its log entry answers. The reference beside each figure is one poll's own round trip (a read of a read model
-that already holds the request): the floor a client polling the API can measure.
+it answers. Under load: the load generator (bench/gateway.py's, a process of its own, raw HTTP) sends requests at
+a steady `--rate` for `--duration` seconds, and beside them this script sends 20 a second, each timed until its
+log entry answers (one client doing both would measure itself: httpx costs about a millisecond of CPU a call).
+The reference beside each figure is one poll's own round trip (a read of a read model that already holds the
+request): the floor a client polling the API can measure.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import shutil
 import statistics
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
-from bench.gateway import Processes, _start_mesh, split_cpus, start_mock_and_loadgen, stop_on_sigterm
+from bench.gateway import Processes, _start_mesh, cell_spec, split_cpus, start_mock_and_loadgen, stop_on_sigterm
 
 POLL_EVERY = 0.005  # seconds between two reads of the read model
-SAMPLE_EVERY = 10  # under load: time every tenth request
+SAMPLES_PER_SECOND = 20  # under load: requests timed from this process, beside the load generator's
+LOAD_WORKERS = 64  # connections the load generator paces its requests over
 GIVE_UP = 30.0  # seconds a request may take to show before the bench says it never did
 
 
@@ -70,28 +74,32 @@ async def _quiet(http, key: str, count: int) -> dict[str, list[float]]:
     return figures
 
 
-async def _loaded(http, key: str, rate: float, duration: float) -> dict[str, list[float]]:
-    figures: dict[str, list[float]] = {"log entry": [], "poll": []}
+async def _loaded(http, key: str, rate: float, duration: float, load: tuple[Connection, dict]) -> dict[str, list]:
+    """Requests at `rate` a second for `duration` seconds from the load generator (a process of its own, paced), and
+    beside them SAMPLES_PER_SECOND requests from here, each timed until its log entry answers."""
+    figures: dict[str, list] = {"log entry": [], "poll": []}
+    loadgen, spec = load
+    loadgen.send(spec)
     timers: list[asyncio.Task] = []
-    calls: list[asyncio.Task] = []
 
-    async def timed(trace_task: asyncio.Task) -> None:
-        trace = await trace_task
+    async def timed() -> None:
+        trace = await _call(http, key)
         shown, poll = await _visible(http, f"/api/logs/{trace}", lambda a: a.status_code == 200)
         figures["log entry"].append(shown)
         figures["poll"].append(poll)
 
+    await asyncio.sleep(spec["warmup"])
     start = time.perf_counter()
     n = 0
     while time.perf_counter() - start < duration:
-        call = asyncio.create_task(_call(http, key))
-        calls.append(call)
-        if n % SAMPLE_EVERY == 0:
-            timers.append(asyncio.create_task(timed(call)))
+        timers.append(asyncio.create_task(timed()))
         n += 1
-        await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
-    await asyncio.gather(*calls)
+        await asyncio.sleep(max(0.0, start + n / SAMPLES_PER_SECOND - time.perf_counter()))
     await asyncio.gather(*timers)
+    result = await asyncio.to_thread(loadgen.recv)
+    if "failed" in result or result["errors"]:
+        raise SystemExit(f"the load failed: {result.get('failed') or result['sample']}")
+    figures["load"] = [result["rps"]]
     return figures
 
 
@@ -100,7 +108,7 @@ def _row(name: str, values: list[float], reference: list[float]) -> str:
     return f"{name:<22}{p50:>9.1f}{p99:>9.1f}{ref:>12.1f}{p50 / ref:>8.1f}x"
 
 
-async def _measure(base: str, key: str, token: str, args) -> None:
+async def _measure(base: str, key: str, token: str, args, load: tuple[Connection, dict]) -> None:
     import httpx
 
     limits = httpx.Limits(max_connections=200)
@@ -108,11 +116,12 @@ async def _measure(base: str, key: str, token: str, args) -> None:
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as http:
         await _call(http, key)  # warm: the key's first lease
         quiet = await _quiet(http, key, args.quiet)
-        loaded = await _loaded(http, key, args.rate, args.duration)
+        loaded = await _loaded(http, key, args.rate, args.duration, load)
     print(f"{'ms':<22}{'p50':>9}{'p99':>9}{'reference':>12}{'ratio':>9}")
     print(_row("quiet: balance", quiet["balance"], quiet["poll"]))
     print(_row("quiet: log entry", quiet["log entry"], quiet["poll"]))
     print(_row(f"{args.rate:g} req/s: log entry", loaded["log entry"], loaded["poll"]))
+    print(f"load: {loaded['load'][0]:,.0f} req/s from the load generator, beside {SAMPLES_PER_SECOND} timed a second")
     print("reference: the median round trip of one poll (the read model already holding the request)")
 
 
@@ -130,12 +139,13 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mesh-bench-freshness-"))
     procs = Processes()
     try:
-        _mock, mock_port, _loadgen = start_mock_and_loadgen(procs, 0.0, other_cpus)
+        _mock, mock_port, loadgen = start_mock_and_loadgen(procs, 0.0, other_cpus)
         _process, port, key = _start_mesh(procs, tmp, mock_port, None, mesh_cpus)
         base = f"http://127.0.0.1:{port}"
         login = httpx.post(base + "/api/login", json={"email": "bench@example.com", "password": "bench password 123"})
         login.raise_for_status()
-        asyncio.run(_measure(base, key, login.json()["management_token"], args))
+        spec = cell_spec("127.0.0.1", port, key, "bench/model", False, LOAD_WORKERS, args.duration, 0.5, rate=args.rate)
+        asyncio.run(_measure(base, key, login.json()["management_token"], args, (loadgen, spec)))
     finally:
         procs.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -333,11 +333,16 @@ async def _cell(spec: dict) -> dict:
     latencies: list[float] = []
     stretch = spec.get("window")  # seconds: also report each such stretch of the measured time on its own
     by_window: dict[int, list[float]] = {}
-    state = {"started": 0, "total": 0, "errors": 0, "sample": None, "last": measure_from}
+    state = {"started": 0, "total": 0, "errors": 0, "sample": None, "last": measure_from, "sent": 0}
+    rate = spec.get("rate")  # requests a second, paced (open loop) instead of each worker's next at once
 
     async def worker():
         conn = await connect()
         while True:
+            if rate:
+                due = t0 + state["sent"] / rate
+                state["sent"] += 1
+                await asyncio.sleep(max(0.0, due - perf()))
             begin = perf()
             if begin >= stop_at:
                 break
@@ -509,8 +514,10 @@ def cell_spec(
     requests: int = 0,
     client: str = "raw",
     window: float | None = None,
+    rate: float | None = None,
 ) -> dict:
-    """What the load generator runs: chat completions of `model` on `host`:`port` (see `_cell`)."""
+    """What the load generator runs: chat completions of `model` on `host`:`port` (see `_cell`); with `rate`, that
+    many a second, paced, the workers only carrying them."""
     return {
         "host": host,
         "port": port,
@@ -524,6 +531,7 @@ def cell_spec(
         "requests": requests,
         "client": client,
         "window": window,
+        "rate": rate,
     }
 
 
