@@ -198,8 +198,7 @@ class AdminAccountController(OperatorController):
     ) -> AccountOut:
         """Its keys get 402 `account_suspended`, it cannot log in nor make keys; nothing is deleted."""
         await admin_service.suspend(account_id, data.reason, acting)
-        d = await support_service.account(account_id)
-        return account_out(d.row, d.balance)
+        return await _account(support_service, account_id)
 
     @post("/accounts/{account_id:uuid}/resume", status_code=200, responses=errors(400, 404, 503))
     async def resume(
@@ -211,8 +210,7 @@ class AdminAccountController(OperatorController):
         data: JSONBody[ReasonIn],
     ) -> AccountOut:
         await admin_service.resume(account_id, data.reason, acting)
-        d = await support_service.account(account_id)
-        return account_out(d.row, d.balance)
+        return await _account(support_service, account_id)
 
     @post("/invites", status_code=201)
     async def create_invite(
@@ -238,3 +236,9 @@ class AdminAccountController(OperatorController):
         return InviteListOut(
             [InviteOut(r.invite_id, r.prefix, r.created_at, r.expires_at, r.by, r.used_by, r.used_at) for r in rows]
         )
+
+
+async def _account(support_service: SupportService, account_id: UUID) -> AccountOut:
+    """The account as an operator's list shows it, read now."""
+    d = await support_service.account(account_id)
+    return account_out(d.row, d.balance)
