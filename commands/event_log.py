@@ -20,7 +20,6 @@ import logging
 import re
 import weakref
 from datetime import datetime
-from pathlib import Path
 from typing import Any, AsyncGenerator, Callable
 
 import msgspec
@@ -30,6 +29,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from commands import starved_waits
 from domain.events import (
     EVENT_TYPES,
     HEADER_ORIGINATOR_ID,
@@ -43,14 +43,12 @@ log = logging.getLogger("mesh.eventlog")
 
 READ_BATCH = 1000  # messages per direct get when a reader reads on to the head
 TIMEOUT = 5.0  # seconds without a message of a read before it fails
-CATCH_UP_TURNS = 3  # event-loop turns that parse and hand over what already arrived before a read counts as stalled
 PENDING_MESSAGES = 2048  # pushed to a follower and not yet taken: JetStream's flow control holds the rest
 HEARTBEAT_FLOOR = 0.5  # a follower's consumer's own idle heartbeat, in seconds, at least (it tells a lost consumer)
 HEARTBEAT_CEILING = 5.0  # and at most
 STATUS_NO_MESSAGE = "404"  # a direct get's status: no message there
 STATUS_END_OF_BATCH = "204"
 NO_MESSAGE_ERROR = 10037  # JetStream's error code for a message get: no message at that sequence
-STARVED_SHARE = 0.5  # of a timed-out request's wait spent runnable without a CPU: the process starved, NATS did not
 
 
 class StoredMessage(msgspec.Struct, frozen=True):
@@ -103,7 +101,7 @@ async def read_batch(
         if subjects is not None:
             request["next_by_subj"] = subjects
         await nc.publish(f"$JS.API.DIRECT.GET.{stream}", msgspec.json.encode(request), reply=inbox)
-        await _until_done(batch.done, batch.raw, timeout)
+        await starved_waits.until_done(batch.done, batch.raw, timeout)
     finally:
         del batches[key]
         await sub.unsubscribe()
@@ -144,7 +142,7 @@ async def get(
     """The message of `stream` at `seq`, or the last one on `last_by_subject`, by a direct get; None when there is
     none. With its headers as stored (`stored_message` reads the stream's own)."""
     request = {"seq": seq} if last_by_subject is None else {"last_by_subj": last_by_subject}
-    msg = await _request(nc, f"$JS.API.DIRECT.GET.{stream}", msgspec.json.encode(request), timeout)
+    msg = await starved_waits.request(nc, f"$JS.API.DIRECT.GET.{stream}", msgspec.json.encode(request), timeout)
     status = (msg.headers or {}).get("Status")
     if status == STATUS_NO_MESSAGE:
         return None
@@ -156,7 +154,8 @@ async def get(
 async def leader_data(nc: NATS, stream: str, seq: int, timeout: float = TIMEOUT) -> bytes | None:
     """The data of the message at `seq` as the stream's leader has it (a direct get may be answered by a replica
     that does not hold it yet); None when there is none."""
-    reply = await _request(nc, f"$JS.API.STREAM.MSG.GET.{stream}", msgspec.json.encode({"seq": seq}), timeout)
+    asked = msgspec.json.encode({"seq": seq})
+    reply = await starved_waits.request(nc, f"$JS.API.STREAM.MSG.GET.{stream}", asked, timeout)
     answer = msgspec.json.decode(reply.data)
     if "error" in answer:
         if answer["error"].get("err_code") == NO_MESSAGE_ERROR:
@@ -182,44 +181,12 @@ def _from_headers(position: int, time: datetime, headers: dict[str, str], body: 
     )
 
 
-async def _request(nc: NATS, subject: str, payload: bytes, timeout: float) -> Msg:
-    """`nc.request`, asked again when it timed out only because this process did not get a CPU to read the answer:
-    the projection worker runs at idle priority, and a gateway saturating the machine can leave it none for
-    seconds. Told apart by the time the thread spent runnable but waiting for a CPU (Linux's schedstat); where that
-    cannot be read, a time-out is a time-out."""
-    while True:
-        before = _run_delay()
-        try:
-            return await nc.request(subject, payload, timeout=timeout)
-        except NatsTimeout:
-            if not _starved(before, timeout):
-                raise
-            log.info("%s: this process waited for a CPU, not for NATS; asking again", subject)
-
-
-def _starved(run_delay_before: int | None, timeout: float) -> bool:
-    """Whether this thread spent most of the `timeout` seconds since `run_delay_before` (`_run_delay`) runnable
-    without a CPU: a wait it timed out on was its own, not the server's."""
-    after = _run_delay()
-    if run_delay_before is None or after is None:
-        return False
-    return after - run_delay_before >= timeout * 1e9 * STARVED_SHARE
-
-
-def _run_delay() -> int | None:
-    """Nanoseconds this thread has spent runnable but waiting for a CPU; None where the kernel does not say."""
-    try:
-        return int(Path("/proc/thread-self/schedstat").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 # the stream's state
 
 
 async def info(nc: NATS, stream: str) -> dict:
     """JetStream's stream info: its `config` and `state`."""
-    reply = await _request(nc, f"$JS.API.STREAM.INFO.{stream}", b"", TIMEOUT)
+    reply = await starved_waits.request(nc, f"$JS.API.STREAM.INFO.{stream}", b"", TIMEOUT)
     answer = msgspec.json.decode(reply.data)
     if "error" in answer:
         raise ReadFailed(f"stream info for {stream} failed: {answer['error'].get('description')}")
@@ -402,27 +369,6 @@ def _stored(headers: bytes, body: bytes) -> StoredMessage:
 _TOPIC, _ORIGINATOR_ID, _ORIGINATOR_VERSION = (
     name.encode() for name in (HEADER_TOPIC, HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION)
 )
-
-
-async def _until_done(done: asyncio.Future, arrived: list, timeout: float) -> None:
-    """Wait for `done` while `arrived` keeps growing; TimeoutError after `timeout` seconds without growth, unless
-    this process spent them waiting for a CPU (see `_request`).
-
-    A timer can fire in the same event-loop turn as the data that was due before it, ahead of the client's read
-    task that parses it, so a few turns are given to that work before a quiet spell counts as a stall."""
-    while True:
-        seen, before = len(arrived), _run_delay()
-        try:
-            await asyncio.wait_for(asyncio.shield(done), timeout)
-            return
-        except asyncio.TimeoutError:
-            for _ in range(CATCH_UP_TURNS):
-                await asyncio.sleep(0)
-            if done.done():
-                done.result()
-                return
-            if len(arrived) == seen and not _starved(before, timeout):
-                raise
 
 
 def _parse_time(value: str) -> datetime:
