@@ -3,7 +3,7 @@
 One charge per crossing below the threshold; off after `max_failures` failed charges in a row. The account
 decides (`AutoRefillHolder`, a base of domain/account.py's Account); what each of its auto-refill events changes
 is said once, by `refill_change`: the Account applies it to its state (`AutoRefillState`), and the billing read
-model (projections/billing_projection.py) writes it to the account's auto-refill row.
+model (projections/billing_handlers.py) writes it to the account's auto-refill row.
 """
 
 from __future__ import annotations

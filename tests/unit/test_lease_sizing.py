@@ -1,4 +1,4 @@
-"""The gateway's lease sizing (gateway/lease_admission.py): busy keys lease for seconds of traffic, quiet ones
+"""The gateway's lease sizing (gateway/leases.py `KeyLeases.adapt`): busy keys lease for seconds of traffic, quiet ones
 for little."""
 
 import asyncio
