@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,10 +33,34 @@ class EmbeddedServerError(RuntimeError):
     """An embedded server could not be started; the message says why in one line."""
 
 
+LOWEST_PORT = 10_000  # the lowest port an embedded server is given
+EPHEMERAL_FROM = 32_768  # Linux's default start of the ephemeral range, where the kernel does not say
+PORT_ATTEMPTS = 200
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A free port below the kernel's ephemeral range, chosen at random. A server is restarted on its port
+    (api/supervisor.py), and a port from the ephemeral range, the one every outgoing connection's local port comes
+    from, may be given to any client meanwhile: the restart would fail with "Address already in use"."""
+    highest = max(_ephemeral_from() - 1, LOWEST_PORT + PORT_ATTEMPTS)
+    for _ in range(PORT_ATTEMPTS):
+        port = random.randint(LOWEST_PORT, highest)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all taken: any port the kernel gives
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_from() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return EPHEMERAL_FROM
 
 
 def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import nats
 
-from api.embedded import NatsServer, wait_for_port
-from tests.ports import stable_port
+from api.embedded import NatsServer, free_port, wait_for_port
 
 NODES = 3
 
@@ -28,7 +27,7 @@ class ClusterNode:
         self.name = f"n{index}"
         self.dir = root / self.name
         self.dir.mkdir(parents=True)
-        self.port, self.cluster_port = stable_port(), stable_port()  # a node restarts on its ports
+        self.port, self.cluster_port = free_port(), free_port()  # a node restarts on its ports
         self.password = password
         self.process: subprocess.Popen | None = None
 

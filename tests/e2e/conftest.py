@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from api.embedded import free_port, wait_for_port
-from tests.ports import stable_port
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
 
@@ -44,7 +43,7 @@ class MeshProcess:
         self.args = args
         self.command = command
         self.cwd = cwd
-        self.port = stable_port()  # kept across restarts
+        self.port = free_port()  # kept across restarts
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
         self.process: subprocess.Popen | None = None
