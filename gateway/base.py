@@ -20,7 +20,6 @@ from gateway.metrics import GatewayMetrics
 from gateway.prompt_templates import TemplateCache
 from gateway.providers.base import Adapter
 from gateway.refusals import Refusals
-from gateway.request_parsing import ChatRequest, EmbeddingsRequest
 from gateway.usage import UsagePublisher
 
 DISCONNECT_DRAIN_SECONDS = 30.0  # how long a stream whose client left is still read, for the upstream's own usage
@@ -118,9 +117,6 @@ class GatewayBase:
             for m in self.catalog.enabled()
             if m.id != model.id and kinds[m.provider] != "mesh" and key.may_use(m.id)
         ]
-
-    def _resolve(self, request: "ChatRequest | EmbeddingsRequest", key: KeyInfo) -> Model:
-        return self._resolve_id(request.model, key)
 
     def _resolve_id(self, requested: str | None, key: KeyInfo) -> Model:
         model_id = requested or key.default_model

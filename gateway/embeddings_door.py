@@ -49,7 +49,7 @@ class EmbeddingsDoor(Serving):
                 raise invalid(
                     "'input' must be a non-empty string, list of strings, or token ids", "invalid_request", "input"
                 )
-            model = self._resolve(request, key)
+            model = self._resolve_id(request.model, key)
             if model.price.is_free:
                 self.free_limit.admit(key.account_id, model.id)
             adapter = self.adapters[model.provider]

@@ -48,17 +48,16 @@ async def first_answer(
     """Call the models in turn (`call(model)`: a front door's call of one) until one answers: that model and
     its answer. Every call is added to `attempts`, once there was more than one (a first call that answers
     leaves it empty); `failed` hears of each failure that is tried again. Raises the last failure when none
-    answers, or the first that is not retryable. (gateway/serving.py makes the first call itself, then, when it
-    fails, goes on with `after_failure`: the same steps without a coroutine between the gateway and the call.)"""
+    answers, or the first that is not retryable."""
     started = time.perf_counter_ns()
     try:
         answer = await call(models[0])
     except GatewayError as error:
-        return await after_failure(models, call, attempts, error, started, failed, sleep)
+        return await _after_failure(models, call, attempts, error, started, failed, sleep)
     return models[0], answer
 
 
-async def after_failure(
+async def _after_failure(
     models: list[Model],
     call: Callable[[Model], Awaitable[T]],
     attempts: list[Attempt],
@@ -67,8 +66,8 @@ async def after_failure(
     failed: Callable[[Model, GatewayError], None] = lambda model, error: None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> tuple[Model, T]:
-    """`first_answer` once the first call (of `models[0]`, begun at `started`, `time.perf_counter_ns()`) has
-    failed with `error`: the same model again, then the next ones, as the module says."""
+    """Once the first call (of `models[0]`, begun at `started`, `time.perf_counter_ns()`) has failed with `error`:
+    the same model again, then the next ones, as the module says."""
     index, retry = 0, 0
     while True:
         model = models[index]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from datetime import datetime, timezone
 from typing import Awaitable, Callable
 
@@ -40,15 +39,8 @@ class Serving(Reservation):
         every front door. The answer names the Mesh id of the model that answered and states its charge."""
         try:
             call = door.open_stream if record.stream else door.call
-            model = models[0]
-            started = time.perf_counter_ns()
             try:  # the record then names the model that answered, or, when none did, the last one tried
-                try:  # as fallbacks.first_answer: its first call here, its retries and fallbacks when that fails
-                    answer = await call(model)
-                except GatewayError as error:
-                    model, answer = await fallbacks.after_failure(
-                        models, call, record.attempts, error, started, self._attempt_failed
-                    )
+                model, answer = await fallbacks.first_answer(models, call, record.attempts, self._attempt_failed)
             except GatewayError as exc:
                 self._answered_by(record, self.catalog.models.get(record.attempts[-1].model, record.model))
                 await self._upstream_failed(record, exc)
