@@ -79,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rebuild":
             from api.maintenance import rebuild_read_model
 
+            settle_garbage_collector()  # a replay decodes every event: the collector walks none of what lives on
             return _run(rebuild_read_model(settings, args.read_model))
         if args.command == "events":
             return _events_command(args)
         if args.command == "audit":
+            settle_garbage_collector()  # as for a rebuild
             return _audit_command(settings, args)
     except (SettingsError, MeshError) as exc:
         print(f"mesh: {exc}", file=sys.stderr)
@@ -158,8 +160,9 @@ def settle_garbage_collector() -> None:
     """Once started: move every object alive now (modules, the app, caches: about 100,000) out of the collector's
     reach, and collect the young generation less often. A full collection would walk all of them, tens of
     milliseconds in which no request moves; the objects a request makes die young. The projection worker does
-    the same: the events of a batch die with it, so collecting while they are decoded would only walk every
-    object alive again and again (bench/logs.py runs its apply rounds this way)."""
+    the same, and so do `mesh rebuild` and `mesh audit`: the events of a batch die with it, so collecting while
+    they are decoded would only walk every object alive again and again (bench/logs.py and bench/replay.py run
+    their apply rounds this way)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
@@ -288,6 +291,7 @@ async def _projections_only(settings: Settings) -> int:
         retention_days=settings.log_retention_days,
         webhooks=webhook_options(settings),
     )
+    settle_garbage_collector()  # before the rebuilds an upgrade needs, and again once the worker is set up
     await worker.rebuild_outdated(outdated)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

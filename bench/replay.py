@@ -3,7 +3,8 @@
 Fills a stream on an embedded nats-server with `--events` events (default 1,000,000) of a realistic mix, made by
 the real commands and publisher: accounts signing up, credits granted, top-ups paid, API keys created, and for
 each key budget lease cycles (account and key leased, extended, settled) each followed by `--usage-per-lease`
-usage events paid by that lease (`UsagePublisher._publish`, the gateway's own frames). Then times a rebuild of
+usage events paid by that lease (`UsagePublisher._publish`, the gateway's own frames), over the last 30 days in
+the order a gateway appends them (`--shuffled-times`: in any order). Then times a rebuild of
 each read model (`projections.rebuild.rebuild`, what `mesh rebuild <model>` runs) into an embedded PostgreSQL,
 and prints events/s (stream positions covered per second) beside the reference: the same stream read by direct
 get in the rebuild's batches with nothing applied, by the reader a rebuild uses (`StreamSource`, which takes a
@@ -13,7 +14,8 @@ Then the directory at `--usage-factor` times the usage: a second stream holding 
 first stream's messages copied as stored: subject, headers, body) with that many times the usage between them;
 its directory rebuild should take about as long as on the first stream, since it reads aggregate events only.
 
-    python -m bench.replay [--events 1000000] [--usage-per-lease 200] [--usage-factor 10] [--profile FILE]
+    python -m bench.replay [--events 1000000] [--usage-per-lease 200] [--usage-factor 10] [--shuffled-times]
+                           [--profile FILE]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 import nats
 from psycopg_pool import AsyncConnectionPool
 
+from api.cli import settle_garbage_collector
 from api.embedded import NatsServer
 from api.postgres_server import PostgresServer
 from api.read_models import READ_MODELS
@@ -60,12 +63,30 @@ CHEAP_KDF = ScryptParams(10, 8, 1)  # sign-ups by the thousand: the password has
 PRICE = Price(prompt_per_1k=150_000_000, completion_per_1k=600_000_000)
 MODELS = ("gpt-4o-mini", "claude-haiku", "gemini-flash", "llama-70b")
 DAYS = 30  # usage spread over the last DAYS days
+OUT_OF_ORDER_SECONDS = 30  # how far before the one appended ahead of it a usage event may have begun
 COMMAND_THREADS = 6  # lease cycles run concurrently, each on its own key
 PUBLISH_CHUNK = 1_000
 READ_BATCH = 5_000  # the reference's direct-get batch
 
 
-def usage(rng: random.Random, account_id: uuid.UUID, key_id: uuid.UUID, lease_id: uuid.UUID, now: datetime):
+class UsageTimes:
+    """When each usage event began, over the last DAYS days: in the order the stream holds them, as gateways append
+    them (a few seconds out of order: concurrent requests finish in another order than they began), or with
+    `shuffled` anywhere in those days, the worst case for the hourly rollups (every event an hour of its own)."""
+
+    def __init__(self, rng: random.Random, now: datetime, events: int, shuffled: bool):
+        self.rng, self.now, self.shuffled = rng, now, shuffled
+        self.step = DAYS * 86_400 / max(1, events)  # seconds between two events in order
+        self.at = now - timedelta(days=DAYS)
+
+    def next(self) -> datetime:
+        if self.shuffled:
+            return self.now - timedelta(seconds=self.rng.randrange(DAYS * 86_400))
+        self.at += timedelta(seconds=self.step)
+        return min(self.now, self.at - timedelta(seconds=self.rng.uniform(0, OUT_OF_ORDER_SECONDS)))
+
+
+def usage(rng: random.Random, account_id: uuid.UUID, key_id: uuid.UUID, lease_id: uuid.UUID, at: datetime):
     failed = rng.random() < 0.03
     prompt, completion = rng.randint(5, 4000), 0 if failed else rng.randint(1, 1500)
     latency = int(rng.lognormvariate(13.6, 0.9))
@@ -89,7 +110,7 @@ def usage(rng: random.Random, account_id: uuid.UUID, key_id: uuid.UUID, lease_id
         upstream_us=latency * 9 // 10,
         stream=rng.random() < 0.5,
         error="provider failed with HTTP 500" if failed else None,
-        timestamp=now - timedelta(seconds=rng.randrange(DAYS * 86_400)),
+        timestamp=at,
         lease_id=lease_id,
     )
 
@@ -102,14 +123,15 @@ async def publish_usage(publisher: UsagePublisher, events: list[UsageRecorded]) 
             raise RuntimeError(f"{len(failed)} usage events not stored: {failed[0]}")
 
 
-async def fill(nats_url: str, nc, spool: Path, events: int, usage_per_lease: int) -> int:
+async def fill(nats_url: str, nc, spool: Path, events: int, usage_per_lease: int, shuffled: bool) -> int:
     """Fill STREAM through the commands and the usage publisher; the stream's head."""
     app = await asyncio.to_thread(MeshApplication, nats_url, STREAM)
     accounts, keys = AccountCommands(app, password_kdf=CHEAP_KDF), KeyCommands(app)
     topups, budget = TopUpCommands(app), BudgetCommands(app)
     publisher = UsagePublisher(nc, STREAM, spool)
     source = StreamSource(nc, STREAM)
-    rng, now = random.Random(7), datetime.now(timezone.utc)
+    rng = random.Random(7)
+    times = UsageTimes(rng, datetime.now(timezone.utc), events, shuffled)
     started = time.monotonic()
     pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
 
@@ -141,7 +163,7 @@ async def fill(nats_url: str, nc, spool: Path, events: int, usage_per_lease: int
             leases = await asyncio.gather(*(loop.run_in_executor(threads, lease_cycle, p, 0) for p in chosen))
             batch, spent = [], {}
             for (account, key), lease_id in zip(chosen, leases):
-                made = [usage(rng, account, key, lease_id, now) for _ in range(usage_per_lease)]
+                made = [usage(rng, account, key, lease_id, times.next()) for _ in range(usage_per_lease)]
                 spent[lease_id] = sum(e.cost for e in made)
                 batch.extend(made)
             await publish_usage(publisher, batch)
@@ -174,8 +196,9 @@ async def copy_with_more_usage(nc, spool: Path, factor: int) -> tuple[int, int]:
                 aggregates.append(m)
         position = read[-1].position
     publisher = UsagePublisher(nc, TENFOLD_STREAM, spool)
-    rng, now = random.Random(11), datetime.now(timezone.utc)
+    rng = random.Random(11)
     per_gap = usage_count * factor // max(1, len(aggregates))
+    times = UsageTimes(rng, datetime.now(timezone.utc), usage_count * factor, shuffled=False)
     for i, m in enumerate(aggregates):
         headers = {
             HEADER_TOPIC: m.topic,
@@ -186,7 +209,7 @@ async def copy_with_more_usage(nc, spool: Path, factor: int) -> tuple[int, int]:
         if per_gap and (i % 50 == 49 or i == len(aggregates) - 1):
             gap = per_gap * (50 if i % 50 == 49 else (i % 50) + 1)
             account, key = uuid.uuid4(), uuid.uuid4()
-            await publish_usage(publisher, [usage(rng, account, key, uuid.uuid4(), now) for _ in range(gap)])
+            await publish_usage(publisher, [usage(rng, account, key, uuid.uuid4(), times.next()) for _ in range(gap)])
     await nc.flush()
     return len(aggregates), await StreamSource(nc, TENFOLD_STREAM).head()
 
@@ -253,10 +276,13 @@ async def run(args) -> None:
         try:
             await ensure_stream(nc, STREAM)
             print(f"filling {args.events:,} events ...", flush=True)
-            head = await fill(nats_server.url, nc, Path(tmp) / "spool.jsonl", args.events, args.usage_per_lease)
+            head = await fill(
+                nats_server.url, nc, Path(tmp) / "spool.jsonl", args.events, args.usage_per_lease, args.shuffled_times
+            )
             async with pool.connection() as conn:
                 await ensure_schema(conn, READ_MODELS)
             servers = Servers(postgres, nats_server)
+            settle_garbage_collector()  # as `mesh rebuild` does
             cpu = servers.cpu()
             reference = await reference_rate(nc, STREAM)
             reference_cpu = head / sum(b - a for a, b in zip(cpu, servers.cpu()))
@@ -305,6 +331,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--usage-per-lease", type=int, default=200)
     parser.add_argument("--usage-factor", type=int, default=10, help="0: skip the directory comparison")
+    parser.add_argument(
+        "--shuffled-times",
+        action="store_true",
+        help="usage events begin anywhere in the last 30 days instead of in stream order (the rollups' worst case)",
+    )
     parser.add_argument("--profile", metavar="FILE", help="run one rebuild under cProfile, stats to FILE")
     parser.add_argument("--profile-model", default="billing")
     asyncio.run(run(parser.parse_args()))

@@ -18,6 +18,12 @@ def month_of(t: datetime) -> datetime:
     return datetime(t.year, t.month, 1, tzinfo=timezone.utc)
 
 
+def _year_month(t: datetime) -> tuple[int, int]:
+    if t.tzinfo is not timezone.utc:  # events decode to UTC: a replay converts none
+        t = t.astimezone(timezone.utc)
+    return t.year, t.month
+
+
 def month_after(month: datetime) -> datetime:
     return month.replace(year=month.year + month.month // 12, month=month.month % 12 + 1)
 
@@ -28,7 +34,10 @@ def partition_name(parent: str, month: datetime) -> str:
 
 async def ensure_months(cur: psycopg.AsyncCursor, parent: str, times: Iterable[datetime]) -> None:
     """Make sure a partition exists for the month of every time given (one query of the system catalog when they do)."""
-    months = {partition_name(parent, m): m for m in {month_of(t) for t in times}}
+    months = {
+        partition_name(parent, m): m
+        for m in (datetime(year, month, 1, tzinfo=timezone.utc) for year, month in set(map(_year_month, times)))
+    }
     if not months:
         return
     await cur.execute("select name from unnest(%s::text[]) name where to_regclass(name) is null", (list(months),))
