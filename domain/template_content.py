@@ -61,9 +61,35 @@ def _escape(code: int) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
 
 
+# What _forbidden_class works out under the Unicode version of each Python Mesh supports (3.11: 14.0.0, 3.12: 15.0.0,
+# 3.13: 15.1.0), so that importing this module does not walk all 1.1 million code points in every process; under
+# another version it is worked out. tests/unit/test_template_content.py checks the running Python's entry.
+_FORBIDDEN_CLASSES = {
+    "14.0.0": (
+        "\\u0000-\\u001f\\u0040\\u007f-\\u009f\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891"
+        "\\u08e2\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ue000-\\uf8ff\\ufeff"
+        "\\ufff9-\\ufffb\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3"
+        "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\U000f0000-\U000ffffd\U00100000-\U0010fffd"
+    ),
+    "15.0.0": (
+        "\\u0000-\\u001f\\u0040\\u007f-\\u009f\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891"
+        "\\u08e2\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ue000-\\uf8ff\\ufeff"
+        "\\ufff9-\\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+        "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\U000f0000-\U000ffffd\U00100000-\U0010fffd"
+    ),
+    "15.1.0": (
+        "\\u0000-\\u001f\\u0040\\u007f-\\u009f\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891"
+        "\\u08e2\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ue000-\\uf8ff\\ufeff"
+        "\\ufff9-\\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+        "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f\U000f0000-\U000ffffd\U00100000-\U0010fffd"
+    ),
+}
+
 # A name as the document states it: leading white space (stripped), then a character that is neither forbidden nor
 # white space, then no forbidden character; check_name is the same rule.
-NAME_PATTERN = "^\\s*[^{0}\\s][^{0}]*$".format(_forbidden_class())
+NAME_PATTERN = "^\\s*[^{0}\\s][^{0}]*$".format(
+    _FORBIDDEN_CLASSES.get(unicodedata.unidata_version) or _forbidden_class()
+)
 NAME_RULE = (
     f"a template name is 1 to {MAX_NAME_LENGTH} characters, not only white space, without control or invisible "
     f"characters and without '{REFERENCE_SEPARATOR}'"
