@@ -13,14 +13,18 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from psycopg_pool import AsyncConnectionPool
 
-from api.payments import PaymentError, StripePayments
+from api.payments import PaymentError
 from commands.autorefill import AutoRefillCommands
 from projections import billing
 from gateway.pause import stopped_within
+
+if TYPE_CHECKING:
+    from api.stripe_payments import StripePayments
 
 log = logging.getLogger("mesh.autorefill")
 

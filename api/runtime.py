@@ -20,7 +20,7 @@ from api.exports import EXPORT_IDLE_SECONDS, ExportGate
 from api.lease_broker import CommandLeases
 from api.gateway_wiring import ReadModelKeys, ReadModelTemplates, make_adapter
 from api.logins import LoginGuard
-from api.payments import PaymentGuard, PaymentProvider, StripePayments
+from api.payments import STRIPE, PaymentGuard, PaymentProvider
 from api.live_catalog import apply_operator_changes
 from api.projection_worker import ProjectionWorker, ensure_read_models
 from api.read_models import DIRECTORY
@@ -272,9 +272,9 @@ class Runtime:
                 await worker.follow_appends()
                 self._tasks.append(asyncio.create_task(worker.run(self._stop), name="projections"))
             self._tasks += Upkeep(self.pool, self.budget, self.topups, self.lease_ttl, self._stop).start()
-            stripe = self.payments.get("stripe")
-            if isinstance(stripe, StripePayments):
-                manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)
+            stripe = self.payments.get(STRIPE)  # a StripePayments: the only provider of that name
+            if stripe is not None:
+                manager = AutoRefillManager(self.pool, self.auto_refill, stripe, self.auto_refill_retry)  # type: ignore[arg-type]
                 self._tasks.append(asyncio.create_task(manager.run(self._stop), name="auto-refill"))
         for name, child in self.children.items():
             self.supervisor.watch(name, child, self._postgres_restarted if name == "postgres" else None)

@@ -20,13 +20,15 @@ def load_catalog(settings: Settings):
 
 
 def payments(settings: Settings) -> dict:
-    from api.payments import BankTransfer, StripePayments
+    from api.payments import BankTransfer
 
     providers: dict = {
         "bank_transfer": BankTransfer(timedelta(seconds=settings.bank_transfer_seconds), settings.bank_account_details)
     }
     if settings.stripe_secret_key:
-        providers["stripe"] = StripePayments(
+        from api.stripe_payments import StripePayments  # the Stripe SDK only where cards are taken
+
+        providers[StripePayments.name] = StripePayments(
             settings.stripe_secret_key, settings.stripe_webhook_secret, settings.stripe_api_base
         )
     return providers

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from uuid import UUID
 
 import msgspec
@@ -13,6 +13,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from api.payments import (
+    STRIPE,
     MESH_SAVE_CARD,
     PENDING_TOPUP_AGE,
     BankTransfer,
@@ -21,7 +22,6 @@ from api.payments import (
     PaymentGuard,
     PaymentProvider,
     PaymentStart,
-    StripePayments,
 )
 from api.read_models import BILLING
 from api.services.as_of import AsOf, read_as_of
@@ -34,6 +34,9 @@ from domain.bounds import check_aware
 from domain.money import InvalidAmount, pico_to_usd, usd_to_pico
 from projections import billing
 from projections.spend_history import GROUP_BY_RULE, SPEND_GROUPS, SpendRow, spend_history
+
+if TYPE_CHECKING:
+    from api.stripe_payments import StripePayments
 
 log = logging.getLogger("mesh.api")
 MAX_START_LOCKS = 10_000  # per-account top-up start locks kept; beyond, the idle ones are forgotten
@@ -118,8 +121,8 @@ class BillingService:
 
     @property
     def stripe(self) -> StripePayments | None:
-        stripe = self.payments.get("stripe")
-        return stripe if isinstance(stripe, StripePayments) else None
+        """The card provider (a StripePayments: the only provider of that name), if this Mesh takes cards."""
+        return self.payments.get(STRIPE)  # type: ignore[return-value]
 
     @property
     def providers(self) -> list[str]:
@@ -172,7 +175,7 @@ class BillingService:
         self._check_amount(amount)
         async with self._starting(account_id):  # one start at a time per account: each sees the one before
             await self._check_pending(account_id)
-            card = isinstance(provider, StripePayments)
+            card = provider is self.stripe
             if card:
                 self.payment_guard.attempt(account_id, client)
             customer = await self._customer(account_id) if card else None
