@@ -14,11 +14,12 @@ import psycopg
 
 
 def month_of(t: datetime) -> datetime:
-    t = t.astimezone(timezone.utc)
-    return datetime(t.year, t.month, 1, tzinfo=timezone.utc)
+    year, month = _year_month(t)
+    return datetime(year, month, 1, tzinfo=timezone.utc)
 
 
 def _year_month(t: datetime) -> tuple[int, int]:
+    """The month of `t` in UTC, as (year, month)."""
     if t.tzinfo is not timezone.utc:  # events decode to UTC: a replay converts none
         t = t.astimezone(timezone.utc)
     return t.year, t.month
@@ -34,10 +35,8 @@ def partition_name(parent: str, month: datetime) -> str:
 
 async def ensure_months(cur: psycopg.AsyncCursor, parent: str, times: Iterable[datetime]) -> None:
     """Make sure a partition exists for the month of every time given (one query of the system catalog when they do)."""
-    months = {
-        partition_name(parent, m): m
-        for m in (datetime(year, month, 1, tzinfo=timezone.utc) for year, month in set(map(_year_month, times)))
-    }
+    starts = [datetime(year, month, 1, tzinfo=timezone.utc) for year, month in set(map(_year_month, times))]
+    months = {partition_name(parent, start): start for start in starts}
     if not months:
         return
     await cur.execute("select name from unnest(%s::text[]) name where to_regclass(name) is null", (list(months),))
