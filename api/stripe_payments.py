@@ -4,6 +4,7 @@ cards (MESH_STRIPE_SECRET_KEY)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -58,13 +59,7 @@ class StripePayments:
     def start(self, account_id: UUID, amount: int, customer: str | None) -> PaymentStart:
         try:
             intent = self.client.v1.payment_intents.create(
-                params={
-                    "amount": amount // PICO_PER_CENT,
-                    "currency": "usd",
-                    "customer": customer,
-                    "payment_method_types": ["card"],
-                    "metadata": {"mesh_account_id": str(account_id)},
-                }
+                params=_intent(account_id, amount, customer, payment_method_types=["card"])
             )
         except stripe.StripeError as exc:
             raise PaymentError(f"Stripe refused the payment: {exc.user_message or type(exc).__name__}") from None
@@ -97,15 +92,15 @@ class StripePayments:
         same idempotency key never charges twice."""
         try:
             intent = self.client.v1.payment_intents.create(
-                params={
-                    "amount": amount // PICO_PER_CENT,
-                    "currency": "usd",
-                    "customer": customer,
-                    "payment_method": payment_method,
-                    "confirm": True,
-                    "off_session": True,
-                    "metadata": {"mesh_account_id": str(account_id), "mesh_auto_refill": "1"},
-                },
+                params=_intent(
+                    account_id,
+                    amount,
+                    customer,
+                    {"mesh_auto_refill": "1"},
+                    payment_method=payment_method,
+                    confirm=True,
+                    off_session=True,
+                ),
                 options={"idempotency_key": idempotency_key},
             )
         except stripe.CardError as exc:
@@ -125,6 +120,20 @@ class StripePayments:
         except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
             raise ValueError(f"invalid signature: {exc}") from None
         return msgspec.json.decode(payload)
+
+
+def _intent(
+    account_id: UUID, amount: int, customer: str | None, metadata: dict[str, str] | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A PaymentIntent's parameters: `amount` pico-USD as whole US cents, for the account's customer, the account
+    in its metadata (the webhook finds it there), and `fields`."""
+    return {
+        "amount": amount // PICO_PER_CENT,
+        "currency": "usd",
+        "customer": customer,
+        **fields,
+        "metadata": {"mesh_account_id": str(account_id), **(metadata or {})},
+    }
 
 
 def described(method: dict, saved_at: datetime) -> SavedCard:
