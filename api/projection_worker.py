@@ -13,7 +13,7 @@ import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
-from api.read_models import FOLLOWERS, LOG_BODIES, READ_MODELS, RETENTION_EVERY, trim_logs
+from api.read_models import BILLING, FOLLOWERS, LOG_BODIES, READ_MODELS, RETENTION_EVERY, trim_logs
 from api.webhook_delivery import WebhookDelivery, WebhookOptions
 from commands import event_log
 from commands.stream import bodies_stream
@@ -21,7 +21,7 @@ from domain.events import aggregate_subject, bodies_subject, event_names, usage_
 from domain.usage import BodyRecorded, RequestsRefused, UsageRecorded
 from projections.readmodel import ReadModel, ensure_schema
 from projections.rebuild import rebuild
-from projections.runner import ProjectionRunner
+from projections.runner import CHECKPOINT_EVERY, ProjectionRunner
 from projections.source import StreamSource
 from projections.webhooks import GENERATION as WEBHOOKS_GENERATION
 from projections.webhooks import WEBHOOKS
@@ -59,12 +59,18 @@ class ProjectionWorker:
         self.log_bodies = log_bodies
         self.retention_days = retention_days  # MESH_LOG_RETENTION_DAYS
         self.webhooks = webhooks  # None: no webhook deliveries from this worker
+        self.delivery = WebhookDelivery(pool, webhooks) if webhooks is not None else None
         self.runners = self._runners()
 
     def _runners(self) -> list[ProjectionRunner]:
         source = StreamSource(self.nc, self.stream)
-        runners = [ProjectionRunner(model, source, self.pool) for model in READ_MODELS]
-        runners.append(ProjectionRunner(WEBHOOKS, source, self.pool, generation=WEBHOOKS_GENERATION))
+        # what the delivery worker sends comes from the outbox (webhooks) and the balances (billing)
+        look = self.delivery.look if self.delivery is not None else None
+        runners = [
+            ProjectionRunner(model, source, self.pool, after_commit=look if model is BILLING else None)
+            for model in READ_MODELS
+        ]
+        runners.append(ProjectionRunner(WEBHOOKS, source, self.pool, generation=WEBHOOKS_GENERATION, after_commit=look))
         if self.log_bodies:
             runners.append(ProjectionRunner(LOG_BODIES, StreamSource(self.nc, bodies_stream(self.stream)), self.pool))
         return runners
@@ -91,9 +97,13 @@ class ProjectionWorker:
 
         usage_readers = [r for r in self.runners if r.model.topics & REQUEST_EVENTS]
 
+        others = [r for r in self.runners if r not in usage_readers]
+
         def arrived() -> None:
             for runner in usage_readers:
                 runner.arrived()
+            for runner in others:
+                runner.skipped()
 
         await event_log.on_append(self.nc, aggregate_subject(self.stream, ">"), self.wake)
         await event_log.on_append(self.nc, usage_subject(self.stream, ">"), arrived)
@@ -102,10 +112,41 @@ class ProjectionWorker:
 
     async def run(self, stop: asyncio.Event, linger: float = 0.02) -> None:
         """Apply batches and trim the logs until `stop` is set."""
-        jobs = [*(runner.run(stop, linger=linger) for runner in self.runners), self._retention(stop)]
-        if self.webhooks is not None:
-            jobs.append(WebhookDelivery(self.pool, self.webhooks).run(stop))
+        jobs = [
+            *(runner.run(stop, linger=linger) for runner in self.runners),
+            self._check_current(stop),
+            self._retention(stop),
+        ]
+        if self.delivery is not None:
+            jobs.append(self.delivery.run(stop))
         await asyncio.gather(*jobs)
+
+    async def _check_current(self, stop: asyncio.Event) -> None:
+        """Every CHECKPOINT_EVERY, the read models at the head with nothing appended for them since (the notices
+        say so, not a read) are marked as checked now, in one statement: what an answer's "as of" says. After a
+        reconnect to NATS (notices may have been lost meanwhile) every runner reads first."""
+        reconnects = self.nc.stats["reconnects"]
+        while not await stopped_within(stop, CHECKPOINT_EVERY):
+            if self.nc.stats["reconnects"] != reconnects:
+                reconnects = self.nc.stats["reconnects"]
+                self.wake()
+                continue
+            if not self.nc.is_connected:
+                continue
+            rows = [row for row in (runner.stored() for runner in self.runners) if row is not None]
+            if not rows:
+                continue
+            names, positions = zip(*rows)
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(
+                        "update projection_positions p set checked_at = now()"
+                        " from unnest(%s::text[], %s::bigint[]) c(name, position)"
+                        " where p.name = c.name and p.position = c.position",
+                        (list(names), list(positions)),
+                    )
+            except psycopg.OperationalError as exc:  # a server away (restarting): the runners say so
+                log.debug("checking the read models current: PostgreSQL unreachable (%s)", type(exc).__name__)
 
     async def _retention(self, stop: asyncio.Event) -> None:
         """Log months past MESH_LOG_RETENTION_DAYS go, whole partitions at a time, now and every RETENTION_EVERY."""

@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from domain.webhook import SIGNATURE_HEADER, balance_watch, endpoint_secret, refused_address, retry_delay, signature
 from gateway.pause import stopped_within
+from projections.runner import any_set
 from projections.webhooks import TABLES, enqueue
 from domain.money import pico_to_usd
 
@@ -39,7 +40,12 @@ ATTEMPT_TIMEOUT = 10.0  # seconds for one attempt: connect, send, answer
 MAX_RESPONSE_BYTES = 64 * 1024  # of an endpoint's answer read (the rest is dropped)
 MAX_ERROR_LENGTH = 500  # characters of an attempt's error kept
 MAX_IN_FLIGHT = 32  # accounts delivered to at the same time
-POLL_SECONDS = 0.25  # between two looks for due deliveries and low balances
+# The worker looks for due deliveries and low balances when told (`look`: the outbox or the balances changed, an
+# attempt ended) and when the next retry is due, at most every LOOK_GAP (under load the balances change with
+# every batch); and for deliveries resent by hand (another process may write them) at least every
+# RESEND_LOOK_EVERY.
+LOOK_GAP = 0.25  # seconds
+RESEND_LOOK_EVERY = 1.0  # seconds
 DEFAULT_RETRY_BASE = 30.0  # seconds after the first failure (MESH_WEBHOOK_RETRY_BASE_SECONDS)
 
 
@@ -78,16 +84,30 @@ class WebhookDelivery:
         self._in_flight: dict[UUID, asyncio.Task] = {}
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.client = httpx.AsyncClient(follow_redirects=False, timeout=ATTEMPT_TIMEOUT, trust_env=False)
+        self._changed = asyncio.Event()
+
+    def look(self) -> None:
+        """The outbox or the balances changed: look at them now."""
+        self._changed.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.look()
+        next_due: float | None = None
         try:
             while not stop.is_set():
+                changed = self._changed.is_set()
+                self._changed.clear()
                 try:
-                    await self.watch_balances()
-                    await self.send_due()
+                    if changed:
+                        await self.watch_balances()
+                    next_due = await self.send_due()
                 except Exception as exc:
                     log.warning("webhook delivery pass failed (%s: %s); will retry", type(exc).__name__, exc)
-                await stopped_within(stop, POLL_SECONDS)
+                    self.look()
+                if await stopped_within(stop, LOOK_GAP):
+                    break
+                wait = RESEND_LOOK_EVERY if next_due is None else min(RESEND_LOOK_EVERY, next_due - LOOK_GAP)
+                await any_set((stop, self._changed), max(wait, 0.0))
         finally:
             for task in list(self._in_flight.values()):
                 task.cancel()
@@ -117,23 +137,31 @@ class WebhookDelivery:
                         now = datetime.now(timezone.utc)
                         await enqueue(write, TABLES, account_id, "balance.low", data, now, uuid4(), endpoint_id)
 
-    async def send_due(self) -> None:
-        """Start sending each account's oldest pending delivery that is due (one per account at a time)."""
+    async def send_due(self) -> float | None:
+        """Start sending each account's oldest pending delivery that is due (one per account at a time); the
+        seconds until the next one not due yet is (None: none is waiting)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                f"""select * from (
+                f"""select account_id, delivery_id, extract(epoch from next_attempt_at - now())::float8 from (
                         select distinct on (d.account_id) d.account_id, d.delivery_id, d.next_attempt_at
                         from {TABLES["webhook_deliveries"]} d where d.status = 'pending'
                         order by d.account_id, d.seq
-                    ) oldest where next_attempt_at <= now()"""
+                    ) oldest"""
             )
-            due = await cur.fetchall()
-        for account_id, delivery_id, _ in due:
-            if account_id in self._in_flight:
+            oldest = await cur.fetchall()
+        later = [wait for _, _, wait in oldest if wait > 0]
+        for account_id, delivery_id, wait in oldest:
+            if wait > 0 or account_id in self._in_flight:
                 continue
             task = asyncio.create_task(self._deliver(delivery_id))
             self._in_flight[account_id] = task
-            task.add_done_callback(lambda _t, a=account_id: self._in_flight.pop(a, None))
+            task.add_done_callback(lambda _t, a=account_id: self._ended(a))
+        return min(later, default=None)
+
+    def _ended(self, account_id: UUID) -> None:
+        """An attempt ended: the account's next delivery (or this one's retry) may be due."""
+        self._in_flight.pop(account_id, None)
+        self.look()
 
     async def _deliver(self, delivery_id: UUID) -> None:
         async with self._slots:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Awaitable, Callable
 
 from psycopg_pool import AsyncConnectionPool
@@ -39,6 +40,14 @@ log = logging.getLogger("mesh.projections")
 # round trips and commits per event than the live runner's batches, which stay small to keep latency low.
 REPLAY_BATCH = 5000
 
+# An idle runner reads when told something was appended (`arrived`, `wake`). Right after a read it looks again at
+# FIRST_LOOK, doubling (a notice can come before the stream stores its message), up to IDLE_LOOK: what a notice lost
+# costs at most. A read model of aggregate events alone reads usage appends it skips at most every CHECKPOINT_EVERY,
+# so its stored position follows the head.
+FIRST_LOOK = 0.005  # seconds
+IDLE_LOOK = 5.0  # seconds
+CHECKPOINT_EVERY = 1.0  # seconds between two stores of a position that moved with nothing applied
+
 BeforeCommit = Callable[[list[StoredMessage]], Awaitable[None]]
 
 
@@ -52,7 +61,8 @@ class ProjectionRunner:
         generation: int | None = None,
         batch_size: int = 1000,
         before_commit: BeforeCommit | None = None,
-        checkpoint_every: float = 1.0,
+        after_commit: Callable[[], None] | None = None,
+        checkpoint_every: float = CHECKPOINT_EVERY,
     ):
         self.model = model
         self.source = source
@@ -60,6 +70,7 @@ class ProjectionRunner:
         self.fixed_generation = generation  # None: follow the generation in service
         self.batch_size = batch_size
         self.before_commit = before_commit  # a test hook: runs after the rows are written, before COMMIT
+        self.after_commit = after_commit  # told each time a batch with events in it is committed
         self.checkpoint_every = checkpoint_every
         self.position = 0  # how far this runner has read
         self.subjects = log_subjects(source.stream, model.topics)  # what it reads of the stream (None: all)
@@ -71,17 +82,21 @@ class ProjectionRunner:
         self._position_time = None
         self._woken = asyncio.Event()  # a reader waits for what was appended: read now, even while lingering
         self._arrived = asyncio.Event()  # something was appended: read now if idle
+        self._skipped = False  # something this read model does not read was appended since its last read
+        self.current = False  # the last read reached the head and nothing was appended for it since
 
-    async def run(self, stop: asyncio.Event, max_idle: float = 0.25, linger: float = 0.02) -> None:
-        """Apply batches until `stop` is set. When caught up, wait for `arrived()` or `wake()` (polling less and
-        less often, up to `max_idle`, in case a notice was missed), so an event is applied as it arrives. Under
-        load (more arrived while a batch was applied), wait `linger` seconds unless woken: the next batch then
-        carries many events in one transaction."""
-        idle = 0.005
+    async def run(self, stop: asyncio.Event, max_idle: float = IDLE_LOOK, linger: float = 0.02) -> None:
+        """Apply batches until `stop` is set. When caught up, wait for `arrived()` or `wake()` (looking again soon
+        after a read, then less and less often, up to `max_idle`, in case a notice was lost), so an event is applied
+        as it arrives. Under load (more arrived while a batch was applied), wait `linger` seconds unless woken: the
+        next batch then carries many events in one transaction."""
+        idle = FIRST_LOOK
         while not stop.is_set():
             # cleared before the read: what arrives while this batch is applied is read right after it
             self._woken.clear()
             self._arrived.clear()
+            self._skipped = False
+            failed = False
             try:
                 applied = await self.step()
             except asyncio.CancelledError:
@@ -89,28 +104,42 @@ class ProjectionRunner:
             except Exception:
                 log.exception("projection %s failed a batch; retrying", self.model.name)
                 self._generation = None
-                applied = 0
+                applied, failed = 0, True
                 await asyncio.sleep(1)
             if self.full:
                 continue
             loaded = applied and self._arrived.is_set()
-            waits = [stop.wait(), self._woken.wait()]
-            if not loaded:
-                waits.append(self._arrived.wait())
-            try:
-                await asyncio.wait_for(_first(*waits), linger if loaded else idle)
-                idle = 0.005
-            except asyncio.TimeoutError:
-                idle = 0.005 if applied else min(idle * 2, max_idle)
+            self.current = not (failed or self._arrived.is_set() or self._woken.is_set())
+            waits = [stop, self._woken] if loaded else [stop, self._woken, self._arrived]
+            longest = self.checkpoint_every if self._skipped else max_idle
+            if await any_set(waits, linger if loaded else min(idle, longest)):
+                idle = FIRST_LOOK
+            else:
+                idle = FIRST_LOOK if applied else min(idle * 2, max_idle)
+            self.current = False
 
     def arrived(self) -> None:
         """Something this read model may read was appended: an idle runner reads it now."""
+        self.current = False
         self._arrived.set()
+
+    def skipped(self) -> None:
+        """Something this read model does not read was appended: it reads past it (and stores the position it
+        reaches) within `checkpoint_every`, not at once."""
+        self._skipped = True
 
     def wake(self) -> None:
         """Something was just appended that a reader is waiting for: read now, and store the position."""
         self._stored_at = float("-inf")
+        self.current = False
         self._woken.set()
+
+    def stored(self) -> tuple[str, int] | None:
+        """The name and stored position of this read model's row in `projection_positions` while it is `current`
+        (what a check that it is still at the head updates), else None."""
+        if not self.current or self._generation is None:
+            return None
+        return tracking_name(self.model, self._generation), self._stored
 
     async def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Apply everything up to the stream head as it is now, position stored; return the position reached."""
@@ -150,13 +179,6 @@ class ProjectionRunner:
                     self.position = through
                     if last is not None:
                         self._position_time = last.time
-                elif at_head and due and self._generation is not None:  # idle at the head: say how current it is
-                    await conn.execute(
-                        "update projection_positions set checked_at = now() where name = %s and position = %s",
-                        (tracking_name(self.model, self._generation), self._stored),
-                    )
-                    await conn.commit()
-                    self._stored_at = time.monotonic()
                 return covered
             position = through
             event_time = last.time if last else self._position_time
@@ -206,6 +228,8 @@ class ProjectionRunner:
             self.position = self._stored = position
             self._position_time = event_time
             self._stored_at = time.monotonic()
+            if batch and self.after_commit is not None:
+                self.after_commit()
             return covered
 
     async def _read(self, start: int) -> Read:
@@ -246,13 +270,18 @@ def _retrieved(task: asyncio.Future) -> None:
         task.exception()  # a read ahead nobody awaits: its failure is not worth a warning
 
 
-async def _first(*waits) -> None:
-    tasks = [asyncio.ensure_future(w) for w in waits]
+async def any_set(events: Iterable[asyncio.Event], seconds: float) -> bool:
+    """Wait until one of `events` is set, at most `seconds`; whether one was."""
+    events = list(events)
+    if any(e.is_set() for e in events):
+        return True
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
+        for wait in waits:
+            wait.cancel()
+    return any(e.is_set() for e in events)
 
 
 async def wait_for_position(pool: AsyncConnectionPool, model: ReadModel, position: int, timeout: float = 5.0) -> bool:

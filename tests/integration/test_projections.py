@@ -425,3 +425,49 @@ async def test_an_idle_worker_applies_usage_as_it_arrives(env, spool_path):
     finally:
         stop.set()
         await asyncio.gather(*runs)
+
+
+async def test_an_idle_worker_waits_for_notices_and_still_says_it_is_current(env, spool_path):
+    """Caught up, the worker neither polls the log nor PostgreSQL: its looks for a lost notice back off to
+    IDLE_LOOK, and each second one statement marks the read models checked (what an answer's "as of" says), with
+    one look for webhook deliveries resent by hand. It still applies what arrives at once."""
+    from api.projection_worker import ProjectionWorker, ensure_read_models
+    from api.read_models import FOLLOWERS, LOG_BODIES
+    from api.webhook_delivery import WebhookOptions
+
+    nc, pool, app, stream = env
+    publisher = UsagePublisher(nc, stream, spool_path)
+    expected = await seed(app, publisher, accounts=1, usages=5, duplicates=0)
+    await ensure_read_models(pool)
+    worker = ProjectionWorker(
+        nc, pool, stream, log_bodies=False, retention_days=90, webhooks=WebhookOptions(signing_key="k")
+    )
+    await worker.catch_up()
+    await worker.follow_appends()
+    stop = asyncio.Event()
+    run = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.sleep(1.5)  # the looks right after catching up
+        sent, checkouts = nc.stats["out_msgs"], pool.get_stats()["requests_num"]
+        await asyncio.sleep(3)
+        sent, checkouts = nc.stats["out_msgs"] - sent, pool.get_stats()["requests_num"] - checkouts
+        # a look or two per read model (each a direct get, the stream info before it shared) and two connections a
+        # second (5-6 requests and 12 connections here); polling every quarter of a second was about 70 and 100
+        assert sent <= 3 * len(FOLLOWERS), sent
+        assert checkouts <= 2 * len(FOLLOWERS) + 2 * 3 + 2, checkouts
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "select name, extract(epoch from now() - checked_at)::float8 from projection_positions"
+            )
+            ages = {name: age for name, age in await cur.fetchall() if not name.startswith(LOG_BODIES.name)}
+        assert len(ages) == len(FOLLOWERS) and max(ages.values()) < 1.5, ages  # (bodies are not logged here)
+
+        account = next(iter(expected))
+        await publisher.publish(usage(account, 5))
+        deadline = asyncio.get_running_loop().time() + 1
+        while (await balances(pool))[account] != expected[account] - 5:
+            assert asyncio.get_running_loop().time() < deadline, "the usage was not applied on arrival"
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await run
