@@ -117,6 +117,16 @@ async def balances(pool) -> dict[uuid.UUID, int]:
         return {row[0]: int(row[1]) for row in await cur.fetchall()}
 
 
+async def applied_on_arrival(publisher: UsagePublisher, pool, expected: dict[uuid.UUID, int], within: float) -> None:
+    """Publish a usage event for the first account and wait (at most `within` seconds) for its balance to show it."""
+    account = next(iter(expected))
+    await publisher.publish(usage(account, 5))
+    deadline = asyncio.get_running_loop().time() + within
+    while (await balances(pool))[account] != expected[account] - 5:
+        assert asyncio.get_running_loop().time() < deadline, "the usage was not applied on arrival"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_crash_between_rows_and_commit_applies_nothing_and_resume_is_exact(env, spool_path):
     nc, pool, app, stream = env
     expected = await seed(app, UsagePublisher(nc, stream, spool_path))
@@ -416,12 +426,7 @@ async def test_an_idle_worker_applies_usage_as_it_arrives(env, spool_path):
     try:
         # idle for 6 s: the polls came at 5 ms, 15 ms, ... 5.1 s, and the next is at 10.2 s
         await asyncio.sleep(6)
-        account = next(iter(expected))
-        await publisher.publish(usage(account, 5))
-        deadline = asyncio.get_running_loop().time() + 3
-        while (await balances(pool))[account] != expected[account] - 5:
-            assert asyncio.get_running_loop().time() < deadline, "the usage was not applied on arrival"
-            await asyncio.sleep(0.05)
+        await applied_on_arrival(publisher, pool, expected, within=3)
     finally:
         stop.set()
         await asyncio.gather(*runs)
@@ -462,12 +467,7 @@ async def test_an_idle_worker_waits_for_notices_and_still_says_it_is_current(env
             ages = {name: age for name, age in await cur.fetchall() if not name.startswith(LOG_BODIES.name)}
         assert len(ages) == len(FOLLOWERS) and max(ages.values()) < 1.5, ages  # (bodies are not logged here)
 
-        account = next(iter(expected))
-        await publisher.publish(usage(account, 5))
-        deadline = asyncio.get_running_loop().time() + 1
-        while (await balances(pool))[account] != expected[account] - 5:
-            assert asyncio.get_running_loop().time() < deadline, "the usage was not applied on arrival"
-            await asyncio.sleep(0.01)
+        await applied_on_arrival(publisher, pool, expected, within=1)
     finally:
         stop.set()
         await run
