@@ -92,7 +92,7 @@ async def read_batch(
     priority, and on a saturated CPU it reads a batch for many seconds)."""
     inbox = nc.new_inbox()
     batch = _Batch(asyncio.get_running_loop().create_future())
-    batches = _batches_of(nc)
+    batches = _intercepts_of(nc).batches
     key = inbox.encode()
     batches[key] = batch
     sub = await nc.subscribe(inbox, pending_msgs_limit=limit + 16)
@@ -278,12 +278,12 @@ async def listen(nc: NATS, subjects: str, handlers: dict[type, Handler]) -> Subs
 
 
 async def on_append(nc: NATS, subjects: str, notice: Callable[[], None]) -> Subscription:
-    """`notice()` on every append on `subjects` (core NATS), nothing read: a wake-up for readers of the log."""
-
-    async def heard(_msg: Msg) -> None:
-        notice()
-
-    return await nc.subscribe(subjects, cb=heard)
+    """`notice()` on every append on `subjects` (core NATS), nothing read: a wake-up for readers of the log, for
+    the life of the client. It is called as the client parses each message, with no message object, queue or task
+    in between: under load a notice comes with every usage event."""
+    sub = await nc.subscribe(subjects)
+    _intercepts_of(nc).notices[sub._id] = notice
+    return sub
 
 
 # the fast path of a batch
@@ -300,17 +300,32 @@ class _Batch:
         self.failed: BaseException | None = None  # a message without the stream's headers
 
 
-# Per client: the inboxes of the batches being read. Their messages are taken from the client as it parses them.
-_BATCHES: weakref.WeakKeyDictionary[NATS, dict[bytes, _Batch]] = weakref.WeakKeyDictionary()
+class _Intercepts:
+    """What one client's messages go to before nats-py builds them into messages: the batches being read (by their
+    inbox) and the notices of appends (by subscription id)."""
+
+    __slots__ = ("batches", "notices")
+
+    def __init__(self) -> None:
+        self.batches: dict[bytes, _Batch] = {}
+        self.notices: dict[int, Callable[[], None]] = {}
 
 
-def _batches_of(nc: NATS) -> dict[bytes, _Batch]:
-    batches = _BATCHES.get(nc)
-    if batches is None:
-        batches = _BATCHES[nc] = {}
+_INTERCEPTS: weakref.WeakKeyDictionary[NATS, _Intercepts] = weakref.WeakKeyDictionary()
+
+
+def _intercepts_of(nc: NATS) -> _Intercepts:
+    intercepts = _INTERCEPTS.get(nc)
+    if intercepts is None:
+        intercepts = _INTERCEPTS[nc] = _Intercepts()
+        batches, notices = intercepts.batches, intercepts.notices
         deliver = nc._process_msg
 
         async def process_msg(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+            notice = notices.get(sid)
+            if notice is not None:
+                notice()
+                return
             batch = batches.get(subject)
             if batch is None:
                 await deliver(sid, subject, reply, data, headers)
@@ -320,7 +335,7 @@ def _batches_of(nc: NATS) -> dict[bytes, _Batch]:
                 _other(batch, data, headers, await nc._process_headers(headers) or {})
 
         nc._process_msg = process_msg  # type: ignore[method-assign]
-    return batches
+    return intercepts
 
 
 _PLAIN_HEADERS = b"NATS/1.0\r\n"  # a message's header block without an inline status
