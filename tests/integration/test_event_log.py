@@ -88,3 +88,30 @@ async def test_appends_are_followed_from_a_position_and_heard_decoded(nc, stream
     finally:
         await followed.aclose()
         await sub.unsubscribe()
+
+
+async def test_each_append_is_noticed_once_with_no_message_built_for_it(nc, stream_name):
+    """A notice is called as the client parses the append (no nats-py message, pending queue or callback task: under
+    load a notice comes with every usage event); a direct get on the same client still reads the messages."""
+    await ensure_stream(nc, stream_name)
+    noticed = 0
+    all_noticed = asyncio.Event()
+
+    def notice() -> None:
+        nonlocal noticed
+        noticed += 1
+        if noticed == 20:
+            all_noticed.set()
+
+    sub = await event_log.on_append(nc, usage_subject(stream_name, ">"), notice)
+    built = nc.stats["in_msgs"]  # what nats-py made into messages
+    try:
+        await append_usage(nc, stream_name, 20)
+        await asyncio.wait_for(all_noticed.wait(), WAIT)
+        await asyncio.sleep(0.05)  # nothing more arrives
+        assert noticed == 20 and sub.pending_msgs == 0
+        assert nc.stats["in_msgs"] - built == 20  # the publishes' acks, not the notices
+        messages, _ = await event_log.read_batch(nc, stream_name, 1, 100)
+        assert len(messages) == 20 and noticed == 20
+    finally:
+        await sub.unsubscribe()
