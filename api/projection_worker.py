@@ -147,6 +147,8 @@ class ProjectionWorker:
                     )
             except psycopg.OperationalError as exc:  # a server away (restarting): the runners say so
                 log.debug("checking the read models current: PostgreSQL unreachable (%s)", type(exc).__name__)
+            except Exception:
+                log.exception("checking the read models current failed; will retry")
 
     async def _retention(self, stop: asyncio.Event) -> None:
         """Log months past MESH_LOG_RETENTION_DAYS go, whole partitions at a time, now and every RETENTION_EVERY."""
