@@ -138,8 +138,8 @@ class WebhookDelivery:
                         await enqueue(write, TABLES, account_id, "balance.low", data, now, uuid4(), endpoint_id)
 
     async def send_due(self) -> float | None:
-        """Start sending each account's oldest pending delivery that is due (one per account at a time); the
-        seconds until the next one not due yet is (None: none is waiting)."""
+        """Start sending each account's oldest pending delivery that is due (one per account at a time); return
+        the seconds until the next one that is not due yet (None: none is waiting)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 f"""select account_id, delivery_id, extract(epoch from next_attempt_at - now())::float8 from (
