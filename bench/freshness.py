@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from bench.gateway import Processes, _start_mesh, cell_spec, split_cpus, start_mock_and_loadgen, stop_on_sigterm
+from projections.logs import MAX_PAGE
 
 POLL_EVERY = 0.005  # seconds between two reads of the read model
 SAMPLES_PER_SECOND = 20  # under load: requests timed from this process, beside the load generator's
@@ -105,10 +106,10 @@ async def _loaded(
 
     async def poller(sending: asyncio.Task) -> None:
         while not sending.done() or waiting:
-            # the newest entries of the key, enough to hold every request still waiting (a page is at most 500)
+            # the newest entries of the key, enough to hold every request still waiting
             newest = answers - min((n for _, n in waiting.values()), default=answers) + MARGIN
             sent = time.perf_counter()
-            answer = await http.get("/api/logs", params={"key_id": key_id, "limit": min(newest, 500)})
+            answer = await http.get("/api/logs", params={"key_id": key_id, "limit": min(newest, MAX_PAGE)})
             now = time.perf_counter()
             answer.raise_for_status()
             figures["poll"].append(now - sent)
