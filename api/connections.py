@@ -9,13 +9,14 @@ import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
+from api.servers import MeshError
 from commands.stream import nats_servers
 
 log = logging.getLogger("mesh")
 
 
-class StartupError(RuntimeError):
-    """Mesh could not start; the message is one line for the operator."""
+class StartupError(MeshError):
+    """Mesh could not start; the message is one line for the operator (every `mesh` command says it so)."""
 
 
 async def _nats_error(exc: Exception) -> None:
