@@ -26,7 +26,6 @@ from api.services.errors import Busy
 log = logging.getLogger("mesh.api")
 
 MAX_EXPORTS = 10  # exports running at once in one process, each with a connection of its own (PostgreSQL: 200)
-EXPORT_IDLE_SECONDS = 30.0  # MESH_EXPORT_IDLE_SECONDS: how long one write may wait for the client to read
 CONNECT_SECONDS = 5  # to open an export's connection
 EXPORT_HEADERS = {  # what the export's answer carries beside its body
     "x-mesh-as-of-position": "the stream position the export reflects",

@@ -18,6 +18,8 @@ from projections import logs
 
 EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 EXPORT_CHUNK = 500  # rows per write of an export
+# MESH_EXPORT_IDLE_SECONDS: how long one write of an export or an event stream may wait for the client to read
+EXPORT_IDLE_SECONDS = 30.0
 
 
 class LatencyOut(msgspec.Struct):

@@ -16,12 +16,13 @@ from api.composition import Services, compose
 from api.connections import StartupError, connect_nats, open_pool
 from api.embedded import EmbeddedServerError
 from api.projection_process import BACKGROUND_POSTGRES, ProjectionProcess
-from api.exports import EXPORT_IDLE_SECONDS, ExportGate
+from api.exports import ExportGate
 from api.lease_broker import CommandLeases
 from api.gateway_wiring import ReadModelKeys, ReadModelTemplates, make_adapter
 from api.logins import LoginGuard
 from api.payments import STRIPE, PaymentGuard, PaymentProvider
 from api.live_catalog import apply_operator_changes
+from api.log_entries import EXPORT_IDLE_SECONDS
 from api.projection_worker import ProjectionWorker, ensure_read_models
 from api.read_models import DIRECTORY
 from api.services.events import HEARTBEAT_SECONDS

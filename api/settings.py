@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from api.exports import EXPORT_IDLE_SECONDS
+from api.log_entries import EXPORT_IDLE_SECONDS
 from commands.stream import DEFAULT_REPLICAS, MAX_REPLICAS
 from api.services.events import HEARTBEAT_SECONDS
 from domain.credentials import MAX_KDF_LOG_N, MIN_KDF_LOG_N, PASSWORD_KDF

@@ -286,7 +286,8 @@ async def run(args) -> None:
         )
         print(f"\nworst p95 of any query: {worst:.2f} ms (goal {GOAL_P95_MS:.0f} ms, ratio {worst / GOAL_P95_MS:.2f})")
 
-    from api.exports import EXPORT_IDLE_SECONDS, ExportGate
+    from api.exports import ExportGate
+    from api.log_entries import EXPORT_IDLE_SECONDS
     from api.services.logs import LogService
     from psycopg_pool import AsyncConnectionPool
 
