@@ -21,11 +21,19 @@ pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
 
 
 def run_mesh(env: dict[str, str], tmp_path, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", "up"],
+        env=mesh_env(env, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def mesh_env(env: dict[str, str], tmp_path) -> dict[str, str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     full.update({"MESH_DATA_DIR": str(tmp_path / "data"), **env})
-    return subprocess.run(
-        [sys.executable, "-m", "api.cli", "up"], env=full, capture_output=True, text=True, timeout=timeout
-    )
+    return full
 
 
 def one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
@@ -53,6 +61,65 @@ def test_an_unreachable_postgres_is_one_line_without_the_password(tmp_path):
     result = run_mesh({"MESH_PORT": str(free_port()), "MESH_DATABASE_URL": url}, tmp_path)
     one_line_error(result, "cannot reach PostgreSQL")
     assert "hunter2" not in result.stderr
+
+
+def test_every_command_says_an_unreachable_server_in_one_line(tmp_path):
+    """The commands run beside a `mesh up` or against MESH_NATS_URL / MESH_DATABASE_URL, not only `mesh up` itself
+    (run at once: each waits out NATS's connect timeout)."""
+    env = mesh_env(
+        {
+            "MESH_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+            "MESH_DATABASE_URL": f"postgresql://mesh:hunter2@127.0.0.1:{free_port()}/mesh",
+        },
+        tmp_path,
+    )
+    commands = {
+        ("projections",): "cannot reach NATS",
+        ("projections", "quarantine"): "cannot reach NATS",
+        ("rebuild", "billing"): "cannot reach NATS",
+        ("audit",): "cannot reach NATS",
+        ("audit", "verify"): "cannot reach NATS",
+        ("operators", "list"): "cannot reach PostgreSQL",
+    }
+    started = {
+        command: subprocess.Popen(
+            [sys.executable, "-m", "api.cli", *command],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in commands
+    }
+    for command, process in started.items():
+        stdout, stderr = process.communicate(timeout=60)
+        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        one_line_error(result, commands[command])
+        assert "hunter2" not in stderr, command
+
+
+def test_the_worker_and_the_maintenance_commands_never_import_the_web_framework(tmp_path):
+    """`mesh projections` (started at every `mesh up`), `mesh rebuild` and `mesh audit` serve no HTTP: Litestar
+    would cost each start about 0.14 s of CPU. Each runs until it finds NATS unreachable, so every import it makes
+    before connecting is listed (`-X importtime`)."""
+    env = mesh_env(
+        {"MESH_NATS_URL": f"nats://127.0.0.1:{free_port()}", "MESH_DATABASE_URL": "postgresql:///x"}, tmp_path
+    )
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "api.cli", *command],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in (("projections",), ("rebuild", "billing"), ("audit",))
+    ]
+    for process in started:
+        _, stderr = process.communicate(timeout=60)
+        imported = [line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")]
+        assert "api.connections" in imported, process.args  # it got as far as connecting
+        assert not [name for name in imported if name.split(".")[0] == "litestar"], process.args
 
 
 def test_a_bad_config_is_one_line(tmp_path):
