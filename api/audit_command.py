@@ -7,7 +7,7 @@ import sys
 from datetime import datetime, timezone
 from uuid import UUID
 
-from api.connections import connect_nats, open_pool
+from api.connections import connect_nats, disconnect_nats, open_pool
 from api.read_models import READ_MODELS
 from api.servers import MeshError, Servers
 from api.settings import Settings
@@ -61,7 +61,7 @@ async def audit(settings: Settings, account: str | None, at: str | None) -> int:
             result = await run.run()
         finally:
             await pool.close()
-            await nc.drain()
+            await disconnect_nats(nc)
     if result.events < result.head:  # what the live models have not applied yet is not audited
         _progress(f"audit: the live read models had applied {result.events} of the stream's {result.head} events")
     for difference in result.shown:
@@ -84,7 +84,7 @@ async def verify(settings: Settings, account: str | None, at: str | None) -> int
         try:
             found, events = await verify_log(nc, settings.stream, prices, instant, _progress)
         finally:
-            await nc.drain()
+            await disconnect_nats(nc)
     found = [v for v in found if account_id in (None, v.account_id)]
     for violation in found[:SHOWN]:
         print(violation.line(), flush=True)

@@ -262,7 +262,7 @@ def _shown_operator_token(settings: Settings, token: str, generated: bool) -> st
 
 async def _projections_only(settings: Settings) -> int:
     """The projection worker (api/projection_worker.py) as a process of its own."""
-    from api.connections import connect_nats, open_pool
+    from api.connections import connect_nats, disconnect_nats, open_pool
     from api.projection_process import BACKGROUND_POSTGRES, PostgresPriority
     from api.projection_worker import ProjectionWorker, ensure_read_models
     from api.read_models import READ_MODELS
@@ -311,7 +311,7 @@ async def _projections_only(settings: Settings) -> int:
         jobs.append(keep_maintenance_low())
     await asyncio.gather(*jobs)
     await pool.close()
-    await nc.drain()
+    await disconnect_nats(nc)
     return 0
 
 

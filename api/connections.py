@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import nats.errors
 import psycopg
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
@@ -50,6 +51,16 @@ async def connect_nats(url: str, timeout: float = 5) -> NATS:
     except Exception as exc:
         raise StartupError(f"cannot reach NATS at {_redact(url)} ({type(exc).__name__}); is it running?") from None
     return nc
+
+
+async def disconnect_nats(nc: NATS) -> None:
+    """Leave NATS: drain (what was published is flushed, subscriptions end), or close where the connection is
+    already lost (a server stopped at the same time as Mesh, as a service manager stopping every process at once
+    does): draining then fails, and nothing could be flushed anyway."""
+    try:
+        await nc.drain()
+    except (nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError, TimeoutError):
+        await nc.close()
 
 
 async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnectionPool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.connections import connect_nats, open_pool
+from api.connections import connect_nats, disconnect_nats, open_pool
 from api.read_models import FOLLOWERS, LOGS, READ_MODELS
 from api.servers import MeshError, Servers
 from api.settings import Settings
@@ -43,7 +43,7 @@ async def quarantine(settings: Settings, action: str, name: str | None) -> int:
                 print("no quarantined events", flush=True)
         finally:
             await pool.close()
-            await nc.drain()
+            await disconnect_nats(nc)
     return 1 if left else 0
 
 
@@ -68,5 +68,5 @@ async def rebuild_read_model(settings: Settings, name: str) -> int:
                 await trim(pool, LOGS, settings.log_retention_days)
         finally:
             await pool.close()
-            await nc.drain()
+            await disconnect_nats(nc)
     return 0

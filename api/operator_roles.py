@@ -7,7 +7,7 @@ import asyncio
 
 import psycopg
 
-from api.connections import connect_nats, open_pool
+from api.connections import connect_nats, disconnect_nats, open_pool
 from api.servers import MeshError, Servers
 from api.settings import Settings
 
@@ -41,7 +41,7 @@ async def operators(settings: Settings, action: str, email: str | None) -> int:
         try:
             limit = await ensure_log_stream(nc, settings.stream, settings.stream_max_bytes)
         finally:
-            await nc.drain()
+            await disconnect_nats(nc)
         app = await asyncio.to_thread(MeshApplication, servers.nats_url, settings.stream, {MAX_BYTES_ENV: str(limit)})
         try:
             accounts = AccountCommands(app)

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from api.autorefill import AutoRefillManager
 from api.composition import Services, compose
-from api.connections import StartupError, connect_nats, open_pool
+from api.connections import StartupError, connect_nats, disconnect_nats, open_pool
 from api.embedded import EmbeddedServerError
 from api.projection_process import BACKGROUND_POSTGRES, ProjectionProcess
 from api.exports import ExportGate
@@ -348,6 +348,6 @@ class Runtime:
         if hasattr(self, "pool"):
             await self.pool.close()
         if hasattr(self, "nc"):
-            await self.nc.drain()
+            await disconnect_nats(self.nc)
         if self.tracer_provider is not None:  # the batch span processor exports what it still holds
             await asyncio.to_thread(self.tracer_provider.shutdown)
