@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import nats.errors
@@ -60,7 +61,9 @@ async def disconnect_nats(nc: NATS) -> None:
     try:
         await nc.drain()
     except (nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError, TimeoutError):
-        await nc.close()
+        # nats-py writes what it still holds to the socket it lost, which uvloop refuses once closed
+        with contextlib.suppress(RuntimeError, OSError):
+            await nc.close()
 
 
 async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnectionPool:

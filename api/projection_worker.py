@@ -31,6 +31,7 @@ log = logging.getLogger("mesh")
 
 # The events a request through the gateway produces: a usage notice wakes the read models that read them.
 REQUEST_EVENTS = event_names((UsageRecorded, RequestsRefused, BodyRecorded))
+STOP_GRACE = 1.0  # seconds a batch in flight has to end once the worker is told to stop
 
 
 async def ensure_read_models(pool: AsyncConnectionPool) -> list[ReadModel]:
@@ -111,7 +112,9 @@ class ProjectionWorker:
             await event_log.on_append(self.nc, bodies_subject(self.stream, ">"), arrived)
 
     async def run(self, stop: asyncio.Event, linger: float = 0.02) -> None:
-        """Apply batches and trim the logs until `stop` is set."""
+        """Apply batches and trim the logs until `stop` is set. A batch in flight then has STOP_GRACE to end; one
+        still waiting after that (on a server that went away first) is abandoned: its transaction rolls back, and
+        the next start applies it."""
         jobs = [
             *(runner.run(stop, linger=linger) for runner in self.runners),
             self._check_current(stop),
@@ -119,7 +122,16 @@ class ProjectionWorker:
         ]
         if self.delivery is not None:
             jobs.append(self.delivery.run(stop))
-        await asyncio.gather(*jobs)
+        running = asyncio.gather(*jobs)
+        abandon = asyncio.ensure_future(_cancel_after_stop(stop, running))
+        try:
+            await running
+        except asyncio.CancelledError:
+            this = asyncio.current_task()
+            if not stop.is_set() or (this is not None and this.cancelling()):  # not ours: the worker's caller's
+                raise
+        finally:
+            abandon.cancel()
 
     async def _check_current(self, stop: asyncio.Event) -> None:
         """Every CHECKPOINT_EVERY, the read models at the head with nothing appended for them since (the notices
@@ -162,3 +174,9 @@ class ProjectionWorker:
             except Exception:
                 log.exception("log retention failed; will retry")
             await stopped_within(stop, RETENTION_EVERY)
+
+
+async def _cancel_after_stop(stop: asyncio.Event, running: asyncio.Future) -> None:
+    await stop.wait()
+    await asyncio.sleep(STOP_GRACE)
+    running.cancel()
