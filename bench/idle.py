@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.gateway import Processes, _free_port, _start_mesh, stop_on_sigterm
+from bench.gateway import Processes, _cpu_tree, _free_port, _start_mesh, stop_on_sigterm
 
 
 def _role(cmdline: list[str]) -> str:
@@ -34,14 +34,12 @@ def _cpu_by_role(root: int) -> dict[str, float]:
     import psutil
 
     totals: dict[str, float] = {}
-    process = psutil.Process(root)
-    for p in [process, *process.children(recursive=True)]:
+    for pid, seconds in _cpu_tree(root).items():
         try:
-            times = p.cpu_times()
-            role = _role(p.cmdline())
-        except psutil.NoSuchProcess:
+            role = _role(psutil.Process(pid).cmdline())
+        except psutil.Error:
             continue
-        totals[role] = totals.get(role, 0.0) + times.user + times.system
+        totals[role] = totals.get(role, 0.0) + seconds
     return totals
 
 
