@@ -37,6 +37,27 @@ def mesh_env(env: dict[str, str], tmp_path) -> dict[str, str]:
     return full
 
 
+def run_at_once(
+    commands: list[tuple[str, ...]], env: dict[str, str], python: tuple[str, ...] = ()
+) -> list[subprocess.CompletedProcess]:
+    """`mesh <command>` for each command, all started together (each may wait out NATS's connect timeout)."""
+    started = [
+        subprocess.Popen(
+            [sys.executable, *python, "-m", "api.cli", *command],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in commands
+    ]
+    finished = []
+    for process in started:
+        stdout, stderr = process.communicate(timeout=60)
+        finished.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return finished
+
+
 def one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -82,21 +103,9 @@ def test_every_command_says_an_unreachable_server_in_one_line(tmp_path):
         ("audit", "verify"): "cannot reach NATS",
         ("operators", "list"): "cannot reach PostgreSQL",
     }
-    started = {
-        command: subprocess.Popen(
-            [sys.executable, "-m", "api.cli", *command],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for command in commands
-    }
-    for command, process in started.items():
-        stdout, stderr = process.communicate(timeout=60)
-        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    for command, result in zip(commands, run_at_once(list(commands), env)):
         one_line_error(result, commands[command])
-        assert "hunter2" not in stderr, command
+        assert "hunter2" not in result.stderr, command
 
 
 def test_the_worker_and_the_maintenance_commands_never_import_the_web_framework(tmp_path):
@@ -106,21 +115,12 @@ def test_the_worker_and_the_maintenance_commands_never_import_the_web_framework(
     env = mesh_env(
         {"MESH_NATS_URL": f"nats://127.0.0.1:{free_port()}", "MESH_DATABASE_URL": "postgresql:///x"}, tmp_path
     )
-    started = [
-        subprocess.Popen(
-            [sys.executable, "-X", "importtime", "-m", "api.cli", *command],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for command in (("projections",), ("rebuild", "billing"), ("audit",))
-    ]
-    for process in started:
-        _, stderr = process.communicate(timeout=60)
-        imported = [line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")]
-        assert "api.connections" in imported, process.args  # it got as far as connecting
-        assert not [name for name in imported if name.split(".")[0] == "litestar"], process.args
+    commands = [("projections",), ("rebuild", "billing"), ("audit",)]
+    for result in run_at_once(commands, env, python=("-X", "importtime")):
+        lines = result.stderr.splitlines()
+        imported = [line.rsplit("|", 1)[1].strip() for line in lines if line.startswith("import time:")]
+        assert "api.connections" in imported, result.args  # it got as far as connecting
+        assert not [name for name in imported if name.split(".")[0] == "litestar"], result.args
 
 
 def test_a_bad_config_is_one_line(tmp_path):
