@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from api.embedded import free_port, wait_for_port
+from tests import http_calls
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
 
@@ -76,7 +77,7 @@ class MeshProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mesh up exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                if http_calls.get(self.url + "/health", timeout=1).status_code == 200:
                     return time.monotonic() - started
             except httpx.HTTPError:
                 pass
@@ -103,7 +104,7 @@ class MeshProcess:
 
     def health(self, timeout: float = 10) -> httpx.Response:
         """GET /health with the operator token: the detailed answer (the public one is the status alone)."""
-        return httpx.get(
+        return http_calls.get(
             self.url + "/health", headers={"authorization": f"Bearer {self.operator_token}"}, timeout=timeout
         )
 
@@ -198,7 +199,7 @@ def paid_by_localstripe(localstripe: str, webhook_secret: str, **env: str) -> di
 
 def send_webhooks(localstripe: str, mesh: "MeshProcess", webhook_secret: str) -> None:
     """localstripe signs and sends its events to this Mesh's webhook."""
-    httpx.post(
+    http_calls.post(
         f"{localstripe}/_config/webhooks/mesh",
         data={"url": f"{mesh.url}/api/billing/stripe/webhook", "secret": webhook_secret},
     ).raise_for_status()
@@ -250,21 +251,21 @@ class FundedKey(NamedTuple):
 def funded_key(mesh: MeshProcess, usd: str = "5", **key_fields: Any) -> FundedKey:
     """A new account granted `usd` USD by the operator, and one API key of it made with `key_fields`
     (label "k" unless they name one)."""
-    signed_up = httpx.post(
+    signed_up = http_calls.post(
         mesh.url + "/api/signup",
         json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "correct horse battery"},
         timeout=30,
     )
     assert signed_up.status_code == 201, signed_up.text
     account_id, token = signed_up.json()["account_id"], signed_up.json()["management_token"]
-    granted = httpx.post(
+    granted = http_calls.post(
         f"{mesh.url}/admin/accounts/{account_id}/credits",
         headers={"authorization": f"Bearer {mesh.operator_token}"},
         json={"amount_usd": usd, "reason": "test"},
         timeout=30,
     )
     assert granted.status_code == 201, granted.text
-    created = httpx.post(
+    created = http_calls.post(
         mesh.url + "/api/keys",
         headers={"authorization": f"Bearer {token}"},
         json={"label": "k", **key_fields},

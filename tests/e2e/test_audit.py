@@ -11,11 +11,11 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-import httpx
 import openai
 import psycopg
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, UPSTREAM_KEY, funded_key, own_mesh
 
 pytestmark = pytest.mark.e2e
@@ -50,35 +50,39 @@ def mixed_traffic(mesh) -> list:
         client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=funded.key)
         for _ in range(3):
             client.chat.completions.create(model="acme/gpt-test", messages=[{"role": "user", "content": "hi"}])
-        template = httpx.post(
+        template = http_calls.post(
             mesh.url + "/api/templates", headers=auth, json={"name": f"t-{uuid.uuid4().hex[:6]}", "messages": MESSAGES}
         )
         assert template.status_code == 201, template.text
         template_id = template.json()["id"]
-        saved = httpx.put(
+        saved = http_calls.put(
             f"{mesh.url}/api/templates/{template_id}",
             headers=auth,
             json={"name": template.json()["name"], "messages": MESSAGES, "description": "v2"},
         )
         assert saved.status_code == 200, saved.text
-        labeled = httpx.put(f"{mesh.url}/api/templates/{template_id}/labels/prod", headers=auth, json={"version": 1})
+        labeled = http_calls.put(
+            f"{mesh.url}/api/templates/{template_id}/labels/prod", headers=auth, json={"version": 1}
+        )
         assert labeled.status_code in (200, 201), labeled.text
         client.chat.completions.create(
             model="acme/gpt-test",
             messages=[],
             extra_body={"template": template.json()["name"], "variables": {"word": "yes"}},
         )
-        other = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "other"}).json()
-        assert httpx.patch(f"{mesh.url}/api/keys/{other['id']}", headers=auth, json={"label": "x"}).status_code == 200
-        assert httpx.post(f"{mesh.url}/api/keys/{other['id']}/revoke", headers=auth).status_code == 200
-        topup = httpx.post(
+        other = http_calls.post(mesh.url + "/api/keys", headers=auth, json={"label": "other"}).json()
+        assert (
+            http_calls.patch(f"{mesh.url}/api/keys/{other['id']}", headers=auth, json={"label": "x"}).status_code == 200
+        )
+        assert http_calls.post(f"{mesh.url}/api/keys/{other['id']}/revoke", headers=auth).status_code == 200
+        topup = http_calls.post(
             mesh.url + "/api/billing/topups", headers=auth, json={"amount_usd": "10", "provider": "bank_transfer"}
         )
         assert topup.status_code in (200, 201), topup.text
         reference = topup.json()["reference"]
-        confirmed = httpx.post(f"{mesh.url}/admin/topups/{reference}/confirm", headers=operator, json={})
+        confirmed = http_calls.post(f"{mesh.url}/admin/topups/{reference}/confirm", headers=operator, json={})
         assert confirmed.status_code == 200, confirmed.text
-    added = httpx.post(  # a model added at runtime: its price is the event's, not mesh.toml's
+    added = http_calls.post(  # a model added at runtime: its price is the event's, not mesh.toml's
         f"{mesh.url}/admin/models",
         headers=operator,
         json={
@@ -94,7 +98,7 @@ def mixed_traffic(mesh) -> list:
     openai.OpenAI(base_url=mesh.url + "/v1", api_key=accounts[0].key).chat.completions.create(
         model="acme/added", messages=[{"role": "user", "content": "hi"}], max_tokens=20
     )
-    granted = httpx.post(
+    granted = http_calls.post(
         f"{mesh.url}/admin/accounts/{accounts[0].account_id}/credits",
         headers=operator,
         json={"amount_usd": "1.25", "reason": "goodwill"},

@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 import uuid
 
-import httpx
 
+from tests import http_calls
 from tests.e2e.conftest import events_after
 from tests.e2e.test_walking_skeleton import api, sign_up
 
@@ -101,7 +101,7 @@ def test_a_second_account_can_neither_see_nor_change_the_first_ones_things(mesh)
     before = snapshot(mesh, owner, key["id"], template_id)
     head = mesh.health().json()["stream_head"]
 
-    document = httpx.get(mesh.url + "/schema/openapi.json").json()
+    document = http_calls.get(mesh.url + "/schema/openapi.json").json()
     tried = []
     for template, operations in document["paths"].items():
         if template in OUTSIDE:

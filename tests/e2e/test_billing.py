@@ -6,8 +6,8 @@ import time
 from datetime import datetime, timezone
 from decimal import Decimal
 
-import httpx
 
+from tests import http_calls
 from tests.e2e.test_walking_skeleton import api, cost, sign_up, wait_for_balance
 
 
@@ -107,15 +107,15 @@ def test_a_spend_history_by_day_or_hour_covers_a_bounded_range(mesh):
         r = api(mesh, "GET", "/api/billing/spend", token, params=params)
         assert r.status_code == 200, r.text
 
-    page = httpx.get(
+    page = http_calls.get(
         mesh.url + "/billing", params={"start": "1970-01-01", "end": "8999-12-31"}, cookies={"mesh_session": token}
     )
     assert page.status_code == 400 and "a spend history by day covers at most 366 days" in page.text
-    shown = httpx.get(
+    shown = http_calls.get(
         mesh.url + "/billing", params={"start": "2027-01-01", "end": "2027-12-31"}, cookies={"mesh_session": token}
     )
     assert shown.status_code == 200, shown.text[-2000:]
-    last = httpx.get(  # the last day there is: refused in words, as the API refuses it
+    last = http_calls.get(  # the last day there is: refused in words, as the API refuses it
         mesh.url + "/billing", params={"start": "9999-12-31", "end": "9999-12-31"}, cookies={"mesh_session": token}
     )
     assert last.status_code == 400 and "from must be in the years 1970 to 8999" in last.text

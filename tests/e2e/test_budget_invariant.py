@@ -15,6 +15,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess, funded_key, gateway_pair
 
 REQUESTS = 400
@@ -66,7 +67,7 @@ def settled_spend(gw: MeshProcess, token: str, key_id: str, served: int) -> Deci
     """The key's spend from the projection, once it has counted every served request."""
     deadline = time.monotonic() + 30
     while True:
-        body = httpx.get(f"{gw.url}/api/keys/{key_id}", headers={"authorization": f"Bearer {token}"}).json()
+        body = http_calls.get(f"{gw.url}/api/keys/{key_id}", headers={"authorization": f"Bearer {token}"}).json()
         if body["stats"]["requests"] == served or time.monotonic() > deadline:
             assert body["stats"]["requests"] == served
             return Decimal(body["spend_usd"])
@@ -108,12 +109,14 @@ def test_revocation_reaches_every_gateway_within_a_second(gateways):
     headers = {"authorization": f"Bearer {key}"}
     body = {"model": "acme/gpt-test", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
     for gw in gateways:  # both processes know (and cache) the key
-        assert httpx.post(gw.url + "/v1/chat/completions", headers=headers, json=body).status_code == 200
+        assert http_calls.post(gw.url + "/v1/chat/completions", headers=headers, json=body).status_code == 200
     started = time.monotonic()
-    revoked = httpx.post(f"{gateways[0].url}/api/keys/{key_id}/revoke", headers={"authorization": f"Bearer {token}"})
+    revoked = http_calls.post(
+        f"{gateways[0].url}/api/keys/{key_id}/revoke", headers={"authorization": f"Bearer {token}"}
+    )
     assert revoked.status_code == 200
     while True:
-        r = httpx.post(gateways[1].url + "/v1/chat/completions", headers=headers, json=body)
+        r = http_calls.post(gateways[1].url + "/v1/chat/completions", headers=headers, json=body)
         if r.status_code == 402:
             break
         assert time.monotonic() - started < 5, "revocation never arrived"

@@ -11,11 +11,11 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from api.embedded import free_port
 from api.projection_process import PostgresPriority
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess
 
 pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
@@ -135,16 +135,16 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
     try:
         first_start = mesh.start()
         email = f"{uuid.uuid4().hex[:8]}@example.com"
-        session = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
+        session = http_calls.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
         auth = {"authorization": f"Bearer {session['management_token']}"}
         operator = {"authorization": f"Bearer {mesh.operator_token}"}
-        granted = httpx.post(
+        granted = http_calls.post(
             f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
             headers=operator,
             json={"amount_usd": "2.5", "reason": "test"},
         )
         assert granted.status_code == 201
-        key = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "kept"}).json()
+        key = http_calls.post(mesh.url + "/api/keys", headers=auth, json={"label": "kept"}).json()
         token = mesh.operator_token
         assert "Mesh is up" in mesh.output() and token in mesh.output()
         assert mesh.stop() == 0
@@ -153,11 +153,11 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
         assert mesh.operator_token == token  # generated once, then kept
         assert mesh.output().count(token) == 1  # and shown once: the restart names its file instead
         assert str(mesh.data_dir.resolve() / "operator_token") in mesh.output().split("Mesh is up")[-1]
-        balance = httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()
+        balance = http_calls.get(mesh.url + "/api/billing/balance", headers=auth).json()
         assert balance["balance_usd"] == "2.500000"
-        keys = httpx.get(mesh.url + "/api/keys", headers=auth).json()["data"]
+        keys = http_calls.get(mesh.url + "/api/keys", headers=auth).json()["data"]
         assert [k["id"] for k in keys] == [key["id"]]
-        chat = httpx.post(
+        chat = http_calls.post(
             mesh.url + "/v1/chat/completions",
             headers={"authorization": f"Bearer {key['key']}"},
             json={"model": "mesh/echo", "messages": [{"role": "user", "content": "still here"}]},
@@ -226,14 +226,14 @@ def test_trusted_proxies_that_are_not_addresses_are_refused_in_one_line(tmp_path
 
 def test_rebuild_while_serving_swaps_in_an_identical_read_model(mesh):
     email = f"{uuid.uuid4().hex[:8]}@example.com"
-    session = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
+    session = http_calls.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
     auth = {"authorization": f"Bearer {session['management_token']}"}
-    httpx.post(
+    http_calls.post(
         f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
         headers={"authorization": f"Bearer {mesh.operator_token}"},
         json={"amount_usd": "3", "reason": "t"},
     )
-    before = httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()
+    before = http_calls.get(mesh.url + "/api/billing/balance", headers=auth).json()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
     env["MESH_DATA_DIR"] = str(mesh.data_dir)
     result = subprocess.run(
@@ -241,9 +241,9 @@ def test_rebuild_while_serving_swaps_in_an_identical_read_model(mesh):
     )
     assert result.returncode == 0, result.stderr
     assert "events" in result.stdout and "now in service" in result.stdout  # progress, then the swap
-    after = httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()
+    after = http_calls.get(mesh.url + "/api/billing/balance", headers=auth).json()
     assert after["balance_usd"] == before["balance_usd"] == "3.000000"
-    assert httpx.get(mesh.url + "/health").json()["status"] == "ok"
+    assert http_calls.get(mesh.url + "/health").json()["status"] == "ok"
 
 
 def _postgres_children(postmaster: int) -> list[tuple[str, int]]:
@@ -292,9 +292,9 @@ def test_mesh_up_locks_its_servers_and_upgrades_an_open_data_dir(tmp_path, mesh_
     try:
         mesh.start()
         email = f"{uuid.uuid4().hex[:8]}@example.com"
-        session = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
+        session = http_calls.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
         auth = {"authorization": f"Bearer {session['management_token']}"}
-        httpx.post(
+        http_calls.post(
             f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
             headers={"authorization": f"Bearer {mesh.operator_token}"},
             json={"amount_usd": "4", "reason": "t"},
@@ -307,7 +307,7 @@ def test_mesh_up_locks_its_servers_and_upgrades_an_open_data_dir(tmp_path, mesh_
         data.chmod(0o755)
 
         mesh.start()
-        assert httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()["balance_usd"] == "4.000000"
+        assert http_calls.get(mesh.url + "/api/billing/balance", headers=auth).json()["balance_usd"] == "4.000000"
         running = data / "running.json"
         urls = json.loads(running.read_text())
         passwords = [(data / name).read_text() for name in ("postgres.password", "nats.password")]

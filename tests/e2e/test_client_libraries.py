@@ -10,10 +10,10 @@ import subprocess
 import time
 from decimal import Decimal
 
-import httpx
 import openai
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import OPENAI_NAMED_ALIAS, SHARED_ALIAS, funded_key
 
 MODEL = "acme/gpt-test"
@@ -24,7 +24,7 @@ def logged(mesh, funded, trace_id: str) -> dict:
     """The request's log entry, once the log has it."""
     auth = {"authorization": f"Bearer {funded.token}"}
     for _ in range(100):
-        entry = httpx.get(f"{mesh.url}/api/logs/{trace_id}", headers=auth, timeout=15)
+        entry = http_calls.get(f"{mesh.url}/api/logs/{trace_id}", headers=auth, timeout=15)
         if entry.status_code == 200:
             return entry.json()
         time.sleep(0.1)
@@ -35,7 +35,7 @@ def logged_since(mesh, funded, count: int) -> list[dict]:
     """The key's newest `count` log entries, once there are that many."""
     auth = {"authorization": f"Bearer {funded.token}"}
     for _ in range(100):
-        entries = httpx.get(f"{mesh.url}/api/logs", headers=auth, timeout=15).json()["data"]
+        entries = http_calls.get(f"{mesh.url}/api/logs", headers=auth, timeout=15).json()["data"]
         if len(entries) >= count:
             return entries
         time.sleep(0.1)
@@ -59,7 +59,7 @@ def test_the_answer_names_the_mesh_id_and_states_the_logged_cost(mesh):
     assert document["model"] == MODEL == raw.parse().model
     assert document["usage"]["cost"] == Decimal(document["usage"]["cost_usd"]) == Decimal(entry["cost_usd"])
 
-    with httpx.stream(
+    with http_calls.stream(
         "POST",
         f"{mesh.url}/v1/chat/completions",
         headers={"authorization": f"Bearer {funded.key}"},
@@ -83,7 +83,7 @@ def test_the_answer_names_the_mesh_id_and_states_the_logged_cost(mesh):
 def test_embeddings_and_the_other_front_doors_name_the_mesh_id_and_the_cost(mesh):
     funded = funded_key(mesh, "1")
     auth = {"authorization": f"Bearer {funded.key}"}
-    embedded = httpx.post(
+    embedded = http_calls.post(
         f"{mesh.url}/v1/embeddings", headers=auth, json={"model": SHARED_ALIAS, "input": "hello"}, timeout=30
     )
     assert embedded.status_code == 200 and embedded.json()["model"] == MODEL

@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess, paid_by_localstripe, send_webhooks
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
@@ -241,9 +242,9 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
     expect(page.locator("#trace")).to_have_text(trace_id)
     expect(page.get_by_text("first token")).to_be_visible()
     cost = Decimal(
-        httpx.get(f"{mesh.url}/api/logs/{trace_id}", headers={"authorization": f"Bearer {session['value']}"}).json()[
-            "cost_usd"
-        ]
+        http_calls.get(
+            f"{mesh.url}/api/logs/{trace_id}", headers={"authorization": f"Bearer {session['value']}"}
+        ).json()["cost_usd"]
     )
     expect(page.get_by_text(f"${cost:.6f}")).to_be_visible()  # the same number as the API
     shot(page, "06-log-entry")
@@ -317,32 +318,32 @@ def test_a_user_goes_through_every_section(page, dashboard_mesh):
 
 def test_forms_need_the_csrf_token_and_pages_need_a_session(dashboard_mesh):
     mesh = dashboard_mesh
-    r = httpx.post(
+    r = http_calls.post(
         mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
     )
     token = r.json()["management_token"]
     cookies = {"mesh_session": token}
-    forged = httpx.post(mesh.url + "/keys", data={"label": "forged"}, cookies=cookies)
+    forged = http_calls.post(mesh.url + "/keys", data={"label": "forged"}, cookies=cookies)
     assert forged.status_code == 403
-    keys = httpx.get(mesh.url + "/api/keys", headers={"authorization": f"Bearer {token}"}).json()["data"]
+    keys = http_calls.get(mesh.url + "/api/keys", headers={"authorization": f"Bearer {token}"}).json()["data"]
     assert keys == []  # nothing was created
-    assert httpx.get(mesh.url + "/billing").headers["location"] == "/login"
-    assert httpx.get(mesh.url + "/billing", cookies={"mesh_session": "mm-not-a-token"}).status_code == 302
+    assert http_calls.get(mesh.url + "/billing").headers["location"] == "/login"
+    assert http_calls.get(mesh.url + "/billing", cookies={"mesh_session": "mm-not-a-token"}).status_code == 302
 
 
 def test_every_page_of_a_live_session_renews_its_cookie(dashboard_mesh):
     """The server renews a token in use; the browser must not drop its cookie at the first log-in's max-age."""
     mesh = dashboard_mesh
-    r = httpx.post(
+    r = http_calls.post(
         mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
     )
     token = r.json()["management_token"]
-    shown = httpx.get(mesh.url + "/billing", cookies={"mesh_session": token})
+    shown = http_calls.get(mesh.url + "/billing", cookies={"mesh_session": token})
     assert shown.status_code == 200
     (cookie,) = [c for c in shown.headers.get_list("set-cookie") if c.startswith("mesh_session=")]
     assert cookie.startswith(f"mesh_session={token};") and "HttpOnly" in cookie
     assert re.search(r"Max-Age=(\d+)", cookie).group(1) == str(30 * 86_400)  # MESH_SESSION_DAYS, from now
-    refused = httpx.get(mesh.url + "/billing", cookies={"mesh_session": "mm-not-a-token"})
+    refused = http_calls.get(mesh.url + "/billing", cookies={"mesh_session": "mm-not-a-token"})
     assert not [c for c in refused.headers.get_list("set-cookie") if c.startswith("mesh_session=mm-")]
 
 
@@ -350,18 +351,21 @@ def test_the_logs_page_refuses_the_filters_the_api_refuses_in_its_words(dashboar
     """One reading of the log filters (api/log_filter.py): a value /api/logs refuses is refused on the page too,
     not silently dropped (a bad status used to show every request)."""
     mesh = dashboard_mesh
-    r = httpx.post(
+    r = http_calls.post(
         mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
     )
     token = r.json()["management_token"]
     for query in ({"status": "failed"}, {"key_id": "k1"}, {"model": "a\x00b"}):
-        api = httpx.get(mesh.url + "/api/logs", params=query, headers={"authorization": f"Bearer {token}"})
+        api = http_calls.get(mesh.url + "/api/logs", params=query, headers={"authorization": f"Bearer {token}"})
         assert api.status_code == 400, api.text
-        shown = httpx.get(mesh.url + "/logs", params=query, cookies={"mesh_session": token})
+        shown = http_calls.get(mesh.url + "/logs", params=query, cookies={"mesh_session": token})
         assert shown.status_code == 400, (query, shown.status_code)
         alert = re.search(r'<p class="error" role="alert">(.*?)</p>', shown.text, re.S)
         assert alert is not None and html.unescape(alert.group(1)) == api.json()["error"]["message"]
-    assert httpx.get(mesh.url + "/logs", params={"status": "error"}, cookies={"mesh_session": token}).status_code == 200
+    assert (
+        http_calls.get(mesh.url + "/logs", params={"status": "error"}, cookies={"mesh_session": token}).status_code
+        == 200
+    )
 
 
 def test_without_javascript_and_by_keyboard_the_forms_still_work(browser, dashboard_mesh):
@@ -567,7 +571,7 @@ def test_refused_requests_show_on_the_key_and_in_logs(browser, dashboard_mesh):
         expect(page.locator("#refused")).to_contain_text(f"4 refused in this range with this key: {codes[0]} 3")
         expect(page.locator("tbody tr")).to_have_count(0)  # refused calls are counted, not logged one by one
         token = next(c["value"] for c in page.context.cookies() if c["name"] == "mesh_session")
-        (key,) = httpx.get(
+        (key,) = http_calls.get(
             dashboard_mesh.url + "/api/keys", headers={"Authorization": f"Bearer {token}"}, timeout=15
         ).json()["data"]
         assert (key["stats"]["requests"], key["stats"]["refused"]) == (0, 4)
@@ -578,13 +582,13 @@ def test_unknown_and_missing_pages_keep_the_layout_and_the_basics_are_there(brow
     from playwright.sync_api import expect
 
     html = {"accept": "text/html,application/xhtml+xml"}
-    unknown = httpx.get(dashboard_mesh.url + "/no-such-page", headers=html, timeout=15)
+    unknown = http_calls.get(dashboard_mesh.url + "/no-such-page", headers=html, timeout=15)
     assert unknown.status_code == 404 and "text/html" in unknown.headers["content-type"]
     assert "There is no page at /no-such-page." in unknown.text
     for path, headers in (("/api/no-such-route", html), ("/v1/no-such-route", html), ("/no-such-page", {})):
-        answer = httpx.get(dashboard_mesh.url + path, headers=headers, timeout=15)
+        answer = http_calls.get(dashboard_mesh.url + path, headers=headers, timeout=15)
         assert answer.status_code == 404 and answer.json()["error"]["code"] in ("not_found", "unknown_url"), path
-    icon = httpx.get(dashboard_mesh.url + "/favicon.ico", follow_redirects=True, timeout=15)
+    icon = http_calls.get(dashboard_mesh.url + "/favicon.ico", follow_redirects=True, timeout=15)
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
 
     with signed_up(browser, dashboard_mesh) as page:
@@ -725,7 +729,7 @@ def test_a_key_says_when_it_was_last_used_and_what_it_used_each_model_for(browse
     key_url = f"{dashboard_mesh.url}/api/keys/{funded.created['id']}"
     auth = {"authorization": f"Bearer {funded.token}"}
     with signed_in(browser, dashboard_mesh, funded.token) as page:
-        assert httpx.get(key_url, headers=auth, timeout=15).json()["last_used_at"] is None
+        assert http_calls.get(key_url, headers=auth, timeout=15).json()["last_used_at"] is None
         page.goto(f"/keys/{funded.created['id']}")
         expect(page.locator("#last-used")).to_have_text("never")
         expect(page.locator("#by-model")).to_contain_text("No requests with this key yet.")
@@ -736,7 +740,7 @@ def test_a_key_says_when_it_was_last_used_and_what_it_used_each_model_for(browse
             client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=100)
         after = time.time()
         for _ in range(100):
-            key = httpx.get(key_url, headers=auth, timeout=15).json()
+            key = http_calls.get(key_url, headers=auth, timeout=15).json()
             if key["stats"]["requests"] == 3:
                 break
             time.sleep(0.1)
@@ -774,7 +778,7 @@ def test_as_of_says_how_current_a_page_is_not_when_the_last_event_happened(brows
     with signed_up(browser, dashboard_mesh) as page:
         token = next(c["value"] for c in page.context.cookies() if c["name"] == "mesh_session")
         time.sleep(3)  # nothing happens meanwhile: the read models have had everything for three seconds
-        as_of = httpx.get(
+        as_of = http_calls.get(
             dashboard_mesh.url + "/api/keys", headers={"Authorization": f"Bearer {token}"}, timeout=15
         ).json()["as_of"]
         checked = datetime.fromisoformat(as_of["checked_at"].replace("Z", "+00:00"))
@@ -801,7 +805,7 @@ def test_every_page_fits_a_phone_and_a_desktop_and_is_pictured(browser, dashboar
         model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=50
     )
     trace = answer.headers["x-mesh-trace-id"]
-    template = httpx.post(
+    template = http_calls.post(
         dashboard_mesh.url + "/api/templates",
         headers=auth,
         json={"name": "pictured", "messages": [{"role": "user", "content": "Say {{word}}"}]},
@@ -809,13 +813,13 @@ def test_every_page_fits_a_phone_and_a_desktop_and_is_pictured(browser, dashboar
     )
     assert template.status_code == 201, template.text
     for _ in range(100):  # the page of the request needs the logs read model to have it
-        if httpx.get(f"{dashboard_mesh.url}/api/logs/{trace}", headers=auth, timeout=15).status_code == 200:
+        if http_calls.get(f"{dashboard_mesh.url}/api/logs/{trace}", headers=auth, timeout=15).status_code == 200:
             break
         time.sleep(0.1)
     key_id, template_id = funded.created["id"], template.json()["id"]
     from tests.e2e.test_operators import make_operator
 
-    address = httpx.get(f"{dashboard_mesh.url}/admin/accounts/{funded.account_id}", headers=operator, timeout=15)
+    address = http_calls.get(f"{dashboard_mesh.url}/admin/accounts/{funded.account_id}", headers=operator, timeout=15)
     make_operator(dashboard_mesh, address.json()["email"], funded.token)  # the operator's pages too
     signed_in = {
         "keys": "/keys",
@@ -900,12 +904,12 @@ def test_the_models_page_shows_the_prices_in_force_at_a_past_instant(browser, da
 
     mesh = dashboard_mesh
     operator = {"authorization": f"Bearer {mesh.operator_token}"}
-    r = httpx.post(
+    r = http_calls.post(
         mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
     )
     minute_before = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")  # as the datetime-local input sends it
     time.sleep(0.01)
-    changed = httpx.put(mesh.url + f"/admin/models/{MODEL}", headers=operator, json={"prompt_usd_per_1k": "7"})
+    changed = http_calls.put(mesh.url + f"/admin/models/{MODEL}", headers=operator, json={"prompt_usd_per_1k": "7"})
     assert changed.status_code == 200, changed.text
     try:
         with signed_in(browser, mesh, r.json()["management_token"]) as page:
@@ -920,7 +924,7 @@ def test_the_models_page_shows_the_prices_in_force_at_a_past_instant(browser, da
             page.goto("/models?at=not-a-time")
             expect(page.get_by_role("alert")).to_contain_text("is not a date and time")
     finally:
-        httpx.put(mesh.url + f"/admin/models/{MODEL}", headers=operator, json={"prompt_usd_per_1k": "0.5"})
+        http_calls.put(mesh.url + f"/admin/models/{MODEL}", headers=operator, json={"prompt_usd_per_1k": "0.5"})
 
 
 def test_a_keys_rate_limits_are_set_on_its_page_and_its_refusals_counted(browser, dashboard_mesh):

@@ -20,6 +20,7 @@ import httpx
 import openai
 import stripe
 
+from tests import http_calls
 from tests.e2e.test_dashboard import (
     ARTIFACTS,
     FREE_MODEL,
@@ -39,7 +40,7 @@ PICO = 10**12
 def account(browser, mesh, **context_options):
     """A new account (signed up through the API, for its id) logged in through the form: (page, id, api client)."""
     email = f"{uuid.uuid4().hex[:8]}@example.com"
-    signed_up = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": PASSWORD}, timeout=30)
+    signed_up = http_calls.post(mesh.url + "/api/signup", json={"email": email, "password": PASSWORD}, timeout=30)
     assert signed_up.status_code == 201, signed_up.text
     context = browser.new_context(base_url=mesh.url, viewport={"width": 1280, "height": 900}, **context_options)
     context.set_default_timeout(TIMEOUT_MS)
@@ -61,7 +62,7 @@ def account(browser, mesh, **context_options):
 
 
 def grant(mesh, account_id: str, usd: str, reason: str) -> None:
-    granted = httpx.post(
+    granted = http_calls.post(
         f"{mesh.url}/admin/accounts/{account_id}/credits",
         headers={"authorization": f"Bearer {mesh.operator_token}"},
         json={"amount_usd": usd, "reason": reason},
@@ -228,12 +229,12 @@ def test_the_usage_series_keys_and_exports_show_the_numbers_of_known_requests(br
             (row["group"]["provider"], row["group"]["model"]): row["spend_usd"] for row in by_model
         }
         cookie = {"mesh_session": api.headers["authorization"].removeprefix("Bearer ")}
-        raw = httpx.get(mesh.url + "/billing/spend.csv", params={"table": "key", "range": "30d"}, cookies=cookie)
+        raw = http_calls.get(mesh.url + "/billing/spend.csv", params={"table": "key", "range": "30d"}, cookies=cookie)
         assert raw.headers["content-type"].startswith("text/csv") and "no-store" in raw.headers["cache-control"]
         assert re.fullmatch(
             r'attachment; filename="mesh-spend-by-key-[0-9-]+-to-[0-9-]+\.csv"', raw.headers["content-disposition"]
         )
-        wrong = httpx.get(mesh.url + "/billing/spend.csv", params={"table": "nope"}, cookies=cookie)
+        wrong = http_calls.get(mesh.url + "/billing/spend.csv", params={"table": "nope"}, cookies=cookie)
         assert wrong.status_code == 400 and "table is model or key" in wrong.text
 
         # latency: p50 and p95 per day of every logged request, as percentile_disc finds them in the logs
@@ -301,7 +302,7 @@ def test_the_credit_history_lists_grants_top_ups_refunds_and_auto_refills_newest
             "data": {"object": {**charge, "amount": 2000, "amount_refunded": 500}},
         }
         payload, signature = signed(refund)
-        delivered = httpx.post(
+        delivered = http_calls.post(
             mesh.url + "/api/billing/stripe/webhook",
             content=payload,
             headers={"stripe-signature": signature, "content-type": "application/json"},
@@ -353,7 +354,7 @@ def test_the_page_without_usage_keeps_its_empty_states(browser, dashboard_mesh):
             expect(page.locator("svg.chart")).to_have_count(0)
             expect(page.locator("#by-key")).to_have_count(0)
         cookie = {"mesh_session": api.headers["authorization"].removeprefix("Bearer ")}
-        answer = httpx.get(dashboard_mesh.url + "/billing/spend.csv", params={"table": "model"}, cookies=cookie)
+        answer = http_calls.get(dashboard_mesh.url + "/billing/spend.csv", params={"table": "model"}, cookies=cookie)
         assert answer.status_code == 200
         assert list(csv.reader(io.StringIO(answer.text))) == [
             ["provider", "model", "requests", "errors", "prompt_tokens", "completion_tokens", "spend_usd"]

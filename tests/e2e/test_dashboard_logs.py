@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, own_mesh
 from tests.e2e.test_dashboard import MODEL, PASSWORD, TIMEOUT_MS, browser, dashboard_mesh, shot  # noqa: F401 (fixtures)
 
@@ -36,14 +37,14 @@ class Account:
     """A new account, signed up through the API and granted `usd` by the operator."""
 
     def __init__(self, mesh, usd: str = "1"):
-        signed_up = httpx.post(
+        signed_up = http_calls.post(
             mesh.url + "/api/signup",
             json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD},
             timeout=30,
         )
         assert signed_up.status_code == 201, signed_up.text
         self.mesh, self.id, self.token = mesh, signed_up.json()["account_id"], signed_up.json()["management_token"]
-        granted = httpx.post(
+        granted = http_calls.post(
             f"{mesh.url}/admin/accounts/{self.id}/credits",
             headers={"authorization": f"Bearer {mesh.operator_token}"},
             json={"amount_usd": usd, "reason": "test"},
@@ -52,11 +53,11 @@ class Account:
         assert granted.status_code == 201, granted.text
 
     def get(self, path: str, **params) -> httpx.Response:
-        return httpx.get(self.mesh.url + path, params=params, headers={"authorization": f"Bearer {self.token}"})
+        return http_calls.get(self.mesh.url + path, params=params, headers={"authorization": f"Bearer {self.token}"})
 
     def key(self, label: str) -> tuple[str, str]:
         """A new key's (id, secret)."""
-        created = httpx.post(
+        created = http_calls.post(
             self.mesh.url + "/api/keys",
             headers={"authorization": f"Bearer {self.token}"},
             json={"label": label, "default_model": MODEL},
@@ -66,7 +67,7 @@ class Account:
 
     def call(self, secret: str, content: str = "hello logs") -> str:
         """A chat completion with the key; its trace id."""
-        r = httpx.post(
+        r = http_calls.post(
             self.mesh.url + "/v1/chat/completions",
             headers={"authorization": f"Bearer {secret}"},
             json={"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 16},
@@ -152,14 +153,14 @@ def test_the_export_buttons_download_the_requests_the_page_lists(browser, dashbo
         # the download carries the range: days that hold none of the requests export none of them
         yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
         session = {"mesh_session": account.token}
-        empty = httpx.get(
+        empty = http_calls.get(
             dashboard_mesh.url + "/logs/export",
             params={"format": "csv", "key_id": a_id, "from": yesterday, "to": yesterday},
             cookies=session,
         )
         assert empty.status_code == 200 and empty.text.splitlines() == [",".join(rows[0].keys())]
         assert empty.headers["cache-control"] == "no-store"
-        bad = httpx.get(dashboard_mesh.url + "/logs/export", params={"format": "xml"}, cookies=session)
+        bad = http_calls.get(dashboard_mesh.url + "/logs/export", params={"format": "xml"}, cookies=session)
         assert bad.status_code == 400 and "format is csv or jsonl" in html.unescape(bad.text)
 
 
@@ -242,7 +243,7 @@ def test_a_request_page_shows_its_bodies_readably_when_kept(browser, bodies_mesh
     _, key = account.key("bodies")
     long_prompt = "remember " + " ".join(f"word{n}" for n in range(800))  # longer than the box: it scrolls
     trace = account.call(key, long_prompt)
-    embedded = httpx.post(
+    embedded = http_calls.post(
         bodies_mesh.url + "/v1/embeddings",
         headers={"authorization": f"Bearer {key}"},
         json={"model": MODEL, "input": "no bodies for me"},

@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import funded_key
 from tests.e2e.test_dashboard import MODEL, browser, dashboard_mesh, shot, signed_in  # noqa: F401 (fixtures)
 from tests.e2e.test_operators import make_operator
@@ -24,7 +25,9 @@ MESSAGES = [{"role": "user", "content": "hello"}]
 
 
 def _api(mesh, method: str, path: str, token: str, **kwargs) -> httpx.Response:
-    return httpx.request(method, mesh.url + path, headers={"authorization": f"Bearer {token}"}, timeout=30, **kwargs)
+    return http_calls.request(
+        method, mesh.url + path, headers={"authorization": f"Bearer {token}"}, timeout=30, **kwargs
+    )
 
 
 def _email(mesh, account_id: str) -> str:

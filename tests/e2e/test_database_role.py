@@ -10,11 +10,11 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import openai
 import psycopg
 
 from api.postgres_server import PostgresServer
+from tests import http_calls
 from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, MeshProcess
 from tests.e2e.test_walking_skeleton import cost, wait_for_balance
 
@@ -47,17 +47,17 @@ def test_mesh_runs_on_the_ordinary_role_the_init_script_makes(postgres_server, t
     mesh = MeshProcess(tmp_path / "data", mesh_config, env={**SHARED_ADDRESS_LIMITS, "MESH_DATABASE_URL": url})
     mesh.start(timeout=90)
     try:
-        session = httpx.post(
+        session = http_calls.post(
             mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
         ).json()
         token = session["management_token"]
-        granted = httpx.post(
+        granted = http_calls.post(
             f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
             headers={"authorization": f"Bearer {mesh.operator_token}"},
             json={"amount_usd": "1", "reason": "role"},
         )
         assert granted.status_code == 201, granted.text
-        key = httpx.post(mesh.url + "/api/keys", headers={"authorization": f"Bearer {token}"}, json={"label": "r"})
+        key = http_calls.post(mesh.url + "/api/keys", headers={"authorization": f"Bearer {token}"}, json={"label": "r"})
         client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key.json()["key"], max_retries=0)
         usage = client.chat.completions.create(
             model="acme/gpt-test", messages=[{"role": "user", "content": "hi"}]

@@ -3,13 +3,13 @@ serves (an OpenAPI 3.1 document, which Swagger UI 4 refused as "Unable to render
 
 from __future__ import annotations
 
-import httpx
 
+from tests import http_calls
 from tests.e2e.test_dashboard import browser  # noqa: F401  (a fixture)
 
 
 def test_the_docs_page_draws_every_operation_of_the_document(browser, mesh):  # noqa: F811
-    document = httpx.get(mesh.url + "/schema/openapi.json").json()
+    document = http_calls.get(mesh.url + "/schema/openapi.json").json()
     assert document["openapi"].startswith("3.1")
     operations = sum(
         1
@@ -34,6 +34,6 @@ def test_the_docs_page_draws_every_operation_of_the_document(browser, mesh):  # 
 
 def test_docs_assets_are_the_page_s_files_only(mesh):
     """The wheel's folder also holds Swagger Editor and source maps: not Mesh's to serve."""
-    assert httpx.get(mesh.url + "/schema/assets/swagger-ui-bundle.js").status_code == 200
+    assert http_calls.get(mesh.url + "/schema/assets/swagger-ui-bundle.js").status_code == 200
     for name in ("swagger-editor-bundle.js", "swagger-ui-bundle.js.map", "../__init__.py", "LICENSE"):
-        assert httpx.get(mesh.url + "/schema/assets/" + name).status_code == 404, name
+        assert http_calls.get(mesh.url + "/schema/assets/" + name).status_code == 404, name

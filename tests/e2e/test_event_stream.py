@@ -23,6 +23,7 @@ import pytest
 
 from domain.public_events import ACCOUNT_EVENT_NAMES, PUBLIC_EVENT_NAMES
 from examples.sse_client import Event, events
+from tests import http_calls
 from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, funded_key, own_mesh, stored_events
 from tests.e2e.test_walking_skeleton import api
 
@@ -122,7 +123,7 @@ def test_a_stream_resumes_after_the_last_event_id(events_mesh):
     resumed = read(mesh, mine.token, lambda seen: len(seen) == len(everything) - 2, last_event_id=everything[1].id)
     assert resumed == everything[2:]
     # `from` is the first position sent
-    with httpx.stream(
+    with http_calls.stream(
         "GET",
         f"{mesh.url}/api/events",
         params={"from": everything[2].id},
@@ -141,7 +142,7 @@ def test_a_new_request_reaches_an_open_stream(events_mesh):
     opened = threading.Event()
 
     def follow() -> None:
-        with httpx.stream(
+        with http_calls.stream(
             "GET",
             f"{mesh.url}/api/events",
             params={"types": "usage.recorded"},
@@ -169,22 +170,22 @@ def test_types_filter_and_bad_input(events_mesh):
     assert {e.name for e in got} == {"usage.recorded", "key.created"}
     headers = {"authorization": f"Bearer {mine.token}"}
     for types in ("usage.recorded,nope.happened", "key.budget_leased", "model.price_changed"):
-        refused = httpx.get(f"{mesh.url}/api/events", params={"types": types}, headers=headers, timeout=WAIT)
+        refused = http_calls.get(f"{mesh.url}/api/events", params={"types": types}, headers=headers, timeout=WAIT)
         assert refused.status_code == 400, refused.text
         error = refused.json()["error"]
         assert error["code"] == "invalid_event_type" and error["param"] == "types"
         assert types.split(",")[-1] in error["message"] and "usage.recorded" in error["message"]
     for bad in ("x1", "-3"):
-        refused = httpx.get(f"{mesh.url}/api/events", headers={**headers, "last-event-id": bad}, timeout=WAIT)
+        refused = http_calls.get(f"{mesh.url}/api/events", headers={**headers, "last-event-id": bad}, timeout=WAIT)
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_last_event_id"
-    assert httpx.get(f"{mesh.url}/api/events", params={"from": "-1"}, headers=headers).status_code == 400
+    assert http_calls.get(f"{mesh.url}/api/events", params={"from": "-1"}, headers=headers).status_code == 400
 
 
 def test_heartbeats_keep_a_quiet_stream_alive(events_mesh):
     mesh = events_mesh
     mine = funded_key(mesh)
     beats, started = 0, time.monotonic()
-    with httpx.stream(
+    with http_calls.stream(
         "GET",
         f"{mesh.url}/api/events",
         params={"types": "topup.expired"},
@@ -212,17 +213,17 @@ def test_open_streams_are_capped_per_account(events_mesh):
             lines = answer.iter_lines()  # kept: a line iterator dropped unfinished closes its connection
             next(lines)  # the first heartbeat: the stream holds its slot
             streams.append((stream, lines))
-        refused = httpx.get(f"{mesh.url}/api/events", headers=headers, timeout=WAIT)
+        refused = http_calls.get(f"{mesh.url}/api/events", headers=headers, timeout=WAIT)
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_streams"
         other = funded_key(mesh)  # another account is not held back
-        with httpx.stream(
+        with http_calls.stream(
             "GET", f"{mesh.url}/api/events", headers={"authorization": f"Bearer {other.token}"}, timeout=WAIT
         ) as answer:
             assert answer.status_code == 200
         streams.pop()[0].__exit__(None, None, None)
         deadline = time.monotonic() + WAIT
         while True:  # the server frees the slot once it sees the client gone
-            with httpx.stream("GET", f"{mesh.url}/api/events", headers=headers, timeout=WAIT) as answer:
+            with http_calls.stream("GET", f"{mesh.url}/api/events", headers=headers, timeout=WAIT) as answer:
                 if answer.status_code == 200:
                     break
             assert time.monotonic() < deadline, "a closed stream's slot was never freed"
@@ -238,13 +239,15 @@ def test_who_may_subscribe(events_mesh):
     mesh = events_mesh
     mine, other = funded_key(mesh), funded_key(mesh)
     traces = [chat(mesh, mine.key), chat(mesh, other.key)]
-    assert httpx.get(f"{mesh.url}/api/events", timeout=WAIT).status_code == 401
-    assert httpx.get(f"{mesh.url}/api/events", headers={"authorization": "Bearer mt-nope"}).status_code == 401
-    assert httpx.get(f"{mesh.url}/api/events", headers={"authorization": f"Bearer {mine.key}"}).status_code == 403
-    forbidden = httpx.get(f"{mesh.url}/admin/events", headers={"authorization": f"Bearer {mine.token}"})
+    assert http_calls.get(f"{mesh.url}/api/events", timeout=WAIT).status_code == 401
+    assert http_calls.get(f"{mesh.url}/api/events", headers={"authorization": "Bearer mt-nope"}).status_code == 401
+    assert http_calls.get(f"{mesh.url}/api/events", headers={"authorization": f"Bearer {mine.key}"}).status_code == 403
+    forbidden = http_calls.get(f"{mesh.url}/admin/events", headers={"authorization": f"Bearer {mine.token}"})
     assert forbidden.status_code == 403
     # the dashboard's session cookie (a browser's EventSource sends no Authorization header)
-    with httpx.stream("GET", f"{mesh.url}/api/events", cookies={"mesh_session": mine.token}, timeout=WAIT) as answer:
+    with http_calls.stream(
+        "GET", f"{mesh.url}/api/events", cookies={"mesh_session": mine.token}, timeout=WAIT
+    ) as answer:
         assert answer.status_code == 200
     # the operator: every account's, the operator's own too
     seen = read(

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess
 from tests.e2e.test_walking_skeleton import api, sign_up
 
@@ -89,7 +90,7 @@ def test_stalled_exports_leave_the_api_answering_and_an_account_exports_once_at_
         # token checks, a page and a chat completion (a new key: read from the database) all answer at once
         with httpx.Client(base_url=mesh.url, timeout=5) as client:
             assert client.get("/api/billing/balance", headers={"authorization": f"Bearer {other}"}).status_code == 200
-            assert httpx.get(mesh.url + "/keys", cookies={"mesh_session": other}, timeout=5).status_code == 200
+            assert http_calls.get(mesh.url + "/keys", cookies={"mesh_session": other}, timeout=5).status_code == 200
             key = client.post(
                 "/api/keys",
                 headers={"authorization": f"Bearer {other}"},
@@ -98,7 +99,9 @@ def test_stalled_exports_leave_the_api_answering_and_an_account_exports_once_at_
             assert key.status_code == 201, key.text
             assert echo(client, key.json()["key"]) == 200
 
-        second = httpx.get(mesh.url + "/api/logs/export", headers={"authorization": f"Bearer {exporter}"}, timeout=5)
+        second = http_calls.get(
+            mesh.url + "/api/logs/export", headers={"authorization": f"Bearer {exporter}"}, timeout=5
+        )
         assert second.status_code == 429, second.text[:500]
         error = second.json()["error"]
         assert error["code"] == "export_in_progress" and error["type"] == "rate_limit_error", error

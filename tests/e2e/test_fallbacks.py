@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import funded_key, own_mesh, stored_events
 from tests.e2e.test_dashboard import chromium, shot, signed_in
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -176,7 +177,7 @@ def test_every_front_door_falls_back(mesh, primary, backup):
             {"model": "acme/main", "stream": True, "messages": [{"role": "user", "content": "x"}]},
         ),
     ):
-        answered = httpx.post(mesh.url + path, headers=headers, json=body, timeout=30)
+        answered = http_calls.post(mesh.url + path, headers=headers, json=body, timeout=30)
         assert answered.status_code == 200, (path, answered.text)
         logged = entry(mesh, token, answered.headers["x-mesh-trace-id"])
         assert logged["model"] == "backup/big" and len(logged["attempts"]) == 3, (path, logged)
@@ -204,7 +205,7 @@ def test_a_bad_request_is_not_retried(mesh, primary, backup):
     _, token, _, key = funded_key(mesh, "10")
     primary.fail_with = (400, "This model's maximum context length is 16 tokens")
     asked_primary, asked_backup = len(primary.requests), len(backup.requests)
-    answered = httpx.post(
+    answered = http_calls.post(
         mesh.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {key['key']}"},
         json={"model": "acme/main", "messages": [{"role": "user", "content": "too long"}]},
@@ -220,7 +221,7 @@ def test_a_stream_that_began_is_never_retried(mesh, primary, backup):
     _, token, _, key = funded_key(mesh, "10")
     primary.fail_mid_stream = "the server had an error while processing your request"
     asked_primary, asked_backup = len(primary.requests), len(backup.requests)
-    with httpx.stream(
+    with http_calls.stream(
         "POST",
         mesh.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {key['key']}"},
@@ -242,7 +243,7 @@ def test_the_requests_own_models_list_replaces_the_fallbacks_and_is_checked_agai
     headers = {"authorization": f"Bearer {key['key']}"}
     primary.fail_with, primary.fail_times = (503, "overloaded"), 2  # acme/main's two attempts
     asked_backup = len(backup.requests)
-    answered = httpx.post(
+    answered = http_calls.post(
         mesh.url + "/v1/chat/completions",
         headers=headers,
         json={"model": "acme/main", "models": ["acme/plain"], "messages": [{"role": "user", "content": "hi"}]},
@@ -258,7 +259,7 @@ def test_the_requests_own_models_list_replaces_the_fallbacks_and_is_checked_agai
     assert len(backup.requests) == asked_backup  # the model's own fallback was not used
     position = stream_head(mesh)
     for models, code in ((["backup/big"], "model_not_allowed"), (["nope/none"], "model_not_found")):
-        refused = httpx.post(
+        refused = http_calls.post(
             mesh.url + "/v1/chat/completions",
             headers=headers,
             json={"model": "acme/main", "models": models, "messages": [{"role": "user", "content": "hi"}]},
@@ -267,7 +268,7 @@ def test_the_requests_own_models_list_replaces_the_fallbacks_and_is_checked_agai
         assert refused.status_code == 400, refused.text
         error = refused.json()["error"]
         assert (error["param"], error["code"]) == ("models", code) and models[0] in error["message"]
-    too_many = httpx.post(
+    too_many = http_calls.post(
         mesh.url + "/v1/chat/completions",
         headers=headers,
         json={"model": "acme/main", "models": ["acme/plain"] * 6, "messages": [{"role": "user", "content": "hi"}]},
@@ -283,17 +284,19 @@ def test_the_reservation_covers_the_costliest_candidate(mesh, primary):
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
     headers = {"authorization": f"Bearer {key['key']}"}
     # acme/main costs at most 0.15 USD for 100 tokens (1.5/1K) and its prompt; backup/big, its fallback, 0.4 and more
-    with_fallback = httpx.post(mesh.url + "/v1/chat/completions", headers=headers, json={**body, "model": "acme/main"})
+    with_fallback = http_calls.post(
+        mesh.url + "/v1/chat/completions", headers=headers, json={**body, "model": "acme/main"}
+    )
     assert with_fallback.status_code == 402, with_fallback.text
     assert "this request can cost up to 0.508" in with_fallback.json()["error"]["message"]  # 54 x 2/1K + 0.4
-    plain = httpx.post(mesh.url + "/v1/chat/completions", headers=headers, json={**body, "model": "acme/plain"})
+    plain = http_calls.post(mesh.url + "/v1/chat/completions", headers=headers, json={**body, "model": "acme/plain"})
     assert plain.status_code == 200, plain.text
 
 
 def test_the_dashboards_request_page_lists_every_attempt(mesh, primary):
     _, token, _, key = funded_key(mesh, "10")
     primary.fail_with = (503, "overloaded")
-    answered = httpx.post(
+    answered = http_calls.post(
         mesh.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {key['key']}"},
         json={"model": "acme/main", "messages": [{"role": "user", "content": "hi"}]},
@@ -318,7 +321,7 @@ def test_messages_passed_through_fall_back_to_anthropic_models_only(mesh, backup
     first.fail_with = (529, "overloaded_error", "Overloaded")
     asked_backup = len(backup.requests)
     try:
-        answered = httpx.post(
+        answered = http_calls.post(
             mesh.url + "/v1/messages",
             headers={"x-api-key": key["key"], "anthropic-version": "2023-06-01"},
             json={"model": "claude/main", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]},

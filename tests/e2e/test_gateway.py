@@ -20,6 +20,7 @@ import pytest
 
 from api.embedded import NatsServer, free_port
 from api.postgres_server import PostgresServer
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess, funded_key
 
 pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
@@ -121,7 +122,7 @@ def times_billed(mesh: MeshProcess, trace_id: str, timeout: float = 10) -> int:
 
 
 def post(mesh, key, body, **kwargs) -> httpx.Response:
-    return httpx.post(
+    return http_calls.post(
         mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body, timeout=30, **kwargs
     )
 
@@ -131,7 +132,7 @@ MESSAGES = [{"role": "system", "content": "answer briefly"}, {"role": "user", "c
 
 def test_streamed_usage_equals_non_streamed_usage(gw, key):
     plain = post(gw, key, {"model": "acme/gpt-test", "messages": MESSAGES})
-    with httpx.stream(
+    with http_calls.stream(
         "POST",
         gw.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {key}"},
@@ -219,7 +220,7 @@ def test_a_stream_cut_past_the_drain_window_bills_its_reserved_prompt_images_inc
     assert row["cost"] == cost and times_billed(gw, trace) == 1
     deadline = time.monotonic() + 10
     while True:
-        balance = httpx.get(gw.url + "/api/billing/balance", headers={"authorization": f"Bearer {token}"}).json()
+        balance = http_calls.get(gw.url + "/api/billing/balance", headers={"authorization": f"Bearer {token}"}).json()
         if Decimal(balance["spend_usd"]) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -316,7 +317,7 @@ def test_a_price_change_applies_to_requests_that_start_after_it(gw, key, upstrea
     traces = {}
 
     def slow_stream():
-        with httpx.stream(
+        with http_calls.stream(
             "POST",
             gw.url + "/v1/chat/completions",
             headers={"authorization": f"Bearer {key}"},
@@ -331,7 +332,7 @@ def test_a_price_change_applies_to_requests_that_start_after_it(gw, key, upstrea
     thread.start()
     time.sleep(0.3)  # the stream has started at the old price
     try:
-        changed = httpx.put(
+        changed = http_calls.put(
             gw.url + "/admin/models/acme/gpt-test",
             headers=operator,
             json={"prompt_usd_per_1k": "2", "completion_usd_per_1k": "4"},
@@ -345,10 +346,10 @@ def test_a_price_change_applies_to_requests_that_start_after_it(gw, key, upstrea
         old, new = usage_row(gw, traces["before"]), usage_row(gw, after.headers["x-mesh-trace-id"])
         assert (old["prompt_per_1k"], old["completion_per_1k"]) == (500_000_000_000, 1_500_000_000_000)
         assert (new["prompt_per_1k"], new["completion_per_1k"]) == (2 * 10**12, 4 * 10**12)
-        models = httpx.get(gw.url + "/api/models", headers={"authorization": f"Bearer {key}"})
+        models = http_calls.get(gw.url + "/api/models", headers={"authorization": f"Bearer {key}"})
         assert models.status_code == 403  # an API key does not reach /api
     finally:
-        httpx.put(
+        http_calls.put(
             gw.url + "/admin/models/acme/gpt-test",
             headers=operator,
             json={"prompt_usd_per_1k": "0.5", "completion_usd_per_1k": "1.5"},
@@ -357,31 +358,33 @@ def test_a_price_change_applies_to_requests_that_start_after_it(gw, key, upstrea
 
 def test_the_operator_switches_models_off_and_on(gw, key):
     operator = {"authorization": f"Bearer {gw.operator_token}"}
-    s = httpx.post(
+    s = http_calls.post(
         gw.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
     ).json()
     account = {"authorization": f"Bearer {s['management_token']}"}
-    listed = httpx.get(gw.url + "/api/models", headers=account).json()["data"]
+    listed = http_calls.get(gw.url + "/api/models", headers=account).json()["data"]
     assert {m["id"]: m["prompt_usd_per_1k"] for m in listed}["acme/gpt-test"] == "0.500000"
-    free = httpx.get(gw.url + "/api/models", headers=account, params={"free": "true"}).json()["data"]
+    free = http_calls.get(gw.url + "/api/models", headers=account, params={"free": "true"}).json()["data"]
     assert [m["id"] for m in free] == ["mesh/echo"]
     before = datetime.now(timezone.utc)
     assert (
-        httpx.put(gw.url + "/admin/models/slow/gpt-test", headers=operator, json={"enabled": False}).json()["enabled"]
+        http_calls.put(gw.url + "/admin/models/slow/gpt-test", headers=operator, json={"enabled": False}).json()[
+            "enabled"
+        ]
         is False
     )
     try:
         r = post(gw, key, {"model": "slow/gpt-test", "messages": MESSAGES})
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
         assert "slow/gpt-test" not in [
-            m["id"] for m in httpx.get(gw.url + "/api/models", headers=account).json()["data"]
+            m["id"] for m in http_calls.get(gw.url + "/api/models", headers=account).json()["data"]
         ]
         during = datetime.now(timezone.utc)
     finally:
-        httpx.put(gw.url + "/admin/models/slow/gpt-test", headers=operator, json={"enabled": True})
+        http_calls.put(gw.url + "/admin/models/slow/gpt-test", headers=operator, json={"enabled": True})
 
     def listed_at(at: datetime) -> list[str]:
-        answer = httpx.get(gw.url + "/api/models", headers=account, params={"at": at.isoformat()})
+        answer = http_calls.get(gw.url + "/api/models", headers=account, params={"at": at.isoformat()})
         assert answer.status_code == 200, answer.text
         return [m["id"] for m in answer.json()["data"]]
 
@@ -391,12 +394,14 @@ def test_the_operator_switches_models_off_and_on(gw, key):
         assert time.monotonic() < deadline, "the switch never showed at its time"
         time.sleep(0.05)
     assert "slow/gpt-test" in listed_at(before)
-    assert "slow/gpt-test" in [m["id"] for m in httpx.get(gw.url + "/api/models", headers=account).json()["data"]]
-    naive = httpx.get(gw.url + "/api/models", headers=account, params={"at": "2026-12-01T10:00:00"})
+    assert "slow/gpt-test" in [m["id"] for m in http_calls.get(gw.url + "/api/models", headers=account).json()["data"]]
+    naive = http_calls.get(gw.url + "/api/models", headers=account, params={"at": "2026-12-01T10:00:00"})
     assert naive.status_code == 400 and "time zone" in naive.json()["error"]["message"]
-    bad = httpx.put(gw.url + "/admin/models/acme/gpt-test", headers=operator, json={"prompt_usd_per_1k": "-1"})
+    bad = http_calls.put(gw.url + "/admin/models/acme/gpt-test", headers=operator, json={"prompt_usd_per_1k": "-1"})
     assert bad.status_code == 400
-    assert httpx.put(gw.url + "/admin/models/none/such", headers=operator, json={"enabled": True}).status_code == 404
+    assert (
+        http_calls.put(gw.url + "/admin/models/none/such", headers=operator, json={"enabled": True}).status_code == 404
+    )
 
 
 def test_no_usage_event_is_lost_or_doubled_when_nats_goes_away(tmp_path, postgres_server, upstream):
@@ -413,8 +418,8 @@ def test_no_usage_event_is_lost_or_doubled_when_nats_goes_away(tmp_path, postgre
     )
     mesh.start()
     try:
-        s = httpx.post(mesh.url + "/api/signup", json={"email": "outage@example.com", "password": "long enough"})
-        k = httpx.post(
+        s = http_calls.post(mesh.url + "/api/signup", json={"email": "outage@example.com", "password": "long enough"})
+        k = http_calls.post(
             mesh.url + "/api/keys",
             headers={"authorization": f"Bearer {s.json()['management_token']}"},
             json={"label": "outage"},

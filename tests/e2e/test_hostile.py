@@ -18,6 +18,7 @@ import pytest
 
 from api.embedded import free_port
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, aggregate_subject
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess, events_after, funded_key
 from tests.e2e.test_walking_skeleton import api, sign_up
 
@@ -67,7 +68,7 @@ def test_hostile_api_bodies_are_refused_and_record_nothing(mesh):
         )
     refused(api(mesh, "POST", "/api/keys", token, json={"label": "k", "allowed_models": ["mesh/echo\u0000"]}))
     refused(
-        httpx.post(
+        http_calls.post(
             f"{mesh.url}/api/keys/{key['id']}/rotate",
             content=b'{"grace_seconds": 1e20}',
             headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
@@ -99,7 +100,7 @@ def test_hostile_api_bodies_are_refused_and_record_nothing(mesh):
     refused(api(mesh, "POST", "/api/billing/topups", token, json={"amount_usd": "1e28", "provider": "x\u0000"}))
     for path in ("/api/signup", "/api/keys"):
         error = refused(
-            httpx.post(
+            http_calls.post(
                 mesh.url + path,
                 content=nested(100_000),
                 timeout=30,
@@ -108,7 +109,7 @@ def test_hostile_api_bodies_are_refused_and_record_nothing(mesh):
         )
         assert "nests too deeply" in error["message"]
     error = refused(
-        httpx.post(
+        http_calls.post(
             mesh.url + "/v1/chat/completions",
             content=nested(100_000),
             timeout=30,
@@ -118,7 +119,7 @@ def test_hostile_api_bodies_are_refused_and_record_nothing(mesh):
     )
     assert "nests too deeply" in error["message"]
     assert events_after(mesh, before) == []
-    assert httpx.get(mesh.url + "/health").json()["status"] == "ok"
+    assert http_calls.get(mesh.url + "/health").json()["status"] == "ok"
     # the same service still takes good input
     assert (
         api(
@@ -168,7 +169,7 @@ max_output_tokens = 256
 
 
 def chat(mesh, key: str, model: str) -> httpx.Response:
-    return httpx.post(
+    return http_calls.post(
         mesh.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {key}"},
         json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
@@ -293,18 +294,18 @@ def test_mesh_up_prints_only_urls_that_answer(mesh):
     urls = re.findall(r"http://[^\s,)]+", mesh.output().split("Mesh is up")[-1])
     assert any(u.endswith("/schema") for u in urls) and any("/v1/" in u for u in urls), urls
     for url in urls:
-        assert httpx.get(url, timeout=10).status_code != 404, url
+        assert http_calls.get(url, timeout=10).status_code != 404, url
 
 
 def test_the_openapi_docs_are_titled_mesh_and_load_nothing_from_elsewhere(mesh):
     import re
     from importlib.metadata import version
 
-    document = httpx.get(mesh.url + "/schema/openapi.json").json()
+    document = http_calls.get(mesh.url + "/schema/openapi.json").json()
     assert document["info"] == {"title": "Mesh", "version": version("mesh-gateway")}
-    page = httpx.get(mesh.url + "/schema").text
+    page = http_calls.get(mesh.url + "/schema").text
     assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page)
     assert len(assets) >= 3, page[:500]
     for asset in assets:
         assert asset.startswith("/"), asset  # served by Mesh: no CDN, works offline
-        assert httpx.get(mesh.url + asset).status_code == 200, asset
+        assert http_calls.get(mesh.url + asset).status_code == 200, asset

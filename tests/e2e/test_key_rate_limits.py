@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import funded_key
 from tests.e2e.test_budget_invariant import gateways  # noqa: F401 - the two processes, as a fixture
 
@@ -123,12 +124,12 @@ def test_limits_are_changed_through_the_key_api_and_every_gateway_follows(gatewa
         assert r.status_code == 200 and "x-ratelimit-limit-requests" not in r.headers
 
     for bad, field in (({"rpm_limit": 0}, "rpm_limit"), ({"tpm_limit": 10**10}, "tpm_limit")):
-        refused = httpx.patch(url, headers=owner, json=bad)
+        refused = http_calls.patch(url, headers=owner, json=bad)
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"]["code"] == "invalid_key_settings" and field in refused.text
-    changed = httpx.patch(url, headers=owner, json={"rpm_limit": 1})
+    changed = http_calls.patch(url, headers=owner, json={"rpm_limit": 1})
     assert changed.status_code == 200 and changed.json()["rpm_limit"] == 1
-    assert httpx.get(url, headers=owner).json()["rpm_limit"] == 1
+    assert http_calls.get(url, headers=owner).json()["rpm_limit"] == 1
     deadline = time.monotonic() + 5
     while True:  # the change reaches the other process through the event feed
         (r,) = asyncio.run(burst(gateways[1:], key, 1))
@@ -139,7 +140,7 @@ def test_limits_are_changed_through_the_key_api_and_every_gateway_follows(gatewa
     statuses = [r.status_code, *(r.status_code for r in asyncio.run(burst(gateways, key, 2)))]
     assert statuses.count(200) <= 1 and 429 in statuses  # one a minute, whichever process admitted it
 
-    cleared = httpx.patch(url, headers=owner, json={"rpm_limit": None})
+    cleared = http_calls.patch(url, headers=owner, json={"rpm_limit": None})
     assert cleared.status_code == 200 and cleared.json()["rpm_limit"] is None
     deadline = time.monotonic() + 5
     while True:
@@ -153,11 +154,11 @@ def test_limits_are_changed_through_the_key_api_and_every_gateway_follows(gatewa
 
 @pytest.mark.parametrize("fields", [{"rpm_limit": 0}, {"rpm_limit": 1_000_001}, {"tpm_limit": -1}, {"rpm_limit": 1.5}])
 def test_out_of_range_limits_are_refused_at_creation(gateways, fields):  # noqa: F811
-    signed_up = httpx.post(
+    signed_up = http_calls.post(
         gateways[0].url + "/api/signup", json={"email": f"{time.time_ns()}@example.com", "password": "correct horse"}
     )
     token = signed_up.json()["management_token"]
-    refused = httpx.post(
+    refused = http_calls.post(
         gateways[0].url + "/api/keys", headers={"authorization": f"Bearer {token}"}, json={"label": "x", **fields}
     )
     assert refused.status_code == 400, refused.text
@@ -169,17 +170,17 @@ def test_streams_and_embeddings_count_and_carry_the_headers(gateways):  # noqa: 
     auth = {"authorization": f"Bearer {key}"}
     in_one_window()
     body = {"model": MODEL, "max_tokens": 5, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    with httpx.stream("POST", gateways[0].url + "/v1/chat/completions", headers=auth, json=body, timeout=30) as r:
+    with http_calls.stream("POST", gateways[0].url + "/v1/chat/completions", headers=auth, json=body, timeout=30) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["x-ratelimit-remaining-requests"] == "1"
         assert int(r.headers["x-ratelimit-remaining-tokens"]) < 100_000
         r.read()
-    embedded = httpx.post(
+    embedded = http_calls.post(
         gateways[1].url + "/v1/embeddings", headers=auth, json={"model": MODEL, "input": "hello"}, timeout=30
     )
     assert embedded.status_code == 200, embedded.text
     assert embedded.headers["x-ratelimit-remaining-requests"] == "0"
-    refused = httpx.post(
+    refused = http_calls.post(
         gateways[0].url + "/v1/embeddings", headers=auth, json={"model": MODEL, "input": "hello"}, timeout=30
     )
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "key_rpm_limit"
@@ -191,16 +192,16 @@ def test_every_front_door_counts_against_the_keys_limit(gateways):  # noqa: F811
     _, _, key, _ = funded_key(gateways[0], "5", label="doors", rpm_limit=2)
     auth = {"authorization": f"Bearer {key}"}
     in_one_window()
-    answered = httpx.post(
+    answered = http_calls.post(
         gateways[0].url + "/v1/responses", headers=auth, json={"model": MODEL, "input": "hi", "max_output_tokens": 5}
     )
     assert answered.status_code == 200, answered.text
     assert answered.headers["x-ratelimit-remaining-requests"] == "1"
     message = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-    second = httpx.post(gateways[1].url + "/v1/messages", headers={"x-api-key": key}, json=message)
+    second = http_calls.post(gateways[1].url + "/v1/messages", headers={"x-api-key": key}, json=message)
     assert second.status_code == 200, second.text
     assert second.headers["x-ratelimit-remaining-requests"] == "0"
-    refused = httpx.post(gateways[0].url + "/v1/messages", headers={"x-api-key": key}, json=message)
+    refused = http_calls.post(gateways[0].url + "/v1/messages", headers={"x-api-key": key}, json=message)
     assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
     body = refused.json()
     assert (body["type"], body["error"]["type"]) == ("error", "rate_limit_error")

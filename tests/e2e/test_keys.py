@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
+from tests import http_calls
 from tests.e2e.test_walking_skeleton import api, sign_up
 
 
@@ -16,7 +17,7 @@ def chat(mesh, key: str, model: str | None = "mesh/echo", text: str = "hello") -
     body = {"messages": [{"role": "user", "content": text}]}
     if model:
         body["model"] = model
-    return httpx.post(
+    return http_calls.post(
         mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body, timeout=30
     )
 
@@ -90,7 +91,7 @@ def test_allowed_models_expiry_and_missing_model(mesh, owner):
     limited = new_key(mesh, token, allowed_models=["mesh/echo"])
     refused(chat(mesh, limited["key"], model="acme/gpt-test"), 402, "model_not_allowed")
     assert chat(mesh, limited["key"]).status_code == 200
-    listed = httpx.get(mesh.url + "/v1/models", headers={"authorization": f"Bearer {limited['key']}"}).json()
+    listed = http_calls.get(mesh.url + "/v1/models", headers={"authorization": f"Bearer {limited['key']}"}).json()
     assert [m["id"] for m in listed["data"]] == ["mesh/echo"]
     refused(chat(mesh, limited["key"], model=None), 400, "model_required")
 

@@ -20,13 +20,13 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import nats
 import openai
 import psycopg
 
 from api.embedded import free_port
 from domain.events import usage_subject
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess
 
 IN_FLIGHT = 64
@@ -166,16 +166,16 @@ completion_usd_per_1k = "1.5"
     restarted = None
     try:
         mesh.start()
-        session = httpx.post(
+        session = http_calls.post(
             mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
         ).json()
         auth = {"authorization": f"Bearer {session['management_token']}"}
-        httpx.post(
+        http_calls.post(
             f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
             headers={"authorization": f"Bearer {mesh.operator_token}"},
             json={"amount_usd": CREDITS_USD, "reason": "kill test"},
         ).raise_for_status()
-        key = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "load"}).json()["key"]
+        key = http_calls.post(mesh.url + "/api/keys", headers=auth, json={"label": "load"}).json()["key"]
         gateway = mesh.process.pid
         victims: list[int] = []
 
@@ -237,7 +237,7 @@ completion_usd_per_1k = "1.5"
                 await nc.close()
 
         assert asyncio.run(in_the_log()) == len(recorded)
-        balance = httpx.get(restarted.url + "/api/billing/balance", headers=auth).json()
+        balance = http_calls.get(restarted.url + "/api/billing/balance", headers=auth).json()
         assert Decimal(balance["balance_usd"]) == Decimal(CREDITS_USD) - Decimal(len(billed) * COST) / PICO
 
         # and it serves on: one more request through the official SDK, billed too

@@ -9,10 +9,10 @@ import json
 import re
 from decimal import Decimal
 
-import httpx
 import openai
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import UPSTREAM_KEY, MeshProcess, funded_key
 from tests.e2e.test_walking_skeleton import wait_for_balance
 from tests.fakes.openai_upstream import FakeOpenAI
@@ -97,11 +97,11 @@ def test_models_show_their_output_limit_and_context(limits_mesh):
     s = funded_key(mesh, "1", label="limits")
     models = {
         m["id"]: m
-        for m in httpx.get(mesh.url + "/api/models", headers={"authorization": f"Bearer {s.token}"}).json()["data"]
+        for m in http_calls.get(mesh.url + "/api/models", headers={"authorization": f"Bearer {s.token}"}).json()["data"]
     }
     assert (models[MODEL]["max_output_tokens"], models[MODEL]["context_tokens"]) == (MAX_OUTPUT, CONTEXT)
     assert (models["oai/gpt-4o"]["max_output_tokens"], models["oai/gpt-4o"]["context_tokens"]) == (16384, 128000)
-    admin = httpx.get(mesh.url + "/admin/models", headers={"authorization": f"Bearer {mesh.operator_token}"})
+    admin = http_calls.get(mesh.url + "/admin/models", headers={"authorization": f"Bearer {mesh.operator_token}"})
     assert {m["id"]: m["max_output_tokens"] for m in admin.json()["data"]}[MODEL] == MAX_OUTPUT
 
 
@@ -187,22 +187,22 @@ def test_a_fit_to_budget_key_gets_the_limit_the_budget_affords_and_is_told(limit
     with pytest.raises(openai.APIStatusError) as refused:  # not opted in: a 402 naming what it affords
         client(mesh, key).chat.completions.create(model=MODEL, messages=HI)
     assert "send max_tokens ≤ 12" in refusal(refused.value)["message"]
-    changed = httpx.patch(f"{mesh.url}/api/keys/{key['id']}", headers=auth, json={"fit_to_budget": True})
+    changed = http_calls.patch(f"{mesh.url}/api/keys/{key['id']}", headers=auth, json={"fit_to_budget": True})
     assert changed.status_code == 200 and changed.json()["fit_to_budget"] is True
-    assert httpx.get(f"{mesh.url}/api/keys/{key['id']}", headers=auth).json()["fit_to_budget"] is True
+    assert http_calls.get(f"{mesh.url}/api/keys/{key['id']}", headers=auth).json()["fit_to_budget"] is True
     raw = client(mesh, key).chat.completions.with_raw_response.create(model=MODEL, messages=HI)
     assert raw.headers["x-mesh-max-tokens"] == "12"
     assert raw.parse().usage.completion_tokens == 12
     assert fake.requests[-1]["max_completion_tokens"] == 12 and "max_tokens" not in fake.requests[-1]
     wait_for_balance(mesh, s.token, credits - usd(1, 12))
     more = usd(1, 5)  # what is left is then the prompt's worst case and 5 completion tokens
-    httpx.post(
+    http_calls.post(
         f"{mesh.url}/admin/accounts/{s.account_id}/credits",
         json={"amount_usd": str(more), "reason": "t"},
         headers={"authorization": f"Bearer {mesh.operator_token}"},
     ).raise_for_status()
     assert Decimal(wait_for_balance(mesh, s.token, usd(HI_BOUND, 5))["balance_usd"]) == usd(HI_BOUND, 5)
-    with httpx.stream(
+    with http_calls.stream(
         "POST",
         mesh.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {key['key']}"},
@@ -213,7 +213,9 @@ def test_a_fit_to_budget_key_gets_the_limit_the_budget_affords_and_is_told(limit
     assert fitted == 5  # what is left now
     words = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]).split()
     assert len(words) == fitted
-    created = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "fits", "fit_to_budget": True}).json()
+    created = http_calls.post(
+        mesh.url + "/api/keys", headers=auth, json={"label": "fits", "fit_to_budget": True}
+    ).json()
     assert created["fit_to_budget"] is True
 
 

@@ -13,6 +13,7 @@ import anthropic
 import httpx
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess, funded_key
 from tests.e2e.test_walking_skeleton import wait_for_balance
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -101,7 +102,7 @@ def logged(mesh: MeshProcess, token: str, n: int) -> list[dict]:
 
     deadline = time.monotonic() + 15
     while True:
-        entries = httpx.get(mesh.url + "/api/logs", headers={"authorization": f"Bearer {token}"}).json()["data"]
+        entries = http_calls.get(mesh.url + "/api/logs", headers={"authorization": f"Bearer {token}"}).json()["data"]
         if len(entries) >= n or time.monotonic() > deadline:
             return list(reversed(entries[:n]))
         time.sleep(0.05)
@@ -241,7 +242,7 @@ def test_claude_codes_request_passes_through_unchanged_and_is_billed(messages_me
         "content-type": "application/json",
     }
     events = []
-    with httpx.stream("POST", mesh.url + "/v1/messages?beta=true", json=body, headers=headers, timeout=30) as r:
+    with http_calls.stream("POST", mesh.url + "/v1/messages?beta=true", json=body, headers=headers, timeout=30) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
             if line.startswith("data:"):
@@ -335,12 +336,16 @@ def test_fields_without_an_equivalent_are_refused_or_dropped_as_the_operator_say
             {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}
         ],
     }
-    refused = httpx.post(mesh.url + "/v1/messages", json={**body, "model": "acme/strict"}, headers={"x-api-key": s.key})
+    refused = http_calls.post(
+        mesh.url + "/v1/messages", json={**body, "model": "acme/strict"}, headers={"x-api-key": s.key}
+    )
     assert refused.status_code == 400
     error = refused.json()
     assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
     assert "'cache_control'" in error["error"]["message"] and "ignore_fields" in error["error"]["message"]
-    dropped = httpx.post(mesh.url + "/v1/messages", json={**body, "model": "acme/gpt"}, headers={"x-api-key": s.key})
+    dropped = http_calls.post(
+        mesh.url + "/v1/messages", json={**body, "model": "acme/gpt"}, headers={"x-api-key": s.key}
+    )
     assert dropped.status_code == 200, dropped.text
     assert dropped.headers["x-mesh-ignored-fields"] == "cache_control,context_management"
     assert "context_management" not in fake.requests[-1]
@@ -351,19 +356,21 @@ def test_fields_without_an_equivalent_are_refused_or_dropped_as_the_operator_say
 def test_refusals_come_in_anthropics_error_shape(messages_mesh):
     mesh, _, _ = messages_mesh
     body = {"model": "acme/gpt", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
-    missing = httpx.post(mesh.url + "/v1/messages", json=body)
+    missing = http_calls.post(mesh.url + "/v1/messages", json=body)
     assert missing.status_code == 401 and missing.json()["error"]["type"] == "authentication_error"
-    wrong = httpx.post(mesh.url + "/v1/messages", json=body, headers={"x-api-key": "mk-nope"})
+    wrong = http_calls.post(mesh.url + "/v1/messages", json=body, headers={"x-api-key": "mk-nope"})
     assert wrong.status_code == 401 and wrong.json()["type"] == "error"
     poor = funded_key(mesh, "0.0001", label="poor")
     claude = {**body, "model": "claude/sonnet", "max_tokens": 32000}
-    broke = httpx.post(mesh.url + "/v1/messages", json=claude, headers={"authorization": f"Bearer {poor.key}"})
+    broke = http_calls.post(mesh.url + "/v1/messages", json=claude, headers={"authorization": f"Bearer {poor.key}"})
     assert broke.status_code == 402 and broke.json()["error"]["type"] == "billing_error"
     assert "does not cover" in broke.json()["error"]["message"]
-    templated = httpx.post(mesh.url + "/v1/messages", json={**body, "template": "t"}, headers={"x-api-key": poor.key})
+    templated = http_calls.post(
+        mesh.url + "/v1/messages", json={**body, "template": "t"}, headers={"x-api-key": poor.key}
+    )
     assert templated.status_code == 400 and "chat/completions" in templated.json()["error"]["message"]
     server_tool = {**claude, "max_tokens": 10, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}
-    priced = httpx.post(mesh.url + "/v1/messages", json=server_tool, headers={"x-api-key": poor.key})
+    priced = http_calls.post(mesh.url + "/v1/messages", json=server_tool, headers={"x-api-key": poor.key})
     assert priced.status_code == 400 and "web_search_20250305" in priced.json()["error"]["message"]
 
 
@@ -388,7 +395,7 @@ def test_an_upstream_failing_mid_stream_reaches_the_client_as_its_error_event_an
     fake.fail_mid_stream = "Overloaded"
     events = []
     try:
-        with httpx.stream("POST", mesh.url + "/v1/messages", json=body, headers={"x-api-key": s.key}) as r:
+        with http_calls.stream("POST", mesh.url + "/v1/messages", json=body, headers={"x-api-key": s.key}) as r:
             for line in r.iter_lines():
                 if line.startswith("data:"):
                     events.append(json.loads(line[5:]))

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import httpx
 import openai
 import pytest
 
 from gateway.fallbacks import ATTEMPTS_PER_MODEL
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import http_calls
 from tests.e2e.conftest import funded_key
 
 MODEL = "acme/gpt-test"
@@ -21,7 +21,9 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 def scrape(mesh) -> dict[tuple[str, frozenset], float]:
-    answer = httpx.get(mesh.url + "/metrics", headers={"authorization": f"Bearer {mesh.operator_token}"}, timeout=15)
+    answer = http_calls.get(
+        mesh.url + "/metrics", headers={"authorization": f"Bearer {mesh.operator_token}"}, timeout=15
+    )
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"  # what every Prometheus reads
     return {
@@ -95,10 +97,11 @@ def test_the_counters_equal_the_requests_made_and_what_they_were_billed(mesh, fa
 
 
 def test_metrics_need_the_operator_token(mesh):
-    assert httpx.get(mesh.url + "/metrics", timeout=15).status_code == 401
-    wrong = httpx.get(mesh.url + "/metrics", headers={"authorization": "Bearer not-it"}, timeout=15)
+    assert http_calls.get(mesh.url + "/metrics", timeout=15).status_code == 401
+    wrong = http_calls.get(mesh.url + "/metrics", headers={"authorization": "Bearer not-it"}, timeout=15)
     assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "forbidden"
     api_key = funded_key(mesh, "1").key
     assert (
-        httpx.get(mesh.url + "/metrics", headers={"authorization": f"Bearer {api_key}"}, timeout=15).status_code == 403
+        http_calls.get(mesh.url + "/metrics", headers={"authorization": f"Bearer {api_key}"}, timeout=15).status_code
+        == 403
     )

@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess, funded_key, gateway_pair
 
 ADDED = "acme/gpt-free"  # the fake upstream lists gpt-free; mesh.toml declares only acme/gpt-test
@@ -45,7 +46,7 @@ def operator(mesh: MeshProcess) -> dict[str, str]:
 
 
 def add(mesh: MeshProcess, **body) -> httpx.Response:
-    return httpx.post(f"{mesh.url}/admin/models", headers=operator(mesh), json=body, timeout=30)
+    return http_calls.post(f"{mesh.url}/admin/models", headers=operator(mesh), json=body, timeout=30)
 
 
 def served(mesh: MeshProcess, key: str) -> tuple[str, int, int]:
@@ -61,7 +62,9 @@ def served(mesh: MeshProcess, key: str) -> tuple[str, int, int]:
 
 def logged(mesh: MeshProcess, token: str, trace_id: str) -> dict:
     for _ in range(150):
-        entry = httpx.get(f"{mesh.url}/api/logs/{trace_id}", headers={"authorization": f"Bearer {token}"}, timeout=15)
+        entry = http_calls.get(
+            f"{mesh.url}/api/logs/{trace_id}", headers={"authorization": f"Bearer {token}"}, timeout=15
+        )
         if entry.status_code == 200:
             return entry.json()
         time.sleep(0.1)
@@ -70,7 +73,7 @@ def logged(mesh: MeshProcess, token: str, trace_id: str) -> dict:
 
 def test_an_added_model_is_served_billed_at_its_price_everywhere_and_after_a_restart(gateways):
     first, second = gateways
-    offered = httpx.get(f"{first.url}/admin/providers/acme/models", headers=operator(first), timeout=30).json()
+    offered = http_calls.get(f"{first.url}/admin/providers/acme/models", headers=operator(first), timeout=30).json()
     assert next(m for m in offered["models"] if m["id"] == "gpt-free")["mesh_ids"] == []
     funded = funded_key(first, "5")
     sdk = openai.OpenAI(base_url=second.url + "/v1", api_key=funded.key, max_retries=0)
@@ -102,14 +105,14 @@ def test_an_added_model_is_served_billed_at_its_price_everywhere_and_after_a_res
         ADDED,
         "token",
     )
-    listed = httpx.get(f"{first.url}/admin/models", headers=operator(first), timeout=30).json()["data"]
+    listed = http_calls.get(f"{first.url}/admin/models", headers=operator(first), timeout=30).json()["data"]
     assert next(m for m in listed if m["id"] == ADDED) == model
-    offered = httpx.get(f"{first.url}/admin/providers/acme/models", headers=operator(first), timeout=30).json()
+    offered = http_calls.get(f"{first.url}/admin/providers/acme/models", headers=operator(first), timeout=30).json()
     assert next(m for m in offered["models"] if m["id"] == "gpt-free")["mesh_ids"] == [ADDED]
 
     auth = {"authorization": f"Bearer {funded.token}"}
-    now = httpx.get(f"{first.url}/api/models", headers=auth, timeout=30).json()["data"]
-    then = httpx.get(f"{first.url}/api/models", params={"at": before.isoformat()}, headers=auth, timeout=30)
+    now = http_calls.get(f"{first.url}/api/models", headers=auth, timeout=30).json()["data"]
+    then = http_calls.get(f"{first.url}/api/models", params={"at": before.isoformat()}, headers=auth, timeout=30)
     assert ADDED in {m["id"] for m in now} and ADDED not in {m["id"] for m in then.json()["data"]}
 
     # the process that added it serves it, billed at its price
@@ -135,11 +138,11 @@ def test_an_added_model_is_served_billed_at_its_price_everywhere_and_after_a_res
 
 def audit(mesh: MeshProcess, limit: int) -> list[dict]:
     """The newest operator actions."""
-    return httpx.get(f"{mesh.url}/admin/audit?limit={limit}", headers=operator(mesh), timeout=30).json()["data"]
+    return http_calls.get(f"{mesh.url}/admin/audit?limit={limit}", headers=operator(mesh), timeout=30).json()["data"]
 
 
 def first_models(mesh: MeshProcess) -> list[dict]:
-    return httpx.get(f"{mesh.url}/admin/models", headers=operator(mesh), timeout=30).json()["data"]
+    return http_calls.get(f"{mesh.url}/admin/models", headers=operator(mesh), timeout=30).json()["data"]
 
 
 @pytest.mark.parametrize(
@@ -184,7 +187,7 @@ def test_an_id_added_already_is_refused(gateways):
     again = add(first, id=model_id, **body)
     assert (again.status_code, again.json()["error"]["code"]) == (409, "model_taken")
     assert "a model added already" in again.json()["error"]["message"]
-    off = httpx.put(
+    off = http_calls.put(
         f"{first.url}/admin/models/{model_id}", headers=operator(first), json={"enabled": False}, timeout=30
     )
     assert off.status_code == 200 and off.json()["enabled"] is False

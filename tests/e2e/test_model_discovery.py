@@ -11,6 +11,7 @@ import subprocess
 import httpx
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import MESH_FROM_CHECKOUT, own_mesh
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.gemini_upstream import FakeGemini
@@ -76,7 +77,7 @@ enabled = false
 
 
 def listed(mesh, name: str) -> httpx.Response:
-    return httpx.get(
+    return http_calls.get(
         f"{mesh.url}/admin/providers/{name}/models",
         headers={"authorization": f"Bearer {mesh.operator_token}"},
         timeout=30,
@@ -121,7 +122,7 @@ def test_the_route_lists_each_kind_of_provider_marked_with_the_catalog(discovery
     assert (flash["mesh_ids"], flash["enabled"]) == (["google/flash"], False)  # in mesh.toml, switched off
 
     # the operator switches it on at runtime: the list says so
-    switched = httpx.put(
+    switched = http_calls.put(
         f"{mesh.url}/admin/models/google/flash",
         headers={"authorization": f"Bearer {mesh.operator_token}"},
         json={"enabled": True},
@@ -133,7 +134,7 @@ def test_the_route_lists_each_kind_of_provider_marked_with_the_catalog(discovery
 
 def test_discovery_needs_the_operator_and_names_what_is_wrong(discovery):
     mesh, _, fakes = discovery
-    assert httpx.get(f"{mesh.url}/admin/providers/acme/models", timeout=30).status_code == 401
+    assert http_calls.get(f"{mesh.url}/admin/providers/acme/models", timeout=30).status_code == 401
     unknown = listed(mesh, "nope")
     assert unknown.status_code == 404 and "acme, claude, google" in unknown.json()["error"]["message"]
     echo = listed(mesh, "mesh")  # Mesh's own echo provider has no list
@@ -196,7 +197,7 @@ def test_the_cli_names_an_unknown_provider(discovery):
 
 def test_the_cli_beside_a_running_mesh_marks_what_operators_changed(discovery, tmp_path):
     mesh, config, _ = discovery
-    added = httpx.post(
+    added = http_calls.post(
         f"{mesh.url}/admin/models",
         headers={"authorization": f"Bearer {mesh.operator_token}"},
         json={
@@ -209,7 +210,7 @@ def test_the_cli_beside_a_running_mesh_marks_what_operators_changed(discovery, t
         timeout=30,
     )
     assert added.status_code == 201, added.text
-    switched = httpx.put(
+    switched = http_calls.put(
         f"{mesh.url}/admin/models/claude/test",
         headers={"authorization": f"Bearer {mesh.operator_token}"},
         json={"enabled": False},

@@ -3,10 +3,10 @@ key may not use is as unknown to it as one that does not exist."""
 
 from __future__ import annotations
 
-import httpx
 import openai
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import funded_key
 
 MODEL = "acme/gpt-test"
@@ -21,10 +21,12 @@ def test_one_model_is_found_by_its_id_with_its_slash(mesh):
     with pytest.raises(openai.NotFoundError) as unknown:
         sdk.models.retrieve("acme/no-such-model")
     assert unknown.value.body["code"] == "model_not_found" and "GET /v1/models" in unknown.value.body["message"]
-    raw = httpx.get(f"{mesh.url}/v1/models/{MODEL}", headers={"authorization": f"Bearer {funded.key}"}, timeout=15)
+    raw = http_calls.get(f"{mesh.url}/v1/models/{MODEL}", headers={"authorization": f"Bearer {funded.key}"}, timeout=15)
     assert raw.status_code == 200 and raw.headers["x-mesh-trace-id"]
-    assert httpx.get(f"{mesh.url}/v1/models/{MODEL}", timeout=15).status_code == 401  # a key is needed
-    posted = httpx.post(f"{mesh.url}/v1/models/{MODEL}", headers={"authorization": f"Bearer {funded.key}"}, timeout=15)
+    assert http_calls.get(f"{mesh.url}/v1/models/{MODEL}", timeout=15).status_code == 401  # a key is needed
+    posted = http_calls.post(
+        f"{mesh.url}/v1/models/{MODEL}", headers={"authorization": f"Bearer {funded.key}"}, timeout=15
+    )
     assert posted.status_code == 405 and posted.json()["error"]["code"] == "method_not_allowed"
 
 
@@ -52,11 +54,11 @@ def test_a_bare_alias_reaches_its_model_and_is_billed_as_it(mesh):
     assert sdk.models.retrieve(SHARED_ALIAS).id == MODEL  # the Mesh id it resolves to
     auth = {"authorization": f"Bearer {funded.token}"}
     for _ in range(100):
-        entry = httpx.get(f"{mesh.url}/api/logs/{raw.headers['x-mesh-trace-id']}", headers=auth, timeout=15)
+        entry = http_calls.get(f"{mesh.url}/api/logs/{raw.headers['x-mesh-trace-id']}", headers=auth, timeout=15)
         if entry.status_code == 200:
             break
         time.sleep(0.1)
     logged = entry.json()
     assert (logged["model"], logged["requested_model"], logged["status"]) == (MODEL, SHARED_ALIAS, "success")
-    models = httpx.get(f"{mesh.url}/api/models", headers=auth, timeout=15).json()["data"]
+    models = http_calls.get(f"{mesh.url}/api/models", headers=auth, timeout=15).json()["data"]
     assert next(m for m in models if m["id"] == MODEL)["aliases"] == [SHARED_ALIAS, OPENAI_NAMED_ALIAS]

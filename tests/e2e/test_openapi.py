@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 
+from tests import http_calls
 from tests.e2e.test_walking_skeleton import api
 
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -17,7 +17,7 @@ REPORTS = {("get", "/health", "503"): "#/components/schemas/HealthOut"}
 
 
 def document(mesh) -> dict:
-    r = httpx.get(mesh.url + "/schema/openapi.json", timeout=30)
+    r = http_calls.get(mesh.url + "/schema/openapi.json", timeout=30)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -77,14 +77,14 @@ def test_options_and_405_name_the_methods_the_document_states(mesh):
     for path, item in doc["paths"].items():
         declared = {m.upper() for m in METHODS if m in item} | {"OPTIONS"}
         url = concrete(path, {m: item[m] for m in METHODS if m in item})
-        options = httpx.request("OPTIONS", mesh.url + url, timeout=30)
+        options = http_calls.request("OPTIONS", mesh.url + url, timeout=30)
         assert options.status_code == 204, (path, options.text)
         allow = {m.strip() for m in options.headers["allow"].split(",")}
         assert allow == declared, (path, allow, declared)
         missing = next((m.upper() for m in METHODS if m not in item), None)
         if missing is None:
             continue
-        refused = httpx.request(missing, mesh.url + url, headers={"authorization": f"Bearer {token}"}, timeout=30)
+        refused = http_calls.request(missing, mesh.url + url, headers={"authorization": f"Bearer {token}"}, timeout=30)
         assert refused.status_code == 405, (missing, path, refused.text)
         assert {m.strip() for m in refused.headers["allow"].split(",")} == declared, (path, refused.headers)
         error = refused.json()["error"]

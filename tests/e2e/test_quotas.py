@@ -14,6 +14,7 @@ import httpx
 import nats
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, events_after, own_mesh
 from tests.e2e.test_dashboard import chromium
 from tests.e2e.test_hostile import refused
@@ -204,10 +205,10 @@ def test_a_keys_history_comes_a_page_at_a_time_from_the_read_model(quota_mesh):
     refused(api(mesh, "GET", f"/api/keys/{key['id']}/events?cursor=nope", token), 400, "invalid_request")
     refused(api(mesh, "GET", f"/api/keys/{key['id']}/events?limit=501", token), 400)
 
-    shown = httpx.get(f"{mesh.url}/keys/{key['id']}", cookies={"mesh_session": token})
+    shown = http_calls.get(f"{mesh.url}/keys/{key['id']}", cookies={"mesh_session": token})
     assert shown.status_code == 200
     assert shown.text.count("key.relabeled") == 50 and f"/keys/{key['id']}?cursor=6" in shown.text
-    older = httpx.get(f"{mesh.url}/keys/{key['id']}?cursor=6", cookies={"mesh_session": token})
+    older = http_calls.get(f"{mesh.url}/keys/{key['id']}?cursor=6", cookies={"mesh_session": token})
     assert "key.created" in older.text and "?cursor=" not in older.text
 
 
@@ -223,7 +224,7 @@ def test_closed_signup_refuses_everyone_and_the_page_says_so(closed_mesh):
     error = refused(signup(mesh), 403, "signup_closed")
     assert "closed" in error["message"]
     refused(signup(mesh, invite(mesh)["code"]), 403, "signup_closed")  # an invite does not open it
-    page = httpx.get(mesh.url + "/signup")
+    page = http_calls.get(mesh.url + "/signup")
     assert "Sign-up is closed" in page.text and 'name="password"' not in page.text
     assert [t for t in events_after(mesh, before) if t != "invite.created"] == []
 
@@ -266,6 +267,6 @@ def test_the_log_has_a_size_limit_and_health_warns_near_it(small_log_mesh):
         health = mesh.health().json()
     response = mesh.health()
     assert response.status_code == 200 and response.json()["status"] == "degraded"
-    assert httpx.get(mesh.url + "/health").json() == {"status": "degraded"}  # the warning is the operator's
+    assert http_calls.get(mesh.url + "/health").json() == {"status": "degraded"}  # the warning is the operator's
     (warning,) = response.json()["warnings"]
     assert "MESH_STREAM_MAX_BYTES" in warning and f"of its {LOG_LIMIT} bytes" in warning

@@ -8,10 +8,10 @@ import asyncio
 import json
 from decimal import Decimal
 
-import httpx
 import openai
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess, funded_key
 from tests.e2e.test_messages_api import logged
 from tests.e2e.test_walking_skeleton import wait_for_balance
@@ -230,7 +230,7 @@ def test_responses_reach_a_gemini_model_and_limits_are_named_as_sent(responses_m
     [call] = [e.item for e in events if e.type == "response.output_item.done"]
     assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris"}
     assert mesh.gemini.requests[-1]["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
-    too_long = httpx.post(
+    too_long = http_calls.post(
         mesh.url + "/v1/responses",
         json={"model": "google/flash", "input": "hi", "max_output_tokens": 5000},
         headers={"authorization": f"Bearer {s.key}"},
@@ -255,13 +255,13 @@ def test_responses_reach_a_gemini_model_and_limits_are_named_as_sent(responses_m
 def test_stateful_requests_and_hosted_tools_are_refused_by_name(responses_mesh, extra, param, words):
     mesh, _, _ = responses_mesh
     s = funded_key(mesh, "1", label="refused")
-    r = httpx.post(
+    r = http_calls.post(
         mesh.url + "/v1/responses",
         json={"model": "acme/gpt", "input": "hi", **extra},
         headers={"authorization": f"Bearer {s.key}"},
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == param and words in r.json()["error"]["message"]
-    assert httpx.get(mesh.url + "/api/logs", headers={"authorization": f"Bearer {s.token}"}).json()["data"] == []
+    assert http_calls.get(mesh.url + "/api/logs", headers={"authorization": f"Bearer {s.token}"}).json()["data"] == []
 
 
 def test_the_agents_sdk_runs_an_agent_turn_with_a_tool(responses_mesh):

@@ -8,6 +8,7 @@ import uuid
 import httpx
 import pytest
 
+from tests import http_calls
 from tests.e2e.test_dashboard import browser  # noqa: F401  (a fixture)
 from tests.e2e.test_walking_skeleton import api
 
@@ -25,12 +26,12 @@ HEADERS = {
 @pytest.mark.parametrize("header", list(HEADERS))
 def test_every_answer_carries_the_security_header(mesh, header):
     for path in PATHS:
-        r = httpx.get(mesh.url + path, timeout=10)
+        r = http_calls.get(mesh.url + path, timeout=10)
         assert header in r.headers and HEADERS[header](r.headers[header]), (path, r.status_code, r.headers)
 
 
 def test_the_gateway_s_answers_are_not_sniffed(mesh):
-    r = httpx.get(mesh.url + "/v1/models", headers={"authorization": "Bearer mk-nonsense"})
+    r = http_calls.get(mesh.url + "/v1/models", headers={"authorization": "Bearer mk-nonsense"})
     assert r.status_code == 401 and r.headers["x-content-type-options"] == "nosniff"
 
 
@@ -102,13 +103,13 @@ def test_the_docs_page_and_the_dashboard_work_under_their_policy(browser, mesh):
 
 
 def test_health_tells_anyone_the_status_and_only_the_operator_the_details(mesh):
-    public = httpx.get(mesh.url + "/health", timeout=10)
+    public = http_calls.get(mesh.url + "/health", timeout=10)
     assert public.status_code == 200 and public.json() == {"status": "ok"}
     detailed = mesh.health()
     body = detailed.json()
     assert detailed.status_code == 200 and body["status"] == "ok"
     assert {"nats", "postgres", "stream_head", "projections", "children", "quarantined"} <= set(body)
     assert all(child["pid"] for child in body["children"]) and body["children"]
-    wrong = httpx.get(mesh.url + "/health", headers={"authorization": "Bearer mo-not-the-token"}, timeout=10)
+    wrong = http_calls.get(mesh.url + "/health", headers={"authorization": "Bearer mo-not-the-token"}, timeout=10)
     assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "forbidden"
     assert "pid" not in wrong.text

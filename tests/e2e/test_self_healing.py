@@ -17,6 +17,7 @@ import pytest
 from api.embedded import free_port
 from api.postgres_server import PostgresServer
 from domain.money import pico_to_usd
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess, events_after
 
 pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
@@ -29,23 +30,23 @@ PLANNED_STOP = "stopping the projection worker"  # what mesh up logs when it res
 
 
 def account(mesh: MeshProcess, credits: str = "100") -> tuple[dict, str]:
-    session = httpx.post(
+    session = http_calls.post(
         mesh.url + "/api/signup", json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "long enough"}
     ).json()
     auth = {"authorization": f"Bearer {session['management_token']}"}
-    granted = httpx.post(
+    granted = http_calls.post(
         f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
         headers={"authorization": f"Bearer {mesh.operator_token}"},
         json={"amount_usd": credits, "reason": "t"},
     )
     assert granted.status_code == 201, granted.text
-    key = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "heal"}).json()["key"]
+    key = http_calls.post(mesh.url + "/api/keys", headers=auth, json={"label": "heal"}).json()["key"]
     return auth, key
 
 
 def chat(mesh: MeshProcess, key: str, text: str) -> httpx.Response:
     body = {"model": "acme/gpt-test", "max_tokens": 20, "messages": [{"role": "user", "content": text}]}
-    return httpx.post(
+    return http_calls.post(
         mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body, timeout=30
     )
 
@@ -164,11 +165,11 @@ def test_each_killed_child_comes_back_and_every_answer_is_billed_once(tmp_path, 
                 killed = time.monotonic()
                 kill_and_see_it_restarted(mesh, name)
                 wait_until(
-                    lambda: httpx.get(mesh.url + "/health", timeout=15).json()["status"] == "ok",
+                    lambda: http_calls.get(mesh.url + "/health", timeout=15).json()["status"] == "ok",
                     f"/health ok after killing {name}",
                 )
                 wait_until(lambda: len(load.served) > served + 5, f"requests served after killing {name}")
-                balance = httpx.get(mesh.url + "/api/billing/balance", headers=auth, timeout=15)
+                balance = http_calls.get(mesh.url + "/api/billing/balance", headers=auth, timeout=15)
                 assert balance.status_code == 200, balance.text
                 print(f"\n{name}: back and serving {time.monotonic() - killed:.1f}s after kill -9")
                 if name == "nats-server":  # budget leases are taken again once the current one is used up
@@ -183,7 +184,7 @@ def test_each_killed_child_comes_back_and_every_answer_is_billed_once(tmp_path, 
         answered = [warm_up.json()["usage"], *load.served.values()]
 
         def billed() -> dict | None:
-            spend = httpx.get(mesh.url + "/api/billing/spend?group_by=key", headers=auth, timeout=15).json()
+            spend = http_calls.get(mesh.url + "/api/billing/spend?group_by=key", headers=auth, timeout=15).json()
             return spend if spend["total_requests"] >= len(answered) else None
 
         spend = wait_until(billed, "every answered request billed")
@@ -208,7 +209,7 @@ def test_an_unreachable_read_model_is_a_503_and_heals_when_it_returns(tmp_path, 
         assert chat(mesh, key, "before").status_code == 200
         _, other_key = account(mesh)  # not yet in the gateway's key cache
         pg.stop()
-        down = httpx.get(mesh.url + "/api/billing/balance", headers=auth, timeout=30)
+        down = http_calls.get(mesh.url + "/api/billing/balance", headers=auth, timeout=30)
         assert down.status_code == 503, down.text
         error = down.json()["error"]
         assert error["code"] == "service_unavailable" and "read models" in error["message"]
@@ -222,11 +223,11 @@ def test_an_unreachable_read_model_is_a_503_and_heals_when_it_returns(tmp_path, 
 
         pg = PostgresServer(pg_dir, port=port).start()
         wait_until(
-            lambda: httpx.get(mesh.url + "/api/billing/balance", headers=auth, timeout=15).status_code == 200,
+            lambda: http_calls.get(mesh.url + "/api/billing/balance", headers=auth, timeout=15).status_code == 200,
             "the balance answers again",
         )
         assert chat(mesh, other_key, "new key").status_code == 200
-        wait_until(lambda: httpx.get(mesh.url + "/health", timeout=15).status_code == 200, "/health ok")
+        wait_until(lambda: http_calls.get(mesh.url + "/health", timeout=15).status_code == 200, "/health ok")
     finally:
         mesh.stop()
         pg.stop()

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from domain.usage import UsageRecorded
+from tests import http_calls
 from tests.e2e.test_keys import new_key, owner  # noqa: F401 (a fixture)
 from tests.e2e.test_walking_skeleton import api, sign_up
 from tests.fakes.openai_upstream import count_words
@@ -48,7 +49,7 @@ def client(mesh, key: str) -> openai.OpenAI:
 
 
 def chat(mesh, key: str, body: dict) -> httpx.Response:
-    return httpx.post(
+    return http_calls.post(
         mesh.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"}, json=body, timeout=30
     )
 

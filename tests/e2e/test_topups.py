@@ -14,6 +14,7 @@ import httpx
 import pytest
 import stripe
 
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess, events_after, paid_by_localstripe, send_webhooks, funded_key
 from tests.e2e.test_walking_skeleton import api, sign_up
 
@@ -74,7 +75,7 @@ def signed(event: dict, secret: str = WEBHOOK_SECRET, timestamp: int | None = No
 
 def deliver(mesh, event: dict, **kwargs) -> httpx.Response:
     payload, header = signed(event, **kwargs)
-    return httpx.post(
+    return http_calls.post(
         mesh.url + "/api/billing/stripe/webhook",
         content=payload,
         headers={"stripe-signature": header, "content-type": "application/json"},
@@ -125,7 +126,7 @@ def test_unsigned_forged_and_stale_webhooks_are_refused_and_change_nothing(billi
         "data": {"object": {**shared["intent"].to_dict(), "id": "pi_forged", "amount": 1_000_000}},
     }
     payload = json.dumps(event).encode()
-    unsigned = httpx.post(mesh.url + "/api/billing/stripe/webhook", content=payload)
+    unsigned = http_calls.post(mesh.url + "/api/billing/stripe/webhook", content=payload)
     forged = deliver(mesh, event, secret="whsec_wrong")
     stale = deliver(mesh, event, timestamp=int(time.time()) - 3600)
     for response in (unsigned, forged, stale):

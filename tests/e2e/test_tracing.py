@@ -12,7 +12,6 @@ import threading
 import time
 from decimal import Decimal
 
-import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -20,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tests import http_calls
 from tests.e2e.conftest import funded_key, own_mesh
 from tests.fakes.server import BackgroundServer
 
@@ -135,7 +135,9 @@ def spans_of(receiver: OtlpReceiver, mesh_trace_id: str) -> tuple[dict, Span, Sp
 def logged_cost(mesh, token: str, trace_id: str) -> Decimal:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        answer = httpx.get(f"{mesh.url}/api/logs/{trace_id}", headers={"authorization": f"Bearer {token}"}, timeout=10)
+        answer = http_calls.get(
+            f"{mesh.url}/api/logs/{trace_id}", headers={"authorization": f"Bearer {token}"}, timeout=10
+        )
         if answer.status_code == 200:
             return Decimal(answer.json()["cost_usd"])
         time.sleep(0.1)
@@ -189,7 +191,7 @@ def test_a_plain_request_is_a_server_span_under_the_clients_with_its_upstream_ca
 ):
     key = funded_key(traced_mesh)
     client = client_traceparent()
-    answer = httpx.post(
+    answer = http_calls.post(
         traced_mesh.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {key.key}", "traceparent": client[2], "tracestate": "vendor=1"},
         json=chat_body(stream=False),
@@ -215,7 +217,7 @@ def test_a_streamed_request_is_traced_until_its_stream_ends(traced_mesh, receive
     key = funded_key(traced_mesh)
     client = client_traceparent()
     usage, model = None, None
-    with httpx.stream(
+    with http_calls.stream(
         "POST",
         traced_mesh.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {key.key}", "traceparent": client[2]},
@@ -235,7 +237,7 @@ def test_a_streamed_request_is_traced_until_its_stream_ends(traced_mesh, receive
 
 def test_a_refused_request_is_an_error_span(traced_mesh, receiver):
     client = client_traceparent()
-    answer = httpx.post(
+    answer = http_calls.post(
         traced_mesh.url + "/v1/chat/completions",
         headers={"authorization": "Bearer mk-not-a-key", "traceparent": client[2]},
         json=chat_body(stream=False),
@@ -259,7 +261,7 @@ def test_without_the_endpoint_no_traceparent_goes_upstream(mesh, fake_openai):
     key = funded_key(mesh)
     client = client_traceparent()
     body = chat_body(stream=False)
-    answer = httpx.post(
+    answer = http_calls.post(
         mesh.url + "/v1/chat/completions",
         headers={"authorization": f"Bearer {key.key}", "traceparent": client[2]},
         json=body,

@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import UPSTREAM_KEY, events_after
 
 PROMPT_PER_1K = Decimal("0.5")
@@ -19,7 +20,7 @@ COMPLETION_PER_1K = Decimal("1.5")
 
 def api(mesh, method: str, path: str, token: str | None = None, **kwargs) -> httpx.Response:
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    return httpx.request(method, mesh.url + path, headers=headers, timeout=30, **kwargs)
+    return http_calls.request(method, mesh.url + path, headers=headers, timeout=30, **kwargs)
 
 
 def sign_up(mesh) -> tuple[str, str]:
@@ -250,7 +251,7 @@ def test_bad_gateway_requests_are_refused_and_record_nothing(mesh, account, who,
     before = stream_head(mesh)
     headers = {"authorization": f"Bearer {credential}"} if credential else {}
     kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
-    r = httpx.post(mesh.url + "/v1/chat/completions", headers=headers, timeout=30, **kwargs)
+    r = http_calls.post(mesh.url + "/v1/chat/completions", headers=headers, timeout=30, **kwargs)
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code and r.headers["x-mesh-trace-id"]
     assert events_after(mesh, before) == []

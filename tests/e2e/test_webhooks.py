@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from domain.webhook import verify_signature
+from tests import http_calls
 from tests.e2e.conftest import MeshProcess, own_mesh
 
 WAIT = 30  # seconds a delivery may take to arrive (the worker looks every 0.25 s; retries wait 0.5 s, 1 s, ...)
@@ -90,7 +91,7 @@ def hooks_mesh(tmp_path_factory, pricey_config):
 
 
 def account(mesh: MeshProcess, usd: str) -> tuple[str, dict[str, str]]:
-    signed_up = httpx.post(
+    signed_up = http_calls.post(
         mesh.url + "/api/signup",
         json={"email": f"{uuid.uuid4().hex[:8]}@example.com", "password": "correct horse battery"},
         timeout=30,
@@ -100,7 +101,7 @@ def account(mesh: MeshProcess, usd: str) -> tuple[str, dict[str, str]]:
 
 
 def grant(mesh: MeshProcess, account_id: str, usd: str) -> None:
-    granted = httpx.post(
+    granted = http_calls.post(
         f"{mesh.url}/admin/accounts/{account_id}/credits",
         headers={"authorization": f"Bearer {mesh.operator_token}"},
         json={"amount_usd": usd, "reason": "test"},
@@ -110,13 +111,13 @@ def grant(mesh: MeshProcess, account_id: str, usd: str) -> None:
 
 
 def spend(mesh: MeshProcess, auth: dict[str, str]) -> None:
-    key = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "k"}, timeout=30).json()["key"]
+    key = http_calls.post(mesh.url + "/api/keys", headers=auth, json={"label": "k"}, timeout=30).json()["key"]
     client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
     client.chat.completions.create(model="acme/pricey", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
 
 
 def balance(mesh: MeshProcess, auth: dict[str, str]) -> float:
-    return float(httpx.get(mesh.url + "/api/billing/balance", headers=auth, timeout=30).json()["balance_usd"])
+    return float(http_calls.get(mesh.url + "/api/billing/balance", headers=auth, timeout=30).json()["balance_usd"])
 
 
 def until(condition, timeout: float = WAIT, what: str = "") -> None:
@@ -127,7 +128,7 @@ def until(condition, timeout: float = WAIT, what: str = "") -> None:
 
 
 def register(mesh: MeshProcess, auth: dict[str, str], url: str, **fields) -> dict:
-    created = httpx.post(mesh.url + "/api/webhooks", headers=auth, json={"url": url, **fields}, timeout=30)
+    created = http_calls.post(mesh.url + "/api/webhooks", headers=auth, json={"url": url, **fields}, timeout=30)
     assert created.status_code == 201, created.text
     return created.json()
 
@@ -136,7 +137,7 @@ def test_balance_low_once_per_crossing_signed(hooks_mesh, receiver):
     account_id, auth = account(hooks_mesh, "2")
     endpoint = register(hooks_mesh, auth, receiver.url, events=["balance.low"], balance_low_threshold_usd="1.5")
     assert endpoint["secret"].startswith("whsec_")
-    assert "secret" not in httpx.get(f"{hooks_mesh.url}/api/webhooks/{endpoint['id']}", headers=auth).json()
+    assert "secret" not in http_calls.get(f"{hooks_mesh.url}/api/webhooks/{endpoint['id']}", headers=auth).json()
 
     spend(hooks_mesh, auth)  # 2 -> 1.3: the first crossing
     until(lambda: receiver.of_type("balance.low"), what="the first balance.low")
@@ -161,7 +162,9 @@ def test_balance_low_once_per_crossing_signed(hooks_mesh, receiver):
         assert float(payload["data"]["balance_usd"]) < 1.5 and payload["data"]["threshold_usd"].startswith("1.5")
     assert len({json.loads(b)["id"] for _, b in lows}) == 2
 
-    deliveries = httpx.get(f"{hooks_mesh.url}/api/webhooks/{endpoint['id']}/deliveries", headers=auth).json()["data"]
+    deliveries = http_calls.get(f"{hooks_mesh.url}/api/webhooks/{endpoint['id']}/deliveries", headers=auth).json()[
+        "data"
+    ]
     assert [d["status"] for d in deliveries] == ["delivered", "delivered"]
     assert all(d["attempts"][0]["status_code"] == 200 for d in deliveries)
 
@@ -182,7 +185,7 @@ def test_retried_after_500_and_resent_by_hand(hooks_mesh, receiver):
     assert receiver.received[0][0]["host"] == by_name.split("/")[2]  # the Host header names the host, not the address
 
     sent = len(receiver.received)
-    resent = httpx.post(
+    resent = http_calls.post(
         f"{hooks_mesh.url}/api/webhooks/{endpoint['id']}/deliveries/{delivery['id']}/resend", headers=auth
     )
     assert resent.status_code == 202, resent.text
@@ -191,7 +194,7 @@ def test_retried_after_500_and_resent_by_hand(hooks_mesh, receiver):
 
 
 def deliveries_of(mesh: MeshProcess, auth: dict[str, str], endpoint: dict) -> list[dict]:
-    answer = httpx.get(f"{mesh.url}/api/webhooks/{endpoint['id']}/deliveries", headers=auth, timeout=30)
+    answer = http_calls.get(f"{mesh.url}/api/webhooks/{endpoint['id']}/deliveries", headers=auth, timeout=30)
     assert answer.status_code == 200, answer.text
     return answer.json()["data"]
 
@@ -217,20 +220,20 @@ def test_pending_delivery_survives_a_restart(tmp_path_factory, pricey_config, re
 def test_private_address_refused_by_default(mesh):
     _, auth = account(mesh, "1")
     for url in ("http://127.0.0.1:9/hook", "https://127.0.0.1/hook", "https://10.1.2.3/hook", "https://localhost/x"):
-        refused = httpx.post(
+        refused = http_calls.post(
             mesh.url + "/api/webhooks", headers=auth, json={"url": url, "events": ["topup.succeeded"]}, timeout=30
         )
         assert refused.status_code == 400, (url, refused.text)
         error = refused.json()["error"]
         assert error["param"] == "url" and error["code"] == "invalid_webhook", error
-    refused = httpx.post(
+    refused = http_calls.post(
         mesh.url + "/api/webhooks",
         headers=auth,
         json={"url": "https://127.0.0.1/hook", "events": ["topup.succeeded"]},
         timeout=30,
     ).json()["error"]
     assert "loopback" in refused["message"] and "MESH_WEBHOOK_ALLOW_PRIVATE" in refused["message"]
-    assert httpx.get(mesh.url + "/api/webhooks", headers=auth).json() == {"data": []}
+    assert http_calls.get(mesh.url + "/api/webhooks", headers=auth).json() == {"data": []}
 
 
 def test_dashboard_page_adds_shows_secret_once_lists_attempts_and_resends(hooks_mesh, receiver):
@@ -255,7 +258,7 @@ def test_dashboard_page_adds_shows_secret_once_lists_attempts_and_resends(hooks_
         shown = browser.get(made.headers["location"])
         secret = re.search(r'<code id="secret">(whsec_[0-9a-f]+)</code>', shown.text).group(1)
         assert secret not in browser.get(made.headers["location"]).text  # once
-        [endpoint] = httpx.get(hooks_mesh.url + "/api/webhooks", headers=auth).json()["data"]
+        [endpoint] = http_calls.get(hooks_mesh.url + "/api/webhooks", headers=auth).json()["data"]
         until(
             lambda: (
                 deliveries_of(hooks_mesh, auth, endpoint)
@@ -275,18 +278,18 @@ def test_dashboard_page_adds_shows_secret_once_lists_attempts_and_resends(hooks_
         until(lambda: "(resent by hand)" in browser.get(f"/webhooks/{endpoint['id']}").text, what="the resend")
         removed = browser.post(f"/webhooks/{endpoint['id']}/remove", data={"_csrf_token": csrf})
         assert removed.status_code == 303
-    assert httpx.get(hooks_mesh.url + "/api/webhooks", headers=auth).json() == {"data": []}
+    assert http_calls.get(hooks_mesh.url + "/api/webhooks", headers=auth).json() == {"data": []}
 
 
 def test_topup_and_key_cap_notifications_and_endpoint_changes(hooks_mesh, receiver):
     account_id, auth = account(hooks_mesh, "3")
     endpoint = register(hooks_mesh, auth, receiver.url, events=["topup.succeeded", "key.cap_reached"])
 
-    topup = httpx.post(
+    topup = http_calls.post(
         hooks_mesh.url + "/api/billing/topups", headers=auth, json={"amount_usd": "10", "provider": "bank_transfer"}
     )
     assert topup.status_code == 201, topup.text
-    confirmed = httpx.post(
+    confirmed = http_calls.post(
         f"{hooks_mesh.url}/admin/topups/{topup.json()['reference']}/confirm",
         headers={"authorization": f"Bearer {hooks_mesh.operator_token}"},
         json={},
@@ -296,7 +299,7 @@ def test_topup_and_key_cap_notifications_and_endpoint_changes(hooks_mesh, receiv
     [(_, body)] = receiver.of_type("topup.succeeded")
     assert json.loads(body)["data"]["amount_usd"].startswith("10.") and json.loads(body)["account_id"] == account_id
 
-    capped = httpx.post(hooks_mesh.url + "/api/keys", headers=auth, json={"label": "c", "spend_cap_usd": "0.1"})
+    capped = http_calls.post(hooks_mesh.url + "/api/keys", headers=auth, json={"label": "c", "spend_cap_usd": "0.1"})
     client = openai.OpenAI(base_url=hooks_mesh.url + "/v1", api_key=capped.json()["key"], max_retries=0)
     for _ in range(3):
         with pytest.raises(openai.APIStatusError) as refused:
@@ -310,15 +313,15 @@ def test_topup_and_key_cap_notifications_and_endpoint_changes(hooks_mesh, receiv
     assert json.loads(body)["data"]["key_id"] == capped.json()["id"]
 
     url = f"{hooks_mesh.url}/api/webhooks/{endpoint['id']}"
-    bad = httpx.patch(url, headers=auth, json={"events": ["balance.low"]}).json()["error"]
+    bad = http_calls.patch(url, headers=auth, json={"events": ["balance.low"]}).json()["error"]
     assert bad["code"] == "invalid_webhook" and "balance_low_threshold_usd" in bad["message"], bad
-    bad = httpx.patch(url, headers=auth, json={"events": ["nope"]})
+    bad = http_calls.patch(url, headers=auth, json={"events": ["nope"]})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "events[0]", bad.text
-    changed = httpx.patch(url, headers=auth, json={"events": ["balance.low"], "balance_low_threshold_usd": "0.5"})
+    changed = http_calls.patch(url, headers=auth, json={"events": ["balance.low"], "balance_low_threshold_usd": "0.5"})
     assert changed.status_code == 200, changed.text
     assert changed.json()["events"] == ["balance.low"] and changed.json()["balance_low_threshold_usd"].startswith("0.5")
     lags = {p["name"]: p["lag"] for p in hooks_mesh.health().json()["projections"]}
     assert "webhooks" in lags  # the outbox's position is in /health like a read model's
-    assert httpx.delete(url, headers=auth).status_code == 204
-    assert httpx.get(url, headers=auth).status_code == 404
-    assert httpx.get(hooks_mesh.url + "/api/webhooks", headers=auth).json() == {"data": []}
+    assert http_calls.delete(url, headers=auth).status_code == 204
+    assert http_calls.get(url, headers=auth).status_code == 404
+    assert http_calls.get(hooks_mesh.url + "/api/webhooks", headers=auth).json() == {"data": []}

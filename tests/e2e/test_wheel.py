@@ -16,10 +16,10 @@ import zipfile
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
+from tests import http_calls
 from tests.e2e.conftest import SHARED_ADDRESS_LIMITS, MeshProcess
 
 pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
@@ -80,35 +80,35 @@ def test_mesh_up_from_the_wheel_serves_the_dashboard_docs_and_a_billed_completio
     mesh.start(timeout=120)
     try:
         for page in ("/login", "/signup"):
-            r = httpx.get(mesh.url + page)
+            r = http_calls.get(mesh.url + page)
             assert r.status_code == 200 and "<form" in r.text, (page, r.text[:300])
             for asset in re.findall(r'(?:href|src)="(/static/[^"]+)"', r.text):
-                assert httpx.get(mesh.url + asset).status_code == 200, asset
-        docs = httpx.get(mesh.url + "/schema", follow_redirects=True)
+                assert http_calls.get(mesh.url + asset).status_code == 200, asset
+        docs = http_calls.get(mesh.url + "/schema", follow_redirects=True)
         assert docs.status_code == 200, docs.text[:300]
         assets = re.findall(r'(?:href|src)="(/schema/[^"]+)"', docs.text)
         assert len(assets) >= 3, docs.text
         for asset in assets:
-            assert httpx.get(mesh.url + asset).status_code == 200, asset
-        assert httpx.get(mesh.url + "/schema/openapi.json").json()["info"]["title"] == "Mesh"
+            assert http_calls.get(mesh.url + asset).status_code == 200, asset
+        assert http_calls.get(mesh.url + "/schema/openapi.json").json()["info"]["title"] == "Mesh"
 
         email = f"{uuid.uuid4().hex[:8]}@example.com"
-        session = httpx.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
+        session = http_calls.post(mesh.url + "/api/signup", json={"email": email, "password": "long enough"}).json()
         auth = {"authorization": f"Bearer {session['management_token']}"}
-        granted = httpx.post(
+        granted = http_calls.post(
             f"{mesh.url}/admin/accounts/{session['account_id']}/credits",
             headers={"authorization": f"Bearer {mesh.operator_token}"},
             json={"amount_usd": "2", "reason": "wheel"},
         )
         assert granted.status_code == 201, granted.text
-        key = httpx.post(mesh.url + "/api/keys", headers=auth, json={"label": "wheel"}).json()["key"]
+        key = http_calls.post(mesh.url + "/api/keys", headers=auth, json={"label": "wheel"}).json()["key"]
         client = openai.OpenAI(base_url=mesh.url + "/v1", api_key=key, max_retries=0)
         answer = client.chat.completions.create(model="acme/gpt-test", messages=[{"role": "user", "content": "hi"}])
         usage = answer.usage
         cost = (usage.prompt_tokens * Decimal("0.5") + usage.completion_tokens * Decimal("1.5")) / 1000
         deadline = time.monotonic() + 15
         while True:
-            balance = Decimal(httpx.get(mesh.url + "/api/billing/balance", headers=auth).json()["balance_usd"])
+            balance = Decimal(http_calls.get(mesh.url + "/api/billing/balance", headers=auth).json()["balance_usd"])
             if balance == Decimal("2") - cost or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
