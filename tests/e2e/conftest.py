@@ -17,6 +17,7 @@ import pytest
 
 from api.embedded import free_port, wait_for_port
 from tests import http_calls
+from tests.conftest import TEST_KDF
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.fakes.server import BackgroundServer
 
@@ -24,7 +25,7 @@ UPSTREAM_KEY = "sk-upstream-secret-do-not-log"
 
 
 MESH_FROM_CHECKOUT = (sys.executable, "-m", "api.cli")
-TEST_KDF_LOG_N = 10
+TEST_KDF_LOG_N = TEST_KDF.log_n
 
 
 class MeshProcess:
@@ -58,7 +59,6 @@ class MeshProcess:
             "MESH_PORT": str(self.port),
             "MESH_CONFIG": str(self.config),
             "ACME_API_KEY": UPSTREAM_KEY,
-            # scrypt at N=2^10 instead of production's 2^17: every sign-up and log-in of the suite is cheap
             "MESH_PASSWORD_KDF_LOG_N": str(TEST_KDF_LOG_N),
             **self.extra_env,
         }

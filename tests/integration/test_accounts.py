@@ -17,6 +17,7 @@ from projections.directory_projection import Directory
 from projections.readmodel import ensure_schema
 from projections.runner import ProjectionRunner
 from projections.source import StreamSource
+from tests.conftest import TEST_KDF
 from tests.integration.test_projections import env  # noqa: F401  (the fixture: NATS, PostgreSQL, the app)
 
 DIRECTORY = Directory()
@@ -30,7 +31,7 @@ def email() -> str:
 async def test_tokens_in_the_directory_expire_slide_and_are_revoked(env):
     nc, pool, app, stream_name = env
     now = [datetime.now(timezone.utc)]
-    commands = AccountCommands(app, session=timedelta(hours=1), clock=lambda: now[0])
+    commands = AccountCommands(app, password_kdf=TEST_KDF, session=timedelta(hours=1), clock=lambda: now[0])
     runner = ProjectionRunner(DIRECTORY, StreamSource(nc, stream_name), pool)
 
     async def session_of(token: str):
@@ -101,7 +102,7 @@ async def test_the_directory_holds_roles_suspensions_and_the_operators_actions(e
     from commands.keys import KeyCommands
 
     nc, pool, app, stream_name = env
-    commands = AccountCommands(app)
+    commands = AccountCommands(app, password_kdf=TEST_KDF)
     runner = ProjectionRunner(DIRECTORY, StreamSource(nc, stream_name), pool)
     operator_session = await asyncio.to_thread(commands.sign_up, email(), PASSWORD)
     customer = await asyncio.to_thread(commands.sign_up, email(), PASSWORD)

@@ -20,6 +20,8 @@ from domain.usage import UsageRecorded
 from gateway.usage import UsagePublisher
 from projections.audit_verify import verify_log
 
+from tests.conftest import TEST_KDF
+
 pytestmark = pytest.mark.integration
 
 PRICES = {"acme/m": Price(500_000_000_000, 1_500_000_000_000)}
@@ -52,7 +54,7 @@ async def test_verify_holds_on_a_clean_log_and_names_a_usage_at_a_price_not_in_f
     app = await asyncio.to_thread(MeshApplication, nats_url, stream_name)
     publisher = UsagePublisher(nc, stream_name, tmp_path / "spool.jsonl")
     try:
-        accounts, budget = AccountCommands(app), BudgetCommands(app)
+        accounts, budget = AccountCommands(app, password_kdf=TEST_KDF), BudgetCommands(app)
         session = await asyncio.to_thread(accounts.sign_up, f"v-{uuid.uuid4().hex[:6]}@example.com", "long enough")
         account_id = session.account_id
         await asyncio.to_thread(accounts.grant_credits, account_id, 10**13, "seed", "test")

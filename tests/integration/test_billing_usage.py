@@ -16,6 +16,7 @@ from commands.autorefill import AutoRefillCommands
 from commands.topups import TopUpCommands
 from projections import billing, logs
 from projections.spend_history import OTHER_KEYS, spend_history
+from tests.conftest import TEST_KDF
 from tests.integration.test_logs import BILLING, LOGS, NOW, accounts, catch_up, env, usage  # noqa: F401
 
 USD = 10**12
@@ -67,7 +68,7 @@ async def test_latency_per_bucket_is_percentile_disc_of_the_accounts_requests_an
 
 async def test_the_credit_history_says_what_each_movement_was_newest_first(env):
     nc, pool, app, publisher = env
-    commands, topups, refills = AccountCommands(app), TopUpCommands(app), AutoRefillCommands(app)
+    commands, topups, refills = AccountCommands(app, password_kdf=TEST_KDF), TopUpCommands(app), AutoRefillCommands(app)
     account = (
         await asyncio.to_thread(commands.sign_up, f"c-{uuid.uuid4().hex[:6]}@example.com", "long enough")
     ).account_id

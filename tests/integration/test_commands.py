@@ -10,9 +10,11 @@ from commands.accounts import AccountCommands
 from commands.app import MeshApplication
 from domain.account import Account
 
+from tests.conftest import TEST_KDF
+
 
 def test_concurrent_grants_on_one_account_all_land_exactly_once(nats_url, stream_name, app):
-    session = AccountCommands(app).sign_up(f"{uuid.uuid4().hex[:8]}@example.com", "long enough")
+    session = AccountCommands(app, password_kdf=TEST_KDF).sign_up(f"{uuid.uuid4().hex[:8]}@example.com", "long enough")
     apps = [MeshApplication(nats_url, stream_name) for _ in range(4)]
     errors: list[Exception] = []
     barrier = threading.Barrier(len(apps) * 5)

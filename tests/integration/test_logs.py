@@ -29,6 +29,8 @@ from projections.runner import ProjectionRunner
 from projections.source import StreamSource
 from projections.spend_history import spend_history
 
+from tests.conftest import TEST_KDF
+
 BILLING, DIRECTORY, LOGS = Billing(), Directory(), Logs()
 NOW = datetime.now(timezone.utc)
 
@@ -49,7 +51,7 @@ async def env(nats_url, database_url, stream_name, tmp_path):
 
 
 async def accounts(app, n: int) -> list[uuid.UUID]:
-    commands = AccountCommands(app)
+    commands = AccountCommands(app, password_kdf=TEST_KDF)
     made = []
     for i in range(n):
         session = await asyncio.to_thread(

@@ -27,6 +27,8 @@ from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
 from projections.source import StreamSource
 
+from tests.conftest import TEST_KDF
+
 BILLING = Billing()
 DIRECTORY = Directory()
 CATALOG = CatalogModel()
@@ -80,7 +82,7 @@ async def seed(
     app: MeshApplication, publisher: UsagePublisher, accounts: int = 3, usages: int = 300, duplicates: int = 30
 ) -> dict[uuid.UUID, int]:
     """Sign up accounts, grant credits and publish usage (some twice); return the expected balances."""
-    commands = AccountCommands(app)
+    commands = AccountCommands(app, password_kdf=TEST_KDF)
     stream = publisher.stream
     expected: dict[uuid.UUID, int] = {}
     for i in range(accounts):

@@ -16,6 +16,7 @@ from projections.directory_projection import Directory
 from projections.quarantine import quarantined, retry
 from projections.runner import ProjectionRunner
 from projections.source import StreamSource
+from tests.conftest import TEST_KDF
 from tests.integration.test_projections import env  # noqa: F401  (the fixture: NATS, PostgreSQL, the app)
 
 DIRECTORY = Directory()
@@ -40,7 +41,7 @@ async def rows(pool, sql: str, *args):
 
 async def test_an_event_the_directory_cannot_apply_is_quarantined_and_the_rest_applies(env):
     nc, pool, app, stream = env
-    accounts, keys = AccountCommands(app), KeyCommands(app)
+    accounts, keys = AccountCommands(app, password_kdf=TEST_KDF), KeyCommands(app)
     first = await asyncio.to_thread(accounts.sign_up, "first@example.com", "long enough")
     key = await asyncio.to_thread(keys.create, first.account_id, "k", 10**12, None)
     # PostgreSQL text cannot hold NUL; numeric(40, 0) cannot hold 10**45; a body without its fields cannot decode.

@@ -29,6 +29,8 @@ from projections.runner import ProjectionRunner
 from projections.source import StreamSource
 from projections.spend_history import spend_history
 
+from tests.conftest import TEST_KDF
+
 BILLING = Billing()
 USAGE_EVENTS = 10_000
 CENT = 10**10
@@ -51,7 +53,7 @@ async def test_replaying_everything_gives_the_same_money_to_the_last_unit(
     async with pool.connection() as conn:
         await ensure_schema(conn, [BILLING])
     app = await asyncio.to_thread(MeshApplication, nats_url, stream_name)
-    accounts_cmd, topups = AccountCommands(app), TopUpCommands(app)
+    accounts_cmd, topups = AccountCommands(app, password_kdf=TEST_KDF), TopUpCommands(app)
     publisher = UsagePublisher(nc, stream_name, tmp_path / "spool.jsonl")
     rng = random.Random(2026)
 

@@ -20,6 +20,8 @@ from commands.stream import snapshots_stream
 from domain.account import Account
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, snapshot_subject
 
+from tests.conftest import TEST_KDF
+
 CYCLES = SNAPSHOT_INTERVAL // 2 + 7  # a lease and its settlement: two events on each aggregate
 
 
@@ -28,7 +30,9 @@ def history(nats_url, stream_name):
     """An account and a key that went through CYCLES lease cycles, and the state their writer ended with."""
     app = MeshApplication(nats_url, stream_name)
     try:
-        session = AccountCommands(app).sign_up(f"s{os.getpid()}@example.com", "correct horse battery staple")
+        session = AccountCommands(app, password_kdf=TEST_KDF).sign_up(
+            f"s{os.getpid()}@example.com", "correct horse battery staple"
+        )
         account = app.account(session.account_id)
         account.grant_credits(10**15, "test", "test")
         app.save(account)

@@ -24,6 +24,8 @@ from domain.account import Account, EmailClaim
 from domain.credentials import PASSWORD_KDF, ScryptParams, hash_token, needs_rehash
 from domain.template import TemplateNameTaken
 
+from tests.conftest import TEST_KDF
+
 PASSWORD = "correct horse battery"
 MESSAGES = [{"role": "user", "content": "Hi {{name}}"}]
 CREDITS = 10**12
@@ -53,7 +55,7 @@ def email() -> str:
 @pytest.fixture
 def funded(app):
     """An account with CREDITS and a key with a spend cap of half of them: (account id, key id)."""
-    session = AccountCommands(app).sign_up(f"{uuid.uuid4().hex[:8]}@example.com", "long enough")
+    session = AccountCommands(app, password_kdf=TEST_KDF).sign_up(f"{uuid.uuid4().hex[:8]}@example.com", "long enough")
     AccountCommands(app).grant_credits(session.account_id, CREDITS, "test", "operator")
     key = KeyCommands(app).create(session.account_id, "k", CREDITS // 2, None).key
     return session.account_id, key.id
@@ -161,7 +163,7 @@ def topics(app: MeshApplication, aggregate_id: uuid.UUID) -> list[str]:
 
 
 def test_sign_up_is_atomic_and_emails_are_unique(app):
-    commands = AccountCommands(app)
+    commands = AccountCommands(app, password_kdf=TEST_KDF)
     email = f"{uuid.uuid4().hex[:8]}@example.com"
     first = commands.sign_up(email, "long enough")
     head = app.recorder.max_notification_id()
@@ -206,7 +208,7 @@ def test_a_suspended_account_cannot_log_in_nor_make_keys_until_resumed(app, fund
     from domain.account import AccountSuspended
 
     account_id, _ = funded
-    commands, keys = AccountCommands(app), KeyCommands(app)
+    commands, keys = AccountCommands(app, password_kdf=TEST_KDF), KeyCommands(app)
     address = app.account(account_id).email
     assert commands.suspend(account_id, "abuse", "token") > 0
     assert commands.suspend(account_id, "again", "token") == 0  # suspended already: nothing appended
@@ -224,7 +226,7 @@ def test_a_suspended_account_cannot_log_in_nor_make_keys_until_resumed(app, fund
 def test_the_operator_role_is_given_and_taken_by_email(app):
     from commands.app import NotFound
 
-    commands = AccountCommands(app)
+    commands = AccountCommands(app, password_kdf=TEST_KDF)
     session = commands.sign_up(email(), "long enough")
     address = app.account(session.account_id).email
     account_id, position = commands.set_operator(address.upper(), True, "cli")
