@@ -177,6 +177,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
 
     from api.app import MeshASGI
     from api.http_protocol import GatheringHttpToolsProtocol
+    from api.http_server import SignalledServer
     from api.connections import StartupError
     from api.runtime_options import dashboard_config, load_catalog, runtime_for
     from api.servers import Servers, listen, private_dir
@@ -211,7 +212,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             server_header=False,
             http=GatheringHttpToolsProtocol,
         )
-        server = uvicorn.Server(config)
+        server = SignalledServer(config, on_signal=runtime.supervisor.stand_down)
 
         async def serve() -> None:
             try:

@@ -4,6 +4,9 @@ A child that dies (a crash, an OOM kill, `kill -9`) is reaped at once (no zombie
 started again on the same port and data, after a pause that doubles on every failed try (a PostgreSQL killed
 with -9 refuses to start until its orphaned backends have gone). Clients recover by themselves: nats-py
 reconnects, and the PostgreSQL pools check a connection before handing it out. `/health` shows each child.
+
+Once `mesh up` is told to stop (`stand_down`), a child that ends is left stopped: a service manager signals every
+process of the unit at once, so the children end while `mesh up` still answers its last requests.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class Child(Protocol):
 
 class ChildStatus(msgspec.Struct):
     name: str
-    state: str  # "running" | "restarting"
+    state: str  # "running" | "restarting" | "stopped" (it ended after Mesh was told to stop)
     pid: int | None
     restarts: int  # since `mesh up` started
     last_exit: str | None = None  # how it last ended, e.g. "killed by SIGKILL"
@@ -73,6 +76,12 @@ class _Watched:
 class Supervisor:
     def __init__(self) -> None:
         self._watched: list[_Watched] = []
+        self._standing_down = False
+
+    def stand_down(self) -> None:
+        """Mesh is stopping: a child that ends from now on is not started again. Only sets a flag, so a signal
+        handler may call it."""
+        self._standing_down = True
 
     def watch(self, name: str, child: Child, after_restart: Callable[[], Awaitable[None]] | None = None) -> None:
         """Keep `child` (already started) running; `after_restart` runs each time it was started again."""
@@ -91,6 +100,9 @@ class Supervisor:
             if code is None:
                 await stopped_within(stop, POLL_SECONDS)
                 continue
+            if self._standing_down:
+                watched.state, watched.last_exit = "stopped", describe_exit(code)
+                return
             watched.state, watched.last_exit = "restarting", describe_exit(code)
             if time.monotonic() - watched.started >= STABLE_SECONDS:
                 watched.delay = FIRST_DELAY
@@ -102,7 +114,7 @@ class Supervisor:
                 watched.delay,
             )
             down = time.monotonic()
-            while not await stopped_within(stop, watched.delay):
+            while not await stopped_within(stop, watched.delay) and not self._standing_down:
                 watched.delay = min(watched.delay * 2, MAX_DELAY)
                 try:
                     await asyncio.to_thread(watched.child.start)

@@ -200,6 +200,7 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
             os.kill(pid, signal.SIGTERM)
         assert mesh.process.wait(30) == 128 + signal.SIGTERM  # what `mesh up` exits with on SIGTERM
         assert "Traceback" not in mesh.output(), mesh.output()[-3000:]
+        assert "starting it again" not in mesh.output(), mesh.output()[-3000:]  # the children were told to stop
         print(f"\nmesh up healthy after {first_start:.2f}s on a fresh data dir, {restart:.2f}s on restart")
     finally:
         mesh.stop()

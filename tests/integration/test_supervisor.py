@@ -1,4 +1,5 @@
-"""The supervisor reaps a child that died, starts it again with backoff, and says so in its status."""
+"""The supervisor reaps a child that died, starts it again with backoff, and says so in its status; once Mesh is
+told to stop, a child that ends stays stopped."""
 
 from __future__ import annotations
 
@@ -80,6 +81,31 @@ async def test_a_killed_child_is_reaped_and_started_again_with_backoff(caplog):
         await asyncio.wait_for(task, 5)
         child.stop()
     assert child.starts == 4  # stopping the supervisor starts nothing
+
+
+async def test_a_child_that_ends_once_mesh_is_stopping_is_not_started_again(caplog):
+    """What a service manager does: it signals `mesh up` (whose handler stands the supervisor down) and every
+    child at once, and the children end while `mesh up` still drains its connections."""
+    child = Sleeper().start()
+    supervisor = Supervisor()
+    supervisor.watch("sleeper", child)
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervisor.run(stop))
+    try:
+        first = child.process.pid
+        supervisor.stand_down()
+        os.kill(first, signal.SIGTERM)
+        await until(lambda: supervisor.status()[0].state == "stopped")
+        [status] = supervisor.status()
+        assert (status.pid, status.restarts, status.last_exit) == (None, 0, "killed by SIGTERM")
+        assert reaped(first)
+        await asyncio.sleep(0.5)  # past the first restart's pause
+        assert child.starts == 1 and supervisor.status()[0].state == "stopped"
+        assert "starting it again" not in caplog.text
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        child.stop()
 
 
 def test_exits_are_described():
