@@ -16,16 +16,15 @@ from domain.credentials import MIN_KDF_LOG_N, password_kdf
 
 
 # What a password costs in the suite: the cheapest an operator may choose (MESH_PASSWORD_KDF_LOG_N), where
-# production's default costs about 0.1 s of CPU per sign-up or log-in. Only the tests of the KDF itself run at
-# production's cost (tests/unit/test_credentials.py, test_command_contract.py, test_config.py pins the default).
+# production's default (N = 2**17) takes about 0.4 s of CPU per sign-up or log-in. Only the tests of the KDF itself
+# run at production's cost (tests/unit/test_credentials.py, test_command_contract.py; test_config.py pins it).
 TEST_KDF = password_kdf(MIN_KDF_LOG_N)
 TIERS = ("unit", "integration", "e2e")  # the directories under tests/, each a marker of the same name
 TESTS = Path(__file__).parent
 
 
-# Workers beyond one per CPU: a test module spends a fifth of its time or more waiting (for a rate window to turn, a
-# restart, a timeout it tests), and one more worker than CPUs runs in those waits (on 2 CPUs: 477 s with 2 workers,
-# 421 s with 3, back to back).
+# Workers beyond one per CPU: test modules spend much of their time waiting (for a rate window to turn, a restart,
+# a timeout they test), which leaves CPUs idle with one worker each; the extra worker runs in those waits.
 EXTRA_WORKERS = 1
 
 

@@ -1,6 +1,6 @@
 """httpx's one-call functions (`get`, `post`, ... `stream`) for the tests, without their cost per call.
 
-Each of httpx's own builds a client, and each new client loads the CA bundle into a new SSL context: about 29 ms
+Each of httpx's own builds a client, and each new client loads the CA bundle into a new SSL context: about 20 ms
 of CPU per call, even to a plain http:// address on loopback. The suite makes such calls by the thousand (each
 /health poll while a `mesh up` starts, each look while waiting for a read model). These are the same functions
 with one SSL context shared; every call still gets a client of its own, so no cookie or connection is kept from
