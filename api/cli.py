@@ -282,7 +282,8 @@ async def _projections_only(settings: Settings) -> int:
     async def lower_backend(conn) -> None:
         priority.lower(conn.info.backend_pid)
 
-    pool = await open_pool(settings.database_url, configure=lower_backend if priority else None)
+    # the read models' retry loops wait the pool's whole timeout: a second's give-up would only make them log more
+    pool = await open_pool(settings.database_url, configure=lower_backend if priority else None, answering=False)
     outdated = await ensure_read_models(pool)
     worker = ProjectionWorker(
         nc,

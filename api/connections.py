@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import nats.errors
 import psycopg
@@ -66,7 +67,41 @@ async def disconnect_nats(nc: NATS) -> None:
             await nc.close()
 
 
-async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnectionPool:
+POOL_TIMEOUT = 10.0  # seconds a request waits for a connection while PostgreSQL is up (every one is busy)
+OUTAGE_TIMEOUT = 1.0  # ... and while the pool's latest tries to connect have all failed
+
+
+class OutageAwarePool(AsyncConnectionPool):
+    """A pool whose requests wait OUTAGE_TIMEOUT, not POOL_TIMEOUT, for a connection while PostgreSQL cannot be
+    reached: the API and the gateway then answer 503 (`service_unavailable`, `Retry-After`) in about a second,
+    instead of every request hanging for the whole timeout during an outage. Unreachable means: the pool has
+    failed to connect since it last connected (its own counters, `get_stats`). A request still waits the whole
+    timeout while that is not yet known, and from the pool's first new connection on."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._connected, self._failed, self._unreachable = 0, 0, False
+
+    async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:
+        if timeout is None and self.unreachable():
+            timeout = OUTAGE_TIMEOUT
+        return await super().getconn(timeout)
+
+    def unreachable(self) -> bool:
+        stats = self.get_stats()  # tries to connect, and the failed ones, since the pool opened
+        failed = stats.get("connections_errors", 0)
+        connected = stats.get("connections_num", 0) - failed
+        if connected > self._connected:
+            self._unreachable = False
+        elif failed > self._failed:
+            self._unreachable = True
+        self._connected, self._failed = connected, failed
+        return self._unreachable
+
+
+async def open_pool(url: str, max_size: int = 20, configure=None, answering: bool = True) -> AsyncConnectionPool:
+    """A pool on `url`, checked first. `answering`: its requests answer someone (the API, the gateway), so during an
+    outage they give up after about a second (OutageAwarePool); a background worker's retry loops wait it out."""
     try:
         probe = await psycopg.AsyncConnection.connect(url, connect_timeout=5)
         await probe.close()
@@ -74,16 +109,17 @@ async def open_pool(url: str, max_size: int = 20, configure=None) -> AsyncConnec
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {reason}") from None
     # `check`: a connection that died with its server (PostgreSQL restarted) is replaced, not handed out
-    pool = AsyncConnectionPool(
+    pool_class = OutageAwarePool if answering else AsyncConnectionPool
+    pool = pool_class(
         url,
         min_size=1,
         max_size=max_size,
         open=False,
-        timeout=10,
+        timeout=POOL_TIMEOUT,
         configure=configure,
         check=AsyncConnectionPool.check_connection,
     )
-    await pool.open(wait=True, timeout=10)
+    await pool.open(wait=True, timeout=POOL_TIMEOUT)
     return pool
 
 

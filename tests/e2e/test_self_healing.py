@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.connections import POOL_TIMEOUT
 from api.embedded import free_port
 from api.postgres_server import PostgresServer
 from domain.money import pico_to_usd
@@ -215,8 +216,11 @@ def test_an_unreachable_read_model_is_a_503_and_heals_when_it_returns(tmp_path, 
         assert error["code"] == "service_unavailable" and "read models" in error["message"]
         assert down.headers["retry-after"]
         assert chat(mesh, key, "cached key").status_code == 200  # the gateway needs no read model for it
+        asked = time.monotonic()
         unknown = chat(mesh, other_key, "new key")
         assert unknown.status_code == 503 and unknown.json()["error"]["code"] == "service_unavailable"
+        # known to be down by then: refused in about a second, not after the pool's whole timeout
+        assert time.monotonic() - asked < POOL_TIMEOUT / 2
         health = mesh.health(timeout=30)
         assert health.status_code == 503 and health.json()["postgres"].startswith("unreachable")
         assert mesh.process.poll() is None
