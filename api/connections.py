@@ -80,7 +80,8 @@ class OutageAwarePool(AsyncConnectionPool):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._connected, self._failed, self._unreachable = 0, 0, False
+        self._connected = 0  # the pool's successful connections so far, as last seen
+        self._failed_then = 0  # its failed tries when that count last grew
 
     async def getconn(self, timeout: float | None = None) -> psycopg.AsyncConnection[Any]:
         if timeout is None and self.unreachable():
@@ -92,11 +93,8 @@ class OutageAwarePool(AsyncConnectionPool):
         failed = stats.get("connections_errors", 0)
         connected = stats.get("connections_num", 0) - failed
         if connected > self._connected:
-            self._unreachable = False
-        elif failed > self._failed:
-            self._unreachable = True
-        self._connected, self._failed = connected, failed
-        return self._unreachable
+            self._connected, self._failed_then = connected, failed
+        return failed > self._failed_then
 
 
 async def open_pool(url: str, max_size: int = 20, configure=None, answering: bool = True) -> AsyncConnectionPool:
