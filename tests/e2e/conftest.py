@@ -25,7 +25,6 @@ UPSTREAM_KEY = "sk-upstream-secret-do-not-log"
 
 
 MESH_FROM_CHECKOUT = (sys.executable, "-m", "api.cli")
-TEST_KDF_LOG_N = TEST_KDF.log_n
 
 
 class MeshProcess:
@@ -59,7 +58,7 @@ class MeshProcess:
             "MESH_PORT": str(self.port),
             "MESH_CONFIG": str(self.config),
             "ACME_API_KEY": UPSTREAM_KEY,
-            "MESH_PASSWORD_KDF_LOG_N": str(TEST_KDF_LOG_N),
+            "MESH_PASSWORD_KDF_LOG_N": str(TEST_KDF.log_n),
             **self.extra_env,
         }
         for name in ("MESH_NATS_URL", "MESH_DATABASE_URL", "MESH_STREAM", "MESH_OPERATOR_TOKEN"):

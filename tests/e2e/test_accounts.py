@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import TEST_KDF_LOG_N, MeshProcess, stored_events
+from tests.conftest import TEST_KDF
+from tests.e2e.conftest import MeshProcess, stored_events
 from tests.e2e.test_walking_skeleton import api
 
 PASSWORD = "correct horse battery"
@@ -91,7 +92,7 @@ def test_passwords_are_hashed_at_the_cost_the_server_was_given(mesh):
     created = [
         data for topic, data in stored_events(mesh, 0) if topic == "account.registered" and email.encode() in data
     ]
-    assert len(created) == 1 and f"scrypt$ln={TEST_KDF_LOG_N},r=8,p=1$".encode() in created[0]
+    assert len(created) == 1 and f"scrypt$ln={TEST_KDF.log_n},r=8,p=1$".encode() in created[0]
     assert PASSWORD.encode() not in created[0]
 
 
