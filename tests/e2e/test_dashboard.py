@@ -22,6 +22,8 @@ import pytest
 from tests import http_calls
 from tests.e2e.conftest import MeshProcess, paid_by_localstripe, send_webhooks
 
+pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
 PASSWORD = "correct horse battery"

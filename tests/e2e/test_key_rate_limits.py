@@ -14,6 +14,8 @@ from tests import http_calls
 from tests.e2e.conftest import funded_key
 from tests.e2e.test_budget_invariant import gateways  # noqa: F401 - the two processes, as a fixture
 
+pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
+
 MODEL = "acme/gpt-test"
 
 

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 from decimal import Decimal
 
-import anthropic
 import httpx
 import pytest
 
@@ -108,10 +107,18 @@ def logged(mesh: MeshProcess, token: str, n: int) -> list[dict]:
         time.sleep(0.05)
 
 
+def anthropic_sdk(mesh: MeshProcess, key: str):
+    """The official anthropic SDK on Mesh, sending `key` as x-api-key as the SDK does. Imported here rather than at the
+    top: the SDK takes about a second to import, which every test worker would otherwise pay while collecting."""
+    import anthropic
+
+    return anthropic.Anthropic(base_url=mesh.url, api_key=key, max_retries=0)
+
+
 def test_the_anthropic_sdk_passes_through_to_an_anthropic_model(messages_mesh):
     mesh, fake, _ = messages_mesh
     s = funded_key(mesh, "5", label="claude")
-    client = anthropic.Anthropic(base_url=mesh.url, api_key=s.key, max_retries=0)  # x-api-key, as the SDK sends it
+    client = anthropic_sdk(mesh, s.key)
     plain = client.messages.create(
         model="claude-sonnet-4-5",
         max_tokens=50,
@@ -170,7 +177,7 @@ def test_the_anthropic_sdk_passes_through_to_an_anthropic_model(messages_mesh):
 def test_thinking_passes_through_and_cache_tokens_bill_at_cache_prices(messages_mesh):
     mesh, fake, _ = messages_mesh
     s = funded_key(mesh, "50", label="cache")
-    client = anthropic.Anthropic(base_url=mesh.url, api_key=s.key, max_retries=0)
+    client = anthropic_sdk(mesh, s.key)
     fake.thinking_tokens, fake.cache_read, fake.cache_write = 3, 5, 2
     try:
         thinking = {"type": "enabled", "budget_tokens": 1024}
@@ -263,7 +270,7 @@ def test_claude_codes_request_passes_through_unchanged_and_is_billed(messages_me
 def test_the_anthropic_sdk_is_translated_for_an_openai_compatible_model(messages_mesh):
     mesh, _, fake = messages_mesh
     s = funded_key(mesh, "5", label="gpt")
-    client = anthropic.Anthropic(base_url=mesh.url, api_key=s.key, max_retries=0)
+    client = anthropic_sdk(mesh, s.key)
     plain = client.messages.create(
         model="acme/gpt",
         max_tokens=50,
@@ -377,7 +384,7 @@ def test_refusals_come_in_anthropics_error_shape(messages_mesh):
 def test_count_tokens(messages_mesh):
     mesh, fake, _ = messages_mesh
     s = funded_key(mesh, "1", label="count")
-    client = anthropic.Anthropic(base_url=mesh.url, api_key=s.key, max_retries=0)
+    client = anthropic_sdk(mesh, s.key)
     counted = client.messages.count_tokens(
         model="claude/sonnet", system="be brief", messages=[{"role": "user", "content": "hello there"}]
     )
