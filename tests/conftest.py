@@ -42,13 +42,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Longest first: xdist hands out whole modules (--dist=loadfile) in this order, so the modules marked `long`,
     # then the rest of e2e, start first and the short ones fill the gaps at the end instead of one long module
     # running alone. The sort is stable: a module's tests stay together and in order.
-    items.sort(key=_schedule)
+    long_order = _long_modules_in_turn(items)
+    items.sort(key=lambda item: _schedule(item, long_order))
 
 
-def _schedule(item: pytest.Item) -> int:
-    if item.get_closest_marker("long"):
-        return 0
-    return 1 + next((i for i, tier in enumerate(reversed(TIERS)) if item.get_closest_marker(tier)), len(TIERS))
+def _long_modules_in_turn(items: list[pytest.Item]) -> dict[Path, int]:
+    """The long modules' order: one that mostly waits (`long(waits=True)`: a rate window, a restart, a node coming
+    back) after each that computes, so the waits run beside work instead of together, leaving the CPUs idle."""
+    waits: dict[Path, bool] = {}
+    for item in items:
+        marker = item.get_closest_marker("long")
+        if marker is not None:
+            waits.setdefault(item.path, bool(marker.kwargs.get("waits")))
+    computing = sorted(path for path, waiting in waits.items() if not waiting)
+    waiting = sorted(path for path, waiting in waits.items() if waiting)
+    return {**{path: 2 * i for i, path in enumerate(computing)}, **{path: 2 * i + 1 for i, path in enumerate(waiting)}}
+
+
+def _schedule(item: pytest.Item, long_order: dict[Path, int]) -> tuple[int, int]:
+    if item.path in long_order:
+        return 0, long_order[item.path]
+    return 1 + next((i for i, tier in enumerate(reversed(TIERS)) if item.get_closest_marker(tier)), len(TIERS)), 0
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from api.postgres_server import PostgresServer
 from tests import http_calls
 from tests.e2e.conftest import MeshProcess, funded_key
 
-pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.long(waits=True)  # scheduled first, beside a module that computes (tests/conftest.py)
 
 
 def write_config(path: Path, upstream_url: str) -> Path:

@@ -14,7 +14,7 @@ from tests import http_calls
 from tests.e2e.conftest import funded_key
 from tests.e2e.test_budget_invariant import gateways  # noqa: F401 - the two processes, as a fixture
 
-pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.long(waits=True)  # scheduled first, beside a module that computes (tests/conftest.py)
 
 MODEL = "acme/gpt-test"
 

@@ -28,7 +28,7 @@ from tests.e2e.conftest import MESH_FROM_CHECKOUT, SHARED_ADDRESS_LIMITS, UPSTRE
 from tests.e2e.test_walking_skeleton import api, sign_up
 from tests.nats_cluster import cluster_url, running_cluster
 
-pytestmark = pytest.mark.long
+pytestmark = pytest.mark.long(waits=True)  # scheduled first, beside a module that computes (tests/conftest.py)
 
 # The keys' spend caps. At the load's pace a key spends about $0.22 a second (a request costs about $0.011), so
 # the first cap is reached while the node is down, the second after its restart, the third not at all: the load

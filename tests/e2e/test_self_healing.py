@@ -21,7 +21,7 @@ from domain.money import pico_to_usd
 from tests import http_calls
 from tests.e2e.conftest import MeshProcess, events_after
 
-pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.long(waits=True)  # scheduled first, beside a module that computes (tests/conftest.py)
 
 RECOVERY_SECONDS = 45  # a killed child is back, and requests are served, within this
 ZOMBIE_SECONDS = 10  # an ended child is reaped within this (the supervisor looks every 0.2 s, slower under load)
