@@ -26,6 +26,12 @@ UPSTREAM_KEY = "sk-upstream-secret-do-not-log"
 
 MESH_FROM_CHECKOUT = (sys.executable, "-m", "api.cli")
 
+# The suite runs several Meshes at once beside their tests. By default (MESH_BACKGROUND_CPUS=auto) each keeps its
+# read models, NATS and PostgreSQL off the first CPU, which is the gateway's alone on a server of its own; here all
+# of theirs would queue on the other CPUs while the first sat idle. A test of the default placement unsets this
+# (a setting given as None).
+SUITE_SETTINGS = {"MESH_BACKGROUND_CPUS": "all"}
+
 
 class MeshProcess:
     """`mesh up` as a subprocess: by default this checkout's; `command` and `cwd` run another install of it."""
@@ -34,7 +40,7 @@ class MeshProcess:
         self,
         data_dir: Path,
         config: Path,
-        env: dict[str, str] | None = None,
+        env: dict[str, str | None] | None = None,
         args: tuple[str, ...] = (),
         command: tuple[str, ...] = MESH_FROM_CHECKOUT,
         cwd: Path | None = None,
@@ -54,6 +60,7 @@ class MeshProcess:
         """Start `mesh up`; return seconds until /health says ok."""
         env = {
             **os.environ,
+            **SUITE_SETTINGS,
             "MESH_DATA_DIR": str(self.data_dir),
             "MESH_PORT": str(self.port),
             "MESH_CONFIG": str(self.config),
@@ -64,6 +71,7 @@ class MeshProcess:
         for name in ("MESH_NATS_URL", "MESH_DATABASE_URL", "MESH_STREAM", "MESH_OPERATOR_TOKEN"):
             if name not in self.extra_env:  # embedded servers unless the test names external ones
                 env.pop(name, None)
+        env = {name: value for name, value in env.items() if value is not None}
         started = time.monotonic()
         self.process = subprocess.Popen(
             [*self.command, "up", *self.args],

@@ -131,7 +131,7 @@ def test_a_bad_config_is_one_line(tmp_path):
 
 
 def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
-    mesh = MeshProcess(tmp_path / "data", mesh_config)
+    mesh = MeshProcess(tmp_path / "data", mesh_config, env={"MESH_BACKGROUND_CPUS": None})  # the default placement
     try:
         first_start = mesh.start()
         email = f"{uuid.uuid4().hex[:8]}@example.com"
