@@ -24,8 +24,8 @@ TESTS = Path(__file__).parent
 
 
 # Workers beyond one per CPU: test modules spend much of their time waiting (for a rate window to turn, a restart,
-# a timeout they test), which leaves CPUs idle with one worker each; the extra worker runs in those waits.
-EXTRA_WORKERS = 1
+# a timeout they test), which leaves CPUs idle with one worker each; the extra workers run in those waits.
+EXTRA_WORKERS = 2
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
