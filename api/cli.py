@@ -230,6 +230,7 @@ def up(settings: Settings, run_projections: bool = True) -> int:
             while not server.started and not task.done():
                 await asyncio.sleep(0.01)
             if server.started:
+                runtime.go_idle()
                 settle_garbage_collector()
                 url = f"http://{settings.host}:{settings.port}"
                 print(f"Mesh is up in {time.monotonic() - started:.1f}s", flush=True)
@@ -264,7 +265,8 @@ def _shown_operator_token(settings: Settings, token: str, generated: bool) -> st
 async def _projections_only(settings: Settings) -> int:
     """The projection worker (api/projection_worker.py) as a process of its own."""
     from api.connections import connect_nats, disconnect_nats, open_pool
-    from api.projection_process import BACKGROUND_POSTGRES, PostgresPriority
+    from api.embedded import lower_priority, running_idle
+    from api.projection_process import BACKGROUND_POSTGRES, BACKGROUND_WORKER, PostgresPriority
     from api.projection_worker import ProjectionWorker, ensure_read_models
     from api.read_models import READ_MODELS
     from api.runtime_options import webhook_options
@@ -278,12 +280,9 @@ async def _projections_only(settings: Settings) -> int:
         await ensure_bodies_stream(nc, settings.stream, settings.log_retention_days, settings.stream_replicas)
     postmaster = os.environ.get(BACKGROUND_POSTGRES)  # set by `mesh up` for its embedded PostgreSQL
     priority = PostgresPriority(int(postmaster)) if postmaster else None
-
-    async def lower_backend(conn) -> None:
-        priority.lower(conn.info.backend_pid)
-
     # the read models' retry loops wait the pool's whole timeout: a second's give-up would only make them log more
-    pool = await open_pool(settings.database_url, configure=lower_backend if priority else None, answering=False)
+    lower = priority.lower_connection if priority else None
+    pool = await open_pool(settings.database_url, on_checkout=lower, answering=False)
     outdated = await ensure_read_models(pool)
     worker = ProjectionWorker(
         nc,
@@ -301,11 +300,14 @@ async def _projections_only(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     await worker.follow_appends()
     print(f"projections running: {', '.join(m.name for m in READ_MODELS)}", flush=True)
+    if os.environ.get(BACKGROUND_WORKER):  # `mesh up`'s: from now on, only the CPU time the gateway leaves over
+        lower_priority(os.getpid())
     settle_garbage_collector()
 
     async def keep_maintenance_low() -> None:  # autovacuum workers come and go
         while not stop.is_set():
-            priority.lower_maintenance()
+            if running_idle():
+                priority.lower_maintenance()
             await stopped_within(stop, MAINTENANCE_LOOK_EVERY)
 
     jobs = [worker.run(stop, linger=LOADED_LINGER)]

@@ -97,9 +97,10 @@ class OutageAwarePool(AsyncConnectionPool):
         return failed > self._failed_then
 
 
-async def open_pool(url: str, max_size: int = 20, configure=None, answering: bool = True) -> AsyncConnectionPool:
+async def open_pool(url: str, max_size: int = 20, on_checkout=None, answering: bool = True) -> AsyncConnectionPool:
     """A pool on `url`, checked first. `answering`: its requests answer someone (the API, the gateway), so during an
-    outage they give up after about a second (OutageAwarePool); a background worker's retry loops wait it out."""
+    outage they give up after about a second (OutageAwarePool); a background worker's retry loops wait it out.
+    `on_checkout(conn)` runs each time a connection is handed out, once it is checked."""
     try:
         probe = await psycopg.AsyncConnection.connect(url, connect_timeout=5)
         await probe.close()
@@ -107,16 +108,14 @@ async def open_pool(url: str, max_size: int = 20, configure=None, answering: boo
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StartupError(f"cannot reach PostgreSQL at {_redact(url)}: {reason}") from None
     # `check`: a connection that died with its server (PostgreSQL restarted) is replaced, not handed out
+
+    async def check(conn: psycopg.AsyncConnection) -> None:
+        await AsyncConnectionPool.check_connection(conn)
+        if on_checkout is not None:
+            on_checkout(conn)
+
     pool_class = OutageAwarePool if answering else AsyncConnectionPool
-    pool = pool_class(
-        url,
-        min_size=1,
-        max_size=max_size,
-        open=False,
-        timeout=POOL_TIMEOUT,
-        configure=configure,
-        check=AsyncConnectionPool.check_connection,
-    )
+    pool = pool_class(url, min_size=1, max_size=max_size, open=False, timeout=POOL_TIMEOUT, check=check)
     await pool.open(wait=True, timeout=POOL_TIMEOUT)
     return pool
 

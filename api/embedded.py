@@ -123,15 +123,12 @@ def background_cpus(spec: str = "auto") -> frozenset[int] | None:
     return frozenset(cpus)
 
 
-def child_setup(background: bool, cpus: frozenset[int] | None) -> Callable[[], None]:
-    """What a server's child process runs before exec: die with its parent, and, for background work,
-    take idle CPU priority (see _background); stay on `cpus` (threads it starts later inherit them)."""
+def child_setup(cpus: frozenset[int] | None) -> Callable[[], None]:
+    """What a server's child process runs before exec: die with its parent, and stay on `cpus` (threads it
+    starts later inherit them). Background work takes its idle priority once started (`lower_priority`)."""
 
     def setup() -> None:
-        if background:
-            _background()
-        else:
-            _die_with_parent()
+        _die_with_parent()
         if cpus:
             os.sched_setaffinity(0, cpus)
 
@@ -216,7 +213,7 @@ class NatsServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             process_group=0,
-            preexec_fn=child_setup(background=False, cpus=self.cpus),
+            preexec_fn=child_setup(self.cpus),
         )
         log.close()
         try:
@@ -246,16 +243,54 @@ def memory_mb() -> int | None:
         return None
 
 
-def _background() -> None:
-    """Runs in a child before exec: die with `mesh up`, and take only CPU time the gateway leaves over.
+LOWEST_NICE = 19  # where SCHED_IDLE cannot be had, and an autogroup's lowest share
 
-    For the projection worker and the embedded PostgreSQL (read models may trail by milliseconds under load;
-    a request should not wait for them). SCHED_IDLE, not a nice value: a waking request preempts such a
-    process at once, where a niced one keeps its CPU for the rest of its slice (p99 in bench/gateway.py).
-    Children share `mesh up`'s session (a process group of their own, for Ctrl-C), so the kernel's
+
+def lower_priority(pid: int, children: bool = False) -> None:
+    """Give a running process (each of its threads; with `children`, each process it started too, as the
+    PostgreSQL postmaster's) the CPU time the gateway leaves over, and no more.
+
+    For the projection worker and the embedded PostgreSQL once Mesh has started (read models may trail by
+    milliseconds under load; a request should not wait for them). SCHED_IDLE, not a nice value: a waking request
+    preempts such a process at once, where a niced one keeps its CPU for the rest of its slice (p99 in
+    bench/gateway.py). Threads and processes they start later inherit it. Not before Mesh has started: an idle
+    process runs only when no other process wants a CPU, so on a machine whose CPUs other work keeps busy,
+    `mesh up` would wait for ever for the worker's imports and for the schema and caches it reads from
+    PostgreSQL. Children share `mesh up`'s session (a process group of their own, for Ctrl-C), so the kernel's
     per-session autogroups do not give them a full share of their own."""
-    _die_with_parent()
+    for process in [pid, *(children_of(pid) if children else [])]:
+        for thread in _threads_of(process):
+            try:
+                os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+            except (AttributeError, PermissionError):  # not Linux, or not allowed: the lowest nice value
+                try:
+                    os.setpriority(os.PRIO_PROCESS, thread, LOWEST_NICE)
+                except OSError:
+                    pass
+            except OSError:
+                pass  # it has just ended
+
+
+def running_idle() -> bool:
+    """Whether this process runs at idle priority (`lower_priority`)."""
+    return hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) == os.SCHED_IDLE
+
+
+def _threads_of(pid: int) -> list[int]:
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux
-        os.nice(19)
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:  # no /proc: the process alone
+        return [pid]
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes `pid` started that run now (from /proc; none without it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found

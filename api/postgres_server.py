@@ -11,7 +11,15 @@ import subprocess
 import time
 from pathlib import Path
 
-from api.embedded import EmbeddedServerError, child_setup, free_port, memory_mb, password_file, stop_process
+from api.embedded import (
+    EmbeddedServerError,
+    child_setup,
+    free_port,
+    lower_priority,
+    memory_mb,
+    password_file,
+    stop_process,
+)
 from api.settings import kept_secret
 
 SHARED_BUFFERS_SHARE = 8  # the embedded PostgreSQL's buffer cache: this fraction of the machine's memory...
@@ -66,7 +74,8 @@ class PostgresServer:
         cpus: frozenset[int] | None = None,
     ):
         self.data_dir = Path(data_dir).resolve()
-        self.background = background  # idle CPU priority (see api.embedded._background)
+        self.background = background  # work that may wait: idle CPU priority from `go_idle` on
+        self.idle = False
         self.cpus = cpus  # see api.embedded.background_cpus
         self.host = host
         self.port = port or free_port(host)
@@ -160,7 +169,7 @@ class PostgresServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             process_group=0,
-            preexec_fn=child_setup(self.background, self.cpus),
+            preexec_fn=child_setup(self.cpus),
             **run_as,
         )
         log.close()
@@ -172,7 +181,16 @@ class PostgresServer:
         except EmbeddedServerError as exc:
             self.stop()
             raise EmbeddedServerError(f"PostgreSQL did not start: {exc} (see {self.data_dir / 'server.log'})") from None
+        if self.idle:  # started again while Mesh runs
+            lower_priority(self.process.pid, children=True)
         return self
+
+    def go_idle(self) -> None:
+        """From now on (Mesh has started) at idle CPU priority, and so after every restart: the postmaster and its
+        children, and the children it starts later, which inherit it."""
+        if self.background and self.process is not None:
+            self.idle = True
+            lower_priority(self.process.pid, children=True)
 
     def _connect(self, deadline: float, conninfo: str = "", **params):
         """A connection once the server accepts one (autocommit), or EmbeddedServerError at the deadline."""

@@ -6,11 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
-from api.embedded import EmbeddedServerError, child_setup, stop_process
+import psycopg
+
+from api.embedded import LOWEST_NICE, EmbeddedServerError, child_setup, children_of, running_idle, stop_process
 
 BACKGROUND_POSTGRES = "MESH_BACKGROUND_POSTGRES"  # tells the projection worker the embedded postmaster's pid
+BACKGROUND_WORKER = "MESH_BACKGROUND_WORKER"  # tells it that it is `mesh up`'s: idle CPU priority once started
 
 
 class PostgresPriority:
@@ -28,10 +32,18 @@ class PostgresPriority:
 
     def __init__(self, postmaster: int):
         self.postmaster = postmaster
+        self._lowered: weakref.WeakSet[psycopg.AsyncConnection] = weakref.WeakSet()  # the connections lowered
         try:
             self.own_group: str | None = Path("/proc/self/autogroup").read_text().split()[0]
         except (OSError, IndexError):
             self.own_group = None  # no autogroups here
+
+    def lower_connection(self, conn: psycopg.AsyncConnection) -> None:
+        """Lower the backend of one of the worker's connections once the worker runs at idle priority itself (Mesh
+        has started, api.embedded.lower_priority): until then its connections serve Mesh's start."""
+        if conn not in self._lowered and running_idle():
+            self.lower(conn.info.backend_pid)
+            self._lowered.add(conn)
 
     def lower(self, pid: int) -> bool:
         """Lower `pid`'s group if it is a child of our postmaster (never some other process of that pid)."""
@@ -43,22 +55,20 @@ class PostgresPriority:
                 return False
             if (proc / "autogroup").read_text().split()[0] == self.own_group:
                 return False  # it shares our session (it did not call setsid): lowering it would lower us
-            (proc / "autogroup").write_text("19")
+            (proc / "autogroup").write_text(str(LOWEST_NICE))
             return True
         except (OSError, ValueError, IndexError):
             return False
 
     def lower_maintenance(self) -> None:
         """Lower the maintenance processes running now (autovacuum workers come and go)."""
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
+        for pid in children_of(self.postmaster):
             try:
-                title = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
             except OSError:
                 continue
             if title.startswith("postgres: ") and title[10:].startswith(self.MAINTENANCE):
-                self.lower(int(entry.name))
+                self.lower(pid)
 
 
 class ProjectionProcess:
@@ -72,9 +82,12 @@ class ProjectionProcess:
         stream: str,
         postmaster: int | None = None,
         cpus: frozenset[int] | None = None,
+        idle: bool = True,
     ):
         self.cpus = cpus  # see api.embedded.background_cpus
         self.env = {**os.environ, "MESH_NATS_URL": nats_url, "MESH_DATABASE_URL": database_url, "MESH_STREAM": stream}
+        if idle:  # idle priority once started (MESH_BACKGROUND_PRIORITY)
+            self.env[BACKGROUND_WORKER] = "1"
         if postmaster is not None:
             self.env[BACKGROUND_POSTGRES] = str(postmaster)
         self.process: subprocess.Popen | None = None
@@ -86,13 +99,13 @@ class ProjectionProcess:
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             process_group=0,
-            preexec_fn=child_setup(background=True, cpus=self.cpus),
+            preexec_fn=child_setup(self.cpus),
         )
         ready = self.process.stdout.readline() if self.process.stdout else b""  # "projections running: ..."
         if not ready.startswith(b"projections running"):
             self.stop()
             raise EmbeddedServerError("the projection worker did not start (its error is above)")
-        self.process.stdout.close()  # it prints nothing more
+        self.process.stdout.close()  # it prints nothing more, and has lowered its priority if told (BACKGROUND_WORKER)
         return self
 
     def stop(self) -> None:

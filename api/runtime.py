@@ -93,6 +93,7 @@ class Runtime:
         projection_process: bool = False,
         background_postgres: int | None = None,
         background_cpus: frozenset[int] | None = None,
+        background_idle: bool = True,
         session: timedelta = DEFAULT_SESSION,
         logins: LoginGuard | None = None,
         password_kdf: ScryptParams = PASSWORD_KDF,
@@ -127,6 +128,7 @@ class Runtime:
         self.projection_process = projection_process  # run the projections in a child process
         self.background_postgres = background_postgres  # the embedded postmaster's pid: see PostgresPriority
         self.background_cpus = background_cpus  # where the projection worker runs: see api.embedded.background_cpus
+        self.background_idle = background_idle  # it and the embedded PostgreSQL at idle priority once started
         self.session = session  # how long a management token lives unused (MESH_SESSION_DAYS)
         self.logins = logins or LoginGuard()  # attempt limits and the KDF's thread pool
         self.password_kdf = password_kdf  # what new password hashes cost (MESH_PASSWORD_KDF_LOG_N)
@@ -264,6 +266,7 @@ class Runtime:
                             self.stream,
                             self.background_postgres,
                             self.background_cpus,
+                            idle=self.background_idle,
                         ).start
                     )
                 except EmbeddedServerError as exc:
@@ -283,6 +286,14 @@ class Runtime:
             self.supervisor.watch("projections", self._worker)
         self._tasks.append(asyncio.create_task(self.supervisor.run(self._stop), name="supervisor"))
         self.services: Services = compose(self)
+
+    def go_idle(self) -> None:
+        """Once Mesh has started: the embedded PostgreSQL takes only the CPU time the gateway leaves over from now on
+        (api.embedded.lower_priority says why not before; the projection worker lowers itself once it has started),
+        unless MESH_BACKGROUND_PRIORITY=normal."""
+        postgres = self.children.get("postgres")
+        if postgres is not None and self.background_idle:
+            postgres.go_idle()
 
     async def _rate_counters(self) -> NatsWindows:
         try:

@@ -141,6 +141,7 @@ def runtime_for(
         projection_process=True,
         background_postgres=servers.postgres_pid,
         background_cpus=servers.background_cpus,
+        background_idle=settings.background_priority == "idle",
         children=servers.children,
         log_retention_days=settings.log_retention_days,
         log_bodies=settings.bodies_logged,

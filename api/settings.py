@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -38,6 +40,8 @@ class Settings(msgspec.Struct, kw_only=True):
     auto_refill_max_failures: int = 3  # failed charges in a row before auto-refill turns itself off
     auto_refill_retry_seconds: float = 60.0  # wait between attempts for one crossing
     background_cpus: str = "auto"  # where the embedded servers and the projection worker run: "auto", "all", "1-3"
+    # the embedded PostgreSQL and the projection worker once started: "idle" (only what the gateway leaves) or "normal"
+    background_priority: Literal["idle", "normal"] = "idle"
     disconnect_drain_seconds: float = 30.0  # a stream whose client left is read this long more, for its real usage
     # how often a gateway reports the requests it refused, per key: at most one event per key per this
     refusals_flush_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = FLUSH_SECONDS
@@ -89,7 +93,9 @@ class Settings(msgspec.Struct, kw_only=True):
         try:
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise SettingsError(f"bad setting: {exc} (check the MESH_* environment variables)") from None
+            raise SettingsError(
+                f"bad setting: {exc}{_allowed(cls, str(exc))} (check the MESH_* environment variables)"
+            ) from None
 
     @property
     def bodies_logged(self) -> bool:
@@ -159,3 +165,12 @@ def kept_secret(path: Path, prefix: str = "") -> str:
     with os.fdopen(fd, "w") as file:
         file.write(secret)
     return secret
+
+
+def _allowed(cls: type, error: str) -> str:
+    """The values a setting of a few named ones allows (MESH_LOG_FORMAT: text, json), for its error message."""
+    field = re.search(r"at `\$\.(\w+)`", error)
+    kind = typing.get_type_hints(cls).get(field.group(1)) if field else None
+    if typing.get_origin(kind) is not Literal:
+        return ""
+    return f"; MESH_{field.group(1).upper()} takes {' or '.join(typing.get_args(kind))}"

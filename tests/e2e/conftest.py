@@ -26,11 +26,13 @@ UPSTREAM_KEY = "sk-upstream-secret-do-not-log"
 
 MESH_FROM_CHECKOUT = (sys.executable, "-m", "api.cli")
 
-# The suite runs several Meshes at once beside their tests. By default (MESH_BACKGROUND_CPUS=auto) each keeps its
-# read models, NATS and PostgreSQL off the first CPU, which is the gateway's alone on a server of its own; here all
-# of theirs would queue on the other CPUs while the first sat idle. A test of the default placement unsets this
-# (a setting given as None).
-SUITE_SETTINGS = {"MESH_BACKGROUND_CPUS": "all"}
+# The suite runs several Meshes at once beside their tests, on a machine they keep busy. By default each keeps its
+# read models, NATS and PostgreSQL off the first CPU (MESH_BACKGROUND_CPUS=auto), which is the gateway's alone on a
+# server of its own: here all of theirs would queue on the other CPUs while the first sat idle. And its read models
+# and PostgreSQL take only the CPU time nothing else wants (MESH_BACKGROUND_PRIORITY=idle): here a test waiting for
+# a read model would wait on every other test. The tests of the defaults unset these (a setting given as None).
+SUITE_SETTINGS = {"MESH_BACKGROUND_CPUS": "all", "MESH_BACKGROUND_PRIORITY": "normal"}
+DEFAULT_BACKGROUND = {"MESH_BACKGROUND_CPUS": None, "MESH_BACKGROUND_PRIORITY": None}  # as a Mesh of its own runs
 
 
 class MeshProcess:
@@ -58,6 +60,22 @@ class MeshProcess:
 
     def start(self, timeout: float = 60) -> float:
         """Start `mesh up`; return seconds until /health says ok."""
+        started = time.monotonic()
+        process = self.launch()
+        while time.monotonic() - started < timeout:
+            if process.poll() is not None:
+                raise RuntimeError(f"mesh up exited with {process.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                if http_calls.get(self.url + "/health", timeout=1).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"mesh up not healthy after {timeout}s: {self.log.read_text()[-2000:]}")
+
+    def launch(self) -> subprocess.Popen:
+        """Start the `mesh up` process, without waiting for it to answer."""
         env = {
             **os.environ,
             **SUITE_SETTINGS,
@@ -72,7 +90,6 @@ class MeshProcess:
             if name not in self.extra_env:  # embedded servers unless the test names external ones
                 env.pop(name, None)
         env = {name: value for name, value in env.items() if value is not None}
-        started = time.monotonic()
         self.process = subprocess.Popen(
             [*self.command, "up", *self.args],
             env=env,
@@ -80,17 +97,7 @@ class MeshProcess:
             stdout=open(self.log, "ab"),
             stderr=subprocess.STDOUT,
         )
-        while time.monotonic() - started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mesh up exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                if http_calls.get(self.url + "/health", timeout=1).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"mesh up not healthy after {timeout}s: {self.log.read_text()[-2000:]}")
+        return self.process
 
     def stop(self) -> int:
         if self.process and self.process.poll() is None:

@@ -16,7 +16,7 @@ import pytest
 from api.embedded import free_port
 from api.projection_process import PostgresPriority
 from tests import http_calls
-from tests.e2e.conftest import MeshProcess
+from tests.e2e.conftest import DEFAULT_BACKGROUND, SUITE_SETTINGS, MeshProcess
 
 pytestmark = pytest.mark.long  # scheduled first (tests/conftest.py)
 
@@ -131,7 +131,7 @@ def test_a_bad_config_is_one_line(tmp_path):
 
 
 def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
-    mesh = MeshProcess(tmp_path / "data", mesh_config, env={"MESH_BACKGROUND_CPUS": None})  # the default placement
+    mesh = MeshProcess(tmp_path / "data", mesh_config, env=DEFAULT_BACKGROUND)
     try:
         first_start = mesh.start()
         email = f"{uuid.uuid4().hex[:8]}@example.com"
@@ -204,6 +204,50 @@ def test_a_restart_keeps_every_account_key_and_balance(tmp_path, mesh_config):
         print(f"\nmesh up healthy after {first_start:.2f}s on a fresh data dir, {restart:.2f}s on restart")
     finally:
         mesh.stop()
+
+
+BUSY_LOOP = "while True: pass"  # a process that wants a CPU all the time, at normal priority
+START_UNDER_LOAD_SECONDS = 60  # far above what `mesh up` takes here with a CPU shared (a few seconds)
+
+
+def test_mesh_up_starts_while_other_work_keeps_its_cpu_busy(tmp_path, mesh_config):
+    """The projection worker and PostgreSQL take idle priority once started, not before: started idle, neither would
+    get a CPU while any other process wants it (their imports, recovery, first connections), and `mesh up`, which
+    waits for both, would not start until the machine had a CPU free."""
+    cpu = str(max(os.sched_getaffinity(0)))  # one CPU for all: the busy loop, `mesh up` and its children
+    busy = subprocess.Popen(["taskset", "-c", cpu, sys.executable, "-c", BUSY_LOOP])
+    command = ("taskset", "-c", cpu, sys.executable, "-m", "api.cli")
+    mesh = MeshProcess(tmp_path / "data", mesh_config, env=DEFAULT_BACKGROUND, command=command)
+    try:
+        mesh.launch()
+        deadline = time.monotonic() + START_UNDER_LOAD_SECONDS
+        while "Mesh is up" not in mesh.output():
+            assert mesh.process.poll() is None, mesh.output()[-2000:]
+            assert time.monotonic() < deadline, f"not started in {START_UNDER_LOAD_SECONDS} s: {mesh.output()[-2000:]}"
+            time.sleep(0.1)
+        # started: now they take only what the rest leaves over
+        children = dict(_children(mesh.process.pid))
+        assert os.sched_getscheduler(children["postgres"]) == os.SCHED_IDLE
+        assert all(os.sched_getscheduler(pid) == os.SCHED_IDLE for _, pid in _children(children["postgres"]))
+        worker = next(pid for name, pid in children.items() if name.startswith("python"))
+        for thread in Path(f"/proc/{worker}/task").iterdir():
+            assert os.sched_getscheduler(int(thread.name)) == os.SCHED_IDLE, thread.name
+        busy.kill()
+        busy.wait()
+        assert mesh.health().json()["status"] == "ok"
+    finally:
+        busy.kill()
+        mesh.stop()
+
+
+def test_the_read_models_keep_an_ordinary_share_when_the_operator_says_so(mesh):
+    """MESH_BACKGROUND_PRIORITY=normal, as the suite's shared Mesh runs: started, PostgreSQL and the projection
+    worker are not lowered."""
+    assert SUITE_SETTINGS["MESH_BACKGROUND_PRIORITY"] == "normal"
+    children = dict(_children(mesh.process.pid))
+    worker = next(pid for name, pid in children.items() if name.startswith("python"))
+    for pid in (children["postgres"], worker, *(pid for _, pid in _children(children["postgres"]))):
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER, pid
 
 
 def test_an_operator_token_from_the_environment_is_never_printed(tmp_path, mesh_config):

@@ -71,6 +71,14 @@ def test_settings_come_from_mesh_variables(tmp_path):
         Settings.from_env({"MESH_PORT": "eighty"})
 
 
+def test_the_read_models_run_at_idle_priority_unless_the_operator_says_normal():
+    assert Settings.from_env({}).background_priority == "idle"
+    assert Settings.from_env({"MESH_BACKGROUND_PRIORITY": "normal"}).background_priority == "normal"
+    with pytest.raises(SettingsError, match="background_priority") as refused:
+        Settings.from_env({"MESH_BACKGROUND_PRIORITY": "low"})
+    assert "idle" in str(refused.value) and "normal" in str(refused.value)  # what is allowed
+
+
 def test_password_hashes_cost_owasps_scrypt_unless_the_operator_chooses_within_bounds():
     """Production's default is pinned here: test servers lower MESH_PASSWORD_KDF_LOG_N, a server nobody
     configured never does."""
