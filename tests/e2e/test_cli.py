@@ -225,13 +225,17 @@ def test_mesh_up_starts_while_other_work_keeps_its_cpu_busy(tmp_path, mesh_confi
             assert mesh.process.poll() is None, mesh.output()[-2000:]
             assert time.monotonic() < deadline, f"not started in {START_UNDER_LOAD_SECONDS} s: {mesh.output()[-2000:]}"
             time.sleep(0.1)
-        # started: now they take only what the rest leaves over
+        # started: now they take only what the rest leaves over (the worker lowers itself once it has started,
+        # which on a CPU this busy may come a moment after `mesh up` is done)
         children = dict(_children(mesh.process.pid))
         assert os.sched_getscheduler(children["postgres"]) == os.SCHED_IDLE
         assert all(os.sched_getscheduler(pid) == os.SCHED_IDLE for _, pid in _children(children["postgres"]))
         worker = next(pid for name, pid in children.items() if name.startswith("python"))
-        for thread in Path(f"/proc/{worker}/task").iterdir():
-            assert os.sched_getscheduler(int(thread.name)) == os.SCHED_IDLE, thread.name
+        threads = [int(thread.name) for thread in Path(f"/proc/{worker}/task").iterdir()]
+        deadline = time.monotonic() + START_UNDER_LOAD_SECONDS
+        while not all(os.sched_getscheduler(thread) == os.SCHED_IDLE for thread in threads):
+            assert time.monotonic() < deadline, "the projection worker never lowered its priority"
+            time.sleep(0.1)
         busy.kill()
         busy.wait()
         assert mesh.health().json()["status"] == "ok"
