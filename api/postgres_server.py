@@ -70,12 +70,10 @@ class PostgresServer:
         data_dir: Path,
         port: int | None = None,
         host: str = "127.0.0.1",
-        background: bool = False,
         cpus: frozenset[int] | None = None,
     ):
         self.data_dir = Path(data_dir).resolve()
-        self.background = background  # work that may wait: idle CPU priority from `go_idle` on
-        self.idle = False
+        self.idle = False  # idle CPU priority from `go_idle` on, restarts included
         self.cpus = cpus  # see api.embedded.background_cpus
         self.host = host
         self.port = port or free_port(host)
@@ -188,7 +186,7 @@ class PostgresServer:
     def go_idle(self) -> None:
         """From now on (Mesh has started) at idle CPU priority, and so after every restart: the postmaster and its
         children, and the children it starts later, which inherit it."""
-        if self.background and self.process is not None:
+        if self.process is not None:
             self.idle = True
             lower_priority(self.process.pid, children=True)
 

@@ -105,7 +105,7 @@ class ProjectionProcess:
         if not ready.startswith(b"projections running"):
             self.stop()
             raise EmbeddedServerError("the projection worker did not start (its error is above)")
-        self.process.stdout.close()  # it prints nothing more, and has lowered its priority if told (BACKGROUND_WORKER)
+        self.process.stdout.close()  # it prints nothing more; told so (BACKGROUND_WORKER), it lowers its priority next
         return self
 
     def stop(self) -> None:

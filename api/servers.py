@@ -67,7 +67,7 @@ class Servers:
             if s.database_url:
                 self.database_url = s.database_url
             else:
-                pg = PostgresServer(s.data_path / "postgres", background=True, cpus=self.background_cpus).start()
+                pg = PostgresServer(s.data_path / "postgres", cpus=self.background_cpus).start()
                 self.started.append(pg)
                 self.children["postgres"] = pg
                 self.database_url = pg.url
