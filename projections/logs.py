@@ -7,7 +7,8 @@ every other filtered column: the remaining filters are checked inside the index,
 only for the rows it returns, and stops after `limit` of them however deep the cursor. Key labels are joined
 at query time from the directory (a label changed later shows everywhere).
 
-A usage event published twice (see projections/billing_projection.py) is kept once: (trace_id, time) is the key.
+A usage event published twice (see projections/billing_projection.py) is kept once: (trace_id, time) is the key,
+which a rebuild adds once the rows are in (a key built by one sort, not one entry per row inserted).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from domain.events import event_names
 from domain.usage import Attempt, BodyRecorded, UsageRecorded
 from projections.columns import EventColumns
 from projections.partitions import drop_months_before, ensure_months
-from projections.readmodel import Envelope, ReadModel, active_generation, physical_tables
+from projections.readmodel import Envelope, ReadModel, active_generation, add_primary_key, physical_tables
 
 RETENTION_DAYS = 90  # MESH_LOG_RETENTION_DAYS
 MAX_PAGE = 500
@@ -67,8 +68,7 @@ class Logs:
                 template_id uuid,
                 template_version int,
                 api text,
-                attempts jsonb,
-                primary key (trace_id, time)
+                attempts jsonb
             ) partition by range (time);
             alter table {logs} add column if not exists api text;
             alter table {logs} add column if not exists attempts jsonb;
@@ -76,6 +76,7 @@ class Logs:
 
     async def create_indexes(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
         logs = t["logs"]
+        await add_primary_key(cur, logs, ("trace_id", "time"))
         await cur.execute(f"""
             create index if not exists {logs}_account on {logs}
                 (account_id, time, trace_id, model, key_id, provider, latency_us, status);
@@ -95,10 +96,12 @@ class Logs:
 
 
 async def insert(cur: psycopg.AsyncCursor, table: str, events: list) -> None:
-    """The projection's write: one statement per batch (the bench's bulk setup runs this too)."""
+    """The projection's write: one statement per batch (the bench's bulk setup runs this too). Without a conflict
+    target it skips a request logged before while the table has its primary key, and keeps every row while a
+    rebuild fills it (the key comes after the rows: `create_indexes`)."""
     await ensure_months(cur, table, (e.timestamp for e in events))
     await cur.execute(
-        f"insert into {table} ({_ROWS.columns}) select * from {_ROWS.rows} on conflict (trace_id, time) do nothing",
+        f"insert into {table} ({_ROWS.columns}) select * from {_ROWS.rows} on conflict do nothing",
         _ROWS.params(events),
     )
 

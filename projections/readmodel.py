@@ -47,6 +47,29 @@ async def create_indexes(cur: psycopg.AsyncCursor, model: ReadModel, t: dict[str
         await make(cur, t)
 
 
+async def add_primary_key(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ...]) -> None:
+    """Give `table` its primary key `<table>_pkey` on `columns` unless it has it (idempotent, as `create_indexes`
+    must be). A table whose rows a rebuild inserted without the key may hold a row more than once, where the
+    stream holds an event more than once (the same encoded event published again): those copies are alike, so
+    all but one are deleted, and the key is added then. Where the key comes before any row, the inserts' `on
+    conflict do nothing` skips such copies instead."""
+    if await (await cur.execute("select to_regclass(%s)", (f"{table}_pkey",))).fetchone() != (None,):
+        return
+    key = ", ".join(columns)
+    add = f"alter table {table} add constraint {table}_pkey primary key ({key})"
+    try:
+        async with cur.connection.transaction():  # a savepoint: the failed statement undone alone
+            await cur.execute(add)
+    except psycopg.errors.UniqueViolation:
+        same = " and ".join(f"t.{column} = copies.{column}" for column in columns)
+        await cur.execute(
+            f"""delete from {table} t using (
+                    select {key}, min(ctid) as kept from {table} group by {key} having count(*) > 1
+                ) copies where {same} and t.ctid <> copies.kept"""
+        )
+        await cur.execute(add)
+
+
 SCHEMA = """
 create table if not exists projection_positions (
     name text primary key,
