@@ -19,7 +19,7 @@ import base64
 import logging
 import re
 import weakref
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncGenerator, Callable
 
 import msgspec
@@ -90,24 +90,30 @@ async def read_batch(
     direct get, and whether the server holds more of them after these. Fails with TimeoutError when `timeout` seconds
     pass with nothing new arriving (not when the whole batch takes longer: the projection worker runs at idle
     priority, and on a saturated CPU it reads a batch for many seconds)."""
-    inbox = nc.new_inbox()
-    batch = _Batch(asyncio.get_running_loop().create_future())
+    request: dict[str, object] = {"seq": start, "batch": limit}
+    if subjects is not None:
+        request["next_by_subj"] = subjects
+    batch = await _answer(nc, f"$JS.API.DIRECT.GET.{stream}", msgspec.json.encode(request), limit, timeout)
+    return [_stored(headers, body) for headers, body, _ in batch.raw], batch.done.result()
+
+
+async def _answer(nc: NATS, subject: str, request: bytes, limit: int, timeout: float, whole: bool = False) -> _Batch:
+    """The messages answering `request` (up to `limit`), taken as the client parses them, until a status ends the
+    answer or, `whole`, `limit` messages have come. TimeoutError when `timeout` seconds pass with none arriving."""
+    batch = _Batch(asyncio.get_running_loop().create_future(), limit if whole else 0)
     batches = _intercepts_of(nc).batches
-    key = inbox.encode()
-    batches[key] = batch
+    inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, pending_msgs_limit=limit + 16)
+    batches[sub._id] = batch
     try:
-        request: dict[str, object] = {"seq": start, "batch": limit}
-        if subjects is not None:
-            request["next_by_subj"] = subjects
-        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", msgspec.json.encode(request), reply=inbox)
+        await nc.publish(subject, request, reply=inbox)
         await starved_waits.until_done(batch.done, batch.raw, timeout)
     finally:
-        del batches[key]
+        del batches[sub._id]
         await sub.unsubscribe()
     if batch.failed is not None:
         raise batch.failed
-    return [_stored(headers, body) for headers, body in batch.raw], batch.done.result()
+    return batch
 
 
 async def read(
@@ -131,6 +137,71 @@ async def read(
         if not messages or not (more or len(messages) == limit):
             return
         seq = messages[-1].position + 1
+
+
+class RangeReader:
+    """A long range of the log read in order, `limit` messages at a time, by an ephemeral pull consumer (no acks,
+    held in memory, deleted by `close` or by the server once unused for INACTIVE seconds). NATS sends a consumer's
+    messages with their position and time in the reply subject and only their own headers, and spends about a third
+    of the CPU a direct get batch costs it (bench/README.md): the reader for a replay from far behind (a rebuild,
+    an audit). A reader at the head, where batches are small and new, reads by direct get."""
+
+    def __init__(self, nc: NATS, stream: str, subjects: str | None = None):
+        self.nc, self.stream, self.subjects = nc, stream, subjects
+        self._consumer: str | None = None
+        self._next = 0  # the position the consumer delivers from (0: none can go on)
+        self._one_at_a_time = asyncio.Lock()  # a consumer's fetches follow one another
+
+    async def read(self, start: int, limit: int, timeout: float = TIMEOUT) -> tuple[list[StoredMessage], bool]:
+        """Up to `limit` messages of the subjects from stream sequence `start` on, and whether more of them were
+        stored after these when the server sent them. A `start` other than where the last read stopped makes a
+        new consumer."""
+        async with self._one_at_a_time:
+            if start != self._next or self._consumer is None:
+                await self.close()
+                self._consumer = await self._create(start)
+            messages, more = await self._fetch(self._consumer, limit, timeout)
+            # the consumer delivers what follows the last message: a read from there goes on; after a read that
+            # left none, the next one begins wherever its caller knows the range to be covered
+            self._next = messages[-1].position + 1 if more else 0
+            return messages, more
+
+    async def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                await starved_waits.request(self.nc, f"$JS.API.CONSUMER.DELETE.{self.stream}.{consumer}", b"", TIMEOUT)
+            except Exception:  # the server forgets it once unused anyway
+                log.debug("deleting a reader's consumer failed", exc_info=True)
+
+    async def _create(self, start: int) -> str:
+        config: dict[str, object] = {
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": max(start, 1),
+            "ack_policy": "none",
+            "mem_storage": True,
+            "num_replicas": 1,
+            "inactive_threshold": int(INACTIVE * 1e9),
+        }
+        if self.subjects is not None:
+            config["filter_subject"] = self.subjects
+        request = msgspec.json.encode({"stream_name": self.stream, "config": config})
+        reply = await starved_waits.request(self.nc, f"$JS.API.CONSUMER.CREATE.{self.stream}", request, TIMEOUT)
+        answer = msgspec.json.decode(reply.data)
+        if "error" in answer:
+            raise ReadFailed(f"reading stream {self.stream} failed: {answer['error'].get('description')}")
+        return answer["name"]
+
+    async def _fetch(self, consumer: str, limit: int, timeout: float) -> tuple[list[StoredMessage], bool]:
+        # a whole batch ends with its last message, a shorter one with a status (404: none left now)
+        request = msgspec.json.encode({"batch": limit, "no_wait": True})
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{consumer}"
+        batch = await _answer(self.nc, subject, request, limit, timeout, whole=True)
+        messages = [_consumed(headers, body, reply) for headers, body, reply in batch.raw]
+        return messages, bool(messages) and _acked(batch.raw[-1][2])[2] > 0
+
+
+INACTIVE = 60.0  # seconds a range reader's consumer lives on the server unused
 
 
 # one message
@@ -292,22 +363,24 @@ async def on_append(nc: NATS, subjects: str, notice: Callable[[], None]) -> Subs
 class _Batch:
     """One direct get batch as it arrives: each message's raw header block and body, parsed once it is whole."""
 
-    __slots__ = ("raw", "done", "failed")
+    __slots__ = ("raw", "done", "failed", "limit")
 
-    def __init__(self, done: asyncio.Future):
-        self.raw: list[tuple[bytes, bytes]] = []
+    def __init__(self, done: asyncio.Future, limit: int = 0):
+        self.limit = limit  # the messages a consumer's fetch asked for (0: a direct get, which ends by a status)
+        self.raw: list[tuple[bytes, bytes, bytes]] = []  # header block, body, reply subject (a consumer's)
         self.done = done  # the batch's end: whether more of the subjects asked for are stored after it
         self.failed: BaseException | None = None  # a message without the stream's headers
 
 
 class _Intercepts:
-    """What one client's messages go to before nats-py builds them into messages: the batches being read (by their
-    inbox) and the notices of appends (by subscription id)."""
+    """What one client's messages go to before nats-py builds them into messages, by subscription id: the batches
+    being read (a consumer's messages keep their own subject: only the subscription tells their batch) and the
+    notices of appends."""
 
     __slots__ = ("batches", "notices")
 
     def __init__(self) -> None:
-        self.batches: dict[bytes, _Batch] = {}
+        self.batches: dict[int, _Batch] = {}
         self.notices: dict[int, Callable[[], None]] = {}
 
 
@@ -326,11 +399,15 @@ def _intercepts_of(nc: NATS) -> _Intercepts:
             if notice is not None:
                 notice()
                 return
-            batch = batches.get(subject)
+            batch = batches.get(sid)
             if batch is None:
                 await deliver(sid, subject, reply, data, headers)
+            elif reply:  # a consumer's message (a direct get's have no reply subject, nor has a status)
+                batch.raw.append((headers or b"", data, reply))
+                if len(batch.raw) == batch.limit:  # a whole batch ends with its last message
+                    batch.done.set_result(True)
             elif headers is not None and headers.startswith(_PLAIN_HEADERS) and b"Status" not in headers:
-                batch.raw.append((headers, data))
+                batch.raw.append((headers, data, reply))
             elif not batch.done.done():
                 _other(batch, data, headers, await nc._process_headers(headers) or {})
 
@@ -347,12 +424,12 @@ def _other(batch: _Batch, data: bytes, raw: bytes | None, headers: dict[str, str
     status = headers.get("Status")
     if status == STATUS_END_OF_BATCH:  # how many of the subjects asked for are left after it
         batch.done.set_result(int(headers.get("Nats-Num-Pending", "0") or 0) > 0)
-    elif status == STATUS_NO_MESSAGE:  # none from `seq` on
+    elif status == STATUS_NO_MESSAGE:  # none from `seq` on (a direct get), none left now (a consumer's fetch)
         batch.done.set_result(False)
     elif status is not None:
-        batch.done.set_exception(ReadFailed(f"direct get failed: {status} {headers}"))
+        batch.done.set_exception(ReadFailed(f"reading the stream failed: {status} {headers}"))
     elif raw is not None and "Nats-Sequence" in headers:
-        batch.raw.append((raw, data))
+        batch.raw.append((raw, data, b""))
     else:
         batch.failed = ReadFailed(f"direct get answered a message without the stream's headers: {headers}")
 
@@ -384,6 +461,40 @@ def _stored(headers: bytes, body: bytes) -> StoredMessage:
 _TOPIC, _ORIGINATOR_ID, _ORIGINATOR_VERSION = (
     name.encode() for name in (HEADER_TOPIC, HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION)
 )
+
+
+def _consumed(headers: bytes, body: bytes, reply: bytes) -> StoredMessage:
+    """A message a consumer delivered: its position and time are in the reply subject (`_acked`), its header block
+    holds only the headers it was published with."""
+    position, nanoseconds, _ = _acked(reply)
+    fields = _header_fields(headers)
+    return StoredMessage(
+        position=position,
+        time=_from_nanoseconds(nanoseconds),
+        topic=fields.get(_TOPIC, b"").decode("utf-8", "replace"),
+        originator_id=fields.get(_ORIGINATOR_ID, b"").decode("utf-8", "replace"),
+        originator_version=int(fields.get(_ORIGINATOR_VERSION, b"0") or 0),
+        body=body,
+    )
+
+
+def _acked(reply: bytes) -> tuple[int, int, int]:
+    """A consumer's reply subject: the message's stream sequence and time (nanoseconds since the epoch), and how
+    many messages of the consumer's subjects were stored after it when it was sent."""
+    tokens = reply.split(b".")
+    at = 5 if len(tokens) == ACK_TOKENS else 7
+    return int(tokens[at]), int(tokens[at + 2]), int(tokens[at + 3])
+
+
+ACK_TOKENS = 9  # a consumer's reply subject without a domain (with one, it has two more tokens after `$JS.ACK`)
+
+
+def _from_nanoseconds(nanoseconds: int) -> datetime:
+    """A JetStream time given in nanoseconds since the epoch, cut to microseconds as `_parse_time` cuts it."""
+    return _EPOCH + timedelta(microseconds=nanoseconds // 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _parse_time(value: str) -> datetime:

@@ -209,7 +209,7 @@ class Audit:
         try:
             async with pool.connection() as conn:
                 await ensure_schema(conn, self.models)
-            source = StreamSource(self.nc, self.stream)
+            source = StreamSource(self.nc, self.stream, replay=True)
             runners = [
                 ProjectionRunner(
                     m,
@@ -240,6 +240,7 @@ class Audit:
             finally:
                 done.set()
                 await reporter
+                await source.close()
         finally:
             await pool.close()
 

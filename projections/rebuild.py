@@ -38,8 +38,11 @@ async def rebuild(
         async with conn.transaction():
             await _drop_generation(conn, model, new)  # leftovers of an interrupted rebuild
             await create_generation(conn, model, new, indexes=False)
-    runner = ProjectionRunner(model, StreamSource(nc, stream), pool, generation=new, batch_size=REPLAY_BATCH)
-    await runner.catch_up(progress)
+    source = StreamSource(nc, stream, replay=True)
+    try:
+        await ProjectionRunner(model, source, pool, generation=new, batch_size=REPLAY_BATCH).catch_up(progress)
+    finally:
+        await source.close()
     async with pool.connection() as conn:
         async with conn.transaction():
             async with conn.cursor() as cur:

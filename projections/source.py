@@ -8,6 +8,9 @@ of aggregate events never receives a usage message. The runners of one process
 reading the same subjects read at about the same place, so the source keeps what
 it read last per filter and hands it to each of them: a message crosses the wire
 (and is parsed) once per filter and process, not once per read model.
+
+A replay (a rebuild, an audit: the whole log from far behind) reads by a consumer per filter instead
+(`event_log.RangeReader`), which costs NATS a third of a direct get.
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ class _Window(msgspec.Struct):
 
 
 class StreamSource:
-    def __init__(self, nc: NATS, stream: str):
+    def __init__(self, nc: NATS, stream: str, *, replay: bool = False):
         self.nc = nc
         event_log.parse_headers_faster(nc)  # this client's other messages
         self.stream = stream
+        self.replay = replay  # reads go on from where the last stopped, far behind the head: by consumer
+        self._readers: dict[str | None, event_log.RangeReader] = {}  # a replay's, per subject filter
         self._windows: dict[str | None, _Window] = {}  # per subject filter (None: the whole stream)
         self._fetching: dict[tuple[str | None, int, int], asyncio.Future] = {}
 
@@ -122,8 +127,18 @@ class StreamSource:
     async def _fetch(
         self, start: int, limit: int, timeout: float, subjects: str | None = None
     ) -> tuple[list[StoredMessage], bool]:
-        """The messages of one direct get batch, and whether the server holds more of `subjects` after them."""
-        return await event_log.read_batch(self.nc, self.stream, start, limit, subjects, timeout)
+        """The messages of one batch, and whether the server holds more of `subjects` after them."""
+        if not self.replay:
+            return await event_log.read_batch(self.nc, self.stream, start, limit, subjects, timeout)
+        reader = self._readers.get(subjects)
+        if reader is None:
+            reader = self._readers[subjects] = event_log.RangeReader(self.nc, self.stream, subjects)
+        return await reader.read(start, limit, timeout)
+
+    async def close(self) -> None:
+        """Let go of a replay's consumers (the server drops them once unused anyway)."""
+        for reader in self._readers.values():
+            await reader.close()
 
     async def head(self) -> int:
         """The stream's last sequence (0 when empty)."""

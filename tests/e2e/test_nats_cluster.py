@@ -2,7 +2,7 @@
 (MESH_STREAM_REPLICAS=3), two `mesh up --no-projections` gateways and one `mesh projections` worker, given the
 cluster as a comma-separated MESH_NATS_URL. Load goes through both gateways with spend caps set while the node
 leading the log is SIGKILLed and later restarted: service continues (brief 503s allowed), every 200 is billed
-exactly once, no key goes above its cap."""
+exactly once, no key goes above its cap; `mesh audit` then finds the read models equal to a replay of the log."""
 
 from __future__ import annotations
 
@@ -116,6 +116,16 @@ def test_a_node_lost_under_load_loses_nothing(cluster, tmp_path_factory, postgre
             stderr=subprocess.STDOUT,
         )
         _run_load(cluster, gateways, nats_url, operator_token)
+        # the replay that checks it (a consumer on the replicated stream, the node back) finds what the worker built
+        audit = subprocess.run(
+            [*MESH_FROM_CHECKOUT, "audit"],
+            env={**os.environ, **env, "MESH_DATA_DIR": str(root / "audit"), "MESH_CONFIG": str(mesh_config)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+        assert audit.stdout.strip().splitlines()[-1].startswith("0 differences in "), audit.stdout
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGINT)

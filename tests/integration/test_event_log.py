@@ -1,5 +1,6 @@
 """The event log's reader on a real nats-server: a range read batch by batch to the head (or a position), of a
-subject filter; one message by sequence or the last of a subject; appends followed and heard, decoded."""
+subject filter, by direct get or (a replay) by consumer; one message by sequence or the last of a subject; appends
+followed and heard, decoded."""
 
 from __future__ import annotations
 
@@ -49,6 +50,39 @@ async def test_a_range_is_read_batch_by_batch_to_the_head_or_a_position(nc, stre
     usage_only = [m async for m in event_log.read(nc, stream_name, 1, usage_subject(stream_name, ">"))]
     assert [m.position for m in usage_only] == [p for p in range(1, 11) if p != other]
     assert event_log.decode(usage_only[0]) == events[0]
+
+
+async def test_a_replay_reads_by_consumer_what_a_direct_get_reads_and_lets_the_consumer_go(nc, stream_name):
+    await ensure_stream(nc, stream_name)
+    await append_usage(nc, stream_name, 5)
+    other = await append_other(nc, stream_name)
+    await append_usage(nc, stream_name, 4)
+    usage_only = usage_subject(stream_name, ">")
+    by_direct_get, _ = await event_log.read_batch(nc, stream_name, 1, 100)
+    reader = event_log.RangeReader(nc, stream_name)
+    try:
+        first, more = await reader.read(1, 4)
+        assert (first, more) == (by_direct_get[:4], True)  # every field alike, the time to the microsecond
+        rest, more = await reader.read(5, 100)  # from where the last read stopped: the same consumer goes on
+        assert (rest, more) == (by_direct_get[4:], False)
+        assert await consumers(nc, stream_name) == 1
+        again, more = await reader.read(2, 2)  # from elsewhere: a new consumer from there
+        assert (again, more) == (by_direct_get[1:3], True)
+        assert await consumers(nc, stream_name) == 1
+        assert await reader.read(11, 5) == ([], False)  # nothing after the head
+    finally:
+        await reader.close()
+    assert await consumers(nc, stream_name) == 0
+    filtered = event_log.RangeReader(nc, stream_name, usage_only)
+    try:
+        usage_messages, more = await filtered.read(3, 100)
+        assert [m.position for m in usage_messages] == [p for p in range(3, 11) if p != other] and not more
+    finally:
+        await filtered.close()
+
+
+async def consumers(nc, stream: str) -> int:
+    return (await nc.jetstream().stream_info(stream)).state.consumer_count
 
 
 async def test_one_message_by_sequence_or_the_last_of_a_subject(nc, stream_name):
