@@ -171,10 +171,9 @@ class Billing:
                 add column if not exists card_exp_year int;
         """)
 
-    async def create_indexes(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
-        await cur.execute(
-            f"create index if not exists {t['usage_recent']}_account_time on {t['usage_recent']} (account_id, time)"
-        )
+    def indexes(self, t: dict[str, str]) -> list[str]:
+        recent = t["usage_recent"]
+        return [f"create index if not exists {recent}_account_time on {recent} (account_id, time)"]
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         # In a pipeline: the statements of the batch's aggregate events (a few per lease cycle) go to PostgreSQL

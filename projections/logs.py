@@ -25,7 +25,7 @@ from domain.events import event_names
 from domain.usage import Attempt, BodyRecorded, UsageRecorded
 from projections.columns import EventColumns
 from projections.partitions import drop_months_before, ensure_months
-from projections.readmodel import Envelope, ReadModel, active_generation, add_primary_key, physical_tables
+from projections.readmodel import Envelope, ReadModel, active_generation, physical_tables
 
 RETENTION_DAYS = 90  # MESH_LOG_RETENTION_DAYS
 MAX_PAGE = 500
@@ -74,20 +74,21 @@ class Logs:
             alter table {logs} add column if not exists attempts jsonb;
         """)
 
-    async def create_indexes(self, cur: psycopg.AsyncCursor, t: dict[str, str]) -> None:
+    primary_keys = {"logs": ("trace_id", "time")}  # a rebuild adds it after the rows (readmodel.create_indexes)
+
+    def indexes(self, t: dict[str, str]) -> list[str]:
         logs = t["logs"]
-        await add_primary_key(cur, logs, ("trace_id", "time"))
-        await cur.execute(f"""
-            create index if not exists {logs}_account on {logs}
-                (account_id, time, trace_id, model, key_id, provider, latency_us, status);
-            create index if not exists {logs}_errors on {logs}
-                (account_id, time, trace_id, model, key_id, provider, latency_us) where status <> 'ok';
-            create index if not exists {logs}_key on {logs}
-                (account_id, key_id, time, trace_id, model, provider, latency_us, status);
-            create index if not exists {logs}_model on {logs}
-                (account_id, model, time, trace_id, key_id, latency_us, status);
-            create index if not exists {logs}_time on {logs} (time, trace_id);
-        """)
+        return [
+            f"""create index if not exists {logs}_account on {logs}
+                (account_id, time, trace_id, model, key_id, provider, latency_us, status)""",
+            f"""create index if not exists {logs}_errors on {logs}
+                (account_id, time, trace_id, model, key_id, provider, latency_us) where status <> 'ok'""",
+            f"""create index if not exists {logs}_key on {logs}
+                (account_id, key_id, time, trace_id, model, provider, latency_us, status)""",
+            f"""create index if not exists {logs}_model on {logs}
+                (account_id, model, time, trace_id, key_id, latency_us, status)""",
+            f"create index if not exists {logs}_time on {logs} (time, trace_id)",
+        ]
 
     async def apply(self, cur: psycopg.AsyncCursor, t: dict[str, str], batch: list[Envelope]) -> None:
         rows = [item.event for item in batch if type(item.event) is UsageRecorded]
@@ -98,7 +99,7 @@ class Logs:
 async def insert(cur: psycopg.AsyncCursor, table: str, events: list) -> None:
     """The projection's write: one statement per batch (the bench's bulk setup runs this too). Without a conflict
     target it skips a request logged before while the table has its primary key, and keeps every row while a
-    rebuild fills it (the key comes after the rows: `create_indexes`)."""
+    rebuild fills it (the key comes after the rows: `readmodel.create_indexes`)."""
     await ensure_months(cur, table, (e.timestamp for e in events))
     await cur.execute(
         f"insert into {table} ({_ROWS.columns}) select * from {_ROWS.rows} on conflict do nothing",

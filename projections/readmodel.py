@@ -36,23 +36,27 @@ class ReadModel(Protocol):
         """Apply a batch of events, in order, inside the caller's transaction."""
 
 
-# A read model may also define `create_indexes(cur, t)`: the secondary indexes of its tables (idempotent). A new
-# generation is made with them, except by a rebuild, which builds them once its tables are filled (one sort per
-# index instead of an index entry per row) and before it puts the generation in service.
+# A read model may also define `indexes(t)`, the statements that make the secondary indexes of its tables
+# (idempotent), and `primary_keys`, the primary key of a table its `create_tables` leaves without one (logical
+# table name: columns). A new generation is made with them, except by a rebuild, which adds them once its tables
+# are filled (one sort per index instead of an index entry per row) and before it puts the generation in service.
 
 
 async def create_indexes(cur: psycopg.AsyncCursor, model: ReadModel, t: dict[str, str]) -> None:
-    make = getattr(model, "create_indexes", None)
-    if make is not None:
-        await make(cur, t)
+    """The model's primary keys, then its secondary indexes, on this generation's tables."""
+    for table, columns in getattr(model, "primary_keys", {}).items():
+        await add_primary_key(cur, t[table], columns)
+    indexes = getattr(model, "indexes", None)
+    for statement in indexes(t) if indexes is not None else []:
+        await cur.execute(statement)
 
 
 async def add_primary_key(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ...]) -> None:
-    """Give `table` its primary key `<table>_pkey` on `columns` unless it has it (idempotent, as `create_indexes`
-    must be). A table whose rows a rebuild inserted without the key may hold a row more than once, where the
-    stream holds an event more than once (the same encoded event published again): those copies are alike, so
-    all but one are deleted, and the key is added then. Where the key comes before any row, the inserts' `on
-    conflict do nothing` skips such copies instead."""
+    """Give `table` its primary key `<table>_pkey` on `columns` unless it has it (idempotent). A table whose rows
+    a rebuild inserted without the key may hold a row more than once, where the stream holds an event more than
+    once (the same encoded event published again): those copies are alike, so all but one are deleted, and the
+    key is added then. Where the key comes before any row, the inserts' `on conflict do nothing` skips such
+    copies instead."""
     if await (await cur.execute("select to_regclass(%s)", (f"{table}_pkey",))).fetchone() != (None,):
         return
     key = ", ".join(columns)
