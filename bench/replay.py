@@ -7,8 +7,8 @@ usage events paid by that lease (`UsagePublisher._publish`, the gateway's own fr
 the order a gateway appends them (`--shuffled-times`: in any order). Then times a rebuild of
 each read model (`projections.rebuild.rebuild`, what `mesh rebuild <model>` runs) into an embedded PostgreSQL,
 and prints events/s (stream positions covered per second) beside the reference: the same stream read by direct
-get in the rebuild's batches with nothing applied, by the reader a rebuild uses (`StreamSource`, which takes a
-batch's messages from nats-py before its per-message work).
+get in the rebuild's batches with nothing applied, by the projections' reader (`StreamSource`, which takes a
+batch's messages from nats-py before its per-message work; a rebuild's own reads go by consumer instead).
 
 Then the directory at `--usage-factor` times the usage: a second stream holding the same aggregate events (the
 first stream's messages copied as stored: subject, headers, body) with that many times the usage between them;
