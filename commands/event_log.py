@@ -160,7 +160,12 @@ class RangeReader:
             if start != self._next or self._consumer is None:
                 await self.close()
                 self._consumer = await self._create(start)
-            messages, more = await self._fetch(self._consumer, limit, timeout)
+            try:
+                messages, more = await self._fetch(self._consumer, limit, timeout)
+            except BaseException:
+                # where it stopped is unknown (and a consumer on a lost node is gone): the next read makes another
+                self._consumer = None
+                raise
             # the consumer delivers what follows the last message: a read from there goes on; after a read that
             # left none, the next one begins wherever its caller knows the range to be covered
             self._next = messages[-1].position + 1 if more else 0
@@ -361,7 +366,8 @@ async def on_append(nc: NATS, subjects: str, notice: Callable[[], None]) -> Subs
 
 
 class _Batch:
-    """One direct get batch as it arrives: each message's raw header block and body, parsed once it is whole."""
+    """One batch (a direct get's, or a consumer's fetch) as it arrives: each message's raw header block, body and
+    reply subject, parsed once it is whole."""
 
     __slots__ = ("raw", "done", "failed", "limit")
 
