@@ -155,17 +155,20 @@ class RangeReader:
     async def read(self, start: int, limit: int, timeout: float = TIMEOUT) -> tuple[list[StoredMessage], bool]:
         """Up to `limit` messages of the subjects from stream sequence `start` on, and whether more of them were
         stored after these when the server sent them. A `start` other than where the last read stopped makes a
-        new consumer."""
+        new consumer, and so does a read whose consumer is gone (unused past INACTIVE, or held by a lost node)."""
         async with self._one_at_a_time:
-            if start != self._next or self._consumer is None:
-                await self.close()
-                self._consumer = await self._create(start)
-            try:
-                messages, more = await self._fetch(self._consumer, limit, timeout)
-            except BaseException:
-                # where it stopped is unknown (and a consumer on a lost node is gone): the next read makes another
-                self._consumer = None
-                raise
+            while True:
+                made = start != self._next or self._consumer is None
+                if made:
+                    await self.close()
+                    self._consumer = await self._create(start)
+                try:
+                    messages, more = await self._fetch(self._consumer, limit, timeout)
+                    break
+                except BaseException as exc:
+                    self._consumer = None  # where it stopped is unknown: the next read makes another
+                    if made or not isinstance(exc, (ReadFailed, asyncio.TimeoutError)):
+                        raise
             # the consumer delivers what follows the last message: a read from there goes on; after a read that
             # left none, the next one begins wherever its caller knows the range to be covered
             self._next = messages[-1].position + 1 if more else 0
