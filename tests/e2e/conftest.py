@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -76,6 +79,12 @@ class MeshProcess:
 
     def launch(self) -> subprocess.Popen:
         """Start the `mesh up` process, without waiting for it to answer."""
+        if (
+            self.command == MESH_FROM_CHECKOUT
+            and not self.data_dir.exists()
+            and not self.extra_env.get("MESH_DATABASE_URL")
+        ):
+            seed_postgres(self.data_dir)
         env = {
             **os.environ,
             **SUITE_SETTINGS,
@@ -121,6 +130,28 @@ class MeshProcess:
         return http_calls.get(
             self.url + "/health", headers={"authorization": f"Bearer {self.operator_token}"}, timeout=timeout
         )
+
+
+def seed_postgres(data_dir: Path) -> None:
+    """Give a new data directory the embedded PostgreSQL cluster (and its password) of a Mesh that has run once,
+    copied from one made per test process: each Mesh then starts as on its second day, without its own initdb
+    (about 0.45 CPU s and as long again of the suite's wall time per Mesh). A first start on an empty directory,
+    initdb included, is what the Meshes started by another command run: test_wheel's installed wheel, and
+    test_cli's start beside a busy CPU."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        from api.postgres_server import PostgresServer
+
+        root = Path(tempfile.mkdtemp(prefix="mesh-postgres-template-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        PostgresServer(root / "postgres").start().stop()
+        _TEMPLATE = root
+    data_dir.mkdir(mode=0o700, parents=True)
+    for name in ("postgres", "postgres.password"):
+        subprocess.run(["cp", "-a", str(_TEMPLATE / name), str(data_dir / name)], check=True)
+
+
+_TEMPLATE: Path | None = None  # this test process's cluster to copy
 
 
 @contextmanager
