@@ -306,8 +306,8 @@ async def tail(
             except NatsTimeout:
                 yield None
                 continue
-            meta = msg.metadata
-            yield _from_headers(meta.sequence.stream, meta.timestamp, msg.headers or {}, msg.data)
+            position, nanoseconds, _ = _acked(msg.reply.encode())  # nats-py's metadata rounds the time by a float
+            yield _from_headers(position, _from_nanoseconds(nanoseconds), msg.headers or {}, msg.data)
     finally:
         try:
             await sub.unsubscribe()

@@ -124,6 +124,8 @@ async def test_appends_are_followed_from_a_position_and_heard_decoded(nc, stream
         assert then is not None and (then.position, then.name, then.event) == (4, "usage.recorded", after[0])
         await asyncio.wait_for(arrived.wait(), WAIT)
         assert heard == after  # heard from the subscription on: nothing before it
+        stored, _ = await event_log.read_batch(nc, stream_name, 1, 10)
+        assert (first.time, then.time) == (stored[1].time, stored[3].time)  # to the microsecond, as a read has it
     finally:
         await followed.aclose()
         await sub.unsubscribe()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 from nats.aio.client import Client
 
-from commands.event_log import _header_fields, parse_header_lines
+from commands.event_log import _acked, _from_nanoseconds, _header_fields, _parse_time, parse_header_lines
 
 BLOCKS = [
     b"Nats-Stream: MESH\r\nNats-Subject: mesh.usage.6b1c7d0e-3a43-4d5e-9b8e-2f6e3c9f0a11\r\nNats-Sequence: 12345\r\n"
@@ -34,3 +36,15 @@ def test_a_batchs_header_fields_are_nats_pys_for_every_name_it_parses(raw):
     assert parsed  # each block names something
     for name, value in parsed.items():
         assert fields[name.encode()].decode("utf-8", "replace") == value
+
+
+@pytest.mark.parametrize("nanoseconds", [1796479437655845949, 1796479437655845500, 1796479437000000999, 10**18])
+def test_a_consumers_reply_subject_tells_the_time_a_direct_get_tells(nanoseconds):
+    """A consumer's message gives its time in nanoseconds in the reply subject, a direct get's as text: the same
+    microsecond either way (cut, not rounded)."""
+    seconds, fraction = divmod(nanoseconds, 10**9)
+    stamp = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:09d}Z"
+    for reply in (f"$JS.ACK.S.c.1.7.3.{nanoseconds}.2", f"$JS.ACK.dom.hash.S.c.1.7.3.{nanoseconds}.2.tok"):
+        position, at, pending = _acked(reply.encode())
+        assert (position, pending) == (7, 2)
+        assert _from_nanoseconds(at) == _parse_time(stamp)
