@@ -21,7 +21,7 @@ from domain.events import aggregate_subject, bodies_subject, event_names, usage_
 from domain.usage import BodyRecorded, RequestsRefused, UsageRecorded
 from projections.readmodel import ReadModel, ensure_schema
 from projections.rebuild import rebuild
-from projections.runner import CHECKPOINT_EVERY, ProjectionRunner
+from projections.runner import CHECKPOINT_EVERY, REPLAY_BATCH, ProjectionRunner
 from projections.source import StreamSource
 from projections.webhooks import GENERATION as WEBHOOKS_GENERATION
 from projections.webhooks import WEBHOOKS
@@ -63,17 +63,23 @@ class ProjectionWorker:
         self.delivery = WebhookDelivery(pool, webhooks) if webhooks is not None else None
         self.runners = self._runners()
 
-    def _runners(self) -> list[ProjectionRunner]:
-        source = StreamSource(self.nc, self.stream)
+    def _runners(self, replay: bool = False) -> list[ProjectionRunner]:
+        """A runner per read model. `replay`: for catching up from far behind, reading by consumer and applying
+        REPLAY_BATCH events a transaction, as a rebuild does; otherwise small batches by direct get, at the head."""
+        source = StreamSource(self.nc, self.stream, replay=replay)
+        batch = {"batch_size": REPLAY_BATCH} if replay else {}
         # what the delivery worker sends comes from the outbox (webhooks) and the balances (billing)
         look = self.delivery.look if self.delivery is not None else None
         runners = [
-            ProjectionRunner(model, source, self.pool, after_commit=look if model is BILLING else None)
+            ProjectionRunner(model, source, self.pool, after_commit=look if model is BILLING else None, **batch)
             for model in READ_MODELS
         ]
-        runners.append(ProjectionRunner(WEBHOOKS, source, self.pool, generation=WEBHOOKS_GENERATION, after_commit=look))
+        runners.append(
+            ProjectionRunner(WEBHOOKS, source, self.pool, generation=WEBHOOKS_GENERATION, after_commit=look, **batch)
+        )
         if self.log_bodies:
-            runners.append(ProjectionRunner(LOG_BODIES, StreamSource(self.nc, bodies_stream(self.stream)), self.pool))
+            bodies = StreamSource(self.nc, bodies_stream(self.stream), replay=replay)
+            runners.append(ProjectionRunner(LOG_BODIES, bodies, self.pool, **batch))
         return runners
 
     async def rebuild_outdated(self, outdated: list[ReadModel]) -> None:
@@ -82,9 +88,14 @@ class ProjectionWorker:
             await rebuild(model, self.nc, self.pool, self.stream)
 
     async def catch_up(self) -> None:
-        """Apply the whole log as it is now (before serving from the read models)."""
-        for runner in self._runners():
-            await runner.catch_up()
+        """Apply the whole log as it is now (before serving from the read models), as a replay."""
+        runners = self._runners(replay=True)
+        try:
+            for runner in runners:
+                await runner.catch_up()
+        finally:
+            for source in {id(runner.source): runner.source for runner in runners}.values():
+                await source.close()
 
     def wake(self) -> None:
         """Something was just appended: let idle runners look now."""

@@ -411,6 +411,31 @@ async def test_one_batch_counts_each_trace_id_once_in_every_total(env, spool_pat
     assert totals == {first.key_id: (2, 1, 5, 2, 5), second.key_id: (1, 0, 11, 1, 11)}
 
 
+async def test_the_worker_catches_up_from_far_behind_as_a_replay(env, spool_path, monkeypatch):
+    """Before it serves, the worker applies the log up to the head in replay batches read by consumer (one per
+    subject filter, let go at the end); every read model reaches the head with the same balances, usage published
+    twice counted once."""
+    from api import projection_worker
+    from api.projection_worker import ProjectionWorker, ensure_read_models
+
+    nc, pool, app, stream = env
+    publisher = UsagePublisher(nc, stream, spool_path)
+    expected = await seed(app, publisher, accounts=2, usages=60, duplicates=10)
+    await ensure_read_models(pool)
+    monkeypatch.setattr(projection_worker, "REPLAY_BATCH", 7)  # many batches, each of every read model's subjects
+    worker = ProjectionWorker(nc, pool, stream, log_bodies=False, retention_days=90)
+    runners = worker._runners(replay=True)
+    assert {r.batch_size for r in runners} == {7} and all(r.source.replay for r in runners)
+    await worker.catch_up()
+    assert await balances(pool) == expected
+    head = await StreamSource(nc, stream).head()
+    async with pool.connection() as conn:
+        for runner in worker.runners:
+            position, _ = await position_of(conn, runner.model)
+            assert position == head, runner.model.name
+    assert (await nc.jetstream().stream_info(stream)).state.consumer_count == 0
+
+
 async def test_an_idle_worker_applies_usage_as_it_arrives(env, spool_path):
     """The worker hears what is appended: an idle runner reads a usage event when it arrives, not at its next
     poll (here, with polls that back off from 5 ms, doubling, the poll after the event is seconds away)."""
