@@ -10,12 +10,16 @@ and prints events/s (stream positions covered per second) beside the reference: 
 get in the rebuild's batches with nothing applied, by the projections' reader (`StreamSource`, which takes a
 batch's messages from nats-py before its per-message work; a rebuild's own reads go by consumer instead).
 
+With `--catch-up`, then the projection worker's catch-up before Mesh serves (every read model and the webhook
+outbox from position 0, by consumer, 5,000 events a transaction) beside the same runners reading as the running
+worker does at the head (direct get, 1,000 a batch), twice each way, alternated.
+
 Then the directory at `--usage-factor` times the usage: a second stream holding the same aggregate events (the
 first stream's messages copied as stored: subject, headers, body) with that many times the usage between them;
 its directory rebuild should take about as long as on the first stream, since it reads aggregate events only.
 
     python -m bench.replay [--events 1000000] [--usage-per-lease 200] [--usage-factor 10] [--shuffled-times]
-                           [--profile FILE]
+                           [--profile FILE] [--catch-up]
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.cli import settle_garbage_collector
 from api.embedded import NatsServer
 from api.postgres_server import PostgresServer
+from api.projection_worker import ProjectionWorker, ensure_read_models
 from api.read_models import READ_MODELS
 from commands.accounts import AccountCommands
 from commands.app import MeshApplication
@@ -51,6 +56,7 @@ from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADE
 from domain.pricing import Price
 from domain.usage import UsageRecorded
 from gateway.usage import UsagePublisher
+from projections.logs import RETENTION_DAYS
 from projections.readmodel import ensure_schema
 from projections.rebuild import rebuild
 from projections.source import StreamSource
@@ -266,6 +272,33 @@ async def timed_rebuild(
     return time.monotonic() - started, tuple(b - a for a, b in zip(cpu, servers.cpu()))
 
 
+async def compare_catch_ups(nc, pool, servers: Servers, head: int) -> None:
+    """The projection worker's catch-up before Mesh serves (`ProjectionWorker.catch_up`: by consumer, REPLAY_BATCH
+    events a transaction) from position 0 on emptied read models, beside the same runners reading as the running
+    worker does at the head (direct get, batches of 1,000), twice each way, alternated."""
+    await ensure_read_models(pool)
+    print("\n| projection worker, every read model from 0 | seconds | events/s | CPU s: Mesh, PostgreSQL, NATS |")
+    print("|---|---|---|---|")
+    for replay in (False, True, False, True):
+        async with pool.connection() as conn:
+            await conn.execute("update projection_positions set position = 0")
+            cur = await conn.execute(
+                "select tablename from pg_tables where schemaname = current_schema() and tablename ~ '_g[0-9]+$'"
+            )
+            for (table,) in await cur.fetchall():
+                await conn.execute(f"truncate {table}")
+        worker = ProjectionWorker(nc, pool, STREAM, log_bodies=False, retention_days=RETENTION_DAYS)
+        started, cpu = time.monotonic(), servers.cpu()
+        if replay:
+            await worker.catch_up()
+        else:
+            for runner in worker.runners:
+                await runner.catch_up()
+        seconds, used = time.monotonic() - started, [b - a for a, b in zip(cpu, servers.cpu())]
+        how = "catch-up (consumer, 5,000 a batch)" if replay else "at the head's way (direct get, 1,000 a batch)"
+        print(f"| {how} | {seconds:.2f} | {head / seconds:,.0f} | {', '.join(f'{u:.1f}' for u in used)} |", flush=True)
+
+
 async def run(args) -> None:
     with tempfile.TemporaryDirectory(prefix="mesh-bench-replay-") as tmp:
         nats_server = NatsServer(Path(tmp) / "nats").start()
@@ -306,6 +339,8 @@ async def run(args) -> None:
             if profile:
                 profile.dump_stats(args.profile)
                 pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+            if args.catch_up:
+                await compare_catch_ups(nc, pool, servers, head)
             if args.usage_factor:
                 directory = next(m for m in READ_MODELS if m.name == "directory")
                 print(f"\ndirectory with the same aggregate events and {args.usage_factor}x the usage ...", flush=True)
@@ -338,6 +373,11 @@ def main() -> None:
     )
     parser.add_argument("--profile", metavar="FILE", help="run one rebuild under cProfile, stats to FILE")
     parser.add_argument("--profile-model", default="billing")
+    parser.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="also time the projection worker's catch-up from position 0 (twice each way, alternated)",
+    )
     asyncio.run(run(parser.parse_args()))
 
 
