@@ -66,7 +66,7 @@ class ProjectionWorker:
     def _runners(self, replay: bool = False) -> list[ProjectionRunner]:
         """A runner per read model. `replay`: for catching up from far behind, reading by consumer and applying
         REPLAY_BATCH events a transaction, as a rebuild does; otherwise small batches by direct get, at the head."""
-        source = StreamSource(self.nc, self.stream, replay=replay)
+        source = StreamSource(self.nc, self.stream)
         batch = {"batch_size": REPLAY_BATCH} if replay else {}
         # what the delivery worker sends comes from the outbox (webhooks) and the balances (billing)
         look = self.delivery.look if self.delivery is not None else None
@@ -78,7 +78,7 @@ class ProjectionWorker:
             ProjectionRunner(WEBHOOKS, source, self.pool, generation=WEBHOOKS_GENERATION, after_commit=look, **batch)
         )
         if self.log_bodies:
-            bodies = StreamSource(self.nc, bodies_stream(self.stream), replay=replay)
+            bodies = StreamSource(self.nc, bodies_stream(self.stream))
             runners.append(ProjectionRunner(LOG_BODIES, bodies, self.pool, **batch))
         return runners
 

@@ -7,8 +7,8 @@ usage events paid by that lease (`UsagePublisher._publish`, the gateway's own fr
 the order a gateway appends them (`--shuffled-times`: in any order). Then times a rebuild of
 each read model (`projections.rebuild.rebuild`, what `mesh rebuild <model>` runs) into an embedded PostgreSQL,
 and prints events/s (stream positions covered per second) beside the reference: the same stream read by direct
-get in the rebuild's batches with nothing applied, by the projections' reader (`StreamSource`, which takes a
-batch's messages from nats-py before its per-message work; a rebuild's own reads go by consumer instead).
+get in the rebuild's batches with nothing applied, by the event log's reader (`event_log.read_batch`, which takes
+a batch's messages from nats-py before its per-message work; a rebuild's own reads go by consumer instead).
 
 With `--catch-up`, then the projection worker's catch-up before Mesh serves (every read model and the webhook
 outbox from position 0, by consumer, 5,000 events a transaction) beside the same runners reading as the running
@@ -45,6 +45,7 @@ from api.embedded import NatsServer
 from api.postgres_server import PostgresServer
 from api.projection_worker import ProjectionWorker, ensure_read_models
 from api.read_models import READ_MODELS
+from commands import event_log
 from commands.accounts import AccountCommands
 from commands.app import MeshApplication
 from commands.keys import KeyCommands
@@ -222,11 +223,10 @@ async def copy_with_more_usage(nc, spool: Path, factor: int) -> tuple[int, int]:
 
 async def reference_rate(nc, stream: str) -> float:
     """Events/s reading the whole stream by direct get in batches, applying nothing."""
-    source = StreamSource(nc, stream)
-    head, position = await source.head(), 0
+    head, position = await event_log.head(nc, stream), 0
     started = time.monotonic()
     while position < head:
-        position = (await source.read(position + 1, READ_BATCH))[-1].position
+        position = (await event_log.read_batch(nc, stream, position + 1, READ_BATCH))[0][-1].position
     return head / (time.monotonic() - started)
 
 

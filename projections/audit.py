@@ -209,7 +209,7 @@ class Audit:
         try:
             async with pool.connection() as conn:
                 await ensure_schema(conn, self.models)
-            source = StreamSource(self.nc, self.stream, replay=True)
+            source = StreamSource(self.nc, self.stream)
             runners = [
                 ProjectionRunner(
                     m,

@@ -38,7 +38,7 @@ async def rebuild(
         async with conn.transaction():
             await _drop_generation(conn, model, new)  # leftovers of an interrupted rebuild
             await create_generation(conn, model, new, indexes=False)
-    source = StreamSource(nc, stream, replay=True)
+    source = StreamSource(nc, stream)
     try:
         await ProjectionRunner(model, source, pool, generation=new, batch_size=REPLAY_BATCH).catch_up(progress)
     finally:

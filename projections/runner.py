@@ -32,13 +32,9 @@ from projections.readmodel import (
     position_of,
     tracking_name,
 )
-from projections.source import Read, StreamSource
+from projections.source import REPLAY_BATCH, Read, StreamSource
 
 log = logging.getLogger("mesh.projections")
-
-# Messages read and applied in one transaction when replaying the log from far behind (a rebuild, an audit): fewer
-# round trips and commits per event than the live runner's batches, which stay small to keep latency low.
-REPLAY_BATCH = 5000
 
 # An idle runner reads when told something was appended (`arrived`, `wake`). Right after a read it looks again at
 # FIRST_LOOK, doubling (a notice can come before the stream stores its message), up to IDLE_LOOK: what a notice lost
@@ -167,7 +163,7 @@ class ProjectionRunner:
             messages, through = read.messages, max(read.through, self.position)
             self.full = read.more  # more is waiting right after this batch
             if read.more:  # read the next batch while this one is applied
-                ahead = self.source.read_through(through + 1, self.batch_size, self.subjects)
+                ahead = self.source.read_through(through + 1, self._limit(), self.subjects)
                 self._prefetch = (through + 1, asyncio.ensure_future(ahead))
             at_head = not self.full  # the read reached the stream's head as it was then
             batch, undecodable = _decode([m for m in messages if m.topic in self.model.topics])
@@ -241,7 +237,12 @@ class ProjectionRunner:
             if at == start:
                 return await task
             task.add_done_callback(_retrieved)
-        return await self.source.read_through(start, self.batch_size, self.subjects)
+        return await self.source.read_through(start, self._limit(), self.subjects)
+
+    def _limit(self) -> int:
+        """How many messages to read next: while the last read left more right after it (behind the head), a
+        replay's batch, read by consumer (source.py), else `batch_size`."""
+        return max(self.batch_size, REPLAY_BATCH) if self.full else self.batch_size
 
     async def _load(self, conn) -> None:
         generation = self.fixed_generation or await active_generation(conn, self.model)

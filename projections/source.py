@@ -9,8 +9,8 @@ reading the same subjects read at about the same place, so the source keeps what
 it read last per filter and hands it to each of them: a message crosses the wire
 (and is parsed) once per filter and process, not once per read model.
 
-A replay (a rebuild, an audit: the whole log from far behind) reads by a consumer per filter instead
-(`event_log.RangeReader`), which costs NATS a third of a direct get.
+A read of REPLAY_BATCH messages or more is a replay's, far behind the head (a rebuild, an audit, a catch-up), and
+goes by a consumer per filter instead (`event_log.RangeReader`), which costs NATS a third of a direct get.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ from nats.aio.client import Client as NATS
 from commands import event_log
 from commands.event_log import StoredMessage
 
-RECENT = 4096  # messages kept for the other runners
+# Messages read and applied in one transaction when replaying the log from far behind: fewer round trips and
+# commits per event than the batches of a runner at the head, which stay small to keep latency low.
+REPLAY_BATCH = 5000
+RECENT = 2 * REPLAY_BATCH  # messages kept for the other runners (a replay's batch whole)
 
 
 class Read(msgspec.Struct, frozen=True):
@@ -46,11 +49,10 @@ class _Window(msgspec.Struct):
 
 
 class StreamSource:
-    def __init__(self, nc: NATS, stream: str, *, replay: bool = False):
+    def __init__(self, nc: NATS, stream: str):
         self.nc = nc
         event_log.parse_headers_faster(nc)  # this client's other messages
         self.stream = stream
-        self.replay = replay  # reads go on from where the last stopped, far behind the head: by consumer
         self._readers: dict[str | None, event_log.RangeReader] = {}  # a replay's, per subject filter
         self._windows: dict[str | None, _Window] = {}  # per subject filter (None: the whole stream)
         self._fetching: dict[tuple[str | None, int, int], asyncio.Future] = {}
@@ -128,7 +130,10 @@ class StreamSource:
         self, start: int, limit: int, timeout: float, subjects: str | None = None
     ) -> tuple[list[StoredMessage], bool]:
         """The messages of one batch, and whether the server holds more of `subjects` after them."""
-        if not self.replay:
+        if limit < REPLAY_BATCH:  # at the head: a replay of these subjects is over
+            reader = self._readers.pop(subjects, None)
+            if reader is not None:
+                await reader.close()
             return await event_log.read_batch(self.nc, self.stream, start, limit, subjects, timeout)
         reader = self._readers.get(subjects)
         if reader is None:

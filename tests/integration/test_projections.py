@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from commands import event_log
 from commands.accounts import AccountCommands
 from commands.app import MeshApplication
 from commands.stream import ensure_stream
@@ -417,22 +418,65 @@ async def test_the_worker_catches_up_from_far_behind_as_a_replay(env, spool_path
     twice counted once."""
     from api import projection_worker
     from api.projection_worker import ProjectionWorker, ensure_read_models
+    from projections import runner, source
 
     nc, pool, app, stream = env
     publisher = UsagePublisher(nc, stream, spool_path)
     expected = await seed(app, publisher, accounts=2, usages=60, duplicates=10)
     await ensure_read_models(pool)
-    monkeypatch.setattr(projection_worker, "REPLAY_BATCH", 7)  # many batches, each of every read model's subjects
+    for module in (projection_worker, runner, source):  # many batches, each of every read model's subjects
+        monkeypatch.setattr(module, "REPLAY_BATCH", 7)
+    by_consumer = consumer_reads(monkeypatch)
     worker = ProjectionWorker(nc, pool, stream, log_bodies=False, retention_days=90)
-    runners = worker._runners(replay=True)
-    assert {r.batch_size for r in runners} == {7} and all(r.source.replay for r in runners)
     await worker.catch_up()
+    assert by_consumer and {limit for _, limit in by_consumer} == {7}
     assert await balances(pool) == expected
     head = await StreamSource(nc, stream).head()
     async with pool.connection() as conn:
         for runner in worker.runners:
             position, _ = await position_of(conn, runner.model)
             assert position == head, runner.model.name
+    assert (await nc.jetstream().stream_info(stream)).state.consumer_count == 0
+
+
+def consumer_reads(monkeypatch) -> list[tuple[int, int]]:
+    """The (start, limit) of every read by consumer from now on."""
+    reads: list[tuple[int, int]] = []
+    read = event_log.RangeReader.read
+
+    async def counted(self, start: int, limit: int, timeout: float = event_log.TIMEOUT):
+        reads.append((start, limit))
+        return await read(self, start, limit, timeout)
+
+    monkeypatch.setattr(event_log.RangeReader, "read", counted)
+    return reads
+
+
+async def test_a_runner_behind_the_head_reads_replay_batches_by_consumer_and_small_ones_at_the_head(
+    env, spool_path, monkeypatch
+):
+    """Natural batches under load: a runner whose read left more right after it reads a replay's batch next, by
+    consumer; back at the head it reads its own small batches by direct get, and lets the consumer go."""
+    from projections import runner, source
+
+    nc, pool, app, stream = env
+    publisher = UsagePublisher(nc, stream, spool_path)
+    expected = await seed(app, publisher, accounts=1, usages=40, duplicates=0)
+    for module in (runner, source):
+        monkeypatch.setattr(module, "REPLAY_BATCH", 10)
+    by_consumer = consumer_reads(monkeypatch)
+    live = ProjectionRunner(BILLING, StreamSource(nc, stream), pool, batch_size=3)
+    await live.step()  # 3 of them, more right after: the next 10 read ahead, by consumer
+    assert live.full and by_consumer == [(live.position + 1, 10)]
+    head = await live.catch_up()
+    assert by_consumer and {limit for _, limit in by_consumer} == {10}
+    assert await balances(pool) == expected
+    assert (await nc.jetstream().stream_info(stream)).state.consumer_count == 1  # until a read at the head
+    account_id = next(iter(expected))
+    await publisher.publish(usage(account_id, 1))
+    reads = len(by_consumer)
+    assert await live.step() == 1 and len(by_consumer) == reads  # at the head: by direct get, 3 at most
+    assert live.position == head + 1 and not live.full
     assert (await nc.jetstream().stream_info(stream)).state.consumer_count == 0
 
 
