@@ -1,7 +1,7 @@
-"""The event log on NATS JetStream, read one way by every reader: a range of it (a batched direct get, optionally of
-one subject filter), one message (by sequence or the last of a subject; or as the stream's leader holds it), its
-head followed as it grows (pushed by JetStream or core NATS: no polling), and each message decoded into its
-registered event class (domain/events.py).
+"""The event log on NATS JetStream, read one way by every reader: a range of it (a batched direct get, or from far
+behind an ephemeral consumer's fetches, optionally of one subject filter), one message (by sequence or the last
+of a subject; or as the stream's leader holds it), its head followed as it grows (pushed by JetStream or core
+NATS: no polling), and each message decoded into its registered event class (domain/events.py).
 
 The event store (`commands/recorder.py`, `commands/eventstore.py`, `commands/snapshot_recorder.py`), the
 projections (`projections/source.py` keeps a window of what it read on top), the audit, the gateway's feed and the

@@ -9,8 +9,9 @@ reading the same subjects read at about the same place, so the source keeps what
 it read last per filter and hands it to each of them: a message crosses the wire
 (and is parsed) once per filter and process, not once per read model.
 
-A read of REPLAY_BATCH messages or more is a replay's, far behind the head (a rebuild, an audit, a catch-up), and
-goes by a consumer per filter instead (`event_log.RangeReader`), which costs NATS a third of a direct get.
+A read of REPLAY_BATCH messages or more is a replay's, behind the head (a rebuild, an audit, a catch-up, a read
+model that fell behind), and goes by a consumer per filter instead (`event_log.RangeReader`), which costs NATS a
+third of a direct get. A read of fewer, at the head, lets that consumer go (one still reading makes another).
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ class StreamSource:
 
     async def close(self) -> None:
         """Let go of a replay's consumers (the server drops them once unused anyway)."""
-        for reader in self._readers.values():
+        readers, self._readers = self._readers, {}
+        for reader in readers.values():
             await reader.close()
 
     async def head(self) -> int:
