@@ -23,13 +23,14 @@ RECENT_DAYS after it happened (a spool kept that long) is counted even if its fi
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Sequence
 
 import psycopg
 
 from domain.events import event_names
 from domain.usage import UsageRecorded
 from projections.billing_handlers import HANDLERS, BillingBatch
-from projections.columns import EventColumns
+from projections.columns import EventColumns, chunks
 from projections.partitions import drop_months_before, ensure_months
 from projections.readmodel import Envelope
 
@@ -192,11 +193,13 @@ class Billing:
                 stream_time = min(pending.streamed)
                 await drop_months_before(cur, t["usage_recent"], stream_time - timedelta(days=RECENT_DAYS))
                 await ensure_months(cur, t["usage_recent"], (e.timestamp for e in pending.usage))
-                await self._apply_usage(cur, t, pending.usage)
+                for chunk in chunks(pending.usage):  # PostgreSQL writes one while the next is encoded
+                    await self._apply_usage(cur, t, chunk)
 
-    async def _apply_usage(self, cur: psycopg.AsyncCursor, t: dict[str, str], events: list[UsageRecorded]) -> None:
-        """The whole batch in one statement: insert the requests not seen before (by trace id and time), and add
-        only what was inserted to the balances, leases, per-key totals and the hourly and daily rollups."""
+    async def _apply_usage(self, cur: psycopg.AsyncCursor, t: dict[str, str], events: Sequence[UsageRecorded]) -> None:
+        """These events (a chunk of the batch) in one statement: insert the requests not seen before (by trace id
+        and time), and add only what was inserted to the balances, leases, per-key totals and the hourly and daily
+        rollups."""
         rollups = "".join(
             f"""
                 ), {table} as (

@@ -1,7 +1,7 @@
-"""A batch of events written as table rows in one statement: one array per column.
+"""A batch of events written as table rows, a chunk of it per statement: one array per column.
 
-`insert ... select * from unnest(%s::uuid[], %s::timestamptz[], ...)`: one statement carries the whole batch
-instead of one per row (executemany), and PostgreSQL reads each value in its binary form instead of parsing
+`insert ... select * from unnest(%s::uuid[], %s::timestamptz[], ...)`: one statement carries a chunk of the batch
+(`chunks`) instead of one per row (executemany), and PostgreSQL reads each value in its binary form instead of parsing
 text (one JSON array read by json_to_recordset), which costs the projection worker and its PostgreSQL backend
 the least per event (bench/logs.py measures the apply rate).
 
@@ -17,7 +17,7 @@ import struct
 from datetime import datetime, timedelta, timezone
 from itertools import chain, repeat
 from operator import attrgetter, is_
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import msgspec
 import psycopg
@@ -31,6 +31,10 @@ _NULL = _LENGTH.pack(-1)
 _INT4 = struct.Struct(">i")
 _INT8 = struct.Struct(">q")
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+# Rows per statement where a batch is written in a pipeline (psycopg's pipeline mode): PostgreSQL writes one chunk
+# while the next is encoded, instead of waiting idle for the whole batch's encoding and then keeping it waiting.
+CHUNK_ROWS = 1000
+REPEATED = 2  # a `repeats` column with at most one distinct value per this many values encodes each once
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -55,11 +59,14 @@ def _binary(
     to_bytes: Callable[[Any], bytes],
     ints: str = "",
     to_int: Callable[[Any], int] | None = None,
+    repeats: bool = False,
 ):
     """The encoder of a binary element type: `size` bytes each (None: variable); `ints`, the struct code of
     an element when values are Python ints, or become ints by `to_int` (a column with no missing value is then
-    one struct.pack). Whole columns go through C-level maps and joins; only a column with some values missing
-    and some not takes a Python step per value."""
+    one struct.pack); `repeats`, values are hashable and a column may repeat a few of them (names of models,
+    providers, statuses), each then encoded once. Whole columns go through C-level maps and joins; a column with
+    some values missing and some not takes a Python step per value, and a `repeats` column of few distinct values
+    one per distinct value."""
     array = _array_type(name, array_oid)
     fixed = _LENGTH.pack(size) if size is not None else b""
 
@@ -74,8 +81,12 @@ def _binary(
         if not count:
             return array(_EMPTY.pack(0, 0, element_oid))
         missing = sum(map(is_, values, repeat(None)))
+        distinct = set(values) if repeats else None
         if missing == count:
             body = _NULL * count
+        elif distinct is not None and len(distinct) * REPEATED <= count:
+            elements = {value: element(value) for value in distinct}
+            body = b"".join(map(elements.__getitem__, values))
         elif missing:
             body = b"".join([element(value) for value in values])
         elif ints:
@@ -116,13 +127,22 @@ _ENCODERS: dict[str, Callable[[Sequence[Any]], _Array]] = {
     "timestamptz": _binary(
         "TimestamptzArray", 1184, 1185, 8, lambda value: _INT8.pack(_microseconds(value)), "q", _microseconds
     ),
-    "text": _binary("TextArray", 25, 1009, None, str.encode),
+    "text": _binary("TextArray", 25, 1009, None, str.encode, repeats=True),
     "int": _binary("Int4Array", 23, 1007, 4, _INT4.pack, "i"),
     "bigint": _binary("Int8Array", 20, 1016, 8, _INT8.pack, "q"),
     "boolean": _binary("BoolArray", 16, 1000, 1, lambda value: b"\x01" if value else b"\x00"),
     "numeric": _numeric,
     "jsonb": _jsonb,
 }
+
+
+_Row = TypeVar("_Row")
+
+
+def chunks(rows: Sequence[_Row]) -> Iterator[Sequence[_Row]]:
+    """`rows` in chunks of CHUNK_ROWS, in order."""
+    for start in range(0, len(rows), CHUNK_ROWS):
+        yield rows[start : start + CHUNK_ROWS]
 
 
 class EventColumns:

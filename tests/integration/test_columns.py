@@ -85,6 +85,16 @@ async def test_columns_without_a_missing_value_take_the_whole_column_paths(datab
     assert sorted(rows) == sorted(_row(e) for e in events)
 
 
+async def test_text_repeating_a_few_values_encodes_each_once_and_arrives_as_it_was(database_url):
+    """A text column of few distinct values (models, providers, statuses), some missing, some PostgreSQL would
+    quote: each distinct value is encoded once, and every row still gets its own."""
+    now = datetime(2026, 11, 30, tzinfo=timezone.utc)
+    notes = ["gpt-4o", None, "", "é\n'\"{},NULL\\", "gpt-4o", "claude ✓"]
+    events = [Event(uuid.uuid4(), now, notes[i % len(notes)], i, i) for i in range(10 * len(notes))]
+    rows = await _roundtrip(database_url, events)
+    assert sorted(rows) == sorted(_row(e) for e in events)
+
+
 async def test_an_empty_batch_writes_nothing(database_url):
     assert await _roundtrip(database_url, []) == []
 

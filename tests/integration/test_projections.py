@@ -22,17 +22,20 @@ from domain.usage import UsageRecorded
 from gateway.usage import UsagePublisher
 from projections.billing_projection import Billing
 from projections.catalog import CatalogModel
+from projections.columns import CHUNK_ROWS
 from projections.directory_projection import Directory
+from projections.logs import Logs
 from projections.readmodel import ensure_schema, position_of
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
-from projections.source import StreamSource
+from projections.source import REPLAY_BATCH, StreamSource
 
 from tests.conftest import TEST_KDF
 
 BILLING = Billing()
 DIRECTORY = Directory()
 CATALOG = CatalogModel()
+LOGS = Logs()
 
 
 class Crash(Exception):
@@ -410,6 +413,27 @@ async def test_one_batch_counts_each_trace_id_once_in_every_total(env, spool_pat
         )
         totals = {row[0]: tuple(int(v) for v in row[1:]) for row in await cur.fetchall()}
     assert totals == {first.key_id: (2, 1, 5, 2, 5), second.key_id: (1, 0, 11, 1, 11)}
+
+
+async def test_a_batch_written_a_chunk_at_a_time_counts_each_trace_id_once(env, spool_path):
+    """A batch of more usage than CHUNK_ROWS goes to PostgreSQL a chunk per statement, in a pipeline: requests
+    published twice, their copies in another chunk than the first, are billed and logged once."""
+    nc, pool, app, stream = env
+    async with pool.connection() as conn:
+        await ensure_schema(conn, [LOGS])
+    requests = CHUNK_ROWS + 150
+    expected = await seed(app, UsagePublisher(nc, stream, spool_path), usages=requests, duplicates=150)
+    source = StreamSource(nc, stream)
+    head = await source.head()
+    for model in (BILLING, LOGS):
+        assert await ProjectionRunner(model, source, pool, batch_size=REPLAY_BATCH).step() == head  # one batch
+    assert await balances(pool) == expected
+    async with pool.connection() as conn:
+        for table in ("usage_recent", "logs"):
+            cur = await conn.execute(f"select count(*), count(distinct trace_id) from {table}")
+            assert await cur.fetchone() == (requests, requests)
+        cur = await conn.execute("select sum(requests) from key_spend")
+        assert (await cur.fetchone())[0] == requests
 
 
 async def test_the_worker_catches_up_from_far_behind_as_a_replay(env, spool_path, monkeypatch):
