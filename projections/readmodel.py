@@ -8,11 +8,13 @@ position 0 while N keeps serving, then swaps the views in one transaction.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 
 class Envelope(msgspec.Struct, frozen=True):
@@ -49,6 +51,58 @@ async def create_indexes(cur: psycopg.AsyncCursor, model: ReadModel, t: dict[str
     indexes = getattr(model, "indexes", None)
     for statement in indexes(t) if indexes is not None else []:
         await cur.execute(statement)
+
+
+async def build_indexes(pool: AsyncConnectionPool, model: ReadModel, t: dict[str, str]) -> None:
+    """What `create_indexes` adds, to a generation a rebuild has filled: on a partitioned table each partition's
+    key and indexes are built on their own first, INDEX_BUILDERS at a time on connections of their own, then the
+    parent's, which adopt them. One build leaves CPUs idle between its phases (and PostgreSQL gives it one helper
+    process at most), and a partition's indexes have names of their own: built on the parent at once, two would
+    pick the same name for their partitions' indexes."""
+    async with pool.connection() as conn:
+        partitions = await partitions_by_size(conn, [t[table] for table in model.tables])
+    keys = getattr(model, "primary_keys", {})
+    statements = getattr(model, "indexes", lambda _: [])
+    builds: asyncio.Queue[str | tuple[str, tuple[str, ...]]] = asyncio.Queue()
+    for table in model.tables:
+        for partition in partitions.get(t[table], []):
+            if table in keys:
+                builds.put_nowait((partition, keys[table]))
+            # the statements that name the table, naming the partition instead
+            for statement in set(statements({**t, table: partition})) - set(statements(t)):
+                builds.put_nowait(statement)
+
+    async def builder() -> None:
+        async with pool.connection() as conn:
+            while not builds.empty():
+                build = builds.get_nowait()
+                async with conn.transaction(), conn.cursor() as cur:
+                    if isinstance(build, str):
+                        await cur.execute(build)
+                    else:
+                        await add_primary_key(cur, *build)
+
+    await asyncio.gather(*(builder() for _ in range(INDEX_BUILDERS)))
+    async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        await create_indexes(cur, model, t)
+
+
+INDEX_BUILDERS = 2  # connections building a rebuilt generation's partitions' keys and indexes at once
+
+
+async def partitions_by_size(conn: psycopg.AsyncConnection, parents: list[str]) -> dict[str, list[str]]:
+    """The partitions of each of these tables that has any, largest first."""
+    cur = await conn.execute(
+        """select parent.relname, child.relname from pg_inherits i
+            join pg_class parent on parent.oid = i.inhparent join pg_class child on child.oid = i.inhrelid
+            where parent.oid = any(array(select to_regclass(name) from unnest(%s::text[]) name))
+            order by pg_relation_size(child.oid) desc""",
+        (parents,),
+    )
+    partitions: dict[str, list[str]] = {}
+    for parent, child in await cur.fetchall():
+        partitions.setdefault(parent, []).append(child)
+    return partitions
 
 
 async def add_primary_key(cur: psycopg.AsyncCursor, table: str, columns: tuple[str, ...]) -> None:

@@ -10,8 +10,8 @@ from psycopg_pool import AsyncConnectionPool
 from projections.readmodel import (
     ReadModel,
     active_generation,
+    build_indexes,
     create_generation,
-    create_indexes,
     physical_tables,
     point_views,
     tracking_name,
@@ -43,10 +43,8 @@ async def rebuild(
         await ProjectionRunner(model, source, pool, generation=new, batch_size=REPLAY_BATCH).catch_up(progress)
     finally:
         await source.close()
+    await build_indexes(pool, model, physical_tables(model, new))
     async with pool.connection() as conn:
-        async with conn.transaction():
-            async with conn.cursor() as cur:
-                await create_indexes(cur, model, physical_tables(model, new))
         async with conn.transaction():
             await conn.execute(
                 "select generation from read_model_generations where read_model = %s for update", (model.name,)
