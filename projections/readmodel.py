@@ -63,14 +63,16 @@ async def build_indexes(pool: AsyncConnectionPool, model: ReadModel, t: dict[str
         partitions = await partitions_by_size(conn, [t[table] for table in model.tables])
     keys = getattr(model, "primary_keys", {})
     statements = getattr(model, "indexes", lambda _: [])
+    on_parents = set(statements(t))
+    # A partition's key first: adding it locks the partition, where its indexes' builds share it and run together.
     builds: asyncio.Queue[str | tuple[str, tuple[str, ...]]] = asyncio.Queue()
     for table in model.tables:
         for partition in partitions.get(t[table], []):
             if table in keys:
                 builds.put_nowait((partition, keys[table]))
-            # the statements that name the table, naming the partition instead
-            for statement in set(statements({**t, table: partition})) - set(statements(t)):
-                builds.put_nowait(statement)
+            for statement in statements({**t, table: partition}):
+                if statement not in on_parents:  # one that names the table, naming the partition instead
+                    builds.put_nowait(statement)
 
     async def builder() -> None:
         async with pool.connection() as conn:
@@ -82,7 +84,9 @@ async def build_indexes(pool: AsyncConnectionPool, model: ReadModel, t: dict[str
                     else:
                         await add_primary_key(cur, *build)
 
-    await asyncio.gather(*(builder() for _ in range(INDEX_BUILDERS)))
+    async with asyncio.TaskGroup() as builders:  # one failing stops the other
+        for _ in range(INDEX_BUILDERS):
+            builders.create_task(builder())
     async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
         await create_indexes(cur, model, t)
 

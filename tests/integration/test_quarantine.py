@@ -9,14 +9,20 @@ import asyncio
 import json
 import uuid
 
+import msgspec
+
 from commands.accounts import AccountCommands
 from commands.keys import KeyCommands
 from domain.events import HEADER_ORIGINATOR_ID, HEADER_ORIGINATOR_VERSION, HEADER_TOPIC, aggregate_subject
+from gateway.usage import UsagePublisher
+from projections.columns import CHUNK_ROWS
 from projections.directory_projection import Directory
 from projections.quarantine import quarantined, retry
+from projections.readmodel import ensure_schema
 from projections.runner import ProjectionRunner
-from projections.source import StreamSource
+from projections.source import REPLAY_BATCH, StreamSource
 from tests.conftest import TEST_KDF
+from tests.integration.test_projections import BILLING, LOGS, balances, seed, usage
 from tests.integration.test_projections import env  # noqa: F401  (the fixture: NATS, PostgreSQL, the app)
 
 DIRECTORY = Directory()
@@ -89,3 +95,34 @@ async def test_an_event_the_directory_cannot_apply_is_quarantined_and_the_rest_a
         assert [q.position for q in await quarantined(conn)] == [nul, broken]
     assert await retry(DIRECTORY, source, pool) == (0, 2)  # a retry never applies an event twice
     assert len(await rows(pool, "select 1 from api_keys")) == 2
+
+
+async def test_usage_postgresql_refuses_in_a_batch_written_by_chunks_is_quarantined_and_the_rest_applies(env, tmp_path):
+    """Billing and logs write a batch's usage a chunk per statement, in a pipeline: one event PostgreSQL refuses (a
+    NUL in its model's name), in the second chunk, is quarantined by each, and every other request of the batch,
+    before and after it, is billed and logged once."""
+    nc, pool, app, stream = env
+    async with pool.connection() as conn:
+        await ensure_schema(conn, [LOGS])
+    publisher = UsagePublisher(nc, stream, tmp_path / "spool.jsonl")
+    expected = await seed(app, publisher, accounts=1, usages=CHUNK_ROWS + 50, duplicates=0)
+    account = next(iter(expected))
+    bad = msgspec.structs.replace(usage(account, 7), model="evil\u0000model")
+    await publisher.publish(bad)
+    for cost in range(1, 21):
+        await publisher.publish(usage(account, cost))
+        expected[account] -= cost
+    source = StreamSource(nc, stream)
+    head = await source.head()
+    for model in (BILLING, LOGS):
+        assert await ProjectionRunner(model, source, pool, batch_size=REPLAY_BATCH).step() == head  # one batch
+    assert await balances(pool) == expected
+    for table in ("usage_recent", "logs"):
+        assert await rows(pool, f"select count(*) from {table}") == [(CHUNK_ROWS + 70,)]
+    async with pool.connection() as conn:
+        set_aside = await quarantined(conn)
+    assert sorted((q.read_model, q.event_name) for q in set_aside) == [
+        ("billing", "usage.recorded"),
+        ("logs", "usage.recorded"),
+    ]
+    assert len({q.position for q in set_aside}) == 1
