@@ -74,7 +74,7 @@ class Logs:
             alter table {logs} add column if not exists attempts jsonb;
         """)
 
-    primary_keys = {"logs": ("trace_id", "time")}  # a rebuild adds it after the rows (readmodel.create_indexes)
+    primary_keys = {"logs": ("trace_id", "time")}  # a rebuild adds it after the rows (readmodel.build_indexes)
 
     def indexes(self, t: dict[str, str]) -> list[str]:
         logs = t["logs"]
@@ -98,9 +98,8 @@ class Logs:
 
 async def insert(cur: psycopg.AsyncCursor, table: str, events: list) -> None:
     """The projection's write: a statement per chunk of the batch, in a pipeline (the bench's bulk setup runs this
-    too). Without a conflict
-    target it skips a request logged before while the table has its primary key, and keeps every row while a
-    rebuild fills it (the key comes after the rows: `readmodel.create_indexes`)."""
+    too). Without a conflict target it skips a request logged before while the table has its primary key, and
+    keeps every row while a rebuild fills it (the key comes after the rows: `readmodel.build_indexes`)."""
     await ensure_months(cur, table, (e.timestamp for e in events))
     query = f"insert into {table} ({_ROWS.columns}) select * from {_ROWS.rows} on conflict do nothing"
     async with cur.connection.pipeline():
