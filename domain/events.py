@@ -105,7 +105,7 @@ EVENT_TYPES: dict[str, type] = {
 EVENT_NAMES: dict[type, str] = {cls: name for name, cls in EVENT_TYPES.items()}
 # A decoder per stand-alone event (a msgspec Struct): made once instead of on every decode, which a replay does
 # millions of times
-_STRUCT_DECODERS: dict[str, msgspec.json.Decoder] = {
+_STRUCT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items() if issubclass(cls, msgspec.Struct)
 }
 
