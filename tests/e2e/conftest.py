@@ -165,6 +165,9 @@ def own_mesh(tmp_path_factory, config: Path, name: str, env: dict[str, str]) -> 
         process.stop()
 
 
+PAIR_STREAM_BYTES = 1024**3  # a gateway pair's log on the shared nats-server: far more than its tests write
+
+
 @contextmanager
 def gateway_pair(
     tmp_path_factory, nats_url: str, postgres_server, mesh_toml: str, name: str
@@ -182,6 +185,9 @@ def gateway_pair(
         "MESH_NATS_URL": nats_url,
         "MESH_DATABASE_URL": postgres_server.url.rsplit("/", 1)[0] + "/" + database,
         "MESH_STREAM": name.upper() + uuid.uuid4().hex[:8].upper(),
+        # The shared nats-server holds the other tests' streams too, within a storage limit it takes from the disk
+        # free when it starts: a log reserving the default (up to 10 GB) could leave the next too little
+        "MESH_STREAM_MAX_BYTES": str(PAIR_STREAM_BYTES),
         "MESH_OPERATOR_TOKEN": "mo-test-" + uuid.uuid4().hex,
     }
     processes = [
