@@ -456,10 +456,16 @@ def _header_fields(raw: bytes) -> dict[bytes, bytes]:
 
 
 def _stored(headers: bytes, body: bytes) -> StoredMessage:
+    """A message a direct get answered: its position and time are in the headers the stream adds."""
     fields = _header_fields(headers)
+    return _published(int(fields[b"Nats-Sequence"]), _parse_time(fields[b"Nats-Time-Stamp"].decode()), fields, body)
+
+
+def _published(position: int, time: datetime, fields: dict[bytes, bytes], body: bytes) -> StoredMessage:
+    """A stored message, its event named by the header fields Mesh published it with."""
     return StoredMessage(
-        position=int(fields[b"Nats-Sequence"]),
-        time=_parse_time(fields[b"Nats-Time-Stamp"].decode()),
+        position=position,
+        time=time,
         topic=fields.get(_TOPIC, b"").decode("utf-8", "replace"),
         originator_id=fields.get(_ORIGINATOR_ID, b"").decode("utf-8", "replace"),
         originator_version=int(fields.get(_ORIGINATOR_VERSION, b"0") or 0),
@@ -476,15 +482,7 @@ def _consumed(headers: bytes, body: bytes, reply: bytes) -> StoredMessage:
     """A message a consumer delivered: its position and time are in the reply subject (`_acked`), its header block
     holds only the headers it was published with."""
     position, nanoseconds, _ = _acked(reply)
-    fields = _header_fields(headers)
-    return StoredMessage(
-        position=position,
-        time=_from_nanoseconds(nanoseconds),
-        topic=fields.get(_TOPIC, b"").decode("utf-8", "replace"),
-        originator_id=fields.get(_ORIGINATOR_ID, b"").decode("utf-8", "replace"),
-        originator_version=int(fields.get(_ORIGINATOR_VERSION, b"0") or 0),
-        body=body,
-    )
+    return _published(position, _from_nanoseconds(nanoseconds), _header_fields(headers), body)
 
 
 def _acked(reply: bytes) -> tuple[int, int, int]:
