@@ -11,8 +11,9 @@ get in the rebuild's batches with nothing applied, by the event log's reader (`e
 a batch's messages from nats-py before its per-message work; a rebuild's own reads go by consumer instead).
 
 With `--catch-up`, then the projection worker's catch-up before Mesh serves (every read model and the webhook
-outbox from position 0, by consumer, 5,000 events a transaction) beside the same runners reading as the running
-worker does at the head (direct get, 1,000 a batch), twice each way, alternated.
+outbox from position 0, by consumer, 5,000 events a transaction) beside the same runners as the running worker
+makes them (a first batch of 1,000 by direct get, then, while a read leaves more right after it, 5,000 by
+consumer), twice each way, alternated.
 
 Then the directory at `--usage-factor` times the usage: a second stream holding the same aggregate events (the
 first stream's messages copied as stored: subject, headers, body) with that many times the usage between them;
@@ -274,8 +275,8 @@ async def timed_rebuild(
 
 async def compare_catch_ups(nc, pool, servers: Servers, head: int) -> None:
     """The projection worker's catch-up before Mesh serves (`ProjectionWorker.catch_up`: by consumer, REPLAY_BATCH
-    events a transaction) from position 0 on emptied read models, beside the same runners reading as the running
-    worker does at the head (direct get, batches of 1,000), twice each way, alternated."""
+    events a transaction) from position 0 on emptied read models, beside the same runners as the running worker
+    makes them (1,000 by direct get first, then 5,000 by consumer while behind), twice each way, alternated."""
     await ensure_read_models(pool)
     print("\n| projection worker, every read model from 0 | seconds | events/s | CPU s: Mesh, PostgreSQL, NATS |")
     print("|---|---|---|---|")
@@ -295,7 +296,7 @@ async def compare_catch_ups(nc, pool, servers: Servers, head: int) -> None:
             for runner in worker.runners:
                 await runner.catch_up()
         seconds, used = time.monotonic() - started, [b - a for a, b in zip(cpu, servers.cpu())]
-        how = "catch-up (consumer, 5,000 a batch)" if replay else "at the head's way (direct get, 1,000 a batch)"
+        how = "catch-up (consumer, 5,000 a batch)" if replay else "the running worker's runners (1,000, then 5,000)"
         print(f"| {how} | {seconds:.2f} | {head / seconds:,.0f} | {', '.join(f'{u:.1f}' for u in used)} |", flush=True)
 
 
