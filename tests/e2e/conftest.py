@@ -28,6 +28,9 @@ UPSTREAM_KEY = "sk-upstream-secret-do-not-log"
 
 
 MESH_FROM_CHECKOUT = (sys.executable, "-m", "api.cli")
+# First on the PYTHONPATH of the Meshes run from the checkout: packages the test extra brings and Mesh never installs
+# fail to import there as in a real install (tests/e2e/as_installed/README.md)
+AS_INSTALLED = Path(__file__).parent / "as_installed"
 
 # The suite runs several Meshes at once beside their tests, on a machine they keep busy. By default each keeps its
 # read models, NATS and PostgreSQL off the first CPU (MESH_BACKGROUND_CPUS=auto), which is the gateway's alone on a
@@ -99,6 +102,8 @@ class MeshProcess:
             if name not in self.extra_env:  # embedded servers unless the test names external ones
                 env.pop(name, None)
         env = {name: value for name, value in env.items() if value is not None}
+        if self.command == MESH_FROM_CHECKOUT:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(AS_INSTALLED), env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [*self.command, "up", *self.args],
             env=env,
