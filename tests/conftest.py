@@ -13,12 +13,14 @@ import pytest
 from api.embedded import NatsServer
 from api.postgres_server import PostgresServer
 from domain.credentials import MIN_KDF_LOG_N, password_kdf
+from tests import http_calls
 
 
 # What a password costs in the suite: the cheapest an operator may choose (MESH_PASSWORD_KDF_LOG_N), where
 # production's default (N = 2**17) takes about 0.4 s of CPU per sign-up or log-in. Only the tests of the KDF itself
 # run at production's cost (tests/unit/test_credentials.py, test_command_contract.py; test_config.py pins it).
 TEST_KDF = password_kdf(MIN_KDF_LOG_N)
+http_calls.share_tls()  # the SDKs' clients, made by the hundred, without an SSL context each (tests/http_calls.py)
 TIERS = ("unit", "integration", "e2e")  # the directories under tests/, each a marker of the same name
 TESTS = Path(__file__).parent
 
