@@ -36,11 +36,14 @@ from projections.source import REPLAY_BATCH, Read, StreamSource
 
 log = logging.getLogger("mesh.projections")
 
-# An idle runner reads when told something was appended (`arrived`, `wake`). Right after a read it looks again at
-# FIRST_LOOK, doubling (a notice can come before the stream stores its message), up to IDLE_LOOK: what a notice lost
-# costs at most. A read model of aggregate events alone reads usage appends it skips at most every CHECKPOINT_EVERY,
-# so its stored position follows the head.
+# An idle runner reads when told something was appended (`arrived`, `wake`). A notice can come before the stream
+# stores its message, so right after a read it looks again at FIRST_LOOK, doubling while that stays within
+# LAST_QUICK_LOOK (5, 15, 35 and 75 ms after the read); then at IDLE_LOOK: what a notice lost costs at most. Each
+# look is a read of the log, so a runner that kept doubling up to IDLE_LOOK made about ten after every quiet spell's
+# event. A read model of aggregate events alone reads usage appends it skips at most every CHECKPOINT_EVERY, so its
+# stored position follows the head.
 FIRST_LOOK = 0.005  # seconds
+LAST_QUICK_LOOK = 0.04  # seconds: the longest wait of a quick look
 IDLE_LOOK = 5.0  # seconds
 CHECKPOINT_EVERY = 1.0  # seconds between two stores of a position that moved with nothing applied
 
@@ -78,20 +81,20 @@ class ProjectionRunner:
         self._position_time = None
         self._woken = asyncio.Event()  # a reader waits for what was appended: read now, even while lingering
         self._arrived = asyncio.Event()  # something was appended: read now if idle
-        self._skipped = False  # something this read model does not read was appended since its last read
+        self._skipped = asyncio.Event()  # something this read model does not read was appended since its last read
         self.current = False  # the last read reached the head and nothing was appended for it since
 
     async def run(self, stop: asyncio.Event, max_idle: float = IDLE_LOOK, linger: float = 0.02) -> None:
-        """Apply batches until `stop` is set. When caught up, wait for `arrived()` or `wake()` (looking again soon
-        after a read, then less and less often, up to `max_idle`, in case a notice was lost), so an event is applied
-        as it arrives. Under load (more arrived while a batch was applied), wait `linger` seconds unless woken: the
+        """Apply batches until `stop` is set. When caught up, wait for `arrived()` or `wake()` (looking again a few
+        times soon after a read, then every `max_idle`, in case a notice was lost), so an event is applied as it
+        arrives. Under load (more arrived while a batch was applied), wait `linger` seconds unless woken: the
         next batch then carries many events in one transaction."""
         idle = FIRST_LOOK
         while not stop.is_set():
             # cleared before the read: what arrives while this batch is applied is read right after it
             self._woken.clear()
             self._arrived.clear()
-            self._skipped = False
+            self._skipped.clear()
             failed = False
             try:
                 applied = await self.step()
@@ -106,12 +109,13 @@ class ProjectionRunner:
                 continue
             loaded = applied and self._arrived.is_set()
             self.current = not (failed or self._arrived.is_set() or self._woken.is_set())
-            waits = [stop, self._woken] if loaded else [stop, self._woken, self._arrived]
-            longest = self.checkpoint_every if self._skipped else max_idle
-            if await any_set(waits, linger if loaded else min(idle, longest)):
+            if loaded:
+                await any_set([stop, self._woken], linger)
                 idle = FIRST_LOOK
-            else:
-                idle = FIRST_LOOK if applied else min(idle * 2, max_idle)
+            elif await self._wait([stop, self._woken, self._arrived], idle):
+                idle = FIRST_LOOK  # told: a read now, then the quick looks
+            elif idle < max_idle:
+                idle = idle * 2 if idle * 2 <= LAST_QUICK_LOOK else max_idle
             self.current = False
 
     def arrived(self) -> None:
@@ -122,7 +126,21 @@ class ProjectionRunner:
     def skipped(self) -> None:
         """Something this read model does not read was appended: it reads past it (and stores the position it
         reaches) within `checkpoint_every`, not at once."""
-        self._skipped = True
+        self._skipped.set()
+
+    async def _wait(self, waits: list[asyncio.Event], seconds: float) -> bool:
+        """Wait up to `seconds` for one of `waits`; whether one was set. Once something this read model skips was
+        appended, or its position moved unstored, only until that position is due to be stored
+        (`checkpoint_every` after the last store): it then follows the head that soon."""
+        if self.position <= self._stored and not self._skipped.is_set():
+            started = time.monotonic()
+            if not await any_set([*waits, self._skipped], seconds):
+                return False
+            if any(event.is_set() for event in waits):
+                return True
+            seconds -= time.monotonic() - started
+        due_in = self._stored_at + self.checkpoint_every - time.monotonic()
+        return await any_set(waits, max(min(seconds, due_in), 0.0))
 
     def wake(self) -> None:
         """Something was just appended that a reader is waiting for: read now, and store the position."""
@@ -156,77 +174,75 @@ class ProjectionRunner:
         subjects after them up to the head as it was, so the position reaches the head whatever was appended
         last. A batch with no event this read model reads moves only the position in memory; it is stored with
         the next batch that does, or after `checkpoint_every` seconds (skipping such messages again is harmless)."""
-        async with self.pool.connection() as conn:
-            if self._generation is None:
+        if self._generation is None:
+            async with self.pool.connection() as conn:
                 await self._load(conn)
-            read = await self._read(self.position + 1)
-            messages, through = read.messages, max(read.through, self.position)
-            self.full = read.more  # more is waiting right after this batch
-            if read.more:  # read the next batch while this one is applied
-                ahead = self.source.read_through(through + 1, self._limit(), self.subjects)
-                self._prefetch = (through + 1, asyncio.ensure_future(ahead))
-            at_head = not self.full  # the read reached the stream's head as it was then
-            batch, undecodable = _decode([m for m in messages if m.topic in self.model.topics])
-            last = messages[-1] if messages else None
-            covered = through - self.position
-            due = time.monotonic() - self._stored_at >= self.checkpoint_every
-            if not batch and not undecodable and not ((checkpoint or due) and through > self._stored):
-                if covered:
-                    self.position = through
-                    if last is not None:
-                        self._position_time = last.time
-                return covered
-            position = through
-            event_time = last.time if last else self._position_time
-            generation = self._generation
-            name = tracking_name(self.model, generation)
-            async with conn.transaction():
-                if self.fixed_generation is None:
-                    # Holding this row shared keeps a rebuild from swapping generations mid-batch.
-                    cur = await conn.execute(
-                        "select generation from read_model_generations where read_model = %s for share",
-                        (self.model.name,),
-                    )
-                    row = await cur.fetchone()
-                    if row is None or row[0] != generation:
-                        self._generation = None
-                        return 0  # a rebuild swapped generations: start over on the new one
+        read = await self._read(self.position + 1)
+        messages, through = read.messages, max(read.through, self.position)
+        self.full = read.more  # more is waiting right after this batch
+        if read.more:  # read the next batch while this one is applied
+            ahead = self.source.read_through(through + 1, self._limit(), self.subjects)
+            self._prefetch = (through + 1, asyncio.ensure_future(ahead))
+        at_head = not self.full  # the read reached the stream's head as it was then
+        batch, undecodable = _decode([m for m in messages if m.topic in self.model.topics])
+        last = messages[-1] if messages else None
+        covered = through - self.position
+        due = time.monotonic() - self._stored_at >= self.checkpoint_every
+        if not batch and not undecodable and not ((checkpoint or due) and through > self._stored):
+            if covered:
+                self.position = through
+                if last is not None:
+                    self._position_time = last.time
+            return covered
+        position = through
+        event_time = last.time if last else self._position_time
+        generation = self._generation
+        name = tracking_name(self.model, generation)
+        async with self.pool.connection() as conn, conn.transaction():
+            if self.fixed_generation is None:
+                # Holding this row shared keeps a rebuild from swapping generations mid-batch.
                 cur = await conn.execute(
-                    "select position from projection_positions where name = %s for update", (name,)
+                    "select generation from read_model_generations where read_model = %s for share",
+                    (self.model.name,),
                 )
                 row = await cur.fetchone()
-                if row is None or row[0] != self._stored:
+                if row is None or row[0] != generation:
                     self._generation = None
-                    return 0  # another runner moved it (or a swap dropped it): read again
-                async with conn.cursor() as cur:
-                    failed = undecodable
-                    if batch:
-                        failed = failed + await quarantine.apply_isolating(
-                            cur, self.model, physical_tables(self.model, generation), batch
-                        )
-                    for item, error in failed:
-                        log.error(
-                            "projection %s cannot apply event %s at position %d; quarantined: %s",
-                            self.model.name,
-                            item.topic,
-                            item.position,
-                            quarantine.describe(error),
-                        )
-                        await quarantine.record(cur, self.model, generation, item.position, item.topic, error)
-                    await cur.execute(
-                        "update projection_positions set position = %s,"
-                        " event_time = coalesce(%s::timestamptz, event_time), updated_at = now(),"
-                        " checked_at = case when %s then now() else checked_at end where name = %s",
-                        (position, event_time, at_head, name),
+                    return 0  # a rebuild swapped generations: start over on the new one
+            cur = await conn.execute("select position from projection_positions where name = %s for update", (name,))
+            row = await cur.fetchone()
+            if row is None or row[0] != self._stored:
+                self._generation = None
+                return 0  # another runner moved it (or a swap dropped it): read again
+            async with conn.cursor() as cur:
+                failed = undecodable
+                if batch:
+                    failed = failed + await quarantine.apply_isolating(
+                        cur, self.model, physical_tables(self.model, generation), batch
                     )
-                if self.before_commit is not None and messages:
-                    await self.before_commit(messages)
-            self.position = self._stored = position
-            self._position_time = event_time
-            self._stored_at = time.monotonic()
-            if batch and self.after_commit is not None:
-                self.after_commit()
-            return covered
+                for item, error in failed:
+                    log.error(
+                        "projection %s cannot apply event %s at position %d; quarantined: %s",
+                        self.model.name,
+                        item.topic,
+                        item.position,
+                        quarantine.describe(error),
+                    )
+                    await quarantine.record(cur, self.model, generation, item.position, item.topic, error)
+                await cur.execute(
+                    "update projection_positions set position = %s,"
+                    " event_time = coalesce(%s::timestamptz, event_time), updated_at = now(),"
+                    " checked_at = case when %s then now() else checked_at end where name = %s",
+                    (position, event_time, at_head, name),
+                )
+            if self.before_commit is not None and messages:
+                await self.before_commit(messages)
+        self.position = self._stored = position
+        self._position_time = event_time
+        self._stored_at = time.monotonic()
+        if batch and self.after_commit is not None:
+            self.after_commit()
+        return covered
 
     async def _read(self, start: int) -> Read:
         """The batch from `start` on: the one read ahead for it if there is one (a read ahead from elsewhere is
