@@ -38,12 +38,12 @@ log = logging.getLogger("mesh.projections")
 
 # An idle runner reads when told something was appended (`arrived`, `wake`). A notice can come before the stream
 # stores its message, so right after a read it looks again at FIRST_LOOK, doubling while that stays within
-# LAST_QUICK_LOOK (5, 15, 35 and 75 ms after the read); then at IDLE_LOOK: what a notice lost costs at most. Each
-# look is a read of the log, so a runner that kept doubling up to IDLE_LOOK made about ten after every quiet spell's
-# event. A read model of aggregate events alone reads usage appends it skips at most every CHECKPOINT_EVERY, so its
-# stored position follows the head.
+# LAST_QUICK_LOOK (5 and 15 ms after the read); then only at IDLE_LOOK: what a notice lost costs at most. Each look
+# is a read of the log, which an event in a quiet spell pays for every runner that reads it. A read model of
+# aggregate events alone reads usage appends it skips at most every CHECKPOINT_EVERY, so its stored position
+# follows the head.
 FIRST_LOOK = 0.005  # seconds
-LAST_QUICK_LOOK = 0.04  # seconds: the longest wait of a quick look
+LAST_QUICK_LOOK = 0.01  # seconds: the longest wait of a quick look
 IDLE_LOOK = 5.0  # seconds
 CHECKPOINT_EVERY = 1.0  # seconds between two stores of a position that moved with nothing applied
 
