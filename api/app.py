@@ -18,9 +18,9 @@ from api.composition import SERVICE_DEPENDENCIES
 from api.dashboard.pages import PAGES, STATIC, DashboardConfig, dashboard_templates
 from api.dashboard.rendering import not_found
 from api.dashboard.session import CSRF_COOKIE
-from api.docs import docs_asset, openapi_config
+from api.docs import DOCS_PATH, docs_asset, openapi_config
 from api.errors import EXCEPTION_HANDLERS, MeshRequest
-from api.openapi import finish_openapi
+from api.openapi import openapi_document
 from api.strict_input import check_strict_input
 from api.routes.accounts import AccountController
 from api.routes.admin_accounts import AdminAccountController
@@ -85,7 +85,6 @@ def create_litestar(runtime: Runtime, dashboard: DashboardConfig | None = None) 
         ),
         logging_config=None,  # `mesh` configures logging once, for every part
     )
-    finish_openapi(app)
     _allow_every_method(app)
     app.state.runtime = runtime
     return app
@@ -105,6 +104,8 @@ async def before_request(request: Request) -> Response | None:
     if request.method == "OPTIONS":
         allowed = request.app.state.allowed_methods.get(request.scope["path_template"], {"OPTIONS"})
         return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(allowed))})
+    if request.scope["path"].startswith(DOCS_PATH):
+        openapi_document(request.app)  # completed before the docs routes serve it
     await check_strict_input(request)
     return None
 

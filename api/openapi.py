@@ -93,6 +93,20 @@ def security_components() -> Components:
     return Components(security_schemes=SECURITY_SCHEMES)
 
 
+FINISHED = "openapi_finished"  # app.state: the document is complete
+
+
+def openapi_document(app: Litestar) -> dict[str, Any]:
+    """The app's OpenAPI document, completed (`finish_openapi`) the first time it is asked for: about 0.15 s of CPU
+    that a Mesh whose docs nobody reads never spends at start. The app's `before_request` asks for it ahead of the
+    docs routes, which serve what Litestar keeps."""
+    if not app.state.get(FINISHED):
+        finish_openapi(app)
+        app.state[FINISHED] = True
+    document: dict[str, Any] = app.plugins.get(OpenAPIPlugin).provide_openapi_schema()
+    return document
+
+
 def finish_openapi(app: Litestar) -> None:
     """Complete the app's OpenAPI document (built once, here, before anything serves it): see the module doc."""
     plugin = app.plugins.get(OpenAPIPlugin)

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import msgspec
 import pytest
-from litestar._openapi.plugin import OpenAPIPlugin
 
 from api.app import create_litestar
 from api.input_errors import PATTERN_RULES, body_error, query_error
+from api.openapi import openapi_document
 from api.routes.keys import KeyIn
 from api.routes.prompt_templates import TemplateIn
 from api.routes.topups import TopUpIn
@@ -30,7 +30,7 @@ def _patterns(node, found: set[str]) -> set[str]:
 
 def test_every_pattern_the_document_states_has_its_rule_in_words():
     app = create_litestar(None)
-    document = app.plugins.get(OpenAPIPlugin)._openapi_schema
+    document = openapi_document(app)
     patterns = _patterns(document, set())
     assert patterns and patterns <= set(PATTERN_RULES), patterns - set(PATTERN_RULES)
 
@@ -98,3 +98,13 @@ def test_a_refused_query_value_is_quoted_with_the_rule():
         "group_by takes a comma-separated list of provider, model, key, day, hour"
     )
     assert not re.search(r"[\\^$]", message)
+
+
+def test_the_document_is_completed_once_when_first_asked_for_not_when_the_app_is_built():
+    from api.openapi import FINISHED
+
+    app = create_litestar(None)
+    assert not app.state.get(FINISHED)
+    document = openapi_document(app)
+    assert app.state[FINISHED] and "ErrorResponse" in document["components"]["schemas"]
+    assert openapi_document(app) is document
