@@ -39,9 +39,9 @@ log = logging.getLogger("mesh.projections")
 # An idle runner reads when told something was appended (`arrived`, `wake`). A notice can come before the stream
 # stores its message, so right after a read it looks again at FIRST_LOOK, doubling while that stays within
 # LAST_QUICK_LOOK (5 and 15 ms after the read); then only at IDLE_LOOK: what a notice lost costs at most. Each look
-# is a read of the log, which an event in a quiet spell pays for every runner that reads it. A read model of
-# aggregate events alone reads usage appends it skips at most every CHECKPOINT_EVERY, so its stored position
-# follows the head.
+# is a read of the log by every runner that reads what was appended, so they are few. A read model of aggregate
+# events alone reads usage appends it skips at most every CHECKPOINT_EVERY, so its stored position follows the
+# head.
 FIRST_LOOK = 0.005  # seconds
 LAST_QUICK_LOOK = 0.01  # seconds: the longest wait of a quick look
 IDLE_LOOK = 5.0  # seconds
@@ -173,7 +173,9 @@ class ProjectionRunner:
         The read asks only for the subjects of this read model's events, and covers the messages of other
         subjects after them up to the head as it was, so the position reaches the head whatever was appended
         last. A batch with no event this read model reads moves only the position in memory; it is stored with
-        the next batch that does, or after `checkpoint_every` seconds (skipping such messages again is harmless)."""
+        the next batch that does, or after `checkpoint_every` seconds (skipping such messages again is harmless).
+        A PostgreSQL connection is taken only to load the position or to write: a read that brings nothing costs
+        PostgreSQL nothing (a checkout alone is a round trip, to check the connection)."""
         if self._generation is None:
             async with self.pool.connection() as conn:
                 await self._load(conn)
