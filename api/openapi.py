@@ -97,9 +97,9 @@ FINISHED = "openapi_finished"  # app.state: the document is complete
 
 
 def openapi_document(app: Litestar) -> dict[str, Any]:
-    """The app's OpenAPI document, completed (`finish_openapi`) the first time it is asked for: about 0.15 s of CPU
-    that a Mesh whose docs nobody reads never spends at start. The app's `before_request` asks for it ahead of the
-    docs routes, which serve what Litestar keeps."""
+    """The app's OpenAPI document, completed (`finish_openapi`) the first time it is asked for, not at start: it is
+    half of what building the app costs, and most Meshes never serve it. The app's `before_request` asks for it
+    ahead of the docs routes, which serve what Litestar keeps."""
     if not app.state.get(FINISHED):
         finish_openapi(app)
         app.state[FINISHED] = True

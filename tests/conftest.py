@@ -31,9 +31,9 @@ PACKAGES = ("domain", "commands", "projections", "gateway", "api", "tests")  # w
 def write_bytecode() -> None:
     """Bytecode for the checkout's packages, once, as pip writes it for an installed Mesh; and the test modules'
     rewritten bytecode kept. Where PYTHONDONTWRITEBYTECODE is set (this project's development machine sets it), each
-    Mesh process the suite starts compiled Mesh's modules afresh (about 0.17 s of CPU), and each worker rewrote
-    and compiled every test module (about 3 s). compileall writes whatever the variable says; the files go to the
-    checkout's __pycache__ folders, which git ignores."""
+    Mesh process the suite starts would compile Mesh's modules afresh, and each worker rewrite and compile every
+    test module. compileall writes whatever the variable says; the files go to the checkout's __pycache__ folders,
+    which git ignores."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):  # the controller, before it starts the workers
         for package in PACKAGES:
             compileall.compile_dir(TESTS.parent / package, quiet=1)
